@@ -1,0 +1,198 @@
+"""``npo-bot simulate``: run the paper's experiments and write ``metrics.json``, PNG plots and a table."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npo.sim.experiments import EPSILONS, HEADLINE_EPSILON, ExperimentResult, run_experiments
+
+HEADLINE_CONDITIONS = (
+    "full",
+    "fixed_0.7",
+    "best_fixed",
+    "skips_ignored",
+    "no_monitor",
+    "no_miss_term",
+    "eta_constant",
+    "eta_decaying",
+    "no_trust",
+    "discounted_bandit",
+)
+HEADLINE_METRICS = (
+    "reward",
+    "f1",
+    "precision",
+    "recall",
+    "override_rate",
+    "l_align_first10",
+    "l_align_last10",
+    "true_l_align",
+    "recovery_episodes",
+    "true_l_align_adversarial",
+)
+
+
+def _fmt(value: float, metric: str) -> str:
+    if math.isnan(value):
+        return "—"
+    if metric in ("reward", "recovery_episodes"):
+        return f"{value:,.0f}"
+    return f"{value:.3f}"
+
+
+def table(result: ExperimentResult, conditions: tuple[str, ...] = HEADLINE_CONDITIONS) -> str:
+    """The headline table as GitHub-flavoured Markdown (mean over seeds; 95 % intervals are in metrics.json)."""
+    short = {
+        "l_align_first10": "L first10%",
+        "l_align_last10": "L last10%",
+        "true_l_align": "true L",
+        "recovery_episodes": "recovery",
+        "true_l_align_adversarial": "true L (20% adv.)",
+        "override_rate": "override",
+    }
+    header = "| condition | " + " | ".join(short.get(m, m) for m in HEADLINE_METRICS) + " |"
+    lines = [header, "|" + "---|" * (len(HEADLINE_METRICS) + 1)]
+    for name in conditions:
+        row = result.conditions.get(name)
+        if row is None:
+            continue
+        label = f"best_fixed ({result.best_fixed})" if name == "best_fixed" else name
+        cells = []
+        for metric in HEADLINE_METRICS:
+            value = row.get(metric)
+            cells.append(_fmt(float(value["mean"]), metric) if isinstance(value, dict) else "—")  # type: ignore[arg-type]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
+    """Write the four PNG plots; returns their paths. Uses matplotlib's non-interactive Agg backend."""
+    import matplotlib  # noqa: PLC0415 - heavy import, only for this command
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    series = result.series
+    x = np.arange(1, result.episodes + 1)
+    paths: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        path = out / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
+    def drift_line(ax: Any) -> None:
+        if result.drift_episode is not None:
+            ax.axvline(result.drift_episode, color="grey", linestyle=":", label="drift")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, label in (
+        ("eta_decaying", "decaying (n+10)^-0.6"),
+        ("eta_constant_0.05", "constant 0.05"),
+        ("eta_constant", "constant 0.1"),
+        ("eta_constant_0.3", "constant 0.3"),
+    ):
+        if f"l_align:{name}" in series:
+            ax.plot(x, series[f"l_align:{name}"], label=f"η {label}")
+    drift_line(ax)
+    ax.set(
+        title=f"Observed L_align by step size η (ε = {HEADLINE_EPSILON})",
+        xlabel="episode",
+        ylabel="L_align (trailing mean)",
+    )
+    ax.legend()
+    save(fig, "l_align_by_eta.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for eps in EPSILONS:
+        key = "l_align:full" if eps == HEADLINE_EPSILON else f"l_align:full@eps={eps}"
+        if key in series:
+            ax.plot(x, series[key], label=f"ε = {eps}")
+    drift_line(ax)
+    ax.set(
+        title="Observed L_align by label noise ε (full NPO)",
+        xlabel="episode",
+        ylabel="L_align (trailing mean)",
+    )
+    ax.legend()
+    save(fig, "l_align_by_epsilon.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, label in (
+        ("full", "NPO (bandit τ)"),
+        ("fixed_0.7", "fixed τ = 0.7"),
+        ("best_fixed", f"best fixed ({result.best_fixed})"),
+    ):
+        if f"l_align:{name}" in series:
+            ax.plot(x, series[f"l_align:{name}"], label=label)
+    drift_line(ax)
+    ax.set(title="NPO vs fixed thresholds", xlabel="episode", ylabel="L_align (trailing mean)")
+    ax.legend()
+    save(fig, "npo_vs_fixed.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, label in (("full", "with meta-monitor"), ("no_monitor", "without meta-monitor")):
+        if f"l_align:{name}" in series:
+            ax.plot(x, series[f"l_align:{name}"], label=label)
+    drift_line(ax)
+    ax.set(title="Recovery after drift", xlabel="episode", ylabel="L_align (trailing mean)")
+    ax.legend()
+    save(fig, "drift_monitor.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if "tau:full" in series:
+        ax.plot(x, series["tau:full"], label="mean τ over seeds")
+        ax.fill_between(
+            x, series["tau_p10:full"], series["tau_p90:full"], alpha=0.2, label="10–90 % of seeds"
+        )
+    drift_line(ax)
+    ax.set(
+        title="Threshold τ chosen by the bandit (full NPO)", xlabel="episode", ylabel="τ", ylim=(0.45, 0.95)
+    )
+    ax.legend()
+    save(fig, "chosen_tau.png")
+    return paths
+
+
+def simulate(
+    episodes: int, seeds: int, out: Path, *, base_seed: int = 0, plots: bool = True, progress: Any = None
+) -> tuple[ExperimentResult, float]:
+    """Run the experiments and write ``out/metrics.json`` (+ plots). Returns the result and elapsed seconds."""
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result = run_experiments(episodes, seeds, base_seed=base_seed, progress=progress)
+    payload = _finite(result.to_json())
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(
+        json.dumps(payload, indent=1, allow_nan=False, default=_json_default) + "\n", encoding="utf-8"
+    )
+    tmp.replace(out / "metrics.json")
+    if plots:
+        write_plots(result, out)
+    (out / "table.md").write_text(table(result) + "\n", encoding="utf-8")
+    return result, time.monotonic() - started
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null, so metrics.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
+        return None
+    return value
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.floating | np.integer):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,594 @@
+"""The NPO loop: ``ingest → score → guard → decide`` and ``feedback → update``, written against a store protocol.
+
+Every function here runs inside one store transaction (:meth:`LoopStore.transaction`), so a storage backend that
+implements the transaction as ``BEGIN IMMEDIATE … COMMIT`` makes each step an atomic read-modify-write.
+:class:`InMemoryStore` is the reference implementation used by tests and the simulation.
+
+The rules the loop applies, in one place:
+
+* a prediction whose id, or whose fingerprint (fault type, target, action) within ``dedupe_window_s``, was seen
+  before is a duplicate: the first decision is returned and nothing changes;
+* the Safety Policy Engine runs first; a blocked prediction does not consult the bandit;
+* the bandit draws τ; R(s) < τ is suppressed (rule ``threshold``); otherwise it is surfaced, or put into a digest
+  when the channel cap says so;
+* a feedback request id is recorded once (replays and retries are no-ops);
+* a second answer by the same person on the same recommendation *replaces* their first in the learning state
+  (m(k), bandit arm) while both stay in the feedback log; a person's click after a recorded skip replaces the skip;
+* an outcome for a suppressed prediction feeds the bandit's miss term and (weighted) m(k), so a key that was
+  wrongly silenced can come back; outcomes also calibrate the trust of the people who answered.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from npo.alignment import AlignmentSample
+from npo.bandit import BanditConfig, ThresholdBandit
+from npo.feedback import FeedbackCodes
+from npo.misalignment import EtaSchedule, KeyAlignment, replace_feedback, update_key
+from npo.policy import Policy, PolicyContext, evaluate
+from npo.retrain import LogisticModel
+from npo.scoring import KeySpec, features, scenario_key, score
+from npo.trust import (
+    OperatorTrust,
+    TrustConfig,
+    new_trust,
+    trust_weight,
+    update_with_outcome,
+    update_with_peers,
+)
+from npo.types import (
+    Decision,
+    FeedbackEvent,
+    FeedbackKind,
+    InvalidRecord,
+    Outcome,
+    Prediction,
+    Verdict,
+)
+
+SYSTEM_OPERATOR = "system"
+
+
+class LoopError(InvalidRecord):
+    """A loop operation that cannot apply to the current state (the state is left unchanged)."""
+
+
+class UnknownPrediction(LoopError):
+    def __init__(self, prediction_id: str) -> None:
+        super().__init__("prediction_id", f"no prediction with id {prediction_id!r}")
+
+
+class NotSurfaced(LoopError):
+    def __init__(self, prediction_id: str, verdict: Verdict) -> None:
+        super().__init__(
+            "prediction_id", f"prediction {prediction_id!r} was not surfaced (verdict {verdict.value})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    """Everything the loop needs to know besides the state. All defaults are documented in the README."""
+
+    key_spec: KeySpec = field(default_factory=KeySpec)
+    codes: FeedbackCodes = field(default_factory=FeedbackCodes)
+    eta: EtaSchedule = field(default_factory=EtaSchedule)
+    bandit: BanditConfig = field(default_factory=lambda: BanditConfig(gamma=0.995))
+    trust: TrustConfig | None = field(default_factory=TrustConfig)
+    default_channel: str = "incident"
+    dedupe_window_s: float = 3600.0
+    suppressed_outcome_weight: float = 0.5  # how much a suppressed prediction's outcome moves m(k)
+    peer_min_updates: int = 5  # a key needs this many updates before its consensus calibrates trust
+    model_prior_strength: float = 5.0  # pseudo-count of the promoted feature model in m(k) for young keys
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedFeedback:
+    """A feedback event as the learning state saw it (what a later replacement must undo)."""
+
+    event: FeedbackEvent
+    key: str
+    y: float
+    weight: float
+    key_n_before: float  # effective sample size of the key when this answer was applied
+    arm: int | None
+    reward: float
+    replaces: str | None = None  # request id of the answer this one replaced
+
+
+@dataclass(frozen=True, slots=True)
+class DecideResult:
+    decision: Decision
+    duplicate: bool
+
+
+FeedbackStatus = Literal["recorded", "replaced", "duplicate"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackResult:
+    status: FeedbackStatus
+    applied: AppliedFeedback | None
+    key_state: KeyAlignment | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeResult:
+    recorded: bool
+    missed_fault: bool  # suppressed, then it turned out real
+
+
+class LoopTransaction(Protocol):
+    """One atomic unit of work over the loop's state. Reads see this transaction's own writes."""
+
+    def find_duplicate(self, prediction: Prediction, window_s: float) -> Decision | None: ...
+    def add_decision(self, prediction: Prediction, decision: Decision, channel: str) -> None: ...
+    def get_prediction(self, prediction_id: str) -> Prediction | None: ...
+    def get_decision(self, prediction_id: str) -> Decision | None: ...
+    def policy_context(self, prediction: Prediction, key: str, channel: str, now: float) -> PolicyContext: ...
+    def get_key(self, key: str) -> KeyAlignment: ...
+    def put_key(self, state: KeyAlignment) -> None: ...
+    def get_bandit(self) -> ThresholdBandit: ...
+    def put_bandit(self, bandit: ThresholdBandit) -> None: ...
+    def get_trust(self, operator: str) -> OperatorTrust | None: ...
+    def put_trust(self, trust: OperatorTrust) -> None: ...
+    def has_request(self, request_id: str) -> bool: ...
+    def effective_feedback(self, prediction_id: str, operator: str) -> AppliedFeedback | None: ...
+    def add_feedback(self, applied: AppliedFeedback) -> None: ...
+    def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]: ...
+    def add_outcome(self, outcome: Outcome) -> bool: ...
+    def get_model(self) -> LogisticModel | None: ...
+    def audit(self, kind: str, subject: str, detail: Mapping[str, object], at: float) -> None: ...
+
+
+class LoopStore(Protocol):
+    """Where the loop's state lives. ``transaction()`` commits on normal exit and rolls back on an exception."""
+
+    def transaction(self) -> AbstractContextManager[LoopTransaction]: ...
+
+
+# -- the loop ------------------------------------------------------------------------------------------------
+def effective_misalignment(
+    key_state: KeyAlignment, prediction: Prediction, model: LogisticModel | None, config: LoopConfig
+) -> float:
+    """m used for scoring: m(k), shrunk toward the promoted feature model's P(override | φ(s)) for young keys."""
+    if model is None or config.model_prior_strength <= 0:
+        return key_state.m
+    q = float(model.predict(features(prediction)[None, :])[0])
+    c = config.model_prior_strength
+    return (key_state.n * key_state.m + c * q) / (key_state.n + c)
+
+
+def decide(
+    tx: LoopTransaction,
+    prediction: Prediction,
+    *,
+    config: LoopConfig,
+    policy: Policy,
+    rng: np.random.Generator,
+    now: float,
+) -> DecideResult:
+    """Score, guard and decide one prediction; record the decision (and the audit line) in ``tx``."""
+    earlier = tx.find_duplicate(prediction, config.dedupe_window_s)
+    if earlier is not None:
+        tx.audit("duplicate_prediction", prediction.id, {"first": earlier.prediction_id}, now)
+        return DecideResult(earlier, duplicate=True)
+    channel = prediction.channel or config.default_channel
+    key = scenario_key(prediction, config.key_spec)
+    key_state = tx.get_key(key)
+    m = min(1.0, max(0.0, effective_misalignment(key_state, prediction, tx.get_model(), config)))
+    r = score(prediction.confidence, m)
+    verdict = evaluate(policy, prediction, key, channel, tx.policy_context(prediction, key, channel, now))
+    common = {
+        "prediction_id": prediction.id,
+        "key": key,
+        "confidence": prediction.confidence,
+        "misalignment": m,
+        "score": r,
+        "decided_at": now,
+    }
+    if verdict.outcome == "block":
+        decision = Decision(
+            verdict=Verdict.BLOCK,
+            rule=verdict.rule,
+            reason=verdict.reason,
+            threshold=None,
+            arm=None,
+            **common,
+        )  # type: ignore[arg-type]
+    else:
+        bandit = tx.get_bandit()
+        arm = bandit.choose(rng)
+        tau = bandit.threshold(arm)
+        if r < tau:
+            decision = Decision(
+                verdict=Verdict.SUPPRESS,
+                rule="threshold",
+                reason=f"R(s)={r:.3f} < τ={tau:.2f}",
+                threshold=tau,
+                arm=arm,
+                **common,
+            )  # type: ignore[arg-type]
+        elif verdict.outcome == "digest":
+            decision = Decision(
+                verdict=Verdict.DIGEST,
+                rule=verdict.rule,
+                reason=verdict.reason,
+                threshold=tau,
+                arm=arm,
+                **common,
+            )  # type: ignore[arg-type]
+        else:
+            decision = Decision(
+                verdict=Verdict.SURFACE,
+                rule=verdict.rule,
+                reason=f"R(s)={r:.3f} ≥ τ={tau:.2f}; {verdict.reason}",
+                threshold=tau,
+                arm=arm,
+                **common,
+            )  # type: ignore[arg-type]
+    tx.add_decision(prediction, decision, channel)
+    tx.audit(
+        "decision",
+        prediction.id,
+        {
+            "verdict": decision.verdict.value,
+            "rule": decision.rule,
+            "reason": decision.reason,
+            "score": r,
+            "threshold": decision.threshold,
+        },
+        now,
+    )
+    return DecideResult(decision, duplicate=False)
+
+
+def _weight_for(tx: LoopTransaction, operator: str, config: LoopConfig) -> tuple[float, OperatorTrust | None]:
+    if config.trust is None or operator == SYSTEM_OPERATOR:
+        return 1.0, None
+    trust = tx.get_trust(operator) or new_trust(operator, config.trust)
+    return trust_weight(trust, config.trust), trust
+
+
+def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopConfig) -> FeedbackResult:
+    """Apply one feedback event: m(k) of its key, the bandit arm that let it through, the operator's trust.
+
+    Raises :class:`UnknownPrediction` / :class:`NotSurfaced` (nothing changes). A request id seen before returns
+    status ``duplicate`` and changes nothing.
+    """
+    if tx.has_request(event.request_id):
+        return FeedbackResult("duplicate", None, None)
+    decision = tx.get_decision(event.prediction_id)
+    if decision is None:
+        raise UnknownPrediction(event.prediction_id)
+    if not decision.surfaced:
+        raise NotSurfaced(event.prediction_id, decision.verdict)
+    y = config.codes.code(event.kind)
+    reward = 1.0 - y
+    weight, trust = _weight_for(tx, event.operator, config)
+    previous = tx.effective_feedback(event.prediction_id, event.operator)
+    if previous is None and event.kind is not FeedbackKind.SKIPPED:
+        previous = tx.effective_feedback(event.prediction_id, SYSTEM_OPERATOR)
+    if previous is not None and event.kind is FeedbackKind.SKIPPED:
+        # A skip after a real answer (or a second skip) carries no information: log it, learn nothing.
+        applied = AppliedFeedback(
+            event,
+            decision.key,
+            previous.y,
+            previous.weight,
+            previous.key_n_before,
+            previous.arm,
+            previous.reward,
+            replaces=None,
+        )
+        tx.audit(
+            "feedback_ignored",
+            event.prediction_id,
+            {"operator": event.operator, "kind": event.kind.value, "why": "already answered"},
+            event.at,
+        )
+        return FeedbackResult("duplicate", applied, tx.get_key(decision.key))
+    key_state = tx.get_key(decision.key)
+    consensus_before = key_state.m
+    bandit = tx.get_bandit()
+    if previous is not None:
+        new_state = replace_feedback(
+            key_state,
+            previous.y,
+            y,
+            config.eta,
+            old_n=previous.key_n_before,
+            weight=previous.weight,
+            at=event.at,
+        )
+        if decision.arm is not None:
+            bandit = bandit.replace_reward(decision.arm, previous.reward, reward, previous.weight)
+        applied = AppliedFeedback(
+            event,
+            decision.key,
+            y,
+            previous.weight,
+            previous.key_n_before,
+            decision.arm,
+            reward,
+            replaces=previous.event.request_id,
+        )
+        status: FeedbackStatus = "replaced"
+    else:
+        new_state = update_key(key_state, y, config.eta, weight=weight, at=event.at)
+        if decision.arm is not None:
+            bandit = bandit.update(decision.arm, reward, weight)
+        applied = AppliedFeedback(event, decision.key, y, weight, key_state.weight_sum, decision.arm, reward)
+        status = "recorded"
+    if trust is not None and config.trust is not None and key_state.n >= config.peer_min_updates:
+        tx.put_trust(update_with_peers(trust, y, consensus_before, config.trust))
+    elif trust is not None and tx.get_trust(event.operator) is None:
+        tx.put_trust(trust)
+    tx.put_key(new_state)
+    tx.put_bandit(bandit)
+    tx.add_feedback(applied)
+    tx.audit(
+        "feedback",
+        event.prediction_id,
+        {
+            "operator": event.operator,
+            "kind": event.kind.value,
+            "y": y,
+            "weight": weight,
+            "status": status,
+            "m": new_state.m,
+        },
+        event.at,
+    )
+    return FeedbackResult(status, applied, new_state)
+
+
+def record_outcome(tx: LoopTransaction, outcome: Outcome, *, config: LoopConfig) -> OutcomeResult:
+    """Record whether a prediction's fault was real; feed the miss term, m(k) for suppressed ones, and trust.
+
+    Raises :class:`UnknownPrediction`. A second outcome for the same prediction is ignored (first one wins).
+    """
+    decision = tx.get_decision(outcome.prediction_id)
+    if decision is None:
+        raise UnknownPrediction(outcome.prediction_id)
+    if not tx.add_outcome(outcome):
+        return OutcomeResult(recorded=False, missed_fault=False)
+    missed = decision.verdict is Verdict.SUPPRESS and outcome.real_fault
+    if decision.verdict is Verdict.SUPPRESS and decision.arm is not None:
+        tx.put_bandit(tx.get_bandit().miss_update(decision.arm, outcome.real_fault))
+        if config.suppressed_outcome_weight > 0:
+            truth = 0.0 if outcome.real_fault else 1.0
+            tx.put_key(
+                update_key(
+                    tx.get_key(decision.key),
+                    truth,
+                    config.eta,
+                    weight=config.suppressed_outcome_weight,
+                    at=outcome.at,
+                )
+            )
+    if config.trust is not None:
+        for applied in tx.feedback_for(outcome.prediction_id):
+            operator = applied.event.operator
+            if operator == SYSTEM_OPERATOR or applied.event.kind is FeedbackKind.SKIPPED:
+                continue
+            trust = tx.get_trust(operator) or new_trust(operator, config.trust)
+            tx.put_trust(update_with_outcome(trust, applied.y, outcome.real_fault, config.trust))
+    tx.audit(
+        "outcome",
+        outcome.prediction_id,
+        {"real_fault": outcome.real_fault, "source": outcome.source, "missed_fault": missed},
+        outcome.at,
+    )
+    return OutcomeResult(recorded=True, missed_fault=missed)
+
+
+# -- reference store -----------------------------------------------------------------------------------------
+@dataclass
+class _State:
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    channels: dict[str, str] = field(default_factory=dict)
+    fingerprints: dict[str, tuple[str, float]] = field(default_factory=dict)
+    keys: dict[str, KeyAlignment] = field(default_factory=dict)
+    bandit: ThresholdBandit | None = None
+    trust: dict[str, OperatorTrust] = field(default_factory=dict)
+    requests: set[str] = field(default_factory=set)
+    feedback_log: list[AppliedFeedback] = field(default_factory=list)
+    effective: dict[tuple[str, str], AppliedFeedback] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    samples: list[AlignmentSample] = field(default_factory=list)
+    model: LogisticModel | None = None
+    audit_log: list[tuple[str, str, dict[str, object], float]] = field(default_factory=list)
+
+
+_MISSING = object()
+
+
+class InMemoryTransaction:
+    """A transaction over :class:`InMemoryStore`: writes go to the live state and an undo log replays them
+    backwards if the transaction fails, so a failed step changes nothing."""
+
+    def __init__(self, state: _State, config: LoopConfig) -> None:
+        self._s = state
+        self._config = config
+        self._undo: list[Callable[[], None]] = []
+
+    def _remember(self, mapping: dict[Any, Any], key: Any) -> None:
+        old = mapping.get(key, _MISSING)
+
+        def undo() -> None:
+            if old is _MISSING:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = old
+
+        self._undo.append(undo)
+
+    def rollback(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+
+    def find_duplicate(self, prediction: Prediction, window_s: float) -> Decision | None:
+        if prediction.id in self._s.decisions:
+            return self._s.decisions[prediction.id]
+        seen = self._s.fingerprints.get(prediction.fingerprint())
+        if seen is not None and prediction.received_at - seen[1] < window_s:
+            return self._s.decisions[seen[0]]
+        return None
+
+    def add_decision(self, prediction: Prediction, decision: Decision, channel: str) -> None:
+        pid = prediction.id
+        for mapping, value in (
+            (self._s.predictions, prediction),
+            (self._s.decisions, decision),
+            (self._s.channels, channel),
+        ):
+            self._remember(mapping, pid)
+            mapping[pid] = value
+        self._remember(self._s.fingerprints, prediction.fingerprint())
+        self._s.fingerprints[prediction.fingerprint()] = (pid, prediction.received_at)
+
+    def get_prediction(self, prediction_id: str) -> Prediction | None:
+        return self._s.predictions.get(prediction_id)
+
+    def get_decision(self, prediction_id: str) -> Decision | None:
+        return self._s.decisions.get(prediction_id)
+
+    def policy_context(self, prediction: Prediction, key: str, channel: str, now: float) -> PolicyContext:
+        # The reference store tracks no open recommendations: blast radius and caps see an empty world.
+        return PolicyContext(now=now)
+
+    def get_key(self, key: str) -> KeyAlignment:
+        return self._s.keys.get(key) or KeyAlignment(key=key)
+
+    def put_key(self, state: KeyAlignment) -> None:
+        self._remember(self._s.keys, state.key)
+        self._s.keys[state.key] = state
+
+    def get_bandit(self) -> ThresholdBandit:
+        return self._s.bandit or ThresholdBandit(self._config.bandit)
+
+    def put_bandit(self, bandit: ThresholdBandit) -> None:
+        old = self._s.bandit
+
+        def undo() -> None:
+            self._s.bandit = old
+
+        self._undo.append(undo)
+        self._s.bandit = bandit
+
+    def get_trust(self, operator: str) -> OperatorTrust | None:
+        return self._s.trust.get(operator)
+
+    def put_trust(self, trust: OperatorTrust) -> None:
+        self._remember(self._s.trust, trust.operator)
+        self._s.trust[trust.operator] = trust
+
+    def has_request(self, request_id: str) -> bool:
+        return request_id in self._s.requests
+
+    def effective_feedback(self, prediction_id: str, operator: str) -> AppliedFeedback | None:
+        return self._s.effective.get((prediction_id, operator))
+
+    def add_feedback(self, applied: AppliedFeedback) -> None:
+        ev = applied.event
+        s = self._s
+        s.requests.add(ev.request_id)
+        s.feedback_log.append(applied)
+        s.samples.append(
+            AlignmentSample(
+                applied.key, applied.y, ev.at, applied.weight, s.channels.get(ev.prediction_id, "")
+            )
+        )
+
+        def undo_append() -> None:
+            s.requests.discard(ev.request_id)
+            s.feedback_log.pop()
+            s.samples.pop()
+
+        self._undo.append(undo_append)
+        if applied.replaces is not None:
+            for k, v in list(s.effective.items()):
+                if v.event.request_id == applied.replaces and k[0] == ev.prediction_id:
+                    self._remember(s.effective, k)
+                    del s.effective[k]
+        self._remember(s.effective, (ev.prediction_id, ev.operator))
+        s.effective[(ev.prediction_id, ev.operator)] = applied
+
+    def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]:
+        return [v for (pid, _), v in self._s.effective.items() if pid == prediction_id]
+
+    def add_outcome(self, outcome: Outcome) -> bool:
+        if outcome.prediction_id in self._s.outcomes:
+            return False
+        self._remember(self._s.outcomes, outcome.prediction_id)
+        self._s.outcomes[outcome.prediction_id] = outcome
+        return True
+
+    def get_model(self) -> LogisticModel | None:
+        return self._s.model
+
+    def audit(self, kind: str, subject: str, detail: Mapping[str, object], at: float) -> None:
+        log = self._s.audit_log
+        log.append((kind, subject, dict(detail), at))
+        self._undo.append(log.pop)
+
+
+class InMemoryStore:
+    """Thread-safe in-memory implementation of :class:`LoopStore` (tests, simulation, benchmarks).
+
+    A transaction holds a lock (one writer at a time, like ``BEGIN IMMEDIATE``) and rolls back through its undo
+    log when the block raises.
+    """
+
+    def __init__(self, config: LoopConfig | None = None) -> None:
+        self.config = config or LoopConfig()
+        self._state = _State()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[InMemoryTransaction]:
+        with self._lock:
+            tx = InMemoryTransaction(self._state, self.config)
+            try:
+                yield tx
+            except BaseException:
+                tx.rollback()
+                raise
+
+    # Read-only views for tests, reports and the CLI.
+    @property
+    def keys(self) -> Mapping[str, KeyAlignment]:
+        return dict(self._state.keys)
+
+    @property
+    def bandit(self) -> ThresholdBandit:
+        return self._state.bandit or ThresholdBandit(self.config.bandit)
+
+    @property
+    def samples(self) -> Sequence[AlignmentSample]:
+        return list(self._state.samples)
+
+    @property
+    def feedback_log(self) -> Sequence[AppliedFeedback]:
+        return list(self._state.feedback_log)
+
+    @property
+    def audit_log(self) -> Sequence[tuple[str, str, dict[str, object], float]]:
+        return list(self._state.audit_log)
+
+    @property
+    def trust(self) -> Mapping[str, OperatorTrust]:
+        return dict(self._state.trust)
+
+    def set_model(self, model: LogisticModel | None) -> None:
+        with self._lock:
+            self._state.model = model

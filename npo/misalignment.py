@@ -1,0 +1,146 @@
+"""Learned misalignment m(k) per scenario key: the paper's stochastic-approximation rule.
+
+    m(k) ← m(k) + η_n · w · (y − m(k))
+
+y is the feedback code (override 1, like 0, neutral 0.5, skipped λ), w ∈ [0, 1] an optional trust weight of
+the source, and η_n either constant (tracks drift; steady-state std σ·√(η/(2 − η))) or Robbins–Monro decaying,
+η_n = (n + n₀)^−κ with ½ < κ ≤ 1 (Σ η = ∞, Σ η² < ∞: converges to E[y] under i.i.d. feedback).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from npo.types import InvalidRecord
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class EtaSchedule:
+    """Step size η_n as a function of the number of updates n a key has seen.
+
+    ``kind="constant"`` gives η_n = ``eta``; ``kind="decaying"`` gives η_n = (n + n0)^−kappa, ½ < kappa ≤ 1.
+    """
+
+    kind: Literal["constant", "decaying"] = "decaying"
+    eta: float = 0.1
+    n0: float = 10.0
+    kappa: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("constant", "decaying"):
+            raise InvalidRecord("eta.kind", f"must be 'constant' or 'decaying', got {self.kind!r}")
+        if not 0.0 < self.eta <= 1.0:
+            raise InvalidRecord("eta.eta", f"must be in (0, 1], got {self.eta}")
+        if not self.n0 >= 1.0:
+            raise InvalidRecord("eta.n0", f"must be >= 1 so that η ≤ 1, got {self.n0}")
+        if not 0.5 < self.kappa <= 1.0:
+            raise InvalidRecord("eta.kappa", f"must be in (0.5, 1] (Robbins–Monro), got {self.kappa}")
+
+    def rate(self, n: float) -> float:
+        """η for a key that has already had ``n`` updates (n ≥ 0). Always in (0, 1]."""
+        if self.kind == "constant":
+            return self.eta
+        return float((n + self.n0) ** -self.kappa)
+
+    def rates(self, n: FloatArray) -> FloatArray:
+        """Vectorised :meth:`rate` over an array of update counts."""
+        if self.kind == "constant":
+            return np.full_like(n, self.eta, dtype=np.float64)
+        return np.asarray((n + self.n0) ** -self.kappa, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAlignment:
+    """Learned misalignment of one scenario key.
+
+    ``m`` ∈ [0, 1] is the running estimate of the feedback code (1 = always overridden); ``n`` counts updates;
+    ``weight_sum`` is the effective number of samples (the sum of the trust weights applied), which drives the
+    decaying η — feedback from a distrusted source neither moves m nor uses up step size; ``updated_at`` is the
+    time of the last update (Unix seconds, 0 when never updated).
+    """
+
+    key: str
+    m: float = 0.0
+    n: int = 0
+    weight_sum: float = 0.0
+    updated_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not self.key:
+            raise InvalidRecord("key", "must be a non-empty string")
+        if not 0.0 <= self.m <= 1.0:
+            raise InvalidRecord("m", f"must be in [0, 1], got {self.m}")
+        if self.n < 0:
+            raise InvalidRecord("n", f"must be >= 0, got {self.n}")
+        if self.weight_sum < 0:
+            raise InvalidRecord("weight_sum", f"must be >= 0, got {self.weight_sum}")
+
+
+def step(m: float, y: float, eta: float) -> float:
+    """One Robbins–Monro step m + η(y − m), clipped to [0, 1]. Pure arithmetic; η outside (0, 1] is the caller's bug."""
+    return min(1.0, max(0.0, m + eta * (y - m)))
+
+
+def update_key(
+    state: KeyAlignment, y: float, schedule: EtaSchedule, *, weight: float = 1.0, at: float = 0.0
+) -> KeyAlignment:
+    """Apply one feedback code ``y`` ∈ [0, 1] with trust ``weight`` ∈ [0, 1] to a key.
+
+    A like (y = 0) never raises m, an override (y = 1) never lowers it. Does not touch the bandit or the store.
+    """
+    if not 0.0 <= y <= 1.0:
+        raise InvalidRecord("y", f"must be in [0, 1], got {y}")
+    if not 0.0 <= weight <= 1.0:
+        raise InvalidRecord("weight", f"must be in [0, 1], got {weight}")
+    eta = schedule.rate(state.weight_sum) * weight
+    return replace(
+        state, m=step(state.m, y, eta), n=state.n + 1, weight_sum=state.weight_sum + weight, updated_at=at
+    )
+
+
+def replace_feedback(
+    state: KeyAlignment,
+    old_y: float,
+    new_y: float,
+    schedule: EtaSchedule,
+    *,
+    old_n: float,
+    weight: float = 1.0,
+    at: float = 0.0,
+) -> KeyAlignment:
+    """Replace an earlier feedback code ``old_y`` (applied at effective sample size ``old_n``) by ``new_y``.
+
+    The rule for a second click by the same person on the same recommendation: the first answer's step is
+    swapped for the second's, m ← m + η_old·w·(new_y − old_y), exact when no other update came in between. The
+    update count is not incremented: one person, one recommendation, one vote.
+    """
+    eta = schedule.rate(old_n) * weight
+    return replace(state, m=min(1.0, max(0.0, state.m + eta * (new_y - old_y))), updated_at=at)
+
+
+def reset_key(state: KeyAlignment, *, m: float | None = None, effective_samples: float = 0.0) -> KeyAlignment:
+    """Restart a key's step size (after an approved retraining): the decaying η starts again from
+    ``effective_samples``; optionally a new ``m``. The update count ``n`` is history and is kept."""
+    return replace(state, m=state.m if m is None else min(1.0, max(0.0, m)), weight_sum=effective_samples)
+
+
+def update_batch(
+    m: FloatArray,
+    weight_sum: FloatArray,
+    y: FloatArray,
+    mask: npt.NDArray[np.bool_],
+    schedule: EtaSchedule,
+    weight: FloatArray | float = 1.0,
+) -> tuple[FloatArray, FloatArray]:
+    """Vectorised :func:`update_key` over arrays of keys (m, effective sample size); only entries where ``mask``
+    is True move. Returns new (m, weight_sum) arrays."""
+    eta = schedule.rates(weight_sum) * weight
+    new_m = np.where(mask, np.clip(m + eta * (y - m), 0.0, 1.0), m)
+    new_w = np.where(mask, weight_sum + weight, weight_sum)
+    return new_m, new_w

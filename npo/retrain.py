@@ -1,0 +1,391 @@
+"""Retraining the feature model: a numpy logistic regression φ(s) → P(override), promoted only if better.
+
+The model predicts the feedback code y ∈ [0, 1] of a scenario from its features φ(s) (override 1, like 0,
+neutral 0.5, skipped λ); soft targets are fitted by cross-entropy, so the prediction is the expected code,
+read as P(override). It is fitted by Newton's method (IRLS) with a backtracking line search on
+
+    J(w, b) = Σᵢ s̃ᵢ·CE(yᵢ, σ(xᵢ·w + b))  +  (l2 / 2)·‖w‖²,   s̃ᵢ = sᵢ·Σⱼ sⱼ / Σⱼ sⱼ²,
+
+with sample weights sᵢ ≥ 0 (e.g. trust weights) rescaled so that they sum to Kish's effective sample size
+(Σs)²/Σs² — unit weights stay 1, only ratios matter, zero-weight rows drop out — and the bias
+unpenalised: a Gaussian prior w ~ N(0, 1/l2) whose pull fades as data accumulate. J is strictly convex for
+l2 > 0, so the fit is unique and deterministic. Features should be on comparable scales (l2 penalises raw
+weights).
+
+:func:`propose_retraining` fits a candidate on the older rows and compares it with the current model on the
+most recent rows (held back: rows are in time order), promoting only an improvement. Every candidate carries a
+version number and its holdout metrics, so each model version can be recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+MIN_ROWS = 20
+MIN_HOLDOUT_ROWS = 5
+
+
+def _sigmoid(z: FloatArray) -> FloatArray:
+    """σ(z) without overflow for any finite z."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _cross_entropy(z: FloatArray, y: FloatArray) -> FloatArray:
+    """Per-row CE(y, σ(z)) = y·log(1 + e^−z) + (1 − y)·log(1 + e^z), in nats, stable for any finite z."""
+    return y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z)
+
+
+@dataclass(frozen=True, slots=True)
+class LogisticModel:
+    """A fitted logistic regression: P(override | x) = σ(x·weights + bias).
+
+    ``version`` counts model versions (1 = first); ``trained_at`` is Unix seconds; ``n_train`` the number of
+    training rows; ``metrics`` named numbers (e.g. ``holdout_log_loss``), read-only.
+    """
+
+    version: int
+    weights: tuple[float, ...]
+    bias: float
+    trained_at: float
+    n_train: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        weights = tuple(float(w) for w in self.weights)
+        if not all(math.isfinite(w) for w in weights) or not math.isfinite(float(self.bias)):
+            raise ValueError("LogisticModel: weights and bias must be finite")
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "bias", float(self.bias))
+        object.__setattr__(
+            self, "metrics", MappingProxyType({str(k): float(v) for k, v in self.metrics.items()})
+        )
+
+    @property
+    def n_features(self) -> int:
+        return len(self.weights)
+
+    def decision_function(self, X: npt.ArrayLike) -> FloatArray:  # noqa: N803
+        """The logit x·w + b for features of shape (..., n_features); returns shape (...)."""
+        x = _as_features(X, self.n_features)
+        return np.asarray(x @ np.asarray(self.weights, dtype=np.float64) + self.bias, dtype=np.float64)
+
+    def predict(self, X: npt.ArrayLike) -> FloatArray:  # noqa: N803
+        """P(override) ∈ [0, 1] for features of shape (..., n_features); returns shape (...).
+
+        Raises ValueError when the last dimension is not ``n_features`` or X holds NaN/inf. Does not clip the
+        features or look at any other state.
+        """
+        return _sigmoid(self.decision_function(X))
+
+
+def _as_features(features: npt.ArrayLike, n_features: int) -> FloatArray:
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim == 0 or x.shape[-1] != n_features:
+        raise ValueError(f"features must have shape (..., {n_features}), got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("features contain NaN or infinite values")
+    return x
+
+
+def _validate(
+    features: npt.ArrayLike,
+    y: npt.ArrayLike,
+    sample_weight: npt.ArrayLike | None,
+    *,
+    allow_empty: bool = False,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    x = np.asarray(features, dtype=np.float64)
+    t = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows, features), got shape {x.shape}")
+    if t.ndim != 1:
+        raise ValueError(f"y must be 1-D (rows,), got shape {t.shape}")
+    if x.shape[0] != t.shape[0]:
+        raise ValueError(f"X has {x.shape[0]} rows but y has {t.shape[0]}")
+    if x.shape[0] == 0 and not allow_empty:
+        raise ValueError("no data: X and y have 0 rows")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("X contains NaN or infinite values")
+    if not np.all(np.isfinite(t)):
+        raise ValueError("y contains NaN or infinite values")
+    if np.any((t < 0.0) | (t > 1.0)):
+        raise ValueError("y must lie in [0, 1] (feedback codes)")
+    if sample_weight is None:
+        s = np.ones(t.shape[0], dtype=np.float64)
+    else:
+        s = np.asarray(sample_weight, dtype=np.float64)
+        if s.shape != t.shape:
+            raise ValueError(f"sample_weight must have shape {t.shape}, got {s.shape}")
+        if not np.all(np.isfinite(s)):
+            raise ValueError("sample_weight contains NaN or infinite values")
+        if np.any(s < 0.0):
+            raise ValueError("sample_weight must be >= 0")
+        if t.shape[0] > 0 and not s.sum() > 0.0:
+            raise ValueError("sample_weight sums to 0: nothing to fit or evaluate")
+    return x, t, s
+
+
+def _objective(x: FloatArray, t: FloatArray, s: FloatArray, theta: FloatArray, l2: float) -> float:
+    z = x @ theta[:-1] + theta[-1]
+    w = theta[:-1]
+    return float(np.dot(s, _cross_entropy(z, t)) + 0.5 * l2 * np.dot(w, w))
+
+
+def fit_logistic(
+    X: npt.ArrayLike,  # noqa: N803 (the usual name of a design matrix)
+    y: npt.ArrayLike,
+    *,
+    sample_weight: npt.ArrayLike | None = None,
+    l2: float = 1e-2,
+    max_iter: int = 50,
+    tol: float = 1e-8,
+    version: int,
+    trained_at: float,
+) -> LogisticModel:
+    """Fit P(override | x) = σ(x·w + b) to targets ``y`` ∈ [0, 1] (soft targets allowed) by penalised Newton.
+
+    ``X``: (n, d) features, rows in any order; ``y``: (n,) codes; ``sample_weight``: (n,) non-negative weights
+    (default 1); ``l2`` ≥ 0: ridge penalty on w (not on b) against the summed loss; stops after
+    ``max_iter`` Newton steps or when the largest parameter change is below ``tol``. Deterministic.
+    ``metrics`` holds ``train_log_loss`` (weighted mean, nats), ``iterations`` and ``converged`` (1.0 / 0.0).
+
+    Raises ValueError for shape mismatch, no rows, NaN/inf, y outside [0, 1], negative or all-zero weights.
+    Does not standardise features, select features or hold out data (see :func:`propose_retraining`).
+    """
+    x, t, s = _validate(X, y, sample_weight)
+    if not (math.isfinite(l2) and l2 >= 0.0):
+        raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    n, d = x.shape
+    s_norm = s / s.sum()
+    s_unit = s / s.max()  # no underflow in Σs² for tiny weights
+    s_eff = s_unit * (s_unit.sum() / np.dot(s_unit, s_unit))  # sums to Kish's effective n
+    design = np.hstack([x, np.ones((n, 1))])
+    ridge = np.full(d + 1, l2)
+    ridge[-1] = 0.0
+    jitter = 1e-9  # keeps the Hessian invertible (e.g. l2 = 0 on separable or collinear data)
+    # Start at the bias that matches the weighted mean target: a good, deterministic starting point.
+    mean_t = float(np.clip(np.dot(s_norm, t), 1e-6, 1.0 - 1e-6))
+    theta = np.zeros(d + 1)
+    theta[-1] = math.log(mean_t / (1.0 - mean_t))
+    current = _objective(x, t, s_eff, theta, l2)
+    converged = False
+    iterations = 0
+    for _ in range(max_iter):
+        iterations += 1
+        z = design @ theta
+        p = _sigmoid(z)
+        grad = design.T @ (s_eff * (p - t)) + ridge * theta
+        curvature = s_eff * p * (1.0 - p)
+        hessian = (design.T * curvature) @ design + np.diag(ridge + jitter)
+        try:
+            direction = np.linalg.solve(hessian, grad)
+        except np.linalg.LinAlgError:
+            direction = np.linalg.lstsq(hessian, grad, rcond=None)[0]
+        step = 1.0
+        while True:
+            candidate = theta - step * direction
+            value = _objective(x, t, s_eff, candidate, l2)
+            if value <= current + 1e-4 * step * float(np.dot(grad, -direction)) or step < 1e-10:
+                break
+            step *= 0.5
+        change = float(np.max(np.abs(candidate - theta)))
+        if value <= current:
+            theta, current = candidate, value
+        if change < tol or step < 1e-10:
+            # A step too small to decrease J means we are at the optimum up to rounding.
+            converged = True
+            break
+    train_loss = float(np.dot(s_norm, _cross_entropy(design @ theta, t)))
+    return LogisticModel(
+        version=version,
+        weights=tuple(float(v) for v in theta[:-1]),
+        bias=float(theta[-1]),
+        trained_at=float(trained_at),
+        n_train=n,
+        metrics={
+            "train_log_loss": train_loss,
+            "iterations": float(iterations),
+            "converged": float(converged),
+        },
+    )
+
+
+def log_loss(
+    model: LogisticModel,
+    X: npt.ArrayLike,  # noqa: N803
+    y: npt.ArrayLike,
+    sample_weight: npt.ArrayLike | None = None,
+) -> float:
+    """Weighted mean cross-entropy of ``model`` on (X, y), in nats (0 = perfect; ln 2 ≈ 0.693 = a coin).
+
+    Computed from the logit, so it is finite even for confident wrong predictions. Soft y allowed. Raises
+    ValueError on bad input or no rows. Does not penalise the weights (unlike the fit objective).
+    """
+    x, t, s = _validate(X, y, sample_weight)
+    z = model.decision_function(x)
+    return float(np.dot(s, _cross_entropy(z, t)) / s.sum())
+
+
+def brier(
+    model: LogisticModel,
+    X: npt.ArrayLike,  # noqa: N803
+    y: npt.ArrayLike,
+    sample_weight: npt.ArrayLike | None = None,
+) -> float:
+    """Weighted mean squared error (p − y)² ∈ [0, 1] of the predicted probabilities.
+
+    Raises like :func:`log_loss`. Does not penalise the weights."""
+    x, t, s = _validate(X, y, sample_weight)
+    p = model.predict(x)
+    return float(np.dot(s, (p - t) ** 2) / s.sum())
+
+
+def split_holdout(n: int, holdout_fraction: float = 0.2) -> tuple[IntArray, IntArray]:
+    """Split row indices 0…n−1 (in time order) into (train, holdout); the holdout is the most recent rows.
+
+    The holdout has ⌈n·holdout_fraction⌉ rows (so it is non-empty for n ≥ 1); ``holdout_fraction`` ∈ (0, 1).
+    Does not shuffle.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    n_hold = min(int(n), math.ceil(int(n) * holdout_fraction - 1e-9))
+    idx = np.arange(int(n), dtype=np.int64)
+    return idx[: int(n) - n_hold], idx[int(n) - n_hold :]
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainResult:
+    """A retraining attempt: the ``candidate`` model, whether it was ``promoted``, both models' log loss on
+    the held-back rows (``current_loss`` None without a current model; NaN when there were no held-back rows)
+    and a human-readable ``reason``."""
+
+    candidate: LogisticModel
+    promoted: bool
+    current_loss: float | None
+    candidate_loss: float
+    reason: str
+
+
+def propose_retraining(
+    current: LogisticModel | None,
+    X: npt.ArrayLike,  # noqa: N803 (the usual name of a design matrix)
+    y: npt.ArrayLike,
+    *,
+    sample_weight: npt.ArrayLike | None = None,
+    holdout_fraction: float = 0.2,
+    min_improvement: float = 0.0,
+    now: float,
+    l2: float = 1e-2,
+) -> RetrainResult:
+    """Fit a candidate on older rows, compare it with ``current`` on the most recent rows, decide promotion.
+
+    ``X`` (n, d) and ``y`` (n,) are logged feedback in time order (oldest first). The candidate (version
+    ``current.version + 1``, or 1) is promoted iff its weighted holdout log loss is below the current model's
+    minus ``min_improvement`` (≥ 0, nats) — always when ``current`` is None. Fewer than 20 rows or fewer than
+    5 held-back rows: not promoted, with a reason saying so (the candidate is still fitted on what there is;
+    the zero model σ(0) = 0.5 when there are no training rows). ``metrics`` carry ``holdout_log_loss``,
+    ``holdout_brier``, ``current_holdout_log_loss`` (when there is a current model), ``n_holdout``.
+
+    Raises ValueError for malformed data (shapes, NaN, y outside [0, 1]) or a current model with another
+    number of features. Does not store, post or re-initialise anything (the caller records the version and,
+    when promoted, may reset m(k) and the bandit).
+    """
+    x, t, s = _validate(X, y, sample_weight, allow_empty=True)
+    if not (math.isfinite(min_improvement) and min_improvement >= 0.0):
+        raise ValueError(f"min_improvement must be a finite number >= 0, got {min_improvement}")
+    n, d = x.shape
+    if current is not None and current.n_features != d:
+        raise ValueError(f"the current model uses {current.n_features} features but the data has {d}")
+    version = 1 if current is None else current.version + 1
+    train_idx, hold_idx = split_holdout(n, holdout_fraction)
+    trainable = train_idx.size > 0 and s[train_idx].sum() > 0.0
+    if trainable:
+        fitted = fit_logistic(
+            x[train_idx], t[train_idx], sample_weight=s[train_idx], l2=l2, version=version, trained_at=now
+        )
+    else:
+        fitted = LogisticModel(
+            version=version, weights=(0.0,) * d, bias=0.0, trained_at=float(now), n_train=0
+        )
+    metrics: dict[str, float] = dict(fitted.metrics)
+    metrics["n_holdout"] = float(hold_idx.size)
+    evaluable = hold_idx.size > 0 and s[hold_idx].sum() > 0.0
+    candidate_loss = math.nan
+    current_loss: float | None = None
+    if evaluable:
+        xh, th, sh = x[hold_idx], t[hold_idx], s[hold_idx]
+        candidate_loss = log_loss(fitted, xh, th, sh)
+        metrics["holdout_log_loss"] = candidate_loss
+        metrics["holdout_brier"] = brier(fitted, xh, th, sh)
+        if current is not None:
+            current_loss = log_loss(current, xh, th, sh)
+            metrics["current_holdout_log_loss"] = current_loss
+    elif current is not None:
+        current_loss = math.nan
+    candidate = LogisticModel(
+        version=fitted.version,
+        weights=fitted.weights,
+        bias=fitted.bias,
+        trained_at=fitted.trained_at,
+        n_train=fitted.n_train,
+        metrics=metrics,
+    )
+
+    if n < MIN_ROWS:
+        return RetrainResult(
+            candidate,
+            False,
+            current_loss,
+            candidate_loss,
+            f"not promoted: too little data ({n} rows < {MIN_ROWS})",
+        )
+    if hold_idx.size < MIN_HOLDOUT_ROWS or not evaluable or not trainable:
+        return RetrainResult(
+            candidate,
+            False,
+            current_loss,
+            candidate_loss,
+            f"not promoted: holdout too small ({hold_idx.size} rows < {MIN_HOLDOUT_ROWS}, "
+            f"or no weight in the training or holdout rows)",
+        )
+    if current is None or current_loss is None:
+        return RetrainResult(
+            candidate,
+            True,
+            None,
+            candidate_loss,
+            f"promoted: first model v{version}, holdout log loss {candidate_loss:.4f} "
+            f"on {hold_idx.size} recent rows",
+        )
+    if candidate_loss < current_loss - min_improvement:
+        return RetrainResult(
+            candidate,
+            True,
+            current_loss,
+            candidate_loss,
+            f"promoted: v{version} holdout log loss {candidate_loss:.4f} < "
+            f"v{current.version} {current_loss:.4f} − {min_improvement:g} "
+            f"on {hold_idx.size} recent rows",
+        )
+    return RetrainResult(
+        candidate,
+        False,
+        current_loss,
+        candidate_loss,
+        f"not promoted: v{version} holdout log loss {candidate_loss:.4f} is not below "
+        f"v{current.version} {current_loss:.4f} − {min_improvement:g} on {hold_idx.size} recent rows",
+    )

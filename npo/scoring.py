@@ -1,0 +1,124 @@
+"""Scenarios: the key k(s) alignment is learned at, the feature encoding φ(s), and the score R(s).
+
+R(s) = p(s) · (1 − m(k(s))): the predictor's confidence discounted by how often engineers have disagreed with
+this kind of recommendation. With m₀ = 0 a new key starts from the predictor's own confidence, so a new kind of
+fault is never stuck below every threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from npo.types import InvalidRecord, Prediction, Severity
+
+KEY_FIELDS = ("fault_type", "action", "target_class", "confidence_band", "severity", "cluster")
+DEFAULT_KEY_FIELDS = ("fault_type", "action", "target_class", "confidence_band")
+CONFIDENCE_BANDS = (0.5, 0.7, 0.9)  # band edges: <0.5, 0.5–0.7, 0.7–0.9, ≥0.9
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """Which attributes of a prediction form its scenario key (configurable granularity)."""
+
+    fields: tuple[str, ...] = DEFAULT_KEY_FIELDS
+
+    def __post_init__(self) -> None:
+        if not self.fields:
+            raise InvalidRecord("key_fields", "must name at least one field")
+        unknown = [f for f in self.fields if f not in KEY_FIELDS]
+        if unknown:
+            raise InvalidRecord("key_fields", f"unknown field(s) {unknown}; choose from {list(KEY_FIELDS)}")
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def target_class(prediction: Prediction) -> str:
+    """The kind of target: the ``target_class`` label, else the target's shape with digits folded ("r12-n04" → "r#-n#")."""
+    explicit = prediction.labels.get("target_class")
+    if explicit:
+        return explicit
+    return _DIGITS.sub("#", prediction.target)
+
+
+def confidence_band(confidence: float) -> str:
+    """The confidence band label of p ∈ [0, 1]: "p<0.5", "p0.5-0.7", "p0.7-0.9" or "p>=0.9"."""
+    lo = 0.0
+    for edge in CONFIDENCE_BANDS:
+        if confidence < edge:
+            return "p<0.5" if lo == 0.0 else f"p{lo}-{edge}"
+        lo = edge
+    return f"p>={CONFIDENCE_BANDS[-1]}"
+
+
+def scenario_key(prediction: Prediction, spec: KeySpec = KeySpec()) -> str:
+    """The scenario key k(s): the chosen attributes joined by "|" (stable, human-readable)."""
+    parts: list[str] = []
+    for name in spec.fields:
+        if name == "target_class":
+            parts.append(target_class(prediction))
+        elif name == "confidence_band":
+            parts.append(confidence_band(prediction.confidence))
+        elif name == "severity":
+            parts.append(prediction.severity.value)
+        elif name == "cluster":
+            parts.append(prediction.cluster)
+        else:
+            parts.append(str(getattr(prediction, name)))
+    return "|".join(parts)
+
+
+def score(confidence: float, misalignment: float) -> float:
+    """R(s) = p · (1 − m), in [0, 1]."""
+    return min(1.0, max(0.0, confidence * (1.0 - misalignment)))
+
+
+def score_array(
+    confidence: npt.NDArray[np.float64], misalignment: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Vectorised :func:`score`."""
+    return np.clip(confidence * (1.0 - misalignment), 0.0, 1.0)
+
+
+HASH_BUCKETS = 8
+_SEVERITIES = tuple(Severity)
+FEATURE_NAMES: tuple[str, ...] = (
+    "confidence",
+    "logit_confidence",
+    *(f"severity_{s.value}" for s in _SEVERITIES),
+    "log_hours_to_fault",
+    "ttf_unknown",
+    *(f"fault_type_h{i}" for i in range(HASH_BUCKETS)),
+    *(f"action_h{i}" for i in range(HASH_BUCKETS)),
+    *(f"target_class_h{i}" for i in range(HASH_BUCKETS)),
+)
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def _bucket(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8")) % HASH_BUCKETS
+
+
+def features(prediction: Prediction) -> npt.NDArray[np.float64]:
+    """φ(s): a fixed-length float vector (see :data:`FEATURE_NAMES`); categorical fields are feature-hashed (CRC32)."""
+    x = np.zeros(N_FEATURES, dtype=np.float64)
+    p = min(max(prediction.confidence, 1e-4), 1 - 1e-4)
+    x[0] = prediction.confidence
+    x[1] = math.log(p / (1 - p)) / 5.0
+    x[2 + _SEVERITIES.index(prediction.severity)] = 1.0
+    base = 2 + len(_SEVERITIES)
+    if prediction.time_to_fault_s is None:
+        x[base + 1] = 1.0
+    else:
+        x[base] = math.log1p(prediction.time_to_fault_s / 3600.0) / 5.0
+    base += 2
+    x[base + _bucket(prediction.fault_type)] = 1.0
+    x[base + HASH_BUCKETS + _bucket(prediction.action)] = 1.0
+    x[base + 2 * HASH_BUCKETS + _bucket(target_class(prediction))] = 1.0
+    return x

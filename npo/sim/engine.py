@@ -1,0 +1,244 @@
+"""One experimental condition run over a :class:`~npo.sim.world.World`, all seeds at once.
+
+The engine applies the same pure update rules the production loop uses (``npo.misalignment.update_batch``,
+``npo.bandit.choose_batch``/``update_batch``, ``npo.trust``, ``npo.monitor``), vectorised over seeds. Per
+episode: one prediction arrives, is scored R = p·(1 − m(k)), compared with τ (drawn by the bandit, or fixed),
+surfaced or suppressed; a surfaced one gets an engineer's answer at once, and every prediction's outcome (real
+fault or not) becomes known ``outcome_delay`` episodes later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from npo.bandit import BanditConfig, choose_batch, new_batch, update_batch
+from npo.misalignment import EtaSchedule
+from npo.misalignment import update_batch as update_m
+from npo.monitor import PageHinkleyConfig, page_hinkley_step
+from npo.sim.world import World
+from npo.trust import TrustConfig, outcome_agreement, peer_agreement, trust_weight_array
+from npo.types import InvalidRecord
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One arm of the experiment: which parts of NPO are switched on, and how they are tuned."""
+
+    name: str
+    fixed_threshold: float | None = None
+    eta: EtaSchedule = field(default_factory=EtaSchedule)
+    bandit: BanditConfig = field(default_factory=BanditConfig)
+    miss_term: bool = True
+    skips_count: bool = True
+    monitor: bool = True
+    trust: bool = True
+    skip_lambda: float = 0.3
+    suppressed_outcome_weight: float = 0.5
+    monitor_every: int = 50  # episodes between meta-monitor checks ("hourly")
+    monitor_window: int = 50  # most recent surfaced recommendations in the L_align window the monitor reads
+    monitor_threshold: float = 0.3  # L_align above this triggers (with enough samples)
+    monitor_min_samples: int = 30
+    monitor_cooldown: int = 200  # episodes after a trigger before the next one
+    # Scaled to the short simulated horizon (production default: threshold 15 over longer streams).
+    page_hinkley: PageHinkleyConfig = field(default_factory=lambda: PageHinkleyConfig(threshold=8.0))
+    peer_min_updates: int = 5
+
+    def __post_init__(self) -> None:
+        if self.fixed_threshold is not None and not 0.0 <= self.fixed_threshold <= 1.0:
+            raise InvalidRecord("fixed_threshold", f"must be in [0, 1], got {self.fixed_threshold}")
+        if self.monitor_every <= 0 or self.monitor_window <= 0:
+            raise InvalidRecord("monitor_every", "monitor cadence and window must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """What happened in every episode of every seed, shape (S, T) unless noted."""
+
+    condition: Condition
+    surfaced: BoolArray
+    y: FloatArray  # observed feedback code (NaN when not surfaced)
+    truthful_y: FloatArray  # what a truthful engineer would have answered (NaN when not surfaced)
+    threshold: FloatArray  # τ in force
+    reward: FloatArray  # per-episode reward (see metrics)
+    real_fault: BoolArray
+    triggers: BoolArray  # (S, C) monitor triggered at check c
+    ideal: BoolArray  # (S, C) the ideal supervisory response G_t at check c
+    check_episodes: npt.NDArray[np.int64]  # (C,)
+    trust_weights: FloatArray  # (S, O) final trust weight per operator (ones without trust)
+    misalignment: FloatArray  # (S, K) final m(k)
+
+
+def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
+    """Run ``condition`` on ``world``; ``seed`` drives only the bandit's Thompson draws."""
+    cfg = world.config
+    rng = np.random.default_rng(seed)
+    s, t_max, k = world.seeds, cfg.episodes, cfg.n_keys
+    rows = np.arange(s)
+    thresholds = np.asarray(condition.bandit.thresholds)
+    bandit_cfg = condition.bandit
+    if not condition.miss_term:
+        bandit_cfg = BanditConfig(
+            thresholds=bandit_cfg.thresholds,
+            prior_alpha=bandit_cfg.prior_alpha,
+            prior_beta=bandit_cfg.prior_beta,
+            gamma=bandit_cfg.gamma,
+            miss_weight=0.0,
+            quiet_weight=0.0,
+        )
+    trust_cfg = TrustConfig()
+    ph_cfg = condition.page_hinkley
+    lam = condition.skip_lambda
+
+    m = np.zeros((s, k))
+    n = np.zeros((s, k))
+    alpha, beta = new_batch((s,), bandit_cfg)
+    agree = np.full((s, cfg.n_operators), trust_cfg.prior_agree)
+    disagree = np.full((s, cfg.n_operators), trust_cfg.prior_disagree)
+    ph_n = np.zeros(s)
+    ph_mean = np.zeros(s)
+    ph_cum = np.zeros(s)
+    ph_min = np.zeros(s)
+    alarm_seen = np.zeros(s, dtype=bool)
+    ring = np.zeros((s, condition.monitor_window))  # last surfaced feedback codes, per seed
+    ring_count = np.zeros(s, dtype=np.int64)
+
+    surfaced = np.zeros((s, t_max), dtype=bool)
+    y_obs = np.full((s, t_max), np.nan)
+    y_true = np.full((s, t_max), np.nan)
+    tau_trace = np.zeros((s, t_max))
+    reward = np.zeros((s, t_max))
+    arms = np.zeros((s, t_max), dtype=np.int64)
+
+    checks = np.arange(condition.monitor_every, t_max + 1, condition.monitor_every) - 1
+    triggers = np.zeros((s, checks.size), dtype=bool)
+    ideal = np.zeros((s, checks.size), dtype=bool)
+    last_trigger = np.full(s, -(10**9))
+    drift_ep = cfg.drift_episode
+    handled = np.zeros(s, dtype=bool)
+    check_i = 0
+
+    truthful_all = np.where(world.real_fault, 0.0, 1.0)
+    inverted = world.flip ^ world.adversarial_ops[rows[:, None], world.operator]
+    answer_all = np.where(inverted, 1.0 - truthful_all, truthful_all)
+    y_all = np.where(world.skipped, lam, np.where(world.neutral, 0.5, answer_all))
+    fixed_arm = None
+    if condition.fixed_threshold is not None:
+        fixed_arm = np.full(s, int(np.argmin(np.abs(thresholds - condition.fixed_threshold))), dtype=np.int64)
+
+    for t in range(t_max):
+        key = world.key[:, t]
+        mk = m[rows, key]
+        r = world.confidence[:, t] * (1.0 - mk)
+        if condition.fixed_threshold is not None:
+            arm = fixed_arm
+            assert arm is not None
+            tau = np.full(s, condition.fixed_threshold)
+        else:
+            arm = choose_batch(alpha, beta, rng)
+            tau = thresholds[arm]
+        surf = r >= tau
+        y = y_all[:, t]
+        skip = world.skipped[:, t]
+        op = world.operator[:, t]
+        learn = surf & (~skip | condition.skips_count)
+        w = np.ones(s)
+        if condition.trust:
+            human = surf & ~skip
+            w = np.where(skip, 1.0, trust_weight_array(agree[rows, op], disagree[rows, op], trust_cfg))
+            peer = human & (n[rows, key] >= condition.peer_min_updates)
+            a_peer = peer_agreement(y, mk)
+            agree[rows, op] += np.where(peer, trust_cfg.peer_weight * a_peer, 0.0)
+            disagree[rows, op] += np.where(peer, trust_cfg.peer_weight * (1.0 - a_peer), 0.0)
+        new_m, new_n = update_m(mk, n[rows, key], y, learn, condition.eta, weight=w)
+        m[rows, key] = new_m
+        n[rows, key] = new_n
+        if condition.fixed_threshold is None:
+            alpha, beta = update_batch(alpha, beta, arm, 1.0 - y, np.where(learn, w, 0.0), bandit_cfg)
+
+        surfaced[:, t] = surf
+        y_obs[:, t] = np.where(surf, y, np.nan)
+        y_true[:, t] = np.where(surf, truthful_all[:, t], np.nan)
+        tau_trace[:, t] = tau
+        arms[:, t] = arm
+        reward[:, t] = np.where(surf, 1.0 - y, np.where(world.real_fault[:, t], 0.0, 1.0))
+
+        ring[rows[surf], ring_count[surf] % condition.monitor_window] = y[surf]
+        ring_count += surf
+        if condition.monitor:
+            ph_n, ph_mean, ph_cum, ph_min, alarm = page_hinkley_step(
+                ph_n, ph_mean, ph_cum, ph_min, y, ph_cfg, mask=surf
+            )
+            alarm_seen |= alarm
+
+        j = t - cfg.outcome_delay
+        if j >= 0:
+            real = world.real_fault[:, j]
+            kj = world.key[:, j]
+            suppressed = ~surfaced[:, j]
+            if condition.fixed_threshold is None and condition.miss_term:
+                wts = np.where(
+                    suppressed, np.where(real, bandit_cfg.miss_weight, bandit_cfg.quiet_weight), 0.0
+                )
+                alpha, beta = update_batch(alpha, beta, arms[:, j], np.where(real, 0.0, 1.0), wts, bandit_cfg)
+            if condition.suppressed_outcome_weight > 0:
+                new_m, new_n = update_m(
+                    m[rows, kj],
+                    n[rows, kj],
+                    truthful_all[:, j],
+                    suppressed,
+                    condition.eta,
+                    weight=condition.suppressed_outcome_weight,
+                )
+                m[rows, kj] = new_m
+                n[rows, kj] = new_n
+            if condition.trust:
+                answered = surfaced[:, j] & ~world.skipped[:, j]
+                opj = world.operator[:, j]
+                a = outcome_agreement(y_all[:, j], world.real_fault[:, j])
+                agree[rows, opj] += np.where(answered, a, 0.0)
+                disagree[rows, opj] += np.where(answered, 1.0 - a, 0.0)
+
+        if check_i < checks.size and t == checks[check_i]:
+            count = np.minimum(ring_count, condition.monitor_window)
+            loss = ring.sum(axis=1) / np.maximum(count, 1)
+            g = np.zeros(s, dtype=bool) if drift_ep is None or t < drift_ep else ~handled
+            if condition.monitor:
+                want = (
+                    (loss > condition.monitor_threshold) & (count >= condition.monitor_min_samples)
+                ) | alarm_seen
+                trig = want & (t - last_trigger >= condition.monitor_cooldown)
+                last_trigger = np.where(trig, t, last_trigger)
+                approve = trig & g  # engineers approve a retraining only when the world really changed
+                if approve.any():
+                    n[approve] = 0.0  # retraining: the decaying step size restarts for every key
+                    alpha[approve] = bandit_cfg.prior_alpha
+                    beta[approve] = bandit_cfg.prior_beta
+                    handled |= approve
+                for arr in (ph_n, ph_mean, ph_cum, ph_min):
+                    arr[trig] = 0.0
+                alarm_seen[:] = False
+                triggers[:, check_i] = trig
+            ideal[:, check_i] = g
+            check_i += 1
+
+    weights = trust_weight_array(agree, disagree, trust_cfg) if condition.trust else np.ones_like(agree)
+    return Trace(
+        condition,
+        surfaced,
+        y_obs,
+        y_true,
+        tau_trace,
+        reward,
+        world.real_fault.copy(),
+        triggers,
+        ideal,
+        checks,
+        weights,
+        m,
+    )

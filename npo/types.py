@@ -1,0 +1,224 @@
+"""Domain records shared by every part of NPO: predictions, decisions, feedback and outcomes.
+
+All records are frozen dataclasses validated on construction, so an invalid one cannot exist. Times are
+Unix seconds (float, UTC) supplied by the caller; nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+
+class InvalidRecord(ValueError):
+    """A record failed validation. ``field`` names the offending field (dotted for nested ones)."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class FeedbackKind(StrEnum):
+    """What an engineer did with a surfaced recommendation."""
+
+    OVERRIDE = "override"
+    LIKE = "like"
+    NEUTRAL = "neutral"
+    SKIPPED = "skipped"
+
+
+class Verdict(StrEnum):
+    """What the loop decided for one prediction."""
+
+    SURFACE = "surface"  # posted to the channel
+    SUPPRESS = "suppress"  # R(s) < tau: below the threshold drawn by the bandit
+    BLOCK = "block"  # a Safety Policy Engine rule refused it
+    DIGEST = "digest"  # allowed, but folded into a digest (channel cap); never dropped
+    DUPLICATE = "duplicate"  # same id or fingerprint as an earlier prediction
+
+
+MAX_ID_LEN = 200
+MAX_TEXT_LEN = 500
+
+
+def _require_text(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> str:
+    if not isinstance(value, str):
+        raise InvalidRecord(name, f"must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidRecord(name, "must not be empty")
+    if len(value) > max_len:
+        raise InvalidRecord(name, f"must be at most {max_len} characters, got {len(value)}")
+    return value
+
+
+def _require_unit(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRecord(name, f"must be a number in [0, 1], got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise InvalidRecord(name, f"must be in [0, 1], got {value!r}")
+    return number
+
+
+def _require_time(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
+        raise InvalidRecord(name, f"must be a finite number of seconds, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One fault prediction as emitted by a predictor.
+
+    ``confidence`` is the predictor's probability p(s) in [0, 1]; ``time_to_fault_s`` is the predicted time
+    until the fault in seconds (None when unknown); ``received_at`` is when NPO received it (Unix seconds).
+    ``labels`` are free-form string pairs (``cluster`` is used by the blast-radius rule, ``target_class``
+    by the scenario key when present).
+    """
+
+    id: str
+    fault_type: str
+    target: str
+    action: str
+    confidence: float
+    severity: Severity = Severity.WARNING
+    time_to_fault_s: float | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    channel: str | None = None
+    received_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require_text("id", self.id, max_len=MAX_ID_LEN)
+        _require_text("fault_type", self.fault_type)
+        _require_text("target", self.target)
+        _require_text("action", self.action)
+        object.__setattr__(self, "confidence", _require_unit("confidence", self.confidence))
+        try:
+            object.__setattr__(self, "severity", Severity(self.severity))
+        except ValueError:
+            allowed = ", ".join(s.value for s in Severity)
+            raise InvalidRecord("severity", f"must be one of {allowed}, got {self.severity!r}") from None
+        if self.time_to_fault_s is not None:
+            ttf = _require_time("time_to_fault_s", self.time_to_fault_s)
+            if ttf < 0:
+                raise InvalidRecord("time_to_fault_s", f"must be >= 0, got {ttf}")
+            object.__setattr__(self, "time_to_fault_s", ttf)
+        if not isinstance(self.labels, Mapping):
+            raise InvalidRecord("labels", f"must be an object of strings, got {type(self.labels).__name__}")
+        for k, v in self.labels.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidRecord(f"labels.{k}", "label keys and values must be strings")
+        object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
+        if self.channel is not None:
+            _require_text("channel", self.channel, max_len=MAX_ID_LEN)
+        object.__setattr__(self, "received_at", _require_time("received_at", self.received_at))
+
+    @property
+    def cluster(self) -> str:
+        """The blast-radius domain: the ``cluster`` label, else the target's first dash/dot segment."""
+        explicit = self.labels.get("cluster")
+        if explicit:
+            return explicit
+        head = self.target.replace(".", "-").split("-", 1)[0]
+        return head or self.target
+
+    def fingerprint(self) -> str:
+        """Identity of "the same prediction" regardless of id: fault type, target and action."""
+        return f"{self.fault_type}\x1f{self.target}\x1f{self.action}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The loop's decision for one prediction, with everything needed to explain it later.
+
+    ``arm`` is the index of the threshold drawn by the bandit (None when the SPE blocked first);
+    ``rule`` names the policy rule behind a block or digest, ``"threshold"`` for a suppression,
+    and ``"all_rules_passed"`` otherwise.
+    """
+
+    prediction_id: str
+    key: str
+    verdict: Verdict
+    rule: str
+    reason: str
+    confidence: float
+    misalignment: float
+    score: float
+    threshold: float | None
+    arm: int | None
+    decided_at: float
+
+    def __post_init__(self) -> None:
+        _require_text("prediction_id", self.prediction_id, max_len=MAX_ID_LEN)
+        _require_text("key", self.key)
+        object.__setattr__(self, "verdict", Verdict(self.verdict))
+        _require_text("rule", self.rule)
+        for name in ("confidence", "misalignment", "score"):
+            object.__setattr__(self, name, _require_unit(name, getattr(self, name)))
+        if self.threshold is not None:
+            object.__setattr__(self, "threshold", _require_unit("threshold", self.threshold))
+        if self.arm is not None and (
+            isinstance(self.arm, bool) or not isinstance(self.arm, int) or self.arm < 0
+        ):
+            raise InvalidRecord("arm", f"must be a non-negative integer, got {self.arm!r}")
+        object.__setattr__(self, "decided_at", _require_time("decided_at", self.decided_at))
+
+    @property
+    def surfaced(self) -> bool:
+        return self.verdict in (Verdict.SURFACE, Verdict.DIGEST)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEvent:
+    """One engineer's answer to one surfaced recommendation.
+
+    ``request_id`` identifies the source request (a hash of the signed Slack request, or ``skip:<id>``);
+    the same request id is recorded once. ``operator`` is the engineer's id (``"system"`` for skips).
+    """
+
+    prediction_id: str
+    operator: str
+    kind: FeedbackKind
+    at: float
+    request_id: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _require_text("prediction_id", self.prediction_id, max_len=MAX_ID_LEN)
+        _require_text("operator", self.operator, max_len=MAX_ID_LEN)
+        try:
+            object.__setattr__(self, "kind", FeedbackKind(self.kind))
+        except ValueError:
+            allowed = ", ".join(k.value for k in FeedbackKind)
+            raise InvalidRecord("kind", f"must be one of {allowed}, got {self.kind!r}") from None
+        object.__setattr__(self, "at", _require_time("at", self.at))
+        _require_text("request_id", self.request_id, max_len=MAX_ID_LEN)
+        if not isinstance(self.reason, str) or len(self.reason) > 3000:
+            raise InvalidRecord("reason", "must be a string of at most 3000 characters")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Whether a predicted fault really happened (``real_fault``), known at ``at`` (Unix seconds)."""
+
+    prediction_id: str
+    real_fault: bool
+    at: float
+    source: str = "api"
+
+    def __post_init__(self) -> None:
+        _require_text("prediction_id", self.prediction_id, max_len=MAX_ID_LEN)
+        if not isinstance(self.real_fault, bool):
+            raise InvalidRecord("real_fault", f"must be true or false, got {self.real_fault!r}")
+        object.__setattr__(self, "at", _require_time("at", self.at))
+        _require_text("source", self.source, max_len=MAX_ID_LEN)

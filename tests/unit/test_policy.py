@@ -1,0 +1,1023 @@
+"""Safety Policy Engine: parsing (with line/field errors), each rule, evaluation order, and properties."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from npo.policy import (
+    ALL_RULES_PASSED,
+    DEFAULT_POLICY,
+    DEFAULT_POLICY_TEXT,
+    RULE_NAMES,
+    BlastRadiusRule,
+    ChannelHourlyCapRule,
+    FreezeWindow,
+    OverrideCooldownRule,
+    Policy,
+    PolicyContext,
+    PolicyError,
+    PolicyVerdict,
+    evaluate,
+    parse_policy,
+    policy_to_dict,
+)
+from npo.types import InvalidRecord, Prediction, Severity
+
+DAY_NAMES = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+TYPICAL_ACTIONS = [
+    "drain",
+    "replace_disk",
+    "reboot",
+    "restart_service",
+    "migrate_vms",
+    "failover",
+    "reimage",
+    "power_cycle",
+    "investigate",
+    "none",
+]
+
+
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, *, offset_minutes: int = 0) -> float:
+    """Unix seconds of a wall-clock time at a fixed UTC offset."""
+    tz = timezone(timedelta(minutes=offset_minutes))
+    return datetime(year, month, day, hour, minute, tzinfo=tz).timestamp()
+
+
+# 2025-06-11 is a Wednesday; 13 Fri, 14 Sat, 15 Sun, 16 Mon.
+NOW = at(2025, 6, 11, 12, 0)
+
+
+def pred(
+    fault_type: str = "disk_failure",
+    action: str = "drain",
+    target: str = "r12-n04",
+    severity: str = "warning",
+    labels: dict[str, str] | None = None,
+) -> Prediction:
+    return Prediction(
+        id="p1",
+        fault_type=fault_type,
+        target=target,
+        action=action,
+        confidence=0.9,
+        severity=Severity(severity),
+        labels=labels or {},
+        channel="#oncall",
+    )
+
+
+def ctx(now: float = NOW, **kwargs: Any) -> PolicyContext:
+    return PolicyContext(now=now, **kwargs)
+
+
+def check(
+    policy: Policy,
+    prediction: Prediction | None = None,
+    context: PolicyContext | None = None,
+    *,
+    key: str = "k1",
+    channel: str = "#oncall",
+) -> PolicyVerdict:
+    return evaluate(policy, prediction or pred(), key, channel, context or ctx())
+
+
+# ----------------------------------------------------------------------------------- default
+
+
+def test_default_policy_file_equals_embedded_text() -> None:
+    path = Path(__file__).parents[2] / "npo" / "default_policy.toml"
+    assert path.read_text(encoding="utf-8") == DEFAULT_POLICY_TEXT
+
+
+def test_default_policy_parses_and_matches_documented_defaults() -> None:
+    policy = parse_policy(DEFAULT_POLICY_TEXT)
+    assert policy == DEFAULT_POLICY == Policy() == parse_policy("")
+    assert policy.name == "default"
+    assert policy.version == 1
+    assert dict(policy.allowed_actions) == {}
+    assert policy.freeze_windows == ()
+    assert policy.blast_radius.max_concurrent == 2
+    assert policy.blast_radius.disruptive_actions == ("drain", "reboot", "reimage", "power_cycle", "failover")
+    assert policy.override_cooldown.seconds == 3600
+    assert policy.override_cooldown.scope == "both"
+    assert policy.channel_hourly_cap.max_per_hour == 20
+
+
+def test_default_policy_allows_the_reference_prediction() -> None:
+    prediction = Prediction(
+        id="p1",
+        fault_type="disk_failure",
+        target="r12-n04",
+        action="drain",
+        confidence=0.99,
+        severity=Severity.CRITICAL,
+    )
+    verdict = evaluate(DEFAULT_POLICY, prediction, "disk_failure|drain", "#oncall", PolicyContext(now=NOW))
+    assert verdict == PolicyVerdict("allow", ALL_RULES_PASSED, "all rules passed")
+    assert verdict.allowed
+
+
+@pytest.mark.parametrize("action", TYPICAL_ACTIONS)
+@pytest.mark.parametrize("severity", ["info", "warning", "critical"])
+def test_default_policy_allows_typical_actions(action: str, severity: str) -> None:
+    for fault_type in ("disk_failure", "memory_ecc", "network_flap"):
+        verdict = check(DEFAULT_POLICY, pred(fault_type=fault_type, action=action, severity=severity))
+        assert verdict.outcome == "allow", verdict
+
+
+# --------------------------------------------------------------------------- allowed_actions
+
+ALLOWED = parse_policy(
+    """
+[rules.allowed_actions]
+disk_failure = ["drain", "replace_disk"]
+memory_ecc = []
+"""
+)
+ALLOWED_WITH_FALLBACK = parse_policy(
+    """
+[rules.allowed_actions]
+disk_failure = ["drain", "replace_disk"]
+"*" = ["investigate", "none"]
+"""
+)
+
+
+def test_allowed_actions_blocks_an_action_not_listed_for_the_fault_type() -> None:
+    verdict = check(ALLOWED, pred(action="reboot"))
+    assert verdict == PolicyVerdict(
+        "block",
+        "allowed_actions",
+        "action 'reboot' is not allowed for fault_type 'disk_failure' (allowed: drain, replace_disk)",
+    )
+
+
+@pytest.mark.parametrize("action", ["drain", "replace_disk"])
+def test_allowed_actions_allows_listed_actions(action: str) -> None:
+    assert check(ALLOWED, pred(action=action)).outcome == "allow"
+
+
+def test_allowed_actions_is_opt_in_for_unlisted_fault_types_without_fallback() -> None:
+    assert check(ALLOWED, pred(fault_type="psu_failure", action="power_cycle")).outcome == "allow"
+
+
+def test_allowed_actions_empty_list_allows_nothing() -> None:
+    verdict = check(ALLOWED, pred(fault_type="memory_ecc", action="investigate"))
+    assert verdict.outcome == "block"
+    assert verdict.rule == "allowed_actions"
+    assert "(allowed: no actions)" in verdict.reason
+
+
+def test_allowed_actions_star_is_the_fallback_for_unlisted_fault_types() -> None:
+    assert check(ALLOWED_WITH_FALLBACK, pred(fault_type="psu_failure", action="investigate")).allowed
+    verdict = check(ALLOWED_WITH_FALLBACK, pred(fault_type="psu_failure", action="power_cycle"))
+    assert verdict.outcome == "block"
+    assert verdict.rule == "allowed_actions"
+    assert "'power_cycle'" in verdict.reason
+    assert "'psu_failure'" in verdict.reason
+    assert "'*' fallback" in verdict.reason
+    assert "investigate, none" in verdict.reason
+    # a listed fault type uses its own entry, not the fallback
+    assert check(ALLOWED_WITH_FALLBACK, pred(fault_type="disk_failure", action="drain")).allowed
+    assert (
+        check(ALLOWED_WITH_FALLBACK, pred(fault_type="disk_failure", action="investigate")).outcome == "block"
+    )
+
+
+# ------------------------------------------------------------------------------ blast_radius
+
+BLAST = parse_policy(
+    """
+[rules.blast_radius]
+max_concurrent = 2
+disruptive_actions = ["drain", "reboot"]
+"""
+)
+
+
+def test_blast_radius_blocks_disruptive_action_at_the_cluster_limit() -> None:
+    verdict = check(
+        BLAST, pred(action="drain", target="r12-n04"), ctx(active_disruptive_by_cluster={"r12": 2})
+    )
+    assert verdict.outcome == "block"
+    assert verdict.rule == "blast_radius"
+    assert verdict.reason == (
+        "cluster 'r12' already has 2 open disruptive recommendation(s) (max_concurrent 2); "
+        "action 'drain' is disruptive"
+    )
+
+
+def test_blast_radius_allows_below_the_limit_and_other_clusters() -> None:
+    assert check(BLAST, pred(action="drain"), ctx(active_disruptive_by_cluster={"r12": 1})).allowed
+    assert check(BLAST, pred(action="drain"), ctx(active_disruptive_by_cluster={"r13": 9})).allowed
+
+
+def test_blast_radius_ignores_non_disruptive_actions() -> None:
+    context = ctx(active_disruptive_by_cluster={"r12": 9})
+    assert check(BLAST, pred(action="replace_disk"), context).allowed
+    assert check(BLAST, pred(action="reimage"), context).allowed  # not in this policy's list
+
+
+def test_blast_radius_uses_the_cluster_label_when_present() -> None:
+    prediction = pred(action="reboot", target="r12-n04", labels={"cluster": "east"})
+    assert check(BLAST, prediction, ctx(active_disruptive_by_cluster={"r12": 5})).allowed
+    verdict = check(BLAST, prediction, ctx(active_disruptive_by_cluster={"east": 2}))
+    assert verdict.rule == "blast_radius"
+    assert "'east'" in verdict.reason
+
+
+def test_blast_radius_with_no_disruptive_actions_is_off() -> None:
+    policy = parse_policy("[rules.blast_radius]\ndisruptive_actions = []\n")
+    assert check(policy, pred(action="drain"), ctx(active_disruptive_by_cluster={"r12": 99})).allowed
+
+
+# ---------------------------------------------------------------------------- freeze windows
+
+ABSOLUTE = parse_policy(
+    """
+[[rules.freeze_windows]]
+name = "year-end"
+start = 2025-12-24T00:00:00+01:00
+end = "2026-01-02T00:00:00+01:00"
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("now", "blocked"),
+    [
+        (at(2025, 12, 23, 22, 59), False),  # 23:59 on the 23rd at +01:00
+        (at(2025, 12, 23, 23, 0), True),  # start is inclusive: 00:00 +01:00
+        (at(2025, 12, 28, 12, 0), True),
+        (at(2026, 1, 1, 22, 59), True),
+        (at(2026, 1, 1, 23, 0), False),  # end is exclusive
+    ],
+)
+def test_absolute_freeze_window(now: float, blocked: bool) -> None:
+    verdict = check(ABSOLUTE, pred(), ctx(now))
+    assert (verdict.outcome == "block") is blocked
+    if blocked:
+        assert verdict.rule == "freeze_window"
+        assert "'year-end'" in verdict.reason
+        assert "2025-12-24T00:00:00+01:00 to 2026-01-02T00:00:00+01:00" in verdict.reason
+        assert "severity 'warning' is not exempt" in verdict.reason
+
+
+WEEKEND = parse_policy(
+    """
+[[rules.freeze_windows]]
+name = "weekend"
+days = ["sat", "SUN"]
+start = "00:00"
+end = "24:00"
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("now", "blocked"),
+    [
+        (at(2025, 6, 13, 23, 59), False),  # Friday
+        (at(2025, 6, 14, 0, 0), True),  # Saturday
+        (at(2025, 6, 15, 23, 59), True),  # Sunday
+        (at(2025, 6, 16, 0, 0), False),  # Monday
+        (at(2025, 6, 21, 12, 0), True),  # next Saturday
+    ],
+)
+def test_weekly_freeze_window(now: float, blocked: bool) -> None:
+    verdict = check(WEEKEND, pred(), ctx(now))
+    assert (verdict.outcome == "block") is blocked
+    if blocked:
+        assert verdict.rule == "freeze_window"
+        assert "weekly sat, sun 00:00-24:00 UTC+00:00" in verdict.reason
+
+
+OVERNIGHT = parse_policy(
+    """
+[[rules.freeze_windows]]
+name = "friday night"
+days = ["fri", "sun"]
+start = "22:00"
+end = "06:00"
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("now", "blocked"),
+    [
+        (at(2025, 6, 13, 21, 59), False),  # Fri 21:59
+        (at(2025, 6, 13, 22, 0), True),  # Fri 22:00
+        (at(2025, 6, 14, 5, 59), True),  # Sat 05:59: wrapped past midnight
+        (at(2025, 6, 14, 6, 0), False),  # Sat 06:00
+        (at(2025, 6, 14, 23, 0), False),  # Sat 23:00: Saturday is not listed
+        (at(2025, 6, 16, 3, 0), True),  # Mon 03:00: Sunday's window wraps past the end of the week
+        (at(2025, 6, 12, 3, 0), False),  # Thu 03:00
+    ],
+)
+def test_weekly_freeze_window_wraps_past_midnight(now: float, blocked: bool) -> None:
+    assert (check(OVERNIGHT, pred(), ctx(now)).outcome == "block") is blocked
+
+
+def test_weekly_freeze_window_honours_its_utc_offset() -> None:
+    policy = parse_policy(
+        """
+[[rules.freeze_windows]]
+name = "berlin business hours"
+days = ["wed"]
+start = "09:00"
+end = "17:00"
+utc_offset = "+02:00"
+"""
+    )
+    # 09:00 at +02:00 is 07:00 UTC; 17:00 at +02:00 is 15:00 UTC.
+    assert check(policy, pred(), ctx(at(2025, 6, 11, 6, 59))).allowed
+    assert check(policy, pred(), ctx(at(2025, 6, 11, 7, 0))).outcome == "block"
+    assert check(policy, pred(), ctx(at(2025, 6, 11, 9, 0, offset_minutes=120))).outcome == "block"
+    assert check(policy, pred(), ctx(at(2025, 6, 11, 14, 59))).outcome == "block"
+    assert check(policy, pred(), ctx(at(2025, 6, 11, 15, 0))).allowed
+    assert "UTC+02:00" in check(policy, pred(), ctx(at(2025, 6, 11, 8, 0))).reason
+
+
+def test_weekly_freeze_window_uses_policy_offset_by_default_and_negative_offsets() -> None:
+    policy = parse_policy(
+        """
+utc_offset = "-05:00"
+
+[[rules.freeze_windows]]
+name = "monday morning"
+days = ["mon"]
+start = "00:00"
+end = "02:00"
+"""
+    )
+    assert policy.freeze_windows[0].utc_offset_minutes == -300
+    # Monday 00:00 at -05:00 is Monday 05:00 UTC.
+    assert check(policy, pred(), ctx(at(2025, 6, 16, 4, 59))).allowed
+    assert check(policy, pred(), ctx(at(2025, 6, 16, 5, 0))).outcome == "block"
+    assert check(policy, pred(), ctx(at(2025, 6, 16, 7, 0))).allowed
+
+
+FILTERED = parse_policy(
+    """
+[[rules.freeze_windows]]
+name = "weekend"
+days = ["sat", "sun"]
+start = "00:00"
+end = "24:00"
+allow_severities = ["critical"]
+actions = ["reboot", "reimage"]
+"""
+)
+SATURDAY = at(2025, 6, 14, 12, 0)
+
+
+def test_freeze_window_allow_severities_exempts_listed_severities() -> None:
+    assert check(FILTERED, pred(action="reboot", severity="critical"), ctx(SATURDAY)).allowed
+    verdict = check(FILTERED, pred(action="reboot", severity="warning"), ctx(SATURDAY))
+    assert verdict.outcome == "block"
+    assert verdict.rule == "freeze_window"
+    assert "severity 'warning' is not exempt (allow_severities: critical)" in verdict.reason
+    assert "applies to actions reboot, reimage" in verdict.reason
+
+
+def test_freeze_window_actions_filter_limits_the_freeze() -> None:
+    assert check(FILTERED, pred(action="drain", severity="info"), ctx(SATURDAY)).allowed
+    assert check(FILTERED, pred(action="reimage", severity="info"), ctx(SATURDAY)).outcome == "block"
+
+
+def test_first_matching_freeze_window_is_named() -> None:
+    policy = parse_policy(
+        """
+[[rules.freeze_windows]]
+name = "only reboots"
+days = ["sat"]
+start = "00:00"
+end = "24:00"
+actions = ["reboot"]
+
+[[rules.freeze_windows]]
+name = "everything"
+days = ["sat"]
+start = "10:00"
+end = "14:00"
+"""
+    )
+    assert "'only reboots'" in check(policy, pred(action="reboot"), ctx(SATURDAY)).reason
+    assert "'everything'" in check(policy, pred(action="drain"), ctx(SATURDAY)).reason
+
+
+def test_freeze_window_accepts_toml_local_times() -> None:
+    policy = parse_policy(
+        '[[rules.freeze_windows]]\nname = "n"\ndays = ["wed"]\nstart = 11:30:00\nend = 12:30:00\n'
+    )
+    assert policy.freeze_windows[0].start_minute == 11 * 60 + 30
+    assert check(policy, pred(), ctx(NOW)).outcome == "block"
+
+
+# ---------------------------------------------------------------------------------- cooldown
+
+
+@pytest.mark.parametrize(
+    ("scope", "override_key", "blocked"),
+    [
+        ("both", "key:k1", True),
+        ("both", "target:r12-n04", True),
+        ("key", "key:k1", True),
+        ("key", "target:r12-n04", False),
+        ("target", "target:r12-n04", True),
+        ("target", "key:k1", False),
+        ("both", "key:k2", False),
+        ("both", "target:r12-n05", False),
+    ],
+)
+def test_override_cooldown_scope(scope: str, override_key: str, blocked: bool) -> None:
+    policy = parse_policy(f'[rules.override_cooldown]\nseconds = 600\nscope = "{scope}"\n')
+    verdict = check(policy, pred(), ctx(last_override_at={override_key: NOW - 120}), key="k1")
+    assert (verdict.outcome == "block") is blocked
+    if blocked:
+        assert verdict.rule == "override_cooldown"
+        subject = "scenario key 'k1'" if override_key.startswith("key:") else "target 'r12-n04'"
+        assert verdict.reason == f"{subject} was overridden 120 s ago; cooldown is 600 s (scope {scope})"
+
+
+def test_override_cooldown_expires_after_exactly_its_seconds() -> None:
+    policy = parse_policy("[rules.override_cooldown]\nseconds = 600.5\n")
+    assert check(policy, pred(), ctx(last_override_at={"key:k1": NOW - 600})).outcome == "block"
+    assert check(policy, pred(), ctx(last_override_at={"key:k1": NOW - 600.5})).allowed
+
+
+def test_override_cooldown_default_is_one_hour_and_zero_turns_it_off() -> None:
+    context = ctx(last_override_at={"target:r12-n04": NOW - 3599})
+    assert check(DEFAULT_POLICY, pred(), context).rule == "override_cooldown"
+    assert check(DEFAULT_POLICY, pred(), ctx(last_override_at={"target:r12-n04": NOW - 3600})).allowed
+    off = parse_policy("[rules.override_cooldown]\nseconds = 0\n")
+    assert check(off, pred(), ctx(last_override_at={"target:r12-n04": NOW})).allowed
+
+
+def test_override_recorded_in_the_future_still_blocks() -> None:
+    verdict = check(DEFAULT_POLICY, pred(), ctx(last_override_at={"key:k1": NOW + 5}))
+    assert verdict.rule == "override_cooldown"
+    assert "5 s in the future" in verdict.reason
+
+
+# ------------------------------------------------------------------------------- channel cap
+
+
+def test_channel_hourly_cap_digests_at_the_cap() -> None:
+    policy = parse_policy("[rules.channel_hourly_cap]\nmax_per_hour = 3\n")
+    verdict = check(policy, pred(), ctx(surfaced_last_hour_by_channel={"#oncall": 3}), channel="#oncall")
+    assert verdict == PolicyVerdict(
+        "digest",
+        "channel_hourly_cap",
+        "channel '#oncall' already had 3 recommendation(s) surfaced in the last hour (max_per_hour 3); "
+        "folded into the digest",
+    )
+    assert not verdict.allowed
+
+
+def test_channel_hourly_cap_allows_below_the_cap_and_other_channels() -> None:
+    policy = parse_policy("[rules.channel_hourly_cap]\nmax_per_hour = 3\n")
+    counts = {"#oncall": 2, "#storage": 50}
+    assert check(policy, pred(), ctx(surfaced_last_hour_by_channel=counts), channel="#oncall").allowed
+    assert check(policy, pred(), ctx(surfaced_last_hour_by_channel=counts), channel="#other").allowed
+
+
+def test_a_hard_block_wins_over_the_digest() -> None:
+    context = ctx(surfaced_last_hour_by_channel={"#oncall": 100}, active_disruptive_by_cluster={"r12": 9})
+    verdict = check(DEFAULT_POLICY, pred(action="drain"), context)
+    assert (verdict.outcome, verdict.rule) == ("block", "blast_radius")
+
+
+# ------------------------------------------------------------------------------------- order
+
+
+def test_rules_are_evaluated_in_the_documented_order() -> None:
+    policy = parse_policy(
+        """
+[rules.allowed_actions]
+disk_failure = ["reboot", "drain"]
+
+[rules.blast_radius]
+max_concurrent = 1
+disruptive_actions = ["reboot", "drain"]
+
+[[rules.freeze_windows]]
+name = "always"
+start = 2000-01-01T00:00:00Z
+end = 2100-01-01T00:00:00Z
+actions = ["reboot", "drain"]
+
+[rules.override_cooldown]
+seconds = 60
+
+[rules.channel_hourly_cap]
+max_per_hour = 1
+"""
+    )
+    everything = ctx(
+        active_disruptive_by_cluster={"r12": 1},
+        last_override_at={"key:k1": NOW},
+        surfaced_last_hour_by_channel={"#oncall": 1},
+    )
+    assert check(policy, pred(action="replace_disk"), everything).rule == "allowed_actions"
+    assert check(policy, pred(action="drain"), everything).rule == "freeze_window"
+    assert check(policy, pred(action="drain", severity="critical"), everything).rule == "freeze_window"
+    unfrozen = parse_policy(DEFAULT_POLICY_TEXT.replace("max_concurrent = 2", "max_concurrent = 1"))
+    assert check(unfrozen, pred(action="drain"), everything).rule == "blast_radius"
+    assert check(unfrozen, pred(action="investigate"), everything).rule == "override_cooldown"
+    assert check(
+        unfrozen, pred(action="investigate"), ctx(surfaced_last_hour_by_channel={"#oncall": 20})
+    ).rule == ("channel_hourly_cap")
+    assert RULE_NAMES == (
+        "allowed_actions",
+        "freeze_window",
+        "blast_radius",
+        "override_cooldown",
+        "channel_hourly_cap",
+    )
+
+
+# --------------------------------------------------------------------------------- malformed
+
+MALFORMED = [
+    pytest.param(
+        'name = "p"\n\n[rules.blast_radius]\nmax_concurrent = = 3\n',
+        4,
+        "rules.blast_radius.max_concurrent",
+        "invalid TOML",
+        id="toml-syntax",
+    ),
+    pytest.param(
+        '[rules.override_cooldown]\nscope = "key"\nseconds = [1,\n',
+        3,
+        "rules.override_cooldown.seconds",
+        "invalid TOML",
+        id="toml-unterminated-array",
+    ),
+    pytest.param(
+        '[rules.channel_hourly_cap]\n# a comment\nmax_per_hour = "lots"\n',
+        3,
+        "rules.channel_hourly_cap.max_per_hour",
+        "must be a positive integer, got a string",
+        id="wrong-type",
+    ),
+    pytest.param(
+        "[rules.channel_hourly_cap]\nmax_per_hour = true\n",
+        2,
+        "rules.channel_hourly_cap.max_per_hour",
+        "must be a positive integer",
+        id="bool-is-not-int",
+    ),
+    pytest.param(
+        '[rules.blast_radius]\ndisruptive_actions = ["drain"]\nmax_concurrent = -1\n',
+        3,
+        "rules.blast_radius.max_concurrent",
+        "must be a positive integer, got -1",
+        id="negative-cap",
+    ),
+    pytest.param(
+        "[rules.blast_radius]\nmax_concurrent = 0\n",
+        2,
+        "rules.blast_radius.max_concurrent",
+        "must be a positive integer, got 0",
+        id="zero-cap",
+    ),
+    pytest.param(
+        "[rules.override_cooldown]\n\nseconds = -5\n",
+        3,
+        "rules.override_cooldown.seconds",
+        "non-negative",
+        id="negative-seconds",
+    ),
+    pytest.param(
+        '[rules.override_cooldown]\nscope = "everything"\n',
+        2,
+        "rules.override_cooldown.scope",
+        "must be one of key, target, both",
+        id="bad-scope",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "w"\ndays = ["sat"]\nstart = "25:00"\nend = "06:00"\n',
+        4,
+        "rules.freeze_windows[0].start",
+        "25:00",
+        id="bad-time",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "a"\ndays = ["sat"]\nstart = "01:00"\nend = "02:00"\n\n'
+        '[[rules.freeze_windows]]\nname = "b"\ndays = ["sun"]\nstart = "01:00"\nend = "24:30"\n',
+        11,
+        "rules.freeze_windows[1].end",
+        "24:30",
+        id="bad-time-second-window",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "w"\ndays = ["funday"]\nstart = "01:00"\nend = "02:00"\n',
+        3,
+        "rules.freeze_windows[0].days",
+        "'funday'",
+        id="bad-day",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "w"\ndays = ["mon"]\nstart = "01:00"\nend = "01:00"\n',
+        5,
+        "rules.freeze_windows[0].end",
+        "must differ from start",
+        id="empty-weekly-window",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "w"\ndays = ["mon"]\nstart = "01:00"\nend = "02:00"\n'
+        'utc_offset = "+2"\n',
+        6,
+        "rules.freeze_windows[0].utc_offset",
+        "+HH:MM",
+        id="bad-offset",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "w"\nstart = 2025-12-24T00:00:00\nend = 2025-12-25T00:00:00Z\n',
+        3,
+        "rules.freeze_windows[0].start",
+        "UTC offset",
+        id="absolute-without-offset",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "w"\nstart = "2025-12-24T00:00:00+01:00"\n'
+        'end = "2025-12-23T00:00:00+01:00"\n',
+        4,
+        "rules.freeze_windows[0].end",
+        "must be after start",
+        id="absolute-end-before-start",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "w"\nstart = "09:00"\nend = "17:00"\n',
+        3,
+        "rules.freeze_windows[0].start",
+        "days",
+        id="weekly-without-days",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "w"\ndays = ["mon"]\nstart = "01:00"\nend = "02:00"\n'
+        'allow_severities = ["urgent"]\n',
+        6,
+        "rules.freeze_windows[0].allow_severities",
+        "urgent",
+        id="bad-severity",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\ndays = ["mon"]\nstart = "01:00"\nend = "02:00"\n',
+        1,
+        "rules.freeze_windows[0].name",
+        "is required",
+        id="window-without-name",
+    ),
+    pytest.param(
+        "[rules.blast_radius]\nmax_concurrent = 3\nmax_concurent = 3\n",
+        3,
+        "rules.blast_radius.max_concurent",
+        "did you mean 'max_concurrent'",
+        id="unknown-field",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "w"\ndays = ["mon"]\nstart = "01:00"\nend = "02:00"\n'
+        "severity = 1\n",
+        6,
+        "rules.freeze_windows[0].severity",
+        "unknown field",
+        id="unknown-window-field",
+    ),
+    pytest.param(
+        "version = 1\n\n[rules.maintenance]\nevery = 3\n",
+        3,
+        "rules.maintenance",
+        "unknown rule 'maintenance'",
+        id="unknown-rule",
+    ),
+    pytest.param(
+        "[rules]\nblast_radius = { max_concurrent = 1 }\nfreze_windows = []\n",
+        3,
+        "rules.freze_windows",
+        "did you mean 'freeze_windows'",
+        id="unknown-rule-dotted",
+    ),
+    pytest.param(
+        'name = "p"\nowner = "sre"\n',
+        2,
+        "owner",
+        "unknown field 'owner'",
+        id="unknown-top-level-key",
+    ),
+    pytest.param("version = 2\n", 1, "version", "unsupported policy version 2", id="bad-version"),
+    pytest.param(
+        '[rules.allowed_actions]\ndisk_failure = ["drain"]\n"*" = "drain"\n',
+        3,
+        "rules.allowed_actions.*",
+        "must be a list of strings",
+        id="allowed-actions-not-a-list",
+    ),
+    pytest.param(
+        "[rules]\nblast_radius = { max_concurrent = -2 }\n",
+        2,
+        "rules.blast_radius.max_concurrent",
+        "got -2",
+        id="inline-table-falls-back-to-its-line",
+    ),
+    pytest.param(
+        "[[rules.blast_radius]]\nmax_concurrent = 1\n",
+        1,
+        "rules.blast_radius",
+        "must be a table",
+        id="array-instead-of-table",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "field", "fragment"), MALFORMED)
+def test_malformed_policy_names_line_and_field(text: str, line: int, field: str, fragment: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text)
+    error = caught.value
+    assert (error.line, error.field) == (line, field), str(error)
+    assert fragment in error.message
+    assert str(error) == f"policy.toml line {line}, field {field}: {error.message}"
+    assert isinstance(error, ValueError)
+
+
+def test_policy_error_message_format() -> None:
+    text = 'version = 1\nname = "prod"\n\n[rules.channel_hourly_cap]\nmax_per_hour = 5\n\n'
+    text += "[rules.blast_radius]\nmax_concurrent = -1\n"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, source="prod.toml")
+    assert str(caught.value) == (
+        "prod.toml line 8, field rules.blast_radius.max_concurrent: must be a positive integer, got -1"
+    )
+
+
+def test_a_typo_in_a_rule_name_does_not_silently_disable_it() -> None:
+    with pytest.raises(PolicyError, match="channel_hourly_cap"):
+        parse_policy("[rules.channel_hourly_caps]\nmax_per_hour = 1\n")
+
+
+# ----------------------------------------------------------------------------------- records
+
+
+def test_context_rejects_bad_values_and_is_immutable() -> None:
+    with pytest.raises(InvalidRecord):
+        PolicyContext(now=float("nan"))
+    with pytest.raises(InvalidRecord):
+        PolicyContext(now=NOW, active_disruptive_by_cluster={"r12": -1})
+    with pytest.raises(InvalidRecord):
+        PolicyContext(now=NOW, last_override_at={"key:k": float("inf")})
+    counts = {"r12": 1}
+    context = PolicyContext(now=NOW, active_disruptive_by_cluster=counts)
+    counts["r12"] = 99
+    assert context.active_disruptive_by_cluster["r12"] == 1
+    with pytest.raises(TypeError):
+        context.active_disruptive_by_cluster["r12"] = 5  # type: ignore[index]
+
+
+def test_rule_records_validate_when_built_directly() -> None:
+    with pytest.raises(InvalidRecord):
+        BlastRadiusRule(max_concurrent=0)
+    with pytest.raises(InvalidRecord):
+        OverrideCooldownRule(seconds=-1)
+    with pytest.raises(InvalidRecord):
+        ChannelHourlyCapRule(max_per_hour=0)
+    with pytest.raises(InvalidRecord):
+        FreezeWindow(name="w", start=datetime(2025, 1, 1), end=datetime(2025, 1, 2))  # naive
+    with pytest.raises(InvalidRecord):
+        FreezeWindow(name="w", days=("mon",), start_minute=60, end_minute=60)
+
+
+# ----------------------------------------------------------------------------------- to_dict
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """A minimal TOML writer for policy_to_dict's output (JSON scalars and arrays are valid TOML)."""
+    lines = [f"{k} = {json.dumps(data[k])}" for k in ("version", "name", "utc_offset")]
+    rules = data["rules"]
+    lines.append("[rules.allowed_actions]")
+    lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in rules["allowed_actions"].items()]
+    for section in ("blast_radius", "override_cooldown", "channel_hourly_cap"):
+        lines.append(f"[rules.{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in rules[section].items()]
+    for window in rules["freeze_windows"]:
+        lines.append("[[rules.freeze_windows]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in window.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_policy_to_dict_round_trips() -> None:
+    text = """
+name = "prod"
+utc_offset = "+05:30"
+
+[rules.allowed_actions]
+disk_failure = ["drain", "replace_disk"]
+"*" = ["investigate"]
+
+[rules.blast_radius]
+max_concurrent = 3
+disruptive_actions = ["drain"]
+
+[[rules.freeze_windows]]
+name = "year-end"
+start = 2025-12-24T00:00:00-08:00
+end = 2026-01-02T00:00:00-08:00
+allow_severities = ["critical"]
+
+[[rules.freeze_windows]]
+name = "nights"
+days = ["mon", "tue"]
+start = "22:00"
+end = "06:00"
+actions = ["reboot"]
+
+[rules.override_cooldown]
+seconds = 90.5
+scope = "target"
+
+[rules.channel_hourly_cap]
+max_per_hour = 7
+"""
+    policy = parse_policy(text)
+    data = policy_to_dict(policy)
+    assert json.loads(json.dumps(data)) == data  # plain data only
+    assert data["rules"]["freeze_windows"][1] == {
+        "name": "nights",
+        "days": ["mon", "tue"],
+        "start": "22:00",
+        "end": "06:00",
+        "utc_offset": "+05:30",
+        "actions": ["reboot"],
+    }
+    assert data["rules"]["freeze_windows"][0]["start"] == "2025-12-24T00:00:00-08:00"
+    assert parse_policy(to_toml(data)) == policy
+    assert parse_policy(to_toml(policy_to_dict(DEFAULT_POLICY))) == DEFAULT_POLICY
+
+
+# -------------------------------------------------------------------------------- properties
+
+FAULTS = ["disk_failure", "memory_ecc", "psu_failure"]
+ACTIONS = ["drain", "reboot", "replace_disk", "investigate", "none"]
+CLUSTERS = ["a", "b", "c"]
+TARGETS = ["a-n1", "a-n2", "b-n1", "c.n7"]
+KEYS = ["k1", "k2"]
+CHANNELS = ["#a", "#b"]
+BASE = int(at(2025, 6, 11))
+SPAN = 10 * 86_400
+
+offsets = st.integers(min_value=-14 * 60, max_value=14 * 60)
+subsets = st.lists(st.sampled_from(ACTIONS), unique=True, max_size=3).map(tuple)
+
+
+@st.composite
+def freeze_windows(draw: st.DrawFn, index: int) -> FreezeWindow:
+    severities = tuple(draw(st.lists(st.sampled_from(list(Severity)), unique=True, max_size=2)))
+    actions = draw(subsets)
+    if draw(st.booleans()):
+        tz = timezone(timedelta(minutes=draw(offsets)))
+        start = datetime.fromtimestamp(draw(st.integers(BASE - SPAN, BASE + SPAN)), tz)
+        end = start + timedelta(seconds=draw(st.integers(1, 3 * 86_400)))
+        return FreezeWindow(f"w{index}", start=start, end=end, allow_severities=severities, actions=actions)
+    start_minute = draw(st.integers(0, 1439))
+    end_minute = draw(st.integers(0, 1440).filter(lambda m: m != start_minute))
+    days = tuple(draw(st.lists(st.sampled_from(DAY_NAMES), unique=True, min_size=1, max_size=3)))
+    return FreezeWindow(
+        f"w{index}",
+        days=days,
+        start_minute=start_minute,
+        end_minute=end_minute,
+        utc_offset_minutes=draw(offsets),
+        allow_severities=severities,
+        actions=actions,
+    )
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    n_windows = draw(st.integers(0, 3))
+    return Policy(
+        name=draw(st.sampled_from(["p", "prod policy"])),
+        utc_offset_minutes=draw(offsets),
+        allowed_actions=draw(st.dictionaries(st.sampled_from([*FAULTS, "*"]), subsets, max_size=3)),
+        blast_radius=BlastRadiusRule(draw(st.integers(1, 3)), draw(subsets)),
+        freeze_windows=tuple(draw(freeze_windows(i)) for i in range(n_windows)),
+        override_cooldown=OverrideCooldownRule(
+            draw(st.sampled_from([0, 60, 3600, 1.5])), draw(st.sampled_from(["key", "target", "both"]))
+        ),
+        channel_hourly_cap=ChannelHourlyCapRule(draw(st.integers(1, 4))),
+    )
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[Prediction, str, str, PolicyContext]:
+    labels = draw(st.sampled_from([{}, {"cluster": "b"}]))
+    prediction = Prediction(
+        id="p",
+        fault_type=draw(st.sampled_from(FAULTS)),
+        target=draw(st.sampled_from(TARGETS)),
+        action=draw(st.sampled_from(ACTIONS)),
+        confidence=draw(st.floats(0, 1)),
+        severity=draw(st.sampled_from(list(Severity))),
+        labels=labels,
+    )
+    now = draw(st.integers(BASE - SPAN, BASE + SPAN))
+    override_keys = [f"key:{k}" for k in KEYS] + [f"target:{t}" for t in TARGETS]
+    context = PolicyContext(
+        now=now,
+        active_disruptive_by_cluster=draw(st.dictionaries(st.sampled_from(CLUSTERS), st.integers(0, 4))),
+        last_override_at={
+            k: now - ago
+            for k, ago in draw(
+                st.dictionaries(st.sampled_from(override_keys), st.integers(-10, 4000))
+            ).items()
+        },
+        surfaced_last_hour_by_channel=draw(st.dictionaries(st.sampled_from(CHANNELS), st.integers(0, 5))),
+    )
+    return prediction, draw(st.sampled_from(KEYS)), draw(st.sampled_from(CHANNELS)), context
+
+
+def window_open(window: FreezeWindow, now: float) -> bool:
+    """Independent check with datetime arithmetic (the engine uses seconds-of-week arithmetic)."""
+    instant = datetime.fromtimestamp(now, UTC)
+    if window.start is not None and window.end is not None:
+        return window.start <= instant < window.end
+    tz = timezone(timedelta(minutes=window.utc_offset_minutes))
+    local = instant.astimezone(tz)
+    length = timedelta(minutes=(window.end_minute - window.start_minute) % 1440 or 1440)
+    for back in (0, 1):
+        day: date = local.date() - timedelta(days=back)
+        if DAY_NAMES[day.weekday()] in window.days:
+            opens = datetime.combine(day, time(0, 0), tz) + timedelta(minutes=window.start_minute)
+            if opens <= local < opens + length:
+                return True
+    return False
+
+
+def hard_rules_that_hold(policy: Policy, p: Prediction, key: str, context: PolicyContext) -> list[str]:
+    """Each hard rule's own condition, computed from the policy data without calling the engine."""
+    holding = []
+    table = dict(policy.allowed_actions)
+    entry = table.get(p.fault_type, table.get("*"))
+    if entry is not None and p.action not in entry:
+        holding.append("allowed_actions")
+    if any(
+        window_open(w, context.now)
+        and (not w.actions or p.action in w.actions)
+        and p.severity not in w.allow_severities
+        for w in policy.freeze_windows
+    ):
+        holding.append("freeze_window")
+    cluster = p.labels.get("cluster") or p.target.replace(".", "-").split("-")[0]
+    if (
+        p.action in policy.blast_radius.disruptive_actions
+        and context.active_disruptive_by_cluster.get(cluster, 0) >= policy.blast_radius.max_concurrent
+    ):
+        holding.append("blast_radius")
+    cooldown = policy.override_cooldown
+    watched = {"key": [f"key:{key}"], "target": [f"target:{p.target}"]}
+    watched["both"] = watched["key"] + watched["target"]
+    if cooldown.seconds > 0 and any(
+        k in context.last_override_at and context.now - context.last_override_at[k] < cooldown.seconds
+        for k in watched[cooldown.scope]
+    ):
+        holding.append("override_cooldown")
+    return holding
+
+
+@settings(max_examples=400, deadline=None)
+@given(policy=policies(), scenario=scenarios())
+def test_no_prediction_is_allowed_when_a_hard_rule_holds(
+    policy: Policy, scenario: tuple[Prediction, str, str, PolicyContext]
+) -> None:
+    prediction, key, channel, context = scenario
+    verdict = evaluate(policy, prediction, key, channel, context)
+    holding = hard_rules_that_hold(policy, prediction, key, context)
+    over_cap = context.surfaced_last_hour_by_channel.get(channel, 0) >= policy.channel_hourly_cap.max_per_hour
+    if holding:
+        assert verdict.outcome != "allow"
+        assert verdict.outcome == "block"
+        assert verdict.rule == holding[0]  # the first rule in evaluation order wins
+    elif over_cap:
+        assert (verdict.outcome, verdict.rule) == ("digest", "channel_hourly_cap")
+    else:
+        assert verdict == PolicyVerdict("allow", ALL_RULES_PASSED, "all rules passed")
+    assert verdict.rule in (*RULE_NAMES, ALL_RULES_PASSED)
+    assert verdict.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(policy=policies())
+def test_policy_to_dict_round_trips_for_random_policies(policy: Policy) -> None:
+    data = policy_to_dict(policy)
+    assert json.loads(json.dumps(data)) == data
+    assert parse_policy(to_toml(data)) == policy

@@ -1,0 +1,254 @@
+"""Retraining: numpy logistic regression, holdout split, promotion rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from npo.retrain import (
+    LogisticModel,
+    brier,
+    fit_logistic,
+    log_loss,
+    propose_retraining,
+    split_holdout,
+)
+
+TRUE_W = np.array([1.5, -2.0, 0.5])
+TRUE_B = -0.3
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    p = _sigmoid(x @ TRUE_W + TRUE_B)
+    y = (rng.random(n) < p).astype(np.float64)
+    return x, y, p
+
+
+# -- fitting ---------------------------------------------------------------------------------------
+def test_fit_recovers_known_coefficients() -> None:
+    x, y, _ = _data(20_000, seed=1)
+    model = fit_logistic(x, y, version=1, trained_at=0.0)
+    assert np.allclose(model.weights, TRUE_W, atol=0.12)
+    assert model.bias == pytest.approx(TRUE_B, abs=0.08)
+    assert model.metrics["converged"] == 1.0
+    assert model.n_train == 20_000
+
+
+def test_fit_on_soft_targets_recovers_them() -> None:
+    x, _, p = _data(2000, seed=2)
+    model = fit_logistic(x, p, l2=0.0, version=1, trained_at=0.0)
+    assert np.allclose(model.weights, TRUE_W, atol=1e-4)
+    assert model.bias == pytest.approx(TRUE_B, abs=1e-4)
+    assert np.allclose(model.predict(x), p, atol=1e-5)
+
+
+def test_constant_soft_targets_give_their_value() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 2))
+    for code in (0.5, 0.3, 0.0, 1.0):
+        model = fit_logistic(x, np.full(300, code), version=1, trained_at=0.0)
+        assert np.allclose(model.predict(x), code, atol=0.02)
+
+
+def test_fit_is_deterministic() -> None:
+    x, y, _ = _data(1000, seed=4)
+    w = np.random.default_rng(5).random(1000)
+    a = fit_logistic(x, y, sample_weight=w, version=2, trained_at=10.0)
+    b = fit_logistic(x.copy(), y.copy(), sample_weight=w.copy(), version=2, trained_at=10.0)
+    assert a == b
+
+
+def test_zero_sample_weight_rows_are_ignored() -> None:
+    x, y, _ = _data(600, seed=6)
+    w = np.ones(600)
+    w[::3] = 0.0
+    keep = w > 0
+    weighted = fit_logistic(x, y, sample_weight=w, version=1, trained_at=0.0)
+    subset = fit_logistic(x[keep], y[keep], version=1, trained_at=0.0)
+    assert np.allclose(weighted.weights, subset.weights, atol=1e-8)
+    assert weighted.bias == pytest.approx(subset.bias, abs=1e-8)
+
+
+def test_separable_and_huge_features_stay_finite_without_warnings() -> None:
+    x = np.array([[1e6], [-1e6], [2e6], [-3e6], [5e8]])
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
+    for l2 in (0.0, 1e-2):
+        model = fit_logistic(x, y, l2=l2, version=1, trained_at=0.0)
+        p = model.predict(x)
+        assert np.all(np.isfinite(p))
+        assert np.all((p >= 0.0) & (p <= 1.0))
+        assert math.isfinite(log_loss(model, x, y))
+
+
+def test_predict_accepts_leading_batch_dimensions() -> None:
+    model = LogisticModel(version=1, weights=(1.0, -1.0), bias=0.0, trained_at=0.0, n_train=0)
+    assert model.predict(np.array([0.0, 0.0])).shape == ()
+    assert float(model.predict(np.array([0.0, 0.0]))) == 0.5
+    batch = np.zeros((4, 7, 2))
+    assert model.predict(batch).shape == (4, 7)
+    with pytest.raises(ValueError, match="shape"):
+        model.predict(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "w", "message"),
+    [
+        (np.zeros((5, 2)), np.zeros(4), None, "rows"),
+        (np.zeros((0, 2)), np.zeros(0), None, "no data"),
+        (np.zeros(5), np.zeros(5), None, "2-D"),
+        (np.zeros((5, 2)), np.zeros((5, 1)), None, "1-D"),
+        (np.array([[0.0], [math.nan]]), np.zeros(2), None, "X contains NaN"),
+        (np.zeros((2, 1)), np.array([0.0, math.nan]), None, "y contains NaN"),
+        (np.zeros((2, 1)), np.array([0.0, 1.5]), None, r"\[0, 1\]"),
+        (np.zeros((2, 1)), np.zeros(2), np.array([1.0, -1.0]), ">= 0"),
+        (np.zeros((2, 1)), np.zeros(2), np.array([1.0]), "sample_weight must have shape"),
+        (np.zeros((2, 1)), np.zeros(2), np.zeros(2), "sums to 0"),
+    ],
+)
+def test_fit_refuses_bad_input(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fit_logistic(x, y, sample_weight=w, version=1, trained_at=0.0)
+
+
+def test_log_loss_and_brier_of_a_coin() -> None:
+    coin = LogisticModel(version=1, weights=(0.0,), bias=0.0, trained_at=0.0, n_train=0)
+    x = np.zeros((4, 1))
+    y = np.array([0.0, 1.0, 1.0, 0.0])
+    assert log_loss(coin, x, y) == pytest.approx(math.log(2))
+    assert brier(coin, x, y) == pytest.approx(0.25)
+    sure = LogisticModel(version=1, weights=(0.0,), bias=800.0, trained_at=0.0, n_train=0)
+    assert log_loss(sure, x, y) == pytest.approx(400.0)  # finite even when confidently wrong
+    assert brier(sure, x, y) == pytest.approx(0.5)
+
+
+def test_log_loss_weights() -> None:
+    model = LogisticModel(version=1, weights=(0.0,), bias=0.0, trained_at=0.0, n_train=0)
+    x = np.zeros((2, 1))
+    assert log_loss(model, x, np.array([0.0, 1.0]), np.array([1.0, 0.0])) == pytest.approx(math.log(2))
+
+
+# -- holdout and promotion -------------------------------------------------------------------------
+def test_split_holdout_keeps_the_most_recent_rows() -> None:
+    train, hold = split_holdout(30, 0.2)
+    assert train.tolist() == list(range(24))
+    assert hold.tolist() == list(range(24, 30))
+    train, hold = split_holdout(21, 0.2)
+    assert hold.tolist() == [16, 17, 18, 19, 20]
+    train, hold = split_holdout(0)
+    assert train.size == hold.size == 0
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        split_holdout(10, 1.0)
+
+
+def test_first_model_is_always_promoted_as_version_1() -> None:
+    x, y, _ = _data(500, seed=7)
+    result = propose_retraining(None, x, y, now=123.0)
+    assert result.promoted
+    assert result.current_loss is None
+    assert result.candidate.version == 1
+    assert result.candidate.trained_at == 123.0
+    assert result.candidate.n_train == 400
+    assert result.candidate.metrics["holdout_log_loss"] == pytest.approx(result.candidate_loss)
+    assert "holdout_brier" in result.candidate.metrics
+    assert result.candidate.metrics["n_holdout"] == 100
+
+
+def test_better_model_is_promoted_and_worse_one_refused() -> None:
+    x, y, _ = _data(3000, seed=8)
+    shuffled = np.random.default_rng(9).permutation(y)
+    good = fit_logistic(x, y, version=3, trained_at=0.0)
+    noise = fit_logistic(x, shuffled, version=3, trained_at=0.0)
+
+    # The current model learned noise; the data are real: the candidate wins.
+    result = propose_retraining(noise, x, y, now=1.0)
+    assert result.promoted
+    assert result.current_loss is not None
+    assert result.candidate_loss < result.current_loss
+    assert result.candidate.version == 4
+    assert result.candidate.metrics["current_holdout_log_loss"] == pytest.approx(result.current_loss)
+    assert result.reason.startswith("promoted")
+
+    # The current model is right; the older (training) rows have shuffled labels, the recent holdout is real.
+    train_idx, _ = split_holdout(len(y))
+    y_bad = y.copy()
+    y_bad[train_idx] = np.random.default_rng(10).permutation(y[train_idx])
+    result = propose_retraining(good, x, y_bad, now=2.0)
+    assert not result.promoted
+    assert result.current_loss is not None
+    assert result.candidate_loss > result.current_loss
+    assert result.candidate.version == 4
+    assert result.reason.startswith("not promoted")
+
+
+def test_min_improvement_is_required() -> None:
+    x, y, _ = _data(1000, seed=11)
+    current = fit_logistic(x[:900], y[:900], version=1, trained_at=0.0)
+    result = propose_retraining(current, x, y, now=0.0, min_improvement=10.0)
+    assert not result.promoted
+    assert "not promoted" in result.reason
+
+
+def test_too_little_data_is_not_promoted_and_does_not_raise() -> None:
+    x, y, _ = _data(15, seed=12)
+    result = propose_retraining(None, x, y, now=0.0)
+    assert not result.promoted
+    assert "too little data" in result.reason
+    assert result.candidate.version == 1
+
+    x, y, _ = _data(40, seed=13)
+    result = propose_retraining(None, x, y, now=0.0, holdout_fraction=0.1)  # 4 held-back rows
+    assert not result.promoted
+    assert "holdout too small" in result.reason
+
+    result = propose_retraining(None, np.zeros((0, 3)), np.zeros(0), now=0.0)
+    assert not result.promoted
+    assert result.candidate.weights == (0.0, 0.0, 0.0)
+    assert math.isnan(result.candidate_loss)
+
+
+def test_feature_count_mismatch_with_current_model_raises() -> None:
+    current = LogisticModel(version=1, weights=(0.0, 0.0), bias=0.0, trained_at=0.0, n_train=0)
+    x, y, _ = _data(100, seed=14)
+    with pytest.raises(ValueError, match="features"):
+        propose_retraining(current, x, y, now=0.0)
+
+
+# -- properties ------------------------------------------------------------------------------------
+_finite = st.floats(-1e6, 1e6, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    weights=st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=4),
+    bias=st.floats(-1e3, 1e3),
+    data=st.data(),
+)
+def test_predictions_are_probabilities(weights: list[float], bias: float, data: st.DataObject) -> None:
+    model = LogisticModel(version=1, weights=tuple(weights), bias=bias, trained_at=0.0, n_train=0)
+    x = data.draw(hnp.arrays(np.float64, (5, len(weights)), elements=_finite))
+    p = model.predict(x)
+    assert p.shape == (5,)
+    assert np.all((p >= 0.0) & (p <= 1.0))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    x=hnp.arrays(np.float64, (12, 2), elements=st.floats(-100, 100)),
+    y=hnp.arrays(np.float64, (12,), elements=st.floats(0.0, 1.0)),
+)
+def test_fit_on_arbitrary_soft_data_gives_probabilities(x: np.ndarray, y: np.ndarray) -> None:
+    model = fit_logistic(x, y, version=1, trained_at=0.0)
+    p = model.predict(x)
+    assert np.all((p >= 0.0) & (p <= 1.0))
+    assert math.isfinite(log_loss(model, x, y))
