@@ -150,13 +150,9 @@ def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4))
     if "tau:full" in series:
         ax.plot(x, series["tau:full"], label="mean τ over seeds")
-        ax.fill_between(
-            x, series["tau_p10:full"], series["tau_p90:full"], alpha=0.2, label="10–90 % of seeds"
-        )
+        ax.fill_between(x, series["tau_p10:full"], series["tau_p90:full"], alpha=0.2, label="10–90 % of seeds")
     drift_line(ax)
-    ax.set(
-        title="Threshold τ chosen by the bandit (full NPO)", xlabel="episode", ylabel="τ", ylim=(0.45, 0.95)
-    )
+    ax.set(title="Threshold τ chosen by the bandit (full NPO)", xlabel="episode", ylabel="τ", ylim=(0.45, 0.95))
     ax.legend()
     save(fig, "chosen_tau.png")
     return paths
@@ -171,9 +167,7 @@ def simulate(
     result = run_experiments(episodes, seeds, base_seed=base_seed, progress=progress)
     payload = _finite(result.to_json())
     tmp = out / "metrics.json.tmp"
-    tmp.write_text(
-        json.dumps(payload, indent=1, allow_nan=False, default=_json_default) + "\n", encoding="utf-8"
-    )
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False, default=_json_default) + "\n", encoding="utf-8")
     tmp.replace(out / "metrics.json")
     if plots:
         write_plots(result, out)

@@ -51,9 +51,7 @@ class BanditConfig:
             raise InvalidRecord("thresholds", f"must be strictly increasing, got {list(ts)}")
         object.__setattr__(self, "thresholds", ts)
         if self.prior_alpha <= 0 or self.prior_beta <= 0:
-            raise InvalidRecord(
-                "prior", f"Beta prior must be positive, got ({self.prior_alpha}, {self.prior_beta})"
-            )
+            raise InvalidRecord("prior", f"Beta prior must be positive, got ({self.prior_alpha}, {self.prior_beta})")
         if not 0.0 < self.gamma <= 1.0:
             raise InvalidRecord("gamma", f"must be in (0, 1], got {self.gamma}")
         for name in ("miss_weight", "quiet_weight"):
@@ -118,9 +116,7 @@ class ThresholdBandit:
         pulls[arm] += 1
         return replace(self, alpha=tuple(alpha), beta=tuple(beta), pulls=tuple(pulls))
 
-    def replace_reward(
-        self, arm: int, old_reward: float, new_reward: float, weight: float = 1.0
-    ) -> ThresholdBandit:
+    def replace_reward(self, arm: int, old_reward: float, new_reward: float, weight: float = 1.0) -> ThresholdBandit:
         """Swap an earlier reward of ``arm`` for a new one (a person changing their answer); no discount, no new pull.
 
         Parameters never fall below the prior (the evidence removed may already have been discounted).

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -67,9 +67,7 @@ class UnknownPrediction(LoopError):
 
 class NotSurfaced(LoopError):
     def __init__(self, prediction_id: str, verdict: Verdict) -> None:
-        super().__init__(
-            "prediction_id", f"prediction {prediction_id!r} was not surfaced (verdict {verdict.value})"
-        )
+        super().__init__("prediction_id", f"prediction {prediction_id!r} was not surfaced (verdict {verdict.value})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,54 +183,34 @@ def decide(
     m = min(1.0, max(0.0, effective_misalignment(key_state, prediction, tx.get_model(), config)))
     r = score(prediction.confidence, m)
     verdict = evaluate(policy, prediction, key, channel, tx.policy_context(prediction, key, channel, now))
-    common = {
-        "prediction_id": prediction.id,
-        "key": key,
-        "confidence": prediction.confidence,
-        "misalignment": m,
-        "score": r,
-        "decided_at": now,
-    }
+    arm: int | None = None
+    tau: float | None = None
     if verdict.outcome == "block":
-        decision = Decision(
-            verdict=Verdict.BLOCK,
-            rule=verdict.rule,
-            reason=verdict.reason,
-            threshold=None,
-            arm=None,
-            **common,
-        )  # type: ignore[arg-type]
+        outcome, rule, reason = Verdict.BLOCK, verdict.rule, verdict.reason
     else:
         bandit = tx.get_bandit()
         arm = bandit.choose(rng)
         tau = bandit.threshold(arm)
         if r < tau:
-            decision = Decision(
-                verdict=Verdict.SUPPRESS,
-                rule="threshold",
-                reason=f"R(s)={r:.3f} < τ={tau:.2f}",
-                threshold=tau,
-                arm=arm,
-                **common,
-            )  # type: ignore[arg-type]
+            outcome, rule, reason = Verdict.SUPPRESS, "threshold", f"R(s)={r:.3f} < τ={tau:.2f}"
         elif verdict.outcome == "digest":
-            decision = Decision(
-                verdict=Verdict.DIGEST,
-                rule=verdict.rule,
-                reason=verdict.reason,
-                threshold=tau,
-                arm=arm,
-                **common,
-            )  # type: ignore[arg-type]
+            outcome, rule, reason = Verdict.DIGEST, verdict.rule, verdict.reason
         else:
-            decision = Decision(
-                verdict=Verdict.SURFACE,
-                rule=verdict.rule,
-                reason=f"R(s)={r:.3f} ≥ τ={tau:.2f}; {verdict.reason}",
-                threshold=tau,
-                arm=arm,
-                **common,
-            )  # type: ignore[arg-type]
+            outcome, rule = Verdict.SURFACE, verdict.rule
+            reason = f"R(s)={r:.3f} ≥ τ={tau:.2f}; {verdict.reason}"
+    decision = Decision(
+        prediction_id=prediction.id,
+        key=key,
+        verdict=outcome,
+        rule=rule,
+        reason=reason,
+        confidence=prediction.confidence,
+        misalignment=m,
+        score=r,
+        threshold=tau,
+        arm=arm,
+        decided_at=now,
+    )
     tx.add_decision(prediction, decision, channel)
     tx.audit(
         "decision",
@@ -446,13 +424,12 @@ class InMemoryTransaction:
 
     def add_decision(self, prediction: Prediction, decision: Decision, channel: str) -> None:
         pid = prediction.id
-        for mapping, value in (
-            (self._s.predictions, prediction),
-            (self._s.decisions, decision),
-            (self._s.channels, channel),
-        ):
-            self._remember(mapping, pid)
-            mapping[pid] = value
+        self._remember(self._s.predictions, pid)
+        self._s.predictions[pid] = prediction
+        self._remember(self._s.decisions, pid)
+        self._s.decisions[pid] = decision
+        self._remember(self._s.channels, pid)
+        self._s.channels[pid] = channel
         self._remember(self._s.fingerprints, prediction.fingerprint())
         self._s.fingerprints[prediction.fingerprint()] = (pid, prediction.received_at)
 
@@ -504,9 +481,7 @@ class InMemoryTransaction:
         s.requests.add(ev.request_id)
         s.feedback_log.append(applied)
         s.samples.append(
-            AlignmentSample(
-                applied.key, applied.y, ev.at, applied.weight, s.channels.get(ev.prediction_id, "")
-            )
+            AlignmentSample(applied.key, applied.y, ev.at, applied.weight, s.channels.get(ev.prediction_id, ""))
         )
 
         def undo_append() -> None:
@@ -539,7 +514,11 @@ class InMemoryTransaction:
     def audit(self, kind: str, subject: str, detail: Mapping[str, object], at: float) -> None:
         log = self._s.audit_log
         log.append((kind, subject, dict(detail), at))
-        self._undo.append(log.pop)
+
+        def undo() -> None:
+            log.pop()
+
+        self._undo.append(undo)
 
 
 class InMemoryStore:

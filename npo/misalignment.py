@@ -99,9 +99,7 @@ def update_key(
     if not 0.0 <= weight <= 1.0:
         raise InvalidRecord("weight", f"must be in [0, 1], got {weight}")
     eta = schedule.rate(state.weight_sum) * weight
-    return replace(
-        state, m=step(state.m, y, eta), n=state.n + 1, weight_sum=state.weight_sum + weight, updated_at=at
-    )
+    return replace(state, m=step(state.m, y, eta), n=state.n + 1, weight_sum=state.weight_sum + weight, updated_at=at)
 
 
 def replace_feedback(

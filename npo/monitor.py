@@ -66,17 +66,9 @@ class PageHinkleyConfig:
         if not (math.isfinite(self.delta) and self.delta >= 0.0):
             raise InvalidRecord("page_hinkley.delta", f"must be a finite number >= 0, got {self.delta}")
         if not (math.isfinite(self.threshold) and self.threshold > 0.0):
-            raise InvalidRecord(
-                "page_hinkley.threshold", f"must be a finite number > 0, got {self.threshold}"
-            )
-        if (
-            isinstance(self.min_samples, bool)
-            or not isinstance(self.min_samples, int)
-            or self.min_samples < 1
-        ):
-            raise InvalidRecord(
-                "page_hinkley.min_samples", f"must be an integer >= 1, got {self.min_samples!r}"
-            )
+            raise InvalidRecord("page_hinkley.threshold", f"must be a finite number > 0, got {self.threshold}")
+        if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 1:
+            raise InvalidRecord("page_hinkley.min_samples", f"must be an integer >= 1, got {self.min_samples!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +101,7 @@ def page_hinkley_alarm(state: PageHinkleyState, config: PageHinkleyConfig) -> bo
     return state.n >= config.min_samples and state.statistic > config.threshold
 
 
-def page_hinkley_update(
-    state: PageHinkleyState, y: float, config: PageHinkleyConfig
-) -> tuple[PageHinkleyState, bool]:
+def page_hinkley_update(state: PageHinkleyState, y: float, config: PageHinkleyConfig) -> tuple[PageHinkleyState, bool]:
     """Add one feedback code ``y`` ∈ [0, 1]; return the new state and whether the detector is in alarm.
 
     The alarm is level-triggered (it stays True while the statistic is above the threshold); this function
@@ -126,7 +116,7 @@ def page_hinkley_update(
     return new, page_hinkley_alarm(new, config)
 
 
-def page_hinkley_step(  # noqa: PLR0917 (one array per state field, as the simulation holds them)
+def page_hinkley_step(
     n: IntArray | FloatArray,
     mean: FloatArray,
     cumulative: FloatArray,
@@ -179,14 +169,8 @@ class MonitorConfig:
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
             raise InvalidRecord("monitor.window", f"must be an integer >= 1, got {self.window!r}")
         if not (math.isfinite(self.cooldown_s) and self.cooldown_s >= 0.0):
-            raise InvalidRecord(
-                "monitor.cooldown_s", f"must be a finite number of seconds >= 0, got {self.cooldown_s}"
-            )
-        if (
-            isinstance(self.min_samples, bool)
-            or not isinstance(self.min_samples, int)
-            or self.min_samples < 1
-        ):
+            raise InvalidRecord("monitor.cooldown_s", f"must be a finite number of seconds >= 0, got {self.cooldown_s}")
+        if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 1:
             raise InvalidRecord("monitor.min_samples", f"must be an integer >= 1, got {self.min_samples!r}")
 
 
@@ -227,7 +211,7 @@ def observe_feedback(state: MonitorState, y: float, config: MonitorConfig) -> tu
     return replace(state, ph=ph), alarm
 
 
-def evaluate_monitor(  # noqa: PLR0917 (the documented call order)
+def evaluate_monitor(
     state: MonitorState,
     config: MonitorConfig,
     window_loss: float | None,
@@ -298,9 +282,7 @@ def record_ground_truth(state: MonitorState, acted: bool, ideal: bool) -> Monito
     In production: a trigger approved → (True, True), dismissed → (True, False). In simulation: ``ideal`` is
     whether the known drift had happened (and not yet been handled). Does nothing else.
     """
-    return replace(
-        state, matches=state.matches + int(bool(acted) == bool(ideal)), decisions=state.decisions + 1
-    )
+    return replace(state, matches=state.matches + int(bool(acted) == bool(ideal)), decisions=state.decisions + 1)
 
 
 def monitor_fidelity(state: MonitorState) -> float | None:

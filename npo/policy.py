@@ -63,9 +63,7 @@ class PolicyError(ValueError):
     """A malformed policy. ``line`` is the 1-based line in the source (None when unknown), ``field`` the
     dotted path of the offending field (``rules.freeze_windows[0].start``) and ``message`` what is wrong."""
 
-    def __init__(
-        self, message: str, *, field_name: str, line: int | None, source: str = "policy.toml"
-    ) -> None:
+    def __init__(self, message: str, *, field_name: str, line: int | None, source: str = "policy.toml") -> None:
         where = source if line is None else f"{source} line {line}"
         super().__init__(f"{where}, field {field_name}: {message}")
         self.line = line
@@ -188,9 +186,7 @@ class FreezeWindow:
                     raise InvalidRecord(name, "must be a date-time with a UTC offset")
             start, end = self._span()
             if end <= start:
-                raise InvalidRecord(
-                    "end", f"must be after start ({start.isoformat()}), got {end.isoformat()}"
-                )
+                raise InvalidRecord("end", f"must be after start ({start.isoformat()}), got {end.isoformat()}")
         offset = self.utc_offset_minutes
         if isinstance(offset, bool) or not isinstance(offset, int) or not -1440 < offset < 1440:
             raise InvalidRecord("utc_offset", f"must be less than 24 hours from UTC, got {offset!r} minutes")
@@ -254,9 +250,7 @@ class BlastRadiusRule:
 
     def __post_init__(self) -> None:
         _positive_int("max_concurrent", self.max_concurrent)
-        object.__setattr__(
-            self, "disruptive_actions", _text_tuple("disruptive_actions", self.disruptive_actions)
-        )
+        object.__setattr__(self, "disruptive_actions", _text_tuple("disruptive_actions", self.disruptive_actions))
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,11 +324,7 @@ class PolicyContext:
     surfaced_last_hour_by_channel: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.now, bool)
-            or not isinstance(self.now, int | float)
-            or not math.isfinite(float(self.now))
-        ):
+        if isinstance(self.now, bool) or not isinstance(self.now, int | float) or not math.isfinite(float(self.now)):
             raise InvalidRecord("now", f"must be a finite number of Unix seconds, got {self.now!r}")
         object.__setattr__(self, "now", float(self.now))
         for name in ("active_disruptive_by_cluster", "surfaced_last_hour_by_channel"):
@@ -377,9 +367,7 @@ class PolicyVerdict:
 # evaluation
 
 
-def evaluate(
-    policy: Policy, prediction: Prediction, key: str, channel: str, context: PolicyContext
-) -> PolicyVerdict:
+def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, context: PolicyContext) -> PolicyVerdict:
     """Check one prediction against every rule, in order, and return the first hard block, else a digest
     when the channel is over its hourly cap, else ``allow`` (rule ``"all_rules_passed"``).
 
@@ -638,13 +626,9 @@ class _Builder:
             name = f"{name}[{index}]"
         if key is not None:
             name = f"{name}.{key}" if name else key
-        return PolicyError(
-            message, field_name=name, line=self.locator.line_of(path, index, key), source=self.source
-        )
+        return PolicyError(message, field_name=name, line=self.locator.line_of(path, index, key), source=self.source)
 
-    def check_known(
-        self, table: Mapping[str, object], known: tuple[str, ...], path: _Path, index: int | None
-    ) -> None:
+    def check_known(self, table: Mapping[str, object], known: tuple[str, ...], path: _Path, index: int | None) -> None:
         for key in table:
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
@@ -720,9 +704,7 @@ class _Builder:
     def freeze_windows(self, value: object, default_offset: int) -> tuple[FreezeWindow, ...]:
         path = ("rules", "freeze_windows")
         if not isinstance(value, list):
-            raise self.fail(
-                ("rules",), None, "freeze_windows", "must be an array of tables ([[rules.freeze_windows]])"
-            )
+            raise self.fail(("rules",), None, "freeze_windows", "must be an array of tables ([[rules.freeze_windows]])")
         windows: list[FreezeWindow] = []
         names: set[str] = set()
         for index, raw in enumerate(cast("list[object]", value)):
@@ -737,15 +719,11 @@ class _Builder:
                 "actions": body.get("actions", ()),
             }
             if "actions" in body and body["actions"] == []:
-                raise self.fail(
-                    path, index, "actions", "must not be an empty list (omit it to freeze every action)"
-                )
+                raise self.fail(path, index, "actions", "must not be an empty list (omit it to freeze every action)")
             if "days" in body:
                 days = body["days"]
                 if not isinstance(days, list) or not days:
-                    raise self.fail(
-                        path, index, "days", f"must be a non-empty list of day names, got {days!r}"
-                    )
+                    raise self.fail(path, index, "days", f"must be a non-empty list of day names, got {days!r}")
                 kwargs["days"] = [d.lower() if isinstance(d, str) else d for d in cast("list[object]", days)]
                 kwargs["start_minute"] = self.clock(body["start"], path, index, "start", allow_24=False)
                 kwargs["end_minute"] = self.clock(body["end"], path, index, "end", allow_24=True)
@@ -792,9 +770,7 @@ class _Builder:
             parsed = value
         elif isinstance(value, str):
             if _HHMM_RE.match(value):
-                raise self.fail(
-                    path, index, key, f"{hint} (for a weekly window add days = [...]), got {value!r}"
-                )
+                raise self.fail(path, index, key, f"{hint} (for a weekly window add days = [...]), got {value!r}")
             try:
                 parsed = datetime.fromisoformat(value)
             except ValueError:
@@ -812,9 +788,7 @@ class _Builder:
         if match and int(match.group(2)) < 24 and int(match.group(3)) < 60:
             minutes = int(match.group(2)) * 60 + int(match.group(3))
             return -minutes if match.group(1) == "-" else minutes
-        raise self.fail(
-            path, index, "utc_offset", f'must be a fixed offset "+HH:MM" or "-HH:MM", got {value!r}'
-        )
+        raise self.fail(path, index, "utc_offset", f'must be a fixed offset "+HH:MM" or "-HH:MM", got {value!r}')
 
 
 def parse_policy(text: str, source: str = "policy.toml") -> Policy:
@@ -838,9 +812,7 @@ def parse_policy(text: str, source: str = "policy.toml") -> Policy:
                 # "(at end of document)": report the last line
                 line = int(match.group(1)) if match.group(1) else max(len(locator.lines), 1)
         field_name = locator.field_at(line) if line is not None else "(document)"
-        raise PolicyError(
-            f"invalid TOML: {message}", field_name=field_name, line=line, source=source
-        ) from None
+        raise PolicyError(f"invalid TOML: {message}", field_name=field_name, line=line, source=source) from None
     return _Builder(text, source).build(data)
 
 

@@ -66,9 +66,7 @@ class LogisticModel:
             raise ValueError("LogisticModel: weights and bias must be finite")
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "bias", float(self.bias))
-        object.__setattr__(
-            self, "metrics", MappingProxyType({str(k): float(v) for k, v in self.metrics.items()})
-        )
+        object.__setattr__(self, "metrics", MappingProxyType({str(k): float(v) for k, v in self.metrics.items()}))
 
     @property
     def n_features(self) -> int:
@@ -318,9 +316,7 @@ def propose_retraining(
             x[train_idx], t[train_idx], sample_weight=s[train_idx], l2=l2, version=version, trained_at=now
         )
     else:
-        fitted = LogisticModel(
-            version=version, weights=(0.0,) * d, bias=0.0, trained_at=float(now), n_train=0
-        )
+        fitted = LogisticModel(version=version, weights=(0.0,) * d, bias=0.0, trained_at=float(now), n_train=0)
     metrics: dict[str, float] = dict(fitted.metrics)
     metrics["n_holdout"] = float(hold_idx.size)
     evaluable = hold_idx.size > 0 and s[hold_idx].sum() > 0.0
@@ -368,8 +364,7 @@ def propose_retraining(
             True,
             None,
             candidate_loss,
-            f"promoted: first model v{version}, holdout log loss {candidate_loss:.4f} "
-            f"on {hold_idx.size} recent rows",
+            f"promoted: first model v{version}, holdout log loss {candidate_loss:.4f} on {hold_idx.size} recent rows",
         )
     if candidate_loss < current_loss - min_improvement:
         return RetrainResult(

@@ -40,7 +40,10 @@ _DIGITS = re.compile(r"\d+")
 
 
 def target_class(prediction: Prediction) -> str:
-    """The kind of target: the ``target_class`` label, else the target's shape with digits folded ("r12-n04" → "r#-n#")."""
+    """The kind of target: the ``target_class`` label, else the target's shape with digits folded.
+
+    "r12-n04" → "r#-n#": hosts of the same naming pattern share a key.
+    """
     explicit = prediction.labels.get("target_class")
     if explicit:
         return explicit
@@ -79,9 +82,7 @@ def score(confidence: float, misalignment: float) -> float:
     return min(1.0, max(0.0, confidence * (1.0 - misalignment)))
 
 
-def score_array(
-    confidence: npt.NDArray[np.float64], misalignment: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
+def score_array(confidence: npt.NDArray[np.float64], misalignment: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Vectorised :func:`score`."""
     return np.clip(confidence * (1.0 - misalignment), 0.0, 1.0)
 

@@ -101,12 +101,7 @@ class OperatorTrust:
             raise InvalidRecord("operator", "must be a non-empty string")
         for name in ("agree", "disagree"):
             value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise InvalidRecord(name, f"must be a finite number >= 0, got {value!r}")
         if self.agree + self.disagree <= 0.0:
             raise InvalidRecord("agree", "agree + disagree must be > 0")
@@ -148,9 +143,7 @@ def outcome_agreement(y: npt.ArrayLike, truth: npt.ArrayLike) -> float | FloatAr
     return np.asarray(1.0 - np.abs(y_arr - t_arr), dtype=np.float64)
 
 
-def update_with_outcome(
-    trust: OperatorTrust, y: float, real_fault: bool, config: TrustConfig
-) -> OperatorTrust:
+def update_with_outcome(trust: OperatorTrust, y: float, real_fault: bool, config: TrustConfig) -> OperatorTrust:
     """Credit the operator's code ``y`` ∈ [0, 1] against the outcome: agree += a, disagree += 1 − a.
 
     Call once per (operator, prediction) with the operator's effective answer. Not for skips (raises for the
@@ -159,9 +152,7 @@ def update_with_outcome(
     del config  # outcomes always count fully; kept for a uniform signature
     _check_operator(trust)
     a = outcome_agreement(_check_code(y), bool(real_fault))
-    return replace(
-        trust, agree=trust.agree + a, disagree=trust.disagree + (1.0 - a), n_outcome=trust.n_outcome + 1
-    )
+    return replace(trust, agree=trust.agree + a, disagree=trust.disagree + (1.0 - a), n_outcome=trust.n_outcome + 1)
 
 
 @overload
@@ -189,9 +180,7 @@ def update_with_peers(trust: OperatorTrust, y: float, consensus: float, config: 
     _check_operator(trust)
     a = peer_agreement(_check_code(y), _check_code(consensus, "consensus"))
     w = config.peer_weight
-    return replace(
-        trust, agree=trust.agree + w * a, disagree=trust.disagree + w * (1.0 - a), n_peer=trust.n_peer + 1
-    )
+    return replace(trust, agree=trust.agree + w * a, disagree=trust.disagree + w * (1.0 - a), n_peer=trust.n_peer + 1)
 
 
 def _weight(agree: float, disagree: float, config: TrustConfig) -> float:
@@ -222,9 +211,7 @@ def trust_weight_array(agree: npt.ArrayLike, disagree: npt.ArrayLike, config: Tr
     d = np.asarray(disagree, dtype=np.float64)
     total = a + d
     ok = total > 0.0
-    mean = np.where(
-        ok, a / np.where(ok, total, 1.0), config.prior_agree / (config.prior_agree + config.prior_disagree)
-    )
+    mean = np.where(ok, a / np.where(ok, total, 1.0), config.prior_agree / (config.prior_agree + config.prior_disagree))
     weight = np.clip((mean - 0.5) / (config.full_agreement - 0.5), config.floor, 1.0)
     evidence = total - config.prior_agree - config.prior_disagree
     cap = max(config.prior_weight, config.floor)

@@ -167,9 +167,7 @@ class Decision:
             object.__setattr__(self, name, _require_unit(name, getattr(self, name)))
         if self.threshold is not None:
             object.__setattr__(self, "threshold", _require_unit("threshold", self.threshold))
-        if self.arm is not None and (
-            isinstance(self.arm, bool) or not isinstance(self.arm, int) or self.arm < 0
-        ):
+        if self.arm is not None and (isinstance(self.arm, bool) or not isinstance(self.arm, int) or self.arm < 0):
             raise InvalidRecord("arm", f"must be a non-negative integer, got {self.arm!r}")
         object.__setattr__(self, "decided_at", _require_time("decided_at", self.decided_at))
 

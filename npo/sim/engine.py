@@ -100,7 +100,7 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
     alpha, beta = new_batch((s,), bandit_cfg)
     agree = np.full((s, cfg.n_operators), trust_cfg.prior_agree)
     disagree = np.full((s, cfg.n_operators), trust_cfg.prior_disagree)
-    ph_n = np.zeros(s)
+    ph_n: npt.NDArray[np.int64] | FloatArray = np.zeros(s, dtype=np.int64)
     ph_mean = np.zeros(s)
     ph_cum = np.zeros(s)
     ph_min = np.zeros(s)
@@ -182,9 +182,7 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
             kj = world.key[:, j]
             suppressed = ~surfaced[:, j]
             if condition.fixed_threshold is None and condition.miss_term:
-                wts = np.where(
-                    suppressed, np.where(real, bandit_cfg.miss_weight, bandit_cfg.quiet_weight), 0.0
-                )
+                wts = np.where(suppressed, np.where(real, bandit_cfg.miss_weight, bandit_cfg.quiet_weight), 0.0)
                 alpha, beta = update_batch(alpha, beta, arms[:, j], np.where(real, 0.0, 1.0), wts, bandit_cfg)
             if condition.suppressed_outcome_weight > 0:
                 new_m, new_n = update_m(
@@ -209,9 +207,7 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
             loss = ring.sum(axis=1) / np.maximum(count, 1)
             g = np.zeros(s, dtype=bool) if drift_ep is None or t < drift_ep else ~handled
             if condition.monitor:
-                want = (
-                    (loss > condition.monitor_threshold) & (count >= condition.monitor_min_samples)
-                ) | alarm_seen
+                want = ((loss > condition.monitor_threshold) & (count >= condition.monitor_min_samples)) | alarm_seen
                 trig = want & (t - last_trigger >= condition.monitor_cooldown)
                 last_trigger = np.where(trig, t, last_trigger)
                 approve = trig & g  # engineers approve a retraining only when the world really changed

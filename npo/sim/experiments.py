@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from npo.monitor import PageHinkleyConfig
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -28,7 +26,7 @@ ADVERSARIAL_SHARE = 0.2
 
 def conditions() -> dict[str, Condition]:
     """The named conditions of the experiment (``full`` is NPO as shipped)."""
-    full = Condition(os.environ.get("X", "full"), **eval(os.environ.get("XC", "{}")))
+    full = Condition("full")
     return {
         "full": full,
         **{f"fixed_{t}": replace(full, name=f"fixed_{t}", fixed_threshold=t) for t in FIXED_GRID},
@@ -71,9 +69,7 @@ def _smooth_mean(y: FloatArray, window: int) -> FloatArray:
     idx = np.arange(1, y.shape[1] + 1)
     lo = np.maximum(0, idx - window)
     count = ccount[:, idx] - ccount[:, lo]
-    loss = np.divide(
-        csum[:, idx] - csum[:, lo], count, out=np.full((y.shape[0], idx.size), np.nan), where=count > 0
-    )
+    loss = np.divide(csum[:, idx] - csum[:, lo], count, out=np.full((y.shape[0], idx.size), np.nan), where=count > 0)
     with np.errstate(invalid="ignore"):
         return np.asarray(np.nanmean(np.where(np.isnan(loss), np.nan, loss), axis=0), dtype=np.float64)
 

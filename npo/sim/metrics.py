@@ -73,7 +73,7 @@ def _nanmean_rows(a: FloatArray) -> FloatArray:
     return out
 
 
-def per_seed(trace: Trace, *, drift_episode: int | None, recovery_window: int = 100) -> dict[str, FloatArray]:
+def per_seed(trace: Trace, *, drift_episode: int | None, recovery_window: int = 150) -> dict[str, FloatArray]:
     """Every metric as an array over seeds.
 
     * ``reward``: cumulative reward — surfaced: 1 − y (observed answer); suppressed: 1 if no fault, else 0.
@@ -85,8 +85,8 @@ def per_seed(trace: Trace, *, drift_episode: int | None, recovery_window: int = 
       fault (a miss) 1, a correct suppression 0. Silence that hides a real fault is as misaligned as spam.
     * ``true_l_align_surfaced``: the same over surfaced recommendations only (= 1 − precision).
     * ``recovery_episodes``: episodes after the drift until the trailing observed L_align (post-drift samples
-      only, ``recovery_window`` episodes) is back within 10 % of its level over the 10 % before the drift;
-      the remaining horizon if never.
+      only, ``recovery_window`` episodes) is back within 10 % of its pre-drift level (the steady state over the
+      second half of the pre-drift phase); the remaining horizon if never.
     * ``f_monitor``: share of monitor checks whose action matched the ideal response.
     """
     s, t = trace.surfaced.shape
@@ -122,9 +122,7 @@ def per_seed(trace: Trace, *, drift_episode: int | None, recovery_window: int = 
 
 def recovery(y: FloatArray, drift_episode: int, window: int) -> FloatArray:
     """Episodes after ``drift_episode`` until trailing L_align ≤ 1.1 × pre-drift level (see :func:`per_seed`)."""
-    s, t = y.shape
-    tenth = max(1, t // 10)
-    pre = _nanmean_rows(y[:, max(0, drift_episode - tenth) : drift_episode])
+    pre = _nanmean_rows(y[:, drift_episode // 2 : drift_episode])
     post = y[:, drift_episode:]
     valid = ~np.isnan(post)
     csum = np.cumsum(np.where(valid, post, 0.0), axis=1)
@@ -135,7 +133,7 @@ def recovery(y: FloatArray, drift_episode: int, window: int) -> FloatArray:
     prev_count = np.where(lo >= 0, ccount[:, np.maximum(lo, 0)], 0)
     count = ccount - prev_count
     loss = np.divide(csum - prev_sum, count, out=np.full(post.shape, np.inf), where=count > 0)
-    ok = (loss <= 1.1 * pre[:, None]) & (idx >= window // 2)[None, :]
+    ok = (loss <= 1.1 * pre[:, None]) & (idx >= window)[None, :]
     horizon = post.shape[1]
     first = np.where(ok.any(axis=1), np.argmax(ok, axis=1), horizon)
-    return first.astype(np.float64)
+    return np.asarray(first, dtype=np.float64)

@@ -22,21 +22,21 @@ BoolArray = npt.NDArray[np.bool_]
 class WorldConfig:
     """Parameters of the simulated data center (defaults follow the protocol in the paper notes).
 
-    ``good_share`` of the keys fault often when predicted (true rate in ``good_rate``), the rest are mostly
-    false alarms (``bad_rate``) and fire ``bad_frequency`` times as often (noisy alerts are the loud ones). The
-    predictor's confidence is informative but over-confident: f + (1 − f)·rate (f = ``confidence_floor``) plus a per-key bias in
-    [``bias_low``, ``bias_high``], plus per-prediction noise. Engineers answer truthfully except for label noise ``epsilon`` (flip), skips
-    (probability ``skip``), neutral answers (``neutral``) and ``adversarial`` share of operators who invert. Each key
-    has an owning operator who answers ``owner_share`` of its recommendations (teams own subsystems); anyone
-    on call answers the rest.
-    At ``drift_at`` (a fraction of the horizon; None for none) the true rates are reshuffled among the keys.
+    ``good_share`` of the keys fault often when predicted (true rate in ``good_rate``); the rest are mostly
+    false alarms (``bad_rate``) and fire ``bad_frequency`` times as often. The predictor's confidence is
+    informative but over-confident: f + (1 − f)·rate (f = ``confidence_floor``) plus a per-key bias in
+    [``bias_low``, ``bias_high``], plus per-prediction noise. Engineers answer truthfully except for label noise
+    ``epsilon`` (flip), skips (probability ``skip``), neutral answers (``neutral``) and an ``adversarial`` share
+    of operators who invert. Each key has an owning operator who answers ``owner_share`` of its recommendations
+    (teams own subsystems); anyone on call answers the rest. At ``drift_at`` (a fraction of the horizon; None
+    for none) the true rates are reshuffled among the keys while the predictor keeps its habits.
     """
 
     episodes: int = 2000
     n_keys: int = 50
-    good_share: float = 0.25
+    good_share: float = 0.2
     good_rate: tuple[float, float] = (0.85, 0.99)
-    bad_rate: tuple[float, float] = (0.02, 0.3)
+    bad_rate: tuple[float, float] = (0.0, 0.15)
     bad_frequency: float = 1.0
     confidence_floor: float = 0.7
     bias_low: float = 0.0
@@ -133,7 +133,7 @@ def make_world(config: WorldConfig, seeds: int, seed: int = 0) -> World:
     owner = rng.integers(0, o, (s, k))
     by_owner = rng.random((s, t)) < config.owner_share
     operator = np.where(by_owner, owner[rows, key], rng.integers(0, o, (s, t)))
-    n_adv = int(round(config.adversarial * o))
+    n_adv = round(config.adversarial * o)
     adversarial_ops = np.zeros((s, o), dtype=bool)
     adversarial_ops[:, :n_adv] = True
     u = rng.random((s, t))

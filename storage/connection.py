@@ -1,0 +1,60 @@
+"""Opening a SQLite database the way NPO needs it: WAL, a busy timeout, foreign keys, a durability level.
+
+One connection serves one unit of work on one thread (a ``sqlite3`` connection, and so a sqlite-utils
+``Database``, must not be shared between threads). :class:`storage.SQLiteStore` keeps one per thread.
+
+Durability (``synchronous``):
+
+* ``"NORMAL"`` (default): in WAL mode every commit survives a crash of the *process* (SIGKILL, OOM); a power
+  loss or kernel crash may roll back the last few commits, but never corrupts the file.
+* ``"FULL"``: the WAL is fsynced at every commit, so commits also survive power loss, at roughly 2–4 × the cost
+  per commit (see ``storage/README.md`` for the figures measured on this machine).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Literal
+
+from sqlite_utils import Database
+
+from storage.errors import StorageError
+
+Synchronous = Literal["NORMAL", "FULL"]
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+
+
+def connect(
+    path: str | Path,
+    *,
+    synchronous: Synchronous = "NORMAL",
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    check_same_thread: bool = True,
+) -> Database:
+    """Open (creating if needed) the database file at ``path`` with NPO's settings and return it.
+
+    Sets ``journal_mode=WAL``, ``busy_timeout`` (``busy_timeout_s`` seconds, > 0), ``foreign_keys=ON`` and
+    ``synchronous`` (``"NORMAL"`` or ``"FULL"``). The underlying ``sqlite3`` connection has driver-level
+    autocommit (``isolation_level=None``): transactions are opened explicitly (``BEGIN IMMEDIATE`` for writes).
+    Does not create or migrate the schema (see :func:`storage.migrate`). ``check_same_thread=False`` only
+    allows *closing* the connection from another thread; using it from two threads is still a bug.
+    """
+    if synchronous not in ("NORMAL", "FULL"):
+        raise StorageError("connection", str(path), f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+    if not busy_timeout_s > 0:
+        raise StorageError("connection", str(path), f"busy_timeout_s must be > 0, got {busy_timeout_s}")
+    conn = sqlite3.connect(
+        str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=check_same_thread
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal" and str(path) != ":memory:":
+            raise StorageError("connection", str(path), f"could not switch to WAL (journal_mode={mode})")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return Database(conn, execute_plugins=False)
