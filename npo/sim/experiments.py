@@ -69,9 +69,10 @@ def _smooth_mean(y: FloatArray, window: int) -> FloatArray:
     idx = np.arange(1, y.shape[1] + 1)
     lo = np.maximum(0, idx - window)
     count = ccount[:, idx] - ccount[:, lo]
-    loss = np.divide(csum[:, idx] - csum[:, lo], count, out=np.full((y.shape[0], idx.size), np.nan), where=count > 0)
-    with np.errstate(invalid="ignore"):
-        return np.asarray(np.nanmean(np.where(np.isnan(loss), np.nan, loss), axis=0), dtype=np.float64)
+    loss = np.divide(csum[:, idx] - csum[:, lo], count, out=np.zeros((y.shape[0], idx.size)), where=count > 0)
+    seeds_with_data = np.sum(count > 0, axis=0)
+    total = np.sum(np.where(count > 0, loss, 0.0), axis=0)
+    return np.divide(total, seeds_with_data, out=np.full(idx.size, np.nan), where=seeds_with_data > 0)
 
 
 def run_experiments(

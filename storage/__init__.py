@@ -1,0 +1,30 @@
+"""Storage: the loop's state in SQLite. The only package that knows SQL.
+
+Public API: :func:`connect`, :func:`migrate`, :func:`schema_version`, :class:`SQLiteStore` (implements
+:class:`npo.loop.LoopStore`), :class:`SQLiteTransaction`, :class:`OutboxItem`, :class:`StorageError`,
+:class:`StorageBusy`, :func:`check`, :func:`backup`, :func:`export_rows`. See ``storage/README.md``.
+"""
+
+from storage.connection import Synchronous, connect
+from storage.errors import StorageBusy, StorageError
+from storage.maintenance import Problem, backup, check, export_rows
+from storage.migrations import LATEST_SCHEMA_VERSION, MIGRATIONS, migrate, schema_version
+from storage.store import OutboxItem, SQLiteStore, SQLiteTransaction
+
+__all__ = [
+    "LATEST_SCHEMA_VERSION",
+    "MIGRATIONS",
+    "OutboxItem",
+    "Problem",
+    "SQLiteStore",
+    "SQLiteTransaction",
+    "StorageBusy",
+    "StorageError",
+    "Synchronous",
+    "backup",
+    "check",
+    "connect",
+    "export_rows",
+    "migrate",
+    "schema_version",
+]

@@ -1,0 +1,161 @@
+"""Operations on a database file: online backup, integrity and invariant checks, exports."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlite_utils import Database
+
+from storage.connection import connect
+from storage.errors import StorageError
+from storage.migrations import LATEST_SCHEMA_VERSION, schema_version
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One failed check: ``what`` was checked, ``detail`` says what is wrong."""
+
+    what: str
+    detail: str
+
+
+def backup(source: str | Path, target: str | Path, *, pages_per_step: int = 1024) -> int:
+    """Copy the database at ``source`` to ``target`` online (``sqlite3.Connection.backup``: writers may keep
+    writing; the copy is a consistent snapshot). Refuses to overwrite an existing ``target``. Returns the size of
+    the copy in bytes. The copy uses the rollback journal (a single self-contained file)."""
+    target = Path(target)
+    if target.exists():
+        raise StorageError("backup", str(target), "the target file already exists; choose a new name")
+    src = connect(source)
+    try:
+        dst = sqlite3.connect(str(target))
+        try:
+            src.conn.backup(dst, pages=pages_per_step)
+            dst.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    return target.stat().st_size
+
+
+_INVARIANTS: tuple[tuple[str, str], ...] = (
+    (
+        "one effective answer per person and recommendation",
+        "SELECT prediction_id || ' / ' || operator, COUNT(*) FROM feedback WHERE effective = 1 "
+        "GROUP BY prediction_id, operator HAVING COUNT(*) > 1",
+    ),
+    (
+        "every replaced answer is no longer effective",
+        "SELECT f.request_id, 'replaced by ' || r.request_id FROM feedback r JOIN feedback f "
+        "ON f.request_id = r.replaces WHERE f.effective = 1",
+    ),
+    (
+        "feedback only on surfaced recommendations",
+        "SELECT f.request_id, d.verdict FROM feedback f JOIN decisions d ON d.prediction_id = f.prediction_id "
+        "WHERE d.verdict NOT IN ('surface', 'digest')",
+    ),
+    (
+        "every surfaced decision has a recommendation and an outbox message",
+        "SELECT d.prediction_id, 'missing' FROM decisions d WHERE d.verdict IN ('surface', 'digest') AND ("
+        "NOT EXISTS (SELECT 1 FROM recommendations r WHERE r.prediction_id = d.prediction_id) OR "
+        "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.prediction_id = d.prediction_id))",
+    ),
+    (
+        "every prediction has a decision",
+        "SELECT p.id, 'no decision' FROM predictions p "
+        "WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.prediction_id = p.id)",
+    ),
+    (
+        "bandit pulls = new feedback events on the arm (+ at most one miss update per suppressed outcome)",
+        "SELECT b.arm, 'pulls ' || b.pulls || ', feedback events ' || "
+        "(SELECT COUNT(*) FROM feedback f WHERE f.arm = b.arm AND f.replaces IS NULL) || ', suppressed outcomes ' || "
+        "(SELECT COUNT(*) FROM outcomes o JOIN decisions d ON d.prediction_id = o.prediction_id "
+        " WHERE d.verdict = 'suppress' AND d.arm = b.arm) FROM bandit_arms b WHERE "
+        "b.pulls < (SELECT COUNT(*) FROM feedback f WHERE f.arm = b.arm AND f.replaces IS NULL) OR "
+        "b.pulls > (SELECT COUNT(*) FROM feedback f WHERE f.arm = b.arm AND f.replaces IS NULL) + "
+        "(SELECT COUNT(*) FROM outcomes o JOIN decisions d ON d.prediction_id = o.prediction_id "
+        " WHERE d.verdict = 'suppress' AND d.arm = b.arm)",
+    ),
+    (
+        "key update counts cover their new feedback events",
+        "SELECT k.key, 'n ' || k.n || ' < feedback events ' || "
+        "(SELECT COUNT(*) FROM feedback f WHERE f.key = k.key AND f.replaces IS NULL) FROM key_alignment k "
+        "WHERE k.n < (SELECT COUNT(*) FROM feedback f WHERE f.key = k.key AND f.replaces IS NULL)",
+    ),
+    (
+        "feedback keys have a key state",
+        "SELECT DISTINCT f.key, 'no key_alignment row' FROM feedback f "
+        "WHERE NOT EXISTS (SELECT 1 FROM key_alignment k WHERE k.key = f.key)",
+    ),
+    (
+        "sent outbox messages have a message ts",
+        "SELECT id, 'state sent without message_ts' FROM outbox WHERE state = 'sent' AND message_ts IS NULL",
+    ),
+)
+
+
+def check(db: Database) -> tuple[int, list[Problem]]:
+    """Run ``PRAGMA integrity_check``, ``foreign_key_check`` and the loop's invariants on ``db``.
+
+    Returns (schema version, problems); no problems means healthy. Read-only. Invariants are only checked on a
+    database at the latest schema version.
+    """
+    conn = db.conn
+    problems: list[Problem] = []
+    version = schema_version(db)
+    integrity = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    if integrity != ["ok"]:
+        problems.extend(Problem("integrity_check", line) for line in integrity[:20])
+    for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check").fetchall()[:20]:
+        problems.append(Problem("foreign_key_check", f"{table} row {rowid} refers to a missing {parent} row"))
+    if version != LATEST_SCHEMA_VERSION:
+        problems.append(
+            Problem("schema_version", f"{version}, latest is {LATEST_SCHEMA_VERSION}: run `npo-bot db migrate`")
+        )
+        return version, problems
+    conn.execute("BEGIN")
+    try:
+        for what, sql in _INVARIANTS:
+            for subject, detail in conn.execute(sql).fetchmany(20):
+                problems.append(Problem(what, f"{subject}: {detail}"))
+    finally:
+        conn.execute("ROLLBACK")
+    return version, problems
+
+
+ExportWhat = Literal["feedback", "decisions"]
+_EXPORTS: dict[str, str] = {
+    "feedback": (
+        "SELECT id, request_id, prediction_id, operator, kind, at, reason, key, channel, y, weight, key_n_before, "
+        "arm, reward, replaces, effective FROM feedback ORDER BY id"
+    ),
+    "decisions": (
+        "SELECT d.prediction_id, d.key, d.verdict, d.rule, d.reason, d.confidence, d.misalignment, d.score, "
+        "d.threshold, d.arm, d.decided_at, d.channel, p.fault_type, p.target, p.action, p.severity, "
+        "o.real_fault, o.at AS outcome_at FROM decisions d JOIN predictions p ON p.id = d.prediction_id "
+        "LEFT JOIN outcomes o ON o.prediction_id = d.prediction_id ORDER BY d.rowid"
+    ),
+}
+
+
+def export_rows(path: str | Path, what: ExportWhat) -> Iterator[dict[str, Any]]:
+    """Stream the ``feedback`` log or the ``decisions`` (with prediction and outcome) as dicts, oldest first,
+    from one consistent snapshot on a connection of its own (closed when the iterator is exhausted or closed)."""
+    if what not in _EXPORTS:
+        raise StorageError("export", str(what), f"choose one of {sorted(_EXPORTS)}")
+    db = connect(path)
+    try:
+        conn = db.conn
+        conn.execute("BEGIN")
+        cur = conn.execute(_EXPORTS[what])
+        names = [c[0] for c in cur.description]
+        for row in cur:
+            yield dict(zip(names, row, strict=True))
+        conn.execute("ROLLBACK")
+    finally:
+        db.close()

@@ -1,0 +1,893 @@
+"""``SQLiteStore``: the loop's state in one SQLite file, implementing :class:`npo.loop.LoopStore`.
+
+Every :meth:`SQLiteStore.transaction` is ``BEGIN IMMEDIATE … COMMIT`` on the calling thread's own connection
+(rolled back when the block raises), so each loop step (``decide``, ``record_feedback``, ``record_outcome``)
+is one atomic read-modify-write even when several threads and processes share the file. Writers inside one
+process are also serialised by a lock, so they queue on the lock rather than on SQLite's busy handler; other
+processes are waited for up to the busy timeout, and ``BEGIN IMMEDIATE`` is retried a few times with backoff
+before :class:`StorageBusy` is raised.
+
+Writes go straight to the database (prepared statements through the ``sqlite3`` connection; no sqlite-utils
+table API on the hot path), so a constraint violation is reported at the write that caused it, as a
+:class:`StorageError` naming the table and record; the transaction is then rolled back. Reads of keys, the
+bandit, trust and the model are cached for the life of one transaction (this connection is the only writer
+while it is open).
+
+Idempotency rules (see ``storage/README.md``): a prediction id is stored once (and the loop treats a same
+fingerprint within the dedupe window as a duplicate); a feedback request id is stored once (UNIQUE); a
+person has at most one *effective* answer per recommendation (partial UNIQUE index) — a second answer marks
+the first ``effective = 0`` and replaces it in the learning state, while both rows stay in ``feedback`` and in
+``audit_log``; an outcome per prediction is stored once (the first wins); a job claim per (job, period) once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sqlite_utils import Database
+
+from npo.alignment import AlignmentSample
+from npo.bandit import ThresholdBandit
+from npo.loop import AppliedFeedback, DecideResult, LoopConfig, decide
+from npo.misalignment import KeyAlignment
+from npo.monitor import MonitorState
+from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, Policy, PolicyContext
+from npo.retrain import LogisticModel
+from npo.trust import OperatorTrust
+from npo.types import Decision, Outcome, Prediction
+from storage import codec
+from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect
+from storage.errors import StorageBusy, StorageError
+from storage.migrations import LATEST_SCHEMA_VERSION, migrate, schema_version
+
+OutboxState = Literal["pending", "sent", "failed"]
+HOUR_S = 3600.0
+
+
+def _is_busy(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One message waiting to be delivered to Slack. ``payload`` is the decoded JSON object."""
+
+    id: int
+    channel: str
+    kind: str
+    payload: Mapping[str, Any]
+    prediction_id: str | None
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    state: OutboxState = "pending"
+    last_error: str | None = None
+
+
+_MISSING: Any = object()
+
+
+class SQLiteTransaction:
+    """One ``BEGIN IMMEDIATE`` transaction: implements :class:`npo.loop.LoopTransaction` plus the writes the bot
+    needs to make atomically with a loop step (outbox, job claims, monitor state, model versions).
+
+    Use only inside ``with store.transaction() as tx:`` on the thread that opened it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, config: LoopConfig, disruptive_actions: tuple[str, ...]) -> None:
+        self._c = conn
+        self._config = config
+        self._disruptive = disruptive_actions
+        marks = ", ".join("?" * len(disruptive_actions))
+        self._open_disruptive_sql = (
+            "SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL "
+            f"AND action IN ({marks})"
+        )
+        self._keys: dict[str, KeyAlignment] = {}
+        self._trust: dict[str, OperatorTrust | None] = {}
+        self._bandit: ThresholdBandit | None = None
+        self._bandit_stored: ThresholdBandit | None = None
+        self._model: Any = _MISSING
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The raw connection (for reads the store does not wrap). Writes through it bypass the caches."""
+        return self._c
+
+    def invalidate(self) -> None:
+        """Forget the cached reads (after a savepoint was rolled back)."""
+        self._keys.clear()
+        self._trust.clear()
+        self._bandit = self._bandit_stored = None
+        self._model = _MISSING
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _write(self, table: str, record: str, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+        try:
+            return self._c.execute(sql, params)
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
+            raise StorageError(table, record, str(exc)) from exc
+
+    def _one(self, sql: str, params: Sequence[Any]) -> Any:
+        return self._c.execute(sql, params).fetchone()
+
+    # -- predictions and decisions ---------------------------------------------------------------------------
+    def find_duplicate(self, prediction: Prediction, window_s: float) -> Decision | None:
+        earlier = self.get_decision(prediction.id)
+        if earlier is not None:
+            return earlier
+        row = self._one(
+            "SELECT id, received_at FROM predictions WHERE fingerprint = ? ORDER BY rowid DESC LIMIT 1",
+            (prediction.fingerprint(),),
+        )
+        if row is not None and prediction.received_at - row[1] < window_s:
+            return self.get_decision(row[0])
+        return None
+
+    def add_decision(self, prediction: Prediction, decision: Decision, channel: str) -> None:
+        """Store the prediction and its decision; a surfaced or digest decision also gets its recommendation row
+        and a pending outbox message (payload ``{"prediction_id": …}``), in this same transaction."""
+        pid = prediction.id
+        if decision.prediction_id != pid:
+            raise StorageError(
+                "decisions", decision.prediction_id, f"decision is for another prediction than {pid!r}"
+            )
+        self._write(
+            "predictions",
+            pid,
+            "INSERT INTO predictions (id, fault_type, target, action, confidence, severity, time_to_fault_s, "
+            "labels, channel, received_at, fingerprint, cluster) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            codec.prediction_params(prediction),
+        )
+        self._write(
+            "decisions",
+            pid,
+            "INSERT INTO decisions (prediction_id, key, verdict, rule, reason, confidence, misalignment, score, "
+            "threshold, arm, decided_at, channel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            codec.decision_params(decision, channel),
+        )
+        if decision.surfaced:
+            self._write(
+                "recommendations",
+                pid,
+                "INSERT INTO recommendations (prediction_id, verdict, channel, key, target, action, cluster, "
+                "surfaced_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    pid,
+                    decision.verdict.value,
+                    channel,
+                    decision.key,
+                    prediction.target,
+                    prediction.action,
+                    prediction.cluster,
+                    decision.decided_at,
+                ),
+            )
+            kind = "recommendation" if decision.verdict.value == "surface" else "digest_item"
+            self.enqueue(channel, kind, {"prediction_id": pid}, decision.decided_at, prediction_id=pid)
+
+    def get_prediction(self, prediction_id: str) -> Prediction | None:
+        row = self._one(f"SELECT {codec.PREDICTION_COLS} FROM predictions WHERE id = ?", (prediction_id,))
+        return None if row is None else codec.prediction_from_row(row)
+
+    def get_decision(self, prediction_id: str) -> Decision | None:
+        row = self._one(
+            f"SELECT {codec.DECISION_COLS} FROM decisions WHERE prediction_id = ?", (prediction_id,)
+        )
+        return None if row is None else codec.decision_from_row(row)
+
+    def policy_context(self, prediction: Prediction, key: str, channel: str, now: float) -> PolicyContext:
+        """The guardrails' view of the world for this prediction, computed from the database:
+
+        open disruptive recommendations (surfaced or digest, no outcome yet, action in the store's
+        ``disruptive_actions``) in the prediction's cluster; the last *effective* override of its key and of its
+        target; recommendations surfaced (not digested) in ``channel`` during (now − 1 h, now].
+        """
+        cluster = prediction.cluster
+        active: dict[str, int] = {}
+        if self._disruptive:
+            active[cluster] = int(self._one(self._open_disruptive_sql, (cluster, *self._disruptive))[0])
+        overrides: dict[str, float] = {}
+        by_key = self._one(
+            "SELECT MAX(at) FROM feedback WHERE key = ? AND kind = 'override' AND effective = 1", (key,)
+        )[0]
+        if by_key is not None:
+            overrides[f"key:{key}"] = by_key
+        by_target = self._one(
+            "SELECT MAX(f.at) FROM predictions p JOIN feedback f ON f.prediction_id = p.id "
+            "WHERE p.target = ? AND f.kind = 'override' AND f.effective = 1",
+            (prediction.target,),
+        )[0]
+        if by_target is not None:
+            overrides[f"target:{prediction.target}"] = by_target
+        surfaced = self._one(
+            "SELECT COUNT(*) FROM decisions WHERE channel = ? AND verdict = 'surface' "
+            "AND decided_at > ? AND decided_at <= ?",
+            (channel, now - HOUR_S, now),
+        )[0]
+        return PolicyContext(
+            now=now,
+            active_disruptive_by_cluster=active,
+            last_override_at=overrides,
+            surfaced_last_hour_by_channel={channel: int(surfaced)},
+        )
+
+    # -- learning state ------------------------------------------------------------------------------------
+    def get_key(self, key: str) -> KeyAlignment:
+        cached = self._keys.get(key)
+        if cached is not None:
+            return cached
+        row = self._one(f"SELECT {codec.KEY_COLS} FROM key_alignment WHERE key = ?", (key,))
+        state = KeyAlignment(key=key) if row is None else codec.key_from_row(row)
+        self._keys[key] = state
+        return state
+
+    def put_key(self, state: KeyAlignment) -> None:
+        self._write(
+            "key_alignment",
+            state.key,
+            f"INSERT INTO key_alignment ({codec.KEY_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
+            "m = excluded.m, n = excluded.n, weight_sum = excluded.weight_sum, updated_at = excluded.updated_at",
+            codec.key_params(state),
+        )
+        self._keys[state.key] = state
+
+    def get_bandit(self) -> ThresholdBandit:
+        if self._bandit is not None:
+            return self._bandit
+        cfg = self._config.bandit
+        rows = self._c.execute("SELECT arm, threshold, alpha, beta, pulls FROM bandit_arms ORDER BY arm").fetchall()
+        if not rows:
+            bandit = ThresholdBandit(cfg)
+        else:
+            stored = tuple(r[1] for r in rows)
+            if [r[0] for r in rows] != list(range(cfg.n_arms)) or stored != cfg.thresholds:
+                raise StorageError(
+                    "bandit_arms",
+                    "thresholds",
+                    f"the database holds arms with thresholds {list(stored)} but the configuration has "
+                    f"{list(cfg.thresholds)}; reset the bandit (npo-bot) or fix the configuration",
+                )
+            bandit = ThresholdBandit(
+                cfg,
+                alpha=tuple(r[2] for r in rows),
+                beta=tuple(r[3] for r in rows),
+                pulls=tuple(r[4] for r in rows),
+            )
+            self._bandit_stored = bandit
+        self._bandit = bandit
+        return bandit
+
+    def put_bandit(self, bandit: ThresholdBandit) -> None:
+        if bandit.config != self._config.bandit:
+            raise StorageError(
+                "bandit_arms", "config", "the bandit's configuration differs from the store's LoopConfig.bandit"
+            )
+        old = self._bandit_stored
+        rows = [
+            (arm, bandit.config.thresholds[arm], bandit.alpha[arm], bandit.beta[arm], bandit.pulls[arm])
+            for arm in range(bandit.config.n_arms)
+            if old is None
+            or (old.alpha[arm], old.beta[arm], old.pulls[arm])
+            != (bandit.alpha[arm], bandit.beta[arm], bandit.pulls[arm])
+        ]
+        try:
+            self._c.executemany(
+                "INSERT INTO bandit_arms (arm, threshold, alpha, beta, pulls) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(arm) DO UPDATE SET threshold = excluded.threshold, alpha = excluded.alpha, "
+                "beta = excluded.beta, pulls = excluded.pulls",
+                rows,
+            )
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
+            raise StorageError("bandit_arms", "bandit", str(exc)) from exc
+        self._bandit = self._bandit_stored = bandit
+
+    def get_trust(self, operator: str) -> OperatorTrust | None:
+        if operator in self._trust:
+            return self._trust[operator]
+        row = self._one(f"SELECT {codec.TRUST_COLS} FROM operator_trust WHERE operator = ?", (operator,))
+        trust = None if row is None else codec.trust_from_row(row)
+        self._trust[operator] = trust
+        return trust
+
+    def put_trust(self, trust: OperatorTrust) -> None:
+        self._write(
+            "operator_trust",
+            trust.operator,
+            f"INSERT INTO operator_trust ({codec.TRUST_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(operator) DO UPDATE "
+            "SET agree = excluded.agree, disagree = excluded.disagree, n_outcome = excluded.n_outcome, "
+            "n_peer = excluded.n_peer",
+            codec.trust_params(trust),
+        )
+        self._trust[trust.operator] = trust
+
+    # -- feedback and outcomes -----------------------------------------------------------------------------
+    def has_request(self, request_id: str) -> bool:
+        return self._one("SELECT 1 FROM feedback WHERE request_id = ?", (request_id,)) is not None
+
+    def effective_feedback(self, prediction_id: str, operator: str) -> AppliedFeedback | None:
+        row = self._one(
+            f"SELECT {codec.FEEDBACK_COLS} FROM feedback WHERE prediction_id = ? AND operator = ? AND effective = 1",
+            (prediction_id, operator),
+        )
+        return None if row is None else codec.feedback_from_row(row)
+
+    def add_feedback(self, applied: AppliedFeedback) -> None:
+        """Append the event to the feedback log as the person's effective answer; when it ``replaces`` an
+        earlier request id of the same recommendation, that row stays in the log with ``effective = 0``."""
+        ev = applied.event
+        if applied.replaces is not None:
+            self._write(
+                "feedback",
+                applied.replaces,
+                "UPDATE feedback SET effective = 0 WHERE request_id = ? AND prediction_id = ? AND effective = 1",
+                (applied.replaces, ev.prediction_id),
+            )
+        self._write(
+            "feedback",
+            ev.request_id,
+            "INSERT INTO feedback (request_id, prediction_id, operator, kind, at, reason, key, y, weight, "
+            "key_n_before, arm, reward, replaces, channel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?, "
+            "COALESCE((SELECT channel FROM decisions WHERE prediction_id = ?), ''))",
+            (*codec.feedback_params(applied), ev.prediction_id),
+        )
+
+    def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]:
+        rows = self._c.execute(
+            f"SELECT {codec.FEEDBACK_COLS} FROM feedback WHERE prediction_id = ? AND effective = 1 ORDER BY id",
+            (prediction_id,),
+        ).fetchall()
+        return [codec.feedback_from_row(r) for r in rows]
+
+    def add_outcome(self, outcome: Outcome) -> bool:
+        cur = self._write(
+            "outcomes",
+            outcome.prediction_id,
+            f"INSERT INTO outcomes ({codec.OUTCOME_COLS}) VALUES (?,?,?,?) ON CONFLICT(prediction_id) DO NOTHING",
+            (outcome.prediction_id, int(outcome.real_fault), outcome.at, outcome.source),
+        )
+        if cur.rowcount != 1:
+            return False
+        self._c.execute(
+            "UPDATE recommendations SET state = 'resolved', resolved_at = ? WHERE prediction_id = ?",
+            (outcome.at, outcome.prediction_id),
+        )
+        return True
+
+    def get_outcome(self, prediction_id: str) -> Outcome | None:
+        row = self._one(f"SELECT {codec.OUTCOME_COLS} FROM outcomes WHERE prediction_id = ?", (prediction_id,))
+        return None if row is None else codec.outcome_from_row(row)
+
+    # -- models, monitor -----------------------------------------------------------------------------------
+    def get_model(self) -> LogisticModel | None:
+        """The promoted model with the highest version (None before any promotion)."""
+        if self._model is _MISSING:
+            row = self._one(
+                f"SELECT {codec.MODEL_COLS} FROM model_versions WHERE promoted = 1 ORDER BY version DESC LIMIT 1",
+                (),
+            )
+            self._model = None if row is None else codec.model_from_row(row)
+        model: LogisticModel | None = self._model
+        return model
+
+    def save_model(self, model: LogisticModel, *, promoted: bool, recorded_at: float) -> None:
+        """Record a model version (every candidate, promoted or not). A version is recorded once."""
+        self._write(
+            "model_versions",
+            str(model.version),
+            f"INSERT INTO model_versions ({codec.MODEL_COLS}, promoted, recorded_at) VALUES (?,?,?,?,?,?,?,?)",
+            (*codec.model_params(model), int(promoted), recorded_at),
+        )
+        self._model = _MISSING
+
+    def get_model_version(self, version: int) -> LogisticModel | None:
+        row = self._one(f"SELECT {codec.MODEL_COLS} FROM model_versions WHERE version = ?", (version,))
+        return None if row is None else codec.model_from_row(row)
+
+    def get_monitor_state(self) -> MonitorState:
+        row = self._one(f"SELECT {codec.MONITOR_COLS} FROM monitor_state WHERE id = 1", ())
+        return MonitorState() if row is None else codec.monitor_from_row(row)
+
+    def put_monitor_state(self, state: MonitorState) -> None:
+        cols = codec.MONITOR_COLS
+        updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in cols.split(","))
+        self._write(
+            "monitor_state",
+            "1",
+            f"INSERT INTO monitor_state (id, {cols}) VALUES (1,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET {updates}",
+            codec.monitor_params(state),
+        )
+
+    def add_monitor_run(  # noqa: PLR0917 (mirrors evaluate_monitor's arguments)
+        self, at: float, triggered: bool, reason: str, window_loss: float | None, n_in_window: int, drift_alarm: bool
+    ) -> int:
+        cur = self._write(
+            "monitor_runs",
+            str(at),
+            "INSERT INTO monitor_runs (at, triggered, reason, window_loss, n_in_window, drift_alarm) "
+            "VALUES (?,?,?,?,?,?)",
+            (at, int(triggered), reason, window_loss, n_in_window, int(drift_alarm)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def open_proposal(self, at: float, reason: str) -> int:
+        """Record a new retraining proposal (state ``open``); returns its id."""
+        cur = self._write(
+            "retraining_proposals", reason[:60], "INSERT INTO retraining_proposals (opened_at, reason) VALUES (?,?)",
+            (at, reason),
+        )
+        return int(cur.lastrowid or 0)
+
+    def resolve_proposal(
+        self, proposal_id: int, *, approved: bool, by: str, at: float, model_version: int | None = None
+    ) -> bool:
+        """Close an open proposal (Approve / Dismiss). False when it was already resolved (a repeated click)."""
+        cur = self._write(
+            "retraining_proposals",
+            str(proposal_id),
+            "UPDATE retraining_proposals SET state = ?, resolved_at = ?, resolved_by = ?, model_version = ? "
+            "WHERE id = ? AND state = 'open'",
+            ("approved" if approved else "dismissed", at, by, model_version, proposal_id),
+        )
+        return cur.rowcount == 1
+
+    # -- outbox, job claims, request ids -------------------------------------------------------------------
+    def enqueue(
+        self, channel: str, kind: str, payload: Mapping[str, Any], now: float, *, prediction_id: str | None = None
+    ) -> int:
+        """Add a pending outbox message (due at ``now``); returns its id."""
+        cur = self._write(
+            "outbox",
+            prediction_id or kind,
+            "INSERT INTO outbox (prediction_id, channel, kind, payload, next_attempt_at, created_at) "
+            "VALUES (?,?,?,?,?,?)",
+            (prediction_id, channel, kind, codec.dumps(dict(payload)), now, now),
+        )
+        return int(cur.lastrowid or 0)
+
+    def claim_job(self, job: str, period: str, *, now: float, owner: str = "") -> bool:
+        """True exactly once per (job, period) across every process sharing the file."""
+        cur = self._write(
+            "job_claims",
+            f"{job}/{period}",
+            "INSERT INTO job_claims (job, period, claimed_at, owner) VALUES (?,?,?,?) "
+            "ON CONFLICT(job, period) DO NOTHING",
+            (job, period, now, owner),
+        )
+        return cur.rowcount == 1
+
+    def claim_request(self, request_id: str, kind: str, at: float) -> bool:
+        """True the first time ``request_id`` is seen (Slack event ids, alert button clicks); False on a replay."""
+        cur = self._write(
+            "processed_requests",
+            request_id,
+            "INSERT INTO processed_requests (request_id, kind, at) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+            (request_id, kind, at),
+        )
+        return cur.rowcount == 1
+
+    def audit(self, kind: str, subject: str, detail: Mapping[str, object], at: float) -> None:
+        self._write(
+            "audit_log",
+            subject,
+            "INSERT INTO audit_log (at, kind, subject, detail) VALUES (?,?,?,?)",
+            (at, kind, subject, codec.dumps(dict(detail))),
+        )
+
+
+class _Local(threading.local):
+    db: Database | None = None
+    tx: SQLiteTransaction | None = None
+    depth: int = 0
+
+
+class SQLiteStore:
+    """The loop's state in the SQLite file at ``path`` (created and migrated to the latest schema on open).
+
+    ``config``: the loop configuration (its bandit thresholds must match the stored arms).
+    ``disruptive_actions``: actions counted as open disruptive recommendations by the policy context (pass the
+    policy's ``blast_radius.disruptive_actions``). ``synchronous``: ``"NORMAL"`` (survives process crashes) or
+    ``"FULL"`` (also power loss). ``busy_timeout_s``: how long one ``BEGIN IMMEDIATE`` waits for another
+    process's write lock; ``lock_retries``: how many more times it is tried (with exponential backoff) before
+    :class:`StorageBusy`. ``migrate``: apply pending migrations on open (otherwise the schema must be current).
+
+    Thread-safe: each thread gets its own connection (kept until :meth:`close` or the thread ends).
+    """
+
+    def __init__(  # noqa: PLR0917
+        self,
+        path: str | Path,
+        config: LoopConfig | None = None,
+        *,
+        disruptive_actions: Iterable[str] = DEFAULT_DISRUPTIVE_ACTIONS,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        lock_retries: int = 3,
+        migrate: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.config = config or LoopConfig()
+        self.disruptive_actions = tuple(disruptive_actions)
+        self.synchronous: Synchronous = synchronous
+        self.busy_timeout_s = busy_timeout_s
+        self.lock_retries = lock_retries
+        self._local = _Local()
+        self._write_lock = threading.Lock()
+        self._registry_lock = threading.Lock()
+        self._open: list[tuple[weakref.ref[threading.Thread], Database]] = []
+        self._closed = False
+        db = self._connection()
+        version = _migrate(db) if migrate else schema_version(db)
+        if version != LATEST_SCHEMA_VERSION:
+            raise StorageError(
+                "_sqlite_migrations",
+                str(self.path),
+                f"schema version {version}, this code needs {LATEST_SCHEMA_VERSION}: run `npo-bot db migrate`",
+            )
+
+    # -- connections ---------------------------------------------------------------------------------------
+    def _connection(self) -> Database:
+        if self._closed:
+            raise StorageError("connection", str(self.path), "the store is closed")
+        db = self._local.db
+        if db is None:
+            db = connect(
+                self.path, synchronous=self.synchronous, busy_timeout_s=self.busy_timeout_s, check_same_thread=False
+            )
+            with self._registry_lock:
+                alive = []
+                for ref, other in self._open:
+                    thread = ref()
+                    if thread is None or not thread.is_alive():
+                        other.close()
+                    else:
+                        alive.append((ref, other))
+                alive.append((weakref.ref(threading.current_thread()), db))
+                self._open = alive
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        """Close every connection this store opened. Call when no thread is using the store any more."""
+        with self._registry_lock:
+            for _, db in self._open:
+                db.close()
+            self._open = []
+            self._closed = True
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        delay = 0.05
+        for attempt in range(self.lock_retries + 1):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if attempt == self.lock_retries:
+                    raise StorageBusy(
+                        "database",
+                        str(self.path),
+                        f"could not start a write transaction: the database stayed locked by another "
+                        f"connection for {self.lock_retries + 1} attempts of {self.busy_timeout_s:g} s each",
+                    ) from exc
+                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter, not security)
+                delay *= 2
+
+    # -- transactions --------------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[SQLiteTransaction]:
+        """``BEGIN IMMEDIATE … COMMIT`` on this thread's connection; rolled back if the block raises.
+
+        Nested use on the same thread runs the inner block in a SAVEPOINT of the outer transaction (an inner
+        failure undoes only the inner block's writes). Raises :class:`StorageBusy` when the write lock cannot be
+        had after the retries.
+        """
+        local = self._local
+        outer = local.tx
+        if outer is not None:
+            conn = outer.connection
+            name = f"npo_sp_{local.depth}"
+            conn.execute(f"SAVEPOINT {name}")
+            local.depth += 1
+            try:
+                yield outer
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
+                outer.invalidate()
+                raise
+            else:
+                conn.execute(f"RELEASE {name}")
+            finally:
+                local.depth -= 1
+            return
+        conn = self._connection().conn
+        with self._write_lock:
+            self._begin_immediate(conn)
+            tx = SQLiteTransaction(conn, self.config, self.disruptive_actions)
+            local.tx = tx
+            try:
+                yield tx
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                local.tx = None
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read-only snapshot (deferred ``BEGIN`` … ``ROLLBACK``) on this thread's connection;
+        inside a write transaction, that transaction's connection (so reads see its writes)."""
+        tx = self._local.tx
+        if tx is not None:
+            yield tx.connection
+            return
+        conn = self._connection().conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def run(self, step: Callable[[SQLiteTransaction], Any]) -> Any:
+        """``step(tx)`` in one transaction; returns its result."""
+        with self.transaction() as tx:
+            return step(tx)
+
+    # -- batch decisions -----------------------------------------------------------------------------------
+    def decide_many(
+        self, predictions: Iterable[Prediction], *, policy: Policy, rng: np.random.Generator, now: float
+    ) -> list[DecideResult]:
+        """Decide and persist many predictions in one transaction (one commit), in order, with
+        :func:`npo.loop.decide` — the same decisions as one call each, at a fraction of the commit cost.
+        All or nothing: an error rolls back the whole batch."""
+        with self.transaction() as tx:
+            return [decide(tx, p, config=self.config, policy=policy, rng=rng, now=now) for p in predictions]
+
+    # -- outbox --------------------------------------------------------------------------------------------
+    def enqueue(
+        self, channel: str, kind: str, payload: Mapping[str, Any], now: float, *, prediction_id: str | None = None
+    ) -> int:
+        """Add a pending message (alerts, summaries; recommendations are enqueued by ``add_decision``)."""
+        with self.transaction() as tx:
+            return tx.enqueue(channel, kind, payload, now, prediction_id=prediction_id)
+
+    def claim_due(self, now: float, limit: int = 10, *, lease_s: float = 60.0) -> list[OutboxItem]:
+        """Take up to ``limit`` pending messages due at ``now`` (oldest first), counting an attempt for each and
+        leasing them for ``lease_s`` seconds (their ``next_attempt_at`` moves to now + lease_s), so a second
+        worker does not take them meanwhile; a worker that dies before ``mark_*`` lets the lease expire and the
+        message is delivered later (at least once, never lost)."""
+        with self.transaction() as tx:
+            rows = tx.connection.execute(
+                "SELECT id, channel, kind, payload, prediction_id, attempts, next_attempt_at, created_at, last_error "
+                "FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            tx.connection.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?",
+                [(now + lease_s, r[0]) for r in rows],
+            )
+        return [
+            OutboxItem(
+                id=r[0],
+                channel=r[1],
+                kind=r[2],
+                payload=json.loads(r[3]),
+                prediction_id=r[4],
+                attempts=r[5] + 1,
+                next_attempt_at=now + lease_s,
+                created_at=r[7],
+                last_error=r[8],
+            )
+            for r in rows
+        ]
+
+    def _outbox_update(self, outbox_id: int, sql: str, params: Sequence[Any]) -> None:
+        with self.transaction() as tx:
+            cur = tx.connection.execute(sql, params)
+            if cur.rowcount != 1:
+                raise StorageError("outbox", str(outbox_id), "no such message, or it is no longer pending")
+
+    def mark_sent(self, outbox_id: int, channel: str, ts: str, *, at: float | None = None) -> None:
+        """The message was posted as (``channel``, ``ts``); its recommendation, if any, becomes ``posted``."""
+        sent_at = time.time() if at is None else at
+        with self.transaction() as tx:
+            self._outbox_update(
+                outbox_id,
+                "UPDATE outbox SET state = 'sent', channel = ?, message_ts = ?, sent_at = ?, last_error = NULL "
+                "WHERE id = ? AND state = 'pending'",
+                (channel, ts, sent_at, outbox_id),
+            )
+            tx.connection.execute(
+                "UPDATE recommendations SET channel = ?, message_ts = ?, "
+                "state = CASE WHEN state = 'resolved' THEN state ELSE 'posted' END "
+                "WHERE prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
+                (channel, ts, outbox_id),
+            )
+
+    def mark_retry(self, outbox_id: int, next_attempt_at: float, error: str) -> None:
+        """Delivery failed temporarily: try again at ``next_attempt_at``."""
+        self._outbox_update(
+            outbox_id,
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
+            (next_attempt_at, error, outbox_id),
+        )
+
+    def mark_failed(self, outbox_id: int, error: str) -> None:
+        """Delivery failed for good (e.g. ``channel_not_found``): no more attempts."""
+        with self.transaction() as tx:
+            self._outbox_update(
+                outbox_id,
+                "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ? AND state = 'pending'",
+                (error, outbox_id),
+            )
+            tx.connection.execute(
+                "UPDATE recommendations SET state = 'failed' WHERE state = 'pending' AND prediction_id = "
+                "(SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
+                (outbox_id,),
+            )
+
+    def outbox(self, state: OutboxState | None = None) -> list[OutboxItem]:
+        """Outbox messages (optionally in one state), oldest first. Read-only."""
+        where, params = ("WHERE state = ?", (state,)) if state else ("", ())
+        with self.read() as conn:
+            rows = conn.execute(
+                "SELECT id, channel, kind, payload, prediction_id, attempts, next_attempt_at, created_at, state, "
+                f"last_error FROM outbox {where} ORDER BY id",
+                params,
+            ).fetchall()
+        return [
+            OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows
+        ]
+
+    # -- job claims and request ids ------------------------------------------------------------------------
+    def claim_job(self, job: str, period: str, *, now: float | None = None, owner: str = "") -> bool:
+        """Claim scheduled ``job`` for ``period`` (e.g. ``"weekly_summary", "2025-W13"``): True exactly once."""
+        with self.transaction() as tx:
+            return tx.claim_job(job, period, now=time.time() if now is None else now, owner=owner)
+
+    def claim_request(self, request_id: str, kind: str, at: float) -> bool:
+        """True the first time ``request_id`` is seen; False for a replay or retry."""
+        with self.transaction() as tx:
+            return tx.claim_request(request_id, kind, at)
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        with self.read():
+            return schema_version(self._connection())
+
+    def keys(self) -> dict[str, KeyAlignment]:
+        """Every key's learned misalignment state."""
+        with self.read() as conn:
+            rows = conn.execute(f"SELECT {codec.KEY_COLS} FROM key_alignment ORDER BY key").fetchall()
+        return {r[0]: codec.key_from_row(r) for r in rows}
+
+    def bandit(self) -> ThresholdBandit:
+        with self.read() as conn:
+            return SQLiteTransaction(conn, self.config, self.disruptive_actions).get_bandit()
+
+    def trust(self) -> dict[str, OperatorTrust]:
+        with self.read() as conn:
+            rows = conn.execute(f"SELECT {codec.TRUST_COLS} FROM operator_trust ORDER BY operator").fetchall()
+        return {r[0]: codec.trust_from_row(r) for r in rows}
+
+    def model(self) -> LogisticModel | None:
+        with self.read() as conn:
+            return SQLiteTransaction(conn, self.config, self.disruptive_actions).get_model()
+
+    def monitor_state(self) -> MonitorState:
+        with self.read() as conn:
+            return SQLiteTransaction(conn, self.config, self.disruptive_actions).get_monitor_state()
+
+    def prediction(self, prediction_id: str) -> Prediction | None:
+        with self.read() as conn:
+            return SQLiteTransaction(conn, self.config, self.disruptive_actions).get_prediction(prediction_id)
+
+    def decision(self, prediction_id: str) -> Decision | None:
+        with self.read() as conn:
+            return SQLiteTransaction(conn, self.config, self.disruptive_actions).get_decision(prediction_id)
+
+    def feedback_log(self, *, prediction_id: str | None = None) -> list[AppliedFeedback]:
+        """Every applied feedback event (replaced ones included), in the order recorded."""
+        where, params = ("WHERE prediction_id = ?", (prediction_id,)) if prediction_id else ("", ())
+        with self.read() as conn:
+            rows = conn.execute(f"SELECT {codec.FEEDBACK_COLS} FROM feedback {where} ORDER BY id", params).fetchall()
+        return [codec.feedback_from_row(r) for r in rows]
+
+    def alignment_samples(
+        self,
+        *,
+        last_n: int | None = None,
+        since: float | None = None,
+        key: str | None = None,
+        channel: str | None = None,
+        effective_only: bool = False,
+    ) -> list[AlignmentSample]:
+        """Alignment samples (key, y, at, trust weight, channel) in the order recorded, filtered like
+        :func:`npo.alignment.window`: by key/channel, then ``at >= since``, then the last ``last_n``.
+
+        By default every applied feedback event counts (as :class:`npo.loop.InMemoryStore` does);
+        ``effective_only`` keeps only each person's current answer per recommendation.
+        """
+        if last_n is not None and last_n <= 0:
+            raise StorageError("feedback", "last_n", f"must be positive, got {last_n}")
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("key", key), ("channel", channel)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append("at >= ?")
+            params.append(since)
+        if effective_only:
+            clauses.append("effective = 1")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        limit = ""
+        if last_n is not None:
+            limit = " LIMIT ?"
+            params.append(last_n)
+        sql = f"SELECT key, y, at, weight, channel FROM feedback {where} ORDER BY id DESC{limit}"
+        with self.read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [AlignmentSample(r[0], r[1], r[2], min(1.0, r[3]), r[4]) for r in reversed(rows)]
+
+    def audit_entries(self, *, kind: str | None = None, after_id: int = 0) -> list[tuple[int, float, str, str, dict[str, Any]]]:
+        """Audit lines (id, at, kind, subject, detail) with id > ``after_id``, oldest first."""
+        where = "WHERE id > ?" + (" AND kind = ?" if kind else "")
+        params: tuple[Any, ...] = (after_id, kind) if kind else (after_id,)
+        with self.read() as conn:
+            rows = conn.execute(f"SELECT id, at, kind, subject, detail FROM audit_log {where} ORDER BY id", params)
+            return [(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows.fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts for metrics: predictions, decisions per verdict, feedback per kind (effective and all),
+        outcomes, open recommendations, outbox per state, audit lines."""
+        queries = {
+            "predictions": "SELECT 'predictions', COUNT(*) FROM predictions",
+            "decisions": "SELECT 'decisions_' || verdict, COUNT(*) FROM decisions GROUP BY verdict",
+            "feedback": "SELECT 'feedback_' || kind, COUNT(*) FROM feedback GROUP BY kind",
+            "effective": "SELECT 'feedback_effective', COUNT(*) FROM feedback WHERE effective = 1",
+            "outcomes": "SELECT 'outcomes', COUNT(*) FROM outcomes",
+            "open": "SELECT 'recommendations_open', COUNT(*) FROM recommendations WHERE resolved_at IS NULL",
+            "outbox": "SELECT 'outbox_' || state, COUNT(*) FROM outbox GROUP BY state",
+            "audit": "SELECT 'audit_log', COUNT(*) FROM audit_log",
+        }
+        out: dict[str, int] = {}
+        with self.read() as conn:
+            for sql in queries.values():
+                out.update({str(name): int(n) for name, n in conn.execute(sql).fetchall()})
+        return out
+
+
+def _migrate(db: Database) -> int:
+    return migrate(db)

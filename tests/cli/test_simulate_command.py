@@ -1,0 +1,66 @@
+"""`npo-bot simulate` end to end: the files other tools rely on, in the documented shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_writes_metrics_plots_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["simulate", "--episodes", "300", "--seeds", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| full |" in printed and "best fixed τ in hindsight" in printed
+
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["episodes"] == 300 and metrics["seeds"] == 3
+    conditions = metrics["conditions"]
+    for name in ("full", "fixed_0.7", "best_fixed", "skips_ignored", "no_monitor", "no_miss_term",
+                 "eta_constant", "eta_decaying", "no_trust"):  # fmt: skip
+        for metric in ("reward", "f1", "precision", "recall", "override_rate", "l_align_first10",
+                       "l_align_last10", "true_l_align", "recovery_episodes",
+                       "true_l_align_adversarial"):  # fmt: skip
+            entry = conditions[name][metric]
+            assert set(entry) == {"mean", "ci95"}, (name, metric)
+            assert len(entry["ci95"]) == 2
+
+    for png in ("l_align_by_eta.png", "l_align_by_epsilon.png", "npo_vs_fixed.png", "drift_monitor.png",
+                "chosen_tau.png"):  # fmt: skip
+        data = (out / png).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5_000, png
+    assert (out / "table.md").read_text(encoding="utf-8").startswith("| condition |")
+
+
+def test_metrics_json_is_strict_json(tmp_path: Path) -> None:
+    """NaN (e.g. precision when nothing was surfaced) must be written as null, not as a bare NaN token."""
+    out = tmp_path / "tiny"
+    assert main(["simulate", "--episodes", "20", "--seeds", "1", "--out", str(out), "--no-plots", "--quiet"]) == 0
+    text = (out / "metrics.json").read_text(encoding="utf-8")
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text)
+
+
+@pytest.mark.parametrize("args", [["--episodes", "0"], ["--seeds", "-2"], ["--episodes", "abc"]])
+def test_bad_arguments_are_refused_with_a_message(args: list[str], tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "simulate", *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "positive integer" in proc.stderr
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_too_few_episodes_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--episodes", "5", "--out", str(tmp_path / "x")]) == 2
+    assert "at least 10" in capsys.readouterr().err

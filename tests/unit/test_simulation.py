@@ -1,0 +1,146 @@
+"""The paper's experiments, reproduced on a smaller run than the README's (2,000 episodes, 12 seeds)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from npo.sim.engine import Condition, run
+from npo.sim.experiments import ExperimentResult, run_experiments
+from npo.sim.metrics import recovery, summarise
+from npo.sim.world import WorldConfig, make_world
+from npo.types import InvalidRecord
+
+REQUIRED_CONDITIONS = (
+    "full",
+    "fixed_0.7",
+    "best_fixed",
+    "skips_ignored",
+    "no_monitor",
+    "no_miss_term",
+    "eta_constant",
+    "eta_decaying",
+    "no_trust",
+)
+REQUIRED_METRICS = (
+    "reward",
+    "f1",
+    "precision",
+    "recall",
+    "override_rate",
+    "l_align_first10",
+    "l_align_last10",
+    "true_l_align",
+    "recovery_episodes",
+    "true_l_align_adversarial",
+)
+
+
+@pytest.fixture(scope="module")
+def result() -> ExperimentResult:
+    return run_experiments(2000, 12, base_seed=1)
+
+
+def mean(result: ExperimentResult, condition: str, metric: str) -> float:
+    value = result.conditions[condition][metric]
+    assert isinstance(value, dict)
+    return float(value["mean"])  # type: ignore[arg-type]
+
+
+def test_every_condition_has_every_metric_with_an_interval(result: ExperimentResult) -> None:
+    for condition in REQUIRED_CONDITIONS:
+        for metric in REQUIRED_METRICS:
+            value = result.conditions[condition][metric]
+            assert isinstance(value, dict)
+            lo, hi = value["ci95"]  # type: ignore[misc]
+            assert lo <= value["mean"] <= hi, (condition, metric)
+
+
+def test_a_alignment_loss_halves_at_epsilon_0_1(result: ExperimentResult) -> None:
+    first = mean(result, "full", "l_align_first10")
+    last = mean(result, "full", "l_align_last10")
+    assert last <= 0.5 * first, f"L_align last 10 % {last:.3f} vs first 10 % {first:.3f}"
+
+
+def test_b_full_npo_beats_fixed_threshold_on_reward_and_f1(result: ExperimentResult) -> None:
+    assert mean(result, "full", "reward") > mean(result, "fixed_0.7", "reward")
+    assert mean(result, "full", "f1") > mean(result, "fixed_0.7", "f1")
+
+
+def test_c_the_miss_term_keeps_recall(result: ExperimentResult) -> None:
+    assert mean(result, "no_miss_term", "recall") < mean(result, "full", "recall")
+
+
+def test_d_the_meta_monitor_recovers_faster_after_drift(result: ExperimentResult) -> None:
+    assert mean(result, "full", "recovery_episodes") < mean(result, "no_monitor", "recovery_episodes")
+
+
+def test_e_trust_weights_resist_adversarial_clickers(result: ExperimentResult) -> None:
+    assert mean(result, "full", "true_l_align_adversarial") < mean(result, "no_trust", "true_l_align_adversarial")
+
+
+def test_best_fixed_is_the_best_of_the_fixed_grid(result: ExperimentResult) -> None:
+    best = mean(result, "best_fixed", "reward")
+    for tau in (0.5, 0.6, 0.7, 0.8, 0.9):
+        assert best >= mean(result, f"fixed_{tau}", "reward")
+
+
+def test_monitor_fidelity_is_reported_for_conditions_with_a_monitor(result: ExperimentResult) -> None:
+    f = mean(result, "full", "f_monitor")
+    assert 0.0 <= f <= 1.0
+    assert "f_monitor" not in result.conditions["no_monitor"]
+
+
+def test_noise_raises_the_floor_of_observed_alignment_loss(result: ExperimentResult) -> None:
+    clean = mean(result, "full@eps=0.0", "l_align_last10")
+    noisy = mean(result, "full@eps=0.3", "l_align_last10")
+    assert clean < mean(result, "full", "l_align_last10") < noisy
+
+
+def test_runs_are_reproducible_from_the_seed() -> None:
+    world = make_world(WorldConfig(episodes=300), 3, seed=5)
+    a = run(world, Condition("full"), seed=9)
+    b = run(world, Condition("full"), seed=9)
+    assert np.array_equal(a.surfaced, b.surfaced)
+    assert np.array_equal(a.y, b.y, equal_nan=True)
+
+
+def test_conditions_share_the_same_world() -> None:
+    """Common random numbers: a fixed τ = 0.5 and a fixed τ = 0.9 see the same faults."""
+    world = make_world(WorldConfig(episodes=300), 2, seed=3)
+    low = run(world, Condition("fixed_0.5", fixed_threshold=0.5), seed=1)
+    high = run(world, Condition("fixed_0.9", fixed_threshold=0.9), seed=1)
+    assert np.array_equal(low.real_fault, high.real_fault)
+    assert high.surfaced.sum() < low.surfaced.sum()
+
+
+def test_recovery_counts_episodes_until_back_near_the_pre_drift_level() -> None:
+    y = np.full((1, 400), np.nan)
+    y[0, :200] = 0.2  # steady state before the drift at 200
+    y[0, 200:300] = 0.8  # the spike
+    y[0, 300:] = 0.2  # recovered
+    got = recovery(y, 200, window=20)
+    assert 100 <= got[0] <= 120
+    never = y.copy()
+    never[0, 300:] = 0.8
+    assert recovery(never, 200, window=20)[0] == 200  # the horizon
+
+
+def test_summarise_gives_a_t_interval() -> None:
+    s = summarise(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert s["mean"] == 2.5
+    lo, hi = s["ci95"]  # type: ignore[misc]
+    assert hi - 2.5 == pytest.approx(3.182 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-3)
+    assert math.isnan(summarise(np.array([np.nan]))["mean"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("episodes", 5), ("epsilon", 1.5), ("skip", -0.1), ("drift_at", 1.0), ("good_rate", (0.9, 0.2))],
+)
+def test_world_config_refuses_bad_values_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(InvalidRecord) as err:
+        WorldConfig(**{field: value})  # type: ignore[arg-type]
+    assert err.value.field == field
