@@ -77,7 +77,7 @@ class LoopConfig:
     key_spec: KeySpec = field(default_factory=KeySpec)
     codes: FeedbackCodes = field(default_factory=FeedbackCodes)
     eta: EtaSchedule = field(default_factory=EtaSchedule)
-    bandit: BanditConfig = field(default_factory=lambda: BanditConfig(gamma=0.995))
+    bandit: BanditConfig = field(default_factory=BanditConfig)
     trust: TrustConfig | None = field(default_factory=TrustConfig)
     default_channel: str = "incident"
     dedupe_window_s: float = 3600.0

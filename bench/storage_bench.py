@@ -1,0 +1,212 @@
+"""Storage benchmark: feedback read-modify-writes and decisions per second through ``SQLiteStore``.
+
+Each figure is measured in the same run as its raw-``sqlite3`` baseline (same file system, same pragmas), at
+``synchronous=NORMAL`` and ``FULL``, because these machines are noisy: compare ratios, not absolute numbers
+across runs. ``run()`` returns (name, value, unit) rows and prints nothing; ``python -m bench.storage_bench``
+prints them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from npo.loop import InMemoryStore, LoopConfig, decide, record_feedback
+from npo.policy import DEFAULT_POLICY_TEXT, parse_policy
+from npo.types import FeedbackEvent, FeedbackKind, Prediction
+from storage import SQLiteStore
+from storage.connection import Synchronous
+
+Row = tuple[str, float, str]
+N_FEEDBACK = 3000
+N_SINGLE = 2000
+N_BATCHED = 20000
+BATCH = 1000
+OPERATORS = ("alice", "bob", "carol", "dave")
+KINDS = (FeedbackKind.LIKE, FeedbackKind.LIKE, FeedbackKind.NEUTRAL, FeedbackKind.OVERRIDE)
+
+
+def _predictions(n: int, prefix: str, confidence: float | None = None) -> list[Prediction]:
+    rng = np.random.default_rng(7)
+    conf = rng.uniform(0.3, 1.0, n) if confidence is None else np.full(n, confidence)
+    return [
+        Prediction(
+            id=f"{prefix}{i}",
+            fault_type=("disk_failure", "memory_ecc", "psu", "nic_flap")[i % 4],
+            target=f"r{i % 40}-n{i}",
+            action=("replace_disk", "investigate", "migrate_vms", "drain")[i % 4],
+            confidence=float(conf[i]),
+            channel=f"ops-{i % 8}",
+            received_at=float(i),
+        )
+        for i in range(n)
+    ]
+
+
+def _rate(n: int, fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - start)
+
+
+def _raw_connection(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=5.0)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def raw_read_modify_write(path: Path, synchronous: str, n: int) -> float:
+    """Baseline: BEGIN IMMEDIATE; insert feedback; read score; update score and arm; COMMIT — per event."""
+    conn = _raw_connection(path, synchronous)
+    conn.executescript(
+        "CREATE TABLE feedback (id INTEGER PRIMARY KEY, request_id TEXT UNIQUE, key TEXT, y REAL, at REAL);"
+        "CREATE TABLE scores (key TEXT PRIMARY KEY, m REAL);"
+        "CREATE TABLE arms (arm INTEGER PRIMARY KEY, alpha REAL, beta REAL);"
+    )
+    conn.executemany("INSERT INTO scores VALUES (?, 0.0)", [(f"k{i}",) for i in range(50)])
+    conn.executemany("INSERT INTO arms VALUES (?, 1.0, 1.0)", [(i,) for i in range(5)])
+
+    def work() -> None:
+        for i in range(n):
+            key, y = f"k{i % 50}", (i % 3) / 2
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO feedback (request_id, key, y, at) VALUES (?,?,?,?)", (f"r{i}", key, y, i))
+            (m,) = conn.execute("SELECT m FROM scores WHERE key = ?", (key,)).fetchone()
+            conn.execute("UPDATE scores SET m = ? WHERE key = ?", (m + 0.1 * (y - m), key))
+            conn.execute("UPDATE arms SET alpha = alpha + ?, beta = beta + ? WHERE arm = ?", (1 - y, y, i % 5))
+            conn.execute("COMMIT")
+
+    try:
+        return _rate(n, work)
+    finally:
+        conn.close()
+
+
+def raw_insert(path: Path, synchronous: str, n: int) -> float:
+    """Baseline: one INSERT, one commit, per row."""
+    conn = _raw_connection(path, synchronous)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, request_id TEXT, y REAL, at REAL)")
+
+    def work() -> None:
+        for i in range(n):
+            conn.execute("INSERT INTO t (request_id, y, at) VALUES (?,?,?)", (f"r{i}", 0.5, float(i)))
+
+    try:
+        return _rate(n, work)
+    finally:
+        conn.close()
+
+
+def store_feedback(path: Path, synchronous: Synchronous, n: int) -> float:
+    """``record_feedback`` in ``store.transaction()``, one durable commit per event (full read-modify-write:
+    request id, decision, trust, previous answer, m(k), bandit, trust, feedback row, audit line)."""
+    config = LoopConfig()
+    policy = parse_policy(DEFAULT_POLICY_TEXT)
+    with SQLiteStore(path, config, synchronous=synchronous, disruptive_actions=()) as store:
+        n_pred = n // len(OPERATORS) + 1
+        preds = _predictions(n_pred, "fb", confidence=0.99)
+        relaxed = parse_policy(DEFAULT_POLICY_TEXT.replace("max_per_hour = 20", "max_per_hour = 1000000"))
+        del policy
+        store.decide_many(preds, policy=relaxed, rng=np.random.default_rng(1), now=0.0)
+        events = [
+            FeedbackEvent(
+                prediction_id=f"fb{i // len(OPERATORS)}",
+                operator=OPERATORS[i % len(OPERATORS)],
+                kind=KINDS[i % len(KINDS)],
+                at=float(i),
+                request_id=f"req-{i}",
+            )
+            for i in range(n)
+        ]
+
+        def work() -> None:
+            for event in events:
+                with store.transaction() as tx:
+                    record_feedback(tx, event, config=config)
+
+        return _rate(n, work)
+
+
+def store_decide_single(path: Path, synchronous: Synchronous, n: int) -> float:
+    policy = parse_policy(DEFAULT_POLICY_TEXT)
+    rng = np.random.default_rng(2)
+    with SQLiteStore(path, LoopConfig(), synchronous=synchronous) as store:
+        preds = _predictions(n, "s")
+
+        def work() -> None:
+            for p in preds:
+                with store.transaction() as tx:
+                    decide(tx, p, config=store.config, policy=policy, rng=rng, now=p.received_at)
+
+        return _rate(n, work)
+
+
+def store_decide_batched(path: Path, synchronous: Synchronous, n: int, batch: int = BATCH) -> float:
+    policy = parse_policy(DEFAULT_POLICY_TEXT)
+    rng = np.random.default_rng(3)
+    with SQLiteStore(path, LoopConfig(), synchronous=synchronous) as store:
+        preds = _predictions(n, "b")
+
+        def work() -> None:
+            for start in range(0, n, batch):
+                chunk = preds[start : start + batch]
+                store.decide_many(chunk, policy=policy, rng=rng, now=chunk[-1].received_at)
+
+        return _rate(n, work)
+
+
+def inmemory_decide(n: int) -> float:
+    """Reference: the same decide loop against npo's InMemoryStore (no I/O): the ceiling for any store."""
+    policy = parse_policy(DEFAULT_POLICY_TEXT)
+    rng = np.random.default_rng(3)
+    store = InMemoryStore(LoopConfig())
+    preds = _predictions(n, "m")
+
+    def work() -> None:
+        with store.transaction() as tx:
+            for p in preds:
+                decide(tx, p, config=store.config, policy=policy, rng=rng, now=p.received_at)
+
+    return _rate(n, work)
+
+
+def run() -> list[Row]:
+    """Measure everything once; returns (name, value, unit) rows. Prints nothing."""
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="npo-bench-") as tmp:
+        d = Path(tmp)
+        for sync in ("NORMAL", "FULL"):
+            s = sync.lower()
+            n_fb = N_FEEDBACK if sync == "NORMAL" else N_FEEDBACK // 3
+            raw = raw_read_modify_write(d / f"raw-rmw-{s}.db", sync, n_fb)
+            ours = store_feedback(d / f"store-fb-{s}.db", sync, n_fb)
+            rows += [
+                (f"feedback read-modify-write, SQLiteStore + record_feedback, {sync}", ours, "events/s"),
+                (f"feedback read-modify-write, raw sqlite3 BEGIN IMMEDIATE baseline, {sync}", raw, "events/s"),
+                (f"feedback SQLiteStore / raw baseline, {sync}", 100.0 * ours / raw, "%"),
+                (f"raw sqlite3 INSERT, commit per row, {sync}", raw_insert(d / f"raw-ins-{s}.db", sync, n_fb), "rows/s"),
+                (
+                    f"predictions decided + persisted, one transaction each, {sync}",
+                    store_decide_single(d / f"store-ds-{s}.db", sync, N_SINGLE if sync == "NORMAL" else N_SINGLE // 3),
+                    "predictions/s",
+                ),
+                (
+                    f"predictions decided + persisted, batches of {BATCH}, {sync}",
+                    store_decide_batched(d / f"store-db-{s}.db", sync, N_BATCHED),
+                    "predictions/s",
+                ),
+            ]
+        rows.append(("predictions decided, InMemoryStore (no I/O, same loop)", inmemory_decide(N_BATCHED), "predictions/s"))
+    return rows
+
+
+if __name__ == "__main__":
+    for name, value, unit in run():
+        print(f"{name:<80} {value:>12,.1f} {unit}")
