@@ -149,13 +149,28 @@ def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if "tau:full" in series:
-        ax.plot(x, series["tau:full"], label="mean τ over seeds")
-        ax.fill_between(x, series["tau_p10:full"], series["tau_p90:full"], alpha=0.2, label="10–90 % of seeds")
+        width = max(1, result.episodes // 40)
+        ax.plot(x, _moving_average(series["tau:full"], width), label=f"mean τ over seeds ({width}-episode average)")
+        ax.fill_between(
+            x,
+            _moving_average(series["tau_p10:full"], width),
+            _moving_average(series["tau_p90:full"], width),
+            alpha=0.2,
+            label="10–90 % of seeds",
+        )
     drift_line(ax)
     ax.set(title="Threshold τ chosen by the bandit (full NPO)", xlabel="episode", ylabel="τ", ylim=(0.45, 0.95))
     ax.legend()
     save(fig, "chosen_tau.png")
     return paths
+
+
+def _moving_average(values: np.ndarray, width: int) -> np.ndarray:
+    """Trailing moving average of ``width`` points (shorter at the start), same length as the input."""
+    csum = np.concatenate([[0.0], np.cumsum(values)])
+    idx = np.arange(1, values.size + 1)
+    lo = np.maximum(0, idx - width)
+    return np.asarray((csum[idx] - csum[lo]) / (idx - lo), dtype=np.float64)
 
 
 def simulate(

@@ -72,6 +72,7 @@ CREATE TABLE feedback (
     at REAL NOT NULL,
     reason TEXT NOT NULL DEFAULT '',
     key TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
     channel TEXT NOT NULL DEFAULT '',
     y REAL NOT NULL CHECK (y BETWEEN 0 AND 1),
     weight REAL NOT NULL CHECK (weight >= 0),
@@ -194,13 +195,11 @@ CREATE TABLE processed_requests (
 );
 CREATE UNIQUE INDEX feedback_one_effective_answer ON feedback (prediction_id, operator) WHERE effective = 1;
 CREATE INDEX feedback_override_by_key ON feedback (key, at) WHERE kind = 'override' AND effective = 1;
-CREATE INDEX feedback_by_prediction ON feedback (prediction_id);
+CREATE INDEX feedback_override_by_target ON feedback (target, at) WHERE kind = 'override' AND effective = 1;
 CREATE INDEX predictions_by_fingerprint ON predictions (fingerprint);
-CREATE INDEX predictions_by_target ON predictions (target);
 CREATE INDEX decisions_surfaced_by_channel ON decisions (channel, decided_at) WHERE verdict = 'surface';
 CREATE INDEX recommendations_open_by_cluster ON recommendations (cluster, action) WHERE resolved_at IS NULL;
 CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE state = 'pending';
-CREATE INDEX audit_log_by_kind ON audit_log (kind, at);
 """
 
 

@@ -39,7 +39,7 @@ from sqlite_utils import Database
 
 from npo.alignment import AlignmentSample
 from npo.bandit import ThresholdBandit
-from npo.loop import AppliedFeedback, DecideResult, LoopConfig, decide
+from npo.loop import SYSTEM_OPERATOR, AppliedFeedback, DecideResult, LoopConfig, decide
 from npo.misalignment import KeyAlignment
 from npo.monitor import MonitorState
 from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, Policy, PolicyContext
@@ -100,6 +100,7 @@ class SQLiteTransaction:
         self._bandit: ThresholdBandit | None = None
         self._bandit_stored: ThresholdBandit | None = None
         self._model: Any = _MISSING
+        self._effective: dict[tuple[str, str], AppliedFeedback | None] = {}
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -112,6 +113,7 @@ class SQLiteTransaction:
         self._trust.clear()
         self._bandit = self._bandit_stored = None
         self._model = _MISSING
+        self._effective.clear()
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _write(self, table: str, record: str, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
@@ -206,8 +208,7 @@ class SQLiteTransaction:
         if by_key is not None:
             overrides[f"key:{key}"] = by_key
         by_target = self._one(
-            "SELECT MAX(f.at) FROM predictions p JOIN feedback f ON f.prediction_id = p.id "
-            "WHERE p.target = ? AND f.kind = 'override' AND f.effective = 1",
+            "SELECT MAX(at) FROM feedback WHERE target = ? AND kind = 'override' AND effective = 1",
             (prediction.target,),
         )[0]
         if by_target is not None:
@@ -318,16 +319,26 @@ class SQLiteTransaction:
         return self._one("SELECT 1 FROM feedback WHERE request_id = ?", (request_id,)) is not None
 
     def effective_feedback(self, prediction_id: str, operator: str) -> AppliedFeedback | None:
-        row = self._one(
-            f"SELECT {codec.FEEDBACK_COLS} FROM feedback WHERE prediction_id = ? AND operator = ? AND effective = 1",
-            (prediction_id, operator),
-        )
-        return None if row is None else codec.feedback_from_row(row)
+        """The person's current answer; the skip (operator ``system``) is fetched in the same query, because
+        the loop asks for it next."""
+        wanted = (prediction_id, operator)
+        if wanted in self._effective:
+            return self._effective[wanted]
+        rows = self._c.execute(
+            f"SELECT {codec.FEEDBACK_COLS} FROM feedback WHERE prediction_id = ? AND operator IN (?, ?) "
+            "AND effective = 1",
+            (prediction_id, operator, SYSTEM_OPERATOR),
+        ).fetchall()
+        self._effective[wanted] = self._effective[(prediction_id, SYSTEM_OPERATOR)] = None
+        for row in rows:
+            self._effective[(prediction_id, row[1])] = codec.feedback_from_row(row)
+        return self._effective[wanted]
 
     def add_feedback(self, applied: AppliedFeedback) -> None:
         """Append the event to the feedback log as the person's effective answer; when it ``replaces`` an
         earlier request id of the same recommendation, that row stays in the log with ``effective = 0``."""
         ev = applied.event
+        self._effective.clear()
         if applied.replaces is not None:
             self._write(
                 "feedback",
@@ -339,9 +350,10 @@ class SQLiteTransaction:
             "feedback",
             ev.request_id,
             "INSERT INTO feedback (request_id, prediction_id, operator, kind, at, reason, key, y, weight, "
-            "key_n_before, arm, reward, replaces, channel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?, "
-            "COALESCE((SELECT channel FROM decisions WHERE prediction_id = ?), ''))",
-            (*codec.feedback_params(applied), ev.prediction_id),
+            "key_n_before, arm, reward, replaces, channel, target) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?, "
+            "COALESCE((SELECT channel FROM decisions WHERE prediction_id = ?), ''), "
+            "COALESCE((SELECT target FROM predictions WHERE id = ?), ''))",
+            (*codec.feedback_params(applied), ev.prediction_id, ev.prediction_id),
         )
 
     def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]:

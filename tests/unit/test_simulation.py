@@ -132,6 +132,7 @@ def test_summarise_gives_a_t_interval() -> None:
     s = summarise(np.array([1.0, 2.0, 3.0, 4.0]))
     assert s["mean"] == 2.5
     lo, hi = s["ci95"]  # type: ignore[misc]
+    assert 2.5 - lo == pytest.approx(hi - 2.5)
     assert hi - 2.5 == pytest.approx(3.182 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-3)
     assert math.isnan(summarise(np.array([np.nan]))["mean"])  # type: ignore[arg-type]
 
