@@ -191,7 +191,11 @@ def run() -> list[Row]:
                 (f"feedback read-modify-write, SQLiteStore + record_feedback, {sync}", ours, "events/s"),
                 (f"feedback read-modify-write, raw sqlite3 BEGIN IMMEDIATE baseline, {sync}", raw, "events/s"),
                 (f"feedback SQLiteStore / raw baseline, {sync}", 100.0 * ours / raw, "%"),
-                (f"raw sqlite3 INSERT, commit per row, {sync}", raw_insert(d / f"raw-ins-{s}.db", sync, n_fb), "rows/s"),
+                (
+                    f"raw sqlite3 INSERT, commit per row, {sync}",
+                    raw_insert(d / f"raw-ins-{s}.db", sync, n_fb),
+                    "rows/s",
+                ),
                 (
                     f"predictions decided + persisted, one transaction each, {sync}",
                     store_decide_single(d / f"store-ds-{s}.db", sync, N_SINGLE if sync == "NORMAL" else N_SINGLE // 3),
@@ -203,7 +207,9 @@ def run() -> list[Row]:
                     "predictions/s",
                 ),
             ]
-        rows.append(("predictions decided, InMemoryStore (no I/O, same loop)", inmemory_decide(N_BATCHED), "predictions/s"))
+        rows.append(
+            ("predictions decided, InMemoryStore (no I/O, same loop)", inmemory_decide(N_BATCHED), "predictions/s")
+        )
     return rows
 
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot.db_cli import add_db_parser, run_db
 from npo import __version__
 
 
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     sim.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    add_db_parser(sub)
     return parser
 
 
@@ -66,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "simulate":
         return cmd_simulate(args)
+    if args.command == "db":
+        return run_db(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses unknown commands first
 
 

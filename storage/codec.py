@@ -15,12 +15,8 @@ from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction
 
 Row = tuple[Any, ...]
 
-PREDICTION_COLS = (
-    "id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, channel, received_at"
-)
-DECISION_COLS = (
-    "prediction_id, key, verdict, rule, reason, confidence, misalignment, score, threshold, arm, decided_at"
-)
+PREDICTION_COLS = "id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, channel, received_at"
+DECISION_COLS = "prediction_id, key, verdict, rule, reason, confidence, misalignment, score, threshold, arm, decided_at"
 FEEDBACK_COLS = (
     "prediction_id, operator, kind, at, request_id, reason, key, y, weight, key_n_before, arm, reward, replaces"
 )

@@ -44,9 +44,7 @@ def connect(
         raise StorageError("connection", str(path), f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
     if not busy_timeout_s > 0:
         raise StorageError("connection", str(path), f"busy_timeout_s must be > 0, got {busy_timeout_s}")
-    conn = sqlite3.connect(
-        str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=check_same_thread
-    )
+    conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=check_same_thread)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

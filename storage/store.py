@@ -92,8 +92,7 @@ class SQLiteTransaction:
         self._disruptive = disruptive_actions
         marks = ", ".join("?" * len(disruptive_actions))
         self._open_disruptive_sql = (
-            "SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL "
-            f"AND action IN ({marks})"
+            f"SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL AND action IN ({marks})"
         )
         self._keys: dict[str, KeyAlignment] = {}
         self._trust: dict[str, OperatorTrust | None] = {}
@@ -143,9 +142,7 @@ class SQLiteTransaction:
         and a pending outbox message (payload ``{"prediction_id": …}``), in this same transaction."""
         pid = prediction.id
         if decision.prediction_id != pid:
-            raise StorageError(
-                "decisions", decision.prediction_id, f"decision is for another prediction than {pid!r}"
-            )
+            raise StorageError("decisions", decision.prediction_id, f"decision is for another prediction than {pid!r}")
         self._write(
             "predictions",
             pid,
@@ -185,9 +182,7 @@ class SQLiteTransaction:
         return None if row is None else codec.prediction_from_row(row)
 
     def get_decision(self, prediction_id: str) -> Decision | None:
-        row = self._one(
-            f"SELECT {codec.DECISION_COLS} FROM decisions WHERE prediction_id = ?", (prediction_id,)
-        )
+        row = self._one(f"SELECT {codec.DECISION_COLS} FROM decisions WHERE prediction_id = ?", (prediction_id,))
         return None if row is None else codec.decision_from_row(row)
 
     def policy_context(self, prediction: Prediction, key: str, channel: str, now: float) -> PolicyContext:
@@ -418,11 +413,12 @@ class SQLiteTransaction:
         self._write(
             "monitor_state",
             "1",
-            f"INSERT INTO monitor_state (id, {cols}) VALUES (1,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET {updates}",
+            f"INSERT INTO monitor_state (id, {cols}) VALUES (1,?,?,?,?,?,?,?,?) "
+            f"ON CONFLICT(id) DO UPDATE SET {updates}",
             codec.monitor_params(state),
         )
 
-    def add_monitor_run(  # noqa: PLR0917 (mirrors evaluate_monitor's arguments)
+    def add_monitor_run(
         self, at: float, triggered: bool, reason: str, window_loss: float | None, n_in_window: int, drift_alarm: bool
     ) -> int:
         cur = self._write(
@@ -437,7 +433,9 @@ class SQLiteTransaction:
     def open_proposal(self, at: float, reason: str) -> int:
         """Record a new retraining proposal (state ``open``); returns its id."""
         cur = self._write(
-            "retraining_proposals", reason[:60], "INSERT INTO retraining_proposals (opened_at, reason) VALUES (?,?)",
+            "retraining_proposals",
+            reason[:60],
+            "INSERT INTO retraining_proposals (opened_at, reason) VALUES (?,?)",
             (at, reason),
         )
         return int(cur.lastrowid or 0)
@@ -518,7 +516,7 @@ class SQLiteStore:
     Thread-safe: each thread gets its own connection (kept until :meth:`close` or the thread ends).
     """
 
-    def __init__(  # noqa: PLR0917
+    def __init__(
         self,
         path: str | Path,
         config: LoopConfig | None = None,
@@ -601,7 +599,7 @@ class SQLiteStore:
                         f"could not start a write transaction: the database stayed locked by another "
                         f"connection for {self.lock_retries + 1} attempts of {self.busy_timeout_s:g} s each",
                     ) from exc
-                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter, not security)
+                time.sleep(delay * (0.5 + random.random()))
                 delay *= 2
 
     # -- transactions --------------------------------------------------------------------------------------
@@ -777,9 +775,7 @@ class SQLiteStore:
                 f"last_error FROM outbox {where} ORDER BY id",
                 params,
             ).fetchall()
-        return [
-            OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows
-        ]
+        return [OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows]
 
     # -- job claims and request ids ------------------------------------------------------------------------
     def claim_job(self, job: str, period: str, *, now: float | None = None, owner: str = "") -> bool:
@@ -873,7 +869,9 @@ class SQLiteStore:
             rows = conn.execute(sql, params).fetchall()
         return [AlignmentSample(r[0], r[1], r[2], min(1.0, r[3]), r[4]) for r in reversed(rows)]
 
-    def audit_entries(self, *, kind: str | None = None, after_id: int = 0) -> list[tuple[int, float, str, str, dict[str, Any]]]:
+    def audit_entries(
+        self, *, kind: str | None = None, after_id: int = 0
+    ) -> list[tuple[int, float, str, str, dict[str, Any]]]:
         """Audit lines (id, at, kind, subject, detail) with id > ``after_id``, oldest first."""
         where = "WHERE id > ?" + (" AND kind = ?" if kind else "")
         params: tuple[Any, ...] = (after_id, kind) if kind else (after_id,)

@@ -1,0 +1,83 @@
+"""8 threads × 500 feedback events on shared keys: exact counts, no lost update, no unhandled lock error."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from storage_testing import make_prediction, surface
+
+from npo.loop import LoopConfig, record_feedback
+from npo.policy import Policy
+from npo.scoring import scenario_key
+from npo.types import FeedbackEvent, FeedbackKind
+from storage import SQLiteStore, StorageBusy, check, connect
+
+THREADS = 8
+EVENTS = 500
+
+
+def test_concurrent_feedback_leaves_exact_counts(db_path: Path, relaxed_policy: Policy) -> None:
+    config = LoopConfig()
+    # Two store objects on one file: threads of the same store queue on its lock, the two stores contend in
+    # SQLite itself (busy timeout + retries), like two processes.
+    stores = [SQLiteStore(db_path, config), SQLiteStore(db_path, config)]
+    predictions = [make_prediction(i) for i in range(EVENTS)]
+    surface(stores[0], predictions, relaxed_policy)
+    errors: list[BaseException] = []
+    start = threading.Barrier(THREADS)
+
+    def worker(t: int) -> None:
+        store = stores[t % 2]
+        kinds = (FeedbackKind.LIKE, FeedbackKind.OVERRIDE, FeedbackKind.NEUTRAL)
+        try:
+            start.wait()
+            for i in range(EVENTS):
+                event = FeedbackEvent(f"p{i}", f"op{t}", kinds[(i + t) % 3], float(1000 + i), f"t{t}-{i}")
+                with store.transaction() as tx:
+                    assert record_feedback(tx, event, config=config).status == "recorded"
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+
+    decisions = {p.id: stores[0].decision(p.id) for p in predictions}
+    expected_pulls = Counter(d.arm for d in decisions.values() if d is not None)
+    expected_n = Counter(scenario_key(p) for p in predictions)
+    bandit = stores[0].bandit()
+    assert {arm: bandit.pulls[arm] for arm in expected_pulls} == {a: THREADS * n for a, n in expected_pulls.items()}
+    assert sum(bandit.pulls) == THREADS * EVENTS
+    keys = stores[0].keys()
+    assert {k: s.n for k, s in keys.items()} == {k: THREADS * n for k, n in expected_n.items()}
+    assert set(stores[0].trust()) == {f"op{t}" for t in range(THREADS)}
+    assert stores[0].counts()["feedback_effective"] == THREADS * EVENTS
+    db = connect(db_path)
+    assert check(db) == (2, [])
+    db.close()
+    for s in stores:
+        s.close()
+
+
+def test_a_held_write_lock_gives_a_clear_error_after_bounded_retries(db_path: Path) -> None:
+    store = SQLiteStore(db_path, busy_timeout_s=0.05, lock_retries=2)
+    other = sqlite3.connect(str(db_path), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StorageBusy, match="locked") as info, store.transaction():
+            pass
+        assert info.value.table == "database"
+        assert isinstance(info.value, ValueError)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with store.transaction() as tx:  # usable again once the lock is released
+        tx.audit("test", "x", {}, 0.0)
+    store.close()
