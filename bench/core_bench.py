@@ -28,14 +28,10 @@ from typing import Any
 import numpy as np
 
 from bench import Row, row_name
-from npo.alignment import AlignmentSample
 from npo.bandit import BanditConfig, ThresholdBandit, choose_batch, new_batch, update_batch
 from npo.feedback import FeedbackCodes
 from npo.loop import (
-    SYSTEM_OPERATOR,
-    AppliedFeedback,
     InMemoryStore,
-    InMemoryTransaction,
     LoopConfig,
     decide,
     record_feedback,
@@ -108,34 +104,6 @@ def patched(owner: type, name: str, value: object) -> Iterator[None]:
         setattr(owner, name, original)
 
 
-# -- prototypes of npo/bandit.py changes ------------------------------------------------------------------------
-def choose_scalar(self: ThresholdBandit, rng: np.random.Generator) -> int:
-    """Proposed ``ThresholdBandit.choose``: one scalar ``rng.beta`` per arm instead of one array call.
-
-    Same Generator, same bit stream and the same first-maximum tie-break as ``np.argmax``: identical choices.
-    """
-    draws = [rng.beta(a, b) for a, b in zip(self.alpha, self.beta, strict=True)]
-    return draws.index(max(draws))
-
-
-def update_unvalidated(self: ThresholdBandit, arm: int, reward: float, weight: float = 1.0) -> ThresholdBandit:
-    """Proposed ``ThresholdBandit.update``: same arithmetic and argument checks, but the result is built without
-    ``dataclasses.replace`` (which re-runs ``__post_init__`` validation of values that are valid by construction)."""
-    self._check(arm, reward, weight)
-    cfg = self.config
-    g = cfg.gamma
-    alpha = [cfg.prior_alpha + g * (a - cfg.prior_alpha) for a in self.alpha]
-    beta = [cfg.prior_beta + g * (b - cfg.prior_beta) for b in self.beta]
-    alpha[arm] += weight * reward
-    beta[arm] += weight * (1.0 - reward)
-    pulls = list(self.pulls)
-    pulls[arm] += 1
-    new = object.__new__(ThresholdBandit)
-    for name, value in (("config", cfg), ("alpha", tuple(alpha)), ("beta", tuple(beta)), ("pulls", tuple(pulls))):
-        object.__setattr__(new, name, value)
-    return new
-
-
 # -- figure 1: one event at a time -----------------------------------------------------------------------------
 def _uniforms(n: int) -> list[float]:
     """The event stream: reward = 1 when u < P(arm). Drawn once, shared by every variant."""
@@ -204,16 +172,6 @@ def _single_python(u: Sequence[float]) -> Prepare:
     return prepare
 
 
-def _python_random_from_generator() -> random.Random:
-    """A ``random.Random`` seeded once from the injected numpy Generator (deterministic given its seed)."""
-    return random.Random(int(np.random.default_rng(SEED).integers(2**63)))
-
-
-def _choose_betavariate(self: ThresholdBandit, rnd: random.Random) -> int:
-    draws = [rnd.betavariate(a, b) for a, b in zip(self.alpha, self.beta, strict=True)]
-    return draws.index(max(draws))
-
-
 def bench_single(n: int) -> list[Row]:
     u = _uniforms(n)
 
@@ -225,22 +183,6 @@ def bench_single(n: int) -> list[Row]:
         ("baseline: numpy rng.beta(alpha, beta) + argmax, in-place arrays", _single_numpy(u)),
         ("baseline: pure Python random.betavariate, in-place lists", _single_python(u)),
         (API_SINGLE.split(" | ")[1], _single_frozen(u, *api, numpy_rng)),
-        (
-            "prototype: choose with scalar rng.beta per arm (identical draws) + npo update",
-            _single_frozen(u, choose_scalar, ThresholdBandit.update, numpy_rng),
-        ),
-        (
-            "prototype: choose with random.Random seeded from the Generator + npo update",
-            _single_frozen(u, _choose_betavariate, ThresholdBandit.update, _python_random_from_generator),
-        ),
-        (
-            "prototype: npo choose + update without re-validation",
-            _single_frozen(u, ThresholdBandit.choose, update_unvalidated, numpy_rng),
-        ),
-        (
-            "prototype: scalar rng.beta choose + update without re-validation",
-            _single_frozen(u, choose_scalar, update_unvalidated, numpy_rng),
-        ),
     ]
     return [(row_name(FIG_SINGLE, label), best_rate(n, prepare), "events/s") for label, prepare in cases]
 
@@ -412,16 +354,9 @@ def _decide_plain(preds: Sequence[Prediction]) -> Prepare:
 
 def bench_decide(n: int, policy: Policy) -> list[Row]:
     preds = make_predictions(n, "d")
-    with patched(ThresholdBandit, "choose", choose_scalar):
-        scalar = best_rate(n, _decide_npo(preds, policy, prestore_bandit=True))
     cases = [
         ("baseline: plain Python dicts (dedupe, key, m, R, Thompson τ)", best_rate(n, _decide_plain(preds))),
         (API_DECIDE.split(" | ")[1], best_rate(n, _decide_npo(preds, policy))),
-        (
-            "prototype: bandit already stored (cache it in get_bandit)",
-            best_rate(n, _decide_npo(preds, policy, prestore_bandit=True)),
-        ),
-        ("prototype: bandit stored + scalar rng.beta choose", scalar),
     ]
     return [(row_name(FIG_DECIDE, label), value, "decisions/s") for label, value in cases]
 
@@ -482,46 +417,10 @@ def _feedback_plain(preds: Sequence[Prediction], events: Sequence[FeedbackEvent]
     return prepare
 
 
-def add_feedback_indexed(self: InMemoryTransaction, applied: AppliedFeedback) -> None:
-    """Proposed ``InMemoryTransaction.add_feedback``: find the replaced answer by key, not by scanning.
-
-    A copy of npo's method (keep in step with npo/loop.py) except for the replacement: the answer being replaced
-    was found by ``effective_feedback(prediction, operator)`` or ``(prediction, SYSTEM_OPERATOR)``, so those two
-    keys are the only candidates; npo scans every entry of ``effective`` (O(events so far) per replacement).
-    """
-    ev = applied.event
-    s = self._s
-    s.requests.add(ev.request_id)
-    s.feedback_log.append(applied)
-    s.samples.append(
-        AlignmentSample(applied.key, applied.y, ev.at, applied.weight, s.channels.get(ev.prediction_id, ""))
-    )
-
-    def undo_append() -> None:
-        s.requests.discard(ev.request_id)
-        s.feedback_log.pop()
-        s.samples.pop()
-
-    self._undo.append(undo_append)
-    if applied.replaces is not None:
-        for operator in (ev.operator, SYSTEM_OPERATOR):
-            key = (ev.prediction_id, operator)
-            old = s.effective.get(key)
-            if old is not None and old.event.request_id == applied.replaces:
-                self._remember(s.effective, key)
-                del s.effective[key]
-    self._remember(s.effective, (ev.prediction_id, ev.operator))
-    s.effective[(ev.prediction_id, ev.operator)] = applied
-
-
 def bench_feedback(n_predictions: int, policy: Policy) -> list[Row]:
     preds = make_predictions(n_predictions, "f", min_confidence=0.92)  # R ≥ 0.92 > every τ: all surfaced
     events = make_feedback(preds)
     n = len(events)
-    with patched(ThresholdBandit, "update", update_unvalidated):
-        unvalidated = best_rate(n, _feedback_npo(preds, events, policy))
-    with patched(InMemoryTransaction, "add_feedback", add_feedback_indexed):
-        indexed = best_rate(n, _feedback_npo(preds, events, policy))
     small_preds = preds[: max(1, n_predictions // 10)]
     small_events = make_feedback(small_preds)
     small = best_rate(len(small_events), _feedback_npo(small_preds, small_events, policy))
@@ -532,8 +431,6 @@ def bench_feedback(n_predictions: int, policy: Policy) -> list[Row]:
         ),
         (API_FEEDBACK.split(" | ")[1], best_rate(n, _feedback_npo(preds, events, policy))),
         (f"npo record_feedback, store 1/10 the size ({len(small_events):,} events)", small),
-        ("prototype: InMemoryTransaction.add_feedback, O(1) replacement lookup", indexed),
-        ("prototype: ThresholdBandit.update without re-validation", unvalidated),
     ]
     return [(row_name(FIG_FEEDBACK, label), value, "events/s") for label, value in cases]
 
@@ -588,8 +485,7 @@ def part_costs(n: int, policy: Policy) -> list[tuple[str, float]]:
             "ThresholdBandit(config) (get_bandit with no stored bandit)",
             _per_call_us(lambda _: ThresholdBandit(config.bandit), preds),
         ),
-        ("ThresholdBandit.choose (array rng.beta + np.argmax)", _per_call_us(lambda _: bandit.choose(rng), preds)),
-        ("choose_scalar (scalar rng.beta per arm)", _per_call_us(lambda _: choose_scalar(bandit, rng), preds)),
+        ("ThresholdBandit.choose (scalar rng.beta per arm)", _per_call_us(lambda _: bandit.choose(rng), preds)),
         ("Decision(...) with __post_init__ validation", _per_call_us(lambda p: _decision_for(p, keys[p.id]), preds)),
     ]
 

@@ -99,8 +99,10 @@ class ThresholdBandit:
 
     def choose(self, rng: np.random.Generator) -> int:
         """Thompson choice: draw one sample per arm from its posterior and return the arm with the largest draw."""
-        draws = rng.beta(np.asarray(self.alpha), np.asarray(self.beta))
-        return int(np.argmax(draws))
+        # One scalar draw per arm: the same stream and first-maximum tie-break as ``rng.beta`` on arrays, without
+        # the per-call argument checks that make the array form ~3x slower for five arms.
+        draws = [rng.beta(a, b) for a, b in zip(self.alpha, self.beta, strict=True)]
+        return draws.index(max(draws))
 
     # -- learning ----------------------------------------------------------------------------------------
     def update(self, arm: int, reward: float, weight: float = 1.0) -> ThresholdBandit:
@@ -114,7 +116,7 @@ class ThresholdBandit:
         beta[arm] += weight * (1.0 - reward)
         pulls = list(self.pulls)
         pulls[arm] += 1
-        return replace(self, alpha=tuple(alpha), beta=tuple(beta), pulls=tuple(pulls))
+        return self._derive(tuple(alpha), tuple(beta), tuple(pulls))
 
     def replace_reward(self, arm: int, old_reward: float, new_reward: float, weight: float = 1.0) -> ThresholdBandit:
         """Swap an earlier reward of ``arm`` for a new one (a person changing their answer); no discount, no new pull.
@@ -128,7 +130,7 @@ class ThresholdBandit:
         beta = list(self.beta)
         alpha[arm] = max(cfg.prior_alpha, alpha[arm] + weight * (new_reward - old_reward))
         beta[arm] = max(cfg.prior_beta, beta[arm] + weight * (old_reward - new_reward))
-        return replace(self, alpha=tuple(alpha), beta=tuple(beta))
+        return self._derive(tuple(alpha), tuple(beta), self.pulls)
 
     def miss_update(self, arm: int, real_fault: bool) -> ThresholdBandit:
         """The miss term for a prediction suppressed by ``arm``'s τ whose outcome is now known."""
@@ -140,6 +142,15 @@ class ThresholdBandit:
     def reset(self) -> ThresholdBandit:
         """Back to the prior (e.g. after a promoted retraining), keeping the pull counts."""
         return replace(self, alpha=(), beta=(), pulls=self.pulls)
+
+    def _derive(self, alpha: tuple[float, ...], beta: tuple[float, ...], pulls: tuple[int, ...]) -> ThresholdBandit:
+        """A new state from values the update rules keep valid (α ≥ prior > 0, same arity): skips re-validation."""
+        new = object.__new__(ThresholdBandit)
+        object.__setattr__(new, "config", self.config)
+        object.__setattr__(new, "alpha", alpha)
+        object.__setattr__(new, "beta", beta)
+        object.__setattr__(new, "pulls", pulls)
+        return new
 
     def _check(self, arm: int, reward: float, weight: float) -> None:
         if not 0 <= arm < self.config.n_arms:

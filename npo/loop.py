@@ -379,9 +379,9 @@ class _State:
     trust: dict[str, OperatorTrust] = field(default_factory=dict)
     requests: set[str] = field(default_factory=set)
     feedback_log: list[AppliedFeedback] = field(default_factory=list)
-    effective: dict[tuple[str, str], AppliedFeedback] = field(default_factory=dict)
+    effective: dict[str, dict[str, AppliedFeedback]] = field(default_factory=dict)  # prediction → operator → answer
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    samples: list[AlignmentSample] = field(default_factory=list)
+    samples: dict[str, AlignmentSample] = field(default_factory=dict)  # by request id; effective answers only
     model: LogisticModel | None = None
     audit_log: list[tuple[str, str, dict[str, object], float]] = field(default_factory=list)
 
@@ -473,33 +473,46 @@ class InMemoryTransaction:
         return request_id in self._s.requests
 
     def effective_feedback(self, prediction_id: str, operator: str) -> AppliedFeedback | None:
-        return self._s.effective.get((prediction_id, operator))
+        answers = self._s.effective.get(prediction_id)
+        return None if answers is None else answers.get(operator)
 
     def add_feedback(self, applied: AppliedFeedback) -> None:
         ev = applied.event
         s = self._s
         s.requests.add(ev.request_id)
         s.feedback_log.append(applied)
-        s.samples.append(
-            AlignmentSample(applied.key, applied.y, ev.at, applied.weight, s.channels.get(ev.prediction_id, ""))
-        )
 
         def undo_append() -> None:
             s.requests.discard(ev.request_id)
             s.feedback_log.pop()
-            s.samples.pop()
 
         self._undo.append(undo_append)
+        answers = s.effective.get(ev.prediction_id)
+        if answers is None:
+            answers = s.effective[ev.prediction_id] = {}
+
+            def undo_answers() -> None:
+                s.effective.pop(ev.prediction_id, None)
+
+            self._undo.append(undo_answers)
         if applied.replaces is not None:
-            for k, v in list(s.effective.items()):
-                if v.event.request_id == applied.replaces and k[0] == ev.prediction_id:
-                    self._remember(s.effective, k)
-                    del s.effective[k]
-        self._remember(s.effective, (ev.prediction_id, ev.operator))
-        s.effective[(ev.prediction_id, ev.operator)] = applied
+            # The replaced answer is this person's own, or the system's skip (see record_feedback).
+            for operator in (ev.operator, SYSTEM_OPERATOR):
+                old = answers.get(operator)
+                if old is not None and old.event.request_id == applied.replaces:
+                    self._remember(answers, operator)
+                    del answers[operator]
+                    self._remember(s.samples, old.event.request_id)
+                    s.samples.pop(old.event.request_id, None)
+        self._remember(answers, ev.operator)
+        answers[ev.operator] = applied
+        self._remember(s.samples, ev.request_id)
+        s.samples[ev.request_id] = AlignmentSample(
+            applied.key, applied.y, ev.at, applied.weight, s.channels.get(ev.prediction_id, "")
+        )
 
     def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]:
-        return [v for (pid, _), v in self._s.effective.items() if pid == prediction_id]
+        return list(self._s.effective.get(prediction_id, {}).values())
 
     def add_outcome(self, outcome: Outcome) -> bool:
         if outcome.prediction_id in self._s.outcomes:
@@ -530,7 +543,7 @@ class InMemoryStore:
 
     def __init__(self, config: LoopConfig | None = None) -> None:
         self.config = config or LoopConfig()
-        self._state = _State()
+        self._state = _State(bandit=ThresholdBandit(self.config.bandit))
         self._lock = threading.Lock()
 
     @contextmanager
@@ -554,7 +567,8 @@ class InMemoryStore:
 
     @property
     def samples(self) -> Sequence[AlignmentSample]:
-        return list(self._state.samples)
+        """Alignment samples of the effective answers (a replaced answer no longer counts), in order recorded."""
+        return list(self._state.samples.values())
 
     @property
     def feedback_log(self) -> Sequence[AppliedFeedback]:

@@ -82,6 +82,17 @@ class KeyAlignment:
             raise InvalidRecord("weight_sum", f"must be >= 0, got {self.weight_sum}")
 
 
+def _derive(state: KeyAlignment, m: float, n: int, weight_sum: float, updated_at: float) -> KeyAlignment:
+    """A new key state from values the update rules keep valid (m clipped to [0, 1]): skips re-validation."""
+    new = object.__new__(KeyAlignment)
+    object.__setattr__(new, "key", state.key)
+    object.__setattr__(new, "m", m)
+    object.__setattr__(new, "n", n)
+    object.__setattr__(new, "weight_sum", weight_sum)
+    object.__setattr__(new, "updated_at", updated_at)
+    return new
+
+
 def step(m: float, y: float, eta: float) -> float:
     """One Robbins–Monro step m + η(y − m), clipped to [0, 1]. Pure arithmetic; η outside (0, 1] is the caller's bug."""
     return min(1.0, max(0.0, m + eta * (y - m)))
@@ -99,7 +110,7 @@ def update_key(
     if not 0.0 <= weight <= 1.0:
         raise InvalidRecord("weight", f"must be in [0, 1], got {weight}")
     eta = schedule.rate(state.weight_sum) * weight
-    return replace(state, m=step(state.m, y, eta), n=state.n + 1, weight_sum=state.weight_sum + weight, updated_at=at)
+    return _derive(state, step(state.m, y, eta), state.n + 1, state.weight_sum + weight, at)
 
 
 def replace_feedback(
@@ -119,7 +130,7 @@ def replace_feedback(
     update count is not incremented: one person, one recommendation, one vote.
     """
     eta = schedule.rate(old_n) * weight
-    return replace(state, m=min(1.0, max(0.0, state.m + eta * (new_y - old_y))), updated_at=at)
+    return _derive(state, min(1.0, max(0.0, state.m + eta * (new_y - old_y))), state.n, state.weight_sum, at)
 
 
 def reset_key(state: KeyAlignment, *, m: float | None = None, effective_samples: float = 0.0) -> KeyAlignment:

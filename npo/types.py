@@ -52,6 +52,8 @@ MAX_TEXT_LEN = 500
 
 
 def _require_text(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> str:
+    if type(value) is str and 0 < len(value) <= max_len and not value[0].isspace() and not value[-1].isspace():
+        return value  # the common case: a non-empty string with no surrounding blanks
     if not isinstance(value, str):
         raise InvalidRecord(name, f"must be a string, got {type(value).__name__}")
     if not value.strip():
@@ -62,6 +64,8 @@ def _require_text(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> s
 
 
 def _require_unit(name: str, value: object) -> float:
+    if type(value) is float and 0.0 <= value <= 1.0:  # the common case, checked cheaply (NaN fails the range)
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRecord(name, f"must be a number in [0, 1], got {type(value).__name__}")
     number = float(value)
@@ -71,6 +75,8 @@ def _require_unit(name: str, value: object) -> float:
 
 
 def _require_time(name: str, value: object) -> float:
+    if type(value) is float and math.isfinite(value):
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
         raise InvalidRecord(name, f"must be a finite number of seconds, got {value!r}")
     return float(value)

@@ -838,13 +838,13 @@ class SQLiteStore:
         since: float | None = None,
         key: str | None = None,
         channel: str | None = None,
-        effective_only: bool = False,
+        effective_only: bool = True,
     ) -> list[AlignmentSample]:
         """Alignment samples (key, y, at, trust weight, channel) in the order recorded, filtered like
         :func:`npo.alignment.window`: by key/channel, then ``at >= since``, then the last ``last_n``.
 
-        By default every applied feedback event counts (as :class:`npo.loop.InMemoryStore` does);
-        ``effective_only`` keeps only each person's current answer per recommendation.
+        By default only each person's current answer per recommendation counts (a replaced answer no longer
+        does, as in :class:`npo.loop.InMemoryStore`); ``effective_only=False`` returns every applied event.
         """
         if last_n is not None and last_n <= 0:
             raise StorageError("feedback", "last_n", f"must be positive, got {last_n}")

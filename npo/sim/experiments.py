@@ -72,7 +72,7 @@ def _smooth_mean(y: FloatArray, window: int) -> FloatArray:
     loss = np.divide(csum[:, idx] - csum[:, lo], count, out=np.zeros((y.shape[0], idx.size)), where=count > 0)
     seeds_with_data = np.sum(count > 0, axis=0)
     total = np.sum(np.where(count > 0, loss, 0.0), axis=0)
-    return np.divide(total, seeds_with_data, out=np.full(idx.size, np.nan), where=seeds_with_data > 0)
+    return np.asarray(np.divide(total, seeds_with_data, out=np.full(idx.size, np.nan), where=seeds_with_data > 0))
 
 
 def run_experiments(

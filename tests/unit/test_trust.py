@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,6 +16,7 @@ from npo.trust import (
     consensus,
     new_trust,
     outcome_agreement,
+    peer_agreement,
     trust_weight,
     trust_weight_array,
     update_with_outcome,
@@ -40,12 +43,35 @@ def _calibrate(noise: float, seed: int, n: int = 50) -> OperatorTrust:
     return trust
 
 
-def test_new_operator_starts_at_mean_0_8_and_weight_0_6() -> None:
+PRIOR_WEIGHT = (0.8 - 0.5) / (0.85 - 0.5)  # = 6/7 ≈ 0.857: prior mean 0.8 on the (½ → 0, 0.85 → 1) scale
+
+
+def test_new_operator_starts_at_mean_0_8_and_weight_about_0_857() -> None:
     trust = new_trust("alice", CONFIG)
     assert trust.mean == pytest.approx(0.8)
-    assert trust_weight(trust, CONFIG) == pytest.approx(0.6)
-    assert CONFIG.prior_weight == pytest.approx(0.6)
+    assert CONFIG.full_agreement == 0.85
+    assert trust_weight(trust, CONFIG) == pytest.approx(PRIOR_WEIGHT)
+    assert CONFIG.prior_weight == pytest.approx(PRIOR_WEIGHT)
     assert (trust.n_outcome, trust.n_peer) == (0, 0)
+
+
+def test_weight_is_the_clipped_linear_map_from_half_to_full_agreement() -> None:
+    uncapped = TrustConfig(min_weight_evidence=0.0)
+    for agree, disagree, expected in [
+        (85.0, 15.0, 1.0),  # exactly full_agreement
+        (95.0, 5.0, 1.0),  # above it: clipped at 1
+        (67.5, 32.5, 0.5),  # half way between ½ and 0.85
+        (60.0, 40.0, (0.6 - 0.5) / 0.35),
+        (50.0, 50.0, 0.0),  # chance
+        (30.0, 70.0, 0.0),  # worse than chance: clipped at the floor
+    ]:
+        assert trust_weight(OperatorTrust("op", agree, disagree), uncapped) == pytest.approx(expected)
+    strict = TrustConfig(min_weight_evidence=0.0, full_agreement=1.0)
+    assert trust_weight(OperatorTrust("op", 75.0, 25.0), strict) == pytest.approx(0.5)
+    assert TrustConfig(prior_agree=3.0, prior_disagree=1.0).prior_weight == pytest.approx(0.25 / 0.35)
+    for bad in (0.5, 0.4, 1.01, float("nan")):
+        with pytest.raises(InvalidRecord, match="full_agreement"):
+            TrustConfig(full_agreement=bad)
 
 
 def test_truthful_operator_gains_and_inverting_operator_loses_all_weight() -> None:
@@ -53,16 +79,28 @@ def test_truthful_operator_gains_and_inverting_operator_loses_all_weight() -> No
         truthful = _calibrate(0.0, seed)
         inverting = _calibrate(1.0, seed)
         assert truthful.n_outcome == 50
-        assert trust_weight(truthful, CONFIG) > 0.8
-        assert trust_weight(inverting, CONFIG) < 0.05
+        assert trust_weight(truthful, CONFIG) == 1.0  # agreement 54/55 > 0.85 after > 10 units of evidence
+        assert trust_weight(inverting, CONFIG) == 0.0  # agreement 4/55, far below chance
 
 
 def test_noisy_operator_stays_in_between() -> None:
-    weights = np.array([trust_weight(_calibrate(0.2, seed), CONFIG) for seed in range(200)])
+    # 30 % wrong answers: mean agreement ≈ (4 + 35) / 55 ≈ 0.71 → weight ≈ 0.60 (measured median 0.597).
+    weights = np.array([trust_weight(_calibrate(0.3, seed), CONFIG) for seed in range(200)])
     truthful = min(trust_weight(_calibrate(0.0, seed), CONFIG) for seed in range(20))
-    assert 0.45 < np.median(weights) < 0.75
-    assert np.mean((weights > 0.2) & (weights < 0.9)) > 0.95
+    assert 0.5 < np.median(weights) < 0.7
+    assert np.mean((weights > 0.2) & (weights < 0.95)) > 0.95
     assert np.median(weights) < truthful
+    # An operator right 80 % of the time matches the prior's expectation: the weight stays about where it began.
+    eighty = np.array([trust_weight(_calibrate(0.2, seed), CONFIG) for seed in range(200)])
+    assert np.median(eighty) == pytest.approx(PRIOR_WEIGHT, abs=0.05)
+
+
+def test_mean_weight_falls_as_noise_grows() -> None:
+    means = [
+        np.mean([trust_weight(_calibrate(noise, seed), CONFIG) for seed in range(100)])
+        for noise in (0.1, 0.2, 0.3, 0.4)
+    ]
+    assert all(a > b + 0.05 for a, b in itertools.pairwise(means))
 
 
 def test_chance_level_operator_gets_the_floor() -> None:
@@ -74,15 +112,19 @@ def test_chance_level_operator_gets_the_floor() -> None:
 def test_trust_is_earned_slowly_and_lost_fast() -> None:
     trust = new_trust("new", CONFIG)
     for _ in range(3):
-        trust = update_with_outcome(trust, 0.0, True, CONFIG)  # three right answers
-    assert trust_weight(trust, CONFIG) == pytest.approx(0.6)  # capped: not enough evidence yet
+        trust = update_with_outcome(trust, 0.0, True, CONFIG)  # three right answers: mean 7/8 → uncapped weight 1
+    assert trust_weight(trust, TrustConfig(min_weight_evidence=0.0)) == 1.0
+    assert trust_weight(trust, CONFIG) == pytest.approx(PRIOR_WEIGHT)  # capped: not enough evidence yet
     liar = new_trust("liar", CONFIG)
-    for _ in range(3):
-        liar = update_with_outcome(liar, 1.0, True, CONFIG)  # three wrong answers
-    assert trust_weight(liar, CONFIG) < 0.2
+    liar = update_with_outcome(liar, 1.0, True, CONFIG)  # one wrong answer: mean 4/6 → weight ≈ 0.476 at once
+    assert trust_weight(liar, CONFIG) == pytest.approx((4 / 6 - 0.5) / 0.35)
+    for _ in range(2):
+        liar = update_with_outcome(liar, 1.0, True, CONFIG)  # three wrong answers: mean 4/8 = chance
+    assert trust_weight(liar, CONFIG) == 0.0
     for _ in range(10):
         trust = update_with_outcome(trust, 0.0, True, CONFIG)
-    assert trust_weight(trust, CONFIG) > 0.8
+    assert trust.agree + trust.disagree - 5.0 >= CONFIG.min_weight_evidence
+    assert trust_weight(trust, CONFIG) == 1.0  # mean 17/18 with enough evidence: the cap is lifted
 
 
 def test_outcome_agreement_scalar_and_array() -> None:
@@ -103,14 +145,35 @@ def test_outcome_update_adds_one_unit_split_by_agreement() -> None:
     assert trust.n_outcome == 1
 
 
+def test_peer_agreement_is_with_the_side_the_consensus_leans_to() -> None:
+    assert peer_agreement(1.0, 0.9) == 1.0
+    assert peer_agreement(1.0, 0.6) == 1.0  # a raw 1 − |y − m| would say 0.6
+    assert peer_agreement(1.0, 0.5) == 1.0  # m = ½ counts as override-leaning
+    assert peer_agreement(0.0, 0.5) == 0.0
+    assert peer_agreement(0.0, 0.49) == 1.0
+    assert peer_agreement(0.0, 0.2) == 1.0  # a key liked with some skips mixed in
+    assert peer_agreement(1.0, 0.2) == 0.0
+    assert peer_agreement(0.5, 0.1) == 0.5  # neutral: half right on either side
+    assert peer_agreement(0.5, 0.9) == 0.5
+    assert peer_agreement(0.3, 0.1) == pytest.approx(0.7)
+    y = np.array([[1.0, 0.0], [0.5, 0.3]])
+    m = np.array([[0.6, 0.5], [0.1, 0.8]])
+    assert np.allclose(peer_agreement(y, m), [[1.0, 0.0], [0.5, 0.3]])
+
+
 def test_peer_update_is_weighted_by_peer_weight() -> None:
     trust = new_trust("op", CONFIG)
-    agreeing = update_with_peers(trust, 1.0, 0.9, CONFIG)
-    assert agreeing.agree == pytest.approx(4.0 + 0.5 * 0.9)
-    assert agreeing.disagree == pytest.approx(1.0 + 0.5 * 0.1)
+    agreeing = update_with_peers(trust, 1.0, 0.6, CONFIG)  # override on an override-leaning key: full agreement
+    assert agreeing.agree == pytest.approx(4.0 + 0.5 * 1.0)
+    assert agreeing.disagree == pytest.approx(1.0)
     assert agreeing.n_peer == 1
     assert agreeing.n_outcome == 0
-    disagreeing = update_with_peers(trust, 0.0, 1.0, CONFIG)
+    neutral = update_with_peers(trust, 0.5, 0.2, CONFIG)
+    assert neutral.agree == pytest.approx(4.0 + 0.5 * 0.5)
+    assert neutral.disagree == pytest.approx(1.0 + 0.5 * 0.5)
+    disagreeing = update_with_peers(trust, 0.0, 0.7, CONFIG)  # like on an override-leaning key
+    assert disagreeing.agree == pytest.approx(4.0)
+    assert disagreeing.disagree == pytest.approx(1.0 + 0.5)
     assert disagreeing.mean < trust.mean < agreeing.mean
     off = TrustConfig(peer_weight=0.0)
     assert update_with_peers(trust, 0.0, 1.0, off).mean == trust.mean
@@ -213,10 +276,7 @@ def test_weights_stay_in_unit_interval(
     config = TrustConfig(floor=floor, peer_weight=peer_weight, min_weight_evidence=evidence)
     trust = new_trust("op", config)
     for is_outcome, y, real, m in updates:
-        if is_outcome:
-            trust = update_with_outcome(trust, y, real, config)
-        else:
-            trust = update_with_peers(trust, y, m, config)
+        trust = update_with_outcome(trust, y, real, config) if is_outcome else update_with_peers(trust, y, m, config)
         weight = trust_weight(trust, config)
         assert floor <= weight <= 1.0
         assert 0.0 <= trust.mean <= 1.0

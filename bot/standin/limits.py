@@ -1,0 +1,175 @@
+"""Slack's Block Kit and message limits, checked the way Slack's API checks them.
+
+Each check returns a list of problems in Slack's ``response_metadata.messages`` style
+(``"[ERROR] … [json-pointer:/blocks/0/text/text]"``); an empty list means the payload is acceptable. The
+caller turns a non-empty list into Slack's error code (``invalid_blocks`` for messages, ``invalid_arguments``
+for views). This module checks only the limits listed below; it is not a full Block Kit schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = [
+    "MAX_MESSAGE_BLOCKS",
+    "MAX_TEXT_CHARS",
+    "MAX_VIEW_BLOCKS",
+    "check_blocks",
+    "check_view",
+]
+
+MAX_MESSAGE_BLOCKS: Final = 50
+MAX_VIEW_BLOCKS: Final = 100
+MAX_TEXT_CHARS: Final = 40_000  # chat.postMessage `text`; longer gives msg_too_long
+MAX_SECTION_TEXT: Final = 3000
+MAX_SECTION_FIELDS: Final = 10
+MAX_FIELD_TEXT: Final = 2000
+MAX_HEADER_TEXT: Final = 150
+MAX_CONTEXT_ELEMENTS: Final = 10
+MAX_ACTIONS_ELEMENTS: Final = 25
+MAX_BUTTON_TEXT: Final = 75
+MAX_BUTTON_VALUE: Final = 2000
+MAX_URL: Final = 3000
+MAX_ID: Final = 255  # action_id, block_id, callback_id, external_id
+MAX_VIEW_TITLE: Final = 24  # title, submit, close
+MAX_PRIVATE_METADATA: Final = 3000
+MAX_LABEL: Final = 2000
+BUTTON_STYLES: Final = frozenset({"primary", "danger"})
+TEXT_TYPES: Final = frozenset({"plain_text", "mrkdwn"})
+
+
+def _err(message: str, pointer: str) -> str:
+    return f"[ERROR] {message} [json-pointer:{pointer}]"
+
+
+def _text_object(obj: Any, pointer: str, *, max_len: int, plain_only: bool = False) -> list[str]:
+    if not isinstance(obj, dict):
+        return [_err("must be a text object", pointer)]
+    kind = obj.get("type")
+    allowed = {"plain_text"} if plain_only else TEXT_TYPES
+    if kind not in allowed:
+        return [_err(f"must be one of {sorted(allowed)}", f"{pointer}/type")]
+    text = obj.get("text")
+    if not isinstance(text, str) or len(text) < 1:
+        return [_err("must be more than 0 characters", f"{pointer}/text")]
+    if len(text) > max_len:
+        return [_err(f"must be less than {max_len + 1} characters", f"{pointer}/text")]
+    return []
+
+
+def _id(value: Any, pointer: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, str) or not value:
+        return [_err("must be a non-empty string", pointer)]
+    if len(value) > MAX_ID:
+        return [_err(f"must be less than {MAX_ID + 1} characters", pointer)]
+    return []
+
+
+def _element(el: Any, pointer: str, action_ids: set[str]) -> list[str]:
+    if not isinstance(el, dict) or not isinstance(el.get("type"), str):
+        return [_err("must be an element object with a type", pointer)]
+    problems = _id(el.get("action_id"), f"{pointer}/action_id")
+    action_id = el.get("action_id")
+    if isinstance(action_id, str):
+        if action_id in action_ids:
+            problems.append(_err(f"action_id {action_id!r} already exists", f"{pointer}/action_id"))
+        action_ids.add(action_id)
+    if el["type"] == "button":
+        problems += _text_object(el.get("text"), f"{pointer}/text", max_len=MAX_BUTTON_TEXT, plain_only=True)
+        value = el.get("value")
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_BUTTON_VALUE):
+            problems.append(_err(f"must be less than {MAX_BUTTON_VALUE + 1} characters", f"{pointer}/value"))
+        url = el.get("url")
+        if url is not None and (not isinstance(url, str) or len(url) > MAX_URL):
+            problems.append(_err(f"must be less than {MAX_URL + 1} characters", f"{pointer}/url"))
+        style = el.get("style")
+        if style is not None and style not in BUTTON_STYLES:
+            problems.append(_err(f"must be one of {sorted(BUTTON_STYLES)}", f"{pointer}/style"))
+    return problems
+
+
+def _block(block: Any, pointer: str, block_ids: set[str], action_ids: set[str]) -> list[str]:
+    if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+        return [_err("must be a block object with a type", pointer)]
+    problems = _id(block.get("block_id"), f"{pointer}/block_id")
+    block_id = block.get("block_id")
+    if isinstance(block_id, str):
+        if block_id in block_ids:
+            problems.append(_err(f"block_id {block_id!r} already exists", f"{pointer}/block_id"))
+        block_ids.add(block_id)
+    kind = block["type"]
+    if kind == "section":
+        if "text" not in block and "fields" not in block:
+            problems.append(_err("must provide text or fields", pointer))
+        if "text" in block:
+            problems += _text_object(block["text"], f"{pointer}/text", max_len=MAX_SECTION_TEXT)
+        fields = block.get("fields")
+        if fields is not None:
+            if not isinstance(fields, list) or len(fields) > MAX_SECTION_FIELDS:
+                problems.append(_err(f"must provide no more than {MAX_SECTION_FIELDS} items", f"{pointer}/fields"))
+            else:
+                for i, field in enumerate(fields):
+                    problems += _text_object(field, f"{pointer}/fields/{i}", max_len=MAX_FIELD_TEXT)
+        if "accessory" in block:
+            problems += _element(block["accessory"], f"{pointer}/accessory", action_ids)
+    elif kind == "header":
+        problems += _text_object(block.get("text"), f"{pointer}/text", max_len=MAX_HEADER_TEXT, plain_only=True)
+    elif kind == "context":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_CONTEXT_ELEMENTS:
+            problems.append(_err(f"must provide 1 to {MAX_CONTEXT_ELEMENTS} items", f"{pointer}/elements"))
+    elif kind == "actions":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_ACTIONS_ELEMENTS:
+            problems.append(_err(f"must provide 1 to {MAX_ACTIONS_ELEMENTS} items", f"{pointer}/elements"))
+        else:
+            for i, el in enumerate(elements):
+                problems += _element(el, f"{pointer}/elements/{i}", action_ids)
+    elif kind == "input":
+        problems += _text_object(block.get("label"), f"{pointer}/label", max_len=MAX_LABEL, plain_only=True)
+        problems += _element(block.get("element"), f"{pointer}/element", action_ids)
+    return problems
+
+
+def check_blocks(blocks: Any, *, max_blocks: int, pointer: str = "/blocks") -> list[str]:
+    """Check a ``blocks`` list against Slack's limits: count, ids (≤ 255, unique), text sizes, buttons.
+
+    ``max_blocks`` is 50 for messages and 100 for modals and App Home. Returns the problems found (empty if none).
+    """
+    if not isinstance(blocks, list):
+        return [_err("must be an array", pointer)]
+    if len(blocks) > max_blocks:
+        return [_err(f"must provide no more than {max_blocks} items", pointer)]
+    block_ids: set[str] = set()
+    action_ids: set[str] = set()
+    problems: list[str] = []
+    for i, block in enumerate(blocks):
+        problems += _block(block, f"{pointer}/{i}", block_ids, action_ids)
+    return problems
+
+
+def check_view(view: Any) -> list[str]:
+    """Check a modal or App Home view: type, title/submit/close (≤ 24, plain_text), blocks (≤ 100), ids, metadata.
+
+    Returns the problems found (empty if none). Does not check that a modal with inputs has a submit button.
+    """
+    if not isinstance(view, dict):
+        return [_err("must be a view object", "/view")]
+    kind = view.get("type")
+    if kind not in {"modal", "home"}:
+        return [_err("must be one of ['home', 'modal']", "/view/type")]
+    problems: list[str] = []
+    if kind == "modal":
+        problems += _text_object(view.get("title"), "/view/title", max_len=MAX_VIEW_TITLE, plain_only=True)
+    for key in ("submit", "close"):
+        if key in view:
+            problems += _text_object(view[key], f"/view/{key}", max_len=MAX_VIEW_TITLE, plain_only=True)
+    metadata = view.get("private_metadata")
+    if metadata is not None and (not isinstance(metadata, str) or len(metadata) > MAX_PRIVATE_METADATA):
+        problems.append(_err(f"must be less than {MAX_PRIVATE_METADATA + 1} characters", "/view/private_metadata"))
+    problems += _id(view.get("callback_id"), "/view/callback_id")
+    problems += _id(view.get("external_id"), "/view/external_id")
+    problems += check_blocks(view.get("blocks"), max_blocks=MAX_VIEW_BLOCKS, pointer="/view/blocks")
+    return problems
