@@ -17,6 +17,7 @@ dimensions of shape (..., K).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -50,7 +51,9 @@ class BanditConfig:
         if list(ts) != sorted(set(ts)):
             raise InvalidRecord("thresholds", f"must be strictly increasing, got {list(ts)}")
         object.__setattr__(self, "thresholds", ts)
-        if self.prior_alpha <= 0 or self.prior_beta <= 0:
+        if not (math.isfinite(self.prior_alpha) and self.prior_alpha > 0) or not (
+            math.isfinite(self.prior_beta) and self.prior_beta > 0
+        ):
             raise InvalidRecord("prior", f"Beta prior must be positive, got ({self.prior_alpha}, {self.prior_beta})")
         if not 0.0 < self.gamma <= 1.0:
             raise InvalidRecord("gamma", f"must be in (0, 1], got {self.gamma}")
@@ -118,18 +121,25 @@ class ThresholdBandit:
         pulls[arm] += 1
         return self._derive(tuple(alpha), tuple(beta), tuple(pulls))
 
-    def replace_reward(self, arm: int, old_reward: float, new_reward: float, weight: float = 1.0) -> ThresholdBandit:
+    def replace_reward(
+        self, arm: int, old_reward: float, new_reward: float, weight: float = 1.0, new_weight: float | None = None
+    ) -> ThresholdBandit:
         """Swap an earlier reward of ``arm`` for a new one (a person changing their answer); no discount, no new pull.
 
-        Parameters never fall below the prior (the evidence removed may already have been discounted).
+        ``new_weight`` (default ``weight``) is the weight of the new answer when it differs from the old one's (a
+        person's click replacing a skip). Parameters never fall below the prior (the evidence removed may already
+        have been discounted).
         """
         self._check(arm, old_reward, weight)
         self._check(arm, new_reward, weight)
         cfg = self.config
         alpha = list(self.alpha)
         beta = list(self.beta)
-        alpha[arm] = max(cfg.prior_alpha, alpha[arm] + weight * (new_reward - old_reward))
-        beta[arm] = max(cfg.prior_beta, beta[arm] + weight * (old_reward - new_reward))
+        w_new = weight if new_weight is None else new_weight
+        if w_new < 0.0:
+            raise InvalidRecord("weight", f"must be >= 0, got {w_new}")
+        alpha[arm] = max(cfg.prior_alpha, alpha[arm] + w_new * new_reward - weight * old_reward)
+        beta[arm] = max(cfg.prior_beta, beta[arm] + w_new * (1.0 - new_reward) - weight * (1.0 - old_reward))
         return self._derive(tuple(alpha), tuple(beta), self.pulls)
 
     def miss_update(self, arm: int, real_fault: bool) -> ThresholdBandit:

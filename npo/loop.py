@@ -137,6 +137,12 @@ class LoopTransaction(Protocol):
     def get_trust(self, operator: str) -> OperatorTrust | None: ...
     def put_trust(self, trust: OperatorTrust) -> None: ...
     def has_request(self, request_id: str) -> bool: ...
+    def prefetch_feedback(self, prediction_id: str, operator: str, request_id: str) -> None:
+        """A hint that :func:`record_feedback` is about to read the request id, the decision, its key, the
+        operator's trust, the operator's and the system's effective answers and the bandit: a store may load
+        them together (one query) instead of one read each. Must not change any state; may do nothing."""
+        ...
+
     def effective_feedback(self, prediction_id: str, operator: str) -> AppliedFeedback | None: ...
     def add_feedback(self, applied: AppliedFeedback) -> None: ...
     def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]: ...
@@ -240,6 +246,7 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
     Raises :class:`UnknownPrediction` / :class:`NotSurfaced` (nothing changes). A request id seen before returns
     status ``duplicate`` and changes nothing.
     """
+    tx.prefetch_feedback(event.prediction_id, event.operator, event.request_id)
     if tx.has_request(event.request_id):
         return FeedbackResult("duplicate", None, None)
     decision = tx.get_decision(event.prediction_id)
@@ -253,6 +260,8 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
     previous = tx.effective_feedback(event.prediction_id, event.operator)
     if previous is None and event.kind is not FeedbackKind.SKIPPED:
         previous = tx.effective_feedback(event.prediction_id, SYSTEM_OPERATOR)
+    if previous is None and event.kind is FeedbackKind.SKIPPED:
+        previous = next(iter(tx.feedback_for(event.prediction_id)), None)  # anyone's answer makes a skip moot
     if previous is not None and event.kind is FeedbackKind.SKIPPED:
         # A skip after a real answer (or a second skip) carries no information: log it, learn nothing.
         applied = AppliedFeedback(
@@ -275,7 +284,11 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
     key_state = tx.get_key(decision.key)
     consensus_before = key_state.m
     bandit = tx.get_bandit()
+    first_answer = previous is None or previous.event.operator == SYSTEM_OPERATOR
     if previous is not None:
+        # A person changing their answer keeps the weight it was given; a click replacing a skip counts with the
+        # clicker's own trust weight (a distrusted clicker must not move m(k) by answering late).
+        new_weight = weight if previous.event.operator == SYSTEM_OPERATOR else previous.weight
         new_state = replace_feedback(
             key_state,
             previous.y,
@@ -283,15 +296,16 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
             config.eta,
             old_n=previous.key_n_before,
             weight=previous.weight,
+            new_weight=new_weight,
             at=event.at,
         )
         if decision.arm is not None:
-            bandit = bandit.replace_reward(decision.arm, previous.reward, reward, previous.weight)
+            bandit = bandit.replace_reward(decision.arm, previous.reward, reward, previous.weight, new_weight)
         applied = AppliedFeedback(
             event,
             decision.key,
             y,
-            previous.weight,
+            new_weight,
             previous.key_n_before,
             decision.arm,
             reward,
@@ -304,7 +318,8 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
             bandit = bandit.update(decision.arm, reward, weight)
         applied = AppliedFeedback(event, decision.key, y, weight, key_state.weight_sum, decision.arm, reward)
         status = "recorded"
-    if trust is not None and config.trust is not None and key_state.n >= config.peer_min_updates:
+    if trust is not None and config.trust is not None and first_answer and key_state.n >= config.peer_min_updates:
+        # Peer credit once per person and recommendation: re-clicking must not earn trust.
         tx.put_trust(update_with_peers(trust, y, consensus_before, config.trust))
     elif trust is not None and tx.get_trust(event.operator) is None:
         tx.put_trust(trust)
@@ -471,6 +486,9 @@ class InMemoryTransaction:
 
     def has_request(self, request_id: str) -> bool:
         return request_id in self._s.requests
+
+    def prefetch_feedback(self, prediction_id: str, operator: str, request_id: str) -> None:
+        """Nothing to load: every read is a dictionary lookup."""
 
     def effective_feedback(self, prediction_id: str, operator: str) -> AppliedFeedback | None:
         answers = self._s.effective.get(prediction_id)

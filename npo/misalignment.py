@@ -121,16 +121,24 @@ def replace_feedback(
     *,
     old_n: float,
     weight: float = 1.0,
+    new_weight: float | None = None,
     at: float = 0.0,
 ) -> KeyAlignment:
     """Replace an earlier feedback code ``old_y`` (applied at effective sample size ``old_n``) by ``new_y``.
 
     The rule for a second click by the same person on the same recommendation: the first answer's step is
     swapped for the second's, m ← m + η_old·w·(new_y − old_y), exact when no other update came in between. The
-    update count is not incremented: one person, one recommendation, one vote.
+    update count is not incremented: one person, one recommendation, one vote. When the new answer carries a
+    different weight (a person's click replacing a skip), m ← m + η_old·(w_new·(new_y − m) − w·(old_y − m)) and
+    the effective sample size moves by w_new − w.
     """
-    eta = schedule.rate(old_n) * weight
-    return _derive(state, min(1.0, max(0.0, state.m + eta * (new_y - old_y))), state.n, state.weight_sum, at)
+    rate = schedule.rate(old_n)
+    if new_weight is None or new_weight == weight:
+        m = state.m + rate * weight * (new_y - old_y)
+        return _derive(state, min(1.0, max(0.0, m)), state.n, state.weight_sum, at)
+    m = state.m + rate * (new_weight * (new_y - state.m) - weight * (old_y - state.m))
+    weight_sum = max(0.0, state.weight_sum + new_weight - weight)
+    return _derive(state, min(1.0, max(0.0, m)), state.n, weight_sum, at)
 
 
 def reset_key(state: KeyAlignment, *, m: float | None = None, effective_samples: float = 0.0) -> KeyAlignment:

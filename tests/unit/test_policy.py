@@ -187,9 +187,7 @@ def test_allowed_actions_star_is_the_fallback_for_unlisted_fault_types() -> None
     assert "investigate, none" in verdict.reason
     # a listed fault type uses its own entry, not the fallback
     assert check(ALLOWED_WITH_FALLBACK, pred(fault_type="disk_failure", action="drain")).allowed
-    assert (
-        check(ALLOWED_WITH_FALLBACK, pred(fault_type="disk_failure", action="investigate")).outcome == "block"
-    )
+    assert check(ALLOWED_WITH_FALLBACK, pred(fault_type="disk_failure", action="investigate")).outcome == "block"
 
 
 # ------------------------------------------------------------------------------ blast_radius
@@ -204,14 +202,11 @@ disruptive_actions = ["drain", "reboot"]
 
 
 def test_blast_radius_blocks_disruptive_action_at_the_cluster_limit() -> None:
-    verdict = check(
-        BLAST, pred(action="drain", target="r12-n04"), ctx(active_disruptive_by_cluster={"r12": 2})
-    )
+    verdict = check(BLAST, pred(action="drain", target="r12-n04"), ctx(active_disruptive_by_cluster={"r12": 2}))
     assert verdict.outcome == "block"
     assert verdict.rule == "blast_radius"
     assert verdict.reason == (
-        "cluster 'r12' already has 2 open disruptive recommendation(s) (max_concurrent 2); "
-        "action 'drain' is disruptive"
+        "cluster 'r12' already has 2 open disruptive recommendation(s) (max_concurrent 2); action 'drain' is disruptive"
     )
 
 
@@ -416,9 +411,7 @@ end = "14:00"
 
 
 def test_freeze_window_accepts_toml_local_times() -> None:
-    policy = parse_policy(
-        '[[rules.freeze_windows]]\nname = "n"\ndays = ["wed"]\nstart = 11:30:00\nend = 12:30:00\n'
-    )
+    policy = parse_policy('[[rules.freeze_windows]]\nname = "n"\ndays = ["wed"]\nstart = 11:30:00\nend = 12:30:00\n')
     assert policy.freeze_windows[0].start_minute == 11 * 60 + 30
     assert check(policy, pred(), ctx(NOW)).outcome == "block"
 
@@ -534,9 +527,9 @@ max_per_hour = 1
     unfrozen = parse_policy(DEFAULT_POLICY_TEXT.replace("max_concurrent = 2", "max_concurrent = 1"))
     assert check(unfrozen, pred(action="drain"), everything).rule == "blast_radius"
     assert check(unfrozen, pred(action="investigate"), everything).rule == "override_cooldown"
-    assert check(
-        unfrozen, pred(action="investigate"), ctx(surfaced_last_hour_by_channel={"#oncall": 20})
-    ).rule == ("channel_hourly_cap")
+    assert check(unfrozen, pred(action="investigate"), ctx(surfaced_last_hour_by_channel={"#oncall": 20})).rule == (
+        "channel_hourly_cap"
+    )
     assert RULE_NAMES == (
         "allowed_actions",
         "freeze_window",
@@ -635,8 +628,7 @@ MALFORMED = [
         id="empty-weekly-window",
     ),
     pytest.param(
-        '[[rules.freeze_windows]]\nname = "w"\ndays = ["mon"]\nstart = "01:00"\nend = "02:00"\n'
-        'utc_offset = "+2"\n',
+        '[[rules.freeze_windows]]\nname = "w"\ndays = ["mon"]\nstart = "01:00"\nend = "02:00"\nutc_offset = "+2"\n',
         6,
         "rules.freeze_windows[0].utc_offset",
         "+HH:MM",
@@ -687,8 +679,7 @@ MALFORMED = [
         id="unknown-field",
     ),
     pytest.param(
-        '[[rules.freeze_windows]]\nname = "w"\ndays = ["mon"]\nstart = "01:00"\nend = "02:00"\n'
-        "severity = 1\n",
+        '[[rules.freeze_windows]]\nname = "w"\ndays = ["mon"]\nstart = "01:00"\nend = "02:00"\nseverity = 1\n',
         6,
         "rules.freeze_windows[0].severity",
         "unknown field",
@@ -937,9 +928,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Prediction, str, str, PolicyContext]:
         active_disruptive_by_cluster=draw(st.dictionaries(st.sampled_from(CLUSTERS), st.integers(0, 4))),
         last_override_at={
             k: now - ago
-            for k, ago in draw(
-                st.dictionaries(st.sampled_from(override_keys), st.integers(-10, 4000))
-            ).items()
+            for k, ago in draw(st.dictionaries(st.sampled_from(override_keys), st.integers(-10, 4000))).items()
         },
         surfaced_last_hour_by_channel=draw(st.dictionaries(st.sampled_from(CHANNELS), st.integers(0, 5))),
     )
