@@ -133,10 +133,15 @@ def _block(block: Any, pointer: str, block_ids: set[str], action_ids: set[str]) 
     return problems
 
 
-def check_blocks(blocks: Any, *, max_blocks: int, pointer: str = "/blocks") -> list[str]:
+def check_blocks(
+    blocks: Any, *, max_blocks: int, pointer: str = "/blocks", action_ids_unique_per_block: bool = False
+) -> list[str]:
     """Check a ``blocks`` list against Slack's limits: count, ids (≤ 255, unique), text sizes, buttons.
 
-    ``max_blocks`` is 50 for messages and 100 for modals and App Home. Returns the problems found (empty if none).
+    ``max_blocks`` is 50 for messages and 100 for modals and App Home. action_ids must be unique across the
+    whole message (stricter than Slack, which asks for uniqueness within a block, so that a click identifies one
+    button), or only within each block when ``action_ids_unique_per_block`` (views: state is keyed by block).
+    Returns the problems found (empty if none).
     """
     if not isinstance(blocks, list):
         return [_err("must be an array", pointer)]
@@ -146,6 +151,8 @@ def check_blocks(blocks: Any, *, max_blocks: int, pointer: str = "/blocks") -> l
     action_ids: set[str] = set()
     problems: list[str] = []
     for i, block in enumerate(blocks):
+        if action_ids_unique_per_block:
+            action_ids = set()
         problems += _block(block, f"{pointer}/{i}", block_ids, action_ids)
     return problems
 
@@ -161,9 +168,9 @@ def check_view(view: Any) -> list[str]:
     if kind not in {"modal", "home"}:
         return [_err("must be one of ['home', 'modal']", "/view/type")]
     problems: list[str] = []
-    if kind == "modal":
-        problems += _text_object(view.get("title"), "/view/title", max_len=MAX_VIEW_TITLE, plain_only=True)
-    for key in ("submit", "close"):
+    if kind == "modal" and "title" not in view:
+        problems.append(_err("is required for modals", "/view/title"))
+    for key in ("title", "submit", "close"):
         if key in view:
             problems += _text_object(view[key], f"/view/{key}", max_len=MAX_VIEW_TITLE, plain_only=True)
     metadata = view.get("private_metadata")
@@ -171,5 +178,7 @@ def check_view(view: Any) -> list[str]:
         problems.append(_err(f"must be less than {MAX_PRIVATE_METADATA + 1} characters", "/view/private_metadata"))
     problems += _id(view.get("callback_id"), "/view/callback_id")
     problems += _id(view.get("external_id"), "/view/external_id")
-    problems += check_blocks(view.get("blocks"), max_blocks=MAX_VIEW_BLOCKS, pointer="/view/blocks")
+    problems += check_blocks(
+        view.get("blocks"), max_blocks=MAX_VIEW_BLOCKS, pointer="/view/blocks", action_ids_unique_per_block=True
+    )
     return problems

@@ -1,0 +1,124 @@
+"""The web page (escaped, clickable when configured), loopback-only serving, and ``python -m bot.standin``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from slack_sdk import WebClient
+from standin_testing import SECRET, TOKEN, CapturingBot
+
+from bot.standin import StandIn
+
+HOSTILE = "<script>alert('x')</script> & \"quotes\""
+
+
+def test_page_lists_channels_and_escapes_everything(standin: StandIn, client: WebClient) -> None:
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": HOSTILE}},
+        {
+            "type": "actions",
+            "elements": [{"type": "button", "action_id": "like", "text": {"type": "plain_text", "text": HOSTILE}}],
+        },
+    ]
+    client.chat_postMessage(channel="C1", text=HOSTILE, blocks=blocks)
+    page = httpx.get(standin.url + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<script" not in page.text
+    escaped = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;quotes&quot;"
+    assert page.text.count(escaped) == 3  # message text, section text, button label
+    assert "#oncall" in page.text and "#ops" in page.text
+
+
+def test_page_buttons_send_signed_clicks_when_configured(bot: CapturingBot) -> None:
+    with StandIn(token=TOKEN, bot_url=bot.url, signing_secret=SECRET) as standin:
+        standin.add_user("U1", name="alice")
+        client = WebClient(base_url=standin.api_url, token=TOKEN, retry_handlers=[])
+        blocks = [
+            {
+                "type": "actions",
+                "block_id": "fb",
+                "elements": [{"type": "button", "action_id": "like", "text": {"type": "plain_text", "text": "Like"}}],
+            }
+        ]
+        ts = client.chat_postMessage(channel="C1", text="rec", blocks=blocks)["ts"]
+        page = httpx.get(standin.url + "/").text
+        assert 'action="/ui/click"' in page and f'value="{ts}"' in page
+        answer = httpx.post(
+            standin.url + "/ui/click", data={"channel": "C1", "ts": ts, "action_id": "like", "user": "U1"}
+        )
+        assert answer.status_code == 303
+        assert "bot answered 200" in parse_qs(urlsplit(answer.headers["location"]).query)["notice"][0]
+        payload = json.loads(parse_qs(bot.last()[1].decode())["payload"][0])
+        assert payload["actions"][0]["action_id"] == "like" and payload["user"]["id"] == "U1"
+
+
+def test_everything_is_served_on_loopback(standin: StandIn, client: WebClient, bot: CapturingBot) -> None:
+    assert urlsplit(standin.url).hostname == "127.0.0.1"
+    assert urlsplit(standin.api_url).hostname == "127.0.0.1"
+    assert standin.bound_address == ("127.0.0.1", standin.port)
+
+    ts = client.chat_postMessage(
+        channel="C1",
+        text="t",
+        blocks=[
+            {
+                "type": "actions",
+                "elements": [{"type": "button", "action_id": "a", "text": {"type": "plain_text", "text": "A"}}],
+            }
+        ],
+    )["ts"]
+    uploaded = client.files_upload_v2(channel="C1", content=b"png", filename="weekly.png")
+    standin.click(bot.url, SECRET, user_id="U1", action_id="a", message=("C1", ts))
+    standin.slash_command(bot.url, SECRET, "/npo", "help", "U1", "C1")
+    click = json.loads(parse_qs(bot.requests[0][2].decode())["payload"][0])
+    command = parse_qs(bot.requests[1][2].decode())
+    upload_url = standin.calls("files.getUploadURLExternal")[0].response["upload_url"]
+    for url in (
+        client.auth_test()["url"],
+        upload_url,
+        uploaded["file"]["url_private"],
+        click["response_url"],
+        command["response_url"][0],
+    ):
+        assert urlsplit(url).hostname == "127.0.0.1", url
+        assert urlsplit(url).port == standin.port, url
+
+
+def test_get_on_api_is_refused_and_unknown_paths_are_404(standin: StandIn) -> None:
+    assert httpx.get(standin.api_url + "auth.test").status_code == 405
+    assert httpx.post(standin.url + "/elsewhere").status_code == 404
+    unknown = httpx.post(standin.api_url + "chat.delete", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_method"
+
+
+def test_runs_standalone_and_prints_its_url() -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = os.environ | {"PYTHONPATH": str(root)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.standin", "--port", "0", "--token", "xoxb-test", "--channel", "C1=oncall"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=root,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().strip()
+        assert first.startswith("stand-in: http://127.0.0.1:")
+        url = first.removeprefix("stand-in: ")
+        client = WebClient(base_url=url + "/api/", token="xoxb-test", retry_handlers=[])
+        assert client.auth_test()["ok"]
+        assert "#oncall" in httpx.get(url + "/").text
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert process.returncode == 0
