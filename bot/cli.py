@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.db_cli import add_db_parser, run_db
 from npo import __version__
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 
 def _positive_int(text: str) -> int:
@@ -40,8 +45,68 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     sim.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
+    serve = sub.add_parser("serve", help="run the Slack bot's HTTP service (settings from the environment / .env)")
+    serve.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
+
+    replay = sub.add_parser("replay", help="decide every prediction in a JSONL or CSV file")
+    replay.add_argument("file", type=Path, help="predictions, one JSON object per line, or CSV with a header")
+    replay.add_argument("--format", choices=("jsonl", "csv"), help="default: from the file extension")
+    replay.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
+
     add_db_parser(sub)
     return parser
+
+
+def _settings(env_file: Path) -> Settings | None:
+    from bot.config import ConfigError, load_settings  # noqa: PLC0415 - keep `npo-bot --help` fast
+
+    try:
+        return load_settings(os.environ, env_file)
+    except ConfigError as exc:
+        print(f"npo-bot: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging  # noqa: PLC0415
+
+    from bot.serve import serve  # noqa: PLC0415
+
+    settings = _settings(args.env_file)
+    if settings is None:
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(settings)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import time  # noqa: PLC0415
+
+    from bot.app import build_store, load_policy  # noqa: PLC0415
+    from bot.ingest.replay import read_predictions  # noqa: PLC0415
+    from bot.service import NpoService  # noqa: PLC0415
+
+    settings = _settings(args.env_file)
+    if settings is None:
+        return 2
+    if not args.file.is_file():
+        print(f"npo-bot replay: no such file: {args.file}", file=sys.stderr)
+        return 2
+    parsed = read_predictions(args.file, received_at=time.time(), fmt=args.format)
+    for error in parsed.errors:
+        print(f"{args.file}: {error}", file=sys.stderr)
+    policy = load_policy(settings)
+    with build_store(settings, policy) as store:
+        import numpy as np  # noqa: PLC0415
+
+        results = NpoService(store, policy, rng=np.random.default_rng()).decide(parsed.predictions)
+    verdicts: dict[str, int] = {}
+    for r in results:
+        name = "duplicate" if r.duplicate else r.decision.verdict.value
+        verdicts[name] = verdicts.get(name, 0) + 1
+    summary = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) or "nothing decided"
+    print(f"{len(results)} decided ({summary}); {len(parsed.errors)} malformed line(s)")
+    return 1 if parsed.errors else 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -71,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_simulate(args)
     if args.command == "db":
         return run_db(args)
+    if args.command == "serve":
+        return cmd_serve(args)
+    if args.command == "replay":
+        return cmd_replay(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses unknown commands first
 
 

@@ -1,0 +1,122 @@
+"""The composition root: builds every part of the running bot from :class:`~bot.config.Settings`, wires them
+explicitly, and owns their life cycle. Nothing else constructs stores, clients or apps; nothing happens at import.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from slack_bolt.async_app import AsyncApp
+from slack_sdk import WebClient
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from bot.config import Settings
+from bot.delivery import DeliveryWorker, WorkerConfig
+from bot.http.asgi import build_asgi_app
+from bot.metrics import Metrics
+from bot.service import NpoService
+from bot.slack.bolt_app import build_bolt_app, build_web_client
+from bot.slack.deps import SlackDeps
+from bot.slack.responders import ResponderDirectory
+from npo.feedback import FeedbackCodes
+from npo.loop import LoopConfig
+from npo.policy import DEFAULT_POLICY, Policy, parse_policy
+from storage import SQLiteStore
+
+log = logging.getLogger(__name__)
+
+
+def load_policy(settings: Settings) -> Policy:
+    """The policy file named by ``NPO_POLICY_FILE``, else the built-in default (raises ``PolicyError``)."""
+    if settings.policy_file is None:
+        return DEFAULT_POLICY
+    return parse_policy(settings.policy_file.read_text(encoding="utf-8"), settings.policy_file.name)
+
+
+def loop_config(settings: Settings) -> LoopConfig:
+    return LoopConfig(codes=FeedbackCodes(settings.skip_lambda), default_channel=settings.incident_channel)
+
+
+def build_store(settings: Settings, policy: Policy) -> SQLiteStore:
+    return SQLiteStore(
+        settings.db_path,
+        loop_config(settings),
+        disruptive_actions=policy.blast_radius.disruptive_actions,
+        synchronous=settings.db_synchronous,
+    )
+
+
+@dataclass
+class Bot:
+    """Every long-lived part of the service. ``asgi`` starts and stops the worker in its lifespan."""
+
+    settings: Settings
+    store: SQLiteStore
+    service: NpoService
+    metrics: Metrics
+    deps: SlackDeps
+    bolt: AsyncApp
+    async_client: AsyncWebClient
+    worker: DeliveryWorker
+    asgi: ASGIApp
+
+    def close(self) -> None:
+        """Stop the worker and close the database (idempotent)."""
+        self.worker.stop()
+        self.store.close()
+
+
+def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool = True) -> Bot:
+    """Wire the whole service. ``run_worker=False`` leaves deliveries queued (benchmarks, some tests)."""
+    policy = load_policy(settings)
+    store = build_store(settings, policy)
+    metrics = Metrics()
+    service = NpoService(store, policy, rng=np.random.default_rng(seed))
+    sync_client = WebClient(
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_url,
+        timeout=int(max(1, settings.slack_timeout_s)),
+        retry_handlers=[],
+    )
+    worker = DeliveryWorker(
+        service,
+        sync_client,
+        metrics,
+        WorkerConfig(storm_threshold=settings.storm_threshold, digest_delay_s=settings.digest_delay_s),
+    )
+    service.on_enqueue = worker.wake
+    async_client = build_web_client(settings)
+    responders = ResponderDirectory(
+        async_client,
+        users=settings.user_responders,
+        groups=settings.group_responders,
+        channel=settings.incident_channel,
+    )
+    deps = SlackDeps(service, responders, settings.incident_channel)
+    bolt = build_bolt_app(settings, deps, async_client)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if run_worker:
+            worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+            await deps.drain()
+
+    asgi = build_asgi_app(
+        service=service,
+        bolt=bolt,
+        metrics=metrics,
+        ingest_token=settings.ingest_token,
+        max_body_bytes=settings.max_body_bytes,
+        lifespan=lifespan,
+    )
+    return Bot(settings, store, service, metrics, deps, bolt, async_client, worker, asgi)

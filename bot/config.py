@@ -1,0 +1,241 @@
+"""Settings for the running bot, read once at start-up from the environment and an optional ``.env`` file.
+
+:func:`load_settings` is the only code in NPO that reads ``os.environ``; everything else receives a
+:class:`Settings`. Values in the real environment win over the ``.env`` file. Every problem is collected and
+reported together in one :class:`ConfigError`, each naming its variable, so one start-up shows all of them.
+
+The ``.env`` parser is deliberately small: ``NAME=value`` lines, ``#`` comments, blank lines, an optional
+``export`` prefix and optional single or double quotes around the value. No interpolation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from npo.feedback import SKIP_LAMBDA_MAX, SKIP_LAMBDA_MIN
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_RESPONDER_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """One or more settings are missing or invalid. ``problems`` maps each variable name to what is wrong."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = dict(problems)
+        lines = "\n".join(f"  {name}: {message}" for name, message in self.problems.items())
+        super().__init__(f"invalid configuration ({len(self.problems)} problem(s)):\n{lines}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the bot needs from its environment. Built once by :func:`load_settings`; immutable."""
+
+    slack_bot_token: str
+    slack_signing_secret: str
+    ingest_token: str
+    incident_channel: str
+    ops_channel: str
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    db_path: Path = Path("npo.db")
+    db_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    host: str = "127.0.0.1"
+    port: int = 3000
+    responders: tuple[str, ...] = ()  # U…/W… user ids and S… user-group ids; empty = incident channel members
+    policy_file: Path | None = None
+    skip_lambda: float = 0.3
+    skip_timeout_min: float = 60.0
+    timezone: str = "UTC"
+    max_body_bytes: int = 1_000_000
+    storm_threshold: int = 20  # more pending recommendations than this for one channel → one digest message
+    digest_delay_s: float = 300.0  # how long capped (digest) recommendations gather before their digest is posted
+    slack_timeout_s: float = 5.0  # Web API timeout of the delivery worker and the listeners' look-ups
+    team_id: str = "T00000000"
+    bot_user_id: str = "U00000000"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def user_responders(self) -> frozenset[str]:
+        return frozenset(r for r in self.responders if r[0] in "UW")
+
+    @property
+    def group_responders(self) -> tuple[str, ...]:
+        return tuple(r for r in self.responders if r.startswith("S"))
+
+    def redacted(self) -> dict[str, object]:
+        """The settings with the secrets masked (for a start-up log line)."""
+        secret = {"slack_bot_token", "slack_signing_secret", "ingest_token"}
+        return {
+            name: ("***" if name in secret and getattr(self, name) else getattr(self, name))
+            for name in self.__dataclass_fields__
+            if name != "extra"
+        }
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """Parse ``.env`` text into a dict. Raises :class:`ConfigError` naming the line of a malformed entry."""
+    values: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").lstrip()
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not _NAME_RE.match(name):
+            problems[f".env line {number}"] = f"expected NAME=value, got {raw.strip()[:60]!r}"
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[name] = value
+    if problems:
+        raise ConfigError(problems)
+    return values
+
+
+class _Reader:
+    """Reads typed values from a merged mapping, collecting problems instead of stopping at the first."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+        self.problems: dict[str, str] = {}
+
+    def raw(self, name: str) -> str:
+        return self.values.get(name, "").strip()
+
+    def required(self, name: str, check: Callable[[str], str | None] | None = None) -> str:
+        value = self.raw(name)
+        if not value:
+            self.problems[name] = "is required"
+            return ""
+        if check is not None and (message := check(value)):
+            self.problems[name] = message
+        return value
+
+    def optional(self, name: str, default: T, convert: Callable[[str], T]) -> T:
+        value = self.raw(name)
+        if not value:
+            return default
+        try:
+            return convert(value)
+        except ValueError as exc:
+            self.problems[name] = str(exc)
+            return default
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {text!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    return convert
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(number) or not low <= number <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}, got {text}")
+        return number
+
+    return convert
+
+
+def _api_url(text: str) -> str:
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
+        raise ValueError(f"must be an http(s) URL, got {text!r}")
+    return text if text.endswith("/") else text + "/"
+
+
+def _synchronous(text: str) -> Literal["NORMAL", "FULL"]:
+    upper = text.upper()
+    if upper == "NORMAL":
+        return "NORMAL"
+    if upper == "FULL":
+        return "FULL"
+    raise ValueError(f"must be NORMAL or FULL, got {text!r}")
+
+
+def _responders(text: str) -> tuple[str, ...]:
+    items = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [item for item in items if not _RESPONDER_RE.match(item)]
+    if bad:
+        raise ValueError(f"expected comma-separated U…/W… user or S… user-group ids, got {', '.join(bad)}")
+    return items
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError(f"no such file: {text}")
+    return path
+
+
+def _channel(text: str) -> str | None:
+    return None if _CHANNEL_RE.match(text) else f"must be a channel id like C0123ABCD, got {text!r}"
+
+
+def _token(text: str) -> str | None:
+    return None if text.startswith("xoxb-") else "must be a bot token starting with xoxb-"
+
+
+def _long_secret(text: str) -> str | None:
+    return None if len(text) >= 16 else "must be at least 16 characters"
+
+
+def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env")) -> Settings:
+    """Build :class:`Settings` from ``environ`` (normally ``os.environ``) over the ``env_file`` (if it exists).
+
+    Raises :class:`ConfigError` listing every missing or invalid variable. Reads the file; nothing else.
+    """
+    merged: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        merged.update(parse_env_file(env_file.read_text(encoding="utf-8")))
+    merged.update({k: v for k, v in environ.items() if k.startswith(("SLACK_", "NPO_"))})
+    r = _Reader(merged)
+    settings = Settings(
+        slack_bot_token=r.required("SLACK_BOT_TOKEN", _token),
+        slack_signing_secret=r.required("SLACK_SIGNING_SECRET"),
+        ingest_token=r.required("NPO_INGEST_TOKEN", _long_secret),
+        incident_channel=r.required("NPO_INCIDENT_CHANNEL", _channel),
+        ops_channel=r.required("NPO_OPS_CHANNEL", _channel),
+        slack_api_url=r.optional("SLACK_API_URL", DEFAULT_SLACK_API_URL, _api_url),
+        db_path=r.optional("NPO_DB_PATH", Path("npo.db"), Path),
+        db_synchronous=r.optional("NPO_DB_SYNCHRONOUS", "NORMAL", _synchronous),
+        host=r.optional("NPO_HOST", "127.0.0.1", str),
+        port=r.optional("NPO_PORT", 3000, _int_in(0, 65535)),
+        responders=r.optional("NPO_RESPONDERS", (), _responders),
+        policy_file=r.optional("NPO_POLICY_FILE", None, _existing_file),
+        skip_lambda=r.optional("NPO_SKIP_LAMBDA", 0.3, _float_in(SKIP_LAMBDA_MIN, SKIP_LAMBDA_MAX)),
+        skip_timeout_min=r.optional("NPO_SKIP_TIMEOUT_MIN", 60.0, _float_in(1, 7 * 24 * 60)),
+        timezone=r.optional("NPO_TIMEZONE", "UTC", str),
+        max_body_bytes=r.optional("NPO_MAX_BODY_BYTES", 1_000_000, _int_in(1024, 100_000_000)),
+        storm_threshold=r.optional("NPO_STORM_THRESHOLD", 20, _int_in(1, 10_000)),
+        digest_delay_s=r.optional("NPO_DIGEST_DELAY_S", 300.0, _float_in(0, 86_400)),
+        slack_timeout_s=r.optional("NPO_SLACK_TIMEOUT_S", 5.0, _float_in(0.1, 60)),
+        team_id=r.optional("SLACK_TEAM_ID", "T00000000", str),
+        bot_user_id=r.optional("SLACK_BOT_USER_ID", "U00000000", str),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings

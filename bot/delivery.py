@@ -1,0 +1,299 @@
+"""The delivery worker: posts what the outbox holds to Slack, in order, at Slack's pace, and never loses it.
+
+One thread, started by ``npo-bot serve`` and stopped with it. Each pass leases the due outbox messages
+(``claim_due``), sends them with a synchronous ``slack_sdk.WebClient`` (small timeout, no built-in retries) and
+records the result:
+
+* success → ``mark_sent`` with the ``(channel, ts)`` (stored with the recommendation);
+* HTTP 429 → ``mark_retry`` after ``Retry-After`` (the channel also pauses that long);
+* connection errors (``URLError``/``OSError``/``TimeoutError``), HTTP 5xx and Slack's transient errors →
+  ``mark_retry`` with exponential backoff (0.5 s · 2ⁿ, at most 60 s, plus jitter), for as long as it takes;
+* any other Slack error (``channel_not_found``, ``not_in_channel``, ``invalid_auth``, ``invalid_blocks``…) →
+  ``mark_failed``, one clear log line, and ``npo_deliveries_total{result="failed"}``.
+
+Posts (recommendations, digests, messages) are spaced ≥ 1 s per channel and kept in outbox order; updates and
+ephemeral replies are not spaced. More than ``storm_threshold`` recommendations pending for one channel are folded
+into one digest message; capped (``digest_item``) recommendations wait ``digest_delay_s`` and are folded likewise.
+A restart resumes pending messages: a lease taken by a dead process expires and the message is sent then. A post
+that reached Slack but whose answer was lost (process killed mid-call, or a read timeout) can be sent twice: Slack
+offers no idempotency key for ``chat.postMessage``.
+
+Message kinds: ``recommendation`` / ``digest_item`` (``{"prediction_id"}``), ``update`` (``{"prediction_id",
+"channel"?, "ts"?}`` → ``chat.update``), ``ephemeral`` (``{"user", "text"}``), ``message`` (``{"text", "blocks"?}``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.metrics import Metrics
+from bot.service import NpoService
+from bot.slack.blocks import RecommendationView, digest_blocks, fallback_text, recommendation_blocks
+from storage import OutboxItem
+
+log = logging.getLogger(__name__)
+
+POST_KINDS = frozenset({"recommendation", "digest_item", "message"})
+TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+MAX_BACKOFF_S = 60.0
+NOT_YET_POSTED_RETRY_S = 2.0
+
+
+class _Retry(Exception):
+    def __init__(self, after_s: float, reason: str) -> None:
+        super().__init__(reason)
+        self.after_s = after_s
+
+
+class _Fail(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    post_interval_s: float = 1.0
+    storm_threshold: int = 20
+    digest_delay_s: float = 300.0
+    lease_s: float = 60.0
+    batch: int = 200
+    idle_poll_s: float = 1.0
+
+
+def backoff_s(attempts: int) -> float:
+    """Delay before the next try after ``attempts`` failed ones: 0.5 · 2^(n−1) s, at most 60 s, plus ≤ 25 % jitter."""
+    base = min(MAX_BACKOFF_S, 0.5 * 2 ** max(0, attempts - 1))
+    return float(base * (1 + 0.25 * random.random()))
+
+
+def classify(exc: BaseException, attempts: int) -> _Retry | _Fail:
+    """What to do about a failed Web API call."""
+    if isinstance(exc, SlackApiError):
+        status = getattr(exc.response, "status_code", 200)
+        error = str(exc.response.get("error", "")) if hasattr(exc.response, "get") else ""
+        if status == 429:
+            retry_after = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after") or "1"
+            try:
+                after = max(1.0, float(retry_after))
+            except ValueError:
+                after = 1.0
+            return _Retry(after, f"ratelimited (Retry-After {retry_after})")
+        if status >= 500 or error in TRANSIENT_ERRORS:
+            return _Retry(backoff_s(attempts), f"HTTP {status} {error}".strip())
+        return _Fail(error or f"HTTP {status}")
+    if isinstance(exc, OSError | TimeoutError | http.client.HTTPException):
+        return _Retry(backoff_s(attempts), f"{type(exc).__name__}: {exc}")
+    return _Retry(backoff_s(attempts), f"unexpected {type(exc).__name__}: {exc}")
+
+
+class DeliveryWorker:
+    """Sends outbox messages with ``client``; see the module docstring. ``run_once`` is one pass (for tests)."""
+
+    def __init__(
+        self,
+        service: NpoService,
+        client: WebClient,
+        metrics: Metrics,
+        config: WorkerConfig = WorkerConfig(),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.store = service.store
+        self.client = client
+        self.metrics = metrics
+        self.config = config
+        self.clock = clock
+        self._ready_at: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="npo-delivery", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Something was queued: look at the outbox now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("delivery pass failed; retrying shortly")
+            self._wake.wait(self._idle_wait())
+
+    def _idle_wait(self) -> float:
+        try:
+            with self.store.read() as conn:
+                row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'").fetchone()
+        except Exception:
+            return self.config.idle_poll_s
+        if row is None or row[0] is None:
+            return self.config.idle_poll_s
+        return min(self.config.idle_poll_s, max(0.01, float(row[0]) - self.clock()))
+
+    # -- one pass ----------------------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Claim the due messages and handle each; returns how many were claimed."""
+        now = self.clock()
+        items = self.store.claim_due(now, self.config.batch, lease_s=self.config.lease_s)
+        if not items:
+            return 0
+        storms = self._storm_channels()
+        folded: dict[str, list[OutboxItem]] = {}
+        for item in items:
+            if item.kind in POST_KINDS and self._ready_at.get(item.channel, 0.0) > self.clock():
+                self._retry_at(item, self._ready_at[item.channel], "waiting for the channel's 1 message/s pace")
+            elif item.kind == "digest_item" and now < item.created_at + self.config.digest_delay_s:
+                self._retry_at(item, item.created_at + self.config.digest_delay_s, "gathering the digest")
+            elif item.kind == "digest_item" or (item.kind == "recommendation" and item.channel in storms):
+                folded.setdefault(item.channel, []).append(item)
+            else:
+                self._deliver(item)
+        for channel, group in folded.items():
+            self._deliver_digest(channel, group, storm=channel in storms)
+        return len(items)
+
+    def _storm_channels(self) -> set[str]:
+        with self.store.read() as conn:
+            rows = conn.execute(
+                "SELECT channel FROM outbox WHERE state = 'pending' AND kind = 'recommendation' "
+                "GROUP BY channel HAVING COUNT(*) > ?",
+                (self.config.storm_threshold,),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    # -- sending -----------------------------------------------------------------------------------------------
+    def _deliver(self, item: OutboxItem) -> None:
+        try:
+            channel, ts = self._send(item)
+        except Exception as exc:
+            self._handle_error([item], exc)
+            return
+        self.store.mark_sent(item.id, channel, ts)
+        self.metrics.inc("npo_deliveries_total", kind=item.kind, result="sent")
+
+    def _send(self, item: OutboxItem) -> tuple[str, str]:
+        payload = item.payload
+        if item.kind == "recommendation":
+            view = self._view(str(payload.get("prediction_id")))
+            return self._post(item.channel, fallback_text(view), recommendation_blocks(view))
+        if item.kind == "update":
+            return self._update(item)
+        if item.kind == "ephemeral":
+            self.client.chat_postEphemeral(channel=item.channel, user=str(payload["user"]), text=str(payload["text"]))
+            return item.channel, ""
+        if item.kind == "message":
+            return self._post(item.channel, str(payload.get("text", "")), list(payload.get("blocks") or []))
+        raise _Fail(f"unknown outbox kind {item.kind!r}")
+
+    def _view(self, prediction_id: str) -> RecommendationView:
+        view = self.service.recommendation(prediction_id)
+        if view is None:
+            raise _Fail(f"prediction {prediction_id!r} is not in the database")
+        return view
+
+    def _post(self, channel: str, text: str, blocks: Sequence[dict[str, Any]]) -> tuple[str, str]:
+        kwargs: dict[str, Any] = {"channel": channel, "text": text or " "}
+        if blocks:
+            kwargs["blocks"] = list(blocks)
+        try:
+            response = self.client.chat_postMessage(**kwargs)
+        finally:
+            self._ready_at[channel] = max(self._ready_at.get(channel, 0.0), self.clock() + self.config.post_interval_s)
+        return str(response.get("channel") or channel), str(response.get("ts") or "")
+
+    def _update(self, item: OutboxItem) -> tuple[str, str]:
+        pid = str(item.payload.get("prediction_id"))
+        channel, ts = str(item.payload.get("channel") or ""), str(item.payload.get("ts") or "")
+        if not ts:
+            ref = self.service.message_ref(pid)
+            if ref is None:
+                raise _Retry(NOT_YET_POSTED_RETRY_S, "the recommendation is not posted yet")
+            channel, ts = ref.channel, ref.ts
+        if self._shared_message(channel, ts):
+            return channel, ts  # folded into a digest: no single message to update
+        view = self._view(pid)
+        self.client.chat_update(channel=channel, ts=ts, text=fallback_text(view), blocks=recommendation_blocks(view))
+        return channel, ts
+
+    def _shared_message(self, channel: str, ts: str) -> bool:
+        with self.store.read() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM recommendations WHERE channel = ? AND message_ts = ?", (channel, ts)
+            ).fetchone()
+        return bool(row and row[0] > 1)
+
+    def _deliver_digest(self, channel: str, items: list[OutboxItem], *, storm: bool) -> None:
+        if self._ready_at.get(channel, 0.0) > self.clock():
+            for item in items:
+                self._retry_at(item, self._ready_at[channel], "waiting for the channel's 1 message/s pace")
+            return
+        views = [v for item in items if (v := self.service.recommendation(str(item.payload.get("prediction_id"))))]
+        why = "alert storm: too many at once for one channel" if storm else "channel hourly cap reached"
+        try:
+            posted_channel, ts = self._post(
+                channel, f"{len(views)} recommendations (digest)", digest_blocks(views, why=why)
+            )
+        except Exception as exc:
+            self._handle_error(items, exc)
+            return
+        for item in items:
+            self.store.mark_sent(item.id, posted_channel, ts)
+        self.metrics.inc("npo_deliveries_total", float(len(items)), kind="digest", result="sent")
+
+    # -- outcomes of a failed call -----------------------------------------------------------------------------
+    def _retry_at(self, item: OutboxItem, at: float, reason: str) -> None:
+        self.store.mark_retry(item.id, at, reason)
+
+    def _handle_error(self, items: list[OutboxItem], exc: BaseException) -> None:
+        verdict = exc if isinstance(exc, _Retry | _Fail) else classify(exc, max(i.attempts for i in items))
+        if isinstance(verdict, _Retry):
+            at = self.clock() + verdict.after_s
+            if isinstance(exc, SlackApiError) and getattr(exc.response, "status_code", 0) == 429:
+                for item in items:
+                    self._ready_at[item.channel] = max(self._ready_at.get(item.channel, 0.0), at)
+            for item in items:
+                self._retry_at(item, at, str(verdict))
+            log.warning(
+                "delivery of %d %s message(s) will be retried in %.1f s: %s",
+                len(items),
+                items[0].kind,
+                verdict.after_s,
+                verdict,
+            )
+            self.metrics.inc("npo_deliveries_total", float(len(items)), kind=items[0].kind, result="retry")
+            return
+        for item in items:
+            self.store.mark_failed(item.id, str(verdict))
+        log.error(
+            "delivery FAILED for good: %s message %s to channel %s: %s",
+            items[0].kind,
+            ",".join(str(i.id) for i in items),
+            items[0].channel,
+            verdict,
+        )
+        self.metrics.inc("npo_deliveries_total", float(len(items)), kind=items[0].kind, result="failed")
+        self.metrics.inc("npo_delivery_failures_total", float(len(items)), error=str(verdict)[:60])

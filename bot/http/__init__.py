@@ -1,0 +1,1 @@
+"""The ASGI service: Slack events, the ingest API, health and metrics (see :mod:`bot.http.asgi`)."""

@@ -1,0 +1,121 @@
+"""The ingest API: ``POST /api/v1/predictions``, ``/api/v1/alertmanager``, ``/api/v1/outcomes``.
+
+Every route needs ``Authorization: Bearer <NPO_INGEST_TOKEN>`` (401 otherwise), takes JSON up to the body limit
+(413 above it), and answers malformed input with 400/422 ``{"error": …, "field": …}`` — nothing is stored then:
+a list is validated completely before any of it is decided. Duplicates (same id, or same fingerprint within the
+dedupe window) are answered 200 with ``"duplicate": true``. Storage work runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bot.http.body import BodyTooLarge, error, parse_json, read_body
+from bot.ingest.alertmanager import parse_webhook
+from bot.ingest.records import many, outcome_from_json, prediction_from_json
+from bot.service import NpoService
+from npo.loop import DecideResult, UnknownPrediction
+from npo.types import InvalidRecord, Outcome
+
+log = logging.getLogger(__name__)
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def decision_json(result: DecideResult) -> dict[str, Any]:
+    d = result.decision
+    return {
+        "id": d.prediction_id,
+        "duplicate": result.duplicate,
+        "verdict": d.verdict.value,
+        "rule": d.rule,
+        "reason": d.reason,
+        "score": round(d.score, 6),
+        "threshold": d.threshold,
+        "key": d.key,
+    }
+
+
+class IngestApi:
+    """The three ingest endpoints over one :class:`NpoService`."""
+
+    def __init__(self, service: NpoService, *, token: str, max_body_bytes: int) -> None:
+        self.service = service
+        self._token = f"Bearer {token}".encode()
+        self.max_body_bytes = max_body_bytes
+
+    def _authorised(self, request: Request) -> bool:
+        given = request.headers.get("authorization", "").encode()
+        return hmac.compare_digest(given, self._token)
+
+    async def _json(self, request: Request) -> Any | Response:
+        if not self._authorised(request):
+            return error(401, "missing or wrong bearer token", "Authorization")
+        try:
+            raw = await read_body(request, self.max_body_bytes)
+        except BodyTooLarge:
+            return error(413, f"body larger than {self.max_body_bytes} bytes")
+        try:
+            return parse_json(raw)
+        except ValueError as exc:
+            return error(400, str(exc), "(body)")
+
+    async def predictions(self, request: Request) -> Response:
+        body = await self._json(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            predictions, was_list = many(body, prediction_from_json, received_at=self.service.clock())
+        except InvalidRecord as exc:
+            return error(422, exc.message, exc.field)
+        results = await anyio.to_thread.run_sync(self.service.decide, predictions)
+        items = [decision_json(r) for r in results]
+        return JSONResponse({"results": items} if was_list else items[0])
+
+    async def outcomes(self, request: Request) -> Response:
+        body = await self._json(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            outcomes, was_list = many(body, outcome_from_json, now=self.service.clock())
+        except InvalidRecord as exc:
+            return error(422, exc.message, exc.field)
+        results = await anyio.to_thread.run_sync(self._record_outcomes, outcomes)
+        if not was_list and results[0].get("error"):
+            return error(404, str(results[0]["error"]), "prediction_id")
+        return JSONResponse({"results": results} if was_list else results[0])
+
+    def _record_outcomes(self, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            try:
+                result = self.service.record_outcome(outcome)
+            except UnknownPrediction as exc:
+                out.append({"prediction_id": outcome.prediction_id, "recorded": False, "error": exc.message})
+                continue
+            out.append(
+                {
+                    "prediction_id": outcome.prediction_id,
+                    "recorded": result.recorded,
+                    "missed_fault": result.missed_fault,
+                }
+            )
+        return out
+
+    async def alertmanager(self, request: Request) -> Response:
+        body = await self._json(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            batch = parse_webhook(body, now=self.service.clock())
+        except InvalidRecord as exc:
+            return error(422, exc.message, exc.field)
+        results = await anyio.to_thread.run_sync(self.service.decide, batch.predictions)
+        outcomes = await anyio.to_thread.run_sync(self._record_outcomes, batch.outcomes)
+        return JSONResponse({"results": [decision_json(r) for r in results], "outcomes": outcomes})

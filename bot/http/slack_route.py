@@ -1,0 +1,39 @@
+"""``POST /slack/events``: a guard in front of Bolt, then Bolt's Starlette adapter.
+
+The guard answers what Bolt would get wrong: a body over the limit (413), a body that is not UTF-8 (400) and a
+non-numeric ``X-Slack-Request-Timestamp`` (400; Bolt would answer 500). Missing headers, a bad signature and a
+timestamp outside ±300 s are left to Bolt's request verification (401 ``{"error": "invalid request"}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
+from slack_bolt.async_app import AsyncApp
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bot.http.body import BodyTooLarge, error, read_body
+
+
+def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint for ``/slack/events`` (GET and anything but POST answer 404)."""
+
+    async def slack_events(request: Request) -> Response:
+        if request.method != "POST":
+            return error(404, "not found")
+        timestamp = request.headers.get("x-slack-request-timestamp")
+        if timestamp is not None and not (timestamp.isascii() and timestamp.strip().isdigit()):
+            return error(400, "X-Slack-Request-Timestamp must be Unix seconds", "X-Slack-Request-Timestamp")
+        try:
+            body = await read_body(request, max_body_bytes)
+            body.decode("utf-8")
+        except BodyTooLarge:
+            return error(413, f"body larger than {max_body_bytes} bytes")
+        except UnicodeDecodeError:
+            return error(400, "body must be UTF-8")
+        bolt_response = await app.async_dispatch(to_async_bolt_request(request, body))
+        return to_starlette_response(bolt_response)
+
+    return slack_events

@@ -1,0 +1,184 @@
+"""Alertmanager (webhook ``version: "4"``) and Grafana alerting webhooks → predictions and outcomes.
+
+Both send ``{"status", "alerts": [{"status", "labels", "annotations", "startsAt", "endsAt", "fingerprint", …}]}``;
+Grafana adds ``orgId``, ``title``, ``state``, ``message`` and per-alert ``values``/``valueString``, which are
+ignored. Each *firing* alert becomes one prediction; each *resolved* alert becomes an outcome
+(``real_fault = true``, source ``alertmanager``) for the prediction with the same fingerprint.
+
+Field mapping (first match wins; ``commonLabels``/``commonAnnotations`` fill gaps in an alert's own):
+
+============== ==========================================================================================
+prediction      from
+============== ==========================================================================================
+id              ``am:<fingerprint>``; without a fingerprint, ``am:`` + a hash of the sorted labels
+fault_type      label ``fault_type``, else label ``alertname``
+target          label ``target``, else ``instance``, ``host``, ``node``, ``pod`` (a ``:port`` suffix is kept)
+action          label ``action``, else annotation ``action``, else ``investigate``
+confidence      annotation ``confidence``, else label ``confidence`` (``0.87`` or ``87%``); default by
+                severity: critical 0.9, warning 0.7, info 0.5
+severity        label ``severity``: critical/page/error/high → critical, warning/warn/medium → warning,
+                info/low/none → info; anything else → warning
+time_to_fault_s annotation (or label) ``time_to_fault_s`` in seconds, or ``time_to_fault`` like ``90s``,
+                ``30m``, ``6h``, ``2d``
+labels          every label (strings), so ``cluster`` reaches the blast-radius rule
+channel         label ``slack_channel`` (a channel id), else the default incident channel
+============== ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from npo.types import InvalidRecord, Outcome, Prediction, Severity
+
+DEFAULT_ACTION = "investigate"
+DEFAULT_CONFIDENCE = {"critical": 0.9, "warning": 0.7, "info": 0.5}
+_SEVERITY = {
+    "critical": "critical",
+    "page": "critical",
+    "error": "critical",
+    "high": "critical",
+    "warning": "warning",
+    "warn": "warning",
+    "medium": "warning",
+    "info": "info",
+    "low": "info",
+    "none": "info",
+}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertBatch:
+    """What one webhook call carried: predictions from firing alerts, outcomes from resolved ones."""
+
+    predictions: list[Prediction]
+    outcomes: list[Outcome]
+
+
+def _strings(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidRecord(where, "must be an object of strings")
+    return {str(k): str(v) for k, v in value.items() if v is not None}
+
+
+def _first(sources: list[Mapping[str, str]], *names: str) -> str | None:
+    for name in names:
+        for source in sources:
+            value = source.get(name, "").strip()
+            if value:
+                return value
+    return None
+
+
+def _confidence(text: str | None, severity: str, where: str) -> float:
+    if text is None:
+        return DEFAULT_CONFIDENCE[severity]
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise InvalidRecord(where, f"confidence must be a number in [0, 1] or a percentage, got {text!r}") from None
+    return value
+
+
+def _time_to_fault(seconds: str | None, text: str | None, where: str) -> float | None:
+    raw = seconds if seconds is not None else text
+    if raw is None:
+        return None
+    match = _DURATION_RE.match(raw)
+    if not match:
+        raise InvalidRecord(where, f"time to fault must look like 3600, 90s, 30m, 6h or 2d, got {raw!r}")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _timestamp(text: object, fallback: float) -> float:
+    if not isinstance(text, str) or not text or text.startswith("0001-"):
+        return fallback
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return fallback
+
+
+def alert_id(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:
+    fingerprint = alert.get("fingerprint")
+    if isinstance(fingerprint, str) and fingerprint.strip():
+        return f"am:{fingerprint.strip()}"
+    digest = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]
+    return f"am:{digest}"
+
+
+def prediction_from_alert(
+    alert: Mapping[str, Any], common: tuple[dict[str, str], dict[str, str]], *, index: int, now: float
+) -> Prediction:
+    """One firing alert → a prediction (see the module docstring for the mapping)."""
+    where = f"alerts[{index}]"
+    labels = {**common[0], **_strings(alert.get("labels"), f"{where}.labels")}
+    annotations = {**common[1], **_strings(alert.get("annotations"), f"{where}.annotations")}
+    severity = _SEVERITY.get((labels.get("severity") or "warning").strip().lower(), "warning")
+    fault_type = _first([labels], "fault_type", "alertname")
+    target = _first([labels], "target", "instance", "host", "node", "pod")
+    if fault_type is None:
+        raise InvalidRecord(f"{where}.labels.alertname", "an alert needs an alertname or fault_type label")
+    if target is None:
+        raise InvalidRecord(f"{where}.labels.instance", "an alert needs a target, instance, host, node or pod label")
+    try:
+        return Prediction(
+            id=alert_id(alert, labels),
+            fault_type=fault_type,
+            target=target,
+            action=_first([labels, annotations], "action") or DEFAULT_ACTION,
+            confidence=_confidence(
+                _first([annotations, labels], "confidence"), severity, f"{where}.annotations.confidence"
+            ),
+            severity=Severity(severity),
+            time_to_fault_s=_time_to_fault(
+                _first([annotations, labels], "time_to_fault_s"),
+                _first([annotations, labels], "time_to_fault"),
+                f"{where}.annotations.time_to_fault",
+            ),
+            labels=labels,
+            channel=labels.get("slack_channel") or None,
+            received_at=now,
+        )
+    except InvalidRecord as exc:
+        if exc.field.startswith(where):
+            raise
+        raise InvalidRecord(f"{where}.{exc.field}", exc.message) from None
+
+
+def parse_webhook(body: object, *, now: float) -> AlertBatch:
+    """Parse an Alertmanager v4 or Grafana webhook body. Raises :class:`InvalidRecord` naming the field."""
+    if not isinstance(body, Mapping):
+        raise InvalidRecord("(body)", "must be a JSON object (an Alertmanager or Grafana webhook)")
+    alerts = body.get("alerts")
+    if not isinstance(alerts, list):
+        raise InvalidRecord("alerts", "must be a list")
+    common = (
+        _strings(body.get("commonLabels"), "commonLabels"),
+        _strings(body.get("commonAnnotations"), "commonAnnotations"),
+    )
+    predictions: list[Prediction] = []
+    outcomes: list[Outcome] = []
+    for index, alert in enumerate(alerts):
+        if not isinstance(alert, Mapping):
+            raise InvalidRecord(f"alerts[{index}]", "must be an object")
+        status = alert.get("status", body.get("status"))
+        if status == "resolved":
+            labels = {**common[0], **_strings(alert.get("labels"), f"alerts[{index}].labels")}
+            at = _timestamp(alert.get("endsAt"), now)
+            outcomes.append(Outcome(alert_id(alert, labels), True, at, "alertmanager"))
+        elif status == "firing":
+            predictions.append(prediction_from_alert(alert, common, index=index, now=now))
+        else:
+            raise InvalidRecord(f"alerts[{index}].status", f"must be firing or resolved, got {status!r}")
+    return AlertBatch(predictions, outcomes)

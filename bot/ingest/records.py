@@ -1,0 +1,83 @@
+"""JSON objects → :class:`~npo.types.Prediction` / :class:`~npo.types.Outcome`, with errors that name the field.
+
+Accepted prediction fields: ``id``, ``fault_type``, ``target``, ``action``, ``confidence`` (required) and
+``severity``, ``time_to_fault_s``, ``labels``, ``channel`` (optional). Unknown fields are refused, so a typo
+cannot silently drop information. ``received_at`` is set by NPO, not by the sender. Outcome fields:
+``prediction_id``, ``real_fault`` (required), ``at`` (default now), ``source`` (default ``api``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from npo.types import InvalidRecord, Outcome, Prediction, Severity
+
+PREDICTION_FIELDS = (
+    "id",
+    "fault_type",
+    "target",
+    "action",
+    "confidence",
+    "severity",
+    "time_to_fault_s",
+    "labels",
+    "channel",
+)
+PREDICTION_REQUIRED = ("id", "fault_type", "target", "action", "confidence")
+OUTCOME_FIELDS = ("prediction_id", "real_fault", "at", "source")
+
+
+def _check_keys(obj: object, allowed: Sequence[str], required: Sequence[str]) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise InvalidRecord("(record)", f"must be a JSON object, got {type(obj).__name__}")
+    for name in obj:
+        if name not in allowed:
+            raise InvalidRecord(str(name), f"unknown field (allowed: {', '.join(allowed)})")
+    for name in required:
+        if name not in obj or obj[name] is None:
+            raise InvalidRecord(name, "is required")
+    return obj
+
+
+def prediction_from_json(obj: object, *, received_at: float) -> Prediction:
+    """One prediction from a decoded JSON object. Raises :class:`InvalidRecord` naming the offending field."""
+    data = _check_keys(obj, PREDICTION_FIELDS, PREDICTION_REQUIRED)
+    return Prediction(
+        id=data["id"],
+        fault_type=data["fault_type"],
+        target=data["target"],
+        action=data["action"],
+        confidence=data["confidence"],
+        severity=cast(Severity, data.get("severity") or "warning"),  # validated (and named) by Prediction
+        time_to_fault_s=data.get("time_to_fault_s"),
+        labels=data.get("labels") or {},
+        channel=data.get("channel"),
+        received_at=received_at,
+    )
+
+
+def outcome_from_json(obj: object, *, now: float) -> Outcome:
+    """One outcome from a decoded JSON object. Raises :class:`InvalidRecord` naming the offending field."""
+    data = _check_keys(obj, OUTCOME_FIELDS, ("prediction_id", "real_fault"))
+    return Outcome(
+        prediction_id=data["prediction_id"],
+        real_fault=data["real_fault"],
+        at=data["at"] if data.get("at") is not None else now,
+        source=data.get("source") or "api",
+    )
+
+
+def many(body: object, parse: Any, **kwargs: Any) -> tuple[list[Any], bool]:
+    """Parse one object or a list of them; returns (records, was_list). A list error names ``[i].field``."""
+    if isinstance(body, list):
+        if not body:
+            raise InvalidRecord("(body)", "must not be an empty list")
+        out = []
+        for i, item in enumerate(body):
+            try:
+                out.append(parse(item, **kwargs))
+            except InvalidRecord as exc:
+                raise InvalidRecord(f"[{i}].{exc.field}", exc.message) from None
+        return out, True
+    return [parse(body, **kwargs)], False

@@ -1,0 +1,171 @@
+"""The bot's use-cases, shared by the HTTP ingest, the Slack listeners, the poller and ``npo-bot replay``.
+
+Each method is one store transaction around one loop step (``decide``, ``record_feedback``, ``record_outcome``)
+plus the outbox message that makes Slack reflect it, so "acknowledged" always means "stored and queued". Slow
+work (Web API calls) never happens here: the delivery worker reads the outbox. Thread-safe: the store serialises
+writers and the random generator is used under a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bot.slack.blocks import Answer, Dashboard, OutcomeView, RecommendationView
+from npo.alignment import alignment_loss
+from npo.loop import DecideResult, FeedbackResult, OutcomeResult, record_feedback, record_outcome
+from npo.policy import Policy
+from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
+from storage import SQLiteStore
+from storage.store import SQLiteTransaction
+
+UPDATE_KIND = "update"
+ALIGNMENT_WINDOW = 500
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """Where a recommendation was posted: the channel id and the message ``ts``."""
+
+    channel: str
+    ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClickResult:
+    status: str  # "recorded", "replaced", "duplicate" (same request) or "unchanged" (same answer again)
+    feedback: FeedbackResult | None
+
+
+class NpoService:
+    """The loop over one :class:`SQLiteStore` with one policy, one random generator and one clock.
+
+    ``on_enqueue`` is called (outside the transaction) after anything was queued for Slack, so the delivery
+    worker can wake up at once.
+    """
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        policy: Policy,
+        *,
+        rng: np.random.Generator,
+        clock: Callable[[], float] = time.time,
+        on_enqueue: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.on_enqueue = on_enqueue
+        self._rng = rng
+        self._rng_lock = threading.Lock()
+
+    # -- predictions -------------------------------------------------------------------------------------------
+    def decide(self, predictions: Sequence[Prediction]) -> list[DecideResult]:
+        """Decide and persist ``predictions`` in one transaction (all or nothing); surfaced ones are queued."""
+        if not predictions:
+            return []
+        with self._rng_lock:
+            results = self.store.decide_many(predictions, policy=self.policy, rng=self._rng, now=self.clock())
+        if any(r.decision.surfaced and not r.duplicate for r in results):
+            self.on_enqueue()
+        return results
+
+    # -- feedback ----------------------------------------------------------------------------------------------
+    def record_click(self, event: FeedbackEvent, message: MessageRef | None) -> ClickResult:
+        """Record one engineer's answer and queue the message update, in one transaction.
+
+        The same request id again is ``duplicate``; the same person giving the same answer again is
+        ``unchanged`` (nothing stored); a different answer replaces theirs (loop rule). Raises the loop's
+        :class:`npo.loop.LoopError` for an unknown or unsurfaced prediction (nothing stored).
+        """
+        with self.store.transaction() as tx:
+            if tx.has_request(event.request_id):
+                return ClickResult("duplicate", None)
+            current = tx.effective_feedback(event.prediction_id, event.operator)
+            if current is not None and current.event.kind is event.kind and current.event.reason == event.reason:
+                return ClickResult("unchanged", None)
+            result = record_feedback(tx, event, config=self.store.config)
+            if result.status != "duplicate":
+                self._queue_update(tx, event.prediction_id, message)
+        if result.status != "duplicate":
+            self.on_enqueue()
+        return ClickResult(result.status, result)
+
+    def record_outcome(self, outcome: Outcome, message: MessageRef | None = None) -> OutcomeResult:
+        """Record an outcome (first one wins) and queue a message update when it was new and was surfaced."""
+        with self.store.transaction() as tx:
+            result = record_outcome(tx, outcome, config=self.store.config)
+            decision = tx.get_decision(outcome.prediction_id)
+            queued = result.recorded and decision is not None and decision.surfaced
+            if queued:
+                self._queue_update(tx, outcome.prediction_id, message)
+        if queued:
+            self.on_enqueue()
+        return result
+
+    def _queue_update(self, tx: SQLiteTransaction, prediction_id: str, message: MessageRef | None) -> None:
+        """Queue a chat.update of the recommendation, unless one not yet picked up is already waiting."""
+        waiting = tx.connection.execute(
+            "SELECT 1 FROM outbox WHERE state = 'pending' AND kind = ? AND prediction_id = ? AND attempts = 0",
+            (UPDATE_KIND, prediction_id),
+        ).fetchone()
+        if waiting is not None:
+            return
+        payload: dict[str, Any] = {"prediction_id": prediction_id}
+        if message is not None:
+            payload |= {"channel": message.channel, "ts": message.ts}
+        channel = message.channel if message is not None else ""
+        tx.enqueue(channel or "-", UPDATE_KIND, payload, self.clock(), prediction_id=prediction_id)
+
+    # -- reads -------------------------------------------------------------------------------------------------
+    def recommendation(self, prediction_id: str) -> RecommendationView | None:
+        """Everything the recommendation message shows, read in one snapshot (read-only)."""
+        with self.store.read() as conn:
+            tx = SQLiteTransaction(conn, self.store.config, self.store.disruptive_actions)
+            prediction = tx.get_prediction(prediction_id)
+            decision = tx.get_decision(prediction_id)
+            if prediction is None or decision is None:
+                return None
+            answers = tuple(
+                Answer(a.event.operator, a.event.kind, a.event.at, a.event.reason)
+                for a in tx.feedback_for(prediction_id)
+            )
+            outcome = tx.get_outcome(prediction_id)
+        view_outcome = None if outcome is None else OutcomeView(outcome.real_fault, outcome.at, outcome.source)
+        return RecommendationView(prediction, decision, answers, view_outcome)
+
+    def message_ref(self, prediction_id: str) -> MessageRef | None:
+        """Where the recommendation was posted, once it was (read-only)."""
+        with self.store.read() as conn:
+            row = conn.execute(
+                "SELECT channel, message_ts FROM recommendations WHERE prediction_id = ?", (prediction_id,)
+            ).fetchone()
+        return None if row is None or not row[1] else MessageRef(row[0], row[1])
+
+    def dashboard(self, *, recent: int = 0) -> Dashboard:
+        """Alignment loss over the last answers, answer rates, τ posterior means, row counts (read-only)."""
+        samples = self.store.alignment_samples(last_n=ALIGNMENT_WINDOW)
+        counts = self.store.counts()
+        answered = {k.value: counts.get(f"feedback_{k.value}", 0) for k in FeedbackKind}
+        total = sum(answered.values())
+        rates = {k: n / total for k, n in answered.items()} if total else {}
+        bandit = self.store.bandit()
+        taus = dict(zip(bandit.config.thresholds, bandit.posterior_means(), strict=True))
+        views: list[RecommendationView] = []
+        if recent:
+            with self.store.read() as conn:
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT prediction_id FROM recommendations ORDER BY surfaced_at DESC LIMIT ?", (recent,)
+                    )
+                ]
+            views = [v for pid in ids if (v := self.recommendation(pid)) is not None]
+        loss = alignment_loss([s.y for s in samples]) if samples else None
+        return Dashboard(loss, len(samples), rates, taus, counts, views)

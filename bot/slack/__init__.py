@@ -1,0 +1,1 @@
+"""The Slack side: Bolt app factory, listeners (each with ``register(app, deps)``), Block Kit builders, parsers."""

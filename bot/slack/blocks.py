@@ -1,0 +1,359 @@
+"""Block Kit builders: the recommendation message, its updated form after a click, the override modal, the
+digest message and the App Home. Pure functions of their inputs; nothing here calls Slack.
+
+Every builder respects Slack's limits whatever the input (10 kB descriptions, emoji, multi-byte text): a message
+has ≤ 50 blocks, section text ≤ 3000 characters, fields ≤ 2000, button text ≤ 75, button value ≤ 2000,
+``action_id``/``block_id`` ≤ 255, and action_ids are unique within a message. Button styles are ``primary`` or
+``danger`` only. Long text is truncated with an ellipsis, never rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.slack.text import duration, escape, mrkdwn, plain, truncate
+from npo.types import Decision, FeedbackKind, Prediction, Severity
+
+Block = dict[str, Any]
+
+ACTION_LIKE = "npo_like"
+ACTION_OVERRIDE = "npo_override"
+ACTION_NEUTRAL = "npo_neutral"
+ACTION_CONFIRM_FAULT = "npo_confirm_fault"
+ACTION_FALSE_ALARM = "npo_false_alarm"
+FEEDBACK_ACTIONS: dict[str, FeedbackKind] = {
+    ACTION_LIKE: FeedbackKind.LIKE,
+    ACTION_OVERRIDE: FeedbackKind.OVERRIDE,
+    ACTION_NEUTRAL: FeedbackKind.NEUTRAL,
+}
+OUTCOME_ACTIONS: dict[str, bool] = {ACTION_CONFIRM_FAULT: True, ACTION_FALSE_ALARM: False}
+FEEDBACK_BLOCK_ID = "npo_feedback"
+OUTCOME_BLOCK_ID = "npo_outcome"
+
+OVERRIDE_CALLBACK_ID = "npo_override_modal"
+REASON_BLOCK_ID = "reason"
+REASON_ACTION_ID = "reason"
+DETAILS_BLOCK_ID = "details"
+DETAILS_ACTION_ID = "details"
+CORRECTIVE_BLOCK_ID = "corrective_action"
+CORRECTIVE_ACTION_ID = "corrective_action"
+OVERRIDE_REASONS: dict[str, str] = {
+    "false_positive": "False positive",
+    "wrong_action": "Wrong action",
+    "already_handled": "Already handled",
+    "maintenance": "Maintenance",
+    "other": "Other",
+}
+
+MAX_MESSAGE_BLOCKS = 50
+MAX_HOME_BLOCKS = 100
+MAX_SECTION = 3000
+MAX_FIELD = 2000
+MAX_BUTTON_TEXT = 75
+MAX_VALUE = 2000
+MAX_ID = 255
+MAX_FALLBACK_TEXT = 3000
+MAX_ANSWER_LINES = 20
+
+_SEVERITY_ICON = {
+    Severity.CRITICAL: ":red_circle:",
+    Severity.WARNING: ":large_orange_circle:",
+    Severity.INFO: ":large_blue_circle:",
+}
+_KIND_ICON = {
+    FeedbackKind.LIKE: ":thumbsup:",
+    FeedbackKind.OVERRIDE: ":no_entry:",
+    FeedbackKind.NEUTRAL: ":neutral_face:",
+    FeedbackKind.SKIPPED: ":zzz:",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One person's current (effective) answer on a recommendation."""
+
+    operator: str
+    kind: FeedbackKind
+    at: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeView:
+    real_fault: bool
+    at: float
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendationView:
+    """What a recommendation message shows: the prediction, the decision, the answers so far, the outcome."""
+
+    prediction: Prediction
+    decision: Decision
+    answers: Sequence[Answer] = field(default_factory=tuple)
+    outcome: OutcomeView | None = None
+
+
+def _date(at: float) -> str:
+    """A Slack date token (rendered in the reader's time zone) with a UTC fallback."""
+    return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{int(at)}>"
+
+
+def _button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
+    button: Block = {
+        "type": "button",
+        "text": plain(text, MAX_BUTTON_TEXT),
+        "action_id": action_id[:MAX_ID],
+        "value": truncate(value, MAX_VALUE, suffix=""),
+    }
+    if style in ("primary", "danger"):
+        button["style"] = style
+    return button
+
+
+def _summary_blocks(view: RecommendationView) -> list[Block]:
+    p, d = view.prediction, view.decision
+    icon = _SEVERITY_ICON.get(p.severity, "")
+    title = (
+        f"{icon} *{escape(p.severity.value.upper())}* · *{escape(p.fault_type)}* on `{escape(p.target)}`\n"
+        f"Predicted fault in *{duration(p.time_to_fault_s)}* · recommended action: *{escape(p.action)}*"
+    )
+    tau = "-" if d.threshold is None else f"{d.threshold:.2f}"
+    fields = [
+        mrkdwn(f"*Confidence p(s)*\n{d.confidence:.2f}", MAX_FIELD),
+        mrkdwn(f"*Score R(s)*\n{d.score:.2f} (m={d.misalignment:.2f})", MAX_FIELD),
+        mrkdwn(f"*Threshold τ*\n{tau}", MAX_FIELD),
+        mrkdwn(f"*Key*\n`{escape(d.key)}`", MAX_FIELD),
+    ]
+    labels = ", ".join(f"{escape(k)}={escape(v)}" for k, v in sorted(p.labels.items()))
+    context = f"id `{escape(p.id)}` · {escape(d.reason)}" + (f" · {labels}" if labels else "")
+    return [
+        {"type": "section", "block_id": "npo_summary", "text": mrkdwn(title, MAX_SECTION)},
+        {"type": "section", "block_id": "npo_numbers", "fields": fields},
+        {"type": "context", "block_id": "npo_context", "elements": [mrkdwn(context, MAX_SECTION)]},
+    ]
+
+
+def _answer_lines(answers: Sequence[Answer]) -> list[str]:
+    lines = []
+    for a in list(answers)[-MAX_ANSWER_LINES:]:
+        who = "no answer (skipped)" if a.operator == "system" else f"<@{escape(a.operator)}>"
+        reason = f" — {escape(a.reason)}" if a.reason else ""
+        lines.append(f"{_KIND_ICON.get(a.kind, '')} *{a.kind.value}* by {who} at {_date(a.at)}{reason}")
+    hidden = len(answers) - MAX_ANSWER_LINES
+    if hidden > 0:
+        lines.insert(0, f"…and {hidden} earlier answer(s)")
+    return lines
+
+
+def _count(answers: Sequence[Answer], kind: FeedbackKind) -> str:
+    n = sum(1 for a in answers if a.kind is kind)
+    return f" ({n})" if n else ""
+
+
+def recommendation_blocks(view: RecommendationView) -> list[Block]:
+    """The recommendation message: summary, numbers, who answered, Like/Override/Neutral and outcome buttons.
+
+    Once an outcome is known the buttons are replaced by the outcome line (nothing left to answer).
+    """
+    pid = view.prediction.id
+    blocks = _summary_blocks(view)
+    lines = _answer_lines(view.answers)
+    if lines:
+        blocks.append({"type": "section", "block_id": "npo_answers", "text": mrkdwn("\n".join(lines), MAX_SECTION)})
+    if view.outcome is not None:
+        o = view.outcome
+        verdict = ":white_check_mark: Confirmed fault" if o.real_fault else ":information_source: False alarm"
+        text = f"{verdict} · recorded {_date(o.at)} via {escape(o.source)}"
+        blocks.append({"type": "context", "block_id": "npo_resolved", "elements": [mrkdwn(text, MAX_SECTION)]})
+        return blocks[:MAX_MESSAGE_BLOCKS]
+    a = view.answers
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": FEEDBACK_BLOCK_ID,
+            "elements": [
+                _button(f"👍 Like{_count(a, FeedbackKind.LIKE)}", ACTION_LIKE, pid, "primary"),
+                _button(f"✋ Override{_count(a, FeedbackKind.OVERRIDE)}", ACTION_OVERRIDE, pid, "danger"),
+                _button(f"😐 Neutral{_count(a, FeedbackKind.NEUTRAL)}", ACTION_NEUTRAL, pid),
+            ],
+        }
+    )
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": OUTCOME_BLOCK_ID,
+            "elements": [
+                _button("Confirmed fault", ACTION_CONFIRM_FAULT, pid),
+                _button("False alarm", ACTION_FALSE_ALARM, pid),
+            ],
+        }
+    )
+    return blocks[:MAX_MESSAGE_BLOCKS]
+
+
+def fallback_text(view: RecommendationView) -> str:
+    """The notification text (``text`` argument) that goes with the blocks."""
+    p = view.prediction
+    return truncate(f"[{p.severity.value}] {p.fault_type} on {p.target}: {p.action} (p={p.confidence:.2f})", 300)
+
+
+def override_modal(prediction: Prediction, *, channel: str, message_ts: str) -> dict[str, Any]:
+    """The override modal: a required reason from a fixed list, optional details and corrective action.
+
+    ``private_metadata`` carries the prediction id and the message to update (JSON, ≤ 3000 characters).
+    """
+    metadata = json.dumps({"prediction_id": prediction.id, "channel": channel, "ts": message_ts})
+    options = [{"text": plain(label, 75), "value": value} for value, label in OVERRIDE_REASONS.items()]
+    summary = (
+        f"Override *{escape(prediction.action)}* for *{escape(prediction.fault_type)}* on `{escape(prediction.target)}`"
+    )
+    return {
+        "type": "modal",
+        "callback_id": OVERRIDE_CALLBACK_ID,
+        "title": plain("Override", 24),
+        "submit": plain("Record override", 24),
+        "close": plain("Cancel", 24),
+        "private_metadata": metadata[:3000],
+        "blocks": [
+            {"type": "section", "block_id": "npo_modal_summary", "text": mrkdwn(summary, MAX_SECTION)},
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK_ID,
+                "label": plain("Reason", 2000),
+                "element": {
+                    "type": "static_select",
+                    "action_id": REASON_ACTION_ID,
+                    "placeholder": plain("Why is this recommendation wrong?", 150),
+                    "options": options,
+                },
+            },
+            {
+                "type": "input",
+                "block_id": DETAILS_BLOCK_ID,
+                "optional": True,
+                "label": plain("Details", 2000),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": DETAILS_ACTION_ID,
+                    "multiline": True,
+                    "max_length": 2000,
+                },
+            },
+            {
+                "type": "input",
+                "block_id": CORRECTIVE_BLOCK_ID,
+                "optional": True,
+                "label": plain("What should be done instead?", 2000),
+                "element": {"type": "plain_text_input", "action_id": CORRECTIVE_ACTION_ID, "max_length": 500},
+            },
+        ],
+    }
+
+
+def _pack_lines(lines: Sequence[str], block_prefix: str, max_blocks: int) -> list[Block]:
+    """Pack lines into as few sections as fit 3000 characters each, at most ``max_blocks`` sections."""
+    blocks: list[Block] = []
+    current = ""
+    for raw in lines:
+        line = truncate(raw, MAX_SECTION)
+        if current and len(current) + 1 + len(line) > MAX_SECTION:
+            blocks.append({"type": "section", "block_id": f"{block_prefix}{len(blocks)}", "text": mrkdwn(current)})
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    if current:
+        blocks.append({"type": "section", "block_id": f"{block_prefix}{len(blocks)}", "text": mrkdwn(current)})
+    if len(blocks) > max_blocks:
+        dropped = len(blocks) - max_blocks + 1
+        blocks = blocks[: max_blocks - 1]
+        blocks.append(
+            {
+                "type": "context",
+                "block_id": f"{block_prefix}more",
+                "elements": [mrkdwn(f"…and {dropped} more section(s)")],
+            }
+        )
+    return blocks
+
+
+def digest_blocks(views: Sequence[RecommendationView], *, why: str) -> list[Block]:
+    """One message for many recommendations (channel cap or alert storm): one line each, never dropped."""
+    header = f":package: *{len(views)} recommendation(s) in one digest* — {escape(why)}"
+    lines = [
+        f"{_SEVERITY_ICON.get(v.prediction.severity, '')} *{escape(v.prediction.fault_type)}* on "
+        f"`{escape(v.prediction.target)}` → *{escape(v.prediction.action)}* "
+        f"(p={v.decision.confidence:.2f}, R={v.decision.score:.2f}) · id `{escape(v.prediction.id)}`"
+        for v in views
+    ]
+    blocks: list[Block] = [{"type": "section", "block_id": "npo_digest_header", "text": mrkdwn(header)}]
+    blocks += _pack_lines(lines, "npo_digest_", MAX_MESSAGE_BLOCKS - 2)
+    blocks.append(
+        {
+            "type": "context",
+            "block_id": "npo_digest_hint",
+            "elements": [mrkdwn("Answer with `/npo status`, or via the API.")],
+        }
+    )
+    return blocks[:MAX_MESSAGE_BLOCKS]
+
+
+def ephemeral_refusal_text() -> str:
+    return "Sorry, only the on-call responders for this channel can answer NPO recommendations. Nothing was recorded."
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    """Numbers for the App Home and ``/npo status``."""
+
+    alignment_loss: float | None
+    samples: int
+    rates: Mapping[str, float]
+    tau_means: Mapping[float, float]
+    counts: Mapping[str, int]
+    recent: Sequence[RecommendationView] = ()
+
+
+def status_lines(d: Dashboard) -> list[str]:
+    loss = "n/a" if d.alignment_loss is None else f"{d.alignment_loss:.3f}"
+    rates = ", ".join(f"{k} {v:.0%}" for k, v in d.rates.items()) or "no answers yet"
+    taus = ", ".join(f"τ={t:.1f}: {m:.2f}" for t, m in d.tau_means.items())
+    return [
+        f"*Alignment loss* L_align: {loss} over the last {d.samples} answer(s)",
+        f"*Answers*: {rates}",
+        f"*Threshold posteriors* (mean reward): {taus}",
+        f"*Predictions*: {d.counts.get('predictions', 0)} · surfaced {d.counts.get('decisions_surface', 0)} · "
+        f"suppressed {d.counts.get('decisions_suppress', 0)} · blocked {d.counts.get('decisions_block', 0)} · "
+        f"digest {d.counts.get('decisions_digest', 0)}",
+        f"*Outbox*: {d.counts.get('outbox_pending', 0)} pending · {d.counts.get('outbox_failed', 0)} failed",
+    ]
+
+
+def home_view(d: Dashboard) -> dict[str, Any]:
+    """The App Home dashboard (a ``home`` view, ≤ 100 blocks)."""
+    blocks: list[Block] = [
+        {"type": "header", "block_id": "npo_home_header", "text": plain("NPO — alignment dashboard", 150)},
+        {"type": "section", "block_id": "npo_home_status", "text": mrkdwn("\n".join(status_lines(d)))},
+        {"type": "divider", "block_id": "npo_home_div"},
+    ]
+    lines = [
+        f"{_SEVERITY_ICON.get(v.prediction.severity, '')} *{escape(v.prediction.fault_type)}* on "
+        f"`{escape(v.prediction.target)}` → {escape(v.prediction.action)} · {v.decision.verdict.value} · "
+        f"{len(v.answers)} answer(s)"
+        for v in d.recent
+    ]
+    blocks += _pack_lines(lines or ["No recommendations yet."], "npo_home_recent_", MAX_HOME_BLOCKS - len(blocks))
+    return {"type": "home", "blocks": blocks[:MAX_HOME_BLOCKS]}
+
+
+def help_text() -> str:
+    return (
+        "*NPO* learns from your clicks which fault recommendations to surface.\n"
+        "`/npo status` — alignment loss, answer rates, threshold posteriors, queue\n"
+        "`/npo help` — this message\n"
+        "On a recommendation: *Like* (right call), *Override* (wrong; give a reason), *Neutral*; "
+        "*Confirmed fault* / *False alarm* record what really happened."
+    )

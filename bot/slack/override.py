@@ -1,0 +1,67 @@
+"""The override modal's ``view_submission``: validate the reason, store one override, close the modal.
+
+An empty reason (or "Other" without details) is answered with ``response_action: errors`` naming the input
+block, and nothing is stored. A valid submission is stored before the ack (with the queued message update). The
+request id is derived from the view id and the user, so a resubmitted or replayed view stores one override.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot.slack.blocks import DETAILS_BLOCK_ID, OVERRIDE_CALLBACK_ID, REASON_BLOCK_ID
+from bot.slack.deps import SlackDeps
+from bot.slack.payloads import OverrideSubmission, parse_override, request_id
+from npo.loop import LoopError
+from npo.types import FeedbackEvent, FeedbackKind, InvalidRecord
+
+log = logging.getLogger(__name__)
+
+
+def validation_errors(submission: OverrideSubmission) -> dict[str, str]:
+    """Errors keyed by input block id (empty when the submission is valid)."""
+    if submission.reason is None:
+        return {REASON_BLOCK_ID: "Please pick a reason for the override."}
+    if submission.reason == "other" and not submission.details:
+        return {DETAILS_BLOCK_ID: "Please describe the reason when you pick Other."}
+    return {}
+
+
+def _make_listener(deps: SlackDeps) -> Any:
+    async def on_submit(ack: AsyncAck, body: dict[str, Any]) -> None:
+        try:
+            submission = parse_override(body)
+            errors = validation_errors(submission)
+            if errors:
+                await ack(response_action="errors", errors=errors)
+                return
+            if not await deps.responders.allows(submission.user):
+                await ack(response_action="errors", errors={REASON_BLOCK_ID: "Only on-call responders can answer."})
+                return
+            event = FeedbackEvent(
+                prediction_id=submission.prediction_id,
+                operator=submission.user,
+                kind=FeedbackKind.OVERRIDE,
+                at=time.time(),
+                request_id=request_id("view", submission.view_id, submission.user),
+                reason=submission.reason_text(),
+            )
+            deps.service.record_click(event, submission.message)
+        except (LoopError, InvalidRecord) as exc:
+            log.warning("override not recorded: %s", exc)
+            await ack(response_action="errors", errors={REASON_BLOCK_ID: f"Not recorded: {exc.message}"[:150]})
+            return
+        except Exception:
+            log.exception("override submission failed")
+        await ack()
+
+    return on_submit
+
+
+def register(app: AsyncApp, deps: SlackDeps) -> None:
+    """Attach the override modal's submission listener to ``app``."""
+    app.view(OVERRIDE_CALLBACK_ID)(_make_listener(deps))

@@ -1,0 +1,83 @@
+"""Who may answer NPO recommendations: listed users, members of listed user groups, or (when nothing is listed)
+the members of the incident channel. Group and channel memberships come from the Web API
+(``usergroups.users.list``, ``conversations.members``) and are cached for ``ttl_s``; when a refresh fails the
+last known members are kept, and with nothing known the answer is "no" (fail closed, logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+log = logging.getLogger(__name__)
+
+
+class ResponderDirectory:
+    """Answers "may this user answer?" with at most one round of look-ups per ``ttl_s``."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        users: Iterable[str],
+        groups: Iterable[str],
+        channel: str,
+        ttl_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._users = frozenset(users)
+        self._groups = tuple(groups)
+        self._channel = channel
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._members: frozenset[str] | None = None
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    @property
+    def needs_lookups(self) -> bool:
+        """False when the allow-list is only user ids (no Web API calls at all)."""
+        return bool(self._groups) or not self._users
+
+    async def allows(self, user_id: str) -> bool:
+        if user_id in self._users:
+            return True
+        if not self.needs_lookups:
+            return False
+        if self._clock() - self._fetched_at >= self._ttl_s:
+            async with self._lock:
+                if self._clock() - self._fetched_at >= self._ttl_s:
+                    await self._refresh()
+        return self._members is not None and user_id in self._members
+
+    async def _refresh(self) -> None:
+        try:
+            members: set[str] = set()
+            if self._groups:
+                for group in self._groups:
+                    response = await self._client.usergroups_users_list(usergroup=group)
+                    members.update(response.get("users") or [])
+            else:
+                members.update(await self._channel_members())
+        except Exception as exc:  # SlackApiError, aiohttp and OS errors alike: keep serving clicks
+            log.warning("responder look-up failed (%s); keeping %s", exc, "the last list" if self._members else "none")
+            self._fetched_at = self._clock() - self._ttl_s + 10.0  # retry in 10 s, not on every click
+            return
+        self._members = frozenset(members)
+        self._fetched_at = self._clock()
+
+    async def _channel_members(self) -> set[str]:
+        members: set[str] = set()
+        cursor = None
+        for _ in range(100):  # at most 100 pages of 1,000
+            response = await self._client.conversations_members(channel=self._channel, limit=1000, cursor=cursor)
+            members.update(response.get("members") or [])
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return members

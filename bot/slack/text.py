@@ -1,0 +1,57 @@
+"""Text helpers for Slack surfaces: escaping and truncation that never fails and never splits a character.
+
+Slack counts characters, not bytes; Python strings are sequences of code points, so slicing never cuts a
+multi-byte UTF-8 sequence. Truncation also avoids leaving half of a surrogate pair or a dangling zero-width
+joiner at the cut, and never lets an escape sequence (``&amp;``) be cut in half.
+"""
+
+from __future__ import annotations
+
+ELLIPSIS = "…"
+_ZWJ = "\u200d"
+_VARIATION_SELECTORS = {"\ufe0e", "\ufe0f"}
+
+
+def escape(text: str) -> str:
+    """Escape ``&``, ``<`` and ``>`` for mrkdwn (Slack's only required escapes); user text cannot inject mentions."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def truncate(text: str, limit: int, *, suffix: str = ELLIPSIS) -> str:
+    """``text`` if it has at most ``limit`` characters, else a prefix plus ``suffix`` of exactly ≤ ``limit``.
+
+    Never raises for any ``limit`` ≥ 1; strips a trailing zero-width joiner or variation selector left at the cut.
+    """
+    if len(text) <= limit:
+        return text
+    keep = max(0, limit - len(suffix))
+    head = text[:keep]
+    while head and (head[-1] == _ZWJ or head[-1] in _VARIATION_SELECTORS or 0xD800 <= ord(head[-1]) <= 0xDBFF):
+        head = head[:-1]
+    amp = head.rfind("&")
+    if amp != -1 and ";" not in head[amp:] and len(head) - amp <= 5:
+        head = head[:amp]  # do not cut an &amp; / &lt; / &gt; escape in half
+    return (head + suffix)[:limit] if limit >= len(suffix) else head[:limit]
+
+
+def plain(text: str, limit: int) -> dict[str, object]:
+    """A ``plain_text`` object (emoji on), truncated to ``limit``; empty input becomes a single space-free dash."""
+    return {"type": "plain_text", "text": truncate(text or "-", limit), "emoji": True}
+
+
+def mrkdwn(text: str, limit: int = 3000) -> dict[str, str]:
+    """A ``mrkdwn`` text object, truncated to ``limit`` (section text: 3000; field: 2000; context: 3000)."""
+    return {"type": "mrkdwn", "text": truncate(text or "-", limit)}
+
+
+def duration(seconds: float | None) -> str:
+    """A short human duration: ``45 s``, ``12 min``, ``6.0 h``, ``3.5 d``; ``unknown`` for None."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86_400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"

@@ -1,0 +1,161 @@
+"""Alertmanager/Grafana mapping, JSON records, replay files and the poller (against a local stdlib server)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.ingest.alertmanager import parse_webhook
+from bot.ingest.poller import Poller
+from bot.ingest.records import many, prediction_from_json
+from bot.ingest.replay import read_predictions
+from bot.service import NpoService
+from npo.loop import DecideResult, LoopConfig
+from npo.policy import DEFAULT_POLICY
+from npo.types import InvalidRecord, Prediction, Severity
+from storage import SQLiteStore
+
+GRAFANA = {
+    "receiver": "npo",
+    "status": "firing",
+    "orgId": 1,
+    "title": "[FIRING:1] NodeOverheat",
+    "state": "alerting",
+    "message": "…",
+    "commonLabels": {"alertname": "NodeOverheat"},
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {"alertname": "NodeOverheat", "host": "r3-n1", "severity": "page", "action": "migrate_vms"},
+            "annotations": {"time_to_fault_s": "1800"},
+            "startsAt": "2025-03-26T10:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": "ff01",
+            "values": {"B": 91.2},
+            "valueString": "[ var='B' value=91.2 ]",
+        }
+    ],
+}
+
+
+def test_grafana_variant_maps_fields_and_default_confidence() -> None:
+    batch = parse_webhook(GRAFANA, now=100.0)
+    (p,) = batch.predictions
+    assert (p.id, p.fault_type, p.target, p.action) == ("am:ff01", "NodeOverheat", "r3-n1", "migrate_vms")
+    assert p.severity is Severity.CRITICAL and p.confidence == 0.9 and p.time_to_fault_s == 1800
+
+
+def test_resolved_alert_is_an_outcome() -> None:
+    body = dict(GRAFANA, alerts=[dict(GRAFANA["alerts"][0], status="resolved", endsAt="2025-03-26T11:00:00Z")])
+    batch = parse_webhook(body, now=0.0)
+    assert not batch.predictions and batch.outcomes[0].prediction_id == "am:ff01" and batch.outcomes[0].real_fault
+
+
+@pytest.mark.parametrize(
+    ("alert_patch", "field"),
+    [
+        ({"labels": {"alertname": "X"}}, "alerts[0].labels.instance"),
+        ({"annotations": {"confidence": "very"}}, "alerts[0].annotations.confidence"),
+        ({"annotations": {"confidence": "1.7"}}, "alerts[0].confidence"),
+        ({"status": "pending"}, "alerts[0].status"),
+    ],
+)
+def test_bad_alerts_name_the_field(alert_patch: dict[str, object], field: str) -> None:
+    alert = dict(GRAFANA["alerts"][0]) | alert_patch
+    with pytest.raises(InvalidRecord) as info:
+        parse_webhook(dict(GRAFANA, commonLabels={}, alerts=[alert]), now=0.0)
+    assert info.value.field == field
+
+
+def test_records_list_errors_carry_the_index() -> None:
+    good = {"id": "a", "fault_type": "f", "target": "t", "action": "x", "confidence": 0.5}
+    with pytest.raises(InvalidRecord) as info:
+        many([good, good | {"confidence": None}], prediction_from_json, received_at=0.0)
+    assert info.value.field == "[1].confidence"
+
+
+def test_replay_reports_line_numbers_and_decides_the_rest(tmp_path: Path) -> None:
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(
+        '{"id": "a", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.9}\n'
+        "\n"
+        '{"id": "b", "fault_type": "f", "target": "t2", "action": "x"}\n'
+        "{not json\n",
+        encoding="utf-8",
+    )
+    parsed = read_predictions(jsonl, received_at=0.0)
+    assert [p.id for p in parsed.predictions] == ["a"]
+    assert parsed.errors[0].startswith("line 3: confidence") and parsed.errors[1].startswith("line 4: (line)")
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text(
+        'id,fault_type,target,action,confidence,labels\nc,f,t3,x,0.8,"{""cluster"": ""r1""}"\nd,f,t4,x,lots,\n',
+        encoding="utf-8",
+    )
+    parsed = read_predictions(csv_file, received_at=0.0)
+    assert [p.id for p in parsed.predictions] == ["c"] and parsed.predictions[0].labels["cluster"] == "r1"
+    assert parsed.errors == ["line 3: confidence: must be a number in [0, 1], got str"]
+
+
+@pytest.fixture
+def predictions_server() -> Iterator[tuple[str, list[object]]]:
+    served: list[object] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = json.dumps(served[-1] if served else []).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/predictions", served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_poller_feeds_the_loop(tmp_path: Path, predictions_server: tuple[str, list[object]]) -> None:
+    url, served = predictions_server
+    served.append(
+        {
+            "predictions": [
+                {"id": "a", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.99},
+                {"id": "bad", "fault_type": "f", "target": "t2", "action": "x", "confidence": 2},
+            ]
+        }
+    )
+    with SQLiteStore(tmp_path / "npo.db", LoopConfig(default_channel="C1")) as store:
+        service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0), clock=lambda: 1000.0)
+        seen: list[Sequence[Prediction]] = []
+
+        def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+            seen.append(predictions)
+            return service.decide(predictions)
+
+        poller = Poller(url, decide, interval_s=0.05, clock=lambda: 1000.0)
+        result = poller.poll_once()
+        assert [r.decision.prediction_id for r in result.decided] == ["a"]
+        assert result.errors == ["[1].confidence: must be in [0, 1], got 2"]
+        again = poller.poll_once()
+        assert again.decided[0].duplicate
+        poller.start()
+        poller.stop()
+        down = Poller("http://127.0.0.1:9/none", decide, clock=lambda: 0.0, timeout_s=0.5)
+        assert down.poll_once().errors
+        down.stop()
+        assert store.counts()["predictions"] == 1

@@ -1,0 +1,95 @@
+"""Clicks, the override modal, App Home and /npo over real HTTP, including a slow Slack."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from slack_testing import ALICE, BOB, INCIDENT, SECRET, BotUnderTest, wait_for
+
+from bot.slack.blocks import REASON_BLOCK_ID
+
+
+def test_click_is_durable_before_the_200(bot: BotUnderTest) -> None:
+    message = bot.surface("p1")
+    response = bot.click(BOB, "npo_neutral", message)
+    assert response.status_code == 200
+    conn = sqlite3.connect(bot.bot.settings.db_path)  # a separate connection, right after the response
+    try:
+        rows = conn.execute("SELECT operator, kind FROM feedback").fetchall()
+        queued = conn.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'update'").fetchone()[0]
+    finally:
+        conn.close()
+    assert rows == [(BOB, "neutral")] and queued == 1
+
+
+def test_click_returns_fast_while_chat_update_is_slow(bot: BotUnderTest) -> None:
+    message = bot.surface("p1")
+    bot.standin.faults.delay("chat.update", 5.0)
+    start = time.monotonic()
+    response = bot.click(ALICE, "npo_like", message)
+    assert response.status_code == 200 and time.monotonic() - start < 3
+    assert bot.counts()["feedback"] == 1
+    bot.standin.faults.clear()
+
+
+def test_click_still_acks_when_chat_update_fails(bot: BotUnderTest) -> None:
+    message = bot.surface("p1")
+    bot.standin.faults.error("chat.update", "message_not_found", times=None)
+    start = time.monotonic()
+    assert bot.click(ALICE, "npo_like", message).status_code == 200
+    assert time.monotonic() - start < 3
+    wait_for(lambda: bot.bot.store.outbox("failed"))
+    assert bot.counts()["feedback"] == 1
+    bot.standin.faults.clear()
+
+
+def test_override_opens_the_modal_and_validates_the_reason(bot: BotUnderTest) -> None:
+    message = bot.surface("p1")
+    start = time.monotonic()
+    assert bot.click(ALICE, "npo_override", message).status_code == 200
+    assert time.monotonic() - start < 3
+    views = bot.standin.views()
+    assert len(views) == 1 and views[0]["callback_id"] == "npo_override_modal"
+    before = bot.counts()
+    empty = bot.standin.submit_view(bot.events_url, SECRET, user_id=ALICE, values={})
+    assert empty.status_code == 200
+    assert empty.json()["response_action"] == "errors" and REASON_BLOCK_ID in empty.json()["errors"]
+    assert bot.counts() == before
+    valid = bot.standin.submit_view(
+        bot.events_url,
+        SECRET,
+        user_id=ALICE,
+        values={"reason": {"reason": "maintenance"}, "details": {"details": "rack 12 is being recabled"}},
+    )
+    assert valid.status_code == 200
+    log = bot.bot.store.feedback_log(prediction_id="p1")
+    assert len(log) == 1 and log[0].event.kind.value == "override"
+    assert log[0].event.reason == "Maintenance: rack 12 is being recabled"
+    wait_for(lambda: "Override (1)" in str(bot.standin.message(*message).blocks))
+
+
+def test_outcome_buttons_resolve_the_recommendation(bot: BotUnderTest) -> None:
+    message = bot.surface("p1")
+    assert bot.click(ALICE, "npo_confirm_fault", message).status_code == 200
+    assert bot.counts()["outcomes"] == 1
+    wait_for(lambda: "npo_resolved" in str(bot.standin.message(*message).blocks))
+    assert not any(b["type"] == "actions" for b in bot.standin.message(*message).blocks)
+
+
+def test_app_home_retry_publishes_once(bot: BotUnderTest) -> None:
+    event = {"type": "app_home_opened", "user": ALICE, "channel": "D0ALICE", "tab": "home"}
+    first = bot.standin.send_event(bot.events_url, SECRET, event, event_id="Ev0001")
+    retry = bot.standin.send_event(bot.events_url, SECRET, event, event_id="Ev0001", retry_num=1)
+    assert first.status_code == retry.status_code == 200
+    wait_for(lambda: bot.standin.home_view(ALICE))
+    time.sleep(0.2)
+    assert len(bot.standin.calls("views.publish")) == 1
+
+
+def test_slash_command_status_and_help(bot: BotUnderTest) -> None:
+    bot.surface("p1")
+    status = bot.standin.slash_command(bot.events_url, SECRET, "/npo", "status", ALICE, INCIDENT)
+    assert status.status_code == 200 and "Alignment loss" in status.json()["text"]
+    help_reply = bot.standin.slash_command(bot.events_url, SECRET, "/npo", "help", ALICE, INCIDENT)
+    assert "/npo status" in help_reply.json()["text"]

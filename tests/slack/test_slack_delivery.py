@@ -1,0 +1,75 @@
+"""The delivery worker against the stand-in: rate limits, outages, pacing, permanent errors, storms."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from slack_testing import INCIDENT, BotUnderTest, make_settings, prediction, wait_for
+
+from bot.app import build_bot
+from bot.serve import ServerThread
+from bot.standin import StandIn
+
+
+def test_rate_limited_post_is_retried_after_retry_after_and_posted_once(bot: BotUnderTest) -> None:
+    bot.standin.faults.rate_limit("chat.postMessage", times=1, retry_after=1)
+    bot.ingest(prediction("p1"))
+    calls = wait_for(lambda: [c for c in bot.standin.calls("chat.postMessage") if c.status == 200], timeout=5)
+    attempts = bot.standin.calls("chat.postMessage")
+    assert len(calls) == 1 and len(attempts) == 2
+    assert attempts[1].monotonic - attempts[0].monotonic >= 1.0
+    assert len(bot.standin.messages(INCIDENT)) == 1
+
+
+def test_outage_keeps_predictions_pending_then_posts_each_once(bot: BotUnderTest) -> None:
+    bot.standin.stop()
+    bot.ingest([prediction("p1"), prediction("p2")])
+    wait_for(lambda: all(i.attempts >= 1 for i in bot.bot.store.outbox("pending")) and bot.bot.store.outbox("pending"))
+    assert {i.prediction_id for i in bot.bot.store.outbox("pending")} == {"p1", "p2"}
+    bot.standin.start()
+    wait_for(lambda: len(bot.standin.messages(INCIDENT)) == 2, timeout=10)
+    assert not bot.bot.store.outbox("pending")
+    assert len([c for c in bot.standin.calls("chat.postMessage") if c.status == 200]) == 2
+
+
+@pytest.mark.slow
+def test_ten_queued_messages_arrive_one_second_apart_in_order(bot: BotUnderTest) -> None:
+    ids = [f"q{i}" for i in range(10)]
+    bot.ingest([prediction(pid, target=f"host-{pid}") for pid in ids])
+    wait_for(lambda: len(bot.standin.messages(INCIDENT)) == 10, timeout=15)
+    posts = [c for c in bot.standin.calls("chat.postMessage") if c.status == 200]
+    assert [next(pid for pid in ids if f"`{pid}`" in str(c.body["blocks"])) for c in posts] == ids
+    gaps = [b.monotonic - a.monotonic for a, b in itertools.pairwise(posts)]
+    assert min(gaps) >= 0.99, gaps
+
+
+def test_permanent_error_is_marked_failed_not_retried(bot: BotUnderTest) -> None:
+    bot.standin.faults.error("chat.postMessage", "channel_not_found", times=None)
+    bot.ingest(prediction("p1"))
+    failed = wait_for(lambda: bot.bot.store.outbox("failed"))
+    assert failed[0].last_error == "channel_not_found"
+    assert len(bot.standin.calls("chat.postMessage")) == 1
+    assert bot.bot.metrics.counter("npo_deliveries_total", kind="recommendation", result="failed") == 1
+
+
+@pytest.fixture
+def storm_bot(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
+    built = build_bot(make_settings(tmp_path, standin, storm_threshold=3), seed=1)
+    server = ServerThread(built.asgi, loop="asyncio").start()
+    try:
+        yield BotUnderTest(built, server, standin)
+    finally:
+        server.stop()
+        built.close()
+
+
+def test_alert_storm_is_folded_into_one_digest(storm_bot: BotUnderTest) -> None:
+    storm_bot.ingest([prediction(f"s{i}", target=f"node-{i}") for i in range(6)])
+    wait_for(lambda: not storm_bot.bot.store.outbox("pending"), timeout=5)
+    messages = storm_bot.standin.messages(INCIDENT)
+    assert len(messages) == 1
+    text = str(messages[0].blocks)
+    assert all(f"`s{i}`" in text for i in range(6))

@@ -1,0 +1,184 @@
+"""The ingest API over real HTTP: decisions, audit, duplicates, malformed input, auth, Alertmanager, outcomes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from slack_sdk.models.blocks import Block
+from slack_testing import INCIDENT, BotUnderTest, prediction, wait_for
+
+
+def assert_valid_blocks(blocks: list[dict]) -> None:
+    assert len(blocks) <= 50
+    parsed = Block.parse_all(blocks)
+    assert None not in parsed
+    for block in parsed:
+        block.to_dict()
+
+
+def test_surfaced_prediction_is_posted_once_with_three_buttons(bot: BotUnderTest) -> None:
+    response = bot.ingest(prediction("p1"))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["verdict"] == "surface" and body["duplicate"] is False
+    bot.posted("p1")
+    posts = bot.standin.calls("chat.postMessage")
+    assert len(posts) == 1
+    assert posts[0].headers.get("Content-Type", "").startswith("application/json")
+    blocks = posts[0].body["blocks"]
+    assert_valid_blocks(blocks)
+    labels = [e["text"]["text"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    for word in ("Like", "Override", "Neutral"):
+        assert any(word in label for label in labels)
+    conn_row = wait_for(lambda: bot.bot.service.message_ref("p1"))
+    assert conn_row.ts == posts[0].response["ts"]
+    assert conn_row.channel == INCIDENT  # (channel, ts) stored with the recommendation
+
+
+def test_below_threshold_is_not_posted_and_audited(bot: BotUnderTest) -> None:
+    response = bot.ingest(prediction("low", confidence=0.05))
+    assert response.json()["verdict"] == "suppress"
+    audit = bot.bot.store.audit_entries(kind="decision")
+    detail = next(d for _, _, _, subject, d in audit if subject == "low")
+    assert detail["rule"] == "threshold" and detail["threshold"] is not None and "τ" in detail["reason"]
+    bot.bot.worker.wake()
+    assert not bot.standin.calls("chat.postMessage")
+
+
+def test_blocked_by_the_policy_is_not_posted_and_audited(bot: BotUnderTest) -> None:
+    for pid in ("d1", "d2"):
+        bot.surface(pid, action="drain", target=f"rack7-{pid}", labels={"cluster": "rack7"})
+    response = bot.ingest(prediction("d3", action="drain", target="rack7-d3", labels={"cluster": "rack7"}))
+    assert response.json()["verdict"] == "block" and response.json()["rule"] == "blast_radius"
+    audit = bot.bot.store.audit_entries(kind="decision")
+    assert any(subject == "d3" and d["rule"] == "blast_radius" for _, _, _, subject, d in audit)
+    assert len(bot.standin.calls("chat.postMessage")) == 2
+
+
+def test_duplicate_prediction_is_recognised(bot: BotUnderTest) -> None:
+    bot.ingest(prediction("p1"))
+    again = bot.ingest(prediction("p1"))
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    same_fingerprint = bot.ingest(prediction("p1-other-id", target="r12-p1"))
+    assert same_fingerprint.json()["duplicate"] is True
+    bot.posted("p1")
+    assert len(bot.standin.calls("chat.postMessage")) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({k: v for k, v in prediction("x").items() if k != "confidence"}, "confidence"),
+        (prediction("x", confidence="high"), "confidence"),
+        (prediction("x", confidence=1.5), "confidence"),
+        (prediction("x", severity="apocalyptic"), "severity"),
+        (prediction("x", colour="red"), "colour"),
+        ([prediction("ok"), prediction("bad", target="")], "[1].target"),
+        ([], "(body)"),
+    ],
+)
+def test_malformed_predictions_name_the_field_and_store_nothing(bot: BotUnderTest, body: object, field: str) -> None:
+    before = bot.counts()
+    response = bot.ingest(body)
+    assert 400 <= response.status_code < 500
+    assert response.json()["field"] == field
+    assert bot.counts() == before
+
+
+def test_invalid_json_oversize_and_bad_tokens_are_refused(bot: BotUnderTest) -> None:
+    before = bot.counts()
+    url = f"{bot.server.url}/api/v1/predictions"
+    auth = {"Authorization": f"Bearer {bot.bot.settings.ingest_token}"}
+    assert httpx.post(url, content=b"{not json", headers=auth).status_code == 400
+    big = b'{"id": "' + b"x" * (bot.bot.settings.max_body_bytes + 10) + b'"}'
+    assert httpx.post(url, content=big, headers=auth).status_code == 413
+    assert bot.ingest(prediction("p1"), token="wrong-token").status_code == 401
+    assert httpx.post(url, json=prediction("p1")).status_code == 401
+    assert bot.counts() == before
+
+
+ALERTMANAGER_FIRING = {
+    "version": "4",
+    "groupKey": '{}:{alertname="DiskWillFail"}',
+    "truncatedAlerts": 0,
+    "status": "firing",
+    "receiver": "npo",
+    "groupLabels": {"alertname": "DiskWillFail"},
+    "commonLabels": {"alertname": "DiskWillFail", "severity": "critical"},
+    "commonAnnotations": {},
+    "externalURL": "http://alertmanager.local:9093",
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {
+                "alertname": "DiskWillFail",
+                "instance": "r12-n04:9100",
+                "severity": "critical",
+                "cluster": "r12",
+            },
+            "annotations": {"confidence": "0.97", "action": "drain", "time_to_fault": "6h"},
+            "startsAt": "2025-03-26T10:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.local/graph",
+            "fingerprint": "a1b2c3d4e5f60001",
+        },
+        {
+            "status": "firing",
+            "labels": {
+                "alertname": "DiskWillFail",
+                "instance": "r13-n07:9100",
+                "severity": "critical",
+                "cluster": "r13",
+            },
+            "annotations": {"confidence": "98%", "action": "replace_disk"},
+            "startsAt": "2025-03-26T10:01:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.local/graph",
+            "fingerprint": "a1b2c3d4e5f60002",
+        },
+    ],
+}
+
+
+def test_alertmanager_webhook_gives_recommendations_then_outcomes(bot: BotUnderTest) -> None:
+    response = bot.ingest(ALERTMANAGER_FIRING, path="/api/v1/alertmanager")
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["id"] for r in results] == ["am:a1b2c3d4e5f60001", "am:a1b2c3d4e5f60002"]
+    assert all(r["verdict"] == "surface" for r in results)
+    wait_for(lambda: len(bot.standin.calls("chat.postMessage")) == 2, timeout=5)
+    p = bot.bot.store.prediction("am:a1b2c3d4e5f60001")
+    assert p is not None and p.target == "r12-n04:9100" and p.action == "drain" and p.time_to_fault_s == 6 * 3600
+    resolved = dict(ALERTMANAGER_FIRING, status="resolved")
+    resolved["alerts"] = [dict(ALERTMANAGER_FIRING["alerts"][0], status="resolved", endsAt="2025-03-26T12:00:00Z")]
+    response = bot.ingest(resolved, path="/api/v1/alertmanager")
+    assert response.json()["outcomes"] == [
+        {"prediction_id": "am:a1b2c3d4e5f60001", "recorded": True, "missed_fault": False}
+    ]
+    assert bot.counts()["outcomes"] == 1
+    wait_for(lambda: bot.standin.calls("chat.update"))  # the message shows the outcome
+
+
+def test_outcomes_api(bot: BotUnderTest) -> None:
+    bot.ingest(prediction("p1"))
+    ok = bot.ingest({"prediction_id": "p1", "real_fault": False}, path="/api/v1/outcomes")
+    assert ok.status_code == 200 and ok.json()["recorded"] is True
+    unknown = bot.ingest({"prediction_id": "nope", "real_fault": True}, path="/api/v1/outcomes")
+    assert unknown.status_code == 404 and unknown.json()["field"] == "prediction_id"
+    bad = bot.ingest({"prediction_id": "p1", "real_fault": "yes"}, path="/api/v1/outcomes")
+    assert bad.status_code == 422 and bad.json()["field"] == "real_fault"
+
+
+def test_health_and_metrics(bot: BotUnderTest) -> None:
+    bot.surface("p1")
+    assert httpx.get(f"{bot.server.url}/healthz").json()["status"] == "ok"
+    text = httpx.get(f"{bot.server.url}/metrics").text
+    for name in (
+        "npo_alignment_loss",
+        "npo_answer_rate",
+        "npo_threshold_posterior_mean",
+        "npo_outbox_messages",
+        "npo_http_request_duration_seconds_bucket",
+    ):
+        assert name in text
+    assert httpx.get(f"{bot.server.url}/nope").status_code == 404
