@@ -2,8 +2,10 @@
 
 Each figure is measured in the same run as its raw-``sqlite3`` baseline (same file system, same pragmas), at
 ``synchronous=NORMAL`` and ``FULL``, because these machines are noisy: compare ratios, not absolute numbers
-across runs. ``run()`` returns (name, value, unit) rows and prints nothing; ``python -m bench.storage_bench``
-prints them.
+across runs. ``run(quick=False)`` returns (name, value, unit) rows and prints nothing; ``python -m bench.storage_bench``
+prints them (``--quick``: smaller sizes). Rows are grouped ``"<figure> | <variant>"`` (see :mod:`bench`): the
+``baseline …`` variant of a figure is its raw-``sqlite3`` reference measured in the same run, and :data:`TARGETS`
+holds the issue's targets (the feedback target is also a ratio: SQLiteStore as a percentage of its baseline).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bench import row_name
 from npo.loop import InMemoryStore, LoopConfig, decide, record_feedback
 from npo.policy import DEFAULT_POLICY_TEXT, parse_policy
 from npo.types import FeedbackEvent, FeedbackKind, Prediction
@@ -23,10 +27,42 @@ from storage import SQLiteStore
 from storage.connection import Synchronous
 
 Row = tuple[str, float, str]
-N_FEEDBACK = 3000
-N_SINGLE = 2000
-N_BATCHED = 20000
 BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    feedback: int  # feedback events at NORMAL (a third of them at FULL)
+    single: int  # predictions decided one transaction each at NORMAL (a third at FULL)
+    batched: int  # predictions decided in batches of BATCH
+
+
+FULL_SIZES = Sizes(feedback=3000, single=2000, batched=20000)
+QUICK_SIZES = Sizes(feedback=600, single=300, batched=4000)
+N_FEEDBACK, N_SINGLE, N_BATCHED = FULL_SIZES.feedback, FULL_SIZES.single, FULL_SIZES.batched
+
+
+def fig_feedback(sync: str) -> str:
+    return f"feedback events/s, one durable commit each, {sync}"
+
+
+def fig_predictions(sync: str) -> str:
+    return f"predictions decided + persisted, {sync}"
+
+
+FEEDBACK_BASELINE = "baseline: raw sqlite3 BEGIN IMMEDIATE read-modify-write"
+FEEDBACK_STORE = "SQLiteStore + record_feedback (full read-modify-write)"
+FEEDBACK_PERCENT = "SQLiteStore as % of the baseline"
+BATCH_BASELINE = f"baseline: raw sqlite3 executemany of the same rows, batches of {BATCH}"
+BATCH_STORE = f"SQLiteStore.decide_many (decide_batch), batches of {BATCH}"
+SINGLE_STORE = "SQLiteStore + decide, one transaction each"
+
+#: The issue's targets (2-core machine, WAL, synchronous=NORMAL).
+TARGETS: dict[str, float] = {
+    row_name(fig_feedback("NORMAL"), FEEDBACK_STORE): 4_000.0,
+    row_name(fig_feedback("NORMAL"), FEEDBACK_PERCENT): 40.0,
+    row_name(fig_predictions("NORMAL"), BATCH_STORE): 50_000.0,
+}
 OPERATORS = ("alice", "bob", "carol", "dave")
 KINDS = (FeedbackKind.LIKE, FeedbackKind.LIKE, FeedbackKind.NEUTRAL, FeedbackKind.OVERRIDE)
 
@@ -162,6 +198,57 @@ def store_decide_batched(path: Path, synchronous: Synchronous, n: int, batch: in
         return _rate(n, work)
 
 
+# (table, the column naming the prediction a row belongs to), in the order decide_many writes them
+_PERSISTED_TABLES = (
+    ("predictions", "id"),
+    ("decisions", "prediction_id"),
+    ("recommendations", "prediction_id"),
+    ("outbox", "prediction_id"),
+    ("audit_log", "subject"),
+)
+
+
+def raw_persist_batched(source: Path, path: Path, synchronous: str, batch: int = BATCH) -> float:
+    """Baseline for batched decisions: the rows a ``decide_many`` run wrote to ``source`` (predictions,
+    decisions, recommendations, outbox, audit lines), inserted again into an empty database with the same schema
+    by plain ``executemany``, one transaction per ``batch`` predictions: the cost of persisting alone, without
+    deciding. Returns predictions per second."""
+    with SQLiteStore(path, LoopConfig(), synchronous=synchronous):  # the schema (migrations), then raw sqlite3
+        pass
+    src = sqlite3.connect(str(source))
+    ids = [r[0] for r in src.execute("SELECT id FROM predictions ORDER BY rowid")]
+    chunk_of = {pid: i // batch for i, pid in enumerate(ids)}
+    n_chunks = max(1, -(-len(ids) // batch))
+    # per chunk of ``batch`` predictions: (insert statement, that chunk's rows) per table, in the order written
+    chunks: list[list[tuple[str, list[tuple[object, ...]]]]] = [[] for _ in range(n_chunks)]
+    for table, link in _PERSISTED_TABLES:
+        cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})"
+        parts: list[list[tuple[object, ...]]] = [[] for _ in range(n_chunks)]
+        at = cols.index(link)
+        current = 0
+        for row in src.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY rowid"):
+            current = chunk_of.get(row[at], current)  # a duplicate's audit line goes with its neighbours
+            parts[current].append(row)
+        for chunk, part in zip(chunks, parts, strict=True):
+            chunk.append((sql, part))
+    src.close()
+    n = len(ids)
+    conn = _raw_connection(path, synchronous)
+
+    def work() -> None:
+        for chunk in chunks:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, rows in chunk:
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+
+    try:
+        return _rate(n, work)
+    finally:
+        conn.close()
+
+
 def inmemory_decide(n: int) -> float:
     """Reference: the same decide loop against npo's InMemoryStore (no I/O): the ceiling for any store."""
     policy = parse_policy(DEFAULT_POLICY_TEXT)
@@ -177,42 +264,57 @@ def inmemory_decide(n: int) -> float:
     return _rate(n, work)
 
 
-def run() -> list[Row]:
-    """Measure everything once; returns (name, value, unit) rows. Prints nothing."""
+def run(quick: bool = False) -> list[Row]:
+    """Measure everything once; returns (name, value, unit) rows. Prints nothing. ``quick``: smaller sizes."""
+    sizes = QUICK_SIZES if quick else FULL_SIZES
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="npo-bench-") as tmp:
         d = Path(tmp)
         for sync in ("NORMAL", "FULL"):
             s = sync.lower()
-            n_fb = N_FEEDBACK if sync == "NORMAL" else N_FEEDBACK // 3
+            third = 1 if sync == "NORMAL" else 3
+            n_fb = sizes.feedback // third
             raw = raw_read_modify_write(d / f"raw-rmw-{s}.db", sync, n_fb)
             ours = store_feedback(d / f"store-fb-{s}.db", sync, n_fb)
+            fb = fig_feedback(sync)
             rows += [
-                (f"feedback read-modify-write, SQLiteStore + record_feedback, {sync}", ours, "events/s"),
-                (f"feedback read-modify-write, raw sqlite3 BEGIN IMMEDIATE baseline, {sync}", raw, "events/s"),
-                (f"feedback SQLiteStore / raw baseline, {sync}", 100.0 * ours / raw, "%"),
+                (row_name(fb, FEEDBACK_BASELINE), raw, "events/s"),
+                (row_name(fb, FEEDBACK_STORE), ours, "events/s"),
+                (row_name(fb, FEEDBACK_PERCENT), 100.0 * ours / raw, "%"),
                 (
                     f"raw sqlite3 INSERT, commit per row, {sync}",
                     raw_insert(d / f"raw-ins-{s}.db", sync, n_fb),
                     "rows/s",
                 ),
+            ]
+            batched_db = d / f"store-db-{s}.db"
+            batched = store_decide_batched(batched_db, sync, sizes.batched)
+            pr = fig_predictions(sync)
+            rows += [
                 (
-                    f"predictions decided + persisted, one transaction each, {sync}",
-                    store_decide_single(d / f"store-ds-{s}.db", sync, N_SINGLE if sync == "NORMAL" else N_SINGLE // 3),
+                    row_name(pr, BATCH_BASELINE),
+                    raw_persist_batched(batched_db, d / f"raw-db-{s}.db", sync),
                     "predictions/s",
                 ),
+                (row_name(pr, BATCH_STORE), batched, "predictions/s"),
                 (
-                    f"predictions decided + persisted, batches of {BATCH}, {sync}",
-                    store_decide_batched(d / f"store-db-{s}.db", sync, N_BATCHED),
+                    row_name(pr, SINGLE_STORE),
+                    store_decide_single(d / f"store-ds-{s}.db", sync, sizes.single // third),
                     "predictions/s",
                 ),
             ]
         rows.append(
-            ("predictions decided, InMemoryStore (no I/O, same loop)", inmemory_decide(N_BATCHED), "predictions/s")
+            (
+                "predictions decided, InMemoryStore + decide in one transaction (no I/O, reference)",
+                inmemory_decide(sizes.batched),
+                "predictions/s",
+            )
         )
     return rows
 
 
 if __name__ == "__main__":
-    for name, value, unit in run():
-        print(f"{name:<80} {value:>12,.1f} {unit}")
+    import sys
+
+    for name, value, unit in run(quick="--quick" in sys.argv[1:]):
+        print(f"{name:<100} {value:>12,.1f} {unit}")

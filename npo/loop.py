@@ -21,15 +21,15 @@ The rules the loop applies, in one place:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from npo.alignment import AlignmentSample
-from npo.bandit import BanditConfig, ThresholdBandit
+from npo.bandit import BanditConfig, ThresholdBandit, choose_batch
 from npo.feedback import FeedbackCodes
 from npo.misalignment import EtaSchedule, KeyAlignment, replace_feedback, update_key
 from npo.policy import Policy, PolicyContext, evaluate
@@ -51,6 +51,8 @@ from npo.types import (
     Outcome,
     Prediction,
     Verdict,
+    _require_text,
+    _require_time,
 )
 
 SYSTEM_OPERATOR = "system"
@@ -231,6 +233,248 @@ def decide(
         now,
     )
     return DecideResult(decision, duplicate=False)
+
+
+# -- batches of decisions ------------------------------------------------------------------------------------
+class BatchContexts(Protocol):
+    """The Safety Policy Engine's view of the world for the predictions of one batch, as a store computes it: a
+    snapshot taken before the batch plus the effect of the batch's earlier decisions (blast radius, channel cap)."""
+
+    def context(self, prediction: Prediction, key: str, channel: str) -> PolicyContext: ...
+    def decided(self, prediction: Prediction, decision: Decision, channel: str) -> None: ...
+
+
+@runtime_checkable
+class BatchLoopTransaction(LoopTransaction, Protocol):
+    """Optional bulk reads and writes a store can offer so that :func:`decide_batch` reads its state once per batch
+    and writes each table once. A transaction without them is driven one prediction at a time."""
+
+    def lookup_predictions(
+        self, predictions: Sequence[Prediction]
+    ) -> tuple[Mapping[str, Decision], Mapping[str, tuple[str, float]]]:
+        """Stored decisions by prediction id, and the latest stored prediction (id, received_at) per fingerprint,
+        for the ids and fingerprints of ``predictions`` (missing ones are absent)."""
+        ...
+
+    def get_keys(self, keys: Sequence[str]) -> Mapping[str, KeyAlignment]:
+        """The state of each of ``keys`` (a new :class:`KeyAlignment` for an unknown one)."""
+        ...
+
+    def policy_contexts(
+        self, predictions: Sequence[Prediction], keys: Sequence[str], channels: Sequence[str], now: float
+    ) -> BatchContexts: ...
+    def add_decisions(self, decided: Sequence[tuple[Prediction, Decision, str]]) -> None:
+        """:meth:`LoopTransaction.add_decision` for each (prediction, decision, channel), in order."""
+        ...
+
+    def audit_many(self, entries: Sequence[tuple[str, str, Mapping[str, object], float]]) -> None:
+        """:meth:`LoopTransaction.audit` for each (kind, subject, detail, at), in order."""
+        ...
+
+
+class _OneByOne:
+    """:func:`decide_batch` over the plain :class:`LoopTransaction`: every read goes to the transaction and every
+    write is applied at once, so each prediction sees the earlier ones exactly as with :func:`decide`."""
+
+    def __init__(self, tx: LoopTransaction, window_s: float, now: float) -> None:
+        self._tx = tx
+        self._window_s = window_s
+        self._now = now
+
+    def duplicate(self, prediction: Prediction) -> Decision | None:
+        return self._tx.find_duplicate(prediction, self._window_s)
+
+    def key_state(self, key: str) -> KeyAlignment:
+        return self._tx.get_key(key)
+
+    def context(self, prediction: Prediction, key: str, channel: str) -> PolicyContext:
+        return self._tx.policy_context(prediction, key, channel, self._now)
+
+    def add(self, prediction: Prediction, decision: Decision, channel: str) -> None:
+        self._tx.add_decision(prediction, decision, channel)
+
+    def audit(self, kind: str, subject: str, detail: dict[str, object], at: float) -> None:
+        self._tx.audit(kind, subject, detail, at)
+
+    def finish(self) -> None:
+        pass
+
+
+class _Bulk:
+    """:func:`decide_batch` over a :class:`BatchLoopTransaction`: the store's state is read once before the batch,
+    the batch's own decisions are tracked here (duplicates by id and fingerprint) and in the store's
+    :class:`BatchContexts` (policy), and the writes go to the store in one call per table at the end."""
+
+    def __init__(
+        self,
+        tx: BatchLoopTransaction,
+        predictions: Sequence[Prediction],
+        keys: Sequence[str],
+        channels: Sequence[str],
+        window_s: float,
+        now: float,
+    ) -> None:
+        self._tx = tx
+        self._window_s = window_s
+        self._stored, self._stored_fingerprints = tx.lookup_predictions(predictions)
+        self._keys = tx.get_keys(keys)
+        self._contexts = tx.policy_contexts(predictions, keys, channels, now)
+        self._added: dict[str, Decision] = {}
+        self._fingerprints: dict[str, tuple[str, float]] = {}
+        self._decided: list[tuple[Prediction, Decision, str]] = []
+        self._audit: list[tuple[str, str, Mapping[str, object], float]] = []
+
+    def duplicate(self, prediction: Prediction) -> Decision | None:
+        # The rules of find_duplicate over "stored, then this batch's earlier decisions": the id first, then the
+        # latest prediction with the same fingerprint (one of this batch, when there is one) within the window.
+        earlier = self._added.get(prediction.id) or self._stored.get(prediction.id)
+        if earlier is not None:
+            return earlier
+        fingerprint = prediction.fingerprint()
+        seen = self._fingerprints.get(fingerprint) or self._stored_fingerprints.get(fingerprint)
+        if seen is None or prediction.received_at - seen[1] >= self._window_s:
+            return None
+        return self._added.get(seen[0]) or self._stored.get(seen[0]) or self._tx.get_decision(seen[0])
+
+    def key_state(self, key: str) -> KeyAlignment:
+        return self._keys.get(key) or KeyAlignment(key=key)
+
+    def context(self, prediction: Prediction, key: str, channel: str) -> PolicyContext:
+        return self._contexts.context(prediction, key, channel)
+
+    def add(self, prediction: Prediction, decision: Decision, channel: str) -> None:
+        self._added[prediction.id] = decision
+        self._fingerprints[prediction.fingerprint()] = (prediction.id, prediction.received_at)
+        self._contexts.decided(prediction, decision, channel)
+        self._decided.append((prediction, decision, channel))
+
+    def audit(self, kind: str, subject: str, detail: dict[str, object], at: float) -> None:
+        self._audit.append((kind, subject, detail, at))
+
+    def finish(self) -> None:
+        self._tx.add_decisions(self._decided)
+        self._tx.audit_many(self._audit)
+
+
+# The slot descriptors of Decision's fields, in declaration order: setting through them skips the frozen check.
+_DECISION_SETTERS: tuple[Callable[[object, object], None], ...] = tuple(
+    getattr(Decision, f.name).__set__ for f in fields(Decision)
+)
+
+
+def _decision(
+    prediction: Prediction,
+    key: str,
+    verdict: Verdict,
+    rule: str,
+    reason: str,
+    m: float,
+    r: float,
+    tau: float | None,
+    arm: int | None,
+    now: float,
+) -> Decision:
+    """A :class:`Decision` from values valid by construction (a checked prediction, m and R clipped to [0, 1], τ and
+    the arm from the bandit's validated grid, ``now`` checked once per batch) without re-running every check; the
+    two fields the construction does not guarantee are checked as :class:`Decision` checks them."""
+    _require_text("key", key)
+    _require_text("rule", rule)
+    decision = object.__new__(Decision)
+    for setter, value in zip(
+        _DECISION_SETTERS,
+        (prediction.id, key, verdict, rule, reason, prediction.confidence, m, r, tau, arm, now),
+        strict=True,
+    ):
+        setter(decision, value)
+    return decision
+
+
+def decide_batch(
+    tx: LoopTransaction,
+    predictions: Iterable[Prediction],
+    *,
+    config: LoopConfig,
+    policy: Policy,
+    rng: np.random.Generator,
+    now: float,
+) -> list[DecideResult]:
+    """:func:`decide` for each prediction, in order, in one transaction: the same duplicates (by id and by
+    fingerprint, within the batch and against the store), the same policy verdicts (a prediction sees the blast
+    radius and channel cap left by the batch's earlier decisions), the same scores and keys, the same audit lines.
+
+    The bandit's τ draws are made for the whole batch at once with :func:`npo.bandit.choose_batch` (the bandit does
+    not change while deciding), so the random stream, and with it which τ a given prediction draws, differs from
+    calling :func:`decide` in a loop; the rules applied to the draws are the same.
+
+    A transaction implementing :class:`BatchLoopTransaction` is read once and written once per table; any other
+    :class:`LoopTransaction` is driven one prediction at a time. An exception leaves the batch to the
+    transaction's rollback (nothing of the batch is kept).
+    """
+    batch = list(predictions)
+    if not batch:
+        return []
+    now = _checked_now(now)
+    spec = config.key_spec
+    keys = [scenario_key(p, spec) for p in batch]
+    channels = [p.channel or config.default_channel for p in batch]
+    world: _OneByOne | _Bulk
+    if isinstance(tx, BatchLoopTransaction):
+        world = _Bulk(tx, batch, keys, channels, config.dedupe_window_s, now)
+    else:
+        world = _OneByOne(tx, config.dedupe_window_s, now)
+    model = tx.get_model()
+    arms: list[int] | None = None
+    thresholds = config.bandit.thresholds
+    results: list[DecideResult] = []
+    for i, prediction in enumerate(batch):
+        earlier = world.duplicate(prediction)
+        if earlier is not None:
+            world.audit("duplicate_prediction", prediction.id, {"first": earlier.prediction_id}, now)
+            results.append(DecideResult(earlier, duplicate=True))
+            continue
+        key, channel = keys[i], channels[i]
+        key_state = world.key_state(key)
+        m = key_state.m if model is None else effective_misalignment(key_state, prediction, model, config)
+        m = float(min(1.0, max(0.0, m)))
+        r = score(prediction.confidence, m)
+        verdict = evaluate(policy, prediction, key, channel, world.context(prediction, key, channel))
+        arm: int | None = None
+        tau: float | None = None
+        if verdict.outcome == "block":
+            outcome, rule, reason = Verdict.BLOCK, verdict.rule, verdict.reason
+        else:
+            if arms is None:
+                bandit = tx.get_bandit()
+                thresholds = bandit.config.thresholds
+                shape = (len(batch), bandit.config.n_arms)
+                alpha = np.broadcast_to(np.asarray(bandit.alpha, dtype=np.float64), shape)
+                beta = np.broadcast_to(np.asarray(bandit.beta, dtype=np.float64), shape)
+                arms = choose_batch(alpha, beta, rng).tolist()
+            arm = arms[i]
+            tau = thresholds[arm]
+            if r < tau:
+                outcome, rule, reason = Verdict.SUPPRESS, "threshold", f"R(s)={r:.3f} < τ={tau:.2f}"
+            elif verdict.outcome == "digest":
+                outcome, rule, reason = Verdict.DIGEST, verdict.rule, verdict.reason
+            else:
+                outcome, rule = Verdict.SURFACE, verdict.rule
+                reason = f"R(s)={r:.3f} ≥ τ={tau:.2f}; {verdict.reason}"
+        decision = _decision(prediction, key, outcome, rule, reason, m, r, tau, arm, now)
+        world.add(prediction, decision, channel)
+        world.audit(
+            "decision",
+            prediction.id,
+            {"verdict": outcome.value, "rule": rule, "reason": reason, "score": r, "threshold": tau},
+            now,
+        )
+        results.append(DecideResult(decision, duplicate=False))
+    world.finish()
+    return results
+
+
+def _checked_now(now: float) -> float:
+    """``now`` as :class:`Decision` stores ``decided_at`` (a finite float), checked once for a whole batch."""
+    return _require_time("decided_at", now)
 
 
 def _weight_for(tx: LoopTransaction, operator: str, config: LoopConfig) -> tuple[float, OperatorTrust | None]:

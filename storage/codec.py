@@ -1,10 +1,20 @@
-"""Rows ↔ ``npo`` records. Pure functions; the column order of each SELECT is defined here."""
+"""Rows ↔ ``npo`` records. Pure functions; the column order of each SELECT is defined here.
+
+Rows read back from our own database were validated when they were written (by the record's constructor and
+by the schema's CHECK constraints), so they are decoded with :func:`trusted`, which builds the frozen record
+without running its validation again; the Hypothesis round-trip tests (``tests/integration/test_roundtrip.py``)
+prove that the records come back equal. Records built from anything else (requests, files, other programs)
+must go through their validating constructors.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
-from typing import Any
+import math
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from npo.loop import AppliedFeedback
 from npo.misalignment import KeyAlignment
@@ -14,6 +24,7 @@ from npo.trust import OperatorTrust
 from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction, Severity, Verdict
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 PREDICTION_COLS = "id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, channel, received_at"
 DECISION_COLS = "prediction_id, key, verdict, rule, reason, confidence, misalignment, score, threshold, arm, decided_at"
@@ -27,9 +38,84 @@ MODEL_COLS = "version, weights, bias, trained_at, n_train, metrics"
 MONITOR_COLS = "last_trigger_at, open_proposal, matches, decisions, ph_n, ph_mean, ph_cumulative, ph_minimum"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+_SETTERS: dict[type, dict[str, Callable[[object, object], None]]] = {}
+_ORDERED: dict[type, tuple[Callable[[object, object], None], ...]] = {}
+VERDICTS: Mapping[str, Verdict] = MappingProxyType({v.value: v for v in Verdict})
+FEEDBACK_KINDS: Mapping[str, FeedbackKind] = MappingProxyType({k.value: k for k in FeedbackKind})
+SEVERITIES: Mapping[str, Severity] = MappingProxyType({s.value: s for s in Severity})
+
+
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring  # what the encoder uses for ensure_ascii=False
+
+
 def dumps(value: object) -> str:
-    """Compact JSON (non-JSON values such as enums fall back to ``str``)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Compact JSON (non-JSON values such as enums fall back to ``str``): the same text as
+    ``json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)``. A flat dict of strings, finite
+    floats, ints, booleans and None (every audit detail the loop writes) is formatted directly; anything else
+    goes through one shared encoder."""
+    if type(value) is dict:
+        parts: list[str] = []
+        for k, v in value.items():
+            t = type(v)
+            if type(k) is not str:
+                return _ENCODER.encode(value)
+            if t is str:
+                text = _encode_str(v)
+            elif t is float:
+                if not math.isfinite(v):
+                    return _ENCODER.encode(value)
+                text = float.__repr__(v)
+            elif v is None:
+                text = "null"
+            elif t is bool:
+                text = "true" if v else "false"
+            elif t is int:
+                text = int.__repr__(v)
+            else:
+                return _ENCODER.encode(value)
+            parts.append(f"{_encode_str(k)}:{text}")
+        return "{" + ",".join(parts) + "}"
+    return _ENCODER.encode(value)
+
+
+def _setters(cls: type) -> dict[str, Callable[[object, object], None]]:
+    setters = _SETTERS.get(cls)
+    if setters is None:
+        if not dataclasses.is_dataclass(cls) or not hasattr(cls, "__slots__"):
+            raise TypeError(f"trusted() needs a slotted dataclass, got {cls.__name__}")
+        setters = {f.name: getattr(cls, f.name).__set__ for f in dataclasses.fields(cls)}
+        _SETTERS[cls] = setters
+        _ORDERED[cls] = tuple(setters.values())
+    return setters
+
+
+def trusted(cls: type[T], **fields: object) -> T:
+    """Build the frozen, slotted dataclass ``cls`` from already-valid ``fields`` without running ``__init__`` /
+    ``__post_init__`` (no validation, no normalisation). Every field must be given, already in its normalised
+    form (enums as enum members, mappings read-only). Only for rows read back from our own database."""
+    setters = _setters(cls)
+    if len(fields) != len(setters):
+        missing = sorted(set(setters) - set(fields)) or sorted(set(fields) - set(setters))
+        raise TypeError(f"trusted({cls.__name__}) needs exactly its fields; mismatch on {missing}")
+    obj: T = object.__new__(cls)
+    for name, value in fields.items():
+        setters[name](obj, value)
+    return obj
+
+
+def trusted_row(cls: type[T], values: Sequence[object]) -> T:
+    """:func:`trusted` with the field values in declaration order (the hot path: no keyword dict)."""
+    ordered = _ORDERED.get(cls)
+    if ordered is None:
+        _setters(cls)
+        ordered = _ORDERED[cls]
+    if len(values) != len(ordered):
+        raise TypeError(f"trusted_row({cls.__name__}) needs {len(ordered)} values, got {len(values)}")
+    obj: T = object.__new__(cls)
+    for setter, value in zip(ordered, values, strict=True):
+        setter(obj, value)
+    return obj
 
 
 def prediction_params(p: Prediction) -> Row:
@@ -50,18 +136,9 @@ def prediction_params(p: Prediction) -> Row:
 
 
 def prediction_from_row(r: Row) -> Prediction:
-    labels: Mapping[str, str] = json.loads(r[7])
-    return Prediction(
-        id=r[0],
-        fault_type=r[1],
-        target=r[2],
-        action=r[3],
-        confidence=r[4],
-        severity=Severity(r[5]),
-        time_to_fault_s=r[6],
-        labels=labels,
-        channel=r[8],
-        received_at=r[9],
+    labels: dict[str, str] = json.loads(r[7])
+    return trusted_row(
+        Prediction, (r[0], r[1], r[2], r[3], r[4], SEVERITIES[r[5]], r[6], MappingProxyType(labels), r[8], r[9])
     )
 
 
@@ -83,19 +160,7 @@ def decision_params(d: Decision, channel: str) -> Row:
 
 
 def decision_from_row(r: Row) -> Decision:
-    return Decision(
-        prediction_id=r[0],
-        key=r[1],
-        verdict=Verdict(r[2]),
-        rule=r[3],
-        reason=r[4],
-        confidence=r[5],
-        misalignment=r[6],
-        score=r[7],
-        threshold=r[8],
-        arm=r[9],
-        decided_at=r[10],
-    )
+    return trusted_row(Decision, (r[0], r[1], VERDICTS[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]))
 
 
 def feedback_params(a: AppliedFeedback) -> Row:
@@ -118,16 +183,12 @@ def feedback_params(a: AppliedFeedback) -> Row:
 
 
 def feedback_from_row(r: Row) -> AppliedFeedback:
-    event = FeedbackEvent(
-        prediction_id=r[0], operator=r[1], kind=FeedbackKind(r[2]), at=r[3], request_id=r[4], reason=r[5]
-    )
-    return AppliedFeedback(
-        event=event, key=r[6], y=r[7], weight=r[8], key_n_before=r[9], arm=r[10], reward=r[11], replaces=r[12]
-    )
+    event = trusted_row(FeedbackEvent, (r[0], r[1], FEEDBACK_KINDS[r[2]], r[3], r[4], r[5]))
+    return trusted_row(AppliedFeedback, (event, r[6], r[7], r[8], r[9], r[10], r[11], r[12]))
 
 
 def key_from_row(r: Row) -> KeyAlignment:
-    return KeyAlignment(key=r[0], m=r[1], n=r[2], weight_sum=r[3], updated_at=r[4])
+    return trusted_row(KeyAlignment, r)
 
 
 def key_params(k: KeyAlignment) -> Row:
@@ -135,7 +196,7 @@ def key_params(k: KeyAlignment) -> Row:
 
 
 def trust_from_row(r: Row) -> OperatorTrust:
-    return OperatorTrust(operator=r[0], agree=r[1], disagree=r[2], n_outcome=r[3], n_peer=r[4])
+    return trusted_row(OperatorTrust, r)
 
 
 def trust_params(t: OperatorTrust) -> Row:
@@ -143,7 +204,7 @@ def trust_params(t: OperatorTrust) -> Row:
 
 
 def outcome_from_row(r: Row) -> Outcome:
-    return Outcome(prediction_id=r[0], real_fault=bool(r[1]), at=r[2], source=r[3])
+    return trusted_row(Outcome, (r[0], bool(r[1]), r[2], r[3]))
 
 
 def model_params(m: LogisticModel) -> Row:

@@ -22,6 +22,7 @@ the first ``effective = 0`` and replaces it in the learning state, while both ro
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import sqlite3
@@ -29,9 +30,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -39,13 +41,13 @@ from sqlite_utils import Database
 
 from npo.alignment import AlignmentSample
 from npo.bandit import ThresholdBandit
-from npo.loop import SYSTEM_OPERATOR, AppliedFeedback, DecideResult, LoopConfig, decide
+from npo.loop import SYSTEM_OPERATOR, AppliedFeedback, DecideResult, LoopConfig, decide_batch
 from npo.misalignment import KeyAlignment
 from npo.monitor import MonitorState
 from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, Policy, PolicyContext
 from npo.retrain import LogisticModel
 from npo.trust import OperatorTrust
-from npo.types import Decision, Outcome, Prediction
+from npo.types import Decision, Outcome, Prediction, Verdict
 from storage import codec
 from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect
 from storage.errors import StorageBusy, StorageError
@@ -77,6 +79,125 @@ class OutboxItem:
 
 
 _MISSING: Any = object()
+_INSERT_PREDICTION = (
+    "INSERT INTO predictions (id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, "
+    "channel, received_at, fingerprint, cluster) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_DECISION = (
+    "INSERT INTO decisions (prediction_id, key, verdict, rule, reason, confidence, misalignment, score, threshold, "
+    "arm, decided_at, channel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_RECOMMENDATION = (
+    "INSERT INTO recommendations (prediction_id, verdict, channel, key, target, action, cluster, surfaced_at) "
+    "VALUES (?,?,?,?,?,?,?,?)"
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (prediction_id, channel, kind, payload, next_attempt_at, created_at) VALUES (?,?,?,?,?,?)"
+)
+_IN_CHUNK = 500  # values per IN (…) list: well under SQLite's limit on bound parameters
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+_FEEDBACK_INSERT = (
+    "INSERT INTO feedback (request_id, prediction_id, operator, kind, at, reason, key, y, weight, key_n_before, arm, "
+    "reward, replaces, channel, target) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,"
+)
+
+
+def _prefixed(alias: str, cols: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in cols.split(","))
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """SQL that depends on the store's configuration (number of arms, disruptive actions), built once."""
+
+    prefetch: str
+    open_disruptive: str
+    insert_feedback: str = _FEEDBACK_INSERT + (
+        "COALESCE((SELECT channel FROM decisions WHERE prediction_id = ?), ''), "
+        "COALESCE((SELECT target FROM predictions WHERE id = ?), ''))"
+    )
+    insert_feedback_known: str = _FEEDBACK_INSERT + "?,?)"
+
+
+@functools.lru_cache(maxsize=32)
+def _statements(n_arms: int, n_disruptive: int) -> _Statements:
+    arms_match = " AND ".join(f"b{i}.threshold = ?{4 + i}" for i in range(n_arms))
+    arms = ", ".join(f"b{i}.alpha, b{i}.beta, b{i}.pulls" for i in range(n_arms))
+    arm_joins = " ".join(f"LEFT JOIN bandit_arms b{i} ON b{i}.arm = {i}" for i in range(n_arms))
+    # Parameters: ?1 request id, ?2 prediction id, ?3 operator, ?4… the configured thresholds. Columns (see
+    # SQLiteTransaction.prefetch_feedback): 0 request seen; 1-10 the decision after its prediction id; 11 its
+    # channel, 12 its target; 13-16 the key's state after its name; 17-20 the operator's trust after the name;
+    # 21, 22 the row ids of the operator's and the system's effective answers; 23 the arms' state (0 none
+    # stored, 1 as configured, -1 anything else); 24… α, β, pulls per arm. Few columns: each costs ~0.15 µs.
+    prefetch = (
+        "SELECT EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
+        "d.key, d.verdict, d.rule, d.reason, d.confidence, d.misalignment, d.score, d.threshold, d.arm, "
+        "d.decided_at, d.channel, COALESCE(p.target, ''), k.m, k.n, k.weight_sum, k.updated_at, "
+        "t.agree, t.disagree, t.n_outcome, t.n_peer, fp.id, fs.id, "
+        "CASE (SELECT COUNT(*) FROM bandit_arms) WHEN 0 THEN 0 "
+        f"WHEN {n_arms} THEN CASE WHEN {arms_match} THEN 1 ELSE -1 END ELSE -1 END, {arms} "
+        "FROM (SELECT ?2 AS pid) AS q "
+        "LEFT JOIN decisions d ON d.prediction_id = q.pid "
+        "LEFT JOIN predictions p ON p.id = q.pid "
+        "LEFT JOIN key_alignment k ON k.key = d.key "
+        "LEFT JOIN operator_trust t ON t.operator = ?3 "
+        "LEFT JOIN feedback fp ON fp.prediction_id = q.pid AND fp.operator = ?3 AND fp.effective = 1 "
+        f"LEFT JOIN feedback fs ON fs.prediction_id = q.pid AND fs.operator = '{SYSTEM_OPERATOR}' "
+        f"AND fs.effective = 1 {arm_joins}"
+    )
+    marks = ", ".join("?" * n_disruptive)
+    open_disruptive = (
+        f"SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL AND action IN ({marks})"
+    )
+    return _Statements(prefetch=prefetch, open_disruptive=open_disruptive)
+
+
+class _BatchContexts:
+    """:class:`npo.loop.BatchContexts` of :class:`SQLiteTransaction`: the snapshot read before a batch plus the
+    batch's own decisions, counted the way :meth:`SQLiteTransaction.policy_context` counts stored ones — a
+    surfaced or digest decision with a disruptive action is an open recommendation of its cluster, a surfaced one
+    (decided at ``now``) counts for its channel's last hour."""
+
+    __slots__ = ("_active", "_disruptive", "_now", "_overrides", "_surfaced")
+
+    def __init__(
+        self,
+        now: float,
+        active: dict[str, int] | None,
+        overrides: dict[str, float],
+        surfaced: dict[str, int],
+        disruptive: frozenset[str],
+    ) -> None:
+        self._now = now
+        self._active = active  # None: the store counts no action as disruptive
+        self._overrides = overrides
+        self._surfaced = surfaced
+        self._disruptive = disruptive
+
+    def context(self, prediction: Prediction, key: str, channel: str) -> PolicyContext:
+        active = self._active
+        cluster_counts: Mapping[str, int] = _EMPTY
+        if active is not None:
+            cluster = prediction.cluster
+            cluster_counts = MappingProxyType({cluster: active.get(cluster, 0)})
+        overrides: Mapping[str, float] = _EMPTY
+        if self._overrides:
+            found = {}
+            for name in (f"key:{key}", f"target:{prediction.target}"):
+                at = self._overrides.get(name)
+                if at is not None:
+                    found[name] = at
+            if found:
+                overrides = MappingProxyType(found)
+        surfaced = MappingProxyType({channel: self._surfaced.get(channel, 0)})
+        # Counts from COUNT(*), times from validated feedback, ``now`` checked by the loop: no re-validation.
+        return codec.trusted_row(PolicyContext, (self._now, cluster_counts, overrides, surfaced))
+
+    def decided(self, prediction: Prediction, decision: Decision, channel: str) -> None:
+        if self._active is not None and decision.surfaced and prediction.action in self._disruptive:
+            self._active[prediction.cluster] = self._active.get(prediction.cluster, 0) + 1
+        if decision.verdict is Verdict.SURFACE:
+            self._surfaced[channel] = self._surfaced.get(channel, 0) + 1
 
 
 class SQLiteTransaction:
@@ -90,16 +211,16 @@ class SQLiteTransaction:
         self._c = conn
         self._config = config
         self._disruptive = disruptive_actions
-        marks = ", ".join("?" * len(disruptive_actions))
-        self._open_disruptive_sql = (
-            f"SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL AND action IN ({marks})"
-        )
+        self._sql = _statements(config.bandit.n_arms, len(disruptive_actions))
         self._keys: dict[str, KeyAlignment] = {}
         self._trust: dict[str, OperatorTrust | None] = {}
         self._bandit: ThresholdBandit | None = None
         self._bandit_stored: ThresholdBandit | None = None
         self._model: Any = _MISSING
         self._effective: dict[tuple[str, str], AppliedFeedback | None] = {}
+        self._decisions: dict[str, Decision | None] = {}
+        self._seen: dict[str, bool] = {}  # feedback request ids known to be stored (True) or not (False)
+        self._channel_target: dict[str, tuple[str, str]] = {}  # prediction id → (decision channel, target)
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -113,6 +234,9 @@ class SQLiteTransaction:
         self._bandit = self._bandit_stored = None
         self._model = _MISSING
         self._effective.clear()
+        self._decisions.clear()
+        self._seen.clear()
+        self._channel_target.clear()
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _write(self, table: str, record: str, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
@@ -143,26 +267,15 @@ class SQLiteTransaction:
         pid = prediction.id
         if decision.prediction_id != pid:
             raise StorageError("decisions", decision.prediction_id, f"decision is for another prediction than {pid!r}")
-        self._write(
-            "predictions",
-            pid,
-            "INSERT INTO predictions (id, fault_type, target, action, confidence, severity, time_to_fault_s, "
-            "labels, channel, received_at, fingerprint, cluster) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            codec.prediction_params(prediction),
-        )
-        self._write(
-            "decisions",
-            pid,
-            "INSERT INTO decisions (prediction_id, key, verdict, rule, reason, confidence, misalignment, score, "
-            "threshold, arm, decided_at, channel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            codec.decision_params(decision, channel),
-        )
+        self._write("predictions", pid, _INSERT_PREDICTION, codec.prediction_params(prediction))
+        self._write("decisions", pid, _INSERT_DECISION, codec.decision_params(decision, channel))
+        self._decisions[pid] = decision
+        self._channel_target[pid] = (channel, prediction.target)
         if decision.surfaced:
             self._write(
                 "recommendations",
                 pid,
-                "INSERT INTO recommendations (prediction_id, verdict, channel, key, target, action, cluster, "
-                "surfaced_at) VALUES (?,?,?,?,?,?,?,?)",
+                _INSERT_RECOMMENDATION,
                 (
                     pid,
                     decision.verdict.value,
@@ -177,13 +290,171 @@ class SQLiteTransaction:
             kind = "recommendation" if decision.verdict.value == "surface" else "digest_item"
             self.enqueue(channel, kind, {"prediction_id": pid}, decision.decided_at, prediction_id=pid)
 
+    # -- batches (npo.loop.BatchLoopTransaction) --------------------------------------------------------------
+    def _in_chunks(self, sql: str, values: Sequence[Any], *before: Any) -> list[Any]:
+        """Rows of ``sql`` (containing ``IN ({marks})``) for ``values``, in chunks of at most ``_IN_CHUNK``."""
+        rows: list[Any] = []
+        unique = list(dict.fromkeys(values))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows += self._c.execute(sql.format(marks=marks), (*before, *chunk)).fetchall()
+        return rows
+
+    def lookup_predictions(
+        self, predictions: Sequence[Prediction]
+    ) -> tuple[dict[str, Decision], dict[str, tuple[str, float]]]:
+        """Stored decisions for the ids of ``predictions``, and the latest stored prediction (id, received_at) per
+        fingerprint of theirs (the rules of :meth:`find_duplicate`, for a whole batch in two queries)."""
+        decisions = {
+            r[0]: codec.decision_from_row(r)
+            for r in self._in_chunks(
+                f"SELECT {codec.DECISION_COLS} FROM decisions WHERE prediction_id IN ({{marks}})",
+                [p.id for p in predictions],
+            )
+        }
+        latest = {
+            r[0]: (r[1], r[2])
+            for r in self._in_chunks(
+                "SELECT fingerprint, id, received_at, MAX(rowid) FROM predictions WHERE fingerprint IN ({marks}) "
+                "GROUP BY fingerprint",
+                [p.fingerprint() for p in predictions],
+            )
+        }
+        return decisions, latest
+
+    def get_keys(self, keys: Sequence[str]) -> dict[str, KeyAlignment]:
+        """The stored state of each of ``keys`` that has one (the loop starts the others from a new state)."""
+        return {
+            r[0]: codec.key_from_row(r)
+            for r in self._in_chunks(f"SELECT {codec.KEY_COLS} FROM key_alignment WHERE key IN ({{marks}})", keys)
+        }
+
+    def policy_contexts(
+        self, predictions: Sequence[Prediction], keys: Sequence[str], channels: Sequence[str], now: float
+    ) -> _BatchContexts:
+        """:meth:`policy_context` for a whole batch: the database is read once (open disruptive recommendations
+        per cluster, last effective override per key and target, surfaced per channel in the last hour), and
+        the batch's own decisions are counted in as they are made (see :class:`_BatchContexts`)."""
+        active: dict[str, int] | None = None
+        if self._disruptive:
+            active = dict(
+                self._in_chunks(
+                    "SELECT cluster, COUNT(*) FROM recommendations WHERE resolved_at IS NULL AND action IN "
+                    f"({','.join('?' * len(self._disruptive))}) AND cluster IN ({{marks}}) GROUP BY cluster",
+                    [p.cluster for p in predictions],
+                    *self._disruptive,
+                )
+            )
+        overrides: dict[str, float] = {}
+        for column, values in (("key", keys), ("target", [p.target for p in predictions])):
+            rows = self._in_chunks(
+                f"SELECT {column}, MAX(at) FROM feedback WHERE kind = 'override' AND effective = 1 "
+                f"AND {column} IN ({{marks}}) GROUP BY {column}",
+                values,
+            )
+            overrides.update((f"{column}:{name}", float(at)) for name, at in rows)
+        surfaced = dict(
+            self._in_chunks(
+                "SELECT channel, COUNT(*) FROM decisions WHERE verdict = 'surface' AND decided_at > ? "
+                "AND decided_at <= ? AND channel IN ({marks}) GROUP BY channel",
+                channels,
+                now - HOUR_S,
+                now,
+            )
+        )
+        return _BatchContexts(float(now), active, overrides, surfaced, frozenset(self._disruptive))
+
+    def add_decisions(self, decided: Sequence[tuple[Prediction, Decision, str]]) -> None:
+        """:meth:`add_decision` for each (prediction, decision, channel), one ``executemany`` per table. When a
+        row is refused, the batch's rows are undone (savepoint) and written again one by one, so the
+        :class:`StorageError` names the table and record that failed."""
+        if not decided:
+            return
+        predictions, decisions, recommendations, outbox = [], [], [], []
+        for prediction, decision, channel in decided:
+            pid = prediction.id
+            if decision.prediction_id != pid:
+                raise StorageError(
+                    "decisions", decision.prediction_id, f"decision is for another prediction than {pid!r}"
+                )
+            predictions.append(codec.prediction_params(prediction))
+            decisions.append(codec.decision_params(decision, channel))
+            if decision.surfaced:
+                surface = decision.verdict is Verdict.SURFACE
+                recommendations.append(
+                    (
+                        pid,
+                        decision.verdict.value,
+                        channel,
+                        decision.key,
+                        prediction.target,
+                        prediction.action,
+                        prediction.cluster,
+                        decision.decided_at,
+                    )
+                )
+                outbox.append(
+                    (
+                        pid,
+                        channel,
+                        "recommendation" if surface else "digest_item",
+                        codec.dumps({"prediction_id": pid}),
+                        decision.decided_at,
+                        decision.decided_at,
+                    )
+                )
+        c = self._c
+        c.execute("SAVEPOINT npo_bulk")
+        try:
+            c.executemany(_INSERT_PREDICTION, predictions)
+            c.executemany(_INSERT_DECISION, decisions)
+            if recommendations:
+                c.executemany(_INSERT_RECOMMENDATION, recommendations)
+                c.executemany(_INSERT_OUTBOX, outbox)
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
+            c.execute("ROLLBACK TO npo_bulk")
+            c.execute("RELEASE npo_bulk")
+            for prediction, decision, channel in decided:
+                self.add_decision(prediction, decision, channel)  # raises the StorageError naming the record
+            raise StorageError("decisions", decided[0][0].id, f"a batch of {len(decided)} refused: {exc}") from exc
+        c.execute("RELEASE npo_bulk")
+        for prediction, decision, channel in decided:
+            self._decisions[prediction.id] = decision
+            self._channel_target[prediction.id] = (channel, prediction.target)
+
+    def audit_many(self, entries: Sequence[tuple[str, str, Mapping[str, object], float]]) -> None:
+        """:meth:`audit` for each (kind, subject, detail, at), in order, in one ``executemany``."""
+        if not entries:
+            return
+        dumps = codec.dumps
+        rows = [
+            (at, kind, subject, dumps(detail if type(detail) is dict else dict(detail)))
+            for kind, subject, detail, at in entries
+        ]
+        c = self._c
+        c.execute("SAVEPOINT npo_bulk")
+        try:
+            c.executemany("INSERT INTO audit_log (at, kind, subject, detail) VALUES (?,?,?,?)", rows)
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
+            c.execute("ROLLBACK TO npo_bulk")
+            c.execute("RELEASE npo_bulk")
+            for kind, subject, detail, at in entries:
+                self.audit(kind, subject, detail, at)
+            raise StorageError("audit_log", entries[0][1], f"a batch of {len(entries)} refused: {exc}") from exc
+        c.execute("RELEASE npo_bulk")
+
     def get_prediction(self, prediction_id: str) -> Prediction | None:
         row = self._one(f"SELECT {codec.PREDICTION_COLS} FROM predictions WHERE id = ?", (prediction_id,))
         return None if row is None else codec.prediction_from_row(row)
 
     def get_decision(self, prediction_id: str) -> Decision | None:
+        if prediction_id in self._decisions:
+            return self._decisions[prediction_id]
         row = self._one(f"SELECT {codec.DECISION_COLS} FROM decisions WHERE prediction_id = ?", (prediction_id,))
-        return None if row is None else codec.decision_from_row(row)
+        decision = None if row is None else codec.decision_from_row(row)
+        self._decisions[prediction_id] = decision
+        return decision
 
     def policy_context(self, prediction: Prediction, key: str, channel: str, now: float) -> PolicyContext:
         """The guardrails' view of the world for this prediction, computed from the database:
@@ -195,7 +466,7 @@ class SQLiteTransaction:
         cluster = prediction.cluster
         active: dict[str, int] = {}
         if self._disruptive:
-            active[cluster] = int(self._one(self._open_disruptive_sql, (cluster, *self._disruptive))[0])
+            active[cluster] = int(self._one(self._sql.open_disruptive, (cluster, *self._disruptive))[0])
         overrides: dict[str, float] = {}
         by_key = self._one(
             "SELECT MAX(at) FROM feedback WHERE key = ? AND kind = 'override' AND effective = 1", (key,)
@@ -256,36 +527,44 @@ class SQLiteTransaction:
                     f"the database holds arms with thresholds {list(stored)} but the configuration has "
                     f"{list(cfg.thresholds)}; reset the bandit (npo-bot) or fix the configuration",
                 )
-            bandit = ThresholdBandit(
-                cfg,
-                alpha=tuple(r[2] for r in rows),
-                beta=tuple(r[3] for r in rows),
-                pulls=tuple(r[4] for r in rows),
+            bandit = codec.trusted_row(
+                ThresholdBandit,
+                (cfg, tuple(r[2] for r in rows), tuple(r[3] for r in rows), tuple(r[4] for r in rows)),
             )
             self._bandit_stored = bandit
         self._bandit = bandit
         return bandit
 
     def put_bandit(self, bandit: ThresholdBandit) -> None:
-        if bandit.config != self._config.bandit:
+        """Write the arms that differ from the stored ones (all of them when nothing is stored yet)."""
+        cfg = bandit.config
+        if cfg is not self._config.bandit and cfg != self._config.bandit:
             raise StorageError(
                 "bandit_arms", "config", "the bandit's configuration differs from the store's LoopConfig.bandit"
             )
         old = self._bandit_stored
-        rows = [
-            (arm, bandit.config.thresholds[arm], bandit.alpha[arm], bandit.beta[arm], bandit.pulls[arm])
-            for arm in range(bandit.config.n_arms)
-            if old is None
-            or (old.alpha[arm], old.beta[arm], old.pulls[arm])
-            != (bandit.alpha[arm], bandit.beta[arm], bandit.pulls[arm])
-        ]
+        if old is bandit:
+            return
+        if old is None:
+            rows = list(zip(range(cfg.n_arms), cfg.thresholds, bandit.alpha, bandit.beta, bandit.pulls, strict=True))
+        else:
+            rows = [
+                (arm, cfg.thresholds[arm], a, b, n)
+                for arm, (a, b, n, old_a, old_b, old_n) in enumerate(
+                    zip(bandit.alpha, bandit.beta, bandit.pulls, old.alpha, old.beta, old.pulls, strict=True)
+                )
+                if a != old_a or b != old_b or n != old_n
+            ]
+        sql = (
+            "INSERT INTO bandit_arms (arm, threshold, alpha, beta, pulls) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(arm) DO UPDATE SET threshold = excluded.threshold, alpha = excluded.alpha, "
+            "beta = excluded.beta, pulls = excluded.pulls"
+        )
         try:
-            self._c.executemany(
-                "INSERT INTO bandit_arms (arm, threshold, alpha, beta, pulls) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(arm) DO UPDATE SET threshold = excluded.threshold, alpha = excluded.alpha, "
-                "beta = excluded.beta, pulls = excluded.pulls",
-                rows,
-            )
+            if len(rows) == 1:
+                self._c.execute(sql, rows[0])
+            elif rows:
+                self._c.executemany(sql, rows)
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
             raise StorageError("bandit_arms", "bandit", str(exc)) from exc
         self._bandit = self._bandit_stored = bandit
@@ -310,8 +589,60 @@ class SQLiteTransaction:
         self._trust[trust.operator] = trust
 
     # -- feedback and outcomes -----------------------------------------------------------------------------
+    def prefetch_feedback(self, prediction_id: str, operator: str, request_id: str) -> None:
+        """Load everything :func:`npo.loop.record_feedback` reads, in one query, into this transaction's caches:
+        whether ``request_id`` is stored, the decision (with its channel and target), its key's state, the
+        operator's trust, the operator's and the system's effective answers (a second query, only when there
+        is one), and the bandit. Entries already cached (this transaction's own writes) are kept. A bandit that
+        does not match the configuration is left for :meth:`get_bandit` to report."""
+        cfg = self._config.bandit
+        r = self._c.execute(self._sql.prefetch, (request_id, prediction_id, operator, *cfg.thresholds)).fetchone()
+        self._seen.setdefault(request_id, bool(r[0]))
+        if r[1] is None:
+            self._decisions.setdefault(prediction_id, None)
+            return
+        decision = self._decisions.get(prediction_id, _MISSING)
+        if decision is _MISSING:
+            decision = codec.trusted_row(
+                Decision, (prediction_id, r[1], codec.VERDICTS[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
+            )
+            self._decisions[prediction_id] = decision
+        self._channel_target.setdefault(prediction_id, (r[11], r[12]))
+        if decision is None:
+            return
+        key = decision.key
+        if key not in self._keys:
+            self._keys[key] = (
+                KeyAlignment(key=key) if r[14] is None else codec.key_from_row((key, r[13], r[14], r[15], r[16]))
+            )
+        if operator not in self._trust:
+            self._trust[operator] = (
+                None if r[17] is None else codec.trust_from_row((operator, r[17], r[18], r[19], r[20]))
+            )
+        own, system = (prediction_id, operator), (prediction_id, SYSTEM_OPERATOR)
+        if own not in self._effective and system not in self._effective:
+            self._effective[own] = self._effective[system] = None
+            if r[21] is not None or r[22] is not None:
+                rows = self._c.execute(
+                    f"SELECT {codec.FEEDBACK_COLS} FROM feedback WHERE id IN (?, ?)", (r[21], r[22])
+                ).fetchall()
+                for row in rows:
+                    self._effective[(prediction_id, row[1])] = codec.feedback_from_row(row)
+        if self._bandit is None and r[23] >= 0:
+            if r[23] == 0:
+                self._bandit = ThresholdBandit(cfg)
+            else:
+                arms = r[24:]
+                self._bandit = self._bandit_stored = codec.trusted_row(
+                    ThresholdBandit, (cfg, tuple(arms[0::3]), tuple(arms[1::3]), tuple(arms[2::3]))
+                )
+
     def has_request(self, request_id: str) -> bool:
-        return self._one("SELECT 1 FROM feedback WHERE request_id = ?", (request_id,)) is not None
+        seen = self._seen.get(request_id)
+        if seen is None:
+            seen = self._one("SELECT 1 FROM feedback WHERE request_id = ?", (request_id,)) is not None
+            self._seen[request_id] = seen
+        return seen
 
     def effective_feedback(self, prediction_id: str, operator: str) -> AppliedFeedback | None:
         """The person's current answer; the skip (operator ``system``) is fetched in the same query, because
@@ -334,6 +665,7 @@ class SQLiteTransaction:
         earlier request id of the same recommendation, that row stays in the log with ``effective = 0``."""
         ev = applied.event
         self._effective.clear()
+        self._seen.pop(ev.request_id, None)
         if applied.replaces is not None:
             self._write(
                 "feedback",
@@ -341,15 +673,19 @@ class SQLiteTransaction:
                 "UPDATE feedback SET effective = 0 WHERE request_id = ? AND prediction_id = ? AND effective = 1",
                 (applied.replaces, ev.prediction_id),
             )
-        self._write(
-            "feedback",
-            ev.request_id,
-            "INSERT INTO feedback (request_id, prediction_id, operator, kind, at, reason, key, y, weight, "
-            "key_n_before, arm, reward, replaces, channel, target) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?, "
-            "COALESCE((SELECT channel FROM decisions WHERE prediction_id = ?), ''), "
-            "COALESCE((SELECT target FROM predictions WHERE id = ?), ''))",
-            (*codec.feedback_params(applied), ev.prediction_id, ev.prediction_id),
-        )
+        known = self._channel_target.get(ev.prediction_id)
+        if known is not None:
+            self._write(
+                "feedback", ev.request_id, self._sql.insert_feedback_known, (*codec.feedback_params(applied), *known)
+            )
+        else:
+            self._write(
+                "feedback",
+                ev.request_id,
+                self._sql.insert_feedback,
+                (*codec.feedback_params(applied), ev.prediction_id, ev.prediction_id),
+            )
+        self._seen[ev.request_id] = True
 
     def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]:
         rows = self._c.execute(
@@ -461,8 +797,7 @@ class SQLiteTransaction:
         cur = self._write(
             "outbox",
             prediction_id or kind,
-            "INSERT INTO outbox (prediction_id, channel, kind, payload, next_attempt_at, created_at) "
-            "VALUES (?,?,?,?,?,?)",
+            _INSERT_OUTBOX,
             (prediction_id, channel, kind, codec.dumps(dict(payload)), now, now),
         )
         return int(cur.lastrowid or 0)
@@ -493,8 +828,76 @@ class SQLiteTransaction:
             "audit_log",
             subject,
             "INSERT INTO audit_log (at, kind, subject, detail) VALUES (?,?,?,?)",
-            (at, kind, subject, codec.dumps(dict(detail))),
+            (at, kind, subject, codec.dumps(detail if type(detail) is dict else dict(detail))),
         )
+
+
+class _Scope:
+    """The context manager behind :meth:`SQLiteStore.transaction` (a class rather than a generator: it runs once
+    per feedback event, so its overhead counts)."""
+
+    __slots__ = ("_savepoint", "_store", "_tx")
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._tx: SQLiteTransaction | None = None
+        self._savepoint: str | None = None
+
+    def __enter__(self) -> SQLiteTransaction:
+        store = self._store
+        local = store._local
+        outer = local.tx
+        if outer is not None:
+            name = f"npo_sp_{local.depth}"
+            outer.connection.execute(f"SAVEPOINT {name}")
+            local.depth += 1
+            self._savepoint = name
+            self._tx = outer
+            return outer
+        conn = store._connection().conn
+        store._write_lock.acquire()
+        try:
+            store._begin_immediate(conn)
+        except BaseException:
+            store._write_lock.release()
+            raise
+        tx = SQLiteTransaction(conn, store.config, store.disruptive_actions)
+        local.tx = self._tx = tx
+        return tx
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        tx = self._tx
+        assert tx is not None, "transaction scope exited without being entered"
+        conn = tx.connection
+        name = self._savepoint
+        if name is not None:
+            local = self._store._local
+            try:
+                if exc_type is None:
+                    conn.execute(f"RELEASE {name}")
+                else:
+                    if conn.in_transaction:
+                        conn.execute(f"ROLLBACK TO {name}")
+                        conn.execute(f"RELEASE {name}")
+                    tx.invalidate()
+            finally:
+                local.depth -= 1
+            return
+        store = self._store
+        try:
+            if exc_type is not None:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                return
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            store._local.tx = None
+            store._write_lock.release()
 
 
 class _Local(threading.local):
@@ -603,54 +1006,14 @@ class SQLiteStore:
                 delay *= 2
 
     # -- transactions --------------------------------------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[SQLiteTransaction]:
+    def transaction(self) -> AbstractContextManager[SQLiteTransaction]:
         """``BEGIN IMMEDIATE … COMMIT`` on this thread's connection; rolled back if the block raises.
 
         Nested use on the same thread runs the inner block in a SAVEPOINT of the outer transaction (an inner
         failure undoes only the inner block's writes). Raises :class:`StorageBusy` when the write lock cannot be
         had after the retries.
         """
-        local = self._local
-        outer = local.tx
-        if outer is not None:
-            conn = outer.connection
-            name = f"npo_sp_{local.depth}"
-            conn.execute(f"SAVEPOINT {name}")
-            local.depth += 1
-            try:
-                yield outer
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute(f"ROLLBACK TO {name}")
-                    conn.execute(f"RELEASE {name}")
-                outer.invalidate()
-                raise
-            else:
-                conn.execute(f"RELEASE {name}")
-            finally:
-                local.depth -= 1
-            return
-        conn = self._connection().conn
-        with self._write_lock:
-            self._begin_immediate(conn)
-            tx = SQLiteTransaction(conn, self.config, self.disruptive_actions)
-            local.tx = tx
-            try:
-                yield tx
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            else:
-                try:
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            finally:
-                local.tx = None
+        return _Scope(self)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -678,10 +1041,11 @@ class SQLiteStore:
         self, predictions: Iterable[Prediction], *, policy: Policy, rng: np.random.Generator, now: float
     ) -> list[DecideResult]:
         """Decide and persist many predictions in one transaction (one commit), in order, with
-        :func:`npo.loop.decide` — the same decisions as one call each, at a fraction of the commit cost.
-        All or nothing: an error rolls back the whole batch."""
+        :func:`npo.loop.decide_batch`: the decisions :func:`npo.loop.decide` would make one by one (the bandit's
+        τ draws come from one vectorised draw, so the random stream differs), with the state read once and each
+        table written once. All or nothing: an error rolls back the whole batch."""
         with self.transaction() as tx:
-            return [decide(tx, p, config=self.config, policy=policy, rng=rng, now=now) for p in predictions]
+            return decide_batch(tx, predictions, config=self.config, policy=policy, rng=rng, now=now)
 
     # -- outbox --------------------------------------------------------------------------------------------
     def enqueue(

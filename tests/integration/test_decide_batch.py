@@ -1,0 +1,220 @@
+"""``decide_batch`` makes the decisions ``decide`` makes one by one (InMemoryStore and SQLiteStore), and a failure
+anywhere in a batch keeps nothing of it.
+
+The bandit has a single arm here, so τ is the same whatever the random stream: ``decide_batch`` draws for the whole
+batch at once and its stream differs from sequential ``decide`` by design.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from storage_testing import dump as dump_all
+
+from npo.bandit import BanditConfig
+from npo.loop import (
+    DecideResult,
+    InMemoryStore,
+    LoopConfig,
+    LoopStore,
+    decide,
+    decide_batch,
+    record_feedback,
+)
+from npo.policy import DEFAULT_POLICY_TEXT, Policy, parse_policy
+from npo.types import FeedbackEvent, FeedbackKind, InvalidRecord, Prediction, Verdict
+from storage import SQLiteStore, StorageError
+
+
+def dump(path: Path) -> list[str]:
+    """The database as SQL text, without the migration bookkeeping (it holds the time each file was created)."""
+    return [line for line in dump_all(path) if "_sqlite_migrations" not in line]
+
+
+CONFIG = LoopConfig(bandit=BanditConfig(thresholds=(0.6,)), dedupe_window_s=100.0)
+# Tight world rules so that a batch runs into them: 2 open disruptive per cluster, 3 surfaced per channel and hour.
+POLICY_TEXT = DEFAULT_POLICY_TEXT.replace("max_per_hour = 20", "max_per_hour = 3")
+NOW = 1000.0
+
+
+def _p(pid: str, **kw: object) -> Prediction:
+    fields: dict[str, object] = {
+        "id": pid,
+        "fault_type": "disk_failure",
+        "target": f"r1-{pid}",
+        "action": "investigate",
+        "confidence": 0.95,
+        "channel": "ops",
+        "received_at": NOW,
+    }
+    fields.update(kw)
+    return Prediction(**fields)  # type: ignore[arg-type]
+
+
+def _history() -> list[Prediction]:
+    """Decided before the batch: one to duplicate by id, one by fingerprint, a disruptive one in cluster r2, one
+    surfaced in channel "ops" (and one overridden below, to start a cooldown)."""
+    return [
+        _p("old-1", received_at=NOW - 50),
+        _p("old-2", target="r9-x", action="reboot", received_at=NOW - 40),
+        _p("old-3", target="r2-a", action="drain", received_at=NOW - 30),
+        _p("old-4", target="r5-z", fault_type="psu", received_at=NOW - 20),
+    ]
+
+
+def _batch() -> list[Prediction]:
+    return [
+        _p("b1"),
+        _p("old-1"),  # duplicate of a stored prediction, by id
+        _p("b2", target="r9-x", action="reboot"),  # duplicate of old-2 by fingerprint (within the window)
+        _p("b3", target="r2-b", action="drain"),  # r2 has one open disruptive: allowed (the second)
+        _p("b4", target="r2-c", action="drain"),  # r2 now has two (one from this batch): blocked
+        _p("b5", target="r3-a", action="drain", confidence=0.3),  # suppressed: no recommendation, r3 stays at 0
+        _p("b6", target="r3-b", action="drain"),
+        _p("b7", target="r3-c", action="reboot"),
+        _p("b8", target="r3-d", action="reboot"),  # r3 has two from this batch: blocked
+        _p("b1", target="other"),  # duplicate by id of this batch's b1
+        _p("b9", target="r3-b", action="drain", received_at=NOW + 10),  # same fingerprint as b6: duplicate of it
+        _p("b10", target="r3-b", action="drain", received_at=NOW + 200),  # same fingerprint, outside the window
+        _p("b11", channel="ops", target="r7-a"),  # "ops" is over its cap of 3 by now: digest
+        _p("b12", channel=None, target="r7-b"),  # the default channel
+        _p("b13", target="r5-z", fault_type="psu", action="migrate_vms"),  # cooldown: r5-z was overridden 10 s ago
+        _p("b14", fault_type="memory_ecc", action="reimage", target="r8-a", confidence=0.99),
+    ]
+
+
+def _prepare(store: LoopStore, policy: Policy) -> None:
+    with store.transaction() as tx:
+        for p in _history():
+            decide(tx, p, config=CONFIG, policy=policy, rng=np.random.default_rng(0), now=p.received_at)
+        record_feedback(tx, FeedbackEvent("old-4", "alice", FeedbackKind.OVERRIDE, NOW - 10, "r-old-4"), config=CONFIG)
+
+
+def _sequential(store: LoopStore, policy: Policy) -> list[DecideResult]:
+    rng = np.random.default_rng(1)
+    with store.transaction() as tx:
+        return [decide(tx, p, config=CONFIG, policy=policy, rng=rng, now=NOW) for p in _batch()]
+
+
+def _batched(store: LoopStore, policy: Policy) -> list[DecideResult]:
+    with store.transaction() as tx:
+        return decide_batch(tx, _batch(), config=CONFIG, policy=policy, rng=np.random.default_rng(2), now=NOW)
+
+
+def _summary(results: list[DecideResult]) -> list[tuple[object, ...]]:
+    return [
+        (
+            r.duplicate,
+            r.decision.prediction_id,
+            r.decision.verdict,
+            r.decision.rule,
+            r.decision.reason,
+            r.decision.key,
+            r.decision.score,
+            r.decision.misalignment,
+            r.decision.threshold,
+            r.decision.arm,
+        )
+        for r in results
+    ]
+
+
+def test_sqlite_batch_equals_sequential_decide(tmp_path: Path) -> None:
+    policy = parse_policy(POLICY_TEXT)
+    runs = {}
+    for name, run in (("sequential", _sequential), ("batch", _batched)):
+        path = tmp_path / f"{name}.db"
+        with SQLiteStore(path, CONFIG, disruptive_actions=policy.blast_radius.disruptive_actions) as store:
+            _prepare(store, policy)
+            runs[name] = (run(store, policy), dump(path))
+    (seq, seq_dump), (batch, batch_dump) = runs["sequential"], runs["batch"]
+    assert _summary(batch) == _summary(seq)
+    assert [r.decision for r in batch] == [r.decision for r in seq]
+    # Every row, in the same order: predictions, decisions, recommendations, outbox, audit lines.
+    assert batch_dump == seq_dump
+    # The batch exercises what it claims to.
+    rules = [(r.duplicate, r.decision.verdict, r.decision.rule) for r in seq]
+    assert [d for d, _, _ in rules].count(True) == 4
+    assert (False, Verdict.BLOCK, "blast_radius") in rules
+    assert (False, Verdict.BLOCK, "override_cooldown") in rules
+    assert (False, Verdict.DIGEST, "channel_hourly_cap") in rules
+    assert (False, Verdict.SUPPRESS, "threshold") in rules
+    assert (False, Verdict.SURFACE, "all_rules_passed") in rules
+
+
+def test_in_memory_batch_equals_sequential_decide() -> None:
+    policy = parse_policy(POLICY_TEXT)
+    stores = {name: InMemoryStore(CONFIG) for name in ("sequential", "batch")}
+    for store in stores.values():
+        _prepare(store, policy)
+    seq = _sequential(stores["sequential"], policy)
+    batch = _batched(stores["batch"], policy)
+    assert _summary(batch) == _summary(seq)
+    assert stores["batch"].audit_log == stores["sequential"].audit_log
+    assert [d for d, *_ in _summary(seq)].count(True) == 4
+
+
+def test_decide_many_uses_the_batch_path(tmp_path: Path) -> None:
+    policy = parse_policy(POLICY_TEXT)
+    with SQLiteStore(tmp_path / "npo.db", CONFIG, disruptive_actions=policy.blast_radius.disruptive_actions) as store:
+        _prepare(store, policy)
+        many = store.decide_many(_batch(), policy=policy, rng=np.random.default_rng(3), now=NOW)
+    with SQLiteStore(tmp_path / "seq.db", CONFIG, disruptive_actions=policy.blast_radius.disruptive_actions) as store:
+        _prepare(store, policy)
+        seq = _sequential(store, policy)
+    assert _summary(many) == _summary(seq)
+
+
+def _bad_key() -> Prediction:
+    return _p("bad", fault_type="f" * 300, action="a" * 300)  # its scenario key is longer than a Decision allows
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [
+        (_bad_key(), InvalidRecord, "key"),
+        # SQLite's length() stops at the NUL: the schema's CHECK refuses the id
+        (_p("\x00bad"), StorageError, "predictions '\\x00bad': CHECK constraint failed"),
+    ],
+)
+def test_a_failure_mid_batch_keeps_nothing_of_the_batch(
+    tmp_path: Path, bad: Prediction, error: type[Exception], match: str
+) -> None:
+    policy = parse_policy(POLICY_TEXT)
+    path = tmp_path / "npo.db"
+    with SQLiteStore(path, CONFIG, disruptive_actions=policy.blast_radius.disruptive_actions) as store:
+        _prepare(store, policy)
+        before = dump(path)
+        batch = _batch()
+        batch.insert(len(batch) // 2, bad)
+        with pytest.raises(error, match=re.escape(match)):
+            store.decide_many(batch, policy=policy, rng=np.random.default_rng(4), now=NOW)
+        assert dump(path) == before
+        assert store.decide_many(_batch(), policy=policy, rng=np.random.default_rng(4), now=NOW)  # still usable
+
+
+def test_a_failure_mid_batch_keeps_nothing_in_memory() -> None:
+    policy = parse_policy(POLICY_TEXT)
+    store = InMemoryStore(CONFIG)
+    _prepare(store, policy)
+    audit, keys = store.audit_log, store.keys
+    batch = _batch()
+    batch.insert(5, _bad_key())
+    with pytest.raises(InvalidRecord), store.transaction() as tx:
+        decide_batch(tx, batch, config=CONFIG, policy=policy, rng=np.random.default_rng(5), now=NOW)
+    assert store.audit_log == audit
+    assert store.keys == keys
+    with store.transaction() as tx:
+        assert tx.get_decision("b1") is None
+
+
+def test_an_empty_batch_and_a_bad_now() -> None:
+    store = InMemoryStore(CONFIG)
+    policy = parse_policy(POLICY_TEXT)
+    with store.transaction() as tx:
+        assert decide_batch(tx, [], config=CONFIG, policy=policy, rng=np.random.default_rng(0), now=NOW) == []
+        with pytest.raises(InvalidRecord, match="decided_at"):
+            decide_batch(tx, [_p("x")], config=CONFIG, policy=policy, rng=np.random.default_rng(0), now=float("nan"))
