@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from bot.config import Settings
 from bot.delivery import DeliveryWorker, WorkerConfig
 from bot.http.asgi import build_asgi_app
+from bot.ingest.poller import Poller
 from bot.metrics import Metrics
 from bot.service import NpoService
 from bot.slack.bolt_app import build_bolt_app, build_web_client
@@ -54,7 +55,8 @@ def build_store(settings: Settings, policy: Policy) -> SQLiteStore:
 
 @dataclass
 class Bot:
-    """Every long-lived part of the service. ``asgi`` starts and stops the worker in its lifespan."""
+    """Every long-lived part of the service. ``asgi`` starts and stops the worker (and the poller, when
+    ``NPO_POLL_URL`` is set) in its lifespan."""
 
     settings: Settings
     store: SQLiteStore
@@ -65,19 +67,38 @@ class Bot:
     async_client: AsyncWebClient
     worker: DeliveryWorker
     asgi: ASGIApp
+    poller: Poller | None = None
 
     def close(self) -> None:
-        """Stop the worker and close the database (idempotent)."""
+        """Stop the worker and the poller and close the database (idempotent)."""
         self.worker.stop()
+        if self.poller is not None:
+            self.poller.stop()
         self.store.close()
 
 
+def build_poller(settings: Settings, service: NpoService) -> Poller | None:
+    """The predictions poller for ``NPO_POLL_URL`` (``None`` when it is not set)."""
+    if settings.poll_url is None:
+        return None
+    headers = {"Authorization": f"Bearer {settings.poll_token}"} if settings.poll_token else None
+    return Poller(
+        settings.poll_url,
+        service.decide,
+        interval_s=settings.poll_interval_s,
+        clock=service.clock,
+        headers=headers,
+        timeout_s=settings.slack_timeout_s,
+    )
+
+
 def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool = True) -> Bot:
-    """Wire the whole service. ``run_worker=False`` leaves deliveries queued (benchmarks, some tests)."""
+    """Wire the whole service. ``run_worker=False`` leaves deliveries queued and the poller off (benchmarks,
+    some tests)."""
     policy = load_policy(settings)
     store = build_store(settings, policy)
     metrics = Metrics()
-    service = NpoService(store, policy, rng=np.random.default_rng(seed))
+    service = NpoService(store, policy, rng=np.random.default_rng(seed), update_interval_s=settings.update_interval_s)
     sync_client = WebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
@@ -100,14 +121,20 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
     )
     deps = SlackDeps(service, responders, settings.incident_channel)
     bolt = build_bolt_app(settings, deps, async_client)
+    poller = build_poller(settings, service)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if run_worker:
             worker.start()
+            if poller is not None:
+                poller.start()
+                log.info("polling %s every %g s", settings.poll_url, settings.poll_interval_s)
         try:
             yield
         finally:
+            if poller is not None:
+                poller.stop()
             worker.stop()
             await deps.drain()
 
@@ -119,4 +146,4 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         max_body_bytes=settings.max_body_bytes,
         lifespan=lifespan,
     )
-    return Bot(settings, store, service, metrics, deps, bolt, async_client, worker, asgi)
+    return Bot(settings, store, service, metrics, deps, bolt, async_client, worker, asgi, poller)

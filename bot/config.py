@@ -58,6 +58,10 @@ class Settings:
     storm_threshold: int = 20  # more pending recommendations than this for one channel → one digest message
     digest_delay_s: float = 300.0  # how long capped (digest) recommendations gather before their digest is posted
     slack_timeout_s: float = 5.0  # Web API timeout of the delivery worker and the listeners' look-ups
+    update_interval_s: float = 1.0  # a recommendation's message is updated (chat.update) at most this often
+    poll_url: str | None = None  # a URL serving predictions as JSON, polled by ``serve`` (off when None)
+    poll_interval_s: float = 30.0
+    poll_token: str = ""  # optional bearer token sent to poll_url
     team_id: str = "T00000000"
     bot_user_id: str = "U00000000"
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -72,7 +76,7 @@ class Settings:
 
     def redacted(self) -> dict[str, object]:
         """The settings with the secrets masked (for a start-up log line)."""
-        secret = {"slack_bot_token", "slack_signing_secret", "ingest_token"}
+        secret = {"slack_bot_token", "slack_signing_secret", "ingest_token", "poll_token"}
         return {
             name: ("***" if name in secret and getattr(self, name) else getattr(self, name))
             for name in self.__dataclass_fields__
@@ -167,6 +171,12 @@ def _api_url(text: str) -> str:
     return text if text.endswith("/") else text + "/"
 
 
+def _poll_url(text: str) -> str:
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
+        raise ValueError(f"must be an http(s) URL, got {text!r}")
+    return text
+
+
 def _synchronous(text: str) -> Literal["NORMAL", "FULL"]:
     upper = text.upper()
     if upper == "NORMAL":
@@ -233,6 +243,10 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         storm_threshold=r.optional("NPO_STORM_THRESHOLD", 20, _int_in(1, 10_000)),
         digest_delay_s=r.optional("NPO_DIGEST_DELAY_S", 300.0, _float_in(0, 86_400)),
         slack_timeout_s=r.optional("NPO_SLACK_TIMEOUT_S", 5.0, _float_in(0.1, 60)),
+        update_interval_s=r.optional("NPO_UPDATE_INTERVAL_S", 1.0, _float_in(0, 60)),
+        poll_url=r.optional("NPO_POLL_URL", None, _poll_url),
+        poll_interval_s=r.optional("NPO_POLL_INTERVAL_S", 30.0, _float_in(1, 86_400)),
+        poll_token=r.optional("NPO_POLL_TOKEN", "", str),
         team_id=r.optional("SLACK_TEAM_ID", "T00000000", str),
         bot_user_id=r.optional("SLACK_BOT_USER_ID", "U00000000", str),
     )

@@ -8,6 +8,8 @@ records the result:
 * HTTP 429 → ``mark_retry`` after ``Retry-After`` (the channel also pauses that long);
 * connection errors (``URLError``/``OSError``/``TimeoutError``), HTTP 5xx and Slack's transient errors →
   ``mark_retry`` with exponential backoff (0.5 s · 2ⁿ, at most 60 s, plus jitter), for as long as it takes;
+* an update of a recommendation whose post failed for good → ``mark_failed`` too (there is no message to update,
+  one error log line); an update of one that was posted inside a digest → ``mark_sent`` without a call;
 * any other Slack error (``channel_not_found``, ``not_in_channel``, ``invalid_auth``, ``invalid_blocks``…) →
   ``mark_failed``, one clear log line, and ``npo_deliveries_total{result="failed"}``.
 
@@ -231,6 +233,11 @@ class DeliveryWorker:
         if not ts:
             ref = self.service.message_ref(pid)
             if ref is None:
+                post = self._post_state(pid)
+                if post == "failed":
+                    raise _Fail(f"recommendation {pid} was never posted (its delivery failed): no message to update")
+                if post == "done":
+                    return channel, ts  # sent inside a digest: no message of its own to update
                 raise _Retry(NOT_YET_POSTED_RETRY_S, "the recommendation is not posted yet")
             channel, ts = ref.channel, ref.ts
         if self._shared_message(channel, ts):
@@ -238,6 +245,20 @@ class DeliveryWorker:
         view = self._view(pid)
         self.client.chat_update(channel=channel, ts=ts, text=fallback_text(view), blocks=recommendation_blocks(view))
         return channel, ts
+
+    def _post_state(self, prediction_id: str) -> str:
+        """For a recommendation with no message ts: ``"failed"`` (its post failed for good, or it was never
+        surfaced), ``"done"`` (posted, but inside a digest) or ``"waiting"`` (its post is still pending)."""
+        with self.store.read() as conn:
+            row = conn.execute(
+                "SELECT r.state, (SELECT COUNT(*) FROM outbox o WHERE o.prediction_id = r.prediction_id "
+                "AND o.kind IN ('recommendation', 'digest_item') AND o.state = 'pending') "
+                "FROM recommendations r WHERE r.prediction_id = ?",
+                (prediction_id,),
+            ).fetchone()
+        if row is None or row[0] == "failed":
+            return "failed"
+        return "waiting" if row[1] else "done"
 
     def _shared_message(self, channel: str, ts: str) -> bool:
         with self.store.read() as conn:

@@ -8,6 +8,7 @@ writers and the random generator is used under a lock.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +47,10 @@ class NpoService:
     """The loop over one :class:`SQLiteStore` with one policy, one random generator and one clock.
 
     ``on_enqueue`` is called (outside the transaction) after anything was queued for Slack, so the delivery
-    worker can wake up at once.
+    worker can wake up at once. ``update_interval_s``: a recommendation's message is updated at most once per
+    this many seconds — the first update after a quiet spell is due at once, later ones are due that long after
+    the previous one, and answers arriving meanwhile fold into that one pending update (a burst of 100 clicks
+    costs a couple of ``chat.update`` calls, not 100: Slack rate-limits ``chat.update`` to about 50 a minute).
     """
 
     def __init__(
@@ -57,8 +61,11 @@ class NpoService:
         rng: np.random.Generator,
         clock: Callable[[], float] = time.time,
         on_enqueue: Callable[[], None] = lambda: None,
+        update_interval_s: float = 1.0,
     ) -> None:
         self.store = store
+        self.update_interval_s = update_interval_s
+        self._update_due: dict[str, float] = {}  # prediction id → when its last queued update was due
         self.policy = policy
         self.clock = clock
         self.on_enqueue = on_enqueue
@@ -110,7 +117,8 @@ class NpoService:
         return result
 
     def _queue_update(self, tx: SQLiteTransaction, prediction_id: str, message: MessageRef | None) -> None:
-        """Queue a chat.update of the recommendation, unless one not yet picked up is already waiting."""
+        """Queue a chat.update of the recommendation, unless one not yet picked up is already waiting; due at
+        once, or ``update_interval_s`` after the previous one (runs under the store's write lock)."""
         waiting = tx.connection.execute(
             "SELECT 1 FROM outbox WHERE state = 'pending' AND kind = ? AND prediction_id = ? AND attempts = 0",
             (UPDATE_KIND, prediction_id),
@@ -121,7 +129,14 @@ class NpoService:
         if message is not None:
             payload |= {"channel": message.channel, "ts": message.ts}
         channel = message.channel if message is not None else ""
-        tx.enqueue(channel or "-", UPDATE_KIND, payload, self.clock(), prediction_id=prediction_id)
+        now = self.clock()
+        due = max(now, self._update_due.get(prediction_id, -math.inf) + self.update_interval_s)
+        outbox_id = tx.enqueue(channel or "-", UPDATE_KIND, payload, now, prediction_id=prediction_id)
+        if due > now:
+            tx.connection.execute("UPDATE outbox SET next_attempt_at = ? WHERE id = ?", (due, outbox_id))
+        if len(self._update_due) > 10_000:  # forget messages quiet for longer than the interval
+            self._update_due = {k: v for k, v in self._update_due.items() if v + self.update_interval_s > now}
+        self._update_due[prediction_id] = due
 
     # -- reads -------------------------------------------------------------------------------------------------
     def recommendation(self, prediction_id: str) -> RecommendationView | None:

@@ -46,6 +46,8 @@ class Poller:
         self.decide = decide
         self.interval_s = interval_s
         self.clock = clock
+        self._headers = headers
+        self._timeout_s = timeout_s
         self._client = httpx.Client(headers=headers, timeout=timeout_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,6 +80,10 @@ class Poller:
         return result
 
     def start(self) -> None:
+        """Poll now and then every ``interval_s`` on a daemon thread (may be called again after :meth:`stop`)."""
+        if self._client.is_closed:
+            self._client = httpx.Client(headers=self._headers, timeout=self._timeout_s)
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="npo-poller", daemon=True)
         self._thread.start()
 
@@ -90,6 +96,7 @@ class Poller:
             self._stop.wait(self.interval_s)
 
     def stop(self) -> None:
+        """End the thread (a poll in progress finishes first) and close the HTTP client."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)

@@ -65,7 +65,7 @@ def _make_feedback_listener(deps: SlackDeps) -> Any:
                 at=time.time(),
                 request_id=click.request_id(_signature(request)),
             )
-            deps.service.record_click(event, click.message)
+            await deps.storage(deps.service.record_click, event, click.message)
         except (LoopError, InvalidRecord) as exc:
             log.warning("click not recorded: %s", exc)
             refuse(deps, client, parse_click(body), f"This answer could not be recorded: {exc.message}")
@@ -84,7 +84,7 @@ def _make_override_listener(deps: SlackDeps) -> Any:
             click = parse_click(body)
             if not await _authorised(deps, client, click):
                 return
-            prediction = deps.service.store.prediction(click.prediction_id)
+            prediction = await deps.storage(deps.service.store.prediction, click.prediction_id)
             if prediction is None:
                 refuse(deps, client, click, "This recommendation is unknown to NPO.")
                 return
@@ -106,7 +106,7 @@ def _make_outcome_listener(deps: SlackDeps) -> Any:
             if not await _authorised(deps, client, click):
                 return
             outcome = Outcome(click.prediction_id, OUTCOME_ACTIONS[click.action_id], time.time(), f"slack:{click.user}")
-            deps.service.record_outcome(outcome, click.message)
+            await deps.storage(deps.service.record_outcome, outcome, click.message)
         except (LoopError, InvalidRecord) as exc:
             log.warning("outcome not recorded: %s", exc)
         except Exception:

@@ -1,13 +1,16 @@
 """Build the async Bolt app: custom ``authorize`` (never ``auth.test``), a Web API client pointed at
-``SLACK_API_URL``, ``process_before_response=True`` (no 10 ms ack polling), and every listener module registered
-explicitly. Nothing is registered at import time.
+``SLACK_API_URL``, ``process_before_response=True`` (no 10 ms ack polling), Events API deduplication, and every
+listener module registered explicitly. Nothing is registered at import time.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
-from slack_bolt.async_app import AsyncApp
+from slack_bolt import BoltResponse
+from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -15,6 +18,7 @@ from bot.config import Settings
 from bot.slack import actions, command, home, override
 from bot.slack.deps import SlackDeps
 
+log = logging.getLogger(__name__)
 LISTENER_MODULES = (actions, override, home, command)
 
 
@@ -46,6 +50,33 @@ def build_bolt_app(settings: Settings, deps: SlackDeps, client: AsyncWebClient) 
         process_before_response=True,
         logger=logging.getLogger("bot.slack.bolt"),
     )
+    app.middleware(make_event_dedupe(deps))
     for module in LISTENER_MODULES:
         module.register(app, deps)
     return app
+
+
+def make_event_dedupe(
+    deps: SlackDeps,
+) -> Callable[[AsyncBoltRequest, BoltResponse, Callable[[], Awaitable[BoltResponse]]], Awaitable[BoltResponse]]:
+    """A global middleware (it runs after signature verification): each Events API delivery
+    (``event_callback``) is processed once per ``event_id``. A repeat — Slack's retry with
+    ``X-Slack-Retry-Num`` after a timeout, or a replay — is answered 200 with an empty body and reaches no
+    listener. The id is claimed in SQLite (``processed_requests``), so this holds across restarts and processes.
+    """
+
+    async def dedupe_events(
+        req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:
+        body = req.body
+        event_id = body.get("event_id") if isinstance(body, dict) and body.get("type") == "event_callback" else None
+        if event_id:
+            kind = str((body.get("event") or {}).get("type") or "event")
+            first = await deps.storage(deps.service.store.claim_request, f"event:{event_id}", kind, time.time())
+            if not first:
+                retry = (req.headers.get("x-slack-retry-num") or ["-"])[0]
+                log.info("event %s (%s) already handled; retry %s acknowledged, not processed", event_id, kind, retry)
+                return BoltResponse(status=200, body="")
+        return await next()
+
+    return dedupe_events

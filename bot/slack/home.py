@@ -1,9 +1,9 @@
-"""``app_home_opened``: publish the dashboard to the user's App Home, once per event id (retries are dropped)."""
+"""``app_home_opened``: publish the dashboard to the user's App Home. Slack's retries of the same event never
+reach this listener (the event dedupe middleware in :mod:`bot.slack.bolt_app`)."""
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -20,10 +20,6 @@ def _make_listener(deps: SlackDeps) -> Any:
     async def on_home_opened(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient) -> None:
         try:
             if event.get("tab", "home") != "home" or not event.get("user"):
-                return
-            event_id = str(body.get("event_id") or "")
-            if event_id and not deps.service.store.claim_request(f"event:{event_id}", "app_home_opened", time.time()):
-                log.info("app_home_opened %s already handled (Slack retry)", event_id)
                 return
             view = home_view(deps.service.dashboard(recent=RECENT))
             deps.spawn(client.views_publish(user_id=event["user"], view=view), "views.publish")

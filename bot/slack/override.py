@@ -50,7 +50,7 @@ def _make_listener(deps: SlackDeps) -> Any:
                 request_id=request_id("view", submission.view_id, submission.user),
                 reason=submission.reason_text(),
             )
-            deps.service.record_click(event, submission.message)
+            await deps.storage(deps.service.record_click, event, submission.message)
         except (LoopError, InvalidRecord) as exc:
             log.warning("override not recorded: %s", exc)
             await ack(response_action="errors", errors={REASON_BLOCK_ID: f"Not recorded: {exc.message}"[:150]})

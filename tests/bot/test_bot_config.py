@@ -78,6 +78,32 @@ def test_env_example_lists_every_variable() -> None:
         "NPO_MAX_BODY_BYTES",
         "NPO_STORM_THRESHOLD",
         "NPO_DIGEST_DELAY_S",
+        "NPO_UPDATE_INTERVAL_S",
+        "NPO_POLL_URL",
+        "NPO_POLL_INTERVAL_S",
+        "NPO_POLL_TOKEN",
         "NPO_SLACK_TIMEOUT_S",
     ):
         assert f"\n{name}=" in example, name
+
+
+def test_poller_and_update_interval_settings(tmp_path: Path) -> None:
+    s = load_settings(GOOD, tmp_path / "missing.env")
+    assert s.poll_url is None and s.poll_interval_s == 30.0 and s.update_interval_s == 1.0
+    env = GOOD | {
+        "NPO_POLL_URL": "http://127.0.0.1:9100/predictions",
+        "NPO_POLL_INTERVAL_S": "5",
+        "NPO_POLL_TOKEN": "tok",
+        "NPO_UPDATE_INTERVAL_S": "0",
+    }
+    s = load_settings(env, None)
+    assert (s.poll_url, s.poll_interval_s, s.poll_token, s.update_interval_s) == (
+        "http://127.0.0.1:9100/predictions",
+        5.0,
+        "tok",
+        0.0,
+    )
+    assert s.redacted()["poll_token"] == "***"
+    with pytest.raises(ConfigError) as info:
+        load_settings(GOOD | {"NPO_POLL_URL": "ftp://x", "NPO_POLL_INTERVAL_S": "0.1"}, None)
+    assert set(info.value.problems) == {"NPO_POLL_URL", "NPO_POLL_INTERVAL_S"}
