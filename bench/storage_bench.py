@@ -200,23 +200,23 @@ def store_decide_batched(path: Path, synchronous: Synchronous, n: int, batch: in
 
 # (table, the column naming the prediction a row belongs to), in the order decide_many writes them
 _PERSISTED_TABLES = (
-    ("predictions", "id"),
     ("decisions", "prediction_id"),
     ("recommendations", "prediction_id"),
     ("outbox", "prediction_id"),
-    ("audit_log", "subject"),
+    ("audit_events", "subject"),
 )
 
 
 def raw_persist_batched(source: Path, path: Path, synchronous: str, batch: int = BATCH) -> float:
-    """Baseline for batched decisions: the rows a ``decide_many`` run wrote to ``source`` (predictions,
-    decisions, recommendations, outbox, audit lines), inserted again into an empty database with the same schema
+    """Baseline for batched decisions: the rows a ``decide_many`` run wrote to ``source`` (one ``decisions`` row
+    per prediction — also its audit line —, recommendations and outbox messages of surfaced ones, ``audit_events``
+    lines of duplicates), inserted again into an empty database with the same schema
     by plain ``executemany``, one transaction per ``batch`` predictions: the cost of persisting alone, without
     deciding. Returns predictions per second."""
     with SQLiteStore(path, LoopConfig(), synchronous=synchronous):  # the schema (migrations), then raw sqlite3
         pass
     src = sqlite3.connect(str(source))
-    ids = [r[0] for r in src.execute("SELECT id FROM predictions ORDER BY rowid")]
+    ids = [r[0] for r in src.execute("SELECT prediction_id FROM decisions ORDER BY seq")]
     chunk_of = {pid: i // batch for i, pid in enumerate(ids)}
     n_chunks = max(1, -(-len(ids) // batch))
     # per chunk of ``batch`` predictions: (insert statement, that chunk's rows) per table, in the order written

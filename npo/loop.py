@@ -128,7 +128,11 @@ class LoopTransaction(Protocol):
     """One atomic unit of work over the loop's state. Reads see this transaction's own writes."""
 
     def find_duplicate(self, prediction: Prediction, window_s: float) -> Decision | None: ...
-    def add_decision(self, prediction: Prediction, decision: Decision, channel: str) -> None: ...
+    def add_decision(self, prediction: Prediction, decision: Decision, channel: str) -> None:
+        """Record the prediction and its decision, and the decision's audit line (kind ``decision``, subject the
+        prediction id, detail :func:`decision_audit_detail`, at ``decided_at``): a decision is always audited."""
+        ...
+
     def get_prediction(self, prediction_id: str) -> Prediction | None: ...
     def get_decision(self, prediction_id: str) -> Decision | None: ...
     def policy_context(self, prediction: Prediction, key: str, channel: str, now: float) -> PolicyContext: ...
@@ -146,7 +150,12 @@ class LoopTransaction(Protocol):
         ...
 
     def effective_feedback(self, prediction_id: str, operator: str) -> AppliedFeedback | None: ...
-    def add_feedback(self, applied: AppliedFeedback) -> None: ...
+    def add_feedback(self, applied: AppliedFeedback, audit: Mapping[str, object] | None = None) -> None:
+        """Append ``applied`` to the feedback log as the person's effective answer (replacing ``applied.replaces``)
+        and, when ``audit`` is given, its audit line (kind ``feedback``, subject the prediction id, at the event's
+        time) in the same step."""
+        ...
+
     def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]: ...
     def add_outcome(self, outcome: Outcome) -> bool: ...
     def get_model(self) -> LogisticModel | None: ...
@@ -219,20 +228,19 @@ def decide(
         arm=arm,
         decided_at=now,
     )
-    tx.add_decision(prediction, decision, channel)
-    tx.audit(
-        "decision",
-        prediction.id,
-        {
-            "verdict": decision.verdict.value,
-            "rule": decision.rule,
-            "reason": decision.reason,
-            "score": r,
-            "threshold": decision.threshold,
-        },
-        now,
-    )
+    tx.add_decision(prediction, decision, channel)  # with its audit line
     return DecideResult(decision, duplicate=False)
+
+
+def decision_audit_detail(decision: Decision) -> dict[str, object]:
+    """The detail of a decision's audit line."""
+    return {
+        "verdict": decision.verdict.value,
+        "rule": decision.rule,
+        "reason": decision.reason,
+        "score": decision.score,
+        "threshold": decision.threshold,
+    }
 
 
 # -- batches of decisions ------------------------------------------------------------------------------------
@@ -264,7 +272,8 @@ class BatchLoopTransaction(LoopTransaction, Protocol):
         self, predictions: Sequence[Prediction], keys: Sequence[str], channels: Sequence[str], now: float
     ) -> BatchContexts: ...
     def add_decisions(self, decided: Sequence[tuple[Prediction, Decision, str]]) -> None:
-        """:meth:`LoopTransaction.add_decision` for each (prediction, decision, channel), in order."""
+        """:meth:`LoopTransaction.add_decision` for each (prediction, decision, channel), in order (with their
+        audit lines)."""
         ...
 
     def audit_many(self, entries: Sequence[tuple[str, str, Mapping[str, object], float]]) -> None:
@@ -321,8 +330,11 @@ class _Bulk:
         self._contexts = tx.policy_contexts(predictions, keys, channels, now)
         self._added: dict[str, Decision] = {}
         self._fingerprints: dict[str, tuple[str, float]] = {}
-        self._decided: list[tuple[Prediction, Decision, str]] = []
-        self._audit: list[tuple[str, str, Mapping[str, object], float]] = []
+        # The writes in order, as runs of decisions and runs of other audit lines (duplicates), so the store can
+        # keep the order of decide() in its log with one bulk call per run (usually one or two runs).
+        self._runs: list[
+            tuple[list[tuple[Prediction, Decision, str]], list[tuple[str, str, Mapping[str, object], float]]]
+        ] = [([], [])]
 
     def duplicate(self, prediction: Prediction) -> Decision | None:
         # The rules of find_duplicate over "stored, then this batch's earlier decisions": the id first, then the
@@ -346,14 +358,17 @@ class _Bulk:
         self._added[prediction.id] = decision
         self._fingerprints[prediction.fingerprint()] = (prediction.id, prediction.received_at)
         self._contexts.decided(prediction, decision, channel)
-        self._decided.append((prediction, decision, channel))
+        if self._runs[-1][1]:
+            self._runs.append(([], []))
+        self._runs[-1][0].append((prediction, decision, channel))
 
     def audit(self, kind: str, subject: str, detail: dict[str, object], at: float) -> None:
-        self._audit.append((kind, subject, detail, at))
+        self._runs[-1][1].append((kind, subject, detail, at))
 
     def finish(self) -> None:
-        self._tx.add_decisions(self._decided)
-        self._tx.audit_many(self._audit)
+        for decided, audit in self._runs:
+            self._tx.add_decisions(decided)
+            self._tx.audit_many(audit)
 
 
 # The slot descriptors of Decision's fields, in declaration order: setting through them skips the frozen check.
@@ -460,13 +475,7 @@ def decide_batch(
                 outcome, rule = Verdict.SURFACE, verdict.rule
                 reason = f"R(s)={r:.3f} ≥ τ={tau:.2f}; {verdict.reason}"
         decision = _decision(prediction, key, outcome, rule, reason, m, r, tau, arm, now)
-        world.add(prediction, decision, channel)
-        world.audit(
-            "decision",
-            prediction.id,
-            {"verdict": outcome.value, "rule": rule, "reason": reason, "score": r, "threshold": tau},
-            now,
-        )
+        world.add(prediction, decision, channel)  # with its audit line
         results.append(DecideResult(decision, duplicate=False))
     world.finish()
     return results
@@ -569,10 +578,8 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
         tx.put_trust(trust)
     tx.put_key(new_state)
     tx.put_bandit(bandit)
-    tx.add_feedback(applied)
-    tx.audit(
-        "feedback",
-        event.prediction_id,
+    tx.add_feedback(
+        applied,
         {
             "operator": event.operator,
             "kind": event.kind.value,
@@ -581,7 +588,6 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
             "status": status,
             "m": new_state.m,
         },
-        event.at,
     )
     return FeedbackResult(status, applied, new_state)
 
@@ -691,6 +697,7 @@ class InMemoryTransaction:
         self._s.channels[pid] = channel
         self._remember(self._s.fingerprints, prediction.fingerprint())
         self._s.fingerprints[prediction.fingerprint()] = (pid, prediction.received_at)
+        self.audit("decision", pid, decision_audit_detail(decision), decision.decided_at)
 
     def get_prediction(self, prediction_id: str) -> Prediction | None:
         return self._s.predictions.get(prediction_id)
@@ -738,7 +745,7 @@ class InMemoryTransaction:
         answers = self._s.effective.get(prediction_id)
         return None if answers is None else answers.get(operator)
 
-    def add_feedback(self, applied: AppliedFeedback) -> None:
+    def add_feedback(self, applied: AppliedFeedback, audit: Mapping[str, object] | None = None) -> None:
         ev = applied.event
         s = self._s
         s.requests.add(ev.request_id)
@@ -772,6 +779,8 @@ class InMemoryTransaction:
         s.samples[ev.request_id] = AlignmentSample(
             applied.key, applied.y, ev.at, applied.weight, s.channels.get(ev.prediction_id, "")
         )
+        if audit is not None:
+            self.audit("feedback", ev.prediction_id, audit, ev.at)
 
     def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]:
         return list(self._s.effective.get(prediction_id, {}).values())

@@ -26,8 +26,14 @@ from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction
 Row = tuple[Any, ...]
 T = TypeVar("T")
 
-PREDICTION_COLS = "id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, channel, received_at"
-DECISION_COLS = "prediction_id, key, verdict, rule, reason, confidence, misalignment, score, threshold, arm, decided_at"
+# Columns of the ``decisions`` table (one row per prediction and its decision, see storage/migrations.py).
+PREDICTION_COLS = (
+    "prediction_id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, prediction_channel, "
+    "received_at"
+)
+DECISION_COLS = (
+    "prediction_id, key, verdict, rule, reason, decision_confidence, misalignment, score, threshold, arm, decided_at"
+)
 FEEDBACK_COLS = (
     "prediction_id, operator, kind, at, request_id, reason, key, y, weight, key_n_before, arm, reward, replaces"
 )
@@ -139,6 +145,36 @@ def prediction_from_row(r: Row) -> Prediction:
     labels: dict[str, str] = json.loads(r[7])
     return trusted_row(
         Prediction, (r[0], r[1], r[2], r[3], r[4], SEVERITIES[r[5]], r[6], MappingProxyType(labels), r[8], r[9])
+    )
+
+
+def decision_row(seq: int, p: Prediction, d: Decision, channel: str) -> Row:
+    """The ``decisions`` row of ``p`` and its decision ``d`` (see ``storage.store._INSERT_DECISION``)."""
+    return (
+        seq,
+        p.id,
+        p.fault_type,
+        p.target,
+        p.action,
+        p.confidence,
+        p.severity.value,
+        p.time_to_fault_s,
+        dumps(dict(p.labels)) if p.labels else "{}",
+        p.channel,
+        p.received_at,
+        p.fingerprint(),
+        p.cluster,
+        d.key,
+        d.verdict.value,
+        d.rule,
+        d.reason,
+        d.confidence,
+        d.misalignment,
+        d.score,
+        d.threshold,
+        d.arm,
+        d.decided_at,
+        channel,
     )
 
 

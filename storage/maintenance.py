@@ -44,15 +44,22 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = 1024
 
 
 _INVARIANTS: tuple[tuple[str, str], ...] = (
+    # One effective answer per person and recommendation is the primary key of effective_answers.
     (
-        "one effective answer per person and recommendation",
-        "SELECT prediction_id || ' / ' || operator, COUNT(*) FROM feedback WHERE effective = 1 "
-        "GROUP BY prediction_id, operator HAVING COUNT(*) > 1",
+        "every effective answer is that person's answer on that recommendation",
+        "SELECT e.prediction_id || ' / ' || e.operator, 'feedback ' || e.feedback_id FROM effective_answers e "
+        "LEFT JOIN feedback f ON f.id = e.feedback_id WHERE f.id IS NULL OR f.prediction_id != e.prediction_id "
+        "OR f.operator != e.operator",
     ),
     (
         "every replaced answer is no longer effective",
         "SELECT f.request_id, 'replaced by ' || r.request_id FROM feedback r JOIN feedback f "
-        "ON f.request_id = r.replaces WHERE f.effective = 1",
+        "ON f.request_id = r.replaces JOIN effective_answers e ON e.prediction_id = f.prediction_id "
+        "AND e.operator = f.operator AND e.feedback_id = f.id",
+    ),
+    (
+        "audit lines have unique ids (one sequence for audit_events, decisions and feedback)",
+        "SELECT id, COUNT(*) || ' lines' FROM audit_log GROUP BY id HAVING COUNT(*) > 1",
     ),
     (
         "feedback only on surfaced recommendations",
@@ -64,11 +71,6 @@ _INVARIANTS: tuple[tuple[str, str], ...] = (
         "SELECT d.prediction_id, 'missing' FROM decisions d WHERE d.verdict IN ('surface', 'digest') AND ("
         "NOT EXISTS (SELECT 1 FROM recommendations r WHERE r.prediction_id = d.prediction_id) OR "
         "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.prediction_id = d.prediction_id))",
-    ),
-    (
-        "every prediction has a decision",
-        "SELECT p.id, 'no decision' FROM predictions p "
-        "WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.prediction_id = p.id)",
     ),
     (
         "bandit pulls = new feedback events on the arm (+ at most one miss update per suppressed outcome)",
@@ -132,13 +134,14 @@ ExportWhat = Literal["feedback", "decisions"]
 _EXPORTS: dict[str, str] = {
     "feedback": (
         "SELECT id, request_id, prediction_id, operator, kind, at, reason, key, channel, y, weight, key_n_before, "
-        "arm, reward, replaces, effective FROM feedback ORDER BY id"
+        "arm, reward, replaces, EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id "
+        "AND e.operator = f.operator AND e.feedback_id = f.id) AS effective FROM feedback f ORDER BY id"
     ),
     "decisions": (
-        "SELECT d.prediction_id, d.key, d.verdict, d.rule, d.reason, d.confidence, d.misalignment, d.score, "
-        "d.threshold, d.arm, d.decided_at, d.channel, p.fault_type, p.target, p.action, p.severity, "
-        "o.real_fault, o.at AS outcome_at FROM decisions d JOIN predictions p ON p.id = d.prediction_id "
-        "LEFT JOIN outcomes o ON o.prediction_id = d.prediction_id ORDER BY d.rowid"
+        "SELECT d.prediction_id, d.key, d.verdict, d.rule, d.reason, d.decision_confidence AS confidence, "
+        "d.misalignment, d.score, d.threshold, d.arm, d.decided_at, d.channel, d.fault_type, d.target, d.action, "
+        "d.severity, o.real_fault, o.at AS outcome_at FROM decisions d "
+        "LEFT JOIN outcomes o ON o.prediction_id = d.prediction_id ORDER BY d.seq"
     ),
 }
 

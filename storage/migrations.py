@@ -10,6 +10,12 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
    ``processed_requests`` table (idempotency of Slack events and button clicks that are not feedback), and the
    indexes the hot path and the policy context need, including the one that makes a person's effective
    answer per recommendation unique.
+3. ``m003_append_only_logs``: fewer rows and pages per decision and per click. ``predictions`` and
+   ``decisions`` become one append-only ``decisions`` table (``predictions`` is a view over it); ``feedback``
+   becomes append-only (its mutable ``effective`` flag moves to the small ``effective_answers`` table, kept by a
+   trigger); ``audit_log`` becomes a view: the ``audit_events`` table (duplicates, refusals, alerts, outcomes,
+   config changes…) unioned with the decision and feedback logs, which carry their own audit details; the
+   ``outbox`` and ``outcomes`` refer to ``decisions``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from storage.errors import StorageBusy
+from storage.errors import StorageBusy, StorageError
 
 MIGRATIONS = Migrations("npo")
 
@@ -203,6 +209,192 @@ CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE state = 'pending';
 """
 
 
+_M003_TABLES = """
+CREATE TABLE decisions_new (
+    seq INTEGER PRIMARY KEY,
+    prediction_id TEXT NOT NULL UNIQUE CHECK (length(prediction_id) BETWEEN 1 AND 200),
+    fault_type TEXT NOT NULL,
+    target TEXT NOT NULL,
+    action TEXT NOT NULL,
+    confidence REAL NOT NULL CHECK (confidence BETWEEN 0 AND 1),
+    severity TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+    time_to_fault_s REAL CHECK (time_to_fault_s IS NULL OR time_to_fault_s >= 0),
+    labels TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(labels)),
+    prediction_channel TEXT,
+    received_at REAL NOT NULL,
+    fingerprint TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    key TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('surface', 'suppress', 'block', 'digest')),
+    rule TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    decision_confidence REAL NOT NULL CHECK (decision_confidence BETWEEN 0 AND 1),
+    misalignment REAL NOT NULL CHECK (misalignment BETWEEN 0 AND 1),
+    score REAL NOT NULL CHECK (score BETWEEN 0 AND 1),
+    threshold REAL CHECK (threshold IS NULL OR threshold BETWEEN 0 AND 1),
+    arm INTEGER CHECK (arm IS NULL OR arm >= 0),
+    decided_at REAL NOT NULL,
+    channel TEXT NOT NULL,
+    audited INTEGER NOT NULL DEFAULT 1 CHECK (audited IN (0, 1))
+);
+CREATE TABLE feedback_new (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE CHECK (length(request_id) BETWEEN 1 AND 200),
+    prediction_id TEXT NOT NULL REFERENCES decisions(prediction_id),
+    operator TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('override', 'like', 'neutral', 'skipped')),
+    at REAL NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    key TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    channel TEXT NOT NULL DEFAULT '',
+    y REAL NOT NULL CHECK (y BETWEEN 0 AND 1),
+    weight REAL NOT NULL CHECK (weight >= 0),
+    key_n_before REAL NOT NULL CHECK (key_n_before >= 0),
+    arm INTEGER CHECK (arm IS NULL OR arm >= 0),
+    reward REAL NOT NULL CHECK (reward BETWEEN 0 AND 1),
+    replaces TEXT,
+    audit_weight REAL CHECK (audit_weight IS NULL OR audit_weight >= 0),
+    audit_m REAL CHECK (audit_m IS NULL OR audit_m BETWEEN 0 AND 1),
+    CHECK ((audit_weight IS NULL) = (audit_m IS NULL))
+);
+CREATE TABLE effective_answers (
+    prediction_id TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    feedback_id INTEGER NOT NULL REFERENCES feedback(id),
+    PRIMARY KEY (prediction_id, operator)
+) WITHOUT ROWID;
+CREATE TABLE outcomes_new (
+    prediction_id TEXT PRIMARY KEY NOT NULL REFERENCES decisions(prediction_id),
+    real_fault INTEGER NOT NULL CHECK (real_fault IN (0, 1)),
+    at REAL NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE TABLE outbox_new (
+    id INTEGER PRIMARY KEY,
+    prediction_id TEXT REFERENCES decisions(prediction_id),
+    channel TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL CHECK (json_valid(payload)),
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    message_ts TEXT,
+    sent_at REAL
+);
+CREATE TABLE audit_events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL CHECK (json_valid(detail))
+);
+INSERT INTO decisions_new (prediction_id, fault_type, target, action, confidence, severity, time_to_fault_s, labels,
+    prediction_channel, received_at, fingerprint, cluster, key, verdict, rule, reason, decision_confidence,
+    misalignment, score, threshold, arm, decided_at, channel, audited)
+SELECT p.id, p.fault_type, p.target, p.action, p.confidence, p.severity, p.time_to_fault_s, p.labels, p.channel,
+    p.received_at, p.fingerprint, p.cluster, d.key, d.verdict, d.rule, d.reason, d.confidence, d.misalignment,
+    d.score, d.threshold, d.arm, d.decided_at, d.channel, 0
+FROM predictions p JOIN decisions d ON d.prediction_id = p.id ORDER BY p.rowid;
+INSERT INTO feedback_new (id, request_id, prediction_id, operator, kind, at, reason, key, target, channel, y, weight,
+    key_n_before, arm, reward, replaces)
+SELECT id, request_id, prediction_id, operator, kind, at, reason, key, target, channel, y, weight, key_n_before, arm,
+    reward, replaces FROM feedback ORDER BY id;
+INSERT INTO effective_answers (prediction_id, operator, feedback_id)
+SELECT prediction_id, operator, id FROM feedback WHERE effective = 1;
+INSERT INTO outcomes_new SELECT prediction_id, real_fault, at, source FROM outcomes;
+INSERT INTO outbox_new SELECT id, prediction_id, channel, kind, payload, state, attempts, next_attempt_at, last_error,
+    created_at, message_ts, sent_at FROM outbox;
+INSERT INTO audit_events SELECT id, at, kind, subject, detail FROM audit_log;
+DROP TABLE audit_log;
+DROP TABLE feedback;
+DROP TABLE outcomes;
+DROP TABLE outbox;
+DROP TABLE decisions;
+DROP TABLE predictions;
+ALTER TABLE decisions_new RENAME TO decisions;
+ALTER TABLE feedback_new RENAME TO feedback;
+ALTER TABLE outcomes_new RENAME TO outcomes;
+ALTER TABLE outbox_new RENAME TO outbox;
+"""
+
+# The shared audit sequence: audit_events.id, decisions.seq and feedback.id are allocated from one counter (the
+# largest of the three, plus one), so the audit_log view orders every line by insertion.
+NEXT_AUDIT_ID = (
+    "SELECT MAX(COALESCE((SELECT MAX(id) FROM audit_events), 0), COALESCE((SELECT MAX(seq) FROM decisions), 0), "
+    "COALESCE((SELECT MAX(id) FROM feedback), 0)) + 1"
+)
+
+_M003_OBJECTS = f"""
+CREATE INDEX decisions_by_fingerprint ON decisions (fingerprint);
+CREATE INDEX decisions_surfaced_by_channel ON decisions (channel, decided_at) WHERE verdict = 'surface';
+CREATE INDEX feedback_override_by_key ON feedback (key, at) WHERE kind = 'override';
+CREATE INDEX feedback_override_by_target ON feedback (target, at) WHERE kind = 'override';
+CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE state = 'pending';
+CREATE VIEW predictions (id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, channel,
+    received_at, fingerprint, cluster) AS
+SELECT prediction_id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, prediction_channel,
+    received_at, fingerprint, cluster FROM decisions;
+CREATE VIEW audit_log (id, at, kind, subject, detail) AS
+SELECT id, at, kind, subject, detail FROM audit_events
+UNION ALL
+SELECT seq, decided_at, 'decision', prediction_id,
+    '{{"verdict":' || json_quote(verdict) || ',"rule":' || json_quote(rule) || ',"reason":' || json_quote(reason)
+    || ',"score":' || printf('%!.17g', score) || ',"threshold":'
+    || COALESCE(printf('%!.17g', threshold), 'null') || '}}'
+FROM decisions WHERE audited = 1
+UNION ALL
+SELECT id, at, 'feedback', prediction_id,
+    '{{"operator":' || json_quote(operator) || ',"kind":' || json_quote(kind) || ',"y":' || printf('%!.17g', y)
+    || ',"weight":' || printf('%!.17g', audit_weight) || ',"status":'
+    || CASE WHEN replaces IS NULL THEN '"recorded"' ELSE '"replaced"' END || ',"m":' || printf('%!.17g', audit_m)
+    || '}}'
+FROM feedback WHERE audit_m IS NOT NULL;
+CREATE TRIGGER audit_log_insert INSTEAD OF INSERT ON audit_log
+BEGIN
+    INSERT INTO audit_events (id, at, kind, subject, detail)
+    VALUES (({NEXT_AUDIT_ID}), NEW.at, NEW.kind, NEW.subject, NEW.detail);
+END;
+"""
+
+_APPEND_ONLY = """
+CREATE TRIGGER {name}_no_update BEFORE UPDATE ON {table}
+BEGIN
+    SELECT RAISE(ABORT, '{label} is append-only: UPDATE refused');
+END;
+CREATE TRIGGER {name}_no_delete BEFORE DELETE ON {table}
+BEGIN
+    SELECT RAISE(ABORT, '{label} is append-only: DELETE refused');
+END;
+"""
+
+_M003_TRIGGERS = (
+    _APPEND_ONLY.format(name="audit_events", table="audit_events", label="audit_log")
+    + _APPEND_ONLY.format(name="decisions", table="decisions", label="decisions")
+    + _APPEND_ONLY.format(name="feedback", table="feedback", label="feedback")
+    + """
+CREATE TRIGGER audit_log_no_update INSTEAD OF UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE refused');
+END;
+CREATE TRIGGER audit_log_no_delete INSTEAD OF DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only: DELETE refused');
+END;
+CREATE TRIGGER feedback_effective AFTER INSERT ON feedback
+BEGIN
+    DELETE FROM effective_answers WHERE NEW.replaces IS NOT NULL AND prediction_id = NEW.prediction_id
+        AND operator = (SELECT operator FROM feedback WHERE request_id = NEW.replaces)
+        AND feedback_id = (SELECT id FROM feedback WHERE request_id = NEW.replaces);
+    INSERT INTO effective_answers (prediction_id, operator, feedback_id)
+    VALUES (NEW.prediction_id, NEW.operator, NEW.id);
+END;
+"""
+)
+
+
 @MIGRATIONS(name="m001_core")
 def m001_core(db: Database) -> None:
     db.executescript(_M001)
@@ -211,6 +403,12 @@ def m001_core(db: Database) -> None:
 @MIGRATIONS(name="m002_delivery_and_indexes")
 def m002_delivery_and_indexes(db: Database) -> None:
     db.executescript(_M002)
+
+
+@MIGRATIONS(name="m003_append_only_logs")
+def m003_append_only_logs(db: Database) -> None:
+    # The table rebuilds run with foreign keys off (see migrate()); their integrity is checked before commit.
+    db.executescript(_M003_TABLES + _M003_OBJECTS + _M003_TRIGGERS)
 
 
 LATEST_SCHEMA_VERSION = len(MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))
@@ -225,19 +423,35 @@ def migrate(db: Database, *, stop_before: str | None = None) -> int:
     """Apply every pending migration (up to, not including, ``stop_before``) and return the schema version.
 
     Runs in one ``BEGIN IMMEDIATE`` transaction (each migration in its own savepoint), so two processes starting
-    at once apply each migration once; a failing migration leaves the database as it was. ``db`` must not be
-    inside a transaction.
+    at once apply each migration once; a failing migration leaves the database as it was. Foreign keys are
+    switched off while migrating (tables are rebuilt, the documented SQLite procedure) and checked with
+    ``PRAGMA foreign_key_check`` before the commit: any dangling reference rolls the migration back. ``db``
+    must not be inside a transaction.
     """
+    conn = db.conn
+    foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    conn.execute("PRAGMA foreign_keys = OFF")
     try:
-        db.execute("BEGIN IMMEDIATE")
-    except Exception as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise StorageBusy("_sqlite_migrations", "npo", f"could not lock the database to migrate: {exc}") from exc
-        raise
-    try:
-        MIGRATIONS.apply(db, stop_before=stop_before)
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StorageBusy(
+                    "_sqlite_migrations", "npo", f"could not lock the database to migrate: {exc}"
+                ) from exc
+            raise
+        try:
+            MIGRATIONS.apply(db, stop_before=stop_before)
+            dangling = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if dangling:
+                table, rowid, parent, _ = dangling[0]
+                raise StorageError(
+                    table, str(rowid), f"migration left {len(dangling)} rows referring to missing {parent} rows"
+                )
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+    finally:
+        conn.execute(f"PRAGMA foreign_keys = {int(foreign_keys)}")
     return schema_version(db)

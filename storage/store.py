@@ -15,15 +15,17 @@ while it is open).
 
 Idempotency rules (see ``storage/README.md``): a prediction id is stored once (and the loop treats a same
 fingerprint within the dedupe window as a duplicate); a feedback request id is stored once (UNIQUE); a
-person has at most one *effective* answer per recommendation (partial UNIQUE index) — a second answer marks
-the first ``effective = 0`` and replaces it in the learning state, while both rows stay in ``feedback`` and in
-``audit_log``; an outcome per prediction is stored once (the first wins); a job claim per (job, period) once.
+person has at most one *effective* answer per recommendation (primary key of ``effective_answers``) — a second
+answer takes the first one's place there and replaces it in the learning state, while both rows stay in the
+append-only ``feedback`` log and in the ``audit_log`` view; an outcome per prediction is stored once (the first
+wins); a job claim per (job, period) once.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import random
 import sqlite3
 import threading
@@ -51,7 +53,7 @@ from npo.types import Decision, Outcome, Prediction, Verdict
 from storage import codec
 from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect
 from storage.errors import StorageBusy, StorageError
-from storage.migrations import LATEST_SCHEMA_VERSION, migrate, schema_version
+from storage.migrations import LATEST_SCHEMA_VERSION, NEXT_AUDIT_ID, migrate, schema_version
 
 OutboxState = Literal["pending", "sent", "failed"]
 HOUR_S = 3600.0
@@ -79,14 +81,12 @@ class OutboxItem:
 
 
 _MISSING: Any = object()
-_INSERT_PREDICTION = (
-    "INSERT INTO predictions (id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, "
-    "channel, received_at, fingerprint, cluster) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-)
 _INSERT_DECISION = (
-    "INSERT INTO decisions (prediction_id, key, verdict, rule, reason, confidence, misalignment, score, threshold, "
-    "arm, decided_at, channel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO decisions (seq, prediction_id, fault_type, target, action, confidence, severity, time_to_fault_s, "
+    "labels, prediction_channel, received_at, fingerprint, cluster, key, verdict, rule, reason, decision_confidence, "
+    "misalignment, score, threshold, arm, decided_at, channel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_NEXT = f"({NEXT_AUDIT_ID})"
 _INSERT_RECOMMENDATION = (
     "INSERT INTO recommendations (prediction_id, verdict, channel, key, target, action, cluster, surfaced_at) "
     "VALUES (?,?,?,?,?,?,?,?)"
@@ -97,9 +97,43 @@ _INSERT_OUTBOX = (
 _IN_CHUNK = 500  # values per IN (…) list: well under SQLite's limit on bound parameters
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 _FEEDBACK_INSERT = (
-    "INSERT INTO feedback (request_id, prediction_id, operator, kind, at, reason, key, y, weight, key_n_before, arm, "
-    "reward, replaces, channel, target) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,"
+    "INSERT INTO feedback (id, request_id, prediction_id, operator, kind, at, reason, key, y, weight, key_n_before, "
+    f"arm, reward, replaces, audit_weight, audit_m, channel, target) VALUES ({_NEXT},?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
 )
+_INSERT_AUDIT = f"INSERT INTO audit_events (id, at, kind, subject, detail) VALUES ({_NEXT},?,?,?,?)"
+_FEEDBACK_AUDIT_KEYS = frozenset(("operator", "kind", "y", "weight", "status", "m"))
+_EFFECTIVE_FEEDBACK = (
+    f"SELECT {', '.join('f.' + c.strip() for c in codec.FEEDBACK_COLS.split(','))} FROM effective_answers e "
+    "JOIN feedback f ON f.id = e.feedback_id"
+)
+# The last override of a key or target that is still someone's effective answer (newest first, by the partial
+# override indexes; each candidate checked against effective_answers by its primary key).
+_IS_EFFECTIVE = (
+    "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
+    "AND e.feedback_id = f.id)"
+)
+
+
+def _feedback_audit(applied: AppliedFeedback, audit: Mapping[str, object]) -> tuple[float, float] | None:
+    """(weight, m) when ``audit`` is exactly the loop's feedback detail for ``applied`` (so the ``audit_log`` view
+    can rebuild it from the row), else None."""
+    ev = applied.event
+    if audit.keys() != _FEEDBACK_AUDIT_KEYS:
+        return None
+    weight, m, y = audit["weight"], audit["m"], audit["y"]
+    if (
+        audit["operator"] != ev.operator
+        or audit["kind"] != ev.kind.value
+        or audit["status"] != ("recorded" if applied.replaces is None else "replaced")
+        or type(y) is not float
+        or y != applied.y
+        or type(weight) is not float
+        or type(m) is not float
+        or not (weight >= 0 and 0.0 <= m <= 1.0)  # NaN fails these too
+        or weight == math.inf
+    ):
+        return None
+    return weight, m
 
 
 def _prefixed(alias: str, cols: str) -> str:
@@ -114,7 +148,7 @@ class _Statements:
     open_disruptive: str
     insert_feedback: str = _FEEDBACK_INSERT + (
         "COALESCE((SELECT channel FROM decisions WHERE prediction_id = ?), ''), "
-        "COALESCE((SELECT target FROM predictions WHERE id = ?), ''))"
+        "COALESCE((SELECT target FROM decisions WHERE prediction_id = ?), ''))"
     )
     insert_feedback_known: str = _FEEDBACK_INSERT + "?,?)"
 
@@ -131,19 +165,18 @@ def _statements(n_arms: int, n_disruptive: int) -> _Statements:
     # stored, 1 as configured, -1 anything else); 24… α, β, pulls per arm. Few columns: each costs ~0.15 µs.
     prefetch = (
         "SELECT EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
-        "d.key, d.verdict, d.rule, d.reason, d.confidence, d.misalignment, d.score, d.threshold, d.arm, "
-        "d.decided_at, d.channel, COALESCE(p.target, ''), k.m, k.n, k.weight_sum, k.updated_at, "
-        "t.agree, t.disagree, t.n_outcome, t.n_peer, fp.id, fs.id, "
+        "d.key, d.verdict, d.rule, d.reason, d.decision_confidence, d.misalignment, d.score, d.threshold, d.arm, "
+        "d.decided_at, d.channel, d.target, k.m, k.n, k.weight_sum, k.updated_at, "
+        "t.agree, t.disagree, t.n_outcome, t.n_peer, fp.feedback_id, fs.feedback_id, "
         "CASE (SELECT COUNT(*) FROM bandit_arms) WHEN 0 THEN 0 "
         f"WHEN {n_arms} THEN CASE WHEN {arms_match} THEN 1 ELSE -1 END ELSE -1 END, {arms} "
         "FROM (SELECT ?2 AS pid) AS q "
         "LEFT JOIN decisions d ON d.prediction_id = q.pid "
-        "LEFT JOIN predictions p ON p.id = q.pid "
         "LEFT JOIN key_alignment k ON k.key = d.key "
         "LEFT JOIN operator_trust t ON t.operator = ?3 "
-        "LEFT JOIN feedback fp ON fp.prediction_id = q.pid AND fp.operator = ?3 AND fp.effective = 1 "
-        f"LEFT JOIN feedback fs ON fs.prediction_id = q.pid AND fs.operator = '{SYSTEM_OPERATOR}' "
-        f"AND fs.effective = 1 {arm_joins}"
+        "LEFT JOIN effective_answers fp ON fp.prediction_id = q.pid AND fp.operator = ?3 "
+        f"LEFT JOIN effective_answers fs ON fs.prediction_id = q.pid AND fs.operator = '{SYSTEM_OPERATOR}' "
+        f"{arm_joins}"
     )
     marks = ", ".join("?" * n_disruptive)
     open_disruptive = (
@@ -254,21 +287,30 @@ class SQLiteTransaction:
         if earlier is not None:
             return earlier
         row = self._one(
-            "SELECT id, received_at FROM predictions WHERE fingerprint = ? ORDER BY rowid DESC LIMIT 1",
+            "SELECT prediction_id, received_at FROM decisions WHERE fingerprint = ? ORDER BY seq DESC LIMIT 1",
             (prediction.fingerprint(),),
         )
         if row is not None and prediction.received_at - row[1] < window_s:
             return self.get_decision(row[0])
         return None
 
+    def _next_audit_id(self) -> int:
+        """The next id of the shared audit sequence (see storage/migrations.py)."""
+        return int(self._c.execute(NEXT_AUDIT_ID).fetchone()[0])
+
     def add_decision(self, prediction: Prediction, decision: Decision, channel: str) -> None:
-        """Store the prediction and its decision; a surfaced or digest decision also gets its recommendation row
-        and a pending outbox message (payload ``{"prediction_id": …}``), in this same transaction."""
+        """Store the prediction and its decision as one ``decisions`` row (which is also the decision's audit
+        line); a surfaced or digest decision also gets its recommendation row and a pending outbox message
+        (payload ``{"prediction_id": …}``), in this same transaction."""
         pid = prediction.id
         if decision.prediction_id != pid:
             raise StorageError("decisions", decision.prediction_id, f"decision is for another prediction than {pid!r}")
-        self._write("predictions", pid, _INSERT_PREDICTION, codec.prediction_params(prediction))
-        self._write("decisions", pid, _INSERT_DECISION, codec.decision_params(decision, channel))
+        row = codec.decision_row(self._next_audit_id(), prediction, decision, channel)
+        try:
+            self._c.execute(_INSERT_DECISION, row)
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
+            table = "predictions" if "prediction_id" in str(exc) else "decisions"  # the prediction's id
+            raise StorageError(table, pid, str(exc)) from exc
         self._decisions[pid] = decision
         self._channel_target[pid] = (channel, prediction.target)
         if decision.surfaced:
@@ -316,8 +358,8 @@ class SQLiteTransaction:
         latest = {
             r[0]: (r[1], r[2])
             for r in self._in_chunks(
-                "SELECT fingerprint, id, received_at, MAX(rowid) FROM predictions WHERE fingerprint IN ({marks}) "
-                "GROUP BY fingerprint",
+                "SELECT fingerprint, prediction_id, received_at, MAX(seq) FROM decisions "
+                "WHERE fingerprint IN ({marks}) GROUP BY fingerprint",
                 [p.fingerprint() for p in predictions],
             )
         }
@@ -349,8 +391,8 @@ class SQLiteTransaction:
         overrides: dict[str, float] = {}
         for column, values in (("key", keys), ("target", [p.target for p in predictions])):
             rows = self._in_chunks(
-                f"SELECT {column}, MAX(at) FROM feedback WHERE kind = 'override' AND effective = 1 "
-                f"AND {column} IN ({{marks}}) GROUP BY {column}",
+                f"SELECT f.{column}, MAX(f.at) FROM feedback f WHERE f.kind = 'override' "
+                f"AND f.{column} IN ({{marks}}) AND {_IS_EFFECTIVE} GROUP BY f.{column}",
                 values,
             )
             overrides.update((f"{column}:{name}", float(at)) for name, at in rows)
@@ -371,15 +413,17 @@ class SQLiteTransaction:
         :class:`StorageError` names the table and record that failed."""
         if not decided:
             return
-        predictions, decisions, recommendations, outbox = [], [], [], []
+        decisions, recommendations, outbox = [], [], []
+        seq = self._next_audit_id()
+        decision_row = codec.decision_row
         for prediction, decision, channel in decided:
             pid = prediction.id
             if decision.prediction_id != pid:
                 raise StorageError(
                     "decisions", decision.prediction_id, f"decision is for another prediction than {pid!r}"
                 )
-            predictions.append(codec.prediction_params(prediction))
-            decisions.append(codec.decision_params(decision, channel))
+            decisions.append(decision_row(seq, prediction, decision, channel))
+            seq += 1
             if decision.surfaced:
                 surface = decision.verdict is Verdict.SURFACE
                 recommendations.append(
@@ -407,7 +451,6 @@ class SQLiteTransaction:
         c = self._c
         c.execute("SAVEPOINT npo_bulk")
         try:
-            c.executemany(_INSERT_PREDICTION, predictions)
             c.executemany(_INSERT_DECISION, decisions)
             if recommendations:
                 c.executemany(_INSERT_RECOMMENDATION, recommendations)
@@ -428,14 +471,15 @@ class SQLiteTransaction:
         if not entries:
             return
         dumps = codec.dumps
+        first = self._next_audit_id()
         rows = [
-            (at, kind, subject, dumps(detail if type(detail) is dict else dict(detail)))
-            for kind, subject, detail, at in entries
+            (first + i, at, kind, subject, dumps(detail if type(detail) is dict else dict(detail)))
+            for i, (kind, subject, detail, at) in enumerate(entries)
         ]
         c = self._c
         c.execute("SAVEPOINT npo_bulk")
         try:
-            c.executemany("INSERT INTO audit_log (at, kind, subject, detail) VALUES (?,?,?,?)", rows)
+            c.executemany("INSERT INTO audit_events (id, at, kind, subject, detail) VALUES (?,?,?,?,?)", rows)
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
             c.execute("ROLLBACK TO npo_bulk")
             c.execute("RELEASE npo_bulk")
@@ -445,7 +489,7 @@ class SQLiteTransaction:
         c.execute("RELEASE npo_bulk")
 
     def get_prediction(self, prediction_id: str) -> Prediction | None:
-        row = self._one(f"SELECT {codec.PREDICTION_COLS} FROM predictions WHERE id = ?", (prediction_id,))
+        row = self._one(f"SELECT {codec.PREDICTION_COLS} FROM decisions WHERE prediction_id = ?", (prediction_id,))
         return None if row is None else codec.prediction_from_row(row)
 
     def get_decision(self, prediction_id: str) -> Decision | None:
@@ -469,12 +513,12 @@ class SQLiteTransaction:
             active[cluster] = int(self._one(self._sql.open_disruptive, (cluster, *self._disruptive))[0])
         overrides: dict[str, float] = {}
         by_key = self._one(
-            "SELECT MAX(at) FROM feedback WHERE key = ? AND kind = 'override' AND effective = 1", (key,)
+            f"SELECT MAX(f.at) FROM feedback f WHERE f.key = ? AND f.kind = 'override' AND {_IS_EFFECTIVE}", (key,)
         )[0]
         if by_key is not None:
             overrides[f"key:{key}"] = by_key
         by_target = self._one(
-            "SELECT MAX(at) FROM feedback WHERE target = ? AND kind = 'override' AND effective = 1",
+            f"SELECT MAX(f.at) FROM feedback f WHERE f.target = ? AND f.kind = 'override' AND {_IS_EFFECTIVE}",
             (prediction.target,),
         )[0]
         if by_target is not None:
@@ -651,8 +695,7 @@ class SQLiteTransaction:
         if wanted in self._effective:
             return self._effective[wanted]
         rows = self._c.execute(
-            f"SELECT {codec.FEEDBACK_COLS} FROM feedback WHERE prediction_id = ? AND operator IN (?, ?) "
-            "AND effective = 1",
+            f"{_EFFECTIVE_FEEDBACK} WHERE e.prediction_id = ? AND e.operator IN (?, ?)",
             (prediction_id, operator, SYSTEM_OPERATOR),
         ).fetchall()
         self._effective[wanted] = self._effective[(prediction_id, SYSTEM_OPERATOR)] = None
@@ -660,37 +703,38 @@ class SQLiteTransaction:
             self._effective[(prediction_id, row[1])] = codec.feedback_from_row(row)
         return self._effective[wanted]
 
-    def add_feedback(self, applied: AppliedFeedback) -> None:
-        """Append the event to the feedback log as the person's effective answer; when it ``replaces`` an
-        earlier request id of the same recommendation, that row stays in the log with ``effective = 0``."""
+    def add_feedback(self, applied: AppliedFeedback, audit: Mapping[str, object] | None = None) -> None:
+        """Append the event to the (append-only) feedback log; the ``feedback_effective`` trigger makes it the
+        person's effective answer in ``effective_answers`` (replacing the answer with request id
+        ``applied.replaces``, which stays in the log). ``audit`` of the loop's shape (operator, kind, y, weight,
+        status, m) is kept in the row itself (``audit_weight``, ``audit_m``: the ``audit_log`` view shows it);
+        any other detail becomes an ``audit_events`` line."""
         ev = applied.event
         self._effective.clear()
         self._seen.pop(ev.request_id, None)
-        if applied.replaces is not None:
-            self._write(
-                "feedback",
-                applied.replaces,
-                "UPDATE feedback SET effective = 0 WHERE request_id = ? AND prediction_id = ? AND effective = 1",
-                (applied.replaces, ev.prediction_id),
-            )
+        audited = None if audit is None else _feedback_audit(applied, audit)
         known = self._channel_target.get(ev.prediction_id)
         if known is not None:
             self._write(
-                "feedback", ev.request_id, self._sql.insert_feedback_known, (*codec.feedback_params(applied), *known)
+                "feedback",
+                ev.request_id,
+                self._sql.insert_feedback_known,
+                (*codec.feedback_params(applied), *(audited or (None, None)), *known),
             )
         else:
             self._write(
                 "feedback",
                 ev.request_id,
                 self._sql.insert_feedback,
-                (*codec.feedback_params(applied), ev.prediction_id, ev.prediction_id),
+                (*codec.feedback_params(applied), *(audited or (None, None)), ev.prediction_id, ev.prediction_id),
             )
         self._seen[ev.request_id] = True
+        if audit is not None and audited is None:
+            self.audit("feedback", ev.prediction_id, audit, ev.at)
 
     def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]:
         rows = self._c.execute(
-            f"SELECT {codec.FEEDBACK_COLS} FROM feedback WHERE prediction_id = ? AND effective = 1 ORDER BY id",
-            (prediction_id,),
+            f"{_EFFECTIVE_FEEDBACK} WHERE e.prediction_id = ? ORDER BY f.id", (prediction_id,)
         ).fetchall()
         return [codec.feedback_from_row(r) for r in rows]
 
@@ -827,7 +871,7 @@ class SQLiteTransaction:
         self._write(
             "audit_log",
             subject,
-            "INSERT INTO audit_log (at, kind, subject, detail) VALUES (?,?,?,?)",
+            _INSERT_AUDIT,
             (at, kind, subject, codec.dumps(detail if type(detail) is dict else dict(detail))),
         )
 
@@ -1222,13 +1266,13 @@ class SQLiteStore:
             clauses.append("at >= ?")
             params.append(since)
         if effective_only:
-            clauses.append("effective = 1")
+            clauses.append(_IS_EFFECTIVE)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         limit = ""
         if last_n is not None:
             limit = " LIMIT ?"
             params.append(last_n)
-        sql = f"SELECT key, y, at, weight, channel FROM feedback {where} ORDER BY id DESC{limit}"
+        sql = f"SELECT f.key, f.y, f.at, f.weight, f.channel FROM feedback f {where} ORDER BY f.id DESC{limit}"
         with self.read() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [AlignmentSample(r[0], r[1], r[2], min(1.0, r[3]), r[4]) for r in reversed(rows)]
@@ -1247,10 +1291,10 @@ class SQLiteStore:
         """Row counts for metrics: predictions, decisions per verdict, feedback per kind (effective and all),
         outcomes, open recommendations, outbox per state, audit lines."""
         queries = {
-            "predictions": "SELECT 'predictions', COUNT(*) FROM predictions",
+            "predictions": "SELECT 'predictions', COUNT(*) FROM decisions",
             "decisions": "SELECT 'decisions_' || verdict, COUNT(*) FROM decisions GROUP BY verdict",
             "feedback": "SELECT 'feedback_' || kind, COUNT(*) FROM feedback GROUP BY kind",
-            "effective": "SELECT 'feedback_effective', COUNT(*) FROM feedback WHERE effective = 1",
+            "effective": "SELECT 'feedback_effective', COUNT(*) FROM effective_answers",
             "outcomes": "SELECT 'outcomes', COUNT(*) FROM outcomes",
             "open": "SELECT 'recommendations_open', COUNT(*) FROM recommendations WHERE resolved_at IS NULL",
             "outbox": "SELECT 'outbox_' || state, COUNT(*) FROM outbox GROUP BY state",

@@ -14,7 +14,7 @@ from npo.loop import LoopConfig, record_feedback
 from npo.policy import Policy
 from npo.scoring import scenario_key
 from npo.types import FeedbackEvent, FeedbackKind
-from storage import SQLiteStore, StorageBusy, check, connect
+from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageBusy, check, connect
 
 THREADS = 8
 EVENTS = 500
@@ -60,7 +60,7 @@ def test_concurrent_feedback_leaves_exact_counts(db_path: Path, relaxed_policy: 
     assert set(stores[0].trust()) == {f"op{t}" for t in range(THREADS)}
     assert stores[0].counts()["feedback_effective"] == THREADS * EVENTS
     db = connect(db_path)
-    assert check(db) == (2, [])
+    assert check(db) == (LATEST_SCHEMA_VERSION, [])
     db.close()
     for s in stores:
         s.close()

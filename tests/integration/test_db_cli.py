@@ -13,7 +13,7 @@ from bot.db_cli import add_db_parser, run_db
 from npo.loop import record_feedback
 from npo.policy import Policy
 from npo.types import FeedbackEvent, FeedbackKind
-from storage import SQLiteStore
+from storage import LATEST_SCHEMA_VERSION, SQLiteStore
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -37,7 +37,7 @@ def test_default_path_comes_from_the_environment(
 ) -> None:
     monkeypatch.setenv("NPO_DB_PATH", str(filled))
     assert run_db(_parse(["db", "check"])) == 0
-    assert f"{filled}: schema version 2" in capsys.readouterr().out
+    assert f"{filled}: schema version {LATEST_SCHEMA_VERSION}" in capsys.readouterr().out
 
 
 def test_backup_is_a_consistent_copy(filled: Path, tmp_path: Path) -> None:

@@ -66,6 +66,10 @@ def test_sqlite_and_in_memory_learn_the_same(db_path: Path) -> None:
         assert sqlite.feedback_log() == list(memory.feedback_log)
         assert sqlite.alignment_samples() == list(memory.samples)
         assert len(sqlite.audit_entries()) == len(memory.audit_log)
+        # The same lines in the same order, details equal (decision and feedback lines come from the audit_log view)
+        assert [(kind, subject, detail, at) for _, at, kind, subject, detail in sqlite.audit_entries()] == list(
+            memory.audit_log
+        )
         # enough learning for the comparison to mean something (95 pulls with this seed since skips after any
         # answer and repeated peer credit stopped counting)
         assert sum(memory.bandit.pulls) > 50

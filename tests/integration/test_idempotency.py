@@ -42,7 +42,9 @@ def test_second_click_replaces_the_first_in_learning_but_both_are_logged(
     assert [f.event.request_id for f in log] == ["skip:p0", "req-1", "req-2"]
     assert [f.replaces for f in log] == [None, "skip:p0", "req-1"]
     with store.read() as conn:
-        effective = conn.execute("SELECT request_id FROM feedback WHERE effective = 1").fetchall()
+        effective = conn.execute(
+            "SELECT f.request_id FROM effective_answers e JOIN feedback f ON f.id = e.feedback_id"
+        ).fetchall()
     assert effective == [("req-2",)]
     assert [e[3] for e in store.audit_entries(kind="feedback")] == ["p0", "p0", "p0"]
     db = connect(store.path)

@@ -5,12 +5,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from storage_testing import make_prediction, surface
 
 from bot.db_cli import run_db
-from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageError, connect, migrate, schema_version
+from npo.loop import record_feedback
+from npo.policy import Policy
+from npo.types import FeedbackEvent, FeedbackKind
+from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageError, check, connect, migrate, schema_version
 
 EXPECTED_TABLES = {
-    "predictions",
     "decisions",
     "recommendations",
     "feedback",
@@ -24,9 +27,11 @@ EXPECTED_TABLES = {
     "model_versions",
     "outbox",
     "job_claims",
-    "audit_log",
+    "audit_events",
     "processed_requests",
+    "effective_answers",
 }
+EXPECTED_VIEWS = {"predictions", "audit_log"}
 
 
 def _args(**kw: object) -> argparse.Namespace:
@@ -38,6 +43,7 @@ def test_migrations_build_the_schema_from_empty(db_path: Path) -> None:
     assert schema_version(db) == 0
     assert migrate(db) == LATEST_SCHEMA_VERSION >= 2
     assert set(db.table_names()) >= EXPECTED_TABLES
+    assert set(db.view_names()) >= EXPECTED_VIEWS
     assert migrate(db) == LATEST_SCHEMA_VERSION  # idempotent
     assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
@@ -59,8 +65,79 @@ def test_upgrade_from_the_first_migration_keeps_data(db_path: Path) -> None:
     db = connect(db_path)
     assert schema_version(db) == LATEST_SCHEMA_VERSION
     assert {"message_ts", "sent_at"} <= set(db["outbox"].columns_dict)
-    assert "feedback_one_effective_answer" in {i.name for i in db["feedback"].indexes}
+    assert "effective_answers" in db.table_names()
     assert db.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
+    db.close()
+
+
+def test_upgrade_from_the_second_migration_keeps_data(db_path: Path) -> None:
+    """A database written at schema version 2 (predictions, decisions, a replaced answer, an outcome, outbox,
+    audit lines) keeps everything through m003: same records, same effective answers, same audit lines (none
+    doubled by the new views), and the store works on it afterwards."""
+    db = connect(db_path)
+    assert migrate(db, stop_before="m003_append_only_logs") == 2
+    conn = db.conn
+    conn.execute("BEGIN")
+    for i, verdict in enumerate(("surface", "suppress")):
+        conn.execute(
+            "INSERT INTO predictions (id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, "
+            "channel, received_at, fingerprint, cluster) VALUES (?, 'disk', 'r1-n1', 'investigate', 0.9, 'warning', "
+            "NULL, '{\"a\":\"b\"}', NULL, ?, ?, 'r1')",
+            (f"p{i}", float(i), f"fp{i}"),
+        )
+        conn.execute(
+            "INSERT INTO decisions (prediction_id, key, verdict, rule, reason, confidence, misalignment, score, "
+            "threshold, arm, decided_at, channel) VALUES (?, 'k', ?, 'threshold', 'why', 0.9, 0.25, 0.675, 0.5, 2, "
+            "?, 'incident')",
+            (f"p{i}", verdict, float(i)),
+        )
+        conn.execute(
+            "INSERT INTO audit_log (at, kind, subject, detail) VALUES (?, 'decision', ?, '{\"verdict\":\"x\"}')",
+            (float(i), f"p{i}"),
+        )
+    conn.execute(
+        "INSERT INTO recommendations (prediction_id, verdict, channel, key, target, action, cluster, surfaced_at) "
+        "VALUES ('p0', 'surface', 'incident', 'k', 'r1-n1', 'investigate', 'r1', 0)"
+    )
+    conn.execute(
+        "INSERT INTO outbox (prediction_id, channel, kind, payload, next_attempt_at, created_at) "
+        "VALUES ('p0', 'incident', 'recommendation', '{\"prediction_id\":\"p0\"}', 0, 0)"
+    )
+    feedback = (
+        "INSERT INTO feedback (request_id, prediction_id, operator, kind, at, key, target, channel, y, weight, "
+        "key_n_before, arm, reward, replaces, effective) VALUES (?, 'p0', 'alice', ?, ?, 'k', 'r1-n1', 'incident', "
+        "?, 1.0, 0, 2, ?, ?, ?)"
+    )
+    conn.execute(feedback, ("r1", "like", 5.0, 0.0, 1.0, None, 0))
+    conn.execute(feedback, ("r2", "override", 6.0, 1.0, 0.0, "r1", 1))
+    conn.execute("INSERT INTO key_alignment (key, m, n, weight_sum, updated_at) VALUES ('k', 0.4, 1, 1.0, 6)")
+    conn.execute("INSERT INTO outcomes (prediction_id, real_fault, at, source) VALUES ('p1', 1, 9, 'ticket')")
+    conn.execute("INSERT INTO audit_log (at, kind, subject, detail) VALUES (9, 'outcome', 'p1', '{}')")
+    conn.execute("COMMIT")
+    audit_before = conn.execute("SELECT id, at, kind, subject, detail FROM audit_log ORDER BY id").fetchall()
+    db.close()
+
+    with SQLiteStore(db_path, migrate=True) as store:
+        assert store.schema_version() == LATEST_SCHEMA_VERSION
+        p0 = store.prediction("p0")
+        assert p0 is not None and dict(p0.labels) == {"a": "b"} and p0.target == "r1-n1"
+        d1 = store.decision("p1")
+        assert d1 is not None and d1.verdict.value == "suppress" and d1.arm == 2 and d1.score == 0.675
+        assert [f.event.request_id for f in store.feedback_log()] == ["r1", "r2"]
+        assert [s.y for s in store.alignment_samples()] == [1.0]  # only the effective answer
+        assert len(store.alignment_samples(effective_only=False)) == 2
+        counts = store.counts()
+        assert (counts["predictions"], counts["feedback_effective"], counts["outcomes"]) == (2, 1, 1)
+        assert counts["recommendations_open"] == 1
+        # The old audit lines are all there, once (migrated rows are not audited a second time by the view) ...
+        assert [(e[0], e[2], e[3]) for e in store.audit_entries()] == [(r[0], r[2], r[3]) for r in audit_before]
+        # ... and new lines come after them.
+        with store.transaction() as tx:
+            tx.audit("config_change", "policy", {"by": "alice"}, 10.0)
+        assert store.audit_entries()[-1][0] > audit_before[-1][0]
+        assert [i.payload for i in store.outbox()] == [{"prediction_id": "p0"}]
+    db = connect(db_path)
+    assert check(db) == (LATEST_SCHEMA_VERSION, [])
     db.close()
 
 
@@ -80,7 +157,10 @@ def test_check_reports_an_outdated_schema(db_path: Path, capsys: pytest.CaptureF
     assert "schema version 1" in capsys.readouterr().out
 
 
-def test_audit_log_is_append_only(store: SQLiteStore) -> None:
+def test_audit_log_is_append_only(store: SQLiteStore, relaxed_policy: Policy) -> None:
+    surface(store, [make_prediction(0)], relaxed_policy)
+    with store.transaction() as tx:
+        record_feedback(tx, FeedbackEvent("p0", "alice", FeedbackKind.LIKE, 2.0, "r-1"), config=store.config)
     with store.transaction() as tx:
         tx.audit("config_change", "policy", {"by": "alice"}, 1.0)
     conn = sqlite3.connect(str(store.path))
@@ -88,5 +168,10 @@ def test_audit_log_is_append_only(store: SQLiteStore) -> None:
         conn.execute("UPDATE audit_log SET kind = 'x'")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("DELETE FROM audit_log")
+    for table in ("audit_events", "decisions", "feedback"):  # the logs behind the audit_log view
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute(f"UPDATE {table} SET at = 0" if table != "decisions" else "UPDATE decisions SET rule = 'x'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute(f"DELETE FROM {table}")
     conn.close()
-    assert [e[2] for e in store.audit_entries()] == ["config_change"]
+    assert [e[2] for e in store.audit_entries()] == ["decision", "feedback", "config_change"]
