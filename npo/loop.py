@@ -20,6 +20,7 @@ The rules the loop applies, in one place:
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -326,7 +327,8 @@ class _Bulk:
         self._tx = tx
         self._window_s = window_s
         self._stored, self._stored_fingerprints = tx.lookup_predictions(predictions)
-        self._keys = tx.get_keys(keys)
+        self._keys = dict(tx.get_keys(keys))
+        self._fingerprint = ""  # of the prediction duplicate() last looked at (add() follows for the same one)
         self._contexts = tx.policy_contexts(predictions, keys, channels, now)
         self._added: dict[str, Decision] = {}
         self._fingerprints: dict[str, tuple[str, float]] = {}
@@ -342,21 +344,24 @@ class _Bulk:
         earlier = self._added.get(prediction.id) or self._stored.get(prediction.id)
         if earlier is not None:
             return earlier
-        fingerprint = prediction.fingerprint()
+        fingerprint = self._fingerprint = prediction.fingerprint()
         seen = self._fingerprints.get(fingerprint) or self._stored_fingerprints.get(fingerprint)
         if seen is None or prediction.received_at - seen[1] >= self._window_s:
             return None
         return self._added.get(seen[0]) or self._stored.get(seen[0]) or self._tx.get_decision(seen[0])
 
     def key_state(self, key: str) -> KeyAlignment:
-        return self._keys.get(key) or KeyAlignment(key=key)
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = KeyAlignment(key=key)  # frozen: shared by the batch's predictions of key
+        return state
 
     def context(self, prediction: Prediction, key: str, channel: str) -> PolicyContext:
         return self._contexts.context(prediction, key, channel)
 
     def add(self, prediction: Prediction, decision: Decision, channel: str) -> None:
         self._added[prediction.id] = decision
-        self._fingerprints[prediction.fingerprint()] = (prediction.id, prediction.received_at)
+        self._fingerprints[self._fingerprint] = (prediction.id, prediction.received_at)
         self._contexts.decided(prediction, decision, channel)
         if self._runs[-1][1]:
             self._runs.append(([], []))
@@ -372,9 +377,22 @@ class _Bulk:
 
 
 # The slot descriptors of Decision's fields, in declaration order: setting through them skips the frozen check.
-_DECISION_SETTERS: tuple[Callable[[object, object], None], ...] = tuple(
-    getattr(Decision, f.name).__set__ for f in fields(Decision)
-)
+(
+    _SET_PREDICTION_ID,
+    _SET_KEY,
+    _SET_VERDICT,
+    _SET_RULE,
+    _SET_REASON,
+    _SET_CONFIDENCE,
+    _SET_MISALIGNMENT,
+    _SET_SCORE,
+    _SET_THRESHOLD,
+    _SET_ARM,
+    _SET_DECIDED_AT,
+) = tuple(getattr(Decision, f.name).__set__ for f in fields(Decision))
+_new_decision = functools.partial(object.__new__, Decision)
+_SET_RESULT_DECISION, _SET_RESULT_DUPLICATE = (getattr(DecideResult, f.name).__set__ for f in fields(DecideResult))
+_new_result = functools.partial(object.__new__, DecideResult)
 
 
 def _decision(
@@ -390,17 +408,21 @@ def _decision(
     now: float,
 ) -> Decision:
     """A :class:`Decision` from values valid by construction (a checked prediction, m and R clipped to [0, 1], τ and
-    the arm from the bandit's validated grid, ``now`` checked once per batch) without re-running every check; the
-    two fields the construction does not guarantee are checked as :class:`Decision` checks them."""
-    _require_text("key", key)
-    _require_text("rule", rule)
-    decision = object.__new__(Decision)
-    for setter, value in zip(
-        _DECISION_SETTERS,
-        (prediction.id, key, verdict, rule, reason, prediction.confidence, m, r, tau, arm, now),
-        strict=True,
-    ):
-        setter(decision, value)
+    the arm from the bandit's validated grid, ``now`` checked once per batch) without re-running every check. The
+    two fields the construction does not guarantee (``key``, ``rule``) must have been checked by the caller as
+    :class:`Decision` checks them (:func:`decide_batch` checks each distinct value once per batch)."""
+    decision: Decision = _new_decision()
+    _SET_PREDICTION_ID(decision, prediction.id)
+    _SET_KEY(decision, key)
+    _SET_VERDICT(decision, verdict)
+    _SET_RULE(decision, rule)
+    _SET_REASON(decision, reason)
+    _SET_CONFIDENCE(decision, prediction.confidence)
+    _SET_MISALIGNMENT(decision, m)
+    _SET_SCORE(decision, r)
+    _SET_THRESHOLD(decision, tau)
+    _SET_ARM(decision, arm)
+    _SET_DECIDED_AT(decision, now)
     return decision
 
 
@@ -439,8 +461,11 @@ def decide_batch(
         world = _OneByOne(tx, config.dedupe_window_s, now)
     model = tx.get_model()
     arms: list[int] | None = None
+    tau_text: list[str] = []
     thresholds = config.bandit.thresholds
     results: list[DecideResult] = []
+    checked: set[str] = set()  # keys and rules that passed Decision's text check in this batch
+    checked_rules: set[str] = set()
     for i, prediction in enumerate(batch):
         earlier = world.duplicate(prediction)
         if earlier is not None:
@@ -465,18 +490,28 @@ def decide_batch(
                 alpha = np.broadcast_to(np.asarray(bandit.alpha, dtype=np.float64), shape)
                 beta = np.broadcast_to(np.asarray(bandit.beta, dtype=np.float64), shape)
                 arms = choose_batch(alpha, beta, rng).tolist()
+                tau_text = [f"{t:.2f}" for t in thresholds]  # τ as the reason prints it, formatted once per arm
             arm = arms[i]
             tau = thresholds[arm]
             if r < tau:
-                outcome, rule, reason = Verdict.SUPPRESS, "threshold", f"R(s)={r:.3f} < τ={tau:.2f}"
+                outcome, rule, reason = Verdict.SUPPRESS, "threshold", f"R(s)={r:.3f} < τ={tau_text[arm]}"
             elif verdict.outcome == "digest":
                 outcome, rule, reason = Verdict.DIGEST, verdict.rule, verdict.reason
             else:
                 outcome, rule = Verdict.SURFACE, verdict.rule
-                reason = f"R(s)={r:.3f} ≥ τ={tau:.2f}; {verdict.reason}"
+                reason = f"R(s)={r:.3f} ≥ τ={tau_text[arm]}; {verdict.reason}"
+        if key not in checked:
+            _require_text("key", key)
+            checked.add(key)
+        if rule not in checked_rules:
+            _require_text("rule", rule)
+            checked_rules.add(rule)
         decision = _decision(prediction, key, outcome, rule, reason, m, r, tau, arm, now)
         world.add(prediction, decision, channel)  # with its audit line
-        results.append(DecideResult(decision, duplicate=False))
+        result: DecideResult = _new_result()
+        _SET_RESULT_DECISION(result, decision)
+        _SET_RESULT_DUPLICATE(result, False)
+        results.append(result)
     world.finish()
     return results
 

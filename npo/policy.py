@@ -367,6 +367,9 @@ class PolicyVerdict:
 # evaluation
 
 
+_ALLOW = PolicyVerdict("allow", ALL_RULES_PASSED, "all rules passed")  # frozen: one shared instance
+
+
 def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, context: PolicyContext) -> PolicyVerdict:
     """Check one prediction against every rule, in order, and return the first hard block, else a digest
     when the channel is over its hourly cap, else ``allow`` (rule ``"all_rules_passed"``).
@@ -457,7 +460,7 @@ def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, con
             f"(max_per_hour {cap}); folded into the digest",
         )
 
-    return PolicyVerdict("allow", ALL_RULES_PASSED, "all rules passed")
+    return _ALLOW
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -50,18 +50,38 @@ def target_class(prediction: Prediction) -> str:
     return _DIGITS.sub("#", prediction.target)
 
 
+def _band_labels() -> tuple[str, ...]:
+    labels, lo = [], 0.0
+    for edge in CONFIDENCE_BANDS:
+        labels.append("p<0.5" if lo == 0.0 else f"p{lo}-{edge}")
+        lo = edge
+    return tuple(labels)
+
+
+_BANDS = tuple(zip(CONFIDENCE_BANDS, _band_labels(), strict=True))
+_TOP_BAND = f"p>={CONFIDENCE_BANDS[-1]}"
+
+
 def confidence_band(confidence: float) -> str:
     """The confidence band label of p ∈ [0, 1]: "p<0.5", "p0.5-0.7", "p0.7-0.9" or "p>=0.9"."""
-    lo = 0.0
-    for edge in CONFIDENCE_BANDS:
+    for edge, label in _BANDS:
         if confidence < edge:
-            return "p<0.5" if lo == 0.0 else f"p{lo}-{edge}"
-        lo = edge
-    return f"p>={CONFIDENCE_BANDS[-1]}"
+            return label
+    return _TOP_BAND
+
+
+def _default_key(prediction: Prediction) -> str:
+    """:func:`scenario_key` for :data:`DEFAULT_KEY_FIELDS` (the hot path), the same text in one format."""
+    labels = prediction.labels
+    explicit = labels.get("target_class") if labels else None
+    shape = explicit or _DIGITS.sub("#", prediction.target)
+    return f"{prediction.fault_type}|{prediction.action}|{shape}|{confidence_band(prediction.confidence)}"
 
 
 def scenario_key(prediction: Prediction, spec: KeySpec = KeySpec()) -> str:
     """The scenario key k(s): the chosen attributes joined by "|" (stable, human-readable)."""
+    if spec.fields == DEFAULT_KEY_FIELDS:
+        return _default_key(prediction)
     parts: list[str] = []
     for name in spec.fields:
         if name == "target_class":

@@ -82,6 +82,12 @@ def _require_time(name: str, value: object) -> float:
     return float(value)
 
 
+# Prediction.cluster of a target without a ``cluster`` label (a pure function of the target string), memoised: the
+# loop asks for it several times per prediction. Bounded: cleared when full.
+_CLUSTER_OF_TARGET: dict[str, str] = {}
+_CLUSTER_MEMO_SIZE = 65536
+
+
 @dataclass(frozen=True, slots=True)
 class Prediction:
     """One fault prediction as emitted by a predictor.
@@ -135,8 +141,15 @@ class Prediction:
         explicit = self.labels.get("cluster")
         if explicit:
             return explicit
-        head = self.target.replace(".", "-").split("-", 1)[0]
-        return head or self.target
+        target = self.target
+        cluster = _CLUSTER_OF_TARGET.get(target)
+        if cluster is None:
+            head = target.replace(".", "-").split("-", 1)[0]
+            cluster = head or target
+            if len(_CLUSTER_OF_TARGET) >= _CLUSTER_MEMO_SIZE:
+                _CLUSTER_OF_TARGET.clear()
+            _CLUSTER_OF_TARGET[target] = cluster
+        return cluster
 
     def fingerprint(self) -> str:
         """Identity of "the same prediction" regardless of id: fault type, target and action."""

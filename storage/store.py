@@ -185,6 +185,13 @@ def _statements(n_arms: int, n_disruptive: int) -> _Statements:
     return _Statements(prefetch=prefetch, open_disruptive=open_disruptive)
 
 
+_SET_NOW, _SET_ACTIVE, _SET_OVERRIDES, _SET_SURFACED = (
+    getattr(PolicyContext, name).__set__
+    for name in ("now", "active_disruptive_by_cluster", "last_override_at", "surfaced_last_hour_by_channel")
+)
+_new_context = functools.partial(object.__new__, PolicyContext)
+
+
 class _BatchContexts:
     """:class:`npo.loop.BatchContexts` of :class:`SQLiteTransaction`: the snapshot read before a batch plus the
     batch's own decisions, counted the way :meth:`SQLiteTransaction.policy_context` counts stored ones — a
@@ -224,12 +231,23 @@ class _BatchContexts:
                 overrides = MappingProxyType(found)
         surfaced = MappingProxyType({channel: self._surfaced.get(channel, 0)})
         # Counts from COUNT(*), times from validated feedback, ``now`` checked by the loop: no re-validation.
-        return codec.trusted_row(PolicyContext, (self._now, cluster_counts, overrides, surfaced))
+        context: PolicyContext = _new_context()
+        _SET_NOW(context, self._now)
+        _SET_ACTIVE(context, cluster_counts)
+        _SET_OVERRIDES(context, overrides)
+        _SET_SURFACED(context, surfaced)
+        return context
 
     def decided(self, prediction: Prediction, decision: Decision, channel: str) -> None:
-        if self._active is not None and decision.surfaced and prediction.action in self._disruptive:
-            self._active[prediction.cluster] = self._active.get(prediction.cluster, 0) + 1
-        if decision.verdict is Verdict.SURFACE:
+        verdict = decision.verdict
+        if (
+            self._active is not None
+            and (verdict is Verdict.SURFACE or verdict is Verdict.DIGEST)
+            and prediction.action in self._disruptive
+        ):
+            cluster = prediction.cluster
+            self._active[cluster] = self._active.get(cluster, 0) + 1
+        if verdict is Verdict.SURFACE:
             self._surfaced[channel] = self._surfaced.get(channel, 0) + 1
 
 
