@@ -1,0 +1,77 @@
+"""``build_scheduler``: the bot's scheduled jobs (skip sweeper every minute, weekly summary) on one
+:class:`~bot.jobs.runner.Scheduler`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+from slack_sdk import WebClient
+
+from bot.config import Settings
+from bot.jobs.runner import Clock, JobSpec, Scheduler, slot_id, utc_now
+from bot.jobs.skips import sweep_skips
+from bot.jobs.weekly import WEEKLY_JOB, run_weekly_summary, weekly_trigger
+from storage import SQLiteStore
+from storage.jobs import prune_claims
+
+SKIP_JOB = "skip_sweeper"
+WEEKLY_RETRY_S = 300.0
+SKIP_CLAIMS_KEPT = timedelta(days=1)
+
+
+def _noop() -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class JobDeps:
+    """What the jobs need: the store, a synchronous Web API client, the ops channel and the settings they use."""
+
+    store: SQLiteStore
+    client: WebClient
+    ops_channel: str
+    timezone: str = "UTC"
+    skip_timeout_min: float = 60.0
+    on_enqueue: Callable[[], None] = _noop
+    now: Clock = field(default=utc_now)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, store: SQLiteStore, client: WebClient, on_enqueue: Callable[[], None] = _noop
+    ) -> JobDeps:
+        return cls(store, client, settings.ops_channel, settings.timezone, settings.skip_timeout_min, on_enqueue)
+
+
+def build_jobs(deps: JobDeps) -> list[JobSpec]:
+    def sweep(slot: datetime) -> None:
+        sweep_skips(
+            deps.store,
+            now=deps.now().timestamp(),
+            timeout_s=deps.skip_timeout_min * 60,
+            on_enqueue=deps.on_enqueue,
+        )
+        with deps.store.transaction() as tx:  # one claim row a minute: keep a day of them
+            prune_claims(tx.connection, SKIP_JOB, slot_id(slot - SKIP_CLAIMS_KEPT))
+
+    def weekly(slot: datetime) -> None:
+        run_weekly_summary(deps.store, deps.client, deps.ops_channel, deps.timezone, slot)
+
+    return [
+        JobSpec(SKIP_JOB, CronTrigger(second=0, timezone="UTC"), sweep, lookback=timedelta(minutes=2)),
+        JobSpec(
+            WEEKLY_JOB,
+            weekly_trigger(deps.timezone),
+            weekly,
+            lookback=timedelta(days=8),
+            catch_up=True,
+            retry_after_s=WEEKLY_RETRY_S,
+        ),
+    ]
+
+
+def build_scheduler(deps: JobDeps) -> Scheduler:
+    """The bot's scheduler (not started): call ``start()`` with the service and ``shutdown()`` when it stops."""
+    return Scheduler(deps.store, build_jobs(deps), now=deps.now)

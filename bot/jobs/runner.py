@@ -1,0 +1,200 @@
+"""A small wrapper around APScheduler 3.11's ``BackgroundScheduler`` that runs each scheduled slot exactly once
+across every scheduler sharing the SQLite file.
+
+* Jobs live in the in-memory job store and are rebuilt at every :meth:`Scheduler.start` (explicit ids,
+  ``replace_existing=True``, ``coalesce=True``, ``max_instances=1``, no misfire limit: a late run still runs once).
+* Each run works out its *slot* (the trigger's latest fire time at ``now()``, ISO UTC) and claims ``(job, slot)``
+  with :meth:`SQLiteStore.claim_job` first; a slot already claimed (by another scheduler or process) does nothing.
+* A run that raises is logged and releases its claim, so the next run (or a retry ``retry_after_s`` later) tries
+  the same slot again; the scheduler keeps going.
+* ``catch_up`` jobs: at start, when the last claimed slot is older than the trigger's previous fire time, that one
+  slot runs at once — one catch-up however many slots were missed (coalesced); none when it was already claimed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
+from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
+
+from storage import SQLiteStore
+from storage.jobs import last_claim, release_claim
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def slot_id(slot: datetime) -> str:
+    """The claim period of a slot: its instant in UTC, ISO 8601 (sorts as text)."""
+    return slot.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def previous_fire_time(trigger: BaseTrigger, now: datetime, lookback: timedelta) -> datetime | None:
+    """The trigger's latest fire time at or before ``now`` (searched from ``now - lookback``), or None."""
+    t = trigger.get_next_fire_time(None, now - lookback)
+    previous = None
+    while t is not None and t <= now:
+        previous = t
+        t = trigger.get_next_fire_time(t, t)
+    return previous
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One scheduled job. ``run(slot)`` does the work for the slot (a timezone-aware datetime).
+
+    ``lookback`` bounds the search for the previous fire time (longer than the trigger's period).
+    ``catch_up``: run the latest missed slot at start. ``retry_after_s``: after a failure, try the same slot
+    again this long later (None: wait for the next scheduled run).
+    """
+
+    name: str
+    trigger: BaseTrigger
+    run: Callable[[datetime], object]
+    lookback: timedelta
+    catch_up: bool = False
+    retry_after_s: float | None = None
+
+
+class Scheduler:
+    """Runs ``jobs`` on a ``BackgroundScheduler``, one claim per (job, slot) in ``store``. ``now`` is injectable
+    (tests); APScheduler itself fires on the real clock, and each run reads the slot from ``now()``."""
+
+    def __init__(self, store: SQLiteStore, jobs: Sequence[JobSpec], *, now: Clock = utc_now) -> None:
+        names = [j.name for j in jobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate job names: {names}")
+        self.store = store
+        self.jobs = {j.name: j for j in jobs}
+        self.now = now
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._scheduler: BackgroundScheduler | None = None
+        self._lock = threading.Lock()
+
+    # -- running one slot ----------------------------------------------------------------------------------
+    def current_slot(self, name: str) -> datetime | None:
+        job = self.jobs[name]
+        return previous_fire_time(job.trigger, self.now(), job.lookback)
+
+    def run_due(self, name: str) -> bool:
+        """Claim and run ``name``'s current slot. True when this call ran it (and it succeeded)."""
+        job = self.jobs[name]
+        slot = self.current_slot(name)
+        if slot is None:
+            return False
+        period = slot_id(slot)
+        if not self.store.claim_job(name, period, now=self.now().timestamp(), owner=self.owner):
+            log.debug("job %s slot %s already claimed", name, period)
+            return False
+        try:
+            job.run(slot)
+        except Exception:
+            log.exception("job %s failed for slot %s; the claim is released for a retry", name, period)
+            with self.store.transaction() as tx:
+                release_claim(tx.connection, name, period, self.owner)
+            self._schedule_retry(job)
+            return False
+        log.info("job %s ran for slot %s", name, period)
+        return True
+
+    def _safe_run_due(self, name: str) -> None:
+        """The APScheduler entry point: never raises (a storage error is logged; the next run retries)."""
+        try:
+            self.run_due(name)
+        except Exception:
+            log.exception("job %s could not run", name)
+
+    def missed_slot(self, name: str) -> datetime | None:
+        """The previous fire time when it is newer than the last claimed slot (the one to catch up), else None."""
+        slot = self.current_slot(name)
+        if slot is None:
+            return None
+        with self.store.read() as conn:
+            last = last_claim(conn, name)
+        return slot if last is None or last < slot_id(slot) else None
+
+    def catch_up(self) -> list[str]:
+        """Run, once each, the missed latest slot of every ``catch_up`` job; returns the names that ran."""
+        ran = []
+        for name, job in self.jobs.items():
+            if job.catch_up and self.missed_slot(name) is not None and self.run_due(name):
+                ran.append(name)
+        return ran
+
+    # -- life cycle ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """(Re)build every job on a fresh ``BackgroundScheduler`` and start it; catch-up runs on its threads."""
+        with self._lock:
+            if self._scheduler is not None:
+                return
+            scheduler = BackgroundScheduler(
+                timezone=UTC,
+                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            )
+            for name, job in self.jobs.items():
+                scheduler.add_job(
+                    self._safe_run_due,
+                    trigger=job.trigger,
+                    args=(name,),
+                    id=name,
+                    name=name,
+                    replace_existing=True,
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=None,
+                )
+            if any(j.catch_up for j in self.jobs.values()):
+                scheduler.add_job(self._safe_catch_up, id="catch-up", name="catch-up", replace_existing=True)
+            scheduler.start()
+            self._scheduler = scheduler
+
+    def _safe_catch_up(self) -> None:
+        try:
+            self.catch_up()
+        except Exception:
+            log.exception("catch-up failed")
+
+    def _schedule_retry(self, job: JobSpec) -> None:
+        scheduler = self._scheduler
+        if job.retry_after_s is None or scheduler is None or not scheduler.running:
+            return
+        scheduler.add_job(
+            self._safe_run_due,
+            trigger="date",
+            run_date=datetime.now(UTC) + timedelta(seconds=job.retry_after_s),
+            args=(job.name,),
+            id=f"{job.name}-retry",
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None and self._scheduler.running
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the scheduler (waiting for running jobs by default). Idempotent."""
+        with self._lock:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=wait)
+
+    def __enter__(self) -> Scheduler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()

@@ -1,0 +1,41 @@
+"""The weekly summary job: Monday 09:00 in the configured timezone, the report text and its PNG chart posted to
+the ops channel in one ``files_upload_v2`` (getUploadURLExternal → raw upload → completeUploadExternal)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+from slack_sdk import WebClient
+
+from bot.jobs.report import WeeklyReport, build_report, render_png, report_text
+from storage import SQLiteStore
+
+WEEKLY_JOB = "weekly_summary"
+WEEK = timedelta(days=7)
+
+
+def weekly_trigger(timezone: str) -> CronTrigger:
+    """Mondays 09:00 local time. Weekday *names* on purpose: in APScheduler 3.x numeric weekdays count from
+    0 = Monday, so ``from_crontab("0 9 * * 1")`` would fire on Tuesdays."""
+    return CronTrigger(day_of_week="mon", hour=9, minute=0, timezone=ZoneInfo(timezone))
+
+
+def post_report(client: WebClient, channel: str, report: WeeklyReport, png: bytes) -> str:
+    """Upload the chart with the report as its message; returns the Slack file id."""
+    response = client.files_upload_v2(
+        channel=channel,
+        content=png,
+        filename=f"npo-weekly-{report.until:%Y-%m-%d}.png",
+        title=f"NPO L_align, week to {report.until:%Y-%m-%d}",
+        initial_comment=report_text(report),
+    )
+    file = response.get("file") or {}
+    return str(file.get("id", "")) if isinstance(file, dict) else ""
+
+
+def run_weekly_summary(store: SQLiteStore, client: WebClient, channel: str, timezone: str, slot: datetime) -> str:
+    """Build the report for the week ending at ``slot`` and post it; returns the file id."""
+    report = build_report(store, since=slot - WEEK, until=slot, timezone=timezone)
+    return post_report(client, channel, report, render_png(report))

@@ -1,0 +1,137 @@
+"""SQL for the scheduled jobs (``bot/jobs``): job-claim bookkeeping, the skip sweeper's query and the weekly
+report's aggregates. Plain functions over a ``sqlite3.Connection`` (use ``SQLiteStore.read()`` for reads and
+``SQLiteStore.transaction()`` for writes); nothing here opens or commits a transaction itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+# A recommendation counts as shown from the moment its message was sent (its outbox row), else from when it was
+# surfaced. Only posted, unresolved recommendations with no effective answer (anyone's, a skip included) qualify.
+_UNANSWERED = """
+SELECT r.prediction_id, r.channel, r.message_ts, shown_at FROM (
+    SELECT r.prediction_id, r.channel, r.message_ts,
+        COALESCE((SELECT MAX(o.sent_at) FROM outbox o WHERE o.prediction_id = r.prediction_id
+                  AND o.kind IN ('recommendation', 'digest_item') AND o.state = 'sent'), r.surfaced_at) AS shown_at
+    FROM recommendations r
+    WHERE r.state = 'posted' AND r.resolved_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = r.prediction_id)
+) AS r
+WHERE shown_at <= ?
+ORDER BY shown_at, r.prediction_id
+LIMIT ?
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Unanswered:
+    """A posted recommendation nobody answered: where its message is and when it was shown."""
+
+    prediction_id: str
+    channel: str
+    message_ts: str | None
+    shown_at: float
+
+
+def last_claim(conn: sqlite3.Connection, job: str) -> str | None:
+    """The latest claimed period of ``job`` (periods are ISO UTC strings, so they sort as text), or None."""
+    row = conn.execute("SELECT MAX(period) FROM job_claims WHERE job = ?", (job,)).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def claim_count(conn: sqlite3.Connection, job: str, period: str | None = None) -> int:
+    """How many claim rows ``job`` has (for one ``period`` when given)."""
+    if period is None:
+        row = conn.execute("SELECT COUNT(*) FROM job_claims WHERE job = ?", (job,)).fetchone()
+    else:
+        row = conn.execute("SELECT COUNT(*) FROM job_claims WHERE job = ? AND period = ?", (job, period)).fetchone()
+    return int(row[0])
+
+
+def release_claim(conn: sqlite3.Connection, job: str, period: str, owner: str) -> bool:
+    """Give back a claim this ``owner`` took (its run failed), so a later run can retry the slot."""
+    cur = conn.execute("DELETE FROM job_claims WHERE job = ? AND period = ? AND owner = ?", (job, period, owner))
+    return cur.rowcount == 1
+
+
+def prune_claims(conn: sqlite3.Connection, job: str, before: str) -> int:
+    """Delete ``job``'s claims for periods before ``before`` (keeps the table small for per-minute jobs)."""
+    return conn.execute("DELETE FROM job_claims WHERE job = ? AND period < ?", (job, before)).rowcount
+
+
+def unanswered_before(conn: sqlite3.Connection, cutoff: float, limit: int = 500) -> list[Unanswered]:
+    """Posted recommendations with no effective answer, shown at or before ``cutoff`` (oldest first)."""
+    rows = conn.execute(_UNANSWERED, (cutoff, limit)).fetchall()
+    return [Unanswered(str(r[0]), str(r[1]), r[2], float(r[3])) for r in rows]
+
+
+# -- weekly report aggregates ----------------------------------------------------------------------------------
+_EFFECTIVE = (
+    "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
+    "AND e.feedback_id = f.id)"
+)
+
+
+def answer_counts(conn: sqlite3.Connection, since: float, until: float) -> dict[str, int]:
+    """Effective answers per kind (override, like, neutral, skipped) given in [since, until)."""
+    rows = conn.execute(
+        f"SELECT f.kind, COUNT(*) FROM feedback f WHERE f.at >= ? AND f.at < ? AND {_EFFECTIVE} GROUP BY f.kind",
+        (since, until),
+    ).fetchall()
+    return {str(kind): int(n) for kind, n in rows}
+
+
+def daily_codes(conn: sqlite3.Connection, since: float, until: float) -> list[tuple[float, float]]:
+    """(at, y) of every effective answer in [since, until), oldest first (grouped by day by the caller)."""
+    rows = conn.execute(
+        f"SELECT f.at, f.y FROM feedback f WHERE f.at >= ? AND f.at < ? AND {_EFFECTIVE} ORDER BY f.at, f.id",
+        (since, until),
+    ).fetchall()
+    return [(float(a), float(y)) for a, y in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeTally:
+    """Decisions in the period whose outcome is known: surfaced/suppressed × real fault/false alarm."""
+
+    surfaced_real: int = 0
+    surfaced_false: int = 0
+    suppressed_real: int = 0
+    suppressed_false: int = 0
+
+    @property
+    def precision(self) -> float | None:
+        n = self.surfaced_real + self.surfaced_false
+        return self.surfaced_real / n if n else None
+
+    @property
+    def recall(self) -> float | None:
+        n = self.surfaced_real + self.suppressed_real
+        return self.surfaced_real / n if n else None
+
+
+def outcome_tally(conn: sqlite3.Connection, since: float, until: float) -> OutcomeTally:
+    """Surfaced (surface or digest) vs not, by known outcome, for decisions made in [since, until)."""
+    row = conn.execute(
+        "SELECT "
+        "COALESCE(SUM(d.verdict IN ('surface', 'digest') AND o.real_fault = 1), 0), "
+        "COALESCE(SUM(d.verdict IN ('surface', 'digest') AND o.real_fault = 0), 0), "
+        "COALESCE(SUM(d.verdict NOT IN ('surface', 'digest') AND o.real_fault = 1), 0), "
+        "COALESCE(SUM(d.verdict NOT IN ('surface', 'digest') AND o.real_fault = 0), 0) "
+        "FROM decisions d JOIN outcomes o ON o.prediction_id = d.prediction_id "
+        "WHERE d.decided_at >= ? AND d.decided_at < ?",
+        (since, until),
+    ).fetchone()
+    return OutcomeTally(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+
+def most_overridden(conn: sqlite3.Connection, since: float, until: float, limit: int = 5) -> list[tuple[str, int]]:
+    """The keys with the most effective overrides in [since, until), most first (ties by key)."""
+    rows = conn.execute(
+        f"SELECT f.key, COUNT(*) AS n FROM feedback f WHERE f.kind = 'override' AND f.at >= ? AND f.at < ? "
+        f"AND {_EFFECTIVE} GROUP BY f.key ORDER BY n DESC, f.key LIMIT ?",
+        (since, until, limit),
+    ).fetchall()
+    return [(str(k), int(n)) for k, n in rows]

@@ -1,0 +1,29 @@
+"""Fixtures for the job tests: real SQLite files under ``tmp_path`` and a stand-in Slack on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from slack_sdk import WebClient
+
+from bot.standin import StandIn, running_standin
+
+TOKEN = "xoxb-jobs-test"
+OPS = "C2OPS"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "npo.db"
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    yield from running_standin(token=TOKEN, channels={"C1INC": "oncall", OPS: "ops"})
+
+
+@pytest.fixture
+def client(standin: StandIn) -> WebClient:
+    return WebClient(base_url=standin.api_url, token=TOKEN, timeout=5, retry_handlers=[])

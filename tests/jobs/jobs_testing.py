@@ -1,0 +1,40 @@
+"""Helpers for the job tests (a unique module name so tests can import it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npo.loop import decide
+from npo.policy import DEFAULT_POLICY_TEXT, parse_policy
+from npo.types import Prediction
+from storage import SQLiteStore
+
+RELAXED_POLICY = parse_policy(
+    DEFAULT_POLICY_TEXT.replace("max_per_hour = 20", "max_per_hour = 1000000")
+    .replace("seconds = 3600", "seconds = 0")
+    .replace(
+        'disruptive_actions = ["drain", "reboot", "reimage", "power_cycle", "failover"]', "disruptive_actions = []"
+    )
+)
+
+
+def prediction(i: int, at: float, *, confidence: float = 0.99, fault_type: str = "disk_failure") -> Prediction:
+    return Prediction(
+        id=f"p{i}",
+        fault_type=fault_type,
+        target=f"r{i % 7}-n{i}",
+        action="investigate",
+        confidence=confidence,
+        received_at=at,
+    )
+
+
+def surface_and_post(store: SQLiteStore, predictions: list[Prediction], *, posted_at: float) -> None:
+    """Decide (all must be surfaced) and mark each recommendation's message as sent at ``posted_at``."""
+    rng = np.random.default_rng(0)
+    with store.transaction() as tx:
+        for p in predictions:
+            result = decide(tx, p, config=store.config, policy=RELAXED_POLICY, rng=rng, now=p.received_at)
+            assert result.decision.verdict.value == "surface", result.decision
+    for n, item in enumerate(store.claim_due(posted_at, limit=len(predictions) + 10)):
+        store.mark_sent(item.id, item.channel, f"1700000000.{n:06d}", at=posted_at)

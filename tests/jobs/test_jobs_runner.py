@@ -1,0 +1,134 @@
+"""The job runner: one run per (job, slot) across schedulers sharing the file, coalesced catch-up, failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+
+from bot.jobs.runner import JobSpec, Scheduler, previous_fire_time, slot_id
+from storage import SQLiteStore
+from storage.jobs import claim_count, last_claim
+
+WEEKLY = CronTrigger(day_of_week="mon", hour=9, minute=0, timezone=UTC)
+WEEK = timedelta(days=8)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[SQLiteStore, SQLiteStore]]:
+    with SQLiteStore(tmp_path / "npo.db") as a, SQLiteStore(tmp_path / "npo.db") as b:
+        yield a, b
+
+
+def test_previous_fire_time() -> None:
+    now = datetime(2025, 3, 26, 12, tzinfo=UTC)
+    assert previous_fire_time(WEEKLY, now, WEEK) == datetime(2025, 3, 24, 9, tzinfo=UTC)
+    assert previous_fire_time(WEEKLY, datetime(2025, 3, 24, 9, tzinfo=UTC), WEEK) == datetime(
+        2025, 3, 24, 9, tzinfo=UTC
+    )
+    assert previous_fire_time(WEEKLY, now, timedelta(hours=1)) is None
+
+
+def test_one_run_per_slot_across_two_schedulers(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+    ran: list[str] = []
+    clock = Clock(datetime(2025, 3, 24, 9, 0, 5, tzinfo=UTC))
+    schedulers = [
+        Scheduler(s, [JobSpec("weekly", WEEKLY, _recorder(ran, str(n)), WEEK)], now=clock) for n, s in enumerate(stores)
+    ]
+    barrier = threading.Barrier(2)
+
+    def go(s: Scheduler) -> None:
+        barrier.wait()
+        s.run_due("weekly")
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in schedulers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ran) == 1 and ran[0].endswith("@2025-03-24T09:00:00+00:00")
+    with stores[0].read() as conn:
+        assert claim_count(conn, "weekly") == 1
+
+
+def test_catch_up_runs_one_missed_slot_only(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+    ran: list[datetime] = []
+    clock = Clock(datetime(2025, 3, 10, 9, 0, tzinfo=UTC))
+    spec = JobSpec("weekly", WEEKLY, ran.append, WEEK, catch_up=True)
+    first = Scheduler(stores[0], [spec], now=clock)
+    assert first.run_due("weekly")
+    clock.now = datetime(2025, 3, 26, 12, tzinfo=UTC)  # slots of 17 and 24 March missed while down
+    restarted = Scheduler(stores[1], [spec], now=clock)
+    assert restarted.catch_up() == ["weekly"]
+    assert restarted.catch_up() == []  # already claimed: nothing more
+    assert ran == [datetime(2025, 3, 10, 9, tzinfo=UTC), datetime(2025, 3, 24, 9, tzinfo=UTC)]
+    with stores[0].read() as conn:
+        assert last_claim(conn, "weekly") == "2025-03-24T09:00:00+00:00"
+        assert claim_count(conn, "weekly") == 2
+
+
+def test_a_failed_run_releases_its_claim(
+    stores: tuple[SQLiteStore, SQLiteStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[datetime] = []
+
+    def flaky(slot: datetime) -> None:
+        calls.append(slot)
+        if len(calls) == 1:
+            raise RuntimeError("slack down")
+
+    s = Scheduler(stores[0], [JobSpec("weekly", WEEKLY, flaky, WEEK)], now=Clock(datetime(2025, 3, 24, 10, tzinfo=UTC)))
+    assert not s.run_due("weekly")
+    assert "slack down" in caplog.text
+    assert s.run_due("weekly")
+    assert not s.run_due("weekly")
+    assert len(calls) == 2
+
+
+def test_background_schedulers_share_the_catch_up(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+    ran: list[str] = []
+    clock = Clock(datetime(2025, 3, 26, 12, tzinfo=UTC))
+    schedulers = [
+        Scheduler(s, [JobSpec("weekly", WEEKLY, _recorder(ran, str(n)), WEEK, catch_up=True)], now=clock)
+        for n, s in enumerate(stores)
+    ]
+    try:
+        for s in schedulers:
+            s.start()
+            s.start()  # idempotent
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with stores[0].read() as conn:
+                if claim_count(conn, "weekly") == 1 and all(_idle(s) for s in schedulers):
+                    break
+            time.sleep(0.02)
+    finally:
+        for s in schedulers:
+            s.shutdown()
+    assert len(ran) == 1
+    assert not any(s.running for s in schedulers)
+
+
+def _recorder(ran: list[str], name: str) -> Callable[[datetime], None]:
+    def run(slot: datetime) -> None:
+        ran.append(f"{name}@{slot_id(slot)}")
+
+    return run
+
+
+def _idle(s: Scheduler) -> bool:
+    scheduler = s._scheduler
+    return scheduler is not None and scheduler.get_job("catch-up") is None

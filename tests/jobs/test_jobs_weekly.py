@@ -1,0 +1,241 @@
+"""The weekly summary: Monday 09:00 local, one post per slot across schedulers, one catch-up after a restart,
+the chart through the 3-step files upload v2 flow; and ``npo-bot report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import OPS
+from jobs_testing import prediction, surface_and_post
+from slack_sdk import WebClient
+
+from bot.config import Settings
+from bot.jobs.build import SKIP_JOB, JobDeps, build_jobs, build_scheduler
+from bot.jobs.cli import add_report_parser, run_report
+from bot.jobs.report import PNG_SIGNATURE, build_report, render_png, report_text
+from bot.jobs.runner import Scheduler
+from bot.jobs.weekly import WEEKLY_JOB, weekly_trigger
+from bot.standin import StandIn
+from npo.loop import record_feedback, record_outcome
+from npo.types import FeedbackEvent, FeedbackKind, Outcome
+from storage import SQLiteStore
+from storage.jobs import claim_count
+
+BERLIN = ZoneInfo("Europe/Berlin")
+MONDAY_SLOT = datetime(2025, 3, 24, 9, 0, tzinfo=BERLIN)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def stores(db_path: Path) -> Iterator[tuple[SQLiteStore, SQLiteStore]]:
+    with SQLiteStore(db_path) as a, SQLiteStore(db_path) as b:
+        yield a, b
+
+
+def deps(store: SQLiteStore, client: WebClient, clock: Clock) -> JobDeps:
+    return JobDeps(store, client, OPS, timezone="Europe/Berlin", now=clock)
+
+
+def summaries(standin: StandIn) -> list[str]:
+    return [m.text for m in standin.messages(OPS) if m.text.startswith("NPO weekly summary")]
+
+
+def test_next_fire_after_a_wednesday_is_monday_nine_berlin() -> None:
+    trigger = weekly_trigger("Europe/Berlin")
+    wednesday = datetime(2025, 3, 26, 12, 0, tzinfo=BERLIN)
+    first = trigger.get_next_fire_time(None, wednesday)
+    assert first is not None
+    assert first.strftime("%A") == "Monday"
+    assert first.isoformat() == "2025-03-31T09:00:00+02:00"  # after the switch to summer time
+    second = trigger.get_next_fire_time(first, first)
+    assert second is not None and second.isoformat() == "2025-04-07T09:00:00+02:00"
+    assert second.strftime("%A") == "Monday"
+
+
+def test_two_schedulers_on_one_file_post_one_summary(
+    stores: tuple[SQLiteStore, SQLiteStore], standin: StandIn, client: WebClient
+) -> None:
+    clock = Clock(datetime(2025, 3, 24, 9, 0, 1, tzinfo=BERLIN))
+    schedulers = [build_scheduler(deps(s, client, clock)) for s in stores]
+    try:
+        for s in schedulers:
+            s.start()
+        _wait_for_catch_up(schedulers)
+    finally:
+        for s in schedulers:
+            s.shutdown()
+    assert len(summaries(standin)) == 1
+    assert len(standin.calls("files.completeUploadExternal")) == 1
+    with stores[0].read() as conn:
+        assert claim_count(conn, WEEKLY_JOB, "2025-03-24T08:00:00+00:00") == 1
+        assert claim_count(conn, WEEKLY_JOB) == 1
+
+
+def test_restart_after_two_missed_slots_posts_one(
+    stores: tuple[SQLiteStore, SQLiteStore], standin: StandIn, client: WebClient
+) -> None:
+    clock = Clock(datetime(2025, 3, 10, 9, 0, 30, tzinfo=BERLIN))
+    before = build_scheduler(deps(stores[0], client, clock))
+    assert before.run_due(WEEKLY_JOB)
+    assert len(summaries(standin)) == 1
+    clock.now = datetime(2025, 3, 26, 12, 0, tzinfo=BERLIN)  # down over the slots of 17 and 24 March
+    restarted = build_scheduler(deps(stores[1], client, clock))
+    assert restarted.catch_up() == [WEEKLY_JOB]
+    assert restarted.catch_up() == []
+    texts = summaries(standin)
+    assert len(texts) == 2 and "2025-03-17 09:00 – 2025-03-24 09:00" in texts[1]
+    with stores[0].read() as conn:
+        assert claim_count(conn, WEEKLY_JOB) == 2
+
+
+def test_chart_goes_through_the_three_step_upload(
+    stores: tuple[SQLiteStore, SQLiteStore], standin: StandIn, client: WebClient
+) -> None:
+    store = stores[0]
+    _some_activity(store)
+    scheduler = build_scheduler(deps(store, client, Clock(datetime(2025, 3, 24, 9, 0, 2, tzinfo=BERLIN))))
+    assert scheduler.run_due(WEEKLY_JOB)
+    methods = [c.method for c in standin.calls()]
+    assert methods == ["files.getUploadURLExternal", "upload", "files.completeUploadExternal"]
+    (upload,) = standin.calls("upload")
+    png = upload.raw
+    assert png.startswith(PNG_SIGNATURE)
+    assert standin.calls("files.getUploadURLExternal")[0].body["length"] == str(len(png))
+    complete = standin.calls("files.completeUploadExternal")[0].body
+    assert complete["channel_id"] == OPS
+    file_id = json.loads(complete["files"])[0]["id"]
+    assert standin.file(file_id).data == png
+    (text,) = summaries(standin)
+    assert "override 50% (1)" in text and "like 50% (1)" in text
+
+
+def test_report_numbers(db_path: Path) -> None:
+    with SQLiteStore(db_path) as store:
+        _some_activity(store)
+        report = build_report(
+            store, since=datetime(2025, 3, 17, 9, tzinfo=BERLIN), until=MONDAY_SLOT, timezone="Europe/Berlin"
+        )
+        assert report.counts == {"override": 1, "like": 1}
+        assert report.rates["override"] == 0.5 and report.loss == 0.5
+        assert report.days[0].day.isoformat() == "2025-03-17" and len(report.days) == 8
+        assert report.precision == 0.5 and report.recall == 1.0 and report.outcomes_known == 2
+        assert report.overridden == (("psu|investigate|r#-n#|p>=0.9", 1),)
+        assert len(report.arms) == 5
+        for arm in report.arms:
+            assert 0 <= arm.low <= arm.mean <= arm.high <= 1
+        assert "F_monitor: n/a" in report_text(report)
+        assert render_png(report).startswith(PNG_SIGNATURE)
+
+
+def test_report_command(db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with SQLiteStore(db_path) as store:
+        _some_activity(store)
+    parser = argparse.ArgumentParser()
+    add_report_parser(parser.add_subparsers(dest="command"))
+    png = tmp_path / "weekly.png"
+    args = parser.parse_args(
+        [
+            "report",
+            "--db",
+            str(db_path),
+            "--since",
+            "2025-03-17T09:00",
+            "--png",
+            str(png),
+            "--timezone",
+            "Europe/Berlin",
+        ]
+    )
+    assert run_report(args, now=MONDAY_SLOT) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("NPO weekly summary · 2025-03-17 09:00 – 2025-03-24 09:00 CET")
+    assert "override 50% (1)" in out and png.read_bytes().startswith(PNG_SIGNATURE)
+    bad = parser.parse_args(["report", "--db", str(db_path), "--since", "last week"])
+    assert run_report(bad, now=MONDAY_SLOT) == 2
+    missing = parser.parse_args(["report", "--db", str(tmp_path / "nope.db")])
+    assert run_report(missing, now=MONDAY_SLOT) == 2
+    assert "no such database" in capsys.readouterr().err
+
+
+def _some_activity(store: SQLiteStore) -> None:
+    """Two recommendations on Tue 18 March: one liked (a real fault), one overridden (a false alarm)."""
+    t = datetime(2025, 3, 18, 10, tzinfo=UTC).timestamp()
+    surface_and_post(store, [prediction(1, t), prediction(2, t, fault_type="psu")], posted_at=t + 1)
+    with store.transaction() as tx:
+        config = store.config
+        record_feedback(tx, FeedbackEvent("p1", "U1", FeedbackKind.LIKE, t + 60, "r1"), config=config)
+        record_feedback(tx, FeedbackEvent("p2", "U1", FeedbackKind.OVERRIDE, t + 60, "r2"), config=config)
+        record_outcome(tx, Outcome("p1", True, t + 120, "test"), config=config)
+        record_outcome(tx, Outcome("p2", False, t + 120, "test"), config=config)
+
+
+def _wait_for_catch_up(schedulers: list[Scheduler]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if all(s._scheduler is not None and s._scheduler.get_job("catch-up") is None for s in schedulers):
+            return
+        time.sleep(0.02)
+    raise AssertionError("the catch-up jobs did not run")
+
+
+def test_a_failed_upload_releases_the_slot(
+    stores: tuple[SQLiteStore, SQLiteStore], standin: StandIn, client: WebClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock(datetime(2025, 3, 24, 9, 0, 3, tzinfo=BERLIN))
+    broken = JobDeps(stores[0], client, "C404", timezone="Europe/Berlin", now=clock)
+    assert not build_scheduler(broken).run_due(WEEKLY_JOB)
+    assert "channel_not_found" in caplog.text
+    with stores[0].read() as conn:
+        assert claim_count(conn, WEEKLY_JOB) == 0
+    assert build_scheduler(deps(stores[1], client, clock)).run_due(WEEKLY_JOB)
+    assert len(summaries(standin)) == 1
+
+
+def test_the_skip_job_runs_through_the_scheduler(stores: tuple[SQLiteStore, SQLiteStore], client: WebClient) -> None:
+    store = stores[0]
+    posted = datetime(2025, 3, 24, 10, 0, 0, tzinfo=UTC)
+    surface_and_post(store, [prediction(1, posted.timestamp() - 5)], posted_at=posted.timestamp())
+    clock = Clock(datetime(2025, 3, 24, 10, 59, 59, tzinfo=UTC))
+    wakes: list[int] = []
+    job_deps = JobDeps(store, client, OPS, now=clock, skip_timeout_min=60, on_enqueue=lambda: wakes.append(1))
+    scheduler = build_scheduler(job_deps)
+    assert scheduler.run_due(SKIP_JOB) and store.feedback_log() == []
+    clock.now = datetime(2025, 3, 24, 11, 0, 0, tzinfo=UTC)
+    assert scheduler.run_due(SKIP_JOB)
+    assert not scheduler.run_due(SKIP_JOB)  # same minute: claimed
+    assert [a.event.request_id for a in store.feedback_log()] == ["skip:p1"] and wakes == [1]
+    clock.now = datetime(2025, 3, 25, 11, 0, 0, tzinfo=UTC)
+    assert scheduler.run_due(SKIP_JOB)
+    with store.read() as conn:
+        assert claim_count(conn, SKIP_JOB) == 2  # the last day's claims are kept, older ones pruned
+        assert claim_count(conn, SKIP_JOB, "2025-03-24T10:59:00+00:00") == 0
+
+
+def test_deps_from_settings(db_path: Path, client: WebClient) -> None:
+    settings = Settings(
+        slack_bot_token="xoxb-x",
+        slack_signing_secret="s" * 16,
+        ingest_token="t" * 16,
+        incident_channel="C1INC",
+        ops_channel=OPS,
+        timezone="Europe/Berlin",
+        skip_timeout_min=15,
+    )
+    with SQLiteStore(db_path) as store:
+        job_deps = JobDeps.from_settings(settings, store, client)
+        assert (job_deps.ops_channel, job_deps.timezone, job_deps.skip_timeout_min) == (OPS, "Europe/Berlin", 15)
+        assert sorted(j.name for j in build_jobs(job_deps)) == [SKIP_JOB, WEEKLY_JOB]
