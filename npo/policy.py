@@ -5,8 +5,10 @@ parsed by :func:`parse_policy` into an immutable :class:`Policy`. :func:`evaluat
 against it, given a :class:`PolicyContext` snapshot supplied by the caller, and returns a
 :class:`PolicyVerdict` that always names the rule behind it.
 
-Evaluation order: ``allowed_actions``, ``freeze_window``, ``blast_radius``, ``override_cooldown`` (hard
-blocks; the first one wins), then ``channel_hourly_cap`` (outcome ``"digest"``: folded into a digest message,
+Evaluation order: ``mute`` (a scenario key muted by an engineer until a time, e.g. ``/npo mute``; these rules
+live in the database, not the file, and are passed in as :attr:`Policy.mutes`), ``allowed_actions``,
+``freeze_window``, ``blast_radius``, ``override_cooldown`` (hard blocks; the first one wins), then
+``channel_hourly_cap`` (outcome ``"digest"``: folded into a digest message,
 never dropped). Nothing here reads files, the clock or the environment: the caller reads the policy file and
 passes its text, and passes "now" inside the context.
 """
@@ -19,7 +21,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
 
@@ -34,6 +36,7 @@ RULE_BLAST_RADIUS = "blast_radius"
 RULE_OVERRIDE_COOLDOWN = "override_cooldown"
 RULE_CHANNEL_HOURLY_CAP = "channel_hourly_cap"
 ALL_RULES_PASSED = "all_rules_passed"
+RULE_MUTE = "mute"  # runtime rules (Policy.mutes), checked before the file's rules; not part of RULE_NAMES
 #: Rule names as they appear in :attr:`PolicyVerdict.rule`, in evaluation order.
 RULE_NAMES: tuple[str, ...] = (
     RULE_ALLOWED_ACTIONS,
@@ -277,6 +280,30 @@ class ChannelHourlyCapRule:
 
 
 @dataclass(frozen=True, slots=True)
+class Mute:
+    """A runtime rule: predictions with scenario ``key`` are blocked from ``since`` until ``until`` (Unix seconds,
+    ``since`` inclusive, ``until`` exclusive). ``by`` and ``reason`` are shown in the verdict."""
+
+    key: str
+    since: float
+    until: float
+    by: str = ""
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _text("mute.key", self.key)
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
+                raise InvalidRecord(f"mute.{name}", f"must be a finite number of Unix seconds, got {value!r}")
+        if self.until <= self.since:
+            raise InvalidRecord("mute.until", f"must be after since ({self.since}), got {self.until}")
+
+    def active(self, now: float) -> bool:
+        return self.since <= now < self.until
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """All SPE rules. Built by :func:`parse_policy`; ``Policy()`` equals the default policy.
 
@@ -293,6 +320,7 @@ class Policy:
     freeze_windows: tuple[FreezeWindow, ...] = ()
     override_cooldown: OverrideCooldownRule = field(default_factory=OverrideCooldownRule)
     channel_hourly_cap: ChannelHourlyCapRule = field(default_factory=ChannelHourlyCapRule)
+    mutes: tuple[Mute, ...] = ()  # runtime rules from the database (not in the file; see RULE_MUTE)
 
     def __post_init__(self) -> None:
         _text("name", self.name)
@@ -306,6 +334,7 @@ class Policy:
             table[fault_type] = _text_tuple(fault_type, actions)
         object.__setattr__(self, "allowed_actions", MappingProxyType(table))
         object.__setattr__(self, "freeze_windows", tuple(self.freeze_windows))
+        object.__setattr__(self, "mutes", tuple(self.mutes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +409,14 @@ def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, con
     """
     action = prediction.action
     fault_type = prediction.fault_type
+
+    # 0. runtime mutes (``/npo mute``)
+    for mute in policy.mutes:
+        if mute.key == key and mute.active(context.now):
+            until = datetime.fromtimestamp(mute.until, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+            by = f" by {mute.by}" if mute.by else ""
+            why = f" ({mute.reason})" if mute.reason else ""
+            return PolicyVerdict("block", RULE_MUTE, f"scenario key {key!r} is muted{by} until {until}{why}")
 
     # 1. allowed_actions
     table = policy.allowed_actions

@@ -16,6 +16,8 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
    trigger); ``audit_log`` becomes a view: the ``audit_events`` table (duplicates, refusals, alerts, outcomes,
    config changes…) unioned with the decision and feedback logs, which carry their own audit details; the
    ``outbox`` and ``outcomes`` refer to ``decisions``.
+4. ``m004_mutes_and_job_state``: ``policy_mutes`` (scenario keys muted with ``/npo mute``, with expiry) and
+   ``job_state`` (what the scheduled jobs keep between runs).
 """
 
 from __future__ import annotations
@@ -409,6 +411,33 @@ def m002_delivery_and_indexes(db: Database) -> None:
 def m003_append_only_logs(db: Database) -> None:
     # The table rebuilds run with foreign keys off (see migrate()); their integrity is checked before commit.
     db.executescript(_M003_TABLES + _M003_OBJECTS + _M003_TRIGGERS)
+
+
+_M004 = """
+CREATE TABLE policy_mutes (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL CHECK (length(key) BETWEEN 1 AND 500),
+    since REAL NOT NULL,
+    until REAL NOT NULL CHECK (until > since),
+    created_by TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    lifted_at REAL,
+    lifted_by TEXT
+);
+CREATE INDEX policy_mutes_until ON policy_mutes (until);
+CREATE TABLE job_state (
+    name TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL CHECK (json_valid(value)),
+    updated_at REAL NOT NULL
+);
+"""
+
+
+@MIGRATIONS(name="m004_mutes_and_job_state")
+def m004_mutes_and_job_state(db: Database) -> None:
+    """``policy_mutes`` (``/npo mute``: runtime Safety Policy rules with an expiry) and ``job_state`` (small
+    JSON values the scheduled jobs keep between runs, e.g. the meta-monitor's feedback cursor)."""
+    db.executescript(_M004)
 
 
 LATEST_SCHEMA_VERSION = len(MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))
