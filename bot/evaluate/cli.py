@@ -1,0 +1,134 @@
+"""``npo-bot evaluate``: replay a labelled real-world fault data set through the NPO loop and report the figures.
+
+Wire into ``bot/cli.py`` with ``add_evaluate_parser(sub)`` in ``build_parser`` and
+``if args.command == "evaluate": return run_evaluate(args)`` in ``main``.
+
+The data folder is ``--data``, else ``$NPO_DATA_DIR/<format>``, else ``<repository>/../shared/data/<format>``.
+``--json`` prints one object::
+
+    {"npo": M, "fixed": {"0.5": M, …, "0.9": M}, "surface_all": M, "seeds": [...], "data": {...}, "settings": {...}}
+
+where each ``M`` holds the mean over seeds of ``precision``, ``recall``, ``f1``, ``override_rate``, ``surfaced``,
+``windows_caught``, ``lead_time_median_min``, ``early_share``, ``l_align_first_quarter``, ``l_align_last_quarter``,
+``true_l_align_first_quarter``, ``true_l_align_last_quarter``, ``f_monitor``, ``monitor_triggers``, the per-quarter
+lists ``l_align_quarters``, ``true_l_align_quarters``, ``tau_quarters``, and ``ci95`` / ``per_seed`` for every scalar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DATA_ENV = "NPO_DATA_DIR"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_data_root() -> Path:
+    """``$NPO_DATA_DIR``, else ``<repository>/../shared/data``."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+def _unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_evaluate_parser(subparsers: Any) -> None:
+    """Register ``evaluate`` on the ``npo-bot`` subparsers object."""
+    from bot.evaluate.formats import FORMATS  # noqa: PLC0415
+
+    ev = subparsers.add_parser(
+        "evaluate", help="replay a labelled real-world fault data set through the loop and report what was surfaced"
+    )
+    ev.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"data folder (default: ${DATA_ENV}/<format>, else <repository>/../shared/data/<format>)",
+    )
+    ev.add_argument("--format", choices=sorted(FORMATS), default=None, help="adapter (default: from the layout, nab)")
+    ev.add_argument("--noise", type=_unit, default=0.1, help="ε: share of answers flipped (default 0.1)")
+    ev.add_argument("--skip-rate", type=_unit, default=0.3, help="q: share of recommendations nobody answers (0.3)")
+    ev.add_argument("--adversarial", type=_unit, default=0.0, help="share of operators answering against the truth")
+    ev.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    ev.add_argument("--seeds", type=_count, default=5, help="number of seeds: --seed, --seed+1, … (default 5)")
+    ev.add_argument("--horizon", type=_positive, default=None, help="minutes a recommendation looks ahead (default 60)")
+    ev.add_argument(
+        "--db", type=Path, default=None, help="run against SQLite files in this folder (default: in memory)"
+    )
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ev.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def resolve_data(args: argparse.Namespace) -> tuple[Path, str | None]:
+    if args.data is not None:
+        return Path(args.data), args.format
+    fmt = args.format or "nab"
+    return default_data_root() / fmt, fmt
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from bot.evaluate.errors import DataError  # noqa: PLC0415 - keep `npo-bot --help` fast
+    from bot.evaluate.formats import read_dataset  # noqa: PLC0415
+    from bot.evaluate.runner import EvaluationSettings, evaluate, finite  # noqa: PLC0415
+    from bot.evaluate.table import table  # noqa: PLC0415
+    from npo.evaluate.engineers import EngineerConfig  # noqa: PLC0415
+    from npo.types import InvalidRecord  # noqa: PLC0415
+
+    folder, fmt = resolve_data(args)
+    if not folder.exists():
+        print(f"npo-bot evaluate: no data folder {folder} (pass --data or set ${DATA_ENV})", file=sys.stderr)
+        return 2
+    try:
+        dataset = read_dataset(folder, fmt, horizon_s=None if args.horizon is None else args.horizon * 60.0)
+        engineers = EngineerConfig(noise=args.noise, skip_rate=args.skip_rate, adversarial=args.adversarial)
+    except (DataError, InvalidRecord) as exc:
+        print(f"npo-bot evaluate: {exc}", file=sys.stderr)
+        return 2
+    seeds = tuple(range(args.seed, args.seed + args.seeds))
+    settings = EvaluationSettings(engineers=engineers, seeds=seeds, db_dir=args.db)
+
+    show = not (args.quiet or args.json) and sys.stderr.isatty()
+
+    def progress(message: str) -> None:
+        print(f"\r{message:<40}", end="", file=sys.stderr, flush=True)
+
+    result = evaluate(dataset, settings, progress=progress if show else None)
+    if show:
+        print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+    if args.json:
+        print(json.dumps(finite(result), indent=1, allow_nan=False))
+    else:
+        print(table(result))
+    return 0

@@ -1,0 +1,34 @@
+"""The data formats ``npo-bot evaluate`` reads, by name: each a small adapter module returning a Dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from bot.evaluate import nab, smd
+from bot.evaluate.errors import DataError
+from npo.evaluate.data import Dataset
+
+Reader = Callable[..., Dataset]
+FORMATS: dict[str, tuple[Reader, float]] = {
+    "nab": (nab.read_nab, nab.DEFAULT_HORIZON_S),
+    "smd": (smd.read_smd, smd.DEFAULT_HORIZON_S),
+}
+
+
+def guess_format(folder: Path) -> str:
+    """``nab`` for a folder with ``windows.json``, ``smd`` for one with ``test_label/``."""
+    if (folder / nab.WINDOWS_FILE).is_file():
+        return "nab"
+    if (folder / "test_label").is_dir():
+        return "smd"
+    raise DataError(folder, "cannot tell the format (no windows.json, no test_label/): pass --format")
+
+
+def read_dataset(folder: Path, fmt: str | None = None, *, horizon_s: float | None = None) -> Dataset:
+    """Read ``folder`` with the adapter of ``fmt`` (guessed from the layout when None)."""
+    name = fmt or guess_format(folder)
+    if name not in FORMATS:
+        raise DataError(folder, f"unknown format {name!r}; choose from {', '.join(sorted(FORMATS))}")
+    reader, default_horizon = FORMATS[name]
+    return reader(folder, horizon_s=default_horizon if horizon_s is None else horizon_s)

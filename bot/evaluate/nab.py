@@ -1,0 +1,176 @@
+"""Adapter for data laid out like the Numenta Anomaly Benchmark (``--format nab``).
+
+Layout of the folder (any folder of this shape works, nothing here names a particular series)::
+
+    DIR/windows.json          {"<sub-folder>/<file>.csv": [["<start>", "<end>"], ...], ...}  (required)
+    DIR/labels.json           {"<sub-folder>/<file>.csv": ["<anomaly time>", ...], ...}        (optional)
+    DIR/<sub-folder>/<file>.csv   header ``timestamp,value``, one row per sample
+
+Times are ``YYYY-MM-DD HH:MM:SS`` (optionally with fractional seconds), read as UTC. Rows are put in time order
+and rows sharing a time become one row with their mean: real files have both (NAB's repeat 12 rows at a
+daylight-saving change, and ``machine_temperature_system_failure`` has rows out of order). Every CSV listed in
+``windows.json`` is read (an empty list: a series without faults); a listed file that is missing, or a CSV in a
+sub-folder that ``windows.json`` does not list, is an error, so a typo cannot silently drop a series.
+
+Each CSV becomes one univariate :class:`~npo.evaluate.data.Series`: name ``<sub-folder>/<file stem>``, target the
+file stem, family (the fault type of its predictions) the stem without a trailing hexadecimal id
+(``ec2_cpu_utilization_24ae8d`` → ``ec2_cpu_utilization``). Each window becomes a
+:class:`~npo.evaluate.data.FaultWindow` (start and end inclusive, as NAB scores them); its onset is the label
+inside it from ``labels.json``, else the window's midpoint (NAB centres windows on their label).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.evaluate.errors import DataError
+from npo.evaluate.data import Dataset, FaultWindow, Series
+
+WINDOWS_FILE = "windows.json"
+LABELS_FILE = "labels.json"
+DEFAULT_HORIZON_S = 3600.0
+_HEX_ID = re.compile(r"_(?=[0-9a-f]*\d)[0-9a-f]{4,}$")
+
+
+def parse_time(text: str) -> float:
+    """``YYYY-MM-DD HH:MM:SS[.ffffff]`` (or ISO ``T``) as UTC Unix seconds; ValueError when it is not one."""
+    stamp = datetime.fromisoformat(text.strip())
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
+
+
+def family_of(stem: str) -> str:
+    """The metric family of a NAB file stem: the stem without a trailing hexadecimal id."""
+    return _HEX_ID.sub("", stem) or stem
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
+    if not isinstance(data, dict):
+        raise DataError(path, "must be a JSON object mapping '<folder>/<file>.csv' to a list")
+    return data
+
+
+def read_series_csv(path: Path, name: str) -> Series:
+    """One NAB CSV (``timestamp,value``) as a univariate series; a malformed row is a :class:`DataError`."""
+    times: list[float] = []
+    values: list[float] = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(path, "empty file (expected a 'timestamp,value' header)", 1)
+        if [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
+            raise DataError(path, f"expected the header 'timestamp,value', got {','.join(header)!r}", 1)
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != 2:
+                raise DataError(path, f"expected 2 fields (timestamp,value), got {len(row)}", line)
+            try:
+                t = parse_time(row[0])
+            except ValueError:
+                raise DataError(path, f"bad timestamp {row[0]!r} (expected YYYY-MM-DD HH:MM:SS)", line) from None
+            try:
+                v = float(row[1])
+            except ValueError:
+                raise DataError(path, f"bad value {row[1]!r} (expected a number)", line) from None
+            if not math.isfinite(v):
+                raise DataError(path, f"value {row[1]!r} is not finite", line)
+            times.append(t)
+            values.append(v)
+    if not times:
+        raise DataError(path, "no data rows")
+    t_sorted, v_sorted = _collapse(np.asarray(times), np.asarray(values))
+    stem = path.stem
+    return Series(name=name, family=family_of(stem), target=stem, times=t_sorted, values=v_sorted)
+
+
+def _collapse(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows in time order (stable), rows sharing a timestamp merged into one with their mean value."""
+    order = np.argsort(times, kind="stable")
+    t, v = times[order], values[order]
+    unique, first, counts = np.unique(t, return_index=True, return_counts=True)
+    if unique.size == t.size:
+        return t, v
+    sums = np.add.reduceat(v, first)
+    return unique, sums / counts
+
+
+def _window_pairs(path: Path, key: str, raw: object) -> list[tuple[float, float]]:
+    if not isinstance(raw, list):
+        raise DataError(path, f"{key!r}: expected a list of [start, end] pairs")
+    pairs = []
+    for i, item in enumerate(raw):
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(s, str) for s in item)):
+            raise DataError(path, f'{key!r}[{i}]: expected ["<start>", "<end>"]')
+        try:
+            start, end = parse_time(item[0]), parse_time(item[1])
+        except ValueError:
+            raise DataError(path, f"{key!r}[{i}]: bad time in {item!r}") from None
+        if end < start:
+            raise DataError(path, f"{key!r}[{i}]: window ends before it starts")
+        pairs.append((start, end))
+    return pairs
+
+
+def read_nab(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
+    """Read a NAB-shaped folder (see the module docstring)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "no such folder")
+    windows_path = folder / WINDOWS_FILE
+    if not windows_path.is_file():
+        raise DataError(windows_path, f"missing: a NAB-shaped folder needs {WINDOWS_FILE} (the labelled windows)")
+    windows_raw = _load_json(windows_path)
+    labels_path = folder / LABELS_FILE
+    labels_raw = _load_json(labels_path) if labels_path.is_file() else {}
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.glob("*/*.csv")}
+    unlisted = sorted(on_disk - set(windows_raw))
+    if unlisted:
+        raise DataError(
+            windows_path,
+            f'no entry for {unlisted[0]} ({len(unlisted)} CSV file(s) unlisted); add "{unlisted[0]}": [] '
+            "for a series without faults",
+        )
+    series: list[Series] = []
+    windows: list[FaultWindow] = []
+    for key in sorted(windows_raw):
+        csv_path = folder / key
+        if not key.endswith(".csv") or not csv_path.is_file():
+            raise DataError(windows_path, f"{key!r} names no CSV file in {folder}")
+        name = key[: -len(".csv")]
+        s = read_series_csv(csv_path, name)
+        series.append(s)
+        labels = []
+        for text in labels_raw.get(key, []) if isinstance(labels_raw.get(key, []), list) else []:
+            try:
+                labels.append(parse_time(str(text)))
+            except ValueError:
+                raise DataError(labels_path, f"{key!r}: bad label time {text!r}") from None
+        for start, end in _window_pairs(windows_path, key, windows_raw[key]):
+            inside = [t for t in labels if start <= t <= end]
+            onset = inside[0] if inside else (start + end) / 2.0
+            windows.append(FaultWindow(name, start, end, onset))
+    if not series:
+        raise DataError(windows_path, "lists no series")
+    return Dataset(
+        name=folder.name,
+        series=tuple(series),
+        windows=tuple(windows),
+        horizon_s=horizon_s,
+        notes={"format": "nab"},
+    )

@@ -1,0 +1,176 @@
+"""Run an evaluation: predictor over every series, then every condition × seed through the loop, then figures.
+
+Conditions: ``npo`` (the bandit over the threshold grid), ``fixed`` (one condition per τ of the grid: the same
+loop, m(k) learning included, with the bandit's grid reduced to that τ) and ``surface_all`` (every prediction
+the predictor flags is surfaced). All conditions of a seed face the same simulated engineers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npo.bandit import DEFAULT_THRESHOLDS
+from npo.evaluate.counting import metrics
+from npo.evaluate.data import Dataset
+from npo.evaluate.engineers import EngineerConfig, draw_answers
+from npo.evaluate.predictor import PredictorConfig, predict
+from npo.evaluate.replay import ReplaySettings, Stream, build_stream, replay
+from npo.loop import InMemoryStore, LoopConfig, LoopStore
+from npo.policy import DEFAULT_POLICY, Policy
+from npo.sim.metrics import summarise
+
+SUMMARY_METRICS = (
+    "precision",
+    "recall",
+    "f1",
+    "override_rate",
+    "surfaced",
+    "windows_caught",
+    "lead_time_median_min",
+    "early_share",
+    "l_align_first_quarter",
+    "l_align_last_quarter",
+    "true_l_align_first_quarter",
+    "true_l_align_last_quarter",
+    "f_monitor",
+    "monitor_triggers",
+)
+QUARTER_METRICS = ("l_align_quarters", "true_l_align_quarters", "tau_quarters")
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationSettings:
+    engineers: EngineerConfig = field(default_factory=EngineerConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
+    policy: Policy = DEFAULT_POLICY
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    db_dir: Path | None = None
+
+
+def conditions(thresholds: tuple[float, ...]) -> dict[str, tuple[float, ...]]:
+    """Condition name → the threshold grid its bandit draws from."""
+    out: dict[str, tuple[float, ...]] = {"npo": thresholds}
+    out.update({f"fixed_{t:g}": (t,) for t in thresholds})
+    out["surface_all"] = (0.0,)
+    return out
+
+
+def _store(settings: EvaluationSettings, config: LoopConfig, label: str) -> AbstractContextManager[LoopStore]:
+    if settings.db_dir is None:
+        return nullcontext(InMemoryStore(config))
+    from storage.store import SQLiteStore  # noqa: PLC0415 - only with --db
+
+    settings.db_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.db_dir / f"evaluate-{label}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return SQLiteStore(path, config, disruptive_actions=settings.policy.blast_radius.disruptive_actions)
+
+
+def make_stream(dataset: Dataset, predictor: PredictorConfig) -> Stream:
+    return build_stream(dataset, [predict(s, predictor) for s in dataset.series])
+
+
+def evaluate(
+    dataset: Dataset,
+    settings: EvaluationSettings,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The full evaluation as a JSON-ready dict (see ``bot/evaluate/cli.py`` for its shape)."""
+    started = time.monotonic()
+    stream = make_stream(dataset, settings.predictor)
+    onsets = np.asarray([w.onset for w in dataset.windows])
+    per_condition: dict[str, list[dict[str, Any]]] = {}
+    conds = conditions(settings.thresholds)
+    for seed in settings.seeds:
+        answers = draw_answers(
+            stream.real_fault,
+            stream.series_index,
+            len(dataset.series),
+            settings.engineers,
+            np.random.default_rng([seed, 1]),
+        )
+        for name, grid in conds.items():
+            config = replace(settings.loop, bandit=replace(settings.loop.bandit, thresholds=grid))
+            with _store(settings, config, f"{name}-seed{seed}") as store:
+                trace = replay(
+                    dataset,
+                    stream,
+                    answers,
+                    store=store,
+                    config=config,
+                    policy=settings.policy,
+                    rng=np.random.default_rng([seed, 2]),
+                    settings=settings.replay,
+                )
+            per_condition.setdefault(name, []).append(metrics(stream, trace, onsets, len(dataset.windows)))
+            if progress is not None:
+                progress(f"seed {seed}: {name}")
+    result: dict[str, Any] = {"npo": _aggregate(per_condition["npo"])}
+    result["fixed"] = {
+        f"{t:g}" if t != int(t) else f"{t:.1f}": _aggregate(per_condition[f"fixed_{t:g}"]) for t in settings.thresholds
+    }
+    result["surface_all"] = _aggregate(per_condition["surface_all"])
+    result["seeds"] = list(settings.seeds)
+    result["data"] = {
+        "name": dataset.name,
+        "format": dataset.notes.get("format", ""),
+        "series": len(dataset.series),
+        "windows": len(dataset.windows),
+        "predictions": len(stream),
+        "predictions_inside_windows": int(stream.real_fault.sum()),
+        "windows_flagged_by_predictor": int(np.unique(stream.window[stream.window >= 0]).size),
+        "horizon_s": dataset.horizon_s,
+    }
+    result["settings"] = {
+        "noise": settings.engineers.noise,
+        "skip_rate": settings.engineers.skip_rate,
+        "adversarial": settings.engineers.adversarial,
+        "thresholds": list(settings.thresholds),
+        "store": "sqlite" if settings.db_dir is not None else "memory",
+        "policy": settings.policy.name,
+    }
+    result["elapsed_s"] = round(time.monotonic() - started, 2)
+    return result
+
+
+def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over seeds as the figures, with 95 % intervals and the per-seed values beside them."""
+    out: dict[str, Any] = {}
+    ci: dict[str, list[float]] = {}
+    per_seed: dict[str, list[float]] = {}
+    for metric in SUMMARY_METRICS:
+        values = np.asarray([float(r[metric]) for r in runs], dtype=np.float64)
+        s = summarise(values)
+        out[metric] = s["mean"]
+        ci[metric] = list(s["ci95"])  # type: ignore[arg-type]
+        per_seed[metric] = values.tolist()
+    for metric in QUARTER_METRICS:
+        arr = np.asarray([r[metric] for r in runs], dtype=np.float64)
+        out[metric] = [float(summarise(arr[:, q])["mean"]) for q in range(arr.shape[1])]  # type: ignore[arg-type]
+    out["ci95"] = ci
+    out["per_seed"] = per_seed
+    return out
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities as None, so the output is strict JSON."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

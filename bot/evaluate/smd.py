@@ -1,0 +1,156 @@
+"""Adapter for data laid out like the Server Machine Dataset (``--format smd``).
+
+Layout of the folder (any folder of this shape works, nothing here names a particular machine)::
+
+    DIR/train/<machine>.txt[.gz]        unlabelled history: one row per minute, comma-separated floats, no header
+    DIR/test/<machine>.txt[.gz]         the evaluated part, same columns, continuing right after ``train``
+    DIR/test_label/<machine>.txt        one 0/1 per line per test row (1 = anomalous minute)       (required)
+
+``train`` is optional per machine (without it the predictor warms up on the first day of ``test``). There are no
+timestamps: row i of the concatenation train + test is minute i of the machine's record (time 60·i seconds from
+an arbitrary origin; every machine starts at 0, so machines are replayed side by side).
+
+Each machine becomes one multivariate :class:`~npo.evaluate.data.Series` (family ``server``, target the machine
+name) whose ``train`` rows are the warm-up. Each contiguous run of 1s in ``test_label`` is one fault event
+(counted as one, however long it lasts); its :class:`~npo.evaluate.data.FaultWindow` runs from ``horizon_s``
+before its first minute (an early warning within the horizon is a true fault) to its last minute, its onset is
+the first minute, and a recommendation's outcome is known ``horizon_s`` after it when no event comes.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.evaluate.errors import DataError
+from npo.evaluate.data import Dataset, FaultWindow, Series
+
+DEFAULT_HORIZON_S = 3600.0
+MINUTE_S = 60.0
+
+
+def _machine_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".gz", ".txt", ".csv"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _find(folder: Path, machine: str) -> Path | None:
+    for candidate in (f"{machine}.txt", f"{machine}.txt.gz", f"{machine}.csv", f"{machine}.csv.gz"):
+        path = folder / candidate
+        if path.is_file():
+            return path
+    return None
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                return handle.read().splitlines()
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"cannot read: {exc}") from None
+
+
+def read_matrix(path: Path) -> npt.NDArray[np.float64]:
+    """A headerless comma-separated matrix of floats; a malformed row is a :class:`DataError` naming its line."""
+    lines = [line for line in _lines(path) if line.strip()]
+    if not lines:
+        raise DataError(path, "no data rows")
+    width = lines[0].count(",") + 1
+    try:
+        data = np.array([line.split(",") for line in lines], dtype=np.float64)
+    except ValueError:
+        data = None
+    if data is None or data.ndim != 2 or data.shape[1] != width or not np.all(np.isfinite(data)):
+        for number, line in enumerate(_lines(path), start=1):
+            if not line.strip():
+                continue
+            cells = line.split(",")
+            if len(cells) != width:
+                raise DataError(path, f"expected {width} comma-separated values, got {len(cells)}", number)
+            try:
+                row = [float(c) for c in cells]
+            except ValueError:
+                bad = next(c for c in cells if not _is_float(c))
+                raise DataError(path, f"bad value {bad!r} (expected a number)", number) from None
+            if not all(np.isfinite(row)):
+                raise DataError(path, "value is not finite", number)
+        raise DataError(path, "cannot be read as a matrix of numbers")
+    return data
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_labels(path: Path, rows: int) -> npt.NDArray[np.bool_]:
+    """One 0/1 per line, exactly ``rows`` lines (the test file's length)."""
+    values = []
+    for number, line in enumerate(_lines(path), start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if text not in ("0", "1", "0.0", "1.0"):
+            raise DataError(path, f"expected 0 or 1, got {text!r}", number)
+        values.append(text.startswith("1"))
+    if len(values) != rows:
+        raise DataError(path, f"{len(values)} labels for {rows} test rows (one label per test row expected)")
+    return np.asarray(values, dtype=bool)
+
+
+def events(labels: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """Contiguous runs of True as (first row, last row) pairs, both inclusive."""
+    padded = np.r_[False, labels, False].astype(np.int8)
+    change = np.diff(padded)
+    starts = np.flatnonzero(change == 1)
+    ends = np.flatnonzero(change == -1) - 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def read_smd(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
+    """Read an SMD-shaped folder (see the module docstring)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "no such folder")
+    test_dir, label_dir, train_dir = folder / "test", folder / "test_label", folder / "train"
+    for needed in (test_dir, label_dir):
+        if not needed.is_dir():
+            raise DataError(needed, "missing: an SMD-shaped folder needs test/ and test_label/")
+    machines = sorted({_machine_name(p) for p in test_dir.iterdir() if p.is_file() and not p.name.startswith(".")})
+    if not machines:
+        raise DataError(test_dir, "holds no machine files")
+    series: list[Series] = []
+    windows: list[FaultWindow] = []
+    for machine in machines:
+        test_path = _find(test_dir, machine)
+        label_path = _find(label_dir, machine)
+        if test_path is None:
+            raise DataError(test_dir, f"no readable file for {machine}")
+        if label_path is None:
+            raise DataError(label_dir, f"missing labels for {machine} ({machine}.txt)")
+        test = read_matrix(test_path)
+        train_path = _find(train_dir, machine) if train_dir.is_dir() else None
+        train = read_matrix(train_path) if train_path is not None else np.zeros((0, test.shape[1]))
+        if train.shape[1] != test.shape[1]:
+            raise DataError(train_path or train_dir, f"{train.shape[1]} columns but the test file has {test.shape[1]}")
+        labels = read_labels(label_path, test.shape[0])
+        values = np.vstack([train, test])
+        n_train = train.shape[0]
+        times = np.arange(values.shape[0], dtype=np.float64) * MINUTE_S
+        series.append(Series(name=machine, family="server", target=machine, times=times, values=values, warmup=n_train))
+        for first, last in events(labels):
+            onset = (n_train + first) * MINUTE_S
+            windows.append(FaultWindow(machine, onset - horizon_s, (n_train + last) * MINUTE_S, onset))
+    return Dataset(
+        name=folder.name, series=tuple(series), windows=tuple(windows), horizon_s=horizon_s, notes={"format": "smd"}
+    )

@@ -1,0 +1,121 @@
+"""The pure parts: predictor, calibration, simulated engineers, counting."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from npo.evaluate.counting import f1, lead_times, precision_recall, quarter_means
+from npo.evaluate.data import Dataset, FaultWindow, Series
+from npo.evaluate.engineers import EngineerConfig, draw_answers
+from npo.evaluate.predictor import PredictorConfig, confidence, predict
+from npo.evaluate.replay import build_stream
+from npo.types import FeedbackKind, InvalidRecord
+
+from .conftest import nab_values
+
+
+def _series(spikes: list[int], n: int = 288 * 6) -> Series:
+    return Series("s", "cpu", "host-1", np.arange(n) * 300.0, np.asarray(nab_values(n, spikes, seed=5)))
+
+
+def test_predictor_flags_a_strong_spike_and_nothing_else() -> None:
+    spike = 288 * 4
+    p = predict(_series([spike]), PredictorConfig())
+    assert p.rows.size >= 1
+    assert np.all((p.rows >= spike) & (p.rows < spike + 12)), p.rows
+    assert p.confidence.min() >= 0.5  # the trigger is calibrated to p = 0.5
+
+
+def test_predictor_is_quiet_on_a_normal_series_and_respects_refractory() -> None:
+    assert predict(_series([]), PredictorConfig()).rows.size <= 1
+    spikes = [288 * 3, 288 * 3 + 14, 288 * 5]
+    p = predict(_series(spikes), PredictorConfig(refractory_s=6 * 3600))
+    assert np.all(np.diff(p.times) >= 6 * 3600)
+
+
+def test_predictor_never_flags_inside_the_warmup() -> None:
+    s = _series([288 * 2, 288 * 4])
+    warm = Series(s.name, s.family, s.target, s.times, s.values, warmup=288 * 3)
+    assert np.all(predict(warm, PredictorConfig()).rows >= 288 * 3)
+    assert np.any(predict(s, PredictorConfig()).rows < 288 * 3)
+
+
+def test_confidence_calibration_is_monotone_and_anchored() -> None:
+    cfg = PredictorConfig()
+    assert float(confidence(cfg.max_expected, cfg)[()]) == pytest.approx(0.5)
+    assert float(confidence(cfg.max_expected / 9, cfg)[()]) == pytest.approx(0.9)
+    e = np.array([5.0, 1.0, 0.5, 0.1, 0.01])
+    assert np.all(np.diff(confidence(e, cfg)) > 0)
+
+
+def test_predictor_config_refuses_nonsense() -> None:
+    with pytest.raises(InvalidRecord, match=r"predictor\.tail_quantile"):
+        PredictorConfig(tail_quantile=1.0)
+    with pytest.raises(InvalidRecord, match=r"predictor\.top_k"):
+        PredictorConfig(top_k=0)
+
+
+def test_engineers_answer_the_truth_without_noise_and_invert_when_adversarial() -> None:
+    truth = np.array([True, False] * 50)
+    series = np.zeros(100, dtype=np.int64)
+    honest = draw_answers(truth, series, 1, EngineerConfig(noise=0, skip_rate=0), np.random.default_rng(0))
+    assert [k is FeedbackKind.LIKE for k in honest.kind] == truth.tolist()
+    evil = draw_answers(
+        truth, series, 1, EngineerConfig(noise=0, skip_rate=0, adversarial=1.0), np.random.default_rng(0)
+    )
+    assert [k is FeedbackKind.OVERRIDE for k in evil.kind] == truth.tolist()
+    skipping = draw_answers(truth, series, 1, EngineerConfig(skip_rate=1.0), np.random.default_rng(0))
+    assert set(skipping.kind) == {FeedbackKind.SKIPPED}
+
+
+def test_engineer_noise_flips_about_epsilon_and_is_reproducible() -> None:
+    truth = np.ones(4000, dtype=bool)
+    cfg = EngineerConfig(noise=0.2, skip_rate=0.0)
+    a = draw_answers(truth, np.zeros(4000, dtype=np.int64), 1, cfg, np.random.default_rng(7))
+    b = draw_answers(truth, np.zeros(4000, dtype=np.int64), 1, cfg, np.random.default_rng(7))
+    assert a.kind == b.kind
+    flipped = np.mean([k is FeedbackKind.OVERRIDE for k in a.kind])
+    assert 0.17 < flipped < 0.23
+
+
+def test_counting_precision_recall_f1_by_the_documented_rules() -> None:
+    surfaced = np.array([True, True, True, False, True])
+    window = np.array([0, 0, -1, 1, -1])  # two inside window 0, window 1 only suppressed
+    p, r, f = precision_recall(surfaced, window, n_windows=3)
+    assert p == pytest.approx(2 / 4) and r == pytest.approx(1 / 3)
+    assert f == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+    p0, r0, f0 = precision_recall(np.zeros(5, dtype=bool), window, n_windows=3)
+    assert math.isnan(p0) and r0 == 0.0 and f0 == 0.0
+    assert f1(1.0, 1.0) == 1.0 and f1(0.0, 0.0) == 0.0
+
+
+def test_lead_time_is_onset_minus_first_surfaced_in_each_window() -> None:
+    times = np.array([100.0, 200.0, 300.0, 900.0])
+    surfaced = np.array([False, True, True, True])
+    window = np.array([0, 0, 0, 1])
+    onsets = np.array([260.0, 600.0])
+    assert lead_times(times, surfaced, window, onsets).tolist() == [60.0, -300.0]
+
+
+def test_quarter_means_ignore_nan_and_mark_empty_quarters() -> None:
+    q = quarter_means(np.array([1.0, np.nan, 0.0, 0.0, np.nan, np.nan, 1.0, 0.0]))
+    assert q[0] == 1.0 and q[1] == 0.0 and math.isnan(q[2]) and q[3] == 0.5
+
+
+def test_stream_labels_predictions_against_windows_and_times_outcomes() -> None:
+    a = Series("a", "cpu", "a", np.arange(10) * 60.0, np.zeros(10))
+    b = Series("b", "cpu", "b", np.arange(10) * 60.0, np.zeros(10))
+    ds = Dataset("t", (a, b), (FaultWindow("a", 120.0, 240.0, 180.0),), horizon_s=600.0)
+    from npo.evaluate.predictor import SeriesPredictions  # noqa: PLC0415
+
+    def preds(name: str, times: list[float]) -> SeriesPredictions:
+        t = np.asarray(times)
+        return SeriesPredictions(name, np.arange(t.size), t, np.ones(t.size), np.full(t.size, 0.7))
+
+    stream = build_stream(ds, [preds("a", [60.0, 180.0, 240.0]), preds("b", [180.0])])
+    assert stream.times.tolist() == [60.0, 180.0, 180.0, 240.0]
+    assert stream.window.tolist() == [-1, 0, -1, 0]  # b at 180 is not inside a's window
+    assert stream.outcome_at.tolist() == [660.0, 240.0, 780.0, 240.0]
