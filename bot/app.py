@@ -20,6 +20,8 @@ from bot.config import Settings
 from bot.delivery import DeliveryWorker, WorkerConfig
 from bot.http.asgi import build_asgi_app
 from bot.ingest.poller import Poller
+from bot.jobs.build import JobDeps, build_scheduler
+from bot.jobs.runner import Scheduler
 from bot.metrics import Metrics
 from bot.service import NpoService
 from bot.slack.bolt_app import build_bolt_app, build_web_client
@@ -55,8 +57,8 @@ def build_store(settings: Settings, policy: Policy) -> SQLiteStore:
 
 @dataclass
 class Bot:
-    """Every long-lived part of the service. ``asgi`` starts and stops the worker (and the poller, when
-    ``NPO_POLL_URL`` is set) in its lifespan."""
+    """Every long-lived part of the service. ``asgi`` starts and stops the worker, the scheduler (skip sweeper,
+    meta-monitor, weekly summary) and the poller (when ``NPO_POLL_URL`` is set) in its lifespan."""
 
     settings: Settings
     store: SQLiteStore
@@ -66,11 +68,13 @@ class Bot:
     bolt: AsyncApp
     async_client: AsyncWebClient
     worker: DeliveryWorker
+    scheduler: Scheduler
     asgi: ASGIApp
     poller: Poller | None = None
 
     def close(self) -> None:
-        """Stop the worker and the poller and close the database (idempotent)."""
+        """Stop the scheduler, the worker and the poller and close the database (idempotent)."""
+        self.scheduler.shutdown()
         self.worker.stop()
         if self.poller is not None:
             self.poller.stop()
@@ -112,6 +116,7 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         WorkerConfig(storm_threshold=settings.storm_threshold, digest_delay_s=settings.digest_delay_s),
     )
     service.on_enqueue = worker.wake
+    scheduler = build_scheduler(JobDeps.from_settings(settings, store, sync_client, on_enqueue=worker.wake))
     async_client = build_web_client(settings)
     responders = ResponderDirectory(
         async_client,
@@ -119,7 +124,9 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         groups=settings.group_responders,
         channel=settings.incident_channel,
     )
-    deps = SlackDeps(service, responders, settings.incident_channel)
+    deps = SlackDeps(
+        service, responders, settings.incident_channel, timezone=settings.timezone, ops_channel=settings.ops_channel
+    )
     bolt = build_bolt_app(settings, deps, async_client)
     poller = build_poller(settings, service)
 
@@ -127,12 +134,14 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if run_worker:
             worker.start()
+            scheduler.start()
             if poller is not None:
                 poller.start()
                 log.info("polling %s every %g s", settings.poll_url, settings.poll_interval_s)
         try:
             yield
         finally:
+            scheduler.shutdown()
             if poller is not None:
                 poller.stop()
             worker.stop()
@@ -146,4 +155,4 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         max_body_bytes=settings.max_body_bytes,
         lifespan=lifespan,
     )
-    return Bot(settings, store, service, metrics, deps, bolt, async_client, worker, asgi, poller)
+    return Bot(settings, store, service, metrics, deps, bolt, async_client, worker, scheduler, asgi, poller)

@@ -62,8 +62,15 @@ class Settings:
     poll_url: str | None = None  # a URL serving predictions as JSON, polled by ``serve`` (off when None)
     poll_interval_s: float = 30.0
     poll_token: str = ""  # optional bearer token sent to poll_url
+    monitor_interval_min: float = 60.0  # the meta-monitor runs this often
+    monitor_loss_threshold: float = 0.3  # L_align over the window above this triggers a retraining proposal
+    monitor_window: int = 200  # the most recent answers L_align is averaged over
+    monitor_min_samples: int = 30  # answers needed in the window before L_align may trigger
+    monitor_cooldown_h: float = 6.0  # hours after a proposal before the next one
+    weekly_summary_at: tuple[str, int, int] = ("mon", 9, 0)  # weekday name, hour, minute in ``timezone``
     team_id: str = "T00000000"
     bot_user_id: str = "U00000000"
+    slack_app_token: str = ""  # app-level token (xapp-…) for Socket Mode (``npo-bot socket``); unused over HTTP
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -76,7 +83,7 @@ class Settings:
 
     def redacted(self) -> dict[str, object]:
         """The settings with the secrets masked (for a start-up log line)."""
-        secret = {"slack_bot_token", "slack_signing_secret", "ingest_token", "poll_token"}
+        secret = {"slack_bot_token", "slack_signing_secret", "ingest_token", "poll_token", "slack_app_token"}
         return {
             name: ("***" if name in secret and getattr(self, name) else getattr(self, name))
             for name in self.__dataclass_fields__
@@ -194,6 +201,27 @@ def _responders(text: str) -> tuple[str, ...]:
     return items
 
 
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _weekly_at(text: str) -> tuple[str, int, int]:
+    match = re.match(r"^([A-Za-z]{3})[A-Za-z]*\s+(\d{1,2}):(\d{2})$", text.strip())
+    day = match.group(1).lower() if match else ""
+    if not match or day not in _WEEKDAYS or int(match.group(2)) > 23 or int(match.group(3)) > 59:
+        raise ValueError(f"must be a weekday name and a time like 'mon 09:00', got {text!r}")
+    return day, int(match.group(2)), int(match.group(3))
+
+
+def _timezone(text: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
+
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"must be an IANA time zone like Europe/Berlin, got {text!r}") from None
+    return text
+
+
 def _existing_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -207,6 +235,12 @@ def _channel(text: str) -> str | None:
 
 def _token(text: str) -> str | None:
     return None if text.startswith("xoxb-") else "must be a bot token starting with xoxb-"
+
+
+def _app_token(text: str) -> str:
+    if not text.startswith("xapp-"):
+        raise ValueError("must be an app-level token starting with xapp-")
+    return text
 
 
 def _long_secret(text: str) -> str | None:
@@ -238,7 +272,7 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         policy_file=r.optional("NPO_POLICY_FILE", None, _existing_file),
         skip_lambda=r.optional("NPO_SKIP_LAMBDA", 0.3, _float_in(SKIP_LAMBDA_MIN, SKIP_LAMBDA_MAX)),
         skip_timeout_min=r.optional("NPO_SKIP_TIMEOUT_MIN", 60.0, _float_in(1, 7 * 24 * 60)),
-        timezone=r.optional("NPO_TIMEZONE", "UTC", str),
+        timezone=r.optional("NPO_TIMEZONE", "UTC", _timezone),
         max_body_bytes=r.optional("NPO_MAX_BODY_BYTES", 1_000_000, _int_in(1024, 100_000_000)),
         storm_threshold=r.optional("NPO_STORM_THRESHOLD", 20, _int_in(1, 10_000)),
         digest_delay_s=r.optional("NPO_DIGEST_DELAY_S", 300.0, _float_in(0, 86_400)),
@@ -247,8 +281,15 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         poll_url=r.optional("NPO_POLL_URL", None, _poll_url),
         poll_interval_s=r.optional("NPO_POLL_INTERVAL_S", 30.0, _float_in(1, 86_400)),
         poll_token=r.optional("NPO_POLL_TOKEN", "", str),
+        monitor_interval_min=r.optional("NPO_MONITOR_INTERVAL_MIN", 60.0, _float_in(1, 24 * 60)),
+        monitor_loss_threshold=r.optional("NPO_MONITOR_LOSS_THRESHOLD", 0.3, _float_in(0, 1)),
+        monitor_window=r.optional("NPO_MONITOR_WINDOW", 200, _int_in(10, 100_000)),
+        monitor_min_samples=r.optional("NPO_MONITOR_MIN_SAMPLES", 30, _int_in(1, 100_000)),
+        monitor_cooldown_h=r.optional("NPO_MONITOR_COOLDOWN_H", 6.0, _float_in(0, 24 * 30)),
+        weekly_summary_at=r.optional("NPO_WEEKLY_SUMMARY_AT", ("mon", 9, 0), _weekly_at),
         team_id=r.optional("SLACK_TEAM_ID", "T00000000", str),
         bot_user_id=r.optional("SLACK_BOT_USER_ID", "U00000000", str),
+        slack_app_token=r.optional("SLACK_APP_TOKEN", "", _app_token),
     )
     if r.problems:
         raise ConfigError(r.problems)

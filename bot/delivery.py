@@ -21,7 +21,9 @@ that reached Slack but whose answer was lost (process killed mid-call, or a read
 offers no idempotency key for ``chat.postMessage``.
 
 Message kinds: ``recommendation`` / ``digest_item`` (``{"prediction_id"}``), ``update`` (``{"prediction_id",
-"channel"?, "ts"?}`` → ``chat.update``), ``ephemeral`` (``{"user", "text"}``), ``message`` (``{"text", "blocks"?}``).
+"channel"?, "ts"?}`` → ``chat.update``), ``ephemeral`` (``{"user", "text"}``), ``message`` (``{"text", "blocks"?}``),
+``thread_reply`` (``{"thread_ts", "text"}``: a reply in a message's thread, e.g. under a retraining alert) and
+``message_update`` (``{"ts", "text", "blocks"}``: ``chat.update`` of a message that is not a recommendation).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from storage import OutboxItem
 
 log = logging.getLogger(__name__)
 
-POST_KINDS = frozenset({"recommendation", "digest_item", "message"})
+POST_KINDS = frozenset({"recommendation", "digest_item", "message", "thread_reply"})
 TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 MAX_BACKOFF_S = 60.0
 NOT_YET_POSTED_RETRY_S = 2.0
@@ -209,6 +211,14 @@ class DeliveryWorker:
             return item.channel, ""
         if item.kind == "message":
             return self._post(item.channel, str(payload.get("text", "")), list(payload.get("blocks") or []))
+        if item.kind == "thread_reply":
+            thread_ts = str(payload.get("thread_ts") or "")
+            return self._post(item.channel, str(payload.get("text", "")), [], thread_ts=thread_ts)
+        if item.kind == "message_update":
+            ts = str(payload.get("ts") or "")
+            blocks = list(payload.get("blocks") or [])
+            self.client.chat_update(channel=item.channel, ts=ts, text=str(payload.get("text") or " "), blocks=blocks)
+            return item.channel, ts
         raise _Fail(f"unknown outbox kind {item.kind!r}")
 
     def _view(self, prediction_id: str) -> RecommendationView:
@@ -217,10 +227,14 @@ class DeliveryWorker:
             raise _Fail(f"prediction {prediction_id!r} is not in the database")
         return view
 
-    def _post(self, channel: str, text: str, blocks: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    def _post(
+        self, channel: str, text: str, blocks: Sequence[dict[str, Any]], *, thread_ts: str = ""
+    ) -> tuple[str, str]:
         kwargs: dict[str, Any] = {"channel": channel, "text": text or " "}
         if blocks:
             kwargs["blocks"] = list(blocks)
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
         try:
             response = self.client.chat_postMessage(**kwargs)
         finally:

@@ -8,6 +8,7 @@ writers and the random generator is used under a lock.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -20,13 +21,15 @@ import numpy as np
 from bot.slack.blocks import Answer, Dashboard, OutcomeView, RecommendationView
 from npo.alignment import alignment_loss
 from npo.loop import DecideResult, FeedbackResult, OutcomeResult, record_feedback, record_outcome
-from npo.policy import Policy
+from npo.policy import Mute, Policy
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
 from storage import SQLiteStore
+from storage.mutes import active_mutes, add_mute, lift_mutes
 from storage.store import SQLiteTransaction
 
 UPDATE_KIND = "update"
 ALIGNMENT_WINDOW = 500
+MUTE_REFRESH_S = 2.0  # how often the mutes are re-read (another process may have added one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,10 @@ class NpoService:
         self.store = store
         self.update_interval_s = update_interval_s
         self._update_due: dict[str, float] = {}  # prediction id → when its last queued update was due
-        self.policy = policy
+        self.base_policy = policy
+        self._policy = policy
+        self._mutes_read_at = -math.inf
+        self._policy_lock = threading.Lock()
         self.clock = clock
         self.on_enqueue = on_enqueue
         self._rng = rng
@@ -82,6 +88,44 @@ class NpoService:
         if any(r.decision.surfaced and not r.duplicate for r in results):
             self.on_enqueue()
         return results
+
+    # -- the policy and its runtime mutes -----------------------------------------------------------------------
+    @property
+    def policy(self) -> Policy:
+        """The file's policy plus the mutes in force (``/npo mute``), re-read at most every ``MUTE_REFRESH_S``."""
+        now = self.clock()
+        if now - self._mutes_read_at >= MUTE_REFRESH_S:
+            self._refresh_mutes(now)
+        return self._policy
+
+    def _refresh_mutes(self, now: float) -> None:
+        with self.store.read() as conn:
+            mutes = tuple(active_mutes(conn, now))
+        with self._policy_lock:
+            self._policy = dataclasses.replace(self.base_policy, mutes=mutes) if mutes else self.base_policy
+            self._mutes_read_at = now
+
+    def mute(self, key: str, duration_s: float, *, by: str, reason: str = "") -> Mute:
+        """Mute scenario ``key`` for ``duration_s`` seconds from now: a Safety Policy rule (``mute``) that blocks
+        its predictions until it expires. Stored and audited in one transaction; in force at once here, within
+        ``MUTE_REFRESH_S`` in other processes. Raises :class:`npo.types.InvalidRecord` for a bad key or duration."""
+        now = self.clock()
+        mute = Mute(key, now, now + duration_s, by, reason)
+        with self.store.transaction() as tx:
+            mute_id = add_mute(tx.connection, mute)
+            tx.audit("policy_mute", key, {"id": mute_id, "until": mute.until, "by": by, "reason": reason}, now)
+        self._refresh_mutes(now)
+        return mute
+
+    def unmute(self, key: str, *, by: str) -> int:
+        """Lift the mutes of ``key`` in force (audited); returns how many were lifted."""
+        now = self.clock()
+        with self.store.transaction() as tx:
+            lifted = lift_mutes(tx.connection, key, at=now, by=by)
+            if lifted:
+                tx.audit("policy_unmute", key, {"lifted": lifted, "by": by}, now)
+        self._refresh_mutes(now)
+        return lifted
 
     # -- feedback ----------------------------------------------------------------------------------------------
     def record_click(self, event: FeedbackEvent, message: MessageRef | None) -> ClickResult:

@@ -135,3 +135,34 @@ def most_overridden(conn: sqlite3.Connection, since: float, until: float, limit:
         (since, until, limit),
     ).fetchall()
     return [(str(k), int(n)) for k, n in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class RepairTimes:
+    """Mean time to repair (seconds from the prediction to its real-fault outcome) for faults that happened in the
+    period, split by whether NPO surfaced a recommendation for them (surface or digest) or not."""
+
+    with_recommendation: float | None
+    n_with: int
+    without_recommendation: float | None
+    n_without: int
+
+
+def repair_times(conn: sqlite3.Connection, since: float, until: float) -> RepairTimes:
+    """MTTR with vs without a recommendation, over real-fault outcomes recorded in [since, until)."""
+    row = conn.execute(
+        "SELECT "
+        "AVG(CASE WHEN d.verdict IN ('surface', 'digest') THEN o.at - d.received_at END), "
+        "COALESCE(SUM(d.verdict IN ('surface', 'digest')), 0), "
+        "AVG(CASE WHEN d.verdict NOT IN ('surface', 'digest') THEN o.at - d.received_at END), "
+        "COALESCE(SUM(d.verdict NOT IN ('surface', 'digest')), 0) "
+        "FROM outcomes o JOIN decisions d ON d.prediction_id = o.prediction_id "
+        "WHERE o.real_fault = 1 AND o.at >= ? AND o.at < ? AND o.at >= d.received_at",
+        (since, until),
+    ).fetchone()
+    return RepairTimes(
+        None if row[0] is None else float(row[0]),
+        int(row[1]),
+        None if row[2] is None else float(row[2]),
+        int(row[3]),
+    )

@@ -1,25 +1,30 @@
-"""``build_scheduler``: the bot's scheduled jobs (skip sweeper every minute, weekly summary) on one
-:class:`~bot.jobs.runner.Scheduler`."""
+"""``build_scheduler``: the bot's scheduled jobs (skip sweeper every minute, meta-monitor hourly by default,
+weekly summary) on one :class:`~bot.jobs.runner.Scheduler`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 from slack_sdk import WebClient
 
 from bot.config import Settings
+from bot.jobs.monitor import MONITOR_JOB, run_monitor
 from bot.jobs.runner import Clock, JobSpec, Scheduler, slot_id, utc_now
 from bot.jobs.skips import sweep_skips
 from bot.jobs.weekly import WEEKLY_JOB, run_weekly_summary, weekly_trigger
+from npo.monitor import MonitorConfig
 from storage import SQLiteStore
 from storage.jobs import prune_claims
 
 SKIP_JOB = "skip_sweeper"
 WEEKLY_RETRY_S = 300.0
 SKIP_CLAIMS_KEPT = timedelta(days=1)
+MONITOR_CLAIMS_KEPT = timedelta(days=30)
+INTERVAL_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # interval slots are counted from here (a Monday, 00:00 UTC)
 
 
 def _noop() -> None:
@@ -37,12 +42,39 @@ class JobDeps:
     skip_timeout_min: float = 60.0
     on_enqueue: Callable[[], None] = _noop
     now: Clock = field(default=utc_now)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    monitor_interval_min: float = 60.0
+    weekly_at: tuple[str, int, int] = ("mon", 9, 0)
 
     @classmethod
     def from_settings(
         cls, settings: Settings, store: SQLiteStore, client: WebClient, on_enqueue: Callable[[], None] = _noop
     ) -> JobDeps:
-        return cls(store, client, settings.ops_channel, settings.timezone, settings.skip_timeout_min, on_enqueue)
+        return cls(
+            store,
+            client,
+            settings.ops_channel,
+            settings.timezone,
+            settings.skip_timeout_min,
+            on_enqueue,
+            monitor=monitor_config(settings),
+            monitor_interval_min=settings.monitor_interval_min,
+            weekly_at=settings.weekly_summary_at,
+        )
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    return MonitorConfig(
+        loss_threshold=settings.monitor_loss_threshold,
+        window=settings.monitor_window,
+        cooldown_s=settings.monitor_cooldown_h * 3600.0,
+        min_samples=settings.monitor_min_samples,
+    )
+
+
+def monitor_trigger(interval_min: float) -> IntervalTrigger:
+    """Every ``interval_min`` minutes, on slots counted from a fixed origin (the same slots in every process)."""
+    return IntervalTrigger(seconds=round(interval_min * 60), start_date=INTERVAL_ORIGIN, timezone=UTC)
 
 
 def build_jobs(deps: JobDeps) -> list[JobSpec]:
@@ -59,11 +91,20 @@ def build_jobs(deps: JobDeps) -> list[JobSpec]:
     def weekly(slot: datetime) -> None:
         run_weekly_summary(deps.store, deps.client, deps.ops_channel, deps.timezone, slot)
 
+    def monitor(slot: datetime) -> None:
+        run_monitor(
+            deps.store, deps.monitor, now=deps.now().timestamp(), channel=deps.ops_channel, on_enqueue=deps.on_enqueue
+        )
+        with deps.store.transaction() as tx:
+            prune_claims(tx.connection, MONITOR_JOB, slot_id(slot - MONITOR_CLAIMS_KEPT))
+
+    interval = timedelta(minutes=deps.monitor_interval_min)
     return [
         JobSpec(SKIP_JOB, CronTrigger(second=0, timezone="UTC"), sweep, lookback=timedelta(minutes=2)),
+        JobSpec(MONITOR_JOB, monitor_trigger(deps.monitor_interval_min), monitor, lookback=2 * interval),
         JobSpec(
             WEEKLY_JOB,
-            weekly_trigger(deps.timezone),
+            weekly_trigger(deps.timezone, *deps.weekly_at),
             weekly,
             lookback=timedelta(days=8),
             catch_up=True,

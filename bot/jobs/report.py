@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,7 +15,7 @@ from npo.alignment import alignment_loss
 from npo.bandit import ThresholdBandit
 from npo.monitor import monitor_fidelity
 from storage import SQLiteStore
-from storage.jobs import answer_counts, daily_codes, most_overridden, outcome_tally
+from storage.jobs import RepairTimes, answer_counts, daily_codes, most_overridden, outcome_tally, repair_times
 
 KINDS = ("override", "like", "neutral", "skipped")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -49,6 +49,7 @@ class WeeklyReport:
     arms: tuple[ArmSummary, ...]
     f_monitor: float | None
     overridden: tuple[tuple[str, int], ...]
+    repair: RepairTimes = field(default_factory=lambda: RepairTimes(None, 0, None, 0))
 
     @property
     def answers(self) -> int:
@@ -104,6 +105,7 @@ def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezo
         codes = daily_codes(conn, lo, hi)
         tally = outcome_tally(conn, lo, hi)
         overridden = most_overridden(conn, lo, hi)
+        repair = repair_times(conn, lo, hi)
     known = tally.surfaced_real + tally.surfaced_false + tally.suppressed_real + tally.suppressed_false
     return WeeklyReport(
         since=since.astimezone(tz),
@@ -116,11 +118,16 @@ def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezo
         arms=arm_summaries(store.bandit()),
         f_monitor=monitor_fidelity(store.monitor_state()),
         overridden=tuple(overridden),
+        repair=repair,
     )
 
 
 def _num(value: float | None, fmt: str = ".2f") -> str:
     return "n/a" if value is None else format(value, fmt)
+
+
+def _hours(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds / 3600:.1f} h"
 
 
 def report_text(report: WeeklyReport) -> str:
@@ -139,6 +146,11 @@ def report_text(report: WeeklyReport) -> str:
         lines.append("Answers: none this period")
     lines.append(
         f"Outcomes known: {report.outcomes_known} · precision {_num(report.precision)} · recall {_num(report.recall)}"
+    )
+    r = report.repair
+    lines.append(
+        f"MTTR (prediction → real fault resolved): with a recommendation {_hours(r.with_recommendation)} "
+        f"({r.n_with} faults) · without {_hours(r.without_recommendation)} ({r.n_without} faults)"
     )
     lines.append("Threshold τ posteriors (mean [95 % interval], pulls):")
     for arm in report.arms:

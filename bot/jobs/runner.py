@@ -8,7 +8,8 @@ across every scheduler sharing the SQLite file.
 * A run that raises is logged and releases its claim, so the next run (or a retry ``retry_after_s`` later) tries
   the same slot again; the scheduler keeps going.
 * ``catch_up`` jobs: at start, when the last claimed slot is older than the trigger's previous fire time, that one
-  slot runs at once — one catch-up however many slots were missed (coalesced); none when it was already claimed.
+  slot runs at once — one catch-up however many slots were missed (coalesced); none when it was already claimed,
+  and none on a database where the job never ran (a first start has missed nothing).
 """
 
 from __future__ import annotations
@@ -118,13 +119,15 @@ class Scheduler:
             log.exception("job %s could not run", name)
 
     def missed_slot(self, name: str) -> datetime | None:
-        """The previous fire time when it is newer than the last claimed slot (the one to catch up), else None."""
+        """The previous fire time when it is newer than the last claimed slot (the one to catch up), else None.
+
+        None as well when the job never ran on this database (a first start has missed nothing)."""
         slot = self.current_slot(name)
         if slot is None:
             return None
         with self.store.read() as conn:
             last = last_claim(conn, name)
-        return slot if last is None or last < slot_id(slot) else None
+        return slot if last is not None and last < slot_id(slot) else None
 
     def catch_up(self) -> list[str]:
         """Run, once each, the missed latest slot of every ``catch_up`` job; returns the names that ran."""

@@ -16,10 +16,11 @@ WEEKLY_JOB = "weekly_summary"
 WEEK = timedelta(days=7)
 
 
-def weekly_trigger(timezone: str) -> CronTrigger:
-    """Mondays 09:00 local time. Weekday *names* on purpose: in APScheduler 3.x numeric weekdays count from
-    0 = Monday, so ``from_crontab("0 9 * * 1")`` would fire on Tuesdays."""
-    return CronTrigger(day_of_week="mon", hour=9, minute=0, timezone=ZoneInfo(timezone))
+def weekly_trigger(timezone: str, day: str = "mon", hour: int = 9, minute: int = 0) -> CronTrigger:
+    """Every ``day`` (a weekday *name*, default Monday) at ``hour:minute`` local time (default 09:00). Names on
+    purpose: in APScheduler 3.x numeric weekdays count from 0 = Monday, so ``from_crontab("0 9 * * 1")`` would
+    fire on Tuesdays."""
+    return CronTrigger(day_of_week=day, hour=hour, minute=minute, timezone=ZoneInfo(timezone))
 
 
 def post_report(client: WebClient, channel: str, report: WeeklyReport, png: bytes) -> str:

@@ -15,11 +15,11 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
-from bot.slack import actions, command, home, override
+from bot.slack import actions, command, home, override, retraining
 from bot.slack.deps import SlackDeps
 
 log = logging.getLogger(__name__)
-LISTENER_MODULES = (actions, override, home, command)
+LISTENER_MODULES = (actions, override, home, command, retraining)
 
 
 def build_web_client(settings: Settings) -> AsyncWebClient:

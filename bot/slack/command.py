@@ -1,40 +1,170 @@
-"""The ``/npo`` slash command: ``status`` (alignment loss, answer rates, τ posteriors, queue) and ``help``.
+"""The ``/npo`` slash command, answered in the ack itself (an ephemeral reply, so it never needs the
+response_url):
 
-Answered in the ack itself (an ephemeral reply), so it never needs the response_url.
+* ``status`` — alignment loss, answer rates, τ posteriors, queue;
+* ``summary`` — the weekly report's text for the last 7 days (``npo-bot report`` in the terminal);
+* ``why <recommendation id>`` — score, τ, the rule behind the verdict, the key's history and mutes;
+* ``mute <key> <duration> [reason]`` — a Safety Policy rule that blocks the key's predictions until it expires
+  (responders only; audited); ``unmute <key>`` lifts it;
+* ``help`` — usage. Anything else gets the usage too.
 """
 
 from __future__ import annotations
 
+import html
 import logging
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.slack.blocks import help_text, status_lines
+from bot.insights import Why, summary_text, why
+from bot.slack.blocks import status_lines
 from bot.slack.deps import SlackDeps
-from bot.slack.text import truncate
+from bot.slack.text import escape, truncate
+from npo.types import InvalidRecord
+from storage.monitoring import key_known
 
 log = logging.getLogger(__name__)
 
+MAX_REPLY = 3000
+MIN_MUTE_S = 60.0
+MAX_MUTE_S = 30 * 86_400.0
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86_400, "w": 7 * 86_400}
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|w)$", re.IGNORECASE)
 
-def reply_for(text: str, deps: SlackDeps) -> str:
-    """The reply to ``/npo <text>``."""
-    word = (text or "").strip().split(" ", 1)[0].lower()
-    if word == "status":
-        return "\n".join(status_lines(deps.service.dashboard()))
-    if word in ("", "help"):
-        return help_text()
-    return f"Unknown subcommand `{truncate(word, 40)}`.\n{help_text()}"
+USAGE = (
+    "*NPO* learns from your clicks which fault recommendations to surface.\n"
+    "`/npo status` — alignment loss, answer rates, threshold posteriors, queue\n"
+    "`/npo summary` — the last 7 days: L_align by day, answer rates, precision/recall, MTTR, τ posteriors\n"
+    "`/npo why <recommendation id>` — score, τ, the rule behind the decision, the key's history\n"
+    "`/npo mute <key> <duration> [reason]` — block a scenario key's recommendations for a while "
+    "(duration like `30m`, `4h`, `2d`; at most 30 d)\n"
+    "`/npo unmute <key>` — lift a mute\n"
+    "`/npo help` — this message\n"
+    "On a recommendation: *Like* (right call), *Override* (wrong; give a reason), *Neutral*; "
+    "*Confirmed fault* / *False alarm* record what really happened."
+)
+
+
+def parse_duration(text: str) -> float:
+    """``30m``, ``4h``, ``2d``, ``1w``, ``90s`` → seconds. Raises ValueError naming what is wrong."""
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"`{truncate(text, 40)}` is not a duration; use a number and a unit, like `30m`, `4h`, `2d`")
+    seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not MIN_MUTE_S <= seconds <= MAX_MUTE_S:
+        raise ValueError("a mute lasts between 1 minute and 30 days")
+    return seconds
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def why_text(w: Why, now: float) -> str:
+    p, d, h = w.prediction, w.decision, w.history
+    tau = "none (blocked before the bandit)" if d.threshold is None else f"{d.threshold:.2f} (arm {d.arm})"
+    lines = [
+        f"*Recommendation `{escape(p.id)}`*: {escape(p.fault_type)} on `{escape(p.target)}` → "
+        f"*{escape(p.action)}* ({p.severity.value}, p = {p.confidence:.2f}), decided {_when(d.decided_at)}",
+        f"*Verdict*: {d.verdict.value} · rule `{escape(d.rule)}` — {escape(d.reason)}",
+        f"*Score* R(s) = p(s)·(1 − m) = {d.confidence:.2f} · (1 − {d.misalignment:.2f}) = *{d.score:.2f}* · "
+        f"*τ* = {tau}",
+    ]
+    answers = ", ".join(f"{k} {n}" for k, n in sorted(h.answers.items())) or "none"
+    verdicts = ", ".join(f"{v} {n}" for v, n in sorted(h.verdicts.items())) or "none"
+    m_now = "no state yet" if h.m is None else f"m(k) now {h.m:.2f} after {h.n} update(s)"
+    lines.append(f"*Key* `{escape(h.key)}`: {m_now} · answers: {answers} · decisions: {verdicts}")
+    for mute, lifted in w.mutes:
+        state = (
+            f"lifted {_when(lifted)}"
+            if lifted is not None
+            else ("*in force*" if mute.active(now) else ("expired" if mute.until <= now else "scheduled"))
+        )
+        reason = f" — {escape(mute.reason)}" if mute.reason else ""
+        lines.append(f":mute: Muted by <@{escape(mute.by)}> until {_when(mute.until)} ({state}){reason}")
+    if w.answers:
+        lines.append(
+            "*Answers here*: "
+            + "; ".join(
+                f"{kind} by {'(skip timeout)' if op == 'system' else f'<@{escape(op)}>'}"
+                + (f" — {escape(reason)}" if reason else "")
+                for op, kind, _, reason in w.answers
+            )
+        )
+    if h.latest:
+        lines.append("*Latest answers on this key*:")
+        lines += [
+            f"• {kind} by {'(skip timeout)' if op == 'system' else f'<@{escape(op)}>'} {_when(at)}"
+            + (f" — {escape(reason)}" if reason else "")
+            for op, kind, at, reason in h.latest
+        ]
+    return "\n".join(lines)
+
+
+async def reply_for(text: str, user: str, deps: SlackDeps) -> str:
+    """The reply to ``/npo <text>`` by ``user``."""
+    words = html.unescape(text or "").split()  # Slack escapes &, <, > in the command text
+    word = words[0].lower() if words else "help"
+    args = words[1:]
+    service = deps.service
+    if word == "status" and not args:
+        return "\n".join(status_lines(await deps.storage(service.dashboard)))
+    if word == "summary" and not args:
+        return await deps.storage(summary_text, service, deps.timezone)
+    if word == "help" and not args:
+        return USAGE
+    if word == "why":
+        if len(args) != 1:
+            return "Usage: `/npo why <recommendation id>` (the id is shown under each recommendation)."
+        found = await deps.storage(why, service, args[0])
+        if found is None:
+            return f"No recommendation with id `{escape(truncate(args[0], 200))}`."
+        return why_text(found, service.clock())
+    if word in ("mute", "unmute"):
+        return await _mute(word, args, user, deps)
+    shown = escape(truncate(" ".join(words), 60))
+    return f"Unknown command `{shown}`.\n{USAGE}"
+
+
+async def _mute(word: str, args: list[str], user: str, deps: SlackDeps) -> str:
+    if word == "mute" and len(args) < 2:
+        return "Usage: `/npo mute <key> <duration> [reason]`, e.g. `/npo mute disk_failure|drain|r#-n#|p>=0.9 4h`."
+    if word == "unmute" and len(args) != 1:
+        return "Usage: `/npo unmute <key>`."
+    if not await deps.responders.allows(user):
+        return "Only on-call responders can mute or unmute keys. Nothing was changed."
+    key = args[0]
+    service = deps.service
+    if word == "unmute":
+        lifted = await deps.storage(service.unmute, key, by=user)
+        return f"Lifted {lifted} mute(s) of `{escape(key)}`." if lifted else f"`{escape(key)}` is not muted."
+    try:
+        seconds = parse_duration(args[1])
+        mute = await deps.storage(service.mute, key, seconds, by=user, reason=" ".join(args[2:])[:500])
+    except InvalidRecord as exc:
+        return f"Not muted: {exc.message}."
+    except ValueError as exc:
+        return f"Not muted: {exc}."
+    with service.store.read() as conn:
+        known = key_known(conn, key)
+    note = "" if known else " (no recommendation has had this key yet — check the spelling with `/npo why <id>`)"
+    return (
+        f":mute: `{escape(key)}` is muted until {_when(mute.until)}: its predictions are blocked by the Safety "
+        f"Policy rule `mute`{note}. `/npo unmute {escape(key)}` lifts it."
+    )
 
 
 def _make_listener(deps: SlackDeps) -> Any:
     async def on_command(ack: AsyncAck, command: dict[str, Any]) -> None:
         try:
-            reply = reply_for(str(command.get("text") or ""), deps)
+            reply = await reply_for(str(command.get("text") or ""), str(command.get("user_id") or ""), deps)
         except Exception:
             log.exception("/npo failed")
             reply = "Sorry, NPO could not answer that just now."
-        await ack(text=truncate(reply, 3000), response_type="ephemeral")
+        await ack(text=truncate(reply, MAX_REPLY), response_type="ephemeral")
 
     return on_command
 

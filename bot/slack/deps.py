@@ -33,6 +33,8 @@ class SlackDeps:
     responders: ResponderDirectory
     incident_channel: str
     storage_mode: StorageMode = "inline"
+    timezone: str = "UTC"  # days of ``/npo summary`` are counted in this zone (NPO_TIMEZONE)
+    ops_channel: str = ""  # where retraining alerts go (NPO_OPS_CHANNEL)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _writer: ThreadPoolExecutor | None = None
 

@@ -9,11 +9,12 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.blocks import home_view
+from bot.insights import home_data
 from bot.slack.deps import SlackDeps
+from bot.slack.home_blocks import home_view
 
 log = logging.getLogger(__name__)
-RECENT = 15
+RECENT = 10
 
 
 def _make_listener(deps: SlackDeps) -> Any:
@@ -21,7 +22,7 @@ def _make_listener(deps: SlackDeps) -> Any:
         try:
             if event.get("tab", "home") != "home" or not event.get("user"):
                 return
-            view = home_view(deps.service.dashboard(recent=RECENT))
+            view = home_view(await deps.storage(home_data, deps.service, recent=RECENT))
             deps.spawn(client.views_publish(user_id=event["user"], view=view), "views.publish")
         except Exception:
             log.exception("app_home_opened failed")

@@ -101,6 +101,7 @@ def test_a_failed_run_releases_its_claim(
 def test_background_schedulers_share_the_catch_up(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
     ran: list[str] = []
     clock = Clock(datetime(2025, 3, 26, 12, tzinfo=UTC))
+    assert stores[0].claim_job("weekly", "2025-03-17T09:00:00+00:00", now=0.0)  # it ran before the restart
     schedulers = [
         Scheduler(s, [JobSpec("weekly", WEEKLY, _recorder(ran, str(n)), WEEK, catch_up=True)], now=clock)
         for n, s in enumerate(stores)
@@ -112,14 +113,25 @@ def test_background_schedulers_share_the_catch_up(stores: tuple[SQLiteStore, SQL
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             with stores[0].read() as conn:
-                if claim_count(conn, "weekly") == 1 and all(_idle(s) for s in schedulers):
+                if claim_count(conn, "weekly") == 2 and all(_idle(s) for s in schedulers):
                     break
             time.sleep(0.02)
     finally:
         for s in schedulers:
             s.shutdown()
-    assert len(ran) == 1
+    assert ran in (["0@2025-03-24T09:00:00+00:00"], ["1@2025-03-24T09:00:00+00:00"])
     assert not any(s.running for s in schedulers)
+
+
+def test_a_first_start_catches_nothing_up(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
+    ran: list[datetime] = []
+    scheduler = Scheduler(
+        stores[0],
+        [JobSpec("weekly", WEEKLY, ran.append, WEEK, catch_up=True)],
+        now=Clock(datetime(2025, 3, 26, tzinfo=UTC)),
+    )
+    assert scheduler.missed_slot("weekly") is None
+    assert scheduler.catch_up() == [] and ran == []
 
 
 def _recorder(ran: list[str], name: str) -> Callable[[datetime], None]:

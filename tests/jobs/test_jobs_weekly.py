@@ -19,6 +19,7 @@ from slack_sdk import WebClient
 from bot.config import Settings
 from bot.jobs.build import SKIP_JOB, JobDeps, build_jobs, build_scheduler
 from bot.jobs.cli import add_report_parser, run_report
+from bot.jobs.monitor import MONITOR_JOB
 from bot.jobs.report import PNG_SIGNATURE, build_report, render_png, report_text
 from bot.jobs.runner import Scheduler
 from bot.jobs.weekly import WEEKLY_JOB, weekly_trigger
@@ -70,6 +71,7 @@ def test_two_schedulers_on_one_file_post_one_summary(
     stores: tuple[SQLiteStore, SQLiteStore], standin: StandIn, client: WebClient
 ) -> None:
     clock = Clock(datetime(2025, 3, 24, 9, 0, 1, tzinfo=BERLIN))
+    assert stores[0].claim_job(WEEKLY_JOB, "2025-03-17T08:00:00+00:00", now=0.0)  # the bot ran the week before
     schedulers = [build_scheduler(deps(s, client, clock)) for s in stores]
     try:
         for s in schedulers:
@@ -82,7 +84,7 @@ def test_two_schedulers_on_one_file_post_one_summary(
     assert len(standin.calls("files.completeUploadExternal")) == 1
     with stores[0].read() as conn:
         assert claim_count(conn, WEEKLY_JOB, "2025-03-24T08:00:00+00:00") == 1
-        assert claim_count(conn, WEEKLY_JOB) == 1
+        assert claim_count(conn, WEEKLY_JOB) == 2
 
 
 def test_restart_after_two_missed_slots_posts_one(
@@ -238,4 +240,4 @@ def test_deps_from_settings(db_path: Path, client: WebClient) -> None:
     with SQLiteStore(db_path) as store:
         job_deps = JobDeps.from_settings(settings, store, client)
         assert (job_deps.ops_channel, job_deps.timezone, job_deps.skip_timeout_min) == (OPS, "Europe/Berlin", 15)
-        assert sorted(j.name for j in build_jobs(job_deps)) == [SKIP_JOB, WEEKLY_JOB]
+        assert sorted(j.name for j in build_jobs(job_deps)) == [MONITOR_JOB, SKIP_JOB, WEEKLY_JOB]

@@ -1,0 +1,122 @@
+"""The meta-monitor job (hourly by default): feed the new feedback codes to the Page–Hinkley detector, compute
+L_align over the last window (and the window before), apply the trigger rules (threshold, drift alarm, one open
+proposal, cooldown), and when they fire open a retraining proposal and queue its alert for the ops channel.
+
+Everything happens in one transaction: the detector state, the feedback cursor, the run's log line, the proposal
+and the queued alert (delivered by the outbox worker, so a Slack outage loses nothing) are stored together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bot.slack.monitor_blocks import AlertFacts, KeyMisalignment, alert_blocks, alert_text
+from npo.alignment import AlignmentSample, alignment_loss
+from npo.monitor import MonitorConfig, MonitorDecision, evaluate_monitor, monitor_fidelity, observe_feedback
+from npo.monitor import page_hinkley_alarm as drift_alarm_of
+from storage import SQLiteStore
+from storage.monitoring import feedback_codes_after, get_job_state, key_states, put_job_state
+
+log = logging.getLogger(__name__)
+
+MONITOR_JOB = "meta_monitor"
+STATE_NAME = "meta_monitor"
+ALERT_KIND = "message"  # the delivery worker's plain post (text + blocks)
+TREND_BARS = 20
+TOP_KEYS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorRun:
+    decision: MonitorDecision
+    proposal_id: int | None
+    loss: float | None
+    n_in_window: int
+    drift_alarm: bool
+    new_samples: int
+
+
+def _loss(samples: Sequence[AlignmentSample]) -> float | None:
+    return alignment_loss([s.y for s in samples]) if samples else None
+
+
+def _keys(window: Sequence[AlignmentSample]) -> list[tuple[str, float, int]]:
+    by_key: dict[str, list[float]] = defaultdict(list)
+    for s in window:
+        by_key[s.key].append(s.y)
+    ranked = sorted(((k, sum(ys) / len(ys), len(ys)) for k, ys in by_key.items()), key=lambda t: (-t[1], -t[2], t[0]))
+    return [t for t in ranked if t[1] > 0][:TOP_KEYS]
+
+
+def _trend(samples: Sequence[AlignmentSample], bars: int) -> tuple[list[float | None], int]:
+    chunk = max(1, len(samples) // bars) if samples else 1
+    values: list[float | None] = []
+    start = len(samples) % chunk if len(samples) >= chunk else 0
+    for i in range(start, len(samples), chunk):
+        values.append(_loss(samples[i : i + chunk]))
+    return values[-bars:], chunk
+
+
+def run_monitor(
+    store: SQLiteStore,
+    config: MonitorConfig,
+    *,
+    now: float,
+    channel: str,
+    on_enqueue: Callable[[], None] = lambda: None,
+) -> MonitorRun:
+    """One monitor run at ``now`` (Unix seconds). Returns what it decided; posts nothing itself."""
+    with store.transaction() as tx:
+        conn = tx.connection
+        cursor = int(get_job_state(conn, STATE_NAME).get("feedback_id", 0))
+        codes = feedback_codes_after(conn, cursor)
+        state = tx.get_monitor_state()
+        for _, y in codes:
+            state, _ = observe_feedback(state, y, config)
+        alarm = drift_alarm_of(state.ph, config.page_hinkley)
+        recent = store.alignment_samples(last_n=2 * config.window)
+        window, previous = recent[-config.window :], recent[: -config.window] if len(recent) > config.window else []
+        loss = _loss(window)
+        decision, new_state = evaluate_monitor(state, config, loss, len(window), alarm, now)
+        tx.add_monitor_run(now, decision.trigger, decision.reason, loss, len(window), alarm)
+        proposal_id = None
+        if decision.trigger:
+            proposal_id = tx.open_proposal(now, decision.reason)
+            ranked = _keys(window)
+            states = key_states(conn, [k for k, _, _ in ranked])
+            trend, chunk = _trend(recent, TREND_BARS)
+            facts = AlertFacts(
+                proposal_id=proposal_id,
+                reason=decision.reason,
+                loss=loss,
+                n_in_window=len(window),
+                previous_loss=_loss(previous),
+                n_previous=len(previous),
+                threshold=config.loss_threshold,
+                ph_statistic=state.ph.statistic,
+                ph_threshold=config.page_hinkley.threshold,
+                ph_samples=state.ph.n,
+                drift_alarm=alarm,
+                f_monitor=monitor_fidelity(state),
+                keys=[KeyMisalignment(k, y, n, states.get(k, (None, 0))[0]) for k, y, n in ranked],
+                trend=trend,
+                trend_chunk=chunk,
+            )
+            tx.enqueue(channel, ALERT_KIND, {"text": alert_text(facts), "blocks": alert_blocks(facts)}, now)
+            tx.audit(
+                "retraining_proposed",
+                str(proposal_id),
+                {"reason": decision.reason, "window_loss": loss, "n_in_window": len(window), "drift_alarm": alarm},
+                now,
+            )
+        tx.put_monitor_state(new_state)
+        put_job_state(conn, STATE_NAME, {"feedback_id": codes[-1][0] if codes else cursor}, now)
+    if proposal_id is not None:
+        log.warning("meta-monitor: retraining proposal #%d opened: %s", proposal_id, decision.reason)
+        on_enqueue()
+    else:
+        log.info("meta-monitor: %s", decision.reason)
+    return MonitorRun(decision, proposal_id, loss, len(window), alarm, len(codes))

@@ -1,0 +1,136 @@
+"""Approve / Dismiss of a retraining proposal, shared by the Slack buttons (and usable from a script).
+
+Approve fits a candidate model on the logged feedback (``npo.retrain.propose_retraining``: older answers to fit,
+the most recent ones held back to compare), records it as a new model version, promotes it only if it beats the
+current one, and on promotion restarts every key's step size (``npo.misalignment.reset_key``; m(k) is kept) so
+the loop re-learns the changed world quickly. Dismiss records that the monitor was wrong. Either answer closes
+the proposal, counts toward F_monitor, is audited, and queues a thread reply under the alert and an update of the
+alert (its buttons replaced by the result) — in one transaction. A proposal already resolved changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from bot.service import MessageRef
+from bot.slack.monitor_blocks import resolved_blocks
+from npo.misalignment import reset_key
+from npo.monitor import monitor_fidelity, record_ground_truth
+from npo.monitor import resolve_proposal as close_proposal
+from npo.retrain import RetrainResult, propose_retraining
+from npo.scoring import N_FEATURES, features
+from storage import SQLiteStore
+from storage.monitoring import get_proposal, max_model_version, training_rows
+
+log = logging.getLogger(__name__)
+
+TRAINING_ROWS = 20_000
+THREAD_KIND = "thread_reply"
+UPDATE_KIND = "message_update"
+Status = Literal["approved", "dismissed", "already_resolved", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    status: Status
+    proposal_id: int
+    text: str  # what the thread reply says (or why nothing happened)
+    retrain: RetrainResult | None = None
+    keys_reset: int = 0
+
+
+def fit_candidate(store: SQLiteStore, *, now: float, limit: int = TRAINING_ROWS) -> RetrainResult:
+    """Fit and compare a candidate on the latest ``limit`` effective answers (read-only)."""
+    with store.read() as conn:
+        rows = training_rows(conn, limit)
+    x = np.array([features(p) for p, _, _ in rows], dtype=np.float64).reshape(len(rows), N_FEATURES)
+    y = np.array([code for _, code, _ in rows], dtype=np.float64)
+    w = np.array([weight for _, _, weight in rows], dtype=np.float64)
+    if len(rows) and not w.sum() > 0:
+        w = np.ones_like(w)
+    return propose_retraining(store.model(), x, y, sample_weight=w if len(rows) else None, now=now)
+
+
+def _retrain_text(result: RetrainResult, user: str, keys_reset: int) -> str:
+    c = result.candidate
+    verdict = "promoted :white_check_mark:" if result.promoted else "not promoted (the current model stays)"
+    current = "none" if result.current_loss is None else f"{result.current_loss:.4f}"
+    extra = f" Step sizes of {keys_reset} key(s) restarted." if result.promoted else ""
+    return (
+        f"Retraining approved by <@{user}>: model *v{c.version}* {verdict}.\n"
+        f"Holdout log loss {result.candidate_loss:.4f} vs current {current} on "
+        f"{int(c.metrics.get('n_holdout', 0))} recent answers; trained on {c.n_train}. {result.reason}.{extra}"
+    )
+
+
+def resolve(
+    store: SQLiteStore,
+    proposal_id: int,
+    *,
+    approved: bool,
+    by: str,
+    now: float,
+    message: MessageRef | None,
+    original_blocks: Sequence[Mapping[str, Any]] = (),
+    fallback_channel: str = "",
+    on_enqueue: Callable[[], None] = lambda: None,
+) -> Resolution:
+    """Approve or dismiss ``proposal_id`` on behalf of ``by``; see the module docstring."""
+    with store.read() as conn:
+        proposal = get_proposal(conn, proposal_id)
+    if proposal is None:
+        return Resolution("unknown", proposal_id, f"There is no retraining proposal #{proposal_id}.")
+    if proposal.state != "open":
+        return Resolution("already_resolved", proposal_id, f"Proposal #{proposal_id} was already {proposal.state}.")
+    result = fit_candidate(store, now=now) if approved else None
+    keys_reset = 0
+    with store.transaction() as tx:
+        current = get_proposal(tx.connection, proposal_id)  # under the write lock: no other answer can slip in
+        if current is None or current.state != "open":
+            return Resolution("already_resolved", proposal_id, f"Proposal #{proposal_id} was already resolved.")
+        version = None
+        if result is not None:
+            version = max(result.candidate.version, max_model_version(tx.connection) + 1)
+            result = dataclasses.replace(result, candidate=dataclasses.replace(result.candidate, version=version))
+            tx.save_model(result.candidate, promoted=result.promoted, recorded_at=now)
+        tx.resolve_proposal(proposal_id, approved=approved, by=by, at=now, model_version=version)
+        state = record_ground_truth(close_proposal(tx.get_monitor_state(), approved), acted=True, ideal=approved)
+        tx.put_monitor_state(state)
+        f_monitor = monitor_fidelity(state)
+        detail: dict[str, object] = {"approved": approved, "by": by, "f_monitor": f_monitor}
+        if result is not None:
+            if result.promoted:
+                for key_state in store.keys().values():
+                    tx.put_key(reset_key(key_state))
+                    keys_reset += 1
+            text = _retrain_text(result, by, keys_reset)
+            detail |= {"model_version": version, "promoted": result.promoted, "reason": result.reason}
+        else:
+            text = f"Dismissed by <@{by}>: recorded as a false alarm of the meta-monitor."
+        text += f" F_monitor is now {f_monitor:.2f}." if f_monitor is not None else ""
+        tx.audit("retraining_approved" if approved else "retraining_dismissed", str(proposal_id), detail, now)
+        if message is not None:
+            tx.enqueue(message.channel, THREAD_KIND, {"thread_ts": message.ts, "text": text}, now)
+            if original_blocks:
+                line = (
+                    ("Approved" if approved else "Dismissed")
+                    + f" by <@{by}>"
+                    + (
+                        f" → model v{version} {'promoted' if result and result.promoted else 'not promoted'}"
+                        if approved
+                        else ""
+                    )
+                )
+                payload = {"ts": message.ts, "text": line, "blocks": resolved_blocks(original_blocks, line)}
+                tx.enqueue(message.channel, UPDATE_KIND, payload, now)
+        elif fallback_channel:
+            tx.enqueue(fallback_channel, "message", {"text": f"Proposal #{proposal_id}: {text}"}, now)
+    on_enqueue()
+    log.info("retraining proposal #%d %s by %s", proposal_id, "approved" if approved else "dismissed", by)
+    return Resolution("approved" if approved else "dismissed", proposal_id, text, result, keys_reset)

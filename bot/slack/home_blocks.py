@@ -1,0 +1,90 @@
+"""The App Home view: L_align now and its trend, the τ posteriors with intervals, recent overrides with their
+reasons, the open retraining proposal, mutes in force and the latest recommendations. Pure; ≤ 100 blocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.insights import HomeData
+from bot.slack.blocks import MAX_HOME_BLOCKS, _pack_lines, status_lines
+from bot.slack.monitor_blocks import sparkline
+from bot.slack.text import escape, mrkdwn, plain
+
+Block = dict[str, Any]
+
+
+def _date(at: float) -> str:
+    return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{int(at)}>"
+
+
+def _trend_line(data: HomeData) -> str:
+    now = data.dashboard.alignment_loss
+    before = data.previous_loss
+    if now is None:
+        return "*L_align trend*: no answers yet"
+    if before is None:
+        arrow = ""
+    elif now < before - 0.01:
+        arrow = f" · falling from {before:.3f} :chart_with_downwards_trend:"
+    elif now > before + 0.01:
+        arrow = f" · rising from {before:.3f} :chart_with_upwards_trend:"
+    else:
+        arrow = f" · steady (was {before:.3f})"
+    return f"*L_align trend*{arrow}\n`{sparkline(data.trend)}` ({data.trend_chunk} answers per bar, 0 ▁ … █ 1)"
+
+
+def home_blocks(data: HomeData) -> list[Block]:
+    d = data.dashboard
+    blocks: list[Block] = [
+        {"type": "header", "block_id": "npo_home_header", "text": plain("NPO — alignment dashboard", 150)},
+        {"type": "section", "block_id": "npo_home_status", "text": mrkdwn("\n".join(status_lines(d)))},
+        {"type": "section", "block_id": "npo_home_trend", "text": mrkdwn(_trend_line(data))},
+    ]
+    arms = "\n".join(
+        f"τ = {a.threshold:.2f}: {a.mean:.3f} [{a.low:.3f}, {a.high:.3f}] · {a.pulls} pulls" for a in data.arms
+    )
+    f_monitor = "n/a" if data.f_monitor is None else f"{data.f_monitor:.2f}"
+    blocks.append(
+        {
+            "type": "section",
+            "block_id": "npo_home_tau",
+            "text": mrkdwn(f"*Threshold τ posteriors* (mean [95 % interval])\n{arms}\n*F_monitor*: {f_monitor}"),
+        }
+    )
+    if data.proposal is not None:
+        p = data.proposal
+        text = (
+            f":rotating_light: *Open retraining proposal #{p.id}* since {_date(p.opened_at)}: {escape(p.reason)}\n"
+            "Approve or Dismiss it on the alert in the ops channel."
+        )
+    else:
+        text = "*Retraining*: no open proposal."
+    blocks.append({"type": "section", "block_id": "npo_home_proposal", "text": mrkdwn(text)})
+    if data.mutes:
+        lines = [
+            f":mute: `{escape(m.key)}` until {_date(m.until)} by <@{escape(m.by)}>"
+            + (f" — {escape(m.reason)}" if m.reason else "")
+            for m in data.mutes
+        ]
+        blocks += _pack_lines(["*Muted keys*", *lines], "npo_home_mutes_", 3)
+    blocks.append({"type": "divider", "block_id": "npo_home_div1"})
+    overrides = [
+        f":no_entry: <@{escape(o.operator)}> on *{escape(o.fault_type)}* `{escape(o.target)}` ({_date(o.at)}): "
+        f"{escape(o.reason) or '_no reason_'} · id `{escape(o.prediction_id)}`"
+        for o in data.overrides
+    ]
+    blocks += _pack_lines(["*Recent overrides*", *(overrides or ["none yet"])], "npo_home_overrides_", 5)
+    blocks.append({"type": "divider", "block_id": "npo_home_div2"})
+    recent = [
+        f"*{escape(v.prediction.fault_type)}* on `{escape(v.prediction.target)}` → {escape(v.prediction.action)} · "
+        f"{v.decision.verdict.value} · {len(v.answers)} answer(s) · id `{escape(v.prediction.id)}`"
+        for v in d.recent
+    ]
+    room = MAX_HOME_BLOCKS - len(blocks)
+    blocks += _pack_lines(["*Latest recommendations*", *(recent or ["none yet"])], "npo_home_recent_", room)
+    return blocks[:MAX_HOME_BLOCKS]
+
+
+def home_view(data: HomeData) -> dict[str, Any]:
+    """The ``home`` view for ``views.publish``."""
+    return {"type": "home", "blocks": home_blocks(data)}

@@ -1,0 +1,144 @@
+"""Block Kit for the meta-monitor: the retraining alert (why, the most misaligned keys, a small L_align chart,
+Approve / Dismiss) and its resolved form. Pure functions; nothing here calls Slack."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.slack.text import escape, mrkdwn, plain, truncate
+
+Block = dict[str, Any]
+
+ACTION_APPROVE = "npo_retrain_approve"
+ACTION_DISMISS = "npo_retrain_dismiss"
+RETRAIN_ACTIONS: dict[str, bool] = {ACTION_APPROVE: True, ACTION_DISMISS: False}
+ALERT_ACTIONS_BLOCK_ID = "npo_retrain_actions"
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """A one-line chart of values in [0, 1] (a gap for None): ``▁▂▅█``; the scale is fixed, 0 → ▁, 1 → █."""
+    out = []
+    for v in values:
+        if v is None or not math.isfinite(v):
+            out.append(" ")
+        else:
+            out.append(_BARS[min(len(_BARS) - 1, max(0, int(v * len(_BARS))))])
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMisalignment:
+    """A key's share of overrides in the current window: its mean code, how many answers, its learned m(k)."""
+
+    key: str
+    loss: float
+    answers: int
+    m: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFacts:
+    """Everything the retraining alert shows."""
+
+    proposal_id: int
+    reason: str
+    loss: float | None
+    n_in_window: int
+    previous_loss: float | None
+    n_previous: int
+    threshold: float
+    ph_statistic: float
+    ph_threshold: float
+    ph_samples: int
+    drift_alarm: bool
+    f_monitor: float | None
+    keys: Sequence[KeyMisalignment]
+    trend: Sequence[float | None]
+    trend_chunk: int
+
+
+def _num(value: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def alert_text(f: AlertFacts) -> str:
+    return truncate(f"NPO retraining proposal #{f.proposal_id}: {f.reason}", 300)
+
+
+def alert_blocks(f: AlertFacts) -> list[Block]:
+    """The alert message (≤ 50 blocks): header, why with the numbers, keys, chart, Approve / Dismiss."""
+    why = (
+        f"*Why:* {escape(f.reason)}\n"
+        f"• L_align over the last {f.n_in_window} answers: *{_num(f.loss, '.3f')}* "
+        f"(threshold θ = {f.threshold:.2f}; the {f.n_previous} answers before: {_num(f.previous_loss, '.3f')})\n"
+        f"• Page–Hinkley drift statistic: *{f.ph_statistic:.2f}* (alarm above {f.ph_threshold:g}; "
+        f"{f.ph_samples} answers since the last reset){' — *alarm*' if f.drift_alarm else ''}\n"
+        f"• F_monitor so far: {_num(f.f_monitor)}"
+    )
+    key_lines = [
+        f"`{escape(k.key)}` — L {k.loss:.2f} over {k.answers} answer(s)" + ("" if k.m is None else f", m(k) {k.m:.2f}")
+        for k in f.keys
+    ]
+    chart = sparkline(f.trend)
+    blocks: list[Block] = [
+        {
+            "type": "header",
+            "block_id": "npo_retrain_header",
+            "text": plain(f"Retraining proposed (#{f.proposal_id})", 150),
+        },
+        {"type": "section", "block_id": "npo_retrain_why", "text": mrkdwn(why)},
+        {
+            "type": "section",
+            "block_id": "npo_retrain_keys",
+            "text": mrkdwn("*Most misaligned keys in the window:*\n" + ("\n".join(key_lines) or "none")),
+        },
+        {
+            "type": "section",
+            "block_id": "npo_retrain_chart",
+            "text": mrkdwn(
+                f"*L_align trend* (oldest → newest, {f.trend_chunk} answers per bar, 0 ▁ … █ 1):\n`{chart or '-'}`"
+            ),
+        },
+        {
+            "type": "actions",
+            "block_id": ALERT_ACTIONS_BLOCK_ID,
+            "elements": [
+                {
+                    "type": "button",
+                    "text": plain("Approve retraining", 75),
+                    "action_id": ACTION_APPROVE,
+                    "value": str(f.proposal_id),
+                    "style": "primary",
+                },
+                {
+                    "type": "button",
+                    "text": plain("Dismiss", 75),
+                    "action_id": ACTION_DISMISS,
+                    "value": str(f.proposal_id),
+                },
+            ],
+        },
+        {
+            "type": "context",
+            "block_id": "npo_retrain_hint",
+            "elements": [
+                mrkdwn(
+                    "Approve fits a new model on the logged feedback and promotes it only if it beats the current one "
+                    "on the most recent answers. Dismiss records that the monitor was wrong. Both count toward "
+                    "F_monitor."
+                )
+            ],
+        },
+    ]
+    return blocks
+
+
+def resolved_blocks(original: Sequence[Mapping[str, Any]], line: str) -> list[Block]:
+    """The alert after Approve / Dismiss: the same blocks without the buttons, plus one status line."""
+    kept = [dict(b) for b in original if b.get("type") != "actions" and b.get("block_id") != "npo_retrain_status"]
+    kept.append({"type": "context", "block_id": "npo_retrain_status", "elements": [mrkdwn(line)]})
+    return kept[:50]

@@ -1,0 +1,67 @@
+"""Approve / Dismiss on a retraining alert. Only responders may answer. The answer (and, for Approve, the
+retraining: fit, compare, promote only if better) is stored before the ack, off the event loop; the thread reply
+and the alert's update go through the outbox. A second click on a resolved alert records nothing and tells the
+clicker (ephemeral) who resolved it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.retraining import resolve
+from bot.slack.actions import refuse
+from bot.slack.blocks import ephemeral_refusal_text
+from bot.slack.deps import SlackDeps
+from bot.slack.monitor_blocks import RETRAIN_ACTIONS
+from bot.slack.payloads import parse_click
+
+log = logging.getLogger(__name__)
+
+
+def _make_listener(deps: SlackDeps) -> Any:
+    async def on_retrain(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        try:
+            click = parse_click(body)
+            if not click.user or not await deps.responders.allows(click.user):
+                log.info("refused a retraining answer by %s: not a responder", click.user)
+                refuse(deps, client, click, ephemeral_refusal_text())
+                return
+            try:
+                proposal_id = int(click.prediction_id)  # the button's value
+            except ValueError:
+                refuse(deps, client, click, "This alert's button carries no proposal id; nothing was recorded.")
+                return
+            message = body.get("message") if isinstance(body.get("message"), dict) else {}
+            service = deps.service
+            result = await asyncio.to_thread(
+                resolve,
+                service.store,
+                proposal_id,
+                approved=RETRAIN_ACTIONS[click.action_id],
+                by=click.user,
+                now=time.time(),
+                message=click.message,
+                original_blocks=list(message.get("blocks") or []),
+                fallback_channel=deps.ops_channel,
+                on_enqueue=service.on_enqueue,
+            )
+            if result.status in ("already_resolved", "unknown"):
+                refuse(deps, client, click, result.text + " Nothing was recorded.")
+        except Exception:
+            log.exception("retraining answer failed")
+        finally:
+            await ack()
+
+    return on_retrain
+
+
+def register(app: AsyncApp, deps: SlackDeps) -> None:
+    """Attach the Approve / Dismiss listeners to ``app``."""
+    listener = _make_listener(deps)
+    for action_id in RETRAIN_ACTIONS:
+        app.action(action_id)(listener)

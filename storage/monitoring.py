@@ -1,0 +1,162 @@
+"""SQL for the meta-monitor, retraining, App Home and ``/npo why``: the jobs' small persistent state
+(``job_state``), the feedback stream after a cursor, training rows, proposals, recent overrides and a key's
+history. Plain functions over a ``sqlite3.Connection`` (``SQLiteStore.read()`` or a transaction's
+``connection``); nothing here opens or commits a transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from npo.types import Prediction
+from storage import codec
+
+_EFFECTIVE = (
+    "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
+    "AND e.feedback_id = f.id)"
+)
+_PREDICTION = ", ".join(f"d.{c.strip()}" for c in codec.PREDICTION_COLS.split(","))
+
+
+# -- job state ---------------------------------------------------------------------------------------------------
+def get_job_state(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
+    """The JSON object a job stored under ``name`` (empty when none)."""
+    row = conn.execute("SELECT value FROM job_state WHERE name = ?", (name,)).fetchone()
+    value = {} if row is None else json.loads(row[0])
+    return value if isinstance(value, dict) else {}
+
+
+def put_job_state(conn: sqlite3.Connection, name: str, value: dict[str, Any], at: float) -> None:
+    conn.execute(
+        "INSERT INTO job_state (name, value, updated_at) VALUES (?,?,?) "
+        "ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (name, codec.dumps(value), at),
+    )
+
+
+# -- the feedback stream -----------------------------------------------------------------------------------------
+def feedback_codes_after(conn: sqlite3.Connection, after_id: int, limit: int = 1_000_000) -> list[tuple[int, float]]:
+    """(feedback row id, y) of every applied answer (replaced ones included) after ``after_id``, in order."""
+    rows = conn.execute("SELECT id, y FROM feedback WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+    return [(int(i), float(y)) for i, y in rows]
+
+
+def training_rows(conn: sqlite3.Connection, limit: int) -> list[tuple[Prediction, float, float]]:
+    """The latest ``limit`` effective answers as (prediction, y, trust weight), oldest first (time order)."""
+    rows = conn.execute(
+        f"SELECT {_PREDICTION}, f.y, f.weight FROM feedback f JOIN decisions d ON d.prediction_id = f.prediction_id "
+        f"WHERE {_EFFECTIVE} ORDER BY f.id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [(codec.prediction_from_row(r[:10]), float(r[10]), float(r[11])) for r in reversed(rows)]
+
+
+def max_model_version(conn: sqlite3.Connection) -> int:
+    """The highest recorded model version, promoted or not (0 before any)."""
+    row = conn.execute("SELECT MAX(version) FROM model_versions").fetchone()
+    return int(row[0] or 0)
+
+
+def key_states(conn: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[float, int]]:
+    """m(k) and the update count n of each of ``keys`` that has a state."""
+    if not keys:
+        return {}
+    marks = ",".join("?" * len(keys))
+    rows = conn.execute(f"SELECT key, m, n FROM key_alignment WHERE key IN ({marks})", keys).fetchall()
+    return {str(k): (float(m), int(n)) for k, m, n in rows}
+
+
+# -- proposals ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    id: int
+    opened_at: float
+    reason: str
+    state: str  # open, approved, dismissed
+    resolved_at: float | None
+    resolved_by: str | None
+    model_version: int | None
+
+
+_PROPOSAL_COLS = "id, opened_at, reason, state, resolved_at, resolved_by, model_version"
+
+
+def _proposal(row: Any) -> Proposal:
+    return Proposal(int(row[0]), float(row[1]), str(row[2]), str(row[3]), row[4], row[5], row[6])
+
+
+def get_proposal(conn: sqlite3.Connection, proposal_id: int) -> Proposal | None:
+    row = conn.execute(f"SELECT {_PROPOSAL_COLS} FROM retraining_proposals WHERE id = ?", (proposal_id,)).fetchone()
+    return None if row is None else _proposal(row)
+
+
+def open_proposal(conn: sqlite3.Connection) -> Proposal | None:
+    """The latest proposal still waiting for Approve / Dismiss, if any."""
+    row = conn.execute(
+        f"SELECT {_PROPOSAL_COLS} FROM retraining_proposals WHERE state = 'open' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else _proposal(row)
+
+
+# -- App Home and /npo why -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class OverrideLine:
+    prediction_id: str
+    operator: str
+    at: float
+    reason: str
+    key: str
+    fault_type: str
+    target: str
+
+
+def recent_overrides(conn: sqlite3.Connection, limit: int = 10) -> list[OverrideLine]:
+    """The latest effective overrides with their reasons, newest first."""
+    rows = conn.execute(
+        "SELECT f.prediction_id, f.operator, f.at, COALESCE(f.reason, ''), f.key, d.fault_type, d.target "
+        f"FROM feedback f JOIN decisions d ON d.prediction_id = f.prediction_id WHERE f.kind = 'override' "
+        f"AND {_EFFECTIVE} ORDER BY f.id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [OverrideLine(str(r[0]), str(r[1]), float(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6])) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHistory:
+    """What NPO knows about one scenario key: m(k), answers by kind, decisions by verdict, latest answers."""
+
+    key: str
+    m: float | None
+    n: int
+    answers: dict[str, int]
+    verdicts: dict[str, int]
+    latest: tuple[tuple[str, str, float, str], ...]  # (operator, kind, at, reason), newest first
+
+
+def key_history(conn: sqlite3.Connection, key: str, latest: int = 5) -> KeyHistory:
+    state = conn.execute("SELECT m, n FROM key_alignment WHERE key = ?", (key,)).fetchone()
+    answers = conn.execute(
+        f"SELECT f.kind, COUNT(*) FROM feedback f WHERE f.key = ? AND {_EFFECTIVE} GROUP BY f.kind", (key,)
+    ).fetchall()
+    verdicts = conn.execute("SELECT verdict, COUNT(*) FROM decisions WHERE key = ? GROUP BY verdict", (key,)).fetchall()
+    rows = conn.execute(
+        f"SELECT f.operator, f.kind, f.at, COALESCE(f.reason, '') FROM feedback f WHERE f.key = ? AND {_EFFECTIVE} "
+        "ORDER BY f.id DESC LIMIT ?",
+        (key, latest),
+    ).fetchall()
+    return KeyHistory(
+        key=key,
+        m=None if state is None else float(state[0]),
+        n=0 if state is None else int(state[1]),
+        answers={str(k): int(n) for k, n in answers},
+        verdicts={str(v): int(n) for v, n in verdicts},
+        latest=tuple((str(r[0]), str(r[1]), float(r[2]), str(r[3])) for r in rows),
+    )
+
+
+def key_known(conn: sqlite3.Connection, key: str) -> bool:
+    """Whether any decision was made for ``key``."""
+    return conn.execute("SELECT 1 FROM decisions WHERE key = ? LIMIT 1", (key,)).fetchone() is not None

@@ -1,0 +1,172 @@
+"""The meta-monitor job: L_align and Page–Hinkley over the stored feedback, one open proposal, a cooldown, the
+alert queued for the ops channel; and Approve / Dismiss (retraining, F_monitor, exactly once)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import OPS
+from jobs_testing import prediction, surface_and_post
+from slack_sdk import WebClient
+
+from bot.jobs.build import JobDeps, build_scheduler, monitor_trigger
+from bot.jobs.monitor import MONITOR_JOB, run_monitor
+from bot.jobs.runner import previous_fire_time
+from bot.retraining import resolve
+from bot.service import MessageRef
+from bot.slack.monitor_blocks import ACTION_APPROVE, ACTION_DISMISS, sparkline
+from npo.loop import record_feedback
+from npo.monitor import MonitorConfig, monitor_fidelity
+from npo.types import FeedbackEvent, FeedbackKind
+from storage import SQLiteStore
+from storage.jobs import claim_count
+from storage.monitoring import get_proposal, open_proposal
+
+T0 = datetime(2025, 3, 24, 10, tzinfo=UTC).timestamp()
+CONFIG = MonitorConfig(loss_threshold=0.3, window=20, min_samples=10, cooldown_s=6 * 3600)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    with SQLiteStore(tmp_path / "npo.db") as s:
+        yield s
+
+
+def answer(store: SQLiteStore, first: int, kinds: list[FeedbackKind], *, at: float, fault_type: str) -> None:
+    """Surface len(kinds) recommendations p<first>… and answer each with the given kind."""
+    ids = range(first, first + len(kinds))
+    surface_and_post(store, [prediction(i, at, fault_type=fault_type) for i in ids], posted_at=at)
+    with store.transaction() as tx:
+        for n, (i, kind) in enumerate(zip(ids, kinds, strict=True)):
+            event = FeedbackEvent(f"p{i}", "U1", kind, at + 1 + n, f"r{i}")
+            record_feedback(tx, event, config=store.config)
+
+
+def alerts(store: SQLiteStore) -> list[dict[str, object]]:
+    return [item.payload for item in store.outbox() if item.kind == "message" and item.channel == OPS]
+
+
+def test_quiet_then_drift_then_one_alert(store: SQLiteStore) -> None:
+    answer(store, 0, [FeedbackKind.LIKE] * 20, at=T0, fault_type="disk_failure")
+    quiet = run_monitor(store, CONFIG, now=T0 + 3600, channel=OPS)
+    assert not quiet.decision.trigger and quiet.loss == 0.0 and quiet.n_in_window == 20 and quiet.new_samples == 20
+    assert alerts(store) == []
+
+    # The engineers start overriding one key: L_align over the last 20 answers rises to 0.6.
+    answer(store, 100, [FeedbackKind.OVERRIDE] * 12, at=T0 + 4000, fault_type="psu")
+    run = run_monitor(store, CONFIG, now=T0 + 7200, channel=OPS)
+    assert run.decision.trigger and run.proposal_id is not None and run.new_samples == 12
+    assert run.loss == pytest.approx(0.6) and "L_align 0.60 > 0.30" in run.decision.reason
+    (alert,) = alerts(store)
+    buttons = [e for b in alert["blocks"] if b["type"] == "actions" for e in b["elements"]]  # type: ignore[index, union-attr]
+    assert [(b["action_id"], b["value"]) for b in buttons] == [
+        (ACTION_APPROVE, str(run.proposal_id)),
+        (ACTION_DISMISS, str(run.proposal_id)),
+    ]
+    text = str(alert["blocks"])
+    assert "psu|investigate|r#-n#|p&gt;=0.9" in text and "L 1.00 over 12 answer(s)" in text  # the misaligned key
+    assert "0.600" in text and "θ = 0.30" in text and "Page–Hinkley" in text and "▁" in text and "█" in text
+    with store.read() as conn:
+        assert open_proposal(conn) is not None
+
+    # One open proposal at a time: the next run is suppressed and posts nothing.
+    again = run_monitor(store, CONFIG, now=T0 + 10_800, channel=OPS)
+    assert not again.decision.trigger and again.decision.reason.startswith("suppressed: proposal already open")
+    assert len(alerts(store)) == 1
+
+    # Dismissed: the proposal closes, but the cooldown (6 h from the trigger) still holds the next alert back.
+    resolve(store, run.proposal_id, approved=False, by="U2", now=T0 + 11_000, message=None)
+    held = run_monitor(store, CONFIG, now=T0 + 7200 + 5 * 3600, channel=OPS)
+    assert held.decision.reason.startswith("suppressed: cooldown until")
+    after = run_monitor(store, CONFIG, now=T0 + 7200 + 6 * 3600, channel=OPS)
+    assert after.decision.trigger and len(alerts(store)) == 2
+
+
+def test_approve_retrains_once_and_feeds_f_monitor(store: SQLiteStore) -> None:
+    answer(store, 0, [FeedbackKind.LIKE] * 20, at=T0, fault_type="disk_failure")
+    answer(store, 100, [FeedbackKind.OVERRIDE] * 12, at=T0 + 4000, fault_type="psu")
+    run = run_monitor(store, CONFIG, now=T0 + 7200, channel=OPS)
+    assert run.proposal_id is not None
+    keys_before = store.keys()
+    alert = MessageRef(OPS, "1700000000.000100")
+    blocks = alerts(store)[0]["blocks"]
+    done = resolve(store, run.proposal_id, approved=True, by="U2", now=T0 + 7300, message=alert, original_blocks=blocks)
+    assert done.status == "approved" and done.retrain is not None and done.retrain.promoted
+    model = store.model()
+    assert model is not None and model.version == 1 and model.n_train == 25  # 32 answers, the last 7 held back
+    assert done.keys_reset == len(keys_before) == 2
+    for key, state in store.keys().items():  # step sizes restart, m(k) is kept
+        assert state.weight_sum == 0 and state.m == keys_before[key].m
+    state = store.monitor_state()
+    assert (state.decisions, state.matches, state.open_proposal) == (1, 1, False) and monitor_fidelity(state) == 1.0
+    with store.read() as conn:
+        proposal = get_proposal(conn, run.proposal_id)
+    assert proposal is not None and (proposal.state, proposal.resolved_by, proposal.model_version) == (
+        "approved",
+        "U2",
+        1,
+    )
+    queued = {item.kind: item for item in store.outbox("pending") if item.channel == OPS and item.kind != "message"}
+    assert queued["thread_reply"].payload["thread_ts"] == alert.ts
+    assert "model *v1* promoted" in str(queued["thread_reply"].payload["text"])
+    update = queued["message_update"].payload
+    assert update["ts"] == alert.ts and "actions" not in [b["type"] for b in update["blocks"]]  # type: ignore[union-attr]
+
+    audit = len(store.audit_entries())
+    second = resolve(
+        store, run.proposal_id, approved=True, by="U3", now=T0 + 7400, message=alert, original_blocks=blocks
+    )
+    assert second.status == "already_resolved"
+    assert store.monitor_state() == state and len(store.audit_entries()) == audit
+    with store.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 1
+
+
+def test_a_second_approval_gets_a_new_version_even_when_not_promoted(store: SQLiteStore) -> None:
+    answer(store, 0, [FeedbackKind.LIKE] * 20, at=T0, fault_type="disk_failure")
+    answer(store, 100, [FeedbackKind.OVERRIDE] * 12, at=T0 + 4000, fault_type="psu")
+    first = run_monitor(store, CONFIG, now=T0 + 7200, channel=OPS)
+    assert first.proposal_id is not None
+    resolve(store, first.proposal_id, approved=True, by="U2", now=T0 + 7300, message=None)
+    second = run_monitor(store, CONFIG, now=T0 + 7200 + 7 * 3600, channel=OPS)
+    assert second.proposal_id is not None
+    done = resolve(store, second.proposal_id, approved=True, by="U2", now=T0 + 40_000, message=None)
+    assert done.retrain is not None and done.retrain.candidate.version == 2
+    with store.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 2
+
+
+def test_the_monitor_job_runs_once_per_slot(store: SQLiteStore, tmp_path: Path, client: WebClient) -> None:
+    class Clock:
+        now = datetime(2025, 3, 24, 10, 0, 5, tzinfo=UTC)
+
+        def __call__(self) -> datetime:
+            return self.now
+
+    clock = Clock()
+    deps = JobDeps(store, client, OPS, now=clock, monitor=CONFIG, monitor_interval_min=60)
+    with SQLiteStore(tmp_path / "npo.db") as other:
+        schedulers = [build_scheduler(deps), build_scheduler(JobDeps(other, client, OPS, now=clock, monitor=CONFIG))]
+        assert [s.run_due(MONITOR_JOB) for s in schedulers] == [True, False]
+    clock.now = datetime(2025, 3, 24, 11, 0, 0, tzinfo=UTC)
+    assert schedulers[0].run_due(MONITOR_JOB)
+    with store.read() as conn:
+        assert claim_count(conn, MONITOR_JOB) == 2
+        assert conn.execute("SELECT COUNT(*) FROM monitor_runs").fetchone()[0] == 2
+
+
+def test_monitor_slots_are_whole_intervals() -> None:
+    trigger = monitor_trigger(60)
+    now = datetime(2025, 3, 26, 12, 34, 56, tzinfo=UTC)
+    assert previous_fire_time(trigger, now, 2 * (now - now.replace(minute=0, second=0))) == datetime(
+        2025, 3, 26, 12, tzinfo=UTC
+    )
+    assert trigger.get_next_fire_time(None, now) == datetime(2025, 3, 26, 13, tzinfo=UTC)
+    assert monitor_trigger(15).get_next_fire_time(None, now) == datetime(2025, 3, 26, 12, 45, tzinfo=UTC)
+
+
+def test_sparkline() -> None:
+    assert sparkline([0.0, 0.5, 1.0, None]) == "▁▅█ "

@@ -1,0 +1,118 @@
+"""``/npo`` (every subcommand) and the App Home, through signed requests to the real server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from slack_testing import ALICE, BOB, INCIDENT, MALLORY, SECRET, BotUnderTest, prediction, wait_for
+
+from bot.slack.blocks import ACTION_LIKE, ACTION_OVERRIDE
+
+KEY = "disk_failure|investigate|r#-p#|p>=0.9"
+
+
+def npo(bot: BotUnderTest, text: str, user: str = ALICE) -> str:
+    response = bot.standin.slash_command(bot.events_url, SECRET, "/npo", text, user, INCIDENT)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["response_type"] == "ephemeral"
+    return str(body["text"])
+
+
+def test_status_help_and_unknown(bot: BotUnderTest) -> None:
+    bot.surface("p1")
+    assert "Alignment loss" in npo(bot, "status")
+    usage = npo(bot, "help")
+    for sub in ("/npo status", "/npo summary", "/npo why", "/npo mute", "/npo unmute", "/npo help"):
+        assert sub in usage
+    assert npo(bot, "") == usage
+    unknown = npo(bot, "frobnicate now")
+    assert unknown.startswith("Unknown command `frobnicate now`") and "/npo why" in unknown
+    assert npo(bot, "status extra").startswith("Unknown command")
+
+
+def test_summary(bot: BotUnderTest) -> None:
+    message = bot.surface("p1")
+    assert bot.click(ALICE, ACTION_LIKE, message).status_code == 200
+    text = npo(bot, "summary")
+    assert text.startswith("NPO weekly summary") and "like 100% (1)" in text
+    assert "MTTR" in text and "τ=0.50" in text and "F_monitor" in text
+
+
+def test_why_shows_score_tau_rule_and_history(bot: BotUnderTest) -> None:
+    message = bot.surface("p1")
+    bot.surface("p2")
+    bot.click(BOB, ACTION_OVERRIDE, message)
+    bot.standin.submit_view(
+        bot.events_url,
+        SECRET,
+        user_id=BOB,
+        values={"reason": {"reason": "maintenance"}, "details": {"details": "rack 12 recabled"}},
+    )
+    text = npo(bot, "why p1")
+    assert "*Recommendation `p1`*" in text and "rule `all_rules_passed`" in text and "*Verdict*: surface" in text
+    assert "R(s) = p(s)·(1 − m) = 0.99" in text and "*τ* = 0." in text
+    assert f"*Key* `{KEY.replace('>', '&gt;')}`" in text and "override 1" in text and "surface 2" in text
+    assert f"override by <@{BOB}> — Maintenance: rack 12 recabled" in text
+    assert npo(bot, "why nope").startswith("No recommendation with id `nope`")
+    assert npo(bot, "why").startswith("Usage: `/npo why")
+
+
+def test_mute_blocks_the_key_until_lifted_and_is_audited(bot: BotUnderTest) -> None:
+    bot.surface("p1")
+    # Slack escapes < > & in the command text; the key is matched unescaped.
+    reply = npo(bot, f"mute {KEY.replace('>', '&gt;')} 2h rack 12 maintenance")
+    assert ":mute:" in reply and "is muted until" in reply and "no recommendation" not in reply
+    blocked = bot.ingest(prediction("p2")).json()
+    assert blocked["verdict"] == "block" and blocked["rule"] == "mute", blocked
+    why = npo(bot, "why p2")
+    assert "rule `mute`" in why and "is muted by U0ALICE" in why and "(*in force*) — rack 12 maintenance" in why
+    (entry,) = bot.bot.store.audit_entries(kind="policy_mute")
+    assert entry[3] == KEY and entry[4]["by"] == ALICE and entry[4]["reason"] == "rack 12 maintenance"
+    assert entry[4]["until"] == pytest.approx(time.time() + 7200, abs=30)
+    other = bot.ingest(prediction("q1", fault_type="psu")).json()
+    assert other["verdict"] == "surface"  # another key is not muted
+
+    assert npo(bot, f"unmute {KEY}") == f"Lifted 1 mute(s) of `{KEY.replace('>', '&gt;')}`."
+    assert bot.ingest(prediction("p3")).json()["verdict"] == "surface"
+    assert "(lifted" in npo(bot, "why p2")
+    assert bot.bot.store.audit_entries(kind="policy_unmute")[0][4]["by"] == ALICE
+    assert npo(bot, f"unmute {KEY}").endswith("is not muted.")
+
+
+def test_mute_refusals_change_nothing(bot: BotUnderTest) -> None:
+    bot.surface("p1")
+    bot.standin.add_user(MALLORY)
+    assert npo(bot, f"mute {KEY} 2h", user=MALLORY).startswith("Only on-call responders")
+    assert npo(bot, f"mute {KEY} soon").startswith("Not muted: `soon` is not a duration")
+    assert npo(bot, f"mute {KEY} 45d") == "Not muted: a mute lasts between 1 minute and 30 days."
+    assert npo(bot, "mute onlyakey").startswith("Usage: `/npo mute")
+    assert bot.bot.store.audit_entries(kind="policy_mute") == []
+    assert bot.ingest(prediction("p2")).json()["verdict"] == "surface"
+    unknown = npo(bot, "mute no|such|key 10m")
+    assert "no recommendation has had this key yet" in unknown
+
+
+def test_app_home_shows_loss_trend_tau_overrides_and_proposal(bot: BotUnderTest) -> None:
+    first, second = bot.surface("p1"), bot.surface("p2", fault_type="psu")
+    bot.click(ALICE, ACTION_LIKE, first)
+    bot.click(BOB, ACTION_OVERRIDE, second)
+    bot.standin.submit_view(
+        bot.events_url, SECRET, user_id=BOB, values={"reason": {"reason": "wrong_action"}, "details": {"details": "x"}}
+    )
+    with bot.bot.store.transaction() as tx:
+        tx.open_proposal(time.time(), "L_align 0.50 > 0.30 over 2 recommendations")
+    npo(bot, "mute psu|investigate|r#-p#|p&gt;=0.9 1h")
+    event = {"type": "app_home_opened", "user": ALICE, "channel": "D0ALICE", "tab": "home"}
+    assert bot.standin.send_event(bot.events_url, SECRET, event).status_code == 200
+    view: dict[str, Any] = wait_for(lambda: bot.standin.home_view(ALICE))
+    assert view["type"] == "home" and len(view["blocks"]) <= 100
+    text = str(view["blocks"])
+    assert "L_align: 0.500 over the last 2 answer(s)" in text and "*L_align trend*" in text
+    assert "τ = 0.50:" in text and "[0." in text  # posterior mean and interval per τ
+    assert f"<@{BOB}> on *psu*" in text and "Wrong action: x" in text  # the override with its reason
+    assert "Open retraining proposal #1" in text and "L_align 0.50 &gt; 0.30" in text
+    assert ":mute: `psu|investigate|r#-p#|p&gt;=0.9`" in text
+    assert len(bot.standin.calls("views.publish")) == 1

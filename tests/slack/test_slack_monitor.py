@@ -1,0 +1,164 @@
+"""End to end through the real HTTP server and the stand-in: engineers start overriding one key, the meta-monitor
+posts a retraining alert with Approve / Dismiss, Approve retrains (a new model version, a thread reply, F_monitor),
+and a second click on the same alert records nothing new."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slack_testing import ALICE, BOB, OPS, SECRET, BotUnderTest, make_settings, prediction, wait_for
+
+from bot.app import build_bot
+from bot.jobs.build import monitor_config
+from bot.jobs.monitor import run_monitor
+from bot.serve import ServerThread
+from bot.slack.blocks import ACTION_LIKE, ACTION_OVERRIDE
+from bot.slack.monitor_blocks import ACTION_APPROVE, ACTION_DISMISS
+from bot.standin import StandIn
+
+CHANNELS = [f"C0CH{i:03d}" for i in range(32)]  # one channel each: no 1 message/s pacing between them
+
+
+@pytest.fixture
+def drift_bot(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
+    for user in (ALICE, BOB):
+        standin.add_user(user)
+    for channel in CHANNELS:
+        standin.add_channel(channel)
+    settings = make_settings(tmp_path, standin, monitor_window=20, monitor_min_samples=10)
+    built = build_bot(settings, seed=1)
+    server = ServerThread(built.asgi, loop="asyncio").start()
+    try:
+        yield BotUnderTest(built, server, standin)
+    finally:
+        server.stop()
+        built.close()
+
+
+def _posted(bot: BotUnderTest, channel: str, pid: str) -> tuple[str, str]:
+    def find() -> tuple[str, str] | None:
+        for message in bot.standin.messages(channel):
+            if any(pid in str(block) for block in message.blocks):
+                return message.channel, message.ts
+        return None
+
+    return wait_for(find, 10)
+
+
+def _db(bot: BotUnderTest, sql: str) -> Any:
+    conn = sqlite3.connect(bot.bot.settings.db_path)
+    try:
+        return conn.execute(sql).fetchone()
+    finally:
+        conn.close()
+
+
+def _alert(bot: BotUnderTest) -> tuple[str, str]:
+    def find() -> tuple[str, str] | None:
+        for message in bot.standin.messages(OPS):
+            if ACTION_APPROVE in str(message.blocks):
+                return message.channel, message.ts
+        return None
+
+    return wait_for(find, 10)
+
+
+def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
+    bot = drift_bot
+    # 12 disk recommendations and 20 PSU ones, all surfaced first (an override starts the key's cooldown).
+    body = [
+        prediction(f"d{i}", channel=CHANNELS[i])
+        if i < 12
+        else prediction(f"s{i}", fault_type="psu", channel=CHANNELS[i])
+        for i in range(32)
+    ]
+    response = bot.ingest(body)
+    assert response.status_code == 200 and all(r["verdict"] == "surface" for r in response.json()["results"])
+    messages = {p["id"]: _posted(bot, p["channel"], p["id"]) for p in body}
+    # Quiet period: everything liked.
+    for pid in [f"d{i}" for i in range(10)] + [f"s{i}" for i in range(12, 22)]:
+        assert bot.click(ALICE, ACTION_LIKE, messages[pid]).status_code == 200
+    monitor = monitor_config(bot.bot.settings)
+    quiet = run_monitor(bot.bot.store, monitor, now=time.time(), channel=OPS, on_enqueue=bot.bot.worker.wake)
+    assert not quiet.decision.trigger and quiet.loss == 0.0
+    # Drift: the engineers start overriding the PSU key (through the reason modal).
+    for pid in [f"s{i}" for i in range(22, 32)]:
+        assert bot.click(BOB, ACTION_OVERRIDE, messages[pid]).status_code == 200
+        submitted = bot.standin.submit_view(
+            bot.events_url, SECRET, user_id=BOB, values={"reason": {"reason": "false_positive"}}
+        )
+        assert submitted.status_code == 200
+    for pid in ("d10", "d11"):
+        bot.click(ALICE, ACTION_LIKE, messages[pid])
+    assert _db(bot, "SELECT COUNT(*) FROM feedback WHERE kind = 'override'")[0] == 10
+    run = run_monitor(bot.bot.store, monitor, now=time.time(), channel=OPS, on_enqueue=bot.bot.worker.wake)
+    assert run.decision.trigger and run.proposal_id == 1
+
+    # The alert reaches the ops channel with Approve / Dismiss and the misaligned key.
+    channel, ts = _alert(bot)
+    alert = bot.standin.message(OPS, ts)
+    assert ACTION_DISMISS in str(alert.blocks) and "psu|investigate" in str(alert.blocks)
+
+    assert bot.click(ALICE, ACTION_APPROVE, (channel, ts)).status_code == 200
+    reply = wait_for(lambda: [m for m in bot.standin.messages(OPS) if m.thread_ts == ts], 10)[0]
+    assert "Retraining approved by" in reply.text and "model *v1* promoted" in reply.text
+    wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks), 10)
+    assert "Approved by" in str(bot.standin.message(OPS, ts).blocks)
+    assert _db(bot, "SELECT version, promoted FROM model_versions") == (1, 1)
+    assert _db(bot, "SELECT state, resolved_by, model_version FROM retraining_proposals") == ("approved", ALICE, 1)
+    assert _db(bot, "SELECT matches, decisions, open_proposal FROM monitor_state") == (1, 1, 0)  # F_monitor = 1
+
+    # A second click on the same alert (a stale client still showing the buttons) records nothing new.
+    tables = ("model_versions", "audit_log", "retraining_proposals", "outbox")
+    before = [_db(bot, f"SELECT COUNT(*) FROM {t}")[0] for t in tables]
+    state = _db(bot, "SELECT * FROM monitor_state")
+    again = bot.standin.click(
+        bot.events_url, SECRET, user_id=BOB, action_id=ACTION_APPROVE, message=(channel, ts), value="1", force=True
+    )
+    assert again.status_code == 200
+    notice = wait_for(
+        lambda: [m for m in bot.standin.messages(OPS, include_ephemeral=True) if m.ephemeral_to == BOB], 5
+    )
+    assert "already approved" in notice[0].text
+    assert [_db(bot, f"SELECT COUNT(*) FROM {t}")[0] for t in tables] == before
+    assert _db(bot, "SELECT * FROM monitor_state") == state
+    assert len([m for m in bot.standin.messages(OPS) if m.thread_ts == ts]) == 1
+
+
+def test_dismiss_and_refusal(drift_bot: BotUnderTest) -> None:
+    bot = drift_bot
+    store = bot.bot.store
+    with store.transaction() as tx:
+        proposal = tx.open_proposal(time.time(), "test proposal")
+        tx.enqueue(OPS, "message", {"text": "alert", "blocks": _buttons(proposal)}, time.time())
+    bot.bot.worker.wake()
+    channel, ts = _alert(bot)
+    outsider = "U0MALLORY"
+    bot.standin.add_user(outsider)
+    assert bot.click(outsider, ACTION_DISMISS, (channel, ts)).status_code == 200
+    assert _db(bot, "SELECT state FROM retraining_proposals") == ("open",)
+    assert bot.click(BOB, ACTION_DISMISS, (channel, ts)).status_code == 200
+    assert _db(bot, "SELECT state, resolved_by, model_version FROM retraining_proposals") == ("dismissed", BOB, None)
+    assert _db(bot, "SELECT matches, decisions FROM monitor_state") == (0, 1)  # the monitor was wrong: F = 0
+    reply = wait_for(lambda: [m for m in bot.standin.messages(OPS) if m.thread_ts == ts], 10)[0]
+    assert "Dismissed by" in reply.text and "F_monitor is now 0.00" in reply.text
+    assert _db(bot, "SELECT COUNT(*) FROM model_versions") == (0,)
+
+
+def _buttons(proposal: int) -> list[dict[str, Any]]:
+    return [
+        {"type": "section", "block_id": "why", "text": {"type": "mrkdwn", "text": "why"}},
+        {
+            "type": "actions",
+            "block_id": "npo_retrain_actions",
+            "elements": [
+                {"type": "button", "text": {"type": "plain_text", "text": t}, "action_id": a, "value": str(proposal)}
+                for t, a in (("Approve", ACTION_APPROVE), ("Dismiss", ACTION_DISMISS))
+            ],
+        },
+    ]
