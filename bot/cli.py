@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.db_cli import add_db_parser, run_db
+from bot.jobs.cli import add_report_parser, run_report
 from bot.evaluate.cli import add_evaluate_parser, run_evaluate
 from npo import __version__
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
 
     add_db_parser(sub)
+    add_report_parser(sub)
     add_evaluate_parser(sub)
     return parser
 
@@ -138,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_simulate(args)
     if args.command == "db":
         return run_db(args)
+    if args.command == "report":
+        return run_report(args)
     if args.command == "evaluate":
         return run_evaluate(args)
     if args.command == "serve":
