@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.db_cli import add_db_parser, run_db
-from bot.jobs.cli import add_report_parser, run_report
 from bot.evaluate.cli import add_evaluate_parser, run_evaluate
+from bot.jobs.cli import add_report_parser, run_report
 from npo import __version__
 
 if TYPE_CHECKING:
