@@ -521,6 +521,43 @@ def _checked_now(now: float) -> float:
     return _require_time("decided_at", now)
 
 
+(
+    _SET_APPLIED_EVENT,
+    _SET_APPLIED_KEY,
+    _SET_APPLIED_Y,
+    _SET_APPLIED_WEIGHT,
+    _SET_APPLIED_KEY_N_BEFORE,
+    _SET_APPLIED_ARM,
+    _SET_APPLIED_REWARD,
+    _SET_APPLIED_REPLACES,
+) = tuple(getattr(AppliedFeedback, f.name).__set__ for f in fields(AppliedFeedback))
+_new_applied = functools.partial(object.__new__, AppliedFeedback)
+
+
+def _applied(
+    event: FeedbackEvent,
+    key: str,
+    y: float,
+    weight: float,
+    key_n_before: float,
+    arm: int | None,
+    reward: float,
+    replaces: str | None,
+) -> AppliedFeedback:
+    """``AppliedFeedback(...)`` through the slot setters (the record has no checks of its own to skip; this only
+    avoids the frozen dataclass's per-field ``object.__setattr__``)."""
+    applied: AppliedFeedback = _new_applied()
+    _SET_APPLIED_EVENT(applied, event)
+    _SET_APPLIED_KEY(applied, key)
+    _SET_APPLIED_Y(applied, y)
+    _SET_APPLIED_WEIGHT(applied, weight)
+    _SET_APPLIED_KEY_N_BEFORE(applied, key_n_before)
+    _SET_APPLIED_ARM(applied, arm)
+    _SET_APPLIED_REWARD(applied, reward)
+    _SET_APPLIED_REPLACES(applied, replaces)
+    return applied
+
+
 def _weight_for(tx: LoopTransaction, operator: str, config: LoopConfig) -> tuple[float, OperatorTrust | None]:
     if config.trust is None or operator == SYSTEM_OPERATOR:
         return 1.0, None
@@ -604,7 +641,7 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
         new_state = update_key(key_state, y, config.eta, weight=weight, at=event.at)
         if decision.arm is not None:
             bandit = bandit.update(decision.arm, reward, weight)
-        applied = AppliedFeedback(event, decision.key, y, weight, key_state.weight_sum, decision.arm, reward)
+        applied = _applied(event, decision.key, y, weight, key_state.weight_sum, decision.arm, reward, None)
         status = "recorded"
     if trust is not None and config.trust is not None and first_answer and key_state.n >= config.peer_min_updates:
         # Peer credit once per person and recommendation: re-clicking must not earn trust.

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import overload
 
 import numpy as np
@@ -112,6 +112,24 @@ class OperatorTrust:
         return self.agree / (self.agree + self.disagree)
 
 
+# The slot descriptors of OperatorTrust's fields, in declaration order: setting through them skips the frozen check.
+_SET_OPERATOR, _SET_AGREE, _SET_DISAGREE, _SET_N_OUTCOME, _SET_N_PEER = (
+    getattr(OperatorTrust, f.name).__set__ for f in fields(OperatorTrust)
+)
+
+
+def _derive(trust: OperatorTrust, agree: float, disagree: float, n_outcome: int, n_peer: int) -> OperatorTrust:
+    """A new tally from values the update rules keep valid (a valid tally plus non-negative finite increments):
+    skips re-validation, like :func:`dataclasses.replace` without ``__post_init__``."""
+    new: OperatorTrust = object.__new__(OperatorTrust)
+    _SET_OPERATOR(new, trust.operator)
+    _SET_AGREE(new, agree)
+    _SET_DISAGREE(new, disagree)
+    _SET_N_OUTCOME(new, n_outcome)
+    _SET_N_PEER(new, n_peer)
+    return new
+
+
 def _check_code(y: float, name: str = "y") -> float:
     if isinstance(y, bool) or not isinstance(y, int | float) or not 0.0 <= float(y) <= 1.0:
         raise InvalidRecord(name, f"must be a feedback code in [0, 1], got {y!r}")
@@ -152,7 +170,7 @@ def update_with_outcome(trust: OperatorTrust, y: float, real_fault: bool, config
     del config  # outcomes always count fully; kept for a uniform signature
     _check_operator(trust)
     a = outcome_agreement(_check_code(y), bool(real_fault))
-    return replace(trust, agree=trust.agree + a, disagree=trust.disagree + (1.0 - a), n_outcome=trust.n_outcome + 1)
+    return _derive(trust, trust.agree + a, trust.disagree + (1.0 - a), trust.n_outcome + 1, trust.n_peer)
 
 
 @overload
@@ -180,7 +198,7 @@ def update_with_peers(trust: OperatorTrust, y: float, consensus: float, config: 
     _check_operator(trust)
     a = peer_agreement(_check_code(y), _check_code(consensus, "consensus"))
     w = config.peer_weight
-    return replace(trust, agree=trust.agree + w * a, disagree=trust.disagree + w * (1.0 - a), n_peer=trust.n_peer + 1)
+    return _derive(trust, trust.agree + w * a, trust.disagree + w * (1.0 - a), trust.n_outcome, trust.n_peer + 1)
 
 
 def _weight(agree: float, disagree: float, config: TrustConfig) -> float:

@@ -36,7 +36,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from sqlite_utils import Database
@@ -101,6 +101,17 @@ _FEEDBACK_INSERT = (
     f"arm, reward, replaces, audit_weight, audit_m, channel, target) VALUES ({_NEXT},?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
 )
 _INSERT_AUDIT = f"INSERT INTO audit_events (id, at, kind, subject, detail) VALUES ({_NEXT},?,?,?,?)"
+_UPDATE_KEY = "UPDATE key_alignment SET m = ?, n = ?, weight_sum = ?, updated_at = ? WHERE key = ?"
+_UPSERT_KEY = (
+    f"INSERT INTO key_alignment ({codec.KEY_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
+    "m = excluded.m, n = excluded.n, weight_sum = excluded.weight_sum, updated_at = excluded.updated_at"
+)
+_UPDATE_TRUST = "UPDATE operator_trust SET agree = ?, disagree = ?, n_outcome = ?, n_peer = ? WHERE operator = ?"
+_UPSERT_TRUST = (
+    f"INSERT INTO operator_trust ({codec.TRUST_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(operator) DO UPDATE "
+    "SET agree = excluded.agree, disagree = excluded.disagree, n_outcome = excluded.n_outcome, n_peer = excluded.n_peer"
+)
+_UPDATE_ARM = "UPDATE bandit_arms SET alpha = ?, beta = ?, pulls = ? WHERE arm = ? AND threshold = ?"
 _FEEDBACK_AUDIT_KEYS = frozenset(("operator", "kind", "y", "weight", "status", "m"))
 _EFFECTIVE_FEEDBACK = (
     f"SELECT {', '.join('f.' + c.strip() for c in codec.FEEDBACK_COLS.split(','))} FROM effective_answers e "
@@ -146,11 +157,27 @@ class _Statements:
 
     prefetch: str
     open_disruptive: str
+    # The warm prefetch (see SQLiteTransaction.prefetch_feedback): the connection's data_version, request seen,
+    # the row ids of the operator's and the system's effective answers; ``_decision`` adds the decision's columns.
+    warm: str = (
+        "SELECT data_version, EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
+        "(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = ?3), "
+        f"(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = '{SYSTEM_OPERATOR}') "
+        "FROM pragma_data_version"
+    )
+    warm_decision: str = (
+        "SELECT data_version, EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
+        "(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = ?3), "
+        f"(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = '{SYSTEM_OPERATOR}'), "
+        "d.key, d.verdict, d.rule, d.reason, d.decision_confidence, d.misalignment, d.score, d.threshold, d.arm, "
+        "d.decided_at, d.channel, d.target FROM pragma_data_version LEFT JOIN decisions d ON d.prediction_id = ?2"
+    )
     insert_feedback: str = _FEEDBACK_INSERT + (
         "COALESCE((SELECT channel FROM decisions WHERE prediction_id = ?), ''), "
         "COALESCE((SELECT target FROM decisions WHERE prediction_id = ?), ''))"
     )
     insert_feedback_known: str = _FEEDBACK_INSERT + "?,?)"
+    insert_feedback_id: str = _FEEDBACK_INSERT.replace(_NEXT, "?", 1) + "?,?)"  # the audit id given
 
 
 @functools.lru_cache(maxsize=32)
@@ -162,14 +189,16 @@ def _statements(n_arms: int, n_disruptive: int) -> _Statements:
     # SQLiteTransaction.prefetch_feedback): 0 request seen; 1-10 the decision after its prediction id; 11 its
     # channel, 12 its target; 13-16 the key's state after its name; 17-20 the operator's trust after the name;
     # 21, 22 the row ids of the operator's and the system's effective answers; 23 the arms' state (0 none
-    # stored, 1 as configured, -1 anything else); 24… α, β, pulls per arm. Few columns: each costs ~0.15 µs.
+    # stored, 1 as configured, -1 anything else); 24… α, β, pulls per arm; last, the connection's data_version.
+    # Few columns: each costs ~0.15 µs.
     prefetch = (
         "SELECT EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
         "d.key, d.verdict, d.rule, d.reason, d.decision_confidence, d.misalignment, d.score, d.threshold, d.arm, "
         "d.decided_at, d.channel, d.target, k.m, k.n, k.weight_sum, k.updated_at, "
         "t.agree, t.disagree, t.n_outcome, t.n_peer, fp.feedback_id, fs.feedback_id, "
         "CASE (SELECT COUNT(*) FROM bandit_arms) WHEN 0 THEN 0 "
-        f"WHEN {n_arms} THEN CASE WHEN {arms_match} THEN 1 ELSE -1 END ELSE -1 END, {arms} "
+        f"WHEN {n_arms} THEN CASE WHEN {arms_match} THEN 1 ELSE -1 END ELSE -1 END, {arms}, "
+        "(SELECT data_version FROM pragma_data_version) "
         "FROM (SELECT ?2 AS pid) AS q "
         "LEFT JOIN decisions d ON d.prediction_id = q.pid "
         "LEFT JOIN key_alignment k ON k.key = d.key "
@@ -251,6 +280,57 @@ class _BatchContexts:
             self._surfaced[channel] = self._surfaced.get(channel, 0) + 1
 
 
+_SNAPSHOT_LIMIT = 4096  # entries per cache a snapshot keeps (a larger one is dropped, not trimmed)
+
+
+class _Snapshot:
+    """What one connection's last committed feedback transaction had read and written (keys, trust, bandit,
+    decisions with their channel and target, and which key and trust rows exist), for its next transaction.
+
+    Valid only while nothing else has changed the database: SQLite's ``data_version`` (it changes when *another*
+    connection, in this process or any other, commits) must be the one that transaction saw, and the connection's
+    ``total_changes`` the one it left (any other write on this connection, outside such a transaction, moves it).
+    :meth:`SQLiteTransaction.prefetch_feedback` checks both inside ``BEGIN IMMEDIATE``, where nobody else can
+    commit, before reusing it; otherwise the reads are made again. Decisions are append-only rows, so caching
+    them is safe; the rest is exactly the state the snapshot's transaction committed."""
+
+    __slots__ = (
+        "bandit",
+        "bandit_stored",
+        "changes",
+        "channel_target",
+        "data_version",
+        "decisions",
+        "keys",
+        "next_id",
+        "stored_keys",
+        "stored_trust",
+        "trust",
+    )
+
+    def __init__(self, tx: SQLiteTransaction, data_version: int, changes: int) -> None:
+        self.data_version = data_version
+        self.changes = changes
+        self.keys = tx._keys
+        self.stored_keys = tx._stored_keys
+        self.trust = tx._trust
+        self.stored_trust = tx._stored_trust
+        self.bandit = tx._bandit
+        self.bandit_stored = tx._bandit_stored
+        self.decisions = tx._decisions
+        self.channel_target = tx._channel_target
+        self.next_id = tx._next_id
+        for big in (self.keys, self.trust, self.decisions):
+            if len(big) > _SNAPSHOT_LIMIT:
+                self.keys, self.stored_keys, self.trust, self.stored_trust = {}, set(), {}, set()
+                self.decisions, self.channel_target = {}, {}
+                break
+
+
+class _SnapshotHolder(Protocol):
+    snapshot: _Snapshot | None
+
+
 class SQLiteTransaction:
     """One ``BEGIN IMMEDIATE`` transaction: implements :class:`npo.loop.LoopTransaction` plus the writes the bot
     needs to make atomically with a loop step (outbox, job claims, monitor state, model versions).
@@ -258,8 +338,20 @@ class SQLiteTransaction:
     Use only inside ``with store.transaction() as tx:`` on the thread that opened it.
     """
 
-    def __init__(self, conn: sqlite3.Connection, config: LoopConfig, disruptive_actions: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        config: LoopConfig,
+        disruptive_actions: tuple[str, ...],
+        holder: _SnapshotHolder | None = None,
+    ) -> None:
         self._c = conn
+        self._holder = holder  # where the connection's snapshot is kept (None: this transaction uses none)
+        self._data_version: int | None = None  # as seen by this transaction (prefetch_feedback reads it)
+        self._clean = True  # False once the raw connection was handed out or a savepoint rolled back
+        self._stored_keys: set[str] = set()  # key_alignment rows known to exist
+        self._stored_trust: set[str] = set()  # operator_trust rows known to exist
+        self._next_id: int | None = None  # the next id of the audit sequence, when known (see add_feedback)
         self._config = config
         self._disruptive = disruptive_actions
         self._sql = _statements(config.bandit.n_arms, len(disruptive_actions))
@@ -275,11 +367,17 @@ class SQLiteTransaction:
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """The raw connection (for reads the store does not wrap). Writes through it bypass the caches."""
+        """The raw connection (for reads the store does not wrap). Writes through it bypass the caches (this
+        transaction's cached reads are then not kept for the next one)."""
+        self._clean = False
         return self._c
 
     def invalidate(self) -> None:
         """Forget the cached reads (after a savepoint was rolled back)."""
+        self._clean = False
+        self._next_id = None
+        self._stored_keys = set()
+        self._stored_trust = set()
         self._keys.clear()
         self._trust.clear()
         self._bandit = self._bandit_stored = None
@@ -288,6 +386,21 @@ class SQLiteTransaction:
         self._decisions.clear()
         self._seen.clear()
         self._channel_target.clear()
+
+    def _after_commit(self) -> None:
+        """Keep this transaction's reads for the connection's next one when they are known to be exact: no raw
+        connection handed out, no savepoint rolled back, and the ``data_version`` it ran under known."""
+        holder = self._holder
+        if holder is None:
+            return
+        if self._clean and self._data_version is not None:
+            holder.snapshot = _Snapshot(self, self._data_version, self._c.total_changes)
+        elif not self._clean:
+            holder.snapshot = None
+
+    def _after_rollback(self) -> None:
+        if self._holder is not None:
+            self._holder.snapshot = None
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _write(self, table: str, record: str, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
@@ -313,7 +426,8 @@ class SQLiteTransaction:
         return None
 
     def _next_audit_id(self) -> int:
-        """The next id of the shared audit sequence (see storage/migrations.py)."""
+        """The next id of the shared audit sequence (see storage/migrations.py); the caller is about to use it."""
+        self._next_id = None
         return int(self._c.execute(NEXT_AUDIT_ID).fetchone()[0])
 
     def add_decision(self, prediction: Prediction, decision: Decision, channel: str) -> None:
@@ -559,19 +673,24 @@ class SQLiteTransaction:
         if cached is not None:
             return cached
         row = self._one(f"SELECT {codec.KEY_COLS} FROM key_alignment WHERE key = ?", (key,))
-        state = KeyAlignment(key=key) if row is None else codec.key_from_row(row)
+        if row is None:
+            state = KeyAlignment(key=key)
+        else:
+            state = codec.key_from_row(row)
+            self._stored_keys.add(key)
         self._keys[key] = state
         return state
 
     def put_key(self, state: KeyAlignment) -> None:
-        self._write(
-            "key_alignment",
-            state.key,
-            f"INSERT INTO key_alignment ({codec.KEY_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
-            "m = excluded.m, n = excluded.n, weight_sum = excluded.weight_sum, updated_at = excluded.updated_at",
-            codec.key_params(state),
-        )
-        self._keys[state.key] = state
+        key = state.key
+        if key in self._stored_keys:  # a plain UPDATE when the row is known to exist (cheaper than an upsert)
+            params = (state.m, state.n, state.weight_sum, state.updated_at, key)
+            if self._write("key_alignment", key, _UPDATE_KEY, params).rowcount == 1:
+                self._keys[key] = state
+                return
+        self._write("key_alignment", key, _UPSERT_KEY, codec.key_params(state))
+        self._keys[key] = state
+        self._stored_keys.add(key)
 
     def get_bandit(self) -> ThresholdBandit:
         if self._bandit is not None:
@@ -623,7 +742,13 @@ class SQLiteTransaction:
             "beta = excluded.beta, pulls = excluded.pulls"
         )
         try:
-            if len(rows) == 1:
+            if len(rows) == 1 and old is not None:
+                # The stored arms were read in this transaction (or a snapshot of it): the row exists, and its
+                # threshold was checked against the configuration, so a plain UPDATE does the same.
+                arm, threshold, a, b, n = rows[0]
+                if self._c.execute(_UPDATE_ARM, (a, b, n, arm, threshold)).rowcount != 1:
+                    self._c.execute(sql, rows[0])
+            elif len(rows) == 1:
                 self._c.execute(sql, rows[0])
             elif rows:
                 self._c.executemany(sql, rows)
@@ -636,19 +761,21 @@ class SQLiteTransaction:
             return self._trust[operator]
         row = self._one(f"SELECT {codec.TRUST_COLS} FROM operator_trust WHERE operator = ?", (operator,))
         trust = None if row is None else codec.trust_from_row(row)
+        if trust is not None:
+            self._stored_trust.add(operator)
         self._trust[operator] = trust
         return trust
 
     def put_trust(self, trust: OperatorTrust) -> None:
-        self._write(
-            "operator_trust",
-            trust.operator,
-            f"INSERT INTO operator_trust ({codec.TRUST_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(operator) DO UPDATE "
-            "SET agree = excluded.agree, disagree = excluded.disagree, n_outcome = excluded.n_outcome, "
-            "n_peer = excluded.n_peer",
-            codec.trust_params(trust),
-        )
-        self._trust[trust.operator] = trust
+        operator = trust.operator
+        if operator in self._stored_trust:  # a plain UPDATE when the row is known to exist
+            params = (trust.agree, trust.disagree, trust.n_outcome, trust.n_peer, operator)
+            if self._write("operator_trust", operator, _UPDATE_TRUST, params).rowcount == 1:
+                self._trust[operator] = trust
+                return
+        self._write("operator_trust", operator, _UPSERT_TRUST, codec.trust_params(trust))
+        self._trust[operator] = trust
+        self._stored_trust.add(operator)
 
     # -- feedback and outcomes -----------------------------------------------------------------------------
     def prefetch_feedback(self, prediction_id: str, operator: str, request_id: str) -> None:
@@ -656,9 +783,62 @@ class SQLiteTransaction:
         whether ``request_id`` is stored, the decision (with its channel and target), its key's state, the
         operator's trust, the operator's and the system's effective answers (a second query, only when there
         is one), and the bandit. Entries already cached (this transaction's own writes) are kept. A bandit that
-        does not match the configuration is left for :meth:`get_bandit` to report."""
+        does not match the configuration is left for :meth:`get_bandit` to report.
+
+        When this is the transaction's first read and the connection's previous feedback transaction left a
+        :class:`_Snapshot` that is still exact (nothing else committed since: same ``data_version``, same
+        ``total_changes``), its keys, trust, bandit and decisions are reused and only the per-event part is read
+        (request seen, effective answers, and the decision when it is not among the snapshot's)."""
+        holder = self._holder
+        snap = None if holder is None else holder.snapshot
+        if (
+            snap is not None
+            and self._c.total_changes == snap.changes
+            and not (self._decisions or self._keys or self._trust or self._seen or self._effective)
+            and self._bandit is None
+        ):
+            assert holder is not None
+            holder.snapshot = None  # taken: given back (updated) by a clean commit
+            known = prediction_id in snap.decisions
+            r = self._c.execute(
+                self._sql.warm if known else self._sql.warm_decision, (request_id, prediction_id, operator)
+            ).fetchone()
+            if r[0] == snap.data_version:
+                self._data_version = r[0]
+                self._keys, self._stored_keys = snap.keys, snap.stored_keys
+                self._trust, self._stored_trust = snap.trust, snap.stored_trust
+                self._bandit, self._bandit_stored = snap.bandit, snap.bandit_stored
+                self._decisions, self._channel_target = snap.decisions, snap.channel_target
+                self._next_id = snap.next_id
+                self._seen[request_id] = bool(r[1])
+                if not known:
+                    if r[4] is None:
+                        self._decisions[prediction_id] = None
+                        return
+                    self._decisions[prediction_id] = codec.trusted_row(
+                        Decision,
+                        (prediction_id, r[4], codec.VERDICTS[r[5]], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13]),
+                    )
+                    self._channel_target[prediction_id] = (r[14], r[15])
+                self._load_effective(prediction_id, operator, r[2], r[3])
+                return
+        self._prefetch_all(prediction_id, operator, request_id)
+
+    def _load_effective(self, prediction_id: str, operator: str, own_id: int | None, system_id: int | None) -> None:
+        own, system = (prediction_id, operator), (prediction_id, SYSTEM_OPERATOR)
+        if own not in self._effective and system not in self._effective:
+            self._effective[own] = self._effective[system] = None
+            if own_id is not None or system_id is not None:
+                rows = self._c.execute(
+                    f"SELECT {codec.FEEDBACK_COLS} FROM feedback WHERE id IN (?, ?)", (own_id, system_id)
+                ).fetchall()
+                for row in rows:
+                    self._effective[(prediction_id, row[1])] = codec.feedback_from_row(row)
+
+    def _prefetch_all(self, prediction_id: str, operator: str, request_id: str) -> None:
         cfg = self._config.bandit
         r = self._c.execute(self._sql.prefetch, (request_id, prediction_id, operator, *cfg.thresholds)).fetchone()
+        self._data_version = r[-1]
         self._seen.setdefault(request_id, bool(r[0]))
         if r[1] is None:
             self._decisions.setdefault(prediction_id, None)
@@ -674,27 +854,23 @@ class SQLiteTransaction:
             return
         key = decision.key
         if key not in self._keys:
-            self._keys[key] = (
-                KeyAlignment(key=key) if r[14] is None else codec.key_from_row((key, r[13], r[14], r[15], r[16]))
-            )
+            if r[14] is None:
+                self._keys[key] = KeyAlignment(key=key)
+            else:
+                self._keys[key] = codec.key_from_row((key, r[13], r[14], r[15], r[16]))
+                self._stored_keys.add(key)
         if operator not in self._trust:
-            self._trust[operator] = (
-                None if r[17] is None else codec.trust_from_row((operator, r[17], r[18], r[19], r[20]))
-            )
-        own, system = (prediction_id, operator), (prediction_id, SYSTEM_OPERATOR)
-        if own not in self._effective and system not in self._effective:
-            self._effective[own] = self._effective[system] = None
-            if r[21] is not None or r[22] is not None:
-                rows = self._c.execute(
-                    f"SELECT {codec.FEEDBACK_COLS} FROM feedback WHERE id IN (?, ?)", (r[21], r[22])
-                ).fetchall()
-                for row in rows:
-                    self._effective[(prediction_id, row[1])] = codec.feedback_from_row(row)
+            if r[17] is None:
+                self._trust[operator] = None
+            else:
+                self._trust[operator] = codec.trust_from_row((operator, r[17], r[18], r[19], r[20]))
+                self._stored_trust.add(operator)
+        self._load_effective(prediction_id, operator, r[21], r[22])
         if self._bandit is None and r[23] >= 0:
             if r[23] == 0:
                 self._bandit = ThresholdBandit(cfg)
             else:
-                arms = r[24:]
+                arms = r[24 : 24 + 3 * cfg.n_arms]
                 self._bandit = self._bandit_stored = codec.trusted_row(
                     ThresholdBandit, (cfg, tuple(arms[0::3]), tuple(arms[1::3]), tuple(arms[2::3]))
                 )
@@ -732,20 +908,32 @@ class SQLiteTransaction:
         self._seen.pop(ev.request_id, None)
         audited = None if audit is None else _feedback_audit(applied, audit)
         known = self._channel_target.get(ev.prediction_id)
-        if known is not None:
-            self._write(
+        next_id = self._next_id
+        self._next_id = None
+        if known is not None and next_id is not None:
+            # The next audit id is known exactly (this transaction, or the snapshot it continues, made the last
+            # allocation and nothing else has written since): given directly instead of computed by NEXT_AUDIT_ID.
+            cur = self._write(
+                "feedback",
+                ev.request_id,
+                self._sql.insert_feedback_id,
+                (next_id, *codec.feedback_params(applied), *(audited or (None, None)), *known),
+            )
+        elif known is not None:
+            cur = self._write(
                 "feedback",
                 ev.request_id,
                 self._sql.insert_feedback_known,
                 (*codec.feedback_params(applied), *(audited or (None, None)), *known),
             )
         else:
-            self._write(
+            cur = self._write(
                 "feedback",
                 ev.request_id,
                 self._sql.insert_feedback,
                 (*codec.feedback_params(applied), *(audited or (None, None)), ev.prediction_id, ev.prediction_id),
             )
+        self._next_id = None if cur.lastrowid is None else cur.lastrowid + 1
         self._seen[ev.request_id] = True
         if audit is not None and audited is None:
             self.audit("feedback", ev.prediction_id, audit, ev.at)
@@ -886,6 +1074,7 @@ class SQLiteTransaction:
         return cur.rowcount == 1
 
     def audit(self, kind: str, subject: str, detail: Mapping[str, object], at: float) -> None:
+        self._next_id = None
         self._write(
             "audit_log",
             subject,
@@ -911,7 +1100,7 @@ class _Scope:
         outer = local.tx
         if outer is not None:
             name = f"npo_sp_{local.depth}"
-            outer.connection.execute(f"SAVEPOINT {name}")
+            outer._c.execute(f"SAVEPOINT {name}")
             local.depth += 1
             self._savepoint = name
             self._tx = outer
@@ -923,14 +1112,14 @@ class _Scope:
         except BaseException:
             store._write_lock.release()
             raise
-        tx = SQLiteTransaction(conn, store.config, store.disruptive_actions)
+        tx = SQLiteTransaction(conn, store.config, store.disruptive_actions, local)
         local.tx = self._tx = tx
         return tx
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         tx = self._tx
         assert tx is not None, "transaction scope exited without being entered"
-        conn = tx.connection
+        conn = tx._c
         name = self._savepoint
         if name is not None:
             local = self._store._local
@@ -948,15 +1137,18 @@ class _Scope:
         store = self._store
         try:
             if exc_type is not None:
+                tx._after_rollback()
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 return
             try:
                 conn.execute("COMMIT")
             except BaseException:
+                tx._after_rollback()
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            tx._after_commit()
         finally:
             store._local.tx = None
             store._write_lock.release()
@@ -966,6 +1158,7 @@ class _Local(threading.local):
     db: Database | None = None
     tx: SQLiteTransaction | None = None
     depth: int = 0
+    snapshot: _Snapshot | None = None  # see _Snapshot
 
 
 class SQLiteStore:
