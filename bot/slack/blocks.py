@@ -165,6 +165,13 @@ def recommendation_blocks(view: RecommendationView) -> list[Block]:
     lines = _answer_lines(view.answers)
     if lines:
         blocks.append({"type": "section", "block_id": "npo_answers", "text": mrkdwn("\n".join(lines), MAX_SECTION)})
+    skip = next((a for a in view.answers if a.operator == "system" and a.kind is FeedbackKind.SKIPPED), None)
+    if skip is not None:
+        note = (
+            f":zzz: Nobody answered in time: counted as *skipped* at {_date(skip.at)}. "
+            "An answer now still counts and replaces the skip."
+        )
+        blocks.append({"type": "context", "block_id": "npo_skipped", "elements": [mrkdwn(note, MAX_SECTION)]})
     if view.outcome is not None:
         o = view.outcome
         verdict = ":white_check_mark: Confirmed fault" if o.real_fault else ":information_source: False alarm"
@@ -353,6 +360,7 @@ def help_text() -> str:
     return (
         "*NPO* learns from your clicks which fault recommendations to surface.\n"
         "`/npo status` — alignment loss, answer rates, threshold posteriors, queue\n"
+        "`/npo summary`, `/npo why <id>`, `/npo mute <key> <duration>`, `/npo unmute <key>` — see `/npo help`\n"
         "`/npo help` — this message\n"
         "On a recommendation: *Like* (right call), *Override* (wrong; give a reason), *Neutral*; "
         "*Confirmed fault* / *False alarm* record what really happened."

@@ -144,3 +144,26 @@ def _recorder(ran: list[str], name: str) -> Callable[[datetime], None]:
 def _idle(s: Scheduler) -> bool:
     scheduler = s._scheduler
     return scheduler is not None and scheduler.get_job("catch-up") is None
+
+
+def test_a_raising_job_is_logged_and_the_scheduler_keeps_running(
+    stores: tuple[SQLiteStore, SQLiteStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(slot: datetime) -> None:
+        raise RuntimeError("boom")
+
+    clock = Clock(datetime(2025, 3, 24, 10, tzinfo=UTC))
+    ran: list[datetime] = []
+    s = Scheduler(
+        stores[0], [JobSpec("broken", WEEKLY, broken, WEEK), JobSpec("ok", WEEKLY, ran.append, WEEK)], now=clock
+    )
+    s.start()
+    try:
+        s._safe_run_due("broken")  # what APScheduler calls: never raises
+        assert s.running and "job broken failed" in caplog.text and "boom" in caplog.text
+        s._safe_run_due("ok")
+        assert ran == [datetime(2025, 3, 24, 9, tzinfo=UTC)]
+        with stores[0].read() as conn:
+            assert claim_count(conn, "broken") == 0  # released: the next run retries the slot
+    finally:
+        s.shutdown()

@@ -22,7 +22,7 @@ from bot.jobs.cli import add_report_parser, run_report
 from bot.jobs.monitor import MONITOR_JOB
 from bot.jobs.report import PNG_SIGNATURE, build_report, render_png, report_text
 from bot.jobs.runner import Scheduler
-from bot.jobs.weekly import WEEKLY_JOB, weekly_trigger
+from bot.jobs.weekly import WEEK, WEEKLY_JOB, weekly_trigger
 from bot.standin import StandIn
 from npo.loop import record_feedback, record_outcome
 from npo.types import FeedbackEvent, FeedbackKind, Outcome
@@ -241,3 +241,45 @@ def test_deps_from_settings(db_path: Path, client: WebClient) -> None:
         job_deps = JobDeps.from_settings(settings, store, client)
         assert (job_deps.ops_channel, job_deps.timezone, job_deps.skip_timeout_min) == (OPS, "Europe/Berlin", 15)
         assert sorted(j.name for j in build_jobs(job_deps)) == [MONITOR_JOB, SKIP_JOB, WEEKLY_JOB]
+
+
+def test_the_chart_is_a_png_of_the_falling_loss(db_path: Path) -> None:
+    """The PNG decodes as an image, and its line falls from left to right as L_align does (rows grow downwards)."""
+    import io  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415 - Pillow comes with matplotlib
+
+    start = datetime(2025, 3, 17, 9, tzinfo=BERLIN)
+    with SQLiteStore(db_path) as store:
+        # Four answers a day, fewer and fewer of them overrides: L_align 0.75 → 0.0 over the week.
+        n = 0
+        for day, overrides in enumerate([3, 3, 2, 2, 1, 0, 0]):
+            at = start.timestamp() + day * 86_400 + 3600
+            ids = list(range(n, n + 4))
+            surface_and_post(store, [prediction(i, at, fault_type=f"f{day}") for i in ids], posted_at=at)
+            with store.transaction() as tx:
+                for k, i in enumerate(ids):
+                    kind = FeedbackKind.OVERRIDE if k < overrides else FeedbackKind.LIKE
+                    record_feedback(tx, FeedbackEvent(f"p{i}", "U1", kind, at + 60, f"r{i}"), config=store.config)
+            n += 4
+        report = build_report(store, since=start, until=start + WEEK, timezone="Europe/Berlin")
+    assert [d.loss for d in report.days] == [0.75, 0.75, 0.5, 0.5, 0.25, 0.0, 0.0, None]  # Mon 09:00 → Mon 09:00
+    image = Image.open(io.BytesIO(render_png(report)))
+    assert image.format == "PNG" and image.size == (800, 350)
+    rgb = image.convert("RGB")
+    blue = [
+        (x, y)
+        for x in range(rgb.width)
+        for y in range(rgb.height)
+        if _close(rgb.getpixel((x, y)), (0x1F, 0x77, 0xB4))  # the line's colour
+    ]
+    assert len(blue) > 300
+    xs = sorted({x for x, _ in blue})
+    left = [y for x, y in blue if x < xs[0] + 20]
+    right = [y for x, y in blue if x > xs[-1] - 20]
+    assert sum(left) / len(left) < sum(right) / len(right) - 100  # high loss on the left, low on the right
+
+
+def _close(pixel: object, colour: tuple[int, int, int]) -> bool:
+    assert isinstance(pixel, tuple)
+    return all(abs(int(a) - b) <= 12 for a, b in zip(pixel[:3], colour, strict=True))

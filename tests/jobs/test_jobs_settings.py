@@ -1,0 +1,67 @@
+"""The scheduled jobs' settings: defaults, parsing, and errors that name the variable."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+from bot.jobs.build import monitor_config, monitor_trigger
+from bot.jobs.weekly import weekly_trigger
+
+BASE = {
+    "SLACK_BOT_TOKEN": "xoxb-x",
+    "SLACK_SIGNING_SECRET": "s" * 16,
+    "NPO_INGEST_TOKEN": "t" * 16,
+    "NPO_INCIDENT_CHANNEL": "C1INC",
+    "NPO_OPS_CHANNEL": "C2OPS",
+}
+
+
+def test_defaults() -> None:
+    settings = load_settings(BASE, None)
+    assert settings.weekly_summary_at == ("mon", 9, 0) and settings.monitor_interval_min == 60
+    config = monitor_config(settings)
+    assert (config.loss_threshold, config.window, config.min_samples, config.cooldown_s) == (0.3, 200, 30, 6 * 3600)
+
+
+def test_values_are_parsed() -> None:
+    settings = load_settings(
+        BASE
+        | {
+            "NPO_WEEKLY_SUMMARY_AT": "Friday 16:30",
+            "NPO_TIMEZONE": "Europe/Berlin",
+            "NPO_MONITOR_INTERVAL_MIN": "15",
+            "NPO_MONITOR_LOSS_THRESHOLD": "0.25",
+            "NPO_MONITOR_WINDOW": "50",
+            "NPO_MONITOR_MIN_SAMPLES": "20",
+            "NPO_MONITOR_COOLDOWN_H": "12",
+        },
+        None,
+    )
+    assert settings.weekly_summary_at == ("fri", 16, 30)
+    trigger = weekly_trigger(settings.timezone, *settings.weekly_summary_at)
+    fire = trigger.get_next_fire_time(None, datetime(2025, 3, 26, 12, tzinfo=ZoneInfo("Europe/Berlin")))
+    assert fire is not None and fire.isoformat() == "2025-03-28T16:30:00+01:00" and fire.strftime("%A") == "Friday"
+    config = monitor_config(settings)
+    assert (config.loss_threshold, config.window, config.min_samples, config.cooldown_s) == (0.25, 50, 20, 12 * 3600)
+    assert monitor_trigger(settings.monitor_interval_min).interval.total_seconds() == 900
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("NPO_WEEKLY_SUMMARY_AT", "1 09:00", "weekday name"),
+        ("NPO_WEEKLY_SUMMARY_AT", "mon 25:00", "weekday name"),
+        ("NPO_TIMEZONE", "Mars/Olympus", "IANA time zone"),
+        ("NPO_MONITOR_INTERVAL_MIN", "0", "between 1 and 1440"),
+        ("NPO_MONITOR_LOSS_THRESHOLD", "1.5", "between 0 and 1"),
+        ("NPO_MONITOR_WINDOW", "five", "integer"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(BASE | {name: value}, None)
+    assert list(caught.value.problems) == [name] and message in caught.value.problems[name]
