@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.db_cli import add_db_parser, run_db
+from bot.demo.cli import add_demo_parser, run_demo
 from bot.evaluate.cli import add_evaluate_parser, run_evaluate
 from bot.jobs.cli import add_report_parser, run_report
 from npo import __version__
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the Slack bot's HTTP service (settings from the environment / .env)")
     serve.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
 
+    socket = sub.add_parser("socket", help="run the bot in Socket Mode (no public URL; needs SLACK_APP_TOKEN)")
+    socket.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
+
+    add_demo_parser(sub)
+
     replay = sub.add_parser("replay", help="decide every prediction in a JSONL or CSV file")
     replay.add_argument("file", type=Path, help="predictions, one JSON object per line, or CSV with a header")
     replay.add_argument("--format", choices=("jsonl", "csv"), help="default: from the file extension")
@@ -81,6 +87,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(settings)
+
+
+def cmd_socket(args: argparse.Namespace) -> int:
+    import logging  # noqa: PLC0415
+
+    from bot.socket_mode import socket_mode  # noqa: PLC0415
+
+    settings = _settings(args.env_file)
+    if settings is None:
+        return 2
+    if not settings.slack_app_token:
+        print("npo-bot socket: SLACK_APP_TOKEN is required (an app-level token starting with xapp-)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return socket_mode(settings)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -148,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(args)
     if args.command == "replay":
         return cmd_replay(args)
+    if args.command == "socket":
+        return cmd_socket(args)
+    if args.command == "demo":
+        return run_demo(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses unknown commands first
 
 

@@ -6,6 +6,8 @@ Routes (all on loopback):
 - ``POST /upload/<file_id>``: the raw upload behind ``files.getUploadURLExternal``'s ``upload_url``.
 - ``POST /response/<id>``: response URLs handed out with clicks and slash commands.
 - ``GET /``: the web page; ``GET /files/<file_id>``: an uploaded file; ``POST /ui/click``: a click from the page.
+- ``/ui/…``: the live page and its JSON routes (:mod:`bot.standin.live`).
+- ``POST /api/apps.connections.open``: Socket Mode's WebSocket URL, once :mod:`bot.standin.socket_mode` is attached.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import httpx
 
 from bot.standin import interactions
 from bot.standin.faults import FaultInjector, FaultKind
+from bot.standin.live import LiveUi
 from bot.standin.page import render_page
 from bot.standin.store import TEAM_ID, Call, Message, ResponseUrl, Store, StoredFile
 from bot.standin.webapi import Reply, WebApi
@@ -99,6 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
                 notice=query.get("notice", ""),
             )
             self._raw(200, page.encode(), "text/html; charset=utf-8")
+        elif parts.path.startswith("/ui/") or parts.path == "/ui":
+            self._raw(*s.live.get(parts.path, parts.query))
         elif parts.path.startswith("/files/"):
             stored = s.store.files.get(parts.path.removeprefix("/files/"))
             if stored is None or stored.data is None:
@@ -120,6 +125,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path
         if path == "/ui/click":
             self._ui_click(raw)
+            return
+        if path.startswith("/ui/"):
+            self._raw(*s.live.post(path, raw))
             return
         if path.startswith("/api/"):
             method = path.removeprefix("/api/")
@@ -173,6 +181,9 @@ class _Handler(BaseHTTPRequestHandler):
             return s.api.upload(path.removeprefix("/upload/"), raw)
         if method == RESPONSE_URL:
             return s.api.response_url(path.removeprefix("/response/"), body)
+        if method == "apps.connections.open" and s.socket_mode is not None:
+            answer: Reply = s.socket_mode.connections_open(self.headers.get("Authorization"))
+            return answer
         return s.api.call(method, body, self.headers.get("Authorization"))
 
     def _ui_click(self, raw: bytes) -> None:
@@ -229,6 +240,8 @@ class StandIn:
         self._thread: threading.Thread | None = None
         self.stopping = threading.Event()
         self._lifecycle = threading.Lock()
+        self.live = LiveUi(self)  # the live page (/ui/)
+        self.socket_mode: Any = None  # a bot.standin.socket_mode.SocketModeStandIn once attached
         if channels is not None:
             named = channels if isinstance(channels, Mapping) else {c: c.lower() for c in channels}
             for channel_id, name in named.items():

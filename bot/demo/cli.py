@@ -1,0 +1,147 @@
+"""``npo-bot demo``: its options and the foreground run (one URL printed; Ctrl-C stops everything cleanly).
+
+Only argparse is imported at module level so that ``npo-bot --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_demo_parser", "run_demo"]
+
+EPILOG = """\
+examples:
+  npo-bot demo                         open the printed URL and answer the recommendations yourself
+  npo-bot demo --auto --minutes 2      simulated engineers answer; stops after 2 minutes with a summary
+  npo-bot demo --auto --noise 0.3      noisier engineers (30 % of answers flipped)
+  npo-bot demo --replay preds.jsonl    your own predictions (npo-bot replay's format; optional real_fault)
+"""
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value:g}")
+    return value
+
+
+def _positive(kind: type[Any]) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+        return value
+
+    return convert
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port between 0 and 65535, got {value}")
+    return value
+
+
+def add_demo_parser(sub: Any) -> None:
+    """Register ``demo`` on the ``npo-bot`` sub-command parser."""
+    demo = sub.add_parser(
+        "demo",
+        help="the whole loop locally: Slack stand-in, bot, SQLite, fault stream, one URL (no Slack account)",
+        description="Run NPO end to end on this machine with a local Slack stand-in and print the page URL. "
+        "Nothing leaves 127.0.0.1.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--port", type=_port, default=8765, help="page port on 127.0.0.1 (default 8765; 0: any free)")
+    demo.add_argument(
+        "--db", type=Path, default=Path("npo-demo.db"), help="SQLite file (default ./npo-demo.db, replaced at start)"
+    )
+    demo.add_argument("--resume", action="store_true", help="continue with the existing --db instead of replacing it")
+    demo.add_argument("--auto", action="store_true", help="simulated engineers answer the recommendations")
+    demo.add_argument("--minutes", type=_positive(float), help="stop after this many minutes (default: at Ctrl-C)")
+    demo.add_argument("--count", type=_positive(int), help="stop after this many predictions (and their answers)")
+    demo.add_argument("--rate", type=_positive(float), help="predictions per minute (default 60 with --auto, else 6)")
+    demo.add_argument(
+        "--outcome-delay",
+        type=float,
+        help="seconds until a prediction's true outcome is reported (default 30 with --auto, else 180)",
+    )
+    demo.add_argument("--noise", type=_fraction, default=0.1, help="share of engineers' answers flipped (default 0.1)")
+    demo.add_argument("--skip", type=_fraction, default=0.1, help="share of recommendations nobody answers (0.1)")
+    demo.add_argument("--neutral", type=_fraction, default=0.03, help="share of neutral answers (default 0.03)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the fault stream (default 0)")
+    demo.add_argument("--replay", type=Path, metavar="FILE", help="send the predictions of FILE instead (JSONL/CSV)")
+    demo.add_argument("--policy", type=Path, metavar="FILE", help="safety policy TOML (default: the demo policy)")
+    demo.add_argument("--quiet", action="store_true", help="print only the URL, the summary and errors")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo in the foreground; 0 on a normal end or Ctrl-C, 2 when it cannot start."""
+    import logging  # noqa: PLC0415 - keep `npo-bot --help` fast
+
+    from bot.demo.runner import Demo, DemoError, DemoOptions  # noqa: PLC0415
+    from bot.demo.scenarios import Noise  # noqa: PLC0415
+    from npo.types import InvalidRecord  # noqa: PLC0415
+
+    if args.outcome_delay is not None and args.outcome_delay < 0:
+        print("npo-bot demo: --outcome-delay must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        noise = Noise(epsilon=args.noise, neutral=args.neutral, skip=args.skip)
+    except InvalidRecord as exc:
+        print(f"npo-bot demo: --{exc.field}: {exc.message}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "uvicorn", "apscheduler", "bot.slack.bolt", "slack_bolt", "slack_sdk"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    options = DemoOptions(
+        port=args.port,
+        db=args.db,
+        resume=args.resume,
+        auto=args.auto,
+        minutes=args.minutes,
+        count=args.count,
+        rate_per_min=args.rate,
+        outcome_delay_s=args.outcome_delay,
+        noise=noise,
+        seed=args.seed,
+        replay=args.replay,
+        policy_file=args.policy,
+    )
+    demo = Demo(options, say=lambda line: print(f"npo-bot demo: {line}", file=sys.stderr))
+    try:
+        url = demo.start()
+    except DemoError as exc:
+        print(f"npo-bot demo: {exc}", file=sys.stderr)
+        return 2
+    print(f"NPO demo running: open {url}", flush=True)
+    if not args.quiet:
+        ending = f"stops after {args.minutes:g} min" if args.minutes else "Ctrl-C stops it"
+        print(f"  ({demo.status()}; {ending})", flush=True)
+    interrupted = False
+    try:
+        demo.run_until_done()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        demo.stop()
+    if interrupted:
+        print("\nstopped (Ctrl-C)")
+    for line in demo.summary():
+        print(line)
+    return 0

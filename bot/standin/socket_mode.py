@@ -1,0 +1,242 @@
+"""Socket Mode for the stand-in: ``apps.connections.open`` and the WebSocket that carries Slack's envelopes.
+
+:func:`attach` starts a WebSocket server on 127.0.0.1 (aiohttp, in its own thread and event loop) and makes the
+stand-in answer ``apps.connections.open`` (app-level ``xapp-`` token required) with a ``ws://127.0.0.1:…`` URL in
+place of Slack's ``wss://wss-primary.slack.com/…``. Over that connection the stand-in sends ``hello`` and then
+envelopes as Slack does — ``interactive`` (block_actions, view_submission), ``slash_commands`` and
+``events_api`` (with ``retry_attempt`` / ``retry_reason``) — and collects the app's acknowledgements
+``{"envelope_id", "payload"?}``. Payloads are built by :mod:`bot.standin.interactions` exactly as for HTTP mode,
+minus the signature (Socket Mode has none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from bot.standin import interactions
+from bot.standin.store import APP_ID, TEAM_ID
+from bot.standin.webapi import Reply
+
+if TYPE_CHECKING:
+    from bot.standin.server import StandIn
+
+__all__ = ["SocketModeStandIn", "attach"]
+
+HOST = "127.0.0.1"
+
+
+class SocketModeStandIn:
+    """The WebSocket side of Socket Mode (see the module docstring). Use :func:`attach` to create one."""
+
+    def __init__(self, standin: StandIn, app_token: str) -> None:
+        if not app_token.startswith("xapp-"):
+            raise ValueError("an app-level token starts with xapp-")
+        self.standin = standin
+        self.app_token = app_token
+        self.port = 0
+        self.opens = 0  # apps.connections.open calls answered ok
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._tickets: set[str] = set()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._acks: dict[str, dict[str, Any]] = {}
+        self._cond = threading.Condition()
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+    def start(self) -> SocketModeStandIn:
+        ready = threading.Event()
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_get("/link/", self._websocket)
+            self._runner = web.AppRunner(app, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, HOST, 0)
+            await site.start()
+            server = getattr(site, "_server", None)
+            sockets = getattr(server, "sockets", None) or []
+            self.port = int(sockets[0].getsockname()[1])
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="socket-mode-standin", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the Socket Mode stand-in did not start")
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and stop the server (idempotent)."""
+        if self._thread is None:
+            return
+
+        async def shutdown() -> None:
+            for ws in list(self._sockets):
+                await ws.close()
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._thread = None
+        self._loop.close()
+
+    # ---- apps.connections.open -----------------------------------------------------------------------------
+    def connections_open(self, authorization: str | None) -> Reply:
+        """Slack's answer to ``apps.connections.open``: a one-time WebSocket URL for the app-level token."""
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        if not token:
+            return Reply(200, {"ok": False, "error": "not_authed"})
+        if token.startswith("xoxb-"):
+            return Reply(200, {"ok": False, "error": "not_allowed_token_type"})
+        if token != self.app_token:
+            return Reply(200, {"ok": False, "error": "invalid_auth"})
+        ticket = secrets.token_hex(8)
+        with self._cond:
+            self._tickets.add(ticket)
+            self.opens += 1
+        return Reply(200, {"ok": True, "url": f"ws://{HOST}:{self.port}/link/?ticket={ticket}"})
+
+    # ---- the WebSocket -------------------------------------------------------------------------------------
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        with self._cond:
+            known = ticket in self._tickets
+            self._tickets.discard(ticket)
+        if not known:
+            return web.Response(status=401, text="invalid ticket")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        with self._cond:
+            self._sockets.append(ws)
+            self._cond.notify_all()
+        hello = {
+            "type": "hello",
+            "num_connections": len(self._sockets),
+            "debug_info": {"host": "standin", "approximate_connection_time": 18060},
+            "connection_info": {"app_id": APP_ID},
+        }
+        await ws.send_str(json.dumps(hello))
+        try:
+            async for message in ws:
+                if message.type is not WSMsgType.TEXT:
+                    continue
+                try:
+                    ack = json.loads(message.data)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(ack, dict) and isinstance(ack.get("envelope_id"), str):
+                    with self._cond:
+                        self._acks[ack["envelope_id"]] = ack
+                        self._cond.notify_all()
+        finally:
+            with self._cond:
+                if ws in self._sockets:
+                    self._sockets.remove(ws)
+                self._cond.notify_all()
+        return ws
+
+    def connected(self) -> int:
+        """How many app connections are open now."""
+        with self._cond:
+            return len(self._sockets)
+
+    def wait_connected(self, timeout: float = 10.0) -> None:
+        """Block until the app holds a connection (TimeoutError otherwise)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._sockets), timeout):
+                raise TimeoutError("no Socket Mode connection")
+
+    # ---- sending envelopes ---------------------------------------------------------------------------------
+    def send(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+        accepts_response_payload: bool = True,
+    ) -> str:
+        """Send one envelope of ``kind`` (``interactive``, ``slash_commands``, ``events_api``); its envelope id."""
+        envelope_id = secrets.token_hex(16)
+        envelope: dict[str, Any] = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": dict(payload),
+            "accepts_response_payload": accepts_response_payload,
+        }
+        if kind == "events_api":
+            envelope |= {"retry_attempt": retry_attempt, "retry_reason": retry_reason}
+        with self._cond:
+            if not self._sockets:
+                raise ConnectionError("no Socket Mode connection to send on")
+            ws = self._sockets[-1]
+        asyncio.run_coroutine_threadsafe(ws.send_str(json.dumps(envelope)), self._loop).result(10)
+        return envelope_id
+
+    def wait_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The app's acknowledgement of an envelope (TimeoutError when none arrives in time)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: envelope_id in self._acks, timeout):
+                raise TimeoutError(f"no ack for envelope {envelope_id}")
+            return self._acks[envelope_id]
+
+    def click(self, *, user_id: str, action_id: str, message: tuple[str, str], trigger_id: str | None = None) -> str:
+        """A button click (``interactive`` / ``block_actions``) on a stored message; its envelope id."""
+        payload = interactions.block_actions_payload(
+            self.standin.store,
+            f"{self.standin.url}/response",
+            user_id=user_id,
+            action_id=action_id,
+            value=None,
+            message=message,
+            view=None,
+            trigger_id=trigger_id,
+            force=False,
+        )
+        return self.send("interactive", payload)
+
+    def submit_view(self, *, user_id: str, values: Mapping[str, Mapping[str, Any]], view_id: str | None = None) -> str:
+        """A modal submission (``interactive`` / ``view_submission``); its envelope id."""
+        payload = interactions.view_submission_payload(
+            self.standin.store, user_id=user_id, view_id=view_id, values=values
+        )
+        return self.send("interactive", payload)
+
+    def slash_command(self, command: str, text: str, user_id: str, channel_id: str) -> str:
+        """A slash command (``slash_commands``); its envelope id."""
+        fields = interactions.slash_command_fields(
+            self.standin.store,
+            f"{self.standin.url}/response",
+            command=command,
+            text=text,
+            user_id=user_id,
+            channel_id=channel_id,
+        )
+        return self.send("slash_commands", fields)
+
+    def event(self, event: Mapping[str, Any], *, event_id: str, retry_attempt: int = 0, retry_reason: str = "") -> str:
+        """An Events API delivery (``events_api``), a retry when ``retry_attempt`` > 0; its envelope id."""
+        payload = interactions.event_callback_payload(event, event_id)
+        payload["team_id"] = TEAM_ID
+        return self.send("events_api", payload, retry_attempt=retry_attempt, retry_reason=retry_reason)
+
+
+def attach(standin: StandIn, app_token: str) -> SocketModeStandIn:
+    """Start Socket Mode on ``standin``: it answers ``apps.connections.open`` for ``app_token`` from now on."""
+    server = SocketModeStandIn(standin, app_token).start()
+    standin.socket_mode = server
+    return server
