@@ -36,7 +36,8 @@ def _make_listener(deps: SlackDeps) -> Any:
             except ValueError:
                 refuse(deps, client, click, "This alert's button carries no proposal id; nothing was recorded.")
                 return
-            message = body.get("message") if isinstance(body.get("message"), dict) else {}
+            raw = body.get("message")
+            message: dict[str, Any] = raw if isinstance(raw, dict) else {}
             service = deps.service
             result = await asyncio.to_thread(
                 resolve,
