@@ -20,6 +20,7 @@ import time
 
 import uvicorn
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import Bot, build_bot
@@ -28,7 +29,16 @@ from bot.serve import uvicorn_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SocketModeService", "socket_mode"]
+__all__ = ["SocketModeError", "SocketModeService", "socket_mode"]
+
+# apps.connections.open errors that no retry can fix (the SDK's client would retry them forever).
+PERMANENT_ERRORS = frozenset(
+    {"invalid_auth", "not_authed", "not_allowed_token_type", "account_inactive", "token_revoked", "token_expired"}
+)
+
+
+class SocketModeError(RuntimeError):
+    """Socket Mode cannot start (the app-level token was refused)."""
 
 
 class SocketModeService:
@@ -51,10 +61,21 @@ class SocketModeService:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
+    def _web_client(self) -> AsyncWebClient:
+        return AsyncWebClient(base_url=self.settings.slack_api_url, timeout=int(max(1, self.settings.slack_timeout_s)))
+
+    async def check_app_token(self) -> None:
+        """Ask ``apps.connections.open`` once: a refused token raises :class:`SocketModeError` at once instead of
+        the SDK's endless reconnecting. Other failures (Slack unreachable) are left to the SDK's retries."""
+        try:
+            await self._web_client().apps_connections_open(app_token=self.settings.slack_app_token)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", ""))
+            if error in PERMANENT_ERRORS:
+                raise SocketModeError(f"SLACK_APP_TOKEN was refused by apps.connections.open: {error}") from None
+
     def _handler(self) -> AsyncSocketModeHandler:
-        web_client = AsyncWebClient(
-            base_url=self.settings.slack_api_url, timeout=int(max(1, self.settings.slack_timeout_s))
-        )
+        web_client = self._web_client()
         return AsyncSocketModeHandler(
             self.bot.bolt,
             self.settings.slack_app_token,
@@ -68,6 +89,7 @@ class SocketModeService:
         config = uvicorn_config(self.bot.asgi, self.settings.host, self.settings.port, log_level=self.log_level)
         server = uvicorn.Server(config)
         self._server = server
+        await self.check_app_token()
         handler = self._handler()
         await handler.connect_async()
         self.connected.set()
@@ -124,6 +146,9 @@ def socket_mode(settings: Settings) -> int:
         asyncio.run(SocketModeService(bot).run())
     except KeyboardInterrupt:
         pass
+    except SocketModeError as exc:
+        log.error("%s", exc)
+        return 2
     finally:
         bot.close()
     return 0

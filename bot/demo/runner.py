@@ -86,12 +86,12 @@ def prepare_database(path: Path, *, resume: bool) -> None:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise DemoError(f"{path} exists and is not a SQLite database ({exc}); choose another --db") from None
-    if tables and not {"predictions", "decisions", "feedback"} <= tables:
+    if tables and not {"decisions", "feedback", "outbox"} <= tables:
         raise DemoError(f"{path} exists and is not an NPO database; choose another --db")
     if resume:
         return

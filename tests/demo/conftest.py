@@ -1,0 +1,65 @@
+"""Fixtures for the demo tests: the Slack tests' loopback guard (reused, not copied) and a running demo."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.demo.runner import Demo, DemoOptions
+
+SLACK_TESTS = Path(__file__).resolve().parent.parent / "slack"
+if str(SLACK_TESTS) not in sys.path:
+    sys.path.insert(0, str(SLACK_TESTS))  # the Slack tests' conftest imports slack_testing
+
+
+def _load_slack_conftest() -> object:
+    spec = importlib.util.spec_from_file_location("slack_tests_conftest_demo", SLACK_TESTS / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+loopback_only = _load_slack_conftest().loopback_only  # type: ignore[attr-defined]
+
+SURE_PREDICTION = {
+    "id": "demo-test-1",
+    "fault_type": "disk_failure",
+    "target": "r12-n04",
+    "action": "drain",
+    "confidence": 0.99,
+    "severity": "critical",
+    "time_to_fault_s": 21600,
+    "real_fault": True,
+}
+
+
+def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows read over a separate connection (what another process would see)."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def manual_demo(tmp_path: Path) -> Iterator[tuple[Demo, str]]:
+    """The demo as a person runs it (nobody answers but the page's user), fed one prediction sure to surface;
+    its outcome is far off, so the buttons stay."""
+    replay = tmp_path / "one.jsonl"
+    replay.write_text(json.dumps(SURE_PREDICTION) + "\n", encoding="utf-8")
+    options = DemoOptions(port=0, db=tmp_path / "demo.db", replay=replay, rate_per_min=600, outcome_delay_s=3600)
+    demo = Demo(options, say=lambda _: None)
+    url = demo.start()
+    try:
+        yield demo, url
+    finally:
+        demo.stop()

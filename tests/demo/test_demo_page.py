@@ -1,0 +1,106 @@
+"""Block Kit and mrkdwn as the live page renders them: Slack's formatting understood, everything escaped."""
+
+from __future__ import annotations
+
+from bot.standin.blockkit import mrkdwn_html, render_blocks, render_modal
+
+HOSTILE = "<script>alert('x')</script> & \"q\""
+
+
+def test_mrkdwn_formatting_mentions_dates_and_slack_escapes() -> None:
+    html = mrkdwn_html(
+        "*CRITICAL* · _soon_ on `r#-n#|p&gt;=0.9` by <@U0ALICE> at <!date^1700000000^{date_short_pretty}|x> :thumbsup:",
+        user_name=lambda u: {"U0ALICE": "alice"}.get(u, u),
+    )
+    assert "<b>CRITICAL</b>" in html and "<i>soon</i>" in html
+    assert "<code>r#-n#|p&gt;=0.9</code>" in html  # Slack's &gt; shown as ">" (escaped once for HTML)
+    assert '<span class="mention">@alice</span>' in html
+    assert "Nov 14 22:13:20 UTC" in html and "👍" in html
+
+
+def test_everything_from_a_message_is_escaped() -> None:
+    blocks = [
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": HOSTILE},
+            "fields": [{"type": "plain_text", "text": HOSTILE}],
+        },
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{HOSTILE}>"}]},
+        {
+            "type": "actions",
+            "block_id": HOSTILE,
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": HOSTILE,
+                    "value": HOSTILE,
+                    "text": {"type": "plain_text", "text": HOSTILE},
+                }
+            ],
+        },
+        {"type": "image", "image_url": 'javascript:alert(1)"', "alt_text": HOSTILE},
+    ]
+    html = render_blocks(blocks)
+    assert "<script" not in html and "alert('x')" not in html
+    assert 'src="javascript:alert(1)&quot;"' in html  # quoted, cannot break out of the attribute
+    assert html.count("&lt;script&gt;") >= 5
+
+
+def test_links_only_for_web_urls() -> None:
+    assert '<a href="https://example.org/x"' in mrkdwn_html("<https://example.org/x|docs>")
+    assert "<a " not in mrkdwn_html("<javascript:alert(1)|click>")
+
+
+def test_buttons_carry_their_action_and_can_be_disabled() -> None:
+    blocks = [
+        {
+            "type": "actions",
+            "block_id": "npo_feedback",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "npo_like",
+                    "value": "p1",
+                    "style": "primary",
+                    "text": {"type": "plain_text", "text": "Like"},
+                }
+            ],
+        }
+    ]
+    live = render_blocks(blocks)
+    assert 'data-action-id="npo_like"' in live and 'data-value="p1"' in live and "btn-primary" in live
+    assert " disabled" not in live and " disabled" in render_blocks(blocks, interactive=False)
+
+
+def test_modal_inputs_keep_state_and_show_errors() -> None:
+    view = {
+        "id": "V1",
+        "title": {"type": "plain_text", "text": "Override"},
+        "submit": {"type": "plain_text", "text": "Record override"},
+        "state": {"values": {"details": {"details": {"type": "plain_text_input", "value": "typed <b>"}}}},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "reason",
+                "label": {"type": "plain_text", "text": "Reason"},
+                "element": {
+                    "type": "static_select",
+                    "action_id": "reason",
+                    "options": [{"text": {"type": "plain_text", "text": "False positive"}, "value": "false_positive"}],
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "details",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Details"},
+                "element": {"type": "plain_text_input", "action_id": "details", "multiline": True},
+            },
+        ],
+    }
+    html = render_modal(view, errors={"reason": "Please pick a reason for the override."})
+    assert '<select data-block-id="reason" data-action-id="reason"' in html
+    assert '<option value="false_positive">False positive</option>' in html
+    assert ">typed &lt;b&gt;</textarea>" in html
+    assert '<div class="error">Please pick a reason for the override.</div>' in html
+    assert "Record override" in html and 'data-view-id="V1"' in html

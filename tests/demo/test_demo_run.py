@@ -1,0 +1,167 @@
+"""The demo as a program: ``--auto`` runs unattended and stores real answers, Ctrl-C stops everything and
+leaves a usable database, bad options and files are refused clearly, and the page's JSON routes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import rows
+
+from bot.demo.runner import Demo, DemoError, DemoOptions, prepare_database
+from bot.demo.scenarios import Noise
+from storage import SQLiteStore
+from storage.store import LoopConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_auto_demo_answers_through_the_real_path(tmp_path: Path) -> None:
+    options = DemoOptions(
+        port=0, db=tmp_path / "auto.db", auto=True, count=12, rate_per_min=600, outcome_delay_s=2, seed=3
+    )
+    demo = Demo(options, say=lambda _: None)
+    url = demo.start()
+    try:
+        assert httpx.get(url, timeout=10).status_code == 200
+        demo.run_until_done()
+    finally:
+        demo.stop()
+    assert demo.ledger.sent == 12
+    assert demo.engineers is not None and demo.engineers.clicks > 0
+    feedback = rows(options.db, "SELECT operator, kind, reason FROM feedback WHERE operator != 'system'")
+    assert len(feedback) == demo.engineers.clicks
+    assert all(reason for _, kind, reason in feedback if kind == "override")  # every override went via the modal
+    surfaced = [pid for pid, verdict in demo.ledger.verdicts.items() if verdict == "surface"]
+    assert rows(options.db, "SELECT COUNT(*) FROM recommendations WHERE message_ts IS NOT NULL")[0][0] == len(surfaced)
+    summary = "\n".join(demo.summary())
+    assert "12 predictions sent" in summary and "L_align by quarter of the run" in summary
+
+
+def test_ctrl_c_stops_everything_and_the_database_stays_usable(tmp_path: Path) -> None:
+    db = tmp_path / "ctrl-c.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "demo", "--port", "0", "--db", str(db), "--auto", "--rate", "300", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().strip()
+        assert first.startswith("NPO demo running: open http://127.0.0.1:"), first
+        url = first.removeprefix("NPO demo running: open ")
+        assert "NPO demo" in httpx.get(url, timeout=10).text
+        state = httpx.get(url + "state", timeout=10).json()
+        assert [c["name"] for c in state["channels"]] == ["incident", "ops"]
+        deadline = time.monotonic() + 60
+        while not (db.exists() and rows(db, "SELECT COUNT(*) FROM feedback")[0][0] >= 2):
+            assert process.poll() is None and time.monotonic() < deadline, "no answers were stored"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "stopped (Ctrl-C)" in out and "L_align by quarter of the run" in out
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] >= 2
+    finally:
+        conn.close()
+    with SQLiteStore(db, LoopConfig()) as store:  # reopens (migrations, WAL) and reads
+        assert store.counts()["predictions"] > 0
+    with httpx.Client() as client, pytest.raises(httpx.ConnectError):
+        client.get(url, timeout=2)  # nothing is left listening
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "demo", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_bad_options_are_refused_by_name(tmp_path: Path) -> None:
+    noisy = _cli("--noise", "1.5")
+    assert noisy.returncode == 2 and "--noise" in noisy.stderr
+    both = _cli("--skip", "0.8", "--neutral", "0.5", "--db", str(tmp_path / "x.db"))
+    assert both.returncode == 2 and "--skip: skip + neutral must be <= 1" in both.stderr
+    missing = _cli("--replay", str(tmp_path / "absent.jsonl"), "--db", str(tmp_path / "x.db"), "--port", "0")
+    assert missing.returncode == 2 and "--replay: no such file" in missing.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_file_that_is_not_an_npo_database_is_never_replaced(tmp_path: Path) -> None:
+    precious = tmp_path / "notes.db"
+    precious.write_text("my notes", encoding="utf-8")
+    answer = _cli("--db", str(precious), "--port", "0")
+    assert answer.returncode == 2 and "not a SQLite database" in answer.stderr
+    assert precious.read_text(encoding="utf-8") == "my notes"
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(DemoError, match="not an NPO database"):
+        prepare_database(other, resume=False)
+    assert other.exists()
+
+
+def test_an_earlier_demo_database_is_replaced_unless_resumed(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    with SQLiteStore(db, LoopConfig()):
+        pass
+    prepare_database(db, resume=True)
+    assert db.exists()
+    prepare_database(db, resume=False)
+    assert not db.exists()
+
+
+def test_replay_reports_bad_lines_and_keeps_the_truth_out_of_the_prediction(tmp_path: Path) -> None:
+    from bot.demo.scenarios import ReplayStream  # noqa: PLC0415
+
+    good = {"id": "a", "fault_type": "disk", "target": "r1-n1", "action": "drain", "confidence": 0.9}
+    path = tmp_path / "p.jsonl"
+    lines = [
+        json.dumps(good | {"real_fault": False}),
+        "{not json",
+        json.dumps(good | {"id": "b", "confidence": 7}),
+        json.dumps(good | {"id": "c"}),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stream = ReplayStream(path, noise=Noise(epsilon=0, skip=0, neutral=0))
+    assert [item.id for item in stream] == ["a", "c"]
+    assert "real_fault" not in stream.items[0].prediction
+    assert stream.items[0].answer == "override" and stream.items[1].answer is None
+    assert [e.split(":")[0] for e in stream.errors] == ["line 2", "line 3"]
+    assert "confidence" in stream.errors[1]
+
+
+def test_the_page_json_routes_refuse_bad_input_by_field(manual_demo: tuple[Demo, str]) -> None:
+    _, url = manual_demo
+    bad_json = httpx.post(url + "act", content=b"{", timeout=10)
+    assert bad_json.status_code == 400 and bad_json.json()["field"] == "body"
+    missing = httpx.post(url + "act", json={"user": "U0YOU", "channel": "C0INCIDENT", "ts": "1.0"}, timeout=10)
+    assert missing.status_code == 400 and missing.json()["field"] == "action_id"
+    unknown = httpx.post(
+        url + "act", json={"user": "U0YOU", "channel": "C0INCIDENT", "ts": "1.0", "action_id": "npo_like"}, timeout=10
+    )
+    assert unknown.status_code == 404
+    values = httpx.post(url + "submit", json={"user": "U0YOU", "view_id": "V1", "values": [1]}, timeout=10)
+    assert values.status_code == 400 and values.json()["field"] == "values"

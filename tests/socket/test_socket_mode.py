@@ -1,0 +1,134 @@
+"""Socket Mode end to end: ``apps.connections.open`` on the stand-in, a real WebSocket, Slack's envelopes, the
+bot's acks, and what the shared listeners stored — the same listeners as HTTP mode, with no signature."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import APP_TOKEN, SocketBot
+from slack_testing import ALICE, BOB, INCIDENT, MALLORY, make_settings, wait_for
+
+from bot.app import build_bot
+from bot.config import ConfigError, load_settings
+from bot.socket_mode import SocketModeService
+from bot.standin import StandIn
+from bot.standin.socket_mode import SocketModeStandIn
+
+
+def test_connects_with_the_app_token_and_says_hello(socket_bot: SocketBot) -> None:
+    calls = socket_bot.standin.calls("apps.connections.open")
+    assert len(calls) == 2  # the token check at start-up, then the connection's own
+    assert all(call.header("Authorization") == f"Bearer {APP_TOKEN}" for call in calls)
+    assert socket_bot.socket.opens == 2 and socket_bot.socket.connected() == 1
+
+
+def test_a_click_over_the_websocket_is_stored_before_its_ack(socket_bot: SocketBot) -> None:
+    message = socket_bot.surface("p1")
+    envelope = socket_bot.socket.click(user_id=ALICE, action_id="npo_like", message=message)
+    ack = socket_bot.socket.wait_ack(envelope)
+    assert ack["envelope_id"] == envelope and not ack.get("payload")
+    # Stored before the ack, read over another connection right after it:
+    assert socket_bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
+    wait_for(lambda: "Like (1)" in str(socket_bot.standin.message(*message).blocks))
+
+
+def test_override_modal_and_its_validation_over_the_websocket(socket_bot: SocketBot) -> None:
+    message = socket_bot.surface("p1")
+    socket_bot.socket.wait_ack(socket_bot.socket.click(user_id=BOB, action_id="npo_override", message=message))
+    views = socket_bot.standin.views()
+    assert len(views) == 1 and views[0]["callback_id"] == "npo_override_modal"
+
+    empty = socket_bot.socket.wait_ack(socket_bot.socket.submit_view(user_id=BOB, values={}))
+    assert empty["payload"]["response_action"] == "errors" and "reason" in empty["payload"]["errors"]
+    assert socket_bot.rows("SELECT COUNT(*) FROM feedback") == [(0,)]
+
+    values = {"reason": {"reason": "false_positive"}, "details": {"details": "fan reads fine"}}
+    valid = socket_bot.socket.wait_ack(socket_bot.socket.submit_view(user_id=BOB, values=values))
+    assert not valid.get("payload")
+    assert socket_bot.rows("SELECT operator, kind, reason FROM feedback") == [
+        (BOB, "override", "False positive: fan reads fine")
+    ]
+
+
+def test_an_unauthorised_click_is_acked_and_not_stored(socket_bot: SocketBot) -> None:
+    message = socket_bot.surface("p1")
+    socket_bot.socket.wait_ack(socket_bot.socket.click(user_id=MALLORY, action_id="npo_like", message=message))
+    assert socket_bot.rows("SELECT COUNT(*) FROM feedback") == [(0,)]
+    refusal = wait_for(lambda: socket_bot.standin.calls("chat.postEphemeral"))
+    assert refusal[0].body["user"] == MALLORY
+
+
+def test_slash_command_answers_in_its_ack(socket_bot: SocketBot) -> None:
+    socket_bot.surface("p1")
+    ack = socket_bot.socket.wait_ack(socket_bot.socket.slash_command("/npo", "status", ALICE, INCIDENT))
+    assert "Alignment loss" in ack["payload"]["text"]
+
+
+def test_events_are_processed_once_per_event_id_across_retries(socket_bot: SocketBot) -> None:
+    event = {"type": "app_home_opened", "user": ALICE, "channel": "D0ALICE", "tab": "home"}
+    first = socket_bot.socket.event(event, event_id="Ev0SOCKET1")
+    socket_bot.socket.wait_ack(first)
+    wait_for(lambda: socket_bot.standin.home_view(ALICE))
+    retry = socket_bot.socket.event(event, event_id="Ev0SOCKET1", retry_attempt=1, retry_reason="timeout")
+    socket_bot.socket.wait_ack(retry)
+    assert len(socket_bot.standin.calls("views.publish")) == 1
+    assert socket_bot.rows("SELECT COUNT(*) FROM processed_requests WHERE request_id = 'event:Ev0SOCKET1'") == [(1,)]
+
+
+def test_a_wrong_app_token_is_refused_and_nothing_connects(
+    tmp_path: Path, standin: StandIn, socket_server: SocketModeStandIn
+) -> None:
+    settings = make_settings(tmp_path, standin, slack_app_token="xapp-1-wrong", port=0)
+    built = build_bot(settings, seed=1)
+    try:
+        with pytest.raises(RuntimeError, match=r"SLACK_APP_TOKEN was refused by apps\.connections\.open: invalid_auth"):
+            SocketModeService(built, log_level="critical").start_thread()
+    finally:
+        built.close()
+    assert socket_server.connected() == 0
+    assert standin.calls("apps.connections.open")[0].response["error"] == "invalid_auth"
+
+
+def test_the_app_token_setting_is_checked() -> None:
+    base = {
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_SIGNING_SECRET": "s",
+        "NPO_INGEST_TOKEN": "ingest-token-0123456789",
+        "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
+        "NPO_OPS_CHANNEL": "C0OPS",
+    }
+    assert load_settings(base | {"SLACK_APP_TOKEN": APP_TOKEN}, None).slack_app_token == APP_TOKEN
+    assert load_settings(base, None).slack_app_token == ""
+    with pytest.raises(ConfigError) as error:
+        load_settings(base | {"SLACK_APP_TOKEN": "xoxb-not-an-app-token"}, None)
+    assert "SLACK_APP_TOKEN" in error.value.problems
+    assert "slack_app_token" in load_settings(base | {"SLACK_APP_TOKEN": APP_TOKEN}, None).redacted()
+    assert load_settings(base | {"SLACK_APP_TOKEN": APP_TOKEN}, None).redacted()["slack_app_token"] == "***"
+
+
+def test_cli_refuses_to_start_without_an_app_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "NPO_"))}
+    env |= {
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_SIGNING_SECRET": "s",
+        "NPO_INGEST_TOKEN": "ingest-token-0123456789",
+        "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
+        "NPO_OPS_CHANNEL": "C0OPS",
+        "NPO_DB_PATH": str(tmp_path / "npo.db"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "socket", "--env-file", str(tmp_path / "none.env")],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 2
+    assert "SLACK_APP_TOKEN is required" in done.stderr
+    assert not (tmp_path / "npo.db").exists()
