@@ -330,6 +330,7 @@ class _Bulk:
         self._keys = dict(tx.get_keys(keys))
         self._fingerprint = ""  # of the prediction duplicate() last looked at (add() follows for the same one)
         self._contexts = tx.policy_contexts(predictions, keys, channels, now)
+        self._decided = self._contexts.decided
         self._added: dict[str, Decision] = {}
         self._fingerprints: dict[str, tuple[str, float]] = {}
         # The writes in order, as runs of decisions and runs of other audit lines (duplicates), so the store can
@@ -337,11 +338,14 @@ class _Bulk:
         self._runs: list[
             tuple[list[tuple[Prediction, Decision, str]], list[tuple[str, str, Mapping[str, object], float]]]
         ] = [([], [])]
+        # decisions of the current run; None after an audit line (the next decision starts a new run)
+        self._run: list[tuple[Prediction, Decision, str]] | None = self._runs[0][0]
 
     def duplicate(self, prediction: Prediction) -> Decision | None:
         # The rules of find_duplicate over "stored, then this batch's earlier decisions": the id first, then the
         # latest prediction with the same fingerprint (one of this batch, when there is one) within the window.
-        earlier = self._added.get(prediction.id) or self._stored.get(prediction.id)
+        pid = prediction.id
+        earlier = self._added.get(pid) or self._stored.get(pid)
         if earlier is not None:
             return earlier
         fingerprint = self._fingerprint = prediction.fingerprint()
@@ -360,15 +364,19 @@ class _Bulk:
         return self._contexts.context(prediction, key, channel)
 
     def add(self, prediction: Prediction, decision: Decision, channel: str) -> None:
-        self._added[prediction.id] = decision
-        self._fingerprints[self._fingerprint] = (prediction.id, prediction.received_at)
-        self._contexts.decided(prediction, decision, channel)
-        if self._runs[-1][1]:
-            self._runs.append(([], []))
-        self._runs[-1][0].append((prediction, decision, channel))
+        pid = prediction.id
+        self._added[pid] = decision
+        self._fingerprints[self._fingerprint] = (pid, prediction.received_at)
+        self._decided(prediction, decision, channel)
+        run = self._run
+        if run is None:
+            run = self._run = []
+            self._runs.append((run, []))
+        run.append((prediction, decision, channel))
 
     def audit(self, kind: str, subject: str, detail: dict[str, object], at: float) -> None:
         self._runs[-1][1].append((kind, subject, detail, at))
+        self._run = None
 
     def finish(self) -> None:
         for decided, audit in self._runs:
@@ -466,18 +474,24 @@ def decide_batch(
     results: list[DecideResult] = []
     checked: set[str] = set()  # keys and rules that passed Decision's text check in this batch
     checked_rules: set[str] = set()
+    duplicate, key_state_of, context_of, add = world.duplicate, world.key_state, world.context, world.add
+    append = results.append
     for i, prediction in enumerate(batch):
-        earlier = world.duplicate(prediction)
+        earlier = duplicate(prediction)
         if earlier is not None:
             world.audit("duplicate_prediction", prediction.id, {"first": earlier.prediction_id}, now)
-            results.append(DecideResult(earlier, duplicate=True))
+            append(DecideResult(earlier, duplicate=True))
             continue
         key, channel = keys[i], channels[i]
-        key_state = world.key_state(key)
-        m = key_state.m if model is None else effective_misalignment(key_state, prediction, model, config)
-        m = float(min(1.0, max(0.0, m)))
+        key_state = key_state_of(key)
+        if model is None:
+            m = key_state.m  # usually a float in (0, 1] already: then the clip below would return it unchanged
+            if type(m) is not float or not 0.0 < m <= 1.0:
+                m = float(min(1.0, max(0.0, m)))
+        else:
+            m = float(min(1.0, max(0.0, effective_misalignment(key_state, prediction, model, config))))
         r = score(prediction.confidence, m)
-        verdict = evaluate(policy, prediction, key, channel, world.context(prediction, key, channel))
+        verdict = evaluate(policy, prediction, key, channel, context_of(prediction, key, channel))
         arm: int | None = None
         tau: float | None = None
         if verdict.outcome == "block":
@@ -507,11 +521,11 @@ def decide_batch(
             _require_text("rule", rule)
             checked_rules.add(rule)
         decision = _decision(prediction, key, outcome, rule, reason, m, r, tau, arm, now)
-        world.add(prediction, decision, channel)  # with its audit line
+        add(prediction, decision, channel)  # with its audit line
         result: DecideResult = _new_result()
         _SET_RESULT_DECISION(result, decision)
         _SET_RESULT_DUPLICATE(result, False)
-        results.append(result)
+        append(result)
     world.finish()
     return results
 

@@ -9,7 +9,7 @@ the source, and η_n either constant (tracks drift; steady-state std σ·√(η/
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import numpy as np
@@ -82,14 +82,20 @@ class KeyAlignment:
             raise InvalidRecord("weight_sum", f"must be >= 0, got {self.weight_sum}")
 
 
+# The slot descriptors of KeyAlignment's fields, in declaration order: setting through them skips the frozen check.
+_SET_KEY, _SET_M, _SET_N, _SET_WEIGHT_SUM, _SET_UPDATED_AT = (
+    getattr(KeyAlignment, f.name).__set__ for f in fields(KeyAlignment)
+)
+
+
 def _derive(state: KeyAlignment, m: float, n: int, weight_sum: float, updated_at: float) -> KeyAlignment:
     """A new key state from values the update rules keep valid (m clipped to [0, 1]): skips re-validation."""
-    new = object.__new__(KeyAlignment)
-    object.__setattr__(new, "key", state.key)
-    object.__setattr__(new, "m", m)
-    object.__setattr__(new, "n", n)
-    object.__setattr__(new, "weight_sum", weight_sum)
-    object.__setattr__(new, "updated_at", updated_at)
+    new: KeyAlignment = object.__new__(KeyAlignment)
+    _SET_KEY(new, state.key)
+    _SET_M(new, m)
+    _SET_N(new, n)
+    _SET_WEIGHT_SUM(new, weight_sum)
+    _SET_UPDATED_AT(new, updated_at)
     return new
 
 

@@ -131,6 +131,8 @@ def _derive(trust: OperatorTrust, agree: float, disagree: float, n_outcome: int,
 
 
 def _check_code(y: float, name: str = "y") -> float:
+    if type(y) is float and 0.0 <= y <= 1.0:  # the common case, decided without the general checks below
+        return y
     if isinstance(y, bool) or not isinstance(y, int | float) or not 0.0 <= float(y) <= 1.0:
         raise InvalidRecord(name, f"must be a feedback code in [0, 1], got {y!r}")
     return float(y)
@@ -182,7 +184,9 @@ def peer_agreement(y: npt.ArrayLike, consensus: npt.ArrayLike) -> float | FloatA
 
     Works on floats and elementwise on arrays. Does not validate its inputs.
     """
-    if isinstance(y, int | float) and isinstance(consensus, int | float):
+    if (type(y) is float or isinstance(y, int | float)) and (
+        type(consensus) is float or isinstance(consensus, int | float)
+    ):
         return 1.0 - abs(float(y) - (1.0 if consensus >= 0.5 else 0.0))
     side = np.where(np.asarray(consensus, dtype=np.float64) >= 0.5, 1.0, 0.0)
     return np.asarray(1.0 - np.abs(np.asarray(y, dtype=np.float64) - side), dtype=np.float64)

@@ -195,8 +195,41 @@ def decision_params(d: Decision, channel: str) -> Row:
     )
 
 
+(
+    _SET_PREDICTION_ID,
+    _SET_KEY,
+    _SET_VERDICT,
+    _SET_RULE,
+    _SET_REASON,
+    _SET_CONFIDENCE,
+    _SET_MISALIGNMENT,
+    _SET_SCORE,
+    _SET_THRESHOLD,
+    _SET_ARM,
+    _SET_DECIDED_AT,
+) = tuple(getattr(Decision, f.name).__set__ for f in dataclasses.fields(Decision))
+
+
+def decision_from_values(prediction_id: str, r: Row, at: int) -> Decision:
+    """The :class:`Decision` of ``prediction_id`` from ``r[at:at + 10]`` (the columns of :data:`DECISION_COLS`
+    after ``prediction_id``): :func:`trusted_row` unrolled, for the feedback hot path."""
+    d: Decision = object.__new__(Decision)
+    _SET_PREDICTION_ID(d, prediction_id)
+    _SET_KEY(d, r[at])
+    _SET_VERDICT(d, VERDICTS[r[at + 1]])
+    _SET_RULE(d, r[at + 2])
+    _SET_REASON(d, r[at + 3])
+    _SET_CONFIDENCE(d, r[at + 4])
+    _SET_MISALIGNMENT(d, r[at + 5])
+    _SET_SCORE(d, r[at + 6])
+    _SET_THRESHOLD(d, r[at + 7])
+    _SET_ARM(d, r[at + 8])
+    _SET_DECIDED_AT(d, r[at + 9])
+    return d
+
+
 def decision_from_row(r: Row) -> Decision:
-    return trusted_row(Decision, (r[0], r[1], VERDICTS[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]))
+    return decision_from_values(r[0], r, 1)
 
 
 def feedback_params(a: AppliedFeedback) -> Row:

@@ -49,7 +49,7 @@ from npo.monitor import MonitorState
 from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, Policy, PolicyContext
 from npo.retrain import LogisticModel
 from npo.trust import OperatorTrust
-from npo.types import Decision, Outcome, Prediction, Verdict
+from npo.types import Decision, FeedbackKind, Outcome, Prediction, Severity, Verdict
 from storage import codec
 from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect
 from storage.errors import StorageBusy, StorageError
@@ -94,6 +94,10 @@ _INSERT_RECOMMENDATION = (
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (prediction_id, channel, kind, payload, next_attempt_at, created_at) VALUES (?,?,?,?,?,?)"
 )
+_VERDICT_TEXT: Mapping[Verdict, str] = MappingProxyType({v: v.value for v in Verdict})
+_SEVERITY_TEXT: Mapping[Severity, str] = MappingProxyType({v: v.value for v in Severity})
+_KIND_TEXT: Mapping[FeedbackKind, str] = MappingProxyType({k: k.value for k in FeedbackKind})
+_json_str: Callable[[str], str] = json.encoder.encode_basestring  # a JSON string literal, as codec.dumps writes it
 _IN_CHUNK = 500  # values per IN (…) list: well under SQLite's limit on bound parameters
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 _FEEDBACK_INSERT = (
@@ -110,6 +114,11 @@ _UPDATE_TRUST = "UPDATE operator_trust SET agree = ?, disagree = ?, n_outcome = 
 _UPSERT_TRUST = (
     f"INSERT INTO operator_trust ({codec.TRUST_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(operator) DO UPDATE "
     "SET agree = excluded.agree, disagree = excluded.disagree, n_outcome = excluded.n_outcome, n_peer = excluded.n_peer"
+)
+_UPSERT_ARM = (
+    "INSERT INTO bandit_arms (arm, threshold, alpha, beta, pulls) VALUES (?,?,?,?,?) "
+    "ON CONFLICT(arm) DO UPDATE SET threshold = excluded.threshold, alpha = excluded.alpha, "
+    "beta = excluded.beta, pulls = excluded.pulls"
 )
 _UPDATE_ARM = "UPDATE bandit_arms SET alpha = ?, beta = ?, pulls = ? WHERE arm = ? AND threshold = ?"
 _FEEDBACK_AUDIT_KEYS = frozenset(("operator", "kind", "y", "weight", "status", "m"))
@@ -157,20 +166,19 @@ class _Statements:
 
     prefetch: str
     open_disruptive: str
-    # The warm prefetch (see SQLiteTransaction.prefetch_feedback): the connection's data_version, request seen,
-    # the row ids of the operator's and the system's effective answers; ``_decision`` adds the decision's columns.
+    # The warm prefetch (see SQLiteTransaction.prefetch_feedback): request seen, the row ids of the operator's and
+    # the system's effective answers; ``warm_decision`` adds the decision's columns.
     warm: str = (
-        "SELECT data_version, EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
+        "SELECT EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
         "(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = ?3), "
-        f"(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = '{SYSTEM_OPERATOR}') "
-        "FROM pragma_data_version"
+        f"(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = '{SYSTEM_OPERATOR}')"
     )
     warm_decision: str = (
-        "SELECT data_version, EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
+        "SELECT EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
         "(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = ?3), "
         f"(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = '{SYSTEM_OPERATOR}'), "
         "d.key, d.verdict, d.rule, d.reason, d.decision_confidence, d.misalignment, d.score, d.threshold, d.arm, "
-        "d.decided_at, d.channel, d.target FROM pragma_data_version LEFT JOIN decisions d ON d.prediction_id = ?2"
+        "d.decided_at, d.channel, d.target FROM (SELECT 1) AS one LEFT JOIN decisions d ON d.prediction_id = ?2"
     )
     insert_feedback: str = _FEEDBACK_INSERT + (
         "COALESCE((SELECT channel FROM decisions WHERE prediction_id = ?), ''), "
@@ -225,9 +233,14 @@ class _BatchContexts:
     """:class:`npo.loop.BatchContexts` of :class:`SQLiteTransaction`: the snapshot read before a batch plus the
     batch's own decisions, counted the way :meth:`SQLiteTransaction.policy_context` counts stored ones — a
     surfaced or digest decision with a disruptive action is an open recommendation of its cluster, a surfaced one
-    (decided at ``now``) counts for its channel's last hour."""
+    (decided at ``now``) counts for its channel's last hour.
 
-    __slots__ = ("_active", "_disruptive", "_now", "_overrides", "_surfaced")
+    :meth:`context` returns one shared :class:`PolicyContext` whose maps are read-only views of the batch's
+    counts: :func:`npo.policy.evaluate` reads only the prediction's own cluster, key, target and channel from them,
+    so it sees exactly the single-entry maps :meth:`SQLiteTransaction.policy_context` would build, as of the
+    batch's earlier decisions (the loop evaluates a prediction before :meth:`decided` counts it)."""
+
+    __slots__ = ("_active", "_context", "_disruptive", "_surfaced")
 
     def __init__(
         self,
@@ -237,47 +250,30 @@ class _BatchContexts:
         surfaced: dict[str, int],
         disruptive: frozenset[str],
     ) -> None:
-        self._now = now
         self._active = active  # None: the store counts no action as disruptive
-        self._overrides = overrides
         self._surfaced = surfaced
         self._disruptive = disruptive
-
-    def context(self, prediction: Prediction, key: str, channel: str) -> PolicyContext:
-        active = self._active
-        cluster_counts: Mapping[str, int] = _EMPTY
-        if active is not None:
-            cluster = prediction.cluster
-            cluster_counts = MappingProxyType({cluster: active.get(cluster, 0)})
-        overrides: Mapping[str, float] = _EMPTY
-        if self._overrides:
-            found = {}
-            for name in (f"key:{key}", f"target:{prediction.target}"):
-                at = self._overrides.get(name)
-                if at is not None:
-                    found[name] = at
-            if found:
-                overrides = MappingProxyType(found)
-        surfaced = MappingProxyType({channel: self._surfaced.get(channel, 0)})
         # Counts from COUNT(*), times from validated feedback, ``now`` checked by the loop: no re-validation.
         context: PolicyContext = _new_context()
-        _SET_NOW(context, self._now)
-        _SET_ACTIVE(context, cluster_counts)
-        _SET_OVERRIDES(context, overrides)
-        _SET_SURFACED(context, surfaced)
-        return context
+        _SET_NOW(context, now)
+        _SET_ACTIVE(context, _EMPTY if active is None else MappingProxyType(active))
+        _SET_OVERRIDES(context, MappingProxyType(overrides) if overrides else _EMPTY)
+        _SET_SURFACED(context, MappingProxyType(surfaced))
+        self._context = context
+
+    def context(self, prediction: Prediction, key: str, channel: str) -> PolicyContext:
+        return self._context
 
     def decided(self, prediction: Prediction, decision: Decision, channel: str) -> None:
         verdict = decision.verdict
-        if (
-            self._active is not None
-            and (verdict is Verdict.SURFACE or verdict is Verdict.DIGEST)
-            and prediction.action in self._disruptive
-        ):
-            cluster = prediction.cluster
-            self._active[cluster] = self._active.get(cluster, 0) + 1
         if verdict is Verdict.SURFACE:
             self._surfaced[channel] = self._surfaced.get(channel, 0) + 1
+        elif verdict is not Verdict.DIGEST:
+            return
+        active = self._active
+        if active is not None and prediction.action in self._disruptive:
+            cluster = prediction.cluster
+            active[cluster] = active.get(cluster, 0) + 1
 
 
 _SNAPSHOT_LIMIT = 4096  # entries per cache a snapshot keeps (a larger one is dropped, not trimmed)
@@ -320,11 +316,24 @@ class _Snapshot:
         self.decisions = tx._decisions
         self.channel_target = tx._channel_target
         self.next_id = tx._next_id
-        for big in (self.keys, self.trust, self.decisions):
-            if len(big) > _SNAPSHOT_LIMIT:
-                self.keys, self.stored_keys, self.trust, self.stored_trust = {}, set(), {}, set()
-                self.decisions, self.channel_target = {}, {}
-                break
+        self._bound()
+
+    def renew(self, tx: SQLiteTransaction, changes: int) -> None:
+        """After a clean commit of ``tx``, which continued this snapshot (same dicts, same data_version)."""
+        self.changes = changes
+        self.bandit = tx._bandit
+        self.bandit_stored = tx._bandit_stored
+        self.next_id = tx._next_id
+        self._bound()
+
+    def _bound(self) -> None:
+        if (
+            len(self.decisions) > _SNAPSHOT_LIMIT
+            or len(self.keys) > _SNAPSHOT_LIMIT
+            or len(self.trust) > _SNAPSHOT_LIMIT
+        ):
+            self.keys, self.stored_keys, self.trust, self.stored_trust = {}, set(), {}, set()
+            self.decisions, self.channel_target = {}, {}
 
 
 class _SnapshotHolder(Protocol):
@@ -352,6 +361,7 @@ class SQLiteTransaction:
         self._stored_keys: set[str] = set()  # key_alignment rows known to exist
         self._stored_trust: set[str] = set()  # operator_trust rows known to exist
         self._next_id: int | None = None  # the next id of the audit sequence, when known (see add_feedback)
+        self._adopted: _Snapshot | None = None  # the snapshot this transaction continues, if any
         self._config = config
         self._disruptive = disruptive_actions
         self._sql = _statements(config.bandit.n_arms, len(disruptive_actions))
@@ -394,7 +404,12 @@ class SQLiteTransaction:
         if holder is None:
             return
         if self._clean and self._data_version is not None:
-            holder.snapshot = _Snapshot(self, self._data_version, self._c.total_changes)
+            snap = self._adopted
+            if snap is not None:
+                snap.renew(self, self._c.total_changes)
+                holder.snapshot = snap
+            else:
+                holder.snapshot = _Snapshot(self, self._data_version, self._c.total_changes)
         elif not self._clean:
             holder.snapshot = None
 
@@ -547,37 +562,69 @@ class SQLiteTransaction:
             return
         decisions, recommendations, outbox = [], [], []
         seq = self._next_audit_id()
-        decision_row = codec.decision_row
+        verdict_text, severity_text, dumps = _VERDICT_TEXT, _SEVERITY_TEXT, codec.dumps
+        surface, digest = Verdict.SURFACE, Verdict.DIGEST
         for prediction, decision, channel in decided:
             pid = prediction.id
             if decision.prediction_id != pid:
                 raise StorageError(
                     "decisions", decision.prediction_id, f"decision is for another prediction than {pid!r}"
                 )
-            decisions.append(decision_row(seq, prediction, decision, channel))
+            # codec.decision_row, inlined (one row per prediction is the batch's hot loop)
+            labels = prediction.labels
+            cluster = prediction.cluster
+            verdict = decision.verdict
+            decisions.append(
+                (
+                    seq,
+                    pid,
+                    prediction.fault_type,
+                    prediction.target,
+                    prediction.action,
+                    prediction.confidence,
+                    severity_text[prediction.severity],
+                    prediction.time_to_fault_s,
+                    dumps(dict(labels)) if labels else "{}",
+                    prediction.channel,
+                    prediction.received_at,
+                    prediction.fingerprint(),
+                    cluster,
+                    decision.key,
+                    verdict_text[verdict],
+                    decision.rule,
+                    decision.reason,
+                    decision.confidence,
+                    decision.misalignment,
+                    decision.score,
+                    decision.threshold,
+                    decision.arm,
+                    decision.decided_at,
+                    channel,
+                )
+            )
             seq += 1
-            if decision.surfaced:
-                surface = decision.verdict is Verdict.SURFACE
+            if verdict is surface or verdict is digest:
+                at = decision.decided_at
                 recommendations.append(
                     (
                         pid,
-                        decision.verdict.value,
+                        verdict_text[verdict],
                         channel,
                         decision.key,
                         prediction.target,
                         prediction.action,
-                        prediction.cluster,
-                        decision.decided_at,
+                        cluster,
+                        at,
                     )
                 )
                 outbox.append(
                     (
                         pid,
                         channel,
-                        "recommendation" if surface else "digest_item",
-                        codec.dumps({"prediction_id": pid}),
-                        decision.decided_at,
-                        decision.decided_at,
+                        "recommendation" if verdict is surface else "digest_item",
+                        f'{{"prediction_id":{_json_str(pid)}}}',  # = codec.dumps({"prediction_id": pid})
+                        at,
+                        at,
                     )
                 )
         c = self._c
@@ -594,9 +641,11 @@ class SQLiteTransaction:
                 self.add_decision(prediction, decision, channel)  # raises the StorageError naming the record
             raise StorageError("decisions", decided[0][0].id, f"a batch of {len(decided)} refused: {exc}") from exc
         c.execute("RELEASE npo_bulk")
+        cached, channel_target = self._decisions, self._channel_target
         for prediction, decision, channel in decided:
-            self._decisions[prediction.id] = decision
-            self._channel_target[prediction.id] = (channel, prediction.target)
+            pid = prediction.id
+            cached[pid] = decision
+            channel_target[pid] = (channel, prediction.target)
 
     def audit_many(self, entries: Sequence[tuple[str, str, Mapping[str, object], float]]) -> None:
         """:meth:`audit` for each (kind, subject, detail, at), in order, in one ``executemany``."""
@@ -726,21 +775,18 @@ class SQLiteTransaction:
         old = self._bandit_stored
         if old is bandit:
             return
+        alpha, beta, pulls = bandit.alpha, bandit.beta, bandit.pulls
         if old is None:
-            rows = list(zip(range(cfg.n_arms), cfg.thresholds, bandit.alpha, bandit.beta, bandit.pulls, strict=True))
+            rows = list(zip(range(cfg.n_arms), cfg.thresholds, alpha, beta, pulls, strict=True))
         else:
+            old_alpha, old_beta, old_pulls = old.alpha, old.beta, old.pulls
+            thresholds = cfg.thresholds
             rows = [
-                (arm, cfg.thresholds[arm], a, b, n)
-                for arm, (a, b, n, old_a, old_b, old_n) in enumerate(
-                    zip(bandit.alpha, bandit.beta, bandit.pulls, old.alpha, old.beta, old.pulls, strict=True)
-                )
-                if a != old_a or b != old_b or n != old_n
+                (arm, thresholds[arm], alpha[arm], beta[arm], pulls[arm])
+                for arm in range(len(thresholds))
+                if alpha[arm] != old_alpha[arm] or beta[arm] != old_beta[arm] or pulls[arm] != old_pulls[arm]
             ]
-        sql = (
-            "INSERT INTO bandit_arms (arm, threshold, alpha, beta, pulls) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(arm) DO UPDATE SET threshold = excluded.threshold, alpha = excluded.alpha, "
-            "beta = excluded.beta, pulls = excluded.pulls"
-        )
+        sql = _UPSERT_ARM
         try:
             if len(rows) == 1 and old is not None:
                 # The stored arms were read in this transaction (or a snapshot of it): the row exists, and its
@@ -799,28 +845,26 @@ class SQLiteTransaction:
         ):
             assert holder is not None
             holder.snapshot = None  # taken: given back (updated) by a clean commit
-            known = prediction_id in snap.decisions
-            r = self._c.execute(
-                self._sql.warm if known else self._sql.warm_decision, (request_id, prediction_id, operator)
-            ).fetchone()
-            if r[0] == snap.data_version:
-                self._data_version = r[0]
+            if self._c.execute("PRAGMA data_version").fetchone()[0] == snap.data_version:
+                self._data_version = snap.data_version
+                known = prediction_id in snap.decisions
+                r = self._c.execute(
+                    self._sql.warm if known else self._sql.warm_decision, (request_id, prediction_id, operator)
+                ).fetchone()
                 self._keys, self._stored_keys = snap.keys, snap.stored_keys
                 self._trust, self._stored_trust = snap.trust, snap.stored_trust
                 self._bandit, self._bandit_stored = snap.bandit, snap.bandit_stored
                 self._decisions, self._channel_target = snap.decisions, snap.channel_target
                 self._next_id = snap.next_id
-                self._seen[request_id] = bool(r[1])
+                self._adopted = snap
+                self._seen[request_id] = bool(r[0])
                 if not known:
-                    if r[4] is None:
+                    if r[3] is None:
                         self._decisions[prediction_id] = None
                         return
-                    self._decisions[prediction_id] = codec.trusted_row(
-                        Decision,
-                        (prediction_id, r[4], codec.VERDICTS[r[5]], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13]),
-                    )
-                    self._channel_target[prediction_id] = (r[14], r[15])
-                self._load_effective(prediction_id, operator, r[2], r[3])
+                    self._decisions[prediction_id] = codec.decision_from_values(prediction_id, r, 3)
+                    self._channel_target[prediction_id] = (r[13], r[14])
+                self._load_effective(prediction_id, operator, r[1], r[2])
                 return
         self._prefetch_all(prediction_id, operator, request_id)
 
@@ -845,9 +889,7 @@ class SQLiteTransaction:
             return
         decision = self._decisions.get(prediction_id, _MISSING)
         if decision is _MISSING:
-            decision = codec.trusted_row(
-                Decision, (prediction_id, r[1], codec.VERDICTS[r[2]], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
-            )
+            decision = codec.decision_from_values(prediction_id, r, 1)
             self._decisions[prediction_id] = decision
         self._channel_target.setdefault(prediction_id, (r[11], r[12]))
         if decision is None:
@@ -904,34 +946,41 @@ class SQLiteTransaction:
         status, m) is kept in the row itself (``audit_weight``, ``audit_m``: the ``audit_log`` view shows it);
         any other detail becomes an ``audit_events`` line."""
         ev = applied.event
+        request_id = ev.request_id
         self._effective.clear()
-        self._seen.pop(ev.request_id, None)
+        self._seen.pop(request_id, None)
         audited = None if audit is None else _feedback_audit(applied, audit)
+        weight, m = (None, None) if audited is None else audited
         known = self._channel_target.get(ev.prediction_id)
         next_id = self._next_id
         self._next_id = None
+        # the columns of _FEEDBACK_INSERT after its id: codec.feedback_params(applied), audit_weight, audit_m
+        row = (
+            request_id,
+            ev.prediction_id,
+            ev.operator,
+            _KIND_TEXT[ev.kind],
+            ev.at,
+            ev.reason,
+            applied.key,
+            applied.y,
+            applied.weight,
+            applied.key_n_before,
+            applied.arm,
+            applied.reward,
+            applied.replaces,
+            weight,
+            m,
+        )
         if known is not None and next_id is not None:
             # The next audit id is known exactly (this transaction, or the snapshot it continues, made the last
             # allocation and nothing else has written since): given directly instead of computed by NEXT_AUDIT_ID.
-            cur = self._write(
-                "feedback",
-                ev.request_id,
-                self._sql.insert_feedback_id,
-                (next_id, *codec.feedback_params(applied), *(audited or (None, None)), *known),
-            )
+            cur = self._write("feedback", request_id, self._sql.insert_feedback_id, (next_id, *row, *known))
         elif known is not None:
-            cur = self._write(
-                "feedback",
-                ev.request_id,
-                self._sql.insert_feedback_known,
-                (*codec.feedback_params(applied), *(audited or (None, None)), *known),
-            )
+            cur = self._write("feedback", request_id, self._sql.insert_feedback_known, (*row, *known))
         else:
             cur = self._write(
-                "feedback",
-                ev.request_id,
-                self._sql.insert_feedback,
-                (*codec.feedback_params(applied), *(audited or (None, None)), ev.prediction_id, ev.prediction_id),
+                "feedback", request_id, self._sql.insert_feedback, (*row, ev.prediction_id, ev.prediction_id)
             )
         self._next_id = None if cur.lastrowid is None else cur.lastrowid + 1
         self._seen[ev.request_id] = True
