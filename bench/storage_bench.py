@@ -53,6 +53,7 @@ def fig_predictions(sync: str) -> str:
 FEEDBACK_BASELINE = "baseline: raw sqlite3 BEGIN IMMEDIATE read-modify-write"
 FEEDBACK_STORE = "SQLiteStore + record_feedback (full read-modify-write)"
 FEEDBACK_PERCENT = "SQLiteStore as % of the baseline"
+FEEDBACK_ALTERNATING = "SQLiteStore + record_feedback, two stores alternating (every event re-reads its state)"
 BATCH_BASELINE = f"baseline: raw sqlite3 executemany of the same rows, batches of {BATCH}"
 BATCH_STORE = f"SQLiteStore.decide_many (decide_batch), batches of {BATCH}"
 SINGLE_STORE = "SQLiteStore + decide, one transaction each"
@@ -140,11 +141,16 @@ def raw_insert(path: Path, synchronous: str, n: int) -> float:
         conn.close()
 
 
-def store_feedback(path: Path, synchronous: Synchronous, n: int) -> float:
+def store_feedback(path: Path, synchronous: Synchronous, n: int, *, writers: int = 1) -> float:
     """``record_feedback`` in ``store.transaction()``, one durable commit per event (full read-modify-write:
-    request id, decision, trust, previous answer, m(k), bandit, trust, feedback row, audit line)."""
+    request id, decision, trust, previous answer, m(k), bandit, trust, feedback row, audit line).
+
+    ``writers`` > 1: that many stores (connections) on the file take the events in turn, so every event follows
+    another connection's commit and none can reuse the reads of the connection's previous event (the cost
+    when several threads or processes write)."""
     config = LoopConfig()
     policy = parse_policy(DEFAULT_POLICY_TEXT)
+    others = [SQLiteStore(path, config, synchronous=synchronous, disruptive_actions=()) for _ in range(writers - 1)]
     with SQLiteStore(path, config, synchronous=synchronous, disruptive_actions=()) as store:
         n_pred = n // len(OPERATORS) + 1
         preds = _predictions(n_pred, "fb", confidence=0.99)
@@ -162,12 +168,18 @@ def store_feedback(path: Path, synchronous: Synchronous, n: int) -> float:
             for i in range(n)
         ]
 
+        turns = [store, *others]
+
         def work() -> None:
-            for event in events:
-                with store.transaction() as tx:
+            for i, event in enumerate(events):
+                with turns[i % len(turns)].transaction() as tx:
                     record_feedback(tx, event, config=config)
 
-        return _rate(n, work)
+        try:
+            return _rate(n, work)
+        finally:
+            for other in others:
+                other.close()
 
 
 def store_decide_single(path: Path, synchronous: Synchronous, n: int) -> float:
@@ -276,11 +288,13 @@ def run(quick: bool = False) -> list[Row]:
             n_fb = sizes.feedback // third
             raw = raw_read_modify_write(d / f"raw-rmw-{s}.db", sync, n_fb)
             ours = store_feedback(d / f"store-fb-{s}.db", sync, n_fb)
+            alternating = store_feedback(d / f"store-fb2-{s}.db", sync, n_fb, writers=2)
             fb = fig_feedback(sync)
             rows += [
                 (row_name(fb, FEEDBACK_BASELINE), raw, "events/s"),
                 (row_name(fb, FEEDBACK_STORE), ours, "events/s"),
                 (row_name(fb, FEEDBACK_PERCENT), 100.0 * ours / raw, "%"),
+                (row_name(fb, FEEDBACK_ALTERNATING), alternating, "events/s"),
                 (
                     f"raw sqlite3 INSERT, commit per row, {sync}",
                     raw_insert(d / f"raw-ins-{s}.db", sync, n_fb),
