@@ -72,6 +72,7 @@ class ServerThread:
     def start(self, timeout: float = 10.0) -> ServerThread:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets: no Nagle wait
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         server = uvicorn.Server(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -36,11 +37,63 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class BadJson(ValueError):
+    """The body is not acceptable JSON; ``field`` names where (``(body)`` for the body as a whole)."""
+
+    def __init__(self, message: str, field: str = "(body)") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# A lone UTF-16 surrogate can only come from a \uD800–\uDFFF escape or from UTF-8-encoded surrogate bytes (which
+# ``json.loads`` lets through); only bodies containing either are walked.
+_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
 def parse_json(raw: bytes) -> Any:
-    """Decode a JSON body; raises ``ValueError`` with a short message."""
+    """Decode a JSON body; raises :class:`BadJson` (a ``ValueError``) with a short message.
+
+    Refused besides invalid JSON: nesting deeper than the decoder's recursion limit (``RecursionError`` inside
+    ``json``), and strings holding a lone UTF-16 surrogate (``"\\ud800"``), which no UTF-8 column, log line or
+    Slack message can carry.
+    """
     if not raw.strip():
-        raise ValueError("the body is empty")
+        raise BadJson("the body is empty")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"invalid JSON: {exc}") from None
+        raise BadJson(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise BadJson("invalid JSON: nested too deeply") from None
+    if _SURROGATE_HINT.search(raw):
+        where = _lone_surrogate(value)
+        if where is not None:
+            raise BadJson("a string holds a lone UTF-16 surrogate (not valid Unicode text)", where or "(body)")
+    return value
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The path (``[0].labels.k``) of the first string — key or value — that is not encodable as UTF-8."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return path
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                child = f"{path}.{k}" if path else str(k)
+                if not _encodable(k):
+                    return child.encode("utf-8", "backslashreplace").decode()
+                stack.append((v, child))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -17,7 +17,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bot.http.body import BodyTooLarge, error, parse_json, read_body
+from bot.http.body import BadJson, BodyTooLarge, error, parse_json, read_body
 from bot.ingest.alertmanager import parse_webhook
 from bot.ingest.records import many, outcome_from_json, prediction_from_json
 from bot.service import NpoService
@@ -47,12 +47,16 @@ class IngestApi:
 
     def __init__(self, service: NpoService, *, token: str, max_body_bytes: int) -> None:
         self.service = service
-        self._token = f"Bearer {token}".encode()
+        self._token = token.encode()
         self.max_body_bytes = max_body_bytes
 
     def _authorised(self, request: Request) -> bool:
-        given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, self._token)
+        """``Authorization: Bearer <token>`` (the scheme in any case). The token is compared in constant time
+        (``hmac.compare_digest``), always — whatever the scheme — so the answer's timing tells nothing."""
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Header values arrive decoded as latin-1: encoding them back gives the bytes the client sent.
+        token_ok = hmac.compare_digest(given.strip().encode("latin-1"), self._token)
+        return token_ok and scheme.lower() == "bearer"
 
     async def _json(self, request: Request) -> Any | Response:
         if not self._authorised(request):
@@ -63,8 +67,8 @@ class IngestApi:
             return error(413, f"body larger than {self.max_body_bytes} bytes")
         try:
             return parse_json(raw)
-        except ValueError as exc:
-            return error(400, str(exc), "(body)")
+        except BadJson as exc:
+            return error(400, str(exc), exc.field)
 
     async def predictions(self, request: Request) -> Response:
         body = await self._json(request)

@@ -1,12 +1,15 @@
 """``POST /slack/events``: a guard in front of Bolt, then Bolt's Starlette adapter.
 
-The guard answers what Bolt would get wrong: a body over the limit (413), a body that is not UTF-8 (400) and a
-non-numeric ``X-Slack-Request-Timestamp`` (400; Bolt would answer 500). Missing headers, a bad signature and a
-timestamp outside ±300 s are left to Bolt's request verification (401 ``{"error": "invalid request"}``).
+The guard answers what Bolt would get wrong: a body over the limit (413), a body that is not UTF-8 (400), a
+non-numeric ``X-Slack-Request-Timestamp`` (400; Bolt would answer 500), and a body Bolt cannot read as one JSON
+object — invalid or deeply nested JSON in ``payload=``, ``payload=null``, a JSON list (400; Bolt parses the body
+before it checks the signature and would answer 500 to anyone). Missing headers, a bad signature and a timestamp
+outside ±300 s are left to Bolt's request verification (401 ``{"error": "invalid request"}``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
@@ -15,6 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bot.http.body import BodyTooLarge, error, read_body
+from bot.http.slack_shape import shape_problem
+
+log = logging.getLogger(__name__)
 
 
 def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request], Awaitable[Response]]:
@@ -33,7 +39,16 @@ def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request
             return error(413, f"body larger than {max_body_bytes} bytes")
         except UnicodeDecodeError:
             return error(400, "body must be UTF-8")
-        bolt_response = await app.async_dispatch(to_async_bolt_request(request, body))
+        try:
+            bolt_request = to_async_bolt_request(request, body)
+        except Exception as exc:  # Bolt's body parser: invalid JSON, too deep, not an object...
+            log.info("refused a /slack/events body Bolt cannot parse: %s", type(exc).__name__)
+            return error(400, "the body is not a Slack request (unreadable payload)")
+        if not isinstance(bolt_request.body, dict):
+            return error(400, "the body is not a Slack request (the payload must be a JSON object)")
+        if (field := shape_problem(bolt_request.body)) is not None:
+            return error(400, "the body is not a Slack request (a field has the wrong type)", field)
+        bolt_response = await app.async_dispatch(bolt_request)
         return to_starlette_response(bolt_response)
 
     return slack_events

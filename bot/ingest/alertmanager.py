@@ -176,7 +176,10 @@ def parse_webhook(body: object, *, now: float) -> AlertBatch:
         if status == "resolved":
             labels = {**common[0], **_strings(alert.get("labels"), f"alerts[{index}].labels")}
             at = _timestamp(alert.get("endsAt"), now)
-            outcomes.append(Outcome(alert_id(alert, labels), True, at, "alertmanager"))
+            try:
+                outcomes.append(Outcome(alert_id(alert, labels), True, at, "alertmanager"))
+            except InvalidRecord as exc:  # an over-long fingerprint: name it, not the derived prediction_id
+                raise InvalidRecord(f"alerts[{index}].fingerprint", exc.message) from None
         elif status == "firing":
             predictions.append(prediction_from_alert(alert, common, index=index, now=now))
         else:

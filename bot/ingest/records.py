@@ -33,7 +33,7 @@ def _check_keys(obj: object, allowed: Sequence[str], required: Sequence[str]) ->
         raise InvalidRecord("(record)", f"must be a JSON object, got {type(obj).__name__}")
     for name in obj:
         if name not in allowed:
-            raise InvalidRecord(str(name), f"unknown field (allowed: {', '.join(allowed)})")
+            raise InvalidRecord(str(name) or '""', f"unknown field (allowed: {', '.join(allowed)})")
     for name in required:
         if name not in obj or obj[name] is None:
             raise InvalidRecord(name, "is required")
