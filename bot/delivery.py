@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 POST_KINDS = frozenset({"recommendation", "digest_item", "message", "thread_reply"})
 TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+# slack_sdk's error for an answer that is not JSON (a truncated body, a proxy's error page): transient, not final.
+NON_JSON_ANSWER = "Received a response in a non-JSON format"
 MAX_BACKOFF_S = 60.0
 NOT_YET_POSTED_RETRY_S = 2.0
 
@@ -91,7 +93,7 @@ def classify(exc: BaseException, attempts: int) -> _Retry | _Fail:
             except ValueError:
                 after = 1.0
             return _Retry(after, f"ratelimited (Retry-After {retry_after})")
-        if status >= 500 or error in TRANSIENT_ERRORS:
+        if status >= 500 or error in TRANSIENT_ERRORS or error.startswith(NON_JSON_ANSWER):
             return _Retry(backoff_s(attempts), f"HTTP {status} {error}".strip())
         return _Fail(error or f"HTTP {status}")
     if isinstance(exc, OSError | TimeoutError | http.client.HTTPException):

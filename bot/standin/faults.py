@@ -25,6 +25,7 @@ class FaultKind(Enum):
     ERROR = "error"  # HTTP 200, {"ok": false, "error": <error>}
     DELAY = "delay"  # wait, then answer normally
     DISCONNECT = "disconnect"  # close the connection without an answer
+    MALFORMED = "malformed"  # HTTP 200 with a body that is not JSON (a truncated answer, a proxy's error page)
 
 
 @dataclass
@@ -73,6 +74,10 @@ class FaultInjector:
     def disconnect(self, method: str, *, times: int | None = 1) -> None:
         """Close the connection of the next ``times`` calls without answering (the client sees a reset)."""
         self._add(method, Fault(FaultKind.DISCONNECT, times))
+
+    def malformed(self, method: str, *, times: int | None = 1) -> None:
+        """Answer the next ``times`` calls with HTTP 200 and a truncated, unparseable JSON body; nothing is stored."""
+        self._add(method, Fault(FaultKind.MALFORMED, times))
 
     def clear(self, method: str | None = None) -> None:
         """Remove queued faults for ``method``, or all of them."""

@@ -177,6 +177,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return Reply(fault.status, {"ok": False, "error": "internal_error"})
             elif fault.kind is FaultKind.ERROR:
                 return Reply(200, {"ok": False, "error": fault.error})
+            elif fault.kind is FaultKind.MALFORMED:
+                return Reply(200, '{"ok": true, "channel": "C0')
         if method == UPLOAD:
             return s.api.upload(path.removeprefix("/upload/"), raw)
         if method == RESPONSE_URL:
