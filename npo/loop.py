@@ -247,7 +247,11 @@ def decision_audit_detail(decision: Decision) -> dict[str, object]:
 # -- batches of decisions ------------------------------------------------------------------------------------
 class BatchContexts(Protocol):
     """The Safety Policy Engine's view of the world for the predictions of one batch, as a store computes it: a
-    snapshot taken before the batch plus the effect of the batch's earlier decisions (blast radius, channel cap)."""
+    snapshot taken before the batch plus the effect of the batch's earlier decisions (blast radius, channel cap).
+
+    :func:`decide_batch` passes each context straight to :func:`npo.policy.evaluate` before the prediction's own
+    :meth:`decided`; a context need only be right for that call (a store may return one shared context whose
+    maps are live views of its counts)."""
 
     def context(self, prediction: Prediction, key: str, channel: str) -> PolicyContext: ...
     def decided(self, prediction: Prediction, decision: Decision, channel: str) -> None: ...

@@ -11,7 +11,9 @@ Writes go straight to the database (prepared statements through the ``sqlite3`` 
 table API on the hot path), so a constraint violation is reported at the write that caused it, as a
 :class:`StorageError` naming the table and record; the transaction is then rolled back. Reads of keys, the
 bandit, trust and the model are cached for the life of one transaction (this connection is the only writer
-while it is open).
+while it is open); a feedback transaction's keys, trust, bandit and decisions are also kept for the
+connection's next one and reused while ``PRAGMA data_version`` and the connection's ``total_changes`` show that
+nothing else has written in between (see :class:`_Snapshot`).
 
 Idempotency rules (see ``storage/README.md``): a prediction id is stored once (and the loop treats a same
 fingerprint within the dedupe window as a duplicate); a feedback request id is stored once (UNIQUE); a
@@ -281,14 +283,16 @@ _SNAPSHOT_LIMIT = 4096  # entries per cache a snapshot keeps (a larger one is dr
 
 class _Snapshot:
     """What one connection's last committed feedback transaction had read and written (keys, trust, bandit,
-    decisions with their channel and target, and which key and trust rows exist), for its next transaction.
+    decisions with their channel and target, which key and trust rows exist, the next audit id), for its next
+    transaction. Kept only after a clean commit: no raw ``connection`` handed out, no savepoint rolled back;
+    each cache holds at most ``_SNAPSHOT_LIMIT`` entries (a larger snapshot starts again empty).
 
     Valid only while nothing else has changed the database: SQLite's ``data_version`` (it changes when *another*
     connection, in this process or any other, commits) must be the one that transaction saw, and the connection's
     ``total_changes`` the one it left (any other write on this connection, outside such a transaction, moves it).
     :meth:`SQLiteTransaction.prefetch_feedback` checks both inside ``BEGIN IMMEDIATE``, where nobody else can
-    commit, before reusing it; otherwise the reads are made again. Decisions are append-only rows, so caching
-    them is safe; the rest is exactly the state the snapshot's transaction committed."""
+    commit, before reusing it; otherwise the reads are made again. Every entry, found or not found, is then
+    exactly what the database holds."""
 
     __slots__ = (
         "bandit",
