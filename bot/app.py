@@ -154,5 +154,6 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         ingest_token=settings.ingest_token,
         max_body_bytes=settings.max_body_bytes,
         lifespan=lifespan,
+        policy_file=settings.policy_file,
     )
     return Bot(settings, store, service, metrics, deps, bolt, async_client, worker, scheduler, asgi, poller)

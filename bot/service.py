@@ -4,6 +4,11 @@ Each method is one store transaction around one loop step (``decide``, ``record_
 plus the outbox message that makes Slack reflect it, so "acknowledged" always means "stored and queued". Slow
 work (Web API calls) never happens here: the delivery worker reads the outbox. Thread-safe: the store serialises
 writers and the random generator is used under a lock.
+
+Clicks are limited per person (:class:`storage.ratelimit.ClickLimit`, a token bucket kept in SQLite and charged
+inside the click's own transaction, so the limit holds across threads and processes): a click over the limit is
+not applied to the learning state, is stored as a ``feedback_rate_limited`` audit line, and is answered with status
+``rate_limited`` so the listener can tell the person.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import numpy as np
 
 from bot.slack.blocks import Answer, Dashboard, OutcomeView, RecommendationView
 from npo.alignment import alignment_loss
-from npo.loop import DecideResult, FeedbackResult, OutcomeResult, record_feedback, record_outcome
+from npo.loop import SYSTEM_OPERATOR, DecideResult, FeedbackResult, OutcomeResult, record_feedback, record_outcome
 from npo.policy import Mute, Policy
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
 from storage import SQLiteStore
 from storage.mutes import active_mutes, add_mute, lift_mutes
+from storage.ratelimit import RATE_LIMITED, ClickLimit, remember_rate_limited, take, was_rate_limited
 from storage.store import SQLiteTransaction
 
 UPDATE_KIND = "update"
@@ -42,8 +48,11 @@ class MessageRef:
 
 @dataclass(frozen=True, slots=True)
 class ClickResult:
-    status: str  # "recorded", "replaced", "duplicate" (same request) or "unchanged" (same answer again)
+    # "recorded", "replaced", "duplicate" (same request), "unchanged" (same answer again) or "rate_limited"
+    # (over the person's click limit: not applied; retry_after_s says when their next click will count)
+    status: str
     feedback: FeedbackResult | None
+    retry_after_s: float = 0.0
 
 
 class NpoService:
@@ -54,6 +63,8 @@ class NpoService:
     this many seconds — the first update after a quiet spell is due at once, later ones are due that long after
     the previous one, and answers arriving meanwhile fold into that one pending update (a burst of 100 clicks
     costs a couple of ``chat.update`` calls, not 100: Slack rate-limits ``chat.update`` to about 50 a minute).
+    ``click_limit``: each person's clicks that would change the learning state are limited to ``burst`` at once
+    and ``per_minute`` a minute after that (``per_minute`` = 0: no limit); skips (``system``) are never limited.
     """
 
     def __init__(
@@ -65,9 +76,11 @@ class NpoService:
         clock: Callable[[], float] = time.time,
         on_enqueue: Callable[[], None] = lambda: None,
         update_interval_s: float = 1.0,
+        click_limit: ClickLimit | None = None,
     ) -> None:
         self.store = store
         self.update_interval_s = update_interval_s
+        self.click_limit = ClickLimit() if click_limit is None else click_limit
         self._update_due: dict[str, float] = {}  # prediction id → when its last queued update was due
         self.base_policy = policy
         self._policy = policy
@@ -97,6 +110,12 @@ class NpoService:
         if now - self._mutes_read_at >= MUTE_REFRESH_S:
             self._refresh_mutes(now)
         return self._policy
+
+    def replace_policy(self, policy: Policy) -> None:
+        """Swap the file's policy (a reload); the mutes in force stay layered over the new one."""
+        with self._policy_lock:
+            self.base_policy = policy
+        self._refresh_mutes(self.clock())
 
     def _refresh_mutes(self, now: float) -> None:
         with self.store.read() as conn:
@@ -132,21 +151,55 @@ class NpoService:
         """Record one engineer's answer and queue the message update, in one transaction.
 
         The same request id again is ``duplicate``; the same person giving the same answer again is
-        ``unchanged`` (nothing stored); a different answer replaces theirs (loop rule). Raises the loop's
-        :class:`npo.loop.LoopError` for an unknown or unsurfaced prediction (nothing stored).
+        ``unchanged`` (nothing stored); a different answer replaces theirs (loop rule). A click over the person's
+        limit (``click_limit``) is ``rate_limited``: only its audit line is stored, and its request id is
+        remembered, so a retry of it is ``duplicate`` (audited and charged once). Neither a duplicate nor an
+        unchanged answer takes from the limit. Raises the loop's :class:`npo.loop.LoopError` for an unknown or
+        unsurfaced prediction (nothing stored).
         """
+        limit = self.click_limit
         with self.store.transaction() as tx:
             if tx.has_request(event.request_id):
+                return ClickResult("duplicate", None)
+            limited = limit.enabled and event.operator != SYSTEM_OPERATOR
+            if limited and was_rate_limited(tx.connection, event.request_id):
                 return ClickResult("duplicate", None)
             current = tx.effective_feedback(event.prediction_id, event.operator)
             if current is not None and current.event.kind is event.kind and current.event.reason == event.reason:
                 return ClickResult("unchanged", None)
+            if limited:
+                refused = self._over_limit(tx, event)
+                if refused is not None:
+                    return refused
             result = record_feedback(tx, event, config=self.store.config)
             if result.status != "duplicate":
                 self._queue_update(tx, event.prediction_id, message)
         if result.status != "duplicate":
             self.on_enqueue()
         return ClickResult(result.status, result)
+
+    def _over_limit(self, tx: SQLiteTransaction, event: FeedbackEvent) -> ClickResult | None:
+        """Charge the click to its person's bucket; when it is over the limit, audit it, remember its request id
+        and return the ``rate_limited`` result, else None. A click on an unknown or unsurfaced prediction is not
+        charged: the loop refuses it next, and it changes nothing."""
+        decision = tx.get_decision(event.prediction_id)
+        if decision is None or not decision.surfaced:
+            return None
+        now = self.clock()
+        taken = take(tx.connection, event.operator, now, self.click_limit)
+        if taken.allowed:
+            return None
+        remember_rate_limited(tx.connection, event.request_id, now)
+        detail = {
+            "operator": event.operator,
+            "kind": event.kind.value,
+            "request_id": event.request_id,
+            "per_minute": self.click_limit.per_minute,
+            "burst": self.click_limit.burst,
+            "retry_after_s": round(taken.retry_after_s, 3),
+        }
+        tx.audit(RATE_LIMITED, event.prediction_id, detail, now)
+        return ClickResult("rate_limited", None, taken.retry_after_s)
 
     def record_outcome(self, outcome: Outcome, message: MessageRef | None = None) -> OutcomeResult:
         """Record an outcome (first one wins) and queue a message update when it was new and was surfaced."""

@@ -1,9 +1,9 @@
 """The ASGI application: routes, a latency-recording middleware, health and metrics.
 
 Routes: ``POST /slack/events`` (Bolt), ``POST /api/v1/predictions``, ``POST /api/v1/alertmanager``,
-``POST /api/v1/outcomes``, ``GET /healthz`` (database reachable), ``GET /livez`` (process up, no I/O),
-``GET /metrics``. Anything else is 404 (405 for a known path with
-the wrong method) and changes nothing.
+``POST /api/v1/outcomes``, ``POST /api/v1/policy/reload``, ``GET /healthz`` (database reachable), ``GET /livez``
+(process up, no I/O), ``GET /metrics``. Anything else is 404 (405 for a known path with the wrong method) and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import anyio.to_thread
 from slack_bolt.async_app import AsyncApp
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.http.ingest_routes import IngestApi
+from bot.http.policy_route import PolicyHolder
 from bot.http.slack_route import make_slack_endpoint
 from bot.metrics import Metrics
 from bot.service import NpoService
@@ -31,6 +33,7 @@ KNOWN_ROUTES = frozenset(
         "/api/v1/predictions",
         "/api/v1/alertmanager",
         "/api/v1/outcomes",
+        "/api/v1/policy/reload",
         "/healthz",
         "/livez",
         "/metrics",
@@ -69,9 +72,13 @@ def build_asgi_app(
     ingest_token: str,
     max_body_bytes: int,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    policy_file: Path | None = None,
 ) -> ASGIApp:
-    """The whole HTTP surface as one ASGI app (wrap nothing else around it)."""
-    ingest = IngestApi(service, token=ingest_token, max_body_bytes=max_body_bytes)
+    """The whole HTTP surface as one ASGI app (wrap nothing else around it). ``policy_file``: the file
+    ``POST /api/v1/policy/reload`` re-reads (``NPO_POLICY_FILE``; None: the built-in policy, nothing to reload)."""
+    ingest = IngestApi(
+        service, token=ingest_token, max_body_bytes=max_body_bytes, policy=PolicyHolder(service, policy_file)
+    )
 
     async def healthz(request: Request) -> Response:
         counts = await anyio.to_thread.run_sync(service.store.counts)
@@ -89,6 +96,7 @@ def build_asgi_app(
         Route("/api/v1/predictions", ingest.predictions, methods=["POST"]),
         Route("/api/v1/alertmanager", ingest.alertmanager, methods=["POST"]),
         Route("/api/v1/outcomes", ingest.outcomes, methods=["POST"]),
+        Route("/api/v1/policy/reload", ingest.reload_policy, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/livez", livez, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,14 +19,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bot.http.body import BadJson, BodyTooLarge, error, parse_json, read_body
+from bot.http.policy_route import PolicyHolder
 from bot.ingest.alertmanager import parse_webhook
 from bot.ingest.records import many, outcome_from_json, prediction_from_json
 from bot.service import NpoService
 from npo.loop import DecideResult, UnknownPrediction
 from npo.types import InvalidRecord, Outcome
+from storage import StorageError
 
 log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
+STORAGE_RETRY_AFTER_S = 30
+
+
+def storage_unavailable(exc: Exception) -> Response:
+    """503 for a write the database refused (disk full, I/O error, locked for too long): the transaction was
+    rolled back, so the sender may simply retry the same request later."""
+    log.error("ingest refused, the database cannot be written (nothing was stored): %s", exc)
+    response = error(503, f"the database cannot be written ({exc}); nothing was stored, retry later", "(storage)")
+    response.headers["Retry-After"] = str(STORAGE_RETRY_AFTER_S)
+    return response
 
 
 def decision_json(result: DecideResult) -> dict[str, Any]:
@@ -45,8 +58,11 @@ def decision_json(result: DecideResult) -> dict[str, Any]:
 class IngestApi:
     """The three ingest endpoints over one :class:`NpoService`."""
 
-    def __init__(self, service: NpoService, *, token: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, service: NpoService, *, token: str, max_body_bytes: int, policy: PolicyHolder | None = None
+    ) -> None:
         self.service = service
+        self.policy = policy or PolicyHolder(service, None)
         self._token = token.encode()
         self.max_body_bytes = max_body_bytes
 
@@ -78,7 +94,10 @@ class IngestApi:
             predictions, was_list = many(body, prediction_from_json, received_at=self.service.clock())
         except InvalidRecord as exc:
             return error(422, exc.message, exc.field)
-        results = await anyio.to_thread.run_sync(self.service.decide, predictions)
+        try:
+            results = await anyio.to_thread.run_sync(self.service.decide, predictions)
+        except (sqlite3.Error, StorageError) as exc:
+            return storage_unavailable(exc)
         items = [decision_json(r) for r in results]
         return JSONResponse({"results": items} if was_list else items[0])
 
@@ -90,7 +109,10 @@ class IngestApi:
             outcomes, was_list = many(body, outcome_from_json, now=self.service.clock())
         except InvalidRecord as exc:
             return error(422, exc.message, exc.field)
-        results = await anyio.to_thread.run_sync(self._record_outcomes, outcomes)
+        try:
+            results = await anyio.to_thread.run_sync(self._record_outcomes, outcomes)
+        except (sqlite3.Error, StorageError) as exc:
+            return storage_unavailable(exc)
         if not was_list and results[0].get("error"):
             return error(404, str(results[0]["error"]), "prediction_id")
         return JSONResponse({"results": results} if was_list else results[0])
@@ -112,6 +134,15 @@ class IngestApi:
             )
         return out
 
+    async def reload_policy(self, request: Request) -> Response:
+        """Re-read the policy file; the running policy stays when the new file is refused (see policy_route)."""
+        if not self._authorised(request):
+            return error(401, "missing or wrong bearer token", "Authorization")
+        result = await anyio.to_thread.run_sync(self.policy.reload)
+        if not result.ok:
+            return error(result.status, result.message, result.field)
+        return JSONResponse({"reloaded": True, "message": result.message})
+
     async def alertmanager(self, request: Request) -> Response:
         body = await self._json(request)
         if isinstance(body, Response):
@@ -120,6 +151,9 @@ class IngestApi:
             batch = parse_webhook(body, now=self.service.clock())
         except InvalidRecord as exc:
             return error(422, exc.message, exc.field)
-        results = await anyio.to_thread.run_sync(self.service.decide, batch.predictions)
-        outcomes = await anyio.to_thread.run_sync(self._record_outcomes, batch.outcomes)
+        try:
+            results = await anyio.to_thread.run_sync(self.service.decide, batch.predictions)
+            outcomes = await anyio.to_thread.run_sync(self._record_outcomes, batch.outcomes)
+        except (sqlite3.Error, StorageError) as exc:
+            return storage_unavailable(exc)
         return JSONResponse({"results": [decision_json(r) for r in results], "outcomes": outcomes})

@@ -6,15 +6,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import signal
+import socket
 import sqlite3
 import string
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -296,3 +304,95 @@ def command_bodies() -> st.SearchStrategy[tuple[str, bytes]]:
         },
     )
     return fields.map(lambda d: ("application/x-www-form-urlencoded", urlencode(d).encode()))
+
+
+# -- a real `npo-bot serve` in its own process ----------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+INGEST_TOKEN = "serve-ingest-token-0123456789"
+# Started through this wrapper so SIGXFSZ is ignored: a write past RLIMIT_FSIZE then fails with an error (as on a
+# full disk) instead of killing the process.
+_LAUNCH = (
+    "import signal, sys, runpy; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "sys.argv = ['npo-bot', *sys.argv[1:]]; runpy.run_module('bot.cli', run_name='__main__')"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class ServeProcess:
+    """``npo-bot serve`` as a child process on a loopback port, with its output collected."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    db_path: Path
+    output: list[str]
+
+    def ingest(self, body: Any, path: str = "/api/v1/predictions", timeout: float = 10) -> httpx.Response:
+        auth = {"Authorization": f"Bearer {INGEST_TOKEN}"}
+        return httpx.post(f"{self.url}{path}", json=body, headers=auth, timeout=timeout)
+
+
+def serve_env(db_path: Path, api_url: str, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
+    return env | {
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789",
+        "NPO_INGEST_TOKEN": INGEST_TOKEN,
+        "SLACK_API_URL": api_url,
+        "NPO_DB_PATH": str(db_path),
+        "NPO_PORT": str(port),
+        "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
+        "NPO_OPS_CHANNEL": "C0OPS",
+        "NPO_RESPONDERS": "U0ALICE,U0BOB",
+        "NPO_SLACK_TIMEOUT_S": "2",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
+
+
+@contextmanager
+def serve_process(db_path: Path, api_url: str, **extra: str) -> Iterator[ServeProcess]:
+    port = free_port()
+    env = serve_env(db_path, api_url, port, **extra)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCH, "serve", "--env-file", str(db_path.parent / "absent.env")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    server = ServeProcess(proc, f"http://127.0.0.1:{port}", db_path, output)
+    try:
+        deadline = time.monotonic() + 20
+        while not _up(server.url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("npo-bot serve did not start:\n" + "".join(output))
+            time.sleep(0.05)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/livez", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

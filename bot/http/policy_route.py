@@ -1,0 +1,68 @@
+"""``POST /api/v1/policy/reload``: re-read the safety policy file (``NPO_POLICY_FILE``) without a restart.
+
+Same bearer token as the ingest API. The file is parsed completely before anything changes: a file that cannot be
+read or parsed (bad TOML, an unknown rule, a wrong type — ``PolicyError`` names the line and field) is refused with
+422 and the running policy stays in force; so is a change of ``blast_radius.disruptive_actions``, which the
+database's queries are built for (restart to apply it). On success the next decision uses the new policy. Every
+attempt is logged (an error line for a refused file). Without ``NPO_POLICY_FILE`` (the built-in default policy)
+there is nothing to reload: 409.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.service import NpoService
+from npo.policy import Policy, PolicyError, parse_policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    ok: bool
+    status: int  # HTTP status: 200 reloaded, 409 nothing to reload, 422 refused
+    message: str
+    field: str | None = None
+
+
+class PolicyHolder:
+    """Owns the reload of the policy file the service decides with (``service.replace_policy``)."""
+
+    def __init__(self, service: NpoService, path: Path | None) -> None:
+        self._service = service
+        self.path = path
+        self._lock = threading.Lock()
+
+    @property
+    def policy(self) -> Policy:
+        """The policy file's rules in force (without the runtime mutes layered over them)."""
+        return self._service.base_policy
+
+    def reload(self) -> ReloadResult:
+        """Parse the file; swap it in only if it is valid and compatible. Never raises for a bad file."""
+        if self.path is None:
+            return ReloadResult(False, 409, "no policy file is configured (NPO_POLICY_FILE): nothing to reload")
+        with self._lock:
+            try:
+                text = self.path.read_text(encoding="utf-8")
+                new = parse_policy(text, self.path.name)
+            except PolicyError as exc:
+                log.error("policy reload refused, the current policy stays in force: %s", exc)
+                return ReloadResult(False, 422, str(exc), exc.field)
+            except (OSError, UnicodeDecodeError) as exc:
+                log.error(
+                    "policy reload refused, the current policy stays in force: cannot read %s: %s", self.path, exc
+                )
+                return ReloadResult(False, 422, f"cannot read {self.path.name}: {exc}", "NPO_POLICY_FILE")
+            old = self.policy
+            if new.blast_radius.disruptive_actions != old.blast_radius.disruptive_actions:
+                message = "blast_radius.disruptive_actions changed: restart the service to apply it"
+                log.error("policy reload refused, the current policy stays in force: %s", message)
+                return ReloadResult(False, 422, message, "blast_radius.disruptive_actions")
+            self._service.replace_policy(new)  # a decision uses the old or the new policy, whole
+            log.info("policy reloaded from %s", self.path)
+            return ReloadResult(True, 200, f"reloaded {self.path.name}")
