@@ -31,6 +31,7 @@ from npo.feedback import FeedbackCodes
 from npo.loop import LoopConfig
 from npo.policy import DEFAULT_POLICY, Policy, parse_policy
 from storage import SQLiteStore
+from storage.ratelimit import ClickLimit
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,13 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
     policy = load_policy(settings)
     store = build_store(settings, policy)
     metrics = Metrics()
-    service = NpoService(store, policy, rng=np.random.default_rng(seed), update_interval_s=settings.update_interval_s)
+    service = NpoService(
+        store,
+        policy,
+        rng=np.random.default_rng(seed),
+        update_interval_s=settings.update_interval_s,
+        click_limit=ClickLimit(settings.feedback_rate_per_min, settings.feedback_burst),
+    )
     sync_client = WebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,

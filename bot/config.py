@@ -59,6 +59,8 @@ class Settings:
     digest_delay_s: float = 300.0  # how long capped (digest) recommendations gather before their digest is posted
     slack_timeout_s: float = 5.0  # Web API timeout of the delivery worker and the listeners' look-ups
     update_interval_s: float = 1.0  # a recommendation's message is updated (chat.update) at most this often
+    feedback_rate_per_min: float = 30.0  # each person's clicks refill at this many a minute (0 = no limit)
+    feedback_burst: int = 30  # ...into a bucket of this many: the clicks one person may make at once
     poll_url: str | None = None  # a URL serving predictions as JSON, polled by ``serve`` (off when None)
     poll_interval_s: float = 30.0
     poll_token: str = ""  # optional bearer token sent to poll_url
@@ -278,6 +280,8 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         digest_delay_s=r.optional("NPO_DIGEST_DELAY_S", 300.0, _float_in(0, 86_400)),
         slack_timeout_s=r.optional("NPO_SLACK_TIMEOUT_S", 5.0, _float_in(0.1, 60)),
         update_interval_s=r.optional("NPO_UPDATE_INTERVAL_S", 1.0, _float_in(0, 60)),
+        feedback_rate_per_min=r.optional("NPO_FEEDBACK_RATE_PER_MIN", 30.0, _float_in(0, 100_000)),
+        feedback_burst=r.optional("NPO_FEEDBACK_BURST", 30, _int_in(1, 100_000)),
         poll_url=r.optional("NPO_POLL_URL", None, _poll_url),
         poll_interval_s=r.optional("NPO_POLL_INTERVAL_S", 30.0, _float_in(1, 86_400)),
         poll_token=r.optional("NPO_POLL_TOKEN", "", str),

@@ -18,6 +18,9 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
    ``outbox`` and ``outcomes`` refer to ``decisions``.
 4. ``m004_mutes_and_job_state``: ``policy_mutes`` (scenario keys muted with ``/npo mute``, with expiry) and
    ``job_state`` (what the scheduled jobs keep between runs).
+5. ``m005_feedback_rate_limits``: ``feedback_rate_limits`` (one token bucket per person: the per-user limit on
+   feedback clicks, shared by every process on the file) and an index over the ``feedback_rate_limited`` audit
+   lines (the weekly report counts them).
 """
 
 from __future__ import annotations
@@ -438,6 +441,23 @@ def m004_mutes_and_job_state(db: Database) -> None:
     """``policy_mutes`` (``/npo mute``: runtime Safety Policy rules with an expiry) and ``job_state`` (small
     JSON values the scheduled jobs keep between runs, e.g. the meta-monitor's feedback cursor)."""
     db.executescript(_M004)
+
+
+_M005 = """
+CREATE TABLE feedback_rate_limits (
+    operator TEXT PRIMARY KEY NOT NULL CHECK (length(operator) BETWEEN 1 AND 200),
+    tokens REAL NOT NULL CHECK (tokens >= 0),
+    updated_at REAL NOT NULL
+);
+CREATE INDEX audit_events_rate_limited ON audit_events (at) WHERE kind = 'feedback_rate_limited';
+"""
+
+
+@MIGRATIONS(name="m005_feedback_rate_limits")
+def m005_feedback_rate_limits(db: Database) -> None:
+    """``feedback_rate_limits``: per person, the tokens left in their click bucket and when it was last updated
+    (``storage/ratelimit.py``); and a partial index over the ``feedback_rate_limited`` audit lines."""
+    db.executescript(_M005)
 
 
 LATEST_SCHEMA_VERSION = len(MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))

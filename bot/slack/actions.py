@@ -3,19 +3,23 @@
 Every answer is stored (``record_feedback`` in one ``BEGIN IMMEDIATE`` transaction, together with the queued
 ``chat.update``) *before* ``ack()`` returns, so a 200 always means "stored". Override instead opens the reason
 modal at once (``views.open`` — the trigger id lives 3 s); the override is stored when the modal is submitted.
-Unauthorised clickers get an ephemeral refusal (sent after the ack) and nothing is stored. No exception escapes a
-listener: failures are logged and the click is still acknowledged.
+Unauthorised clickers get an ephemeral refusal (sent after the ack) and nothing is stored. A click over the
+person's click limit (``NPO_FEEDBACK_RATE_PER_MIN`` / ``NPO_FEEDBACK_BURST``) is acknowledged like any other, is not
+applied to the learning state (the service stores a ``feedback_rate_limited`` audit line) and the person is told so
+ephemerally. No exception escapes a listener: failures are logged and the click is still acknowledged.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.service import ClickResult
 from bot.slack.blocks import (
     ACTION_OVERRIDE,
     FEEDBACK_ACTIONS,
@@ -38,8 +42,30 @@ def _signature(request: AsyncBoltRequest) -> str:
 
 def refuse(deps: SlackDeps, client: AsyncWebClient, click: Click, text: str) -> None:
     """Tell only this user (ephemeral), after the ack."""
-    if click.channel and click.user:
-        deps.spawn(client.chat_postEphemeral(channel=click.channel, user=click.user, text=text), "chat.postEphemeral")
+    tell(deps, client, click.channel, click.user, text)
+
+
+def tell(deps: SlackDeps, client: AsyncWebClient, channel: str | None, user: str | None, text: str) -> None:
+    """An ephemeral message to ``user`` in ``channel`` (both needed), sent after the ack."""
+    if channel and user:
+        deps.spawn(client.chat_postEphemeral(channel=channel, user=user, text=text), "chat.postEphemeral")
+
+
+def rate_limited_text(retry_after_s: float) -> str:
+    """What a person over the click limit is told."""
+    wait = max(1, math.ceil(retry_after_s))
+    return (
+        f"Too many clicks in a short time: this one was not counted. Your next answer counts in {wait} s "
+        "(the limit keeps a burst of clicks from one person from steering what NPO learns)."
+    )
+
+
+def report_rate_limited(
+    deps: SlackDeps, client: AsyncWebClient, result: ClickResult, channel: str | None, user: str | None
+) -> None:
+    """Log a click refused for the rate limit and tell its person (ephemeral, after the ack)."""
+    log.info("a click by %s was not counted: over the click limit (next in %.1f s)", user, result.retry_after_s)
+    tell(deps, client, channel, user, rate_limited_text(result.retry_after_s))
 
 
 async def _authorised(deps: SlackDeps, client: AsyncWebClient, click: Click) -> bool:
@@ -65,7 +91,9 @@ def _make_feedback_listener(deps: SlackDeps) -> Any:
                 at=time.time(),
                 request_id=click.request_id(_signature(request)),
             )
-            await deps.storage(deps.service.record_click, event, click.message)
+            result = await deps.storage(deps.service.record_click, event, click.message)
+            if result.status == "rate_limited":
+                report_rate_limited(deps, client, result, click.channel, click.user)
         except (LoopError, InvalidRecord) as exc:
             log.warning("click not recorded: %s", exc)
             refuse(deps, client, parse_click(body), f"This answer could not be recorded: {exc.message}")

@@ -3,16 +3,22 @@
 An empty reason (or "Other" without details) is answered with ``response_action: errors`` naming the input
 block, and nothing is stored. A valid submission is stored before the ack (with the queued message update). The
 request id is derived from the view id and the user, so a resubmitted or replayed view stores one override.
+A submission over the person's click limit is not applied to the learning state: the modal closes and the person is
+told ephemerally in the recommendation's channel (the override button opens a fresh modal once the limit allows);
+without a known channel the modal stays open and says so.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.slack.actions import report_rate_limited
 from bot.slack.blocks import DETAILS_BLOCK_ID, OVERRIDE_CALLBACK_ID, REASON_BLOCK_ID
 from bot.slack.deps import SlackDeps
 from bot.slack.payloads import OverrideSubmission, parse_override, request_id
@@ -32,7 +38,7 @@ def validation_errors(submission: OverrideSubmission) -> dict[str, str]:
 
 
 def _make_listener(deps: SlackDeps) -> Any:
-    async def on_submit(ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def on_submit(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         try:
             submission = parse_override(body)
             errors = validation_errors(submission)
@@ -50,7 +56,15 @@ def _make_listener(deps: SlackDeps) -> Any:
                 request_id=request_id("view", submission.view_id, submission.user),
                 reason=submission.reason_text(),
             )
-            await deps.storage(deps.service.record_click, event, submission.message)
+            result = await deps.storage(deps.service.record_click, event, submission.message)
+            if result.status == "rate_limited":
+                channel = submission.message.channel if submission.message else ""
+                if not channel:
+                    wait = max(1, math.ceil(result.retry_after_s))
+                    text = f"Too many clicks: not counted. Close this and override again in {wait} s."
+                    await ack(response_action="errors", errors={REASON_BLOCK_ID: text})
+                    return
+                report_rate_limited(deps, client, result, channel, submission.user)
         except (LoopError, InvalidRecord) as exc:
             log.warning("override not recorded: %s", exc)
             await ack(response_action="errors", errors={REASON_BLOCK_ID: f"Not recorded: {exc.message}"[:150]})
