@@ -9,6 +9,7 @@ Both are threads that stop when asked; neither touches the database.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import logging
 import random
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Engineers", "Feeder", "Ledger"]
 
+RECENT = 300  # messages the engineers look through (the newest)
 _ACTIONS = {"like": ACTION_LIKE, "neutral": ACTION_NEUTRAL, "override": ACTION_OVERRIDE}
 _REASONS = (
     ("false_positive", "the sensor reads fine on the node"),
@@ -183,12 +185,15 @@ class Engineers(threading.Thread):
     def _visible(self) -> dict[str, str]:
         """Prediction id → message ts of every recommendation in the channel that still has its buttons."""
         shown: dict[str, str] = {}
-        for message in self.standin.messages(self.channel):
-            for block in message.blocks:
+        store = self.standin.store
+        with store.lock:  # read in place, newest first window only: a long demo has thousands of messages
+            recent = [(m.ts, copy.deepcopy(m.blocks)) for m in store.history.get(self.channel, [])[-RECENT:]]
+        for ts, blocks in recent:
+            for block in blocks:
                 if isinstance(block, dict) and block.get("block_id") == FEEDBACK_BLOCK_ID:
                     elements = block.get("elements") or []
                     if elements and isinstance(elements[0], dict) and elements[0].get("value"):
-                        shown[str(elements[0]["value"])] = message.ts
+                        shown[str(elements[0]["value"])] = ts
         return shown
 
     def _tick(self) -> None:

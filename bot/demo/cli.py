@@ -107,7 +107,7 @@ def run_demo(args: argparse.Namespace) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "uvicorn", "apscheduler", "bot.slack.bolt", "slack_bolt", "slack_sdk"):
+    for noisy in ("httpx", "uvicorn", "apscheduler", "bot.jobs", "bot.slack.bolt", "slack_bolt", "slack_sdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     options = DemoOptions(
         port=args.port,

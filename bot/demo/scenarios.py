@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bot.ingest.records import prediction_from_json
+from npo.scoring import CONFIDENCE_BANDS
 from npo.sim.world import WorldConfig, make_world
 from npo.types import InvalidRecord
 
@@ -144,8 +145,17 @@ class BuiltinStream:
         order = np.argsort(-rates, kind="stable")
         names = sorted(range(len(CATALOGUE)), key=lambda i: not CATALOGUE[i].reliable)
         scenario_of = {int(k): CATALOGUE[names[rank]] for rank, k in enumerate(order)}
+        # Each kind keeps to one confidence band (edges 0.5 / 0.7 / 0.9, part of the scenario key), as a predictor
+        # that reports one kind of fault with a steady confidence does; otherwise one kind splits into two keys.
+        edges = np.array([0.0, *CONFIDENCE_BANDS, 1.0])
+        bands = {}
+        for k in range(len(CATALOGUE)):
+            mean = float(world.confidence[0, world.key[0] == k].mean()) if (world.key[0] == k).any() else 0.8
+            band = int(np.searchsorted(edges, mean, side="right")) - 1
+            bands[k] = (float(edges[band]) + 0.01, float(edges[band + 1]) - 0.01)
         for t in range(world.config.episodes):
-            scenario = scenario_of[int(world.key[0, t])]
+            k = int(world.key[0, t])
+            scenario = scenario_of[k]
             self._count += 1
             target = scenario.target.format(a=int(rng.integers(1, 49)), b=f"{int(rng.integers(1, 65)):02d}")
             real = bool(world.real_fault[0, t])
@@ -154,7 +164,7 @@ class BuiltinStream:
                 "fault_type": scenario.fault_type,
                 "target": target,
                 "action": scenario.action,
-                "confidence": round(float(world.confidence[0, t]), 3),
+                "confidence": round(float(np.clip(world.confidence[0, t], *bands[k])), 3),
                 "severity": scenario.severity,
                 "time_to_fault_s": scenario.time_to_fault_s,
             }

@@ -18,6 +18,7 @@ Bad requests get 400 with ``{"error", "field"}``; clicking needs the bot's URL a
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -129,10 +130,10 @@ class LiveUi:
         channels = []
         for channel in s.channels():
             name = s.store.channel_names.get(channel, channel.lower())
+            with s.store.lock:  # the newest messages only: a long demo has thousands
+                recent = copy.deepcopy(s.store.history.get(channel, [])[-4 * MAX_MESSAGES_SHOWN :])
             messages = [
-                m
-                for m in s.messages(channel, include_ephemeral=True)
-                if m.thread_ts is None and (m.ephemeral_to is None or m.ephemeral_to == user)
+                m for m in recent if m.thread_ts is None and (m.ephemeral_to is None or m.ephemeral_to == user)
             ][-MAX_MESSAGES_SHOWN:]
             html = "".join(self._message_html(m, clickable) for m in messages)
             channels.append({"id": channel, "name": name, "count": len(messages), "html": html})

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from demo_testing import SURE_PREDICTION
 
 from bot.demo.runner import Demo, DemoOptions
 
@@ -28,26 +27,6 @@ def _load_slack_conftest() -> object:
 
 
 loopback_only = _load_slack_conftest().loopback_only  # type: ignore[attr-defined]
-
-SURE_PREDICTION = {
-    "id": "demo-test-1",
-    "fault_type": "disk_failure",
-    "target": "r12-n04",
-    "action": "drain",
-    "confidence": 0.99,
-    "severity": "critical",
-    "time_to_fault_s": 21600,
-    "real_fault": True,
-}
-
-
-def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Rows read over a separate connection (what another process would see)."""
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture

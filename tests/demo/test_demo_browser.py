@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import rows
+from demo_testing import rows
 
 from bot.demo.runner import Demo
 

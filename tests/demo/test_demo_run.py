@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import rows
+from demo_testing import rows
 
 from bot.demo.runner import Demo, DemoError, DemoOptions, prepare_database
 from bot.demo.scenarios import Noise

@@ -4,28 +4,23 @@ stand-in's WebSocket side for ``apps.connections.open``, and the bot in Socket M
 from __future__ import annotations
 
 import importlib.util
-import sqlite3
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 SLACK_TESTS = Path(__file__).resolve().parent.parent / "slack"
 if str(SLACK_TESTS) not in sys.path:
     sys.path.insert(0, str(SLACK_TESTS))  # slack_testing: constants, make_settings
 
-from slack_testing import ALICE, BOB, INCIDENT, MALLORY, make_settings, prediction, wait_for  # noqa: E402
+from slack_testing import ALICE, BOB, MALLORY, make_settings  # noqa: E402
+from socket_testing import APP_TOKEN, SocketBot  # noqa: E402
 
-from bot.app import Bot, build_bot  # noqa: E402
+from bot.app import build_bot  # noqa: E402
 from bot.socket_mode import SocketModeService  # noqa: E402
 from bot.standin import StandIn  # noqa: E402
 from bot.standin.socket_mode import SocketModeStandIn, attach  # noqa: E402
-
-APP_TOKEN = "xapp-1-A0STANDIN-1-0123456789abcdef"
 
 
 def _load_slack_conftest() -> object:
@@ -46,42 +41,6 @@ def socket_server(standin: StandIn) -> Iterator[SocketModeStandIn]:
     server = attach(standin, APP_TOKEN)
     yield server
     server.stop()
-
-
-@dataclass
-class SocketBot:
-    """The bot in Socket Mode: its parts, the service (HTTP port) and the stand-in's WebSocket side."""
-
-    bot: Bot
-    service: SocketModeService
-    standin: StandIn
-    socket: SocketModeStandIn
-
-    def surface(self, pid: str) -> tuple[str, str]:
-        """Ingest a prediction over HTTP (sure to surface) and wait for its message; its (channel, ts)."""
-        response = httpx.post(
-            f"http://127.0.0.1:{self.service.http_port}/api/v1/predictions",
-            json=prediction(pid),
-            headers={"Authorization": f"Bearer {self.bot.settings.ingest_token}"},
-            timeout=10,
-        )
-        assert response.status_code == 200 and response.json()["verdict"] == "surface", response.text
-
-        def find() -> tuple[str, str] | None:
-            for message in self.standin.messages(INCIDENT):
-                if pid in str(message.blocks):
-                    return message.channel, message.ts
-            return None
-
-        return wait_for(find)
-
-    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Rows read over a separate connection (what another process would see)."""
-        conn = sqlite3.connect(self.bot.settings.db_path)
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
 
 
 @pytest.fixture

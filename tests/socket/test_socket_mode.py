@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import APP_TOKEN, SocketBot
 from slack_testing import ALICE, BOB, INCIDENT, MALLORY, make_settings, wait_for
+from socket_testing import APP_TOKEN, SocketBot
 
 from bot.app import build_bot
 from bot.config import ConfigError, load_settings
