@@ -6,7 +6,11 @@ Wire into ``bot/cli.py`` with ``add_evaluate_parser(sub)`` in ``build_parser`` a
 The data folder is ``--data``, else ``$NPO_DATA_DIR/<format>``, else ``<repository>/../shared/data/<format>``.
 ``--json`` prints one object::
 
-    {"npo": M, "fixed": {"0.5": M, …, "0.9": M}, "surface_all": M, "seeds": [...], "data": {...}, "settings": {...}}
+    {"npo": M, "fixed": {"0.5": M, …, "0.9": M}, "surface_all": M, "fixed_loop": {"0.5": M, …},
+     "seeds": [...], "data": {...}, "settings": {...}}
+
+``fixed`` is the static alerting rule (surface when confidence ≥ τ, no learning), ``surface_all`` every prediction,
+``fixed_loop`` the ablation (NPO's loop with the bandit pinned to τ); see ``bot/evaluate/runner.py``.
 
 where each ``M`` holds the mean over seeds of ``precision``, ``recall``, ``f1``, ``override_rate``, ``surfaced``,
 ``windows_caught``, ``lead_time_median_min``, ``early_share``, ``l_align_first_quarter``, ``l_align_last_quarter``,

@@ -1,8 +1,15 @@
 """Run an evaluation: predictor over every series, then every condition × seed through the loop, then figures.
 
-Conditions: ``npo`` (the bandit over the threshold grid), ``fixed`` (one condition per τ of the grid: the same
-loop, m(k) learning included, with the bandit's grid reduced to that τ) and ``surface_all`` (every prediction
-the predictor flags is surfaced). All conditions of a seed face the same simulated engineers.
+Conditions:
+
+* ``npo`` — the loop: m(k) learning, the bandit over the threshold grid, the Safety Policy Engine;
+* ``fixed`` — one per τ of the grid: the conventional alerting rule, surface when confidence ≥ τ, no learning
+  (:mod:`npo.evaluate.static`; what an on-call team without NPO would have seen, the paper's comparison);
+* ``fixed_loop`` — one per τ of the grid: the ablation, the same loop (m(k) learning included) with the bandit's
+  grid reduced to that τ (what the bandit adds on top of m(k));
+* ``surface_all`` — every prediction the predictor emits.
+
+All conditions of a seed face the same simulated engineers.
 """
 
 from __future__ import annotations
@@ -17,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from npo.bandit import DEFAULT_THRESHOLDS
+from npo.bandit import DEFAULT_THRESHOLDS, BanditConfig
 from npo.evaluate.counting import metrics
 from npo.evaluate.data import Dataset
 from npo.evaluate.engineers import EngineerConfig, draw_answers
 from npo.evaluate.predictor import PredictorConfig, predict
 from npo.evaluate.replay import ReplaySettings, Stream, build_stream, replay
+from npo.evaluate.static import static_trace
 from npo.loop import InMemoryStore, LoopConfig, LoopStore
 from npo.policy import DEFAULT_POLICY, Policy
 from npo.sim.metrics import summarise
@@ -46,11 +54,22 @@ SUMMARY_METRICS = (
 QUARTER_METRICS = ("l_align_quarters", "true_l_align_quarters", "tau_quarters")
 
 
+MISS_WEIGHT = 10.0
+
+
+def evaluation_loop_config() -> LoopConfig:
+    """The loop's defaults, except the bandit's miss term: a suppressed prediction that turns out a real fault
+    counts as ``MISS_WEIGHT`` failed answers (the default 1 treats it like one override). Missing a fault costs a
+    whole window of recall, and on these data the feedback is too sparse for a weight-1 miss term to pull the
+    bandit away from the thresholds that suppress everything (README, "Evaluation on real fault data")."""
+    return LoopConfig(bandit=BanditConfig(miss_weight=MISS_WEIGHT))
+
+
 @dataclass(frozen=True, slots=True)
 class EvaluationSettings:
     engineers: EngineerConfig = field(default_factory=EngineerConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
-    loop: LoopConfig = field(default_factory=LoopConfig)
+    loop: LoopConfig = field(default_factory=evaluation_loop_config)
     replay: ReplaySettings = field(default_factory=ReplaySettings)
     policy: Policy = DEFAULT_POLICY
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -58,12 +77,18 @@ class EvaluationSettings:
     db_dir: Path | None = None
 
 
-def conditions(thresholds: tuple[float, ...]) -> dict[str, tuple[float, ...]]:
-    """Condition name → the threshold grid its bandit draws from."""
-    out: dict[str, tuple[float, ...]] = {"npo": thresholds}
-    out.update({f"fixed_{t:g}": (t,) for t in thresholds})
-    out["surface_all"] = (0.0,)
+def conditions(thresholds: tuple[float, ...]) -> dict[str, tuple[str, tuple[float, ...]]]:
+    """Condition name → (``loop`` or ``static``, the threshold grid its bandit draws from / the rule's τ)."""
+    out: dict[str, tuple[str, tuple[float, ...]]] = {"npo": ("loop", thresholds)}
+    out.update({f"fixed_{t:g}": ("static", (t,)) for t in thresholds})
+    out.update({f"fixed_loop_{t:g}": ("loop", (t,)) for t in thresholds})
+    out["surface_all"] = ("static", (0.0,))
     return out
+
+
+def tau_label(t: float) -> str:
+    """The JSON key of a threshold: "0.5", "0.6", … (always one decimal at least)."""
+    return f"{t:g}" if t != int(t) else f"{t:.1f}"
 
 
 def _store(settings: EvaluationSettings, config: LoopConfig, label: str) -> AbstractContextManager[LoopStore]:
@@ -102,26 +127,28 @@ def evaluate(
             settings.engineers,
             np.random.default_rng([seed, 1]),
         )
-        for name, grid in conds.items():
-            config = replace(settings.loop, bandit=replace(settings.loop.bandit, thresholds=grid))
-            with _store(settings, config, f"{name}-seed{seed}") as store:
-                trace = replay(
-                    dataset,
-                    stream,
-                    answers,
-                    store=store,
-                    config=config,
-                    policy=settings.policy,
-                    rng=np.random.default_rng([seed, 2]),
-                    settings=settings.replay,
-                )
+        for name, (kind, grid) in conds.items():
+            if kind == "static":
+                trace = static_trace(stream, answers, grid[0], settings.loop.codes)
+            else:
+                config = replace(settings.loop, bandit=replace(settings.loop.bandit, thresholds=grid))
+                with _store(settings, config, f"{name}-seed{seed}") as store:
+                    trace = replay(
+                        dataset,
+                        stream,
+                        answers,
+                        store=store,
+                        config=config,
+                        policy=settings.policy,
+                        rng=np.random.default_rng([seed, 2]),
+                        settings=settings.replay,
+                    )
             per_condition.setdefault(name, []).append(metrics(stream, trace, onsets, len(dataset.windows)))
             if progress is not None:
                 progress(f"seed {seed}: {name}")
     result: dict[str, Any] = {"npo": _aggregate(per_condition["npo"])}
-    result["fixed"] = {
-        f"{t:g}" if t != int(t) else f"{t:.1f}": _aggregate(per_condition[f"fixed_{t:g}"]) for t in settings.thresholds
-    }
+    result["fixed"] = {tau_label(t): _aggregate(per_condition[f"fixed_{t:g}"]) for t in settings.thresholds}
+    result["fixed_loop"] = {tau_label(t): _aggregate(per_condition[f"fixed_loop_{t:g}"]) for t in settings.thresholds}
     result["surface_all"] = _aggregate(per_condition["surface_all"])
     result["seeds"] = list(settings.seeds)
     result["data"] = {
@@ -141,6 +168,10 @@ def evaluate(
         "thresholds": list(settings.thresholds),
         "store": "sqlite" if settings.db_dir is not None else "memory",
         "policy": settings.policy.name,
+        "key_fields": list(settings.loop.key_spec.fields),
+        "recency_s": settings.replay.recency_s,
+        "miss_weight": settings.loop.bandit.miss_weight,
+        "even_odds_expected": settings.predictor.even_odds_expected,
     }
     result["elapsed_s"] = round(time.monotonic() - started, 2)
     return result

@@ -1,4 +1,7 @@
-"""The results of ``npo-bot evaluate`` as a Markdown table (mean over seeds, ± half-width of the 95 % interval)."""
+"""The results of ``npo-bot evaluate`` as a Markdown table (mean over seeds, ± half-width of the 95 % interval).
+
+Rows: NPO; "fixed τ = t", the static rule (surface when confidence ≥ t, no learning); "surface everything"; then
+the ablation rows "loop with τ = t" (NPO's loop, m(k) learning included, with the bandit pinned to t)."""
 
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def table(result: dict[str, Any]) -> str:
     rows: list[tuple[str, dict[str, Any]]] = [("**NPO**", result["npo"])]
     rows += [(f"fixed τ = {t}", m) for t, m in result["fixed"].items()]
     rows.append(("surface everything", result["surface_all"]))
+    rows += [(f"ablation: loop with τ = {t}", m) for t, m in result.get("fixed_loop", {}).items()]
     header = "| condition | " + " | ".join(label for _, label in COLUMNS) + " | τ by quarter |"
     lines = [
         f"{data.get('name', '')} ({data.get('format', '')}): {data.get('series', 0)} series, "

@@ -11,11 +11,21 @@ several dimensions the row's score is the ``k``-th largest z over its dimensions
 noisy dimension alone does not raise an alarm. The score is then smoothed over ``smooth`` rows (the mean of the
 last rows' scores) so that a single glitch counts less than a sustained deviation.
 
-A prediction is emitted at a row whose score reaches ``trigger`` when the series has had no prediction for
-``refractory_s`` seconds (a predictor that re-raises the same alarm every minute would be muted in practice).
-Its confidence is a fixed logistic calibration of the score (:func:`confidence`): ``trigger`` ↦ 0.5 and
-``confident_z`` ↦ 0.9, so the bandit's thresholds 0.5…0.9 are a grid of score cut-offs. The predictor never
-sees a label: every constant here is chosen from the definition of a robust z-score, not from the data.
+Each score is then judged against the series' own score history (:func:`rarity`, peaks over threshold): e = how
+many times per ``rare_s`` (a week) the series produces such a score routinely. A prediction is emitted where
+e ≤ ``max_expected`` (once a week) and the series has had no prediction for ``refractory_s`` seconds (a predictor
+that re-raises the same alarm every minute would be muted in practice).
+
+Its confidence is p = 1 / (1 + e/e½) (:func:`confidence`), e½ = ``even_odds_expected`` = 3: a score that happens
+routinely three times a week is even odds, the trigger (once a week) is 0.75, a score thirty times rarer 0.99. Why
+e½ = 3 and not 1 (the trigger at p = 0.5): NPO surfaces when R = p·(1 − m) ≥ τ with τ ∈ {0.5 … 0.9}, and m of even
+a perfectly aligned key cannot fall below the feedback's own noise floor, (1 − q)·ε + q·λ ≈ 0.16 at the nominal
+ε = 0.1, q = 0.3, λ = 0.3. With the trigger at p = 0.5 the weakest emitted predictions could pass no threshold at
+all once their key has any answers; p ≥ 0.6/0.84 ≈ 0.71 at the trigger lets an aligned key pass the lower half of
+the grid (τ ≤ 0.6). e½ is chosen from that arithmetic, not from the labels. The confidence ranks predictions, it
+is not a probability of a labelled fault: measured precision per band is in the README.
+
+The predictor never sees a label.
 """
 
 from __future__ import annotations
@@ -39,9 +49,10 @@ MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard dev
 class PredictorConfig:
     """Parameters of the rolling robust z-score predictor (see the module docstring).
 
-    Defaults: a one-day baseline (covers the daily cycle of server load) refreshed hourly; trigger at z = 4 (a
-    normal metric exceeds it about once in 16,000 rows); confidence 0.9 at z = 8; one prediction per series per
-    hour; for multivariate series the 2nd-largest z across dimensions; a 3-row mean against single glitches.
+    Defaults: a one-day baseline (covers the daily cycle of server load) refreshed hourly; a prediction where the
+    score is expected at most once a week from the series' own history, even odds at three times a week; one
+    prediction per series per hour; for multivariate series the 2nd-largest z across dimensions; a 3-row mean
+    against single glitches.
     """
 
     baseline_s: float = 86400.0
@@ -49,6 +60,7 @@ class PredictorConfig:
     min_baseline_rows: int = 24
     rare_s: float = 7 * 86400.0
     max_expected: float = 1.0
+    even_odds_expected: float = 3.0
     tail_quantile: float = 0.95
     min_history_s: float = 86400.0
     refractory_s: float = 3600.0
@@ -59,7 +71,16 @@ class PredictorConfig:
     max_z: float = 100.0
 
     def __post_init__(self) -> None:
-        for name in ("baseline_s", "refresh_s", "rare_s", "max_expected", "min_history_s", "spread_divisor", "max_z"):
+        for name in (
+            "baseline_s",
+            "refresh_s",
+            "rare_s",
+            "max_expected",
+            "even_odds_expected",
+            "min_history_s",
+            "spread_divisor",
+            "max_z",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise InvalidRecord(f"predictor.{name}", f"must be a positive number, got {value}")
@@ -166,10 +187,11 @@ def flag(series: Series, expected: FloatArray, config: PredictorConfig) -> IntAr
 
 
 def confidence(expected: FloatArray | float, config: PredictorConfig) -> FloatArray:
-    """Calibrated confidence from rarity: p = 1 / (1 + e/max_expected) — 0.5 at the trigger, 0.9 for a score
-    nine times rarer; monotone, in (0, 1)."""
+    """Confidence from rarity: p = 1 / (1 + e/e½) with e½ = ``even_odds_expected`` — even odds for a score that
+    occurs routinely e½ times per ``rare_s``, 0.75 at the trigger (e = 1 of the defaults), 0.9 for a score three
+    times rarer than the trigger; monotone, in (0, 1). See the module docstring for why e½ = 3."""
     e = np.asarray(expected, dtype=np.float64)
-    p = 1.0 / (1.0 + e / config.max_expected)
+    p = 1.0 / (1.0 + e / config.even_odds_expected)
     return np.asarray(np.clip(p, 0.001, 0.999), dtype=np.float64)
 
 

@@ -1,6 +1,7 @@
 """Replay a labelled prediction stream through the NPO loop, in time order, against any loop store.
 
-Events, in time order (at equal times: outcomes, then answers, then predictions, then the monitor):
+Events, in time order (at equal times: outcomes, then answers, then predictions, then the outcome of a prediction
+made at the very end of its window, then the monitor):
 
 * **prediction** at t — :func:`npo.loop.decide` (score, Safety Policy Engine, τ from the bandit or fixed);
 * **answer** at t + ``answer_delay_s`` for a surfaced one — the pre-drawn simulated engineer's click (a skip is
@@ -28,6 +29,7 @@ from npo.alignment import alignment_loss
 from npo.evaluate.data import Dataset
 from npo.evaluate.engineers import Answers
 from npo.evaluate.predictor import SeriesPredictions
+from npo.evaluate.recency import TargetMemory
 from npo.loop import SYSTEM_OPERATOR, LoopConfig, LoopStore, decide, record_feedback, record_outcome
 from npo.monitor import (
     MonitorConfig,
@@ -47,7 +49,7 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 ACTION = "investigate"
-_OUTCOME, _ANSWER, _PREDICT, _MONITOR = 0, 1, 2, 3
+_OUTCOME, _ANSWER, _PREDICT, _OWN_OUTCOME, _MONITOR = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +126,19 @@ class ReplayTrace:
 
 @dataclass(frozen=True, slots=True)
 class ReplaySettings:
-    """How the replay runs: the monitor's schedule and rules (None: no monitor)."""
+    """How the replay runs: the monitor's schedule and rules (None: no monitor); ``recency_s``: how long a person's
+    last answer on a target shapes the scenario key of the target's next predictions (:mod:`npo.evaluate.recency`;
+    None: the key names the target itself instead)."""
 
     monitor: MonitorConfig | None = field(default_factory=MonitorConfig)
     monitor_every_s: float = 3600.0
     answer_delay_s: float = 600.0
+    recency_s: float | None = 86400.0
 
 
-def _prediction(dataset: Dataset, stream: Stream, i: int) -> Prediction:
+def _prediction(dataset: Dataset, stream: Stream, i: int, recency: str | None) -> Prediction:
+    """Prediction i of the stream; its ``target_class`` (a part of the default scenario key) is the target's
+    recency state when one is given, else the target."""
     series = dataset.series[int(stream.series_index[i])]
     return Prediction(
         id=f"p{i}",
@@ -141,7 +148,7 @@ def _prediction(dataset: Dataset, stream: Stream, i: int) -> Prediction:
         confidence=float(stream.confidence[i]),
         severity=Severity.WARNING,
         time_to_fault_s=dataset.horizon_s,
-        labels={"target_class": series.target, "series": series.name},
+        labels={"target_class": series.target if recency is None else recency, "series": series.name},
         received_at=float(stream.times[i]),
     )
 
@@ -167,7 +174,9 @@ def replay(
     for i in range(n):
         events.append((float(stream.times[i]), _PREDICT, i))
         events.append((float(stream.times[i]) + settings.answer_delay_s, _ANSWER, i))  # if it gets surfaced
-        events.append((float(stream.outcome_at[i]), _OUTCOME, i))
+        # A prediction at the very end of its window learns its outcome at once: after it is decided.
+        at_outcome = float(stream.outcome_at[i])
+        events.append((at_outcome, _OUTCOME if at_outcome > stream.times[i] else _OWN_OUTCOME, i))
     monitor = settings.monitor
     if monitor is not None and n:
         t0, t1 = float(stream.times[0]), float(stream.outcome_at.max())
@@ -176,11 +185,14 @@ def replay(
     events.sort()
     recent: deque[tuple[float, float]] = deque(maxlen=monitor.window if monitor else 1)
     state = MonitorState()
+    memory = None if settings.recency_s is None else TargetMemory(settings.recency_s)
     triggers = 0
     for at, kind, i in events:
         if kind == _PREDICT:
+            recency = None if memory is None else memory.state(dataset.series[int(stream.series_index[i])].name, at)
+            prediction = _prediction(dataset, stream, i, recency)
             with store.transaction() as tx:
-                result = decide(tx, _prediction(dataset, stream, i), config=config, policy=policy, rng=rng, now=at)
+                result = decide(tx, prediction, config=config, policy=policy, rng=rng, now=at)
             d = result.decision
             if d.threshold is not None:
                 tau[i] = d.threshold
@@ -195,10 +207,12 @@ def replay(
                 applied = record_feedback(tx, event, config=config).applied
             code = config.codes.code(click) if applied is None else applied.y
             y[i] = code
+            if memory is not None:
+                memory.observe(dataset.series[int(stream.series_index[i])].name, click, at)
             recent.append((code, float(y_true[i])))
             if monitor is not None:
                 state, _ = observe_feedback(state, code, monitor)
-        elif kind == _OUTCOME:
+        elif kind in (_OUTCOME, _OWN_OUTCOME):
             with store.transaction() as tx:
                 record_outcome(tx, Outcome(f"p{i}", bool(stream.real_fault[i]), at, source="labels"), config=config)
         elif monitor is not None and len(recent) >= monitor.min_samples:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.evaluate.cli import add_evaluate_parser, run_evaluate
+from bot.evaluate.formats import read_dataset
+from bot.evaluate.runner import EvaluationSettings, evaluate
 
 from .conftest import real_data, write_nab
 
@@ -32,9 +37,10 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
 def test_json_has_the_documented_shape(nab_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = _run(capsys, "--data", str(nab_dir), "--format", "nab", "--seeds", "2", "--seed", "7")
     assert out["seeds"] == [7, 8]
-    fixed = out["fixed"]
+    fixed, ablation = out["fixed"], out["fixed_loop"]
     assert isinstance(fixed, dict) and sorted(fixed) == ["0.5", "0.6", "0.7", "0.8", "0.9"]
-    for m in (out["npo"], out["surface_all"], *fixed.values()):
+    assert isinstance(ablation, dict) and sorted(ablation) == sorted(fixed)
+    for m in (out["npo"], out["surface_all"], *fixed.values(), *ablation.values()):
         assert isinstance(m, dict)
         for key in M_KEYS:
             assert key in m
@@ -54,6 +60,12 @@ def test_surface_all_surfaces_every_prediction_and_catches_the_spike(
     assert everything["recall"] == 1.0  # the labelled spike is flagged
     # With truthful engineers the observed override rate is exactly 1 − precision.
     assert everything["override_rate"] == pytest.approx(1 - everything["precision"])
+    # "fixed" is the static rule: every emitted prediction has p ≥ 0.75, so τ ≤ 0.7 surfaces all of them, and the
+    # static rule learns nothing, so the engineers' answers cannot change what it surfaces.
+    fixed = out["fixed"]
+    assert isinstance(fixed, dict)
+    assert all(fixed[t]["surfaced"] == everything["surfaced"] for t in ("0.5", "0.6", "0.7"))
+    assert all(not math.isnan(m["precision"]) for m in fixed.values() if m["surfaced"])
 
 
 def test_sqlite_store_gives_the_same_figures_as_memory(
@@ -72,6 +84,7 @@ def test_table_and_errors(nab_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "| **NPO** |" in printed and "| fixed τ = 0.9 |" in printed and "| surface everything |" in printed
+    assert "| ablation: loop with τ = 0.5 |" in printed
     assert main(["evaluate", "--data", str(tmp_path / "absent")]) == 2
     assert "no data folder" in capsys.readouterr().err
     (nab_dir / "windows.json").unlink()
@@ -93,12 +106,29 @@ def test_real_data_runs_and_counts_consistently(fmt: str, capsys: pytest.Capture
     assert 0.0 <= npo["precision"] <= 1.0 and 0.0 <= npo["recall"] <= everything["recall"]
 
 
-@pytest.mark.xfail(reason="not reached yet on the development data: see README, Evaluation on real fault data")
+@functools.cache
+def _real_result(fmt: str) -> dict[str, Any]:
+    """The evaluation of the real ``fmt`` data with seeds 0 and 1 (once per test session)."""
+    return evaluate(read_dataset(real_data(fmt), fmt), EvaluationSettings(seeds=(0, 1)))
+
+
+_SMD_SHORT = pytest.mark.xfail(
+    strict=True, reason="not reached on the development SMD data: see README, Evaluation on real fault data"
+)
+
+
+@pytest.mark.parametrize("fmt", ["nab", pytest.param("smd", marks=_SMD_SHORT)])
+def test_real_data_done_when_npo_f1_beats_every_fixed_threshold_and_surfacing_everything(fmt: str) -> None:
+    out = _real_result(fmt)
+    rivals = [*out["fixed"].values(), out["surface_all"]]
+    assert all(out["npo"]["f1"] > m["f1"] for m in rivals), (out["npo"]["f1"], [m["f1"] for m in rivals])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="observed L_align rises with the data's own (true) L_align on both development sets: see README",
+)
 @pytest.mark.parametrize("fmt", ["nab", "smd"])
-def test_real_data_done_when_npo_beats_every_fixed_threshold(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
-    out = _run(capsys, "--data", str(real_data(fmt)), "--format", fmt, "--seeds", "2")
-    npo = out["npo"]
-    assert isinstance(npo, dict)
-    rivals = [*out["fixed"].values(), out["surface_all"]]  # type: ignore[union-attr]
-    assert all(npo["f1"] > m["f1"] for m in rivals)
+def test_real_data_done_when_observed_l_align_falls(fmt: str) -> None:
+    npo = _real_result(fmt)["npo"]
     assert npo["l_align_last_quarter"] < npo["l_align_first_quarter"]

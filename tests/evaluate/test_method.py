@@ -26,7 +26,7 @@ def test_predictor_flags_a_strong_spike_and_nothing_else() -> None:
     p = predict(_series([spike]), PredictorConfig())
     assert p.rows.size >= 1
     assert np.all((p.rows >= spike) & (p.rows < spike + 12)), p.rows
-    assert p.confidence.min() >= 0.5  # the trigger is calibrated to p = 0.5
+    assert p.confidence.min() >= 0.75  # the trigger (once a week) is p = 0.75: even odds are three times a week
 
 
 def test_predictor_is_quiet_on_a_normal_series_and_respects_refractory() -> None:
@@ -45,8 +45,9 @@ def test_predictor_never_flags_inside_the_warmup() -> None:
 
 def test_confidence_calibration_is_monotone_and_anchored() -> None:
     cfg = PredictorConfig()
-    assert float(confidence(cfg.max_expected, cfg)[()]) == pytest.approx(0.5)
-    assert float(confidence(cfg.max_expected / 9, cfg)[()]) == pytest.approx(0.9)
+    assert float(confidence(cfg.even_odds_expected, cfg)[()]) == pytest.approx(0.5)
+    assert float(confidence(cfg.max_expected, cfg)[()]) == pytest.approx(0.75)
+    assert float(confidence(cfg.even_odds_expected / 9, cfg)[()]) == pytest.approx(0.9)
     e = np.array([5.0, 1.0, 0.5, 0.1, 0.01])
     assert np.all(np.diff(confidence(e, cfg)) > 0)
 
@@ -56,6 +57,8 @@ def test_predictor_config_refuses_nonsense() -> None:
         PredictorConfig(tail_quantile=1.0)
     with pytest.raises(InvalidRecord, match=r"predictor\.top_k"):
         PredictorConfig(top_k=0)
+    with pytest.raises(InvalidRecord, match=r"predictor\.even_odds_expected"):
+        PredictorConfig(even_odds_expected=0.0)
 
 
 def test_engineers_answer_the_truth_without_noise_and_invert_when_adversarial() -> None:
