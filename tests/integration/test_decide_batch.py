@@ -145,6 +145,49 @@ def test_sqlite_batch_equals_sequential_decide(tmp_path: Path) -> None:
     assert (False, Verdict.SURFACE, "all_rules_passed") in rules
 
 
+def _counted_by_the_batch() -> list[Prediction]:
+    """A channel and a cluster nothing was decided in before: only the batch's own decisions fill them."""
+    return [
+        _p("c1", channel="fresh", target="r4-a", action="drain"),  # surfaced: "fresh" 1, r4 one open disruptive
+        _p("c2", channel="fresh", target="r4-b", action="drain"),  # surfaced: "fresh" 2, r4 two
+        _p("c3", channel="fresh", target="r4-c", action="drain"),  # r4 is full (two open): blocked
+        _p("c4", channel="fresh", target="r6-a"),  # surfaced: "fresh" 3
+        _p("c5", channel="fresh", target="r6-b"),  # "fresh" is at its cap of 3: digest
+        _p("c6", channel="fresh", target="r6-c", action="reboot"),  # digest, and r6 one open disruptive
+        _p("c7", channel="fresh", target="r6-d", action="reboot"),  # digest, r6 two
+        _p("c8", channel="fresh", target="r6-e", action="reboot"),  # r6 is full: blocked
+    ]
+
+
+def test_the_batch_counts_its_own_decisions_like_sequential_decide(tmp_path: Path) -> None:
+    policy = parse_policy(POLICY_TEXT)
+    results = {}
+    for name in ("sequential", "batch"):
+        path = tmp_path / f"{name}.db"
+        with SQLiteStore(path, CONFIG, disruptive_actions=policy.blast_radius.disruptive_actions) as store:
+            if name == "batch":
+                got = store.decide_many(_counted_by_the_batch(), policy=policy, rng=np.random.default_rng(0), now=NOW)
+            else:
+                with store.transaction() as tx:
+                    rng = np.random.default_rng(0)
+                    got = [
+                        decide(tx, p, config=CONFIG, policy=policy, rng=rng, now=NOW) for p in _counted_by_the_batch()
+                    ]
+            results[name] = (_summary(got), dump(path))
+    assert results["batch"] == results["sequential"]
+    verdicts = [(row[2], row[3]) for row in results["batch"][0]]
+    assert verdicts == [
+        (Verdict.SURFACE, "all_rules_passed"),
+        (Verdict.SURFACE, "all_rules_passed"),
+        (Verdict.BLOCK, "blast_radius"),
+        (Verdict.SURFACE, "all_rules_passed"),
+        (Verdict.DIGEST, "channel_hourly_cap"),
+        (Verdict.DIGEST, "channel_hourly_cap"),
+        (Verdict.DIGEST, "channel_hourly_cap"),
+        (Verdict.BLOCK, "blast_radius"),
+    ]
+
+
 def test_in_memory_batch_equals_sequential_decide() -> None:
     policy = parse_policy(POLICY_TEXT)
     stores = {name: InMemoryStore(CONFIG) for name in ("sequential", "batch")}
