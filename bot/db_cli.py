@@ -38,9 +38,9 @@ def add_db_parser(subparsers: Any) -> None:
     check = sub.add_parser("check", help="integrity check and invariants; exit 1 on problems")
     check.add_argument("--db", type=Path, default=None, help=db_help)
 
-    export = sub.add_parser("export", help="export the feedback log or the decisions")
+    export = sub.add_parser("export", help="export the feedback log, the decisions or the audit log")
     export.add_argument("--db", type=Path, default=None, help=db_help)
-    export.add_argument("--what", choices=("feedback", "decisions"), required=True)
+    export.add_argument("--what", choices=("feedback", "decisions", "audit"), required=True)
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     export.add_argument("--out", type=Path, default=None, help="output file (default: standard output)")
 

@@ -130,7 +130,7 @@ def check(db: Database) -> tuple[int, list[Problem]]:
     return version, problems
 
 
-ExportWhat = Literal["feedback", "decisions"]
+ExportWhat = Literal["feedback", "decisions", "audit"]
 _EXPORTS: dict[str, str] = {
     "feedback": (
         "SELECT id, request_id, prediction_id, operator, kind, at, reason, key, channel, y, weight, key_n_before, "
@@ -143,12 +143,14 @@ _EXPORTS: dict[str, str] = {
         "d.severity, o.real_fault, o.at AS outcome_at FROM decisions d "
         "LEFT JOIN outcomes o ON o.prediction_id = d.prediction_id ORDER BY d.seq"
     ),
+    "audit": "SELECT id, at, kind, subject, detail FROM audit_log ORDER BY id",
 }
 
 
 def export_rows(path: str | Path, what: ExportWhat) -> Iterator[dict[str, Any]]:
-    """Stream the ``feedback`` log or the ``decisions`` (with prediction and outcome) as dicts, oldest first,
-    from one consistent snapshot on a connection of its own (closed when the iterator is exhausted or closed)."""
+    """Stream the ``feedback`` log, the ``decisions`` (with prediction and outcome) or the ``audit`` log (the
+    ``audit_log`` view: id, at, kind, subject, detail as JSON text) as dicts, oldest first, from one consistent
+    snapshot on a connection of its own (closed when the iterator is exhausted or closed)."""
     if what not in _EXPORTS:
         raise StorageError("export", str(what), f"choose one of {sorted(_EXPORTS)}")
     db = connect(path)

@@ -1,5 +1,14 @@
 """The weekly report: numbers from storage (L_align by day, answer rates, precision/recall, τ posteriors,
-F_monitor, most overridden keys), as text for Slack and the terminal, and a PNG chart of the L_align trend."""
+F_monitor, most overridden keys, the people whose answers need a look), as text for Slack and the terminal, and a
+PNG chart of the L_align trend.
+
+A person is flagged (:func:`operator_flags`) when, in the period, their answers were **one-sided** (at least
+``ONE_SIDED_MIN_ANSWERS`` answers, ``ONE_SIDED_SHARE`` or more of them the same — override or like — while everyone
+else's share of that answer is at least ``ONE_SIDED_MARGIN`` lower), when their **trust weight** is now below
+``LOW_TRUST_WEIGHT`` (they agree with outcomes and peers little; their clicks count for little or nothing), when
+they **disagreed with the outcomes** of most of their answers whose outcome is known (at least
+``DISAGREE_MIN_OUTCOMES``), or when they made **clicks over the rate limit**.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +23,18 @@ import numpy as np
 from npo.alignment import alignment_loss
 from npo.bandit import ThresholdBandit
 from npo.monitor import monitor_fidelity
+from npo.trust import TrustConfig, trust_weight
 from storage import SQLiteStore
 from storage.jobs import RepairTimes, answer_counts, daily_codes, most_overridden, outcome_tally, repair_times
+from storage.operators import OperatorActivity, operator_activity
 
 KINDS = ("override", "like", "neutral", "skipped")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ONE_SIDED_MIN_ANSWERS = 10
+ONE_SIDED_SHARE = 0.9
+ONE_SIDED_MARGIN = 0.3
+LOW_TRUST_WEIGHT = 0.5
+DISAGREE_MIN_OUTCOMES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +54,23 @@ class ArmSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class OperatorFlag:
+    """A person whose answers need a look, with the numbers behind each reason (see the module docstring)."""
+
+    operator: str
+    answers: int  # effective answers in the period (skips excluded)
+    side: str | None  # "override" or "like" when one-sided
+    side_share: float | None  # their share of that answer
+    others_share: float | None  # everyone else's share of it (None when nobody else answered)
+    weight: float | None  # trust weight now (None: trust off, or no tally yet)
+    agreement: float | None  # their tally's mean agreement with outcomes and peers, prior included
+    with_outcome: int  # answers in the period whose outcome is known...
+    agreed: float  # ...and how many of them agreed with it (neutral counts half)
+    rate_limited: int  # clicks over the rate limit in the period
+    reasons: tuple[str, ...]  # "one-sided", "low trust", "disagrees with outcomes", "rate-limited"
+
+
+@dataclass(frozen=True, slots=True)
 class WeeklyReport:
     since: datetime
     until: datetime
@@ -50,6 +83,7 @@ class WeeklyReport:
     f_monitor: float | None
     overridden: tuple[tuple[str, int], ...]
     repair: RepairTimes = field(default_factory=lambda: RepairTimes(None, 0, None, 0))
+    flagged: tuple[OperatorFlag, ...] = ()
 
     @property
     def answers(self) -> int:
@@ -96,6 +130,59 @@ def _days(since: datetime, until: datetime, codes: Sequence[tuple[float, float]]
     return tuple(out)
 
 
+def _one_sided(person: OperatorActivity, everyone: Sequence[OperatorActivity]) -> tuple[str, float, float | None]:
+    """(answer, their share, everyone else's share) of the person's most frequent of override / like."""
+    side = max(("override", "like"), key=lambda k: (person.counts.get(k, 0), k))
+    share = person.counts.get(side, 0) / person.answers if person.answers else 0.0
+    others = [a for a in everyone if a.operator != person.operator]
+    total = sum(a.answers for a in others)
+    others_share = sum(a.counts.get(side, 0) for a in others) / total if total else None
+    return side, share, others_share
+
+
+def operator_flags(activity: Sequence[OperatorActivity], trust_config: TrustConfig | None) -> tuple[OperatorFlag, ...]:
+    """The people to flag among ``activity`` (one period's), by operator id; see the module docstring."""
+    flags = []
+    answering = [a for a in activity if a.answers]
+    for person in activity:
+        reasons = []
+        side, share, others_share = _one_sided(person, answering)
+        one_sided = (
+            person.answers >= ONE_SIDED_MIN_ANSWERS
+            and share >= ONE_SIDED_SHARE
+            and others_share is not None
+            and others_share <= share - ONE_SIDED_MARGIN
+        )
+        if one_sided:
+            reasons.append("one-sided")
+        weight = agreement = None
+        if person.trust is not None and trust_config is not None:
+            weight, agreement = trust_weight(person.trust, trust_config), person.trust.mean
+            if weight < LOW_TRUST_WEIGHT:
+                reasons.append("low trust")
+        if person.with_outcome >= DISAGREE_MIN_OUTCOMES and person.outcome_agreement < person.with_outcome / 2:
+            reasons.append("disagrees with outcomes")
+        if person.rate_limited:
+            reasons.append("rate-limited")
+        if reasons:
+            flags.append(
+                OperatorFlag(
+                    person.operator,
+                    person.answers,
+                    side if one_sided else None,
+                    share if one_sided else None,
+                    others_share if one_sided else None,
+                    weight,
+                    agreement,
+                    person.with_outcome,
+                    person.outcome_agreement,
+                    person.rate_limited,
+                    tuple(reasons),
+                )
+            )
+    return tuple(flags)
+
+
 def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezone: str) -> WeeklyReport:
     """The report for [since, until) (aware datetimes), days counted in ``timezone``. Read-only."""
     tz = ZoneInfo(timezone)
@@ -106,6 +193,7 @@ def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezo
         tally = outcome_tally(conn, lo, hi)
         overridden = most_overridden(conn, lo, hi)
         repair = repair_times(conn, lo, hi)
+        activity = operator_activity(conn, lo, hi)
     known = tally.surfaced_real + tally.surfaced_false + tally.suppressed_real + tally.suppressed_false
     return WeeklyReport(
         since=since.astimezone(tz),
@@ -119,6 +207,7 @@ def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezo
         f_monitor=monitor_fidelity(store.monitor_state()),
         overridden=tuple(overridden),
         repair=repair,
+        flagged=operator_flags(activity, store.config.trust),
     )
 
 
@@ -128,6 +217,22 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
 
 def _hours(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds / 3600:.1f} h"
+
+
+def flag_line(flag: OperatorFlag) -> str:
+    """One flagged person, with the numbers behind each reason."""
+    parts = []
+    if flag.side is not None and flag.side_share is not None:
+        others = "" if flag.others_share is None else f", everyone else {flag.others_share:.0%}"
+        parts.append(f"one-sided: {flag.side} {flag.side_share:.0%} of {flag.answers} answers{others}")
+    if flag.weight is not None and "low trust" in flag.reasons:
+        agreement = "" if flag.agreement is None else f", agreement with outcomes and peers {flag.agreement:.0%}"
+        parts.append(f"trust weight {flag.weight:.2f}{agreement}")
+    if "disagrees with outcomes" in flag.reasons:
+        parts.append(f"agreed with {flag.agreed:g} of {flag.with_outcome} outcomes")
+    if flag.rate_limited:
+        parts.append(f"{flag.rate_limited} click{'s' if flag.rate_limited != 1 else ''} over the rate limit")
+    return f"  {flag.operator}: " + "; ".join(parts)
 
 
 def report_text(report: WeeklyReport) -> str:
@@ -160,6 +265,11 @@ def report_text(report: WeeklyReport) -> str:
         lines.append("Most overridden keys: " + ", ".join(f"{key} ({n})" for key, n in report.overridden))
     else:
         lines.append("Most overridden keys: none")
+    if report.flagged:
+        lines.append(f"Answers to look at ({len(report.flagged)} people):")
+        lines.extend(flag_line(flag) for flag in report.flagged)
+    else:
+        lines.append("Answers to look at: none (no one-sided answers, low trust or rate-limited clicks)")
     return "\n".join(lines)
 
 

@@ -1,0 +1,128 @@
+"""The weekly summary flags the people whose answers need a look: one-sided answers, low trust, answers the
+outcomes contradict, clicks over the rate limit; ``npo-bot report`` prints the same lines, and the refused clicks
+are in the audit log (``npo-bot db export --what audit``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import OPS
+from jobs_testing import RELAXED_POLICY, prediction, surface_and_post
+from slack_sdk import WebClient
+
+from bot.cli import main
+from bot.jobs.report import build_report, operator_flags, report_text
+from bot.jobs.weekly import WEEK, run_weekly_summary
+from bot.service import NpoService
+from bot.standin import StandIn
+from npo.trust import TrustConfig
+from npo.types import FeedbackEvent, FeedbackKind, Outcome
+from storage import SQLiteStore
+from storage.operators import OperatorActivity
+from storage.ratelimit import ClickLimit
+
+SLOT = datetime(2025, 3, 24, 9, 0, tzinfo=UTC)
+START = (SLOT - WEEK + timedelta(hours=1)).timestamp()
+HONEST, PARTNER, ABUSER, HASTY = "U0ALICE", "U0BOB", "U0MALLORY", "U0CAROL"
+N = 12
+
+
+def _week(db_path: Path) -> None:
+    """12 recommendations, 9 real faults. Alice answers all truthfully, Bob the first six, Mallory overrides all;
+    Carol likes four at once with a bucket of two. Then every outcome."""
+    clock = [START]
+    with SQLiteStore(db_path) as store:
+        surface_and_post(store, [prediction(i, START) for i in range(N)], posted_at=START)
+        service = NpoService(
+            store,
+            RELAXED_POLICY,
+            rng=np.random.default_rng(0),
+            clock=lambda: clock[0],
+            click_limit=ClickLimit(per_minute=1.0, burst=2),
+        )
+
+        def click(i: int, who: str, kind: FeedbackKind) -> str:
+            event = FeedbackEvent(
+                f"p{i}", who, kind, clock[0], f"{who}:{i}", "reason" if kind.value == "override" else ""
+            )
+            return service.record_click(event, None).status
+
+        real = [i % 4 != 3 for i in range(N)]
+        for i in range(N):
+            clock[0] += 60.0  # one token a minute: the three steady answerers never run out
+            truthful = FeedbackKind.LIKE if real[i] else FeedbackKind.OVERRIDE
+            assert click(i, HONEST, truthful) == "recorded"
+            if i < 6:
+                assert click(i, PARTNER, truthful) == "recorded"
+            assert click(i, ABUSER, FeedbackKind.OVERRIDE) == "recorded"
+        assert [click(i, HASTY, FeedbackKind.LIKE) for i in range(4)] == ["recorded"] * 2 + ["rate_limited"] * 2
+        for i in range(N):
+            clock[0] += 60.0
+            service.record_outcome(Outcome(f"p{i}", real[i], clock[0], "test"))
+
+
+def test_the_weekly_report_flags_one_sided_distrusted_and_rate_limited_people(db_path: Path) -> None:
+    _week(db_path)
+    with SQLiteStore(db_path) as store:
+        report = build_report(store, since=SLOT - WEEK, until=SLOT, timezone="UTC")
+    flagged = {f.operator: f for f in report.flagged}
+    assert set(flagged) == {ABUSER, HASTY}  # the honest engineers are not flagged
+    mallory = flagged[ABUSER]
+    assert mallory.reasons == ("one-sided", "low trust", "disagrees with outcomes")
+    assert (mallory.side, mallory.side_share, mallory.answers) == ("override", 1.0, N)
+    assert mallory.others_share == pytest.approx(4 / 20)  # Alice's 3 + Bob's 1 override of the others' 20 answers
+    assert mallory.weight == 0.0 and mallory.with_outcome == N and mallory.agreed == 3
+    carol = flagged[HASTY]
+    assert carol.reasons == ("rate-limited",) and carol.rate_limited == 2 and carol.answers == 2
+    text = report_text(report)
+    assert "Answers to look at (2 people):" in text
+    assert (
+        f"  {ABUSER}: one-sided: override 100% of 12 answers, everyone else 20%; trust weight 0.00, agreement with "
+        "outcomes and peers" in text
+    )
+    assert "agreed with 3 of 12 outcomes" in text
+    assert f"  {HASTY}: 2 clicks over the rate limit" in text
+
+
+def test_a_quiet_week_flags_nobody(db_path: Path) -> None:
+    with SQLiteStore(db_path) as store:
+        report = build_report(store, since=SLOT - WEEK, until=SLOT, timezone="UTC")
+    assert report.flagged == ()
+    assert "Answers to look at: none" in report_text(report)
+
+
+def test_one_sided_needs_enough_answers_and_a_team_that_answers_otherwise() -> None:
+    config = TrustConfig()
+    few = OperatorActivity("U1", {"override": 9})
+    team = OperatorActivity("U2", {"like": 20, "override": 5})
+    assert operator_flags([few, team], config) == ()  # 9 answers: too few to call one-sided
+    many = OperatorActivity("U1", {"override": 10})
+    assert operator_flags([many, team], config)[0].reasons == ("one-sided",)
+    alike = OperatorActivity("U2", {"override": 20, "like": 5})  # everyone overrides much: a noisy week, not abuse
+    assert operator_flags([many, alike], config) == ()
+    alone = OperatorActivity("U1", {"like": 30})  # nobody to compare with
+    assert operator_flags([alone], config) == ()
+
+
+def test_the_weekly_summary_post_carries_the_flags(db_path: Path, client: WebClient, standin: StandIn) -> None:
+    _week(db_path)
+    with SQLiteStore(db_path) as store:
+        run_weekly_summary(store, client, OPS, "UTC", SLOT)
+    posted = [m.text for m in standin.messages(OPS) if m.text.startswith("NPO weekly summary")]
+    assert len(posted) == 1 and f"  {ABUSER}: one-sided" in posted[0] and f"  {HASTY}: 2 clicks" in posted[0]
+
+
+def test_report_command_and_audit_export_show_it(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _week(db_path)
+    assert main(["report", "--db", str(db_path), "--since", (SLOT - WEEK).isoformat(), "--timezone", "UTC"]) == 0
+    out = capsys.readouterr().out
+    assert f"  {ABUSER}: one-sided: override 100% of 12 answers" in out and f"  {HASTY}: 2 clicks over" in out
+    assert main(["db", "export", "--db", str(db_path), "--what", "audit"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    refused = [line for line in lines if line["kind"] == "feedback_rate_limited"]
+    assert [(r["subject"], json.loads(r["detail"])["operator"]) for r in refused] == [("p2", HASTY), ("p3", HASTY)]
+    assert all(json.loads(r["detail"])["kind"] == "like" for r in refused)
