@@ -27,7 +27,7 @@ import numpy as np
 from bench import Row, is_baseline, split_name
 
 #: Benchmark modules under ``bench/``, run in this order. Add a new one (e.g. an HTTP bench) here.
-MODULES: tuple[str, ...] = ("core_bench", "storage_bench", "http_bench")
+MODULES: tuple[str, ...] = ("core_bench", "storage_bench", "http_bench", "load_bench")
 
 
 @dataclass(frozen=True, slots=True)
