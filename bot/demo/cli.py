@@ -6,7 +6,9 @@ Only argparse is imported at module level so that ``npo-bot --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,8 @@ def run_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean stop short
         demo.stop()
     if interrupted:
         print("\nstopped (Ctrl-C)")
