@@ -48,10 +48,11 @@ def test_auto_demo_answers_through_the_real_path(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_everything_and_the_database_stays_usable(tmp_path: Path) -> None:
     db = tmp_path / "ctrl-c.db"
+    log = (tmp_path / "stderr.log").open("w+", encoding="utf-8")  # a file, not a pipe nobody drains
     process = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "demo", "--port", "0", "--db", str(db), "--auto", "--rate", "300", "--quiet"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
         cwd=ROOT,
         env=os.environ | {"PYTHONPATH": str(ROOT)},
@@ -65,15 +66,18 @@ def test_ctrl_c_stops_everything_and_the_database_stays_usable(tmp_path: Path) -
         state = httpx.get(url + "state", timeout=10).json()
         assert [c["name"] for c in state["channels"]] == ["incident", "ops"]
         deadline = time.monotonic() + 60
-        while not (db.exists() and rows(db, "SELECT COUNT(*) FROM feedback")[0][0] >= 2):
+        while _answers(db) < 2:
             assert process.poll() is None and time.monotonic() < deadline, "no answers were stored"
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        out, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+        log.seek(0)
+        err = log.read()
+        log.close()
     assert process.returncode == 0, err
     assert "stopped (Ctrl-C)" in out and "L_align by quarter of the run" in out
     conn = sqlite3.connect(db)
@@ -86,6 +90,14 @@ def test_ctrl_c_stops_everything_and_the_database_stays_usable(tmp_path: Path) -
         assert store.counts()["predictions"] > 0
     with httpx.Client() as client, pytest.raises(httpx.ConnectError):
         client.get(url, timeout=2)  # nothing is left listening
+
+
+def _answers(db: Path) -> int:
+    """Answers stored so far (0 while the database is still being created)."""
+    try:
+        return int(rows(db, "SELECT COUNT(*) FROM feedback")[0][0]) if db.exists() else 0
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
