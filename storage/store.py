@@ -107,32 +107,44 @@ _FEEDBACK_INSERT = (
     f"arm, reward, replaces, audit_weight, audit_m, channel, target) VALUES ({_NEXT},?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
 )
 _INSERT_AUDIT = f"INSERT INTO audit_events (id, at, kind, subject, detail) VALUES ({_NEXT},?,?,?,?)"
-_UPDATE_KEY = "UPDATE key_alignment SET m = ?, n = ?, weight_sum = ?, updated_at = ? WHERE key = ?"
+# The learning state (m(k), the bandit's arms, trust) is one small table, ``learning_state`` (kind, name, …), so an
+# event dirties one page of it rather than three (storage/migrations.py m006); ``key_alignment``, ``bandit_arms``
+# and ``operator_trust`` are views of it for readers. An arm's name is its index as text.
+_UPDATE_KEY = "UPDATE learning_state SET m = ?, n = ?, weight_sum = ?, updated_at = ? WHERE kind = 'key' AND name = ?"
 _UPSERT_KEY = (
-    f"INSERT INTO key_alignment ({codec.KEY_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
-    "m = excluded.m, n = excluded.n, weight_sum = excluded.weight_sum, updated_at = excluded.updated_at"
+    "INSERT INTO learning_state (kind, name, m, n, weight_sum, updated_at) VALUES ('key',?,?,?,?,?) "
+    "ON CONFLICT DO UPDATE SET m = excluded.m, n = excluded.n, weight_sum = excluded.weight_sum, "
+    "updated_at = excluded.updated_at"
 )
-_UPDATE_TRUST = "UPDATE operator_trust SET agree = ?, disagree = ?, n_outcome = ?, n_peer = ? WHERE operator = ?"
+_UPDATE_TRUST = (
+    "UPDATE learning_state SET agree = ?, disagree = ?, n_outcome = ?, n_peer = ? WHERE kind = 'operator' AND name = ?"
+)
 _UPSERT_TRUST = (
-    f"INSERT INTO operator_trust ({codec.TRUST_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(operator) DO UPDATE "
-    "SET agree = excluded.agree, disagree = excluded.disagree, n_outcome = excluded.n_outcome, n_peer = excluded.n_peer"
+    "INSERT INTO learning_state (kind, name, agree, disagree, n_outcome, n_peer) VALUES ('operator',?,?,?,?,?) "
+    "ON CONFLICT DO UPDATE SET agree = excluded.agree, disagree = excluded.disagree, n_outcome = excluded.n_outcome, "
+    "n_peer = excluded.n_peer"
 )
 _UPSERT_ARM = (
-    "INSERT INTO bandit_arms (arm, threshold, alpha, beta, pulls) VALUES (?,?,?,?,?) "
-    "ON CONFLICT(arm) DO UPDATE SET threshold = excluded.threshold, alpha = excluded.alpha, "
+    "INSERT INTO learning_state (kind, name, threshold, alpha, beta, pulls) VALUES ('arm',CAST(? AS TEXT),?,?,?,?) "
+    "ON CONFLICT DO UPDATE SET threshold = excluded.threshold, alpha = excluded.alpha, "
     "beta = excluded.beta, pulls = excluded.pulls"
 )
-_UPDATE_ARM = "UPDATE bandit_arms SET alpha = ?, beta = ?, pulls = ? WHERE arm = ? AND threshold = ?"
+_UPDATE_ARM = (
+    "UPDATE learning_state SET alpha = ?, beta = ?, pulls = ? WHERE kind = 'arm' AND name = CAST(? AS TEXT) "
+    "AND threshold = ?"
+)
+# The last override of a key or a target that is still someone's effective answer: kept in learning_state by the
+# feedback trigger (migration m006), read by primary key.
+_LAST_OVERRIDE = "SELECT last_override_at FROM learning_state WHERE kind = ? AND name = ?"
+# A feedback row ``f`` that is still someone's effective answer (checked by effective_answers' primary key).
+_IS_EFFECTIVE = (
+    "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
+    "AND e.feedback_id = f.id)"
+)
 _FEEDBACK_AUDIT_KEYS = frozenset(("operator", "kind", "y", "weight", "status", "m"))
 _EFFECTIVE_FEEDBACK = (
     f"SELECT {', '.join('f.' + c.strip() for c in codec.FEEDBACK_COLS.split(','))} FROM effective_answers e "
     "JOIN feedback f ON f.id = e.feedback_id"
-)
-# The last override of a key or target that is still someone's effective answer (newest first, by the partial
-# override indexes; each candidate checked against effective_answers by its primary key).
-_IS_EFFECTIVE = (
-    "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
-    "AND e.feedback_id = f.id)"
 )
 
 
@@ -194,7 +206,9 @@ class _Statements:
 def _statements(n_arms: int, n_disruptive: int) -> _Statements:
     arms_match = " AND ".join(f"b{i}.threshold = ?{4 + i}" for i in range(n_arms))
     arms = ", ".join(f"b{i}.alpha, b{i}.beta, b{i}.pulls" for i in range(n_arms))
-    arm_joins = " ".join(f"LEFT JOIN bandit_arms b{i} ON b{i}.arm = {i}" for i in range(n_arms))
+    arm_joins = " ".join(
+        f"LEFT JOIN learning_state b{i} ON b{i}.kind = 'arm' AND b{i}.name = '{i}'" for i in range(n_arms)
+    )
     # Parameters: ?1 request id, ?2 prediction id, ?3 operator, ?4… the configured thresholds. Columns (see
     # SQLiteTransaction.prefetch_feedback): 0 request seen; 1-10 the decision after its prediction id; 11 its
     # channel, 12 its target; 13-16 the key's state after its name; 17-20 the operator's trust after the name;
@@ -206,13 +220,13 @@ def _statements(n_arms: int, n_disruptive: int) -> _Statements:
         "d.key, d.verdict, d.rule, d.reason, d.decision_confidence, d.misalignment, d.score, d.threshold, d.arm, "
         "d.decided_at, d.channel, d.target, k.m, k.n, k.weight_sum, k.updated_at, "
         "t.agree, t.disagree, t.n_outcome, t.n_peer, fp.feedback_id, fs.feedback_id, "
-        "CASE (SELECT COUNT(*) FROM bandit_arms) WHEN 0 THEN 0 "
+        "CASE (SELECT COUNT(*) FROM learning_state WHERE kind = 'arm') WHEN 0 THEN 0 "
         f"WHEN {n_arms} THEN CASE WHEN {arms_match} THEN 1 ELSE -1 END ELSE -1 END, {arms}, "
         "(SELECT data_version FROM pragma_data_version) "
         "FROM (SELECT ?2 AS pid) AS q "
         "LEFT JOIN decisions d ON d.prediction_id = q.pid "
-        "LEFT JOIN key_alignment k ON k.key = d.key "
-        "LEFT JOIN operator_trust t ON t.operator = ?3 "
+        "LEFT JOIN learning_state k ON k.kind = 'key' AND k.name = d.key "
+        "LEFT JOIN learning_state t ON t.kind = 'operator' AND t.name = ?3 "
         "LEFT JOIN effective_answers fp ON fp.prediction_id = q.pid AND fp.operator = ?3 "
         f"LEFT JOIN effective_answers fs ON fs.prediction_id = q.pid AND fs.operator = '{SYSTEM_OPERATOR}' "
         f"{arm_joins}"
@@ -542,9 +556,10 @@ class SQLiteTransaction:
         overrides: dict[str, float] = {}
         for column, values in (("key", keys), ("target", [p.target for p in predictions])):
             rows = self._in_chunks(
-                f"SELECT f.{column}, MAX(f.at) FROM feedback f WHERE f.kind = 'override' "
-                f"AND f.{column} IN ({{marks}}) AND {_IS_EFFECTIVE} GROUP BY f.{column}",
+                "SELECT name, last_override_at FROM learning_state WHERE kind = ? AND name IN ({marks}) "
+                "AND last_override_at IS NOT NULL",
                 values,
+                f"override_{column}",
             )
             overrides.update((f"{column}:{name}", float(at)) for name, at in rows)
         surfaced = dict(
@@ -697,17 +712,12 @@ class SQLiteTransaction:
         if self._disruptive:
             active[cluster] = int(self._one(self._sql.open_disruptive, (cluster, *self._disruptive))[0])
         overrides: dict[str, float] = {}
-        by_key = self._one(
-            f"SELECT MAX(f.at) FROM feedback f WHERE f.key = ? AND f.kind = 'override' AND {_IS_EFFECTIVE}", (key,)
-        )[0]
-        if by_key is not None:
-            overrides[f"key:{key}"] = by_key
-        by_target = self._one(
-            f"SELECT MAX(f.at) FROM feedback f WHERE f.target = ? AND f.kind = 'override' AND {_IS_EFFECTIVE}",
-            (prediction.target,),
-        )[0]
-        if by_target is not None:
-            overrides[f"target:{prediction.target}"] = by_target
+        by_key = self._one(_LAST_OVERRIDE, ("override_key", key))
+        if by_key is not None and by_key[0] is not None:
+            overrides[f"key:{key}"] = by_key[0]
+        by_target = self._one(_LAST_OVERRIDE, ("override_target", prediction.target))
+        if by_target is not None and by_target[0] is not None:
+            overrides[f"target:{prediction.target}"] = by_target[0]
         surfaced = self._one(
             "SELECT COUNT(*) FROM decisions WHERE channel = ? AND verdict = 'surface' "
             "AND decided_at > ? AND decided_at <= ?",

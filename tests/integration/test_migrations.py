@@ -18,9 +18,7 @@ EXPECTED_TABLES = {
     "recommendations",
     "feedback",
     "outcomes",
-    "key_alignment",
-    "bandit_arms",
-    "operator_trust",
+    "learning_state",
     "monitor_state",
     "monitor_runs",
     "retraining_proposals",
@@ -31,7 +29,7 @@ EXPECTED_TABLES = {
     "processed_requests",
     "effective_answers",
 }
-EXPECTED_VIEWS = {"predictions", "audit_log"}
+EXPECTED_VIEWS = {"predictions", "audit_log", "key_alignment", "bandit_arms", "operator_trust"}
 
 
 def _args(**kw: object) -> argparse.Namespace:
@@ -66,6 +64,8 @@ def test_upgrade_from_the_first_migration_keeps_data(db_path: Path) -> None:
     assert schema_version(db) == LATEST_SCHEMA_VERSION
     assert {"message_ts", "sent_at"} <= set(db["outbox"].columns_dict)
     assert "effective_answers" in db.table_names()
+    assert {"key_alignment", "bandit_arms", "operator_trust"} <= set(db.view_names())
+    assert "learning_state" in db.table_names()
     assert db.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
     db.close()
 
@@ -136,6 +136,13 @@ def test_upgrade_from_the_second_migration_keeps_data(db_path: Path) -> None:
             tx.audit("config_change", "policy", {"by": "alice"}, 10.0)
         assert store.audit_entries()[-1][0] > audit_before[-1][0]
         assert [i.payload for i in store.outbox()] == [{"prediction_id": "p0"}]
+        # the key state and the effective override moved through m006 into learning_state
+        assert (store.keys()["k"].m, store.keys()["k"].n) == (0.4, 1)
+        with store.transaction() as tx:
+            assert dict(tx.policy_context(p0, "k", "incident", 7.0).last_override_at) == {
+                "key:k": 6.0,
+                "target:r1-n1": 6.0,
+            }
     db = connect(db_path)
     assert check(db) == (LATEST_SCHEMA_VERSION, [])
     db.close()
@@ -175,3 +182,78 @@ def test_audit_log_is_append_only(store: SQLiteStore, relaxed_policy: Policy) ->
             conn.execute(f"DELETE FROM {table}")
     conn.close()
     assert [e[2] for e in store.audit_entries()] == ["decision", "feedback", "config_change"]
+
+
+def test_upgrade_moves_the_learning_state_into_one_table(db_path: Path) -> None:
+    """A database at schema version 5 (keys, arms, trust in their own tables; overrides found by the partial
+    indexes) keeps its learning state through m006: the same rows through the old names, the same last effective
+    override per key and target (a replaced override no longer counts), and the store works on it afterwards."""
+    db = connect(db_path)
+    assert migrate(db, stop_before="m006_learning_state") == 5
+    conn = db.conn
+    conn.execute("BEGIN")
+    for i, target in enumerate(("r1-n1", "r1-n2")):
+        conn.execute(
+            "INSERT INTO decisions (seq, prediction_id, fault_type, target, action, confidence, severity, received_at, "
+            "fingerprint, cluster, key, verdict, rule, reason, decision_confidence, misalignment, score, threshold, "
+            "arm, decided_at, channel) VALUES (?, ?, 'disk', ?, 'investigate', 0.9, 'warning', 0, ?, 'r1', 'k', "
+            "'surface', 'threshold', 'why', 0.9, 0.25, 0.675, 0.5, 0, 0, 'incident')",
+            (i + 1, f"p{i}", target, f"fp{i}"),
+        )
+    feedback = (
+        "INSERT INTO feedback (id, request_id, prediction_id, operator, kind, at, key, target, channel, y, weight, "
+        "key_n_before, arm, reward, replaces) VALUES (?, ?, ?, ?, ?, ?, 'k', ?, 'incident', ?, 1.0, 0, 0, ?, ?)"
+    )
+    conn.execute(feedback, (10, "a1", "p0", "alice", "override", 5.0, "r1-n1", 1.0, 0.0, None))
+    conn.execute(feedback, (11, "b1", "p1", "bob", "override", 8.0, "r1-n2", 1.0, 0.0, None))
+    conn.execute(feedback, (12, "b2", "p1", "bob", "like", 9.0, "r1-n2", 0.0, 1.0, "b1"))  # replaces bob's override
+    conn.execute("INSERT INTO key_alignment (key, m, n, weight_sum, updated_at) VALUES ('k', 0.4, 2, 2.0, 9)")
+    conn.executemany(
+        "INSERT INTO bandit_arms (arm, threshold, alpha, beta, pulls) VALUES (?, ?, ?, 1.5, ?)",
+        [(arm, 0.5 + arm / 10, 1.0 + arm, arm) for arm in range(5)],
+    )
+    conn.execute("INSERT INTO operator_trust VALUES ('alice', 2.5, 0.5, 3, 1), ('bob', 1, 1, 0, 0)")
+    conn.execute("COMMIT")
+    before = {
+        table: conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+        for table in ("key_alignment", "bandit_arms", "operator_trust")
+    }
+    db.close()
+
+    with SQLiteStore(db_path, migrate=True) as store:
+        assert store.schema_version() == LATEST_SCHEMA_VERSION
+        after = sqlite3.connect(str(db_path))
+        for table, rows in before.items():
+            assert after.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall() == rows, table
+        assert after.execute("SELECT type FROM sqlite_master WHERE name = 'key_alignment'").fetchone() == ("view",)
+        after.close()
+        assert store.keys()["k"].n == 2 and store.trust()["alice"].agree == 2.5
+        assert store.bandit().pulls == (0, 1, 2, 3, 4)
+        p = store.prediction("p1")
+        assert p is not None
+        with store.transaction() as tx:
+            assert dict(tx.policy_context(p, "k", "incident", 10.0).last_override_at) == {"key:k": 5.0}
+            p0 = store.prediction("p0")
+            assert p0 is not None
+            ctx = tx.policy_context(p0, "k", "incident", 10.0)
+            assert dict(ctx.last_override_at) == {"key:k": 5.0, "target:r1-n1": 5.0}
+        with store.transaction() as tx:  # and the store goes on learning on the moved state
+            record_feedback(tx, FeedbackEvent("p1", "alice", FeedbackKind.OVERRIDE, 12.0, "a2"), config=store.config)
+        assert store.keys()["k"].n == 3
+        with store.transaction() as tx:
+            assert dict(tx.policy_context(p, "k", "incident", 13.0).last_override_at) == {
+                "key:k": 12.0,
+                "target:r1-n2": 12.0,
+            }
+    db = connect(db_path)
+    version, problems = check(db)
+    db.close()
+    # (the hand-written rows skip recommendations and exact pull counts; the moved state itself is consistent)
+    assert version == LATEST_SCHEMA_VERSION
+    moved = (
+        "integrity_check",
+        "foreign_key_check",
+        "the last override kept per key and per target is the newest effective override",
+        "feedback keys have a key state",
+    )
+    assert [p for p in problems if p.what in moved] == []
