@@ -467,6 +467,7 @@ class LoadReport:
     raw_rmw_per_s: float
     decide_batched_per_s: float
     lag_p99_ms: float
+    statuses: dict[str, dict[int, int]] = field(default_factory=dict)
 
     def checks(self) -> dict[str, bool]:
         click = self.per_route.get("click", {})
@@ -547,6 +548,7 @@ def run_load(
         raw_rmw_per_s=raw_rmw,
         decide_batched_per_s=decided,
         lag_p99_ms=_percentile(lags, 99) * 1000,
+        statuses={route: dict(sorted(r.statuses.items())) for route, r in results.items()},
     )
 
 
@@ -595,6 +597,9 @@ def print_report(report: LoadReport) -> None:
     )
     print(f"baseline raw sqlite3 read-modify-write per event: {report.raw_rmw_per_s:,.0f} /s")
     print(f"baseline SQLiteStore.decide_many (batches of 1,000, no HTTP): {report.decide_batched_per_s:,.0f} /s")
+    odd = {route: {s: n for s, n in st.items() if s != 200} for route, st in report.statuses.items()}
+    if any(odd.values()):
+        print("answers other than 200:", {route: st for route, st in odd.items() if st})
     print(f"server peak RSS {report.rss_peak_mb:.0f} MB; accepted items {report.accepted:,}, missing {report.missing}")
     for name, passed in report.checks().items():
         print(f"{'PASS' if passed else 'FAIL'} {name}")
