@@ -9,6 +9,8 @@ is off here, so only the trust weights bound the abuser (the limit has its own t
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ class Run:
     m: list[float] = field(default_factory=list)  # m(k) of the real-fault kind after each prediction
     abuser_weight: list[float | None] = field(default_factory=list)
     surfaced: int = 0
-    feedback_weights: list[tuple[str, float]] = field(default_factory=list)  # (operator, weight) as logged
+    audited_weights: list[tuple[str, float]] = field(default_factory=list)  # (operator, weight): the audit log
     final_weights: dict[str, float] = field(default_factory=dict)  # everyone's trust weight at the end
 
 
@@ -86,7 +88,12 @@ def play(bot: BotUnderTest, steps: list[Step], *, abuser: bool, lag: int | None)
         run.m.append(keys[REAL_KEY].m if REAL_KEY in keys else 0.0)
         trust = bot.bot.store.trust().get(MALLORY)
         run.abuser_weight.append(None if trust is None else trust_weight(trust, config))
-    run.feedback_weights = [(f.event.operator, f.weight) for f in bot.bot.store.feedback_log()]
+    conn = sqlite3.connect(bot.bot.settings.db_path)  # what `npo-bot db export --what audit` shows
+    try:
+        lines = conn.execute("SELECT detail FROM audit_log WHERE kind = 'feedback' ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    run.audited_weights = [(d["operator"], d["weight"]) for d in (json.loads(line[0]) for line in lines)]
     run.final_weights = {op: trust_weight(t, config) for op, t in bot.bot.store.trust().items()}
     return run
 
@@ -117,8 +124,8 @@ def test_an_override_everything_responder_is_distrusted_and_moves_m_k_little(tmp
     first_zero = next(i for i, w in enumerate(weights) if w == 0.0)
     assert weights[0] == pytest.approx(TrustConfig().prior_weight) and first_zero <= 12
     assert all(w == 0.0 for w in weights[first_zero:])  # and stays there
-    # From then on their overrides carry weight 0 in the log: they move nothing.
-    abuser_weights = [w for op, w in with_abuser.feedback_weights if op == MALLORY]
+    # From then on their overrides carry weight 0 in the audit log: they move nothing.
+    abuser_weights = [w for op, w in with_abuser.audited_weights if op == MALLORY]
     assert abuser_weights[0] > 0.8 and abuser_weights[-10:] == [0.0] * 10
     # The honest engineers keep their full weight (the abuser cannot drag them down through peer comparisons).
     assert with_abuser.final_weights[ALICE] == 1.0 and with_abuser.final_weights[BOB] == 1.0
