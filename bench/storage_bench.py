@@ -54,6 +54,10 @@ FEEDBACK_BASELINE = "baseline: raw sqlite3 BEGIN IMMEDIATE read-modify-write"
 FEEDBACK_STORE = "SQLiteStore + record_feedback (full read-modify-write)"
 FEEDBACK_PERCENT = "SQLiteStore as % of the baseline"
 FEEDBACK_ALTERNATING = "SQLiteStore + record_feedback, two stores alternating (every event re-reads its state)"
+FEEDBACK_CPU = "CPU time per event, µs (process time: less disturbed by other load)"
+FEEDBACK_CPU_PERCENT = "SQLiteStore as % of the baseline, by CPU time"
+FEEDBACK_FRAMES = "WAL pages written per event (checkpoints off)"
+FIG_FEEDBACK_COST = "feedback event cost, NORMAL"
 BATCH_BASELINE = f"baseline: raw sqlite3 executemany of the same rows, batches of {BATCH}"
 BATCH_STORE = f"SQLiteStore.decide_many (decide_batch), batches of {BATCH}"
 SINGLE_STORE = "SQLiteStore + decide, one transaction each"
@@ -85,10 +89,30 @@ def _predictions(n: int, prefix: str, confidence: float | None = None) -> list[P
     ]
 
 
-def _rate(n: int, fn: Callable[[], None]) -> float:
+def _rate(n: int, fn: Callable[[], None], stats: dict[str, float] | None = None) -> float:
+    """Items per second of ``fn`` (``n`` items); ``stats["cpu_us"]``: this process's CPU time per item (µs), a
+    figure a busy machine disturbs far less than the wall clock."""
+    cpu = time.process_time()
     start = time.perf_counter()
     fn()
-    return n / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    if stats is not None:
+        stats["cpu_us"] = 1e6 * (time.process_time() - cpu) / n
+    return n / elapsed
+
+
+def _count_wal_frames(conn: sqlite3.Connection) -> Callable[[int], float]:
+    """Switch ``conn``'s automatic checkpoints off and empty the WAL; the returned function, called after ``n``
+    commits, gives the WAL frames (pages) written per commit and switches checkpoints back on."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def per_commit(n: int) -> float:
+        frames = int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+        conn.execute("PRAGMA wal_autocheckpoint = 1000")
+        return frames / n
+
+    return per_commit
 
 
 def _raw_connection(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -99,8 +123,13 @@ def _raw_connection(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-def raw_read_modify_write(path: Path, synchronous: str, n: int) -> float:
-    """Baseline: BEGIN IMMEDIATE; insert feedback; read score; update score and arm; COMMIT — per event."""
+def raw_read_modify_write(
+    path: Path, synchronous: str, n: int, *, stats: dict[str, float] | None = None, count_frames: bool = False
+) -> float:
+    """Baseline: BEGIN IMMEDIATE; insert feedback; read score; update score and arm; COMMIT — per event.
+
+    ``stats`` gets ``cpu_us`` (CPU µs per event); with ``count_frames`` (checkpoints off during the run, so the
+    rate is not comparable) also ``wal_frames``, the pages each commit writes to the WAL."""
     conn = _raw_connection(path, synchronous)
     conn.executescript(
         "CREATE TABLE feedback (id INTEGER PRIMARY KEY, request_id TEXT UNIQUE, key TEXT, y REAL, at REAL);"
@@ -121,7 +150,11 @@ def raw_read_modify_write(path: Path, synchronous: str, n: int) -> float:
             conn.execute("COMMIT")
 
     try:
-        return _rate(n, work)
+        frames = _count_wal_frames(conn) if count_frames else None
+        rate = _rate(n, work, stats)
+        if frames is not None and stats is not None:
+            stats["wal_frames"] = frames(n)
+        return rate
     finally:
         conn.close()
 
@@ -141,13 +174,22 @@ def raw_insert(path: Path, synchronous: str, n: int) -> float:
         conn.close()
 
 
-def store_feedback(path: Path, synchronous: Synchronous, n: int, *, writers: int = 1) -> float:
+def store_feedback(
+    path: Path,
+    synchronous: Synchronous,
+    n: int,
+    *,
+    writers: int = 1,
+    stats: dict[str, float] | None = None,
+    count_frames: bool = False,
+) -> float:
     """``record_feedback`` in ``store.transaction()``, one durable commit per event (full read-modify-write:
     request id, decision, trust, previous answer, m(k), bandit, trust, feedback row, audit line).
 
     ``writers`` > 1: that many stores (connections) on the file take the events in turn, so every event follows
     another connection's commit and none can reuse the reads of the connection's previous event (the cost
-    when several threads or processes write)."""
+    when several threads or processes write). ``stats`` and ``count_frames``: as in :func:`raw_read_modify_write`
+    (frames counted on the first store's connection, so with one writer)."""
     config = LoopConfig()
     policy = parse_policy(DEFAULT_POLICY_TEXT)
     others = [SQLiteStore(path, config, synchronous=synchronous, disruptive_actions=()) for _ in range(writers - 1)]
@@ -176,7 +218,15 @@ def store_feedback(path: Path, synchronous: Synchronous, n: int, *, writers: int
                     record_feedback(tx, event, config=config)
 
         try:
-            return _rate(n, work)
+            frames = None
+            if count_frames:
+                with store.transaction() as tx:  # the store's connection on this thread (no transaction open
+                    conn = tx.connection  # once the block ends, which a checkpoint needs)
+                frames = _count_wal_frames(conn)
+            rate = _rate(n, work, stats)
+            if frames is not None and stats is not None:
+                stats["wal_frames"] = frames(n)
+            return rate
         finally:
             for other in others:
                 other.close()
@@ -286,8 +336,10 @@ def run(quick: bool = False) -> list[Row]:
             s = sync.lower()
             third = 1 if sync == "NORMAL" else 3
             n_fb = sizes.feedback // third
-            raw = raw_read_modify_write(d / f"raw-rmw-{s}.db", sync, n_fb)
-            ours = store_feedback(d / f"store-fb-{s}.db", sync, n_fb)
+            raw_stats: dict[str, float] = {}
+            our_stats: dict[str, float] = {}
+            raw = raw_read_modify_write(d / f"raw-rmw-{s}.db", sync, n_fb, stats=raw_stats)
+            ours = store_feedback(d / f"store-fb-{s}.db", sync, n_fb, stats=our_stats)
             alternating = store_feedback(d / f"store-fb2-{s}.db", sync, n_fb, writers=2)
             fb = fig_feedback(sync)
             rows += [
@@ -295,6 +347,9 @@ def run(quick: bool = False) -> list[Row]:
                 (row_name(fb, FEEDBACK_STORE), ours, "events/s"),
                 (row_name(fb, FEEDBACK_PERCENT), 100.0 * ours / raw, "%"),
                 (row_name(fb, FEEDBACK_ALTERNATING), alternating, "events/s"),
+                (row_name(fb, f"baseline: {FEEDBACK_CPU}"), raw_stats["cpu_us"], "µs"),
+                (row_name(fb, f"SQLiteStore: {FEEDBACK_CPU}"), our_stats["cpu_us"], "µs"),
+                (row_name(fb, FEEDBACK_CPU_PERCENT), 100.0 * raw_stats["cpu_us"] / our_stats["cpu_us"], "%"),
                 (
                     f"raw sqlite3 INSERT, commit per row, {sync}",
                     raw_insert(d / f"raw-ins-{s}.db", sync, n_fb),
@@ -317,6 +372,14 @@ def run(quick: bool = False) -> list[Row]:
                     "predictions/s",
                 ),
             ]
+        raw_stats, our_stats = {}, {}
+        n_frames = sizes.feedback // 3
+        raw_read_modify_write(d / "raw-frames.db", "NORMAL", n_frames, stats=raw_stats, count_frames=True)
+        store_feedback(d / "store-frames.db", "NORMAL", n_frames, stats=our_stats, count_frames=True)
+        rows += [
+            (row_name(FIG_FEEDBACK_COST, f"baseline: {FEEDBACK_FRAMES}"), raw_stats["wal_frames"], "pages"),
+            (row_name(FIG_FEEDBACK_COST, f"SQLiteStore: {FEEDBACK_FRAMES}"), our_stats["wal_frames"], "pages"),
+        ]
         rows.append(
             (
                 "predictions decided, InMemoryStore + decide in one transaction (no I/O, reference)",

@@ -95,20 +95,6 @@ _INVARIANTS: tuple[tuple[str, str], ...] = (
         "WHERE NOT EXISTS (SELECT 1 FROM key_alignment k WHERE k.key = f.key)",
     ),
     (
-        "the last override kept per key and per target is the newest effective override",
-        "WITH actual (kind, name, at) AS (SELECT 'override_key', f.key, MAX(f.at) FROM feedback f "
-        "JOIN effective_answers e ON e.feedback_id = f.id WHERE f.kind = 'override' GROUP BY f.key "
-        "UNION ALL SELECT 'override_target', f.target, MAX(f.at) FROM feedback f "
-        "JOIN effective_answers e ON e.feedback_id = f.id WHERE f.kind = 'override' GROUP BY f.target) "
-        "SELECT a.kind || ' ' || a.name, 'kept ' || COALESCE(s.last_override_at, 'none') || ', newest ' || a.at "
-        "FROM actual a LEFT JOIN learning_state s ON s.kind = a.kind AND s.name = a.name "
-        "WHERE s.last_override_at IS NOT a.at "
-        "UNION ALL SELECT s.kind || ' ' || s.name, 'kept ' || s.last_override_at || ', no effective override' "
-        "FROM learning_state s WHERE s.kind IN ('override_key', 'override_target') "
-        "AND s.last_override_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM actual a WHERE a.kind = s.kind "
-        "AND a.name = s.name)",
-    ),
-    (
         "sent outbox messages have a message ts",
         "SELECT id, 'state sent without message_ts' FROM outbox WHERE state = 'sent' AND message_ts IS NULL",
     ),

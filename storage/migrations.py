@@ -462,46 +462,41 @@ def m005_feedback_rate_limits(db: Database) -> None:
 
 # m006: the per-event learning state in one small table, so that a feedback event dirties one page of it
 # instead of three (see storage/README.md, "pages per commit"). The old tables become views of it.
-_M006_CHECK = """
-    CHECK (CASE kind
-        WHEN 'arm' THEN name = CAST(CAST(name AS INTEGER) AS TEXT) AND CAST(name AS INTEGER) >= 0
-            AND threshold BETWEEN 0 AND 1 AND alpha > 0 AND beta > 0 AND pulls >= 0
-            AND m IS NULL AND agree IS NULL AND last_override_at IS NULL
-        WHEN 'key' THEN m BETWEEN 0 AND 1 AND n >= 0 AND weight_sum >= 0 AND updated_at IS NOT NULL
-            AND threshold IS NULL AND agree IS NULL AND last_override_at IS NULL
-        WHEN 'operator' THEN agree >= 0 AND disagree >= 0 AND n_outcome >= 0 AND n_peer >= 0
-            AND m IS NULL AND threshold IS NULL AND last_override_at IS NULL
-        ELSE m IS NULL AND threshold IS NULL AND agree IS NULL
-        END)
-"""
-_M006 = f"""
+_M006 = """
 CREATE TABLE learning_state (
-    kind TEXT NOT NULL CHECK (kind IN ('arm', 'key', 'operator', 'override_key', 'override_target')),
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('arm', 'key', 'operator')),
     name TEXT NOT NULL,
-    m REAL, n INTEGER, weight_sum REAL, updated_at REAL,
-    threshold REAL, alpha REAL, beta REAL, pulls INTEGER,
-    agree REAL, disagree REAL, n_outcome INTEGER, n_peer INTEGER,
-    last_override_at REAL,
-    {_M006_CHECK.strip()},
-    PRIMARY KEY (kind, name)
-) WITHOUT ROWID;
+    m REAL CHECK (m BETWEEN 0 AND 1),
+    n INTEGER CHECK (n >= 0),
+    weight_sum REAL CHECK (weight_sum >= 0),
+    updated_at REAL,
+    threshold REAL CHECK (threshold BETWEEN 0 AND 1),
+    alpha REAL CHECK (alpha > 0),
+    beta REAL CHECK (beta > 0),
+    pulls INTEGER CHECK (pulls >= 0),
+    agree REAL CHECK (agree >= 0),
+    disagree REAL CHECK (disagree >= 0),
+    n_outcome INTEGER CHECK (n_outcome >= 0),
+    n_peer INTEGER CHECK (n_peer >= 0),
+    UNIQUE (kind, name),
+    -- One check per kind, each naming only its kind's columns: SQLite evaluates a CHECK on UPDATE only when it
+    -- names an updated column, so an update of a key row does not pay for the arm and operator checks.
+    CHECK (kind <> 'arm' OR (name = CAST(CAST(name AS INTEGER) AS TEXT) AND CAST(name AS INTEGER) >= 0
+        AND threshold IS NOT NULL AND alpha IS NOT NULL AND beta IS NOT NULL AND pulls IS NOT NULL)),
+    CHECK (kind <> 'key' OR (m IS NOT NULL AND n IS NOT NULL AND weight_sum IS NOT NULL AND updated_at IS NOT NULL)),
+    CHECK (kind <> 'operator' OR (agree IS NOT NULL AND disagree IS NOT NULL AND n_outcome IS NOT NULL
+        AND n_peer IS NOT NULL))
+);
 INSERT INTO learning_state (kind, name, threshold, alpha, beta, pulls)
     SELECT 'arm', CAST(arm AS TEXT), threshold, alpha, beta, pulls FROM bandit_arms;
 INSERT INTO learning_state (kind, name, m, n, weight_sum, updated_at)
     SELECT 'key', key, m, n, weight_sum, updated_at FROM key_alignment;
 INSERT INTO learning_state (kind, name, agree, disagree, n_outcome, n_peer)
     SELECT 'operator', operator, agree, disagree, n_outcome, n_peer FROM operator_trust;
-INSERT INTO learning_state (kind, name, last_override_at)
-    SELECT 'override_key', f.key, MAX(f.at) FROM feedback f JOIN effective_answers e ON e.feedback_id = f.id
-    WHERE f.kind = 'override' GROUP BY f.key;
-INSERT INTO learning_state (kind, name, last_override_at)
-    SELECT 'override_target', f.target, MAX(f.at) FROM feedback f JOIN effective_answers e ON e.feedback_id = f.id
-    WHERE f.kind = 'override' GROUP BY f.target;
 DROP TABLE bandit_arms;
 DROP TABLE key_alignment;
 DROP TABLE operator_trust;
-DROP INDEX feedback_override_by_key;
-DROP INDEX feedback_override_by_target;
 CREATE VIEW key_alignment (key, m, n, weight_sum, updated_at) AS
     SELECT name, m, n, weight_sum, updated_at FROM learning_state WHERE kind = 'key';
 CREATE VIEW bandit_arms (arm, threshold, alpha, beta, pulls) AS
@@ -550,44 +545,16 @@ CREATE TRIGGER operator_trust_delete INSTEAD OF DELETE ON operator_trust
 BEGIN
     DELETE FROM learning_state WHERE kind = 'operator' AND name = OLD.operator;
 END;
-DROP TRIGGER feedback_effective;
-CREATE TRIGGER feedback_effective AFTER INSERT ON feedback
-BEGIN
-    DELETE FROM effective_answers WHERE NEW.replaces IS NOT NULL AND prediction_id = NEW.prediction_id
-        AND operator = (SELECT operator FROM feedback WHERE request_id = NEW.replaces)
-        AND feedback_id = (SELECT id FROM feedback WHERE request_id = NEW.replaces);
-    INSERT INTO effective_answers (prediction_id, operator, feedback_id)
-    VALUES (NEW.prediction_id, NEW.operator, NEW.id);
-    UPDATE learning_state SET last_override_at = (
-        SELECT MAX(f.at) FROM effective_answers e JOIN feedback f ON f.id = e.feedback_id
-        WHERE f.kind = 'override' AND f.key = learning_state.name)
-    WHERE NEW.replaces IS NOT NULL AND kind = 'override_key'
-        AND name = (SELECT key FROM feedback WHERE request_id = NEW.replaces AND kind = 'override');
-    UPDATE learning_state SET last_override_at = (
-        SELECT MAX(f.at) FROM effective_answers e JOIN feedback f ON f.id = e.feedback_id
-        WHERE f.kind = 'override' AND f.target = learning_state.name)
-    WHERE NEW.replaces IS NOT NULL AND kind = 'override_target'
-        AND name = (SELECT target FROM feedback WHERE request_id = NEW.replaces AND kind = 'override');
-    INSERT INTO learning_state (kind, name, last_override_at) SELECT 'override_key', NEW.key, NEW.at
-        WHERE NEW.kind = 'override'
-        ON CONFLICT DO UPDATE SET last_override_at = MAX(COALESCE(last_override_at, excluded.last_override_at),
-            excluded.last_override_at);
-    INSERT INTO learning_state (kind, name, last_override_at) SELECT 'override_target', NEW.target, NEW.at
-        WHERE NEW.kind = 'override'
-        ON CONFLICT DO UPDATE SET last_override_at = MAX(COALESCE(last_override_at, excluded.last_override_at),
-            excluded.last_override_at);
-END;
 """
 
 
 @MIGRATIONS(name="m006_learning_state")
 def m006_learning_state(db: Database) -> None:
-    """``learning_state``: the keys' m(k), the bandit's arms and the operators' trust as rows of one small
-    WITHOUT ROWID table (``kind``, ``name``), so one feedback event dirties one page of it instead of one page
-    each of three tables; ``key_alignment``, ``bandit_arms`` and ``operator_trust`` are views of it with their old
-    columns (INSERT/UPDATE/DELETE through them still work). The last effective override of each key and target
-    (``override_key`` / ``override_target`` rows, kept by the ``feedback`` triggers; recomputed when an override
-    is replaced) replaces the two partial override indexes on the append-only ``feedback`` log."""
+    """``learning_state``: the keys' m(k), the bandit's arms and the operators' trust as rows of one small table
+    (``id``, ``kind``, ``name`` unique, then the columns of each kind), so one feedback event dirties one page of
+    it instead of one page each of three tables; ``key_alignment``, ``bandit_arms`` and ``operator_trust`` are
+    views of it with their old columns (INSERT/UPDATE/DELETE through them still work). The store updates a row it
+    has read by its id."""
     db.executescript(_M006)
 
 

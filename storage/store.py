@@ -107,22 +107,26 @@ _FEEDBACK_INSERT = (
     f"arm, reward, replaces, audit_weight, audit_m, channel, target) VALUES ({_NEXT},?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
 )
 _INSERT_AUDIT = f"INSERT INTO audit_events (id, at, kind, subject, detail) VALUES ({_NEXT},?,?,?,?)"
-# The learning state (m(k), the bandit's arms, trust) is one small table, ``learning_state`` (kind, name, …), so an
-# event dirties one page of it rather than three (storage/migrations.py m006); ``key_alignment``, ``bandit_arms``
-# and ``operator_trust`` are views of it for readers. An arm's name is its index as text.
-_UPDATE_KEY = "UPDATE learning_state SET m = ?, n = ?, weight_sum = ?, updated_at = ? WHERE kind = 'key' AND name = ?"
+# The learning state (m(k), the bandit's arms, trust) is one small table, ``learning_state`` (id, kind, name, …),
+# so an event dirties one page of it rather than three (storage/migrations.py m006); ``key_alignment``,
+# ``bandit_arms`` and ``operator_trust`` are views of it for readers. An arm's name is its index as text. A row
+# known to exist is updated by its row id (the cheapest lookup), guarded by its kind and name.
+_UPDATE_KEY = (
+    "UPDATE learning_state SET m = ?, n = ?, weight_sum = ?, updated_at = ? WHERE id = ? AND kind = 'key' AND name = ?"
+)
 _UPSERT_KEY = (
     "INSERT INTO learning_state (kind, name, m, n, weight_sum, updated_at) VALUES ('key',?,?,?,?,?) "
     "ON CONFLICT DO UPDATE SET m = excluded.m, n = excluded.n, weight_sum = excluded.weight_sum, "
-    "updated_at = excluded.updated_at"
+    "updated_at = excluded.updated_at RETURNING id"
 )
 _UPDATE_TRUST = (
-    "UPDATE learning_state SET agree = ?, disagree = ?, n_outcome = ?, n_peer = ? WHERE kind = 'operator' AND name = ?"
+    "UPDATE learning_state SET agree = ?, disagree = ?, n_outcome = ?, n_peer = ? "
+    "WHERE id = ? AND kind = 'operator' AND name = ?"
 )
 _UPSERT_TRUST = (
     "INSERT INTO learning_state (kind, name, agree, disagree, n_outcome, n_peer) VALUES ('operator',?,?,?,?,?) "
     "ON CONFLICT DO UPDATE SET agree = excluded.agree, disagree = excluded.disagree, n_outcome = excluded.n_outcome, "
-    "n_peer = excluded.n_peer"
+    "n_peer = excluded.n_peer RETURNING id"
 )
 _UPSERT_ARM = (
     "INSERT INTO learning_state (kind, name, threshold, alpha, beta, pulls) VALUES ('arm',CAST(? AS TEXT),?,?,?,?) "
@@ -130,13 +134,12 @@ _UPSERT_ARM = (
     "beta = excluded.beta, pulls = excluded.pulls"
 )
 _UPDATE_ARM = (
-    "UPDATE learning_state SET alpha = ?, beta = ?, pulls = ? WHERE kind = 'arm' AND name = CAST(? AS TEXT) "
+    "UPDATE learning_state SET alpha = ?, beta = ?, pulls = ? WHERE id = ? AND kind = 'arm' AND name = CAST(? AS TEXT) "
     "AND threshold = ?"
 )
-# The last override of a key or a target that is still someone's effective answer: kept in learning_state by the
-# feedback trigger (migration m006), read by primary key.
-_LAST_OVERRIDE = "SELECT last_override_at FROM learning_state WHERE kind = ? AND name = ?"
-# A feedback row ``f`` that is still someone's effective answer (checked by effective_answers' primary key).
+_SELECT_ARMS = "SELECT CAST(name AS INTEGER), threshold, alpha, beta, pulls, id FROM learning_state WHERE kind = 'arm'"
+# The last override of a key or target that is still someone's effective answer (newest first, by the partial
+# override indexes; each candidate checked against effective_answers by its primary key).
 _IS_EFFECTIVE = (
     "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
     "AND e.feedback_id = f.id)"
@@ -206,6 +209,7 @@ class _Statements:
 def _statements(n_arms: int, n_disruptive: int) -> _Statements:
     arms_match = " AND ".join(f"b{i}.threshold = ?{4 + i}" for i in range(n_arms))
     arms = ", ".join(f"b{i}.alpha, b{i}.beta, b{i}.pulls" for i in range(n_arms))
+    arm_ids = ", ".join(f"b{i}.id" for i in range(n_arms))
     arm_joins = " ".join(
         f"LEFT JOIN learning_state b{i} ON b{i}.kind = 'arm' AND b{i}.name = '{i}'" for i in range(n_arms)
     )
@@ -213,7 +217,8 @@ def _statements(n_arms: int, n_disruptive: int) -> _Statements:
     # SQLiteTransaction.prefetch_feedback): 0 request seen; 1-10 the decision after its prediction id; 11 its
     # channel, 12 its target; 13-16 the key's state after its name; 17-20 the operator's trust after the name;
     # 21, 22 the row ids of the operator's and the system's effective answers; 23 the arms' state (0 none
-    # stored, 1 as configured, -1 anything else); 24… α, β, pulls per arm; last, the connection's data_version.
+    # stored, 1 as configured, -1 anything else); 24… α, β, pulls per arm; then the learning_state row ids of
+    # the key, the trust and each arm; last, the connection's data_version.
     # Few columns: each costs ~0.15 µs.
     prefetch = (
         "SELECT EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
@@ -221,7 +226,7 @@ def _statements(n_arms: int, n_disruptive: int) -> _Statements:
         "d.decided_at, d.channel, d.target, k.m, k.n, k.weight_sum, k.updated_at, "
         "t.agree, t.disagree, t.n_outcome, t.n_peer, fp.feedback_id, fs.feedback_id, "
         "CASE (SELECT COUNT(*) FROM learning_state WHERE kind = 'arm') WHEN 0 THEN 0 "
-        f"WHEN {n_arms} THEN CASE WHEN {arms_match} THEN 1 ELSE -1 END ELSE -1 END, {arms}, "
+        f"WHEN {n_arms} THEN CASE WHEN {arms_match} THEN 1 ELSE -1 END ELSE -1 END, {arms}, k.id, t.id, {arm_ids}, "
         "(SELECT data_version FROM pragma_data_version) "
         "FROM (SELECT ?2 AS pid) AS q "
         "LEFT JOIN decisions d ON d.prediction_id = q.pid "
@@ -309,6 +314,7 @@ class _Snapshot:
     exactly what the database holds."""
 
     __slots__ = (
+        "arm_ids",
         "bandit",
         "bandit_stored",
         "changes",
@@ -331,6 +337,7 @@ class _Snapshot:
         self.stored_trust = tx._stored_trust
         self.bandit = tx._bandit
         self.bandit_stored = tx._bandit_stored
+        self.arm_ids = tx._arm_ids
         self.decisions = tx._decisions
         self.channel_target = tx._channel_target
         self.next_id = tx._next_id
@@ -341,6 +348,7 @@ class _Snapshot:
         self.changes = changes
         self.bandit = tx._bandit
         self.bandit_stored = tx._bandit_stored
+        self.arm_ids = tx._arm_ids
         self.next_id = tx._next_id
         self._bound()
 
@@ -350,7 +358,7 @@ class _Snapshot:
             or len(self.keys) > _SNAPSHOT_LIMIT
             or len(self.trust) > _SNAPSHOT_LIMIT
         ):
-            self.keys, self.stored_keys, self.trust, self.stored_trust = {}, set(), {}, set()
+            self.keys, self.stored_keys, self.trust, self.stored_trust = {}, {}, {}, {}
             self.decisions, self.channel_target = {}, {}
 
 
@@ -376,8 +384,9 @@ class SQLiteTransaction:
         self._holder = holder  # where the connection's snapshot is kept (None: this transaction uses none)
         self._data_version: int | None = None  # as seen by this transaction (prefetch_feedback reads it)
         self._clean = True  # False once the raw connection was handed out or a savepoint rolled back
-        self._stored_keys: set[str] = set()  # key_alignment rows known to exist
-        self._stored_trust: set[str] = set()  # operator_trust rows known to exist
+        self._stored_keys: dict[str, int] = {}  # key → its learning_state row id, for rows known to exist
+        self._stored_trust: dict[str, int] = {}  # operator → its learning_state row id, likewise
+        self._arm_ids: tuple[int, ...] | None = None  # the arms' learning_state row ids, when read
         self._next_id: int | None = None  # the next id of the audit sequence, when known (see add_feedback)
         self._adopted: _Snapshot | None = None  # the snapshot this transaction continues, if any
         self._config = config
@@ -404,8 +413,9 @@ class SQLiteTransaction:
         """Forget the cached reads (after a savepoint was rolled back)."""
         self._clean = False
         self._next_id = None
-        self._stored_keys = set()
-        self._stored_trust = set()
+        self._stored_keys = {}
+        self._stored_trust = {}
+        self._arm_ids = None
         self._keys.clear()
         self._trust.clear()
         self._bandit = self._bandit_stored = None
@@ -556,10 +566,9 @@ class SQLiteTransaction:
         overrides: dict[str, float] = {}
         for column, values in (("key", keys), ("target", [p.target for p in predictions])):
             rows = self._in_chunks(
-                "SELECT name, last_override_at FROM learning_state WHERE kind = ? AND name IN ({marks}) "
-                "AND last_override_at IS NOT NULL",
+                f"SELECT f.{column}, MAX(f.at) FROM feedback f WHERE f.kind = 'override' "
+                f"AND f.{column} IN ({{marks}}) AND {_IS_EFFECTIVE} GROUP BY f.{column}",
                 values,
-                f"override_{column}",
             )
             overrides.update((f"{column}:{name}", float(at)) for name, at in rows)
         surfaced = dict(
@@ -712,12 +721,17 @@ class SQLiteTransaction:
         if self._disruptive:
             active[cluster] = int(self._one(self._sql.open_disruptive, (cluster, *self._disruptive))[0])
         overrides: dict[str, float] = {}
-        by_key = self._one(_LAST_OVERRIDE, ("override_key", key))
-        if by_key is not None and by_key[0] is not None:
-            overrides[f"key:{key}"] = by_key[0]
-        by_target = self._one(_LAST_OVERRIDE, ("override_target", prediction.target))
-        if by_target is not None and by_target[0] is not None:
-            overrides[f"target:{prediction.target}"] = by_target[0]
+        by_key = self._one(
+            f"SELECT MAX(f.at) FROM feedback f WHERE f.key = ? AND f.kind = 'override' AND {_IS_EFFECTIVE}", (key,)
+        )[0]
+        if by_key is not None:
+            overrides[f"key:{key}"] = by_key
+        by_target = self._one(
+            f"SELECT MAX(f.at) FROM feedback f WHERE f.target = ? AND f.kind = 'override' AND {_IS_EFFECTIVE}",
+            (prediction.target,),
+        )[0]
+        if by_target is not None:
+            overrides[f"target:{prediction.target}"] = by_target
         surfaced = self._one(
             "SELECT COUNT(*) FROM decisions WHERE channel = ? AND verdict = 'surface' "
             "AND decided_at > ? AND decided_at <= ?",
@@ -735,31 +749,33 @@ class SQLiteTransaction:
         cached = self._keys.get(key)
         if cached is not None:
             return cached
-        row = self._one(f"SELECT {codec.KEY_COLS} FROM key_alignment WHERE key = ?", (key,))
+        row = self._one(
+            "SELECT name, m, n, weight_sum, updated_at, id FROM learning_state WHERE kind = 'key' AND name = ?", (key,)
+        )
         if row is None:
             state = KeyAlignment(key=key)
         else:
-            state = codec.key_from_row(row)
-            self._stored_keys.add(key)
+            state = codec.key_from_row(row[:5])
+            self._stored_keys[key] = row[5]
         self._keys[key] = state
         return state
 
     def put_key(self, state: KeyAlignment) -> None:
         key = state.key
-        if key in self._stored_keys:  # a plain UPDATE when the row is known to exist (cheaper than an upsert)
-            params = (state.m, state.n, state.weight_sum, state.updated_at, key)
+        row_id = self._stored_keys.get(key)
+        if row_id is not None:  # a plain UPDATE when the row is known to exist (cheaper than an upsert)
+            params = (state.m, state.n, state.weight_sum, state.updated_at, row_id, key)
             if self._write("key_alignment", key, _UPDATE_KEY, params).rowcount == 1:
                 self._keys[key] = state
                 return
-        self._write("key_alignment", key, _UPSERT_KEY, codec.key_params(state))
+        self._stored_keys[key] = self._write("key_alignment", key, _UPSERT_KEY, codec.key_params(state)).fetchone()[0]
         self._keys[key] = state
-        self._stored_keys.add(key)
 
     def get_bandit(self) -> ThresholdBandit:
         if self._bandit is not None:
             return self._bandit
         cfg = self._config.bandit
-        rows = self._c.execute("SELECT arm, threshold, alpha, beta, pulls FROM bandit_arms ORDER BY arm").fetchall()
+        rows = self._c.execute(f"{_SELECT_ARMS} ORDER BY 1").fetchall()
         if not rows:
             bandit = ThresholdBandit(cfg)
         else:
@@ -776,6 +792,7 @@ class SQLiteTransaction:
                 (cfg, tuple(r[2] for r in rows), tuple(r[3] for r in rows), tuple(r[4] for r in rows)),
             )
             self._bandit_stored = bandit
+            self._arm_ids = tuple(r[5] for r in rows)
         self._bandit = bandit
         return bandit
 
@@ -806,12 +823,15 @@ class SQLiteTransaction:
                 # The stored arms were read in this transaction (or a snapshot of it): the row exists, and its
                 # threshold was checked against the configuration, so a plain UPDATE does the same.
                 arm, threshold, a, b, n = rows[0]
-                if self._c.execute(_UPDATE_ARM, (a, b, n, arm, threshold)).rowcount != 1:
+                ids = self._arm_ids
+                if ids is None or self._c.execute(_UPDATE_ARM, (a, b, n, ids[arm], arm, threshold)).rowcount != 1:
                     self._c.execute(sql, rows[0])
             elif len(rows) == 1:
                 self._c.execute(sql, rows[0])
             elif rows:
                 self._c.executemany(sql, rows)
+            if self._arm_ids is None and rows:  # the arms were just created: note their row ids once
+                self._arm_ids = tuple(r[5] for r in self._c.execute(f"{_SELECT_ARMS} ORDER BY 1"))
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
             raise StorageError("bandit_arms", "bandit", str(exc)) from exc
         self._bandit = self._bandit_stored = bandit
@@ -819,23 +839,28 @@ class SQLiteTransaction:
     def get_trust(self, operator: str) -> OperatorTrust | None:
         if operator in self._trust:
             return self._trust[operator]
-        row = self._one(f"SELECT {codec.TRUST_COLS} FROM operator_trust WHERE operator = ?", (operator,))
-        trust = None if row is None else codec.trust_from_row(row)
-        if trust is not None:
-            self._stored_trust.add(operator)
+        row = self._one(
+            "SELECT name, agree, disagree, n_outcome, n_peer, id FROM learning_state "
+            "WHERE kind = 'operator' AND name = ?",
+            (operator,),
+        )
+        trust = None if row is None else codec.trust_from_row(row[:5])
+        if row is not None:
+            self._stored_trust[operator] = row[5]
         self._trust[operator] = trust
         return trust
 
     def put_trust(self, trust: OperatorTrust) -> None:
         operator = trust.operator
-        if operator in self._stored_trust:  # a plain UPDATE when the row is known to exist
-            params = (trust.agree, trust.disagree, trust.n_outcome, trust.n_peer, operator)
+        row_id = self._stored_trust.get(operator)
+        if row_id is not None:  # a plain UPDATE when the row is known to exist
+            params = (trust.agree, trust.disagree, trust.n_outcome, trust.n_peer, row_id, operator)
             if self._write("operator_trust", operator, _UPDATE_TRUST, params).rowcount == 1:
                 self._trust[operator] = trust
                 return
-        self._write("operator_trust", operator, _UPSERT_TRUST, codec.trust_params(trust))
+        upsert = self._write("operator_trust", operator, _UPSERT_TRUST, codec.trust_params(trust))
+        self._stored_trust[operator] = upsert.fetchone()[0]
         self._trust[operator] = trust
-        self._stored_trust.add(operator)
 
     # -- feedback and outcomes -----------------------------------------------------------------------------
     def prefetch_feedback(self, prediction_id: str, operator: str, request_id: str) -> None:
@@ -867,7 +892,7 @@ class SQLiteTransaction:
                 ).fetchone()
                 self._keys, self._stored_keys = snap.keys, snap.stored_keys
                 self._trust, self._stored_trust = snap.trust, snap.stored_trust
-                self._bandit, self._bandit_stored = snap.bandit, snap.bandit_stored
+                self._bandit, self._bandit_stored, self._arm_ids = snap.bandit, snap.bandit_stored, snap.arm_ids
                 self._decisions, self._channel_target = snap.decisions, snap.channel_target
                 self._next_id = snap.next_id
                 self._adopted = snap
@@ -909,27 +934,29 @@ class SQLiteTransaction:
         if decision is None:
             return
         key = decision.key
+        ids = 24 + 3 * cfg.n_arms  # the row ids of the key, the trust and the arms
         if key not in self._keys:
             if r[14] is None:
                 self._keys[key] = KeyAlignment(key=key)
             else:
                 self._keys[key] = codec.key_from_row((key, r[13], r[14], r[15], r[16]))
-                self._stored_keys.add(key)
+                self._stored_keys[key] = r[ids]
         if operator not in self._trust:
             if r[17] is None:
                 self._trust[operator] = None
             else:
                 self._trust[operator] = codec.trust_from_row((operator, r[17], r[18], r[19], r[20]))
-                self._stored_trust.add(operator)
+                self._stored_trust[operator] = r[ids + 1]
         self._load_effective(prediction_id, operator, r[21], r[22])
         if self._bandit is None and r[23] >= 0:
             if r[23] == 0:
                 self._bandit = ThresholdBandit(cfg)
             else:
-                arms = r[24 : 24 + 3 * cfg.n_arms]
+                arms = r[24:ids]
                 self._bandit = self._bandit_stored = codec.trusted_row(
                     ThresholdBandit, (cfg, tuple(arms[0::3]), tuple(arms[1::3]), tuple(arms[2::3]))
                 )
+                self._arm_ids = r[ids + 2 : ids + 2 + cfg.n_arms]
 
     def has_request(self, request_id: str) -> bool:
         seen = self._seen.get(request_id)
