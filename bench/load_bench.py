@@ -64,11 +64,15 @@ from npo.policy import DEFAULT_POLICY_TEXT
 SECRET = "load-signing-secret-0123456789"
 INGEST = "load-ingest-token-0123456789"
 FORM = "application/x-www-form-urlencoded"
-CLICKERS = [f"U0LOAD{i:03d}" for i in range(100)]
-OVERRIDERS = [f"U0OVER{i:03d}" for i in range(30)]
+# Enough people that nobody reaches the per-person click limit (30 at once, then one every 2 s): 300 clicks/s for
+# a minute from 2,000 responders is 9 answers each.
+CLICKERS = [f"U0LOAD{i:04d}" for i in range(2000)]
+OVERRIDERS = [f"U0OVER{i:03d}" for i in range(200)]
 SEEDS = 400
 RATES = {"click": 300.0, "override": 10.0, "predictions": 20.0, "alertmanager": 0.5, "command": 2.0, "home": 2.0}
 BATCH = 100
+GRACE_S = 15.0  # how long answers are awaited after the last request was sent
+CONFIDENT_SHARE = float(os.environ.get("NPO_LOAD_CONFIDENT", "0.1"))  # share of predictions that surface
 ALERTS_PER_STORM = 50
 FIG_CLICKS = "signed clicks/s, mixed load"
 FIG_PREDICTIONS = "predictions/s (batched ingest), mixed load"
@@ -99,7 +103,10 @@ def _settings(db: Path, port: int, api_url: str, policy: Path) -> Settings:
 
 
 def _serve(db: str, port: str, api_url: str, policy: str) -> None:
-    bot = build_bot(_settings(Path(db), int(port), api_url, Path(policy)))
+    variant = os.environ.get("NPO_LOAD_VARIANT", "")  # diagnosis: "no-worker", "writer"
+    bot = build_bot(_settings(Path(db), int(port), api_url, Path(policy)), run_worker=variant != "no-worker")
+    if variant == "writer":
+        bot.deps.storage_mode = "writer"
     try:
         uvicorn.Server(uvicorn_config(bot.asgi, "127.0.0.1", int(port), log_level="warning")).run()
     finally:
@@ -155,6 +162,33 @@ def wait_up(url: str, child: subprocess.Popen[bytes], timeout: float = 30.0) -> 
         time.sleep(0.05)
 
 
+@contextmanager
+def standin_process() -> Iterator[str]:
+    """The Slack stand-in in a process of its own (as Slack is not in the bot's process); its Web API URL."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bot.standin", "--token", TOKEN, "--channel", CHANNEL],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        api_url = ""
+        while not api_url:
+            line = child.stdout.readline()
+            if not line:
+                raise RuntimeError("the stand-in did not start")
+            if line.startswith("api_url:"):
+                api_url = line.split(maxsplit=1)[1].strip()
+        yield api_url
+    finally:
+        child.terminate()
+        child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of ``pid`` in MB (Linux ``/proc``; 0 when unavailable)."""
     try:
@@ -207,7 +241,7 @@ def _ingest_headers() -> dict[str, str]:
 def prediction_json(pid: str, i: int, rng: np.random.Generator, tag: str = "") -> dict[str, Any]:
     """A prediction; ``i`` and ``tag`` make its target unique (a repeated fault type + target + action within the
     dedupe window would be answered ``duplicate`` and not stored under its own id)."""
-    confident = rng.random() < 0.1
+    confident = rng.random() < CONFIDENT_SHARE
     return {
         "id": pid,
         "fault_type": ("disk_failure", "memory_ecc", "psu", "nic_flap")[i % 4],
@@ -268,11 +302,11 @@ def _signed(route: str, body: str, content_type: str, items: tuple[tuple[str, st
 def clicks(recs: list[tuple[str, str, str]], n: int, seed: int = 1) -> list[Req]:
     """``n`` signed clicks (Like, a few Neutral), each a new (user, recommendation) pair, on the seeded messages."""
     rng = np.random.default_rng(seed)
-    pairs = [(u, r) for r in range(len(recs)) for u in range(len(CLICKERS))]
-    order = rng.permutation(len(pairs))[:n]
+    n_pairs = len(recs) * len(CLICKERS)
+    order = rng.permutation(n_pairs)[:n]
     out = []
     for k, idx in enumerate(order):
-        user, (pid, channel, ts) = CLICKERS[pairs[idx][0]], recs[pairs[idx][1]]
+        user, (pid, channel, ts) = CLICKERS[int(idx) % len(CLICKERS)], recs[int(idx) // len(CLICKERS)]
         action = "npo_neutral" if k % 10 == 0 else "npo_like"
         action_ts = f"1800000000.{k:06d}"
         payload = {
@@ -393,7 +427,11 @@ async def _drive(base: str, schedule: dict[str, tuple[float, list[Req]]], start_
                 if delay > 0:
                     await asyncio.sleep(delay)
                 tasks.append(asyncio.create_task(one(req, due)))
-            await asyncio.gather(*tasks)
+            # Bounded: whatever has not been answered GRACE_S after the last send is cut off and counted as an error.
+            _, late = await asyncio.wait(tasks, timeout=GRACE_S) if tasks else (set(), set())
+            for task in late:
+                task.cancel()
+            results[reqs[0].route].errors += len(late) if reqs else 0
 
         t0 = time.perf_counter() + max(0.0, start_at - time.time())
         await asyncio.gather(*(pace(rate, reqs, t0) for rate, reqs in schedule.values()))

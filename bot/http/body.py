@@ -6,12 +6,16 @@ import json
 import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 
 class BodyTooLarge(Exception):
     """The request body is larger than the configured limit."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived (its timeout): nothing to answer, nothing done."""
 
 
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -29,11 +33,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone from None
     return b"".join(chunks)
 
 

@@ -18,7 +18,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bot.http.body import BadJson, BodyTooLarge, error, parse_json, read_body
+from bot.http.body import BadJson, BodyTooLarge, ClientGone, error, parse_json, read_body
 from bot.http.policy_route import PolicyHolder
 from bot.ingest.alertmanager import parse_webhook
 from bot.ingest.records import many, outcome_from_json, prediction_from_json
@@ -81,6 +81,8 @@ class IngestApi:
             raw = await read_body(request, self.max_body_bytes)
         except BodyTooLarge:
             return error(413, f"body larger than {self.max_body_bytes} bytes")
+        except ClientGone:
+            return error(400, "the client disconnected before the body arrived")
         try:
             return parse_json(raw)
         except BadJson as exc:

@@ -17,7 +17,7 @@ from slack_bolt.async_app import AsyncApp
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bot.http.body import BodyTooLarge, error, read_body
+from bot.http.body import BodyTooLarge, ClientGone, error, read_body
 from bot.http.slack_shape import shape_problem
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request
             return error(413, f"body larger than {max_body_bytes} bytes")
         except UnicodeDecodeError:
             return error(400, "body must be UTF-8")
+        except ClientGone:
+            return error(400, "the client disconnected before the body arrived")
         try:
             bolt_request = to_async_bolt_request(request, body)
         except Exception as exc:  # Bolt's body parser: invalid JSON, too deep, not an object...
