@@ -138,8 +138,9 @@ _UPDATE_ARM = (
     "AND threshold = ?"
 )
 _SELECT_ARMS = "SELECT CAST(name AS INTEGER), threshold, alpha, beta, pulls, id FROM learning_state WHERE kind = 'arm'"
-# The last override of a key or target that is still someone's effective answer (newest first, by the partial
-# override indexes; each candidate checked against effective_answers by its primary key).
+# The last override of a key or target that is still someone's effective answer and counted with a trust weight
+# above zero — a distrusted person's overrides do not start a cooldown (newest first, by the partial override
+# indexes; each candidate checked against effective_answers by its primary key).
 _IS_EFFECTIVE = (
     "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
     "AND e.feedback_id = f.id)"
@@ -566,7 +567,7 @@ class SQLiteTransaction:
         overrides: dict[str, float] = {}
         for column, values in (("key", keys), ("target", [p.target for p in predictions])):
             rows = self._in_chunks(
-                f"SELECT f.{column}, MAX(f.at) FROM feedback f WHERE f.kind = 'override' "
+                f"SELECT f.{column}, MAX(f.at) FROM feedback f WHERE f.kind = 'override' AND f.weight > 0 "
                 f"AND f.{column} IN ({{marks}}) AND {_IS_EFFECTIVE} GROUP BY f.{column}",
                 values,
             )
@@ -722,12 +723,15 @@ class SQLiteTransaction:
             active[cluster] = int(self._one(self._sql.open_disruptive, (cluster, *self._disruptive))[0])
         overrides: dict[str, float] = {}
         by_key = self._one(
-            f"SELECT MAX(f.at) FROM feedback f WHERE f.key = ? AND f.kind = 'override' AND {_IS_EFFECTIVE}", (key,)
+            f"SELECT MAX(f.at) FROM feedback f WHERE f.key = ? AND f.kind = 'override' AND f.weight > 0 "
+            f"AND {_IS_EFFECTIVE}",
+            (key,),
         )[0]
         if by_key is not None:
             overrides[f"key:{key}"] = by_key
         by_target = self._one(
-            f"SELECT MAX(f.at) FROM feedback f WHERE f.target = ? AND f.kind = 'override' AND {_IS_EFFECTIVE}",
+            f"SELECT MAX(f.at) FROM feedback f WHERE f.target = ? AND f.kind = 'override' AND f.weight > 0 "
+            f"AND {_IS_EFFECTIVE}",
             (prediction.target,),
         )[0]
         if by_target is not None:
