@@ -43,6 +43,12 @@ def _check(body: Mapping[str, Any], where: str, depth: int) -> str | None:
         return f"{where}view.type"
     if "actions" in body and not body["actions"]:
         return f"{where}actions"
+    if body.get("type") == "block_actions":  # Bolt's matchers read action["action_id"] (and block_id) unguarded
+        for i, action in enumerate(body.get("actions") or ()):
+            if not isinstance(action.get("action_id"), str):
+                return f"{where}actions[{i}].action_id"
+            if not isinstance(action.get("block_id"), str | None):
+                return f"{where}actions[{i}].block_id"
     if depth > 0:
         for name in ("event", "message", "previous_message", "view", "container"):
             nested = body.get(name)

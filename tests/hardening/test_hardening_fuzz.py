@@ -5,7 +5,7 @@ the database (``PRAGMA data_version`` read on a separate connection). Signed Sla
 type confusion, missing fields, huge strings, deep nesting, invalid UTF-8, unknown action ids, clicks on unknown
 recommendations or by people who are not responders — are acknowledged or refused, and store nothing.
 
-The budget is fixed (``derandomize=True``, no example database): the example counts below add up to 2,350
+The budget is fixed (``derandomize=True``, no example database): the example counts below add up to 2,550
 requests. The parsers are also fuzzed directly (no HTTP) with the same strategies: they either return records or
 raise :class:`InvalidRecord` naming a field — never anything else.
 """
