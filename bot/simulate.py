@@ -23,6 +23,7 @@ HEADLINE_CONDITIONS = (
     "eta_decaying",
     "no_trust",
     "discounted_bandit",
+    "drawn_arm_only",
 )
 HEADLINE_METRICS = (
     "reward",

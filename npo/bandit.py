@@ -8,6 +8,15 @@ arm and uses the τ with the largest draw. Rewards are fractional (α += w·r, �
   fault 1, each with a configurable weight. Without it the bandit only hears about what it surfaced, drifts to
   the highest τ and recall collapses.
 
+**Full information** (``full_information``, the default): R(s) of every decision is known, so one answer or outcome says
+what *every* arm would have earned, not only the arm drawn. For a prediction with score R, an arm with τ ≤ R would
+have surfaced it and earns the surfaced reward r (from the answer: 1 − y; from the outcome of a suppressed one: 1
+for a real fault, 0 for a false alarm) with the event's weight; an arm with τ > R would have suppressed it and
+earns the miss term's credit, 1 − r, counted as ``quiet_weight`` on the success side and ``miss_weight`` on the
+failure side (suppressing a liked recommendation is a miss, suppressing an overridden one a quiet expiry). Every
+event then updates all arms (:meth:`ThresholdBandit.observe_surfaced`, :meth:`ThresholdBandit.observe_suppressed`),
+so exploring a poor τ costs nothing in learning; Thompson sampling still picks the τ in force.
+
 Discounting (γ < 1) pulls every arm's evidence back toward the prior by a factor γ per update, so the bandit
 forgets stale evidence after a drift; with γ = 1 updates commute (order-independent).
 
@@ -41,6 +50,7 @@ class BanditConfig:
     gamma: float = 1.0
     miss_weight: float = 1.0  # weight of "suppressed, then a real fault" (reward 0)
     quiet_weight: float = 0.2  # weight of "suppressed, expired without a fault" (reward 1)
+    full_information: bool = True  # every answer / outcome updates every arm through its known score R(s)
 
     def __post_init__(self) -> None:
         ts = tuple(float(t) for t in self.thresholds)
@@ -61,6 +71,8 @@ class BanditConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 10.0:
                 raise InvalidRecord(name, f"must be in [0, 10], got {value}")
+        if not isinstance(self.full_information, bool):
+            raise InvalidRecord("full_information", f"must be true or false, got {self.full_information!r}")
 
     @property
     def n_arms(self) -> int:
@@ -149,6 +161,86 @@ class ThresholdBandit:
             return self.update(arm, 0.0, cfg.miss_weight) if cfg.miss_weight > 0 else self
         return self.update(arm, 1.0, cfg.quiet_weight) if cfg.quiet_weight > 0 else self
 
+    # -- learning from the score: every arm (full information) or the drawn arm only -------------------------
+    def observe_surfaced(self, arm: int, score: float, reward: float, weight: float = 1.0) -> ThresholdBandit:
+        """The answer (reward 1 − y, trust ``weight``) to a prediction of score ``score`` surfaced by ``arm``.
+
+        Without full information this is :meth:`update` of ``arm``; with it, every arm learns what it would have
+        earned (module docstring) and ``arm`` counts the pull.
+        """
+        if not self.config.full_information:
+            return self.update(arm, reward, weight)
+        self._check(arm, reward, weight)
+        d_alpha, d_beta = self.credit(score, reward, weight)
+        return self._add(arm, d_alpha, d_beta)
+
+    def observe_suppressed(self, arm: int, score: float, real_fault: bool) -> ThresholdBandit:
+        """The outcome of a prediction of score ``score`` that ``arm`` suppressed.
+
+        Without full information this is the miss term of ``arm`` (:meth:`miss_update`); with it, the arms that
+        would have suppressed it get the miss term and the arms that would have surfaced it the reward of surfacing
+        a real fault (1) or a false alarm (0), with weight 1.
+        """
+        if not self.config.full_information:
+            return self.miss_update(arm, real_fault)
+        self._check(arm, 0.0, 0.0)
+        d_alpha, d_beta = self.credit(score, 1.0 if real_fault else 0.0, 1.0)
+        return self._add(arm, d_alpha, d_beta)
+
+    def replace_surfaced(
+        self,
+        arm: int,
+        score: float,
+        old_reward: float,
+        new_reward: float,
+        weight: float = 1.0,
+        new_weight: float | None = None,
+    ) -> ThresholdBandit:
+        """:meth:`replace_reward` for an answer applied with :meth:`observe_surfaced`: on every arm it touched.
+
+        The credit of the old answer is taken back and the new one's added on each arm, so answering A then B
+        leaves the same posterior as answering B alone (while nothing clamps at the prior).
+        """
+        if not self.config.full_information:
+            return self.replace_reward(arm, old_reward, new_reward, weight, new_weight)
+        self._check(arm, old_reward, weight)
+        self._check(arm, new_reward, weight)
+        w_new = weight if new_weight is None else new_weight
+        if w_new < 0.0:
+            raise InvalidRecord("weight", f"must be >= 0, got {w_new}")
+        cfg = self.config
+        old_a, old_b = self.credit(score, old_reward, weight)
+        new_a, new_b = self.credit(score, new_reward, w_new)
+        alpha = tuple(max(cfg.prior_alpha, a + n - o) for a, n, o in zip(self.alpha, new_a, old_a, strict=True))
+        beta = tuple(max(cfg.prior_beta, b + n - o) for b, n, o in zip(self.beta, new_b, old_b, strict=True))
+        return self._derive(alpha, beta, self.pulls)
+
+    def credit(self, score: float, reward: float, weight: float) -> tuple[list[float], list[float]]:
+        """(Δα, Δβ) per arm for one prediction of score R whose surfacing earned ``reward`` with ``weight``: arms
+        with τ ≤ R get (w·r, w·(1 − r)), arms with τ > R (w·quiet·(1 − r), w·miss·r)."""
+        cfg = self.config
+        wq = weight * cfg.quiet_weight
+        wm = weight * cfg.miss_weight
+        good, bad = weight * reward, weight * (1.0 - reward)
+        quiet, miss = wq * (1.0 - reward), wm * reward
+        d_alpha = [good if t <= score else quiet for t in cfg.thresholds]
+        d_beta = [bad if t <= score else miss for t in cfg.thresholds]
+        return d_alpha, d_beta
+
+    def _add(self, arm: int, d_alpha: list[float], d_beta: list[float]) -> ThresholdBandit:
+        """Discount every arm by γ, add the increments, count a pull of ``arm``."""
+        cfg = self.config
+        g = cfg.gamma
+        if g < 1.0:
+            alpha = [cfg.prior_alpha + g * (a - cfg.prior_alpha) + d for a, d in zip(self.alpha, d_alpha, strict=True)]
+            beta = [cfg.prior_beta + g * (b - cfg.prior_beta) + d for b, d in zip(self.beta, d_beta, strict=True)]
+        else:
+            alpha = [a + d for a, d in zip(self.alpha, d_alpha, strict=True)]
+            beta = [b + d for b, d in zip(self.beta, d_beta, strict=True)]
+        pulls = list(self.pulls)
+        pulls[arm] += 1
+        return self._derive(tuple(alpha), tuple(beta), tuple(pulls))
+
     def reset(self) -> ThresholdBandit:
         """Back to the prior (e.g. after a promoted retraining), keeping the pull counts."""
         return replace(self, alpha=(), beta=(), pulls=self.pulls)
@@ -209,6 +301,62 @@ def update_batch(
     alpha = alpha + onehot * (w * rewards)[..., None]
     beta = beta + onehot * (w * (1.0 - rewards))[..., None]
     return alpha, beta
+
+
+def credit_batch(
+    scores: FloatArray, rewards: FloatArray, weights: FloatArray | float, config: BanditConfig
+) -> tuple[FloatArray, FloatArray]:
+    """Vectorised :meth:`ThresholdBandit.credit`: (Δα, Δβ) of shape (..., K) for scores, rewards, weights (...)."""
+    surf = np.asarray(config.thresholds) <= scores[..., None]
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), scores.shape)
+    wq = w * config.quiet_weight
+    wm = w * config.miss_weight
+    good, bad = (w * rewards)[..., None], (w * (1.0 - rewards))[..., None]
+    quiet, miss = (wq * (1.0 - rewards))[..., None], (wm * rewards)[..., None]
+    return np.where(surf, good, quiet), np.where(surf, bad, miss)
+
+
+def observe_batch(
+    alpha: FloatArray,
+    beta: FloatArray,
+    arms: IntArray,
+    scores: FloatArray,
+    rewards: FloatArray,
+    weights: FloatArray | float,
+    config: BanditConfig,
+) -> tuple[FloatArray, FloatArray]:
+    """Vectorised :meth:`ThresholdBandit.observe_surfaced`: one answer per bandit (a weight of 0: no event).
+
+    Without full information this is :func:`update_batch` of the drawn ``arms``; with it every arm gets its
+    :func:`credit_batch`. Returns new arrays; inputs are not modified.
+    """
+    if not config.full_information:
+        return update_batch(alpha, beta, arms, rewards, weights, config)
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), arms.shape)
+    active = (w > 0)[..., None]
+    g = config.gamma
+    if g < 1.0:
+        alpha = np.where(active, config.prior_alpha + g * (alpha - config.prior_alpha), alpha)
+        beta = np.where(active, config.prior_beta + g * (beta - config.prior_beta), beta)
+    d_alpha, d_beta = credit_batch(scores, rewards, w, config)
+    return alpha + d_alpha, beta + d_beta
+
+
+def observe_suppressed_batch(
+    alpha: FloatArray,
+    beta: FloatArray,
+    arms: IntArray,
+    scores: FloatArray,
+    real_fault: npt.NDArray[np.bool_],
+    suppressed: npt.NDArray[np.bool_],
+    config: BanditConfig,
+) -> tuple[FloatArray, FloatArray]:
+    """Vectorised :meth:`ThresholdBandit.observe_suppressed` for the bandits whose ``suppressed`` is true."""
+    rewards = np.where(real_fault, 1.0, 0.0)
+    if not config.full_information:
+        weights = np.where(suppressed, np.where(real_fault, config.miss_weight, config.quiet_weight), 0.0)
+        return update_batch(alpha, beta, arms, 1.0 - rewards, weights, config)
+    return observe_batch(alpha, beta, arms, scores, rewards, np.where(suppressed, 1.0, 0.0), config)
 
 
 def decide_and_update_batch(

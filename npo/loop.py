@@ -15,7 +15,10 @@ The rules the loop applies, in one place:
 * a second answer by the same person on the same recommendation *replaces* their first in the learning state
   (m(k), bandit arm) while both stay in the feedback log; a person's click after a recorded skip replaces the skip;
 * an outcome for a suppressed prediction feeds the bandit's miss term and (weighted) m(k), so a key that was
-  wrongly silenced can come back; outcomes also calibrate the trust of the people who answered.
+  wrongly silenced can come back; outcomes also calibrate the trust of the people who answered;
+* with ``BanditConfig.full_information`` an answer or a suppressed prediction's outcome updates every arm of the
+  bandit through the decision's score R(s) (what each τ would have done with it), and a replaced answer is
+  replaced on every arm.
 """
 
 from __future__ import annotations
@@ -643,7 +646,9 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
             at=event.at,
         )
         if decision.arm is not None:
-            bandit = bandit.replace_reward(decision.arm, previous.reward, reward, previous.weight, new_weight)
+            bandit = bandit.replace_surfaced(
+                decision.arm, decision.score, previous.reward, reward, previous.weight, new_weight
+            )
         applied = AppliedFeedback(
             event,
             decision.key,
@@ -658,7 +663,7 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
     else:
         new_state = update_key(key_state, y, config.eta, weight=weight, at=event.at)
         if decision.arm is not None:
-            bandit = bandit.update(decision.arm, reward, weight)
+            bandit = bandit.observe_surfaced(decision.arm, decision.score, reward, weight)
         applied = _applied(event, decision.key, y, weight, key_state.weight_sum, decision.arm, reward, None)
         status = "recorded"
     if trust is not None and config.trust is not None and first_answer and key_state.n >= config.peer_min_updates:
@@ -694,7 +699,7 @@ def record_outcome(tx: LoopTransaction, outcome: Outcome, *, config: LoopConfig)
         return OutcomeResult(recorded=False, missed_fault=False)
     missed = decision.verdict is Verdict.SUPPRESS and outcome.real_fault
     if decision.verdict is Verdict.SUPPRESS and decision.arm is not None:
-        tx.put_bandit(tx.get_bandit().miss_update(decision.arm, outcome.real_fault))
+        tx.put_bandit(tx.get_bandit().observe_suppressed(decision.arm, decision.score, outcome.real_fault))
         if config.suppressed_outcome_weight > 0:
             truth = 0.0 if outcome.real_fault else 1.0
             tx.put_key(

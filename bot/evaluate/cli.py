@@ -91,6 +91,12 @@ def add_evaluate_parser(subparsers: Any) -> None:
     ev.add_argument(
         "--db", type=Path, default=None, help="run against SQLite files in this folder (default: in memory)"
     )
+    ev.add_argument(
+        "--full-information",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the bandit learns every τ arm from each answer through the known score (default: the loop's default)",
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ev.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -105,7 +111,7 @@ def resolve_data(args: argparse.Namespace) -> tuple[Path, str | None]:
 def run_evaluate(args: argparse.Namespace) -> int:
     from bot.evaluate.errors import DataError  # noqa: PLC0415 - keep `npo-bot --help` fast
     from bot.evaluate.formats import read_dataset  # noqa: PLC0415
-    from bot.evaluate.runner import EvaluationSettings, evaluate, finite  # noqa: PLC0415
+    from bot.evaluate.runner import EvaluationSettings, evaluate, evaluation_loop_config, finite  # noqa: PLC0415
     from bot.evaluate.table import table  # noqa: PLC0415
     from npo.evaluate.engineers import EngineerConfig  # noqa: PLC0415
     from npo.types import InvalidRecord  # noqa: PLC0415
@@ -121,7 +127,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"npo-bot evaluate: {exc}", file=sys.stderr)
         return 2
     seeds = tuple(range(args.seed, args.seed + args.seeds))
-    settings = EvaluationSettings(engineers=engineers, seeds=seeds, db_dir=args.db)
+    settings = EvaluationSettings(
+        engineers=engineers,
+        seeds=seeds,
+        db_dir=args.db,
+        loop=evaluation_loop_config(full_information=args.full_information),
+    )
 
     show = not (args.quiet or args.json) and sys.stderr.isatty()
 

@@ -57,12 +57,18 @@ QUARTER_METRICS = ("l_align_quarters", "true_l_align_quarters", "tau_quarters")
 MISS_WEIGHT = 10.0
 
 
-def evaluation_loop_config() -> LoopConfig:
+def evaluation_loop_config(*, full_information: bool | None = None) -> LoopConfig:
     """The loop's defaults, except the bandit's miss term: a suppressed prediction that turns out a real fault
     counts as ``MISS_WEIGHT`` failed answers (the default 1 treats it like one override). Missing a fault costs a
     whole window of recall, and on these data the feedback is too sparse for a weight-1 miss term to pull the
-    bandit away from the thresholds that suppress everything (README, "Evaluation on real fault data")."""
-    return LoopConfig(bandit=BanditConfig(miss_weight=MISS_WEIGHT))
+    bandit away from the thresholds that suppress everything (README, "Evaluation on real fault data").
+
+    ``full_information`` overrides the bandit's default (:attr:`npo.bandit.BanditConfig.full_information`: every
+    answer updates every τ arm, not only the one drawn); None keeps the default."""
+    bandit = BanditConfig(miss_weight=MISS_WEIGHT)
+    if full_information is not None:
+        bandit = replace(bandit, full_information=full_information)
+    return LoopConfig(bandit=bandit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +177,7 @@ def evaluate(
         "key_fields": list(settings.loop.key_spec.fields),
         "recency_s": settings.replay.recency_s,
         "miss_weight": settings.loop.bandit.miss_weight,
+        "full_information": settings.loop.bandit.full_information,
         "even_odds_expected": settings.predictor.even_odds_expected,
     }
     result["elapsed_s"] = round(time.monotonic() - started, 2)

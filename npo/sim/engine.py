@@ -9,12 +9,12 @@ fault or not) becomes known ``outcome_delay`` episodes later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from npo.bandit import BanditConfig, choose_batch, new_batch, update_batch
+from npo.bandit import BanditConfig, choose_batch, new_batch, observe_batch, observe_suppressed_batch
 from npo.misalignment import EtaSchedule
 from npo.misalignment import update_batch as update_m
 from npo.monitor import PageHinkleyConfig, page_hinkley_step
@@ -72,6 +72,8 @@ class Trace:
     check_episodes: npt.NDArray[np.int64]  # (C,)
     trust_weights: FloatArray  # (S, O) final trust weight per operator (ones without trust)
     misalignment: FloatArray  # (S, K) final m(k)
+    bandit_alpha: FloatArray  # (S, arms) final Beta posterior of every threshold arm
+    bandit_beta: FloatArray
 
 
 def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
@@ -83,14 +85,7 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
     thresholds = np.asarray(condition.bandit.thresholds)
     bandit_cfg = condition.bandit
     if not condition.miss_term:
-        bandit_cfg = BanditConfig(
-            thresholds=bandit_cfg.thresholds,
-            prior_alpha=bandit_cfg.prior_alpha,
-            prior_beta=bandit_cfg.prior_beta,
-            gamma=bandit_cfg.gamma,
-            miss_weight=0.0,
-            quiet_weight=0.0,
-        )
+        bandit_cfg = replace(bandit_cfg, miss_weight=0.0, quiet_weight=0.0)
     trust_cfg = TrustConfig()
     ph_cfg = condition.page_hinkley
     lam = condition.skip_lambda
@@ -114,6 +109,7 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
     tau_trace = np.zeros((s, t_max))
     reward = np.zeros((s, t_max))
     arms = np.zeros((s, t_max), dtype=np.int64)
+    scores = np.zeros((s, t_max))
 
     checks = np.arange(condition.monitor_every, t_max + 1, condition.monitor_every) - 1
     triggers = np.zeros((s, checks.size), dtype=bool)
@@ -159,13 +155,14 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
         m[rows, key] = new_m
         n[rows, key] = new_n
         if condition.fixed_threshold is None:
-            alpha, beta = update_batch(alpha, beta, arm, 1.0 - y, np.where(learn, w, 0.0), bandit_cfg)
+            alpha, beta = observe_batch(alpha, beta, arm, r, 1.0 - y, np.where(learn, w, 0.0), bandit_cfg)
 
         surfaced[:, t] = surf
         y_obs[:, t] = np.where(surf, y, np.nan)
         y_true[:, t] = np.where(surf, truthful_all[:, t], np.nan)
         tau_trace[:, t] = tau
         arms[:, t] = arm
+        scores[:, t] = r
         reward[:, t] = np.where(surf, 1.0 - y, np.where(world.real_fault[:, t], 0.0, 1.0))
 
         ring[rows[surf], ring_count[surf] % condition.monitor_window] = y[surf]
@@ -181,9 +178,12 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
             real = world.real_fault[:, j]
             kj = world.key[:, j]
             suppressed = ~surfaced[:, j]
-            if condition.fixed_threshold is None and condition.miss_term:
-                wts = np.where(suppressed, np.where(real, bandit_cfg.miss_weight, bandit_cfg.quiet_weight), 0.0)
-                alpha, beta = update_batch(alpha, beta, arms[:, j], np.where(real, 0.0, 1.0), wts, bandit_cfg)
+            if condition.fixed_threshold is None:
+                # Without the miss term (weights 0) only full information still learns here: what the arms that
+                # would have surfaced the prediction would have earned.
+                alpha, beta = observe_suppressed_batch(
+                    alpha, beta, arms[:, j], scores[:, j], real, suppressed, bandit_cfg
+                )
             if condition.suppressed_outcome_weight > 0:
                 new_m, new_n = update_m(
                     m[rows, kj],
@@ -237,4 +237,6 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
         checks,
         weights,
         m,
+        alpha,
+        beta,
     )

@@ -37,6 +37,7 @@ def conditions() -> dict[str, Condition]:
         "eta_decaying": replace(full, name="eta_decaying", eta=EtaSchedule("decaying", n0=10, kappa=0.6)),
         "no_trust": replace(full, name="no_trust", trust=False),
         "discounted_bandit": replace(full, name="discounted_bandit", bandit=BanditConfig(gamma=0.995)),
+        "drawn_arm_only": replace(full, name="drawn_arm_only", bandit=replace(full.bandit, full_information=False)),
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,8 +14,11 @@ from npo.bandit import (
     BanditConfig,
     ThresholdBandit,
     choose_batch,
+    credit_batch,
     decide_and_update_batch,
     new_batch,
+    observe_batch,
+    observe_suppressed_batch,
     update_batch,
 )
 from npo.types import InvalidRecord
@@ -263,6 +268,7 @@ def test_default_miss_weights_treat_a_miss_as_worse_than_a_quiet_expiry() -> Non
         ({"miss_weight": -0.1}, "miss_weight"),
         ({"quiet_weight": 11.0}, "quiet_weight"),
         ({"quiet_weight": float("nan")}, "quiet_weight"),
+        ({"full_information": 1}, "full_information"),
     ],
 )
 def test_invalid_configs_raise(kwargs: dict[str, object], field: str) -> None:
@@ -340,3 +346,108 @@ def test_discounted_bandit_recovers_on_a_harder_gap() -> None:
     assert share_discounted >= 0.65
     assert regret_discounted.mean() <= 0.5 * regret_stationary.mean()
     assert share_discounted > share_stationary + 0.15
+
+
+# -- full information --------------------------------------------------------------------------------------------
+_score = st.floats(0.0, 1.0)
+_observation = st.tuples(st.integers(0, K - 1), _score, st.floats(0.0, 1.0), st.floats(0.01, 5.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(config=_config, score=_score, reward=st.floats(0.0, 1.0), weight=st.floats(0.0, 5.0))
+def test_credit_splits_the_arms_at_the_score(config: BanditConfig, score: float, reward: float, weight: float) -> None:
+    d_alpha, d_beta = ThresholdBandit(config).credit(score, reward, weight)
+    for t, a, b in zip(config.thresholds, d_alpha, d_beta, strict=True):
+        if t <= score:  # would have surfaced it: the answer's own reward
+            assert (a, b) == pytest.approx((weight * reward, weight * (1 - reward)))
+        else:  # would have suppressed it: the miss term's credit
+            assert (a, b) == pytest.approx(
+                (weight * config.quiet_weight * (1 - reward), weight * config.miss_weight * reward)
+            )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    config=_config,
+    events=st.lists(_observation, min_size=1, max_size=30),
+    suppressed=st.lists(st.tuples(st.integers(0, K - 1), _score, st.booleans()), max_size=10),
+)
+def test_observe_batch_agrees_with_the_scalar_form(
+    config: BanditConfig,
+    events: list[tuple[int, float, float, float]],
+    suppressed: list[tuple[int, float, bool]],
+) -> None:
+    for full in (True, False):
+        cfg = replace(config, full_information=full)
+        bandit = ThresholdBandit(cfg)
+        alpha, beta = new_batch((1,), cfg)
+        for arm, score, reward, weight in events:
+            bandit = bandit.observe_surfaced(arm, score, reward, weight)
+            alpha, beta = observe_batch(
+                alpha, beta, np.array([arm]), np.array([score]), np.array([reward]), np.array([weight]), cfg
+            )
+        for arm, score, real in suppressed:
+            bandit = bandit.observe_suppressed(arm, score, real)
+            alpha, beta = observe_suppressed_batch(
+                alpha, beta, np.array([arm]), np.array([score]), np.array([real]), np.array([True]), cfg
+            )
+        assert np.allclose(alpha[0], bandit.alpha, rtol=1e-12, atol=1e-12)
+        assert np.allclose(beta[0], bandit.beta, rtol=1e-12, atol=1e-12)
+
+
+def test_full_information_changes_every_arm_and_counts_one_pull() -> None:
+    bandit = ThresholdBandit(BanditConfig(full_information=True)).observe_surfaced(1, 0.75, 1.0, 2.0)
+    assert bandit.alpha == pytest.approx((3.0, 3.0, 3.0, 1.0, 1.0))  # τ ≤ 0.75 surfaced a liked one
+    assert bandit.beta == pytest.approx((1.0, 1.0, 1.0, 3.0, 3.0))  # τ > 0.75 would have missed it (weight 1)
+    assert bandit.pulls == (0, 1, 0, 0, 0)
+    drawn = ThresholdBandit(BanditConfig(full_information=False)).observe_surfaced(1, 0.75, 1.0, 2.0)
+    assert drawn == ThresholdBandit(BanditConfig(full_information=False)).update(1, 1.0, 2.0)
+
+
+def test_full_information_suppressed_outcome_is_the_miss_term_on_the_suppressing_arms() -> None:
+    cfg = BanditConfig(full_information=True, miss_weight=4.0, quiet_weight=0.5)
+    missed = ThresholdBandit(cfg).observe_suppressed(4, 0.65, real_fault=True)
+    assert missed.alpha == pytest.approx((2.0, 2.0, 1.0, 1.0, 1.0))
+    assert missed.beta == pytest.approx((1.0, 1.0, 5.0, 5.0, 5.0))
+    quiet = ThresholdBandit(cfg).observe_suppressed(4, 0.65, real_fault=False)
+    assert quiet.alpha == pytest.approx((1.0, 1.0, 1.5, 1.5, 1.5))
+    assert quiet.beta == pytest.approx((2.0, 2.0, 1.0, 1.0, 1.0))
+    assert missed.pulls == quiet.pulls == (0, 0, 0, 0, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    history=st.lists(_observation, max_size=10),
+    arm=st.integers(0, K - 1),
+    score=_score,
+    old=st.floats(0.0, 1.0),
+    new=st.floats(0.0, 1.0),
+    weight=st.floats(0.0, 3.0),
+    new_weight=st.floats(0.0, 3.0),
+)
+def test_replace_surfaced_is_exact_on_every_arm(
+    history: list[tuple[int, float, float, float]],
+    arm: int,
+    score: float,
+    old: float,
+    new: float,
+    weight: float,
+    new_weight: float,
+) -> None:
+    start = ThresholdBandit(BanditConfig(full_information=True))
+    for a, sc, r, w in history:
+        start = start.observe_surfaced(a, sc, r, w)
+    swapped = start.observe_surfaced(arm, score, old, weight).replace_surfaced(arm, score, old, new, weight, new_weight)
+    direct = start.observe_surfaced(arm, score, new, new_weight)
+    assert np.allclose(swapped.alpha, direct.alpha, atol=1e-12)
+    assert np.allclose(swapped.beta, direct.beta, atol=1e-12)
+    assert swapped.pulls == direct.pulls
+
+
+def test_credit_batch_broadcasts_over_bandits() -> None:
+    cfg = BanditConfig()
+    d_alpha, d_beta = credit_batch(np.array([0.55, 0.95]), np.array([0.0, 1.0]), 1.0, cfg)
+    assert d_alpha.shape == d_beta.shape == (2, K)
+    assert d_beta[0].tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0, 0.0])  # τ = 0.5 surfaced an override
+    assert d_alpha[0].tolist() == pytest.approx([0.0] + [cfg.quiet_weight] * 4)  # the others rightly suppressed it
+    assert d_alpha[1].tolist() == pytest.approx([1.0] * K)  # every τ surfaced a liked one

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from npo.bandit import DEFAULT_THRESHOLDS
+from npo.bandit import DEFAULT_THRESHOLDS, BanditConfig
 from npo.feedback import FeedbackCodes
 from npo.loop import (
     DecideResult,
@@ -174,7 +174,7 @@ def test_duplicate_by_fingerprint_within_the_window_only() -> None:
 
 # -- feedback -----------------------------------------------------------------------------------------------
 def test_a_like_moves_m_down_and_the_arm_reward_up() -> None:
-    store = InMemoryStore()
+    store = InMemoryStore(LoopConfig(bandit=BanditConfig(full_information=False)))  # only the drawn arm learns
     d = _surfaced(store, "p1").decision
     assert d.arm is not None
     _click(store, "p1", "alice", OVERRIDE, "r1")
@@ -239,15 +239,17 @@ def test_feedback_on_a_suppressed_prediction_raises_not_surfaced() -> None:
     ("first", "second"), [(OVERRIDE, LIKE), (LIKE, OVERRIDE), (NEUTRAL, LIKE), (LIKE, NEUTRAL), (LIKE, LIKE)]
 )
 @pytest.mark.parametrize("trust", [True, False])
+@pytest.mark.parametrize("full_information", [True, False])
 def test_a_second_click_by_the_same_person_replaces_the_first(
-    first: FeedbackKind, second: FeedbackKind, trust: bool
+    first: FeedbackKind, second: FeedbackKind, trust: bool, full_information: bool
 ) -> None:
-    config = LoopConfig() if trust else LoopConfig(trust=None)
+    bandit = BanditConfig(full_information=full_information)
+    config = LoopConfig(bandit=bandit) if trust else LoopConfig(bandit=bandit, trust=None)
     twice, once = InMemoryStore(config), InMemoryStore(config)
     for store in (twice, once):
         _surfaced(store, "p0", target="r9-n9")
         _click(store, "p0", "carol", OVERRIDE, "warm-up")  # some history on the key and the bandit
-        _surfaced(store, "p1")
+        assert _decide(store, _pred("p1"), seed=1).decision.verdict is Verdict.SURFACE  # seed 1 draws τ ≤ R
     assert _click(twice, "p1", "alice", first, "r1").status == "recorded"
     result = _click(twice, "p1", "alice", second, "r2", at=NOW + 120)
     assert result.status == "replaced"
@@ -265,8 +267,10 @@ def test_a_second_click_by_the_same_person_replaces_the_first(
     assert [s.y for s in twice.samples][-1] == FeedbackCodes().code(second)
 
 
-def test_a_click_after_a_skip_replaces_the_skip() -> None:
-    config = LoopConfig(trust=None)  # every answer weighs 1, so "replaces" can be checked exactly
+@pytest.mark.parametrize("full_information", [True, False])
+def test_a_click_after_a_skip_replaces_the_skip(full_information: bool) -> None:
+    # every answer weighs 1, so "replaces" can be checked exactly
+    config = LoopConfig(trust=None, bandit=BanditConfig(full_information=full_information))
     skipped, direct = InMemoryStore(config), InMemoryStore(config)
     for store in (skipped, direct):
         _surfaced(store, "p1")
@@ -281,6 +285,63 @@ def test_a_click_after_a_skip_replaces_the_skip() -> None:
     assert skipped.keys[key].n == 1  # the click took the skip's place, it did not add a vote
     assert np.allclose(skipped.bandit.alpha, direct.bandit.alpha)
     assert np.allclose(skipped.bandit.beta, direct.bandit.beta)
+    assert skipped.bandit.alpha != config.bandit.prior_alpha  # the click was learned, not just the skip undone
+
+
+# -- full information: every arm learns what it would have done ------------------------------------------------
+def _arm_split(score: float) -> tuple[list[int], list[int]]:
+    """Arms that would have surfaced (τ ≤ R) and suppressed (τ > R) a prediction of ``score``."""
+    surfacing = [i for i, t in enumerate(DEFAULT_THRESHOLDS) if t <= score]
+    return surfacing, [i for i in range(len(DEFAULT_THRESHOLDS)) if i not in surfacing]
+
+
+@pytest.mark.parametrize(("kind", "y"), [(LIKE, 0.0), (OVERRIDE, 1.0), (NEUTRAL, 0.5)])
+def test_with_full_information_an_answer_teaches_every_arm(kind: FeedbackKind, y: float) -> None:
+    config = LoopConfig(trust=None)
+    assert config.bandit.full_information  # the default
+    store = InMemoryStore(config)
+    d = _surfaced(store, "p1", confidence=0.75).decision  # R = 0.75: τ 0.5–0.7 surface it, 0.8 and 0.9 would not
+    assert d.arm is not None and d.score == pytest.approx(0.75)
+    _click(store, "p1", "alice", kind, "r1")
+    surfacing, suppressing = _arm_split(d.score)
+    assert surfacing == [0, 1, 2] and d.arm in surfacing
+    cfg = config.bandit
+    for i in surfacing:  # surfaced too: the same reward 1 − y
+        assert (store.bandit.alpha[i], store.bandit.beta[i]) == pytest.approx((1.0 + (1 - y), 1.0 + y))
+    for i in suppressing:  # would have suppressed it: right when overridden, a miss when liked
+        assert (store.bandit.alpha[i], store.bandit.beta[i]) == pytest.approx(
+            (1.0 + cfg.quiet_weight * y, 1.0 + cfg.miss_weight * (1 - y))
+        )
+    assert store.bandit.pulls == tuple(int(i == d.arm) for i in range(len(DEFAULT_THRESHOLDS)))
+
+
+def test_with_full_information_the_outcome_of_a_suppressed_prediction_teaches_every_arm() -> None:
+    config = LoopConfig(trust=None)
+    seed = next(s for s in range(100) if _decide(InMemoryStore(config), _pred("p1", confidence=0.65), seed=s)
+                .decision.verdict is Verdict.SUPPRESS)  # fmt: skip
+    for real_fault in (True, False):
+        store = InMemoryStore(config)
+        d = _decide(store, _pred("p1", confidence=0.65), seed=seed).decision
+        assert d.verdict is Verdict.SUPPRESS and d.arm is not None
+        assert _outcome(store, "p1", real_fault=real_fault).missed_fault is real_fault
+        surfacing, suppressing = _arm_split(d.score)
+        assert surfacing == [0, 1] and d.arm in suppressing
+        cfg = config.bandit
+        for i in surfacing:  # would have surfaced it: a real fault is a like, a false alarm an override
+            assert (store.bandit.alpha[i], store.bandit.beta[i]) == (1.0 + real_fault, 1.0 + (not real_fault))
+        for i in suppressing:  # the miss term, as for the arm drawn
+            expected = (1.0, 1.0 + cfg.miss_weight) if real_fault else (1.0 + cfg.quiet_weight, 1.0)
+            assert (store.bandit.alpha[i], store.bandit.beta[i]) == pytest.approx(expected)
+
+
+def test_without_full_information_only_the_drawn_arm_learns() -> None:
+    config = LoopConfig(trust=None, bandit=BanditConfig(full_information=False))
+    store = InMemoryStore(config)
+    d = _surfaced(store, "p1", confidence=0.75).decision
+    assert d.arm is not None
+    _click(store, "p1", "alice", LIKE, "r1")
+    changed = [i for i in range(len(DEFAULT_THRESHOLDS)) if (store.bandit.alpha[i], store.bandit.beta[i]) != (1, 1)]
+    assert changed == [d.arm]
 
 
 def test_a_click_after_a_skip_replaces_the_skip_with_trust_weights() -> None:

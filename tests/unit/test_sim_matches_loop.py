@@ -1,8 +1,9 @@
 """The vectorised simulator and the production loop apply the same learning rules.
 
 The simulator advances all seeds at once with array arithmetic; the loop handles one prediction at a time through
-a store. Fed the same world (fixed τ, no trust weights, no monitor, so nothing random remains), they must end in
-the same learned misalignment for every key.
+a store. Fed the same world (no trust weights, no monitor) they must end in the same learned misalignment for
+every key and, with the bandit drawing τ from the same random stream, the same posterior on every threshold arm,
+whether the bandit learns only the drawn arm or every arm (full information).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from npo.bandit import BanditConfig
 from npo.loop import InMemoryStore, LoopConfig, decide, record_feedback, record_outcome
 from npo.policy import parse_policy
 from npo.scoring import KeySpec
-from npo.sim.engine import Condition, run
-from npo.sim.world import WorldConfig, make_world
+from npo.sim.engine import Condition, Trace, run
+from npo.sim.world import World, WorldConfig, make_world
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
 
 SKIP_LAMBDA = 0.3
+WORLD = WorldConfig(episodes=400, n_keys=8, drift_at=None, outcome_delay=5)
 
 
 def kind_of(y: float, skipped: bool) -> FeedbackKind:
@@ -27,24 +29,14 @@ def kind_of(y: float, skipped: bool) -> FeedbackKind:
     return {1.0: FeedbackKind.OVERRIDE, 0.0: FeedbackKind.LIKE, 0.5: FeedbackKind.NEUTRAL}[y]
 
 
-@pytest.mark.parametrize("tau", [0.6, 0.8])
-def test_loop_and_simulator_learn_the_same_misalignment(tau: float) -> None:
-    world_cfg = WorldConfig(episodes=400, n_keys=8, drift_at=None, outcome_delay=5)
-    world = make_world(world_cfg, seeds=1, seed=11)
-    condition = Condition("fixed", fixed_threshold=tau, monitor=False, trust=False, skip_lambda=SKIP_LAMBDA)
-    trace = run(world, condition, seed=0)
-
-    config = LoopConfig(
-        key_spec=KeySpec(fields=("fault_type",)),
-        bandit=BanditConfig(thresholds=(tau,)),
-        trust=None,
-        dedupe_window_s=0.0,
-    )
+def _loop(world: World, bandit: BanditConfig, rng_seed: int) -> tuple[list[bool], InMemoryStore]:
+    """Seed 0 of ``world`` through the production loop, one prediction, answer and outcome at a time."""
+    config = LoopConfig(key_spec=KeySpec(fields=("fault_type",)), bandit=bandit, trust=None, dedupe_window_s=0.0)
     store = InMemoryStore(config)
     policy = parse_policy("")  # default rules; nothing in this world trips them
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(rng_seed)
     surfaced = []
-    for t in range(world_cfg.episodes):
+    for t in range(WORLD.episodes):
         key = int(world.key[0, t])
         prediction = Prediction(
             id=f"p{t}", fault_type=f"k{key}", target=f"host-{t}", action="investigate",
@@ -62,11 +54,47 @@ def test_loop_and_simulator_learn_the_same_misalignment(tau: float) -> None:
             event = FeedbackEvent(f"p{t}", operator, kind_of(y, skipped), at=float(t), request_id=f"r{t}")
             with store.transaction() as tx:
                 record_feedback(tx, event, config=config)
-        j = t - world_cfg.outcome_delay
+        j = t - WORLD.outcome_delay
         if j >= 0:
             with store.transaction() as tx:
                 record_outcome(tx, Outcome(f"p{j}", bool(world.real_fault[0, j]), at=float(t)), config=config)
+    return surfaced, store
 
-    assert np.array_equal(np.array(surfaced), trace.surfaced[0])
-    loop_m = np.array([store.keys[f"k{k}"].m if f"k{k}" in store.keys else 0.0 for k in range(world_cfg.n_keys)])
+
+def _assert_same_misalignment(store: InMemoryStore, trace: Trace) -> None:
+    loop_m = np.array([store.keys[f"k{k}"].m if f"k{k}" in store.keys else 0.0 for k in range(WORLD.n_keys)])
     np.testing.assert_allclose(loop_m, trace.misalignment[0], atol=1e-9)
+
+
+@pytest.mark.parametrize("tau", [0.6, 0.8])
+def test_loop_and_simulator_learn_the_same_misalignment(tau: float) -> None:
+    world = make_world(WORLD, seeds=1, seed=11)
+    condition = Condition("fixed", fixed_threshold=tau, monitor=False, trust=False, skip_lambda=SKIP_LAMBDA)
+    trace = run(world, condition, seed=0)
+    surfaced, store = _loop(world, BanditConfig(thresholds=(tau,)), rng_seed=0)
+    assert np.array_equal(np.array(surfaced), trace.surfaced[0])
+    _assert_same_misalignment(store, trace)
+
+
+@pytest.mark.parametrize(
+    "bandit",
+    [
+        BanditConfig(full_information=True),
+        BanditConfig(full_information=False),
+        BanditConfig(full_information=True, gamma=0.99, miss_weight=10.0),
+        BanditConfig(full_information=True, miss_weight=0.0, quiet_weight=0.0),
+    ],
+    ids=["full-information", "drawn-arm", "full-information-discounted", "full-information-no-miss-weights"],
+)
+def test_loop_and_simulator_learn_the_same_bandit(bandit: BanditConfig) -> None:
+    world = make_world(WORLD, seeds=1, seed=11)
+    condition = Condition("bandit", bandit=bandit, monitor=False, trust=False, skip_lambda=SKIP_LAMBDA)
+    trace = run(world, condition, seed=3)
+    surfaced, store = _loop(world, bandit, rng_seed=3)  # the same Thompson draws, one bandit at a time
+    assert np.array_equal(np.array(surfaced), trace.surfaced[0])
+    assert len(set(trace.threshold[0].tolist())) > 1  # the bandit really explored several τ
+    _assert_same_misalignment(store, trace)
+    np.testing.assert_allclose(store.bandit.alpha, trace.bandit_alpha[0], rtol=1e-12)
+    np.testing.assert_allclose(store.bandit.beta, trace.bandit_beta[0], rtol=1e-12)
+    touched = np.sum((trace.bandit_alpha[0] > bandit.prior_alpha) | (trace.bandit_beta[0] > bandit.prior_beta))
+    assert touched == bandit.n_arms
