@@ -1290,6 +1290,8 @@ class SQLiteStore:
         self._registry_lock = threading.Lock()
         self._open: list[tuple[weakref.ref[threading.Thread], Database]] = []
         self._closed = False
+        self._tally_lock = threading.Lock()
+        self._tallies: dict[str, tuple[int, dict[tuple[str, int], int]]] = {}
         db = self._connection()
         version = _migrate(db) if migrate else schema_version(db)
         if version != LATEST_SCHEMA_VERSION:
@@ -1456,6 +1458,13 @@ class SQLiteStore:
                 "WHERE prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
                 (channel, ts, outbox_id),
             )
+            # Updates that were waiting for this post are due now (they wait with a long back-off otherwise).
+            tx.connection.execute(
+                "UPDATE outbox SET next_attempt_at = MIN(next_attempt_at, ?) WHERE state = 'pending' "
+                "AND kind = 'update' AND prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? "
+                "AND kind IN ('recommendation', 'digest_item'))",
+                (sent_at, outbox_id),
+            )
 
     def mark_retry(self, outbox_id: int, next_attempt_at: float, error: str) -> None:
         """Delivery failed temporarily: try again at ``next_attempt_at``."""
@@ -1594,22 +1603,54 @@ class SQLiteStore:
 
     def counts(self) -> dict[str, int]:
         """Row counts for metrics: predictions, decisions per verdict, feedback per kind (effective and all),
-        outcomes, open recommendations, outbox per state, audit lines."""
+        outcomes, open recommendations, outbox per state, audit lines.
+
+        The append-only logs (decisions, feedback, audit events) are tallied incrementally: each call counts only
+        the rows added since the previous call (ids grow in commit order and rows are never updated or deleted),
+        so a dashboard or a metrics scrape costs the same on a day-old and on a year-old database.
+        """
         queries = {
-            "predictions": "SELECT 'predictions', COUNT(*) FROM decisions",
-            "decisions": "SELECT 'decisions_' || verdict, COUNT(*) FROM decisions GROUP BY verdict",
-            "feedback": "SELECT 'feedback_' || kind, COUNT(*) FROM feedback GROUP BY kind",
             "effective": "SELECT 'feedback_effective', COUNT(*) FROM effective_answers",
             "outcomes": "SELECT 'outcomes', COUNT(*) FROM outcomes",
             "open": "SELECT 'recommendations_open', COUNT(*) FROM recommendations WHERE resolved_at IS NULL",
             "outbox": "SELECT 'outbox_' || state, COUNT(*) FROM outbox GROUP BY state",
-            "audit": "SELECT 'audit_log', COUNT(*) FROM audit_log",
         }
         out: dict[str, int] = {}
         with self.read() as conn:
+            tallies = self._log_tallies(conn)
             for sql in queries.values():
                 out.update({str(name): int(n) for name, n in conn.execute(sql).fetchall()})
+        decisions, feedback, events = tallies["decisions"], tallies["feedback"], tallies["audit_events"]
+        out["predictions"] = sum(n for (verdict, _), n in decisions.items())
+        for (verdict, _), n in decisions.items():
+            out[f"decisions_{verdict}"] = out.get(f"decisions_{verdict}", 0) + n
+        for (kind, _), n in feedback.items():
+            out[f"feedback_{kind}"] = out.get(f"feedback_{kind}", 0) + n
+        # The audit_log view: every audit event, audited decisions and feedback rows carrying their audit line.
+        audited = sum(n for (_, flag), n in decisions.items() if flag) + sum(n for (_, f), n in feedback.items() if f)
+        out["audit_log"] = sum(events.values()) + audited
         return out
+
+    def _log_tallies(self, conn: sqlite3.Connection) -> dict[str, dict[tuple[str, int], int]]:
+        """Counts of the append-only logs by (group, flag), brought up to date with the rows added since the last
+        call (inside the caller's read snapshot). The cache is per store and guarded by a lock."""
+        sources = {
+            "decisions": "SELECT MAX(seq), verdict, audited, COUNT(*) FROM decisions WHERE seq > ? GROUP BY 2, 3",
+            "feedback": "SELECT MAX(id), kind, audit_m IS NOT NULL, COUNT(*) FROM feedback WHERE id > ? GROUP BY 2, 3",
+            "audit_events": "SELECT MAX(id), '', 1, COUNT(*) FROM audit_events WHERE id > ? HAVING COUNT(*) > 0",
+        }
+        with self._tally_lock:
+            result: dict[str, dict[tuple[str, int], int]] = {}
+            for table, sql in sources.items():
+                last, counts = self._tallies.get(table, (0, {}))
+                counts = dict(counts)
+                newest = last
+                for top, group, flag, n in conn.execute(sql, (last,)).fetchall():
+                    counts[(str(group), int(flag))] = counts.get((str(group), int(flag)), 0) + int(n)
+                    newest = max(newest, int(top))
+                self._tallies[table] = (newest, counts)
+                result[table] = counts
+            return result
 
 
 def _migrate(db: Database) -> int:
