@@ -52,13 +52,17 @@ TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "s
 # slack_sdk's error for an answer that is not JSON (a truncated body, a proxy's error page): transient, not final.
 NON_JSON_ANSWER = "Received a response in a non-JSON format"
 MAX_BACKOFF_S = 60.0
-NOT_YET_POSTED_RETRY_S = 2.0
+NOT_YET_POSTED_RETRY_S = 30.0  # a safety net: the post, once out, makes its waiting updates due at once
 
 
 class _Retry(Exception):
-    def __init__(self, after_s: float, reason: str) -> None:
+    """Try again in ``after_s`` seconds. ``expected``: a normal wait inside the bot (an update queued before its
+    post went out), logged at DEBUG; anything Slack answered is a WARNING."""
+
+    def __init__(self, after_s: float, reason: str, *, expected: bool = False) -> None:
         super().__init__(reason)
         self.after_s = after_s
+        self.expected = expected
 
 
 class _Fail(Exception):
@@ -254,7 +258,7 @@ class DeliveryWorker:
                     raise _Fail(f"recommendation {pid} was never posted (its delivery failed): no message to update")
                 if post == "done":
                     return channel, ts  # sent inside a digest: no message of its own to update
-                raise _Retry(NOT_YET_POSTED_RETRY_S, "the recommendation is not posted yet")
+                raise _Retry(NOT_YET_POSTED_RETRY_S, "the recommendation is not posted yet", expected=True)
             channel, ts = ref.channel, ref.ts
         if self._shared_message(channel, ts):
             return channel, ts  # folded into a digest: no single message to update
@@ -314,7 +318,8 @@ class DeliveryWorker:
                     self._ready_at[item.channel] = max(self._ready_at.get(item.channel, 0.0), at)
             for item in items:
                 self._retry_at(item, at, str(verdict))
-            log.warning(
+            log.log(
+                logging.DEBUG if verdict.expected else logging.WARNING,
                 "delivery of %d %s message(s) will be retried in %.1f s: %s",
                 len(items),
                 items[0].kind,

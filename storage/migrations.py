@@ -558,6 +558,19 @@ def m006_learning_state(db: Database) -> None:
     db.executescript(_M006)
 
 
+@MIGRATIONS(name="m007_delivery_lookups")
+def m007_delivery_lookups(db: Database) -> None:
+    """Indexes for the delivery path's look-ups, which scanned whole tables and so slowed down as the database
+    grew: the pending messages of a prediction (an update already waiting, a post still pending, the updates to
+    wake once the post is out) and the recommendations sharing one Slack message (a digest). Both are partial:
+    an outbox row is in the first only while pending, a recommendation in the second only once posted."""
+    db.executescript(
+        "CREATE INDEX outbox_pending_by_prediction ON outbox (prediction_id, kind) WHERE state = 'pending';"
+        "CREATE INDEX recommendations_by_message ON recommendations (channel, message_ts) "
+        "WHERE message_ts IS NOT NULL;"
+    )
+
+
 LATEST_SCHEMA_VERSION = len(MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))
 
 
