@@ -112,7 +112,7 @@ def _make_override_listener(deps: SlackDeps) -> Any:
             click = parse_click(body)
             if not await _authorised(deps, client, click):
                 return
-            prediction = await deps.storage(deps.service.store.prediction, click.prediction_id)
+            prediction = await deps.query(deps.service.store.prediction, click.prediction_id)
             if prediction is None:
                 refuse(deps, client, click, "This recommendation is unknown to NPO.")
                 return

@@ -111,15 +111,15 @@ async def reply_for(text: str, user: str, deps: SlackDeps) -> str:
     args = words[1:]
     service = deps.service
     if word == "status" and not args:
-        return "\n".join(status_lines(await deps.storage(service.dashboard)))
+        return "\n".join(status_lines(await deps.query(service.dashboard)))
     if word == "summary" and not args:
-        return await deps.storage(summary_text, service, deps.timezone)
+        return await deps.query(summary_text, service, deps.timezone)
     if word == "help" and not args:
         return USAGE
     if word == "why":
         if len(args) != 1:
             return "Usage: `/npo why <recommendation id>` (the id is shown under each recommendation)."
-        found = await deps.storage(why, service, args[0])
+        found = await deps.query(why, service, args[0])
         if found is None:
             return f"No recommendation with id `{escape(truncate(args[0], 200))}`."
         return why_text(found, service.clock())

@@ -22,7 +22,7 @@ def _make_listener(deps: SlackDeps) -> Any:
         try:
             if event.get("tab", "home") != "home" or not event.get("user"):
                 return
-            view = home_view(await deps.storage(home_data, deps.service, recent=RECENT))
+            view = home_view(await deps.query(home_data, deps.service, recent=RECENT))
             deps.spawn(client.views_publish(user_id=event["user"], view=view), "views.publish")
         except Exception:
             log.exception("app_home_opened failed")
