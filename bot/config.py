@@ -83,6 +83,11 @@ class Settings:
     def group_responders(self) -> tuple[str, ...]:
         return tuple(r for r in self.responders if r.startswith("S"))
 
+    def __repr__(self) -> str:
+        """Secrets masked: a repr can end up in a log line, a traceback or a test failure."""
+        fields = ", ".join(f"{name}={value!r}" for name, value in self.redacted().items())
+        return f"Settings({fields})"
+
     def redacted(self) -> dict[str, object]:
         """The settings with the secrets masked (for a start-up log line)."""
         secret = {"slack_bot_token", "slack_signing_secret", "ingest_token", "poll_token", "slack_app_token"}

@@ -107,3 +107,12 @@ def test_poller_and_update_interval_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(GOOD | {"NPO_POLL_URL": "ftp://x", "NPO_POLL_INTERVAL_S": "0.1"}, None)
     assert set(info.value.problems) == {"NPO_POLL_URL", "NPO_POLL_INTERVAL_S"}
+
+
+def test_repr_masks_every_secret(tmp_path: Path) -> None:
+    env = GOOD | {"NPO_POLL_TOKEN": "poll-token-abcdef", "SLACK_APP_TOKEN": "xapp-1-secret"}
+    s = load_settings(env, tmp_path / "missing.env")
+    text = repr(s)
+    for secret in ("xoxb-1", "s3cret", "ingest-token-0123456789", "poll-token-abcdef", "xapp-1-secret"):
+        assert secret not in text and secret not in str(s) and secret not in f"{s!r}"
+    assert text.startswith("Settings(") and "incident_channel='C0INC'" in text and "slack_bot_token='***'" in text
