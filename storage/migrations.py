@@ -560,12 +560,12 @@ def m006_learning_state(db: Database) -> None:
 
 @MIGRATIONS(name="m007_delivery_lookups")
 def m007_delivery_lookups(db: Database) -> None:
-    """Indexes for the delivery path's look-ups, which scanned whole tables and so slowed down as the database
-    grew: the pending messages of a prediction (an update already waiting, a post still pending, the updates to
-    wake once the post is out) and the recommendations sharing one Slack message (a digest). Both are partial:
-    an outbox row is in the first only while pending, a recommendation in the second only once posted."""
+    """Indexes for look-ups that scanned whole tables and so slowed down as the database grew: the messages of a
+    prediction by kind and state (an update already waiting, a post still pending, the updates to wake once the
+    post is out, when a recommendation was shown — the skip sweeper asked that of every open recommendation) and
+    the recommendations sharing one Slack message (a digest; partial: only posted ones)."""
     db.executescript(
-        "CREATE INDEX outbox_pending_by_prediction ON outbox (prediction_id, kind) WHERE state = 'pending';"
+        "CREATE INDEX outbox_by_prediction ON outbox (prediction_id, kind, state);"
         "CREATE INDEX recommendations_by_message ON recommendations (channel, message_ts) "
         "WHERE message_ts IS NOT NULL;"
     )

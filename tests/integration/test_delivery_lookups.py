@@ -1,5 +1,5 @@
-"""The delivery path's look-ups stay index searches as the outbox and the recommendations grow, and an update
-waiting for its recommendation's post is due as soon as that post is out."""
+"""The delivery path's and the skip sweeper's look-ups stay index searches as the outbox and the recommendations
+grow, and an update waiting for its recommendation's post is due as soon as that post is out."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ LOOKUPS = {
     "a post still pending": (
         "SELECT COUNT(*) FROM outbox o WHERE o.prediction_id = ? AND o.kind IN ('recommendation', 'digest_item') "
         "AND o.state = 'pending'",
+        ("p1",),
+    ),
+    "when a recommendation was shown (the skip sweeper)": (
+        "SELECT MAX(o.sent_at) FROM outbox o WHERE o.prediction_id = ? AND o.kind IN ('recommendation', "
+        "'digest_item') AND o.state = 'sent'",
         ("p1",),
     ),
     "recommendations sharing a message": (
