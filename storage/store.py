@@ -823,13 +823,18 @@ class SQLiteTransaction:
             ]
         sql = _UPSERT_ARM
         try:
-            if len(rows) == 1 and old is not None:
-                # The stored arms were read in this transaction (or a snapshot of it): the row exists, and its
-                # threshold was checked against the configuration, so a plain UPDATE does the same.
-                arm, threshold, a, b, n = rows[0]
-                ids = self._arm_ids
-                if ids is None or self._c.execute(_UPDATE_ARM, (a, b, n, ids[arm], arm, threshold)).rowcount != 1:
-                    self._c.execute(sql, rows[0])
+            ids = self._arm_ids
+            if rows and old is not None and ids is not None:
+                # The stored arms were read in this transaction (or a snapshot of it): the rows exist, and their
+                # thresholds were checked against the configuration, so plain UPDATEs by row id do the same (a
+                # full-information update changes several arms per event). Any row not matched: upsert them all.
+                params = [(a, b, n, ids[arm], arm, threshold) for arm, threshold, a, b, n in rows]
+                if len(params) == 1:
+                    updated = self._c.execute(_UPDATE_ARM, params[0]).rowcount
+                else:
+                    updated = self._c.executemany(_UPDATE_ARM, params).rowcount
+                if updated != len(rows):
+                    self._c.executemany(sql, rows)
             elif len(rows) == 1:
                 self._c.execute(sql, rows[0])
             elif rows:
