@@ -200,7 +200,7 @@ def run(quick: bool = False) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, multiprocessing.get_context("spawn").Pool(2) as pool:
         for worker in (False, True):
             db = Path(tmp) / f"bench-{worker}.db"
-            with _standin_process() if worker else _nothing() as api_url:
+            with standin_process() if worker else _nothing() as api_url:
                 ts_of = _prepare(db, users, per_case + (0 if worker else clicks + max(20, clicks // 10)), api_url)
                 pids = sorted(ts_of) if worker else [f"b{i}" for i in range(2 * per_case // len(users) + 2)]
                 click = _click_maker(users, pids, ts_of)
@@ -236,12 +236,13 @@ def _nothing() -> Iterator[None]:
 
 
 @contextmanager
-def _standin_process() -> Iterator[str]:
-    """The Slack stand-in in its own process (the real Slack is not in the bot's process either)."""
+def standin_process() -> Iterator[str]:
+    """The Slack stand-in in a process of its own (as Slack is not in the bot's process); its Web API URL."""
     child = subprocess.Popen(
         [sys.executable, "-m", "bot.standin", "--token", TOKEN, "--channel", CHANNEL],
         cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
@@ -257,6 +258,8 @@ def _standin_process() -> Iterator[str]:
     finally:
         child.terminate()
         child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 @contextmanager

@@ -162,33 +162,6 @@ def wait_up(url: str, child: subprocess.Popen[bytes], timeout: float = 30.0) -> 
         time.sleep(0.05)
 
 
-@contextmanager
-def standin_process() -> Iterator[str]:
-    """The Slack stand-in in a process of its own (as Slack is not in the bot's process); its Web API URL."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bot.standin", "--token", TOKEN, "--channel", CHANNEL],
-        cwd=Path(__file__).resolve().parent.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        api_url = ""
-        while not api_url:
-            line = child.stdout.readline()
-            if not line:
-                raise RuntimeError("the stand-in did not start")
-            if line.startswith("api_url:"):
-                api_url = line.split(maxsplit=1)[1].strip()
-        yield api_url
-    finally:
-        child.terminate()
-        child.wait(10)
-        if child.stdout is not None:
-            child.stdout.close()
-
-
 def rss_mb(pid: int) -> float:
     """Resident set size of ``pid`` in MB (Linux ``/proc``; 0 when unavailable)."""
     try:
