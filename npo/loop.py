@@ -57,6 +57,7 @@ from npo.types import (
     Verdict,
     _require_text,
     _require_time,
+    trusted_decision,
 )
 
 SYSTEM_OPERATOR = "system"
@@ -391,21 +392,6 @@ class _Bulk:
             self._tx.audit_many(audit)
 
 
-# The slot descriptors of Decision's fields, in declaration order: setting through them skips the frozen check.
-(
-    _SET_PREDICTION_ID,
-    _SET_KEY,
-    _SET_VERDICT,
-    _SET_RULE,
-    _SET_REASON,
-    _SET_CONFIDENCE,
-    _SET_MISALIGNMENT,
-    _SET_SCORE,
-    _SET_THRESHOLD,
-    _SET_ARM,
-    _SET_DECIDED_AT,
-) = tuple(getattr(Decision, f.name).__set__ for f in fields(Decision))
-_new_decision = functools.partial(object.__new__, Decision)
 _SET_RESULT_DECISION, _SET_RESULT_DUPLICATE = (getattr(DecideResult, f.name).__set__ for f in fields(DecideResult))
 _new_result = functools.partial(object.__new__, DecideResult)
 
@@ -426,19 +412,7 @@ def _decision(
     the arm from the bandit's validated grid, ``now`` checked once per batch) without re-running every check. The
     two fields the construction does not guarantee (``key``, ``rule``) must have been checked by the caller as
     :class:`Decision` checks them (:func:`decide_batch` checks each distinct value once per batch)."""
-    decision: Decision = _new_decision()
-    _SET_PREDICTION_ID(decision, prediction.id)
-    _SET_KEY(decision, key)
-    _SET_VERDICT(decision, verdict)
-    _SET_RULE(decision, rule)
-    _SET_REASON(decision, reason)
-    _SET_CONFIDENCE(decision, prediction.confidence)
-    _SET_MISALIGNMENT(decision, m)
-    _SET_SCORE(decision, r)
-    _SET_THRESHOLD(decision, tau)
-    _SET_ARM(decision, arm)
-    _SET_DECIDED_AT(decision, now)
-    return decision
+    return trusted_decision(prediction.id, key, verdict, rule, reason, prediction.confidence, m, r, tau, arm, now)
 
 
 def decide_batch(

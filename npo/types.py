@@ -195,6 +195,53 @@ class Decision:
         return self.verdict in (Verdict.SURFACE, Verdict.DIGEST)
 
 
+# The slot descriptors of Decision's fields, in declaration order: setting through them skips the frozen check.
+(
+    _SET_PREDICTION_ID,
+    _SET_KEY,
+    _SET_VERDICT,
+    _SET_RULE,
+    _SET_REASON,
+    _SET_CONFIDENCE,
+    _SET_MISALIGNMENT,
+    _SET_SCORE,
+    _SET_THRESHOLD,
+    _SET_ARM,
+    _SET_DECIDED_AT,
+) = tuple(getattr(Decision, name).__set__ for name in Decision.__dataclass_fields__)
+
+
+def trusted_decision(
+    prediction_id: str,
+    key: str,
+    verdict: Verdict,
+    rule: str,
+    reason: str,
+    confidence: float,
+    misalignment: float,
+    score: float,
+    threshold: float | None,
+    arm: int | None,
+    decided_at: float,
+) -> Decision:
+    """A :class:`Decision` built without ``__post_init__``'s checks, for values that are valid by construction:
+    computed by the loop from validated inputs, or read back from the store that validated them on the way in.
+    Anything else goes through ``Decision(...)``. (Hot: one decision per prediction, hence no loop here.)"""
+    decision: Decision = object.__new__(Decision)
+    _SET_PREDICTION_ID(decision, prediction_id)
+    _SET_KEY(decision, key)
+    _SET_VERDICT(decision, verdict)
+    _SET_RULE(decision, rule)
+    _SET_REASON(decision, reason)
+    _SET_CONFIDENCE(decision, confidence)
+    _SET_MISALIGNMENT(decision, misalignment)
+    _SET_SCORE(decision, score)
+    _SET_THRESHOLD(decision, threshold)
+    _SET_ARM(decision, arm)
+    _SET_DECIDED_AT(decision, decided_at)
+    return decision
+
+
 @dataclass(frozen=True, slots=True)
 class FeedbackEvent:
     """One engineer's answer to one surfaced recommendation.

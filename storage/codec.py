@@ -21,7 +21,7 @@ from npo.misalignment import KeyAlignment
 from npo.monitor import MonitorState, PageHinkleyState
 from npo.retrain import LogisticModel
 from npo.trust import OperatorTrust
-from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction, Severity, Verdict
+from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction, Severity, Verdict, trusted_decision
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
@@ -195,37 +195,13 @@ def decision_params(d: Decision, channel: str) -> Row:
     )
 
 
-(
-    _SET_PREDICTION_ID,
-    _SET_KEY,
-    _SET_VERDICT,
-    _SET_RULE,
-    _SET_REASON,
-    _SET_CONFIDENCE,
-    _SET_MISALIGNMENT,
-    _SET_SCORE,
-    _SET_THRESHOLD,
-    _SET_ARM,
-    _SET_DECIDED_AT,
-) = tuple(getattr(Decision, f.name).__set__ for f in dataclasses.fields(Decision))
-
-
 def decision_from_values(prediction_id: str, r: Row, at: int) -> Decision:
     """The :class:`Decision` of ``prediction_id`` from ``r[at:at + 10]`` (the columns of :data:`DECISION_COLS`
-    after ``prediction_id``): :func:`trusted_row` unrolled, for the feedback hot path."""
-    d: Decision = object.__new__(Decision)
-    _SET_PREDICTION_ID(d, prediction_id)
-    _SET_KEY(d, r[at])
-    _SET_VERDICT(d, VERDICTS[r[at + 1]])
-    _SET_RULE(d, r[at + 2])
-    _SET_REASON(d, r[at + 3])
-    _SET_CONFIDENCE(d, r[at + 4])
-    _SET_MISALIGNMENT(d, r[at + 5])
-    _SET_SCORE(d, r[at + 6])
-    _SET_THRESHOLD(d, r[at + 7])
-    _SET_ARM(d, r[at + 8])
-    _SET_DECIDED_AT(d, r[at + 9])
-    return d
+    after ``prediction_id``), unchecked: the values were checked on the way in (feedback hot path)."""
+    return trusted_decision(
+        prediction_id, r[at], VERDICTS[r[at + 1]], r[at + 2], r[at + 3], r[at + 4], r[at + 5], r[at + 6],
+        r[at + 7], r[at + 8], r[at + 9],
+    )  # fmt: skip
 
 
 def decision_from_row(r: Row) -> Decision:
