@@ -99,10 +99,27 @@ def _make_feedback_listener(deps: SlackDeps) -> Any:
             refuse(deps, client, parse_click(body), f"This answer could not be recorded: {exc.message}")
         except Exception:
             log.exception("click handling failed")
+            _tell_not_stored(deps, client, body)
         finally:
             await ack()
 
     return on_feedback
+
+
+NOT_STORED_TEXT = (
+    "NPO could not store this answer just now (its database could not be written), so it was not counted. "
+    "Please click again in a minute."
+)
+
+
+def _tell_not_stored(deps: SlackDeps, client: AsyncWebClient, body: dict[str, Any]) -> None:
+    """After an unexpected failure (a full disk, a locked database): the person learns their click did not count
+    (Slack does not retry interactions, so only they can)."""
+    try:
+        click = parse_click(body)
+    except Exception:
+        return
+    refuse(deps, client, click, NOT_STORED_TEXT)
 
 
 def _make_override_listener(deps: SlackDeps) -> Any:

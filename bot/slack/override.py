@@ -71,6 +71,10 @@ def _make_listener(deps: SlackDeps) -> Any:
             return
         except Exception:
             log.exception("override submission failed")
+            # The modal stays open with the reason filled in, so submitting again retries.
+            text = "Not recorded: NPO could not store this answer just now. Submit again in a minute."
+            await ack(response_action="errors", errors={REASON_BLOCK_ID: text})
+            return
         await ack()
 
     return on_submit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
 from slack_testing import ALICE, BOB, INCIDENT, SECRET, BotUnderTest, wait_for
 
 from bot.slack.blocks import REASON_BLOCK_ID
@@ -93,3 +94,33 @@ def test_slash_command_status_and_help(bot: BotUnderTest) -> None:
     assert status.status_code == 200 and "Alignment loss" in status.json()["text"]
     help_reply = bot.standin.slash_command(bot.events_url, SECRET, "/npo", "help", ALICE, INCIDENT)
     assert "/npo status" in help_reply.json()["text"]
+
+
+def test_a_click_the_database_cannot_store_is_reported_to_its_person(
+    bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write failure (simulated: a full disk is tested on a real process in tests/hardening) still acks, stores
+    nothing and tells the person, since Slack does not retry interactions; clicking again later counts."""
+    message = bot.surface("p1")
+
+    def full_disk(*args: object, **kwargs: object) -> object:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(bot.bot.service, "record_click", full_disk)
+    assert bot.click(ALICE, "npo_like", message).status_code == 200
+    notice = wait_for(
+        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == ALICE], 5
+    )
+    assert "not counted" in notice[0].text and "click again" in notice[0].text
+    assert bot.bot.store.feedback_log() == []
+    # The override modal stays open with an error instead of closing as if it had been recorded.
+    assert bot.click(BOB, "npo_override", message).status_code == 200
+    submitted = bot.standin.submit_view(
+        bot.events_url, SECRET, user_id=BOB, values={"reason": {"reason": "maintenance"}}
+    )
+    assert submitted.status_code == 200 and submitted.json()["response_action"] == "errors"
+    assert "Not recorded" in submitted.json()["errors"][REASON_BLOCK_ID]
+    assert bot.bot.store.feedback_log() == []
+    monkeypatch.undo()
+    assert bot.click(ALICE, "npo_like", message).status_code == 200
+    assert [a.event.operator for a in bot.bot.store.feedback_log()] == [ALICE]
