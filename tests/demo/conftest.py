@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections.abc import Iterator
@@ -17,16 +16,9 @@ SLACK_TESTS = Path(__file__).resolve().parent.parent / "slack"
 if str(SLACK_TESTS) not in sys.path:
     sys.path.insert(0, str(SLACK_TESTS))  # the Slack tests' conftest imports slack_testing
 
+from slack_testing import load_slack_conftest  # noqa: E402
 
-def _load_slack_conftest() -> object:
-    spec = importlib.util.spec_from_file_location("slack_tests_conftest_demo", SLACK_TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-loopback_only = _load_slack_conftest().loopback_only  # type: ignore[attr-defined]
+loopback_only = load_slack_conftest("slack_tests_conftest_demo").loopback_only  # type: ignore[attr-defined]
 
 
 @pytest.fixture

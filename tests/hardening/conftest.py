@@ -3,7 +3,6 @@ bot that lives for a whole module, so a fuzzing run sends thousands of requests 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,22 +13,23 @@ SLACK_TESTS = Path(__file__).resolve().parent.parent / "slack"
 if str(SLACK_TESTS) not in sys.path:
     sys.path.insert(0, str(SLACK_TESTS))  # slack_testing: constants, BotUnderTest, make_settings
 
-from slack_testing import ALICE, BOB, INCIDENT, MALLORY, OPS, TOKEN, BotUnderTest, make_settings  # noqa: E402
+from slack_testing import (  # noqa: E402
+    ALICE,
+    BOB,
+    INCIDENT,
+    MALLORY,
+    OPS,
+    TOKEN,
+    BotUnderTest,
+    load_slack_conftest,
+    make_settings,
+)
 
 from bot.app import build_bot  # noqa: E402
 from bot.serve import ServerThread  # noqa: E402
 from bot.standin import StandIn, running_standin  # noqa: E402
 
-
-def _load_slack_conftest() -> object:
-    spec = importlib.util.spec_from_file_location("slack_tests_conftest", SLACK_TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_slack = _load_slack_conftest()
+_slack = load_slack_conftest("slack_tests_conftest")
 # The same fixtures as tests/slack: the autouse loopback-only socket guard, a stand-in, settings and a bot.
 loopback_only = _slack.loopback_only  # type: ignore[attr-defined]
 standin = _slack.standin  # type: ignore[attr-defined]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import httpx
@@ -134,3 +136,13 @@ def make_settings(tmp_path: Path, standin: StandIn, **overrides: Any) -> Setting
         "slack_timeout_s": 2.0,
     }
     return Settings(**(fields | overrides))
+
+
+def load_slack_conftest(name: str) -> ModuleType:
+    """The Slack tests' conftest as a module named ``name`` (one per importing test folder), so other folders
+    reuse its fixtures — the loopback-only guard, the stand-in, settings, a bot — instead of copying them."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

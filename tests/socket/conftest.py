@@ -3,7 +3,6 @@ stand-in's WebSocket side for ``apps.connections.open``, and the bot in Socket M
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ SLACK_TESTS = Path(__file__).resolve().parent.parent / "slack"
 if str(SLACK_TESTS) not in sys.path:
     sys.path.insert(0, str(SLACK_TESTS))  # slack_testing: constants, make_settings
 
-from slack_testing import ALICE, BOB, MALLORY, make_settings  # noqa: E402
+from slack_testing import ALICE, BOB, MALLORY, load_slack_conftest, make_settings  # noqa: E402
 from socket_testing import APP_TOKEN, SocketBot  # noqa: E402
 
 from bot.app import build_bot  # noqa: E402
@@ -22,16 +21,7 @@ from bot.socket_mode import SocketModeService  # noqa: E402
 from bot.standin import StandIn  # noqa: E402
 from bot.standin.socket_mode import SocketModeStandIn, attach  # noqa: E402
 
-
-def _load_slack_conftest() -> object:
-    spec = importlib.util.spec_from_file_location("slack_tests_conftest_socket", SLACK_TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_slack = _load_slack_conftest()
+_slack = load_slack_conftest("slack_tests_conftest_socket")
 loopback_only = _slack.loopback_only  # type: ignore[attr-defined]
 standin = _slack.standin  # type: ignore[attr-defined]
 
