@@ -462,7 +462,7 @@ def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, con
 
     # 4. override cooldown
     cooldown = policy.override_cooldown
-    if cooldown.seconds > 0:
+    if cooldown.seconds > 0 and context.last_override_at:  # no override on record: nothing to look up
         subjects: list[tuple[str, str, str]] = []
         if cooldown.scope in ("key", "both"):
             subjects.append(("scenario key", key, f"key:{key}"))
