@@ -27,6 +27,7 @@ from bot.service import NpoService
 from bot.slack.bolt_app import build_bolt_app, build_web_client
 from bot.slack.deps import SlackDeps
 from bot.slack.responders import ResponderDirectory
+from npo.bandit import BanditConfig
 from npo.feedback import FeedbackCodes
 from npo.loop import LoopConfig
 from npo.policy import DEFAULT_POLICY, Policy, parse_policy
@@ -44,7 +45,12 @@ def load_policy(settings: Settings) -> Policy:
 
 
 def loop_config(settings: Settings) -> LoopConfig:
-    return LoopConfig(codes=FeedbackCodes(settings.skip_lambda), default_channel=settings.incident_channel)
+    """The loop's defaults, with the skip code, the default channel and the bandit's miss weight from the settings."""
+    return LoopConfig(
+        codes=FeedbackCodes(settings.skip_lambda),
+        bandit=BanditConfig(miss_weight=settings.miss_weight),
+        default_channel=settings.incident_channel,
+    )
 
 
 def build_store(settings: Settings, policy: Policy) -> SQLiteStore:

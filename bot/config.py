@@ -20,6 +20,10 @@ from typing import Literal, TypeVar
 from npo.feedback import SKIP_LAMBDA_MAX, SKIP_LAMBDA_MIN
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# The bandit's cost of "suppressed, then a real fault", in answers (NPO_MISS_WEIGHT). Chosen on the demo's stream,
+# where seven of ten kinds are noise: see README, "Configuration".
+DEFAULT_MISS_WEIGHT = 3.0
+MISS_WEIGHT_MAX = 10.0  # the largest weight npo.bandit.BanditConfig accepts
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _RESPONDER_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
@@ -53,6 +57,7 @@ class Settings:
     policy_file: Path | None = None
     skip_lambda: float = 0.3
     skip_timeout_min: float = 60.0
+    miss_weight: float = DEFAULT_MISS_WEIGHT  # the threshold bandit's weight of a suppressed real fault
     timezone: str = "UTC"
     max_body_bytes: int = 1_000_000
     storm_threshold: int = 20  # more pending recommendations than this for one channel → one digest message
@@ -279,6 +284,7 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         policy_file=r.optional("NPO_POLICY_FILE", None, _existing_file),
         skip_lambda=r.optional("NPO_SKIP_LAMBDA", 0.3, _float_in(SKIP_LAMBDA_MIN, SKIP_LAMBDA_MAX)),
         skip_timeout_min=r.optional("NPO_SKIP_TIMEOUT_MIN", 60.0, _float_in(1, 7 * 24 * 60)),
+        miss_weight=r.optional("NPO_MISS_WEIGHT", DEFAULT_MISS_WEIGHT, _float_in(0, MISS_WEIGHT_MAX)),
         timezone=r.optional("NPO_TIMEZONE", "UTC", _timezone),
         max_body_bytes=r.optional("NPO_MAX_BODY_BYTES", 1_000_000, _int_in(1024, 100_000_000)),
         storm_threshold=r.optional("NPO_STORM_THRESHOLD", 20, _int_in(1, 10_000)),

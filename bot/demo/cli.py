@@ -46,6 +46,18 @@ def _positive(kind: type[Any]) -> Any:
     return convert
 
 
+def _miss_weight(text: str) -> float:
+    from bot.config import MISS_WEIGHT_MAX  # noqa: PLC0415 - keep `npo-bot --help` fast
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, {MISS_WEIGHT_MAX:g}], got {text!r}") from None
+    if not 0.0 <= value <= MISS_WEIGHT_MAX:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, {MISS_WEIGHT_MAX:g}], got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -84,6 +96,12 @@ def add_demo_parser(sub: Any) -> None:
     demo.add_argument("--skip", type=_fraction, default=0.1, help="share of recommendations nobody answers (0.1)")
     demo.add_argument("--neutral", type=_fraction, default=0.03, help="share of neutral answers (default 0.03)")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the fault stream (default 0)")
+    demo.add_argument(
+        "--miss-weight",
+        type=_miss_weight,
+        metavar="W",
+        help="what a suppressed real fault costs the threshold bandit, in answers (0-10; default 3, the bot's)",
+    )
     demo.add_argument("--replay", type=Path, metavar="FILE", help="send the predictions of FILE instead (JSONL/CSV)")
     demo.add_argument("--policy", type=Path, metavar="FILE", help="safety policy TOML (default: the demo policy)")
     demo.add_argument("--quiet", action="store_true", help="print only the URL, the summary and errors")
@@ -122,6 +140,7 @@ def run_demo(args: argparse.Namespace) -> int:
         outcome_delay_s=args.outcome_delay,
         noise=noise,
         seed=args.seed,
+        miss_weight=args.miss_weight,
         replay=args.replay,
         policy_file=args.policy,
     )

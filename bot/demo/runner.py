@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.app import Bot, build_bot
-from bot.config import Settings
+from bot.config import DEFAULT_MISS_WEIGHT, Settings
 from bot.demo.actors import Engineers, Feeder, Ledger
 from bot.demo.panel import alignment_by_quarter, panel_data
 from bot.demo.policy import DEMO_POLICY_TOML
 from bot.demo.scenarios import ENGINEERS, BuiltinStream, Noise, ReplayStream, StreamItem
+from bot.demo.surfacing import Decided, surfacing
 from bot.serve import ServerThread
 from bot.standin import StandIn
 
@@ -60,6 +61,7 @@ class DemoOptions:
     outcome_delay_s: float | None = None
     noise: Noise = field(default_factory=Noise)
     seed: int = 0
+    miss_weight: float | None = None  # the bandit's miss weight; None: the bot's default (NPO_MISS_WEIGHT)
     replay: Path | None = None
     policy_file: Path | None = None
 
@@ -149,6 +151,7 @@ class Demo:
 
     def _settings(self, standin: StandIn, secret: str, policy: Path) -> Settings:
         responders = tuple(u for u, _ in (*ENGINEERS, YOU))
+        miss_weight = DEFAULT_MISS_WEIGHT if self.options.miss_weight is None else self.options.miss_weight
         return Settings(
             slack_bot_token=TOKEN,
             slack_signing_secret=secret,
@@ -161,6 +164,7 @@ class Demo:
             responders=responders,
             policy_file=policy,
             skip_timeout_min=2.0,
+            miss_weight=miss_weight,
             digest_delay_s=60.0,
             slack_timeout_s=5.0,
         )
@@ -275,9 +279,16 @@ class Demo:
         end = self.ended_at or time.time()
         elapsed = end - self.started_at
         lines = [f"ran {int(elapsed // 60)}:{int(elapsed % 60):02d}; {self.ledger.sent} predictions sent"]
+        with self.ledger.lock:
+            sent = [(pid, str(item.prediction.get("fault_type", ""))) for pid, item in self.ledger.items.items()]
         with SQLiteStore(self.options.db, self.bot.store.config) as store:
             counts = store.counts()
             quarters = alignment_by_quarter(store, self.started_at, end)
+            decided = [
+                Decided(fault_type, d.verdict.value, d.threshold, d.decided_at)
+                for pid, fault_type in sent
+                if (d := store.decision(pid)) is not None
+            ]
         verdicts = ", ".join(
             f"{counts.get('decisions_' + v, 0)} {v}" for v in ("surface", "suppress", "block", "digest")
         )
@@ -291,5 +302,6 @@ class Demo:
         if first is not None and last is not None:
             trend = "lower" if last < first else "not lower"
             lines.append(f"L_align in the last quarter is {trend} than in the first ({last:.3f} vs {first:.3f})")
+        lines.extend(surfacing(decided, self.started_at, end).lines())
         lines.append(f"database: {self.options.db} (inspect with: npo-bot db export --db {self.options.db})")
         return lines

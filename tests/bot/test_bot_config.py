@@ -74,6 +74,7 @@ def test_env_example_lists_every_variable() -> None:
         "NPO_RESPONDERS",
         "NPO_POLICY_FILE",
         "NPO_SKIP_LAMBDA",
+        "NPO_MISS_WEIGHT",
         "NPO_DB_SYNCHRONOUS",
         "NPO_MAX_BODY_BYTES",
         "NPO_STORM_THRESHOLD",
