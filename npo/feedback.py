@@ -38,7 +38,8 @@ class FeedbackCodes:
 
     def code(self, kind: FeedbackKind | str) -> float:
         """The alignment-loss target y for ``kind`` (override 1, like 0, neutral 0.5, skipped λ)."""
-        kind = FeedbackKind(kind)
+        if type(kind) is not FeedbackKind:  # (an enum call costs more than the rest: skip it when not needed)
+            kind = FeedbackKind(kind)
         if kind is FeedbackKind.OVERRIDE:
             return 1.0
         if kind is FeedbackKind.LIKE:
