@@ -24,6 +24,9 @@ HEADLINE_CONDITIONS = (
     "no_trust",
     "discounted_bandit",
     "drawn_arm_only",
+    "ignorance_prior",
+    "miss_weight_10",
+    "miss_weight_10_ignorance_prior",
 )
 HEADLINE_METRICS = (
     "reward",

@@ -17,7 +17,19 @@ failure side (suppressing a liked recommendation is a miss, suppressing an overr
 event then updates all arms (:meth:`ThresholdBandit.observe_surfaced`, :meth:`ThresholdBandit.observe_suppressed`),
 so exploring a poor τ costs nothing in learning; Thompson sampling still picks the τ in force.
 
-Discounting (γ < 1) pulls every arm's evidence back toward the prior by a factor γ per update, so the bandit
+**The ignorance prior** (``prior_events`` = n > 0): before any evidence, every arm is credited with n
+pseudo-predictions of unknown truth — even odds of a real fault — whose score R is spread uniformly over the
+grid's range [τ₁, 1]. Arm τ would suppress a share s = (τ − τ₁)/(1 − τ₁) of them, so its prior is
+
+    α = α₀ + n·½·((1 − s) + s·quiet_weight),   β = β₀ + n·½·((1 − s) + s·miss_weight)
+
+— the expected full-information credit of one such prediction (:meth:`ThresholdBandit.credit` with reward ½),
+in the bandit's own currency. The lowest τ starts at even odds; an arm that suppresses more starts lower by as
+much as the miss term says a suppressed real fault costs, so with no evidence the bandit does not suppress on a
+coin flip, and the tilt scales with ``miss_weight`` (none when misses cost what quiet expiries earn). n = 0 is
+the flat Beta(α₀, β₀) of every arm (the paper's).
+
+Discounting (γ < 1) pulls every arm's evidence back toward its prior by a factor γ per update, so the bandit
 forgets stale evidence after a drift; with γ = 1 updates commute (order-independent).
 
 The same arithmetic is available vectorised (:func:`choose_batch`, :func:`update_batch`) over leading batch
@@ -26,6 +38,7 @@ dimensions of shape (..., K).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -51,6 +64,7 @@ class BanditConfig:
     miss_weight: float = 1.0  # weight of "suppressed, then a real fault" (reward 0)
     quiet_weight: float = 0.2  # weight of "suppressed, expired without a fault" (reward 1)
     full_information: bool = True  # every answer / outcome updates every arm through its known score R(s)
+    prior_events: float = 0.0  # the ignorance prior's pseudo-predictions (module docstring); 0: flat prior
 
     def __post_init__(self) -> None:
         ts = tuple(float(t) for t in self.thresholds)
@@ -73,10 +87,32 @@ class BanditConfig:
                 raise InvalidRecord(name, f"must be in [0, 10], got {value}")
         if not isinstance(self.full_information, bool):
             raise InvalidRecord("full_information", f"must be true or false, got {self.full_information!r}")
+        if not (math.isfinite(self.prior_events) and 0.0 <= self.prior_events <= 100.0):
+            raise InvalidRecord("prior_events", f"must be in [0, 100], got {self.prior_events}")
 
     @property
     def n_arms(self) -> int:
         return len(self.thresholds)
+
+    @property
+    def arm_prior(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(α, β) of every arm before any evidence: the flat prior plus the ignorance prior (module docstring)."""
+        return _arm_prior(self)
+
+
+@functools.lru_cache(maxsize=64)
+def _arm_prior(config: BanditConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    n = config.prior_events
+    if n == 0.0:
+        k = config.n_arms
+        return (config.prior_alpha,) * k, (config.prior_beta,) * k
+    lo = config.thresholds[0]
+    alpha, beta = [], []
+    for t in config.thresholds:
+        s = (t - lo) / (1.0 - lo) if lo < 1.0 else 0.0
+        alpha.append(config.prior_alpha + n * 0.5 * ((1.0 - s) + s * config.quiet_weight))
+        beta.append(config.prior_beta + n * 0.5 * ((1.0 - s) + s * config.miss_weight))
+    return tuple(alpha), tuple(beta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +126,11 @@ class ThresholdBandit:
 
     def __post_init__(self) -> None:
         k = self.config.n_arms
+        prior_alpha, prior_beta = self.config.arm_prior
         if not self.alpha:
-            object.__setattr__(self, "alpha", (self.config.prior_alpha,) * k)
+            object.__setattr__(self, "alpha", prior_alpha)
         if not self.beta:
-            object.__setattr__(self, "beta", (self.config.prior_beta,) * k)
+            object.__setattr__(self, "beta", prior_beta)
         if not self.pulls:
             object.__setattr__(self, "pulls", (0,) * k)
         for name in ("alpha", "beta", "pulls"):
@@ -123,10 +160,13 @@ class ThresholdBandit:
     def update(self, arm: int, reward: float, weight: float = 1.0) -> ThresholdBandit:
         """Fold one fractional ``reward`` ∈ [0, 1] (with ``weight`` ≥ 0) into ``arm``; discount all arms by γ first."""
         self._check(arm, reward, weight)
-        cfg = self.config
-        g = cfg.gamma
-        alpha = [cfg.prior_alpha + g * (a - cfg.prior_alpha) for a in self.alpha]
-        beta = [cfg.prior_beta + g * (b - cfg.prior_beta) for b in self.beta]
+        g = self.config.gamma
+        if g < 1.0:
+            pa, pb = self.config.arm_prior
+            alpha = [p + g * (a - p) for a, p in zip(self.alpha, pa, strict=True)]
+            beta = [p + g * (b - p) for b, p in zip(self.beta, pb, strict=True)]
+        else:
+            alpha, beta = list(self.alpha), list(self.beta)
         alpha[arm] += weight * reward
         beta[arm] += weight * (1.0 - reward)
         pulls = list(self.pulls)
@@ -144,14 +184,14 @@ class ThresholdBandit:
         """
         self._check(arm, old_reward, weight)
         self._check(arm, new_reward, weight)
-        cfg = self.config
+        pa, pb = self.config.arm_prior
         alpha = list(self.alpha)
         beta = list(self.beta)
         w_new = weight if new_weight is None else new_weight
         if w_new < 0.0:
             raise InvalidRecord("weight", f"must be >= 0, got {w_new}")
-        alpha[arm] = max(cfg.prior_alpha, alpha[arm] + w_new * new_reward - weight * old_reward)
-        beta[arm] = max(cfg.prior_beta, beta[arm] + w_new * (1.0 - new_reward) - weight * (1.0 - old_reward))
+        alpha[arm] = max(pa[arm], alpha[arm] + w_new * new_reward - weight * old_reward)
+        beta[arm] = max(pb[arm], beta[arm] + w_new * (1.0 - new_reward) - weight * (1.0 - old_reward))
         return self._derive(tuple(alpha), tuple(beta), self.pulls)
 
     def miss_update(self, arm: int, real_fault: bool) -> ThresholdBandit:
@@ -208,11 +248,11 @@ class ThresholdBandit:
         w_new = weight if new_weight is None else new_weight
         if w_new < 0.0:
             raise InvalidRecord("weight", f"must be >= 0, got {w_new}")
-        cfg = self.config
+        pa, pb = self.config.arm_prior
         old_a, old_b = self.credit(score, old_reward, weight)
         new_a, new_b = self.credit(score, new_reward, w_new)
-        alpha = tuple(max(cfg.prior_alpha, a + n - o) for a, n, o in zip(self.alpha, new_a, old_a, strict=True))
-        beta = tuple(max(cfg.prior_beta, b + n - o) for b, n, o in zip(self.beta, new_b, old_b, strict=True))
+        alpha = tuple(max(p, a + n - o) for p, a, n, o in zip(pa, self.alpha, new_a, old_a, strict=True))
+        beta = tuple(max(p, b + n - o) for p, b, n, o in zip(pb, self.beta, new_b, old_b, strict=True))
         return self._derive(alpha, beta, self.pulls)
 
     def credit(self, score: float, reward: float, weight: float) -> tuple[list[float], list[float]]:
@@ -229,11 +269,11 @@ class ThresholdBandit:
 
     def _add(self, arm: int, d_alpha: list[float], d_beta: list[float]) -> ThresholdBandit:
         """Discount every arm by γ, add the increments, count a pull of ``arm``."""
-        cfg = self.config
-        g = cfg.gamma
+        g = self.config.gamma
         if g < 1.0:
-            alpha = [cfg.prior_alpha + g * (a - cfg.prior_alpha) + d for a, d in zip(self.alpha, d_alpha, strict=True)]
-            beta = [cfg.prior_beta + g * (b - cfg.prior_beta) + d for b, d in zip(self.beta, d_beta, strict=True)]
+            pa, pb = self.config.arm_prior
+            alpha = [p + g * (a - p) + d for p, a, d in zip(pa, self.alpha, d_alpha, strict=True)]
+            beta = [p + g * (b - p) + d for p, b, d in zip(pb, self.beta, d_beta, strict=True)]
         else:
             alpha = [a + d for a, d in zip(self.alpha, d_alpha, strict=True)]
             beta = [b + d for b, d in zip(self.beta, d_beta, strict=True)]
@@ -265,9 +305,10 @@ class ThresholdBandit:
 
 # -- vectorised form ------------------------------------------------------------------------------------
 def new_batch(shape: Sequence[int], config: BanditConfig) -> tuple[FloatArray, FloatArray]:
-    """Prior (α, β) arrays of shape (*shape, K)."""
+    """Prior (α, β) arrays of shape (*shape, K): every arm's :attr:`BanditConfig.arm_prior`."""
     full = (*shape, config.n_arms)
-    return np.full(full, config.prior_alpha), np.full(full, config.prior_beta)
+    pa, pb = config.arm_prior
+    return np.broadcast_to(np.asarray(pa), full).copy(), np.broadcast_to(np.asarray(pb), full).copy()
 
 
 def choose_batch(alpha: FloatArray, beta: FloatArray, rng: np.random.Generator) -> IntArray:
@@ -292,8 +333,9 @@ def update_batch(
     active = (w > 0)[..., None]
     g = config.gamma
     if g < 1.0:
-        alpha = np.where(active, config.prior_alpha + g * (alpha - config.prior_alpha), alpha)
-        beta = np.where(active, config.prior_beta + g * (beta - config.prior_beta), beta)
+        pa, pb = (np.asarray(p) for p in config.arm_prior)
+        alpha = np.where(active, pa + g * (alpha - pa), alpha)
+        beta = np.where(active, pb + g * (beta - pb), beta)
     else:
         alpha = alpha.copy()
         beta = beta.copy()
@@ -336,8 +378,9 @@ def observe_batch(
     active = (w > 0)[..., None]
     g = config.gamma
     if g < 1.0:
-        alpha = np.where(active, config.prior_alpha + g * (alpha - config.prior_alpha), alpha)
-        beta = np.where(active, config.prior_beta + g * (beta - config.prior_beta), beta)
+        pa, pb = (np.asarray(p) for p in config.arm_prior)
+        alpha = np.where(active, pa + g * (alpha - pa), alpha)
+        beta = np.where(active, pb + g * (beta - pb), beta)
     d_alpha, d_beta = credit_batch(scores, rewards, w, config)
     return alpha + d_alpha, beta + d_beta
 

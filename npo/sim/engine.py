@@ -213,8 +213,9 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
                 approve = trig & g  # engineers approve a retraining only when the world really changed
                 if approve.any():
                     n[approve] = 0.0  # retraining: the decaying step size restarts for every key
-                    alpha[approve] = bandit_cfg.prior_alpha
-                    beta[approve] = bandit_cfg.prior_beta
+                    prior_alpha, prior_beta = bandit_cfg.arm_prior  # the bandit back to its prior, every arm
+                    alpha[approve] = prior_alpha
+                    beta[approve] = prior_beta
                     handled |= approve
                 for arr in (ph_n, ph_mean, ph_cum, ph_min):
                     arr[trig] = 0.0

@@ -38,6 +38,11 @@ def conditions() -> dict[str, Condition]:
         "no_trust": replace(full, name="no_trust", trust=False),
         "discounted_bandit": replace(full, name="discounted_bandit", bandit=BanditConfig(gamma=0.995)),
         "drawn_arm_only": replace(full, name="drawn_arm_only", bandit=replace(full.bandit, full_information=False)),
+        "ignorance_prior": replace(full, name="ignorance_prior", bandit=replace(full.bandit, prior_events=2.0)),
+        "miss_weight_10": replace(full, name="miss_weight_10", bandit=replace(full.bandit, miss_weight=10.0)),
+        "miss_weight_10_ignorance_prior": replace(
+            full, name="miss_weight_10_ignorance_prior", bandit=replace(full.bandit, miss_weight=10.0, prior_events=2.0)
+        ),
     }
 
 

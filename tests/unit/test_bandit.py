@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -30,6 +31,8 @@ _config = st.builds(
     prior_alpha=st.floats(0.1, 10.0),
     prior_beta=st.floats(0.1, 10.0),
     gamma=st.floats(0.5, 1.0),
+    miss_weight=st.floats(0.0, 10.0),
+    prior_events=st.sampled_from([0.0, 1.0, 2.0, 5.0]),
 )
 
 
@@ -85,10 +88,11 @@ def test_discounted_updates_do_not_commute() -> None:
 @given(config=_config, events=st.lists(_event, max_size=60))
 def test_discount_never_pulls_below_the_prior(config: BanditConfig, events: list[tuple[int, float, float]]) -> None:
     bandit = ThresholdBandit(config)
+    prior_alpha, prior_beta = config.arm_prior
     for arm, reward, weight in events:
         bandit = bandit.update(arm, reward, weight)
-        assert all(a >= config.prior_alpha - 1e-12 for a in bandit.alpha)
-        assert all(b >= config.prior_beta - 1e-12 for b in bandit.beta)
+        assert all(a >= p - 1e-12 for a, p in zip(bandit.alpha, prior_alpha, strict=True))
+        assert all(b >= p - 1e-12 for b, p in zip(bandit.beta, prior_beta, strict=True))
 
 
 def test_discount_pulls_evidence_back_toward_the_prior() -> None:
@@ -112,10 +116,11 @@ def test_replace_reward_never_drives_below_the_prior(
     swaps: list[tuple[int, float, float, float]],
 ) -> None:
     bandit = _apply(ThresholdBandit(config), events)
+    prior_alpha, prior_beta = config.arm_prior
     for arm, old, new, weight in swaps:
         swapped = bandit.replace_reward(arm, old, new, weight)
-        assert all(a >= config.prior_alpha for a in swapped.alpha)
-        assert all(b >= config.prior_beta for b in swapped.beta)
+        assert all(a >= p for a, p in zip(swapped.alpha, prior_alpha, strict=True))
+        assert all(b >= p for b, p in zip(swapped.beta, prior_beta, strict=True))
         assert swapped.pulls == bandit.pulls  # a changed answer is not a new pull
         bandit = swapped
 
@@ -269,6 +274,9 @@ def test_default_miss_weights_treat_a_miss_as_worse_than_a_quiet_expiry() -> Non
         ({"quiet_weight": 11.0}, "quiet_weight"),
         ({"quiet_weight": float("nan")}, "quiet_weight"),
         ({"full_information": 1}, "full_information"),
+        ({"prior_events": -1.0}, "prior_events"),
+        ({"prior_events": float("nan")}, "prior_events"),
+        ({"prior_events": 101.0}, "prior_events"),
     ],
 )
 def test_invalid_configs_raise(kwargs: dict[str, object], field: str) -> None:
@@ -451,3 +459,59 @@ def test_credit_batch_broadcasts_over_bandits() -> None:
     assert d_beta[0].tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0, 0.0])  # τ = 0.5 surfaced an override
     assert d_alpha[0].tolist() == pytest.approx([0.0] + [cfg.quiet_weight] * 4)  # the others rightly suppressed it
     assert d_alpha[1].tolist() == pytest.approx([1.0] * K)  # every τ surfaced a liked one
+
+
+# -- the ignorance prior ----------------------------------------------------------------------------------
+def test_without_prior_events_every_arm_starts_at_the_flat_prior() -> None:
+    cfg = BanditConfig(prior_alpha=2.0, prior_beta=3.0, miss_weight=10.0)
+    assert cfg.arm_prior == ((2.0,) * K, (3.0,) * K)
+    assert ThresholdBandit(cfg).alpha == (2.0,) * K and ThresholdBandit(cfg).beta == (3.0,) * K
+
+
+def test_ignorance_prior_is_the_expected_credit_of_predictions_of_unknown_truth() -> None:
+    """n pseudo-predictions at even odds with R uniform over [τ₁, 1]: the prior is their mean full-information
+    credit (reward ½), computed here by averaging :meth:`ThresholdBandit.credit` over a fine grid of scores."""
+    cfg = BanditConfig(miss_weight=10.0, quiet_weight=0.2, prior_events=2.0)
+    flat = ThresholdBandit(replace(cfg, prior_events=0.0))
+    scores = 0.5 + 0.5 * (np.arange(2000) + 0.5) / 2000  # midpoints of 2,000 equal slices of [0.5, 1]
+    credits = [flat.credit(float(r), 0.5, 2.0) for r in scores]
+    mean_alpha = np.mean([c[0] for c in credits], axis=0)
+    mean_beta = np.mean([c[1] for c in credits], axis=0)
+    prior_alpha, prior_beta = cfg.arm_prior
+    np.testing.assert_allclose(np.asarray(prior_alpha) - 1.0, mean_alpha, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(prior_beta) - 1.0, mean_beta, atol=2e-3)
+    # The lowest τ suppresses none of them: even odds; τ = 0.9 suppresses 80 %: α = 1 + ½·2·(0.2 + 0.8·0.2).
+    assert (prior_alpha[0], prior_beta[0]) == pytest.approx((2.0, 2.0))
+    assert (prior_alpha[-1], prior_beta[-1]) == pytest.approx((1.36, 1.0 + 0.2 + 0.8 * 10.0))
+
+
+def test_ignorance_prior_tilts_toward_the_permissive_arm_only_when_a_miss_costs_more() -> None:
+    costly = ThresholdBandit(BanditConfig(miss_weight=10.0, prior_events=2.0)).posterior_means()
+    assert all(a > b for a, b in itertools.pairwise(costly))
+    assert costly[0] == pytest.approx(0.5)
+    even = ThresholdBandit(BanditConfig(miss_weight=1.0, quiet_weight=1.0, prior_events=2.0)).posterior_means()
+    assert even == pytest.approx((0.5,) * K)
+
+
+def test_with_no_evidence_the_ignorance_prior_rarely_draws_a_suppressing_threshold() -> None:
+    rng = np.random.default_rng(4)
+    flat = ThresholdBandit(BanditConfig(miss_weight=10.0))
+    tilted = ThresholdBandit(BanditConfig(miss_weight=10.0, prior_events=2.0))
+    flat_high = np.mean([flat.choose(rng) >= 3 for _ in range(4000)])
+    tilted_high = np.mean([tilted.choose(rng) >= 3 for _ in range(4000)])
+    assert 0.35 < flat_high < 0.45  # two arms of five: a coin flip over τ
+    assert tilted_high < 0.15
+    assert np.mean([tilted.choose(rng) == 0 for _ in range(4000)]) > 0.4
+
+
+def test_ignorance_prior_is_where_reset_discount_and_batches_return() -> None:
+    cfg = BanditConfig(miss_weight=10.0, prior_events=2.0, gamma=0.5)
+    prior_alpha, prior_beta = cfg.arm_prior
+    bandit = ThresholdBandit(cfg).observe_surfaced(0, 0.95, 1.0).observe_suppressed(4, 0.55, True)
+    assert bandit.reset().alpha == prior_alpha and bandit.reset().beta == prior_beta
+    for _ in range(60):  # evidence of weight 0 leaves only the discount: back to every arm's own prior
+        bandit = bandit.update(0, 1.0, 0.0)
+    np.testing.assert_allclose(bandit.alpha, prior_alpha, atol=1e-9)
+    np.testing.assert_allclose(bandit.beta, prior_beta, atol=1e-9)
+    alpha, beta = new_batch((3,), cfg)
+    assert alpha.shape == (3, K) and np.all(alpha == np.asarray(prior_alpha)) and np.all(beta == np.asarray(prior_beta))

@@ -83,8 +83,17 @@ def test_loop_and_simulator_learn_the_same_misalignment(tau: float) -> None:
         BanditConfig(full_information=False),
         BanditConfig(full_information=True, gamma=0.99, miss_weight=10.0),
         BanditConfig(full_information=True, miss_weight=0.0, quiet_weight=0.0),
+        BanditConfig(full_information=True, miss_weight=10.0, prior_events=2.0),
+        BanditConfig(full_information=True, gamma=0.99, miss_weight=10.0, prior_events=2.0),
     ],
-    ids=["full-information", "drawn-arm", "full-information-discounted", "full-information-no-miss-weights"],
+    ids=[
+        "full-information",
+        "drawn-arm",
+        "full-information-discounted",
+        "full-information-no-miss-weights",
+        "full-information-ignorance-prior",
+        "full-information-discounted-ignorance-prior",
+    ],
 )
 def test_loop_and_simulator_learn_the_same_bandit(bandit: BanditConfig) -> None:
     world = make_world(WORLD, seeds=1, seed=11)
@@ -96,5 +105,6 @@ def test_loop_and_simulator_learn_the_same_bandit(bandit: BanditConfig) -> None:
     _assert_same_misalignment(store, trace)
     np.testing.assert_allclose(store.bandit.alpha, trace.bandit_alpha[0], rtol=1e-12)
     np.testing.assert_allclose(store.bandit.beta, trace.bandit_beta[0], rtol=1e-12)
-    touched = np.sum((trace.bandit_alpha[0] > bandit.prior_alpha) | (trace.bandit_beta[0] > bandit.prior_beta))
+    prior_alpha, prior_beta = (np.asarray(p) for p in bandit.arm_prior)
+    touched = np.sum((trace.bandit_alpha[0] > prior_alpha) | (trace.bandit_beta[0] > prior_beta))
     assert touched == bandit.n_arms
