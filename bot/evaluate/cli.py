@@ -58,6 +58,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _pseudo_count(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 100], got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 100.0):
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 100], got {value}")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -97,6 +107,18 @@ def add_evaluate_parser(subparsers: Any) -> None:
         default=None,
         help="the bandit learns every τ arm from each answer through the known score (default: the loop's default)",
     )
+    ev.add_argument(
+        "--prior-events",
+        type=_pseudo_count,
+        default=None,
+        help="pseudo-predictions of unknown truth in the bandit's ignorance prior; 0 = flat Beta(1, 1) (default 2)",
+    )
+    ev.add_argument(
+        "--name-dimension",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a multivariate prediction's fault type names the dimension that deviated most (default: on)",
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ev.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -114,6 +136,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from bot.evaluate.runner import EvaluationSettings, evaluate, evaluation_loop_config, finite  # noqa: PLC0415
     from bot.evaluate.table import table  # noqa: PLC0415
     from npo.evaluate.engineers import EngineerConfig  # noqa: PLC0415
+    from npo.evaluate.replay import ReplaySettings  # noqa: PLC0415
     from npo.types import InvalidRecord  # noqa: PLC0415
 
     folder, fmt = resolve_data(args)
@@ -131,7 +154,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         engineers=engineers,
         seeds=seeds,
         db_dir=args.db,
-        loop=evaluation_loop_config(full_information=args.full_information),
+        loop=evaluation_loop_config(full_information=args.full_information, prior_events=args.prior_events),
+        replay=ReplaySettings(name_dimension=args.name_dimension),
     )
 
     show = not (args.quiet or args.json) and sys.stderr.isatty()

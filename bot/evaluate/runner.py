@@ -55,19 +55,28 @@ QUARTER_METRICS = ("l_align_quarters", "true_l_align_quarters", "tau_quarters")
 
 
 MISS_WEIGHT = 10.0
+PRIOR_EVENTS = 2.0
 
 
-def evaluation_loop_config(*, full_information: bool | None = None) -> LoopConfig:
-    """The loop's defaults, except the bandit's miss term: a suppressed prediction that turns out a real fault
-    counts as ``MISS_WEIGHT`` failed answers (the default 1 treats it like one override). Missing a fault costs a
-    whole window of recall, and on these data the feedback is too sparse for a weight-1 miss term to pull the
-    bandit away from the thresholds that suppress everything (README, "Evaluation on real fault data").
+def evaluation_loop_config(*, full_information: bool | None = None, prior_events: float | None = None) -> LoopConfig:
+    """The loop's defaults, except the bandit's miss term and prior.
 
-    ``full_information`` overrides the bandit's default (:attr:`npo.bandit.BanditConfig.full_information`: every
-    answer updates every τ arm, not only the one drawn); None keeps the default."""
-    bandit = BanditConfig(miss_weight=MISS_WEIGHT)
+    A suppressed prediction that turns out a real fault counts as ``MISS_WEIGHT`` failed answers (the default 1
+    treats it like one override). Missing a fault costs a whole window of recall, and on these data the feedback is
+    too sparse for a weight-1 miss term to pull the bandit away from the thresholds that suppress everything.
+
+    The bandit starts from the ignorance prior of ``PRIOR_EVENTS`` pseudo-predictions
+    (:attr:`npo.bandit.BanditConfig.prior_events`): with a flat prior the first draws pick τ = 0.8 or 0.9 two
+    times in five and suppress a stream's first predictions on a coin flip; the ignorance prior makes the costly
+    miss term count before any evidence (README, "Evaluation on real fault data").
+
+    ``full_information`` / ``prior_events`` override those choices (:attr:`~npo.bandit.BanditConfig.full_information`:
+    every answer updates every τ arm, not only the one drawn); None keeps them."""
+    bandit = BanditConfig(miss_weight=MISS_WEIGHT, prior_events=PRIOR_EVENTS)
     if full_information is not None:
         bandit = replace(bandit, full_information=full_information)
+    if prior_events is not None:
+        bandit = replace(bandit, prior_events=prior_events)
     return LoopConfig(bandit=bandit)
 
 
@@ -178,6 +187,8 @@ def evaluate(
         "recency_s": settings.replay.recency_s,
         "miss_weight": settings.loop.bandit.miss_weight,
         "full_information": settings.loop.bandit.full_information,
+        "prior_events": settings.loop.bandit.prior_events,
+        "name_dimension": settings.replay.name_dimension,
         "even_odds_expected": settings.predictor.even_odds_expected,
     }
     result["elapsed_s"] = round(time.monotonic() - started, 2)

@@ -94,8 +94,9 @@ class PredictorConfig:
                 raise InvalidRecord(f"predictor.{name}", f"must be an integer >= 1, got {value!r}")
 
 
-def robust_scores(series: Series, config: PredictorConfig) -> FloatArray:
-    """The smoothed anomaly score of every row of ``series`` (NaN where the baseline is not yet long enough)."""
+def dimension_scores(series: Series, config: PredictorConfig) -> FloatArray:
+    """The robust z of every row and dimension of ``series``, shape (n, d) (NaN where the baseline is not yet long
+    enough); see the module docstring."""
     t = series.times
     x = series.values
     n, d = x.shape
@@ -117,10 +118,35 @@ def robust_scores(series: Series, config: PredictorConfig) -> FloatArray:
             config.abs_floor * np.maximum(1.0, np.abs(med)),
         )
         z[a:b] = np.minimum(np.abs(x[a:b] - med) / scale, config.max_z)
+    return z
+
+
+def row_scores(z: FloatArray, config: PredictorConfig) -> FloatArray:
+    """The smoothed anomaly score of every row from its per-dimension z (:func:`dimension_scores`): the ``top_k``-th
+    largest z of the row, averaged over the last ``smooth`` rows."""
+    d = z.shape[1]
     k = min(config.top_k, d)
     row = z[:, 0] if d == 1 else -np.partition(-np.nan_to_num(z, nan=-np.inf), k - 1, axis=1)[:, k - 1]
     row = np.where(np.isnan(z).any(axis=1), np.nan, row)
     return _trailing_mean(row, config.smooth)
+
+
+def robust_scores(series: Series, config: PredictorConfig) -> FloatArray:
+    """The smoothed anomaly score of every row of ``series`` (NaN where the baseline is not yet long enough)."""
+    return row_scores(dimension_scores(series, config), config)
+
+
+def dominant_dimension(z: FloatArray, rows: IntArray, config: PredictorConfig) -> IntArray:
+    """For each of ``rows``: the dimension (0-based) with the largest z averaged over the same ``smooth`` rows the
+    score is averaged over — the metric that deviated most, which a multivariate prediction names as its kind of
+    fault. Always 0 for a univariate series."""
+    out = np.zeros(rows.size, dtype=np.int64)
+    if z.shape[1] == 1:
+        return out
+    for j, r in enumerate(rows.tolist()):
+        part = z[max(0, r - config.smooth + 1) : r + 1]
+        out[j] = int(np.argmax(np.nan_to_num(part, nan=0.0).mean(axis=0)))
+    return out
 
 
 def _trailing_mean(values: FloatArray, width: int) -> FloatArray:
@@ -197,18 +223,24 @@ def confidence(expected: FloatArray | float, config: PredictorConfig) -> FloatAr
 
 @dataclass(frozen=True, slots=True)
 class SeriesPredictions:
-    """The predictions on one series: row indices, times, scores and calibrated confidences."""
+    """The predictions on one series: row indices, times, scores, calibrated confidences and, for a series of
+    several dimensions, the dimension that deviated most at each (0-based; None: univariate)."""
 
     series: str
     rows: IntArray
     times: FloatArray
     scores: FloatArray
     confidence: FloatArray
+    dimension: IntArray | None = None
 
 
 def predict(series: Series, config: PredictorConfig) -> SeriesPredictions:
     """Run the predictor over one series."""
-    scores = robust_scores(series, config)
+    z = dimension_scores(series, config)
+    scores = row_scores(z, config)
     expected = rarity(series, scores, config)
     rows = flag(series, expected, config)
-    return SeriesPredictions(series.name, rows, series.times[rows], scores[rows], confidence(expected[rows], config))
+    dims = dominant_dimension(z, rows, config) if series.values.shape[1] > 1 else None
+    return SeriesPredictions(
+        series.name, rows, series.times[rows], scores[rows], confidence(expected[rows], config), dims
+    )

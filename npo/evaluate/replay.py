@@ -57,7 +57,9 @@ class Stream:
     """Every prediction of a data set in time order, with its ground truth.
 
     ``window[i]``: index into ``dataset.windows`` of the first labelled window containing prediction i (−1: none);
-    ``outcome_at[i]``: when its outcome is known (the window's end, or ``times[i] + horizon_s``).
+    ``outcome_at[i]``: when its outcome is known (the window's end, or ``times[i] + horizon_s``);
+    ``dimension[i]``: the dimension of a multivariate series that deviated most (0-based; −1 for a univariate
+    series; None: not known for any).
     """
 
     times: FloatArray
@@ -66,6 +68,7 @@ class Stream:
     scores: FloatArray
     window: IntArray
     outcome_at: FloatArray
+    dimension: IntArray | None = None
 
     @property
     def real_fault(self) -> BoolArray:
@@ -78,22 +81,24 @@ class Stream:
 def build_stream(dataset: Dataset, predictions: list[SeriesPredictions]) -> Stream:
     """Merge the per-series predictions into one time-ordered stream and label each against the windows."""
     index = {s.name: i for i, s in enumerate(dataset.series)}
-    parts_t, parts_s, parts_p, parts_z = [], [], [], []
+    parts_t, parts_s, parts_p, parts_z, parts_d = [], [], [], [], []
     for p in predictions:
         parts_t.append(p.times)
         parts_s.append(np.full(p.times.size, index[p.series], dtype=np.int64))
         parts_p.append(p.confidence)
         parts_z.append(p.scores)
+        parts_d.append(np.full(p.times.size, -1, dtype=np.int64) if p.dimension is None else p.dimension)
     times = np.concatenate(parts_t) if parts_t else np.zeros(0)
     series_index = np.concatenate(parts_s) if parts_s else np.zeros(0, dtype=np.int64)
     order = np.lexsort((series_index, times))
     times, series_index = times[order], series_index[order]
     conf = (np.concatenate(parts_p) if parts_p else np.zeros(0))[order]
     scores = (np.concatenate(parts_z) if parts_z else np.zeros(0))[order]
+    dimension = (np.concatenate(parts_d) if parts_d else np.zeros(0, dtype=np.int64))[order]
     window = inside_windows(dataset, times, series_index)
     ends = np.asarray([w.end for w in dataset.windows] + [math.nan])
     outcome_at = np.where(window >= 0, ends[window], times + dataset.horizon_s)
-    return Stream(times, series_index, conf, scores, window, outcome_at)
+    return Stream(times, series_index, conf, scores, window, outcome_at, dimension)
 
 
 def inside_windows(dataset: Dataset, times: FloatArray, series_index: IntArray) -> IntArray:
@@ -128,21 +133,33 @@ class ReplayTrace:
 class ReplaySettings:
     """How the replay runs: the monitor's schedule and rules (None: no monitor); ``recency_s``: how long a person's
     last answer on a target shapes the scenario key of the target's next predictions (:mod:`npo.evaluate.recency`;
-    None: the key names the target itself instead)."""
+    None: the key names the target itself instead); ``name_dimension``: a prediction on a multivariate series names
+    the dimension that deviated most in its fault type (``server/dim24``: 1-based), so the scenario key tells
+    kinds of fault apart by the metric that fired, pooled across machines (False: the series' family only)."""
 
     monitor: MonitorConfig | None = field(default_factory=MonitorConfig)
     monitor_every_s: float = 3600.0
     answer_delay_s: float = 600.0
     recency_s: float | None = 86400.0
+    name_dimension: bool = True
 
 
-def _prediction(dataset: Dataset, stream: Stream, i: int, recency: str | None) -> Prediction:
+def fault_type(dataset: Dataset, stream: Stream, i: int, *, name_dimension: bool = True) -> str:
+    """The fault type of prediction i: its series' family, and for a multivariate series (with ``name_dimension``)
+    the dimension that deviated most, ``<family>/dim<k>`` with k 1-based."""
+    family = dataset.series[int(stream.series_index[i])].family
+    if not name_dimension or stream.dimension is None or stream.dimension[i] < 0:
+        return family
+    return f"{family}/dim{int(stream.dimension[i]) + 1}"
+
+
+def _prediction(dataset: Dataset, stream: Stream, i: int, recency: str | None, name_dimension: bool) -> Prediction:
     """Prediction i of the stream; its ``target_class`` (a part of the default scenario key) is the target's
     recency state when one is given, else the target."""
     series = dataset.series[int(stream.series_index[i])]
     return Prediction(
         id=f"p{i}",
-        fault_type=series.family,
+        fault_type=fault_type(dataset, stream, i, name_dimension=name_dimension),
         target=series.target,
         action=ACTION,
         confidence=float(stream.confidence[i]),
@@ -190,7 +207,7 @@ def replay(
     for at, kind, i in events:
         if kind == _PREDICT:
             recency = None if memory is None else memory.state(dataset.series[int(stream.series_index[i])].name, at)
-            prediction = _prediction(dataset, stream, i, recency)
+            prediction = _prediction(dataset, stream, i, recency, settings.name_dimension)
             with store.transaction() as tx:
                 result = decide(tx, prediction, config=config, policy=policy, rng=rng, now=at)
             d = result.decision

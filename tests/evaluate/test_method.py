@@ -10,8 +10,8 @@ import pytest
 from npo.evaluate.counting import f1, lead_times, precision_recall, quarter_means
 from npo.evaluate.data import Dataset, FaultWindow, Series
 from npo.evaluate.engineers import EngineerConfig, draw_answers
-from npo.evaluate.predictor import PredictorConfig, confidence, predict
-from npo.evaluate.replay import build_stream
+from npo.evaluate.predictor import PredictorConfig, confidence, predict, robust_scores
+from npo.evaluate.replay import build_stream, fault_type
 from npo.types import FeedbackKind, InvalidRecord
 
 from .conftest import nab_values
@@ -122,3 +122,42 @@ def test_stream_labels_predictions_against_windows_and_times_outcomes() -> None:
     assert stream.times.tolist() == [60.0, 180.0, 180.0, 240.0]
     assert stream.window.tolist() == [-1, 0, -1, 0]  # b at 180 is not inside a's window
     assert stream.outcome_at.tolist() == [660.0, 240.0, 780.0, 240.0]
+
+
+def _machine(spike_dim: int, n: int = 288 * 6, d: int = 5) -> Series:
+    """A multivariate series of ``d`` quiet dimensions, two of them (``spike_dim`` and the next) jumping together."""
+    rng = np.random.default_rng(9)
+    values = 0.5 + 0.01 * rng.normal(size=(n, d))
+    values[288 * 4 : 288 * 4 + 12, spike_dim] += 0.6
+    values[288 * 4 : 288 * 4 + 12, (spike_dim + 1) % d] += 0.3
+    return Series("m", "server", "machine-1", np.arange(n) * 300.0, values)
+
+
+def test_a_multivariate_prediction_names_the_dimension_that_deviated_most() -> None:
+    for dim in (0, 3):
+        p = predict(_machine(dim), PredictorConfig())
+        assert p.rows.size >= 1 and p.dimension is not None
+        assert p.dimension.tolist() == [dim] * p.rows.size
+    univariate = predict(_series([288 * 4]), PredictorConfig())
+    assert univariate.dimension is None
+
+
+def test_fault_type_names_the_dimension_one_based_unless_switched_off() -> None:
+    machine = _machine(3)
+    quiet = _series([])
+    ds = Dataset("t", (machine, quiet), (), horizon_s=600.0)
+    cfg = PredictorConfig()
+    stream = build_stream(ds, [predict(machine, cfg), predict(quiet, cfg)])
+    on_machine = np.flatnonzero(stream.series_index == 0)
+    assert on_machine.size >= 1 and stream.dimension is not None
+    assert {fault_type(ds, stream, int(i)) for i in on_machine} == {"server/dim4"}
+    assert {fault_type(ds, stream, int(i), name_dimension=False) for i in on_machine} == {"server"}
+    assert all(fault_type(ds, stream, int(i)) == "cpu" for i in np.flatnonzero(stream.series_index == 1))
+
+
+def test_splitting_the_scores_by_dimension_leaves_the_row_score_unchanged() -> None:
+    machine = _machine(1)
+    cfg = PredictorConfig()
+    scores = robust_scores(machine, cfg)
+    p = predict(machine, cfg)
+    np.testing.assert_array_equal(p.scores, scores[p.rows])

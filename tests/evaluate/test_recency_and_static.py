@@ -116,3 +116,23 @@ def test_static_rule_surfaces_by_confidence_alone_and_scores_the_same_answers() 
     assert trace.y[trace.surfaced].tolist() == [0.0, 1.0, 1.0]  # like inside the window, override outside
     assert all(math.isnan(v) for v in trace.y[~trace.surfaced])
     assert static_trace(stream, answers, 0.0, codes).surfaced.all()
+
+
+def test_replay_keys_of_a_multivariate_series_name_the_dimension_that_fired() -> None:
+    """Two machines whose predictions name dims 1 and 3: m(k) learns per dimension, pooled across machines."""
+    n, times = 200, np.arange(4) * 2 * HOUR
+    grid = np.arange(n) * 300.0
+    series = tuple(Series(f"machine-{i}", "server", f"machine-{i}", grid, np.zeros((n, 3))) for i in (1, 2))
+    ds = Dataset("t", series, (FaultWindow("machine-1", 0.0, float(times[-1]), 0.0),), horizon_s=HOUR)
+
+    def preds(name: str, dims: list[int]) -> SeriesPredictions:
+        conf = np.full(times.size, 0.95)
+        return SeriesPredictions(name, np.arange(times.size), times, np.ones(times.size), conf, np.asarray(dims))
+
+    stream = build_stream(ds, [preds("machine-1", [0, 0, 2, 2]), preds("machine-2", [2, 2, 2, 2])])
+    keys = set(_replay(ds, stream, recency_s=None).keys)
+    assert keys == {
+        "server/dim1|investigate|machine-1|p>=0.9",
+        "server/dim3|investigate|machine-1|p>=0.9",
+        "server/dim3|investigate|machine-2|p>=0.9",
+    }
