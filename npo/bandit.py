@@ -126,11 +126,12 @@ class ThresholdBandit:
 
     def __post_init__(self) -> None:
         k = self.config.n_arms
-        prior_alpha, prior_beta = self.config.arm_prior
-        if not self.alpha:
-            object.__setattr__(self, "alpha", prior_alpha)
-        if not self.beta:
-            object.__setattr__(self, "beta", prior_beta)
+        if not self.alpha or not self.beta:
+            prior_alpha, prior_beta = self.config.arm_prior
+            if not self.alpha:
+                object.__setattr__(self, "alpha", prior_alpha)
+            if not self.beta:
+                object.__setattr__(self, "beta", prior_beta)
         if not self.pulls:
             object.__setattr__(self, "pulls", (0,) * k)
         for name in ("alpha", "beta", "pulls"):
