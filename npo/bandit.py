@@ -209,11 +209,22 @@ class ThresholdBandit:
         Without full information this is :meth:`update` of ``arm``; with it, every arm learns what it would have
         earned (module docstring) and ``arm`` counts the pull.
         """
-        if not self.config.full_information:
+        cfg = self.config
+        if not cfg.full_information:
             return self.update(arm, reward, weight)
         self._check(arm, reward, weight)
-        d_alpha, d_beta = self.credit(score, reward, weight)
-        return self._add(arm, d_alpha, d_beta)
+        if cfg.gamma < 1.0:
+            d_alpha, d_beta = self.credit(score, reward, weight)
+            return self._add(arm, d_alpha, d_beta)
+        # γ = 1 (the default), once per answer: :meth:`credit` and :meth:`_add` in one pass, the same arithmetic
+        # in the same order (so the same floats), without the intermediate lists.
+        good, bad = weight * reward, weight * (1.0 - reward)
+        quiet, miss = weight * cfg.quiet_weight * (1.0 - reward), weight * cfg.miss_weight * reward
+        ts = cfg.thresholds
+        alpha = tuple([a + (good if t <= score else quiet) for a, t in zip(self.alpha, ts, strict=True)])
+        beta = tuple([b + (bad if t <= score else miss) for b, t in zip(self.beta, ts, strict=True)])
+        pulls = self.pulls
+        return self._derive(alpha, beta, (*pulls[:arm], pulls[arm] + 1, *pulls[arm + 1 :]))
 
     def observe_suppressed(self, arm: int, score: float, real_fault: bool) -> ThresholdBandit:
         """The outcome of a prediction of score ``score`` that ``arm`` suppressed.
@@ -287,12 +298,13 @@ class ThresholdBandit:
         return replace(self, alpha=(), beta=(), pulls=self.pulls)
 
     def _derive(self, alpha: tuple[float, ...], beta: tuple[float, ...], pulls: tuple[int, ...]) -> ThresholdBandit:
-        """A new state from values the update rules keep valid (α ≥ prior > 0, same arity): skips re-validation."""
-        new = object.__new__(ThresholdBandit)
-        object.__setattr__(new, "config", self.config)
-        object.__setattr__(new, "alpha", alpha)
-        object.__setattr__(new, "beta", beta)
-        object.__setattr__(new, "pulls", pulls)
+        """A new state from values the update rules keep valid (α ≥ prior > 0, same arity): skips re-validation
+        (and the frozen dataclass's per-field ``object.__setattr__``, through the slots' own setters)."""
+        new: ThresholdBandit = _new_bandit(ThresholdBandit)
+        _SET_CONFIG(new, self.config)
+        _SET_ALPHA(new, alpha)
+        _SET_BETA(new, beta)
+        _SET_PULLS(new, pulls)
         return new
 
     def _check(self, arm: int, reward: float, weight: float) -> None:
@@ -302,6 +314,12 @@ class ThresholdBandit:
             raise InvalidRecord("reward", f"must be in [0, 1], got {reward}")
         if weight < 0.0:
             raise InvalidRecord("weight", f"must be >= 0, got {weight}")
+
+
+_SET_CONFIG, _SET_ALPHA, _SET_BETA, _SET_PULLS = (
+    getattr(ThresholdBandit, name).__set__ for name in ("config", "alpha", "beta", "pulls")
+)
+_new_bandit = object.__new__
 
 
 # -- vectorised form ------------------------------------------------------------------------------------

@@ -515,3 +515,25 @@ def test_ignorance_prior_is_where_reset_discount_and_batches_return() -> None:
     np.testing.assert_allclose(bandit.beta, prior_beta, atol=1e-9)
     alpha, beta = new_batch((3,), cfg)
     assert alpha.shape == (3, K) and np.all(alpha == np.asarray(prior_alpha)) and np.all(beta == np.asarray(prior_beta))
+
+
+@given(
+    arm=st.integers(0, 4),
+    score=st.floats(0.0, 1.0),
+    reward=st.sampled_from([0.0, 0.5, 1.0, 0.7, 0.3]),
+    weight=st.floats(0.0, 1.0),
+    miss=st.floats(0.0, 10.0),
+    steps=st.integers(1, 5),
+)
+def test_observe_surfaced_is_credit_then_add_exactly(
+    arm: int, score: float, reward: float, weight: float, miss: float, steps: int
+) -> None:
+    """The γ = 1 fast path of observe_surfaced gives the same floats as crediting every arm and adding."""
+    bandit = ThresholdBandit(BanditConfig(miss_weight=miss, prior_events=1.0))
+    slow = bandit
+    for _ in range(steps):
+        bandit = bandit.observe_surfaced(arm, score, reward, weight)
+        d_alpha, d_beta = slow.credit(score, reward, weight)
+        slow = slow._add(arm, d_alpha, d_beta)
+    assert (bandit.alpha, bandit.beta, bandit.pulls) == (slow.alpha, slow.beta, slow.pulls)
+    assert bandit == slow
