@@ -133,10 +133,10 @@ _UPSERT_ARM = (
     "ON CONFLICT DO UPDATE SET threshold = excluded.threshold, alpha = excluded.alpha, "
     "beta = excluded.beta, pulls = excluded.pulls"
 )
-_UPDATE_ARM = (
-    "UPDATE learning_state SET alpha = ?, beta = ?, pulls = ? WHERE id = ? AND kind = 'arm' AND name = CAST(? AS TEXT) "
-    "AND threshold = ?"
-)
+# By row id alone (and kind): the ids are those read in this transaction, or in a snapshot nothing has written
+# since, with the thresholds checked against the configuration on that read; handing out the raw connection
+# forgets them (SQLiteTransaction.connection), so no write this store did not make can have moved them.
+_UPDATE_ARM = "UPDATE learning_state SET alpha = ?, beta = ?, pulls = ? WHERE id = ? AND kind = 'arm'"
 _SELECT_ARMS = "SELECT CAST(name AS INTEGER), threshold, alpha, beta, pulls, id FROM learning_state WHERE kind = 'arm'"
 # The last override of a key or target that is still someone's effective answer and counted with a trust weight
 # above zero — a distrusted person's overrides do not start a cooldown (newest first, by the partial override
@@ -406,8 +406,9 @@ class SQLiteTransaction:
     @property
     def connection(self) -> sqlite3.Connection:
         """The raw connection (for reads the store does not wrap). Writes through it bypass the caches (this
-        transaction's cached reads are then not kept for the next one)."""
+        transaction's cached reads are then not kept for the next one, and the arms' row ids are read again)."""
         self._clean = False
+        self._arm_ids = None
         return self._c
 
     def invalidate(self) -> None:
@@ -828,7 +829,7 @@ class SQLiteTransaction:
                 # The stored arms were read in this transaction (or a snapshot of it): the rows exist, and their
                 # thresholds were checked against the configuration, so plain UPDATEs by row id do the same (a
                 # full-information update changes several arms per event). Any row not matched: upsert them all.
-                params = [(a, b, n, ids[arm], arm, threshold) for arm, threshold, a, b, n in rows]
+                params = [(a, b, n, ids[arm]) for arm, _, a, b, n in rows]
                 if len(params) == 1:
                     updated = self._c.execute(_UPDATE_ARM, params[0]).rowcount
                 else:
