@@ -35,7 +35,7 @@ import numpy as np
 from npo.alignment import AlignmentSample
 from npo.bandit import BanditConfig, ThresholdBandit, choose_batch
 from npo.feedback import FeedbackCodes
-from npo.misalignment import EtaSchedule, KeyAlignment, replace_feedback, update_key
+from npo.misalignment import EtaSchedule, KeyAlignment, pooled, replace_feedback, update_key
 from npo.policy import Policy, PolicyContext, evaluate
 from npo.retrain import LogisticModel
 from npo.scoring import KeySpec, features, scenario_key, score
@@ -91,6 +91,14 @@ class LoopConfig:
     suppressed_outcome_weight: float = 0.5  # how much a suppressed prediction's outcome moves m(k)
     peer_min_updates: int = 5  # a key needs this many updates before its consensus calibrates trust
     model_prior_strength: float = 5.0  # pseudo-count of the promoted feature model in m(k) for young keys
+    # Partial pooling: every update of m(k) also updates m(parent) (KeySpec.parent), and the score uses
+    # (w·m(k) + c·m(parent)) / (w + c) with c = min(pool_strength, w_parent) (npo.misalignment.pooled).
+    pool_keys: bool = False
+    pool_strength: float = 2.0  # n₀: the parent counts as at most this many answers
+
+    def __post_init__(self) -> None:
+        if not self.pool_strength > 0:
+            raise InvalidRecord("pool_strength", f"must be a positive number of answers, got {self.pool_strength}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,14 +183,22 @@ class LoopStore(Protocol):
 
 # -- the loop ------------------------------------------------------------------------------------------------
 def effective_misalignment(
-    key_state: KeyAlignment, prediction: Prediction, model: LogisticModel | None, config: LoopConfig
+    key_state: KeyAlignment,
+    prediction: Prediction,
+    model: LogisticModel | None,
+    config: LoopConfig,
+    parent: KeyAlignment | None = None,
 ) -> float:
-    """m used for scoring: m(k), shrunk toward the promoted feature model's P(override | φ(s)) for young keys."""
+    """m used for scoring: m(k) — pooled with its ``parent``'s when ``config.pool_keys`` (and the parent's state is
+    given) — shrunk toward the promoted feature model's P(override | φ(s)) for young keys."""
+    m = key_state.m
+    if parent is not None and config.pool_keys:
+        m = pooled(m, key_state.weight_sum, parent.m, parent.weight_sum, config.pool_strength)
     if model is None or config.model_prior_strength <= 0:
-        return key_state.m
+        return m
     q = float(model.predict(features(prediction)[None, :])[0])
     c = config.model_prior_strength
-    return (key_state.n * key_state.m + c * q) / (key_state.n + c)
+    return (key_state.n * m + c * q) / (key_state.n + c)
 
 
 def decide(
@@ -202,7 +218,8 @@ def decide(
     channel = prediction.channel or config.default_channel
     key = scenario_key(prediction, config.key_spec)
     key_state = tx.get_key(key)
-    m = min(1.0, max(0.0, effective_misalignment(key_state, prediction, tx.get_model(), config)))
+    parent = tx.get_key(config.key_spec.parent(key)) if config.pool_keys else None
+    m = min(1.0, max(0.0, effective_misalignment(key_state, prediction, tx.get_model(), config, parent)))
     r = score(prediction.confidence, m)
     verdict = evaluate(policy, prediction, key, channel, tx.policy_context(prediction, key, channel, now))
     arm: int | None = None
@@ -331,11 +348,12 @@ class _Bulk:
         channels: Sequence[str],
         window_s: float,
         now: float,
+        parents: Sequence[str] = (),
     ) -> None:
         self._tx = tx
         self._window_s = window_s
         self._stored, self._stored_fingerprints = tx.lookup_predictions(predictions)
-        self._keys = dict(tx.get_keys(keys))
+        self._keys = dict(tx.get_keys([*keys, *dict.fromkeys(parents)] if parents else keys))
         self._fingerprint = ""  # of the prediction duplicate() last looked at (add() follows for the same one)
         self._contexts = tx.policy_contexts(predictions, keys, channels, now)
         self._decided = self._contexts.decided
@@ -443,9 +461,11 @@ def decide_batch(
     spec = config.key_spec
     keys = [scenario_key(p, spec) for p in batch]
     channels = [p.channel or config.default_channel for p in batch]
+    pool = config.pool_keys
+    parents = [spec.parent(k) for k in keys] if pool else []
     world: _OneByOne | _Bulk
     if isinstance(tx, BatchLoopTransaction):
-        world = _Bulk(tx, batch, keys, channels, config.dedupe_window_s, now)
+        world = _Bulk(tx, batch, keys, channels, config.dedupe_window_s, now, parents)
     else:
         world = _OneByOne(tx, config.dedupe_window_s, now)
     model = tx.get_model()
@@ -465,7 +485,10 @@ def decide_batch(
             continue
         key, channel = keys[i], channels[i]
         key_state = key_state_of(key)
-        if model is None:
+        if pool:
+            parent = key_state_of(parents[i])
+            m = float(min(1.0, max(0.0, effective_misalignment(key_state, prediction, model, config, parent))))
+        elif model is None:
             m = key_state.m  # usually a float in (0, 1] already: then the clip below would return it unchanged
             if type(m) is not float or not 0.0 < m <= 1.0:
                 m = float(min(1.0, max(0.0, m)))
@@ -634,8 +657,27 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
             replaces=previous.event.request_id,
         )
         status: FeedbackStatus = "replaced"
+        if config.pool_keys:
+            parent = tx.get_key(config.key_spec.parent(decision.key))
+            # The parent's effective sample size when the first answer was applied is not recorded: its step is
+            # taken at the size before this person's answer, exact when no other answer of the family came since.
+            tx.put_key(
+                replace_feedback(
+                    parent,
+                    previous.y,
+                    y,
+                    config.eta,
+                    old_n=max(0.0, parent.weight_sum - previous.weight),
+                    weight=previous.weight,
+                    new_weight=new_weight,
+                    at=event.at,
+                )
+            )
     else:
         new_state = update_key(key_state, y, config.eta, weight=weight, at=event.at)
+        if config.pool_keys:
+            parent = tx.get_key(config.key_spec.parent(decision.key))
+            tx.put_key(update_key(parent, y, config.eta, weight=weight, at=event.at))
         if decision.arm is not None:
             bandit = bandit.observe_surfaced(decision.arm, decision.score, reward, weight)
         applied = _applied(event, decision.key, y, weight, key_state.weight_sum, decision.arm, reward, None)
@@ -676,15 +718,13 @@ def record_outcome(tx: LoopTransaction, outcome: Outcome, *, config: LoopConfig)
         tx.put_bandit(tx.get_bandit().observe_suppressed(decision.arm, decision.score, outcome.real_fault))
         if config.suppressed_outcome_weight > 0:
             truth = 0.0 if outcome.real_fault else 1.0
-            tx.put_key(
-                update_key(
-                    tx.get_key(decision.key),
-                    truth,
-                    config.eta,
-                    weight=config.suppressed_outcome_weight,
-                    at=outcome.at,
+            learn = (decision.key, config.key_spec.parent(decision.key)) if config.pool_keys else (decision.key,)
+            for key in learn:
+                tx.put_key(
+                    update_key(
+                        tx.get_key(key), truth, config.eta, weight=config.suppressed_outcome_weight, at=outcome.at
+                    )
                 )
-            )
     if config.trust is not None:
         for applied in tx.feedback_for(outcome.prediction_id):
             operator = applied.event.operator

@@ -167,3 +167,28 @@ def update_batch(
     new_m = np.where(mask, np.clip(m + eta * (y - m), 0.0, 1.0), m)
     new_w = np.where(mask, weight_sum + weight, weight_sum)
     return new_m, new_w
+
+
+def pooled(m: float, weight_sum: float, parent_m: float, parent_weight_sum: float, strength: float) -> float:
+    """Partial pooling of a key's m with its parent's (a hierarchical back-off estimate):
+
+        m̃ = (w·m + c·m_parent) / (w + c),   c = min(strength, w_parent)
+
+    with w the key's effective sample size. The parent counts as at most ``strength`` answers, and never as more
+    than it has seen: a key without evidence scores with its parent's m, one with much evidence with its own, and
+    a parent that has seen nothing leaves m unchanged (m(k) is not shrunk toward 0)."""
+    c = min(strength, parent_weight_sum)
+    total = weight_sum + c
+    if total <= 0.0:
+        return m
+    return min(1.0, max(0.0, (weight_sum * m + c * parent_m) / total))
+
+
+def pooled_array(
+    m: FloatArray, weight_sum: FloatArray, parent_m: FloatArray, parent_weight_sum: FloatArray, strength: float
+) -> FloatArray:
+    """Vectorised :func:`pooled`."""
+    c = np.minimum(strength, parent_weight_sum)
+    total = weight_sum + c
+    mixed = np.divide(weight_sum * m + c * parent_m, total, out=np.array(m, dtype=np.float64), where=total > 0.0)
+    return np.asarray(np.clip(mixed, 0.0, 1.0), dtype=np.float64)

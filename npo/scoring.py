@@ -20,11 +20,17 @@ from npo.types import InvalidRecord, Prediction, Severity
 KEY_FIELDS = ("fault_type", "action", "target_class", "confidence_band", "severity", "cluster")
 DEFAULT_KEY_FIELDS = ("fault_type", "action", "target_class", "confidence_band")
 CONFIDENCE_BANDS = (0.5, 0.7, 0.9)  # band edges: <0.5, 0.5–0.7, 0.7–0.9, ≥0.9
+PARENT_PREFIX = "^parent:"  # reserved: the key rows of parent keys (partial pooling, ``LoopConfig.pool_keys``)
 
 
 @dataclass(frozen=True, slots=True)
 class KeySpec:
-    """Which attributes of a prediction form its scenario key (configurable granularity)."""
+    """Which attributes of a prediction form its scenario key (configurable granularity).
+
+    Every key has a *parent*: its first field (with the default fields, the fault type), the family of keys that
+    partial pooling (``LoopConfig.pool_keys``) lets a new or thin key borrow its misalignment from. The parent's
+    state is stored as one more key row, named :data:`PARENT_PREFIX` + that field (``^parent:disk_full``).
+    """
 
     fields: tuple[str, ...] = DEFAULT_KEY_FIELDS
 
@@ -34,6 +40,10 @@ class KeySpec:
         unknown = [f for f in self.fields if f not in KEY_FIELDS]
         if unknown:
             raise InvalidRecord("key_fields", f"unknown field(s) {unknown}; choose from {list(KEY_FIELDS)}")
+
+    def parent(self, key: str) -> str:
+        """The parent key of ``key`` (a key this spec formed): :data:`PARENT_PREFIX` + its first field."""
+        return PARENT_PREFIX + key.partition("|")[0]
 
 
 _DIGITS = re.compile(r"\d+")
