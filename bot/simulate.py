@@ -27,6 +27,8 @@ HEADLINE_CONDITIONS = (
     "ignorance_prior",
     "miss_weight_10",
     "miss_weight_10_ignorance_prior",
+    "pool_keys",
+    "miss_weight_10_ignorance_prior_pool_keys",
 )
 HEADLINE_METRICS = (
     "reward",

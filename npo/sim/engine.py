@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from npo.bandit import BanditConfig, choose_batch, new_batch, observe_batch, observe_suppressed_batch
-from npo.misalignment import EtaSchedule
+from npo.misalignment import EtaSchedule, pooled_array
 from npo.misalignment import update_batch as update_m
 from npo.monitor import PageHinkleyConfig, page_hinkley_step
 from npo.sim.world import World
@@ -48,12 +48,16 @@ class Condition:
     # Scaled to the short simulated horizon (production default: threshold 15 over longer streams).
     page_hinkley: PageHinkleyConfig = field(default_factory=lambda: PageHinkleyConfig(threshold=8.0))
     peer_min_updates: int = 5
+    pool_keys: bool = False  # partial pooling of m(k) with its family's (LoopConfig.pool_keys)
+    pool_strength: float = 2.0
 
     def __post_init__(self) -> None:
         if self.fixed_threshold is not None and not 0.0 <= self.fixed_threshold <= 1.0:
             raise InvalidRecord("fixed_threshold", f"must be in [0, 1], got {self.fixed_threshold}")
         if self.monitor_every <= 0 or self.monitor_window <= 0:
             raise InvalidRecord("monitor_every", "monitor cadence and window must be positive")
+        if not self.pool_strength > 0:
+            raise InvalidRecord("pool_strength", f"must be positive, got {self.pool_strength}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,10 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
 
     m = np.zeros((s, k))
     n = np.zeros((s, k))
+    pool = condition.pool_keys
+    family = world.family
+    m_par = np.zeros((s, cfg.n_families))  # the parent keys' m and effective sample size (used when pooling)
+    n_par = np.zeros((s, cfg.n_families))
     alpha, beta = new_batch((s,), bandit_cfg)
     agree = np.full((s, cfg.n_operators), trust_cfg.prior_agree)
     disagree = np.full((s, cfg.n_operators), trust_cfg.prior_disagree)
@@ -130,7 +138,11 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
     for t in range(t_max):
         key = world.key[:, t]
         mk = m[rows, key]
-        r = world.confidence[:, t] * (1.0 - mk)
+        fam = family[key]
+        m_score = (
+            pooled_array(mk, n[rows, key], m_par[rows, fam], n_par[rows, fam], condition.pool_strength) if pool else mk
+        )
+        r = world.confidence[:, t] * (1.0 - m_score)
         if condition.fixed_threshold is not None:
             arm = fixed_arm
             assert arm is not None
@@ -154,6 +166,10 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
         new_m, new_n = update_m(mk, n[rows, key], y, learn, condition.eta, weight=w)
         m[rows, key] = new_m
         n[rows, key] = new_n
+        if pool:
+            m_par[rows, fam], n_par[rows, fam] = update_m(
+                m_par[rows, fam], n_par[rows, fam], y, learn, condition.eta, weight=w
+            )
         if condition.fixed_threshold is None:
             alpha, beta = observe_batch(alpha, beta, arm, r, 1.0 - y, np.where(learn, w, 0.0), bandit_cfg)
 
@@ -195,6 +211,16 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
                 )
                 m[rows, kj] = new_m
                 n[rows, kj] = new_n
+                if pool:
+                    fj = family[kj]
+                    m_par[rows, fj], n_par[rows, fj] = update_m(
+                        m_par[rows, fj],
+                        n_par[rows, fj],
+                        truthful_all[:, j],
+                        suppressed,
+                        condition.eta,
+                        weight=condition.suppressed_outcome_weight,
+                    )
             if condition.trust:
                 answered = surfaced[:, j] & ~world.skipped[:, j]
                 opj = world.operator[:, j]
@@ -213,6 +239,7 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
                 approve = trig & g  # engineers approve a retraining only when the world really changed
                 if approve.any():
                     n[approve] = 0.0  # retraining: the decaying step size restarts for every key
+                    n_par[approve] = 0.0  # parents are key rows too
                     prior_alpha, prior_beta = bandit_cfg.arm_prior  # the bandit back to its prior, every arm
                     alpha[approve] = prior_alpha
                     beta[approve] = prior_beta

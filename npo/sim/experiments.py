@@ -43,6 +43,13 @@ def conditions() -> dict[str, Condition]:
         "miss_weight_10_ignorance_prior": replace(
             full, name="miss_weight_10_ignorance_prior", bandit=replace(full.bandit, miss_weight=10.0, prior_events=2.0)
         ),
+        "pool_keys": replace(full, name="pool_keys", pool_keys=True),
+        "miss_weight_10_ignorance_prior_pool_keys": replace(
+            full,
+            name="miss_weight_10_ignorance_prior_pool_keys",
+            bandit=replace(full.bandit, miss_weight=10.0, prior_events=2.0),
+            pool_keys=True,
+        ),
     }
 
 

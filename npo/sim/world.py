@@ -29,7 +29,9 @@ class WorldConfig:
     ``epsilon`` (flip), skips (probability ``skip``), neutral answers (``neutral``) and an ``adversarial`` share
     of operators who invert. Each key has an owning operator who answers ``owner_share`` of its recommendations
     (teams own subsystems); anyone on call answers the rest. At ``drift_at`` (a fraction of the horizon; None
-    for none) the true rates are reshuffled among the keys while the predictor keeps its habits.
+    for none) the true rates are reshuffled among the keys while the predictor keeps its habits. Key k belongs
+    to family k mod ``n_families`` (its parent key for partial pooling); the rates are drawn independently of the
+    families, so siblings share nothing but their parent: the world in which pooling has most to lose.
     """
 
     episodes: int = 2000
@@ -50,6 +52,7 @@ class WorldConfig:
     adversarial: float = 0.0
     drift_at: float | None = 0.5
     outcome_delay: int = 10
+    n_families: int = 10
 
     def __post_init__(self) -> None:
         if self.episodes < 10:
@@ -78,6 +81,8 @@ class WorldConfig:
             raise InvalidRecord("skip", "skip + neutral must be <= 1")
         if self.drift_at is not None and not 0.0 < self.drift_at < 1.0:
             raise InvalidRecord("drift_at", f"must be in (0, 1) or None, got {self.drift_at}")
+        if self.n_families < 1:
+            raise InvalidRecord("n_families", f"must be >= 1, got {self.n_families}")
         if self.outcome_delay < 0:
             raise InvalidRecord("outcome_delay", f"must be >= 0, got {self.outcome_delay}")
 
@@ -105,6 +110,11 @@ class World:
     @property
     def seeds(self) -> int:
         return int(self.key.shape[0])
+
+    @property
+    def family(self) -> IntArray:
+        """(K,): the family (parent key) of each scenario key, k mod ``n_families``."""
+        return np.arange(self.config.n_keys, dtype=np.int64) % self.config.n_families
 
 
 def make_world(config: WorldConfig, seeds: int, seed: int = 0) -> World:

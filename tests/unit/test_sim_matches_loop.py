@@ -8,6 +8,8 @@ whether the bandit learns only the drawn arm or every arm (full information).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ from npo.sim.world import World, WorldConfig, make_world
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
 
 SKIP_LAMBDA = 0.3
-WORLD = WorldConfig(episodes=400, n_keys=8, drift_at=None, outcome_delay=5)
+WORLD = WorldConfig(episodes=400, n_keys=8, drift_at=None, outcome_delay=5, n_families=3)
 
 
 def kind_of(y: float, skipped: bool) -> FeedbackKind:
@@ -29,17 +31,22 @@ def kind_of(y: float, skipped: bool) -> FeedbackKind:
     return {1.0: FeedbackKind.OVERRIDE, 0.0: FeedbackKind.LIKE, 0.5: FeedbackKind.NEUTRAL}[y]
 
 
-def _loop(world: World, bandit: BanditConfig, rng_seed: int) -> tuple[list[bool], InMemoryStore]:
-    """Seed 0 of ``world`` through the production loop, one prediction, answer and outcome at a time."""
-    config = LoopConfig(key_spec=KeySpec(fields=("fault_type",)), bandit=bandit, trust=None, dedupe_window_s=0.0)
+def _loop(
+    world: World, bandit: BanditConfig, rng_seed: int, *, pool_keys: bool = False
+) -> tuple[list[bool], InMemoryStore]:
+    """Seed 0 of ``world`` through the production loop, one prediction, answer and outcome at a time. With
+    ``pool_keys`` the key is "f<family>|k<key>" (its parent the family, as in the simulated world), else "k<key>"."""
+    spec = KeySpec(fields=("fault_type", "action")) if pool_keys else KeySpec(fields=("fault_type",))
+    config = LoopConfig(key_spec=spec, bandit=bandit, trust=None, dedupe_window_s=0.0, pool_keys=pool_keys)
     store = InMemoryStore(config)
     policy = parse_policy("")  # default rules; nothing in this world trips them
     rng = np.random.default_rng(rng_seed)
     surfaced = []
     for t in range(WORLD.episodes):
         key = int(world.key[0, t])
+        fault_type, action = (f"f{int(world.family[key])}", f"k{key}") if pool_keys else (f"k{key}", "investigate")
         prediction = Prediction(
-            id=f"p{t}", fault_type=f"k{key}", target=f"host-{t}", action="investigate",
+            id=f"p{t}", fault_type=fault_type, target=f"host-{t}", action=action,
             confidence=float(world.confidence[0, t]), received_at=float(t),
         )  # fmt: skip
         with store.transaction() as tx:
@@ -108,3 +115,30 @@ def test_loop_and_simulator_learn_the_same_bandit(bandit: BanditConfig) -> None:
     prior_alpha, prior_beta = (np.asarray(p) for p in bandit.arm_prior)
     touched = np.sum((trace.bandit_alpha[0] > prior_alpha) | (trace.bandit_beta[0] > prior_beta))
     assert touched == bandit.n_arms
+
+
+def test_loop_and_simulator_pool_keys_the_same_way() -> None:
+    """With partial pooling every update also moves the parent key's m, and the score uses the pooled m: the
+    loop (parents as key rows "^parent:f<family>") and the simulator (a family array) surface the same predictions
+    and end with the same m for every key and every parent."""
+    bandit = BanditConfig(full_information=True, miss_weight=10.0, prior_events=2.0)
+    world = make_world(WORLD, seeds=1, seed=11)
+    condition = Condition("pooled", bandit=bandit, monitor=False, trust=False, skip_lambda=SKIP_LAMBDA, pool_keys=True)
+    trace = run(world, condition, seed=3)
+    surfaced, store = _loop(world, bandit, rng_seed=3, pool_keys=True)
+    assert np.array_equal(np.array(surfaced), trace.surfaced[0])
+    keys = store.keys
+    loop_m = [
+        keys[f"f{int(world.family[k])}|k{k}"].m if f"f{int(world.family[k])}|k{k}" in keys else 0.0
+        for k in range(WORLD.n_keys)
+    ]
+    np.testing.assert_allclose(loop_m, trace.misalignment[0], atol=1e-9)
+    np.testing.assert_allclose(store.bandit.alpha, trace.bandit_alpha[0], rtol=1e-12)
+    parents = {name: state for name, state in keys.items() if name.startswith("^parent:")}
+    assert sorted(parents) == sorted({f"^parent:f{f}" for f in world.family[np.unique(world.key[0])]})
+    for name, state in parents.items():  # a parent has seen exactly the evidence of its children
+        children = [s for k, s in keys.items() if k.startswith(name.removeprefix("^parent:") + "|")]
+        assert state.weight_sum == pytest.approx(sum(c.weight_sum for c in children))
+    # Pooling changed what was surfaced: the comparison is not vacuous.
+    unpooled = run(world, replace(condition, pool_keys=False), seed=3)
+    assert not np.array_equal(unpooled.surfaced[0], trace.surfaced[0])
