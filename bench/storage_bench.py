@@ -54,6 +54,7 @@ FEEDBACK_BASELINE = "baseline: raw sqlite3 BEGIN IMMEDIATE read-modify-write"
 FEEDBACK_STORE = "SQLiteStore + record_feedback (full read-modify-write)"
 FEEDBACK_PERCENT = "SQLiteStore as % of the baseline"
 FEEDBACK_ALTERNATING = "SQLiteStore + record_feedback, two stores alternating (every event re-reads its state)"
+FEEDBACK_POOLED = "SQLiteStore + record_feedback, LoopConfig.pool_keys on (the parent key row updated too)"
 FEEDBACK_CPU = "CPU time per event, µs (process time: less disturbed by other load)"
 FEEDBACK_CPU_PERCENT = "SQLiteStore as % of the baseline, by CPU time"
 FEEDBACK_FRAMES = "WAL pages written per event (checkpoints off)"
@@ -183,6 +184,7 @@ def store_feedback(
     writers: int = 1,
     stats: dict[str, float] | None = None,
     count_frames: bool = False,
+    config: LoopConfig | None = None,
 ) -> float:
     """``record_feedback`` in ``store.transaction()``, one durable commit per event (full read-modify-write:
     request id, decision, trust, previous answer, m(k), bandit, trust, feedback row, audit line).
@@ -190,8 +192,9 @@ def store_feedback(
     ``writers`` > 1: that many stores (connections) on the file take the events in turn, so every event follows
     another connection's commit and none can reuse the reads of the connection's previous event (the cost
     when several threads or processes write). ``stats`` and ``count_frames``: as in :func:`raw_read_modify_write`
-    (frames counted on the first store's connection, so with one writer)."""
-    config = LoopConfig()
+    (frames counted on the first store's connection, so with one writer). ``config``: the loop's (default
+    :class:`LoopConfig`)."""
+    config = config or LoopConfig()
     policy = parse_policy(DEFAULT_POLICY_TEXT)
     others = [SQLiteStore(path, config, synchronous=synchronous, disruptive_actions=()) for _ in range(writers - 1)]
     with SQLiteStore(path, config, synchronous=synchronous, disruptive_actions=()) as store:
@@ -355,6 +358,11 @@ def run(quick: bool = False) -> list[Row]:
                 (row_name(fb, f"baseline: {FEEDBACK_CPU}"), raw_stats["cpu_us"], "µs"),
                 (row_name(fb, f"SQLiteStore: {FEEDBACK_CPU}"), our_stats["cpu_us"], "µs"),
                 (row_name(fb, FEEDBACK_CPU_PERCENT), 100.0 * raw_stats["cpu_us"] / our_stats["cpu_us"], "%"),
+                (
+                    row_name(fb, FEEDBACK_POOLED),
+                    store_feedback(d / f"store-fbp-{s}.db", sync, n_fb, config=LoopConfig(pool_keys=True)),
+                    "events/s",
+                ),
                 (
                     f"raw sqlite3 INSERT, commit per row, {sync}",
                     raw_insert(d / f"raw-ins-{s}.db", sync, n_fb),

@@ -114,6 +114,18 @@ def add_evaluate_parser(subparsers: Any) -> None:
         help="pseudo-predictions of unknown truth in the bandit's ignorance prior; 0 = flat Beta(1, 1) (default 2)",
     )
     ev.add_argument(
+        "--pool-keys",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="partial pooling: a new or thin scenario key scores with its fault type's m (default: off)",
+    )
+    ev.add_argument(
+        "--pool-strength",
+        type=_positive,
+        default=None,
+        help="n₀: how many answers the fault type's m counts as at most in a key's pooled m (default 2)",
+    )
+    ev.add_argument(
         "--name-dimension",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -154,7 +166,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         engineers=engineers,
         seeds=seeds,
         db_dir=args.db,
-        loop=evaluation_loop_config(full_information=args.full_information, prior_events=args.prior_events),
+        loop=evaluation_loop_config(
+            full_information=args.full_information,
+            prior_events=args.prior_events,
+            pool_keys=args.pool_keys,
+            pool_strength=args.pool_strength,
+        ),
         replay=ReplaySettings(name_dimension=args.name_dimension),
     )
 

@@ -56,9 +56,17 @@ QUARTER_METRICS = ("l_align_quarters", "true_l_align_quarters", "tau_quarters")
 
 MISS_WEIGHT = 10.0
 PRIOR_EVENTS = 2.0
+POOL_KEYS = False
+POOL_STRENGTH = 2.0
 
 
-def evaluation_loop_config(*, full_information: bool | None = None, prior_events: float | None = None) -> LoopConfig:
+def evaluation_loop_config(
+    *,
+    full_information: bool | None = None,
+    prior_events: float | None = None,
+    pool_keys: bool | None = None,
+    pool_strength: float | None = None,
+) -> LoopConfig:
     """The loop's defaults, except the bandit's miss term and prior.
 
     A suppressed prediction that turns out a real fault counts as ``MISS_WEIGHT`` failed answers (the default 1
@@ -70,14 +78,22 @@ def evaluation_loop_config(*, full_information: bool | None = None, prior_events
     times in five and suppress a stream's first predictions on a coin flip; the ignorance prior makes the costly
     miss term count before any evidence (README, "Evaluation on real fault data").
 
-    ``full_information`` / ``prior_events`` override those choices (:attr:`~npo.bandit.BanditConfig.full_information`:
-    every answer updates every τ arm, not only the one drawn); None keeps them."""
+    Partial pooling of m(k) with its fault type's (:attr:`npo.loop.LoopConfig.pool_keys`, n₀ = ``POOL_STRENGTH``)
+    is off: measured and not adopted (README, "What was measured").
+
+    ``full_information`` / ``prior_events`` / ``pool_keys`` / ``pool_strength`` override those choices
+    (:attr:`~npo.bandit.BanditConfig.full_information`: every answer updates every τ arm, not only the one drawn);
+    None keeps them."""
     bandit = BanditConfig(miss_weight=MISS_WEIGHT, prior_events=PRIOR_EVENTS)
     if full_information is not None:
         bandit = replace(bandit, full_information=full_information)
     if prior_events is not None:
         bandit = replace(bandit, prior_events=prior_events)
-    return LoopConfig(bandit=bandit)
+    return LoopConfig(
+        bandit=bandit,
+        pool_keys=POOL_KEYS if pool_keys is None else pool_keys,
+        pool_strength=POOL_STRENGTH if pool_strength is None else pool_strength,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +204,8 @@ def evaluate(
         "miss_weight": settings.loop.bandit.miss_weight,
         "full_information": settings.loop.bandit.full_information,
         "prior_events": settings.loop.bandit.prior_events,
+        "pool_keys": settings.loop.pool_keys,
+        "pool_strength": settings.loop.pool_strength,
         "name_dimension": settings.replay.name_dimension,
         "even_odds_expected": settings.predictor.even_odds_expected,
     }

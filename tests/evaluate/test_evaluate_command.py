@@ -126,6 +126,23 @@ def test_ablation_switches_reach_the_settings(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["evaluate", "--prior-events", "-1"])
     assert "expected a number in [0, 100]" in capsys.readouterr().err
+    assert flat["settings"]["pool_keys"] is False and flat["settings"]["pool_strength"] == 2.0  # type: ignore[index]
+    pooled = _run(capsys, "--data", str(smd_dir), "--seeds", "1", "--pool-keys", "--pool-strength", "1")
+    assert pooled["settings"]["pool_keys"] is True  # type: ignore[index]
+    assert pooled["settings"]["pool_strength"] == 1.0  # type: ignore[index]
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--pool-strength", "0"])
+    assert "expected a positive number" in capsys.readouterr().err
+
+
+def test_pooling_reaches_the_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    """--pool-keys changes what NPO surfaces on NAB (it is measured there and not adopted: README) and leaves the
+    static rules alone."""
+    folder = real_data("nab")
+    default = _run(capsys, "--data", str(folder), "--format", "nab", "--seeds", "1")
+    pooled = _run(capsys, "--data", str(folder), "--format", "nab", "--seeds", "1", "--pool-keys")
+    assert pooled["npo"]["per_seed"] != default["npo"]["per_seed"]  # type: ignore[index]
+    assert pooled["fixed"] == default["fixed"] and pooled["surface_all"] == default["surface_all"]
 
 
 @functools.cache
