@@ -380,8 +380,12 @@ class SQLiteTransaction:
         config: LoopConfig,
         disruptive_actions: tuple[str, ...],
         holder: _SnapshotHolder | None = None,
+        cursor: sqlite3.Cursor | None = None,
     ) -> None:
         self._c = conn
+        # One cursor for the statements whose results are read at once (the hot path): ``conn.execute`` makes a
+        # new cursor per statement. Never hand a result of it on: the next statement resets it.
+        self._cur = conn.cursor() if cursor is None else cursor
         self._holder = holder  # where the connection's snapshot is kept (None: this transaction uses none)
         self._data_version: int | None = None  # as seen by this transaction (prefetch_feedback reads it)
         self._clean = True  # False once the raw connection was handed out or a savepoint rolled back
@@ -449,13 +453,14 @@ class SQLiteTransaction:
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _write(self, table: str, record: str, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+        """Run one write; its cursor (rowcount, lastrowid, RETURNING row) is valid until the next statement."""
         try:
-            return self._c.execute(sql, params)
+            return self._cur.execute(sql, params)
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
             raise StorageError(table, record, str(exc)) from exc
 
     def _one(self, sql: str, params: Sequence[Any]) -> Any:
-        return self._c.execute(sql, params).fetchone()
+        return self._cur.execute(sql, params).fetchone()
 
     # -- predictions and decisions ---------------------------------------------------------------------------
     def find_duplicate(self, prediction: Prediction, window_s: float) -> Decision | None:
@@ -831,9 +836,9 @@ class SQLiteTransaction:
                 # full-information update changes several arms per event). Any row not matched: upsert them all.
                 params = [(a, b, n, ids[arm]) for arm, _, a, b, n in rows]
                 if len(params) == 1:
-                    updated = self._c.execute(_UPDATE_ARM, params[0]).rowcount
+                    updated = self._cur.execute(_UPDATE_ARM, params[0]).rowcount
                 else:
-                    updated = self._c.executemany(_UPDATE_ARM, params).rowcount
+                    updated = self._cur.executemany(_UPDATE_ARM, params).rowcount
                 if updated != len(rows):
                     self._c.executemany(sql, rows)
             elif len(rows) == 1:
@@ -894,10 +899,10 @@ class SQLiteTransaction:
         ):
             assert holder is not None
             holder.snapshot = None  # taken: given back (updated) by a clean commit
-            if self._c.execute("PRAGMA data_version").fetchone()[0] == snap.data_version:
+            if self._cur.execute("PRAGMA data_version").fetchone()[0] == snap.data_version:
                 self._data_version = snap.data_version
                 known = prediction_id in snap.decisions
-                r = self._c.execute(
+                r = self._cur.execute(
                     self._sql.warm if known else self._sql.warm_decision, (request_id, prediction_id, operator)
                 ).fetchone()
                 self._keys, self._stored_keys = snap.keys, snap.stored_keys
@@ -930,7 +935,7 @@ class SQLiteTransaction:
 
     def _prefetch_all(self, prediction_id: str, operator: str, request_id: str) -> None:
         cfg = self._config.bandit
-        r = self._c.execute(self._sql.prefetch, (request_id, prediction_id, operator, *cfg.thresholds)).fetchone()
+        r = self._cur.execute(self._sql.prefetch, (request_id, prediction_id, operator, *cfg.thresholds)).fetchone()
         self._data_version = r[-1]
         self._seen.setdefault(request_id, bool(r[0]))
         if r[1] is None:
@@ -1206,13 +1211,15 @@ class _Scope:
             self._tx = outer
             return outer
         conn = store._connection().conn
+        cursor = local.cursor
+        assert cursor is not None, "a connection is opened with its cursor"
         store._write_lock.acquire()
         try:
-            store._begin_immediate(conn)
+            store._begin_immediate(cursor)
         except BaseException:
             store._write_lock.release()
             raise
-        tx = SQLiteTransaction(conn, store.config, store.disruptive_actions, local)
+        tx = SQLiteTransaction(conn, store.config, store.disruptive_actions, local, cursor)
         local.tx = self._tx = tx
         return tx
 
@@ -1242,7 +1249,7 @@ class _Scope:
                     conn.execute("ROLLBACK")
                 return
             try:
-                conn.execute("COMMIT")
+                tx._cur.execute("COMMIT")
             except BaseException:
                 tx._after_rollback()
                 if conn.in_transaction:
@@ -1256,6 +1263,7 @@ class _Scope:
 
 class _Local(threading.local):
     db: Database | None = None
+    cursor: sqlite3.Cursor | None = None  # of db's connection, for the transactions' hot statements
     tx: SQLiteTransaction | None = None
     depth: int = 0
     snapshot: _Snapshot | None = None  # see _Snapshot
@@ -1327,6 +1335,7 @@ class SQLiteStore:
                 alive.append((weakref.ref(threading.current_thread()), db))
                 self._open = alive
             self._local.db = db
+            self._local.cursor = db.conn.cursor()
         return db
 
     def close(self) -> None:
@@ -1343,7 +1352,7 @@ class SQLiteStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+    def _begin_immediate(self, conn: sqlite3.Connection | sqlite3.Cursor) -> None:
         delay = 0.05
         for attempt in range(self.lock_retries + 1):
             try:
