@@ -206,11 +206,17 @@ def update_with_peers(trust: OperatorTrust, y: float, consensus: float, config: 
 
 
 def _weight(agree: float, disagree: float, config: TrustConfig) -> float:
-    mean = agree / (agree + disagree)
-    weight = min(1.0, max(config.floor, (mean - 0.5) / (config.full_agreement - 0.5)))
-    evidence = agree + disagree - config.prior_agree - config.prior_disagree
-    if evidence < config.min_weight_evidence:
-        weight = min(weight, max(config.prior_weight, config.floor))
+    # min/max written out (once per feedback event): the same results as
+    # min(1, max(floor, x)) and min(weight, max(prior_weight, floor)), NaN included.
+    floor = config.floor
+    x = (agree / (agree + disagree) - 0.5) / (config.full_agreement - 0.5)
+    weight = x if x > floor else floor
+    if not weight < 1.0:
+        weight = 1.0
+    if agree + disagree - config.prior_agree - config.prior_disagree < config.min_weight_evidence:
+        prior = config.prior_weight
+        cap = prior if prior > floor else floor
+        weight = cap if cap < weight else weight
     return weight
 
 
