@@ -101,7 +101,9 @@ def _derive(state: KeyAlignment, m: float, n: int, weight_sum: float, updated_at
 
 def step(m: float, y: float, eta: float) -> float:
     """One Robbins–Monro step m + η(y − m), clipped to [0, 1]. Pure arithmetic; η outside (0, 1] is the caller's bug."""
-    return min(1.0, max(0.0, m + eta * (y - m)))
+    v = m + eta * (y - m)
+    v = v if v > 0.0 else 0.0  # = min(1, max(0, v)), NaN included, without two builtin calls (once per answer)
+    return v if v < 1.0 else 1.0
 
 
 def update_key(
