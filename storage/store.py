@@ -110,18 +110,16 @@ _INSERT_AUDIT = f"INSERT INTO audit_events (id, at, kind, subject, detail) VALUE
 # The learning state (m(k), the bandit's arms, trust) is one small table, ``learning_state`` (id, kind, name, …),
 # so an event dirties one page of it rather than three (storage/migrations.py m006); ``key_alignment``,
 # ``bandit_arms`` and ``operator_trust`` are views of it for readers. An arm's name is its index as text. A row
-# known to exist is updated by its row id (the cheapest lookup), guarded by its kind and name.
-_UPDATE_KEY = (
-    "UPDATE learning_state SET m = ?, n = ?, weight_sum = ?, updated_at = ? WHERE id = ? AND kind = 'key' AND name = ?"
-)
+# known to exist is updated by its row id (the cheapest lookup) and kind: the id read in this transaction, or in a
+# snapshot nothing has written since; handing out the raw connection forgets the ids (SQLiteTransaction.connection).
+_UPDATE_KEY = "UPDATE learning_state SET m = ?, n = ?, weight_sum = ?, updated_at = ? WHERE id = ? AND kind = 'key'"
 _UPSERT_KEY = (
     "INSERT INTO learning_state (kind, name, m, n, weight_sum, updated_at) VALUES ('key',?,?,?,?,?) "
     "ON CONFLICT DO UPDATE SET m = excluded.m, n = excluded.n, weight_sum = excluded.weight_sum, "
     "updated_at = excluded.updated_at RETURNING id"
 )
 _UPDATE_TRUST = (
-    "UPDATE learning_state SET agree = ?, disagree = ?, n_outcome = ?, n_peer = ? "
-    "WHERE id = ? AND kind = 'operator' AND name = ?"
+    "UPDATE learning_state SET agree = ?, disagree = ?, n_outcome = ?, n_peer = ? WHERE id = ? AND kind = 'operator'"
 )
 _UPSERT_TRUST = (
     "INSERT INTO learning_state (kind, name, agree, disagree, n_outcome, n_peer) VALUES ('operator',?,?,?,?,?) "
@@ -413,6 +411,7 @@ class SQLiteTransaction:
         transaction's cached reads are then not kept for the next one, and the arms' row ids are read again)."""
         self._clean = False
         self._arm_ids = None
+        self._stored_keys, self._stored_trust = {}, {}
         return self._c
 
     def invalidate(self) -> None:
@@ -774,7 +773,7 @@ class SQLiteTransaction:
         key = state.key
         row_id = self._stored_keys.get(key)
         if row_id is not None:  # a plain UPDATE when the row is known to exist (cheaper than an upsert)
-            params = (state.m, state.n, state.weight_sum, state.updated_at, row_id, key)
+            params = (state.m, state.n, state.weight_sum, state.updated_at, row_id)
             if self._write("key_alignment", key, _UPDATE_KEY, params).rowcount == 1:
                 self._keys[key] = state
                 return
@@ -817,6 +816,30 @@ class SQLiteTransaction:
         if old is bandit:
             return
         alpha, beta, pulls = bandit.alpha, bandit.beta, bandit.pulls
+        ids = self._arm_ids
+        if old is not None and ids is not None:
+            # The common case (once per answer): the stored arms and their row ids are known (read in this
+            # transaction or an unchanged snapshot, thresholds checked on that read): UPDATE the changed ones by id.
+            params = [
+                (a, b, n, i)
+                for a, b, n, i, oa, ob, on in zip(alpha, beta, pulls, ids, old.alpha, old.beta, old.pulls, strict=True)
+                if a != oa or b != ob or n != on
+            ]
+            if params:
+                try:
+                    if len(params) == 1:
+                        updated = self._cur.execute(_UPDATE_ARM, params[0]).rowcount
+                    else:
+                        updated = self._cur.executemany(_UPDATE_ARM, params).rowcount
+                except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError) as exc:
+                    raise StorageError("bandit_arms", "bandit", str(exc)) from exc
+                if updated != len(params):  # a row went missing: write them all the general way
+                    self._arm_ids = None
+                    self._bandit_stored = None
+                    self.put_bandit(bandit)
+                    return
+            self._bandit = self._bandit_stored = bandit
+            return
         if old is None:
             rows = list(zip(range(cfg.n_arms), cfg.thresholds, alpha, beta, pulls, strict=True))
         else:
@@ -869,7 +892,7 @@ class SQLiteTransaction:
         operator = trust.operator
         row_id = self._stored_trust.get(operator)
         if row_id is not None:  # a plain UPDATE when the row is known to exist
-            params = (trust.agree, trust.disagree, trust.n_outcome, trust.n_peer, row_id, operator)
+            params = (trust.agree, trust.disagree, trust.n_outcome, trust.n_peer, row_id)
             if self._write("operator_trust", operator, _UPDATE_TRUST, params).rowcount == 1:
                 self._trust[operator] = trust
                 return

@@ -4,6 +4,7 @@ old constraints hold, and the store's updates by row id go to the right rows."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from storage_testing import make_prediction, surface
@@ -89,3 +90,36 @@ def test_updates_reach_the_row_of_the_key_after_it_was_recreated(store: SQLiteSt
     assert dict(conn.execute("SELECT name, id FROM learning_state WHERE kind = 'key'")) == old_ids
     assert conn.execute("SELECT COUNT(*) FROM learning_state").fetchone()[0] == 2 + 3 + store.config.bandit.n_arms
     conn.close()
+
+
+def _learn(store: SQLiteStore, policy: Policy, *, shuffle_ids: bool) -> tuple[object, ...]:
+    p0, p1 = make_prediction(0), make_prediction(1)
+    surface(store, [p0, p1], policy)
+    for i, pid in enumerate(("p0", "p1")):
+        with store.transaction() as tx:
+            record_feedback(tx, FeedbackEvent(pid, "alice", FeedbackKind.LIKE, 5.0 + i, f"r{i}"), config=store.config)
+    with store.transaction() as tx:
+        tx.prefetch_feedback("p0", "alice", "r2")  # reads the rows and their ids
+        if shuffle_ids:  # the same rows under each other's ids: the two keys swap, the arms reverse
+            conn = tx.connection
+            ids = conn.execute("SELECT kind, id FROM learning_state ORDER BY id").fetchall()
+            conn.execute("UPDATE learning_state SET id = -id")
+            for kind in ("key", "arm"):
+                old = [row_id for k, row_id in ids if k == kind]
+                for src, dst in zip(old, old[::-1], strict=True):
+                    conn.execute("UPDATE learning_state SET id = ? WHERE id = ?", (dst, -src))
+            conn.execute("UPDATE learning_state SET id = -id WHERE id < 0")
+        record_feedback(tx, FeedbackEvent("p0", "alice", FeedbackKind.OVERRIDE, 7.0, "r2"), config=store.config)
+    with store.transaction() as tx:
+        record_feedback(tx, FeedbackEvent("p1", "bob", FeedbackKind.NEUTRAL, 8.0, "r3"), config=store.config)
+    return store.keys(), store.bandit(), store.trust()
+
+
+def test_a_raw_write_in_the_transaction_makes_the_store_read_row_ids_again(
+    tmp_path: Path, relaxed_policy: Policy
+) -> None:
+    """Rows are updated by the ids the transaction read; when the raw connection is used in the same transaction
+    (here to give the rows each other's ids) those ids are forgotten, so the learning steps that follow land on
+    the right rows: the state is the same as without the shuffle."""
+    with SQLiteStore(tmp_path / "a.db") as plain, SQLiteStore(tmp_path / "b.db") as shuffled:
+        assert _learn(shuffled, relaxed_policy, shuffle_ids=True) == _learn(plain, relaxed_policy, shuffle_ids=False)
