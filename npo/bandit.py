@@ -335,6 +335,18 @@ def choose_batch(alpha: FloatArray, beta: FloatArray, rng: np.random.Generator) 
     return np.asarray(np.argmax(rng.beta(alpha, beta), axis=-1), dtype=np.int64)
 
 
+def _discount_batch(
+    alpha: FloatArray, beta: FloatArray, active: npt.NDArray[np.bool_], config: BanditConfig
+) -> tuple[FloatArray, FloatArray]:
+    """Every arm of the bandits with an event (``active``, shape (..., 1)) pulled back toward its prior by γ; the
+    inputs themselves when γ = 1 (callers copy before changing them in place)."""
+    g = config.gamma
+    if g >= 1.0:
+        return alpha, beta
+    pa, pb = (np.asarray(p) for p in config.arm_prior)
+    return np.where(active, pa + g * (alpha - pa), alpha), np.where(active, pb + g * (beta - pb), beta)
+
+
 def update_batch(
     alpha: FloatArray,
     beta: FloatArray,
@@ -349,15 +361,8 @@ def update_batch(
     bandit (its arms are then not discounted either). Returns new arrays; inputs are not modified.
     """
     w = np.broadcast_to(np.asarray(weights, dtype=np.float64), arms.shape)
-    active = (w > 0)[..., None]
-    g = config.gamma
-    if g < 1.0:
-        pa, pb = (np.asarray(p) for p in config.arm_prior)
-        alpha = np.where(active, pa + g * (alpha - pa), alpha)
-        beta = np.where(active, pb + g * (beta - pb), beta)
-    else:
-        alpha = alpha.copy()
-        beta = beta.copy()
+    alpha, beta = _discount_batch(alpha, beta, (w > 0)[..., None], config)
+    alpha, beta = alpha.copy(), beta.copy()
     onehot = np.arange(config.n_arms) == arms[..., None]
     alpha = alpha + onehot * (w * rewards)[..., None]
     beta = beta + onehot * (w * (1.0 - rewards))[..., None]
@@ -394,12 +399,7 @@ def observe_batch(
     if not config.full_information:
         return update_batch(alpha, beta, arms, rewards, weights, config)
     w = np.broadcast_to(np.asarray(weights, dtype=np.float64), arms.shape)
-    active = (w > 0)[..., None]
-    g = config.gamma
-    if g < 1.0:
-        pa, pb = (np.asarray(p) for p in config.arm_prior)
-        alpha = np.where(active, pa + g * (alpha - pa), alpha)
-        beta = np.where(active, pb + g * (beta - pb), beta)
+    alpha, beta = _discount_batch(alpha, beta, (w > 0)[..., None], config)
     d_alpha, d_beta = credit_batch(scores, rewards, w, config)
     return alpha + d_alpha, beta + d_beta
 
