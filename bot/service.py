@@ -159,7 +159,7 @@ class NpoService:
         """
         limit = self.click_limit
         with self.store.transaction() as tx:
-            if tx.has_request(event.request_id):
+            if tx.has_request(event):
                 return ClickResult("duplicate", None)
             limited = limit.enabled and event.operator != SYSTEM_OPERATOR
             if limited and was_rate_limited(tx.connection, event.request_id):

@@ -155,7 +155,11 @@ class LoopTransaction(Protocol):
     def put_bandit(self, bandit: ThresholdBandit) -> None: ...
     def get_trust(self, operator: str) -> OperatorTrust | None: ...
     def put_trust(self, trust: OperatorTrust) -> None: ...
-    def has_request(self, request_id: str) -> bool: ...
+    def has_request(self, event: FeedbackEvent) -> bool:
+        """Whether ``event``'s interaction is recorded already: its request id, for its person and
+        recommendation (a Slack interaction belongs to one of each)."""
+        ...
+
     def prefetch_feedback(self, prediction_id: str, operator: str, request_id: str) -> None:
         """A hint that :func:`record_feedback` is about to read the request id, the decision, its key, the
         operator's trust, the operator's and the system's effective answers and the bandit: a store may load
@@ -590,7 +594,7 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
     status ``duplicate`` and changes nothing.
     """
     tx.prefetch_feedback(event.prediction_id, event.operator, event.request_id)
-    if tx.has_request(event.request_id):
+    if tx.has_request(event):
         return FeedbackResult("duplicate", None, None)
     decision = tx.get_decision(event.prediction_id)
     if decision is None:
@@ -751,7 +755,7 @@ class _State:
     keys: dict[str, KeyAlignment] = field(default_factory=dict)
     bandit: ThresholdBandit | None = None
     trust: dict[str, OperatorTrust] = field(default_factory=dict)
-    requests: set[str] = field(default_factory=set)
+    requests: set[tuple[str, str, str]] = field(default_factory=set)  # (prediction, operator, request id)
     feedback_log: list[AppliedFeedback] = field(default_factory=list)
     effective: dict[str, dict[str, AppliedFeedback]] = field(default_factory=dict)  # prediction → operator → answer
     outcomes: dict[str, Outcome] = field(default_factory=dict)
@@ -844,8 +848,8 @@ class InMemoryTransaction:
         self._remember(self._s.trust, trust.operator)
         self._s.trust[trust.operator] = trust
 
-    def has_request(self, request_id: str) -> bool:
-        return request_id in self._s.requests
+    def has_request(self, event: FeedbackEvent) -> bool:
+        return (event.prediction_id, event.operator, event.request_id) in self._s.requests
 
     def prefetch_feedback(self, prediction_id: str, operator: str, request_id: str) -> None:
         """Nothing to load: every read is a dictionary lookup."""
@@ -857,11 +861,11 @@ class InMemoryTransaction:
     def add_feedback(self, applied: AppliedFeedback, audit: Mapping[str, object] | None = None) -> None:
         ev = applied.event
         s = self._s
-        s.requests.add(ev.request_id)
+        s.requests.add((ev.prediction_id, ev.operator, ev.request_id))
         s.feedback_log.append(applied)
 
         def undo_append() -> None:
-            s.requests.discard(ev.request_id)
+            s.requests.discard((ev.prediction_id, ev.operator, ev.request_id))
             s.feedback_log.pop()
 
         self._undo.append(undo_append)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from storage import codec
+
 # A recommendation counts as shown from the moment its message was sent (its outbox row), else from when it was
 # surfaced. Only posted, unresolved recommendations with no effective answer (anyone's, a skip included) qualify.
 _UNANSWERED = """
@@ -68,10 +70,7 @@ def unanswered_before(conn: sqlite3.Connection, cutoff: float, limit: int = 500)
 
 
 # -- weekly report aggregates ----------------------------------------------------------------------------------
-_EFFECTIVE = (
-    "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
-    "AND e.feedback_id = f.id)"
-)
+_EFFECTIVE = codec.IS_EFFECTIVE
 
 
 def answer_counts(conn: sqlite3.Connection, since: float, until: float) -> dict[str, int]:

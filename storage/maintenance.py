@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from sqlite_utils import Database
 
+from storage import codec
 from storage.connection import connect
 from storage.errors import StorageError
 from storage.migrations import LATEST_SCHEMA_VERSION, schema_version
@@ -44,18 +45,18 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = 1024
 
 
 _INVARIANTS: tuple[tuple[str, str], ...] = (
-    # One effective answer per person and recommendation is the primary key of effective_answers.
+    # A person's effective answer on a recommendation is their newest there, unless a later answer names it in
+    # replaces (codec.IS_EFFECTIVE); the feedback_one_effective_answer trigger keeps every replacement chained.
     (
-        "every effective answer is that person's answer on that recommendation",
-        "SELECT e.prediction_id || ' / ' || e.operator, 'feedback ' || e.feedback_id FROM effective_answers e "
-        "LEFT JOIN feedback f ON f.id = e.feedback_id WHERE f.id IS NULL OR f.prediction_id != e.prediction_id "
-        "OR f.operator != e.operator",
+        "every replacement names an earlier answer on its recommendation",
+        "SELECT r.request_id, 'replaces ' || r.replaces FROM feedback r WHERE r.replaces IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.prediction_id = r.prediction_id "
+        "AND f.request_id = r.replaces AND f.id < r.id)",
     ),
     (
-        "every replaced answer is no longer effective",
-        "SELECT f.request_id, 'replaced by ' || r.request_id FROM feedback r JOIN feedback f "
-        "ON f.request_id = r.replaces JOIN effective_answers e ON e.prediction_id = f.prediction_id "
-        "AND e.operator = f.operator AND e.feedback_id = f.id",
+        "no answer is replaced twice",
+        "SELECT r.prediction_id || ' / ' || r.replaces, COUNT(*) || ' answers replace it' FROM feedback r "
+        "WHERE r.replaces IS NOT NULL GROUP BY r.prediction_id, r.replaces HAVING COUNT(*) > 1",
     ),
     (
         "audit lines have unique ids (one sequence for audit_events, decisions and feedback)",
@@ -134,8 +135,7 @@ ExportWhat = Literal["feedback", "decisions", "audit"]
 _EXPORTS: dict[str, str] = {
     "feedback": (
         "SELECT id, request_id, prediction_id, operator, kind, at, reason, key, channel, y, weight, key_n_before, "
-        "arm, reward, replaces, EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id "
-        "AND e.operator = f.operator AND e.feedback_id = f.id) AS effective FROM feedback f ORDER BY id"
+        f"arm, reward, replaces, {codec.IS_EFFECTIVE} AS effective FROM feedback f ORDER BY id"
     ),
     "decisions": (
         "SELECT d.prediction_id, d.key, d.verdict, d.rule, d.reason, d.decision_confidence AS confidence, "

@@ -21,6 +21,14 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
 5. ``m005_feedback_rate_limits``: ``feedback_rate_limits`` (one token bucket per person: the per-user limit on
    feedback clicks, shared by every process on the file) and an index over the ``feedback_rate_limited`` audit
    lines (the weekly report counts them).
+6. ``m006_learning_state``: the keys' m(k), the bandit's arms and the operators' trust in one small table,
+   ``learning_state`` (``key_alignment``, ``bandit_arms`` and ``operator_trust`` become views of it).
+7. ``m007_delivery_lookups``: indexes for the outbox and recommendation look-ups that scanned whole tables.
+8. ``m008_cheap_checks``: CHECKs of the form ``x IN (three or more constants)`` rewritten as ORs of equalities.
+9. ``m009_answers_in_feedback``: the ``effective_answers`` table and the global request-id index replaced by one
+   index of ``feedback`` (prediction, operator, request id); ``effective_answers`` becomes a view.
+
+``storage/README.md`` says why each one was made, with the figures.
 """
 
 from __future__ import annotations
@@ -658,6 +666,67 @@ def m008_cheap_checks(db: Database) -> None:
             tables[name] = new
     if tables:
         _rebuild(db, tables)
+
+
+# m009: a person's answers on a recommendation are found through one index of ``feedback``, which also makes a
+# request id unique (per person and recommendation). An answer is effective until a newer answer of the same
+# person there, or one that names it in ``replaces`` (a click replacing the system's skip), follows it.
+_REQUEST_UNIQUE = "request_id TEXT NOT NULL UNIQUE CHECK"
+_EFFECTIVE_RULE = """NOT EXISTS (SELECT 1 FROM feedback g WHERE g.prediction_id = f.prediction_id AND g.id > f.id
+        AND (g.operator = f.operator OR g.replaces = f.request_id))"""
+_M009_INDEX = "CREATE UNIQUE INDEX feedback_answers ON feedback (prediction_id, operator, request_id)"
+_M009 = f"""
+CREATE VIEW effective_answers (prediction_id, operator, feedback_id) AS
+    SELECT f.prediction_id, f.operator, f.id FROM feedback f WHERE {_EFFECTIVE_RULE};
+CREATE TRIGGER feedback_one_effective_answer BEFORE INSERT ON feedback
+BEGIN
+    SELECT RAISE(ABORT,
+        'one effective answer per person and recommendation: a new answer must name the current one in replaces')
+    WHERE CASE WHEN NEW.replaces IS NULL
+        THEN EXISTS (SELECT 1 FROM effective_answers WHERE prediction_id = NEW.prediction_id
+            AND operator = NEW.operator)
+        ELSE NOT EXISTS (SELECT 1 FROM effective_answers e JOIN feedback r ON r.id = e.feedback_id
+            WHERE e.prediction_id = NEW.prediction_id AND r.request_id = NEW.replaces AND (e.operator = NEW.operator
+                OR NOT EXISTS (SELECT 1 FROM effective_answers WHERE prediction_id = NEW.prediction_id
+                    AND operator = NEW.operator)))
+    END;
+END;
+"""
+
+
+@MIGRATIONS(name="m009_answers_in_feedback")
+def m009_answers_in_feedback(db: Database) -> None:
+    """The ``effective_answers`` table and its trigger replaced by one index of ``feedback``, ``(prediction_id,
+    operator, request_id)`` UNIQUE, which takes the place of the UNIQUE ``request_id`` index as well: a click
+    writes one index page fewer and no second table. ``effective_answers`` is now a view with the same columns:
+    an answer is effective until a newer answer of the same person on that recommendation follows it, or one
+    that names it in ``replaces`` (a click replacing the system's skip). The ``BEFORE INSERT`` trigger
+    ``feedback_one_effective_answer`` keeps the old table's rule: a person's new answer must name their current
+    one in ``replaces`` (or, having none, may name the current answer it takes over, the skip). A request id is
+    now unique per person and recommendation: a Slack interaction belongs to one of each. The upgrade compares
+    the old table with the new rule first and stops, changing nothing, on any difference."""
+    conn = db.conn
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'feedback'").fetchone()
+    if _REQUEST_UNIQUE not in sql:
+        raise StorageError("feedback", "schema", "cannot rebuild: the request_id column is not as m001 wrote it")
+    _rebuild(db, {"feedback": sql.replace(_REQUEST_UNIQUE, "request_id TEXT NOT NULL CHECK", 1)})
+    conn.execute(_M009_INDEX)
+    rule = f"SELECT f.prediction_id, f.operator, f.id FROM feedback f WHERE {_EFFECTIVE_RULE}"
+    table = "SELECT prediction_id, operator, feedback_id FROM effective_answers"
+    differs = conn.execute(
+        f"SELECT *, 'is not effective in the table' FROM ({rule} EXCEPT {table}) UNION ALL "
+        f"SELECT *, 'is not effective by the rule' FROM ({table} EXCEPT {rule}) LIMIT 1"
+    ).fetchone()
+    if differs is not None:
+        raise StorageError(
+            "effective_answers",
+            f"{differs[0]} / {differs[1]}",
+            f"cannot upgrade: feedback {differs[2]} {differs[3]} (the effective answers do not follow the "
+            "replacement rule; run npo-bot db check on the previous version)",
+        )
+    conn.execute("DROP TRIGGER feedback_effective")
+    conn.execute("DROP TABLE effective_answers")
+    db.executescript(_M009)
 
 
 LATEST_SCHEMA_VERSION = len(MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))

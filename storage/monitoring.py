@@ -14,10 +14,7 @@ from typing import Any
 from npo.types import Prediction
 from storage import codec
 
-_EFFECTIVE = (
-    "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
-    "AND e.feedback_id = f.id)"
-)
+_EFFECTIVE = codec.IS_EFFECTIVE
 _PREDICTION = ", ".join(f"d.{c.strip()}" for c in codec.PREDICTION_COLS.split(","))
 
 

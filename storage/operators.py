@@ -9,12 +9,10 @@ from dataclasses import dataclass, field
 
 from npo.loop import SYSTEM_OPERATOR
 from npo.trust import OperatorTrust
+from storage import codec
 from storage.ratelimit import RATE_LIMITED
 
-_EFFECTIVE = (
-    "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
-    "AND e.feedback_id = f.id)"
-)
+_EFFECTIVE = codec.IS_EFFECTIVE
 
 
 @dataclass(frozen=True, slots=True)

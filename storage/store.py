@@ -16,9 +16,10 @@ connection's next one and reused while ``PRAGMA data_version`` and the connectio
 nothing else has written in between (see :class:`_Snapshot`).
 
 Idempotency rules (see ``storage/README.md``): a prediction id is stored once (and the loop treats a same
-fingerprint within the dedupe window as a duplicate); a feedback request id is stored once (UNIQUE); a
-person has at most one *effective* answer per recommendation (primary key of ``effective_answers``) — a second
-answer takes the first one's place there and replaces it in the learning state, while both rows stay in the
+fingerprint within the dedupe window as a duplicate); a feedback request id is stored once per person and
+recommendation (UNIQUE index ``feedback_answers``); a person has at most one *effective* answer per
+recommendation, their newest there (the ``effective_answers`` view) — a second answer must name the first in
+``replaces`` (a trigger refuses it otherwise) and replaces it in the learning state, while both rows stay in the
 append-only ``feedback`` log and in the ``audit_log`` view; an outcome per prediction is stored once (the first
 wins); a job claim per (job, period) once.
 """
@@ -51,7 +52,7 @@ from npo.monitor import MonitorState
 from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, Policy, PolicyContext
 from npo.retrain import LogisticModel
 from npo.trust import OperatorTrust
-from npo.types import Decision, FeedbackKind, Outcome, Prediction, Severity, Verdict
+from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction, Severity, Verdict
 from storage import codec
 from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect
 from storage.errors import StorageBusy, StorageError
@@ -138,11 +139,9 @@ _UPDATE_ARM = "UPDATE learning_state SET alpha = ?, beta = ?, pulls = ? WHERE id
 _SELECT_ARMS = "SELECT CAST(name AS INTEGER), threshold, alpha, beta, pulls, id FROM learning_state WHERE kind = 'arm'"
 # The last override of a key or target that is still someone's effective answer and counted with a trust weight
 # above zero — a distrusted person's overrides do not start a cooldown (newest first, by the partial override
-# indexes; each candidate checked against effective_answers by its primary key).
-_IS_EFFECTIVE = (
-    "EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = f.prediction_id AND e.operator = f.operator "
-    "AND e.feedback_id = f.id)"
-)
+# indexes; each candidate is effective while no later answer on its recommendation is the same person's or names
+# it in ``replaces``: the rule of the ``effective_answers`` view, checked through the ``feedback_answers`` index).
+_IS_EFFECTIVE = codec.IS_EFFECTIVE
 _FEEDBACK_AUDIT_KEYS = frozenset(("operator", "kind", "y", "weight", "status", "m"))
 _EFFECTIVE_FEEDBACK = (
     f"SELECT {', '.join('f.' + c.strip() for c in codec.FEEDBACK_COLS.split(','))} FROM effective_answers e "
@@ -185,12 +184,12 @@ class _Statements:
     # The warm prefetch (see SQLiteTransaction.prefetch_feedback): request seen, the row ids of the operator's and
     # the system's effective answers; ``warm_decision`` adds the decision's columns.
     warm: str = (
-        "SELECT EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
+        "SELECT EXISTS(SELECT 1 FROM feedback WHERE prediction_id = ?2 AND operator = ?3 AND request_id = ?1), "
         "(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = ?3), "
         f"(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = '{SYSTEM_OPERATOR}')"
     )
     warm_decision: str = (
-        "SELECT EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
+        "SELECT EXISTS(SELECT 1 FROM feedback WHERE prediction_id = ?2 AND operator = ?3 AND request_id = ?1), "
         "(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = ?3), "
         f"(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = '{SYSTEM_OPERATOR}'), "
         "d.key, d.verdict, d.rule, d.reason, d.decision_confidence, d.misalignment, d.score, d.threshold, d.arm, "
@@ -220,10 +219,12 @@ def _statements(n_arms: int, n_disruptive: int) -> _Statements:
     # the key, the trust and each arm; last, the connection's data_version.
     # Few columns: each costs ~0.15 µs.
     prefetch = (
-        "SELECT EXISTS(SELECT 1 FROM feedback WHERE request_id = ?1), "
+        "SELECT EXISTS(SELECT 1 FROM feedback WHERE prediction_id = ?2 AND operator = ?3 AND request_id = ?1), "
         "d.key, d.verdict, d.rule, d.reason, d.decision_confidence, d.misalignment, d.score, d.threshold, d.arm, "
         "d.decided_at, d.channel, d.target, k.m, k.n, k.weight_sum, k.updated_at, "
-        "t.agree, t.disagree, t.n_outcome, t.n_peer, fp.feedback_id, fs.feedback_id, "
+        "t.agree, t.disagree, t.n_outcome, t.n_peer, "
+        "(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = ?3), "
+        f"(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = '{SYSTEM_OPERATOR}'), "
         "CASE (SELECT COUNT(*) FROM learning_state WHERE kind = 'arm') WHEN 0 THEN 0 "
         f"WHEN {n_arms} THEN CASE WHEN {arms_match} THEN 1 ELSE -1 END ELSE -1 END, {arms}, k.id, t.id, {arm_ids}, "
         "(SELECT data_version FROM pragma_data_version) "
@@ -231,8 +232,6 @@ def _statements(n_arms: int, n_disruptive: int) -> _Statements:
         "LEFT JOIN decisions d ON d.prediction_id = q.pid "
         "LEFT JOIN learning_state k ON k.kind = 'key' AND k.name = d.key "
         "LEFT JOIN learning_state t ON t.kind = 'operator' AND t.name = ?3 "
-        "LEFT JOIN effective_answers fp ON fp.prediction_id = q.pid AND fp.operator = ?3 "
-        f"LEFT JOIN effective_answers fs ON fs.prediction_id = q.pid AND fs.operator = '{SYSTEM_OPERATOR}' "
         f"{arm_joins}"
     )
     marks = ", ".join("?" * n_disruptive)
@@ -402,7 +401,8 @@ class SQLiteTransaction:
         self._model: Any = _MISSING
         self._effective: dict[tuple[str, str], AppliedFeedback | None] = {}
         self._decisions: dict[str, Decision | None] = {}
-        self._seen: dict[str, bool] = {}  # feedback request ids known to be stored (True) or not (False)
+        # (prediction id, operator, request id) of answers known to be stored (True) or not (False)
+        self._seen: dict[tuple[str, str, str], bool] = {}
         self._channel_target: dict[str, tuple[str, str]] = {}  # prediction id → (decision channel, target)
 
     @property
@@ -934,7 +934,7 @@ class SQLiteTransaction:
                 self._decisions, self._channel_target = snap.decisions, snap.channel_target
                 self._next_id = snap.next_id
                 self._adopted = snap
-                self._seen[request_id] = bool(r[0])
+                self._seen[(prediction_id, operator, request_id)] = bool(r[0])
                 if not known:
                     if r[3] is None:
                         self._decisions[prediction_id] = None
@@ -960,7 +960,7 @@ class SQLiteTransaction:
         cfg = self._config.bandit
         r = self._cur.execute(self._sql.prefetch, (request_id, prediction_id, operator, *cfg.thresholds)).fetchone()
         self._data_version = r[-1]
-        self._seen.setdefault(request_id, bool(r[0]))
+        self._seen.setdefault((prediction_id, operator, request_id), bool(r[0]))
         if r[1] is None:
             self._decisions.setdefault(prediction_id, None)
             return
@@ -996,11 +996,15 @@ class SQLiteTransaction:
                 )
                 self._arm_ids = r[ids + 2 : ids + 2 + cfg.n_arms]
 
-    def has_request(self, request_id: str) -> bool:
-        seen = self._seen.get(request_id)
+    def has_request(self, event: FeedbackEvent) -> bool:
+        answer = (event.prediction_id, event.operator, event.request_id)
+        seen = self._seen.get(answer)
         if seen is None:
-            seen = self._one("SELECT 1 FROM feedback WHERE request_id = ?", (request_id,)) is not None
-            self._seen[request_id] = seen
+            seen = (
+                self._one("SELECT 1 FROM feedback WHERE prediction_id = ? AND operator = ? AND request_id = ?", answer)
+                is not None
+            )
+            self._seen[answer] = seen
         return seen
 
     def effective_feedback(self, prediction_id: str, operator: str) -> AppliedFeedback | None:
@@ -1019,15 +1023,16 @@ class SQLiteTransaction:
         return self._effective[wanted]
 
     def add_feedback(self, applied: AppliedFeedback, audit: Mapping[str, object] | None = None) -> None:
-        """Append the event to the (append-only) feedback log; the ``feedback_effective`` trigger makes it the
-        person's effective answer in ``effective_answers`` (replacing the answer with request id
-        ``applied.replaces``, which stays in the log). ``audit`` of the loop's shape (operator, kind, y, weight,
-        status, m) is kept in the row itself (``audit_weight``, ``audit_m``: the ``audit_log`` view shows it);
-        any other detail becomes an ``audit_events`` line."""
+        """Append the event to the (append-only) feedback log as the person's effective answer: it replaces the
+        answer with request id ``applied.replaces``, which stays in the log (the ``feedback_one_effective_answer``
+        trigger refuses an answer that does not name the current one). ``audit`` of the loop's shape (operator,
+        kind, y, weight, status, m) is kept in the row itself (``audit_weight``, ``audit_m``: the ``audit_log``
+        view shows it); any other detail becomes an ``audit_events`` line."""
         ev = applied.event
         request_id = ev.request_id
         self._effective.clear()
-        self._seen.pop(request_id, None)
+        answer = (ev.prediction_id, ev.operator, request_id)
+        self._seen.pop(answer, None)
         audited = None if audit is None else _feedback_audit(applied, audit)
         weight, m = (None, None) if audited is None else audited
         known = self._channel_target.get(ev.prediction_id)
@@ -1062,7 +1067,7 @@ class SQLiteTransaction:
                 "feedback", request_id, self._sql.insert_feedback, (*row, ev.prediction_id, ev.prediction_id)
             )
         self._next_id = None if cur.lastrowid is None else cur.lastrowid + 1
-        self._seen[ev.request_id] = True
+        self._seen[answer] = True
         if audit is not None and audited is None:
             self.audit("feedback", ev.prediction_id, audit, ev.at)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,18 @@ def dump(path: Path) -> list[str]:
         return list(conn.iterdump())
     finally:
         conn.close()
+
+
+def copy_rows(conn: sqlite3.Connection, source: Path, tables: Sequence[str]) -> None:
+    """Copy every row of ``tables`` from the database file ``source`` into ``conn``'s (an older schema version with
+    the same columns), in row-id order, foreign keys off (``learning_state`` is emptied first: migrations seed it)."""
+    conn.execute(f"ATTACH DATABASE '{source}' AS src")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("BEGIN")
+    for table in tables:
+        if table == "learning_state":
+            conn.execute("DELETE FROM learning_state")
+        columns = ", ".join(f'"{r[1]}"' for r in conn.execute(f'PRAGMA table_info("{table}")'))
+        conn.execute(f'INSERT INTO main."{table}" ({columns}) SELECT {columns} FROM src."{table}" ORDER BY rowid')
+    conn.execute("COMMIT")
+    conn.execute("DETACH DATABASE src")

@@ -15,9 +15,9 @@ from npo.types import FeedbackEvent, FeedbackKind
 from storage import SQLiteStore, SQLiteTransaction, StorageError
 
 
-def _applied(pid: str, operator: str, request_id: str) -> AppliedFeedback:
+def _applied(pid: str, operator: str, request_id: str, replaces: str | None = None) -> AppliedFeedback:
     event = FeedbackEvent(pid, operator, FeedbackKind.LIKE, 5.0, request_id)
-    return AppliedFeedback(event, "k", 0.0, 1.0, 0.0, 0, 1.0)
+    return AppliedFeedback(event, "k", 0.0, 1.0, 0.0, 0, 1.0, replaces=replaces)
 
 
 CASES: dict[str, tuple[Callable[[SQLiteTransaction], None], str, str]] = {
@@ -31,11 +31,26 @@ CASES: dict[str, tuple[Callable[[SQLiteTransaction], None], str, str]] = {
         "feedback",
         "r-unknown",
     ),
-    "request id stored twice": (lambda tx: tx.add_feedback(_applied("p1", "carol", "r-1")), "feedback", "r-1"),
+    # A request id is unique per person and recommendation: the same one again, even replacing that answer.
+    "request id stored twice": (
+        lambda tx: tx.add_feedback(_applied("p1", "alice", "r-1", replaces="r-1")),
+        "feedback",
+        "r-1",
+    ),
     "a second effective answer without replaces": (
         lambda tx: tx.add_feedback(_applied("p1", "alice", "r-2")),
         "feedback",
         "r-2",
+    ),
+    "a second answer naming an answer that is not the current one": (
+        lambda tx: tx.add_feedback(_applied("p1", "alice", "r-3", replaces="r-ok")),
+        "feedback",
+        "r-3",
+    ),
+    "a first answer naming an answer it cannot take over": (
+        lambda tx: tx.add_feedback(_applied("p0", "carol", "r-4", replaces="r-1")),
+        "feedback",
+        "r-4",
     ),
     "a bandit with another configuration": (
         lambda tx: tx.put_bandit(ThresholdBandit(BanditConfig(thresholds=(0.1, 0.2)))),

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from storage_testing import make_prediction, surface
+from storage_testing import copy_rows, make_prediction, surface
 
 from npo.loop import LoopConfig, record_feedback, record_outcome
 from npo.policy import Policy
@@ -49,16 +49,7 @@ def test_upgrade_to_cheap_checks_keeps_every_row_index_trigger_and_view(tmp_path
     db = connect(old)
     assert migrate(db, stop_before="m008_cheap_checks") == 7
     conn = db.conn
-    conn.execute(f"ATTACH DATABASE '{full}' AS src")
-    conn.execute("PRAGMA foreign_keys = OFF")
-    conn.execute("BEGIN")
-    for table in (*REBUILT, "outcomes", "audit_events"):  # effective_answers: kept by the feedback trigger
-        if table == "learning_state":
-            conn.execute("DELETE FROM learning_state")
-        columns = ", ".join(f'"{r[1]}"' for r in conn.execute(f'PRAGMA table_info("{table}")'))
-        conn.execute(f'INSERT INTO main."{table}" ({columns}) SELECT {columns} FROM src."{table}"')
-    conn.execute("COMMIT")
-    conn.execute("DETACH DATABASE src")
+    copy_rows(conn, full, (*REBUILT, "outcomes", "audit_events"))  # effective_answers: kept by the feedback trigger
     before = {t: _rows(conn, t) for t in REBUILT}
     assert all(before[t] for t in REBUILT), {t: len(r) for t, r in before.items()}
     objects = conn.execute(
@@ -67,10 +58,9 @@ def test_upgrade_to_cheap_checks_keeps_every_row_index_trigger_and_view(tmp_path
     audit = conn.execute("SELECT * FROM audit_log ORDER BY id").fetchall()
     db.close()
 
-    with SQLiteStore(old, LoopConfig()) as store:  # migrates
-        assert store.schema_version() == LATEST_SCHEMA_VERSION
-        assert [f.event.request_id for f in store.feedback_log()] == ["r0", "r1", "r2", "r9"]
-        assert sorted(s.at for s in store.alignment_samples()) == [11.0, 12.0, 20.0]  # r0 replaced by r9
+    db = connect(old)
+    assert migrate(db, stop_before="m009_answers_in_feedback") == 8
+    db.close()
     conn = sqlite3.connect(str(old))
     assert {t: _rows(conn, t) for t in REBUILT} == before
     assert (
@@ -84,6 +74,10 @@ def test_upgrade_to_cheap_checks_keeps_every_row_index_trigger_and_view(tmp_path
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert not conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'npo_rebuild_%'").fetchall()
     conn.close()
+    with SQLiteStore(old, LoopConfig()) as store:  # migrates to the latest version
+        assert store.schema_version() == LATEST_SCHEMA_VERSION
+        assert [f.event.request_id for f in store.feedback_log()] == ["r0", "r1", "r2", "r9"]
+        assert sorted(s.at for s in store.alignment_samples()) == [11.0, 12.0, 20.0]  # r0 replaced by r9
     db = connect(old)
     assert check(db) == (LATEST_SCHEMA_VERSION, [])
     db.close()

@@ -27,9 +27,8 @@ EXPECTED_TABLES = {
     "job_claims",
     "audit_events",
     "processed_requests",
-    "effective_answers",
 }
-EXPECTED_VIEWS = {"predictions", "audit_log", "key_alignment", "bandit_arms", "operator_trust"}
+EXPECTED_VIEWS = {"predictions", "audit_log", "key_alignment", "bandit_arms", "operator_trust", "effective_answers"}
 
 
 def _args(**kw: object) -> argparse.Namespace:
@@ -63,8 +62,7 @@ def test_upgrade_from_the_first_migration_keeps_data(db_path: Path) -> None:
     db = connect(db_path)
     assert schema_version(db) == LATEST_SCHEMA_VERSION
     assert {"message_ts", "sent_at"} <= set(db["outbox"].columns_dict)
-    assert "effective_answers" in db.table_names()
-    assert {"key_alignment", "bandit_arms", "operator_trust"} <= set(db.view_names())
+    assert {"key_alignment", "bandit_arms", "operator_trust", "effective_answers"} <= set(db.view_names())
     assert "learning_state" in db.table_names()
     assert db.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
     db.close()

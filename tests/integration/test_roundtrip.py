@@ -102,12 +102,28 @@ def test_prediction_decision_feedback_outcome_round_trip(tmp_path: Path) -> None
             key_n_before=data.draw(non_negative),
             arm=data.draw(st.none() | big_int),
             reward=data.draw(unit),
-            replaces=data.draw(st.none() | text),
+            replaces=data.draw(st.none() | text.filter(lambda r: r != event.request_id)),
+        )
+        # An answer that replaces another needs that one stored first: the person's current answer there.
+        replaced = (
+            None
+            if applied.replaces is None
+            else AppliedFeedback(
+                FeedbackEvent(prediction.id, event.operator, FeedbackKind.LIKE, 0.0, applied.replaces),
+                decision.key,
+                0.0,
+                1.0,
+                0.0,
+                None,
+                1.0,
+            )
         )
         outcome = Outcome(prediction.id, data.draw(st.booleans()), data.draw(finite), data.draw(text))
 
         def body(tx: SQLiteTransaction) -> None:
             tx.add_decision(prediction, decision, channel)
+            if replaced is not None:
+                tx.add_feedback(replaced)
             tx.add_feedback(applied)
             assert tx.add_outcome(outcome)
             back = _fresh(tx)
