@@ -38,12 +38,13 @@ FEEDBACK_COLS = (
     "prediction_id, operator, kind, at, request_id, reason, key, y, weight, key_n_before, arm, reward, replaces"
 )
 KEY_COLS = "key, m, n, weight_sum, updated_at"
-# The condition that the feedback row ``f`` is a person's effective answer: no later answer on its recommendation
-# is the same person's or names it in ``replaces`` (schema m009; the ``effective_answers`` view is the same rule,
-# and the ``feedback_answers`` index finds a recommendation's answers).
+# The condition that the feedback row ``f`` is a person's effective answer (schema m009; the ``effective_answers``
+# view is the same rule): no later answer of the same person on its recommendation, and for the system's skip, no
+# later answer naming it in ``replaces``. Both run on the ``feedback_answers`` index (prediction, operator, …).
 IS_EFFECTIVE = (
-    "NOT EXISTS (SELECT 1 FROM feedback g WHERE g.prediction_id = f.prediction_id AND g.id > f.id "
-    "AND (g.operator = f.operator OR g.replaces = f.request_id))"
+    "NOT EXISTS (SELECT 1 FROM feedback g WHERE g.prediction_id = f.prediction_id AND g.operator = f.operator "
+    "AND g.id > f.id) AND (f.operator <> 'system' OR NOT EXISTS (SELECT 1 FROM feedback g "
+    "WHERE g.prediction_id = f.prediction_id AND g.id > f.id AND g.replaces = f.request_id))"
 )
 TRUST_COLS = "operator, agree, disagree, n_outcome, n_peer"
 OUTCOME_COLS = "prediction_id, real_fault, at, source"

@@ -669,11 +669,15 @@ def m008_cheap_checks(db: Database) -> None:
 
 
 # m009: a person's answers on a recommendation are found through one index of ``feedback``, which also makes a
-# request id unique (per person and recommendation). An answer is effective until a newer answer of the same
-# person there, or one that names it in ``replaces`` (a click replacing the system's skip), follows it.
+# request id unique (per person and recommendation). An answer is effective until a later answer of the same person
+# there follows it; the system's skip also until a later answer names it in ``replaces`` (a click taking it over).
+# Both checks run on the index: the first reads only the person's entries, the second only a skip's prediction.
+# 'system' is ``npo.loop.SYSTEM_OPERATOR``.
 _REQUEST_UNIQUE = "request_id TEXT NOT NULL UNIQUE CHECK"
-_EFFECTIVE_RULE = """NOT EXISTS (SELECT 1 FROM feedback g WHERE g.prediction_id = f.prediction_id AND g.id > f.id
-        AND (g.operator = f.operator OR g.replaces = f.request_id))"""
+_EFFECTIVE_RULE = """NOT EXISTS (SELECT 1 FROM feedback g WHERE g.prediction_id = f.prediction_id
+        AND g.operator = f.operator AND g.id > f.id)
+    AND (f.operator <> 'system' OR NOT EXISTS (SELECT 1 FROM feedback g WHERE g.prediction_id = f.prediction_id
+        AND g.id > f.id AND g.replaces = f.request_id))"""
 _M009_INDEX = "CREATE UNIQUE INDEX feedback_answers ON feedback (prediction_id, operator, request_id)"
 _M009 = f"""
 CREATE VIEW effective_answers (prediction_id, operator, feedback_id) AS
@@ -685,10 +689,11 @@ BEGIN
     WHERE CASE WHEN NEW.replaces IS NULL
         THEN EXISTS (SELECT 1 FROM effective_answers WHERE prediction_id = NEW.prediction_id
             AND operator = NEW.operator)
-        ELSE NOT EXISTS (SELECT 1 FROM effective_answers e JOIN feedback r ON r.id = e.feedback_id
-            WHERE e.prediction_id = NEW.prediction_id AND r.request_id = NEW.replaces AND (e.operator = NEW.operator
-                OR NOT EXISTS (SELECT 1 FROM effective_answers WHERE prediction_id = NEW.prediction_id
-                    AND operator = NEW.operator)))
+        ELSE NEW.replaces IS NOT COALESCE(
+            (SELECT r.request_id FROM effective_answers e JOIN feedback r ON r.id = e.feedback_id
+                WHERE e.prediction_id = NEW.prediction_id AND e.operator = NEW.operator),
+            (SELECT r.request_id FROM effective_answers e JOIN feedback r ON r.id = e.feedback_id
+                WHERE e.prediction_id = NEW.prediction_id AND e.operator = 'system'))
     END;
 END;
 """
@@ -699,10 +704,10 @@ def m009_answers_in_feedback(db: Database) -> None:
     """The ``effective_answers`` table and its trigger replaced by one index of ``feedback``, ``(prediction_id,
     operator, request_id)`` UNIQUE, which takes the place of the UNIQUE ``request_id`` index as well: a click
     writes one index page fewer and no second table. ``effective_answers`` is now a view with the same columns:
-    an answer is effective until a newer answer of the same person on that recommendation follows it, or one
-    that names it in ``replaces`` (a click replacing the system's skip). The ``BEFORE INSERT`` trigger
-    ``feedback_one_effective_answer`` keeps the old table's rule: a person's new answer must name their current
-    one in ``replaces`` (or, having none, may name the current answer it takes over, the skip). A request id is
+    an answer is effective until a newer answer of the same person on that recommendation follows it; the
+    system's skip also until an answer names it in ``replaces`` (a click taking it over). The ``BEFORE INSERT``
+    trigger ``feedback_one_effective_answer`` keeps the old table's rule: a person's new answer must name their
+    current one in ``replaces`` (or, having none, may name the system's current skip and take it over). A request id is
     now unique per person and recommendation: a Slack interaction belongs to one of each. The upgrade compares
     the old table with the new rule first and stops, changing nothing, on any difference."""
     conn = db.conn

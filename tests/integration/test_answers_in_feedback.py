@@ -13,7 +13,7 @@ from storage_testing import copy_rows, dump, make_prediction, surface
 from npo.loop import SYSTEM_OPERATOR, LoopConfig, record_feedback
 from npo.policy import Policy
 from npo.types import FeedbackEvent, FeedbackKind
-from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageError, check, connect, migrate
+from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageError, check, codec, connect, migrate
 
 COPIED = ("decisions", "recommendations", "outbox", "learning_state", "audit_events", "feedback")
 
@@ -143,3 +143,40 @@ def test_an_upgrade_over_answers_that_break_the_rule_stops_and_changes_nothing(v
     db = connect(v8)
     assert check(db)[0] == 8
     db.close()
+
+
+def _vm_steps(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> int:
+    """How many SQLite virtual-machine instructions ``sql`` runs (a measure of work that does not depend on the
+    machine's speed)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn.set_progress_handler(count, 1)
+    try:
+        conn.execute(sql, params).fetchall()
+    finally:
+        conn.set_progress_handler(None, 0)
+    return steps
+
+
+def test_finding_a_persons_answer_does_not_read_everyone_elses(store: SQLiteStore, relaxed_policy: Policy) -> None:
+    """A recommendation answered by 2,000 people costs a look-up of one person's effective answer (the click path,
+    the cooldown's check, the reports) no more than one answered by three."""
+    surface(store, [make_prediction(0), make_prediction(1)], relaxed_policy)
+    with store.transaction() as tx:
+        for i in range(2000):
+            record_feedback(tx, FeedbackEvent("p0", f"u{i}", FeedbackKind.LIKE, float(i), f"a{i}"), config=store.config)
+        for i in range(3):
+            record_feedback(tx, FeedbackEvent("p1", f"u{i}", FeedbackKind.LIKE, float(i), f"b{i}"), config=store.config)
+    lookups = (
+        "SELECT feedback_id FROM effective_answers WHERE prediction_id = ? AND operator = ?",
+        f"SELECT f.id FROM feedback f WHERE f.prediction_id = ? AND f.operator = ? AND {codec.IS_EFFECTIVE}",
+    )
+    with store.read() as conn:
+        for sql in lookups:
+            crowded, quiet = _vm_steps(conn, sql, ("p0", "u1")), _vm_steps(conn, sql, ("p1", "u1"))
+            assert crowded <= quiet + 10, (sql, crowded, quiet)

@@ -52,6 +52,11 @@ CASES: dict[str, tuple[Callable[[SQLiteTransaction], None], str, str]] = {
         "feedback",
         "r-4",
     ),
+    "a first answer taking over another person's answer (only the system's skip can be)": (
+        lambda tx: tx.add_feedback(_applied("p1", "carol", "r-5", replaces="r-1")),
+        "feedback",
+        "r-5",
+    ),
     "a bandit with another configuration": (
         lambda tx: tx.put_bandit(ThresholdBandit(BanditConfig(thresholds=(0.1, 0.2)))),
         "bandit_arms",
