@@ -4,20 +4,15 @@ end-of-run summary says what became of the reliable and the noisy kinds and whic
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from demo_testing import SURE_PREDICTION
+from demo_testing import SURE_PREDICTION, demo_cli
 
 from bot.cli import main
 from bot.config import DEFAULT_MISS_WEIGHT
 from bot.demo.runner import Demo, DemoOptions
 from bot.demo.surfacing import Decided, KindCounts, surfacing
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(("given", "expected"), [(None, DEFAULT_MISS_WEIGHT), (6.5, 6.5), (0.0, 0.0)])
@@ -37,15 +32,7 @@ def test_the_running_bot_uses_the_demo_miss_weight(tmp_path: Path, given: float 
 
 @pytest.mark.parametrize("bad", ["-1", "11", "nan", "lots"])
 def test_a_bad_miss_weight_is_refused_by_name(tmp_path: Path, bad: str) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "demo", "--miss-weight", bad, "--db", str(tmp_path / "x.db")],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-    )
+    run = demo_cli("--miss-weight", bad, "--db", str(tmp_path / "x.db"))
     assert run.returncode == 2 and "--miss-weight" in run.stderr and "expected a number in [0, 10]" in run.stderr
     assert not (tmp_path / "x.db").exists()
 

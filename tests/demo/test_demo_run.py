@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from demo_testing import rows
+from demo_testing import demo_cli, rows
 
 from bot.demo.runner import Demo, DemoError, DemoOptions, prepare_database
 from bot.demo.scenarios import Noise
@@ -100,24 +100,12 @@ def _answers(db: Path) -> int:
         return 0
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "demo", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-    )
-
-
 def test_bad_options_are_refused_by_name(tmp_path: Path) -> None:
-    noisy = _cli("--noise", "1.5")
+    noisy = demo_cli("--noise", "1.5")
     assert noisy.returncode == 2 and "--noise" in noisy.stderr
-    both = _cli("--skip", "0.8", "--neutral", "0.5", "--db", str(tmp_path / "x.db"))
+    both = demo_cli("--skip", "0.8", "--neutral", "0.5", "--db", str(tmp_path / "x.db"))
     assert both.returncode == 2 and "--skip: skip + neutral must be <= 1" in both.stderr
-    missing = _cli("--replay", str(tmp_path / "absent.jsonl"), "--db", str(tmp_path / "x.db"), "--port", "0")
+    missing = demo_cli("--replay", str(tmp_path / "absent.jsonl"), "--db", str(tmp_path / "x.db"), "--port", "0")
     assert missing.returncode == 2 and "--replay: no such file" in missing.stderr
     assert not (tmp_path / "x.db").exists()
 
@@ -125,7 +113,7 @@ def test_bad_options_are_refused_by_name(tmp_path: Path) -> None:
 def test_a_file_that_is_not_an_npo_database_is_never_replaced(tmp_path: Path) -> None:
     precious = tmp_path / "notes.db"
     precious.write_text("my notes", encoding="utf-8")
-    answer = _cli("--db", str(precious), "--port", "0")
+    answer = demo_cli("--db", str(precious), "--port", "0")
     assert answer.returncode == 2 and "not a SQLite database" in answer.stderr
     assert precious.read_text(encoding="utf-8") == "my notes"
     other = tmp_path / "other.db"
