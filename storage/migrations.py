@@ -729,6 +729,18 @@ def m009_answers_in_feedback(db: Database) -> None:
             f"cannot upgrade: feedback {differs[2]} {differs[3]} (the effective answers do not follow the "
             "replacement rule; run npo-bot db check on the previous version)",
         )
+    # SQLiteStore.counts() counts the effective answers as the answers minus the replacing ones (each replacement
+    # ends exactly one effective answer): the rows found must agree.
+    rows, replacing, effective = conn.execute(
+        "SELECT COUNT(*), COUNT(replaces), (SELECT COUNT(*) FROM effective_answers) FROM feedback"
+    ).fetchone()
+    if rows - replacing != effective:
+        raise StorageError(
+            "feedback",
+            "replaces",
+            f"cannot upgrade: {rows} answers, {replacing} of them replacing another, but {effective} effective "
+            "(a replacement names no answer, or one replaced twice; run npo-bot db check on the previous version)",
+        )
     conn.execute("DROP TRIGGER feedback_effective")
     conn.execute("DROP TABLE effective_answers")
     db.executescript(_M009)

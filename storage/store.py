@@ -1645,7 +1645,7 @@ class SQLiteStore:
             return [(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows.fetchall()]
 
     def counts(self) -> dict[str, int]:
-        """Row counts for metrics: predictions, decisions per verdict, feedback per kind (effective and all),
+        """Row counts for metrics: predictions, decisions per verdict, feedback per kind and effective answers,
         outcomes, open recommendations, outbox per state, audit lines.
 
         The append-only logs (decisions, feedback, audit events) are tallied incrementally: each call counts only
@@ -1653,7 +1653,6 @@ class SQLiteStore:
         so a dashboard or a metrics scrape costs the same on a day-old and on a year-old database.
         """
         queries = {
-            "effective": "SELECT 'feedback_effective', COUNT(*) FROM effective_answers",
             "outcomes": "SELECT 'outcomes', COUNT(*) FROM outcomes",
             "open": "SELECT 'recommendations_open', COUNT(*) FROM recommendations WHERE resolved_at IS NULL",
             "outbox": "SELECT 'outbox_' || state, COUNT(*) FROM outbox GROUP BY state",
@@ -1669,6 +1668,10 @@ class SQLiteStore:
             out[f"decisions_{verdict}"] = out.get(f"decisions_{verdict}", 0) + n
         for (kind, _), n in feedback.items():
             out[f"feedback_{kind}"] = out.get(f"feedback_{kind}", 0) + n
+        # Every answer is effective until one names it in ``replaces`` — the feedback_one_effective_answer trigger
+        # makes every replacement name the person's (or the skip's) current answer, and m009 checked the rows it
+        # found — so the effective answers are the answers minus the replacing ones.
+        out["feedback_effective"] = sum(feedback.values()) - sum(tallies["feedback_replacing"].values())
         # The audit_log view: every audit event, audited decisions and feedback rows carrying their audit line.
         audited = sum(n for (_, flag), n in decisions.items() if flag) + sum(n for (_, f), n in feedback.items() if f)
         out["audit_log"] = sum(events.values()) + audited
@@ -1681,6 +1684,9 @@ class SQLiteStore:
             "decisions": "SELECT MAX(seq), verdict, audited, COUNT(*) FROM decisions WHERE seq > ? GROUP BY 2, 3",
             "feedback": "SELECT MAX(id), kind, audit_m IS NOT NULL, COUNT(*) FROM feedback WHERE id > ? GROUP BY 2, 3",
             "audit_events": "SELECT MAX(id), '', 1, COUNT(*) FROM audit_events WHERE id > ? HAVING COUNT(*) > 0",
+            "feedback_replacing": (
+                "SELECT MAX(id), '', 1, COUNT(replaces) FROM feedback WHERE id > ? HAVING COUNT(*) > 0"
+            ),
         }
         with self._tally_lock:
             result: dict[str, dict[tuple[str, int], int]] = {}

@@ -180,3 +180,20 @@ def test_finding_a_persons_answer_does_not_read_everyone_elses(store: SQLiteStor
         for sql in lookups:
             crowded, quiet = _vm_steps(conn, sql, ("p0", "u1")), _vm_steps(conn, sql, ("p1", "u1"))
             assert crowded <= quiet + 10, (sql, crowded, quiet)
+
+
+def test_an_upgrade_over_a_replacement_of_nothing_stops_and_changes_nothing(v8: Path) -> None:
+    """Version 8 let a first answer name an answer that does not exist in ``replaces``; the count of effective
+    answers (answers minus replacing ones, see ``SQLiteStore.counts``) would then be wrong, so the upgrade refuses."""
+    conn = sqlite3.connect(str(v8))
+    conn.execute(
+        "INSERT INTO feedback (request_id, prediction_id, operator, kind, at, key, y, weight, key_n_before, reward, "
+        "replaces) SELECT 'r9', prediction_id, 'zed', kind, at + 1, key, y, weight, key_n_before, reward, 'nothing' "
+        "FROM feedback WHERE request_id = 'r1'"
+    )
+    conn.commit()
+    conn.close()
+    before = dump(v8)
+    with pytest.raises(StorageError, match="replacing another"):
+        SQLiteStore(v8, LoopConfig())
+    assert dump(v8) == before

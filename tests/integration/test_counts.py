@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from storage_testing import RELAXED_POLICY_TEXT, make_prediction
 
-from npo.loop import LoopConfig, record_feedback
+from npo.loop import SYSTEM_OPERATOR, LoopConfig, record_feedback
 from npo.policy import parse_policy
 from npo.types import FeedbackEvent, FeedbackKind
 from storage import SQLiteStore
@@ -17,6 +17,7 @@ from storage import SQLiteStore
 FULL = {
     "predictions": "SELECT COUNT(*) FROM decisions",
     "audit_log": "SELECT COUNT(*) FROM audit_log",
+    "feedback_effective": "SELECT COUNT(*) FROM effective_answers",
 }
 
 
@@ -42,10 +43,18 @@ def test_counts_match_full_counts_across_writers(tmp_path: Path) -> None:
             writer.decide_many(batch, policy=policy, rng=np.random.default_rng(round_), now=float(round_))
             with writer.transaction() as tx:
                 surfaced = [p for p in batch if (d := tx.get_decision(p.id)) is not None and d.surfaced]
-                assert len(surfaced) >= 5
+                assert len(surfaced) >= 6
                 for i, p in enumerate(surfaced[:5]):
                     event = FeedbackEvent(p.id, f"op{i % 3}", kinds[i % 3], float(round_), f"r{round_}-{i}")
                     record_feedback(tx, event, config=writer.config)
+                # a changed answer (replaces the first), a skip, and a click taking that skip over
+                changed = FeedbackEvent(surfaced[0].id, "op0", FeedbackKind.NEUTRAL, round_ + 0.5, f"c{round_}")
+                record_feedback(tx, changed, config=writer.config)
+                skip = FeedbackEvent(surfaced[5].id, SYSTEM_OPERATOR, FeedbackKind.SKIPPED, float(round_), f"s{round_}")
+                record_feedback(tx, skip, config=writer.config)
+                if round_ % 2:
+                    late = FeedbackEvent(surfaced[5].id, "op1", FeedbackKind.LIKE, round_ + 0.5, f"l{round_}")
+                    assert record_feedback(tx, late, config=writer.config).status == "replaced"
                 tx.audit("config_change", "policy", {"round": round_}, float(round_))
             counts = reader.counts()
             expected = _full_counts(path)
