@@ -707,9 +707,10 @@ def m009_answers_in_feedback(db: Database) -> None:
     an answer is effective until a newer answer of the same person on that recommendation follows it; the
     system's skip also until an answer names it in ``replaces`` (a click taking it over). The ``BEFORE INSERT``
     trigger ``feedback_one_effective_answer`` keeps the old table's rule: a person's new answer must name their
-    current one in ``replaces`` (or, having none, may name the system's current skip and take it over). A request id is
-    now unique per person and recommendation: a Slack interaction belongs to one of each. The upgrade compares
-    the old table with the new rule first and stops, changing nothing, on any difference."""
+    current one in ``replaces`` (or, having none, may name the system's current skip and take it over). A request
+    id is now unique per person and recommendation: a Slack interaction belongs to one of each. The upgrade
+    compares the old table with the new rule, and the count of effective answers with the answers minus the
+    replacing ones (``SQLiteStore.counts``), and stops, changing nothing, on any difference."""
     conn = db.conn
     (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'feedback'").fetchone()
     if _REQUEST_UNIQUE not in sql:

@@ -139,8 +139,8 @@ _UPDATE_ARM = "UPDATE learning_state SET alpha = ?, beta = ?, pulls = ? WHERE id
 _SELECT_ARMS = "SELECT CAST(name AS INTEGER), threshold, alpha, beta, pulls, id FROM learning_state WHERE kind = 'arm'"
 # The last override of a key or target that is still someone's effective answer and counted with a trust weight
 # above zero — a distrusted person's overrides do not start a cooldown (newest first, by the partial override
-# indexes; each candidate is effective while no later answer on its recommendation is the same person's or names
-# it in ``replaces``: the rule of the ``effective_answers`` view, checked through the ``feedback_answers`` index).
+# indexes; each candidate checked with the rule of the ``effective_answers`` view, codec.IS_EFFECTIVE, which reads
+# only that person's entries of the ``feedback_answers`` index).
 _IS_EFFECTIVE = codec.IS_EFFECTIVE
 _FEEDBACK_AUDIT_KEYS = frozenset(("operator", "kind", "y", "weight", "status", "m"))
 _EFFECTIVE_FEEDBACK = (
