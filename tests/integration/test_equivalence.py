@@ -65,6 +65,10 @@ def test_sqlite_and_in_memory_learn_the_same(db_path: Path) -> None:
         assert sqlite.trust() == dict(memory.trust)
         assert sqlite.feedback_log() == list(memory.feedback_log)
         assert sqlite.alignment_samples() == list(memory.samples)
+        # one effective answer per sample: the incremental tally, the effective_answers view and the in-memory store
+        with sqlite.read() as conn:
+            (in_view,) = conn.execute("SELECT COUNT(*) FROM effective_answers").fetchone()
+        assert sqlite.counts()["feedback_effective"] == in_view == len(memory.samples)
         assert len(sqlite.audit_entries()) == len(memory.audit_log)
         # The same lines in the same order, details equal (decision and feedback lines come from the audit_log view)
         assert [(kind, subject, detail, at) for _, at, kind, subject, detail in sqlite.audit_entries()] == list(
