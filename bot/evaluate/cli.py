@@ -101,36 +101,38 @@ def add_evaluate_parser(subparsers: Any) -> None:
     ev.add_argument(
         "--db", type=Path, default=None, help="run against SQLite files in this folder (default: in memory)"
     )
-    ev.add_argument(
-        "--full-information",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="the bandit learns every τ arm from each answer through the known score (default: the loop's default)",
-    )
-    ev.add_argument(
-        "--prior-events",
-        type=_pseudo_count,
-        default=None,
-        help="pseudo-predictions of unknown truth in the bandit's ignorance prior; 0 = flat Beta(1, 1) (default 2)",
-    )
-    ev.add_argument(
-        "--pool-keys",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="partial pooling: a new or thin scenario key scores with its fault type's m (default: off)",
-    )
-    ev.add_argument(
-        "--pool-strength",
-        type=_positive,
-        default=None,
-        help="n₀: how many answers the fault type's m counts as at most in a key's pooled m (default 2)",
-    )
-    ev.add_argument(
-        "--name-dimension",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="a multivariate prediction's fault type names the dimension that deviated most (default: on)",
-    )
+    # The method's ablations, switches and numbers (a default of None leaves the loop's own default).
+    for flag, default, text in (
+        (
+            "--full-information",
+            None,
+            "the bandit learns every τ arm from each answer through the known score (default: the loop's default)",
+        ),
+        (
+            "--pool-keys",
+            None,
+            "partial pooling: a new or thin scenario key scores with its fault type's m (default: off)",
+        ),
+        (
+            "--name-dimension",
+            True,
+            "a multivariate prediction's fault type names the dimension that deviated most (default: on)",
+        ),
+    ):
+        ev.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+    for flag, kind, text in (
+        (
+            "--prior-events",
+            _pseudo_count,
+            "pseudo-predictions of unknown truth in the bandit's ignorance prior; 0 = flat Beta(1, 1) (default 2)",
+        ),
+        (
+            "--pool-strength",
+            _positive,
+            "n₀: how many answers the fault type's m counts as at most in a key's pooled m (default 2)",
+        ),
+    ):
+        ev.add_argument(flag, type=kind, default=None, help=text)
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ev.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
