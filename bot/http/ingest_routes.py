@@ -8,10 +8,11 @@ dedupe window) are answered 200 with ``"duplicate": true``. Storage work runs in
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -119,13 +120,26 @@ class IngestApi:
             return error(404, str(results[0]["error"]), "prediction_id")
         return JSONResponse({"results": results} if was_list else results[0])
 
-    def _record_outcomes(self, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    def _record_outcomes(
+        self, outcomes: list[Outcome], fallback_ids: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Record each outcome; ``fallback_ids``: an id to try instead when an outcome's prediction is unknown
+        (an Alertmanager episode id → the plain id a prediction stored before episode ids has)."""
         out: list[dict[str, Any]] = []
-        for outcome in outcomes:
+        for given in outcomes:
+            outcome = given
             try:
-                result = self.service.record_outcome(outcome)
-            except UnknownPrediction as exc:
-                out.append({"prediction_id": outcome.prediction_id, "recorded": False, "error": exc.message})
+                try:
+                    result = self.service.record_outcome(outcome)
+                except UnknownPrediction:
+                    fallback = (fallback_ids or {}).get(outcome.prediction_id)
+                    if fallback is None:
+                        raise
+                    outcome = dataclasses.replace(outcome, prediction_id=fallback)
+                    result = self.service.record_outcome(outcome)
+            except UnknownPrediction:
+                message = UnknownPrediction(given.prediction_id).message  # the id the sender gave
+                out.append({"prediction_id": given.prediction_id, "recorded": False, "error": message})
                 continue
             out.append(
                 {
@@ -155,7 +169,7 @@ class IngestApi:
             return error(422, exc.message, exc.field)
         try:
             results = await anyio.to_thread.run_sync(self.service.decide, batch.predictions)
-            outcomes = await anyio.to_thread.run_sync(self._record_outcomes, batch.outcomes)
+            outcomes = await anyio.to_thread.run_sync(self._record_outcomes, batch.outcomes, batch.fallback_ids)
         except (sqlite3.Error, StorageError) as exc:
             return storage_unavailable(exc)
         return JSONResponse({"results": [decision_json(r) for r in results], "outcomes": outcomes})

@@ -3,14 +3,23 @@
 Both send ``{"status", "alerts": [{"status", "labels", "annotations", "startsAt", "endsAt", "fingerprint", …}]}``;
 Grafana adds ``orgId``, ``title``, ``state``, ``message`` and per-alert ``values``/``valueString``, which are
 ignored. Each *firing* alert becomes one prediction; each *resolved* alert becomes an outcome
-(``real_fault = true``, source ``alertmanager``) for the prediction with the same fingerprint.
+(``real_fault = true``, source ``alertmanager``) for the prediction of the same episode.
+
+An alert's fingerprint names the alert (a hash of its labels) for as long as it exists: the same disk on the same
+host fires under the same fingerprint on Monday and, after resolving, again on Thursday. What tells the two
+episodes apart is ``startsAt``, which stays the same while one episode fires (every re-sent notification and the
+resolved one carry it) and is new when the alert fires again. The prediction id is therefore the fingerprint *and*
+the episode's start: a re-sent notification is the same prediction (recorded once), a new episode is a new one.
+An outcome whose episode id is unknown falls back to the plain ``am:<fingerprint>`` id that versions before
+episode ids gave (:attr:`AlertBatch.fallback_ids`), so an alert that fired before an upgrade can still resolve.
 
 Field mapping (first match wins; ``commonLabels``/``commonAnnotations`` fill gaps in an alert's own):
 
 ============== ==========================================================================================
 prediction      from
 ============== ==========================================================================================
-id              ``am:<fingerprint>``; without a fingerprint, ``am:`` + a hash of the sorted labels
+id              ``am:<fingerprint>@<startsAt as YYYYMMDDTHHMMSSZ>``; without a fingerprint, a hash of the
+                sorted labels stands in for it; without a usable ``startsAt``, ``am:<fingerprint>``
 fault_type      label ``fault_type``, else label ``alertname``
 target          label ``target``, else ``instance``, ``host``, ``node``, ``pod`` (a ``:port`` suffix is kept)
 action          label ``action``, else annotation ``action``, else ``investigate``
@@ -28,10 +37,11 @@ channel         label ``slack_channel`` (a channel id), else the default inciden
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from npo.types import InvalidRecord, Outcome, Prediction, Severity
@@ -56,10 +66,14 @@ _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 @dataclass(frozen=True, slots=True)
 class AlertBatch:
-    """What one webhook call carried: predictions from firing alerts, outcomes from resolved ones."""
+    """What one webhook call carried: predictions from firing alerts, outcomes from resolved ones.
+
+    ``fallback_ids``: for an outcome whose id is an episode id, the plain ``am:<fingerprint>`` id to try when no
+    prediction has the episode id (one stored before episode ids)."""
 
     predictions: list[Prediction]
     outcomes: list[Outcome]
+    fallback_ids: dict[str, str] = field(default_factory=dict)
 
 
 def _strings(value: object, where: str) -> dict[str, str]:
@@ -110,6 +124,16 @@ def _timestamp(text: object, fallback: float) -> float:
 
 
 def alert_id(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:
+    """The prediction id of one episode of an alert: ``am:<fingerprint>@<start>`` (module docstring)."""
+    plain = plain_alert_id(alert, labels)
+    started = _timestamp(alert.get("startsAt"), math.nan)
+    if not math.isfinite(started):
+        return plain
+    return f"{plain}@{datetime.fromtimestamp(int(started), UTC):%Y%m%dT%H%M%SZ}"
+
+
+def plain_alert_id(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:
+    """``am:<fingerprint>`` (``am:`` + a hash of the sorted labels without one): the alert, whatever its episode."""
     fingerprint = alert.get("fingerprint")
     if isinstance(fingerprint, str) and fingerprint.strip():
         return f"am:{fingerprint.strip()}"
@@ -169,6 +193,7 @@ def parse_webhook(body: object, *, now: float) -> AlertBatch:
     )
     predictions: list[Prediction] = []
     outcomes: list[Outcome] = []
+    fallback_ids: dict[str, str] = {}
     for index, alert in enumerate(alerts):
         if not isinstance(alert, Mapping):
             raise InvalidRecord(f"alerts[{index}]", "must be an object")
@@ -176,12 +201,15 @@ def parse_webhook(body: object, *, now: float) -> AlertBatch:
         if status == "resolved":
             labels = {**common[0], **_strings(alert.get("labels"), f"alerts[{index}].labels")}
             at = _timestamp(alert.get("endsAt"), now)
+            episode, plain = alert_id(alert, labels), plain_alert_id(alert, labels)
             try:
-                outcomes.append(Outcome(alert_id(alert, labels), True, at, "alertmanager"))
+                outcomes.append(Outcome(episode, True, at, "alertmanager"))
             except InvalidRecord as exc:  # an over-long fingerprint: name it, not the derived prediction_id
                 raise InvalidRecord(f"alerts[{index}].fingerprint", exc.message) from None
+            if episode != plain:
+                fallback_ids[episode] = plain
         elif status == "firing":
             predictions.append(prediction_from_alert(alert, common, index=index, now=now))
         else:
             raise InvalidRecord(f"alerts[{index}].status", f"must be firing or resolved, got {status!r}")
-    return AlertBatch(predictions, outcomes)
+    return AlertBatch(predictions, outcomes, fallback_ids)

@@ -47,14 +47,44 @@ GRAFANA = {
 def test_grafana_variant_maps_fields_and_default_confidence() -> None:
     batch = parse_webhook(GRAFANA, now=100.0)
     (p,) = batch.predictions
-    assert (p.id, p.fault_type, p.target, p.action) == ("am:ff01", "NodeOverheat", "r3-n1", "migrate_vms")
+    assert (p.id, p.fault_type, p.target, p.action) == (
+        "am:ff01@20250326T100000Z",
+        "NodeOverheat",
+        "r3-n1",
+        "migrate_vms",
+    )
     assert p.severity is Severity.CRITICAL and p.confidence == 0.9 and p.time_to_fault_s == 1800
 
 
 def test_resolved_alert_is_an_outcome() -> None:
     body = dict(GRAFANA, alerts=[dict(GRAFANA["alerts"][0], status="resolved", endsAt="2025-03-26T11:00:00Z")])
     batch = parse_webhook(body, now=0.0)
-    assert not batch.predictions and batch.outcomes[0].prediction_id == "am:ff01" and batch.outcomes[0].real_fault
+    assert not batch.predictions and batch.outcomes[0].real_fault
+    assert batch.outcomes[0].prediction_id == "am:ff01@20250326T100000Z"  # the episode that fired
+    assert batch.fallback_ids == {"am:ff01@20250326T100000Z": "am:ff01"}  # as stored before episode ids
+
+
+def _fired(starts_at: object, now: float) -> str:
+    body = dict(GRAFANA, alerts=[dict(GRAFANA["alerts"][0], startsAt=starts_at)])
+    (p,) = parse_webhook(body, now=now).predictions
+    return p.id
+
+
+def test_an_alert_episode_is_named_by_its_fingerprint_and_start() -> None:
+    first = _fired("2025-03-26T10:00:00Z", now=100.0)
+    assert _fired("2025-03-26T10:00:00Z", now=400.0) == first  # a re-sent notification: the same prediction
+    assert _fired("2025-03-26T10:00:00.000000000Z", now=400.0) == first  # nanoseconds, as Alertmanager writes
+    assert _fired("2025-03-26T12:00:00+02:00", now=400.0) == first  # the same instant in another zone
+    again = _fired("2025-03-29T08:30:00Z", now=300_000.0)  # resolved, then fired again days later
+    assert again == "am:ff01@20250329T083000Z" != first
+    for unusable in (None, "", "0001-01-01T00:00:00Z", "soon", 17):
+        assert _fired(unusable, now=0.0) == "am:ff01"  # no start to tell episodes apart: the alert alone
+
+
+def test_a_resolved_alert_without_a_start_has_no_fallback() -> None:
+    alert = dict(GRAFANA["alerts"][0], status="resolved", startsAt=None)
+    batch = parse_webhook(dict(GRAFANA, alerts=[alert]), now=0.0)
+    assert batch.outcomes[0].prediction_id == "am:ff01" and batch.fallback_ids == {}
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from slack_sdk.models.blocks import Block
@@ -144,19 +146,63 @@ def test_alertmanager_webhook_gives_recommendations_then_outcomes(bot: BotUnderT
     response = bot.ingest(ALERTMANAGER_FIRING, path="/api/v1/alertmanager")
     assert response.status_code == 200, response.text
     results = response.json()["results"]
-    assert [r["id"] for r in results] == ["am:a1b2c3d4e5f60001", "am:a1b2c3d4e5f60002"]
+    assert [r["id"] for r in results] == [
+        "am:a1b2c3d4e5f60001@20250326T100000Z",
+        "am:a1b2c3d4e5f60002@20250326T100100Z",
+    ]
     assert all(r["verdict"] == "surface" for r in results)
     wait_for(lambda: len(bot.standin.calls("chat.postMessage")) == 2, timeout=5)
-    p = bot.bot.store.prediction("am:a1b2c3d4e5f60001")
+    p = bot.bot.store.prediction("am:a1b2c3d4e5f60001@20250326T100000Z")
     assert p is not None and p.target == "r12-n04:9100" and p.action == "drain" and p.time_to_fault_s == 6 * 3600
     resolved = dict(ALERTMANAGER_FIRING, status="resolved")
     resolved["alerts"] = [dict(ALERTMANAGER_FIRING["alerts"][0], status="resolved", endsAt="2025-03-26T12:00:00Z")]
     response = bot.ingest(resolved, path="/api/v1/alertmanager")
     assert response.json()["outcomes"] == [
-        {"prediction_id": "am:a1b2c3d4e5f60001", "recorded": True, "missed_fault": False}
+        {"prediction_id": "am:a1b2c3d4e5f60001@20250326T100000Z", "recorded": True, "missed_fault": False}
     ]
     assert bot.counts()["outcomes"] == 1
     wait_for(lambda: bot.standin.calls("chat.update"))  # the message shows the outcome
+
+
+def _alert(status: str, starts_at: str, fingerprint: str = "a1b2c3d4e5f60001") -> dict[str, Any]:
+    alert = dict(ALERTMANAGER_FIRING["alerts"][0], status=status, startsAt=starts_at, fingerprint=fingerprint)
+    if status == "resolved":
+        alert["endsAt"] = starts_at.replace("T10", "T11")
+    return dict(ALERTMANAGER_FIRING, status=status, alerts=[alert])
+
+
+def test_an_alert_that_fires_again_after_resolving_is_a_new_recommendation(bot: BotUnderTest) -> None:
+    first = bot.ingest(_alert("firing", "2025-03-26T10:00:00Z"), path="/api/v1/alertmanager").json()["results"]
+    assert first[0]["verdict"] == "surface" and not first[0]["duplicate"]
+    resent = bot.ingest(_alert("firing", "2025-03-26T10:00:00Z"), path="/api/v1/alertmanager").json()["results"]
+    assert resent[0]["id"] == first[0]["id"] and resent[0]["duplicate"]  # Alertmanager's repeat: recorded once
+    resolved = bot.ingest(_alert("resolved", "2025-03-26T10:00:00Z"), path="/api/v1/alertmanager").json()
+    assert resolved["outcomes"][0] == {"prediction_id": first[0]["id"], "recorded": True, "missed_fault": False}
+    wait_for(lambda: len(bot.standin.calls("chat.postMessage")) == 1)
+    real_clock = bot.bot.service.clock
+    later = lambda: real_clock() + 3 * 86400  # noqa: E731 - days later, past the duplicate window
+    bot.bot.service.clock = bot.bot.worker.clock = later
+    again = bot.ingest(_alert("firing", "2025-03-29T10:00:00Z"), path="/api/v1/alertmanager").json()["results"]
+    assert again[0]["id"] == "am:a1b2c3d4e5f60001@20250329T100000Z" != first[0]["id"]
+    assert again[0]["verdict"] == "surface" and not again[0]["duplicate"]
+    wait_for(lambda: len(bot.standin.calls("chat.postMessage")) == 2)  # the engineers hear of it again
+    assert bot.counts()["predictions"] == 2
+
+
+def test_an_alert_stored_before_episode_ids_still_resolves(bot: BotUnderTest) -> None:
+    stored = prediction("am:0ldf1ngerpr1nt", fault_type="DiskWillFail", target="r12-n04:9100")
+    assert bot.ingest(stored).status_code == 200  # the id an earlier version gave the firing alert
+    resolved = bot.ingest(
+        _alert("resolved", "2025-03-26T10:00:00Z", fingerprint="0ldf1ngerpr1nt"), path="/api/v1/alertmanager"
+    )
+    assert resolved.json()["outcomes"] == [
+        {"prediction_id": "am:0ldf1ngerpr1nt", "recorded": True, "missed_fault": False}
+    ]
+    unknown = bot.ingest(_alert("resolved", "2025-03-26T10:00:00Z", fingerprint="n0such"), path="/api/v1/alertmanager")
+    (entry,) = unknown.json()["outcomes"]
+    assert entry["prediction_id"] == "am:n0such@20250326T100000Z" and entry["recorded"] is False
+    assert "am:n0such@20250326T100000Z" in entry["error"]
+    assert bot.counts()["outcomes"] == 1
 
 
 def test_outcomes_api(bot: BotUnderTest) -> None:
