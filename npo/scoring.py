@@ -7,6 +7,7 @@ fault is never stuck below every threshold.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import zlib
@@ -15,12 +16,26 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from npo.types import InvalidRecord, Prediction, Severity
+from npo.types import MAX_TEXT_LEN, InvalidRecord, Prediction, Severity
 
 KEY_FIELDS = ("fault_type", "action", "target_class", "confidence_band", "severity", "cluster")
 DEFAULT_KEY_FIELDS = ("fault_type", "action", "target_class", "confidence_band")
 CONFIDENCE_BANDS = (0.5, 0.7, 0.9)  # band edges: <0.5, 0.5–0.7, 0.7–0.9, ≥0.9
 PARENT_PREFIX = "^parent:"  # reserved: the key rows of parent keys (partial pooling, ``LoopConfig.pool_keys``)
+_DIGEST_LEN = 16  # hex digits of the digest that ends a shortened key
+
+
+def bounded_key(key: str) -> str:
+    """``key`` itself when it fits the stored key's :data:`~npo.types.MAX_TEXT_LEN` characters, else its start and a
+    digest of the whole, ``<start>~<16 hex digits>``, no longer than that.
+
+    Every field of a prediction fits that limit on its own, but a key joins several (a probed URL as the target can
+    take most of it): two different long keys stay two keys, the same one always shortens the same way, and the
+    start keeps it readable."""
+    if len(key) <= MAX_TEXT_LEN:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_LEN]
+    return f"{key[: MAX_TEXT_LEN - _DIGEST_LEN - 1].rstrip()}~{digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +58,7 @@ class KeySpec:
 
     def parent(self, key: str) -> str:
         """The parent key of ``key`` (a key this spec formed): :data:`PARENT_PREFIX` + its first field."""
-        return PARENT_PREFIX + key.partition("|")[0]
+        return bounded_key(PARENT_PREFIX + key.partition("|")[0])
 
 
 _DIGITS = re.compile(r"\d+")
@@ -85,11 +100,13 @@ def _default_key(prediction: Prediction) -> str:
     labels = prediction.labels
     explicit = labels.get("target_class") if labels else None
     shape = explicit or _DIGITS.sub("#", prediction.target)
-    return f"{prediction.fault_type}|{prediction.action}|{shape}|{confidence_band(prediction.confidence)}"
+    key = f"{prediction.fault_type}|{prediction.action}|{shape}|{confidence_band(prediction.confidence)}"
+    return key if len(key) <= MAX_TEXT_LEN else bounded_key(key)
 
 
 def scenario_key(prediction: Prediction, spec: KeySpec = KeySpec()) -> str:
-    """The scenario key k(s): the chosen attributes joined by "|" (stable, human-readable)."""
+    """The scenario key k(s): the chosen attributes joined by "|" (stable, human-readable; shortened by
+    :func:`bounded_key` in the rare case it would be longer than a stored key may be)."""
     if spec.fields == DEFAULT_KEY_FIELDS:
         return _default_key(prediction)
     parts: list[str] = []
@@ -104,7 +121,7 @@ def scenario_key(prediction: Prediction, spec: KeySpec = KeySpec()) -> str:
             parts.append(prediction.cluster)
         else:
             parts.append(str(getattr(prediction, name)))
-    return "|".join(parts)
+    return bounded_key("|".join(parts))
 
 
 def score(confidence: float, misalignment: float) -> float:

@@ -211,14 +211,18 @@ def test_decide_many_uses_the_batch_path(tmp_path: Path) -> None:
     assert _summary(many) == _summary(seq)
 
 
-def _bad_key() -> Prediction:
-    return _p("bad", fault_type="f" * 300, action="a" * 300)  # its scenario key is longer than a Decision allows
+def _broken() -> Prediction:
+    """A prediction changed after its checks (as a bug elsewhere could): its confidence is text, so scoring it
+    raises mid-batch. (Every checked prediction has a valid key: one that would be too long is shortened.)"""
+    bad = _p("bad")
+    object.__setattr__(bad, "confidence", "high")
+    return bad
 
 
 @pytest.mark.parametrize(
     ("bad", "error", "match"),
     [
-        (_bad_key(), InvalidRecord, "key"),
+        (_broken(), TypeError, "not supported between instances of 'str' and 'float'"),
         # SQLite's length() stops at the NUL: the schema's CHECK refuses the id
         (_p("\x00bad"), StorageError, "predictions '\\x00bad': CHECK constraint failed"),
     ],
@@ -245,8 +249,8 @@ def test_a_failure_mid_batch_keeps_nothing_in_memory() -> None:
     _prepare(store, policy)
     audit, keys = store.audit_log, store.keys
     batch = _batch()
-    batch.insert(5, _bad_key())
-    with pytest.raises(InvalidRecord), store.transaction() as tx:
+    batch.insert(5, _broken())
+    with pytest.raises(TypeError), store.transaction() as tx:
         decide_batch(tx, batch, config=CONFIG, policy=policy, rng=np.random.default_rng(5), now=NOW)
     assert store.audit_log == audit
     assert store.keys == keys

@@ -228,3 +228,16 @@ def test_health_and_metrics(bot: BotUnderTest) -> None:
     ):
         assert name in text
     assert httpx.get(f"{bot.server.url}/nope").status_code == 404
+
+
+def test_a_prediction_whose_key_would_be_too_long_is_decided_with_the_rest_of_its_batch(bot: BotUnderTest) -> None:
+    probe = "https://api.example.com/v1/health?" + "&".join(
+        f"param_{c}=value_{c}" for c in "abcdefghijklmnopqrstuvwxyzAB"
+    )
+    long_one = prediction("probe-1", fault_type="ProbeFailedHTTPEndpointDown", target=probe)
+    response = bot.ingest([prediction("ok-1"), long_one])  # each field fits; fault|action|target|band would not
+    assert response.status_code == 200, response.text
+    ok, probed = response.json()["results"]
+    assert not ok["duplicate"] and not probed["duplicate"] and len(probed["key"]) <= 500
+    assert probed["key"].startswith("ProbeFailedHTTPEndpointDown|investigate|https://api.example.com/v#/health?")
+    assert bot.counts()["decisions"] == 2

@@ -22,6 +22,7 @@ ALLOWED_MODULES = {
     "difflib",
     "enum",
     "functools",
+    "hashlib",
     "itertools",
     "math",
     "numbers",

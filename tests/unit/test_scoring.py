@@ -18,7 +18,7 @@ from npo.scoring import (
     score_array,
     target_class,
 )
-from npo.types import InvalidRecord, Prediction, Severity
+from npo.types import MAX_TEXT_LEN, InvalidRecord, Prediction, Severity
 
 
 def _p(**kw: object) -> Prediction:
@@ -80,6 +80,31 @@ def test_configurable_key_fields() -> None:
         KeySpec(())
     with pytest.raises(InvalidRecord, match="key_fields"):
         KeySpec(("fault_type", "colour"))
+
+
+LONG = "https://api.example.com/v1/health?" + "&".join(f"param_{c}=value_{c}" for c in "abcdefghijklmnopqrstuvwxyzA")
+
+
+@pytest.mark.parametrize(
+    "spec", [KeySpec(), KeySpec(("fault_type", "action", "target_class", "confidence_band", "severity", "cluster"))]
+)
+def test_a_key_longer_than_a_stored_key_may_be_is_shortened_and_stays_distinct(spec: KeySpec) -> None:
+    fault = "ProbeFailedHTTPEndpointDown"
+    long_a, long_b = _p(fault_type=fault, target=LONG), _p(fault_type=fault, target=LONG + "&z=1")
+    assert len(LONG) <= MAX_TEXT_LEN < len(f"{fault}|drain|{target_class(long_a)}|p0.7-0.9")  # every field fits
+    key_a, key_b = scenario_key(long_a, spec), scenario_key(long_b, spec)
+    assert len(key_a) <= MAX_TEXT_LEN and len(key_b) <= MAX_TEXT_LEN
+    assert key_a != key_b  # the same first 483 characters, different keys
+    assert scenario_key(_p(id="again", fault_type=fault, target=LONG), spec) == key_a  # the same one every time
+    assert key_a.startswith(f"{fault}|") and key_a[-17] == "~"  # readable start, then the digest
+    assert "~" not in scenario_key(_p(), spec)  # a key that fits is left as it is
+
+
+def test_a_parent_key_is_shortened_like_any_key() -> None:
+    spec = KeySpec()
+    key = scenario_key(_p(fault_type="f" * MAX_TEXT_LEN), spec)
+    parent = spec.parent(key)
+    assert len(parent) <= MAX_TEXT_LEN and parent.startswith("^parent:fff") and parent != spec.parent("g|x")
 
 
 def test_score_is_confidence_times_agreement() -> None:
