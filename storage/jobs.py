@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from storage import codec
 
 # A recommendation counts as shown from the moment its message was sent (its outbox row), else from when it was
-# surfaced. Only posted, unresolved recommendations with no effective answer (anyone's, a skip included) qualify.
+# surfaced. Only posted, unresolved recommendations with no effective answer (anyone's, a skip included) qualify,
+# and only those posted as a message of their own: a digest (an alert storm's, whose members are posted
+# recommendations sharing one message) has no buttons, so nobody could have answered and silence says nothing.
 _UNANSWERED = """
 SELECT r.prediction_id, r.channel, r.message_ts, shown_at FROM (
     SELECT r.prediction_id, r.channel, r.message_ts,
@@ -20,6 +22,8 @@ SELECT r.prediction_id, r.channel, r.message_ts, shown_at FROM (
     FROM recommendations r
     WHERE r.state = 'posted' AND r.resolved_at IS NULL
       AND NOT EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = r.prediction_id)
+      AND NOT EXISTS (SELECT 1 FROM recommendations d WHERE d.channel = r.channel AND d.message_ts = r.message_ts
+                      AND d.prediction_id <> r.prediction_id)
 ) AS r
 WHERE shown_at <= ?
 ORDER BY shown_at, r.prediction_id

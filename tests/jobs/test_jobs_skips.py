@@ -65,6 +65,21 @@ def test_answered_and_unposted_recommendations_are_not_skipped(store: SQLiteStor
     assert kinds == [("p1", "like"), ("p2", "skipped")]
 
 
+def test_recommendations_posted_together_in_a_digest_are_not_skipped(store: SQLiteStore) -> None:
+    """An alert storm's digest: several posted recommendations share one message, which has no buttons."""
+    surface_and_post(store, [prediction(1, T0)], posted_at=POSTED)  # a message of its own
+    storm = [prediction(i, T0) for i in range(2, 6)]
+    rng = np.random.default_rng(0)
+    with store.transaction() as tx:
+        for p in storm:
+            decide(tx, p, config=store.config, policy=RELAXED_POLICY, rng=rng, now=T0)
+    for item in store.claim_due(POSTED, limit=10):
+        store.mark_sent(item.id, item.channel, "1700000001.000000", at=POSTED)  # the one digest message
+    result = sweep_skips(store, now=POSTED + 10 * TIMEOUT, timeout_s=TIMEOUT)
+    assert result.skipped == ("p1",)
+    assert [a.event.prediction_id for a in store.feedback_log()] == ["p1"]
+
+
 def test_the_request_id_makes_a_second_sweeper_harmless(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "npo.db") as a, SQLiteStore(tmp_path / "npo.db") as b:
         surface_and_post(a, [prediction(1, T0)], posted_at=POSTED)
