@@ -98,6 +98,32 @@ def open_proposal(conn: sqlite3.Connection) -> Proposal | None:
     return None if row is None else _proposal(row)
 
 
+@dataclass(frozen=True, slots=True)
+class UndeliveredAlert:
+    """A proposal's alert whose delivery failed for good: its outbox row, what it was to post, and why it failed."""
+
+    outbox_id: int
+    payload: dict[str, Any]
+    error: str
+
+
+def undelivered_alert(conn: sqlite3.Connection, proposal: Proposal, kind: str) -> UndeliveredAlert | None:
+    """The alert of ``proposal`` (outbox ``kind``) when its latest delivery failed for good — the bot is not in
+    the channel, the channel is gone — else None (delivered, or still being tried).
+
+    An alert names its proposal in its payload (``proposal_id``); one queued before alerts did is recognised by
+    its time, which is the proposal's: the monitor queues it in the transaction that opens the proposal."""
+    row = conn.execute(
+        "SELECT id, payload, state, COALESCE(last_error, '') FROM outbox WHERE prediction_id IS NULL AND kind = ? "
+        "AND (json_extract(payload, '$.proposal_id') = ? "
+        "OR (json_extract(payload, '$.proposal_id') IS NULL AND created_at = ?)) ORDER BY id DESC LIMIT 1",
+        (kind, proposal.id, proposal.opened_at),
+    ).fetchone()
+    if row is None or row[2] != "failed":
+        return None
+    return UndeliveredAlert(int(row[0]), json.loads(row[1]), str(row[3]))
+
+
 # -- App Home and /npo why -------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class OverrideLine:

@@ -4,6 +4,10 @@ proposal, cooldown), and when they fire open a retraining proposal and queue its
 
 Everything happens in one transaction: the detector state, the feedback cursor, the run's log line, the proposal
 and the queued alert (delivered by the outbox worker, so a Slack outage loses nothing) are stored together.
+
+A proposal stays open until someone answers its alert. When the alert could not be delivered for good (the bot was
+removed from the ops channel, the channel was archived), nobody can, so each run queues it again until it arrives:
+the monitor never waits for ever on an alert nobody saw.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from npo.alignment import AlignmentSample, alignment_loss
 from npo.monitor import MonitorConfig, MonitorDecision, evaluate_monitor, monitor_fidelity, observe_feedback
 from npo.monitor import page_hinkley_alarm as drift_alarm_of
 from storage import SQLiteStore
-from storage.monitoring import feedback_codes_after, get_job_state, key_states, put_job_state
+from storage.monitoring import (
+    feedback_codes_after,
+    get_job_state,
+    key_states,
+    open_proposal,
+    put_job_state,
+    undelivered_alert,
+)
+from storage.store import SQLiteTransaction
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +49,7 @@ class MonitorRun:
     n_in_window: int
     drift_alarm: bool
     new_samples: int
+    resent_alert: int | None = None  # the open proposal whose undelivered alert this run queued again
 
 
 def _loss(samples: Sequence[AlignmentSample]) -> float | None:
@@ -74,6 +87,7 @@ def run_monitor(
         cursor = int(get_job_state(conn, STATE_NAME).get("feedback_id", 0))
         codes = feedback_codes_after(conn, cursor)
         state = tx.get_monitor_state()
+        resent = _resend_undelivered_alert(tx, channel, now) if state.open_proposal else None
         for _, y in codes:
             state, _ = observe_feedback(state, y, config)
         alarm = drift_alarm_of(state.ph, config.page_hinkley)
@@ -105,7 +119,8 @@ def run_monitor(
                 trend=trend,
                 trend_chunk=chunk,
             )
-            tx.enqueue(channel, ALERT_KIND, {"text": alert_text(facts), "blocks": alert_blocks(facts)}, now)
+            payload = {"text": alert_text(facts), "blocks": alert_blocks(facts), "proposal_id": proposal_id}
+            tx.enqueue(channel, ALERT_KIND, payload, now)
             tx.audit(
                 "retraining_proposed",
                 str(proposal_id),
@@ -114,9 +129,32 @@ def run_monitor(
             )
         tx.put_monitor_state(new_state)
         put_job_state(conn, STATE_NAME, {"feedback_id": codes[-1][0] if codes else cursor}, now)
+    if resent is not None:
+        log.warning(
+            "meta-monitor: the alert of retraining proposal #%d could not be delivered (%s); queued again",
+            resent[0],
+            resent[1],
+        )
     if proposal_id is not None:
         log.warning("meta-monitor: retraining proposal #%d opened: %s", proposal_id, decision.reason)
-        on_enqueue()
     else:
         log.info("meta-monitor: %s", decision.reason)
-    return MonitorRun(decision, proposal_id, loss, len(window), alarm, len(codes))
+    if proposal_id is not None or resent is not None:
+        on_enqueue()
+    return MonitorRun(decision, proposal_id, loss, len(window), alarm, len(codes), resent[0] if resent else None)
+
+
+def _resend_undelivered_alert(tx: SQLiteTransaction, channel: str, now: float) -> tuple[int, str] | None:
+    """Queue the open proposal's alert again (to ``channel``) when its delivery failed for good; (proposal id, the
+    delivery error) when it did."""
+    proposal = open_proposal(tx.connection)
+    if proposal is None:
+        return None
+    failed = undelivered_alert(tx.connection, proposal, ALERT_KIND)
+    if failed is None:
+        return None
+    tx.enqueue(channel, ALERT_KIND, {**failed.payload, "proposal_id": proposal.id}, now)
+    tx.audit(
+        "retraining_alert_resent", str(proposal.id), {"failed_outbox_id": failed.outbox_id, "error": failed.error}, now
+    )
+    return proposal.id, failed.error

@@ -3,6 +3,7 @@ alert queued for the ops channel; and Approve / Dismiss (retraining, F_monitor, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +84,33 @@ def test_quiet_then_drift_then_one_alert(store: SQLiteStore) -> None:
     assert held.decision.reason.startswith("suppressed: cooldown until")
     after = run_monitor(store, CONFIG, now=T0 + 7200 + 6 * 3600, channel=OPS)
     assert after.decision.trigger and len(alerts(store)) == 2
+
+
+def test_an_undelivered_alert_is_queued_again_until_it_is_delivered(store: SQLiteStore) -> None:
+    answer(store, 100, [FeedbackKind.OVERRIDE] * 12, at=T0, fault_type="psu")
+    run = run_monitor(store, CONFIG, now=T0 + 3600, channel=OPS)
+    (alert,) = [i for i in store.outbox("pending") if i.kind == "message"]
+    assert alert.payload["proposal_id"] == run.proposal_id
+    # Queued by a version whose alerts did not name their proposal; then the channel was archived.
+    with store.transaction() as tx:
+        payload = {k: v for k, v in alert.payload.items() if k != "proposal_id"}
+        tx.connection.execute("UPDATE outbox SET payload = ? WHERE id = ?", (json.dumps(payload), alert.id))
+    assert run_monitor(store, CONFIG, now=T0 + 5400, channel=OPS).resent_alert is None  # still being tried
+    store.mark_failed(alert.id, "is_archived")
+
+    again = run_monitor(store, CONFIG, now=T0 + 7200, channel="C0NEWOPS")  # the ops channel setting changed too
+    assert again.resent_alert == run.proposal_id and again.proposal_id is None
+    (resent,) = [i for i in store.outbox("pending") if i.kind == "message"]
+    assert resent.channel == "C0NEWOPS" and resent.payload == {**payload, "proposal_id": run.proposal_id}
+    (line,) = store.audit_entries(kind="retraining_alert_resent")
+    assert line[3:] == (str(run.proposal_id), {"failed_outbox_id": alert.id, "error": "is_archived"})
+
+    store.mark_sent(resent.id, "C0NEWOPS", "1700000009.000000", at=T0 + 7201)
+    assert run_monitor(store, CONFIG, now=T0 + 10_800, channel=OPS).resent_alert is None  # delivered: nothing more
+    assert len([i for i in store.outbox() if i.kind == "message"]) == 2
+    with store.read() as conn:
+        proposal = open_proposal(conn)
+    assert proposal is not None and proposal.id == run.proposal_id  # open until someone answers it
 
 
 def test_approve_retrains_once_and_feeds_f_monitor(store: SQLiteStore) -> None:

@@ -17,7 +17,7 @@ from bot.app import build_bot
 from bot.jobs.build import monitor_config
 from bot.jobs.monitor import run_monitor
 from bot.serve import ServerThread
-from bot.slack.blocks import ACTION_LIKE, ACTION_OVERRIDE
+from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL, ACTION_OVERRIDE
 from bot.slack.monitor_blocks import ACTION_APPROVE, ACTION_DISMISS
 from bot.standin import StandIn
 
@@ -162,3 +162,29 @@ def _buttons(proposal: int) -> list[dict[str, Any]]:
             ],
         },
     ]
+
+
+def test_an_alert_that_could_not_be_posted_is_posted_again_once_the_bot_is_back(drift_bot: BotUnderTest) -> None:
+    bot = drift_bot
+    body = [prediction(f"n{i}", channel=CHANNELS[i]) for i in range(20)]
+    assert bot.ingest(body).status_code == 200
+    messages = {p["id"]: _posted(bot, p["channel"], p["id"]) for p in body}
+    for message in messages.values():  # Neutral everywhere: L_align 0.5 > θ
+        assert bot.click(ALICE, ACTION_NEUTRAL, message).status_code == 200
+    bot.standin.faults.error("chat.postMessage", "not_in_channel", times=None)  # the bot was removed from ops
+    monitor, store, wake = monitor_config(bot.bot.settings), bot.bot.store, bot.bot.worker.wake
+    first = run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake)
+    assert first.decision.trigger and first.proposal_id == 1
+    wait_for(lambda: [i for i in store.outbox("failed") if i.kind == "message"], 10)
+    assert bot.standin.messages(OPS) == []
+
+    bot.standin.faults.clear()  # re-invited: the next run (within the cooldown) sends the same alert again
+    again = run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake)
+    assert again.resent_alert == 1 and again.proposal_id is None
+    assert "proposal already open" in again.decision.reason
+    channel, ts = _alert(bot)
+    assert bot.click(BOB, ACTION_DISMISS, (channel, ts)).status_code == 200
+    wait_for(lambda: _db(bot, "SELECT state FROM retraining_proposals WHERE id = 1") == ("dismissed",), 5)
+    assert _db(bot, "SELECT COUNT(*) FROM audit_log WHERE kind = 'retraining_alert_resent'") == (1,)
+    quiet = run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake)
+    assert quiet.resent_alert is None and len([m for m in bot.standin.messages(OPS) if not m.thread_ts]) == 1
