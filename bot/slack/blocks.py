@@ -57,6 +57,8 @@ MAX_VALUE = 2000
 MAX_ID = 255
 MAX_FALLBACK_TEXT = 3000
 MAX_ANSWER_LINES = 20
+MAX_ANSWER_REASON = 200  # characters of an answer's reason shown in the message (the full text stays stored)
+MAX_ANSWER_WHO = 80
 
 _SEVERITY_ICON = {
     Severity.CRITICAL: ":red_circle:",
@@ -138,16 +140,38 @@ def _summary_blocks(view: RecommendationView) -> list[Block]:
     ]
 
 
+def _answer_line(a: Answer) -> str:
+    """One answer on one line: the reason's whitespace collapsed and cut to ``MAX_ANSWER_REASON`` characters."""
+    who = "no answer (skipped)" if a.operator == "system" else f"<@{escape(truncate(a.operator, MAX_ANSWER_WHO))}>"
+    reason = escape(truncate(" ".join(a.reason.split()), MAX_ANSWER_REASON))
+    reason = f" — {reason}" if reason else ""
+    return f"{_KIND_ICON.get(a.kind, '')} *{a.kind.value}* by {who} at {_date(a.at)}{reason}"
+
+
+def _hidden_line(hidden: int) -> str:
+    return f"…and {hidden} earlier answer{'' if hidden == 1 else 's'} not shown"
+
+
 def _answer_lines(answers: Sequence[Answer]) -> list[str]:
-    lines = []
-    for a in list(answers)[-MAX_ANSWER_LINES:]:
-        who = "no answer (skipped)" if a.operator == "system" else f"<@{escape(a.operator)}>"
-        reason = f" — {escape(a.reason)}" if a.reason else ""
-        lines.append(f"{_KIND_ICON.get(a.kind, '')} *{a.kind.value}* by {who} at {_date(a.at)}{reason}")
-    hidden = len(answers) - MAX_ANSWER_LINES
-    if hidden > 0:
-        lines.insert(0, f"…and {hidden} earlier answer(s)")
-    return lines
+    """The newest answers (last in ``answers``) that fit one section, oldest first, after a line counting the rest.
+
+    Older answers are dropped first, whole lines only, so the newest answer is always listed and no line is cut.
+    """
+    reserve = len(_hidden_line(len(answers))) + 1  # room for the "earlier answers" line, whatever it will say
+    budget = MAX_SECTION - reserve
+    shown: list[str] = []
+    used = 0
+    for a in reversed(answers):
+        if len(shown) == MAX_ANSWER_LINES:
+            break
+        line = truncate(_answer_line(a), budget)  # a line is ~400 characters at most: a guard, never cuts
+        if shown and used + 1 + len(line) > budget:
+            break
+        used += len(line) + (1 if shown else 0)
+        shown.append(line)
+    shown.reverse()
+    hidden = len(answers) - len(shown)
+    return ([_hidden_line(hidden)] if hidden > 0 else []) + shown
 
 
 def _count(answers: Sequence[Answer], kind: FeedbackKind) -> str:
@@ -167,10 +191,9 @@ def recommendation_blocks(view: RecommendationView) -> list[Block]:
         blocks.append({"type": "section", "block_id": "npo_answers", "text": mrkdwn("\n".join(lines), MAX_SECTION)})
     skip = next((a for a in view.answers if a.operator == "system" and a.kind is FeedbackKind.SKIPPED), None)
     if skip is not None:
-        note = (
-            f":zzz: Nobody answered in time: counted as *skipped* at {_date(skip.at)}. "
-            "An answer now still counts and replaces the skip."
-        )
+        note = f":zzz: Nobody answered in time: counted as *skipped* at {_date(skip.at)}."
+        if view.outcome is None:  # the answer buttons are still shown (an outcome replaces them, below)
+            note += " An answer now still counts and replaces the skip."
         blocks.append({"type": "context", "block_id": "npo_skipped", "elements": [mrkdwn(note, MAX_SECTION)]})
     if view.outcome is not None:
         o = view.outcome

@@ -107,3 +107,64 @@ def test_truncate_never_exceeds_and_keeps_characters_whole(limit: int) -> None:
         cut = truncate(text, limit)
         assert len(cut) <= limit
         cut.encode("utf-8")
+
+
+def _answers_text(view: RecommendationView) -> str:
+    blocks = recommendation_blocks(view)
+    return next(b for b in blocks if b.get("block_id") == "npo_answers")["text"]["text"]
+
+
+def _with_answers(*answers: Answer, outcome: OutcomeView | None = None) -> RecommendationView:
+    view = _view("disk", answers=0)
+    return RecommendationView(view.prediction, view.decision, answers, outcome)
+
+
+def test_long_override_reasons_do_not_push_a_later_answer_out() -> None:
+    """Two long reasons (each within the modal's 2000 characters) used to fill the 3000-character section, so the
+    third answer was counted on the button but never listed and the second reason was cut mid-sentence."""
+    alice = "Already handled: Disk r12 was swapped during the 02:00 maintenance window.\n" * 25
+    bob = "Already handled: the SMART errors are from the old disk, see CHG-4411. " * 20
+    view = _with_answers(
+        Answer("U0ALICE", FeedbackKind.OVERRIDE, 1.7e9, alice[:2000]),
+        Answer("U0BOB", FeedbackKind.OVERRIDE, 1.7e9 + 60, bob[:2000]),
+        Answer("U0MALLORY", FeedbackKind.LIKE, 1.7e9 + 120),
+    )
+    lines = _answers_text(view).split("\n")
+    assert len(lines) == 3  # one line per answer (a multi-line reason is kept on its line), nothing hidden
+    assert [line.split(" by ")[1].split(" at ")[0] for line in lines] == ["<@U0ALICE>", "<@U0BOB>", "<@U0MALLORY>"]
+    for line in lines[:2]:
+        reason = line.split(" — ", 1)[1]
+        assert len(reason) <= 200 and reason.endswith("…") and reason.startswith("Already handled: ")
+    assert "Like (1)" in str(recommendation_blocks(view)) and "Override (2)" in str(recommendation_blocks(view))
+
+
+def test_when_answers_do_not_fit_the_oldest_are_dropped_and_counted() -> None:
+    people = [Answer(f"U{i:04d}", FeedbackKind.OVERRIDE, 1.7e9 + i, f"reason {i} " + "x" * 2000) for i in range(15)]
+    people.append(Answer("U0LAST", FeedbackKind.NEUTRAL, 1.8e9))
+    text = _answers_text(_with_answers(*people))
+    assert len(text) <= 3000 and not text.endswith("…")  # whole lines only: the section itself is never cut
+    header, *lines = text.split("\n")
+    hidden = len(people) - len(lines)
+    assert hidden > 0 and header == f"…and {hidden} earlier answers not shown"
+    shown = [line.split(" by <@")[1].split(">")[0] for line in lines]
+    assert shown == [a.operator for a in people[hidden:]]  # the newest answers, oldest of them first
+    assert shown[-1] == "U0LAST" and "<!date^1800000000^" in lines[-1]
+    for line in lines[:-1]:
+        assert line.endswith("…") and len(line.split(" — ", 1)[1]) <= 200
+
+
+def test_at_most_twenty_answer_lines_and_the_rest_counted() -> None:
+    people = [Answer(f"U{i:04d}", FeedbackKind.LIKE, 1.7e9 + i) for i in range(21)]
+    header, *lines = _answers_text(_with_answers(*people)).split("\n")
+    assert header == "…and 1 earlier answer not shown" and len(lines) == 20 and "<@U0020>" in lines[-1]
+
+
+def test_skip_note_invites_an_answer_only_while_the_buttons_are_shown() -> None:
+    skip = Answer("system", FeedbackKind.SKIPPED, 1.7e9)
+    for outcome in (None, OutcomeView(True, 1.7e9 + 60, "slack")):
+        blocks = recommendation_blocks(_with_answers(skip, outcome=outcome))
+        note = next(b for b in blocks if b.get("block_id") == "npo_skipped")["elements"][0]["text"]
+        has_buttons = any(b["type"] == "actions" for b in blocks)
+        assert "counted as *skipped*" in note
+        assert has_buttons is (outcome is None)
+        assert ("An answer now still counts" in note) is has_buttons
