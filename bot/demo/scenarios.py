@@ -190,7 +190,7 @@ class ReplayStream:
         self.items: list[StreamItem] = []
         self.errors: list[str] = []
         rng = np.random.default_rng(seed)
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # with or without a byte-order mark
         kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
         for number, record in _records(text, kind):
             try:

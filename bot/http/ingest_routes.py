@@ -2,8 +2,12 @@
 
 Every route needs ``Authorization: Bearer <NPO_INGEST_TOKEN>`` (401 otherwise), takes JSON up to the body limit
 (413 above it), and answers malformed input with 400/422 ``{"error": …, "field": …}`` — nothing is stored then:
-a list is validated completely before any of it is decided. Duplicates (same id, or same fingerprint within the
-dedupe window) are answered 200 with ``"duplicate": true``. Storage work runs in a worker thread.
+a list is validated completely before any of it is decided. The exception is an Alertmanager/Grafana
+notification, whose alerts are taken one by one (Alertmanager groups unrelated alerts and does not retry a 4xx):
+the usable ones are decided or recorded and each malformed one is listed under ``"errors": [{"field", "message"}]``
+with 200; only a notification with no usable alert, or a malformed body, is 422. Duplicates (same id, or same
+fingerprint within the dedupe window) are answered 200 with ``"duplicate": true``. Storage work runs in a worker
+thread.
 """
 
 from __future__ import annotations
@@ -172,4 +176,5 @@ class IngestApi:
             outcomes = await anyio.to_thread.run_sync(self._record_outcomes, batch.outcomes, batch.fallback_ids)
         except (sqlite3.Error, StorageError) as exc:
             return storage_unavailable(exc)
-        return JSONResponse({"results": [decision_json(r) for r in results], "outcomes": outcomes})
+        errors = [{"field": exc.field, "message": exc.message} for exc in batch.errors]
+        return JSONResponse({"results": [decision_json(r) for r in results], "outcomes": outcomes, "errors": errors})

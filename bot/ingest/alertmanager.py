@@ -13,6 +13,14 @@ the episode's start: a re-sent notification is the same prediction (recorded onc
 An outcome whose episode id is unknown falls back to the plain ``am:<fingerprint>`` id that versions before
 episode ids gave (:attr:`AlertBatch.fallback_ids`), so an alert that fired before an upgrade can still resolve.
 
+Alerts are taken one by one: a malformed alert (no target label, an unparsable ``confidence`` or ``time_to_fault``,
+an unknown ``status``, …) is refused on its own and listed in :attr:`AlertBatch.errors` with the field at fault,
+while the other alerts of the notification are used — Alertmanager groups unrelated alerts into one notification
+and does not retry a 4xx, so refusing the whole notification would lose them. Only when *no* alert is usable (every
+alert is malformed) or the body itself is (not an object, ``alerts`` not a list, ``commonLabels`` not an object)
+does :func:`parse_webhook` raise :class:`InvalidRecord` naming the (first) field, and nothing is stored. Each
+refused alert is logged once, at warning level. An empty ``alerts`` list is not an error: nothing to do.
+
 Field mapping (first match wins; ``commonLabels``/``commonAnnotations`` fill gaps in an alert's own):
 
 ============== ==========================================================================================
@@ -37,6 +45,7 @@ channel         label ``slack_channel`` (a channel id), else the default inciden
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -46,6 +55,7 @@ from typing import Any
 
 from npo.types import InvalidRecord, Outcome, Prediction, Severity
 
+log = logging.getLogger(__name__)
 DEFAULT_ACTION = "investigate"
 DEFAULT_CONFIDENCE = {"critical": 0.9, "warning": 0.7, "info": 0.5}
 _SEVERITY = {
@@ -69,11 +79,13 @@ class AlertBatch:
     """What one webhook call carried: predictions from firing alerts, outcomes from resolved ones.
 
     ``fallback_ids``: for an outcome whose id is an episode id, the plain ``am:<fingerprint>`` id to try when no
-    prediction has the episode id (one stored before episode ids)."""
+    prediction has the episode id (one stored before episode ids). ``errors``: the alerts refused, each naming its
+    field (``alerts[1].labels.instance``), when the others were usable (module docstring)."""
 
     predictions: list[Prediction]
     outcomes: list[Outcome]
     fallback_ids: dict[str, str] = field(default_factory=dict)
+    errors: list[InvalidRecord] = field(default_factory=list)
 
 
 def _strings(value: object, where: str) -> dict[str, str]:
@@ -180,8 +192,23 @@ def prediction_from_alert(
         raise InvalidRecord(f"{where}.{exc.field}", exc.message) from None
 
 
+def _resolved(
+    alert: Mapping[str, Any], common_labels: dict[str, str], *, index: int, now: float
+) -> tuple[Outcome, str]:
+    """One resolved alert → the outcome ``real_fault = true`` of its episode, and the alert's plain id."""
+    labels = {**common_labels, **_strings(alert.get("labels"), f"alerts[{index}].labels")}
+    try:
+        outcome = Outcome(alert_id(alert, labels), True, _timestamp(alert.get("endsAt"), now), "alertmanager")
+    except InvalidRecord as exc:  # an over-long fingerprint: name it, not the derived prediction_id
+        raise InvalidRecord(f"alerts[{index}].fingerprint", exc.message) from None
+    return outcome, plain_alert_id(alert, labels)
+
+
 def parse_webhook(body: object, *, now: float) -> AlertBatch:
-    """Parse an Alertmanager v4 or Grafana webhook body. Raises :class:`InvalidRecord` naming the field."""
+    """Parse an Alertmanager v4 or Grafana webhook body, alert by alert (see the module docstring).
+
+    Malformed alerts are listed in :attr:`AlertBatch.errors` when at least one alert was usable; raises
+    :class:`InvalidRecord` naming the field when none was, or when the body itself is malformed."""
     if not isinstance(body, Mapping):
         raise InvalidRecord("(body)", "must be a JSON object (an Alertmanager or Grafana webhook)")
     alerts = body.get("alerts")
@@ -191,25 +218,31 @@ def parse_webhook(body: object, *, now: float) -> AlertBatch:
         _strings(body.get("commonLabels"), "commonLabels"),
         _strings(body.get("commonAnnotations"), "commonAnnotations"),
     )
-    predictions: list[Prediction] = []
-    outcomes: list[Outcome] = []
-    fallback_ids: dict[str, str] = {}
+    batch = AlertBatch([], [])
     for index, alert in enumerate(alerts):
-        if not isinstance(alert, Mapping):
-            raise InvalidRecord(f"alerts[{index}]", "must be an object")
-        status = alert.get("status", body.get("status"))
-        if status == "resolved":
-            labels = {**common[0], **_strings(alert.get("labels"), f"alerts[{index}].labels")}
-            at = _timestamp(alert.get("endsAt"), now)
-            episode, plain = alert_id(alert, labels), plain_alert_id(alert, labels)
-            try:
-                outcomes.append(Outcome(episode, True, at, "alertmanager"))
-            except InvalidRecord as exc:  # an over-long fingerprint: name it, not the derived prediction_id
-                raise InvalidRecord(f"alerts[{index}].fingerprint", exc.message) from None
-            if episode != plain:
-                fallback_ids[episode] = plain
-        elif status == "firing":
-            predictions.append(prediction_from_alert(alert, common, index=index, now=now))
-        else:
-            raise InvalidRecord(f"alerts[{index}].status", f"must be firing or resolved, got {status!r}")
-    return AlertBatch(predictions, outcomes, fallback_ids)
+        try:
+            if not isinstance(alert, Mapping):
+                raise InvalidRecord(f"alerts[{index}]", "must be an object")
+            status = alert.get("status", body.get("status"))
+            if status == "resolved":
+                outcome, plain = _resolved(alert, common[0], index=index, now=now)
+                batch.outcomes.append(outcome)
+                if outcome.prediction_id != plain:
+                    batch.fallback_ids[outcome.prediction_id] = plain
+            elif status == "firing":
+                batch.predictions.append(prediction_from_alert(alert, common, index=index, now=now))
+            else:
+                raise InvalidRecord(f"alerts[{index}].status", f"must be firing or resolved, got {status!r}")
+        except InvalidRecord as exc:
+            batch.errors.append(exc)
+    usable = bool(batch.predictions or batch.outcomes)
+    for exc in batch.errors:
+        log.warning(
+            "Alertmanager webhook: alert refused (%s): field=%r message=%r",
+            "the other alerts were used" if usable else "no alert was usable, nothing was stored",
+            exc.field,
+            exc.message[:300],
+        )
+    if batch.errors and not usable:
+        raise batch.errors[0]
+    return batch

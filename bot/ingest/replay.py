@@ -3,7 +3,8 @@
 JSONL: one prediction object per line (blank lines and ``#`` comments skipped). CSV: a header row with the
 prediction fields; ``labels`` may hold a JSON object; empty cells are omitted; ``confidence`` and
 ``time_to_fault_s`` are numbers. Every malformed line is reported as ``line N: field: message``; the valid ones are
-decided in one transaction (surfaced ones are queued for Slack and posted by ``npo-bot serve``).
+decided in one transaction (surfaced ones are queued for Slack and posted by ``npo-bot serve``). Files are UTF-8,
+with or without a byte-order mark.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _csv(text: str) -> Iterator[tuple[int, Any]]:
 
 def read_predictions(path: Path, *, received_at: float, fmt: str | None = None) -> ReplayInput:
     """Parse ``path`` (format from ``fmt`` or the extension: ``.csv`` is CSV, anything else JSONL)."""
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is not the first header
     kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     rows = _csv(text) if kind == "csv" else _jsonl(text)
     result = ReplayInput()

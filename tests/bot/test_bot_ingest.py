@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -103,6 +104,42 @@ def test_bad_alerts_name_the_field(alert_patch: dict[str, object], field: str) -
     assert info.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("alert_patch", "field"),
+    [
+        ({"labels": {"alertname": "X"}}, "alerts[1].labels.instance"),
+        ({"annotations": {"time_to_fault": "soon"}}, "alerts[1].annotations.time_to_fault"),
+        ({"annotations": {"confidence": "very"}}, "alerts[1].annotations.confidence"),
+        ({"annotations": {"confidence": "1.7"}}, "alerts[1].confidence"),
+        ({"status": "pending"}, "alerts[1].status"),
+        ({"status": "resolved", "fingerprint": "f" * 300}, "alerts[1].fingerprint"),
+    ],
+)
+def test_a_bad_alert_among_good_ones_is_listed_and_the_rest_is_used(
+    alert_patch: dict[str, object], field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = GRAFANA["alerts"][0]
+    resolved = dict(good, status="resolved", fingerprint="ff00", endsAt="2025-03-26T11:00:00Z")
+    bad = dict(good, fingerprint="ff02") | alert_patch
+    with caplog.at_level(logging.WARNING, logger="bot.ingest.alertmanager"):
+        batch = parse_webhook(dict(GRAFANA, commonLabels={}, alerts=[good, bad, resolved]), now=0.0)
+    assert [p.id for p in batch.predictions] == ["am:ff01@20250326T100000Z"]
+    assert [o.prediction_id for o in batch.outcomes] == ["am:ff00@20250326T100000Z"]
+    assert batch.fallback_ids == {"am:ff00@20250326T100000Z": "am:ff00"}
+    assert [e.field for e in batch.errors] == [field]
+    (warning,) = caplog.records
+    assert warning.levelno == logging.WARNING and field in warning.getMessage()
+
+
+def test_a_notification_of_bad_alerts_names_the_first_and_an_empty_one_is_fine() -> None:
+    bad = [dict(GRAFANA["alerts"][0], labels={"alertname": "X"}), "not an alert"]
+    with pytest.raises(InvalidRecord) as info:
+        parse_webhook(dict(GRAFANA, commonLabels={}, alerts=bad), now=0.0)
+    assert info.value.field == "alerts[0].labels.instance"
+    empty = parse_webhook(dict(GRAFANA, alerts=[]), now=0.0)
+    assert (empty.predictions, empty.outcomes, empty.errors) == ([], [], [])
+
+
 def test_records_list_errors_carry_the_index() -> None:
     good = {"id": "a", "fault_type": "f", "target": "t", "action": "x", "confidence": 0.5}
     with pytest.raises(InvalidRecord) as info:
@@ -130,6 +167,25 @@ def test_replay_reports_line_numbers_and_decides_the_rest(tmp_path: Path) -> Non
     parsed = read_predictions(csv_file, received_at=0.0)
     assert [p.id for p in parsed.predictions] == ["c"] and parsed.predictions[0].labels["cluster"] == "r1"
     assert parsed.errors == ["line 3: confidence: must be a number in [0, 1], got str"]
+
+
+def test_replay_reads_files_that_start_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" and ``encoding="utf-8-sig"`` writers start the file with U+FEFF."""
+    csv_file = tmp_path / "excel.csv"
+    csv_file.write_text("id,fault_type,target,action,confidence\nc1,f,t1,x,0.8\nc2,f,t2,x,0.7\n", encoding="utf-8-sig")
+    assert csv_file.read_bytes().startswith(b"\xef\xbb\xbf")
+    parsed = read_predictions(csv_file, received_at=0.0)
+    assert parsed.errors == [] and [p.id for p in parsed.predictions] == ["c1", "c2"]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_text(
+        '{"id": "j1", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.9}\n'
+        '{"id": "j2", "fault_type": "f", "target": "t2", "action": "x", "confidence": 0.6}\n',
+        encoding="utf-8-sig",
+    )
+    parsed = read_predictions(jsonl, received_at=0.0)
+    assert parsed.errors == [] and [p.id for p in parsed.predictions] == ["j1", "j2"]
+    renamed = read_predictions(jsonl.rename(tmp_path / "bom.txt"), received_at=0.0, fmt="jsonl")
+    assert [p.id for p in renamed.predictions] == ["j1", "j2"]
 
 
 @pytest.fixture

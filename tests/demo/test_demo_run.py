@@ -151,6 +151,9 @@ def test_replay_reports_bad_lines_and_keeps_the_truth_out_of_the_prediction(tmp_
     assert stream.items[0].answer == "override" and stream.items[1].answer is None
     assert [e.split(":")[0] for e in stream.errors] == ["line 2", "line 3"]
     assert "confidence" in stream.errors[1]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")  # as Windows tools save "UTF-8"
+    again = ReplayStream(path, noise=Noise(epsilon=0, skip=0, neutral=0))
+    assert [item.id for item in again] == ["a", "c"] and again.errors == stream.errors
 
 
 def test_the_page_json_routes_refuse_bad_input_by_field(manual_demo: tuple[Demo, str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -203,6 +204,62 @@ def test_an_alert_stored_before_episode_ids_still_resolves(bot: BotUnderTest) ->
     assert entry["prediction_id"] == "am:n0such@20250326T100000Z" and entry["recorded"] is False
     assert "am:n0such@20250326T100000Z" in entry["error"]
     assert bot.counts()["outcomes"] == 1
+
+
+def _firing(fingerprint: str, instance: str | None, **annotations: str) -> dict[str, Any]:
+    alert = ALERTMANAGER_FIRING["alerts"][0]
+    labels = {k: v for k, v in alert["labels"].items() if k != "instance"}
+    if instance is not None:
+        labels["instance"] = instance
+    return dict(alert, fingerprint=fingerprint, labels=labels, annotations=alert["annotations"] | annotations)
+
+
+def test_one_malformed_alert_does_not_lose_the_rest_of_its_notification(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = bot.ingest(_alert("firing", "2025-03-26T10:00:00Z"), path="/api/v1/alertmanager").json()["results"]
+    before = bot.counts()
+    resolved = _alert("resolved", "2025-03-26T10:00:00Z")["alerts"][0]
+    aggregated = _firing("b4d0000000000001", None)  # e.g. aggregated by namespace: no instance/host/node/pod
+    good = _firing("900d000000000001", "r14-n02:9100")
+    caplog.set_level(logging.WARNING)
+    body = dict(ALERTMANAGER_FIRING, alerts=[resolved, aggregated, good])
+    response = bot.ingest(body, path="/api/v1/alertmanager")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert [r["id"] for r in answer["results"]] == ["am:900d000000000001@20250326T100000Z"]
+    assert answer["results"][0]["verdict"] == "surface" and not answer["results"][0]["duplicate"]
+    stored = bot.bot.store.prediction("am:900d000000000001@20250326T100000Z")
+    assert stored is not None and stored.target == "r14-n02:9100"
+    assert bot.bot.store.prediction("am:b4d0000000000001@20250326T100000Z") is None
+    assert answer["outcomes"] == [{"prediction_id": first[0]["id"], "recorded": True, "missed_fault": False}]
+    (refused,) = answer["errors"]
+    assert refused["field"] == "alerts[1].labels.instance" and "instance" in refused["message"]
+    after = bot.counts()
+    assert (after["predictions"], after["decisions"], after["outcomes"]) == (
+        before["predictions"] + 1,
+        before["decisions"] + 1,
+        before["outcomes"] + 1,
+    )
+    warned = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "alert refused" in r.getMessage()
+    ]
+    assert len(warned) == 1 and "alerts[1].labels.instance" in warned[0]
+
+
+def test_a_notification_without_a_usable_alert_is_refused_and_stores_nothing(bot: BotUnderTest) -> None:
+    bot.ingest(_alert("firing", "2025-03-26T10:00:00Z"), path="/api/v1/alertmanager")
+    before = bot.counts()
+    bad = [
+        _firing("b4d0000000000001", None),
+        _firing("b4d0000000000002", "r14-n02:9100", time_to_fault="soon"),
+        _firing("b4d0000000000003", "r14-n03:9100", confidence="very"),
+        dict(_alert("resolved", "2025-03-26T10:00:00Z")["alerts"][0], status="pending"),
+    ]
+    response = bot.ingest(dict(ALERTMANAGER_FIRING, alerts=bad), path="/api/v1/alertmanager")
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "alerts[0].labels.instance"
+    assert bot.counts() == before
 
 
 def test_outcomes_api(bot: BotUnderTest) -> None:
