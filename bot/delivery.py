@@ -5,7 +5,8 @@ One thread, started by ``npo-bot serve`` and stopped with it. Each pass leases t
 records the result:
 
 * success → ``mark_sent`` with the ``(channel, ts)`` (stored with the recommendation);
-* HTTP 429 → ``mark_retry`` after ``Retry-After`` (the channel also pauses that long);
+* HTTP 429 → ``mark_retry`` after ``Retry-After``; Slack limits each Web API method as a whole, so every message
+  sent with the same method (``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``) waits that long too;
 * connection errors (``URLError``/``OSError``/``TimeoutError``), HTTP 5xx and Slack's transient errors →
   ``mark_retry`` with exponential backoff (0.5 s · 2ⁿ, at most 60 s, plus jitter), for as long as it takes;
 * an update of a recommendation whose post failed for good → ``mark_failed`` too (there is no message to update,
@@ -48,6 +49,13 @@ from storage import OutboxItem
 log = logging.getLogger(__name__)
 
 POST_KINDS = frozenset({"recommendation", "digest_item", "message", "thread_reply"})
+#: The Web API method each outbox kind is sent with (Slack's rate limits, and so a 429's Retry-After, are per method).
+METHOD_OF_KIND = {
+    **dict.fromkeys(POST_KINDS, "chat.postMessage"),
+    "update": "chat.update",
+    "message_update": "chat.update",
+    "ephemeral": "chat.postEphemeral",
+}
 TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 # slack_sdk's error for an answer that is not JSON (a truncated body, a proxy's error page): transient, not final.
 NON_JSON_ANSWER = "Received a response in a non-JSON format"
@@ -123,7 +131,8 @@ class DeliveryWorker:
         self.metrics = metrics
         self.config = config
         self.clock = clock
-        self._ready_at: dict[str, float] = {}
+        self._ready_at: dict[str, float] = {}  # channel → no post before (Slack's 1 message/s per channel)
+        self._method_ready_at: dict[str, float] = {}  # Web API method → no call before (a 429's Retry-After)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -174,7 +183,10 @@ class DeliveryWorker:
         storms = self._storm_channels()
         folded: dict[str, list[OutboxItem]] = {}
         for item in items:
-            if item.kind in POST_KINDS and self._ready_at.get(item.channel, 0.0) > self.clock():
+            limited_until = self._method_ready_at.get(METHOD_OF_KIND.get(item.kind, ""), 0.0)
+            if limited_until > self.clock():
+                self._retry_at(item, limited_until, f"waiting out Slack's rate limit of {METHOD_OF_KIND[item.kind]}")
+            elif item.kind in POST_KINDS and self._ready_at.get(item.channel, 0.0) > self.clock():
                 self._retry_at(item, self._ready_at[item.channel], "waiting for the channel's 1 message/s pace")
             elif item.kind == "digest_item" and now < item.created_at + self.config.digest_delay_s:
                 self._retry_at(item, item.created_at + self.config.digest_delay_s, "gathering the digest")
@@ -316,6 +328,9 @@ class DeliveryWorker:
             if isinstance(exc, SlackApiError) and getattr(exc.response, "status_code", 0) == 429:
                 for item in items:
                     self._ready_at[item.channel] = max(self._ready_at.get(item.channel, 0.0), at)
+                    method = METHOD_OF_KIND.get(item.kind)
+                    if method is not None:
+                        self._method_ready_at[method] = max(self._method_ready_at.get(method, 0.0), at)
             for item in items:
                 self._retry_at(item, at, str(verdict))
             log.log(

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slack_testing import INCIDENT, BotUnderTest, make_settings, prediction, wait_for
+from slack_testing import ALICE, BOB, INCIDENT, BotUnderTest, make_settings, prediction, wait_for
 
 from bot.app import build_bot
 from bot.serve import ServerThread
+from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL
 from bot.standin import StandIn
 
 
@@ -22,6 +23,21 @@ def test_rate_limited_post_is_retried_after_retry_after_and_posted_once(bot: Bot
     assert len(calls) == 1 and len(attempts) == 2
     assert attempts[1].monotonic - attempts[0].monotonic >= 1.0
     assert len(bot.standin.messages(INCIDENT)) == 1
+
+
+def test_a_rate_limited_method_waits_out_retry_after_for_every_message(bot: BotUnderTest) -> None:
+    """Slack limits a method as a whole: after a 429 on chat.update no update of *any* message is attempted before
+    Retry-After, and each arrives afterwards."""
+    first, second = bot.surface("p1"), bot.surface("p2")
+    bot.standin.faults.rate_limit("chat.update", times=1, retry_after=2)
+    assert bot.click(ALICE, ACTION_LIKE, first).status_code == 200
+    (limited,) = wait_for(lambda: bot.standin.calls("chat.update"), timeout=5)
+    assert bot.click(BOB, ACTION_NEUTRAL, second).status_code == 200  # another message, the same method
+    updated = wait_for(lambda: [c for c in bot.standin.calls("chat.update") if c.status == 200], timeout=10)
+    later = wait_for(lambda: len(bot.standin.calls("chat.update")) >= 3 and bot.standin.calls("chat.update"), 10)
+    assert limited.status == 429 and updated
+    assert all(c.monotonic - limited.monotonic >= 2.0 for c in later[1:])  # none inside the Retry-After window
+    assert {c.body.get("ts") for c in later[1:]} == {first[1], second[1]}
 
 
 def test_outage_keeps_predictions_pending_then_posts_each_once(bot: BotUnderTest) -> None:
