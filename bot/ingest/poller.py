@@ -2,7 +2,10 @@
 
 The URL answers JSON: a list of prediction objects, or ``{"predictions": [...]}`` (fields as in
 :mod:`bot.ingest.records`). Invalid entries are logged with their index and field and skipped; valid ones are
-decided (the loop's dedupe makes re-serving the same predictions harmless). Network and HTTP errors are logged and
+decided. A feed usually serves its current predictions on every poll: those the previous answer already held (by
+id) are not handed to the loop again, so a feed of 200 predictions polled every 30 s does not write 576,000
+"duplicate" audit lines a day. The loop's own dedupe still covers the rest: the first poll after a restart, an id
+that comes back after leaving the feed, the same prediction under a new id. Network and HTTP errors are logged and
 the next poll happens on schedule. One daemon thread; :meth:`Poller.stop` ends it.
 """
 
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 class PollResult:
     decided: list[DecideResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    repeated: list[str] = field(default_factory=list)  # ids the previous answer held: not decided again
 
 
 class Poller:
@@ -51,6 +55,7 @@ class Poller:
         self._client = httpx.Client(headers=headers, timeout=timeout_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._previous: frozenset[str] = frozenset()  # ids of the last answer whose predictions were decided
 
     def poll_once(self) -> PollResult:
         """One GET; returns what was decided and what was skipped. Never raises for network or data errors."""
@@ -75,8 +80,11 @@ class Poller:
             except InvalidRecord as exc:
                 result.errors.append(f"[{index}].{exc.field}: {exc.message}")
                 log.warning("poller skipped prediction [%d]: %s: %s", index, exc.field, exc.message)
-        if valid:
-            result.decided = self.decide(valid)
+        fresh = [p for p in valid if p.id not in self._previous]
+        result.repeated = [p.id for p in valid if p.id in self._previous]
+        if fresh:
+            result.decided = self.decide(fresh)  # raises (a storage error): remembered nothing, the next poll retries
+        self._previous = frozenset(p.id for p in valid)
         return result
 
     def start(self) -> None:

@@ -20,7 +20,7 @@ from bot.service import NpoService
 from npo.loop import DecideResult, LoopConfig
 from npo.policy import DEFAULT_POLICY
 from npo.types import InvalidRecord, Prediction, Severity
-from storage import SQLiteStore
+from storage import SQLiteStore, StorageError
 
 GRAFANA = {
     "receiver": "npo",
@@ -237,11 +237,43 @@ def test_poller_feeds_the_loop(tmp_path: Path, predictions_server: tuple[str, li
         result = poller.poll_once()
         assert [r.decision.prediction_id for r in result.decided] == ["a"]
         assert result.errors == ["[1].confidence: must be in [0, 1], got 2"]
-        again = poller.poll_once()
-        assert again.decided[0].duplicate
+        again = poller.poll_once()  # the feed serves the same prediction again: not decided again
+        assert again.decided == [] and again.repeated == ["a"] and len(seen) == 1
         poller.start()
         poller.stop()
         down = Poller("http://127.0.0.1:9/none", decide, clock=lambda: 0.0, timeout_s=0.5)
         assert down.poll_once().errors
         down.stop()
         assert store.counts()["predictions"] == 1
+
+
+def test_a_feed_serving_the_same_predictions_is_decided_once_per_id(
+    tmp_path: Path, predictions_server: tuple[str, list[object]]
+) -> None:
+    url, served = predictions_server
+    item = {"fault_type": "f", "action": "x", "confidence": 0.99}
+    served.append([item | {"id": f"p{i}", "target": f"t{i}"} for i in range(3)])
+    with SQLiteStore(tmp_path / "npo.db", LoopConfig(default_channel="C1")) as store:
+        service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0), clock=lambda: 1000.0)
+        poller = Poller(url, service.decide, clock=lambda: 1000.0)
+        for _ in range(5):
+            poller.poll_once()
+        served.append([*served[-1], item | {"id": "p3", "target": "t3"}])  # one more: only it is decided
+        assert [r.decision.prediction_id for r in poller.poll_once().decided] == ["p3"]
+        assert store.counts()["predictions"] == 4 and store.audit_entries(kind="duplicate_prediction") == []
+
+        def failing(predictions: Sequence[Prediction]) -> list[DecideResult]:
+            raise StorageError("decisions", predictions[0].id, "disk I/O error")
+
+        served.append([*served[-1], item | {"id": "p4", "target": "t4"}])
+        poller.decide = failing
+        with pytest.raises(StorageError):
+            poller.poll_once()
+        poller.decide = service.decide  # the database is back: p4 was not forgotten
+        assert [r.decision.prediction_id for r in poller.poll_once().decided] == ["p4"]
+        poller.stop()
+
+        restarted = Poller(url, service.decide, clock=lambda: 1000.0)  # a restart forgets: the loop's dedupe
+        assert all(r.duplicate for r in restarted.poll_once().decided)
+        restarted.stop()
+        assert store.counts()["predictions"] == 5 and len(store.audit_entries(kind="duplicate_prediction")) == 5
