@@ -269,6 +269,59 @@ def store_decide_batched(
         return _rate(n, work, stats)
 
 
+AT_SCALE_PREFILL = 300_000  # decisions already in the file for :func:`batched_at_scale`
+
+
+def batched_at_scale(folder: Path, prefill: int = AT_SCALE_PREFILL, n: int = N_BATCHED) -> list[Row]:
+    """``decide_many`` in batches of :data:`BATCH` into a file that already holds ``prefill`` decisions, next to
+    the same into an empty file (taken in turns, best of :data:`REPS`): what a long-running service's history does
+    to the batch figure (every row of ``decisions`` enters two indexes, by id and by fingerprint)."""
+    policy = parse_policy(DEFAULT_POLICY_TEXT)
+    full = folder / "prefilled.db"
+    with SQLiteStore(full, LoopConfig()) as store:
+        old = _predictions(prefill, "old")
+        for start in range(0, prefill, 5 * BATCH):
+            chunk = old[start : start + 5 * BATCH]
+            store.decide_many(chunk, policy=policy, rng=np.random.default_rng(0), now=chunk[-1].received_at)
+    later = float(prefill + 1)  # the new predictions arrive after the history, with targets of their own
+    new = [
+        Prediction(
+            id=p.id,
+            fault_type=p.fault_type,
+            target=f"{p.target}-new",
+            action=p.action,
+            confidence=p.confidence,
+            channel=p.channel,
+            received_at=later + p.received_at,
+        )
+        for p in _predictions(n, "new")
+    ]
+
+    def into(path: Path) -> float:
+        rng = np.random.default_rng(3)
+        with SQLiteStore(path, LoopConfig()) as store:
+
+            def work() -> None:
+                for start in range(0, n, BATCH):
+                    chunk = new[start : start + BATCH]
+                    store.decide_many(chunk, policy=policy, rng=rng, now=chunk[-1].received_at)
+
+            return _rate(n, work)
+
+    empty: list[float] = []
+    prefilled: list[float] = []
+    for rep in range(REPS):
+        empty.append(into(folder / f"empty-{rep}.db"))
+        copy = folder / f"prefilled-{rep}.db"
+        copy.write_bytes(full.read_bytes())
+        prefilled.append(into(copy))
+    fig = fig_predictions("NORMAL")
+    return [
+        (row_name(fig, f"{BATCH_STORE}, into an empty file"), max(empty), "predictions/s"),
+        (row_name(fig, f"{BATCH_STORE}, into a file of {prefill:,} decisions"), max(prefilled), "predictions/s"),
+    ]
+
+
 # (table, the column naming the prediction a row belongs to), in the order decide_many writes them
 _PERSISTED_TABLES = (
     ("decisions", "prediction_id"),
@@ -435,5 +488,10 @@ def run(quick: bool = False) -> list[Row]:
 if __name__ == "__main__":
     import sys
 
-    for name, value, unit in run(quick="--quick" in sys.argv[1:]):
+    if "--at-scale" in sys.argv[1:]:  # not part of ``python -m bench``: filling the file takes a while
+        with tempfile.TemporaryDirectory(prefix="npo-bench-") as tmp:
+            rows = batched_at_scale(Path(tmp))
+    else:
+        rows = run(quick="--quick" in sys.argv[1:])
+    for name, value, unit in rows:
         print(f"{name:<100} {value:>12,.1f} {unit}")
