@@ -44,7 +44,15 @@ def connect(
         raise StorageError("connection", str(path), f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
     if not busy_timeout_s > 0:
         raise StorageError("connection", str(path), f"busy_timeout_s must be > 0, got {busy_timeout_s}")
-    conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=check_same_thread)
+    folder = Path(path).parent
+    if str(path) != ":memory:" and not folder.is_dir():
+        raise StorageError("connection", str(path), f"cannot open the database: the folder {folder} does not exist")
+    try:
+        conn = sqlite3.connect(
+            str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=check_same_thread
+        )
+    except sqlite3.Error as exc:
+        raise StorageError("connection", str(path), f"cannot open the database: {exc}") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -52,7 +60,21 @@ def connect(
             raise StorageError("connection", str(path), f"could not switch to WAL (journal_mode={mode})")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as exc:  # not a database file, a read-only place, a file the process may not open
+        conn.close()
+        if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+            raise  # another connection's lock: the caller's busy handling retries
+        raise StorageError("connection", str(path), f"cannot open the database: {exc}{_hint(exc)}") from exc
     except BaseException:
         conn.close()
         raise
     return Database(conn, execute_plugins=False)
+
+
+def _hint(exc: sqlite3.Error) -> str:
+    text = str(exc).lower()
+    if "not a database" in text:
+        return " (is it an SQLite file?)"
+    if "unable to open" in text or "readonly" in text or "read-only" in text:
+        return " (the process must be able to write the file and its folder: SQLite keeps -wal and -shm files there)"
+    return ""

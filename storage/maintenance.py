@@ -13,7 +13,7 @@ from sqlite_utils import Database
 from storage import codec
 from storage.connection import connect
 from storage.errors import StorageError
-from storage.migrations import LATEST_SCHEMA_VERSION, schema_version
+from storage.migrations import LATEST_SCHEMA_VERSION, newer_schema_message, schema_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +31,18 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = 1024
     target = Path(target)
     if target.exists():
         raise StorageError("backup", str(target), "the target file already exists; choose a new name")
+    if not target.parent.is_dir():
+        raise StorageError("backup", str(target), f"the folder {target.parent} does not exist")
     src = connect(source)
     try:
         dst = sqlite3.connect(str(target))
         try:
             src.conn.backup(dst, pages=pages_per_step)
             dst.execute("PRAGMA journal_mode = DELETE")
+        except sqlite3.Error as exc:
+            dst.close()
+            target.unlink(missing_ok=True)  # no half-written copy that looks like a backup
+            raise StorageError("backup", str(source), f"could not copy the database: {exc}") from exc
         finally:
             dst.close()
     finally:
@@ -110,12 +116,20 @@ def check(db: Database) -> tuple[int, list[Problem]]:
     """
     conn = db.conn
     problems: list[Problem] = []
-    version = schema_version(db)
-    integrity = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    try:
+        version = schema_version(db)
+        integrity = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    except sqlite3.DatabaseError as exc:  # damaged beyond what integrity_check can list
+        return -1, [Problem("integrity_check", f"the file cannot be read as an NPO database: {exc}")]
     if integrity != ["ok"]:
         problems.extend(Problem("integrity_check", line) for line in integrity[:20])
+        return version, problems  # the invariants would read damaged pages
     for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check").fetchall()[:20]:
         problems.append(Problem("foreign_key_check", f"{table} row {rowid} refers to a missing {parent} row"))
+    newer = newer_schema_message(db)
+    if newer is not None:
+        problems.append(Problem("schema_version", newer))
+        return version, problems
     if version != LATEST_SCHEMA_VERSION:
         problems.append(
             Problem("schema_version", f"{version}, latest is {LATEST_SCHEMA_VERSION}: run `npo-bot db migrate`")

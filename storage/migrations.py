@@ -747,7 +747,26 @@ def m009_answers_in_feedback(db: Database) -> None:
     db.executescript(_M009)
 
 
-LATEST_SCHEMA_VERSION = len(MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))
+KNOWN_MIGRATIONS = tuple(m.name for m in MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))
+LATEST_SCHEMA_VERSION = len(KNOWN_MIGRATIONS)
+
+
+def unknown_migrations(db: Database) -> list[str]:
+    """The migrations applied to ``db`` that this code does not know: a newer NPO wrote it. Read-only."""
+    known = set(KNOWN_MIGRATIONS)
+    return [m.name for m in MIGRATIONS.applied(db) if m.name not in known]
+
+
+def newer_schema_message(db: Database) -> str | None:
+    """What to tell an operator whose database a newer NPO wrote (None when this code knows every migration)."""
+    unknown = unknown_migrations(db)
+    if not unknown:
+        return None
+    return (
+        f"schema version {schema_version(db)} was written by a newer NPO (migrations {', '.join(unknown)}; this "
+        f"version knows {LATEST_SCHEMA_VERSION}): upgrade NPO to use this database, or restore a backup taken "
+        "before the upgrade; nothing was changed"
+    )
 
 
 def schema_version(db: Database) -> int:
@@ -764,6 +783,9 @@ def migrate(db: Database, *, stop_before: str | None = None) -> int:
     ``PRAGMA foreign_key_check`` before the commit: any dangling reference rolls the migration back. ``db``
     must not be inside a transaction.
     """
+    newer = newer_schema_message(db)
+    if newer is not None:
+        raise StorageError("_sqlite_migrations", "npo", newer)
     conn = db.conn
     foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
     conn.execute("PRAGMA foreign_keys = OFF")

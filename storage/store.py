@@ -56,7 +56,7 @@ from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction
 from storage import codec
 from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect
 from storage.errors import StorageBusy, StorageError
-from storage.migrations import LATEST_SCHEMA_VERSION, NEXT_AUDIT_ID, migrate, schema_version
+from storage.migrations import LATEST_SCHEMA_VERSION, NEXT_AUDIT_ID, migrate, newer_schema_message, schema_version
 
 OutboxState = Literal["pending", "sent", "failed"]
 HOUR_S = 3600.0
@@ -1337,10 +1337,11 @@ class SQLiteStore:
         db = self._connection()
         version = _migrate(db) if migrate else schema_version(db)
         if version != LATEST_SCHEMA_VERSION:
+            newer = newer_schema_message(db)
             raise StorageError(
                 "_sqlite_migrations",
                 str(self.path),
-                f"schema version {version}, this code needs {LATEST_SCHEMA_VERSION}: run `npo-bot db migrate`",
+                newer or f"schema version {version}, this code needs {LATEST_SCHEMA_VERSION}: run `npo-bot db migrate`",
             )
 
     # -- connections ---------------------------------------------------------------------------------------

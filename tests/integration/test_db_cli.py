@@ -13,7 +13,7 @@ from bot.db_cli import add_db_parser, run_db
 from npo.loop import record_feedback
 from npo.policy import Policy
 from npo.types import FeedbackEvent, FeedbackKind
-from storage import LATEST_SCHEMA_VERSION, SQLiteStore
+from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageError
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -76,3 +76,69 @@ def test_export(filled: Path, tmp_path: Path, fmt: str, what: str) -> None:
 def test_missing_database_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_db(_parse(["db", "check", "--db", str(tmp_path / "none.db")])) == 1
     assert "no database" in capsys.readouterr().err
+
+
+def test_the_path_comes_from_the_settings_file_as_for_serve(
+    filled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NPO_DB_PATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    Path(".env").write_text(f"SLACK_BOT_TOKEN=xoxb-unchecked\nNPO_DB_PATH={filled}\n")  # the file serve uses
+    assert run_db(_parse(["db", "check"])) == 0
+    assert f"{filled}: schema version" in capsys.readouterr().out
+    assert run_db(_parse(["db", "backup", "copy.db"])) == 0
+    assert sqlite3.connect("copy.db").execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 2
+    other = tmp_path / "other.env"
+    other.write_text("NPO_DB_PATH=elsewhere.db\n")
+    assert run_db(_parse(["db", "migrate", "--env-file", str(other)])) == 0
+    assert (tmp_path / "elsewhere.db").exists() and "elsewhere.db: schema version 0 ->" in capsys.readouterr().out
+    Path(".env").write_text("SLACK-SIGNING_SECRET\n")
+    assert run_db(_parse(["db", "check"])) == 1
+    assert ".env line 1" in capsys.readouterr().err
+
+
+def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert run_db(_parse(argv)) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith(f"npo-bot db {argv[1]}: ")
+    return err
+
+
+def test_unusable_files_and_folders_are_refused_with_a_message(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "folder" in _refused(["db", "backup", str(tmp_path / "no" / "b.db"), "--db", str(filled)], capsys)
+    assert not (tmp_path / "no").exists()
+    text = tmp_path / "notes.db"
+    text.write_text("these are notes, not a database\n" * 100)
+    for argv in (["db", "check"], ["db", "export", "--what", "feedback"], ["db", "backup", str(tmp_path / "c.db")]):
+        assert "not a database" in _refused([*argv, "--db", str(text)], capsys)
+    assert "does not exist" in _refused(["db", "migrate", "--db", str(tmp_path / "no" / "npo.db")], capsys)
+
+
+def test_check_reports_a_damaged_file_instead_of_crashing(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = bytearray(filled.read_bytes())
+    data[4096 : 4096 * 4] = b"\xff" * (4096 * 3)  # pages 2-4 overwritten, the header intact
+    filled.write_bytes(bytes(data))
+    for suffix in ("-wal", "-shm"):
+        Path(f"{filled}{suffix}").unlink(missing_ok=True)
+    assert run_db(_parse(["db", "check", "--db", str(filled)])) == 1
+    captured = capsys.readouterr()
+    assert "PROBLEM integrity_check" in captured.out and "Traceback" not in captured.err
+
+
+def test_a_database_from_a_newer_version_is_not_touched(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conn = sqlite3.connect(str(filled))
+    conn.execute(
+        "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('npo', 'm099_future', 'later')"
+    )
+    conn.commit()
+    conn.close()
+    before = filled.read_bytes()
+    err = _refused(["db", "migrate", "--db", str(filled)], capsys)
+    assert "newer NPO" in err and "m099_future" in err and "upgrade NPO" in err
+    assert run_db(_parse(["db", "check", "--db", str(filled)])) == 1
+    assert "PROBLEM schema_version: schema version 10 was written by a newer NPO" in capsys.readouterr().out
+    with pytest.raises(StorageError, match="newer NPO"):
+        SQLiteStore(filled)
+    assert filled.read_bytes() == before
