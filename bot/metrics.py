@@ -84,7 +84,7 @@ class Metrics:
             "# HELP npo_alignment_samples Answers in the alignment-loss window.",
             "# TYPE npo_alignment_samples gauge",
             f"npo_alignment_samples {dashboard.samples}",
-            "# HELP npo_answer_rate Share of answers of each kind (override, like, neutral, skipped).",
+            "# HELP npo_answer_rate Share of each kind (override, like, neutral, skipped) among the current answers.",
             "# TYPE npo_answer_rate gauge",
         ]
         lines += [f"npo_answer_rate{_labels({'kind': k})} {v:.6f}" for k, v in sorted(dashboard.rates.items())]

@@ -264,7 +264,7 @@ class NpoService:
         """Alignment loss over the last answers, answer rates, τ posterior means, row counts (read-only)."""
         samples = self.store.alignment_samples(last_n=ALIGNMENT_WINDOW)
         counts = self.store.counts()
-        answered = {k.value: counts.get(f"feedback_{k.value}", 0) for k in FeedbackKind}
+        answered = {k.value: counts.get(f"feedback_effective_{k.value}", 0) for k in FeedbackKind}  # changed: once
         total = sum(answered.values())
         rates = {k: n / total for k, n in answered.items()} if total else {}
         bandit = self.store.bandit()

@@ -1646,8 +1646,10 @@ class SQLiteStore:
             return [(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows.fetchall()]
 
     def counts(self) -> dict[str, int]:
-        """Row counts for metrics: predictions, decisions per verdict, feedback per kind and effective answers,
-        outcomes, open recommendations, outbox per state, audit lines.
+        """Row counts for metrics: predictions, decisions per verdict, feedback rows per kind
+        (``feedback_<kind>``: every answer given, changed ones included), effective answers in all and per kind
+        (``feedback_effective``, ``feedback_effective_<kind>``: each person's current answer, a skip until someone
+        answers), outcomes, open recommendations, outbox per state, audit lines.
 
         The append-only logs (decisions, feedback, audit events) are tallied incrementally: each call counts only
         the rows added since the previous call (ids grow in commit order and rows are never updated or deleted),
@@ -1672,7 +1674,11 @@ class SQLiteStore:
         # Every answer is effective until one names it in ``replaces`` — the feedback_one_effective_answer trigger
         # makes every replacement name the person's (or the skip's) current answer, and m009 checked the rows it
         # found — so the effective answers are the answers minus the replacing ones.
-        out["feedback_effective"] = sum(feedback.values()) - sum(tallies["feedback_replacing"].values())
+        replaced = tallies["feedback_replacing"]
+        out["feedback_effective"] = sum(feedback.values()) - sum(replaced.values())
+        for kind in FeedbackKind:  # effective answers per kind: the answers of that kind minus those replaced
+            given = sum(n for (k, _), n in feedback.items() if k == kind.value)
+            out[f"feedback_effective_{kind.value}"] = given - replaced.get((kind.value, 1), 0)
         # The audit_log view: every audit event, audited decisions and feedback rows carrying their audit line.
         audited = sum(n for (_, flag), n in decisions.items() if flag) + sum(n for (_, f), n in feedback.items() if f)
         out["audit_log"] = sum(events.values()) + audited
@@ -1685,8 +1691,12 @@ class SQLiteStore:
             "decisions": "SELECT MAX(seq), verdict, audited, COUNT(*) FROM decisions WHERE seq > ? GROUP BY 2, 3",
             "feedback": "SELECT MAX(id), kind, audit_m IS NOT NULL, COUNT(*) FROM feedback WHERE id > ? GROUP BY 2, 3",
             "audit_events": "SELECT MAX(id), '', 1, COUNT(*) FROM audit_events WHERE id > ? HAVING COUNT(*) > 0",
+            # by the kind of the answer each replacing row ends (the person's own, or the system's skip)
             "feedback_replacing": (
-                "SELECT MAX(id), '', 1, COUNT(replaces) FROM feedback WHERE id > ? HAVING COUNT(*) > 0"
+                "SELECT MAX(r.id), COALESCE(o.kind, ''), 1, COUNT(o.id) FROM feedback r LEFT JOIN feedback o "
+                "ON r.replaces IS NOT NULL AND o.prediction_id = r.prediction_id AND o.request_id = r.replaces "
+                "AND o.operator IN (r.operator, 'system') AND o.id < r.id WHERE r.id > ? GROUP BY 2 "
+                "HAVING COUNT(*) > 0"
             ),
         }
         with self._tally_lock:

@@ -27,6 +27,11 @@ def _full_counts(path: Path) -> dict[str, int]:
         out = {name: int(conn.execute(sql).fetchone()[0]) for name, sql in FULL.items()}
         out |= {f"decisions_{v}": int(n) for v, n in conn.execute("SELECT verdict, COUNT(*) FROM decisions GROUP BY 1")}
         out |= {f"feedback_{k}": int(n) for k, n in conn.execute("SELECT kind, COUNT(*) FROM feedback GROUP BY 1")}
+        effective = (
+            "SELECT f.kind, COUNT(*) FROM effective_answers e JOIN feedback f ON f.id = e.feedback_id GROUP BY 1"
+        )
+        out |= {f"feedback_effective_{k.value}": 0 for k in FeedbackKind}
+        out |= {f"feedback_effective_{k}": int(n) for k, n in conn.execute(effective)}
         return out
     finally:
         conn.close()
