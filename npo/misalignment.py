@@ -137,14 +137,21 @@ def replace_feedback(
     The rule for a second click by the same person on the same recommendation: the first answer's step is
     swapped for the second's, m ← m + η_old·w·(new_y − old_y), exact when no other update came in between. The
     update count is not incremented: one person, one recommendation, one vote. When the new answer carries a
-    different weight (a person's click replacing a skip), m ← m + η_old·(w_new·(new_y − m) − w·(old_y − m)) and
-    the effective sample size moves by w_new − w.
+    different weight (a person's click replacing a skip), the old step is undone, m₀ = (m − η_old·w·old_y) /
+    (1 − η_old·w), and the new one applied in its place, m ← m₀ + η_old·w_new·(new_y − m₀): again exact when
+    nothing came in between, so a click by someone the loop does not trust (w_new = 0) leaves m where it was
+    before the skip. The effective sample size moves by w_new − w.
     """
     rate = schedule.rate(old_n)
     if new_weight is None or new_weight == weight:
         m = state.m + rate * weight * (new_y - old_y)
         return _derive(state, min(1.0, max(0.0, m)), state.n, state.weight_sum, at)
-    m = state.m + rate * (new_weight * (new_y - state.m) - weight * (old_y - state.m))
+    keep = 1.0 - rate * weight  # the share of the earlier m the old step kept
+    if keep > 1e-9:
+        before = (state.m - rate * weight * old_y) / keep
+        m = before + rate * new_weight * (new_y - before)
+    else:  # η·w = 1: the old step set m to old_y and forgot the earlier m; swap the steps around the current m
+        m = state.m + rate * (new_weight * (new_y - state.m) - weight * (old_y - state.m))
     weight_sum = max(0.0, state.weight_sum + new_weight - weight)
     return _derive(state, min(1.0, max(0.0, m)), state.n, weight_sum, at)
 

@@ -66,24 +66,38 @@ def test_weight_zero_changes_nothing_but_the_count(state: KeyAlignment, schedule
     assert new.n == state.n + 1
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     state=_state,
     schedule=_schedule,
     y1=st.floats(0.0, 1.0),
     y2=st.floats(0.0, 1.0),
-    weight=st.floats(0.0, 1.0),
+    weights=st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0) | st.none()),
 )
 def test_replace_feedback_is_exact_when_nothing_intervened(
-    state: KeyAlignment, schedule: EtaSchedule, y1: float, y2: float, weight: float
+    state: KeyAlignment, schedule: EtaSchedule, y1: float, y2: float, weights: tuple[float, float | None]
 ) -> None:
+    """A second click (the same weight, ``None``) or a click replacing a skip (another weight): as if only the
+    replacing answer had come; one person, one vote."""
+    weight, new_weight = weights
     first = update_key(state, y1, schedule, weight=weight, at=1.0)
-    replaced = replace_feedback(first, y1, y2, schedule, old_n=state.weight_sum, weight=weight, at=2.0)
-    direct = update_key(state, y2, schedule, weight=weight, at=2.0)
-    assert replaced.m == pytest.approx(direct.m, abs=1e-12)
-    assert replaced.n == direct.n  # one person, one vote
-    assert replaced.weight_sum == direct.weight_sum
+    replaced = replace_feedback(
+        first, y1, y2, schedule, old_n=state.weight_sum, weight=weight, new_weight=new_weight, at=2.0
+    )
+    direct = update_key(state, y2, schedule, weight=weight if new_weight is None else new_weight, at=2.0)
+    if new_weight is None or schedule.rate(state.weight_sum) * weight < 1.0 - 1e-6:  # else m was erased
+        assert replaced.m == pytest.approx(direct.m, abs=1e-9)
+    assert replaced.n == direct.n
+    assert replaced.weight_sum == pytest.approx(direct.weight_sum)
     assert replaced.updated_at == 2.0
+
+
+def test_a_distrusted_click_replacing_a_skip_leaves_m_as_before_the_skip() -> None:
+    schedule = EtaSchedule()
+    state = update_key(KeyAlignment(key="k"), 0.0, schedule, at=0.0)  # some history
+    skipped = update_key(state, 0.3, schedule, weight=1.0, at=1.0)
+    replaced = replace_feedback(skipped, 0.3, 1.0, schedule, old_n=state.weight_sum, weight=1.0, new_weight=0.0)
+    assert replaced.m == pytest.approx(state.m, abs=1e-12) and skipped.m != state.m
 
 
 @settings(max_examples=200, deadline=None)
