@@ -10,20 +10,22 @@ from dataclasses import dataclass
 
 from storage import codec
 
+# Only posted, unresolved recommendations with no effective answer (anyone's, a skip included) qualify, and only
+# those posted as a message of their own: a digest (an alert storm's, whose members are posted recommendations
+# sharing one message) has no buttons, so nobody could have answered and silence says nothing.
+_SKIPPABLE = """r.state = 'posted' AND r.resolved_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = r.prediction_id)
+      AND NOT EXISTS (SELECT 1 FROM recommendations d WHERE d.channel = r.channel AND d.message_ts = r.message_ts
+                      AND d.prediction_id <> r.prediction_id)"""
 # A recommendation counts as shown from the moment its message was sent (its outbox row), else from when it was
-# surfaced. Only posted, unresolved recommendations with no effective answer (anyone's, a skip included) qualify,
-# and only those posted as a message of their own: a digest (an alert storm's, whose members are posted
-# recommendations sharing one message) has no buttons, so nobody could have answered and silence says nothing.
-_UNANSWERED = """
+# surfaced.
+_UNANSWERED = f"""
 SELECT r.prediction_id, r.channel, r.message_ts, shown_at FROM (
     SELECT r.prediction_id, r.channel, r.message_ts,
         COALESCE((SELECT MAX(o.sent_at) FROM outbox o WHERE o.prediction_id = r.prediction_id
                   AND o.kind IN ('recommendation', 'digest_item') AND o.state = 'sent'), r.surfaced_at) AS shown_at
     FROM recommendations r
-    WHERE r.state = 'posted' AND r.resolved_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = r.prediction_id)
-      AND NOT EXISTS (SELECT 1 FROM recommendations d WHERE d.channel = r.channel AND d.message_ts = r.message_ts
-                      AND d.prediction_id <> r.prediction_id)
+    WHERE {_SKIPPABLE}
 ) AS r
 WHERE shown_at <= ?
 ORDER BY shown_at, r.prediction_id
@@ -71,6 +73,14 @@ def unanswered_before(conn: sqlite3.Connection, cutoff: float, limit: int = 500)
     """Posted recommendations with no effective answer, shown at or before ``cutoff`` (oldest first)."""
     rows = conn.execute(_UNANSWERED, (cutoff, limit)).fetchall()
     return [Unanswered(str(r[0]), str(r[1]), r[2], float(r[3])) for r in rows]
+
+
+def still_skippable(conn: sqlite3.Connection, prediction_id: str) -> bool:
+    """Whether the recommendation still qualifies for a skip (:func:`unanswered_before`'s rules): checked again
+    inside the transaction that records the skip, because an answer or an outcome may have come since the list
+    was read."""
+    sql = f"SELECT 1 FROM recommendations r WHERE r.prediction_id = ? AND {_SKIPPABLE}"
+    return conn.execute(sql, (prediction_id,)).fetchone() is not None
 
 
 # -- weekly report aggregates ----------------------------------------------------------------------------------

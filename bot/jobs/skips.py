@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from npo.loop import LoopError, record_feedback
 from npo.types import FeedbackEvent, FeedbackKind
 from storage import SQLiteStore
-from storage.jobs import unanswered_before
+from storage.jobs import still_skippable, unanswered_before
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ def sweep_skips(
         )
         try:
             with store.transaction() as tx:
+                if not still_skippable(tx.connection, item.prediction_id):
+                    continue  # answered or resolved since the list was read
                 result = record_feedback(tx, event, config=store.config)
                 if result.status == "duplicate":
                     continue

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from jobs_testing import RELAXED_POLICY, prediction, surface_and_post
 
+from bot.jobs import skips
 from bot.jobs.skips import SKIP_NOTE, sweep_skips
-from npo.loop import decide, record_feedback
-from npo.types import FeedbackEvent, FeedbackKind
+from npo.loop import decide, record_feedback, record_outcome
+from npo.types import FeedbackEvent, FeedbackKind, Outcome
 from storage import SQLiteStore
+from storage.jobs import unanswered_before
 
 T0 = 1_742_990_000.0
 POSTED = T0 + 30.0
@@ -87,3 +89,23 @@ def test_the_request_id_makes_a_second_sweeper_harmless(tmp_path: Path) -> None:
         second = sweep_skips(b, now=POSTED + TIMEOUT, timeout_s=TIMEOUT)
         assert (first.skipped, second.skipped) == (("p1",), ())
         assert len(a.feedback_log()) == 1 and len(a.outbox("pending")) == 1
+
+
+def test_an_answer_or_outcome_after_the_sweep_read_its_list_wins(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper reads the unanswered recommendations, then records each skip in a transaction of its own: a click
+    or an outcome in between must not be followed by a skip (the list read before them stands in for the race)."""
+    surface_and_post(store, [prediction(1, T0), prediction(2, T0), prediction(3, T0)], posted_at=POSTED)
+    with store.read() as conn:
+        stale = unanswered_before(conn, POSTED + TIMEOUT, 500)
+    assert [u.prediction_id for u in stale] == ["p1", "p2", "p3"]
+    with store.transaction() as tx:
+        record_feedback(tx, FeedbackEvent("p1", "U1", FeedbackKind.LIKE, POSTED + 60, "r1"), config=store.config)
+        record_outcome(tx, Outcome("p2", True, POSTED + 90, "alertmanager"), config=store.config)
+    monkeypatch.setattr(skips, "unanswered_before", lambda *_args, **_kw: stale)
+    assert sweep_skips(store, now=POSTED + TIMEOUT, timeout_s=TIMEOUT).skipped == ("p3",)
+    assert [(a.event.prediction_id, a.event.kind.value) for a in store.feedback_log()] == [
+        ("p1", "like"),
+        ("p3", "skipped"),
+    ]
