@@ -155,6 +155,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+_SERVICE_COMMANDS = {"serve": cmd_serve, "replay": cmd_replay, "socket": cmd_socket}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "simulate":
@@ -165,12 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_report(args)
     if args.command == "evaluate":
         return run_evaluate(args)
-    if args.command == "serve":
-        return cmd_serve(args)
-    if args.command == "replay":
-        return cmd_replay(args)
-    if args.command == "socket":
-        return cmd_socket(args)
+    if args.command in _SERVICE_COMMANDS:
+        from storage import StorageError  # noqa: PLC0415 - keep `npo-bot --help` fast
+
+        try:
+            return _SERVICE_COMMANDS[args.command](args)
+        except StorageError as exc:  # the database cannot be used (a missing folder, a read-only place, …)
+            print(f"npo-bot {args.command}: {exc}", file=sys.stderr)
+            return 2
     if args.command == "demo":
         return run_demo(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses unknown commands first

@@ -4,14 +4,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
+import os
+import signal
 import socket
 import threading
 import time
+from types import FrameType, TracebackType
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.app import build_bot
 from bot.config import Settings
@@ -37,14 +41,110 @@ def uvicorn_config(
     )
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    """SIGINT/SIGTERM handling around a uvicorn server *and* the clean-up after it (a context manager).
+
+    uvicorn's ``Server.serve()`` installs its own SIGINT/SIGTERM handlers, shuts down gracefully on a signal, then
+    restores the handlers it found and re-raises the signal so that the *previous* handler sees it. Left at the
+    defaults, that re-raise kills the process (SIGTERM: exit 143 before anything after ``run()`` happens; SIGINT: a
+    ``KeyboardInterrupt`` traceback). Inside this block the previous handler is this one instead:
+
+    * while ``server`` runs (before uvicorn's handlers are in and for the re-raise after they are out) a signal asks
+      it to stop, as uvicorn would (``should_exit``; a second SIGINT sets ``force_exit``);
+    * after :meth:`closing` (the server has stopped, the bot is being closed) SIGTERM is ignored and a further
+      SIGINT ends the process at once (``os._exit(130)``): SQLite's WAL keeps the database consistent, the next
+      open recovers it.
+
+    Only on the main thread (elsewhere signals cannot be handled and nothing is installed). ``server`` may be set
+    after entering (a server created inside the event loop); a signal received before that stops it at once.
+    """
+
+    def __init__(self, server: uvicorn.Server | None = None) -> None:
+        self._server: uvicorn.Server | None = None
+        self.received: list[int] = []
+        self._closing = False
+        self._previous: dict[int, object] = {}
+        self.server = server
+
+    @property
+    def server(self) -> uvicorn.Server | None:
+        return self._server
+
+    @server.setter
+    def server(self, server: uvicorn.Server | None) -> None:
+        self._server = server
+        if server is not None and self.received:
+            server.should_exit = True  # a signal came before the server existed
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for sig, handler in self._previous.items():
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous = {}
+
+    def closing(self) -> None:
+        """The server has stopped: from now on a signal no longer concerns it (see the class docstring)."""
+        self._closing = True
+
+    def _handle(self, sig: int, frame: FrameType | None) -> None:
+        self.received.append(sig)
+        if self._closing:
+            if sig == signal.SIGINT:
+                os.write(2, b"npo-bot: interrupted while closing; exiting without waiting\n")
+                os._exit(130)
+            return
+        server = self._server
+        if server is None:
+            return  # recorded: the server stops as soon as it is set
+        if server.should_exit and sig == signal.SIGINT:
+            server.force_exit = True
+        else:
+            server.should_exit = True
+
+
 def serve(settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM; the delivery worker stops with the server. Returns the exit status."""
+    """Run until SIGINT/SIGTERM: uvicorn stops gracefully (requests in flight finish), then the bot closes (worker,
+    scheduler, poller, the SQLite store: its WAL is checkpointed). Returns the exit status (0 after a signal)."""
     bot = build_bot(settings)
     log.info("npo-bot serving on http://%s:%d (settings: %s)", settings.host, settings.port, settings.redacted())
-    try:
-        uvicorn.Server(uvicorn_config(bot.asgi, settings.host, settings.port)).run()
-    finally:
-        bot.close()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await bot.asgi(scope, receive, send)
+            return
+
+        async def receive_lifespan() -> Message:
+            try:
+                return await receive()
+            except asyncio.CancelledError:
+                # A second Ctrl-C (uvicorn's force_exit) skips the shutdown event, then asyncio.run cancels this
+                # task: shut down now instead of logging the cancellation as a failed lifespan with its traceback.
+                if not server.force_exit:
+                    raise
+                log.warning("forced stop: requests in flight were not waited for")
+                return {"type": "lifespan.shutdown"}
+
+        await bot.asgi(scope, receive_lifespan, send)
+
+    server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port))
+    with StopSignals(server) as stops:
+        try:
+            server.run()
+        finally:
+            stops.closing()
+            bot.close()
+    names = sorted({signal.Signals(sig).name for sig in stops.received})
+    log.info("npo-bot stopped%s", f" ({', '.join(names)})" if names else "")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
 
@@ -25,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import Bot, build_bot
 from bot.config import Settings
-from bot.serve import uvicorn_config
+from bot.serve import StopSignals, uvicorn_config
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class SocketModeService:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.stops: StopSignals | None = None  # the process's stop-signal handling, told of the server it creates
 
     def _web_client(self) -> AsyncWebClient:
         return AsyncWebClient(base_url=self.settings.slack_api_url, timeout=int(max(1, self.settings.slack_timeout_s)))
@@ -89,6 +91,8 @@ class SocketModeService:
         config = uvicorn_config(self.bot.asgi, self.settings.host, self.settings.port, log_level=self.log_level)
         server = uvicorn.Server(config)
         self._server = server
+        if self.stops is not None:
+            self.stops.server = server
         await self.check_app_token()
         handler = self._handler()
         await handler.connect_async()
@@ -142,13 +146,17 @@ def socket_mode(settings: Settings) -> int:
         log.error("SLACK_APP_TOKEN: is required for Socket Mode (an app-level token starting with xapp-)")
         return 2
     bot = build_bot(settings)
-    try:
-        asyncio.run(SocketModeService(bot).run())
-    except KeyboardInterrupt:
-        pass
-    except SocketModeError as exc:
-        log.error("%s", exc)
-        return 2
-    finally:
-        bot.close()
+    service = SocketModeService(bot)
+    with StopSignals() as stops:  # SIGTERM / Ctrl-C: the server stops, then the bot closes (as `serve` does)
+        service.stops = stops
+        try:
+            asyncio.run(service.run())
+        except SocketModeError as exc:
+            log.error("%s", exc)
+            return 2
+        finally:
+            stops.closing()
+            bot.close()
+    names = sorted({signal.Signals(sig).name for sig in stops.received})
+    log.info("npo-bot stopped%s", f" ({', '.join(names)})" if names else "")
     return 0

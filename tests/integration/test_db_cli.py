@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from storage_testing import make_prediction, surface
 
+from bot.cli import main as cli_main
 from bot.db_cli import add_db_parser, run_db
 from npo.loop import record_feedback
 from npo.policy import Policy
@@ -142,3 +143,27 @@ def test_a_database_from_a_newer_version_is_not_touched(filled: Path, capsys: py
     with pytest.raises(StorageError, match="newer NPO"):
         SQLiteStore(filled)
     assert filled.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["serve", "replay"])
+def test_the_service_commands_refuse_an_unusable_database_with_one_line(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = {
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789",
+        "NPO_INGEST_TOKEN": "ingest-token-0123456789",
+        "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
+        "NPO_OPS_CHANNEL": "C0OPS",
+        "SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached: the database is refused first
+        "NPO_DB_PATH": str(tmp_path / "missing" / "npo.db"),
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    feed = tmp_path / "p.jsonl"
+    feed.write_text('{"id": "p1", "fault_type": "disk", "target": "r1-n1", "action": "drain", "confidence": 0.9}\n')
+    argv = [command, "--env-file", str(tmp_path / "absent.env"), *([str(feed)] if command == "replay" else [])]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"npo-bot {command}: ") and "missing does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "missing").exists()

@@ -1,0 +1,182 @@
+"""Stopping ``npo-bot serve`` (or ``npo-bot socket``) with SIGTERM (a supervisor) or SIGINT (Ctrl-C): uvicorn shuts
+down gracefully, then the bot closes (worker, scheduler, poller, SQLite store), it says so, and the process exits 0
+without a traceback.
+
+uvicorn re-raises the signal it captured once it has shut down; before the fix that re-raise killed the process
+(SIGTERM: exit 143 with the store still open, its ``-wal`` left behind; SIGINT: a ``KeyboardInterrupt`` traceback).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from hardening_testing import INGEST_TOKEN, ROOT, free_port, serve_env
+from slack_testing import prediction
+
+from bot.serve import StopSignals
+from bot.standin import StandIn
+from bot.standin.socket_mode import attach
+
+# The CLI with the signal dispositions of a terminal, whatever the test runner's (an inherited SIG_IGN for SIGINT,
+# as in a shell's background job, would hide what Ctrl-C does).
+_LAUNCH = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+    "sys.argv = ['npo-bot', *sys.argv[1:]]; runpy.run_module('bot.cli', run_name='__main__')"
+)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/livez", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+APP_TOKEN = "xapp-1-A0NPO-1-stopsignals"
+
+
+def _serve(tmp_path: Path, standin: StandIn, command: str = "serve") -> tuple[subprocess.Popen[bytes], str]:
+    """``npo-bot serve`` (or ``socket``, with the stand-in's Socket Mode side) on a free loopback port, Slack on the
+    stand-in; returns once ``/livez`` answers and one prediction is stored (so the WAL has something to
+    checkpoint)."""
+    port = free_port()
+    extra = {"SLACK_APP_TOKEN": APP_TOKEN} if command == "socket" else {}
+    env = serve_env(tmp_path / "npo.db", standin.api_url, port, **extra)
+    with (tmp_path / "stdout.log").open("wb") as out, (tmp_path / "stderr.log").open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCH, command, "--env-file", str(tmp_path / "absent.env")],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not _up(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError("npo-bot serve did not start:\n" + (tmp_path / "stderr.log").read_text())
+        time.sleep(0.05)
+    response = httpx.post(
+        f"{url}/api/v1/predictions",
+        json=prediction("p1"),
+        headers={"Authorization": f"Bearer {INGEST_TOKEN}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return proc, url
+
+
+@pytest.fixture
+def stopped(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test started; killed afterwards should the test fail before they exit."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _stop(proc: subprocess.Popen[bytes], *signals: signal.Signals) -> int:
+    for sig in signals:
+        proc.send_signal(sig)
+        time.sleep(0.05)
+    return proc.wait(30)
+
+
+def _cold_copy_rows(tmp_path: Path) -> Any:
+    """Open a copy of the main database file alone (no ``-wal``/``-shm``): what a backup of it would hold."""
+    cold = tmp_path / "cold"
+    cold.mkdir()
+    shutil.copy(tmp_path / "npo.db", cold / "npo.db")
+    conn = sqlite3.connect(cold / "npo.db")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["serve", "socket"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_closes_the_bot_and_exits_0(
+    tmp_path: Path, standin: StandIn, stopped: list[subprocess.Popen[bytes]], sig: signal.Signals, command: str
+) -> None:
+    socket_side = attach(standin, APP_TOKEN) if command == "socket" else None
+    try:
+        proc, _ = _serve(tmp_path, standin, command)
+        stopped.append(proc)
+        if socket_side is not None:
+            socket_side.wait_connected()
+        code = _stop(proc, sig)
+    finally:
+        if socket_side is not None:
+            socket_side.stop()
+    _assert_closed_cleanly(tmp_path, code, sig)
+
+
+def _assert_closed_cleanly(tmp_path: Path, code: int, sig: signal.Signals) -> None:
+    stderr = (tmp_path / "stderr.log").read_text()
+    output = (tmp_path / "stdout.log").read_text() + stderr
+    assert code == 0, f"exit {code} after {sig.name}:\n{stderr[-2000:]}"
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-2000:]
+    assert f"npo-bot stopped ({sig.name})" in stderr
+    # The store was closed: the last connection checkpointed the WAL and removed it.
+    wal = tmp_path / "npo.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0, "the WAL was left behind: the store was not closed"
+    assert _cold_copy_rows(tmp_path) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_may_force_the_stop_but_corrupts_nothing(
+    tmp_path: Path, standin: StandIn, stopped: list[subprocess.Popen[bytes]]
+) -> None:
+    proc, _ = _serve(tmp_path, standin)
+    stopped.append(proc)
+    code = _stop(proc, signal.SIGINT, signal.SIGINT)
+    output = (tmp_path / "stdout.log").read_text() + (tmp_path / "stderr.log").read_text()
+    assert code in (0, 130), output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+    conn = sqlite3.connect(tmp_path / "npo.db")  # with whatever WAL is left: SQLite recovers it
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+def test_stop_signals_ask_the_server_to_exit_and_restore_the_handlers() -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = SimpleNamespace(should_exit=False, force_exit=False)
+    with StopSignals(server) as stops:  # type: ignore[arg-type]
+        signal.raise_signal(signal.SIGTERM)  # would end this process without the handler
+        assert server.should_exit and not server.force_exit
+        signal.raise_signal(signal.SIGINT)  # the second Ctrl-C: uvicorn stops waiting
+        assert server.force_exit
+        stops.closing()
+        signal.raise_signal(signal.SIGTERM)  # while the bot closes: ignored
+    assert stops.received == [signal.SIGTERM, signal.SIGINT, signal.SIGTERM]
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_signal_before_the_server_exists_stops_it_once_set() -> None:
+    with StopSignals() as stops:
+        signal.raise_signal(signal.SIGTERM)
+        server = SimpleNamespace(should_exit=False, force_exit=False)
+        stops.server = server  # type: ignore[assignment]
+        assert server.should_exit
