@@ -124,22 +124,30 @@ class NpoService:
             self._policy = dataclasses.replace(self.base_policy, mutes=mutes) if mutes else self.base_policy
             self._mutes_read_at = now
 
-    def mute(self, key: str, duration_s: float, *, by: str, reason: str = "") -> Mute:
+    def mute(self, key: str, duration_s: float, *, by: str, reason: str = "", request_id: str = "") -> Mute | None:
         """Mute scenario ``key`` for ``duration_s`` seconds from now: a Safety Policy rule (``mute``) that blocks
         its predictions until it expires. Stored and audited in one transaction; in force at once here, within
-        ``MUTE_REFRESH_S`` in other processes. Raises :class:`npo.types.InvalidRecord` for a bad key or duration."""
+        ``MUTE_REFRESH_S`` in other processes. Raises :class:`npo.types.InvalidRecord` for a bad key or duration.
+
+        ``request_id`` (the slash command's trigger id): a request seen before changes nothing and returns None,
+        so a replayed ``/npo mute`` cannot put back a mute lifted since."""
         now = self.clock()
         mute = Mute(key, now, now + duration_s, by, reason)
         with self.store.transaction() as tx:
+            if request_id and not tx.claim_request(request_id, "command", now):
+                return None
             mute_id = add_mute(tx.connection, mute)
             tx.audit("policy_mute", key, {"id": mute_id, "until": mute.until, "by": by, "reason": reason}, now)
         self._refresh_mutes(now)
         return mute
 
-    def unmute(self, key: str, *, by: str) -> int:
-        """Lift the mutes of ``key`` in force (audited); returns how many were lifted."""
+    def unmute(self, key: str, *, by: str, request_id: str = "") -> int | None:
+        """Lift the mutes of ``key`` in force (audited); returns how many were lifted (None: ``request_id`` was
+        seen before, nothing changed — see :meth:`mute`)."""
         now = self.clock()
         with self.store.transaction() as tx:
+            if request_id and not tx.claim_request(request_id, "command", now):
+                return None
             lifted = lift_mutes(tx.connection, key, at=now, by=by)
             if lifted:
                 tx.audit("policy_unmute", key, {"lifted": lifted, "by": by}, now)

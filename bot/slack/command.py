@@ -104,8 +104,12 @@ def why_text(w: Why, now: float) -> str:
     return "\n".join(lines)
 
 
-async def reply_for(text: str, user: str, deps: SlackDeps) -> str:
-    """The reply to ``/npo <text>`` by ``user``."""
+REPLAYED = "This `/npo` request was already carried out; nothing was changed."
+
+
+async def reply_for(text: str, user: str, deps: SlackDeps, request_id: str = "") -> str:
+    """The reply to ``/npo <text>`` by ``user``; ``request_id`` (the invocation's trigger id) makes a replayed
+    mute or unmute change nothing."""
     words = html.unescape(text or "").split()  # Slack escapes &, <, > in the command text
     word = words[0].lower() if words else "help"
     args = words[1:]
@@ -124,12 +128,12 @@ async def reply_for(text: str, user: str, deps: SlackDeps) -> str:
             return f"No recommendation with id `{escape(truncate(args[0], 200))}`."
         return why_text(found, service.clock())
     if word in ("mute", "unmute"):
-        return await _mute(word, args, user, deps)
+        return await _mute(word, args, user, deps, request_id)
     shown = escape(truncate(" ".join(words), 60))
     return f"Unknown command `{shown}`.\n{USAGE}"
 
 
-async def _mute(word: str, args: list[str], user: str, deps: SlackDeps) -> str:
+async def _mute(word: str, args: list[str], user: str, deps: SlackDeps, request_id: str) -> str:
     if word == "mute" and len(args) < 2:
         return "Usage: `/npo mute <key> <duration> [reason]`, e.g. `/npo mute disk_failure|drain|r#-n#|p>=0.9 4h`."
     if word == "unmute" and len(args) != 1:
@@ -139,15 +143,20 @@ async def _mute(word: str, args: list[str], user: str, deps: SlackDeps) -> str:
     key = args[0]
     service = deps.service
     if word == "unmute":
-        lifted = await deps.storage(service.unmute, key, by=user)
+        lifted = await deps.storage(service.unmute, key, by=user, request_id=request_id)
+        if lifted is None:
+            return REPLAYED
         return f"Lifted {lifted} mute(s) of `{escape(key)}`." if lifted else f"`{escape(key)}` is not muted."
     try:
         seconds = parse_duration(args[1])
-        mute = await deps.storage(service.mute, key, seconds, by=user, reason=" ".join(args[2:])[:500])
+        reason = " ".join(args[2:])[:500]
+        mute = await deps.storage(service.mute, key, seconds, by=user, reason=reason, request_id=request_id)
     except InvalidRecord as exc:
         return f"Not muted: {exc.message}."
     except ValueError as exc:
         return f"Not muted: {exc}."
+    if mute is None:
+        return REPLAYED
     with service.store.read() as conn:
         known = key_known(conn, key)
     note = "" if known else " (no recommendation has had this key yet — check the spelling with `/npo why <id>`)"
@@ -160,7 +169,9 @@ async def _mute(word: str, args: list[str], user: str, deps: SlackDeps) -> str:
 def _make_listener(deps: SlackDeps) -> Any:
     async def on_command(ack: AsyncAck, command: dict[str, Any]) -> None:
         try:
-            reply = await reply_for(str(command.get("text") or ""), str(command.get("user_id") or ""), deps)
+            text, user = str(command.get("text") or ""), str(command.get("user_id") or "")
+            trigger = str(command.get("trigger_id") or "")
+            reply = await reply_for(text, user, deps, request_id=f"command:{trigger}" if trigger else "")
         except Exception:
             log.exception("/npo failed")
             reply = "Sorry, NPO could not answer that just now."

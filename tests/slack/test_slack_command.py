@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from slack_testing import ALICE, BOB, INCIDENT, MALLORY, SECRET, BotUnderTest, prediction, wait_for
 
 from bot.slack.blocks import ACTION_LIKE, ACTION_OVERRIDE
+from bot.slack.command import REPLAYED
+from bot.standin import interactions
 
 KEY = "disk_failure|investigate|r#-p#|p>=0.9"
 
@@ -116,3 +119,39 @@ def test_app_home_shows_loss_trend_tau_overrides_and_proposal(bot: BotUnderTest)
     assert "Open retraining proposal #1" in text and "L_align 0.50 &gt; 0.30" in text
     assert ":mute: `psu|investigate|r#-p#|p&gt;=0.9`" in text
     assert len(bot.standin.calls("views.publish")) == 1
+
+
+def test_a_replayed_mute_or_unmute_changes_nothing(bot: BotUnderTest) -> None:
+    """The same signed ``/npo mute`` sent again (a replay inside Slack's five-minute window) must not put back a
+    mute lifted meanwhile; a replayed unmute must not lift a newer mute."""
+    bot.surface("p1")
+
+    def signed(text: str) -> str:
+        fields = interactions.slash_command_fields(
+            bot.standin.store,
+            f"{bot.standin.url}/response",
+            command="/npo",
+            text=text,
+            user_id=ALICE,
+            channel_id=INCIDENT,
+        )
+        return urlencode(fields)
+
+    def send(body: str) -> str:
+        response = interactions.post_signed(bot.events_url, SECRET, body, interactions.FORM)
+        assert response.status_code == 200, response.text
+        return str(response.json()["text"])
+
+    mute, unmute = signed(f"mute {KEY} 2h"), signed(f"unmute {KEY}")
+    assert "is muted until" in send(mute)
+    assert send(unmute).startswith("Lifted 1 mute(s)")
+    assert send(mute) == REPLAYED
+    assert bot.ingest(prediction("p2")).json()["verdict"] == "surface"  # still not muted
+    assert "is muted until" in npo(bot, f"mute {KEY} 1h")  # a new request is carried out
+    assert send(unmute) == REPLAYED
+    assert bot.ingest(prediction("p3")).json()["verdict"] == "block"  # the newer mute holds
+    assert [e[2] for e in bot.bot.store.audit_entries() if e[2].startswith("policy_")] == [
+        "policy_mute",
+        "policy_unmute",
+        "policy_mute",
+    ]
