@@ -68,7 +68,7 @@ def _require_unit(name: str, value: object) -> float:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRecord(name, f"must be a number in [0, 1], got {type(value).__name__}")
-    number = float(value)
+    number = _float(name, value)
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
         raise InvalidRecord(name, f"must be in [0, 1], got {value!r}")
     return number
@@ -77,9 +77,16 @@ def _require_unit(name: str, value: object) -> float:
 def _require_time(name: str, value: object) -> float:
     if type(value) is float and math.isfinite(value):
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(_float(name, value)):
         raise InvalidRecord(name, f"must be a finite number of seconds, got {value!r}")
     return float(value)
+
+
+def _float(name: str, value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float (10**400)
+        raise InvalidRecord(name, f"must be a finite number, got an integer of {len(str(value))} digits") from None
 
 
 # Prediction.cluster of a target without a ``cluster`` label (a pure function of the target string), memoised: the

@@ -72,6 +72,8 @@ def parse_json(raw: bytes) -> Any:
         raise BadJson(f"invalid JSON: {exc}") from None
     except RecursionError:
         raise BadJson("invalid JSON: nested too deeply") from None
+    except ValueError:  # an integer of more than 4,300 digits (Python's limit on reading one)
+        raise BadJson("invalid JSON: a number is too long") from None
     if _SURROGATE_HINT.search(raw):
         where = _lone_surrogate(value)
         if where is not None:

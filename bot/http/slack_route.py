@@ -1,9 +1,10 @@
 """``POST /slack/events``: a guard in front of Bolt, then Bolt's Starlette adapter.
 
-The guard answers what Bolt would get wrong: a body over the limit (413), a body that is not UTF-8 (400), a
-non-numeric ``X-Slack-Request-Timestamp`` (400; Bolt would answer 500), and a body Bolt cannot read as one JSON
-object — invalid or deeply nested JSON in ``payload=``, ``payload=null``, a JSON list (400; Bolt parses the body
-before it checks the signature and would answer 500 to anyone). Missing headers, a bad signature and a timestamp
+The guard answers what Bolt would get wrong: a body over the limit (413), a body that is not UTF-8 (400), an
+``X-Slack-Request-Timestamp`` that is not numeric, too long or sent twice (400; Bolt would answer 500, or check
+another copy than the one seen here), and a body Bolt cannot read as one JSON object — invalid or deeply nested
+JSON in ``payload=``, ``payload=null``, a JSON list (400; Bolt parses the body before it checks the signature and
+would answer 500 to anyone). Missing headers, a bad signature and a timestamp
 outside ±300 s are left to Bolt's request verification (401 ``{"error": "invalid request"}``).
 """
 
@@ -23,14 +24,23 @@ from bot.http.slack_shape import shape_problem
 log = logging.getLogger(__name__)
 
 
+def _unix_seconds(text: str) -> bool:
+    """Digits only, at most 12 of them (Unix seconds until the year 33658; Python refuses to read an integer of
+    more than 4,300 digits, which Bolt would answer with a 500)."""
+    value = text.strip()
+    return value.isascii() and value.isdigit() and len(value) <= 12
+
+
 def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request], Awaitable[Response]]:
     """The endpoint for ``/slack/events`` (GET and anything but POST answer 404)."""
 
     async def slack_events(request: Request) -> Response:
         if request.method != "POST":
             return error(404, "not found")
-        timestamp = request.headers.get("x-slack-request-timestamp")
-        if timestamp is not None and not (timestamp.isascii() and timestamp.strip().isdigit()):
+        stamps = request.headers.getlist("x-slack-request-timestamp")
+        if len(stamps) > 1:  # Bolt would read another copy than the one checked here
+            return error(400, "X-Slack-Request-Timestamp must be sent once", "X-Slack-Request-Timestamp")
+        if stamps and not _unix_seconds(stamps[0]):
             return error(400, "X-Slack-Request-Timestamp must be Unix seconds", "X-Slack-Request-Timestamp")
         try:
             body = await read_body(request, max_body_bytes)

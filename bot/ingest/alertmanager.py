@@ -141,7 +141,10 @@ def alert_id(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     started = _timestamp(alert.get("startsAt"), math.nan)
     if not math.isfinite(started):
         return plain
-    return f"{plain}@{datetime.fromtimestamp(int(started), UTC):%Y%m%dT%H%M%SZ}"
+    try:
+        return f"{plain}@{datetime.fromtimestamp(int(started), UTC):%Y%m%dT%H%M%SZ}"
+    except (ValueError, OverflowError, OSError):  # a start beyond the calendar in UTC (9999-12-31T23:59-14:00)
+        return f"{plain}@{int(started)}"
 
 
 def plain_alert_id(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:

@@ -298,3 +298,49 @@ def test_a_prediction_whose_key_would_be_too_long_is_decided_with_the_rest_of_it
     assert not ok["duplicate"] and not probed["duplicate"] and len(probed["key"]) <= 500
     assert probed["key"].startswith("ProbeFailedHTTPEndpointDown|investigate|https://api.example.com/v#/health?")
     assert bot.counts()["decisions"] == 2
+
+
+def _raw(bot: BotUnderTest, path: str, body: bytes) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {bot.bot.settings.ingest_token}", "Content-Type": "application/json"}
+    return httpx.post(f"{bot.server.url}{path}", content=body, headers=headers, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/api/v1/predictions",
+            b'{"id":"p1","fault_type":"f","target":"t","action":"a","confidence":' + b"1" * 5000 + b"}",
+            "(body)",
+        ),
+        (
+            "/api/v1/predictions",
+            b'{"id":"p1","fault_type":"f","target":"t","action":"a","confidence":1' + b"0" * 400 + b"}",
+            "confidence",
+        ),
+        (
+            "/api/v1/predictions",
+            b'{"id":"p1","fault_type":"f","target":"t","action":"a","confidence":0.5,"time_to_fault_s":1'
+            + b"0" * 400
+            + b"}",
+            "time_to_fault_s",
+        ),
+        ("/api/v1/outcomes", b'{"prediction_id":"x","real_fault":true,"at":1' + b"0" * 400 + b"}", "at"),
+    ],
+    ids=["5000-digit integer", "confidence 10**400", "time_to_fault_s 10**400", "outcome at 10**400"],
+)
+def test_numbers_too_large_for_a_float_are_refused_by_field(
+    bot: BotUnderTest, path: str, body: bytes, field: str
+) -> None:
+    before = bot.counts()
+    response = _raw(bot, path, body)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["field"] == field and bot.counts() == before
+
+
+def test_an_alert_starting_beyond_the_calendar_in_utc_is_still_an_episode(bot: BotUnderTest) -> None:
+    late = _alert("firing", "9999-12-31T23:59:59-14:00", fingerprint="f4r")  # 10000-01-01 in UTC
+    response = bot.ingest(late, path="/api/v1/alertmanager")
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert result["id"].startswith("am:f4r@") and result["id"] != "am:f4r"

@@ -45,6 +45,7 @@ def _bad_requests(body: str) -> dict[str, tuple[str, dict[str, str]]]:
         "missing timestamp": (body, {k: v for k, v in good.items() if k != "X-Slack-Request-Timestamp"}),
         "missing both": (body, {"Content-Type": interactions.FORM}),
         "non-numeric timestamp": (body, good | {"X-Slack-Request-Timestamp": "abc"}),
+        "4,301-digit timestamp": (body, good | {"X-Slack-Request-Timestamp": "1" * 4301}),
     }
 
 
@@ -55,10 +56,22 @@ def test_unverifiable_requests_are_refused_and_change_nothing(bot: BotUnderTest)
     for name, (sent, headers) in _bad_requests(body).items():
         before = _state(bot)
         response = httpx.post(bot.events_url, content=sent.encode(), headers=headers)
-        expected = 400 if name == "non-numeric timestamp" else 401
+        expected = 400 if name.endswith(" timestamp") and not name.startswith("missing") else 401
         assert response.status_code == expected, name
         time.sleep(0.05)
         assert _state(bot) == before, name
+
+
+def test_a_timestamp_sent_twice_is_refused_before_bolt_reads_either(bot: BotUnderTest) -> None:
+    message = bot.surface("p1")
+    body = bot.click_body(ALICE, "npo_like", message)
+    good = signed_headers(SECRET, body, interactions.FORM)
+    for second in ("abc", good["X-Slack-Request-Timestamp"]):
+        before = _state(bot)
+        headers = [*good.items(), ("X-Slack-Request-Timestamp", second)]
+        response = httpx.post(bot.events_url, content=body.encode(), headers=headers)
+        assert response.status_code == 400 and response.json()["field"] == "X-Slack-Request-Timestamp"
+        assert _state(bot) == before
 
 
 def test_a_request_299_s_old_is_accepted(bot: BotUnderTest) -> None:
