@@ -5,14 +5,22 @@
 reported together in one :class:`ConfigError`, each naming its variable, so one start-up shows all of them.
 
 The ``.env`` parser is deliberately small: ``NAME=value`` lines, ``#`` comments, blank lines, an optional
-``export`` prefix and optional single or double quotes around the value. No interpolation.
+``export`` prefix and optional single or double quotes around the value, as python-dotenv and docker compose read
+them: a quoted value is what is between the quotes, and a ``#`` after the closing quote starts a comment; in an
+unquoted value a ``#`` after whitespace does. No interpolation and no escape sequences. A UTF-8 byte-order mark is
+ignored. A malformed line is reported by file and line number, never with its value (it may hold a secret).
+
+An ``NPO_*`` or ``SLACK_*`` name that no setting reads (a typo such as ``NPO_DB_PAHT``) is logged as a warning,
+with the closest known name, and otherwise ignored: it may belong to another tool.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -27,7 +35,23 @@ MISS_WEIGHT_MAX = 10.0  # the largest weight npo.bandit.BanditConfig accepts
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _RESPONDER_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_SHOWN_NAME_RE = re.compile(r"[A-Z][A-Z0-9_.-]*")
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+_PREFIXES = ("SLACK_", "NPO_")
+# NPO_*/SLACK_* names read outside the settings (by the evaluation CLI, the load bench, the reliability script and
+# the tests): no warning for these. Every other name is known from what load_settings reads (_Reader.asked).
+_READ_ELSEWHERE = frozenset(
+    {
+        "NPO_DATA_DIR",  # bot/evaluate/cli.py
+        "NPO_LOAD_CONFIDENT",  # bench/load_bench.py
+        "NPO_LOAD_DEBUG",
+        "NPO_LOAD_VARIANT",
+        "NPO_FAULT_SECONDS",  # scripts/reliability, tests/hardening
+        "NPO_DEMO_SCREENSHOT",  # tests/demo
+    }
+)
 
 
 class ConfigError(ValueError):
@@ -103,29 +127,81 @@ class Settings:
         }
 
 
-def parse_env_file(text: str) -> dict[str, str]:
-    """Parse ``.env`` text into a dict. Raises :class:`ConfigError` naming the line of a malformed entry."""
+def _bad_name(name: str) -> str:
+    """Describe the invalid name part of a malformed line without showing anything that may be a secret.
+
+    Only a leading upper-case word (``SLACK-SIGNING_SECRET``), at most 32 characters, is shown: tokens and keys
+    (``xoxb-…``, hex, base64) have lower-case letters, and a line like ``NAME: value==`` stops at the colon.
+    """
+    shown = match.group() if (match := _SHOWN_NAME_RE.match(name)) else ""
+    if len(shown) < 2:
+        return "the text before '=' is not a valid variable name"
+    cut = shown[:32] + ("…" if len(shown) > 32 or len(shown) < len(name) else "")
+    return f"{cut!r} is not a valid variable name"
+
+
+def _quoted(value: str) -> str | None:
+    """The text between the quotes of ``value`` (which starts with a quote); None when it is not well quoted.
+
+    ``"x"``, ``"x" # comment`` and ``"x"#comment`` give ``x``. A quote escaped with a backslash does not close the
+    value (the backslash is kept: no escape sequences); a value wholly in quotes keeps any inner quotes as before.
+    """
+    quote = value[0]
+    close = 1
+    while (close := value.find(quote, close)) != -1 and value[close - 1] == "\\":
+        close += 1
+    if close != -1 and re.fullmatch(r"\s*(#.*)?", value[close + 1 :]):
+        return value[1:close]
+    if len(value) >= 2 and value[-1] == quote:
+        return value[1:-1]
+    return None
+
+
+def parse_env_file(text: str, source: str = ".env") -> dict[str, str]:
+    """Parse ``.env`` text into a dict. Raises :class:`ConfigError` naming the line of a malformed entry.
+
+    ``source`` names the file in the messages. A message never repeats the line's value: it may be a secret.
+    """
     values: dict[str, str] = {}
     problems: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         line = line.removeprefix("export ").lstrip()
         name, sep, value = line.partition("=")
         name = name.strip()
-        if not sep or not _NAME_RE.match(name):
-            problems[f".env line {number}"] = f"expected NAME=value, got {raw.strip()[:60]!r}"
+        where = f"{source} line {number}"
+        if not sep:
+            problems[where] = "expected NAME=value, found no '=' (the line is not shown)"
+            continue
+        if not _NAME_RE.match(name):
+            problems[where] = (
+                f"expected NAME=value, but {_bad_name(name)} (letters, digits and _; the value is not shown)"
+            )
             continue
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
+        if value[:1] in ("'", '"'):
+            inner = _quoted(value)
+            if inner is None:
+                problems[where] = f"{name}: unterminated quote, or text after the closing quote (value not shown)"
+                continue
+            value = inner
+        else:
+            value = re.split(r"\s#", value, maxsplit=1)[0].rstrip()
         values[name] = value
     if problems:
         raise ConfigError(problems)
     return values
+
+
+def _warn_unknown(names: Iterable[str], known: Iterable[str]) -> None:
+    """Log each ``NPO_*``/``SLACK_*`` name that nothing reads, once, with the closest known name if there is one."""
+    candidates = sorted(set(known) | _READ_ELSEWHERE)
+    for name in sorted({n for n in names if n.startswith(_PREFIXES)} - set(candidates)):
+        close = difflib.get_close_matches(name, candidates, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        log.warning("unknown setting %s is ignored%s", name, hint)
 
 
 class _Reader:
@@ -134,8 +210,10 @@ class _Reader:
     def __init__(self, values: Mapping[str, str]) -> None:
         self.values = values
         self.problems: dict[str, str] = {}
+        self.asked: set[str] = set()  # every name read: the settings' own list of variables
 
     def raw(self, name: str) -> str:
+        self.asked.add(name)
         return self.values.get(name, "").strip()
 
     def required(self, name: str, check: Callable[[str], str | None] | None = None) -> str:
@@ -266,8 +344,12 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
     """
     merged: dict[str, str] = {}
     if env_file is not None and env_file.is_file():
-        merged.update(parse_env_file(env_file.read_text(encoding="utf-8")))
-    merged.update({k: v for k, v in environ.items() if k.startswith(("SLACK_", "NPO_"))})
+        try:
+            text = env_file.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Windows editors) is dropped
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError({str(env_file): f"cannot be read as UTF-8 text: {exc}"}) from None
+        merged.update(parse_env_file(text, str(env_file)))
+    merged.update({k: v for k, v in environ.items() if k.startswith(_PREFIXES)})
     r = _Reader(merged)
     settings = Settings(
         slack_bot_token=r.required("SLACK_BOT_TOKEN", _token),
@@ -306,6 +388,7 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         bot_user_id=r.optional("SLACK_BOT_USER_ID", "U00000000", str),
         slack_app_token=r.optional("SLACK_APP_TOKEN", "", _app_token),
     )
+    _warn_unknown(merged, r.asked)  # before any ConfigError: a typo may be why a required name is missing
     if r.problems:
         raise ConfigError(r.problems)
     return settings

@@ -32,7 +32,7 @@ def _db_path(args: argparse.Namespace) -> Path:
     if env_file is not None and env_file.is_file():
         from bot.config import parse_env_file  # noqa: PLC0415 - keep `npo-bot --help` fast
 
-        from_file = parse_env_file(env_file.read_text(encoding="utf-8-sig")).get("NPO_DB_PATH")
+        from_file = parse_env_file(env_file.read_text(encoding="utf-8-sig"), str(env_file)).get("NPO_DB_PATH")
         if from_file:
             return Path(from_file)
     return Path(DEFAULT_DB)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,124 @@ def test_repr_masks_every_secret(tmp_path: Path) -> None:
     for secret in ("xoxb-1", "s3cret", "ingest-token-0123456789", "poll-token-abcdef", "xapp-1-secret"):
         assert secret not in text and secret not in str(s) and secret not in f"{s!r}"
     assert text.startswith("Settings(") and "incident_channel='C0INC'" in text and "slack_bot_token='***'" in text
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write_env(tmp_path: Path, text: str) -> Path:
+    env_file = tmp_path / ".env"
+    env_file.write_text(text, encoding="utf-8")
+    return env_file
+
+
+def test_quoted_value_followed_by_a_comment(tmp_path: Path) -> None:
+    env_file = _write_env(
+        tmp_path,
+        'SLACK_BOT_TOKEN="xoxb-1-2-3"   # from the OAuth page\n'
+        "SLACK_SIGNING_SECRET=abcdefabcdefabcdef\n"
+        "NPO_INGEST_TOKEN=0123456789abcdef0123\n"
+        'NPO_INCIDENT_CHANNEL="C0123ABCD"  # #incidents\n'
+        "NPO_OPS_CHANNEL='C0456EFGH'# no space before the comment\n"
+        'NPO_TIMEZONE="Europe/Berlin" # local zone\n'
+        'export NPO_PORT="4000" # exported, quoted, commented\n'
+        "NPO_HOST=0.0.0.0\t# unquoted, tab before the comment\n"
+        'NPO_POLL_TOKEN="tok # not a comment"\n'
+        "NPO_DB_PATH=data/npo#1.db\n",
+    )
+    s = load_settings({}, env_file)
+    assert (s.slack_bot_token, s.incident_channel, s.ops_channel) == ("xoxb-1-2-3", "C0123ABCD", "C0456EFGH")
+    assert (s.timezone, s.port, s.host) == ("Europe/Berlin", 4000, "0.0.0.0")
+    assert s.poll_token == "tok # not a comment" and s.db_path == Path("data/npo#1.db")
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        ("A=plain", "plain"),
+        ("A=plain # comment", "plain"),
+        ("A=x#y", "x#y"),
+        ('A="quoted"', "quoted"),
+        ("A='quoted' # comment", "quoted"),
+        ('A="a # b" # c', "a # b"),
+        ("A='it's'", "it's"),  # wholly quoted: inner quotes kept, as before
+        ('A="a\\"b" # c', 'a\\"b'),  # an escaped quote does not close; no escape processing
+        ('A=""', ""),
+        ("A=", ""),
+        ("export A = 'x'", "x"),
+    ],
+)
+def test_env_file_values(line: str, value: str) -> None:
+    assert parse_env_file(line + "\n") == {"A": value}
+
+
+def test_malformed_env_lines_never_show_the_value(tmp_path: Path) -> None:
+    secret = "8f2b1c9e7d6a5f4e3b2a1c0d9e8f7a6b"
+    env_file = _write_env(
+        tmp_path,
+        "\n".join(f"{k}={v}" for k, v in GOOD.items() if k != "SLACK_SIGNING_SECRET")
+        + f'\nSLACK-SIGNING_SECRET={secret}\n{secret}\nNPO_POLL_TOKEN="{secret}\nxoxb-{secret}=1\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, env_file)
+    text = str(info.value)
+    assert secret not in text and secret[:8] not in text
+    assert f"{env_file} line 5" in text and "'SLACK-SIGNING_SECRET' is not a valid variable name" in text
+    assert f"{env_file} line 6" in text and "no '='" in text
+    assert f"{env_file} line 7" in text and "NPO_POLL_TOKEN: unterminated quote" in text
+    assert f"{env_file} line 8" in text
+
+
+def test_env_file_with_a_byte_order_mark(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    body = "# settings\n" + "\n".join(f"{k}={v}" for k, v in GOOD.items()) + "\n"
+    env_file.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert load_settings({}, env_file).incident_channel == "C0INC"
+    env_file.write_bytes(b"\xef\xbb\xbf" + b"NPO_PORT=4000\n" + body.encode())  # first line a setting
+    assert load_settings({}, env_file).port == 4000
+    assert parse_env_file("\ufeffA=1\n") == {"A": "1"}
+
+
+def test_env_file_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(b"NPO_HOST=\xff\xfe\n")
+    with pytest.raises(ConfigError, match="cannot be read as UTF-8"):
+        load_settings(GOOD, env_file)
+
+
+def _unknown_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "bot.config" and r.levelname == "WARNING"]
+
+
+def test_misspelled_names_are_warned_once_with_a_suggestion(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    env_file = _write_env(tmp_path, "NPO_DB_PAHT=var/lib/npo.db\nNPO_SKIP_TIMEOUT_MINS=5\nOTHER_TOOL_X=1\n")
+    environ = GOOD | {"NPO_DB_PAHT": "var/npo.db", "SLACK_WEBHOOK": "x", "HOME": "/root", "NPO_DATA_DIR": "/d"}
+    with caplog.at_level("WARNING", logger="bot.config"):
+        s = load_settings(environ, env_file)
+    assert s.db_path == Path("npo.db") and s.skip_timeout_min == 60.0  # still ignored: a warning, not a refusal
+    warnings = _unknown_warnings(caplog)
+    assert len(warnings) == 3, warnings  # NPO_DB_PAHT once although it is in both the environment and .env
+    assert any("NPO_DB_PAHT" in w and "did you mean NPO_DB_PATH?" in w for w in warnings)
+    assert any("NPO_SKIP_TIMEOUT_MINS" in w and "did you mean NPO_SKIP_TIMEOUT_MIN?" in w for w in warnings)
+    assert any("SLACK_WEBHOOK" in w for w in warnings)
+    assert not any(n in w for w in warnings for n in ("OTHER_TOOL_X", "HOME", "NPO_DATA_DIR", "var/"))
+
+
+def test_misspelled_required_name_is_warned_before_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    environ = {k: v for k, v in GOOD.items() if k != "SLACK_BOT_TOKEN"} | {"SLACK_BOT_TOKN": "xoxb-1"}
+    with caplog.at_level("WARNING", logger="bot.config"), pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
+        load_settings(environ, None)
+    assert any("did you mean SLACK_BOT_TOKEN?" in w for w in _unknown_warnings(caplog))
+
+
+def test_every_name_the_project_reads_or_documents_is_known(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No warning for a name read anywhere in the code, the scripts or .env.example (e.g. NPO_DATA_DIR)."""
+    name_re = re.compile(r"\b(?:NPO|SLACK)_[A-Z0-9_]*[A-Z0-9]\b")
+    files = [ROOT / ".env.example", *(p for p in (ROOT / "scripts").iterdir() if p.is_file())]
+    for folder in ("bot", "storage", "npo", "bench", "scripts"):
+        files += (p for p in (ROOT / folder).rglob("*.py") if p != ROOT / "bot" / "config.py")  # its docs cite typos
+    names = {name for f in files for name in name_re.findall(f.read_text(encoding="utf-8", errors="replace"))}
+    assert {"NPO_DATA_DIR", "NPO_LOAD_VARIANT", "NPO_FAULT_SECONDS", "NPO_DB_PATH"} <= names
+    with caplog.at_level("WARNING", logger="bot.config"):
+        load_settings(GOOD | dict.fromkeys(names - set(GOOD), ""), tmp_path / "missing.env")
+    assert _unknown_warnings(caplog) == []
