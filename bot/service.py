@@ -85,6 +85,8 @@ class NpoService:
         self.base_policy = policy
         self._policy = policy
         self._mutes_read_at = -math.inf
+        self._mute_reads = 0  # reads of the mutes begun (their order: see _refresh_mutes)
+        self._mutes_applied = 0  # the latest-begun read applied
         self._policy_lock = threading.Lock()
         self.clock = clock
         self.on_enqueue = on_enqueue
@@ -118,9 +120,18 @@ class NpoService:
         self._refresh_mutes(self.clock())
 
     def _refresh_mutes(self, now: float) -> None:
+        """Re-read the mutes in force. Reads run outside the lock, so a read that began earlier can end later: it
+        is dropped when a read that began after it was already applied (else a decide's refresh that started
+        just before a ``mute()`` committed could replace that mute's own refresh and hide it)."""
+        with self._policy_lock:
+            self._mute_reads += 1
+            ticket = self._mute_reads
         with self.store.read() as conn:
             mutes = tuple(active_mutes(conn, now))
         with self._policy_lock:
+            if ticket < self._mutes_applied:
+                return
+            self._mutes_applied = ticket
             self._policy = dataclasses.replace(self.base_policy, mutes=mutes) if mutes else self.base_policy
             self._mutes_read_at = now
 

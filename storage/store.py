@@ -580,10 +580,9 @@ class SQLiteTransaction:
         surfaced = dict(
             self._in_chunks(
                 "SELECT channel, COUNT(*) FROM decisions WHERE verdict = 'surface' AND decided_at > ? "
-                "AND decided_at <= ? AND channel IN ({marks}) GROUP BY channel",
+                "AND channel IN ({marks}) GROUP BY channel",
                 channels,
                 now - HOUR_S,
-                now,
             )
         )
         return _BatchContexts(float(now), active, overrides, surfaced, frozenset(self._disruptive))
@@ -720,7 +719,9 @@ class SQLiteTransaction:
 
         open disruptive recommendations (surfaced or digest, no outcome yet, action in the store's
         ``disruptive_actions``) in the prediction's cluster; the last *effective* override of its key and of its
-        target; recommendations surfaced (not digested) in ``channel`` during (now − 1 h, now].
+        target; recommendations surfaced (not digested) in ``channel`` after now − 1 h — those stamped later than
+        ``now`` included: another process that read its clock after this one but took the write lock first, or
+        this host's clock stepped back, must not make room under the cap.
         """
         cluster = prediction.cluster
         active: dict[str, int] = {}
@@ -742,9 +743,8 @@ class SQLiteTransaction:
         if by_target is not None:
             overrides[f"target:{prediction.target}"] = by_target
         surfaced = self._one(
-            "SELECT COUNT(*) FROM decisions WHERE channel = ? AND verdict = 'surface' "
-            "AND decided_at > ? AND decided_at <= ?",
-            (channel, now - HOUR_S, now),
+            "SELECT COUNT(*) FROM decisions WHERE channel = ? AND verdict = 'surface' AND decided_at > ?",
+            (channel, now - HOUR_S),
         )[0]
         return PolicyContext(
             now=now,

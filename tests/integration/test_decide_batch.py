@@ -265,3 +265,25 @@ def test_an_empty_batch_and_a_bad_now() -> None:
         assert decide_batch(tx, [], config=CONFIG, policy=policy, rng=np.random.default_rng(0), now=NOW) == []
         with pytest.raises(InvalidRecord, match="decided_at"):
             decide_batch(tx, [_p("x")], config=CONFIG, policy=policy, rng=np.random.default_rng(0), now=float("nan"))
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["decide_many", "decide"])
+def test_the_channel_cap_counts_decisions_stamped_after_now(tmp_path: Path, batched: bool) -> None:
+    """Three surfaced at 1000.5 by another process (its clock read after ours, its lock taken first), or before
+    this host's clock stepped back: deciding at 1000.0 must still see the cap of 3 reached."""
+    policy = parse_policy(POLICY_TEXT)
+    path = tmp_path / "npo.db"
+    with SQLiteStore(path, CONFIG) as other, SQLiteStore(path, CONFIG) as ours:
+        first = other.decide_many(
+            [_p(f"b{i}") for i in range(3)], policy=policy, rng=np.random.default_rng(0), now=NOW + 0.5
+        )
+        assert [r.decision.verdict for r in first] == [Verdict.SURFACE] * 3
+        late = [_p(f"a{i}", received_at=NOW - 1) for i in range(3)]
+        if batched:
+            results = ours.decide_many(late, policy=policy, rng=np.random.default_rng(1), now=NOW)
+        else:
+            with ours.transaction() as tx:
+                results = [
+                    decide(tx, p, config=CONFIG, policy=policy, rng=np.random.default_rng(1), now=NOW) for p in late
+                ]
+        assert [(r.decision.verdict, r.decision.rule) for r in results] == [(Verdict.DIGEST, "channel_hourly_cap")] * 3

@@ -4,6 +4,8 @@ verdict, stored, audited, seen by a second process, and lifted on request."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 from jobs_testing import RELAXED_POLICY, prediction
 
+from bot import service as service_module
 from bot.service import MUTE_REFRESH_S, NpoService
 from npo.policy import RULE_MUTE, Mute, PolicyContext, evaluate
 from npo.scoring import scenario_key
@@ -78,3 +81,31 @@ def test_unmute_lifts_at_once(store: SQLiteStore) -> None:
     assert service.unmute(key, by="U2") == 1 and service.unmute(key, by="U2") == 0
     assert service.decide([prediction(1, T0)])[0].decision.verdict.value == "surface"
     assert store.audit_entries(kind="policy_unmute")[0][4] == {"lifted": 1, "by": "U2"}
+
+
+def test_a_refresh_begun_before_a_mute_cannot_hide_it(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decide on another thread reads the (still empty) mutes, then stalls; meanwhile ``/npo mute`` commits and
+    refreshes. When the stale read finally lands it must not replace the mute's own refresh."""
+    clock = Clock()
+    service = NpoService(store, RELAXED_POLICY, rng=np.random.default_rng(0), clock=clock)
+    read, resume = threading.Event(), threading.Event()
+    real = service_module.active_mutes
+
+    def stalling(conn: sqlite3.Connection, at: float) -> list[Mute]:
+        rows = real(conn, at)
+        if threading.current_thread().name == "decider":
+            read.set()
+            resume.wait(10)
+        return rows
+
+    monkeypatch.setattr(service_module, "active_mutes", stalling)
+    decider = threading.Thread(target=lambda: service.policy, name="decider")
+    decider.start()
+    assert read.wait(10)
+    key = scenario_key(prediction(1, T0))
+    assert service.mute(key, 3600, by="U1") is not None
+    resume.set()
+    decider.join(10)
+    clock.now = T0 + 1  # within MUTE_REFRESH_S: the policy in memory decides
+    (result,) = service.decide([prediction(1, T0 + 1)])
+    assert (result.decision.verdict.value, result.decision.rule) == ("block", RULE_MUTE)
