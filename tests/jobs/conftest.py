@@ -6,12 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jobs_testing import OPS, TOKEN
 from slack_sdk import WebClient
 
 from bot.standin import StandIn, running_standin
-
-TOKEN = "xoxb-jobs-test"
-OPS = "C2OPS"
 
 
 @pytest.fixture

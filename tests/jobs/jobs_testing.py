@@ -9,6 +9,10 @@ from npo.policy import DEFAULT_POLICY_TEXT, parse_policy
 from npo.types import Prediction
 from storage import SQLiteStore
 
+TOKEN = "xoxb-jobs-test"
+OPS = "C2OPS"  # the ops channel of the jobs' stand-in (here, not in conftest: other folders' conftest modules
+# share that module name, so ``from conftest import`` may find theirs when several folders run together)
+
 RELAXED_POLICY = parse_policy(
     DEFAULT_POLICY_TEXT.replace("max_per_hour = 20", "max_per_hour = 1000000")
     .replace("seconds = 3600", "seconds = 0")

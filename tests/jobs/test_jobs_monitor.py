@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import OPS
-from jobs_testing import prediction, surface_and_post
+from jobs_testing import OPS, prediction, surface_and_post
 from slack_sdk import WebClient
 
 from bot.jobs.build import JobDeps, build_scheduler, monitor_trigger

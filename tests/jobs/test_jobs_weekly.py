@@ -12,8 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import OPS
-from jobs_testing import prediction, surface_and_post
+from jobs_testing import OPS, prediction, surface_and_post
 from slack_sdk import WebClient
 
 from bot.config import Settings
