@@ -79,10 +79,11 @@ def panel_data(store: SQLiteStore, status: Callable[[], str] = lambda: "") -> di
         "suppressed": counts.get("decisions_suppress", 0),
         "blocked by policy": counts.get("decisions_block", 0),
         "to digest": counts.get("decisions_digest", 0),
-        "likes": counts.get("feedback_like", 0),
-        "overrides": counts.get("feedback_override", 0),
-        "neutral": counts.get("feedback_neutral", 0),
-        "skipped": counts.get("feedback_skipped", 0),
+        # each person's current answer, as L_align counts them (a changed answer or a taken-over skip once)
+        "likes": counts.get("feedback_effective_like", 0),
+        "overrides": counts.get("feedback_effective_override", 0),
+        "neutral": counts.get("feedback_effective_neutral", 0),
+        "skipped": counts.get("feedback_effective_skipped", 0),
         "outcomes": counts.get("outcomes", 0),
     }
     return {

@@ -117,6 +117,7 @@ class Demo:
         self.engineers: Engineers | None = None
         self.started_at = 0.0
         self.ended_at: float | None = None
+        self._answers_before = 0  # answers already in the file (``--resume``): the summary counts this run's
         self.stopping = threading.Event()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._stopped = False
@@ -193,6 +194,7 @@ class Demo:
             standin.live.default_user = YOU[0]
             bot = self.bot
             standin.live.panel = lambda: panel_data(bot.store, self.status)
+            self._answers_before = _answers(bot.store.counts())
             self.started_at = time.time()
             self.feeder = Feeder(
                 stream,
@@ -289,10 +291,10 @@ class Demo:
                 for pid, fault_type in sent
                 if (d := store.decision(pid)) is not None
             ]
-        verdicts = ", ".join(
-            f"{counts.get('decisions_' + v, 0)} {v}" for v in ("surface", "suppress", "block", "digest")
+        verdicts = ", ".join(  # of this run's predictions (with --resume the file holds earlier runs' too)
+            f"{sum(1 for d in decided if d.verdict == v)} {v}" for v in ("surface", "suppress", "block", "digest")
         )
-        answers = sum(counts.get(f"feedback_{k}", 0) for k in ("like", "override", "neutral", "skipped"))
+        answers = _answers(counts) - self._answers_before
         lines[0] += f" ({verdicts}); {answers} answers stored"
         if self.engineers is not None:
             lines[0] += f" ({self.engineers.clicks} by simulated engineers)"
@@ -303,5 +305,12 @@ class Demo:
             trend = "lower" if last < first else "not lower"
             lines.append(f"L_align in the last quarter is {trend} than in the first ({last:.3f} vs {first:.3f})")
         lines.extend(surfacing(decided, self.started_at, end).lines())
-        lines.append(f"database: {self.options.db} (inspect with: npo-bot db export --db {self.options.db})")
+        lines.append(
+            f"database: {self.options.db} (inspect with: npo-bot db export --what feedback --db {self.options.db})"
+        )
         return lines
+
+
+def _answers(counts: dict[str, int]) -> int:
+    """Every answer row stored (changed answers and skips included), from :meth:`storage.SQLiteStore.counts`."""
+    return sum(counts.get(f"feedback_{k}", 0) for k in ("like", "override", "neutral", "skipped"))

@@ -111,6 +111,7 @@ def _unescape(text: str) -> str:
 
 def mrkdwn_html(text: str, user_name: UserName = _plain_name) -> str:
     """Slack mrkdwn → safe HTML (see the module docstring for what is understood)."""
+    text = text.replace("\x00", "")  # NUL marks code spans while formatting (_inline); it shows as nothing anyway
     out: list[str] = []
     position = 0
     for match in _TOKEN.finditer(text):

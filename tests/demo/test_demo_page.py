@@ -104,3 +104,11 @@ def test_modal_inputs_keep_state_and_show_errors() -> None:
     assert ">typed &lt;b&gt;</textarea>" in html
     assert '<div class="error">Please pick a reason for the override.</div>' in html
     assert "Record override" in html and 'data-view-id="V1"' in html
+
+
+def test_text_holding_the_formatters_own_marks_renders_as_written() -> None:
+    """The formatter marks code spans with NUL-delimited numbers while it works: text that already holds such a
+    mark (a prediction field can) must neither break the page nor swap in another span's text."""
+    html = mrkdwn_html("`first` then \x000\x00 and `second` and \x007\x00")
+    assert html.count("<code>") == 2 and "<code>first</code>" in html and "<code>second</code>" in html
+    assert html.count("first") == 1 and "\x00" not in html

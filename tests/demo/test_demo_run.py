@@ -16,8 +16,11 @@ import httpx
 import pytest
 from demo_testing import demo_cli, rows
 
+from bot.demo.panel import panel_data
 from bot.demo.runner import Demo, DemoError, DemoOptions, prepare_database
 from bot.demo.scenarios import Noise
+from npo.loop import record_feedback
+from npo.types import FeedbackEvent, FeedbackKind
 from storage import SQLiteStore
 from storage.store import LoopConfig
 
@@ -168,3 +171,28 @@ def test_the_page_json_routes_refuse_bad_input_by_field(manual_demo: tuple[Demo,
     assert unknown.status_code == 404
     values = httpx.post(url + "submit", json={"user": "U0YOU", "view_id": "V1", "values": [1]}, timeout=10)
     assert values.status_code == 400 and values.json()["field"] == "values"
+
+
+def test_a_resumed_run_summarises_itself_and_its_panel_counts_current_answers(tmp_path: Path) -> None:
+    db = tmp_path / "resumed.db"
+    summaries = []
+    for resume in (False, True):
+        demo = Demo(DemoOptions(port=0, db=db, resume=resume, count=3, rate_per_min=600), say=lambda _: None)
+        demo.start()
+        try:
+            demo.run_until_done()
+        finally:
+            demo.stop()
+        summaries.append(demo.summary()[0])
+    second = summaries[-1]
+    assert "3 predictions sent" in second
+    verdicts = second.split("(", 1)[1].split(")", 1)[0]  # "3 surface, 0 suppress, 0 block, 0 digest"
+    assert sum(int(part.split()[0]) for part in verdicts.split(", ")) == 3  # this run's 3, not the file's 6
+    assert rows(db, "SELECT COUNT(*) FROM decisions")[0][0] == 6
+    with SQLiteStore(db, LoopConfig()) as store:  # one changed answer: the panel counts the person's current one
+        (pid,) = rows(db, "SELECT prediction_id FROM recommendations LIMIT 1")[0]
+        for kind, request in ((FeedbackKind.LIKE, "r1"), (FeedbackKind.OVERRIDE, "r2")):
+            with store.transaction() as tx:
+                record_feedback(tx, FeedbackEvent(pid, "U0SOMEONE", kind, time.time(), request), config=store.config)
+        counts = panel_data(store)["counts"]
+    assert counts["overrides"] == 1 and counts["likes"] == 0
