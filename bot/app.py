@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from bot.config import Settings
 from bot.delivery import DeliveryWorker, WorkerConfig
 from bot.http.asgi import build_asgi_app
+from bot.http.policy_route import read_policy_file
 from bot.ingest.poller import Poller
 from bot.jobs.build import JobDeps, build_scheduler
 from bot.jobs.runner import Scheduler
@@ -30,7 +31,7 @@ from bot.slack.responders import ResponderDirectory
 from npo.bandit import BanditConfig
 from npo.feedback import FeedbackCodes
 from npo.loop import LoopConfig
-from npo.policy import DEFAULT_POLICY, Policy, parse_policy
+from npo.policy import DEFAULT_POLICY, Policy
 from storage import SQLiteStore
 from storage.ratelimit import ClickLimit
 
@@ -38,10 +39,11 @@ log = logging.getLogger(__name__)
 
 
 def load_policy(settings: Settings) -> Policy:
-    """The policy file named by ``NPO_POLICY_FILE``, else the built-in default (raises ``PolicyError``)."""
+    """The policy file named by ``NPO_POLICY_FILE``, else the built-in default (raises ``PolicyError``; time
+    zones named in the file are resolved with ``zoneinfo``, as ``NPO_TIMEZONE`` is)."""
     if settings.policy_file is None:
         return DEFAULT_POLICY
-    return parse_policy(settings.policy_file.read_text(encoding="utf-8"), settings.policy_file.name)
+    return read_policy_file(settings.policy_file)
 
 
 def loop_config(settings: Settings) -> LoopConfig:

@@ -169,12 +169,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "evaluate":
         return run_evaluate(args)
     if args.command in _SERVICE_COMMANDS:
-        from storage import StorageError  # noqa: PLC0415 - keep `npo-bot --help` fast
+        from npo.policy import PolicyError  # noqa: PLC0415 - keep `npo-bot --help` fast
+        from storage import StorageError  # noqa: PLC0415
 
         try:
             return _SERVICE_COMMANDS[args.command](args)
         except StorageError as exc:  # the database cannot be used (a missing folder, a read-only place, …)
             print(f"npo-bot {args.command}: {exc}", file=sys.stderr)
+            return 2
+        except PolicyError as exc:  # NPO_POLICY_FILE is refused at start-up (its field and line named)
+            print(f"npo-bot {args.command}: the policy file is refused: {exc}", file=sys.stderr)
             return 2
     if args.command == "demo":
         return run_demo(args)

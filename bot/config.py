@@ -307,7 +307,7 @@ def _timezone(text: str) -> str:
 
     try:
         ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the zone database ("Europe")
         raise ValueError(f"must be an IANA time zone like Europe/Berlin, got {text!r}") from None
     return text
 

@@ -10,7 +10,9 @@ live in the database, not the file, and are passed in as :attr:`Policy.mutes`), 
 ``freeze_window``, ``blast_radius``, ``override_cooldown`` (hard blocks; the first one wins), then
 ``channel_hourly_cap`` (outcome ``"digest"``: folded into a digest message,
 never dropped). Nothing here reads files, the clock or the environment: the caller reads the policy file and
-passes its text, and passes "now" inside the context.
+passes its text, passes "now" inside the context, and resolves IANA time-zone names (``timezone =
+"Europe/Berlin"``) with the ``zone`` callable given to :func:`parse_policy` (the bot passes
+``zoneinfo.ZoneInfo``, which reads the system's zone files).
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ import difflib
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
 
-from npo.types import InvalidRecord, Prediction, Severity
+from npo.types import MAX_TEXT_LEN, InvalidRecord, Prediction, Severity
 
 PolicyOutcome = Literal["allow", "block", "digest"]
 CooldownScope = Literal["key", "target", "both"]
+#: Resolves an IANA time-zone name (``"Europe/Berlin"``) to a tzinfo; raises ``LookupError`` (``KeyError``),
+#: ``ValueError`` or ``OSError`` for a name it does not know. ``zoneinfo.ZoneInfo`` is one.
+ZoneResolver = Callable[[str], tzinfo]
 
 RULE_ALLOWED_ACTIONS = "allowed_actions"
 RULE_FREEZE_WINDOW = "freeze_window"
@@ -59,6 +64,11 @@ _SECONDS_PER_DAY = 86_400
 _SECONDS_PER_WEEK = 7 * _SECONDS_PER_DAY
 # 1970-01-01 (Unix second 0) was a Thursday: weekday index 3 counting from Monday.
 _EPOCH_WEEKDAY = 3
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The instants a datetime can hold (a day inside year 1 and year 9999, so a zone's offset still fits): a time
+# zone's offset is looked up at "now" clamped to this range.
+_FIRST_INSTANT = (datetime(1, 1, 2, tzinfo=UTC) - _EPOCH).total_seconds()
+_LAST_INSTANT = (datetime(9999, 12, 30, tzinfo=UTC) - _EPOCH).total_seconds()
 _COOLDOWN_SCOPES: tuple[str, ...] = ("key", "target", "both")
 
 
@@ -102,13 +112,32 @@ def _non_negative_seconds(name: str, value: object) -> float:
     return float(value)
 
 
+def _name_problem(value: object) -> str | None:
+    """What makes ``value`` unusable as a name that must equal a prediction's field exactly (None: nothing).
+
+    A prediction's ``fault_type`` and ``action`` are non-empty strings without surrounding blanks of at most
+    :data:`~npo.types.MAX_TEXT_LEN` characters, so a policy entry that is not one can never match anything."""
+    if not isinstance(value, str):
+        return f"{value!r} is {_type_name(value)}, not a string"
+    if not value.strip():
+        return f"{value!r} is {'blank' if value else 'empty'}"
+    if value != value.strip():
+        return f"{value!r} has leading or trailing whitespace"
+    if len(value) > MAX_TEXT_LEN:
+        return f"{value[:20]!r}… is longer than {MAX_TEXT_LEN} characters"
+    return None
+
+
 def _text_tuple(name: str, value: object, *, allow_empty: bool = True) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, list | tuple):
         raise InvalidRecord(name, f"must be a list of strings, got {_type_name(value)}")
     items: list[str] = []
-    for item in cast("list[object] | tuple[object, ...]", value):
-        if not isinstance(item, str) or not item.strip():
-            raise InvalidRecord(name, f"must be a list of non-empty strings, got an item {item!r}")
+    for position, item in enumerate(cast("list[object] | tuple[object, ...]", value), start=1):
+        problem = _name_problem(item)
+        if problem is not None or not isinstance(item, str):
+            raise InvalidRecord(
+                name, f"must be a list of non-empty strings without surrounding blanks: item {position}, {problem}"
+            )
         if item not in items:
             items.append(item)
     if not items and not allow_empty:
@@ -133,6 +162,27 @@ def _format_offset(minutes: int) -> str:
     return f"{sign}{hours:02d}:{mins:02d}"
 
 
+def _check_zone(name: str, zone_name: object, tz: object) -> None:
+    """A named time zone: its IANA name and the tzinfo the caller's resolver gave for it."""
+    if not isinstance(zone_name, str) or not zone_name or zone_name != zone_name.strip():
+        raise InvalidRecord(name, f'must be an IANA time zone name like "Europe/Berlin", got {zone_name!r}')
+    if not isinstance(tz, tzinfo):
+        raise InvalidRecord(name, f"needs the tzinfo of {zone_name!r}, got {_type_name(tz)}")
+    try:
+        offset = _EPOCH.astimezone(tz).utcoffset()
+    except (ValueError, TypeError, OverflowError):
+        offset = None
+    if offset is None:
+        raise InvalidRecord(name, f"the tzinfo of {zone_name!r} gives no UTC offset")
+
+
+def _zone_offset_seconds(tz: tzinfo, now: float) -> float:
+    """The zone's UTC offset (seconds east) at the instant ``now`` (Unix seconds; clamped to what a datetime holds)."""
+    instant = _EPOCH + timedelta(seconds=min(max(now, _FIRST_INSTANT), _LAST_INSTANT))
+    offset = instant.astimezone(tz).utcoffset()
+    return 0.0 if offset is None else offset.total_seconds()
+
+
 def _format_minute(minute: int) -> str:
     hours, mins = divmod(minute, 60)
     return f"{hours:02d}:{mins:02d}"
@@ -153,9 +203,14 @@ class FreezeWindow:
     Absolute form: ``start``/``end`` are timezone-aware datetimes; the window is ``start <= now < end``.
     Weekly form (``days`` non-empty): the window opens on each listed day (``"mon"`` … ``"sun"``) at
     ``start_minute`` minutes after local midnight and closes at ``end_minute`` (1440 = 24:00); an end before
-    the start wraps past midnight into the next day. Local time is UTC shifted by the fixed
-    ``utc_offset_minutes`` (no daylight-saving rules). ``allow_severities`` are exempt from the freeze;
-    ``actions``, when non-empty, limits the freeze to those actions.
+    the start wraps past midnight into the next day. Local time is either UTC shifted by the fixed
+    ``utc_offset_minutes`` (no daylight-saving rules), or, when ``timezone`` names an IANA zone, the wall-clock
+    time in that zone (``tz``, its tzinfo, supplied by the caller's resolver; ``utc_offset_minutes`` is then 0).
+    With a zone the window is in force whenever the local clock shows a time inside it, so it keeps its local
+    times across a daylight-saving change: a time skipped when clocks go forward opens (or closes) the window
+    at the first minute after the gap, and an hour repeated when clocks go back is inside the window both times
+    if its clock times are. ``allow_severities`` are exempt from the freeze; ``actions``, when non-empty,
+    limits the freeze to those actions.
     """
 
     name: str
@@ -167,6 +222,8 @@ class FreezeWindow:
     utc_offset_minutes: int = 0
     allow_severities: tuple[Severity, ...] = ()
     actions: tuple[str, ...] = ()
+    timezone: str = ""  # an IANA zone name; "" = the fixed utc_offset_minutes
+    tz: tzinfo | None = field(default=None, compare=False, repr=False)  # the tzinfo of ``timezone``
 
     def __post_init__(self) -> None:
         _text("name", self.name)
@@ -193,6 +250,14 @@ class FreezeWindow:
         offset = self.utc_offset_minutes
         if isinstance(offset, bool) or not isinstance(offset, int) or not -1440 < offset < 1440:
             raise InvalidRecord("utc_offset", f"must be less than 24 hours from UTC, got {offset!r} minutes")
+        if self.timezone or self.tz is not None:
+            if not self.days:
+                raise InvalidRecord(
+                    "timezone", "only applies to weekly windows (absolute start/end carry their own offset)"
+                )
+            _check_zone("timezone", self.timezone, self.tz)
+            if offset != 0:
+                raise InvalidRecord("timezone", "set either timezone or utc_offset, not both")
         severities = _text_tuple("allow_severities", self.allow_severities)
         try:
             object.__setattr__(self, "allow_severities", tuple(Severity(s) for s in severities))
@@ -218,7 +283,9 @@ class FreezeWindow:
         if not self.weekly:
             start, end = self._span()
             return start.timestamp() <= now < end.timestamp()
-        local = (now + self.utc_offset_minutes * 60 + _EPOCH_WEEKDAY * _SECONDS_PER_DAY) % _SECONDS_PER_WEEK
+        shift = self.utc_offset_minutes * 60 if self.tz is None else _zone_offset_seconds(self.tz, now)
+        # local wall-clock time as seconds into the week, Monday 00:00 = 0
+        local = (now + shift + _EPOCH_WEEKDAY * _SECONDS_PER_DAY) % _SECONDS_PER_WEEK
         minutes = self.end_minute - self.start_minute
         duration = (minutes if minutes > 0 else minutes + _MINUTES_PER_DAY) * 60
         for day in self.days:
@@ -234,13 +301,15 @@ class FreezeWindow:
         return Severity(severity) not in self.allow_severities
 
     def describe(self) -> str:
-        """A short human-readable description, e.g. ``weekly sat, sun 00:00-24:00 UTC+01:00``."""
+        """A short human-readable description, e.g. ``weekly sat, sun 00:00-24:00 UTC+01:00`` or
+        ``weekly fri 22:00-06:00 Europe/Berlin``."""
         if not self.weekly:
             start, end = self._span()
             return f"{start.isoformat()} to {end.isoformat()}"
+        zone = self.timezone or f"UTC{_format_offset(self.utc_offset_minutes)}"
         return (
             f"weekly {', '.join(self.days)} {_format_minute(self.start_minute)}-"
-            f"{_format_minute(self.end_minute)} UTC{_format_offset(self.utc_offset_minutes)}"
+            f"{_format_minute(self.end_minute)} {zone}"
         )
 
 
@@ -308,13 +377,15 @@ class Policy:
     """All SPE rules. Built by :func:`parse_policy`; ``Policy()`` equals the default policy.
 
     ``allowed_actions`` maps a fault type (or the ``"*"`` fallback) to its allowed actions; it is opt-in
-    (an unlisted fault type with no ``"*"`` may take any action). ``utc_offset_minutes`` is the policy's
-    default offset for weekly freeze windows (already resolved into each window).
+    (an unlisted fault type with no ``"*"`` may take any action). ``utc_offset_minutes``, or the IANA zone
+    ``timezone`` when set, is the policy's default local time for weekly freeze windows (already resolved into
+    each window; shown by :func:`policy_to_dict`).
     """
 
     name: str = "default"
     version: int = SUPPORTED_VERSION
     utc_offset_minutes: int = 0
+    timezone: str = ""
     allowed_actions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     blast_radius: BlastRadiusRule = field(default_factory=BlastRadiusRule)
     freeze_windows: tuple[FreezeWindow, ...] = ()
@@ -326,11 +397,19 @@ class Policy:
         _text("name", self.name)
         if self.version != SUPPORTED_VERSION or isinstance(self.version, bool):
             raise InvalidRecord("version", f"unsupported policy version {self.version!r} (supported: 1)")
+        if self.timezone and (not isinstance(self.timezone, str) or self.timezone != self.timezone.strip()):
+            raise InvalidRecord(
+                "timezone", f'must be an IANA time zone name like "Europe/Berlin", got {self.timezone!r}'
+            )
+        if self.timezone and self.utc_offset_minutes != 0:
+            raise InvalidRecord("timezone", "set either timezone or utc_offset, not both")
         if not isinstance(self.allowed_actions, Mapping):
             raise InvalidRecord("allowed_actions", "must be a table of fault type -> list of actions")
         table: dict[str, tuple[str, ...]] = {}
         for fault_type, actions in self.allowed_actions.items():
-            _text("allowed_actions", fault_type)
+            problem = _name_problem(fault_type)
+            if problem is not None:
+                raise InvalidRecord("allowed_actions", f"fault type {problem}")
             table[fault_type] = _text_tuple(fault_type, actions)
         object.__setattr__(self, "allowed_actions", MappingProxyType(table))
         object.__setattr__(self, "freeze_windows", tuple(self.freeze_windows))
@@ -507,8 +586,10 @@ def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, con
 def policy_to_dict(policy: Policy) -> dict[str, Any]:
     """The policy as plain TOML-shaped data (str, int, float, lists, dicts) for display and audit.
 
-    Re-serialised as TOML and parsed again it gives an equal :class:`Policy`. Date-times become ISO-8601
-    strings with their offset; weekly times become ``"HH:MM"``. It does not include comments or the source.
+    Re-serialised as TOML and parsed again (with a zone resolver when it names a ``timezone``) it gives an equal
+    :class:`Policy`. Date-times become ISO-8601 strings with their offset; weekly times become ``"HH:MM"``; a
+    weekly window has either ``utc_offset`` or ``timezone``, and so has the policy. It does not include comments
+    or the source.
     """
     windows: list[dict[str, Any]] = []
     for w in policy.freeze_windows:
@@ -517,7 +598,10 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
             entry["days"] = list(w.days)
             entry["start"] = _format_minute(w.start_minute)
             entry["end"] = _format_minute(w.end_minute)
-            entry["utc_offset"] = _format_offset(w.utc_offset_minutes)
+            if w.timezone:
+                entry["timezone"] = w.timezone
+            else:
+                entry["utc_offset"] = _format_offset(w.utc_offset_minutes)
         else:
             start, end = w._span()
             entry["start"] = start.isoformat()
@@ -527,10 +611,13 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
         if w.actions:
             entry["actions"] = list(w.actions)
         windows.append(entry)
+    local_time = (
+        {"timezone": policy.timezone} if policy.timezone else {"utc_offset": _format_offset(policy.utc_offset_minutes)}
+    )
     return {
         "version": policy.version,
         "name": policy.name,
-        "utc_offset": _format_offset(policy.utc_offset_minutes),
+        **local_time,
         "rules": {
             "allowed_actions": {k: list(v) for k, v in policy.allowed_actions.items()},
             "blast_radius": {
@@ -550,11 +637,11 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------
 # parsing
 
-_TOP_LEVEL_FIELDS = ("version", "name", "utc_offset", "rules")
+_TOP_LEVEL_FIELDS = ("version", "name", "utc_offset", "timezone", "rules")
 _RULE_FIELDS: dict[str, tuple[str, ...]] = {
     "allowed_actions": (),  # free-form: fault type -> actions
     "blast_radius": ("max_concurrent", "disruptive_actions"),
-    "freeze_windows": ("name", "start", "end", "days", "utc_offset", "allow_severities", "actions"),
+    "freeze_windows": ("name", "start", "end", "days", "utc_offset", "timezone", "allow_severities", "actions"),
     "override_cooldown": ("seconds", "scope"),
     "channel_hourly_cap": ("max_per_hour",),
 }
@@ -562,6 +649,7 @@ _HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
 _KEY_LINE_RE = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=""")
 _TOML_POSITION_RE = re.compile(r"\s*\(at line (\d+), column \d+\)\s*$|\s*\(at end of document\)\s*$")
 _HHMM_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
+_BOTH_ZONE_AND_OFFSET = "set either timezone (a named zone) or utc_offset (a fixed offset), not both"
 _OFFSET_RE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 
 _Path = tuple[str, ...]
@@ -655,10 +743,14 @@ class _Locator:
         return label or "(document)"
 
 
+_Zone = tuple[str, tzinfo]  # an IANA name and its tzinfo
+
+
 class _Builder:
-    def __init__(self, text: str, source: str) -> None:
+    def __init__(self, text: str, source: str, resolver: ZoneResolver | None) -> None:
         self.locator = _Locator(text)
         self.source = source
+        self.resolver = resolver
 
     def fail(self, path: _Path, index: int | None, key: str | None, message: str) -> PolicyError:
         name = ".".join(path)
@@ -693,7 +785,10 @@ class _Builder:
             _text("name", name)
         except InvalidRecord as exc:
             raise self.fail((), None, "name", exc.message) from None
+        if "utc_offset" in data and "timezone" in data:
+            raise self.fail((), None, "timezone", _BOTH_ZONE_AND_OFFSET)
         offset = self.offset(data.get("utc_offset", "+00:00"), (), None)
+        zone = self.zone(data["timezone"], (), None) if "timezone" in data else None
         rules = self.table(data.get("rules", {}), ("rules",))
         self.check_known(rules, tuple(_RULE_FIELDS), ("rules",), None)
         sections = {
@@ -704,7 +799,7 @@ class _Builder:
         for rule, body in sections.items():
             self.check_known(body, _RULE_FIELDS[rule], ("rules", rule), None)
         allowed = self.allowed_actions(rules.get("allowed_actions", {}))
-        windows = self.freeze_windows(rules.get("freeze_windows", []), offset)
+        windows = self.freeze_windows(rules.get("freeze_windows", []), offset, zone)
         blast = self.construct(BlastRadiusRule, sections.get("blast_radius", {}), ("rules", "blast_radius"))
         cooldown = self.construct(
             OverrideCooldownRule, sections.get("override_cooldown", {}), ("rules", "override_cooldown")
@@ -716,6 +811,7 @@ class _Builder:
             name=cast("str", name),
             version=SUPPORTED_VERSION,
             utc_offset_minutes=offset,
+            timezone=zone[0] if zone is not None else "",
             allowed_actions=allowed,
             blast_radius=blast,
             freeze_windows=windows,
@@ -734,14 +830,18 @@ class _Builder:
         table = self.table(value, path)
         result: dict[str, tuple[str, ...]] = {}
         for fault_type, actions in table.items():
+            problem = _name_problem(fault_type)
+            if problem is not None:
+                raise self.fail(path, None, fault_type, f"the fault type {problem}")
             try:
-                _text("fault_type", fault_type)
                 result[fault_type] = _text_tuple(fault_type, actions)
             except InvalidRecord as exc:
                 raise self.fail(path, None, fault_type, exc.message) from None
         return result
 
-    def freeze_windows(self, value: object, default_offset: int) -> tuple[FreezeWindow, ...]:
+    def freeze_windows(
+        self, value: object, default_offset: int, default_zone: _Zone | None
+    ) -> tuple[FreezeWindow, ...]:
         path = ("rules", "freeze_windows")
         if not isinstance(value, list):
             raise self.fail(("rules",), None, "freeze_windows", "must be an array of tables ([[rules.freeze_windows]])")
@@ -767,17 +867,24 @@ class _Builder:
                 kwargs["days"] = [d.lower() if isinstance(d, str) else d for d in cast("list[object]", days)]
                 kwargs["start_minute"] = self.clock(body["start"], path, index, "start", allow_24=False)
                 kwargs["end_minute"] = self.clock(body["end"], path, index, "end", allow_24=True)
-                kwargs["utc_offset_minutes"] = (
-                    self.offset(body["utc_offset"], path, index) if "utc_offset" in body else default_offset
-                )
+                if "utc_offset" in body and "timezone" in body:
+                    raise self.fail(path, index, "timezone", _BOTH_ZONE_AND_OFFSET)
+                zone = self.zone(body["timezone"], path, index) if "timezone" in body else default_zone
+                if "utc_offset" in body:  # the window's own offset wins over the policy's timezone
+                    kwargs["utc_offset_minutes"] = self.offset(body["utc_offset"], path, index)
+                elif zone is not None:
+                    kwargs["timezone"], kwargs["tz"] = zone
+                else:
+                    kwargs["utc_offset_minutes"] = default_offset
             else:
-                if "utc_offset" in body:
-                    raise self.fail(
-                        path,
-                        index,
-                        "utc_offset",
-                        "only applies to weekly windows (absolute start/end carry their own offset)",
-                    )
+                for key in ("utc_offset", "timezone"):
+                    if key in body:
+                        raise self.fail(
+                            path,
+                            index,
+                            key,
+                            "only applies to weekly windows (absolute start/end carry their own offset)",
+                        )
                 kwargs["start"] = self.moment(body["start"], path, index, "start")
                 kwargs["end"] = self.moment(body["end"], path, index, "end")
             try:
@@ -828,17 +935,51 @@ class _Builder:
         if match and int(match.group(2)) < 24 and int(match.group(3)) < 60:
             minutes = int(match.group(2)) * 60 + int(match.group(3))
             return -minutes if match.group(1) == "-" else minutes
-        raise self.fail(path, index, "utc_offset", f'must be a fixed offset "+HH:MM" or "-HH:MM", got {value!r}')
+        hint = ' (for a named time zone use timezone = "...")' if isinstance(value, str) and "/" in value else ""
+        raise self.fail(path, index, "utc_offset", f'must be a fixed offset "+HH:MM" or "-HH:MM", got {value!r}{hint}')
+
+    def zone(self, value: object, path: _Path, index: int | None) -> _Zone:
+        """An IANA time-zone name and its tzinfo from the resolver."""
+        example = 'an IANA time zone name like "Europe/Berlin" or "America/New_York"'
+        if not isinstance(value, str) or not value.strip():
+            shown = repr(value) if isinstance(value, str) else _type_name(value)
+            raise self.fail(path, index, "timezone", f"must be {example}, got {shown}")
+        if value != value.strip():
+            raise self.fail(path, index, "timezone", f"must be {example} without surrounding blanks, got {value!r}")
+        if value == "Z" or _OFFSET_RE.match(value):
+            raise self.fail(
+                path, index, "timezone", f'must be {example}, got {value!r} (for a fixed offset use utc_offset = "...")'
+            )
+        if self.resolver is None:
+            raise self.fail(
+                path,
+                index,
+                "timezone",
+                f"cannot resolve the time zone {value!r}: named time zones need a zone resolver "
+                "(parse_policy(..., zone=zoneinfo.ZoneInfo))",
+            )
+        try:
+            tz = self.resolver(value)
+        except (LookupError, ValueError, OSError):
+            raise self.fail(path, index, "timezone", f"unknown time zone {value!r}: must be {example}") from None
+        try:
+            _check_zone("timezone", value, tz)
+        except InvalidRecord as exc:
+            raise self.fail(path, index, "timezone", exc.message) from None
+        return value, tz
 
 
-def parse_policy(text: str, source: str = "policy.toml") -> Policy:
+def parse_policy(text: str, source: str = "policy.toml", *, zone: ZoneResolver | None = None) -> Policy:
     """Parse a TOML policy (the file's text; ``source`` is its name for messages) into a :class:`Policy`.
 
-    Every rule and field is optional (defaults as in :data:`DEFAULT_POLICY_TEXT`). Raises
-    :class:`PolicyError` naming the line and field for TOML syntax errors, wrong types, out-of-range values,
-    bad times and unknown top-level keys, rules or fields. It does not read the file and does not check that
-    fault types or actions exist anywhere.
+    Every rule and field is optional (defaults as in :data:`DEFAULT_POLICY_TEXT`). A leading byte-order mark
+    is ignored. ``zone`` resolves the IANA names of ``timezone`` fields (e.g. ``zoneinfo.ZoneInfo``); without
+    it a policy that names a zone is refused. Raises :class:`PolicyError` naming the line and field for TOML
+    syntax errors, wrong types, out-of-range values, bad times, unknown time zones, malformed fault-type or
+    action names (empty, not strings, surrounding blanks) and unknown top-level keys, rules or fields. It
+    does not read the file and does not check that fault types or actions exist anywhere.
     """
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some editors save it
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -853,7 +994,7 @@ def parse_policy(text: str, source: str = "policy.toml") -> Policy:
                 line = int(match.group(1)) if match.group(1) else max(len(locator.lines), 1)
         field_name = locator.field_at(line) if line is not None else "(document)"
         raise PolicyError(f"invalid TOML: {message}", field_name=field_name, line=line, source=source) from None
-    return _Builder(text, source).build(data)
+    return _Builder(text, source, zone).build(data)
 
 
 DEFAULT_POLICY_TEXT = """# NPO Safety Policy Engine: the default policy.
@@ -868,13 +1009,18 @@ DEFAULT_POLICY_TEXT = """# NPO Safety Policy Engine: the default policy.
 version = 1
 name = "default"
 
-# Fixed UTC offset ("+HH:MM" or "-HH:MM") for weekly freeze windows that do not set their own.
-# Fixed offsets only: there are no daylight-saving rules. Default "+00:00".
+# Local time for weekly freeze windows that do not set their own: either a fixed UTC offset, utc_offset =
+# "+HH:MM" or "-HH:MM" (no daylight-saving rules), or an IANA time zone name such as timezone = "Europe/Berlin"
+# (its daylight-saving changes are followed); one or the other, not both. Default utc_offset = "+00:00".
 utc_offset = "+00:00"
 
 # Actions allowed per fault type. A "*" entry is the fallback for fault types that are not listed. A fault
 # type with no entry (and no "*") may take any action: the rule is opt-in. Default: no entries, so every
-# action is allowed. Example:
+# action is allowed.
+# Fault types and action names, here and in every other rule, must match the predictions' "fault_type" and
+# "action" exactly, case-sensitive ("Reboot" never matches "reboot"). They are not checked against a list
+# (a predictor may send any action), so a misspelt name is accepted and simply never matches; an empty name,
+# one with leading or trailing blanks, or one that is not a string is refused. Example:
 #   disk_failure = ["drain", "replace_disk", "migrate_vms", "investigate", "none"]
 #   "*" = ["drain", "replace_disk", "reboot", "restart_service", "migrate_vms", "failover", "reimage",
 #          "power_cycle", "investigate", "none"]
@@ -900,10 +1046,21 @@ disruptive_actions = ["drain", "reboot", "reimage", "power_cycle", "failover"]
 #   [[rules.freeze_windows]]            # weekly: opens on each listed day; end < start wraps past midnight
 #   name = "weekend"
 #   days = ["sat", "sun"]               # mon tue wed thu fri sat sun
-#   start = "00:00"                     # "HH:MM"
+#   start = "00:00"                     # "HH:MM", local time
 #   end = "24:00"                       # "24:00" is the end of the day
-#   utc_offset = "+01:00"               # default: the top-level utc_offset
+#   utc_offset = "+01:00"               # default: the top-level utc_offset or timezone
 #   actions = ["reboot", "reimage", "power_cycle"]   # default: every action
+#
+#   [[rules.freeze_windows]]
+#   name = "nights"
+#   days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+#   start = "22:00"
+#   end = "06:00"
+#   timezone = "Europe/Berlin"          # instead of utc_offset: 22:00-06:00 on the local clock all year
+#
+# With a timezone a weekly window is in force whenever the local clock shows a time inside it: when clocks
+# go forward a skipped time opens (or closes) the window at the end of the gap; when they go back, a repeated
+# hour inside the window is frozen both times.
 
 # After an engineer overrides a recommendation, nothing with the same scenario key and/or target is surfaced
 # for `seconds` (a non-negative number; 0 turns the rule off). scope is "key", "target" or "both".

@@ -6,6 +6,10 @@ read or parsed (bad TOML, an unknown rule, a wrong type — ``PolicyError`` name
 database's queries are built for (restart to apply it). On success the next decision uses the new policy. Every
 attempt is logged (an error line for a refused file). Without ``NPO_POLICY_FILE`` (the built-in default policy)
 there is nothing to reload: 409.
+
+:func:`read_policy_file` is how the bot reads the policy file, at start-up and here: UTF-8 with or without a
+byte-order mark, and ``timezone = "Europe/Berlin"`` resolved with :class:`zoneinfo.ZoneInfo` (an unknown zone
+is refused like any other error, naming its field).
 """
 
 from __future__ import annotations
@@ -14,11 +18,19 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from bot.service import NpoService
 from npo.policy import Policy, PolicyError, parse_policy
 
 log = logging.getLogger(__name__)
+
+
+def read_policy_file(path: Path) -> Policy:
+    """Read and parse a policy file. Raises ``PolicyError`` for a bad policy (an unknown time zone included),
+    ``OSError`` or ``UnicodeDecodeError`` for a file that cannot be read as UTF-8."""
+    # utf-8-sig: a leading byte-order mark (some Windows editors write one) is not part of the TOML
+    return parse_policy(path.read_text(encoding="utf-8-sig"), path.name, zone=ZoneInfo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +60,7 @@ class PolicyHolder:
             return ReloadResult(False, 409, "no policy file is configured (NPO_POLICY_FILE): nothing to reload")
         with self._lock:
             try:
-                text = self.path.read_text(encoding="utf-8")
-                new = parse_policy(text, self.path.name)
+                new = read_policy_file(self.path)
             except PolicyError as exc:
                 log.error("policy reload refused, the current policy stays in force: %s", exc)
                 return ReloadResult(False, 422, str(exc), exc.field)

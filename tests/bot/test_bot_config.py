@@ -239,3 +239,13 @@ def test_every_name_the_project_reads_or_documents_is_known(tmp_path: Path, capl
     with caplog.at_level("WARNING", logger="bot.config"):
         load_settings(GOOD | dict.fromkeys(names - set(GOOD), ""), tmp_path / "missing.env")
     assert _unknown_warnings(caplog) == []
+
+
+@pytest.mark.parametrize("zone", ["Europe", "Mars/Olympus", "../etc/passwd", ""])
+def test_a_time_zone_that_is_not_one_is_a_config_error(zone: str) -> None:
+    if not zone:
+        assert load_settings(GOOD | {"NPO_TIMEZONE": zone}, None).timezone  # empty: the default
+        return
+    with pytest.raises(ConfigError) as info:
+        load_settings(GOOD | {"NPO_TIMEZONE": zone}, None)
+    assert "NPO_TIMEZONE" in info.value.problems  # a folder of the zone database ("Europe") included

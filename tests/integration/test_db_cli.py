@@ -145,18 +145,22 @@ def test_a_database_from_a_newer_version_is_not_touched(filled: Path, capsys: py
     assert filled.read_bytes() == before
 
 
+@pytest.mark.parametrize("problem", ["database folder", "policy file"])
 @pytest.mark.parametrize("command", ["serve", "replay"])
-def test_the_service_commands_refuse_an_unusable_database_with_one_line(
-    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_the_service_commands_refuse_unusable_settings_with_one_line(
+    command: str, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('timezone = "Mars/Olympus"\n')
     settings = {
         "SLACK_BOT_TOKEN": "xoxb-test-token",
         "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789",
         "NPO_INGEST_TOKEN": "ingest-token-0123456789",
         "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
         "NPO_OPS_CHANNEL": "C0OPS",
-        "SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached: the database is refused first
-        "NPO_DB_PATH": str(tmp_path / "missing" / "npo.db"),
+        "SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached: the settings are refused first
+        "NPO_DB_PATH": str(tmp_path / ("missing" if problem == "database folder" else "") / "npo.db"),
+        **({"NPO_POLICY_FILE": str(policy)} if problem == "policy file" else {}),
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
@@ -165,5 +169,6 @@ def test_the_service_commands_refuse_an_unusable_database_with_one_line(
     argv = [command, "--env-file", str(tmp_path / "absent.env"), *([str(feed)] if command == "replay" else [])]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"npo-bot {command}: ") and "missing does not exist" in err and "Traceback" not in err
+    assert err.startswith(f"npo-bot {command}: ") and "Traceback" not in err
+    assert ("missing does not exist" if problem == "database folder" else "Mars/Olympus") in err
     assert not (tmp_path / "missing").exists()

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -416,6 +417,345 @@ def test_freeze_window_accepts_toml_local_times() -> None:
     assert check(policy, pred(), ctx(NOW)).outcome == "block"
 
 
+# ------------------------------------------------------------------------------ named time zones
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NEW_YORK = ZoneInfo("America/New_York")
+EVERY_DAY = '["mon", "tue", "wed", "thu", "fri", "sat", "sun"]'
+
+
+def nights(zone_line: str) -> str:
+    """A policy freezing every night 22:00-06:00 local time, the zone set by ``zone_line``."""
+    return (
+        f'[[rules.freeze_windows]]\nname = "nights"\ndays = {EVERY_DAY}\nstart = "22:00"\nend = "06:00"\n{zone_line}\n'
+    )
+
+
+def local(tz: ZoneInfo, year: int, month: int, day: int, hour: int, minute: int, fold: int = 0) -> float:
+    """Unix seconds of a wall-clock time in a named zone."""
+    return datetime(year, month, day, hour, minute, tzinfo=tz, fold=fold).timestamp()
+
+
+# The 2025 daylight-saving changes (the day the clocks change) in both zones.
+DST_CHANGES_2025 = [
+    pytest.param(BERLIN, date(2025, 3, 30), id="berlin-spring-forward"),
+    pytest.param(BERLIN, date(2025, 10, 26), id="berlin-fall-back"),
+    pytest.param(NEW_YORK, date(2025, 3, 9), id="new-york-spring-forward"),
+    pytest.param(NEW_YORK, date(2025, 11, 2), id="new-york-fall-back"),
+]
+# (days after the change, hour, minute, frozen) on the local clock, from the evening before to the morning after
+AROUND_THE_CHANGE = [
+    (-1, 21, 59, False),
+    (-1, 22, 0, True),
+    (0, 1, 30, True),
+    (0, 5, 0, True),
+    (0, 5, 59, True),
+    (0, 6, 0, False),
+    (0, 12, 0, False),
+    (0, 21, 59, False),
+    (0, 22, 0, True),
+    (1, 5, 59, True),
+    (1, 6, 0, False),
+]
+
+
+@pytest.mark.parametrize(("tz", "change"), DST_CHANGES_2025)
+@pytest.mark.parametrize("where", ["window", "policy"])
+def test_a_named_zone_keeps_the_window_on_local_time_across_both_dst_changes(
+    tz: ZoneInfo, change: date, where: str
+) -> None:
+    zone_line = f'timezone = "{tz.key}"'
+    text = nights(zone_line) if where == "window" else f"{zone_line}\n\n{nights('')}"
+    policy = parse_policy(text, zone=ZoneInfo)
+    assert policy.freeze_windows[0].timezone == tz.key
+    assert policy.timezone == ("" if where == "window" else tz.key)
+    offsets = {tz.utcoffset(datetime.combine(change + timedelta(days=d), time(12))) for d in (-1, 1)}
+    assert len(offsets) == 2, "the dates must straddle a change of the zone's offset"
+    for days, hour, minute, frozen in AROUND_THE_CHANGE:
+        day = change + timedelta(days=days)
+        now = local(tz, day.year, day.month, day.day, hour, minute)
+        verdict = check(policy, pred(), ctx(now))
+        assert (verdict.outcome == "block") is frozen, (day, hour, minute, verdict)
+        if frozen:
+            assert verdict.rule == "freeze_window"
+            assert f"22:00-06:00 {tz.key}" in verdict.reason
+
+
+def test_a_fixed_offset_does_not_follow_daylight_saving() -> None:
+    """utc_offset keeps its meaning: a fixed offset, so in Berlin's summer the window is an hour late."""
+    policy = parse_policy(nights('utc_offset = "+01:00"'))
+    assert parse_policy(nights('utc_offset = "+01:00"'), zone=ZoneInfo) == policy  # a resolver changes nothing
+    window = policy.freeze_windows[0]
+    assert (window.timezone, window.tz, window.utc_offset_minutes) == ("", None, 60)
+    # 2025-03-30 06:00 CEST is 05:00 at +01:00: still inside 22:00-06:00 +01:00
+    assert check(policy, pred(), ctx(local(BERLIN, 2025, 3, 30, 6, 0))).outcome == "block"
+    assert check(policy, pred(), ctx(local(BERLIN, 2025, 3, 30, 6, 59))).outcome == "block"
+    assert check(policy, pred(), ctx(local(BERLIN, 2025, 3, 30, 7, 0))).allowed
+    assert "22:00-06:00 UTC+01:00" in check(policy, pred(), ctx(at(2025, 3, 29, 23, 0, offset_minutes=60))).reason
+    assert policy_to_dict(policy)["rules"]["freeze_windows"][0]["utc_offset"] == "+01:00"
+    assert "timezone" not in policy_to_dict(policy)
+
+
+def test_a_zone_gap_opens_the_window_after_the_gap_and_a_repeated_hour_is_frozen_twice() -> None:
+    spring = parse_policy(
+        '[[rules.freeze_windows]]\nname = "w"\ndays = ["sun"]\nstart = "02:30"\nend = "04:00"\n'
+        'timezone = "Europe/Berlin"\n',
+        zone=ZoneInfo,
+    )
+    # 2025-03-30: 02:00 CET is followed by 03:00 CEST; 02:30 never shows on the clock
+    assert check(spring, pred(), ctx(local(BERLIN, 2025, 3, 30, 1, 59))).allowed
+    assert check(spring, pred(), ctx(local(BERLIN, 2025, 3, 30, 1, 59) + 60)).outcome == "block"  # 03:00 CEST
+    assert check(spring, pred(), ctx(local(BERLIN, 2025, 3, 30, 3, 59))).outcome == "block"
+    assert check(spring, pred(), ctx(local(BERLIN, 2025, 3, 30, 4, 0))).allowed
+    autumn = parse_policy(
+        '[[rules.freeze_windows]]\nname = "w"\ndays = ["sun"]\nstart = "02:15"\nend = "02:45"\n'
+        'timezone = "Europe/Berlin"\n',
+        zone=ZoneInfo,
+    )
+    # 2025-10-26: 02:00-03:00 is lived twice, first in CEST (fold 0) then in CET (fold 1)
+    for fold in (0, 1):
+        assert check(autumn, pred(), ctx(local(BERLIN, 2025, 10, 26, 2, 14, fold))).allowed
+        assert check(autumn, pred(), ctx(local(BERLIN, 2025, 10, 26, 2, 15, fold))).outcome == "block"
+        assert check(autumn, pred(), ctx(local(BERLIN, 2025, 10, 26, 2, 44, fold))).outcome == "block"
+        assert check(autumn, pred(), ctx(local(BERLIN, 2025, 10, 26, 2, 45, fold))).allowed
+
+
+def test_a_window_setting_overrides_the_policy_default() -> None:
+    text = """
+timezone = "America/New_York"
+
+[[rules.freeze_windows]]
+name = "new york"
+days = ["mon"]
+start = "09:00"
+end = "10:00"
+
+[[rules.freeze_windows]]
+name = "fixed"
+days = ["mon"]
+start = "09:00"
+end = "10:00"
+utc_offset = "+00:00"
+
+[[rules.freeze_windows]]
+name = "berlin"
+days = ["mon"]
+start = "09:00"
+end = "10:00"
+timezone = "Europe/Berlin"
+"""
+    policy = parse_policy(text, zone=ZoneInfo)
+    zones = [(w.name, w.timezone, w.utc_offset_minutes) for w in policy.freeze_windows]
+    assert zones == [("new york", "America/New_York", 0), ("fixed", "", 0), ("berlin", "Europe/Berlin", 0)]
+    assert "'berlin'" in check(policy, pred(), ctx(local(BERLIN, 2025, 6, 16, 9, 30))).reason
+    assert "'fixed'" in check(policy, pred(), ctx(at(2025, 6, 16, 9, 30))).reason
+    assert "'new york'" in check(policy, pred(), ctx(local(NEW_YORK, 2025, 6, 16, 9, 30))).reason
+    data = policy_to_dict(policy)
+    assert data["timezone"] == "America/New_York" and "utc_offset" not in data
+    assert [w.get("timezone", w.get("utc_offset")) for w in data["rules"]["freeze_windows"]] == [
+        "America/New_York",
+        "+00:00",
+        "Europe/Berlin",
+    ]
+    assert parse_policy(to_toml(data), zone=ZoneInfo) == policy
+
+
+WINDOW = '[[rules.freeze_windows]]\nname = "w"\ndays = ["mon"]\nstart = "01:00"\nend = "02:00"\n'
+BAD_ZONES = [
+    pytest.param('timezone = "Mars/Olympus"\n', 1, "timezone", "unknown time zone 'Mars/Olympus'", id="unknown"),
+    pytest.param(
+        WINDOW + 'timezone = "Europe/Berlni"\n', 6, "rules.freeze_windows[0].timezone", "Europe/Berlni", id="typo"
+    ),
+    pytest.param('name = "p"\ntimezone = "Europe"\n', 2, "timezone", "unknown time zone 'Europe'", id="a-folder"),
+    pytest.param('timezone = "../../etc/passwd"\n', 1, "timezone", "unknown time zone", id="a-path"),
+    pytest.param('timezone = "europe/berlin"\n', 1, "timezone", "unknown time zone", id="case-sensitive"),
+    pytest.param('timezone = ""\n', 1, "timezone", "IANA time zone name", id="empty"),
+    pytest.param('timezone = " Europe/Berlin"\n', 1, "timezone", "surrounding blanks", id="blanks"),
+    pytest.param("timezone = 1\n", 1, "timezone", "got an integer", id="not-a-string"),
+    pytest.param('timezone = "+02:00"\n', 1, "timezone", "for a fixed offset use utc_offset", id="an-offset"),
+    pytest.param('utc_offset = "Europe/Paris"\n', 1, "utc_offset", "use timezone", id="zone-as-offset"),
+    pytest.param(
+        'utc_offset = "+01:00"\ntimezone = "Europe/Berlin"\n', 2, "timezone", "not both", id="both-at-top-level"
+    ),
+    pytest.param(
+        WINDOW + 'utc_offset = "+01:00"\ntimezone = "Europe/Berlin"\n',
+        7,
+        "rules.freeze_windows[0].timezone",
+        "not both",
+        id="both-in-a-window",
+    ),
+    pytest.param(
+        '[[rules.freeze_windows]]\nname = "w"\nstart = 2025-12-24T00:00:00+01:00\nend = 2025-12-25T00:00:00+01:00\n'
+        'timezone = "Europe/Berlin"\n',
+        5,
+        "rules.freeze_windows[0].timezone",
+        "only applies to weekly windows",
+        id="absolute-window",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "field", "fragment"), BAD_ZONES)
+def test_a_bad_time_zone_is_refused_naming_the_field(text: str, line: int, field: str, fragment: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, zone=ZoneInfo)
+    error = caught.value
+    assert (error.line, error.field) == (line, field), str(error)
+    assert fragment in error.message, error.message
+
+
+def test_a_named_zone_needs_a_resolver() -> None:
+    with pytest.raises(PolicyError, match="zone resolver") as caught:
+        parse_policy('timezone = "Europe/Berlin"\n')
+    assert caught.value.field == "timezone"
+
+    def not_a_zone(name: str) -> Any:
+        return name
+
+    with pytest.raises(PolicyError, match="tzinfo") as caught:
+        parse_policy(WINDOW + 'timezone = "Europe/Berlin"\n', zone=not_a_zone)
+    assert caught.value.field == "rules.freeze_windows[0].timezone"
+
+
+def test_freeze_window_records_check_their_zone() -> None:
+    with pytest.raises(InvalidRecord, match="tzinfo"):
+        FreezeWindow(name="w", days=("mon",), start_minute=0, end_minute=60, timezone="Europe/Berlin")
+    with pytest.raises(InvalidRecord, match="not both"):
+        FreezeWindow(
+            name="w", days=("mon",), start_minute=0, end_minute=60, utc_offset_minutes=60, timezone="X", tz=BERLIN
+        )
+    with pytest.raises(InvalidRecord, match="weekly"):
+        FreezeWindow(name="w", start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 1, 2, tzinfo=UTC), tz=BERLIN)
+    window = FreezeWindow(name="w", days=("mon",), start_minute=0, end_minute=60, timezone="Europe/Berlin", tz=BERLIN)
+    assert window.is_open(local(BERLIN, 2025, 6, 16, 0, 30))
+    assert not window.is_open(at(2025, 6, 16, 0, 30))  # 02:30 in Berlin
+    for far in (1e300, -1e300, 253_402_300_800.0):  # instants a datetime cannot hold do not raise
+        window.is_open(far)
+    assert "Europe/Berlin" in window.describe()
+
+
+# --------------------------------------------------------------------------------- byte-order mark
+
+
+def test_a_utf8_byte_order_mark_is_ignored() -> None:
+    assert parse_policy("\ufeff" + DEFAULT_POLICY_TEXT) == DEFAULT_POLICY
+    assert parse_policy("\ufeff") == DEFAULT_POLICY
+    policy = parse_policy("\ufeff" + nights('timezone = "Europe/Berlin"'), zone=ZoneInfo)
+    assert policy.freeze_windows[0].timezone == "Europe/Berlin"
+    with pytest.raises(PolicyError) as caught:  # line numbers are unchanged
+        parse_policy("\ufeffname = 'p'\n[rules.blast_radius]\nmax_concurrent = 0\n")
+    assert (caught.value.line, caught.value.field) == (3, "rules.blast_radius.max_concurrent")
+    with pytest.raises(PolicyError):  # only a leading one
+        parse_policy("name = 'p'\n\ufeff[rules.blast_radius]\n")
+
+
+# ---------------------------------------------------------------------------------- action names
+
+BAD_NAMES = [
+    pytest.param(
+        '[rules.blast_radius]\ndisruptive_actions = ["drain", " reboot"]\n',
+        2,
+        "rules.blast_radius.disruptive_actions",
+        "item 2, ' reboot' has leading or trailing whitespace",
+        id="disruptive-leading-blank",
+    ),
+    pytest.param(
+        '[rules.blast_radius]\nmax_concurrent = 2\ndisruptive_actions = ["drain\\t"]\n',
+        3,
+        "rules.blast_radius.disruptive_actions",
+        "item 1, 'drain\\t' has leading or trailing whitespace",
+        id="disruptive-trailing-tab",
+    ),
+    pytest.param(
+        '[rules.blast_radius]\ndisruptive_actions = ["drain", ""]\n',
+        2,
+        "rules.blast_radius.disruptive_actions",
+        "item 2, '' is empty",
+        id="disruptive-empty",
+    ),
+    pytest.param(
+        '[rules.blast_radius]\ndisruptive_actions = ["drain", 7]\n',
+        2,
+        "rules.blast_radius.disruptive_actions",
+        "item 2, 7 is an integer, not a string",
+        id="disruptive-not-a-string",
+    ),
+    pytest.param(
+        '[rules.blast_radius]\ndisruptive_actions = [["drain"]]\n',
+        2,
+        "rules.blast_radius.disruptive_actions",
+        "is a list, not a string",
+        id="disruptive-nested-list",
+    ),
+    pytest.param(
+        '[rules.allowed_actions]\ndisk_failure = ["drain", "replace_disk "]\n',
+        2,
+        "rules.allowed_actions.disk_failure",
+        "item 2, 'replace_disk ' has leading or trailing whitespace",
+        id="allowed-trailing-blank",
+    ),
+    pytest.param(
+        '[rules.allowed_actions]\n"*" = ["   "]\n',
+        2,
+        "rules.allowed_actions.*",
+        "item 1, '   ' is blank",
+        id="allowed-blank",
+    ),
+    pytest.param(
+        '[rules.allowed_actions]\n"disk_failure " = ["drain"]\n',
+        2,
+        "rules.allowed_actions.disk_failure ",
+        "the fault type 'disk_failure ' has leading or trailing whitespace",
+        id="fault-type-trailing-blank",
+    ),
+    pytest.param(
+        '[rules.allowed_actions]\n"" = ["drain"]\n',
+        2,
+        "rules.allowed_actions.",
+        "the fault type '' is empty",
+        id="fault-type-empty",
+    ),
+    pytest.param(
+        WINDOW + 'actions = ["reboot", " reimage"]\n',
+        6,
+        "rules.freeze_windows[0].actions",
+        "item 2, ' reimage' has leading or trailing whitespace",
+        id="freeze-window-action",
+    ),
+    pytest.param(
+        '[rules.allowed_actions]\ndisk_failure = ["' + "x" * 501 + '"]\n',
+        2,
+        "rules.allowed_actions.disk_failure",
+        "longer than 500 characters",
+        id="too-long-to-be-an-action",
+    ),
+]
+
+
+def test_unknown_action_names_are_accepted_and_match_exactly() -> None:
+    """Any well-formed name is accepted (a predictor may send any action); matching is exact and case-sensitive."""
+    policy = parse_policy(
+        '[rules.allowed_actions]\ndisk_failure = ["Drain", "replace-disk", "über_reboot", "a b"]\n'
+        '[rules.blast_radius]\ndisruptive_actions = ["Reboot"]\n'
+    )
+    assert policy.allowed_actions["disk_failure"] == ("Drain", "replace-disk", "über_reboot", "a b")
+    assert check(policy, pred(action="Drain")).allowed
+    assert check(policy, pred(action="drain")).rule == "allowed_actions"
+    busy = ctx(active_disruptive_by_cluster={"r12": 5})
+    assert check(policy, pred(action="Drain"), busy).allowed  # "Reboot" is disruptive, "Drain" is not listed
+
+
+def test_rule_records_refuse_malformed_action_names_when_built_directly() -> None:
+    with pytest.raises(InvalidRecord, match="whitespace"):
+        BlastRadiusRule(disruptive_actions=("drain", "reboot "))
+    with pytest.raises(InvalidRecord, match="whitespace"):
+        FreezeWindow(name="w", days=("mon",), start_minute=0, end_minute=60, actions=(" drain",))
+    with pytest.raises(InvalidRecord, match="fault type"):
+        Policy(allowed_actions={" disk_failure": ("drain",)})
+    with pytest.raises(InvalidRecord, match="is empty"):
+        Policy(allowed_actions={"disk_failure": ("drain", "")})
+
+
 # ---------------------------------------------------------------------------------- cooldown
 
 
@@ -731,7 +1071,7 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize(("text", "line", "field", "fragment"), MALFORMED)
+@pytest.mark.parametrize(("text", "line", "field", "fragment"), MALFORMED + BAD_NAMES)
 def test_malformed_policy_names_line_and_field(text: str, line: int, field: str, fragment: str) -> None:
     with pytest.raises(PolicyError) as caught:
         parse_policy(text)
@@ -793,7 +1133,7 @@ def test_rule_records_validate_when_built_directly() -> None:
 
 def to_toml(data: dict[str, Any]) -> str:
     """A minimal TOML writer for policy_to_dict's output (JSON scalars and arrays are valid TOML)."""
-    lines = [f"{k} = {json.dumps(data[k])}" for k in ("version", "name", "utc_offset")]
+    lines = [f"{k} = {json.dumps(data[k])}" for k in ("version", "name", "utc_offset", "timezone") if k in data]
     rules = data["rules"]
     lines.append("[rules.allowed_actions]")
     lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in rules["allowed_actions"].items()]
@@ -865,6 +1205,17 @@ KEYS = ["k1", "k2"]
 CHANNELS = ["#a", "#b"]
 BASE = int(at(2025, 6, 11))
 SPAN = 10 * 86_400
+# "now" is drawn around BASE or around a 2025 daylight-saving change of one of the ZONES
+BASES = [
+    BASE,
+    int(at(2025, 3, 30, 1)),  # Europe/Berlin
+    int(at(2025, 10, 26, 1)),
+    int(at(2025, 3, 9, 7)),  # America/New_York
+    int(at(2025, 11, 2, 6)),
+    int(at(2025, 4, 5, 15)),  # Australia/Lord_Howe (a half-hour change)
+    int(at(2025, 10, 4, 15, 30)),
+]
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Pacific/Chatham", "Asia/Kolkata", "UTC"]
 
 offsets = st.integers(min_value=-14 * 60, max_value=14 * 60)
 subsets = st.lists(st.sampled_from(ACTIONS), unique=True, max_size=3).map(tuple)
@@ -882,23 +1233,28 @@ def freeze_windows(draw: st.DrawFn, index: int) -> FreezeWindow:
     start_minute = draw(st.integers(0, 1439))
     end_minute = draw(st.integers(0, 1440).filter(lambda m: m != start_minute))
     days = tuple(draw(st.lists(st.sampled_from(DAY_NAMES), unique=True, min_size=1, max_size=3)))
+    zone = draw(st.sampled_from([None, *ZONES]))
     return FreezeWindow(
         f"w{index}",
         days=days,
         start_minute=start_minute,
         end_minute=end_minute,
-        utc_offset_minutes=draw(offsets),
+        utc_offset_minutes=draw(offsets) if zone is None else 0,
         allow_severities=severities,
         actions=actions,
+        timezone=zone or "",
+        tz=None if zone is None else ZoneInfo(zone),
     )
 
 
 @st.composite
 def policies(draw: st.DrawFn) -> Policy:
     n_windows = draw(st.integers(0, 3))
+    zone = draw(st.sampled_from(["", *ZONES]))
     return Policy(
         name=draw(st.sampled_from(["p", "prod policy"])),
-        utc_offset_minutes=draw(offsets),
+        utc_offset_minutes=0 if zone else draw(offsets),
+        timezone=zone,
         allowed_actions=draw(st.dictionaries(st.sampled_from([*FAULTS, "*"]), subsets, max_size=3)),
         blast_radius=BlastRadiusRule(draw(st.integers(1, 3)), draw(subsets)),
         freeze_windows=tuple(draw(freeze_windows(i)) for i in range(n_windows)),
@@ -921,7 +1277,8 @@ def scenarios(draw: st.DrawFn) -> tuple[Prediction, str, str, PolicyContext]:
         severity=draw(st.sampled_from(list(Severity))),
         labels=labels,
     )
-    now = draw(st.integers(BASE - SPAN, BASE + SPAN))
+    base = draw(st.sampled_from(BASES))
+    now = draw(st.integers(base - SPAN, base + SPAN))
     override_keys = [f"key:{k}" for k in KEYS] + [f"target:{t}" for t in TARGETS]
     context = PolicyContext(
         now=now,
@@ -936,18 +1293,19 @@ def scenarios(draw: st.DrawFn) -> tuple[Prediction, str, str, PolicyContext]:
 
 
 def window_open(window: FreezeWindow, now: float) -> bool:
-    """Independent check with datetime arithmetic (the engine uses seconds-of-week arithmetic)."""
+    """Independent check with datetime arithmetic (the engine uses seconds-of-week arithmetic): a weekly window
+    is open when the local wall-clock time (a naive datetime) is inside it."""
     instant = datetime.fromtimestamp(now, UTC)
     if window.start is not None and window.end is not None:
         return window.start <= instant < window.end
-    tz = timezone(timedelta(minutes=window.utc_offset_minutes))
-    local = instant.astimezone(tz)
+    tz = window.tz if window.tz is not None else timezone(timedelta(minutes=window.utc_offset_minutes))
+    wall = instant.astimezone(tz).replace(tzinfo=None)
     length = timedelta(minutes=(window.end_minute - window.start_minute) % 1440 or 1440)
     for back in (0, 1):
-        day: date = local.date() - timedelta(days=back)
+        day: date = wall.date() - timedelta(days=back)
         if DAY_NAMES[day.weekday()] in window.days:
-            opens = datetime.combine(day, time(0, 0), tz) + timedelta(minutes=window.start_minute)
-            if opens <= local < opens + length:
+            opens = datetime.combine(day, time(0, 0)) + timedelta(minutes=window.start_minute)
+            if opens <= wall < opens + length:
                 return True
     return False
 
@@ -1009,4 +1367,4 @@ def test_no_prediction_is_allowed_when_a_hard_rule_holds(
 def test_policy_to_dict_round_trips_for_random_policies(policy: Policy) -> None:
     data = policy_to_dict(policy)
     assert json.loads(json.dumps(data)) == data
-    assert parse_policy(to_toml(data)) == policy
+    assert parse_policy(to_toml(data), zone=ZoneInfo) == policy
