@@ -107,7 +107,9 @@ def daily_codes(conn: sqlite3.Connection, since: float, until: float) -> list[tu
 
 @dataclass(frozen=True, slots=True)
 class OutcomeTally:
-    """Decisions in the period whose outcome is known: surfaced/suppressed × real fault/false alarm."""
+    """Outcomes recorded in the period (whenever their decision was made), by that decision: surfaced/suppressed ×
+    real fault/false alarm. Counted by the outcome's time, like :func:`repair_times`, so that each outcome is in
+    exactly one period: a recommendation answered on Sunday whose outcome arrives on Monday counts in Monday's."""
 
     surfaced_real: int = 0
     surfaced_false: int = 0
@@ -126,7 +128,8 @@ class OutcomeTally:
 
 
 def outcome_tally(conn: sqlite3.Connection, since: float, until: float) -> OutcomeTally:
-    """Surfaced (surface or digest) vs not, by known outcome, for decisions made in [since, until)."""
+    """Surfaced (surface or digest) vs not, by outcome, for the outcomes recorded in [since, until) (by
+    ``outcomes.at``, whenever the decision was made)."""
     row = conn.execute(
         "SELECT "
         "COALESCE(SUM(d.verdict IN ('surface', 'digest') AND o.real_fault = 1), 0), "
@@ -134,7 +137,7 @@ def outcome_tally(conn: sqlite3.Connection, since: float, until: float) -> Outco
         "COALESCE(SUM(d.verdict NOT IN ('surface', 'digest') AND o.real_fault = 1), 0), "
         "COALESCE(SUM(d.verdict NOT IN ('surface', 'digest') AND o.real_fault = 0), 0) "
         "FROM decisions d JOIN outcomes o ON o.prediction_id = d.prediction_id "
-        "WHERE d.decided_at >= ? AND d.decided_at < ?",
+        "WHERE o.at >= ? AND o.at < ?",
         (since, until),
     ).fetchone()
     return OutcomeTally(int(row[0]), int(row[1]), int(row[2]), int(row[3]))

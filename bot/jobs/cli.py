@@ -1,4 +1,9 @@
-"""``npo-bot report [--since ISO] [--png PATH]``: the weekly report in the terminal (and its chart to a file)."""
+"""``npo-bot report [--since ISO] [--png PATH]``: the weekly report in the terminal (and its chart to a file).
+
+The days are counted in ``--timezone``, else ``NPO_TIMEZONE`` from the environment, else from the settings file
+(``--env-file``, default ``./.env``), else UTC — with or without ``--db``. ``--since`` may not be before 1970
+nor in the future; a long period prints one line per day (the chart labels at most ten of its days).
+"""
 
 from __future__ import annotations
 
@@ -10,31 +15,77 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def add_report_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``report`` sub-command to ``sub`` (the result of ``parser.add_subparsers``)."""
     report: argparse.ArgumentParser = sub.add_parser(
         "report", help="print the weekly summary (L_align trend, answer rates, τ posteriors)"
     )
-    report.add_argument("--since", help="start of the period, ISO 8601 (default: 7 days ago; naive = --timezone)")
+    report.add_argument(
+        "--since",
+        help="start of the period, ISO 8601, from 1970 on (default: 7 days ago; naive = --timezone)",
+    )
     report.add_argument("--png", type=Path, help="also write the L_align chart to this PNG file")
     report.add_argument("--db", type=Path, help="the SQLite file (default: NPO_DB_PATH from the settings)")
-    report.add_argument("--timezone", help="days are counted in this zone (default: NPO_TIMEZONE, else UTC)")
+    report.add_argument(
+        "--timezone",
+        help="days are counted in this zone "
+        "(default: NPO_TIMEZONE from the environment or the settings file, else UTC)",
+    )
     report.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
     return report
 
 
+def _zone_setting(args: argparse.Namespace) -> str:
+    """``--timezone``, else ``NPO_TIMEZONE`` from the environment, else from the settings file, else ``UTC`` (as
+    ``npo-bot db`` finds ``NPO_DB_PATH``). Raises :class:`bot.config.ConfigError` for a malformed settings file."""
+    if args.timezone:
+        return str(args.timezone)
+    if os.environ.get("NPO_TIMEZONE"):
+        return os.environ["NPO_TIMEZONE"]
+    env_file: Path | None = args.env_file
+    if env_file is not None and env_file.is_file():
+        from bot.config import parse_env_file  # noqa: PLC0415 - keep `npo-bot --help` fast
+
+        from_file = parse_env_file(env_file.read_text(encoding="utf-8-sig"), str(env_file)).get("NPO_TIMEZONE")
+        if from_file:
+            return from_file
+    return "UTC"
+
+
 def _db_and_zone(args: argparse.Namespace) -> tuple[Path, str] | None:
-    if args.db is not None:
-        return args.db, args.timezone or "UTC"
     from bot.config import ConfigError, load_settings  # noqa: PLC0415
 
+    if args.db is not None:
+        try:
+            return args.db, _zone_setting(args)
+        except ConfigError as exc:
+            print(f"npo-bot report: {exc}", file=sys.stderr)
+            return None
     try:
         settings = load_settings(os.environ, args.env_file)
     except ConfigError as exc:
         print(f"npo-bot report: {exc}\n(or pass --db)", file=sys.stderr)
         return None
     return settings.db_path, args.timezone or settings.timezone
+
+
+def _since(text: str, tz: ZoneInfo, until: datetime) -> datetime | str:
+    """``--since`` as an aware datetime (naive: in ``tz``), or what is wrong with it (one line)."""
+    try:
+        since = datetime.fromisoformat(text)
+    except ValueError:
+        return f"--since must be ISO 8601, got {text!r}"
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=tz)
+    # Compared by subtraction only: converting a date near year 1 or 9999 to another zone can overflow.
+    if since >= until:
+        return f"--since must be in the past, got {text!r}"
+    if since < EPOCH:
+        return f"--since must not be before 1970, got {text!r}"
+    return since
 
 
 def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
@@ -55,16 +106,11 @@ def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     until = now or datetime.now(UTC)
     since = until - timedelta(days=7)
     if args.since:
-        try:
-            since = datetime.fromisoformat(args.since)
-        except ValueError:
-            print(f"npo-bot report: --since must be ISO 8601, got {args.since!r}", file=sys.stderr)
+        parsed = _since(args.since, tz, until)
+        if isinstance(parsed, str):
+            print(f"npo-bot report: {parsed}", file=sys.stderr)
             return 2
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=tz)
-        if since >= until:
-            print("npo-bot report: --since must be in the past", file=sys.stderr)
-            return 2
+        since = parsed
     if not db.is_file():
         print(f"npo-bot report: no such database: {db}", file=sys.stderr)
         return 2
@@ -74,7 +120,7 @@ def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     except StorageError as exc:
         print(f"npo-bot report: {exc}", file=sys.stderr)
         return 2
-    print(report_text(report))
+    print(report_text(report, slack=False))
     if args.png is not None:
         args.png.write_bytes(render_png(report))
         print(f"\nwrote {args.png}")

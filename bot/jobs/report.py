@@ -8,6 +8,17 @@ else's share of that answer is at least ``ONE_SIDED_MARGIN`` lower), when their 
 ``LOW_TRUST_WEIGHT`` (they agree with outcomes and peers little; their clicks count for little or nothing), when
 they **disagreed with the outcomes** of most of their answers whose outcome is known (at least
 ``DISAGREE_MIN_OUTCOMES``), or when they made **clicks over the rate limit**.
+
+Outcome-based figures (outcomes known, precision, recall and MTTR) count the outcomes *recorded* in the period,
+whenever their recommendation was decided: each outcome is counted in exactly one week, the week it arrived.
+
+:func:`report_text` gives Slack mrkdwn by default (the weekly post, ``/npo summary``): keys and operator ids come
+from predictions and clicks, so they are escaped (no injected mentions or links) and shortened to
+``MAX_NAME_IN_SLACK`` characters (their full text is in ``/npo why``, the exports and ``npo-bot report``). With
+``slack=False`` (the terminal) they are printed as they are.
+
+The chart has one point per day; for spans longer than ``CHART_MAX_TICKS`` days only every n-th day is labelled
+(dates as ``17 Mar``), so the labels never overlap. ``npo-bot report`` allows at most 366 days.
 """
 
 from __future__ import annotations
@@ -16,10 +27,12 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from bot.slack.text import escape, truncate
 from npo.alignment import alignment_loss
 from npo.bandit import ThresholdBandit
 from npo.monitor import monitor_fidelity
@@ -28,6 +41,9 @@ from storage import SQLiteStore
 from storage.jobs import RepairTimes, answer_counts, daily_codes, most_overridden, outcome_tally, repair_times
 from storage.operators import OperatorActivity, operator_activity
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 KINDS = ("override", "like", "neutral", "skipped")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ONE_SIDED_MIN_ANSWERS = 10
@@ -35,6 +51,8 @@ ONE_SIDED_SHARE = 0.9
 ONE_SIDED_MARGIN = 0.3
 LOW_TRUST_WEIGHT = 0.5
 DISAGREE_MIN_OUTCOMES = 5
+MAX_NAME_IN_SLACK = 80  # characters of a key or an operator id in the Slack text (ellipsis included)
+CHART_MAX_TICKS = 10  # day labels at most on the chart's x axis
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +237,13 @@ def _hours(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds / 3600:.1f} h"
 
 
-def flag_line(flag: OperatorFlag) -> str:
-    """One flagged person, with the numbers behind each reason."""
+def _user_text(text: str, slack: bool) -> str:
+    """A key or an operator id as the report shows it: for Slack escaped and shortened, else as it is."""
+    return escape(truncate(text, MAX_NAME_IN_SLACK)) if slack else text
+
+
+def flag_line(flag: OperatorFlag, *, slack: bool = True) -> str:
+    """One flagged person, with the numbers behind each reason (for Slack, or the terminal: ``slack=False``)."""
     parts = []
     if flag.side is not None and flag.side_share is not None:
         others = "" if flag.others_share is None else f", everyone else {flag.others_share:.0%}"
@@ -232,11 +255,12 @@ def flag_line(flag: OperatorFlag) -> str:
         parts.append(f"agreed with {flag.agreed:g} of {flag.with_outcome} outcomes")
     if flag.rate_limited:
         parts.append(f"{flag.rate_limited} click{'s' if flag.rate_limited != 1 else ''} over the rate limit")
-    return f"  {flag.operator}: " + "; ".join(parts)
+    return f"  {_user_text(flag.operator, slack)}: " + "; ".join(parts)
 
 
-def report_text(report: WeeklyReport) -> str:
-    """The report as plain text (readable in a terminal, and as a Slack message)."""
+def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
+    """The report as text: Slack mrkdwn (keys and operator ids escaped and shortened), or with ``slack=False``
+    plain text for a terminal (full keys and ids, unescaped)."""
     span = f"{report.since:%Y-%m-%d %H:%M} – {report.until:%Y-%m-%d %H:%M} {report.until.tzname()}"
     lines = [f"NPO weekly summary · {span}", ""]
     lines.append(
@@ -250,7 +274,8 @@ def report_text(report: WeeklyReport) -> str:
     else:
         lines.append("Answers: none this period")
     lines.append(
-        f"Outcomes known: {report.outcomes_known} · precision {_num(report.precision)} · recall {_num(report.recall)}"
+        f"Outcomes known (recorded in the period): {report.outcomes_known} · "
+        f"precision {_num(report.precision)} · recall {_num(report.recall)}"
     )
     r = report.repair
     lines.append(
@@ -262,34 +287,52 @@ def report_text(report: WeeklyReport) -> str:
         lines.append(f"  τ={arm.threshold:.2f}  {arm.mean:.3f} [{arm.low:.3f}, {arm.high:.3f}]  {arm.pulls}")
     lines.append(f"F_monitor: {_num(report.f_monitor)}")
     if report.overridden:
-        lines.append("Most overridden keys: " + ", ".join(f"{key} ({n})" for key, n in report.overridden))
+        lines.append(
+            "Most overridden keys: " + ", ".join(f"{_user_text(key, slack)} ({n})" for key, n in report.overridden)
+        )
     else:
         lines.append("Most overridden keys: none")
     if report.flagged:
         lines.append(f"Answers to look at ({len(report.flagged)} people):")
-        lines.extend(flag_line(flag) for flag in report.flagged)
+        lines.extend(flag_line(flag, slack=slack) for flag in report.flagged)
     else:
         lines.append("Answers to look at: none (no one-sided answers, low trust or rate-limited clicks)")
     return "\n".join(lines)
 
 
-def render_png(report: WeeklyReport) -> bytes:
-    """A PNG line chart of L_align by day (matplotlib's Agg canvas; no pyplot, no global state)."""
+def chart_ticks(days: Sequence[date]) -> tuple[list[int], list[str]]:
+    """Positions and labels of the chart's x ticks: every day (``Mon 17``) up to ``CHART_MAX_TICKS`` days, else
+    every n-th day (``17 Mar``) so that at most ``CHART_MAX_TICKS`` labels are drawn and none overlap."""
+    if len(days) <= CHART_MAX_TICKS:
+        return list(range(len(days))), [f"{d:%a %d}" for d in days]
+    step = -(-len(days) // CHART_MAX_TICKS)  # ceiling division
+    positions = list(range(0, len(days), step))
+    return positions, [f"{days[i]:%d %b}" for i in positions]
+
+
+def chart_figure(report: WeeklyReport) -> Figure:
+    """The L_align-by-day line chart as a matplotlib figure on an Agg canvas (no pyplot, no global state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - slow import, only when drawn
     from matplotlib.figure import Figure  # noqa: PLC0415
 
     fig = Figure(figsize=(8, 3.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    labels = [f"{d.day:%a %d}" for d in report.days]
     values = [np.nan if d.loss is None else d.loss for d in report.days]
-    ax.plot(range(len(values)), values, marker="o", color="#1f77b4")
-    ax.set_xticks(range(len(labels)), labels)
+    dense = len(values) > CHART_MAX_TICKS
+    ax.plot(range(len(values)), values, marker="o", markersize=3 if dense else 6, color="#1f77b4")
+    positions, labels = chart_ticks([d.day for d in report.days])
+    ax.set_xticks(positions, labels)
     ax.set_ylim(0, 1)
     ax.set_ylabel("L_align")
     ax.set_title(f"NPO alignment loss by day, {report.since:%Y-%m-%d} – {report.until:%Y-%m-%d}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def render_png(report: WeeklyReport) -> bytes:
+    """A PNG line chart of L_align by day (see :func:`chart_figure`)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
+    chart_figure(report).savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()

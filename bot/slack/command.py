@@ -2,7 +2,8 @@
 response_url):
 
 * ``status`` — alignment loss, answer rates, τ posteriors, queue;
-* ``summary`` — the weekly report's text for the last 7 days (``npo-bot report`` in the terminal);
+* ``summary`` — the weekly report's text for the last 7 days (``npo-bot report`` in the terminal); keys are
+  shortened in it, and should it still not fit in a reply, whole lines are left off and the reply says how many;
 * ``why <recommendation id>`` — score, τ, the rule behind the verdict, the key's history and mutes;
 * ``mute <key> <duration> [reason]`` — a Safety Policy rule that blocks the key's predictions until it expires
   (responders only; audited); ``unmute <key>`` lifts it;
@@ -57,6 +58,22 @@ def parse_duration(text: str) -> float:
     if not MIN_MUTE_S <= seconds <= MAX_MUTE_S:
         raise ValueError("a mute lasts between 1 minute and 30 days")
     return seconds
+
+
+def fit_lines(text: str, limit: int = MAX_REPLY) -> str:
+    """``text`` if it fits in ``limit`` characters, else its first lines and a last line saying how many more there
+    are (and where to read them) — never a line cut in half, never a silent cut."""
+    if len(text) <= limit:
+        return text
+    lines = text.split("\n")
+    size = sum(len(line) + 1 for line in lines)  # characters of lines[:keep] with their newlines
+    for keep in range(len(lines) - 1, -1, -1):
+        size -= len(lines[keep]) + 1
+        more = len(lines) - keep
+        note = f"… ({more} more line{'s' if more != 1 else ''}: see `npo-bot report`)"
+        if size + len(note) <= limit:
+            return "\n".join([*lines[:keep], note])
+    return truncate(text, limit)
 
 
 def _when(at: float) -> str:
@@ -117,7 +134,7 @@ async def reply_for(text: str, user: str, deps: SlackDeps, request_id: str = "")
     if word == "status" and not args:
         return "\n".join(status_lines(await deps.query(service.dashboard)))
     if word == "summary" and not args:
-        return await deps.query(summary_text, service, deps.timezone)
+        return fit_lines(await deps.query(summary_text, service, deps.timezone))
     if word == "help" and not args:
         return USAGE
     if word == "why":

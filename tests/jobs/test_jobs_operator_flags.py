@@ -13,7 +13,8 @@ import pytest
 from jobs_testing import RELAXED_POLICY, prediction, surface_and_post
 from slack_sdk import WebClient
 
-from bot.cli import main
+from bot.cli import build_parser, main
+from bot.jobs.cli import run_report
 from bot.jobs.report import build_report, operator_flags, report_text
 from bot.jobs.weekly import WEEK, run_weekly_summary
 from bot.service import NpoService
@@ -118,7 +119,10 @@ def test_the_weekly_summary_post_carries_the_flags(db_path: Path, client: WebCli
 
 def test_report_command_and_audit_export_show_it(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _week(db_path)
-    assert main(["report", "--db", str(db_path), "--since", (SLOT - WEEK).isoformat(), "--timezone", "UTC"]) == 0
+    args = build_parser().parse_args(
+        ["report", "--db", str(db_path), "--since", (SLOT - WEEK).isoformat(), "--timezone", "UTC"]
+    )
+    assert run_report(args, now=SLOT) == 0  # the clock pinned to the test's week
     out = capsys.readouterr().out
     assert f"  {ABUSER}: one-sided: override 100% of 12 answers" in out and f"  {HASTY}: 2 clicks over" in out
     assert main(["db", "export", "--db", str(db_path), "--what", "audit"]) == 0

@@ -4,10 +4,12 @@ the chart through the 3-step files upload v2 flow; and ``npo-bot report``."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from html import unescape
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -21,7 +23,7 @@ from bot.jobs.cli import add_report_parser, run_report
 from bot.jobs.monitor import MONITOR_JOB
 from bot.jobs.report import PNG_SIGNATURE, build_report, render_png, report_text
 from bot.jobs.runner import Scheduler
-from bot.jobs.weekly import WEEK, WEEKLY_JOB, weekly_trigger
+from bot.jobs.weekly import WEEK, WEEKLY_JOB, run_weekly_summary, weekly_trigger
 from bot.standin import StandIn
 from npo.loop import record_feedback, record_outcome
 from npo.types import FeedbackEvent, FeedbackKind, Outcome
@@ -282,3 +284,172 @@ def test_the_chart_is_a_png_of_the_falling_loss(db_path: Path) -> None:
 def _close(pixel: object, colour: tuple[int, int, int]) -> bool:
     assert isinstance(pixel, tuple)
     return all(abs(int(a) - b) <= 12 for a, b in zip(pixel[:3], colour, strict=True))
+
+
+EVIL = "<!channel> <https://evil.example/login|re-authenticate NPO here>"
+
+
+def _override(store: SQLiteStore, pid: str, operator: str, at: float, rid: str) -> None:
+    with store.transaction() as tx:
+        record_feedback(tx, FeedbackEvent(pid, operator, FeedbackKind.OVERRIDE, at, rid), config=store.config)
+
+
+def test_slack_text_escapes_and_shortens_keys_and_operators(db_path: Path, standin: StandIn, client: WebClient) -> None:
+    """Keys and operator ids come from predictions and clicks: in the Slack text they are escaped (no mention, no
+    link) and shortened; the terminal text keeps them whole."""
+    t = datetime(2025, 3, 18, 10, tzinfo=UTC).timestamp()
+    long_type = "kubernetes_pod_crashloop_" + "x" * 440
+    evil_operator = "U0EVIL<!here>" + "y" * 150
+    predictions = [prediction(1, t, fault_type=EVIL), prediction(2, t, fault_type=long_type)]
+    predictions += [prediction(i, t) for i in range(3, 6)]
+    with SQLiteStore(db_path) as store:
+        surface_and_post(store, predictions, posted_at=t + 1)
+        for i in range(1, 6):  # overrides of 5 real faults: the operator is flagged (disagrees with outcomes)
+            _override(store, f"p{i}", evil_operator, t + 60, f"r{i}")
+        with store.transaction() as tx:
+            for i in range(1, 6):
+                record_outcome(tx, Outcome(f"p{i}", True, t + 120, "test"), config=store.config)
+        report = build_report(
+            store, since=datetime(2025, 3, 17, 9, tzinfo=BERLIN), until=MONDAY_SLOT, timezone="Europe/Berlin"
+        )
+        assert [f.operator for f in report.flagged] == [evil_operator]
+        text = report_text(report)
+        assert "<" not in text and ">" not in text  # nothing Slack would read as a mention, a link or a command
+        assert " (3), &lt;!channel&gt; &lt;https://evil.example/login|re-authenticate" in text
+        (line,) = [line for line in text.splitlines() if line.startswith("Most overridden keys")]
+        keys = [k.rsplit(" (", 1)[0] for k in line.removeprefix("Most overridden keys: ").split(", ")]
+        assert len(keys) == 3 and all(len(unescape(k)) <= 80 for k in keys)  # as Slack shows them
+        assert any(k.startswith("kubernetes_pod_crashloop_xxx") and k.endswith("…") for k in keys)
+        assert "  U0EVIL&lt;!here&gt;yyy" in text and evil_operator not in text
+        plain = report_text(report, slack=False)  # the terminal: whole and unescaped
+        assert f"{long_type}|investigate|" in plain and f"  {evil_operator}: " in plain and EVIL in plain
+        run_weekly_summary(store, client, OPS, "Europe/Berlin", MONDAY_SLOT)
+    (posted,) = summaries(standin)
+    assert "<!channel>" not in posted and "evil.example/login|" in posted
+    html = " ".join(c["html"] for c in standin.live.state("U1")["channels"])
+    assert "evil.example/login|" in html  # shown as text ...
+    assert 'class="mention"' not in html and 'href="https://evil.example' not in html  # ... not a mention or link
+
+
+def test_outcomes_are_counted_in_the_week_they_arrive(db_path: Path) -> None:
+    """Liked on Sunday, its outcome on Monday after the 09:00 summary: counted once, in the week it arrived — the
+    week whose MTTR counts it too."""
+    sunday = datetime(2025, 3, 23, 22, tzinfo=BERLIN).timestamp()
+    week1, week2 = (MONDAY_SLOT - WEEK, MONDAY_SLOT), (MONDAY_SLOT, MONDAY_SLOT + WEEK)
+    with SQLiteStore(db_path) as store:
+        surface_and_post(store, [prediction(1, sunday)], posted_at=sunday + 1)
+        with store.transaction() as tx:
+            record_feedback(tx, FeedbackEvent("p1", "U1", FeedbackKind.LIKE, sunday + 60, "r1"), config=store.config)
+        monday = datetime(2025, 3, 24, 11, tzinfo=BERLIN).timestamp()
+        with store.transaction() as tx:
+            record_outcome(tx, Outcome("p1", True, monday, "test"), config=store.config)
+        first, second = (build_report(store, since=a, until=b, timezone="Europe/Berlin") for a, b in (week1, week2))
+    assert (first.outcomes_known, first.precision, first.repair.n_with) == (0, None, 0)
+    assert (second.outcomes_known, second.precision, second.recall, second.repair.n_with) == (1, 1.0, 1.0, 1)
+    assert "Outcomes known (recorded in the period): 1 · precision 1.00 · recall 1.00" in report_text(second)
+
+
+def _report_args(*extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_report_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["report", *extra])
+
+
+@pytest.mark.parametrize("where", ["environment", "settings file"])
+def test_report_command_with_db_reads_npo_timezone(
+    where: str,
+    db_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--db`` with NPO_TIMEZONE in the environment or in the settings file: days counted in that zone (an
+    override at 23:30 UTC on Tuesday is Wednesday's in Berlin), as ``--help`` says."""
+    t = datetime(2025, 3, 18, 23, 30, tzinfo=UTC).timestamp()
+    with SQLiteStore(db_path) as store:
+        surface_and_post(store, [prediction(1, t)], posted_at=t + 1)
+        _override(store, "p1", "U1", t + 60, "r1")
+    env_file = tmp_path / "settings.env"
+    monkeypatch.delenv("NPO_TIMEZONE", raising=False)
+    if where == "environment":
+        monkeypatch.setenv("NPO_TIMEZONE", "Europe/Berlin")
+    else:
+        env_file.write_text("NPO_TIMEZONE=Europe/Berlin\n", encoding="utf-8")
+    args = _report_args("--db", str(db_path), "--since", "2025-03-17T09:00", "--env-file", str(env_file))
+    assert run_report(args, now=MONDAY_SLOT) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("NPO weekly summary · 2025-03-17 09:00 – 2025-03-24 09:00 CET")
+    assert "Wed 2025-03-19  1.000  (1 answers)" in out
+    # --timezone still wins; without any setting the zone is UTC
+    assert run_report(_report_args("--db", str(db_path), "--timezone", "UTC"), now=MONDAY_SLOT) == 0
+    assert capsys.readouterr().out.startswith("NPO weekly summary · 2025-03-17 08:00 – 2025-03-24 08:00 UTC")
+    monkeypatch.delenv("NPO_TIMEZONE", raising=False)
+    args = _report_args("--db", str(db_path), "--env-file", str(tmp_path / "none.env"))
+    assert run_report(args, now=MONDAY_SLOT) == 0
+    assert "Tue 2025-03-18  1.000  (1 answers)" in capsys.readouterr().out
+
+
+def test_report_command_with_db_and_a_malformed_settings_file(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SQLiteStore(db_path):
+        pass
+    monkeypatch.delenv("NPO_TIMEZONE", raising=False)
+    env_file = tmp_path / "bad.env"
+    env_file.write_text("this is not a setting\n", encoding="utf-8")
+    assert run_report(_report_args("--db", str(db_path), "--env-file", str(env_file)), now=MONDAY_SLOT) == 2
+    assert "npo-bot report: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("since", "message"),
+    [
+        ("0001-01-01", "must not be before 1970"),
+        ("0001-01-01T00:00+01:00", "must not be before 1970"),  # was an OverflowError traceback
+        ("1969-12-31T23:59Z", "must not be before 1970"),
+        ("2025-03-24T09:00:01", "must be in the past"),
+        ("9999-12-31T23:59-12:00", "must be in the past"),
+    ],
+)
+def test_report_command_refuses_a_since_out_of_range(
+    since: str, message: str, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SQLiteStore(db_path):
+        pass
+    args = _report_args("--db", str(db_path), "--since", since, "--timezone", "Europe/Berlin")
+    assert run_report(args, now=MONDAY_SLOT) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err and err.startswith("npo-bot report: --since")
+
+
+def test_a_year_long_report_has_a_readable_chart(
+    db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A year back: one line per day in the text, a chart whose day labels do not overlap."""
+    from bot.jobs.report import CHART_MAX_TICKS, chart_figure  # noqa: PLC0415 - new in this change
+
+    t = datetime(2025, 3, 18, 10, tzinfo=UTC).timestamp()
+    with SQLiteStore(db_path) as store:
+        surface_and_post(store, [prediction(1, t)], posted_at=t + 1)
+        _override(store, "p1", "U1", t + 60, "r1")
+    png = tmp_path / "year.png"
+    args = _report_args(
+        "--db", str(db_path), "--since", "2024-03-23T09:00", "--timezone", "Europe/Berlin", "--png", str(png)
+    )
+    assert run_report(args, now=MONDAY_SLOT) == 0
+    out = capsys.readouterr().out
+    assert sum(line.startswith("  ") and "answers)" in line for line in out.splitlines()) == 367
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+    with SQLiteStore(db_path) as store:
+        for days in (8, 15, 367):
+            since = MONDAY_SLOT - (days - 1) * (WEEK / 7)
+            report = build_report(store, since=since, until=MONDAY_SLOT, timezone="Europe/Berlin")
+            assert len(report.days) == days
+            fig = chart_figure(report)
+            fig.canvas.draw()
+            (ax,) = fig.axes
+            boxes = [label.get_window_extent() for label in ax.get_xticklabels() if label.get_text()]
+            assert 1 < len(boxes) <= CHART_MAX_TICKS
+            boxes.sort(key=lambda b: b.x0)
+            assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes)), days  # no overlap
+            assert all(b.x0 >= 0 and b.x1 <= fig.bbox.width for b in boxes)

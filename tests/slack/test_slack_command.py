@@ -10,8 +10,10 @@ import pytest
 from slack_testing import ALICE, BOB, INCIDENT, MALLORY, SECRET, BotUnderTest, prediction, wait_for
 
 from bot.slack.blocks import ACTION_LIKE, ACTION_OVERRIDE
-from bot.slack.command import REPLAYED
+from bot.slack.command import MAX_REPLY, REPLAYED, fit_lines
 from bot.standin import interactions
+from npo.loop import record_feedback, record_outcome
+from npo.types import FeedbackEvent, FeedbackKind, Outcome
 
 KEY = "disk_failure|investigate|r#-p#|p>=0.9"
 
@@ -42,6 +44,58 @@ def test_summary(bot: BotUnderTest) -> None:
     text = npo(bot, "summary")
     assert text.startswith("NPO weekly summary") and "like 100% (1)" in text
     assert "MTTR" in text and "τ=0.50" in text and "F_monitor" in text
+
+
+def _overridden_real_faults(bot: BotUnderTest, pids: list[str], operators: list[str]) -> None:
+    """Each of ``operators`` overrides each recommendation of ``pids``; all were real faults."""
+    store, now = bot.bot.store, time.time()
+    with store.transaction() as tx:
+        for op in operators:
+            for pid in pids:
+                event = FeedbackEvent(pid, op, FeedbackKind.OVERRIDE, now, f"{op}:{pid}")
+                record_feedback(tx, event, config=store.config)
+        for pid in pids:
+            record_outcome(tx, Outcome(pid, True, now + 1, "test"), config=store.config)
+
+
+def test_summary_with_long_keys_keeps_every_section(bot: BotUnderTest) -> None:
+    """Long (valid) keys are shortened in ``/npo summary`` so the end of the report is not cut off."""
+    pids = [f"p{i}" for i in range(5)]
+    for i, pid in enumerate(pids):
+        bot.surface(pid, fault_type=f"kubernetes_pod_crashloop_{i}_" + "x" * 440, target=f"node-{i}")
+    _overridden_real_faults(bot, pids, [BOB])
+    text = npo(bot, "summary")
+    assert len(text) <= MAX_REPLY and "more line" not in text
+    (line,) = [line for line in text.splitlines() if line.startswith("Most overridden keys: ")]
+    keys = [k.rsplit(" (", 1)[0] for k in line.removeprefix("Most overridden keys: ").split(", ")]
+    assert len(keys) == 5 and all(len(k) <= 80 and k.endswith("…") for k in keys)
+    assert "F_monitor" in text and "Answers to look at (1 people):" in text
+    assert text.endswith("agreed with 0 of 5 outcomes")
+
+
+def test_summary_too_long_says_how_many_lines_are_left_off(bot: BotUnderTest) -> None:
+    """Still too long (many people to look at): whole lines are left off and the reply says how many."""
+    pids = [f"p{i}" for i in range(5)]
+    for i, pid in enumerate(pids):
+        bot.surface(pid, target=f"node-{i}")
+    people = [f"U{i:03d}" + "X" * 150 for i in range(40)]
+    _overridden_real_faults(bot, pids, people)
+    text = npo(bot, "summary")
+    assert len(text) <= MAX_REPLY and "Answers to look at (40 people):" in text
+    *shown, note = text.split("\n")
+    flagged = [line for line in shown if line.startswith("  U")]
+    assert flagged and all(line.endswith("agreed with 0 of 5 outcomes") for line in flagged)  # none cut in half
+    assert note == f"… ({40 - len(flagged)} more lines: see `npo-bot report`)"
+
+
+def test_fit_lines() -> None:
+    assert fit_lines("a\nb", 3) == "a\nb"
+    text = "\n".join(f"line {i}" for i in range(10))  # 69 characters
+    four = "\n".join(f"line {i}" for i in range(4))  # 27 characters, + 1 + 38 of the note = 66
+    assert fit_lines(text, 68) == four + "\n… (6 more lines: see `npo-bot report`)"
+    assert fit_lines("x" * 50 + "\nlast", 50) == "… (2 more lines: see `npo-bot report`)"
+    assert fit_lines("x" * 50 + "\n" + "y" * 60, 88) == "x" * 50 + "\n… (1 more line: see `npo-bot report`)"
+    assert len(fit_lines("z" * 100, 20)) == 20  # no room even for the note: cut, with an ellipsis
 
 
 def test_why_shows_score_tau_rule_and_history(bot: BotUnderTest) -> None:
