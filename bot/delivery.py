@@ -44,7 +44,7 @@ from slack_sdk.errors import SlackApiError
 from bot.metrics import Metrics
 from bot.service import NpoService
 from bot.slack.blocks import RecommendationView, digest_blocks, fallback_text, recommendation_blocks
-from storage import OutboxItem
+from storage import LeaseLost, OutboxItem
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ class _Retry(Exception):
 
 class _Fail(Exception):
     pass
+
+
+LEASE_MARGIN_S = 10.0  # no Slack call is started with less of the lease left (a call times out in seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,8 @@ class DeliveryWorker:
                 self._retry_at(item, self._ready_at[item.channel], "waiting for the channel's 1 message/s pace")
             elif item.kind == "digest_item" and now < item.created_at + self.config.digest_delay_s:
                 self._retry_at(item, item.created_at + self.config.digest_delay_s, "gathering the digest")
+            elif not self._leased(item):
+                continue  # the pass ran long: the lease is (nearly) over, the message is claimed again later
             elif item.kind == "digest_item" or (item.kind == "recommendation" and item.channel in storms):
                 folded.setdefault(item.channel, []).append(item)
             else:
@@ -197,6 +202,20 @@ class DeliveryWorker:
         for channel, group in folded.items():
             self._deliver_digest(channel, group, storm=channel in storms)
         return len(items)
+
+    def _leased(self, item: OutboxItem) -> bool:
+        """Whether enough of the item's lease is left to start a Slack call (a call times out well within
+        ``LEASE_MARGIN_S``): else another worker may claim it meanwhile and send it too."""
+        return self.clock() < item.next_attempt_at - min(LEASE_MARGIN_S, self.config.lease_s / 2)
+
+    def _record(self, item: OutboxItem, mark: Callable[..., None], *args: Any) -> None:
+        """``mark(item.id, *args, attempt=…)`` under this worker's lease; a lost lease is logged, not raised (the
+        worker that claimed the message since records its own result)."""
+        try:
+            mark(item.id, *args, attempt=item.attempts)
+        except LeaseLost:
+            log.warning("outbox message %d: another worker claimed it after this lease ran out; not recorded", item.id)
+            self.metrics.inc("npo_deliveries_total", kind=item.kind, result="lease_lost")
 
     def _storm_channels(self) -> set[str]:
         with self.store.read() as conn:
@@ -214,7 +233,7 @@ class DeliveryWorker:
         except Exception as exc:
             self._handle_error([item], exc)
             return
-        self.store.mark_sent(item.id, channel, ts)
+        self._record(item, self.store.mark_sent, channel, ts)
         self.metrics.inc("npo_deliveries_total", kind=item.kind, result="sent")
 
     def _send(self, item: OutboxItem) -> tuple[str, str]:
@@ -304,6 +323,9 @@ class DeliveryWorker:
             for item in items:
                 self._retry_at(item, self._ready_at[channel], "waiting for the channel's 1 message/s pace")
             return
+        items = [item for item in items if self._leased(item)]
+        if not items:
+            return
         views = [v for item in items if (v := self.service.recommendation(str(item.payload.get("prediction_id"))))]
         why = "alert storm: too many at once for one channel" if storm else "channel hourly cap reached"
         try:
@@ -314,12 +336,12 @@ class DeliveryWorker:
             self._handle_error(items, exc)
             return
         for item in items:
-            self.store.mark_sent(item.id, posted_channel, ts)
+            self._record(item, self.store.mark_sent, posted_channel, ts)
         self.metrics.inc("npo_deliveries_total", float(len(items)), kind="digest", result="sent")
 
     # -- outcomes of a failed call -----------------------------------------------------------------------------
     def _retry_at(self, item: OutboxItem, at: float, reason: str) -> None:
-        self.store.mark_retry(item.id, at, reason)
+        self._record(item, self.store.mark_retry, at, reason)
 
     def _handle_error(self, items: list[OutboxItem], exc: BaseException) -> None:
         verdict = exc if isinstance(exc, _Retry | _Fail) else classify(exc, max(i.attempts for i in items))
@@ -344,7 +366,7 @@ class DeliveryWorker:
             self.metrics.inc("npo_deliveries_total", float(len(items)), kind=items[0].kind, result="retry")
             return
         for item in items:
-            self.store.mark_failed(item.id, str(verdict))
+            self._record(item, self.store.mark_failed, str(verdict))
         log.error(
             "delivery FAILED for good: %s message %s to channel %s: %s",
             items[0].kind,

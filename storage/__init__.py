@@ -2,11 +2,11 @@
 
 Public API: :func:`connect`, :func:`migrate`, :func:`schema_version`, :class:`SQLiteStore` (implements
 :class:`npo.loop.LoopStore`), :class:`SQLiteTransaction`, :class:`OutboxItem`, :class:`StorageError`,
-:class:`StorageBusy`, :func:`check`, :func:`backup`, :func:`export_rows`. See ``storage/README.md``.
+:class:`StorageBusy`, :class:`LeaseLost`, :func:`check`, :func:`backup`, :func:`export_rows`. See ``storage/README.md``.
 """
 
 from storage.connection import Synchronous, connect
-from storage.errors import StorageBusy, StorageError
+from storage.errors import LeaseLost, StorageBusy, StorageError
 from storage.maintenance import Problem, backup, check, export_rows
 from storage.migrations import LATEST_SCHEMA_VERSION, MIGRATIONS, migrate, schema_version
 from storage.store import OutboxItem, SQLiteStore, SQLiteTransaction
@@ -14,6 +14,7 @@ from storage.store import OutboxItem, SQLiteStore, SQLiteTransaction
 __all__ = [
     "LATEST_SCHEMA_VERSION",
     "MIGRATIONS",
+    "LeaseLost",
     "OutboxItem",
     "Problem",
     "SQLiteStore",

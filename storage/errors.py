@@ -19,3 +19,8 @@ class StorageError(ValueError):
 
 class StorageBusy(StorageError):
     """Another connection held the write lock for longer than the busy timeout, on every retry."""
+
+
+class LeaseLost(StorageError):
+    """A delivery worker's lease on an outbox message expired and another worker claimed it: the late worker's
+    result is not recorded (the other worker's is)."""

@@ -55,7 +55,7 @@ from npo.trust import OperatorTrust
 from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction, Severity, Verdict
 from storage import codec
 from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect
-from storage.errors import StorageBusy, StorageError
+from storage.errors import LeaseLost, StorageBusy, StorageError
 from storage.migrations import LATEST_SCHEMA_VERSION, NEXT_AUDIT_ID, migrate, newer_schema_message, schema_version
 
 OutboxState = Literal["pending", "sent", "failed"]
@@ -1480,14 +1480,25 @@ class SQLiteStore:
             for r in rows
         ]
 
-    def _outbox_update(self, outbox_id: int, sql: str, params: Sequence[Any]) -> None:
+    def _outbox_update(self, outbox_id: int, sql: str, params: Sequence[Any], attempt: int | None = None) -> None:
+        """Run ``sql`` (ending in ``WHERE id = ? AND state = 'pending'``) for one message. ``attempt``: the attempt
+        number :meth:`claim_due` gave the caller, its lease: when another worker has claimed the message since,
+        nothing changes and :class:`LeaseLost` is raised."""
+        if attempt is not None:
+            sql, params = f"{sql} AND attempts = ?", (*params, attempt)
         with self.transaction() as tx:
             cur = tx.connection.execute(sql, params)
             if cur.rowcount != 1:
+                row = tx.connection.execute("SELECT attempts FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+                if attempt is not None and row is not None and row[0] != attempt:
+                    raise LeaseLost("outbox", str(outbox_id), "another worker claimed the message since this lease")
                 raise StorageError("outbox", str(outbox_id), "no such message, or it is no longer pending")
 
-    def mark_sent(self, outbox_id: int, channel: str, ts: str, *, at: float | None = None) -> None:
-        """The message was posted as (``channel``, ``ts``); its recommendation, if any, becomes ``posted``."""
+    def mark_sent(
+        self, outbox_id: int, channel: str, ts: str, *, at: float | None = None, attempt: int | None = None
+    ) -> None:
+        """The message was posted as (``channel``, ``ts``); its recommendation, if any, becomes ``posted``.
+        ``attempt``: the caller's lease (see :meth:`_outbox_update`)."""
         sent_at = time.time() if at is None else at
         with self.transaction() as tx:
             self._outbox_update(
@@ -1495,6 +1506,7 @@ class SQLiteStore:
                 "UPDATE outbox SET state = 'sent', channel = ?, message_ts = ?, sent_at = ?, last_error = NULL "
                 "WHERE id = ? AND state = 'pending'",
                 (channel, ts, sent_at, outbox_id),
+                attempt,
             )
             tx.connection.execute(
                 "UPDATE recommendations SET channel = ?, message_ts = ?, "
@@ -1510,21 +1522,24 @@ class SQLiteStore:
                 (sent_at, outbox_id),
             )
 
-    def mark_retry(self, outbox_id: int, next_attempt_at: float, error: str) -> None:
-        """Delivery failed temporarily: try again at ``next_attempt_at``."""
+    def mark_retry(self, outbox_id: int, next_attempt_at: float, error: str, *, attempt: int | None = None) -> None:
+        """Delivery failed temporarily: try again at ``next_attempt_at``. ``attempt``: the caller's lease."""
         self._outbox_update(
             outbox_id,
             "UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
             (next_attempt_at, error, outbox_id),
+            attempt,
         )
 
-    def mark_failed(self, outbox_id: int, error: str) -> None:
-        """Delivery failed for good (e.g. ``channel_not_found``): no more attempts."""
+    def mark_failed(self, outbox_id: int, error: str, *, attempt: int | None = None) -> None:
+        """Delivery failed for good (e.g. ``channel_not_found``): no more attempts. ``attempt``: the caller's
+        lease."""
         with self.transaction() as tx:
             self._outbox_update(
                 outbox_id,
                 "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ? AND state = 'pending'",
                 (error, outbox_id),
+                attempt,
             )
             tx.connection.execute(
                 "UPDATE recommendations SET state = 'failed' WHERE state = 'pending' AND prediction_id = "

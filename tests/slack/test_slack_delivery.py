@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from slack_testing import ALICE, BOB, INCIDENT, BotUnderTest, make_settings, prediction, wait_for
+from slack_sdk import WebClient
+from slack_testing import ALICE, BOB, INCIDENT, TOKEN, BotUnderTest, make_settings, prediction, wait_for
 
 from bot.app import build_bot
+from bot.delivery import DeliveryWorker, WorkerConfig
+from bot.metrics import Metrics
 from bot.serve import ServerThread
 from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL
 from bot.standin import StandIn
+from storage import SQLiteStore
 
 
 def test_rate_limited_post_is_retried_after_retry_after_and_posted_once(bot: BotUnderTest) -> None:
@@ -89,3 +96,31 @@ def test_alert_storm_is_folded_into_one_digest(storm_bot: BotUnderTest) -> None:
     assert len(messages) == 1
     text = str(messages[0].blocks)
     assert all(f"`s{i}`" in text for i in range(6))
+
+
+def test_a_worker_whose_lease_ran_out_neither_sends_on_nor_overwrites_the_new_owner(
+    tmp_path: Path, standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two delivery workers (two processes) on one file. Worker A's first Slack call outlasts its lease (a 2.5 s
+    answer against a 2 s lease; in service the call times out long before its 60 s lease, see LEASE_MARGIN_S), so
+    worker B claims the three messages and posts them. A's late result is not recorded over B's, A sends none of
+    the messages it no longer holds, and A's pass ends normally."""
+    path = tmp_path / "npo.db"
+    with SQLiteStore(path) as a_store, SQLiteStore(path) as b_store:
+        for i in range(3):
+            a_store.enqueue(INCIDENT, "message", {"text": f"msg{i}"}, time.time())
+        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+        config = WorkerConfig(lease_s=2.0, post_interval_s=0.0)
+        worker_a = DeliveryWorker(SimpleNamespace(store=a_store), client, Metrics(), config)  # type: ignore[arg-type]
+        worker_b = DeliveryWorker(SimpleNamespace(store=b_store), client, Metrics(), config)  # type: ignore[arg-type]
+        standin.faults.delay("chat.postMessage", 2.5, times=1)  # worker A's first call
+        a_pass = threading.Thread(target=worker_a.run_once)
+        a_pass.start()
+        time.sleep(2.1)  # A's lease is over, its first call still in flight
+        assert worker_b.run_once() == 3
+        a_pass.join(10)
+        texts = [m.text for m in standin.messages(INCIDENT)]
+        assert sorted(texts) == ["msg0", "msg0", "msg1", "msg2"]  # only the call in flight went out twice
+        sent = a_store.outbox("sent")
+        assert len(sent) == 3 and all(item.attempts == 2 for item in sent)  # B's claim, B's result
+        assert "another worker claimed it after this lease ran out" in caplog.text
