@@ -1,16 +1,17 @@
 """Approve / Dismiss of a retraining proposal, shared by the Slack buttons (and usable from a script).
 
 Approve fits a candidate model on the logged feedback (``npo.retrain.propose_retraining``: older answers to fit,
-the most recent ones held back to compare), records it as a new model version, promotes it only if it beats the
-current one, and on promotion restarts every key's step size (``npo.misalignment.reset_key``; m(k) is kept) so
-the loop re-learns the changed world quickly. Dismiss records that the monitor was wrong. Either answer closes
-the proposal, counts toward F_monitor, is audited, and queues a thread reply under the alert and an update of the
-alert (its buttons replaced by the result) — in one transaction. A proposal already resolved changes nothing.
+the most recent ones held back to compare), records it as a new model version (the next free number, which the
+reply and the audit line name), promotes it only if it beats the current one — never a fit that did not converge
+or one trained on answers that all have the same code — and on promotion restarts every key's step size
+(``npo.misalignment.reset_key``; m(k) is kept) so the loop re-learns the changed world quickly. Dismiss records
+that the monitor was wrong. Either answer closes the proposal, counts toward F_monitor, is audited, and queues a
+thread reply under the alert and an update of the alert (its buttons replaced by the result) — in one
+transaction. A proposal already resolved changes nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,15 +47,24 @@ class Resolution:
 
 
 def fit_candidate(store: SQLiteStore, *, now: float, limit: int = TRAINING_ROWS) -> RetrainResult:
-    """Fit and compare a candidate on the latest ``limit`` effective answers (read-only)."""
+    """Fit and compare a candidate on the latest ``limit`` effective answers (read-only).
+
+    The candidate is numbered with the next free model version (the highest recorded one + 1, promoted or not),
+    so its ``reason`` names the version it will be recorded under."""
     with store.read() as conn:
         rows = training_rows(conn, limit)
+        version = max_model_version(conn) + 1
+    # Read after the version: a model recorded in between is either the current one now (numbered past it here)
+    # or leaves this version stale, which resolve() notices under the write lock.
+    current = store.model()
+    if current is not None:
+        version = max(version, current.version + 1)
     x = np.array([features(p) for p, _, _ in rows], dtype=np.float64).reshape(len(rows), N_FEATURES)
     y = np.array([code for _, code, _ in rows], dtype=np.float64)
     w = np.array([weight for _, _, weight in rows], dtype=np.float64)
     if len(rows) and not w.sum() > 0:
         w = np.ones_like(w)
-    return propose_retraining(store.model(), x, y, sample_weight=w if len(rows) else None, now=now)
+    return propose_retraining(current, x, y, sample_weight=w if len(rows) else None, now=now, version=version)
 
 
 def _retrain_text(result: RetrainResult, user: str, keys_reset: int) -> str:
@@ -96,8 +106,11 @@ def resolve(
             return Resolution("already_resolved", proposal_id, f"Proposal #{proposal_id} was already resolved.")
         version = None
         if result is not None:
-            version = max(result.candidate.version, max_model_version(tx.connection) + 1)
-            result = dataclasses.replace(result, candidate=dataclasses.replace(result.candidate, version=version))
+            if result.candidate.version != max_model_version(tx.connection) + 1:
+                # Another model was recorded since the fit (and may be the current one now): its comparison and
+                # its version number are stale. Fit again, under the write lock, against what is stored now.
+                result = fit_candidate(store, now=now)
+            version = result.candidate.version
             tx.save_model(result.candidate, promoted=result.promoted, recorded_at=now)
         tx.resolve_proposal(proposal_id, approved=approved, by=by, at=now, model_version=version)
         state = record_ground_truth(close_proposal(tx.get_monitor_state(), approved), acted=True, ideal=approved)

@@ -4,17 +4,19 @@ The model predicts the feedback code y ∈ [0, 1] of a scenario from its feature
 neutral 0.5, skipped λ); soft targets are fitted by cross-entropy, so the prediction is the expected code,
 read as P(override). It is fitted by Newton's method (IRLS) with a backtracking line search on
 
-    J(w, b) = Σᵢ s̃ᵢ·CE(yᵢ, σ(xᵢ·w + b))  +  (l2 / 2)·‖w‖²,   s̃ᵢ = sᵢ·Σⱼ sⱼ / Σⱼ sⱼ²,
+    J(w, b) = Σᵢ s̃ᵢ·CE(yᵢ, σ(xᵢ·w + b))  +  (l2 / 2)·‖w‖²  +  (l2_bias / 2)·b²,   s̃ᵢ = sᵢ·Σⱼ sⱼ / Σⱼ sⱼ²,
 
 with sample weights sᵢ ≥ 0 (e.g. trust weights) rescaled so that they sum to Kish's effective sample size
-(Σs)²/Σs² — unit weights stay 1, only ratios matter, zero-weight rows drop out — and the bias
-unpenalised: a Gaussian prior w ~ N(0, 1/l2) whose pull fades as data accumulate. J is strictly convex for
-l2 > 0, so the fit is unique and deterministic. Features should be on comparable scales (l2 penalises raw
-weights).
+(Σs)²/Σs² — unit weights stay 1, only ratios matter, zero-weight rows drop out: Gaussian priors
+w ~ N(0, 1/l2) and, much weaker, b ~ N(0, 1/l2_bias), whose pull fades as data accumulate. For l2 > 0 and
+l2_bias > 0, J is strictly convex and grows without bound, so it has exactly one minimum even when every
+target is the same or the data are separable (the bias and weights cannot run off to infinity), and the fit
+is deterministic. Features should be on comparable scales (l2 penalises raw weights).
 
 :func:`propose_retraining` fits a candidate on the older rows and compares it with the current model on the
-most recent rows (held back: rows are in time order), promoting only an improvement. Every candidate carries a
-version number and its holdout metrics, so each model version can be recorded.
+most recent rows (held back: rows are in time order), promoting only an improvement of a fit that converged
+on training targets that vary. Every candidate carries a version number and its holdout metrics, so each
+model version can be recorded.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ IntArray = npt.NDArray[np.int64]
 
 MIN_ROWS = 20
 MIN_HOLDOUT_ROWS = 5
+L2_BIAS = 1e-3  # prior b ~ N(0, 1000): negligible next to a few answers, but keeps b finite on one-class data
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:
@@ -133,10 +136,9 @@ def _validate(
     return x, t, s
 
 
-def _objective(x: FloatArray, t: FloatArray, s: FloatArray, theta: FloatArray, l2: float) -> float:
+def _objective(x: FloatArray, t: FloatArray, s: FloatArray, theta: FloatArray, ridge: FloatArray) -> float:
     z = x @ theta[:-1] + theta[-1]
-    w = theta[:-1]
-    return float(np.dot(s, _cross_entropy(z, t)) + 0.5 * l2 * np.dot(w, w))
+    return float(np.dot(s, _cross_entropy(z, t)) + 0.5 * np.dot(ridge, theta * theta))
 
 
 def fit_logistic(
@@ -145,6 +147,7 @@ def fit_logistic(
     *,
     sample_weight: npt.ArrayLike | None = None,
     l2: float = 1e-2,
+    l2_bias: float = L2_BIAS,
     max_iter: int = 50,
     tol: float = 1e-8,
     version: int,
@@ -153,7 +156,8 @@ def fit_logistic(
     """Fit P(override | x) = σ(x·w + b) to targets ``y`` ∈ [0, 1] (soft targets allowed) by penalised Newton.
 
     ``X``: (n, d) features, rows in any order; ``y``: (n,) codes; ``sample_weight``: (n,) non-negative weights
-    (default 1); ``l2`` ≥ 0: ridge penalty on w (not on b) against the summed loss; stops after
+    (default 1); ``l2`` ≥ 0: ridge penalty on w, ``l2_bias`` ≥ 0: a (much weaker) one on b, both against the
+    summed loss; stops after
     ``max_iter`` Newton steps or when the largest parameter change is below ``tol``. Deterministic.
     ``metrics`` holds ``train_log_loss`` (weighted mean, nats), ``iterations`` and ``converged`` (1.0 / 0.0).
 
@@ -163,6 +167,8 @@ def fit_logistic(
     x, t, s = _validate(X, y, sample_weight)
     if not (math.isfinite(l2) and l2 >= 0.0):
         raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
+    if not (math.isfinite(l2_bias) and l2_bias >= 0.0):
+        raise ValueError(f"l2_bias must be a finite number >= 0, got {l2_bias}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     n, d = x.shape
@@ -171,13 +177,13 @@ def fit_logistic(
     s_eff = s_unit * (s_unit.sum() / np.dot(s_unit, s_unit))  # sums to Kish's effective n
     design = np.hstack([x, np.ones((n, 1))])
     ridge = np.full(d + 1, l2)
-    ridge[-1] = 0.0
+    ridge[-1] = l2_bias
     jitter = 1e-9  # keeps the Hessian invertible (e.g. l2 = 0 on separable or collinear data)
     # Start at the bias that matches the weighted mean target: a good, deterministic starting point.
     mean_t = float(np.clip(np.dot(s_norm, t), 1e-6, 1.0 - 1e-6))
     theta = np.zeros(d + 1)
     theta[-1] = math.log(mean_t / (1.0 - mean_t))
-    current = _objective(x, t, s_eff, theta, l2)
+    current = _objective(x, t, s_eff, theta, ridge)
     converged = False
     iterations = 0
     for _ in range(max_iter):
@@ -194,7 +200,7 @@ def fit_logistic(
         step = 1.0
         while True:
             candidate = theta - step * direction
-            value = _objective(x, t, s_eff, candidate, l2)
+            value = _objective(x, t, s_eff, candidate, ridge)
             if value <= current + 1e-4 * step * float(np.dot(grad, -direction)) or step < 1e-10:
                 break
             step *= 0.5
@@ -288,19 +294,24 @@ def propose_retraining(
     min_improvement: float = 0.0,
     now: float,
     l2: float = 1e-2,
+    version: int | None = None,
 ) -> RetrainResult:
     """Fit a candidate on older rows, compare it with ``current`` on the most recent rows, decide promotion.
 
-    ``X`` (n, d) and ``y`` (n,) are logged feedback in time order (oldest first). The candidate (version
-    ``current.version + 1``, or 1) is promoted iff its weighted holdout log loss is below the current model's
-    minus ``min_improvement`` (≥ 0, nats) — always when ``current`` is None. Fewer than 20 rows or fewer than
-    5 held-back rows: not promoted, with a reason saying so (the candidate is still fitted on what there is;
-    the zero model σ(0) = 0.5 when there are no training rows). ``metrics`` carry ``holdout_log_loss``,
-    ``holdout_brier``, ``current_holdout_log_loss`` (when there is a current model), ``n_holdout``.
+    ``X`` (n, d) and ``y`` (n,) are logged feedback in time order (oldest first). The candidate gets
+    ``version`` — pass the number it will be recorded under (e.g. the highest recorded version + 1, counting
+    versions that were not promoted), as ``reason`` names it; default ``current.version + 1``, or 1. It is
+    promoted iff its weighted holdout log loss is below the current model's minus ``min_improvement`` (≥ 0,
+    nats) — always when ``current`` is None. It is not promoted, with a ``reason`` saying why (the candidate is
+    still fitted on what there is; the zero model σ(0) = 0.5 when there are no training rows), when there are
+    fewer than 20 rows or fewer than 5 held-back rows, when every training target (of positive weight) is the
+    same code — nothing to learn from, a fit would only push P(override) for every scenario towards that code
+    — or when the fit did not converge. ``metrics`` carry ``holdout_log_loss``, ``holdout_brier``,
+    ``current_holdout_log_loss`` (when there is a current model), ``n_holdout``.
 
-    Raises ValueError for malformed data (shapes, NaN, y outside [0, 1]) or a current model with another
-    number of features. Does not store, post or re-initialise anything (the caller records the version and,
-    when promoted, may reset m(k) and the bandit).
+    Raises ValueError for malformed data (shapes, NaN, y outside [0, 1]), a current model with another
+    number of features, or a ``version`` below 1 or not above ``current.version``. Does not store, post or
+    re-initialise anything (the caller records the version and, when promoted, may reset m(k) and the bandit).
     """
     x, t, s = _validate(X, y, sample_weight, allow_empty=True)
     if not (math.isfinite(min_improvement) and min_improvement >= 0.0):
@@ -308,7 +319,13 @@ def propose_retraining(
     n, d = x.shape
     if current is not None and current.n_features != d:
         raise ValueError(f"the current model uses {current.n_features} features but the data has {d}")
-    version = 1 if current is None else current.version + 1
+    if version is None:
+        version = 1 if current is None else current.version + 1
+    elif isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 1:
+        raise ValueError(f"version must be an integer >= 1, got {version!r}")
+    elif current is not None and version <= current.version:
+        raise ValueError(f"version {version} must be above the current model's v{current.version}")
+    version = int(version)
     train_idx, hold_idx = split_holdout(n, holdout_fraction)
     trainable = train_idx.size > 0 and s[train_idx].sum() > 0.0
     if trainable:
@@ -358,13 +375,36 @@ def propose_retraining(
             f"not promoted: holdout too small ({hold_idx.size} rows < {MIN_HOLDOUT_ROWS}, "
             f"or no weight in the training or holdout rows)",
         )
+    weighted = s[train_idx] > 0.0
+    codes = np.unique(t[train_idx][weighted])
+    if codes.size == 1:
+        code = float(codes[0])
+        name = {1.0: " (override)", 0.0: " (like)", 0.5: " (neutral)"}.get(code, "")
+        return RetrainResult(
+            candidate,
+            False,
+            current_loss,
+            candidate_loss,
+            f"not promoted: all {int(weighted.sum())} training answers have the same feedback code "
+            f"{code:g}{name}, so there is no variation to learn from",
+        )
+    if not fitted.metrics["converged"]:
+        return RetrainResult(
+            candidate,
+            False,
+            current_loss,
+            candidate_loss,
+            f"not promoted: the fit of v{version} did not converge in {fitted.metrics['iterations']:g} "
+            f"iterations, so its predictions cannot be trusted",
+        )
     if current is None or current_loss is None:
         return RetrainResult(
             candidate,
             True,
             None,
             candidate_loss,
-            f"promoted: first model v{version}, holdout log loss {candidate_loss:.4f} on {hold_idx.size} recent rows",
+            f"promoted: v{version} is the first promoted model, holdout log loss {candidate_loss:.4f} "
+            f"on {hold_idx.size} recent rows",
         )
     if candidate_loss < current_loss - min_improvement:
         return RetrainResult(

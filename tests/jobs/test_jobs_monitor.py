@@ -12,14 +12,16 @@ import pytest
 from jobs_testing import OPS, prediction, surface_and_post
 from slack_sdk import WebClient
 
+from bot import retraining
 from bot.jobs.build import JobDeps, build_scheduler, monitor_trigger
 from bot.jobs.monitor import MONITOR_JOB, run_monitor
 from bot.jobs.runner import previous_fire_time
-from bot.retraining import resolve
+from bot.retraining import fit_candidate, resolve
 from bot.service import MessageRef
 from bot.slack.monitor_blocks import ACTION_APPROVE, ACTION_DISMISS, sparkline
 from npo.loop import record_feedback
 from npo.monitor import MonitorConfig, monitor_fidelity
+from npo.retrain import RetrainResult
 from npo.types import FeedbackEvent, FeedbackKind
 from storage import SQLiteStore
 from storage.jobs import claim_count
@@ -197,3 +199,103 @@ def test_monitor_slots_are_whole_intervals() -> None:
 
 def test_sparkline() -> None:
     assert sparkline([0.0, 0.5, 1.0, None]) == "▁▅█ "
+
+
+def _versions(store: SQLiteStore) -> list[tuple[int, int]]:
+    with store.read() as conn:
+        return [(int(v), int(p)) for v, p in conn.execute("SELECT version, promoted FROM model_versions ORDER BY 1")]
+
+
+def test_the_reply_and_audit_name_the_version_stored_after_an_unpromoted_one(store: SQLiteStore) -> None:
+    # 12 answers are too few: v1 is recorded, not promoted.
+    answer(store, 100, [FeedbackKind.OVERRIDE] * 12, at=T0, fault_type="psu")
+    first = run_monitor(store, CONFIG, now=T0 + 3600, channel=OPS)
+    assert first.proposal_id is not None
+    done = resolve(store, first.proposal_id, approved=True, by="U2", now=T0 + 3700, message=None)
+    assert done.retrain is not None and not done.retrain.promoted and _versions(store) == [(1, 0)]
+
+    # Later a mixed picture; the next approval records v2 and promotes it as the first promoted model.
+    answer(store, 200, [FeedbackKind.LIKE, FeedbackKind.OVERRIDE] * 12, at=T0 + 4000, fault_type="disk_failure")
+    second = run_monitor(store, CONFIG, now=T0 + 3600 + 7 * 3600, channel=OPS)
+    assert second.proposal_id is not None
+    alert = MessageRef(OPS, "1700000000.000200")
+    blocks = alerts(store)[-1]["blocks"]
+    done = resolve(
+        store, second.proposal_id, approved=True, by="U2", now=T0 + 40_000, message=alert, original_blocks=blocks
+    )
+    assert done.retrain is not None and done.retrain.promoted and done.retrain.candidate.version == 2
+    assert _versions(store) == [(1, 0), (2, 1)]
+    model = store.model()
+    assert model is not None and model.version == 2
+    assert "v2" in done.retrain.reason and "v1" not in done.retrain.reason  # was "promoted: first model v1"
+    queued = {item.kind: item.payload for item in store.outbox("pending") if item.kind != "message"}
+    reply, update = str(queued["thread_reply"]["text"]), str(queued["message_update"]["text"])
+    assert "model *v2* promoted" in reply and "v1" not in reply and reply == done.text
+    assert update.endswith("→ model v2 promoted")
+    *_, (_, _, _, _, detail) = store.audit_entries(kind="retraining_approved")
+    assert detail["model_version"] == 2 and "v2" in str(detail["reason"]) and "v1" not in str(detail["reason"])
+
+
+def test_approve_on_one_class_feedback_records_but_does_not_promote(store: SQLiteStore) -> None:
+    # Every answer overrides one key: nothing to learn from. The old fit ran its bias off (never converged), was
+    # promoted and then held every new key back through the model prior (P(override) ≈ 1 for anything).
+    answer(store, 0, [FeedbackKind.OVERRIDE] * 25, at=T0, fault_type="disk_failure")
+    run = run_monitor(store, CONFIG, now=T0 + 3600, channel=OPS)
+    assert run.proposal_id is not None
+    keys_before = store.keys()
+    alert = MessageRef(OPS, "1700000000.000300")
+    done = resolve(
+        store,
+        run.proposal_id,
+        approved=True,
+        by="U2",
+        now=T0 + 3700,
+        message=alert,
+        original_blocks=alerts(store)[0]["blocks"],
+    )
+    assert done.status == "approved" and done.retrain is not None and not done.retrain.promoted
+    why = "not promoted: all 20 training answers have the same feedback code 1 (override), so there is no variation"
+    assert done.retrain.reason.startswith(why)
+    assert store.model() is None and _versions(store) == [(1, 0)]  # recorded as a version, not promoted
+    assert done.keys_reset == 0 and store.keys() == keys_before
+    with store.read() as conn:
+        proposal = get_proposal(conn, run.proposal_id)
+    assert proposal is not None and (proposal.state, proposal.model_version) == ("approved", 1)
+    queued = {item.kind: item.payload for item in store.outbox("pending") if item.kind != "message"}
+    assert "model *v1* not promoted" in str(queued["thread_reply"]["text"]) and why in str(
+        queued["thread_reply"]["text"]
+    )
+    assert str(queued["message_update"]["text"]).endswith("→ model v1 not promoted")
+    *_, (_, _, _, _, detail) = store.audit_entries(kind="retraining_approved")
+    assert detail["promoted"] is False and str(detail["reason"]).startswith(why)
+
+    # A new scenario is judged on its own, not held back by a runaway model (surface_and_post asserts "surface").
+    surface_and_post(store, [prediction(500, T0 + 3800, fault_type="psu")], posted_at=T0 + 3800)
+
+
+def test_a_model_recorded_while_fitting_is_compared_against_and_numbered_past(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer(store, 0, [FeedbackKind.LIKE] * 20, at=T0, fault_type="disk_failure")
+    answer(store, 100, [FeedbackKind.OVERRIDE] * 12, at=T0 + 4000, fault_type="psu")
+    run = run_monitor(store, CONFIG, now=T0 + 7200, channel=OPS)
+    assert run.proposal_id is not None
+    fitted: list[int] = []
+
+    def racing(s: SQLiteStore, *, now: float) -> RetrainResult:
+        result = fit_candidate(s, now=now)
+        if not fitted:  # meanwhile, another process records and promotes that same model as v1
+            with s.transaction() as tx:
+                tx.save_model(result.candidate, promoted=True, recorded_at=now)
+        fitted.append(result.candidate.version)
+        return result
+
+    monkeypatch.setattr(retraining, "fit_candidate", racing)
+    done = resolve(store, run.proposal_id, approved=True, by="U2", now=T0 + 7300, message=None)
+    assert fitted == [1, 2]  # the stale fit is redone under the write lock, against v1
+    assert done.retrain is not None and done.retrain.candidate.version == 2 and not done.retrain.promoted
+    assert done.retrain.current_loss == pytest.approx(done.retrain.candidate_loss)  # the same data, the same fit
+    assert done.retrain.reason.startswith("not promoted: v2 holdout log loss") and " v1 " in done.retrain.reason
+    assert _versions(store) == [(1, 1), (2, 0)]
+    model = store.model()
+    assert model is not None and model.version == 1

@@ -252,3 +252,81 @@ def test_fit_on_arbitrary_soft_data_gives_probabilities(x: np.ndarray, y: np.nda
     p = model.predict(x)
     assert np.all((p >= 0.0) & (p <= 1.0))
     assert math.isfinite(log_loss(model, x, y))
+
+
+# -- the reason names the recorded version; no promotion without variation or convergence ---------------------
+def test_reason_names_the_version_it_is_given() -> None:
+    x, y, _ = _data(500, seed=15)
+    # v1 was recorded but not promoted: the first promoted model is v2, and the reason must say so.
+    first = propose_retraining(None, x, y, now=0.0, version=2)
+    assert first.promoted and first.candidate.version == 2
+    assert "v2" in first.reason and "v1" not in first.reason
+
+    current = fit_logistic(x, np.random.default_rng(16).permutation(y), version=2, trained_at=0.0)
+    later = propose_retraining(current, x, y, now=0.0, version=5)  # v3 and v4 were recorded, not promoted
+    assert later.promoted and later.candidate.version == 5
+    assert later.reason.startswith("promoted: v5 ") and "v2" in later.reason and "v3" not in later.reason
+
+    assert propose_retraining(current, x, y, now=0.0).candidate.version == 3  # default: current + 1
+    for bad in (0, 2, True):
+        with pytest.raises(ValueError, match="version"):
+            propose_retraining(current, x, y, now=0.0, version=bad)
+
+
+@pytest.mark.parametrize(("code", "name"), [(1.0, "1 (override)"), (0.0, "0 (like)"), (0.5, "0.5 (neutral)")])
+def test_one_class_training_targets_are_not_promoted(code: float, name: str) -> None:
+    # 25 answers of one key, all the same: the old fit ran the bias off (never converged) and was promoted,
+    # predicting that code for every scenario ever after.
+    x = np.tile(np.array([[1.0, 0.0, 0.5]]), (25, 1))
+    y = np.full(25, code)
+    result = propose_retraining(None, x, y, now=0.0)
+    assert not result.promoted
+    assert result.reason == (
+        f"not promoted: all 20 training answers have the same feedback code {name}, "
+        "so there is no variation to learn from"
+    )
+    assert result.candidate.version == 1 and result.candidate.n_train == 20  # still a candidate to record
+    assert all(math.isfinite(w) for w in result.candidate.weights) and abs(result.candidate.bias) < 15
+
+    # Not even against a current model that is worse on the (one-class) recent rows.
+    current = LogisticModel(version=4, weights=(0.0, 0.0, 0.0), bias=0.0, trained_at=0.0, n_train=0)
+    again = propose_retraining(current, x, y, now=0.0)
+    assert not again.promoted and again.current_loss is not None and "no variation" in again.reason
+
+
+def test_zero_weight_rows_do_not_count_as_variation() -> None:
+    x, _, _ = _data(30, seed=17)
+    y = np.ones(30)
+    y[3] = 0.0
+    w = np.ones(30)
+    w[3] = 0.0  # the only like carries no weight
+    result = propose_retraining(None, x, y, sample_weight=w, now=0.0)
+    assert not result.promoted and "all 23 training answers have the same feedback code 1" in result.reason
+
+
+def test_a_fit_that_did_not_converge_is_not_promoted() -> None:
+    # Separable classes and no penalty on the weights: the weights grow without bound until max_iter.
+    x, _, _ = _data(200, seed=18)
+    y = (x[:, 0] > 0).astype(np.float64)
+    result = propose_retraining(None, x, y, now=0.0, l2=0.0)
+    assert result.candidate.metrics["converged"] == 0.0
+    assert not result.promoted
+    assert (
+        result.reason
+        == "not promoted: the fit of v1 did not converge in 50 iterations, so its predictions cannot be trusted"
+    )
+    assert propose_retraining(None, x, y, now=0.0).promoted  # with the default penalty it converges and wins
+
+
+def test_one_class_fit_converges_with_a_finite_bias() -> None:
+    rng = np.random.default_rng(19)
+    x = rng.normal(size=(20, 3))
+    for code in (0.0, 1.0):
+        model = fit_logistic(x, np.full(20, code), version=1, trained_at=0.0)
+        assert model.metrics["converged"] == 1.0
+        assert 5.0 < abs(model.bias) < 15.0  # P ≈ the code, but the bias does not run off
+        assert np.allclose(model.predict(x), code, atol=1e-3)
+    unpenalised = fit_logistic(x, np.ones(20), l2_bias=0.0, version=1, trained_at=0.0)
+    assert unpenalised.metrics["converged"] == 0.0  # the old behaviour, for comparison
+    with pytest.raises(ValueError, match="l2_bias"):
+        fit_logistic(x, np.ones(20), l2_bias=-1.0, version=1, trained_at=0.0)
