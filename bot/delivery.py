@@ -49,6 +49,8 @@ from storage import LeaseLost, OutboxItem
 log = logging.getLogger(__name__)
 
 POST_KINDS = frozenset({"recommendation", "digest_item", "message", "thread_reply"})
+#: Posts kept in outbox order per channel (digest items wait for their digest on purpose and are not).
+ORDERED_KINDS = ("recommendation", "message", "thread_reply")
 #: The Web API method each outbox kind is sent with (Slack's rate limits, and so a 429's Retry-After, are per method).
 METHOD_OF_KIND = {
     **dict.fromkeys(POST_KINDS, "chat.postMessage"),
@@ -185,14 +187,20 @@ class DeliveryWorker:
             return 0
         storms = self._storm_channels()
         folded: dict[str, list[OutboxItem]] = {}
-        for item in items:
+        claimed = {item.id for item in items}
+        oldest = self.store.oldest_pending(ORDERED_KINDS)
+        for item in sorted(items, key=lambda i: i.id):  # outbox order within the pass
             limited_until = self._method_ready_at.get(METHOD_OF_KIND.get(item.kind, ""), 0.0)
+            first = oldest.get(item.channel)
             if limited_until > self.clock():
-                self._retry_at(item, limited_until, f"waiting out Slack's rate limit of {METHOD_OF_KIND[item.kind]}")
+                self._defer(item, limited_until, f"waiting out Slack's rate limit of {METHOD_OF_KIND[item.kind]}")
+            elif item.kind in ORDERED_KINDS and first is not None and first[0] < item.id and first[0] not in claimed:
+                # an older post to this channel waits for a retry: this one follows it (outbox order per channel)
+                self._defer(item, max(first[1], now) + self.config.post_interval_s, "after an older post")
             elif item.kind in POST_KINDS and self._ready_at.get(item.channel, 0.0) > self.clock():
-                self._retry_at(item, self._ready_at[item.channel], "waiting for the channel's 1 message/s pace")
+                self._defer(item, self._ready_at[item.channel], "waiting for the channel's 1 message/s pace")
             elif item.kind == "digest_item" and now < item.created_at + self.config.digest_delay_s:
-                self._retry_at(item, item.created_at + self.config.digest_delay_s, "gathering the digest")
+                self._defer(item, item.created_at + self.config.digest_delay_s, "gathering the digest")
             elif not self._leased(item):
                 continue  # the pass ran long: the lease is (nearly) over, the message is claimed again later
             elif item.kind == "digest_item" or (item.kind == "recommendation" and item.channel in storms):
@@ -321,7 +329,7 @@ class DeliveryWorker:
     def _deliver_digest(self, channel: str, items: list[OutboxItem], *, storm: bool) -> None:
         if self._ready_at.get(channel, 0.0) > self.clock():
             for item in items:
-                self._retry_at(item, self._ready_at[channel], "waiting for the channel's 1 message/s pace")
+                self._defer(item, self._ready_at[channel], "waiting for the channel's 1 message/s pace")
             return
         items = [item for item in items if self._leased(item)]
         if not items:
@@ -342,6 +350,10 @@ class DeliveryWorker:
     # -- outcomes of a failed call -----------------------------------------------------------------------------
     def _retry_at(self, item: OutboxItem, at: float, reason: str) -> None:
         self._record(item, self.store.mark_retry, at, reason)
+
+    def _defer(self, item: OutboxItem, at: float, reason: str) -> None:
+        """Not tried this pass (not a failure: the back-off is not raised)."""
+        self._record(item, self.store.defer, at, reason)
 
     def _handle_error(self, items: list[OutboxItem], exc: BaseException) -> None:
         verdict = exc if isinstance(exc, _Retry | _Fail) else classify(exc, max(i.attempts for i in items))

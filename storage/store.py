@@ -1531,6 +1531,36 @@ class SQLiteStore:
             attempt,
         )
 
+    def defer(self, outbox_id: int, next_attempt_at: float, reason: str, *, attempt: int | None = None) -> None:
+        """Not tried this time (waiting for the channel's pace, a rate limit, an older post): due again at
+        ``next_attempt_at``, and the claim is not counted as an attempt (the back-off counts real tries only).
+        ``attempt``: the caller's lease."""
+        self._outbox_update(
+            outbox_id,
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ?, attempts = MAX(0, attempts - 1) "
+            "WHERE id = ? AND state = 'pending'",
+            (next_attempt_at, reason, outbox_id),
+            attempt,
+        )
+
+    def oldest_pending(self, kinds: Sequence[str]) -> dict[str, tuple[int, float]]:
+        """Per channel, the oldest pending message of ``kinds`` (its id and when it is due): a newer post waits for
+        it, so that posts reach a channel in outbox order."""
+        marks = ",".join("?" * len(kinds))
+        with self.read() as conn:
+            rows = conn.execute(
+                f"SELECT channel, MIN(id) FROM outbox WHERE state = 'pending' AND kind IN ({marks}) GROUP BY channel",
+                tuple(kinds),
+            ).fetchall()
+            due = {
+                int(r[0]): float(r[1])
+                for r in conn.execute(
+                    f"SELECT id, next_attempt_at FROM outbox WHERE id IN ({','.join('?' * len(rows))})",
+                    tuple(r[1] for r in rows),
+                )
+            }
+        return {str(channel): (int(first), due[int(first)]) for channel, first in rows}
+
     def mark_failed(self, outbox_id: int, error: str, *, attempt: int | None = None) -> None:
         """Delivery failed for good (e.g. ``channel_not_found``): no more attempts. ``attempt``: the caller's
         lease."""

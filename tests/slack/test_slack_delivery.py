@@ -47,10 +47,26 @@ def test_a_rate_limited_method_waits_out_retry_after_for_every_message(bot: BotU
     assert {c.body.get("ts") for c in later[1:]} == {first[1], second[1]}
 
 
+def test_a_post_that_fails_once_keeps_its_place_in_the_channel(bot: BotUnderTest) -> None:
+    """M1's post is cut off once: it is retried before M2 goes out (outbox order per channel), and a wait for the
+    channel's pace does not count as a failed try (that would stretch M1's back-off past M2's turn)."""
+    store = bot.bot.store
+    for n in range(3):
+        store.enqueue(INCIDENT, "message", {"text": f"M{n}"}, time.time())
+    bot.bot.worker.wake()
+    wait_for(lambda: [m for m in bot.standin.messages(INCIDENT) if m.text == "M0"], timeout=5)
+    bot.standin.faults.disconnect("chat.postMessage", times=1)  # the next post, M1's
+    wait_for(lambda: len(bot.standin.messages(INCIDENT)) == 3, timeout=15)
+    assert [m.text for m in bot.standin.messages(INCIDENT)] == ["M0", "M1", "M2"]
+    assert len(bot.standin.calls("chat.postMessage")) == 4  # M1 twice
+    assert all(item.attempts <= 2 for item in store.outbox("sent"))  # the pace waits were not counted
+
+
 def test_outage_keeps_predictions_pending_then_posts_each_once(bot: BotUnderTest) -> None:
     bot.standin.stop()
     bot.ingest([prediction("p1"), prediction("p2")])
-    wait_for(lambda: all(i.attempts >= 1 for i in bot.bot.store.outbox("pending")) and bot.bot.store.outbox("pending"))
+    # the first post keeps failing; the second waits behind it (outbox order), which is not a failed try
+    wait_for(lambda: any(i.attempts >= 2 for i in bot.bot.store.outbox("pending")))
     assert {i.prediction_id for i in bot.bot.store.outbox("pending")} == {"p1", "p2"}
     bot.standin.start()
     wait_for(lambda: len(bot.standin.messages(INCIDENT)) == 2, timeout=10)
