@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from bot.db_cli import add_db_parser, run_db
 from bot.demo.cli import add_demo_parser, run_demo
-from bot.evaluate.cli import add_evaluate_parser, run_evaluate
+from bot.evaluate.cli import add_evaluate_parser, output_folder, run_evaluate, seed_number
 from bot.jobs.cli import add_report_parser, run_report
 from npo import __version__
 
@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="reproduce the paper's experiments (metrics.json, plots, table)")
     sim.add_argument("--episodes", type=_positive_int, default=2000, help="episodes per run (default 2000)")
     sim.add_argument("--seeds", type=_positive_int, default=20, help="independent seeds (default 20)")
-    sim.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    sim.add_argument("--seed", type=seed_number, default=0, help="base random seed, an integer >= 0 (default 0)")
     sim.add_argument(
-        "--out", type=Path, default=Path("simulation-out"), help="output folder (default ./simulation-out)"
+        "--out", type=output_folder, default=Path("simulation-out"), help="output folder (default ./simulation-out)"
     )
     sim.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     sim.add_argument("--quiet", action="store_true", help="print nothing but errors")

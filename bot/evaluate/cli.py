@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,60 @@ def _positive(text: str) -> float:
     return value
 
 
+MAX_HORIZON_MIN = 7 * 24 * 60.0  # a week: far beyond any fault warning worth surfacing, and finite in seconds
+
+
+def _horizon(text: str) -> float:
+    value = _positive(text)
+    if value > MAX_HORIZON_MIN:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_HORIZON_MIN:g} minutes (7 days), got {value:g}")
+    return value
+
+
+def _operator_share(text: str) -> float:
+    from npo.evaluate.engineers import EngineerConfig, adversarial_share_fits  # noqa: PLC0415
+
+    value = _unit(text)
+    n = EngineerConfig().n_operators
+    if not adversarial_share_fits(value, n):
+        raise argparse.ArgumentTypeError(
+            f"expected a multiple of 1/{n} (a share of the {n} simulated operators: 0, 0.1, …, 1), got {value:g}"
+        )
+    return value
+
+
+def _integer_from(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer ≥ ``minimum``, refused as "expected ``what``" otherwise."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return convert
+
+
+seed_number = _integer_from(0, "an integer >= 0")  # a random seed (numpy refuses negative seeds)
+_count = _integer_from(1, "a positive integer")
+
+
+def output_folder(text: str) -> Path:
+    """A folder to write into (created when missing): refused when it, or the nearest existing path above it, is
+    not a folder."""
+    path = Path(text)
+    for at in (path, *path.parents):
+        if at.exists():
+            if not at.is_dir():
+                where = "" if at == path else f"{path}: "
+                raise argparse.ArgumentTypeError(f"{where}{at} is an existing file, not a folder")
+            break
+    return path
+
+
 def _pseudo_count(text: str) -> float:
     try:
         value = float(text)
@@ -65,16 +120,6 @@ def _pseudo_count(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 100], got {text!r}") from None
     if not (math.isfinite(value) and 0.0 <= value <= 100.0):
         raise argparse.ArgumentTypeError(f"expected a number in [0, 100], got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
 
 
@@ -94,12 +139,22 @@ def add_evaluate_parser(subparsers: Any) -> None:
     ev.add_argument("--format", choices=sorted(FORMATS), default=None, help="adapter (default: from the layout, nab)")
     ev.add_argument("--noise", type=_unit, default=0.1, help="ε: share of answers flipped (default 0.1)")
     ev.add_argument("--skip-rate", type=_unit, default=0.3, help="q: share of recommendations nobody answers (0.3)")
-    ev.add_argument("--adversarial", type=_unit, default=0.0, help="share of operators answering against the truth")
-    ev.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    ev.add_argument("--seeds", type=_count, default=5, help="number of seeds: --seed, --seed+1, … (default 5)")
-    ev.add_argument("--horizon", type=_positive, default=None, help="minutes a recommendation looks ahead (default 60)")
     ev.add_argument(
-        "--db", type=Path, default=None, help="run against SQLite files in this folder (default: in memory)"
+        "--adversarial",
+        type=_operator_share,
+        default=0.0,
+        help="share of the 10 simulated operators answering against the truth: a multiple of 0.1 (default 0)",
+    )
+    ev.add_argument("--seed", type=seed_number, default=0, help="first seed, an integer >= 0 (default 0)")
+    ev.add_argument("--seeds", type=_count, default=5, help="number of seeds: --seed, --seed+1, … (default 5)")
+    ev.add_argument(
+        "--horizon",
+        type=_horizon,
+        default=None,
+        help=f"minutes a recommendation looks ahead, at most {MAX_HORIZON_MIN:g} (7 days) (default 60)",
+    )
+    ev.add_argument(
+        "--db", type=output_folder, default=None, help="run against SQLite files in this folder (default: in memory)"
     )
     # The method's ablations, switches and numbers (a default of None leaves the loop's own default).
     for flag, default, text in (

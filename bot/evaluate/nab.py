@@ -10,7 +10,9 @@ Times are ``YYYY-MM-DD HH:MM:SS`` (optionally with fractional seconds), read as 
 and rows sharing a time become one row with their mean: real files have both (NAB's repeat 12 rows at a
 daylight-saving change, and ``machine_temperature_system_failure`` has rows out of order). Every CSV listed in
 ``windows.json`` is read (an empty list: a series without faults); a listed file that is missing, or a CSV in a
-sub-folder that ``windows.json`` does not list, is an error, so a typo cannot silently drop a series.
+sub-folder that ``windows.json`` does not list, is an error, so a typo cannot silently drop a series. So are a
+window lying wholly outside its series' time range, a ``labels.json`` value that is not a list, and text that is
+not UTF-8 (a leading byte-order mark is accepted).
 
 Each CSV becomes one univariate :class:`~npo.evaluate.data.Series`: name ``<sub-folder>/<file stem>``, target the
 file stem, family (the fault type of its predictions) the stem without a trailing hexadecimal id
@@ -22,6 +24,7 @@ inside it from ``labels.json``, else the window's midpoint (NAB centres windows 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -53,9 +56,23 @@ def family_of(stem: str) -> str:
     return _HEX_ID.sub("", stem) or stem
 
 
+def read_text(path: Path) -> str:
+    """The whole file as UTF-8 text (a leading byte-order mark dropped); other bytes are a :class:`DataError`
+    naming the line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(path, f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8", line) from None
+
+
 def _load_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
     if not isinstance(data, dict):
@@ -67,7 +84,7 @@ def read_series_csv(path: Path, name: str) -> Series:
     """One NAB CSV (``timestamp,value``) as a univariate series; a malformed row is a :class:`DataError`."""
     times: list[float] = []
     values: list[float] = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -110,9 +127,11 @@ def _collapse(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
     return unique, sums / counts
 
 
-def _window_pairs(path: Path, key: str, raw: object) -> list[tuple[float, float]]:
+def _window_pairs(path: Path, key: str, raw: object, series: Series) -> list[tuple[float, float]]:
+    """The windows listed for ``key``; each must touch the series' time range (else it could never be caught)."""
     if not isinstance(raw, list):
         raise DataError(path, f"{key!r}: expected a list of [start, end] pairs")
+    first, last = float(series.times[0]), float(series.times[-1])
     pairs = []
     for i, item in enumerate(raw):
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(s, str) for s in item)):
@@ -123,8 +142,18 @@ def _window_pairs(path: Path, key: str, raw: object) -> list[tuple[float, float]
             raise DataError(path, f"{key!r}[{i}]: bad time in {item!r}") from None
         if end < start:
             raise DataError(path, f"{key!r}[{i}]: window ends before it starts")
+        if end < first or start > last:
+            raise DataError(
+                path,
+                f"{key!r}[{i}]: window {item[0]} – {item[1]} lies outside the series' time range "
+                f"({_stamp(first)} – {_stamp(last)})",
+            )
         pairs.append((start, end))
     return pairs
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def read_nab(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
@@ -156,12 +185,15 @@ def read_nab(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
         s = read_series_csv(csv_path, name)
         series.append(s)
         labels = []
-        for text in labels_raw.get(key, []) if isinstance(labels_raw.get(key, []), list) else []:
+        listed = labels_raw.get(key, [])
+        if not isinstance(listed, list):
+            raise DataError(labels_path, f"{key!r}: expected a list of label times, got {type(listed).__name__}")
+        for text in listed:
             try:
                 labels.append(parse_time(str(text)))
             except ValueError:
                 raise DataError(labels_path, f"{key!r}: bad label time {text!r}") from None
-        for start, end in _window_pairs(windows_path, key, windows_raw[key]):
+        for start, end in _window_pairs(windows_path, key, windows_raw[key], s):
             inside = [t for t in labels if start <= t <= end]
             onset = inside[0] if inside else (start + end) / 2.0
             windows.append(FaultWindow(name, start, end, onset))

@@ -189,7 +189,7 @@ def evaluate(
         "windows": len(dataset.windows),
         "predictions": len(stream),
         "predictions_inside_windows": int(stream.real_fault.sum()),
-        "windows_flagged_by_predictor": int(np.unique(stream.window[stream.window >= 0]).size),
+        "windows_flagged_by_predictor": int(np.unique(stream.memberships()[1]).size),
         "horizon_s": dataset.horizon_s,
     }
     result["settings"] = {

@@ -20,6 +20,7 @@ the first minute, and a recommendation's outcome is known ``horizon_s`` after it
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +49,18 @@ def _find(folder: Path, machine: str) -> Path | None:
 
 
 def _lines(path: Path) -> list[str]:
+    """The file's lines as UTF-8 text (a leading byte-order mark dropped; ``.gz`` decompressed); an unreadable,
+    corrupt or non-UTF-8 file is a :class:`DataError` naming it."""
     try:
         if path.name.endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8") as handle:
+            with gzip.open(path, "rt", encoding="utf-8-sig") as handle:
                 return handle.read().splitlines()
-        return path.read_text(encoding="utf-8").splitlines()
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except zlib.error as exc:
+        raise DataError(path, f"corrupt gzip data: {exc}") from None
+    except (OSError, EOFError) as exc:
         raise DataError(path, f"cannot read: {exc}") from None
 
 

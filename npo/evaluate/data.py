@@ -7,6 +7,7 @@ everything downstream (predictor, replay, counting) sees only them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -117,8 +118,8 @@ class Dataset:
         for w in self.windows:
             if w.series not in known:
                 raise InvalidRecord("windows", f"window on unknown series {w.series!r}")
-        if not self.horizon_s > 0:
-            raise InvalidRecord("horizon_s", f"must be positive, got {self.horizon_s}")
+        if not (math.isfinite(self.horizon_s) and self.horizon_s > 0):
+            raise InvalidRecord("horizon_s", f"must be positive and finite, got {self.horizon_s}")
         object.__setattr__(self, "notes", MappingProxyType(dict(self.notes)))
 
     def windows_of(self, series: str) -> list[FaultWindow]:

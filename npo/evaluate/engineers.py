@@ -4,7 +4,8 @@ The same behaviour as the offline simulator's engineers (:mod:`npo.sim.world`): 
 operator who answers ``owner_share`` of its recommendations (teams own services), anyone on call answers the
 rest; an answer is flipped with probability ``noise`` (ε), nobody answers with probability ``skip_rate`` (q), a
 neutral click with probability ``neutral``, and an ``adversarial`` share of the operators answers against the
-truth. Everything is drawn up front per prediction, so every condition of an evaluation faces exactly the same
+truth (a whole number of the ``n_operators``: a share that is not a multiple of 1/``n_operators`` is refused).
+Everything is drawn up front per prediction, so every condition of an evaluation faces exactly the same
 engineers (common random numbers): differences between conditions are the policy's doing.
 """
 
@@ -41,6 +42,23 @@ class EngineerConfig:
             raise InvalidRecord("skip_rate", "skip_rate + neutral must be <= 1")
         if isinstance(self.n_operators, bool) or not isinstance(self.n_operators, int) or self.n_operators < 1:
             raise InvalidRecord("n_operators", f"must be an integer >= 1, got {self.n_operators!r}")
+        if not adversarial_share_fits(self.adversarial, self.n_operators):
+            raise InvalidRecord(
+                "adversarial",
+                f"is a share of {self.n_operators} operators, so a multiple of 1/{self.n_operators}, "
+                f"got {self.adversarial}",
+            )
+
+    @property
+    def adversarial_operators(self) -> int:
+        """How many of the operators answer against the truth."""
+        return round(self.adversarial * self.n_operators)
+
+
+def adversarial_share_fits(share: float, n_operators: int) -> bool:
+    """Whether ``share`` of ``n_operators`` operators is a whole number of them (up to float rounding)."""
+    count = share * n_operators
+    return abs(count - round(count)) <= 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +85,7 @@ def draw_answers(
     by_owner = rng.random(n) < config.owner_share
     operator = np.where(by_owner, owner[np.asarray(series_index, dtype=np.int64)], rng.integers(0, o, n))
     adversarial_ops = np.zeros(o, dtype=bool)
-    adversarial_ops[: round(config.adversarial * o)] = True
+    adversarial_ops[: config.adversarial_operators] = True
     u = rng.random(n)
     skipped = u < config.skip_rate
     neutral = (u >= config.skip_rate) & (u < config.skip_rate + config.neutral)

@@ -8,9 +8,11 @@ made at the very end of its window, then the monitor):
   recorded as the system's ``skipped`` answer, as the skip sweeper does in production) via
   :func:`npo.loop.record_feedback`;
 * **outcome** — :func:`npo.loop.record_outcome`: a prediction inside a labelled window is a real fault, known when
-  the window ends; any other is a false alarm, known ``horizon_s`` after it was made. Suppressed predictions' outcomes
-  feed the bandit's miss term and m(k); answered ones calibrate the operators' trust;
-* **monitor** every ``monitor_every_s`` — the meta-monitor (:mod:`npo.monitor`) reads the last ``window``
+  the window ends (the one starting first, if windows overlap); any other is a false alarm, known ``horizon_s``
+  after it was made. Suppressed predictions' outcomes feed the bandit's miss term and m(k); answered ones
+  calibrate the operators' trust;
+* **monitor** every ``monitor_every_s`` until the last outcome or the end of the data (or the last answer, if
+  later), whichever comes first — the meta-monitor (:mod:`npo.monitor`) reads the last ``window``
   surfaced recommendations' feedback codes and its Page–Hinkley detector. Its ideal response is known here: the
   same window's *truthful* alignment loss above θ. A proposal is resolved at once (approved when ideal) and counted
   toward F_monitor; the replay does not retrain.
@@ -59,7 +61,10 @@ class Stream:
     ``window[i]``: index into ``dataset.windows`` of the first labelled window containing prediction i (−1: none);
     ``outcome_at[i]``: when its outcome is known (the window's end, or ``times[i] + horizon_s``);
     ``dimension[i]``: the dimension of a multivariate series that deviated most (0-based; −1 for a univariate
-    series; None: not known for any).
+    series; None: not known for any);
+    ``members``: every (prediction, window) pair with the prediction inside the window, as two index arrays of
+    equal length sorted by prediction then window — windows may overlap (or repeat), and a prediction inside
+    several counts toward each of them (None: each prediction belongs to its ``window`` only).
     """
 
     times: FloatArray
@@ -69,10 +74,19 @@ class Stream:
     window: IntArray
     outcome_at: FloatArray
     dimension: IntArray | None = None
+    members: tuple[IntArray, IntArray] | None = None
 
     @property
     def real_fault(self) -> BoolArray:
+        """Inside at least one labelled window (the truth the simulated engineers answer from)."""
         return np.asarray(self.window >= 0, dtype=bool)
+
+    def memberships(self) -> tuple[IntArray, IntArray]:
+        """(prediction index, window index) of every prediction inside every window containing it."""
+        if self.members is not None:
+            return self.members
+        inside = np.flatnonzero(self.window >= 0).astype(np.int64)
+        return inside, np.asarray(self.window[inside], dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.times.size)
@@ -98,7 +112,8 @@ def build_stream(dataset: Dataset, predictions: list[SeriesPredictions]) -> Stre
     window = inside_windows(dataset, times, series_index)
     ends = np.asarray([w.end for w in dataset.windows] + [math.nan])
     outcome_at = np.where(window >= 0, ends[window], times + dataset.horizon_s)
-    return Stream(times, series_index, conf, scores, window, outcome_at, dimension)
+    members = window_members(dataset, times, series_index)
+    return Stream(times, series_index, conf, scores, window, outcome_at, dimension, members)
 
 
 def inside_windows(dataset: Dataset, times: FloatArray, series_index: IntArray) -> IntArray:
@@ -110,6 +125,21 @@ def inside_windows(dataset: Dataset, times: FloatArray, series_index: IntArray) 
         hit = (series_index == names.index(w.series)) & (times >= w.start) & (times <= w.end)
         out[hit] = w_i
     return out
+
+
+def window_members(dataset: Dataset, times: FloatArray, series_index: IntArray) -> tuple[IntArray, IntArray]:
+    """Every (prediction, window) pair with the prediction's (time, series) inside the window, both ends
+    inclusive; sorted by prediction, then window. See :attr:`Stream.members`."""
+    names = {s.name: i for i, s in enumerate(dataset.series)}
+    preds: list[IntArray] = [np.zeros(0, dtype=np.int64)]
+    wins: list[IntArray] = [np.zeros(0, dtype=np.int64)]
+    for w_i, w in enumerate(dataset.windows):
+        hit = np.flatnonzero((series_index == names[w.series]) & (times >= w.start) & (times <= w.end))
+        preds.append(hit.astype(np.int64))
+        wins.append(np.full(hit.size, w_i, dtype=np.int64))
+    pred, win = np.concatenate(preds), np.concatenate(wins)
+    order = np.lexsort((win, pred))
+    return pred[order], win[order]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +226,11 @@ def replay(
         events.append((at_outcome, _OUTCOME if at_outcome > stream.times[i] else _OWN_OUTCOME, i))
     monitor = settings.monitor
     if monitor is not None and n:
-        t0, t1 = float(stream.times[0]), float(stream.outcome_at.max())
+        # Checks run while anything can change what they read: until the last outcome, but not past the end of
+        # the data (or the last answer, if later) — a long horizon would otherwise add idle checks without end.
+        data_end = max(float(s.times[-1]) for s in dataset.series)
+        last_answer = float(stream.times[-1]) + settings.answer_delay_s
+        t0, t1 = float(stream.times[0]), min(float(stream.outcome_at.max()), max(data_end, last_answer))
         checks = int((t1 - t0) // settings.monitor_every_s)
         events.extend((t0 + (k + 1) * settings.monitor_every_s, _MONITOR, k) for k in range(checks))
     events.sort()

@@ -64,3 +64,24 @@ def test_bad_arguments_are_refused_with_a_message(args: list[str], tmp_path: Pat
 def test_too_few_episodes_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--episodes", "5", "--out", str(tmp_path / "x")]) == 2
     assert "at least 10" in capsys.readouterr().err
+
+
+def test_a_negative_seed_is_refused_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--episodes", "10", "--seeds", "1", "--seed", "-1", "--out", str(tmp_path / "x")])
+    assert info.value.code == 2
+    assert "argument --seed: expected an integer >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_out_that_is_an_existing_file_is_refused_in_one_line(
+    below: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("", encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--episodes", "10", "--seeds", "1", "--out", str(afile / below), "--quiet"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{afile} is an existing file, not a folder" in err and "Traceback" not in err
