@@ -1544,12 +1544,15 @@ class SQLiteStore:
         )
 
     def oldest_pending(self, kinds: Sequence[str]) -> dict[str, tuple[int, float]]:
-        """Per channel, the oldest pending message of ``kinds`` (its id and when it is due): a newer post waits for
-        it, so that posts reach a channel in outbox order."""
+        """Per channel, the oldest pending message of ``kinds`` that is waiting for another try (a failed or deferred
+        one: ``last_error`` set) — its id and when it is due. A newer post waits for it, so that posts reach a
+        channel in outbox order. One leased without an error yet is left out: it is in flight with another worker
+        (or with one that stopped: its lease may run a minute), and order cannot be kept against a call in flight."""
         marks = ",".join("?" * len(kinds))
         with self.read() as conn:
             rows = conn.execute(
-                f"SELECT channel, MIN(id) FROM outbox WHERE state = 'pending' AND kind IN ({marks}) GROUP BY channel",
+                f"SELECT channel, MIN(id) FROM outbox WHERE state = 'pending' AND kind IN ({marks}) "
+                "AND last_error IS NOT NULL GROUP BY channel",
                 tuple(kinds),
             ).fetchall()
             due = {
