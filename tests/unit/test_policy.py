@@ -521,29 +521,11 @@ def test_a_zone_gap_opens_the_window_after_the_gap_and_a_repeated_hour_is_frozen
 
 
 def test_a_window_setting_overrides_the_policy_default() -> None:
-    text = """
-timezone = "America/New_York"
-
-[[rules.freeze_windows]]
-name = "new york"
-days = ["mon"]
-start = "09:00"
-end = "10:00"
-
-[[rules.freeze_windows]]
-name = "fixed"
-days = ["mon"]
-start = "09:00"
-end = "10:00"
-utc_offset = "+00:00"
-
-[[rules.freeze_windows]]
-name = "berlin"
-days = ["mon"]
-start = "09:00"
-end = "10:00"
-timezone = "Europe/Berlin"
-"""
+    windows = (("new york", ""), ("fixed", 'utc_offset = "+00:00"'), ("berlin", 'timezone = "Europe/Berlin"'))
+    text = 'timezone = "America/New_York"\n' + "".join(
+        f'[[rules.freeze_windows]]\nname = "{name}"\ndays = ["mon"]\nstart = "09:00"\nend = "10:00"\n{zone}\n'
+        for name, zone in windows
+    )
     policy = parse_policy(text, zone=ZoneInfo)
     zones = [(w.name, w.timezone, w.utc_offset_minutes) for w in policy.freeze_windows]
     assert zones == [("new york", "America/New_York", 0), ("fixed", "", 0), ("berlin", "Europe/Berlin", 0)]
