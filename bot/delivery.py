@@ -32,6 +32,7 @@ from __future__ import annotations
 import http.client
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -76,7 +77,20 @@ class _Retry(Exception):
 
 
 class _Fail(Exception):
-    pass
+    """Delivery failed for good. ``code``: a short fixed label for the failure metric (Slack's own error code, or
+    one of ours), never free text — the message itself may name predictions and is for the log and the outbox."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+_ERROR_CODE = re.compile(r"[a-z0-9_]{1,40}")  # what Slack's error codes look like (``channel_not_found``)
+
+
+def _error_code(error: str, status: int) -> str:
+    """The metric label of a Slack API error: its code when it looks like one, else ``http_<status>``."""
+    return error if _ERROR_CODE.fullmatch(error) else f"http_{status}"
 
 
 LEASE_MARGIN_S = 10.0  # no Slack call is started with less of the lease left (a call times out in seconds)
@@ -112,7 +126,7 @@ def classify(exc: BaseException, attempts: int) -> _Retry | _Fail:
             return _Retry(after, f"ratelimited (Retry-After {retry_after})")
         if status >= 500 or error in TRANSIENT_ERRORS or error.startswith(NON_JSON_ANSWER):
             return _Retry(backoff_s(attempts), f"HTTP {status} {error}".strip())
-        return _Fail(error or f"HTTP {status}")
+        return _Fail(error or f"HTTP {status}", _error_code(error, status))
     if isinstance(exc, OSError | TimeoutError | http.client.HTTPException):
         return _Retry(backoff_s(attempts), f"{type(exc).__name__}: {exc}")
     return _Retry(backoff_s(attempts), f"unexpected {type(exc).__name__}: {exc}")
@@ -264,12 +278,12 @@ class DeliveryWorker:
             blocks = list(payload.get("blocks") or [])
             self.client.chat_update(channel=item.channel, ts=ts, text=str(payload.get("text") or " "), blocks=blocks)
             return item.channel, ts
-        raise _Fail(f"unknown outbox kind {item.kind!r}")
+        raise _Fail(f"unknown outbox kind {item.kind!r}", "unknown_kind")
 
     def _view(self, prediction_id: str) -> RecommendationView:
         view = self.service.recommendation(prediction_id)
         if view is None:
-            raise _Fail(f"prediction {prediction_id!r} is not in the database")
+            raise _Fail(f"prediction {prediction_id!r} is not in the database", "not_in_database")
         return view
 
     def _post(
@@ -294,7 +308,10 @@ class DeliveryWorker:
             if ref is None:
                 post = self._post_state(pid)
                 if post == "failed":
-                    raise _Fail(f"recommendation {pid} was never posted (its delivery failed): no message to update")
+                    raise _Fail(
+                        f"recommendation {pid} was never posted (its delivery failed): no message to update",
+                        "never_posted",
+                    )
                 if post == "done":
                     return channel, ts  # sent inside a digest: no message of its own to update
                 raise _Retry(NOT_YET_POSTED_RETRY_S, "the recommendation is not posted yet", expected=True)
@@ -387,4 +404,4 @@ class DeliveryWorker:
             verdict,
         )
         self.metrics.inc("npo_deliveries_total", float(len(items)), kind=items[0].kind, result="failed")
-        self.metrics.inc("npo_delivery_failures_total", float(len(items)), error=str(verdict)[:60])
+        self.metrics.inc("npo_delivery_failures_total", float(len(items)), error=verdict.code)

@@ -1,11 +1,16 @@
 """Prometheus text exposition (format 0.0.4) without a client library: request latency histograms, delivery
 counters, and gauges computed from the database on each scrape (alignment loss, answer rates, τ posterior means,
 outbox depth). Thread-safe; the hot path only does a bisect and two additions under a lock.
+
+Label values are escaped as the format requires (a backslash before a backslash or a double quote, and a line feed
+written as backslash-n), so two values that differ only there stay two series. Every metric family has its HELP and
+TYPE lines. Sample values are written exactly: a counter past 999,999 still shows every increment.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -13,16 +18,30 @@ from collections.abc import Iterable, Mapping
 from bot.slack.blocks import Dashboard
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+COUNTER_HELP = {
+    "npo_deliveries_total": "Outbox messages handled by the delivery worker, by kind and result.",
+    "npo_delivery_failures_total": "Outbox messages that failed for good, by error.",
+}
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format writes it: backslash, double quote and line feed escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _labels(pairs: Mapping[str, str]) -> str:
     if not pairs:
         return ""
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(10), " ").replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in sorted(pairs.items())
-    )
-    return "{" + inner + "}"
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(pairs.items())) + "}"
+
+
+def _value(number: float) -> str:
+    """A sample value without rounding: whole numbers as integers, others in Python's shortest exact form."""
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "+Inf" if number > 0 else "-Inf"
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 class Histogram:
@@ -112,6 +131,7 @@ class Metrics:
             for (route, status), hist in sorted(self._latency.items()):
                 lines += hist.lines("npo_http_request_duration_seconds", {"route": route, "status": status})
             for name, series in sorted(self._counters.items()):
+                lines.append(f"# HELP {name} {COUNTER_HELP.get(name, 'Counter ' + name + '.')}")
                 lines.append(f"# TYPE {name} counter")
-                lines += [f"{name}{_labels(dict(key))} {value:g}" for key, value in sorted(series.items())]
+                lines += [f"{name}{_labels(dict(key))} {_value(value)}" for key, value in sorted(series.items())]
         return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@ App Home event, and the scopes of the Web API methods the bot calls."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,39 @@ def test_manifest() -> None:
     scopes = set(data["oauth_config"]["scopes"]["bot"])
     assert {"chat:write", "commands", "files:write", "channels:read", "groups:read", "usergroups:read"} <= scopes
     assert settings["socket_mode_enabled"] is False
+
+
+# The bot scopes each Web API method the bot calls needs (docs.slack.dev/reference/methods/<method>).
+SCOPES_OF_METHOD: dict[str, set[str]] = {
+    "chat_postMessage": {"chat:write"},
+    "chat_update": {"chat:write"},
+    "chat_postEphemeral": {"chat:write"},
+    "views_open": set(),
+    "views_publish": set(),
+    "files_upload_v2": {"files:write"},  # files.getUploadURLExternal + files.completeUploadExternal
+    "conversations_members": {"channels:read", "groups:read"},  # public or private incident channel
+    "usergroups_users_list": {"usergroups:read"},
+    "apps_connections_open": set(),  # Socket Mode, with the app-level token (connections:write)
+}
+ROOT = MANIFEST.parent
+
+
+def _bot_sources() -> str:
+    files = sorted(p for p in (ROOT / "bot").rglob("*.py") if "standin" not in p.parts)
+    return "\n".join(p.read_text(encoding="utf-8") for p in files)
+
+
+def test_manifest_scopes_are_exactly_those_of_the_web_api_calls_and_listeners_match() -> None:
+    yaml = pytest.importorskip("yaml")
+    data = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+    source = _bot_sources()
+    methods = set(re.findall(r"client(?:\(\))?\.([a-z]+_[A-Za-z0-9_]+)\(", source))
+    assert {"chat_postMessage", "files_upload_v2", "views_publish"} <= methods  # the search finds the calls
+    unknown = methods - set(SCOPES_OF_METHOD)
+    assert not unknown, f"add the scopes of {sorted(unknown)} to SCOPES_OF_METHOD (and to the manifest)"
+    needed = set().union(*(SCOPES_OF_METHOD[m] for m in methods)) | {"commands"}
+    assert set(data["oauth_config"]["scopes"]["bot"]) == needed
+    events = set(re.findall(r"app\.event\(\"([a-z_]+)\"\)", source))
+    assert set(data["settings"]["event_subscriptions"]["bot_events"]) == events
+    commands = set(re.findall(r"app\.command\(\"(/[a-z]+)\"\)", source))
+    assert {c["command"] for c in data["features"]["slash_commands"]} == commands

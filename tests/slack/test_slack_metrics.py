@@ -1,0 +1,141 @@
+"""``GET /metrics`` is valid Prometheus text exposition (format 0.0.4) whatever the data: read back by a strict parser
+after deliveries that failed with awkward error texts (quotes, backslashes, line feeds, non-ASCII) and predictions
+with awkward ids, over real HTTP with the stand-in as Slack."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import httpx
+from slack_testing import BotUnderTest, prediction, wait_for
+
+NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+VALUE = re.compile(r"[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|Inf)|NaN")
+TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
+Series = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def _label_set(line: str, at: int) -> tuple[dict[str, str], int]:
+    """The labels of ``line`` from the ``{`` at ``at``, decoded; the index after the closing ``}``."""
+    labels: dict[str, str] = {}
+    at += 1
+    while line[at : at + 1] != "}":
+        match = LABEL_NAME.match(line, at)
+        assert match and line[match.end() : match.end() + 2] == '="', f"bad label in {line!r}"
+        name, at, value = match.group(), match.end() + 2, []
+        while True:
+            assert at < len(line), f"unterminated label value (a raw line feed?) in {line!r}"
+            if line[at] == '"':
+                break
+            if line[at] == "\\":
+                escapes = {"\\": "\\", '"': '"', "n": "\n"}
+                assert line[at + 1 : at + 2] in escapes, f"bad escape in {line!r}"
+                value.append(escapes[line[at + 1]])
+                at += 2
+            else:
+                value.append(line[at])
+                at += 1
+        assert name not in labels, f"label {name} twice in {line!r}"
+        labels[name] = "".join(value)
+        at += 1
+        assert line[at : at + 1] in (",", "}"), f"bad separator in {line!r}"
+        at += line[at] == ","
+    return labels, at + 1
+
+
+def parse_exposition(text: str) -> dict[Series, float]:
+    """Every sample of ``text`` by (name, sorted labels); fails on anything the text format does not allow: a bad
+    metric or label name, an unknown escape, a raw line feed in a label value (it splits the line), a duplicate
+    series, a family without HELP and TYPE (or with them after its samples, or split in two), a counter not named
+    ``*_total``, a value that is not a number."""
+    assert text.endswith("\n")
+    types: dict[str, str] = {}
+    helps: set[str] = set()
+    samples: dict[Series, float] = {}
+    families: list[str] = []
+    for line in text[:-1].split("\n"):
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            _, kind, name, *rest = line.split(" ", 3)
+            assert NAME.fullmatch(name) and name not in families, f"bad or late {kind}: {line!r}"
+            if kind == "TYPE":
+                assert name not in types and rest and rest[0] in TYPES, line
+                types[name] = rest[0]
+            else:
+                assert name not in helps and rest and rest[0].strip(), line
+                helps.add(name)
+            continue
+        assert not line.startswith("#") and line.strip(), f"unexpected line {line!r}"
+        match = NAME.match(line)
+        assert match, f"bad metric name in {line!r}"
+        name, at = match.group(), match.end()
+        labels: dict[str, str] = {}
+        if line[at : at + 1] == "{":
+            labels, at = _label_set(line, at)
+        value = line[at:].removeprefix(" ")
+        assert line[at : at + 1] == " " and VALUE.fullmatch(value), f"bad value in {line!r}"
+        key = (name, tuple(sorted(labels.items())))
+        assert key not in samples, f"duplicate series {key}"
+        samples[key] = float(value)
+        family = next(
+            (name[: -len(s)] for s in ("_bucket", "_sum", "_count") if types.get(name[: -len(s)]) == "histogram"),
+            name,
+        )
+        if not families or families[-1] != family:
+            assert family not in families, f"the samples of {family} are not together"
+            families.append(family)
+    for family in families:
+        assert family in types and family in helps, f"{family} has no TYPE or no HELP line"
+    for name, kind in types.items():
+        assert kind != "counter" or name.endswith("_total"), f"counter {name} is not named *_total"
+    return samples
+
+
+def test_the_parser_refuses_what_the_format_does_not_allow() -> None:
+    good = '# HELP a_total A.\n# TYPE a_total counter\na_total{x="q\\"b\\\\n\\n"} 1\n'
+    assert parse_exposition(good) == {("a_total", (("x", 'q"b\\n\n'),)): 1.0}
+    for bad in (
+        good + 'a_total{x="q\\"b\\\\n\\n"} 2\n',  # duplicate series
+        good.replace("a_total{", "a_total {"),
+        good.replace('\\n"', '\n"'),  # raw line feed
+        good.replace("\\\\n", "\\t"),  # unknown escape
+        good.replace("# HELP a_total A.\n", ""),
+        good.replace("a_total", "a"),  # a counter not named *_total
+        good.replace("} 1", "} one"),
+    ):
+        try:
+            parse_exposition(bad)
+        except AssertionError:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
+
+
+def test_metrics_stay_valid_with_awkward_errors_and_ids(bot: BotUnderTest) -> None:
+    # Slack's own error codes label the failure counter; any other error text (here, awkward ones that differ
+    # only in a line feed versus a space) is counted under the HTTP status, never as free text.
+    errors = [
+        'bad "error" \\ C:\\tmp\nsecond line',
+        'bad "error" \\ C:\\tmp second line',
+        "ünï©ødé ✓ 🚀",
+        "channel_not_found",
+    ]
+    for error in errors:
+        bot.standin.faults.error("chat.postMessage", error)
+    awkward = ['q"uote', "back\\slash", "new\nline", "ünï©ødé 🚀", "plain"]  # one more than the errors: one is sent
+    for i, text in enumerate(awkward):
+        response = bot.ingest(prediction(f"p{i}-{text}", fault_type=f"f{i}{text}", target=f"t{text}"))
+        assert response.status_code == 200, response.text
+    wait_for(lambda: len(bot.bot.store.outbox("failed")) == len(errors) and not bot.bot.store.outbox("pending"))
+
+    response = httpx.get(f"{bot.server.url}/metrics", timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = parse_exposition(response.text)
+    failures = {
+        dict(labels)["error"]: n for (name, labels), n in samples.items() if name == "npo_delivery_failures_total"
+    }
+    assert failures == {"http_200": 3, "channel_not_found": 1}
+    assert samples[("npo_deliveries_total", (("kind", "recommendation"), ("result", "failed")))] == len(errors)
+    assert samples[("npo_deliveries_total", (("kind", "recommendation"), ("result", "sent")))] == 1
+    assert samples[("npo_outbox_messages", (("state", "failed"),))] == len(errors)
+    assert math.isnan(samples[("npo_alignment_loss", ())])
