@@ -331,6 +331,28 @@ def chart_figure(report: WeeklyReport) -> Figure:
     return fig
 
 
+ALT_TEXT_MAX = 1000  # Slack's limit for a file's alt text
+
+
+def chart_alt_text(report: WeeklyReport) -> str:
+    """What the chart shows, in words, for a screen reader (the uploaded file's alt text): the days with answers,
+    the first and last day's L_align, and the lowest and highest."""
+    title = f"Line chart of NPO's alignment loss L_align by day, {report.since:%Y-%m-%d} to {report.until:%Y-%m-%d}"
+    days = [d for d in report.days if d.loss is not None]
+    if not days:
+        return f"{title}: no answers in this period, so no values."
+    loss = report.loss
+    low = min(days, key=lambda d: d.loss or 0.0)
+    high = max(days, key=lambda d: d.loss or 0.0)
+    text = (
+        f"{title} (lower is better; 0 to 1). {len(days)} of {len(report.days)} days had answers. "
+        f"First: {days[0].loss:.2f} on {days[0].day:%a %d %b}; last: {days[-1].loss:.2f} on {days[-1].day:%a %d %b}; "
+        f"lowest {low.loss:.2f} ({low.day:%a}), highest {high.loss:.2f} ({high.day:%a})"
+        + (f"; {loss:.2f} over the period's {sum(d.answers for d in days)} answers." if loss is not None else ".")
+    )
+    return text[:ALT_TEXT_MAX]
+
+
 def render_png(report: WeeklyReport) -> bytes:
     """A PNG line chart of L_align by day (see :func:`chart_figure`)."""
     buffer = io.BytesIO()

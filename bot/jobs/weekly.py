@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 from slack_sdk import WebClient
 
-from bot.jobs.report import WeeklyReport, build_report, render_png, report_text
+from bot.jobs.report import WeeklyReport, build_report, chart_alt_text, render_png, report_text
 from storage import SQLiteStore
 
 WEEKLY_JOB = "weekly_summary"
@@ -30,6 +30,7 @@ def post_report(client: WebClient, channel: str, report: WeeklyReport, png: byte
         content=png,
         filename=f"npo-weekly-{report.until:%Y-%m-%d}.png",
         title=f"NPO L_align, week to {report.until:%Y-%m-%d}",
+        alt_txt=chart_alt_text(report),
         initial_comment=report_text(report),
     )
     file = response.get("file") or {}

@@ -21,7 +21,7 @@ from bot.config import Settings
 from bot.jobs.build import SKIP_JOB, JobDeps, build_jobs, build_scheduler
 from bot.jobs.cli import add_report_parser, run_report
 from bot.jobs.monitor import MONITOR_JOB
-from bot.jobs.report import PNG_SIGNATURE, build_report, render_png, report_text
+from bot.jobs.report import PNG_SIGNATURE, build_report, chart_alt_text, render_png, report_text
 from bot.jobs.runner import Scheduler
 from bot.jobs.weekly import WEEK, WEEKLY_JOB, run_weekly_summary, weekly_trigger
 from bot.standin import StandIn
@@ -121,6 +121,9 @@ def test_chart_goes_through_the_three_step_upload(
     complete = standin.calls("files.completeUploadExternal")[0].body
     assert complete["channel_id"] == OPS
     file_id = json.loads(complete["files"])[0]["id"]
+    alt = standin.calls("files.getUploadURLExternal")[0].body["alt_txt"]  # the chart in words, for screen readers
+    assert alt.startswith("Line chart of NPO's alignment loss L_align by day, 2025-03-17 to 2025-03-24")
+    assert "over the period's 2 answers" in alt
     assert standin.file(file_id).data == png
     (text,) = summaries(standin)
     assert "override 50% (1)" in text and "like 50% (1)" in text
@@ -453,3 +456,14 @@ def test_a_year_long_report_has_a_readable_chart(
             boxes.sort(key=lambda b: b.x0)
             assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes)), days  # no overlap
             assert all(b.x0 >= 0 and b.x1 <= fig.bbox.width for b in boxes)
+
+
+def test_chart_alt_text_of_a_quiet_week(db_path: Path) -> None:
+    with SQLiteStore(db_path) as store:
+        report = build_report(
+            store, since=datetime(2025, 3, 17, 9, tzinfo=BERLIN), until=MONDAY_SLOT, timezone="Europe/Berlin"
+        )
+    assert chart_alt_text(report) == (
+        "Line chart of NPO's alignment loss L_align by day, 2025-03-17 to 2025-03-24: no answers in this period, "
+        "so no values."
+    )
