@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -58,31 +59,106 @@ def add_db_parser(subparsers: Any) -> None:
     check.add_argument("--db", type=Path, default=None, help=db_help)
     check.add_argument("--env-file", type=Path, default=Path(".env"), help=env_help)
 
-    export = sub.add_parser("export", help="export the feedback log, the decisions or the audit log")
+    export = sub.add_parser(
+        "export",
+        help="export the feedback log, the decisions or the audit log",
+        description=(
+            "Export the feedback log, the decisions (with their outcome) or the audit log, oldest first, in UTF-8. "
+            "jsonl: one JSON object per line, every column in every line. csv: a header row (also when there is "
+            "no row), RFC 4180 quoting and CRLF line ends; to keep spreadsheet programs from running a value as a "
+            "formula (CSV injection), a text cell that starts with =, +, -, @, a tab or a carriage return is "
+            "written with a single quote (') in front (numbers never are); use jsonl for the exact text."
+        ),
+    )
     export.add_argument("--db", type=Path, default=None, help=db_help)
     export.add_argument("--env-file", type=Path, default=Path(".env"), help=env_help)
     export.add_argument("--what", choices=("feedback", "decisions", "audit"), required=True)
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    export.add_argument("--out", type=Path, default=None, help="output file (default: standard output)")
+    export.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=(
+            "output file (default: standard output); an existing file is replaced only once the export is "
+            "complete, so a failed export leaves it as it was; the database and its -wal, -shm and -journal "
+            "files are refused"
+        ),
+    )
+
+
+# A text cell starting with one of these is read as a formula by spreadsheet programs (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Line breaks for str.splitlines() and some editors that JSON leaves unescaped: escaped, so a line is a record.
+_JSON_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _csv_cell(value: object) -> object:
+    """``value`` for a CSV cell: text that a spreadsheet would run as a formula gets a leading single quote."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _export(args: argparse.Namespace, path: Path, out: TextIO) -> int:
-    from storage import export_rows  # noqa: PLC0415 - keep `npo-bot --help` fast
+    from storage.maintenance import export_columns, export_rows  # noqa: PLC0415 - keep `npo-bot --help` fast
 
-    rows = export_rows(path, args.what)
     count = 0
     if args.format == "jsonl":
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for row in export_rows(path, args.what):
+            out.write(json.dumps(row, ensure_ascii=False).translate(_JSON_LINE_BREAKS) + "\n")
             count += 1
     else:
-        writer: csv.DictWriter[str] | None = None
-        for row in rows:
-            if writer is None:
-                writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
-                writer.writeheader()
-            writer.writerow(row)
+        # RFC 4180 line ends: the csv module quotes a cell only for the characters of its line terminator, so
+        # with "\n" a cell holding a carriage return was written bare and split the row in two for readers.
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(export_columns(path, args.what))
+        for row in export_rows(path, args.what):
+            writer.writerow([_csv_cell(value) for value in row.values()])
             count += 1
+    return count
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
+    """Export into ``out``: written to a temporary file next to it and renamed over it once complete, so a failed
+    export neither truncates an existing file nor leaves a partial one. Refuses the database itself (and its
+    -wal, -shm, -journal files) and a folder; a device or pipe (``/dev/stdout``) is written directly."""
+    from storage import StorageError  # noqa: PLC0415
+
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        if _same_file(out, Path(f"{path}{suffix}")):
+            what = f"the database {path}" if not suffix else f"the {suffix[1:]} file of the database {path}"
+            raise StorageError("export", str(out), f"is {what}; --out names a new file to export into")
+    if out.is_dir():
+        raise StorageError("export", str(out), "is a folder; give the name of the file to write")
+    if not out.parent.is_dir():
+        raise StorageError("export", str(out), f"the folder {out.parent} does not exist")
+    if out.exists() and not out.is_file():
+        with out.open("w", encoding="utf-8", newline="") as stream:
+            return _export(args, path, stream)
+    target = Path(os.path.realpath(out))  # a symbolic link keeps pointing at the new export
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        stream = partial.open("x", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise StorageError("export", str(out), f"cannot write the file: {exc.strerror or exc}") from exc
+    try:
+        with stream:
+            count = _export(args, path, stream)
+        if target.exists():
+            shutil.copymode(target, partial)  # the permissions someone gave the file stay
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StorageError("export", str(out), f"cannot write the file: {exc.strerror or exc}") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return count
 
 
@@ -135,10 +211,12 @@ def run_db(args: argparse.Namespace) -> int:
             return 0 if not problems else 1
         if command == "export":
             if args.out is None:
-                count = _export(args, path, sys.stdout)
+                reconfigure = getattr(sys.stdout, "reconfigure", None)
+                if reconfigure is not None:  # UTF-8 whatever the locale (an ASCII one raised on the first "é")
+                    reconfigure(encoding="utf-8", newline="")
+                _export(args, path, sys.stdout)
             else:
-                with args.out.open("w", encoding="utf-8", newline="") as out:
-                    count = _export(args, path, out)
+                count = _export_to_file(args, path, args.out)
                 print(f"exported {count} {args.what} row(s) to {args.out}", file=sys.stderr)
             return 0
     except (StorageError, OSError) as exc:

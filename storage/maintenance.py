@@ -24,25 +24,40 @@ class Problem:
     detail: str
 
 
-def backup(source: str | Path, target: str | Path, *, pages_per_step: int = 1024) -> int:
+def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) -> int:
     """Copy the database at ``source`` to ``target`` online (``sqlite3.Connection.backup``: writers may keep
-    writing; the copy is a consistent snapshot). Refuses to overwrite an existing ``target``. Returns the size of
-    the copy in bytes. The copy uses the rollback journal (a single self-contained file)."""
+    writing; the copy is a consistent snapshot). Refuses to overwrite an existing ``target`` (or a folder). Returns
+    the size of the copy in bytes. The copy uses the rollback journal (a single self-contained file).
+
+    By default the whole file is copied in one step, inside one read transaction of the source, which WAL lets
+    writers continue past. Copying in steps of ``pages_per_step`` pages releases the snapshot between steps, and a
+    commit by another connection restarts the copy: a database of more than one step that is written to more often
+    than a step takes was never copied (``npo-bot db backup`` ran forever under the bot's load)."""
     target = Path(target)
+    if target.is_dir():
+        raise StorageError("backup", str(target), "is a folder; give the name of the backup file to create in it")
     if target.exists():
         raise StorageError("backup", str(target), "the target file already exists; choose a new name")
     if not target.parent.is_dir():
         raise StorageError("backup", str(target), f"the folder {target.parent} does not exist")
     src = connect(source)
     try:
-        dst = sqlite3.connect(str(target))
+        try:
+            dst = sqlite3.connect(str(target))
+        except sqlite3.Error as exc:  # a read-only folder, a file system that cannot hold a database
+            target.unlink(missing_ok=True)
+            raise StorageError("backup", str(target), f"cannot create the backup file: {exc}") from exc
         try:
             src.conn.backup(dst, pages=pages_per_step)
             dst.execute("PRAGMA journal_mode = DELETE")
         except sqlite3.Error as exc:
             dst.close()
             target.unlink(missing_ok=True)  # no half-written copy that looks like a backup
-            raise StorageError("backup", str(source), f"could not copy the database: {exc}") from exc
+            raise StorageError("backup", str(target), f"could not copy {source} into it: {exc}") from exc
+        except BaseException:  # Ctrl-C mid-copy: no half-written copy either
+            dst.close()
+            target.unlink(missing_ok=True)
+            raise
         finally:
             dst.close()
     finally:
@@ -161,13 +176,46 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def export_rows(path: str | Path, what: ExportWhat) -> Iterator[dict[str, Any]]:
-    """Stream the ``feedback`` log, the ``decisions`` (with prediction and outcome) or the ``audit`` log (the
-    ``audit_log`` view: id, at, kind, subject, detail as JSON text) as dicts, oldest first, from one consistent
-    snapshot on a connection of its own (closed when the iterator is exhausted or closed)."""
+def _open_for_export(path: str | Path, what: ExportWhat) -> Database:
+    """A connection to the database at ``path`` for an export of ``what``; refused (:class:`StorageError`, nothing
+    changed) for an unknown ``what`` and for a schema version other than the latest, whose tables this export does
+    not read correctly (an older file: run ``npo-bot db migrate`` first; a newer one: upgrade NPO)."""
     if what not in _EXPORTS:
         raise StorageError("export", str(what), f"choose one of {sorted(_EXPORTS)}")
     db = connect(path)
+    try:
+        newer = newer_schema_message(db)
+        if newer is not None:
+            raise StorageError("export", str(path), newer)
+        version = schema_version(db)
+        if version != LATEST_SCHEMA_VERSION:
+            raise StorageError(
+                "export",
+                str(path),
+                f"schema version {version}, latest is {LATEST_SCHEMA_VERSION}: run `npo-bot db migrate` first",
+            )
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def export_columns(path: str | Path, what: ExportWhat) -> list[str]:
+    """The column names of :func:`export_rows`' dicts, in their order (for a CSV header, also when there is no
+    row)."""
+    db = _open_for_export(path, what)
+    try:
+        return [c[0] for c in db.conn.execute(f"{_EXPORTS[what]} LIMIT 0").description]
+    finally:
+        db.close()
+
+
+def export_rows(path: str | Path, what: ExportWhat) -> Iterator[dict[str, Any]]:
+    """Stream the ``feedback`` log, the ``decisions`` (with prediction and outcome) or the ``audit`` log (the
+    ``audit_log`` view: id, at, kind, subject, detail as JSON text) as dicts, oldest first, from one consistent
+    snapshot on a connection of its own (closed when the iterator is exhausted or closed). Refused with a
+    :class:`StorageError` unless the database is at the latest schema version."""
+    db = _open_for_export(path, what)
     try:
         conn = db.conn
         conn.execute("BEGIN")
