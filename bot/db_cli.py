@@ -118,6 +118,9 @@ def _export(args: argparse.Namespace, path: Path, out: TextIO) -> int:
     return count
 
 
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if a.exists() and b.exists():
         return os.path.samefile(a, b)
@@ -207,14 +210,19 @@ def run_db(args: argparse.Namespace) -> int:
             print(f"{path}: schema version {version} (latest {LATEST_SCHEMA_VERSION})")
             for problem in problems:
                 print(f"PROBLEM {problem.what}: {problem.detail}")
-            print("ok" if not problems else f"{len(problems)} problem(s)")
+            print("ok" if not problems else f"{sum(p.count for p in problems)} problem(s)")
             return 0 if not problems else 1
         if command == "export":
             if args.out is None:
                 reconfigure = getattr(sys.stdout, "reconfigure", None)
                 if reconfigure is not None:  # UTF-8 whatever the locale (an ASCII one raised on the first "é")
                     reconfigure(encoding="utf-8", newline="")
-                _export(args, path, sys.stdout)
+                try:
+                    _export(args, path, sys.stdout)
+                    sys.stdout.flush()
+                except BrokenPipeError:  # the reader stopped (`| head`): stop quietly, as cat and git do
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
+                    return SIGPIPE_EXIT
             else:
                 count = _export_to_file(args, path, args.out)
                 print(f"exported {count} {args.what} row(s) to {args.out}", file=sys.stderr)

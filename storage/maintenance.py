@@ -18,10 +18,24 @@ from storage.migrations import LATEST_SCHEMA_VERSION, newer_schema_message, sche
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One failed check: ``what`` was checked, ``detail`` says what is wrong."""
+    """One failed check: ``what`` was checked, ``detail`` says what is wrong; ``count``: how many problems the
+    entry stands for (more than 1 for the "… and N more" line that ends a long list)."""
 
     what: str
     detail: str
+    count: int = 1
+
+
+SHOWN_PER_CHECK = 20  # problems listed one by one per check; the rest are counted in one more entry
+
+
+def _listed(what: str, details: list[str]) -> list[Problem]:
+    """``details`` as problems of ``what``: the first :data:`SHOWN_PER_CHECK`, then one entry counting the rest."""
+    problems = [Problem(what, d) for d in details[:SHOWN_PER_CHECK]]
+    rest = len(details) - SHOWN_PER_CHECK
+    if rest > 0:
+        problems.append(Problem(what, f"… and {rest} more like these", rest))
+    return problems
 
 
 def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) -> int:
@@ -137,10 +151,15 @@ def check(db: Database) -> tuple[int, list[Problem]]:
     except sqlite3.DatabaseError as exc:  # damaged beyond what integrity_check can list
         return -1, [Problem("integrity_check", f"the file cannot be read as an NPO database: {exc}")]
     if integrity != ["ok"]:
-        problems.extend(Problem("integrity_check", line) for line in integrity[:20])
+        problems.extend(_listed("integrity_check", integrity))
         return version, problems  # the invariants would read damaged pages
-    for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check").fetchall()[:20]:
-        problems.append(Problem("foreign_key_check", f"{table} row {rowid} refers to a missing {parent} row"))
+    dangling = conn.execute("PRAGMA foreign_key_check").fetchall()
+    problems.extend(
+        _listed(
+            "foreign_key_check",
+            [f"{table} row {rowid} refers to a missing {parent} row" for table, rowid, parent, _ in dangling],
+        )
+    )
     newer = newer_schema_message(db)
     if newer is not None:
         problems.append(Problem("schema_version", newer))
@@ -153,8 +172,7 @@ def check(db: Database) -> tuple[int, list[Problem]]:
     conn.execute("BEGIN")
     try:
         for what, sql in _INVARIANTS:
-            for subject, detail in conn.execute(sql).fetchmany(20):
-                problems.append(Problem(what, f"{subject}: {detail}"))
+            problems.extend(_listed(what, [f"{subject}: {detail}" for subject, detail in conn.execute(sql)]))
     finally:
         conn.execute("ROLLBACK")
     return version, problems

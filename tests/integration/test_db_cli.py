@@ -172,3 +172,19 @@ def test_the_service_commands_refuse_unusable_settings_with_one_line(
     assert err.startswith(f"npo-bot {command}: ") and "Traceback" not in err
     assert ("missing does not exist" if problem == "database folder" else "Mars/Olympus") in err
     assert not (tmp_path / "missing").exists()
+
+
+def test_check_counts_every_problem_beyond_those_it_lists(
+    db_path: Path, relaxed_policy: Policy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SQLiteStore(db_path) as store:
+        surface(store, [make_prediction(i) for i in range(25)], relaxed_policy)
+    conn = sqlite3.connect(str(db_path))
+    conn.execute("DELETE FROM outbox")  # every surfaced decision loses its message: 25 problems of one check
+    conn.commit()
+    conn.close()
+    assert run_db(_parse(["db", "check", "--db", str(db_path)])) == 1
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if line.startswith("PROBLEM every surfaced decision")]
+    assert len(listed) == 21 and listed[-1].endswith("… and 5 more like these")
+    assert out.rstrip().endswith("25 problem(s)")

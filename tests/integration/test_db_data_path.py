@@ -279,3 +279,17 @@ def test_backup_while_another_process_writes_is_consistent_and_restores(db_path:
         record_feedback(tx, FeedbackEvent("p0", "bob", FeedbackKind.LIKE, 9e5, "after-restore"), config=store.config)
     assert _run(["db", "check", "--db", str(db_path)]) == 0
     assert {r[0] for r in _stored(db_path, "SELECT request_id FROM feedback")} == in_copy | {"after-restore"}
+
+
+def test_export_to_a_reader_that_stops_early_ends_quietly(db_path: Path, relaxed_policy: Policy) -> None:
+    with SQLiteStore(db_path) as store:
+        surface(store, [make_prediction(i) for i in range(2000)], relaxed_policy)  # > a pipe's 64 KiB buffer
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "bot.cli", "db", "export", "--db", str(db_path), "--what", "decisions"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()  # `npo-bot db export … | head -1`
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as cat or git report it
+    with proc.stderr:
+        assert json.loads(first)["prediction_id"] and proc.stderr.read() == b""  # no "Broken pipe", no traceback
