@@ -16,11 +16,24 @@ WEEKLY_JOB = "weekly_summary"
 WEEK = timedelta(days=7)
 
 
+class OncePerLocalTime(CronTrigger):  # type: ignore[misc]  # APScheduler 3 is untyped
+    """A cron trigger that fires once at a local time that occurs twice: when the clocks go back, APScheduler 3
+    fires at both occurrences of the repeated hour (02:30 CEST, then 02:30 CET an hour later), and each is a slot
+    of its own, so a weekly summary set inside that hour was posted twice. The second occurrence (``fold`` 1) is
+    skipped; a time that does not occur (clocks going forward) still fires once, just after the gap."""
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        fire: datetime | None = super().get_next_fire_time(previous_fire_time, now)
+        if fire is not None and fire.fold == 1:
+            fire = super().get_next_fire_time(fire, fire)
+        return fire
+
+
 def weekly_trigger(timezone: str, day: str = "mon", hour: int = 9, minute: int = 0) -> CronTrigger:
-    """Every ``day`` (a weekday *name*, default Monday) at ``hour:minute`` local time (default 09:00). Names on
-    purpose: in APScheduler 3.x numeric weekdays count from 0 = Monday, so ``from_crontab("0 9 * * 1")`` would
-    fire on Tuesdays."""
-    return CronTrigger(day_of_week=day, hour=hour, minute=minute, timezone=ZoneInfo(timezone))
+    """Every ``day`` (a weekday *name*, default Monday) at ``hour:minute`` local time (default 09:00), once even
+    on the day the clocks go back (:class:`OncePerLocalTime`). Names on purpose: in APScheduler 3.x numeric
+    weekdays count from 0 = Monday, so ``from_crontab("0 9 * * 1")`` would fire on Tuesdays."""
+    return OncePerLocalTime(day_of_week=day, hour=hour, minute=minute, timezone=ZoneInfo(timezone))
 
 
 def post_report(client: WebClient, channel: str, report: WeeklyReport, png: bytes) -> str:

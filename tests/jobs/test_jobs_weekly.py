@@ -467,3 +467,18 @@ def test_chart_alt_text_of_a_quiet_week(db_path: Path) -> None:
         "Line chart of NPO's alignment loss L_align by day, 2025-03-17 to 2025-03-24: no answers in this period, "
         "so no values."
     )
+
+
+def test_a_summary_set_inside_the_hour_the_clocks_go_back_is_posted_once(
+    stores: tuple[SQLiteStore, SQLiteStore], standin: StandIn, client: WebClient
+) -> None:
+    # Sunday 25 October 2026, Berlin: 02:00–03:00 happens twice (CEST, then CET). APScheduler fires at both.
+    clock = Clock(datetime(2026, 10, 25, 0, 30, 2, tzinfo=UTC))  # 02:30:02 CEST
+    jobs = JobDeps(stores[0], client, OPS, timezone="Europe/Berlin", now=clock, weekly_at=("sun", 2, 30))
+    assert build_scheduler(jobs).run_due(WEEKLY_JOB)
+    clock.now = datetime(2026, 10, 25, 1, 30, 2, tzinfo=UTC)  # 02:30:02 CET: the same local time again
+    assert not build_scheduler(jobs).run_due(WEEKLY_JOB)
+    assert not build_scheduler(jobs).catch_up()
+    clock.now = datetime(2026, 11, 1, 1, 30, 2, tzinfo=UTC)  # the next Sunday at 02:30 CET
+    assert build_scheduler(jobs).run_due(WEEKLY_JOB)
+    assert len(summaries(standin)) == 2
