@@ -58,5 +58,6 @@ def table(result: dict[str, Any]) -> str:
         "|" + "---|" * (len(COLUMNS) + 2),
     ]
     for label, m in rows:
-        lines.append(f"| {label} | " + " | ".join(_cell(m, metric) for metric, _ in COLUMNS) + f" | {_tau(m)} |")
+        tau = "—" if m is result["surface_all"] else _tau(m)  # no threshold at all (its τ is recorded as 0)
+        lines.append(f"| {label} | " + " | ".join(_cell(m, metric) for metric, _ in COLUMNS) + f" | {tau} |")
     return "\n".join(lines)

@@ -85,6 +85,8 @@ def test_table_and_errors(nab_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
     printed = capsys.readouterr().out
     assert "| **NPO** |" in printed and "| fixed τ = 0.9 |" in printed and "| surface everything |" in printed
     assert "| ablation: loop with τ = 0.5 |" in printed
+    (surface_all,) = [line for line in printed.splitlines() if line.startswith("| surface everything |")]
+    assert surface_all.endswith("| — |")  # it has no threshold
     assert main(["evaluate", "--data", str(tmp_path / "absent")]) == 2
     assert "no data folder" in capsys.readouterr().err
     (nab_dir / "windows.json").unlink()
