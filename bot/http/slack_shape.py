@@ -4,6 +4,10 @@ Bolt reads nested fields while it routes a request (``body["actions"][0]``, ``"i
 ``body["event"]["type"]``, ``payload.get("event", {}).get(...)``) and answers 500 to a body where they have another
 type. Slack itself always sends them as below, so a body that breaks these rules is not from Slack: it is refused
 with 400 naming the field, and nothing runs. The checks are shallow and cheap (a click is checked in ≈ 2 µs).
+
+An Events API delivery (``event_callback``) must also carry what the event dedupe claims in SQLite before any
+listener runs: an ``event_id`` string (Slack's ``Ev…`` id; not a number, list or object that would be claimed under
+its ``str()``, not empty, at most 200 characters) and an ``event`` object with a ``type``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ _OBJECTS = ("event", "view", "container", "message", "previous_message", "workfl
 # Fields Bolt indexes as lists of objects.
 _LISTS = ("actions", "authorizations")
 _SCALARS = (str, int, float, bool, type(None))
+MAX_EVENT_ID = 200
 
 
 def _check(body: Mapping[str, Any], where: str, depth: int) -> str | None:
@@ -63,6 +68,22 @@ def _check(body: Mapping[str, Any], where: str, depth: int) -> str | None:
     return None
 
 
+def _event_problem(body: Mapping[str, Any]) -> str | None:
+    """For an ``event_callback``: the field the event dedupe would claim wrongly (module docstring), else None."""
+    event_id = body.get("event_id")
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID:
+        return "event_id"
+    event = body.get("event")
+    if not isinstance(event, Mapping):
+        return "event"
+    if not isinstance(event.get("type"), str) or not event["type"]:
+        return "event.type"
+    return None
+
+
 def shape_problem(body: Mapping[str, Any]) -> str | None:
     """The first field (dotted path) whose type Slack never sends and Bolt cannot handle; None when fine."""
-    return _check(body, "", 2)
+    problem = _check(body, "", 2)
+    if problem is None and body.get("type") == "event_callback":
+        problem = _event_problem(body)
+    return problem

@@ -13,13 +13,14 @@ the episode's start: a re-sent notification is the same prediction (recorded onc
 An outcome whose episode id is unknown falls back to the plain ``am:<fingerprint>`` id that versions before
 episode ids gave (:attr:`AlertBatch.fallback_ids`), so an alert that fired before an upgrade can still resolve.
 
-Alerts are taken one by one: a malformed alert (no target label, an unparsable ``confidence`` or ``time_to_fault``,
-an unknown ``status``, …) is refused on its own and listed in :attr:`AlertBatch.errors` with the field at fault,
-while the other alerts of the notification are used — Alertmanager groups unrelated alerts into one notification
-and does not retry a 4xx, so refusing the whole notification would lose them. Only when *no* alert is usable (every
-alert is malformed) or the body itself is (not an object, ``alerts`` not a list, ``commonLabels`` not an object)
-does :func:`parse_webhook` raise :class:`InvalidRecord` naming the (first) field, and nothing is stored. Each
-refused alert is logged once, at warning level. An empty ``alerts`` list is not an error: nothing to do.
+Alerts are taken one by one: a malformed alert (no target label, a label or annotation that is not a string, an
+unparsable ``confidence`` or ``time_to_fault``, an unknown ``status``, …) is refused on its own and listed in
+:attr:`AlertBatch.errors` with the field at fault, while the other alerts of the notification are used —
+Alertmanager groups unrelated alerts into one notification and does not retry a 4xx, so refusing the whole
+notification would lose them. Only when *no* alert is usable (every alert is malformed) or the body itself is (not
+an object, ``alerts`` not a list, ``commonLabels`` not an object of strings) does :func:`parse_webhook` raise
+:class:`InvalidRecord` naming the (first) field, and nothing is stored. Each refused alert is logged once, at
+warning level. An empty ``alerts`` list is not an error: nothing to do.
 
 Field mapping (first match wins; ``commonLabels``/``commonAnnotations`` fill gaps in an alert's own):
 
@@ -93,7 +94,10 @@ def _strings(value: object, where: str) -> dict[str, str]:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidRecord(where, "must be an object of strings")
-    return {str(k): str(v) for k, v in value.items() if v is not None}
+    for k, v in value.items():
+        if v is not None and not isinstance(v, str):  # str() would turn [1] or {"a": 1} into a target or a label
+            raise InvalidRecord(f"{where}.{k}", f"must be a string, got {type(v).__name__}")
+    return {str(k): v for k, v in value.items() if v is not None}
 
 
 def _first(sources: list[Mapping[str, str]], *names: str) -> str | None:

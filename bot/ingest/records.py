@@ -40,6 +40,13 @@ def _check_keys(obj: object, allowed: Sequence[str], required: Sequence[str]) ->
     return obj
 
 
+def _or_default(data: Mapping[str, Any], name: str, default: Any) -> Any:
+    """``data[name]``, or ``default`` when the field is absent or null — never for another falsy value (``""``,
+    ``0``, ``false``, ``[]``), which goes on to be validated, and refused, as given."""
+    value = data.get(name)
+    return default if value is None else value
+
+
 def prediction_from_json(obj: object, *, received_at: float) -> Prediction:
     """One prediction from a decoded JSON object. Raises :class:`InvalidRecord` naming the offending field."""
     data = _check_keys(obj, PREDICTION_FIELDS, PREDICTION_REQUIRED)
@@ -49,9 +56,9 @@ def prediction_from_json(obj: object, *, received_at: float) -> Prediction:
         target=data["target"],
         action=data["action"],
         confidence=data["confidence"],
-        severity=cast(Severity, data.get("severity") or "warning"),  # validated (and named) by Prediction
+        severity=cast(Severity, _or_default(data, "severity", "warning")),  # validated (and named) by Prediction
         time_to_fault_s=data.get("time_to_fault_s"),
-        labels=data.get("labels") or {},
+        labels=_or_default(data, "labels", {}),
         channel=data.get("channel"),
         received_at=received_at,
     )
@@ -63,8 +70,8 @@ def outcome_from_json(obj: object, *, now: float) -> Outcome:
     return Outcome(
         prediction_id=data["prediction_id"],
         real_fault=data["real_fault"],
-        at=data["at"] if data.get("at") is not None else now,
-        source=data.get("source") or "api",
+        at=_or_default(data, "at", now),
+        source=_or_default(data, "source", "api"),
     )
 
 

@@ -24,7 +24,7 @@ from bot.insights import Why, summary_text, why
 from bot.slack.blocks import status_lines
 from bot.slack.deps import SlackDeps
 from bot.slack.text import escape, truncate
-from npo.types import InvalidRecord
+from npo.types import MAX_TEXT_LEN, InvalidRecord
 from storage.monitoring import key_known
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,8 @@ async def _mute(word: str, args: list[str], user: str, deps: SlackDeps, request_
         if lifted is None:
             return REPLAYED
         return f"Lifted {lifted} mute(s) of `{escape(key)}`." if lifted else f"`{escape(key)}` is not muted."
+    if len(key) > MAX_TEXT_LEN:  # no scenario key is longer (and the database refuses to store one)
+        return f"Not muted: a key is at most {MAX_TEXT_LEN} characters, `{escape(truncate(key, 40))}` has {len(key)}."
     try:
         seconds = parse_duration(args[1])
         reason = " ".join(args[2:])[:500]

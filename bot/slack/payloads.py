@@ -98,7 +98,7 @@ def parse_override(body: Mapping[str, Any]) -> OverrideSubmission:
     reason = str(selected.get("value") or "") or None
     try:
         meta = _dict(json.loads(str(view.get("private_metadata") or "{}")))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder can follow
         meta = {}
     channel, ts = str(meta.get("channel") or ""), str(meta.get("ts") or "")
     return OverrideSubmission(
