@@ -5,9 +5,9 @@ Every route needs ``Authorization: Bearer <NPO_INGEST_TOKEN>`` (401 otherwise), 
 a list is validated completely before any of it is decided. The exception is an Alertmanager/Grafana
 notification, whose alerts are taken one by one (Alertmanager groups unrelated alerts and does not retry a 4xx):
 the usable ones are decided or recorded and each malformed one is listed under ``"errors": [{"field", "message"}]``
-with 200; only a notification with no usable alert, or a malformed body, is 422. Duplicates (same id, or same
-fingerprint within the dedupe window) are answered 200 with ``"duplicate": true``. Storage work runs in a worker
-thread.
+(the first :data:`LISTED_ALERT_ERRORS`; ``"errors_omitted"`` counts the rest) with 200; only a notification with no
+usable alert, or a malformed body, is 422. Duplicates (same id, or same fingerprint within the dedupe window) are
+answered 200 with ``"duplicate": true``. Storage work runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from storage import StorageError
 log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 STORAGE_RETRY_AFTER_S = 30
+LISTED_ALERT_ERRORS = 100  # refused alerts listed in a webhook's answer; more are counted in "errors_omitted"
 
 
 def storage_unavailable(exc: Exception) -> Response:
@@ -176,5 +177,8 @@ class IngestApi:
             outcomes = await anyio.to_thread.run_sync(self._record_outcomes, batch.outcomes, batch.fallback_ids)
         except (sqlite3.Error, StorageError) as exc:
             return storage_unavailable(exc)
-        errors = [{"field": exc.field, "message": exc.message} for exc in batch.errors]
-        return JSONResponse({"results": [decision_json(r) for r in results], "outcomes": outcomes, "errors": errors})
+        errors = [{"field": exc.field, "message": exc.message} for exc in batch.errors[:LISTED_ALERT_ERRORS]]
+        answer = {"results": [decision_json(r) for r in results], "outcomes": outcomes, "errors": errors}
+        if len(batch.errors) > LISTED_ALERT_ERRORS:
+            answer["errors_omitted"] = len(batch.errors) - LISTED_ALERT_ERRORS
+        return JSONResponse(answer)

@@ -20,7 +20,8 @@ Alertmanager groups unrelated alerts into one notification and does not retry a 
 notification would lose them. Only when *no* alert is usable (every alert is malformed) or the body itself is (not
 an object, ``alerts`` not a list, ``commonLabels`` not an object of strings) does :func:`parse_webhook` raise
 :class:`InvalidRecord` naming the (first) field, and nothing is stored. Each refused alert is logged once, at
-warning level. An empty ``alerts`` list is not an error: nothing to do.
+warning level: the first :data:`LOGGED_ERRORS` of a notification one by one, the rest counted in one line, so a
+huge malformed notification cannot flood the log. An empty ``alerts`` list is not an error: nothing to do.
 
 Field mapping (first match wins; ``commonLabels``/``commonAnnotations`` fill gaps in an alert's own):
 
@@ -211,6 +212,9 @@ def _resolved(
     return outcome, plain_alert_id(alert, labels)
 
 
+LOGGED_ERRORS = 20  # refused alerts logged one by one per notification; the rest in one line (bounded log volume)
+
+
 def parse_webhook(body: object, *, now: float) -> AlertBatch:
     """Parse an Alertmanager v4 or Grafana webhook body, alert by alert (see the module docstring).
 
@@ -243,12 +247,14 @@ def parse_webhook(body: object, *, now: float) -> AlertBatch:
         except InvalidRecord as exc:
             batch.errors.append(exc)
     usable = bool(batch.predictions or batch.outcomes)
-    for exc in batch.errors:
+    fate = "the other alerts were used" if usable else "no alert was usable, nothing was stored"
+    for exc in batch.errors[:LOGGED_ERRORS]:
+        log.warning("Alertmanager webhook: alert refused (%s): field=%r message=%r", fate, exc.field, exc.message[:300])
+    if len(batch.errors) > LOGGED_ERRORS:
         log.warning(
-            "Alertmanager webhook: alert refused (%s): field=%r message=%r",
-            "the other alerts were used" if usable else "no alert was usable, nothing was stored",
-            exc.field,
-            exc.message[:300],
+            "Alertmanager webhook: %d more alerts of this notification refused (%s); not logged one by one",
+            len(batch.errors) - LOGGED_ERRORS,
+            fate,
         )
     if batch.errors and not usable:
         raise batch.errors[0]

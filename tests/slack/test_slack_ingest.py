@@ -10,6 +10,9 @@ import pytest
 from slack_sdk.models.blocks import Block
 from slack_testing import INCIDENT, BotUnderTest, prediction, wait_for
 
+from bot.http.ingest_routes import LISTED_ALERT_ERRORS
+from bot.ingest.alertmanager import LOGGED_ERRORS
+
 
 def assert_valid_blocks(blocks: list[dict]) -> None:
     assert len(blocks) <= 50
@@ -245,6 +248,24 @@ def test_one_malformed_alert_does_not_lose_the_rest_of_its_notification(
         r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "alert refused" in r.getMessage()
     ]
     assert len(warned) == 1 and "alerts[1].labels.instance" in warned[0]
+
+
+def test_a_flood_of_malformed_alerts_is_answered_and_logged_in_bounded_size(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = [_firing(f"b4d{i:013x}", None) for i in range(LISTED_ALERT_ERRORS + 50)]  # no target label
+    good = _firing("900d000000000002", "r14-n03:9100")
+    caplog.set_level(logging.WARNING)
+    response = bot.ingest(dict(ALERTMANAGER_FIRING, alerts=[*bad, good]), path="/api/v1/alertmanager")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert [r["id"] for r in answer["results"]] == ["am:900d000000000002@20250326T100000Z"]
+    assert len(answer["errors"]) == LISTED_ALERT_ERRORS and answer["errors_omitted"] == 50
+    assert answer["errors"][0]["field"] == "alerts[0].labels.instance"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = [message for message in warned if "Alertmanager" in message]
+    assert len(warned) == LOGGED_ERRORS + 1
+    assert f"{LISTED_ALERT_ERRORS + 50 - LOGGED_ERRORS} more alerts of this notification refused" in warned[-1]
 
 
 def test_a_notification_without_a_usable_alert_is_refused_and_stores_nothing(bot: BotUnderTest) -> None:
