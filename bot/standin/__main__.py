@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 
@@ -43,11 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         standin.add_user(user_id, name=name)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    with standin:
+    try:
+        standin.start()
+    except OSError as exc:  # the port is taken, or not ours to bind
+        print(f"python -m bot.standin: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
         print(f"stand-in: {standin.url}", flush=True)
         print(f"api_url: {standin.api_url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             done.wait()
+    finally:
+        standin.stop()
     return 0
 
 

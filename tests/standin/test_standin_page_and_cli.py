@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 from slack_sdk import WebClient
 from standin_testing import SECRET, TOKEN, CapturingBot
 
 from bot.standin import StandIn
+from bot.standin.__main__ import main as standin_main
 
 HOSTILE = "<script>alert('x')</script> & \"quotes\""
 
@@ -122,3 +125,14 @@ def test_runs_standalone_and_prints_its_url() -> None:
         if process.stdout is not None:
             process.stdout.close()
     assert process.returncode == 0
+
+
+def test_a_taken_port_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert standin_main(["--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"python -m bot.standin: cannot listen on 127.0.0.1:{port}: ")
+    assert "Traceback" not in captured.err and captured.out == ""
