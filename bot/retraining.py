@@ -1,13 +1,14 @@
 """Approve / Dismiss of a retraining proposal, shared by the Slack buttons (and usable from a script).
 
 Approve fits a candidate model on the logged feedback (``npo.retrain.propose_retraining``: older answers to fit,
-the most recent ones held back to compare), records it as a new model version (the next free number, which the
-reply and the audit line name), promotes it only if it beats the current one — never a fit that did not converge
-or one trained on answers that all have the same code — and on promotion restarts every key's step size
-(``npo.misalignment.reset_key``; m(k) is kept) so the loop re-learns the changed world quickly. Dismiss records
-that the monitor was wrong. Either answer closes the proposal, counts toward F_monitor, is audited, and queues a
-thread reply under the alert and an update of the alert (its buttons replaced by the result) — in one
-transaction. A proposal already resolved changes nothing.
+the most recent ones held back to compare — an older answer to a held-back recommendation is left out of the fit
+too), records it as a new model version (the next free number, which the
+reply and the audit line name), promotes it only if it beats the current one — never a fit that did not converge,
+one trained on answers that all have the same code, or one trained on the answers of a single scenario key — and
+on promotion restarts every key's step size (``npo.misalignment.reset_key``; m(k) is kept) so the loop re-learns
+the changed world quickly. Dismiss records that the monitor was wrong. Either answer closes the proposal, counts
+toward F_monitor, is audited, and queues a thread reply under the alert and an update of the alert (its buttons
+replaced by the result) — in one transaction. A proposal already resolved changes nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from bot.slack.monitor_blocks import resolved_blocks
 from npo.misalignment import reset_key
 from npo.monitor import monitor_fidelity, record_ground_truth
 from npo.monitor import resolve_proposal as close_proposal
-from npo.retrain import RetrainResult, propose_retraining
-from npo.scoring import N_FEATURES, features
+from npo.retrain import RetrainResult, propose_retraining, split_holdout
+from npo.scoring import N_FEATURES, features, scenario_key
 from storage import SQLiteStore
 from storage.monitoring import get_proposal, max_model_version, training_rows
 
@@ -64,7 +65,17 @@ def fit_candidate(store: SQLiteStore, *, now: float, limit: int = TRAINING_ROWS)
     w = np.array([weight for _, _, weight in rows], dtype=np.float64)
     if len(rows) and not w.sum() > 0:
         w = np.ones_like(w)
-    return propose_retraining(current, x, y, sample_weight=w if len(rows) else None, now=now, version=version)
+    # Several people answer one recommendation: the answers of a held-back recommendation are kept out of the fit,
+    # so the comparison is on recommendations the candidate has not seen (the same split propose_retraining makes).
+    train, hold = split_holdout(len(rows))
+    held = {rows[int(i)][0].id for i in hold}
+    for i in train:
+        if rows[int(i)][0].id in held:
+            w[int(i)] = 0.0
+    keys = [scenario_key(p, store.config.key_spec) for p, _, _ in rows]
+    return propose_retraining(
+        current, x, y, sample_weight=w if len(rows) else None, now=now, version=version, groups=keys
+    )
 
 
 def _retrain_text(result: RetrainResult, user: str, keys_reset: int) -> str:

@@ -18,9 +18,13 @@ skipped λ):
   40 % on 10,000 and a median delay of ~100, because the negative drift −δ of the statistic under no change is
   too weak to keep its random-walk excursions small on long streams.
 
-The detector does not reset itself after an alarm: the alarm stays up while the statistic is above h, so an
-hourly monitor sees an alarm raised between two runs. :func:`evaluate_monitor` resets it when it opens a
-proposal, so the next alarm is about a change after that proposal.
+The detector does not reset itself after an alarm: the alarm stays up while the statistic is above h. The
+statistic can also rise above h and fall back below it between two scheduled runs (a burst of overrides, then
+ordinary answers), so a caller that feeds a run's answers in one go must count an alarm raised at any of them,
+not only the level at the end (``bot.jobs.monitor`` does, as the simulation does). :func:`evaluate_monitor`
+resets the detector when it opens a proposal, so the next alarm is about a change after that proposal; likewise
+the caller should average the next L_align over answers recorded after that proposal only, or it would propose
+again, once the cooldown is over, on the very answers an engineer has already approved or dismissed.
 
 Rules of :func:`evaluate_monitor`: trigger when (L_align > θ over at least ``min_samples`` recommendations) or
 a drift alarm is up, but never while a proposal is open and never within ``cooldown_s`` of the last trigger.
@@ -218,12 +222,15 @@ def evaluate_monitor(
     n_in_window: int,
     drift_alarm: bool,
     now: float,
+    *,
+    since_last_proposal: bool = False,
 ) -> tuple[MonitorDecision, MonitorState]:
     """One scheduled monitor run: decide whether to open a retraining proposal.
 
     ``window_loss``: L_align ∈ [0, 1] over the window (None when the window is empty); ``n_in_window``: how
     many recommendations it averages; ``drift_alarm``: the Page–Hinkley alarm (e.g.
-    ``page_hinkley_alarm(state.ph, config.page_hinkley)``); ``now``: Unix seconds.
+    ``page_hinkley_alarm(state.ph, config.page_hinkley)``); ``now``: Unix seconds; ``since_last_proposal``: the
+    window holds only the answers recorded since the last proposal (the reason says so).
 
     Triggers when (L_align > θ with n_in_window ≥ min_samples) or drift_alarm — unless a proposal is open or
     the last trigger is less than ``cooldown_s`` ago (the reason then starts with ``"suppressed:"``). A
@@ -240,15 +247,16 @@ def evaluate_monitor(
 
     theta = config.loss_threshold
     causes: list[str] = []
+    since = " since the last proposal" if since_last_proposal else ""
     if window_loss is None:
-        quiet = "no recommendations in the window"
+        quiet = f"no recommendations{since or ' in the window'}"
     elif n_in_window < config.min_samples:
-        quiet = f"L_align {window_loss:.2f} over only {n_in_window} recommendations (< {config.min_samples})"
+        quiet = f"L_align {window_loss:.2f} over only {n_in_window} recommendations{since} (< {config.min_samples})"
     elif window_loss > theta:
-        causes.append(f"L_align {window_loss:.2f} > {theta:.2f} over {n_in_window} recommendations")
+        causes.append(f"L_align {window_loss:.2f} > {theta:.2f} over {n_in_window} recommendations{since}")
         quiet = ""
     else:
-        quiet = f"L_align {window_loss:.2f} ≤ {theta:.2f} over {n_in_window} recommendations"
+        quiet = f"L_align {window_loss:.2f} ≤ {theta:.2f} over {n_in_window} recommendations{since}"
     if drift_alarm:
         causes.append("Page-Hinkley drift alarm")
 

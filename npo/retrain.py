@@ -15,14 +15,14 @@ is deterministic. Features should be on comparable scales (l2 penalises raw weig
 
 :func:`propose_retraining` fits a candidate on the older rows and compares it with the current model on the
 most recent rows (held back: rows are in time order), promoting only an improvement of a fit that converged
-on training targets that vary. Every candidate carries a version number and its holdout metrics, so each
-model version can be recorded.
+on training targets that vary (and, given each row's scenario key, about more than one key). Every candidate
+carries a version number and its holdout metrics, so each model version can be recorded.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -34,6 +34,7 @@ IntArray = npt.NDArray[np.int64]
 
 MIN_ROWS = 20
 MIN_HOLDOUT_ROWS = 5
+MIN_GROUPS = 2  # scenario keys among the training answers: a model of one key knows nothing of the others
 L2_BIAS = 1e-3  # prior b ~ N(0, 1000): negligible next to a few answers, but keeps b finite on one-class data
 
 
@@ -295,6 +296,7 @@ def propose_retraining(
     now: float,
     l2: float = 1e-2,
     version: int | None = None,
+    groups: Sequence[Hashable] | None = None,
 ) -> RetrainResult:
     """Fit a candidate on older rows, compare it with ``current`` on the most recent rows, decide promotion.
 
@@ -306,17 +308,23 @@ def propose_retraining(
     still fitted on what there is; the zero model σ(0) = 0.5 when there are no training rows), when there are
     fewer than 20 rows or fewer than 5 held-back rows, when every training target (of positive weight) is the
     same code — nothing to learn from, a fit would only push P(override) for every scenario towards that code
-    — or when the fit did not converge. ``metrics`` carry ``holdout_log_loss``, ``holdout_brier``,
+    — when ``groups`` (the scenario key of each row) are given and the training answers (of positive weight)
+    are about fewer than 2 keys — a model of one key knows nothing of the others, whose scores it would still
+    pull towards that key's rate through the model prior, while the key itself has its own m(k) — or when the
+    fit did not converge. ``metrics`` carry ``holdout_log_loss``, ``holdout_brier``,
     ``current_holdout_log_loss`` (when there is a current model), ``n_holdout``.
 
-    Raises ValueError for malformed data (shapes, NaN, y outside [0, 1]), a current model with another
-    number of features, or a ``version`` below 1 or not above ``current.version``. Does not store, post or
-    re-initialise anything (the caller records the version and, when promoted, may reset m(k) and the bandit).
+    Raises ValueError for malformed data (shapes, NaN, y outside [0, 1], ``groups`` of another length), a current
+    model with another number of features, or a ``version`` below 1 or not above ``current.version``. Does not
+    store, post or re-initialise anything (the caller records the version and, when promoted, may reset m(k) and
+    the bandit).
     """
     x, t, s = _validate(X, y, sample_weight, allow_empty=True)
     if not (math.isfinite(min_improvement) and min_improvement >= 0.0):
         raise ValueError(f"min_improvement must be a finite number >= 0, got {min_improvement}")
     n, d = x.shape
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} entries but X has {n} rows")
     if current is not None and current.n_features != d:
         raise ValueError(f"the current model uses {current.n_features} features but the data has {d}")
     if version is None:
@@ -388,6 +396,17 @@ def propose_retraining(
             f"not promoted: all {int(weighted.sum())} training answers have the same feedback code "
             f"{code:g}{name}, so there is no variation to learn from",
         )
+    if groups is not None:
+        seen = {groups[int(i)] for i in train_idx[s[train_idx] > 0.0]}
+        if len(seen) < MIN_GROUPS:
+            return RetrainResult(
+                candidate,
+                False,
+                current_loss,
+                candidate_loss,
+                f"not promoted: all {int(weighted.sum())} training answers are about one scenario key, so the "
+                f"model would only carry that key's override rate over to every new key",
+            )
     if not fitted.metrics["converged"]:
         return RetrainResult(
             candidate,

@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from npo.alignment import AlignmentSample
 from npo.types import Prediction
 from storage import codec
 
@@ -39,6 +40,24 @@ def feedback_codes_after(conn: sqlite3.Connection, after_id: int, limit: int = 1
     """(feedback row id, y) of every applied answer (replaced ones included) after ``after_id``, in order."""
     rows = conn.execute("SELECT id, y FROM feedback WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
     return [(int(i), float(y)) for i, y in rows]
+
+
+def alignment_samples_after(conn: sqlite3.Connection, after_id: int, last_n: int) -> list[AlignmentSample]:
+    """The latest ``last_n`` effective answers recorded after feedback row ``after_id`` as alignment samples
+    (key, y, at, trust weight, channel), oldest first — like ``SQLiteStore.alignment_samples(last_n=...)`` with
+    only the answers newer than ``after_id``."""
+    rows = conn.execute(
+        f"SELECT f.key, f.y, f.at, f.weight, f.channel FROM feedback f WHERE f.id > ? AND {_EFFECTIVE} "
+        "ORDER BY f.id DESC LIMIT ?",
+        (after_id, last_n),
+    ).fetchall()
+    return [AlignmentSample(r[0], r[1], r[2], min(1.0, r[3]), r[4]) for r in reversed(rows)]
+
+
+def last_feedback_id_at(conn: sqlite3.Connection, at: float) -> int:
+    """The id of the newest feedback row recorded at or before ``at`` (Unix seconds); 0 when none."""
+    row = conn.execute("SELECT MAX(id) FROM feedback WHERE at <= ?", (at,)).fetchone()
+    return int(row[0] or 0)
 
 
 def training_rows(conn: sqlite3.Connection, limit: int) -> list[tuple[Prediction, float, float]]:

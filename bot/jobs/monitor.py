@@ -5,6 +5,13 @@ proposal, cooldown), and when they fire open a retraining proposal and queue its
 Everything happens in one transaction: the detector state, the feedback cursor, the run's log line, the proposal
 and the queued alert (delivered by the outbox worker, so a Slack outage loses nothing) are stored together.
 
+The detector sees every answer since the last run, one by one: an alarm raised by any of them counts for this run,
+even when the statistic has fallen back below the threshold by the time the run reads it (a burst of overrides
+between two runs). After a proposal both signals start again from the answers recorded after it: the detector is
+reset (:func:`npo.monitor.evaluate_monitor`), and L_align is averaged over the answers since the proposal only (at
+most the window, at least ``min_samples`` of them to trigger) — so once the cooldown is over, a new alert needs
+new evidence, never the same answers an engineer has already approved or dismissed.
+
 A proposal stays open until someone answers its alert. When the alert could not be delivered for good (the bot was
 removed from the ops channel, the channel was archived), nobody can, so each run queues it again until it arrives:
 the monitor never waits for ever on an alert nobody saw.
@@ -13,6 +20,7 @@ the monitor never waits for ever on an alert nobody saw.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,9 +31,11 @@ from npo.monitor import MonitorConfig, MonitorDecision, evaluate_monitor, monito
 from npo.monitor import page_hinkley_alarm as drift_alarm_of
 from storage import SQLiteStore
 from storage.monitoring import (
+    alignment_samples_after,
     feedback_codes_after,
     get_job_state,
     key_states,
+    last_feedback_id_at,
     open_proposal,
     put_job_state,
     undelivered_alert,
@@ -84,17 +94,26 @@ def run_monitor(
     """One monitor run at ``now`` (Unix seconds). Returns what it decided; posts nothing itself."""
     with store.transaction() as tx:
         conn = tx.connection
-        cursor = int(get_job_state(conn, STATE_NAME).get("feedback_id", 0))
+        job = get_job_state(conn, STATE_NAME)
+        cursor = int(job.get("feedback_id", 0))
         codes = feedback_codes_after(conn, cursor)
         state = tx.get_monitor_state()
+        since = _evidence_after(conn, job, state.last_trigger_at)
         resent = _resend_undelivered_alert(tx, channel, now) if state.open_proposal else None
+        # Without new answers the alarm is the level the last run left; with them, an alarm at any of them counts.
+        alarm = False if codes else drift_alarm_of(state.ph, config.page_hinkley)
+        peak = state.ph.statistic
         for _, y in codes:
-            state, _ = observe_feedback(state, y, config)
-        alarm = drift_alarm_of(state.ph, config.page_hinkley)
+            state, raised = observe_feedback(state, y, config)
+            alarm = alarm or raised
+            peak = max(peak, state.ph.statistic)
         recent = store.alignment_samples(last_n=2 * config.window)
-        window, previous = recent[-config.window :], recent[: -config.window] if len(recent) > config.window else []
+        window = recent[-config.window :] if since is None else alignment_samples_after(conn, since, config.window)
+        previous = recent[: len(recent) - len(window)][-config.window :]
         loss = _loss(window)
-        decision, new_state = evaluate_monitor(state, config, loss, len(window), alarm, now)
+        decision, new_state = evaluate_monitor(
+            state, config, loss, len(window), alarm, now, since_last_proposal=since is not None
+        )
         tx.add_monitor_run(now, decision.trigger, decision.reason, loss, len(window), alarm)
         proposal_id = None
         if decision.trigger:
@@ -113,6 +132,7 @@ def run_monitor(
                 ph_statistic=state.ph.statistic,
                 ph_threshold=config.page_hinkley.threshold,
                 ph_samples=state.ph.n,
+                ph_peak=peak,
                 drift_alarm=alarm,
                 f_monitor=monitor_fidelity(state),
                 keys=[KeyMisalignment(k, y, n, states.get(k, (None, 0))[0]) for k, y, n in ranked],
@@ -128,7 +148,11 @@ def run_monitor(
                 now,
             )
         tx.put_monitor_state(new_state)
-        put_job_state(conn, STATE_NAME, {"feedback_id": codes[-1][0] if codes else cursor}, now)
+        newest = codes[-1][0] if codes else cursor
+        job_state: dict[str, int] = {"feedback_id": newest}
+        if decision.trigger or since is not None:
+            job_state["evidence_after"] = newest if decision.trigger else since
+        put_job_state(conn, STATE_NAME, job_state, now)
     if resent is not None:
         log.warning(
             "meta-monitor: the alert of retraining proposal #%d could not be delivered (%s); queued again",
@@ -142,6 +166,16 @@ def run_monitor(
     if proposal_id is not None or resent is not None:
         on_enqueue()
     return MonitorRun(decision, proposal_id, loss, len(window), alarm, len(codes), resent[0] if resent else None)
+
+
+def _evidence_after(conn: sqlite3.Connection, job: dict[str, object], last_trigger_at: float | None) -> int | None:
+    """The feedback row id after which answers count as evidence for L_align: the newest answer the monitor had seen
+    when it last opened a proposal (None before any proposal). A database whose last proposal predates this record
+    uses the newest answer recorded by the time of that proposal."""
+    value = job.get("evidence_after")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None if last_trigger_at is None else last_feedback_id_at(conn, last_trigger_at)
 
 
 def _resend_undelivered_alert(tx: SQLiteTransaction, channel: str, now: float) -> tuple[int, str] | None:

@@ -59,6 +59,7 @@ class AlertFacts:
     keys: Sequence[KeyMisalignment]
     trend: Sequence[float | None]
     trend_chunk: int
+    ph_peak: float | None = None  # the highest statistic since the previous run (an alarm may have come and gone)
 
 
 def _num(value: float | None, fmt: str = ".2f") -> str:
@@ -71,11 +72,14 @@ def alert_text(f: AlertFacts) -> str:
 
 def alert_blocks(f: AlertFacts) -> list[Block]:
     """The alert message (≤ 50 blocks): header, why with the numbers, keys, chart, Approve / Dismiss."""
+    peak = ""
+    if f.ph_peak is not None and f.ph_peak > f.ph_statistic + 0.005:
+        peak = f", up to {f.ph_peak:.2f} since the previous run"
     why = (
         f"*Why:* {escape(f.reason)}\n"
         f"• L_align over the last {f.n_in_window} answers: *{_num(f.loss, '.3f')}* "
         f"(threshold θ = {f.threshold:.2f}; the {f.n_previous} answers before: {_num(f.previous_loss, '.3f')})\n"
-        f"• Page–Hinkley drift statistic: *{f.ph_statistic:.2f}* (alarm above {f.ph_threshold:g}; "
+        f"• Page–Hinkley drift statistic: *{f.ph_statistic:.2f}*{peak} (alarm above {f.ph_threshold:g}; "
         f"{f.ph_samples} answers since the last reset){' — *alarm*' if f.drift_alarm else ''}\n"
         f"• F_monitor so far: {_num(f.f_monitor)}"
     )

@@ -74,9 +74,11 @@ def test_quiet_then_drift_then_one_alert(store: SQLiteStore) -> None:
     with store.read() as conn:
         assert open_proposal(conn) is not None
 
-    # One open proposal at a time: the next run is suppressed and posts nothing.
+    # One open proposal at a time: the next run is suppressed and posts nothing, even on new overrides.
+    answer(store, 200, [FeedbackKind.OVERRIDE] * 12, at=T0 + 8000, fault_type="fan")
     again = run_monitor(store, CONFIG, now=T0 + 10_800, channel=OPS)
     assert not again.decision.trigger and again.decision.reason.startswith("suppressed: proposal already open")
+    assert "over 12 recommendations since the last proposal" in again.decision.reason
     assert len(alerts(store)) == 1
 
     # Dismissed: the proposal closes, but the cooldown (6 h from the trigger) still holds the next alert back.
@@ -160,6 +162,7 @@ def test_a_second_approval_gets_a_new_version_even_when_not_promoted(store: SQLi
     first = run_monitor(store, CONFIG, now=T0 + 7200, channel=OPS)
     assert first.proposal_id is not None
     resolve(store, first.proposal_id, approved=True, by="U2", now=T0 + 7300, message=None)
+    answer(store, 200, [FeedbackKind.OVERRIDE] * 12, at=T0 + 8000, fault_type="disk_failure")  # new evidence
     second = run_monitor(store, CONFIG, now=T0 + 7200 + 7 * 3600, channel=OPS)
     assert second.proposal_id is not None
     done = resolve(store, second.proposal_id, approved=True, by="U2", now=T0 + 40_000, message=None)

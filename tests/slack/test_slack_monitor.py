@@ -181,7 +181,7 @@ def test_an_alert_that_could_not_be_posted_is_posted_again_once_the_bot_is_back(
     bot.standin.faults.clear()  # re-invited: the next run (within the cooldown) sends the same alert again
     again = run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake)
     assert again.resent_alert == 1 and again.proposal_id is None
-    assert "proposal already open" in again.decision.reason
+    assert "no recommendations since the last proposal" in again.decision.reason  # nothing new to judge
     channel, ts = _alert(bot)
     assert bot.click(BOB, ACTION_DISMISS, (channel, ts)).status_code == 200
     wait_for(lambda: _db(bot, "SELECT state FROM retraining_proposals WHERE id = 1") == ("dismissed",), 5)

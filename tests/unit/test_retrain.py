@@ -330,3 +330,29 @@ def test_one_class_fit_converges_with_a_finite_bias() -> None:
     assert unpenalised.metrics["converged"] == 0.0  # the old behaviour, for comparison
     with pytest.raises(ValueError, match="l2_bias"):
         fit_logistic(x, np.ones(20), l2_bias=-1.0, version=1, trained_at=0.0)
+
+
+def test_training_answers_of_one_scenario_key_are_not_promoted() -> None:
+    # 9 in 10 answers of one key overridden: the old rule promoted the fit as the first model, and its
+    # P(override) ≈ 0.9 then became the prior of every new key (whose score fell below every threshold).
+    x, _, _ = _data(40, seed=20)
+    y = np.where(np.arange(40) % 10 == 0, 0.0, 1.0)
+    one = propose_retraining(None, x, y, now=0.0, groups=["disk|drain"] * 40)
+    assert not one.promoted
+    assert one.reason == (
+        "not promoted: all 32 training answers are about one scenario key, so the model would only carry that "
+        "key's override rate over to every new key"
+    )
+    # A second key among the held-back rows only, or with zero weight, does not count.
+    late = ["disk|drain"] * 32 + ["psu|swap"] * 8
+    assert not propose_retraining(None, x, y, now=0.0, groups=late).promoted
+    w = np.ones(40)
+    w[1] = 0.0
+    lone = ["disk|drain"] * 40
+    lone[1] = "psu|swap"
+    assert not propose_retraining(None, x, y, sample_weight=w, now=0.0, groups=lone).promoted
+    two = propose_retraining(None, x, y, now=0.0, groups=["disk|drain", "psu|swap"] * 20)
+    assert two.promoted and two.reason.startswith("promoted: v1 is the first promoted model")
+    assert propose_retraining(None, x, y, now=0.0).promoted  # without groups: no such check
+    with pytest.raises(ValueError, match="groups has 39 entries but X has 40 rows"):
+        propose_retraining(None, x, y, now=0.0, groups=["k"] * 39)

@@ -1,0 +1,140 @@
+"""The meta-monitor job over weeks: an alert needs evidence recorded after the last proposal (never the answers an
+engineer already approved or dismissed), a drift alarm raised between two runs is not missed, and the detector's
+state survives a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from jobs_testing import OPS, prediction, surface_and_post
+
+from bot.jobs.monitor import STATE_NAME, run_monitor
+from bot.retraining import resolve
+from npo.loop import record_feedback
+from npo.monitor import MonitorConfig, MonitorState, observe_feedback
+from npo.types import FeedbackEvent, FeedbackKind
+from storage import SQLiteStore
+from storage.monitoring import get_job_state, put_job_state
+
+T0 = datetime(2025, 3, 24, 10, tzinfo=UTC).timestamp()
+HOUR = 3600.0
+OV, L = FeedbackKind.OVERRIDE, FeedbackKind.LIKE
+CODE = {OV: 1.0, L: 0.0}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    with SQLiteStore(tmp_path / "npo.db") as s:
+        yield s
+
+
+def surface(store: SQLiteStore, n: int, *, at: float) -> None:
+    """n recommendations p0…p<n-1> over two keys, all decided and posted before any answer (so all surface)."""
+    surface_and_post(
+        store, [prediction(i, at, fault_type=("disk_failure", "psu")[i % 2]) for i in range(n)], posted_at=at
+    )
+
+
+def reply(store: SQLiteStore, first: int, kinds: list[FeedbackKind], *, at: float) -> None:
+    with store.transaction() as tx:
+        for n, kind in enumerate(kinds):
+            i = first + n
+            record_feedback(tx, FeedbackEvent(f"p{i}", "U1", kind, at + n, f"r{i}"), config=store.config)
+
+
+def alerts(store: SQLiteStore) -> int:
+    return sum(1 for item in store.outbox() if item.kind == "message" and "proposal_id" in item.payload)
+
+
+@pytest.mark.parametrize("approved", [False, True], ids=["dismissed", "approved"])
+def test_no_second_alert_on_the_answers_already_judged(store: SQLiteStore, approved: bool) -> None:
+    """L_align stays at 0.40 (> θ 0.30). Before, with no new answer at all, every run after the 6 h cooldown opened
+    a new proposal on the same 100 answers: 12 alerts in 3 days, whatever the engineers answered."""
+    config = MonitorConfig()  # θ 0.3, window 200, min_samples 30, cooldown 6 h
+    surface(store, 130, at=T0 - 2 * HOUR)
+    reply(store, 0, [L, OV, L, OV, L] * 20, at=T0 - HOUR)
+    first = run_monitor(store, config, now=T0, channel=OPS)
+    assert first.proposal_id is not None and first.decision.reason == "L_align 0.40 > 0.30 over 100 recommendations"
+    done = resolve(store, first.proposal_id, approved=approved, by="U2", now=T0 + 600, message=None)
+    assert done.status == ("approved" if approved else "dismissed")
+
+    runs = [run_monitor(store, config, now=T0 + hour * HOUR, channel=OPS) for hour in range(1, 49)]  # two days
+    assert [hour for hour, run in enumerate(runs, 1) if run.decision.trigger] == []  # before: a new proposal at hour 6
+    assert alerts(store) == 1
+    assert {run.decision.reason for run in runs} == {
+        "no trigger: no recommendations since the last proposal; no drift alarm"
+    }
+
+    reply(store, 100, [L, OV, L, OV, L] * 4, at=T0 + 48 * HOUR)  # 20 new answers: fewer than min_samples
+    early = run_monitor(store, config, now=T0 + 49 * HOUR, channel=OPS)
+    assert (
+        not early.decision.trigger and "over only 20 recommendations since the last proposal" in early.decision.reason
+    )
+    reply(store, 120, [L, OV, L, OV, L] * 2, at=T0 + 49 * HOUR)  # 30 new answers, still at 0.40
+    again = run_monitor(store, config, now=T0 + 50 * HOUR, channel=OPS)
+    assert again.decision.trigger and again.n_in_window == 30
+    assert again.decision.reason == "L_align 0.40 > 0.30 over 30 recommendations since the last proposal"
+    assert alerts(store) == 2
+
+
+def test_a_database_whose_last_proposal_predates_the_evidence_mark(store: SQLiteStore) -> None:
+    """A proposal opened by a version that stored only the feedback cursor: the answers up to its time are old."""
+    config = MonitorConfig()
+    surface(store, 100, at=T0 - 2 * HOUR)
+    reply(store, 0, [L, OV, L, OV, L] * 20, at=T0 - HOUR)
+    first = run_monitor(store, config, now=T0, channel=OPS)
+    assert first.proposal_id is not None
+    with store.transaction() as tx:
+        cursor = get_job_state(tx.connection, STATE_NAME)["feedback_id"]
+        put_job_state(tx.connection, STATE_NAME, {"feedback_id": cursor}, T0)  # what that version stored
+    resolve(store, first.proposal_id, approved=False, by="U2", now=T0 + 600, message=None)
+    later = run_monitor(store, config, now=T0 + 7 * HOUR, channel=OPS)
+    assert not later.decision.trigger and "since the last proposal" in later.decision.reason
+    with store.read() as conn:  # the mark is found from the proposal's time, and kept
+        assert get_job_state(conn, STATE_NAME) == {"feedback_id": cursor, "evidence_after": cursor}
+
+
+def test_a_drift_alarm_raised_between_two_runs_is_not_missed(store: SQLiteStore) -> None:
+    """60 overrides, then 200 likes, all within one hour: the statistic rises to ~3 h and falls back before the run.
+    Before, the run read only the level at the end and saw no alarm (the simulation counts it)."""
+    config = MonitorConfig(loss_threshold=1.0)  # only the detector can trigger
+    base, burst = [OV, L, L, L, L] * 80, [OV] * 60 + [L] * 200
+    surface(store, len(base) + len(burst), at=T0 - 2 * HOUR)
+    reply(store, 0, base, at=T0 - HOUR)
+    quiet = run_monitor(store, config, now=T0, channel=OPS)
+    assert not quiet.decision.trigger and not quiet.drift_alarm
+
+    state, peak, alarms = MonitorState(), 0.0, 0
+    for kind in base + burst:  # the same stream through the detector alone
+        state, alarm = observe_feedback(state, CODE[kind], config)
+        peak, alarms = max(peak, state.ph.statistic), alarms + alarm
+    assert peak > 2 * config.page_hinkley.threshold and alarms > 0
+    assert state.ph.statistic < config.page_hinkley.threshold  # back below h by the time of the run
+
+    reply(store, len(base), burst, at=T0 + 600)
+    run = run_monitor(store, config, now=T0 + HOUR, channel=OPS)
+    assert run.decision.trigger and run.drift_alarm and run.decision.reason == "Page-Hinkley drift alarm"
+    (alert,) = [i.payload for i in store.outbox() if i.kind == "message" and "proposal_id" in i.payload]
+    assert f"*{state.ph.statistic:.2f}*, up to {peak:.2f} since the previous run" in str(alert["blocks"])
+    assert store.monitor_state().ph.n == 0  # the trigger reset the detector
+
+
+def test_the_detector_continues_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "npo.db"
+    stream = [OV, L, L, L, L, L, OV, L] * 50
+    reference = MonitorState()
+    with SQLiteStore(path) as store:
+        surface(store, len(stream), at=T0 - HOUR)
+    for run in range(4):  # a new process for every run
+        with SQLiteStore(path) as store:
+            chunk = stream[run * 100 : (run + 1) * 100]
+            reply(store, run * 100, chunk, at=T0 + run * HOUR)
+            result = run_monitor(store, MonitorConfig(loss_threshold=1.0), now=T0 + run * HOUR + 60, channel=OPS)
+            assert result.new_samples == 100
+    for kind in stream:
+        reference, _ = observe_feedback(reference, CODE[kind], MonitorConfig())
+    with SQLiteStore(path) as store:
+        assert store.monitor_state().ph == reference.ph
