@@ -3,43 +3,303 @@
 Slack's interactions, events and ``/npo`` arrive over a WebSocket the bot opens itself (``apps.connections.open``
 with the app-level token ``SLACK_APP_TOKEN``, ``xapp-…``, scope ``connections:write``) instead of as signed HTTP
 requests. They reach the *same* :class:`~slack_bolt.async_app.AsyncApp` that HTTP mode serves — every listener,
-the event de-duplication and the store are shared — through slack-bolt's aiohttp Socket Mode handler. Bolt skips
-signature checks in Socket Mode (the WebSocket is authenticated by the token instead).
+the event de-duplication and the store are shared — through Bolt's Socket Mode dispatch and slack-sdk's aiohttp
+Socket Mode client. Bolt skips signature checks in Socket Mode (the WebSocket is authenticated by the token instead).
 
 Everything else runs as in ``npo-bot serve``: the ASGI app on ``NPO_HOST:NPO_PORT`` (ingest API, health, metrics;
 its lifespan starts the delivery worker and the poller), on the same event loop as the WebSocket. Ctrl-C or
-SIGTERM stops both; the database stays consistent (every answer was stored before it was acknowledged).
+SIGTERM stops both, also while the first connection is still being tried; the database stays consistent (every
+answer was stored before it was acknowledged).
+
+Connecting (:class:`SocketModeClient`, slack-sdk's client with its connecting replaced): every attempt opens a
+*fresh* URL from ``apps.connections.open`` (a URL is good for one connection); a failed attempt is one warning line
+and the next waits 1 s, 2 s, 4 s … up to 60 s (a 429's ``Retry-After`` when longer), without limit, until Slack
+answers; an app-level token Slack refuses (revoked, invalid, …) ends the service with exit status 2 instead. A drop
+of the connection (a close frame or Slack's ``disconnect`` envelope: at once; a TCP connection that died: once the
+ping finds it, within about half a minute) is followed by a reconnection. Envelopes Slack sends again (not
+acknowledged in time) are recorded once: clicks and submissions by their request id, events by ``event_id``. A
+message that is not a well-formed envelope is logged in one line and ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
+import aiohttp
 import uvicorn
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
 from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.aiohttp import SocketModeClient as SdkSocketModeClient
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import Bot, build_bot
 from bot.config import Settings
+from bot.http.slack_shape import shape_problem
 from bot.serve import StopSignals, uvicorn_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SocketModeError", "SocketModeService", "socket_mode"]
+__all__ = ["SocketModeClient", "SocketModeError", "SocketModeService", "socket_mode"]
 
-# apps.connections.open errors that no retry can fix (the SDK's client would retry them forever).
+# apps.connections.open errors that no retry can fix: the service stops (exit status 2) instead of retrying.
 PERMANENT_ERRORS = frozenset(
-    {"invalid_auth", "not_authed", "not_allowed_token_type", "account_inactive", "token_revoked", "token_expired"}
+    {
+        "invalid_auth",
+        "not_authed",
+        "not_allowed_token_type",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "missing_scope",
+    }
 )
+RATE_LIMITED_WAIT_S = 30.0  # a 429 without Retry-After (slack-sdk's own default for this method)
 
 
 class SocketModeError(RuntimeError):
-    """Socket Mode cannot start (the app-level token was refused)."""
+    """Socket Mode cannot run: Slack refused the app-level token."""
+
+
+def _excerpt(text: object, limit: int = 200) -> str:
+    one_line = " ".join(str(text).split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+
+
+def _describe(exc: BaseException) -> str:
+    """A failed call in one line: a network failure or timeout as such, anything else as an unreadable answer."""
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if not isinstance(exc, aiohttp.ClientError | OSError):
+        text = f"an answer that could not be read ({text})"
+    return _excerpt(text)
+
+
+def _api_failure(exc: SlackApiError) -> tuple[str, object, str, float | None]:
+    """Slack's error code ("" if none), the HTTP status, a one-line description and the Retry-After seconds (None if
+    not sent) of a failed Web API call. ``exc.response`` is a parsed response, or aiohttp's own for a body that is
+    not JSON."""
+    response: Any = exc.response
+    status = getattr(response, "status_code", None) or getattr(response, "status", None)
+    data = getattr(response, "data", None)
+    error = str(data.get("error") or "") if isinstance(data, dict) else ""
+    headers = getattr(response, "headers", None)
+    retry_after: float | None = None
+    if headers is not None and headers.get("Retry-After") is not None:
+        with contextlib.suppress(ValueError):
+            retry_after = max(0.0, float(headers["Retry-After"]))
+    detail = error or _excerpt(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return error, status, f"HTTP {status}: {detail}", retry_after
+
+
+class SocketModeClient(SdkSocketModeClient):
+    """slack-sdk's aiohttp Socket Mode client, with connecting made fit for a service that runs for weeks.
+
+    What the SDK's own :meth:`connect` / :meth:`issue_new_wss_url` do, and what these do instead:
+
+    * a failed WebSocket handshake was retried with the *same* URL forever (a used-up ticket: the bot stayed deaf
+      until restarted); here each attempt asks ``apps.connections.open`` for a fresh one;
+    * a refused app-level token (revoked, …) was retried every ``ping_interval`` forever, with errors logged and the
+      process up; here it ends the service (``on_fatal``, then :attr:`fatal` is raised by
+      :meth:`SocketModeService.run`);
+    * other failures (Slack unreachable, 5xx, a body that is not JSON) were logged two or three times each, some
+      with a traceback, and retried every ``ping_interval``; here each is one warning line and the retries back off
+      (``retry_delays``: first and longest wait, in seconds); a 429 waits its ``Retry-After`` at least;
+    * a message that is not a JSON object with an ``envelope_id`` and a ``payload`` object was dropped silently or
+      logged with a traceback; here it is ignored with one warning line.
+
+    Reconnecting after a drop (a close frame, Slack's ``disconnect`` envelope, a connection the ping finds dead) is
+    still the SDK's, through these methods.
+    """
+
+    def __init__(
+        self,
+        app_token: str,
+        *,
+        web_client: AsyncWebClient,
+        on_fatal: Callable[[SocketModeError], None],
+        ping_interval: float = 10.0,
+        retry_delays: tuple[float, float] = (1.0, 60.0),
+        logger: logging.Logger | None = None,
+    ) -> None:
+        super().__init__(
+            app_token=app_token,
+            logger=logger or logging.getLogger("bot.slack.socket_mode"),
+            web_client=web_client,
+            ping_interval=ping_interval,
+        )
+        self.on_fatal = on_fatal
+        self.fatal: SocketModeError | None = None
+        self.first_delay_s, self.max_delay_s = retry_delays
+        self._delay_s = self.first_delay_s
+        self._failures = 0  # failed attempts since the last open connection
+        self._failing_since: float | None = None
+        self._listeners: set[asyncio.Future[None]] = set()  # running message listeners (kept from the collector)
+
+    # ---- waiting between attempts --------------------------------------------------------------------------
+    def _next_wait(self, at_least: float = 0.0) -> float:
+        """How long to wait after a failed attempt. Until a connection opens, this loop owns reconnecting: the SDK's
+        session monitor stands by (it would only log, every ``ping_interval``, that it cannot take over)."""
+        self.auto_reconnect_enabled = False
+        wait = max(self._delay_s, at_least)
+        self._delay_s = min(self._delay_s * 2, self.max_delay_s)
+        self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        return wait
+
+    def _fail(self, error: SocketModeError) -> SocketModeError:
+        """The token was refused: no more reconnecting, and the service is told (once)."""
+        if self.fatal is None:
+            self.fatal = error
+            self.auto_reconnect_enabled = self.default_auto_reconnect_enabled = False
+            self.on_fatal(error)
+        return self.fatal
+
+    # ---- apps.connections.open -----------------------------------------------------------------------------
+    async def issue_new_wss_url(self) -> str:
+        """A fresh WebSocket URL: ``apps.connections.open``, asked again (backing off) until Slack gives one.
+        Raises :class:`SocketModeError` when the token is refused."""
+        while True:
+            if self.fatal is not None:
+                raise self.fatal
+            if self.closed:  # closed while this waited (a reconnection started by a listener): nothing to report
+                raise asyncio.CancelledError
+            try:
+                response = await self.web_client.apps_connections_open(app_token=self.app_token)
+                url = response.get("url")
+                if isinstance(url, str) and url:
+                    return url
+                problem, at_least = "the answer has no url", 0.0
+            except SlackApiError as exc:
+                error, status, problem, retry_after = _api_failure(exc)
+                if error in PERMANENT_ERRORS:
+                    raise self._fail(
+                        SocketModeError(f"SLACK_APP_TOKEN was refused by apps.connections.open: {error}")
+                    ) from None
+                at_least = 0.0
+                if error == "ratelimited" or status == 429:
+                    at_least = RATE_LIMITED_WAIT_S if retry_after is None else retry_after
+            except Exception as exc:  # Slack unreachable, a timeout, an answer the SDK cannot read
+                problem, at_least = _describe(exc), 0.0
+            wait = self._next_wait(at_least)
+            log.warning(
+                "Socket Mode: apps.connections.open failed (%s); asking again in %.0f s (attempt %d failed)",
+                problem,
+                wait,
+                self._failures,
+            )
+            await asyncio.sleep(wait)
+
+    # ---- the WebSocket -------------------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Open a WebSocket, each attempt on a URL of its own, until one opens or the client is closed."""
+        while True:
+            if self.fatal is not None:
+                raise self.fatal
+            if self.closed:
+                return
+            url, self.wss_uri = self.wss_uri, None  # a URL is used for one attempt only
+            try:
+                if url is None:
+                    url = await self.issue_new_wss_url()
+                await self._open(url)
+            except SocketModeError:
+                raise
+            except Exception as exc:
+                if self.closed:
+                    return
+                wait = self._next_wait()
+                log.warning(
+                    "Socket Mode: the WebSocket did not open (%s); asking for a new URL in %.0f s (attempt %d failed)",
+                    _excerpt(f"{type(exc).__name__}: {exc}"),
+                    wait,
+                    self._failures,
+                )
+                await asyncio.sleep(wait)
+                continue
+            if self._failing_since is not None:
+                log.info(
+                    "Socket Mode: connected after %d failed attempts (%.0f s)",
+                    self._failures,
+                    time.monotonic() - self._failing_since,
+                )
+            self._delay_s, self._failures, self._failing_since = self.first_delay_s, 0, None
+            return
+
+    async def _open(self, url: str) -> None:
+        """One connection attempt on ``url``: as the SDK's ``connect`` does, without its retry loop."""
+        self.auto_reconnect_enabled = False  # the old session's close must not start another reconnection
+        old = self.current_session
+        if old is not None and not old.closed:
+            try:
+                await old.close()
+            except Exception as exc:  # a connection reset by the peer may fail to close
+                log.info("Socket Mode: closing the old connection failed (%s)", _excerpt(exc))
+        if self.aiohttp_client_session.closed:
+            self.aiohttp_client_session = aiohttp.ClientSession()
+        session = await self.aiohttp_client_session.ws_connect(
+            url,
+            autoping=False,
+            heartbeat=self.ping_interval,
+            proxy=self.proxy,
+            ssl=self.web_client.ssl if self.web_client.ssl is not None else True,
+        )
+        self.current_session = session
+        self.auto_reconnect_enabled = self.default_auto_reconnect_enabled
+        self.stale = False
+        self.logger.info("A new session (%s) has been established", self.build_session_id(session))
+        await session.ping(f"sdk-ping-pong:{time.time()}".encode())
+        if self.current_session_monitor is not None:
+            self.current_session_monitor.cancel()
+        self.current_session_monitor = asyncio.ensure_future(self.monitor_current_session())
+        if self.message_receiver is not None:
+            self.message_receiver.cancel()
+        self.message_receiver = asyncio.ensure_future(self.receive_messages())
+
+    # ---- messages ------------------------------------------------------------------------------------------
+    async def process_message(self) -> None:
+        raw = await self.message_queue.get()
+        if isinstance(raw, str) and (message := self._envelope(raw)) is not None:
+            task = asyncio.ensure_future(self.run_message_listeners(message, raw))
+            self._listeners.add(task)
+            task.add_done_callback(self._listeners.discard)
+
+    @staticmethod
+    def _envelope(raw: str) -> dict[str, Any] | None:
+        """The message as a dict when it is one Slack sends; None (and one warning line) otherwise."""
+        try:
+            message = json.loads(raw)
+        except (ValueError, RecursionError):
+            message = None
+        if not isinstance(message, dict):
+            log.warning("Socket Mode: ignored a message that is not a JSON object: %s", _excerpt(raw))
+            return None
+        kind = message.get("type")
+        if kind == "hello":
+            return message
+        if kind == "disconnect":
+            log.info("Socket Mode: Slack asked for a new connection (reason: %s)", _excerpt(message.get("reason")))
+            return message
+        envelope_id = message.get("envelope_id")
+        if not (isinstance(envelope_id, str) and envelope_id and isinstance(message.get("payload"), dict)):
+            log.warning(
+                "Socket Mode: ignored a message (type %s) without an envelope_id and a payload object: %s",
+                _excerpt(kind, 40),
+                _excerpt(raw),
+            )
+            return None
+        return message
 
 
 class SocketModeService:
@@ -47,15 +307,24 @@ class SocketModeService:
 
     :meth:`run` serves until :meth:`stop` (or SIGINT/SIGTERM when run on the main thread); :meth:`start_thread`
     runs it on a background thread instead (tests). ``http_port`` is the bound HTTP port once started.
+    ``ping_interval`` and ``retry_delays`` go to :class:`SocketModeClient`.
     """
 
-    def __init__(self, bot: Bot, *, log_level: str = "info", ping_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        *,
+        log_level: str = "info",
+        ping_interval: float = 10.0,
+        retry_delays: tuple[float, float] = (1.0, 60.0),
+    ) -> None:
         if not bot.settings.slack_app_token:
             raise ValueError("SLACK_APP_TOKEN (an xapp- app-level token) is required for Socket Mode")
         self.bot = bot
         self.settings = bot.settings
         self.log_level = log_level
         self.ping_interval = ping_interval
+        self.retry_delays = retry_delays
         self.connected = threading.Event()
         self.http_port: int | None = None
         self._server: uvicorn.Server | None = None
@@ -66,49 +335,83 @@ class SocketModeService:
     def _web_client(self) -> AsyncWebClient:
         return AsyncWebClient(base_url=self.settings.slack_api_url, timeout=int(max(1, self.settings.slack_timeout_s)))
 
-    async def check_app_token(self) -> None:
-        """Ask ``apps.connections.open`` once: a refused token raises :class:`SocketModeError` at once instead of
-        the SDK's endless reconnecting. Other failures (Slack unreachable) are left to the SDK's retries."""
-        try:
-            await self._web_client().apps_connections_open(app_token=self.settings.slack_app_token)
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", ""))
-            if error in PERMANENT_ERRORS:
-                raise SocketModeError(f"SLACK_APP_TOKEN was refused by apps.connections.open: {error}") from None
+    def _client(self, server: uvicorn.Server) -> SocketModeClient:
+        def on_fatal(_: SocketModeError) -> None:
+            server.should_exit = True  # run() raises the error once the server has stopped
 
-    def _handler(self) -> AsyncSocketModeHandler:
-        web_client = self._web_client()
-        return AsyncSocketModeHandler(
-            self.bot.bolt,
+        client = SocketModeClient(
             self.settings.slack_app_token,
-            logger=logging.getLogger("bot.slack.socket_mode"),
-            web_client=web_client,
+            web_client=self._web_client(),
+            on_fatal=on_fatal,
             ping_interval=self.ping_interval,
+            retry_delays=self.retry_delays,
         )
+        client.socket_mode_request_listeners.append(self._dispatch)
+        return client
+
+    async def _dispatch(self, client: AsyncBaseSocketModeClient, request: SocketModeRequest) -> None:
+        """One envelope through Bolt, acknowledged as Bolt's Socket Mode handler does; a payload HTTP mode would
+        refuse with 400 (a field of a type Slack never sends) is logged and ignored instead (not acknowledged)."""
+        started = time.time()
+        payload = request.payload
+        if isinstance(payload, dict) and (field := shape_problem(payload)) is not None:
+            log.warning(
+                "Socket Mode: ignored an envelope (type %s, id %s): its payload's %s is not what Slack sends",
+                _excerpt(request.type, 40),
+                _excerpt(request.envelope_id, 60),
+                field,
+            )
+            return
+        response = await run_async_bolt_app(self.bot.bolt, request)
+        await send_async_response(client, request, response, started)
+
+    async def _connect(self, client: SocketModeClient, server: uvicorn.Server) -> bool:
+        """Open the first connection; False when told to stop (``server.should_exit``: a signal, :meth:`stop`)
+        before it opened."""
+        connecting = asyncio.ensure_future(client.connect())
+        try:
+            while not connecting.done():
+                if server.should_exit:
+                    return False
+                await asyncio.wait({connecting}, timeout=0.05)
+            connecting.result()  # SocketModeError: the token was refused
+            return True
+        finally:
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connecting
 
     async def run(self) -> None:
-        """Open the WebSocket, then serve HTTP until told to stop; closes the WebSocket on the way out."""
+        """Open the WebSocket, then serve HTTP until told to stop; closes the WebSocket on the way out. Raises
+        :class:`SocketModeError` when Slack refuses the app-level token (at start or later)."""
         config = uvicorn_config(self.bot.asgi, self.settings.host, self.settings.port, log_level=self.log_level)
         server = uvicorn.Server(config)
         self._server = server
         if self.stops is not None:
             self.stops.server = server
-        await self.check_app_token()
-        handler = self._handler()
-        await handler.connect_async()
-        self.connected.set()
-        log.info("Socket Mode connected (apps.connections.open via %s)", self.settings.slack_api_url)
-        serving = asyncio.get_running_loop().create_task(server.serve())
+        client = self._client(server)
         try:
-            while not server.started and not serving.done():
-                await asyncio.sleep(0.01)
-            if server.started and server.servers:
-                self.http_port = int(server.servers[0].sockets[0].getsockname()[1])
-                log.info("HTTP (ingest, health, metrics) on http://%s:%d", self.settings.host, self.http_port)
-            await serving
+            if await self._connect(client, server):
+                self.connected.set()
+                log.info("Socket Mode connected (apps.connections.open via %s)", self.settings.slack_api_url)
+                await self._serve(server)
+            else:
+                log.info("Socket Mode: stopped before the first connection opened")
         finally:
             self.connected.clear()
-            await handler.close_async()
+            await client.close()  # type: ignore[no-untyped-call]
+        if client.fatal is not None:
+            raise client.fatal
+
+    async def _serve(self, server: uvicorn.Server) -> None:
+        serving = asyncio.get_running_loop().create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started and server.servers:
+            self.http_port = int(server.servers[0].sockets[0].getsockname()[1])
+            log.info("HTTP (ingest, health, metrics) on http://%s:%d", self.settings.host, self.http_port)
+        await serving
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish (thread-safe); with :meth:`start_thread`, also wait for it."""
@@ -141,7 +444,8 @@ class SocketModeService:
 
 
 def socket_mode(settings: Settings) -> int:
-    """``npo-bot socket``: run until SIGINT/SIGTERM. Returns the exit status (2 when the app token is missing)."""
+    """``npo-bot socket``: run until SIGINT/SIGTERM. Returns the exit status (2 when the app token is missing or
+    Slack refuses it, at start or later)."""
     if not settings.slack_app_token:
         log.error("SLACK_APP_TOKEN: is required for Socket Mode (an app-level token starting with xapp-)")
         return 2
@@ -152,7 +456,7 @@ def socket_mode(settings: Settings) -> int:
         try:
             asyncio.run(service.run())
         except SocketModeError as exc:
-            log.error("%s", exc)
+            log.error("%s; stopping", exc)
             return 2
         finally:
             stops.closing()

@@ -7,6 +7,13 @@ envelopes as Slack does — ``interactive`` (block_actions, view_submission), ``
 ``events_api`` (with ``retry_attempt`` / ``retry_reason``) — and collects the app's acknowledgements
 ``{"envelope_id", "payload"?}``. Payloads are built by :mod:`bot.standin.interactions` exactly as for HTTP mode,
 minus the signature (Socket Mode has none).
+
+A WebSocket URL is good for one connection (its ticket is used up by the handshake, as Slack's are). For tests of
+what a long-running app meets, the stand-in can also end connections as Slack does (:meth:`~SocketModeStandIn.drop`:
+a close frame, a ``disconnect`` envelope with its ``reason``, or a connection that just dies), refuse the next
+handshakes (:meth:`~SocketModeStandIn.refuse_handshakes`: the ticket is used up, the upgrade answered 408) and send
+any text frame (:meth:`~SocketModeStandIn.send_text`). Failures of ``apps.connections.open`` itself are the Web
+API's faults (``standin.faults``).
 """
 
 from __future__ import annotations
@@ -42,12 +49,18 @@ class SocketModeStandIn:
         self.app_token = app_token
         self.port = 0
         self.opens = 0  # apps.connections.open calls answered ok
+        self.accepted = 0  # WebSocket connections accepted (hello sent)
+        self.refused = 0  # handshakes refused by refuse_handshakes()
+        self._refuse: list[int] = []  # statuses for the next handshakes to refuse
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
-        self._acks: dict[str, dict[str, Any]] = {}
+        self._transports: dict[web.WebSocketResponse, asyncio.BaseTransport] = {}
+        self._acks: dict[str, dict[str, Any]] = {}  # the latest acknowledgement of each envelope
+        self._ack_counts: dict[str, int] = {}
+        self._sent: dict[str, dict[str, Any]] = {}  # envelopes sent, by id (for resend)
         self._cond = threading.Condition()
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
@@ -118,10 +131,19 @@ class SocketModeStandIn:
             self._tickets.discard(ticket)
         if not known:
             return web.Response(status=401, text="invalid ticket")
+        with self._cond:
+            refuse = self._refuse.pop(0) if self._refuse else None
+            if refuse is not None:
+                self.refused += 1
+        if refuse is not None:
+            return web.Response(status=refuse, text="the WebSocket could not be opened")
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         with self._cond:
             self._sockets.append(ws)
+            if request.transport is not None:
+                self._transports[ws] = request.transport
+            self.accepted += 1
             self._cond.notify_all()
         hello = {
             "type": "hello",
@@ -141,11 +163,13 @@ class SocketModeStandIn:
                 if isinstance(ack, dict) and isinstance(ack.get("envelope_id"), str):
                     with self._cond:
                         self._acks[ack["envelope_id"]] = ack
+                        self._ack_counts[ack["envelope_id"]] = self._ack_counts.get(ack["envelope_id"], 0) + 1
                         self._cond.notify_all()
         finally:
             with self._cond:
                 if ws in self._sockets:
                     self._sockets.remove(ws)
+                self._transports.pop(ws, None)
                 self._cond.notify_all()
         return ws
 
@@ -154,11 +178,47 @@ class SocketModeStandIn:
         with self._cond:
             return len(self._sockets)
 
-    def wait_connected(self, timeout: float = 10.0) -> None:
-        """Block until the app holds a connection (TimeoutError otherwise)."""
+    def wait_connected(self, timeout: float = 10.0, *, accepted: int = 1) -> None:
+        """Block until the app holds a connection and ``accepted`` connections were accepted in all (TimeoutError
+        otherwise); ``accepted=n + 1`` after a drop waits for the reconnection."""
         with self._cond:
-            if not self._cond.wait_for(lambda: bool(self._sockets), timeout):
+            if not self._cond.wait_for(lambda: bool(self._sockets) and self.accepted >= accepted, timeout):
                 raise TimeoutError("no Socket Mode connection")
+
+    # ---- how connections end ------------------------------------------------------------------------------
+    def drop(self, how: str = "close", *, reason: str = "refresh_requested") -> None:
+        """End every open connection as Slack can: ``"close"`` (a close frame), ``"disconnect"`` (Slack's
+        ``{"type": "disconnect", "reason": reason}`` envelope, ``refresh_requested`` or ``warning``; the app is
+        expected to reconnect and close this one itself) or ``"abort"`` (the TCP connection dies: no close frame)."""
+        if how not in ("close", "disconnect", "abort"):
+            raise ValueError(f"unknown way to drop a connection: {how!r}")
+        with self._cond:
+            sockets = [(ws, self._transports.get(ws)) for ws in self._sockets]
+
+        async def end() -> None:
+            for ws, transport in sockets:
+                if how == "close":
+                    await ws.close()
+                elif how == "disconnect":
+                    envelope = {"type": "disconnect", "reason": reason, "debug_info": {"host": "standin"}}
+                    await ws.send_str(json.dumps(envelope))
+                elif transport is not None:
+                    transport.abort()
+
+        asyncio.run_coroutine_threadsafe(end(), self._loop).result(10)
+
+    def refuse_handshakes(self, times: int = 1, *, status: int = 408) -> None:
+        """Refuse the next ``times`` WebSocket handshakes with HTTP ``status``; each uses up its URL's ticket."""
+        with self._cond:
+            self._refuse.extend([status] * times)
+
+    def send_text(self, text: str) -> None:
+        """Send one raw text frame on the newest connection (malformed envelopes, for instance)."""
+        with self._cond:
+            if not self._sockets:
+                raise ConnectionError("no Socket Mode connection to send on")
+            ws = self._sockets[-1]
+        asyncio.run_coroutine_threadsafe(ws.send_str(text), self._loop).result(10)
 
     # ---- sending envelopes ---------------------------------------------------------------------------------
     def send(
@@ -180,19 +240,38 @@ class SocketModeStandIn:
         }
         if kind == "events_api":
             envelope |= {"retry_attempt": retry_attempt, "retry_reason": retry_reason}
+        self._send_envelope(envelope)
+        return envelope_id
+
+    def resend(self, envelope_id: str, *, retry_attempt: int | None = None, retry_reason: str = "") -> None:
+        """Send an envelope sent before again, on the newest connection — Slack's re-delivery of one that was not
+        acknowledged in time: the same ``envelope_id``, with ``retry_attempt`` / ``retry_reason`` when given."""
+        with self._cond:
+            envelope = dict(self._sent[envelope_id])
+        if retry_attempt is not None:
+            envelope |= {"retry_attempt": retry_attempt, "retry_reason": retry_reason}
+        self._send_envelope(envelope)
+
+    def _send_envelope(self, envelope: dict[str, Any]) -> None:
         with self._cond:
             if not self._sockets:
                 raise ConnectionError("no Socket Mode connection to send on")
             ws = self._sockets[-1]
+            self._sent[envelope["envelope_id"]] = envelope
         asyncio.run_coroutine_threadsafe(ws.send_str(json.dumps(envelope)), self._loop).result(10)
-        return envelope_id
 
-    def wait_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
-        """The app's acknowledgement of an envelope (TimeoutError when none arrives in time)."""
+    def wait_ack(self, envelope_id: str, timeout: float = 10.0, *, count: int = 1) -> dict[str, Any]:
+        """The app's acknowledgement of an envelope, once it was acknowledged ``count`` times (a re-sent envelope is
+        acknowledged again); TimeoutError when that does not happen in time."""
         with self._cond:
-            if not self._cond.wait_for(lambda: envelope_id in self._acks, timeout):
+            if not self._cond.wait_for(lambda: self._ack_counts.get(envelope_id, 0) >= count, timeout):
                 raise TimeoutError(f"no ack for envelope {envelope_id}")
             return self._acks[envelope_id]
+
+    def acked(self, envelope_id: str) -> int:
+        """How many times the app acknowledged an envelope."""
+        with self._cond:
+            return self._ack_counts.get(envelope_id, 0)
 
     def click(self, *, user_id: str, action_id: str, message: tuple[str, str], trigger_id: str | None = None) -> str:
         """A button click (``interactive`` / ``block_actions``) on a stored message; its envelope id."""

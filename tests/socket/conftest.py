@@ -4,8 +4,9 @@ stand-in's WebSocket side for ``apps.connections.open``, and the bot in Socket M
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,15 +35,33 @@ def socket_server(standin: StandIn) -> Iterator[SocketModeStandIn]:
 
 
 @pytest.fixture
-def socket_bot(tmp_path: Path, standin: StandIn, socket_server: SocketModeStandIn) -> Iterator[SocketBot]:
-    for user in (ALICE, BOB, MALLORY):
-        standin.add_user(user)
-    settings = make_settings(tmp_path, standin, slack_app_token=APP_TOKEN, port=0)
-    built = build_bot(settings, seed=1)
-    service = SocketModeService(built, log_level="warning").start_thread()
-    socket_server.wait_connected()
-    try:
-        yield SocketBot(built, service, standin, socket_server)
-    finally:
-        service.stop()
-        built.close()
+def make_socket_bot(
+    tmp_path: Path, standin: StandIn, socket_server: SocketModeStandIn
+) -> Iterator[Callable[..., SocketBot]]:
+    """Start the bot in Socket Mode (``SocketModeService`` keyword arguments: ``ping_interval``, ``retry_delays``);
+    stopped at the end of the test."""
+    started: list[SocketBot] = []
+
+    def make(**service_options: Any) -> SocketBot:
+        for user in (ALICE, BOB, MALLORY):
+            standin.add_user(user)
+        settings = make_settings(tmp_path, standin, slack_app_token=APP_TOKEN, port=0)
+        built = build_bot(settings, seed=1)
+        try:
+            service = SocketModeService(built, log_level="warning", **service_options).start_thread()
+        except BaseException:
+            built.close()
+            raise
+        started.append(SocketBot(built, service, standin, socket_server))
+        socket_server.wait_connected()
+        return started[-1]
+
+    yield make
+    for running in started:
+        running.service.stop()
+        running.bot.close()
+
+
+@pytest.fixture
+def socket_bot(make_socket_bot: Callable[..., SocketBot]) -> SocketBot:
+    return make_socket_bot()

@@ -1,0 +1,221 @@
+"""Socket Mode as a bot running for weeks meets it: connections that end, Slack re-delivering envelopes,
+``apps.connections.open`` failing, a token revoked while running, a stop signal while Slack is unreachable, and
+messages that are not envelopes — through the real client, the stand-in's WebSocket and, where the exit status and
+the signals matter, the real ``npo-bot socket`` process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from slack_testing import ALICE, BOB, make_settings, wait_for
+from socket_testing import APP_TOKEN, SocketBot, start_socket_cli
+
+from bot.app import build_bot
+from bot.socket_mode import SocketModeService
+from bot.standin import StandIn
+from bot.standin.socket_mode import SocketModeStandIn
+
+OPEN = "apps.connections.open"
+
+
+def _problems(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Records with a traceback, and errors: what a failure handled as designed must not produce."""
+    return [
+        f"{r.levelname} {r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.exc_info or (r.levelno >= logging.ERROR and r.name.startswith(("bot", "slack")))
+    ]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "bot.socket_mode" and text in r.getMessage()]
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test started; killed afterwards should the test fail before they exit."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# ---- the connection ends: the bot reconnects and every click counts once ----------------------------------------
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [("close", ""), ("disconnect", "refresh_requested"), ("disconnect", "warning"), ("abort", "")],
+    ids=["close-frame", "disconnect-refresh_requested", "disconnect-warning", "tcp-dies"],
+)
+def test_the_bot_reconnects_when_the_connection_ends(
+    make_socket_bot: Callable[..., SocketBot], how: str, reason: str
+) -> None:
+    bot = make_socket_bot(ping_interval=0.5)  # a dead TCP connection is found by the ping
+    message = bot.surface("p1")
+    opened = len(bot.standin.calls(OPEN))
+    bot.socket.drop(how, reason=reason or "refresh_requested")
+    bot.socket.wait_connected(accepted=2)
+    wait_for(lambda: bot.socket.connected() == 1)  # after a `disconnect`, the bot closed the old one itself
+    assert len(bot.standin.calls(OPEN)) == opened + 1  # a fresh URL for the new connection
+    envelope = bot.socket.click(user_id=ALICE, action_id="npo_like", message=message)
+    bot.socket.wait_ack(envelope)
+    assert bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
+
+
+def test_an_envelope_delivered_again_is_recorded_once(socket_bot: SocketBot) -> None:
+    """Slack re-delivers an envelope it saw no ack for: the same envelope_id, or with ``retry_attempt``."""
+    message = socket_bot.surface("p1")
+    envelope = socket_bot.socket.click(user_id=ALICE, action_id="npo_like", message=message)
+    socket_bot.socket.wait_ack(envelope)
+    socket_bot.socket.resend(envelope)
+    socket_bot.socket.resend(envelope, retry_attempt=1, retry_reason="timeout")
+    socket_bot.socket.wait_ack(envelope, count=3)  # acknowledged each time, so Slack stops re-sending
+    assert socket_bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
+    assert socket_bot.rows("SELECT COALESCE(SUM(pulls), 0) FROM bandit_arms") == [(1,)]
+
+
+# ---- connecting fails -------------------------------------------------------------------------------------------
+def test_a_refused_websocket_handshake_is_retried_on_a_fresh_url(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A WebSocket URL is good for one connection. slack-sdk retried a failed handshake on the same URL every
+    ``ping_interval``, forever (a traceback each time, the bot deaf until restarted)."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot(retry_delays=(0.1, 0.2))
+    message = bot.surface("p1")
+    opened = len(bot.standin.calls(OPEN))
+    bot.socket.refuse_handshakes(2)
+    bot.socket.drop("close")
+    bot.socket.wait_connected(accepted=2)
+    calls = bot.standin.calls(OPEN)[opened:]
+    urls = [call.response["url"] for call in calls]
+    assert len(urls) == 3 and len(set(urls)) == 3  # one URL per attempt
+    assert bot.socket.refused == 2
+    assert len(_warnings(caplog, "the WebSocket did not open")) == 2
+    assert _warnings(caplog, "connected after 2 failed attempts")
+    assert not _problems(caplog)
+    bot.socket.wait_ack(bot.socket.click(user_id=BOB, action_id="npo_like", message=message))
+    assert bot.rows("SELECT operator, kind FROM feedback") == [(BOB, "like")]
+
+
+def test_start_up_rides_out_failures_of_apps_connections_open(
+    tmp_path: Path, standin: StandIn, socket_server: SocketModeStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack unreachable, an answer that is not JSON, a 5xx and a 429 before the first connection: one warning line
+    each, waits that grow (a 429's Retry-After at least), then the bot connects. Before, the first two ended
+    start-up with a traceback (exit 1) and the 5xx was logged with a traceback on every retry."""
+    caplog.set_level(logging.INFO)
+    standin.faults.disconnect(OPEN, times=2)  # slack-sdk's client tries a dropped connection twice
+    standin.faults.malformed(OPEN)
+    standin.faults.server_error(OPEN, status=503)
+    standin.faults.rate_limit(OPEN, retry_after=1)
+    built = build_bot(make_settings(tmp_path, standin, slack_app_token=APP_TOKEN, port=0), seed=1)
+    service = SocketModeService(built, log_level="warning", retry_delays=(0.1, 0.2))
+    try:
+        service.start_thread(timeout=20)
+        calls = standin.calls(OPEN)
+        assert [call.status for call in calls] == [0, 0, 200, 503, 429, 200]
+        assert calls[5].monotonic - calls[4].monotonic >= 1.0  # Retry-After
+        assert calls[3].monotonic - calls[2].monotonic >= 0.2  # backing off: 0.1 s, then 0.2 s
+        failures = _warnings(caplog, "apps.connections.open failed")
+        assert len(failures) == 4, failures
+        assert "ServerDisconnectedError" in failures[0]
+        assert "could not be read" in failures[1]
+        assert "HTTP 503" in failures[2] and "HTTP 429: ratelimited" in failures[3]
+        assert not _problems(caplog)
+        assert socket_server.connected() == 1
+    finally:
+        service.stop()
+        built.close()
+
+
+def test_a_token_revoked_while_running_stops_the_bot_with_status_2(
+    tmp_path: Path,
+    standin: StandIn,
+    socket_server: SocketModeStandIn,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    """The connection ends and ``apps.connections.open`` now answers ``token_revoked``: one error line and exit
+    status 2 (the supervisor sees it). Before, the bot asked again every 10 s forever, logging two errors each
+    time, with the process up and deaf."""
+    proc = start_socket_cli(tmp_path, standin.api_url)
+    processes.append(proc)
+    socket_server.wait_connected(timeout=30)
+    standin.faults.error(OPEN, "token_revoked", times=None)
+    asked = len(standin.calls(OPEN))
+    socket_server.drop("close")
+    code = proc.wait(timeout=30)
+    stderr = (tmp_path / "stderr.log").read_text()
+    assert code == 2, stderr[-2000:]
+    assert "SLACK_APP_TOKEN was refused by apps.connections.open: token_revoked" in stderr
+    assert "Traceback" not in stderr
+    assert len(standin.calls(OPEN)) == asked + 1  # asked once, not again and again
+    assert not (tmp_path / "npo.db-wal").exists()  # the store was closed
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_while_slack_is_unreachable_at_start_stops_the_bot(
+    tmp_path: Path,
+    standin: StandIn,
+    socket_server: SocketModeStandIn,
+    processes: list[subprocess.Popen[bytes]],
+    sig: signal.Signals,
+) -> None:
+    """``apps.connections.open`` answers 503 at start-up (the first connection is being retried): SIGTERM or Ctrl-C
+    stops the bot at once, exit 0. Before, both were ignored until the connection opened (only SIGKILL helped)."""
+    standin.faults.server_error(OPEN, times=None, status=503)
+    proc = start_socket_cli(tmp_path, standin.api_url)
+    processes.append(proc)
+    wait_for(lambda: standin.calls(OPEN), timeout=30)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=20)
+    stderr = (tmp_path / "stderr.log").read_text()
+    assert code == 0, stderr[-2000:]
+    assert f"npo-bot stopped ({sig.name})" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert socket_server.accepted == 0
+    assert not (tmp_path / "npo.db-wal").exists()  # the store was closed
+
+
+# ---- messages that are not envelopes ----------------------------------------------------------------------------
+def test_malformed_messages_are_logged_in_one_line_and_ignored(
+    socket_bot: SocketBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, text that is not JSON and an envelope without a payload were dropped without a word; invalid JSON,
+    a null or list payload and a payload of the wrong shape were logged with a traceback."""
+    caplog.set_level(logging.INFO)
+    message = socket_bot.surface("p1")
+    bad_click = {"type": "block_actions", "user": {"id": ALICE}, "actions": "npo_like"}
+    bad_event = {"type": "event_callback", "event_id": 5, "event": {"type": "app_home_opened"}}
+    sent = {
+        "hello there": "hello there",
+        "{broken": '{broken: "json"',
+        "[1, 2]": "[1, 2]",
+        "M1": json.dumps({"type": "interactive", "envelope_id": "M1"}),
+        "M2": json.dumps({"type": "interactive", "envelope_id": "M2", "payload": None}),
+        "M3": json.dumps({"type": "interactive", "envelope_id": "M3", "payload": bad_click}),
+        "M4": json.dumps({"type": "events_api", "envelope_id": "M4", "payload": bad_event}),
+    }
+    for text in sent.values():
+        socket_bot.socket.send_text(text)
+
+    def all_ignored() -> list[str]:
+        lines = _warnings(caplog, "ignored")
+        return lines if len(lines) >= len(sent) else []
+
+    ignored = wait_for(all_ignored)
+    assert len(ignored) == len(sent), ignored
+    for token in sent:  # one line for each, naming it
+        assert sum(token in line for line in ignored) == 1, (token, ignored)
+    assert not _problems(caplog)
+    assert all(socket_bot.socket.acked(name) == 0 for name in ("M1", "M2", "M3", "M4"))
+    assert socket_bot.socket.connected() == 1 and socket_bot.socket.accepted == 1  # the same connection
+    socket_bot.socket.wait_ack(socket_bot.socket.click(user_id=ALICE, action_id="npo_like", message=message))
+    assert socket_bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
