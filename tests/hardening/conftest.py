@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 SLACK_TESTS = Path(__file__).resolve().parent.parent / "slack"
@@ -55,3 +56,10 @@ def fuzz_bot(tmp_path_factory: pytest.TempPathFactory, module_standin: StandIn) 
     finally:
         server.stop()
         built.close()
+
+
+@pytest.fixture(scope="module")
+def http(fuzz_bot: BotUnderTest) -> Iterator[httpx.Client]:
+    """An HTTP client of the module's :func:`fuzz_bot` server."""
+    with httpx.Client(base_url=fuzz_bot.server.url, timeout=30) as client:
+        yield client

@@ -41,12 +41,6 @@ def _fresh(prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def http(fuzz_bot: BotUnderTest) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=fuzz_bot.server.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def watch(fuzz_bot: BotUnderTest) -> Iterator[WriteWatch]:
     w = WriteWatch(fuzz_bot.bot.settings.db_path)
     yield w

@@ -47,12 +47,6 @@ SURFACED = ["fz-surfaced-a", "fz-surfaced-b"]
 
 
 @pytest.fixture(scope="module")
-def http(fuzz_bot: BotUnderTest) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=fuzz_bot.server.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def watch(fuzz_bot: BotUnderTest) -> Iterator[WriteWatch]:
     for pid in SURFACED:
         response = fuzz_bot.ingest(prediction(pid))

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from hardening_testing import INGEST_TOKEN, ROOT, free_port, serve_env
-from slack_testing import prediction
+from slack_testing import prediction, reaped_processes
 
 from bot.serve import StopSignals
 from bot.standin import StandIn
@@ -83,12 +83,7 @@ def _serve(tmp_path: Path, standin: StandIn, command: str = "serve") -> tuple[su
 @pytest.fixture
 def stopped(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Processes a test started; killed afterwards should the test fail before they exit."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    yield from reaped_processes()
 
 
 def _stop(proc: subprocess.Popen[bytes], *signals: signal.Signals) -> int:

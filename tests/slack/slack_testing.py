@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import sqlite3
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,17 @@ ALICE = "U0ALICE"
 BOB = "U0BOB"
 MALLORY = "U0MALLORY"
 T = TypeVar("T")
+
+
+def reaped_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """For a fixture: a list for the processes a test starts, each killed afterwards should the test fail before it
+    exits (``yield from reaped_processes()``)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def wait_for(check: Callable[[], T], timeout: float = 5.0, interval: float = 0.02) -> T:

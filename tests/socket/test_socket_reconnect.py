@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from slack_testing import ALICE, BOB, make_settings, wait_for
+from slack_testing import ALICE, BOB, make_settings, reaped_processes, wait_for
 from socket_testing import APP_TOKEN, SocketBot, start_socket_cli
 
 from bot.app import build_bot
@@ -40,12 +40,7 @@ def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     """Processes a test started; killed afterwards should the test fail before they exit."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    yield from reaped_processes()
 
 
 # ---- the connection ends: the bot reconnects and every click counts once ----------------------------------------
