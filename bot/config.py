@@ -389,6 +389,14 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         slack_app_token=r.optional("SLACK_APP_TOKEN", "", _app_token),
     )
     _warn_unknown(merged, r.asked)  # before any ConfigError: a typo may be why a required name is missing
+    direct_message = settings.incident_channel.startswith("D") and "NPO_INCIDENT_CHANNEL" not in r.problems
+    if direct_message and not settings.responders:
+        # Who may answer defaults to the incident channel's members, which a direct message does not list to the bot
+        # (conversations.members would need im:read, which the manifest does not ask for).
+        r.problems["NPO_INCIDENT_CHANNEL"] = (
+            "a direct-message channel (D…) has no member list the bot may read: set NPO_RESPONDERS, "
+            "or use a channel (C… or G…)"
+        )
     if r.problems:
         raise ConfigError(r.problems)
     return settings

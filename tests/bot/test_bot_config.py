@@ -249,3 +249,12 @@ def test_a_time_zone_that_is_not_one_is_a_config_error(zone: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(GOOD | {"NPO_TIMEZONE": zone}, None)
     assert "NPO_TIMEZONE" in info.value.problems  # a folder of the zone database ("Europe") included
+
+
+def test_a_direct_message_as_incident_channel_needs_named_responders(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(GOOD | {"NPO_INCIDENT_CHANNEL": "D0DM"}, None)
+    assert "NPO_RESPONDERS" in info.value.problems["NPO_INCIDENT_CHANNEL"]
+    named = load_settings(GOOD | {"NPO_INCIDENT_CHANNEL": "D0DM", "NPO_RESPONDERS": "U0ALICE"}, None)
+    assert named.incident_channel == "D0DM" and named.responders == ("U0ALICE",)
+    assert load_settings(GOOD | {"NPO_INCIDENT_CHANNEL": "G0PRIVATE"}, None).incident_channel == "G0PRIVATE"
