@@ -174,6 +174,7 @@ def run_db(args: argparse.Namespace) -> int:
         backup,
         check,
         connect,
+        connect_readonly,
         migrate,
         schema_version,
     )
@@ -202,7 +203,7 @@ def run_db(args: argparse.Namespace) -> int:
             print(f"backed up {path} to {args.path} ({size:,} bytes)")
             return 0
         if command == "check":
-            db = connect(path)
+            db = connect_readonly(path)  # a check only reads: a backup stays one file, read-only media work
             try:
                 version, problems = check(db)
             finally:

@@ -1,11 +1,12 @@
 """Storage: the loop's state in SQLite. The only package that knows SQL.
 
-Public API: :func:`connect`, :func:`migrate`, :func:`schema_version`, :class:`SQLiteStore` (implements
-:class:`npo.loop.LoopStore`), :class:`SQLiteTransaction`, :class:`OutboxItem`, :class:`StorageError`,
-:class:`StorageBusy`, :class:`LeaseLost`, :func:`check`, :func:`backup`, :func:`export_rows`. See ``storage/README.md``.
+Public API: :func:`connect`, :func:`connect_readonly`, :func:`migrate`, :func:`schema_version`,
+:class:`SQLiteStore` (implements :class:`npo.loop.LoopStore`), :class:`SQLiteTransaction`, :class:`OutboxItem`,
+:class:`StorageError`, :class:`StorageBusy`, :class:`LeaseLost`, :func:`check`, :func:`backup`,
+:func:`export_rows`. See ``storage/README.md``.
 """
 
-from storage.connection import Synchronous, connect
+from storage.connection import Synchronous, connect, connect_readonly
 from storage.errors import LeaseLost, StorageBusy, StorageError
 from storage.maintenance import Problem, backup, check, export_rows
 from storage.migrations import LATEST_SCHEMA_VERSION, MIGRATIONS, migrate, schema_version
@@ -25,6 +26,7 @@ __all__ = [
     "backup",
     "check",
     "connect",
+    "connect_readonly",
     "export_rows",
     "migrate",
     "schema_version",

@@ -71,6 +71,33 @@ def connect(
     return Database(conn, execute_plugins=False)
 
 
+def connect_readonly(path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Database:
+    """Open the existing database at ``path`` for reading only (``db check``, ``db export``).
+
+    Nothing is written and the journal mode is left as it is: a backup (one file, rollback journal) stays one
+    file, and a file on read-only media can be read. Beside a running bot (WAL) it reads consistent snapshots and
+    never blocks the bot's writes. A write through it raises ``sqlite3.OperationalError`` ("readonly"). Raises
+    :class:`StorageError` when the file is missing or is not an SQLite database.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise StorageError("connection", str(path), "cannot open the database: no such file")
+    try:
+        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=busy_timeout_s)
+    except sqlite3.Error as exc:
+        raise StorageError("connection", str(path), f"cannot open the database: {exc}{_hint(exc)}") from exc
+    conn.isolation_level = None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # reads the header: "not a database" here
+    except sqlite3.Error as exc:
+        conn.close()
+        if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+            raise
+        raise StorageError("connection", str(path), f"cannot open the database: {exc}{_hint(exc)}") from exc
+    return Database(conn, execute_plugins=False)
+
+
 def _hint(exc: sqlite3.Error) -> str:
     text = str(exc).lower()
     if "not a database" in text:

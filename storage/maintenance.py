@@ -11,7 +11,7 @@ from typing import Any, Literal
 from sqlite_utils import Database
 
 from storage import codec
-from storage.connection import connect
+from storage.connection import connect, connect_readonly
 from storage.errors import StorageError
 from storage.migrations import LATEST_SCHEMA_VERSION, newer_schema_message, schema_version
 
@@ -200,7 +200,7 @@ def _open_for_export(path: str | Path, what: ExportWhat) -> Database:
     not read correctly (an older file: run ``npo-bot db migrate`` first; a newer one: upgrade NPO)."""
     if what not in _EXPORTS:
         raise StorageError("export", str(what), f"choose one of {sorted(_EXPORTS)}")
-    db = connect(path)
+    db = connect_readonly(path)
     try:
         newer = newer_schema_message(db)
         if newer is not None:

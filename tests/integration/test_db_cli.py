@@ -188,3 +188,44 @@ def test_check_counts_every_problem_beyond_those_it_lists(
     listed = [line for line in out.splitlines() if line.startswith("PROBLEM every surfaced decision")]
     assert len(listed) == 21 and listed[-1].endswith("… and 5 more like these")
     assert out.rstrip().endswith("25 problem(s)")
+
+
+def test_check_and_export_read_a_backup_without_changing_it(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backup is one self-contained file (rollback journal). ``db check`` and ``db export`` only read: before,
+    they opened it as the bot does, which switched it to WAL (a change to the file, and a failure on read-only
+    media, where the -wal and -shm files cannot be made)."""
+    copy = tmp_path / "backup.db"
+    assert run_db(_parse(["db", "backup", str(copy), "--db", str(filled)])) == 0
+    before = copy.read_bytes()
+    capsys.readouterr()
+    assert run_db(_parse(["db", "check", "--db", str(copy)])) == 0
+    assert run_db(_parse(["db", "export", "--what", "feedback", "--db", str(copy)])) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "ok" and len(lines) == 2 + 2  # the check's two lines, then the two answers
+    assert copy.read_bytes() == before
+    assert not Path(f"{copy}-wal").exists() and not Path(f"{copy}-shm").exists()
+    conn = sqlite3.connect(str(copy))
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def test_check_reads_a_live_database_without_blocking_its_writer(filled: Path) -> None:
+    """A check of the bot's own file runs beside the bot: a write committed while the check's connection is open
+    is not disturbed, and the check's answer is for one consistent snapshot."""
+    from storage.connection import connect_readonly  # noqa: PLC0415
+
+    reader = connect_readonly(filled)
+    try:
+        reader.conn.execute("BEGIN")
+        assert reader.conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 2
+        with SQLiteStore(filled) as store, store.transaction() as tx:
+            record_feedback(tx, FeedbackEvent("p2", "bob", FeedbackKind.LIKE, 6.0, "r9"), config=store.config)
+        assert reader.conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 2  # its snapshot
+        reader.conn.execute("ROLLBACK")
+        assert reader.conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 3
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.conn.execute("DELETE FROM job_claims")
+    finally:
+        reader.close()
