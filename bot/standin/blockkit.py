@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from html import escape
 from typing import Any
 
-__all__ = ["EMOJI", "mrkdwn_html", "render_blocks", "render_modal"]
+__all__ = ["EMOJI", "mrkdwn_html", "render_blocks", "render_modal", "slack_unescape"]
 
 EMOJI = {
     "red_circle": "🔴",
@@ -104,7 +104,7 @@ def _inline(text: str) -> str:
     return text.replace("\n", "<br>")
 
 
-def _unescape(text: str) -> str:
+def slack_unescape(text: str) -> str:
     """Slack's own escaping in mrkdwn text (``&amp;``, ``&lt;``, ``&gt;``) undone, as its client shows it."""
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
@@ -115,10 +115,10 @@ def mrkdwn_html(text: str, user_name: UserName = _plain_name) -> str:
     out: list[str] = []
     position = 0
     for match in _TOKEN.finditer(text):
-        out.append(_inline(_e(_unescape(text[position : match.start()]))))
-        out.append(_token_html(_unescape(match.group(1)), user_name))
+        out.append(_inline(_e(slack_unescape(text[position : match.start()]))))
+        out.append(_token_html(slack_unescape(match.group(1)), user_name))
         position = match.end()
-    out.append(_inline(_e(_unescape(text[position:]))))
+    out.append(_inline(_e(slack_unescape(text[position:]))))
     return "".join(out)
 
 

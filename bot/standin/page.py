@@ -10,6 +10,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from bot.standin.blockkit import slack_unescape
 from bot.standin.store import Message, Store
 
 __all__ = ["render_page"]
@@ -27,7 +28,12 @@ def _e(value: Any) -> str:
 
 
 def _text(obj: Any) -> str:
-    return str(obj.get("text", "")) if isinstance(obj, dict) else ""
+    """A text object's text as Slack's client shows it: mrkdwn with Slack's ``&amp;``/``&lt;``/``&gt;`` undone,
+    plain_text as sent."""
+    if not isinstance(obj, dict):
+        return ""
+    text = str(obj.get("text", ""))
+    return slack_unescape(text) if obj.get("type") == "mrkdwn" else text
 
 
 def _button(element: dict[str, Any], message: Message, user: str | None, clickable: bool) -> str:
@@ -78,7 +84,7 @@ def _message(message: Message, user: str | None, clickable: bool) -> str:
         f'<div><a href="/files/{quote(str(f.get("id", "")))}">{_e(f.get("title") or f.get("name"))}</a></div>'
         for f in message.files
     )
-    text = f"<pre>{_e(message.text)}</pre>" if message.text else ""
+    text = f"<pre>{_e(slack_unescape(message.text))}</pre>" if message.text else ""  # message text is mrkdwn
     return (
         f'<div class="{cls}"><div class="meta">{_e(meta)}</div>{text}{_blocks(message, user, clickable)}{files}</div>'
     )

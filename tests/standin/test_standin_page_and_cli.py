@@ -39,6 +39,22 @@ def test_page_lists_channels_and_escapes_everything(standin: StandIn, client: We
     assert "#oncall" in page.text and "#ops" in page.text
 
 
+def test_page_shows_mrkdwn_as_slack_does_after_its_escapes(standin: StandIn, client: WebClient) -> None:
+    """Slack's client shows mrkdwn's ``&gt;`` as ``>``; the page showed the escape itself ("R(s)=0.83 &gt; τ")
+    while ``/ui/`` did not. ``plain_text`` is not escaped by Slack, so it is shown as sent."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "R(s)=0.83 &gt; τ &amp; &amp;lt;kept&amp;gt;"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "a &lt;b&gt;"}]},
+        {"type": "section", "text": {"type": "plain_text", "text": "plain &gt;"}},
+    ]
+    client.chat_postMessage(channel="C1", text="fallback &lt;x&gt;", blocks=blocks)
+    page = httpx.get(standin.url + "/").text
+    assert "<pre>R(s)=0.83 &gt; τ &amp; &amp;lt;kept&amp;gt;</pre>" in page  # shows: > & &lt;kept&gt;
+    assert '<div class="meta">a &lt;b&gt;</div>' in page
+    assert "<pre>plain &amp;gt;</pre>" in page  # shows: &gt;, as sent
+    assert "<pre>fallback &lt;x&gt;</pre>" in page
+
+
 def test_page_buttons_send_signed_clicks_when_configured(bot: CapturingBot) -> None:
     with StandIn(token=TOKEN, bot_url=bot.url, signing_secret=SECRET) as standin:
         standin.add_user("U1", name="alice")
