@@ -7,6 +7,7 @@ response_url):
 * ``why <recommendation id>`` — score, τ, the rule behind the verdict, the key's history and mutes;
 * ``mute <key> <duration> [reason]`` — a Safety Policy rule that blocks the key's predictions until it expires
   (responders only; audited); ``unmute <key>`` lifts it;
+  a key or an id with spaces is written in double quotes or backticks (``"disk_failure|restart pod|…"``);
 * ``help`` — usage. Anything else gets the usage too.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.insights import Why, summary_text, why
-from bot.slack.blocks import status_lines
+from bot.slack.blocks import MAX_ANSWER_REASON, status_lines
 from bot.slack.deps import SlackDeps
 from bot.slack.text import escape, truncate
 from npo.types import MAX_TEXT_LEN, InvalidRecord
@@ -34,6 +35,7 @@ MIN_MUTE_S = 60.0
 MAX_MUTE_S = 30 * 86_400.0
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86_400, "w": 7 * 86_400}
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|w)$", re.IGNORECASE)
+_QUOTES = {'"': '"', "“": "”", "`": "`"}  # opening → closing
 
 USAGE = (
     "*NPO* learns from your clicks which fault recommendations to surface.\n"
@@ -41,7 +43,7 @@ USAGE = (
     "`/npo summary` — the last 7 days: L_align by day, answer rates, precision/recall, MTTR, τ posteriors\n"
     "`/npo why <recommendation id>` — score, τ, the rule behind the decision, the key's history\n"
     "`/npo mute <key> <duration> [reason]` — block a scenario key's recommendations for a while "
-    "(duration like `30m`, `4h`, `2d`; at most 30 d)\n"
+    "(duration like `30m`, `4h`, `2d`; at most 30 d; a key with spaces in double quotes)\n"
     "`/npo unmute <key>` — lift a mute\n"
     "`/npo help` — this message\n"
     "On a recommendation: *Like* (right call), *Override* (wrong; give a reason), *Neutral*; "
@@ -53,16 +55,34 @@ def parse_duration(text: str) -> float:
     """``30m``, ``4h``, ``2d``, ``1w``, ``90s`` → seconds. Raises ValueError naming what is wrong."""
     match = _DURATION_RE.match(text.strip())
     if not match:
-        raise ValueError(f"`{truncate(text, 40)}` is not a duration; use a number and a unit, like `30m`, `4h`, `2d`")
+        raise ValueError(
+            f"`{escape(truncate(text, 40))}` is not a duration; use a number and a unit, like `30m`, `4h`, `2d`"
+        )
     seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
     if not MIN_MUTE_S <= seconds <= MAX_MUTE_S:
         raise ValueError("a mute lasts between 1 minute and 30 days")
     return seconds
 
 
-def fit_lines(text: str, limit: int = MAX_REPLY) -> str:
+def first_arg(text: str) -> tuple[str, str]:
+    """The first argument of ``text`` and the text after it: a word, or a text in double quotes or backticks (as
+    keys are shown), which may hold spaces — an action, a fault type or an id may."""
+    text = text.lstrip()
+    close = _QUOTES.get(text[:1])
+    if close is not None and (end := text.find(close, 1)) > 1:
+        return text[1:end], text[end + 1 :]
+    parts = text.split(maxsplit=1)
+    return (parts[0] if parts else ""), (parts[1] if len(parts) == 2 else "")
+
+
+def _arg(text: str) -> str:
+    """``text`` as an argument of ``/npo``: in double quotes when it holds a space."""
+    return f'"{text}"' if len(text.split()) > 1 else text
+
+
+def fit_lines(text: str, limit: int = MAX_REPLY, *, see: str = "`npo-bot report`") -> str:
     """``text`` if it fits in ``limit`` characters, else its first lines and a last line saying how many more there
-    are (and where to read them) — never a line cut in half, never a silent cut."""
+    are (and where to read them: ``see``) — never a line cut in half, never a silent cut."""
     if len(text) <= limit:
         return text
     lines = text.split("\n")
@@ -70,7 +90,7 @@ def fit_lines(text: str, limit: int = MAX_REPLY) -> str:
     for keep in range(len(lines) - 1, -1, -1):
         size -= len(lines[keep]) + 1
         more = len(lines) - keep
-        note = f"… ({more} more line{'s' if more != 1 else ''}: see `npo-bot report`)"
+        note = f"… ({more} more line{'s' if more != 1 else ''}: see {see})"
         if size + len(note) <= limit:
             return "\n".join([*lines[:keep], note])
     return truncate(text, limit)
@@ -78,6 +98,15 @@ def fit_lines(text: str, limit: int = MAX_REPLY) -> str:
 
 def _when(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _who(operator: str) -> str:
+    return "(skip timeout)" if operator == "system" else f"<@{escape(operator)}>"
+
+
+def _reason(reason: str) -> str:
+    """`` — reason``, shortened as on the recommendation's message (the full text stays stored)."""
+    return f" — {escape(truncate(reason, MAX_ANSWER_REASON))}" if reason else ""
 
 
 def why_text(w: Why, now: float) -> str:
@@ -100,24 +129,13 @@ def why_text(w: Why, now: float) -> str:
             if lifted is not None
             else ("*in force*" if mute.active(now) else ("expired" if mute.until <= now else "scheduled"))
         )
-        reason = f" — {escape(mute.reason)}" if mute.reason else ""
-        lines.append(f":mute: Muted by <@{escape(mute.by)}> until {_when(mute.until)} ({state}){reason}")
+        lines.append(f":mute: Muted by <@{escape(mute.by)}> until {_when(mute.until)} ({state}){_reason(mute.reason)}")
     if w.answers:
-        lines.append(
-            "*Answers here*: "
-            + "; ".join(
-                f"{kind} by {'(skip timeout)' if op == 'system' else f'<@{escape(op)}>'}"
-                + (f" — {escape(reason)}" if reason else "")
-                for op, kind, _, reason in w.answers
-            )
-        )
+        lines.append("*Answers here*:")
+        lines += [f"• {kind} by {_who(op)}{_reason(reason)}" for op, kind, _, reason in w.answers]
     if h.latest:
         lines.append("*Latest answers on this key*:")
-        lines += [
-            f"• {kind} by {'(skip timeout)' if op == 'system' else f'<@{escape(op)}>'} {_when(at)}"
-            + (f" — {escape(reason)}" if reason else "")
-            for op, kind, at, reason in h.latest
-        ]
+        lines += [f"• {kind} by {_who(op)} {_when(at)}{_reason(reason)}" for op, kind, at, reason in h.latest]
     return "\n".join(lines)
 
 
@@ -127,9 +145,10 @@ REPLAYED = "This `/npo` request was already carried out; nothing was changed."
 async def reply_for(text: str, user: str, deps: SlackDeps, request_id: str = "") -> str:
     """The reply to ``/npo <text>`` by ``user``; ``request_id`` (the invocation's trigger id) makes a replayed
     mute or unmute change nothing."""
-    words = html.unescape(text or "").split()  # Slack escapes &, <, > in the command text
-    word = words[0].lower() if words else "help"
-    args = words[1:]
+    typed = html.unescape(text or "")  # Slack escapes &, <, > in the command text
+    word, rest = first_arg(typed)
+    word = word.lower() or "help"
+    args = rest.split()
     service = deps.service
     if word == "status" and not args:
         return "\n".join(status_lines(await deps.query(service.dashboard)))
@@ -138,26 +157,28 @@ async def reply_for(text: str, user: str, deps: SlackDeps, request_id: str = "")
     if word == "help" and not args:
         return USAGE
     if word == "why":
-        if len(args) != 1:
+        pid, after = first_arg(rest)
+        if not pid or after.strip():
             return "Usage: `/npo why <recommendation id>` (the id is shown under each recommendation)."
-        found = await deps.query(why, service, args[0])
+        found = await deps.query(why, service, pid)
         if found is None:
-            return f"No recommendation with id `{escape(truncate(args[0], 200))}`."
-        return why_text(found, service.clock())
+            return f"No recommendation with id `{escape(truncate(pid, 200))}`."
+        return fit_lines(why_text(found, service.clock()), see="`npo-bot db export --what feedback`")
     if word in ("mute", "unmute"):
-        return await _mute(word, args, user, deps, request_id)
-    shown = escape(truncate(" ".join(words), 60))
+        return await _mute(word, rest, user, deps, request_id)
+    shown = escape(truncate(" ".join(typed.split()), 60))
     return f"Unknown command `{shown}`.\n{USAGE}"
 
 
-async def _mute(word: str, args: list[str], user: str, deps: SlackDeps, request_id: str) -> str:
-    if word == "mute" and len(args) < 2:
+async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: str) -> str:
+    key, after = first_arg(rest)
+    args = after.split()  # the duration and the reason's words
+    if word == "mute" and (not key or not args):
         return "Usage: `/npo mute <key> <duration> [reason]`, e.g. `/npo mute disk_failure|drain|r#-n#|p>=0.9 4h`."
-    if word == "unmute" and len(args) != 1:
+    if word == "unmute" and (not key or args):
         return "Usage: `/npo unmute <key>`."
     if not await deps.responders.allows(user):
         return "Only on-call responders can mute or unmute keys. Nothing was changed."
-    key = args[0]
     service = deps.service
     if word == "unmute":
         lifted = await deps.storage(service.unmute, key, by=user, request_id=request_id)
@@ -167,8 +188,8 @@ async def _mute(word: str, args: list[str], user: str, deps: SlackDeps, request_
     if len(key) > MAX_TEXT_LEN:  # no scenario key is longer (and the database refuses to store one)
         return f"Not muted: a key is at most {MAX_TEXT_LEN} characters, `{escape(truncate(key, 40))}` has {len(key)}."
     try:
-        seconds = parse_duration(args[1])
-        reason = " ".join(args[2:])[:500]
+        seconds = parse_duration(args[0])
+        reason = " ".join(args[1:])[:500]
         mute = await deps.storage(service.mute, key, seconds, by=user, reason=reason, request_id=request_id)
     except InvalidRecord as exc:
         return f"Not muted: {exc.message}."
@@ -181,7 +202,7 @@ async def _mute(word: str, args: list[str], user: str, deps: SlackDeps, request_
     note = "" if known else " (no recommendation has had this key yet — check the spelling with `/npo why <id>`)"
     return (
         f":mute: `{escape(key)}` is muted until {_when(mute.until)}: its predictions are blocked by the Safety "
-        f"Policy rule `mute`{note}. `/npo unmute {escape(key)}` lifts it."
+        f"Policy rule `mute`{note}. `/npo unmute {escape(_arg(key))}` lifts it."
     )
 
 

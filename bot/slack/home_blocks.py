@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from bot.insights import HomeData
-from bot.slack.blocks import MAX_HOME_BLOCKS, _pack_lines, status_lines
+from bot.slack.blocks import MAX_ANSWER_REASON, MAX_HOME_BLOCKS, _pack_lines, status_lines
 from bot.slack.monitor_blocks import sparkline
-from bot.slack.text import escape, mrkdwn, plain
+from bot.slack.text import escape, mrkdwn, plain, truncate
 
 Block = dict[str, Any]
 
@@ -70,7 +70,7 @@ def home_blocks(data: HomeData) -> list[Block]:
     blocks.append({"type": "divider", "block_id": "npo_home_div1"})
     overrides = [
         f":no_entry: <@{escape(o.operator)}> on *{escape(o.fault_type)}* `{escape(o.target)}` ({_date(o.at)}): "
-        f"{escape(o.reason) or '_no reason_'} · id `{escape(o.prediction_id)}`"
+        f"{escape(truncate(o.reason, MAX_ANSWER_REASON)) or '_no reason_'} · id `{escape(o.prediction_id)}`"
         for o in data.overrides
     ]
     blocks += _pack_lines(["*Recent overrides*", *(overrides or ["none yet"])], "npo_home_overrides_", 5)

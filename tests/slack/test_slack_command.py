@@ -209,3 +209,66 @@ def test_a_replayed_mute_or_unmute_changes_nothing(bot: BotUnderTest) -> None:
         "policy_unmute",
         "policy_mute",
     ]
+
+
+def test_a_refused_duration_is_escaped_in_the_reply(bot: BotUnderTest) -> None:
+    """What was typed is shown escaped: ``<!channel>`` or ``<@U…>`` typed as the duration is not a mention."""
+    for typed in ("&lt;!channel&gt;", "&lt;@U0BOB&gt;"):  # as Slack sends ``<!channel>`` and ``<@U0BOB>``
+        reply = npo(bot, f"mute {KEY} {typed}")
+        assert reply.startswith(f"Not muted: `{typed}` is not a duration"), reply
+        assert "<" not in reply.split(";")[0]
+
+
+def test_a_key_or_id_with_spaces_is_named_in_quotes(bot: BotUnderTest) -> None:
+    """An action (or fault type, or id) may hold spaces, so its key does: quoted, it can be muted, unmuted and asked
+    about; the reply shows how to lift it."""
+    bot.surface("p1", action="restart the pod")
+    key = "disk_failure|restart the pod|r#-p#|p&gt;=0.9"  # as Slack sends it
+    assert npo(bot, f"mute {key} 1h").startswith("Not muted: `the` is not a duration")  # unquoted: refused
+    reply = npo(bot, f'mute "{key}" 1h pod churn')
+    assert "is muted until" in reply and "no recommendation" not in reply, reply
+    assert f'`/npo unmute "{key}"` lifts it' in reply
+    assert bot.ingest(prediction("p2", action="restart the pod")).json()["verdict"] == "block"
+    assert "(*in force*) — pod churn" in npo(bot, "why p2")
+    assert npo(bot, f"unmute `{key}`") == f"Lifted 1 mute(s) of `{key}`."  # in backticks, as keys are shown
+    assert bot.ingest(prediction("p3", action="restart the pod")).json()["verdict"] == "surface"
+    assert npo(bot, f'unmute "{key}" now').startswith("Usage: `/npo unmute")
+    bot.surface("p 4", fault_type="psu")
+    assert npo(bot, 'why "p 4"').startswith("*Recommendation `p 4`*")
+    assert npo(bot, "why p 4").startswith("Usage: `/npo why")
+
+
+def test_why_with_long_answer_reasons_shortens_them_instead_of_cutting_the_reply(bot: BotUnderTest) -> None:
+    """Override details may be 2,000 characters (a pasted log): ``/npo why`` shortens each reason, as the message
+    does, and keeps every part of the reply instead of cutting it off in the middle of a line."""
+    message = bot.surface("p1")
+    details = ("kubelet: pod sandbox changed, it will be killed and re-created; " * 40)[:2000]
+    for user in (ALICE, BOB):
+        assert bot.click(user, ACTION_OVERRIDE, message).status_code == 200
+        values = {"reason": {"reason": "other"}, "details": {"details": details}}
+        assert bot.standin.submit_view(bot.events_url, SECRET, user_id=user, values=values).status_code == 200
+    text = npo(bot, "why p1")
+    assert len(text) <= MAX_REPLY and "*Latest answers on this key*:" in text, text[-300:]
+    reasons = [line for line in text.split("\n") if "— Other: kubelet" in line]
+    assert len(reasons) == 4 and all(line.endswith("…") and len(line) < 300 for line in reasons)
+
+
+def test_app_home_shortens_long_override_reasons_so_every_recent_override_shows(bot: BotUnderTest) -> None:
+    """A pasted log as an override's details (up to 2,000 characters) is shortened on the Home tab, as on the
+    message, so it does not push the other recent overrides off the tab."""
+    store, now = bot.bot.store, time.time()
+    pids = [f"p{i}" for i in range(8)]
+    for pid in pids:
+        assert bot.ingest(prediction(pid)).json()["verdict"] == "surface"
+    details = ("kubelet: pod sandbox changed, it will be killed and re-created; " * 40)[:2000]
+    with store.transaction() as tx:
+        for pid in pids:
+            event = FeedbackEvent(pid, BOB, FeedbackKind.OVERRIDE, now, f"o:{pid}", reason=f"Other: {details}")
+            record_feedback(tx, event, config=store.config)
+    event = {"type": "app_home_opened", "user": ALICE, "channel": "D0ALICE", "tab": "home"}
+    assert bot.standin.send_event(bot.events_url, SECRET, event).status_code == 200
+    view: dict[str, Any] = wait_for(lambda: bot.standin.home_view(ALICE))
+    text = "\n".join(str(b.get("text", {}).get("text", "")) for b in view["blocks"] if b["type"] == "section")
+    shown = [line for line in text.split("\n") if line.startswith(f":no_entry: <@{BOB}>")]
+    assert len(shown) == 8 and all(len(line) < 400 and "…" in line for line in shown), shown
+    assert "more section" not in str(view["blocks"])
