@@ -108,16 +108,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import time  # noqa: PLC0415
 
     from bot.app import build_store, load_policy  # noqa: PLC0415
-    from bot.ingest.replay import read_predictions  # noqa: PLC0415
+    from bot.ingest.replay import UnreadableFile, read_predictions  # noqa: PLC0415
     from bot.service import NpoService  # noqa: PLC0415
 
     settings = _settings(args.env_file)
     if settings is None:
         return 2
-    if not args.file.is_file():
-        print(f"npo-bot replay: no such file: {args.file}", file=sys.stderr)
+    try:
+        parsed = read_predictions(args.file, received_at=time.time(), fmt=args.format)
+    except UnreadableFile as exc:  # missing, a folder, not UTF-8 (the line named): nothing is decided
+        print(f"npo-bot replay: {exc}", file=sys.stderr)
         return 2
-    parsed = read_predictions(args.file, received_at=time.time(), fmt=args.format)
     for error in parsed.errors:
         print(f"{args.file}: {error}", file=sys.stderr)
     policy = load_policy(settings)

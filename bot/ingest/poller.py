@@ -5,14 +5,17 @@ The URL answers JSON: a list of prediction objects, or ``{"predictions": [...]}`
 decided. A feed usually serves its current predictions on every poll: those the previous answer already held (by
 id) are not handed to the loop again, so a feed of 200 predictions polled every 30 s does not write 576,000
 "duplicate" audit lines a day. The loop's own dedupe still covers the rest: the first poll after a restart, an id
-that comes back after leaving the feed, the same prediction under a new id. Network and HTTP errors are logged and
-the next poll happens on schedule. One daemon thread; :meth:`Poller.stop` ends it.
+that comes back after leaving the feed, the same prediction under a new id. Network and HTTP errors, answers that
+are not JSON of that shape, answers over ``max_body_bytes`` and answers not complete within ``timeout_s`` are logged,
+nothing of them is decided, and the next poll happens on schedule. One daemon thread; :meth:`Poller.stop` ends it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +27,12 @@ from npo.loop import DecideResult
 from npo.types import InvalidRecord, Prediction
 
 log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 10_000_000  # about 50,000 predictions: far beyond a feed, far below what would hurt the process
+
+
+class _Refused(Exception):
+    """The answer is too large or too slow: not read further."""
 
 
 @dataclass
@@ -45,6 +54,7 @@ class Poller:
         clock: Callable[[], float],
         headers: dict[str, str] | None = None,
         timeout_s: float = 5.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.url = url
         self.decide = decide
@@ -52,6 +62,7 @@ class Poller:
         self.clock = clock
         self._headers = headers
         self._timeout_s = timeout_s
+        self.max_body_bytes = max_body_bytes
         self._client = httpx.Client(headers=headers, timeout=timeout_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,17 +72,14 @@ class Poller:
         """One GET; returns what was decided and what was skipped. Never raises for network or data errors."""
         result = PollResult()
         try:
-            response = self._client.get(self.url)
-            response.raise_for_status()
-            body: Any = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            result.errors.append(f"poll of {self.url} failed: {exc}")
-            log.warning(result.errors[-1])
-            return result
+            body: Any = json.loads(self._get())
+        except (httpx.HTTPError, ValueError, _Refused) as exc:
+            return self._failed(result, f"poll of {self.url} failed: {exc}")
+        except RecursionError:
+            return self._failed(result, f"poll of {self.url} failed: invalid JSON: nested too deeply")
         items = body.get("predictions") if isinstance(body, dict) else body
         if not isinstance(items, list):
-            result.errors.append("the answer must be a list or {'predictions': [...]}")
-            return result
+            return self._failed(result, f"poll of {self.url}: the answer must be a list or {{'predictions': [...]}}")
         now = self.clock()
         valid: list[Prediction] = []
         for index, item in enumerate(items):
@@ -86,6 +94,33 @@ class Poller:
             result.decided = self.decide(fresh)  # raises (a storage error): remembered nothing, the next poll retries
         self._previous = frozenset(p.id for p in valid)
         return result
+
+    @staticmethod
+    def _failed(result: PollResult, message: str) -> PollResult:
+        result.errors.append(message)
+        log.warning(message)
+        return result
+
+    def _get(self) -> bytes:
+        """The answer's body; raises :class:`_Refused` past ``max_body_bytes`` or ``timeout_s`` in all (httpx's
+        timeout bounds each read, so an answer that trickles in would otherwise hold the poll for ever)."""
+        deadline = time.monotonic() + self._timeout_s
+        with self._client.stream("GET", self.url) as response:
+            response.raise_for_status()
+            too_large = _Refused(f"the answer is larger than {self.max_body_bytes:,} bytes")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                raise too_large
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():  # decoded (gzip…): the limit is on what is kept
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise too_large
+                if time.monotonic() > deadline:
+                    raise _Refused(f"no complete answer within {self._timeout_s:g} s")
+                chunks.append(chunk)
+        return b"".join(chunks)
 
     def start(self) -> None:
         """Poll now and then every ``interval_s`` on a daemon thread (may be called again after :meth:`stop`)."""

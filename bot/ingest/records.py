@@ -47,10 +47,30 @@ def _or_default(data: Mapping[str, Any], name: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _require_unicode(prediction: Prediction) -> Prediction:
+    """Refuse a lone UTF-16 surrogate (``"\\ud800"``, which ``json.loads`` lets through): no UTF-8 column, log line
+    or Slack message can carry it, and storing it would fail the whole batch it came in."""
+    texts = [(name, getattr(prediction, name)) for name in ("id", "fault_type", "target", "action", "channel")]
+    texts += [(f"labels.{key}", key + value) for key, value in prediction.labels.items()]
+    for name, text in texts:
+        if text is not None and not _encodable(text):
+            where = name.encode("utf-8", "backslashreplace").decode()
+            raise InvalidRecord(where, "holds a lone UTF-16 surrogate (not valid Unicode text)")
+    return prediction
+
+
 def prediction_from_json(obj: object, *, received_at: float) -> Prediction:
     """One prediction from a decoded JSON object. Raises :class:`InvalidRecord` naming the offending field."""
     data = _check_keys(obj, PREDICTION_FIELDS, PREDICTION_REQUIRED)
-    return Prediction(
+    prediction = Prediction(
         id=data["id"],
         fault_type=data["fault_type"],
         target=data["target"],
@@ -62,6 +82,7 @@ def prediction_from_json(obj: object, *, received_at: float) -> Prediction:
         channel=data.get("channel"),
         received_at=received_at,
     )
+    return _require_unicode(prediction)
 
 
 def outcome_from_json(obj: object, *, now: float) -> Outcome:

@@ -4,11 +4,13 @@ JSONL: one prediction object per line (blank lines and ``#`` comments skipped). 
 prediction fields; ``labels`` may hold a JSON object; empty cells are omitted; ``confidence`` and
 ``time_to_fault_s`` are numbers. Every malformed line is reported as ``line N: field: message``; the valid ones are
 decided in one transaction (surfaced ones are queued for Slack and posted by ``npo-bot serve``). Files are UTF-8,
-with or without a byte-order mark.
+with or without a byte-order mark; a file that cannot be read, or is not UTF-8, is refused whole
+(:class:`UnreadableFile`) before anything is decided.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -23,22 +25,41 @@ from npo.types import InvalidRecord, Prediction
 NUMERIC = ("confidence", "time_to_fault_s")
 
 
+class UnreadableFile(Exception):
+    """The file cannot be read (missing, a folder, no permission) or is not UTF-8: nothing in it is decided."""
+
+
 @dataclass
 class ReplayInput:
     predictions: list[Prediction] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
+def _loads(text: str) -> Any:
+    """``json.loads``, raising :class:`InvalidRecord` (``(line)``) for everything it refuses."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRecord("(line)", f"invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise InvalidRecord("(line)", "invalid JSON: nested too deeply") from None
+    except ValueError:  # an integer of more than 4,300 digits (Python's limit on reading one)
+        raise InvalidRecord("(line)", "invalid JSON: a number is too long") from None
+
+
 def _jsonl(text: str) -> Iterator[tuple[int, Any]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split at "\n" only: str.splitlines() also splits at U+2028, U+2029, U+0085…, which JSON strings may hold
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip() and not line.lstrip().startswith("#"):
             try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, InvalidRecord("(line)", f"invalid JSON: {exc.msg}")
+                yield number, _loads(line)
+            except InvalidRecord as exc:
+                yield number, exc
 
 
-def _csv_row(row: dict[str, str]) -> dict[str, Any]:
+def _csv_row(row: dict[str | None, Any], width: int) -> dict[str, Any] | InvalidRecord:
+    if None in row:  # csv.DictReader puts the cells beyond the header's under the key None
+        return InvalidRecord("(line)", f"{width + len(row[None])} cells, the header has {width}")
     out: dict[str, Any] = {}
     for key, value in row.items():
         if key is None or value is None or value == "":
@@ -50,9 +71,9 @@ def _csv_row(row: dict[str, str]) -> dict[str, Any]:
                 out[key] = value  # the record's validation names the field
         elif key == "labels":
             try:
-                out[key] = json.loads(value)
-            except json.JSONDecodeError:
-                out[key] = value
+                out[key] = _loads(value)
+            except InvalidRecord:
+                out[key] = value  # the record's validation names the field
         else:
             out[key] = value
     return out
@@ -60,13 +81,43 @@ def _csv_row(row: dict[str, str]) -> dict[str, Any]:
 
 def _csv(text: str) -> Iterator[tuple[int, Any]]:
     reader = csv.DictReader(io.StringIO(text))
-    for row in reader:
-        yield reader.line_num, _csv_row(row)
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        yield reader.reader.line_num, InvalidRecord("(header)", f"invalid CSV: {exc}")
+        return
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a cell over the csv module's field limit; the reader goes on after it
+            yield reader.reader.line_num, InvalidRecord("(line)", f"invalid CSV: {exc}")
+            continue
+        yield reader.line_num, _csv_row(row, len(header))
+
+
+def _text(path: Path) -> str:
+    """The file as text: UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8"), newlines made ``\\n``."""
+    try:
+        data = path.read_bytes()  # not only regular files: a pipe (/dev/stdin) is read too
+    except OSError as exc:
+        raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from None
+    data = data.removeprefix(codecs.BOM_UTF8)  # not the first header's first character
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UnreadableFile(
+            f"{path}: line {line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def read_predictions(path: Path, *, received_at: float, fmt: str | None = None) -> ReplayInput:
-    """Parse ``path`` (format from ``fmt`` or the extension: ``.csv`` is CSV, anything else JSONL)."""
-    text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is not the first header
+    """Parse ``path`` (format from ``fmt`` or the extension: ``.csv`` is CSV, anything else JSONL). Raises
+    :class:`UnreadableFile` when the file cannot be read or is not UTF-8."""
+    text = _text(path)
     kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     rows = _csv(text) if kind == "csv" else _jsonl(text)
     result = ReplayInput()

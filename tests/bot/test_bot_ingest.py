@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.cli import main as cli_main
 from bot.ingest.alertmanager import parse_webhook
 from bot.ingest.poller import Poller
 from bot.ingest.records import many, prediction_from_json
-from bot.ingest.replay import read_predictions
+from bot.ingest.replay import UnreadableFile, read_predictions
 from bot.service import NpoService
 from npo.loop import DecideResult, LoopConfig
 from npo.policy import DEFAULT_POLICY
@@ -277,3 +281,260 @@ def test_a_feed_serving_the_same_predictions_is_decided_once_per_id(
         assert all(r.duplicate for r in restarted.poll_once().decided)
         restarted.stop()
         assert store.counts()["predictions"] == 5 and len(store.audit_entries(kind="duplicate_prediction")) == 5
+
+
+GOOD_LINE = '{"id": "%s", "fault_type": "f", "target": "%s", "action": "x", "confidence": 0.9%s}'
+
+
+def test_replay_splits_jsonl_at_newlines_only(tmp_path: Path) -> None:
+    """JSON strings may hold U+2028, U+2029 and U+0085 unescaped (``ensure_ascii=False`` writes them so); they are
+    not line ends: the prediction is read whole, and later lines keep their numbers. CRLF files read the same."""
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(
+        GOOD_LINE % ("a", "t1", ', "labels": {"note": "one\u2028two\u2029three\x85four"}')
+        + "\r\n"
+        + GOOD_LINE % ("b", "t2", "")
+        + "\r\n{bad\r\n",
+        encoding="utf-8",
+        newline="",
+    )
+    parsed = read_predictions(jsonl, received_at=0.0)
+    assert [p.id for p in parsed.predictions] == ["a", "b"]
+    assert parsed.predictions[0].labels["note"] == "one\u2028two\u2029three\x85four"
+    assert len(parsed.errors) == 1 and parsed.errors[0].startswith("line 3: (line): invalid JSON")
+
+
+def test_replay_refuses_a_file_that_is_not_utf8_naming_the_line(tmp_path: Path) -> None:
+    """A Latin-1 export (Excel's plain "CSV") was a traceback; now it is refused whole, before anything is decided."""
+    csv_file = tmp_path / "latin1.csv"
+    csv_file.write_bytes("id,fault_type,target,action,confidence\nc1,f,t1,x,0.8\nc2,f,café,x,0.8\n".encode("latin-1"))
+    with pytest.raises(UnreadableFile, match=r"line 3: not UTF-8 \(byte 0xe9\)"):
+        read_predictions(csv_file, received_at=0.0)
+    with pytest.raises(UnreadableFile, match="cannot read"):
+        read_predictions(tmp_path, received_at=0.0)
+    with pytest.raises(UnreadableFile, match="cannot read"):
+        read_predictions(tmp_path / "absent.jsonl", received_at=0.0)
+
+
+def test_replay_reports_lines_the_json_decoder_cannot_read(tmp_path: Path) -> None:
+    """Nesting deeper than the decoder follows and integers over Python's 4,300 digits were a traceback."""
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(
+        "\n".join(
+            [
+                GOOD_LINE % ("a", "t1", ""),
+                "[" * 100_000,
+                '{"id": "b", "fault_type": "f", "target": "t2", "action": "x", "confidence": ' + "1" * 5000 + "}",
+                GOOD_LINE % ("c", "t3", ""),
+            ]
+        ),
+        encoding="utf-8",
+    )
+    parsed = read_predictions(jsonl, received_at=0.0)
+    assert [p.id for p in parsed.predictions] == ["a", "c"]
+    assert parsed.errors == [
+        "line 2: (line): invalid JSON: nested too deeply",
+        "line 3: (line): invalid JSON: a number is too long",
+    ]
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text(
+        "id,fault_type,target,action,confidence,labels\n"
+        "c1,f,t1,x,0.8,\n"
+        f'c2,f,t2,x,0.8,"{"x" * 200_000}"\n'
+        f"c3,f,t3,x,0.8,{'[' * 100_000}\n"
+        "c4,f,t4,x,0.8,\n",
+        encoding="utf-8",
+    )
+    parsed = read_predictions(csv_file, received_at=0.0)
+    assert [p.id for p in parsed.predictions] == ["c1", "c4"]
+    assert [e.split(":")[:2] for e in parsed.errors] == [["line 3", " (line)"], ["line 4", " labels"]]
+
+
+def test_replay_refuses_csv_rows_with_more_cells_than_the_header(tmp_path: Path) -> None:
+    """A shifted or extra cell was dropped without a word (a typo must not silently drop information)."""
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text("id,fault_type,target,action,confidence\nc1,f,t1,x,0.8,0.95\nc2,f,t2,x,0.7\n", encoding="utf-8")
+    parsed = read_predictions(csv_file, received_at=0.0)
+    assert [p.id for p in parsed.predictions] == ["c2"]
+    assert parsed.errors == ["line 2: (line): 6 cells, the header has 5"]
+
+
+def test_a_lone_surrogate_is_refused_per_prediction_by_replay_and_poller(
+    tmp_path: Path, predictions_server: tuple[str, list[object]]
+) -> None:
+    """``json.loads`` lets ``"\\ud800"`` through; SQLite cannot store it, so the whole batch failed: replay ended in
+    a traceback with nothing decided, and the poller failed every poll, never deciding the feed's good entries."""
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(
+        GOOD_LINE % ("a", "t1", ', "labels": {"k": "\\ud800"}') + "\n" + GOOD_LINE % ("b", "t2", "") + "\n",
+        encoding="utf-8",
+    )
+    parsed = read_predictions(jsonl, received_at=0.0)
+    assert [p.id for p in parsed.predictions] == ["b"]
+    assert parsed.errors == ["line 1: labels.k: holds a lone UTF-16 surrogate (not valid Unicode text)"]
+    url, served = predictions_server
+    good = {"id": "good", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.99}
+    served.append([good, good | {"id": "bad", "target": "t\ud800"}])
+    with SQLiteStore(tmp_path / "npo.db", LoopConfig(default_channel="C1")) as store:
+        service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0), clock=lambda: 1000.0)
+        poller = Poller(url, service.decide, clock=lambda: 1000.0)
+        result = poller.poll_once()
+        poller.stop()
+        assert [r.decision.prediction_id for r in result.decided] == ["good"]
+        assert result.errors == ["[1].target: holds a lone UTF-16 surrogate (not valid Unicode text)"]
+        assert store.counts()["predictions"] == 1
+
+
+def test_poller_logs_an_answer_it_cannot_use(
+    predictions_server: tuple[str, list[object]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An answer of the wrong shape was recorded in the result only, which ``serve`` drops: the operator saw
+    nothing, poll after poll."""
+    url, served = predictions_server
+    poller = Poller(url, lambda predictions: [], clock=lambda: 0.0)
+    served.append({"items": []})
+    with caplog.at_level(logging.WARNING, logger="bot.ingest.poller"):
+        result = poller.poll_once()
+    assert result.errors and result.errors[0] in caplog.text and "'predictions'" in caplog.text
+    poller.stop()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[tuple[str, list[bytes]]]:
+    """Serves ``bodies[-1]`` as is (without a Content-Length after a prefix ``b"unsized:"``); a body of
+    ``b"trickle"`` sends a space five times a second for ever (until closed)."""
+    bodies: list[bytes] = [b"[]"]
+    stopping = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = bodies[-1]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if data == b"trickle":
+                self.end_headers()
+                try:
+                    while not stopping.wait(0.2):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                except OSError:
+                    pass
+                return
+            if data.startswith(b"unsized:"):  # no Content-Length: the answer ends when the connection closes
+                data = data.removeprefix(b"unsized:")
+            else:
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the poller hung up on a refused answer
+                self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/predictions", bodies
+    finally:
+        stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_poller_refuses_answers_it_cannot_parse_without_raising(raw_server: tuple[str, list[bytes]]) -> None:
+    """A deeply nested answer raised out of :meth:`Poller.poll_once` (a traceback in the log, not the reason)."""
+    url, bodies = raw_server
+    poller = Poller(url, lambda predictions: [], clock=lambda: 0.0)
+    for body in (b"[" * 100_000, b"<html><body>Sign in</body></html>", b"[" + b"1" * 5000 + b"]"):
+        bodies.append(body)
+        result = poller.poll_once()
+        assert len(result.errors) == 1 and result.errors[0].startswith(f"poll of {url} failed: ")
+    poller.stop()
+
+
+def test_poller_bounds_the_size_and_the_time_of_an_answer(raw_server: tuple[str, list[bytes]]) -> None:
+    """A huge answer was read whole into memory, and one that never ends (a byte now and then, each within the read
+    timeout) held the poll for ever, with nothing logged."""
+    url, bodies = raw_server
+    decided: list[Sequence[Prediction]] = []
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        decided.append(predictions)
+        return []
+
+    poller = Poller(url, decide, clock=lambda: 0.0, timeout_s=1.0, max_body_bytes=10_000)
+    item = {"fault_type": "f", "action": "x", "confidence": 0.9}
+    bodies.append(json.dumps([item | {"id": f"p{i}", "target": f"t{i}"} for i in range(500)]).encode())
+    for prefix in (b"", b"unsized:"):  # refused by its Content-Length, or while it is read
+        bodies.append(prefix + bodies[-1].removeprefix(b"unsized:"))
+        result = poller.poll_once()
+        assert result.errors == [f"poll of {url} failed: the answer is larger than 10,000 bytes"] and decided == []
+    bodies.append(b"trickle")
+    started = time.monotonic()
+    result = poller.poll_once()
+    assert time.monotonic() - started < 3
+    assert result.errors == [f"poll of {url} failed: no complete answer within 1 s"] and decided == []
+    bodies.append(json.dumps([item | {"id": "p0", "target": "t0"}]).encode())
+    assert poller.poll_once().errors == [] and len(decided) == 1
+    poller.stop()
+
+
+@pytest.fixture
+def replay_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings for ``npo-bot replay`` (Slack is never called); returns the database path."""
+    settings = {
+        "SLACK_BOT_TOKEN": "xoxb-test-token",
+        "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789",
+        "NPO_INGEST_TOKEN": "ingest-token-0123456789",
+        "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
+        "NPO_OPS_CHANNEL": "C0OPS",
+        "SLACK_API_URL": "http://127.0.0.1:9/api/",
+        "NPO_DB_PATH": str(tmp_path / "npo.db"),
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return tmp_path / "npo.db"
+
+
+def _replay(path: Path, env: Path, *options: str) -> int:
+    return cli_main(["replay", str(path), "--env-file", str(env.parent / "absent.env"), *options])
+
+
+def test_replay_cli_names_what_it_cannot_read_and_stores_nothing(
+    tmp_path: Path, replay_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    latin1 = tmp_path / "latin1.csv"
+    text = "id,fault_type,target,action,confidence\nc1,f,t1,x,0.8\nc2,f,café,x,0.8\n"
+    latin1.write_bytes(b"\xef\xbb\xbf" + text.encode("latin-1"))  # a byte-order mark does not shift the place
+    assert _replay(latin1, replay_env) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("npo-bot replay: ") and "line 3: not UTF-8 (byte 0xe9)" in err and "Traceback" not in err
+    assert not replay_env.exists()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert _replay(folder, replay_env) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"npo-bot replay: cannot read {folder}: ") and "no such file" not in err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_replay_cli_reads_a_pipe(tmp_path: Path, replay_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``npo-bot replay /dev/stdin < …`` or ``… | npo-bot replay /dev/stdin``: a pipe is not a regular file, and was
+    refused as "no such file"."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with fifo.open("w", encoding="utf-8") as out:
+            out.write(GOOD_LINE % ("s1", "t1", "") + "\n")
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    assert _replay(fifo, replay_env) == 0
+    writer.join(5)
+    assert capsys.readouterr().out.startswith("1 decided")
+    with SQLiteStore(replay_env) as store:
+        assert store.counts()["predictions"] == 1
