@@ -18,6 +18,8 @@ from npo import __version__
 if TYPE_CHECKING:
     from bot.config import Settings
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for a command stopped with Ctrl-C
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -108,7 +110,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import time  # noqa: PLC0415
 
     from bot.app import build_store, load_policy  # noqa: PLC0415
-    from bot.ingest.replay import UnreadableFile, read_predictions  # noqa: PLC0415
+    from bot.ingest.replay import UnreadableFile, decide_in_chunks, read_predictions  # noqa: PLC0415
     from bot.service import NpoService  # noqa: PLC0415
 
     settings = _settings(args.env_file)
@@ -119,19 +121,32 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except UnreadableFile as exc:  # missing, a folder, not UTF-8 (the line named): nothing is decided
         print(f"npo-bot replay: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("npo-bot replay: interrupted while reading the file; nothing was decided", file=sys.stderr)
+        return INTERRUPTED_EXIT
     for error in parsed.errors:
         print(f"{args.file}: {error}", file=sys.stderr)
     policy = load_policy(settings)
     with build_store(settings, policy) as store:
         import numpy as np  # noqa: PLC0415
 
-        results = NpoService(store, policy, rng=np.random.default_rng()).decide(parsed.predictions)
+        service = NpoService(store, policy, rng=np.random.default_rng())
+        run = decide_in_chunks(service.decide, parsed.predictions)
+    results = run.results
     verdicts: dict[str, int] = {}
     for r in results:
         name = "duplicate" if r.duplicate else r.decision.verdict.value
         verdicts[name] = verdicts.get(name, 0) + 1
     summary = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) or "nothing decided"
     print(f"{len(results)} decided ({summary}); {len(parsed.errors)} malformed line(s)")
+    if run.interrupted:
+        print(
+            f"npo-bot replay: interrupted after {len(results)} of {len(parsed.predictions)} predictions were decided "
+            "and stored; run the same command again to decide the rest (those already stored are recognised by id "
+            "and counted as duplicates, not decided twice)",
+            file=sys.stderr,
+        )
+        return INTERRUPTED_EXIT
     return 1 if parsed.errors else 0
 
 

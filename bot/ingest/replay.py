@@ -2,10 +2,15 @@
 
 JSONL: one prediction object per line (blank lines and ``#`` comments skipped). CSV: a header row with the
 prediction fields; ``labels`` may hold a JSON object; empty cells are omitted; ``confidence`` and
-``time_to_fault_s`` are numbers. Every malformed line is reported as ``line N: field: message``; the valid ones are
-decided in one transaction (surfaced ones are queued for Slack and posted by ``npo-bot serve``). Files are UTF-8,
+``time_to_fault_s`` are numbers. Every malformed line is reported as ``line N: field: message``. Files are UTF-8,
 with or without a byte-order mark; a file that cannot be read, or is not UTF-8, is refused whole
 (:class:`UnreadableFile`) before anything is decided.
+
+The valid predictions are decided :data:`REPLAY_CHUNK` at a time, one transaction each, with a short pause between
+(:func:`decide_in_chunks`): a replay runs beside ``npo-bot serve`` on the same database, and one transaction for a
+whole file held SQLite's write lock for as long as the file took, so the bot's clicks and ingest calls waited (or
+failed) meanwhile. Surfaced ones are queued for Slack and posted by ``npo-bot serve``. An interrupted replay keeps
+the transactions it finished; run again, it recognises those predictions by id and decides only the rest.
 """
 
 from __future__ import annotations
@@ -14,15 +19,19 @@ import codecs
 import csv
 import io
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.ingest.records import prediction_from_json
+from npo.loop import DecideResult
 from npo.types import InvalidRecord, Prediction
 
 NUMERIC = ("confidence", "time_to_fault_s")
+REPLAY_CHUNK = 500  # predictions a transaction: ~10–20 ms of the write lock
+REPLAY_PAUSE_S = 0.005  # between transactions: another process waiting for the lock takes it
 
 
 class UnreadableFile(Exception):
@@ -129,3 +138,34 @@ def read_predictions(path: Path, *, received_at: float, fmt: str | None = None) 
         except InvalidRecord as exc:
             result.errors.append(f"line {number}: {exc.field}: {exc.message}")
     return result
+
+
+@dataclass
+class ChunkedRun:
+    """What :func:`decide_in_chunks` decided (in order), and whether an interrupt stopped it first."""
+
+    results: list[DecideResult] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def decide_in_chunks(
+    decide: Callable[[Sequence[Prediction]], list[DecideResult]],
+    predictions: Sequence[Prediction],
+    *,
+    chunk: int = REPLAY_CHUNK,
+    pause_s: float = REPLAY_PAUSE_S,
+) -> ChunkedRun:
+    """``decide`` (one transaction a call) over ``predictions`` in slices of ``chunk``, pausing ``pause_s`` between
+    them. A ``KeyboardInterrupt`` (Ctrl-C) stops it: the transaction in flight is rolled back by the store, the
+    finished ones stay, and ``interrupted`` is set (``results`` holds the finished ones' results)."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    run = ChunkedRun()
+    try:
+        for start in range(0, len(predictions), chunk):
+            if start and pause_s > 0:
+                time.sleep(pause_s)
+            run.results.extend(decide(predictions[start : start + chunk]))
+    except KeyboardInterrupt:
+        run.interrupted = True
+    return run

@@ -6,6 +6,11 @@ import contextlib
 import json
 import logging
 import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +24,7 @@ from bot.cli import main as cli_main
 from bot.ingest.alertmanager import parse_webhook
 from bot.ingest.poller import Poller
 from bot.ingest.records import many, prediction_from_json
-from bot.ingest.replay import UnreadableFile, read_predictions
+from bot.ingest.replay import REPLAY_CHUNK, UnreadableFile, decide_in_chunks, read_predictions
 from bot.service import NpoService
 from npo.loop import DecideResult, LoopConfig
 from npo.policy import DEFAULT_POLICY
@@ -538,3 +543,105 @@ def test_replay_cli_reads_a_pipe(tmp_path: Path, replay_env: Path, capsys: pytes
     assert capsys.readouterr().out.startswith("1 decided")
     with SQLiteStore(replay_env) as store:
         assert store.counts()["predictions"] == 1
+
+
+def _lines(n: int, prefix: str = "r") -> str:
+    return "".join(GOOD_LINE % (f"{prefix}{i}", f"t{i}", "") + "\n" for i in range(n))
+
+
+def test_replay_decides_in_short_transactions(
+    tmp_path: Path, replay_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``npo-bot replay`` runs beside ``npo-bot serve`` on one database. One transaction for the whole file held
+    SQLite's write lock for as long as the file took (~20 s a million predictions), and the bot's clicks and
+    ingest calls waited or failed meanwhile. It now decides ``REPLAY_CHUNK`` predictions per transaction, with a
+    pause between them for other writers: one decision time per transaction."""
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(_lines(2 * REPLAY_CHUNK + 7), encoding="utf-8")
+    assert _replay(feed, replay_env) == 0
+    assert capsys.readouterr().out.startswith(f"{2 * REPLAY_CHUNK + 7} decided")
+    with SQLiteStore(replay_env) as store, store.read() as conn:
+        rows = conn.execute("SELECT decided_at, COUNT(*) FROM decisions GROUP BY decided_at ORDER BY 1").fetchall()
+    assert [count for _, count in rows] == [REPLAY_CHUNK, REPLAY_CHUNK, 7]
+
+
+def test_decide_in_chunks_stops_at_an_interrupt_keeping_what_was_committed(tmp_path: Path) -> None:
+    """Ctrl-C between or inside transactions: the finished ones stay, the one in flight is rolled back, and the
+    same replay run again decides the rest — each prediction once."""
+    predictions = [prediction_from_json(json.loads(line), received_at=1.0) for line in _lines(25).splitlines()]
+    with SQLiteStore(tmp_path / "npo.db", LoopConfig()) as store:
+        service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0))
+        calls = 0
+
+        def interrupted_in_third(batch: Sequence[Prediction]) -> list[DecideResult]:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                with store.transaction():  # inside a transaction, as a signal would arrive mid-write
+                    raise KeyboardInterrupt
+            return service.decide(batch)
+
+        run = decide_in_chunks(interrupted_in_third, predictions, chunk=10, pause_s=0.0)
+        assert run.interrupted and len(run.results) == 20
+        assert store.counts()["predictions"] == 20
+        again = decide_in_chunks(service.decide, predictions, chunk=10, pause_s=0.0)
+        assert not again.interrupted
+        assert [r.duplicate for r in again.results] == [True] * 20 + [False] * 5
+        assert store.counts()["predictions"] == 25
+
+
+_LAUNCH = (  # `npo-bot` with Python's own Ctrl-C handling (a child of the test runner may inherit SIGINT ignored)
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = ['npo-bot', *sys.argv[1:]]; runpy.run_module('bot.cli', run_name='__main__')"
+)
+
+
+def _decided(db: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return 0
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+    except sqlite3.Error:  # not created yet
+        return 0
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_replay_keeps_what_was_stored_and_a_second_run_decides_the_rest(
+    tmp_path: Path, replay_env: Path
+) -> None:
+    """A real SIGINT to ``npo-bot replay`` while it decides: exit 130 and one line saying how far it got (no
+    traceback); run again, every prediction is stored exactly once."""
+    n = 100 * REPLAY_CHUNK
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(_lines(n), encoding="utf-8")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-c", _LAUNCH, "replay", str(feed), "--env-file", str(tmp_path / "absent.env")]
+    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while _decided(replay_env) == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, "the replay ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stored = _decided(replay_env)
+    text = err.decode()
+    assert proc.returncode == 130, text[-2000:]
+    assert "Traceback" not in text and "run the same command again" in text
+    assert 0 < stored < n
+    assert f"interrupted after {stored} of {n} predictions" in text
+    assert out.decode().startswith(f"{stored} decided (")
+    rerun = subprocess.run(argv, cwd=root, env=env, capture_output=True, timeout=120, check=False)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    summary = rerun.stdout.decode()
+    assert summary.startswith(f"{n} decided (") and re.search(rf"[( ]{stored} duplicate[,)]", summary), summary
+    assert _decided(replay_env) == n
