@@ -107,9 +107,13 @@ def _positive_int(name: str, value: object) -> int:
 def _non_negative_seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRecord(name, f"must be a non-negative number of seconds, got {_type_name(value)}")
-    if not math.isfinite(float(value)) or value < 0:
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond any float (10**400)
+        raise InvalidRecord(name, "must be a non-negative number of seconds, got an integer too large") from None
+    if not math.isfinite(seconds) or seconds < 0:
         raise InvalidRecord(name, f"must be a non-negative number of seconds, got {value!r}")
-    return float(value)
+    return seconds
 
 
 def _name_problem(value: object) -> str | None:
@@ -651,6 +655,7 @@ _TOML_POSITION_RE = re.compile(r"\s*\(at line (\d+), column \d+\)\s*$|\s*\(at en
 _HHMM_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
 _BOTH_ZONE_AND_OFFSET = "set either timezone (a named zone) or utc_offset (a fixed offset), not both"
 _OFFSET_RE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+_DIGITS_RE = re.compile(r"[0-9][0-9_]*")
 
 _Path = tuple[str, ...]
 _Rule = TypeVar("_Rule", BlastRadiusRule, OverrideCooldownRule, ChannelHourlyCapRule)
@@ -778,7 +783,7 @@ class _Builder:
     def build(self, data: Mapping[str, object]) -> Policy:
         self.check_known(data, _TOP_LEVEL_FIELDS, (), None)
         version = data.get("version", SUPPORTED_VERSION)
-        if isinstance(version, bool) or version != SUPPORTED_VERSION:
+        if type(version) is not int or version != SUPPORTED_VERSION:  # not 1.0 or true
             raise self.fail((), None, "version", f"unsupported policy version {version!r} (supported: 1)")
         name = data.get("name", "default")
         try:
@@ -994,6 +999,15 @@ def parse_policy(text: str, source: str = "policy.toml", *, zone: ZoneResolver |
                 line = int(match.group(1)) if match.group(1) else max(len(locator.lines), 1)
         field_name = locator.field_at(line) if line is not None else "(document)"
         raise PolicyError(f"invalid TOML: {message}", field_name=field_name, line=line, source=source) from None
+    except ValueError:  # not a TOMLDecodeError: an integer beyond Python's digit limit (4300), which has no position
+        locator = _Locator(text)
+        lengths = [max(map(len, _DIGITS_RE.findall(row)), default=0) for row in locator.lines]
+        line = lengths.index(max(lengths)) + 1  # the line with the longest number
+        message = "invalid TOML: an integer with too many digits"
+        raise PolicyError(message, field_name=locator.field_at(line), line=line, source=source) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        message = "invalid TOML: arrays or inline tables nested too deeply"
+        raise PolicyError(message, field_name="(document)", line=None, source=source) from None
     return _Builder(text, source, zone).build(data)
 
 

@@ -113,6 +113,7 @@ def _reload(bot: BotUnderTest, token: str | None = None) -> httpx.Response:
         ("[rules.allowed_actions]\ndisk_failure = 7\n", "rules.allowed_actions.disk_failure"),
         ("[rules.no_such_rule]\nx = 1\n", "rules.no_such_rule"),
         (b"\xff\xfe\x00garbage", "NPO_POLICY_FILE"),
+        ("[rules.override_cooldown]\nseconds = 1" + "0" * 400 + "\n", "rules.override_cooldown.seconds"),
         ("", None),  # truncated to nothing: a valid, empty policy — accepted, see below
     ],
 )

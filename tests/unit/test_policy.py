@@ -1029,6 +1029,21 @@ MALFORMED = [
         id="unknown-top-level-key",
     ),
     pytest.param("version = 2\n", 1, "version", "unsupported policy version 2", id="bad-version"),
+    pytest.param("version = 1.0\n", 1, "version", "unsupported policy version 1.0", id="version-not-an-integer"),
+    pytest.param(
+        "[rules.override_cooldown]\nseconds = 1" + "0" * 400 + "\n",
+        2,
+        "rules.override_cooldown.seconds",
+        "too large",
+        id="seconds-beyond-any-float",
+    ),
+    pytest.param(
+        "[rules.blast_radius]\nmax_concurrent = 2\n\n[rules.channel_hourly_cap]\nmax_per_hour = 1" + "0" * 5000 + "\n",
+        5,
+        "rules.channel_hourly_cap.max_per_hour",
+        "too many digits",
+        id="integer-beyond-pythons-digit-limit",
+    ),
     pytest.param(
         '[rules.allowed_actions]\ndisk_failure = ["drain"]\n"*" = "drain"\n',
         3,
@@ -1062,6 +1077,14 @@ def test_malformed_policy_names_line_and_field(text: str, line: int, field: str,
     assert fragment in error.message
     assert str(error) == f"policy.toml line {line}, field {field}: {error.message}"
     assert isinstance(error, ValueError)
+
+
+def test_arrays_nested_too_deeply_are_refused_not_raised() -> None:
+    """tomllib parses nested arrays recursively: a file nested beyond the stack is a PolicyError, so a reload
+    refuses it and says why (before: a RecursionError escaped the reload)."""
+    with pytest.raises(PolicyError, match="nested too deeply") as caught:
+        parse_policy("[rules.allowed_actions]\ndisk_failure = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert caught.value.field == "(document)"
 
 
 def test_policy_error_message_format() -> None:
