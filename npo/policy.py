@@ -1042,8 +1042,9 @@ utc_offset = "+00:00"
 
 # Blast radius: a disruptive action is blocked while its cluster already has max_concurrent open (surfaced,
 # unresolved) disruptive recommendations. The cluster is the prediction's "cluster" label, else the first
-# dash/dot segment of its target. max_concurrent is a positive integer; an empty disruptive_actions list
-# turns the rule off. Defaults shown.
+# non-empty dash/dot segment of its target ("r12-n04" -> "r12"). Actions are compared without surrounding
+# blanks but case-sensitively: list them as the predictor spells them. max_concurrent is a positive integer;
+# an empty disruptive_actions list turns the rule off. Defaults shown.
 [rules.blast_radius]
 max_concurrent = 2
 disruptive_actions = ["drain", "reboot", "reimage", "power_cycle", "failover"]

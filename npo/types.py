@@ -63,6 +63,14 @@ def _require_text(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> s
     return value
 
 
+def _require_name(name: str, value: object) -> str:
+    """:func:`_require_text` for a name that rules and keys compare exactly (fault type, target, action): surrounding
+    blanks are dropped, so ``"reboot "`` is the action ``reboot`` for every guardrail that names it."""
+    if type(value) is str and 0 < len(value) <= MAX_TEXT_LEN and not value[0].isspace() and not value[-1].isspace():
+        return value  # the common case
+    return _require_text(name, value).strip()
+
+
 def _require_unit(name: str, value: object) -> float:
     if type(value) is float and 0.0 <= value <= 1.0:  # the common case, checked cheaply (NaN fails the range)
         return value
@@ -118,9 +126,11 @@ class Prediction:
 
     def __post_init__(self) -> None:
         _require_text("id", self.id, max_len=MAX_ID_LEN)
-        _require_text("fault_type", self.fault_type)
-        _require_text("target", self.target)
-        _require_text("action", self.action)
+        for name in ("fault_type", "target", "action"):
+            value = getattr(self, name)
+            text = _require_name(name, value)
+            if text is not value:
+                object.__setattr__(self, name, text)
         object.__setattr__(self, "confidence", _require_unit("confidence", self.confidence))
         try:
             object.__setattr__(self, "severity", Severity(self.severity))
@@ -144,15 +154,15 @@ class Prediction:
 
     @property
     def cluster(self) -> str:
-        """The blast-radius domain: the ``cluster`` label, else the target's first dash/dot segment."""
+        """The blast-radius domain: the ``cluster`` label (without surrounding blanks), else the target's first
+        non-empty dash/dot segment."""
         explicit = self.labels.get("cluster")
-        if explicit:
-            return explicit
+        if explicit and not explicit.isspace():
+            return explicit.strip()
         target = self.target
         cluster = _CLUSTER_OF_TARGET.get(target)
-        if cluster is None:
-            head = target.replace(".", "-").split("-", 1)[0]
-            cluster = head or target
+        if cluster is None:  # the first non-empty segment: ".web-1" is in cluster "web", not a cluster of its own
+            cluster = next((part for part in target.replace(".", "-").split("-") if part), target)
             if len(_CLUSTER_OF_TARGET) >= _CLUSTER_MEMO_SIZE:
                 _CLUSTER_OF_TARGET.clear()
             _CLUSTER_OF_TARGET[target] = cluster

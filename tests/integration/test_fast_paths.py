@@ -18,11 +18,11 @@ def _reference_band(confidence: float) -> str:
 
 
 def _reference_cluster(p: Prediction) -> str:
-    explicit = p.labels.get("cluster")
+    explicit = (p.labels.get("cluster") or "").strip()
     if explicit:
         return explicit
-    head = p.target.replace(".", "-").split("-", 1)[0]
-    return head or p.target
+    segments = [part for part in p.target.replace(".", "-").split("-") if part]
+    return segments[0] if segments else p.target
 
 
 @pytest.mark.parametrize("confidence", [0.0, 0.1, 0.4999, 0.5, 0.69, 0.7, 0.8999, 0.9, 1.0])
@@ -34,6 +34,8 @@ def _reference_cluster(p: Prediction) -> str:
         ("db.7.x", {"cluster": "c9"}),
         ("host9", {"target_class": "gpu"}),
         ("a-b", {"target_class": "", "cluster": ""}),
+        ("..x-y", {"cluster": " "}),
+        ("--", {}),
     ],
 )
 def test_default_key_cluster_and_band_match_the_definitions(

@@ -216,6 +216,23 @@ def test_blast_radius_allows_below_the_limit_and_other_clusters() -> None:
     assert check(BLAST, pred(action="drain"), ctx(active_disruptive_by_cluster={"r13": 9})).allowed
 
 
+def test_an_action_with_surrounding_blanks_is_the_same_action_for_every_guardrail() -> None:
+    """``"reboot "`` (a stray space, a YAML block scalar's trailing newline) passed the blast radius and action-scoped
+    freeze windows that name ``reboot``: the guardrails compared the text as sent."""
+    full = ctx(active_disruptive_by_cluster={"r12": 2})
+    for action in ("reboot ", " reboot", "reboot\n", "\treboot\r\n"):
+        verdict = check(BLAST, pred(action=action, target="r12-n04"), full)
+        assert (verdict.outcome, verdict.rule) == ("block", "blast_radius"), action
+
+
+def test_a_blank_cluster_label_or_an_empty_first_segment_does_not_make_a_cluster_of_one() -> None:
+    """A cluster of one host is a blast radius of one host: the limit would never bind."""
+    full = ctx(active_disruptive_by_cluster={"web": 2})
+    for target, labels in ((".web-1", {}), ("-web-2", {}), ("web-3", {"cluster": " "})):
+        verdict = check(BLAST, pred(action="drain", target=target, labels=labels), full)
+        assert verdict.rule == "blast_radius", (target, labels)
+
+
 def test_blast_radius_ignores_non_disruptive_actions() -> None:
     context = ctx(active_disruptive_by_cluster={"r12": 9})
     assert check(BLAST, pred(action="replace_disk"), context).allowed

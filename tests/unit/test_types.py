@@ -73,6 +73,15 @@ def test_error_message_starts_with_the_field() -> None:
         _prediction(confidence=1.5)
 
 
+def test_names_lose_surrounding_blanks() -> None:
+    """fault_type, target and action are names the guardrails and the scenario key compare exactly."""
+    p = _prediction(fault_type=" disk_failure\t", target="r12-n04\n", action="drain ")
+    assert (p.fault_type, p.target, p.action) == ("disk_failure", "r12-n04", "drain")
+    assert p.fingerprint() == _prediction().fingerprint()
+    assert _prediction(target=" r12-n04").cluster == "r12"
+    assert _field_of(action=" \n ") == "action"
+
+
 def test_time_to_fault_zero_is_allowed() -> None:
     assert _prediction(time_to_fault_s=0).time_to_fault_s == 0.0
 
