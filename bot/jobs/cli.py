@@ -88,8 +88,20 @@ def _since(text: str, tz: ZoneInfo, until: datetime) -> datetime | str:
     return since
 
 
+def _database_file(path: Path, db: Path) -> Path | None:
+    """The file of the database ``db`` (itself, or its -wal, -shm or -journal file) that ``path`` names, else
+    None: the chart must never be written over the data."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        other = Path(f"{db}{suffix}")
+        if os.path.realpath(path) == os.path.realpath(other):
+            return other
+        if path.exists() and other.exists() and os.path.samefile(path, other):  # a hard link
+            return other
+    return None
+
+
 def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
-    """Print the report; 0 on success, 2 on bad arguments or a missing database."""
+    """Print the report; 0 on success, 2 on bad arguments, a missing database or a chart that cannot be written."""
     from bot.jobs.report import build_report, render_png, report_text  # noqa: PLC0415 - keep --help fast
     from storage import SQLiteStore  # noqa: PLC0415
     from storage.errors import StorageError  # noqa: PLC0415
@@ -114,14 +126,22 @@ def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     if not db.is_file():
         print(f"npo-bot report: no such database: {db}", file=sys.stderr)
         return 2
+    if args.png is not None and (data := _database_file(args.png, db)) is not None:
+        print(f"npo-bot report: --png {args.png} is the database file {data}; name a new PNG file", file=sys.stderr)
+        return 2
     try:
         with SQLiteStore(db, migrate=False) as store:
             report = build_report(store, since=since, until=until, timezone=zone)
     except StorageError as exc:
         print(f"npo-bot report: {exc}", file=sys.stderr)
         return 2
+    if args.png is not None:  # written before the text is printed, so a failure prints one line and nothing else
+        try:
+            args.png.write_bytes(render_png(report))
+        except OSError as exc:
+            print(f"npo-bot report: --png {args.png}: cannot write the chart: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     print(report_text(report, slack=False))
     if args.png is not None:
-        args.png.write_bytes(render_png(report))
         print(f"\nwrote {args.png}")
     return 0

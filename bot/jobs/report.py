@@ -9,16 +9,20 @@ else's share of that answer is at least ``ONE_SIDED_MARGIN`` lower), when their 
 they **disagreed with the outcomes** of most of their answers whose outcome is known (at least
 ``DISAGREE_MIN_OUTCOMES``), or when they made **clicks over the rate limit**.
 
-Outcome-based figures (outcomes known, precision, recall and MTTR) count the outcomes *recorded* in the period,
-whenever their recommendation was decided: each outcome is counted in exactly one week, the week it arrived.
+Outcome-based figures (outcomes known, precision, recall and MTTR) count the outcomes whose time (``at``: when the
+fault was resolved or ruled out, as the source reports it) lies in the period, whenever their recommendation was
+decided: each outcome is counted in exactly one week. One that arrives after its week's summary was posted (an
+Alertmanager "resolved" sent a few minutes after ``endsAt``, across the weekly slot) is in no posted summary; it is
+in ``npo-bot report`` for that period.
 
 :func:`report_text` gives Slack mrkdwn by default (the weekly post, ``/npo summary``): keys and operator ids come
 from predictions and clicks, so they are escaped (no injected mentions or links) and shortened to
 ``MAX_NAME_IN_SLACK`` characters (their full text is in ``/npo why``, the exports and ``npo-bot report``). With
 ``slack=False`` (the terminal) they are printed as they are.
 
-The chart has one point per day; for spans longer than ``CHART_MAX_TICKS`` days only every n-th day is labelled
-(dates as ``17 Mar``), so the labels never overlap. ``npo-bot report`` allows at most 366 days.
+The chart has one point per day, its x axis named after the zone the days are counted in; for spans longer than
+``CHART_MAX_TICKS`` days only every n-th day is labelled (dates as ``17 Mar``), so the labels never overlap.
+``npo-bot report`` allows any period from 1970 on.
 """
 
 from __future__ import annotations
@@ -325,6 +329,7 @@ def chart_figure(report: WeeklyReport) -> Figure:
     ax.set_xticks(positions, labels)
     ax.set_ylim(0, 1)
     ax.set_ylabel("L_align")
+    ax.set_xlabel(f"day ({report.until.tzinfo})")  # the zone the days are counted in (its IANA name)
     ax.set_title(f"NPO alignment loss by day, {report.since:%Y-%m-%d} – {report.until:%Y-%m-%d}")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -482,3 +482,48 @@ def test_a_summary_set_inside_the_hour_the_clocks_go_back_is_posted_once(
     clock.now = datetime(2026, 11, 1, 1, 30, 2, tzinfo=UTC)  # the next Sunday at 02:30 CET
     assert build_scheduler(jobs).run_due(WEEKLY_JOB)
     assert len(summaries(standin)) == 2
+
+
+@pytest.mark.parametrize("target", ["the database", "its -wal file", "a hard link to it", "a folder", "no folder"])
+def test_report_command_refuses_a_png_it_cannot_or_must_not_write(
+    target: str, db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--png`` naming the database (a slip for ``--db``) overwrote it with the chart, and a folder or a path in a
+    missing folder ended in a traceback after the report was printed: now one line, exit 2, the data intact."""
+    with SQLiteStore(db_path) as store:
+        _some_activity(store)
+        wal = Path(f"{db_path}-wal")
+        png = {
+            "the database": db_path,
+            "its -wal file": wal,
+            "a hard link to it": tmp_path / "chart.png",
+            "a folder": tmp_path,
+            "no folder": tmp_path / "missing" / "week.png",
+        }[target]
+        if target == "a hard link to it":
+            png.hardlink_to(db_path)
+        args = _report_args("--db", str(db_path), "--png", str(png), "--timezone", "Europe/Berlin")
+        assert wal.is_file() or target != "its -wal file"
+        assert run_report(args, now=MONDAY_SLOT) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith(f"npo-bot report: --png {png}")
+    assert db_path.read_bytes().startswith(b"SQLite format 3\x00")
+    with SQLiteStore(db_path, migrate=False) as store:
+        report = build_report(
+            store, since=datetime(2025, 3, 17, 9, tzinfo=BERLIN), until=MONDAY_SLOT, timezone="Europe/Berlin"
+        )
+    assert report.counts == {"override": 1, "like": 1}
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "UTC"])
+def test_the_chart_names_its_axes_and_the_zone_of_its_days(zone: str, db_path: Path) -> None:
+    """The x axis had day ticks but no label: a chart posted to a team across zones did not say in which zone its
+    days (midnight to midnight) were counted."""
+    from bot.jobs.report import chart_figure  # noqa: PLC0415
+
+    with SQLiteStore(db_path) as store:
+        _some_activity(store)
+        report = build_report(store, since=MONDAY_SLOT - WEEK, until=MONDAY_SLOT, timezone=zone)
+    (ax,) = chart_figure(report).axes
+    assert ax.get_ylabel() == "L_align"
+    assert ax.get_xlabel() == f"day ({zone})"
