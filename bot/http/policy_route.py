@@ -1,11 +1,11 @@
 """``POST /api/v1/policy/reload``: re-read the safety policy file (``NPO_POLICY_FILE``) without a restart.
 
 Same bearer token as the ingest API. The file is parsed completely before anything changes: a file that cannot be
-read or parsed (bad TOML, an unknown rule, a wrong type — ``PolicyError`` names the line and field) is refused with
-422 and the running policy stays in force; so is a change of ``blast_radius.disruptive_actions``, which the
-database's queries are built for (restart to apply it). On success the next decision uses the new policy. Every
-attempt is logged (an error line for a refused file). Without ``NPO_POLICY_FILE`` (the built-in default policy)
-there is nothing to reload: 409.
+read or parsed (bad TOML, an unknown rule, a wrong type — ``PolicyError`` names the line and field; not UTF-8;
+empty) is refused with 422 and the running policy stays in force; so is a change of
+``blast_radius.disruptive_actions``, which the database's queries are built for (restart to apply it). On success
+the next decision uses the new policy. Every attempt is logged (an error line for a refused file). Without
+``NPO_POLICY_FILE`` (the built-in default policy) there is nothing to reload: 409.
 
 :func:`read_policy_file` is how the bot reads the policy file, at start-up and here: UTF-8 with or without a
 byte-order mark, and ``timezone = "Europe/Berlin"`` resolved with :class:`zoneinfo.ZoneInfo` (an unknown zone
@@ -26,11 +26,32 @@ from npo.policy import Policy, PolicyError, parse_policy
 log = logging.getLogger(__name__)
 
 
+def _unreadable(path: Path, message: str) -> PolicyError:
+    return PolicyError(message, field_name="NPO_POLICY_FILE", line=None, source=path.name)
+
+
 def read_policy_file(path: Path) -> Policy:
-    """Read and parse a policy file. Raises ``PolicyError`` for a bad policy (an unknown time zone included),
-    ``OSError`` or ``UnicodeDecodeError`` for a file that cannot be read as UTF-8."""
-    # utf-8-sig: a leading byte-order mark (some Windows editors write one) is not part of the TOML
-    return parse_policy(path.read_text(encoding="utf-8-sig"), path.name, zone=ZoneInfo)
+    """Read and parse a policy file. Raises ``PolicyError`` for a bad policy (an unknown time zone included), for a
+    file that cannot be read or is not UTF-8 (field ``NPO_POLICY_FILE``), and for an empty one: a file truncated to
+    nothing (a failed write, a full disk) would otherwise be the default policy, every freeze window and allowed
+    action of the real one gone; the defaults are asked for with ``version = 1`` (or no ``NPO_POLICY_FILE``)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _unreadable(path, f"cannot read {path.name}: {exc.strerror or exc}") from None
+    try:
+        # utf-8-sig: a leading byte-order mark (some Windows editors write one) is not part of the TOML
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise _unreadable(path, f"line {line} is not UTF-8 (byte 0x{data[exc.start]:02x}); save it as UTF-8") from None
+    if not text.strip():
+        raise _unreadable(
+            path,
+            "the policy file is empty (a truncated write?); write `version = 1` for the defaults, or unset "
+            "NPO_POLICY_FILE",
+        )
+    return parse_policy(text, path.name, zone=ZoneInfo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +82,9 @@ class PolicyHolder:
         with self._lock:
             try:
                 new = read_policy_file(self.path)
-            except PolicyError as exc:
+            except PolicyError as exc:  # a bad policy, or a file that cannot be read, is not UTF-8 or is empty
                 log.error("policy reload refused, the current policy stays in force: %s", exc)
                 return ReloadResult(False, 422, str(exc), exc.field)
-            except (OSError, UnicodeDecodeError) as exc:
-                log.error(
-                    "policy reload refused, the current policy stays in force: cannot read %s: %s", self.path, exc
-                )
-                return ReloadResult(False, 422, f"cannot read {self.path.name}: {exc}", "NPO_POLICY_FILE")
             old = self.policy
             if new.blast_radius.disruptive_actions != old.blast_radius.disruptive_actions:
                 message = "blast_radius.disruptive_actions changed: restart the service to apply it"

@@ -114,7 +114,7 @@ def _reload(bot: BotUnderTest, token: str | None = None) -> httpx.Response:
         ("[rules.no_such_rule]\nx = 1\n", "rules.no_such_rule"),
         (b"\xff\xfe\x00garbage", "NPO_POLICY_FILE"),
         ("[rules.override_cooldown]\nseconds = 1" + "0" * 400 + "\n", "rules.override_cooldown.seconds"),
-        ("", None),  # truncated to nothing: a valid, empty policy — accepted, see below
+        (" \n", "NPO_POLICY_FILE"),  # truncated to nothing: refused (the defaults are `version = 1`)
     ],
 )
 def test_a_corrupt_policy_file_at_reload_keeps_the_old_policy_and_reports_the_error(
@@ -128,9 +128,6 @@ def test_a_corrupt_policy_file_at_reload_keeps_the_old_policy_and_reports_the_er
     else:
         settings.policy_file.write_text(corrupt, encoding="utf-8")
     response = _reload(policy_bot)
-    if corrupt == "":
-        assert response.status_code == 200  # an empty file is the default policy, a legitimate change
-        return
     assert response.status_code == 422, response.text
     answer = response.json()
     assert answer["error"]

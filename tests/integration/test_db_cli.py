@@ -145,13 +145,23 @@ def test_a_database_from_a_newer_version_is_not_touched(filled: Path, capsys: py
     assert filled.read_bytes() == before
 
 
-@pytest.mark.parametrize("problem", ["database folder", "policy file"])
+POLICY_PROBLEMS: dict[str, tuple[bytes, str]] = {  # the policy file's bytes → what the message must say
+    "policy file": (b'timezone = "Mars/Olympus"\n', "Mars/Olympus"),
+    "policy not UTF-8": (b"\xff\xfe garbage", "not UTF-8"),
+    "policy empty": (b" \n\t\n", "the policy file is empty"),
+}
+
+
+@pytest.mark.parametrize("problem", ["database folder", *POLICY_PROBLEMS])
 @pytest.mark.parametrize("command", ["serve", "replay"])
 def test_the_service_commands_refuse_unusable_settings_with_one_line(
     command: str, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A policy file that is not UTF-8 or cannot be read ended start-up in a traceback; an empty one (a truncated
+    write) was taken as the default policy, every freeze window and allowed action of the real one gone."""
     policy = tmp_path / "policy.toml"
-    policy.write_text('timezone = "Mars/Olympus"\n')
+    content, expected = POLICY_PROBLEMS.get(problem, (b"", "missing does not exist"))
+    policy.write_bytes(content)
     settings = {
         "SLACK_BOT_TOKEN": "xoxb-test-token",
         "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789",
@@ -160,7 +170,7 @@ def test_the_service_commands_refuse_unusable_settings_with_one_line(
         "NPO_OPS_CHANNEL": "C0OPS",
         "SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached: the settings are refused first
         "NPO_DB_PATH": str(tmp_path / ("missing" if problem == "database folder" else "") / "npo.db"),
-        **({"NPO_POLICY_FILE": str(policy)} if problem == "policy file" else {}),
+        **({"NPO_POLICY_FILE": str(policy)} if problem in POLICY_PROBLEMS else {}),
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
@@ -170,7 +180,7 @@ def test_the_service_commands_refuse_unusable_settings_with_one_line(
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"npo-bot {command}: ") and "Traceback" not in err
-    assert ("missing does not exist" if problem == "database folder" else "Mars/Olympus") in err
+    assert expected in err
     assert not (tmp_path / "missing").exists()
 
 
