@@ -1,4 +1,5 @@
-"""``npo-bot demo``: its options and the foreground run (one URL printed; Ctrl-C stops everything cleanly).
+"""``npo-bot demo``: its options and the foreground run (one URL printed; Ctrl-C or SIGTERM stops everything
+cleanly).
 
 Only argparse is imported at module level so that ``npo-bot --help`` stays fast.
 """
@@ -6,11 +7,16 @@ Only argparse is imported at module level so that ``npo-bot --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.demo.runner import Demo
 
 __all__ = ["add_demo_parser", "run_demo"]
 
@@ -39,11 +45,21 @@ def _positive(kind: type[Any]) -> Any:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-        if value <= 0:
+        if not 0 < value < math.inf:  # also refuses nan
             raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
         return value
 
     return convert
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
 
 
 def _miss_weight(text: str) -> float:
@@ -95,7 +111,7 @@ def add_demo_parser(sub: Any) -> None:
     demo.add_argument("--noise", type=_fraction, default=0.1, help="share of engineers' answers flipped (default 0.1)")
     demo.add_argument("--skip", type=_fraction, default=0.1, help="share of recommendations nobody answers (0.1)")
     demo.add_argument("--neutral", type=_fraction, default=0.03, help="share of neutral answers (default 0.03)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed of the fault stream (default 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="random seed of the fault stream (default 0)")
     demo.add_argument(
         "--miss-weight",
         type=_miss_weight,
@@ -107,15 +123,46 @@ def add_demo_parser(sub: Any) -> None:
     demo.add_argument("--quiet", action="store_true", help="print only the URL, the summary and errors")
 
 
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+class _Stops:
+    """The handler of Ctrl-C and SIGTERM: they ask the demo to stop instead of interrupting whatever runs (imports,
+    start-up, the run, the clean stop), so a start-up completes and then everything stops as at the end of
+    ``--minutes``. ``received`` names the signals in order; ``demo`` is the demo to stop once it exists."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.demo: Demo | None = None
+
+    def __call__(self, sig: int, frame: FrameType | None) -> None:
+        self.received.append(STOP_SIGNALS[signal.Signals(sig)])
+        if self.demo is not None:
+            self.demo.request_stop()
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo in the foreground; 0 on a normal end or Ctrl-C, 2 when it cannot start."""
+    """Run the demo in the foreground; 0 on a normal end, Ctrl-C or SIGTERM, 2 when it cannot start."""
+    stops = _Stops()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signals are handled on the main thread only
+        previous = {sig: signal.signal(sig, stops) for sig in STOP_SIGNALS}
+    try:
+        return _run(args, stops)
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace, stops: _Stops) -> int:
     import logging  # noqa: PLC0415 - keep `npo-bot --help` fast
 
     from bot.demo.runner import Demo, DemoError, DemoOptions  # noqa: PLC0415
     from bot.demo.scenarios import Noise  # noqa: PLC0415
     from npo.types import InvalidRecord  # noqa: PLC0415
 
-    if args.outcome_delay is not None and args.outcome_delay < 0:
+    if args.outcome_delay is not None and not args.outcome_delay >= 0:  # also refuses nan
         print("npo-bot demo: --outcome-delay must be >= 0", file=sys.stderr)
         return 2
     try:
@@ -144,27 +191,26 @@ def run_demo(args: argparse.Namespace) -> int:
         replay=args.replay,
         policy_file=args.policy,
     )
-    demo = Demo(options, say=lambda line: print(f"npo-bot demo: {line}", file=sys.stderr))
+    demo = stops.demo = Demo(options, say=lambda line: print(f"npo-bot demo: {line}", file=sys.stderr))
+    if stops.received:  # while Python imported the demo: nothing was started
+        print(f"npo-bot demo: stopped ({stops.received[0]}) before it started", file=sys.stderr)
+        return 0
     try:
         url = demo.start()
     except DemoError as exc:
         print(f"npo-bot demo: {exc}", file=sys.stderr)
         return 2
-    print(f"NPO demo running: open {url}", flush=True)
-    if not args.quiet:
-        ending = f"stops after {args.minutes:g} min" if args.minutes else "Ctrl-C stops it"
-        print(f"  ({demo.status()}; {ending})", flush=True)
-    interrupted = False
+    if not stops.received:
+        print(f"NPO demo running: open {url}", flush=True)
+        if not args.quiet:
+            ending = f"stops after {args.minutes:g} min" if args.minutes else "Ctrl-C stops it"
+            print(f"  ({demo.status()}; {ending})", flush=True)
     try:
-        demo.run_until_done()
-    except KeyboardInterrupt:
-        interrupted = True
+        demo.run_until_done()  # returns at once after a signal (Demo.request_stop)
     finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean stop short
-        demo.stop()
-    if interrupted:
-        print("\nstopped (Ctrl-C)")
+        demo.stop()  # a further signal cannot cut it short: the handler only asks to stop again
+    if stops.received:
+        print(f"\nstopped ({stops.received[0]})")
     for line in demo.summary():
         print(line)
     return 0

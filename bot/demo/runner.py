@@ -27,6 +27,8 @@ from bot.demo.scenarios import ENGINEERS, BuiltinStream, Noise, ReplayStream, St
 from bot.demo.surfacing import Decided, surfacing
 from bot.serve import ServerThread
 from bot.standin import StandIn
+from npo.policy import PolicyError
+from storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,8 @@ class DemoOptions:
 def prepare_database(path: Path, *, resume: bool) -> None:
     """Start a fresh demo database at ``path`` (removing an earlier *NPO* database there) unless ``resume``.
 
-    Refuses (DemoError) to remove a file that is not an NPO SQLite database, or to resume from one.
+    Refuses (DemoError) to remove a file that is not an NPO SQLite database, or one that another program (a demo
+    still running) has open, or to resume from a file that is not an NPO database.
     """
     if not path.exists():
         return
@@ -97,8 +100,25 @@ def prepare_database(path: Path, *, resume: bool) -> None:
         raise DemoError(f"{path} exists and is not an NPO database; choose another --db")
     if resume:
         return
+    if _in_use(path):
+        raise DemoError(f"{path} is in use by another program (a demo still running?); stop it or choose another --db")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _in_use(path: Path) -> bool:
+    """Whether another connection has the database at ``path`` open. The bot keeps it in WAL mode, which SQLite
+    leaves only for the last connection: anyone else's makes the switch fail at once (the file is removed next)."""
+    conn = sqlite3.connect(path, timeout=0)
+    try:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return True
+        raise
+    finally:
+        conn.close()
+    return False
 
 
 class Demo:
@@ -129,7 +149,10 @@ class Demo:
             return BuiltinStream(seed=o.seed, noise=o.noise, run_tag=f"demo-{secrets.token_hex(2)}")
         if not o.replay.is_file():
             raise DemoError(f"--replay: no such file: {o.replay}")
-        stream = ReplayStream(o.replay, seed=o.seed, noise=o.noise)
+        try:
+            stream = ReplayStream(o.replay, seed=o.seed, noise=o.noise)
+        except UnicodeDecodeError:
+            raise DemoError(f"--replay: {o.replay} is not UTF-8 text; save it as UTF-8") from None
         for error in stream.errors:
             self.say(f"{o.replay}: {error} (skipped)")
         if not stream.items:
@@ -209,6 +232,12 @@ class Demo:
             if o.auto:
                 self.engineers = Engineers(standin, self.ledger, INCIDENT, seed=o.seed)
                 self.engineers.start()
+        except StorageError as exc:  # the database cannot be used (a missing folder, …)
+            self.stop()
+            raise DemoError(f"--db: {exc}") from None
+        except PolicyError as exc:
+            self.stop()
+            raise DemoError(f"--policy: the policy file is refused: {exc}") from None
         except BaseException:
             self.stop()
             raise
@@ -232,7 +261,7 @@ class Demo:
 
     def run_until_done(self) -> None:
         """Block until ``--minutes`` have passed, ``--count`` predictions were sent and answered, or
-        :meth:`request_stop` (Ctrl-C raises KeyboardInterrupt here, which the caller handles)."""
+        :meth:`request_stop` (which ``npo-bot demo`` calls at Ctrl-C and SIGTERM)."""
         o = self.options
         deadline = self.started_at + o.minutes * 60 if o.minutes is not None else None
         drained_by: float | None = None

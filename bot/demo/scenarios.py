@@ -233,7 +233,14 @@ def _truth(value: Any) -> bool | None:
 def _records(text: str, kind: str) -> Iterator[tuple[int, Any]]:
     if kind == "csv":
         reader = csv.DictReader(io.StringIO(text))
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # e.g. a cell over the csv module's field limit; the reader goes on after it
+                yield reader.line_num, InvalidRecord("(line)", f"invalid CSV: {exc}")
+                continue
             record: dict[str, Any] = {}
             for key, value in row.items():
                 if key is None or value in (None, ""):
@@ -251,7 +258,6 @@ def _records(text: str, kind: str) -> Iterator[tuple[int, Any]]:
                 else:
                     record[key] = value
             yield reader.line_num, record
-        return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue

@@ -3,6 +3,7 @@ leaves a usable database, bad options and files are refused clearly, and the pag
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -11,11 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from demo_testing import demo_cli, rows
+from demo_testing import SURE_PREDICTION, demo_cli, rows
 
+from bot.cli import build_parser
+from bot.demo.cli import run_demo
 from bot.demo.panel import panel_data
 from bot.demo.runner import Demo, DemoError, DemoOptions, prepare_database
 from bot.demo.scenarios import Noise
@@ -159,6 +163,17 @@ def test_replay_reports_bad_lines_and_keeps_the_truth_out_of_the_prediction(tmp_
     assert [item.id for item in again] == ["a", "c"] and again.errors == stream.errors
 
 
+def test_replay_reports_a_csv_line_the_csv_module_refuses_and_reads_on(tmp_path: Path) -> None:
+    from bot.demo.scenarios import ReplayStream  # noqa: PLC0415
+
+    path = tmp_path / "p.csv"
+    header = "id,fault_type,target,action,confidence\n"
+    path.write_text(header + f'a,disk,"{"x" * 200_000}",drain,0.9\nb,disk,r1-n1,drain,0.9\n', encoding="utf-8")
+    stream = ReplayStream(path)
+    assert [item.id for item in stream] == ["b"]
+    assert len(stream.errors) == 1 and "(line): invalid CSV: field larger than field limit" in stream.errors[0]
+
+
 def test_the_page_json_routes_refuse_bad_input_by_field(manual_demo: tuple[Demo, str]) -> None:
     _, url = manual_demo
     bad_json = httpx.post(url + "act", content=b"{", timeout=10)
@@ -196,3 +211,132 @@ def test_a_resumed_run_summarises_itself_and_its_panel_counts_current_answers(tm
                 record_feedback(tx, FeedbackEvent(pid, "U0SOMEONE", kind, time.time(), request), config=store.config)
         counts = panel_data(store)["counts"]
     assert counts["overrides"] == 1 and counts["likes"] == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--minutes", "inf"),
+        ("--minutes", "nan"),
+        ("--rate", "nan"),
+        ("--outcome-delay", "nan"),
+        ("--seed", "-1"),
+    ],
+)
+def test_values_the_demo_cannot_run_with_are_refused_by_name(tmp_path: Path, option: str, value: str) -> None:
+    run = demo_cli("--db", str(tmp_path / "x.db"), "--port", "0", "--count", "1", "--rate", "600", option, value)
+    assert run.returncode == 2 and option in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_database_folder_or_policy_file_that_cannot_be_used_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    nowhere = demo_cli("--db", str(tmp_path / "absent" / "x.db"), "--port", "0")
+    assert nowhere.returncode == 2 and "--db" in nowhere.stderr and "does not exist" in nowhere.stderr
+    assert "Traceback" not in nowhere.stderr
+    policy = tmp_path / "bad.toml"
+    policy.write_text("this is = not toml [\n", encoding="utf-8")
+    refused = demo_cli("--policy", str(policy), "--db", str(tmp_path / "x.db"), "--port", "0")
+    assert refused.returncode == 2 and "--policy" in refused.stderr and "invalid TOML" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_a_replay_file_that_is_not_utf8_text_is_refused_by_name(tmp_path: Path) -> None:
+    binary = tmp_path / "preds.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00not text")
+    run = demo_cli("--replay", str(binary), "--db", str(tmp_path / "x.db"), "--port", "0")
+    assert run.returncode == 2 and "--replay" in run.stderr and "UTF-8" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_second_demo_never_replaces_the_database_of_a_running_one(manual_demo: tuple[Demo, str]) -> None:
+    first, _ = manual_demo
+    db = first.options.db
+    deadline = time.monotonic() + 30
+    while first.ledger.sent < 1:
+        assert time.monotonic() < deadline, "the first demo sent nothing"
+        time.sleep(0.05)
+    second = Demo(DemoOptions(port=0, db=db), say=lambda _: None)
+    try:
+        with pytest.raises(DemoError, match="in use"):
+            second.start()
+    finally:
+        second.stop()
+    assert rows(db, "SELECT COUNT(*) FROM predictions")[0][0] == 1  # the first run's file, still there
+    assert first.bot is not None and first.bot.store.counts()["predictions"] == 1
+
+
+def _demo_args(tmp_path: Path) -> argparse.Namespace:
+    replay = tmp_path / "one.jsonl"
+    replay.write_text(json.dumps(SURE_PREDICTION) + "\n", encoding="utf-8")
+    return build_parser().parse_args(
+        ["demo", "--port", "0", "--db", str(tmp_path / "demo.db"), "--replay", str(replay), "--quiet"]
+    )
+
+
+@pytest.mark.parametrize("when", ["before the start", "during the start"])
+def test_ctrl_c_while_starting_stops_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], when: str
+) -> None:
+    """A Ctrl-C while the demo imports or starts its parts (a second or so) ends it like one while it runs: no
+    traceback, nothing left half-made."""
+    import bot.demo.runner  # noqa: PLC0415
+    import bot.demo.scenarios  # noqa: PLC0415
+
+    def interrupting(real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            os.kill(os.getpid(), signal.SIGINT)
+            return real(*args, **kwargs)
+
+        return call
+
+    if when == "before the start":
+        monkeypatch.setattr(bot.demo.scenarios, "Noise", interrupting(bot.demo.scenarios.Noise))
+    else:
+        monkeypatch.setattr(bot.demo.runner, "build_bot", interrupting(bot.demo.runner.build_bot))
+    args = _demo_args(tmp_path)
+    try:
+        code = run_demo(args)
+    except KeyboardInterrupt:
+        pytest.fail(f"Ctrl-C {when} escaped as KeyboardInterrupt (a traceback for the user)")
+    assert code == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back for whoever runs next
+    out = capsys.readouterr()
+    assert "stopped (Ctrl-C)" in out.out + out.err
+    if args.db.exists():  # started: stopped cleanly, the file complete
+        with SQLiteStore(args.db, LoopConfig()) as store:
+            assert store.counts()["predictions"] <= 1
+        assert not Path(f"{args.db}-wal").exists()
+
+
+def test_sigterm_stops_the_demo_as_cleanly_as_ctrl_c(tmp_path: Path) -> None:
+    db = tmp_path / "term.db"
+    log = (tmp_path / "stderr.log").open("w+", encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "demo", "--port", "0", "--db", str(db), "--auto", "--rate", "300", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().strip()
+        assert first.startswith("NPO demo running: open http://127.0.0.1:"), first
+        deadline = time.monotonic() + 60
+        while _answers(db) < 1:
+            assert process.poll() is None and time.monotonic() < deadline, "no answers were stored"
+            time.sleep(0.2)
+        process.terminate()
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        log.seek(0)
+        err = log.read()
+        log.close()
+    assert process.returncode == 0, err
+    assert "stopped (SIGTERM)" in out and "L_align by quarter of the run" in out
+    assert not Path(f"{db}-wal").exists()  # the bot closed its store (the WAL checkpointed and removed)
