@@ -35,15 +35,22 @@ class AlignmentSample:
 def alignment_loss(
     ys: Sequence[float] | npt.ArrayLike, weights: Sequence[float] | npt.ArrayLike | None = None
 ) -> float | None:
-    """Weighted mean of feedback codes; None when there is nothing (or zero total weight) to average."""
+    """Weighted mean of feedback codes; None when there is nothing (or zero total weight) to average.
+
+    Raises :class:`InvalidRecord` for codes outside [0, 1] (NaN included) and weights that are negative or not
+    finite."""
     y = np.asarray(ys, dtype=np.float64)
     if y.size == 0:
         return None
+    if not np.all((y >= 0.0) & (y <= 1.0)):
+        raise InvalidRecord("ys", "feedback codes must be in [0, 1] (no NaN)")
     if weights is None:
         return float(y.mean())
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != y.shape:
         raise InvalidRecord("weights", f"shape {w.shape} does not match feedback shape {y.shape}")
+    if not np.all((w >= 0.0) & np.isfinite(w)):
+        raise InvalidRecord("weights", "must be finite and >= 0")
     total = float(w.sum())
     if total <= 0.0:
         return None

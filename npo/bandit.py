@@ -138,8 +138,8 @@ class ThresholdBandit:
             values = getattr(self, name)
             if len(values) != k:
                 raise InvalidRecord(name, f"must have {k} entries (one per threshold), got {len(values)}")
-        if any(a <= 0 for a in self.alpha) or any(b <= 0 for b in self.beta):
-            raise InvalidRecord("posterior", "Beta parameters must be positive")
+        if not all(0.0 < a < math.inf for a in self.alpha) or not all(0.0 < b < math.inf for b in self.beta):
+            raise InvalidRecord("posterior", "Beta parameters must be positive and finite")
 
     # -- reading -----------------------------------------------------------------------------------------
     def threshold(self, arm: int) -> float:
@@ -189,8 +189,8 @@ class ThresholdBandit:
         alpha = list(self.alpha)
         beta = list(self.beta)
         w_new = weight if new_weight is None else new_weight
-        if w_new < 0.0:
-            raise InvalidRecord("weight", f"must be >= 0, got {w_new}")
+        if not 0.0 <= w_new < math.inf:  # NaN included
+            raise InvalidRecord("weight", f"must be a finite number >= 0, got {w_new}")
         alpha[arm] = max(pa[arm], alpha[arm] + w_new * new_reward - weight * old_reward)
         beta[arm] = max(pb[arm], beta[arm] + w_new * (1.0 - new_reward) - weight * (1.0 - old_reward))
         return self._derive(tuple(alpha), tuple(beta), self.pulls)
@@ -210,6 +210,7 @@ class ThresholdBandit:
         earned (module docstring) and ``arm`` counts the pull.
         """
         cfg = self.config
+        self._check_score(score)
         if not cfg.full_information:
             return self.update(arm, reward, weight)
         self._check(arm, reward, weight)
@@ -239,6 +240,7 @@ class ThresholdBandit:
         would have suppressed it get the miss term and the arms that would have surfaced it the reward of surfacing
         a real fault (1) or a false alarm (0), with weight 1.
         """
+        self._check_score(score)
         if not self.config.full_information:
             return self.miss_update(arm, real_fault)
         self._check(arm, 0.0, 0.0)
@@ -259,13 +261,14 @@ class ThresholdBandit:
         The credit of the old answer is taken back and the new one's added on each arm, so answering A then B
         leaves the same posterior as answering B alone (while nothing clamps at the prior).
         """
+        self._check_score(score)
         if not self.config.full_information:
             return self.replace_reward(arm, old_reward, new_reward, weight, new_weight)
         self._check(arm, old_reward, weight)
         self._check(arm, new_reward, weight)
         w_new = weight if new_weight is None else new_weight
-        if w_new < 0.0:
-            raise InvalidRecord("weight", f"must be >= 0, got {w_new}")
+        if not 0.0 <= w_new < math.inf:  # NaN included
+            raise InvalidRecord("weight", f"must be a finite number >= 0, got {w_new}")
         pa, pb = self.config.arm_prior
         old_a, old_b = self.credit(score, old_reward, weight)
         new_a, new_b = self.credit(score, new_reward, w_new)
@@ -318,8 +321,13 @@ class ThresholdBandit:
             raise InvalidRecord("arm", f"must be in [0, {self.config.n_arms}), got {arm}")
         if not 0.0 <= reward <= 1.0:
             raise InvalidRecord("reward", f"must be in [0, 1], got {reward}")
-        if weight < 0.0:
-            raise InvalidRecord("weight", f"must be >= 0, got {weight}")
+        if not 0.0 <= weight < math.inf:  # NaN included
+            raise InvalidRecord("weight", f"must be a finite number >= 0, got {weight}")
+
+    @staticmethod
+    def _check_score(score: float) -> None:
+        if not 0.0 <= score <= 1.0:  # NaN included: it would compare as below every τ
+            raise InvalidRecord("score", f"must be in [0, 1], got {score}")
 
 
 _SET_CONFIG, _SET_ALPHA, _SET_BETA, _SET_PULLS = (

@@ -9,6 +9,7 @@ the source, and η_n either constant (tracks drift; steady-state std σ·√(η/
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Literal
 
@@ -37,8 +38,8 @@ class EtaSchedule:
             raise InvalidRecord("eta.kind", f"must be 'constant' or 'decaying', got {self.kind!r}")
         if not 0.0 < self.eta <= 1.0:
             raise InvalidRecord("eta.eta", f"must be in (0, 1], got {self.eta}")
-        if not self.n0 >= 1.0:
-            raise InvalidRecord("eta.n0", f"must be >= 1 so that η ≤ 1, got {self.n0}")
+        if not (math.isfinite(self.n0) and self.n0 >= 1.0):
+            raise InvalidRecord("eta.n0", f"must be a finite number >= 1 so that 0 < η ≤ 1, got {self.n0}")
         if not 0.5 < self.kappa <= 1.0:
             raise InvalidRecord("eta.kappa", f"must be in (0.5, 1] (Robbins–Monro), got {self.kappa}")
 
@@ -76,10 +77,12 @@ class KeyAlignment:
             raise InvalidRecord("key", "must be a non-empty string")
         if not 0.0 <= self.m <= 1.0:
             raise InvalidRecord("m", f"must be in [0, 1], got {self.m}")
-        if self.n < 0:
+        if not self.n >= 0:  # NaN included
             raise InvalidRecord("n", f"must be >= 0, got {self.n}")
-        if self.weight_sum < 0:
-            raise InvalidRecord("weight_sum", f"must be >= 0, got {self.weight_sum}")
+        if not (math.isfinite(self.weight_sum) and self.weight_sum >= 0):
+            raise InvalidRecord("weight_sum", f"must be a finite number >= 0, got {self.weight_sum}")
+        if not math.isfinite(self.updated_at):
+            raise InvalidRecord("updated_at", f"must be a finite number of seconds, got {self.updated_at}")
 
 
 # The slot descriptors of KeyAlignment's fields, in declaration order: setting through them skips the frozen check.
@@ -117,6 +120,8 @@ def update_key(
         raise InvalidRecord("y", f"must be in [0, 1], got {y}")
     if not 0.0 <= weight <= 1.0:
         raise InvalidRecord("weight", f"must be in [0, 1], got {weight}")
+    if not math.isfinite(at):
+        raise InvalidRecord("at", f"must be a finite number of seconds, got {at}")
     eta = schedule.rate(state.weight_sum) * weight
     return _derive(state, step(state.m, y, eta), state.n + 1, state.weight_sum + weight, at)
 
@@ -140,8 +145,16 @@ def replace_feedback(
     different weight (a person's click replacing a skip), the old step is undone, m₀ = (m − η_old·w·old_y) /
     (1 − η_old·w), and the new one applied in its place, m ← m₀ + η_old·w_new·(new_y − m₀): again exact when
     nothing came in between, so a click by someone the loop does not trust (w_new = 0) leaves m where it was
-    before the skip. The effective sample size moves by w_new − w.
+    before the skip. The effective sample size moves by w_new − w. Raises :class:`InvalidRecord` for codes or
+    weights outside [0, 1], a negative or non-finite ``old_n`` or a non-finite ``at``.
     """
+    for name, value in (("old_y", old_y), ("new_y", new_y), ("weight", weight), ("new_weight", new_weight)):
+        if value is not None and not 0.0 <= value <= 1.0:  # NaN included
+            raise InvalidRecord(name, f"must be in [0, 1], got {value}")
+    if not (math.isfinite(old_n) and old_n >= 0.0):
+        raise InvalidRecord("old_n", f"must be a finite number >= 0, got {old_n}")
+    if not math.isfinite(at):
+        raise InvalidRecord("at", f"must be a finite number of seconds, got {at}")
     rate = schedule.rate(old_n)
     if new_weight is None or new_weight == weight:
         m = state.m + rate * weight * (new_y - old_y)
@@ -158,7 +171,10 @@ def replace_feedback(
 
 def reset_key(state: KeyAlignment, *, m: float | None = None, effective_samples: float = 0.0) -> KeyAlignment:
     """Restart a key's step size (after an approved retraining): the decaying η starts again from
-    ``effective_samples``; optionally a new ``m``. The update count ``n`` is history and is kept."""
+    ``effective_samples``; optionally a new ``m`` (clipped to [0, 1]; NaN is refused). The update count ``n`` is
+    history and is kept."""
+    if m is not None and math.isnan(m):
+        raise InvalidRecord("m", "must be in [0, 1], got nan")
     return replace(state, m=state.m if m is None else min(1.0, max(0.0, m)), weight_sum=effective_samples)
 
 

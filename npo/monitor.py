@@ -85,6 +85,14 @@ class PageHinkleyState:
     cumulative: float = 0.0
     minimum: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not self.n >= 0:  # NaN included
+            raise InvalidRecord("ph.n", f"must be >= 0, got {self.n}")
+        for name in ("mean", "cumulative", "minimum"):
+            value = getattr(self, name)
+            if not math.isfinite(value):  # a NaN would keep every later statistic NaN: never an alarm again
+                raise InvalidRecord(f"ph.{name}", f"must be a finite number, got {value}")
+
     @property
     def statistic(self) -> float:
         """C − C_min ≥ 0: how far the cumulative deviation has risen above its lowest point (units of y)."""

@@ -125,8 +125,15 @@ def scenario_key(prediction: Prediction, spec: KeySpec = KeySpec()) -> str:
 
 
 def score(confidence: float, misalignment: float) -> float:
-    """R(s) = p · (1 − m), in [0, 1]."""
-    return min(1.0, max(0.0, confidence * (1.0 - misalignment)))
+    """R(s) = p · (1 − m), in [0, 1] (clipped). Raises :class:`InvalidRecord` for a NaN or infinite p or m."""
+    r = confidence * (1.0 - misalignment)
+    if 0.0 <= r <= 1.0:  # the common case; a NaN or an infinity among the inputs never lands here
+        return r
+    if not math.isfinite(confidence):
+        raise InvalidRecord("confidence", f"must be a finite number in [0, 1], got {confidence}")
+    if not math.isfinite(misalignment):
+        raise InvalidRecord("misalignment", f"must be a finite number in [0, 1], got {misalignment}")
+    return min(1.0, max(0.0, r))
 
 
 def score_array(confidence: npt.NDArray[np.float64], misalignment: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

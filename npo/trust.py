@@ -42,6 +42,9 @@ from npo.types import InvalidRecord
 
 FloatArray = npt.NDArray[np.float64]
 SYSTEM_OPERATOR = "system"
+# Evidence is read back from float sums (ten peer comparisons at weight 0.3 add up to 2.9999999999999996): this much
+# below ``min_weight_evidence`` still counts as reaching it.
+_EVIDENCE_ROUNDING = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +216,7 @@ def _weight(agree: float, disagree: float, config: TrustConfig) -> float:
     weight = x if x > floor else floor
     if not weight < 1.0:
         weight = 1.0
-    if agree + disagree - config.prior_agree - config.prior_disagree < config.min_weight_evidence:
+    if agree + disagree - config.prior_agree - config.prior_disagree + _EVIDENCE_ROUNDING < config.min_weight_evidence:
         prior = config.prior_weight
         cap = prior if prior > floor else floor
         weight = cap if cap < weight else weight
@@ -244,7 +247,8 @@ def trust_weight_array(agree: npt.ArrayLike, disagree: npt.ArrayLike, config: Tr
     evidence = total - config.prior_agree - config.prior_disagree
     cap = max(config.prior_weight, config.floor)
     return np.asarray(
-        np.where(evidence < config.min_weight_evidence, np.minimum(weight, cap), weight), dtype=np.float64
+        np.where(evidence + _EVIDENCE_ROUNDING < config.min_weight_evidence, np.minimum(weight, cap), weight),
+        dtype=np.float64,
     )
 
 

@@ -155,3 +155,22 @@ def test_windowed_loss_matches_a_naive_definition(
         assert got is not None
         assert got == pytest.approx(sum(w * s.y for w, s in zip(weights, chosen, strict=True)) / sum(weights))
         assert -1e-12 <= got <= 1.0 + 1e-12
+
+
+@pytest.mark.parametrize(
+    ("ys", "weights", "field"),
+    [
+        ([0.5, float("nan")], None, "ys"),
+        ([0.5, float("inf")], None, "ys"),
+        ([2.0], None, "ys"),
+        ([0.5, 1.0], [1.0, float("nan")], "weights"),
+        ([0.5, 1.0], [1.0, float("inf")], "weights"),
+        ([0.0, 1.0], [2.0, -1.0], "weights"),  # would give L_align = −1
+    ],
+)
+def test_alignment_loss_refuses_codes_and_weights_it_cannot_average(
+    ys: list[float], weights: list[float] | None, field: str
+) -> None:
+    with pytest.raises(InvalidRecord) as excinfo:
+        alignment_loss(ys, weights)
+    assert excinfo.value.field == field

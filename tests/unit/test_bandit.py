@@ -537,3 +537,38 @@ def test_observe_surfaced_is_credit_then_add_exactly(
         slow = slow._add(arm, d_alpha, d_beta)
     assert (bandit.alpha, bandit.beta, bandit.pulls) == (slow.alpha, slow.beta, slow.pulls)
     assert bandit == slow
+
+
+# -- non-finite numbers are refused, never folded into the posteriors -------------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_posterior_with_a_non_finite_parameter_is_refused(bad: float) -> None:
+    with pytest.raises(InvalidRecord, match="posterior"):
+        ThresholdBandit(alpha=(1.0, bad, 1.0, 1.0, 1.0))
+    with pytest.raises(InvalidRecord, match="posterior"):
+        ThresholdBandit(beta=(bad,) * K)
+
+
+@pytest.mark.parametrize("full_information", [True, False])
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_weight_is_refused(full_information: bool, gamma: float, bad: float) -> None:
+    bandit = ThresholdBandit(BanditConfig(gamma=gamma, full_information=full_information))
+    with pytest.raises(InvalidRecord, match="weight"):
+        bandit.update(0, 1.0, bad)
+    with pytest.raises(InvalidRecord, match="weight"):
+        bandit.observe_surfaced(0, 0.7, 1.0, bad)
+    with pytest.raises(InvalidRecord, match="weight"):
+        bandit.replace_reward(0, 1.0, 0.0, 1.0, bad)
+    with pytest.raises(InvalidRecord, match="weight"):
+        bandit.replace_surfaced(0, 0.7, 1.0, 0.0, 1.0, bad)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1, 1.5])
+def test_a_score_outside_the_unit_interval_is_refused(bad: float) -> None:
+    bandit = ThresholdBandit()
+    with pytest.raises(InvalidRecord, match="score"):
+        bandit.observe_surfaced(0, bad, 1.0)
+    with pytest.raises(InvalidRecord, match="score"):
+        bandit.observe_suppressed(4, bad, True)
+    with pytest.raises(InvalidRecord, match="score"):
+        bandit.replace_surfaced(0, bad, 1.0, 0.0)

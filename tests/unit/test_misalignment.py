@@ -256,3 +256,83 @@ def test_step_and_reset() -> None:
     assert (again.m, again.n, again.weight_sum) == (0.2, 40, 3.0)
     assert reset_key(state).m == 0.7
     assert reset_key(state, m=5.0).m == 1.0
+
+
+# -- non-finite and out-of-range inputs are refused, never turned into m = 0 --------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"weight_sum": float("nan")}, "weight_sum"),
+        ({"weight_sum": float("inf")}, "weight_sum"),
+        ({"n": float("nan")}, "n"),
+        ({"updated_at": float("nan")}, "updated_at"),
+        ({"updated_at": float("inf")}, "updated_at"),
+    ],
+)
+def test_a_key_state_with_a_non_finite_number_is_refused(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(InvalidRecord) as excinfo:
+        KeyAlignment("k", m=0.7, **kwargs)  # type: ignore[arg-type]
+    assert excinfo.value.field == field
+
+
+def test_an_update_at_a_non_finite_time_is_refused() -> None:
+    with pytest.raises(InvalidRecord) as excinfo:
+        update_key(KeyAlignment("k", m=0.7), 0.5, EtaSchedule(), at=float("nan"))
+    assert excinfo.value.field == "at"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"old_y": float("nan")}, "old_y"),
+        ({"new_y": float("nan")}, "new_y"),
+        ({"new_y": 2.0}, "new_y"),
+        ({"weight": float("nan")}, "weight"),
+        ({"new_weight": float("nan")}, "new_weight"),
+        ({"new_weight": 5.0}, "new_weight"),
+        ({"old_n": float("nan")}, "old_n"),
+        ({"old_n": -9.5}, "old_n"),
+        ({"old_n": -10.0}, "old_n"),
+        ({"at": float("inf")}, "at"),
+    ],
+)
+def test_replace_feedback_refuses_bad_inputs(kwargs: dict[str, float], field: str) -> None:
+    state = KeyAlignment("k", m=0.4, n=3, weight_sum=3.0)
+    args: dict[str, float] = {"old_y": 1.0, "new_y": 0.0, "old_n": 2.0, **kwargs}
+    old_y, new_y = args.pop("old_y"), args.pop("new_y")
+    with pytest.raises(InvalidRecord) as excinfo:
+        replace_feedback(state, old_y, new_y, EtaSchedule(), **args)
+    assert excinfo.value.field == field
+
+
+def test_reset_key_refuses_a_nan_m() -> None:
+    with pytest.raises(InvalidRecord) as excinfo:
+        reset_key(KeyAlignment("k", m=0.7), m=float("nan"))
+    assert excinfo.value.field == "m"
+
+
+def test_an_infinite_n0_is_refused_since_eta_would_be_zero() -> None:
+    with pytest.raises(InvalidRecord) as excinfo:
+        EtaSchedule(n0=float("inf"))
+    assert excinfo.value.field == "eta.n0"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    state=_state,
+    schedule=_schedule,
+    old=st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0)),
+    new=st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0)),
+)
+def test_replacing_an_answer_and_replacing_it_back_restores_the_state(
+    state: KeyAlignment, schedule: EtaSchedule, old: tuple[float, float], new: tuple[float, float]
+) -> None:
+    (old_y, old_w), (new_y, new_w) = old, new
+    if schedule.rate(state.weight_sum) * max(old_w, new_w) > 0.99:
+        return  # η·w ≈ 1: the first answer erased the earlier m, which no swap can bring back (documented)
+    first = update_key(state, old_y, schedule, weight=old_w)
+    swapped = replace_feedback(first, old_y, new_y, schedule, old_n=state.weight_sum, weight=old_w, new_weight=new_w)
+    back = replace_feedback(swapped, new_y, old_y, schedule, old_n=state.weight_sum, weight=new_w, new_weight=old_w)
+    assert back.m == pytest.approx(first.m, abs=1e-9)
+    assert back.weight_sum == pytest.approx(first.weight_sum, abs=1e-9)
+    assert (back.n, swapped.n) == (first.n, first.n)

@@ -345,3 +345,19 @@ def test_fidelity_is_a_fraction(pairs: list[tuple[bool, bool]]) -> None:
         assert fidelity is not None
         assert 0.0 <= fidelity <= 1.0
         assert state.matches == sum(a == i for a, i in pairs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"mean": float("nan")}, "ph.mean"),  # would silence the detector for good: every later C is NaN
+        ({"cumulative": float("inf")}, "ph.cumulative"),
+        ({"minimum": float("nan")}, "ph.minimum"),
+        ({"n": -1}, "ph.n"),
+        ({"n": float("nan")}, "ph.n"),
+    ],
+)
+def test_a_page_hinkley_state_with_a_non_finite_number_is_refused(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(InvalidRecord) as excinfo:
+        PageHinkleyState(**{"n": 40, "mean": 0.2, **kwargs})  # type: ignore[arg-type]
+    assert excinfo.value.field == field

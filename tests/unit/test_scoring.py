@@ -174,3 +174,18 @@ def test_features_are_deterministic_and_separate_fields() -> None:
     assert a[FEATURE_NAMES.index("log_hours_to_fault")] == pytest.approx(np.log(2.0) / 5.0)
     assert a[FEATURE_NAMES.index("logit_confidence")] == pytest.approx(np.log(0.8 / 0.2) / 5.0)
     assert not np.array_equal(a, features(_p(confidence=0.3, time_to_fault_s=3600.0)))
+
+
+@pytest.mark.parametrize(
+    ("p", "m", "field"),
+    [
+        (float("nan"), 0.0, "confidence"),
+        (float("inf"), 0.0, "confidence"),
+        (0.8, float("nan"), "misalignment"),
+        (0.8, -float("inf"), "misalignment"),
+    ],
+)
+def test_score_refuses_non_finite_inputs(p: float, m: float, field: str) -> None:
+    with pytest.raises(InvalidRecord) as excinfo:
+        score(p, m)  # was 0.0 or 1.0, silently
+    assert excinfo.value.field == field

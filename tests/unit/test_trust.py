@@ -292,3 +292,17 @@ def test_vectorised_weights_stay_in_unit_interval(agree: list[float], disagree: 
     k = min(len(agree), len(disagree))
     weights = trust_weight_array(np.array(agree[:k]), np.array(disagree[:k]), CONFIG)
     assert np.all((weights >= 0.0) & (weights <= 1.0))
+
+
+@pytest.mark.parametrize("peer_weight", [0.1, 0.3, 0.6])
+def test_the_newcomer_cap_lifts_at_exactly_min_weight_evidence(peer_weight: float) -> None:
+    # n peer comparisons at peer_weight w are n·w units of evidence; floats add 0.3 ten times to 2.9999999999999996
+    config = TrustConfig(peer_weight=peer_weight, min_weight_evidence=3.0)
+    trust = new_trust("op", config)
+    needed = round(3.0 / peer_weight)
+    for i in range(needed):
+        assert trust_weight(trust, config) == pytest.approx(config.prior_weight)  # capped until then
+        trust = update_with_peers(trust, 0.0, 0.1, config)  # a like on a liked-leaning key: agrees
+        assert trust.n_peer == i + 1
+    assert trust_weight(trust, config) == 1.0
+    assert float(trust_weight_array(trust.agree, trust.disagree, config)) == 1.0
