@@ -25,6 +25,7 @@ from bot.demo.panel import alignment_by_quarter, panel_data
 from bot.demo.policy import DEMO_POLICY_TOML
 from bot.demo.scenarios import ENGINEERS, BuiltinStream, Noise, ReplayStream, StreamItem
 from bot.demo.surfacing import Decided, surfacing
+from bot.ingest.replay import UnreadableFile
 from bot.serve import ServerThread
 from bot.standin import StandIn
 from npo.policy import PolicyError
@@ -151,8 +152,8 @@ class Demo:
             raise DemoError(f"--replay: no such file: {o.replay}")
         try:
             stream = ReplayStream(o.replay, seed=o.seed, noise=o.noise)
-        except UnicodeDecodeError:
-            raise DemoError(f"--replay: {o.replay} is not UTF-8 text; save it as UTF-8") from None
+        except UnreadableFile as exc:  # not UTF-8 (the line named), or unreadable
+            raise DemoError(f"--replay: {exc}") from None
         for error in stream.errors:
             self.say(f"{o.replay}: {error} (skipped)")
         if not stream.items:

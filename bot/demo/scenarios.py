@@ -10,9 +10,6 @@ outcome and the engineer's answer (truthful, flipped with probability ε, someti
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bot.ingest.records import prediction_from_json
+from bot.ingest.replay import read_records
 from npo.scoring import CONFIDENCE_BANDS
 from npo.sim.world import WorldConfig, make_world
 from npo.types import InvalidRecord
@@ -190,9 +188,8 @@ class ReplayStream:
         self.items: list[StreamItem] = []
         self.errors: list[str] = []
         rng = np.random.default_rng(seed)
-        text = path.read_text(encoding="utf-8-sig")  # with or without a byte-order mark
-        kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-        for number, record in _records(text, kind):
+        # the records as `npo-bot replay` reads them (UTF-8 with or without a byte-order mark; raises UnreadableFile)
+        for number, record in read_records(path, fmt):
             try:
                 if isinstance(record, InvalidRecord):
                     raise record
@@ -228,40 +225,3 @@ def _truth(value: Any) -> bool | None:
     if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
         return value.lower() in ("true", "1")
     raise InvalidRecord("real_fault", f"must be true or false, got {value!r}")
-
-
-def _records(text: str, kind: str) -> Iterator[tuple[int, Any]]:
-    if kind == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:  # e.g. a cell over the csv module's field limit; the reader goes on after it
-                yield reader.line_num, InvalidRecord("(line)", f"invalid CSV: {exc}")
-                continue
-            record: dict[str, Any] = {}
-            for key, value in row.items():
-                if key is None or value in (None, ""):
-                    continue
-                if key in ("confidence", "time_to_fault_s"):
-                    try:
-                        record[key] = float(value)
-                    except ValueError:
-                        record[key] = value
-                elif key == "labels":
-                    try:
-                        record[key] = json.loads(value)
-                    except json.JSONDecodeError:
-                        record[key] = value
-                else:
-                    record[key] = value
-            yield reader.line_num, record
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, InvalidRecord("(line)", f"invalid JSON: {exc.msg}")

@@ -9,6 +9,8 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from bot.ingest.records import utf8_encodable
+
 
 class BodyTooLarge(Exception):
     """The request body is larger than the configured limit."""
@@ -87,22 +89,14 @@ def _lone_surrogate(value: Any) -> str | None:
     while stack:
         item, path = stack.pop()
         if isinstance(item, str):
-            if not _encodable(item):
+            if not utf8_encodable(item):
                 return path
         elif isinstance(item, list):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
         elif isinstance(item, dict):
             for k, v in item.items():
                 child = f"{path}.{k}" if path else str(k)
-                if not _encodable(k):
+                if not utf8_encodable(k):
                     return child.encode("utf-8", "backslashreplace").decode()
                 stack.append((v, child))
     return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

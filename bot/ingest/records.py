@@ -47,7 +47,9 @@ def _or_default(data: Mapping[str, Any], name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def _encodable(text: str) -> bool:
+def utf8_encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8: ``json.loads`` lets a lone UTF-16 surrogate (``"\\ud800"``)
+    through, and no UTF-8 column, log line or Slack message can carry one."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -61,7 +63,7 @@ def _require_unicode(prediction: Prediction) -> Prediction:
     texts = [(name, getattr(prediction, name)) for name in ("id", "fault_type", "target", "action", "channel")]
     texts += [(f"labels.{key}", key + value) for key, value in prediction.labels.items()]
     for name, text in texts:
-        if text is not None and not _encodable(text):
+        if text is not None and not utf8_encodable(text):
             where = name.encode("utf-8", "backslashreplace").decode()
             raise InvalidRecord(where, "holds a lone UTF-16 surrogate (not valid Unicode text)")
     return prediction

@@ -123,14 +123,21 @@ def _text(path: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def read_records(path: Path, fmt: str | None = None) -> Iterator[tuple[int, Any]]:
+    """The records of ``path`` (format from ``fmt`` or the extension: ``.csv`` is CSV, anything else JSONL) as
+    (line number, decoded JSON value or CSV row dict, or the :class:`InvalidRecord` that line is); not yet checked
+    as predictions. Raises :class:`UnreadableFile` (before the first record) when the file cannot be read or is
+    not UTF-8."""
+    text = _text(path)
+    kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    return _csv(text) if kind == "csv" else _jsonl(text)
+
+
 def read_predictions(path: Path, *, received_at: float, fmt: str | None = None) -> ReplayInput:
     """Parse ``path`` (format from ``fmt`` or the extension: ``.csv`` is CSV, anything else JSONL). Raises
     :class:`UnreadableFile` when the file cannot be read or is not UTF-8."""
-    text = _text(path)
-    kind = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-    rows = _csv(text) if kind == "csv" else _jsonl(text)
     result = ReplayInput()
-    for number, obj in rows:
+    for number, obj in read_records(path, fmt):
         try:
             if isinstance(obj, InvalidRecord):
                 raise obj
