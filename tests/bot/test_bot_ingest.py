@@ -197,6 +197,21 @@ def test_replay_reads_files_that_start_with_a_byte_order_mark(tmp_path: Path) ->
     assert [p.id for p in renamed.predictions] == ["j1", "j2"]
 
 
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A feed on 127.0.0.1 answering with ``handler``; its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/predictions"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 @pytest.fixture
 def predictions_server() -> Iterator[tuple[str, list[object]]]:
     served: list[object] = []
@@ -213,15 +228,8 @@ def predictions_server() -> Iterator[tuple[str, list[object]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/predictions", served
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with _serving(Handler) as url:
+        yield url, served
 
 
 def test_poller_feeds_the_loop(tmp_path: Path, predictions_server: tuple[str, list[object]]) -> None:
@@ -436,17 +444,11 @@ def raw_server() -> Iterator[tuple[str, list[bytes]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/predictions", bodies
-    finally:
-        stopping.set()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with _serving(Handler) as url:
+        try:
+            yield url, bodies
+        finally:
+            stopping.set()  # handlers still trickling an answer end before the server stops
 
 
 def test_poller_refuses_answers_it_cannot_parse_without_raising(raw_server: tuple[str, list[bytes]]) -> None:
