@@ -237,8 +237,19 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
-def _hours(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds / 3600:.1f} h"
+def _duration(seconds: float | None) -> str:
+    """A repair time: minutes under an hour (5 and 2 minutes both read "0.1 h" / "0.0 h" in hours), else hours."""
+    if seconds is None:
+        return "n/a"
+    if seconds < 60:
+        return "< 1 min"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _faults(n: int) -> str:
+    return f"{n} fault" if n == 1 else f"{n} faults"
 
 
 def _user_text(text: str, slack: bool) -> str:
@@ -283,8 +294,8 @@ def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
     )
     r = report.repair
     lines.append(
-        f"MTTR (prediction → real fault resolved): with a recommendation {_hours(r.with_recommendation)} "
-        f"({r.n_with} faults) · without {_hours(r.without_recommendation)} ({r.n_without} faults)"
+        f"MTTR (prediction → real fault resolved): with a recommendation {_duration(r.with_recommendation)} "
+        f"({_faults(r.n_with)}) · without {_duration(r.without_recommendation)} ({_faults(r.n_without)})"
     )
     lines.append("Threshold τ posteriors (mean [95 % interval], pulls):")
     for arm in report.arms:

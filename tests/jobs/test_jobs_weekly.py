@@ -527,3 +527,31 @@ def test_the_chart_names_its_axes_and_the_zone_of_its_days(zone: str, db_path: P
     (ax,) = chart_figure(report).axes
     assert ax.get_ylabel() == "L_align"
     assert ax.get_xlabel() == f"day ({zone})"
+
+
+def test_repair_times_under_an_hour_are_shown_in_minutes() -> None:
+    """MTTR with and without a recommendation is the comparison the report exists for: 5 min and 2 min both read
+    "0.1 h" / "0.0 h" before, and "(1 faults)"."""
+    import dataclasses  # noqa: PLC0415
+
+    from bot.jobs.report import WeeklyReport  # noqa: PLC0415
+    from storage.jobs import RepairTimes  # noqa: PLC0415
+
+    zone = ZoneInfo("UTC")
+    report = WeeklyReport(
+        since=datetime(2025, 3, 24, tzinfo=zone),
+        until=datetime(2025, 3, 31, tzinfo=zone),
+        days=(),
+        counts={},
+        precision=None,
+        recall=None,
+        outcomes_known=2,
+        arms=(),
+        f_monitor=None,
+        overridden=(),
+        repair=RepairTimes(5 * 60, 1, 2.5 * 3600, 3),
+    )
+    text = report_text(report, slack=False)
+    assert "with a recommendation 5 min (1 fault) · without 2.5 h (3 faults)" in text
+    later = dataclasses.replace(report, repair=RepairTimes(None, 0, 59, 1))
+    assert "with a recommendation n/a (0 faults) · without < 1 min (1 fault)" in report_text(later, slack=False)
