@@ -36,6 +36,8 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _RESPONDER_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _SHOWN_NAME_RE = re.compile(r"[A-Z][A-Z0-9_.-]*")
+_URL_USERINFO_RE = re.compile(r"^([^/?#]*//)?[^/?#\s]*@")  # ``user:password@`` (up to the authority's last @)
+_LINE_END_RE = re.compile(r"\r\n|\r|\n")  # line ends as python-dotenv counts them (splitlines() also takes U+2028…)
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -120,11 +122,18 @@ class Settings:
     def redacted(self) -> dict[str, object]:
         """The settings with the secrets masked (for a start-up log line)."""
         secret = {"slack_bot_token", "slack_signing_secret", "ingest_token", "poll_token", "slack_app_token"}
-        return {
-            name: ("***" if name in secret and getattr(self, name) else getattr(self, name))
-            for name in self.__dataclass_fields__
-            if name != "extra"
-        }
+        shown = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "extra"}
+        for name, value in shown.items():
+            if name in secret and value:
+                shown[name] = "***"
+            elif name in ("slack_api_url", "poll_url") and value:
+                shown[name] = _masked_url(value)
+        return shown
+
+
+def _masked_url(url: str) -> str:
+    """``url`` with any credentials (``user:password@``) replaced by ``***@``, for messages and log lines."""
+    return _URL_USERINFO_RE.sub(lambda match: f"{match.group(1) or ''}***@", url, count=1)
 
 
 def _bad_name(name: str) -> str:
@@ -162,13 +171,21 @@ def parse_env_file(text: str, source: str = ".env") -> dict[str, str]:
 
     ``source`` names the file in the messages. A message never repeats the line's value: it may be a secret.
     """
+    values, problems = _parse_env(text, source)
+    if problems:
+        raise ConfigError(problems)
+    return values
+
+
+def _parse_env(text: str, source: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The values of the well-formed lines of ``text``, and a problem for each malformed line (by line number)."""
     values: dict[str, str] = {}
     problems: dict[str, str] = {}
-    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+    for number, raw in enumerate(_LINE_END_RE.split(text.removeprefix("\ufeff")), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        line = line.removeprefix("export ").lstrip()
+        line = re.sub(r"^export\s+", "", line)
         name, sep, value = line.partition("=")
         name = name.strip()
         where = f"{source} line {number}"
@@ -190,9 +207,7 @@ def parse_env_file(text: str, source: str = ".env") -> dict[str, str]:
         else:
             value = re.split(r"\s#", value, maxsplit=1)[0].rstrip()
         values[name] = value
-    if problems:
-        raise ConfigError(problems)
-    return values
+    return values, problems
 
 
 def _warn_unknown(names: Iterable[str], known: Iterable[str]) -> None:
@@ -207,9 +222,9 @@ def _warn_unknown(names: Iterable[str], known: Iterable[str]) -> None:
 class _Reader:
     """Reads typed values from a merged mapping, collecting problems instead of stopping at the first."""
 
-    def __init__(self, values: Mapping[str, str]) -> None:
+    def __init__(self, values: Mapping[str, str], problems: Mapping[str, str]) -> None:
         self.values = values
-        self.problems: dict[str, str] = {}
+        self.problems: dict[str, str] = dict(problems)  # the settings file's own problems come first
         self.asked: set[str] = set()  # every name read: the settings' own list of variables
 
     def raw(self, name: str) -> str:
@@ -264,13 +279,13 @@ def _float_in(low: float, high: float) -> Callable[[str], float]:
 
 def _api_url(text: str) -> str:
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
-        raise ValueError(f"must be an http(s) URL, got {text!r}")
+        raise ValueError(f"must be an http(s) URL, got {_masked_url(text)!r}")
     return text if text.endswith("/") else text + "/"
 
 
 def _poll_url(text: str) -> str:
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
-        raise ValueError(f"must be an http(s) URL, got {text!r}")
+        raise ValueError(f"must be an http(s) URL, got {_masked_url(text)!r}")
     return text
 
 
@@ -340,17 +355,24 @@ def _long_secret(text: str) -> str | None:
 def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env")) -> Settings:
     """Build :class:`Settings` from ``environ`` (normally ``os.environ``) over the ``env_file`` (if it exists).
 
-    Raises :class:`ConfigError` listing every missing or invalid variable. Reads the file; nothing else.
+    Raises :class:`ConfigError` listing every missing or invalid variable, and every malformed line of the file
+    (the well-formed ones still count). Reads the file; nothing else.
     """
     merged: dict[str, str] = {}
-    if env_file is not None and env_file.is_file():
+    file_problems: dict[str, str] = {}
+    # exists(), not is_file(): ``--env-file <(sops -d .env.enc)`` names a pipe. A folder is an error, not skipped.
+    if env_file is not None and env_file.exists():
         try:
             text = env_file.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Windows editors) is dropped
-        except (OSError, UnicodeError) as exc:
-            raise ConfigError({str(env_file): f"cannot be read as UTF-8 text: {exc}"}) from None
-        merged.update(parse_env_file(text, str(env_file)))
+        except UnicodeError as exc:
+            file_problems[str(env_file)] = f"cannot be read as UTF-8 text: {exc}"
+        except OSError as exc:
+            file_problems[str(env_file)] = f"cannot be read: {exc.strerror or exc}"
+        else:
+            values, file_problems = _parse_env(text, str(env_file))
+            merged.update(values)
     merged.update({k: v for k, v in environ.items() if k.startswith(_PREFIXES)})
-    r = _Reader(merged)
+    r = _Reader(merged, file_problems)
     settings = Settings(
         slack_bot_token=r.required("SLACK_BOT_TOKEN", _token),
         slack_signing_secret=r.required("SLACK_SIGNING_SECRET"),
@@ -396,6 +418,12 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         r.problems["NPO_INCIDENT_CHANNEL"] = (
             "a direct-message channel (D…) has no member list the bot may read: set NPO_RESPONDERS, "
             "or use a channel (C… or G…)"
+        )
+    monitor_read = not {"NPO_MONITOR_WINDOW", "NPO_MONITOR_MIN_SAMPLES"} & r.problems.keys()
+    if monitor_read and settings.monitor_min_samples > settings.monitor_window:
+        r.problems["NPO_MONITOR_MIN_SAMPLES"] = (
+            f"must be at most NPO_MONITOR_WINDOW ({settings.monitor_window}): the window never holds more answers, "
+            "so L_align could never trigger"
         )
     if r.problems:
         raise ConfigError(r.problems)

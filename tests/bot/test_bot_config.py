@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -258,3 +259,71 @@ def test_a_direct_message_as_incident_channel_needs_named_responders(tmp_path: P
     named = load_settings(GOOD | {"NPO_INCIDENT_CHANNEL": "D0DM", "NPO_RESPONDERS": "U0ALICE"}, None)
     assert named.incident_channel == "D0DM" and named.responders == ("U0ALICE",)
     assert load_settings(GOOD | {"NPO_INCIDENT_CHANNEL": "G0PRIVATE"}, None).incident_channel == "G0PRIVATE"
+
+
+def test_credentials_in_a_url_are_never_shown(tmp_path: Path) -> None:
+    """``user:password@`` in NPO_POLL_URL works (basic auth) but is masked in the start-up log line and errors."""
+    s = load_settings(GOOD | {"NPO_POLL_URL": "https://npo:hunter2pass@feed.example/p"}, None)
+    assert s.poll_url == "https://npo:hunter2pass@feed.example/p"
+    assert "hunter2pass" not in str(s.redacted()) and "feed.example/p" in str(s.redacted())
+    bad = {"NPO_POLL_URL": "htps://npo:hunter2pass@feed.example/p", "SLACK_API_URL": "npo:hunter2pass@slack.local"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(GOOD | bad, None)
+    assert set(info.value.problems) == set(bad) and "hunter2pass" not in str(info.value)
+
+
+def test_env_file_from_a_pipe_is_read_and_a_folder_is_refused(tmp_path: Path) -> None:
+    """``--env-file <(sops -d .env.enc)`` names a pipe, not a regular file: it is read, not silently skipped."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, "".join(f"{k}={v}\n" for k, v in GOOD.items()).encode())
+    os.close(write_end)
+    try:
+        assert load_settings({}, Path(f"/dev/fd/{read_end}")).incident_channel == "C0INC"
+    finally:
+        os.close(read_end)
+    with pytest.raises(ConfigError) as info:
+        load_settings(GOOD, tmp_path)
+    assert str(tmp_path) in info.value.problems
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x1c", "\x0b"])
+def test_only_newlines_end_an_env_line(separator: str) -> None:
+    """Line ends as python-dotenv and editors see them (CR, LF, CRLF): a pasted U+2028 does not split a line."""
+    text = f"# pasted{separator}from a wiki\r\nA=1\rB=x{separator}y\nC=3 # line 4\n"
+    assert parse_env_file(text) == {"A": "1", "B": f"x{separator}y", "C": "3"}
+    with pytest.raises(ConfigError) as info:
+        parse_env_file(text + f"# line 5{separator}b\nnot a setting\n")
+    assert list(info.value.problems) == [".env line 6"]
+
+
+@pytest.mark.parametrize("line", ["export\tA=1", "export  A=1", "\texport A=1"])
+def test_export_followed_by_any_whitespace(line: str) -> None:
+    assert parse_env_file(line + "\n") == {"A": "1"}
+
+
+def test_a_bad_env_file_still_reports_every_other_problem(tmp_path: Path) -> None:
+    env_file = _write_env(tmp_path, "SLACK_BOT_TOKEN=xoxb-1\nNPO_INGEST_TOKEN short\nNPO_PORT=http\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"NPO_OPS_CHANNEL": "ops"}, env_file)
+    assert set(info.value.problems) == {
+        f"{env_file} line 2",
+        "SLACK_SIGNING_SECRET",
+        "NPO_INGEST_TOKEN",
+        "NPO_INCIDENT_CHANNEL",
+        "NPO_OPS_CHANNEL",
+        "NPO_PORT",
+    }
+    env_file.write_bytes(b"NPO_HOST=caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"NPO_PORT": "http"}, env_file)
+    assert {str(env_file), "NPO_PORT", "SLACK_BOT_TOKEN"} <= set(info.value.problems)
+
+
+def test_monitor_min_samples_may_not_exceed_the_window() -> None:
+    """The window never holds more than NPO_MONITOR_WINDOW answers: more needed first means L_align never triggers."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(GOOD | {"NPO_MONITOR_WINDOW": "10", "NPO_MONITOR_MIN_SAMPLES": "30"}, None)
+    assert set(info.value.problems) == {"NPO_MONITOR_MIN_SAMPLES"}
+    assert "NPO_MONITOR_WINDOW" in info.value.problems["NPO_MONITOR_MIN_SAMPLES"]
+    s = load_settings(GOOD | {"NPO_MONITOR_WINDOW": "30", "NPO_MONITOR_MIN_SAMPLES": "30"}, None)
+    assert (s.monitor_window, s.monitor_min_samples) == (30, 30)
