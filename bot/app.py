@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from bot.config import Settings
+from bot.config import Settings, masked_url
 from bot.delivery import DeliveryWorker, WorkerConfig
 from bot.http.asgi import build_asgi_app
 from bot.http.policy_route import read_policy_file
@@ -152,7 +152,7 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
             scheduler.start()
             if poller is not None:
                 poller.start()
-                log.info("polling %s every %g s", settings.poll_url, settings.poll_interval_s)
+                log.info("polling %s every %g s", masked_url(settings.poll_url), settings.poll_interval_s)
         try:
             yield
         finally:

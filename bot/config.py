@@ -36,7 +36,7 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _RESPONDER_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _SHOWN_NAME_RE = re.compile(r"[A-Z][A-Z0-9_.-]*")
-_URL_USERINFO_RE = re.compile(r"^([^/?#]*//)?[^/?#\s]*@")  # ``user:password@`` (up to the authority's last @)
+_URL_USERINFO_RE = re.compile(r"(?:(?<=//)|^)[^/?#@\s]+@")  # ``user:password@`` after ``//`` anywhere, or at the start
 _LINE_END_RE = re.compile(r"\r\n|\r|\n")  # line ends as python-dotenv counts them (splitlines() also takes U+2028…)
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -127,13 +127,14 @@ class Settings:
             if name in secret and value:
                 shown[name] = "***"
             elif name in ("slack_api_url", "poll_url") and value:
-                shown[name] = _masked_url(value)
+                shown[name] = masked_url(value)
         return shown
 
 
-def _masked_url(url: str) -> str:
-    """``url`` with any credentials (``user:password@``) replaced by ``***@``, for messages and log lines."""
-    return _URL_USERINFO_RE.sub(lambda match: f"{match.group(1) or ''}***@", url, count=1)
+def masked_url(text: str) -> str:
+    """``text`` (a URL, or a message naming URLs) with every URL's credentials (``user:password@``) replaced by
+    ``***@``, for messages and log lines."""
+    return _URL_USERINFO_RE.sub("***@", text)
 
 
 def _bad_name(name: str) -> str:
@@ -279,13 +280,13 @@ def _float_in(low: float, high: float) -> Callable[[str], float]:
 
 def _api_url(text: str) -> str:
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
-        raise ValueError(f"must be an http(s) URL, got {_masked_url(text)!r}")
+        raise ValueError(f"must be an http(s) URL, got {masked_url(text)!r}")
     return text if text.endswith("/") else text + "/"
 
 
 def _poll_url(text: str) -> str:
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
-        raise ValueError(f"must be an http(s) URL, got {_masked_url(text)!r}")
+        raise ValueError(f"must be an http(s) URL, got {masked_url(text)!r}")
     return text
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from bot.config import masked_url
 from bot.ingest.records import prediction_from_json
 from npo.loop import DecideResult
 from npo.types import InvalidRecord, Prediction
@@ -97,6 +98,7 @@ class Poller:
 
     @staticmethod
     def _failed(result: PollResult, message: str) -> PollResult:
+        message = masked_url(message)  # the URL's password, also where httpx's own error text names the URL
         result.errors.append(message)
         log.warning(message)
         return result

@@ -647,3 +647,23 @@ def test_ctrl_c_during_a_replay_keeps_what_was_stored_and_a_second_run_decides_t
     summary = rerun.stdout.decode()
     assert summary.startswith(f"{n} decided (") and re.search(rf"[( ]{stored} duplicate[,)]", summary), summary
     assert _decided(replay_env) == n
+
+
+def test_a_password_in_the_poll_url_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """``NPO_POLL_URL=https://npo:password@feed/…`` (basic auth): every failed poll logged the URL whole, and
+    httpx's own error text names it too."""
+    caplog.set_level(logging.WARNING, logger="bot.ingest.poller")
+    poller = Poller(
+        "http://npo:hunter2pass@127.0.0.1:9/predictions",  # nothing listens on port 9
+        lambda batch: [],
+        interval_s=60,
+        clock=time.time,
+        timeout_s=2,
+    )
+    try:
+        result = poller.poll_once()
+    finally:
+        poller.stop()
+    assert result.errors and "127.0.0.1:9" in result.errors[0]
+    assert "hunter2pass" not in " ".join(result.errors) + caplog.text
+    assert "npo:***@" not in caplog.text and "***@127.0.0.1:9" in caplog.text
