@@ -426,6 +426,8 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
             f"must be at most NPO_MONITOR_WINDOW ({settings.monitor_window}): the window never holds more answers, "
             "so L_align could never trigger"
         )
+    if r.problems and env_file is not None and not env_file.exists():  # a typo in --env-file, or no ./.env
+        r.problems[str(env_file)] = "no such file: the settings were looked for in the environment only"
     if r.problems:
         raise ConfigError(r.problems)
     return settings

@@ -327,3 +327,14 @@ def test_monitor_min_samples_may_not_exceed_the_window() -> None:
     assert "NPO_MONITOR_WINDOW" in info.value.problems["NPO_MONITOR_MIN_SAMPLES"]
     s = load_settings(GOOD | {"NPO_MONITOR_WINDOW": "30", "NPO_MONITOR_MIN_SAMPLES": "30"}, None)
     assert (s.monitor_window, s.monitor_min_samples) == (30, 30)
+
+
+def test_a_missing_settings_file_is_named_when_settings_are_missing(tmp_path: Path) -> None:
+    """``--env-file /etc/npo/npo.evn`` (a typo) or no ``./.env``: the error listed five missing variables and never
+    said that the file it was meant to read them from does not exist."""
+    typo = tmp_path / "npo.evn"
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, typo)
+    assert "no such file" in info.value.problems[str(typo)]
+    assert "SLACK_BOT_TOKEN" in info.value.problems
+    assert load_settings(GOOD, typo).incident_channel == "C0INC"  # the environment alone is enough: no complaint
