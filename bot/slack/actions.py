@@ -156,6 +156,7 @@ def _make_outcome_listener(deps: SlackDeps) -> Any:
             log.warning("outcome not recorded: %s", exc)
         except Exception:
             log.exception("outcome handling failed")
+            _tell_not_stored(deps, client, body)
         finally:
             await ack()
 

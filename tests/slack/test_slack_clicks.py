@@ -124,3 +124,24 @@ def test_a_click_the_database_cannot_store_is_reported_to_its_person(
     monkeypatch.undo()
     assert bot.click(ALICE, "npo_like", message).status_code == 200
     assert [a.event.operator for a in bot.bot.store.feedback_log()] == [ALICE]
+
+
+def test_an_outcome_click_the_database_cannot_store_is_reported_to_its_person(
+    bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Confirmed fault / False alarm are clicks too: when the write fails the person is told it did not count."""
+    message = bot.surface("p1")
+
+    def full_disk(*args: object, **kwargs: object) -> object:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(bot.bot.service, "record_outcome", full_disk)
+    assert bot.click(ALICE, "npo_confirm_fault", message).status_code == 200
+    notice = wait_for(
+        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == ALICE], 5
+    )
+    assert "not counted" in notice[0].text and "click again" in notice[0].text
+    assert bot.counts()["outcomes"] == 0
+    monkeypatch.undo()
+    assert bot.click(ALICE, "npo_confirm_fault", message).status_code == 200
+    assert bot.counts()["outcomes"] == 1
