@@ -227,9 +227,12 @@ def recommendation_blocks(view: RecommendationView) -> list[Block]:
 
 
 def fallback_text(view: RecommendationView) -> str:
-    """The notification text (``text`` argument) that goes with the blocks."""
+    """The notification text (``text`` argument) that goes with the blocks: mrkdwn, so the prediction's names are
+    escaped (a target reading ``<!channel>`` must not notify the channel)."""
     p = view.prediction
-    return truncate(f"[{p.severity.value}] {p.fault_type} on {p.target}: {p.action} (p={p.confidence:.2f})", 300)
+    return escape(
+        truncate(f"[{p.severity.value}] {p.fault_type} on {p.target}: {p.action} (p={p.confidence:.2f})", 300)
+    )
 
 
 def override_modal(prediction: Prediction, *, channel: str, message_ts: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from bot.slack.blocks import (
     OutcomeView,
     RecommendationView,
     digest_blocks,
+    fallback_text,
     home_view,
     override_modal,
     recommendation_blocks,
@@ -168,3 +169,11 @@ def test_skip_note_invites_an_answer_only_while_the_buttons_are_shown() -> None:
         assert "counted as *skipped*" in note
         assert has_buttons is (outcome is None)
         assert ("An answer now still counts" in note) is has_buttons
+
+
+def test_the_notification_text_cannot_mention_anyone() -> None:
+    """The ``text`` that goes with the blocks (notifications, screen readers) is mrkdwn too: a target or label from a
+    tenant's workload reading ``<!channel>`` notified the whole channel, where the blocks escape it."""
+    text = fallback_text(_view("<!channel> & <@U0BOSS>"))
+    assert "<" not in text and ">" not in text
+    assert "&lt;!channel&gt; &amp; &lt;@U0BOSS&gt;" in text
