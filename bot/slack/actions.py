@@ -11,12 +11,14 @@ ephemerally. No exception escapes a listener: failures are logged and the click 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltRequest
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.service import ClickResult
@@ -29,6 +31,7 @@ from bot.slack.blocks import (
 )
 from bot.slack.deps import SlackDeps
 from bot.slack.payloads import Click, parse_click
+from bot.slack.text import escape
 from npo.loop import LoopError
 from npo.types import FeedbackEvent, InvalidRecord, Outcome
 
@@ -122,6 +125,13 @@ def _tell_not_stored(deps: SlackDeps, client: AsyncWebClient, body: dict[str, An
     refuse(deps, client, click, NOT_STORED_TEXT)
 
 
+def _form_not_opened(error: str) -> str:
+    return (
+        f"The override form could not be opened (Slack: `{escape(error)}`), so nothing was recorded. "
+        "Please click Override again."
+    )
+
+
 def _make_override_listener(deps: SlackDeps) -> Any:
     async def on_override(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -137,7 +147,11 @@ def _make_override_listener(deps: SlackDeps) -> Any:
             view = override_modal(
                 prediction, channel=message.channel if message else "", message_ts=message.ts if message else ""
             )
-            await client.views_open(trigger_id=click.trigger_id, view=view)
+            try:
+                await client.views_open(trigger_id=click.trigger_id, view=view)
+            except SlackApiError as exc:  # an expired trigger (over 3 s), Slack failing: the click did nothing visible
+                log.warning("the override form could not be opened: %s", exc.response.get("error"))
+                refuse(deps, client, click, _form_not_opened(str(exc.response.get("error") or "no answer")))
         except Exception:
             log.exception("opening the override modal failed")
 
@@ -154,6 +168,8 @@ def _make_outcome_listener(deps: SlackDeps) -> Any:
             await deps.storage(deps.service.record_outcome, outcome, click.message)
         except (LoopError, InvalidRecord) as exc:
             log.warning("outcome not recorded: %s", exc)
+            with contextlib.suppress(Exception):
+                refuse(deps, client, parse_click(body), f"This outcome was not recorded: {escape(exc.message)}.")
         except Exception:
             log.exception("outcome handling failed")
             _tell_not_stored(deps, client, body)

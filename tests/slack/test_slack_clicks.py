@@ -9,6 +9,7 @@ import pytest
 from slack_testing import ALICE, BOB, INCIDENT, SECRET, BotUnderTest, wait_for
 
 from bot.slack.blocks import REASON_BLOCK_ID
+from npo.loop import UnknownPrediction
 
 
 def test_click_is_durable_before_the_200(bot: BotUnderTest) -> None:
@@ -145,3 +146,35 @@ def test_an_outcome_click_the_database_cannot_store_is_reported_to_its_person(
     monkeypatch.undo()
     assert bot.click(ALICE, "npo_confirm_fault", message).status_code == 200
     assert bot.counts()["outcomes"] == 1
+
+
+def test_an_override_form_that_cannot_open_is_reported_to_its_person(bot: BotUnderTest) -> None:
+    """``views.open`` refused (an expired trigger: the responder look-up took over 3 s, or Slack failed): before,
+    the click did nothing at all on the person's screen."""
+    message = bot.surface("p1")
+    bot.standin.faults.error("views.open", "expired_trigger_id")
+    assert bot.click(ALICE, "npo_override", message).status_code == 200
+    notice = wait_for(
+        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == ALICE], 5
+    )
+    assert "could not be opened" in notice[0].text and "nothing was recorded" in notice[0].text
+    assert "expired_trigger_id" in notice[0].text
+    assert bot.counts()["feedback"] == 0
+
+
+def test_an_outcome_click_the_loop_refuses_is_reported_to_its_person(
+    bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outcome for a prediction the database does not hold (a message from before the database was replaced)
+    was refused in the log only; the person believed it was recorded."""
+    message = bot.surface("p1")
+
+    def unknown(*args: object, **kwargs: object) -> object:
+        raise UnknownPrediction("p1")
+
+    monkeypatch.setattr(bot.bot.service, "record_outcome", unknown)
+    assert bot.click(ALICE, "npo_false_alarm", message).status_code == 200
+    notice = wait_for(
+        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == ALICE], 5
+    )
+    assert "not recorded" in notice[0].text and "no prediction with id 'p1'" in notice[0].text
