@@ -9,6 +9,7 @@ import pytest
 from slack_testing import ALICE, BOB, INCIDENT, SECRET, BotUnderTest, wait_for
 
 from bot.slack.blocks import REASON_BLOCK_ID
+from bot.standin.store import Message
 from npo.loop import UnknownPrediction
 
 
@@ -109,9 +110,7 @@ def test_a_click_the_database_cannot_store_is_reported_to_its_person(
 
     monkeypatch.setattr(bot.bot.service, "record_click", full_disk)
     assert bot.click(ALICE, "npo_like", message).status_code == 200
-    notice = wait_for(
-        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == ALICE], 5
-    )
+    notice = _told(bot, ALICE)
     assert "not counted" in notice[0].text and "click again" in notice[0].text
     assert bot.bot.store.feedback_log() == []
     # The override modal stays open with an error instead of closing as if it had been recorded.
@@ -138,9 +137,7 @@ def test_an_outcome_click_the_database_cannot_store_is_reported_to_its_person(
 
     monkeypatch.setattr(bot.bot.service, "record_outcome", full_disk)
     assert bot.click(ALICE, "npo_confirm_fault", message).status_code == 200
-    notice = wait_for(
-        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == ALICE], 5
-    )
+    notice = _told(bot, ALICE)
     assert "not counted" in notice[0].text and "click again" in notice[0].text
     assert bot.counts()["outcomes"] == 0
     monkeypatch.undo()
@@ -154,9 +151,7 @@ def test_an_override_form_that_cannot_open_is_reported_to_its_person(bot: BotUnd
     message = bot.surface("p1")
     bot.standin.faults.error("views.open", "expired_trigger_id")
     assert bot.click(ALICE, "npo_override", message).status_code == 200
-    notice = wait_for(
-        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == ALICE], 5
-    )
+    notice = _told(bot, ALICE)
     assert "could not be opened" in notice[0].text and "nothing was recorded" in notice[0].text
     assert "expired_trigger_id" in notice[0].text
     assert bot.counts()["feedback"] == 0
@@ -174,7 +169,12 @@ def test_an_outcome_click_the_loop_refuses_is_reported_to_its_person(
 
     monkeypatch.setattr(bot.bot.service, "record_outcome", unknown)
     assert bot.click(ALICE, "npo_false_alarm", message).status_code == 200
-    notice = wait_for(
-        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == ALICE], 5
-    )
+    notice = _told(bot, ALICE)
     assert "not recorded" in notice[0].text and "no prediction with id 'p1'" in notice[0].text
+
+
+def _told(bot: BotUnderTest, user: str) -> list[Message]:
+    """The ephemeral messages ``user`` got in the incident channel, once there is one (5 s at most)."""
+    return wait_for(
+        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == user], 5
+    )
