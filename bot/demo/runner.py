@@ -84,8 +84,8 @@ class DemoOptions:
 def prepare_database(path: Path, *, resume: bool) -> None:
     """Start a fresh demo database at ``path`` (removing an earlier *NPO* database there) unless ``resume``.
 
-    Refuses (DemoError) to remove a file that is not an NPO SQLite database, or one that another program (a demo
-    still running) has open, or to resume from a file that is not an NPO database.
+    Refuses (DemoError) to remove a file that is not an NPO SQLite database, to remove or resume one that another
+    program (a demo still running) has open, or to resume from a file that is not an NPO database.
     """
     if not path.exists():
         return
@@ -99,10 +99,10 @@ def prepare_database(path: Path, *, resume: bool) -> None:
         raise DemoError(f"{path} exists and is not a SQLite database ({exc}); choose another --db") from None
     if tables and not {"decisions", "feedback", "outbox"} <= tables:
         raise DemoError(f"{path} exists and is not an NPO database; choose another --db")
+    if _in_use(path):  # neither replaced nor shared: two bots on one file mix their runs
+        raise DemoError(f"{path} is in use by another program (a demo still running?); stop it or choose another --db")
     if resume:
         return
-    if _in_use(path):
-        raise DemoError(f"{path} is in use by another program (a demo still running?); stop it or choose another --db")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 

@@ -254,14 +254,18 @@ def test_a_replay_file_that_is_not_utf8_text_is_refused_by_name(tmp_path: Path) 
     assert "Traceback" not in run.stderr
 
 
-def test_a_second_demo_never_replaces_the_database_of_a_running_one(manual_demo: tuple[Demo, str]) -> None:
+@pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
+def test_a_second_demo_never_replaces_the_database_of_a_running_one(
+    manual_demo: tuple[Demo, str], resume: bool
+) -> None:
+    """Nor shares it with ``--resume``: two bots on one file mixed their runs' summaries."""
     first, _ = manual_demo
     db = first.options.db
     deadline = time.monotonic() + 30
     while first.ledger.sent < 1:
         assert time.monotonic() < deadline, "the first demo sent nothing"
         time.sleep(0.05)
-    second = Demo(DemoOptions(port=0, db=db), say=lambda _: None)
+    second = Demo(DemoOptions(port=0, db=db, resume=resume), say=lambda _: None)
     try:
         with pytest.raises(DemoError, match="in use"):
             second.start()
