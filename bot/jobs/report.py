@@ -282,7 +282,9 @@ def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
         f"L_align (mean feedback code, lower is better): {_num(report.loss, '.3f')} over {report.answers} answers"
     )
     for d in report.days:
-        lines.append(f"  {d.day:%a %Y-%m-%d}  {_num(d.loss, '.3f'):>5}  ({d.answers} answers)")
+        lines.append(
+            f"  {d.day:%a %Y-%m-%d}  {_num(d.loss, '.3f'):>5}  ({d.answers} answer{'' if d.answers == 1 else 's'})"
+        )
     rates = report.rates
     if rates:
         lines.append("Answers: " + ", ".join(f"{k} {rates[k]:.0%} ({report.counts.get(k, 0)})" for k in KINDS))
