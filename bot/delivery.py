@@ -46,6 +46,7 @@ from bot.metrics import Metrics
 from bot.service import NpoService
 from bot.slack.blocks import RecommendationView, digest_blocks, fallback_text, recommendation_blocks
 from storage import LeaseLost, OutboxItem
+from storage.outbox import next_due_at, post_state, shares_message, storm_channels
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +186,12 @@ class DeliveryWorker:
     def _idle_wait(self) -> float:
         try:
             with self.store.read() as conn:
-                row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'").fetchone()
+                due = next_due_at(conn)
         except Exception:
             return self.config.idle_poll_s
-        if row is None or row[0] is None:
+        if due is None:
             return self.config.idle_poll_s
-        return min(self.config.idle_poll_s, max(0.01, float(row[0]) - self.clock()))
+        return min(self.config.idle_poll_s, max(0.01, due - self.clock()))
 
     # -- one pass ----------------------------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -241,12 +242,7 @@ class DeliveryWorker:
 
     def _storm_channels(self) -> set[str]:
         with self.store.read() as conn:
-            rows = conn.execute(
-                "SELECT channel FROM outbox WHERE state = 'pending' AND kind = 'recommendation' "
-                "GROUP BY channel HAVING COUNT(*) > ?",
-                (self.config.storm_threshold,),
-            ).fetchall()
-        return {r[0] for r in rows}
+            return storm_channels(conn, self.config.storm_threshold)
 
     # -- sending -----------------------------------------------------------------------------------------------
     def _deliver(self, item: OutboxItem) -> None:
@@ -326,22 +322,11 @@ class DeliveryWorker:
         """For a recommendation with no message ts: ``"failed"`` (its post failed for good, or it was never
         surfaced), ``"done"`` (posted, but inside a digest) or ``"waiting"`` (its post is still pending)."""
         with self.store.read() as conn:
-            row = conn.execute(
-                "SELECT r.state, (SELECT COUNT(*) FROM outbox o WHERE o.prediction_id = r.prediction_id "
-                "AND o.kind IN ('recommendation', 'digest_item') AND o.state = 'pending') "
-                "FROM recommendations r WHERE r.prediction_id = ?",
-                (prediction_id,),
-            ).fetchone()
-        if row is None or row[0] == "failed":
-            return "failed"
-        return "waiting" if row[1] else "done"
+            return post_state(conn, prediction_id)
 
     def _shared_message(self, channel: str, ts: str) -> bool:
         with self.store.read() as conn:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM recommendations WHERE channel = ? AND message_ts = ?", (channel, ts)
-            ).fetchone()
-        return bool(row and row[0] > 1)
+            return shares_message(conn, channel, ts)
 
     def _deliver_digest(self, channel: str, items: list[OutboxItem], *, storm: bool) -> None:
         if self._ready_at.get(channel, 0.0) > self.clock():

@@ -30,6 +30,7 @@ from npo.policy import Mute, Policy
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
 from storage import SQLiteStore
 from storage.mutes import active_mutes, add_mute, lift_mutes
+from storage.outbox import message_of, postpone, recent_recommendations, update_waiting
 from storage.ratelimit import RATE_LIMITED, ClickLimit, remember_rate_limited, take, was_rate_limited
 from storage.store import SQLiteTransaction
 
@@ -235,11 +236,7 @@ class NpoService:
     def _queue_update(self, tx: SQLiteTransaction, prediction_id: str, message: MessageRef | None) -> None:
         """Queue a chat.update of the recommendation, unless one not yet picked up is already waiting; due at
         once, or ``update_interval_s`` after the previous one (runs under the store's write lock)."""
-        waiting = tx.connection.execute(
-            "SELECT 1 FROM outbox WHERE state = 'pending' AND kind = ? AND prediction_id = ? AND attempts = 0",
-            (UPDATE_KIND, prediction_id),
-        ).fetchone()
-        if waiting is not None:
+        if update_waiting(tx.connection, UPDATE_KIND, prediction_id):
             return
         payload: dict[str, Any] = {"prediction_id": prediction_id}
         if message is not None:
@@ -249,7 +246,7 @@ class NpoService:
         due = max(now, self._update_due.get(prediction_id, -math.inf) + self.update_interval_s)
         outbox_id = tx.enqueue(channel or "-", UPDATE_KIND, payload, now, prediction_id=prediction_id)
         if due > now:
-            tx.connection.execute("UPDATE outbox SET next_attempt_at = ? WHERE id = ?", (due, outbox_id))
+            postpone(tx.connection, outbox_id, due)
         if len(self._update_due) > 10_000:  # forget messages quiet for longer than the interval
             self._update_due = {k: v for k, v in self._update_due.items() if v + self.update_interval_s > now}
         self._update_due[prediction_id] = due
@@ -274,10 +271,8 @@ class NpoService:
     def message_ref(self, prediction_id: str) -> MessageRef | None:
         """Where the recommendation was posted, once it was (read-only)."""
         with self.store.read() as conn:
-            row = conn.execute(
-                "SELECT channel, message_ts FROM recommendations WHERE prediction_id = ?", (prediction_id,)
-            ).fetchone()
-        return None if row is None or not row[1] else MessageRef(row[0], row[1])
+            where = message_of(conn, prediction_id)
+        return None if where is None else MessageRef(*where)
 
     def dashboard(self, *, recent: int = 0) -> Dashboard:
         """Alignment loss over the last answers, answer rates, τ posterior means, row counts (read-only)."""
@@ -291,12 +286,7 @@ class NpoService:
         views: list[RecommendationView] = []
         if recent:
             with self.store.read() as conn:
-                ids = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT prediction_id FROM recommendations ORDER BY surfaced_at DESC LIMIT ?", (recent,)
-                    )
-                ]
+                ids = recent_recommendations(conn, recent)
             views = [v for pid in ids if (v := self.recommendation(pid)) is not None]
         loss = alignment_loss([s.y for s in samples]) if samples else None
         return Dashboard(loss, len(samples), rates, taus, counts, views)

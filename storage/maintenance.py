@@ -244,3 +244,29 @@ def export_rows(path: str | Path, what: ExportWhat) -> Iterator[dict[str, Any]]:
         conn.execute("ROLLBACK")
     finally:
         db.close()
+
+
+def table_names(path: str | Path) -> set[str]:
+    """Names of the tables and views in the SQLite file at ``path``, read without changing it (read-only, no WAL
+    switch). Raises ``sqlite3.DatabaseError`` when the file is not a SQLite database."""
+    conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        return {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+    finally:
+        conn.close()
+
+
+def in_use(path: str | Path) -> bool:
+    """Whether another connection has the database at ``path`` open. NPO keeps its files in WAL mode, which SQLite
+    leaves only for the last connection: anyone else's makes the switch fail at once. Only for a file about to be
+    removed or taken over: when nobody has it open, the file is left in rollback-journal mode."""
+    conn = sqlite3.connect(path, timeout=0)
+    try:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return True
+        raise
+    finally:
+        conn.close()
+    return False

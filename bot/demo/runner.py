@@ -30,6 +30,7 @@ from bot.serve import ServerThread
 from bot.standin import StandIn
 from npo.policy import PolicyError
 from storage import StorageError
+from storage.maintenance import in_use, table_names
 
 log = logging.getLogger(__name__)
 
@@ -90,36 +91,17 @@ def prepare_database(path: Path, *, resume: bool) -> None:
     if not path.exists():
         return
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-        finally:
-            conn.close()
+        tables = table_names(path)
     except sqlite3.DatabaseError as exc:
         raise DemoError(f"{path} exists and is not a SQLite database ({exc}); choose another --db") from None
     if tables and not {"decisions", "feedback", "outbox"} <= tables:
         raise DemoError(f"{path} exists and is not an NPO database; choose another --db")
-    if _in_use(path):  # neither replaced nor shared: two bots on one file mix their runs
+    if in_use(path):  # neither replaced nor shared: two bots on one file mix their runs
         raise DemoError(f"{path} is in use by another program (a demo still running?); stop it or choose another --db")
     if resume:
         return
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-def _in_use(path: Path) -> bool:
-    """Whether another connection has the database at ``path`` open. The bot keeps it in WAL mode, which SQLite
-    leaves only for the last connection: anyone else's makes the switch fail at once (the file is removed next)."""
-    conn = sqlite3.connect(path, timeout=0)
-    try:
-        conn.execute("PRAGMA journal_mode = DELETE")
-    except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return True
-        raise
-    finally:
-        conn.close()
-    return False
 
 
 class Demo:
