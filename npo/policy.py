@@ -200,6 +200,16 @@ def _format_seconds(seconds: float) -> str:
 # the policy
 
 
+_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def name_key(name: str) -> str:
+    """The form in which the rules compare action names and fault types: ASCII letters folded to lower case
+    (``Reboot`` matches ``reboot``), every other character as it is. This is exactly SQLite's ``lower()``, so
+    the store's count of open disruptive recommendations agrees with the rules."""
+    return name.lower() if name.isascii() else name.translate(_ASCII_FOLD)
+
+
 @dataclass(frozen=True, slots=True)
 class FreezeWindow:
     """A period during which recommendations are held back (blocked).
@@ -228,6 +238,7 @@ class FreezeWindow:
     actions: tuple[str, ...] = ()
     timezone: str = ""  # an IANA zone name; "" = the fixed utc_offset_minutes
     tz: tzinfo | None = field(default=None, compare=False, repr=False)  # the tzinfo of ``timezone``
+    action_keys: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)  # name_key
 
     def __post_init__(self) -> None:
         _text("name", self.name)
@@ -271,6 +282,7 @@ class FreezeWindow:
                 "allow_severities", f"must be severities from {allowed}, got {list(severities)!r}"
             ) from None
         object.__setattr__(self, "actions", _text_tuple("actions", self.actions))
+        object.__setattr__(self, "action_keys", frozenset(name_key(a) for a in self.actions))
 
     def _span(self) -> tuple[datetime, datetime]:
         if self.start is None or self.end is None:
@@ -299,8 +311,9 @@ class FreezeWindow:
         return False
 
     def holds_back(self, action: str, severity: Severity) -> bool:
-        """Whether the freeze applies to this action and severity (not whether the window is open)."""
-        if self.actions and action not in self.actions:
+        """Whether the freeze applies to this action (compared by :func:`name_key`) and severity (not whether the
+        window is open)."""
+        if self.action_keys and name_key(action) not in self.action_keys:
             return False
         return Severity(severity) not in self.allow_severities
 
@@ -323,10 +336,12 @@ class BlastRadiusRule:
 
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
     disruptive_actions: tuple[str, ...] = DEFAULT_DISRUPTIVE_ACTIONS
+    disruptive_keys: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)  # name_key
 
     def __post_init__(self) -> None:
         _positive_int("max_concurrent", self.max_concurrent)
         object.__setattr__(self, "disruptive_actions", _text_tuple("disruptive_actions", self.disruptive_actions))
+        object.__setattr__(self, "disruptive_keys", frozenset(name_key(a) for a in self.disruptive_actions))
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +411,10 @@ class Policy:
     override_cooldown: OverrideCooldownRule = field(default_factory=OverrideCooldownRule)
     channel_hourly_cap: ChannelHourlyCapRule = field(default_factory=ChannelHourlyCapRule)
     mutes: tuple[Mute, ...] = ()  # runtime rules from the database (not in the file; see RULE_MUTE)
+    # allowed_actions by name_key(fault type): (the fault type as written, name_key of each allowed action)
+    allowed_keys: Mapping[str, tuple[str, frozenset[str]]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         _text("name", self.name)
@@ -410,12 +429,22 @@ class Policy:
         if not isinstance(self.allowed_actions, Mapping):
             raise InvalidRecord("allowed_actions", "must be a table of fault type -> list of actions")
         table: dict[str, tuple[str, ...]] = {}
+        keys: dict[str, tuple[str, frozenset[str]]] = {}
         for fault_type, actions in self.allowed_actions.items():
             problem = _name_problem(fault_type)
             if problem is not None:
                 raise InvalidRecord("allowed_actions", f"fault type {problem}")
             table[fault_type] = _text_tuple(fault_type, actions)
+            folded = name_key(fault_type)
+            if folded in keys:
+                raise InvalidRecord(
+                    "allowed_actions",
+                    f"fault types {keys[folded][0]!r} and {fault_type!r} differ only in case: rules compare names "
+                    "without case, so merge them into one entry",
+                )
+            keys[folded] = (fault_type, frozenset(name_key(a) for a in table[fault_type]))
         object.__setattr__(self, "allowed_actions", MappingProxyType(table))
+        object.__setattr__(self, "allowed_keys", MappingProxyType(keys))
         object.__setattr__(self, "freeze_windows", tuple(self.freeze_windows))
         object.__setattr__(self, "mutes", tuple(self.mutes))
 
@@ -492,6 +521,7 @@ def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, con
     """
     action = prediction.action
     fault_type = prediction.fault_type
+    action_key = name_key(action)
 
     # 0. runtime mutes (``/npo mute``)
     for mute in policy.mutes:
@@ -501,14 +531,15 @@ def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, con
             why = f" ({mute.reason})" if mute.reason else ""
             return PolicyVerdict("block", RULE_MUTE, f"scenario key {key!r} is muted{by} until {until}{why}")
 
-    # 1. allowed_actions
-    table = policy.allowed_actions
-    allowed = table.get(fault_type)
+    # 1. allowed_actions (names compared by name_key: without ASCII case)
+    table = policy.allowed_keys
+    entry = table.get(name_key(fault_type)) if table else None
     via = ""
-    if allowed is None and "*" in table:
-        allowed = table["*"]
+    if entry is None and "*" in table:
+        entry = table["*"]
         via = "the '*' fallback "
-    if allowed is not None and action not in allowed:
+    if entry is not None and action_key not in entry[1]:
+        allowed = policy.allowed_actions[entry[0]]
         listed = ", ".join(allowed) if allowed else "no actions"
         return PolicyVerdict(
             "block",
@@ -532,7 +563,7 @@ def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, con
 
     # 3. blast radius
     blast = policy.blast_radius
-    if action in blast.disruptive_actions:
+    if action_key in blast.disruptive_keys:
         cluster = prediction.cluster
         active = context.active_disruptive_by_cluster.get(cluster, 0)
         if active >= blast.max_concurrent:
@@ -834,10 +865,15 @@ class _Builder:
         path = ("rules", "allowed_actions")
         table = self.table(value, path)
         result: dict[str, tuple[str, ...]] = {}
+        seen: dict[str, str] = {}  # name_key -> the fault type as written
         for fault_type, actions in table.items():
             problem = _name_problem(fault_type)
             if problem is not None:
                 raise self.fail(path, None, fault_type, f"the fault type {problem}")
+            earlier = seen.setdefault(name_key(fault_type), fault_type)
+            if earlier != fault_type:
+                message = f"differs from {earlier!r} only in case: names are compared without case, merge the two"
+                raise self.fail(path, None, fault_type, message)
             try:
                 result[fault_type] = _text_tuple(fault_type, actions)
             except InvalidRecord as exc:
@@ -1031,10 +1067,11 @@ utc_offset = "+00:00"
 # Actions allowed per fault type. A "*" entry is the fallback for fault types that are not listed. A fault
 # type with no entry (and no "*") may take any action: the rule is opt-in. Default: no entries, so every
 # action is allowed.
-# Fault types and action names, here and in every other rule, must match the predictions' "fault_type" and
-# "action" exactly, case-sensitive ("Reboot" never matches "reboot"). They are not checked against a list
-# (a predictor may send any action), so a misspelt name is accepted and simply never matches; an empty name,
-# one with leading or trailing blanks, or one that is not a string is refused. Example:
+# Fault types and action names, here and in every other rule, are compared with the predictions' "fault_type"
+# and "action" without case ("Reboot" matches "reboot"; ASCII letters only, other characters as they are).
+# They are not checked against a list (a predictor may send any action), so a misspelt name is accepted and
+# simply never matches; an empty name, one with leading or trailing blanks, one that is not a string, or two
+# fault types differing only in case are refused. Example:
 #   disk_failure = ["drain", "replace_disk", "migrate_vms", "investigate", "none"]
 #   "*" = ["drain", "replace_disk", "reboot", "restart_service", "migrate_vms", "failover", "reimage",
 #          "power_cycle", "investigate", "none"]
@@ -1043,8 +1080,8 @@ utc_offset = "+00:00"
 # Blast radius: a disruptive action is blocked while its cluster already has max_concurrent open (surfaced,
 # unresolved) disruptive recommendations. The cluster is the prediction's "cluster" label, else the first
 # non-empty dash/dot segment of its target ("r12-n04" -> "r12"). Actions are compared without surrounding
-# blanks but case-sensitively: list them as the predictor spells them. max_concurrent is a positive integer;
-# an empty disruptive_actions list turns the rule off. Defaults shown.
+# blanks and without case ("Drain" is disruptive too). max_concurrent is a positive integer; an empty
+# disruptive_actions list turns the rule off. Defaults shown.
 [rules.blast_radius]
 max_concurrent = 2
 disruptive_actions = ["drain", "reboot", "reimage", "power_cycle", "failover"]

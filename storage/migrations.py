@@ -747,6 +747,18 @@ def m009_answers_in_feedback(db: Database) -> None:
     db.executescript(_M009)
 
 
+@MIGRATIONS(name="m010_actions_without_case")
+def m010_actions_without_case(db: Database) -> None:
+    """The blast radius compares action names without case (``npo.policy.name_key``, which folds as SQLite's
+    ``lower()`` does): the index of open recommendations by cluster and action is rebuilt on ``lower(action)``,
+    so the store's count of open disruptive recommendations (``lower(action) IN (…)``) still seeks it."""
+    db.executescript(
+        "DROP INDEX recommendations_open_by_cluster;"
+        "CREATE INDEX recommendations_open_by_cluster ON recommendations (cluster, lower(action)) "
+        "WHERE resolved_at IS NULL;"
+    )
+
+
 KNOWN_MIGRATIONS = tuple(m.name for m in MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))
 LATEST_SCHEMA_VERSION = len(KNOWN_MIGRATIONS)
 

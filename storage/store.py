@@ -49,7 +49,7 @@ from npo.bandit import ThresholdBandit
 from npo.loop import SYSTEM_OPERATOR, AppliedFeedback, DecideResult, LoopConfig, decide_batch
 from npo.misalignment import KeyAlignment
 from npo.monitor import MonitorState
-from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, Policy, PolicyContext
+from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, Policy, PolicyContext, name_key
 from npo.retrain import LogisticModel
 from npo.trust import OperatorTrust
 from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction, Severity, Verdict
@@ -236,7 +236,7 @@ def _statements(n_arms: int, n_disruptive: int) -> _Statements:
     )
     marks = ", ".join("?" * n_disruptive)
     open_disruptive = (
-        f"SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL AND action IN ({marks})"
+        f"SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL AND lower(action) IN ({marks})"
     )
     return _Statements(prefetch=prefetch, open_disruptive=open_disruptive)
 
@@ -290,7 +290,7 @@ class _BatchContexts:
         elif verdict is not Verdict.DIGEST:
             return
         active = self._active
-        if active is not None and prediction.action in self._disruptive:
+        if active is not None and name_key(prediction.action) in self._disruptive:
             cluster = prediction.cluster
             active[cluster] = active.get(cluster, 0) + 1
 
@@ -563,7 +563,7 @@ class SQLiteTransaction:
         if self._disruptive:
             active = dict(
                 self._in_chunks(
-                    "SELECT cluster, COUNT(*) FROM recommendations WHERE resolved_at IS NULL AND action IN "
+                    "SELECT cluster, COUNT(*) FROM recommendations WHERE resolved_at IS NULL AND lower(action) IN "
                     f"({','.join('?' * len(self._disruptive))}) AND cluster IN ({{marks}}) GROUP BY cluster",
                     [p.cluster for p in predictions],
                     *self._disruptive,
@@ -1323,7 +1323,8 @@ class SQLiteStore:
     ) -> None:
         self.path = Path(path)
         self.config = config or LoopConfig()
-        self.disruptive_actions = tuple(disruptive_actions)
+        # compared as the policy compares them (npo.policy.name_key = SQLite's lower(); the index is on it)
+        self.disruptive_actions = tuple(dict.fromkeys(name_key(a) for a in disruptive_actions))
         self.synchronous: Synchronous = synchronous
         self.busy_timeout_s = busy_timeout_s
         self.lock_retries = lock_retries

@@ -86,7 +86,7 @@ class PolicyHolder:
                 log.error("policy reload refused, the current policy stays in force: %s", exc)
                 return ReloadResult(False, 422, str(exc), exc.field)
             old = self.policy
-            if new.blast_radius.disruptive_actions != old.blast_radius.disruptive_actions:
+            if new.blast_radius.disruptive_keys != old.blast_radius.disruptive_keys:  # a change of case alone is none
                 message = "blast_radius.disruptive_actions changed: restart the service to apply it"
                 log.error("policy reload refused, the current policy stays in force: %s", message)
                 return ReloadResult(False, 422, message, "blast_radius.disruptive_actions")

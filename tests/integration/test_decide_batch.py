@@ -287,3 +287,29 @@ def test_the_channel_cap_counts_decisions_stamped_after_now(tmp_path: Path, batc
                     decide(tx, p, config=CONFIG, policy=policy, rng=np.random.default_rng(1), now=NOW) for p in late
                 ]
         assert [(r.decision.verdict, r.decision.rule) for r in results] == [(Verdict.DIGEST, "channel_hourly_cap")] * 3
+
+
+@pytest.mark.parametrize("path_taken", ["one_by_one", "batch"])
+def test_open_disruptive_recommendations_are_counted_without_case(tmp_path: Path, path_taken: str) -> None:
+    """The policy lists ``Reboot``; the predictor spells it ``reboot``, ``REBOOT``, ``Reboot``. The store's count of
+    open disruptive recommendations (read from the file, and the batch's own) agrees with the rule, so the
+    blast radius binds whatever the spelling."""
+    text = POLICY_TEXT.replace('disruptive_actions = ["drain", "reboot"', 'disruptive_actions = ["Reboot"')
+    policy = parse_policy(text)
+    assert policy.blast_radius.disruptive_actions[0] == "Reboot"
+    earlier = [_p("e1", target="r7-a", action="reboot"), _p("e2", target="r7-b", action="REBOOT", channel="ops2")]
+    later = [_p("l1", target="r7-c", action="Reboot", channel="ops3"), _p("l2", target="r8-a", action="rEbOoT")]
+    with SQLiteStore(tmp_path / "npo.db", CONFIG, disruptive_actions=policy.blast_radius.disruptive_actions) as store:
+        first = store.decide_many(earlier, policy=policy, rng=np.random.default_rng(0), now=NOW)
+        assert [r.decision.verdict for r in first] == [Verdict.SURFACE, Verdict.SURFACE]
+        if path_taken == "batch":
+            got = store.decide_many(later, policy=policy, rng=np.random.default_rng(0), now=NOW)
+        else:
+            got = []
+            for p in later:
+                with store.transaction() as tx:
+                    got.append(decide(tx, p, config=CONFIG, policy=policy, rng=np.random.default_rng(0), now=NOW))
+    assert [(r.decision.verdict, r.decision.rule) for r in got] == [
+        (Verdict.BLOCK, "blast_radius"),  # r7 has two open, spelt two other ways
+        (Verdict.SURFACE, "all_rules_passed"),  # r8 has none
+    ]

@@ -731,17 +731,42 @@ BAD_NAMES = [
 ]
 
 
-def test_unknown_action_names_are_accepted_and_match_exactly() -> None:
-    """Any well-formed name is accepted (a predictor may send any action); matching is exact and case-sensitive."""
+def test_unknown_action_names_are_accepted_and_compared_without_case() -> None:
+    """Any well-formed name is accepted (a predictor may send any action); names match without ASCII case, in
+    every rule: a predictor spelling ``Reboot`` must not slip past a blast radius listing ``reboot``."""
     policy = parse_policy(
         '[rules.allowed_actions]\ndisk_failure = ["Drain", "replace-disk", "über_reboot", "a b"]\n'
         '[rules.blast_radius]\ndisruptive_actions = ["Reboot"]\n'
     )
-    assert policy.allowed_actions["disk_failure"] == ("Drain", "replace-disk", "über_reboot", "a b")
-    assert check(policy, pred(action="Drain")).allowed
-    assert check(policy, pred(action="drain")).rule == "allowed_actions"
+    assert policy.allowed_actions["disk_failure"] == ("Drain", "replace-disk", "über_reboot", "a b")  # as written
+    for action in ("Drain", "drain", "DRAIN", "Replace-Disk", "über_REBOOT", "A B"):
+        assert check(policy, pred(action=action)).allowed, action
+    assert check(policy, pred(action="Über_reboot")).rule == "allowed_actions"  # only ASCII letters are folded
+    assert check(policy, pred(action="drain ", fault_type="DISK_FAILURE")).allowed  # blanks stripped on input
+    refused = check(policy, pred(action="reimage", fault_type="Disk_Failure"))
+    assert refused.rule == "allowed_actions" and "Drain, replace-disk" in refused.reason  # listed as written
     busy = ctx(active_disruptive_by_cluster={"r12": 5})
     assert check(policy, pred(action="Drain"), busy).allowed  # "Reboot" is disruptive, "Drain" is not listed
+    blast = Policy(blast_radius=BlastRadiusRule(disruptive_actions=("Reboot",)))
+    for action in ("reboot", "REBOOT", "Reboot"):
+        assert check(blast, pred(action=action), busy).rule == "blast_radius", action
+
+
+def test_freeze_window_actions_are_compared_without_case() -> None:
+    window = FreezeWindow(name="w", days=("wed",), start_minute=0, end_minute=1440, actions=("Reboot",))
+    policy = Policy(freeze_windows=(window,))
+    assert check(policy, pred(action="reboot")).rule == "freeze_window"
+    assert check(policy, pred(action="REBOOT")).rule == "freeze_window"
+    assert check(policy, pred(action="drain")).allowed
+
+
+def test_fault_types_differing_only_in_case_are_refused() -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy('[rules.allowed_actions]\ndisk_failure = ["drain"]\nDisk_Failure = ["reboot"]\n')
+    assert "differs from 'disk_failure' only in case" in str(info.value)
+    assert info.value.field == "rules.allowed_actions.Disk_Failure" and info.value.line == 3
+    with pytest.raises(InvalidRecord, match="differ only in case"):  # built directly
+        Policy(allowed_actions={"disk_failure": ("drain",), "DISK_failure": ("drain",)})
 
 
 def test_rule_records_refuse_malformed_action_names_when_built_directly() -> None:
