@@ -34,7 +34,9 @@ MAX_REPLY = 3000
 MIN_MUTE_S = 60.0
 MAX_MUTE_S = 30 * 86_400.0
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86_400, "w": 7 * 86_400}
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|w)$", re.IGNORECASE)
+_DURATION_PART = r"(\d{1,9}(?:\.\d{1,9})?)\s*(sec|min|hr|s|m|h|d|w)"
+_DURATION_RE = re.compile(rf"^(?:{_DURATION_PART})+$", re.IGNORECASE)
+_PART_RE = re.compile(_DURATION_PART, re.IGNORECASE)
 _QUOTES = {'"': '"', "“": "”", "`": "`"}  # opening → closing
 
 USAGE = (
@@ -43,7 +45,7 @@ USAGE = (
     "`/npo summary` — the last 7 days: L_align by day, answer rates, precision/recall, MTTR, τ posteriors\n"
     "`/npo why <recommendation id>` — score, τ, the rule behind the decision, the key's history\n"
     "`/npo mute <key> <duration> [reason]` — block a scenario key's recommendations for a while "
-    "(duration like `30m`, `4h`, `2d`; at most 30 d; a key with spaces in double quotes)\n"
+    "(duration like `30m`, `4h`, `2d`, `1h30m`; at most 30 d; a key with spaces in double quotes)\n"
     "`/npo unmute <key>` — lift a mute\n"
     "`/npo help` — this message\n"
     "On a recommendation: *Like* (right call), *Override* (wrong; give a reason), *Neutral*; "
@@ -52,13 +54,22 @@ USAGE = (
 
 
 def parse_duration(text: str) -> float:
-    """``30m``, ``4h``, ``2d``, ``1w``, ``90s`` → seconds. Raises ValueError naming what is wrong."""
-    match = _DURATION_RE.match(text.strip())
-    if not match:
+    """``30m``, ``4h``, ``2d``, ``1w``, ``90s``, or several units largest first, ``1h30m``, ``2d12h`` → seconds.
+    Raises ValueError naming what is wrong."""
+    text = text.strip()
+    if not _DURATION_RE.match(text):
         raise ValueError(
-            f"`{escape(truncate(text, 40))}` is not a duration; use a number and a unit, like `30m`, `4h`, `2d`"
+            f"`{escape(truncate(text, 40))}` is not a duration; use a number and a unit, like `30m`, `4h`, `2d` "
+            "or `1h30m`"
         )
-    seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    parts = [(float(n), _UNITS[unit.lower()]) for n, unit in _PART_RE.findall(text)]
+    sizes = [size for _, size in parts]
+    if sizes != sorted(set(sizes), reverse=True):
+        raise ValueError(
+            f"`{escape(truncate(text, 40))}` repeats a unit or puts a smaller one first; write it largest first, "
+            "each unit once, like `1d12h` or `1h30m`"
+        )
+    seconds = sum(n * size for n, size in parts)
     if not MIN_MUTE_S <= seconds <= MAX_MUTE_S:
         raise ValueError("a mute lasts between 1 minute and 30 days")
     return seconds

@@ -152,6 +152,21 @@ def test_mute_refusals_change_nothing(bot: BotUnderTest) -> None:
     assert "no recommendation has had this key yet" in unknown
 
 
+def test_a_mute_takes_a_duration_of_several_units(bot: BotUnderTest) -> None:
+    """``1h30m`` is an hour and a half; units repeated or out of order are refused, naming the fix."""
+    bot.surface("p1")
+    reply = npo(bot, f"mute {KEY} 1h30m rack work")
+    assert "is muted until" in reply, reply
+    (entry,) = bot.bot.store.audit_entries(kind="policy_mute")
+    assert entry[4]["until"] - entry[1] == pytest.approx(5400, abs=1)
+    assert entry[4]["reason"] == "rack work"
+    for typed in ("30m1h", "1h1h"):
+        refused = npo(bot, f"mute {KEY} {typed}")
+        assert refused.startswith(f"Not muted: `{typed}` repeats a unit or puts a smaller one first"), refused
+    assert npo(bot, f"mute {KEY} 4w3d") == "Not muted: a mute lasts between 1 minute and 30 days."
+    assert len(bot.bot.store.audit_entries(kind="policy_mute")) == 1
+
+
 def test_app_home_shows_loss_trend_tau_overrides_and_proposal(bot: BotUnderTest) -> None:
     first, second = bot.surface("p1"), bot.surface("p2", fault_type="psu")
     bot.click(ALICE, ACTION_LIKE, first)
