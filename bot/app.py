@@ -102,6 +102,7 @@ def build_poller(settings: Settings, service: NpoService) -> Poller | None:
         clock=service.clock,
         headers=headers,
         timeout_s=settings.slack_timeout_s,
+        max_body_bytes=settings.poll_max_bytes,
     )
 
 

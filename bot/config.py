@@ -95,6 +95,7 @@ class Settings:
     poll_url: str | None = None  # a URL serving predictions as JSON, polled by ``serve`` (off when None)
     poll_interval_s: float = 30.0
     poll_token: str = ""  # optional bearer token sent to poll_url
+    poll_max_bytes: int = 10_000_000  # a poll's answer larger than this is refused (nothing of it decided)
     monitor_interval_min: float = 60.0  # the meta-monitor runs this often
     monitor_loss_threshold: float = 0.3  # L_align over the window above this triggers a retraining proposal
     monitor_window: int = 200  # the most recent answers L_align is averaged over
@@ -401,6 +402,7 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         poll_url=r.optional("NPO_POLL_URL", None, _poll_url),
         poll_interval_s=r.optional("NPO_POLL_INTERVAL_S", 30.0, _float_in(1, 86_400)),
         poll_token=r.optional("NPO_POLL_TOKEN", "", str),
+        poll_max_bytes=r.optional("NPO_POLL_MAX_BYTES", 10_000_000, _int_in(1024, 500_000_000)),
         monitor_interval_min=r.optional("NPO_MONITOR_INTERVAL_MIN", 60.0, _float_in(1, 24 * 60)),
         monitor_loss_threshold=r.optional("NPO_MONITOR_LOSS_THRESHOLD", 0.3, _float_in(0, 1)),
         monitor_window=r.optional("NPO_MONITOR_WINDOW", 200, _int_in(10, 100_000)),

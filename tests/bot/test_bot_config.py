@@ -85,6 +85,7 @@ def test_env_example_lists_every_variable() -> None:
         "NPO_POLL_URL",
         "NPO_POLL_INTERVAL_S",
         "NPO_POLL_TOKEN",
+        "NPO_POLL_MAX_BYTES",
         "NPO_SLACK_TIMEOUT_S",
     ):
         assert f"\n{name}=" in example, name
@@ -107,9 +108,13 @@ def test_poller_and_update_interval_settings(tmp_path: Path) -> None:
         0.0,
     )
     assert s.redacted()["poll_token"] == "***"
+    assert s.poll_max_bytes == 10_000_000
+    assert load_settings(env | {"NPO_POLL_MAX_BYTES": "2048"}, None).poll_max_bytes == 2048
     with pytest.raises(ConfigError) as info:
-        load_settings(GOOD | {"NPO_POLL_URL": "ftp://x", "NPO_POLL_INTERVAL_S": "0.1"}, None)
-    assert set(info.value.problems) == {"NPO_POLL_URL", "NPO_POLL_INTERVAL_S"}
+        load_settings(
+            GOOD | {"NPO_POLL_URL": "ftp://x", "NPO_POLL_INTERVAL_S": "0.1", "NPO_POLL_MAX_BYTES": "1e9"}, None
+        )
+    assert set(info.value.problems) == {"NPO_POLL_URL", "NPO_POLL_INTERVAL_S", "NPO_POLL_MAX_BYTES"}
 
 
 def test_repr_masks_every_secret(tmp_path: Path) -> None:

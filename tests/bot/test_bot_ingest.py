@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.app import build_poller
 from bot.cli import main as cli_main
+from bot.config import load_settings
 from bot.ingest.alertmanager import parse_webhook
 from bot.ingest.poller import Poller
 from bot.ingest.records import many, prediction_from_json
@@ -667,3 +669,34 @@ def test_a_password_in_the_poll_url_is_never_logged(caplog: pytest.LogCaptureFix
     assert result.errors and "127.0.0.1:9" in result.errors[0]
     assert "hunter2pass" not in " ".join(result.errors) + caplog.text
     assert "npo:***@" not in caplog.text and "***@127.0.0.1:9" in caplog.text
+
+
+def test_the_served_poller_takes_its_size_limit_from_the_settings(
+    raw_server: tuple[str, list[bytes]], tmp_path: Path
+) -> None:
+    """``NPO_POLL_MAX_BYTES`` reaches the poller ``serve`` builds: a feed larger than it is refused whole."""
+    url, bodies = raw_server
+    env = {
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_SIGNING_SECRET": "s3cret",
+        "NPO_INGEST_TOKEN": "ingest-token-0123456789",
+        "NPO_INCIDENT_CHANNEL": "C0INC",
+        "NPO_OPS_CHANNEL": "C0OPS",
+        "NPO_POLL_URL": url,
+        "NPO_POLL_MAX_BYTES": "2048",
+    }
+    settings = load_settings(env, None)
+    item = {"fault_type": "f", "action": "x", "confidence": 0.9}
+    small = json.dumps([item | {"id": "p0", "target": "t0"}]).encode()
+    large = json.dumps([item | {"id": f"p{i}", "target": f"t{i}"} for i in range(1, 60)]).encode()
+    assert len(small) < 2048 < len(large) < 10_000_000
+    with SQLiteStore(tmp_path / "npo.db") as store:
+        service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0), clock=lambda: 1000.0)
+        poller = build_poller(settings, service)
+        assert poller is not None
+        bodies.append(large)
+        assert poller.poll_once().errors == [f"poll of {url} failed: the answer is larger than 2,048 bytes"]
+        assert store.counts()["predictions"] == 0
+        bodies.append(small)
+        assert poller.poll_once().errors == [] and store.counts()["predictions"] == 1
+        poller.stop()
