@@ -133,6 +133,8 @@ class Feeder(threading.Thread):
                 self.ledger.duplicates += 1
             return
         self.ledger.record(item, str(answer.get("verdict")))
+        if self.limit is not None and self.ledger.sent >= self.limit:
+            self.done.set()  # the last one is sent: done now, not one interval later
         if item.real_fault is not None:
             heapq.heappush(self._outcomes, (time.monotonic() + self.outcome_delay_s, item.id, item.real_fault))
 

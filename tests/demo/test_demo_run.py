@@ -218,6 +218,21 @@ def test_a_resumed_run_summarises_itself_and_its_panel_counts_current_answers(tm
     assert counts["overrides"] == 1 and counts["likes"] == 0
 
 
+def test_a_counted_run_without_engineers_ends_when_the_last_prediction_is_sent(tmp_path: Path) -> None:
+    """``--count 1`` at one prediction a minute: the one is sent at once, and the run ends then, not a minute
+    later (the feed's next tick)."""
+    demo = Demo(DemoOptions(port=0, db=tmp_path / "one.db", count=1, rate_per_min=1), say=lambda _: None)
+    demo.start()
+    try:
+        started = time.monotonic()
+        demo.run_until_done()
+        took = time.monotonic() - started
+    finally:
+        demo.stop()
+    assert demo.ledger.sent == 1
+    assert took < 20, f"the run went on {took:.0f} s after its only prediction"
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [
