@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 from bot.db_cli import add_db_parser, run_db
 from bot.demo.cli import add_demo_parser, run_demo
-from bot.evaluate.cli import add_evaluate_parser, output_folder, run_evaluate, seed_number
+from bot.evaluate.cli import (
+    add_evaluate_parser,
+    output_folder,
+    print_result,
+    run_evaluate,
+    seed_number,
+    writable_folder,
+)
 from bot.jobs.cli import add_report_parser, run_report
 from npo import __version__
 
@@ -151,24 +158,50 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run ``npo-bot simulate``: 0, 1 (a file in ``--out`` could not be written), 2 (an option refused, or more
+    episodes than memory holds), ``INTERRUPTED_EXIT`` (Ctrl-C) or ``SIGPIPE_EXIT`` (the reader went away); every
+    error one line on stderr."""
     from bot.progress import ProgressBar  # noqa: PLC0415 - keep `npo-bot --help` fast
     from bot.simulate import simulate, table  # noqa: PLC0415
 
     if args.episodes < 10:
         print("npo-bot simulate: --episodes must be at least 10", file=sys.stderr)
         return 2
+    problem = writable_folder(args.out, "--out")
+    if problem is not None:
+        print(f"npo-bot simulate: {problem}", file=sys.stderr)
+        return 2
     progress = None if args.quiet else ProgressBar()
-    result, elapsed = simulate(
-        args.episodes, args.seeds, args.out, base_seed=args.seed, plots=not args.no_plots, progress=progress
-    )
-    if not args.quiet:
-        print(
-            f"{args.episodes} episodes × {args.seeds} seeds in {elapsed:.1f} s; "
-            f"drift at episode {result.drift_episode}; best fixed τ in hindsight: {result.best_fixed}"
+    try:
+        result, elapsed = simulate(
+            args.episodes, args.seeds, args.out, base_seed=args.seed, plots=not args.no_plots, progress=progress
         )
-        print(table(result))
-        print(f"\nwrote {args.out / 'metrics.json'}" + ("" if args.no_plots else " and PNG plots"))
-    return 0
+    except KeyboardInterrupt:
+        lead = "\n" if progress is not None and progress.enabled else ""  # end the progress bar's line
+        print(f"{lead}npo-bot simulate: interrupted; {args.out} does not hold this run's results", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except MemoryError:
+        lead = "\n" if progress is not None and progress.enabled else ""
+        print(
+            f"{lead}npo-bot simulate: not enough memory for --episodes {args.episodes} × --seeds {args.seeds}; "
+            "ask for fewer episodes or seeds",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as exc:  # a file in --out: a folder in its place, the disk full, the folder removed meanwhile
+        lead = "\n" if progress is not None and progress.enabled else ""
+        where = next((f for f in (exc.filename2, exc.filename) if f is not None), args.out)  # a rename: its target
+        print(f"{lead}npo-bot simulate: cannot write {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if args.quiet:
+        return 0
+    return print_result(
+        f"{args.episodes} episodes × {args.seeds} seeds in {elapsed:.1f} s; "
+        f"drift at episode {result.drift_episode}; best fixed τ in hindsight: {result.best_fixed}\n"
+        f"{table(result)}\n"
+        f"\nwrote {args.out / 'metrics.json'}" + ("" if args.no_plots else " and PNG plots"),
+        "simulate",
+    )
 
 
 _SERVICE_COMMANDS = {"serve": cmd_serve, "replay": cmd_replay, "socket": cmd_socket}

@@ -188,8 +188,13 @@ def simulate(
     result = run_experiments(episodes, seeds, base_seed=base_seed, progress=progress)
     payload = _finite(result.to_json())
     tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False, default=_json_default) + "\n", encoding="utf-8")
-    tmp.replace(out / "metrics.json")
+    try:
+        tmp.write_text(json.dumps(payload, indent=1, allow_nan=False, default=_json_default) + "\n", encoding="utf-8")
+        tmp.replace(out / "metrics.json")
+    except BaseException:  # a full disk, a folder named metrics.json, Ctrl-C: no partial file left behind
+        if tmp.is_file():
+            tmp.unlink()
+        raise
     if plots:
         write_plots(result, out)
     (out / "table.md").write_text(table(result) + "\n", encoding="utf-8")

@@ -27,7 +27,10 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from npo.evaluate.data import Dataset
 
 DATA_ENV = "NPO_DATA_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,15 +84,15 @@ def _operator_share(text: str) -> float:
     return value
 
 
-def _integer_from(minimum: int, what: str) -> Callable[[str], int]:
-    """An argparse type: an integer ≥ ``minimum``, refused as "expected ``what``" otherwise."""
+def _integer_from(minimum: int, what: str, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [``minimum``, ``maximum``], refused as "expected ``what``" otherwise."""
 
     def convert(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
         return value
 
@@ -97,7 +100,8 @@ def _integer_from(minimum: int, what: str) -> Callable[[str], int]:
 
 
 seed_number = _integer_from(0, "an integer >= 0")  # a random seed (numpy refuses negative seeds)
-_count = _integer_from(1, "a positive integer")
+MAX_SEEDS = 10_000  # a typo's 1e9 would fill the memory with the per-seed figures before the first seed ran
+_seed_count = _integer_from(1, f"a positive integer, at most {MAX_SEEDS}", MAX_SEEDS)
 
 
 def output_folder(text: str) -> Path:
@@ -146,7 +150,12 @@ def add_evaluate_parser(subparsers: Any) -> None:
         help="share of the 10 simulated operators answering against the truth: a multiple of 0.1 (default 0)",
     )
     ev.add_argument("--seed", type=seed_number, default=0, help="first seed, an integer >= 0 (default 0)")
-    ev.add_argument("--seeds", type=_count, default=5, help="number of seeds: --seed, --seed+1, … (default 5)")
+    ev.add_argument(
+        "--seeds",
+        type=_seed_count,
+        default=5,
+        help=f"number of seeds: --seed, --seed+1, …, at most {MAX_SEEDS} (default 5)",
+    )
     ev.add_argument(
         "--horizon",
         type=_horizon,
@@ -199,28 +208,130 @@ def resolve_data(args: argparse.Namespace) -> tuple[Path, str | None]:
     return default_data_root() / fmt, fmt
 
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for a command stopped with Ctrl-C
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
+DATA_ERROR_EXIT = 1  # the data (or a file written during the run) refused; 2 is a command line argparse refuses
+
+
+def print_result(text: str, command: str) -> int:
+    """Print ``npo-bot <command>``'s result on stdout as UTF-8 whatever the locale (the tables hold τ, ¼, ±, —).
+
+    Returns 0; ``SIGPIPE_EXIT`` when the reader went away (``| head``: then quietly, as cat and git do); 1 with one
+    line on stderr when stdout is closed or cannot be written (``> /dev/full``, a full disk)."""
+    if sys.stdout is None:  # started with stdout closed (``>&-``): the result would be lost without a word
+        print(f"npo-bot {command}: stdout is closed; nothing was printed", file=sys.stderr)
+        return 1
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
+        reconfigure(encoding="utf-8")
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
+        return SIGPIPE_EXIT
+    except OSError as exc:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"npo-bot {command}: cannot write the result to stdout: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def writable_folder(path: Path, option: str) -> str | None:
+    """Create ``path`` (a folder to write into) and check that a file can be created there; None, or the one-line
+    reason naming ``option`` (``--db``, ``--out``)."""
+    import tempfile  # noqa: PLC0415
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"{option} {path}: cannot create the folder: {exc.strerror or exc}"
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"{option} {path}: cannot write into the folder: {exc.strerror or exc}"
+    return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (symbolic links resolved, ``path`` need not exist)."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _short_series_note(dataset: Dataset, min_history_s: float) -> str | None:
+    """A note naming the series too short for the predictor to emit anything on (None: none is)."""
+    short = [s for s in dataset.series if float(s.times[-1] - s.times[0]) < min_history_s]
+    if not short:
+        return None
+    named = ", ".join(f"{s.name} ({(s.times[-1] - s.times[0]) / 3600:.1f} h)" for s in short[:5])
+    more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+    return (
+        f"note: {len(short)} of {len(dataset.series)} series span less than the {min_history_s / 3600:g} h of "
+        f"history the predictor needs before its first prediction, so nothing is predicted on them: {named}{more}"
+    )
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``npo-bot evaluate``; the exit code is 0, ``DATA_ERROR_EXIT`` (the data refused, a ``--db`` file failing
+    during the run), 2 (an option refused), ``INTERRUPTED_EXIT`` (Ctrl-C) or ``SIGPIPE_EXIT``. Every error is one
+    line on stderr."""
+    try:
+        return _run_evaluate(args)
+    except KeyboardInterrupt:
+        lead = "\n" if sys.stderr.isatty() else ""  # after the terminal's ^C or the progress line
+        print(f"{lead}npo-bot evaluate: interrupted; nothing was printed", file=sys.stderr)
+        return INTERRUPTED_EXIT
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
     from bot.evaluate.errors import DataError  # noqa: PLC0415 - keep `npo-bot --help` fast
     from bot.evaluate.formats import read_dataset  # noqa: PLC0415
     from bot.evaluate.runner import EvaluationSettings, evaluate, evaluation_loop_config, finite  # noqa: PLC0415
     from bot.evaluate.table import table  # noqa: PLC0415
     from npo.evaluate.engineers import EngineerConfig  # noqa: PLC0415
+    from npo.evaluate.predictor import PredictorConfig  # noqa: PLC0415
     from npo.evaluate.replay import ReplaySettings  # noqa: PLC0415
     from npo.types import InvalidRecord  # noqa: PLC0415
+    from storage import StorageError  # noqa: PLC0415
 
     folder, fmt = resolve_data(args)
     if not folder.exists():
         print(f"npo-bot evaluate: no data folder {folder} (pass --data or set ${DATA_ENV})", file=sys.stderr)
         return 2
+    if not folder.is_dir():
+        print(f"npo-bot evaluate: --data {folder} is a file, not a folder", file=sys.stderr)
+        return 2
     try:
-        dataset = read_dataset(folder, fmt, horizon_s=None if args.horizon is None else args.horizon * 60.0)
         engineers = EngineerConfig(noise=args.noise, skip_rate=args.skip_rate, adversarial=args.adversarial)
-    except (DataError, InvalidRecord) as exc:
+    except InvalidRecord as exc:
         print(f"npo-bot evaluate: {exc}", file=sys.stderr)
         return 2
+    if args.db is not None:
+        if _inside(args.db, folder):
+            print(
+                f"npo-bot evaluate: --db {args.db} is inside the data folder {folder}, which is only read: "
+                "choose a folder outside it",
+                file=sys.stderr,
+            )
+            return 2
+        problem = writable_folder(args.db, "--db")
+        if problem is not None:
+            print(f"npo-bot evaluate: {problem}", file=sys.stderr)
+            return 2
+    try:
+        dataset = read_dataset(folder, fmt, horizon_s=None if args.horizon is None else args.horizon * 60.0)
+    except (DataError, InvalidRecord) as exc:
+        print(f"npo-bot evaluate: {exc}", file=sys.stderr)
+        return DATA_ERROR_EXIT
+    predictor = PredictorConfig()
+    note = _short_series_note(dataset, predictor.min_history_s)
+    if note is not None:
+        print(f"npo-bot evaluate: {note}", file=sys.stderr)
     seeds = tuple(range(args.seed, args.seed + args.seeds))
     settings = EvaluationSettings(
         engineers=engineers,
+        predictor=predictor,
         seeds=seeds,
         db_dir=args.db,
         loop=evaluation_loop_config(
@@ -237,11 +348,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"\r{message:<40}", end="", file=sys.stderr, flush=True)
 
-    result = evaluate(dataset, settings, progress=progress if show else None)
+    try:
+        result = evaluate(dataset, settings, progress=progress if show else None)
+    except (OSError, StorageError) as exc:  # only --db writes files: one was taken, removed or refused mid-run
+        if args.db is None:
+            raise
+        if show:
+            print(file=sys.stderr)
+        print(f"npo-bot evaluate: --db {args.db}: {_os_message(exc)}", file=sys.stderr)
+        return DATA_ERROR_EXIT
     if show:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     if args.json:
-        print(json.dumps(finite(result), indent=1, allow_nan=False))
-    else:
-        print(table(result))
-    return 0
+        return print_result(json.dumps(finite(result), indent=1, allow_nan=False), "evaluate")
+    return print_result(table(result), "evaluate")
+
+
+def _os_message(exc: Exception) -> str:
+    """``[Errno 21] Is a directory: 'x'`` as ``x: Is a directory``; other errors as they print."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)

@@ -27,6 +27,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,7 +201,7 @@ def read_nab(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
     if not series:
         raise DataError(windows_path, "lists no series")
     return Dataset(
-        name=folder.name,
+        name=Path(os.path.abspath(folder)).name,
         series=tuple(series),
         windows=tuple(windows),
         horizon_s=horizon_s,

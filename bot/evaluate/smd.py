@@ -6,7 +6,8 @@ Layout of the folder (any folder of this shape works, nothing here names a parti
     DIR/test/<machine>.txt[.gz]         the evaluated part, same columns, continuing right after ``train``
     DIR/test_label/<machine>.txt        one 0/1 per line per test row (1 = anomalous minute)       (required)
 
-``train`` is optional per machine (without it the predictor warms up on the first day of ``test``). There are no
+``train`` is optional per machine (without it the predictor warms up on the first day of ``test``); a label file
+without its test file is refused (a misnamed test file must not drop a machine and its faults). There are no
 timestamps: row i of the concatenation train + test is minute i of the machine's record (time 60·i seconds from
 an arbitrary origin; every machine starts at 0, so machines are replayed side by side).
 
@@ -20,6 +21,7 @@ the first minute, and a recommendation's outcome is known ``horizon_s`` after it
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 from pathlib import Path
 
@@ -136,6 +138,10 @@ def read_smd(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
     machines = sorted({_machine_name(p) for p in test_dir.iterdir() if p.is_file() and not p.name.startswith(".")})
     if not machines:
         raise DataError(test_dir, "holds no machine files")
+    for path in sorted(label_dir.iterdir()):  # a missing or misnamed test file must not drop a machine's faults
+        if path.is_file() and not path.name.startswith(".") and _machine_name(path) not in machines:
+            machine = _machine_name(path)
+            raise DataError(path, f"labels for {machine} but no test file ({test_dir / machine}.txt or .txt.gz)")
     series: list[Series] = []
     windows: list[FaultWindow] = []
     for machine in machines:
@@ -159,5 +165,9 @@ def read_smd(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
             onset = (n_train + first) * MINUTE_S
             windows.append(FaultWindow(machine, onset - horizon_s, (n_train + last) * MINUTE_S, onset))
     return Dataset(
-        name=folder.name, series=tuple(series), windows=tuple(windows), horizon_s=horizon_s, notes={"format": "smd"}
+        name=Path(os.path.abspath(folder)).name,
+        series=tuple(series),
+        windows=tuple(windows),
+        horizon_s=horizon_s,
+        notes={"format": "smd"},
     )

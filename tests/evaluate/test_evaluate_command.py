@@ -90,7 +90,7 @@ def test_table_and_errors(nab_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert main(["evaluate", "--data", str(tmp_path / "absent")]) == 2
     assert "no data folder" in capsys.readouterr().err
     (nab_dir / "windows.json").unlink()
-    assert main(["evaluate", "--data", str(nab_dir), "--format", "nab"]) == 2
+    assert main(["evaluate", "--data", str(nab_dir), "--format", "nab"]) == 1  # the data are refused
     assert "windows.json: missing" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "--noise", "1.5"])

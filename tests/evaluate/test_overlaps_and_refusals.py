@@ -48,14 +48,15 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 
 
-def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """Run ``evaluate`` expecting exit status 2 and no traceback; returns stderr."""
+def _refused(capsys: pytest.CaptureFixture[str], *argv: str, status: int = 1) -> str:
+    """Run ``evaluate`` expecting exit ``status`` (1: the data are refused, 2: an option is) and no traceback;
+    returns stderr."""
     try:
         code = main(["evaluate", *argv, "--seeds", "1", "--quiet"])
     except SystemExit as exc:  # argparse refuses the option
         code = int(exc.code or 0)
     err = capsys.readouterr().err
-    assert code == 2, err
+    assert code == status, err
     assert "Traceback" not in err
     return err
 
@@ -259,7 +260,7 @@ def test_smd_labels_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
 def test_evaluate_refuses_options_it_cannot_honour(
     nab_dir: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
 ) -> None:
-    assert message in _refused(capsys, "--data", str(nab_dir), *argv)
+    assert message in _refused(capsys, "--data", str(nab_dir), *argv, status=2)
 
 
 def test_evaluate_accepts_the_largest_horizon_and_whole_operator_shares(
@@ -281,6 +282,7 @@ def test_evaluate_db_that_is_a_file_is_refused(
 ) -> None:
     afile = tmp_path / "afile"
     afile.write_text("", encoding="utf-8")
-    assert f"{afile} is an existing file, not a folder" in _refused(capsys, "--data", str(nab_dir), "--db", str(afile))
-    below = _refused(capsys, "--data", str(nab_dir), "--db", str(afile / "sub"))
+    refused = _refused(capsys, "--data", str(nab_dir), "--db", str(afile), status=2)
+    assert f"{afile} is an existing file, not a folder" in refused
+    below = _refused(capsys, "--data", str(nab_dir), "--db", str(afile / "sub"), status=2)
     assert f"{afile} is an existing file, not a folder" in below

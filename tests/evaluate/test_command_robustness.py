@@ -1,0 +1,241 @@
+"""`npo-bot evaluate` as a user meets it when something goes wrong: Ctrl-C, a closed pipe, a terminal that is not
+UTF-8, a `--db` folder that cannot be used, data the predictor cannot warm up on, and the exit codes (0 ok, 1 the
+data are refused, 2 the command line is, 130 interrupted, 141 the reader went away) — one line each, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import bot.evaluate.formats
+import bot.evaluate.runner
+from bot.evaluate.cli import add_evaluate_parser, run_evaluate
+from bot.evaluate.errors import DataError
+from bot.evaluate.smd import read_smd
+
+from .conftest import REPO, write_nab, write_smd
+
+
+def main(argv: Sequence[str]) -> int:
+    """``npo-bot`` with just the ``evaluate`` sub-command, parsed as ``bot/cli.py`` registers it."""
+    parser = argparse.ArgumentParser(prog="npo-bot")
+    add_evaluate_parser(parser.add_subparsers(dest="command", required=True))
+    return run_evaluate(parser.parse_args(argv))
+
+
+def _code(argv: Sequence[str]) -> int:
+    try:
+        return main(["evaluate", *argv])
+    except SystemExit as exc:  # argparse refuses the option
+        return int(exc.code or 0)
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _interrupt(*_: Any, **__: Any) -> Any:
+    raise KeyboardInterrupt
+
+
+def _subprocess(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *argv], cwd=REPO, stderr=subprocess.PIPE, check=False, timeout=120, **kwargs
+    )
+
+
+# --- Ctrl-C -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["reading", "running"])
+def test_ctrl_c_is_one_line_and_exit_130(
+    where: str, nab_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if where == "reading":  # e.g. SMD's gzip text, several seconds
+        monkeypatch.setattr(bot.evaluate.formats, "read_dataset", _interrupt)
+    else:  # the predictor or the loop, the rest of the run
+        monkeypatch.setattr(bot.evaluate.runner, "predict", _interrupt)
+    assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--json"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing half-printed on stdout
+    assert "interrupted" in _one_line(captured.err)
+
+
+# --- stdout -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_reader_that_went_away_is_exit_141_without_a_traceback(nab_dir: Path, as_json: bool) -> None:
+    """``npo-bot evaluate … | head -1``: the reader closes the pipe before the output is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = _subprocess(
+            ["evaluate", "--data", str(nab_dir), "--seeds", "1", *(["--json"] if as_json else [])], stdout=write_end
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == b""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
+def test_stdout_that_cannot_be_written_is_one_line(nab_dir: Path) -> None:
+    """``npo-bot evaluate … > file`` on a full disk."""
+    with open("/dev/full", "wb") as full:
+        proc = _subprocess(["evaluate", "--data", str(nab_dir), "--seeds", "1"], stdout=full)
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == "npo-bot evaluate: cannot write the result to stdout: No space left on device\n"
+
+
+def test_a_closed_stdout_is_one_line_not_a_silent_success(nab_dir: Path) -> None:
+    """``npo-bot evaluate … >&-``: Python starts with no stdout at all; the figures must not vanish without a word."""
+    proc = _subprocess(["evaluate", "--data", str(nab_dir), "--seeds", "1"], preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == "npo-bot evaluate: stdout is closed; nothing was printed\n"
+
+
+def test_the_table_is_utf8_whatever_the_terminal_encoding(nab_dir: Path) -> None:
+    proc = _subprocess(
+        ["evaluate", "--data", str(nab_dir), "--seeds", "1"], env={**os.environ, "PYTHONIOENCODING": "ascii"}
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "| fixed τ = 0.5 |" in proc.stdout.decode("utf-8")
+
+
+# --- --db -------------------------------------------------------------------------------------------------------
+
+
+def test_a_db_folder_whose_database_path_is_taken_by_a_folder_is_one_line(
+    nab_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "dbs"
+    (db / "evaluate-npo-seed0.db-wal").mkdir(parents=True)
+    assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--db", str(db)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = _one_line(captured.err)
+    assert line.startswith(f"npo-bot evaluate: --db {db}:") and "evaluate-npo-seed0.db-wal" in line
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (a place no one can create a folder)")
+def test_a_db_folder_that_cannot_be_created_is_refused_before_the_run(
+    nab_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bot.evaluate.runner, "predict", _interrupt)  # the run must not start
+    db = Path("/proc/npo-evaluate-test/dbs")
+    assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--db", str(db)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"npo-bot evaluate: --db {db}: cannot create the folder")
+
+
+@pytest.mark.parametrize("below", ["", "dbs", "hosts"])
+def test_a_db_folder_inside_the_data_folder_is_refused(
+    below: str, nab_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The data are read in place and never written: SQLite files in an SMD ``test/`` folder would even be taken
+    for a machine by the next run."""
+    before = sorted(p.relative_to(nab_dir) for p in nab_dir.rglob("*"))
+    db = nab_dir / below
+    assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--db", str(db)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"--db {db}" in line and "inside the data folder" in line
+    assert sorted(p.relative_to(nab_dir) for p in nab_dir.rglob("*")) == before
+
+
+# --- --data -----------------------------------------------------------------------------------------------------
+
+
+def test_data_that_is_a_file_is_a_usage_error(nab_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    windows = nab_dir / "windows.json"
+    assert main(["evaluate", "--data", str(windows), "--format", "nab"]) == 2
+    assert _one_line(capsys.readouterr().err) == f"npo-bot evaluate: --data {windows} is a file, not a folder"
+
+
+# --- exit codes -------------------------------------------------------------------------------------------------
+
+
+def test_exit_codes_tell_refused_data_from_a_refused_command_line(
+    nab_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _code(["--data", str(nab_dir), "--seeds", "1", "--json"]) == 0
+    capsys.readouterr()
+    for argv in (["--seeds", "0"], ["--noise", "2"], ["--skip-rate", "-1"], ["--adversarial", "nan"]):
+        assert _code(["--data", str(nab_dir), *argv]) == 2, argv
+        assert "Traceback" not in capsys.readouterr().err
+    assert _code(["--data", str(tmp_path / "absent")]) == 2  # the option names nothing
+    capsys.readouterr()
+    csv_path = nab_dir / "hosts" / "quiet_metric.csv"
+    csv_path.write_text("timestamp,value\n", encoding="utf-8")  # a header only
+    assert _code(["--data", str(nab_dir), "--seeds", "1"]) == 1
+    assert _one_line(capsys.readouterr().err) == f"npo-bot evaluate: {csv_path}: no data rows"
+    (tmp_path / "empty").mkdir()
+    assert _code(["--data", str(tmp_path / "empty")]) == 1
+    assert "cannot tell the format" in _one_line(capsys.readouterr().err)
+
+
+# --- data the predictor cannot use ------------------------------------------------------------------------------
+
+
+def test_series_shorter_than_the_predictors_warm_up_are_named_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_nab(tmp_path / "nab", n=200, spikes=(150,))  # 200 rows of 5 minutes: 16.6 h
+    assert main(["evaluate", "--data", str(folder), "--seeds", "1", "--json", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)  # stdout stays one JSON object
+    assert out["data"]["predictions"] == 0
+    assert "2 of 2 series span less than" in captured.err
+    assert "hosts/cpu_load_ab12cd (16.6 h)" in captured.err and "hosts/quiet_metric (16.6 h)" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_series_long_enough_print_no_note(nab_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--json"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_smd_labels_without_a_test_file_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A machine whose test file is missing (or misnamed) would otherwise be dropped, its faults with it."""
+    folder = write_smd(tmp_path / "smd")
+    extra = folder / "test_label" / "machine-9-2.txt"
+    extra.write_text("0\n1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"test_label/machine-9-2\.txt: labels for machine-9-2 but no test file"):
+        read_smd(folder)
+    assert _code(["--data", str(folder), "--seeds", "1"]) == 1
+    assert "machine-9-2" in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("fmt", ["nab", "smd"])
+def test_a_data_folder_given_as_dot_keeps_its_name(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = (write_nab if fmt == "nab" else write_smd)(tmp_path / f"my-{fmt}")
+    monkeypatch.chdir(folder / ("hosts" if fmt == "nab" else "test"))
+    assert main(["evaluate", "--data", "..", "--seeds", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["name"] == f"my-{fmt}"
+    monkeypatch.chdir(folder)
+    assert main(["evaluate", "--data", ".", "--seeds", "1"]) == 0
+    assert capsys.readouterr().out.startswith(f"my-{fmt} ({fmt}): ")
+
+
+def test_seeds_are_capped_so_a_typo_cannot_fill_the_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="npo-bot")
+    add_evaluate_parser(parser.add_subparsers(dest="command", required=True))
+    assert parser.parse_args(["evaluate", "--seeds", "10000"]).seeds == 10_000
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["evaluate", "--seeds", "1000000000"])
+    assert info.value.code == 2
+    assert "argument --seeds: expected a positive integer, at most 10000, got 1000000000" in capsys.readouterr().err
