@@ -94,35 +94,16 @@ class Metrics:
         with self._lock:
             return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
 
-    def render(self, dashboard: Dashboard) -> str:
-        """The whole exposition: process metrics plus the gauges from ``dashboard``."""
+    def render(self, dashboard: Dashboard | None) -> str:
+        """The whole exposition: process metrics plus the gauges from ``dashboard``; ``None`` when the database
+        could not be read: ``npo_database_up 0`` and none of the figures that come from it."""
         lines = [
-            "# HELP npo_alignment_loss Mean feedback code y over the last answers (0 best, 1 worst).",
-            "# TYPE npo_alignment_loss gauge",
-            f"npo_alignment_loss {dashboard.alignment_loss if dashboard.alignment_loss is not None else 'NaN'}",
-            "# HELP npo_alignment_samples Answers in the alignment-loss window.",
-            "# TYPE npo_alignment_samples gauge",
-            f"npo_alignment_samples {dashboard.samples}",
-            "# HELP npo_answer_rate Share of each kind (override, like, neutral, skipped) among the current answers.",
-            "# TYPE npo_answer_rate gauge",
+            "# HELP npo_database_up Whether this scrape could read the database (1) or not (0; /healthz says why).",
+            "# TYPE npo_database_up gauge",
+            f"npo_database_up {0 if dashboard is None else 1}",
         ]
-        lines += [f"npo_answer_rate{_labels({'kind': k})} {v:.6f}" for k, v in sorted(dashboard.rates.items())]
-        lines += [
-            "# HELP npo_threshold_posterior_mean Posterior mean reward of each threshold arm.",
-            "# TYPE npo_threshold_posterior_mean gauge",
-        ]
-        lines += [
-            f"npo_threshold_posterior_mean{_labels({'tau': f'{t:g}'})} {m:.6f}" for t, m in dashboard.tau_means.items()
-        ]
-        lines += ["# HELP npo_outbox_messages Outbox messages by state.", "# TYPE npo_outbox_messages gauge"]
-        for state in ("pending", "sent", "failed"):
-            lines.append(f"npo_outbox_messages{_labels({'state': state})} {dashboard.counts.get(f'outbox_{state}', 0)}")
-        lines += ["# HELP npo_rows Rows in the database by kind.", "# TYPE npo_rows gauge"]
-        lines += [
-            f"npo_rows{_labels({'kind': k})} {v}"
-            for k, v in sorted(dashboard.counts.items())
-            if not k.startswith("outbox_")
-        ]
+        if dashboard is not None:
+            lines += _database_lines(dashboard)
         with self._lock:
             lines += [
                 "# HELP npo_http_request_duration_seconds HTTP request latency by route and status class.",
@@ -135,3 +116,35 @@ class Metrics:
                 lines.append(f"# TYPE {name} counter")
                 lines += [f"{name}{_labels(dict(key))} {_value(value)}" for key, value in sorted(series.items())]
         return "\n".join(lines) + "\n"
+
+
+def _database_lines(dashboard: Dashboard) -> list[str]:
+    """The gauges computed from the database (alignment, answers, τ posteriors, outbox, rows)."""
+    lines = [
+        "# HELP npo_alignment_loss Mean feedback code y over the last answers (0 best, 1 worst).",
+        "# TYPE npo_alignment_loss gauge",
+        f"npo_alignment_loss {dashboard.alignment_loss if dashboard.alignment_loss is not None else 'NaN'}",
+        "# HELP npo_alignment_samples Answers in the alignment-loss window.",
+        "# TYPE npo_alignment_samples gauge",
+        f"npo_alignment_samples {dashboard.samples}",
+        "# HELP npo_answer_rate Share of each kind (override, like, neutral, skipped) among the current answers.",
+        "# TYPE npo_answer_rate gauge",
+    ]
+    lines += [f"npo_answer_rate{_labels({'kind': k})} {v:.6f}" for k, v in sorted(dashboard.rates.items())]
+    lines += [
+        "# HELP npo_threshold_posterior_mean Posterior mean reward of each threshold arm.",
+        "# TYPE npo_threshold_posterior_mean gauge",
+    ]
+    lines += [
+        f"npo_threshold_posterior_mean{_labels({'tau': _value(t)})} {m:.6f}" for t, m in dashboard.tau_means.items()
+    ]
+    lines += ["# HELP npo_outbox_messages Outbox messages by state.", "# TYPE npo_outbox_messages gauge"]
+    for state in ("pending", "sent", "failed"):
+        lines.append(f"npo_outbox_messages{_labels({'state': state})} {dashboard.counts.get(f'outbox_{state}', 0)}")
+    lines += ["# HELP npo_rows Rows in the database by kind.", "# TYPE npo_rows gauge"]
+    lines += [
+        f"npo_rows{_labels({'kind': k})} {v}"
+        for k, v in sorted(dashboard.counts.items())
+        if not k.startswith("outbox_")
+    ]
+    return lines

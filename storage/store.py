@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import random
 import sqlite3
 import threading
@@ -1336,6 +1337,7 @@ class SQLiteStore:
         self._tally_lock = threading.Lock()
         self._tallies: dict[str, tuple[int, dict[tuple[str, int], int]]] = {}
         db = self._connection()
+        self._file = _file_identity(self.path)  # see health(): the file this store has open
         version = _migrate(db) if migrate else schema_version(db)
         if version != LATEST_SCHEMA_VERSION:
             newer = newer_schema_message(db)
@@ -1733,6 +1735,42 @@ class SQLiteStore:
         out["audit_log"] = sum(events.values()) + audited
         return out
 
+    def health(self) -> int:
+        """What ``GET /healthz`` checks; returns the pending outbox messages. Costs the same on a year of history
+        as on a day's: a look at the file and an index search of the pending messages (the backlog, not the
+        history).
+
+        Raises :class:`StorageError` saying what is wrong when the file at ``path`` is no longer the one this store
+        opened — deleted or replaced while the process runs: its connections keep working on the old file, and
+        everything written from then on is gone at the next restart — or when the database cannot be read
+        (a malformed page, an I/O error)."""
+        if self._file is not None:
+            try:
+                now = _file_identity(self.path)
+            except FileNotFoundError:
+                now = None
+            except OSError as exc:
+                raise StorageError("database", str(self.path), f"the file cannot be examined: {exc}") from exc
+            if now is None:
+                raise StorageError(
+                    "database",
+                    str(self.path),
+                    "the file no longer exists (deleted while the bot runs?): what is written now is lost at the "
+                    "next restart; restore the file and restart the bot",
+                )
+            if now != self._file:
+                raise StorageError(
+                    "database",
+                    str(self.path),
+                    "the file was replaced while the bot runs (this process still writes to the old one): "
+                    "restart the bot",
+                )
+        try:
+            with self.read() as conn:
+                return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise StorageError("database", str(self.path), f"cannot be read: {exc}") from exc
+
     def _log_tallies(self, conn: sqlite3.Connection) -> dict[str, dict[tuple[str, int], int]]:
         """Counts of the append-only logs by (group, flag), brought up to date with the rows added since the last
         call (inside the caller's read snapshot). The cache is per store and guarded by a lock."""
@@ -1760,6 +1798,15 @@ class SQLiteStore:
                 self._tallies[table] = (newest, counts)
                 result[table] = counts
             return result
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the database file, which stays the same however the file is written; None for an
+    in-memory database."""
+    if str(path) == ":memory:":
+        return None
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 def _migrate(db: Database) -> int:

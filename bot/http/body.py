@@ -1,9 +1,12 @@
-"""Reading request bodies with a size limit, and JSON error answers that name the field at fault."""
+"""Reading request bodies with a size limit (gzip-decoded ones included), and JSON error answers that name the
+field at fault."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import zlib
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -46,6 +49,30 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class BadGzip(ValueError):
+    """A body sent with ``Content-Encoding: gzip`` that is not valid gzip, or is cut short."""
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """The decoded body of ``Content-Encoding: gzip`` (every member), refusing more than ``limit`` decoded bytes
+    (:class:`BodyTooLarge`) as soon as they are reached: memory stays within the limit whatever the compression
+    ratio, so a small body that would inflate to gigabytes (a "gzip bomb") is refused without being inflated."""
+    out = bytearray()
+    rest = data
+    while rest:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer, not zlib's
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))  # ≥ 1: a max_length of 0 would mean no limit
+        except zlib.error as exc:
+            raise BadGzip(f"the body is not valid gzip ({exc})") from None
+        if len(out) > limit:
+            raise BodyTooLarge
+        if not inflater.eof:
+            raise BadGzip("the gzip body is cut short (no end of stream)")
+        rest = inflater.unused_data  # a further gzip member (concatenated files)
+    return bytes(out)
+
+
 class BadJson(ValueError):
     """The body is not acceptable JSON; ``field`` names where (``(body)`` for the body as a whole)."""
 
@@ -59,28 +86,71 @@ class BadJson(ValueError):
 _SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
+class _KeyTwice(dict[str, Any]):
+    """A JSON object in which ``key`` appears more than once (holding the last value, as ``json`` keeps)."""
+
+    key = ""
+
+
+def _object(found: list[_KeyTwice], pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: a dict; one in which a key appears twice is marked (:class:`_KeyTwice`) and listed
+    in ``found``."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    marked = _KeyTwice(obj)
+    for key, _ in pairs:
+        if key in seen:
+            marked.key = key
+            break
+        seen.add(key)
+    found.append(marked)
+    return marked
+
+
 def parse_json(raw: bytes) -> Any:
     """Decode a JSON body; raises :class:`BadJson` (a ``ValueError``) with a short message.
 
     Refused besides invalid JSON: nesting deeper than the decoder's recursion limit (``RecursionError`` inside
-    ``json``), and strings holding a lone UTF-16 surrogate (``"\\ud800"``), which no UTF-8 column, log line or
-    Slack message can carry.
+    ``json``), strings holding a lone UTF-16 surrogate (``"\\ud800"``), which no UTF-8 column, log line or
+    Slack message can carry, and an object holding a key twice (``{"id": "a", "id": "b"}``: decoders keep one of
+    the two values, silently; the field named is where, e.g. ``[1].confidence``).
     """
     if not raw.strip():
         raise BadJson("the body is empty")
+    twice: list[_KeyTwice] = []
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, object_pairs_hook=functools.partial(_object, twice))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadJson(f"invalid JSON: {exc}") from None
     except RecursionError:
         raise BadJson("invalid JSON: nested too deeply") from None
     except ValueError:  # an integer of more than 4,300 digits (Python's limit on reading one)
         raise BadJson("invalid JSON: a number is too long") from None
+    if twice:
+        message = "this key appears twice in one object (one of its values would be lost): send it once"
+        raise BadJson(message, _path_of(twice[0], value))
     if _SURROGATE_HINT.search(raw):
         where = _lone_surrogate(value)
         if where is not None:
             raise BadJson("a string holds a lone UTF-16 surrogate (not valid Unicode text)", where or "(body)")
     return value
+
+
+def _path_of(twice: _KeyTwice, value: Any) -> str:
+    """The field (``[1].labels.k``) of the key ``twice`` holds twice, ``value`` being the whole body."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if item is twice:
+            where = f"{path}.{twice.key}" if path else twice.key
+            return where.encode("utf-8", "backslashreplace").decode()  # a key may hold a lone surrogate
+        if isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}" if path else k) for k, v in item.items())
+    return "(body)"  # not reached: the marked object is part of the body
 
 
 def _lone_surrogate(value: Any) -> str | None:

@@ -1,19 +1,25 @@
-"""The ingest API: ``POST /api/v1/predictions``, ``/api/v1/alertmanager``, ``/api/v1/outcomes``.
+"""The ingest API: ``POST /api/v1/predictions``, ``/api/v1/alertmanager``, ``/api/v1/outcomes`` (and
+``/api/v1/policy/reload``, see :mod:`bot.http.policy_route`).
 
-Every route needs ``Authorization: Bearer <NPO_INGEST_TOKEN>`` (401 otherwise), takes JSON up to the body limit
-(413 above it), and answers malformed input with 400/422 ``{"error": …, "field": …}`` — nothing is stored then:
+Every route needs ``Authorization: Bearer <NPO_INGEST_TOKEN>`` (401 otherwise) and takes no query string (400:
+a token put in the URL would be written to access logs). It takes JSON whatever the ``Content-Type`` (``curl -d``
+sends a form type), UTF-8, up to the body limit (413 above it); a ``Content-Encoding: gzip`` body is decoded, the
+limit applying to the decoded size too (other encodings: 415). A key twice in one object is refused (400) like
+invalid JSON. Malformed input is answered with 400/422 ``{"error": …, "field": …}`` — nothing is stored then:
 a list is validated completely before any of it is decided. The exception is an Alertmanager/Grafana
 notification, whose alerts are taken one by one (Alertmanager groups unrelated alerts and does not retry a 4xx):
 the usable ones are decided or recorded and each malformed one is listed under ``"errors": [{"field", "message"}]``
 (the first :data:`LISTED_ALERT_ERRORS`; ``"errors_omitted"`` counts the rest) with 200; only a notification with no
 usable alert, or a malformed body, is 422. Duplicates (same id, or same fingerprint within the dedupe window) are
-answered 200 with ``"duplicate": true``. Storage work runs in a worker thread.
+answered 200 with ``"duplicate": true``. Everything after reading the body runs on a worker thread
+(:class:`IngestApi`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hmac
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,7 +29,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bot.http.body import BadJson, BodyTooLarge, ClientGone, error, parse_json, read_body
+from bot.http.body import BadGzip, BadJson, BodyTooLarge, ClientGone, error, gunzip, parse_json, read_body
 from bot.http.policy_route import PolicyHolder
 from bot.ingest.alertmanager import parse_webhook
 from bot.ingest.records import many, outcome_from_json, prediction_from_json
@@ -47,6 +53,20 @@ def storage_unavailable(exc: Exception) -> Response:
     return response
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # as JSONResponse's
+
+
+def json_answer(answer: dict[str, Any]) -> Response:
+    """``answer`` as JSON, its lists encoded one item at a time. One ``json.dumps`` over the answer to a large batch
+    holds the GIL, and with it the event loop, from start to end (0.1 s for the 7 MB answer to a 4 MB batch, and
+    proportionally more up to the 100 MB limit); item by item, the loop gets its turn every few milliseconds."""
+    parts = []
+    for key, value in answer.items():
+        text = f"[{','.join(map(_ENCODER.encode, value))}]" if isinstance(value, list) else _ENCODER.encode(value)
+        parts.append(f"{_ENCODER.encode(key)}:{text}")
+    return Response("{" + ",".join(parts) + "}", media_type="application/json")
+
+
 def decision_json(result: DecideResult) -> dict[str, Any]:
     d = result.decision
     return {
@@ -61,8 +81,36 @@ def decision_json(result: DecideResult) -> dict[str, Any]:
     }
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Received:
+    """A request body as read off the wire, with what is needed to decode it (on a worker thread)."""
+
+    raw: bytes
+    gzip: bool
+    content_type: str
+
+
+def _content_type_hint(content_type: str) -> str:
+    """Why a body that is not JSON may not be: a form, or a charset other than UTF-8, named as sent (else "")."""
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
+            return f" (the body must be UTF-8 JSON; Content-Type said charset={charset})"
+    if media and media != "application/json" and not media.endswith("+json"):
+        return f" (the body must be JSON; Content-Type said {media})"
+    return ""
+
+
 class IngestApi:
-    """The three ingest endpoints over one :class:`NpoService`."""
+    """The ingest endpoints over one :class:`NpoService`.
+
+    On the event loop: the bearer check, the query-string check, ``Content-Encoding`` and reading the body. The
+    rest — gunzip, JSON, validation, the decisions and writing the answer — runs on a worker thread, in one hop:
+    for a large batch it is CPU work of a second or more, which on the loop would hold up every Slack click.
+    """
 
     def __init__(
         self, service: NpoService, *, token: str, max_body_bytes: int, policy: PolicyHolder | None = None
@@ -80,50 +128,98 @@ class IngestApi:
         token_ok = hmac.compare_digest(given.strip().encode("latin-1"), self._token)
         return token_ok and scheme.lower() == "bearer"
 
-    async def _json(self, request: Request) -> Any | Response:
+    def _refused(self, request: Request) -> Response | None:
+        """401 without the right bearer token; 400 for a query string. No route takes a parameter, and a URL is
+        written to proxy and access logs: a token put there (``?token=…``) is refused even beside a good header,
+        so the sender finds out at once instead of leaking the token with every call."""
+        query = bool(request.scope.get("query_string"))
         if not self._authorised(request):
-            return error(401, "missing or wrong bearer token", "Authorization")
+            hint = " (a token in the URL is not accepted: send it in the Authorization header)" if query else ""
+            return error(401, f"missing or wrong bearer token{hint}", "Authorization")
+        if query:
+            message = (
+                "this route takes no query parameters; the token goes only in the Authorization: Bearer header "
+                "(a URL is written to proxy and access logs: if it held the token, replace the token)"
+            )
+            return error(400, message, "(query)")
+        return None
+
+    async def _receive(self, request: Request) -> Received | Response:
+        """Check the request (:meth:`_refused`; ``Content-Encoding``: none, ``identity``, ``gzip`` or ``x-gzip``,
+        else 415) and read its body, up to the limit as sent (a gzip body's decoded size is checked after)."""
+        if (refused := self._refused(request)) is not None:
+            return refused
+        codings = [c.strip().lower() for c in ",".join(request.headers.getlist("content-encoding")).split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        if codings not in ([], ["gzip"], ["x-gzip"]):
+            message = f"Content-Encoding {', '.join(codings)} is not supported: send the body as it is, or gzip it"
+            return error(415, message, "Content-Encoding")
         try:
             raw = await read_body(request, self.max_body_bytes)
         except BodyTooLarge:
-            return error(413, f"body larger than {self.max_body_bytes} bytes")
+            return error(413, f"body larger than {self.max_body_bytes} bytes", "(body)")
         except ClientGone:
-            return error(400, "the client disconnected before the body arrived")
+            return error(400, "the client disconnected before the body arrived", "(body)")
+        return Received(raw, bool(codings), request.headers.get("content-type", ""))
+
+    def _json(self, received: Received) -> Any | Response:
+        """The decoded JSON body, or the error answer (on a worker thread)."""
+        raw = received.raw
+        if received.gzip:
+            try:
+                raw = gunzip(raw, self.max_body_bytes)
+            except BodyTooLarge:
+                return error(413, f"body larger than {self.max_body_bytes} bytes once decompressed", "(body)")
+            except BadGzip as exc:
+                return error(400, str(exc), "Content-Encoding")
         try:
             return parse_json(raw)
         except BadJson as exc:
-            return error(400, str(exc), exc.field)
+            hint = _content_type_hint(received.content_type) if exc.field == "(body)" else ""
+            return error(400, f"{exc}{hint}", exc.field)
+
+    async def _run(self, request: Request, handle: Callable[[Any], Response]) -> Response:
+        """Receive the body, then decode it and ``handle`` it on a worker thread."""
+        received = await self._receive(request)
+        if isinstance(received, Response):
+            return received
+
+        def work() -> Response:
+            body = self._json(received)
+            return body if isinstance(body, Response) else handle(body)
+
+        return await anyio.to_thread.run_sync(work)
 
     async def predictions(self, request: Request) -> Response:
-        body = await self._json(request)
-        if isinstance(body, Response):
-            return body
+        return await self._run(request, self._predictions)
+
+    def _predictions(self, body: Any) -> Response:
         try:
             predictions, was_list = many(body, prediction_from_json, received_at=self.service.clock())
         except InvalidRecord as exc:
             return error(422, exc.message, exc.field)
         try:
-            results = await anyio.to_thread.run_sync(self.service.decide, predictions)
+            results = self.service.decide(predictions)
         except (sqlite3.Error, StorageError) as exc:
             return storage_unavailable(exc)
         items = [decision_json(r) for r in results]
-        return JSONResponse({"results": items} if was_list else items[0])
+        return json_answer({"results": items} if was_list else items[0])
 
     async def outcomes(self, request: Request) -> Response:
-        body = await self._json(request)
-        if isinstance(body, Response):
-            return body
+        return await self._run(request, self._outcomes)
+
+    def _outcomes(self, body: Any) -> Response:
         try:
             outcomes, was_list = many(body, outcome_from_json, now=self.service.clock())
         except InvalidRecord as exc:
             return error(422, exc.message, exc.field)
         try:
-            results = await anyio.to_thread.run_sync(self._record_outcomes, outcomes)
+            results = self._record_outcomes(outcomes)
         except (sqlite3.Error, StorageError) as exc:
             return storage_unavailable(exc)
         if not was_list and results[0].get("error"):
             return error(404, str(results[0]["error"]), "prediction_id")
-        return JSONResponse({"results": results} if was_list else results[0])
+        return json_answer({"results": results} if was_list else results[0])
 
     def _record_outcomes(
         self, outcomes: list[Outcome], fallback_ids: Mapping[str, str] | None = None
@@ -156,29 +252,34 @@ class IngestApi:
         return out
 
     async def reload_policy(self, request: Request) -> Response:
-        """Re-read the policy file; the running policy stays when the new file is refused (see policy_route)."""
-        if not self._authorised(request):
-            return error(401, "missing or wrong bearer token", "Authorization")
+        """Re-read the policy file; the running policy stays when the new file is refused (see policy_route). A
+        body, if any, is not read."""
+        if (refused := self._refused(request)) is not None:
+            return refused
         result = await anyio.to_thread.run_sync(self.policy.reload)
         if not result.ok:
-            return error(result.status, result.message, result.field)
+            return error(result.status, result.message, result.field or "NPO_POLICY_FILE")
         return JSONResponse({"reloaded": True, "message": result.message})
 
     async def alertmanager(self, request: Request) -> Response:
-        body = await self._json(request)
-        if isinstance(body, Response):
-            return body
+        return await self._run(request, self._alertmanager)
+
+    def _alertmanager(self, body: Any) -> Response:
         try:
             batch = parse_webhook(body, now=self.service.clock())
         except InvalidRecord as exc:
             return error(422, exc.message, exc.field)
         try:
-            results = await anyio.to_thread.run_sync(self.service.decide, batch.predictions)
-            outcomes = await anyio.to_thread.run_sync(self._record_outcomes, batch.outcomes, batch.fallback_ids)
+            results = self.service.decide(batch.predictions)
+            outcomes = self._record_outcomes(batch.outcomes, batch.fallback_ids)
         except (sqlite3.Error, StorageError) as exc:
             return storage_unavailable(exc)
         errors = [{"field": exc.field, "message": exc.message} for exc in batch.errors[:LISTED_ALERT_ERRORS]]
-        answer = {"results": [decision_json(r) for r in results], "outcomes": outcomes, "errors": errors}
+        answer: dict[str, Any] = {
+            "results": [decision_json(r) for r in results],
+            "outcomes": outcomes,
+            "errors": errors,
+        }
         if len(batch.errors) > LISTED_ALERT_ERRORS:
             answer["errors_omitted"] = len(batch.errors) - LISTED_ALERT_ERRORS
-        return JSONResponse(answer)
+        return json_answer(answer)

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from slack_testing import BotUnderTest
+from slack_testing import BotUnderTest, serving
 
 from bot.app import build_bot
 from bot.config import Settings
-from bot.serve import ServerThread
 from bot.standin import StandIn
 from npo.policy import DEFAULT_POLICY_TEXT
 
@@ -34,9 +33,5 @@ def running_bot(settings: Settings, standin: StandIn, *, seed: int = 1) -> Itera
     """``build_bot`` on ``settings`` behind a real uvicorn server on loopback, its worker posting at once."""
     built = build_bot(settings, seed=seed)
     built.worker.config = dataclasses.replace(built.worker.config, post_interval_s=0.0)
-    server = ServerThread(built.asgi, loop="asyncio").start()
-    try:
-        yield BotUnderTest(built, server, standin)
-    finally:
-        server.stop()
-        built.close()
+    with serving(built, standin) as served:
+        yield served

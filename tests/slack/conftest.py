@@ -19,11 +19,11 @@ from slack_testing import (
     TOKEN,
     BotUnderTest,
     make_settings,
+    serving,
 )
 
 from bot.app import build_bot
 from bot.config import Settings
-from bot.serve import ServerThread
 from bot.standin import StandIn, running_standin
 
 
@@ -78,9 +78,5 @@ def settings(tmp_path: Path, standin: StandIn) -> Settings:
 @pytest.fixture
 def bot(settings: Settings, standin: StandIn) -> Iterator[BotUnderTest]:
     built = build_bot(settings, seed=1)
-    server = ServerThread(built.asgi, loop="asyncio").start()
-    try:
-        yield BotUnderTest(built, server, standin)
-    finally:
-        server.stop()
-        built.close()
+    with serving(built, standin) as served:
+        yield served

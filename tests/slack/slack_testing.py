@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sqlite3
 import subprocess
@@ -133,6 +134,19 @@ class BotUnderTest:
 
     def click(self, user: str, action_id: str, message: tuple[str, str]) -> httpx.Response:
         return self.standin.click(self.events_url, SECRET, user_id=user, action_id=action_id, message=message)
+
+
+@contextlib.contextmanager
+def serving(built: Bot, standin: StandIn) -> Iterator[BotUnderTest]:
+    """``built`` served over HTTP (uvicorn on loopback) as a :class:`BotUnderTest`; stopped and closed after."""
+    try:
+        server = ServerThread(built.asgi, loop="asyncio").start()
+        try:
+            yield BotUnderTest(built, server, standin)
+        finally:
+            server.stop()
+    finally:
+        built.close()
 
 
 def make_settings(tmp_path: Path, standin: StandIn, **overrides: Any) -> Settings:

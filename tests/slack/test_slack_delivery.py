@@ -11,12 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 from slack_sdk import WebClient
-from slack_testing import ALICE, BOB, INCIDENT, TOKEN, BotUnderTest, make_settings, prediction, wait_for
+from slack_testing import ALICE, BOB, INCIDENT, TOKEN, BotUnderTest, make_settings, prediction, serving, wait_for
 
 from bot.app import build_bot
 from bot.delivery import DeliveryWorker, WorkerConfig
 from bot.metrics import Metrics
-from bot.serve import ServerThread
 from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL
 from bot.standin import StandIn
 from storage import SQLiteStore
@@ -99,12 +98,8 @@ def test_permanent_error_is_marked_failed_not_retried(bot: BotUnderTest) -> None
 @pytest.fixture
 def storm_bot(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
     built = build_bot(make_settings(tmp_path, standin, storm_threshold=3), seed=1)
-    server = ServerThread(built.asgi, loop="asyncio").start()
-    try:
-        yield BotUnderTest(built, server, standin)
-    finally:
-        server.stop()
-        built.close()
+    with serving(built, standin) as served:
+        yield served
 
 
 def test_alert_storm_is_folded_into_one_digest(storm_bot: BotUnderTest) -> None:

@@ -4,6 +4,7 @@ with awkward ids, over real HTTP with the stand-in as Slack."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -89,10 +90,36 @@ def parse_exposition(text: str) -> dict[Series, float]:
         assert family in types and family in helps, f"{family} has no TYPE or no HELP line"
     for name, kind in types.items():
         assert kind != "counter" or name.endswith("_total"), f"counter {name} is not named *_total"
+        if kind == "histogram":
+            _check_histogram(name, samples)
     return samples
 
 
+def _check_histogram(name: str, samples: dict[Series, float]) -> None:
+    """Each series of histogram ``name``: buckets cumulative up to ``le="+Inf"``, which equals ``_count``, and a
+    ``_sum``."""
+    buckets: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+    for (sample, labels), value in samples.items():
+        if sample == f"{name}_bucket":
+            le = dict(labels)["le"]
+            rest = tuple(pair for pair in labels if pair[0] != "le")
+            buckets.setdefault(rest, []).append((float(le), value))
+    for labels, series in buckets.items():
+        series.sort()
+        assert series[-1][0] == math.inf, f"{name}{labels} has no +Inf bucket"
+        assert all(a[1] <= b[1] for a, b in itertools.pairwise(series)), f"{name}{labels} not cumulative"
+        assert samples.get((f"{name}_count", labels)) == series[-1][1], f"{name}{labels}: _count is not +Inf"
+        assert (f"{name}_sum", labels) in samples, f"{name}{labels} has no _sum"
+
+
+HISTOGRAM = (
+    '# HELP h A.\n# TYPE h histogram\nh_bucket{le="0.1"} 1\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 3\nh_sum 0.5\n'
+    "h_count 3\n"
+)
+
+
 def test_the_parser_refuses_what_the_format_does_not_allow() -> None:
+    assert parse_exposition(HISTOGRAM)[("h_count", ())] == 3
     good = '# HELP a_total A.\n# TYPE a_total counter\na_total{x="q\\"b\\\\n\\n"} 1\n'
     assert parse_exposition(good) == {("a_total", (("x", 'q"b\\n\n'),)): 1.0}
     for bad in (
@@ -103,6 +130,9 @@ def test_the_parser_refuses_what_the_format_does_not_allow() -> None:
         good.replace("# HELP a_total A.\n", ""),
         good.replace("a_total", "a"),  # a counter not named *_total
         good.replace("} 1", "} one"),
+        HISTOGRAM.replace('le="+Inf"} 3', 'le="+Inf"} 1'),  # buckets not cumulative, _count not the +Inf bucket
+        HISTOGRAM.replace('h_bucket{le="+Inf"} 3\n', ""),
+        HISTOGRAM.replace("h_sum 0.5\n", ""),
     ):
         try:
             parse_exposition(bad)
@@ -139,3 +169,4 @@ def test_metrics_stay_valid_with_awkward_errors_and_ids(bot: BotUnderTest) -> No
     assert samples[("npo_deliveries_total", (("kind", "recommendation"), ("result", "sent")))] == 1
     assert samples[("npo_outbox_messages", (("state", "failed"),))] == len(errors)
     assert math.isnan(samples[("npo_alignment_loss", ())])
+    assert samples[("npo_database_up", ())] == 1

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from slack_testing import ALICE, BOB, OPS, SECRET, BotUnderTest, make_settings, prediction, wait_for
+from slack_testing import ALICE, BOB, OPS, SECRET, BotUnderTest, make_settings, prediction, serving, wait_for
 
 from bot.app import build_bot
 from bot.jobs.build import monitor_config
 from bot.jobs.monitor import run_monitor
-from bot.serve import ServerThread
 from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL, ACTION_OVERRIDE
 from bot.slack.monitor_blocks import ACTION_APPROVE, ACTION_DISMISS
 from bot.standin import StandIn
@@ -32,12 +31,8 @@ def drift_bot(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
         standin.add_channel(channel)
     settings = make_settings(tmp_path, standin, monitor_window=20, monitor_min_samples=10)
     built = build_bot(settings, seed=1)
-    server = ServerThread(built.asgi, loop="asyncio").start()
-    try:
-        yield BotUnderTest(built, server, standin)
-    finally:
-        server.stop()
-        built.close()
+    with serving(built, standin) as served:
+        yield served
 
 
 def _posted(bot: BotUnderTest, channel: str, pid: str) -> tuple[str, str]:
