@@ -290,12 +290,16 @@ class FeedbackEvent:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """Whether a predicted fault really happened (``real_fault``), known at ``at`` (Unix seconds)."""
+    """Whether a predicted fault really happened (``real_fault``), known at ``at`` (Unix seconds: when the fault
+    was resolved or ruled out, as its source reports). ``recorded_at``: when NPO received it (None: not noted,
+    taken as ``at``) — an outcome may arrive long after its ``at``, and the weekly summary counts each outcome in
+    the period it arrived, so that one arriving after its week's summary was posted is in the next one."""
 
     prediction_id: str
     real_fault: bool
     at: float
     source: str = "api"
+    recorded_at: float | None = None
 
     def __post_init__(self) -> None:
         _require_text("prediction_id", self.prediction_id, max_len=MAX_ID_LEN)
@@ -303,3 +307,5 @@ class Outcome:
             raise InvalidRecord("real_fault", f"must be true or false, got {self.real_fault!r}")
         object.__setattr__(self, "at", _require_time("at", self.at))
         _require_text("source", self.source, max_len=MAX_ID_LEN)
+        if self.recorded_at is not None:
+            object.__setattr__(self, "recorded_at", _require_time("recorded_at", self.recorded_at))

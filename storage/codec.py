@@ -47,7 +47,7 @@ IS_EFFECTIVE = (
     "WHERE g.prediction_id = f.prediction_id AND g.id > f.id AND g.replaces = f.request_id))"
 )
 TRUST_COLS = "operator, agree, disagree, n_outcome, n_peer"
-OUTCOME_COLS = "prediction_id, real_fault, at, source"
+OUTCOME_COLS = "prediction_id, real_fault, at, source, recorded_at"
 MODEL_COLS = "version, weights, bias, trained_at, n_train, metrics"
 MONITOR_COLS = "last_trigger_at, open_proposal, matches, decisions, ph_n, ph_mean, ph_cumulative, ph_minimum"
 
@@ -257,7 +257,7 @@ def trust_params(t: OperatorTrust) -> Row:
 
 
 def outcome_from_row(r: Row) -> Outcome:
-    return trusted_row(Outcome, (r[0], bool(r[1]), r[2], r[3]))
+    return trusted_row(Outcome, (r[0], bool(r[1]), r[2], r[3], r[4]))
 
 
 def model_params(m: LogisticModel) -> Row:

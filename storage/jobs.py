@@ -108,8 +108,9 @@ def daily_codes(conn: sqlite3.Connection, since: float, until: float) -> list[tu
 @dataclass(frozen=True, slots=True)
 class OutcomeTally:
     """Outcomes recorded in the period (whenever their decision was made), by that decision: surfaced/suppressed ×
-    real fault/false alarm. Counted by the outcome's time, like :func:`repair_times`, so that each outcome is in
-    exactly one period: a recommendation answered on Sunday whose outcome arrives on Monday counts in Monday's."""
+    real fault/false alarm. Counted by when NPO received the outcome (:data:`ARRIVED`), like :func:`repair_times`,
+    so that each outcome is in exactly one period, and in one not yet reported: a recommendation answered on
+    Sunday whose outcome (resolved on Sunday) arrives on Monday after the summary counts in the next week's."""
 
     surfaced_real: int = 0
     surfaced_false: int = 0
@@ -127,9 +128,13 @@ class OutcomeTally:
         return self.surfaced_real / n if n else None
 
 
+# When an outcome reached NPO: its recorded_at, or (stored before m011 noted it) its at.
+ARRIVED = "COALESCE(o.recorded_at, o.at)"
+
+
 def outcome_tally(conn: sqlite3.Connection, since: float, until: float) -> OutcomeTally:
-    """Surfaced (surface or digest) vs not, by outcome, for the outcomes recorded in [since, until) (by
-    ``outcomes.at``, whenever the decision was made)."""
+    """Surfaced (surface or digest) vs not, by outcome, for the outcomes that arrived in [since, until)
+    (:data:`ARRIVED`, whenever the decision was made)."""
     row = conn.execute(
         "SELECT "
         "COALESCE(SUM(d.verdict IN ('surface', 'digest') AND o.real_fault = 1), 0), "
@@ -137,7 +142,7 @@ def outcome_tally(conn: sqlite3.Connection, since: float, until: float) -> Outco
         "COALESCE(SUM(d.verdict NOT IN ('surface', 'digest') AND o.real_fault = 1), 0), "
         "COALESCE(SUM(d.verdict NOT IN ('surface', 'digest') AND o.real_fault = 0), 0) "
         "FROM decisions d JOIN outcomes o ON o.prediction_id = d.prediction_id "
-        "WHERE o.at >= ? AND o.at < ?",
+        f"WHERE {ARRIVED} >= ? AND {ARRIVED} < ?",
         (since, until),
     ).fetchone()
     return OutcomeTally(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
@@ -155,8 +160,9 @@ def most_overridden(conn: sqlite3.Connection, since: float, until: float, limit:
 
 @dataclass(frozen=True, slots=True)
 class RepairTimes:
-    """Mean time to repair (seconds from the prediction to its real-fault outcome) for faults that happened in the
-    period, split by whether NPO surfaced a recommendation for them (surface or digest) or not."""
+    """Mean time to repair (seconds from the prediction to its real-fault outcome's ``at``) for the real-fault
+    outcomes that arrived in the period, split by whether NPO surfaced a recommendation for them (surface or
+    digest) or not."""
 
     with_recommendation: float | None
     n_with: int
@@ -165,7 +171,8 @@ class RepairTimes:
 
 
 def repair_times(conn: sqlite3.Connection, since: float, until: float) -> RepairTimes:
-    """MTTR with vs without a recommendation, over real-fault outcomes recorded in [since, until)."""
+    """MTTR with vs without a recommendation, over real-fault outcomes that arrived in [since, until) (the repair
+    time itself runs to the outcome's ``at``)."""
     row = conn.execute(
         "SELECT "
         "AVG(CASE WHEN d.verdict IN ('surface', 'digest') THEN o.at - d.received_at END), "
@@ -173,7 +180,7 @@ def repair_times(conn: sqlite3.Connection, since: float, until: float) -> Repair
         "AVG(CASE WHEN d.verdict NOT IN ('surface', 'digest') THEN o.at - d.received_at END), "
         "COALESCE(SUM(d.verdict NOT IN ('surface', 'digest')), 0) "
         "FROM outcomes o JOIN decisions d ON d.prediction_id = o.prediction_id "
-        "WHERE o.real_fault = 1 AND o.at >= ? AND o.at < ? AND o.at >= d.received_at",
+        f"WHERE o.real_fault = 1 AND {ARRIVED} >= ? AND {ARRIVED} < ? AND o.at >= d.received_at",
         (since, until),
     ).fetchone()
     return RepairTimes(

@@ -187,7 +187,7 @@ _EXPORTS: dict[str, str] = {
     "decisions": (
         "SELECT d.prediction_id, d.key, d.verdict, d.rule, d.reason, d.decision_confidence AS confidence, "
         "d.misalignment, d.score, d.threshold, d.arm, d.decided_at, d.channel, d.fault_type, d.target, d.action, "
-        "d.severity, o.real_fault, o.at AS outcome_at FROM decisions d "
+        "d.severity, o.real_fault, o.at AS outcome_at, o.recorded_at AS outcome_received_at FROM decisions d "
         "LEFT JOIN outcomes o ON o.prediction_id = d.prediction_id ORDER BY d.seq"
     ),
     "audit": "SELECT id, at, kind, subject, detail FROM audit_log ORDER BY id",

@@ -759,6 +759,16 @@ def m010_actions_without_case(db: Database) -> None:
     )
 
 
+
+@MIGRATIONS(name="m011_outcome_arrival")
+def m011_outcome_arrival(db: Database) -> None:
+    """``outcomes.recorded_at``: when NPO received the outcome (``at`` is when the fault was resolved, as its source
+    reports, which may be days earlier). The weekly summary counts outcomes by arrival, ``COALESCE(recorded_at,
+    at)``, so one that arrives after its week's summary was posted is in the next summary instead of none.
+    Outcomes stored before have no arrival time (NULL) and keep being counted by ``at``."""
+    db.execute("ALTER TABLE outcomes ADD COLUMN recorded_at REAL")
+
+
 KNOWN_MIGRATIONS = tuple(m.name for m in MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))
 LATEST_SCHEMA_VERSION = len(KNOWN_MIGRATIONS)
 

@@ -1082,8 +1082,8 @@ class SQLiteTransaction:
         cur = self._write(
             "outcomes",
             outcome.prediction_id,
-            f"INSERT INTO outcomes ({codec.OUTCOME_COLS}) VALUES (?,?,?,?) ON CONFLICT(prediction_id) DO NOTHING",
-            (outcome.prediction_id, int(outcome.real_fault), outcome.at, outcome.source),
+            f"INSERT INTO outcomes ({codec.OUTCOME_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(prediction_id) DO NOTHING",
+            (outcome.prediction_id, int(outcome.real_fault), outcome.at, outcome.source, outcome.recorded_at),
         )
         if cur.rowcount != 1:
             return False

@@ -206,7 +206,8 @@ def _resolved(
     """One resolved alert → the outcome ``real_fault = true`` of its episode, and the alert's plain id."""
     labels = {**common_labels, **_strings(alert.get("labels"), f"alerts[{index}].labels")}
     try:
-        outcome = Outcome(alert_id(alert, labels), True, _timestamp(alert.get("endsAt"), now), "alertmanager")
+        ended = _timestamp(alert.get("endsAt"), now)
+        outcome = Outcome(alert_id(alert, labels), True, ended, "alertmanager", recorded_at=now)
     except InvalidRecord as exc:  # an over-long fingerprint: name it, not the derived prediction_id
         raise InvalidRecord(f"alerts[{index}].fingerprint", exc.message) from None
     return outcome, plain_alert_id(alert, labels)

@@ -95,6 +95,7 @@ def outcome_from_json(obj: object, *, now: float) -> Outcome:
         real_fault=data["real_fault"],
         at=_or_default(data, "at", now),
         source=_or_default(data, "source", "api"),
+        recorded_at=now,
     )
 
 

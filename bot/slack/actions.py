@@ -164,7 +164,8 @@ def _make_outcome_listener(deps: SlackDeps) -> Any:
             click = parse_click(body)
             if not await _authorised(deps, client, click):
                 return
-            outcome = Outcome(click.prediction_id, OUTCOME_ACTIONS[click.action_id], time.time(), f"slack:{click.user}")
+            now = time.time()
+            outcome = Outcome(click.prediction_id, OUTCOME_ACTIONS[click.action_id], now, f"slack:{click.user}", now)
             await deps.storage(deps.service.record_outcome, outcome, click.message)
         except (LoopError, InvalidRecord) as exc:
             log.warning("outcome not recorded: %s", exc)

@@ -70,8 +70,9 @@ def test_grafana_variant_maps_fields_and_default_confidence() -> None:
 
 def test_resolved_alert_is_an_outcome() -> None:
     body = dict(GRAFANA, alerts=[dict(GRAFANA["alerts"][0], status="resolved", endsAt="2025-03-26T11:00:00Z")])
-    batch = parse_webhook(body, now=0.0)
+    batch = parse_webhook(body, now=1_800_000_000.0)
     assert not batch.predictions and batch.outcomes[0].real_fault
+    assert batch.outcomes[0].at == 1742986800.0 and batch.outcomes[0].recorded_at == 1_800_000_000.0  # endsAt; now
     assert batch.outcomes[0].prediction_id == "am:ff01@20250326T100000Z"  # the episode that fired
     assert batch.fallback_ids == {"am:ff01@20250326T100000Z": "am:ff01"}  # as stored before episode ids
 

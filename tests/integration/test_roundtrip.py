@@ -118,7 +118,8 @@ def test_prediction_decision_feedback_outcome_round_trip(tmp_path: Path) -> None
                 1.0,
             )
         )
-        outcome = Outcome(prediction.id, data.draw(st.booleans()), data.draw(finite), data.draw(text))
+        arrived = data.draw(st.none() | finite)
+        outcome = Outcome(prediction.id, data.draw(st.booleans()), data.draw(finite), data.draw(text), arrived)
 
         def body(tx: SQLiteTransaction) -> None:
             tx.add_decision(prediction, decision, channel)

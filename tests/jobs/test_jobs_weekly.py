@@ -352,6 +352,25 @@ def test_outcomes_are_counted_in_the_week_they_arrive(db_path: Path) -> None:
     assert "Outcomes known (recorded in the period): 1 · precision 1.00 · recall 1.00" in report_text(second)
 
 
+def test_an_outcome_resolved_before_the_summary_but_received_after_it_is_in_the_next_one(db_path: Path) -> None:
+    """Resolved on Sunday (its ``at``), received on Monday after the 09:00 summary had been posted: counted in the
+    next week's summary, by arrival — by ``at`` it would belong to a summary already posted, and be in none. The
+    repair time still runs to the resolution."""
+    sunday = datetime(2025, 3, 23, 22, tzinfo=BERLIN).timestamp()
+    monday = datetime(2025, 3, 24, 11, tzinfo=BERLIN).timestamp()
+    week1, week2 = (MONDAY_SLOT - WEEK, MONDAY_SLOT), (MONDAY_SLOT, MONDAY_SLOT + WEEK)
+    with SQLiteStore(db_path) as store:
+        surface_and_post(store, [prediction(1, sunday), prediction(2, sunday)], posted_at=sunday + 1)
+        with store.transaction() as tx:
+            record_outcome(tx, Outcome("p1", True, sunday + 1800, "tickets", recorded_at=monday), config=store.config)
+            record_outcome(
+                tx, Outcome("p2", True, sunday + 1800, "tickets", recorded_at=sunday + 1800), config=store.config
+            )
+        first, second = (build_report(store, since=a, until=b, timezone="Europe/Berlin") for a, b in (week1, week2))
+    assert (first.outcomes_known, second.outcomes_known) == (1, 1)
+    assert second.repair.n_with == 1 and second.repair.with_recommendation == pytest.approx(1800, abs=1)
+
+
 def _report_args(*extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_report_parser(parser.add_subparsers(dest="command"))

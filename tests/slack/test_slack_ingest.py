@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -291,6 +292,13 @@ def test_outcomes_api(bot: BotUnderTest) -> None:
     assert unknown.status_code == 404 and unknown.json()["field"] == "prediction_id"
     bad = bot.ingest({"prediction_id": "p1", "real_fault": "yes"}, path="/api/v1/outcomes")
     assert bad.status_code == 422 and bad.json()["field"] == "real_fault"
+    bot.ingest(prediction("p2"))
+    before = time.time()
+    late = bot.ingest({"prediction_id": "p2", "real_fault": True, "at": 1_700_000_000}, path="/api/v1/outcomes")
+    assert late.status_code == 200
+    with bot.bot.store.read() as conn:  # resolved long ago, received now: both kept (the summary counts arrival)
+        at, recorded_at = conn.execute("SELECT at, recorded_at FROM outcomes WHERE prediction_id = 'p2'").fetchone()
+    assert at == 1_700_000_000 and before - 1 <= recorded_at <= time.time() + 1
 
 
 def test_health_and_metrics(bot: BotUnderTest) -> None:
