@@ -3,17 +3,20 @@
 Approve fits a candidate model on the logged feedback (``npo.retrain.propose_retraining``: older answers to fit,
 the most recent ones held back to compare — an older answer to a held-back recommendation is left out of the fit
 too), records it as a new model version (the next free number, which the
-reply and the audit line name), promotes it only if it beats the current one — never a fit that did not converge,
-one trained on answers that all have the same code, or one trained on the answers of a single scenario key — and
-on promotion restarts every key's step size (``npo.misalignment.reset_key``; m(k) is kept) so the loop re-learns
-the changed world quickly. Dismiss records that the monitor was wrong. Either answer closes the proposal, counts
-toward F_monitor, is audited, and queues a thread reply under the alert and an update of the alert (its buttons
-replaced by the result) — in one transaction. A proposal already resolved changes nothing.
+reply and the audit line name), promotes it only if it beats the current one and the base rate (the training
+answers' mean code for every scenario) on the held-back answers — never a fit that did not converge, one trained on
+answers that all have the same code, on the answers of a single scenario key, or on answers that carry no trust
+weight (each answer is weighted by its operator's trust, as in m(k)) — and on promotion restarts every key's step
+size (``npo.misalignment.reset_key``; m(k) is kept) so the loop re-learns the changed world quickly. Dismiss records
+that the monitor was wrong. Either answer closes the proposal, counts toward F_monitor, is audited, and queues a
+thread reply under the alert and an update of the alert (its buttons replaced by the result) — in one transaction.
+A proposal already resolved changes nothing, and says who resolved it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,7 +31,7 @@ from npo.monitor import resolve_proposal as close_proposal
 from npo.retrain import RetrainResult, propose_retraining, split_holdout
 from npo.scoring import N_FEATURES, features, scenario_key
 from storage import SQLiteStore
-from storage.monitoring import get_proposal, max_model_version, training_rows
+from storage.monitoring import Proposal, get_proposal, max_model_version, training_rows
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +65,7 @@ def fit_candidate(store: SQLiteStore, *, now: float, limit: int = TRAINING_ROWS)
         version = max(version, current.version + 1)
     x = np.array([features(p) for p, _, _ in rows], dtype=np.float64).reshape(len(rows), N_FEATURES)
     y = np.array([code for _, code, _ in rows], dtype=np.float64)
-    w = np.array([weight for _, _, weight in rows], dtype=np.float64)
-    if len(rows) and not w.sum() > 0:
-        w = np.ones_like(w)
+    w = np.array([weight for _, _, weight in rows], dtype=np.float64)  # trust weights: 0 for a distrusted operator
     # Several people answer one recommendation: the answers of a held-back recommendation are kept out of the fit,
     # so the comparison is on recommendations the candidate has not seen (the same split propose_retraining makes).
     train, hold = split_holdout(len(rows))
@@ -78,16 +79,27 @@ def fit_candidate(store: SQLiteStore, *, now: float, limit: int = TRAINING_ROWS)
     )
 
 
-def _retrain_text(result: RetrainResult, user: str, keys_reset: int) -> str:
+def _loss(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _retrain_text(result: RetrainResult, user: str, keys_reset: int, current_version: int | None) -> str:
     c = result.candidate
     verdict = "promoted :white_check_mark:" if result.promoted else "not promoted (the current model stays)"
-    current = "none" if result.current_loss is None else f"{result.current_loss:.4f}"
+    current = "none yet" if current_version is None else f"v{current_version} {_loss(result.current_loss)}"
     extra = f" Step sizes of {keys_reset} key(s) restarted." if result.promoted else ""
     return (
         f"Retraining approved by <@{user}>: model *v{c.version}* {verdict}.\n"
-        f"Holdout log loss {result.candidate_loss:.4f} vs current {current} on "
-        f"{int(c.metrics.get('n_holdout', 0))} recent answers; trained on {c.n_train}. {result.reason}.{extra}"
+        f"Holdout log loss on the {int(c.metrics.get('n_holdout', 0))} most recent answers (lower is better; a coin "
+        f"scores 0.693): v{c.version} {_loss(result.candidate_loss)}, current model {current}, base rate (every "
+        f"answer predicted at the override rate) {_loss(result.base_rate_loss)}; trained on {c.n_train} older "
+        f"answers. {result.reason}.{extra}"
     )
+
+
+def _already(proposal: Proposal) -> str:
+    by = f" by <@{proposal.resolved_by}>" if proposal.resolved_by else ""
+    return f"Proposal #{proposal.id} was already {proposal.state}{by}."
 
 
 def resolve(
@@ -108,13 +120,13 @@ def resolve(
     if proposal is None:
         return Resolution("unknown", proposal_id, f"There is no retraining proposal #{proposal_id}.")
     if proposal.state != "open":
-        return Resolution("already_resolved", proposal_id, f"Proposal #{proposal_id} was already {proposal.state}.")
+        return Resolution("already_resolved", proposal_id, _already(proposal))
     result = fit_candidate(store, now=now) if approved else None
     keys_reset = 0
     with store.transaction() as tx:
         current = get_proposal(tx.connection, proposal_id)  # under the write lock: no other answer can slip in
         if current is None or current.state != "open":
-            return Resolution("already_resolved", proposal_id, f"Proposal #{proposal_id} was already resolved.")
+            return Resolution("already_resolved", proposal_id, _already(current or proposal))
         version = None
         if result is not None:
             if result.candidate.version != max_model_version(tx.connection) + 1:
@@ -122,6 +134,8 @@ def resolve(
                 # its version number are stale. Fit again, under the write lock, against what is stored now.
                 result = fit_candidate(store, now=now)
             version = result.candidate.version
+            compared = tx.get_model()  # the model the candidate was compared with (none recorded since the fit)
+            compared_version = None if compared is None else compared.version
             tx.save_model(result.candidate, promoted=result.promoted, recorded_at=now)
         tx.resolve_proposal(proposal_id, approved=approved, by=by, at=now, model_version=version)
         state = record_ground_truth(close_proposal(tx.get_monitor_state(), approved), acted=True, ideal=approved)
@@ -133,7 +147,7 @@ def resolve(
                 for key_state in store.keys().values():
                     tx.put_key(reset_key(key_state))
                     keys_reset += 1
-            text = _retrain_text(result, by, keys_reset)
+            text = _retrain_text(result, by, keys_reset, compared_version)
             detail |= {"model_version": version, "promoted": result.promoted, "reason": result.reason}
         else:
             text = f"Dismissed by <@{by}>: recorded as a false alarm of the meta-monitor."

@@ -26,8 +26,10 @@ resets the detector when it opens a proposal, so the next alarm is about a chang
 the caller should average the next L_align over answers recorded after that proposal only, or it would propose
 again, once the cooldown is over, on the very answers an engineer has already approved or dismissed.
 
-Rules of :func:`evaluate_monitor`: trigger when (L_align > θ over at least ``min_samples`` recommendations) or
+Rules of :func:`evaluate_monitor`: trigger when (L_align > θ over at least ``min_samples`` answers) or
 a drift alarm is up, but never while a proposal is open and never within ``cooldown_s`` of the last trigger.
+"Above θ" means by more than floating-point rounding (:data:`LOSS_TOLERANCE`): a channel nobody answers has every
+code at λ = 0.3 = θ, and the mean of 60 such codes is 0.30000000000000004 — which is not a loss above θ.
 
 F_monitor = E[1(A_t = G_t)] is counted by :func:`record_ground_truth`: A_t is what the monitor did (triggered
 or not), G_t the ideal response — the engineers' Approve / Dismiss in production, the known drift in
@@ -158,14 +160,18 @@ def page_hinkley_step(
 
 
 # -- the monitor ---------------------------------------------------------------------------------------------
+LOSS_TOLERANCE = 1e-9  # L_align must exceed θ by more than this: a mean of codes carries ~1e-16 relative rounding
+
+
 @dataclass(frozen=True, slots=True)
 class MonitorConfig:
     """Retraining-trigger rules.
 
-    ``loss_threshold`` θ ∈ [0, 1]: L_align above it triggers. ``window``: the number of most recent surfaced
-    recommendations the caller averages L_align over (used by the caller, reported in reasons).
+    ``loss_threshold`` θ ∈ [0, 1]: L_align above it triggers. ``window``: the number of most recent answers (to
+    surfaced recommendations; several people may answer one) the caller averages L_align over (used by the caller,
+    reported in reasons).
     ``cooldown_s``: seconds after a trigger during which no new trigger happens (default 6 h).
-    ``min_samples``: recommendations needed in the window before L_align may trigger. ``page_hinkley``: the
+    ``min_samples``: answers needed in the window before L_align may trigger. ``page_hinkley``: the
     drift detector's configuration (used by :func:`observe_feedback`).
     """
 
@@ -236,7 +242,8 @@ def evaluate_monitor(
     """One scheduled monitor run: decide whether to open a retraining proposal.
 
     ``window_loss``: L_align ∈ [0, 1] over the window (None when the window is empty); ``n_in_window``: how
-    many recommendations it averages; ``drift_alarm``: the Page–Hinkley alarm (e.g.
+    many answers it averages (reasons call them answers: with several people answering one recommendation, the
+    count is not of recommendations); ``drift_alarm``: the Page–Hinkley alarm (e.g.
     ``page_hinkley_alarm(state.ph, config.page_hinkley)``); ``now``: Unix seconds; ``since_last_proposal``: the
     window holds only the answers recorded since the last proposal (the reason says so).
 
@@ -257,14 +264,14 @@ def evaluate_monitor(
     causes: list[str] = []
     since = " since the last proposal" if since_last_proposal else ""
     if window_loss is None:
-        quiet = f"no recommendations{since or ' in the window'}"
+        quiet = f"no answers{since or ' in the window'}"
     elif n_in_window < config.min_samples:
-        quiet = f"L_align {window_loss:.2f} over only {n_in_window} recommendations{since} (< {config.min_samples})"
-    elif window_loss > theta:
-        causes.append(f"L_align {window_loss:.2f} > {theta:.2f} over {n_in_window} recommendations{since}")
+        quiet = f"L_align {window_loss:.2f} over only {n_in_window} answers{since} (< {config.min_samples})"
+    elif window_loss > theta + LOSS_TOLERANCE:
+        causes.append(f"L_align {window_loss:.2f} > {theta:.2f} over {n_in_window} answers{since}")
         quiet = ""
     else:
-        quiet = f"L_align {window_loss:.2f} ≤ {theta:.2f} over {n_in_window} recommendations{since}"
+        quiet = f"L_align {window_loss:.2f} ≤ {theta:.2f} over {n_in_window} answers{since}"
     if drift_alarm:
         causes.append("Page-Hinkley drift alarm")
 

@@ -15,8 +15,11 @@ is deterministic. Features should be on comparable scales (l2 penalises raw weig
 
 :func:`propose_retraining` fits a candidate on the older rows and compares it with the current model on the
 most recent rows (held back: rows are in time order), promoting only an improvement of a fit that converged
-on training targets that vary (and, given each row's scenario key, about more than one key). Every candidate
-carries a version number and its holdout metrics, so each model version can be recorded.
+on training targets that vary (and, given each row's scenario key, about more than one key), and only when it
+also beats the *base rate* — every held-back answer predicted at the training answers' mean code, no features —
+on those rows: a model that does not has learned nothing about scenarios that holds up on new answers, and as the
+loop's prior of young keys it would do harm (the first model, which has no current one to beat, included). Every
+candidate carries a version number and its holdout metrics, so each model version can be recorded.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class LogisticModel:
     """A fitted logistic regression: P(override | x) = σ(x·weights + bias).
 
     ``version`` counts model versions (1 = first); ``trained_at`` is Unix seconds; ``n_train`` the number of
-    training rows; ``metrics`` named numbers (e.g. ``holdout_log_loss``), read-only.
+    training rows of positive weight; ``metrics`` named numbers (e.g. ``holdout_log_loss``), read-only.
     """
 
     version: int
@@ -105,6 +108,7 @@ def _validate(
     sample_weight: npt.ArrayLike | None,
     *,
     allow_empty: bool = False,
+    allow_no_weight: bool = False,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     x = np.asarray(features, dtype=np.float64)
     t = np.asarray(y, dtype=np.float64)
@@ -132,7 +136,7 @@ def _validate(
             raise ValueError("sample_weight contains NaN or infinite values")
         if np.any(s < 0.0):
             raise ValueError("sample_weight must be >= 0")
-        if t.shape[0] > 0 and not s.sum() > 0.0:
+        if t.shape[0] > 0 and not s.sum() > 0.0 and not allow_no_weight:
             raise ValueError("sample_weight sums to 0: nothing to fit or evaluate")
     return x, t, s
 
@@ -218,7 +222,7 @@ def fit_logistic(
         weights=tuple(float(v) for v in theta[:-1]),
         bias=float(theta[-1]),
         trained_at=float(trained_at),
-        n_train=n,
+        n_train=int(np.count_nonzero(s > 0.0)),
         metrics={
             "train_log_loss": train_loss,
             "iterations": float(iterations),
@@ -275,14 +279,19 @@ def split_holdout(n: int, holdout_fraction: float = 0.2) -> tuple[IntArray, IntA
 @dataclass(frozen=True, slots=True)
 class RetrainResult:
     """A retraining attempt: the ``candidate`` model, whether it was ``promoted``, both models' log loss on
-    the held-back rows (``current_loss`` None without a current model; NaN when there were no held-back rows)
-    and a human-readable ``reason``."""
+    the held-back rows (``current_loss`` None without a current model; NaN when there were no held-back rows),
+    a human-readable ``reason``, and the base rate's log loss on the same rows (``base_rate_loss``: every answer
+    predicted at the training answers' mean code; None when there was nothing to fit or to compare on)."""
 
     candidate: LogisticModel
     promoted: bool
     current_loss: float | None
     candidate_loss: float
     reason: str
+    base_rate_loss: float | None = None
+
+
+_CODE_NAMES = {1.0: " (override)", 0.0: " (like)", 0.5: " (neutral)"}
 
 
 def propose_retraining(
@@ -304,22 +313,26 @@ def propose_retraining(
     ``version`` — pass the number it will be recorded under (e.g. the highest recorded version + 1, counting
     versions that were not promoted), as ``reason`` names it; default ``current.version + 1``, or 1. It is
     promoted iff its weighted holdout log loss is below the current model's minus ``min_improvement`` (≥ 0,
-    nats) — always when ``current`` is None. It is not promoted, with a ``reason`` saying why (the candidate is
-    still fitted on what there is; the zero model σ(0) = 0.5 when there are no training rows), when there are
-    fewer than 20 rows or fewer than 5 held-back rows, when every training target (of positive weight) is the
+    nats) — no such comparison when ``current`` is None — and below the base rate's (the constant model that
+    predicts every held-back row at the weighted mean of the training targets). It is not promoted, with a
+    ``reason`` saying why (the candidate is still fitted on what there is; the zero model σ(0) = 0.5 when there
+    are no training rows), when there are fewer than 20 rows or fewer than 5 held-back rows of positive weight,
+    when no training row carries weight, when every training target (of positive weight) is the
     same code — nothing to learn from, a fit would only push P(override) for every scenario towards that code
     — when ``groups`` (the scenario key of each row) are given and the training answers (of positive weight)
     are about fewer than 2 keys — a model of one key knows nothing of the others, whose scores it would still
     pull towards that key's rate through the model prior, while the key itself has its own m(k) — or when the
     fit did not converge. ``metrics`` carry ``holdout_log_loss``, ``holdout_brier``,
-    ``current_holdout_log_loss`` (when there is a current model), ``n_holdout``.
+    ``current_holdout_log_loss`` (when there is a current model), ``base_rate_holdout_log_loss``, ``n_holdout``
+    (held-back rows of positive weight). Sample weights of 0 leave a row out; all-zero weights are allowed (a
+    window of answers from operators NPO does not trust) and are not promoted.
 
     Raises ValueError for malformed data (shapes, NaN, y outside [0, 1], ``groups`` of another length), a current
     model with another number of features, or a ``version`` below 1 or not above ``current.version``. Does not
     store, post or re-initialise anything (the caller records the version and, when promoted, may reset m(k) and
     the bandit).
     """
-    x, t, s = _validate(X, y, sample_weight, allow_empty=True)
+    x, t, s = _validate(X, y, sample_weight, allow_empty=True, allow_no_weight=True)
     if not (math.isfinite(min_improvement) and min_improvement >= 0.0):
         raise ValueError(f"min_improvement must be a finite number >= 0, got {min_improvement}")
     n, d = x.shape
@@ -343,10 +356,13 @@ def propose_retraining(
     else:
         fitted = LogisticModel(version=version, weights=(0.0,) * d, bias=0.0, trained_at=float(now), n_train=0)
     metrics: dict[str, float] = dict(fitted.metrics)
-    metrics["n_holdout"] = float(hold_idx.size)
-    evaluable = hold_idx.size > 0 and s[hold_idx].sum() > 0.0
+    n_holdout = int(np.count_nonzero(s[hold_idx] > 0.0))
+    metrics["n_holdout"] = float(n_holdout)
+    evaluable = n_holdout > 0
     candidate_loss = math.nan
     current_loss: float | None = None
+    base_rate: float | None = None  # the training targets' weighted mean code
+    base_loss: float | None = None
     if evaluable:
         xh, th, sh = x[hold_idx], t[hold_idx], s[hold_idx]
         candidate_loss = log_loss(fitted, xh, th, sh)
@@ -355,6 +371,14 @@ def propose_retraining(
         if current is not None:
             current_loss = log_loss(current, xh, th, sh)
             metrics["current_holdout_log_loss"] = current_loss
+        if trainable:
+            base_rate = float(np.dot(s[train_idx], t[train_idx]) / s[train_idx].sum())
+            p0 = min(max(base_rate, 1e-6), 1.0 - 1e-6)  # finite even for one-class targets (refused below)
+            constant = LogisticModel(
+                version=version, weights=(0.0,) * d, bias=math.log(p0 / (1.0 - p0)), trained_at=0.0, n_train=0
+            )
+            base_loss = log_loss(constant, xh, th, sh)
+            metrics["base_rate_holdout_log_loss"] = base_loss
     elif current is not None:
         current_loss = math.nan
     candidate = LogisticModel(
@@ -366,80 +390,66 @@ def propose_retraining(
         metrics=metrics,
     )
 
+    def result(promoted: bool, reason: str) -> RetrainResult:
+        return RetrainResult(candidate, promoted, current_loss, candidate_loss, reason, base_loss)
+
     if n < MIN_ROWS:
-        return RetrainResult(
-            candidate,
+        return result(False, f"not promoted: too little data ({n} rows < {MIN_ROWS})")
+    if train_idx.size > 0 and not trainable and s.sum() == 0.0:
+        return result(False, "not promoted: no training answer carries weight (NPO trusts none of their operators)")
+    if n_holdout < MIN_HOLDOUT_ROWS or not trainable:
+        return result(
             False,
-            current_loss,
-            candidate_loss,
-            f"not promoted: too little data ({n} rows < {MIN_ROWS})",
-        )
-    if hold_idx.size < MIN_HOLDOUT_ROWS or not evaluable or not trainable:
-        return RetrainResult(
-            candidate,
-            False,
-            current_loss,
-            candidate_loss,
-            f"not promoted: holdout too small ({hold_idx.size} rows < {MIN_HOLDOUT_ROWS}, "
-            f"or no weight in the training or holdout rows)",
+            f"not promoted: holdout too small ({n_holdout} recent rows of positive weight < {MIN_HOLDOUT_ROWS}, "
+            f"or no training row of positive weight)",
         )
     weighted = s[train_idx] > 0.0
     codes = np.unique(t[train_idx][weighted])
     if codes.size == 1:
         code = float(codes[0])
-        name = {1.0: " (override)", 0.0: " (like)", 0.5: " (neutral)"}.get(code, "")
-        return RetrainResult(
-            candidate,
+        return result(
             False,
-            current_loss,
-            candidate_loss,
             f"not promoted: all {int(weighted.sum())} training answers have the same feedback code "
-            f"{code:g}{name}, so there is no variation to learn from",
+            f"{code:g}{_CODE_NAMES.get(code, '')}, so there is no variation to learn from",
         )
     if groups is not None:
-        seen = {groups[int(i)] for i in train_idx[s[train_idx] > 0.0]}
+        seen = {groups[int(i)] for i in train_idx[weighted]}
         if len(seen) < MIN_GROUPS:
-            return RetrainResult(
-                candidate,
+            return result(
                 False,
-                current_loss,
-                candidate_loss,
                 f"not promoted: all {int(weighted.sum())} training answers are about one scenario key, so the "
                 f"model would only carry that key's override rate over to every new key",
             )
     if not fitted.metrics["converged"]:
-        return RetrainResult(
-            candidate,
+        return result(
             False,
-            current_loss,
-            candidate_loss,
             f"not promoted: the fit of v{version} did not converge in {fitted.metrics['iterations']:g} "
             f"iterations, so its predictions cannot be trusted",
         )
+    base_loss = math.nan if base_loss is None else base_loss  # set whenever trainable and evaluable (above)
+    if not candidate_loss < base_loss:
+        return result(
+            False,
+            f"not promoted: v{version} holdout log loss {candidate_loss:.4f} is not below the base rate's "
+            f"{base_loss:.4f} (every answer predicted at the training answers' mean code {base_rate or 0:.2g}) on "
+            f"{n_holdout} recent rows: its features add nothing to the override rate",
+        )
+    base = f"base rate {base_loss:.4f}"
     if current is None or current_loss is None:
-        return RetrainResult(
-            candidate,
+        return result(
             True,
-            None,
-            candidate_loss,
-            f"promoted: v{version} is the first promoted model, holdout log loss {candidate_loss:.4f} "
-            f"on {hold_idx.size} recent rows",
+            f"promoted: v{version} is the first promoted model, holdout log loss {candidate_loss:.4f} < {base} "
+            f"on {n_holdout} recent rows",
         )
     if candidate_loss < current_loss - min_improvement:
-        return RetrainResult(
-            candidate,
+        return result(
             True,
-            current_loss,
-            candidate_loss,
             f"promoted: v{version} holdout log loss {candidate_loss:.4f} < "
-            f"v{current.version} {current_loss:.4f} − {min_improvement:g} "
-            f"on {hold_idx.size} recent rows",
+            f"v{current.version} {current_loss:.4f} − {min_improvement:g} and < {base} "
+            f"on {n_holdout} recent rows",
         )
-    return RetrainResult(
-        candidate,
+    return result(
         False,
-        current_loss,
-        candidate_loss,
         f"not promoted: v{version} holdout log loss {candidate_loss:.4f} is not below "
-        f"v{current.version} {current_loss:.4f} − {min_improvement:g} on {hold_idx.size} recent rows",
+        f"v{current.version} {current_loss:.4f} − {min_improvement:g} on {n_holdout} recent rows",
     )

@@ -93,7 +93,12 @@ def build_jobs(deps: JobDeps) -> list[JobSpec]:
 
     def monitor(slot: datetime) -> None:
         run_monitor(
-            deps.store, deps.monitor, now=deps.now().timestamp(), channel=deps.ops_channel, on_enqueue=deps.on_enqueue
+            deps.store,
+            deps.monitor,
+            now=deps.now().timestamp(),
+            channel=deps.ops_channel,
+            on_enqueue=deps.on_enqueue,
+            slot=slot.timestamp(),  # the cooldown counts scheduled runs, not how late each one started
         )
         with deps.store.transaction() as tx:
             prune_claims(tx.connection, MONITOR_JOB, slot_id(slot - MONITOR_CLAIMS_KEPT))

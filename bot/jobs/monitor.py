@@ -12,6 +12,10 @@ reset (:func:`npo.monitor.evaluate_monitor`), and L_align is averaged over the a
 most the window, at least ``min_samples`` of them to trigger) — so once the cooldown is over, a new alert needs
 new evidence, never the same answers an engineer has already approved or dismissed.
 
+The cooldown is counted between the *scheduled* times of the runs (``slot``), not between the instants they happened
+to start: with hourly runs and a 6 h cooldown, the run six slots after the one that opened a proposal may open the
+next, however much later than its slot the earlier run got going.
+
 A proposal stays open until someone answers its alert. When the alert could not be delivered for good (the bot was
 removed from the ops channel, the channel was archived), nobody can, so each run queues it again until it arrives:
 the monitor never waits for ever on an alert nobody saw.
@@ -90,8 +94,13 @@ def run_monitor(
     now: float,
     channel: str,
     on_enqueue: Callable[[], None] = lambda: None,
+    slot: float | None = None,
 ) -> MonitorRun:
-    """One monitor run at ``now`` (Unix seconds). Returns what it decided; posts nothing itself."""
+    """One monitor run at ``now`` (Unix seconds). Returns what it decided; posts nothing itself.
+
+    ``slot``: the run's scheduled time (Unix seconds; default ``now``), from which the cooldown is counted — a
+    proposal records it as its trigger time, and a run is held back while its slot is within the cooldown of that.
+    Everything the run stores is dated ``now``."""
     with store.transaction() as tx:
         conn = tx.connection
         job = get_job_state(conn, STATE_NAME)
@@ -112,7 +121,13 @@ def run_monitor(
         previous = recent[: len(recent) - len(window)][-config.window :]
         loss = _loss(window)
         decision, new_state = evaluate_monitor(
-            state, config, loss, len(window), alarm, now, since_last_proposal=since is not None
+            state,
+            config,
+            loss,
+            len(window),
+            alarm,
+            now if slot is None else slot,
+            since_last_proposal=since is not None,
         )
         tx.add_monitor_run(now, decision.trigger, decision.reason, loss, len(window), alarm)
         proposal_id = None

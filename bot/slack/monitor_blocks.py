@@ -17,6 +17,7 @@ ACTION_DISMISS = "npo_retrain_dismiss"
 RETRAIN_ACTIONS: dict[str, bool] = {ACTION_APPROVE: True, ACTION_DISMISS: False}
 ALERT_ACTIONS_BLOCK_ID = "npo_retrain_actions"
 _BARS = "▁▂▃▄▅▆▇█"
+KEY_CHARS = 80  # a key's name in the alert, escaped, at most (as in the weekly summary): five keys always fit
 
 
 def sparkline(values: Sequence[float | None]) -> str:
@@ -84,7 +85,8 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
         f"• F_monitor so far: {_num(f.f_monitor)}"
     )
     key_lines = [
-        f"`{escape(k.key)}` — L {k.loss:.2f} over {k.answers} answer(s)" + ("" if k.m is None else f", m(k) {k.m:.2f}")
+        f"`{truncate(escape(k.key), KEY_CHARS)}` — L {k.loss:.2f} over {k.answers} answer(s)"
+        + ("" if k.m is None else f", m(k) {k.m:.2f}")
         for k in f.keys
     ]
     chart = sparkline(f.trend)
@@ -131,9 +133,9 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
             "block_id": "npo_retrain_hint",
             "elements": [
                 mrkdwn(
-                    "Approve fits a new model on the logged feedback and promotes it only if it beats the current one "
-                    "on the most recent answers. Dismiss records that the monitor was wrong. Both count toward "
-                    "F_monitor."
+                    "Approve fits a new model on the logged feedback and promotes it only if it beats, on the most "
+                    "recent answers, both the current one and the override rate alone. Dismiss records that the "
+                    "monitor was wrong. Both count toward F_monitor."
                 )
             ],
         },

@@ -1,7 +1,9 @@
 """Approve / Dismiss on a retraining alert. Only responders may answer. The answer (and, for Approve, the
 retraining: fit, compare, promote only if better) is stored before the ack, off the event loop; the thread reply
 and the alert's update go through the outbox. A second click on a resolved alert records nothing and tells the
-clicker (ephemeral) who resolved it."""
+clicker (ephemeral) who resolved it. An answer that could not be stored (the database cannot be written, the fit
+failed) is still acknowledged — Slack does not retry interactions — and the clicker is told that it was not
+recorded and to click again: the alert keeps its buttons and the proposal stays open."""
 
 from __future__ import annotations
 
@@ -21,6 +23,12 @@ from bot.slack.monitor_blocks import RETRAIN_ACTIONS
 from bot.slack.payloads import parse_click
 
 log = logging.getLogger(__name__)
+
+NOT_RECORDED_TEXT = (
+    "NPO could not record this answer to the retraining proposal just now (its database could not be written, or "
+    "the retraining failed; the bot's log has the error), so it was not recorded and the proposal is still open. "
+    "Please click again in a minute."
+)
 
 
 def _make_listener(deps: SlackDeps) -> Any:
@@ -55,6 +63,10 @@ def _make_listener(deps: SlackDeps) -> Any:
                 refuse(deps, client, click, result.text + " Nothing was recorded.")
         except Exception:
             log.exception("retraining answer failed")
+            try:
+                refuse(deps, client, parse_click(body), NOT_RECORDED_TEXT)
+            except Exception:
+                log.exception("could not tell the clicker that the retraining answer was not recorded")
         finally:
             await ack()
 

@@ -78,7 +78,7 @@ def test_quiet_then_drift_then_one_alert(store: SQLiteStore) -> None:
     answer(store, 200, [FeedbackKind.OVERRIDE] * 12, at=T0 + 8000, fault_type="fan")
     again = run_monitor(store, CONFIG, now=T0 + 10_800, channel=OPS)
     assert not again.decision.trigger and again.decision.reason.startswith("suppressed: proposal already open")
-    assert "over 12 recommendations since the last proposal" in again.decision.reason
+    assert "over 12 answers since the last proposal" in again.decision.reason
     assert len(alerts(store)) == 1
 
     # Dismissed: the proposal closes, but the cooldown (6 h from the trigger) still holds the next alert back.

@@ -57,26 +57,22 @@ def test_no_second_alert_on_the_answers_already_judged(store: SQLiteStore, appro
     surface(store, 130, at=T0 - 2 * HOUR)
     reply(store, 0, [L, OV, L, OV, L] * 20, at=T0 - HOUR)
     first = run_monitor(store, config, now=T0, channel=OPS)
-    assert first.proposal_id is not None and first.decision.reason == "L_align 0.40 > 0.30 over 100 recommendations"
+    assert first.proposal_id is not None and first.decision.reason == "L_align 0.40 > 0.30 over 100 answers"
     done = resolve(store, first.proposal_id, approved=approved, by="U2", now=T0 + 600, message=None)
     assert done.status == ("approved" if approved else "dismissed")
 
     runs = [run_monitor(store, config, now=T0 + hour * HOUR, channel=OPS) for hour in range(1, 49)]  # two days
     assert [hour for hour, run in enumerate(runs, 1) if run.decision.trigger] == []  # before: a new proposal at hour 6
     assert alerts(store) == 1
-    assert {run.decision.reason for run in runs} == {
-        "no trigger: no recommendations since the last proposal; no drift alarm"
-    }
+    assert {run.decision.reason for run in runs} == {"no trigger: no answers since the last proposal; no drift alarm"}
 
     reply(store, 100, [L, OV, L, OV, L] * 4, at=T0 + 48 * HOUR)  # 20 new answers: fewer than min_samples
     early = run_monitor(store, config, now=T0 + 49 * HOUR, channel=OPS)
-    assert (
-        not early.decision.trigger and "over only 20 recommendations since the last proposal" in early.decision.reason
-    )
+    assert not early.decision.trigger and "over only 20 answers since the last proposal" in early.decision.reason
     reply(store, 120, [L, OV, L, OV, L] * 2, at=T0 + 49 * HOUR)  # 30 new answers, still at 0.40
     again = run_monitor(store, config, now=T0 + 50 * HOUR, channel=OPS)
     assert again.decision.trigger and again.n_in_window == 30
-    assert again.decision.reason == "L_align 0.40 > 0.30 over 30 recommendations since the last proposal"
+    assert again.decision.reason == "L_align 0.40 > 0.30 over 30 answers since the last proposal"
     assert alerts(store) == 2
 
 

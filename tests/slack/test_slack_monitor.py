@@ -76,7 +76,7 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
     assert response.status_code == 200 and all(r["verdict"] == "surface" for r in response.json()["results"])
     messages = {p["id"]: _posted(bot, p["channel"], p["id"]) for p in body}
     # Quiet period: everything liked.
-    for pid in [f"d{i}" for i in range(10)] + [f"s{i}" for i in range(12, 22)]:
+    for pid in [f"d{i}" for i in range(6)] + [f"s{i}" for i in range(12, 22)]:
         assert bot.click(ALICE, ACTION_LIKE, messages[pid]).status_code == 200
     monitor = monitor_config(bot.bot.settings)
     quiet = run_monitor(bot.bot.store, monitor, now=time.time(), channel=OPS, on_enqueue=bot.bot.worker.wake)
@@ -88,8 +88,10 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
             bot.events_url, SECRET, user_id=BOB, values={"reason": {"reason": "false_positive"}}
         )
         assert submitted.status_code == 200
-    for pid in ("d10", "d11"):
-        bot.click(ALICE, ACTION_LIKE, messages[pid])
+    # Alice goes on liking disk recommendations. Bob, who contradicts her on PSU, ends at trust weight 0, so the most
+    # recent answers that carry weight — the ones a new model is compared on (at least 5) — are hers.
+    for pid in [f"d{i}" for i in range(6, 12)]:
+        assert bot.click(ALICE, ACTION_LIKE, messages[pid]).status_code == 200
     assert _db(bot, "SELECT COUNT(*) FROM feedback WHERE kind = 'override'")[0] == 10
     run = run_monitor(bot.bot.store, monitor, now=time.time(), channel=OPS, on_enqueue=bot.bot.worker.wake)
     assert run.decision.trigger and run.proposal_id == 1
@@ -119,7 +121,7 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
     notice = wait_for(
         lambda: [m for m in bot.standin.messages(OPS, include_ephemeral=True) if m.ephemeral_to == BOB], 5
     )
-    assert "already approved" in notice[0].text
+    assert f"Proposal #1 was already approved by <@{ALICE}>." in notice[0].text  # who answered it, not just that
     assert [_db(bot, f"SELECT COUNT(*) FROM {t}")[0] for t in tables] == before
     assert _db(bot, "SELECT * FROM monitor_state") == state
     assert len([m for m in bot.standin.messages(OPS) if m.thread_ts == ts]) == 1
@@ -176,10 +178,48 @@ def test_an_alert_that_could_not_be_posted_is_posted_again_once_the_bot_is_back(
     bot.standin.faults.clear()  # re-invited: the next run (within the cooldown) sends the same alert again
     again = run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake)
     assert again.resent_alert == 1 and again.proposal_id is None
-    assert "no recommendations since the last proposal" in again.decision.reason  # nothing new to judge
+    assert "no answers since the last proposal" in again.decision.reason  # nothing new to judge
     channel, ts = _alert(bot)
     assert bot.click(BOB, ACTION_DISMISS, (channel, ts)).status_code == 200
     wait_for(lambda: _db(bot, "SELECT state FROM retraining_proposals WHERE id = 1") == ("dismissed",), 5)
     assert _db(bot, "SELECT COUNT(*) FROM audit_log WHERE kind = 'retraining_alert_resent'") == (1,)
     quiet = run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake)
     assert quiet.resent_alert is None and len([m for m in bot.standin.messages(OPS) if not m.thread_ts]) == 1
+
+
+def _ephemeral(bot: BotUnderTest, user: str) -> list[Any]:
+    return [m for m in bot.standin.messages(OPS, include_ephemeral=True) if m.ephemeral_to == user]
+
+
+@pytest.mark.parametrize("action", [ACTION_APPROVE, ACTION_DISMISS], ids=["approve", "dismiss"])
+def test_an_answer_that_could_not_be_stored_is_reported_to_the_clicker(drift_bot: BotUnderTest, action: str) -> None:
+    """The database refuses the write (a trigger standing in for a full disk). Before, the click was acknowledged and
+    nothing else happened: no reply, the buttons still there, no word to the person — who had no way to tell that
+    their Approve had not counted. Now they are told, and a second click, once the database is writable, counts."""
+    bot = drift_bot
+    with bot.bot.store.transaction() as tx:
+        proposal = tx.open_proposal(time.time(), "test proposal")
+        tx.enqueue(OPS, "message", {"text": "alert", "blocks": _buttons(proposal)}, time.time())
+    bot.bot.worker.wake()
+    channel, ts = _alert(bot)
+    conn = sqlite3.connect(bot.bot.settings.db_path)
+    try:
+        conn.execute(
+            "CREATE TRIGGER full_disk BEFORE UPDATE ON retraining_proposals "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+        assert bot.click(BOB, action, (channel, ts)).status_code == 200
+        notice = wait_for(lambda: _ephemeral(bot, BOB), 5)
+        assert "was not recorded" in notice[0].text and "click again" in notice[0].text
+        assert _db(bot, "SELECT state FROM retraining_proposals") == ("open",)
+        assert _db(bot, "SELECT COUNT(*) FROM model_versions") == (0,)  # the Approve's model went with it
+        conn.execute("DROP TRIGGER full_disk")
+        conn.commit()
+    finally:
+        conn.close()
+    assert bot.click(BOB, action, (channel, ts)).status_code == 200
+    state = "approved" if action == ACTION_APPROVE else "dismissed"
+    assert _db(bot, "SELECT state, resolved_by FROM retraining_proposals") == (state, BOB)
+    wait_for(lambda: [m for m in bot.standin.messages(OPS) if m.thread_ts == ts], 10)
+    assert len(_ephemeral(bot, BOB)) == 1

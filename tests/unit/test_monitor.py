@@ -157,7 +157,7 @@ def test_loss_above_threshold_with_enough_samples_triggers_and_opens_a_proposal(
     config = MonitorConfig()
     decision, state = evaluate_monitor(MonitorState(), config, 0.41, 200, False, now=1000.0)
     assert decision.trigger
-    assert decision.reason == "L_align 0.41 > 0.30 over 200 recommendations"
+    assert decision.reason == "L_align 0.41 > 0.30 over 200 answers"
     assert state.open_proposal
     assert state.last_trigger_at == 1000.0
 
@@ -170,7 +170,19 @@ def test_loss_at_or_below_threshold_does_not_trigger() -> None:
         assert state == MonitorState()
 
 
-def test_too_few_recommendations_do_not_trigger_on_loss() -> None:
+def test_a_loss_at_the_threshold_up_to_rounding_does_not_trigger() -> None:
+    # The mean of 60 skips (λ = 0.3) is 0.30000000000000004: "L_align 0.30 > 0.30" was a proposal, before.
+    config = MonitorConfig()
+    loss = float(np.full(60, 0.3).mean())
+    assert loss > 0.3
+    decision, state = evaluate_monitor(MonitorState(), config, loss, 60, False, now=0.0)
+    assert not decision.trigger and state == MonitorState()
+    assert decision.reason == "no trigger: L_align 0.30 ≤ 0.30 over 60 answers; no drift alarm"
+    decision, _ = evaluate_monitor(MonitorState(), config, 0.3 + 1e-6, 60, False, now=0.0)
+    assert decision.trigger
+
+
+def test_too_few_answers_do_not_trigger_on_loss() -> None:
     config = MonitorConfig()
     decision, state = evaluate_monitor(MonitorState(), config, 0.9, 29, False, now=0.0)
     assert not decision.trigger

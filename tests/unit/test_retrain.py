@@ -356,3 +356,63 @@ def test_training_answers_of_one_scenario_key_are_not_promoted() -> None:
     assert propose_retraining(None, x, y, now=0.0).promoted  # without groups: no such check
     with pytest.raises(ValueError, match="groups has 39 entries but X has 40 rows"):
         propose_retraining(None, x, y, now=0.0, groups=["k"] * 39)
+
+
+# -- the base rate: a model must beat predicting every answer at the training answers' mean code ----------------
+def _flipped_world() -> tuple[np.ndarray, np.ndarray]:
+    """40 answers about two kinds (one-hot features): the older 32 override kind A and like kind B, the 8 most
+    recent (held back) the opposite — what the fit learns from the older rows is wrong on the recent ones."""
+    x = np.zeros((40, 2))
+    x[::2, 0] = 1.0
+    x[1::2, 1] = 1.0
+    y = x[:, 0].copy()
+    y[32:] = 1.0 - y[32:]
+    return x, y
+
+
+def test_a_first_model_worse_than_the_base_rate_is_not_promoted() -> None:
+    # Before: promoted as "the first model" with a holdout log loss of 5.6 nats — eight times a coin's — and from
+    # then on the prior of every young key through the model prior.
+    x, y = _flipped_world()
+    result = propose_retraining(None, x, y, now=0.0, groups=["a", "b"] * 20)
+    assert not result.promoted
+    assert result.base_rate_loss == pytest.approx(math.log(2))  # the training answers' mean code is 0.5
+    assert result.candidate.metrics["base_rate_holdout_log_loss"] == pytest.approx(math.log(2))
+    assert result.candidate_loss > 2.0
+    assert result.reason == (
+        f"not promoted: v1 holdout log loss {result.candidate_loss:.4f} is not below the base rate's 0.6931 "
+        "(every answer predicted at the training answers' mean code 0.5) on 8 recent rows: "
+        "its features add nothing to the override rate"
+    )
+
+
+def test_beating_the_current_model_is_not_enough_without_beating_the_base_rate() -> None:
+    x, y = _flipped_world()
+    worse = LogisticModel(version=1, weights=(8.0, -8.0), bias=0.0, trained_at=0.0, n_train=32)
+    result = propose_retraining(worse, x, y, now=0.0)
+    assert result.current_loss is not None and result.candidate_loss < result.current_loss
+    assert not result.promoted and "base rate" in result.reason
+
+    # With real signal the candidate beats both, and the reason names both.
+    xs, ys, _ = _data(500, seed=21)
+    noise = fit_logistic(xs, np.random.default_rng(22).permutation(ys), version=1, trained_at=0.0)
+    good = propose_retraining(noise, xs, ys, now=0.0)
+    assert good.promoted and good.base_rate_loss is not None and good.candidate_loss < good.base_rate_loss
+    assert "base rate" in good.reason
+
+
+def test_counts_are_of_rows_that_carry_weight() -> None:
+    # Rows of weight 0 (an answer left out of the fit, an operator NPO does not trust) are not "trained on".
+    x, y, _ = _data(100, seed=23)
+    w = np.ones(100)
+    w[:30] = 0.0
+    w[95:] = 0.0
+    result = propose_retraining(None, x, y, sample_weight=w, now=0.0)
+    assert result.candidate.n_train == 50 and result.candidate.metrics["n_holdout"] == 15
+
+
+def test_answers_that_all_carry_no_weight_are_not_fitted_as_if_trusted() -> None:
+    x, y, _ = _data(100, seed=24)
+    result = propose_retraining(None, x, y, sample_weight=np.zeros(100), now=0.0)
+    assert not result.promoted and result.candidate.n_train == 0
+    assert result.reason == "not promoted: no training answer carries weight (NPO trusts none of their operators)"
