@@ -759,7 +759,6 @@ def m010_actions_without_case(db: Database) -> None:
     )
 
 
-
 @MIGRATIONS(name="m011_outcome_arrival")
 def m011_outcome_arrival(db: Database) -> None:
     """``outcomes.recorded_at``: when NPO received the outcome (``at`` is when the fault was resolved, as its source

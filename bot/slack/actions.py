@@ -99,7 +99,7 @@ def _make_feedback_listener(deps: SlackDeps) -> Any:
                 report_rate_limited(deps, client, result, click.channel, click.user)
         except (LoopError, InvalidRecord) as exc:
             log.warning("click not recorded: %s", exc)
-            refuse(deps, client, parse_click(body), f"This answer could not be recorded: {exc.message}")
+            refuse(deps, client, parse_click(body), f"This answer could not be recorded: {escape(exc.message)}")
         except Exception:
             log.exception("click handling failed")
             _tell_not_stored(deps, client, body)

@@ -4,7 +4,9 @@ digest message and the App Home. Pure functions of their inputs; nothing here ca
 Every builder respects Slack's limits whatever the input (10 kB descriptions, emoji, multi-byte text): a message
 has ≤ 50 blocks, section text ≤ 3000 characters, fields ≤ 2000, button text ≤ 75, button value ≤ 2000,
 ``action_id``/``block_id`` ≤ 255, and action_ids are unique within a message. Button styles are ``primary`` or
-``danger`` only. Long text is truncated with an ellipsis, never rejected.
+``danger`` only. Long text is truncated with an ellipsis, never rejected; a list that does not fit (labels, answers,
+digest lines, mutes) is cut between items and the rest counted (``…and 12 more``), never cut silently. A message's
+blocks hold at most ``MAX_MESSAGE_TEXT`` characters of text in all (Slack refuses longer ones: ``msg_blocks_too_long``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.slack.text import duration, escape, mrkdwn, plain, truncate
+from bot.slack.text import duration, escape, escaped, mrkdwn, plain, truncate
 from npo.types import Decision, FeedbackKind, Prediction, Severity
 
 Block = dict[str, Any]
@@ -59,6 +61,16 @@ MAX_FALLBACK_TEXT = 3000
 MAX_ANSWER_LINES = 20
 MAX_ANSWER_REASON = 200  # characters of an answer's reason shown in the message (the full text stays stored)
 MAX_ANSWER_WHO = 80
+# Slack refuses a message whose blocks hold too much text in all (``msg_blocks_too_long``): the figure is undocumented,
+# about 13,000 characters (slack-facts.md §3, bolt-js#2509), so messages keep below 12,000 (the stand-in's limit).
+MAX_MESSAGE_TEXT = 12_000
+MAX_SUMMARY_NAME = 900  # escaped characters of a fault type, target or action in a summary: all three fit 3000
+MAX_SHOWN_ID = 1000  # escaped characters of an id or a key shown in a message
+MAX_SHOWN_REASON = 500  # escaped characters of a decision's reason in the message's context line
+MAX_LABEL_KEY = 100  # escaped characters of a label's name in the context line
+MAX_LABEL_VALUE = 300  # escaped characters of a label's value in the context line
+MAX_LIST_NAME = 80  # characters of a fault type, target or action in a list line (digest, notification text)
+DIGEST_TEXT = 10_000  # characters of the digest's list (header and hint apart), within MAX_MESSAGE_TEXT
 
 _SEVERITY_ICON = {
     Severity.CRITICAL: ":red_circle:",
@@ -117,22 +129,52 @@ def _button(text: str, action_id: str, value: str, style: str | None = None) -> 
     return button
 
 
+def _count_more(hidden: int, noun: str) -> str:
+    return f"… +{hidden} more {noun}{'' if hidden == 1 else 's'}"
+
+
+def _joined(items: Sequence[str], budget: int, *, noun: str, sep: str = ", ") -> str:
+    """``items`` joined by ``sep`` if they fit ``budget`` characters, else the first ones that fit and
+    ``… +N more <noun>s`` counting the rest (whole items only)."""
+    text = sep.join(items)
+    if len(text) <= budget:
+        return text
+    room = budget - len(sep) - len(_count_more(len(items), noun))  # the count at its longest
+    shown: list[str] = []
+    used = 0
+    for item in items:
+        used += len(item) + (len(sep) if shown else 0)
+        if used > room:
+            break
+        shown.append(item)
+    return sep.join([*shown, _count_more(len(items) - len(shown), noun)])
+
+
 def _summary_blocks(view: RecommendationView) -> list[Block]:
+    """The headline (severity, fault type, target, time to fault, action), the numbers and a context line.
+
+    Each name is shortened to ``MAX_SUMMARY_NAME`` escaped characters, so the recommended action is always shown
+    (a 500-character target full of ``&`` used to push it out of the section); labels that do not fit are counted.
+    """
     p, d = view.prediction, view.decision
     icon = _SEVERITY_ICON.get(p.severity, "")
     title = (
-        f"{icon} *{escape(p.severity.value.upper())}* · *{escape(p.fault_type)}* on `{escape(p.target)}`\n"
-        f"Predicted fault in *{duration(p.time_to_fault_s)}* · recommended action: *{escape(p.action)}*"
+        f"{icon} *{escape(p.severity.value.upper())}* · *{escaped(p.fault_type, MAX_SUMMARY_NAME)}* on "
+        f"`{escaped(p.target, MAX_SUMMARY_NAME)}`\n"
+        f"Predicted fault in *{duration(p.time_to_fault_s)}* · "
+        f"recommended action: *{escaped(p.action, MAX_SUMMARY_NAME)}*"
     )
     tau = "-" if d.threshold is None else f"{d.threshold:.2f}"
     fields = [
         mrkdwn(f"*Confidence p(s)*\n{d.confidence:.2f}", MAX_FIELD),
         mrkdwn(f"*Score R(s)*\n{d.score:.2f} (m={d.misalignment:.2f})", MAX_FIELD),
         mrkdwn(f"*Threshold τ*\n{tau}", MAX_FIELD),
-        mrkdwn(f"*Key*\n`{escape(d.key)}`", MAX_FIELD),
+        mrkdwn(f"*Key*\n`{escaped(d.key, MAX_SHOWN_ID)}`", MAX_FIELD),
     ]
-    labels = ", ".join(f"{escape(k)}={escape(v)}" for k, v in sorted(p.labels.items()))
-    context = f"id `{escape(p.id)}` · {escape(d.reason)}" + (f" · {labels}" if labels else "")
+    context = f"id `{escaped(p.id, MAX_SHOWN_ID)}` · {escaped(d.reason, MAX_SHOWN_REASON)}"
+    if p.labels:
+        labels = [f"{escaped(k, MAX_LABEL_KEY)}={escaped(v, MAX_LABEL_VALUE)}" for k, v in sorted(p.labels.items())]
+        context += " · " + _joined(labels, MAX_SECTION - len(context) - 3, noun="label")
     return [
         {"type": "section", "block_id": "npo_summary", "text": mrkdwn(title, MAX_SECTION)},
         {"type": "section", "block_id": "npo_numbers", "fields": fields},
@@ -230,9 +272,8 @@ def fallback_text(view: RecommendationView) -> str:
     """The notification text (``text`` argument) that goes with the blocks: mrkdwn, so the prediction's names are
     escaped (a target reading ``<!channel>`` must not notify the channel)."""
     p = view.prediction
-    return escape(
-        truncate(f"[{p.severity.value}] {p.fault_type} on {p.target}: {p.action} (p={p.confidence:.2f})", 300)
-    )
+    names = (truncate(name, MAX_LIST_NAME) for name in (p.fault_type, p.target, p.action))
+    return escape("[{}] {} on {}: {} (p={:.2f})".format(p.severity.value, *names, p.confidence))
 
 
 def override_modal(prediction: Prediction, *, channel: str, message_ts: str) -> dict[str, Any]:
@@ -243,7 +284,8 @@ def override_modal(prediction: Prediction, *, channel: str, message_ts: str) -> 
     metadata = json.dumps({"prediction_id": prediction.id, "channel": channel, "ts": message_ts})
     options = [{"text": plain(label, 75), "value": value} for value, label in OVERRIDE_REASONS.items()]
     summary = (
-        f"Override *{escape(prediction.action)}* for *{escape(prediction.fault_type)}* on `{escape(prediction.target)}`"
+        f"Override *{escaped(prediction.action, MAX_SUMMARY_NAME)}* for "
+        f"*{escaped(prediction.fault_type, MAX_SUMMARY_NAME)}* on `{escaped(prediction.target, MAX_SUMMARY_NAME)}`"
     )
     return {
         "type": "modal",
@@ -288,47 +330,95 @@ def override_modal(prediction: Prediction, *, channel: str, message_ts: str) -> 
     }
 
 
-def _pack_lines(lines: Sequence[str], block_prefix: str, max_blocks: int) -> list[Block]:
-    """Pack lines into as few sections as fit 3000 characters each, at most ``max_blocks`` sections."""
-    blocks: list[Block] = []
+def _sections(lines: Sequence[str], max_sections: int, budget: int) -> tuple[list[str], int]:
+    """The texts of at most ``max_sections`` sections (≤ 3000 characters each, ``budget`` in all) holding the first
+    lines that fit, whole and in order; and how many lines they hold."""
+    texts: list[str] = []
     current = ""
+    used = placed = 0
     for raw in lines:
         line = truncate(raw, MAX_SECTION)
-        if current and len(current) + 1 + len(line) > MAX_SECTION:
-            blocks.append({"type": "section", "block_id": f"{block_prefix}{len(blocks)}", "text": mrkdwn(current)})
-            current = ""
-        current = f"{current}\n{line}" if current else line
+        joins = bool(current) and len(current) + 1 + len(line) <= MAX_SECTION
+        grow = len(line) + (1 if joins else 0)
+        if used + grow > budget or (not joins and len(texts) + (1 if current else 0) >= max_sections):
+            break
+        if joins:
+            current = f"{current}\n{line}"
+        else:
+            if current:
+                texts.append(current)
+            current = line
+        used += grow
+        placed += 1
     if current:
-        blocks.append({"type": "section", "block_id": f"{block_prefix}{len(blocks)}", "text": mrkdwn(current)})
-    if len(blocks) > max_blocks:
-        dropped = len(blocks) - max_blocks + 1
-        blocks = blocks[: max_blocks - 1]
-        blocks.append(
-            {
-                "type": "context",
-                "block_id": f"{block_prefix}more",
-                "elements": [mrkdwn(f"…and {dropped} more section(s)")],
-            }
-        )
+        texts.append(current)
+    return texts, placed
+
+
+def _more_line(hidden: int, noun: str, where: str) -> str:
+    return f"…and {hidden} more {noun}{'' if hidden == 1 else 's'} not shown" + (f" ({where})" if where else "")
+
+
+def _pack_lines(
+    lines: Sequence[str],
+    block_prefix: str,
+    max_blocks: int,
+    *,
+    noun: str = "line",
+    where: str = "",
+    budget: int | None = None,
+) -> list[Block]:
+    """Lines packed into as few sections as fit 3000 characters each: at most ``max_blocks`` blocks and ``budget``
+    characters of text in all. Lines that do not fit are left off (the last ones, whole) and counted in a last
+    context block: ``…and 12 more muted keys not shown (where)`` — the count is of lines, never of sections."""
+    cap = MAX_SECTION * max_blocks if budget is None else budget
+    texts, placed = _sections(lines, max_blocks, cap)
+    note = ""
+    if placed < len(lines):
+        reserve = len(_more_line(len(lines), noun, where))  # the longest the note can be
+        texts, placed = _sections(lines, max_blocks - 1, cap - reserve)
+        note = _more_line(len(lines) - placed, noun, where)
+    blocks: list[Block] = [
+        {"type": "section", "block_id": f"{block_prefix}{i}", "text": mrkdwn(text)} for i, text in enumerate(texts)
+    ]
+    if note:
+        blocks.append({"type": "context", "block_id": f"{block_prefix}more", "elements": [mrkdwn(note)]})
     return blocks
 
 
+def _digest_line(v: RecommendationView) -> str:
+    p, d = v.prediction, v.decision
+    return (
+        f"{_SEVERITY_ICON.get(p.severity, '')} *{escape(truncate(p.fault_type, MAX_LIST_NAME))}* on "
+        f"`{escape(truncate(p.target, MAX_LIST_NAME))}` → *{escape(truncate(p.action, MAX_LIST_NAME))}* "
+        f"(p={d.confidence:.2f}, R={d.score:.2f}) · id `{escaped(p.id, MAX_SHOWN_ID)}`"
+    )
+
+
 def digest_blocks(views: Sequence[RecommendationView], *, why: str) -> list[Block]:
-    """One message for many recommendations (channel cap or alert storm): one line each, never dropped."""
-    header = f":package: *{len(views)} recommendation(s) in one digest* — {escape(why)}"
-    lines = [
-        f"{_SEVERITY_ICON.get(v.prediction.severity, '')} *{escape(v.prediction.fault_type)}* on "
-        f"`{escape(v.prediction.target)}` → *{escape(v.prediction.action)}* "
-        f"(p={v.decision.confidence:.2f}, R={v.decision.score:.2f}) · id `{escape(v.prediction.id)}`"
-        for v in views
-    ]
+    """One message for many recommendations (channel cap or alert storm): one line each, names shortened to
+    ``MAX_LIST_NAME`` characters. Lines that do not fit the message (``DIGEST_TEXT`` characters: Slack refuses a
+    message with much more text in its blocks) are left off and counted, with where to find them."""
+    header = f":package: *{len(views)} recommendation(s) in one digest* — {escaped(why, 500)}"
     blocks: list[Block] = [{"type": "section", "block_id": "npo_digest_header", "text": mrkdwn(header)}]
-    blocks += _pack_lines(lines, "npo_digest_", MAX_MESSAGE_BLOCKS - 2)
+    blocks += _pack_lines(
+        [_digest_line(v) for v in views],
+        "npo_digest_",
+        MAX_MESSAGE_BLOCKS - 2,
+        noun="recommendation",
+        where="every one: `npo-bot db export --what decisions`",
+        budget=DIGEST_TEXT,
+    )
     blocks.append(
         {
             "type": "context",
             "block_id": "npo_digest_hint",
-            "elements": [mrkdwn("Answer with `/npo status`, or via the API.")],
+            "elements": [
+                mrkdwn(
+                    "A digest has no buttons, and its recommendations are not counted as skipped: "
+                    "`/npo why <id>` explains one; outcomes can be reported to `/api/v1/outcomes`."
+                )
+            ],
         }
     )
     return blocks[:MAX_MESSAGE_BLOCKS]

@@ -22,15 +22,18 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.insights import Why, summary_text, why
-from bot.slack.blocks import MAX_ANSWER_REASON, status_lines
+from bot.slack.blocks import MAX_ANSWER_REASON, MAX_SHOWN_REASON, status_lines
 from bot.slack.deps import SlackDeps
-from bot.slack.text import escape, truncate
+from bot.slack.text import escape, escaped, truncate
 from npo.types import MAX_TEXT_LEN, InvalidRecord
 from storage.monitoring import key_known
 
 log = logging.getLogger(__name__)
 
 MAX_REPLY = 3000
+MAX_WHY_NAME = 300  # escaped characters of an id, a fault type, a target or an action in ``/npo why``
+MAX_WHY_KEY = 600  # escaped characters of a key in ``/npo why``
+MAX_MUTED_KEY = 200  # escaped characters of the key named first in the mute reply (the unmute hint has it whole)
 MIN_MUTE_S = 60.0
 MAX_MUTE_S = 30 * 86_400.0
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86_400, "w": 7 * 86_400}
@@ -98,13 +101,18 @@ def fit_lines(text: str, limit: int = MAX_REPLY, *, see: str = "`npo-bot report`
         return text
     lines = text.split("\n")
     size = sum(len(line) + 1 for line in lines)  # characters of lines[:keep] with their newlines
-    for keep in range(len(lines) - 1, -1, -1):
+    for keep in range(len(lines) - 1, 0, -1):
         size -= len(lines[keep]) + 1
         more = len(lines) - keep
         note = f"… ({more} more line{'s' if more != 1 else ''}: see {see})"
         if size + len(note) <= limit:
             return "\n".join([*lines[:keep], note])
-    return truncate(text, limit)
+    # Not even the first line fits whole: it is shortened (visibly) rather than left off, so the reply says something.
+    more = len(lines) - 1
+    note = f"\n… ({more} more line{'s' if more != 1 else ''}: see {see})" if more else ""
+    if len(note) + 2 > limit:  # no room even for the note and a character of the line
+        return truncate(text, limit)
+    return truncate(lines[0], limit - len(note)) + note
 
 
 def _when(at: float) -> str:
@@ -124,16 +132,18 @@ def why_text(w: Why, now: float) -> str:
     p, d, h = w.prediction, w.decision, w.history
     tau = "none (blocked before the bandit)" if d.threshold is None else f"{d.threshold:.2f} (arm {d.arm})"
     lines = [
-        f"*Recommendation `{escape(p.id)}`*: {escape(p.fault_type)} on `{escape(p.target)}` → "
-        f"*{escape(p.action)}* ({p.severity.value}, p = {p.confidence:.2f}), decided {_when(d.decided_at)}",
-        f"*Verdict*: {d.verdict.value} · rule `{escape(d.rule)}` — {escape(d.reason)}",
+        f"*Recommendation `{escaped(p.id, MAX_WHY_NAME)}`*: {escaped(p.fault_type, MAX_WHY_NAME)} on "
+        f"`{escaped(p.target, MAX_WHY_NAME)}` → *{escaped(p.action, MAX_WHY_NAME)}* "
+        f"({p.severity.value}, p = {p.confidence:.2f}), decided {_when(d.decided_at)}",
+        f"*Verdict*: {d.verdict.value} · rule `{escaped(d.rule, MAX_WHY_NAME)}` — "
+        f"{escaped(d.reason, MAX_SHOWN_REASON)}",
         f"*Score* R(s) = p(s)·(1 − m) = {d.confidence:.2f} · (1 − {d.misalignment:.2f}) = *{d.score:.2f}* · "
         f"*τ* = {tau}",
     ]
     answers = ", ".join(f"{k} {n}" for k, n in sorted(h.answers.items())) or "none"
     verdicts = ", ".join(f"{v} {n}" for v, n in sorted(h.verdicts.items())) or "none"
     m_now = "no state yet" if h.m is None else f"m(k) now {h.m:.2f} after {h.n} update(s)"
-    lines.append(f"*Key* `{escape(h.key)}`: {m_now} · answers: {answers} · decisions: {verdicts}")
+    lines.append(f"*Key* `{escaped(h.key, MAX_WHY_KEY)}`: {m_now} · answers: {answers} · decisions: {verdicts}")
     for mute, lifted in w.mutes:
         state = (
             f"lifted {_when(lifted)}"
@@ -212,8 +222,8 @@ async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: st
         known = key_known(conn, key)
     note = "" if known else " (no recommendation has had this key yet — check the spelling with `/npo why <id>`)"
     return (
-        f":mute: `{escape(key)}` is muted until {_when(mute.until)}: its predictions are blocked by the Safety "
-        f"Policy rule `mute`{note}. `/npo unmute {escape(_arg(key))}` lifts it."
+        f":mute: `{escaped(key, MAX_MUTED_KEY)}` is muted until {_when(mute.until)}: its predictions are blocked by "
+        f"the Safety Policy rule `mute`{note}. `/npo unmute {escape(_arg(key))}` lifts it."
     )
 
 

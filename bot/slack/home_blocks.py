@@ -1,20 +1,44 @@
 """The App Home view: L_align now and its trend, the τ posteriors with intervals, recent overrides with their
-reasons, the open retraining proposal, mutes in force and the latest recommendations. Pure; ≤ 100 blocks."""
+reasons, the open retraining proposal, mutes in force and the latest recommendations. Pure; ≤ 100 blocks. A list
+that does not fit its blocks is cut between lines and the rest counted (``…and 108 more muted keys not shown``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bot.insights import HomeData
-from bot.slack.blocks import MAX_ANSWER_REASON, MAX_HOME_BLOCKS, _pack_lines, status_lines
+from bot.slack.blocks import (
+    MAX_ANSWER_REASON,
+    MAX_ANSWER_WHO,
+    MAX_HOME_BLOCKS,
+    MAX_LIST_NAME,
+    MAX_SHOWN_ID,
+    _pack_lines,
+    status_lines,
+)
 from bot.slack.monitor_blocks import sparkline
-from bot.slack.text import escape, mrkdwn, plain, truncate
+from bot.slack.text import escape, escaped, mrkdwn, plain, truncate
 
 Block = dict[str, Any]
+MUTE_BLOCKS = 10  # sections for the muted keys (the note counting those left off included)
+OVERRIDE_BLOCKS = 5
 
 
 def _date(at: float) -> str:
     return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{int(at)}>"
+
+
+def _name(text: str) -> str:
+    """A fault type, target or action in a list line: shortened to ``MAX_LIST_NAME`` characters, escaped."""
+    return escape(truncate(text, MAX_LIST_NAME))
+
+
+def _who(user: str) -> str:
+    return f"<@{escape(truncate(user, MAX_ANSWER_WHO))}>"
+
+
+def _reason(reason: str) -> str:
+    return escape(truncate(" ".join(reason.split()), MAX_ANSWER_REASON))
 
 
 def _trend_line(data: HomeData) -> str:
@@ -62,26 +86,36 @@ def home_blocks(data: HomeData) -> list[Block]:
     blocks.append({"type": "section", "block_id": "npo_home_proposal", "text": mrkdwn(text)})
     if data.mutes:
         lines = [
-            f":mute: `{escape(m.key)}` until {_date(m.until)} by <@{escape(m.by)}>"
-            + (f" — {escape(m.reason)}" if m.reason else "")
+            f":mute: `{escaped(m.key, MAX_SHOWN_ID)}` until {_date(m.until)} by {_who(m.by)}"
+            + (f" — {_reason(m.reason)}" if m.reason else "")
             for m in data.mutes
         ]
-        blocks += _pack_lines(["*Muted keys*", *lines], "npo_home_mutes_", 3)
+        blocks += _pack_lines(
+            ["*Muted keys*", *lines],
+            "npo_home_mutes_",
+            MUTE_BLOCKS,
+            noun="muted key",
+            where="every mute and unmute: `npo-bot db export --what audit`",
+        )
     blocks.append({"type": "divider", "block_id": "npo_home_div1"})
     overrides = [
-        f":no_entry: <@{escape(o.operator)}> on *{escape(o.fault_type)}* `{escape(o.target)}` ({_date(o.at)}): "
-        f"{escape(truncate(o.reason, MAX_ANSWER_REASON)) or '_no reason_'} · id `{escape(o.prediction_id)}`"
+        f":no_entry: {_who(o.operator)} on *{_name(o.fault_type)}* `{_name(o.target)}` ({_date(o.at)}): "
+        f"{_reason(o.reason) or '_no reason_'} · id `{escaped(o.prediction_id, MAX_SHOWN_ID)}`"
         for o in data.overrides
     ]
-    blocks += _pack_lines(["*Recent overrides*", *(overrides or ["none yet"])], "npo_home_overrides_", 5)
+    blocks += _pack_lines(
+        ["*Recent overrides*", *(overrides or ["none yet"])], "npo_home_overrides_", OVERRIDE_BLOCKS, noun="override"
+    )
     blocks.append({"type": "divider", "block_id": "npo_home_div2"})
     recent = [
-        f"*{escape(v.prediction.fault_type)}* on `{escape(v.prediction.target)}` → {escape(v.prediction.action)} · "
-        f"{v.decision.verdict.value} · {len(v.answers)} answer(s) · id `{escape(v.prediction.id)}`"
+        f"*{_name(v.prediction.fault_type)}* on `{_name(v.prediction.target)}` → {_name(v.prediction.action)} · "
+        f"{v.decision.verdict.value} · {len(v.answers)} answer(s) · id `{escaped(v.prediction.id, MAX_SHOWN_ID)}`"
         for v in d.recent
     ]
     room = MAX_HOME_BLOCKS - len(blocks)
-    blocks += _pack_lines(["*Latest recommendations*", *(recent or ["none yet"])], "npo_home_recent_", room)
+    blocks += _pack_lines(
+        ["*Latest recommendations*", *(recent or ["none yet"])], "npo_home_recent_", room, noun="recommendation"
+    )
     return blocks[:MAX_HOME_BLOCKS]
 
 

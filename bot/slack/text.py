@@ -10,11 +10,23 @@ from __future__ import annotations
 ELLIPSIS = "…"
 _ZWJ = "\u200d"
 _VARIATION_SELECTORS = {"\ufe0e", "\ufe0f"}
+# Bidi embeddings, overrides and isolates (LRE RLE PDF LRO RLO, LRI RLI FSI PDI): an unclosed one in a name
+# reorders the rest of its line (the action, the id) as the reader sees it. Right-to-left letters need none of them.
+_BIDI_CONTROLS = str.maketrans("", "", "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def escape(text: str) -> str:
-    """Escape ``&``, ``<`` and ``>`` for mrkdwn (Slack's only required escapes); user text cannot inject mentions."""
+    """Escape ``&``, ``<`` and ``>`` for mrkdwn (Slack's only required escapes), so user text cannot inject
+    mentions, and drop bidi embedding / override / isolate controls, so it cannot reorder the text around it."""
+    if not text.isascii():
+        text = text.translate(_BIDI_CONTROLS)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escaped(text: str, limit: int) -> str:
+    """``text`` escaped for mrkdwn, then shortened to ``limit`` characters with a visible ``…`` (an escape such as
+    ``&amp;`` is never cut in half), so a name full of ``&``, ``<`` or ``>`` still takes at most ``limit``."""
+    return truncate(escape(text), limit)
 
 
 def truncate(text: str, limit: int, *, suffix: str = ELLIPSIS) -> str:

@@ -4,6 +4,12 @@ Each check returns a list of problems in Slack's ``response_metadata.messages`` 
 (``"[ERROR] … [json-pointer:/blocks/0/text/text]"``); an empty list means the payload is acceptable. The
 caller turns a non-empty list into Slack's error code (``invalid_blocks`` for messages, ``invalid_arguments``
 for views). This module checks only the limits listed below; it is not a full Block Kit schema.
+
+Sources: Slack's Block Kit reference (text objects 1–3000 characters; context elements are text objects or images;
+option text 75 and value 150, at most 100 options; placeholder 150; a modal with an input block needs ``submit``)
+and /work/shared/slack-facts.md §3 and §9 (the table of limits, and the aggregate ``msg_blocks_too_long``, which Slack
+does not document: about 13,000 characters of text across a message's blocks per bolt-js#2509 — the stand-in refuses
+above ``MAX_BLOCKS_TEXT_CHARS`` = 12,000, a margin below the reported figure).
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ from __future__ import annotations
 from typing import Any, Final
 
 __all__ = [
+    "MAX_BLOCKS_TEXT_CHARS",
     "MAX_MESSAGE_BLOCKS",
     "MAX_TEXT_CHARS",
     "MAX_VIEW_BLOCKS",
+    "blocks_text_chars",
     "check_blocks",
     "check_view",
 ]
@@ -21,7 +29,9 @@ __all__ = [
 MAX_MESSAGE_BLOCKS: Final = 50
 MAX_VIEW_BLOCKS: Final = 100
 MAX_TEXT_CHARS: Final = 40_000  # chat.postMessage `text`; longer gives msg_too_long
+MAX_BLOCKS_TEXT_CHARS: Final = 12_000  # text across a message's blocks; more gives msg_blocks_too_long (see above)
 MAX_SECTION_TEXT: Final = 3000
+MAX_TEXT_OBJECT: Final = 3000  # any text object (a context element's, for one)
 MAX_SECTION_FIELDS: Final = 10
 MAX_FIELD_TEXT: Final = 2000
 MAX_HEADER_TEXT: Final = 150
@@ -34,6 +44,10 @@ MAX_ID: Final = 255  # action_id, block_id, callback_id, external_id
 MAX_VIEW_TITLE: Final = 24  # title, submit, close
 MAX_PRIVATE_METADATA: Final = 3000
 MAX_LABEL: Final = 2000
+MAX_PLACEHOLDER: Final = 150
+MAX_OPTIONS: Final = 100
+MAX_OPTION_TEXT: Final = 75
+MAX_OPTION_VALUE: Final = 150
 BUTTON_STYLES: Final = frozenset({"primary", "danger"})
 TEXT_TYPES: Final = frozenset({"plain_text", "mrkdwn"})
 
@@ -67,10 +81,48 @@ def _id(value: Any, pointer: str) -> list[str]:
     return []
 
 
+def _option(option: Any, pointer: str, *, plain_only: bool) -> list[str]:
+    if not isinstance(option, dict):
+        return [_err("must be an option object", pointer)]
+    problems = _text_object(option.get("text"), f"{pointer}/text", max_len=MAX_OPTION_TEXT, plain_only=plain_only)
+    value = option.get("value")
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_OPTION_VALUE:
+        problems.append(_err(f"must be 1 to {MAX_OPTION_VALUE} characters", f"{pointer}/value"))
+    if "description" in option:
+        problems += _text_object(
+            option["description"], f"{pointer}/description", max_len=MAX_OPTION_TEXT, plain_only=plain_only
+        )
+    return problems
+
+
+def _options(el: dict[str, Any], pointer: str) -> list[str]:
+    """Options of a select, radio buttons, checkboxes or overflow menu: ≤ 100, text ≤ 75, value ≤ 150."""
+    options = el.get("options")
+    if options is None:
+        return []
+    if not isinstance(options, list) or not 1 <= len(options) <= MAX_OPTIONS:
+        return [_err(f"must provide 1 to {MAX_OPTIONS} items", f"{pointer}/options")]
+    plain_only = el["type"] not in {"radio_buttons", "checkboxes"}  # those two also take mrkdwn option text
+    problems: list[str] = []
+    for i, option in enumerate(options):
+        problems += _option(option, f"{pointer}/options/{i}", plain_only=plain_only)
+    return problems
+
+
+def _context_element(el: Any, pointer: str) -> list[str]:
+    """A context block holds text objects (1–3000 characters) and images, nothing else."""
+    if isinstance(el, dict) and el.get("type") == "image":
+        return []
+    return _text_object(el, pointer, max_len=MAX_TEXT_OBJECT)
+
+
 def _element(el: Any, pointer: str, action_ids: set[str]) -> list[str]:
     if not isinstance(el, dict) or not isinstance(el.get("type"), str):
         return [_err("must be an element object with a type", pointer)]
     problems = _id(el.get("action_id"), f"{pointer}/action_id")
+    if "placeholder" in el:
+        problems += _text_object(el["placeholder"], f"{pointer}/placeholder", max_len=MAX_PLACEHOLDER, plain_only=True)
+    problems += _options(el, pointer)
     action_id = el.get("action_id")
     if isinstance(action_id, str):
         if action_id in action_ids:
@@ -120,6 +172,9 @@ def _block(block: Any, pointer: str, block_ids: set[str], action_ids: set[str]) 
         elements = block.get("elements")
         if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_CONTEXT_ELEMENTS:
             problems.append(_err(f"must provide 1 to {MAX_CONTEXT_ELEMENTS} items", f"{pointer}/elements"))
+        else:
+            for i, el in enumerate(elements):
+                problems += _context_element(el, f"{pointer}/elements/{i}")
     elif kind == "actions":
         elements = block.get("elements")
         if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_ACTIONS_ELEMENTS:
@@ -157,10 +212,21 @@ def check_blocks(
     return problems
 
 
+def blocks_text_chars(blocks: Any) -> int:
+    """The characters of every text object's ``text`` anywhere in ``blocks`` (what ``msg_blocks_too_long`` counts,
+    as far as it is known)."""
+    if isinstance(blocks, list):
+        return sum(blocks_text_chars(b) for b in blocks)
+    if not isinstance(blocks, dict):
+        return 0
+    own = len(blocks["text"]) if blocks.get("type") in TEXT_TYPES and isinstance(blocks.get("text"), str) else 0
+    return own + sum(blocks_text_chars(v) for v in blocks.values() if isinstance(v, (dict, list)))
+
+
 def check_view(view: Any) -> list[str]:
     """Check a modal or App Home view: type, title/submit/close (≤ 24, plain_text), blocks (≤ 100), ids, metadata.
 
-    Returns the problems found (empty if none). Does not check that a modal with inputs has a submit button.
+    Returns the problems found (empty if none).
     """
     if not isinstance(view, dict):
         return [_err("must be a view object", "/view")]
@@ -170,6 +236,10 @@ def check_view(view: Any) -> list[str]:
     problems: list[str] = []
     if kind == "modal" and "title" not in view:
         problems.append(_err("is required for modals", "/view/title"))
+    blocks = view.get("blocks")
+    has_input = isinstance(blocks, list) and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks)
+    if kind == "modal" and has_input and "submit" not in view:
+        problems.append(_err("is required when the view has an input block", "/view/submit"))
     for key in ("title", "submit", "close"):
         if key in view:
             problems += _text_object(view[key], f"/view/{key}", max_len=MAX_VIEW_TITLE, plain_only=True)

@@ -146,6 +146,8 @@ class WebApi:
             problems = limits.check_blocks(blocks, max_blocks=limits.MAX_MESSAGE_BLOCKS)
             if problems:
                 return fail("invalid_blocks", messages=problems), None
+            if limits.blocks_text_chars(blocks) > limits.MAX_BLOCKS_TEXT_CHARS:
+                return fail("msg_blocks_too_long"), None
         return None, blocks
 
     def _channel(self, params: dict[str, Any], key: str = "channel") -> str | None:
@@ -398,6 +400,8 @@ class WebApi:
         blocks = body.get("blocks")
         if blocks is not None and limits.check_blocks(blocks, max_blocks=limits.MAX_MESSAGE_BLOCKS):
             return Reply(400, "invalid_blocks")
+        if blocks is not None and limits.blocks_text_chars(blocks) > limits.MAX_BLOCKS_TEXT_CHARS:
+            return Reply(400, "msg_blocks_too_long")
         original = self.store.find_message(channel, message_ts) if channel and message_ts else None
         if body.get("delete_original"):
             if original is not None:

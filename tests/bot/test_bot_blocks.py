@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from bot.slack.blocks import (
     recommendation_blocks,
 )
 from bot.slack.text import truncate
+from bot.standin import limits
 from npo.types import Decision, FeedbackKind, Prediction, Verdict
 
 HUGE = "🔥ディスク" * 2000  # ~12 k characters, emoji and multi-byte
@@ -177,3 +180,37 @@ def test_the_notification_text_cannot_mention_anyone() -> None:
     text = fallback_text(_view("<!channel> & <@U0BOSS>"))
     assert "<" not in text and ">" not in text
     assert "&lt;!channel&gt; &amp; &lt;@U0BOSS&gt;" in text
+
+
+def test_the_largest_recommendation_message_is_one_slack_accepts() -> None:
+    """Every field at its largest and full of characters that escape to 4–5 (names, id, key, reason, labels, 30
+    answers with long reasons, a skip, an outcome): within each block's limits and within the text Slack takes across
+    a message's blocks (``msg_blocks_too_long``), as the stand-in checks them."""
+    amp = "&<>" * 166
+    p = Prediction(
+        id=("&" * 200), fault_type=amp, target=amp, action=amp, confidence=0.9, labels={f"&{i}": amp for i in range(50)}
+    )
+    d = Decision(p.id, amp, Verdict.SURFACE, "all_rules_passed", "&" * 3000, 0.9, 0.1, 0.8, 0.5, 1, 0.0)
+    answers = [Answer("&" * 200, FeedbackKind.OVERRIDE, 1.7e9 + i, "&" * 3000) for i in range(30)]
+    answers.append(Answer("system", FeedbackKind.SKIPPED, 1.7e9))
+    for outcome in (None, OutcomeView(True, 1.7e9, "&" * 200)):
+        blocks = recommendation_blocks(RecommendationView(p, d, tuple(answers), outcome))
+        _check_blocks(blocks)
+        assert limits.check_blocks(blocks, max_blocks=limits.MAX_MESSAGE_BLOCKS) == []
+        assert limits.blocks_text_chars(blocks) <= limits.MAX_BLOCKS_TEXT_CHARS
+
+
+@pytest.mark.parametrize("name", ["disk", "&<>" * 166])
+def test_a_digest_lists_what_fits_and_counts_the_rest(name: str) -> None:
+    views = [_view(name, 1) for _ in range(300)]
+    views = [
+        RecommendationView(replace(v.prediction, id=f"p{i}"), replace(v.decision, prediction_id=f"p{i}"))
+        for i, v in enumerate(views)
+    ]
+    blocks = digest_blocks(views, why="alert storm")
+    _check_blocks(blocks)
+    assert limits.blocks_text_chars(blocks) <= limits.MAX_BLOCKS_TEXT_CHARS
+    listed = [pid for b in blocks if b["type"] == "section" for pid in re.findall(r"id `(p\d+)`", b["text"]["text"])]
+    assert listed == [f"p{i}" for i in range(len(listed))]  # the first ones, in order
+    (note,) = [b["elements"][0]["text"] for b in blocks if b.get("block_id") == "npo_digest_more"]
+    assert note.startswith(f"…and {300 - len(listed)} more recommendations not shown")

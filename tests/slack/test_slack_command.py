@@ -93,7 +93,9 @@ def test_fit_lines() -> None:
     text = "\n".join(f"line {i}" for i in range(10))  # 69 characters
     four = "\n".join(f"line {i}" for i in range(4))  # 27 characters, + 1 + 38 of the note = 66
     assert fit_lines(text, 68) == four + "\n… (6 more lines: see `npo-bot report`)"
-    assert fit_lines("x" * 50 + "\nlast", 50) == "… (2 more lines: see `npo-bot report`)"
+    # A first line too long to fit whole is shortened, not left off: the reply used to be the note alone.
+    cut = fit_lines("x" * 50 + "\nlast", 50)
+    assert cut == "x" * 11 + "…\n… (1 more line: see `npo-bot report`)" and len(cut) == 50
     assert fit_lines("x" * 50 + "\n" + "y" * 60, 88) == "x" * 50 + "\n… (1 more line: see `npo-bot report`)"
     assert len(fit_lines("z" * 100, 20)) == 20  # no room even for the note: cut, with an ellipsis
 

@@ -151,6 +151,20 @@ def test_response_url_replaces_the_original_message(standin: StandIn, bot: Captu
     assert standin.messages("C1", include_ephemeral=True)[-1].ephemeral_to == "U1"
 
 
+def test_response_url_refuses_blocks_slack_would_refuse(standin: StandIn, bot: CapturingBot) -> None:
+    """The same block limits as chat.postMessage: a context over 3,000 characters, or over 12,000 characters of text
+    across the blocks, is refused and the message is left as it was."""
+    ts = post_recommendation(standin)
+    standin.click(bot.url, SECRET, user_id="U1", action_id="like", message=("C1", ts))
+    response_url = payload_of(bot.last()[1])["response_url"]
+    long_context = [{"type": "context", "elements": [{"type": "mrkdwn", "text": "c" * 3001}]}]
+    too_much = [{"type": "section", "text": {"type": "mrkdwn", "text": "s" * 3000}} for _ in range(5)]
+    for blocks, error in ((long_context, "invalid_blocks"), (too_much, "msg_blocks_too_long")):
+        reply = httpx.post(response_url, json={"text": "t", "blocks": blocks, "replace_original": True})
+        assert (reply.status_code, reply.text) == (400, error)
+    assert standin.message("C1", ts).text != "t"
+
+
 def test_submit_view_carries_callback_id_and_private_metadata(standin: StandIn, bot: CapturingBot) -> None:
     client = WebClient(base_url=standin.api_url, token=TOKEN, retry_handlers=[])
     view = {

@@ -25,6 +25,10 @@ def button(action_id: str = "like", text: str = "Like", **extra: Any) -> dict[st
     return {"type": "button", "action_id": action_id, "text": {"type": "plain_text", "text": text}, **extra}
 
 
+def context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
 def actions(*elements: dict[str, Any], block_id: str = "act") -> dict[str, Any]:
     return {"type": "actions", "block_id": block_id, "elements": list(elements)}
 
@@ -112,6 +116,16 @@ MESSAGE_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
         "invalid_blocks",
     ),
     "style purple": ({"text": "t", "blocks": [actions(button(style="purple"))]}, "invalid_blocks"),
+    # Slack's text objects hold 1–3000 characters wherever they are, and a context block holds only text and images;
+    # the stand-in used to check neither for a context's elements.
+    "context text 3001": ({"text": "t", "blocks": [context(LONG)]}, "invalid_blocks"),
+    "empty context text": ({"text": "t", "blocks": [context("")]}, "invalid_blocks"),
+    "button in a context": ({"text": "t", "blocks": [{"type": "context", "elements": [button()]}]}, "invalid_blocks"),
+    # The aggregate limit (slack-facts.md §3: about 13,000 characters across the blocks; the stand-in: 12,000).
+    "blocks text 12001": (
+        {"text": "t", "blocks": [section("s" * 3000) for _ in range(4)] + [section("s")]},
+        "msg_blocks_too_long",
+    ),
     "text 40001": ({"text": "y" * 40_001}, "msg_too_long"),
     "no text, no blocks": ({"text": ""}, "no_text"),
     "unknown channel": ({"channel": "C404", "text": "t"}, "channel_not_found"),
@@ -156,6 +170,20 @@ def test_limits_are_inclusive(standin: StandIn, client: WebClient) -> None:
     at_limit += [section(f"filler {i}") for i in range(48)]
     response = client.chat_postMessage(channel="C1", text="z" * 40_000, blocks=at_limit)
     assert len(standin.message("C1", response["ts"]).blocks) == 50
+
+
+def test_blocks_text_limit_is_inclusive_and_counts_every_text_object(standin: StandIn, client: WebClient) -> None:
+    """12,000 characters of text across the blocks (sections, fields, contexts, buttons) pass; one more does not."""
+    blocks = [section("s" * 3000), section("s" * 2990), context("c" * 3000)]
+    blocks.append(
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2000}, {"type": "mrkdwn", "text": "f" * 1000}]}
+    )
+    blocks.append(actions(button(text="b" * 10)))
+    assert sum(len(t) for t in ("s" * 3000, "s" * 2990, "c" * 3000, "f" * 3000, "b" * 10)) == 12_000
+    client.chat_postMessage(channel="C1", text="t", blocks=blocks)
+    blocks[-1] = actions(button(text="b" * 11))
+    assert error_of(lambda: client.chat_postMessage(channel="C1", text="t", blocks=blocks)) == "msg_blocks_too_long"
+    assert len(standin.messages("C1")) == 1
 
 
 def test_update_errors(standin: StandIn, client: WebClient) -> None:
@@ -232,6 +260,20 @@ def test_views_open_checks_trigger_ids(clocked_standin: StandIn, clock: FakeCloc
     assert error_of(lambda: client.views_open(trigger_id="1.2.abc", view=modal())) == "invalid_trigger_id"
 
 
+def option(text: str, value: str) -> dict[str, Any]:
+    return {"text": {"type": "plain_text", "text": text}, "value": value}
+
+
+def select_input(options: list[dict[str, Any]], placeholder: str = "Pick one") -> dict[str, Any]:
+    element = {
+        "type": "static_select",
+        "action_id": "pick",
+        "placeholder": {"type": "plain_text", "text": placeholder},
+        "options": options,
+    }
+    return {"type": "input", "block_id": "pick", "label": {"type": "plain_text", "text": "Pick"}, "element": element}
+
+
 VIEW_VIOLATIONS: dict[str, dict[str, Any]] = {
     "101 blocks": {"blocks": [section(f"s{i}") for i in range(101)]},
     "title 25": {"title": {"type": "plain_text", "text": "t" * 25}},
@@ -240,15 +282,23 @@ VIEW_VIOLATIONS: dict[str, dict[str, Any]] = {
     "private_metadata 3001": {"private_metadata": "m" * 3001},
     "callback_id 256": {"callback_id": "c" * 256},
     "button text 76 in modal": {"blocks": [actions(button(text="b" * 76))]},
+    # Option text ≤ 75 and value ≤ 150, ≤ 100 options, placeholder ≤ 150 (slack-facts.md §3 and slack_sdk's
+    # validators); a modal with an input block needs a submit button. The stand-in used to check none of them.
+    "option text 76": {"blocks": [select_input([option("o" * 76, "v")])]},
+    "option value 151": {"blocks": [select_input([option("o", "v" * 151)])]},
+    "101 options": {"blocks": [select_input([option(f"o{i}", f"v{i}") for i in range(101)])]},
+    "placeholder 151": {"blocks": [select_input([option("o", "v")], placeholder="p" * 151)]},
+    "input without submit": {"submit": None},
 }
 
 
 @pytest.mark.parametrize("case", list(VIEW_VIOLATIONS))
 def test_view_limits(standin: StandIn, client: WebClient, case: str) -> None:
-    view = modal(**VIEW_VIOLATIONS[case])
+    view = {k: v for k, v in modal(**VIEW_VIOLATIONS[case]).items() if v is not None}
     assert error_of(lambda: client.views_open(trigger_id=standin.issue_trigger_id(), view=view)) == "invalid_arguments"
-    home = view | {"type": "home"}
-    assert error_of(lambda: client.views_publish(user_id="U1", view=home)) == "invalid_arguments"
+    if case != "input without submit":  # a Home tab has no submit button
+        home = view | {"type": "home"}
+        assert error_of(lambda: client.views_publish(user_id="U1", view=home)) == "invalid_arguments"
     assert standin.views() == []
 
 
