@@ -62,7 +62,7 @@ MAX_ANSWER_LINES = 20
 MAX_ANSWER_REASON = 200  # characters of an answer's reason shown in the message (the full text stays stored)
 MAX_ANSWER_WHO = 80
 # Slack refuses a message whose blocks hold too much text in all (``msg_blocks_too_long``): the figure is undocumented,
-# about 13,000 characters (slack-facts.md §3, bolt-js#2509), so messages keep below 12,000 (the stand-in's limit).
+# about 13,000 characters (reported in bolt-js#2509), so messages keep below 12,000 (the stand-in's limit).
 MAX_MESSAGE_TEXT = 12_000
 MAX_SUMMARY_NAME = 900  # escaped characters of a fault type, target or action in a summary: all three fit 3000
 MAX_SHOWN_ID = 1000  # escaped characters of an id or a key shown in a message

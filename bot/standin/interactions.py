@@ -1,6 +1,6 @@
 """Acting as Slack towards the bot: build real-shaped interaction and event payloads, sign them, POST them.
 
-Payload shapes follow slack-facts §3 (bolt-python's scenario tests and docs.slack.dev). Builders read the
+Payload shapes follow bolt-python's scenario tests and docs.slack.dev. Builders read the
 stand-in's store (the clicked message, the opened view, users) and issue fresh trigger ids and response URLs;
 :func:`post_signed` does the HTTP part with httpx.
 """

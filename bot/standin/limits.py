@@ -7,9 +7,9 @@ for views). This module checks only the limits listed below; it is not a full Bl
 
 Sources: Slack's Block Kit reference (text objects 1–3000 characters; context elements are text objects or images;
 option text 75 and value 150, at most 100 options; placeholder 150; a modal with an input block needs ``submit``)
-and /work/shared/slack-facts.md §3 and §9 (the table of limits, and the aggregate ``msg_blocks_too_long``, which Slack
-does not document: about 13,000 characters of text across a message's blocks per bolt-js#2509 — the stand-in refuses
-above ``MAX_BLOCKS_TEXT_CHARS`` = 12,000, a margin below the reported figure).
+and, for the aggregate ``msg_blocks_too_long``, which Slack does not document, the reports in bolt-js#2509: about
+13,000 characters of text across a message's blocks — the stand-in refuses above ``MAX_BLOCKS_TEXT_CHARS`` =
+12,000, a margin below the reported figure.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ MESSAGE_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "context text 3001": ({"text": "t", "blocks": [context(LONG)]}, "invalid_blocks"),
     "empty context text": ({"text": "t", "blocks": [context("")]}, "invalid_blocks"),
     "button in a context": ({"text": "t", "blocks": [{"type": "context", "elements": [button()]}]}, "invalid_blocks"),
-    # The aggregate limit (slack-facts.md §3: about 13,000 characters across the blocks; the stand-in: 12,000).
+    # The aggregate limit (bolt-js#2509: about 13,000 characters across the blocks; the stand-in: 12,000).
     "blocks text 12001": (
         {"text": "t", "blocks": [section("s" * 3000) for _ in range(4)] + [section("s")]},
         "msg_blocks_too_long",
@@ -282,7 +282,7 @@ VIEW_VIOLATIONS: dict[str, dict[str, Any]] = {
     "private_metadata 3001": {"private_metadata": "m" * 3001},
     "callback_id 256": {"callback_id": "c" * 256},
     "button text 76 in modal": {"blocks": [actions(button(text="b" * 76))]},
-    # Option text ≤ 75 and value ≤ 150, ≤ 100 options, placeholder ≤ 150 (slack-facts.md §3 and slack_sdk's
+    # Option text ≤ 75 and value ≤ 150, ≤ 100 options, placeholder ≤ 150 (Block Kit reference and slack_sdk's
     # validators); a modal with an input block needs a submit button. The stand-in used to check none of them.
     "option text 76": {"blocks": [select_input([option("o" * 76, "v")])]},
     "option value 151": {"blocks": [select_input([option("o", "v" * 151)])]},
