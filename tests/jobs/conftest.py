@@ -10,6 +10,14 @@ from jobs_testing import OPS, TOKEN
 from slack_sdk import WebClient
 
 from bot.standin import StandIn, running_standin
+from storage import SQLiteStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    """A store on a fresh SQLite file of the test's own."""
+    with SQLiteStore(tmp_path / "npo.db") as s:
+        yield s
 
 
 @pytest.fixture

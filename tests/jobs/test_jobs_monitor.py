@@ -4,7 +4,6 @@ alert queued for the ops channel; and Approve / Dismiss (retraining, F_monitor, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,12 +28,6 @@ from storage.monitoring import get_proposal, open_proposal
 
 T0 = datetime(2025, 3, 24, 10, tzinfo=UTC).timestamp()
 CONFIG = MonitorConfig(loss_threshold=0.3, window=20, min_samples=10, cooldown_s=6 * 3600)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "npo.db") as s:
-        yield s
 
 
 def answer(store: SQLiteStore, first: int, kinds: list[FeedbackKind], *, at: float, fault_type: str) -> None:

@@ -5,9 +5,7 @@ name, and answers that carry no trust weight."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from jobs_testing import OPS, prediction, surface_and_post
@@ -27,12 +25,6 @@ from storage.monitoring import open_proposal
 OV, L = FeedbackKind.OVERRIDE, FeedbackKind.LIKE
 T0 = datetime(2025, 3, 24, 10, tzinfo=UTC).timestamp()
 CONFIG = MonitorConfig(loss_threshold=0.3, window=200, min_samples=10, cooldown_s=6 * 3600)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "npo.db") as s:
-        yield s
 
 
 def posted(store: SQLiteStore, types: list[str], *, at: float) -> None:

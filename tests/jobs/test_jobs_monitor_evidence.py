@@ -4,7 +4,6 @@ state survives a restart."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,12 +22,6 @@ T0 = datetime(2025, 3, 24, 10, tzinfo=UTC).timestamp()
 HOUR = 3600.0
 OV, L = FeedbackKind.OVERRIDE, FeedbackKind.LIKE
 CODE = {OV: 1.0, L: 0.0}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "npo.db") as s:
-        yield s
 
 
 def surface(store: SQLiteStore, n: int, *, at: float) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,6 @@ from storage.jobs import unanswered_before
 T0 = 1_742_990_000.0
 POSTED = T0 + 30.0
 TIMEOUT = 3600.0
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "npo.db") as s:
-        yield s
 
 
 def test_skipped_exactly_at_the_timeout_once(store: SQLiteStore) -> None:
