@@ -17,6 +17,8 @@ records the result:
 Posts (recommendations, digests, messages) are spaced ≥ 1 s per channel and kept in outbox order; updates and
 ephemeral replies are not spaced. More than ``storm_threshold`` recommendations pending for one channel are folded
 into one digest message; capped (``digest_item``) recommendations wait ``digest_delay_s`` and are folded likewise.
+A digest lists the first of them that fit one Slack message and marks exactly those sent; the rest waits for the
+channel's next slot and leads the next digest (one with no prediction in the database to list is failed).
 A restart resumes pending messages: a lease taken by a dead process expires and the message is sent then. A post
 that reached Slack but whose answer was lost (process killed mid-call, or a read timeout) can be sent twice: Slack
 offers no idempotency key for ``chat.postMessage``.
@@ -44,7 +46,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.metrics import Metrics
 from bot.service import NpoService
-from bot.slack.blocks import RecommendationView, digest_blocks, fallback_text, recommendation_blocks
+from bot.slack.blocks import RecommendationView, digest_blocks, digest_fit, fallback_text, recommendation_blocks
 from storage import LeaseLost, OutboxItem
 from storage.outbox import next_due_at, post_state, shares_message, storm_channels
 
@@ -329,25 +331,49 @@ class DeliveryWorker:
             return shares_message(conn, channel, ts)
 
     def _deliver_digest(self, channel: str, items: list[OutboxItem], *, storm: bool) -> None:
+        """Post one channel's folded ``items`` (in outbox order) as digests. Each message lists the first of them that
+        fit one message (``digest_fit``) and marks exactly those sent: a recommendation is never recorded as sent
+        unless a posted digest listed it. While the channel's pace allows, the next part goes out in this pass;
+        otherwise the rest is deferred to the channel's next slot, due together, and leads the next pass's digest
+        (still in outbox order; a deferral is not a try). A part that fails is retried or failed alone by
+        ``_handle_error``: the parts before it stay posted and marked, the rest wait as long as it does."""
         if self._ready_at.get(channel, 0.0) > self.clock():
             for item in items:
                 self._defer(item, self._ready_at[channel], "waiting for the channel's 1 message/s pace")
             return
         items = [item for item in items if self._leased(item)]
-        if not items:
-            return
-        views = [v for item in items if (v := self.service.recommendation(str(item.payload.get("prediction_id"))))]
-        why = "alert storm: too many at once for one channel" if storm else "channel hourly cap reached"
-        try:
-            posted_channel, ts = self._post(
-                channel, f"{len(views)} recommendations (digest)", digest_blocks(views, why=why)
-            )
-        except Exception as exc:
-            self._handle_error(items, exc)
-            return
+        rest: list[tuple[OutboxItem, RecommendationView]] = []
         for item in items:
-            self._record(item, self.store.mark_sent, posted_channel, ts)
-        self.metrics.inc("npo_deliveries_total", float(len(items)), kind="digest", result="sent")
+            try:
+                rest.append((item, self._view(str(item.payload.get("prediction_id")))))
+            except _Fail as exc:
+                self._handle_error([item], exc)  # nothing to list: failed, as a recommendation of its own would be
+        why = "alert storm: too many at once for one channel" if storm else "channel hourly cap reached"
+        while rest:
+            ready_at = self._ready_at.get(channel, 0.0)
+            if ready_at > self.clock():
+                for item, _ in rest:
+                    self._defer(item, ready_at, "the rest of a digest: waiting for the channel's 1 message/s pace")
+                return
+            if not all(self._leased(item) for item, _ in rest):
+                for item, _ in rest:  # the pass ran long: due again at once, claimed with a fresh lease
+                    self._defer(item, self.clock(), "the rest of a digest: this lease is nearly over")
+                return
+            fit = digest_fit([view for _, view in rest])
+            part, rest = rest[:fit], rest[fit:]
+            part_items = [item for item, _ in part]
+            blocks = digest_blocks([view for _, view in part], why=why, following=len(rest))
+            try:
+                posted_channel, ts = self._post(channel, f"{len(part)} recommendations (digest)", blocks)
+            except Exception as exc:
+                due = self._handle_error(part_items, exc)
+                after = self._ready_at.get(channel, self.clock()) if due is None else due
+                for item, _ in rest:  # not tried: they follow the part that failed, in outbox order
+                    self._defer(item, after, "the rest of a digest: after the part before it")
+                return
+            for item in part_items:
+                self._record(item, self.store.mark_sent, posted_channel, ts)
+            self.metrics.inc("npo_deliveries_total", float(len(part_items)), kind="digest", result="sent")
 
     # -- outcomes of a failed call -----------------------------------------------------------------------------
     def _retry_at(self, item: OutboxItem, at: float, reason: str) -> None:
@@ -357,7 +383,9 @@ class DeliveryWorker:
         """Not tried this pass (not a failure: the back-off is not raised)."""
         self._record(item, self.store.defer, at, reason)
 
-    def _handle_error(self, items: list[OutboxItem], exc: BaseException) -> None:
+    def _handle_error(self, items: list[OutboxItem], exc: BaseException) -> float | None:
+        """Record a failed call for ``items``: retried (returns when they are due again) or failed for good
+        (returns None)."""
         verdict = exc if isinstance(exc, _Retry | _Fail) else classify(exc, max(i.attempts for i in items))
         if isinstance(verdict, _Retry):
             at = self.clock() + verdict.after_s
@@ -378,7 +406,7 @@ class DeliveryWorker:
                 verdict,
             )
             self.metrics.inc("npo_deliveries_total", float(len(items)), kind=items[0].kind, result="retry")
-            return
+            return at
         for item in items:
             self._record(item, self.store.mark_failed, str(verdict))
         log.error(
@@ -390,3 +418,4 @@ class DeliveryWorker:
         )
         self.metrics.inc("npo_deliveries_total", float(len(items)), kind=items[0].kind, result="failed")
         self.metrics.inc("npo_delivery_failures_total", float(len(items)), error=verdict.code)
+        return None

@@ -7,6 +7,8 @@ has ≤ 50 blocks, section text ≤ 3000 characters, fields ≤ 2000, button tex
 ``danger`` only. Long text is truncated with an ellipsis, never rejected; a list that does not fit (labels, answers,
 digest lines, mutes) is cut between items and the rest counted (``…and 12 more``), never cut silently. A message's
 blocks hold at most ``MAX_MESSAGE_TEXT`` characters of text in all (Slack refuses longer ones: ``msg_blocks_too_long``).
+Digests are the exception to counting: the delivery worker lists only what fits one message (``digest_fit``) and
+posts the rest in the next digest, since a recommendation it marks sent must have been shown.
 """
 
 from __future__ import annotations
@@ -395,16 +397,32 @@ def _digest_line(v: RecommendationView) -> str:
     )
 
 
-def digest_blocks(views: Sequence[RecommendationView], *, why: str) -> list[Block]:
+DIGEST_SECTIONS = MAX_MESSAGE_BLOCKS - 2  # sections of digest lines: the header and the hint take the other two
+
+
+def digest_fit(views: Sequence[RecommendationView]) -> int:
+    """How many of ``views``, from the first, one digest message lists in full: whole lines, in order, within
+    ``DIGEST_TEXT`` characters and ``DIGEST_SECTIONS`` sections — at least one when there are any (a line is cut to
+    3,000 characters, well within the budget). ``digest_blocks`` of that many lists them all, with no "…not shown"
+    note; the delivery worker posts the rest in the next digest."""
+    _, placed = _sections([_digest_line(v) for v in views], DIGEST_SECTIONS, DIGEST_TEXT)
+    return max(placed, min(1, len(views)))
+
+
+def digest_blocks(views: Sequence[RecommendationView], *, why: str, following: int = 0) -> list[Block]:
     """One message for many recommendations (channel cap or alert storm): one line each, names shortened to
-    ``MAX_LIST_NAME`` characters. Lines that do not fit the message (``DIGEST_TEXT`` characters: Slack refuses a
-    message with much more text in its blocks) are left off and counted, with where to find them."""
+    ``MAX_LIST_NAME`` characters; the header counts them and, with ``following``, says how many more follow in the
+    next digest(s). Lines that do not fit the message (``DIGEST_TEXT`` characters: Slack refuses a message with much
+    more text in its blocks) are left off and counted, with where to find them — the delivery worker passes only
+    what fits (``digest_fit``), so its digests list every recommendation they count."""
     header = f":package: *{len(views)} recommendation(s) in one digest* — {escaped(why, 500)}"
+    if following > 0:
+        header += f" · {following} more to follow"
     blocks: list[Block] = [{"type": "section", "block_id": "npo_digest_header", "text": mrkdwn(header)}]
     blocks += _pack_lines(
         [_digest_line(v) for v in views],
         "npo_digest_",
-        MAX_MESSAGE_BLOCKS - 2,
+        DIGEST_SECTIONS,
         noun="recommendation",
         where="every one: `npo-bot db export --what decisions`",
         budget=DIGEST_TEXT,

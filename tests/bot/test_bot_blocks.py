@@ -16,6 +16,7 @@ from bot.slack.blocks import (
     OutcomeView,
     RecommendationView,
     digest_blocks,
+    digest_fit,
     fallback_text,
     home_view,
     override_modal,
@@ -214,3 +215,27 @@ def test_a_digest_lists_what_fits_and_counts_the_rest(name: str) -> None:
     assert listed == [f"p{i}" for i in range(len(listed))]  # the first ones, in order
     (note,) = [b["elements"][0]["text"] for b in blocks if b.get("block_id") == "npo_digest_more"]
     assert note.startswith(f"…and {300 - len(listed)} more recommendations not shown")
+
+
+@pytest.mark.parametrize("name", ["disk", "&<>" * 166])
+def test_digest_fit_is_what_one_digest_lists_in_full(name: str) -> None:
+    """The delivery worker posts ``digest_fit`` of the pending recommendations per digest and the rest in the next
+    one: that many are all listed, in order, within Slack's limits and with no "not shown" note, one more would not
+    fit, and the header counts what the message lists and says how many follow."""
+    views = [
+        RecommendationView(replace(v.prediction, id=f"p{i}"), replace(v.decision, prediction_id=f"p{i}"))
+        for i, v in enumerate(_view(name, 1) for _ in range(300))
+    ]
+    fit = digest_fit(views)
+    assert 0 < fit < 300
+    blocks = digest_blocks(views[:fit], why="alert storm", following=300 - fit)
+    _check_blocks(blocks)
+    assert limits.blocks_text_chars(blocks) <= limits.MAX_BLOCKS_TEXT_CHARS
+    listed = [pid for b in blocks if b["type"] == "section" for pid in re.findall(r"id `(p\d+)`", b["text"]["text"])]
+    assert listed == [f"p{i}" for i in range(fit)]
+    assert not [b for b in blocks if b.get("block_id") == "npo_digest_more"]
+    header = blocks[0]["text"]["text"]
+    assert header == f":package: *{fit} recommendation(s) in one digest* — alert storm · {300 - fit} more to follow"
+    assert any(b.get("block_id") == "npo_digest_more" for b in digest_blocks(views[: fit + 1], why="alert storm"))
+    assert "to follow" not in str(digest_blocks(views[:fit], why="alert storm")[0])
+    assert digest_fit(views[:1]) == 1 and digest_fit([]) == 0

@@ -1,0 +1,245 @@
+"""Digests too big for one Slack message, against the stand-in: every recommendation the outbox records as sent was
+listed in the message it records, the header counts what its message lists, posts keep the channel's pace, and a
+part that fails is retried (or failed) alone — the parts already posted are not posted again.
+
+A digest line here is ~600 characters (three names shortened to 80, the fault type's ``&`` escaped to ``&amp;``), so
+one message lists 16 of them."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from slack_sdk import WebClient
+from slack_testing import INCIDENT, TOKEN, BotUnderTest, make_settings, prediction, serving, wait_for
+
+from bot.app import build_bot
+from bot.delivery import DeliveryWorker, WorkerConfig
+from bot.metrics import Metrics
+from bot.standin import StandIn, limits
+from bot.standin.store import Call, Message
+
+HEADER = re.compile(r":package: \*(\d+) recommendation\(s\) in one digest\*")
+
+
+def _long(pid: str) -> dict[str, object]:
+    return prediction(pid, fault_type="ft-" + "&" * 300, target=f"{pid}-" + "x" * 300, action="a" * 300)
+
+
+def _listed(blocks: list[dict[str, object]]) -> list[str]:
+    """Prediction ids a message lists (its sections, in order)."""
+    return [pid for b in blocks if b.get("type") == "section" for pid in re.findall(r"id `([^`]+)`", str(b))]
+
+
+def _notes(blocks: list[dict[str, object]]) -> list[str]:
+    return [str(e["text"]) for b in blocks if b.get("type") == "context" for e in b["elements"]]  # type: ignore[attr-defined]
+
+
+def _header(message: Message) -> int | None:
+    match = HEADER.match(str(message.blocks[0].get("text", {}).get("text", "")))
+    return None if match is None else int(match.group(1))
+
+
+def _header_of(call: Call) -> int | None:
+    match = HEADER.match(str(call.body["blocks"][0]["text"]["text"]))
+    return None if match is None else int(match.group(1))
+
+
+def _sent(bot: BotUnderTest) -> list[tuple[str, str, str]]:
+    """(prediction id, channel, ts) of every recommendation or digest item the outbox records as sent."""
+    conn = sqlite3.connect(bot.bot.settings.db_path)
+    try:
+        rows = conn.execute(
+            "SELECT prediction_id, channel, message_ts FROM outbox WHERE state = 'sent' "
+            "AND kind IN ('recommendation', 'digest_item') ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def _posts(bot: BotUnderTest) -> list[Call]:
+    return [
+        c
+        for c in bot.standin.calls("chat.postMessage")
+        if c.status == 200 and isinstance(c.response, dict) and c.response.get("ok")
+    ]
+
+
+def _assert_sent_means_listed(bot: BotUnderTest, pids: list[str]) -> None:
+    """Each of ``pids`` is recorded as sent once, in a message that lists it; each is listed in exactly one message;
+    each digest's header counts what it lists and hides nothing."""
+    messages = {(m.channel, m.ts): m for m in bot.standin.messages(INCIDENT)}
+    sent = _sent(bot)
+    assert sorted(pid for pid, _, _ in sent) == sorted(pids)
+    unlisted = [pid for pid, channel, ts in sent if pid not in _listed(messages[(channel, ts)].blocks)]
+    assert not unlisted, f"{len(unlisted)} marked sent but not listed in their message, e.g. {unlisted[:3]}"
+    listed = Counter(pid for m in messages.values() for pid in _listed(m.blocks))
+    assert set(listed) == set(pids) and set(listed.values()) == {1}
+    for message in messages.values():
+        assert limits.blocks_text_chars(message.blocks) <= limits.MAX_BLOCKS_TEXT_CHARS
+        count = _header(message)
+        if count is not None:
+            assert count == len(_listed(message.blocks)), message.blocks[0]
+            assert not [n for n in _notes(message.blocks) if "not shown" in n]
+
+
+@pytest.fixture
+def digest_bot(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
+    """A storm is > 3 pending recommendations; capped recommendations (past the default policy's 20 an hour) are
+    gathered for 0.2 s."""
+    built = build_bot(make_settings(tmp_path, standin, storm_threshold=3, digest_delay_s=0.2), seed=1)
+    with serving(built, standin) as served:
+        yield served
+
+
+def test_a_digest_too_big_for_one_message_goes_out_in_paced_parts_each_marking_what_it_lists(
+    digest_bot: BotUnderTest,
+) -> None:
+    """50 recommendations: 20 surfaced at once (a storm) and 30 over the hourly cap. The worker used to post one
+    digest per channel listing the 16 lines that fit, say "…and 4 more recommendations not shown", and mark all 20
+    sent (then the same for the 30) — the ones not shown were never delivered to anyone."""
+    bot = digest_bot
+    pids = [f"s{i:03d}" for i in range(50)]
+    assert bot.ingest([_long(pid) for pid in pids]).status_code == 200
+    wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=30)
+    assert not bot.bot.store.outbox("failed")
+    _assert_sent_means_listed(bot, pids)
+    posts = _posts(bot)
+    assert len(posts) == 4  # 16 + 16 + 16 + 2 lines: the storm's rest leads the capped ones
+    assert [_header_of(c) for c in posts] == [16, 16, 16, 2]
+    assert "· 4 more to follow" in str(posts[0].body["blocks"][0])  # the storm's rest, in the next pass
+    gaps = [b.monotonic - a.monotonic for a, b in itertools.pairwise(posts)]
+    assert min(gaps) >= 0.99, gaps  # the channel's 1 message/s, between the parts too
+    assert [pid for c in posts for pid in _listed(c.body["blocks"])] == pids  # outbox order
+    assert all(item.attempts == 1 for item in bot.bot.store.outbox("sent"))  # waits for a part are not tries
+    metrics = bot.bot.metrics
+    assert metrics.counter("npo_deliveries_total", kind="digest", result="sent") == 50
+    assert metrics.counter("npo_deliveries_total", kind="recommendation", result="sent") == 0
+
+
+def test_a_part_that_fails_once_is_retried_and_the_parts_already_posted_are_not_posted_again(
+    digest_bot: BotUnderTest,
+) -> None:
+    """The third part gets a 500 once (Slack posted nothing): it is retried, with the part after it waiting behind
+    it; the parts already posted and marked are not posted again; every recommendation is listed once."""
+    bot = digest_bot
+    pids = [f"r{i:03d}" for i in range(60)]
+    assert bot.ingest([_long(pid) for pid in pids]).status_code == 200
+    wait_for(lambda: len(bot.standin.messages(INCIDENT)) >= 2, timeout=10)
+    bot.standin.faults.server_error("chat.postMessage", times=1)  # the next part
+    wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=30)
+    assert not bot.bot.store.outbox("failed")
+    _assert_sent_means_listed(bot, pids)
+    calls = bot.standin.calls("chat.postMessage")
+    assert [c.status for c in calls].count(500) == 1
+    assert len(calls) == len(_posts(bot)) + 1  # one try more than messages: the part that failed, once
+    assert [pid for c in _posts(bot) for pid in _listed(c.body["blocks"])] == pids  # outbox order, the retry too
+    assert bot.bot.metrics.counter("npo_deliveries_total", kind="digest", result="sent") == 60
+
+
+def test_a_part_that_fails_for_good_fails_alone(digest_bot: BotUnderTest) -> None:
+    """Slack refuses the third part for good: exactly the recommendations it listed are marked failed (and counted
+    failed); the parts before and after it are posted, each recommendation of theirs once."""
+    bot = digest_bot
+    pids = [f"f{i:03d}" for i in range(60)]
+    assert bot.ingest([_long(pid) for pid in pids]).status_code == 200
+    wait_for(lambda: len(bot.standin.messages(INCIDENT)) >= 2, timeout=10)
+    bot.standin.faults.error("chat.postMessage", "invalid_blocks", times=1)
+    wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=30)
+    calls = bot.standin.calls("chat.postMessage")
+    refusals = [c for c in calls if isinstance(c.response, dict) and c.response.get("error") == "invalid_blocks"]
+    assert len(refusals) == 1, f"{len(calls)} posts: no third part was tried"
+    refused = refusals[0]
+    lost = _listed(refused.body["blocks"])
+    assert lost == pids[32:48] and _header_of(refused) == len(lost)
+    assert _listed(calls[-1].body["blocks"]) == pids[48:]  # the part after it, posted in the next pass
+    failed = bot.bot.store.outbox("failed")
+    assert sorted(str(item.prediction_id) for item in failed) == sorted(lost)
+    assert all(item.last_error == "invalid_blocks" for item in failed)
+    _assert_sent_means_listed(bot, [pid for pid in pids if pid not in lost])
+    metrics = bot.bot.metrics
+    assert metrics.counter("npo_deliveries_total", kind="digest", result="sent") == 60 - len(lost)
+    assert metrics.counter("npo_delivery_failures_total", error="invalid_blocks") == len(lost)
+
+
+# -- one pass at a time: the worker driven by hand, with its own clock -------------------------------------------
+QUEUED = [f"q{i:02d}" for i in range(40)]  # 20 recommendations (a storm) and 20 over the cap: parts of 16, 16, 8
+
+
+@pytest.fixture
+def queued(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
+    """The bot with its own worker off and ``QUEUED`` waiting in the outbox, all due for one digest."""
+    settings = make_settings(tmp_path, standin, storm_threshold=3, digest_delay_s=0.0)
+    with serving(build_bot(settings, seed=1, run_worker=False), standin) as served:
+        assert served.ingest([_long(pid) for pid in QUEUED]).status_code == 200
+        yield served
+
+
+def _worker(bot: BotUnderTest, clock: Callable[[], float], *, post_interval_s: float = 1.0) -> DeliveryWorker:
+    client = WebClient(base_url=bot.standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+    config = WorkerConfig(post_interval_s=post_interval_s, storm_threshold=3, digest_delay_s=0.0)
+    return DeliveryWorker(bot.bot.service, client, Metrics(), config, clock=clock)
+
+
+def test_a_pass_posts_one_part_and_defers_the_rest_to_the_channel_s_next_slot(queued: BotUnderTest) -> None:
+    """At 1 message/s a pass posts one part; the rest waits, not as a failed try, until the channel's next slot,
+    when it leads the next digest."""
+    now = [time.time() + 1]
+    worker = _worker(queued, lambda: now[0])
+    assert worker.run_once() == 40
+    (message,) = queued.standin.messages(INCIDENT)
+    assert _listed(message.blocks) == QUEUED[:16] and _header(message) == 16
+    pending = queued.bot.store.outbox("pending")
+    assert [item.prediction_id for item in pending] == QUEUED[16:]
+    assert all(item.attempts == 0 and item.next_attempt_at == pytest.approx(now[0] + 1.0) for item in pending)
+    assert worker.run_once() == 0  # nothing is due before the channel's next slot
+    now[0] += 1.0
+    assert worker.run_once() == 24
+    now[0] += 1.0
+    assert worker.run_once() == 8 and not queued.bot.store.outbox("pending")
+    assert [_header(m) for m in queued.standin.messages(INCIDENT)] == [16, 16, 8]
+    _assert_sent_means_listed(queued, QUEUED)
+    assert worker.metrics.counter("npo_deliveries_total", kind="digest", result="sent") == 40
+
+
+def test_without_pacing_one_pass_posts_every_part(queued: BotUnderTest) -> None:
+    worker = _worker(queued, time.time, post_interval_s=0.0)
+    assert worker.run_once() == 40 and not queued.bot.store.outbox("pending")
+    messages = queued.standin.messages(INCIDENT)
+    assert [_header(m) for m in messages] == [16, 16, 8]
+    headers = [str(m.blocks[0]["text"]["text"]) for m in messages]
+    assert headers[0].endswith(" · 24 more to follow") and headers[1].endswith(" · 8 more to follow")
+    assert "to follow" not in headers[2]
+    _assert_sent_means_listed(queued, QUEUED)
+
+
+def test_the_rest_of_a_digest_is_not_sent_on_a_lease_nearly_over(queued: BotUnderTest) -> None:
+    """Each post takes 55 s of the 60 s lease (the clock moves with the stand-in's calls): after a part, less than
+    ``LEASE_MARGIN_S`` is left, so the rest is deferred — due at once, claimed again with a fresh lease — instead of
+    being posted on a lease another worker may already hold."""
+    start = time.time() + 1
+    worker = _worker(queued, lambda: start + 55.0 * len(queued.standin.calls("chat.postMessage")), post_interval_s=0.0)
+    assert [worker.run_once() for _ in range(3)] == [40, 24, 8]
+    assert [_header(m) for m in queued.standin.messages(INCIDENT)] == [16, 16, 8]
+    assert all(item.attempts == 1 for item in queued.bot.store.outbox("sent"))
+    _assert_sent_means_listed(queued, QUEUED)
+
+
+def test_a_digest_item_whose_prediction_is_gone_is_failed_not_marked_sent(queued: BotUnderTest) -> None:
+    """A digest could not list it, so it is failed (``not_in_database``, as a recommendation of its own would be)
+    instead of being recorded as sent in a message that never showed it."""
+    ghost = queued.bot.store.enqueue(INCIDENT, "digest_item", {"prediction_id": "ghost"}, time.time())
+    worker = _worker(queued, time.time, post_interval_s=0.0)
+    assert worker.run_once() == 41 and not queued.bot.store.outbox("pending")
+    failed = queued.bot.store.outbox("failed")
+    assert [(item.id, item.last_error) for item in failed] == [(ghost, "prediction 'ghost' is not in the database")]
+    assert worker.metrics.counter("npo_delivery_failures_total", error="not_in_database") == 1
+    assert "ghost" not in str([m.blocks for m in queued.standin.messages(INCIDENT)])
+    _assert_sent_means_listed(queued, QUEUED)
