@@ -101,6 +101,7 @@ class Settings:
     monitor_window: int = 200  # the most recent answers L_align is averaged over
     monitor_min_samples: int = 30  # answers needed in the window before L_align may trigger
     monitor_cooldown_h: float = 6.0  # hours after a proposal before the next one
+    monitor_proposal_expiry_h: float = 168.0  # hours after which a proposal nobody answered expires
     weekly_summary_at: tuple[str, int, int] = ("mon", 9, 0)  # weekday name, hour, minute in ``timezone``
     team_id: str = "T00000000"
     bot_user_id: str = "U00000000"
@@ -408,6 +409,7 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         monitor_window=r.optional("NPO_MONITOR_WINDOW", 200, _int_in(10, 100_000)),
         monitor_min_samples=r.optional("NPO_MONITOR_MIN_SAMPLES", 30, _int_in(1, 100_000)),
         monitor_cooldown_h=r.optional("NPO_MONITOR_COOLDOWN_H", 6.0, _float_in(0, 24 * 30)),
+        monitor_proposal_expiry_h=r.optional("NPO_MONITOR_PROPOSAL_EXPIRY_H", 168.0, _float_in(1, 24 * 90)),
         weekly_summary_at=r.optional("NPO_WEEKLY_SUMMARY_AT", ("mon", 9, 0), _weekly_at),
         team_id=r.optional("SLACK_TEAM_ID", "T00000000", str),
         bot_user_id=r.optional("SLACK_BOT_USER_ID", "U00000000", str),

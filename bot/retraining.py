@@ -10,7 +10,9 @@ weight (each answer is weighted by its operator's trust, as in m(k)) — and on 
 size (``npo.misalignment.reset_key``; m(k) is kept) so the loop re-learns the changed world quickly. Dismiss records
 that the monitor was wrong. Either answer closes the proposal, counts toward F_monitor, is audited, and queues a
 thread reply under the alert and an update of the alert (its buttons replaced by the result) — in one transaction.
-A proposal already resolved changes nothing, and says who resolved it.
+A proposal already resolved changes nothing, and says who resolved it. So does an expired one — the meta-monitor
+closed it unanswered (``bot.jobs.monitor``), or its deadline has passed and the next run will — and the answer
+says when it expired.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bot.service import MessageRef
-from bot.slack.monitor_blocks import resolved_blocks
+from bot.slack.monitor_blocks import resolved_blocks, slack_time
 from npo.misalignment import reset_key
 from npo.monitor import monitor_fidelity, record_ground_truth
 from npo.monitor import resolve_proposal as close_proposal
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 TRAINING_ROWS = 20_000
 THREAD_KIND = "thread_reply"
 UPDATE_KIND = "message_update"
-Status = Literal["approved", "dismissed", "already_resolved", "unknown"]
+Status = Literal["approved", "dismissed", "already_resolved", "expired", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,25 @@ def _already(proposal: Proposal) -> str:
     return f"Proposal #{proposal.id} was already {proposal.state}{by}."
 
 
+def expired_at(proposal: Proposal, now: float) -> float | None:
+    """When ``proposal`` expired, if it has by ``now``: recorded as expired, or still open past its deadline (the
+    monitor records it at its next run). None otherwise."""
+    if proposal.state == "expired":
+        return proposal.resolved_at if proposal.resolved_at is not None else proposal.expires_at or proposal.opened_at
+    if proposal.state == "open" and proposal.expires_at is not None and now >= proposal.expires_at:
+        return proposal.expires_at
+    return None
+
+
+def _expired(proposal: Proposal, at: float) -> Resolution:
+    text = (
+        f"Retraining proposal #{proposal.id} expired unanswered at {slack_time(at)}, so it can no longer be "
+        "approved or dismissed (an expired proposal does not count toward F_monitor); the meta-monitor raises a new "
+        "alert if the drift persists."
+    )
+    return Resolution("expired", proposal.id, text)
+
+
 def resolve(
     store: SQLiteStore,
     proposal_id: int,
@@ -119,12 +140,16 @@ def resolve(
         proposal = get_proposal(conn, proposal_id)
     if proposal is None:
         return Resolution("unknown", proposal_id, f"There is no retraining proposal #{proposal_id}.")
+    if (expired := expired_at(proposal, now)) is not None:
+        return _expired(proposal, expired)
     if proposal.state != "open":
         return Resolution("already_resolved", proposal_id, _already(proposal))
     result = fit_candidate(store, now=now) if approved else None
     keys_reset = 0
     with store.transaction() as tx:
         current = get_proposal(tx.connection, proposal_id)  # under the write lock: no other answer can slip in
+        if current is not None and (expired := expired_at(current, now)) is not None:
+            return _expired(current, expired)  # the monitor closed it while the candidate was fitted
         if current is None or current.state != "open":
             return Resolution("already_resolved", proposal_id, _already(current or proposal))
         version = None

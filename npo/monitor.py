@@ -31,14 +31,32 @@ a drift alarm is up, but never while a proposal is open and never within ``coold
 "Above θ" means by more than floating-point rounding (:data:`LOSS_TOLERANCE`): a channel nobody answers has every
 code at λ = 0.3 = θ, and the mean of 60 such codes is 0.30000000000000004 — which is not a loss above θ.
 
+**A drift alarm that is held back is remembered** (:class:`HeldAlarm`). The detector's running mean follows the new
+level of y, so under a change that *persists* the statistic rises above h and later falls back below it on its own
+(a rise of the override rate 0 → 0.25 after 100 answers alarms from the 236th answer to the 884th). When that
+happens while a proposal is open or the cooldown holds alerts back, the level the next free run reads is no alarm
+and the change would never be reported. So the first run that holds an alarm back keeps the level of y before
+the change (:func:`page_hinkley_baseline`) and counts the answers after the detector was last in alarm
+(:func:`held_alarm_observe`); the alarm stands for the next run that may trigger while those answers still average
+more than δ above that level (or are fewer than ``page_hinkley.min_samples``: too few to say the change is over)
+— :func:`held_alarm_persists` — and is forgotten once a run finds it has not held, or an alert is raised.
+(``bot.jobs.monitor`` keeps it between runs; the simulation, ``npo.sim.engine``, does not: there an alarm its
+cooldown holds back is forgotten at the next check.)
+
+**An unanswered proposal expires** ``proposal_expiry_s`` after the run that raised it
+(:func:`proposal_expires_at`): :func:`expire_proposal` closes it without counting toward F_monitor (nobody judged
+the alert), so the monitor may propose again — on new evidence: L_align counts the answers after the last
+proposal, expired or not, so an alert nobody answered is not raised again on the same answers.
+
 F_monitor = E[1(A_t = G_t)] is counted by :func:`record_ground_truth`: A_t is what the monitor did (triggered
 or not), G_t the ideal response — the engineers' Approve / Dismiss in production, the known drift in
-simulation.
+simulation. An expired proposal has no G_t and is not counted.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -130,6 +148,19 @@ def page_hinkley_update(state: PageHinkleyState, y: float, config: PageHinkleyCo
     return new, page_hinkley_alarm(new, config)
 
 
+def page_hinkley_baseline(codes: Iterable[float], config: PageHinkleyConfig) -> float:
+    """The level of y before the change the detector reacts to: its running mean at the last sample where the
+    cumulative sum C reached its minimum C_min (the usual Page–Hinkley estimate of the change point), replaying
+    ``codes`` from the empty detector. 0.0 without codes. Raises :class:`InvalidRecord` for a code outside [0, 1].
+    """
+    state, baseline = PageHinkleyState(), 0.0
+    for y in codes:
+        state, _ = page_hinkley_update(state, y, config)
+        if state.cumulative <= state.minimum:
+            baseline = state.mean
+    return baseline
+
+
 def page_hinkley_step(
     n: IntArray | FloatArray,
     mean: FloatArray,
@@ -172,7 +203,8 @@ class MonitorConfig:
     reported in reasons).
     ``cooldown_s``: seconds after a trigger during which no new trigger happens (default 6 h).
     ``min_samples``: answers needed in the window before L_align may trigger. ``page_hinkley``: the
-    drift detector's configuration (used by :func:`observe_feedback`).
+    drift detector's configuration (used by :func:`observe_feedback`). ``proposal_expiry_s``: seconds after the
+    trigger at which a proposal nobody answered expires (default 7 days: :func:`proposal_expires_at`).
     """
 
     loss_threshold: float = 0.3
@@ -180,6 +212,7 @@ class MonitorConfig:
     cooldown_s: float = 6 * 3600.0
     min_samples: int = 30
     page_hinkley: PageHinkleyConfig = field(default_factory=PageHinkleyConfig)
+    proposal_expiry_s: float = 7 * 86_400.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.loss_threshold) and 0.0 <= self.loss_threshold <= 1.0):
@@ -190,6 +223,10 @@ class MonitorConfig:
             raise InvalidRecord("monitor.cooldown_s", f"must be a finite number of seconds >= 0, got {self.cooldown_s}")
         if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 1:
             raise InvalidRecord("monitor.min_samples", f"must be an integer >= 1, got {self.min_samples!r}")
+        if not (math.isfinite(self.proposal_expiry_s) and self.proposal_expiry_s > 0.0):
+            raise InvalidRecord(
+                "monitor.proposal_expiry_s", f"must be a finite number of seconds > 0, got {self.proposal_expiry_s}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,10 +247,66 @@ class MonitorState:
 
 @dataclass(frozen=True, slots=True)
 class MonitorDecision:
-    """One monitor run's verdict: ``trigger`` a retraining proposal or not, and a readable ``reason``."""
+    """One monitor run's verdict: ``trigger`` a retraining proposal or not, and a readable ``reason``.
+    ``held_back``: a cause was there, but an open proposal or the cooldown held the trigger back."""
 
     trigger: bool
     reason: str
+    held_back: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAlarm:
+    """A drift alarm a run held back (a proposal was open, or the cooldown): see the module docstring.
+
+    ``raised_at``: the (scheduled) time of the first run that held it back. ``baseline``: the level of y before the
+    change (:func:`page_hinkley_baseline`). ``n_after`` / ``sum_after``: how many codes arrived after the detector
+    was last in alarm, and their sum.
+    """
+
+    raised_at: float
+    baseline: float
+    n_after: int = 0
+    sum_after: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("raised_at", "baseline", "sum_after"):
+            if not math.isfinite(getattr(self, name)):
+                raise InvalidRecord(f"held_alarm.{name}", f"must be a finite number, got {getattr(self, name)!r}")
+        if not 0.0 <= self.baseline <= 1.0:
+            raise InvalidRecord("held_alarm.baseline", f"must be in [0, 1], got {self.baseline}")
+        if isinstance(self.n_after, bool) or not isinstance(self.n_after, int) or self.n_after < 0:
+            raise InvalidRecord("held_alarm.n_after", f"must be an integer >= 0, got {self.n_after!r}")
+        if not 0.0 <= self.sum_after <= self.n_after + 1e-9:
+            raise InvalidRecord("held_alarm.sum_after", f"must be in [0, n_after], got {self.sum_after}")
+
+    @property
+    def mean_after(self) -> float | None:
+        """The mean code since the detector was last in alarm (None before any)."""
+        return None if self.n_after == 0 else self.sum_after / self.n_after
+
+
+def held_alarm_observe(held: HeldAlarm, y: float, alarm: bool) -> HeldAlarm:
+    """Account one more code ``y`` (fed to the detector, which answered ``alarm``): while the detector is in
+    alarm the count starts again, otherwise ``y`` is one more answer after the alarm."""
+    y = _check_code(y)
+    if alarm:
+        return replace(held, n_after=0, sum_after=0.0)
+    return replace(held, n_after=held.n_after + 1, sum_after=held.sum_after + y)
+
+
+def held_alarm_persists(held: HeldAlarm, config: MonitorConfig) -> bool:
+    """Whether a held-back alarm still stands: fewer than ``page_hinkley.min_samples`` answers since the detector
+    was last in alarm (too few to say the change is over), or their mean more than δ above the level before the
+    change."""
+    ph = config.page_hinkley
+    mean = held.mean_after
+    return mean is None or held.n_after < ph.min_samples or mean > held.baseline + ph.delta + LOSS_TOLERANCE
+
+
+def proposal_expires_at(trigger_at: float, config: MonitorConfig) -> float:
+    """When a proposal raised at ``trigger_at`` (Unix seconds) expires if nobody answers it."""
+    return float(trigger_at) + config.proposal_expiry_s
 
 
 def _utc(t: float) -> str:
@@ -238,6 +331,7 @@ def evaluate_monitor(
     now: float,
     *,
     since_last_proposal: bool = False,
+    held_alarm: HeldAlarm | None = None,
 ) -> tuple[MonitorDecision, MonitorState]:
     """One scheduled monitor run: decide whether to open a retraining proposal.
 
@@ -245,10 +339,12 @@ def evaluate_monitor(
     many answers it averages (reasons call them answers: with several people answering one recommendation, the
     count is not of recommendations); ``drift_alarm``: the Page–Hinkley alarm (e.g.
     ``page_hinkley_alarm(state.ph, config.page_hinkley)``); ``now``: Unix seconds; ``since_last_proposal``: the
-    window holds only the answers recorded since the last proposal (the reason says so).
+    window holds only the answers recorded since the last proposal (the reason says so); ``held_alarm``: a drift
+    alarm an earlier run held back, which counts as one while :func:`held_alarm_persists`.
 
-    Triggers when (L_align > θ with n_in_window ≥ min_samples) or drift_alarm — unless a proposal is open or
-    the last trigger is less than ``cooldown_s`` ago (the reason then starts with ``"suppressed:"``). A
+    Triggers when (L_align > θ with n_in_window ≥ min_samples) or drift_alarm (or a held alarm that persists) —
+    unless a proposal is open or the last trigger is less than ``cooldown_s`` ago (the reason then starts with
+    ``"suppressed:"`` and the decision is ``held_back``). A
     trigger sets ``open_proposal``, ``last_trigger_at = now`` and resets the drift detector. Does not count
     the decision toward F_monitor (the ideal answer is known only later: :func:`record_ground_truth`), does
     not post anything and does not retrain.
@@ -274,17 +370,36 @@ def evaluate_monitor(
         quiet = f"L_align {window_loss:.2f} ≤ {theta:.2f} over {n_in_window} answers{since}"
     if drift_alarm:
         causes.append("Page-Hinkley drift alarm")
+    elif held_alarm is not None and held_alarm_persists(held_alarm, config):
+        causes.append(_held_cause(held_alarm, config))
 
     if not causes:
         return MonitorDecision(False, f"no trigger: {quiet}; no drift alarm"), state
     cause = "; ".join(causes)
     if state.open_proposal:
-        return MonitorDecision(False, f"suppressed: proposal already open ({cause})"), state
+        return MonitorDecision(False, f"suppressed: proposal already open ({cause})", held_back=True), state
     if state.last_trigger_at is not None and now - state.last_trigger_at < config.cooldown_s:
         until = state.last_trigger_at + config.cooldown_s
-        return MonitorDecision(False, f"suppressed: cooldown until {_utc(until)} ({cause})"), state
+        return MonitorDecision(False, f"suppressed: cooldown until {_utc(until)} ({cause})", held_back=True), state
     new_state = replace(state, last_trigger_at=float(now), open_proposal=True, ph=PageHinkleyState())
     return MonitorDecision(True, cause), new_state
+
+
+def _held_cause(held: HeldAlarm, config: MonitorConfig) -> str:
+    since = f"Page-Hinkley drift alarm held back since {_utc(held.raised_at)}"
+    mean = held.mean_after
+    if mean is None or held.n_after < config.page_hinkley.min_samples:
+        return f"{since} (only {held.n_after} answers after it)"
+    after = f"the {held.n_after} answers after it average {mean:.2f}"
+    return f"{since} ({after}, above {held.baseline:.2f} before the change)"
+
+
+def expire_proposal(state: MonitorState) -> MonitorState:
+    """Close the open proposal because nobody answered it in time (:func:`proposal_expires_at`); a no-op when none
+    is open. Not counted toward F_monitor (there is no answer to judge) and the cooldown is not touched."""
+    if not state.open_proposal:
+        return state
+    return replace(state, open_proposal=False)
 
 
 def resolve_proposal(state: MonitorState, approved: bool) -> MonitorState:

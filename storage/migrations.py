@@ -27,6 +27,11 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
 8. ``m008_cheap_checks``: CHECKs of the form ``x IN (three or more constants)`` rewritten as ORs of equalities.
 9. ``m009_answers_in_feedback``: the ``effective_answers`` table and the global request-id index replaced by one
    index of ``feedback`` (prediction, operator, request id); ``effective_answers`` becomes a view.
+10. ``m010_actions_without_case``: ``recommendations_open_by_cluster`` rebuilt on ``(cluster, lower(action))``
+    (the policy compares action names without case).
+11. ``m011_outcome_arrival``: ``outcomes.recorded_at``, when NPO received the outcome.
+12. ``m012_proposal_expiry``: a retraining proposal nobody answers expires: ``retraining_proposals`` gets the state
+    ``expired`` and the column ``expires_at`` (its deadline, set when the monitor opens it).
 
 ``storage/README.md`` says why each one was made, with the figures.
 """
@@ -766,6 +771,29 @@ def m011_outcome_arrival(db: Database) -> None:
     at)``, so one that arrives after its week's summary was posted is in the next summary instead of none.
     Outcomes stored before have no arrival time (NULL) and keep being counted by ``at``."""
     db.execute("ALTER TABLE outcomes ADD COLUMN recorded_at REAL")
+
+
+_PROPOSAL_STATES = "CHECK ((state = 'open' OR state = 'approved' OR state = 'dismissed'))"
+_PROPOSAL_STATES_EXPIRY = "CHECK ((state = 'open' OR state = 'approved' OR state = 'dismissed' OR state = 'expired'))"
+
+
+@MIGRATIONS(name="m012_proposal_expiry")
+def m012_proposal_expiry(db: Database) -> None:
+    """A retraining proposal nobody answers expires (``npo.monitor.proposal_expires_at``), so the monitor is not
+    silenced for good by one open proposal: ``retraining_proposals.state`` may be ``expired`` (neither approved nor
+    dismissed: F_monitor does not count it; ``resolved_at`` is when it expired, ``resolved_by`` stays NULL), and
+    ``expires_at`` records the deadline the monitor set when it opened the proposal. Proposals stored before have
+    no deadline (NULL): the monitor counts theirs from ``opened_at`` with the configured expiry. The table is
+    rebuilt (a CHECK cannot be altered), keeping every row and id."""
+    conn = db.conn
+    (sql,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'retraining_proposals'"
+    ).fetchone()
+    if _PROPOSAL_STATES not in sql:
+        raise StorageError("retraining_proposals", "schema", "cannot rebuild: the state CHECK is not as m008 wrote it")
+    new = sql.replace(_PROPOSAL_STATES, _PROPOSAL_STATES_EXPIRY, 1)
+    new = new[: new.rindex(")")].rstrip() + ",\n    expires_at REAL\n)"
+    _rebuild(db, {"retraining_proposals": new})
 
 
 KNOWN_MIGRATIONS = tuple(m.name for m in MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))

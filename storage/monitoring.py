@@ -88,20 +88,34 @@ def key_states(conn: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[flo
 # -- proposals ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Proposal:
+    """A retraining proposal. ``state``: open, approved, dismissed or expired (nobody answered it by
+    ``expires_at``; then ``resolved_at`` is when it expired and ``resolved_by`` is None). ``expires_at`` is None for
+    a proposal stored before proposals expired: its deadline is counted from ``opened_at``."""
+
     id: int
     opened_at: float
     reason: str
-    state: str  # open, approved, dismissed
+    state: str
     resolved_at: float | None
     resolved_by: str | None
     model_version: int | None
+    expires_at: float | None = None
 
 
-_PROPOSAL_COLS = "id, opened_at, reason, state, resolved_at, resolved_by, model_version"
+_PROPOSAL_COLS = "id, opened_at, reason, state, resolved_at, resolved_by, model_version, expires_at"
 
 
 def _proposal(row: Any) -> Proposal:
-    return Proposal(int(row[0]), float(row[1]), str(row[2]), str(row[3]), row[4], row[5], row[6])
+    return Proposal(
+        int(row[0]),
+        float(row[1]),
+        str(row[2]),
+        str(row[3]),
+        row[4],
+        row[5],
+        row[6],
+        None if row[7] is None else float(row[7]),
+    )
 
 
 def get_proposal(conn: sqlite3.Connection, proposal_id: int) -> Proposal | None:
@@ -141,6 +155,30 @@ def undelivered_alert(conn: sqlite3.Connection, proposal: Proposal, kind: str) -
     if row is None or row[2] != "failed":
         return None
     return UndeliveredAlert(int(row[0]), json.loads(row[1]), str(row[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredAlert:
+    """A proposal's alert as it was posted: where (``channel``, ``ts``) and what (its outbox ``payload``)."""
+
+    channel: str
+    ts: str
+    payload: dict[str, Any]
+
+
+def delivered_alert(conn: sqlite3.Connection, proposal: Proposal, kind: str) -> DeliveredAlert | None:
+    """The latest posted alert of ``proposal`` (outbox ``kind``, recognised as :func:`undelivered_alert` does), or
+    None when none was posted (still being tried, or failed for good)."""
+    row = conn.execute(
+        "SELECT channel, message_ts, payload FROM outbox WHERE prediction_id IS NULL AND kind = ? "
+        "AND state = 'sent' AND message_ts IS NOT NULL AND (json_extract(payload, '$.proposal_id') = ? "
+        "OR (json_extract(payload, '$.proposal_id') IS NULL AND created_at = ?)) ORDER BY id DESC LIMIT 1",
+        (kind, proposal.id, proposal.opened_at),
+    ).fetchone()
+    if row is None:
+        return None
+    payload = json.loads(row[2])
+    return DeliveredAlert(str(row[0]), str(row[1]), payload if isinstance(payload, dict) else {})
 
 
 # -- App Home and /npo why -------------------------------------------------------------------------------------

@@ -1150,13 +1150,14 @@ class SQLiteTransaction:
         )
         return int(cur.lastrowid or 0)
 
-    def open_proposal(self, at: float, reason: str) -> int:
-        """Record a new retraining proposal (state ``open``); returns its id."""
+    def open_proposal(self, at: float, reason: str, *, expires_at: float | None = None) -> int:
+        """Record a new retraining proposal (state ``open``; unanswered, it expires at ``expires_at``, or when the
+        monitor's configured expiry after ``at`` says so if None); returns its id."""
         cur = self._write(
             "retraining_proposals",
             reason[:60],
-            "INSERT INTO retraining_proposals (opened_at, reason) VALUES (?,?)",
-            (at, reason),
+            "INSERT INTO retraining_proposals (opened_at, reason, expires_at) VALUES (?,?,?)",
+            (at, reason, expires_at),
         )
         return int(cur.lastrowid or 0)
 
@@ -1170,6 +1171,17 @@ class SQLiteTransaction:
             "UPDATE retraining_proposals SET state = ?, resolved_at = ?, resolved_by = ?, model_version = ? "
             "WHERE id = ? AND state = 'open'",
             ("approved" if approved else "dismissed", at, by, model_version, proposal_id),
+        )
+        return cur.rowcount == 1
+
+    def expire_proposal(self, proposal_id: int, *, at: float) -> bool:
+        """Close an open proposal nobody answered (state ``expired``, ``resolved_at`` = ``at``, when it expired; no
+        ``resolved_by``). False when it was no longer open."""
+        cur = self._write(
+            "retraining_proposals",
+            str(proposal_id),
+            "UPDATE retraining_proposals SET state = 'expired', resolved_at = ? WHERE id = ? AND state = 'open'",
+            (at, proposal_id),
         )
         return cur.rowcount == 1
 

@@ -69,6 +69,7 @@ def monitor_config(settings: Settings) -> MonitorConfig:
         window=settings.monitor_window,
         cooldown_s=settings.monitor_cooldown_h * 3600.0,
         min_samples=settings.monitor_min_samples,
+        proposal_expiry_s=settings.monitor_proposal_expiry_h * 3600.0,
     )
 
 

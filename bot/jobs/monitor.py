@@ -16,9 +16,21 @@ The cooldown is counted between the *scheduled* times of the runs (``slot``), no
 to start: with hourly runs and a 6 h cooldown, the run six slots after the one that opened a proposal may open the
 next, however much later than its slot the earlier run got going.
 
-A proposal stays open until someone answers its alert. When the alert could not be delivered for good (the bot was
-removed from the ops channel, the channel was archived), nobody can, so each run queues it again until it arrives:
-the monitor never waits for ever on an alert nobody saw.
+A proposal stays open until someone answers its alert, or until it expires: ``config.proposal_expiry_s`` after the
+slot of the run that raised it (the deadline is stored with the proposal and named in the alert). The first run at
+or after the deadline records it as *expired* — neither approved nor dismissed, so F_monitor does not count it —
+audits it, replaces the alert's buttons with a status line, and goes on as if no proposal were open: when the drift
+persists (L_align over the answers since that proposal, or a drift alarm) it raises a new alert in the same run.
+Until then, when the alert could not be delivered for good (the bot was removed from the ops channel, the channel
+was archived), nobody can answer it, so each run queues it again until it arrives.
+
+A drift alarm raised while a proposal is open or the cooldown holds alerts back is remembered (``held_alarm`` in the
+job's state; :class:`npo.monitor.HeldAlarm`): the detector's statistic falls back on its own once its running mean
+has caught up with a new level, so the first run free to alert might otherwise see no alarm although the change
+persists. The run that first holds the alarm back notes the level of the answers before the change (replaying the
+detector over the answers since its last reset); the alarm then stands while the answers after the detector was
+last in alarm average more than δ above that level, and is forgotten when a run finds they do not, or an alert is
+raised.
 """
 
 from __future__ import annotations
@@ -28,14 +40,36 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from bot.slack.monitor_blocks import AlertFacts, KeyMisalignment, alert_blocks, alert_text
+from bot.slack.monitor_blocks import (
+    AlertFacts,
+    KeyMisalignment,
+    alert_blocks,
+    alert_text,
+    expired_line,
+    resolved_blocks,
+)
 from npo.alignment import AlignmentSample, alignment_loss
-from npo.monitor import MonitorConfig, MonitorDecision, evaluate_monitor, monitor_fidelity, observe_feedback
+from npo.monitor import (
+    HeldAlarm,
+    MonitorConfig,
+    MonitorDecision,
+    evaluate_monitor,
+    expire_proposal,
+    held_alarm_observe,
+    held_alarm_persists,
+    monitor_fidelity,
+    observe_feedback,
+    page_hinkley_baseline,
+    proposal_expires_at,
+)
 from npo.monitor import page_hinkley_alarm as drift_alarm_of
+from npo.types import InvalidRecord
 from storage import SQLiteStore
 from storage.monitoring import (
     alignment_samples_after,
+    delivered_alert,
     feedback_codes_after,
     get_job_state,
     key_states,
@@ -51,6 +85,7 @@ log = logging.getLogger(__name__)
 MONITOR_JOB = "meta_monitor"
 STATE_NAME = "meta_monitor"
 ALERT_KIND = "message"  # the delivery worker's plain post (text + blocks)
+UPDATE_KIND = "message_update"  # the delivery worker's chat.update of a plain message (bot.retraining.UPDATE_KIND)
 TREND_BARS = 20
 TOP_KEYS = 5
 
@@ -64,6 +99,8 @@ class MonitorRun:
     drift_alarm: bool
     new_samples: int
     resent_alert: int | None = None  # the open proposal whose undelivered alert this run queued again
+    expired_proposal: int | None = None  # the proposal this run recorded as expired (nobody answered it in time)
+    held_alarm: HeldAlarm | None = None  # the drift alarm held back, as the run leaves it (None: none)
 
 
 def _loss(samples: Sequence[AlignmentSample]) -> float | None:
@@ -100,7 +137,8 @@ def run_monitor(
 
     ``slot``: the run's scheduled time (Unix seconds; default ``now``), from which the cooldown is counted — a
     proposal records it as its trigger time, and a run is held back while its slot is within the cooldown of that.
-    Everything the run stores is dated ``now``."""
+    Everything the run stores is dated ``now``; a proposal expires when the run's slot reaches its deadline."""
+    run_at = now if slot is None else slot
     with store.transaction() as tx:
         conn = tx.connection
         job = get_job_state(conn, STATE_NAME)
@@ -108,12 +146,21 @@ def run_monitor(
         codes = feedback_codes_after(conn, cursor)
         state = tx.get_monitor_state()
         since = _evidence_after(conn, job, state.last_trigger_at)
+        held = _held_alarm(job.get("held_alarm"))
+        expired = _expire_overdue_proposal(tx, config, run_at, now)
+        if expired is not None:
+            state = expire_proposal(state)
         resent = _resend_undelivered_alert(tx, channel, now) if state.open_proposal else None
         # Without new answers the alarm is the level the last run left; with them, an alarm at any of them counts.
         alarm = False if codes else drift_alarm_of(state.ph, config.page_hinkley)
+        last_alarm = -1 if alarm else None  # the index in codes of the last answer the detector was in alarm at
         peak = state.ph.statistic
-        for _, y in codes:
+        for i, (_, y) in enumerate(codes):
             state, raised = observe_feedback(state, y, config)
+            if held is not None:
+                held = held_alarm_observe(held, y, raised)
+            if raised:
+                last_alarm = i
             alarm = alarm or raised
             peak = max(peak, state.ph.statistic)
         recent = store.alignment_samples(last_n=2 * config.window)
@@ -126,13 +173,15 @@ def run_monitor(
             loss,
             len(window),
             alarm,
-            now if slot is None else slot,
+            run_at,
             since_last_proposal=since is not None,
+            held_alarm=held,
         )
         tx.add_monitor_run(now, decision.trigger, decision.reason, loss, len(window), alarm)
         proposal_id = None
         if decision.trigger:
-            proposal_id = tx.open_proposal(now, decision.reason)
+            expires_at = proposal_expires_at(run_at, config)
+            proposal_id = tx.open_proposal(now, decision.reason, expires_at=expires_at)
             ranked = _keys(window)
             states = key_states(conn, [k for k, _, _ in ranked])
             trend, chunk = _trend(recent, TREND_BARS)
@@ -148,11 +197,12 @@ def run_monitor(
                 ph_threshold=config.page_hinkley.threshold,
                 ph_samples=state.ph.n,
                 ph_peak=peak,
-                drift_alarm=alarm,
+                drift_alarm=alarm or (held is not None and held_alarm_persists(held, config)),
                 f_monitor=monitor_fidelity(state),
                 keys=[KeyMisalignment(k, y, n, states.get(k, (None, 0))[0]) for k, y, n in ranked],
                 trend=trend,
                 trend_chunk=chunk,
+                expires_at=expires_at,
             )
             payload = {"text": alert_text(facts), "blocks": alert_blocks(facts), "proposal_id": proposal_id}
             tx.enqueue(channel, ALERT_KIND, payload, now)
@@ -164,10 +214,23 @@ def run_monitor(
             )
         tx.put_monitor_state(new_state)
         newest = codes[-1][0] if codes else cursor
-        job_state: dict[str, int] = {"feedback_id": newest}
+        if decision.trigger or not decision.held_back:
+            held = None  # the alert covers it (and the detector starts again), or it has not held
+        elif held is None and last_alarm is not None:
+            held = _hold_alarm(conn, config, codes, last_alarm, since, cursor, run_at)
+        job_state: dict[str, Any] = {"feedback_id": newest}
         if decision.trigger or since is not None:
             job_state["evidence_after"] = newest if decision.trigger else since
+        if held is not None:
+            job_state["held_alarm"] = {
+                "raised_at": held.raised_at,
+                "baseline": held.baseline,
+                "n_after": held.n_after,
+                "sum_after": held.sum_after,
+            }
         put_job_state(conn, STATE_NAME, job_state, now)
+    if expired is not None:
+        log.warning("meta-monitor: retraining proposal #%d expired unanswered", expired)
     if resent is not None:
         log.warning(
             "meta-monitor: the alert of retraining proposal #%d could not be delivered (%s); queued again",
@@ -178,9 +241,74 @@ def run_monitor(
         log.warning("meta-monitor: retraining proposal #%d opened: %s", proposal_id, decision.reason)
     else:
         log.info("meta-monitor: %s", decision.reason)
-    if proposal_id is not None or resent is not None:
+    if proposal_id is not None or resent is not None or expired is not None:
         on_enqueue()
-    return MonitorRun(decision, proposal_id, loss, len(window), alarm, len(codes), resent[0] if resent else None)
+    return MonitorRun(
+        decision, proposal_id, loss, len(window), alarm, len(codes), resent[0] if resent else None, expired, held
+    )
+
+
+def _held_alarm(value: object) -> HeldAlarm | None:
+    """The held-back drift alarm the job stored (None when none, or unreadable: then it is forgotten)."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return HeldAlarm(
+            raised_at=float(value["raised_at"]),
+            baseline=float(value["baseline"]),
+            n_after=int(value["n_after"]),
+            sum_after=float(value["sum_after"]),
+        )
+    except (KeyError, TypeError, ValueError, InvalidRecord) as exc:
+        log.warning("meta-monitor: ignoring the stored held-back drift alarm %r: %s", value, exc)
+        return None
+
+
+def _hold_alarm(
+    conn: sqlite3.Connection,
+    config: MonitorConfig,
+    codes: Sequence[tuple[int, float]],
+    last_alarm: int,
+    since: int | None,
+    cursor: int,
+    run_at: float,
+) -> HeldAlarm:
+    """Remember a drift alarm this run held back: the level before the change, from the detector's answers since its
+    last reset (the answers after the last proposal) up to the last one it was in alarm at, and the answers after
+    that one."""
+    upto = codes[last_alarm][0] if last_alarm >= 0 else cursor
+    before = [y for i, y in feedback_codes_after(conn, since or 0) if i <= upto]
+    held = HeldAlarm(raised_at=float(run_at), baseline=page_hinkley_baseline(before, config.page_hinkley))
+    for _, y in codes[last_alarm + 1 :]:
+        held = held_alarm_observe(held, y, False)
+    return held
+
+
+def _expire_overdue_proposal(tx: SQLiteTransaction, config: MonitorConfig, run_at: float, now: float) -> int | None:
+    """Record the open proposal as expired when the run's slot has reached its deadline (one stored before proposals
+    had one: ``opened_at`` + the configured expiry); audit it and replace its alert's buttons with a status line.
+    Returns its id when it expired."""
+    proposal = open_proposal(tx.connection)
+    if proposal is None:
+        return None
+    deadline = proposal.expires_at
+    if deadline is None:
+        deadline = proposal_expires_at(proposal.opened_at, config)
+    if run_at < deadline or not tx.expire_proposal(proposal.id, at=deadline):
+        return None
+    tx.audit(
+        "retraining_expired",
+        str(proposal.id),
+        {"opened_at": proposal.opened_at, "expired_at": deadline, "reason": proposal.reason},
+        now,
+    )
+    alert = delivered_alert(tx.connection, proposal, ALERT_KIND)
+    if alert is not None:
+        line = expired_line(deadline)
+        original = alert.payload.get("blocks")
+        blocks = resolved_blocks(original if isinstance(original, list) else [], line)
+        tx.enqueue(alert.channel, UPDATE_KIND, {"ts": alert.ts, "text": line, "blocks": blocks}, now)
+    return proposal.id
 
 
 def _evidence_after(conn: sqlite3.Connection, job: dict[str, object], last_trigger_at: float | None) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.slack.text import escape, mrkdwn, plain, truncate
@@ -18,6 +19,18 @@ RETRAIN_ACTIONS: dict[str, bool] = {ACTION_APPROVE: True, ACTION_DISMISS: False}
 ALERT_ACTIONS_BLOCK_ID = "npo_retrain_actions"
 _BARS = "▁▂▃▄▅▆▇█"
 KEY_CHARS = 80  # a key's name in the alert, escaped, at most (as in the weekly summary): five keys always fit
+
+
+def slack_time(at: float) -> str:
+    """``at`` (Unix seconds) as Slack shows a date in each reader's own time zone, with the UTC time as the text
+    of clients (and logs) that do not: ``<!date^…|2025-03-31 10:00 UTC>``."""
+    utc = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{utc}>"
+
+
+def expired_line(at: float) -> str:
+    """The status line of an alert whose proposal expired at ``at``."""
+    return f"Expired unanswered at {slack_time(at)}: not counted toward F_monitor"
 
 
 def sparkline(values: Sequence[float | None]) -> str:
@@ -61,6 +74,7 @@ class AlertFacts:
     trend: Sequence[float | None]
     trend_chunk: int
     ph_peak: float | None = None  # the highest statistic since the previous run (an alarm may have come and gone)
+    expires_at: float | None = None  # when the proposal expires if nobody answers it
 
 
 def _num(value: float | None, fmt: str = ".2f") -> str:
@@ -90,6 +104,11 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
         for k in f.keys
     ]
     chart = sparkline(f.trend)
+    expiry = (
+        ""
+        if f.expires_at is None
+        else f" If nobody answers, the proposal expires at {slack_time(f.expires_at)} without counting toward it."
+    )
     blocks: list[Block] = [
         {
             "type": "header",
@@ -135,7 +154,7 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
                 mrkdwn(
                     "Approve fits a new model on the logged feedback and promotes it only if it beats, on the most "
                     "recent answers, both the current one and the override rate alone. Dismiss records that the "
-                    "monitor was wrong. Both count toward F_monitor."
+                    "monitor was wrong. Both count toward F_monitor." + expiry
                 )
             ],
         },
@@ -144,7 +163,8 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
 
 
 def resolved_blocks(original: Sequence[Mapping[str, Any]], line: str) -> list[Block]:
-    """The alert after Approve / Dismiss: the same blocks without the buttons, plus one status line."""
+    """The alert after Approve / Dismiss (or its expiry): the same blocks without the buttons, plus one status
+    line."""
     kept = [dict(b) for b in original if b.get("type") != "actions" and b.get("block_id") != "npo_retrain_status"]
     kept.append({"type": "context", "block_id": "npo_retrain_status", "elements": [mrkdwn(line)]})
     return kept[:50]

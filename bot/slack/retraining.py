@@ -1,9 +1,10 @@
 """Approve / Dismiss on a retraining alert. Only responders may answer. The answer (and, for Approve, the
 retraining: fit, compare, promote only if better) is stored before the ack, off the event loop; the thread reply
 and the alert's update go through the outbox. A second click on a resolved alert records nothing and tells the
-clicker (ephemeral) who resolved it. An answer that could not be stored (the database cannot be written, the fit
-failed) is still acknowledged — Slack does not retry interactions — and the clicker is told that it was not
-recorded and to click again: the alert keeps its buttons and the proposal stays open."""
+clicker (ephemeral) who resolved it; a click on an expired one records nothing and tells them when it expired. An
+answer that could not be stored (the database cannot be written, the fit failed) is still acknowledged — Slack does
+not retry interactions — and the clicker is told that it was not recorded and to click again: the alert keeps its
+buttons and the proposal stays open."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def _make_listener(deps: SlackDeps) -> Any:
                 fallback_channel=deps.ops_channel,
                 on_enqueue=service.on_enqueue,
             )
-            if result.status in ("already_resolved", "unknown"):
+            if result.status in ("already_resolved", "expired", "unknown"):
                 refuse(deps, client, click, result.text + " Nothing was recorded.")
         except Exception:
             log.exception("retraining answer failed")

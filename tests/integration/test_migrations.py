@@ -12,6 +12,7 @@ from npo.loop import record_feedback
 from npo.policy import Policy
 from npo.types import FeedbackEvent, FeedbackKind
 from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageError, check, connect, migrate, schema_version
+from storage.monitoring import get_proposal, open_proposal
 
 EXPECTED_TABLES = {
     "decisions",
@@ -255,3 +256,61 @@ def test_upgrade_moves_the_learning_state_into_one_table(db_path: Path) -> None:
         "feedback keys have a key state",
     )
     assert [p for p in problems if p.what in moved] == []
+
+
+def test_upgrade_lets_proposals_expire_and_keeps_them(db_path: Path) -> None:
+    """A database at schema version 11 with an open, an approved and a dismissed proposal keeps them through m012
+    (same ids and columns, no deadline: NULL ``expires_at``); afterwards a proposal may be ``expired`` and the
+    CHECK still refuses anything else."""
+    db = connect(db_path)
+    assert migrate(db, stop_before="m012_proposal_expiry") == 11
+    conn = db.conn
+    conn.execute("BEGIN")
+    conn.execute(
+        "INSERT INTO model_versions (version, weights, bias, trained_at, n_train, metrics, promoted, recorded_at) "
+        "VALUES (1, '[]', 0, 5, 10, '{}', 1, 5)"
+    )
+    conn.executemany(
+        "INSERT INTO retraining_proposals (id, opened_at, reason, state, resolved_at, resolved_by, model_version) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (3, 1.0, "L_align 0.40 > 0.30", "approved", 2.0, "U1", 1),
+            (5, 3.0, "Page-Hinkley drift alarm", "dismissed", 4.0, "U2", None),
+            (8, 6.0, "L_align 0.50 > 0.30", "open", None, None, None),
+        ],
+    )
+    conn.execute("COMMIT")
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        conn.execute("UPDATE retraining_proposals SET state = 'expired' WHERE id = 8")  # not yet a state
+    before = conn.execute("SELECT * FROM retraining_proposals ORDER BY id").fetchall()
+    db.close()
+
+    with SQLiteStore(db_path, migrate=True) as store:
+        assert store.schema_version() == LATEST_SCHEMA_VERSION
+        with store.read() as read:
+            rows = read.execute(
+                "SELECT id, opened_at, reason, state, resolved_at, resolved_by, model_version, expires_at "
+                "FROM retraining_proposals ORDER BY id"
+            ).fetchall()
+            assert rows == [(*row, None) for row in before]
+            still_open = open_proposal(read)
+        assert still_open is not None and (still_open.id, still_open.expires_at) == (8, None)
+        with store.transaction() as tx:
+            assert tx.expire_proposal(8, at=7.0) and not tx.expire_proposal(8, at=8.0)  # once
+            assert not tx.expire_proposal(3, at=7.0)  # only an open proposal expires
+            new = tx.open_proposal(9.0, "L_align 0.45 > 0.30", expires_at=9.0 + 86_400)
+        with store.read() as read:
+            expired, latest = get_proposal(read, 8), get_proposal(read, new)
+        assert expired is not None and (expired.state, expired.resolved_at, expired.resolved_by) == (
+            "expired",
+            7.0,
+            None,
+        )
+        assert latest is not None and (latest.id, latest.state, latest.expires_at) == (9, "open", 9.0 + 86_400)
+    conn = sqlite3.connect(str(db_path))
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        conn.execute("UPDATE retraining_proposals SET state = 'lapsed' WHERE id = 9")
+    conn.close()
+    db = connect(db_path)
+    assert check(db) == (LATEST_SCHEMA_VERSION, [])
+    db.close()

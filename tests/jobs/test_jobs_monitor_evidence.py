@@ -127,3 +127,80 @@ def test_the_detector_continues_across_a_restart(tmp_path: Path) -> None:
         reference, _ = observe_feedback(reference, CODE[kind], MonitorConfig())
     with SQLiteStore(path) as store:
         assert store.monitor_state().ph == reference.ph
+
+
+QUARTER = [OV, L, L, L]  # a quarter of the answers are overrides: L_align 0.25 stays below θ 0.30
+
+
+def _replay(kinds: list[FeedbackKind]) -> list[bool]:
+    """The detector's alarm after each answer, from an empty detector (as it is after a proposal)."""
+    state, alarms = MonitorState(), []
+    for kind in kinds:
+        state, alarm = observe_feedback(state, CODE[kind], MonitorConfig())
+        alarms.append(alarm)
+    return alarms
+
+
+def test_a_drift_alarm_held_back_by_the_cooldown_is_raised_once_it_is_over(store: SQLiteStore) -> None:
+    """The engineers liked everything; after a dismissed proposal a quarter of their answers become overrides, and
+    stay so. Only the detector can see it (L_align 0.25 ≤ θ): it alarms in the second hour of the cooldown and, as
+    its running mean catches up with the new level, falls back below h in the last one. Before, that
+    alarm was lost: the run after the cooldown saw no alarm and the drift was never reported."""
+    config = MonitorConfig()  # θ 0.3, cooldown 6 h, Page–Hinkley δ 0.05, h 15
+    after = [L] * 100 + QUARTER * 250  # the answers after the first proposal: 100 likes, then 1,000 at 0.25
+    surface(store, 30 + len(after), at=T0 - 2 * HOUR)
+    reply(store, 0, [L, OV, L, OV, L] * 6, at=T0 - HOUR)
+    first = run_monitor(store, config, now=T0, channel=OPS)
+    assert first.proposal_id is not None
+    resolve(store, first.proposal_id, approved=False, by="U2", now=T0 + 600, message=None)
+
+    alarms = _replay(after)
+    up = [i for i, a in enumerate(alarms) if a]
+    assert up and 100 <= up[0] < 300 and 700 <= up[-1] < 900  # raised in hour 2, gone in hour 5
+
+    runs = []
+    for hour in range(1, 6):  # 100 answers in the first hour, then 200 an hour (hours 2-5 are 1,000 answers)
+        batch = after[:100] if hour == 1 else after[100 + (hour - 2) * 200 : 100 + (hour - 1) * 200]
+        reply(store, 30 + (0 if hour == 1 else 100 + (hour - 2) * 200), batch, at=T0 + (hour - 1) * HOUR + 700)
+        runs.append(run_monitor(store, config, now=T0 + hour * HOUR, channel=OPS))
+    assert [run.drift_alarm for run in runs] == [False, True, True, True, True]
+    assert all(run.decision.reason.startswith("suppressed: cooldown until 2025-03-24 16:00:00Z") for run in runs[1:])
+    assert alerts(store) == 1
+
+    reply(store, 930, after[900:], at=T0 + 5 * HOUR + 700)  # the last 200: the detector no longer alarms ...
+    assert not any(alarms[900:])
+    over = run_monitor(store, config, now=T0 + 6 * HOUR, channel=OPS)  # ... but the drift is still there
+    assert over.decision.trigger and over.proposal_id == first.proposal_id + 1
+    assert over.decision.reason.startswith("Page-Hinkley drift alarm held back since 2025-03-24 12:00:00Z")
+    assert "average 0.25, above 0.00 before the change" in over.decision.reason
+    assert alerts(store) == 2
+    with store.read() as conn:
+        assert "held_alarm" not in get_job_state(conn, STATE_NAME)  # the alert consumed it
+    quiet = run_monitor(store, config, now=T0 + 7 * HOUR, channel=OPS)
+    assert not quiet.decision.trigger and not quiet.drift_alarm
+
+
+def test_a_burst_held_back_by_the_cooldown_that_is_over_raises_no_alert(store: SQLiteStore) -> None:
+    """A burst of overrides during the cooldown, then likes again: the alarm is remembered, but once the answers
+    since it are back at the level before it, it is forgotten — an alert needs the drift to hold."""
+    config = MonitorConfig()
+    after = [L] * 100 + [OV] * 30 + [L] * 400
+    surface(store, 30 + len(after), at=T0 - 2 * HOUR)
+    reply(store, 0, [L, OV, L, OV, L] * 6, at=T0 - HOUR)
+    first = run_monitor(store, config, now=T0, channel=OPS)
+    assert first.proposal_id is not None
+    resolve(store, first.proposal_id, approved=False, by="U2", now=T0 + 600, message=None)
+    reply(store, 30, after[:200], at=T0 + 700)
+    burst = run_monitor(store, config, now=T0 + HOUR, channel=OPS)
+    assert burst.drift_alarm and burst.decision.reason.startswith("suppressed: cooldown")
+    with store.read() as conn:
+        assert get_job_state(conn, STATE_NAME)["held_alarm"]["raised_at"] == T0 + HOUR
+    reply(store, 230, after[200:], at=T0 + HOUR + 700)
+    assert not any(_replay(after)[200:])
+    for hour in range(2, 9):
+        run = run_monitor(store, config, now=T0 + hour * HOUR, channel=OPS)
+        assert not run.decision.trigger and not run.drift_alarm
+    assert run.decision.reason.startswith("no trigger: L_align 0.")
+    assert alerts(store) == 1
+    with store.read() as conn:
+        assert "held_alarm" not in get_job_state(conn, STATE_NAME)

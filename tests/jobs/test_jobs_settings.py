@@ -25,6 +25,7 @@ def test_defaults() -> None:
     assert settings.weekly_summary_at == ("mon", 9, 0) and settings.monitor_interval_min == 60
     config = monitor_config(settings)
     assert (config.loss_threshold, config.window, config.min_samples, config.cooldown_s) == (0.3, 200, 30, 6 * 3600)
+    assert settings.monitor_proposal_expiry_h == 168 and config.proposal_expiry_s == 7 * 24 * 3600  # a week
 
 
 def test_values_are_parsed() -> None:
@@ -38,6 +39,7 @@ def test_values_are_parsed() -> None:
             "NPO_MONITOR_WINDOW": "50",
             "NPO_MONITOR_MIN_SAMPLES": "20",
             "NPO_MONITOR_COOLDOWN_H": "12",
+            "NPO_MONITOR_PROPOSAL_EXPIRY_H": "72",
         },
         None,
     )
@@ -47,6 +49,7 @@ def test_values_are_parsed() -> None:
     assert fire is not None and fire.isoformat() == "2025-03-28T16:30:00+01:00" and fire.strftime("%A") == "Friday"
     config = monitor_config(settings)
     assert (config.loss_threshold, config.window, config.min_samples, config.cooldown_s) == (0.25, 50, 20, 12 * 3600)
+    assert config.proposal_expiry_s == 72 * 3600
     assert monitor_trigger(settings.monitor_interval_min).interval.total_seconds() == 900
 
 
@@ -59,6 +62,8 @@ def test_values_are_parsed() -> None:
         ("NPO_MONITOR_INTERVAL_MIN", "0", "between 1 and 1440"),
         ("NPO_MONITOR_LOSS_THRESHOLD", "1.5", "between 0 and 1"),
         ("NPO_MONITOR_WINDOW", "five", "integer"),
+        ("NPO_MONITOR_PROPOSAL_EXPIRY_H", "0", "between 1 and 2160"),
+        ("NPO_MONITOR_PROPOSAL_EXPIRY_H", "never", "number"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:

@@ -223,3 +223,42 @@ def test_an_answer_that_could_not_be_stored_is_reported_to_the_clicker(drift_bot
     assert _db(bot, "SELECT state, resolved_by FROM retraining_proposals") == (state, BOB)
     wait_for(lambda: [m for m in bot.standin.messages(OPS) if m.thread_ts == ts], 10)
     assert len(_ephemeral(bot, BOB)) == 1
+
+
+def test_an_alert_nobody_answers_expires_and_a_late_click_changes_nothing(drift_bot: BotUnderTest) -> None:
+    """Before, a proposal nobody answered stayed open for ever: the next alert never came, and a click weeks later
+    still approved it."""
+    bot = drift_bot
+    body = [prediction(f"x{i}", channel=CHANNELS[i]) for i in range(20)]
+    assert bot.ingest(body).status_code == 200
+    messages = {p["id"]: _posted(bot, p["channel"], p["id"]) for p in body}
+    for message in messages.values():  # Neutral everywhere: L_align 0.5 > θ
+        assert bot.click(ALICE, ACTION_NEUTRAL, message).status_code == 200
+    monitor, store, wake = monitor_config(bot.bot.settings), bot.bot.store, bot.bot.worker.wake
+    week_ago = time.time() - 7 * 86_400  # the alert was raised a week ago (the default expiry), and nobody answered
+    first = run_monitor(store, monitor, now=week_ago, channel=OPS, on_enqueue=wake)
+    assert first.proposal_id == 1
+    channel, ts = _alert(bot)
+    wait_for(lambda: _db(bot, "SELECT state FROM outbox WHERE kind = 'message'") == ("sent",), 5)
+
+    week = run_monitor(store, monitor, now=week_ago + 7 * 86_400, channel=OPS, on_enqueue=wake)
+    assert _db(bot, "SELECT state, resolved_by FROM retraining_proposals") == ("expired", None)
+    assert _db(bot, "SELECT matches, decisions, open_proposal FROM monitor_state") == (0, 0, 0)
+    assert week.expired_proposal == 1 and week.proposal_id is None  # no answers since: nothing new to alert on
+    assert "expires" in str(bot.standin.message(OPS, ts).blocks)  # the alert named its deadline
+    wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks), 10)
+    assert "Expired unanswered at" in str(bot.standin.message(OPS, ts).blocks)
+
+    tables = ("model_versions", "audit_log", "retraining_proposals", "outbox")
+    before = [_db(bot, f"SELECT COUNT(*) FROM {t}")[0] for t in tables]
+    state = _db(bot, "SELECT * FROM monitor_state")
+    late = bot.standin.click(
+        bot.events_url, SECRET, user_id=BOB, action_id=ACTION_APPROVE, message=(channel, ts), value="1", force=True
+    )
+    assert late.status_code == 200
+    notice = wait_for(lambda: _ephemeral(bot, BOB), 5)
+    assert notice[0].text.startswith("Retraining proposal #1 expired unanswered at <!date^")
+    assert notice[0].text.endswith("Nothing was recorded.")
+    assert [_db(bot, f"SELECT COUNT(*) FROM {t}")[0] for t in tables] == before
+    assert _db(bot, "SELECT * FROM monitor_state") == state
+    assert _db(bot, "SELECT state, resolved_by FROM retraining_proposals") == ("expired", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,17 +12,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npo.monitor import (
+    HeldAlarm,
     MonitorConfig,
     MonitorDecision,
     MonitorState,
     PageHinkleyConfig,
     PageHinkleyState,
     evaluate_monitor,
+    expire_proposal,
+    held_alarm_observe,
+    held_alarm_persists,
     monitor_fidelity,
     observe_feedback,
     page_hinkley_alarm,
+    page_hinkley_baseline,
     page_hinkley_step,
     page_hinkley_update,
+    proposal_expires_at,
     record_ground_truth,
     resolve_proposal,
 )
@@ -373,3 +380,108 @@ def test_a_page_hinkley_state_with_a_non_finite_number_is_refused(kwargs: dict[s
     with pytest.raises(InvalidRecord) as excinfo:
         PageHinkleyState(**{"n": 40, "mean": 0.2, **kwargs})  # type: ignore[arg-type]
     assert excinfo.value.field == field
+
+
+# -- expiry ----------------------------------------------------------------------------------------
+def test_an_expired_proposal_closes_without_counting_toward_f_monitor() -> None:
+    config = MonitorConfig()
+    assert config.proposal_expiry_s == 7 * 24 * HOUR
+    assert proposal_expires_at(1000.0, config) == 1000.0 + 7 * 24 * HOUR
+    _, state = evaluate_monitor(MonitorState(), config, 0.5, 200, False, now=0.0)
+    state = record_ground_truth(resolve_proposal(state, approved=True), acted=True, ideal=True)
+    _, state = evaluate_monitor(state, config, 0.5, 200, False, now=6 * HOUR)
+    assert state.open_proposal
+    expired = expire_proposal(state)
+    assert not expired.open_proposal and (expired.matches, expired.decisions) == (1, 1)
+    assert expired.last_trigger_at == 6 * HOUR and monitor_fidelity(expired) == 1.0
+    assert expire_proposal(expired) == expired  # none open: nothing to do
+    decision, _ = evaluate_monitor(expired, config, 0.5, 200, False, now=6 * HOUR + 7 * 24 * HOUR)
+    assert decision.trigger  # the monitor may propose again
+
+
+@pytest.mark.parametrize("expiry", [0.0, -1.0, math.inf, math.nan])
+def test_the_expiry_must_be_a_positive_duration(expiry: float) -> None:
+    with pytest.raises(InvalidRecord, match="proposal_expiry_s"):
+        MonitorConfig(proposal_expiry_s=expiry)
+
+
+# -- a drift alarm held back -----------------------------------------------------------------------
+QUARTER = [1.0, 0.0, 0.0, 0.0]
+
+
+def _detector(codes: list[float]) -> tuple[MonitorState, list[bool]]:
+    state, alarms = MonitorState(), []
+    for y in codes:
+        state, alarm = observe_feedback(state, y, MonitorConfig())
+        alarms.append(alarm)
+    return state, alarms
+
+
+def test_the_detector_forgets_a_change_that_persists() -> None:
+    """Why a held-back alarm must be remembered: 100 likes, then a quarter of overrides for ever. The detector alarms
+    and, once its running mean has caught up, stops alarming although the new level holds."""
+    codes = [0.0] * 100 + QUARTER * 500
+    state, alarms = _detector(codes)
+    up = [i for i, a in enumerate(alarms) if a]
+    assert up[0] == 236 and up[-1] == 884 and not alarms[-1]
+    assert state.ph.statistic < MonitorConfig().page_hinkley.threshold
+    assert page_hinkley_baseline(codes[: up[-1] + 1], MonitorConfig().page_hinkley) == pytest.approx(0.0, abs=0.01)
+    assert page_hinkley_baseline([], MonitorConfig().page_hinkley) == 0.0
+
+
+def test_a_held_alarm_stands_while_the_answers_after_it_stay_above_the_level_before() -> None:
+    config = MonitorConfig()  # δ 0.05, min_samples 30
+    held = HeldAlarm(raised_at=HOUR, baseline=0.1)
+    assert held_alarm_persists(held, config)  # no answer after it yet
+    for y in [0.0] * 29:
+        held = held_alarm_observe(held, y, alarm=False)
+    assert held.n_after == 29 and held_alarm_persists(held, config)  # too few to say the change is over
+    held = held_alarm_observe(held, 0.0, alarm=False)
+    assert not held_alarm_persists(held, config)  # 30 answers at 0.0: back to (below) the level before
+    held = held_alarm_observe(held, 1.0, alarm=True)  # the detector alarms again: count again from there
+    assert (held.n_after, held.sum_after, held.baseline, held.raised_at) == (0, 0.0, 0.1, HOUR)
+    for y in QUARTER * 10:
+        held = held_alarm_observe(held, y, alarm=False)
+    assert held.mean_after == 0.25 and held_alarm_persists(held, config)  # 0.25 > 0.1 + δ
+    at_baseline = HeldAlarm(raised_at=HOUR, baseline=0.2, n_after=40, sum_after=10.0)  # 0.25 = 0.2 + δ: not above
+    assert not held_alarm_persists(at_baseline, config)
+
+
+def test_a_held_alarm_triggers_once_the_cooldown_is_over_if_it_persists() -> None:
+    config = MonitorConfig()  # cooldown 6 h
+    _, state = evaluate_monitor(MonitorState(), config, 0.5, 200, False, now=0.0)
+    state = resolve_proposal(state, approved=False)
+    decision, _ = evaluate_monitor(state, config, 0.2, 200, True, now=2 * HOUR)
+    assert not decision.trigger and decision.held_back
+    assert decision.reason.startswith("suppressed: cooldown until 1970-01-01 06:00:00Z (Page-Hinkley drift alarm)")
+    held = HeldAlarm(raised_at=2 * HOUR, baseline=0.0, n_after=200, sum_after=50.0)
+
+    early, _ = evaluate_monitor(state, config, 0.25, 200, False, now=5 * HOUR, held_alarm=held)
+    assert not early.trigger and early.held_back and "held back since 1970-01-01 02:00:00Z" in early.reason
+    decision, after = evaluate_monitor(state, config, 0.25, 200, False, now=6 * HOUR, held_alarm=held)
+    assert decision.trigger and not decision.held_back and after.ph == PageHinkleyState()
+    assert decision.reason == (
+        "Page-Hinkley drift alarm held back since 1970-01-01 02:00:00Z "
+        "(the 200 answers after it average 0.25, above 0.00 before the change)"
+    )
+    gone = replace(held, sum_after=5.0)  # 0.025: back at the level before
+    decision, _ = evaluate_monitor(state, config, 0.25, 200, False, now=6 * HOUR, held_alarm=gone)
+    assert not decision.trigger and not decision.held_back
+    assert decision.reason.endswith("; no drift alarm")
+    few = HeldAlarm(raised_at=2 * HOUR, baseline=0.0, n_after=3, sum_after=0.0)
+    decision, _ = evaluate_monitor(state, config, None, 0, False, now=6 * HOUR, held_alarm=few)
+    assert decision.trigger and decision.reason.endswith("(only 3 answers after it)")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"raised_at": math.nan, "baseline": 0.1},
+        {"raised_at": 0.0, "baseline": 1.5},
+        {"raised_at": 0.0, "baseline": 0.1, "n_after": -1},
+        {"raised_at": 0.0, "baseline": 0.1, "n_after": 2, "sum_after": 3.0},
+    ],
+)
+def test_a_held_alarm_with_impossible_numbers_is_refused(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRecord):
+        HeldAlarm(**kwargs)
