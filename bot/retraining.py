@@ -23,15 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
 from bot.service import MessageRef
 from bot.slack.monitor_blocks import resolved_blocks, slack_time
 from npo.misalignment import reset_key
 from npo.monitor import monitor_fidelity, record_ground_truth
 from npo.monitor import resolve_proposal as close_proposal
-from npo.retrain import RetrainResult, propose_retraining, split_holdout
-from npo.scoring import N_FEATURES, features, scenario_key
+from npo.retrain import RetrainResult, retrain_on_answers
 from storage import SQLiteStore
 from storage.monitoring import Proposal, get_proposal, max_model_version, training_rows
 
@@ -65,20 +62,7 @@ def fit_candidate(store: SQLiteStore, *, now: float, limit: int = TRAINING_ROWS)
     current = store.model()
     if current is not None:
         version = max(version, current.version + 1)
-    x = np.array([features(p) for p, _, _ in rows], dtype=np.float64).reshape(len(rows), N_FEATURES)
-    y = np.array([code for _, code, _ in rows], dtype=np.float64)
-    w = np.array([weight for _, _, weight in rows], dtype=np.float64)  # trust weights: 0 for a distrusted operator
-    # Several people answer one recommendation: the answers of a held-back recommendation are kept out of the fit,
-    # so the comparison is on recommendations the candidate has not seen (the same split propose_retraining makes).
-    train, hold = split_holdout(len(rows))
-    held = {rows[int(i)][0].id for i in hold}
-    for i in train:
-        if rows[int(i)][0].id in held:
-            w[int(i)] = 0.0
-    keys = [scenario_key(p, store.config.key_spec) for p, _, _ in rows]
-    return propose_retraining(
-        current, x, y, sample_weight=w if len(rows) else None, now=now, version=version, groups=keys
-    )
+    return retrain_on_answers(rows, current, key_spec=store.config.key_spec, now=now, version=version)
 
 
 def _loss(value: float | None) -> str:

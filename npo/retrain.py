@@ -32,6 +32,9 @@ from types import MappingProxyType
 import numpy as np
 import numpy.typing as npt
 
+from npo.scoring import N_FEATURES, KeySpec, features, scenario_key
+from npo.types import Prediction
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -452,4 +455,29 @@ def propose_retraining(
         False,
         f"not promoted: v{version} holdout log loss {candidate_loss:.4f} is not below "
         f"v{current.version} {current_loss:.4f} − {min_improvement:g} on {n_holdout} recent rows",
+    )
+
+
+Answer = tuple[Prediction, float, float]  # (prediction, feedback code y, trust weight) of one effective answer
+
+
+def retrain_on_answers(
+    rows: Sequence[Answer], current: LogisticModel | None, *, key_spec: KeySpec, now: float, version: int
+) -> RetrainResult:
+    """Fit and compare a candidate on logged answers (oldest first), as Approve of a retraining proposal does:
+    features φ(s), codes y, trust weights (0 for a distrusted operator); the answers of a held-back recommendation
+    are kept out of the fit (several people answer one recommendation, so the comparison is on recommendations the
+    candidate has not seen: the split :func:`propose_retraining` makes); each row's scenario key (``key_spec``) is
+    its group. Promoted only if it beats ``current`` and the base rate on the held-back answers."""
+    x = np.array([features(p) for p, _, _ in rows], dtype=np.float64).reshape(len(rows), N_FEATURES)
+    y = np.array([code for _, code, _ in rows], dtype=np.float64)
+    w = np.array([weight for _, _, weight in rows], dtype=np.float64)
+    train, hold = split_holdout(len(rows))
+    held = {rows[int(i)][0].id for i in hold}
+    for i in train:
+        if rows[int(i)][0].id in held:
+            w[int(i)] = 0.0
+    keys = [scenario_key(p, key_spec) for p, _, _ in rows]
+    return propose_retraining(
+        current, x, y, sample_weight=w if len(rows) else None, now=now, version=version, groups=keys
     )

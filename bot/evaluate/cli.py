@@ -14,8 +14,17 @@ The data folder is ``--data``, else ``$NPO_DATA_DIR/<format>``, else ``<reposito
 
 where each ``M`` holds the mean over seeds of ``precision``, ``recall``, ``f1``, ``override_rate``, ``surfaced``,
 ``windows_caught``, ``lead_time_median_min``, ``early_share``, ``l_align_first_quarter``, ``l_align_last_quarter``,
-``true_l_align_first_quarter``, ``true_l_align_last_quarter``, ``f_monitor``, ``monitor_triggers``, the per-quarter
-lists ``l_align_quarters``, ``true_l_align_quarters``, ``tau_quarters``, and ``ci95`` / ``per_seed`` for every scalar.
+``true_l_align_first_quarter``, ``true_l_align_last_quarter``, ``f_monitor``, ``monitor_triggers`` (proposals
+raised), ``proposals_approved``, ``models_promoted`` (0 without ``--retrain``), the per-quarter lists
+``l_align_quarters``, ``true_l_align_quarters``, ``tau_quarters``, and ``ci95`` / ``per_seed`` for every scalar.
+``settings`` names every choice of the run, ``retrain`` and ``model_prior_strength`` among them.
+
+``--retrain``: an approved proposal retrains the feature model as Approve does in production (fit on the latest
+answers, promote only if it beats the current model and the base rate on the most recent ones, restart the keys'
+step sizes on a promotion), and the monitor proposes as production's job does (L_align over the answers since its
+last proposal), so ``monitor_triggers`` and ``f_monitor`` are counted that way too; a promoted model is the prior of
+young keys with ``--model-prior-strength`` pseudo-answers (which needs retraining: without a model there is no
+prior).
 """
 
 from __future__ import annotations
@@ -182,6 +191,13 @@ def add_evaluate_parser(subparsers: Any) -> None:
             True,
             "a multivariate prediction's fault type names the dimension that deviated most (default: on)",
         ),
+        (
+            "--retrain",
+            None,
+            "an approved retraining proposal fits the feature model and promotes it only if it beats the current one"
+            " and the base rate on the latest answers, as Approve does in production; the monitor then proposes as"
+            " production's does, on the answers since its last proposal (default: off)",
+        ),
     ):
         ev.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
     for flag, kind, text in (
@@ -194,6 +210,11 @@ def add_evaluate_parser(subparsers: Any) -> None:
             "--pool-strength",
             _positive,
             "n₀: how many answers the fault type's m counts as at most in a key's pooled m (default 2)",
+        ),
+        (
+            "--model-prior-strength",
+            _pseudo_count,
+            "pseudo-answers the promoted feature model counts as in a young key's m; needs --retrain (default 5)",
         ),
     ):
         ev.add_argument(flag, type=kind, default=None, help=text)
@@ -287,7 +308,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from bot.evaluate.errors import DataError  # noqa: PLC0415 - keep `npo-bot --help` fast
     from bot.evaluate.formats import read_dataset  # noqa: PLC0415
-    from bot.evaluate.runner import EvaluationSettings, evaluate, evaluation_loop_config, finite  # noqa: PLC0415
+    from bot.evaluate.runner import (  # noqa: PLC0415
+        RETRAIN,
+        EvaluationSettings,
+        evaluate,
+        evaluation_loop_config,
+        finite,
+    )
     from bot.evaluate.table import table  # noqa: PLC0415
     from npo.evaluate.engineers import EngineerConfig  # noqa: PLC0415
     from npo.evaluate.predictor import PredictorConfig  # noqa: PLC0415
@@ -295,6 +322,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from npo.types import InvalidRecord  # noqa: PLC0415
     from storage import StorageError  # noqa: PLC0415
 
+    retrain = RETRAIN if args.retrain is None else args.retrain
+    if args.model_prior_strength is not None and not retrain:
+        print(
+            "npo-bot evaluate: --model-prior-strength needs --retrain: without a promoted model there is no prior",
+            file=sys.stderr,
+        )
+        return 2
     folder, fmt = resolve_data(args)
     if not folder.exists():
         print(f"npo-bot evaluate: no data folder {folder} (pass --data or set ${DATA_ENV})", file=sys.stderr)
@@ -339,8 +373,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             prior_events=args.prior_events,
             pool_keys=args.pool_keys,
             pool_strength=args.pool_strength,
+            model_prior_strength=args.model_prior_strength,
         ),
-        replay=ReplaySettings(name_dimension=args.name_dimension),
+        replay=ReplaySettings(name_dimension=args.name_dimension, retrain=retrain),
     )
 
     show = not (args.quiet or args.json) and sys.stderr.isatty()

@@ -9,7 +9,8 @@ Conditions:
   grid reduced to that τ (what the bandit adds on top of m(k));
 * ``surface_all`` — every prediction the predictor emits.
 
-All conditions of a seed face the same simulated engineers.
+All conditions of a seed face the same simulated engineers. With ``ReplaySettings.retrain`` every loop condition
+(``npo`` and ``fixed_loop``) retrains on an approved proposal as production does (:mod:`npo.evaluate.replay`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ SUMMARY_METRICS = (
     "true_l_align_last_quarter",
     "f_monitor",
     "monitor_triggers",
+    "proposals_approved",
+    "models_promoted",
 )
 QUARTER_METRICS = ("l_align_quarters", "true_l_align_quarters", "tau_quarters")
 
@@ -58,6 +61,7 @@ MISS_WEIGHT = 10.0
 PRIOR_EVENTS = 2.0
 POOL_KEYS = False
 POOL_STRENGTH = 2.0
+RETRAIN = False  # measured and not adopted: README, "What was measured"
 
 
 def evaluation_loop_config(
@@ -66,6 +70,7 @@ def evaluation_loop_config(
     prior_events: float | None = None,
     pool_keys: bool | None = None,
     pool_strength: float | None = None,
+    model_prior_strength: float | None = None,
 ) -> LoopConfig:
     """The loop's defaults, except the bandit's miss term and prior.
 
@@ -81,19 +86,25 @@ def evaluation_loop_config(
     Partial pooling of m(k) with its fault type's (:attr:`npo.loop.LoopConfig.pool_keys`, n₀ = ``POOL_STRENGTH``)
     is off: measured and not adopted (README, "What was measured").
 
-    ``full_information`` / ``prior_events`` / ``pool_keys`` / ``pool_strength`` override those choices
-    (:attr:`~npo.bandit.BanditConfig.full_information`: every answer updates every τ arm, not only the one drawn);
-    None keeps them."""
+    The promoted feature model's pseudo-count in m(k) (:attr:`npo.loop.LoopConfig.model_prior_strength`) is the
+    loop's; it matters only when the replay retrains (:attr:`npo.evaluate.replay.ReplaySettings.retrain`).
+
+    ``full_information`` / ``prior_events`` / ``pool_keys`` / ``pool_strength`` / ``model_prior_strength`` override
+    those choices (:attr:`~npo.bandit.BanditConfig.full_information`: every answer updates every τ arm, not only the
+    one drawn); None keeps them."""
     bandit = BanditConfig(miss_weight=MISS_WEIGHT, prior_events=PRIOR_EVENTS)
     if full_information is not None:
         bandit = replace(bandit, full_information=full_information)
     if prior_events is not None:
         bandit = replace(bandit, prior_events=prior_events)
-    return LoopConfig(
+    config = LoopConfig(
         bandit=bandit,
         pool_keys=POOL_KEYS if pool_keys is None else pool_keys,
         pool_strength=POOL_STRENGTH if pool_strength is None else pool_strength,
     )
+    if model_prior_strength is not None:
+        config = replace(config, model_prior_strength=model_prior_strength)
+    return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +112,7 @@ class EvaluationSettings:
     engineers: EngineerConfig = field(default_factory=EngineerConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     loop: LoopConfig = field(default_factory=evaluation_loop_config)
-    replay: ReplaySettings = field(default_factory=ReplaySettings)
+    replay: ReplaySettings = field(default_factory=lambda: ReplaySettings(retrain=RETRAIN))
     policy: Policy = DEFAULT_POLICY
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
@@ -206,6 +217,8 @@ def evaluate(
         "prior_events": settings.loop.bandit.prior_events,
         "pool_keys": settings.loop.pool_keys,
         "pool_strength": settings.loop.pool_strength,
+        "retrain": settings.replay.retrain,
+        "model_prior_strength": settings.loop.model_prior_strength,
         "name_dimension": settings.replay.name_dimension,
         "even_odds_expected": settings.predictor.even_odds_expected,
     }

@@ -40,6 +40,17 @@ def _tau(m: dict[str, Any]) -> str:
     return " → ".join(f"{t:.2f}" for t in taus) if taus else "—"
 
 
+def _retraining(result: dict[str, Any]) -> str:
+    """The header's note on retraining: nothing when the replay did not retrain."""
+    if not result.get("settings", {}).get("retrain"):
+        return ""
+    npo = result["npo"]
+    return (
+        f"; retraining on approval: {npo.get('proposals_approved', 0):.2g} proposals approved and "
+        f"{npo.get('models_promoted', 0):.2g} models promoted per seed (NPO)"
+    )
+
+
 def table(result: dict[str, Any]) -> str:
     data = result.get("data", {})
     rows: list[tuple[str, dict[str, Any]]] = [("**NPO**", result["npo"])]
@@ -52,7 +63,7 @@ def table(result: dict[str, Any]) -> str:
         f"{data.get('windows', 0)} labelled windows, {data.get('predictions', 0)} predictions "
         f"({data.get('predictions_inside_windows', 0)} inside a window; the predictor flags "
         f"{data.get('windows_flagged_by_predictor', 0)} of the windows); seeds {result.get('seeds')}; "
-        f"{result.get('elapsed_s', 0):.1f} s",
+        f"{result.get('elapsed_s', 0):.1f} s{_retraining(result)}",
         "",
         header,
         "|" + "---|" * (len(COLUMNS) + 2),

@@ -14,7 +14,9 @@ Windows may overlap (an SMD event's window opens a horizon before it, a NAB list
 recommendation inside several windows is one true recommendation for precision and catches each of them for recall.
 * **L_align** by quarter of the prediction stream (time order): observed = mean feedback code of the surfaced
   recommendations in that quarter, true = the same with truthful codes (1 − precision of that quarter);
-* **τ** by quarter: the mean threshold drawn.
+* **τ** by quarter: the mean threshold drawn;
+* **monitor**: proposals raised (``monitor_triggers``), approved (``proposals_approved``: the ideal response) and
+  the retrained models promoted on approval (``models_promoted``: 0 unless the replay retrains).
 """
 
 from __future__ import annotations
@@ -126,4 +128,6 @@ def metrics(stream: Stream, trace: ReplayTrace, onsets: FloatArray, n_windows: i
         "tau_quarters": quarter_means(trace.tau),
         "f_monitor": trace.f_monitor,
         "monitor_triggers": trace.monitor_triggers,
+        "proposals_approved": trace.approved,
+        "models_promoted": trace.promotions,
     }

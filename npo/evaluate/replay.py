@@ -15,14 +15,33 @@ made at the very end of its window, then the monitor):
   later), whichever comes first — the meta-monitor (:mod:`npo.monitor`) reads the last ``window``
   surfaced recommendations' feedback codes and its Page–Hinkley detector. Its ideal response is known here: the
   same window's *truthful* alignment loss above θ. A proposal is resolved at once (approved when ideal) and counted
-  toward F_monitor; the replay does not retrain.
+  toward F_monitor.
+
+**Retraining** (``ReplaySettings.retrain``; off by default): an approved proposal does what Approve does in
+production (``bot/retraining.py``), on the replay's own store: it fits a candidate feature model φ(s) → P(override)
+on the latest ``training_rows`` effective answers (:func:`training_rows`, each answer weighted by its operator's trust
+weight as recorded), holding back the most recent ones and keeping a held-back recommendation's older answers out of
+the fit (:func:`npo.retrain.retrain_on_answers`), numbers it with the next version, promotes
+it only if it beats the current model and the base rate on the held-back answers, and on a promotion restarts every
+key's step size (:func:`npo.misalignment.reset_key`; m(k) is kept). From then on :func:`npo.loop.decide` scores with
+the promoted model as the prior of young keys (:func:`npo.loop.effective_misalignment`, pseudo-count
+``LoopConfig.model_prior_strength``). A store whose transactions can record model versions (``save_model``, as the
+SQLite store's do) records every candidate, promoted or not, as production does. Since the monitor decides when
+Approve comes, with retraining it also runs as production's monitor job does (``bot/jobs/monitor.py``): after a
+proposal, L_align (and the truthful L_align of the ideal response) is averaged over the answers recorded since that
+proposal only (at most ``window``, at least ``min_samples`` to be checked), and a drift alarm raised at any answer
+since the last check counts. Without retraining the replay does not retrain, its monitor reads the last ``window``
+answers at every check (so it may propose again on answers a proposal already covered) and the drift alarm's level
+at the check; its proposals are still counted.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +51,16 @@ from npo.evaluate.data import Dataset
 from npo.evaluate.engineers import Answers
 from npo.evaluate.predictor import SeriesPredictions
 from npo.evaluate.recency import TargetMemory
-from npo.loop import SYSTEM_OPERATOR, LoopConfig, LoopStore, decide, record_feedback, record_outcome
+from npo.loop import (
+    SYSTEM_OPERATOR,
+    LoopConfig,
+    LoopStore,
+    LoopTransaction,
+    decide,
+    record_feedback,
+    record_outcome,
+)
+from npo.misalignment import reset_key
 from npo.monitor import (
     MonitorConfig,
     MonitorState,
@@ -44,13 +72,15 @@ from npo.monitor import (
     resolve_proposal,
 )
 from npo.policy import Policy
-from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction, Severity
+from npo.retrain import Answer, LogisticModel, RetrainResult, retrain_on_answers
+from npo.types import FeedbackEvent, FeedbackKind, InvalidRecord, Outcome, Prediction, Severity
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 ACTION = "investigate"
+TRAINING_ROWS = 20_000  # the latest answers a retraining reads: bot.retraining.TRAINING_ROWS (a test holds them equal)
 _OUTCOME, _ANSWER, _PREDICT, _OWN_OUTCOME, _MONITOR = 0, 1, 2, 3, 4
 
 
@@ -149,6 +179,8 @@ class ReplayTrace:
     ``y`` is the observed feedback code of a surfaced prediction (override 1, like 0, neutral 0.5, skip λ; NaN when
     not surfaced), ``y_true`` what a truthful engineer would have answered (0 inside a window, 1 outside).
     ``tau`` the threshold drawn (NaN when none). ``f_monitor``: the meta-monitor's fidelity (NaN without checks).
+    ``monitor_triggers``: proposals the monitor raised, ``approved`` how many of them were approved (the ideal
+    response), ``retrainings`` every retraining attempt in order (empty unless ``ReplaySettings.retrain``).
     """
 
     surfaced: BoolArray
@@ -157,6 +189,13 @@ class ReplayTrace:
     y_true: FloatArray
     f_monitor: float
     monitor_triggers: int
+    approved: int = 0
+    retrainings: tuple[RetrainResult, ...] = ()
+
+    @property
+    def promotions(self) -> int:
+        """How many retrained models were promoted."""
+        return sum(1 for r in self.retrainings if r.promoted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,13 +204,62 @@ class ReplaySettings:
     last answer on a target shapes the scenario key of the target's next predictions (:mod:`npo.evaluate.recency`;
     None: the key names the target itself instead); ``name_dimension``: a prediction on a multivariate series names
     the dimension that deviated most in its fault type (``server/dim24``: 1-based), so the scenario key tells
-    kinds of fault apart by the metric that fired, pooled across machines (False: the series' family only)."""
+    kinds of fault apart by the metric that fired, pooled across machines (False: the series' family only);
+    ``retrain``: an approved proposal retrains the feature model as Approve does in production, on the latest
+    ``training_rows`` answers, and the monitor decides when as production's job does (module docstring; needs the
+    monitor)."""
 
     monitor: MonitorConfig | None = field(default_factory=MonitorConfig)
     monitor_every_s: float = 3600.0
     answer_delay_s: float = 600.0
     recency_s: float | None = 86400.0
     name_dimension: bool = True
+    retrain: bool = False
+    training_rows: int = TRAINING_ROWS
+
+    def __post_init__(self) -> None:
+        if self.retrain and self.monitor is None:
+            raise InvalidRecord("retrain", "retraining runs when a proposal is approved, so it needs the monitor")
+        rows = self.training_rows
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise InvalidRecord("training_rows", f"must be an integer >= 1, got {rows!r}")
+
+
+@runtime_checkable
+class RecordsModels(Protocol):
+    """A loop transaction that can record a model version (the SQLite store's can; the loop protocol has no such
+    method): every retraining candidate is recorded there, promoted or not, as production records it."""
+
+    def save_model(self, model: LogisticModel, *, promoted: bool, recorded_at: float) -> None: ...
+
+
+class _WithModel:
+    """A loop transaction whose ``get_model`` is the replay's promoted model; everything else is the store's."""
+
+    def __init__(self, tx: LoopTransaction, model: LogisticModel) -> None:
+        self._tx = tx
+        self._model = model
+
+    def get_model(self) -> LogisticModel | None:
+        return self._model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+
+def training_rows(tx: LoopTransaction, answered: Sequence[str], limit: int) -> list[Answer]:
+    """The latest ``limit`` effective answers as (prediction, y, trust weight), oldest first — what production
+    reads (``storage.monitoring.training_rows``). ``answered``: the prediction ids in the order their answers were
+    recorded (one answer event per prediction, as in the replay)."""
+    rows: list[Answer] = []
+    for pid in reversed(answered):
+        prediction = tx.get_prediction(pid)
+        if prediction is None:
+            continue
+        rows.extend((prediction, a.y, a.weight) for a in reversed(tx.feedback_for(pid)))
+        if len(rows) >= limit:
+            break
+    return rows[:limit][::-1]
 
 
 def fault_type(dataset: Dataset, stream: Stream, i: int, *, name_dimension: bool = True) -> str:
@@ -237,14 +325,27 @@ def replay(
     recent: deque[tuple[float, float]] = deque(maxlen=monitor.window if monitor else 1)
     state = MonitorState()
     memory = None if settings.recency_s is None else TargetMemory(settings.recency_s)
-    triggers = 0
+    triggers = approved = 0
+    # With retraining the monitor runs as production's job does (bot/jobs/monitor.py), since that decides when
+    # Approve comes: after a proposal L_align is averaged over the answers recorded since it only, and a drift alarm
+    # raised at any answer since the last check counts even if the statistic has fallen back by the check.
+    as_production = settings.retrain
+    raised_since_check: bool | None = None  # None: no answer since the last check
+    answered: list[str] = []  # prediction ids in the order their answers were recorded (the feedback log's order)
+    keys: set[str] = set()  # every scenario key (and parent) a decision named: what a promotion restarts
+    model: LogisticModel | None = None  # the promoted feature model
+    retrainings: list[RetrainResult] = []
     for at, kind, i in events:
         if kind == _PREDICT:
             recency = None if memory is None else memory.state(dataset.series[int(stream.series_index[i])].name, at)
             prediction = _prediction(dataset, stream, i, recency, settings.name_dimension)
             with store.transaction() as tx:
-                result = decide(tx, prediction, config=config, policy=policy, rng=rng, now=at)
+                view = tx if model is None else cast(LoopTransaction, _WithModel(tx, model))
+                result = decide(view, prediction, config=config, policy=policy, rng=rng, now=at)
             d = result.decision
+            keys.add(d.key)
+            if config.pool_keys:
+                keys.add(config.key_spec.parent(d.key))
             if d.threshold is not None:
                 tau[i] = d.threshold
             surfaced[i] = d.surfaced and not result.duplicate
@@ -258,25 +359,68 @@ def replay(
                 applied = record_feedback(tx, event, config=config).applied
             code = config.codes.code(click) if applied is None else applied.y
             y[i] = code
+            answered.append(f"p{i}")
             if memory is not None:
                 memory.observe(dataset.series[int(stream.series_index[i])].name, click, at)
             recent.append((code, float(y_true[i])))
             if monitor is not None:
-                state, _ = observe_feedback(state, code, monitor)
+                state, raised = observe_feedback(state, code, monitor)
+                raised_since_check = raised or bool(raised_since_check)
         elif kind in (_OUTCOME, _OWN_OUTCOME):
             with store.transaction() as tx:
                 record_outcome(tx, Outcome(f"p{i}", bool(stream.real_fault[i]), at, source="labels"), config=config)
-        elif monitor is not None and len(recent) >= monitor.min_samples:
+        elif monitor is not None:
+            raised_before, raised_since_check = raised_since_check, None  # every check starts a new interval
+            if len(recent) < monitor.min_samples:
+                continue
             codes = [c for c, _ in recent]
             loss = alignment_loss(codes)
             truthful = alignment_loss([t for _, t in recent])
+            alarm = page_hinkley_alarm(state.ph, monitor.page_hinkley)
+            if as_production and raised_before is not None:
+                alarm = raised_before
+            since_proposal = as_production and state.last_trigger_at is not None
             decision, state = evaluate_monitor(
-                state, monitor, loss, len(codes), page_hinkley_alarm(state.ph, monitor.page_hinkley), at
+                state, monitor, loss, len(codes), alarm, at, since_last_proposal=since_proposal
             )
             ideal = truthful is not None and truthful > monitor.loss_threshold
             if decision.trigger:
                 triggers += 1
+                if as_production:
+                    recent.clear()  # the next L_align reads only answers recorded after this proposal
+                approved += int(ideal)
+                if ideal and settings.retrain:
+                    with store.transaction() as tx:
+                        retrained = _retrain(tx, answered, model, keys, config, settings, at, len(retrainings) + 1)
+                    retrainings.append(retrained)
+                    if retrained.promoted:
+                        model = retrained.candidate
                 state = resolve_proposal(state, approved=ideal)
             state = record_ground_truth(state, acted=decision.trigger, ideal=ideal)
     fidelity = monitor_fidelity(state)
-    return ReplayTrace(surfaced, tau, y, y_true, math.nan if fidelity is None else fidelity, triggers)
+    f_monitor = math.nan if fidelity is None else fidelity
+    return ReplayTrace(surfaced, tau, y, y_true, f_monitor, triggers, approved, tuple(retrainings))
+
+
+def _retrain(
+    tx: LoopTransaction,
+    answered: Sequence[str],
+    current: LogisticModel | None,
+    keys: set[str],
+    config: LoopConfig,
+    settings: ReplaySettings,
+    now: float,
+    version: int,
+) -> RetrainResult:
+    """Approve of a retraining proposal, as ``bot.retraining.resolve`` does it: fit, record the version, and on a
+    promotion restart every key's step size (m(k) kept)."""
+    rows = training_rows(tx, answered, settings.training_rows)
+    result = retrain_on_answers(rows, current, key_spec=config.key_spec, now=now, version=version)
+    if isinstance(tx, RecordsModels):
+        tx.save_model(result.candidate, promoted=result.promoted, recorded_at=now)
+    if result.promoted:
+        for key in sorted(keys):
+            key_state = tx.get_key(key)
+            if key_state.weight_sum > 0.0:  # a key whose step size has not moved is already restarted
+                tx.put_key(reset_key(key_state))
+    return result
