@@ -11,15 +11,9 @@ from typing import TYPE_CHECKING
 
 from bot.db_cli import add_db_parser, run_db
 from bot.demo.cli import add_demo_parser, run_demo
-from bot.evaluate.cli import (
-    add_evaluate_parser,
-    output_folder,
-    print_result,
-    run_evaluate,
-    seed_number,
-    writable_folder,
-)
+from bot.evaluate.cli import add_evaluate_parser, output_folder, run_evaluate, seed_number, writable_folder
 from bot.jobs.cli import add_report_parser, run_report
+from bot.output import print_result, run_printing
 from npo import __version__
 
 if TYPE_CHECKING:
@@ -145,7 +139,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         name = "duplicate" if r.duplicate else r.decision.verdict.value
         verdicts[name] = verdicts.get(name, 0) + 1
     summary = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) or "nothing decided"
-    print(f"{len(results)} decided ({summary}); {len(parsed.errors)} malformed line(s)")
+    # The decisions are stored before the summary is printed: a reader gone away (141) or a full stdout (1) loses
+    # the summary only, and an interruption still says how far the replay got.
+    printed = print_result(f"{len(results)} decided ({summary}); {len(parsed.errors)} malformed line(s)", "replay")
     if run.interrupted:
         print(
             f"npo-bot replay: interrupted after {len(results)} of {len(parsed.predictions)} predictions were decided "
@@ -154,7 +150,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return INTERRUPTED_EXIT
-    return 1 if parsed.errors else 0
+    return printed or (1 if parsed.errors else 0)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -230,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"npo-bot {args.command}: the policy file is refused: {exc}", file=sys.stderr)
             return 2
     if args.command == "demo":
-        return run_demo(args)
+        return run_printing(lambda: run_demo(args), "demo")
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses unknown commands first
 
 

@@ -17,7 +17,9 @@ import shutil
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+from bot.output import Writer, print_result, write_result
 
 DEFAULT_DB = "npo.db"
 
@@ -99,7 +101,7 @@ def _csv_cell(value: object) -> object:
     return value
 
 
-def _export(args: argparse.Namespace, path: Path, out: TextIO) -> int:
+def _export(args: argparse.Namespace, path: Path, out: Writer) -> int:
     from storage.maintenance import export_columns, export_rows  # noqa: PLC0415 - keep `npo-bot --help` fast
 
     count = 0
@@ -116,9 +118,6 @@ def _export(args: argparse.Namespace, path: Path, out: TextIO) -> int:
             writer.writerow([_csv_cell(value) for value in row.values()])
             count += 1
     return count
-
-
-SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -166,7 +165,8 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
 
 
 def run_db(args: argparse.Namespace) -> int:
-    """Run one ``npo-bot db`` subcommand; returns the exit code (0 ok, 1 problems found or failure)."""
+    """Run one ``npo-bot db`` subcommand; returns the exit code (0 ok, 1 problems found or failure, 141 the reader
+    of stdout went away: see :mod:`bot.output`)."""
     from bot.config import ConfigError  # noqa: PLC0415
     from storage import (  # noqa: PLC0415
         LATEST_SCHEMA_VERSION,
@@ -180,6 +180,7 @@ def run_db(args: argparse.Namespace) -> int:
     )
 
     command = args.db_command
+    name = f"db {command}"
     try:
         path = _db_path(args)
     except ConfigError as exc:
@@ -196,37 +197,25 @@ def run_db(args: argparse.Namespace) -> int:
                 after = migrate(db)
             finally:
                 db.close()
-            print(f"{path}: schema version {before} -> {after} (latest {LATEST_SCHEMA_VERSION})")
-            return 0
+            return print_result(f"{path}: schema version {before} -> {after} (latest {LATEST_SCHEMA_VERSION})", name)
         if command == "backup":
             size = backup(path, args.path)
-            print(f"backed up {path} to {args.path} ({size:,} bytes)")
-            return 0
+            return print_result(f"backed up {path} to {args.path} ({size:,} bytes)", name)
         if command == "check":
             db = connect_readonly(path)  # a check only reads: a backup stays one file, read-only media work
             try:
                 version, problems = check(db)
             finally:
                 db.close()
-            print(f"{path}: schema version {version} (latest {LATEST_SCHEMA_VERSION})")
-            for problem in problems:
-                print(f"PROBLEM {problem.what}: {problem.detail}")
-            print("ok" if not problems else f"{sum(p.count for p in problems)} problem(s)")
-            return 0 if not problems else 1
+            lines = [f"{path}: schema version {version} (latest {LATEST_SCHEMA_VERSION})"]
+            lines += [f"PROBLEM {problem.what}: {problem.detail}" for problem in problems]
+            lines.append("ok" if not problems else f"{sum(p.count for p in problems)} problem(s)")
+            return print_result("\n".join(lines), name) or (0 if not problems else 1)
         if command == "export":
-            if args.out is None:
-                reconfigure = getattr(sys.stdout, "reconfigure", None)
-                if reconfigure is not None:  # UTF-8 whatever the locale (an ASCII one raised on the first "é")
-                    reconfigure(encoding="utf-8", newline="")
-                try:
-                    _export(args, path, sys.stdout)
-                    sys.stdout.flush()
-                except BrokenPipeError:  # the reader stopped (`| head`): stop quietly, as cat and git do
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
-                    return SIGPIPE_EXIT
-            else:
-                count = _export_to_file(args, path, args.out)
-                print(f"exported {count} {args.what} row(s) to {args.out}", file=sys.stderr)
+            if args.out is None:  # UTF-8 whatever the locale (an ASCII one raised on the first "é"); CRLF kept as is
+                return write_result(lambda out: _export(args, path, out), name, newline="")
+            count = _export_to_file(args, path, args.out)
+            print(f"exported {count} {args.what} row(s) to {args.out}", file=sys.stderr)
             return 0
     except (StorageError, OSError) as exc:
         print(f"npo-bot db {command}: {exc}", file=sys.stderr)

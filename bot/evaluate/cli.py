@@ -38,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.output import print_result  # the one handling of stdout every npo-bot command shares
+
 if TYPE_CHECKING:
     from npo.evaluate.data import Dataset
 
@@ -230,32 +232,7 @@ def resolve_data(args: argparse.Namespace) -> tuple[Path, str | None]:
 
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for a command stopped with Ctrl-C
-SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 DATA_ERROR_EXIT = 1  # the data (or a file written during the run) refused; 2 is a command line argparse refuses
-
-
-def print_result(text: str, command: str) -> int:
-    """Print ``npo-bot <command>``'s result on stdout as UTF-8 whatever the locale (the tables hold τ, ¼, ±, —).
-
-    Returns 0; ``SIGPIPE_EXIT`` when the reader went away (``| head``: then quietly, as cat and git do); 1 with one
-    line on stderr when stdout is closed or cannot be written (``> /dev/full``, a full disk)."""
-    if sys.stdout is None:  # started with stdout closed (``>&-``): the result would be lost without a word
-        print(f"npo-bot {command}: stdout is closed; nothing was printed", file=sys.stderr)
-        return 1
-    reconfigure = getattr(sys.stdout, "reconfigure", None)
-    if reconfigure is not None and (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
-        reconfigure(encoding="utf-8")
-    try:
-        print(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
-        return SIGPIPE_EXIT
-    except OSError as exc:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print(f"npo-bot {command}: cannot write the result to stdout: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def writable_folder(path: Path, option: str) -> str | None:

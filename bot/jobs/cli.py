@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.output import print_result
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -101,7 +103,8 @@ def _database_file(path: Path, db: Path) -> Path | None:
 
 
 def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
-    """Print the report; 0 on success, 2 on bad arguments, a missing database or a chart that cannot be written."""
+    """Print the report; 0 on success, 2 on bad arguments, a missing database or a chart that cannot be written,
+    141 when the reader of stdout went away and 1 when stdout cannot be written (:mod:`bot.output`)."""
     from bot.jobs.report import build_report, render_png, report_text  # noqa: PLC0415 - keep --help fast
     from storage import SQLiteStore  # noqa: PLC0415
     from storage.errors import StorageError  # noqa: PLC0415
@@ -141,7 +144,7 @@ def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
         except OSError as exc:
             print(f"npo-bot report: --png {args.png}: cannot write the chart: {exc.strerror or exc}", file=sys.stderr)
             return 2
-    print(report_text(report, slack=False))
+    text = report_text(report, slack=False)
     if args.png is not None:
-        print(f"\nwrote {args.png}")
-    return 0
+        text += f"\n\nwrote {args.png}"
+    return print_result(text, "report")
