@@ -10,9 +10,10 @@ a list is validated completely before any of it is decided. The exception is an 
 notification, whose alerts are taken one by one (Alertmanager groups unrelated alerts and does not retry a 4xx):
 the usable ones are decided or recorded and each malformed one is listed under ``"errors": [{"field", "message"}]``
 (the first :data:`LISTED_ALERT_ERRORS`; ``"errors_omitted"`` counts the rest) with 200; only a notification with no
-usable alert, or a malformed body, is 422. Duplicates (same id, or same fingerprint within the dedupe window) are
-answered 200 with ``"duplicate": true``. Everything after reading the body runs on a worker thread
-(:class:`IngestApi`).
+usable alert, or a malformed body, is 422. A notification the sender truncated (``max_alerts``) has
+``"truncated_alerts"``: the number of alerts it left out, which NPO never saw (also logged). Duplicates (same id, or
+same fingerprint within the dedupe window) are answered 200 with ``"duplicate": true``. Everything after reading the
+body runs on a worker thread (:class:`IngestApi`).
 """
 
 from __future__ import annotations
@@ -282,4 +283,6 @@ class IngestApi:
         }
         if len(batch.errors) > LISTED_ALERT_ERRORS:
             answer["errors_omitted"] = len(batch.errors) - LISTED_ALERT_ERRORS
+        if batch.truncated:
+            answer["truncated_alerts"] = batch.truncated  # left out by the sender (max_alerts): never seen here
         return json_answer(answer)

@@ -23,6 +23,12 @@ an object, ``alerts`` not a list, ``commonLabels`` not an object of strings) doe
 warning level: the first :data:`LOGGED_ERRORS` of a notification one by one, the rest counted in one line, so a
 huge malformed notification cannot flood the log. An empty ``alerts`` list is not an error: nothing to do.
 
+With ``max_alerts`` in its webhook_config, Alertmanager (and Grafana) sends only the first alerts of a group and
+counts the others in ``truncatedAlerts``. Those never reach NPO — the predictions of the firing ones, the outcomes of
+the resolved ones — so a positive count is logged at warning level with the group's key and given in
+:attr:`AlertBatch.truncated`; a value that is not a count (absent, ``null``, negative, not an integer) is taken as 0,
+not refused, since refusing the notification would lose the alerts it does carry.
+
 Field mapping (first match wins; ``commonLabels``/``commonAnnotations`` fill gaps in an alert's own):
 
 ============== ==========================================================================================
@@ -82,12 +88,15 @@ class AlertBatch:
 
     ``fallback_ids``: for an outcome whose id is an episode id, the plain ``am:<fingerprint>`` id to try when no
     prediction has the episode id (one stored before episode ids). ``errors``: the alerts refused, each naming its
-    field (``alerts[1].labels.instance``), when the others were usable (module docstring)."""
+    field (``alerts[1].labels.instance``), when the others were usable (module docstring). ``truncated``: the
+    alerts the sender left out of the notification (its ``truncatedAlerts``; ``max_alerts`` in Alertmanager's
+    webhook_config), which NPO never saw."""
 
     predictions: list[Prediction]
     outcomes: list[Outcome]
     fallback_ids: dict[str, str] = field(default_factory=dict)
     errors: list[InvalidRecord] = field(default_factory=list)
+    truncated: int = 0
 
 
 def _strings(value: object, where: str) -> dict[str, str]:
@@ -216,6 +225,22 @@ def _resolved(
 LOGGED_ERRORS = 20  # refused alerts logged one by one per notification; the rest in one line (bounded log volume)
 
 
+def _truncated(body: Mapping[str, Any]) -> int:
+    """The notification's ``truncatedAlerts`` when it is a positive count, else 0 (module docstring)."""
+    count = body.get("truncatedAlerts")
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        return 0
+    group = body.get("groupKey")
+    log.warning(
+        "Alertmanager webhook: %d alerts were left out of this notification by the sender (max_alerts of its "
+        "webhook_config): NPO never sees them, neither the firing ones nor the resolved ones; raise max_alerts or "
+        "set it to 0 (groupKey=%r)",
+        count,
+        (group if isinstance(group, str) else "?")[:300],
+    )
+    return count
+
+
 def parse_webhook(body: object, *, now: float) -> AlertBatch:
     """Parse an Alertmanager v4 or Grafana webhook body, alert by alert (see the module docstring).
 
@@ -230,7 +255,7 @@ def parse_webhook(body: object, *, now: float) -> AlertBatch:
         _strings(body.get("commonLabels"), "commonLabels"),
         _strings(body.get("commonAnnotations"), "commonAnnotations"),
     )
-    batch = AlertBatch([], [])
+    batch = AlertBatch([], [], truncated=_truncated(body))
     for index, alert in enumerate(alerts):
         try:
             if not isinstance(alert, Mapping):
@@ -249,8 +274,10 @@ def parse_webhook(body: object, *, now: float) -> AlertBatch:
             batch.errors.append(exc)
     usable = bool(batch.predictions or batch.outcomes)
     fate = "the other alerts were used" if usable else "no alert was usable, nothing was stored"
-    for exc in batch.errors[:LOGGED_ERRORS]:
-        log.warning("Alertmanager webhook: alert refused (%s): field=%r message=%r", fate, exc.field, exc.message[:300])
+    for refused in batch.errors[:LOGGED_ERRORS]:
+        log.warning(
+            "Alertmanager webhook: alert refused (%s): field=%r message=%r", fate, refused.field, refused.message[:300]
+        )
     if len(batch.errors) > LOGGED_ERRORS:
         log.warning(
             "Alertmanager webhook: %d more alerts of this notification refused (%s); not logged one by one",

@@ -1,23 +1,30 @@
 """Poll a predictions URL on an interval and feed what it returns to the loop.
 
 The URL answers JSON: a list of prediction objects, or ``{"predictions": [...]}`` (fields as in
-:mod:`bot.ingest.records`). Invalid entries are logged with their index and field and skipped; valid ones are
-decided. A feed usually serves its current predictions on every poll: those the previous answer already held (by
-id) are not handed to the loop again, so a feed of 200 predictions polled every 30 s does not write 576,000
-"duplicate" audit lines a day. The loop's own dedupe still covers the rest: the first poll after a restart, an id
-that comes back after leaving the feed, the same prediction under a new id. Network and HTTP errors, answers that
-are not JSON of that shape, answers over ``max_body_bytes`` and answers not complete within ``timeout_s`` are logged,
-nothing of them is decided, and the next poll happens on schedule. One daemon thread; :meth:`Poller.stop` ends it.
+:mod:`bot.ingest.records`). Invalid entries are skipped and logged with their index and field — the first
+:data:`LOGGED_ERRORS` of an answer one by one, the rest counted in one line, so a feed whose every entry is refused
+cannot flood the log at every poll (:attr:`PollResult.errors` names them all); valid ones are decided. A feed
+usually serves its current predictions on every poll: those the previous answer already held (by id) are not handed
+to the loop again, so a feed of 200 predictions polled every 30 s does not write 576,000 "duplicate" audit lines a
+day. The loop's own dedupe still covers the rest: the first poll after a restart, an id that comes back after
+leaving the feed, the same prediction under a new id. Network and HTTP errors, answers that are not JSON of that
+shape, answers over ``max_body_bytes`` and answers not complete within ``timeout_s`` — from the start of the request
+to the last byte, however the server spends it (connecting, interim ``1xx`` responses, headers or body sent a little
+at a time) — are logged, nothing of them is decided, and the next poll happens on schedule. One daemon thread;
+:meth:`Poller.stop` ends it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -30,10 +37,63 @@ from npo.types import InvalidRecord, Prediction
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10_000_000  # about 50,000 predictions: far beyond a feed, far below what would hurt the process
+LOGGED_ERRORS = 20  # invalid predictions logged one by one per poll; the rest in one line (bounded log volume)
 
 
 class _Refused(Exception):
     """The answer is too large or too slow: not read further."""
+
+
+def _shut_down(sock: socket.socket) -> None:
+    """Shut ``sock`` down, waking a read blocked on it in another thread (closing it would not). The plain socket's
+    method even for a TLS socket, whose own ``shutdown`` would tear its TLS state down under the reading thread; a
+    socket closed meanwhile raises ``OSError`` (its descriptor is -1 by then: never another socket's)."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """Ends a request that is not complete ``seconds`` after it started by shutting its connection down.
+
+    httpx's timeouts bound each network operation, not the request: a server that keeps sending a little — interim
+    ``102 Processing`` responses while it computes, header lines, the body byte by byte — each within the read
+    timeout, would hold the poll, and the poller's thread, for as long as it goes on. The sockets come from httpx's
+    ``trace`` extension as the request opens its connection; the client keeps no idle connection, so every request
+    opens one (:meth:`Poller._new_client`)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpx's ``trace`` callback: note the socket of each connection (and of its TLS layer) as it is made."""
+        if not event.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            return
+        get_extra_info = getattr(info.get("return_value"), "get_extra_info", None)  # httpcore's network stream
+        sock = get_extra_info("socket") if callable(get_extra_info) else None
+        if isinstance(sock, socket.socket):
+            with self._lock:
+                self._sockets.append(sock)
+                if self.expired:  # the deadline passed while it was connecting
+                    _shut_down(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut_down(sock)
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._timer.cancel()
 
 
 @dataclass
@@ -64,7 +124,7 @@ class Poller:
         self._headers = headers
         self._timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
-        self._client = httpx.Client(headers=headers, timeout=timeout_s)
+        self._client = self._new_client()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous: frozenset[str] = frozenset()  # ids of the last answer whose predictions were decided
@@ -88,7 +148,15 @@ class Poller:
                 valid.append(prediction_from_json(item, received_at=now))
             except InvalidRecord as exc:
                 result.errors.append(f"[{index}].{exc.field}: {exc.message}")
-                log.warning("poller skipped prediction [%d]: %s: %s", index, exc.field, exc.message)
+                if len(result.errors) <= LOGGED_ERRORS:
+                    log.warning("poller skipped prediction [%d]: %s: %s", index, exc.field, exc.message[:300])
+        if len(result.errors) > LOGGED_ERRORS:
+            log.warning(
+                "poller skipped %d more predictions of this answer, not logged one by one (%s of %s invalid)",
+                len(result.errors) - LOGGED_ERRORS,
+                f"{len(result.errors):,}",
+                f"{len(items):,}",
+            )
         fresh = [p for p in valid if p.id not in self._previous]
         result.repeated = [p.id for p in valid if p.id in self._previous]
         if fresh:
@@ -103,11 +171,31 @@ class Poller:
         log.warning(message)
         return result
 
+    def _new_client(self) -> httpx.Client:
+        """The HTTP client; it keeps no idle connection, so that each poll opens one its :class:`_Watchdog` can
+        end (a poll every 30 s gains nothing from keeping one, which servers close after a few seconds anyway)."""
+        limits = httpx.Limits(max_keepalive_connections=0)
+        return httpx.Client(headers=self._headers, timeout=self._timeout_s, limits=limits)
+
     def _get(self) -> bytes:
-        """The answer's body; raises :class:`_Refused` past ``max_body_bytes`` or ``timeout_s`` in all (httpx's
-        timeout bounds each read, so an answer that trickles in would otherwise hold the poll for ever)."""
-        deadline = time.monotonic() + self._timeout_s
-        with self._client.stream("GET", self.url) as response:
+        """The answer's body; raises :class:`_Refused` past ``max_body_bytes`` or ``timeout_s`` in all, from the
+        start of the request to its last byte (httpx's timeout bounds each read: an answer that trickles in, its
+        headers or its body, would otherwise hold the poll for ever)."""
+        watchdog = _Watchdog(self._timeout_s)
+        late = _Refused(f"no complete answer within {self._timeout_s:g} s")
+        try:
+            with watchdog:
+                body = self._read(watchdog, time.monotonic() + self._timeout_s)
+        except httpx.HTTPError:
+            if watchdog.expired:  # the connection was shut down at the deadline: say so, not "disconnected"
+                raise late from None
+            raise
+        if watchdog.expired:  # an answer without a length ends when its connection does: cut, not complete
+            raise late
+        return body
+
+    def _read(self, watchdog: _Watchdog, deadline: float) -> bytes:
+        with self._client.stream("GET", self.url, extensions={"trace": watchdog.trace}) as response:
             response.raise_for_status()
             too_large = _Refused(f"the answer is larger than {self.max_body_bytes:,} bytes")
             declared = response.headers.get("content-length", "")
@@ -127,7 +215,7 @@ class Poller:
     def start(self) -> None:
         """Poll now and then every ``interval_s`` on a daemon thread (may be called again after :meth:`stop`)."""
         if self._client.is_closed:
-            self._client = httpx.Client(headers=self._headers, timeout=self._timeout_s)
+            self._client = self._new_client()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="npo-poller", daemon=True)
         self._thread.start()
@@ -141,9 +229,11 @@ class Poller:
             self._stop.wait(self.interval_s)
 
     def stop(self) -> None:
-        """End the thread (a poll in progress finishes first) and close the HTTP client."""
+        """End the thread and close the HTTP client. A poll in progress finishes first: its request ends within
+        ``timeout_s``, and the decisions of its answer are stored (or not) before this returns, so the database can
+        be closed next."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(self._timeout_s + 10)
             self._thread = None
         self._client.close()

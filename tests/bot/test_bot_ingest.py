@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from bot.app import build_poller
 from bot.cli import main as cli_main
 from bot.config import load_settings
 from bot.ingest.alertmanager import parse_webhook
+from bot.ingest.poller import LOGGED_ERRORS as POLL_LOGGED_ERRORS
 from bot.ingest.poller import Poller
 from bot.ingest.records import many, prediction_from_json
 from bot.ingest.replay import REPLAY_CHUNK, UnreadableFile, decide_in_chunks, read_predictions
@@ -33,7 +35,7 @@ from npo.policy import DEFAULT_POLICY
 from npo.types import InvalidRecord, Prediction, Severity
 from storage import SQLiteStore, StorageError
 
-GRAFANA = {
+GRAFANA: dict[str, Any] = {
     "receiver": "npo",
     "status": "firing",
     "orgId": 1,
@@ -152,6 +154,27 @@ def test_a_notification_of_bad_alerts_names_the_first_and_an_empty_one_is_fine()
     assert (empty.predictions, empty.outcomes, empty.errors) == ([], [], [])
 
 
+def test_alerts_alertmanager_left_out_of_a_notification_are_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With ``max_alerts`` in its webhook_config, Alertmanager sends only the first alerts of a group and counts the
+    rest in ``truncatedAlerts``: those never reach NPO (neither their predictions nor their outcomes), and nothing
+    said so — the count was ignored."""
+    body = dict(GRAFANA, truncatedAlerts=7, groupKey='{}:{alertname="NodeOverheat"}')
+    with caplog.at_level(logging.WARNING, logger="bot.ingest.alertmanager"):
+        batch = parse_webhook(body, now=0.0)
+    assert [p.id for p in batch.predictions] == ["am:ff01@20250326T100000Z"] and batch.truncated == 7
+    (warning,) = caplog.records
+    message = warning.getMessage()
+    assert warning.levelno == logging.WARNING
+    assert "7 alerts" in message and "max_alerts" in message and 'alertname="NodeOverheat"' in message
+    caplog.clear()
+    for not_a_count in (0, None, -1, "3", True, 2.5, [1]):  # absent or not a count: nothing to report, not an error
+        with caplog.at_level(logging.WARNING, logger="bot.ingest.alertmanager"):
+            batch = parse_webhook(dict(GRAFANA, truncatedAlerts=not_a_count), now=0.0)
+        assert batch.truncated == 0 and len(batch.predictions) == 1 and caplog.records == [], not_a_count
+
+
 def test_records_list_errors_carry_the_index() -> None:
     good = {"id": "a", "fault_type": "f", "target": "t", "action": "x", "confidence": 0.5}
     with pytest.raises(InvalidRecord) as info:
@@ -216,8 +239,8 @@ def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 
 @pytest.fixture
-def predictions_server() -> Iterator[tuple[str, list[object]]]:
-    served: list[object] = []
+def predictions_server() -> Iterator[tuple[str, list[Any]]]:
+    served: list[Any] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -235,7 +258,7 @@ def predictions_server() -> Iterator[tuple[str, list[object]]]:
         yield url, served
 
 
-def test_poller_feeds_the_loop(tmp_path: Path, predictions_server: tuple[str, list[object]]) -> None:
+def test_poller_feeds_the_loop(tmp_path: Path, predictions_server: tuple[str, list[Any]]) -> None:
     url, served = predictions_server
     served.append(
         {
@@ -268,7 +291,7 @@ def test_poller_feeds_the_loop(tmp_path: Path, predictions_server: tuple[str, li
 
 
 def test_a_feed_serving_the_same_predictions_is_decided_once_per_id(
-    tmp_path: Path, predictions_server: tuple[str, list[object]]
+    tmp_path: Path, predictions_server: tuple[str, list[Any]]
 ) -> None:
     url, served = predictions_server
     item = {"fault_type": "f", "action": "x", "confidence": 0.99}
@@ -376,7 +399,7 @@ def test_replay_refuses_csv_rows_with_more_cells_than_the_header(tmp_path: Path)
 
 
 def test_a_lone_surrogate_is_refused_per_prediction_by_replay_and_poller(
-    tmp_path: Path, predictions_server: tuple[str, list[object]]
+    tmp_path: Path, predictions_server: tuple[str, list[Any]]
 ) -> None:
     """``json.loads`` lets ``"\\ud800"`` through; SQLite cannot store it, so the whole batch failed: replay ended in
     a traceback with nothing decided, and the poller failed every poll, never deciding the feed's good entries."""
@@ -402,7 +425,7 @@ def test_a_lone_surrogate_is_refused_per_prediction_by_replay_and_poller(
 
 
 def test_poller_logs_an_answer_it_cannot_use(
-    predictions_server: tuple[str, list[object]], caplog: pytest.LogCaptureFixture
+    predictions_server: tuple[str, list[Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
     """An answer of the wrong shape was recorded in the result only, which ``serve`` drops: the operator saw
     nothing, poll after poll."""
@@ -415,16 +438,55 @@ def test_poller_logs_an_answer_it_cannot_use(
     poller.stop()
 
 
+def test_a_feed_of_many_invalid_predictions_is_logged_in_bounded_size(
+    predictions_server: tuple[str, list[Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A feed whose predictions all carry a field NPO does not take (``"model": "v2"``, added by the feed's next
+    release) wrote one warning per prediction per poll: 1,000 lines every 30 s here, 50,000 for a feed at the size
+    limit — the log drowned while the result still named every one."""
+    url, served = predictions_server
+    item = {"fault_type": "f", "action": "x", "confidence": 0.9}
+    bad = [item | {"id": f"b{i}", "target": f"t{i}", "model": "v2"} for i in range(1000)]
+    served.append([*bad, item | {"id": "good", "target": "t-good"}])
+    decided: list[Sequence[Prediction]] = []
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        decided.append(predictions)
+        return []
+
+    poller = Poller(url, decide, clock=lambda: 0.0)
+    with caplog.at_level(logging.WARNING, logger="bot.ingest.poller"):
+        result = poller.poll_once()
+    poller.stop()
+    assert [[p.id for p in batch] for batch in decided] == [["good"]]
+    assert len(result.errors) == 1000 and result.errors[0].startswith("[0].model: unknown field")
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == POLL_LOGGED_ERRORS + 1, len(warned)
+    assert "[0]" in warned[0] and "model" in warned[0]
+    assert f"{1000 - POLL_LOGGED_ERRORS} more" in warned[-1] and "1,000 of 1,001" in warned[-1]
+
+
 @pytest.fixture
 def raw_server() -> Iterator[tuple[str, list[bytes]]]:
     """Serves ``bodies[-1]`` as is (without a Content-Length after a prefix ``b"unsized:"``); a body of
-    ``b"trickle"`` sends a space five times a second for ever (until closed)."""
+    ``b"trickle"`` sends a space five times a second for ever (until closed), one of ``b"processing"`` an interim
+    ``102 Processing`` five times a second and never the answer, one of ``b"slow headers"`` the status line and then
+    a header line five times a second, never ending the headers."""
     bodies: list[bytes] = [b"[]"]
     stopping = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             data = bodies[-1]
+            if data in (b"processing", b"slow headers"):
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n" if data == b"slow headers" else b"")
+                line = b"X-Still-Working: yes\r\n" if data == b"slow headers" else b"HTTP/1.1 102 Processing\r\n\r\n"
+                with contextlib.suppress(OSError):
+                    while not stopping.wait(0.2):
+                        self.wfile.write(line)
+                        self.wfile.flush()
+                self.close_connection = True
+                return
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             if data == b"trickle":
@@ -488,6 +550,33 @@ def test_poller_bounds_the_size_and_the_time_of_an_answer(raw_server: tuple[str,
     assert time.monotonic() - started < 3
     assert result.errors == [f"poll of {url} failed: no complete answer within 1 s"] and decided == []
     bodies.append(json.dumps([item | {"id": "p0", "target": "t0"}]).encode())
+    assert poller.poll_once().errors == [] and len(decided) == 1
+    poller.stop()
+
+
+@pytest.mark.parametrize("answer", [b"processing", b"slow headers"])
+def test_poller_bounds_the_time_of_an_answer_whose_headers_never_end(
+    raw_server: tuple[str, list[bytes]], answer: bytes
+) -> None:
+    """The poll's time limit was checked only while the body was read: a feed that kept the headers coming — an
+    interim ``102 Processing`` every few seconds while it computes, or header lines trickling in — each within the
+    read timeout, held the poll for as long as it went on (for ever here), the poller thread with it: no more polls,
+    no log line, and :meth:`Poller.stop` gave up on the thread after 10 s."""
+    url, bodies = raw_server
+    decided: list[Sequence[Prediction]] = []
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        decided.append(predictions)
+        return []
+
+    poller = Poller(url, decide, clock=lambda: 0.0, timeout_s=1.0)
+    bodies.append(answer)
+    started = time.monotonic()
+    result = poller.poll_once()
+    assert time.monotonic() - started < 3
+    assert result.errors == [f"poll of {url} failed: no complete answer within 1 s"] and decided == []
+    item = {"id": "p0", "fault_type": "f", "target": "t0", "action": "x", "confidence": 0.9}
+    bodies.append(json.dumps([item]).encode())  # the feed answers again: the next poll is not held up
     assert poller.poll_once().errors == [] and len(decided) == 1
     poller.stop()
 
