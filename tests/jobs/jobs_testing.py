@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from npo.loop import decide
+from npo.loop import decide, record_feedback
 from npo.policy import DEFAULT_POLICY_TEXT, parse_policy
-from npo.types import Prediction
+from npo.types import FeedbackEvent, FeedbackKind, Prediction
 from storage import SQLiteStore
 
 TOKEN = "xoxb-jobs-test"
@@ -42,3 +42,18 @@ def surface_and_post(store: SQLiteStore, predictions: list[Prediction], *, poste
             assert result.decision.verdict.value == "surface", result.decision
     for n, item in enumerate(store.claim_due(posted_at, limit=len(predictions) + 10)):
         store.mark_sent(item.id, item.channel, f"1700000000.{n:06d}", at=posted_at)
+
+
+def surface_two_keys(store: SQLiteStore, n: int, *, at: float) -> None:
+    """n recommendations p0…p<n-1> over two keys, all decided and posted before any answer (so all surface)."""
+    surface_and_post(
+        store, [prediction(i, at, fault_type=("disk_failure", "psu")[i % 2]) for i in range(n)], posted_at=at
+    )
+
+
+def reply(store: SQLiteStore, first: int, kinds: list[FeedbackKind], *, at: float) -> None:
+    """U1 answers p<first>, p<first+1>, … with ``kinds``, one second apart from ``at``."""
+    with store.transaction() as tx:
+        for n, kind in enumerate(kinds):
+            i = first + n
+            record_feedback(tx, FeedbackEvent(f"p{i}", "U1", kind, at + n, f"r{i}"), config=store.config)

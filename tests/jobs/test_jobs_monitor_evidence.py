@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from jobs_testing import OPS, prediction, surface_and_post
+from jobs_testing import OPS, reply
+from jobs_testing import surface_two_keys as surface
 
 from bot.jobs.monitor import STATE_NAME, run_monitor
 from bot.retraining import resolve
-from npo.loop import record_feedback
 from npo.monitor import MonitorConfig, MonitorState, observe_feedback
-from npo.types import FeedbackEvent, FeedbackKind
+from npo.types import FeedbackKind
 from storage import SQLiteStore
 from storage.monitoring import get_job_state, put_job_state
 
@@ -22,20 +22,6 @@ T0 = datetime(2025, 3, 24, 10, tzinfo=UTC).timestamp()
 HOUR = 3600.0
 OV, L = FeedbackKind.OVERRIDE, FeedbackKind.LIKE
 CODE = {OV: 1.0, L: 0.0}
-
-
-def surface(store: SQLiteStore, n: int, *, at: float) -> None:
-    """n recommendations p0…p<n-1> over two keys, all decided and posted before any answer (so all surface)."""
-    surface_and_post(
-        store, [prediction(i, at, fault_type=("disk_failure", "psu")[i % 2]) for i in range(n)], posted_at=at
-    )
-
-
-def reply(store: SQLiteStore, first: int, kinds: list[FeedbackKind], *, at: float) -> None:
-    with store.transaction() as tx:
-        for n, kind in enumerate(kinds):
-            i = first + n
-            record_feedback(tx, FeedbackEvent(f"p{i}", "U1", kind, at + n, f"r{i}"), config=store.config)
 
 
 def alerts(store: SQLiteStore) -> int:

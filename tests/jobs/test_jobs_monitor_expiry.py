@@ -8,14 +8,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from jobs_testing import OPS, prediction, surface_and_post
+from jobs_testing import OPS, reply
+from jobs_testing import surface_two_keys as surface
 
 from bot.jobs.monitor import run_monitor
 from bot.retraining import resolve
 from bot.service import MessageRef
-from npo.loop import record_feedback
 from npo.monitor import MonitorConfig
-from npo.types import FeedbackEvent, FeedbackKind
+from npo.types import FeedbackKind
 from storage import SQLiteStore
 from storage.monitoring import get_proposal, open_proposal
 
@@ -23,19 +23,6 @@ T0 = datetime(2025, 3, 24, 10, tzinfo=UTC).timestamp()
 HOUR, DAY = 3600.0, 86_400.0
 OV, L = FeedbackKind.OVERRIDE, FeedbackKind.LIKE
 MIXED = [L, OV, L, OV, L]  # L_align 0.40 > θ 0.30
-
-
-def surface(store: SQLiteStore, n: int, *, at: float) -> None:
-    surface_and_post(
-        store, [prediction(i, at, fault_type=("disk_failure", "psu")[i % 2]) for i in range(n)], posted_at=at
-    )
-
-
-def reply(store: SQLiteStore, first: int, kinds: list[FeedbackKind], *, at: float) -> None:
-    with store.transaction() as tx:
-        for n, kind in enumerate(kinds):
-            i = first + n
-            record_feedback(tx, FeedbackEvent(f"p{i}", "U1", kind, at + n, f"r{i}"), config=store.config)
 
 
 def alert_ids(store: SQLiteStore) -> list[int]:
