@@ -118,6 +118,7 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         rng=np.random.default_rng(seed),
         update_interval_s=settings.update_interval_s,
         click_limit=ClickLimit(settings.feedback_rate_per_min, settings.feedback_burst),
+        alertmanager_resolved=settings.alertmanager_resolved,
     )
     sync_client = WebClient(
         token=settings.slack_bot_token,

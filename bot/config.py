@@ -32,6 +32,9 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 # where seven of ten kinds are noise: see README, "Configuration".
 DEFAULT_MISS_WEIGHT = 3.0
 MISS_WEIGHT_MAX = 10.0  # the largest weight npo.bandit.BanditConfig accepts
+# What a resolved Alertmanager/Grafana alert that does not say whether the fault was real (annotation npo_outcome)
+# means (NPO_ALERTMANAGER_RESOLVED): "unknown" — no outcome, it only closes the recommendation — or "real_fault".
+AlertmanagerResolved = Literal["unknown", "real_fault"]
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _RESPONDER_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
@@ -84,6 +87,7 @@ class Settings:
     skip_lambda: float = 0.3
     skip_timeout_min: float = 60.0
     miss_weight: float = DEFAULT_MISS_WEIGHT  # the threshold bandit's weight of a suppressed real fault
+    alertmanager_resolved: AlertmanagerResolved = "unknown"  # a resolved alert that does not say: no outcome
     timezone: str = "UTC"
     max_body_bytes: int = 1_000_000
     storm_threshold: int = 20  # more pending recommendations than this for one channel → one digest message
@@ -301,6 +305,15 @@ def _synchronous(text: str) -> Literal["NORMAL", "FULL"]:
     raise ValueError(f"must be NORMAL or FULL, got {text!r}")
 
 
+def _alertmanager_resolved(text: str) -> AlertmanagerResolved:
+    lower = text.lower()
+    if lower == "unknown":
+        return "unknown"
+    if lower == "real_fault":
+        return "real_fault"
+    raise ValueError(f"must be unknown or real_fault, got {text!r}")
+
+
 def _responders(text: str) -> tuple[str, ...]:
     items = tuple(part.strip() for part in text.split(",") if part.strip())
     bad = [item for item in items if not _RESPONDER_RE.match(item)]
@@ -392,6 +405,7 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         skip_lambda=r.optional("NPO_SKIP_LAMBDA", 0.3, _float_in(SKIP_LAMBDA_MIN, SKIP_LAMBDA_MAX)),
         skip_timeout_min=r.optional("NPO_SKIP_TIMEOUT_MIN", 60.0, _float_in(1, 7 * 24 * 60)),
         miss_weight=r.optional("NPO_MISS_WEIGHT", DEFAULT_MISS_WEIGHT, _float_in(0, MISS_WEIGHT_MAX)),
+        alertmanager_resolved=r.optional("NPO_ALERTMANAGER_RESOLVED", "unknown", _alertmanager_resolved),
         timezone=r.optional("NPO_TIMEZONE", "UTC", _timezone),
         max_body_bytes=r.optional("NPO_MAX_BODY_BYTES", 1_000_000, _int_in(1024, 100_000_000)),
         storm_threshold=r.optional("NPO_STORM_THRESHOLD", 20, _int_in(1, 10_000)),

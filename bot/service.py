@@ -23,9 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from bot.config import AlertmanagerResolved
 from bot.slack.blocks import Answer, Dashboard, OutcomeView, RecommendationView
 from npo.alignment import alignment_loss
-from npo.loop import SYSTEM_OPERATOR, DecideResult, FeedbackResult, OutcomeResult, record_feedback, record_outcome
+from npo.loop import (
+    SYSTEM_OPERATOR,
+    DecideResult,
+    FeedbackResult,
+    OutcomeResult,
+    UnknownPrediction,
+    record_feedback,
+    record_outcome,
+)
 from npo.policy import Mute, Policy
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
 from storage import SQLiteStore
@@ -35,6 +44,7 @@ from storage.ratelimit import RATE_LIMITED, ClickLimit, remember_rate_limited, t
 from storage.store import SQLiteTransaction
 
 UPDATE_KIND = "update"
+ALERT_RESOLVED = "alert_resolved"  # the audit kind (and processed_requests kind) of an alert resolved without a truth
 ALIGNMENT_WINDOW = 500
 MUTE_REFRESH_S = 2.0  # how often the mutes are re-read (another process may have added one)
 
@@ -56,6 +66,15 @@ class ClickResult:
     retry_after_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class ClosedResult:
+    """What :meth:`NpoService.close_without_outcome` did. ``closed``: the prediction's open recommendation was
+    closed now (False: none was open — suppressed or blocked, or already closed by an outcome or an earlier report
+    of the same end, which changes nothing)."""
+
+    closed: bool
+
+
 class NpoService:
     """The loop over one :class:`SQLiteStore` with one policy, one random generator and one clock.
 
@@ -66,6 +85,9 @@ class NpoService:
     costs a couple of ``chat.update`` calls, not 100: Slack rate-limits ``chat.update`` to about 50 a minute).
     ``click_limit``: each person's clicks that would change the learning state are limited to ``burst`` at once
     and ``per_minute`` a minute after that (``per_minute`` = 0: no limit); skips (``system``) are never limited.
+    ``alertmanager_resolved`` (``NPO_ALERTMANAGER_RESOLVED``): what a resolved Alertmanager/Grafana alert that does
+    not say whether the fault was real means — ``"unknown"`` (no outcome: it only closes the recommendation) or
+    ``"real_fault"`` (an outcome ``real_fault = true``); read by the webhook route.
     """
 
     def __init__(
@@ -78,8 +100,10 @@ class NpoService:
         on_enqueue: Callable[[], None] = lambda: None,
         update_interval_s: float = 1.0,
         click_limit: ClickLimit | None = None,
+        alertmanager_resolved: AlertmanagerResolved = "unknown",
     ) -> None:
         self.store = store
+        self.alertmanager_resolved: AlertmanagerResolved = alertmanager_resolved
         self.update_interval_s = update_interval_s
         self.click_limit = ClickLimit() if click_limit is None else click_limit
         self._update_due: dict[str, float] = {}  # prediction id → when its last queued update was due
@@ -232,6 +256,25 @@ class NpoService:
         if queued:
             self.on_enqueue()
         return result
+
+    def close_without_outcome(self, prediction_id: str, at: float, *, source: str) -> ClosedResult:
+        """The prediction's alert ended (at ``at``, as ``source`` reports) without saying whether the fault was
+        real: no outcome — nothing for the bandit's miss term, m(k) or trust — but its recommendation is closed,
+        so it stops counting toward the blast radius and the open recommendations, and the end is audited
+        (``alert_resolved``, ``real_fault`` null), once per prediction: a repeat of the report changes nothing.
+        An outcome may still come later (the outcomes route, the Slack outcome buttons, a resolved alert that says)
+        and is recorded and learnt from as usual. Raises :class:`npo.loop.UnknownPrediction`."""
+        now = self.clock()
+        with self.store.transaction() as tx:
+            decision = tx.get_decision(prediction_id)
+            if decision is None:
+                raise UnknownPrediction(prediction_id)
+            if not tx.claim_request(f"{ALERT_RESOLVED}:{prediction_id}", ALERT_RESOLVED, now):
+                return ClosedResult(closed=False)
+            closed = tx.close_recommendation(prediction_id, at)
+            detail = {"real_fault": None, "source": source, "closed": closed, "verdict": decision.verdict.value}
+            tx.audit(ALERT_RESOLVED, prediction_id, detail, at)
+        return ClosedResult(closed=closed)
 
     def _queue_update(self, tx: SQLiteTransaction, prediction_id: str, message: MessageRef | None) -> None:
         """Queue a chat.update of the recommendation, unless one not yet picked up is already waiting; due at

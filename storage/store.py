@@ -1093,6 +1093,22 @@ class SQLiteTransaction:
         )
         return True
 
+    def close_recommendation(self, prediction_id: str, at: float) -> bool:
+        """Close the prediction's recommendation *without* an outcome (its alert resolved without saying whether
+        the fault was real): from ``at`` it no longer counts as open — toward the blast radius, the skip sweeper,
+        the open count — while nothing is learnt and no outcome row is written, so a later outcome (first one wins)
+        is still recorded, learnt from and moves ``resolved_at`` to its own time, as :meth:`add_outcome` does.
+        False when there was no open recommendation: never surfaced, or already closed (an outcome, an earlier
+        call)."""
+        cur = self._write(
+            "recommendations",
+            prediction_id,
+            "UPDATE recommendations SET state = 'resolved', resolved_at = ? WHERE prediction_id = ? "
+            "AND resolved_at IS NULL",
+            (at, prediction_id),
+        )
+        return cur.rowcount == 1
+
     def get_outcome(self, prediction_id: str) -> Outcome | None:
         row = self._one(f"SELECT {codec.OUTCOME_COLS} FROM outcomes WHERE prediction_id = ?", (prediction_id,))
         return None if row is None else codec.outcome_from_row(row)

@@ -14,6 +14,11 @@ usable alert, or a malformed body, is 422. A notification the sender truncated (
 ``"truncated_alerts"``: the number of alerts it left out, which NPO never saw (also logged). Duplicates (same id, or
 same fingerprint within the dedupe window) are answered 200 with ``"duplicate": true``. Everything after reading the
 body runs on a worker thread (:class:`IngestApi`).
+
+A notification's resolved alerts are answered under ``"outcomes"``, one entry each, in order, whose ``"result"``
+says what was done (see :func:`resolved_json`): ``"outcome"`` (the alert said whether the fault was real, or
+``NPO_ALERTMANAGER_RESOLVED=real_fault``: recorded and learnt from, first one wins), ``"no_outcome"`` (it did not
+say: nothing learnt, the recommendation closed) or ``"unknown_prediction"``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import hmac
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
@@ -32,10 +37,11 @@ from starlette.responses import JSONResponse, Response
 
 from bot.http.body import BadGzip, BadJson, BodyTooLarge, ClientGone, error, gunzip, parse_json, read_body
 from bot.http.policy_route import PolicyHolder
-from bot.ingest.alertmanager import parse_webhook
+from bot.ingest.alertmanager import SOURCE as ALERTMANAGER_SOURCE
+from bot.ingest.alertmanager import ResolvedAlert, parse_webhook
 from bot.ingest.records import many, outcome_from_json, prediction_from_json
-from bot.service import NpoService
-from npo.loop import DecideResult, UnknownPrediction
+from bot.service import ClosedResult, NpoService
+from npo.loop import DecideResult, OutcomeResult, UnknownPrediction
 from npo.types import InvalidRecord, Outcome
 from storage import StorageError
 
@@ -82,6 +88,35 @@ def decision_json(result: DecideResult) -> dict[str, Any]:
     }
 
 
+def resolved_json(
+    resolved: ResolvedAlert, prediction_id: str, result: OutcomeResult | ClosedResult | None
+) -> dict[str, Any]:
+    """The answer's entry for one resolved alert (``prediction_id``: the id it was matched to, its fallback
+    perhaps). Every entry has ``prediction_id``, ``result`` and ``recorded`` (whether an outcome was stored now):
+
+    * ``"outcome"``: the alert said whether the fault was real (``real_fault``); ``recorded`` false when an outcome
+      was already recorded (the first one wins); ``missed_fault``: it was suppressed and the fault was real;
+    * ``"no_outcome"``: it did not say — nothing learnt; ``closed``: this report closed the open recommendation
+      (false: none was open, or an earlier report or an outcome had closed it); ``warning`` when an
+      ``npo_outcome`` was given but not taken (an unknown value);
+    * ``"unknown_prediction"`` (``result`` None): no prediction has the alert's id; ``error`` says so.
+    """
+    if result is None:
+        message = UnknownPrediction(resolved.prediction_id).message  # the id the sender gave
+        entry = {"prediction_id": resolved.prediction_id, "result": "unknown_prediction", "recorded": False}
+        return entry | {"error": message}
+    if isinstance(result, OutcomeResult):
+        return {
+            "prediction_id": prediction_id,
+            "result": "outcome",
+            "real_fault": resolved.real_fault,
+            "recorded": result.recorded,
+            "missed_fault": result.missed_fault,
+        }
+    entry = {"prediction_id": prediction_id, "result": "no_outcome", "recorded": False, "closed": result.closed}
+    return entry if resolved.problem is None else entry | {"warning": resolved.problem}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Received:
     """A request body as read off the wire, with what is needed to decode it (on a worker thread)."""
@@ -120,6 +155,7 @@ class IngestApi:
         self.policy = policy or PolicyHolder(service, None)
         self._token = token.encode()
         self.max_body_bytes = max_body_bytes
+        self._told_no_outcome = False  # the first resolved alert closed without an outcome is logged (info)
 
     def _authorised(self, request: Request) -> bool:
         """``Authorization: Bearer <token>`` (the scheme in any case). The token is compared in constant time
@@ -222,26 +258,14 @@ class IngestApi:
             return error(404, str(results[0]["error"]), "prediction_id")
         return json_answer({"results": results} if was_list else results[0])
 
-    def _record_outcomes(
-        self, outcomes: list[Outcome], fallback_ids: Mapping[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        """Record each outcome; ``fallback_ids``: an id to try instead when an outcome's prediction is unknown
-        (an Alertmanager episode id → the plain id a prediction stored before episode ids has)."""
+    def _record_outcomes(self, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+        """Record each outcome (``/api/v1/outcomes``)."""
         out: list[dict[str, Any]] = []
-        for given in outcomes:
-            outcome = given
+        for outcome in outcomes:
             try:
-                try:
-                    result = self.service.record_outcome(outcome)
-                except UnknownPrediction:
-                    fallback = (fallback_ids or {}).get(outcome.prediction_id)
-                    if fallback is None:
-                        raise
-                    outcome = dataclasses.replace(outcome, prediction_id=fallback)
-                    result = self.service.record_outcome(outcome)
-            except UnknownPrediction:
-                message = UnknownPrediction(given.prediction_id).message  # the id the sender gave
-                out.append({"prediction_id": given.prediction_id, "recorded": False, "error": message})
+                result = self.service.record_outcome(outcome)
+            except UnknownPrediction as exc:
+                out.append({"prediction_id": outcome.prediction_id, "recorded": False, "error": exc.message})
                 continue
             out.append(
                 {
@@ -250,6 +274,39 @@ class IngestApi:
                     "missed_fault": result.missed_fault,
                 }
             )
+        return out
+
+    def _resolve_one(self, resolved: ResolvedAlert, prediction_id: str) -> OutcomeResult | ClosedResult:
+        """Record the outcome ``resolved`` states for ``prediction_id``, or close it without one."""
+        if resolved.real_fault is not None:
+            return self.service.record_outcome(resolved.outcome(prediction_id))
+        if not self._told_no_outcome:
+            self._told_no_outcome = True
+            log.info(
+                "Alertmanager webhook: a resolved alert that does not say whether the fault was real (annotation "
+                "npo_outcome) closes its recommendation without an outcome, and nothing is learnt from it; set "
+                "NPO_ALERTMANAGER_RESOLVED=real_fault if your resolved alerts do mean the fault happened"
+            )
+        return self.service.close_without_outcome(prediction_id, resolved.at, source=ALERTMANAGER_SOURCE)
+
+    def _resolve_alerts(self, alerts: list[ResolvedAlert]) -> list[dict[str, Any]]:
+        """Each resolved alert → an outcome or a closure, answered as :func:`resolved_json` says. An episode id no
+        prediction has falls back to the alert's plain id (a prediction stored before episode ids)."""
+        out: list[dict[str, Any]] = []
+        for resolved in alerts:
+            pid = resolved.prediction_id
+            result: OutcomeResult | ClosedResult | None
+            try:
+                try:
+                    result = self._resolve_one(resolved, pid)
+                except UnknownPrediction:
+                    if resolved.fallback_id is None:
+                        raise
+                    pid = resolved.fallback_id
+                    result = self._resolve_one(resolved, pid)
+            except UnknownPrediction:
+                result = None
+            out.append(resolved_json(resolved, pid, result))
         return out
 
     async def reload_policy(self, request: Request) -> Response:
@@ -267,12 +324,14 @@ class IngestApi:
 
     def _alertmanager(self, body: Any) -> Response:
         try:
-            batch = parse_webhook(body, now=self.service.clock())
+            # NPO_ALERTMANAGER_RESOLVED=real_fault: a resolved alert that does not say is a real fault
+            unstated = True if self.service.alertmanager_resolved == "real_fault" else None
+            batch = parse_webhook(body, now=self.service.clock(), unstated=unstated)
         except InvalidRecord as exc:
             return error(422, exc.message, exc.field)
         try:
             results = self.service.decide(batch.predictions)
-            outcomes = self._record_outcomes(batch.outcomes, batch.fallback_ids)
+            outcomes = self._resolve_alerts(batch.resolved)
         except (sqlite3.Error, StorageError) as exc:
             return storage_unavailable(exc)
         errors = [{"field": exc.field, "message": exc.message} for exc in batch.errors[:LISTED_ALERT_ERRORS]]

@@ -2,16 +2,32 @@
 
 Both send ``{"status", "alerts": [{"status", "labels", "annotations", "startsAt", "endsAt", "fingerprint", …}]}``;
 Grafana adds ``orgId``, ``title``, ``state``, ``message`` and per-alert ``values``/``valueString``, which are
-ignored. Each *firing* alert becomes one prediction; each *resolved* alert becomes an outcome
-(``real_fault = true``, source ``alertmanager``) for the prediction of the same episode.
+ignored. Each *firing* alert becomes one prediction; each *resolved* alert is a :class:`ResolvedAlert` of the
+prediction of the same episode.
+
+A resolved alert is not, by itself, a real fault: NPO's alerts are predictions ("the disk will fail within 6 h"),
+and an alert resolves when its condition clears — after the predicted fault happened and was fixed, or when a false
+alarm went away. Every alert resolves in the end, so taking each one for a real fault would count every suppressed
+prediction as a missed fault and every Override as a wrong answer. A resolved alert therefore states its truth
+only when it says so, in the annotation ``npo_outcome`` (:data:`OUTCOME_ANNOTATION`): ``real_fault`` or
+``false_alarm``, in any case (``commonAnnotations`` fill a gap, as for a firing alert's fields). An annotation, not
+a label: the labels are the alert's identity (its fingerprint), fixed from the moment it fires, while annotations
+may be templated and a sender that posts alerts to Alertmanager's API may set them when it resolves the alert (the
+newest annotations win). An empty value says nothing (a template such as ``{{ if … }}real_fault{{ end }}`` that
+did not know); any other value is not taken — the alert is used without a truth, and
+:attr:`ResolvedAlert.problem` says why (it is not refused: Alertmanager does not retry, and refusing it would
+leave its recommendation open for ever). A resolved alert that does not say gets the truth ``unstated`` given to
+:func:`parse_webhook` (``NPO_ALERTMANAGER_RESOLVED``: none by default; ``True`` for teams whose resolved alerts do
+mean that the predicted fault happened).
 
 An alert's fingerprint names the alert (a hash of its labels) for as long as it exists: the same disk on the same
 host fires under the same fingerprint on Monday and, after resolving, again on Thursday. What tells the two
 episodes apart is ``startsAt``, which stays the same while one episode fires (every re-sent notification and the
 resolved one carry it) and is new when the alert fires again. The prediction id is therefore the fingerprint *and*
 the episode's start: a re-sent notification is the same prediction (recorded once), a new episode is a new one.
-An outcome whose episode id is unknown falls back to the plain ``am:<fingerprint>`` id that versions before
-episode ids gave (:attr:`AlertBatch.fallback_ids`), so an alert that fired before an upgrade can still resolve.
+A resolved alert whose episode id is unknown falls back to the plain ``am:<fingerprint>`` id that versions
+before episode ids gave (:attr:`ResolvedAlert.fallback_id`), so an alert that fired before an upgrade can still
+resolve.
 
 Alerts are taken one by one: a malformed alert (no target label, a label or annotation that is not a string, an
 unparsable ``confidence`` or ``time_to_fault``, an unknown ``status``, …) is refused on its own and listed in
@@ -24,8 +40,8 @@ warning level: the first :data:`LOGGED_ERRORS` of a notification one by one, the
 huge malformed notification cannot flood the log. An empty ``alerts`` list is not an error: nothing to do.
 
 With ``max_alerts`` in its webhook_config, Alertmanager (and Grafana) sends only the first alerts of a group and
-counts the others in ``truncatedAlerts``. Those never reach NPO — the predictions of the firing ones, the outcomes of
-the resolved ones — so a positive count is logged at warning level with the group's key and given in
+counts the others in ``truncatedAlerts``. Those never reach NPO — the predictions of the firing ones, the
+resolutions of the resolved ones — so a positive count is logged at warning level with the group's key and given in
 :attr:`AlertBatch.truncated`; a value that is not a count (absent, ``null``, negative, not an integer) is taken as 0,
 not refused, since refusing the notification would lose the alerts it does carry.
 
@@ -82,19 +98,48 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
+OUTCOME_ANNOTATION = "npo_outcome"  # a resolved alert's statement of its truth (module docstring)
+_TRUTH = {"real_fault": True, "false_alarm": False}
+SOURCE = "alertmanager"  # the source of the outcomes of resolved alerts
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedAlert:
+    """One resolved alert: the prediction of its episode, when it ended and what it says about the fault.
+
+    ``real_fault``: the truth it states (annotation ``npo_outcome``), else the ``unstated`` truth given to
+    :func:`parse_webhook`; None when neither says — then it is no outcome, only the end of the alert.
+    ``fallback_id``: the plain ``am:<fingerprint>`` id to try when no prediction has ``prediction_id`` (one stored
+    before episode ids), None when ``prediction_id`` is that id already. ``problem``: why an ``npo_outcome`` that
+    was given was not taken (an unknown value), else None. ``at``: its ``endsAt`` (else when it arrived);
+    ``received_at``: when it arrived."""
+
+    prediction_id: str
+    at: float
+    received_at: float
+    real_fault: bool | None
+    fallback_id: str | None = None
+    problem: str | None = None
+
+    def outcome(self, prediction_id: str | None = None) -> Outcome:
+        """The outcome it states, for ``prediction_id`` (default: its own). Only for a known truth."""
+        if self.real_fault is None:
+            raise ValueError(f"resolved alert {self.prediction_id!r} states no outcome")
+        pid = self.prediction_id if prediction_id is None else prediction_id
+        return Outcome(pid, self.real_fault, self.at, SOURCE, recorded_at=self.received_at)
+
+
 @dataclass(frozen=True, slots=True)
 class AlertBatch:
-    """What one webhook call carried: predictions from firing alerts, outcomes from resolved ones.
+    """What one webhook call carried: predictions from firing alerts, :class:`ResolvedAlert` from resolved ones
+    (each list in the notification's order).
 
-    ``fallback_ids``: for an outcome whose id is an episode id, the plain ``am:<fingerprint>`` id to try when no
-    prediction has the episode id (one stored before episode ids). ``errors``: the alerts refused, each naming its
-    field (``alerts[1].labels.instance``), when the others were usable (module docstring). ``truncated``: the
-    alerts the sender left out of the notification (its ``truncatedAlerts``; ``max_alerts`` in Alertmanager's
-    webhook_config), which NPO never saw."""
+    ``errors``: the alerts refused, each naming its field (``alerts[1].labels.instance``), when the others were
+    usable (module docstring). ``truncated``: the alerts the sender left out of the notification (its
+    ``truncatedAlerts``; ``max_alerts`` in Alertmanager's webhook_config), which NPO never saw."""
 
     predictions: list[Prediction]
-    outcomes: list[Outcome]
-    fallback_ids: dict[str, str] = field(default_factory=dict)
+    resolved: list[ResolvedAlert]
     errors: list[InvalidRecord] = field(default_factory=list)
     truncated: int = 0
 
@@ -209,17 +254,51 @@ def prediction_from_alert(
         raise InvalidRecord(f"{where}.{exc.field}", exc.message) from None
 
 
+def _stated_truth(
+    alert: Mapping[str, Any], common_annotations: Mapping[str, str], where: str
+) -> tuple[bool | None, str | None]:
+    """The truth a resolved alert states in its ``npo_outcome`` annotation (its own, else the common one): True,
+    False or None (not said), and why a value that was given is not taken (else None). Only this annotation is
+    read: the others of a resolved alert are not used, so a malformed one does not refuse the alert."""
+    own = alert.get("annotations")
+    value: object = own.get(OUTCOME_ANNOTATION) if isinstance(own, Mapping) else None
+    field_name = f"{where}.annotations.{OUTCOME_ANNOTATION}"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        value = common_annotations.get(OUTCOME_ANNOTATION)
+        field_name = f"commonAnnotations.{OUTCOME_ANNOTATION}"
+    if value is None:
+        return None, None
+    if not isinstance(value, str):
+        return None, f"{field_name} must be real_fault or false_alarm (a string), got {type(value).__name__}"
+    text = value.strip()
+    if not text:
+        return None, None  # a template that did not know: nothing said
+    truth = _TRUTH.get(text.lower())
+    if truth is None:
+        return None, f"{field_name} must be real_fault or false_alarm, got {text[:100]!r}"
+    return truth, None
+
+
 def _resolved(
-    alert: Mapping[str, Any], common_labels: dict[str, str], *, index: int, now: float
-) -> tuple[Outcome, str]:
-    """One resolved alert → the outcome ``real_fault = true`` of its episode, and the alert's plain id."""
-    labels = {**common_labels, **_strings(alert.get("labels"), f"alerts[{index}].labels")}
-    try:
-        ended = _timestamp(alert.get("endsAt"), now)
-        outcome = Outcome(alert_id(alert, labels), True, ended, "alertmanager", recorded_at=now)
+    alert: Mapping[str, Any],
+    common: tuple[dict[str, str], dict[str, str]],
+    *,
+    index: int,
+    now: float,
+    unstated: bool | None,
+) -> ResolvedAlert:
+    """One resolved alert → the :class:`ResolvedAlert` of its episode (module docstring)."""
+    where = f"alerts[{index}]"
+    labels = {**common[0], **_strings(alert.get("labels"), f"{where}.labels")}
+    prediction_id, plain = alert_id(alert, labels), plain_alert_id(alert, labels)
+    ended = _timestamp(alert.get("endsAt"), now)
+    try:  # checked as the outcome it may become, here: the route records it without checking again
+        Outcome(prediction_id, False, ended, SOURCE, recorded_at=now)
     except InvalidRecord as exc:  # an over-long fingerprint: name it, not the derived prediction_id
-        raise InvalidRecord(f"alerts[{index}].fingerprint", exc.message) from None
-    return outcome, plain_alert_id(alert, labels)
+        raise InvalidRecord(f"{where}.fingerprint", exc.message) from None
+    stated, problem = _stated_truth(alert, common[1], where)
+    truth = stated if stated is not None or problem is not None else unstated
+    return ResolvedAlert(prediction_id, ended, now, truth, plain if plain != prediction_id else None, problem)
 
 
 LOGGED_ERRORS = 20  # refused alerts logged one by one per notification; the rest in one line (bounded log volume)
@@ -241,11 +320,13 @@ def _truncated(body: Mapping[str, Any]) -> int:
     return count
 
 
-def parse_webhook(body: object, *, now: float) -> AlertBatch:
+def parse_webhook(body: object, *, now: float, unstated: bool | None = None) -> AlertBatch:
     """Parse an Alertmanager v4 or Grafana webhook body, alert by alert (see the module docstring).
 
-    Malformed alerts are listed in :attr:`AlertBatch.errors` when at least one alert was usable; raises
-    :class:`InvalidRecord` naming the field when none was, or when the body itself is malformed."""
+    ``unstated``: the truth of a resolved alert that does not state one (``NPO_ALERTMANAGER_RESOLVED``): None (not
+    known: no outcome) or True (a resolved alert means that the predicted fault happened). Malformed alerts are
+    listed in :attr:`AlertBatch.errors` when at least one alert was usable; raises :class:`InvalidRecord` naming the
+    field when none was, or when the body itself is malformed. A ``npo_outcome`` that is not taken is logged."""
     if not isinstance(body, Mapping):
         raise InvalidRecord("(body)", "must be a JSON object (an Alertmanager or Grafana webhook)")
     alerts = body.get("alerts")
@@ -262,17 +343,22 @@ def parse_webhook(body: object, *, now: float) -> AlertBatch:
                 raise InvalidRecord(f"alerts[{index}]", "must be an object")
             status = alert.get("status", body.get("status"))
             if status == "resolved":
-                outcome, plain = _resolved(alert, common[0], index=index, now=now)
-                batch.outcomes.append(outcome)
-                if outcome.prediction_id != plain:
-                    batch.fallback_ids[outcome.prediction_id] = plain
+                batch.resolved.append(_resolved(alert, common, index=index, now=now, unstated=unstated))
             elif status == "firing":
                 batch.predictions.append(prediction_from_alert(alert, common, index=index, now=now))
             else:
                 raise InvalidRecord(f"alerts[{index}].status", f"must be firing or resolved, got {status!r}")
         except InvalidRecord as exc:
             batch.errors.append(exc)
-    usable = bool(batch.predictions or batch.outcomes)
+    usable = bool(batch.predictions or batch.resolved)
+    problems = [r.problem for r in batch.resolved if r.problem is not None]
+    for problem in problems[:LOGGED_ERRORS]:
+        log.warning("Alertmanager webhook: a resolved alert's outcome was not taken (no outcome recorded): %s", problem)
+    if len(problems) > LOGGED_ERRORS:
+        log.warning(
+            "Alertmanager webhook: %d more resolved alerts of this notification had an npo_outcome that was not taken",
+            len(problems) - LOGGED_ERRORS,
+        )
     fate = "the other alerts were used" if usable else "no alert was usable, nothing was stored"
     for refused in batch.errors[:LOGGED_ERRORS]:
         log.warning(

@@ -24,7 +24,7 @@ import pytest
 from bot.app import build_poller
 from bot.cli import main as cli_main
 from bot.config import load_settings
-from bot.ingest.alertmanager import parse_webhook
+from bot.ingest.alertmanager import LOGGED_ERRORS, parse_webhook
 from bot.ingest.poller import LOGGED_ERRORS as POLL_LOGGED_ERRORS
 from bot.ingest.poller import Poller
 from bot.ingest.records import many, prediction_from_json
@@ -70,13 +70,82 @@ def test_grafana_variant_maps_fields_and_default_confidence() -> None:
     assert p.severity is Severity.CRITICAL and p.confidence == 0.9 and p.time_to_fault_s == 1800
 
 
-def test_resolved_alert_is_an_outcome() -> None:
-    body = dict(GRAFANA, alerts=[dict(GRAFANA["alerts"][0], status="resolved", endsAt="2025-03-26T11:00:00Z")])
-    batch = parse_webhook(body, now=1_800_000_000.0)
-    assert not batch.predictions and batch.outcomes[0].real_fault
-    assert batch.outcomes[0].at == 1742986800.0 and batch.outcomes[0].recorded_at == 1_800_000_000.0  # endsAt; now
-    assert batch.outcomes[0].prediction_id == "am:ff01@20250326T100000Z"  # the episode that fired
-    assert batch.fallback_ids == {"am:ff01@20250326T100000Z": "am:ff01"}  # as stored before episode ids
+def _resolved(**annotations: object) -> dict[str, Any]:
+    alert = dict(GRAFANA["alerts"][0], status="resolved", endsAt="2025-03-26T11:00:00Z")
+    return dict(alert, annotations=alert["annotations"] | annotations)
+
+
+def test_a_resolved_alert_is_the_end_of_its_episode_not_a_real_fault() -> None:
+    """A prediction's alert also resolves when a false alarm goes away: without a word on the fault, no truth."""
+    batch = parse_webhook(dict(GRAFANA, alerts=[_resolved()]), now=1_800_000_000.0)
+    (resolved,) = batch.resolved
+    assert not batch.predictions and resolved.real_fault is None and resolved.problem is None
+    assert resolved.at == 1742986800.0 and resolved.received_at == 1_800_000_000.0  # endsAt; now
+    assert resolved.prediction_id == "am:ff01@20250326T100000Z"  # the episode that fired
+    assert resolved.fallback_id == "am:ff01"  # as stored before episode ids
+    with pytest.raises(ValueError, match="states no outcome"):
+        resolved.outcome()
+    assert parse_webhook(dict(GRAFANA, alerts=[_resolved()]), now=0.0, unstated=True).resolved[0].real_fault is True
+
+
+@pytest.mark.parametrize(
+    ("annotation", "truth"),
+    [("real_fault", True), ("false_alarm", False), (" REAL_FAULT ", True), ("False_Alarm", False), ("", None)],
+)
+def test_a_resolved_alert_states_its_truth_in_an_annotation(annotation: str, truth: bool | None) -> None:
+    for unstated in (None, True):  # what it says wins over NPO_ALERTMANAGER_RESOLVED
+        body = dict(GRAFANA, alerts=[_resolved(npo_outcome=annotation)])
+        (resolved,) = parse_webhook(body, now=0.0, unstated=unstated).resolved
+        assert resolved.real_fault is (unstated if truth is None else truth) and resolved.problem is None
+    if truth is not None:
+        outcome = resolved.outcome("am:ff01")
+        assert (outcome.prediction_id, outcome.real_fault, outcome.at, outcome.source, outcome.recorded_at) == (
+            "am:ff01",
+            truth,
+            1742986800.0,
+            "alertmanager",
+            0.0,
+        )
+
+
+def test_common_annotations_fill_a_gap_and_labels_are_not_read() -> None:
+    common = dict(GRAFANA, commonAnnotations={"npo_outcome": "false_alarm"})
+    (resolved,) = parse_webhook(dict(common, alerts=[_resolved()]), now=0.0).resolved
+    assert resolved.real_fault is False
+    (own,) = parse_webhook(dict(common, alerts=[_resolved(npo_outcome="real_fault")]), now=0.0).resolved
+    assert own.real_fault is True
+    labelled = _resolved()
+    labelled["labels"] = labelled["labels"] | {"npo_outcome": "real_fault"}  # the alert's identity, not its truth
+    assert parse_webhook(dict(GRAFANA, alerts=[labelled]), now=0.0).resolved[0].real_fault is None
+
+
+@pytest.mark.parametrize(
+    ("annotations", "problem"),
+    [
+        ({"npo_outcome": "yes"}, "alerts[0].annotations.npo_outcome must be real_fault or false_alarm, got 'yes'"),
+        ({"npo_outcome": 1}, "alerts[0].annotations.npo_outcome must be real_fault or false_alarm (a string), got int"),
+        ({"npo_outcome": "x" * 500}, f"got {'x' * 100!r}"),
+    ],
+)
+def test_an_unreadable_npo_outcome_is_no_truth_not_a_refused_alert(
+    annotations: dict[str, object], problem: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refusing it would leave its recommendation open for ever (Alertmanager does not retry); guessing, even
+    with ``NPO_ALERTMANAGER_RESOLVED=real_fault``, would learn what the sender did not say. Other annotations of a
+    resolved alert are not read, so a malformed one does not refuse it either."""
+    alert = _resolved(**annotations, confidence=["not", "read"])
+    with caplog.at_level(logging.WARNING, logger="bot.ingest.alertmanager"):
+        batch = parse_webhook(dict(GRAFANA, alerts=[alert]), now=0.0, unstated=True)
+    (resolved,) = batch.resolved
+    assert batch.errors == [] and resolved.real_fault is None
+    assert resolved.problem is not None and problem in resolved.problem
+    (warning,) = caplog.records
+    assert warning.levelno == logging.WARNING and problem in warning.getMessage()
+    many_bad = [dict(alert, fingerprint=f"f{i:03}") for i in range(LOGGED_ERRORS + 5)]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bot.ingest.alertmanager"):
+        assert len(parse_webhook(dict(GRAFANA, alerts=many_bad), now=0.0).resolved) == LOGGED_ERRORS + 5
+    assert len(caplog.records) == LOGGED_ERRORS + 1 and "5 more resolved alerts" in caplog.records[-1].getMessage()
 
 
 def _fired(starts_at: object, now: float) -> str:
@@ -99,7 +168,7 @@ def test_an_alert_episode_is_named_by_its_fingerprint_and_start() -> None:
 def test_a_resolved_alert_without_a_start_has_no_fallback() -> None:
     alert = dict(GRAFANA["alerts"][0], status="resolved", startsAt=None)
     batch = parse_webhook(dict(GRAFANA, alerts=[alert]), now=0.0)
-    assert batch.outcomes[0].prediction_id == "am:ff01" and batch.fallback_ids == {}
+    assert batch.resolved[0].prediction_id == "am:ff01" and batch.resolved[0].fallback_id is None
 
 
 @pytest.mark.parametrize(
@@ -138,8 +207,7 @@ def test_a_bad_alert_among_good_ones_is_listed_and_the_rest_is_used(
     with caplog.at_level(logging.WARNING, logger="bot.ingest.alertmanager"):
         batch = parse_webhook(dict(GRAFANA, commonLabels={}, alerts=[good, bad, resolved]), now=0.0)
     assert [p.id for p in batch.predictions] == ["am:ff01@20250326T100000Z"]
-    assert [o.prediction_id for o in batch.outcomes] == ["am:ff00@20250326T100000Z"]
-    assert batch.fallback_ids == {"am:ff00@20250326T100000Z": "am:ff00"}
+    assert [(r.prediction_id, r.fallback_id) for r in batch.resolved] == [("am:ff00@20250326T100000Z", "am:ff00")]
     assert [e.field for e in batch.errors] == [field]
     (warning,) = caplog.records
     assert warning.levelno == logging.WARNING and field in warning.getMessage()
@@ -151,7 +219,7 @@ def test_a_notification_of_bad_alerts_names_the_first_and_an_empty_one_is_fine()
         parse_webhook(dict(GRAFANA, commonLabels={}, alerts=bad), now=0.0)
     assert info.value.field == "alerts[0].labels.instance"
     empty = parse_webhook(dict(GRAFANA, alerts=[]), now=0.0)
-    assert (empty.predictions, empty.outcomes, empty.errors) == ([], [], [])
+    assert (empty.predictions, empty.resolved, empty.errors) == ([], [], [])
 
 
 def test_alerts_alertmanager_left_out_of_a_notification_are_counted_and_logged(

@@ -160,10 +160,18 @@ def test_alertmanager_webhook_gives_recommendations_then_outcomes(bot: BotUnderT
     p = bot.bot.store.prediction("am:a1b2c3d4e5f60001@20250326T100000Z")
     assert p is not None and p.target == "r12-n04:9100" and p.action == "drain" and p.time_to_fault_s == 6 * 3600
     resolved = dict(ALERTMANAGER_FIRING, status="resolved")
-    resolved["alerts"] = [dict(ALERTMANAGER_FIRING["alerts"][0], status="resolved", endsAt="2025-03-26T12:00:00Z")]
+    alert = ALERTMANAGER_FIRING["alerts"][0]
+    said = alert["annotations"] | {"npo_outcome": "real_fault"}  # the sender knows the predicted fault happened
+    resolved["alerts"] = [dict(alert, status="resolved", endsAt="2025-03-26T12:00:00Z", annotations=said)]
     response = bot.ingest(resolved, path="/api/v1/alertmanager")
     assert response.json()["outcomes"] == [
-        {"prediction_id": "am:a1b2c3d4e5f60001@20250326T100000Z", "recorded": True, "missed_fault": False}
+        {
+            "prediction_id": "am:a1b2c3d4e5f60001@20250326T100000Z",
+            "result": "outcome",
+            "real_fault": True,
+            "recorded": True,
+            "missed_fault": False,
+        }
     ]
     assert bot.counts()["outcomes"] == 1
     wait_for(lambda: bot.standin.calls("chat.update"))  # the message shows the outcome
@@ -182,7 +190,12 @@ def test_an_alert_that_fires_again_after_resolving_is_a_new_recommendation(bot: 
     resent = bot.ingest(_alert("firing", "2025-03-26T10:00:00Z"), path="/api/v1/alertmanager").json()["results"]
     assert resent[0]["id"] == first[0]["id"] and resent[0]["duplicate"]  # Alertmanager's repeat: recorded once
     resolved = bot.ingest(_alert("resolved", "2025-03-26T10:00:00Z"), path="/api/v1/alertmanager").json()
-    assert resolved["outcomes"][0] == {"prediction_id": first[0]["id"], "recorded": True, "missed_fault": False}
+    assert resolved["outcomes"][0] == {
+        "prediction_id": first[0]["id"],
+        "result": "no_outcome",
+        "recorded": False,
+        "closed": True,
+    }
     wait_for(lambda: len(bot.standin.calls("chat.postMessage")) == 1)
     real_clock = bot.bot.service.clock
     later = lambda: real_clock() + 3 * 86400  # noqa: E731 - days later, past the duplicate window
@@ -201,13 +214,13 @@ def test_an_alert_stored_before_episode_ids_still_resolves(bot: BotUnderTest) ->
         _alert("resolved", "2025-03-26T10:00:00Z", fingerprint="0ldf1ngerpr1nt"), path="/api/v1/alertmanager"
     )
     assert resolved.json()["outcomes"] == [
-        {"prediction_id": "am:0ldf1ngerpr1nt", "recorded": True, "missed_fault": False}
+        {"prediction_id": "am:0ldf1ngerpr1nt", "result": "no_outcome", "recorded": False, "closed": True}
     ]
     unknown = bot.ingest(_alert("resolved", "2025-03-26T10:00:00Z", fingerprint="n0such"), path="/api/v1/alertmanager")
     (entry,) = unknown.json()["outcomes"]
     assert entry["prediction_id"] == "am:n0such@20250326T100000Z" and entry["recorded"] is False
-    assert "am:n0such@20250326T100000Z" in entry["error"]
-    assert bot.counts()["outcomes"] == 1
+    assert entry["result"] == "unknown_prediction" and "am:n0such@20250326T100000Z" in entry["error"]
+    assert bot.counts()["outcomes"] == 0 and bot.bot.store.counts()["recommendations_open"] == 0
 
 
 def _firing(fingerprint: str, instance: str | None, **annotations: str) -> dict[str, Any]:
@@ -236,14 +249,16 @@ def test_one_malformed_alert_does_not_lose_the_rest_of_its_notification(
     stored = bot.bot.store.prediction("am:900d000000000001@20250326T100000Z")
     assert stored is not None and stored.target == "r14-n02:9100"
     assert bot.bot.store.prediction("am:b4d0000000000001@20250326T100000Z") is None
-    assert answer["outcomes"] == [{"prediction_id": first[0]["id"], "recorded": True, "missed_fault": False}]
+    assert answer["outcomes"] == [
+        {"prediction_id": first[0]["id"], "result": "no_outcome", "recorded": False, "closed": True}
+    ]
     (refused,) = answer["errors"]
     assert refused["field"] == "alerts[1].labels.instance" and "instance" in refused["message"]
     after = bot.counts()
     assert (after["predictions"], after["decisions"], after["outcomes"]) == (
         before["predictions"] + 1,
         before["decisions"] + 1,
-        before["outcomes"] + 1,
+        before["outcomes"],  # the resolved alert did not say whether the fault was real
     )
     warned = [
         r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "alert refused" in r.getMessage()
