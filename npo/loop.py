@@ -24,10 +24,12 @@ The rules the loop applies, in one place:
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -36,7 +38,7 @@ from npo.alignment import AlignmentSample
 from npo.bandit import BanditConfig, ThresholdBandit, choose_batch
 from npo.feedback import FeedbackCodes
 from npo.misalignment import EtaSchedule, KeyAlignment, pooled, replace_feedback, update_key
-from npo.policy import Policy, PolicyContext, evaluate
+from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, Policy, PolicyContext, evaluate, name_key
 from npo.retrain import LogisticModel
 from npo.scoring import KeySpec, features, scenario_key, score
 from npo.trust import (
@@ -762,18 +764,50 @@ class _State:
     samples: dict[str, AlignmentSample] = field(default_factory=dict)  # by request id; effective answers only
     model: LogisticModel | None = None
     audit_log: list[tuple[str, str, dict[str, object], float]] = field(default_factory=list)
+    # The Safety Policy's view of the world, kept as the SQLite store reads it from its tables
+    # (storage/store.py, SQLiteTransaction.policy_context), so both stores decide alike:
+    # open disruptive recommendations: prediction → cluster (surfaced or digest, action disruptive, no outcome yet),
+    # and their number per cluster
+    open_disruptive: dict[str, str] = field(default_factory=dict)
+    active_disruptive: dict[str, int] = field(default_factory=dict)
+    # channel → decided_at of its surfaced (not digest) decisions, ascending
+    surfaced_at: dict[str, list[float]] = field(default_factory=dict)
+    # "key:<scenario key>" / "target:<target>" → (prediction, operator) → at: the effective overrides counted with
+    # a trust weight above zero; and the newest of them per key / target
+    overrides: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)
+    last_override: dict[str, float] = field(default_factory=dict)
 
 
 _MISSING = object()
+_HOUR_S = 3600.0  # the channel cap's window, as the SQLite store counts it
+_SET_CONTEXT_NOW, _SET_CONTEXT_ACTIVE, _SET_CONTEXT_OVERRIDES, _SET_CONTEXT_SURFACED = (
+    getattr(PolicyContext, name).__set__
+    for name in ("now", "active_disruptive_by_cluster", "last_override_at", "surfaced_last_hour_by_channel")
+)
+_new_context = functools.partial(object.__new__, PolicyContext)
+_NO_ENTRIES: Mapping[str, Any] = MappingProxyType({})
+
+
+def _after(times: list[float], bound: float) -> int:
+    """The index of the first of the ascending ``times`` above ``bound`` (``bisect.bisect_right``)."""
+    lo, hi = 0, len(times)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if times[mid] > bound:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 class InMemoryTransaction:
     """A transaction over :class:`InMemoryStore`: writes go to the live state and an undo log replays them
     backwards if the transaction fails, so a failed step changes nothing."""
 
-    def __init__(self, state: _State, config: LoopConfig) -> None:
+    def __init__(self, state: _State, config: LoopConfig, disruptive_actions: frozenset[str] = frozenset()) -> None:
         self._s = state
         self._config = config
+        self._disruptive = disruptive_actions  # name_key'd, as InMemoryStore keeps them
         self._undo: list[Callable[[], None]] = []
 
     def _remember(self, mapping: dict[Any, Any], key: Any) -> None:
@@ -810,7 +844,44 @@ class InMemoryTransaction:
         self._s.channels[pid] = channel
         self._remember(self._s.fingerprints, prediction.fingerprint())
         self._s.fingerprints[prediction.fingerprint()] = (pid, prediction.received_at)
+        if decision.verdict is Verdict.SURFACE:
+            self._count_surfaced(channel, decision.decided_at)
+        if decision.surfaced and name_key(prediction.action) in self._disruptive:
+            self._open_disruptive(pid, prediction.cluster)
         self.audit("decision", pid, decision_audit_detail(decision), decision.decided_at)
+
+    def _count_surfaced(self, channel: str, at: float) -> None:
+        times = self._s.surfaced_at.get(channel)
+        if times is None:
+            self._remember(self._s.surfaced_at, channel)
+            times = self._s.surfaced_at[channel] = []
+        if not times or at >= times[-1]:
+            times.append(at)
+        else:  # stamped before a decision already counted (another clock): kept in order
+            times.insert(_after(times, at), at)
+
+        def undo() -> None:
+            times.remove(at)
+
+        self._undo.append(undo)
+
+    def _open_disruptive(self, prediction_id: str, cluster: str) -> None:
+        s = self._s
+        self._remember(s.open_disruptive, prediction_id)
+        s.open_disruptive[prediction_id] = cluster
+        self._remember(s.active_disruptive, cluster)
+        s.active_disruptive[cluster] = s.active_disruptive.get(cluster, 0) + 1
+
+    def _resolve(self, prediction_id: str) -> None:
+        """An outcome resolves the prediction's recommendation: it no longer counts against its cluster."""
+        s = self._s
+        cluster = s.open_disruptive.get(prediction_id)
+        if cluster is None:
+            return
+        self._remember(s.open_disruptive, prediction_id)
+        del s.open_disruptive[prediction_id]
+        self._remember(s.active_disruptive, cluster)
+        s.active_disruptive[cluster] -= 1
 
     def get_prediction(self, prediction_id: str) -> Prediction | None:
         return self._s.predictions.get(prediction_id)
@@ -819,8 +890,78 @@ class InMemoryTransaction:
         return self._s.decisions.get(prediction_id)
 
     def policy_context(self, prediction: Prediction, key: str, channel: str, now: float) -> PolicyContext:
-        # The reference store tracks no open recommendations: blast radius and caps see an empty world.
-        return PolicyContext(now=now)
+        """The guardrails' view of the world for this prediction, with the same maps and counts as
+        :meth:`storage.store.SQLiteTransaction.policy_context`: open disruptive recommendations (surfaced or digest,
+        action in the store's ``disruptive_actions`` compared by :func:`npo.policy.name_key`, no outcome yet) in the
+        prediction's cluster; the last override of its key and of its target that is still someone's effective
+        answer and was counted with a trust weight above zero; recommendations surfaced (not digested) in
+        ``channel`` after now − 1 h, those stamped later than ``now`` included."""
+        s = self._s
+        cluster = prediction.cluster
+        active = {cluster: s.active_disruptive.get(cluster, 0)} if self._disruptive else {}
+        overrides: dict[str, float] = {}
+        for subject in (f"key:{key}", f"target:{prediction.target}"):
+            at = s.last_override.get(subject)
+            if at is not None:
+                overrides[subject] = at
+        times = s.surfaced_at.get(channel)
+        surfaced = len(times) - _after(times, now - _HOUR_S) if times else 0
+        if type(now) is not float or not math.isfinite(now):  # PolicyContext converts an int, refuses the rest
+            return PolicyContext(
+                now=now,
+                active_disruptive_by_cluster=active,
+                last_override_at=overrides,
+                surfaced_last_hour_by_channel={channel: surfaced},
+            )
+        # Counts kept here, times of validated feedback, ``now`` just checked: built without re-validation (as the
+        # SQLite store's batch contexts are).
+        context: PolicyContext = _new_context()
+        _SET_CONTEXT_NOW(context, now)
+        _SET_CONTEXT_ACTIVE(context, MappingProxyType(active) if active else _NO_ENTRIES)
+        _SET_CONTEXT_OVERRIDES(context, MappingProxyType(overrides) if overrides else _NO_ENTRIES)
+        _SET_CONTEXT_SURFACED(context, MappingProxyType({channel: surfaced}))
+        return context
+
+    def _override_subjects(self, applied: AppliedFeedback) -> tuple[str, ...]:
+        """The cooldown entries an answer counts in: its key and its prediction's target, when it is an override
+        with a trust weight above zero (the condition of the SQLite store's query)."""
+        if applied.event.kind is not FeedbackKind.OVERRIDE or not applied.weight > 0:
+            return ()
+        prediction = self._s.predictions.get(applied.event.prediction_id)
+        key = f"key:{applied.key}"
+        return (key,) if prediction is None else (key, f"target:{prediction.target}")
+
+    def _add_override(self, applied: AppliedFeedback) -> None:
+        s = self._s
+        answer, at = (applied.event.prediction_id, applied.event.operator), applied.event.at
+        for subject in self._override_subjects(applied):
+            entries = s.overrides.get(subject)
+            if entries is None:
+                self._remember(s.overrides, subject)
+                entries = s.overrides[subject] = {}
+            self._remember(entries, answer)
+            entries[answer] = at
+            last = s.last_override.get(subject)
+            if last is None or at > last:
+                self._remember(s.last_override, subject)
+                s.last_override[subject] = at
+
+    def _drop_override(self, applied: AppliedFeedback) -> None:
+        """``applied`` is no longer an effective answer: its override stops counting (the newest one left counts)."""
+        s = self._s
+        answer = (applied.event.prediction_id, applied.event.operator)
+        for subject in self._override_subjects(applied):
+            entries = s.overrides.get(subject)
+            if entries is None or answer not in entries:
+                continue
+            self._remember(entries, answer)
+            at = entries.pop(answer)
+            if s.last_override.get(subject) == at:
+                self._remember(s.last_override, subject)
+                if entries:
+                    s.last_override[subject] = max(entries.values())
+                else:
+                    del s.last_override[subject]
 
     def get_key(self, key: str) -> KeyAlignment:
         return self._s.keys.get(key) or KeyAlignment(key=key)
@@ -886,8 +1027,13 @@ class InMemoryTransaction:
                     del answers[operator]
                     self._remember(s.samples, old.event.request_id)
                     s.samples.pop(old.event.request_id, None)
+                    self._drop_override(old)
+        earlier = answers.get(ev.operator)
+        if earlier is not None:  # a later answer of the same person ends the earlier one's effect (SQLite's rule)
+            self._drop_override(earlier)
         self._remember(answers, ev.operator)
         answers[ev.operator] = applied
+        self._add_override(applied)
         self._remember(s.samples, ev.request_id)
         s.samples[ev.request_id] = AlignmentSample(
             applied.key, applied.y, ev.at, applied.weight, s.channels.get(ev.prediction_id, "")
@@ -903,6 +1049,7 @@ class InMemoryTransaction:
             return False
         self._remember(self._s.outcomes, outcome.prediction_id)
         self._s.outcomes[outcome.prediction_id] = outcome
+        self._resolve(outcome.prediction_id)
         return True
 
     def get_model(self) -> LogisticModel | None:
@@ -922,18 +1069,25 @@ class InMemoryStore:
     """Thread-safe in-memory implementation of :class:`LoopStore` (tests, simulation, benchmarks).
 
     A transaction holds a lock (one writer at a time, like ``BEGIN IMMEDIATE``) and rolls back through its undo
-    log when the block raises.
+    log when the block raises. The Safety Policy sees the same world as with the SQLite store
+    (:meth:`InMemoryTransaction.policy_context`); ``disruptive_actions`` are the actions whose open
+    recommendations count against a cluster's blast radius, as ``SQLiteStore``'s argument of that name (pass the
+    policy's ``blast_radius.disruptive_actions``).
     """
 
-    def __init__(self, config: LoopConfig | None = None) -> None:
+    def __init__(
+        self, config: LoopConfig | None = None, *, disruptive_actions: Iterable[str] = DEFAULT_DISRUPTIVE_ACTIONS
+    ) -> None:
         self.config = config or LoopConfig()
+        self.disruptive_actions = tuple(dict.fromkeys(name_key(a) for a in disruptive_actions))
+        self._disruptive = frozenset(self.disruptive_actions)
         self._state = _State(bandit=ThresholdBandit(self.config.bandit))
         self._lock = threading.Lock()
 
     @contextmanager
     def transaction(self) -> Iterator[InMemoryTransaction]:
         with self._lock:
-            tx = InMemoryTransaction(self._state, self.config)
+            tx = InMemoryTransaction(self._state, self.config, self._disruptive)
             try:
                 yield tx
             except BaseException:

@@ -134,15 +134,16 @@ def tau_label(t: float) -> str:
 
 
 def _store(settings: EvaluationSettings, config: LoopConfig, label: str) -> AbstractContextManager[LoopStore]:
+    disruptive = settings.policy.blast_radius.disruptive_actions
     if settings.db_dir is None:
-        return nullcontext(InMemoryStore(config))
+        return nullcontext(InMemoryStore(config, disruptive_actions=disruptive))
     from storage.store import SQLiteStore  # noqa: PLC0415 - only with --db
 
     settings.db_dir.mkdir(parents=True, exist_ok=True)
     path = settings.db_dir / f"evaluate-{label}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return SQLiteStore(path, config, disruptive_actions=settings.policy.blast_radius.disruptive_actions)
+    return SQLiteStore(path, config, disruptive_actions=disruptive)
 
 
 def make_stream(dataset: Dataset, predictor: PredictorConfig) -> Stream:

@@ -27,7 +27,16 @@ from npo.scoring import scenario_key
 from npo.trust import TrustConfig, trust_weight
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction, Verdict
 
-POLICY = parse_policy(DEFAULT_POLICY_TEXT)
+# The default policy without the rules that read the store's world (blast radius, override cooldown, hourly cap):
+# these tests are about the learning rules, and many predictions here share a cluster, a key and a time. Those rules
+# in the loop: tests/unit/test_spe_in_the_loop.py, tests/integration/test_store_policy_equivalence.py.
+POLICY = parse_policy(
+    DEFAULT_POLICY_TEXT.replace("max_per_hour = 20", "max_per_hour = 1000000")
+    .replace("seconds = 3600", "seconds = 0")
+    .replace(
+        'disruptive_actions = ["drain", "reboot", "reimage", "power_cycle", "failover"]', "disruptive_actions = []"
+    )
+)
 NOW = 1_750_000_000.0
 LIKE, OVERRIDE, NEUTRAL, SKIPPED = FeedbackKind.LIKE, FeedbackKind.OVERRIDE, FeedbackKind.NEUTRAL, FeedbackKind.SKIPPED
 

@@ -39,7 +39,11 @@ def _loop(
     spec = KeySpec(fields=("fault_type", "action")) if pool_keys else KeySpec(fields=("fault_type",))
     config = LoopConfig(key_spec=spec, bandit=bandit, trust=None, dedupe_window_s=0.0, pool_keys=pool_keys)
     store = InMemoryStore(config)
-    policy = parse_policy("")  # default rules; nothing in this world trips them
+    # The default rules but the two that read the store's world: the simulator has neither an override cooldown
+    # nor a channel cap (one prediction a second here, so both would act), and no action in this world is disruptive.
+    policy = parse_policy(
+        "[rules.override_cooldown]\nseconds = 0\n\n[rules.channel_hourly_cap]\nmax_per_hour = 1000000\n"
+    )
     rng = np.random.default_rng(rng_seed)
     surfaced = []
     for t in range(WORLD.episodes):
