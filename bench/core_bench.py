@@ -287,8 +287,9 @@ def _decide_all(store: InMemoryStore, preds: Sequence[Prediction], policy: Polic
             decide(tx, p, config=store.config, policy=policy, rng=rng, now=p.received_at)
 
 
-def _fresh_store(prestore_bandit: bool) -> InMemoryStore:
-    store = InMemoryStore(LoopConfig())
+def _fresh_store(prestore_bandit: bool, *, blast_radius: bool = True) -> InMemoryStore:
+    """A new store; ``blast_radius=False``: no action counts against a cluster (every prediction can be answered)."""
+    store = InMemoryStore(LoopConfig()) if blast_radius else InMemoryStore(LoopConfig(), disruptive_actions=())
     if prestore_bandit:
         with store.transaction() as tx:
             tx.put_bandit(ThresholdBandit(store.config.bandit))
@@ -376,7 +377,9 @@ def make_feedback(preds: Sequence[Prediction]) -> list[FeedbackEvent]:
 
 def _feedback_npo(preds: Sequence[Prediction], events: Sequence[FeedbackEvent], policy: Policy) -> Prepare:
     def prepare() -> Work:
-        store = _fresh_store(prestore_bandit=False)
+        # Feedback needs surfaced recommendations: as in the storage benchmark, no action is disruptive here, so the
+        # blast radius (which the in-memory store applies like SQLite's) blocks none of them.
+        store = _fresh_store(prestore_bandit=False, blast_radius=False)
         _decide_all(store, preds, policy, np.random.default_rng(SEED))
         config = store.config
 

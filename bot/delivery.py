@@ -17,8 +17,11 @@ records the result:
 Posts (recommendations, digests, messages) are spaced ≥ 1 s per channel and kept in outbox order; updates and
 ephemeral replies are not spaced. More than ``storm_threshold`` recommendations pending for one channel are folded
 into one digest message; capped (``digest_item``) recommendations wait ``digest_delay_s`` and are folded likewise.
-A digest lists the first of them that fit one Slack message and marks exactly those sent; the rest waits for the
-channel's next slot and leads the next digest (one with no prediction in the database to list is failed).
+A digest lists them one line each when they fit one Slack message; a storm too large for that is listed one line
+per kind (fault type and action: how many, the highest severity and confidence, the targets), so a digest a second
+keeps up with any storm. Only what a posted digest lists or counts in its lines is marked sent; what does not fit
+(more kinds than one message holds) waits for the channel's next slot and leads the next digest (one with no
+prediction in the database to list is failed).
 A restart resumes pending messages: a lease taken by a dead process expires and the message is sent then. A post
 that reached Slack but whose answer was lost (process killed mid-call, or a read timeout) can be sent twice: Slack
 offers no idempotency key for ``chat.postMessage``.
@@ -46,7 +49,16 @@ from slack_sdk.errors import SlackApiError
 
 from bot.metrics import Metrics
 from bot.service import NpoService
-from bot.slack.blocks import RecommendationView, digest_blocks, digest_fit, fallback_text, recommendation_blocks
+from bot.slack.blocks import (
+    RecommendationView,
+    digest_blocks,
+    digest_fit,
+    digest_groups,
+    fallback_text,
+    grouped_digest_blocks,
+    grouped_digest_fit,
+    recommendation_blocks,
+)
 from storage import LeaseLost, OutboxItem
 from storage.outbox import next_due_at, post_state, shares_message, storm_channels
 
@@ -155,6 +167,7 @@ class DeliveryWorker:
         self.clock = clock
         self._ready_at: dict[str, float] = {}  # channel → no post before (Slack's 1 message/s per channel)
         self._method_ready_at: dict[str, float] = {}  # Web API method → no call before (a 429's Retry-After)
+        self._deferred: list[tuple[int, float, str, int | None]] = []  # this pass's deferrals, written at its end
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -197,7 +210,14 @@ class DeliveryWorker:
 
     # -- one pass ----------------------------------------------------------------------------------------------
     def run_once(self) -> int:
-        """Claim the due messages and handle each; returns how many were claimed."""
+        """Claim the due messages and handle each; returns how many were claimed. The messages this pass defers
+        are written in one transaction at its end (:meth:`_flush_deferred`)."""
+        try:
+            return self._pass()
+        finally:
+            self._flush_deferred()
+
+    def _pass(self) -> int:
         now = self.clock()
         items = self.store.claim_due(now, self.config.batch, lease_s=self.config.lease_s)
         if not items:
@@ -331,12 +351,14 @@ class DeliveryWorker:
             return shares_message(conn, channel, ts)
 
     def _deliver_digest(self, channel: str, items: list[OutboxItem], *, storm: bool) -> None:
-        """Post one channel's folded ``items`` (in outbox order) as digests. Each message lists the first of them that
-        fit one message (``digest_fit``) and marks exactly those sent: a recommendation is never recorded as sent
-        unless a posted digest listed it. While the channel's pace allows, the next part goes out in this pass;
-        otherwise the rest is deferred to the channel's next slot, due together, and leads the next pass's digest
-        (still in outbox order; a deferral is not a try). A part that fails is retried or failed alone by
-        ``_handle_error``: the parts before it stay posted and marked, the rest wait as long as it does."""
+        """Post one channel's folded ``items`` (in outbox order) as digests. When they fit one message one line each
+        (``digest_fit``) it lists them so; otherwise one line per kind (``digest_groups``: fault type and action,
+        counted, with the targets), as many kinds as fit. Exactly what a posted digest lists or counts is marked
+        sent (in one transaction per post): a recommendation is never recorded as sent unless a posted digest showed
+        it. While the channel's pace allows, the next part goes out in this pass; otherwise the rest is deferred to
+        the channel's next slot, due together, and leads the next pass's digest (still in outbox order; a deferral
+        is not a try). A part that fails is retried or failed alone by ``_handle_error``: the parts before it stay
+        posted and marked, the rest wait as long as it does."""
         if self._ready_at.get(channel, 0.0) > self.clock():
             for item in items:
                 self._defer(item, self._ready_at[channel], "waiting for the channel's 1 message/s pace")
@@ -359,10 +381,19 @@ class DeliveryWorker:
                 for item, _ in rest:  # the pass ran long: due again at once, claimed with a fresh lease
                     self._defer(item, self.clock(), "the rest of a digest: this lease is nearly over")
                 return
-            fit = digest_fit([view for _, view in rest])
-            part, rest = rest[:fit], rest[fit:]
+            views = [view for _, view in rest]
+            fit = digest_fit(views)
+            groups = digest_groups(views) if fit < len(views) else []
+            if 0 < len(groups) < len(views):  # more than one message lists one by one: a line per kind, counted
+                shown = groups[: grouped_digest_fit(groups)]
+                listed = {i for group in shown for i in group.members}
+                part = [pair for i, pair in enumerate(rest) if i in listed]
+                rest = [pair for i, pair in enumerate(rest) if i not in listed]
+                blocks = grouped_digest_blocks(shown, why=why, following=len(rest))
+            else:  # one by one, in as many parts as it takes
+                part, rest = rest[:fit], rest[fit:]
+                blocks = digest_blocks(views[:fit], why=why, following=len(rest))
             part_items = [item for item, _ in part]
-            blocks = digest_blocks([view for _, view in part], why=why, following=len(rest))
             try:
                 posted_channel, ts = self._post(channel, f"{len(part)} recommendations (digest)", blocks)
             except Exception as exc:
@@ -371,8 +402,17 @@ class DeliveryWorker:
                 for item, _ in rest:  # not tried: they follow the part that failed, in outbox order
                     self._defer(item, after, "the rest of a digest: after the part before it")
                 return
-            for item in part_items:
-                self._record(item, self.store.mark_sent, posted_channel, ts)
+            marked = self.store.mark_sent_many([(i.id, i.attempts) for i in part_items], posted_channel, ts)
+            if marked < len(part_items):
+                log.warning(
+                    "%d of %d outbox message(s) of a digest were claimed by another worker after this lease ran out; "
+                    "not recorded",
+                    len(part_items) - marked,
+                    len(part_items),
+                )
+                self.metrics.inc(
+                    "npo_deliveries_total", float(len(part_items) - marked), kind="digest", result="lease_lost"
+                )
             self.metrics.inc("npo_deliveries_total", float(len(part_items)), kind="digest", result="sent")
 
     # -- outcomes of a failed call -----------------------------------------------------------------------------
@@ -380,8 +420,32 @@ class DeliveryWorker:
         self._record(item, self.store.mark_retry, at, reason)
 
     def _defer(self, item: OutboxItem, at: float, reason: str) -> None:
-        """Not tried this pass (not a failure: the back-off is not raised)."""
-        self._record(item, self.store.defer, at, reason)
+        """Not tried this pass (not a failure: the back-off is not raised); written with the pass's other deferrals
+        when it ends (a backlog waiting for a channel's pace is deferred a batch at a time, and one write
+        transaction per message would keep the write lock from clicks)."""
+        self._deferred.append((item.id, at, reason, item.attempts))
+
+    def _flush_deferred(self) -> None:
+        """Write this pass's deferrals in one transaction. A message whose lease another worker took meanwhile is
+        left as that worker has it; a failed write leaves them all to their leases (claimed again once it ends)."""
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            return
+        try:
+            done = self.store.defer_many(deferred)
+        except Exception:
+            log.exception(
+                "could not defer %d outbox message(s); they are claimed again when their lease ends", len(deferred)
+            )
+            return
+        if done < len(deferred):
+            log.warning(
+                "%d of %d deferred outbox message(s) were claimed by another worker after this lease ran out; "
+                "not recorded",
+                len(deferred) - done,
+                len(deferred),
+            )
+            self.metrics.inc("npo_deliveries_total", float(len(deferred) - done), kind="deferred", result="lease_lost")
 
     def _handle_error(self, items: list[OutboxItem], exc: BaseException) -> float | None:
         """Record a failed call for ``items``: retried (returns when they are due again) or failed for good

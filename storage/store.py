@@ -1553,6 +1553,41 @@ class SQLiteStore:
                 (sent_at, outbox_id),
             )
 
+    def mark_sent_many(
+        self, sent: Sequence[tuple[int, int | None]], channel: str, ts: str, *, at: float | None = None
+    ) -> int:
+        """:meth:`mark_sent` for the messages one post carried (a digest), in one transaction: (outbox id, the caller's
+        lease — its attempt number, or None) each. Returns how many were marked: fewer when another worker has
+        claimed some since (their lease was lost: they are left as the new owner has them)."""
+        if not sent:
+            return 0
+        sent_at = time.time() if at is None else at
+        with self.transaction() as tx:
+            c = tx.connection
+            marked = [
+                (outbox_id,)
+                for outbox_id, attempt in sent
+                if c.execute(
+                    "UPDATE outbox SET state = 'sent', channel = ?, message_ts = ?, sent_at = ?, last_error = NULL "
+                    "WHERE id = ? AND state = 'pending' AND (? IS NULL OR attempts = ?)",
+                    (channel, ts, sent_at, outbox_id, attempt, attempt),
+                ).rowcount
+                == 1
+            ]
+            c.executemany(
+                "UPDATE recommendations SET channel = ?, message_ts = ?, "
+                "state = CASE WHEN state = 'resolved' THEN state ELSE 'posted' END "
+                "WHERE prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
+                [(channel, ts, outbox_id) for (outbox_id,) in marked],
+            )
+            c.executemany(
+                "UPDATE outbox SET next_attempt_at = MIN(next_attempt_at, ?) WHERE state = 'pending' "
+                "AND kind = 'update' AND prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? "
+                "AND kind IN ('recommendation', 'digest_item'))",
+                [(sent_at, outbox_id) for (outbox_id,) in marked],
+            )
+        return len(marked)
+
     def mark_retry(self, outbox_id: int, next_attempt_at: float, error: str, *, attempt: int | None = None) -> None:
         """Delivery failed temporarily: try again at ``next_attempt_at``. ``attempt``: the caller's lease."""
         self._outbox_update(
@@ -1562,17 +1597,22 @@ class SQLiteStore:
             attempt,
         )
 
-    def defer(self, outbox_id: int, next_attempt_at: float, reason: str, *, attempt: int | None = None) -> None:
-        """Not tried this time (waiting for the channel's pace, a rate limit, an older post): due again at
-        ``next_attempt_at``, and the claim is not counted as an attempt (the back-off counts real tries only).
-        ``attempt``: the caller's lease."""
-        self._outbox_update(
-            outbox_id,
-            "UPDATE outbox SET next_attempt_at = ?, last_error = ?, attempts = MAX(0, attempts - 1) "
-            "WHERE id = ? AND state = 'pending'",
-            (next_attempt_at, reason, outbox_id),
-            attempt,
-        )
+    def defer_many(self, deferrals: Sequence[tuple[int, float, str, int | None]]) -> int:
+        """Messages not tried this time (waiting for a channel's pace, a rate limit, an older post), in one
+        transaction: (outbox id, due again at, reason, the caller's lease — its attempt number, or None) each. The
+        claim is not counted as an attempt (the back-off counts real tries only). A delivery pass defers up to a
+        whole claimed batch (a backlog waiting for a channel's pace); one write transaction for all of them keeps
+        the write lock free for clicks. Returns how many were deferred: fewer when another worker has claimed some
+        since (their lease was lost: they are left as the new owner has them) or they are no longer pending."""
+        if not deferrals:
+            return 0
+        with self.transaction() as tx:
+            cur = tx.connection.executemany(
+                "UPDATE outbox SET next_attempt_at = ?, last_error = ?, attempts = MAX(0, attempts - 1) "
+                "WHERE id = ? AND state = 'pending' AND (? IS NULL OR attempts = ?)",
+                [(at, reason, outbox_id, attempt, attempt) for outbox_id, at, reason, attempt in deferrals],
+            )
+            return int(cur.rowcount)
 
     def oldest_pending(self, kinds: Sequence[str]) -> dict[str, tuple[int, float]]:
         """Per channel, the oldest pending message of ``kinds`` that is waiting for another try (a failed or deferred

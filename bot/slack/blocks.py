@@ -442,6 +442,79 @@ def digest_blocks(views: Sequence[RecommendationView], *, why: str, following: i
     return blocks[:MAX_MESSAGE_BLOCKS]
 
 
+MAX_GROUP_TARGETS = 400  # characters of a digest group's list of targets (the rest counted)
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class DigestGroup:
+    """One line of a grouped digest: every recommendation of one kind (fault type and action), counted, with its
+    targets. ``members``: the indexes of those recommendations in the views the groups were made from."""
+
+    line: str
+    members: tuple[int, ...]
+
+
+def digest_groups(views: Sequence[RecommendationView]) -> list[DigestGroup]:
+    """The views grouped by kind (fault type and action), in the order each kind first appears: one line per kind
+    with how many, the highest severity and confidence, and the targets (the first that fit, the rest counted); a
+    kind seen once keeps its own line (:func:`digest_blocks`' line, with its id) — for a storm larger than one
+    digest can list one by one (:func:`digest_fit`)."""
+    kinds: dict[tuple[str, str], list[int]] = {}
+    for i, v in enumerate(views):
+        kinds.setdefault((v.prediction.fault_type, v.prediction.action), []).append(i)
+    groups: list[DigestGroup] = []
+    for (fault, action), members in kinds.items():
+        if len(members) == 1:  # a kind seen once: its own line, with its id
+            groups.append(DigestGroup(_digest_line(views[members[0]]), tuple(members)))
+            continue
+        shown = [views[i] for i in members]
+        severity = max((v.prediction.severity for v in shown), key=_SEVERITY_RANK.__getitem__)
+        top = max(v.decision.confidence for v in shown)
+        targets = [f"`{escape(truncate(t, MAX_LIST_NAME))}`" for t in dict.fromkeys(v.prediction.target for v in shown)]
+        line = (
+            f"{_SEVERITY_ICON.get(severity, '')} *{len(members)} × {escape(truncate(fault, MAX_LIST_NAME))}* → "
+            f"*{escape(truncate(action, MAX_LIST_NAME))}* (p up to {top:.2f}) on "
+            f"{_joined(targets, MAX_GROUP_TARGETS, noun='target')}"
+        )
+        groups.append(DigestGroup(line, tuple(members)))
+    return groups
+
+
+def grouped_digest_fit(groups: Sequence[DigestGroup]) -> int:
+    """How many of ``groups``, from the first, one digest message lists (at least one when there are any)."""
+    _, placed = _sections([g.line for g in groups], DIGEST_SECTIONS, DIGEST_TEXT)
+    return max(placed, min(1, len(groups)))
+
+
+def grouped_digest_blocks(groups: Sequence[DigestGroup], *, why: str, following: int = 0) -> list[Block]:
+    """One message for a storm: one line per kind of recommendation (:func:`digest_groups`), the header counting
+    the recommendations and kinds it covers and, with ``following``, how many more follow in the next digest(s)."""
+    count = sum(len(g.members) for g in groups)
+    header = (
+        f":package: *{count} recommendation(s) of {len(groups)} kind(s) in one digest* — {escaped(why, 500)} · "
+        "too many to list one by one"
+    )
+    if following > 0:
+        header += f" · {following} more to follow"
+    blocks: list[Block] = [{"type": "section", "block_id": "npo_digest_header", "text": mrkdwn(header)}]
+    blocks += _pack_lines([g.line for g in groups], "npo_digest_", DIGEST_SECTIONS, noun="kind", budget=DIGEST_TEXT)
+    blocks.append(
+        {
+            "type": "context",
+            "block_id": "npo_digest_hint",
+            "elements": [
+                mrkdwn(
+                    "A digest has no buttons, and its recommendations are not counted as skipped: "
+                    "`npo-bot db export --what decisions` lists every one; outcomes can be reported to "
+                    "`/api/v1/outcomes`."
+                )
+            ],
+        }
+    )
+    return blocks[:MAX_MESSAGE_BLOCKS]
+
+
 def ephemeral_refusal_text() -> str:
     return "Sorry, only the on-call responders for this channel can answer NPO recommendations. Nothing was recorded."
 

@@ -17,14 +17,17 @@ from bot.slack.blocks import (
     RecommendationView,
     digest_blocks,
     digest_fit,
+    digest_groups,
     fallback_text,
+    grouped_digest_blocks,
+    grouped_digest_fit,
     home_view,
     override_modal,
     recommendation_blocks,
 )
 from bot.slack.text import truncate
 from bot.standin import limits
-from npo.types import Decision, FeedbackKind, Prediction, Verdict
+from npo.types import Decision, FeedbackKind, Prediction, Severity, Verdict
 
 HUGE = "🔥ディスク" * 2000  # ~12 k characters, emoji and multi-byte
 TEN_KB = "x" * 10_000
@@ -239,3 +242,39 @@ def test_digest_fit_is_what_one_digest_lists_in_full(name: str) -> None:
     assert any(b.get("block_id") == "npo_digest_more" for b in digest_blocks(views[: fit + 1], why="alert storm"))
     assert "to follow" not in str(digest_blocks(views[:fit], why="alert storm")[0])
     assert digest_fit(views[:1]) == 1 and digest_fit([]) == 0
+
+
+@pytest.mark.parametrize("name", ["disk", "&<>" * 166])
+def test_a_storm_too_big_to_list_one_by_one_is_one_counted_line_per_kind(name: str) -> None:
+    """1,000 recommendations of 3 kinds (fault type and action) and one of a fourth (p500): one line per kind, in the
+    order each first appears, counting its recommendations with the highest severity and confidence and naming
+    targets (the rest counted); the kind seen once keeps its own line with its id. The message holds all four
+    lines within Slack's limits and its header counts 1,001 recommendations of 4 kinds."""
+    base = _view(name, 1)
+    views = []
+    for i in range(1001):
+        kind = 3 if i == 500 else i % 3
+        p = replace(
+            base.prediction,
+            id=f"p{i}",
+            fault_type=f"{name}{kind}",
+            action=f"drain{kind}",
+            target=f"r{i}-n{i}",
+            confidence=0.5 + (i % 50) / 100,
+            severity=Severity.CRITICAL if i == 6 else Severity.WARNING,
+        )
+        views.append(RecommendationView(p, replace(base.decision, prediction_id=p.id, confidence=p.confidence)))
+    assert digest_fit(views) < len(views)
+    groups = digest_groups(views)
+    assert [len(g.members) for g in groups] == [334, 334, 332, 1]  # p500 is the fourth kind
+    assert sorted(i for g in groups for i in g.members) == list(range(1001))
+    assert groups[0].line.startswith(":red_circle: *334 × ") and "(p up to 0.99)" in groups[0].line
+    assert "`r0-n0`, `r3-n3`" in groups[0].line and re.search(r"… \+\d+ more targets$", groups[0].line)
+    assert "id `p500`" in groups[3].line and "×" not in groups[3].line
+    assert grouped_digest_fit(groups) == 4 and grouped_digest_fit([]) == 0
+    blocks = grouped_digest_blocks(groups, why="alert storm")
+    _check_blocks(blocks)
+    assert limits.blocks_text_chars(blocks) <= limits.MAX_BLOCKS_TEXT_CHARS
+    header = blocks[0]["text"]["text"]
+    assert header.startswith(":package: *1001 recommendation(s) of 4 kind(s) in one digest* — alert storm")
+    assert "to follow" not in header and "to follow" in str(grouped_digest_blocks(groups[:2], why="x", following=5))

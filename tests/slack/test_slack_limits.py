@@ -76,12 +76,13 @@ def test_labels_that_do_not_fit_the_context_line_are_counted(bot: BotUnderTest) 
     assert len(shown) + int(more.group(1)) == 50 and len(context) <= 3000
 
 
-def test_a_digest_of_300_recommendations_is_accepted_and_lists_every_one(tmp_path: Path, standin: StandIn) -> None:
-    """300 surfaced recommendations with long names in one burst. The digest used to pack ~72,000 characters into
-    48 sections (Slack refuses a message with more than about 13,000: ``msg_blocks_too_long``, so every one of them
-    was marked failed) and, past 48 sections, said "…and 153 more section(s)" — not how many recommendations. Then
-    it listed what fit, counted the rest as "not shown" and marked them sent all the same: now the rest go out in
-    the next digests, and each digest's header counts what it lists."""
+def test_a_digest_of_300_recommendations_is_accepted_and_shows_every_one(tmp_path: Path, standin: StandIn) -> None:
+    """300 surfaced recommendations of 7 kinds with long names in one burst. The digest used to pack ~72,000
+    characters into 48 sections (Slack refuses a message with more than about 13,000: ``msg_blocks_too_long``, so
+    every one of them was marked failed) and, past 48 sections, said "…and 153 more section(s)" — not how many
+    recommendations. Then it listed what fit, counted the rest as "not shown" and marked them sent all the same.
+    Now a storm too large to list one by one is one line per kind, counted: every recommendation is in a digest
+    that counts it, and each digest's header counts what its lines do."""
     built = build_bot(make_settings(tmp_path, standin, storm_threshold=3, digest_delay_s=0.2), seed=1)
     with serving(built, standin) as bot:
         batch = [
@@ -91,23 +92,31 @@ def test_a_digest_of_300_recommendations_is_accepted_and_lists_every_one(tmp_pat
         assert bot.ingest(batch).status_code == 200
         wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=40)
         assert not bot.bot.store.outbox("failed")
-        covered: list[str] = []
+        assert sorted(str(item.prediction_id) for item in bot.bot.store.outbox("sent")) == sorted(
+            f"s{i}" for i in range(300)
+        )
+        counted = 0
         for message in standin.messages(INCIDENT):
             assert limits.blocks_text_chars(message.blocks) <= limits.MAX_BLOCKS_TEXT_CHARS
             header = message.blocks[0]["text"]["text"]
-            count = re.match(r":package: \*(\d+) recommendation\(s\) in one digest\*", header)
-            listed = [
-                pid for b in message.blocks if b["type"] == "section" for pid in re.findall(r"id `(s\d+)`", str(b))
+            grouped = re.match(r":package: \*(\d+) recommendation\(s\) of (\d+) kind\(s\) in one digest\*", header)
+            single = re.match(r":package: \*(\d+) recommendation\(s\) in one digest\*", header)
+            lines = [
+                line for b in message.blocks if b["type"] == "section" for line in str(b["text"]["text"]).split("\n")
             ]
-            if count is None:  # posted on its own (its id is in a context block)
-                covered += re.findall(r"id `(s\d+)`", str(message.blocks))[:1]
-                continue
             notes = [e["text"] for b in message.blocks if b["type"] == "context" for e in b["elements"]]
             assert not [note for note in notes if "not shown" in note]
-            assert listed and len(listed) == int(count.group(1))
-            assert all(len(line) < 600 for line in str(message.blocks[1]["text"]["text"]).split("\n"))
-            covered += listed
-        assert sorted(covered) == sorted(f"s{i}" for i in range(300))
+            if grouped is not None:
+                kinds = [int(n) for n in re.findall(r"\*(\d+) × ", "\n".join(lines[1:]))]
+                assert len(kinds) == int(grouped.group(2)) and sum(kinds) == int(grouped.group(1))
+                assert all(len(line) < 1200 for line in lines[1:])
+                counted += sum(kinds)
+            elif single is not None:
+                counted += len(re.findall(r"id `(s\d+)`", "\n".join(lines[1:])))
+            else:  # posted on its own
+                counted += 1
+        assert counted == 300
+        assert len(standin.messages(INCIDENT)) <= 3  # seven lines, not 300 of them in parts a second apart
 
 
 def test_app_home_counts_the_muted_keys_it_leaves_off(bot: BotUnderTest) -> None:
