@@ -28,6 +28,7 @@ from slack_testing import (  # noqa: E402
     SECRET,
     TOKEN,
     BotUnderTest,
+    alertmanager_notification,
     load_slack_conftest,
     make_settings,
     wait_for,
@@ -59,23 +60,8 @@ def _alert(fingerprint: str, status: str = "firing", **annotations: str) -> dict
     }
 
 
-def _notification(*alerts: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "receiver": "npo",
-        "status": alerts[0]["status"],
-        "alerts": list(alerts),
-        "groupLabels": {"alertname": "DiskWillFail"},
-        "commonLabels": {"alertname": "DiskWillFail", "severity": "critical"},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager.local:9093",
-        "version": "4",
-        "groupKey": '{}:{alertname="DiskWillFail"}',
-        "truncatedAlerts": 0,
-    }
-
-
 def _send(bot: BotUnderTest, *alerts: dict[str, Any]) -> dict[str, Any]:
-    response = bot.ingest(_notification(*alerts), path=AM)
+    response = bot.ingest(alertmanager_notification(*alerts), path=AM)
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
@@ -195,7 +181,7 @@ def test_a_resolved_alert_that_says_is_an_outcome_with_its_truth(bot: BotUnderTe
     fired = _send(bot, _alert("a01", confidence="0.05"), _alert("a02", confidence="0.05"), _alert("a03"))
     ids = [r["id"] for r in fired["results"]]
     assert [r["verdict"] for r in fired["results"]] == ["suppress", "suppress", "surface"]
-    body = _notification(
+    body = alertmanager_notification(
         _alert("a01", "resolved", npo_outcome=" Real_Fault "),
         _alert("a02", "resolved", npo_outcome="FALSE_ALARM"),
         _alert("a03", "resolved", npo_outcome=""),  # empty (a template that did not know): the common one

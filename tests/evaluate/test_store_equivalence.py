@@ -53,11 +53,10 @@ def test_nab_seed_0_is_decided_alike_in_memory_and_in_sqlite(tmp_path: Path) -> 
         if kind != "loop":
             continue
         config = replace(settings.loop, bandit=replace(settings.loop.bandit, thresholds=grid))
-        memory = InMemoryStore(config)  # as `npo-bot evaluate` opens them (bot/evaluate/runner.py)
+        disruptive = settings.policy.blast_radius.disruptive_actions  # as `npo-bot evaluate` opens the stores
+        memory = InMemoryStore(config, disruptive_actions=disruptive)
         runs = {}
-        with SQLiteStore(
-            tmp_path / f"{name}.db", config, disruptive_actions=settings.policy.blast_radius.disruptive_actions
-        ) as sqlite:
+        with SQLiteStore(tmp_path / f"{name}.db", config, disruptive_actions=disruptive) as sqlite:
             for label, store in (("memory", memory), ("sqlite", sqlite)):
                 trace = replay(
                     dataset,

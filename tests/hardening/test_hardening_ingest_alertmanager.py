@@ -14,23 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from slack_testing import BotUnderTest
-
-
-def _notification(*alerts: dict[str, Any], truncated: int = 0) -> dict[str, Any]:
-    """A notification as Alertmanager 0.27 writes it (every top-level field, nanosecond timestamps)."""
-    return {
-        "receiver": "npo",
-        "status": "firing",
-        "alerts": list(alerts),
-        "groupLabels": {"alertname": "DiskWillFail"},
-        "commonLabels": {"alertname": "DiskWillFail", "severity": "critical"},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager.local:9093",
-        "version": "4",
-        "groupKey": '{}/{severity="critical"}:{alertname="DiskWillFail"}',
-        "truncatedAlerts": truncated,
-    }
+from slack_testing import BotUnderTest, alertmanager_notification
 
 
 def _firing(fingerprint: str, instance: str) -> dict[str, Any]:
@@ -52,7 +36,7 @@ def test_a_truncated_notification_says_how_many_alerts_were_left_out(
     ``"truncatedAlerts": 3``. The 3 never reach NPO, and neither the answer nor the log said so."""
     url = f"{bot.server.url}/api/v1/alertmanager"
     auth = {"Authorization": f"Bearer {bot.bot.settings.ingest_token}"}
-    body = _notification(_firing("a1", "r1-n1:9100"), _firing("a2", "r1-n2:9100"), truncated=3)
+    body = alertmanager_notification(_firing("a1", "r1-n1:9100"), _firing("a2", "r1-n2:9100"), truncated=3)
     caplog.set_level(logging.WARNING)
     response = httpx.post(url, json=body, headers=auth, timeout=10)
     assert response.status_code == 200, response.text
@@ -61,7 +45,9 @@ def test_a_truncated_notification_says_how_many_alerts_were_left_out(
     assert answer["truncated_alerts"] == 3
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "max_alerts" in r.getMessage()]
     assert len(warned) == 1 and "3 alerts" in warned[0] and 'alertname="DiskWillFail"' in warned[0]
-    complete = httpx.post(url, json=_notification(_firing("a3", "r1-n3:9100")), headers=auth, timeout=10).json()
+    complete = httpx.post(
+        url, json=alertmanager_notification(_firing("a3", "r1-n3:9100")), headers=auth, timeout=10
+    ).json()
     assert "truncated_alerts" not in complete and len(complete["results"]) == 1  # nothing left out: as before
     assert bot.counts()["predictions"] == 3
 
@@ -74,10 +60,12 @@ def test_an_episode_as_alertmanager_sends_it_is_one_prediction_then_its_outcome(
     of ``authorization`` are refused with 401 naming the header, nothing stored."""
     url = f"{bot.server.url}/api/v1/alertmanager"
     auth = {"Authorization": f"Bearer {bot.bot.settings.ingest_token}"}
-    first = httpx.post(url, json=_notification(_firing("e1", "r2-n1:9100")), headers=auth, timeout=10).json()
+    first = httpx.post(
+        url, json=alertmanager_notification(_firing("e1", "r2-n1:9100")), headers=auth, timeout=10
+    ).json()
     assert [(r["id"], r["duplicate"]) for r in first["results"]] == [("am:e1@20250326T100000Z", False)]
     repeated = _firing("e1", "r2-n1:9100") | {"startsAt": "2025-03-26T11:00:00.123456789+01:00"}
-    changed = _notification(repeated, _firing("e2", "r2-n2:9100"))
+    changed = alertmanager_notification(repeated, _firing("e2", "r2-n2:9100"))
     again = httpx.post(url, json=changed, headers=auth, timeout=10).json()
     assert [(r["id"], r["duplicate"]) for r in again["results"]] == [
         ("am:e1@20250326T100000Z", True),
@@ -85,7 +73,9 @@ def test_an_episode_as_alertmanager_sends_it_is_one_prediction_then_its_outcome(
     ]
     resolved = _firing("e1", "r2-n1:9100") | {"status": "resolved", "endsAt": "2025-03-26T12:30:00.5+01:00"}
     resolved["annotations"] = resolved["annotations"] | {"npo_outcome": "real_fault"}
-    done = httpx.post(url, json=_notification(resolved) | {"status": "resolved"}, headers=auth, timeout=10).json()
+    done = httpx.post(
+        url, json=alertmanager_notification(resolved) | {"status": "resolved"}, headers=auth, timeout=10
+    ).json()
     assert done["outcomes"] == [
         {
             "prediction_id": "am:e1@20250326T100000Z",
@@ -99,7 +89,7 @@ def test_an_episode_as_alertmanager_sends_it_is_one_prediction_then_its_outcome(
         stored = db.execute("SELECT real_fault, at, source FROM outcomes").fetchall()
     assert stored == [(1, 1742988600.5, "alertmanager")]  # endsAt: 11:30:00.5 UTC
     before = bot.counts()
-    basic = httpx.post(url, json=_notification(_firing("e3", "r2-n3:9100")), auth=("npo", "x"), timeout=10)
+    basic = httpx.post(url, json=alertmanager_notification(_firing("e3", "r2-n3:9100")), auth=("npo", "x"), timeout=10)
     assert basic.status_code == 401 and basic.json()["field"] == "Authorization"
     assert bot.counts() == before and before["predictions"] == 2 and before["outcomes"] == 1
 
@@ -109,10 +99,12 @@ def test_identical_resolved_notifications_sent_at_once_close_the_recommendation_
     whether the fault was real closes its recommendation once, audited once, and stores no outcome."""
     url = f"{bot.server.url}/api/v1/alertmanager"
     auth = {"Authorization": f"Bearer {bot.bot.settings.ingest_token}"}
-    fired = httpx.post(url, json=_notification(_firing("r1", "r3-n1:9100")), headers=auth, timeout=10).json()
+    fired = httpx.post(
+        url, json=alertmanager_notification(_firing("r1", "r3-n1:9100")), headers=auth, timeout=10
+    ).json()
     assert fired["results"][0]["verdict"] == "surface"
     resolved = _firing("r1", "r3-n1:9100") | {"status": "resolved", "endsAt": "2025-03-26T11:00:00Z"}
-    body = _notification(resolved) | {"status": "resolved"}
+    body = alertmanager_notification(resolved) | {"status": "resolved"}
     barrier = threading.Barrier(6)
 
     def send() -> dict[str, Any]:

@@ -136,6 +136,22 @@ class BotUnderTest:
         return self.standin.click(self.events_url, SECRET, user_id=user, action_id=action_id, message=message)
 
 
+def alertmanager_notification(*alerts: dict[str, Any], truncated: int = 0) -> dict[str, Any]:
+    """A notification as Alertmanager 0.27 writes it (every top-level field); its status is the first alert's."""
+    return {
+        "receiver": "npo",
+        "status": alerts[0]["status"] if alerts else "firing",
+        "alerts": list(alerts),
+        "groupLabels": {"alertname": "DiskWillFail"},
+        "commonLabels": {"alertname": "DiskWillFail", "severity": "critical"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.local:9093",
+        "version": "4",
+        "groupKey": '{}/{severity="critical"}:{alertname="DiskWillFail"}',
+        "truncatedAlerts": truncated,
+    }
+
+
 @contextlib.contextmanager
 def serving(built: Bot, standin: StandIn) -> Iterator[BotUnderTest]:
     """``built`` served over HTTP (uvicorn on loopback) as a :class:`BotUnderTest`; stopped and closed after."""
