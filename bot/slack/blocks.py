@@ -409,6 +409,15 @@ def digest_fit(views: Sequence[RecommendationView]) -> int:
     return max(placed, min(1, len(views)))
 
 
+def _digest_hint(where: str) -> Block:
+    """The digest's closing context line: what a digest is not (buttons, skips), and where to look further."""
+    text = (
+        f"A digest has no buttons, and its recommendations are not counted as skipped: {where}; outcomes can be "
+        "reported to `/api/v1/outcomes`."
+    )
+    return {"type": "context", "block_id": "npo_digest_hint", "elements": [mrkdwn(text)]}
+
+
 def digest_blocks(views: Sequence[RecommendationView], *, why: str, following: int = 0) -> list[Block]:
     """One message for many recommendations (channel cap or alert storm): one line each, names shortened to
     ``MAX_LIST_NAME`` characters; the header counts them and, with ``following``, says how many more follow in the
@@ -427,18 +436,7 @@ def digest_blocks(views: Sequence[RecommendationView], *, why: str, following: i
         where="every one: `npo-bot db export --what decisions`",
         budget=DIGEST_TEXT,
     )
-    blocks.append(
-        {
-            "type": "context",
-            "block_id": "npo_digest_hint",
-            "elements": [
-                mrkdwn(
-                    "A digest has no buttons, and its recommendations are not counted as skipped: "
-                    "`/npo why <id>` explains one; outcomes can be reported to `/api/v1/outcomes`."
-                )
-            ],
-        }
-    )
+    blocks.append(_digest_hint("`/npo why <id>` explains one"))
     return blocks[:MAX_MESSAGE_BLOCKS]
 
 
@@ -499,19 +497,7 @@ def grouped_digest_blocks(groups: Sequence[DigestGroup], *, why: str, following:
         header += f" · {following} more to follow"
     blocks: list[Block] = [{"type": "section", "block_id": "npo_digest_header", "text": mrkdwn(header)}]
     blocks += _pack_lines([g.line for g in groups], "npo_digest_", DIGEST_SECTIONS, noun="kind", budget=DIGEST_TEXT)
-    blocks.append(
-        {
-            "type": "context",
-            "block_id": "npo_digest_hint",
-            "elements": [
-                mrkdwn(
-                    "A digest has no buttons, and its recommendations are not counted as skipped: "
-                    "`npo-bot db export --what decisions` lists every one; outcomes can be reported to "
-                    "`/api/v1/outcomes`."
-                )
-            ],
-        }
-    )
+    blocks.append(_digest_hint("`npo-bot db export --what decisions` lists every one"))
     return blocks[:MAX_MESSAGE_BLOCKS]
 
 
