@@ -131,6 +131,18 @@ def open_proposal(conn: sqlite3.Connection) -> Proposal | None:
     return None if row is None else _proposal(row)
 
 
+def _latest_alert(conn: sqlite3.Connection, proposal: Proposal, kind: str, columns: str, where: str = "") -> Any:
+    """``columns`` of the latest outbox row (``kind``) carrying ``proposal``'s alert (and matching ``where``), or
+    None. An alert names its proposal in its payload (``proposal_id``); one queued before alerts did is recognised by
+    its time, which is the proposal's: the monitor queues it in the transaction that opens the proposal."""
+    return conn.execute(
+        f"SELECT {columns} FROM outbox WHERE prediction_id IS NULL AND kind = ? {where}"
+        "AND (json_extract(payload, '$.proposal_id') = ? "
+        "OR (json_extract(payload, '$.proposal_id') IS NULL AND created_at = ?)) ORDER BY id DESC LIMIT 1",
+        (kind, proposal.id, proposal.opened_at),
+    ).fetchone()
+
+
 @dataclass(frozen=True, slots=True)
 class UndeliveredAlert:
     """A proposal's alert whose delivery failed for good: its outbox row, what it was to post, and why it failed."""
@@ -142,16 +154,8 @@ class UndeliveredAlert:
 
 def undelivered_alert(conn: sqlite3.Connection, proposal: Proposal, kind: str) -> UndeliveredAlert | None:
     """The alert of ``proposal`` (outbox ``kind``) when its latest delivery failed for good — the bot is not in
-    the channel, the channel is gone — else None (delivered, or still being tried).
-
-    An alert names its proposal in its payload (``proposal_id``); one queued before alerts did is recognised by
-    its time, which is the proposal's: the monitor queues it in the transaction that opens the proposal."""
-    row = conn.execute(
-        "SELECT id, payload, state, COALESCE(last_error, '') FROM outbox WHERE prediction_id IS NULL AND kind = ? "
-        "AND (json_extract(payload, '$.proposal_id') = ? "
-        "OR (json_extract(payload, '$.proposal_id') IS NULL AND created_at = ?)) ORDER BY id DESC LIMIT 1",
-        (kind, proposal.id, proposal.opened_at),
-    ).fetchone()
+    the channel, the channel is gone — else None (delivered, or still being tried)."""
+    row = _latest_alert(conn, proposal, kind, "id, payload, state, COALESCE(last_error, '')")
     if row is None or row[2] != "failed":
         return None
     return UndeliveredAlert(int(row[0]), json.loads(row[1]), str(row[3]))
@@ -169,12 +173,9 @@ class DeliveredAlert:
 def delivered_alert(conn: sqlite3.Connection, proposal: Proposal, kind: str) -> DeliveredAlert | None:
     """The latest posted alert of ``proposal`` (outbox ``kind``, recognised as :func:`undelivered_alert` does), or
     None when none was posted (still being tried, or failed for good)."""
-    row = conn.execute(
-        "SELECT channel, message_ts, payload FROM outbox WHERE prediction_id IS NULL AND kind = ? "
-        "AND state = 'sent' AND message_ts IS NOT NULL AND (json_extract(payload, '$.proposal_id') = ? "
-        "OR (json_extract(payload, '$.proposal_id') IS NULL AND created_at = ?)) ORDER BY id DESC LIMIT 1",
-        (kind, proposal.id, proposal.opened_at),
-    ).fetchone()
+    row = _latest_alert(
+        conn, proposal, kind, "channel, message_ts, payload", "AND state = 'sent' AND message_ts IS NOT NULL "
+    )
     if row is None:
         return None
     payload = json.loads(row[2])

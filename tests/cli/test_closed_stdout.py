@@ -160,19 +160,24 @@ DEMO_ENV = os.environ | {"PYTHONPATH": str(REPO)}
 QUICK_DEMO = ("--auto", "--count", "3", "--rate", "600", "--quiet")
 
 
+def _run_demo(tmp_path: Path, stdout: Any) -> subprocess.CompletedProcess[bytes]:
+    """A short unattended demo with ``stdout`` as its standard output (stderr captured)."""
+    return subprocess.run(
+        _demo(tmp_path, *QUICK_DEMO),
+        cwd=REPO,
+        env=DEMO_ENV,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_demo_with_no_reader_from_the_start_is_exit_141_and_stops_cleanly(tmp_path: Path) -> None:
     """``npo-bot demo … | true``: the start line cannot be printed; the demo still runs to its end and closes its
     database (no -wal left), then exits 141."""
     with _pipe_nobody_reads() as stdout:
-        proc = subprocess.run(
-            _demo(tmp_path, *QUICK_DEMO),
-            cwd=REPO,
-            env=DEMO_ENV,
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            timeout=120,
-            check=False,
-        )
+        proc = _run_demo(tmp_path, stdout)
     err = proc.stderr.decode()
     assert proc.returncode == SIGPIPE_EXIT, err
     assert "Traceback" not in err and "Broken pipe" not in err
@@ -205,15 +210,7 @@ def test_demo_whose_reader_takes_the_url_and_leaves_is_exit_141(tmp_path: Path) 
 @needs_dev_full
 def test_demo_into_a_full_stdout_is_one_line_and_exit_1(tmp_path: Path) -> None:
     with open("/dev/full", "wb") as full:
-        proc = subprocess.run(
-            _demo(tmp_path, *QUICK_DEMO),
-            cwd=REPO,
-            env=DEMO_ENV,
-            stdout=full,
-            stderr=subprocess.PIPE,
-            timeout=120,
-            check=False,
-        )
+        proc = _run_demo(tmp_path, full)
     err = proc.stderr.decode()
     assert proc.returncode == 1, err
     assert "Traceback" not in err
