@@ -32,6 +32,8 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
 11. ``m011_outcome_arrival``: ``outcomes.recorded_at``, when NPO received the outcome.
 12. ``m012_proposal_expiry``: a retraining proposal nobody answers expires: ``retraining_proposals`` gets the state
     ``expired`` and the column ``expires_at`` (its deadline, set when the monitor opens it).
+13. ``m013_audit_null_threshold``: the ``audit_log`` view (and its triggers) created again so a decision without a
+    threshold (a blocked one) shows ``"threshold": null``, not ``0.0``.
 
 ``storage/README.md`` says why each one was made, with the figures.
 """
@@ -347,7 +349,58 @@ NEXT_AUDIT_ID = (
     "COALESCE((SELECT MAX(id) FROM feedback), 0)) + 1"
 )
 
-_M003_OBJECTS = f"""
+
+def _audit_log_view(threshold: str) -> str:
+    """The ``audit_log`` view, the decision line's threshold printed by the SQL expression ``threshold``.
+
+    Reals are printed with 17 significant digits (``audit_entries()`` returns exactly the floats the loop logged).
+    ``score``, ``y``, ``audit_weight`` and ``audit_m`` are never NULL in the rows shown (NOT NULL columns, and a
+    feedback row is shown only when ``audit_m`` is set, which a CHECK ties to ``audit_weight``); ``threshold`` is
+    NULL for a decision no arm was drawn for (a blocked one), which ``printf`` would print as ``0.0``."""
+    return f"""
+CREATE VIEW audit_log (id, at, kind, subject, detail) AS
+SELECT id, at, kind, subject, detail FROM audit_events
+UNION ALL
+SELECT seq, decided_at, 'decision', prediction_id,
+    '{{"verdict":' || json_quote(verdict) || ',"rule":' || json_quote(rule) || ',"reason":' || json_quote(reason)
+    || ',"score":' || printf('%!.17g', score) || ',"threshold":'
+    || {threshold} || '}}'
+FROM decisions WHERE audited = 1
+UNION ALL
+SELECT id, at, 'feedback', prediction_id,
+    '{{"operator":' || json_quote(operator) || ',"kind":' || json_quote(kind) || ',"y":' || printf('%!.17g', y)
+    || ',"weight":' || printf('%!.17g', audit_weight) || ',"status":'
+    || CASE WHEN replaces IS NULL THEN '"recorded"' ELSE '"replaced"' END || ',"m":' || printf('%!.17g', audit_m)
+    || '}}'
+FROM feedback WHERE audit_m IS NOT NULL;"""
+
+
+# The audit_log view's INSTEAD OF triggers: an INSERT goes to audit_events, UPDATE and DELETE are refused. Dropping
+# the view drops them, so a migration that replaces the view creates them again from these (m003, m013).
+_AUDIT_LOG_INSERT = f"""
+CREATE TRIGGER audit_log_insert INSTEAD OF INSERT ON audit_log
+BEGIN
+    INSERT INTO audit_events (id, at, kind, subject, detail)
+    VALUES (({NEXT_AUDIT_ID}), NEW.at, NEW.kind, NEW.subject, NEW.detail);
+END;
+"""
+_AUDIT_LOG_APPEND_ONLY = """
+CREATE TRIGGER audit_log_no_update INSTEAD OF UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE refused');
+END;
+CREATE TRIGGER audit_log_no_delete INSTEAD OF DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only: DELETE refused');
+END;
+"""
+
+# m003's text, kept as it was: it printed a NULL threshold as 0.0 (printf('%!.17g', NULL) is '0.0', not NULL);
+# m013 replaces the view.
+_M003_THRESHOLD = "COALESCE(printf('%!.17g', threshold), 'null')"
+
+_M003_OBJECTS = (
+    """
 CREATE INDEX decisions_by_fingerprint ON decisions (fingerprint);
 CREATE INDEX decisions_surfaced_by_channel ON decisions (channel, decided_at) WHERE verdict = 'surface';
 CREATE INDEX feedback_override_by_key ON feedback (key, at) WHERE kind = 'override';
@@ -356,28 +409,10 @@ CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE state = 'pending';
 CREATE VIEW predictions (id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, channel,
     received_at, fingerprint, cluster) AS
 SELECT prediction_id, fault_type, target, action, confidence, severity, time_to_fault_s, labels, prediction_channel,
-    received_at, fingerprint, cluster FROM decisions;
-CREATE VIEW audit_log (id, at, kind, subject, detail) AS
-SELECT id, at, kind, subject, detail FROM audit_events
-UNION ALL
-SELECT seq, decided_at, 'decision', prediction_id,
-    '{{"verdict":' || json_quote(verdict) || ',"rule":' || json_quote(rule) || ',"reason":' || json_quote(reason)
-    || ',"score":' || printf('%!.17g', score) || ',"threshold":'
-    || COALESCE(printf('%!.17g', threshold), 'null') || '}}'
-FROM decisions WHERE audited = 1
-UNION ALL
-SELECT id, at, 'feedback', prediction_id,
-    '{{"operator":' || json_quote(operator) || ',"kind":' || json_quote(kind) || ',"y":' || printf('%!.17g', y)
-    || ',"weight":' || printf('%!.17g', audit_weight) || ',"status":'
-    || CASE WHEN replaces IS NULL THEN '"recorded"' ELSE '"replaced"' END || ',"m":' || printf('%!.17g', audit_m)
-    || '}}'
-FROM feedback WHERE audit_m IS NOT NULL;
-CREATE TRIGGER audit_log_insert INSTEAD OF INSERT ON audit_log
-BEGIN
-    INSERT INTO audit_events (id, at, kind, subject, detail)
-    VALUES (({NEXT_AUDIT_ID}), NEW.at, NEW.kind, NEW.subject, NEW.detail);
-END;
-"""
+    received_at, fingerprint, cluster FROM decisions;"""
+    + _audit_log_view(_M003_THRESHOLD)
+    + _AUDIT_LOG_INSERT
+)
 
 _APPEND_ONLY = """
 CREATE TRIGGER {name}_no_update BEFORE UPDATE ON {table}
@@ -394,16 +429,8 @@ _M003_TRIGGERS = (
     _APPEND_ONLY.format(name="audit_events", table="audit_events", label="audit_log")
     + _APPEND_ONLY.format(name="decisions", table="decisions", label="decisions")
     + _APPEND_ONLY.format(name="feedback", table="feedback", label="feedback")
-    + """
-CREATE TRIGGER audit_log_no_update INSTEAD OF UPDATE ON audit_log
-BEGIN
-    SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE refused');
-END;
-CREATE TRIGGER audit_log_no_delete INSTEAD OF DELETE ON audit_log
-BEGIN
-    SELECT RAISE(ABORT, 'audit_log is append-only: DELETE refused');
-END;
-CREATE TRIGGER feedback_effective AFTER INSERT ON feedback
+    + _AUDIT_LOG_APPEND_ONLY
+    + """CREATE TRIGGER feedback_effective AFTER INSERT ON feedback
 BEGIN
     DELETE FROM effective_answers WHERE NEW.replaces IS NOT NULL AND prediction_id = NEW.prediction_id
         AND operator = (SELECT operator FROM feedback WHERE request_id = NEW.replaces)
@@ -794,6 +821,24 @@ def m012_proposal_expiry(db: Database) -> None:
     new = sql.replace(_PROPOSAL_STATES, _PROPOSAL_STATES_EXPIRY, 1)
     new = new[: new.rindex(")")].rstrip() + ",\n    expires_at REAL\n)"
     _rebuild(db, {"retraining_proposals": new})
+
+
+# printf('%!.17g', NULL) is '0.0', not NULL, so m003's COALESCE never chose 'null'.
+_M013_THRESHOLD = "CASE WHEN threshold IS NULL THEN 'null' ELSE printf('%!.17g', threshold) END"
+
+
+@MIGRATIONS(name="m013_audit_null_threshold")
+def m013_audit_null_threshold(db: Database) -> None:
+    """The ``audit_log`` view printed a decision's NULL threshold (a blocked decision: no arm was drawn) as ``0.0``,
+    since ``printf('%!.17g', NULL)`` is ``'0.0'`` and m003's ``COALESCE`` around it never fell back to ``null``;
+    the ``decisions`` row was right. The view is dropped and created again with the threshold tested for NULL
+    first (``_M013_THRESHOLD``); the rest of its text is m003's. Dropping a view drops its INSTEAD OF triggers, so
+    ``audit_log_insert``, ``audit_log_no_update`` and ``audit_log_no_delete`` are created again as m003 wrote them.
+    No row changes: the lines are computed from ``decisions`` when read, so old blocked decisions read ``null``
+    too."""
+    db.executescript(
+        "DROP VIEW audit_log;" + _audit_log_view(_M013_THRESHOLD) + _AUDIT_LOG_INSERT + _AUDIT_LOG_APPEND_ONLY
+    )
 
 
 KNOWN_MIGRATIONS = tuple(m.name for m in MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))

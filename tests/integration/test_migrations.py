@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
-from storage_testing import make_prediction, surface
+from storage_testing import RELAXED_POLICY_TEXT, copy_rows, make_prediction, surface
 
 from bot.db_cli import run_db
-from npo.loop import record_feedback
-from npo.policy import Policy
-from npo.types import FeedbackEvent, FeedbackKind
+from npo.loop import LoopConfig, decide, decision_audit_detail, record_feedback, record_outcome
+from npo.policy import Policy, parse_policy
+from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome
 from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageError, check, connect, migrate, schema_version
 from storage.monitoring import get_proposal, open_proposal
 
@@ -312,5 +314,126 @@ def test_upgrade_lets_proposals_expire_and_keeps_them(db_path: Path) -> None:
         conn.execute("UPDATE retraining_proposals SET state = 'lapsed' WHERE id = 9")
     conn.close()
     db = connect(db_path)
+    assert check(db) == (LATEST_SCHEMA_VERSION, [])
+    db.close()
+
+
+# The relaxed policy, but a disk failure may only be drained: make_prediction(i) with i % 4 == 0 (a disk failure to
+# investigate) is blocked by allowed_actions, every other one surfaced.
+BLOCKING_POLICY_TEXT = RELAXED_POLICY_TEXT.replace(
+    "[rules.allowed_actions]\n", '[rules.allowed_actions]\ndisk_failure = ["drain"]\n', 1
+)
+
+
+def _decide(store: SQLiteStore, n: int) -> list[Decision]:
+    """Decide make_prediction(0) … make_prediction(n - 1) under BLOCKING_POLICY_TEXT; p0 is blocked, p1 surfaced."""
+    policy = parse_policy(BLOCKING_POLICY_TEXT)
+    assert dict(policy.allowed_actions) == {"disk_failure": ("drain",)}
+    rng = np.random.default_rng(0)
+    with store.transaction() as tx:
+        decisions = [
+            decide(tx, p, config=store.config, policy=policy, rng=rng, now=p.received_at).decision
+            for p in map(make_prediction, range(n))
+        ]
+    assert [d.verdict.value for d in decisions[:2]] == ["block", "surface"]
+    assert decisions[0].threshold is None and decisions[1].threshold is not None
+    return decisions
+
+
+def test_a_blocked_decision_is_audited_with_a_null_threshold(store: SQLiteStore) -> None:
+    """A blocked decision has no threshold (no arm was drawn): its audit line says ``"threshold": null`` as the
+    ``decisions`` row and the in-memory store do, not 0.0 (m003's view printed ``printf('%!.17g', NULL)``, which is
+    '0.0'; m013). A surfaced one keeps its number, to the bit."""
+    decisions = _decide(store, 2)
+    lines = store.audit_entries(kind="decision")
+    assert [(subject, detail) for _, _, _, subject, detail in lines] == [
+        (d.prediction_id, decision_audit_detail(d)) for d in decisions
+    ]
+    assert lines[0][4]["threshold"] is None
+    assert isinstance(lines[1][4]["threshold"], float) and lines[1][4]["threshold"] == decisions[1].threshold
+    with store.read() as conn:
+        assert conn.execute("SELECT threshold FROM decisions WHERE prediction_id = 'p0'").fetchone() == (None,)
+        (raw,) = conn.execute("SELECT detail FROM audit_log WHERE kind = 'decision' AND subject = 'p0'").fetchone()
+    assert raw.endswith(',"threshold":null}')
+
+
+def _audit_log_triggers(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    return conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log' ORDER BY name"
+    ).fetchall()
+
+
+def _refusals(conn: sqlite3.Connection) -> list[str]:
+    """The errors of an UPDATE and a DELETE on the audit_log view (each must be refused)."""
+    messages = []
+    for statement in ("UPDATE audit_log SET kind = 'x'", "DELETE FROM audit_log"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only") as refused:
+            conn.execute(statement)
+        messages.append(str(refused.value))
+    return messages
+
+
+def test_upgrade_prints_a_null_threshold_and_keeps_the_audit_log(tmp_path: Path) -> None:
+    """A database at schema version 12 (decisions, a blocked one among them, feedback, an outcome, a config change)
+    keeps every audit line through m013 — same ids, times, kinds, subjects and details, except that the blocked
+    decision's threshold now reads null — and the view's triggers: an INSERT through it still goes to
+    ``audit_events`` (next id of the shared sequence), UPDATE and DELETE are still refused with the same message."""
+    full = tmp_path / "full.db"
+    with SQLiteStore(full, LoopConfig()) as store:
+        decisions = _decide(store, 4)
+        with store.transaction() as tx:
+            for i, kind in enumerate((FeedbackKind.LIKE, FeedbackKind.OVERRIDE)):
+                event = FeedbackEvent(f"p{i + 1}", "alice", kind, 10.0 + i, f"r{i}")
+                record_feedback(tx, event, config=store.config)
+            record_outcome(tx, Outcome(prediction_id="p1", real_fault=True, at=20.0), config=store.config)
+            tx.audit("config_change", "policy", {"by": "alice"}, 21.0)
+    old = tmp_path / "v12.db"
+    db = connect(old)
+    assert migrate(db, stop_before="m013_audit_null_threshold") == 12
+    conn = db.conn
+    copy_rows(
+        conn, full, ("decisions", "feedback", "recommendations", "outbox", "learning_state", "outcomes", "audit_events")
+    )
+    before = conn.execute("SELECT id, at, kind, subject, detail FROM audit_log ORDER BY id").fetchall()
+    assert [r[2] for r in before] == ["decision"] * 4 + ["feedback", "feedback", "outcome", "config_change"]
+    assert json.loads(before[0][4])["threshold"] == 0.0  # the defect: p0 was blocked, its threshold is NULL
+    triggers = _audit_log_triggers(conn)
+    assert [name for name, _ in triggers] == ["audit_log_insert", "audit_log_no_delete", "audit_log_no_update"]
+    refusals = _refusals(conn)
+    assert refusals == ["audit_log is append-only: UPDATE refused", "audit_log is append-only: DELETE refused"]
+    db.close()
+
+    db = connect(old)
+    assert migrate(db) == LATEST_SCHEMA_VERSION
+    db.close()
+    conn = sqlite3.connect(str(old))
+    after = conn.execute("SELECT id, at, kind, subject, detail FROM audit_log ORDER BY id").fetchall()
+    assert after[1:] == before[1:]  # every other line, byte for byte
+    assert after[0][:4] == before[0][:4] and before[0][2:4] == ("decision", "p0")
+    assert (
+        json.loads(after[0][4])
+        == {**json.loads(before[0][4]), "threshold": None}
+        == decision_audit_detail(decisions[0])
+    )
+    assert _audit_log_triggers(conn) == triggers
+    assert _refusals(conn) == refusals
+    conn.execute("INSERT INTO audit_log (at, kind, subject, detail) VALUES (30, 'config_change', 'policy', '{}')")
+    assert conn.execute("SELECT id, kind FROM audit_events ORDER BY id DESC LIMIT 1").fetchone() == (
+        before[-1][0] + 1,
+        "config_change",
+    )
+    conn.commit()
+    assert conn.execute("SELECT COUNT(*) FROM audit_log").fetchone() == (len(before) + 1,)
+    conn.close()
+
+    with SQLiteStore(old, LoopConfig()) as store:
+        assert store.schema_version() == LATEST_SCHEMA_VERSION
+        assert [detail for *_, detail in store.audit_entries(kind="decision")] == [
+            decision_audit_detail(d) for d in decisions
+        ]
+        with store.transaction() as tx:  # the store audits through the view as before
+            tx.audit("config_change", "policy", {"by": "bob"}, 31.0)
+        assert store.audit_entries()[-1][0] == before[-1][0] + 2
+    db = connect(old)
     assert check(db) == (LATEST_SCHEMA_VERSION, [])
     db.close()
