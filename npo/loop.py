@@ -765,7 +765,7 @@ class _State:
     model: LogisticModel | None = None
     audit_log: list[tuple[str, str, dict[str, object], float]] = field(default_factory=list)
     # The Safety Policy's view of the world, kept as the SQLite store reads it from its tables
-    # (storage/store.py, SQLiteTransaction.policy_context), so both stores decide alike:
+    # (storage/tx_decisions.py, SQLiteTransaction.policy_context), so both stores decide alike:
     # open disruptive recommendations: prediction → cluster (surfaced or digest, action disruptive, no outcome yet),
     # and their number per cluster
     open_disruptive: dict[str, str] = field(default_factory=dict)

@@ -157,7 +157,7 @@ def prediction_from_row(r: Row) -> Prediction:
 
 
 def decision_row(seq: int, p: Prediction, d: Decision, channel: str) -> Row:
-    """The ``decisions`` row of ``p`` and its decision ``d`` (see ``storage.store._INSERT_DECISION``)."""
+    """The ``decisions`` row of ``p`` and its decision ``d`` (see ``storage.statements.INSERT_DECISION``)."""
     return (
         seq,
         p.id,

@@ -1,7 +1,8 @@
 """SQL for the delivery side of the bot (``bot/delivery.py``, ``bot/service.py``): where a recommendation's message
 is, what waits in the outbox, which channels are in an alert storm. Plain functions over a ``sqlite3.Connection``
 (use ``SQLiteStore.read()`` for reads and ``SQLiteStore.transaction()``'s ``connection`` for writes); nothing here
-opens or commits a transaction itself. The outbox's claim, lease and result bookkeeping is ``SQLiteStore``'s.
+opens or commits a transaction itself. The outbox's claim, lease and result bookkeeping is ``SQLiteStore``'s
+(``storage/store_outbox.py``).
 """
 
 from __future__ import annotations

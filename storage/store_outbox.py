@@ -1,0 +1,229 @@
+"""The outbox's bookkeeping on :class:`storage.store.SQLiteStore`: enqueue a message, claim due ones (with a
+lease), record each delivery attempt's result (sent, retry, deferred, failed) — each in a write transaction of
+its own — and list the outbox. The delivery side's plain look-ups over a connection are ``storage/outbox.py``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from storage.errors import LeaseLost, StorageError
+from storage.transaction import SQLiteTransaction
+
+OutboxState = Literal["pending", "sent", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One message waiting to be delivered to Slack. ``payload`` is the decoded JSON object."""
+
+    id: int
+    channel: str
+    kind: str
+    payload: Mapping[str, Any]
+    prediction_id: str | None
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    state: OutboxState = "pending"
+    last_error: str | None = None
+
+
+class StoreOutbox:
+    """The outbox methods of :class:`storage.store.SQLiteStore`."""
+
+    transaction: Callable[[], AbstractContextManager[SQLiteTransaction]]
+    read: Callable[[], AbstractContextManager[sqlite3.Connection]]
+
+    def enqueue(
+        self, channel: str, kind: str, payload: Mapping[str, Any], now: float, *, prediction_id: str | None = None
+    ) -> int:
+        """Add a pending message (alerts, summaries; recommendations are enqueued by ``add_decision``)."""
+        with self.transaction() as tx:
+            return tx.enqueue(channel, kind, payload, now, prediction_id=prediction_id)
+
+    def claim_due(self, now: float, limit: int = 10, *, lease_s: float = 60.0) -> list[OutboxItem]:
+        """Take up to ``limit`` pending messages due at ``now`` (oldest first), counting an attempt for each and
+        leasing them for ``lease_s`` seconds (their ``next_attempt_at`` moves to now + lease_s), so a second
+        worker does not take them meanwhile; a worker that dies before ``mark_*`` lets the lease expire and the
+        message is delivered later (at least once, never lost)."""
+        with self.transaction() as tx:
+            rows = tx.connection.execute(
+                "SELECT id, channel, kind, payload, prediction_id, attempts, next_attempt_at, created_at, last_error "
+                "FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            tx.connection.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?",
+                [(now + lease_s, r[0]) for r in rows],
+            )
+        return [
+            OutboxItem(
+                id=r[0],
+                channel=r[1],
+                kind=r[2],
+                payload=json.loads(r[3]),
+                prediction_id=r[4],
+                attempts=r[5] + 1,
+                next_attempt_at=now + lease_s,
+                created_at=r[7],
+                last_error=r[8],
+            )
+            for r in rows
+        ]
+
+    def _outbox_update(self, outbox_id: int, sql: str, params: Sequence[Any], attempt: int | None = None) -> None:
+        """Run ``sql`` (ending in ``WHERE id = ? AND state = 'pending'``) for one message. ``attempt``: the attempt
+        number :meth:`claim_due` gave the caller, its lease: when another worker has claimed the message since,
+        nothing changes and :class:`LeaseLost` is raised."""
+        if attempt is not None:
+            sql, params = f"{sql} AND attempts = ?", (*params, attempt)
+        with self.transaction() as tx:
+            cur = tx.connection.execute(sql, params)
+            if cur.rowcount != 1:
+                row = tx.connection.execute("SELECT attempts FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+                if attempt is not None and row is not None and row[0] != attempt:
+                    raise LeaseLost("outbox", str(outbox_id), "another worker claimed the message since this lease")
+                raise StorageError("outbox", str(outbox_id), "no such message, or it is no longer pending")
+
+    def mark_sent(
+        self, outbox_id: int, channel: str, ts: str, *, at: float | None = None, attempt: int | None = None
+    ) -> None:
+        """The message was posted as (``channel``, ``ts``); its recommendation, if any, becomes ``posted``.
+        ``attempt``: the caller's lease (see :meth:`_outbox_update`)."""
+        sent_at = time.time() if at is None else at
+        with self.transaction() as tx:
+            self._outbox_update(
+                outbox_id,
+                "UPDATE outbox SET state = 'sent', channel = ?, message_ts = ?, sent_at = ?, last_error = NULL "
+                "WHERE id = ? AND state = 'pending'",
+                (channel, ts, sent_at, outbox_id),
+                attempt,
+            )
+            tx.connection.execute(
+                "UPDATE recommendations SET channel = ?, message_ts = ?, "
+                "state = CASE WHEN state = 'resolved' THEN state ELSE 'posted' END "
+                "WHERE prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
+                (channel, ts, outbox_id),
+            )
+            # Updates that were waiting for this post are due now (they wait with a long back-off otherwise).
+            tx.connection.execute(
+                "UPDATE outbox SET next_attempt_at = MIN(next_attempt_at, ?) WHERE state = 'pending' "
+                "AND kind = 'update' AND prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? "
+                "AND kind IN ('recommendation', 'digest_item'))",
+                (sent_at, outbox_id),
+            )
+
+    def mark_sent_many(
+        self, sent: Sequence[tuple[int, int | None]], channel: str, ts: str, *, at: float | None = None
+    ) -> int:
+        """:meth:`mark_sent` for the messages one post carried (a digest), in one transaction: (outbox id, the caller's
+        lease — its attempt number, or None) each. Returns how many were marked: fewer when another worker has
+        claimed some since (their lease was lost: they are left as the new owner has them)."""
+        if not sent:
+            return 0
+        sent_at = time.time() if at is None else at
+        with self.transaction() as tx:
+            c = tx.connection
+            marked = [
+                (outbox_id,)
+                for outbox_id, attempt in sent
+                if c.execute(
+                    "UPDATE outbox SET state = 'sent', channel = ?, message_ts = ?, sent_at = ?, last_error = NULL "
+                    "WHERE id = ? AND state = 'pending' AND (? IS NULL OR attempts = ?)",
+                    (channel, ts, sent_at, outbox_id, attempt, attempt),
+                ).rowcount
+                == 1
+            ]
+            c.executemany(
+                "UPDATE recommendations SET channel = ?, message_ts = ?, "
+                "state = CASE WHEN state = 'resolved' THEN state ELSE 'posted' END "
+                "WHERE prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
+                [(channel, ts, outbox_id) for (outbox_id,) in marked],
+            )
+            c.executemany(
+                "UPDATE outbox SET next_attempt_at = MIN(next_attempt_at, ?) WHERE state = 'pending' "
+                "AND kind = 'update' AND prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? "
+                "AND kind IN ('recommendation', 'digest_item'))",
+                [(sent_at, outbox_id) for (outbox_id,) in marked],
+            )
+        return len(marked)
+
+    def mark_retry(self, outbox_id: int, next_attempt_at: float, error: str, *, attempt: int | None = None) -> None:
+        """Delivery failed temporarily: try again at ``next_attempt_at``. ``attempt``: the caller's lease."""
+        self._outbox_update(
+            outbox_id,
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
+            (next_attempt_at, error, outbox_id),
+            attempt,
+        )
+
+    def defer_many(self, deferrals: Sequence[tuple[int, float, str, int | None]]) -> int:
+        """Messages not tried this time (waiting for a channel's pace, a rate limit, an older post), in one
+        transaction: (outbox id, due again at, reason, the caller's lease — its attempt number, or None) each. The
+        claim is not counted as an attempt (the back-off counts real tries only). A delivery pass defers up to a
+        whole claimed batch (a backlog waiting for a channel's pace); one write transaction for all of them keeps
+        the write lock free for clicks. Returns how many were deferred: fewer when another worker has claimed some
+        since (their lease was lost: they are left as the new owner has them) or they are no longer pending."""
+        if not deferrals:
+            return 0
+        with self.transaction() as tx:
+            cur = tx.connection.executemany(
+                "UPDATE outbox SET next_attempt_at = ?, last_error = ?, attempts = MAX(0, attempts - 1) "
+                "WHERE id = ? AND state = 'pending' AND (? IS NULL OR attempts = ?)",
+                [(at, reason, outbox_id, attempt, attempt) for outbox_id, at, reason, attempt in deferrals],
+            )
+            return int(cur.rowcount)
+
+    def oldest_pending(self, kinds: Sequence[str]) -> dict[str, tuple[int, float]]:
+        """Per channel, the oldest pending message of ``kinds`` that is waiting for another try (a failed or deferred
+        one: ``last_error`` set) — its id and when it is due. A newer post waits for it, so that posts reach a
+        channel in outbox order. One leased without an error yet is left out: it is in flight with another worker
+        (or with one that stopped: its lease may run a minute), and order cannot be kept against a call in flight."""
+        marks = ",".join("?" * len(kinds))
+        with self.read() as conn:
+            rows = conn.execute(
+                f"SELECT channel, MIN(id) FROM outbox WHERE state = 'pending' AND kind IN ({marks}) "
+                "AND last_error IS NOT NULL GROUP BY channel",
+                tuple(kinds),
+            ).fetchall()
+            due = {
+                int(r[0]): float(r[1])
+                for r in conn.execute(
+                    f"SELECT id, next_attempt_at FROM outbox WHERE id IN ({','.join('?' * len(rows))})",
+                    tuple(r[1] for r in rows),
+                )
+            }
+        return {str(channel): (int(first), due[int(first)]) for channel, first in rows}
+
+    def mark_failed(self, outbox_id: int, error: str, *, attempt: int | None = None) -> None:
+        """Delivery failed for good (e.g. ``channel_not_found``): no more attempts. ``attempt``: the caller's
+        lease."""
+        with self.transaction() as tx:
+            self._outbox_update(
+                outbox_id,
+                "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ? AND state = 'pending'",
+                (error, outbox_id),
+                attempt,
+            )
+            tx.connection.execute(
+                "UPDATE recommendations SET state = 'failed' WHERE state = 'pending' AND prediction_id = "
+                "(SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
+                (outbox_id,),
+            )
+
+    def outbox(self, state: OutboxState | None = None) -> list[OutboxItem]:
+        """Outbox messages (optionally in one state), oldest first. Read-only."""
+        where, params = ("WHERE state = ?", (state,)) if state else ("", ())
+        with self.read() as conn:
+            rows = conn.execute(
+                "SELECT id, channel, kind, payload, prediction_id, attempts, next_attempt_at, created_at, state, "
+                f"last_error FROM outbox {where} ORDER BY id",
+                params,
+            ).fetchall()
+        return [OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows]
