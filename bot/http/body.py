@@ -3,7 +3,6 @@ field at fault."""
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import zlib
@@ -12,6 +11,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from bot.ingest import keys_twice
 from bot.ingest.records import utf8_encodable
 
 
@@ -86,29 +86,6 @@ class BadJson(ValueError):
 _SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
-class _KeyTwice(dict[str, Any]):
-    """A JSON object in which ``key`` appears more than once (holding the last value, as ``json`` keeps)."""
-
-    key = ""
-
-
-def _object(found: list[_KeyTwice], pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``object_pairs_hook``: a dict; one in which a key appears twice is marked (:class:`_KeyTwice`) and listed
-    in ``found``."""
-    obj = dict(pairs)
-    if len(obj) == len(pairs):
-        return obj
-    seen: set[str] = set()
-    marked = _KeyTwice(obj)
-    for key, _ in pairs:
-        if key in seen:
-            marked.key = key
-            break
-        seen.add(key)
-    found.append(marked)
-    return marked
-
-
 def parse_json(raw: bytes) -> Any:
     """Decode a JSON body; raises :class:`BadJson` (a ``ValueError``) with a short message.
 
@@ -119,9 +96,8 @@ def parse_json(raw: bytes) -> Any:
     """
     if not raw.strip():
         raise BadJson("the body is empty")
-    twice: list[_KeyTwice] = []
     try:
-        value = json.loads(raw, object_pairs_hook=functools.partial(_object, twice))
+        value, twice = keys_twice.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadJson(f"invalid JSON: {exc}") from None
     except RecursionError:
@@ -129,28 +105,13 @@ def parse_json(raw: bytes) -> Any:
     except ValueError:  # an integer of more than 4,300 digits (Python's limit on reading one)
         raise BadJson("invalid JSON: a number is too long") from None
     if twice:
-        message = "this key appears twice in one object (one of its values would be lost): send it once"
-        raise BadJson(message, _path_of(twice[0], value))
+        where = keys_twice.key_twice(value)
+        raise BadJson(f"{keys_twice.KEY_TWICE}: send it once", "(body)" if where is None else where)
     if _SURROGATE_HINT.search(raw):
         where = _lone_surrogate(value)
         if where is not None:
             raise BadJson("a string holds a lone UTF-16 surrogate (not valid Unicode text)", where or "(body)")
     return value
-
-
-def _path_of(twice: _KeyTwice, value: Any) -> str:
-    """The field (``[1].labels.k``) of the key ``twice`` holds twice, ``value`` being the whole body."""
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        item, path = stack.pop()
-        if item is twice:
-            where = f"{path}.{twice.key}" if path else twice.key
-            return where.encode("utf-8", "backslashreplace").decode()  # a key may hold a lone surrogate
-        if isinstance(item, list):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
-        elif isinstance(item, dict):
-            stack.extend((v, f"{path}.{k}" if path else k) for k, v in item.items())
-    return "(body)"  # not reached: the marked object is part of the body
 
 
 def _lone_surrogate(value: Any) -> str | None:

@@ -3,21 +3,25 @@
 The URL answers JSON: a list of prediction objects, or ``{"predictions": [...]}`` (fields as in
 :mod:`bot.ingest.records`). Invalid entries are skipped and logged with their index and field — the first
 :data:`LOGGED_ERRORS` of an answer one by one, the rest counted in one line, so a feed whose every entry is refused
-cannot flood the log at every poll (:attr:`PollResult.errors` names them all); valid ones are decided. A feed
+cannot flood the log at every poll (:attr:`PollResult.errors` names them all); valid ones are decided. An entry in
+which an object holds a key twice (``{"id": "a", "id": "b"}``, of which ``json.loads`` would keep the last value
+silently) is such an invalid entry, named by the key (``[3].labels.k``), as the HTTP routes refuse it. A feed
 usually serves its current predictions on every poll: those the previous answer already held (by id) are not handed
 to the loop again, so a feed of 200 predictions polled every 30 s does not write 576,000 "duplicate" audit lines a
 day. The loop's own dedupe still covers the rest: the first poll after a restart, an id that comes back after
 leaving the feed, the same prediction under a new id. Network and HTTP errors, answers that are not JSON of that
-shape, answers over ``max_body_bytes`` and answers not complete within ``timeout_s`` — from the start of the request
+shape (a key twice in an object outside the entries included: ``{"predictions": [...], "predictions": [...]}``),
+answers over ``max_body_bytes`` and answers not complete within ``timeout_s`` — from the start of the request
 to the last byte, however the server spends it (connecting, interim ``1xx`` responses, headers or body sent a little
-at a time) — are logged, nothing of them is decided, and the next poll happens on schedule. One daemon thread;
-:meth:`Poller.stop` ends it.
+at a time) — are logged as failed polls, nothing of them is decided, and the next poll happens on schedule; the
+first answer that can be used after one or more failed polls logs, once, at INFO, that the poll recovered, with how
+many polls failed and how long ago the first did (a storage error while deciding is not a failed poll of the feed).
+One daemon thread; :meth:`Poller.stop` ends it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
 import threading
@@ -30,7 +34,10 @@ from typing import Any
 import httpx
 
 from bot.config import masked_url
+from bot.ingest import keys_twice
+from bot.ingest.keys_twice import KEY_TWICE
 from bot.ingest.records import prediction_from_json
+from bot.slack.text import duration
 from npo.loop import DecideResult
 from npo.types import InvalidRecord, Prediction
 
@@ -38,6 +45,13 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10_000_000  # about 50,000 predictions: far beyond a feed, far below what would hurt the process
 LOGGED_ERRORS = 20  # invalid predictions logged one by one per poll; the rest in one line (bounded log volume)
+EMPTY_KEY = '""'  # how a field named by the empty key is shown, as records.py shows an unknown one
+LOGGED_FIELD_CHARS = 200  # a field named in a log line is cut to this (a key of a megabyte is still one key)
+
+
+def _cut(text: str) -> str:
+    """``text`` cut to :data:`LOGGED_FIELD_CHARS` characters for a log line."""
+    return text if len(text) <= LOGGED_FIELD_CHARS else text[:LOGGED_FIELD_CHARS] + "…"
 
 
 class _Refused(Exception):
@@ -128,28 +142,41 @@ class Poller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous: frozenset[str] = frozenset()  # ids of the last answer whose predictions were decided
+        self._failures = 0  # polls failed in a row (logged), since the last answer that could be used
+        self._failing_since = 0.0  # time.monotonic() of the first of them
 
     def poll_once(self) -> PollResult:
         """One GET; returns what was decided and what was skipped. Never raises for network or data errors."""
         result = PollResult()
         try:
-            body: Any = json.loads(self._get())
+            body, twice = keys_twice.loads(self._get())
         except (httpx.HTTPError, ValueError, _Refused) as exc:
             return self._failed(result, f"poll of {self.url} failed: {exc}")
         except RecursionError:
             return self._failed(result, f"poll of {self.url} failed: invalid JSON: nested too deeply")
+        if isinstance(body, keys_twice.KeyTwice):  # {"predictions": [...], "predictions": [...]}: which one?
+            key = body.key.encode("utf-8", "backslashreplace").decode() or EMPTY_KEY  # a key may hold a lone surrogate
+            return self._failed(result, f"poll of {self.url} failed: {_cut(key)}: {KEY_TWICE}")
         items = body.get("predictions") if isinstance(body, dict) else body
         if not isinstance(items, list):
             return self._failed(result, f"poll of {self.url}: the answer must be a list or {{'predictions': [...]}}")
+        if twice and isinstance(body, dict):  # outside the entries: {"predictions": [...], "meta": {"k": 1, "k": 2}}
+            outside = keys_twice.key_twice({k: v for k, v in body.items() if k != "predictions"})
+            if outside is not None:
+                return self._failed(result, f"poll of {self.url} failed: {_cut(outside)}: {KEY_TWICE}")
+        self._recovered()
         now = self.clock()
         valid: list[Prediction] = []
         for index, item in enumerate(items):
             try:
+                if twice and isinstance(item, dict) and (where := keys_twice.key_twice(item)) is not None:
+                    raise InvalidRecord(where or EMPTY_KEY, KEY_TWICE)  # json.loads would have kept the last value
                 valid.append(prediction_from_json(item, received_at=now))
             except InvalidRecord as exc:
                 result.errors.append(f"[{index}].{exc.field}: {exc.message}")
                 if len(result.errors) <= LOGGED_ERRORS:
-                    log.warning("poller skipped prediction [%d]: %s: %s", index, exc.field, exc.message[:300])
+                    field_name, message = _cut(exc.field), exc.message[:300]
+                    log.warning("poller skipped prediction [%d]: %s: %s", index, field_name, message)
         if len(result.errors) > LOGGED_ERRORS:
             log.warning(
                 "poller skipped %d more predictions of this answer, not logged one by one (%s of %s invalid)",
@@ -164,12 +191,28 @@ class Poller:
         self._previous = frozenset(p.id for p in valid)
         return result
 
-    @staticmethod
-    def _failed(result: PollResult, message: str) -> PollResult:
+    def _failed(self, result: PollResult, message: str) -> PollResult:
         message = masked_url(message)  # the URL's password, also where httpx's own error text names the URL
         result.errors.append(message)
         log.warning(message)
+        if self._failures == 0:
+            self._failing_since = time.monotonic()
+        self._failures += 1
         return result
+
+    def _recovered(self) -> None:
+        """After failed polls, log once that the feed answers again (something usable: JSON of the right shape)."""
+        if self._failures == 0:
+            return
+        failures, since = self._failures, time.monotonic() - self._failing_since
+        self._failures = 0
+        polls = "1 poll" if failures == 1 else f"{failures:,} polls"
+        log.info(
+            "poll of %s recovered after %s failed (the first %s ago)",
+            masked_url(self.url),
+            polls,
+            duration(since),
+        )
 
     def _new_client(self) -> httpx.Client:
         """The HTTP client; it keeps no idle connection, so that each poll opens one its :class:`_Watchdog` can

@@ -2,9 +2,10 @@
 
 JSONL: one prediction object per line (blank lines and ``#`` comments skipped). CSV: a header row with the
 prediction fields; ``labels`` may hold a JSON object; empty cells are omitted; ``confidence`` and
-``time_to_fault_s`` are numbers. Every malformed line is reported as ``line N: field: message``. Files are UTF-8,
-with or without a byte-order mark; a file that cannot be read, or is not UTF-8, is refused whole
-(:class:`UnreadableFile`) before anything is decided.
+``time_to_fault_s`` are numbers. A JSON object that holds a key twice, or a header that names a column twice, is
+refused (one of the values would be lost), as the HTTP routes refuse it. Every malformed line is reported as
+``line N: field: message``. Files are UTF-8, with or without a byte-order mark; a file that cannot be read, or is
+not UTF-8, is refused whole (:class:`UnreadableFile`) before anything is decided.
 
 The valid predictions are decided :data:`REPLAY_CHUNK` at a time, one transaction each, with a short pause between
 (:func:`decide_in_chunks`): a replay runs beside ``npo-bot serve`` on the same database, and one transaction for a
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.ingest import keys_twice
 from bot.ingest.records import prediction_from_json
 from npo.loop import DecideResult
 from npo.types import InvalidRecord, Prediction
@@ -45,15 +47,19 @@ class ReplayInput:
 
 
 def _loads(text: str) -> Any:
-    """``json.loads``, raising :class:`InvalidRecord` (``(line)``) for everything it refuses."""
+    """``json.loads``, raising :class:`InvalidRecord` (``(line)``) for everything it refuses, and naming the key
+    when an object holds one twice (``json.loads`` would keep the last value without a word)."""
     try:
-        return json.loads(text)
+        value, twice = keys_twice.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRecord("(line)", f"invalid JSON: {exc.msg}") from None
     except RecursionError:
         raise InvalidRecord("(line)", "invalid JSON: nested too deeply") from None
     except ValueError:  # an integer of more than 4,300 digits (Python's limit on reading one)
         raise InvalidRecord("(line)", "invalid JSON: a number is too long") from None
+    if twice:
+        raise InvalidRecord(keys_twice.key_twice(value) or "(line)", keys_twice.KEY_TWICE)
+    return value
 
 
 def _jsonl(text: str) -> Iterator[tuple[int, Any]]:
@@ -94,6 +100,10 @@ def _csv(text: str) -> Iterator[tuple[int, Any]]:
         header = reader.fieldnames or []
     except csv.Error as exc:
         yield reader.reader.line_num, InvalidRecord("(header)", f"invalid CSV: {exc}")
+        return
+    twice = next((name for i, name in enumerate(header) if name in header[:i]), None)
+    if twice is not None:  # csv.DictReader would keep the last column of that name in every row, without a word
+        yield reader.reader.line_num, InvalidRecord("(header)", f"the column {twice!r} appears twice: name it once")
         return
     while True:
         try:

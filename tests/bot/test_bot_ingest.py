@@ -24,6 +24,7 @@ import pytest
 from bot.app import build_poller
 from bot.cli import main as cli_main
 from bot.config import load_settings
+from bot.http.body import BadJson, parse_json
 from bot.ingest.alertmanager import LOGGED_ERRORS, parse_webhook
 from bot.ingest.poller import LOGGED_ERRORS as POLL_LOGGED_ERRORS
 from bot.ingest.poller import Poller
@@ -457,6 +458,39 @@ def test_replay_reports_lines_the_json_decoder_cannot_read(tmp_path: Path) -> No
     assert [e.split(":")[:2] for e in parsed.errors] == [["line 3", " (line)"], ["line 4", " labels"]]
 
 
+def test_replay_refuses_a_key_or_a_column_given_twice(tmp_path: Path) -> None:
+    """``json.loads`` and ``csv.DictReader`` keep the last of two values of one name without a word; the HTTP routes
+    and the poller refuse such a prediction, and so does a replay (the line and the key named)."""
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(
+        "\n".join(
+            [
+                GOOD_LINE % ("a", "t1", ""),
+                '{"id": "b", "fault_type": "f", "target": "t2", "action": "x", "confidence": 0.9, "confidence": 0.1}',
+                '{"id": "c", "fault_type": "f", "target": "t3", "action": "x", "confidence": 0.9, '
+                '"labels": {"cluster": "a", "cluster": "b"}}',
+            ]
+        ),
+        encoding="utf-8",
+    )
+    parsed = read_predictions(jsonl, received_at=0.0)
+    assert [p.id for p in parsed.predictions] == ["a"]
+    assert parsed.errors == [
+        "line 2: confidence: this key appears twice in one object (one of its values would be lost)",
+        "line 3: labels.cluster: this key appears twice in one object (one of its values would be lost)",
+    ]
+    csv_file = tmp_path / "p.csv"
+    csv_file.write_text("id,fault_type,target,action,confidence,target\nc1,f,t1,x,0.8,t9\n", encoding="utf-8")
+    parsed = read_predictions(csv_file, received_at=0.0)
+    assert parsed.predictions == []
+    assert parsed.errors == ["line 1: (header): the column 'target' appears twice: name it once"]
+    labels_twice = tmp_path / "l.csv"
+    labels_twice.write_text('id,fault_type,target,action,confidence,labels\nc1,f,t1,x,0.8,"{""k"":1,""k"":2}"\n')
+    parsed = read_predictions(labels_twice, received_at=0.0)
+    assert parsed.predictions == []
+    assert [e.split(":")[:2] for e in parsed.errors] == [["line 2", " labels"]]
+
+
 def test_replay_refuses_csv_rows_with_more_cells_than_the_header(tmp_path: Path) -> None:
     """A shifted or extra cell was dropped without a word (a typo must not silently drop information)."""
     csv_file = tmp_path / "p.csv"
@@ -646,6 +680,123 @@ def test_poller_bounds_the_time_of_an_answer_whose_headers_never_end(
     item = {"id": "p0", "fault_type": "f", "target": "t0", "action": "x", "confidence": 0.9}
     bodies.append(json.dumps([item]).encode())  # the feed answers again: the next poll is not held up
     assert poller.poll_once().errors == [] and len(decided) == 1
+    poller.stop()
+
+
+_ENTRY = b'{"id": "%s", "fault_type": "f", "target": "t-%s", "action": "x", "confidence": 0.9%s}'
+
+
+def test_a_key_twice_in_an_entry_makes_that_entry_invalid_and_the_rest_is_decided(
+    raw_server: tuple[str, list[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``json.loads`` keeps the last value of a repeated key, silently: ``"confidence": 0.1, "confidence": 0.99``
+    was decided at 0.99, where the HTTP routes refuse the same JSON naming the field."""
+    url, bodies = raw_server
+    decided: list[Sequence[Prediction]] = []
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        decided.append(predictions)
+        return []
+
+    entries = [
+        _ENTRY % (b"good", b"1", b""),
+        _ENTRY % (b"conf", b"2", b', "confidence": 0.99'),
+        _ENTRY % (b"label", b"3", b', "labels": {"k": "a", "k": "b"}'),
+        b'{"id": "idtwice", "id": "other", "fault_type": "f", "target": "t4", "action": "x", "confidence": 0.9}',
+        _ENTRY % (b"long", b"5", b', "' + b"L" * 5000 + b'": 1, "' + b"L" * 5000 + b'": 2'),
+    ]
+    twice = "this key appears twice in one object (one of its values would be lost)"
+    expected = [f"[1].confidence: {twice}", f"[2].labels.k: {twice}", f"[3].id: {twice}", f"[4].{'L' * 5000}: {twice}"]
+    for body in (b"[" + b", ".join(entries) + b"]", b'{"predictions": [' + b", ".join(entries) + b"]}"):
+        bodies.append(body)
+        decided.clear()
+        caplog.clear()
+        poller = Poller(url, decide, clock=lambda: 0.0)
+        with caplog.at_level(logging.INFO, logger="bot.ingest.poller"):
+            result = poller.poll_once()
+        poller.stop()
+        assert result.errors == expected
+        assert [[p.id for p in batch] for batch in decided] == [["good"]]
+        warned = [r.getMessage() for r in caplog.records]
+        assert [r.levelno for r in caplog.records] == [logging.WARNING] * 4
+        assert warned[0] == f"poller skipped prediction [1]: confidence: {twice}"
+        assert warned[1] == f"poller skipped prediction [2]: labels.k: {twice}"
+        assert warned[3].startswith("poller skipped prediction [4]: LLL") and len(warned[3]) < 400  # bounded
+
+
+def test_a_key_twice_outside_the_entries_is_a_failed_poll(
+    raw_server: tuple[str, list[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``{"predictions": [...], "predictions": [...]}``: which list the feed meant is unknown (``json.loads`` took
+    the last, silently). The whole answer is refused, as one that is not JSON is."""
+    url, bodies = raw_server
+    decided: list[Sequence[Prediction]] = []
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        decided.append(predictions)
+        return []
+
+    poller = Poller(url, decide, clock=lambda: 0.0)
+    twice = "this key appears twice in one object (one of its values would be lost)"
+    one, two = _ENTRY % (b"p1", b"1", b""), _ENTRY % (b"p2", b"2", b"")
+    for body, field in (
+        (b'{"predictions": [' + one + b'], "predictions": [' + two + b"]}", "predictions"),
+        (b'{"predictions": [' + one + b'], "feed": {"version": 1, "version": 2}}', "feed.version"),
+        (b'{"predictions": [' + one + b'], "feed": [{"a": 1, "a": 2}]}', "feed[0].a"),
+    ):
+        bodies.append(body)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bot.ingest.poller"):
+            result = poller.poll_once()
+        assert result.errors == [f"poll of {url} failed: {field}: {twice}"] and decided == []
+        assert [r.getMessage() for r in caplog.records] == result.errors
+    bodies.append(b'{"predictions": [' + one + b'], "feed": {"version": 1}}')  # the same without a key twice
+    assert poller.poll_once().errors == [] and [[p.id for p in batch] for batch in decided] == [["p1"]]
+    poller.stop()
+
+
+def _recovered_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "recovered" in r.getMessage()]
+
+
+def test_the_first_usable_answer_after_failed_polls_logs_that_the_poll_recovered(
+    raw_server: tuple[str, list[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failed polls were logged, a recovery was not: the log of an outage ended with its last error, and nothing
+    said whether the feed had come back or how long it had been away."""
+    url, bodies = raw_server
+    credentialed = url.replace("http://", "http://npo:hunter2pass@")  # the password is never logged
+    poller = Poller(credentialed, lambda predictions: [], clock=lambda: 0.0)
+    good = json.dumps([{"id": "p1", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.9}]).encode()
+    caplog.set_level(logging.INFO, logger="bot.ingest.poller")
+    bodies.append(good)
+    poller.poll_once()
+    assert _recovered_lines(caplog) == []  # a success after a success (or after nothing): no line
+    for body in (b"<html>Bad gateway</html>", b'{"items": []}', b""):
+        bodies.append(body)
+        assert poller.poll_once().errors
+    assert _recovered_lines(caplog) == []
+    bodies.append(good)
+    caplog.clear()
+    assert poller.poll_once().errors == []
+    [line] = _recovered_lines(caplog)
+    masked = url.replace("http://", "http://***@")
+    assert line.levelno == logging.INFO
+    assert re.fullmatch(
+        rf"poll of {re.escape(masked)} recovered after 3 polls failed \(the first \d+ s ago\)", line.getMessage()
+    )
+    assert "hunter2pass" not in caplog.text
+    for _ in range(2):  # successes after the recovery: no further line
+        assert poller.poll_once().errors == []
+    assert len(_recovered_lines(caplog)) == 1
+
+    bodies.append(b"not json")  # one failed poll, then an answer whose every entry is invalid: the feed answers
+    poller.poll_once()
+    caplog.clear()
+    bodies.append(b'[{"id": "x"}]')
+    assert poller.poll_once().errors == ["[0].fault_type: is required"]
+    [line] = _recovered_lines(caplog)
+    assert "recovered after 1 poll failed (the first " in line.getMessage()
     poller.stop()
 
 
@@ -858,3 +1009,14 @@ def test_the_served_poller_takes_its_size_limit_from_the_settings(
         bodies.append(small)
         assert poller.poll_once().errors == [] and store.counts()["predictions"] == 1
         poller.stop()
+
+
+def test_the_http_routes_name_a_key_twice_even_where_the_decoder_dropped_an_object_holding_one() -> None:
+    """The helper the poller now shares with the HTTP routes: ``{"a": {"x": 1, "x": 2}, "a": 3}`` holds ``a``
+    twice, its first value (an object holding ``x`` twice) dropped by the decoder; the refusal named ``(body)``."""
+    with pytest.raises(BadJson) as refused:
+        parse_json(b'{"a": {"x": 1, "x": 2}, "a": 3}')
+    assert refused.value.field == "a"
+    with pytest.raises(BadJson) as refused:
+        parse_json(b'[{"ok": 1}, {"labels": {"k": 1, "k": 2}, "id": "x", "id": "y"}]')
+    assert refused.value.field == "[1].labels.k"  # the first object to end in the text, as before
