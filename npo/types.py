@@ -103,6 +103,15 @@ _CLUSTER_OF_TARGET: dict[str, str] = {}
 _CLUSTER_MEMO_SIZE = 65536
 
 
+def _first_segment(target: str) -> str:
+    """The first non-empty dash/dot segment of ``target`` (``target`` itself when it has none)."""
+    text = target.replace(".", "-") if "." in target else target
+    head, dash, _ = text.partition("-")
+    if head or not dash:  # the common case: the segment before the first separator
+        return head or target
+    return next((part for part in text.split("-") if part), target)
+
+
 @dataclass(frozen=True, slots=True)
 class Prediction:
     """One fault prediction as emitted by a predictor.
@@ -162,7 +171,7 @@ class Prediction:
         target = self.target
         cluster = _CLUSTER_OF_TARGET.get(target)
         if cluster is None:  # the first non-empty segment: ".web-1" is in cluster "web", not a cluster of its own
-            cluster = next((part for part in target.replace(".", "-").split("-") if part), target)
+            cluster = _first_segment(target)
             if len(_CLUSTER_OF_TARGET) >= _CLUSTER_MEMO_SIZE:
                 _CLUSTER_OF_TARGET.clear()
             _CLUSTER_OF_TARGET[target] = cluster

@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from npo.types import Decision, FeedbackEvent, FeedbackKind, InvalidRecord, Outcome, Prediction, Severity, Verdict
 
@@ -80,6 +82,15 @@ def test_names_lose_surrounding_blanks() -> None:
     assert p.fingerprint() == _prediction().fingerprint()
     assert _prediction(target=" r12-n04").cluster == "r12"
     assert _field_of(action=" \n ") == "action"
+
+
+@given(st.text(alphabet="ab.-", min_size=1, max_size=8))
+def test_cluster_of_a_target_is_its_first_non_empty_segment(target: str) -> None:
+    """The blast-radius domain without a ``cluster`` label: the first non-empty dash/dot segment, else the target
+    itself (``--`` is a cluster of its own); the fast path for the common shape agrees with the plain rule."""
+    segments = [part for part in target.replace(".", "-").split("-") if part]
+    expected = segments[0] if segments else target
+    assert _prediction(target=target).cluster == expected
 
 
 def test_time_to_fault_zero_is_allowed() -> None:
