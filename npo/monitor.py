@@ -40,8 +40,9 @@ the change (:func:`page_hinkley_baseline`) and counts the answers after the dete
 (:func:`held_alarm_observe`); the alarm stands for the next run that may trigger while those answers still average
 more than δ above that level (or are fewer than ``page_hinkley.min_samples``: too few to say the change is over)
 — :func:`held_alarm_persists` — and is forgotten once a run finds it has not held, or an alert is raised.
-(``bot.jobs.monitor`` keeps it between runs; the simulation, ``npo.sim.engine``, does not: there an alarm its
-cooldown holds back is forgotten at the next check.)
+(``bot.jobs.monitor`` keeps it between runs; the simulation, ``npo.sim.engine``, keeps it between checks with the
+same rule, :func:`held_alarm_persists_batch` — there only the cooldown holds alarms back, an approval being
+immediate.)
 
 **An unanswered proposal expires** ``proposal_expiry_s`` after the run that raised it
 (:func:`proposal_expires_at`): :func:`expire_proposal` closes it without counting toward F_monitor (nobody judged
@@ -302,6 +303,18 @@ def held_alarm_persists(held: HeldAlarm, config: MonitorConfig) -> bool:
     ph = config.page_hinkley
     mean = held.mean_after
     return mean is None or held.n_after < ph.min_samples or mean > held.baseline + ph.delta + LOSS_TOLERANCE
+
+
+def held_alarm_persists_batch(
+    n_after: IntArray, sum_after: FloatArray, baseline: FloatArray, config: PageHinkleyConfig
+) -> BoolArray:
+    """Vectorised :func:`held_alarm_persists` over any batch shape: the same rule, element by element, for held
+    alarms given as arrays (``n_after``, ``sum_after``, ``baseline`` as in :class:`HeldAlarm`). Whether an element
+    holds an alarm at all is the caller's to mask (the simulation, ``npo.sim.engine``, keeps a boolean array)."""
+    n = np.asarray(n_after)
+    mean = np.asarray(sum_after, dtype=np.float64) / np.maximum(n, 1)
+    bar = np.asarray(baseline, dtype=np.float64) + config.delta + LOSS_TOLERANCE
+    return np.asarray((n < config.min_samples) | (mean > bar), dtype=np.bool_)
 
 
 def proposal_expires_at(trigger_at: float, config: MonitorConfig) -> float:

@@ -5,6 +5,14 @@ The engine applies the same pure update rules the production loop uses (``npo.mi
 episode: one prediction arrives, is scored R = p·(1 − m(k)), compared with τ (drawn by the bandit, or fixed),
 surfaced or suppressed; a surfaced one gets an engineer's answer at once, and every prediction's outcome (real
 fault or not) becomes known ``outcome_delay`` episodes later.
+
+The meta-monitor checks every ``monitor_every`` episodes with the bot's rules (``bot.jobs.monitor``): an alarm of
+the Page–Hinkley detector at any episode since the last check counts, and a drift alarm the cooldown holds back is
+remembered (:class:`npo.monitor.HeldAlarm`, here one per seed as arrays) — the level of y before the change, and
+the count and sum of the codes since the detector was last in alarm; it counts at a check while
+:func:`npo.monitor.held_alarm_persists_batch` says it still stands, and is forgotten when a check triggers, or finds
+no cause to trigger.
+An approval is immediate (there is no open proposal), so only the cooldown holds alarms back.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import numpy.typing as npt
 from npo.bandit import BanditConfig, choose_batch, new_batch, observe_batch, observe_suppressed_batch
 from npo.misalignment import EtaSchedule, pooled_array
 from npo.misalignment import update_batch as update_m
-from npo.monitor import PageHinkleyConfig, page_hinkley_step
+from npo.monitor import PageHinkleyConfig, held_alarm_persists_batch, page_hinkley_step
 from npo.sim.world import World
 from npo.trust import TrustConfig, outcome_agreement, peer_agreement, trust_weight_array
 from npo.types import InvalidRecord
@@ -107,7 +115,16 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
     ph_mean = np.zeros(s)
     ph_cum = np.zeros(s)
     ph_min = np.zeros(s)
-    alarm_seen = np.zeros(s, dtype=bool)
+    alarm_seen = np.zeros(s, dtype=bool)  # the detector was in alarm at an episode since the last check
+    # The held-back alarm (npo.monitor.HeldAlarm, one per seed): ph_base is the detector's running mean at its last
+    # new minimum of C (npo.monitor.page_hinkley_baseline), alarm_base its value when the detector was last in alarm
+    # (the level of y before the change); after_n / after_sum count the codes since then.
+    ph_base = np.zeros(s)
+    alarm_base = np.zeros(s)
+    after_n = np.zeros(s, dtype=np.int64)
+    after_sum = np.zeros(s)
+    held = np.zeros(s, dtype=bool)
+    held_base = np.zeros(s)
     ring = np.zeros((s, condition.monitor_window))  # last surfaced feedback codes, per seed
     ring_count = np.zeros(s, dtype=np.int64)
 
@@ -188,6 +205,10 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
                 ph_n, ph_mean, ph_cum, ph_min, y, ph_cfg, mask=surf
             )
             alarm_seen |= alarm
+            ph_base = np.where(surf & (ph_cum <= ph_min), ph_mean, ph_base)
+            alarm_base = np.where(alarm, ph_base, alarm_base)
+            after_n = np.where(alarm, 0, after_n + surf)  # npo.monitor.held_alarm_observe
+            after_sum = np.where(alarm, 0.0, after_sum + np.where(surf, y, 0.0))
 
         j = t - cfg.outcome_delay
         if j >= 0:
@@ -233,8 +254,17 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
             loss = ring.sum(axis=1) / np.maximum(count, 1)
             g = np.zeros(s, dtype=bool) if drift_ep is None or t < drift_ep else ~handled
             if condition.monitor:
-                want = ((loss > condition.monitor_threshold) & (count >= condition.monitor_min_samples)) | alarm_seen
+                persists = held & held_alarm_persists_batch(after_n, after_sum, held_base, ph_cfg)
+                want = (
+                    ((loss > condition.monitor_threshold) & (count >= condition.monitor_min_samples))
+                    | alarm_seen
+                    | persists
+                )
                 trig = want & (t - last_trigger >= condition.monitor_cooldown)
+                # Held back by the cooldown: a drift alarm (new, or still held) is kept, with the level before the
+                # change the first check that held it back saw; a trigger, or no cause at all, forgets it.
+                held_base = np.where(held, held_base, alarm_base)
+                held = want & ~trig & (held | alarm_seen)
                 last_trigger = np.where(trig, t, last_trigger)
                 approve = trig & g  # engineers approve a retraining only when the world really changed
                 if approve.any():
@@ -244,8 +274,8 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
                     alpha[approve] = prior_alpha
                     beta[approve] = prior_beta
                     handled |= approve
-                for arr in (ph_n, ph_mean, ph_cum, ph_min):
-                    arr[trig] = 0.0
+                for arr in (ph_n, ph_mean, ph_cum, ph_min, ph_base, after_n, after_sum):
+                    arr[trig] = 0
                 alarm_seen[:] = False
                 triggers[:, check_i] = trig
             ideal[:, check_i] = g
