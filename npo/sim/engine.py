@@ -25,7 +25,7 @@ import numpy.typing as npt
 from npo.bandit import BanditConfig, choose_batch, new_batch, observe_batch, observe_suppressed_batch
 from npo.misalignment import EtaSchedule, pooled_array
 from npo.misalignment import update_batch as update_m
-from npo.monitor import PageHinkleyConfig, held_alarm_persists_batch, page_hinkley_step
+from npo.monitor import LOSS_TOLERANCE, PageHinkleyConfig, held_alarm_persists_batch, page_hinkley_step
 from npo.sim.world import World
 from npo.trust import TrustConfig, outcome_agreement, peer_agreement, trust_weight_array
 from npo.types import InvalidRecord
@@ -50,7 +50,7 @@ class Condition:
     suppressed_outcome_weight: float = 0.5
     monitor_every: int = 50  # episodes between meta-monitor checks ("hourly")
     monitor_window: int = 50  # most recent surfaced recommendations in the L_align window the monitor reads
-    monitor_threshold: float = 0.3  # L_align above this triggers (with enough samples)
+    monitor_threshold: float = 0.3  # L_align above this (beyond rounding: LOSS_TOLERANCE) triggers, with enough samples
     monitor_min_samples: int = 30
     monitor_cooldown: int = 200  # episodes after a trigger before the next one
     # Scaled to the short simulated horizon (production default: threshold 15 over longer streams).
@@ -255,11 +255,10 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
             g = np.zeros(s, dtype=bool) if drift_ep is None or t < drift_ep else ~handled
             if condition.monitor:
                 persists = held & held_alarm_persists_batch(after_n, after_sum, held_base, ph_cfg)
-                want = (
-                    ((loss > condition.monitor_threshold) & (count >= condition.monitor_min_samples))
-                    | alarm_seen
-                    | persists
-                )
+                # "Above θ" as the bot reads it: by more than rounding (a window of skips, each λ = 0.3 = θ, averages
+                # to 0.30000000000000004).
+                above = loss > condition.monitor_threshold + LOSS_TOLERANCE
+                want = (above & (count >= condition.monitor_min_samples)) | alarm_seen | persists
                 trig = want & (t - last_trigger >= condition.monitor_cooldown)
                 # Held back by the cooldown: a drift alarm (new, or still held) is kept, with the level before the
                 # change the first check that held it back saw; a trigger, or no cause at all, forgets it.

@@ -6,8 +6,8 @@ own, and the first check free to trigger would otherwise see no alarm. The simul
 approval is immediate), so only its cooldown holds alarms back.
 
 The worlds here surface every prediction (τ = 0) and code a skip λ = 0.25, so every feedback code is a multiple of
-0.25: a window's L_align is then exact, never θ plus a rounding error (which the bot, unlike the simulator, does
-not count as above θ).
+0.25: a window's L_align is then exact, never θ plus a rounding error — except in the test of that rounding error
+(codes whose mean is θ up to rounding, which neither the bot nor the simulator counts as above θ).
 """
 
 from __future__ import annotations
@@ -251,6 +251,33 @@ def test_the_simulators_monitor_decides_as_npo_monitor_does_in_the_simulated_dat
     forgetful = _bot_monitor(trace, condition, remember=False)
     assert sorted(set(np.argwhere(forgetful != bot)[:, 0].tolist())) == [1]
     assert 1649 in _triggered_at(trace, 1) and not forgetful[1, trace.check_episodes == 1649].any()
+
+
+# Codes of skips at λ = 0.3 = θ, alone or with likes, overrides and neutral answers in a period of 10 whose exact mean
+# is 0.3 (an override, a neutral answer, five skips, three likes): every window of 50 averages to θ plus rounding.
+ROUNDING_STREAMS = {
+    "skips": ([0.0] * 10, [True] * 10),
+    "mixed": (
+        [1.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [False, True, False, True, True, False, True, False, True, False],
+    ),
+}
+
+
+@pytest.mark.parametrize("stream", ROUNDING_STREAMS)
+def test_an_l_align_at_theta_up_to_rounding_does_not_trigger(stream: str) -> None:
+    """A channel whose L_align is θ plus a rounding error (0.30000000000000004) is not above θ, for the bot
+    (``LOSS_TOLERANCE``) and for the simulator, which once triggered every cooldown on it (episodes 49, 249, 449)."""
+    period_y, period_skipped = ROUNDING_STREAMS[stream]
+    repeat = 60  # 600 episodes, 12 checks
+    y, skipped = np.array([period_y * repeat]), np.array([period_skipped * repeat])
+    condition = replace(SURFACE_ALL, skip_lambda=0.3)
+    trace = run(_world(y, skipped), condition)
+    window = trace.y[0, -condition.monitor_window :]
+    mean = float(window.sum() / window.size)
+    assert condition.monitor_threshold < mean < condition.monitor_threshold + 1e-12  # θ, up to rounding
+    assert not trace.triggers.any()
+    assert not _bot_monitor(trace, condition).any()
 
 
 @pytest.mark.parametrize("baseline", [0.0, 0.1, 0.2, 0.5])
