@@ -11,8 +11,12 @@ records the result:
   ``mark_retry`` with exponential backoff (0.5 s · 2ⁿ, at most 60 s, plus jitter), for as long as it takes;
 * an update of a recommendation whose post failed for good → ``mark_failed`` too (there is no message to update,
   one error log line); an update of one that was posted inside a digest → ``mark_sent`` without a call;
-* any other Slack error (``channel_not_found``, ``not_in_channel``, ``invalid_auth``, ``invalid_blocks``…) →
-  ``mark_failed``, one clear log line, and ``npo_deliveries_total{result="failed"}``.
+* a recommendation (post or update) whose blocks Slack refuses (:data:`REFUSED_BLOCKS`) → sent once more at once in
+  the compact rendering (:func:`bot.slack.blocks.compact_view`): NPO keeps within Slack's limits counting
+  characters, but how Slack counts some text (emoji, other scripts) is undocumented;
+* any other Slack error (``channel_not_found``, ``not_in_channel``, ``invalid_auth``, ``invalid_blocks`` of any
+  other message or of the compact rendering…) → ``mark_failed``, one clear log line, and
+  ``npo_deliveries_total{result="failed"}``.
 
 Posts (recommendations, digests, messages) are spaced ≥ 1 s per channel and kept in outbox order; updates and
 ephemeral replies are not spaced. More than ``storm_threshold`` recommendations pending for one channel are folded
@@ -51,6 +55,7 @@ from bot.metrics import Metrics
 from bot.service import NpoService
 from bot.slack.blocks import (
     RecommendationView,
+    compact_view,
     digest_blocks,
     digest_fit,
     digest_groups,
@@ -63,6 +68,8 @@ from storage import LeaseLost, OutboxItem
 from storage.outbox import next_due_at, post_state, shares_message, storm_channels
 
 log = logging.getLogger(__name__)
+# Slack's answers refusing a message's blocks as too long or malformed: a recommendation is sent again compact.
+REFUSED_BLOCKS = frozenset(("invalid_blocks", "msg_blocks_too_long"))
 
 POST_KINDS = frozenset({"recommendation", "digest_item", "message", "thread_reply"})
 #: Posts kept in outbox order per channel (digest items wait for their digest on purpose and are not).
@@ -280,7 +287,11 @@ class DeliveryWorker:
         payload = item.payload
         if item.kind == "recommendation":
             view = self._view(str(payload.get("prediction_id")))
-            return self._post(item.channel, fallback_text(view), recommendation_blocks(view))
+            try:
+                return self._post(item.channel, fallback_text(view), recommendation_blocks(view))
+            except SlackApiError as exc:
+                compact = self._compact(exc, item, view)
+                return self._post(item.channel, fallback_text(compact), recommendation_blocks(compact))
         if item.kind == "update":
             return self._update(item)
         if item.kind == "ephemeral":
@@ -337,8 +348,32 @@ class DeliveryWorker:
         if self._shared_message(channel, ts):
             return channel, ts  # folded into a digest: no single message to update
         view = self._view(pid)
-        self.client.chat_update(channel=channel, ts=ts, text=fallback_text(view), blocks=recommendation_blocks(view))
+        try:
+            self.client.chat_update(
+                channel=channel, ts=ts, text=fallback_text(view), blocks=recommendation_blocks(view)
+            )
+        except SlackApiError as exc:
+            compact = self._compact(exc, item, view)
+            self.client.chat_update(
+                channel=channel, ts=ts, text=fallback_text(compact), blocks=recommendation_blocks(compact)
+            )
         return channel, ts
+
+    @staticmethod
+    def _compact(exc: SlackApiError, item: OutboxItem, view: RecommendationView) -> RecommendationView:
+        """The compact rendering to send again when Slack refused the recommendation's blocks (re-raises any other
+        error): its limits are counted in characters, as NPO counts them, but Slack's counting of some text (emoji,
+        other scripts) is undocumented, and a recommendation should not be lost to it."""
+        error = str(exc.response.get("error") or "")
+        if error not in REFUSED_BLOCKS:
+            raise exc
+        log.warning(
+            "Slack refused the %s message of %s (%s): sending it again with its texts cut short",
+            item.kind,
+            view.prediction.id,
+            error,
+        )
+        return compact_view(view)
 
     def _post_state(self, prediction_id: str) -> str:
         """For a recommendation with no message ts: ``"failed"`` (its post failed for good, or it was never

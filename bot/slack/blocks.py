@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.slack.text import duration, escape, escaped, mrkdwn, plain, truncate
@@ -268,6 +268,29 @@ def recommendation_blocks(view: RecommendationView) -> list[Block]:
         }
     )
     return blocks[:MAX_MESSAGE_BLOCKS]
+
+
+COMPACT_TEXT = 80  # characters of each free text (names, key, the decision's reason) in the compact rendering
+
+
+def compact_view(view: RecommendationView) -> RecommendationView:
+    """The same recommendation with its free texts cut short, for when Slack refuses the full message
+    (``invalid_blocks``, ``msg_blocks_too_long``): the messages keep within Slack's limits as NPO counts them
+    (characters), but Slack's own counting of some text (emoji, other scripts) is not documented. Fault type,
+    target, action, key and the decision's reason are cut to :data:`COMPACT_TEXT` characters, labels and the
+    answers' reasons left out (every answer is still listed and counted); the prediction id stays whole, since the
+    buttons carry it."""
+    p, d = view.prediction, view.decision
+    prediction = replace(
+        p,
+        fault_type=truncate(p.fault_type, COMPACT_TEXT),
+        target=truncate(p.target, COMPACT_TEXT),
+        action=truncate(p.action, COMPACT_TEXT),
+        labels={},
+    )
+    decision = replace(d, key=truncate(d.key, COMPACT_TEXT), reason=truncate(d.reason, COMPACT_TEXT))
+    answers = tuple(replace(a, reason="") for a in view.answers)
+    return replace(view, prediction=prediction, decision=decision, answers=answers)
 
 
 def fallback_text(view: RecommendationView) -> str:

@@ -95,6 +95,41 @@ def test_permanent_error_is_marked_failed_not_retried(bot: BotUnderTest) -> None
     assert bot.bot.metrics.counter("npo_deliveries_total", kind="recommendation", result="failed") == 1
 
 
+def test_a_recommendation_slack_refuses_is_sent_again_with_its_texts_cut_short(bot: BotUnderTest) -> None:
+    """Slack's limits are counted in characters, as NPO counts them, but how Slack counts some text (emoji, other
+    scripts) is undocumented: a recommendation Slack refuses (``invalid_blocks``) is sent once more in the compact
+    rendering — names cut short, no labels — with its buttons, instead of being lost."""
+    bot.standin.faults.error("chat.postMessage", "invalid_blocks", times=1)
+    long_target = "r12-" + "🔥" * 400
+    bot.ingest(prediction("p1", target=long_target, labels={"rack": "🔥" * 250, "team": "storage"}))
+    (message,) = wait_for(lambda: bot.standin.messages(INCIDENT), timeout=5)
+    attempts = bot.standin.calls("chat.postMessage")
+    assert len(attempts) == 2 and attempts[0].body["blocks"] != attempts[1].body["blocks"]
+    full, compact = str(attempts[0].body["blocks"]), str(message.blocks)
+    assert "rack=" in full and long_target in full
+    assert "rack=" not in compact and long_target not in compact and "r12-🔥" in compact  # cut, not dropped
+    buttons = [e for b in message.blocks if b["type"] == "actions" for e in b["elements"]]
+    assert ACTION_LIKE in {b["action_id"] for b in buttons} and all(b.get("value") == "p1" for b in buttons)
+    assert bot.bot.store.outbox("sent") and not bot.bot.store.outbox("failed")
+    assert bot.bot.store.decision("p1") is not None
+
+
+def test_a_recommendation_refused_twice_fails_for_good_and_an_update_is_sent_compact(bot: BotUnderTest) -> None:
+    bot.standin.faults.error("chat.postMessage", "invalid_blocks", times=2)
+    bot.ingest(prediction("p1"))
+    failed = wait_for(lambda: bot.bot.store.outbox("failed"), timeout=5)
+    assert failed[0].last_error == "invalid_blocks" and len(bot.standin.calls("chat.postMessage")) == 2
+    posted = bot.surface("p2", labels={"rack": "a"})
+    bot.standin.faults.error("chat.update", "msg_blocks_too_long", times=1)
+    assert bot.click(ALICE, ACTION_LIKE, posted).status_code == 200
+    (refused, updated) = wait_for(
+        lambda: len(bot.standin.calls("chat.update")) == 2 and bot.standin.calls("chat.update")
+    )
+    assert refused.response["error"] == "msg_blocks_too_long" and updated.response["ok"]
+    assert "rack=" in str(refused.body["blocks"]) and "rack=" not in str(updated.body["blocks"])
+    assert "*like*" in str(bot.standin.message(*posted).blocks)  # the answer is shown
+
+
 @pytest.fixture
 def storm_bot(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
     built = build_bot(make_settings(tmp_path, standin, storm_threshold=3), seed=1)
