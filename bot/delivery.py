@@ -14,8 +14,11 @@ records the result:
 * a recommendation (post or update) whose blocks Slack refuses (:data:`REFUSED_BLOCKS`) → sent once more at once in
   the compact rendering (:func:`bot.slack.blocks.compact_view`): NPO keeps within Slack's limits counting
   characters, but how Slack counts some text (emoji, other scripts) is undocumented;
-* any other Slack error (``channel_not_found``, ``not_in_channel``, ``invalid_auth``, ``invalid_blocks`` of any
-  other message or of the compact rendering…) → ``mark_failed``, one clear log line, and
+* a plain message or its update (``message``, ``message_update``: a retraining alert) whose blocks Slack refuses →
+  sent once more at once in short (:func:`bot.slack.blocks.compact_message_blocks`: its text and its buttons);
+* a digest Slack refuses → posted again at once with half as many lines (the rest following), down to one line;
+* any other Slack error (``channel_not_found``, ``not_in_channel``, ``invalid_auth``, a refusal of a short
+  rendering or of a digest's single line…) → ``mark_failed``, one clear log line, and
   ``npo_deliveries_total{result="failed"}``.
 
 Posts (recommendations, digests, messages) are spaced ≥ 1 s per channel and kept in outbox order; updates and
@@ -54,7 +57,10 @@ from slack_sdk.errors import SlackApiError
 from bot.metrics import Metrics
 from bot.service import NpoService
 from bot.slack.blocks import (
+    Block,
+    DigestGroup,
     RecommendationView,
+    compact_message_blocks,
     compact_view,
     digest_blocks,
     digest_fit,
@@ -152,6 +158,26 @@ def classify(exc: BaseException, attempts: int) -> _Retry | _Fail:
     if isinstance(exc, OSError | TimeoutError | http.client.HTTPException):
         return _Retry(backoff_s(attempts), f"{type(exc).__name__}: {exc}")
     return _Retry(backoff_s(attempts), f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _digest_part(
+    rest: list[tuple[OutboxItem, RecommendationView]],
+    views: list[RecommendationView],
+    groups: list[DigestGroup],
+    lines: int,
+    why: str,
+) -> tuple[list[tuple[OutboxItem, RecommendationView]], list[tuple[OutboxItem, RecommendationView]], list[Block]]:
+    """The next digest message of ``rest`` (whose views are ``views``): the (item, view) pairs it lists or counts,
+    those left for the next one, and its blocks. With ``groups`` (a storm too large to list one by one) the first
+    ``lines`` kinds, a line each; else the first ``lines`` recommendations, a line each."""
+    if groups:
+        shown = groups[:lines]
+        listed = {i for group in shown for i in group.members}
+        part = [pair for i, pair in enumerate(rest) if i in listed]
+        left = [pair for i, pair in enumerate(rest) if i not in listed]
+        return part, left, grouped_digest_blocks(shown, why=why, following=len(left))
+    part, left = rest[:lines], rest[lines:]
+    return part, left, digest_blocks(views[:lines], why=why, following=len(left))
 
 
 class DeliveryWorker:
@@ -298,14 +324,28 @@ class DeliveryWorker:
             self.client.chat_postEphemeral(channel=item.channel, user=str(payload["user"]), text=str(payload["text"]))
             return item.channel, ""
         if item.kind == "message":
-            return self._post(item.channel, str(payload.get("text", "")), list(payload.get("blocks") or []))
+            text, blocks = str(payload.get("text", "")), list(payload.get("blocks") or [])
+            try:
+                return self._post(item.channel, text, blocks)
+            except SlackApiError as exc:
+                if not blocks:
+                    raise
+                self._refused(exc, f"{item.kind} (outbox message {item.id})")
+                return self._post(item.channel, text, compact_message_blocks(text, blocks))
         if item.kind == "thread_reply":
             thread_ts = str(payload.get("thread_ts") or "")
             return self._post(item.channel, str(payload.get("text", "")), [], thread_ts=thread_ts)
         if item.kind == "message_update":
-            ts = str(payload.get("ts") or "")
+            ts, text = str(payload.get("ts") or ""), str(payload.get("text") or " ")
             blocks = list(payload.get("blocks") or [])
-            self.client.chat_update(channel=item.channel, ts=ts, text=str(payload.get("text") or " "), blocks=blocks)
+            try:
+                self.client.chat_update(channel=item.channel, ts=ts, text=text, blocks=blocks)
+            except SlackApiError as exc:
+                if not blocks:
+                    raise
+                self._refused(exc, f"{item.kind} (outbox message {item.id})")
+                blocks = compact_message_blocks(text, blocks)
+                self.client.chat_update(channel=item.channel, ts=ts, text=text, blocks=blocks)
             return item.channel, ts
         raise _Fail(f"unknown outbox kind {item.kind!r}", "unknown_kind")
 
@@ -359,21 +399,22 @@ class DeliveryWorker:
             )
         return channel, ts
 
-    @staticmethod
-    def _compact(exc: SlackApiError, item: OutboxItem, view: RecommendationView) -> RecommendationView:
+    @classmethod
+    def _compact(cls, exc: SlackApiError, item: OutboxItem, view: RecommendationView) -> RecommendationView:
         """The compact rendering to send again when Slack refused the recommendation's blocks (re-raises any other
         error): its limits are counted in characters, as NPO counts them, but Slack's counting of some text (emoji,
         other scripts) is undocumented, and a recommendation should not be lost to it."""
+        cls._refused(exc, f"{item.kind} message of {view.prediction.id}")
+        return compact_view(view)
+
+    @staticmethod
+    def _refused(exc: SlackApiError, subject: str) -> None:
+        """Log that Slack refused the blocks of ``subject`` and that it is sent again in short; re-raises ``exc`` when
+        it is any other error."""
         error = str(exc.response.get("error") or "")
         if error not in REFUSED_BLOCKS:
             raise exc
-        log.warning(
-            "Slack refused the %s message of %s (%s): sending it again with its texts cut short",
-            item.kind,
-            view.prediction.id,
-            error,
-        )
-        return compact_view(view)
+        log.warning("Slack refused the %s (%s): sending it again in short", subject, error)
 
     def _post_state(self, prediction_id: str) -> str:
         """For a recommendation with no message ts: ``"failed"`` (its post failed for good, or it was never
@@ -419,24 +460,34 @@ class DeliveryWorker:
             views = [view for _, view in rest]
             fit = digest_fit(views)
             groups = digest_groups(views) if fit < len(views) else []
-            if 0 < len(groups) < len(views):  # more than one message lists one by one: a line per kind, counted
-                shown = groups[: grouped_digest_fit(groups)]
-                listed = {i for group in shown for i in group.members}
-                part = [pair for i, pair in enumerate(rest) if i in listed]
-                rest = [pair for i, pair in enumerate(rest) if i not in listed]
-                blocks = grouped_digest_blocks(shown, why=why, following=len(rest))
-            else:  # one by one, in as many parts as it takes
-                part, rest = rest[:fit], rest[fit:]
-                blocks = digest_blocks(views[:fit], why=why, following=len(rest))
-            part_items = [item for item, _ in part]
-            try:
-                posted_channel, ts = self._post(channel, f"{len(part)} recommendations (digest)", blocks)
-            except Exception as exc:
-                due = self._handle_error(part_items, exc)
-                after = self._ready_at.get(channel, self.clock()) if due is None else due
-                for item, _ in rest:  # not tried: they follow the part that failed, in outbox order
-                    self._defer(item, after, "the rest of a digest: after the part before it")
-                return
+            if not 0 < len(groups) < len(views):  # one by one, in as many parts as it takes
+                groups = []
+            lines = grouped_digest_fit(groups) if groups else fit
+            while True:
+                part, left, blocks = _digest_part(rest, views, groups, lines, why)
+                part_items = [item for item, _ in part]
+                try:
+                    posted_channel, ts = self._post(channel, f"{len(part)} recommendations (digest)", blocks)
+                    break
+                except Exception as exc:
+                    error = str(exc.response.get("error") or "") if isinstance(exc, SlackApiError) else ""
+                    if error in REFUSED_BLOCKS and lines > 1:  # Slack counts some text differently: fewer lines
+                        lines //= 2
+                        log.warning(
+                            "Slack refused a digest of %d recommendation(s) for %s (%s): sending it again in parts of "
+                            "at most %d line(s)",
+                            len(part),
+                            channel,
+                            error,
+                            lines,
+                        )
+                        continue
+                    due = self._handle_error(part_items, exc)
+                    after = self._ready_at.get(channel, self.clock()) if due is None else due
+                    for item, _ in left:  # not tried: they follow the part that failed, in outbox order
+                        self._defer(item, after, "the rest of a digest: after the part before it")
+                    return
+            rest = left
             marked = self.store.mark_sent_many([(i.id, i.attempts) for i in part_items], posted_channel, ts)
             if marked < len(part_items):
                 log.warning(

@@ -293,6 +293,21 @@ def compact_view(view: RecommendationView) -> RecommendationView:
     return replace(view, prediction=prediction, decision=decision, answers=answers)
 
 
+COMPACT_MESSAGE_TEXT = 300  # characters of a plain message's notification text shown in its compact rendering
+COMPACT_NOTE = "Shown in short: Slack refused this message in full."
+
+
+def compact_message_blocks(text: str, blocks: Sequence[Mapping[str, Any]]) -> list[Block]:
+    """A plain message (a retraining alert, its update) in short, for when Slack refuses its blocks
+    (``invalid_blocks``, ``msg_blocks_too_long``; see :func:`compact_view`): its notification ``text`` (the
+    bot's own mrkdwn, cut to :data:`COMPACT_MESSAGE_TEXT` characters), its buttons (``actions`` blocks) unchanged so
+    it can still be answered, and a line saying it is shortened."""
+    kept: list[Block] = [{"type": "section", "block_id": "npo_compact", "text": mrkdwn(text, COMPACT_MESSAGE_TEXT)}]
+    kept += [dict(b) for b in blocks if b.get("type") == "actions"][: MAX_MESSAGE_BLOCKS - 2]
+    kept.append({"type": "context", "block_id": "npo_compact_note", "elements": [mrkdwn(COMPACT_NOTE)]})
+    return kept
+
+
 def fallback_text(view: RecommendationView) -> str:
     """The notification text (``text`` argument) that goes with the blocks: mrkdwn, so the prediction's names are
     escaped (a target reading ``<!channel>`` must not notify the channel)."""

@@ -110,8 +110,8 @@ def test_a_recommendation_slack_refuses_is_sent_again_with_its_texts_cut_short(b
     assert "rack=" not in compact and long_target not in compact and "r12-🔥" in compact  # cut, not dropped
     buttons = [e for b in message.blocks if b["type"] == "actions" for e in b["elements"]]
     assert ACTION_LIKE in {b["action_id"] for b in buttons} and all(b.get("value") == "p1" for b in buttons)
-    assert bot.bot.store.outbox("sent") and not bot.bot.store.outbox("failed")
-    assert bot.bot.store.decision("p1") is not None
+    wait_for(lambda: bot.bot.store.outbox("sent"), timeout=5)  # recorded once Slack's answer is in
+    assert not bot.bot.store.outbox("failed") and bot.bot.store.decision("p1") is not None
 
 
 def test_a_recommendation_refused_twice_fails_for_good_and_an_update_is_sent_compact(bot: BotUnderTest) -> None:
@@ -173,3 +173,36 @@ def test_a_worker_whose_lease_ran_out_neither_sends_on_nor_overwrites_the_new_ow
         sent = a_store.outbox("sent")
         assert len(sent) == 3 and all(item.attempts == 2 for item in sent)  # B's claim, B's result
         assert "another worker claimed it after this lease ran out" in caplog.text
+
+
+def _ids_listed(blocks: object, ids: range) -> list[str]:
+    return [f"s{i}" for i in ids if f"`s{i}`" in str(blocks)]
+
+
+def test_a_digest_slack_refuses_is_posted_again_at_once_in_parts_of_half_as_many_lines(
+    storm_bot: BotUnderTest,
+) -> None:
+    """A digest Slack refuses (its counting of some text differs from NPO's) is sent again at once with half as many
+    lines, the rest following: none of its recommendations is lost."""
+    storm_bot.standin.faults.error("chat.postMessage", "msg_blocks_too_long", times=1)
+    storm_bot.ingest([prediction(f"s{i}", target=f"node-{i}") for i in range(8)])
+    wait_for(lambda: not storm_bot.bot.store.outbox("pending"), timeout=10)
+    calls = storm_bot.standin.calls("chat.postMessage")
+    assert calls[0].response["error"] == "msg_blocks_too_long"
+    assert _ids_listed(calls[0].body["blocks"], range(8)) == [f"s{i}" for i in range(8)]
+    assert _ids_listed(calls[1].body["blocks"], range(8)) == ["s0", "s1", "s2", "s3"] and calls[1].response["ok"]
+    shown = [pid for m in storm_bot.standin.messages(INCIDENT) for pid in _ids_listed(m.blocks, range(8))]
+    assert sorted(shown) == [f"s{i}" for i in range(8)]  # every one shown once
+    assert not storm_bot.bot.store.outbox("failed")
+
+
+def test_a_digest_line_refused_alone_fails_for_good_and_the_rest_is_posted(storm_bot: BotUnderTest) -> None:
+    storm_bot.standin.faults.error("chat.postMessage", "invalid_blocks", times=4)  # 8 lines, 4, 2, then 1
+    storm_bot.ingest([prediction(f"s{i}", target=f"node-{i}") for i in range(8)])
+    wait_for(lambda: not storm_bot.bot.store.outbox("pending"), timeout=10)
+    calls = storm_bot.standin.calls("chat.postMessage")
+    assert [len(_ids_listed(c.body["blocks"], range(8))) for c in calls[:4]] == [8, 4, 2, 1]
+    (failed,) = storm_bot.bot.store.outbox("failed")
+    assert failed.payload["prediction_id"] == "s0" and failed.last_error == "invalid_blocks"
+    shown = [pid for m in storm_bot.standin.messages(INCIDENT) for pid in _ids_listed(m.blocks, range(8))]
+    assert sorted(shown) == [f"s{i}" for i in range(1, 8)]

@@ -147,16 +147,17 @@ def test_a_part_that_fails_once_is_retried_and_the_parts_already_posted_are_not_
 
 
 def test_a_part_that_fails_for_good_fails_alone(digest_bot: BotUnderTest) -> None:
-    """Slack refuses the third part for good: exactly the recommendations it listed are marked failed (and counted
-    failed); the parts before and after it are posted, each recommendation of theirs once."""
+    """Slack refuses the third part for good (an error other than a refusal of its blocks, which is sent again with
+    fewer lines): exactly the recommendations it listed are marked failed (and counted failed); the parts before
+    and after it are posted, each recommendation of theirs once."""
     bot = digest_bot
     pids = [f"f{i:03d}" for i in range(60)]
     assert bot.ingest([_long(pid) for pid in pids]).status_code == 200
     wait_for(lambda: len(bot.standin.messages(INCIDENT)) >= 2, timeout=10)
-    bot.standin.faults.error("chat.postMessage", "invalid_blocks", times=1)
+    bot.standin.faults.error("chat.postMessage", "not_in_channel", times=1)
     wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=30)
     calls = bot.standin.calls("chat.postMessage")
-    refusals = [c for c in calls if isinstance(c.response, dict) and c.response.get("error") == "invalid_blocks"]
+    refusals = [c for c in calls if isinstance(c.response, dict) and c.response.get("error") == "not_in_channel"]
     assert len(refusals) == 1, f"{len(calls)} posts: no third part was tried"
     refused = refusals[0]
     lost = _listed(refused.body["blocks"])
@@ -164,11 +165,11 @@ def test_a_part_that_fails_for_good_fails_alone(digest_bot: BotUnderTest) -> Non
     assert _listed(calls[-1].body["blocks"]) == pids[48:]  # the part after it, posted in the next pass
     failed = bot.bot.store.outbox("failed")
     assert sorted(str(item.prediction_id) for item in failed) == sorted(lost)
-    assert all(item.last_error == "invalid_blocks" for item in failed)
+    assert all(item.last_error == "not_in_channel" for item in failed)
     _assert_sent_means_listed(bot, [pid for pid in pids if pid not in lost])
     metrics = bot.bot.metrics
     assert metrics.counter("npo_deliveries_total", kind="digest", result="sent") == 60 - len(lost)
-    assert metrics.counter("npo_delivery_failures_total", error="invalid_blocks") == len(lost)
+    assert metrics.counter("npo_delivery_failures_total", error="not_in_channel") == len(lost)
 
 
 # -- one pass at a time: the worker driven by hand, with its own clock -------------------------------------------

@@ -262,3 +262,39 @@ def test_an_alert_nobody_answers_expires_and_a_late_click_changes_nothing(drift_
     assert [_db(bot, f"SELECT COUNT(*) FROM {t}")[0] for t in tables] == before
     assert _db(bot, "SELECT * FROM monitor_state") == state
     assert _db(bot, "SELECT state, resolved_by FROM retraining_proposals") == ("expired", None)
+
+
+def test_an_alert_slack_refuses_is_posted_in_short_with_its_buttons_and_its_update_too(
+    drift_bot: BotUnderTest,
+) -> None:
+    """Slack counts some text (emoji, other scripts) in a way NPO cannot check: an alert whose blocks it refuses is
+    sent once more at once in short — its text and its Approve / Dismiss buttons — instead of failing, and being
+    sent again (and refused again) at every monitor run; the update after a click likewise."""
+    bot = drift_bot
+    body = [prediction(f"n{i}", channel=CHANNELS[i]) for i in range(20)]
+    assert bot.ingest(body).status_code == 200
+    for p in body:  # Neutral everywhere: L_align 0.5 > θ
+        assert bot.click(ALICE, ACTION_NEUTRAL, _posted(bot, p["channel"], p["id"])).status_code == 200
+    bot.standin.faults.error("chat.postMessage", "invalid_blocks", times=1)
+    monitor, store, wake = monitor_config(bot.bot.settings), bot.bot.store, bot.bot.worker.wake
+    assert run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake).proposal_id == 1
+    channel, ts = _alert(bot)
+    refused, posted = [c for c in bot.standin.calls("chat.postMessage") if c.body.get("channel") == OPS]
+    assert refused.response["error"] == "invalid_blocks" and posted.response["ok"]
+    assert "*Why:*" in str(refused.body["blocks"]) and "*Why:*" not in str(posted.body["blocks"])
+    shown = bot.standin.message(channel, ts)
+    assert "NPO retraining proposal #1" in str(shown.blocks) and "Shown in short" in str(shown.blocks)
+    assert {ACTION_APPROVE, ACTION_DISMISS} <= {
+        e["action_id"] for b in shown.blocks if b["type"] == "actions" for e in b["elements"]
+    }
+    assert not [i for i in store.outbox("failed") if i.kind == "message"]
+
+    bot.standin.faults.error("chat.update", "msg_blocks_too_long", times=1)
+    assert bot.click(BOB, ACTION_DISMISS, (channel, ts)).status_code == 200
+    wait_for(lambda: _db(bot, "SELECT state FROM retraining_proposals WHERE id = 1") == ("dismissed",), 5)
+    wait_for(lambda: "Dismissed by" in str(bot.standin.message(channel, ts).blocks), 10)
+    updated = bot.standin.message(channel, ts)
+    assert ACTION_DISMISS not in str(updated.blocks) and "Shown in short" in str(updated.blocks)
+    assert [c.response["ok"] for c in bot.standin.calls("chat.update") if c.body.get("ts") == ts] == [False, True]
+    quiet = run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake)
+    assert quiet.resent_alert is None
