@@ -9,7 +9,7 @@ import pytest
 
 from npo.sim.engine import Condition, run
 from npo.sim.experiments import ExperimentResult, run_experiments
-from npo.sim.metrics import recovery, summarise
+from npo.sim.metrics import recovery, summarise, t_quantile
 from npo.sim.world import WorldConfig, make_world
 from npo.types import InvalidRecord
 
@@ -137,6 +137,25 @@ def test_recovery_counts_episodes_until_back_near_the_pre_drift_level() -> None:
     never = y.copy()
     never[0, 300:] = 0.8
     assert recovery(never, 200, window=20)[0] == 200  # the horizon
+
+
+@pytest.mark.parametrize(
+    ("dof", "exact"),  # t_{0.975, dof}, to five decimals
+    [
+        (4, 2.77645),
+        (19, 2.09302),
+        (21, 2.07961),
+        (29, 2.04523),
+        (40, 2.02108),
+        (79, 1.99045),
+        (120, 1.97993),
+        (1000, 1.96234),
+    ],
+)
+def test_t_quantile_is_exact_between_and_beyond_the_table_entries(dof: int, exact: float) -> None:
+    """An 80-seed interval needs t_{0.975, 79} = 1.9905; the nearest lower table entry (2.000 at 60) widened it, and
+    beyond 120 the normal 1.96 narrowed it."""
+    assert t_quantile(dof) == pytest.approx(exact, abs=6e-4 if dof <= 20 else 5e-5)
 
 
 def test_summarise_gives_a_t_interval() -> None:
