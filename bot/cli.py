@@ -128,7 +128,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for error in parsed.errors:
         print(f"{args.file}: {error}", file=sys.stderr)
     policy = load_policy(settings)
-    with build_store(settings, policy) as store:
+    try:
+        opened = build_store(settings, policy)  # creates or upgrades the schema: one transaction, undone if cut
+    except KeyboardInterrupt:
+        print("npo-bot replay: interrupted while opening the database; nothing was decided", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    with opened as store:
         import numpy as np  # noqa: PLC0415
 
         service = NpoService(store, policy, rng=np.random.default_rng())

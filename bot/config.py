@@ -62,9 +62,11 @@ _READ_ELSEWHERE = frozenset(
 class ConfigError(ValueError):
     """One or more settings are missing or invalid. ``problems`` maps each variable name to what is wrong."""
 
-    def __init__(self, problems: Mapping[str, str]) -> None:
+    def __init__(self, problems: Mapping[str, str], notes: Mapping[str, str] | None = None) -> None:
         self.problems = dict(problems)
+        self.notes = dict(notes or {})  # context that is not itself a problem (which settings file was read)
         lines = "\n".join(f"  {name}: {message}" for name, message in self.problems.items())
+        lines += "".join(f"\n  note: {name}: {message}" for name, message in self.notes.items())
         super().__init__(f"invalid configuration ({len(self.problems)} problem(s)):\n{lines}")
 
 
@@ -444,8 +446,9 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
             f"must be at most NPO_MONITOR_WINDOW ({settings.monitor_window}): the window never holds more answers, "
             "so L_align could never trigger"
         )
-    if r.problems and env_file is not None and not env_file.exists():  # a typo in --env-file, or no ./.env
-        r.problems[str(env_file)] = "no such file: the settings were looked for in the environment only"
     if r.problems:
-        raise ConfigError(r.problems)
+        notes = {}
+        if env_file is not None and not env_file.exists():  # a typo in --env-file, or no ./.env
+            notes[str(env_file)] = "no such file: the settings were looked for in the environment only"
+        raise ConfigError(r.problems, notes)
     return settings

@@ -141,6 +141,12 @@ class _Stops:
             self.demo.request_stop()
 
 
+def how_it_stops(minutes: float | None, count: int | None) -> str:
+    """The progress line's ending: what ends the run (``--minutes``, ``--count``, else only Ctrl-C)."""
+    limits = ([f"{minutes:g} min"] if minutes else []) + ([f"{count} predictions"] if count else [])
+    return f"stops after {' or '.join(limits)}, or on Ctrl-C" if limits else "Ctrl-C stops it"
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo in the foreground; 0 on a normal end, Ctrl-C or SIGTERM, 2 when it cannot start."""
     stops = _Stops()
@@ -203,8 +209,7 @@ def _run(args: argparse.Namespace, stops: _Stops) -> int:
     if not stops.received:
         print(f"NPO demo running: open {url}", flush=True)
         if not args.quiet:
-            ending = f"stops after {args.minutes:g} min" if args.minutes else "Ctrl-C stops it"
-            print(f"  ({demo.status()}; {ending})", flush=True)
+            print(f"  ({demo.status()}; {how_it_stops(args.minutes, args.count)})", flush=True)
     try:
         demo.run_until_done()  # returns at once after a signal (Demo.request_stop)
     finally:

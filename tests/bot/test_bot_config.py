@@ -42,6 +42,19 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
         assert name in problems and name in str(info.value)
 
 
+def test_a_missing_env_file_is_a_note_not_a_counted_problem(tmp_path: Path) -> None:
+    """One wrong setting is one problem: the absent settings file is said (the settings came from the environment
+    only, which explains a value missing), but it is not counted as a second problem."""
+    missing = tmp_path / ".env"
+    with pytest.raises(ConfigError) as info:
+        load_settings({**GOOD, "NPO_INGEST_TOKEN": "short"}, missing)
+    assert list(info.value.problems) == ["NPO_INGEST_TOKEN"]
+    text = str(info.value)
+    assert text.startswith("invalid configuration (1 problem(s)):")
+    assert f"note: {missing}: no such file: the settings were looked for in the environment only" in text
+    assert load_settings(GOOD, missing).ingest_token == GOOD["NPO_INGEST_TOKEN"]  # no problem, no note
+
+
 def test_environment_wins_over_env_file(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text(
@@ -340,6 +353,6 @@ def test_a_missing_settings_file_is_named_when_settings_are_missing(tmp_path: Pa
     typo = tmp_path / "npo.evn"
     with pytest.raises(ConfigError) as info:
         load_settings({}, typo)
-    assert "no such file" in info.value.problems[str(typo)]
+    assert "no such file" in info.value.notes[str(typo)] and str(typo) not in info.value.problems
     assert "SLACK_BOT_TOKEN" in info.value.problems
     assert load_settings(GOOD, typo).incident_channel == "C0INC"  # the environment alone is enough: no complaint

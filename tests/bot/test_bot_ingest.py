@@ -34,7 +34,7 @@ from bot.service import NpoService
 from npo.loop import DecideResult, LoopConfig
 from npo.policy import DEFAULT_POLICY
 from npo.types import InvalidRecord, Prediction, Severity
-from storage import SQLiteStore, StorageError
+from storage import SQLiteStore, StorageError, migrations
 
 GRAFANA: dict[str, Any] = {
     "receiver": "npo",
@@ -876,6 +876,34 @@ def test_replay_decides_in_short_transactions(
     with SQLiteStore(replay_env) as store, store.read() as conn:
         rows = conn.execute("SELECT decided_at, COUNT(*) FROM decisions GROUP BY decided_at ORDER BY 1").fetchall()
     assert [count for _, count in rows] == [REPLAY_CHUNK, REPLAY_CHUNK, 7]
+
+
+def test_ctrl_c_while_replay_creates_the_schema_is_one_line_and_the_next_run_decides_everything(
+    tmp_path: Path, replay_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C that lands while the first replay into a new file creates the schema (inside a migration, where the
+    signal's ``KeyboardInterrupt`` is raised) was a traceback. It is one line and exit 130; the schema's
+    transaction is undone, and the same command run again creates it and decides every line."""
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(_lines(5), encoding="utf-8")
+    real = migrations.MIGRATIONS.apply
+
+    def cut_short(db: object, **kwargs: object) -> None:
+        real(db, stop_before="m005_feedback_rate_limits")  # part of the schema written, then the signal
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(migrations.MIGRATIONS, "apply", cut_short)
+    assert _replay(feed, replay_env) == 130
+    err = capsys.readouterr().err
+    assert err == "npo-bot replay: interrupted while opening the database; nothing was decided\n"
+    conn = sqlite3.connect(replay_env)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'decisions'").fetchone() == (0,)
+    finally:
+        conn.close()
+    monkeypatch.setattr(migrations.MIGRATIONS, "apply", real)
+    assert _replay(feed, replay_env) == 0
+    assert capsys.readouterr().out.startswith("5 decided")
 
 
 def test_decide_in_chunks_stops_at_an_interrupt_keeping_what_was_committed(tmp_path: Path) -> None:

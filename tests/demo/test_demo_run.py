@@ -19,7 +19,7 @@ import pytest
 from demo_testing import SURE_PREDICTION, demo_cli, rows
 
 from bot.cli import build_parser
-from bot.demo.cli import run_demo
+from bot.demo.cli import how_it_stops, run_demo
 from bot.demo.panel import panel_data
 from bot.demo.runner import Demo, DemoError, DemoOptions, prepare_database
 from bot.demo.scenarios import Noise
@@ -331,3 +331,11 @@ def test_ctrl_c_while_starting_stops_cleanly(
         with SQLiteStore(args.db, LoopConfig()) as store:
             assert store.counts()["predictions"] <= 1
         assert not Path(f"{args.db}-wal").exists()
+
+
+def test_the_progress_line_says_what_ends_the_run() -> None:
+    """``--count`` ends a run by itself too: the line said "Ctrl-C stops it" as if nothing else would."""
+    assert how_it_stops(None, None) == "Ctrl-C stops it"
+    assert how_it_stops(2.0, None) == "stops after 2 min, or on Ctrl-C"
+    assert how_it_stops(None, 40) == "stops after 40 predictions, or on Ctrl-C"
+    assert how_it_stops(0.5, 40) == "stops after 0.5 min or 40 predictions, or on Ctrl-C"
