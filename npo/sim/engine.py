@@ -145,9 +145,15 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
     check_i = 0
 
     truthful_all = np.where(world.real_fault, 0.0, 1.0)
-    inverted = world.flip ^ world.adversarial_ops[rows[:, None], world.operator]
-    answer_all = np.where(inverted, 1.0 - truthful_all, truthful_all)
-    y_all = np.where(world.skipped, lam, np.where(world.neutral, 0.5, answer_all))
+    adversary = world.adversarial_ops[rows[:, None], world.operator]
+    if cfg.adversary == "invert":
+        inverted = world.flip ^ adversary
+        answer_all = np.where(inverted, 1.0 - truthful_all, truthful_all)
+        y_all = np.where(world.skipped, lam, np.where(world.neutral, 0.5, answer_all))
+    else:  # one-sided: the adversary's every answer (neutral ones included) is the same
+        answer_all = np.where(world.flip, 1.0 - truthful_all, truthful_all)
+        one_side = 1.0 if cfg.adversary == "override_all" else 0.0
+        y_all = np.where(world.skipped, lam, np.where(adversary, one_side, np.where(world.neutral, 0.5, answer_all)))
     fixed_arm = None
     if condition.fixed_threshold is not None:
         fixed_arm = np.full(s, int(np.argmin(np.abs(thresholds - condition.fixed_threshold))), dtype=np.int64)

@@ -7,6 +7,7 @@ and engineer behaviour (common random numbers): differences between conditions a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,10 @@ from npo.types import InvalidRecord
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+# What an adversarial operator does with every recommendation they answer: invert the truthful answer, or give
+# one answer whatever the truth (override everything, like everything).
+AdversaryKind = Literal["invert", "override_all", "like_all"]
+ADVERSARY_KINDS: tuple[AdversaryKind, ...] = ("invert", "override_all", "like_all")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +31,14 @@ class WorldConfig:
     false alarms (``bad_rate``) and fire ``bad_frequency`` times as often. The predictor's confidence is
     informative but over-confident: f + (1 − f)·rate (f = ``confidence_floor``) plus a per-key bias in
     [``bias_low``, ``bias_high``], plus per-prediction noise. Engineers answer truthfully except for label noise
-    ``epsilon`` (flip), skips (probability ``skip``), neutral answers (``neutral``) and an ``adversarial`` share
-    of operators who invert. Each key has an owning operator who answers ``owner_share`` of its recommendations
-    (teams own subsystems); anyone on call answers the rest. At ``drift_at`` (a fraction of the horizon; None
-    for none) the true rates are reshuffled among the keys while the predictor keeps its habits. Key k belongs
-    to family k mod ``n_families`` (its parent key for partial pooling); the rates are drawn independently of the
-    families, so siblings share nothing but their parent: the world in which pooling has most to lose.
+    ``epsilon`` (flip), skips (probability ``skip``), neutral answers (``neutral``) and an ``adversarial`` share of
+    operators who invert (``adversary`` = "invert"), or who override ("override_all") or like ("like_all") every
+    recommendation they answer, neutral ones included (skips stay skips). Each key has an owning operator who
+    answers ``owner_share`` of its recommendations (teams own subsystems); anyone on call answers the rest. At
+    ``drift_at`` (a fraction of the horizon; None for none) the true rates are reshuffled among the keys while the
+    predictor keeps its habits. Key k belongs to family k mod ``n_families`` (its parent key for partial pooling);
+    the rates are drawn independently of the families, so siblings share nothing but their parent: the world in
+    which pooling has most to lose.
     """
 
     episodes: int = 2000
@@ -50,6 +57,7 @@ class WorldConfig:
     n_operators: int = 10
     owner_share: float = 0.8
     adversarial: float = 0.0
+    adversary: AdversaryKind = "invert"
     drift_at: float | None = 0.5
     outcome_delay: int = 10
     n_families: int = 10
@@ -75,6 +83,8 @@ class WorldConfig:
             lo, hi = getattr(self, name)
             if not 0.0 <= lo <= hi <= 1.0:
                 raise InvalidRecord(name, f"must be an interval within [0, 1], got {(lo, hi)}")
+        if self.adversary not in ADVERSARY_KINDS:
+            raise InvalidRecord("adversary", f"must be one of {ADVERSARY_KINDS}, got {self.adversary!r}")
         if self.bad_frequency <= 0:
             raise InvalidRecord("bad_frequency", f"must be positive, got {self.bad_frequency}")
         if self.skip + self.neutral > 1.0:
@@ -103,7 +113,7 @@ class World:
     flip: BoolArray  # label noise: the answer is flipped
     skipped: BoolArray  # nobody answers in time
     neutral: BoolArray  # a neutral answer
-    adversarial_ops: BoolArray  # (S, O): operators who invert their answers
+    adversarial_ops: BoolArray  # (S, O): adversarial operators (see WorldConfig.adversary)
     owner: IntArray  # (S, K): the operator owning each key
     true_rate: FloatArray  # (S, 2, K): true fault rate per key before / after the drift
 
