@@ -16,7 +16,8 @@ records the result:
   characters, but how Slack counts some text (emoji, other scripts) is undocumented;
 * a plain message or its update (``message``, ``message_update``: a retraining alert) whose blocks Slack refuses →
   sent once more at once in short (:func:`bot.slack.blocks.compact_message_blocks`: its text and its buttons);
-* a digest Slack refuses → posted again at once with half as many lines (the rest following), down to one line;
+* a digest Slack refuses → posted again at once with half as many lines (the rest following), down to one line; a
+  kind's line (a storm listed by kind) refused alone → its kind listed one recommendation a line instead;
 * any other Slack error (``channel_not_found``, ``not_in_channel``, ``invalid_auth``, a refusal of a short
   rendering or of a digest's single line…) → ``mark_failed``, one clear log line, and
   ``npo_deliveries_total{result="failed"}``.
@@ -471,8 +472,10 @@ class DeliveryWorker:
                     break
                 except Exception as exc:
                     error = str(exc.response.get("error") or "") if isinstance(exc, SlackApiError) else ""
-                    if error in REFUSED_BLOCKS and lines > 1:  # Slack counts some text differently: fewer lines
-                        lines //= 2
+                    if error in REFUSED_BLOCKS and (lines > 1 or (groups and len(part) > 1)):
+                        # Slack counts some text differently: fewer lines; one kind's line refused alone is listed
+                        # one by one instead, so only a single recommendation's line can fail for good
+                        lines, groups = (lines // 2, groups) if lines > 1 else (max(1, fit // 2), [])
                         log.warning(
                             "Slack refused a digest of %d recommendation(s) for %s (%s): sending it again in parts of "
                             "at most %d line(s)",

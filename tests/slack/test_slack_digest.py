@@ -246,3 +246,33 @@ def test_a_digest_item_whose_prediction_is_gone_is_failed_not_marked_sent(queued
     assert worker.metrics.counter("npo_delivery_failures_total", error="not_in_database") == 1
     assert "ghost" not in str([m.blocks for m in queued.standin.messages(INCIDENT)])
     _assert_sent_means_listed(queued, QUEUED)
+
+
+def test_a_storm_digest_slack_refuses_is_sent_in_fewer_kinds_then_one_by_one_and_nothing_is_lost(
+    digest_bot: BotUnderTest,
+) -> None:
+    """A storm too large to list one by one is listed one line per kind. Slack refuses it (its counting of some text
+    differs from NPO's): the digest is sent again at once with half as many kinds; a single kind's line refused is
+    listed one recommendation a line instead, so no kind is failed for good with all its recommendations."""
+    bot = digest_bot
+    kinds = {f"g{i:02d}": "ft-" + "&" * 300 + ("a" if i % 2 else "b") for i in range(40)}  # two kinds of 20
+    bot.standin.faults.error("chat.postMessage", "invalid_blocks", times=2)
+    body = [
+        prediction(pid, fault_type=fault, target=f"{pid}-" + "x" * 300, action="a" * 300)
+        for pid, fault in kinds.items()
+    ]
+    assert bot.ingest(body).status_code == 200
+    wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=30)
+    calls = bot.standin.calls("chat.postMessage")
+    refused = [c for c in calls if isinstance(c.response, dict) and c.response.get("error") == "invalid_blocks"]
+    assert len(refused) == 2
+    kinds_in = [len(re.findall(r"\d+ × ft-", str(c.body["blocks"]))) for c in refused]
+    assert kinds_in == [2, 1]  # both kinds, then one
+    assert _listed(calls[2].body["blocks"]) and calls[2].response["ok"]  # then one recommendation a line
+    assert not bot.bot.store.outbox("failed")
+    assert sorted(pid for pid, _, _ in _sent(bot)) == sorted(kinds)  # every one sent once…
+    counted = [
+        re.match(r":package: \*(\d+) recommendation", str(m.blocks[0]["text"]["text"]))
+        for m in bot.standin.messages(INCIDENT)
+    ]
+    assert sum(int(c.group(1)) for c in counted if c) == 40  # …and counted once in the digests posted
