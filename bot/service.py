@@ -14,6 +14,7 @@ not applied to the learning state, is stored as a ``feedback_rate_limited`` audi
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 import time
@@ -30,6 +31,7 @@ from npo.loop import (
     SYSTEM_OPERATOR,
     DecideResult,
     FeedbackResult,
+    NotSurfaced,
     OutcomeResult,
     UnknownPrediction,
     record_feedback,
@@ -40,13 +42,15 @@ from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
 from storage import SQLiteStore
 from storage.mutes import active_mutes, add_mute, lift_mutes
 from storage.outbox import message_of, postpone, recent_recommendations, update_waiting
-from storage.ratelimit import RATE_LIMITED, ClickLimit, remember_rate_limited, take, was_rate_limited
+from storage.ratelimit import RATE_LIMITED, ClickLimit, remember_rate_limited, remember_unchanged, take, was_remembered
 from storage.store import SQLiteTransaction
 
 UPDATE_KIND = "update"
 ALERT_RESOLVED = "alert_resolved"  # the audit kind (and processed_requests kind) of an alert resolved without a truth
 ALIGNMENT_WINDOW = 500
 MUTE_REFRESH_S = 2.0  # how often the mutes are re-read (another process may have added one)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +199,9 @@ class NpoService:
         """Record one engineer's answer and queue the message update, in one transaction.
 
         The same request id again is ``duplicate``; the same person giving the same answer again is
-        ``unchanged`` (nothing stored); a different answer replaces theirs (loop rule). A click over the person's
+        ``unchanged`` (no answer stored; its request id is remembered, so a replay of it after the person changed
+        their answer is a ``duplicate`` too, not their old answer again); a different answer replaces theirs (loop
+        rule). A click over the person's
         limit (``click_limit``) is ``rate_limited``: only its audit line is stored, and its request id is
         remembered, so a retry of it is ``duplicate`` (audited and charged once). Neither a duplicate nor an
         unchanged answer takes from the limit. Raises the loop's :class:`npo.loop.LoopError` for an unknown or
@@ -206,10 +212,11 @@ class NpoService:
             if tx.has_request(event):
                 return ClickResult("duplicate", None)
             limited = limit.enabled and event.operator != SYSTEM_OPERATOR
-            if limited and was_rate_limited(tx.connection, event.request_id):
+            if was_remembered(tx.connection, event.request_id):  # refused for the limit, or a repeat, before
                 return ClickResult("duplicate", None)
             current = tx.effective_feedback(event.prediction_id, event.operator)
             if current is not None and current.event.kind is event.kind and current.event.reason == event.reason:
+                remember_unchanged(tx.connection, event.request_id, self.clock())
                 return ClickResult("unchanged", None)
             if limited:
                 refused = self._over_limit(tx, event)
@@ -245,11 +252,17 @@ class NpoService:
         tx.audit(RATE_LIMITED, event.prediction_id, detail, now)
         return ClickResult("rate_limited", None, taken.retry_after_s)
 
-    def record_outcome(self, outcome: Outcome, message: MessageRef | None = None) -> OutcomeResult:
-        """Record an outcome (first one wins) and queue a message update when it was new and was surfaced."""
+    def record_outcome(
+        self, outcome: Outcome, message: MessageRef | None = None, *, surfaced_only: bool = False
+    ) -> OutcomeResult:
+        """Record an outcome (first one wins) and queue a message update when it was new and was surfaced.
+        ``surfaced_only`` (the Slack outcome buttons, which only a surfaced recommendation shows): a prediction
+        that was not surfaced raises :class:`npo.loop.NotSurfaced`, and nothing is stored."""
         with self.store.transaction() as tx:
-            result = record_outcome(tx, outcome, config=self.store.config)
             decision = tx.get_decision(outcome.prediction_id)
+            if surfaced_only and decision is not None and not decision.surfaced:
+                raise NotSurfaced(outcome.prediction_id, decision.verdict)
+            result = record_outcome(tx, outcome, config=self.store.config)
             queued = result.recorded and decision is not None and decision.surfaced
             if queued:
                 self._queue_update(tx, outcome.prediction_id, message)
@@ -278,13 +291,24 @@ class NpoService:
 
     def _queue_update(self, tx: SQLiteTransaction, prediction_id: str, message: MessageRef | None) -> None:
         """Queue a chat.update of the recommendation, unless one not yet picked up is already waiting; due at
-        once, or ``update_interval_s`` after the previous one (runs under the store's write lock)."""
+        once, or ``update_interval_s`` after the previous one (runs under the store's write lock).
+
+        The message updated is the one stored when the recommendation was posted, never the one the request names
+        (``message``: the click's container, the modal's metadata): a request naming another message must not
+        overwrite it. One not posted yet is found by the delivery worker once it is."""
         if update_waiting(tx.connection, UPDATE_KIND, prediction_id):
             return
         payload: dict[str, Any] = {"prediction_id": prediction_id}
-        if message is not None:
-            payload |= {"channel": message.channel, "ts": message.ts}
-        channel = message.channel if message is not None else ""
+        where = message_of(tx.connection, prediction_id)
+        if message is not None and where is not None and (message.channel, message.ts) != where:
+            log.warning(
+                "a request about %s named the message %s/%s, but it was posted as %s/%s: that one is updated",
+                prediction_id,
+                message.channel,
+                message.ts,
+                *where,
+            )
+        channel = where[0] if where is not None else ""
         now = self.clock()
         due = max(now, self._update_due.get(prediction_id, -math.inf) + self.update_interval_s)
         outbox_id = tx.enqueue(channel or "-", UPDATE_KIND, payload, now, prediction_id=prediction_id)

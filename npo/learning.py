@@ -172,8 +172,15 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
             bandit = bandit.observe_surfaced(decision.arm, decision.score, reward, weight)
         applied = _applied(event, decision.key, y, weight, key_state.weight_sum, decision.arm, reward, None)
         status = "recorded"
-    if trust is not None and config.trust is not None and first_answer and key_state.n >= config.peer_min_updates:
-        # Peer credit once per person and recommendation: re-clicking must not earn trust.
+    if (
+        trust is not None
+        and config.trust is not None
+        and first_answer
+        and key_state.n >= config.peer_min_updates
+        and not tx.has_outcome(event.prediction_id)
+    ):
+        # Peer credit once per person and recommendation: re-clicking must not earn trust; nor may agreeing after
+        # the outcome is known (the consensus then mostly says what the outcome did).
         tx.put_trust(update_with_peers(trust, y, consensus_before, config.trust))
     elif trust is not None and tx.get_trust(event.operator) is None:
         tx.put_trust(trust)

@@ -329,6 +329,9 @@ class InMemoryTransaction:
         self._resolve(outcome.prediction_id)
         return True
 
+    def has_outcome(self, prediction_id: str) -> bool:
+        return prediction_id in self._s.outcomes
+
     def get_model(self) -> LogisticModel | None:
         return self._s.model
 

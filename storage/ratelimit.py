@@ -8,7 +8,9 @@ in the bucket. Plain functions over a ``sqlite3.Connection`` inside the caller's
 caller's (``SQLiteTransaction.audit`` in the same transaction).
 
 A request id refused for the rate limit is remembered in ``processed_requests`` (kind :data:`RATE_LIMITED`), so a
-retried or replayed copy of it is recognised (:func:`was_rate_limited`) and neither audited nor charged again.
+retried or replayed copy of it is recognised (:func:`was_remembered`) and neither audited nor charged again. So
+is a click that stored nothing because it repeated the person's current answer (kind :data:`UNCHANGED`): replayed
+after the person changed their answer, it would otherwise be applied then and undo the change.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sqlite3
 from dataclasses import dataclass
 
 RATE_LIMITED = "feedback_rate_limited"  # the audit kind and the processed_requests kind of a refused click
+UNCHANGED = "feedback_unchanged"  # the processed_requests kind of a click that repeated the current answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +89,20 @@ def remember_rate_limited(conn: sqlite3.Connection, request_id: str, at: float) 
     )
 
 
-def was_rate_limited(conn: sqlite3.Connection, request_id: str) -> bool:
-    """True when ``request_id`` was refused for the rate limit before."""
-    row = conn.execute(
-        "SELECT 1 FROM processed_requests WHERE request_id = ? AND kind = ?", (request_id, RATE_LIMITED)
-    ).fetchone()
+def remember_unchanged(conn: sqlite3.Connection, request_id: str, at: float) -> None:
+    """Remember that ``request_id`` repeated its person's current answer and stored nothing (a replay of it is a
+    duplicate, whatever the person answered since)."""
+    conn.execute(
+        "INSERT INTO processed_requests (request_id, kind, at) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+        (request_id, UNCHANGED, at),
+    )
+
+
+def was_remembered(conn: sqlite3.Connection, request_id: str) -> bool:
+    """True when ``request_id`` is a click seen before that stored no answer (refused for the rate limit, or a
+    repeat of the current answer)."""
+    sql = "SELECT 1 FROM processed_requests WHERE request_id = ? AND kind IN (?, ?)"
+    row = conn.execute(sql, (request_id, RATE_LIMITED, UNCHANGED)).fetchone()
     return row is not None
 
 

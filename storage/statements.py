@@ -35,6 +35,14 @@ INSERT_AUDIT = f"INSERT INTO audit_events (id, at, kind, subject, detail) VALUES
 IS_EFFECTIVE = codec.IS_EFFECTIVE
 
 
+# The first column of the prefetch queries: 1 when the request id is stored for this person and recommendation,
+# plus 2 when the recommendation's outcome is recorded (two facts in one column, so no column moves).
+_SEEN_AND_OUTCOME = (
+    "EXISTS(SELECT 1 FROM feedback WHERE prediction_id = ?2 AND operator = ?3 AND request_id = ?1) "
+    "+ 2 * EXISTS(SELECT 1 FROM outcomes WHERE prediction_id = ?2)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Statements:
     """SQL that depends on the store's configuration (number of arms, disruptive actions), built once."""
@@ -44,12 +52,12 @@ class Statements:
     # The warm prefetch (see SQLiteTransaction.prefetch_feedback): request seen, the row ids of the operator's and
     # the system's effective answers; ``warm_decision`` adds the decision's columns.
     warm: str = (
-        "SELECT EXISTS(SELECT 1 FROM feedback WHERE prediction_id = ?2 AND operator = ?3 AND request_id = ?1), "
+        f"SELECT {_SEEN_AND_OUTCOME}, "
         "(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = ?3), "
         f"(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = '{SYSTEM_OPERATOR}')"
     )
     warm_decision: str = (
-        "SELECT EXISTS(SELECT 1 FROM feedback WHERE prediction_id = ?2 AND operator = ?3 AND request_id = ?1), "
+        f"SELECT {_SEEN_AND_OUTCOME}, "
         "(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = ?3), "
         f"(SELECT feedback_id FROM effective_answers WHERE prediction_id = ?2 AND operator = '{SYSTEM_OPERATOR}'), "
         "d.key, d.verdict, d.rule, d.reason, d.decision_confidence, d.misalignment, d.score, d.threshold, d.arm, "
@@ -72,14 +80,14 @@ def statements_for(n_arms: int, n_disruptive: int) -> Statements:
         f"LEFT JOIN learning_state b{i} ON b{i}.kind = 'arm' AND b{i}.name = '{i}'" for i in range(n_arms)
     )
     # Parameters: ?1 request id, ?2 prediction id, ?3 operator, ?4… the configured thresholds. Columns (see
-    # SQLiteTransaction.prefetch_feedback): 0 request seen; 1-10 the decision after its prediction id; 11 its
-    # channel, 12 its target; 13-16 the key's state after its name; 17-20 the operator's trust after the name;
-    # 21, 22 the row ids of the operator's and the system's effective answers; 23 the arms' state (0 none
-    # stored, 1 as configured, -1 anything else); 24… α, β, pulls per arm; then the learning_state row ids of
-    # the key, the trust and each arm; last, the connection's data_version.
+    # SQLiteTransaction.prefetch_feedback): 0 request seen (1) + outcome recorded (2); 1-10 the decision after its
+    # prediction id; 11 its channel, 12 its target; 13-16 the key's state after its name; 17-20 the operator's
+    # trust after the name; 21, 22 the row ids of the operator's and the system's effective answers; 23 the arms'
+    # state (0 none stored, 1 as configured, -1 anything else); 24… α, β, pulls per arm; then the learning_state
+    # row ids of the key, the trust and each arm; last, the connection's data_version.
     # Few columns: each costs ~0.15 µs.
     prefetch = (
-        "SELECT EXISTS(SELECT 1 FROM feedback WHERE prediction_id = ?2 AND operator = ?3 AND request_id = ?1), "
+        f"SELECT {_SEEN_AND_OUTCOME}, "
         "d.key, d.verdict, d.rule, d.reason, d.decision_confidence, d.misalignment, d.score, d.threshold, d.arm, "
         "d.decided_at, d.channel, d.target, k.m, k.n, k.weight_sum, k.updated_at, "
         "t.agree, t.disagree, t.n_outcome, t.n_peer, "

@@ -57,6 +57,7 @@ class SQLiteTransaction(TxBatches, TxFeedback, TxLearning, TxMonitor):
         self._effective = {}
         self._decisions = {}
         self._seen = {}
+        self._outcome_known = {}
         self._channel_target = {}
 
     @property
@@ -82,6 +83,7 @@ class SQLiteTransaction(TxBatches, TxFeedback, TxLearning, TxMonitor):
         self._effective.clear()
         self._decisions.clear()
         self._seen.clear()
+        self._outcome_known.clear()
         self._channel_target.clear()
 
     def _after_commit(self) -> None:

@@ -118,6 +118,7 @@ class TxBase:
     _decisions: dict[str, Decision | None]
     # (prediction id, operator, request id) of answers known to be stored (True) or not (False)
     _seen: dict[tuple[str, str, str], bool]
+    _outcome_known: dict[str, bool]  # prediction id → whether its outcome is recorded (read with the prefetch)
     _channel_target: dict[str, tuple[str, str]]  # prediction id → (decision channel, target)
 
     # -- helpers -------------------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ class TxFeedback(TxBase):
                 self._decisions, self._channel_target = snap.decisions, snap.channel_target
                 self._next_id = snap.next_id
                 self._adopted = snap
-                self._seen[(prediction_id, operator, request_id)] = bool(r[0])
+                self._seen[(prediction_id, operator, request_id)] = bool(r[0] & 1)
+                self._outcome_known.setdefault(prediction_id, bool(r[0] & 2))
                 if not known:
                     if r[3] is None:
                         self._decisions[prediction_id] = None
@@ -109,7 +110,8 @@ class TxFeedback(TxBase):
         cfg = self._config.bandit
         r = self._cur.execute(self._sql.prefetch, (request_id, prediction_id, operator, *cfg.thresholds)).fetchone()
         self._data_version = r[-1]
-        self._seen.setdefault((prediction_id, operator, request_id), bool(r[0]))
+        self._seen.setdefault((prediction_id, operator, request_id), bool(r[0] & 1))
+        self._outcome_known.setdefault(prediction_id, bool(r[0] & 2))
         if r[1] is None:
             self._decisions.setdefault(prediction_id, None)
             return
@@ -233,6 +235,7 @@ class TxFeedback(TxBase):
             f"INSERT INTO outcomes ({codec.OUTCOME_COLS}) VALUES (?,?,?,?,?) ON CONFLICT(prediction_id) DO NOTHING",
             (outcome.prediction_id, int(outcome.real_fault), outcome.at, outcome.source, outcome.recorded_at),
         )
+        self._outcome_known[outcome.prediction_id] = True
         if cur.rowcount != 1:
             return False
         self._c.execute(
@@ -240,6 +243,13 @@ class TxFeedback(TxBase):
             (outcome.at, outcome.prediction_id),
         )
         return True
+
+    def has_outcome(self, prediction_id: str) -> bool:
+        known = self._outcome_known.get(prediction_id)
+        if known is None:
+            known = self._one("SELECT 1 FROM outcomes WHERE prediction_id = ?", (prediction_id,)) is not None
+            self._outcome_known[prediction_id] = known
+        return known
 
     def close_recommendation(self, prediction_id: str, at: float) -> bool:
         """Close the prediction's recommendation *without* an outcome (its alert resolved without saying whether

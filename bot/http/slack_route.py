@@ -6,15 +6,23 @@ another copy than the one seen here), and a body Bolt cannot read as one JSON ob
 JSON in ``payload=``, ``payload=null``, a JSON list (400; Bolt parses the body before it checks the signature and
 would answer 500 to anyone). Missing headers, a bad signature and a timestamp
 outside ±300 s are left to Bolt's request verification (401 ``{"error": "invalid request"}``).
+
+It also corrects one reading of Bolt's: a form body that contains the text ``payload`` anywhere — a slash
+command ``/npo why payload-7``, a channel named ``#payload-ops`` — is taken for an interaction's ``payload=`` field
+and read as empty, so no listener matched (404). Such a body without a ``payload`` field is read as the plain form
+it is (:func:`_read_as_form`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -29,6 +37,20 @@ def _unix_seconds(text: str) -> bool:
     more than 4,300 digits, which Bolt would answer with a 500)."""
     value = text.strip()
     return value.isascii() and value.isdigit() and len(value) <= 12
+
+
+def _read_as_form(request: AsyncBoltRequest) -> None:
+    """Bolt reads any form body containing the text ``payload`` as an interaction and, finding no ``payload``
+    field, as ``{}``: such a body (a slash command whose text, channel or user name says "payload") is read again
+    as the plain form it is, and its context built from that."""
+    raw = request.raw_body
+    if request.body or "payload" not in raw or raw.lstrip().startswith("{"):
+        return
+    fields = dict(parse_qsl(raw, keep_blank_values=True))
+    if not fields or "payload" in fields:
+        return
+    request.body = fields
+    request.context = build_async_context(AsyncBoltContext({}), fields)
 
 
 def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request], Awaitable[Response]]:
@@ -56,6 +78,7 @@ def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request
         except Exception as exc:  # Bolt's body parser: invalid JSON, too deep, not an object...
             log.info("refused a /slack/events body Bolt cannot parse: %s", type(exc).__name__)
             return error(400, "the body is not a Slack request (unreadable payload)")
+        _read_as_form(bolt_request)
         if not isinstance(bolt_request.body, dict):
             return error(400, "the body is not a Slack request (the payload must be a JSON object)")
         if (field := shape_problem(bolt_request.body)) is not None:

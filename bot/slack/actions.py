@@ -166,7 +166,7 @@ def _make_outcome_listener(deps: SlackDeps) -> Any:
                 return
             now = time.time()
             outcome = Outcome(click.prediction_id, OUTCOME_ACTIONS[click.action_id], now, f"slack:{click.user}", now)
-            await deps.storage(deps.service.record_outcome, outcome, click.message)
+            await deps.storage(deps.service.record_outcome, outcome, click.message, surfaced_only=True)
         except (LoopError, InvalidRecord) as exc:
             log.warning("outcome not recorded: %s", exc)
             with contextlib.suppress(Exception):

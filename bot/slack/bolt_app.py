@@ -20,6 +20,7 @@ from bot.slack.deps import SlackDeps
 
 log = logging.getLogger(__name__)
 LISTENER_MODULES = (actions, override, home, command, retraining)
+HANDLED_EVENTS = home.EVENTS  # the Events API types a listener handles (the others get Bolt's 404)
 
 
 def build_web_client(settings: Settings) -> AsyncWebClient:
@@ -63,6 +64,8 @@ def make_event_dedupe(
     (``event_callback``) is processed once per ``event_id``. A repeat — Slack's retry with
     ``X-Slack-Retry-Num`` after a timeout, or a replay — is answered 200 with an empty body and reaches no
     listener. The id is claimed in SQLite (``processed_requests``), so this holds across restarts and processes.
+    Only an event some listener handles (:data:`HANDLED_EVENTS`) is claimed: any other type is answered 404 by Bolt
+    and, like every refused request, leaves nothing stored.
     """
 
     async def dedupe_events(
@@ -70,8 +73,9 @@ def make_event_dedupe(
     ) -> BoltResponse:
         body = req.body
         event_id = body.get("event_id") if isinstance(body, dict) and body.get("type") == "event_callback" else None
-        if event_id:
-            kind = str((body.get("event") or {}).get("type") or "event")
+        event = body.get("event") if event_id else None
+        kind = str(event.get("type") or "") if isinstance(event, dict) else ""
+        if event_id and kind in HANDLED_EVENTS:
             first = await deps.storage(deps.service.store.claim_request, f"event:{event_id}", kind, time.time())
             if not first:
                 retry = (req.headers.get("x-slack-retry-num") or ["-"])[0]

@@ -15,15 +15,17 @@ from bot.slack.home_blocks import home_view
 
 log = logging.getLogger(__name__)
 RECENT = 10
+EVENTS = frozenset({"app_home_opened"})  # the Events API types this module listens to
 
 
 def _make_listener(deps: SlackDeps) -> Any:
     async def on_home_opened(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient) -> None:
         try:
-            if event.get("tab", "home") != "home" or not event.get("user"):
+            user = event.get("user")
+            if event.get("tab", "home") != "home" or not isinstance(user, str) or not user:
                 return
             view = home_view(await deps.query(home_data, deps.service, recent=RECENT))
-            deps.spawn(client.views_publish(user_id=event["user"], view=view), "views.publish")
+            deps.spawn(client.views_publish(user_id=user, view=view), "views.publish")
         except Exception:
             log.exception("app_home_opened failed")
 
@@ -32,4 +34,6 @@ def _make_listener(deps: SlackDeps) -> Any:
 
 def register(app: AsyncApp, deps: SlackDeps) -> None:
     """Attach the App Home listener to ``app``."""
-    app.event("app_home_opened")(_make_listener(deps))
+    listener = _make_listener(deps)
+    for event_type in EVENTS:
+        app.event(event_type)(listener)

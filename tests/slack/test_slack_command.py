@@ -289,3 +289,15 @@ def test_app_home_shortens_long_override_reasons_so_every_recent_override_shows(
     shown = [line for line in text.split("\n") if line.startswith(f":no_entry: <@{BOB}>")]
     assert len(shown) == 8 and all(len(line) < 400 and "…" in line for line in shown), shown
     assert "more section" not in str(view["blocks"])
+
+
+def test_a_command_whose_text_says_payload_is_answered_not_404(bot: BotUnderTest) -> None:
+    """Bolt reads any form body containing the text "payload" as an interaction's ``payload=`` field and, finding
+    none, as empty: ``/npo why payload-7`` got 404 and a key naming "payload" could not be muted from Slack."""
+    pkey = "payload_corruption|investigate|r#-p#|p>=0.9"
+    bot.surface("p1", fault_type="payload_corruption")
+    assert npo(bot, "why payload-7").startswith("No recommendation with id `payload-7`")
+    assert ":mute:" in npo(bot, f"mute {pkey.replace('>', '&gt;')} 1h payload path")
+    assert bot.ingest(prediction("p2", fault_type="payload_corruption")).json()["rule"] == "mute"
+    assert npo(bot, "why p1").startswith("*Recommendation `p1`*")  # an ordinary command is read as before
+    assert npo(bot, "status payload").startswith("Unknown command `status payload`")  # read, not a 404

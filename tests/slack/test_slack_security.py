@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from slack_testing import ALICE, MALLORY, SECRET, BotUnderTest, wait_for
+from slack_testing import ALICE, BOB, INCIDENT, MALLORY, SECRET, BotUnderTest, prediction, wait_for
 
 from bot.standin import interactions
 from bot.standin.signing import sign, signed_headers
@@ -111,11 +111,31 @@ def test_same_person_clicking_like_twice_changes_nothing_and_override_replaces(b
     assert bot.click(ALICE, "npo_like", message).status_code == 200
     once = bot.counts()
     assert bot.click(ALICE, "npo_like", message).status_code == 200
-    assert bot.counts() == once
+    assert bot.counts() == once | {"processed_requests": once["processed_requests"] + 1}  # its request id, only
     assert bot.click(ALICE, "npo_neutral", message).status_code == 200
     log = bot.bot.store.feedback_log(prediction_id="p1")
     assert [f.event.kind.value for f in log] == ["like", "neutral"] and log[1].replaces == log[0].event.request_id
     assert bot.counts()["key_n"] == once["key_n"]  # replaced, not counted twice
+
+
+def test_a_replayed_repeat_of_an_answer_does_not_undo_a_later_change(bot: BotUnderTest) -> None:
+    """Like, Like again (a new click: stored nothing), then Neutral. The second Like replayed as captured — same
+    body, same signature, inside Slack's five minutes — was applied then, and Alice's answer was Like again. Its
+    request id is remembered: the replay is a duplicate, and her answer stays Neutral."""
+    message = bot.surface("p1")
+    assert bot.click(ALICE, "npo_like", message).status_code == 200
+    again = bot.click_body(ALICE, "npo_like", message)
+    captured = signed_headers(SECRET, again, interactions.FORM)
+    assert bot.send_signed(again, headers=captured).status_code == 200
+    assert bot.click(ALICE, "npo_neutral", message).status_code == 200
+    settled = bot.counts()
+    assert bot.send_signed(again, headers=captured).status_code == 200  # the replay
+    assert bot.counts() == settled
+    log = bot.bot.store.feedback_log(prediction_id="p1")
+    assert [f.event.kind.value for f in log] == ["like", "neutral"]
+    with bot.bot.store.transaction() as tx:
+        current = tx.effective_feedback("p1", ALICE)
+    assert current is not None and current.event.kind.value == "neutral"
 
 
 def test_unauthorised_clicker_gets_an_ephemeral_refusal(bot: BotUnderTest) -> None:
@@ -157,3 +177,74 @@ def test_every_web_api_call_reached_the_standin(bot: BotUnderTest) -> None:
     methods = {c.method for c in bot.standin.calls()}
     assert {"chat.postMessage", "chat.update"} <= methods
     assert "auth.test" not in methods  # custom authorize: Bolt never asks slack.com who it is
+
+
+def _signed_click(bot: BotUnderTest, user: str, action_id: str, value: str, message: tuple[str, str]) -> int:
+    """A click signed as Slack signs it, on ``message``, with the button's value (a prediction id) ``value``:
+    what someone holding the signing secret could send, or a client showing an old message."""
+    payload = interactions.block_actions_payload(
+        bot.standin.store,
+        f"{bot.standin.url}/response",
+        user_id=user,
+        action_id=action_id,
+        value=value,
+        message=message,
+        view=None,
+        trigger_id=None,
+        force=True,
+    )
+    return bot.send_signed(interactions.form_body(payload)).status_code
+
+
+def test_an_outcome_button_naming_a_prediction_never_surfaced_records_nothing(bot: BotUnderTest) -> None:
+    """Like and Override refuse a prediction that was not surfaced; the outcome buttons recorded an outcome for it
+    (and fed the miss term and m(k) with it). Only a surfaced recommendation shows them: refused, with a word."""
+    message = bot.surface("p1")
+    assert bot.ingest(prediction("q1", fault_type="psu", confidence=0.1)).json()["verdict"] == "suppress"
+    before = bot.counts()
+    assert _signed_click(bot, ALICE, "npo_confirm_fault", "q1", message) == 200
+    told = wait_for(lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to])
+    assert "not recorded" in told[0].text and "was not surfaced" in told[0].text
+    assert bot.counts() == before
+
+
+def test_an_answer_after_the_outcome_earns_no_peer_agreement(bot: BotUnderTest) -> None:
+    """An answer given once the outcome is known (a stale client still showing the buttons) earns no agreement:
+    with the outcome (only answers before it are credited) and, now, with the peers either — the consensus then
+    mostly says what the outcome did. The answer itself still counts."""
+    messages = [bot.surface(f"p{i}") for i in range(7)]
+    for message in messages[:5]:  # the key's consensus: five likes
+        assert bot.click(ALICE, "npo_like", message).status_code == 200
+    assert bot.ingest({"prediction_id": "p5", "real_fault": True}, path="/api/v1/outcomes").status_code == 200
+    assert _signed_click(bot, BOB, "npo_like", "p5", messages[5]) == 200  # after the outcome
+    trust = bot.bot.store.trust()
+    assert BOB not in trust or trust[BOB].n_peer == 0
+    assert [f.event.operator for f in bot.bot.store.feedback_log(prediction_id="p5")] == [BOB]  # still recorded
+    assert _signed_click(bot, BOB, "npo_like", "p6", messages[6]) == 200  # no outcome yet: credited
+    assert bot.bot.store.trust()[BOB].n_peer == 1
+
+
+def test_a_click_naming_another_message_updates_only_its_own(bot: BotUnderTest) -> None:
+    """The message a click updates is the one stored when its recommendation was posted, not the one the request
+    names: a Like on p1 sent with p2's message as its container overwrote p2's message with p1's."""
+    first, second = bot.surface("p1"), bot.surface("p2", target="r12-other")
+    assert _signed_click(bot, ALICE, "npo_like", "p1", second) == 200
+    wait_for(lambda: "*like*" in str(bot.standin.message(*first).blocks), 10)  # p1's own message shows the answer
+    time.sleep(1.2)  # the update interval: any further update would be out by now
+    shown = str(bot.standin.message(*second).blocks)
+    assert "r12-other" in shown and "*like*" not in shown  # p2's message is p2's, unanswered
+
+
+def test_an_event_no_listener_handles_is_refused_and_stores_nothing(bot: BotUnderTest) -> None:
+    """A ``reaction_added`` event (not subscribed: no listener) got 404 but its id was claimed, so Slack's retry
+    got 200 and a row stayed behind. Nothing is claimed now: the retry is refused the same way."""
+    before = bot.counts()
+    event = {"type": "reaction_added", "user": ALICE, "reaction": "eyes", "item": {"type": "message"}}
+    first = bot.standin.send_event(bot.events_url, SECRET, event, event_id="Ev0404")
+    retry = bot.standin.send_event(bot.events_url, SECRET, event, event_id="Ev0404", retry_num=1)
+    assert first.status_code == retry.status_code == 404
+    assert bot.counts() == before
+    home = {"type": "app_home_opened", "user": {"id": ALICE}, "tab": "home"}  # a user that is not an id
+    assert bot.standin.send_event(bot.events_url, SECRET, home, event_id="Ev0405").status_code == 200
+    time.sleep(0.3)
+    assert not bot.standin.calls("views.publish")
