@@ -17,7 +17,8 @@ records the result:
 * a plain message or its update (``message``, ``message_update``: a retraining alert) whose blocks Slack refuses →
   sent once more at once in short (:func:`bot.slack.blocks.compact_message_blocks`: its text and its buttons);
 * a digest Slack refuses → posted again at once with half as many lines (the rest following), down to one line; a
-  kind's line (a storm listed by kind) refused alone → its kind listed one recommendation a line instead;
+  kind's line (a storm listed by kind) refused alone → that kind listed first, one recommendation a line, and the
+  rest of the pass one by one too; a refusal answered too late in the lease → the digest deferred, not sent again;
 * any other Slack error (``channel_not_found``, ``not_in_channel``, ``invalid_auth``, a refusal of a short
   rendering or of a digest's single line…) → ``mark_failed``, one clear log line, and
   ``npo_deliveries_total{result="failed"}``.
@@ -331,7 +332,7 @@ class DeliveryWorker:
             except SlackApiError as exc:
                 if not blocks:
                     raise
-                self._refused(exc, f"{item.kind} (outbox message {item.id})")
+                self._refused(exc, item, f"{item.kind} (outbox message {item.id})")
                 return self._post(item.channel, text, compact_message_blocks(text, blocks))
         if item.kind == "thread_reply":
             thread_ts = str(payload.get("thread_ts") or "")
@@ -344,7 +345,7 @@ class DeliveryWorker:
             except SlackApiError as exc:
                 if not blocks:
                     raise
-                self._refused(exc, f"{item.kind} (outbox message {item.id})")
+                self._refused(exc, item, f"{item.kind} (outbox message {item.id})")
                 blocks = compact_message_blocks(text, blocks)
                 self.client.chat_update(channel=item.channel, ts=ts, text=text, blocks=blocks)
             return item.channel, ts
@@ -400,21 +401,23 @@ class DeliveryWorker:
             )
         return channel, ts
 
-    @classmethod
-    def _compact(cls, exc: SlackApiError, item: OutboxItem, view: RecommendationView) -> RecommendationView:
+    def _compact(self, exc: SlackApiError, item: OutboxItem, view: RecommendationView) -> RecommendationView:
         """The compact rendering to send again when Slack refused the recommendation's blocks (re-raises any other
         error): its limits are counted in characters, as NPO counts them, but Slack's counting of some text (emoji,
         other scripts) is undocumented, and a recommendation should not be lost to it."""
-        cls._refused(exc, f"{item.kind} message of {view.prediction.id}")
+        self._refused(exc, item, f"{item.kind} message of {view.prediction.id}")
         return compact_view(view)
 
-    @staticmethod
-    def _refused(exc: SlackApiError, subject: str) -> None:
+    def _refused(self, exc: SlackApiError, item: OutboxItem, subject: str) -> None:
         """Log that Slack refused the blocks of ``subject`` and that it is sent again in short; re-raises ``exc`` when
-        it is any other error."""
+        it is any other error. When the refusal came back with too little of ``item``'s lease left to start another
+        call (a slow answer), the message is retried at once instead, under a fresh lease: another worker may
+        have claimed it meanwhile, and both would send it."""
         error = str(exc.response.get("error") or "")
         if error not in REFUSED_BLOCKS:
             raise exc
+        if not self._leased(item):
+            raise _Retry(0.0, f"Slack refused its blocks ({error}); the lease is nearly over", expected=True)
         log.warning("Slack refused the %s (%s): sending it again in short", subject, error)
 
     def _post_state(self, prediction_id: str) -> str:
@@ -448,6 +451,7 @@ class DeliveryWorker:
             except _Fail as exc:
                 self._handle_error([item], exc)  # nothing to list: failed, as a recommendation of its own would be
         why = "alert storm: too many at once for one channel" if storm else "channel hourly cap reached"
+        one_by_one = False  # set once a kind's line was refused: this pass lists one recommendation a line
         while rest:
             ready_at = self._ready_at.get(channel, 0.0)
             if ready_at > self.clock():
@@ -460,7 +464,7 @@ class DeliveryWorker:
                 return
             views = [view for _, view in rest]
             fit = digest_fit(views)
-            groups = digest_groups(views) if fit < len(views) else []
+            groups = digest_groups(views) if fit < len(views) and not one_by_one else []
             if not 0 < len(groups) < len(views):  # one by one, in as many parts as it takes
                 groups = []
             lines = grouped_digest_fit(groups) if groups else fit
@@ -473,9 +477,19 @@ class DeliveryWorker:
                 except Exception as exc:
                     error = str(exc.response.get("error") or "") if isinstance(exc, SlackApiError) else ""
                     if error in REFUSED_BLOCKS and (lines > 1 or (groups and len(part) > 1)):
-                        # Slack counts some text differently: fewer lines; one kind's line refused alone is listed
-                        # one by one instead, so only a single recommendation's line can fail for good
-                        lines, groups = (lines // 2, groups) if lines > 1 else (max(1, fit // 2), [])
+                        if not all(self._leased(item) for item, _ in rest):  # a slow refusal: no time for another
+                            for item, _ in rest:
+                                self._defer(item, self.clock(), "a refused digest: this lease is nearly over")
+                            return
+                        # Slack counts some text differently: fewer lines. One kind's line refused alone: that kind
+                        # is listed one recommendation a line, first, and the rest of this pass one by one too, so
+                        # only a single recommendation's line can fail for good.
+                        if lines > 1:
+                            lines //= 2
+                        else:
+                            rest, one_by_one, groups = part + left, True, []
+                            views = [view for _, view in rest]
+                            lines = max(1, min(digest_fit(views), len(part)))
                         log.warning(
                             "Slack refused a digest of %d recommendation(s) for %s (%s): sending it again in parts of "
                             "at most %d line(s)",

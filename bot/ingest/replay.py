@@ -101,6 +101,9 @@ def _csv(text: str) -> Iterator[tuple[int, Any]]:
     except csv.Error as exc:
         yield reader.reader.line_num, InvalidRecord("(header)", f"invalid CSV: {exc}")
         return
+    if "" in header:  # unnamed columns (a spreadsheet's trailing commas): each its own, so a value under one is
+        # refused as an unknown field, naming its column, and their empty cells are no name given twice
+        header = reader.fieldnames = [name or f"(column {i + 1})" for i, name in enumerate(header)]
     twice = next((name for i, name in enumerate(header) if name in header[:i]), None)
     if twice is not None:  # csv.DictReader would keep the last column of that name in every row, without a word
         yield reader.reader.line_num, InvalidRecord("(header)", f"the column {twice!r} appears twice: name it once")

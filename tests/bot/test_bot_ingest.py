@@ -458,6 +458,21 @@ def test_replay_reports_lines_the_json_decoder_cannot_read(tmp_path: Path) -> No
     assert [e.split(":")[:2] for e in parsed.errors] == [["line 3", " (line)"], ["line 4", " labels"]]
 
 
+def test_replay_reads_a_csv_whose_header_ends_in_unnamed_columns(tmp_path: Path) -> None:
+    """A spreadsheet's trailing commas (``…,confidence,,``) are unnamed columns, not one name given twice: the file
+    is read, and a value under an unnamed column is refused, naming it."""
+    path = tmp_path / "p.csv"
+    path.write_text(
+        "id,fault_type,target,action,confidence,,\n"
+        "p1,disk_failure,r12-a,investigate,0.9,,\n"
+        "p2,disk_failure,r12-b,investigate,0.8,,oops\n",
+        encoding="utf-8",
+    )
+    parsed = read_predictions(path, received_at=1.0)
+    assert [p.id for p in parsed.predictions] == ["p1"]
+    assert len(parsed.errors) == 1 and parsed.errors[0].startswith("line 3: (column 7)")
+
+
 def test_replay_refuses_a_key_or_a_column_given_twice(tmp_path: Path) -> None:
     """``json.loads`` and ``csv.DictReader`` keep the last of two values of one name without a word; the HTTP routes
     and the poller refuse such a prediction, and so does a replay (the line and the key named)."""

@@ -8,9 +8,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_testing import ALICE, BOB, INCIDENT, TOKEN, BotUnderTest, make_settings, prediction, serving, wait_for
 
 from bot.app import build_bot
@@ -206,3 +208,53 @@ def test_a_digest_line_refused_alone_fails_for_good_and_the_rest_is_posted(storm
     assert failed.payload["prediction_id"] == "s0" and failed.last_error == "invalid_blocks"
     shown = [pid for m in storm_bot.standin.messages(INCIDENT) for pid in _ids_listed(m.blocks, range(8))]
     assert sorted(shown) == [f"s{i}" for i in range(1, 8)]
+
+
+ALERT_BLOCKS = [
+    {"type": "section", "block_id": "a", "text": {"type": "mrkdwn", "text": "retraining alert"}},
+    {
+        "type": "actions",
+        "block_id": "npo_retrain",
+        "elements": [{"type": "button", "action_id": "x", "text": {"type": "plain_text", "text": "Approve"}}],
+    },
+]
+
+
+class SlowRefusal(WebClient):
+    """A client whose first refused chat.postMessage answers late (``delay`` s after Slack refused it)."""
+
+    def __init__(self, *args: Any, delay: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.delay = delay
+        self.slowed = False
+
+    def chat_postMessage(self, **kwargs: Any) -> Any:  # noqa: N802 - slack_sdk's name
+        try:
+            return super().chat_postMessage(**kwargs)
+        except SlackApiError:
+            if not self.slowed:
+                self.slowed = True
+                time.sleep(self.delay)
+            raise
+
+
+def test_a_short_resend_is_not_started_after_the_lease_ran_out(tmp_path: Path, standin: StandIn) -> None:
+    """Slack's refusal came back after the lease was over, and another worker had claimed and posted the message
+    meanwhile: the short re-send would post it a second time. It is retried under a fresh lease instead (and finds
+    it sent)."""
+    path = tmp_path / "npo.db"
+    with SQLiteStore(path) as a_store, SQLiteStore(path) as b_store:
+        a_store.enqueue(INCIDENT, "message", {"text": "alert", "blocks": ALERT_BLOCKS}, time.time())
+        config = WorkerConfig(lease_s=2.0, post_interval_s=0.0)
+        slow = SlowRefusal(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[], delay=2.5)
+        fast = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+        worker_a = DeliveryWorker(SimpleNamespace(store=a_store), slow, Metrics(), config)  # type: ignore[arg-type]
+        worker_b = DeliveryWorker(SimpleNamespace(store=b_store), fast, Metrics(), config)  # type: ignore[arg-type]
+        standin.faults.error("chat.postMessage", "invalid_blocks", times=1)  # A's first call, answered late
+        a_pass = threading.Thread(target=worker_a.run_once)
+        a_pass.start()
+        time.sleep(2.1)  # A's lease is over, its refused call not yet answered
+        assert worker_b.run_once() == 1  # B claims the message and posts it in full
+        a_pass.join(10)
+        posted = standin.messages(INCIDENT)
+        assert len(posted) == 1, [m.blocks for m in posted]  # A's short re-send is not started: B's post stands

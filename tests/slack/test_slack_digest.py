@@ -14,10 +14,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from slack_sdk import WebClient
-from slack_testing import INCIDENT, TOKEN, BotUnderTest, make_settings, prediction, serving, wait_for
+from slack_testing import ALICE, BOB, INCIDENT, TOKEN, BotUnderTest, make_settings, prediction, serving, wait_for
 
 from bot.app import build_bot
 from bot.delivery import DeliveryWorker, WorkerConfig
@@ -268,7 +269,8 @@ def test_a_storm_digest_slack_refuses_is_sent_in_fewer_kinds_then_one_by_one_and
     assert len(refused) == 2
     kinds_in = [len(re.findall(r"\d+ × ft-", str(c.body["blocks"]))) for c in refused]
     assert kinds_in == [2, 1]  # both kinds, then one
-    assert _listed(calls[2].body["blocks"]) and calls[2].response["ok"]  # then one recommendation a line
+    third = _listed(calls[2].body["blocks"])  # then that kind, one recommendation a line
+    assert calls[2].response["ok"] and len(third) > 1 and len({kinds[pid] for pid in third}) == 1
     assert not bot.bot.store.outbox("failed")
     assert sorted(pid for pid, _, _ in _sent(bot)) == sorted(kinds)  # every one sent once…
     counted = [
@@ -276,3 +278,41 @@ def test_a_storm_digest_slack_refuses_is_sent_in_fewer_kinds_then_one_by_one_and
         for m in bot.standin.messages(INCIDENT)
     ]
     assert sum(int(c.group(1)) for c in counted if c) == 40  # …and counted once in the digests posted
+
+
+class Timed(WebClient):
+    """A client for a worker on a fake clock: each chat.postMessage takes ``seconds`` of it; records when each
+    call started."""
+
+    def __init__(self, *args: Any, now: list[float], seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.now, self.seconds, self.starts = now, seconds, []
+
+    def chat_postMessage(self, **kwargs: Any) -> Any:  # noqa: N802 - slack_sdk's name
+        self.starts.append(self.now[0])
+        try:
+            return super().chat_postMessage(**kwargs)
+        finally:
+            self.now[0] += self.seconds
+
+
+def test_a_refused_digest_is_not_posted_again_after_its_lease_ran_out(tmp_path: Path, standin: StandIn) -> None:
+    """A storm digest of 8 refused three times (8, 4, 2 lines) is posted as one line at the fourth call; with
+    each call taking 20 s of a 60 s lease, that call would start 60 s after the claim, with no lease left (another
+    worker may have claimed the digest's items by then): the items are deferred to a fresh lease instead."""
+    standin.add_user(ALICE)
+    standin.add_user(BOB)
+    built = build_bot(make_settings(tmp_path, standin, storm_threshold=3), seed=1, run_worker=False)
+    with serving(built, standin) as served:
+        assert served.ingest([prediction(f"s{i}", target=f"node-{i}") for i in range(8)]).status_code == 200
+        now = [time.time()]
+        client = Timed(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[], now=now, seconds=20.0)
+        worker = DeliveryWorker(
+            served.bot.service, client, Metrics(), WorkerConfig(lease_s=60.0, storm_threshold=3), clock=lambda: now[0]
+        )
+        standin.faults.error("chat.postMessage", "msg_blocks_too_long", times=3)
+        claimed_at = now[0]
+        assert worker.run_once() == 8
+        lease_end = claimed_at + 60.0
+        late = [start - claimed_at for start in client.starts if start >= lease_end - 10.0]  # LEASE_MARGIN_S
+        assert late == [], f"calls started {late} s after the claim of a 60 s lease"
