@@ -110,17 +110,21 @@ class BotUnderTest:
         assert response.json()["verdict"] == "surface", response.json()
         return self.posted(pid)
 
-    def click_body(self, user: str, action_id: str, message: tuple[str, str]) -> str:
+    def click_body(
+        self, user: str, action_id: str, message: tuple[str, str], *, value: str | None = None, force: bool = False
+    ) -> str:
+        """A click on ``message``'s button ``action_id``; ``value`` (a prediction id) in place of the button's, and
+        ``force``: a button the message no longer shows — what a crafted request or a stale client sends."""
         payload = interactions.block_actions_payload(
             self.standin.store,
             f"{self.standin.url}/response",
             user_id=user,
             action_id=action_id,
-            value=None,
+            value=value,
             message=message,
             view=None,
             trigger_id=None,
-            force=False,
+            force=force,
         )
         return interactions.form_body(payload)
 

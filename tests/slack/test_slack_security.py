@@ -182,18 +182,7 @@ def test_every_web_api_call_reached_the_standin(bot: BotUnderTest) -> None:
 def _signed_click(bot: BotUnderTest, user: str, action_id: str, value: str, message: tuple[str, str]) -> int:
     """A click signed as Slack signs it, on ``message``, with the button's value (a prediction id) ``value``:
     what someone holding the signing secret could send, or a client showing an old message."""
-    payload = interactions.block_actions_payload(
-        bot.standin.store,
-        f"{bot.standin.url}/response",
-        user_id=user,
-        action_id=action_id,
-        value=value,
-        message=message,
-        view=None,
-        trigger_id=None,
-        force=True,
-    )
-    return bot.send_signed(interactions.form_body(payload)).status_code
+    return bot.send_signed(bot.click_body(user, action_id, message, value=value, force=True)).status_code
 
 
 def test_an_outcome_button_naming_a_prediction_never_surfaced_records_nothing(bot: BotUnderTest) -> None:
