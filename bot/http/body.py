@@ -96,8 +96,14 @@ def parse_json(raw: bytes) -> Any:
     """
     if not raw.strip():
         raise BadJson("the body is empty")
+    try:  # UTF-8 only (RFC 8259; json.loads of bytes would also take UTF-16 and UTF-32), a byte-order mark allowed
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadJson(f"the body must be UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start} is not)") from None
+    if "\x00" in text:  # UTF-16 or UTF-32 text that happens to be valid UTF-8 (NUL between ASCII letters)
+        raise BadJson("the body must be UTF-8 (it holds NUL characters: UTF-16 or UTF-32?)")
     try:
-        value, twice = keys_twice.loads(raw)
+        value, twice = keys_twice.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadJson(f"invalid JSON: {exc}") from None
     except RecursionError:

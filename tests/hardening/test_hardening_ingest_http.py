@@ -332,3 +332,16 @@ def test_identical_notifications_sent_at_once_are_recorded_once(bot: BotUnderTes
     assert [a.status_code for a in answers] == [200] * 6
     assert sorted(a.json()["outcomes"][0]["recorded"] for a in answers) == [False] * 5 + [True]
     assert bot.counts()["predictions"] == 1 and bot.counts()["outcomes"] == 1
+
+
+def test_a_body_in_another_encoding_than_utf8_is_refused(bot: BotUnderTest) -> None:
+    """The routes read UTF-8 (RFC 8259), as the README says; ``json.loads`` of bytes also took UTF-16 and UTF-32.
+    Refused, saying so, and nothing stored; a UTF-8 byte-order mark is still fine."""
+    url = f"{bot.server.url}/api/v1/predictions"
+    text = json.dumps(prediction("u1"))
+    for encoding in ("utf-16", "utf-16-le", "utf-32"):
+        response = httpx.post(url, content=text.encode(encoding), headers=_auth(bot))
+        assert response.status_code == 400, (encoding, response.text)
+        assert "must be UTF-8" in _is_json_error(response)["error"]
+    assert bot.counts()["predictions"] == 0
+    assert httpx.post(url, content=text.encode("utf-8-sig"), headers=_auth(bot)).status_code == 200
