@@ -64,8 +64,9 @@ def make_event_dedupe(
     (``event_callback``) is processed once per ``event_id``. A repeat — Slack's retry with
     ``X-Slack-Retry-Num`` after a timeout, or a replay — is answered 200 with an empty body and reaches no
     listener. The id is claimed in SQLite (``processed_requests``), so this holds across restarts and processes.
-    Only an event some listener handles (:data:`HANDLED_EVENTS`) is claimed: any other type is answered 404 by Bolt
-    and, like every refused request, leaves nothing stored.
+    An event of a type no listener handles (not in :data:`HANDLED_EVENTS`; the manifest subscribes to none) is
+    acknowledged 200 and ignored, storing nothing: Bolt would answer 404, Slack would retry it three times, and
+    Slack turns off an app's event subscriptions when most deliveries fail.
     """
 
     async def dedupe_events(
@@ -75,7 +76,10 @@ def make_event_dedupe(
         event_id = body.get("event_id") if isinstance(body, dict) and body.get("type") == "event_callback" else None
         event = body.get("event") if event_id else None
         kind = str(event.get("type") or "") if isinstance(event, dict) else ""
-        if event_id and kind in HANDLED_EVENTS:
+        if event_id and kind not in HANDLED_EVENTS:
+            log.info("event %s of type %r ignored: no listener handles it", event_id, kind)
+            return BoltResponse(status=200, body="")
+        if event_id:
             first = await deps.storage(deps.service.store.claim_request, f"event:{event_id}", kind, time.time())
             if not first:
                 retry = (req.headers.get("x-slack-retry-num") or ["-"])[0]

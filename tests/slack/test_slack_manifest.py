@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.slack.bolt_app import HANDLED_EVENTS
+
 MANIFEST = Path(__file__).resolve().parents[2] / "slack-manifest.yml"
 
 
@@ -57,6 +59,6 @@ def test_manifest_scopes_are_exactly_those_of_the_web_api_calls_and_listeners_ma
     needed = set().union(*(SCOPES_OF_METHOD[m] for m in methods)) | {"commands"}
     assert set(data["oauth_config"]["scopes"]["bot"]) == needed
     events = set(re.findall(r"app\.event\(\"([a-z_]+)\"\)", source))
-    assert set(data["settings"]["event_subscriptions"]["bot_events"]) == events
+    assert set(data["settings"]["event_subscriptions"]["bot_events"]) == events == HANDLED_EVENTS
     commands = set(re.findall(r"app\.command\(\"(/[a-z]+)\"\)", source))
     assert {c["command"] for c in data["features"]["slash_commands"]} == commands
