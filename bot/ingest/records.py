@@ -8,6 +8,7 @@ cannot silently drop information. ``received_at`` is set by NPO, not by the send
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ PREDICTION_FIELDS = (
 )
 PREDICTION_REQUIRED = ("id", "fault_type", "target", "action", "confidence")
 OUTCOME_FIELDS = ("prediction_id", "real_fault", "at", "source")
+OUTCOME_CLOCK_SKEW_S = 300.0  # how far an outcome's ``at`` may be ahead of the bot's clock (hosts' clocks differ)
 
 
 def _check_keys(obj: object, allowed: Sequence[str], required: Sequence[str]) -> Mapping[str, Any]:
@@ -90,10 +92,20 @@ def prediction_from_json(obj: object, *, received_at: float) -> Prediction:
 def outcome_from_json(obj: object, *, now: float) -> Outcome:
     """One outcome from a decoded JSON object. Raises :class:`InvalidRecord` naming the offending field."""
     data = _check_keys(obj, OUTCOME_FIELDS, ("prediction_id", "real_fault"))
+    at = _or_default(data, "at", now)
+    try:
+        seconds = float(at) if type(at) in (int, float) else math.nan  # Outcome names any other kind of value
+    except OverflowError:  # an integer beyond any float: Outcome names it
+        seconds = math.nan
+    if math.isfinite(seconds) and seconds > now + OUTCOME_CLOCK_SKEW_S:
+        # an outcome is a fact about the past: a time ahead of the clock is a wrong unit or a wrong clock
+        hint = " (milliseconds? send Unix seconds)" if seconds > 100 * max(now, 1.0) else ""
+        ahead = f"is {seconds - now:,.0f} s ahead of the bot's clock{hint}"
+        raise InvalidRecord("at", f"{ahead}: send when the outcome happened")
     return Outcome(
         prediction_id=data["prediction_id"],
         real_fault=data["real_fault"],
-        at=_or_default(data, "at", now),
+        at=at,
         source=_or_default(data, "source", "api"),
         recorded_at=now,
     )

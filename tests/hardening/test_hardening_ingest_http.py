@@ -345,3 +345,20 @@ def test_a_body_in_another_encoding_than_utf8_is_refused(bot: BotUnderTest) -> N
         assert "must be UTF-8" in _is_json_error(response)["error"]
     assert bot.counts()["predictions"] == 0
     assert httpx.post(url, content=text.encode("utf-8-sig"), headers=_auth(bot)).status_code == 200
+
+
+def test_an_outcome_time_ahead_of_the_clock_is_refused_naming_at(bot: BotUnderTest) -> None:
+    """An outcome happened in the past: ``at`` in milliseconds (a JavaScript ``Date.now()``) or from a host whose
+    clock runs hours ahead was stored as it came, a time in the year 57,000. Refused, naming ``at`` (and the likely
+    unit), and nothing stored; a few minutes ahead is a clock's skew, and is taken."""
+    url = f"{bot.server.url}/api/v1/outcomes"
+    assert bot.ingest(prediction("o1")).status_code == 200
+    now = time.time()
+    for at, hint in ((now * 1000, "milliseconds?"), (now + 3 * 3600, "ahead of the bot's clock")):
+        response = httpx.post(url, json={"prediction_id": "o1", "real_fault": True, "at": at}, headers=_auth(bot))
+        assert response.status_code == 422, response.text
+        answer = _is_json_error(response)
+        assert answer["field"] == "at" and hint in answer["error"], answer
+    assert bot.counts()["outcomes"] == 0
+    ok = httpx.post(url, json={"prediction_id": "o1", "real_fault": True, "at": now + 60}, headers=_auth(bot))
+    assert ok.status_code == 200 and ok.json()["recorded"] is True
