@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.insights import Why, summary_text, why
 from bot.slack.blocks import MAX_ANSWER_REASON, MAX_SHOWN_REASON, status_lines
@@ -83,8 +84,8 @@ def first_arg(text: str) -> tuple[str, str]:
     keys are shown), which may hold spaces — an action, a fault type or an id may."""
     text = text.lstrip()
     close = _QUOTES.get(text[:1])
-    if close is not None and (end := text.find(close, 1)) > 1:
-        return text[1:end], text[end + 1 :]
+    if close is not None and (end := text.find(close, 1)) >= 1:
+        return text[1:end], text[end + 1 :]  # ``""`` is an empty argument, not a key of two quote marks
     parts = text.split(maxsplit=1)
     return (parts[0] if parts else ""), (parts[1] if len(parts) == 2 else "")
 
@@ -194,6 +195,8 @@ async def reply_for(text: str, user: str, deps: SlackDeps, request_id: str = "")
 async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: str) -> str:
     key, after = first_arg(rest)
     args = after.split()  # the duration and the reason's words
+    if not key.strip():
+        key = ""  # a quoted blank names no key
     if word == "mute" and (not key or not args):
         return "Usage: `/npo mute <key> <duration> [reason]`, e.g. `/npo mute disk_failure|drain|r#-n#|p>=0.9 4h`."
     if word == "unmute" and (not key or args):
@@ -227,12 +230,22 @@ async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: st
     )
 
 
+def _request_id(command: dict[str, Any], request: AsyncBoltRequest) -> str:
+    """What makes a replayed mute or unmute recognisable: the invocation's trigger id, which Slack always sends;
+    failing that, the request's signature (a replay is the same signed bytes, so it carries the same one). Empty
+    when there is neither (Socket Mode without a trigger id)."""
+    trigger = str(command.get("trigger_id") or "")
+    if trigger:
+        return f"command:{trigger}"
+    signature = request.headers.get("x-slack-signature") or []
+    return f"command-signature:{signature[0]}" if signature and signature[0] else ""
+
+
 def _make_listener(deps: SlackDeps) -> Any:
-    async def on_command(ack: AsyncAck, command: dict[str, Any]) -> None:
+    async def on_command(ack: AsyncAck, command: dict[str, Any], request: AsyncBoltRequest) -> None:
         try:
             text, user = str(command.get("text") or ""), str(command.get("user_id") or "")
-            trigger = str(command.get("trigger_id") or "")
-            reply = await reply_for(text, user, deps, request_id=f"command:{trigger}" if trigger else "")
+            reply = await reply_for(text, user, deps, request_id=_request_id(command, request))
         except Exception:
             log.exception("/npo failed")
             reply = "Sorry, NPO could not answer that just now."

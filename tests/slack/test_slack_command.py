@@ -228,6 +228,42 @@ def test_a_replayed_mute_or_unmute_changes_nothing(bot: BotUnderTest) -> None:
     ]
 
 
+def test_a_replayed_mute_without_a_trigger_id_changes_nothing(bot: BotUnderTest) -> None:
+    """A ``/npo mute`` carrying no trigger id (Slack always sends one; a crafted or truncated request may not) is
+    still recognised when replayed as captured: the same signed bytes carry the same signature."""
+    bot.surface("p1")
+    fields = interactions.slash_command_fields(
+        bot.standin.store,
+        f"{bot.standin.url}/response",
+        command="/npo",
+        text=f"mute {KEY} 2h",
+        user_id=ALICE,
+        channel_id=INCIDENT,
+    )
+    del fields["trigger_id"]
+    body, stamp = urlencode(fields), int(time.time())
+
+    def send(text_body: str) -> str:
+        response = interactions.post_signed(bot.events_url, SECRET, text_body, interactions.FORM, timestamp=stamp)
+        assert response.status_code == 200, response.text
+        return str(response.json()["text"])
+
+    assert "is muted until" in send(body)
+    assert npo(bot, f"unmute {KEY}").startswith("Lifted 1 mute(s)")
+    assert send(body) == REPLAYED
+    assert bot.ingest(prediction("p2")).json()["verdict"] == "surface"  # the lifted mute was not put back
+    assert len(bot.bot.store.audit_entries(kind="policy_mute")) == 1
+
+
+def test_an_empty_quoted_key_is_no_key(bot: BotUnderTest) -> None:
+    """``/npo mute "" 1h`` names no key: the usage, not a mute of a key made of two quote marks."""
+    for typed in ('mute "" 1h', "mute `` 1h", 'mute "   " 1h'):
+        assert npo(bot, typed).startswith("Usage: `/npo mute"), typed
+    assert npo(bot, 'unmute ""').startswith("Usage: `/npo unmute")
+    assert npo(bot, 'why ""').startswith("Usage: `/npo why")
+    assert bot.bot.store.audit_entries(kind="policy_mute") == []
+
+
 def test_a_refused_duration_is_escaped_in_the_reply(bot: BotUnderTest) -> None:
     """What was typed is shown escaped: ``<!channel>`` or ``<@U…>`` typed as the duration is not a mention."""
     for typed in ("&lt;!channel&gt;", "&lt;@U0BOB&gt;"):  # as Slack sends ``<!channel>`` and ``<@U0BOB>``
