@@ -207,13 +207,20 @@ class ThresholdBandit:
         """The answer (reward 1 − y, trust ``weight``) to a prediction of score ``score`` surfaced by ``arm``.
 
         Without full information this is :meth:`update` of ``arm``; with it, every arm learns what it would have
-        earned (module docstring) and ``arm`` counts the pull.
+        earned (module docstring) and ``arm`` counts the pull. A ``weight`` of 0 is no event (only the pull counts):
+        the arms are not discounted, as in :func:`observe_batch`.
         """
         cfg = self.config
         self._check_score(score)
+        self._check(arm, reward, weight)
+        if weight == 0.0 and cfg.gamma < 1.0:
+            # No evidence (an operator NPO does not trust): no event, as in observe_batch / update_batch — the arms
+            # are not discounted (else every click of a distrusted account would erase a share of what the bandit
+            # learned), only the pull is counted.
+            pulls = self.pulls
+            return self._derive(self.alpha, self.beta, (*pulls[:arm], pulls[arm] + 1, *pulls[arm + 1 :]))
         if not cfg.full_information:
             return self.update(arm, reward, weight)
-        self._check(arm, reward, weight)
         if cfg.gamma < 1.0:
             d_alpha, d_beta = self.credit(score, reward, weight)
             return self._add(arm, d_alpha, d_beta)

@@ -23,6 +23,7 @@ from npo.store_protocol import LoopTransaction
 from npo.trust import (
     OperatorTrust,
     new_trust,
+    swap_peer_answer,
     trust_weight,
     update_with_outcome,
     update_with_peers,
@@ -164,8 +165,11 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
                 )
             )
     else:
-        new_state = update_key(key_state, y, config.eta, weight=weight, at=event.at)
-        if config.pool_keys:
+        # An answer of weight 0 (an operator NPO does not trust) moves nothing: not m(k), not the step size, and not
+        # the update count n either, which the promoted model's prior of young keys reads as the key's evidence
+        # (effective_misalignment) and the peer check as its consensus's (peer_min_updates).
+        new_state = update_key(key_state, y, config.eta, weight=weight, at=event.at) if weight > 0.0 else key_state
+        if config.pool_keys and weight > 0.0:
             parent = tx.get_key(config.key_spec.parent(decision.key))
             tx.put_key(update_key(parent, y, config.eta, weight=weight, at=event.at))
         if decision.arm is not None:
@@ -182,6 +186,21 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
         # Peer credit once per person and recommendation: re-clicking must not earn trust; nor may agreeing after
         # the outcome is known (the consensus then mostly says what the outcome did).
         tx.put_trust(update_with_peers(trust, y, consensus_before, config.trust))
+    elif (
+        trust is not None
+        and config.trust is not None
+        and previous is not None
+        and not first_answer
+        and key_state.n >= config.peer_min_updates
+        and not tx.has_outcome(event.prediction_id)
+    ):
+        # A changed answer takes its peer credit with it: the first answer's agreement with the consensus it was
+        # compared with (the key's m with this person's answer taken out) is moved to the new answer, so clicking
+        # the consensus side first and then the other one does not keep the agreement of the side left.
+        without = replace_feedback(
+            key_state, previous.y, 0.0, config.eta, old_n=previous.key_n_before, weight=previous.weight, new_weight=0.0
+        )
+        tx.put_trust(swap_peer_answer(trust, previous.y, y, without.m, config.trust))
     elif trust is not None and tx.get_trust(event.operator) is None:
         tx.put_trust(trust)
     tx.put_key(new_state)

@@ -208,6 +208,23 @@ def update_with_peers(trust: OperatorTrust, y: float, consensus: float, config: 
     return _derive(trust, trust.agree + w * a, trust.disagree + w * (1.0 - a), trust.n_outcome, trust.n_peer + 1)
 
 
+def swap_peer_answer(
+    trust: OperatorTrust, old_y: float, new_y: float, consensus: float, config: TrustConfig
+) -> OperatorTrust:
+    """Move the peer credit of an answer the operator has replaced: the agreement ``old_y`` earned against
+    ``consensus`` is taken back and the agreement of ``new_y`` against it given instead (one person, one
+    recommendation, one vote — the comparison count stays). Tallies never fall below 0. Not for skips."""
+    _check_operator(trust)
+    m = _check_code(consensus, "consensus")
+    w = config.peer_weight
+    delta = w * (peer_agreement(_check_code(new_y), m) - peer_agreement(_check_code(old_y, "old_y"), m))
+    agree = max(0.0, trust.agree + delta)
+    disagree = max(0.0, trust.disagree - delta)
+    if agree + disagree <= 0.0:
+        return trust
+    return _derive(trust, agree, disagree, trust.n_outcome, trust.n_peer)
+
+
 def _weight(agree: float, disagree: float, config: TrustConfig) -> float:
     # min/max written out (once per feedback event): the same results as
     # min(1, max(floor, x)) and min(weight, max(prior_weight, floor)), NaN included.

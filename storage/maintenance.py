@@ -120,10 +120,12 @@ _INVARIANTS: tuple[tuple[str, str], ...] = (
         " WHERE d.verdict = 'suppress' AND d.arm = b.arm)",
     ),
     (
-        "key update counts cover their new feedback events",
+        # An answer of weight 0 (a person NPO does not trust) updates nothing, so it is not counted.
+        "key update counts cover their new feedback events of weight above 0",
         "SELECT k.key, 'n ' || k.n || ' < feedback events ' || "
-        "(SELECT COUNT(*) FROM feedback f WHERE f.key = k.key AND f.replaces IS NULL) FROM key_alignment k "
-        "WHERE k.n < (SELECT COUNT(*) FROM feedback f WHERE f.key = k.key AND f.replaces IS NULL)",
+        "(SELECT COUNT(*) FROM feedback f WHERE f.key = k.key AND f.replaces IS NULL AND f.weight > 0) "
+        "FROM key_alignment k "
+        "WHERE k.n < (SELECT COUNT(*) FROM feedback f WHERE f.key = k.key AND f.replaces IS NULL AND f.weight > 0)",
     ),
     (
         "feedback keys have a key state",

@@ -20,8 +20,9 @@ THREADS = 8
 EVENTS = 500
 
 
-def test_concurrent_feedback_leaves_exact_counts(db_path: Path, relaxed_policy: Policy) -> None:
-    config = LoopConfig()
+@pytest.mark.parametrize("trust", [True, False], ids=["trust on", "trust off"])
+def test_concurrent_feedback_leaves_exact_counts(db_path: Path, relaxed_policy: Policy, trust: bool) -> None:
+    config = LoopConfig() if trust else LoopConfig(trust=None)
     # Two store objects on one file: threads of the same store queue on its lock, the two stores contend in
     # SQLite itself (busy timeout + retries), like two processes.
     stores = [SQLiteStore(db_path, config), SQLiteStore(db_path, config)]
@@ -56,8 +57,19 @@ def test_concurrent_feedback_leaves_exact_counts(db_path: Path, relaxed_policy: 
     assert {arm: bandit.pulls[arm] for arm in expected_pulls} == {a: THREADS * n for a, n in expected_pulls.items()}
     assert sum(bandit.pulls) == THREADS * EVENTS
     keys = stores[0].keys()
-    assert {k: s.n for k, s in keys.items()} == {k: THREADS * n for k, n in expected_n.items()}
-    assert set(stores[0].trust()) == {f"op{t}" for t in range(THREADS)}
+    if trust:
+        # Operators whose clicks disagree with their peers fall to weight 0, and an answer of weight 0 updates no
+        # key: each key's count is exactly its answers of weight above 0, its weight sum their weights.
+        with stores[0].read() as conn:
+            weighted = dict(conn.execute("SELECT key, COUNT(*) FROM feedback WHERE weight > 0 GROUP BY key"))
+            weight_sums = dict(conn.execute("SELECT key, SUM(weight) FROM feedback GROUP BY key"))
+            zero = conn.execute("SELECT COUNT(*) FROM feedback WHERE weight = 0").fetchone()[0]
+        assert 0 < zero < THREADS * EVENTS  # both kinds of answer are exercised
+        assert {k: s.n for k, s in keys.items()} == weighted
+        assert {k: s.weight_sum for k, s in keys.items()} == pytest.approx(weight_sums)
+    else:
+        assert {k: s.n for k, s in keys.items()} == {k: THREADS * n for k, n in expected_n.items()}
+    assert set(stores[0].trust()) == ({f"op{t}" for t in range(THREADS)} if trust else set())
     assert stores[0].counts()["feedback_effective"] == THREADS * EVENTS
     db = connect(db_path)
     assert check(db) == (LATEST_SCHEMA_VERSION, [])
