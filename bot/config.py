@@ -1,8 +1,11 @@
 """Settings for the running bot, read once at start-up from the environment and an optional ``.env`` file.
 
-:func:`load_settings` is the only code in NPO that reads ``os.environ``; everything else receives a
-:class:`Settings`. Values in the real environment win over the ``.env`` file. Every problem is collected and
-reported together in one :class:`ConfigError`, each naming its variable, so one start-up shows all of them.
+:func:`load_settings` reads the bot's settings; everything it starts receives a :class:`Settings`. Three commands
+also read ``os.environ`` themselves: ``NPO_DATA_DIR`` (``bot/evaluate/cli.py``, environment only), and
+``NPO_TIMEZONE`` / ``NPO_DB_PATH`` (``bot/jobs/cli.py``, ``bot/db_cli.py``, environment then settings file), so
+``report`` and ``db`` need no complete settings. Values in the real environment win over the ``.env`` file. Every
+problem is collected and reported together in one :class:`ConfigError`, each naming its variable, so one start-up
+shows all of them.
 
 The ``.env`` parser is deliberately small: ``NAME=value`` lines, ``#`` comments, blank lines, an optional
 ``export`` prefix and optional single or double quotes around the value, as python-dotenv and docker compose read

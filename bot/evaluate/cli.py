@@ -1,7 +1,7 @@
 """``npo-bot evaluate``: replay a labelled real-world fault data set through the NPO loop and report the figures.
 
-Wire into ``bot/cli.py`` with ``add_evaluate_parser(sub)`` in ``build_parser`` and
-``if args.command == "evaluate": return run_evaluate(args)`` in ``main``.
+Wired into ``bot/cli.py`` by ``add_evaluate_parser(sub)`` in ``build_parser`` and ``run_evaluate(args)`` in ``main``;
+the formats ``--format`` offers are ``FORMATS`` of ``bot/evaluate/formats.py``.
 
 The data folder is ``--data``, else ``$NPO_DATA_DIR/<format>``, else ``<repository>/../shared/data/<format>``.
 ``--json`` prints one object::
