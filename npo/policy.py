@@ -7,7 +7,7 @@ against it, given a :class:`PolicyContext` snapshot supplied by the caller, and 
 
 Evaluation order: ``mute`` (a scenario key muted by an engineer until a time, e.g. ``/npo mute``; these rules
 live in the database, not the file, and are passed in as :attr:`Policy.mutes`), ``allowed_actions``,
-``freeze_window``, ``blast_radius``, ``override_cooldown`` (hard blocks; the first one wins), then
+``deny_targets``, ``freeze_window``, ``blast_radius``, ``override_cooldown`` (hard blocks; the first one wins), then
 ``channel_hourly_cap`` (outcome ``"digest"``: folded into a digest message,
 never dropped). Nothing here reads files, the clock or the environment: the caller reads the policy file and
 passes its text, passes "now" inside the context, and resolves IANA time-zone names (``timezone =
@@ -35,6 +35,7 @@ from npo.policy_base import (
     RULE_ALLOWED_ACTIONS,
     RULE_BLAST_RADIUS,
     RULE_CHANNEL_HOURLY_CAP,
+    RULE_DENY_TARGETS,
     RULE_FREEZE_WINDOW,
     RULE_MUTE,
     RULE_NAMES,
@@ -52,6 +53,7 @@ from npo.policy_toml import parse_policy, policy_to_dict
 from npo.policy_types import (
     BlastRadiusRule,
     ChannelHourlyCapRule,
+    DenyTargetsRule,
     Mute,
     OverrideCooldownRule,
     Policy,
@@ -71,6 +73,7 @@ __all__ = [
     "RULE_ALLOWED_ACTIONS",
     "RULE_BLAST_RADIUS",
     "RULE_CHANNEL_HOURLY_CAP",
+    "RULE_DENY_TARGETS",
     "RULE_FREEZE_WINDOW",
     "RULE_MUTE",
     "RULE_NAMES",
@@ -80,6 +83,7 @@ __all__ = [
     "BlastRadiusRule",
     "ChannelHourlyCapRule",
     "CooldownScope",
+    "DenyTargetsRule",
     "FreezeWindow",
     "Mute",
     "OverrideCooldownRule",
@@ -98,8 +102,8 @@ __all__ = [
 DEFAULT_POLICY_TEXT = """# NPO Safety Policy Engine: the default policy.
 #
 # Hard guardrails evaluated before any recommendation is surfaced, in this order:
-#   allowed_actions, freeze_windows, blast_radius, override_cooldown -> "block" (the first one wins)
-#   channel_hourly_cap                                              -> "digest" (folded in, never dropped)
+#   allowed_actions, deny_targets, freeze_windows, blast_radius, override_cooldown -> "block" (first one wins)
+#   channel_hourly_cap                                                            -> "digest" (never dropped)
 # Every verdict names the rule that produced it ("all_rules_passed" when none did).
 # Every section and field is optional; an omitted one takes the default shown here. Unknown sections and
 # fields are an error, so a typo cannot silently disable a guardrail.
@@ -124,6 +128,14 @@ utc_offset = "+00:00"
 #   "*" = ["drain", "replace_disk", "reboot", "restart_service", "migrate_vms", "failover", "reimage",
 #          "power_cycle", "investigate", "none"]
 [rules.allowed_actions]
+
+# Denied targets: never surface a prediction whose target matches one of `patterns`, shell-style globs
+# ("*" any run of characters, "?" one, "[...]" one of a set), compared without case ("DB-*" matches "db-03").
+# With `actions`, only those actions are held back on such targets. Default: no patterns (rule off). Example:
+#   patterns = ["db-*", "*-canary"]
+#   actions = ["reboot", "reimage", "power_cycle"]   # default: every action
+[rules.deny_targets]
+patterns = []
 
 # Blast radius: a disruptive action is blocked while its cluster already has max_concurrent open (surfaced,
 # unresolved) disruptive recommendations. The cluster is the prediction's "cluster" label, else the first

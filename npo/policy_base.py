@@ -18,6 +18,7 @@ CooldownScope = Literal["key", "target", "both"]
 ZoneResolver = Callable[[str], tzinfo]
 
 RULE_ALLOWED_ACTIONS = "allowed_actions"
+RULE_DENY_TARGETS = "deny_targets"
 RULE_FREEZE_WINDOW = "freeze_window"
 RULE_BLAST_RADIUS = "blast_radius"
 RULE_OVERRIDE_COOLDOWN = "override_cooldown"
@@ -27,6 +28,7 @@ RULE_MUTE = "mute"  # runtime rules (Policy.mutes), checked before the file's ru
 #: Rule names as they appear in :attr:`~npo.policy_types.PolicyVerdict.rule`, in evaluation order.
 RULE_NAMES: tuple[str, ...] = (
     RULE_ALLOWED_ACTIONS,
+    RULE_DENY_TARGETS,
     RULE_FREEZE_WINDOW,
     RULE_BLAST_RADIUS,
     RULE_OVERRIDE_COOLDOWN,

@@ -11,6 +11,7 @@ from npo.policy_base import (
     RULE_ALLOWED_ACTIONS,
     RULE_BLAST_RADIUS,
     RULE_CHANNEL_HOURLY_CAP,
+    RULE_DENY_TARGETS,
     RULE_FREEZE_WINDOW,
     RULE_MUTE,
     RULE_OVERRIDE_COOLDOWN,
@@ -63,6 +64,16 @@ def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, con
             f"action {action!r} is not allowed for fault_type {fault_type!r} ({via}allows: {listed})"
             if via
             else f"action {action!r} is not allowed for fault_type {fault_type!r} (allowed: {listed})",
+        )
+
+    # 1b. deny_targets (shell-style patterns on the target, compared without ASCII case)
+    denied = policy.deny_targets.match(prediction.target, action)
+    if denied is not None:
+        scope = f"actions {', '.join(policy.deny_targets.actions)}" if policy.deny_targets.actions else "every action"
+        return PolicyVerdict(
+            "block",
+            RULE_DENY_TARGETS,
+            f"target {prediction.target!r} matches the denied pattern {denied!r} (applies to {scope})",
         )
 
     # 2. freeze windows

@@ -22,7 +22,7 @@ from npo.policy_base import (
     _type_name,
     name_key,
 )
-from npo.policy_types import BlastRadiusRule, ChannelHourlyCapRule, OverrideCooldownRule, Policy
+from npo.policy_types import BlastRadiusRule, ChannelHourlyCapRule, DenyTargetsRule, OverrideCooldownRule, Policy
 from npo.toml_locator import _Locator, _Path
 from npo.types import InvalidRecord
 
@@ -67,6 +67,10 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
         **local_time,
         "rules": {
             "allowed_actions": {k: list(v) for k, v in policy.allowed_actions.items()},
+            "deny_targets": {
+                "patterns": list(policy.deny_targets.patterns),
+                **({"actions": list(policy.deny_targets.actions)} if policy.deny_targets.actions else {}),
+            },
             "blast_radius": {
                 "max_concurrent": policy.blast_radius.max_concurrent,
                 "disruptive_actions": list(policy.blast_radius.disruptive_actions),
@@ -87,6 +91,7 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
 _TOP_LEVEL_FIELDS = ("version", "name", "utc_offset", "timezone", "rules")
 _RULE_FIELDS: dict[str, tuple[str, ...]] = {
     "allowed_actions": (),  # free-form: fault type -> actions
+    "deny_targets": ("patterns", "actions"),
     "blast_radius": ("max_concurrent", "disruptive_actions"),
     "freeze_windows": ("name", "start", "end", "days", "utc_offset", "timezone", "allow_severities", "actions"),
     "override_cooldown": ("seconds", "scope"),
@@ -98,7 +103,7 @@ _BOTH_ZONE_AND_OFFSET = "set either timezone (a named zone) or utc_offset (a fix
 _OFFSET_RE = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 _DIGITS_RE = re.compile(r"[0-9][0-9_]*")
 
-_Rule = TypeVar("_Rule", BlastRadiusRule, OverrideCooldownRule, ChannelHourlyCapRule)
+_Rule = TypeVar("_Rule", BlastRadiusRule, OverrideCooldownRule, ChannelHourlyCapRule, DenyTargetsRule)
 
 
 _Zone = tuple[str, tzinfo]  # an IANA name and its tzinfo
@@ -151,13 +156,14 @@ class _Builder:
         self.check_known(rules, tuple(_RULE_FIELDS), ("rules",), None)
         sections = {
             rule: self.table(rules[rule], ("rules", rule))
-            for rule in ("blast_radius", "override_cooldown", "channel_hourly_cap")
+            for rule in ("deny_targets", "blast_radius", "override_cooldown", "channel_hourly_cap")
             if rule in rules
         }
         for rule, body in sections.items():
             self.check_known(body, _RULE_FIELDS[rule], ("rules", rule), None)
         allowed = self.allowed_actions(rules.get("allowed_actions", {}))
         windows = self.freeze_windows(rules.get("freeze_windows", []), offset, zone)
+        deny = self.construct(DenyTargetsRule, sections.get("deny_targets", {}), ("rules", "deny_targets"))
         blast = self.construct(BlastRadiusRule, sections.get("blast_radius", {}), ("rules", "blast_radius"))
         cooldown = self.construct(
             OverrideCooldownRule, sections.get("override_cooldown", {}), ("rules", "override_cooldown")
@@ -171,6 +177,7 @@ class _Builder:
             utc_offset_minutes=offset,
             timezone=zone[0] if zone is not None else "",
             allowed_actions=allowed,
+            deny_targets=deny,
             blast_radius=blast,
             freeze_windows=windows,
             override_cooldown=cooldown,

@@ -5,7 +5,9 @@ Each checks its values when built. ``npo.policy`` re-exports them."""
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -45,6 +47,35 @@ class BlastRadiusRule:
         _positive_int("max_concurrent", self.max_concurrent)
         object.__setattr__(self, "disruptive_actions", _text_tuple("disruptive_actions", self.disruptive_actions))
         object.__setattr__(self, "disruptive_keys", frozenset(name_key(a) for a in self.disruptive_actions))
+
+
+@dataclass(frozen=True, slots=True)
+class DenyTargetsRule:
+    """Never surface a prediction whose target matches one of ``patterns`` (shell-style globs: ``*``, ``?``,
+    ``[…]``; compared without ASCII case, as names are). With ``actions``, only those actions are denied there;
+    empty ``patterns`` = rule off (the default)."""
+
+    patterns: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    compiled: tuple[re.Pattern[str], ...] = field(default=(), init=False, compare=False, repr=False)
+    action_keys: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        patterns = _text_tuple("patterns", self.patterns)
+        object.__setattr__(self, "patterns", patterns)
+        object.__setattr__(self, "actions", _text_tuple("actions", self.actions))
+        object.__setattr__(self, "compiled", tuple(re.compile(fnmatch.translate(name_key(p))) for p in patterns))
+        object.__setattr__(self, "action_keys", frozenset(name_key(a) for a in self.actions))
+
+    def match(self, target: str, action: str) -> str | None:
+        """The first pattern ``target`` matches when ``action`` is denied there, else None."""
+        if self.action_keys and name_key(action) not in self.action_keys:
+            return None
+        folded = name_key(target)
+        for pattern, compiled in zip(self.patterns, self.compiled, strict=True):
+            if compiled.match(folded):
+                return pattern
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +140,7 @@ class Policy:
     utc_offset_minutes: int = 0
     timezone: str = ""
     allowed_actions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    deny_targets: DenyTargetsRule = field(default_factory=DenyTargetsRule)
     blast_radius: BlastRadiusRule = field(default_factory=BlastRadiusRule)
     freeze_windows: tuple[FreezeWindow, ...] = ()
     override_cooldown: OverrideCooldownRule = field(default_factory=OverrideCooldownRule)

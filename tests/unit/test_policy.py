@@ -896,6 +896,7 @@ max_per_hour = 1
     )
     assert RULE_NAMES == (
         "allowed_actions",
+        "deny_targets",
         "freeze_window",
         "blast_radius",
         "override_cooldown",

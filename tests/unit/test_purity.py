@@ -21,6 +21,7 @@ ALLOWED_MODULES = {
     "datetime",
     "difflib",
     "enum",
+    "fnmatch",
     "functools",
     "hashlib",
     "itertools",
