@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.evaluate import nab, smd
+from bot.evaluate import labelled_csv, nab, smd
 from bot.evaluate.errors import DataError
 from npo.evaluate.data import Dataset
 
@@ -13,16 +13,20 @@ Reader = Callable[..., Dataset]
 FORMATS: dict[str, tuple[Reader, float]] = {
     "nab": (nab.read_nab, nab.DEFAULT_HORIZON_S),
     "smd": (smd.read_smd, smd.DEFAULT_HORIZON_S),
+    "csv": (labelled_csv.read_labelled_csv, labelled_csv.DEFAULT_HORIZON_S),
 }
 
 
 def guess_format(folder: Path) -> str:
-    """``nab`` for a folder with ``windows.json``, ``smd`` for one with ``test_label/``."""
+    """``nab`` for a folder with ``windows.json``, ``smd`` for one with ``test_label/``, ``csv`` for one with
+    ``*.csv`` files directly in it."""
     if (folder / nab.WINDOWS_FILE).is_file():
         return "nab"
     if (folder / "test_label").is_dir():
         return "smd"
-    raise DataError(folder, "cannot tell the format (no windows.json, no test_label/): pass --format")
+    if folder.is_dir() and labelled_csv.csv_files(folder):
+        return "csv"
+    raise DataError(folder, "cannot tell the format (no windows.json, no test_label/, no *.csv): pass --format")
 
 
 def read_dataset(folder: Path, fmt: str | None = None, *, horizon_s: float | None = None) -> Dataset:
