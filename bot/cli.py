@@ -14,6 +14,7 @@ from bot.demo.cli import add_demo_parser, run_demo
 from bot.evaluate.cli import add_evaluate_parser, output_folder, run_evaluate, seed_number, writable_folder
 from bot.jobs.cli import add_report_parser, run_report
 from bot.output import print_result, run_printing
+from bot.policy_cli import add_policy_parser, run_policy
 from npo import __version__
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_parser(sub)
     add_report_parser(sub)
     add_evaluate_parser(sub)
+    add_policy_parser(sub)
     return parser
 
 
@@ -218,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_report(args)
     if args.command == "evaluate":
         return run_evaluate(args)
+    if args.command == "policy":
+        return run_policy(args)
     if args.command in _SERVICE_COMMANDS:
         from npo.policy import PolicyError  # noqa: PLC0415 - keep `npo-bot --help` fast
         from storage import StorageError  # noqa: PLC0415

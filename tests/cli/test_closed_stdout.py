@@ -98,6 +98,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any], int], list[str]]] = {
     "db migrate": _db("migrate"),
     "db backup": _db("backup"),
     "db export": _db("export"),
+    "policy check": lambda w, n: ["policy", "check"],
 }
 _runs = iter(range(1_000_000))  # a new backup file each run
 
@@ -127,7 +128,7 @@ def test_a_stdout_closed_at_start_is_one_line_not_a_silent_success(world: dict[s
     assert proc.stderr.decode() == f"npo-bot {command}: stdout is closed; nothing was printed\n"
 
 
-@pytest.mark.parametrize("command", ["report", "db check", "replay"])
+@pytest.mark.parametrize("command", ["report", "db check", "replay", "policy check"])
 def test_the_result_is_utf8_whatever_the_terminal_encoding(world: dict[str, Any], command: str) -> None:
     """The report holds τ and ·; a path or a verdict may hold any character."""
     env = world["env"] | {"PYTHONIOENCODING": "ascii"}

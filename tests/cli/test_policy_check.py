@@ -1,0 +1,95 @@
+"""``npo-bot policy check``: a policy file read as the bot reads it, the policy in effect printed, and a trial
+verdict for one prediction; a refused file named with its line and field, nothing on stdout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+PROD = """version = 1
+name = "prod"
+timezone = "Europe/Berlin"
+[rules.deny_targets]
+patterns = ["db-*"]
+actions = ["drain", "reboot"]
+[[rules.freeze_windows]]
+name = "weekend"
+days = ["sat", "sun"]
+start = "00:00"
+end = "23:59"
+"""
+DRAIN_DB = '{"id":"x","fault_type":"disk_failure","target":"DB-01","action":"drain","confidence":0.9}'
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["policy", "check", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def prod(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(PROD, encoding="utf-8")
+    return path
+
+
+def test_the_built_in_default_is_accepted_and_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys)
+    assert (code, err) == (0, "")
+    head, _, body = out.partition("\n")
+    assert head.startswith("the built-in default policy: accepted")
+    assert json.loads(body)["rules"]["blast_radius"]["max_concurrent"] == 2
+
+
+def test_a_file_shows_every_rule_in_effect_and_a_trial_verdict(prod: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, str(prod), "--try", DRAIN_DB, "--at", "2026-11-25T12:00")  # a Wednesday
+    assert (code, err) == (0, "")
+    assert out.startswith(f"{prod}: accepted")
+    assert "--try at 2026-11-25T12:00:00+00:00: block (rule deny_targets): target 'DB-01'" in out
+    code, out, _ = run(capsys, str(prod), "--json", "--try", DRAIN_DB.replace("DB-01", "web-1"), "--at", "2026-11-28")
+    shown = json.loads(out)
+    assert code == 0 and shown["policy"]["rules"]["deny_targets"] == {
+        "patterns": ["db-*"],
+        "actions": ["drain", "reboot"],
+    }
+    assert shown["policy"]["rules"]["override_cooldown"] == {"seconds": 3600.0, "scope": "both"}  # a default shown
+    assert (shown["try"]["outcome"], shown["try"]["rule"]) == ("block", "freeze_window")  # a Saturday in Berlin
+    code, out, _ = run(capsys, str(prod), "--json", "--try", DRAIN_DB.replace("drain", "investigate"), "--at",
+                       "2026-11-25T12:00")  # fmt: skip
+    assert json.loads(out)["try"]["rule"] == "all_rules_passed"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("version = 1\n[rules.blast_radius]\nmax_concurrent = 0\n", "line 3, field rules.blast_radius.max_concurrent"),
+        ("version = 1\n[rules.deny_target]\npatterns = []\n", "rules.deny_target"),
+        ('version = 1\ntimezone = "Mars/Olympus"\n', "timezone"),
+        ("", "empty"),
+    ],
+)
+def test_a_refused_file_is_named_with_its_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, said: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    code, out, err = run(capsys, str(path))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"npo-bot policy check: {path}: refused:") and said in err, err
+    assert err.count("\n") == 1
+
+
+def test_a_missing_file_and_a_bad_trial_are_refused(prod: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, str(prod.with_name("absent.toml")))
+    assert (code, out) == (1, "") and "cannot read absent.toml" in err
+    code, out, err = run(capsys, str(prod), "--try", '{"id":"x"}')
+    assert (code, out) == (1, "") and "--try: fault_type: is required" in err
+    code, out, err = run(capsys, str(prod), "--try", "{")
+    assert (code, out) == (1, "") and "--try is not JSON" in err
+    code, out, err = run(capsys, str(prod), "--at", "yesterday")
+    assert (code, out) == (2, "") and "not an ISO 8601 time" in err
