@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from bot.config import Settings, masked_url
-from bot.delivery import DeliveryWorker, WorkerConfig
+from bot.delivery import DeliveryWorker, WorkerConfig, lease_for
 from bot.http.asgi import build_asgi_app
 from bot.http.policy_route import read_policy_file
 from bot.ingest.poller import Poller
@@ -130,7 +130,11 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         service,
         sync_client,
         metrics,
-        WorkerConfig(storm_threshold=settings.storm_threshold, digest_delay_s=settings.digest_delay_s),
+        WorkerConfig(
+            storm_threshold=settings.storm_threshold,
+            digest_delay_s=settings.digest_delay_s,
+            lease_s=lease_for(float(sync_client.timeout)),
+        ),
     )
     service.on_enqueue = worker.wake
     scheduler = build_scheduler(JobDeps.from_settings(settings, store, sync_client, on_enqueue=worker.wake))

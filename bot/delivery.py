@@ -126,6 +126,12 @@ def _error_code(error: str, status: int) -> str:
 LEASE_MARGIN_S = 10.0  # no Slack call is started with less of the lease left (a call times out in seconds)
 
 
+def lease_for(call_timeout_s: float, lease_s: float = 60.0) -> float:
+    """A lease long enough for a call of ``call_timeout_s`` (the client's timeout, ``NPO_SLACK_TIMEOUT_S`` may be up
+    to 60 s) to be started with more than that left: at least ``lease_s``."""
+    return max(lease_s, 2.0 * (call_timeout_s + LEASE_MARGIN_S))
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     post_interval_s: float = 1.0
@@ -206,6 +212,10 @@ class DeliveryWorker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # A call is started only with more of the lease left than it may take (the client's timeout), so that no
+        # other worker can claim the message while the call is in flight.
+        timeout = float(getattr(client, "timeout", 0) or 0)
+        self._lease_margin_s = min(max(LEASE_MARGIN_S, timeout + 1.0), config.lease_s / 2)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -284,9 +294,9 @@ class DeliveryWorker:
         return len(items)
 
     def _leased(self, item: OutboxItem) -> bool:
-        """Whether enough of the item's lease is left to start a Slack call (a call times out well within
-        ``LEASE_MARGIN_S``): else another worker may claim it meanwhile and send it too."""
-        return self.clock() < item.next_attempt_at - min(LEASE_MARGIN_S, self.config.lease_s / 2)
+        """Whether enough of the item's lease is left to start a Slack call (``LEASE_MARGIN_S``, or the client's
+        timeout and a second when that is longer): else another worker may claim it meanwhile and send it too."""
+        return self.clock() < item.next_attempt_at - self._lease_margin_s
 
     def _record(self, item: OutboxItem, mark: Callable[..., None], *args: Any) -> None:
         """``mark(item.id, *args, attempt=…)`` under this worker's lease; a lost lease is logged, not raised (the

@@ -3,10 +3,10 @@ the ops channel in one ``files_upload_v2`` (getUploadURLExternal → raw upload 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
 from slack_sdk import WebClient
 
 from bot.jobs.report import WeeklyReport, build_report, chart_alt_text, render_png, report_text
@@ -16,24 +16,53 @@ WEEKLY_JOB = "weekly_summary"
 WEEK = timedelta(days=7)
 
 
-class OncePerLocalTime(CronTrigger):  # type: ignore[misc]  # APScheduler 3 is untyped
-    """A cron trigger that fires once at a local time that occurs twice: when the clocks go back, APScheduler 3
-    fires at both occurrences of the repeated hour (02:30 CEST, then 02:30 CET an hour later), and each is a slot
-    of its own, so a weekly summary set inside that hour was posted twice. The second occurrence (``fold`` 1) is
-    skipped; a time that does not occur (clocks going forward) still fires once, just after the gap."""
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class WeeklyAt(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 is untyped
+    """Every ``day`` (a weekday name) at ``hour:minute`` local time in ``timezone``, worked out from the calendar
+    day by day, once a week whatever the clocks do.
+
+    * A local time that occurs twice (the clocks going back) fires at its first occurrence only (``fold`` 0):
+      APScheduler 3's ``CronTrigger`` fires at both, and each was a slot of its own, so a weekly summary set inside
+      that hour was posted twice.
+    * A local time that does not occur (the clocks going forward) fires once, just after the gap.
+    * No week is skipped: APScheduler 3.11's ``CronTrigger`` loses a week when its search crosses a change to
+      summer time and the time is in the hour after midnight (Monday 00:00–00:59 after a Sunday change) or is
+      itself skipped at midnight (America/Santiago): its next fire time came a week late.
+
+    The fire times are the local wall time with the zone (not normalised), so ``slot - WEEK`` is the previous
+    slot exactly, even next to a gap."""
+
+    def __init__(self, timezone: ZoneInfo, day: str, hour: int, minute: int) -> None:
+        self.timezone = timezone
+        self.weekday = _WEEKDAYS.index(day[:3].lower())
+        self.hour, self.minute = hour, minute
+
+    def _at(self, day: date) -> datetime:
+        return datetime.combine(day, time(self.hour, self.minute), tzinfo=self.timezone)  # fold 0
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        fire: datetime | None = super().get_next_fire_time(previous_fire_time, now)
-        if fire is not None and fire.fold == 1:
-            fire = super().get_next_fire_time(fire, fire)
-        return fire
+        start = now if previous_fire_time is None else previous_fire_time + timedelta(microseconds=1)
+        day = start.astimezone(self.timezone).date() - timedelta(days=1)
+        for _ in range(9):
+            if day.weekday() == self.weekday and (fire := self._at(day)) >= start:
+                return fire
+            day += timedelta(days=1)
+        return None  # not reached: a week has every weekday
+
+    def __str__(self) -> str:
+        return f"weekly[{_WEEKDAYS[self.weekday]} {self.hour:02d}:{self.minute:02d} {self.timezone.key}]"
+
+    def __repr__(self) -> str:
+        return f"<WeeklyAt ({self})>"
 
 
-def weekly_trigger(timezone: str, day: str = "mon", hour: int = 9, minute: int = 0) -> CronTrigger:
-    """Every ``day`` (a weekday *name*, default Monday) at ``hour:minute`` local time (default 09:00), once even
-    on the day the clocks go back (:class:`OncePerLocalTime`). Names on purpose: in APScheduler 3.x numeric
-    weekdays count from 0 = Monday, so ``from_crontab("0 9 * * 1")`` would fire on Tuesdays."""
-    return OncePerLocalTime(day_of_week=day, hour=hour, minute=minute, timezone=ZoneInfo(timezone))
+def weekly_trigger(timezone: str, day: str = "mon", hour: int = 9, minute: int = 0) -> BaseTrigger:
+    """Every ``day`` (a weekday *name*, default Monday) at ``hour:minute`` local time (default 09:00), once a week
+    even on the days the clocks change (:class:`WeeklyAt`). Names on purpose: in APScheduler 3.x numeric weekdays
+    count from 0 = Monday, so ``from_crontab("0 9 * * 1")`` would fire on Tuesdays."""
+    return WeeklyAt(ZoneInfo(timezone), day, hour, minute)
 
 
 def post_report(client: WebClient, channel: str, report: WeeklyReport, png: bytes) -> str:
