@@ -64,6 +64,32 @@ def release_claim(conn: sqlite3.Connection, job: str, period: str, owner: str) -
     return cur.rowcount == 1
 
 
+def finish_claim(conn: sqlite3.Connection, job: str, period: str, owner: str, at: float) -> bool:
+    """Record that this ``owner``'s run of ``job`` for ``period`` finished (``done_at``): the claim is never taken
+    over. False when the claim is no longer this owner's (taken over meanwhile as stale)."""
+    cur = conn.execute(
+        "UPDATE job_claims SET done_at = ? WHERE job = ? AND period = ? AND owner = ?", (at, job, period, owner)
+    )
+    return cur.rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claim of one (job, period): who took it and when, and when its run finished (None: running, or died)."""
+
+    owner: str
+    claimed_at: float
+    done_at: float | None
+
+
+def claim_of(conn: sqlite3.Connection, job: str, period: str) -> Claim | None:
+    """The claim of ``job`` for ``period``, or None."""
+    row = conn.execute(
+        "SELECT owner, claimed_at, done_at FROM job_claims WHERE job = ? AND period = ?", (job, period)
+    ).fetchone()
+    return None if row is None else Claim(str(row[0]), float(row[1]), None if row[2] is None else float(row[2]))
+
+
 def prune_claims(conn: sqlite3.Connection, job: str, before: str) -> int:
     """Delete ``job``'s claims for periods before ``before`` (keeps the table small for per-minute jobs)."""
     return conn.execute("DELETE FROM job_claims WHERE job = ? AND period < ?", (job, before)).rowcount

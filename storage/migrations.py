@@ -34,6 +34,8 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
     ``expired`` and the column ``expires_at`` (its deadline, set when the monitor opens it).
 13. ``m013_audit_null_threshold``: the ``audit_log`` view (and its triggers) created again so a decision without a
     threshold (a blocked one) shows ``"threshold": null``, not ``0.0``.
+14. ``m014_job_claims_done``: ``job_claims.done_at``, when the claimed run finished (NULL while it runs, or when its
+    process died mid-run: such a claim can be taken over once stale, so the slot is not lost).
 
 ``storage/README.md`` says why each one was made, with the figures.
 """
@@ -839,6 +841,17 @@ def m013_audit_null_threshold(db: Database) -> None:
     db.executescript(
         "DROP VIEW audit_log;" + _audit_log_view(_M013_THRESHOLD) + _AUDIT_LOG_INSERT + _AUDIT_LOG_APPEND_ONLY
     )
+
+
+@MIGRATIONS(name="m014_job_claims_done")
+def m014_job_claims_done(db: Database) -> None:
+    """A claim recorded when a scheduled run started, not whether it finished: a process killed mid-run (SIGKILL,
+    out of memory, power loss) left its slot claimed for good, so that week's summary was never posted.
+    ``job_claims.done_at`` is set when the run finishes; a claim without it that is older than the job's stale
+    limit may be taken over (``storage.jobs``). Claims stored before are counted as finished (their runs ended
+    before this version ran: a failed run gave its claim back)."""
+    db.execute("ALTER TABLE job_claims ADD COLUMN done_at REAL")
+    db.execute("UPDATE job_claims SET done_at = claimed_at")
 
 
 KNOWN_MIGRATIONS = tuple(m.name for m in MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))

@@ -298,10 +298,15 @@ class SQLiteStore(StoreOutbox, StoreReads):
             return decide_batch(tx, predictions, config=self.config, policy=policy, rng=rng, now=now)
 
     # -- job claims and request ids ------------------------------------------------------------------------
-    def claim_job(self, job: str, period: str, *, now: float | None = None, owner: str = "") -> bool:
-        """Claim scheduled ``job`` for ``period`` (e.g. ``"weekly_summary", "2025-W13"``): True exactly once."""
+    def claim_job(
+        self, job: str, period: str, *, now: float | None = None, owner: str = "", stale_after_s: float | None = None
+    ) -> bool:
+        """Claim scheduled ``job`` for ``period`` (e.g. ``"weekly_summary", "2025-W13"``): True exactly once — or
+        again once an unfinished claim is ``stale_after_s`` old (:meth:`SQLiteTransaction.claim_job`)."""
         with self.transaction() as tx:
-            return tx.claim_job(job, period, now=time.time() if now is None else now, owner=owner)
+            return tx.claim_job(
+                job, period, now=time.time() if now is None else now, owner=owner, stale_after_s=stale_after_s
+            )
 
     def claim_request(self, request_id: str, kind: str, at: float) -> bool:
         """True the first time ``request_id`` is seen; False for a replay or retry."""

@@ -24,6 +24,14 @@ MISSING: Any = object()  # a cached read not made yet (None is a value read: not
 _SNAPSHOT_LIMIT = 4096  # entries per cache a snapshot keeps (a larger one is dropped, not trimmed)
 
 
+_CLAIM = "INSERT INTO job_claims (job, period, claimed_at, owner) VALUES (?,?,?,?) ON CONFLICT(job, period) DO NOTHING"
+_CLAIM_OR_TAKE_OVER = (
+    "INSERT INTO job_claims (job, period, claimed_at, owner) VALUES (?,?,?,?) ON CONFLICT(job, period) "
+    "DO UPDATE SET claimed_at = excluded.claimed_at, owner = excluded.owner "
+    "WHERE job_claims.done_at IS NULL AND job_claims.claimed_at <= ?"
+)
+
+
 class Snapshot:
     """What one connection's last committed feedback transaction had read and written (keys, trust, bandit,
     decisions with their channel and target, which key and trust rows exist, the next audit id), for its next
@@ -150,16 +158,18 @@ class TxBase:
         )
         return int(cur.lastrowid or 0)
 
-    def claim_job(self, job: str, period: str, *, now: float, owner: str = "") -> bool:
-        """True exactly once per (job, period) across every process sharing the file."""
-        cur = self._write(
-            "job_claims",
-            f"{job}/{period}",
-            "INSERT INTO job_claims (job, period, claimed_at, owner) VALUES (?,?,?,?) "
-            "ON CONFLICT(job, period) DO NOTHING",
-            (job, period, now, owner),
-        )
-        return cur.rowcount == 1
+    def claim_job(
+        self, job: str, period: str, *, now: float, owner: str = "", stale_after_s: float | None = None
+    ) -> bool:
+        """True exactly once per (job, period) across every process sharing the file — or, with ``stale_after_s``,
+        again when the claim's run never finished (``done_at`` unset: its process died mid-run) and it was taken
+        at least ``stale_after_s`` before ``now``: the slot is taken over rather than lost."""
+        params: tuple[object, ...] = (job, period, now, owner)
+        if stale_after_s is None:
+            sql = _CLAIM
+        else:
+            sql, params = _CLAIM_OR_TAKE_OVER, (*params, now - stale_after_s)
+        return self._write("job_claims", f"{job}/{period}", sql, params).rowcount == 1
 
     def claim_request(self, request_id: str, kind: str, at: float) -> bool:
         """True the first time ``request_id`` is seen (Slack event ids, alert button clicks); False on a replay."""

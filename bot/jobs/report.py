@@ -9,11 +9,11 @@ else's share of that answer is at least ``ONE_SIDED_MARGIN`` lower), when their 
 they **disagreed with the outcomes** of most of their answers whose outcome is known (at least
 ``DISAGREE_MIN_OUTCOMES``), or when they made **clicks over the rate limit**.
 
-Outcome-based figures (outcomes known, precision, recall and MTTR) count the outcomes whose time (``at``: when the
-fault was resolved or ruled out, as the source reports it) lies in the period, whenever their recommendation was
-decided: each outcome is counted in exactly one week. One that arrives after its week's summary was posted (an
-Alertmanager "resolved" sent a few minutes after ``endsAt``, across the weekly slot) is in no posted summary; it is
-in ``npo-bot report`` for that period.
+Outcome-based figures (outcomes known, precision, recall and MTTR) count the outcomes that *arrived* in the period
+(``recorded_at``, when NPO received them; ``at`` for outcomes stored before that was kept), whenever their
+recommendation was decided: each outcome is counted in exactly one week, and one that arrives after its week's
+summary was posted (an Alertmanager "resolved" sent a few minutes after ``endsAt``, across the weekly slot) is in
+the next summary rather than in none. MTTR itself still runs from the prediction to the outcome's ``at``.
 
 :func:`report_text` gives Slack mrkdwn by default (the weekly post, ``/npo summary``): keys and operator ids come
 from predictions and clicks, so they are escaped (no injected mentions or links) and shortened to

@@ -6,10 +6,14 @@ across every scheduler sharing the SQLite file.
 * Each run works out its *slot* (the trigger's latest fire time at ``now()``, ISO UTC) and claims ``(job, slot)``
   with :meth:`SQLiteStore.claim_job` first; a slot already claimed (by another scheduler or process) does nothing.
 * A run that raises is logged and releases its claim, so the next run (or a retry ``retry_after_s`` later) tries
-  the same slot again; the scheduler keeps going.
+  the same slot again; the scheduler keeps going. A run that finishes records it (``done_at``).
+* A run whose process died mid-way (SIGKILL, out of memory, power loss) leaves its claim unfinished; once the claim
+  is ``stale_after_s`` old (15 min: far longer than any run takes) the slot may be claimed again, so it is taken
+  over rather than lost. A run that really is still going after that long may then run twice.
 * ``catch_up`` jobs: at start, when the last claimed slot is older than the trigger's previous fire time, that one
-  slot runs at once — one catch-up however many slots were missed (coalesced); none when it was already claimed,
-  and none on a database where the job never ran (a first start has missed nothing).
+  slot runs at once — one catch-up however many slots were missed (coalesced); none when it was already claimed
+  and finished, and none on a database where the job never ran (a first start has missed nothing). A slot whose
+  claim is unfinished is taken over once stale: at once if it already is, else by a retry when it becomes so.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from apscheduler.schedulers.background import BackgroundScheduler  # type: ignor
 from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
 
 from storage import SQLiteStore
-from storage.jobs import last_claim, release_claim
+from storage.jobs import claim_of, finish_claim, last_claim, release_claim
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+STALE_CLAIM_S = 900.0  # an unfinished claim this old belongs to a run that died (no run takes minutes)
 
 
 def utc_now() -> datetime:
@@ -59,7 +64,8 @@ class JobSpec:
 
     ``lookback`` bounds the search for the previous fire time (longer than the trigger's period).
     ``catch_up``: run the latest missed slot at start. ``retry_after_s``: after a failure, try the same slot
-    again this long later (None: wait for the next scheduled run).
+    again this long later (None: wait for the next scheduled run). ``stale_after_s``: a claim whose run has not
+    finished this long after it was taken is counted as dead (its process died mid-run) and may be taken over.
     """
 
     name: str
@@ -68,6 +74,7 @@ class JobSpec:
     lookback: timedelta
     catch_up: bool = False
     retry_after_s: float | None = None
+    stale_after_s: float = STALE_CLAIM_S
 
 
 class Scheduler:
@@ -97,9 +104,21 @@ class Scheduler:
         if slot is None:
             return False
         period = slot_id(slot)
-        if not self.store.claim_job(name, period, now=self.now().timestamp(), owner=self.owner):
+        now = self.now().timestamp()
+        with self.store.read() as conn:
+            earlier = claim_of(conn, name, period)
+        if not self.store.claim_job(name, period, now=now, owner=self.owner, stale_after_s=job.stale_after_s):
             log.debug("job %s slot %s already claimed", name, period)
             return False
+        if earlier is not None:
+            log.warning(
+                "job %s slot %s: taking over the claim %s took %.0f s ago, whose run never finished (its process "
+                "died mid-run?)",
+                name,
+                period,
+                earlier.owner or "(unnamed)",
+                now - earlier.claimed_at,
+            )
         try:
             job.run(slot)
         except Exception:
@@ -108,6 +127,10 @@ class Scheduler:
                 release_claim(tx.connection, name, period, self.owner)
             self._schedule_retry(job)
             return False
+        with self.store.transaction() as tx:
+            finished = finish_claim(tx.connection, name, period, self.owner, self.now().timestamp())
+        if not finished:
+            log.warning("job %s ran for slot %s, but its claim was taken over meanwhile as stale", name, period)
         log.info("job %s ran for slot %s", name, period)
         return True
 
@@ -119,22 +142,40 @@ class Scheduler:
             log.exception("job %s could not run", name)
 
     def missed_slot(self, name: str) -> datetime | None:
-        """The previous fire time when it is newer than the last claimed slot (the one to catch up), else None.
+        """The previous fire time when it is newer than the last claimed slot, or claimed by a run that never
+        finished (the one to catch up), else None.
 
         None as well when the job never ran on this database (a first start has missed nothing)."""
         slot = self.current_slot(name)
         if slot is None:
             return None
+        period = slot_id(slot)
         with self.store.read() as conn:
             last = last_claim(conn, name)
-        return slot if last is not None and last < slot_id(slot) else None
+            claim = claim_of(conn, name, period)
+        if last is None:
+            return None
+        if claim is not None:
+            return slot if claim.done_at is None else None
+        return slot if last < period else None
 
     def catch_up(self) -> list[str]:
-        """Run, once each, the missed latest slot of every ``catch_up`` job; returns the names that ran."""
+        """Run, once each, the missed latest slot of every ``catch_up`` job; returns the names that ran. A slot
+        claimed by a run that never finished and is not stale yet is retried once it is."""
         ran = []
         for name, job in self.jobs.items():
-            if job.catch_up and self.missed_slot(name) is not None and self.run_due(name):
+            slot = self.missed_slot(name) if job.catch_up else None
+            if slot is None:
+                continue
+            if self.run_due(name):
                 ran.append(name)
+                continue
+            with self.store.read() as conn:
+                claim = claim_of(conn, name, slot_id(slot))
+            if claim is not None and claim.done_at is None:
+                wait = claim.claimed_at + job.stale_after_s - self.now().timestamp()
+                log.info("job %s slot %s is claimed by a run not finished; looking again in %.0f s", name, slot, wait)
+                self._schedule_retry(job, after_s=max(1.0, wait + 1.0))
         return ran
 
     # -- life cycle ----------------------------------------------------------------------------------------
@@ -170,14 +211,16 @@ class Scheduler:
         except Exception:
             log.exception("catch-up failed")
 
-    def _schedule_retry(self, job: JobSpec) -> None:
+    def _schedule_retry(self, job: JobSpec, after_s: float | None = None) -> None:
+        """Run ``job`` again ``after_s`` from now (default: its ``retry_after_s``; nothing when that is None)."""
         scheduler = self._scheduler
-        if job.retry_after_s is None or scheduler is None or not scheduler.running:
+        delay = job.retry_after_s if after_s is None else after_s
+        if delay is None or scheduler is None or not scheduler.running:
             return
         scheduler.add_job(
             self._safe_run_due,
             trigger="date",
-            run_date=datetime.now(UTC) + timedelta(seconds=job.retry_after_s),
+            run_date=datetime.now(UTC) + timedelta(seconds=delay),
             args=(job.name,),
             id=f"{job.name}-retry",
             replace_existing=True,
