@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.jobs.report import ArmSummary, arm_summaries, build_report, report_text
+from bot.retraining import expired_at
 from bot.service import ALIGNMENT_WINDOW, NpoService
 from bot.slack.blocks import Dashboard
 from npo.alignment import alignment_loss
@@ -30,6 +31,7 @@ class HomeData:
     overrides: tuple[OverrideLine, ...]
     proposal: Proposal | None
     mutes: tuple[Mute, ...]
+    proposal_expired_at: float | None = None  # the open proposal's deadline, once it has passed (nobody answered)
 
 
 def home_data(service: NpoService, *, recent: int = 10, overrides: int = 8) -> HomeData:
@@ -44,7 +46,8 @@ def home_data(service: NpoService, *, recent: int = 10, overrides: int = 8) -> H
     with store.read() as conn:
         lines = tuple(recent_overrides(conn, overrides))
         proposal = open_proposal(conn)
-        mutes = tuple(active_mutes(conn, service.clock()))
+        now = service.clock()
+        mutes = tuple(active_mutes(conn, now))
     return HomeData(
         dashboard=dashboard,
         trend=trend,
@@ -55,6 +58,7 @@ def home_data(service: NpoService, *, recent: int = 10, overrides: int = 8) -> H
         overrides=lines,
         proposal=proposal,
         mutes=mutes,
+        proposal_expired_at=None if proposal is None else expired_at(proposal, now),
     )
 
 

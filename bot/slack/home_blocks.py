@@ -75,11 +75,19 @@ def home_blocks(data: HomeData) -> list[Block]:
             "text": mrkdwn(f"*Threshold τ posteriors* (mean [95 % interval])\n{arms}\n*F_monitor*: {f_monitor}"),
         }
     )
-    if data.proposal is not None:
+    if data.proposal is not None and data.proposal_expired_at is not None:
         p = data.proposal
         text = (
+            f"*Retraining*: proposal #{p.id} ({escape(p.reason)}) expired unanswered at "
+            f"{_date(data.proposal_expired_at)}: it can no longer be approved or dismissed, and does not count toward "
+            "F_monitor. The meta-monitor raises a new alert if the drift persists."
+        )
+    elif data.proposal is not None:
+        p = data.proposal
+        deadline = "" if p.expires_at is None else f" It expires unanswered at {_date(p.expires_at)}."
+        text = (
             f":rotating_light: *Open retraining proposal #{p.id}* since {_date(p.opened_at)}: {escape(p.reason)}\n"
-            "Approve or Dismiss it on the alert in the ops channel."
+            f"Approve or Dismiss it on the alert in the ops channel.{deadline}"
         )
     else:
         text = "*Retraining*: no open proposal."

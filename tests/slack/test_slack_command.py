@@ -11,6 +11,7 @@ from slack_testing import ALICE, BOB, INCIDENT, MALLORY, SECRET, BotUnderTest, p
 
 from bot.slack.blocks import ACTION_LIKE, ACTION_OVERRIDE
 from bot.slack.command import MAX_REPLY, REPLAYED, fit_lines
+from bot.slack.monitor_blocks import ACTION_APPROVE, ALERT_ACTIONS_BLOCK_ID
 from bot.standin import interactions
 from npo.loop import record_feedback, record_outcome
 from npo.types import FeedbackEvent, FeedbackKind, Outcome
@@ -190,6 +191,48 @@ def test_app_home_shows_loss_trend_tau_overrides_and_proposal(bot: BotUnderTest)
     assert "Open retraining proposal #1" in text and "L_align 0.50 &gt; 0.30" in text
     assert ":mute: `psu|investigate|r#-p#|p&gt;=0.9`" in text
     assert len(bot.standin.calls("views.publish")) == 1
+
+
+def test_app_home_does_not_offer_a_proposal_past_its_deadline(bot: BotUnderTest) -> None:
+    """Before, App Home showed a proposal whose deadline had passed (the meta-monitor records the expiry only at its
+    next run, up to NPO_MONITOR_INTERVAL_MIN later) as open, with "Approve or Dismiss it on the alert" — while a
+    click on the alert answered that it had expired and recorded nothing. The open one now shows its deadline."""
+    now = time.time()
+    with bot.bot.store.transaction() as tx:
+        proposal = tx.open_proposal(now - 8 * 86_400, "L_align 0.50 > 0.30 over 40 answers", expires_at=now - 60)
+        buttons = {
+            "type": "actions",
+            "block_id": ALERT_ACTIONS_BLOCK_ID,
+            "elements": [
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Approve"},
+                    "action_id": ACTION_APPROVE,
+                    "value": str(proposal),
+                }
+            ],
+        }
+        tx.enqueue("C0OPS", "message", {"text": "alert", "blocks": [buttons], "proposal_id": proposal}, now)
+    bot.bot.worker.wake()
+    alert = wait_for(lambda: [m for m in bot.standin.messages("C0OPS") if ACTION_APPROVE in str(m.blocks)], 10)[0]
+    event = {"type": "app_home_opened", "user": ALICE, "channel": "D0ALICE", "tab": "home"}
+    assert bot.standin.send_event(bot.events_url, SECRET, event).status_code == 200
+    text = str(wait_for(lambda: bot.standin.home_view(ALICE))["blocks"])
+    assert "Approve or Dismiss it" not in text and f"proposal #{proposal} (" in text and "expired unanswered" in text
+    # ...which is what a click on the alert says
+    assert bot.click(ALICE, ACTION_APPROVE, (alert.channel, alert.ts)).status_code == 200
+    notice = wait_for(lambda: [m for m in bot.standin.messages("C0OPS", include_ephemeral=True) if m.ephemeral_to], 5)
+    assert "expired unanswered" in notice[0].text
+
+
+def test_app_home_names_the_open_proposals_deadline(bot: BotUnderTest) -> None:
+    now = time.time()
+    with bot.bot.store.transaction() as tx:
+        tx.open_proposal(now, "L_align 0.50 > 0.30 over 40 answers", expires_at=now + 86_400)
+    event = {"type": "app_home_opened", "user": ALICE, "channel": "D0ALICE", "tab": "home"}
+    assert bot.standin.send_event(bot.events_url, SECRET, event).status_code == 200
+    text = str(wait_for(lambda: bot.standin.home_view(ALICE))["blocks"])
+    assert "Open retraining proposal #1" in text and f"It expires unanswered at <!date^{int(now + 86_400)}^" in text
 
 
 def test_a_replayed_mute_or_unmute_changes_nothing(bot: BotUnderTest) -> None:
