@@ -18,13 +18,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.retraining import resolve
 from bot.slack.actions import refuse
-from bot.slack.blocks import ephemeral_refusal_text
 from bot.slack.deps import SlackDeps
 from bot.slack.monitor_blocks import RETRAIN_ACTIONS
 from bot.slack.payloads import parse_click
 
 log = logging.getLogger(__name__)
 
+NOT_A_RESPONDER_TEXT = (
+    "Sorry, only NPO's on-call responders can approve or dismiss a retraining proposal (being in this channel is "
+    "not enough). Nothing was recorded."
+)
 NOT_RECORDED_TEXT = (
     "NPO could not record this answer to the retraining proposal just now (its database could not be written, or "
     "the retraining failed; the bot's log has the error), so it was not recorded and the proposal is still open. "
@@ -38,7 +41,7 @@ def _make_listener(deps: SlackDeps) -> Any:
             click = parse_click(body)
             if not click.user or not await deps.responders.allows(click.user):
                 log.info("refused a retraining answer by %s: not a responder", click.user)
-                refuse(deps, client, click, ephemeral_refusal_text())
+                refuse(deps, client, click, NOT_A_RESPONDER_TEXT)
                 return
             try:
                 proposal_id = int(click.prediction_id)  # the button's value

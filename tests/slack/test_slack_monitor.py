@@ -298,3 +298,23 @@ def test_an_alert_slack_refuses_is_posted_in_short_with_its_buttons_and_its_upda
     assert [c.response["ok"] for c in bot.standin.calls("chat.update") if c.body.get("ts") == ts] == [False, True]
     quiet = run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake)
     assert quiet.resent_alert is None
+
+
+def test_a_member_of_the_ops_channel_who_is_not_a_responder_is_told_the_truth(drift_bot: BotUnderTest) -> None:
+    """The alert is in the ops channel; who may answer it is NPO's responders (NPO_RESPONDERS, their groups, or the
+    incident channel's members). Before, an ops-channel member who is not one was told "only the on-call responders
+    for this channel can answer NPO recommendations": false for them, and about recommendations, not this alert."""
+    bot = drift_bot
+    with bot.bot.store.transaction() as tx:
+        proposal = tx.open_proposal(time.time(), "test proposal")
+        tx.enqueue(OPS, "message", {"text": "alert", "blocks": _buttons(proposal)}, time.time())
+    bot.bot.worker.wake()
+    channel, ts = _alert(bot)
+    carol = "U0CAROL"  # on the ops team, in the ops channel, not an incident responder
+    bot.standin.add_user(carol)
+    bot.standin.set_channel_members(OPS, [ALICE, BOB, carol])
+    assert bot.click(carol, ACTION_APPROVE, (channel, ts)).status_code == 200
+    notice = wait_for(lambda: _ephemeral(bot, carol), 5)
+    assert "for this channel" not in notice[0].text and "recommendations" not in notice[0].text
+    assert "retraining proposal" in notice[0].text and "Nothing was recorded." in notice[0].text
+    assert _db(bot, "SELECT state FROM retraining_proposals") == ("open",)
