@@ -17,6 +17,7 @@ ACTION_APPROVE = "npo_retrain_approve"
 ACTION_DISMISS = "npo_retrain_dismiss"
 RETRAIN_ACTIONS: dict[str, bool] = {ACTION_APPROVE: True, ACTION_DISMISS: False}
 ALERT_ACTIONS_BLOCK_ID = "npo_retrain_actions"
+ALERT_HINT_BLOCK_ID = "npo_retrain_hint"
 _BARS = "▁▂▃▄▅▆▇█"
 KEY_CHARS = 80  # a key's name in the alert, escaped, at most (as in the weekly summary): five keys always fit
 
@@ -149,7 +150,7 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
         },
         {
             "type": "context",
-            "block_id": "npo_retrain_hint",
+            "block_id": ALERT_HINT_BLOCK_ID,
             "elements": [
                 mrkdwn(
                     "Approve fits a new model on the logged feedback and promotes it only if it beats, on the most "
@@ -163,8 +164,10 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
 
 
 def resolved_blocks(original: Sequence[Mapping[str, Any]], line: str) -> list[Block]:
-    """The alert after Approve / Dismiss (or its expiry): the same blocks without the buttons, plus one status
-    line."""
-    kept = [dict(b) for b in original if b.get("type") != "actions" and b.get("block_id") != "npo_retrain_status"]
+    """The alert after Approve / Dismiss (or its expiry): the same blocks without the buttons and without the hint
+    under them (what each button does, and when the proposal expires if nobody answers: no longer true once it is
+    answered or expired), plus one status line."""
+    dropped = (ALERT_HINT_BLOCK_ID, "npo_retrain_status")
+    kept = [dict(b) for b in original if b.get("type") != "actions" and b.get("block_id") not in dropped]
     kept.append({"type": "context", "block_id": "npo_retrain_status", "elements": [mrkdwn(line)]})
     return kept[:50]

@@ -14,6 +14,7 @@ from jobs_testing import surface_two_keys as surface
 from bot.jobs.monitor import run_monitor
 from bot.retraining import resolve
 from bot.service import MessageRef
+from bot.slack.monitor_blocks import ALERT_HINT_BLOCK_ID
 from npo.monitor import MonitorConfig
 from npo.types import FeedbackKind
 from storage import SQLiteStore
@@ -140,8 +141,10 @@ def test_the_expired_alert_loses_its_buttons(store: SQLiteStore) -> None:
     (update,) = [i for i in store.outbox("pending") if i.kind == "message_update"]
     assert update.channel == OPS and update.payload["ts"] == "1700000000.000777"
     kinds = [b["type"] for b in update.payload["blocks"]]
-    assert "actions" not in kinds and kinds[:-1] == [b["type"] for b in blocks if b["type"] != "actions"]
+    shown = [b["type"] for b in blocks if b["type"] != "actions" and b["block_id"] != ALERT_HINT_BLOCK_ID]
+    assert "actions" not in kinds and kinds[:-1] == shown
     assert "Expired unanswered" in str(update.payload["text"])
+    assert "expires" not in str(update.payload["blocks"])  # the hint's "if nobody answers, it expires at …" went
     assert run_monitor(store, config, now=T0 + DAY + HOUR, channel=OPS).expired_proposal is None  # once
 
 

@@ -106,6 +106,9 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
     assert "Retraining approved by" in reply.text and "model *v1* promoted" in reply.text
     wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks), 10)
     assert "Approved by" in str(bot.standin.message(OPS, ts).blocks)
+    # The answered alert no longer says it will expire if nobody answers, nor explains buttons it no longer has.
+    shown = str(bot.standin.message(OPS, ts).blocks)
+    assert "If nobody answers, the proposal expires" not in shown and "Dismiss records" not in shown
     assert _db(bot, "SELECT version, promoted FROM model_versions") == (1, 1)
     assert _db(bot, "SELECT state, resolved_by, model_version FROM retraining_proposals") == ("approved", ALICE, 1)
     assert _db(bot, "SELECT matches, decisions, open_proposal FROM monitor_state") == (1, 1, 0)  # F_monitor = 1
@@ -240,14 +243,15 @@ def test_an_alert_nobody_answers_expires_and_a_late_click_changes_nothing(drift_
     assert first.proposal_id == 1
     channel, ts = _alert(bot)
     wait_for(lambda: _db(bot, "SELECT state FROM outbox WHERE kind = 'message'") == ("sent",), 5)
+    assert "expires" in str(bot.standin.message(OPS, ts).blocks)  # the alert names its deadline
 
     week = run_monitor(store, monitor, now=week_ago + 7 * 86_400, channel=OPS, on_enqueue=wake)
     assert _db(bot, "SELECT state, resolved_by FROM retraining_proposals") == ("expired", None)
     assert _db(bot, "SELECT matches, decisions, open_proposal FROM monitor_state") == (0, 0, 0)
     assert week.expired_proposal == 1 and week.proposal_id is None  # no answers since: nothing new to alert on
-    assert "expires" in str(bot.standin.message(OPS, ts).blocks)  # the alert named its deadline
     wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks), 10)
     assert "Expired unanswered at" in str(bot.standin.message(OPS, ts).blocks)
+    assert "If nobody answers" not in str(bot.standin.message(OPS, ts).blocks)
 
     tables = ("model_versions", "audit_log", "retraining_proposals", "outbox")
     before = [_db(bot, f"SELECT COUNT(*) FROM {t}")[0] for t in tables]
