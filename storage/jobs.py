@@ -174,6 +174,21 @@ def outcome_tally(conn: sqlite3.Connection, since: float, until: float) -> Outco
     return OutcomeTally(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
+def proposal_counts(conn: sqlite3.Connection, since: float, until: float) -> dict[str, int]:
+    """Retraining proposals in [since, until): ``raised`` (opened in the period) and, by how they were closed in the
+    period (``resolved_at``: the answer, or the deadline of an expired one), ``approved``, ``dismissed``,
+    ``expired``."""
+    raised = conn.execute(
+        "SELECT COUNT(*) FROM retraining_proposals WHERE opened_at >= ? AND opened_at < ?", (since, until)
+    ).fetchone()
+    rows = conn.execute(
+        "SELECT state, COUNT(*) FROM retraining_proposals WHERE state <> 'open' AND resolved_at >= ? "
+        "AND resolved_at < ? GROUP BY state",
+        (since, until),
+    ).fetchall()
+    return {"raised": int(raised[0] or 0)} | {str(state): int(n) for state, n in rows}
+
+
 def most_overridden(conn: sqlite3.Connection, since: float, until: float, limit: int = 5) -> list[tuple[str, int]]:
     """The keys with the most effective overrides in [since, until), most first (ties by key)."""
     rows = conn.execute(

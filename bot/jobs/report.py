@@ -42,7 +42,15 @@ from npo.bandit import ThresholdBandit
 from npo.monitor import monitor_fidelity
 from npo.trust import TrustConfig, trust_weight
 from storage import SQLiteStore
-from storage.jobs import RepairTimes, answer_counts, daily_codes, most_overridden, outcome_tally, repair_times
+from storage.jobs import (
+    RepairTimes,
+    answer_counts,
+    daily_codes,
+    most_overridden,
+    outcome_tally,
+    proposal_counts,
+    repair_times,
+)
 from storage.operators import OperatorActivity, operator_activity
 
 if TYPE_CHECKING:
@@ -106,6 +114,8 @@ class WeeklyReport:
     overridden: tuple[tuple[str, int], ...]
     repair: RepairTimes = field(default_factory=lambda: RepairTimes(None, 0, None, 0))
     flagged: tuple[OperatorFlag, ...] = ()
+    monitor_answered: int = 0  # the approved and dismissed alerts F_monitor is the share of (all time)
+    proposals: dict[str, int] = field(default_factory=dict)  # the period's: raised, approved, dismissed, expired
 
     @property
     def answers(self) -> int:
@@ -216,6 +226,8 @@ def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezo
         overridden = most_overridden(conn, lo, hi)
         repair = repair_times(conn, lo, hi)
         activity = operator_activity(conn, lo, hi)
+        proposals = proposal_counts(conn, lo, hi)
+    monitor = store.monitor_state()
     known = tally.surfaced_real + tally.surfaced_false + tally.suppressed_real + tally.suppressed_false
     return WeeklyReport(
         since=since.astimezone(tz),
@@ -226,10 +238,12 @@ def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezo
         recall=tally.recall,
         outcomes_known=known,
         arms=arm_summaries(store.bandit()),
-        f_monitor=monitor_fidelity(store.monitor_state()),
+        f_monitor=monitor_fidelity(monitor),
         overridden=tuple(overridden),
         repair=repair,
         flagged=operator_flags(activity, store.config.trust),
+        monitor_answered=monitor.decisions,
+        proposals=proposals,
     )
 
 
@@ -302,7 +316,13 @@ def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
     lines.append("Threshold τ posteriors (mean [95 % interval], pulls):")
     for arm in report.arms:
         lines.append(f"  τ={arm.threshold:.2f}  {arm.mean:.3f} [{arm.low:.3f}, {arm.high:.3f}]  {arm.pulls}")
-    lines.append(f"F_monitor: {_num(report.f_monitor)}")
+    answered = report.monitor_answered
+    p = report.proposals
+    lines.append(
+        f"F_monitor (share of answered retraining alerts approved, all time): {_num(report.f_monitor)} over "
+        f"{answered} answered alert{'' if answered == 1 else 's'} · this period: {p.get('raised', 0)} raised, "
+        f"{p.get('approved', 0)} approved, {p.get('dismissed', 0)} dismissed, {p.get('expired', 0)} expired"
+    )
     if report.overridden:
         lines.append(
             "Most overridden keys: " + ", ".join(f"{_user_text(key, slack)} ({n})" for key, n in report.overridden)

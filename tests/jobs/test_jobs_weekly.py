@@ -8,6 +8,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
@@ -24,6 +25,7 @@ from bot.jobs.monitor import MONITOR_JOB
 from bot.jobs.report import PNG_SIGNATURE, build_report, chart_alt_text, render_png, report_text
 from bot.jobs.runner import Scheduler
 from bot.jobs.weekly import WEEK, WEEKLY_JOB, run_weekly_summary, weekly_trigger
+from bot.retraining import resolve
 from bot.standin import StandIn
 from npo.loop import record_feedback, record_outcome
 from npo.types import FeedbackEvent, FeedbackKind, Outcome
@@ -143,8 +145,30 @@ def test_report_numbers(db_path: Path) -> None:
         assert len(report.arms) == 5
         for arm in report.arms:
             assert 0 <= arm.low <= arm.mean <= arm.high <= 1
-        assert "F_monitor: n/a" in report_text(report)
+        assert "all time): n/a over 0 answered alerts · this period: 0 raised, 0 approved" in report_text(report)
         assert render_png(report).startswith(PNG_SIGNATURE)
+
+
+def test_the_summary_says_whose_f_monitor_it_shows(db_path: Path) -> None:
+    """F_monitor is kept as one running count (every Approve / Dismiss so far). Before, the summary of a week in which
+    nobody answered any retraining alert printed "F_monitor: 0.00" — last month's Dismiss — under the week's heading,
+    with nothing to tell it from a week of dismissed alerts, nor how many answers it rests on."""
+    since = datetime(2025, 3, 24, 9, tzinfo=BERLIN)
+    earlier = datetime(2025, 3, 3, 9, tzinfo=BERLIN).timestamp()
+    with SQLiteStore(db_path) as store:
+        with store.transaction() as tx:
+            old = tx.open_proposal(earlier, "L_align 0.40 > 0.30 over 60 answers", expires_at=earlier + 7 * 86_400)
+            tx.put_monitor_state(replace(tx.get_monitor_state(), open_proposal=True, last_trigger_at=earlier))
+        assert resolve(store, old, approved=False, by="U0BOB", now=earlier + 3600, message=None).status == "dismissed"
+        with store.transaction() as tx:  # raised this week, expired this week
+            tx.open_proposal(since.timestamp() + 60, "Page-Hinkley drift alarm", expires_at=since.timestamp() + 7200)
+            assert tx.expire_proposal(2, at=since.timestamp() + 7200)
+        text = report_text(build_report(store, since=since, until=MONDAY_SLOT + WEEK, timezone="Europe/Berlin"))
+    line = next(x for x in text.splitlines() if x.startswith("F_monitor"))
+    assert line == (
+        "F_monitor (share of answered retraining alerts approved, all time): 0.00 over 1 answered alert · "
+        "this period: 1 raised, 0 approved, 0 dismissed, 1 expired"
+    )
 
 
 def test_report_command(db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
