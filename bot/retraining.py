@@ -71,14 +71,19 @@ def _loss(value: float | None) -> str:
 
 def _retrain_text(result: RetrainResult, user: str, keys_reset: int, current_version: int | None) -> str:
     c = result.candidate
-    verdict = "promoted :white_check_mark:" if result.promoted else "not promoted (the current model stays)"
+    if result.promoted:
+        verdict = "promoted :white_check_mark:"
+    elif current_version is None:
+        verdict = "not promoted (scores stay with each key's learned m(k); there is no model yet)"
+    else:
+        verdict = f"not promoted (the current model v{current_version} stays)"
     current = "none yet" if current_version is None else f"v{current_version} {_loss(result.current_loss)}"
     extra = f" Step sizes of {keys_reset} key(s) restarted." if result.promoted else ""
     return (
         f"Retraining approved by <@{user}>: model *v{c.version}* {verdict}.\n"
         f"Holdout log loss on the {int(c.metrics.get('n_holdout', 0))} most recent answers (lower is better; a coin "
         f"scores 0.693): v{c.version} {_loss(result.candidate_loss)}, current model {current}, base rate (every "
-        f"answer predicted at the override rate) {_loss(result.base_rate_loss)}; trained on {c.n_train} older "
+        f"answer predicted at the answers' mean code) {_loss(result.base_rate_loss)}; trained on {c.n_train} older "
         f"answers. {result.reason}.{extra}"
     )
 

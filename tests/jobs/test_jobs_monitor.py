@@ -258,6 +258,9 @@ def test_approve_on_one_class_feedback_records_but_does_not_promote(store: SQLit
         proposal = get_proposal(conn, run.proposal_id)
     assert proposal is not None and (proposal.state, proposal.model_version) == ("approved", 1)
     queued = {item.kind: item.payload for item in store.outbox("pending") if item.kind != "message"}
+    assert "model *v1* not promoted (scores stay with each key's learned m(k); there is no model yet)" in str(
+        queued["thread_reply"]["text"]
+    )
     assert "model *v1* not promoted" in str(queued["thread_reply"]["text"]) and why in str(
         queued["thread_reply"]["text"]
     )

@@ -124,7 +124,7 @@ def test_the_reply_counts_only_the_answers_the_model_was_fitted_and_compared_on(
     assert "Holdout log loss on the 20 most recent answers (lower is better; a coin scores 0.693)" in text
     assert (
         "current model none yet" in text
-        and f"base rate (every answer predicted at the override rate) {done.retrain.base_rate_loss:.4f}" in text
+        and f"base rate (every answer predicted at the answers' mean code) {done.retrain.base_rate_loss:.4f}" in text
     )
     assert "trained on 60 older answers" in text and "nan" not in text
 
