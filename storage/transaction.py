@@ -66,6 +66,7 @@ class SQLiteTransaction(TxBatches, TxFeedback, TxLearning, TxMonitor):
         transaction's cached reads are then not kept for the next one, and the arms' row ids are read again)."""
         self._clean = False
         self._arm_ids = None
+        self._next_id = None  # a raw write may take the next audit id (an INSERT into the audit_log view)
         self._stored_keys, self._stored_trust = {}, {}
         return self._c
 

@@ -149,3 +149,15 @@ def test_audit_lines_between_events_keep_one_id_sequence(store: SQLiteStore, rel
     ids = [entry[0] for entry in store.audit_entries()]
     assert ids == list(range(1, len(ids) + 1))
     assert [entry[2] for entry in store.audit_entries()][-3:] == ["note", "feedback", "feedback"]
+
+
+def test_a_raw_audit_line_between_two_events_of_one_transaction_keeps_one_id_sequence(
+    store: SQLiteStore, relaxed_policy: Policy
+) -> None:
+    surface(store, [make_prediction(i) for i in range(2)], relaxed_policy)
+    with store.transaction() as tx:
+        record_feedback(tx, _like(0, "alice", "r0"), config=store.config)
+        tx.connection.execute("INSERT INTO audit_log (at, kind, subject, detail) VALUES (100.5, 'note', 'p0', '{}')")
+        record_feedback(tx, _like(1, "bob", "r1"), config=store.config)
+    ids = [entry[0] for entry in store.audit_entries()]
+    assert ids == list(range(1, len(ids) + 1))  # was [1, 2, 3, 4, 4]: the second click reused the raw line's id
