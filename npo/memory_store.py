@@ -295,20 +295,27 @@ class InMemoryTransaction:
                 s.effective.pop(ev.prediction_id, None)
 
             self._undo.append(undo_answers)
+        else:
+            # Undone as a whole, so a rolled-back replacement leaves the answers in their order of recording (the
+            # order of feedback_for, which SQLite gives by row id): an entry deleted and put back would move last.
+            kept = dict(answers)
+
+            def undo_order() -> None:
+                answers.clear()
+                answers.update(kept)
+
+            self._undo.append(undo_order)
         if applied.replaces is not None:
             # The replaced answer is this person's own, or the system's skip (see record_feedback).
             for operator in (ev.operator, SYSTEM_OPERATOR):
                 old = answers.get(operator)
                 if old is not None and old.event.request_id == applied.replaces:
-                    self._remember(answers, operator)
                     del answers[operator]
-                    self._remember(s.samples, old.event.request_id)
-                    s.samples.pop(old.event.request_id, None)
+                    self._drop_sample(old.event.request_id)
                     self._drop_override(old)
         earlier = answers.get(ev.operator)
         if earlier is not None:  # a later answer of the same person ends the earlier one's effect (SQLite's rule)
             self._drop_override(earlier)
-        self._remember(answers, ev.operator)
         answers[ev.operator] = applied
         self._add_override(applied)
         self._remember(s.samples, ev.request_id)
@@ -317,6 +324,23 @@ class InMemoryTransaction:
         )
         if audit is not None:
             self.audit("feedback", ev.prediction_id, audit, ev.at)
+
+    def _drop_sample(self, request_id: str) -> None:
+        """A replaced answer's sample leaves ``samples``; undone in its place (the order recorded, as SQLite keeps
+        it by row id): a sample put back at the end would move the meta-monitor's window."""
+        s = self._s
+        sample = s.samples.pop(request_id, None)
+        if sample is None:
+            return
+
+        def undo() -> None:
+            s.samples[request_id] = sample
+            rank = {a.event.request_id: i for i, a in enumerate(s.feedback_log)}
+            ordered = sorted(s.samples.items(), key=lambda item: rank.get(item[0], -1))
+            s.samples.clear()
+            s.samples.update(ordered)
+
+        self._undo.append(undo)
 
     def feedback_for(self, prediction_id: str) -> Sequence[AppliedFeedback]:
         return list(self._s.effective.get(prediction_id, {}).values())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from storage_testing import RELAXED_POLICY_TEXT
+from storage_testing import RELAXED_POLICY_TEXT, make_prediction
 
 from npo.loop import InMemoryStore, LoopConfig, LoopError, LoopStore, decide, record_feedback, record_outcome
 from npo.policy import parse_policy
@@ -77,3 +77,34 @@ def test_sqlite_and_in_memory_learn_the_same(db_path: Path) -> None:
         # enough learning for the comparison to mean something (95 pulls with this seed since skips after any
         # answer and repeated peer credit stopped counting)
         assert sum(memory.bandit.pulls) > 50
+
+
+def test_a_rolled_back_replacement_keeps_the_order_of_answers_and_samples(db_path: Path) -> None:
+    """InMemoryStore undid a replaced answer by putting it back last: feedback_for (whose first answer an ignored
+    skip reports) and the samples (the meta-monitor's window) then came in another order than SQLite's."""
+    config = LoopConfig()
+    policy = parse_policy(RELAXED_POLICY_TEXT)
+    clicks = [("p0", "alice", FeedbackKind.OVERRIDE, "a0"), ("p0", "bob", FeedbackKind.NEUTRAL, "b0")]
+    clicks.append(("p1", "carol", FeedbackKind.LIKE, "c0"))
+    seen = []
+    with SQLiteStore(db_path, config, disruptive_actions=()) as sqlite:
+        for store in (InMemoryStore(config, disruptive_actions=()), sqlite):
+            with store.transaction() as tx:
+                for i in range(2):
+                    decide(tx, make_prediction(i), config=config, policy=policy, rng=np.random.default_rng(0), now=0.0)
+            for n, (pid, operator, kind, request) in enumerate(clicks):
+                with store.transaction() as tx:
+                    record_feedback(tx, FeedbackEvent(pid, operator, kind, float(n + 1), request), config=config)
+            try:
+                with store.transaction() as tx:  # alice changes her answer, and the transaction fails
+                    record_feedback(tx, FeedbackEvent("p0", "alice", FeedbackKind.LIKE, 5.0, "a1"), config=config)
+                    raise RuntimeError("after the replacement")
+            except RuntimeError:
+                pass
+            with store.transaction() as tx:
+                skip = record_feedback(tx, FeedbackEvent("p0", "system", FeedbackKind.SKIPPED, 6.0, "s"), config=config)
+                order = [a.event.operator for a in tx.feedback_for("p0")]
+            samples = sqlite.alignment_samples() if store is sqlite else list(store.samples)
+            seen.append((order, skip, samples))
+    assert seen[0] == seen[1]
+    assert seen[0][0] == ["alice", "bob"]
