@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 
 from npo.loop import decide, record_feedback
@@ -57,3 +59,13 @@ def reply(store: SQLiteStore, first: int, kinds: list[FeedbackKind], *, at: floa
         for n, kind in enumerate(kinds):
             i = first + n
             record_feedback(tx, FeedbackEvent(f"p{i}", "U1", kind, at + n, f"r{i}"), config=store.config)
+
+
+class Clock:
+    """A settable "now" for the scheduler (``Scheduler(now=clock)``): ``clock.now = …`` moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+from jobs_testing import Clock
 from sqlite_utils import Database
 
 from bot.jobs.runner import STALE_CLAIM_S, JobSpec, Scheduler
@@ -47,14 +48,6 @@ _CHILD = textwrap.dedent(
         Scheduler(store, [dying], now=at(2025, 3, 24, 9, 0, 1)).run_due("weekly")
     """
 )
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+from jobs_testing import Clock
 
 from bot.jobs.runner import JobSpec, Scheduler, previous_fire_time, slot_id
 from storage import SQLiteStore
@@ -17,14 +18,6 @@ from storage.jobs import claim_count, last_claim
 
 WEEKLY = CronTrigger(day_of_week="mon", hour=9, minute=0, timezone=UTC)
 WEEK = timedelta(days=8)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from jobs_testing import OPS, prediction, surface_and_post
+from jobs_testing import OPS, Clock, prediction, surface_and_post
 from slack_sdk import WebClient
 
 from bot.config import Settings
@@ -34,14 +34,6 @@ from storage.jobs import claim_count
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MONDAY_SLOT = datetime(2025, 3, 24, 9, 0, tzinfo=BERLIN)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from jobs_testing import OPS
+from jobs_testing import OPS, Clock
 from slack_sdk import WebClient
 
 from bot.jobs.build import JobDeps, build_scheduler
@@ -21,14 +21,6 @@ from bot.jobs.runner import previous_fire_time
 from bot.jobs.weekly import WEEK, WEEKLY_JOB, weekly_trigger
 from bot.standin import StandIn
 from storage import SQLiteStore
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -63,6 +63,15 @@ def _alert(bot: BotUnderTest) -> tuple[str, str]:
     return wait_for(find, 10)
 
 
+def _posted_alert(bot: BotUnderTest) -> tuple[str, str]:
+    """A proposal opened now and its alert (Approve / Dismiss) posted to the ops channel: (channel, ts)."""
+    with bot.bot.store.transaction() as tx:
+        proposal = tx.open_proposal(time.time(), "test proposal")
+        tx.enqueue(OPS, "message", {"text": "alert", "blocks": _buttons(proposal)}, time.time())
+    bot.bot.worker.wake()
+    return _alert(bot)
+
+
 def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
     bot = drift_bot
     # 12 disk recommendations and 20 PSU ones, all surfaced first (an override starts the key's cooldown).
@@ -132,12 +141,7 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
 
 def test_dismiss_and_refusal(drift_bot: BotUnderTest) -> None:
     bot = drift_bot
-    store = bot.bot.store
-    with store.transaction() as tx:
-        proposal = tx.open_proposal(time.time(), "test proposal")
-        tx.enqueue(OPS, "message", {"text": "alert", "blocks": _buttons(proposal)}, time.time())
-    bot.bot.worker.wake()
-    channel, ts = _alert(bot)
+    channel, ts = _posted_alert(bot)
     outsider = "U0MALLORY"
     bot.standin.add_user(outsider)
     assert bot.click(outsider, ACTION_DISMISS, (channel, ts)).status_code == 200
@@ -200,11 +204,7 @@ def test_an_answer_that_could_not_be_stored_is_reported_to_the_clicker(drift_bot
     nothing else happened: no reply, the buttons still there, no word to the person — who had no way to tell that
     their Approve had not counted. Now they are told, and a second click, once the database is writable, counts."""
     bot = drift_bot
-    with bot.bot.store.transaction() as tx:
-        proposal = tx.open_proposal(time.time(), "test proposal")
-        tx.enqueue(OPS, "message", {"text": "alert", "blocks": _buttons(proposal)}, time.time())
-    bot.bot.worker.wake()
-    channel, ts = _alert(bot)
+    channel, ts = _posted_alert(bot)
     conn = sqlite3.connect(bot.bot.settings.db_path)
     try:
         conn.execute(
@@ -309,11 +309,7 @@ def test_a_member_of_the_ops_channel_who_is_not_a_responder_is_told_the_truth(dr
     incident channel's members). Before, an ops-channel member who is not one was told "only the on-call responders
     for this channel can answer NPO recommendations": false for them, and about recommendations, not this alert."""
     bot = drift_bot
-    with bot.bot.store.transaction() as tx:
-        proposal = tx.open_proposal(time.time(), "test proposal")
-        tx.enqueue(OPS, "message", {"text": "alert", "blocks": _buttons(proposal)}, time.time())
-    bot.bot.worker.wake()
-    channel, ts = _alert(bot)
+    channel, ts = _posted_alert(bot)
     carol = "U0CAROL"  # on the ops team, in the ops channel, not an incident responder
     bot.standin.add_user(carol)
     bot.standin.set_channel_members(OPS, [ALICE, BOB, carol])
