@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -260,6 +260,10 @@ class NpoService:
         that was not surfaced raises :class:`npo.loop.NotSurfaced`, and nothing is stored."""
         with self.store.transaction() as tx:
             decision = tx.get_decision(outcome.prediction_id)
+            if decision is None and (alias := tx.alias_of(outcome.prediction_id)) is not None:
+                # the id of a prediction found a duplicate by fingerprint: the outcome is the one it duplicated
+                outcome = replace(outcome, prediction_id=alias)
+                decision = tx.get_decision(alias)
             if surfaced_only and decision is not None and not decision.surfaced:
                 raise NotSurfaced(outcome.prediction_id, decision.verdict)
             result = record_outcome(tx, outcome, config=self.store.config)
@@ -269,6 +273,11 @@ class NpoService:
         if queued:
             self.on_enqueue()
         return result
+
+    def alias_of(self, prediction_id: str) -> str | None:
+        """The prediction that ``prediction_id`` was found a duplicate of by fingerprint (same fault type, target
+        and action within the dedupe window), whose decision it was answered with; None if it was not one."""
+        return self.store.alias_of(prediction_id)
 
     def close_without_outcome(self, prediction_id: str, at: float, *, source: str) -> ClosedResult:
         """The prediction's alert ended (at ``at``, as ``source`` reports) without saying whether the fault was

@@ -31,6 +31,7 @@ class _State:
     decisions: dict[str, Decision] = field(default_factory=dict)
     channels: dict[str, str] = field(default_factory=dict)
     fingerprints: dict[str, tuple[str, float]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # id found a duplicate by fingerprint -> the first's
     keys: dict[str, KeyAlignment] = field(default_factory=dict)
     bandit: ThresholdBandit | None = None
     trust: dict[str, OperatorTrust] = field(default_factory=dict)
@@ -106,6 +107,9 @@ class InMemoryTransaction:
     def find_duplicate(self, prediction: Prediction, window_s: float) -> Decision | None:
         if prediction.id in self._s.decisions:
             return self._s.decisions[prediction.id]
+        alias = self._s.aliases.get(prediction.id)  # found a duplicate by fingerprint before: still that prediction
+        if alias is not None:
+            return self._s.decisions[alias]
         seen = self._s.fingerprints.get(prediction.fingerprint())
         if seen is not None and prediction.received_at - seen[1] < window_s:
             return self._s.decisions[seen[0]]
@@ -359,9 +363,23 @@ class InMemoryTransaction:
     def get_model(self) -> LogisticModel | None:
         return self._s.model
 
+    def alias_of(self, prediction_id: str) -> str | None:
+        return self._s.aliases.get(prediction_id)
+
     def audit(self, kind: str, subject: str, detail: Mapping[str, object], at: float) -> None:
         log = self._s.audit_log
         log.append((kind, subject, dict(detail), at))
+        first = detail.get("first")
+        if kind == "duplicate_prediction" and isinstance(first, str) and first != subject:
+            # as SQLite's prediction_aliases: the id of a prediction found a duplicate by fingerprint stays that one
+            aliases = self._s.aliases
+            if subject not in aliases and subject not in self._s.decisions:
+                aliases[subject] = first
+
+                def undo_alias() -> None:
+                    aliases.pop(subject, None)
+
+                self._undo.append(undo_alias)
 
         def undo() -> None:
             log.pop()

@@ -36,6 +36,8 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
     threshold (a blocked one) shows ``"threshold": null``, not ``0.0``.
 14. ``m014_job_claims_done``: ``job_claims.done_at``, when the claimed run finished (NULL while it runs, or when its
     process died mid-run: such a claim can be taken over once stale, so the slot is not lost).
+15. ``m015_prediction_aliases``: ``prediction_aliases``, the id of each prediction found a duplicate by fingerprint
+    (not stored) → the prediction it duplicated, so the same id sent again later, or its outcome, finds that one.
 
 ``storage/README.md`` says why each one was made, with the figures.
 """
@@ -852,6 +854,22 @@ def m014_job_claims_done(db: Database) -> None:
     before this version ran: a failed run gave its claim back)."""
     db.execute("ALTER TABLE job_claims ADD COLUMN done_at REAL")
     db.execute("UPDATE job_claims SET done_at = claimed_at")
+
+
+@MIGRATIONS(name="m015_prediction_aliases")
+def m015_prediction_aliases(db: Database) -> None:
+    """A prediction found a duplicate by fingerprint (same fault type, target and action within the dedupe window)
+    was not stored, and its id was forgotten: the same id sent again after the window (Alertmanager re-sends a
+    firing episode every repeat_interval) was decided as a new prediction and posted again, and its resolved alert
+    or outcome found no prediction. ``prediction_aliases`` maps such an id to the prediction it duplicated; filled
+    from the ``duplicate_prediction`` audit lines of the history."""
+    db.execute("CREATE TABLE prediction_aliases (alias_id TEXT PRIMARY KEY NOT NULL, prediction_id TEXT NOT NULL)")
+    db.execute(
+        "INSERT OR IGNORE INTO prediction_aliases (alias_id, prediction_id) "
+        "SELECT subject, json_extract(detail, '$.first') FROM audit_events WHERE kind = 'duplicate_prediction' "
+        "AND json_extract(detail, '$.first') IS NOT NULL AND subject != json_extract(detail, '$.first') "
+        "AND subject NOT IN (SELECT prediction_id FROM decisions) ORDER BY id"
+    )
 
 
 KNOWN_MIGRATIONS = tuple(m.name for m in MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))

@@ -69,6 +69,11 @@ class StoreReads:
         with self.read() as conn:
             return SQLiteTransaction(conn, self.config, self.disruptive_actions).get_prediction(prediction_id)
 
+    def alias_of(self, prediction_id: str) -> str | None:
+        """The prediction ``prediction_id`` was found a duplicate of by fingerprint (None if it was not one)."""
+        with self.read() as conn:
+            return SQLiteTransaction(conn, self.config, self.disruptive_actions).alias_of(prediction_id)
+
     def decision(self, prediction_id: str) -> Decision | None:
         with self.read() as conn:
             return SQLiteTransaction(conn, self.config, self.disruptive_actions).get_decision(prediction_id)

@@ -181,7 +181,25 @@ class TxBase:
         )
         return cur.rowcount == 1
 
+    def remember_alias(self, kind: str, subject: str, detail: Mapping[str, object]) -> None:
+        """A ``duplicate_prediction`` line whose id is not the first's: remember the id as an alias of the first
+        (``prediction_aliases``), so the same id sent again after the dedupe window, or its outcome, finds it."""
+        first = detail.get("first")
+        if kind == "duplicate_prediction" and isinstance(first, str) and first != subject:
+            self._c.execute(
+                "INSERT INTO prediction_aliases (alias_id, prediction_id) VALUES (?,?) ON CONFLICT DO NOTHING",
+                (subject, first),
+            )
+
+    def alias_of(self, prediction_id: str) -> str | None:
+        """The prediction ``prediction_id`` was found a duplicate of by fingerprint (None if it was not)."""
+        row = self._c.execute(
+            "SELECT prediction_id FROM prediction_aliases WHERE alias_id = ?", (prediction_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def audit(self, kind: str, subject: str, detail: Mapping[str, object], at: float) -> None:
+        self.remember_alias(kind, subject, detail)
         self._next_id = None
         self._write(
             "audit_log",

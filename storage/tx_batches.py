@@ -107,6 +107,16 @@ class TxBatches(TxDecisions):
                 [p.id for p in predictions],
             )
         }
+        aliases = dict(
+            self._in_chunks(
+                "SELECT alias_id, prediction_id FROM prediction_aliases WHERE alias_id IN ({marks})",
+                [p.id for p in predictions if p.id not in decisions],
+            )
+        )
+        for alias, first in aliases.items():  # an id found a duplicate by fingerprint before: that prediction's
+            earlier = decisions.get(first) or self.get_decision(first)
+            if earlier is not None:
+                decisions[alias] = earlier
         latest = {
             r[0]: (r[1], r[2])
             for r in self._in_chunks(
@@ -272,3 +282,5 @@ class TxBatches(TxDecisions):
                 self.audit(kind, subject, detail, at)
             raise StorageError("audit_log", entries[0][1], f"a batch of {len(entries)} refused: {exc}") from exc
         c.execute("RELEASE npo_bulk")
+        for kind, subject, detail, _at in entries:
+            self.remember_alias(kind, subject, detail)

@@ -23,6 +23,9 @@ class TxDecisions(TxBase):
         earlier = self.get_decision(prediction.id)
         if earlier is not None:
             return earlier
+        alias = self.alias_of(prediction.id)  # found a duplicate by fingerprint before: still that prediction
+        if alias is not None and (earlier := self.get_decision(alias)) is not None:
+            return earlier
         row = self._one(
             "SELECT prediction_id, received_at FROM decisions WHERE fingerprint = ? ORDER BY seq DESC LIMIT 1",
             (prediction.fingerprint(),),

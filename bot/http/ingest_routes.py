@@ -294,15 +294,16 @@ class IngestApi:
         prediction has falls back to the alert's plain id (a prediction stored before episode ids)."""
         out: list[dict[str, Any]] = []
         for resolved in alerts:
-            pid = resolved.prediction_id
+            # An episode found a duplicate of another prediction (the dedupe window) resolves that one.
+            pid = self.service.alias_of(resolved.prediction_id) or resolved.prediction_id
             result: OutcomeResult | ClosedResult | None
             try:
                 try:
                     result = self._resolve_one(resolved, pid)
                 except UnknownPrediction:
-                    if resolved.fallback_id is None:
+                    if resolved.fallback_id is None:  # else the plain id of a prediction stored before episode ids
                         raise
-                    pid = resolved.fallback_id
+                    pid = str(resolved.fallback_id)
                     result = self._resolve_one(resolved, pid)
             except UnknownPrediction:
                 result = None
