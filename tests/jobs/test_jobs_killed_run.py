@@ -20,7 +20,7 @@ from jobs_testing import Clock
 from sqlite_utils import Database
 
 from bot.jobs.runner import STALE_CLAIM_S, JobSpec, Scheduler
-from storage import SQLiteStore, migrate
+from storage import LATEST_SCHEMA_VERSION, SQLiteStore, migrate
 from storage.jobs import claim_of
 
 WEEKLY = CronTrigger(day_of_week="mon", hour=9, minute=0, timezone=UTC)
@@ -107,7 +107,7 @@ def test_claims_stored_before_the_upgrade_count_as_finished(tmp_path: Path) -> N
         (PERIOD, SLOT.timestamp()),
     )
     db.conn.commit()
-    assert migrate(db) == 14
+    assert migrate(db) == LATEST_SCHEMA_VERSION
     db.close()
     with SQLiteStore(path) as store:
         with store.read() as conn:
