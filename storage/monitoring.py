@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,20 +37,42 @@ def put_job_state(conn: sqlite3.Connection, name: str, value: dict[str, Any], at
 
 
 # -- the feedback stream -----------------------------------------------------------------------------------------
-def feedback_codes_after(conn: sqlite3.Connection, after_id: int, limit: int = 1_000_000) -> list[tuple[int, float]]:
-    """(feedback row id, y) of every applied answer (replaced ones included) after ``after_id``, in order."""
-    rows = conn.execute("SELECT id, y FROM feedback WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
-    return [(int(i), float(y)) for i, y in rows]
+def feedback_codes_after(
+    conn: sqlite3.Connection, after_id: int, limit: int = 1_000_000
+) -> list[tuple[int, float, str]]:
+    """(feedback row id, y, operator) of every applied answer (replaced ones included) after ``after_id``, in
+    order."""
+    rows = conn.execute(
+        "SELECT id, y, operator FROM feedback WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+    ).fetchall()
+    return [(int(i), float(y), str(op)) for i, y, op in rows]
 
 
-def alignment_samples_after(conn: sqlite3.Connection, after_id: int, last_n: int) -> list[AlignmentSample]:
+def contradicted_by_outcomes(conn: sqlite3.Connection, min_outcomes: int) -> set[str]:
+    """The people (never ``system``) whose effective answers with a known outcome number at least ``min_outcomes``
+    and agree with it less than half the time (agreement 1 − |y − t|, t = 0 for a real fault and 1 for a false
+    alarm; a neutral answer counts half), over all time."""
+    rows = conn.execute(
+        f"SELECT f.operator FROM feedback f JOIN outcomes o ON o.prediction_id = f.prediction_id "
+        f"WHERE f.operator != 'system' AND f.kind != 'skipped' AND {_EFFECTIVE} GROUP BY f.operator "
+        "HAVING COUNT(*) >= ? AND SUM(1.0 - ABS(f.y - (1 - o.real_fault))) < COUNT(*) / 2.0",
+        (min_outcomes,),
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def alignment_samples_after(
+    conn: sqlite3.Connection, after_id: int, last_n: int, *, excluding: Collection[str] = ()
+) -> list[AlignmentSample]:
     """The latest ``last_n`` effective answers recorded after feedback row ``after_id`` as alignment samples
     (key, y, at, trust weight, channel), oldest first — like ``SQLiteStore.alignment_samples(last_n=...)`` with
-    only the answers newer than ``after_id``."""
+    only the answers newer than ``after_id``, and none by the people in ``excluding``."""
+    people = sorted(excluding)
+    others = f" AND f.operator NOT IN ({','.join('?' * len(people))})" if people else ""
     rows = conn.execute(
-        f"SELECT f.key, f.y, f.at, f.weight, f.channel FROM feedback f WHERE f.id > ? AND {_EFFECTIVE} "
+        f"SELECT f.key, f.y, f.at, f.weight, f.channel FROM feedback f WHERE f.id > ? AND {_EFFECTIVE}{others} "
         "ORDER BY f.id DESC LIMIT ?",
-        (after_id, last_n),
+        (after_id, *people, last_n),
     ).fetchall()
     return [AlignmentSample(r[0], r[1], r[2], min(1.0, r[3]), r[4]) for r in reversed(rows)]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -93,12 +93,14 @@ class StoreReads:
         key: str | None = None,
         channel: str | None = None,
         effective_only: bool = True,
+        excluding: Collection[str] = (),
     ) -> list[AlignmentSample]:
         """Alignment samples (key, y, at, trust weight, channel) in the order recorded, filtered like
         :func:`npo.alignment.window`: by key/channel, then ``at >= since``, then the last ``last_n``.
 
         By default only each person's current answer per recommendation counts (a replaced answer no longer
         does, as in :class:`npo.loop.InMemoryStore`); ``effective_only=False`` returns every applied event.
+        ``excluding``: people whose answers are left out.
         """
         if last_n is not None and last_n <= 0:
             raise StorageError("feedback", "last_n", f"must be positive, got {last_n}")
@@ -113,6 +115,10 @@ class StoreReads:
             params.append(since)
         if effective_only:
             clauses.append(IS_EFFECTIVE)
+        if excluding:
+            people = sorted(excluding)
+            clauses.append(f"operator NOT IN ({','.join('?' * len(people))})")
+            params.extend(people)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         limit = ""
         if last_n is not None:

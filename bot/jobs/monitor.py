@@ -16,6 +16,14 @@ The cooldown is counted between the *scheduled* times of the runs (``slot``), no
 to start: with hourly runs and a 6 h cooldown, the run six slots after the one that opened a proposal may open the
 next, however much later than its slot the earlier run got going.
 
+Both signals leave out the answers of anyone **the outcomes contradict**: at least ``DISAGREE_MIN_OUTCOMES`` (5)
+answers whose outcome is known, fewer than half of them agreeing with it — the rule that lists a person under
+"Answers to look at" in the weekly summary (:mod:`bot.jobs.report`). Such a person's overrides would otherwise raise
+a retraining alert every cooldown for the team to dismiss. Trust weights (:mod:`npo.trust`) are not used here: a
+weight can also fall to 0 from disagreeing with the peers' consensus alone, and one person overriding a kind the
+others used to like is also how a real change first shows, before any outcome says who is right — the monitor
+exists to notice that. Every other answer counts as one, as in L_align's definition.
+
 A proposal stays open until someone answers its alert, or until it expires: ``config.proposal_expiry_s`` after the
 slot of the run that raised it (the deadline is stored with the proposal and named in the alert). The first run at
 or after the deadline records it as *expired* — neither approved nor dismissed, so F_monitor does not count it —
@@ -42,6 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.jobs.report import DISAGREE_MIN_OUTCOMES
 from bot.slack.monitor_blocks import (
     AlertFacts,
     KeyMisalignment,
@@ -69,6 +78,7 @@ from npo.types import InvalidRecord
 from storage import SQLiteStore
 from storage.monitoring import (
     alignment_samples_after,
+    contradicted_by_outcomes,
     delivered_alert,
     feedback_codes_after,
     get_job_state,
@@ -143,7 +153,10 @@ def run_monitor(
         conn = tx.connection
         job = get_job_state(conn, STATE_NAME)
         cursor = int(job.get("feedback_id", 0))
-        codes = feedback_codes_after(conn, cursor)
+        stream = feedback_codes_after(conn, cursor)
+        # The answers of people the outcomes contradict are no evidence of misalignment (see the module docstring).
+        unreliable = contradicted_by_outcomes(conn, DISAGREE_MIN_OUTCOMES)
+        codes = [(i, y) for i, y, person in stream if person not in unreliable]
         state = tx.get_monitor_state()
         since = _evidence_after(conn, job, state.last_trigger_at)
         held = _held_alarm(job.get("held_alarm"))
@@ -163,8 +176,12 @@ def run_monitor(
                 last_alarm = i
             alarm = alarm or raised
             peak = max(peak, state.ph.statistic)
-        recent = store.alignment_samples(last_n=2 * config.window)
-        window = recent[-config.window :] if since is None else alignment_samples_after(conn, since, config.window)
+        recent = store.alignment_samples(last_n=2 * config.window, excluding=unreliable)
+        window = (
+            recent[-config.window :]
+            if since is None
+            else alignment_samples_after(conn, since, config.window, excluding=unreliable)
+        )
         previous = recent[: len(recent) - len(window)][-config.window :]
         loss = _loss(window)
         decision, new_state = evaluate_monitor(
@@ -213,11 +230,11 @@ def run_monitor(
                 now,
             )
         tx.put_monitor_state(new_state)
-        newest = codes[-1][0] if codes else cursor
+        newest = stream[-1][0] if stream else cursor
         if decision.trigger or not decision.held_back:
             held = None  # the alert covers it (and the detector starts again), or it has not held
         elif held is None and last_alarm is not None:
-            held = _hold_alarm(conn, config, codes, last_alarm, since, cursor, run_at)
+            held = _hold_alarm(conn, config, codes, last_alarm, since, cursor, run_at, unreliable)
         job_state: dict[str, Any] = {"feedback_id": newest}
         if decision.trigger or since is not None:
             job_state["evidence_after"] = newest if decision.trigger else since
@@ -272,12 +289,13 @@ def _hold_alarm(
     since: int | None,
     cursor: int,
     run_at: float,
+    unreliable: set[str],
 ) -> HeldAlarm:
     """Remember a drift alarm this run held back: the level before the change, from the detector's answers since its
     last reset (the answers after the last proposal) up to the last one it was in alarm at, and the answers after
     that one."""
     upto = codes[last_alarm][0] if last_alarm >= 0 else cursor
-    before = [y for i, y in feedback_codes_after(conn, since or 0) if i <= upto]
+    before = [y for i, y, person in feedback_codes_after(conn, since or 0) if i <= upto and person not in unreliable]
     held = HeldAlarm(raised_at=float(run_at), baseline=page_hinkley_baseline(before, config.page_hinkley))
     for _, y in codes[last_alarm + 1 :]:
         held = held_alarm_observe(held, y, False)
