@@ -184,6 +184,24 @@ def undelivered_alert(conn: sqlite3.Connection, proposal: Proposal, kind: str) -
     return UndeliveredAlert(int(row[0]), json.loads(row[1]), str(row[3]))
 
 
+def pending_alert(conn: sqlite3.Connection, proposal: Proposal, kind: str) -> tuple[int, dict[str, Any]] | None:
+    """(outbox id, payload) of the alert of ``proposal`` (outbox ``kind``) while it still waits to be delivered (a
+    Slack outage, a retry due later), else None."""
+    row = _latest_alert(conn, proposal, kind, "id, payload", "AND state = 'pending' ")
+    if row is None:
+        return None
+    payload = json.loads(row[1])
+    return int(row[0]), payload if isinstance(payload, dict) else {}
+
+
+def replace_pending_payload(conn: sqlite3.Connection, outbox_id: int, payload: dict[str, Any]) -> bool:
+    """Replace what a message still waiting in the outbox will post. True when it was still waiting."""
+    cur = conn.execute(
+        "UPDATE outbox SET payload = ? WHERE id = ? AND state = 'pending'", (codec.dumps(payload), outbox_id)
+    )
+    return cur.rowcount == 1
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveredAlert:
     """A proposal's alert as it was posted: where (``channel``, ``ts``) and what (its outbox ``payload``)."""

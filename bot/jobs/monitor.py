@@ -77,6 +77,7 @@ from npo.monitor import page_hinkley_alarm as drift_alarm_of
 from npo.types import InvalidRecord
 from storage import SQLiteStore
 from storage.monitoring import (
+    Proposal,
     alignment_samples_after,
     contradicted_by_outcomes,
     delivered_alert,
@@ -85,7 +86,9 @@ from storage.monitoring import (
     key_states,
     last_feedback_id_at,
     open_proposal,
+    pending_alert,
     put_job_state,
+    replace_pending_payload,
     undelivered_alert,
 )
 from storage.store import SQLiteTransaction
@@ -320,13 +323,30 @@ def _expire_overdue_proposal(tx: SQLiteTransaction, config: MonitorConfig, run_a
         {"opened_at": proposal.opened_at, "expired_at": deadline, "reason": proposal.reason},
         now,
     )
+    line = expired_line(deadline)
     alert = delivered_alert(tx.connection, proposal, ALERT_KIND)
     if alert is not None:
-        line = expired_line(deadline)
         original = alert.payload.get("blocks")
         blocks = resolved_blocks(original if isinstance(original, list) else [], line)
         tx.enqueue(alert.channel, UPDATE_KIND, {"ts": alert.ts, "text": line, "blocks": blocks}, now)
+    else:
+        # Still queued (Slack was down for the whole expiry): it will be posted as it now stands, without buttons.
+        _rewrite_queued_alert(tx.connection, proposal, line)
     return proposal.id
+
+
+def _rewrite_queued_alert(conn: sqlite3.Connection, proposal: Proposal, line: str) -> None:
+    """The expired proposal's alert, when it is still waiting in the outbox, is posted without its buttons (and the
+    hint under them), with the status line: a click on it could record nothing."""
+    waiting = pending_alert(conn, proposal, ALERT_KIND)
+    if waiting is None:
+        return
+    outbox_id, payload = waiting
+    original = payload.get("blocks")
+    blocks = resolved_blocks(original if isinstance(original, list) else [], line)
+    replace_pending_payload(
+        conn, outbox_id, {**payload, "text": f"{payload.get('text', '')}\n{line}", "blocks": blocks}
+    )
 
 
 def _evidence_after(conn: sqlite3.Connection, job: dict[str, object], last_trigger_at: float | None) -> int | None:

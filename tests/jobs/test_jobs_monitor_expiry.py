@@ -148,6 +148,24 @@ def test_the_expired_alert_loses_its_buttons(store: SQLiteStore) -> None:
     assert run_monitor(store, config, now=T0 + DAY + HOUR, channel=OPS).expired_proposal is None  # once
 
 
+def test_an_alert_still_queued_when_its_proposal_expires_is_posted_without_buttons(store: SQLiteStore) -> None:
+    config = MonitorConfig(proposal_expiry_s=DAY)
+    surface(store, 100, at=T0 - 2 * HOUR)
+    reply(store, 0, MIXED * 10, at=T0 - HOUR)
+    first = run_monitor(store, config, now=T0, channel=OPS)
+    (alert,) = [i for i in store.outbox("pending") if i.kind == "message"]  # Slack is down: never delivered
+    assert "actions" in [b["type"] for b in alert.payload["blocks"]]
+
+    run = run_monitor(store, config, now=T0 + DAY, channel=OPS)
+    assert run.expired_proposal == first.proposal_id
+    (queued,) = [i for i in store.outbox("pending") if i.kind == "message" and i.id == alert.id]
+    kinds = [b["type"] for b in queued.payload["blocks"]]
+    assert "actions" not in kinds and ALERT_HINT_BLOCK_ID not in str(queued.payload["blocks"])
+    assert "Expired unanswered" in str(queued.payload["blocks"]) and "Expired unanswered" in queued.payload["text"]
+    assert queued.payload["proposal_id"] == first.proposal_id  # still recognised as that proposal's alert
+    assert [i for i in store.outbox() if i.kind == "message_update"] == []  # nothing posted yet to update
+
+
 def test_a_drift_alarm_raised_while_the_proposal_was_open_is_alerted_on_when_it_expires(store: SQLiteStore) -> None:
     """Nobody answers; meanwhile a quarter of the answers become overrides (L_align 0.25 ≤ θ: only the detector sees
     it), and the detector's alarm comes and goes while the proposal is open. Expired, the proposal no longer holds
