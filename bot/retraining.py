@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bot.service import MessageRef
-from bot.slack.monitor_blocks import resolved_blocks, slack_time
+from bot.slack.monitor_blocks import resolved_blocks
+from bot.slack.text import slack_time
 from npo.misalignment import reset_key
 from npo.monitor import monitor_fidelity, record_ground_truth
 from npo.monitor import resolve_proposal as close_proposal

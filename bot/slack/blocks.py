@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bot.slack.text import duration, escape, escaped, mrkdwn, plain, truncate
+from bot.slack.text import duration, escape, escaped, mrkdwn, plain, slack_time, truncate
 from npo.types import Decision, FeedbackKind, Prediction, Severity
 
 Block = dict[str, Any]
@@ -114,11 +114,6 @@ class RecommendationView:
     outcome: OutcomeView | None = None
 
 
-def _date(at: float) -> str:
-    """A Slack date token (rendered in the reader's time zone) with a UTC fallback."""
-    return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{int(at)}>"
-
-
 def _button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
     button: Block = {
         "type": "button",
@@ -189,7 +184,7 @@ def _answer_line(a: Answer) -> str:
     who = "no answer (skipped)" if a.operator == "system" else f"<@{escape(truncate(a.operator, MAX_ANSWER_WHO))}>"
     reason = escape(truncate(" ".join(a.reason.split()), MAX_ANSWER_REASON))
     reason = f" — {reason}" if reason else ""
-    return f"{_KIND_ICON.get(a.kind, '')} *{a.kind.value}* by {who} at {_date(a.at)}{reason}"
+    return f"{_KIND_ICON.get(a.kind, '')} *{a.kind.value}* by {who} at {slack_time(a.at)}{reason}"
 
 
 def _hidden_line(hidden: int) -> str:
@@ -235,14 +230,14 @@ def recommendation_blocks(view: RecommendationView) -> list[Block]:
         blocks.append({"type": "section", "block_id": "npo_answers", "text": mrkdwn("\n".join(lines), MAX_SECTION)})
     skip = next((a for a in view.answers if a.operator == "system" and a.kind is FeedbackKind.SKIPPED), None)
     if skip is not None:
-        note = f":zzz: Nobody answered in time: counted as *skipped* at {_date(skip.at)}."
+        note = f":zzz: Nobody answered in time: counted as *skipped* at {slack_time(skip.at)}."
         if view.outcome is None:  # the answer buttons are still shown (an outcome replaces them, below)
             note += " An answer now still counts and replaces the skip."
         blocks.append({"type": "context", "block_id": "npo_skipped", "elements": [mrkdwn(note, MAX_SECTION)]})
     if view.outcome is not None:
         o = view.outcome
         verdict = ":white_check_mark: Confirmed fault" if o.real_fault else ":information_source: False alarm"
-        text = f"{verdict} · recorded {_date(o.at)} via {escape(o.source)}"
+        text = f"{verdict} · recorded {slack_time(o.at)} via {escape(o.source)}"
         blocks.append({"type": "context", "block_id": "npo_resolved", "elements": [mrkdwn(text, MAX_SECTION)]})
         return blocks[:MAX_MESSAGE_BLOCKS]
     a = view.answers

@@ -17,15 +17,11 @@ from bot.slack.blocks import (
     status_lines,
 )
 from bot.slack.monitor_blocks import sparkline
-from bot.slack.text import escape, escaped, mrkdwn, plain, truncate
+from bot.slack.text import escape, escaped, mrkdwn, plain, slack_time, truncate
 
 Block = dict[str, Any]
 MUTE_BLOCKS = 10  # sections for the muted keys (the note counting those left off included)
 OVERRIDE_BLOCKS = 5
-
-
-def _date(at: float) -> str:
-    return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{int(at)}>"
 
 
 def _name(text: str) -> str:
@@ -79,14 +75,14 @@ def home_blocks(data: HomeData) -> list[Block]:
         p = data.proposal
         text = (
             f"*Retraining*: proposal #{p.id} ({escape(p.reason)}) expired unanswered at "
-            f"{_date(data.proposal_expired_at)}: it can no longer be approved or dismissed, and does not count toward "
-            "F_monitor. The meta-monitor raises a new alert if the drift persists."
+            f"{slack_time(data.proposal_expired_at)}: it can no longer be approved or dismissed, and does not count "
+            "toward F_monitor. The meta-monitor raises a new alert if the drift persists."
         )
     elif data.proposal is not None:
         p = data.proposal
-        deadline = "" if p.expires_at is None else f" It expires unanswered at {_date(p.expires_at)}."
+        deadline = "" if p.expires_at is None else f" It expires unanswered at {slack_time(p.expires_at)}."
         text = (
-            f":rotating_light: *Open retraining proposal #{p.id}* since {_date(p.opened_at)}: {escape(p.reason)}\n"
+            f":rotating_light: *Open retraining proposal #{p.id}* since {slack_time(p.opened_at)}: {escape(p.reason)}\n"
             f"Approve or Dismiss it on the alert in the ops channel.{deadline}"
         )
     else:
@@ -94,7 +90,7 @@ def home_blocks(data: HomeData) -> list[Block]:
     blocks.append({"type": "section", "block_id": "npo_home_proposal", "text": mrkdwn(text)})
     if data.mutes:
         lines = [
-            f":mute: `{escaped(m.key, MAX_SHOWN_ID)}` until {_date(m.until)} by {_who(m.by)}"
+            f":mute: `{escaped(m.key, MAX_SHOWN_ID)}` until {slack_time(m.until)} by {_who(m.by)}"
             + (f" — {_reason(m.reason)}" if m.reason else "")
             for m in data.mutes
         ]
@@ -107,7 +103,7 @@ def home_blocks(data: HomeData) -> list[Block]:
         )
     blocks.append({"type": "divider", "block_id": "npo_home_div1"})
     overrides = [
-        f":no_entry: {_who(o.operator)} on *{_name(o.fault_type)}* `{_name(o.target)}` ({_date(o.at)}): "
+        f":no_entry: {_who(o.operator)} on *{_name(o.fault_type)}* `{_name(o.target)}` ({slack_time(o.at)}): "
         f"{_reason(o.reason) or '_no reason_'} · id `{escaped(o.prediction_id, MAX_SHOWN_ID)}`"
         for o in data.overrides
     ]

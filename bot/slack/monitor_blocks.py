@@ -6,10 +6,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from bot.slack.text import escape, mrkdwn, plain, truncate
+from bot.slack.text import escape, mrkdwn, plain, slack_time, truncate
 
 Block = dict[str, Any]
 
@@ -20,13 +19,6 @@ ALERT_ACTIONS_BLOCK_ID = "npo_retrain_actions"
 ALERT_HINT_BLOCK_ID = "npo_retrain_hint"
 _BARS = "▁▂▃▄▅▆▇█"
 KEY_CHARS = 80  # a key's name in the alert, escaped, at most (as in the weekly summary): five keys always fit
-
-
-def slack_time(at: float) -> str:
-    """``at`` (Unix seconds) as Slack shows a date in each reader's own time zone, with the UTC time as the text
-    of clients (and logs) that do not: ``<!date^…|2025-03-31 10:00 UTC>``."""
-    utc = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{utc}>"
 
 
 def expired_line(at: float) -> str:

@@ -7,6 +7,8 @@ joiner at the cut, and never lets an escape sequence (``&amp;``) be cut in half.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 ELLIPSIS = "…"
 _ZWJ = "\u200d"
 _VARIATION_SELECTORS = {"\ufe0e", "\ufe0f"}
@@ -67,3 +69,10 @@ def duration(seconds: float | None) -> str:
     if seconds < 86_400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86_400:.1f} d"
+
+
+def slack_time(at: float) -> str:
+    """``at`` (Unix seconds) as Slack shows a date in each reader's own time zone, with the UTC time as the text
+    of clients (and logs, and notifications) that do not: ``<!date^…|2025-03-31 10:00 UTC>``."""
+    utc = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{utc}>"

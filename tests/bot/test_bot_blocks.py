@@ -157,6 +157,7 @@ def test_when_answers_do_not_fit_the_oldest_are_dropped_and_counted() -> None:
     shown = [line.split(" by <@")[1].split(">")[0] for line in lines]
     assert shown == [a.operator for a in people[hidden:]]  # the newest answers, oldest of them first
     assert shown[-1] == "U0LAST" and "<!date^1800000000^" in lines[-1]
+    assert lines[-1].endswith("at <!date^1800000000^{date_short_pretty} {time}|2027-01-15 08:00 UTC>")
     for line in lines[:-1]:
         assert line.endswith("…") and len(line.split(" — ", 1)[1]) <= 200
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -233,6 +234,9 @@ def test_app_home_names_the_open_proposals_deadline(bot: BotUnderTest) -> None:
     assert bot.standin.send_event(bot.events_url, SECRET, event).status_code == 200
     text = str(wait_for(lambda: bot.standin.home_view(ALICE))["blocks"])
     assert "Open retraining proposal #1" in text and f"It expires unanswered at <!date^{int(now + 86_400)}^" in text
+    # Where a client cannot render the date token (older clients, notifications), it reads as a UTC time.
+    utc = datetime.fromtimestamp(int(now + 86_400), UTC).strftime("%Y-%m-%d %H:%M UTC")
+    assert f"{{time}}|{utc}>" in text
 
 
 def test_a_replayed_mute_or_unmute_changes_nothing(bot: BotUnderTest) -> None:
