@@ -202,6 +202,13 @@ class SocketModeClient(SdkSocketModeClient):
             await asyncio.sleep(wait)
 
     # ---- the WebSocket -------------------------------------------------------------------------------------
+    async def connect_to_new_endpoint(self, force: bool = False) -> None:
+        """A reconnection (after a close frame, a ``disconnect``, a connection the ping finds dead). A refused token
+        ends it quietly: the service was told (``on_fatal``) and stops with one error line; the SDK's callers would
+        log it again (after a ``disconnect``, with a traceback)."""
+        with contextlib.suppress(SocketModeError):
+            await super().connect_to_new_endpoint(force)
+
     async def connect(self) -> None:
         """Open a WebSocket, each attempt on a URL of its own, until one opens or the client is closed."""
         while True:

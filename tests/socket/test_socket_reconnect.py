@@ -156,6 +156,32 @@ def test_a_token_revoked_while_running_stops_the_bot_with_status_2(
     assert not (tmp_path / "npo.db-wal").exists()  # the store was closed
 
 
+@pytest.mark.parametrize("how", ["close", "disconnect"], ids=["close-frame", "disconnect-refresh_requested"])
+def test_a_token_revoked_while_running_is_told_in_one_error_line(
+    tmp_path: Path,
+    standin: StandIn,
+    socket_server: SocketModeStandIn,
+    processes: list[subprocess.Popen[bytes]],
+    how: str,
+) -> None:
+    """However the connection ends — a close frame or Slack's routine ``disconnect`` (``refresh_requested``) — a
+    refused token is one error line. Before, the reconnection that met it also logged it: after a ``disconnect`` as
+    "Failed to run message listeners" with a traceback, after a close frame as "Failed to receive or enqueue a
+    message"."""
+    proc = start_socket_cli(tmp_path, standin.api_url)
+    processes.append(proc)
+    socket_server.wait_connected(timeout=30)
+    standin.faults.error(OPEN, "token_revoked", times=None)
+    socket_server.drop(how, reason="refresh_requested")
+    code = proc.wait(timeout=30)
+    stderr = (tmp_path / "stderr.log").read_text()
+    assert code == 2, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert "SLACK_APP_TOKEN was refused by apps.connections.open: token_revoked; stopping" in errors[0]
+    assert "Traceback" not in stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_signal_while_slack_is_unreachable_at_start_stops_the_bot(
     tmp_path: Path,
