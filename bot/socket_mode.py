@@ -9,7 +9,8 @@ Socket Mode client. Bolt skips signature checks in Socket Mode (the WebSocket is
 Everything else runs as in ``npo-bot serve``: the ASGI app on ``NPO_HOST:NPO_PORT`` (ingest API, health, metrics;
 its lifespan starts the delivery worker and the poller), on the same event loop as the WebSocket. Ctrl-C or
 SIGTERM stops both, also while the first connection is still being tried; the database stays consistent (every
-answer was stored before it was acknowledged).
+answer was stored before it was acknowledged). Envelopes being handled at a stop are finished and acknowledged
+before the WebSocket closes (at most 10 s; a second Ctrl-C does not wait), as HTTP mode finishes requests in flight.
 
 Connecting (:class:`SocketModeClient`, slack-sdk's client with its connecting replaced): every attempt opens a
 *fresh* URL from ``apps.connections.open`` (a URL is good for one connection); a failed attempt is one warning line
@@ -63,6 +64,7 @@ PERMANENT_ERRORS = frozenset(
         "missing_scope",
     }
 )
+FINISH_TIMEOUT_S = 10.0  # on a stop, the longest wait for envelopes being handled (systemd's stop timeout is 30 s)
 RATE_LIMITED_WAIT_S = 30.0  # a 429 without Retry-After (slack-sdk's own default for this method)
 
 
@@ -282,6 +284,13 @@ class SocketModeClient(SdkSocketModeClient):
             self._listeners.add(task)
             task.add_done_callback(self._listeners.discard)
 
+    def stop_dispatching(self) -> set[asyncio.Future[None]]:
+        """Dispatch no more messages (an envelope left unacknowledged is sent again by Slack); the envelopes still
+        being handled."""
+        if self.message_processor is not None:
+            self.message_processor.cancel()
+        return set(self._listeners)
+
     @staticmethod
     def _envelope(raw: str) -> dict[str, Any] | None:
         """The message as a dict when it is one Slack sends; None (and one warning line) otherwise."""
@@ -314,7 +323,8 @@ class SocketModeService:
 
     :meth:`run` serves until :meth:`stop` (or SIGINT/SIGTERM when run on the main thread); :meth:`start_thread`
     runs it on a background thread instead (tests). ``http_port`` is the bound HTTP port once started.
-    ``ping_interval`` and ``retry_delays`` go to :class:`SocketModeClient`.
+    ``ping_interval`` and ``retry_delays`` go to :class:`SocketModeClient`. On a stop, envelopes being handled
+    get up to ``finish_timeout_s`` to be done and acknowledged before the WebSocket closes.
     """
 
     def __init__(
@@ -324,6 +334,7 @@ class SocketModeService:
         log_level: str = "info",
         ping_interval: float = 10.0,
         retry_delays: tuple[float, float] = (1.0, 60.0),
+        finish_timeout_s: float = FINISH_TIMEOUT_S,
     ) -> None:
         if not bot.settings.slack_app_token:
             raise ValueError("SLACK_APP_TOKEN (an xapp- app-level token) is required for Socket Mode")
@@ -332,6 +343,7 @@ class SocketModeService:
         self.log_level = log_level
         self.ping_interval = ping_interval
         self.retry_delays = retry_delays
+        self.finish_timeout_s = finish_timeout_s
         self.connected = threading.Event()
         self.http_port: int | None = None
         self._server: uvicorn.Server | None = None
@@ -403,6 +415,7 @@ class SocketModeService:
                 self.connected.set()
                 log.info("Socket Mode connected (apps.connections.open via %s)", self.settings.slack_api_url)
                 await self._serve(server)
+                await self._finish(client, server)
             else:
                 log.info("Socket Mode: stopped before the first connection opened")
         finally:
@@ -410,6 +423,18 @@ class SocketModeService:
             await client.close()  # type: ignore[no-untyped-call]
         if client.fatal is not None:
             raise client.fatal
+
+    async def _finish(self, client: SocketModeClient, server: uvicorn.Server) -> None:
+        """The HTTP server has stopped: let the envelopes in hand finish (stored, acknowledged), as HTTP mode lets
+        requests in flight finish — at most ``finish_timeout_s``, and no longer once the stop is forced (a second
+        Ctrl-C) — then wait for the replies they started."""
+        pending = client.stop_dispatching()
+        deadline = time.monotonic() + self.finish_timeout_s
+        while pending and not server.force_exit and time.monotonic() < deadline:
+            _, pending = await asyncio.wait(pending, timeout=0.05)
+        if pending:
+            log.warning("Socket Mode: stopped with %d envelope(s) still being handled (not acknowledged)", len(pending))
+        await self.bot.deps.drain()
 
     async def _serve(self, server: uvicorn.Server) -> None:
         serving = asyncio.get_running_loop().create_task(server.serve())

@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -204,6 +205,22 @@ def test_a_stop_signal_while_slack_is_unreachable_at_start_stops_the_bot(
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert socket_server.accepted == 0
     assert not (tmp_path / "npo.db-wal").exists()  # the store was closed
+
+
+# ---- stopping -------------------------------------------------------------------------------------------------
+def test_an_envelope_being_handled_when_the_bot_stops_is_finished_and_acknowledged(socket_bot: SocketBot) -> None:
+    """A stop (SIGTERM, Ctrl-C) lets an envelope in hand finish — its work done, its ack sent — as HTTP mode lets a
+    request in flight finish. Before, its listener was cancelled where it stood and never acknowledged (an Override
+    click waiting for ``views.open``; a click waiting for the responder look-up was not even stored)."""
+    message = socket_bot.surface("p1")
+    socket_bot.standin.faults.delay("views.open", 1.0, times=1)
+    envelope = socket_bot.socket.click(user_id=BOB, action_id="npo_override", message=message)
+    wait_for(lambda: not socket_bot.standin.faults.pending("views.open"))  # views.open is being answered
+    started = time.monotonic()
+    socket_bot.service.stop()
+    assert time.monotonic() - started < 10
+    socket_bot.socket.wait_ack(envelope, timeout=3)
+    assert [view["callback_id"] for view in socket_bot.standin.views()] == ["npo_override_modal"]
 
 
 # ---- messages that are not envelopes ----------------------------------------------------------------------------
