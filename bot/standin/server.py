@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 UPLOAD = "upload"
+# The methods the stand-in answers on GET too (their arguments in the query string), as Slack does: the ones it
+# implements that slack-sdk's clients send as GET (the async client's responder look-ups, in Socket Mode).
+GET_METHODS = frozenset(("conversations.members", "usergroups.users.list", "users.info", "conversations.info"))
 RESPONSE_URL = "response_url"
 
 
@@ -111,6 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 ctype = "image/png" if stored.filename.lower().endswith(".png") else "application/octet-stream"
                 self._raw(200, stored.data, ctype)
+        elif parts.path.startswith("/api/") and parts.path.removeprefix("/api/") in GET_METHODS:
+            arrived = (s.store.clock(), time.monotonic())
+            self._api(parts.path.removeprefix("/api/"), parts.path, {}, b"", parts.query, arrived)
         elif parts.path.startswith("/api/"):
             self._send(Reply(405, {"ok": False, "error": "method_not_allowed"}), {"Allow": "POST"})
         else:
@@ -139,15 +145,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._raw(404, b"not_found", "text/plain")
             return
         ctype = self.headers.get("Content-Type", "")
+        query = parts.query if path.startswith("/api/") else ""
         try:
             body = {} if method == UPLOAD else _parse_body(ctype, raw)
         except (UnicodeDecodeError, json.JSONDecodeError):
-            body = {}
-            reply: Reply | None = Reply(400, {"ok": False, "error": "invalid_json"})
+            refused = Reply(400, {"ok": False, "error": "invalid_json"})
+            self._api(method, path, {}, raw, query, (arrived, arrived_mono), refused)
         else:
-            reply = None
-        if path.startswith("/api/"):
-            body = {k: v[0] for k, v in parse_qs(parts.query).items()} | body
+            self._api(method, path, body, raw, query, (arrived, arrived_mono))
+
+    def _api(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        raw: bytes,
+        query: str,
+        arrived: tuple[float, float],
+        reply: Reply | None = None,
+    ) -> None:
+        """Answer one Web API call (its arguments: the query string's, then the body's), record it, send the reply.
+        ``arrived``: when the request arrived (the stand-in's clock, and monotonic)."""
+        s = self.standin
+        body = {k: v[0] for k, v in parse_qs(query).items()} | body
         if reply is None:
             try:
                 reply = self._fault_or_answer(method, path, body, raw)
@@ -156,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = Reply(500, {"ok": False, "error": "fatal_error"})
         headers = dict(self.headers.items())
         status, answer = (0, None) if reply is None else (reply.status, reply.body)
-        s.store.record(Call(method, path, headers, body, raw, arrived, arrived_mono, status, answer))
+        s.store.record(Call(method, path, headers, body, raw, *arrived, status, answer))
         if reply is None:
             self.close_connection = True  # injected disconnect or outage during a delay: no answer at all
             return

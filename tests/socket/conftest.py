@@ -38,14 +38,15 @@ def socket_server(standin: StandIn) -> Iterator[SocketModeStandIn]:
 def make_socket_bot(
     tmp_path: Path, standin: StandIn, socket_server: SocketModeStandIn
 ) -> Iterator[Callable[..., SocketBot]]:
-    """Start the bot in Socket Mode (``SocketModeService`` keyword arguments: ``ping_interval``, ``retry_delays``);
-    stopped at the end of the test."""
+    """Start the bot in Socket Mode (``SocketModeService`` keyword arguments: ``ping_interval``, ``retry_delays``;
+    ``settings``: fields of the bot's settings to change); stopped at the end of the test."""
     started: list[SocketBot] = []
 
-    def make(**service_options: Any) -> SocketBot:
+    def make(*, settings: dict[str, Any] | None = None, **service_options: Any) -> SocketBot:
         for user in (ALICE, BOB, MALLORY):
             standin.add_user(user)
-        settings = make_settings(tmp_path, standin, slack_app_token=APP_TOKEN, port=0)
+        overrides = {"slack_app_token": APP_TOKEN, "port": 0} | (settings or {})
+        settings = make_settings(tmp_path, standin, **overrides)
         built = build_bot(settings, seed=1)
         try:
             service = SocketModeService(built, log_level="warning", **service_options).start_thread()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,20 @@ def test_an_unauthorised_click_is_acked_and_not_stored(socket_bot: SocketBot) ->
     assert socket_bot.rows("SELECT COUNT(*) FROM feedback") == [(0,)]
     refusal = wait_for(lambda: socket_bot.standin.calls("chat.postEphemeral"))
     assert refusal[0].body["user"] == MALLORY
+
+
+def test_the_responders_are_the_incident_channels_members_over_the_websocket(
+    make_socket_bot: Callable[..., SocketBot],
+) -> None:
+    """Without NPO_RESPONDERS the members of the incident channel may answer. Over the WebSocket the bot looks them
+    up with slack-sdk's async client, which sends ``conversations.members`` as GET, as Slack accepts it."""
+    bot = make_socket_bot(settings={"responders": ()})
+    bot.standin.set_channel_members(INCIDENT, [ALICE])
+    message = bot.surface("p1")
+    bot.socket.wait_ack(bot.socket.click(user_id=MALLORY, action_id="npo_like", message=message))
+    bot.socket.wait_ack(bot.socket.click(user_id=ALICE, action_id="npo_like", message=message))
+    assert bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
+    assert all(call.status == 200 for call in bot.standin.calls("conversations.members"))
 
 
 def test_slash_command_answers_in_its_ack(socket_bot: SocketBot) -> None:

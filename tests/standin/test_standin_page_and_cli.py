@@ -112,6 +112,12 @@ def test_everything_is_served_on_loopback(standin: StandIn, client: WebClient, b
 
 def test_get_on_api_is_refused_and_unknown_paths_are_404(standin: StandIn) -> None:
     assert httpx.get(standin.api_url + "auth.test").status_code == 405
+    # The look-ups slack-sdk's async client sends as GET are answered, their arguments in the query string.
+    standin.set_channel_members("C1", ["U1"])
+    members = httpx.get(
+        standin.api_url + "conversations.members?channel=C1", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert members.status_code == 200 and members.json()["members"] == ["U1"]
     assert httpx.post(standin.url + "/elsewhere").status_code == 404
     unknown = httpx.post(standin.api_url + "chat.delete", headers={"Authorization": f"Bearer {TOKEN}"})
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_method"
