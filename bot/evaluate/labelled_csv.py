@@ -57,7 +57,7 @@ def _time(text: str) -> float:
 
 def _read_file(path: Path) -> dict[str, list[tuple[float, list[float], bool, int]]]:
     """Rows per series (time, values, label, line) of one file, in file order."""
-    reader = csv.reader(io.StringIO(read_text(path)))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))  # any line ending: \n, \r\n, or a lone \r
     header = next(reader, None)
     if header is None:
         raise DataError(path, "empty file (expected a header row)")

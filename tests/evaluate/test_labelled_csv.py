@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.evaluate.errors import DataError
@@ -52,6 +53,19 @@ def test_without_a_series_column_the_file_is_one_series_and_unix_seconds_work(tm
     (series,) = ds.series
     assert series.name == "temp" and series.dims == 2 and series.times.tolist() == [100, 160, 200, 300]
     assert [(w.onset, w.end) for w in ds.windows] == [(160.0, 200.0)]
+
+
+@pytest.mark.parametrize("ending", ["\r\n", "\r"], ids=["crlf", "cr"])
+def test_files_with_windows_or_old_mac_line_endings_read_as_with_newlines(tmp_path: Path, ending: str) -> None:
+    plain = read_labelled_csv(write_csv(tmp_path / "lf"))
+    folder = write_csv(tmp_path / "other")
+    path = folder / "cpu_load_ab12cd.csv"
+    path.write_bytes(path.read_bytes().replace(b"\n", ending.encode()))  # a lone \r: Excel's "CSV (Macintosh)"
+    ds = read_labelled_csv(folder)
+    assert ds.windows == plain.windows
+    assert [s.name for s in ds.series] == [s.name for s in plain.series]
+    for ours, theirs in zip(ds.series, plain.series, strict=True):
+        assert np.array_equal(ours.times, theirs.times) and np.array_equal(ours.values, theirs.values)
 
 
 @pytest.mark.parametrize(
