@@ -21,8 +21,6 @@ horizon is a true fault) and closes at its last row; its onset is the first row.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
 import os
@@ -32,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.evaluate.errors import DataError
-from bot.evaluate.nab import family_of, parse_time, read_text
+from bot.evaluate.nab import csv_records, family_of, parse_time
 from bot.evaluate.smd import events
 from npo.evaluate.data import Dataset, FaultWindow, Series
 
@@ -57,8 +55,8 @@ def _time(text: str) -> float:
 
 def _read_file(path: Path) -> dict[str, list[tuple[float, list[float], bool, int]]]:
     """Rows per series (time, values, label, line) of one file, in file order."""
-    reader = csv.reader(io.StringIO(read_text(path), newline=""))  # any line ending: \n, \r\n, or a lone \r
-    header = next(reader, None)
+    records = csv_records(path)  # any line ending: \n, \r\n, or a lone \r
+    _, header = next(records, (1, None))
     if header is None:
         raise DataError(path, "empty file (expected a header row)")
     names = [h.strip().lower() for h in header]
@@ -76,7 +74,7 @@ def _read_file(path: Path) -> dict[str, list[tuple[float, list[float], bool, int
     if not v_cols:
         raise DataError(path, "no value column (every column but timestamp, series and label is a value)", 1)
     rows: dict[str, list[tuple[float, list[float], bool, int]]] = defaultdict(list)
-    for line, cells in enumerate(reader, start=2):
+    for line, cells in records:
         if not cells or all(not c.strip() for c in cells):
             continue
         if len(cells) != len(names):

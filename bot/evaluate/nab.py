@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,35 +82,51 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """The records of the CSV file at ``path`` (any line ending) with the line each starts on. A record the csv
+    module cannot read is a :class:`DataError` naming that line: a double quote opening a field and never closed
+    takes every later line into that field, until the field passes the module's size limit."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    while True:
+        line = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DataError(
+                path, f"cannot read the CSV record starting here ({exc}): a quote left open?", line
+            ) from None
+        yield line, record
+
+
 def read_series_csv(path: Path, name: str) -> Series:
     """One NAB CSV (``timestamp,value``) as a univariate series; a malformed row is a :class:`DataError`."""
     times: list[float] = []
     values: list[float] = []
-    with io.StringIO(read_text(path), newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(path, "empty file (expected a 'timestamp,value' header)", 1)
-        if [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
-            raise DataError(path, f"expected the header 'timestamp,value', got {','.join(header)!r}", 1)
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != 2:
-                raise DataError(path, f"expected 2 fields (timestamp,value), got {len(row)}", line)
-            try:
-                t = parse_time(row[0])
-            except ValueError:
-                raise DataError(path, f"bad timestamp {row[0]!r} (expected YYYY-MM-DD HH:MM:SS)", line) from None
-            try:
-                v = float(row[1])
-            except ValueError:
-                raise DataError(path, f"bad value {row[1]!r} (expected a number)", line) from None
-            if not math.isfinite(v):
-                raise DataError(path, f"value {row[1]!r} is not finite", line)
-            times.append(t)
-            values.append(v)
+    records = csv_records(path)
+    _, header = next(records, (1, None))
+    if header is None:
+        raise DataError(path, "empty file (expected a 'timestamp,value' header)", 1)
+    if [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
+        raise DataError(path, f"expected the header 'timestamp,value', got {','.join(header)!r}", 1)
+    for line, row in records:
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != 2:
+            raise DataError(path, f"expected 2 fields (timestamp,value), got {len(row)}", line)
+        try:
+            t = parse_time(row[0])
+        except ValueError:
+            raise DataError(path, f"bad timestamp {row[0]!r} (expected YYYY-MM-DD HH:MM:SS)", line) from None
+        try:
+            v = float(row[1])
+        except ValueError:
+            raise DataError(path, f"bad value {row[1]!r} (expected a number)", line) from None
+        if not math.isfinite(v):
+            raise DataError(path, f"value {row[1]!r} is not finite", line)
+        times.append(t)
+        values.append(v)
     if not times:
         raise DataError(path, "no data rows")
     t_sorted, v_sorted = _collapse(np.asarray(times), np.asarray(values))

@@ -89,6 +89,21 @@ def test_malformed_input_is_refused_naming_file_and_line(tmp_path: Path, text: s
         read_labelled_csv(tmp_path)
 
 
+def test_a_quote_left_open_is_refused_at_the_line_it_opens(tmp_path: Path) -> None:
+    rows = ["timestamp,value,label"] + [f"{i * 60},{i % 7},0" for i in range(20_000)]
+    rows[10] = '"' + rows[10]  # takes every later line into one field, past the csv module's size limit
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"t\.csv:11: cannot read the CSV record starting here"):
+        read_labelled_csv(tmp_path)
+
+
+def test_lines_are_counted_in_the_file_not_in_records(tmp_path: Path) -> None:
+    text = 'timestamp,series,value,label\n1,"host\na",2,0\n2,b,x,0\n'  # a quoted series name spans two lines
+    (tmp_path / "t.csv").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=r"t\.csv:4: bad value 'x'"):
+        read_labelled_csv(tmp_path)
+
+
 def test_the_command_reads_the_layout_without_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = write_csv(tmp_path / "csv")
     argv = ["evaluate", "--data", str(folder), "--seeds", "1", "--noise", "0", "--skip-rate", "0", "--json"]

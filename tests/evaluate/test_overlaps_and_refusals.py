@@ -208,6 +208,26 @@ def test_nab_text_that_is_not_utf8_is_refused_naming_the_file(
     assert "windows.json:1: not UTF-8" in _refused(capsys, "--data", str(folder))
 
 
+def test_nab_quote_left_open_is_refused_at_the_line_it_opens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An unclosed double quote takes every later line into one field: in a file of 20 days of 5-minute rows that
+    # field passes the csv module's size limit, in a shorter one it runs to the last line.
+    for days, message in (
+        (20, r"quiet_metric\.csv:11: cannot read the CSV record"),
+        (4, r"quiet_metric\.csv:11: expected 2"),
+    ):
+        folder = write_nab(tmp_path / f"nab{days}", n=288 * days, spikes=(288 * 3,))
+        path = folder / "hosts" / "quiet_metric.csv"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        lines[10] = '"' + lines[10]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        with pytest.raises(DataError, match=message):
+            read_nab(folder)
+        err = _refused(capsys, "--data", str(folder))
+        assert err.count("\n") == 1 and "quiet_metric.csv:11: " in err
+
+
 def test_nab_files_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
     plain = read_nab(write_nab(tmp_path / "plain"))
     folder = write_nab(tmp_path / "bom")
