@@ -11,8 +11,9 @@ and rows sharing a time become one row with their mean: real files have both (NA
 daylight-saving change, and ``machine_temperature_system_failure`` has rows out of order). Every CSV listed in
 ``windows.json`` is read (an empty list: a series without faults); a listed file that is missing, or a CSV in a
 sub-folder that ``windows.json`` does not list, is an error, so a typo cannot silently drop a series. So are a
-window lying wholly outside its series' time range, a ``labels.json`` value that is not a list, and text that is
-not UTF-8 (a leading byte-order mark is accepted).
+window lying wholly outside its series' time range, a file listed twice in ``windows.json`` or ``labels.json`` (JSON
+would keep only its last list), a ``labels.json`` value that is not a list, and text that is not UTF-8 (a leading
+byte-order mark is accepted).
 
 Each CSV becomes one univariate :class:`~npo.evaluate.data.Series`: name ``<sub-folder>/<file stem>``, target the
 file stem, family (the fault type of its predictions) the stem without a trailing hexadecimal id
@@ -73,8 +74,22 @@ def read_text(path: Path) -> str:
 
 
 def _load_json(path: Path) -> dict[str, Any]:
+    text = read_text(path)
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        """An object's keys, each once: json keeps only the last of repeated ones, which would drop the others."""
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                quoted = [json.dumps(key), json.dumps(key, ensure_ascii=False)]
+                found = [at for at in (text.rfind(q) for q in quoted) if at >= 0]
+                line = text.count("\n", 0, max(found)) + 1 if found else None
+                raise DataError(path, f"{key!r} is listed twice: merge its entries into one", line)
+            seen.add(key)
+        return dict(pairs)
+
     try:
-        data = json.loads(read_text(path))
+        data = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise DataError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
     if not isinstance(data, dict):

@@ -95,6 +95,26 @@ def test_nab_malformed_windows_json(nab_dir: Path) -> None:
         read_nab(nab_dir)
 
 
+def test_nab_series_listed_twice_is_refused_not_half_dropped(nab_dir: Path) -> None:
+    # Two window lists of one series (say, merged by hand): JSON keeps only the last, dropping the spike's window.
+    text = (
+        "{\n"
+        f' "hosts/cpu_load_ab12cd.csv": [["{stamp(288 * 3 - 24)}", "{stamp(288 * 3 + 24)}"]],\n'
+        ' "hosts/quiet_metric.csv": [],\n'
+        f' "hosts/cpu_load_ab12cd.csv": [["{stamp(288 * 2)}", "{stamp(288 * 2 + 10)}"]]\n'
+        "}\n"
+    )
+    (nab_dir / "windows.json").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=r"windows\.json:4: 'hosts/cpu_load_ab12cd\.csv' is listed twice"):
+        read_nab(nab_dir)
+    labels = '{"hosts/cpu_load_ab12cd.csv": [], "hosts/quiet_metric.csv": [],\n "hosts/cpu_load_ab12cd.csv": []}'
+    (nab_dir / "labels.json").write_text(labels, encoding="utf-8")
+    no_windows = {"hosts/cpu_load_ab12cd.csv": [], "hosts/quiet_metric.csv": []}
+    (nab_dir / "windows.json").write_text(json.dumps(no_windows), encoding="utf-8")
+    with pytest.raises(DataError, match=r"labels\.json:2: 'hosts/cpu_load_ab12cd\.csv' is listed twice"):
+        read_nab(nab_dir)
+
+
 def test_smd_folder_reads_machine_warmup_and_events(smd_dir: Path) -> None:
     ds = read_smd(smd_dir, horizon_s=1800.0)
     (machine,) = ds.series
