@@ -10,7 +10,8 @@ Times are ``YYYY-MM-DD HH:MM:SS`` (optionally with fractional seconds), read as 
 and rows sharing a time become one row with their mean: real files have both (NAB's repeat 12 rows at a
 daylight-saving change, and ``machine_temperature_system_failure`` has rows out of order). Every CSV listed in
 ``windows.json`` is read (an empty list: a series without faults); a listed file that is missing, or a CSV in a
-sub-folder that ``windows.json`` does not list, is an error, so a typo cannot silently drop a series. So are a
+sub-folder that ``windows.json`` does not list (hidden files and folders aside, such as the ``._<file>.csv`` macOS
+leaves on other disks), is an error, so a typo cannot silently drop a series. So are a
 window lying wholly outside its series' time range, a file listed twice in ``windows.json`` or ``labels.json`` (JSON
 would keep only its last list), a ``labels.json`` value that is not a list, and text that is not UTF-8 (a leading
 byte-order mark is accepted).
@@ -200,7 +201,11 @@ def read_nab(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
     windows_raw = _load_json(windows_path)
     labels_path = folder / LABELS_FILE
     labels_raw = _load_json(labels_path) if labels_path.is_file() else {}
-    on_disk = {p.relative_to(folder).as_posix() for p in folder.glob("*/*.csv")}
+    on_disk = {
+        key
+        for key in (p.relative_to(folder).as_posix() for p in folder.glob("*/*.csv"))
+        if not any(part.startswith(".") for part in key.split("/"))  # hidden: macOS's ._<file>.csv, say
+    }
     unlisted = sorted(on_disk - set(windows_raw))
     if unlisted:
         raise DataError(

@@ -89,6 +89,14 @@ def test_nab_csv_not_listed_or_listed_but_missing(nab_dir: Path) -> None:
         read_nab(nab_dir)
 
 
+def test_nab_hidden_files_need_no_entry(nab_dir: Path) -> None:
+    # macOS writes a "._<name>" companion (binary, not UTF-8) beside every file it copies to a non-Mac disk.
+    (nab_dir / "hosts" / "._cpu_load_ab12cd.csv").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (nab_dir / ".trash").mkdir()
+    (nab_dir / ".trash" / "old.csv").write_text("timestamp,value\n", encoding="utf-8")
+    assert [s.name for s in read_nab(nab_dir).series] == ["hosts/cpu_load_ab12cd", "hosts/quiet_metric"]
+
+
 def test_nab_malformed_windows_json(nab_dir: Path) -> None:
     (nab_dir / "windows.json").write_text('{"hosts/quiet_metric.csv": [', encoding="utf-8")
     with pytest.raises(DataError, match=r"windows\.json:1: not valid JSON"):
