@@ -2,8 +2,9 @@
 
 :func:`load_settings` reads the bot's settings; everything it starts receives a :class:`Settings`. Three commands
 also read ``os.environ`` themselves: ``NPO_DATA_DIR`` (``bot/evaluate/cli.py``, environment only), and
-``NPO_TIMEZONE`` / ``NPO_DB_PATH`` (``bot/jobs/cli.py``, ``bot/db_cli.py``, environment then settings file), so
-``report`` and ``db`` need no complete settings. Values in the real environment win over the ``.env`` file. Every
+``NPO_TIMEZONE`` / ``NPO_DB_PATH`` (``bot/jobs/cli.py``, ``bot/db_cli.py``, with :func:`read_setting`: the one value
+as :func:`load_settings` finds it), so ``report --db`` and ``db`` need no complete settings. Values in the real
+environment win over the ``.env`` file (one set empty there too). Every
 problem is collected and reported together in one :class:`ConfigError`, each naming its variable, so one start-up
 shows all of them.
 
@@ -373,12 +374,9 @@ def _long_secret(text: str) -> str | None:
     return None if len(text) >= 16 else "must be at least 16 characters"
 
 
-def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env")) -> Settings:
-    """Build :class:`Settings` from ``environ`` (normally ``os.environ``) over the ``env_file`` (if it exists).
-
-    Raises :class:`ConfigError` listing every missing or invalid variable, and every malformed line of the file
-    (the well-formed ones still count). Reads the file; nothing else.
-    """
+def _merged(environ: Mapping[str, str], env_file: Path | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The ``NPO_*``/``SLACK_*`` values of ``environ`` over those of the ``env_file`` (if it exists), and the
+    file's problems (it cannot be read, is not UTF-8, or has malformed lines; its well-formed lines still count)."""
     merged: dict[str, str] = {}
     file_problems: dict[str, str] = {}
     # exists(), not is_file(): ``--env-file <(sops -d .env.enc)`` names a pipe. A folder is an error, not skipped.
@@ -393,6 +391,28 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
             values, file_problems = _parse_env(text, str(env_file))
             merged.update(values)
     merged.update({k: v for k, v in environ.items() if k.startswith(_PREFIXES)})
+    return merged, file_problems
+
+
+def read_setting(environ: Mapping[str, str], env_file: Path | None, name: str) -> str:
+    """The value of the one setting ``name`` exactly as :func:`load_settings` finds it — the environment over the
+    ``env_file``, a variable set empty in the environment hiding the file's value, surrounding whitespace dropped
+    — without the rest of the settings (``npo-bot db`` and ``report`` need only the database path and the time
+    zone). "" when it is not set. Raises :class:`ConfigError` when the file cannot be read, is not UTF-8 or has a
+    malformed line, as :func:`load_settings` would."""
+    merged, file_problems = _merged(environ, env_file)
+    if file_problems:
+        raise ConfigError(file_problems)
+    return merged.get(name, "").strip()
+
+
+def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env")) -> Settings:
+    """Build :class:`Settings` from ``environ`` (normally ``os.environ``) over the ``env_file`` (if it exists).
+
+    Raises :class:`ConfigError` listing every missing or invalid variable, and every malformed line of the file
+    (the well-formed ones still count). Reads the file; nothing else.
+    """
+    merged, file_problems = _merged(environ, env_file)
     r = _Reader(merged, file_problems)
     settings = Settings(
         slack_bot_token=r.required("SLACK_BOT_TOKEN", _token),

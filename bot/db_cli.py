@@ -25,20 +25,13 @@ DEFAULT_DB = "npo.db"
 
 
 def _db_path(args: argparse.Namespace) -> Path:
-    """``--db``, else ``NPO_DB_PATH`` from the environment, else from the settings file, else ``npo.db``. Raises
-    :class:`bot.config.ConfigError` for a malformed settings file."""
+    """``--db``, else ``NPO_DB_PATH`` as ``serve`` reads it (the environment, else the settings file), else
+    ``npo.db``. Raises :class:`bot.config.ConfigError` for a settings file that cannot be read or is malformed."""
     if args.db:
         return Path(args.db)
-    if os.environ.get("NPO_DB_PATH"):
-        return Path(os.environ["NPO_DB_PATH"])
-    env_file: Path | None = args.env_file
-    if env_file is not None and env_file.is_file():
-        from bot.config import parse_env_file  # noqa: PLC0415 - keep `npo-bot --help` fast
+    from bot.config import read_setting  # noqa: PLC0415 - keep `npo-bot --help` fast
 
-        from_file = parse_env_file(env_file.read_text(encoding="utf-8-sig"), str(env_file)).get("NPO_DB_PATH")
-        if from_file:
-            return Path(from_file)
-    return Path(DEFAULT_DB)
+    return Path(read_setting(os.environ, args.env_file, "NPO_DB_PATH") or DEFAULT_DB)
 
 
 def add_db_parser(subparsers: Any) -> None:

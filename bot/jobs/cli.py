@@ -41,20 +41,14 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _zone_setting(args: argparse.Namespace) -> str:
-    """``--timezone``, else ``NPO_TIMEZONE`` from the environment, else from the settings file, else ``UTC`` (as
-    ``npo-bot db`` finds ``NPO_DB_PATH``). Raises :class:`bot.config.ConfigError` for a malformed settings file."""
+    """``--timezone``, else ``NPO_TIMEZONE`` as ``serve`` reads it (the environment, else the settings file), else
+    ``UTC`` (as ``npo-bot db`` finds ``NPO_DB_PATH``). Raises :class:`bot.config.ConfigError` for a settings file
+    that cannot be read or is malformed."""
     if args.timezone:
         return str(args.timezone)
-    if os.environ.get("NPO_TIMEZONE"):
-        return os.environ["NPO_TIMEZONE"]
-    env_file: Path | None = args.env_file
-    if env_file is not None and env_file.is_file():
-        from bot.config import parse_env_file  # noqa: PLC0415 - keep `npo-bot --help` fast
+    from bot.config import read_setting  # noqa: PLC0415 - keep `npo-bot --help` fast
 
-        from_file = parse_env_file(env_file.read_text(encoding="utf-8-sig"), str(env_file)).get("NPO_TIMEZONE")
-        if from_file:
-            return from_file
-    return "UTC"
+    return read_setting(os.environ, args.env_file, "NPO_TIMEZONE") or "UTC"
 
 
 def _db_and_zone(args: argparse.Namespace) -> tuple[Path, str] | None:

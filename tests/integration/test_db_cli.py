@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -240,3 +241,44 @@ def test_check_reads_a_live_database_without_blocking_its_writer(filled: Path) -
             reader.conn.execute("DELETE FROM job_claims")
     finally:
         reader.close()
+
+
+def test_the_settings_file_is_read_as_serve_reads_it(
+    filled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``db`` and ``report --db`` find NPO_DB_PATH / NPO_TIMEZONE as ``serve`` does. Before, a settings file given as
+    a pipe (``--env-file <(sops -d npo.env.enc)``, which ``serve`` reads) was skipped, so ``db migrate`` created an
+    empty ./npo.db and said it had migrated it; a file that is not UTF-8 ended in a traceback; and with
+    NPO_DB_PATH set empty in the environment ``db`` used the file's path while ``serve`` used ./npo.db."""
+    from bot.jobs.cli import add_report_parser, run_report  # noqa: PLC0415
+
+    work = tmp_path / "work"  # not the folder of the database (tmp_path/npo.db)
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("NPO_DB_PATH", raising=False)
+    monkeypatch.delenv("NPO_TIMEZONE", raising=False)
+    read_end, write_end = os.pipe()
+    os.write(write_end, f"NPO_DB_PATH={filled}\n".encode())
+    os.close(write_end)
+    try:
+        assert run_db(_parse(["db", "migrate", "--env-file", f"/dev/fd/{read_end}"])) == 0
+    finally:
+        os.close(read_end)
+    assert f"{filled}: schema version {LATEST_SCHEMA_VERSION} -> " in capsys.readouterr().out
+    assert not (work / "npo.db").exists()
+
+    not_utf8 = tmp_path / "latin1.env"
+    not_utf8.write_bytes(b"NPO_DB_PATH=/var/lib/npo/caf\xe9.db\nNPO_TIMEZONE=Europe/Berlin\n")
+    err = _refused(["db", "check", "--env-file", str(not_utf8)], capsys)
+    assert f"{not_utf8}: cannot be read as UTF-8" in err and "Traceback" not in err
+    parser = argparse.ArgumentParser(prog="npo-bot")
+    add_report_parser(parser.add_subparsers(dest="command"))
+    report = parser.parse_args(["report", "--db", str(filled), "--env-file", str(not_utf8)])
+    assert run_report(report) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("npo-bot report: ") and "cannot be read as UTF-8" in err
+
+    (work / ".env").write_text(f"NPO_DB_PATH={filled}\n")
+    monkeypatch.setenv("NPO_DB_PATH", "")  # set empty: serve's setting is the default, ./npo.db
+    assert run_db(_parse(["db", "check"])) == 1
+    assert "no database at npo.db" in capsys.readouterr().err
