@@ -21,6 +21,7 @@ with the closest known name, and otherwise ignored: it may belong to another too
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import math
 import re
@@ -40,6 +41,8 @@ MISS_WEIGHT_MAX = 10.0  # the largest weight npo.bandit.BanditConfig accepts
 # means (NPO_ALERTMANAGER_RESOLVED): "unknown" — no outcome, it only closes the recommendation — or "real_fault".
 AlertmanagerResolved = Literal["unknown", "real_fault"]
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A host name to listen on: dot-separated labels of letters, digits, - and _ (no scheme, port, path or space).
+_HOST_NAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
 _CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _RESPONDER_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _SHOWN_NAME_RE = re.compile(r"[A-Z][A-Z0-9_.-]*")
@@ -302,6 +305,22 @@ def _poll_url(text: str) -> str:
     return text
 
 
+def _host(text: str) -> str:
+    """An address to listen on: an IP address (``0.0.0.0``, ``::``) or a host name. Checked here, so that
+    ``localhost:3000``, ``http://0.0.0.0`` or ``[::]`` stops start-up naming the setting, before the scheduler runs
+    (the listener would fail later with "Name or service not known" and exit status 3, which a service manager
+    restarts)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if not _HOST_NAME_RE.match(text) or re.fullmatch(r"[\d.]+", text):  # 999.1.1.1: no address, no name
+            raise ValueError(
+                "must be an IP address or a host name to listen on, like 127.0.0.1, 0.0.0.0 or :: (no scheme, "
+                f"brackets or port: the port is NPO_PORT), got {text!r}"
+            ) from None
+    return text
+
+
 def _synchronous(text: str) -> Literal["NORMAL", "FULL"]:
     upper = text.upper()
     if upper == "NORMAL":
@@ -423,7 +442,7 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         slack_api_url=r.optional("SLACK_API_URL", DEFAULT_SLACK_API_URL, _api_url),
         db_path=r.optional("NPO_DB_PATH", Path("npo.db"), Path),
         db_synchronous=r.optional("NPO_DB_SYNCHRONOUS", "NORMAL", _synchronous),
-        host=r.optional("NPO_HOST", "127.0.0.1", str),
+        host=r.optional("NPO_HOST", "127.0.0.1", _host),
         port=r.optional("NPO_PORT", 3000, _int_in(0, 65535)),
         responders=r.optional("NPO_RESPONDERS", (), _responders),
         policy_file=r.optional("NPO_POLICY_FILE", None, _existing_file),

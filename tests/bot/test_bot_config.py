@@ -356,3 +356,22 @@ def test_a_missing_settings_file_is_named_when_settings_are_missing(tmp_path: Pa
     assert "no such file" in info.value.notes[str(typo)] and str(typo) not in info.value.problems
     assert "SLACK_BOT_TOKEN" in info.value.problems
     assert load_settings(GOOD, typo).incident_channel == "C0INC"  # the environment alone is enough: no complaint
+
+
+NOT_HOSTS = ["localhost:3000", "http://0.0.0.0", "[::]", "0.0.0.0/0", "bad host", "*", "999.1.1.1"]
+
+
+@pytest.mark.parametrize("host", NOT_HOSTS)
+def test_a_host_that_cannot_be_listened_on_is_a_config_error(host: str) -> None:
+    """NPO_HOST with a port, a scheme or brackets was taken as given: ``serve`` started its scheduler and delivery
+    worker, then failed to listen with "Name or service not known" (naming no setting) and exit status 3, which the
+    systemd unit restarts again and again."""
+    with pytest.raises(ConfigError) as info:
+        load_settings({**GOOD, "NPO_HOST": host}, None)
+    assert list(info.value.problems) == ["NPO_HOST"]
+    assert repr(host) in info.value.problems["NPO_HOST"] and "NPO_PORT" in info.value.problems["NPO_HOST"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "npo-1.internal"])
+def test_addresses_and_host_names_to_listen_on(host: str) -> None:
+    assert load_settings({**GOOD, "NPO_HOST": f" {host} "}, None).host == host
