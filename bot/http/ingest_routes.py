@@ -51,11 +51,12 @@ STORAGE_RETRY_AFTER_S = 30
 LISTED_ALERT_ERRORS = 100  # refused alerts listed in a webhook's answer; more are counted in "errors_omitted"
 
 
-def storage_unavailable(exc: Exception) -> Response:
+def storage_unavailable(exc: Exception, stored: str = "nothing was stored") -> Response:
     """503 for a write the database refused (disk full, I/O error, locked for too long): the transaction was
-    rolled back, so the sender may simply retry the same request later."""
-    log.error("ingest refused, the database cannot be written (nothing was stored): %s", exc)
-    response = error(503, f"the database cannot be written ({exc}); nothing was stored, retry later", "(storage)")
+    rolled back, so the sender may simply retry the same request later. ``stored``: what the request did store
+    before (committed, and found again as duplicates by the retry)."""
+    log.error("ingest refused, the database cannot be written (%s): %s", stored, exc)
+    response = error(503, f"the database cannot be written ({exc}); {stored}, retry later", "(storage)")
     response.headers["Retry-After"] = str(STORAGE_RETRY_AFTER_S)
     return response
 
@@ -332,9 +333,16 @@ class IngestApi:
             return error(422, exc.message, exc.field)
         try:
             results = self.service.decide(batch.predictions)
-            outcomes = self._resolve_alerts(batch.resolved)
         except (sqlite3.Error, StorageError) as exc:
             return storage_unavailable(exc)
+        try:
+            outcomes = self._resolve_alerts(batch.resolved)
+        except (sqlite3.Error, StorageError) as exc:
+            # The firing alerts are committed, and so is each resolved one before the failure (one transaction
+            # each): a retry finds them again as duplicates and records every outcome once.
+            resolved = "not every resolved alert was recorded (a retry records each once)"
+            stored = f"the {len(results)} firing alert(s) were stored, {resolved}" if results else resolved
+            return storage_unavailable(exc, stored)
         errors = [{"field": exc.field, "message": exc.message} for exc in batch.errors[:LISTED_ALERT_ERRORS]]
         answer: dict[str, Any] = {
             "results": [decision_json(r) for r in results],

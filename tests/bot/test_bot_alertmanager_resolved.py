@@ -298,3 +298,30 @@ def test_the_setting_reaches_the_running_bot(tmp_path: Path, standin: StandIn) -
         assert built.service.alertmanager_resolved == "real_fault"
     finally:
         built.close()
+
+
+def test_a_storage_error_on_the_resolved_alerts_says_the_firing_ones_were_stored(bot: BotUnderTest) -> None:
+    """One notification carries firing and resolved alerts; the firing ones are decided (and committed) first. When
+    the database then refuses the resolved ones, the 503 must not say "nothing was stored": the retry Alertmanager
+    makes is harmless (the firing alerts are duplicates by then), and the answer says so."""
+    (first,) = _send(bot, _alert("a01"))["results"]
+    with contextlib.closing(sqlite3.connect(bot.bot.settings.db_path)) as db:
+        db.execute(  # the database refuses outcomes from here on, as a full disk would refuse any write
+            "CREATE TRIGGER refuse_outcomes BEFORE INSERT ON outcomes BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        db.commit()
+    body = alertmanager_notification(_alert("b01"), _alert("a01", "resolved", npo_outcome="real_fault"))
+    refused = bot.ingest(body, path=AM)
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    message = refused.json()["error"]
+    assert "nothing was stored" not in message
+    assert "1 firing alert(s) were stored" in message and "resolved" in message and "retry" in message
+    assert bot.counts()["predictions"] == 2 and bot.counts()["outcomes"] == 0
+
+    with contextlib.closing(sqlite3.connect(bot.bot.settings.db_path)) as db:
+        db.execute("DROP TRIGGER refuse_outcomes")
+        db.commit()
+    retried = _send(bot, _alert("b01"), _alert("a01", "resolved", npo_outcome="real_fault"))
+    assert retried["results"][0]["duplicate"] is True
+    assert retried["outcomes"][0]["prediction_id"] == first["id"] and retried["outcomes"][0]["recorded"] is True
+    assert bot.counts()["predictions"] == 2 and bot.counts()["outcomes"] == 1
