@@ -149,6 +149,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     # The decisions are stored before the summary is printed: a reader gone away (141) or a full stdout (1) loses
     # the summary only, and an interruption still says how far the replay got.
     printed = print_result(f"{len(results)} decided ({summary}); {len(parsed.errors)} malformed line(s)", "replay")
+    if run.failed is not None:
+        print(
+            f"npo-bot replay: the database refused a write ({run.failed}) after {len(results)} of "
+            f"{len(parsed.predictions)} predictions were decided and stored; once it can be written, run the same "
+            "command again to decide the rest (those already stored are recognised by id and counted as duplicates)",
+            file=sys.stderr,
+        )
+        return 1
     if run.interrupted:
         print(
             f"npo-bot replay: interrupted after {len(results)} of {len(parsed.predictions)} predictions were decided "

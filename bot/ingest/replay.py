@@ -20,6 +20,7 @@ import codecs
 import csv
 import io
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from bot.ingest import keys_twice
 from bot.ingest.records import prediction_from_json
 from npo.loop import DecideResult
 from npo.types import InvalidRecord, Prediction
+from storage import StorageError
 
 NUMERIC = ("confidence", "time_to_fault_s")
 REPLAY_CHUNK = 500  # predictions a transaction: ~10–20 ms of the write lock
@@ -162,10 +164,12 @@ def read_predictions(path: Path, *, received_at: float, fmt: str | None = None) 
 
 @dataclass
 class ChunkedRun:
-    """What :func:`decide_in_chunks` decided (in order), and whether an interrupt stopped it first."""
+    """What :func:`decide_in_chunks` decided (in order), and whether an interrupt or a database that refused a write
+    (``failed``) stopped it first."""
 
     results: list[DecideResult] = field(default_factory=list)
     interrupted: bool = False
+    failed: Exception | None = None
 
 
 def decide_in_chunks(
@@ -177,7 +181,8 @@ def decide_in_chunks(
 ) -> ChunkedRun:
     """``decide`` (one transaction a call) over ``predictions`` in slices of ``chunk``, pausing ``pause_s`` between
     them. A ``KeyboardInterrupt`` (Ctrl-C) stops it: the transaction in flight is rolled back by the store, the
-    finished ones stay, and ``interrupted`` is set (``results`` holds the finished ones' results)."""
+    finished ones stay, and ``interrupted`` is set (``results`` holds the finished ones' results). A write the
+    database refuses (disk full, I/O error, locked for too long) stops it the same way, the error in ``failed``."""
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     run = ChunkedRun()
@@ -188,4 +193,6 @@ def decide_in_chunks(
             run.results.extend(decide(predictions[start : start + chunk]))
     except KeyboardInterrupt:
         run.interrupted = True
+    except (sqlite3.Error, StorageError) as exc:
+        run.failed = exc
     return run

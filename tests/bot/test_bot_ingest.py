@@ -877,6 +877,38 @@ def _lines(n: int, prefix: str = "r") -> str:
     return "".join(GOOD_LINE % (f"{prefix}{i}", f"t{i}", "") + "\n" for i in range(n))
 
 
+def test_a_database_refusing_writes_mid_replay_says_how_far_it_got(
+    tmp_path: Path, replay_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The database refuses a write halfway through (disk full, I/O error): the chunks stored stay, and the replay
+    says how many, with no traceback; run again once the database can be written, it decides the rest."""
+    n = 3 * REPLAY_CHUNK
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(_lines(n), encoding="utf-8")
+    assert cli_main(["db", "migrate", "--db", str(replay_env)]) == 0
+    with contextlib.closing(sqlite3.connect(replay_env)) as db:
+        db.execute(  # refuses the decisions past the first chunk, as a disk filling up would
+            "CREATE TRIGGER fills_up BEFORE INSERT ON decisions "
+            f"WHEN (SELECT COUNT(*) FROM decisions) >= {REPLAY_CHUNK} "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        db.commit()
+    capsys.readouterr()
+    assert _replay(feed, replay_env) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "database or disk is full" in captured.err
+    assert f"after {REPLAY_CHUNK} of {n} predictions were decided and stored" in captured.err
+    assert "run the same command again" in captured.err
+    assert captured.out.startswith(f"{REPLAY_CHUNK} decided (")
+    assert _decided(replay_env) == REPLAY_CHUNK
+
+    with contextlib.closing(sqlite3.connect(replay_env)) as db:
+        db.execute("DROP TRIGGER fills_up")
+        db.commit()
+    assert _replay(feed, replay_env) == 0
+    assert _decided(replay_env) == n
+
+
 def test_replay_decides_in_short_transactions(
     tmp_path: Path, replay_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
