@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from types import FrameType, TracebackType
@@ -33,11 +34,22 @@ def fast_impl() -> tuple[str, str]:
 def uvicorn_config(
     app: ASGIApp, host: str, port: int, *, log_level: str = "info", loop: str | None = None
 ) -> uvicorn.Config:
-    """uvicorn settings for NPO: the fastest loop/HTTP implementation available, lifespan on, no access log."""
+    """uvicorn settings for NPO: the fastest loop/HTTP implementation available, lifespan on, no access log.
+
+    Without a stdout (started with ``>&-``) colours are off: uvicorn would otherwise ask the missing stdout whether
+    it is a terminal and fail to start."""
     fast_loop, http = fast_impl()
     loop = loop or fast_loop
     return uvicorn.Config(
-        app, host=host, port=port, loop=loop, http=http, log_level=log_level, lifespan="on", access_log=False
+        app,
+        host=host,
+        port=port,
+        loop=loop,
+        http=http,
+        log_level=log_level,
+        lifespan="on",
+        access_log=False,
+        use_colors=False if sys.stdout is None else None,
     )
 
 

@@ -216,3 +216,31 @@ def test_demo_into_a_full_stdout_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert proc.returncode == 1, err
     assert "Traceback" not in err
     assert err.count("npo-bot demo: cannot write to stdout: No space left on device\n") == 1, err
+
+
+def test_demo_with_stdout_closed_runs_as_it_would_and_stops_cleanly(tmp_path: Path) -> None:
+    """``npo-bot demo … >&-``: it runs, printing nothing, and closes its database. The web server's log set-up
+    asked the missing stdout whether it is a terminal and the demo ended in a traceback before it started."""
+    proc = subprocess.run(
+        _demo(tmp_path, *QUICK_DEMO),
+        cwd=REPO,
+        env=DEMO_ENV,
+        stderr=subprocess.PIPE,
+        timeout=120,
+        check=False,
+        preexec_fn=lambda: os.close(1),
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    db = tmp_path / "demo.db"
+    assert db.is_file() and not Path(f"{db}-wal").exists()
+    check = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "db", "check", "--db", str(db)],
+        cwd=REPO,
+        env=DEMO_ENV,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0 and check.stdout.decode().endswith("ok\n"), check.stdout.decode()
