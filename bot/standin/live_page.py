@@ -211,8 +211,9 @@ document.addEventListener('click', async (ev) => {
       toast('Clicked ' + btn.textContent.trim() + ': bot answered ' + r.status);
       await refresh(false);
     }
-  } catch (e) { toast('Error: ' + e.message); btn.disabled = false; }
-  finally { busy = false; }
+  } catch (e) { toast('Error: ' + e.message); }
+  finally { busy = false; btn.disabled = false; }  // disabled only while in flight: a click that changes nothing
+                                                   // (a cancelled modal) must leave the button clickable
 });
 $('user').addEventListener('change', (ev) => {
   user = ev.target.value; shownModal = null;

@@ -106,3 +106,26 @@ def test_override_through_the_page_reaches_the_bot_and_sqlite(
     target = os.environ.get("NPO_DEMO_SCREENSHOT")
     if target:
         shutil.copyfile(shot, target)
+
+
+def test_after_cancelling_the_reason_modal_override_can_be_clicked_again(
+    manual_demo: tuple[Demo, str], browser: object
+) -> None:
+    """Cancel sends nothing, so the message does not change; the Override button stayed disabled, and the person
+    could not override that recommendation until something else edited the message."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support import expected_conditions as ec  # noqa: PLC0415
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    demo, url = manual_demo
+    driver = browser
+    wait = WebDriverWait(driver, 20)  # type: ignore[arg-type]
+    driver.get(url)  # type: ignore[attr-defined]
+    button = '#ch-C0INCIDENT .msg button[data-action-id="npo_override"]'
+    modal = "#overlay .modal"
+    for _ in range(2):
+        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, button))).click()
+        wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, modal)))
+        driver.find_element(By.CSS_SELECTOR, "#overlay .modal-close").click()  # type: ignore[attr-defined]
+        wait.until(ec.invisibility_of_element_located((By.CSS_SELECTOR, modal)))
+    assert rows(demo.options.db, "SELECT COUNT(*) FROM feedback") == [(0,)]
