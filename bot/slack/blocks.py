@@ -469,7 +469,7 @@ def digest_blocks(views: Sequence[RecommendationView], *, why: str, following: i
         where="every one: `npo-bot db export --what decisions`",
         budget=DIGEST_TEXT,
     )
-    blocks.append(_digest_hint("`/npo why <id>` explains one"))
+    blocks.append(_digest_hint("`/npo why &lt;id&gt;` explains one"))  # < and > are mrkdwn control characters
     return blocks[:MAX_MESSAGE_BLOCKS]
 
 

@@ -112,3 +112,16 @@ def test_text_holding_the_formatters_own_marks_renders_as_written() -> None:
     html = mrkdwn_html("`first` then \x000\x00 and `second` and \x007\x00")
     assert html.count("<code>") == 2 and "<code>first</code>" in html and "<code>second</code>" in html
     assert html.count("first") == 1 and "\x00" not in html
+
+
+def test_a_digest_reads_on_the_page_as_the_bot_wrote_it() -> None:
+    """The digest's closing line named ``/npo why <id>`` with bare angle brackets, which Slack (and the page)
+    takes for a link: the code span broke apart and the id placeholder was lost."""
+    from bot.slack.blocks import RecommendationView, digest_blocks  # noqa: PLC0415
+    from npo.types import Decision, Prediction, Verdict  # noqa: PLC0415
+
+    p = Prediction(id="p1", fault_type="disk_failure", target="r1-n1", action="drain", confidence=0.97)
+    d = Decision(p.id, "k", Verdict.DIGEST, "channel_hourly_cap", "cap", 0.97, 0.0, 0.97, 0.7, 2, 0.0)
+    html = render_blocks(digest_blocks([RecommendationView(p, d, (), None)], why="channel hourly cap reached"))
+    assert "<code>/npo why &lt;id&gt;</code> explains one" in html
+    assert "<code>/api/v1/outcomes</code>" in html

@@ -146,7 +146,7 @@ def test_alert_storm_is_folded_into_one_digest(storm_bot: BotUnderTest) -> None:
     assert len(messages) == 1
     text = str(messages[0].blocks)
     assert all(f"`s{i}`" in text for i in range(6))
-    assert "`/npo why <id>` explains one" in text and "/npo status" not in text  # /npo status answers nothing
+    assert "`/npo why &lt;id&gt;` explains one" in text and "/npo status" not in text  # /npo status answers nothing
 
 
 def test_a_worker_whose_lease_ran_out_neither_sends_on_nor_overwrites_the_new_owner(
