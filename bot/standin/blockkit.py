@@ -39,6 +39,8 @@ EMOJI = {
     "wrench": "🔧",
     "x": "❌",
     "hourglass": "⌛",
+    "package": "📦",
+    "mute": "🔇",
 }
 
 UserName = Callable[[str], str]

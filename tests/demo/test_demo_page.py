@@ -125,3 +125,9 @@ def test_a_digest_reads_on_the_page_as_the_bot_wrote_it() -> None:
     html = render_blocks(digest_blocks([RecommendationView(p, d, (), None)], why="channel hourly cap reached"))
     assert "<code>/npo why &lt;id&gt;</code> explains one" in html
     assert "<code>/api/v1/outcomes</code>" in html
+
+
+def test_the_emoji_the_bot_writes_are_shown_as_slack_shows_them() -> None:
+    """A digest starts with ``:package:`` (and ``/npo mute`` answers with ``:mute:``); the page showed the codes."""
+    assert mrkdwn_html(":package: *3 recommendation(s) in one digest*") == "📦 <b>3 recommendation(s) in one digest</b>"
+    assert mrkdwn_html(":mute: muted") == "🔇 muted"
