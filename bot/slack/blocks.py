@@ -580,14 +580,3 @@ def home_view(d: Dashboard) -> dict[str, Any]:
     ]
     blocks += _pack_lines(lines or ["No recommendations yet."], "npo_home_recent_", MAX_HOME_BLOCKS - len(blocks))
     return {"type": "home", "blocks": blocks[:MAX_HOME_BLOCKS]}
-
-
-def help_text() -> str:
-    return (
-        "*NPO* learns from your clicks which fault recommendations to surface.\n"
-        "`/npo status` — alignment loss, answer rates, threshold posteriors, queue\n"
-        "`/npo summary`, `/npo why <id>`, `/npo mute <key> <duration>`, `/npo unmute <key>` — see `/npo help`\n"
-        "`/npo help` — this message\n"
-        "On a recommendation: *Like* (right call), *Override* (wrong; give a reason), *Neutral*; "
-        "*Confirmed fault* / *False alarm* record what really happened."
-    )

@@ -43,14 +43,15 @@ _DURATION_RE = re.compile(rf"^(?:{_DURATION_PART})+$", re.IGNORECASE)
 _PART_RE = re.compile(_DURATION_PART, re.IGNORECASE)
 _QUOTES = {'"': '"', "“": "”", "`": "`"}  # opening → closing
 
+# Slack mrkdwn: <, > and & are control characters, written &lt; &gt; &amp; even inside `code`.
 USAGE = (
     "*NPO* learns from your clicks which fault recommendations to surface.\n"
     "`/npo status` — alignment loss, answer rates, threshold posteriors, queue\n"
     "`/npo summary` — the last 7 days: L_align by day, answer rates, precision/recall, MTTR, τ posteriors\n"
-    "`/npo why <recommendation id>` — score, τ, the rule behind the decision, the key's history\n"
-    "`/npo mute <key> <duration> [reason]` — block a scenario key's recommendations for a while "
+    "`/npo why &lt;recommendation id&gt;` — score, τ, the rule behind the decision, the key's history\n"
+    "`/npo mute &lt;key&gt; &lt;duration&gt; [reason]` — block a scenario key's recommendations for a while "
     "(duration like `30m`, `4h`, `2d`, `1h30m`; at most 30 d; a key with spaces in double quotes)\n"
-    "`/npo unmute <key>` — lift a mute\n"
+    "`/npo unmute &lt;key&gt;` — lift a mute\n"
     "`/npo help` — this message\n"
     "On a recommendation: *Like* (right call), *Override* (wrong; give a reason), *Neutral*; "
     "*Confirmed fault* / *False alarm* record what really happened."
@@ -198,9 +199,12 @@ async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: st
     if not key.strip():
         key = ""  # a quoted blank names no key
     if word == "mute" and (not key or not args):
-        return "Usage: `/npo mute <key> <duration> [reason]`, e.g. `/npo mute disk_failure|drain|r#-n#|p>=0.9 4h`."
+        return (
+            "Usage: `/npo mute &lt;key&gt; &lt;duration&gt; [reason]`, "
+            "e.g. `/npo mute disk_failure|drain|r#-n#|p&gt;=0.9 4h`."
+        )
     if word == "unmute" and (not key or args):
-        return "Usage: `/npo unmute <key>`."
+        return "Usage: `/npo unmute &lt;key&gt;`."
     if not await deps.responders.allows(user):
         return "Only on-call responders can mute or unmute keys. Nothing was changed."
     service = deps.service
@@ -223,7 +227,7 @@ async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: st
         return REPLAYED
     with service.store.read() as conn:
         known = key_known(conn, key)
-    note = "" if known else " (no recommendation has had this key yet — check the spelling with `/npo why <id>`)"
+    note = "" if known else " (no recommendation has had this key yet — check the spelling with `/npo why &lt;id&gt;`)"
     return (
         f":mute: `{escaped(key, MAX_MUTED_KEY)}` is muted until {_when(mute.until)}: its predictions are blocked by "
         f"the Safety Policy rule `mute`{note}. `/npo unmute {escape(_arg(key))}` lifts it."

@@ -35,6 +35,10 @@ def test_status_help_and_unknown(bot: BotUnderTest) -> None:
     for sub in ("/npo status", "/npo summary", "/npo why", "/npo mute", "/npo unmute", "/npo help"):
         assert sub in usage
     assert npo(bot, "") == usage
+    # <, > and & are mrkdwn control characters, even in code: a bare <key> would be read as a link and vanish.
+    assert "`/npo mute &lt;key&gt; &lt;duration&gt; [reason]`" in usage and "<key>" not in usage
+    mute_usage = npo(bot, "mute")
+    assert "&lt;key&gt;" in mute_usage and "p&gt;=0.9" in mute_usage and "<" not in mute_usage
     unknown = npo(bot, "frobnicate now")
     assert unknown.startswith("Unknown command `frobnicate now`") and "/npo why" in unknown
     assert npo(bot, "status extra").startswith("Unknown command")
