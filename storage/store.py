@@ -182,7 +182,7 @@ class SQLiteStore(StoreOutbox, StoreReads):
         self.busy_timeout_s = busy_timeout_s
         self.lock_retries = lock_retries
         self._local = _Local()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # reentrant: see try_hold_writes
         self._registry_lock = threading.Lock()
         self._open: list[tuple[weakref.ref[threading.Thread], Database]] = []
         self._closed = False
@@ -256,6 +256,17 @@ class SQLiteStore(StoreOutbox, StoreReads):
                 delay *= 2
 
     # -- transactions --------------------------------------------------------------------------------------
+    def try_hold_writes(self) -> bool:
+        """Take this process's write lock for the calling thread if no other thread holds it, without waiting:
+        True when taken, and until :meth:`release_writes` this thread's transactions start without waiting for
+        another thread's (one in progress elsewhere, a large batch, would hold a caller up until it commits).
+        For a thread that must not block, the event loop; another process's write lock is not covered."""
+        return self._write_lock.acquire(blocking=False)
+
+    def release_writes(self) -> None:
+        """Give back the write lock a :meth:`try_hold_writes` that returned True took."""
+        self._write_lock.release()
+
     def transaction(self) -> AbstractContextManager[SQLiteTransaction]:
         """``BEGIN IMMEDIATE … COMMIT`` on this thread's connection; rolled back if the block raises.
 

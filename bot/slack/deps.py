@@ -26,7 +26,8 @@ class SlackDeps:
     ``storage_mode`` says where the listeners' SQLite *writes* run (reads go through :meth:`query`): ``"inline"``
     (default) on the event loop —
     a click's transaction takes ≈ 0.2 ms (p99 ≈ 1 ms), cheaper than a thread hand-off, and measured fastest
-    (README, "Click latency"); ``"writer"`` on one dedicated thread, which keeps the loop responsive if the
+    (README, "Click latency") — unless another thread is writing (see :meth:`storage`); ``"writer"`` on one
+    dedicated thread, which keeps the loop responsive if the
     disk stalls (a slow fsync or checkpoint) at the cost of ≈ 0.1 ms per call.
     """
 
@@ -38,14 +39,29 @@ class SlackDeps:
     ops_channel: str = ""  # where retraining alerts go (NPO_OPS_CHANNEL)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _writer: ThreadPoolExecutor | None = None
+    _writer_busy: int = 0  # calls handed to the writer thread and not yet done (counted on the event loop)
 
     async def storage(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the synchronous storage call ``fn(*args, **kwargs)`` as ``storage_mode`` says; returns its result."""
-        if self.storage_mode == "inline":
-            return fn(*args, **kwargs)
+        """Run the synchronous storage call ``fn(*args, **kwargs)`` as ``storage_mode`` says; returns its result.
+
+        ``"inline"`` runs on the event loop only when no other thread of the process is writing: a transaction in
+        progress (an ingest batch commits its thousands of predictions in one) would hold the whole loop — every
+        request, every click — until it commits. The call then runs on the writer thread, as do those after it
+        while it waits, in order."""
+        if self.storage_mode == "inline" and not self._writer_busy:
+            store = self.service.store
+            if store.try_hold_writes():
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    store.release_writes()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npo-writer")
-        return await asyncio.get_running_loop().run_in_executor(self._writer, lambda: fn(*args, **kwargs))
+        self._writer_busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, lambda: fn(*args, **kwargs))
+        finally:
+            self._writer_busy -= 1
 
     async def query(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the read-only storage call ``fn(*args, **kwargs)`` on a worker thread; returns its result.

@@ -10,6 +10,7 @@ import gc
 import gzip
 import json
 import resource
+import sqlite3
 import statistics
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from slack_testing import BotUnderTest, make_settings, prediction, serving
+from slack_testing import ALICE, BotUnderTest, make_settings, prediction, serving
 
 from bot.app import build_bot
 from bot.standin import StandIn
@@ -362,3 +363,59 @@ def test_an_outcome_time_ahead_of_the_clock_is_refused_naming_at(bot: BotUnderTe
     assert bot.counts()["outcomes"] == 0
     ok = httpx.post(url, json={"prediction_id": "o1", "real_fault": True, "at": now + 60}, headers=_auth(bot))
     assert ok.status_code == 200 and ok.json()["recorded"] is True
+
+
+@pytest.fixture
+def big_bot_posting(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
+    """:func:`big_bot` with its delivery worker on, so a recommendation is posted and can be clicked."""
+    standin.add_user(ALICE)
+    built = build_bot(make_settings(tmp_path, standin, max_body_bytes=4_000_000), seed=1)
+    with serving(built, standin) as served:
+        yield served
+
+
+def _writing(db_path: Path) -> bool:
+    """Whether another connection holds the database's write lock now (a write transaction in progress)."""
+    conn = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
+
+
+def test_a_click_during_a_large_batch_does_not_stall_the_event_loop(big_bot_posting: BotUnderTest) -> None:
+    """A click's write waits for the batch's transaction to commit — on a thread, not on the event loop: meanwhile
+    ``GET /livez`` (and every other click, every other request) is answered while the batch is still writing, and
+    the click is stored. Before, the click waited on the loop, and nothing was answered until the batch committed."""
+    bot = big_bot_posting
+    message = bot.surface("c1")
+    url = bot.server.url
+    answers: list[httpx.Response] = []
+    raw = json.dumps(_batch(37_000, "big")).encode()
+    batch = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{url}/api/v1/predictions", content=raw, headers=_auth(bot), timeout=120)
+        )
+    )
+    batch.start()
+    deadline = time.monotonic() + 60
+    while not _writing(bot.bot.settings.db_path):  # the batch's transaction has begun
+        assert batch.is_alive() and time.monotonic() < deadline, "the batch never took the write lock"
+        time.sleep(0.002)
+    clicks: list[httpx.Response] = []
+    clicking = threading.Thread(target=lambda: clicks.append(bot.click(ALICE, "npo_like", message)))
+    clicking.start()
+    try:
+        time.sleep(0.05)  # the click has reached the server and waits for the batch's write lock
+        assert httpx.get(f"{url}/livez", timeout=30).status_code == 200
+        answered_while_writing = _writing(bot.bot.settings.db_path)
+    finally:
+        batch.join()
+        clicking.join()
+    assert answered_while_writing, "/livez was answered only once the batch had committed: the loop was held"
+    assert answers[0].status_code == 200 and clicks[0].status_code == 200
+    assert bot.counts()["feedback"] == 1
