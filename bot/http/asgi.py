@@ -5,7 +5,7 @@ Routes: ``POST /slack/events`` (Bolt), ``POST /api/v1/predictions``, ``POST /api
 answers a read: 200 ``{"status": "ok", "outbox_pending"}``, else 503 ``{"status": "error", "error"}``), ``GET /livez``
 (process up, no I/O), ``GET /metrics`` (``npo_database_up 0`` and only the process's own figures when the database
 cannot be read). The three probes are never cached (``Cache-Control: no-store``) and read on threads of their own.
-Anything else is 404 (405 for a known path with the wrong method) and changes nothing.
+Anything else is 404 (405 for a known path with the wrong method) and changes nothing; no path is redirected.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ KNOWN_ROUTES = frozenset(
 
 
 INGEST_ROUTES = frozenset(path for path in KNOWN_ROUTES if path.startswith("/api/"))
+SLASH_SERVED = INGEST_ROUTES | {"/slack/events"}  # served with a trailing slash too (LatencyMiddleware)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -73,9 +74,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
 class LatencyMiddleware:
     """Records each HTTP request's duration (until the response start) per route and status class.
 
-    An ingest route's path with a trailing slash (``/api/v1/predictions/``, a common slip in a webhook URL) is
-    served as the route itself: Starlette would answer 307, which stores nothing, which ``curl`` without ``-L``
-    takes for success, and whose ``Location`` is built from the Host header and the scheme uvicorn sees."""
+    An ingest route's or ``/slack/events``'s path with a trailing slash (``/api/v1/predictions/``, a common slip in
+    a webhook URL or in Slack's Request URL) is served as the route itself: Starlette would answer 307, which
+    stores nothing, which ``curl`` without ``-L`` takes for success, and whose ``Location`` is built from the Host
+    header and the scheme uvicorn sees (its redirects are off: any other path with a slash is 404)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -87,7 +89,7 @@ class LatencyMiddleware:
             return
         start = time.perf_counter()
         path = scope.get("path", "")
-        if path.endswith("/") and path[:-1] in INGEST_ROUTES:
+        if path.endswith("/") and path[:-1] in SLASH_SERVED:
             path = path[:-1]
             scope = {**scope, "path": path}
         route = path if path in KNOWN_ROUTES else "other"
@@ -144,7 +146,7 @@ def build_asgi_app(
         return PlainTextResponse("ok", headers=NO_STORE)
 
     routes = [
-        Route("/slack/events", make_slack_endpoint(bolt, max_body_bytes), methods=["GET", "POST"]),
+        Route("/slack/events", make_slack_endpoint(bolt, max_body_bytes), methods=["POST"]),
         Route("/api/v1/predictions", ingest.predictions, methods=["POST"]),
         Route("/api/v1/alertmanager", ingest.alertmanager, methods=["POST"]),
         Route("/api/v1/outcomes", ingest.outcomes, methods=["POST"]),
@@ -154,4 +156,5 @@ def build_asgi_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.router.redirect_slashes = False  # a 307 to a Location built from the Host header: 404 instead
     return LatencyMiddleware(app, metrics)

@@ -54,11 +54,9 @@ def _read_as_form(request: AsyncBoltRequest) -> None:
 
 
 def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request], Awaitable[Response]]:
-    """The endpoint for ``/slack/events`` (GET and anything but POST answer 404)."""
+    """The endpoint for ``POST /slack/events`` (any other method is answered 405 by the router)."""
 
     async def slack_events(request: Request) -> Response:
-        if request.method != "POST":
-            return error(404, "not found")
         stamps = request.headers.getlist("x-slack-request-timestamp")
         if len(stamps) > 1:  # Bolt would read another copy than the one checked here
             return error(400, "X-Slack-Request-Timestamp must be sent once", "X-Slack-Request-Timestamp")

@@ -151,7 +151,7 @@ def test_unauthorised_clicker_gets_an_ephemeral_refusal(bot: BotUnderTest) -> No
 
 def test_unknown_paths_url_verification_and_ssl_check(bot: BotUnderTest) -> None:
     before = _state(bot)
-    assert httpx.get(bot.events_url).status_code == 404
+    assert httpx.get(bot.events_url).status_code == 405
     assert httpx.post(f"{bot.server.url}/slack/other", content=b"x").status_code == 404
     challenge = json.dumps({"type": "url_verification", "challenge": "abc123", "token": "t"})
     response = httpx.post(
@@ -237,3 +237,27 @@ def test_an_event_no_listener_handles_is_acknowledged_and_stores_nothing(bot: Bo
     assert bot.standin.send_event(bot.events_url, SECRET, home, event_id="Ev0405").status_code == 200
     time.sleep(0.3)
     assert not bot.standin.calls("views.publish")
+
+
+def test_slack_events_with_a_trailing_slash_is_the_route_and_no_path_is_redirected(bot: BotUnderTest) -> None:
+    """A Request URL entered with a trailing slash is served, not answered 307 with a ``Location`` built from the
+    request's Host header; a wrong method gets 405 ``Allow: POST``, and a probe's path with a slash 404, as JSON."""
+    message = bot.surface("p1")
+    body = bot.click_body(ALICE, "npo_like", message)
+    headers = signed_headers(SECRET, body, interactions.FORM) | {"Host": "attacker.example"}
+    response = httpx.post(f"{bot.events_url}/", content=body.encode(), headers=headers)
+    assert response.status_code == 200, (response.status_code, response.headers)
+    assert bot.counts()["feedback"] == 1
+    forged = signed_headers("not-the-secret-at-all", body, interactions.FORM)
+    assert httpx.post(f"{bot.events_url}/", content=body.encode(), headers=forged).status_code == 401
+    for path in ("/healthz/", "/livez/", "/metrics/"):
+        for method in ("GET", "POST"):
+            response = httpx.request(method, f"{bot.server.url}{path}", headers={"Host": "attacker.example"})
+            assert response.status_code == 404 and "location" not in response.headers, (method, path)
+            assert response.json()["field"] == "(path)"
+    for method in ("GET", "HEAD", "PUT", "DELETE"):
+        response = httpx.request(method, bot.events_url)
+        assert response.status_code == 405 and response.headers["allow"] == "POST", method
+        if method != "HEAD":
+            assert response.json()["field"] == "(method)"
+    assert bot.counts()["feedback"] == 1
