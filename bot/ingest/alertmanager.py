@@ -251,7 +251,9 @@ def prediction_from_alert(
     except InvalidRecord as exc:
         if exc.field.startswith(where):
             raise
-        raise InvalidRecord(f"{where}.{exc.field}", exc.message) from None
+        # the id is made of the fingerprint (the rest of it is short): name the field the sender can change
+        name = "fingerprint" if exc.field == "id" else exc.field
+        raise InvalidRecord(f"{where}.{name}", exc.message) from None
 
 
 def _stated_truth(

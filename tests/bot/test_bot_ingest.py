@@ -197,6 +197,7 @@ def test_bad_alerts_name_the_field(alert_patch: dict[str, object], field: str) -
         ({"annotations": {"confidence": "1.7"}}, "alerts[1].confidence"),
         ({"status": "pending"}, "alerts[1].status"),
         ({"status": "resolved", "fingerprint": "f" * 300}, "alerts[1].fingerprint"),
+        ({"fingerprint": "f" * 300}, "alerts[1].fingerprint"),  # firing: not the id made of it, no field of the alert
     ],
 )
 def test_a_bad_alert_among_good_ones_is_listed_and_the_rest_is_used(
