@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -121,6 +122,25 @@ def test_chart_goes_through_the_three_step_upload(
     assert standin.file(file_id).data == png
     (text,) = summaries(standin)
     assert "override 50% (1)" in text and "like 50% (1)" in text
+
+
+def test_the_chart_goes_to_an_address_outside_the_api_url_and_the_docs_say_so(
+    stores: tuple[SQLiteStore, SQLiteStore], standin: StandIn, client: WebClient
+) -> None:
+    """The chart's bytes go to the ``upload_url`` Slack answers with (files.slack.com on Slack), not through
+    ``SLACK_API_URL``: an operator who allows only the API URL out would lose every weekly summary, so the settings
+    file and SECURITY.md, which list what NPO contacts, name it."""
+    store = stores[0]
+    _some_activity(store)
+    scheduler = build_scheduler(deps(store, client, Clock(datetime(2025, 3, 24, 9, 0, 2, tzinfo=BERLIN))))
+    assert scheduler.run_due(WEEKLY_JOB)
+    (upload,) = standin.calls("upload")
+    assert not upload.path.startswith(urlsplit(client.base_url).path)  # not a Web API method under the API URL
+    root = Path(__file__).resolve().parents[2]
+    for name in (".env.example", "SECURITY.md"):
+        text = " ".join((root / name).read_text(encoding="utf-8").split())
+        assert "files.getUploadURLExternal" in text and "files.slack.com" in text, name
+        assert "apps.connections.open" in text, name  # Socket Mode's WebSocket URL, likewise from Slack's answer
 
 
 def test_report_numbers(db_path: Path) -> None:
