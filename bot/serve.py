@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.util
 import logging
 import os
@@ -124,9 +125,44 @@ class StopSignals:
             server.should_exit = True
 
 
+def listen_problem(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be listened on (None when every address it names can be bound): each address is
+    bound as uvicorn binds it (``SO_REUSEADDR``; IPv6 only for an IPv6 socket), then released."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:  # socket.gaierror: a host name that does not resolve
+        return exc
+    for family, kind, proto, _, address in addresses:
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:  # a family this system lacks: uvicorn's event loop skips it too
+            continue
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                return exc
+    return None
+
+
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM: uvicorn stops gracefully (requests in flight finish), then the bot closes (worker,
-    scheduler, poller, the SQLite store: its WAL is checkpointed). Returns the exit status (0 after a signal)."""
+    scheduler, poller, the SQLite store: its WAL is checkpointed). Returns the exit status (0 after a signal).
+
+    An address it cannot listen on stops it before anything starts (no scheduler, worker or poller runs): exit
+    status 2 when it is not allowed to (a port below 1024 without the privilege: a restart would only repeat
+    it), 1 otherwise (the port in use, a host name that does not resolve: that may pass)."""
+    refused = listen_problem(settings.host, settings.port)
+    if refused is not None:
+        print(
+            f"npo-bot serve: cannot listen on {settings.host}:{settings.port} (NPO_HOST, NPO_PORT): "
+            f"{refused.strerror or refused}",
+            file=sys.stderr,
+        )
+        return 2 if refused.errno == errno.EACCES else 1
     bot = build_bot(settings)
     log.info("npo-bot serving on http://%s:%d (settings: %s)", settings.host, settings.port, settings.redacted())
 

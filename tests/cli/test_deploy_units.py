@@ -8,6 +8,7 @@ import configparser
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,60 @@ def test_the_status_the_service_does_not_restart_on_is_a_refused_setting(tmp_pat
     )
     assert str(done.returncode) == status == "2", done.stderr
     assert "invalid configuration" in done.stderr
+
+
+SETTINGS = (  # complete settings for `serve`; the Web API is never reached (nothing starts in these tests)
+    "SLACK_BOT_TOKEN=xoxb-local\nSLACK_SIGNING_SECRET=local-secret\nSLACK_API_URL=http://127.0.0.1:9/api/\n"
+    "NPO_INCIDENT_CHANNEL=C0INCIDENT\nNPO_OPS_CHANNEL=C0OPS\nNPO_INGEST_TOKEN=0123456789abcdef0123\n"
+    "NPO_RESPONDERS=U0ALICE\nNPO_HOST=127.0.0.1\n"
+)
+
+
+def _serve(tmp_path: Path, port: int, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    env_file = tmp_path / "npo.env"
+    env_file.write_text(f"{SETTINGS}NPO_PORT={port}\nNPO_DB_PATH={tmp_path / 'npo.db'}\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "bot.cli", "serve", "--env-file", str(env_file)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env | {"PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+
+
+def test_a_port_in_use_stops_serve_before_anything_starts(tmp_path: Path) -> None:
+    """Another process holds the port: `serve` says so naming the settings and exits 1 (the unit restarts it: the
+    port may be freed) — before its scheduler, delivery worker or database start, which otherwise ran (the
+    catch-up job, the outbox) on every restart until the bind failed, with exit status 3."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        done = _serve(tmp_path, holder.getsockname()[1])
+    assert done.returncode == 1, done.stderr
+    assert "cannot listen on 127.0.0.1:" in done.stderr and "NPO_PORT" in done.stderr
+    assert "Scheduler started" not in done.stderr and not (tmp_path / "npo.db").exists()
+
+
+def test_a_port_it_may_not_listen_on_is_the_status_the_service_does_not_restart_on(tmp_path: Path) -> None:
+    """NPO_PORT=80 for a user without the privilege to bind it (the unit's `npo` user): a restart would fail the
+    same way for ever, so `serve` exits with the unit's RestartPreventExitStatus, before anything starts."""
+    status = _unit("npo-bot.service")["Service"]["RestartPreventExitStatus"]
+    if os.geteuid() == 0:  # root may bind port 80: run it without that capability
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv is not installed")
+        prefix: tuple[str, ...] = ("setpriv", "--bounding-set=-net_bind_service")
+    else:
+        unprivileged = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        if not unprivileged.exists() or int(unprivileged.read_text(encoding="utf-8")) <= 80:
+            pytest.skip("port 80 is not privileged here")
+        prefix = ()
+    done = _serve(tmp_path, 80, prefix)
+    assert str(done.returncode) == status == "2", done.stderr
+    assert "cannot listen on 127.0.0.1:80 (NPO_HOST, NPO_PORT): Permission denied" in done.stderr
+    assert "Scheduler started" not in done.stderr and not (tmp_path / "npo.db").exists()
 
 
 def test_the_backup_command_as_written_makes_a_dated_checked_copy(tmp_path: Path) -> None:
