@@ -60,15 +60,18 @@ def _time(text: str | None) -> float:
 def _verdict(policy: Any, raw: str, now: float) -> dict[str, object]:
     """The verdict the policy's rules give the prediction in ``raw`` at ``now``, in a quiet world (``at``,
     ``outcome``, ``rule``, ``reason``). Raises ValueError naming what is wrong with ``raw``."""
-    from bot.ingest.records import prediction_from_json  # noqa: PLC0415 - keep `npo-bot --help` fast
+    from bot.ingest import keys_twice  # noqa: PLC0415 - keep `npo-bot --help` fast
+    from bot.ingest.records import prediction_from_json  # noqa: PLC0415
     from npo.policy import PolicyContext, evaluate  # noqa: PLC0415
     from npo.scoring import scenario_key  # noqa: PLC0415
     from npo.types import InvalidRecord  # noqa: PLC0415
 
     try:
-        obj = json.loads(raw)
+        obj, twice = keys_twice.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--try is not JSON: {exc.msg} at character {exc.pos}") from None
+    if twice:  # the ingest API refuses it: json.loads would keep one of the two values without a word
+        raise ValueError(f"--try: {keys_twice.key_twice(obj) or '(record)'}: {keys_twice.KEY_TWICE}")
     try:
         prediction = prediction_from_json(obj, received_at=now)
     except InvalidRecord as exc:

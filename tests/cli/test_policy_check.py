@@ -93,3 +93,13 @@ def test_a_missing_file_and_a_bad_trial_are_refused(prod: Path, capsys: pytest.C
     assert (code, out) == (1, "") and "--try is not JSON" in err
     code, out, err = run(capsys, str(prod), "--at", "yesterday")
     assert (code, out) == (2, "") and "not an ISO 8601 time" in err
+
+
+def test_a_trial_with_a_key_twice_is_refused_as_the_ingest_api_refuses_it(
+    prod: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # POST /api/v1/predictions answers 422 for this body; a verdict for one of the two actions would be a guess
+    twice = DRAIN_DB.replace('"action":"drain"', '"action":"drain","labels":{},"action":"investigate"')
+    code, out, err = run(capsys, str(prod), "--try", twice, "--at", "2026-11-25T12:00")
+    assert (code, out) == (1, ""), out
+    assert err.startswith("npo-bot policy check: --try: action: this key appears twice in one object"), err
