@@ -203,19 +203,23 @@ class InMemoryTransaction:
         _SET_CONTEXT_SURFACED(context, MappingProxyType({channel: surfaced}))
         return context
 
-    def _override_subjects(self, applied: AppliedFeedback) -> tuple[str, ...]:
+    def _override_subjects(self, applied: AppliedFeedback, given: float | None = None) -> tuple[str, ...]:
         """The cooldown entries an answer counts in: its key and its prediction's target, when it is an override
-        with a trust weight above zero (the condition of the SQLite store's query)."""
+        with a trust weight above zero given by a person whose weight was above zero then (``given``, the weight of
+        the loop's audit detail: a changed answer keeps the first one's weight; the condition of the SQLite store's
+        query)."""
         if applied.event.kind is not FeedbackKind.OVERRIDE or not applied.weight > 0:
+            return ()
+        if given is not None and not given > 0:
             return ()
         prediction = self._s.predictions.get(applied.event.prediction_id)
         key = f"key:{applied.key}"
         return (key,) if prediction is None else (key, f"target:{prediction.target}")
 
-    def _add_override(self, applied: AppliedFeedback) -> None:
+    def _add_override(self, applied: AppliedFeedback, given: float | None) -> None:
         s = self._s
         answer, at = (applied.event.prediction_id, applied.event.operator), applied.event.at
-        for subject in self._override_subjects(applied):
+        for subject in self._override_subjects(applied, given):
             entries = s.overrides.get(subject)
             if entries is None:
                 self._remember(s.overrides, subject)
@@ -321,7 +325,8 @@ class InMemoryTransaction:
         if earlier is not None:  # a later answer of the same person ends the earlier one's effect (SQLite's rule)
             self._drop_override(earlier)
         answers[ev.operator] = applied
-        self._add_override(applied)
+        given = audit.get("weight") if audit is not None else None  # the person's weight when they gave it
+        self._add_override(applied, given if type(given) is float else None)
         self._remember(s.samples, ev.request_id)
         s.samples[ev.request_id] = AlignmentSample(
             applied.key, applied.y, ev.at, applied.weight, s.channels.get(ev.prediction_id, "")

@@ -33,6 +33,10 @@ INSERT_AUDIT = f"INSERT INTO audit_events (id, at, kind, subject, detail) VALUES
 # indexes; each candidate checked with the rule of the ``effective_answers`` view, codec.IS_EFFECTIVE, which reads
 # only that person's entries of the ``feedback_answers`` index).
 IS_EFFECTIVE = codec.IS_EFFECTIVE
+# A feedback row ``f`` that starts an override cooldown: an Override counted with a weight above zero, given by a
+# person whose own trust weight was above zero when they gave it (``audit_weight``; a changed answer keeps the
+# first one's ``weight`` for learning, so a Like given while trusted and changed at weight 0 has one above zero).
+STARTS_COOLDOWN = "f.kind = 'override' AND f.weight > 0 AND COALESCE(f.audit_weight, f.weight) > 0"
 
 
 # The first column of the prefetch queries: 1 when the request id is stored for this person and recommendation,

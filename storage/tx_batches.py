@@ -16,7 +16,7 @@ from npo.policy import PolicyContext, name_key
 from npo.types import Decision, Prediction, Severity, Verdict
 from storage import codec
 from storage.errors import StorageError
-from storage.statements import INSERT_DECISION, INSERT_OUTBOX, INSERT_RECOMMENDATION, IS_EFFECTIVE
+from storage.statements import INSERT_DECISION, INSERT_OUTBOX, INSERT_RECOMMENDATION, IS_EFFECTIVE, STARTS_COOLDOWN
 from storage.tx_decisions import HOUR_S, TxDecisions
 
 _VERDICT_TEXT: Mapping[Verdict, str] = MappingProxyType({v: v.value for v in Verdict})
@@ -153,7 +153,7 @@ class TxBatches(TxDecisions):
         overrides: dict[str, float] = {}
         for column, values in (("key", keys), ("target", [p.target for p in predictions])):
             rows = self._in_chunks(
-                f"SELECT f.{column}, MAX(f.at) FROM feedback f WHERE f.kind = 'override' AND f.weight > 0 "
+                f"SELECT f.{column}, MAX(f.at) FROM feedback f WHERE {STARTS_COOLDOWN} "
                 f"AND f.{column} IN ({{marks}}) AND {IS_EFFECTIVE} GROUP BY f.{column}",
                 values,
             )

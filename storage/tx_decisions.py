@@ -10,7 +10,7 @@ from npo.policy import PolicyContext
 from npo.types import Decision, Prediction
 from storage import codec
 from storage.errors import StorageError
-from storage.statements import INSERT_DECISION, INSERT_RECOMMENDATION, IS_EFFECTIVE
+from storage.statements import INSERT_DECISION, INSERT_RECOMMENDATION, IS_EFFECTIVE, STARTS_COOLDOWN
 from storage.tx_base import TxBase
 
 HOUR_S = 3600.0
@@ -85,9 +85,10 @@ class TxDecisions(TxBase):
 
         open disruptive recommendations (surfaced or digest, no outcome yet, action in the store's
         ``disruptive_actions``) in the prediction's cluster; the last *effective* override of its key and of its
-        target; recommendations surfaced (not digested) in ``channel`` after now − 1 h — those stamped later than
-        ``now`` included: another process that read its clock after this one but took the write lock first, or
-        this host's clock stepped back, must not make room under the cap.
+        target that starts a cooldown (:data:`~storage.statements.STARTS_COOLDOWN`); recommendations surfaced (not
+        digested) in ``channel`` after now − 1 h — those stamped later than ``now`` included: another process that
+        read its clock after this one but took the write lock first, or this host's clock stepped back, must not
+        make room under the cap.
         """
         cluster = prediction.cluster
         active: dict[str, int] = {}
@@ -95,15 +96,13 @@ class TxDecisions(TxBase):
             active[cluster] = int(self._one(self._sql.open_disruptive, (cluster, *self._disruptive))[0])
         overrides: dict[str, float] = {}
         by_key = self._one(
-            f"SELECT MAX(f.at) FROM feedback f WHERE f.key = ? AND f.kind = 'override' AND f.weight > 0 "
-            f"AND {IS_EFFECTIVE}",
+            f"SELECT MAX(f.at) FROM feedback f WHERE f.key = ? AND {STARTS_COOLDOWN} AND {IS_EFFECTIVE}",
             (key,),
         )[0]
         if by_key is not None:
             overrides[f"key:{key}"] = by_key
         by_target = self._one(
-            f"SELECT MAX(f.at) FROM feedback f WHERE f.target = ? AND f.kind = 'override' AND f.weight > 0 "
-            f"AND {IS_EFFECTIVE}",
+            f"SELECT MAX(f.at) FROM feedback f WHERE f.target = ? AND {STARTS_COOLDOWN} AND {IS_EFFECTIVE}",
             (prediction.target,),
         )[0]
         if by_target is not None:
