@@ -174,16 +174,25 @@ def outcome_tally(conn: sqlite3.Connection, since: float, until: float) -> Outco
     return OutcomeTally(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
+# When NPO recorded a proposal's close: the answer's time, or for an expired one the monitor run that recorded the
+# expiry (its audit line) — which may be after the deadline its ``resolved_at`` keeps (the bot was down then, or the
+# run that found it overdue came after the weekly summary's slot).
+_CLOSED = "COALESCE(x.at, p.resolved_at)"
+
+
 def proposal_counts(conn: sqlite3.Connection, since: float, until: float) -> dict[str, int]:
     """Retraining proposals in [since, until): ``raised`` (opened in the period) and, by how they were closed in the
-    period (``resolved_at``: the answer, or the deadline of an expired one), ``approved``, ``dismissed``,
-    ``expired``."""
+    period, ``approved``, ``dismissed``, ``expired``. A close is counted when NPO recorded it (:data:`_CLOSED`: the
+    answer, or the run that expired the proposal, not its earlier deadline), so that each close is in exactly one
+    period, and one recorded after a summary is in the next rather than in none."""
     raised = conn.execute(
         "SELECT COUNT(*) FROM retraining_proposals WHERE opened_at >= ? AND opened_at < ?", (since, until)
     ).fetchone()
     rows = conn.execute(
-        "SELECT state, COUNT(*) FROM retraining_proposals WHERE state <> 'open' AND resolved_at >= ? "
-        "AND resolved_at < ? GROUP BY state",
+        "SELECT p.state, COUNT(*) FROM retraining_proposals p LEFT JOIN ("
+        "SELECT subject, MAX(at) AS at FROM audit_events WHERE kind = 'retraining_expired' GROUP BY subject"
+        ") x ON p.state = 'expired' AND x.subject = CAST(p.id AS TEXT) "
+        f"WHERE p.state <> 'open' AND {_CLOSED} >= ? AND {_CLOSED} < ? GROUP BY p.state",
         (since, until),
     ).fetchall()
     return {"raised": int(raised[0] or 0)} | {str(state): int(n) for state, n in rows}

@@ -610,3 +610,28 @@ def test_repair_times_under_an_hour_are_shown_in_minutes() -> None:
     assert "with a recommendation 5 min (1 fault) · without 2.5 h (3 faults)" in text
     later = dataclasses.replace(report, repair=RepairTimes(None, 0, 59, 1))
     assert "with a recommendation n/a (0 faults) · without < 1 min (1 fault)" in report_text(later, slack=False)
+
+
+def test_a_proposal_that_expired_while_the_bot_was_down_is_in_one_summary(
+    store: SQLiteStore, standin: StandIn, client: WebClient
+) -> None:
+    """Its deadline on Sunday night, the bot down until Monday 10:00: at the restart the catch-up summary (the week to
+    Monday 09:00) still sees it open, and the monitor run that records the expiry comes after, dated the deadline —
+    a week already summarised. Counted by when its expiry was recorded, it is in the next summary, not in none."""
+    deadline = datetime(2025, 3, 23, 22, tzinfo=BERLIN).timestamp()
+    with store.transaction() as tx:
+        tx.open_proposal(deadline - 86_400, "L_align 0.40 > 0.30 over 60 answers", expires_at=deadline)
+        tx.put_monitor_state(replace(tx.get_monitor_state(), open_proposal=True, last_trigger_at=deadline - 86_400))
+    assert store.claim_job(WEEKLY_JOB, "2025-03-17T08:00:00+00:00", now=0.0)  # the bot ran the week before
+    clock = Clock(datetime(2025, 3, 24, 10, 0, 30, tzinfo=BERLIN))  # restarted at 10:00
+    scheduler = build_scheduler(deps(store, client, clock))
+    assert scheduler.catch_up() == [WEEKLY_JOB]  # the summary of the week to Monday 09:00
+    assert scheduler.run_due(MONITOR_JOB)  # the 10:00 monitor run: the proposal expires
+    with store.read() as conn:
+        assert conn.execute("SELECT state FROM retraining_proposals").fetchall() == [("expired",)]
+    clock.now = datetime(2025, 3, 31, 9, 0, 30, tzinfo=BERLIN)
+    assert scheduler.run_due(WEEKLY_JOB)
+    lines = [next(x for x in text.splitlines() if x.startswith("F_monitor")) for text in summaries(standin)]
+    assert len(lines) == 2
+    assert lines[0].endswith("this period: 1 raised, 0 approved, 0 dismissed, 0 expired")  # still open then
+    assert lines[1].endswith("this period: 0 raised, 0 approved, 0 dismissed, 1 expired")
