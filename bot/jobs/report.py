@@ -360,7 +360,10 @@ def chart_figure(report: WeeklyReport) -> Figure:
     ax.plot(range(len(values)), values, marker="o", markersize=3 if dense else 6, color="#1f77b4")
     positions, labels = chart_ticks([d.day for d in report.days])
     ax.set_xticks(positions, labels)
-    ax.set_ylim(0, 1)
+    # A margin round 0..1 and the days: a line at 0 (every answer a Like) or 1 is drawn above the frame, not under it.
+    ax.set_xlim(-0.5, max(len(values), 1) - 0.5)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("L_align")
     ax.set_xlabel(f"day ({report.until.tzinfo})")  # the zone the days are counted in (its IANA name)
     ax.set_title(f"NPO alignment loss by day, {report.since:%Y-%m-%d} – {report.until:%Y-%m-%d}")

@@ -635,3 +635,34 @@ def test_a_proposal_that_expired_while_the_bot_was_down_is_in_one_summary(
     assert len(lines) == 2
     assert lines[0].endswith("this period: 1 raised, 0 approved, 0 dismissed, 0 expired")  # still open then
     assert lines[1].endswith("this period: 0 raised, 0 approved, 0 dismissed, 1 expired")
+
+
+def _blue_pixels(png: bytes) -> int:
+    import io  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
+
+    rgb = Image.open(io.BytesIO(png)).convert("RGB")
+    return sum(_close(rgb.getpixel((x, y)), (0x1F, 0x77, 0xB4)) for x in range(rgb.width) for y in range(rgb.height))
+
+
+@pytest.mark.parametrize("kind", [FeedbackKind.LIKE, FeedbackKind.OVERRIDE])
+def test_a_week_at_the_best_or_worst_loss_is_drawn_whole(kind: FeedbackKind, tmp_path: Path) -> None:
+    """A week of only Likes (L_align 0 every day, the best week there is) or only Overrides (1) was drawn on the
+    frame of the chart: the line hidden under the axis, half of each dot cut off, so the best week's chart looked
+    nearly empty. Its line shows as much as a week at 0.5 does."""
+    start = datetime(2025, 3, 17, 9, tzinfo=BERLIN)
+    drawn = {}
+    for answer in (kind, FeedbackKind.NEUTRAL):
+        with SQLiteStore(tmp_path / f"{answer.value}.db") as store:
+            for day in range(7):
+                at = start.timestamp() + day * 86_400 + 3600
+                surface_and_post(store, [prediction(day, at, fault_type=f"f{day}")], posted_at=at)
+                with store.transaction() as tx:
+                    event = FeedbackEvent(f"p{day}", "U1", answer, at + 60, f"r{day}")
+                    record_feedback(tx, event, config=store.config)
+            report = build_report(store, since=start, until=start + WEEK, timezone="Europe/Berlin")
+        expected = {"like": 0.0, "override": 1.0, "neutral": 0.5}[answer.value]
+        assert {d.loss for d in report.days if d.loss is not None} == {expected}
+        drawn[answer] = _blue_pixels(render_png(report))
+    assert drawn[kind] >= 0.9 * drawn[FeedbackKind.NEUTRAL], drawn
