@@ -55,7 +55,7 @@ class Condition:
     monitor_cooldown: int = 200  # episodes after a trigger before the next one
     # Scaled to the short simulated horizon (production default: threshold 15 over longer streams).
     page_hinkley: PageHinkleyConfig = field(default_factory=lambda: PageHinkleyConfig(threshold=8.0))
-    peer_min_updates: int = 5
+    peer_min_updates: int = 5  # updates (not effective samples) a key needs before its m is a peer consensus
     pool_keys: bool = False  # partial pooling of m(k) with its family's (LoopConfig.pool_keys)
     pool_strength: float = 2.0
 
@@ -103,7 +103,8 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
     lam = condition.skip_lambda
 
     m = np.zeros((s, k))
-    n = np.zeros((s, k))
+    n = np.zeros((s, k))  # effective sample size (the sum of trust weights): drives the decaying η
+    updates = np.zeros((s, k), dtype=np.int64)  # KeyAlignment.n: what the peer check reads; kept by a retraining
     pool = condition.pool_keys
     family = world.family
     m_par = np.zeros((s, cfg.n_families))  # the parent keys' m and effective sample size (used when pooling)
@@ -182,13 +183,14 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
         if condition.trust:
             human = surf & ~skip
             w = np.where(skip, 1.0, trust_weight_array(agree[rows, op], disagree[rows, op], trust_cfg))
-            peer = human & (n[rows, key] >= condition.peer_min_updates)
+            peer = human & (updates[rows, key] >= condition.peer_min_updates)
             a_peer = peer_agreement(y, mk)
             agree[rows, op] += np.where(peer, trust_cfg.peer_weight * a_peer, 0.0)
             disagree[rows, op] += np.where(peer, trust_cfg.peer_weight * (1.0 - a_peer), 0.0)
         new_m, new_n = update_m(mk, n[rows, key], y, learn, condition.eta, weight=w)
         m[rows, key] = new_m
         n[rows, key] = new_n
+        updates[rows, key] += learn & (w > 0.0)  # an answer of weight 0 is no update (npo.learning)
         if pool:
             m_par[rows, fam], n_par[rows, fam] = update_m(
                 m_par[rows, fam], n_par[rows, fam], y, learn, condition.eta, weight=w
@@ -238,6 +240,7 @@ def run(world: World, condition: Condition, *, seed: int = 1) -> Trace:
                 )
                 m[rows, kj] = new_m
                 n[rows, kj] = new_n
+                updates[rows, kj] += suppressed
                 if pool:
                     fj = family[kj]
                     m_par[rows, fj], n_par[rows, fj] = update_m(

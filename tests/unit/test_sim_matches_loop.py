@@ -1,9 +1,9 @@
 """The vectorised simulator and the production loop apply the same learning rules.
 
 The simulator advances all seeds at once with array arithmetic; the loop handles one prediction at a time through
-a store. Fed the same world (no trust weights, no monitor) they must end in the same learned misalignment for
-every key and, with the bandit drawing τ from the same random stream, the same posterior on every threshold arm,
-whether the bandit learns only the drawn arm or every arm (full information).
+a store. Fed the same world (no monitor) they must end in the same learned misalignment for every key and, with the
+bandit drawing τ from the same random stream, the same posterior on every threshold arm, whether the bandit learns
+only the drawn arm or every arm (full information) — and, with trust weights, the same trust in every operator.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from npo.policy import parse_policy
 from npo.scoring import KeySpec
 from npo.sim.engine import Condition, Trace, run
 from npo.sim.world import World, WorldConfig, make_world
+from npo.trust import TrustConfig, trust_weight
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
 
 SKIP_LAMBDA = 0.3
@@ -32,12 +33,13 @@ def kind_of(y: float, skipped: bool) -> FeedbackKind:
 
 
 def _loop(
-    world: World, bandit: BanditConfig, rng_seed: int, *, pool_keys: bool = False
+    world: World, bandit: BanditConfig, rng_seed: int, *, pool_keys: bool = False, trust: TrustConfig | None = None
 ) -> tuple[list[bool], InMemoryStore]:
     """Seed 0 of ``world`` through the production loop, one prediction, answer and outcome at a time. With
-    ``pool_keys`` the key is "f<family>|k<key>" (its parent the family, as in the simulated world), else "k<key>"."""
+    ``pool_keys`` the key is "f<family>|k<key>" (its parent the family, as in the simulated world), else "k<key>";
+    ``trust``: the loop's trust calibration (none by default)."""
     spec = KeySpec(fields=("fault_type", "action")) if pool_keys else KeySpec(fields=("fault_type",))
-    config = LoopConfig(key_spec=spec, bandit=bandit, trust=None, dedupe_window_s=0.0, pool_keys=pool_keys)
+    config = LoopConfig(key_spec=spec, bandit=bandit, trust=trust, dedupe_window_s=0.0, pool_keys=pool_keys)
     store = InMemoryStore(config)
     # The default rules but the two that read the store's world: the simulator has neither an override cooldown
     # nor a channel cap (one prediction a second here, so both would act), and no action in this world is disruptive.
@@ -119,6 +121,26 @@ def test_loop_and_simulator_learn_the_same_bandit(bandit: BanditConfig) -> None:
     prior_alpha, prior_beta = (np.asarray(p) for p in bandit.arm_prior)
     touched = np.sum((trace.bandit_alpha[0] > prior_alpha) | (trace.bandit_beta[0] > prior_beta))
     assert touched == bandit.n_arms
+
+
+def test_loop_and_simulator_calibrate_trust_the_same_way() -> None:
+    """With trust weights, an answer compared with its key's consensus counts toward the operator's trust only once
+    the key has had ``peer_min_updates`` updates (``KeyAlignment.n``: answers and suppressed outcomes, however much
+    they weighed), as the loop counts them: the simulator must not read the key's effective sample size instead, a
+    suppressed outcome counting half an update there. Both then weigh every answer alike and end with the same m,
+    bandit and trust in every operator."""
+    bandit = BanditConfig(full_information=True)
+    world = make_world(WORLD, seeds=1, seed=11)
+    condition = Condition("trusted", bandit=bandit, monitor=False, trust=True, skip_lambda=SKIP_LAMBDA)
+    trace = run(world, condition, seed=3)
+    surfaced, store = _loop(world, bandit, rng_seed=3, trust=TrustConfig())
+    assert np.array_equal(np.array(surfaced), trace.surfaced[0])
+    _assert_same_misalignment(store, trace)
+    np.testing.assert_allclose(store.bandit.alpha, trace.bandit_alpha[0], rtol=1e-12)
+    np.testing.assert_allclose(store.bandit.beta, trace.bandit_beta[0], rtol=1e-12)
+    loop_weights = [trust_weight(store.trust[f"op{o}"], TrustConfig()) for o in range(WORLD.n_operators)]
+    np.testing.assert_allclose(loop_weights, trace.trust_weights[0], atol=1e-12)
+    assert any(t.n_peer > 0 for t in store.trust.values())  # peers were compared: the check is not vacuous
 
 
 def test_loop_and_simulator_pool_keys_the_same_way() -> None:
