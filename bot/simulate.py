@@ -53,7 +53,10 @@ def _fmt(value: float, metric: str) -> str:
 
 
 def table(result: ExperimentResult, conditions: tuple[str, ...] = HEADLINE_CONDITIONS) -> str:
-    """The headline table as GitHub-flavoured Markdown (mean over seeds; 95 % intervals are in metrics.json)."""
+    """The headline table as GitHub-flavoured Markdown (mean over seeds; 95 % intervals are in metrics.json).
+
+    A recovery some seeds never made counts them at the remaining horizon: the mean is a lower bound, shown "≥",
+    and a line under the table says how many seeds of which rows did not recover."""
     short = {
         "l_align_first10": "L first10%",
         "l_align_last10": "L last10%",
@@ -64,16 +67,31 @@ def table(result: ExperimentResult, conditions: tuple[str, ...] = HEADLINE_CONDI
     }
     header = "| condition | " + " | ".join(short.get(m, m) for m in HEADLINE_METRICS) + " |"
     lines = [header, "|" + "---|" * (len(HEADLINE_METRICS) + 1)]
+    censored: list[str] = []
     for name in conditions:
         row = result.conditions.get(name)
         if row is None:
             continue
         label = f"best_fixed ({result.best_fixed})" if name == "best_fixed" else name
+        recovered = row.get("recovered")
+        share = float(recovered["mean"]) if isinstance(recovered, dict) else 1.0  # type: ignore[arg-type]
+        never = round((1.0 - share) * result.seeds) if math.isfinite(share) else 0
         cells = []
         for metric in HEADLINE_METRICS:
             value = row.get(metric)
-            cells.append(_fmt(float(value["mean"]), metric) if isinstance(value, dict) else "—")  # type: ignore[arg-type]
+            cell = _fmt(float(value["mean"]), metric) if isinstance(value, dict) else "—"  # type: ignore[arg-type]
+            if metric == "recovery_episodes" and never > 0 and cell != "—":
+                cell = "≥" + cell
+            cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if never > 0:
+            censored.append(f"{label} {never} of {result.seeds}")
+    if censored and result.drift_episode is not None:
+        remaining = result.episodes - result.drift_episode
+        lines.append(
+            f"\n≥ recovery: seeds whose L_align never came back near its pre-drift level count as the remaining "
+            f"{remaining:,} episodes ({', '.join(censored)})."
+        )
     return "\n".join(lines)
 
 

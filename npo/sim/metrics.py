@@ -89,7 +89,11 @@ def per_seed(trace: Trace, *, drift_episode: int | None, recovery_window: int = 
     * ``true_l_align_surfaced``: the same over surfaced recommendations only (= 1 − precision).
     * ``recovery_episodes``: episodes after the drift until the trailing observed L_align (post-drift samples
       only, ``recovery_window`` episodes) is back within 10 % of its pre-drift level (the steady state over the
-      second half of the pre-drift phase); the remaining horizon if never.
+      second half of the pre-drift phase); the remaining horizon if never — so where a seed never recovers, the mean
+      over seeds is a lower bound (the table marks it "≥").
+    * ``recovered``: 1 where the seed's trailing L_align came back within the horizon, else 0 (its mean: the share
+      of seeds that recovered; a recovery the horizon cannot show — fewer episodes after the drift than the
+      window — counts as not recovered).
     * ``f_monitor``: share of monitor checks whose action matched the ideal response.
     """
     s, t = trace.surfaced.shape
@@ -117,7 +121,9 @@ def per_seed(trace: Trace, *, drift_episode: int | None, recovery_window: int = 
         "surfaced_share": n_surf / t,
     }
     if drift_episode is not None:
-        out["recovery_episodes"] = recovery(trace.y, drift_episode, recovery_window)
+        episodes = recovery(trace.y, drift_episode, recovery_window)
+        out["recovery_episodes"] = episodes
+        out["recovered"] = (episodes < t - drift_episode).astype(np.float64)
     if trace.condition.monitor and trace.triggers.size:
         out["f_monitor"] = np.mean(trace.triggers == trace.ideal, axis=1).astype(np.float64)
     return out
