@@ -158,7 +158,7 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
             scheduler.start()
             if poller is not None:
                 poller.start()
-                log.info("polling %s every %g s", masked_url(settings.poll_url), settings.poll_interval_s)
+                log.info("polling %s every %g s", masked_url(poller.url), settings.poll_interval_s)
         try:
             yield
         finally:

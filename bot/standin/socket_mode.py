@@ -57,7 +57,7 @@ class SocketModeStandIn:
         self._runner: web.AppRunner | None = None
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
-        self._transports: dict[web.WebSocketResponse, asyncio.BaseTransport] = {}
+        self._transports: dict[web.WebSocketResponse, asyncio.Transport] = {}
         self._acks: dict[str, dict[str, Any]] = {}  # the latest acknowledgement of each envelope
         self._ack_counts: dict[str, int] = {}
         self._sent: dict[str, dict[str, Any]] = {}  # envelopes sent, by id (for resend)
