@@ -348,12 +348,24 @@ def _responders(text: str) -> tuple[str, ...]:
 
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Accepted spellings of each weekday: its three letters, its English name, and the common short forms "tues",
+# "thur", "thurs". "month" or "monkey" are no Monday.
+_WEEKDAY_NAMES = {
+    **{day: day for day in _WEEKDAYS},
+    **{
+        f"{day}{rest}": day
+        for day, rest in zip(_WEEKDAYS, ("day", "sday", "nesday", "rsday", "day", "urday", "day"), strict=True)
+    },
+    "tues": "tue",
+    "thur": "thu",
+    "thurs": "thu",
+}
 
 
 def _weekly_at(text: str) -> tuple[str, int, int]:
-    match = re.match(r"^([A-Za-z]{3})[A-Za-z]*\s+(\d{1,2}):(\d{2})$", text.strip())
-    day = match.group(1).lower() if match else ""
-    if not match or day not in _WEEKDAYS or int(match.group(2)) > 23 or int(match.group(3)) > 59:
+    match = re.match(r"^([A-Za-z]+)\s+(\d{1,2}):(\d{2})$", text.strip())
+    day = _WEEKDAY_NAMES.get(match.group(1).lower(), "") if match else ""
+    if not match or not day or int(match.group(2)) > 23 or int(match.group(3)) > 59:
         raise ValueError(f"must be a weekday name and a time like 'mon 09:00', got {text!r}")
     return day, int(match.group(2)), int(match.group(3))
 

@@ -58,6 +58,9 @@ def test_values_are_parsed() -> None:
     [
         ("NPO_WEEKLY_SUMMARY_AT", "1 09:00", "weekday name"),
         ("NPO_WEEKLY_SUMMARY_AT", "mon 25:00", "weekday name"),
+        ("NPO_WEEKLY_SUMMARY_AT", "month 09:00", "weekday name"),  # its first letters are no Monday
+        ("NPO_WEEKLY_SUMMARY_AT", "monkey 09:00", "weekday name"),
+        ("NPO_WEEKLY_SUMMARY_AT", "satellite 09:00", "weekday name"),
         ("NPO_TIMEZONE", "Mars/Olympus", "IANA time zone"),
         ("NPO_MONITOR_INTERVAL_MIN", "0", "between 1 and 1440"),
         ("NPO_MONITOR_LOSS_THRESHOLD", "1.5", "between 0 and 1"),
@@ -70,3 +73,17 @@ def test_bad_values_name_the_variable(name: str, value: str, message: str) -> No
     with pytest.raises(ConfigError) as caught:
         load_settings(BASE | {name: value}, None)
     assert list(caught.value.problems) == [name] and message in caught.value.problems[name]
+
+
+@pytest.mark.parametrize(
+    ("value", "day"),
+    [
+        ("mon 09:00", "mon"),
+        ("Monday 09:00", "mon"),
+        ("TUES 09:00", "tue"),
+        ("thur 09:00", "thu"),
+        ("Thurs 09:00", "thu"),
+    ],
+)
+def test_weekday_names_and_their_short_forms(value: str, day: str) -> None:
+    assert load_settings(BASE | {"NPO_WEEKLY_SUMMARY_AT": value}, None).weekly_summary_at == (day, 9, 0)
