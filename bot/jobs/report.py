@@ -330,10 +330,14 @@ def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
     else:
         lines.append("Most overridden keys: none")
     if report.flagged:
-        lines.append(f"Answers to look at ({len(report.flagged)} people):")
+        n = len(report.flagged)
+        lines.append(f"Answers to look at ({n} {'person' if n == 1 else 'people'}):")
         lines.extend(flag_line(flag, slack=slack) for flag in report.flagged)
     else:
-        lines.append("Answers to look at: none (no one-sided answers, low trust or rate-limited clicks)")
+        lines.append(
+            "Answers to look at: none (no one-sided answers, low trust, answers the outcomes contradict or "
+            "rate-limited clicks)"
+        )
     return "\n".join(lines)
 
 

@@ -75,7 +75,7 @@ def test_summary_with_long_keys_keeps_every_section(bot: BotUnderTest) -> None:
     (line,) = [line for line in text.splitlines() if line.startswith("Most overridden keys: ")]
     keys = [k.rsplit(" (", 1)[0] for k in line.removeprefix("Most overridden keys: ").split(", ")]
     assert len(keys) == 5 and all(len(k) <= 80 and k.endswith("…") for k in keys)
-    assert "F_monitor" in text and "Answers to look at (1 people):" in text
+    assert "F_monitor" in text and "Answers to look at (1 person):" in text
     assert text.endswith("agreed with 0 of 5 outcomes")
 
 
