@@ -64,7 +64,9 @@ PERMANENT_ERRORS = frozenset(
         "missing_scope",
     }
 )
-FINISH_TIMEOUT_S = 10.0  # on a stop, the longest wait for envelopes being handled (systemd's stop timeout is 30 s)
+FINISH_TIMEOUT_S = (
+    10.0  # on a stop, the longest wait for envelopes being handled (deploy/npo-bot.service allows for it)
+)
 RATE_LIMITED_WAIT_S = 30.0  # a 429 without Retry-After (slack-sdk's own default for this method)
 
 

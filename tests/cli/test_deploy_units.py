@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import build_parser
+from bot.config import ConfigError, load_settings
+from bot.socket_mode import FINISH_TIMEOUT_S
 from storage import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,6 +25,13 @@ DEPLOY = REPO / "deploy"
 UNITS = ("npo-bot.service", "npo-bot-backup.service", "npo-bot-backup.timer")
 INSTALLED = "/opt/npo/.venv"  # where the units expect the checkout's virtualenv
 VENV = Path(sys.executable).parent.parent
+SETTINGS_FOR_TIMEOUT = {
+    "SLACK_BOT_TOKEN": "xoxb-local",
+    "SLACK_SIGNING_SECRET": "local-secret-0123456789",
+    "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
+    "NPO_OPS_CHANNEL": "C0OPS",
+    "NPO_INGEST_TOKEN": "0123456789abcdef0123",
+}
 
 
 def _unit(name: str) -> configparser.ConfigParser:
@@ -44,6 +53,18 @@ def test_the_service_runs_serve_with_its_settings_file_and_stops_on_sigterm() ->
     assert args.command == "serve" and str(args.env_file) == "/etc/npo/npo.env"
     assert service["KillSignal"] == "SIGTERM" and service["Restart"] == "on-failure"
     assert service["StateDirectory"] == "npo" and service["WorkingDirectory"] == "/var/lib/npo"
+
+
+def test_the_service_is_given_time_to_stop_and_descriptors_for_its_connections() -> None:
+    """A stop waits for a Slack call in flight (``NPO_SLACK_TIMEOUT_S`` is accepted up to 60 s) and, in Socket
+    Mode, for the envelopes in hand: systemd must not kill it first (a message it was posting would be posted
+    again after the restart). Every client connection is a file descriptor."""
+    service = _unit("npo-bot.service")["Service"]
+    load_settings(SETTINGS_FOR_TIMEOUT | {"NPO_SLACK_TIMEOUT_S": "60"}, None)  # the largest accepted
+    with pytest.raises(ConfigError):
+        load_settings(SETTINGS_FOR_TIMEOUT | {"NPO_SLACK_TIMEOUT_S": "61"}, None)
+    assert int(service["TimeoutStopSec"]) >= 60 + FINISH_TIMEOUT_S + 10
+    assert int(service["LimitNOFILE"]) >= 65536
 
 
 def test_the_status_the_service_does_not_restart_on_is_a_refused_setting(tmp_path: Path) -> None:
