@@ -293,7 +293,13 @@ def _resolved(
     where = f"alerts[{index}]"
     labels = {**common[0], **_strings(alert.get("labels"), f"{where}.labels")}
     prediction_id, plain = alert_id(alert, labels), plain_alert_id(alert, labels)
-    ended = _timestamp(alert.get("endsAt"), now)
+    # When it ended, as a fact about the past: an end ahead of the clock (another host's clock) is now, and one before
+    # the episode started (1970, a template's placeholder) is its start. The outcome is dated so; trust counts only
+    # the answers given before it.
+    ended = min(_timestamp(alert.get("endsAt"), now), now)
+    started = _timestamp(alert.get("startsAt"), math.nan)
+    if math.isfinite(started) and ended < started:
+        ended = min(started, now)
     try:  # checked as the outcome it may become, here: the route records it without checking again
         Outcome(prediction_id, False, ended, SOURCE, recorded_at=now)
     except InvalidRecord as exc:  # an over-long fingerprint: name it, not the derived prediction_id

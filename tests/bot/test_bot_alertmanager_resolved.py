@@ -12,6 +12,7 @@ import contextlib
 import logging
 import sqlite3
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -325,3 +326,20 @@ def test_a_storage_error_on_the_resolved_alerts_says_the_firing_ones_were_stored
     assert retried["results"][0]["duplicate"] is True
     assert retried["outcomes"][0]["prediction_id"] == first["id"] and retried["outcomes"][0]["recorded"] is True
     assert bot.counts()["predictions"] == 2 and bot.counts()["outcomes"] == 1
+
+
+def test_a_resolved_alerts_end_is_a_time_in_the_past_and_after_its_start(bot: BotUnderTest) -> None:
+    """The outcome is dated by the alert's ``endsAt``; one ahead of the bot's clock (another host's clock, 2099) is
+    dated now, one before the episode began (1970) at its start. Trust credits only the answers given before the
+    outcome: an outcome in 2099 would credit every later click with a truth already known."""
+    _send(bot, _alert("e01"), _alert("e02"))
+    ahead = _alert("e01", "resolved", npo_outcome="real_fault") | {"endsAt": "2099-01-01T00:00:00Z"}
+    before = _alert("e02", "resolved", npo_outcome="false_alarm") | {"endsAt": "1970-01-01T00:00:00Z"}
+    answered = bot.bot.service.clock()
+    _send(bot, ahead, before)
+    with contextlib.closing(sqlite3.connect(bot.bot.settings.db_path)) as db:
+        stored = dict(db.execute("SELECT prediction_id, at FROM outcomes").fetchall())
+    (first,) = [at for pid, at in stored.items() if "e01" in pid]
+    (second,) = [at for pid, at in stored.items() if "e02" in pid]
+    assert answered - 5 <= first <= bot.bot.service.clock() + 1
+    assert second == datetime(2025, 3, 26, 10, tzinfo=UTC).timestamp()  # START, the episode's start
