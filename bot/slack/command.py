@@ -216,8 +216,8 @@ async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: st
     if len(key) > MAX_TEXT_LEN:  # no scenario key is longer (and the database refuses to store one)
         return f"Not muted: a key is at most {MAX_TEXT_LEN} characters, `{escape(truncate(key, 40))}` has {len(key)}."
     try:
-        seconds = parse_duration(args[0])
-        reason = " ".join(args[1:])[:500]
+        seconds, used = _duration_of(args)
+        reason = " ".join(args[used:])[:500]
         mute = await deps.storage(service.mute, key, seconds, by=user, reason=reason, request_id=request_id)
     except InvalidRecord as exc:
         return f"Not muted: {exc.message}."
@@ -232,6 +232,19 @@ async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: st
         f":mute: `{escaped(key, MAX_MUTED_KEY)}` is muted until {_when(mute.until)}: its predictions are blocked by "
         f"the Safety Policy rule `mute`{note}. `/npo unmute {escape(_arg(key))}` lifts it."
     )
+
+
+def _duration_of(args: list[str]) -> tuple[float, int]:
+    """The duration the words ``args`` start with and how many words it took: ``1h30m`` or ``1h 30m`` (the reason
+    follows). Raises ValueError naming the first word when it is no duration."""
+    for n in range(len(args), 1, -1):
+        joined = "".join(args[:n])
+        if _DURATION_RE.match(joined):
+            try:
+                return parse_duration(joined), n
+            except ValueError:  # units not largest first: try fewer words
+                continue
+    return parse_duration(args[0]), 1
 
 
 def _request_id(command: dict[str, Any], request: AsyncBoltRequest) -> str:

@@ -173,6 +173,10 @@ def test_a_mute_takes_a_duration_of_several_units(bot: BotUnderTest) -> None:
         assert refused.startswith(f"Not muted: `{typed}` repeats a unit or puts a smaller one first"), refused
     assert npo(bot, f"mute {KEY} 4w3d") == "Not muted: a mute lasts between 1 minute and 30 days."
     assert len(bot.bot.store.audit_entries(kind="policy_mute")) == 1
+    # Written with a space, as people do: still an hour and a half, and the reason is what follows.
+    assert "is muted until" in npo(bot, f"mute {KEY} 1h 30m rack work")
+    spaced = bot.bot.store.audit_entries(kind="policy_mute")[-1]
+    assert spaced[4]["until"] - spaced[1] == pytest.approx(5400, abs=1) and spaced[4]["reason"] == "rack work"
 
 
 def test_app_home_shows_loss_trend_tau_overrides_and_proposal(bot: BotUnderTest) -> None:
