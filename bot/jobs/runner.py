@@ -5,8 +5,10 @@ across every scheduler sharing the SQLite file.
   ``replace_existing=True``, ``coalesce=True``, ``max_instances=1``, no misfire limit: a late run still runs once).
 * Each run works out its *slot* (the trigger's latest fire time at ``now()``, ISO UTC) and claims ``(job, slot)``
   with :meth:`SQLiteStore.claim_job` first; a slot already claimed (by another scheduler or process) does nothing.
-* A run that raises is logged and releases its claim, so the next run (or a retry ``retry_after_s`` later) tries
-  the same slot again; the scheduler keeps going. A run that finishes records it (``done_at``).
+* A run that raises is logged and releases its claim, so the next run (or a retry ``retry_after_s`` later, doubled
+  after each further failure in a row up to an hour: :func:`retry_delay`) tries the same slot again; the scheduler
+  keeps going. A refusal from Slack is one warning line with its error, not a traceback. A run that finishes
+  records it (``done_at``).
 * A run whose process died mid-way (SIGKILL, out of memory, power loss) leaves its claim unfinished; once the claim
   is ``stale_after_s`` old (15 min: far longer than any run takes) the slot may be claimed again, so it is taken
   over rather than lost. A run that really is still going after that long may then run twice.
@@ -29,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
+from slack_sdk.errors import SlackApiError
 
 from storage import SQLiteStore
 from storage.jobs import claim_of, finish_claim, last_claim, release_claim
@@ -56,6 +59,18 @@ def previous_fire_time(trigger: BaseTrigger, now: datetime, lookback: timedelta)
         previous = t
         t = trigger.get_next_fire_time(t, t)
     return previous
+
+
+MAX_RETRY_S = 3600.0  # the longest wait between two retries of a failing slot
+
+
+def retry_delay(retry_after_s: float | None, failures: int) -> float | None:
+    """How long after its ``failures``-th failure in a row a slot is tried again: ``retry_after_s``, doubled at each
+    further failure up to :data:`MAX_RETRY_S` (a cause that lasts — the bot removed from the channel — is not
+    hammered every few minutes for the rest of the week); None when the job does not retry."""
+    if retry_after_s is None:
+        return None
+    return min(retry_after_s * 2.0 ** min(failures - 1, 32), max(MAX_RETRY_S, retry_after_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +106,7 @@ class Scheduler:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._scheduler: BackgroundScheduler | None = None
         self._lock = threading.Lock()
+        self._failures: dict[str, int] = {}  # failed runs of each job in a row (the retry backs off)
 
     # -- running one slot ----------------------------------------------------------------------------------
     def current_slot(self, name: str) -> datetime | None:
@@ -121,12 +137,27 @@ class Scheduler:
             )
         try:
             job.run(slot)
-        except Exception:
-            log.exception("job %s failed for slot %s; the claim is released for a retry", name, period)
+        except Exception as exc:
+            failures = self._failures[name] = self._failures.get(name, 0) + 1
+            delay = retry_delay(job.retry_after_s, failures)
+            after = "" if delay is None else f"; retrying in {delay:.0f} s"
+            if isinstance(exc, SlackApiError):  # Slack's answer says it all (not_in_channel, …): no traceback
+                error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+                log.warning(
+                    "job %s failed for slot %s: Slack answered %s (failure %d in a row)%s",
+                    name,
+                    period,
+                    error or exc.response.status_code,
+                    failures,
+                    after,
+                )
+            else:
+                log.exception("job %s failed for slot %s; the claim is released for a retry%s", name, period, after)
             with self.store.transaction() as tx:
                 release_claim(tx.connection, name, period, self.owner)
-            self._schedule_retry(job)
+            self._schedule_retry(job, delay)
             return False
+        self._failures.pop(name, None)
         with self.store.transaction() as tx:
             finished = finish_claim(tx.connection, name, period, self.owner, self.now().timestamp())
         if not finished:
@@ -211,10 +242,10 @@ class Scheduler:
         except Exception:
             log.exception("catch-up failed")
 
-    def _schedule_retry(self, job: JobSpec, after_s: float | None = None) -> None:
-        """Run ``job`` again ``after_s`` from now (default: its ``retry_after_s``; nothing when that is None)."""
+    def _schedule_retry(self, job: JobSpec, after_s: float | None) -> None:
+        """Run ``job`` again ``after_s`` from now (nothing when that is None)."""
         scheduler = self._scheduler
-        delay = job.retry_after_s if after_s is None else after_s
+        delay = after_s
         if delay is None or scheduler is None or not scheduler.running:
             return
         scheduler.add_job(

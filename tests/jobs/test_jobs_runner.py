@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 from jobs_testing import Clock
+from slack_sdk import WebClient
 
-from bot.jobs.runner import JobSpec, Scheduler, previous_fire_time, slot_id
+from bot.jobs.runner import JobSpec, Scheduler, previous_fire_time, retry_delay, slot_id
 from storage import SQLiteStore
 from storage.jobs import claim_count, last_claim
 
@@ -160,3 +161,36 @@ def test_a_raising_job_is_logged_and_the_scheduler_keeps_running(
             assert claim_count(conn, "broken") == 0  # released: the next run retries the slot
     finally:
         s.shutdown()
+
+
+def test_retry_delays_back_off_to_an_hour() -> None:
+    assert [retry_delay(300.0, n) for n in (1, 2, 3, 4, 5, 6, 50)] == [300, 600, 1200, 2400, 3600, 3600, 3600]
+    assert retry_delay(None, 3) is None
+
+
+def test_a_slot_slack_keeps_refusing_is_retried_ever_later_without_a_traceback(
+    stores: tuple[SQLiteStore, SQLiteStore], client: WebClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The weekly summary's channel is gone, or the bot was removed from it: every retry fails the same way. It was
+    tried every 5 minutes for the rest of the week, each failure logged with a traceback; now each is one warning
+    line naming Slack's error, and the retries back off (5, 10, 20 … minutes, at most an hour)."""
+
+    def post(slot: datetime) -> None:
+        client.chat_postMessage(channel="C0GONE", text="weekly summary")  # the stand-in answers channel_not_found
+
+    clock = Clock(datetime(2025, 3, 24, 10, tzinfo=UTC))
+    s = Scheduler(stores[0], [JobSpec("weekly", WEEKLY, post, WEEK, retry_after_s=300.0)], now=clock)
+    s.start()
+    try:
+        waits = []
+        for _ in range(3):
+            started = datetime.now(UTC)
+            assert not s.run_due("weekly")
+            retry = s._scheduler.get_job("weekly-retry")  # type: ignore[union-attr]
+            waits.append(round((retry.next_run_time - started).total_seconds() / 60))
+        assert waits == [5, 10, 20]
+    finally:
+        s.shutdown()
+    failures = [r for r in caplog.records if "job weekly failed" in r.getMessage()]
+    assert len(failures) == 3 and all(r.exc_info is None for r in failures)
+    assert "Slack answered channel_not_found (failure 3 in a row); retrying in 1200 s" in failures[-1].getMessage()
