@@ -293,6 +293,8 @@ class Demo:
         end = self.ended_at or time.time()
         elapsed = end - self.started_at
         lines = [f"ran {int(elapsed // 60)}:{int(elapsed % 60):02d}; {self.ledger.sent} predictions sent"]
+        if self.ledger.duplicates:  # with --resume, a replayed file's predictions already decided in an earlier run
+            lines[0] += f" ({self.ledger.duplicates} more were duplicates of ones already decided)"
         with self.ledger.lock:
             sent = [(pid, str(item.prediction.get("fault_type", ""))) for pid, item in self.ledger.items.items()]
         with SQLiteStore(self.options.db, self.bot.store.config) as store:

@@ -218,6 +218,32 @@ def test_a_resumed_run_summarises_itself_and_its_panel_counts_current_answers(tm
     assert counts["overrides"] == 1 and counts["likes"] == 0
 
 
+def test_a_resumed_replay_of_the_same_file_says_its_predictions_were_duplicates(tmp_path: Path) -> None:
+    """``--replay FILE --resume`` run again: every prediction is already decided, so none is sent. The summary said
+    "0 predictions sent" and nothing more; it now says they were duplicates."""
+    db, feed = tmp_path / "replayed.db", tmp_path / "feed.jsonl"
+    feed.write_text(
+        "".join(
+            f'{{"id": "f{i}", "fault_type": "disk_failure", "target": "r1-n{i}", "action": "investigate", '
+            f'"confidence": 0.9}}\n'
+            for i in range(3)
+        ),
+        encoding="utf-8",
+    )
+    summaries = []
+    for resume in (False, True):
+        options = DemoOptions(port=0, db=db, resume=resume, replay=feed, count=3, rate_per_min=600)
+        demo = Demo(options, say=lambda _: None)
+        demo.start()
+        try:
+            demo.run_until_done()
+        finally:
+            demo.stop()
+        summaries.append(demo.summary()[0])
+    assert "3 predictions sent" in summaries[0] and "duplicates" not in summaries[0]
+    assert "0 predictions sent (3 more were duplicates of ones already decided)" in summaries[1], summaries[1]
+
+
 def test_a_counted_run_without_engineers_ends_when_the_last_prediction_is_sent(tmp_path: Path) -> None:
     """``--count 1`` at one prediction a minute: the one is sent at once, and the run ends then, not a minute
     later (the feed's next tick)."""
