@@ -71,16 +71,7 @@ def test_the_status_the_service_does_not_restart_on_is_a_refused_setting(tmp_pat
     """``RestartPreventExitStatus=2``: ``npo-bot serve`` with settings it refuses exits 2 (a restart would fail the
     same way, for ever) — checked with the real command."""
     status = _unit("npo-bot.service")["Service"]["RestartPreventExitStatus"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "serve", "--env-file", str(tmp_path / "npo.env")],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env | {"PYTHONPATH": str(REPO)},
-        timeout=60,
-    )
+    done = _run_serve(tmp_path / "npo.env", tmp_path)
     assert str(done.returncode) == status == "2", done.stderr
     assert "invalid configuration" in done.stderr
 
@@ -92,19 +83,24 @@ SETTINGS = (  # complete settings for `serve`; the Web API is never reached (not
 )
 
 
-def _serve(tmp_path: Path, port: int, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    env_file = tmp_path / "npo.env"
-    env_file.write_text(f"{SETTINGS}NPO_PORT={port}\nNPO_DB_PATH={tmp_path / 'npo.db'}\n", encoding="utf-8")
+def _run_serve(env_file: Path, cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``npo-bot serve --env-file ENV_FILE`` as a real process, with no NPO_*/SLACK_* variable of this one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
     return subprocess.run(
         [*prefix, sys.executable, "-m", "bot.cli", "serve", "--env-file", str(env_file)],
         check=False,
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=cwd,
         env=env | {"PYTHONPATH": str(REPO)},
         timeout=60,
     )
+
+
+def _serve(tmp_path: Path, port: int, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    env_file = tmp_path / "npo.env"
+    env_file.write_text(f"{SETTINGS}NPO_PORT={port}\nNPO_DB_PATH={tmp_path / 'npo.db'}\n", encoding="utf-8")
+    return _run_serve(env_file, tmp_path, prefix)
 
 
 def test_a_port_in_use_stops_serve_before_anything_starts(tmp_path: Path) -> None:

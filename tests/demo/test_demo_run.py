@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -193,17 +194,23 @@ def test_the_page_json_routes_refuse_bad_input_by_field(manual_demo: tuple[Demo,
     assert values.status_code == 400 and values.json()["field"] == "values"
 
 
-def test_a_resumed_run_summarises_itself_and_its_panel_counts_current_answers(tmp_path: Path) -> None:
-    db = tmp_path / "resumed.db"
+def _run_then_resume(options: DemoOptions) -> list[str]:
+    """Run the demo with ``options``, then again with ``--resume``; the first line of each run's summary."""
     summaries = []
     for resume in (False, True):
-        demo = Demo(DemoOptions(port=0, db=db, resume=resume, count=3, rate_per_min=600), say=lambda _: None)
+        demo = Demo(replace(options, resume=resume), say=lambda _: None)
         demo.start()
         try:
             demo.run_until_done()
         finally:
             demo.stop()
         summaries.append(demo.summary()[0])
+    return summaries
+
+
+def test_a_resumed_run_summarises_itself_and_its_panel_counts_current_answers(tmp_path: Path) -> None:
+    db = tmp_path / "resumed.db"
+    summaries = _run_then_resume(DemoOptions(port=0, db=db, count=3, rate_per_min=600))
     second = summaries[-1]
     assert "3 predictions sent" in second
     verdicts = second.split("(", 1)[1].split(")", 1)[0]  # "3 surface, 0 suppress, 0 block, 0 digest"
@@ -230,16 +237,7 @@ def test_a_resumed_replay_of_the_same_file_says_its_predictions_were_duplicates(
         ),
         encoding="utf-8",
     )
-    summaries = []
-    for resume in (False, True):
-        options = DemoOptions(port=0, db=db, resume=resume, replay=feed, count=3, rate_per_min=600)
-        demo = Demo(options, say=lambda _: None)
-        demo.start()
-        try:
-            demo.run_until_done()
-        finally:
-            demo.stop()
-        summaries.append(demo.summary()[0])
+    summaries = _run_then_resume(DemoOptions(port=0, db=db, replay=feed, count=3, rate_per_min=600))
     assert "3 predictions sent" in summaries[0] and "duplicates" not in summaries[0]
     assert "0 predictions sent (3 more were duplicates of ones already decided)" in summaries[1], summaries[1]
 
