@@ -66,7 +66,8 @@ class StopSignals:
     ``KeyboardInterrupt`` traceback). Inside this block the previous handler is this one instead:
 
     * while ``server`` runs (before uvicorn's handlers are in and for the re-raise after they are out) a signal asks
-      it to stop, as uvicorn would (``should_exit``; a second SIGINT sets ``force_exit``);
+      it to stop, as uvicorn would (``should_exit``; a SIGINT after another signal sets ``force_exit`` — the
+      re-raise of the one signal uvicorn stopped on is not a second one);
     * after :meth:`closing` (the server has stopped, the bot is being closed) SIGTERM is ignored and a further
       SIGINT ends the process at once (``os._exit(130)``): SQLite's WAL keeps the database consistent, the next
       open recovers it.
@@ -119,7 +120,10 @@ class StopSignals:
         server = self._server
         if server is None:
             return  # recorded: the server stops as soon as it is set
-        if server.should_exit and sig == signal.SIGINT:
+        # A SIGINT forces the stop only after another signal: uvicorn hands the one it stopped on back to this
+        # handler once it is done, and that one Ctrl-C must not make a stop that waits (Socket Mode's envelopes in
+        # hand) one that does not.
+        if server.should_exit and sig == signal.SIGINT and len(self.received) > 1:
             server.force_exit = True
         else:
             server.should_exit = True

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from slack_testing import ALICE, BOB, make_settings, reaped_processes, wait_for
+from slack_testing import ALICE, BOB, INCIDENT, make_settings, prediction, reaped_processes, wait_for
 from socket_testing import APP_TOKEN, SocketBot, start_socket_cli
 
 from bot.app import build_bot
@@ -221,6 +223,45 @@ def test_an_envelope_being_handled_when_the_bot_stops_is_finished_and_acknowledg
     assert time.monotonic() - started < 10
     socket_bot.socket.wait_ack(envelope, timeout=3)
     assert [view["callback_id"] for view in socket_bot.standin.views()] == ["npo_override_modal"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_an_envelope_being_handled_at_a_stop_signal_is_finished_and_acknowledged(
+    tmp_path: Path,
+    standin: StandIn,
+    socket_server: SocketModeStandIn,
+    processes: list[subprocess.Popen[bytes]],
+    sig: signal.Signals,
+) -> None:
+    """One SIGTERM or one Ctrl-C lets an envelope in hand finish and be acknowledged. uvicorn hands the signal it
+    stopped on back to the process's handler once it is done; a Ctrl-C handed back must not count as a second one
+    (which does not wait)."""
+    proc = start_socket_cli(tmp_path, standin.api_url)
+    processes.append(proc)
+    socket_server.wait_connected(timeout=30)
+    found = wait_for(lambda: re.search(r"HTTP \(ingest, health, metrics\) on http://\S+:(\d+)", _stderr(tmp_path)))
+    response = httpx.post(
+        f"http://127.0.0.1:{found.group(1)}/api/v1/predictions",
+        json=prediction("p1"),
+        headers={"Authorization": "Bearer ingest-token-0123456789"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and response.json()["verdict"] == "surface", response.text
+    message = wait_for(
+        lambda: next(((m.channel, m.ts) for m in standin.messages(INCIDENT) if "p1" in str(m.blocks)), None)
+    )
+    standin.faults.delay("views.open", 1.0, times=1)
+    envelope = socket_server.click(user_id=BOB, action_id="npo_override", message=message)
+    wait_for(lambda: not standin.faults.pending("views.open"))  # views.open is being answered
+    proc.send_signal(sig)
+    socket_server.wait_ack(envelope, timeout=5)
+    assert proc.wait(timeout=20) == 0, _stderr(tmp_path)[-2000:]
+    assert [view["callback_id"] for view in standin.views()] == ["npo_override_modal"]
+    assert "still being handled" not in _stderr(tmp_path)
+
+
+def _stderr(tmp_path: Path) -> str:
+    return (tmp_path / "stderr.log").read_text()
 
 
 # ---- messages that are not envelopes ----------------------------------------------------------------------------
