@@ -6,9 +6,9 @@ across every scheduler sharing the SQLite file.
 * Each run works out its *slot* (the trigger's latest fire time at ``now()``, ISO UTC) and claims ``(job, slot)``
   with :meth:`SQLiteStore.claim_job` first; a slot already claimed (by another scheduler or process) does nothing.
 * A run that raises is logged and releases its claim, so the next run (or a retry ``retry_after_s`` later, doubled
-  after each further failure in a row up to an hour: :func:`retry_delay`) tries the same slot again; the scheduler
-  keeps going. A refusal from Slack is one warning line with its error, not a traceback. A run that finishes
-  records it (``done_at``).
+  after each further failure of that slot in a row up to an hour: :func:`retry_delay`) tries the same slot again;
+  the scheduler keeps going. A refusal from Slack is one warning line with its error, not a traceback. A run that
+  finishes records it (``done_at``).
 * A run whose process died mid-way (SIGKILL, out of memory, power loss) leaves its claim unfinished; once the claim
   is ``stale_after_s`` old (15 min: far longer than any run takes) the slot may be claimed again, so it is taken
   over rather than lost. A run that really is still going after that long may then run twice.
@@ -106,7 +106,7 @@ class Scheduler:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._scheduler: BackgroundScheduler | None = None
         self._lock = threading.Lock()
-        self._failures: dict[str, int] = {}  # failed runs of each job in a row (the retry backs off)
+        self._failures: dict[str, tuple[str, int]] = {}  # each job's slot failing now and its failed runs in a row
 
     # -- running one slot ----------------------------------------------------------------------------------
     def current_slot(self, name: str) -> datetime | None:
@@ -138,7 +138,9 @@ class Scheduler:
         try:
             job.run(slot)
         except Exception as exc:
-            failures = self._failures[name] = self._failures.get(name, 0) + 1
+            failing, before = self._failures.get(name, (period, 0))
+            failures = before + 1 if failing == period else 1  # a new slot starts its back-off afresh
+            self._failures[name] = (period, failures)
             delay = retry_delay(job.retry_after_s, failures)
             after = "" if delay is None else f"; retrying in {delay:.0f} s"
             if isinstance(exc, SlackApiError):  # Slack's answer says it all (not_in_channel, …): no traceback

@@ -194,3 +194,29 @@ def test_a_slot_slack_keeps_refusing_is_retried_ever_later_without_a_traceback(
     failures = [r for r in caplog.records if "job weekly failed" in r.getMessage()]
     assert len(failures) == 3 and all(r.exc_info is None for r in failures)
     assert "Slack answered channel_not_found (failure 3 in a row); retrying in 1200 s" in failures[-1].getMessage()
+
+
+def test_a_new_slot_of_a_job_that_kept_failing_starts_its_back_off_afresh(
+    stores: tuple[SQLiteStore, SQLiteStore], client: WebClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Last week's summary failed all week; this week's first failure is retried after 5 minutes, as the first
+    failure of any slot — not after the hour last week's retries had reached — and is counted as its first."""
+
+    def post(slot: datetime) -> None:
+        client.chat_postMessage(channel="C0GONE", text="weekly summary")  # the stand-in answers channel_not_found
+
+    clock = Clock(datetime(2025, 3, 24, 10, tzinfo=UTC))
+    s = Scheduler(stores[0], [JobSpec("weekly", WEEKLY, post, WEEK, retry_after_s=300.0)], now=clock)
+    s.start()
+    try:
+        for _ in range(6):
+            assert not s.run_due("weekly")
+        clock.now = datetime(2025, 3, 31, 9, 1, tzinfo=UTC)  # the next week's slot
+        started = datetime.now(UTC)
+        assert not s.run_due("weekly")
+        retry = s._scheduler.get_job("weekly-retry")  # type: ignore[union-attr]
+        assert round((retry.next_run_time - started).total_seconds() / 60) == 5
+    finally:
+        s.shutdown()
+    last = [r.getMessage() for r in caplog.records if "job weekly failed" in r.getMessage()][-1]
+    assert "2025-03-31T09:00:00+00:00: Slack answered channel_not_found (failure 1 in a row); retrying in 300 s" in last
