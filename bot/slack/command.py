@@ -182,7 +182,7 @@ async def reply_for(text: str, user: str, deps: SlackDeps, request_id: str = "")
     if word == "why":
         pid, after = first_arg(rest)
         if not pid or after.strip():
-            return "Usage: `/npo why <recommendation id>` (the id is shown under each recommendation)."
+            return "Usage: `/npo why &lt;recommendation id&gt;` (the id is shown under each recommendation)."
         found = await deps.query(why, service, pid)
         if found is None:
             return f"No recommendation with id `{escape(truncate(pid, 200))}`."

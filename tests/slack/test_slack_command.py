@@ -39,6 +39,8 @@ def test_status_help_and_unknown(bot: BotUnderTest) -> None:
     assert "`/npo mute &lt;key&gt; &lt;duration&gt; [reason]`" in usage and "<key>" not in usage
     mute_usage = npo(bot, "mute")
     assert "&lt;key&gt;" in mute_usage and "p&gt;=0.9" in mute_usage and "<" not in mute_usage
+    why_usage = npo(bot, "why")
+    assert "`/npo why &lt;recommendation id&gt;`" in why_usage and "<" not in why_usage
     unknown = npo(bot, "frobnicate now")
     assert unknown.startswith("Unknown command `frobnicate now`") and "/npo why" in unknown
     assert npo(bot, "status extra").startswith("Unknown command")
