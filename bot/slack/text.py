@@ -73,6 +73,10 @@ def duration(seconds: float | None) -> str:
 
 def slack_time(at: float) -> str:
     """``at`` (Unix seconds) as Slack shows a date in each reader's own time zone, with the UTC time as the text
-    of clients (and logs, and notifications) that do not: ``<!date^…|2025-03-31 10:00 UTC>``."""
-    utc = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    of clients (and logs, and notifications) that do not: ``<!date^…|2025-03-31 10:00 UTC>``. A time outside the
+    calendar's years 1–9999 (an outcome's ``at`` has no lower bound) falls back to the Unix time itself."""
+    try:
+        utc = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (ValueError, OverflowError, OSError):
+        utc = str(int(at))
     return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{utc}>"

@@ -62,3 +62,14 @@ def test_skip_note_stops_inviting_an_answer_once_the_outcome_is_known(bot: BotUn
     assert note is not None and "counted as *skipped*" in note["elements"][0]["text"]
     assert "An answer now still counts" not in note["elements"][0]["text"]
     assert not any(b["type"] == "actions" for b in blocks)
+
+
+def test_an_outcome_dated_before_the_calendar_still_updates_the_message(bot: BotUnderTest) -> None:
+    """An outcome's ``at`` has no lower bound (only times ahead of the clock are refused): one before year 1 — a
+    sender's sentinel — is stored, and the message shows it as Slack's date token with the raw time as its fallback.
+    A UTC fallback that cannot be written must not make every update of the message fail."""
+    message = bot.surface("p1")
+    answer = bot.ingest({"prediction_id": "p1", "real_fault": True, "at": -1e12}, "/api/v1/outcomes")
+    assert answer.status_code == 200 and answer.json()["recorded"] is True, answer.text
+    resolved = wait_for(lambda: _block(bot, message, "npo_resolved"), 5)
+    assert "<!date^-1000000000000^{date_short_pretty} {time}|-1000000000000>" in resolved["elements"][0]["text"]
