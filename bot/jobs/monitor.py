@@ -18,11 +18,11 @@ next, however much later than its slot the earlier run got going.
 
 Both signals leave out the answers of anyone **the outcomes contradict**: at least ``DISAGREE_MIN_OUTCOMES`` (5)
 answers whose outcome is known, fewer than half of them agreeing with it — the rule that lists a person under
-"Answers to look at" in the weekly summary (:mod:`bot.jobs.report`). Such a person's overrides would otherwise raise
-a retraining alert every cooldown for the team to dismiss. Trust weights (:mod:`npo.trust`) are not used here: a
-weight can also fall to 0 from disagreeing with the peers' consensus alone, and one person overriding a kind the
-others used to like is also how a real change first shows, before any outcome says who is right — the monitor
-exists to notice that. Every other answer counts as one, as in L_align's definition.
+"Answers to look at" in the weekly summary (:mod:`bot.jobs.report`), counted here over all time. Such a person's
+overrides would otherwise raise a retraining alert every cooldown for the team to dismiss. Trust weights
+(:mod:`npo.trust`) are not used here: a weight can also fall to 0 from disagreeing with the peers' consensus alone,
+and one person overriding a kind the others used to like is also how a real change first shows, before any outcome
+says who is right — the monitor exists to notice that. Every other answer counts as one, as in L_align's definition.
 
 A proposal stays open until someone answers its alert, or until it expires: ``config.proposal_expiry_s`` after the
 slot of the run that raised it (the deadline is stored with the proposal and named in the alert). The first run at
