@@ -168,27 +168,34 @@ def test_retry_delays_back_off_to_an_hour() -> None:
     assert retry_delay(None, 3) is None
 
 
+def _refused_weekly(store: SQLiteStore, client: WebClient, clock: Clock) -> Scheduler:
+    """A started scheduler whose weekly job posts to a channel Slack does not know (every run fails alike)."""
+
+    def post(slot: datetime) -> None:
+        client.chat_postMessage(channel="C0GONE", text="weekly summary")  # the stand-in answers channel_not_found
+
+    s = Scheduler(store, [JobSpec("weekly", WEEKLY, post, WEEK, retry_after_s=300.0)], now=clock)
+    s.start()
+    return s
+
+
+def _minutes_to_retry(s: Scheduler) -> int:
+    """Run the job's slot (it fails) and return the minutes until the retry it schedules."""
+    started = datetime.now(UTC)
+    assert not s.run_due("weekly")
+    retry = s._scheduler.get_job("weekly-retry")  # type: ignore[union-attr]
+    return round((retry.next_run_time - started).total_seconds() / 60)
+
+
 def test_a_slot_slack_keeps_refusing_is_retried_ever_later_without_a_traceback(
     stores: tuple[SQLiteStore, SQLiteStore], client: WebClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The weekly summary's channel is gone, or the bot was removed from it: every retry fails the same way. It was
     tried every 5 minutes for the rest of the week, each failure logged with a traceback; now each is one warning
     line naming Slack's error, and the retries back off (5, 10, 20 … minutes, at most an hour)."""
-
-    def post(slot: datetime) -> None:
-        client.chat_postMessage(channel="C0GONE", text="weekly summary")  # the stand-in answers channel_not_found
-
-    clock = Clock(datetime(2025, 3, 24, 10, tzinfo=UTC))
-    s = Scheduler(stores[0], [JobSpec("weekly", WEEKLY, post, WEEK, retry_after_s=300.0)], now=clock)
-    s.start()
+    s = _refused_weekly(stores[0], client, Clock(datetime(2025, 3, 24, 10, tzinfo=UTC)))
     try:
-        waits = []
-        for _ in range(3):
-            started = datetime.now(UTC)
-            assert not s.run_due("weekly")
-            retry = s._scheduler.get_job("weekly-retry")  # type: ignore[union-attr]
-            waits.append(round((retry.next_run_time - started).total_seconds() / 60))
-        assert waits == [5, 10, 20]
+        assert [_minutes_to_retry(s) for _ in range(3)] == [5, 10, 20]
     finally:
         s.shutdown()
     failures = [r for r in caplog.records if "job weekly failed" in r.getMessage()]
@@ -201,21 +208,12 @@ def test_a_new_slot_of_a_job_that_kept_failing_starts_its_back_off_afresh(
 ) -> None:
     """Last week's summary failed all week; this week's first failure is retried after 5 minutes, as the first
     failure of any slot — not after the hour last week's retries had reached — and is counted as its first."""
-
-    def post(slot: datetime) -> None:
-        client.chat_postMessage(channel="C0GONE", text="weekly summary")  # the stand-in answers channel_not_found
-
     clock = Clock(datetime(2025, 3, 24, 10, tzinfo=UTC))
-    s = Scheduler(stores[0], [JobSpec("weekly", WEEKLY, post, WEEK, retry_after_s=300.0)], now=clock)
-    s.start()
+    s = _refused_weekly(stores[0], client, clock)
     try:
-        for _ in range(6):
-            assert not s.run_due("weekly")
+        assert [_minutes_to_retry(s) for _ in range(6)][-1] == 60
         clock.now = datetime(2025, 3, 31, 9, 1, tzinfo=UTC)  # the next week's slot
-        started = datetime.now(UTC)
-        assert not s.run_due("weekly")
-        retry = s._scheduler.get_job("weekly-retry")  # type: ignore[union-attr]
-        assert round((retry.next_run_time - started).total_seconds() / 60) == 5
+        assert _minutes_to_retry(s) == 5
     finally:
         s.shutdown()
     last = [r.getMessage() for r in caplog.records if "job weekly failed" in r.getMessage()][-1]
