@@ -96,7 +96,8 @@ def test_a_resolved_alert_is_the_end_of_its_episode_not_a_real_fault() -> None:
 def test_a_resolved_alert_states_its_truth_in_an_annotation(annotation: str, truth: bool | None) -> None:
     for unstated in (None, True):  # what it says wins over NPO_ALERTMANAGER_RESOLVED
         body = dict(GRAFANA, alerts=[_resolved(npo_outcome=annotation)])
-        (resolved,) = parse_webhook(body, now=0.0, unstated=unstated).resolved
+        # now after the alert's endsAt: an end ahead of the clock would be dated now
+        (resolved,) = parse_webhook(body, now=1_800_000_000.0, unstated=unstated).resolved
         assert resolved.real_fault is (unstated if truth is None else truth) and resolved.problem is None
     if truth is not None:
         outcome = resolved.outcome("am:ff01")
@@ -105,7 +106,7 @@ def test_a_resolved_alert_states_its_truth_in_an_annotation(annotation: str, tru
             truth,
             1742986800.0,
             "alertmanager",
-            0.0,
+            1_800_000_000.0,
         )
 
 
