@@ -133,6 +133,7 @@ class Store:
         self.home_views: dict[str, dict[str, Any]] = {}
         self.files: dict[str, StoredFile] = {}
         self.triggers: dict[str, float] = {}
+        self.exchanged_triggers: set[str] = set()
         self.response_urls: dict[str, ResponseUrl] = {}
         self.last_post: dict[str, float] = {}
         self._calls: list[Call] = []
@@ -207,14 +208,22 @@ class Store:
             return trigger
 
     def trigger_error(self, trigger_id: Any) -> str | None:
-        """None if the trigger id is usable now, else Slack's error code for it."""
+        """None if the trigger id is usable now, else Slack's error code for it (a trigger id opens one view:
+        ``exchanged_trigger_id`` once it has)."""
         with self.lock:
             issued = self.triggers.get(trigger_id) if isinstance(trigger_id, str) else None
             if issued is None:
                 return "invalid_trigger_id"
+            if trigger_id in self.exchanged_triggers:
+                return "exchanged_trigger_id"
             if self.clock() - issued > TRIGGER_TTL_S:
                 return "expired_trigger_id"
             return None
+
+    def exchange_trigger(self, trigger_id: str) -> None:
+        """Use up a trigger id (a view was opened with it)."""
+        with self.lock:
+            self.exchanged_triggers.add(trigger_id)
 
     # ---- response URLs -------------------------------------------------------------------------------------
     def issue_response_url(self, user_id: str, channel: str | None, message_ts: str | None) -> str:

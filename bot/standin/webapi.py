@@ -239,6 +239,7 @@ class WebApi:
         if problems:
             return fail("invalid_arguments", messages=problems)
         stored = self._new_view(view, self.store.next_id("V"))
+        self.store.exchange_trigger(params["trigger_id"])
         self.store.views[stored["id"]] = stored
         self.store.view_order.append(stored["id"])
         return ok(view=copy.deepcopy(stored))

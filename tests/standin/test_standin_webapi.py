@@ -260,6 +260,17 @@ def test_views_open_checks_trigger_ids(clocked_standin: StandIn, clock: FakeCloc
     assert error_of(lambda: client.views_open(trigger_id="1.2.abc", view=modal())) == "invalid_trigger_id"
 
 
+def test_a_trigger_id_opens_one_view(standin: StandIn, client: WebClient) -> None:
+    """Slack's trigger ids are single-use: a second views.open with one answers ``exchanged_trigger_id``
+    (docs.slack.dev, views.open / views.push). The stand-in used to open a second modal with it."""
+    trigger = standin.issue_trigger_id()
+    refused = modal(title={"type": "plain_text", "text": "t" * 25})
+    assert error_of(lambda: client.views_open(trigger_id=trigger, view=refused)) == "invalid_arguments"
+    client.views_open(trigger_id=trigger, view=modal())  # a refused view did not use the trigger up
+    assert error_of(lambda: client.views_open(trigger_id=trigger, view=modal())) == "exchanged_trigger_id"
+    assert len(standin.views()) == 1
+
+
 def option(text: str, value: str) -> dict[str, Any]:
     return {"text": {"type": "plain_text", "text": text}, "value": value}
 
