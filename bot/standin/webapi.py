@@ -6,6 +6,7 @@ Answers follow Slack's shapes and error codes. Transport concerns (HTTP parsing,
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import secrets
@@ -30,6 +31,24 @@ from bot.standin.store import (
 __all__ = ["Reply", "WebApi"]
 
 CHANNEL_POST_INTERVAL_S = 1.0
+MEMBERS_DEFAULT_LIMIT = 100  # conversations.members without ``limit``
+MEMBERS_MAX_LIMIT = 1000  # a larger ``limit`` still gives at most this many per page
+
+
+def _offset_cursor(offset: int) -> str:
+    """An opaque pagination cursor (base64, as Slack's are) for the item at ``offset``."""
+    return base64.b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _cursor_offset(cursor: Any) -> int | None:
+    """The offset a cursor from :func:`_offset_cursor` stands for (0 with no cursor), or None if it is not one."""
+    if cursor in (None, ""):
+        return 0
+    try:
+        kind, _, offset = base64.b64decode(str(cursor), validate=True).decode().partition(":")
+        return int(offset) if kind == "offset" and offset.isdigit() else None
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
 
 
 @dataclass(frozen=True)
@@ -356,10 +375,24 @@ class WebApi:
         return fail("no_such_subteam") if users is None else ok(users=list(users))
 
     def conversations_members(self, params: dict[str, Any]) -> Reply:
+        """One page of a channel's members, as Slack pages them: ``limit`` per page (default 100, at most
+        1,000), ``response_metadata.next_cursor`` for the next page and ``""`` after the last one."""
         channel = self._channel(params)
         if channel is None:
             return fail("channel_not_found")
-        return ok(members=list(self.store.members.get(channel, [])), response_metadata={"next_cursor": ""})
+        try:
+            limit = int(params.get("limit") or MEMBERS_DEFAULT_LIMIT)
+        except (TypeError, ValueError):
+            return fail("invalid_limit")
+        if limit < 1:
+            return fail("invalid_limit")
+        members = list(self.store.members.get(channel, []))
+        start = _cursor_offset(params.get("cursor"))
+        if start is None or start > len(members):
+            return fail("invalid_cursor")
+        end = start + min(limit, MEMBERS_MAX_LIMIT)
+        next_cursor = _offset_cursor(end) if end < len(members) else ""
+        return ok(members=members[start:end], response_metadata={"next_cursor": next_cursor})
 
     def conversations_info(self, params: dict[str, Any]) -> Reply:
         channel = self._channel(params)

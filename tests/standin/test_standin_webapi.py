@@ -227,6 +227,31 @@ def test_users_groups_and_members(standin: StandIn, client: WebClient) -> None:
     assert error_of(lambda: client.conversations_info(channel="C404")) == "channel_not_found"
 
 
+def test_channel_members_come_in_pages(standin: StandIn, client: WebClient) -> None:
+    """conversations.members pages as Slack does: ``limit`` per page (default 100, at most 1,000), a
+    ``next_cursor`` to follow, ``""`` after the last page, ``invalid_cursor`` / ``invalid_limit`` for bad values.
+    The stand-in used to answer every member at once, so a caller that did not follow the cursor passed."""
+    everyone = [f"U{i:05d}" for i in range(2345)]
+    standin.set_channel_members("C1", everyone)
+    first = client.conversations_members(channel="C1")
+    assert first["members"] == everyone[:100] and first["response_metadata"]["next_cursor"]
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = client.conversations_members(channel="C1", limit=5000, cursor=cursor)
+        seen += page["members"]
+        pages += 1
+        cursor = page["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+    assert seen == everyone and pages == 3
+    assert error_of(lambda: client.conversations_members(channel="C1", cursor="not-a-cursor")) == "invalid_cursor"
+    assert error_of(lambda: client.conversations_members(channel="C1", limit=0)) == "invalid_limit"
+    standin.set_channel_members("C2", ["U1"])
+    assert client.conversations_members(channel="C2", limit=1)["response_metadata"]["next_cursor"] == ""
+
+
 def modal(**extra: Any) -> dict[str, Any]:
     view = {
         "type": "modal",
