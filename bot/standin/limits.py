@@ -6,6 +6,7 @@ caller turns a non-empty list into Slack's error code (``invalid_blocks`` for me
 for views). This module checks only the limits listed below; it is not a full Block Kit schema.
 
 Sources: Slack's Block Kit reference (text objects 1–3000 characters; context elements are text objects or images;
+block and element types: only those Slack knows, as slack_sdk's models list them;
 option text 75 and value 150, at most 100 options; placeholder 150; a modal with an input block needs ``submit``)
 and, for the aggregate ``msg_blocks_too_long``, which Slack does not document, the reports in bolt-js#2509: about
 13,000 characters of text across a message's blocks — the stand-in refuses above ``MAX_BLOCKS_TEXT_CHARS`` =
@@ -49,6 +50,19 @@ MAX_OPTIONS: Final = 100
 MAX_OPTION_TEXT: Final = 75
 MAX_OPTION_VALUE: Final = 150
 BUTTON_STYLES: Final = frozenset({"primary", "danger"})
+# The block and element types Slack knows (those slack_sdk's models parse); any other type is refused.
+BLOCK_TYPES: Final = frozenset({
+    "actions", "alert", "auth_provider", "call", "card", "carousel", "container", "context", "context_actions",
+    "divider", "file", "header", "image", "input", "markdown", "plan", "rich_text", "section", "table", "task_card",
+    "video",
+})  # fmt: skip
+ELEMENT_TYPES: Final = frozenset({
+    "button", "channels_select", "checkboxes", "conversations_select", "datepicker", "datetimepicker",
+    "email_text_input", "external_select", "feedback_buttons", "file_input", "icon_button", "image",
+    "multi_channels_select", "multi_conversations_select", "multi_external_select", "multi_static_select",
+    "multi_users_select", "number_input", "overflow", "plain_text_input", "radio_buttons", "rich_text_input",
+    "static_select", "timepicker", "url_text_input", "users_select", "workflow_button",
+})  # fmt: skip
 TEXT_TYPES: Final = frozenset({"plain_text", "mrkdwn"})
 
 
@@ -119,6 +133,8 @@ def _context_element(el: Any, pointer: str) -> list[str]:
 def _element(el: Any, pointer: str, action_ids: set[str]) -> list[str]:
     if not isinstance(el, dict) or not isinstance(el.get("type"), str):
         return [_err("must be an element object with a type", pointer)]
+    if el["type"] not in ELEMENT_TYPES:
+        return [_err(f"unsupported element type {el['type']!r}", f"{pointer}/type")]
     problems = _id(el.get("action_id"), f"{pointer}/action_id")
     if "placeholder" in el:
         problems += _text_object(el["placeholder"], f"{pointer}/placeholder", max_len=MAX_PLACEHOLDER, plain_only=True)
@@ -145,6 +161,8 @@ def _element(el: Any, pointer: str, action_ids: set[str]) -> list[str]:
 def _block(block: Any, pointer: str, block_ids: set[str], action_ids: set[str]) -> list[str]:
     if not isinstance(block, dict) or not isinstance(block.get("type"), str):
         return [_err("must be a block object with a type", pointer)]
+    if block["type"] not in BLOCK_TYPES:
+        return [_err(f"unsupported block type {block['type']!r}", f"{pointer}/type")]
     problems = _id(block.get("block_id"), f"{pointer}/block_id")
     block_id = block.get("block_id")
     if isinstance(block_id, str):

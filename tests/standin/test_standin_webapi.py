@@ -116,6 +116,13 @@ MESSAGE_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
         "invalid_blocks",
     ),
     "style purple": ({"text": "t", "blocks": [actions(button(style="purple"))]}, "invalid_blocks"),
+    # Slack refuses a block or element type it does not know (a typo); the stand-in used to accept any type.
+    "unknown block type": ({"text": "t", "blocks": [{"type": "sectoin", "text": section()["text"]}]}, "invalid_blocks"),
+    "unknown element type": ({"text": "t", "blocks": [actions(button() | {"type": "buton"})]}, "invalid_blocks"),
+    "unknown accessory type": (
+        {"text": "t", "blocks": [section(accessory=button() | {"type": "btn"})]},
+        "invalid_blocks",
+    ),
     # Slack's text objects hold 1–3000 characters wherever they are, and a context block holds only text and images;
     # the stand-in used to check neither for a context's elements.
     "context text 3001": ({"text": "t", "blocks": [context(LONG)]}, "invalid_blocks"),
