@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 __all__ = [
+    "MAX_ALT_TXT",
     "MAX_BLOCKS_TEXT_CHARS",
     "MAX_MESSAGE_BLOCKS",
     "MAX_TEXT_CHARS",
@@ -30,6 +31,7 @@ __all__ = [
 MAX_MESSAGE_BLOCKS: Final = 50
 MAX_VIEW_BLOCKS: Final = 100
 MAX_TEXT_CHARS: Final = 40_000  # chat.postMessage `text`; longer gives msg_too_long
+MAX_ALT_TXT: Final = 1000  # files.getUploadURLExternal ``alt_txt``; longer gives alt_txt_too_large
 MAX_BLOCKS_TEXT_CHARS: Final = 12_000  # text across a message's blocks; more gives msg_blocks_too_long (see above)
 MAX_SECTION_TEXT: Final = 3000
 MAX_TEXT_OBJECT: Final = 3000  # any text object (a context element's, for one)

@@ -308,6 +308,9 @@ class WebApi:
             return fail("invalid_arguments")
         if not isinstance(filename, str) or not filename or length < 1:
             return fail("invalid_arguments")
+        alt_txt = params.get("alt_txt")
+        if isinstance(alt_txt, str) and len(alt_txt) > limits.MAX_ALT_TXT:
+            return fail("alt_txt_too_large")
         file_id = self.store.next_id("F")
         self.store.files[file_id] = StoredFile(file_id, filename, length, alt_txt=params.get("alt_txt"))
         return ok(upload_url=f"{self.base_url()}/upload/{file_id}", file_id=file_id)

@@ -58,3 +58,14 @@ def test_upload_to_unknown_channel(client: WebClient) -> None:
     with pytest.raises(SlackApiError) as info:
         client.files_upload_v2(channel="C404", content=PNG, filename="weekly.png")
     assert info.value.response["error"] == "channel_not_found"
+
+
+def test_alt_text_over_1000_characters_is_refused(standin: StandIn, client: WebClient) -> None:
+    """files.getUploadURLExternal refuses an ``alt_txt`` over 1,000 characters (``alt_txt_too_large``, Slack's
+    method reference); the stand-in used to accept any length, so a chart's alt text could outgrow it unseen."""
+    with pytest.raises(SlackApiError) as info:
+        client.files_upload_v2(channel="C1", content=PNG, filename="weekly.png", alt_txt="a" * 1001)
+    assert info.value.response["error"] == "alt_txt_too_large"
+    assert standin.files() == [] and standin.messages("C1") == []
+    client.files_upload_v2(channel="C1", content=PNG, filename="weekly.png", alt_txt="a" * 1000)
+    assert standin.files()[0].alt_txt == "a" * 1000
