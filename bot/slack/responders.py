@@ -1,7 +1,8 @@
 """Who may answer NPO recommendations: listed users, members of listed user groups, or (when nothing is listed)
 the members of the incident channel. Group and channel memberships come from the Web API
 (``usergroups.users.list``, ``conversations.members``) and are cached for ``ttl_s``; when a refresh fails the
-last known members are kept, and with nothing known the answer is "no" (fail closed, logged).
+last known members are kept, and with nothing known the answer is "no" (fail closed, logged). A refresh is given
+at most ``lookup_budget_s`` (2 s) in all: the click waiting for it must be answered within Slack's 3 s.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterable
 from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger(__name__)
+LOOKUP_BUDGET_S = 2.0  # one refresh, all its calls: what Slack's 3 s for answering a click leaves for it
 
 
 class ResponderDirectory:
@@ -27,6 +29,7 @@ class ResponderDirectory:
         groups: Iterable[str],
         channel: str,
         ttl_s: float = 300.0,
+        lookup_budget_s: float = LOOKUP_BUDGET_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
@@ -34,6 +37,7 @@ class ResponderDirectory:
         self._groups = tuple(groups)
         self._channel = channel
         self._ttl_s = ttl_s
+        self._lookup_budget_s = lookup_budget_s
         self._clock = clock
         self._members: frozenset[str] | None = None
         self._fetched_at = float("-inf")
@@ -58,14 +62,19 @@ class ResponderDirectory:
     async def _refresh(self) -> None:
         try:
             members: set[str] = set()
-            if self._groups:
-                for group in self._groups:
-                    response = await self._client.usergroups_users_list(usergroup=group)
-                    members.update(response.get("users") or [])
-            else:
-                members.update(await self._channel_members())
-        except Exception as exc:  # SlackApiError, aiohttp and OS errors alike: keep serving clicks
-            log.warning("responder look-up failed (%s); keeping %s", exc, "the last list" if self._members else "none")
+            async with asyncio.timeout(self._lookup_budget_s):  # Slack's Web API timeout may be longer (5 s)
+                if self._groups:
+                    for group in self._groups:
+                        response = await self._client.usergroups_users_list(usergroup=group)
+                        members.update(response.get("users") or [])
+                else:
+                    members.update(await self._channel_members())
+        except Exception as exc:  # SlackApiError, aiohttp and OS errors, the budget running out: keep serving clicks
+            log.warning(
+                "responder look-up failed (%s); keeping %s",
+                exc or f"no answer within {self._lookup_budget_s:g} s",
+                "the last list" if self._members else "none",
+            )
             self._fetched_at = self._clock() - self._ttl_s + 10.0  # retry in 10 s, not on every click
             return
         self._members = frozenset(members)

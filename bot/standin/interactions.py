@@ -20,6 +20,7 @@ from bot.standin.signing import signed_headers
 from bot.standin.store import APP_ID, TEAM_DOMAIN, TEAM_ID, VERIFICATION_TOKEN, Store
 
 __all__ = [
+    "ANSWER_WINDOW_S",
     "FORM",
     "JSON",
     "block_actions_payload",
@@ -32,6 +33,9 @@ __all__ = [
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
+# Slack waits 3 s for the answer to an interaction, a slash command or an event, then registers a timeout: the
+# person sees an error, a view_submission's answer (errors, update) is dropped, an event is delivered again.
+ANSWER_WINDOW_S = 3.0
 
 
 def form_body(payload: Mapping[str, Any]) -> str:
@@ -47,9 +51,11 @@ def post_signed(
     *,
     timestamp: int | None = None,
     extra_headers: Mapping[str, str] | None = None,
-    timeout: float = 10.0,
+    timeout: float = ANSWER_WINDOW_S,
 ) -> httpx.Response:
-    """POST ``body`` to the bot with Slack's signature headers (timestamp defaults to now) and return the answer."""
+    """POST ``body`` to the bot with Slack's signature headers (timestamp defaults to now) and return the answer.
+
+    Like Slack, it waits ``timeout`` (3 s) for the answer: a later one raises ``httpx.ReadTimeout``."""
     headers = signed_headers(secret, body, content_type, timestamp)
     headers |= dict(extra_headers or {})
     return httpx.post(url, content=body.encode(), headers=headers, timeout=timeout)

@@ -237,7 +237,9 @@ class StandIn:
     of channels: others answer ``channel_not_found``. ``enforce_channel_rate`` answers a second chat.postMessage
     to one channel within 1 s with 429. ``clock`` (Unix seconds) drives ts values, trigger-id expiry (3 s) and
     response_url expiry (30 min), so tests can move time. ``bot_url``/``signing_secret`` make the web page's
-    buttons clickable. Use as a context manager, or call :meth:`start` / :meth:`stop`.
+    buttons clickable. Use as a context manager, or call :meth:`start` / :meth:`stop`. Requests to the bot
+    (:meth:`click`, :meth:`submit_view`, :meth:`send_event`, :meth:`slash_command`) wait 3 s for its answer, as
+    Slack does, and raise ``httpx.ReadTimeout`` after that.
     """
 
     def __init__(

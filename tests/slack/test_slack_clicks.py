@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
-from slack_testing import ALICE, BOB, INCIDENT, SECRET, BotUnderTest, wait_for
+from slack_testing import ALICE, BOB, INCIDENT, SECRET, BotUnderTest, make_settings, serving, wait_for
 
+from bot.app import build_bot
 from bot.slack.blocks import REASON_BLOCK_ID
+from bot.standin import StandIn
 from bot.standin.store import Message
 from npo.loop import UnknownPrediction
 
@@ -34,6 +37,22 @@ def test_click_returns_fast_while_chat_update_is_slow(bot: BotUnderTest) -> None
     assert response.status_code == 200 and time.monotonic() - start < 3
     assert bot.counts()["feedback"] == 1
     bot.standin.faults.clear()
+
+
+def test_a_click_is_answered_within_slacks_3_s_while_the_member_look_up_hangs(tmp_path: Path, standin: StandIn) -> None:
+    """Slack waits 3 s for the answer to a click (so does the stand-in). With the default 5 s Web API timeout, a
+    click needing the responder look-up (``conversations.members``) that Slack answered slowly was answered after
+    it, and the person saw Slack's error. The look-up now gets 2 s: the click is answered in time, and with no
+    member list known yet it is refused, as any failed look-up (fail closed), and the person is told."""
+    settings = make_settings(tmp_path, standin, responders=(), slack_timeout_s=5.0)
+    standin.set_channel_members(INCIDENT, [ALICE, BOB])
+    with serving(build_bot(settings, seed=1), standin) as bot:
+        message = bot.surface("p1")
+        standin.faults.delay("conversations.members", 4.5, times=1)
+        start = time.monotonic()
+        assert bot.click(ALICE, "npo_like", message).status_code == 200
+        assert time.monotonic() - start < 3
+        assert bot.counts()["feedback"] == 0 and _told(bot, ALICE)
 
 
 def test_click_still_acks_when_chat_update_fails(bot: BotUnderTest) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOKEN = "xoxb-standin-test"
@@ -23,17 +24,20 @@ class FakeClock:
 
 
 class CapturingBot:
-    """A tiny stdlib HTTP server standing in for the bot's request URL: records each POST, answers ``reply``."""
+    """A tiny stdlib HTTP server standing in for the bot's request URL: records each POST, answers ``reply``
+    after ``delay_s``."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.reply: bytes = b""
+        self.delay_s = 0.0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 outer.requests.append((self.path, dict(self.headers.items()), body))
+                time.sleep(outer.delay_s)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(outer.reply)))

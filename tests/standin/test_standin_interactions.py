@@ -50,6 +50,14 @@ RECOMMENDATION: list[dict[str, Any]] = [
 ]
 
 
+MODAL: dict[str, Any] = {
+    "type": "modal",
+    "callback_id": "reason",
+    "title": {"type": "plain_text", "text": "Override"},
+    "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "Why?"}}],
+}
+
+
 def post_recommendation(standin: StandIn) -> str:
     client = WebClient(base_url=standin.api_url, token=TOKEN, retry_handlers=[])
     return str(client.chat_postMessage(channel="C1", text="Disk failure predicted", blocks=RECOMMENDATION)["ts"])
@@ -206,6 +214,24 @@ def test_submit_view_carries_callback_id_and_private_metadata(standin: StandIn, 
         "action": {"text": {"type": "plain_text_input", "value": None}},
     }
     assert payload["response_urls"] == []
+
+
+def test_an_answer_after_three_seconds_is_a_timeout(standin: StandIn, bot: CapturingBot) -> None:
+    """Slack waits 3 s for the answer to a click, a submission, a slash command or an event, then registers a
+    timeout (the person sees an error; a submission's ``response_action`` is dropped). The stand-in used to wait
+    10 s, so a bot answering in 3–10 s passed every test."""
+    ts = post_recommendation(standin)
+    client = WebClient(base_url=standin.api_url, token=TOKEN, retry_handlers=[])
+    client.views_open(trigger_id=standin.issue_trigger_id(), view=MODAL)
+    bot.reply = json.dumps({"response_action": "update", "view": MODAL | {"callback_id": "late"}}).encode()
+    bot.delay_s = 3.3
+    with pytest.raises(httpx.ReadTimeout):
+        standin.click(bot.url, SECRET, user_id="U1", action_id="like", message=("C1", ts))
+    with pytest.raises(httpx.ReadTimeout):
+        standin.submit_view(bot.url, SECRET, user_id="U1")
+    assert standin.views()[0]["callback_id"] == "reason"
+    bot.delay_s = 2.0
+    assert standin.click(bot.url, SECRET, user_id="U1", action_id="like", message=("C1", ts)).status_code == 200
 
 
 def test_submit_view_without_an_open_view(standin: StandIn, bot: CapturingBot) -> None:
