@@ -3,10 +3,11 @@
 Every answer is stored (``record_feedback`` in one ``BEGIN IMMEDIATE`` transaction, together with the queued
 ``chat.update``) *before* ``ack()`` returns, so a 200 always means "stored". Override instead opens the reason
 modal at once (``views.open`` — the trigger id lives 3 s); the override is stored when the modal is submitted.
-Unauthorised clickers get an ephemeral refusal (sent after the ack) and nothing is stored. A click over the
-person's click limit (``NPO_FEEDBACK_RATE_PER_MIN`` / ``NPO_FEEDBACK_BURST``) is acknowledged like any other, is not
-applied to the learning state (the service stores a ``feedback_rate_limited`` audit line) and the person is told so
-ephemerally. No exception escapes a listener: failures are logged and the click is still acknowledged.
+Unauthorised clickers get an ephemeral refusal (sent after the ack) and nothing is stored; when who may answer
+cannot be looked up (no member list known yet), nothing is stored and the clicker is told to click again. A click
+over the person's click limit (``NPO_FEEDBACK_RATE_PER_MIN`` / ``NPO_FEEDBACK_BURST``) is acknowledged like any
+other, is not applied to the learning state (the service stores a ``feedback_rate_limited`` audit line) and the
+person is told so ephemerally. No exception escapes a listener: failures are logged and the click is still acknowledged.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from bot.service import ClickResult
 from bot.slack.blocks import (
     ACTION_OVERRIDE,
     FEEDBACK_ACTIONS,
+    LOOKUP_UNAVAILABLE_TEXT,
     OUTCOME_ACTIONS,
     ephemeral_refusal_text,
     override_modal,
 )
 from bot.slack.deps import SlackDeps
 from bot.slack.payloads import Click, parse_click
+from bot.slack.responders import LookupUnavailable
 from bot.slack.text import escape
 from npo.loop import LoopError
 from npo.types import FeedbackEvent, InvalidRecord, Outcome
@@ -72,8 +75,15 @@ def report_rate_limited(
 
 
 async def _authorised(deps: SlackDeps, client: AsyncWebClient, click: Click) -> bool:
-    if click.user and await deps.responders.allows(click.user):
-        return True
+    try:
+        if click.user and await deps.responders.allows(click.user):
+            return True
+    except LookupUnavailable as exc:
+        log.warning(
+            "did not record a click by %s on %s: cannot tell who may answer (%s)", click.user, click.prediction_id, exc
+        )
+        refuse(deps, client, click, LOOKUP_UNAVAILABLE_TEXT)
+        return False
     log.info("refused a click by %s on %s: not a responder", click.user, click.prediction_id)
     refuse(deps, client, click, ephemeral_refusal_text())
     return False

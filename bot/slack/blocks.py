@@ -538,6 +538,14 @@ def ephemeral_refusal_text() -> str:
     return "Sorry, only the on-call responders for this channel can answer NPO recommendations. Nothing was recorded."
 
 
+# Told instead of a refusal when who may answer could not be looked up (no member list known yet): the person may
+# well be a responder, and the same click a little later can count.
+LOOKUP_UNAVAILABLE_TEXT = (
+    "NPO could not check just now whether you may answer (looking up its on-call responders in Slack failed or took "
+    "too long), so nothing was recorded. Please click again in a minute."
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Dashboard:
     """Numbers for the App Home and ``/npo status``."""

@@ -25,6 +25,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot.insights import Why, summary_text, why
 from bot.slack.blocks import MAX_ANSWER_REASON, MAX_SHOWN_REASON, status_lines
 from bot.slack.deps import SlackDeps
+from bot.slack.responders import LookupUnavailable
 from bot.slack.text import escape, escaped, truncate
 from npo.types import MAX_TEXT_LEN, InvalidRecord
 from storage.monitoring import key_known
@@ -205,7 +206,15 @@ async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: st
         )
     if word == "unmute" and (not key or args):
         return "Usage: `/npo unmute &lt;key&gt;`."
-    if not await deps.responders.allows(user):
+    try:
+        allowed = await deps.responders.allows(user)
+    except LookupUnavailable as exc:
+        log.warning("did not %s a key for %s: cannot tell whether they may (%s)", word, user, exc)
+        return (
+            "NPO could not check just now whether you may mute or unmute keys (looking up its on-call responders in "
+            "Slack failed or took too long), so nothing was changed. Please try again in a minute."
+        )
+    if not allowed:
         return "Only on-call responders can mute or unmute keys. Nothing was changed."
     service = deps.service
     if word == "unmute":

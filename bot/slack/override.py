@@ -22,6 +22,7 @@ from bot.slack.actions import report_rate_limited
 from bot.slack.blocks import DETAILS_BLOCK_ID, OVERRIDE_CALLBACK_ID, REASON_BLOCK_ID
 from bot.slack.deps import SlackDeps
 from bot.slack.payloads import OverrideSubmission, parse_override, request_id
+from bot.slack.responders import LookupUnavailable
 from npo.loop import LoopError
 from npo.types import FeedbackEvent, FeedbackKind, InvalidRecord
 
@@ -45,7 +46,14 @@ def _make_listener(deps: SlackDeps) -> Any:
             if errors:
                 await ack(response_action="errors", errors=errors)
                 return
-            if not await deps.responders.allows(submission.user):
+            try:
+                allowed = await deps.responders.allows(submission.user)
+            except LookupUnavailable as exc:
+                log.warning("did not record an override by %s: cannot tell who may answer (%s)", submission.user, exc)
+                text = "Not recorded: NPO could not check just now whether you may answer. Submit again in a minute."
+                await ack(response_action="errors", errors={REASON_BLOCK_ID: text})
+                return
+            if not allowed:
                 await ack(response_action="errors", errors={REASON_BLOCK_ID: "Only on-call responders can answer."})
                 return
             event = FeedbackEvent(

@@ -1,8 +1,10 @@
 """Who may answer NPO recommendations: listed users, members of listed user groups, or (when nothing is listed)
 the members of the incident channel. Group and channel memberships come from the Web API
 (``usergroups.users.list``, ``conversations.members``) and are cached for ``ttl_s``; when a refresh fails the
-last known members are kept, and with nothing known the answer is "no" (fail closed, logged). A refresh is given
-at most ``lookup_budget_s`` (2 s) in all: the click waiting for it must be answered within Slack's 3 s.
+last known members are kept; with nothing known yet, :meth:`ResponderDirectory.allows` raises
+:class:`LookupUnavailable` — nobody is let in (fail closed, logged), and the caller tells the person that their
+answer could not be checked (not that they may not answer). A refresh is given at most ``lookup_budget_s`` (2 s) in
+all: the click waiting for it must be answered within Slack's 3 s.
 """
 
 from __future__ import annotations
@@ -12,10 +14,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger(__name__)
 LOOKUP_BUDGET_S = 2.0  # one refresh, all its calls: what Slack's 3 s for answering a click leaves for it
+
+
+class LookupUnavailable(Exception):
+    """Whether a user may answer cannot be told now: the member look-up failed (or took too long) and no member
+    list is known yet. Nothing may be recorded; the person should try again."""
 
 
 class ResponderDirectory:
@@ -40,6 +48,7 @@ class ResponderDirectory:
         self._lookup_budget_s = lookup_budget_s
         self._clock = clock
         self._members: frozenset[str] | None = None
+        self._failure = ""  # why the last refresh failed ("" once one succeeded)
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
 
@@ -49,6 +58,8 @@ class ResponderDirectory:
         return bool(self._groups) or not self._users
 
     async def allows(self, user_id: str) -> bool:
+        """Whether ``user_id`` may answer. Raises :class:`LookupUnavailable` when that needs members that could not
+        be looked up (and none are known from an earlier look-up)."""
         if user_id in self._users:
             return True
         if not self.needs_lookups:
@@ -57,7 +68,9 @@ class ResponderDirectory:
             async with self._lock:
                 if self._clock() - self._fetched_at >= self._ttl_s:
                     await self._refresh()
-        return self._members is not None and user_id in self._members
+        if self._members is None:
+            raise LookupUnavailable(f"no member list yet: the responder look-up failed ({self._failure})")
+        return user_id in self._members
 
     async def _refresh(self) -> None:
         try:
@@ -70,15 +83,25 @@ class ResponderDirectory:
                 else:
                     members.update(await self._channel_members())
         except Exception as exc:  # SlackApiError, aiohttp and OS errors, the budget running out: keep serving clicks
+            self._failure = self._describe(exc)
             log.warning(
                 "responder look-up failed (%s); keeping %s",
-                exc or f"no answer within {self._lookup_budget_s:g} s",
-                "the last list" if self._members else "none",
+                self._failure,
+                "the last list" if self._members is not None else "none",
             )
             self._fetched_at = self._clock() - self._ttl_s + 10.0  # retry in 10 s, not on every click
             return
         self._members = frozenset(members)
+        self._failure = ""
         self._fetched_at = self._clock()
+
+    def _describe(self, exc: Exception) -> str:
+        """A failed look-up in one line: Slack's error code, the budget running out, or the exception."""
+        if isinstance(exc, SlackApiError):
+            return f"Slack answered {exc.response.get('error') or exc.response.status_code}"
+        if isinstance(exc, TimeoutError):
+            return f"no answer within {self._lookup_budget_s:g} s"
+        return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
 
     async def _channel_members(self) -> set[str]:
         members: set[str] = set()

@@ -18,9 +18,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.retraining import resolve
 from bot.slack.actions import refuse
+from bot.slack.blocks import LOOKUP_UNAVAILABLE_TEXT
 from bot.slack.deps import SlackDeps
 from bot.slack.monitor_blocks import RETRAIN_ACTIONS
 from bot.slack.payloads import parse_click
+from bot.slack.responders import LookupUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,15 @@ def _make_listener(deps: SlackDeps) -> Any:
     async def on_retrain(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         try:
             click = parse_click(body)
-            if not click.user or not await deps.responders.allows(click.user):
+            try:
+                allowed = bool(click.user) and await deps.responders.allows(click.user)
+            except LookupUnavailable as exc:
+                log.warning(
+                    "did not record a retraining answer by %s: cannot tell who may answer (%s)", click.user, exc
+                )
+                refuse(deps, client, click, LOOKUP_UNAVAILABLE_TEXT)
+                return
+            if not allowed:
                 log.info("refused a retraining answer by %s: not a responder", click.user)
                 refuse(deps, client, click, NOT_A_RESPONDER_TEXT)
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -53,6 +54,56 @@ def test_a_click_is_answered_within_slacks_3_s_while_the_member_look_up_hangs(tm
         assert bot.click(ALICE, "npo_like", message).status_code == 200
         assert time.monotonic() - start < 3
         assert bot.counts()["feedback"] == 0 and _told(bot, ALICE)
+
+
+@pytest.mark.parametrize("slack", ["slow", "failing"])
+def test_a_click_whose_clicker_cannot_be_looked_up_is_not_refused_as_a_non_responder(
+    tmp_path: Path, standin: StandIn, caplog: pytest.LogCaptureFixture, slack: str
+) -> None:
+    """Responders are the incident channel's members, and no member list is known yet when Slack answers
+    ``conversations.members`` past the 2 s budget or with an error: nothing is recorded (fail closed). Before, the
+    clicker — a member — was told "only the on-call responders for this channel can answer", which is false and
+    gave no reason to click again, and the log said "not a responder". Now they are told that their answer could
+    not be checked and to click again, and the log says why."""
+    caplog.set_level(logging.INFO)
+    settings = make_settings(tmp_path, standin, responders=(), slack_timeout_s=5.0)
+    standin.set_channel_members(INCIDENT, [ALICE, BOB])
+    with serving(build_bot(settings, seed=1), standin) as bot:
+        message = bot.surface("p1")
+        if slack == "slow":
+            standin.faults.delay("conversations.members", 4.5, times=1)
+        else:
+            standin.faults.error("conversations.members", "internal_error", times=1)
+        assert bot.click(ALICE, "npo_like", message).status_code == 200
+        text = _told(bot, ALICE)[0].text
+        assert bot.counts()["feedback"] == 0
+        assert "only the on-call responders" not in text, text
+        assert "could not check just now whether you may answer" in text and "nothing was recorded" in text
+        assert "click again" in text
+        logged = [r.getMessage() for r in caplog.records if r.name.startswith("bot.")]
+        assert not [line for line in logged if "not a responder" in line], logged
+        why = "no answer within 2 s" if slack == "slow" else "internal_error"
+        assert [line for line in logged if "cannot tell who may answer" in line and why in line], logged
+
+
+def test_an_override_submitted_when_its_author_cannot_be_looked_up_stays_open(tmp_path: Path, standin: StandIn) -> None:
+    """The override modal was opened, then the bot restarted, and now Slack's member look-up fails: the submission
+    records nothing and the modal stays open saying the answer could not be checked — not "Only on-call responders
+    can answer", which is false for its author — so submitting again later counts."""
+    settings = make_settings(tmp_path, standin, responders=())
+    standin.set_channel_members(INCIDENT, [ALICE, BOB])
+    with serving(build_bot(settings, seed=1), standin) as bot:
+        message = bot.surface("p1")
+        assert bot.click(ALICE, "npo_override", message).status_code == 200
+        assert len(standin.views()) == 1
+    standin.faults.error("conversations.members", "internal_error", times=None)
+    with serving(build_bot(settings, seed=1), standin) as bot:
+        values = {"reason": {"reason": "maintenance"}}
+        submitted = standin.submit_view(bot.events_url, SECRET, user_id=ALICE, values=values)
+        assert submitted.status_code == 200 and submitted.json()["response_action"] == "errors"
+        error = submitted.json()["errors"][REASON_BLOCK_ID]
+        assert "Only on-call" not in error and "could not check" in error and "Submit again" in error
+        assert bot.bot.store.feedback_log() == []
 
 
 def test_click_still_acks_when_chat_update_fails(bot: BotUnderTest) -> None:

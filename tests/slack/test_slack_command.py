@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from slack_testing import ALICE, BOB, INCIDENT, MALLORY, SECRET, BotUnderTest, prediction, wait_for
+from slack_testing import (
+    ALICE,
+    BOB,
+    INCIDENT,
+    MALLORY,
+    SECRET,
+    BotUnderTest,
+    make_settings,
+    prediction,
+    serving,
+    wait_for,
+)
 
+from bot.app import build_bot
 from bot.slack.blocks import ACTION_LIKE, ACTION_OVERRIDE
 from bot.slack.command import MAX_REPLY, REPLAYED, fit_lines
 from bot.slack.monitor_blocks import ACTION_APPROVE, ALERT_ACTIONS_BLOCK_ID
-from bot.standin import interactions
+from bot.standin import StandIn, interactions
 from npo.loop import record_feedback, record_outcome
 from npo.types import FeedbackEvent, FeedbackKind, Outcome
 
@@ -160,6 +173,21 @@ def test_mute_refusals_change_nothing(bot: BotUnderTest) -> None:
     assert bot.ingest(prediction("p2")).json()["verdict"] == "surface"
     unknown = npo(bot, "mute no|such|key 10m")
     assert "no recommendation has had this key yet" in unknown
+
+
+def test_a_mute_whose_author_cannot_be_looked_up_is_not_refused_as_a_non_responder(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """Responders are the incident channel's members and Slack's member look-up fails before any list is known:
+    nothing is muted, and the person is told it could not be checked — not "Only on-call responders can mute"."""
+    settings = make_settings(tmp_path, standin, responders=())
+    standin.set_channel_members(INCIDENT, [ALICE, BOB])
+    standin.faults.error("conversations.members", "internal_error", times=None)
+    with serving(build_bot(settings, seed=1), standin) as bot:
+        reply = npo(bot, f"mute {KEY} 2h")
+        assert not reply.startswith("Only on-call responders"), reply
+        assert "could not check just now" in reply and "nothing was changed" in reply
+        assert bot.bot.store.audit_entries(kind="policy_mute") == []
 
 
 def test_a_mute_takes_a_duration_of_several_units(bot: BotUnderTest) -> None:

@@ -11,7 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from slack_testing import ALICE, BOB, OPS, SECRET, BotUnderTest, make_settings, prediction, serving, wait_for
+from slack_testing import (
+    ALICE,
+    BOB,
+    INCIDENT,
+    OPS,
+    SECRET,
+    BotUnderTest,
+    make_settings,
+    prediction,
+    serving,
+    wait_for,
+)
 
 from bot.app import build_bot
 from bot.jobs.build import monitor_config
@@ -196,6 +207,26 @@ def test_an_alert_that_could_not_be_posted_is_posted_again_once_the_bot_is_back(
 
 def _ephemeral(bot: BotUnderTest, user: str) -> list[Any]:
     return [m for m in bot.standin.messages(OPS, include_ephemeral=True) if m.ephemeral_to == user]
+
+
+def test_a_retraining_answer_whose_author_cannot_be_looked_up_is_not_refused_as_a_non_responder(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """Responders are the incident channel's members and Slack's member look-up fails before any list is known:
+    nothing is recorded, the proposal stays open, and the person is told their answer could not be checked — not
+    that only NPO's on-call responders can approve."""
+    for user in (ALICE, BOB):
+        standin.add_user(user)
+    standin.set_channel_members(INCIDENT, [ALICE, BOB])
+    standin.faults.error("conversations.members", "internal_error", times=None)
+    settings = make_settings(tmp_path, standin, responders=())
+    with serving(build_bot(settings, seed=1), standin) as bot:
+        channel, ts = _posted_alert(bot)
+        assert bot.click(BOB, ACTION_APPROVE, (channel, ts)).status_code == 200
+        text = wait_for(lambda: _ephemeral(bot, BOB), 5)[0].text
+        assert "only NPO's on-call responders" not in text, text
+        assert "could not check just now" in text and "click again" in text
+        assert _db(bot, "SELECT state FROM retraining_proposals") == ("open",)
 
 
 @pytest.mark.parametrize("action", [ACTION_APPROVE, ACTION_DISMISS], ids=["approve", "dismiss"])
