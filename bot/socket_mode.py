@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SocketModeClient", "SocketModeError", "SocketModeService", "socket_mode"]
 
-# apps.connections.open errors that no retry can fix: the service stops (exit status 2) instead of retrying.
+# apps.connections.open errors that no retry can fix: the service stops (exit status 2) instead of retrying. All are
+# in the method's documented errors; those an administrator may lift or that pass (ekm_access_denied, access_denied,
+# accesslimited, org_login_required, team_added_to_org, …) are retried like any other failure.
 PERMANENT_ERRORS = frozenset(
     {
         "invalid_auth",
@@ -62,6 +64,13 @@ PERMANENT_ERRORS = frozenset(
         "token_revoked",
         "token_expired",
         "missing_scope",
+        "missing_args",  # no app-level token reached Slack
+        "forbidden_team",  # the workspace cannot use Socket Mode
+        "no_permission",
+        "is_bot",
+        "enterprise_is_restricted",
+        "method_deprecated",
+        "deprecated_endpoint",
     }
 )
 FINISH_TIMEOUT_S = (

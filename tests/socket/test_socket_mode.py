@@ -121,6 +121,26 @@ def test_a_wrong_app_token_is_refused_and_nothing_connects(
     assert standin.calls("apps.connections.open")[0].response["error"] == "invalid_auth"
 
 
+@pytest.mark.parametrize("error", ["forbidden_team", "no_permission", "missing_args", "deprecated_endpoint"])
+def test_an_app_token_slack_will_never_accept_stops_the_bot(
+    tmp_path: Path, standin: StandIn, socket_server: SocketModeStandIn, error: str
+) -> None:
+    """Errors of ``apps.connections.open`` that Slack documents and no retry can fix (the workspace may not use the
+    method, the token lacks the permission, the method is gone) are a refused token, as ``invalid_auth`` is: the
+    service stops (``npo-bot socket``: exit 2, one error line). Before, they were retried every 60 s forever, with
+    the process up and deaf."""
+    standin.faults.error("apps.connections.open", error, times=None)
+    built = build_bot(make_settings(tmp_path, standin, slack_app_token=APP_TOKEN, port=0), seed=1)
+    try:
+        service = SocketModeService(built, log_level="critical", retry_delays=(0.1, 0.2))
+        with pytest.raises(RuntimeError, match=rf"SLACK_APP_TOKEN was refused by apps\.connections\.open: {error}"):
+            service.start_thread(timeout=3)
+    finally:
+        built.close()
+    assert socket_server.connected() == 0
+    assert len(standin.calls("apps.connections.open")) == 1
+
+
 def test_the_app_token_setting_is_checked() -> None:
     base = {
         "SLACK_BOT_TOKEN": "xoxb-1",
