@@ -157,7 +157,9 @@ class SocketModeClient(SdkSocketModeClient):
         self._delay_s = self.first_delay_s
         self._failures = 0  # failed attempts since the last open connection
         self._failing_since: float | None = None
-        self._listeners: set[asyncio.Future[None]] = set()  # running message listeners (kept from the collector)
+        # Running message listeners (kept from the collector): True for an envelope, to be finished and acknowledged
+        # at a stop; False for Slack's ``hello`` and ``disconnect`` (the reconnection it starts is not waited for).
+        self._listeners: dict[asyncio.Future[None], bool] = {}
 
     # ---- waiting between attempts --------------------------------------------------------------------------
     def _next_wait(self, at_least: float = 0.0) -> float:
@@ -292,15 +294,18 @@ class SocketModeClient(SdkSocketModeClient):
         raw = await self.message_queue.get()
         if isinstance(raw, str) and (message := self._envelope(raw)) is not None:
             task = asyncio.ensure_future(self.run_message_listeners(message, raw))
-            self._listeners.add(task)
-            task.add_done_callback(self._listeners.discard)
+            self._listeners[task] = "envelope_id" in message
+            task.add_done_callback(self._forget)
 
     def stop_dispatching(self) -> set[asyncio.Future[None]]:
         """Dispatch no more messages (an envelope left unacknowledged is sent again by Slack); the envelopes still
         being handled."""
         if self.message_processor is not None:
             self.message_processor.cancel()
-        return set(self._listeners)
+        return {task for task, envelope in self._listeners.items() if envelope}
+
+    def _forget(self, task: asyncio.Future[None]) -> None:
+        self._listeners.pop(task, None)
 
     @staticmethod
     def _envelope(raw: str) -> dict[str, Any] | None:

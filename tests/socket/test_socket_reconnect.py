@@ -299,3 +299,23 @@ def test_malformed_messages_are_logged_in_one_line_and_ignored(
     assert socket_bot.socket.connected() == 1 and socket_bot.socket.accepted == 1  # the same connection
     socket_bot.socket.wait_ack(socket_bot.socket.click(user_id=ALICE, action_id="npo_like", message=message))
     assert socket_bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
+
+
+def test_a_stop_during_a_reconnection_slack_asked_for_does_not_wait_for_it(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack asks for a new connection (``disconnect``) and is then unreachable; a stop meanwhile stops at once.
+    Before, the stop waited 10 s for the reconnection as if it were an envelope being handled, then warned that it
+    "stopped with 1 envelope(s) still being handled (not acknowledged)" — there was none."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot(retry_delays=(0.5, 1.0))
+    bot.standin.faults.server_error(OPEN, status=503, times=None)
+    bot.socket.drop("disconnect", reason="refresh_requested")
+    wait_for(lambda: _warnings(caplog, "apps.connections.open failed"))
+    started = time.monotonic()
+    bot.service.stop()
+    took = time.monotonic() - started
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.socket_mode"]
+    assert took < 3, (took, lines)
+    assert not [line for line in lines if "still being handled" in line], lines
+    assert not _problems(caplog)
