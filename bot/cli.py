@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for a command stopped with Ctrl-C
 
 
+ENV_FILE_HELP = "settings file, which must exist (default ./.env, read if there is one)"
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -53,17 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
     serve = sub.add_parser("serve", help="run the Slack bot's HTTP service (settings from the environment / .env)")
-    serve.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
+    serve.add_argument("--env-file", type=Path, default=None, help=ENV_FILE_HELP)
 
     socket = sub.add_parser("socket", help="run the bot in Socket Mode (no public URL; needs SLACK_APP_TOKEN)")
-    socket.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
+    socket.add_argument("--env-file", type=Path, default=None, help=ENV_FILE_HELP)
 
     add_demo_parser(sub)
 
     replay = sub.add_parser("replay", help="decide every prediction in a JSONL or CSV file")
     replay.add_argument("file", type=Path, help="predictions, one JSON object per line, or CSV with a header")
     replay.add_argument("--format", choices=("jsonl", "csv"), help="default: from the file extension")
-    replay.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
+    replay.add_argument("--env-file", type=Path, default=None, help=ENV_FILE_HELP)
 
     add_db_parser(sub)
     add_report_parser(sub)
@@ -72,11 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(env_file: Path) -> Settings | None:
-    from bot.config import ConfigError, load_settings  # noqa: PLC0415 - keep `npo-bot --help` fast
+def _settings(args: argparse.Namespace) -> Settings | None:
+    from bot.config import ConfigError, NoSettingsFile, load_settings, settings_file  # noqa: PLC0415 - fast --help
 
     try:
-        return load_settings(os.environ, env_file)
+        return load_settings(os.environ, settings_file(args.env_file))
+    except NoSettingsFile as exc:
+        print(f"npo-bot {args.command}: {exc}", file=sys.stderr)
+        return None
     except ConfigError as exc:
         print(f"npo-bot: {exc}", file=sys.stderr)
         return None
@@ -87,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from bot.serve import serve  # noqa: PLC0415
 
-    settings = _settings(args.env_file)
+    settings = _settings(args)
     if settings is None:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -99,7 +105,7 @@ def cmd_socket(args: argparse.Namespace) -> int:
 
     from bot.socket_mode import socket_mode  # noqa: PLC0415
 
-    settings = _settings(args.env_file)
+    settings = _settings(args)
     if settings is None:
         return 2
     if not settings.slack_app_token:
@@ -116,7 +122,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from bot.ingest.replay import UnreadableFile, decide_in_chunks, read_predictions  # noqa: PLC0415
     from bot.service import NpoService  # noqa: PLC0415
 
-    settings = _settings(args.env_file)
+    settings = _settings(args)
     if settings is None:
         return 2
     try:

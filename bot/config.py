@@ -66,6 +66,27 @@ _READ_ELSEWHERE = frozenset(
 )
 
 
+DEFAULT_ENV_FILE = Path(".env")  # the settings file a command reads when no --env-file is given; it may be absent
+
+
+class NoSettingsFile(Exception):
+    """The settings file named with ``--env-file`` does not exist. One line, naming the option and the file."""
+
+
+def settings_file(named: Path | None) -> Path:
+    """The settings file a command reads: ``named`` (its ``--env-file``), else :data:`DEFAULT_ENV_FILE`.
+
+    ``./.env`` may be absent: the settings then come from the environment alone. A file named explicitly must
+    exist (a pipe such as ``<(sops -d npo.env.enc)`` does): a typo in ``--env-file`` otherwise ran the command on
+    the environment alone, and ``db migrate`` created an empty ``./npo.db``. Raises :class:`NoSettingsFile`.
+    """
+    if named is None:
+        return DEFAULT_ENV_FILE
+    if not named.exists():
+        raise NoSettingsFile(f"--env-file {named}: no such file")
+    return named
+
+
 class ConfigError(ValueError):
     """One or more settings are missing or invalid. ``problems`` maps each variable name to what is wrong."""
 
@@ -502,7 +523,7 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         )
     if r.problems:
         notes = {}
-        if env_file is not None and not env_file.exists():  # a typo in --env-file, or no ./.env
+        if env_file is not None and not env_file.exists():  # no ./.env (a named --env-file must exist: settings_file)
             notes[str(env_file)] = "no such file: the settings were looked for in the environment only"
         raise ConfigError(r.problems, notes)
     return settings

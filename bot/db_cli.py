@@ -2,9 +2,9 @@
 
 Wire into ``bot/cli.py`` with ``add_db_parser(sub)`` in ``build_parser`` and
 ``if args.command == "db": return run_db(args)`` in ``main``. The database path is ``--db``, else ``NPO_DB_PATH``
-from the environment, else from the settings file (``--env-file``, default ``./.env``: the file ``serve`` and
-``replay`` read, so ``db backup`` copies the database they use), else ``npo.db``. The rest of the settings file
-(Slack tokens and so on) is not needed here and not checked.
+from the environment, else from the settings file (``--env-file``, which must exist, also beside ``--db``; default
+``./.env`` if there is one: the file ``serve`` and ``replay`` read, so ``db backup`` copies the database they use),
+else ``npo.db``. The rest of the settings file (Slack tokens and so on) is not needed here and not checked.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ DEFAULT_DB = "npo.db"
 
 def _db_path(args: argparse.Namespace) -> Path:
     """``--db``, else ``NPO_DB_PATH`` as ``serve`` reads it (the environment, else the settings file), else
-    ``npo.db``. Raises :class:`bot.config.ConfigError` for a settings file that cannot be read or is malformed."""
+    ``npo.db``. Raises :class:`bot.config.NoSettingsFile` for an ``--env-file`` that does not exist (``./.env`` may
+    be absent), :class:`bot.config.ConfigError` for a settings file that cannot be read or is malformed."""
+    from bot.config import read_setting, settings_file  # noqa: PLC0415 - keep `npo-bot --help` fast
+
+    env_file = settings_file(args.env_file)  # a named file must exist, also beside --db: a typo is said
     if args.db:
         return Path(args.db)
-    from bot.config import read_setting  # noqa: PLC0415 - keep `npo-bot --help` fast
-
-    return Path(read_setting(os.environ, args.env_file, "NPO_DB_PATH") or DEFAULT_DB)
+    return Path(read_setting(os.environ, env_file, "NPO_DB_PATH") or DEFAULT_DB)
 
 
 def add_db_parser(subparsers: Any) -> None:
@@ -39,20 +41,20 @@ def add_db_parser(subparsers: Any) -> None:
     db = subparsers.add_parser("db", help="migrate, back up, check or export the SQLite database")
     sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     db_help = "database file (default: NPO_DB_PATH from the environment or the settings file, else npo.db)"
-    env_help = "settings file to read NPO_DB_PATH from (default ./.env)"
+    env_help = "settings file to read NPO_DB_PATH from, which must exist (default ./.env, read if there is one)"
 
     migrate = sub.add_parser("migrate", help="create the schema or upgrade it to the latest version")
     migrate.add_argument("--db", type=Path, default=None, help=db_help)
-    migrate.add_argument("--env-file", type=Path, default=Path(".env"), help=env_help)
+    migrate.add_argument("--env-file", type=Path, default=None, help=env_help)
 
     backup = sub.add_parser("backup", help="copy the database online to PATH (a new file)")
     backup.add_argument("path", type=Path, help="the backup file to create")
     backup.add_argument("--db", type=Path, default=None, help=db_help)
-    backup.add_argument("--env-file", type=Path, default=Path(".env"), help=env_help)
+    backup.add_argument("--env-file", type=Path, default=None, help=env_help)
 
     check = sub.add_parser("check", help="integrity check and invariants; exit 1 on problems")
     check.add_argument("--db", type=Path, default=None, help=db_help)
-    check.add_argument("--env-file", type=Path, default=Path(".env"), help=env_help)
+    check.add_argument("--env-file", type=Path, default=None, help=env_help)
 
     export = sub.add_parser(
         "export",
@@ -66,7 +68,7 @@ def add_db_parser(subparsers: Any) -> None:
         ),
     )
     export.add_argument("--db", type=Path, default=None, help=db_help)
-    export.add_argument("--env-file", type=Path, default=Path(".env"), help=env_help)
+    export.add_argument("--env-file", type=Path, default=None, help=env_help)
     export.add_argument("--what", choices=("feedback", "decisions", "audit"), required=True)
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     export.add_argument(
@@ -158,9 +160,9 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
 
 
 def run_db(args: argparse.Namespace) -> int:
-    """Run one ``npo-bot db`` subcommand; returns the exit code (0 ok, 1 problems found or failure, 141 the reader
-    of stdout went away: see :mod:`bot.output`)."""
-    from bot.config import ConfigError  # noqa: PLC0415
+    """Run one ``npo-bot db`` subcommand; returns the exit code (0 ok, 1 problems found or failure, 2 an
+    ``--env-file`` that does not exist, 141 the reader of stdout went away: see :mod:`bot.output`)."""
+    from bot.config import ConfigError, NoSettingsFile  # noqa: PLC0415
     from storage import (  # noqa: PLC0415
         LATEST_SCHEMA_VERSION,
         StorageError,
@@ -176,6 +178,9 @@ def run_db(args: argparse.Namespace) -> int:
     name = f"db {command}"
     try:
         path = _db_path(args)
+    except NoSettingsFile as exc:  # a typo in --env-file: refused before a database is opened or created
+        print(f"npo-bot db {command}: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"npo-bot db {command}: {exc}", file=sys.stderr)
         return 1

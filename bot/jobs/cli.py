@@ -1,8 +1,9 @@
 """``npo-bot report [--since ISO] [--png PATH]``: the weekly report in the terminal (and its chart to a file).
 
 The days are counted in ``--timezone``, else ``NPO_TIMEZONE`` from the environment, else from the settings file
-(``--env-file``, default ``./.env``), else UTC — with or without ``--db``. ``--since`` may not be before 1970
-nor in the future; a long period prints one line per day (the chart labels at most ten of its days).
+(``--env-file``, which must exist, default ``./.env`` if there is one), else UTC — with or without ``--db``.
+``--since`` may not be before 1970 nor in the future; a long period prints one line per day (the chart labels at
+most ten of its days).
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
         help="days are counted in this zone "
         "(default: NPO_TIMEZONE from the environment or the settings file, else UTC)",
     )
-    report.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
+    report.add_argument(
+        "--env-file",
+        type=Path,
+        default=None,
+        help="settings file, which must exist (default ./.env, read if there is one)",
+    )
     return report
 
 
@@ -46,14 +52,19 @@ def _zone_setting(args: argparse.Namespace) -> str:
     that cannot be read or is malformed."""
     if args.timezone:
         return str(args.timezone)
-    from bot.config import read_setting  # noqa: PLC0415 - keep `npo-bot --help` fast
+    from bot.config import read_setting, settings_file  # noqa: PLC0415 - keep `npo-bot --help` fast
 
-    return read_setting(os.environ, args.env_file, "NPO_TIMEZONE") or "UTC"
+    return read_setting(os.environ, settings_file(args.env_file), "NPO_TIMEZONE") or "UTC"
 
 
 def _db_and_zone(args: argparse.Namespace) -> tuple[Path, str] | None:
-    from bot.config import ConfigError, load_settings  # noqa: PLC0415
+    from bot.config import ConfigError, NoSettingsFile, load_settings, settings_file  # noqa: PLC0415
 
+    try:
+        env_file = settings_file(args.env_file)
+    except NoSettingsFile as exc:  # a typo in --env-file: refused, with or without --db
+        print(f"npo-bot report: {exc}", file=sys.stderr)
+        return None
     if args.db is not None:
         try:
             return args.db, _zone_setting(args)
@@ -61,7 +72,7 @@ def _db_and_zone(args: argparse.Namespace) -> tuple[Path, str] | None:
             print(f"npo-bot report: {exc}", file=sys.stderr)
             return None
     try:
-        settings = load_settings(os.environ, args.env_file)
+        settings = load_settings(os.environ, env_file)
     except ConfigError as exc:
         print(f"npo-bot report: {exc}\n(or pass --db)", file=sys.stderr)
         return None

@@ -835,7 +835,7 @@ def replay_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _replay(path: Path, env: Path, *options: str) -> int:
-    return cli_main(["replay", str(path), "--env-file", str(env.parent / "absent.env"), *options])
+    return cli_main(["replay", str(path), "--env-file", os.devnull, *options])
 
 
 def test_replay_cli_names_what_it_cannot_read_and_stores_nothing(
@@ -1010,7 +1010,7 @@ def test_ctrl_c_during_a_replay_keeps_what_was_stored_and_a_second_run_decides_t
     feed.write_text(_lines(n), encoding="utf-8")
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    argv = [sys.executable, "-c", _LAUNCH, "replay", str(feed), "--env-file", str(tmp_path / "absent.env")]
+    argv = [sys.executable, "-c", _LAUNCH, "replay", str(feed), "--env-file", os.devnull]
     proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60

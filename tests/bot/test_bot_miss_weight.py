@@ -7,6 +7,7 @@ configured weight on the failure side of its Beta posterior.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -75,7 +76,7 @@ def test_serve_refuses_to_start_with_a_bad_value(
 ) -> None:
     for name, value in (GOOD | {"NPO_MISS_WEIGHT": "-3", "NPO_DB_PATH": str(tmp_path / "npo.db")}).items():
         monkeypatch.setenv(name, value)
-    assert main(["serve", "--env-file", str(tmp_path / "missing.env")]) == 2
+    assert main(["serve", "--env-file", os.devnull]) == 2
     assert "NPO_MISS_WEIGHT: must be between 0 and 10, got -3" in capsys.readouterr().err
     assert not (tmp_path / "npo.db").exists()  # refused before anything was created
 

@@ -44,7 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "NPO_DB_PATH": str(db),
     }
     env.pop("PYTHONIOENCODING", None)
-    made = _npo(["replay", str(feed), "--env-file", str(folder / "absent.env")], env, stdout=subprocess.PIPE)
+    made = _npo(["replay", str(feed), "--env-file", os.devnull], env, stdout=subprocess.PIPE)
     assert made.returncode == 0, made.stderr.decode()
     return {"folder": folder, "feed": feed, "db": db, "env": env}
 
@@ -73,11 +73,11 @@ def _pipe_nobody_reads() -> Iterator[int]:
 
 
 def _report(w: dict[str, Any], n: int) -> list[str]:
-    return ["report", "--db", str(w["db"]), "--env-file", str(w["folder"] / "absent.env")]
+    return ["report", "--db", str(w["db"]), "--env-file", os.devnull]
 
 
 def _replay(w: dict[str, Any], n: int) -> list[str]:
-    return ["replay", str(w["feed"]), "--env-file", str(w["folder"] / "absent.env")]
+    return ["replay", str(w["feed"]), "--env-file", os.devnull]
 
 
 def _db(sub: str) -> Callable[[dict[str, Any], int], list[str]]:

@@ -71,9 +71,15 @@ def test_the_status_the_service_does_not_restart_on_is_a_refused_setting(tmp_pat
     """``RestartPreventExitStatus=2``: ``npo-bot serve`` with settings it refuses exits 2 (a restart would fail the
     same way, for ever) — checked with the real command."""
     status = _unit("npo-bot.service")["Service"]["RestartPreventExitStatus"]
-    done = _run_serve(tmp_path / "npo.env", tmp_path)
+    env_file = tmp_path / "npo.env"
+    env_file.write_text("# nothing filled in\n", encoding="utf-8")
+    done = _run_serve(env_file, tmp_path)
     assert str(done.returncode) == status == "2", done.stderr
     assert "invalid configuration" in done.stderr
+    env_file.unlink()  # the settings file the unit names is missing: refused the same way
+    done = _run_serve(env_file, tmp_path)
+    assert str(done.returncode) == status, done.stderr
+    assert done.stderr == f"npo-bot serve: --env-file {env_file}: no such file\n"
 
 
 SETTINGS = (  # complete settings for `serve`; the Web API is never reached (nothing starts in these tests)

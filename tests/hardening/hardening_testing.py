@@ -360,7 +360,7 @@ def serve_process(db_path: Path, api_url: str, **extra: str) -> Iterator[ServePr
     port = free_port()
     env = serve_env(db_path, api_url, port, **extra)
     proc = subprocess.Popen(
-        [sys.executable, "-c", _LAUNCH, "serve", "--env-file", str(db_path.parent / "absent.env")],
+        [sys.executable, "-c", _LAUNCH, "serve", "--env-file", os.devnull],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -8,6 +8,7 @@ uvicorn re-raises the signal it captured once it has shut down; before the fix t
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sqlite3
@@ -56,7 +57,7 @@ def _serve(tmp_path: Path, standin: StandIn, command: str = "serve") -> tuple[su
     env = serve_env(tmp_path / "npo.db", standin.api_url, port, **extra)
     with (tmp_path / "stdout.log").open("wb") as out, (tmp_path / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCH, command, "--env-file", str(tmp_path / "absent.env")],
+            [sys.executable, "-c", _LAUNCH, command, "--env-file", os.devnull],
             cwd=ROOT,
             env=env,
             stdout=out,

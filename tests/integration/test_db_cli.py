@@ -178,7 +178,7 @@ def test_the_service_commands_refuse_unusable_settings_with_one_line(
         monkeypatch.setenv(name, value)
     feed = tmp_path / "p.jsonl"
     feed.write_text('{"id": "p1", "fault_type": "disk", "target": "r1-n1", "action": "drain", "confidence": 0.9}\n')
-    argv = [command, "--env-file", str(tmp_path / "absent.env"), *([str(feed)] if command == "replay" else [])]
+    argv = [command, "--env-file", os.devnull, *([str(feed)] if command == "replay" else [])]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"npo-bot {command}: ") and "Traceback" not in err

@@ -35,7 +35,7 @@ EXPECTED_VIEWS = {"predictions", "audit_log", "key_alignment", "bandit_arms", "o
 
 
 def _args(**kw: object) -> argparse.Namespace:
-    return argparse.Namespace(**kw)
+    return argparse.Namespace(env_file=None, **kw)  # no --env-file given, as parsed
 
 
 def test_migrations_build_the_schema_from_empty(db_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -431,6 +432,7 @@ def test_report_command_with_db_reads_npo_timezone(
     monkeypatch.delenv("NPO_TIMEZONE", raising=False)
     if where == "environment":
         monkeypatch.setenv("NPO_TIMEZONE", "Europe/Berlin")
+        env_file.write_text("# nothing here: the zone comes from the environment\n", encoding="utf-8")
     else:
         env_file.write_text("NPO_TIMEZONE=Europe/Berlin\n", encoding="utf-8")
     args = _report_args("--db", str(db_path), "--since", "2025-03-17T09:00", "--env-file", str(env_file))
@@ -442,7 +444,7 @@ def test_report_command_with_db_reads_npo_timezone(
     assert run_report(_report_args("--db", str(db_path), "--timezone", "UTC"), now=MONDAY_SLOT) == 0
     assert capsys.readouterr().out.startswith("NPO weekly summary · 2025-03-17 08:00 – 2025-03-24 08:00 UTC")
     monkeypatch.delenv("NPO_TIMEZONE", raising=False)
-    args = _report_args("--db", str(db_path), "--env-file", str(tmp_path / "none.env"))
+    args = _report_args("--db", str(db_path), "--env-file", os.devnull)
     assert run_report(args, now=MONDAY_SLOT) == 0
     assert "Tue 2025-03-18  1.000  (1 answer)" in capsys.readouterr().out
 

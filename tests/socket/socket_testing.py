@@ -49,7 +49,7 @@ def start_socket_cli(tmp_path: Path, api_url: str) -> subprocess.Popen[bytes]:
     }
     with (tmp_path / "stdout.log").open("wb") as out, (tmp_path / "stderr.log").open("wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-c", _LAUNCH, "socket", "--env-file", str(tmp_path / "absent.env")],
+            [sys.executable, "-c", _LAUNCH, "socket", "--env-file", os.devnull],
             cwd=ROOT,
             env=env,
             stdout=out,

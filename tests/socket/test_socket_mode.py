@@ -169,7 +169,7 @@ def test_cli_refuses_to_start_without_an_app_token(tmp_path: Path) -> None:
         "NPO_DB_PATH": str(tmp_path / "npo.db"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "socket", "--env-file", str(tmp_path / "none.env")],
+        [sys.executable, "-m", "bot.cli", "socket", "--env-file", os.devnull],
         env=env,
         check=False,
         capture_output=True,
