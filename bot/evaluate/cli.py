@@ -128,6 +128,17 @@ def output_folder(text: str) -> Path:
     return path
 
 
+def data_folder(text: str) -> Path:
+    """``--data``: an existing folder. A file or a path that does not exist is refused as every other option is
+    (the command's usage, then one line)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such folder: {path}")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    return path
+
+
 def _pseudo_count(text: str) -> float:
     try:
         value = float(text)
@@ -147,7 +158,7 @@ def add_evaluate_parser(subparsers: Any) -> None:
     )
     ev.add_argument(
         "--data",
-        type=Path,
+        type=data_folder,
         default=None,
         help=f"data folder (default: ${DATA_ENV}/<format>, else <repository>/../shared/data/<format>)",
     )
@@ -222,6 +233,7 @@ def add_evaluate_parser(subparsers: Any) -> None:
         ev.add_argument(flag, type=kind, default=None, help=text)
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ev.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ev.set_defaults(evaluate_usage=ev.format_usage)  # printed before an option refused after parsing
 
 
 def resolve_data(args: argparse.Namespace) -> tuple[Path, str | None]:
@@ -270,10 +282,20 @@ def _short_series_note(dataset: Dataset, min_history_s: float) -> str | None:
     )
 
 
+def _refused(args: argparse.Namespace, message: str) -> int:
+    """An option refused once the command line is parsed (options that only together are wrong, a ``--db`` that
+    cannot be used): the command's usage, then one line, exit 2 — as argparse refuses an option."""
+    usage = getattr(args, "evaluate_usage", None)  # set by add_evaluate_parser
+    if usage is not None:
+        print(usage(), end="", file=sys.stderr)
+    print(f"npo-bot evaluate: {message}", file=sys.stderr)
+    return 2
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run ``npo-bot evaluate``; the exit code is 0, ``DATA_ERROR_EXIT`` (the data refused, a ``--db`` file failing
     during the run), 2 (an option refused), ``INTERRUPTED_EXIT`` (Ctrl-C) or ``SIGPIPE_EXIT``. Every error is one
-    line on stderr."""
+    line on stderr (a refused option: the command's usage, then that line)."""
     try:
         return _run_evaluate(args)
     except KeyboardInterrupt:
@@ -301,35 +323,29 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     retrain = RETRAIN if args.retrain is None else args.retrain
     if args.model_prior_strength is not None and not retrain:
-        print(
-            "npo-bot evaluate: --model-prior-strength needs --retrain: without a promoted model there is no prior",
-            file=sys.stderr,
-        )
-        return 2
+        return _refused(args, "--model-prior-strength needs --retrain: without a promoted model there is no prior")
     folder, fmt = resolve_data(args)
     if not folder.exists():
         print(f"npo-bot evaluate: no data folder {folder} (pass --data or set ${DATA_ENV})", file=sys.stderr)
         return 2
-    if not folder.is_dir():
-        print(f"npo-bot evaluate: --data {folder} is a file, not a folder", file=sys.stderr)
+    if not folder.is_dir():  # the default folder (argparse refuses a --data that is no folder)
+        print(
+            f"npo-bot evaluate: {folder} is a file, not a data folder (pass --data or set ${DATA_ENV})", file=sys.stderr
+        )
         return 2
     try:
         engineers = EngineerConfig(noise=args.noise, skip_rate=args.skip_rate, adversarial=args.adversarial)
     except InvalidRecord as exc:
-        print(f"npo-bot evaluate: {exc}", file=sys.stderr)
-        return 2
+        return _refused(args, str(exc))
     if args.db is not None:
         if _inside(args.db, folder):
-            print(
-                f"npo-bot evaluate: --db {args.db} is inside the data folder {folder}, which is only read: "
-                "choose a folder outside it",
-                file=sys.stderr,
+            return _refused(
+                args,
+                f"--db {args.db} is inside the data folder {folder}, which is only read: choose a folder outside it",
             )
-            return 2
         problem = writable_folder(args.db, "--db")
         if problem is not None:
-            print(f"npo-bot evaluate: {problem}", file=sys.stderr)
-            return 2
+            return _refused(args, problem)
     try:
         dataset = read_dataset(folder, fmt, horizon_s=None if args.horizon is None else args.horizon * 60.0)
     except (DataError, InvalidRecord) as exc:

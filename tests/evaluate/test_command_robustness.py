@@ -45,6 +45,15 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
+def _usage_then_line(err: str) -> str:
+    """A refused option: the command's usage (as argparse prints it), then one line, which is returned."""
+    assert "Traceback" not in err, err
+    assert err.startswith("usage: npo-bot evaluate "), err
+    usage, _, rest = err.partition("\nnpo-bot evaluate: ")
+    assert all(line.startswith(" ") for line in usage.splitlines()[1:]), err  # the usage's continuation lines
+    return _one_line("npo-bot evaluate: " + rest)
+
+
 def _interrupt(*_: Any, **__: Any) -> Any:
     raise KeyboardInterrupt
 
@@ -137,7 +146,7 @@ def test_a_db_folder_that_cannot_be_created_is_refused_before_the_run(
     monkeypatch.setattr(bot.evaluate.runner, "predict", _interrupt)  # the run must not start
     db = Path("/proc/npo-evaluate-test/dbs")
     assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--db", str(db)]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = _usage_then_line(capsys.readouterr().err)
     assert line.startswith(f"npo-bot evaluate: --db {db}: cannot create the folder")
 
 
@@ -150,7 +159,7 @@ def test_a_db_folder_inside_the_data_folder_is_refused(
     before = sorted(p.relative_to(nab_dir) for p in nab_dir.rglob("*"))
     db = nab_dir / below
     assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--db", str(db)]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = _usage_then_line(capsys.readouterr().err)
     assert f"--db {db}" in line and "inside the data folder" in line
     assert sorted(p.relative_to(nab_dir) for p in nab_dir.rglob("*")) == before
 
@@ -160,8 +169,31 @@ def test_a_db_folder_inside_the_data_folder_is_refused(
 
 def test_data_that_is_a_file_is_a_usage_error(nab_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     windows = nab_dir / "windows.json"
-    assert main(["evaluate", "--data", str(windows), "--format", "nab"]) == 2
-    assert _one_line(capsys.readouterr().err) == f"npo-bot evaluate: --data {windows} is a file, not a folder"
+    assert _code(["--data", str(windows), "--format", "nab"]) == 2
+    line = _usage_then_line(capsys.readouterr().err)
+    assert line == f"npo-bot evaluate: error: argument --data: {windows} is a file, not a folder"
+
+
+def test_every_refused_option_is_the_usage_then_one_line(
+    nab_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the README has it: "a refused option: the command's usage, then that line" — also for the options
+    refused once the command line is parsed (a --data that is a file or names nothing, options that only together
+    are wrong, a --db folder inside the data or one that cannot be written), which printed the line alone."""
+    monkeypatch.setattr(bot.evaluate.runner, "predict", _interrupt)  # no run may start
+    cases = {
+        "a file": ["--data", str(nab_dir / "windows.json")],
+        "nothing": ["--data", str(tmp_path / "absent")],
+        "--model-prior-strength": ["--data", str(nab_dir), "--model-prior-strength", "3"],
+        "inside": ["--data", str(nab_dir), "--db", str(nab_dir / "dbs")],
+    }
+    if Path("/proc/self").is_dir():  # Linux /proc: a place no one can create a folder in
+        cases["cannot be created"] = ["--data", str(nab_dir), "--db", "/proc/npo-evaluate-test/dbs"]
+    for name, argv in cases.items():
+        assert _code(argv) == 2, name
+        captured = capsys.readouterr()
+        assert captured.out == "", name
+        _usage_then_line(captured.err)
 
 
 # --- exit codes -------------------------------------------------------------------------------------------------

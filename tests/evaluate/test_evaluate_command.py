@@ -87,8 +87,9 @@ def test_table_and_errors(nab_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert "| ablation: loop with τ = 0.5 |" in printed
     (surface_all,) = [line for line in printed.splitlines() if line.startswith("| surface everything |")]
     assert surface_all.endswith("| — |")  # it has no threshold
-    assert main(["evaluate", "--data", str(tmp_path / "absent")]) == 2
-    assert "no data folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a --data that names nothing is refused with the usage
+        main(["evaluate", "--data", str(tmp_path / "absent")])
+    assert "argument --data: no such folder" in capsys.readouterr().err
     (nab_dir / "windows.json").unlink()
     assert main(["evaluate", "--data", str(nab_dir), "--format", "nab"]) == 1  # the data are refused
     assert "windows.json: missing" in capsys.readouterr().err
