@@ -13,7 +13,7 @@ from bot.db_cli import add_db_parser, run_db
 from bot.demo.cli import add_demo_parser, run_demo
 from bot.evaluate.cli import add_evaluate_parser, output_folder, run_evaluate, seed_number, writable_folder
 from bot.jobs.cli import add_report_parser, run_report
-from bot.output import print_result, run_printing
+from bot.output import counted, print_result, run_printing
 from bot.policy_cli import add_policy_parser, run_policy
 from npo import __version__
 
@@ -213,7 +213,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.quiet:
         return 0
     return print_result(
-        f"{args.episodes} episodes × {args.seeds} seeds in {elapsed:.1f} s; "
+        f"{args.episodes} episodes × {counted(args.seeds, 'seed')} in {elapsed:.1f} s; "
         f"drift at episode {result.drift_episode}; best fixed τ in hindsight: {result.best_fixed}\n"
         f"{table(result)}\n"
         f"\nwrote {args.out / 'metrics.json'}" + ("" if args.no_plots else " and PNG plots"),

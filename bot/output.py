@@ -23,6 +23,12 @@ SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose rea
 WRITE_FAILED_EXIT = 1
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun`` for a line a command prints, the noun in the plural unless ``n`` is 1: ``1 answer``,
+    ``0 answers``, ``2 answers``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 class Writer(Protocol):
     """Where :func:`write_result` lets a command write its output (a text stream's ``write``)."""
 

@@ -143,7 +143,9 @@ class _Stops:
 
 def how_it_stops(minutes: float | None, count: int | None) -> str:
     """The progress line's ending: what ends the run (``--minutes``, ``--count``, else only Ctrl-C)."""
-    limits = ([f"{minutes:g} min"] if minutes else []) + ([f"{count} predictions"] if count else [])
+    limits = ([f"{minutes:g} min"] if minutes else []) + (
+        [f"{count} prediction{'' if count == 1 else 's'}"] if count else []
+    )
     return f"stops after {' or '.join(limits)}, or on Ctrl-C" if limits else "Ctrl-C stops it"
 
 

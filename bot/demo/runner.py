@@ -26,6 +26,7 @@ from bot.demo.policy import DEMO_POLICY_TOML
 from bot.demo.scenarios import ENGINEERS, BuiltinStream, Noise, ReplayStream, StreamItem
 from bot.demo.surfacing import Decided, surfacing
 from bot.ingest.replay import UnreadableFile
+from bot.output import counted
 from bot.serve import ServerThread
 from bot.standin import StandIn
 from npo.policy import PolicyError
@@ -292,8 +293,10 @@ class Demo:
             return []
         end = self.ended_at or time.time()
         elapsed = end - self.started_at
-        lines = [f"ran {int(elapsed // 60)}:{int(elapsed % 60):02d}; {self.ledger.sent} predictions sent"]
-        if self.ledger.duplicates:  # with --resume, a replayed file's predictions already decided in an earlier run
+        lines = [f"ran {int(elapsed // 60)}:{int(elapsed % 60):02d}; {counted(self.ledger.sent, 'prediction')} sent"]
+        if self.ledger.duplicates == 1:  # with --resume, a replayed file's predictions already decided in a run before
+            lines[0] += " (1 more was a duplicate of one already decided)"
+        elif self.ledger.duplicates:
             lines[0] += f" ({self.ledger.duplicates} more were duplicates of ones already decided)"
         with self.ledger.lock:
             sent = [(pid, str(item.prediction.get("fault_type", ""))) for pid, item in self.ledger.items.items()]
@@ -309,7 +312,7 @@ class Demo:
             f"{sum(1 for d in decided if d.verdict == v)} {v}" for v in ("surface", "suppress", "block", "digest")
         )
         answers = _answers(counts) - self._answers_before
-        lines[0] += f" ({verdicts}); {answers} answers stored"
+        lines[0] += f" ({verdicts}); {counted(answers, 'answer')} stored"
         if self.engineers is not None:
             lines[0] += f" ({self.engineers.clicks} by simulated engineers)"
         shown = " → ".join("–" if q.loss is None else f"{q.loss:.3f}" for q in quarters)

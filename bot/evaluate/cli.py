@@ -276,9 +276,10 @@ def _short_series_note(dataset: Dataset, min_history_s: float) -> str | None:
         return None
     named = ", ".join(f"{s.name} ({(s.times[-1] - s.times[0]) / 3600:.1f} h)" for s in short[:5])
     more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+    span, them = ("spans", "it") if len(short) == 1 else ("span", "them")
     return (
-        f"note: {len(short)} of {len(dataset.series)} series span less than the {min_history_s / 3600:g} h of "
-        f"history the predictor needs before its first prediction, so nothing is predicted on them: {named}{more}"
+        f"note: {len(short)} of {len(dataset.series)} series {span} less than the {min_history_s / 3600:g} h of "
+        f"history the predictor needs before its first prediction, so nothing is predicted on {them}: {named}{more}"
     )
 
 

@@ -293,7 +293,8 @@ def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
     span = f"{report.since:%Y-%m-%d %H:%M} – {report.until:%Y-%m-%d %H:%M} {report.until.tzname()}"
     lines = [f"NPO weekly summary · {span}", ""]
     lines.append(
-        f"L_align (mean feedback code, lower is better): {_num(report.loss, '.3f')} over {report.answers} answers"
+        f"L_align (mean feedback code, lower is better): {_num(report.loss, '.3f')} over {report.answers} "
+        f"answer{'' if report.answers == 1 else 's'}"
     )
     for d in report.days:
         lines.append(

@@ -56,6 +56,11 @@ def test_a_recovery_some_seeds_never_made_is_not_reported_as_measured(
     assert metrics["conditions"]["full"]["recovered"] == {"mean": 0.0, "ci95": [0.0, 0.0]}
 
 
+def test_one_seed_is_counted_in_the_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--episodes", "10", "--seeds", "1", "--no-plots", "--out", str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.startswith("10 episodes × 1 seed in ")
+
+
 def test_metrics_json_is_strict_json(tmp_path: Path) -> None:
     """NaN (e.g. precision when nothing was surfaced) must be written as null, not as a bare NaN token."""
     out = tmp_path / "tiny"

@@ -242,6 +242,29 @@ def test_a_resumed_replay_of_the_same_file_says_its_predictions_were_duplicates(
     assert "0 predictions sent (3 more were duplicates of ones already decided)" in summaries[1], summaries[1]
 
 
+def test_the_summary_counts_one_prediction_one_answer_and_one_duplicate_in_the_singular(tmp_path: Path) -> None:
+    """The summary said "1 predictions sent", "1 answers stored" and "1 more were duplicates"."""
+    db, feed = tmp_path / "one.db", tmp_path / "feed.jsonl"
+    feed.write_text(
+        '{"id": "f0", "fault_type": "disk_failure", "target": "r1-n0", "action": "investigate", "confidence": 0.9}\n',
+        encoding="utf-8",
+    )
+    options = DemoOptions(port=0, db=db, replay=feed, count=1, rate_per_min=600)
+    demo = Demo(options, say=lambda _: None)
+    demo.start()
+    try:
+        demo.run_until_done()
+    finally:
+        demo.stop()
+    with SQLiteStore(db, LoopConfig()) as store, store.transaction() as tx:  # one answer, as a click stores it
+        record_feedback(tx, FeedbackEvent("f0", "U0SOMEONE", FeedbackKind.LIKE, time.time(), "r1"), config=store.config)
+    first = demo.summary()[0]
+    assert "; 1 prediction sent (" in first and "; 1 answer stored" in first, first
+    resumed = _run_then_resume(options)[1]  # the same file again: its one prediction is a duplicate
+    assert "0 predictions sent (1 more was a duplicate of one already decided)" in resumed, resumed
+    assert how_it_stops(None, 1) == "stops after 1 prediction, or on Ctrl-C"
+
+
 def test_a_counted_run_without_engineers_ends_when_the_last_prediction_is_sent(tmp_path: Path) -> None:
     """``--count 1`` at one prediction a minute: the one is sent at once, and the run ends then, not a minute
     later (the feed's next tick)."""

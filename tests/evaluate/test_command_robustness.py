@@ -234,6 +234,16 @@ def test_series_shorter_than_the_predictors_warm_up_are_named_on_stderr(
     assert "Traceback" not in captured.err
 
 
+def test_one_short_series_is_named_in_the_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = write_nab(tmp_path / "nab")  # two series of 4 days
+    quiet = folder / "hosts" / "quiet_metric.csv"
+    quiet.write_text("".join(quiet.read_text(encoding="utf-8").splitlines(keepends=True)[:201]), encoding="utf-8")
+    assert main(["evaluate", "--data", str(folder), "--seeds", "1", "--json", "--quiet"]) == 0
+    line = _one_line(capsys.readouterr().err)
+    assert "note: 1 of 2 series spans less than the 24 h of history" in line, line
+    assert line.endswith("so nothing is predicted on it: hosts/quiet_metric (16.6 h)"), line
+
+
 def test_series_long_enough_print_no_note(nab_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--json"]) == 0
     assert capsys.readouterr().err == ""

@@ -440,6 +440,7 @@ def test_report_command_with_db_reads_npo_timezone(
     out = capsys.readouterr().out
     assert out.startswith("NPO weekly summary · 2025-03-17 09:00 – 2025-03-24 09:00 CET")
     assert "Wed 2025-03-19  1.000  (1 answer)" in out
+    assert "lower is better): 1.000 over 1 answer\n" in out  # one answer, in the singular
     # --timezone still wins; without any setting the zone is UTC
     assert run_report(_report_args("--db", str(db_path), "--timezone", "UTC"), now=MONDAY_SLOT) == 0
     assert capsys.readouterr().out.startswith("NPO weekly summary · 2025-03-17 08:00 – 2025-03-24 08:00 UTC")
