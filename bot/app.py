@@ -60,6 +60,7 @@ def build_store(settings: Settings, policy: Policy) -> SQLiteStore:
         settings.db_path,
         loop_config(settings),
         disruptive_actions=policy.blast_radius.disruptive_actions,
+        stale_after_s=policy.blast_radius.stale_after_seconds,
         synchronous=settings.db_synchronous,
     )
 

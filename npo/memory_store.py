@@ -17,7 +17,7 @@ from npo.alignment import AlignmentSample
 from npo.bandit import ThresholdBandit
 from npo.loop_types import SYSTEM_OPERATOR, AppliedFeedback, LoopConfig
 from npo.misalignment import KeyAlignment
-from npo.policy_base import DEFAULT_DISRUPTIVE_ACTIONS, name_key
+from npo.policy_base import DEFAULT_DISRUPTIVE_ACTIONS, DEFAULT_STALE_AFTER_SECONDS, name_key
 from npo.policy_types import PolicyContext
 from npo.retrain import LogisticModel
 from npo.store_protocol import decision_audit_detail
@@ -45,9 +45,10 @@ class _State:
     # The Safety Policy's view of the world, kept as the SQLite store reads it from its tables
     # (storage/tx_decisions.py, SQLiteTransaction.policy_context), so both stores decide alike:
     # open disruptive recommendations: prediction → cluster (surfaced or digest, action disruptive, no outcome yet),
-    # and their number per cluster
+    # and per cluster, prediction → its predicted fault time (decided_at + time_to_fault_s; the SQLite store's
+    # recommendations.due_at): one counts until it is stale_after_s past it
     open_disruptive: dict[str, str] = field(default_factory=dict)
-    active_disruptive: dict[str, int] = field(default_factory=dict)
+    active_disruptive: dict[str, dict[str, float]] = field(default_factory=dict)
     # channel → decided_at of its surfaced (not digest) decisions, ascending
     surfaced_at: dict[str, list[float]] = field(default_factory=dict)
     # "key:<scenario key>" / "target:<target>" → (prediction, operator) → at: the effective overrides counted with
@@ -82,10 +83,17 @@ class InMemoryTransaction:
     """A transaction over :class:`InMemoryStore`: writes go to the live state and an undo log replays them
     backwards if the transaction fails, so a failed step changes nothing."""
 
-    def __init__(self, state: _State, config: LoopConfig, disruptive_actions: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        state: _State,
+        config: LoopConfig,
+        disruptive_actions: frozenset[str] = frozenset(),
+        stale_after_s: float = DEFAULT_STALE_AFTER_SECONDS,
+    ) -> None:
         self._s = state
         self._config = config
         self._disruptive = disruptive_actions  # name_key'd, as InMemoryStore keeps them
+        self._stale_after_s = stale_after_s
         self._undo: list[Callable[[], None]] = []
 
     def _remember(self, mapping: dict[Any, Any], key: Any) -> None:
@@ -128,7 +136,7 @@ class InMemoryTransaction:
         if decision.verdict is Verdict.SURFACE:
             self._count_surfaced(channel, decision.decided_at)
         if decision.surfaced and name_key(prediction.action) in self._disruptive:
-            self._open_disruptive(pid, prediction.cluster)
+            self._open_disruptive(pid, prediction.cluster, decision.decided_at + (prediction.time_to_fault_s or 0.0))
         self.audit("decision", pid, decision_audit_detail(decision), decision.decided_at)
 
     def _count_surfaced(self, channel: str, at: float) -> None:
@@ -146,12 +154,16 @@ class InMemoryTransaction:
 
         self._undo.append(undo)
 
-    def _open_disruptive(self, prediction_id: str, cluster: str) -> None:
+    def _open_disruptive(self, prediction_id: str, cluster: str, due_at: float) -> None:
         s = self._s
         self._remember(s.open_disruptive, prediction_id)
         s.open_disruptive[prediction_id] = cluster
-        self._remember(s.active_disruptive, cluster)
-        s.active_disruptive[cluster] = s.active_disruptive.get(cluster, 0) + 1
+        entries = s.active_disruptive.get(cluster)
+        if entries is None:
+            self._remember(s.active_disruptive, cluster)
+            entries = s.active_disruptive[cluster] = {}
+        self._remember(entries, prediction_id)
+        entries[prediction_id] = due_at
 
     def _resolve(self, prediction_id: str) -> None:
         """An outcome resolves the prediction's recommendation: it no longer counts against its cluster."""
@@ -161,8 +173,9 @@ class InMemoryTransaction:
             return
         self._remember(s.open_disruptive, prediction_id)
         del s.open_disruptive[prediction_id]
-        self._remember(s.active_disruptive, cluster)
-        s.active_disruptive[cluster] -= 1
+        entries = s.active_disruptive[cluster]
+        self._remember(entries, prediction_id)
+        del entries[prediction_id]
 
     def get_prediction(self, prediction_id: str) -> Prediction | None:
         return self._s.predictions.get(prediction_id)
@@ -173,13 +186,18 @@ class InMemoryTransaction:
     def policy_context(self, prediction: Prediction, key: str, channel: str, now: float) -> PolicyContext:
         """The guardrails' view of the world for this prediction, with the same maps and counts as
         :meth:`storage.store.SQLiteTransaction.policy_context`: open disruptive recommendations (surfaced or digest,
-        action in the store's ``disruptive_actions`` compared by :func:`npo.policy.name_key`, no outcome yet) in the
-        prediction's cluster; the last override of its key and of its target that is still someone's effective
-        answer and was counted with a trust weight above zero; recommendations surfaced (not digested) in
-        ``channel`` after now − 1 h, those stamped later than ``now`` included."""
+        action in the store's ``disruptive_actions`` compared by :func:`npo.policy.name_key`, no outcome yet, not
+        stale: predicted fault time after now − ``stale_after_s``) in the prediction's cluster; the last override of
+        its key and of its target that is still someone's effective answer and was counted with a trust weight above
+        zero; recommendations surfaced (not digested) in ``channel`` after now − 1 h, those stamped later than
+        ``now`` included."""
         s = self._s
         cluster = prediction.cluster
-        active = {cluster: s.active_disruptive.get(cluster, 0)} if self._disruptive else {}
+        active: dict[str, int] = {}
+        if self._disruptive:
+            entries = s.active_disruptive.get(cluster)
+            since = now - self._stale_after_s
+            active[cluster] = sum(1 for due_at in entries.values() if due_at > since) if entries else 0
         overrides: dict[str, float] = {}
         for subject in (f"key:{key}", f"target:{prediction.target}"):
             at = s.last_override.get(subject)
@@ -399,22 +417,28 @@ class InMemoryStore:
     log when the block raises. The Safety Policy sees the same world as with the SQLite store
     (:meth:`InMemoryTransaction.policy_context`); ``disruptive_actions`` are the actions whose open
     recommendations count against a cluster's blast radius, as ``SQLiteStore``'s argument of that name (pass the
-    policy's ``blast_radius.disruptive_actions``).
+    policy's ``blast_radius.disruptive_actions``), and one stops counting ``stale_after_s`` after its predicted
+    fault time, as ``SQLiteStore``'s (pass the policy's ``blast_radius.stale_after_seconds``).
     """
 
     def __init__(
-        self, config: LoopConfig | None = None, *, disruptive_actions: Iterable[str] = DEFAULT_DISRUPTIVE_ACTIONS
+        self,
+        config: LoopConfig | None = None,
+        *,
+        disruptive_actions: Iterable[str] = DEFAULT_DISRUPTIVE_ACTIONS,
+        stale_after_s: float = DEFAULT_STALE_AFTER_SECONDS,
     ) -> None:
         self.config = config or LoopConfig()
         self.disruptive_actions = tuple(dict.fromkeys(name_key(a) for a in disruptive_actions))
         self._disruptive = frozenset(self.disruptive_actions)
+        self.stale_after_s = float(stale_after_s)
         self._state = _State(bandit=ThresholdBandit(self.config.bandit))
         self._lock = threading.Lock()
 
     @contextmanager
     def transaction(self) -> Iterator[InMemoryTransaction]:
         with self._lock:
-            tx = InMemoryTransaction(self._state, self.config, self._disruptive)
+            tx = InMemoryTransaction(self._state, self.config, self._disruptive, self.stale_after_s)
             try:
                 yield tx
             except BaseException:

@@ -32,6 +32,7 @@ from npo.policy_base import (
     DEFAULT_DISRUPTIVE_ACTIONS,
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_PER_HOUR,
+    DEFAULT_STALE_AFTER_SECONDS,
     RULE_ALLOWED_ACTIONS,
     RULE_BLAST_RADIUS,
     RULE_CHANNEL_HOURLY_CAP,
@@ -70,6 +71,7 @@ __all__ = [
     "DEFAULT_MAX_PER_HOUR",
     "DEFAULT_POLICY",
     "DEFAULT_POLICY_TEXT",
+    "DEFAULT_STALE_AFTER_SECONDS",
     "RULE_ALLOWED_ACTIONS",
     "RULE_BLAST_RADIUS",
     "RULE_CHANNEL_HOURLY_CAP",
@@ -137,14 +139,19 @@ utc_offset = "+00:00"
 [rules.deny_targets]
 patterns = []
 
-# Blast radius: a disruptive action is blocked while its cluster already has max_concurrent open (surfaced,
-# unresolved) disruptive recommendations. The cluster is the prediction's "cluster" label, else the first
-# non-empty dash/dot segment of its target ("r12-n04" -> "r12"). Actions are compared without surrounding
-# blanks and without case ("Drain" is disruptive too). max_concurrent is a positive integer; an empty
-# disruptive_actions list turns the rule off. Defaults shown.
+# Blast radius: a disruptive action is blocked while its cluster already has max_concurrent open disruptive
+# recommendations. The cluster is the prediction's "cluster" label, else the first non-empty dash/dot segment of
+# its target ("r12-n04" -> "r12"). Actions are compared without surrounding blanks and without case ("Drain" is
+# disruptive too). max_concurrent is a positive integer; an empty disruptive_actions list turns the rule off.
+# A recommendation is open from when it is surfaced (or digested) until it is closed (its outcome is recorded, or
+# its Alertmanager alert resolves) or stale: stale_after_seconds (a positive number) after its predicted fault
+# time, which is when it was surfaced plus the prediction's time_to_fault_s (when it was surfaced, if the
+# prediction gives no time to fault). So a team that reports no outcomes does not have its clusters blocked for
+# good. A change of disruptive_actions or stale_after_seconds needs a restart (a reload refuses it). Defaults shown.
 [rules.blast_radius]
 max_concurrent = 2
 disruptive_actions = ["drain", "reboot", "reimage", "power_cycle", "failover"]
+stale_after_seconds = 86400
 
 # Freeze windows: inside a window nothing is surfaced (or, with `actions`, only those actions are held back)
 # unless the prediction's severity is listed in allow_severities. Default: no windows. Two forms:

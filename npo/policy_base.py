@@ -38,6 +38,10 @@ RULE_NAMES: tuple[str, ...] = (
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_DISRUPTIVE_ACTIONS: tuple[str, ...] = ("drain", "reboot", "reimage", "power_cycle", "failover")
 DEFAULT_MAX_CONCURRENT = 2
+#: Seconds after its predicted fault time (when it was surfaced plus the prediction's ``time_to_fault_s``, or when it
+#: was surfaced if the prediction gives none) after which a recommendation nobody closed stops counting as open for
+#: the blast radius: a day.
+DEFAULT_STALE_AFTER_SECONDS = 86400.0
 DEFAULT_COOLDOWN_SECONDS = 3600.0
 DEFAULT_COOLDOWN_SCOPE: CooldownScope = "both"
 DEFAULT_MAX_PER_HOUR = 20
@@ -85,6 +89,16 @@ def _non_negative_seconds(name: str, value: object) -> float:
         raise InvalidRecord(name, "must be a non-negative number of seconds, got an integer too large") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidRecord(name, f"must be a non-negative number of seconds, got {value!r}")
+    return seconds
+
+
+def _positive_seconds(name: str, value: object) -> float:
+    try:
+        seconds = _non_negative_seconds(name, value)
+    except InvalidRecord as exc:
+        raise InvalidRecord(name, exc.message.replace("a non-negative", "a positive", 1)) from None
+    if seconds == 0:
+        raise InvalidRecord(name, f"must be a positive number of seconds, got {value!r}")
     return seconds
 
 

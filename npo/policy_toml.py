@@ -74,6 +74,7 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
             "blast_radius": {
                 "max_concurrent": policy.blast_radius.max_concurrent,
                 "disruptive_actions": list(policy.blast_radius.disruptive_actions),
+                "stale_after_seconds": policy.blast_radius.stale_after_seconds,
             },
             "freeze_windows": windows,
             "override_cooldown": {
@@ -92,7 +93,7 @@ _TOP_LEVEL_FIELDS = ("version", "name", "utc_offset", "timezone", "rules")
 _RULE_FIELDS: dict[str, tuple[str, ...]] = {
     "allowed_actions": (),  # free-form: fault type -> actions
     "deny_targets": ("patterns", "actions"),
-    "blast_radius": ("max_concurrent", "disruptive_actions"),
+    "blast_radius": ("max_concurrent", "disruptive_actions", "stale_after_seconds"),
     "freeze_windows": ("name", "start", "end", "days", "utc_offset", "timezone", "allow_severities", "actions"),
     "override_cooldown": ("seconds", "scope"),
     "channel_hourly_cap": ("max_per_hour",),

@@ -19,12 +19,14 @@ from npo.policy_base import (
     DEFAULT_DISRUPTIVE_ACTIONS,
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_PER_HOUR,
+    DEFAULT_STALE_AFTER_SECONDS,
     SUPPORTED_VERSION,
     CooldownScope,
     PolicyOutcome,
     _name_problem,
     _non_negative_seconds,
     _positive_int,
+    _positive_seconds,
     _text,
     _text_tuple,
     _type_name,
@@ -37,14 +39,24 @@ _COOLDOWN_SCOPES: tuple[str, ...] = ("key", "target", "both")
 
 @dataclass(frozen=True, slots=True)
 class BlastRadiusRule:
-    """At most ``max_concurrent`` open disruptive recommendations per cluster; empty actions = rule off."""
+    """At most ``max_concurrent`` open disruptive recommendations per cluster; empty actions = rule off.
+
+    A recommendation is open from when it is surfaced (or digested) until it is closed (an outcome, a resolved
+    alert) or stale: ``stale_after_seconds`` after its predicted fault time (surfaced + the prediction's
+    ``time_to_fault_s``; surfaced, when the prediction gives none). The stores count them
+    (``PolicyContext.active_disruptive_by_cluster``) with the ``disruptive_actions`` and ``stale_after_seconds``
+    they are built with."""
 
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
     disruptive_actions: tuple[str, ...] = DEFAULT_DISRUPTIVE_ACTIONS
+    stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS
     disruptive_keys: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)  # name_key
 
     def __post_init__(self) -> None:
         _positive_int("max_concurrent", self.max_concurrent)
+        object.__setattr__(
+            self, "stale_after_seconds", _positive_seconds("stale_after_seconds", self.stale_after_seconds)
+        )
         object.__setattr__(self, "disruptive_actions", _text_tuple("disruptive_actions", self.disruptive_actions))
         object.__setattr__(self, "disruptive_keys", frozenset(name_key(a) for a in self.disruptive_actions))
 
@@ -188,9 +200,9 @@ class Policy:
 class PolicyContext:
     """A snapshot of the state the rules need, supplied by the caller.
 
-    ``now`` is Unix seconds (UTC). ``active_disruptive_by_cluster``: open (surfaced, unresolved) disruptive
-    recommendations per cluster. ``last_override_at``: Unix seconds of the last override, keyed
-    ``"key:<scenario key>"`` and ``"target:<target>"`` in one map. ``surfaced_last_hour_by_channel``:
+    ``now`` is Unix seconds (UTC). ``active_disruptive_by_cluster``: open (surfaced, neither closed nor stale: see
+    :class:`BlastRadiusRule`) disruptive recommendations per cluster. ``last_override_at``: Unix seconds of the last
+    override, keyed ``"key:<scenario key>"`` and ``"target:<target>"`` in one map. ``surfaced_last_hour_by_channel``:
     recommendations surfaced per channel in the last hour. Missing entries count as zero / never.
     """
 

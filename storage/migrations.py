@@ -38,6 +38,9 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
     process died mid-run: such a claim can be taken over once stale, so the slot is not lost).
 15. ``m015_prediction_aliases``: ``prediction_aliases``, the id of each prediction found a duplicate by fingerprint
     (not stored) → the prediction it duplicated, so the same id sent again later, or its outcome, finds that one.
+16. ``m016_recommendation_due``: ``recommendations.due_at``, the predicted fault time, after which (plus the
+    policy's ``stale_after_seconds``) an open recommendation stops counting toward the blast radius; the index of
+    open recommendations by cluster and action is rebuilt with it.
 
 ``storage/README.md`` says why each one was made, with the figures.
 """
@@ -869,6 +872,24 @@ def m015_prediction_aliases(db: Database) -> None:
         "SELECT subject, json_extract(detail, '$.first') FROM audit_events WHERE kind = 'duplicate_prediction' "
         "AND json_extract(detail, '$.first') IS NOT NULL AND subject != json_extract(detail, '$.first') "
         "AND subject NOT IN (SELECT prediction_id FROM decisions) ORDER BY id"
+    )
+
+
+@MIGRATIONS(name="m016_recommendation_due")
+def m016_recommendation_due(db: Database) -> None:
+    """An open recommendation nobody closed (no outcome, no resolved alert) counted against its cluster's blast
+    radius for good, so a team that reports no outcomes ended up with every disruptive action blocked. It now stops
+    counting ``blast_radius.stale_after_seconds`` after its predicted fault time: ``recommendations.due_at`` is that
+    time (``surfaced_at`` plus the prediction's ``time_to_fault_s``, or ``surfaced_at`` when it gave none), filled
+    for the rows stored before, and ``recommendations_open_by_cluster`` is rebuilt on ``(cluster, lower(action),
+    due_at)`` so the count seeks only the recommendations that are not stale."""
+    db.executescript(
+        "ALTER TABLE recommendations ADD COLUMN due_at REAL;"
+        "UPDATE recommendations SET due_at = surfaced_at + COALESCE((SELECT d.time_to_fault_s FROM decisions d "
+        "WHERE d.prediction_id = recommendations.prediction_id), 0);"
+        "DROP INDEX recommendations_open_by_cluster;"
+        "CREATE INDEX recommendations_open_by_cluster ON recommendations (cluster, lower(action), due_at) "
+        "WHERE resolved_at IS NULL;"
     )
 
 

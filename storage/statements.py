@@ -17,8 +17,8 @@ INSERT_DECISION = (
 )
 _NEXT = f"({NEXT_AUDIT_ID})"
 INSERT_RECOMMENDATION = (
-    "INSERT INTO recommendations (prediction_id, verdict, channel, key, target, action, cluster, surfaced_at) "
-    "VALUES (?,?,?,?,?,?,?,?)"
+    "INSERT INTO recommendations (prediction_id, verdict, channel, key, target, action, cluster, surfaced_at, due_at) "
+    "VALUES (?,?,?,?,?,?,?,?,?)"
 )
 INSERT_OUTBOX = (
     "INSERT INTO outbox (prediction_id, channel, kind, payload, next_attempt_at, created_at) VALUES (?,?,?,?,?,?)"
@@ -107,7 +107,9 @@ def statements_for(n_arms: int, n_disruptive: int) -> Statements:
         f"{arm_joins}"
     )
     marks = ", ".join("?" * n_disruptive)
+    # Parameters: the cluster, the disruptive actions, then now − stale_after_s (the recommendations not stale).
     open_disruptive = (
-        f"SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL AND lower(action) IN ({marks})"
+        "SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL "
+        f"AND lower(action) IN ({marks}) AND due_at > ?"
     )
     return Statements(prefetch=prefetch, open_disruptive=open_disruptive)

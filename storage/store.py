@@ -47,7 +47,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from npo.loop import DecideResult, LoopConfig, decide_batch
-from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, Policy, name_key
+from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, DEFAULT_STALE_AFTER_SECONDS, Policy, name_key
 from npo.types import Prediction
 from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect
 from storage.errors import StorageBusy, StorageError
@@ -97,7 +97,7 @@ class _Scope:
         except BaseException:
             store._write_lock.release()
             raise
-        tx = SQLiteTransaction(conn, store.config, store.disruptive_actions, local, cursor)
+        tx = SQLiteTransaction(conn, store.config, store.disruptive_actions, local, cursor, store.stale_after_s)
         local.tx = self._tx = tx
         return tx
 
@@ -152,10 +152,12 @@ class SQLiteStore(StoreOutbox, StoreReads):
 
     ``config``: the loop configuration (its bandit thresholds must match the stored arms).
     ``disruptive_actions``: actions counted as open disruptive recommendations by the policy context (pass the
-    policy's ``blast_radius.disruptive_actions``). ``synchronous``: ``"NORMAL"`` (survives process crashes) or
-    ``"FULL"`` (also power loss). ``busy_timeout_s``: how long one ``BEGIN IMMEDIATE`` waits for another
-    process's write lock; ``lock_retries``: how many more times it is tried (with exponential backoff) before
-    :class:`StorageBusy`. ``migrate``: apply pending migrations on open (otherwise the schema must be current).
+    policy's ``blast_radius.disruptive_actions``); ``stale_after_s``: seconds after its predicted fault time such
+    a recommendation stops counting (pass the policy's ``blast_radius.stale_after_seconds``). ``synchronous``:
+    ``"NORMAL"`` (survives process crashes) or ``"FULL"`` (also power loss). ``busy_timeout_s``: how long one
+    ``BEGIN IMMEDIATE`` waits for another process's write lock; ``lock_retries``: how many more times it is tried
+    (with exponential backoff) before :class:`StorageBusy`. ``migrate``: apply pending migrations on open
+    (otherwise the schema must be current).
 
     Thread-safe: each thread gets its own connection (kept until :meth:`close` or the thread ends).
 
@@ -169,6 +171,7 @@ class SQLiteStore(StoreOutbox, StoreReads):
         config: LoopConfig | None = None,
         *,
         disruptive_actions: Iterable[str] = DEFAULT_DISRUPTIVE_ACTIONS,
+        stale_after_s: float = DEFAULT_STALE_AFTER_SECONDS,
         synchronous: Synchronous = "NORMAL",
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         lock_retries: int = 3,
@@ -178,6 +181,7 @@ class SQLiteStore(StoreOutbox, StoreReads):
         self.config = config or LoopConfig()
         # compared as the policy compares them (npo.policy.name_key = SQLite's lower(); the index is on it)
         self.disruptive_actions = tuple(dict.fromkeys(name_key(a) for a in disruptive_actions))
+        self.stale_after_s = float(stale_after_s)
         self.synchronous: Synchronous = synchronous
         self.busy_timeout_s = busy_timeout_s
         self.lock_retries = lock_retries

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 from npo.loop import LoopConfig
+from npo.policy import DEFAULT_STALE_AFTER_SECONDS
 from storage.statements import statements_for
 from storage.tx_base import MISSING, Snapshot, SnapshotHolder
 from storage.tx_batches import TxBatches
@@ -34,6 +35,7 @@ class SQLiteTransaction(TxBatches, TxFeedback, TxLearning, TxMonitor):
         disruptive_actions: tuple[str, ...],
         holder: SnapshotHolder | None = None,
         cursor: sqlite3.Cursor | None = None,
+        stale_after_s: float = DEFAULT_STALE_AFTER_SECONDS,
     ) -> None:
         # Each attribute is declared, and explained, in storage.tx_base.TxBase.
         self._c = conn
@@ -48,6 +50,7 @@ class SQLiteTransaction(TxBatches, TxFeedback, TxLearning, TxMonitor):
         self._adopted = None
         self._config = config
         self._disruptive = disruptive_actions
+        self._stale_after_s = stale_after_s
         self._sql = statements_for(config.bandit.n_arms, len(disruptive_actions))
         self._keys = {}
         self._trust = {}

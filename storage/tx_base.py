@@ -116,6 +116,7 @@ class TxBase:
     _adopted: Snapshot | None  # the snapshot this transaction continues, if any
     _config: LoopConfig
     _disruptive: tuple[str, ...]  # the store's disruptive actions
+    _stale_after_s: float  # seconds after its due_at an open recommendation stops counting toward the blast radius
     _sql: Statements  # the statements of this configuration
     _keys: dict[str, KeyAlignment]
     _trust: dict[str, OperatorTrust | None]

@@ -145,9 +145,11 @@ class TxBatches(TxDecisions):
             active = dict(
                 self._in_chunks(
                     "SELECT cluster, COUNT(*) FROM recommendations WHERE resolved_at IS NULL AND lower(action) IN "
-                    f"({','.join('?' * len(self._disruptive))}) AND cluster IN ({{marks}}) GROUP BY cluster",
+                    f"({','.join('?' * len(self._disruptive))}) AND due_at > ? AND cluster IN ({{marks}}) "
+                    "GROUP BY cluster",
                     [p.cluster for p in predictions],
                     *self._disruptive,
+                    now - self._stale_after_s,
                 )
             )
         overrides: dict[str, float] = {}
@@ -229,6 +231,7 @@ class TxBatches(TxDecisions):
                         prediction.action,
                         cluster,
                         at,
+                        at + (prediction.time_to_fault_s or 0.0),
                     )
                 )
                 outbox.append(

@@ -63,6 +63,7 @@ class TxDecisions(TxBase):
                     prediction.action,
                     prediction.cluster,
                     decision.decided_at,
+                    decision.decided_at + (prediction.time_to_fault_s or 0.0),
                 ),
             )
             kind = "recommendation" if decision.verdict.value == "surface" else "digest_item"
@@ -84,7 +85,8 @@ class TxDecisions(TxBase):
         """The guardrails' view of the world for this prediction, computed from the database:
 
         open disruptive recommendations (surfaced or digest, no outcome yet, action in the store's
-        ``disruptive_actions``) in the prediction's cluster; the last *effective* override of its key and of its
+        ``disruptive_actions``, not stale: predicted fault time ``due_at`` after now − ``stale_after_s``) in the
+        prediction's cluster; the last *effective* override of its key and of its
         target that starts a cooldown (:data:`~storage.statements.STARTS_COOLDOWN`); recommendations surfaced (not
         digested) in ``channel`` after now − 1 h — those stamped later than ``now`` included: another process that
         read its clock after this one but took the write lock first, or this host's clock stepped back, must not
@@ -93,7 +95,8 @@ class TxDecisions(TxBase):
         cluster = prediction.cluster
         active: dict[str, int] = {}
         if self._disruptive:
-            active[cluster] = int(self._one(self._sql.open_disruptive, (cluster, *self._disruptive))[0])
+            since = now - self._stale_after_s
+            active[cluster] = int(self._one(self._sql.open_disruptive, (cluster, *self._disruptive, since))[0])
         overrides: dict[str, float] = {}
         by_key = self._one(
             f"SELECT MAX(f.at) FROM feedback f WHERE f.key = ? AND {STARTS_COOLDOWN} AND {IS_EFFECTIVE}",

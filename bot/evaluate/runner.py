@@ -135,15 +135,16 @@ def tau_label(t: float) -> str:
 
 def _store(settings: EvaluationSettings, config: LoopConfig, label: str) -> AbstractContextManager[LoopStore]:
     disruptive = settings.policy.blast_radius.disruptive_actions
+    stale_after_s = settings.policy.blast_radius.stale_after_seconds
     if settings.db_dir is None:
-        return nullcontext(InMemoryStore(config, disruptive_actions=disruptive))
+        return nullcontext(InMemoryStore(config, disruptive_actions=disruptive, stale_after_s=stale_after_s))
     from storage.store import SQLiteStore  # noqa: PLC0415 - only with --db
 
     settings.db_dir.mkdir(parents=True, exist_ok=True)
     path = settings.db_dir / f"evaluate-{label}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return SQLiteStore(path, config, disruptive_actions=disruptive)
+    return SQLiteStore(path, config, disruptive_actions=disruptive, stale_after_s=stale_after_s)
 
 
 def make_stream(dataset: Dataset, predictor: PredictorConfig) -> Stream:

@@ -3,7 +3,8 @@
 Same bearer token as the ingest API. The file is parsed completely before anything changes: a file that cannot be
 read or parsed (bad TOML, an unknown rule, a wrong type — ``PolicyError`` names the line and field; not UTF-8;
 empty) is refused with 422 and the running policy stays in force; so is a change of
-``blast_radius.disruptive_actions``, which the database's queries are built for (restart to apply it). On success
+``blast_radius.disruptive_actions`` or ``blast_radius.stale_after_seconds``, which the store counts open
+recommendations with (restart to apply it). On success
 the next decision uses the new policy. Every attempt is logged (an error line for a refused file). Without
 ``NPO_POLICY_FILE`` (the built-in default policy) there is nothing to reload: 409.
 
@@ -86,10 +87,14 @@ class PolicyHolder:
                 log.error("policy reload refused, the current policy stays in force: %s", exc)
                 return ReloadResult(False, 422, str(exc), exc.field)
             old = self.policy
-            if new.blast_radius.disruptive_keys != old.blast_radius.disruptive_keys:  # a change of case alone is none
-                message = "blast_radius.disruptive_actions changed: restart the service to apply it"
-                log.error("policy reload refused, the current policy stays in force: %s", message)
-                return ReloadResult(False, 422, message, "blast_radius.disruptive_actions")
+            for name, changed in (  # the store counts open recommendations with these (a change of case is none)
+                ("disruptive_actions", new.blast_radius.disruptive_keys != old.blast_radius.disruptive_keys),
+                ("stale_after_seconds", new.blast_radius.stale_after_seconds != old.blast_radius.stale_after_seconds),
+            ):
+                if changed:
+                    message = f"blast_radius.{name} changed: restart the service to apply it"
+                    log.error("policy reload refused, the current policy stays in force: %s", message)
+                    return ReloadResult(False, 422, message, f"blast_radius.{name}")
             self._service.replace_policy(new)  # a decision uses the old or the new policy, whole
             log.info("policy reloaded from %s", self.path)
             return ReloadResult(True, 200, f"reloaded {self.path.name}")

@@ -437,3 +437,46 @@ def test_upgrade_prints_a_null_threshold_and_keeps_the_audit_log(tmp_path: Path)
     db = connect(old)
     assert check(db) == (LATEST_SCHEMA_VERSION, [])
     db.close()
+
+
+def test_upgrade_dates_the_open_recommendations_by_their_predicted_fault(tmp_path: Path) -> None:
+    """A database at schema version 15: m016 gives each recommendation its predicted fault time ``due_at``
+    (surfaced + the prediction's time to fault, or surfaced without one), so those stored before the upgrade stop
+    counting toward the blast radius a day (the default ``stale_after_seconds``) after it, as new ones do."""
+    full = tmp_path / "full.db"
+    drains = [
+        make_prediction(i, action="drain", labels={"cluster": "rack7"}, time_to_fault_s=ttf)
+        for i, ttf in enumerate((None, 7200.0, None))
+    ]
+    with SQLiteStore(full, LoopConfig()) as store:
+        surface(store, drains, parse_policy(RELAXED_POLICY_TEXT))
+        with store.transaction() as tx:
+            record_outcome(tx, Outcome(prediction_id="p2", real_fault=True, at=5.0), config=store.config)
+    old = tmp_path / "v15.db"
+    db = connect(old)
+    assert migrate(db, stop_before="m016_recommendation_due") == 15
+    assert "due_at" not in db["recommendations"].columns_dict
+    copy_rows(db.conn, full, ("decisions", "recommendations", "outbox", "learning_state", "outcomes", "audit_events"))
+    db.close()
+
+    with SQLiteStore(old, LoopConfig()) as store:
+        assert store.schema_version() == LATEST_SCHEMA_VERSION
+        with store.read() as conn:
+            due = conn.execute("SELECT prediction_id, surfaced_at, due_at FROM recommendations ORDER BY 1").fetchall()
+            plan = conn.execute(
+                "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL "
+                "AND lower(action) IN ('drain') AND due_at > ?",
+                ("rack7", 0.0),
+            ).fetchall()
+        assert due == [("p0", 0.0, 0.0), ("p1", 1.0, 7201.0), ("p2", 2.0, 2.0)]
+        assert "recommendations_open_by_cluster (cluster=? AND <expr>=? AND due_at>?)" in plan[0][-1]
+        probe = make_prediction(9, action="drain", labels={"cluster": "rack7"})
+        with store.transaction() as tx:
+            counts = [
+                tx.policy_context(probe, "k", "incident", t).active_disruptive_by_cluster["rack7"]
+                for t in (86399.0, 86400.0, 93600.0, 93601.0)
+            ]
+        assert counts == [2, 1, 1, 0]  # p2 is closed by its outcome; p0 is stale after a day, p1 a day after 7201
+    db = connect(old)
+    assert check(db) == (LATEST_SCHEMA_VERSION, [])
+    db.close()

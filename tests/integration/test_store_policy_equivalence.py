@@ -248,3 +248,77 @@ def test_the_blast_radius_counts_the_stores_disruptive_actions_until_an_outcome(
                 )
     # web-2 waits for web-1's recommendation to be resolved; db-1 is another cluster
     assert rules == ["all_rules_passed", "blast_radius", "all_rules_passed", "all_rules_passed"]
+
+
+def _drain(pid: str, target: str, time_to_fault_s: float | None = None) -> Prediction:
+    return Prediction(
+        id=pid,
+        fault_type="disk_failure",
+        target=target,
+        action="drain",
+        confidence=0.99,
+        time_to_fault_s=time_to_fault_s,
+        labels={"cluster": "rack7"},
+    )
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["decide", "batch"])
+@pytest.mark.parametrize("make", [_memory, _sqlite], ids=["memory", "sqlite"])
+def test_an_open_recommendation_nobody_closes_stops_counting_once_stale(
+    tmp_path: Path, make: Callable[..., AbstractContextManager[LoopStore]], batch: bool
+) -> None:
+    """No outcome and no resolved alert ever comes (a team that reports none): with the default policy a
+    recommendation counts toward its cluster's blast radius until a day (``stale_after_seconds``) after its
+    predicted fault — when it was surfaced plus its ``time_to_fault_s``, or when it was surfaced — and then no
+    longer, in both stores, one at a time and in batches. (Before, the cluster stayed blocked for good.)"""
+    day = 86400.0
+    rng = np.random.default_rng(0)
+
+    def run(store: LoopStore, now: float, *predictions: Prediction) -> list[str]:
+        with store.transaction() as tx:
+            if batch:
+                results = decide_batch(tx, list(predictions), config=CONFIG, policy=POLICY, rng=rng, now=now)
+            else:
+                results = [decide(tx, p, config=CONFIG, policy=POLICY, rng=rng, now=now) for p in predictions]
+        return [r.decision.rule for r in results]
+
+    def open_at(store: LoopStore, now: float) -> int:
+        probe = _drain("probe", "rack7-n99")
+        with store.transaction() as tx:
+            return tx.policy_context(probe, "k", "incident", now).active_disruptive_by_cluster.get("rack7", 0)
+
+    with make(tmp_path / "npo.db") as store:
+        # two drains at 0: one without a time to fault (stale after a day), one due in two days (stale after three)
+        assert run(store, 0.0, _drain("a", "n1"), _drain("b", "n2", 2 * day)) == ["all_rules_passed"] * 2
+        assert run(store, 60.0, _drain("c", "n3")) == ["blast_radius"]
+        assert [open_at(store, t) for t in (day - 1, day, 3 * day - 1, 3 * day)] == [2, 1, 1, 0]
+        # a day on, "a" is stale: one more drain fits; the one after it does not
+        assert run(store, day + 60, _drain("d", "n4"), _drain("e", "n5")) == ["all_rules_passed", "blast_radius"]
+        assert open_at(store, day + 60) == 2
+        # an outcome still closes a recommendation at once
+        with store.transaction() as tx:
+            record_outcome(tx, Outcome("d", False, day + 120), config=CONFIG)
+        assert open_at(store, day + 120) == 1
+        # three days on, "b" is stale too: nothing counts
+        assert open_at(store, 3 * day) == 0
+
+
+@pytest.mark.parametrize("make", [_memory, _sqlite], ids=["memory", "sqlite"])
+def test_the_stores_count_with_their_stale_after(
+    tmp_path: Path, make: Callable[..., AbstractContextManager[LoopStore]]
+) -> None:
+    """``stale_after_s`` of either store (the bot passes the policy's ``blast_radius.stale_after_seconds``)."""
+    policy = parse_policy(DEFAULT_POLICY_TEXT.replace("stale_after_seconds = 86400", "stale_after_seconds = 600"))
+    assert policy.blast_radius.stale_after_seconds == 600.0
+    with make(tmp_path / "npo.db", stale_after_s=policy.blast_radius.stale_after_seconds) as store:
+        rng = np.random.default_rng(0)
+        with store.transaction() as tx:
+            for p in (_drain("a", "n1"), _drain("b", "n2", 300.0)):
+                decide(tx, p, config=CONFIG, policy=policy, rng=rng, now=0.0)
+        probe = _drain("probe", "rack7-n99")
+        with store.transaction() as tx:
+            counts = [
+                tx.policy_context(probe, "k", "incident", t).active_disruptive_by_cluster.get("rack7", 0)
+                for t in (599.0, 600.0, 899.0, 900.0)
+            ]
+    assert counts == [2, 1, 1, 0]

@@ -107,6 +107,7 @@ def test_default_policy_parses_and_matches_documented_defaults() -> None:
     assert policy.freeze_windows == ()
     assert policy.blast_radius.max_concurrent == 2
     assert policy.blast_radius.disruptive_actions == ("drain", "reboot", "reimage", "power_cycle", "failover")
+    assert policy.blast_radius.stale_after_seconds == 86400  # an open recommendation counts a day past its fault
     assert policy.override_cooldown.seconds == 3600
     assert policy.override_cooldown.scope == "both"
     assert policy.channel_hourly_cap.max_per_hour == 20
@@ -950,6 +951,20 @@ MALFORMED = [
         id="zero-cap",
     ),
     pytest.param(
+        "[rules.blast_radius]\nstale_after_seconds = 0\n",
+        2,
+        "rules.blast_radius.stale_after_seconds",
+        "must be a positive number of seconds, got 0",
+        id="zero-stale-age",
+    ),
+    pytest.param(
+        '[rules.blast_radius]\nmax_concurrent = 2\nstale_after_seconds = "1d"\n',
+        3,
+        "rules.blast_radius.stale_after_seconds",
+        "must be a positive number of seconds, got a string",
+        id="stale-age-not-a-number",
+    ),
+    pytest.param(
         "[rules.override_cooldown]\n\nseconds = -5\n",
         3,
         "rules.override_cooldown.seconds",
@@ -1206,6 +1221,7 @@ disk_failure = ["drain", "replace_disk"]
 [rules.blast_radius]
 max_concurrent = 3
 disruptive_actions = ["drain"]
+stale_after_seconds = 7200
 
 [[rules.freeze_windows]]
 name = "year-end"
