@@ -132,7 +132,8 @@ utc_offset = "+00:00"
 [rules.allowed_actions]
 
 # Denied targets: never surface a prediction whose target matches one of `patterns`, shell-style globs
-# ("*" any run of characters, "?" one, "[...]" one of a set), compared without case ("DB-*" matches "db-03").
+# ("*" any run of characters, "?" one, "[...]" one of a set), compared without case in any script ("DB-*" matches
+# "db-03", "ÜBUNG-*" matches "übung-1"; action names fold ASCII letters only, see above).
 # With `actions`, only those actions are held back on such targets. Default: no patterns (rule off). Example:
 #   patterns = ["db-*", "*-canary"]
 #   actions = ["reboot", "reimage", "power_cycle"]   # default: every action

@@ -66,7 +66,7 @@ def evaluate(policy: Policy, prediction: Prediction, key: str, channel: str, con
             else f"action {action!r} is not allowed for fault_type {fault_type!r} (allowed: {listed})",
         )
 
-    # 1b. deny_targets (shell-style patterns on the target, compared without ASCII case)
+    # 1b. deny_targets (shell-style patterns on the target, compared without case in any script)
     denied = policy.deny_targets.match(prediction.target, action)
     if denied is not None:
         scope = f"actions {', '.join(policy.deny_targets.actions)}" if policy.deny_targets.actions else "every action"

@@ -64,8 +64,10 @@ class BlastRadiusRule:
 @dataclass(frozen=True, slots=True)
 class DenyTargetsRule:
     """Never surface a prediction whose target matches one of ``patterns`` (shell-style globs: ``*``, ``?``,
-    ``[…]``; compared without ASCII case, as names are). With ``actions``, only those actions are denied there;
-    empty ``patterns`` = rule off (the default)."""
+    ``[…]``; compared without case, for every script: ``DB-*`` matches ``db-03`` and ``ÜBUNG-*`` matches ``übung-1``,
+    each character folded on its own, so ``?`` is still one character). With ``actions``, only those actions are
+    denied there (compared by :func:`~npo.policy_base.name_key`, as names are); empty ``patterns`` = rule off (the
+    default)."""
 
     patterns: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()
@@ -76,16 +78,18 @@ class DenyTargetsRule:
         patterns = _text_tuple("patterns", self.patterns)
         object.__setattr__(self, "patterns", patterns)
         object.__setattr__(self, "actions", _text_tuple("actions", self.actions))
-        object.__setattr__(self, "compiled", tuple(re.compile(fnmatch.translate(name_key(p))) for p in patterns))
+        # Targets are compared only here, never in SQL, so not as names (ASCII, as SQLite's lower()) but with
+        # Unicode's simple case folding (re.IGNORECASE on a str pattern).
+        compiled = tuple(re.compile(fnmatch.translate(p), re.IGNORECASE) for p in patterns)
+        object.__setattr__(self, "compiled", compiled)
         object.__setattr__(self, "action_keys", frozenset(name_key(a) for a in self.actions))
 
     def match(self, target: str, action: str) -> str | None:
         """The first pattern ``target`` matches when ``action`` is denied there, else None."""
         if self.action_keys and name_key(action) not in self.action_keys:
             return None
-        folded = name_key(target)
         for pattern, compiled in zip(self.patterns, self.compiled, strict=True):
-            if compiled.match(folded):
+            if compiled.match(target):
                 return pattern
         return None
 

@@ -51,6 +51,22 @@ def test_a_target_matching_a_pattern_is_blocked_without_case(target: str, blocke
         assert repr(target) in reason
 
 
+@pytest.mark.parametrize(
+    ("pattern", "target", "blocked"),
+    [
+        ("ÜBUNG-*", "übung-1", True),  # the documented "without case" holds beyond ASCII letters
+        ("übung-*", "ÜBUNG-1", True),
+        ("ΣRV-*", "σrv-2", True),
+        ("srv-?", "SRV-Ä", True),  # "?" is still one character, whatever its case
+        ("[ä-ö]*", "Ö-1", True),
+        ("übung-*", "ubung-1", False),  # case folds, accents do not
+    ],
+)
+def test_targets_are_compared_without_case_in_every_script(pattern: str, target: str, blocked: bool) -> None:
+    rule, _ = _verdict(f'[rules.deny_targets]\npatterns = ["{pattern}"]\n', target)
+    assert (rule == RULE_DENY_TARGETS) is blocked
+
+
 def test_with_actions_only_those_actions_are_denied() -> None:
     text = '[rules.deny_targets]\npatterns = ["db-*"]\nactions = ["Reboot"]\n'
     assert _verdict(text, "db-01", "reboot")[0] == RULE_DENY_TARGETS
