@@ -7,7 +7,8 @@ every omitted rule at its default (``--json``: the same as one JSON object), so 
 on the wrong day — shows. ``--try PREDICTION`` (a prediction as ``POST /api/v1/predictions`` takes it) also prints
 the verdict the file's rules give it at ``--at`` (default: now) in a quiet world: no open recommendations, no
 override, no mute, nothing surfaced this hour — the rules that count (blast radius, cool-down, hourly cap) can only
-hold back more in the running bot.
+hold back more in the running bot. ``--at`` without ``--try`` is refused (exit 2): the policy shown is the same at
+any time.
 
 Exit status: 0 the file is accepted (and the prediction, if any, is read); 1 the file or the prediction is refused,
 with one line on stderr naming the file, line and field; 2 an option is refused; 141 the reader went away.
@@ -47,7 +48,11 @@ def add_policy_parser(subparsers: Any) -> None:
         help='a prediction as the ingest API takes it, e.g. \'{"id":"x","fault_type":"disk_failure",'
         '"target":"db-01","action":"drain","confidence":0.9}\': print the verdict the rules give it',
     )
-    check.add_argument("--at", default=None, help="the time for --try, ISO 8601 (UTC without an offset); default: now")
+    check.add_argument(
+        "--at",
+        default=None,
+        help="the time of the --try verdict (only with --try), ISO 8601, UTC without an offset; default: now",
+    )
 
 
 def _time(text: str | None) -> float:
@@ -91,6 +96,9 @@ def run_policy(args: argparse.Namespace) -> int:
         now = _time(args.at)
     except ValueError:
         print(f"npo-bot policy check: --at {args.at!r} is not an ISO 8601 time (2026-11-27T18:30)", file=sys.stderr)
+        return 2
+    if args.at is not None and args.try_prediction is None:  # the policy shown does not depend on a time
+        print("npo-bot policy check: --at is the time of a --try verdict: give --try PREDICTION too", file=sys.stderr)
         return 2
     source = "the built-in default policy" if args.file is None else str(args.file)
     try:

@@ -95,6 +95,15 @@ def test_a_missing_file_and_a_bad_trial_are_refused(prod: Path, capsys: pytest.C
     assert (code, out) == (2, "") and "not an ISO 8601 time" in err
 
 
+def test_at_without_a_trial_is_refused_not_ignored(prod: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The policy shown is the same at any time: a time alone would look as if it had been checked at that time.
+    code, out, err = run(capsys, str(prod), "--at", "2026-11-28T12:00")
+    assert (code, out) == (2, "")
+    assert err == "npo-bot policy check: --at is the time of a --try verdict: give --try PREDICTION too\n"
+    code, out, _ = run(capsys, str(prod), "--at", "2026-11-28T12:00", "--try", DRAIN_DB.replace("DB-01", "web-1"))
+    assert code == 0 and "--try at 2026-11-28T12:00:00+00:00: block (rule freeze_window)" in out
+
+
 def test_a_trial_with_a_key_twice_is_refused_as_the_ingest_api_refuses_it(
     prod: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
