@@ -4,7 +4,8 @@ reads the store (snapshots) and returns plain data for the Block Kit / text buil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from bot.jobs.report import ArmSummary, arm_summaries, build_report, report_text
 from bot.retraining import expired_at
@@ -87,5 +88,6 @@ def why(service: NpoService, prediction_id: str) -> Why | None:
 
 def summary_text(service: NpoService, timezone: str, *, now: float | None = None, days: int = 7) -> str:
     """The weekly report's text for the last ``days`` days up to ``now`` (default: the clock)."""
-    until = datetime.fromtimestamp(service.clock() if now is None else now, UTC)
-    return report_text(build_report(service.store, since=until - timedelta(days=days), until=until, timezone=timezone))
+    until = datetime.fromtimestamp(service.clock() if now is None else now, ZoneInfo(timezone))
+    since = until - timedelta(days=days)  # local wall time: whole days, also across a daylight-saving change
+    return report_text(build_report(service.store, since=since, until=until, timezone=timezone))

@@ -123,8 +123,8 @@ def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         print(f"npo-bot report: unknown timezone {zone!r}", file=sys.stderr)
         return 2
-    until = now or datetime.now(UTC)
-    since = until - timedelta(days=7)
+    until = (now or datetime.now(UTC)).astimezone(tz)
+    since = until - timedelta(days=7)  # local wall time: seven whole days, also across a daylight-saving change
     if args.since:
         parsed = _since(args.since, tz, until)
         if isinstance(parsed, str):

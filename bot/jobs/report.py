@@ -20,17 +20,20 @@ from predictions and clicks, so they are escaped (no injected mentions or links)
 ``MAX_NAME_IN_SLACK`` characters (their full text is in ``/npo why``, the exports and ``npo-bot report``). With
 ``slack=False`` (the terminal) they are printed as they are.
 
-The chart has one point per day, its x axis named after the zone the days are counted in; for spans longer than
+Days run from the period's local time of day to the same time the next day (:func:`_days`): a summary posted on
+Monday at 09:00 has seven days, Monday 09:00 to Tuesday 09:00 first, and shares none with the summary before or after
+it. The chart has one point per day, its x axis named after the zone the days are counted in; for spans longer than
 ``CHART_MAX_TICKS`` days only every n-th day is labelled (dates as ``17 Mar``), so the labels never overlap.
 ``npo-bot report`` allows any period from 1970 on.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -116,6 +119,7 @@ class WeeklyReport:
     flagged: tuple[OperatorFlag, ...] = ()
     monitor_answered: int = 0  # the approved and dismissed alerts F_monitor is the share of (all time)
     proposals: dict[str, int] = field(default_factory=dict)  # the period's: raised, approved, dismissed, expired
+    day_start: time = time(0)  # the local time of day each of ``days`` starts at (the period's start)
 
     @property
     def answers(self) -> int:
@@ -148,18 +152,28 @@ def arm_summaries(bandit: ThresholdBandit) -> tuple[ArmSummary, ...]:
     return tuple(out)
 
 
+def _local(moment: datetime, tz: ZoneInfo) -> datetime:
+    """``moment`` in ``tz``: kept as the wall time it is when it already is in that zone (a slot the clocks skip
+    stays the slot's time of day), else converted."""
+    return moment.replace(tzinfo=tz) if getattr(moment.tzinfo, "key", None) == tz.key else moment.astimezone(tz)
+
+
 def _days(since: datetime, until: datetime, codes: Sequence[tuple[float, float]], tz: ZoneInfo) -> tuple[DayLoss, ...]:
-    by_day: dict[date, list[float]] = {}
+    """One bucket a day, each from ``since``'s local time of day to the same time the next day (midnight to
+    midnight for a period that starts at midnight; 23 or 25 hours across a daylight-saving change), the last one
+    ending at ``until``. A week from Monday 09:00 to Monday 09:00 has seven buckets from Monday, and the next week's
+    first bucket starts where this week's last one ends: no day is split between two summaries."""
+    start = _local(since, tz)
+    end = until.timestamp()
+    starts = [start]  # the wall time as given (fold included): a summary's slot, even one the clocks skip
+    while (nxt := datetime.combine(starts[-1].date() + timedelta(days=1), start.timetz())).timestamp() < end:
+        starts.append(nxt)
+    edges = [s.timestamp() for s in starts]
+    by_day: list[list[float]] = [[] for _ in starts]
     for at, y in codes:
-        by_day.setdefault(datetime.fromtimestamp(at, tz).date(), []).append(y)
-    first, last = since.astimezone(tz).date(), (until - timedelta(microseconds=1)).astimezone(tz).date()
-    out = []
-    day = first
-    while day <= last:
-        ys = by_day.get(day, [])
-        out.append(DayLoss(day, alignment_loss(ys), len(ys)))
-        day += timedelta(days=1)
-    return tuple(out)
+        if (i := bisect.bisect_right(edges, at) - 1) >= 0:
+            by_day[i].append(y)
+    return tuple(DayLoss(s.date(), alignment_loss(ys), len(ys)) for s, ys in zip(starts, by_day, strict=True))
 
 
 def _one_sided(person: OperatorActivity, everyone: Sequence[OperatorActivity]) -> tuple[str, float, float | None]:
@@ -244,6 +258,7 @@ def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezo
         flagged=operator_flags(activity, store.config.trust),
         monitor_answered=monitor.decisions,
         proposals=proposals,
+        day_start=_local(since, tz).time(),
     )
 
 
@@ -287,6 +302,13 @@ def flag_line(flag: OperatorFlag, *, slack: bool = True) -> str:
     return f"  {_user_text(flag.operator, slack)}: " + "; ".join(parts)
 
 
+def _day_span(report: WeeklyReport) -> str:
+    """How the report's days run when they do not start at midnight (days from the summary's time of day)."""
+    if report.day_start == time(0):
+        return ""
+    return f"; days from {report.day_start:%H:%M} to {report.day_start:%H:%M} the next day"
+
+
 def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
     """The report as text: Slack mrkdwn (keys and operator ids escaped and shortened), or with ``slack=False``
     plain text for a terminal (full keys and ids, unescaped)."""
@@ -294,7 +316,7 @@ def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
     lines = [f"NPO weekly summary · {span}", ""]
     lines.append(
         f"L_align (mean feedback code, lower is better): {_num(report.loss, '.3f')} over {report.answers} "
-        f"answer{'' if report.answers == 1 else 's'}"
+        f"answer{'' if report.answers == 1 else 's'}" + _day_span(report)
     )
     for d in report.days:
         lines.append(
@@ -370,7 +392,9 @@ def chart_figure(report: WeeklyReport) -> Figure:
     ax.set_ylim(-0.05, 1.05)
     ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("L_align")
-    ax.set_xlabel(f"day ({report.until.tzinfo})")  # the zone the days are counted in (its IANA name)
+    # The zone the days are counted in (its IANA name), and their start when not midnight.
+    start = "" if report.day_start == time(0) else f" from {report.day_start:%H:%M}"
+    ax.set_xlabel(f"day{start} ({report.until.tzinfo})")
     ax.set_title(f"NPO alignment loss by day, {report.since:%Y-%m-%d} – {report.until:%Y-%m-%d}")
     ax.grid(alpha=0.3)
     fig.tight_layout()

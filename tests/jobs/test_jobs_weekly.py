@@ -152,7 +152,7 @@ def test_report_numbers(db_path: Path) -> None:
         )
         assert report.counts == {"override": 1, "like": 1}
         assert report.rates["override"] == 0.5 and report.loss == 0.5
-        assert report.days[0].day.isoformat() == "2025-03-17" and len(report.days) == 8
+        assert report.days[0].day.isoformat() == "2025-03-17" and len(report.days) == 7  # Mon 09:00 to Mon 09:00
         assert report.precision == 0.5 and report.recall == 1.0 and report.outcomes_known == 2
         assert report.overridden == (("psu|investigate|r#-n#|p>=0.9", 1),)
         assert len(report.arms) == 5
@@ -304,7 +304,7 @@ def test_the_chart_is_a_png_of_the_falling_loss(db_path: Path) -> None:
                     record_feedback(tx, FeedbackEvent(f"p{i}", "U1", kind, at + 60, f"r{i}"), config=store.config)
             n += 4
         report = build_report(store, since=start, until=start + WEEK, timezone="Europe/Berlin")
-    assert [d.loss for d in report.days] == [0.75, 0.75, 0.5, 0.5, 0.25, 0.0, 0.0, None]  # Mon 09:00 → Mon 09:00
+    assert [d.loss for d in report.days] == [0.75, 0.75, 0.5, 0.5, 0.25, 0.0, 0.0]  # days from Mon 09:00
     image = Image.open(io.BytesIO(render_png(report)))
     assert image.format == "PNG" and image.size == (800, 350)
     rgb = image.convert("RGB")
@@ -423,7 +423,7 @@ def test_report_command_with_db_reads_npo_timezone(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``--db`` with NPO_TIMEZONE in the environment or in the settings file: days counted in that zone (an
-    override at 23:30 UTC on Tuesday is Wednesday's in Berlin), as ``--help`` says."""
+    override at 23:30 UTC on Tuesday is Wednesday's in Berlin, with days from midnight), as ``--help`` says."""
     t = datetime(2025, 3, 18, 23, 30, tzinfo=UTC).timestamp()
     with SQLiteStore(db_path) as store:
         surface_and_post(store, [prediction(1, t)], posted_at=t + 1)
@@ -435,17 +435,17 @@ def test_report_command_with_db_reads_npo_timezone(
         env_file.write_text("# nothing here: the zone comes from the environment\n", encoding="utf-8")
     else:
         env_file.write_text("NPO_TIMEZONE=Europe/Berlin\n", encoding="utf-8")
-    args = _report_args("--db", str(db_path), "--since", "2025-03-17T09:00", "--env-file", str(env_file))
+    args = _report_args("--db", str(db_path), "--since", "2025-03-17T00:00", "--env-file", str(env_file))
     assert run_report(args, now=MONDAY_SLOT) == 0
     out = capsys.readouterr().out
-    assert out.startswith("NPO weekly summary · 2025-03-17 09:00 – 2025-03-24 09:00 CET")
+    assert out.startswith("NPO weekly summary · 2025-03-17 00:00 – 2025-03-24 09:00 CET")
     assert "Wed 2025-03-19  1.000  (1 answer)" in out
     assert "lower is better): 1.000 over 1 answer\n" in out  # one answer, in the singular
     # --timezone still wins; without any setting the zone is UTC
     assert run_report(_report_args("--db", str(db_path), "--timezone", "UTC"), now=MONDAY_SLOT) == 0
     assert capsys.readouterr().out.startswith("NPO weekly summary · 2025-03-17 08:00 – 2025-03-24 08:00 UTC")
     monkeypatch.delenv("NPO_TIMEZONE", raising=False)
-    args = _report_args("--db", str(db_path), "--env-file", os.devnull)
+    args = _report_args("--db", str(db_path), "--since", "2025-03-17T00:00", "--env-file", os.devnull)
     assert run_report(args, now=MONDAY_SLOT) == 0
     assert "Tue 2025-03-18  1.000  (1 answer)" in capsys.readouterr().out
 
@@ -499,11 +499,11 @@ def test_a_year_long_report_has_a_readable_chart(
     )
     assert run_report(args, now=MONDAY_SLOT) == 0
     out = capsys.readouterr().out
-    assert sum(line.startswith("  ") and ("answers)" in line or "answer)" in line) for line in out.splitlines()) == 367
+    assert sum(line.startswith("  ") and ("answers)" in line or "answer)" in line) for line in out.splitlines()) == 366
     assert png.read_bytes().startswith(PNG_SIGNATURE)
     with SQLiteStore(db_path) as store:
         for days in (8, 15, 367):
-            since = MONDAY_SLOT - (days - 1) * (WEEK / 7)
+            since = MONDAY_SLOT - days * (WEEK / 7)
             report = build_report(store, since=since, until=MONDAY_SLOT, timezone="Europe/Berlin")
             assert len(report.days) == days
             fig = chart_figure(report)
@@ -573,10 +573,12 @@ def test_report_command_refuses_a_png_it_cannot_or_must_not_write(
     assert report.counts == {"override": 1, "like": 1}
 
 
-@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "UTC"])
-def test_the_chart_names_its_axes_and_the_zone_of_its_days(zone: str, db_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("zone", "start"), [("Europe/Berlin", "09:00"), ("America/New_York", "04:00"), ("UTC", "08:00")]
+)
+def test_the_chart_names_its_axes_and_the_zone_of_its_days(zone: str, start: str, db_path: Path) -> None:
     """The x axis had day ticks but no label: a chart posted to a team across zones did not say in which zone its
-    days (midnight to midnight) were counted."""
+    days were counted, nor (the week starting at Monday 09:00 Berlin) at what time of day they start."""
     from bot.jobs.report import chart_figure  # noqa: PLC0415
 
     with SQLiteStore(db_path) as store:
@@ -584,7 +586,11 @@ def test_the_chart_names_its_axes_and_the_zone_of_its_days(zone: str, db_path: P
         report = build_report(store, since=MONDAY_SLOT - WEEK, until=MONDAY_SLOT, timezone=zone)
     (ax,) = chart_figure(report).axes
     assert ax.get_ylabel() == "L_align"
-    assert ax.get_xlabel() == f"day ({zone})"
+    assert ax.get_xlabel() == f"day from {start} ({zone})"
+    with SQLiteStore(db_path) as store:  # days from midnight: calendar days
+        midnight = datetime(2025, 3, 17, tzinfo=ZoneInfo(zone))
+        report = build_report(store, since=midnight, until=midnight + WEEK, timezone=zone)
+    assert chart_figure(report).axes[0].get_xlabel() == f"day ({zone})" and len(report.days) == 7
 
 
 def test_repair_times_under_an_hour_are_shown_in_minutes() -> None:

@@ -7,19 +7,24 @@ a week late, and the runner's slot (its latest fire time) stays on the previous 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from jobs_testing import OPS, Clock
+from jobs_testing import OPS, Clock, prediction, surface_and_post
 from slack_sdk import WebClient
 
 from bot.jobs.build import JobDeps, build_scheduler
+from bot.jobs.cli import add_report_parser, run_report
+from bot.jobs.report import build_report, report_text
 from bot.jobs.runner import previous_fire_time
 from bot.jobs.weekly import WEEK, WEEKLY_JOB, weekly_trigger
 from bot.standin import StandIn
+from npo.loop import record_feedback
+from npo.types import FeedbackEvent, FeedbackKind
 from storage import SQLiteStore
 
 
@@ -73,3 +78,68 @@ def test_every_week_has_one_slot_and_the_windows_tile(zone: str, day: str, hour:
         after = fire + timedelta(seconds=1)
         assert previous_fire_time(trigger, after, timedelta(days=8)) == fire  # the runner's slot is this fire
         previous, now = fire, after
+
+
+def test_each_answer_is_in_one_summary_and_one_day_and_no_day_is_split(store: SQLiteStore) -> None:
+    """Summaries at Monday 09:00 Berlin over the week summer time starts (Sunday 30 March 2025, 02:00 → 03:00).
+    The days were calendar days while the week ran from 09:00: each summary had eight, Monday 24 March was in two
+    (09:00–24:00 in one, 00:00–09:00 in the other, each with its own L_align for "Mon 24") and so was Monday 31.
+    Days now run from the slot's 09:00, so they tile with the weeks."""
+    berlin = ZoneInfo("Europe/Berlin")
+    answers = [  # when, and the day (its 09:00 start) it belongs to
+        (datetime(2025, 3, 24, 8, 59, 59, 900_000, tzinfo=berlin), "2025-03-23"),
+        (datetime(2025, 3, 24, 9, 0, tzinfo=berlin), "2025-03-24"),
+        (datetime(2025, 3, 30, 1, 59, 59, tzinfo=berlin), "2025-03-29"),  # CET, just before the change
+        (datetime(2025, 3, 30, 3, 0, tzinfo=berlin), "2025-03-29"),  # CEST, just after it
+        (datetime(2025, 3, 30, 8, 59, 59, tzinfo=berlin), "2025-03-29"),  # Saturday 09:00 → Sunday 09:00: 23 hours
+        (datetime(2025, 3, 30, 23, 59, 59, tzinfo=berlin), "2025-03-30"),
+        (datetime(2025, 3, 31, 0, 0, tzinfo=berlin), "2025-03-30"),
+        (datetime(2025, 3, 31, 8, 59, 59, 999_000, tzinfo=berlin), "2025-03-30"),
+        (datetime(2025, 3, 31, 9, 0, tzinfo=berlin), "2025-03-31"),
+    ]
+    t0 = datetime(2025, 3, 17, tzinfo=UTC).timestamp()
+    surface_and_post(store, [prediction(i, t0) for i in range(len(answers))], posted_at=t0 + 1)
+    with store.transaction() as tx:
+        for i, (at, _) in enumerate(answers):
+            event = FeedbackEvent(f"p{i}", "U1", FeedbackKind.OVERRIDE, at.timestamp(), f"r{i}")
+            record_feedback(tx, event, config=store.config)
+    trigger = weekly_trigger("Europe/Berlin")
+    reports = []
+    for monday in (24, 31, 7):
+        now = datetime(2025, 3 if monday > 7 else 4, monday, 9, 0, 1, tzinfo=berlin)
+        slot = previous_fire_time(trigger, now, timedelta(days=8))
+        assert slot is not None
+        reports.append(build_report(store, since=slot - WEEK, until=slot, timezone="Europe/Berlin"))
+    assert sum(r.answers for r in reports) == len(answers)  # each answer in exactly one summary
+    counted: dict[str, int] = {}
+    for report in reports:
+        assert len(report.days) == 7
+        assert sum(d.answers for d in report.days) == report.answers
+        for d in report.days:
+            assert d.day.isoformat() not in counted, d.day  # no day in two summaries
+            counted[d.day.isoformat()] = d.answers
+    expected: dict[str, int] = {}
+    for _, day in answers:
+        expected[day] = expected.get(day, 0) + 1
+    assert {day: n for day, n in counted.items() if n} == expected
+    assert reports[1].days[0].day.isoformat() == "2025-03-24"
+    text = report_text(reports[1])
+    assert "over 7 answers; days from 09:00 to 09:00 the next day" in text
+    assert "Sun 2025-03-30  1.000  (3 answers)" in text and "Mon 2025-03-31" not in text
+
+
+def test_the_report_command_s_last_seven_days_are_seven_across_a_clock_change(
+    store: SQLiteStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``npo-bot report`` without ``--since`` (and ``/npo summary``) cover the last seven days of the local calendar,
+    as the weekly summary does: 168 hours back from Wednesday 2 April 12:00 CEST ended at 11:00 CET, so with days
+    counted from 12:00 an eighth day of one hour was printed."""
+    parser = argparse.ArgumentParser()
+    add_report_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", "--db", str(store.path), "--timezone", "Europe/Berlin"])
+    now = datetime(2025, 4, 2, 12, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    assert run_report(args, now=now) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("NPO weekly summary · 2025-03-26 12:00 – 2025-04-02 12:00 CEST")
+    days = [line.split()[1] for line in out.splitlines() if line.startswith("  ") and line.endswith("answers)")]
+    assert days == [f"2025-03-{d}" for d in range(26, 32)] + ["2025-04-01"]
