@@ -108,8 +108,8 @@ def build_poller(settings: Settings, service: NpoService) -> Poller | None:
 
 
 def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool = True) -> Bot:
-    """Wire the whole service. ``run_worker=False`` leaves deliveries queued and the poller off (benchmarks,
-    some tests)."""
+    """Wire the whole service. ``run_worker=False`` leaves deliveries queued, the poller off and the responder
+    look-up unchecked at start (benchmarks, some tests)."""
     policy = load_policy(settings)
     store = build_store(settings, policy)
     metrics = Metrics()
@@ -155,6 +155,7 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if run_worker:
+            await responders.check()  # at most 2 s; a setting Slack refuses is logged now, not at every click
             worker.start()
             scheduler.start()
             if poller is not None:

@@ -5,6 +5,12 @@ last known members are kept; with nothing known yet, :meth:`ResponderDirectory.a
 :class:`LookupUnavailable` — nobody is let in (fail closed, logged), and the caller tells the person that their
 answer could not be checked (not that they may not answer). A refresh is given at most ``lookup_budget_s`` (2 s) in
 all: the click waiting for it must be answered within Slack's 3 s.
+
+:meth:`ResponderDirectory.check` tries the look-up once at start (the bot's lifespan): an answer from Slack that no
+retry fixes (a user group it does not know, the incident channel it cannot find, a scope the token lacks, a token it
+refuses) is one error line naming the setting or scope to fix. The bot keeps running — posting, ingest and the
+responders listed by user id do not depend on the look-up, and some causes are fixed without a restart (inviting the
+bot to a private channel) — and a Slack that merely fails to answer is a warning: clicks look up again.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger(__name__)
 LOOKUP_BUDGET_S = 2.0  # one refresh, all its calls: what Slack's 3 s for answering a click leaves for it
+# Errors of the look-up's methods that name the bot token as the cause (a retry gets the same answer).
+TOKEN_ERRORS = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "not_allowed_token_type"}
+)
 
 
 class LookupUnavailable(Exception):
@@ -71,6 +81,56 @@ class ResponderDirectory:
         if self._members is None:
             raise LookupUnavailable(f"no member list yet: the responder look-up failed ({self._failure})")
         return user_id in self._members
+
+    async def check(self) -> str | None:
+        """Try the look-up once (the members are not kept: the first click still looks them up). Returns, and logs
+        as an error, what to fix when Slack answers with an error that names a setting, a scope or the token; None
+        when the look-up works or is not needed, or fails otherwise (a warning: Slack unreachable, slow, 5xx)."""
+        if not self.needs_lookups:
+            return None
+        method, subject = "", ""
+        try:
+            async with asyncio.timeout(self._lookup_budget_s):
+                if self._groups:
+                    method = "usergroups.users.list"
+                    for subject in self._groups:
+                        await self._client.usergroups_users_list(usergroup=subject)
+                else:
+                    method, subject = "conversations.members", self._channel
+                    await self._client.conversations_members(channel=subject, limit=1)
+        except Exception as exc:
+            fix = self._misconfiguration(exc, method, subject)
+            if fix is None:
+                log.warning("responder look-up not checked at start (%s); clicks will look up", self._describe(exc))
+                return None
+            who = "only the user ids in NPO_RESPONDERS" if self._users else "nobody"
+            log.error("responder look-up refused by Slack: %s; until it is fixed %s can answer", fix, who)
+            return fix
+        return None
+
+    @staticmethod
+    def _misconfiguration(exc: Exception, method: str, subject: str) -> str | None:
+        """What to fix, for an error of ``method`` (looking up ``subject``) that a retry would get again."""
+        if not isinstance(exc, SlackApiError):
+            return None
+        error = str(exc.response.get("error") or "")
+        if error in TOKEN_ERRORS:
+            return f"SLACK_BOT_TOKEN was refused ({error})"
+        if error == "missing_scope":
+            needed = exc.response.get("needed") or (
+                "usergroups:read" if method == "usergroups.users.list" else "channels:read or groups:read"
+            )
+            return f"SLACK_BOT_TOKEN lacks the scope {needed} ({method}: missing_scope): add it to the app, reinstall"
+        if error in ("no_such_subteam", "plan_upgrade_required"):
+            return f"NPO_RESPONDERS: Slack has no user group {subject} for the bot ({error})"
+        if error == "channel_not_found":
+            return (
+                f"NPO_INCIDENT_CHANNEL: Slack finds no channel {subject} ({error}): a wrong id, or a private"
+                " channel the bot has not been invited to"
+            )
+        if error == "method_not_supported_for_channel_type":
+            return f"NPO_INCIDENT_CHANNEL: {subject} has no member list ({error}); list who answers in NPO_RESPONDERS"
+        return None
 
     async def _refresh(self) -> None:
         try:

@@ -1,0 +1,75 @@
+"""The responder look-up tried once at start: a setting or scope Slack refuses is one error line naming it, at
+start, instead of a "could not check" refusal of every click with the reason only in the log of each."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from slack_testing import ALICE, INCIDENT, make_settings, serving
+
+from bot.app import build_bot
+from bot.standin import StandIn
+
+
+def _lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("bot.") and r.levelno == level]
+
+
+@pytest.mark.parametrize(
+    ("responders", "method", "error", "named"),
+    [
+        (("S0WRONG",), None, "no_such_subteam", "NPO_RESPONDERS"),  # the stand-in knows no group S0WRONG
+        (("S0ONCALL",), "usergroups.users.list", "missing_scope", "usergroups:read"),
+        ((), "conversations.members", "missing_scope", "channels:read"),
+        ((), "conversations.members", "channel_not_found", "NPO_INCIDENT_CHANNEL"),
+        ((), "conversations.members", "invalid_auth", "SLACK_BOT_TOKEN"),
+    ],
+)
+def test_a_responder_look_up_slack_refuses_is_one_error_line_at_start_naming_what_to_fix(
+    tmp_path: Path,
+    standin: StandIn,
+    caplog: pytest.LogCaptureFixture,
+    responders: tuple[str, ...],
+    method: str | None,
+    error: str,
+    named: str,
+) -> None:
+    """Before, nothing was said at start; every click was then refused with "could not check just now … click
+    again", forever, and only a warning per click said why. Now the start logs one error naming the setting or
+    the scope, and the bot still runs (ingest, posting, and the listed users may answer)."""
+    caplog.set_level(logging.INFO)
+    standin.add_usergroup("S0ONCALL", [ALICE])
+    standin.set_channel_members(INCIDENT, [ALICE])
+    if method is not None:
+        standin.faults.error(method, error, times=None)
+    with serving(build_bot(make_settings(tmp_path, standin, responders=responders), seed=1), standin) as bot:
+        errors = [line for line in _lines(caplog, logging.ERROR) if "responder" in line]
+        assert len(errors) == 1, _lines(caplog, logging.ERROR)
+        assert error in errors[0] and named in errors[0], errors[0]
+        assert bot.surface("p1")  # still serving: recommendations are posted
+
+
+def test_a_start_up_check_slack_cannot_answer_is_a_warning_and_clicks_look_up_later(
+    tmp_path: Path, standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack failing at start (5xx) is not a configuration error: a warning, no error, and the first click looks
+    the members up itself (the check keeps no member list: members added after the start may answer)."""
+    caplog.set_level(logging.INFO)
+    standin.faults.server_error("conversations.members", times=1)
+    with serving(build_bot(make_settings(tmp_path, standin, responders=()), seed=1), standin) as bot:
+        assert not [line for line in _lines(caplog, logging.ERROR) if "responder" in line]
+        assert [line for line in _lines(caplog, logging.WARNING) if "responder" in line and "start" in line]
+        standin.set_channel_members(INCIDENT, [ALICE])
+        message = bot.surface("p1")
+        assert bot.click(ALICE, "npo_like", message).status_code == 200
+        assert bot.counts()["feedback"] == 1
+
+
+def test_no_start_up_look_up_when_responders_are_user_ids_only(
+    tmp_path: Path, standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serving(build_bot(make_settings(tmp_path, standin), seed=1), standin):
+        pass
+    assert not standin.calls("conversations.members") and not standin.calls("usergroups.users.list")
