@@ -13,7 +13,7 @@ from sqlite_utils import Database
 from storage import codec
 from storage.connection import connect, connect_readonly
 from storage.errors import StorageError
-from storage.migrations import LATEST_SCHEMA_VERSION, newer_schema_message, schema_version
+from storage.migrations import LATEST_SCHEMA_VERSION, OUTCOME_AGREEMENT_ROWS, newer_schema_message, schema_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +131,18 @@ _INVARIANTS: tuple[tuple[str, str], ...] = (
         "feedback keys have a key state",
         "SELECT DISTINCT f.key, 'no key_alignment row' FROM feedback f "
         "WHERE NOT EXISTS (SELECT 1 FROM key_alignment k WHERE k.key = f.key)",
+    ),
+    (
+        # The tally the meta-monitor reads (storage.monitoring.contradicted_by_outcomes), kept by triggers (m017).
+        "each person's outcome agreement tally counts their effective answers with a known outcome",
+        f"WITH r (operator, answers, agreement) AS ({OUTCOME_AGREEMENT_ROWS}) "
+        "SELECT t.operator, 'tally ' || t.answers || ' answers agreeing ' || t.agreement"
+        " || ', effective answers with an outcome ' || COALESCE(r.answers, 0)"
+        " || ' agreeing ' || COALESCE(r.agreement, 0) "
+        "FROM outcome_agreement t LEFT JOIN r ON r.operator = t.operator "
+        "WHERE t.answers <> COALESCE(r.answers, 0) OR ABS(t.agreement - COALESCE(r.agreement, 0)) > 1e-6 "
+        "UNION ALL SELECT r.operator, 'no tally, effective answers with an outcome ' || r.answers FROM r "
+        "WHERE NOT EXISTS (SELECT 1 FROM outcome_agreement t WHERE t.operator = r.operator)",
     ),
     (
         "sent outbox messages have a message ts",

@@ -51,11 +51,11 @@ def feedback_codes_after(
 def contradicted_by_outcomes(conn: sqlite3.Connection, min_outcomes: int) -> set[str]:
     """The people (never ``system``) whose effective answers with a known outcome number at least ``min_outcomes``
     and agree with it less than half the time (agreement 1 − |y − t|, t = 0 for a real fault and 1 for a false
-    alarm; a neutral answer counts half), over all time."""
+    alarm; a neutral answer counts half), over all time. Read from the per-person tally ``outcome_agreement`` (schema
+    m017, kept by triggers as answers and outcomes are written), so a run costs the same however long the history."""
     rows = conn.execute(
-        f"SELECT f.operator FROM feedback f JOIN outcomes o ON o.prediction_id = f.prediction_id "
-        f"WHERE f.operator != 'system' AND f.kind != 'skipped' AND {_EFFECTIVE} GROUP BY f.operator "
-        "HAVING COUNT(*) >= ? AND SUM(1.0 - ABS(f.y - (1 - o.real_fault))) < COUNT(*) / 2.0",
+        "SELECT operator FROM outcome_agreement WHERE operator != 'system' AND answers >= ? "
+        "AND agreement < answers / 2.0",
         (min_outcomes,),
     ).fetchall()
     return {str(r[0]) for r in rows}
