@@ -18,7 +18,10 @@ the next summary rather than in none. MTTR itself still runs from the prediction
 :func:`report_text` gives Slack mrkdwn by default (the weekly post, ``/npo summary``): keys and operator ids come
 from predictions and clicks, so they are escaped (no injected mentions or links) and shortened to
 ``MAX_NAME_IN_SLACK`` characters (their full text is in ``/npo why``, the exports and ``npo-bot report``). With
-``slack=False`` (the terminal) they are printed as they are.
+``slack=False`` (the terminal) they are printed as they are. *Answers to look at* lists the people worst first
+(:func:`worst_first`); in Slack only the first ``MAX_FLAGGED_IN_SLACK``, then how many more ``npo-bot report``
+lists, so the summary stays readable and well within the 40,000 characters Slack keeps of a message's text (the
+chart's ``initial_comment`` included) however many people are flagged.
 
 Days run from the period's local time of day to the same time the next day (:func:`_days`): a summary posted on
 Monday at 09:00 has seven days, Monday 09:00 to Tuesday 09:00 first, and shares none with the summary before or after
@@ -67,6 +70,7 @@ ONE_SIDED_MARGIN = 0.3
 LOW_TRUST_WEIGHT = 0.5
 DISAGREE_MIN_OUTCOMES = 5
 MAX_NAME_IN_SLACK = 80  # characters of a key or an operator id in the Slack text (ellipsis included)
+MAX_FLAGGED_IN_SLACK = 20  # people listed under "Answers to look at" in the Slack text; the rest are counted
 CHART_MAX_TICKS = 10  # day labels at most on the chart's x axis
 
 
@@ -302,6 +306,11 @@ def flag_line(flag: OperatorFlag, *, slack: bool = True) -> str:
     return f"  {_user_text(flag.operator, slack)}: " + "; ".join(parts)
 
 
+def worst_first(flags: Sequence[OperatorFlag]) -> list[OperatorFlag]:
+    """The flagged people, those with the most reasons first, then those with the most answers (by id on a tie)."""
+    return sorted(flags, key=lambda f: (-len(f.reasons), -f.answers, f.operator))
+
+
 def _day_span(report: WeeklyReport) -> str:
     """How the report's days run when they do not start at midnight (days from the summary's time of day)."""
     if report.day_start == time(0):
@@ -310,8 +319,9 @@ def _day_span(report: WeeklyReport) -> str:
 
 
 def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
-    """The report as text: Slack mrkdwn (keys and operator ids escaped and shortened), or with ``slack=False``
-    plain text for a terminal (full keys and ids, unescaped)."""
+    """The report as text: Slack mrkdwn (keys and operator ids escaped and shortened, at most
+    ``MAX_FLAGGED_IN_SLACK`` flagged people), or with ``slack=False`` plain text for a terminal (everyone flagged,
+    full keys and ids, unescaped)."""
     span = f"{report.since:%Y-%m-%d %H:%M} – {report.until:%Y-%m-%d %H:%M} {report.until.tzname()}"
     lines = [f"NPO weekly summary · {span}", ""]
     lines.append(
@@ -355,7 +365,10 @@ def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
     if report.flagged:
         n = len(report.flagged)
         lines.append(f"Answers to look at ({n} {'person' if n == 1 else 'people'}):")
-        lines.extend(flag_line(flag, slack=slack) for flag in report.flagged)
+        shown = worst_first(report.flagged)[: MAX_FLAGGED_IN_SLACK if slack else None]
+        lines.extend(flag_line(flag, slack=slack) for flag in shown)
+        if len(shown) < n:
+            lines.append(f"  … and {n - len(shown)} more: see `npo-bot report`")
     else:
         lines.append(
             "Answers to look at: none (no one-sided answers, low trust, answers the outcomes contradict or "

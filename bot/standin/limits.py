@@ -30,7 +30,10 @@ __all__ = [
 
 MAX_MESSAGE_BLOCKS: Final = 50
 MAX_VIEW_BLOCKS: Final = 100
-MAX_TEXT_CHARS: Final = 40_000  # chat.postMessage `text`; longer gives msg_too_long
+# A message's `text` (chat.postMessage, chat.update, and a shared file's `initial_comment`, which Slack posts as the
+# message's text): Slack truncates "messages containing more than 40,000 characters" (chat.postMessage reference,
+# changelog 2018-04); the stand-in refuses them with msg_too_long, so a text that outgrows it is seen in tests.
+MAX_TEXT_CHARS: Final = 40_000
 MAX_ALT_TXT: Final = 1000  # files.getUploadURLExternal ``alt_txt``; longer gives alt_txt_too_large
 MAX_BLOCKS_TEXT_CHARS: Final = 12_000  # text across a message's blocks; more gives msg_blocks_too_long (see above)
 MAX_SECTION_TEXT: Final = 3000

@@ -345,6 +345,9 @@ class WebApi:
         entries = _json_param(params.get("files"))
         if not isinstance(entries, list) or not entries:
             return fail("invalid_arguments")
+        comment = params.get("initial_comment")
+        if isinstance(comment, str) and len(comment) > limits.MAX_TEXT_CHARS:
+            return fail("msg_too_long")
         channels = [c for c in str(params.get("channels") or params.get("channel_id") or "").split(",") if c]
         for channel in channels:
             if not self.store.channel_known(channel):

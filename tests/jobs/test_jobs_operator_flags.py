@@ -5,6 +5,7 @@ are in the audit log (``npo-bot db export --what audit``)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from slack_sdk import WebClient
 
 from bot.cli import build_parser, main
 from bot.jobs.cli import run_report
-from bot.jobs.report import build_report, operator_flags, report_text
-from bot.jobs.weekly import WEEK, run_weekly_summary
+from bot.jobs.report import OperatorFlag, build_report, operator_flags, render_png, report_text
+from bot.jobs.weekly import WEEK, post_report, run_weekly_summary
 from bot.service import NpoService
 from bot.standin import StandIn
 from npo.trust import TrustConfig
@@ -115,6 +116,47 @@ def test_the_weekly_summary_post_carries_the_flags(db_path: Path, client: WebCli
         run_weekly_summary(store, client, OPS, "UTC", SLOT)
     posted = [m.text for m in standin.messages(OPS) if m.text.startswith("NPO weekly summary")]
     assert len(posted) == 1 and f"  {ABUSER}: one-sided" in posted[0] and f"  {HASTY}: 2 clicks" in posted[0]
+
+
+def test_a_summary_with_hundreds_of_flagged_people_still_fits_a_slack_message(
+    db_path: Path, client: WebClient, standin: StandIn
+) -> None:
+    """Every reason at once for 250 people (a large rota in a bad week) makes their lines about 47,000 characters,
+    more than Slack keeps of a message's text (40,000, the chart's ``initial_comment`` too): the post was refused
+    (or cut) and the week had no summary. The Slack text lists the worst 20 and counts the rest; the terminal
+    lists everyone."""
+    _week(db_path)
+    heavy = [
+        OperatorFlag(
+            f"U0{i:09d}",
+            12 + i % 7,
+            "override",
+            1.0,
+            0.2,
+            0.1,
+            0.25,
+            12,
+            1.0,
+            3,
+            ("one-sided", "low trust", "disagrees with outcomes", "rate-limited"),
+        )
+        for i in range(250)
+    ]
+    rate_limited_only = OperatorFlag("U0AAAAAAAAA", 40, None, None, None, None, None, 0, 0.0, 1, ("rate-limited",))
+    with SQLiteStore(db_path) as store:
+        week = build_report(store, since=SLOT - WEEK, until=SLOT, timezone="UTC")
+    report = replace(week, flagged=(rate_limited_only, *heavy))
+    assert sum(len(line) + 1 for line in report_text(report, slack=False).splitlines()) > 40_000
+    post_report(client, OPS, report, render_png(report))
+    (posted,) = [m.text for m in standin.messages(OPS) if m.text.startswith("NPO weekly summary")]
+    assert len(posted) <= 10_000
+    listed = [line for line in posted.splitlines() if line.startswith("  U0")]
+    assert len(listed) == 20 and all(": one-sided: override 100% of 18 answers" in line for line in listed)
+    assert posted.endswith(
+        "Answers to look at (251 people):\n" + "\n".join(listed) + "\n  … and 231 more: see `npo-bot report`"
+    )
+    terminal = report_text(report, slack=False)
+    assert all(f"  {f.operator}: " in terminal for f in report.flagged) and "more: see" not in terminal
 
 
 def test_report_command_and_audit_export_show_it(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

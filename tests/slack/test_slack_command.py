@@ -106,7 +106,8 @@ def test_summary_too_long_says_how_many_lines_are_left_off(bot: BotUnderTest) ->
     *shown, note = text.split("\n")
     flagged = [line for line in shown if line.startswith("  U")]
     assert flagged and all(line.endswith("agreed with 0 of 5 outcomes") for line in flagged)  # none cut in half
-    assert note == f"… ({40 - len(flagged)} more lines: see `npo-bot report`)"
+    # The Slack text lists 20 of the 40 and a line counting the other 20: the reply leaves off what does not fit.
+    assert note == f"… ({20 - len(flagged) + 1} more lines: see `npo-bot report`)"
 
 
 def test_fit_lines() -> None:

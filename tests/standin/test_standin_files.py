@@ -69,3 +69,16 @@ def test_alt_text_over_1000_characters_is_refused(standin: StandIn, client: WebC
     assert standin.files() == [] and standin.messages("C1") == []
     client.files_upload_v2(channel="C1", content=PNG, filename="weekly.png", alt_txt="a" * 1000)
     assert standin.files()[0].alt_txt == "a" * 1000
+
+
+def test_an_initial_comment_over_40000_characters_is_refused(standin: StandIn, client: WebClient) -> None:
+    """The file's ``initial_comment`` is the text of the message that shares it: over the 40,000 characters Slack
+    keeps of a message's text it is refused (``msg_too_long``, as chat.postMessage's ``text``) and nothing is shared;
+    the stand-in used to accept any length, so a summary that outgrew Slack's limit went unseen."""
+    with pytest.raises(SlackApiError) as info:
+        client.files_upload_v2(channel="C1", content=PNG, filename="weekly.png", initial_comment="y" * 40_001)
+    assert info.value.response["error"] == "msg_too_long"
+    assert standin.messages("C1") == [] and not standin.files()[0].completed
+    client.files_upload_v2(channel="C1", content=PNG, filename="weekly.png", initial_comment="y" * 40_000)
+    (shared,) = standin.messages("C1")
+    assert shared.text == "y" * 40_000
