@@ -29,6 +29,7 @@ from bot.slack.blocks import (
     LOOKUP_UNAVAILABLE_TEXT,
     OUTCOME_ACTIONS,
     ephemeral_refusal_text,
+    lookup_refused_text,
     override_modal,
 )
 from bot.slack.deps import SlackDeps
@@ -82,7 +83,7 @@ async def _authorised(deps: SlackDeps, client: AsyncWebClient, click: Click) -> 
         log.warning(
             "did not record a click by %s on %s: cannot tell who may answer (%s)", click.user, click.prediction_id, exc
         )
-        refuse(deps, client, click, LOOKUP_UNAVAILABLE_TEXT)
+        refuse(deps, client, click, lookup_refused_text(exc.fix) if exc.fix else LOOKUP_UNAVAILABLE_TEXT)
         return False
     log.info("refused a click by %s on %s: not a responder", click.user, click.prediction_id)
     refuse(deps, client, click, ephemeral_refusal_text())

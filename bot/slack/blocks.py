@@ -546,6 +546,16 @@ LOOKUP_UNAVAILABLE_TEXT = (
 )
 
 
+def lookup_refused_text(fix: str, *, may: str = "answer", nothing: str = "Nothing was recorded") -> str:
+    """Told instead of :data:`LOOKUP_UNAVAILABLE_TEXT` when Slack refused the responder look-up for a reason no retry
+    changes (``fix``: the setting, scope or token, as :class:`bot.slack.responders.LookupUnavailable` names it): a
+    click a minute later would be refused again, so the person is told whom to ask rather than to click again."""
+    return (
+        f"NPO cannot check whether you may {may}: Slack refuses its look-up of the on-call responders "
+        f"({escape(fix)}). {nothing}; trying again will not help until whoever runs NPO fixes this."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Dashboard:
     """Numbers for the App Home and ``/npo status``."""

@@ -23,7 +23,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.insights import Why, summary_text, why
-from bot.slack.blocks import MAX_ANSWER_REASON, MAX_SHOWN_REASON, status_lines
+from bot.slack.blocks import MAX_ANSWER_REASON, MAX_SHOWN_REASON, lookup_refused_text, status_lines
 from bot.slack.deps import SlackDeps
 from bot.slack.responders import LookupUnavailable
 from bot.slack.text import escape, escaped, truncate
@@ -210,6 +210,8 @@ async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: st
         allowed = await deps.responders.allows(user)
     except LookupUnavailable as exc:
         log.warning("did not %s a key for %s: cannot tell whether they may (%s)", word, user, exc)
+        if exc.fix:
+            return lookup_refused_text(exc.fix, may="mute or unmute keys", nothing="Nothing was changed")
         return (
             "NPO could not check just now whether you may mute or unmute keys (looking up its on-call responders in "
             "Slack failed or took too long), so nothing was changed. Please try again in a minute."

@@ -50,7 +50,12 @@ def _make_listener(deps: SlackDeps) -> Any:
                 allowed = await deps.responders.allows(submission.user)
             except LookupUnavailable as exc:
                 log.warning("did not record an override by %s: cannot tell who may answer (%s)", submission.user, exc)
-                text = "Not recorded: NPO could not check just now whether you may answer. Submit again in a minute."
+                text = (
+                    f"Not recorded: Slack refuses NPO's look-up of its on-call responders ({exc.fix}). Ask whoever "
+                    "runs NPO to fix it."
+                    if exc.fix
+                    else "Not recorded: NPO could not check just now whether you may answer. Submit again in a minute."
+                )
                 await ack(response_action="errors", errors={REASON_BLOCK_ID: text})
                 return
             if not allowed:

@@ -33,7 +33,12 @@ TOKEN_ERRORS = frozenset(
 
 class LookupUnavailable(Exception):
     """Whether a user may answer cannot be told now: the member look-up failed (or took too long) and no member
-    list is known yet. Nothing may be recorded; the person should try again."""
+    list is known yet. Nothing may be recorded. ``fix`` names the setting, scope or token to fix when Slack refused
+    the look-up for a reason no retry changes (then trying again does not help); None when it may pass later."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class ResponderDirectory:
@@ -59,6 +64,7 @@ class ResponderDirectory:
         self._clock = clock
         self._members: frozenset[str] | None = None
         self._failure = ""  # why the last refresh failed ("" once one succeeded)
+        self._fix: str | None = None  # what to fix, when Slack refused the last refresh for a lasting reason
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
 
@@ -79,7 +85,7 @@ class ResponderDirectory:
                 if self._clock() - self._fetched_at >= self._ttl_s:
                     await self._refresh()
         if self._members is None:
-            raise LookupUnavailable(f"no member list yet: the responder look-up failed ({self._failure})")
+            raise LookupUnavailable(f"no member list yet: the responder look-up failed ({self._failure})", self._fix)
         return user_id in self._members
 
     async def check(self) -> str | None:
@@ -133,17 +139,21 @@ class ResponderDirectory:
         return None
 
     async def _refresh(self) -> None:
+        method, subject = "", ""
         try:
             members: set[str] = set()
             async with asyncio.timeout(self._lookup_budget_s):  # Slack's Web API timeout may be longer (5 s)
                 if self._groups:
-                    for group in self._groups:
-                        response = await self._client.usergroups_users_list(usergroup=group)
+                    method = "usergroups.users.list"
+                    for subject in self._groups:
+                        response = await self._client.usergroups_users_list(usergroup=subject)
                         members.update(response.get("users") or [])
                 else:
+                    method, subject = "conversations.members", self._channel
                     members.update(await self._channel_members())
         except Exception as exc:  # SlackApiError, aiohttp and OS errors, the budget running out: keep serving clicks
             self._failure = self._describe(exc)
+            self._fix = self._misconfiguration(exc, method, subject)
             log.warning(
                 "responder look-up failed (%s); keeping %s",
                 self._failure,
@@ -153,6 +163,7 @@ class ResponderDirectory:
             return
         self._members = frozenset(members)
         self._failure = ""
+        self._fix = None
         self._fetched_at = self._clock()
 
     def _describe(self, exc: Exception) -> str:

@@ -18,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.retraining import resolve
 from bot.slack.actions import refuse
-from bot.slack.blocks import LOOKUP_UNAVAILABLE_TEXT
+from bot.slack.blocks import LOOKUP_UNAVAILABLE_TEXT, lookup_refused_text
 from bot.slack.deps import SlackDeps
 from bot.slack.monitor_blocks import RETRAIN_ACTIONS
 from bot.slack.payloads import parse_click
@@ -47,7 +47,7 @@ def _make_listener(deps: SlackDeps) -> Any:
                 log.warning(
                     "did not record a retraining answer by %s: cannot tell who may answer (%s)", click.user, exc
                 )
-                refuse(deps, client, click, LOOKUP_UNAVAILABLE_TEXT)
+                refuse(deps, client, click, lookup_refused_text(exc.fix) if exc.fix else LOOKUP_UNAVAILABLE_TEXT)
                 return
             if not allowed:
                 log.info("refused a retraining answer by %s: not a responder", click.user)

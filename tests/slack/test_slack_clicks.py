@@ -86,23 +86,31 @@ def test_a_click_whose_clicker_cannot_be_looked_up_is_not_refused_as_a_non_respo
         assert [line for line in logged if "cannot tell who may answer" in line and why in line], logged
 
 
-def test_an_override_submitted_when_its_author_cannot_be_looked_up_stays_open(tmp_path: Path, standin: StandIn) -> None:
+@pytest.mark.parametrize("error", ["internal_error", "channel_not_found"])
+def test_an_override_submitted_when_its_author_cannot_be_looked_up_stays_open(
+    tmp_path: Path, standin: StandIn, error: str
+) -> None:
     """The override modal was opened, then the bot restarted, and now Slack's member look-up fails: the submission
     records nothing and the modal stays open saying the answer could not be checked — not "Only on-call responders
-    can answer", which is false for its author — so submitting again later counts."""
+    can answer", which is false for its author — so submitting again later counts. When Slack refuses the look-up
+    for a reason no retry changes (the channel it cannot find), the modal names it instead of "Submit again"."""
     settings = make_settings(tmp_path, standin, responders=())
     standin.set_channel_members(INCIDENT, [ALICE, BOB])
     with serving(build_bot(settings, seed=1), standin) as bot:
         message = bot.surface("p1")
         assert bot.click(ALICE, "npo_override", message).status_code == 200
         assert len(standin.views()) == 1
-    standin.faults.error("conversations.members", "internal_error", times=None)
+    standin.faults.error("conversations.members", error, times=None)
     with serving(build_bot(settings, seed=1), standin) as bot:
         values = {"reason": {"reason": "maintenance"}}
         submitted = standin.submit_view(bot.events_url, SECRET, user_id=ALICE, values=values)
         assert submitted.status_code == 200 and submitted.json()["response_action"] == "errors"
-        error = submitted.json()["errors"][REASON_BLOCK_ID]
-        assert "Only on-call" not in error and "could not check" in error and "Submit again" in error
+        shown = submitted.json()["errors"][REASON_BLOCK_ID]
+        assert "Only on-call" not in shown
+        if error == "internal_error":
+            assert "could not check" in shown and "Submit again" in shown
+        else:
+            assert "NPO_INCIDENT_CHANNEL" in shown and "Ask whoever runs NPO" in shown and "again" not in shown
         assert bot.bot.store.feedback_log() == []
 
 

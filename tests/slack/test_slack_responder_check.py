@@ -7,10 +7,18 @@ import logging
 from pathlib import Path
 
 import pytest
-from slack_testing import ALICE, INCIDENT, make_settings, serving
+from slack_testing import ALICE, INCIDENT, SECRET, BotUnderTest, make_settings, serving, wait_for
 
 from bot.app import build_bot
 from bot.standin import StandIn
+
+
+def _told(bot: BotUnderTest, user: str) -> str:
+    """The first ephemeral message ``user`` got in the incident channel (waits 5 s at most)."""
+    told = wait_for(
+        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == user], 5
+    )
+    return str(told[0].text)
 
 
 def _lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -73,3 +81,37 @@ def test_no_start_up_look_up_when_responders_are_user_ids_only(
     with serving(build_bot(make_settings(tmp_path, standin), seed=1), standin):
         pass
     assert not standin.calls("conversations.members") and not standin.calls("usergroups.users.list")
+
+
+def test_a_click_while_slack_refuses_the_look_up_names_what_to_fix_instead_of_click_again(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """Slack refuses the member look-up for a reason no retry changes (the bot was never invited to the private
+    incident channel): the clicker was told "could not check just now … click again in a minute", and every click
+    a minute later got the same answer, forever. Now the clicker is told what Slack refuses and that clicking again
+    will not help; nothing is recorded (fail closed) and a mute is refused the same way."""
+    standin.set_channel_members(INCIDENT, [ALICE])
+    with serving(build_bot(make_settings(tmp_path, standin, responders=()), seed=1), standin) as bot:
+        message = bot.surface("p1")
+        standin.faults.error("conversations.members", "channel_not_found", times=None)
+        assert bot.click(ALICE, "npo_like", message).status_code == 200
+        text = _told(bot, ALICE)
+        assert bot.counts()["feedback"] == 0
+        assert "Slack refuses its look-up of the on-call responders" in text, text
+        assert "NPO_INCIDENT_CHANNEL" in text and "channel_not_found" in text and "Nothing was recorded" in text
+        assert "will not help" in text and "click again" not in text and "just now" not in text
+        response = standin.slash_command(bot.events_url, SECRET, "/npo", "mute some|key 1h", ALICE, INCIDENT)
+        reply = str(response.json()["text"])
+        assert "may mute or unmute keys" in reply and "NPO_INCIDENT_CHANNEL" in reply, reply
+        assert "Nothing was changed" in reply and "will not help" in reply
+
+
+def test_a_look_up_slack_fails_to_answer_still_says_click_again(tmp_path: Path, standin: StandIn) -> None:
+    """A Slack that errs for a passing reason (internal_error) is not a setting to fix: click again."""
+    standin.set_channel_members(INCIDENT, [ALICE])
+    with serving(build_bot(make_settings(tmp_path, standin, responders=()), seed=1), standin) as bot:
+        message = bot.surface("p1")
+        standin.faults.error("conversations.members", "internal_error", times=None)
+        assert bot.click(ALICE, "npo_like", message).status_code == 200
+        text = _told(bot, ALICE)
+        assert "could not check just now" in text and "click again" in text and "refuses" not in text, text
