@@ -84,7 +84,7 @@ def _settings(args: argparse.Namespace) -> Settings | None:
         print(f"npo-bot {args.command}: {exc}", file=sys.stderr)
         return None
     except ConfigError as exc:
-        print(f"npo-bot: {exc}", file=sys.stderr)
+        print(f"npo-bot {args.command}: {exc}", file=sys.stderr)
         return None
 
 

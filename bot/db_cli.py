@@ -161,7 +161,7 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
 
 def run_db(args: argparse.Namespace) -> int:
     """Run one ``npo-bot db`` subcommand; returns the exit code (0 ok, 1 problems found or failure, 2 an
-    ``--env-file`` that does not exist, 141 the reader of stdout went away: see :mod:`bot.output`)."""
+    ``--env-file`` that does not exist or cannot be read, 141 the reader of stdout went away: see :mod:`bot.output`)."""
     from bot.config import ConfigError, NoSettingsFile  # noqa: PLC0415
     from storage import (  # noqa: PLC0415
         LATEST_SCHEMA_VERSION,
@@ -181,9 +181,9 @@ def run_db(args: argparse.Namespace) -> int:
     except NoSettingsFile as exc:  # a typo in --env-file: refused before a database is opened or created
         print(f"npo-bot db {command}: {exc}", file=sys.stderr)
         return 2
-    except ConfigError as exc:
+    except ConfigError as exc:  # a settings file that cannot be read: refused, as by every other command
         print(f"npo-bot db {command}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     try:
         if command != "migrate" and not path.exists():
             print(f"npo-bot db {command}: no database at {path}", file=sys.stderr)

@@ -109,3 +109,25 @@ def test_the_default_settings_file_may_be_absent_and_a_named_one_is_read(
     assert capsys.readouterr().out.startswith("npo.db: schema version")
     assert main(["replay", "feed.jsonl", "--env-file", os.devnull]) == 0
     assert capsys.readouterr().out.startswith("1 decided")
+
+
+# `db … --db FILE` needs nothing from a settings file that exists, so it does not read it.
+READING = [argv for argv in RETURNING if argv[0] != "db" or "--db" not in argv]
+
+
+@pytest.mark.parametrize("argv", READING, ids=" ".join)
+def test_a_malformed_settings_file_is_refused_by_every_command_alike(
+    argv: list[str], work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A settings file that cannot be read (an unterminated quote) is a refused setting: exit 2 from every command,
+    the message starting with the command's name and naming the file and line; nothing is opened or created.
+    Before, ``db …`` exited 1 (as for problems found in a database) and ``replay`` said only "npo-bot:"."""
+    (work / "npo.env").write_text('NPO_DB_PATH="npo.db\n', encoding="utf-8")
+    before = _files(work)
+    assert main([*argv, "--env-file", "npo.env"]) == 2
+    captured = capsys.readouterr()
+    command = " ".join(argv[:2]) if argv[0] == "db" else argv[0]
+    assert captured.err.startswith(f"npo-bot {command}: invalid configuration"), captured.err
+    assert "npo.env line 1: NPO_DB_PATH: unterminated quote" in captured.err
+    assert captured.out == ""
+    assert _files(work) == before
