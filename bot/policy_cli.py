@@ -104,7 +104,9 @@ def run_policy(args: argparse.Namespace) -> int:
     try:
         policy = DEFAULT_POLICY if args.file is None else read_policy_file(args.file)
     except PolicyError as exc:
-        print(f"npo-bot policy check: {args.file}: refused: {exc}", file=sys.stderr)
+        # A file that cannot be read at all is refused as the file, not as the NPO_POLICY_FILE setting (not used here).
+        why = exc.message if exc.field == "NPO_POLICY_FILE" else str(exc)
+        print(f"npo-bot policy check: {args.file}: refused: {why}", file=sys.stderr)
         return 1
     verdict = None
     if args.try_prediction is not None:

@@ -85,8 +85,13 @@ def test_a_refused_file_is_named_with_its_line_and_field(
 
 
 def test_a_missing_file_and_a_bad_trial_are_refused(prod: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, str(prod.with_name("absent.toml")))
-    assert (code, out) == (1, "") and "cannot read absent.toml" in err
+    absent = prod.with_name("absent.toml")
+    code, out, err = run(capsys, str(absent))
+    assert (code, out) == (1, "")
+    # The file, not the NPO_POLICY_FILE setting `serve` reads it from (not used here), and named once.
+    assert err == f"npo-bot policy check: {absent}: refused: cannot read absent.toml: No such file or directory\n"
+    code, out, err = run(capsys, str(prod.parent))
+    assert (code, out) == (1, "") and "NPO_POLICY_FILE" not in err and "Is a directory" in err, err
     code, out, err = run(capsys, str(prod), "--try", '{"id":"x"}')
     assert (code, out) == (1, "") and "--try: fault_type: is required" in err
     code, out, err = run(capsys, str(prod), "--try", "{")
