@@ -455,18 +455,20 @@ def read_setting(environ: Mapping[str, str], env_file: Path | None, name: str) -
     merged, file_problems = _merged(environ, env_file)
     if file_problems:
         raise ConfigError(file_problems)
+    _warn_unknown(merged, _setting_names())  # a typo (NPO_DB_PAHT) is said here too, not only by ``serve``
     return merged.get(name, "").strip()
 
 
-def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env")) -> Settings:
-    """Build :class:`Settings` from ``environ`` (normally ``os.environ``) over the ``env_file`` (if it exists).
+def _setting_names() -> set[str]:
+    """Every name :func:`load_settings` reads."""
+    r = _Reader({}, {})
+    _read_settings(r)
+    return r.asked
 
-    Raises :class:`ConfigError` listing every missing or invalid variable, and every malformed line of the file
-    (the well-formed ones still count). Reads the file; nothing else.
-    """
-    merged, file_problems = _merged(environ, env_file)
-    r = _Reader(merged, file_problems)
-    settings = Settings(
+
+def _read_settings(r: _Reader) -> Settings:
+    """The settings as ``r`` reads them, each problem collected in ``r.problems``."""
+    return Settings(
         slack_bot_token=r.required("SLACK_BOT_TOKEN", _token),
         slack_signing_secret=r.required("SLACK_SIGNING_SECRET"),
         ingest_token=r.required("NPO_INGEST_TOKEN", _long_secret),
@@ -506,6 +508,17 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         bot_user_id=r.optional("SLACK_BOT_USER_ID", "U00000000", str),
         slack_app_token=r.optional("SLACK_APP_TOKEN", "", _app_token),
     )
+
+
+def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env")) -> Settings:
+    """Build :class:`Settings` from ``environ`` (normally ``os.environ``) over the ``env_file`` (if it exists).
+
+    Raises :class:`ConfigError` listing every missing or invalid variable, and every malformed line of the file
+    (the well-formed ones still count). Reads the file; nothing else.
+    """
+    merged, file_problems = _merged(environ, env_file)
+    r = _Reader(merged, file_problems)
+    settings = _read_settings(r)
     _warn_unknown(merged, r.asked)  # before any ConfigError: a typo may be why a required name is missing
     direct_message = settings.incident_channel.startswith("D") and "NPO_INCIDENT_CHANNEL" not in r.problems
     if direct_message and not settings.responders:

@@ -131,3 +131,18 @@ def test_a_malformed_settings_file_is_refused_by_every_command_alike(
     assert "npo.env line 1: NPO_DB_PATH: unterminated quote" in captured.err
     assert captured.out == ""
     assert _files(work) == before
+
+
+@pytest.mark.parametrize("argv", [["db", "migrate"], ["db", "check"], ["report", "--db", "given.db"]], ids=" ".join)
+def test_a_misspelled_name_in_the_settings_file_is_warned_by_every_command_that_reads_it(
+    argv: list[str], work: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``db`` and ``report --db`` read one setting each: a typo there (``NPO_DB_PAHT``) made ``db migrate`` create
+    and migrate ``./npo.db`` without a word, where ``serve`` warns about it with the name meant."""
+    (work / ".env").write_text("NPO_DB_PAHT=state.db\nNPO_TIMEZNE=Europe/Berlin\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="bot.config"):
+        main(argv)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bot.config" and r.levelname == "WARNING"]
+    assert any("NPO_DB_PAHT" in w and "did you mean NPO_DB_PATH?" in w for w in warnings), warnings
+    assert any("NPO_TIMEZNE" in w and "did you mean NPO_TIMEZONE?" in w for w in warnings), warnings
+    assert len(warnings) == 2, warnings  # once each
