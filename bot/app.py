@@ -124,7 +124,7 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
     sync_client = WebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
-        timeout=int(max(1, settings.slack_timeout_s)),
+        timeout=settings.web_api_timeout,
         retry_handlers=[],
     )
     worker = DeliveryWorker(

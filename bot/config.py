@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 from npo.feedback import SKIP_LAMBDA_MAX, SKIP_LAMBDA_MIN
 
@@ -141,6 +141,13 @@ class Settings:
     bot_user_id: str = "U00000000"
     slack_app_token: str = ""  # app-level token (xapp-…) for Socket Mode (``npo-bot socket``); unused over HTTP
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def web_api_timeout(self) -> int:
+        """``NPO_SLACK_TIMEOUT_S`` for slack_sdk's Web API clients, as it is (0.3 s stays 0.3 s, 2.9 s stays 2.9 s):
+        slack_sdk annotates ``timeout`` as ``int`` but hands it to urllib and aiohttp, which take seconds as a float.
+        """
+        return cast(int, self.slack_timeout_s)
 
     @property
     def user_responders(self) -> frozenset[str]:

@@ -368,7 +368,7 @@ class SocketModeService:
         self.stops: StopSignals | None = None  # the process's stop-signal handling, told of the server it creates
 
     def _web_client(self) -> AsyncWebClient:
-        return AsyncWebClient(base_url=self.settings.slack_api_url, timeout=int(max(1, self.settings.slack_timeout_s)))
+        return AsyncWebClient(base_url=self.settings.slack_api_url, timeout=self.settings.web_api_timeout)
 
     def _client(self, server: uvicorn.Server) -> SocketModeClient:
         def on_fatal(_: SocketModeError) -> None:

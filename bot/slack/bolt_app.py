@@ -26,7 +26,7 @@ HANDLED_EVENTS = home.EVENTS  # the Events API types a listener handles (the oth
 def build_web_client(settings: Settings) -> AsyncWebClient:
     """The listeners' Web API client (views.open, look-ups, ephemeral replies)."""
     return AsyncWebClient(
-        token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=int(max(1, settings.slack_timeout_s))
+        token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=settings.web_api_timeout
     )
 
 
