@@ -62,6 +62,7 @@ _READ_ELSEWHERE = frozenset(
         "NPO_LOAD_VARIANT",
         "NPO_FAULT_SECONDS",  # scripts/reliability, tests/hardening
         "NPO_DEMO_SCREENSHOT",  # tests/demo
+        "NPO_HYPOTHESIS",  # tests/conftest.py
     }
 )
 
