@@ -91,6 +91,8 @@ def prepare_database(path: Path, *, resume: bool) -> None:
     """
     if not path.exists():
         return
+    if path.is_dir():
+        raise DemoError(f"{path} is a folder; --db names the SQLite file (e.g. {path / 'npo-demo.db'})")
     try:
         tables = table_names(path)
     except sqlite3.DatabaseError as exc:

@@ -134,6 +134,8 @@ def test_a_file_that_is_not_an_npo_database_is_never_replaced(tmp_path: Path) ->
     with pytest.raises(DemoError, match="not an NPO database"):
         prepare_database(other, resume=False)
     assert other.exists()
+    with pytest.raises(DemoError, match="is a folder; --db names the SQLite file"):  # not "disk I/O error"
+        prepare_database(tmp_path, resume=False)
 
 
 def test_an_earlier_demo_database_is_replaced_unless_resumed(tmp_path: Path) -> None:
