@@ -150,6 +150,9 @@ class Feeder(threading.Thread):
                 log.warning("outcome of %s not sent: %s", pid, exc)
 
 
+ANSWER_DELAY_S = (1.0, 4.0)  # a simulated engineer answers this long after a recommendation appears
+
+
 class Engineers(threading.Thread):
     """Simulated on-call engineers: each surfaced recommendation is answered by its item's engineer a short,
     random while (``delay_s`` range) after it appears in ``channel``, with signed clicks through the stand-in."""
@@ -160,7 +163,7 @@ class Engineers(threading.Thread):
         ledger: Ledger,
         channel: str,
         *,
-        delay_s: tuple[float, float] = (1.0, 4.0),
+        delay_s: tuple[float, float] = ANSWER_DELAY_S,
         seed: int = 0,
     ) -> None:
         super().__init__(name="npo-demo-engineers", daemon=True)

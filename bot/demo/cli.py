@@ -173,6 +173,16 @@ def _run(args: argparse.Namespace, stops: _Stops) -> int:
     if args.outcome_delay is not None and not args.outcome_delay >= 0:  # also refuses nan
         print("npo-bot demo: --outcome-delay must be >= 0", file=sys.stderr)
         return 2
+    from bot.demo.actors import ANSWER_DELAY_S  # noqa: PLC0415
+
+    if args.auto and args.outcome_delay is not None and args.outcome_delay < ANSWER_DELAY_S[1]:
+        # An outcome closes the recommendation (its buttons go) before a late engineer answers.
+        print(
+            f"npo-bot demo: note: the simulated engineers answer {ANSWER_DELAY_S[0]:g}–{ANSWER_DELAY_S[1]:g} s after "
+            f"a recommendation appears; with --outcome-delay {args.outcome_delay:g} the outcome closes many of them "
+            "before anyone answers",
+            file=sys.stderr,
+        )
     try:
         noise = Noise(epsilon=args.noise, neutral=args.neutral, skip=args.skip)
     except InvalidRecord as exc:

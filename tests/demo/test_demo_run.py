@@ -120,6 +120,9 @@ def test_bad_options_are_refused_by_name(tmp_path: Path) -> None:
     assert both.returncode == 2 and "--skip: skip + neutral must be <= 1" in both.stderr
     missing = demo_cli("--replay", str(tmp_path / "absent.jsonl"), "--db", str(tmp_path / "x.db"), "--port", "0")
     assert missing.returncode == 2 and "--replay: no such file" in missing.stderr
+    # An outcome sooner than the simulated engineers answer (1–4 s) closes recommendations unanswered: said first.
+    early = demo_cli("--auto", "--outcome-delay", "2", "--skip", "0.8", "--neutral", "0.5")
+    assert early.returncode == 2 and "with --outcome-delay 2 the outcome closes many of them" in early.stderr
     assert not (tmp_path / "x.db").exists()
 
 
