@@ -28,7 +28,8 @@ from bot.output import print_result
 
 _DESCRIPTION = (
     "Check a Safety Policy file as `npo-bot serve` and the reload endpoint read it, and print the policy in effect "
-    "(every omitted rule at its default). Exit 0 accepted, 1 refused (file, line and field named), 2 bad option."
+    "(every omitted rule at its default). Exit 0 accepted, 1 the file (its line and field named) or the --try "
+    "prediction refused, 2 bad option."
 )
 
 
