@@ -6,12 +6,14 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from storage_testing import make_prediction, surface
 
 from npo.loop import SYSTEM_OPERATOR, decide, record_feedback, record_outcome
 from npo.policy import Policy
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Verdict
 from storage import SQLiteStore, check, connect
+from storage.errors import LeaseLost
 
 
 def _click(store: SQLiteStore, pid: str, who: str, kind: FeedbackKind, rid: str, at: float = 10.0) -> str:
@@ -119,6 +121,29 @@ def test_outbox_is_written_with_the_decision_and_delivered_once(store: SQLiteSto
         rows = conn.execute("SELECT prediction_id, channel, message_ts, state FROM recommendations ORDER BY 1")
         assert rows.fetchall() == [("p0", "C123", "1700000000.000100", "posted"), ("p1", "incident", None, "failed")]
     reopened.close()
+
+
+def test_a_result_on_a_lapsed_lease_changes_nothing_while_the_new_owner_holds_the_message(store: SQLiteStore) -> None:
+    """Worker A's lease ran out and worker B claimed the messages (its call still in flight: they are pending).
+    A's late result — sent, retry, failed, a digest's sent, a deferral — is refused and leaves B's claim as it is:
+    otherwise A's retry would end B's lease early (a third worker posts the message again), or A's failure would
+    mark failed a message B is posting."""
+    ids = [store.enqueue("C1", "message", {"text": f"m{i}"}, 0.0) for i in range(5)]
+    old = store.claim_due(now=0.0, limit=5, lease_s=10.0)  # worker A: attempt 1
+    new = store.claim_due(now=10.0, limit=5, lease_s=60.0)  # A's lease is over: worker B, attempt 2
+    assert [i.id for i in old] == [i.id for i in new] == ids and {i.attempts for i in new} == {2}
+    held = store.outbox()
+    with pytest.raises(LeaseLost):
+        store.mark_sent(ids[0], "C1", "1.000001", at=11.0, attempt=1)
+    with pytest.raises(LeaseLost):
+        store.mark_retry(ids[1], 12.0, "ratelimited", attempt=1)
+    with pytest.raises(LeaseLost):
+        store.mark_failed(ids[2], "channel_not_found", attempt=1)
+    assert store.mark_sent_many([(ids[3], 1)], "C1", "1.000002", at=11.0) == 0
+    assert store.defer_many([(ids[4], 12.0, "waiting for the channel's pace", 1)]) == 0
+    assert store.outbox() == held  # pending, B's attempt, due when B's lease ends
+    assert store.claim_due(now=69.0) == []  # nobody else takes them while B holds them
+    assert store.mark_sent_many([(i, 2) for i in ids], "C1", "1.000003", at=20.0) == 5  # B's result is recorded
 
 
 def test_job_claimed_once_across_threads_and_stores(db_path: Path) -> None:

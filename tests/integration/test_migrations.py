@@ -165,6 +165,21 @@ def test_check_reports_an_outdated_schema(db_path: Path, capsys: pytest.CaptureF
     assert "schema version 1" in capsys.readouterr().out
 
 
+def test_an_upgrade_that_would_leave_a_dangling_reference_changes_nothing(db_path: Path) -> None:
+    """``migrate`` checks the foreign keys before it commits (they are off while tables are rebuilt): an outcome
+    whose decision is missing (written by hand with foreign keys off) stops the upgrade with the row named, and the
+    database stays at its version, with no table of the migrations it stopped."""
+    db = connect(db_path)
+    assert migrate(db, stop_before="m017_outcome_agreement") == 16
+    db.conn.execute("PRAGMA foreign_keys = OFF")
+    db.conn.execute("INSERT INTO outcomes (prediction_id, real_fault, at, source) VALUES ('ghost', 1, 5.0, 'api')")
+    db.conn.commit()
+    with pytest.raises(StorageError, match=r"outcomes.*refer.*missing decisions rows"):
+        migrate(db)
+    assert schema_version(db) == 16 and "outcome_agreement" not in db.table_names()
+    db.close()
+
+
 def test_audit_log_is_append_only(store: SQLiteStore, relaxed_policy: Policy) -> None:
     surface(store, [make_prediction(0)], relaxed_policy)
     with store.transaction() as tx:
@@ -434,6 +449,41 @@ def test_upgrade_prints_a_null_threshold_and_keeps_the_audit_log(tmp_path: Path)
         with store.transaction() as tx:  # the store audits through the view as before
             tx.audit("config_change", "policy", {"by": "bob"}, 31.0)
         assert store.audit_entries()[-1][0] == before[-1][0] + 2
+    db = connect(old)
+    assert check(db) == (LATEST_SCHEMA_VERSION, [])
+    db.close()
+
+
+def test_upgrade_remembers_the_ids_found_duplicates_in_the_history(tmp_path: Path, default_policy: Policy) -> None:
+    """A database at schema version 14: m015 fills ``prediction_aliases`` from the ``duplicate_prediction`` audit
+    lines, so an id found a duplicate by fingerprint before the upgrade still leads to the prediction it duplicated
+    (its outcome, or the same id sent again after the dedupe window, finds that one) — as for one found after it.
+    A line whose id is the first's own (the same prediction sent twice) names no alias, nor one whose id has a
+    decision of its own (sent again after the dedupe window, which the version before decided as a new one)."""
+    full = tmp_path / "full.db"
+    config = LoopConfig()
+    late = make_prediction(0, id="late", received_at=config.dedupe_window_s + 1)
+    sent = (make_prediction(0), make_prediction(0), make_prediction(0, id="again", received_at=100.0), late)
+    with SQLiteStore(full, config) as store:
+        with store.transaction() as tx:
+            for p in sent:
+                decide(tx, p, config=config, policy=default_policy, rng=np.random.default_rng(0), now=p.received_at)
+            tx.audit("duplicate_prediction", "late", {"first": "p0"}, 50.0)  # its first sending, as the old version
+        duplicates = [subject for _, _, _, subject, _ in store.audit_entries(kind="duplicate_prediction")]
+        assert duplicates == ["p0", "again", "late"] and store.decision("late") is not None
+    old = tmp_path / "v14.db"
+    db = connect(old)
+    assert migrate(db, stop_before="m015_prediction_aliases") == 14
+    assert "prediction_aliases" not in db.table_names()
+    copy_rows(db.conn, full, ("decisions", "recommendations", "outbox", "learning_state", "audit_events"))
+    db.close()
+
+    with SQLiteStore(old, config) as store:
+        assert store.schema_version() == LATEST_SCHEMA_VERSION
+        with store.read() as conn:
+            aliases = conn.execute("SELECT alias_id, prediction_id FROM prediction_aliases").fetchall()
+        assert aliases == [("again", "p0")]
+        assert store.alias_of("again") == "p0"
     db = connect(old)
     assert check(db) == (LATEST_SCHEMA_VERSION, [])
     db.close()

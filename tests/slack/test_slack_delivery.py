@@ -97,6 +97,19 @@ def test_permanent_error_is_marked_failed_not_retried(bot: BotUnderTest) -> None
     assert bot.bot.metrics.counter("npo_deliveries_total", kind="recommendation", result="failed") == 1
 
 
+@pytest.mark.parametrize("code", ["internal_error", "fatal_error", "service_unavailable", "request_timeout"])
+def test_a_transient_slack_error_is_retried_and_posted_once_not_failed(bot: BotUnderTest, code: str) -> None:
+    """Slack answers these (HTTP 200, ``"ok": false``) when it is in trouble, not the message: the post is tried
+    again after a back-off and goes out once. Marked failed, the recommendation would be lost to a Slack outage."""
+    bot.standin.faults.error("chat.postMessage", code, times=1)
+    bot.ingest(prediction("p1"))
+    wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=10)
+    assert not bot.bot.store.outbox("failed"), [item.last_error for item in bot.bot.store.outbox("failed")]
+    assert [c.response.get("error") for c in bot.standin.calls("chat.postMessage")] == [code, None]
+    assert len(bot.standin.messages(INCIDENT)) == 1
+    assert bot.bot.metrics.counter("npo_deliveries_total", kind="recommendation", result="retry") == 1
+
+
 def test_a_recommendation_slack_refuses_is_sent_again_with_its_texts_cut_short(bot: BotUnderTest) -> None:
     """Slack's limits are counted in characters, as NPO counts them, but how Slack counts some text (emoji, other
     scripts) is undocumented: a recommendation Slack refuses (``invalid_blocks``) is sent once more in the compact

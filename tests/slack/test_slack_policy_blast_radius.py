@@ -60,3 +60,24 @@ def test_a_reload_changing_the_stale_age_is_refused(bot: BotUnderTest) -> None:
     assert response.json()["field"] == "blast_radius.stale_after_seconds"
     assert "restart the service to apply it" in response.json()["error"]
     assert bot.bot.service.base_policy is old
+
+
+def test_a_reload_changing_the_disruptive_actions_is_refused_and_a_change_of_case_is_none(bot: BotUnderTest) -> None:
+    """The store counts a cluster's open disruptive recommendations with the actions it was started with: a reload
+    that makes another action disruptive (or none) is refused, else the blast radius would count with one list and
+    decide with another. Names are compared without case, so writing them in another case is no change."""
+    settings = bot.bot.settings
+    assert settings.policy_file is not None
+    old = bot.bot.service.base_policy
+    auth = {"Authorization": f"Bearer {settings.ingest_token}"}
+    reload_url = f"{bot.server.url}/api/v1/policy/reload"
+    settings.policy_file.write_text(POLICY + 'disruptive_actions = ["drain"]\n', encoding="utf-8")
+    response = httpx.post(reload_url, headers=auth, timeout=10)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "blast_radius.disruptive_actions"
+    assert bot.bot.service.base_policy is old
+    same = '["Drain", "REBOOT", "reimage", "power_cycle", "failover"]'
+    settings.policy_file.write_text(POLICY + f"disruptive_actions = {same}\n", encoding="utf-8")
+    response = httpx.post(reload_url, headers=auth, timeout=10)
+    assert response.status_code == 200, response.text
+    assert bot.bot.service.base_policy.blast_radius.disruptive_keys == old.blast_radius.disruptive_keys

@@ -149,6 +149,20 @@ def test_unauthorised_clicker_gets_an_ephemeral_refusal(bot: BotUnderTest) -> No
     assert not bot.standin.calls("chat.update")
 
 
+def test_a_non_responder_can_neither_record_an_outcome_nor_open_the_override_form(bot: BotUnderTest) -> None:
+    """The outcome buttons and Override check the clicker as Like does: an outcome recorded by anyone in the channel
+    would feed the miss term, m(k) and every answerer's trust, and the form would let them override."""
+    first, second = bot.surface("p1"), bot.surface("p2")
+    before = bot.counts()
+    for action_id, message in (("npo_override", first), ("npo_confirm_fault", first), ("npo_false_alarm", second)):
+        assert bot.click(MALLORY, action_id, message).status_code == 200
+    refusals = wait_for(lambda: bot.standin.calls("chat.postEphemeral")[2:] and bot.standin.calls("chat.postEphemeral"))
+    assert [c.body["user"] for c in refusals] == [MALLORY] * 3
+    time.sleep(0.3)  # anything else the clicks set off is done by now
+    assert bot.counts() == before and before["outcomes"] == 0
+    assert not bot.standin.calls("views.open") and not bot.standin.calls("chat.update")
+
+
 def test_unknown_paths_url_verification_and_ssl_check(bot: BotUnderTest) -> None:
     before = _state(bot)
     assert httpx.get(bot.events_url).status_code == 405
