@@ -222,7 +222,8 @@ def add_evaluate_parser(subparsers: Any) -> None:
         (
             "--pool-strength",
             _positive,
-            "n₀: how many answers the fault type's m counts as at most in a key's pooled m (default 2)",
+            "n₀: how many answers the fault type's m counts as at most in a key's pooled m; needs --pool-keys"
+            " (default 2)",
         ),
         (
             "--model-prior-strength",
@@ -309,6 +310,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from bot.evaluate.errors import DataError  # noqa: PLC0415 - keep `npo-bot --help` fast
     from bot.evaluate.formats import read_dataset  # noqa: PLC0415
     from bot.evaluate.runner import (  # noqa: PLC0415
+        POOL_KEYS,
         RETRAIN,
         EvaluationSettings,
         evaluate,
@@ -325,6 +327,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     retrain = RETRAIN if args.retrain is None else args.retrain
     if args.model_prior_strength is not None and not retrain:
         return _refused(args, "--model-prior-strength needs --retrain: without a promoted model there is no prior")
+    if args.pool_strength is not None and not (POOL_KEYS if args.pool_keys is None else args.pool_keys):
+        return _refused(args, "--pool-strength needs --pool-keys: without pooling no key weighs its fault type's m")
     folder, fmt = resolve_data(args)
     if not folder.exists():
         print(f"npo-bot evaluate: no data folder {folder} (pass --data or set ${DATA_ENV})", file=sys.stderr)

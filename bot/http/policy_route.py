@@ -2,7 +2,7 @@
 
 Same bearer token as the ingest API. The file is parsed completely before anything changes: a file that cannot be
 read or parsed (bad TOML, an unknown rule, a wrong type — ``PolicyError`` names the line and field; not UTF-8;
-empty) is refused with 422 and the running policy stays in force; so is a change of
+empty or comments only) is refused with 422 and the running policy stays in force; so is a change of
 ``blast_radius.disruptive_actions`` or ``blast_radius.stale_after_seconds``, which the store counts open
 recommendations with (restart to apply it). On success
 the next decision uses the new policy. Every attempt is logged (an error line for a refused file). Without
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -33,9 +34,10 @@ def _unreadable(path: Path, message: str) -> PolicyError:
 
 def read_policy_file(path: Path) -> Policy:
     """Read and parse a policy file. Raises ``PolicyError`` for a bad policy (an unknown time zone included), for a
-    file that cannot be read or is not UTF-8 (field ``NPO_POLICY_FILE``), and for an empty one: a file truncated to
-    nothing (a failed write, a full disk) would otherwise be the default policy, every freeze window and allowed
-    action of the real one gone; the defaults are asked for with ``version = 1`` (or no ``NPO_POLICY_FILE``)."""
+    file that cannot be read or is not UTF-8 (field ``NPO_POLICY_FILE``), and for one that sets nothing (empty, or
+    comments only): a file truncated to nothing or to its opening comments (a failed write, a full disk) would
+    otherwise be the default policy, every freeze window and allowed action of the real one gone; the defaults are
+    asked for with ``version = 1`` (or no ``NPO_POLICY_FILE``)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -46,13 +48,22 @@ def read_policy_file(path: Path) -> Policy:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise _unreadable(path, f"line {line} is not UTF-8 (byte 0x{data[exc.start]:02x}); save it as UTF-8") from None
-    if not text.strip():
+    if _sets_nothing(text):
         raise _unreadable(
             path,
-            "the policy file is empty (a truncated write?); write `version = 1` for the defaults, or unset "
-            "NPO_POLICY_FILE",
+            "the policy file is empty or holds only comments (a truncated write?); write `version = 1` for the "
+            "defaults, or unset NPO_POLICY_FILE",
         )
     return parse_policy(text, path.name, zone=ZoneInfo)
+
+
+def _sets_nothing(text: str) -> bool:
+    """Whether ``text`` is a TOML document without a single key: blank, or comments only (a file cut off after its
+    opening comments is as empty as one cut to nothing). Bad TOML is not "nothing": ``parse_policy`` names its line."""
+    try:
+        return not tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,6 +179,9 @@ def test_quoted_value_followed_by_a_comment(tmp_path: Path) -> None:
         ('A="a # b" # c', "a # b"),
         ("A='it's'", "it's"),  # wholly quoted: inner quotes kept, as before
         ('A="a\\"b" # c', 'a\\"b'),  # an escaped quote does not close; no escape processing
+        ('A="a\\nb"', "a\\nb"),  # no escape sequences (python-dotenv would make a line break of it)
+        ("A=${HOME}/npo.db", "${HOME}/npo.db"),  # no interpolation (python-dotenv and docker compose expand it)
+        ('A="$HOME/npo.db"', "$HOME/npo.db"),
         ('A=""', ""),
         ("A=", ""),
         ("export A = 'x'", "x"),

@@ -71,6 +71,7 @@ def test_a_file_shows_every_rule_in_effect_and_a_trial_verdict(prod: Path, capsy
         ("version = 1\n[rules.deny_target]\npatterns = []\n", "rules.deny_target"),
         ('version = 1\ntimezone = "Mars/Olympus"\n', "timezone"),
         ("", "empty"),
+        ("# the production policy\n\n# freeze windows below\n", "empty"),  # comments only: nothing is set
     ],
 )
 def test_a_refused_file_is_named_with_its_line_and_field(

@@ -185,6 +185,7 @@ def test_every_refused_option_is_the_usage_then_one_line(
         "a file": ["--data", str(nab_dir / "windows.json")],
         "nothing": ["--data", str(tmp_path / "absent")],
         "--model-prior-strength": ["--data", str(nab_dir), "--model-prior-strength", "3"],
+        "--pool-strength": ["--data", str(nab_dir), "--pool-strength", "4"],
         "inside": ["--data", str(nab_dir), "--db", str(nab_dir / "dbs")],
     }
     if Path("/proc/self").is_dir():  # Linux /proc: a place no one can create a folder in
@@ -194,6 +195,20 @@ def test_every_refused_option_is_the_usage_then_one_line(
         captured = capsys.readouterr()
         assert captured.out == "", name
         _usage_then_line(captured.err)
+
+
+def test_a_pool_strength_without_pooling_is_refused_not_ignored(
+    nab_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pooling is off by default, so ``--pool-strength 4`` alone ran the default figures while the JSON's
+    ``settings`` said ``pool_strength: 4``: a measurement of n₀ that measured nothing. Refused as
+    ``--model-prior-strength`` without ``--retrain`` is."""
+    monkeypatch.setattr(bot.evaluate.runner, "predict", _interrupt)  # no run may start
+    for argv in (["--pool-strength", "4"], ["--no-pool-keys", "--pool-strength", "1"]):
+        assert _code(["--data", str(nab_dir), *argv]) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert _usage_then_line(captured.err).startswith("npo-bot evaluate: --pool-strength needs --pool-keys")
 
 
 # --- exit codes -------------------------------------------------------------------------------------------------

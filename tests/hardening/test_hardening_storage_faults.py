@@ -115,6 +115,7 @@ def _reload(bot: BotUnderTest, token: str | None = None) -> httpx.Response:
         (b"\xff\xfe\x00garbage", "NPO_POLICY_FILE"),
         ("[rules.override_cooldown]\nseconds = 1" + "0" * 400 + "\n", "rules.override_cooldown.seconds"),
         (" \n", "NPO_POLICY_FILE"),  # truncated to nothing: refused (the defaults are `version = 1`)
+        ("# NPO Safety Policy\n#\n\n", "NPO_POLICY_FILE"),  # truncated after its opening comments: no setting left
     ],
 )
 def test_a_corrupt_policy_file_at_reload_keeps_the_old_policy_and_reports_the_error(

@@ -151,6 +151,7 @@ POLICY_PROBLEMS: dict[str, tuple[bytes, str]] = {  # the policy file's bytes →
     "policy file": (b'timezone = "Mars/Olympus"\n', "Mars/Olympus"),
     "policy not UTF-8": (b"\xff\xfe garbage", "not UTF-8"),
     "policy empty": (b" \n\t\n", "the policy file is empty"),
+    "policy comments only": (b"# NPO Safety Policy\n#\n", "the policy file is empty"),  # cut after its header
 }
 
 
