@@ -108,9 +108,9 @@ def add_demo_parser(sub: Any) -> None:
         type=float,
         help="seconds until a prediction's true outcome is reported (default 30 with --auto, else 180)",
     )
-    demo.add_argument("--noise", type=_fraction, default=0.1, help="share of engineers' answers flipped (default 0.1)")
-    demo.add_argument("--skip", type=_fraction, default=0.1, help="share of recommendations nobody answers (0.1)")
-    demo.add_argument("--neutral", type=_fraction, default=0.03, help="share of neutral answers (default 0.03)")
+    demo.add_argument("--noise", type=_fraction, help="with --auto: share of answers flipped (default 0.1)")
+    demo.add_argument("--skip", type=_fraction, help="with --auto: share of recommendations nobody answers (0.1)")
+    demo.add_argument("--neutral", type=_fraction, help="with --auto: share of neutral answers (default 0.03)")
     demo.add_argument("--seed", type=_seed, default=0, help="random seed of the fault stream (default 0)")
     demo.add_argument(
         "--miss-weight",
@@ -183,8 +183,17 @@ def _run(args: argparse.Namespace, stops: _Stops) -> int:
             "before anyone answers",
             file=sys.stderr,
         )
+    shaping = {"epsilon": args.noise, "neutral": args.neutral, "skip": args.skip}
+    if not args.auto and any(value is not None for value in shaping.values()):
+        given = [f"--{name}" for name in ("noise", "skip", "neutral") if getattr(args, name) is not None]
+        print(
+            f"npo-bot demo: {', '.join(given)} shape the simulated engineers of --auto; without --auto only you "
+            "answer: add --auto or leave them out",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        noise = Noise(epsilon=args.noise, neutral=args.neutral, skip=args.skip)
+        noise = Noise(**{name: value for name, value in shaping.items() if value is not None})
     except InvalidRecord as exc:
         print(f"npo-bot demo: --{exc.field}: {exc.message}", file=sys.stderr)
         return 2

@@ -116,8 +116,11 @@ def _answers(db: Path) -> int:
 def test_bad_options_are_refused_by_name(tmp_path: Path) -> None:
     noisy = demo_cli("--noise", "1.5")
     assert noisy.returncode == 2 and "--noise" in noisy.stderr
-    both = demo_cli("--skip", "0.8", "--neutral", "0.5", "--db", str(tmp_path / "x.db"))
+    both = demo_cli("--auto", "--skip", "0.8", "--neutral", "0.5", "--db", str(tmp_path / "x.db"))
     assert both.returncode == 2 and "--skip: skip + neutral must be <= 1" in both.stderr
+    # Without --auto nobody simulated answers: the engineers' shares would change nothing, so they are refused.
+    alone = demo_cli("--noise", "0.3", "--neutral", "0.1", "--db", str(tmp_path / "x.db"))
+    assert alone.returncode == 2 and "--noise, --neutral shape the simulated engineers of --auto" in alone.stderr
     missing = demo_cli("--replay", str(tmp_path / "absent.jsonl"), "--db", str(tmp_path / "x.db"), "--port", "0")
     assert missing.returncode == 2 and "--replay: no such file" in missing.stderr
     # An outcome sooner than the simulated engineers answer (1–4 s) closes recommendations unanswered: said first.
