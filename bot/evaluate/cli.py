@@ -284,6 +284,21 @@ def _short_series_note(dataset: Dataset, min_history_s: float) -> str | None:
     )
 
 
+def _early_windows_note(data: dict[str, Any]) -> str | None:
+    """A note on the labelled windows that close before the predictor can predict on their series (None: none):
+    every condition misses them, and recall counts them."""
+    count = data.get("windows_before_predictor_ready", 0)
+    if not count:
+        return None
+    names = data.get("series_of_windows_before_predictor_ready", [])
+    named = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"note: {count} of {data['windows']} labelled windows close before the predictor has the history to predict "
+        f"on their series (a day of scores, after its first baseline), so every condition misses them and recall "
+        f"counts them: {named}"
+    )
+
+
 def _refused(args: argparse.Namespace, message: str) -> int:
     """An option refused once the command line is parsed (options that only together are wrong, a ``--db`` that
     cannot be used): the command's usage, then one line, exit 2 — as argparse refuses an option."""
@@ -392,6 +407,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         return DATA_ERROR_EXIT
     if show:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+    early = _early_windows_note(result["data"])
+    if early is not None:
+        print(f"npo-bot evaluate: {early}", file=sys.stderr)
     if args.json:
         return print_result(json.dumps(finite(result), indent=1, allow_nan=False), "evaluate")
     return print_result(table(result), "evaluate")

@@ -5,7 +5,8 @@ Layout of the folder (any folder of this shape works)::
     DIR/<metric>.csv    header row, then one row per sample:
                         timestamp,[series,]<value column>[,<value column> …],label
 
-``timestamp`` is Unix seconds or ``YYYY-MM-DD HH:MM:SS`` / ISO 8601 (read as UTC without an offset); ``label`` is
+``timestamp`` is Unix seconds or ``YYYY-MM-DD HH:MM:SS`` / ISO 8601 (read as UTC without an offset; a number
+past the year 9999 as seconds, such as Unix milliseconds, is refused); ``label`` is
 ``0`` or ``1`` (1 = the row lies inside a fault); every other column except ``series`` is a value (a number). The
 column names are found by name, in any order and any case. Without a ``series`` column the file is one series; with
 one, each distinct value is a series of its own (rows of several series may be interleaved). Rows of one series are
@@ -43,6 +44,13 @@ def csv_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".csv" and p.name[0] != ".")
 
 
+MAX_UNIX_S = 253_402_300_800.0  # 10000-01-01: a number beyond is not Unix seconds (milliseconds, say)
+
+
+class _NotSeconds(ValueError):
+    """A numeric timestamp too large to be Unix seconds."""
+
+
 def _time(text: str) -> float:
     try:
         value = float(text)
@@ -50,6 +58,8 @@ def _time(text: str) -> float:
         return parse_time(text)
     if not math.isfinite(value):
         raise ValueError(text)
+    if abs(value) >= MAX_UNIX_S:  # read as seconds, 2024's milliseconds would be 50,000 years from now
+        raise _NotSeconds(text)
     return value
 
 
@@ -81,6 +91,13 @@ def _read_file(path: Path) -> dict[str, list[tuple[float, list[float], bool, int
             raise DataError(path, f"expected {len(names)} columns, got {len(cells)}", line)
         try:
             at = _time(cells[t_col])
+        except _NotSeconds:
+            raise DataError(
+                path,
+                f"timestamp {cells[t_col].strip()!r} is past the year 9999 as Unix seconds: milliseconds? "
+                "(expected Unix seconds or an ISO 8601 time)",
+                line,
+            ) from None
         except ValueError:
             raise DataError(path, f"bad timestamp {cells[t_col]!r}", line) from None
         label = cells[l_col].strip()

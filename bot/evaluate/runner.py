@@ -159,7 +159,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """The full evaluation as a JSON-ready dict (see ``bot/evaluate/cli.py`` for its shape)."""
     started = time.monotonic()
-    stream = make_stream(dataset, settings.predictor)
+    predictions = [predict(s, settings.predictor) for s in dataset.series]
+    stream = build_stream(dataset, predictions)
+    ready_at = {p.series: p.ready_at for p in predictions}
+    # Windows closing before their series has the history the predictor needs: counted as missed by every condition.
+    too_early = [w for w in dataset.windows if (at := ready_at[w.series]) is None or w.end < at]
     onsets = np.asarray([w.onset for w in dataset.windows])
     per_condition: dict[str, list[dict[str, Any]]] = {}
     conds = conditions(settings.thresholds)
@@ -203,6 +207,8 @@ def evaluate(
         "predictions": len(stream),
         "predictions_inside_windows": int(stream.real_fault.sum()),
         "windows_flagged_by_predictor": int(np.unique(stream.memberships()[1]).size),
+        "windows_before_predictor_ready": len(too_early),
+        "series_of_windows_before_predictor_ready": sorted({w.series for w in too_early}),
         "horizon_s": dataset.horizon_s,
     }
     result["settings"] = {

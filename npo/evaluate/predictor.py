@@ -191,9 +191,14 @@ def rarity(series: Series, scores: FloatArray, config: PredictorConfig) -> Float
         excess = past[past > u] - u
         beta = max(float(excess.mean()) if excess.size else 0.0, 1e-3)
         cur = scores[a:b]
-        emp = (1.0 + np.sum(past[None, :] >= cur[:, None], axis=1)) / (past.size + 1.0)
+        # How many past scores are at least each current one, by binary search in the sorted past: comparing every
+        # pair took rows-per-hour × rows-so-far memory (gigabytes on a few days of one-second data).
+        at_least = past.size - np.searchsorted(np.sort(past), cur, side="left")
+        emp = (1.0 + at_least) / (past.size + 1.0)
         pot = (1.0 - q) * np.exp(-(cur - u) / beta)
-        out[a:b] = np.where(cur > u, pot, emp) * rows_per_rare
+        # A row without a score (its baseline too thin, as after a gap in the data) has no rarity either: its
+        # empirical tail would otherwise be the smallest possible, a routine-looking prediction made of nothing.
+        out[a:b] = np.where(np.isfinite(cur), np.where(cur > u, pot, emp) * rows_per_rare, np.nan)
     return out
 
 
@@ -224,7 +229,9 @@ def confidence(expected: FloatArray | float, config: PredictorConfig) -> FloatAr
 @dataclass(frozen=True, slots=True)
 class SeriesPredictions:
     """The predictions on one series: row indices, times, scores, calibrated confidences and, for a series of
-    several dimensions, the dimension that deviated most at each (0-based; None: univariate)."""
+    several dimensions, the dimension that deviated most at each (0-based; None: univariate). ``ready_at``: the time
+    of the first row after the warm-up at which the predictor had the history to predict (None: no such row), so a
+    window that closes before it can never be caught."""
 
     series: str
     rows: IntArray
@@ -232,6 +239,7 @@ class SeriesPredictions:
     scores: FloatArray
     confidence: FloatArray
     dimension: IntArray | None = None
+    ready_at: float | None = None
 
 
 def predict(series: Series, config: PredictorConfig) -> SeriesPredictions:
@@ -241,6 +249,8 @@ def predict(series: Series, config: PredictorConfig) -> SeriesPredictions:
     expected = rarity(series, scores, config)
     rows = flag(series, expected, config)
     dims = dominant_dimension(z, rows, config) if series.values.shape[1] > 1 else None
+    ready = np.flatnonzero(np.isfinite(expected[series.warmup :]))
+    ready_at = float(series.times[series.warmup + ready[0]]) if ready.size else None
     return SeriesPredictions(
-        series.name, rows, series.times[rows], scores[rows], confidence(expected[rows], config), dims
+        series.name, rows, series.times[rows], scores[rows], confidence(expected[rows], config), dims, ready_at
     )

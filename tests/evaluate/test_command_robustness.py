@@ -264,6 +264,22 @@ def test_series_long_enough_print_no_note(nab_dir: Path, capsys: pytest.CaptureF
     assert capsys.readouterr().err == ""
 
 
+def test_windows_closing_before_the_predictor_can_predict_are_named_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A window in the first hours of a series of four days can never be caught (the predictor needs a day of
+    scores first), yet recall counts it: the run says so rather than report a recall it could never reach."""
+    folder = write_nab(tmp_path / "nab", spikes=(24, 288 * 3))  # the first window: rows 0–48, the first 4 hours
+    assert main(["evaluate", "--data", str(folder), "--seeds", "1", "--json", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)["data"]
+    assert data["windows"] == 2 and data["windows_before_predictor_ready"] == 1
+    assert data["series_of_windows_before_predictor_ready"] == ["hosts/cpu_load_ab12cd"]
+    line = _one_line(captured.err)
+    assert "note: 1 of 2 labelled windows close before the predictor has the history" in line, line
+    assert line.endswith("recall counts them: hosts/cpu_load_ab12cd"), line
+
+
 def test_smd_labels_without_a_test_file_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A machine whose test file is missing (or misnamed) would otherwise be dropped, its faults with it."""
     folder = write_smd(tmp_path / "smd")

@@ -81,6 +81,8 @@ def test_files_with_windows_or_old_mac_line_endings_read_as_with_newlines(tmp_pa
         ("timestamp,value,value,label\n1,2,3,0\n", r"t.csv:1: a column is named twice"),
         ("timestamp,label\n1,0\n", r"t.csv:1: no value column"),
         ("timestamp,value,label\n1,nan,0\n", r"t.csv:2: value is not finite"),
+        # Unix milliseconds read as seconds put 5-minute rows 3.5 days apart, 11,000 years long: nothing predicted
+        ("timestamp,value,label\n1704067200000,2,0\n", r"t.csv:2: timestamp '1704067200000' is past the year 9999"),
     ],
 )
 def test_malformed_input_is_refused_naming_file_and_line(tmp_path: Path, text: str, message: str) -> None:

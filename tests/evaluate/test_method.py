@@ -10,7 +10,7 @@ import pytest
 from npo.evaluate.counting import f1, lead_times, precision_recall, quarter_means
 from npo.evaluate.data import Dataset, FaultWindow, Series
 from npo.evaluate.engineers import EngineerConfig, draw_answers
-from npo.evaluate.predictor import PredictorConfig, confidence, predict, robust_scores
+from npo.evaluate.predictor import PredictorConfig, confidence, predict, rarity, robust_scores
 from npo.evaluate.replay import build_stream, fault_type
 from npo.types import FeedbackKind, InvalidRecord
 
@@ -161,3 +161,50 @@ def test_splitting_the_scores_by_dimension_leaves_the_row_score_unchanged() -> N
     scores = robust_scores(machine, cfg)
     p = predict(machine, cfg)
     np.testing.assert_array_equal(p.scores, scores[p.rows])
+
+
+def test_predictor_emits_nothing_on_rows_without_a_score_after_a_gap_in_the_data() -> None:
+    """After a gap longer than the baseline the first rows have no score (too few rows in the past day); with more
+    than a week of history before the gap their empirical tail made them look rare, so the predictor emitted
+    predictions with a NaN score at confidence 0.81 — false alarms made of missing data."""
+    n_before, n_after = 288 * 10, 288 * 2
+    values = np.asarray(nab_values(n_before + n_after, [], seed=5))
+    times = np.r_[np.arange(n_before), np.arange(n_after) + n_before + 288 * 2] * 300.0
+    p = predict(Series("s", "cpu", "host-1", times, values), PredictorConfig())
+    assert np.all(np.isfinite(p.scores)), p.scores
+    assert not np.any((p.times >= times[n_before]) & (p.times < times[n_before] + 3 * 3600)), p.times
+
+
+def test_predictor_memory_stays_linear_on_one_second_data() -> None:
+    """Each hour's empirical tail compared every row of the hour with every past score: 3,600 × 100,000 booleans
+    (360 MB) at the end of 28 hours of one-second data, gigabytes after a few days. It now searches the sorted
+    past, with the same result (a pairwise count on a short series checks it)."""
+    import tracemalloc  # noqa: PLC0415
+
+    n = 28 * 3600
+    rng = np.random.default_rng(4)
+    values = 50 + rng.normal(0, 1, n)
+    values[100_000:100_030] += 40
+    series = Series("s", "cpu", "host-1", np.arange(n, dtype=np.float64), values)
+    tracemalloc.start()
+    try:
+        p = predict(series, PredictorConfig())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6, f"{peak / 1e6:.0f} MB"
+    assert np.any((p.rows >= 100_000) & (p.rows < 100_030)), p.rows
+
+    short = _series([288 * 4])
+    config = PredictorConfig()
+    scores = robust_scores(short, config)
+    expected = rarity(short, scores, config)
+    a = 288 * 3  # a refresh point (hourly, 12 rows of 5 minutes)
+    past = scores[:a][np.isfinite(scores[:a])]
+    cur = scores[a : a + 12]
+    u = float(np.quantile(past, config.tail_quantile))
+    pairwise = (1.0 + np.sum(past[None, :] >= cur[:, None], axis=1)) / (past.size + 1.0)
+    rows_per_rare = config.rare_s / 300.0
+    empirical = cur <= u
+    assert empirical.any()
+    assert np.allclose(expected[a : a + 12][empirical], pairwise[empirical] * rows_per_rare, rtol=0, atol=0)
