@@ -60,7 +60,7 @@ confidence      annotation ``confidence``, else label ``confidence`` (``0.87`` o
 severity        label ``severity``: critical/page/error/high → critical, warning/warn/medium → warning,
                 info/low/none → info; anything else → warning
 time_to_fault_s annotation (or label) ``time_to_fault_s`` in seconds, or ``time_to_fault`` like ``90s``,
-                ``30m``, ``6h``, ``2d``
+                ``30m``, ``6h``, ``2d``, or several units largest first: ``1h30m``, ``1h30m0s``, ``2d 3h``
 labels          every label (strings), so ``cluster`` reaches the blast-radius rule
 channel         label ``slack_channel`` (a channel id), else the default incident channel
 ============== ==========================================================================================
@@ -94,8 +94,12 @@ _SEVERITY = {
     "low": "info",
     "none": "info",
 }
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+_SECONDS_RE = re.compile(r"\d+(?:\.\d+)?")
+# Units largest first, each at most once: ``6h``, ``1h30m``, Go's ``1h30m0s``, Prometheus's ``humanizeDuration``
+# (``2d 3h 4m 5s``, ``500ms``). Matched against the stripped text, blanks only after a unit: linear time.
+_N = r"(\d+(?:\.\d+)?)\s*"
+_DURATION_RE = re.compile(rf"(?:{_N}d\s*)?(?:{_N}h\s*)?(?:{_N}m(?!s)\s*)?(?:{_N}s\s*)?(?:{_N}ms)?")
+_DURATION_UNITS_S = (86_400, 3600, 60, 1, 0.001)
 
 
 OUTCOME_ANNOTATION = "npo_outcome"  # a resolved alert's statement of its truth (module docstring)
@@ -179,10 +183,14 @@ def _time_to_fault(seconds: str | None, text: str | None, where: str) -> float |
     raw = seconds if seconds is not None else text
     if raw is None:
         return None
-    match = _DURATION_RE.match(raw)
-    if not match:
-        raise InvalidRecord(where, f"time to fault must look like 3600, 90s, 30m, 6h or 2d, got {raw!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    text = raw.strip()
+    if _SECONDS_RE.fullmatch(text):
+        return float(text)
+    match = _DURATION_RE.fullmatch(text)
+    if match is None or not any(match.groups()):
+        message = "time to fault must look like 3600, 90s, 30m, 6h, 2d or 1h30m (units largest first)"
+        raise InvalidRecord(where, f"{message}, got {raw!r}")
+    return sum(float(n) * unit for n, unit in zip(match.groups(), _DURATION_UNITS_S, strict=True) if n is not None)
 
 
 def _timestamp(text: object, fallback: float) -> float:

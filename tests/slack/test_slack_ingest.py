@@ -388,3 +388,32 @@ def test_an_alert_starting_beyond_the_calendar_in_utc_is_still_an_episode(bot: B
     assert response.status_code == 200, response.text
     (result,) = response.json()["results"]
     assert result["id"].startswith("am:f4r@") and result["id"] != "am:f4r"
+
+
+def test_a_time_to_fault_of_many_blanks_is_refused_at_once(bot: BotUnderTest) -> None:
+    """Blanks between a number and a letter that is no unit: the duration's pattern took time quadratic in their
+    number (8 s for 60,000, 40 minutes of a core for a 1 MB notification), answering only then."""
+    blanks = _firing("b14f000000000001", "r14-n01:9100", time_to_fault="1" + " " * 60_000 + "x")
+    good = _firing("900d000000000003", "r14-n03:9100", time_to_fault="6 h")
+    started = time.monotonic()
+    response = bot.ingest(dict(ALERTMANAGER_FIRING, alerts=[blanks, good]), path="/api/v1/alertmanager")
+    assert time.monotonic() - started < 2.0
+    assert response.status_code == 200, response.text
+    (refused,) = response.json()["errors"]
+    assert refused["field"] == "alerts[0].annotations.time_to_fault"
+    stored = bot.bot.store.prediction("am:900d000000000003@20250326T100000Z")
+    assert stored is not None and stored.time_to_fault_s == 6 * 3600
+
+
+def test_a_time_to_fault_of_several_units_is_taken_not_the_alert_refused(bot: BotUnderTest) -> None:
+    """``1h30m`` (Prometheus's own duration syntax), Go's ``1h30m0s`` and ``humanizeDuration``'s ``1h 30m 0s`` were
+    refused with the whole alert, which Alertmanager does not send again: the prediction was lost."""
+    given = {"900d000000000011": "1h30m", "900d000000000012": "1h30m0s", "900d000000000013": "1h 30m 0s"}
+    alerts = [_firing(fp, f"r15-n{i}:9100", time_to_fault=text) for i, (fp, text) in enumerate(given.items())]
+    late = _firing("900d000000000014", "r15-n9:9100", time_to_fault="30m1h")  # units not largest first
+    response = bot.ingest(dict(ALERTMANAGER_FIRING, alerts=[*alerts, late]), path="/api/v1/alertmanager")
+    assert response.status_code == 200, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["alerts[3].annotations.time_to_fault"]
+    for fingerprint in given:
+        stored = bot.bot.store.prediction(f"am:{fingerprint}@20250326T100000Z")
+        assert stored is not None and stored.time_to_fault_s == 5400
