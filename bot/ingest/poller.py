@@ -22,6 +22,7 @@ One daemon thread; :meth:`Poller.stop` ends it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import threading
@@ -52,6 +53,15 @@ LOGGED_FIELD_CHARS = 200  # a field named in a log line is cut to this (a key of
 def _cut(text: str) -> str:
     """``text`` cut to :data:`LOGGED_FIELD_CHARS` characters for a log line."""
     return text if len(text) <= LOGGED_FIELD_CHARS else text[:LOGGED_FIELD_CHARS] + "…"
+
+
+def _opening(raw: bytes) -> str:
+    """The first characters of an answer, for a log line: printable, at most 80, "empty" for nothing."""
+    if not raw.strip():
+        return "it is empty"
+    text = raw[:120].decode("utf-8", "replace")
+    shown = "".join(c if c.isprintable() else " " for c in text)
+    return f"it starts {' '.join(shown.split())[:80]!r}"
 
 
 class _Refused(Exception):
@@ -148,8 +158,12 @@ class Poller:
     def poll_once(self) -> PollResult:
         """One GET; returns what was decided and what was skipped. Never raises for network or data errors."""
         result = PollResult()
+        raw = b""
         try:
-            body, twice = keys_twice.loads(self._get())
+            raw = self._get()
+            body, twice = keys_twice.loads(raw)
+        except json.JSONDecodeError as exc:  # a login page, a proxy's error page: say so, and how it starts
+            return self._failed(result, f"poll of {self.url} failed: the answer is not JSON ({exc}): {_opening(raw)}")
         except (httpx.HTTPError, ValueError, _Refused) as exc:
             return self._failed(result, f"poll of {self.url} failed: {exc}")
         except RecursionError:

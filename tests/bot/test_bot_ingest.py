@@ -643,6 +643,17 @@ def test_poller_refuses_answers_it_cannot_parse_without_raising(raw_server: tupl
         bodies.append(body)
         result = poller.poll_once()
         assert len(result.errors) == 1 and result.errors[0].startswith(f"poll of {url} failed: ")
+    # An answer that is not JSON says so and how it starts (a sign-in page, a proxy's error), not only where the
+    # decoder stopped ("Expecting value: line 1 column 1 (char 0)").
+    for body, said in (
+        (b"<html>\n<body>Sign in</body></html>", "it starts '<html> <body>Sign in</body></html>'"),
+        (b"  \n", "it is empty"),
+    ):
+        bodies.append(body)
+        (error,) = poller.poll_once().errors
+        assert error.startswith(f"poll of {url} failed: the answer is not JSON (Expecting value") and error.endswith(
+            said
+        ), error
     poller.stop()
 
 
