@@ -6,8 +6,8 @@ Layout of the folder (any folder of this shape works, nothing here names a parti
     DIR/test/<machine>.txt[.gz]         the evaluated part, same columns, continuing right after ``train``
     DIR/test_label/<machine>.txt        one 0/1 per line per test row (1 = anomalous minute)       (required)
 
-``train`` is optional per machine (without it the predictor warms up on the first day of ``test``); a label file
-without its test file is refused (a misnamed test file must not drop a machine and its faults). There are no
+``train`` is optional per machine (without it the predictor warms up on the first day of ``test``); a label or
+train file without its test file is refused (a misnamed test file must not drop a machine and its faults). There are no
 timestamps: row i of the concatenation train + test is minute i of the machine's record (time 60·i seconds from
 an arbitrary origin; every machine starts at 0, so machines are replayed side by side).
 
@@ -142,6 +142,11 @@ def read_smd(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
         if path.is_file() and not path.name.startswith(".") and _machine_name(path) not in machines:
             machine = _machine_name(path)
             raise DataError(path, f"labels for {machine} but no test file ({test_dir / machine}.txt or .txt.gz)")
+    if train_dir.is_dir():  # a history without its test file is a misnamed machine, not one to leave out silently
+        for path in sorted(train_dir.iterdir()):
+            if path.is_file() and not path.name.startswith(".") and _machine_name(path) not in machines:
+                machine = _machine_name(path)
+                raise DataError(path, f"history for {machine} but no test file ({test_dir / machine}.txt or .txt.gz)")
     series: list[Series] = []
     windows: list[FaultWindow] = []
     for machine in machines:

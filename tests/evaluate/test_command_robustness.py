@@ -289,6 +289,12 @@ def test_smd_labels_without_a_test_file_are_refused(tmp_path: Path, capsys: pyte
         read_smd(folder)
     assert _code(["--data", str(folder), "--seeds", "1"]) == 1
     assert "machine-9-2" in _one_line(capsys.readouterr().err)
+    extra.unlink()
+    history = folder / "train" / "machine-9-3.txt"  # a train file whose machine has no test file: misnamed
+    history.parent.mkdir(exist_ok=True)
+    history.write_text("0.1,0.2,0.3,0.4\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train/machine-9-3\.txt: history for machine-9-3 but no test file"):
+        read_smd(folder)
 
 
 @pytest.mark.parametrize("fmt", ["nab", "smd"])
