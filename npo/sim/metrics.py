@@ -56,14 +56,15 @@ def t_quantile(dof: int) -> float:
 
 
 def summarise(values: FloatArray) -> dict[str, float | list[float]]:
-    """Mean and 95 % confidence interval (Student t) of per-seed values; NaNs are dropped."""
+    """Mean and 95 % confidence interval (Student t) of per-seed values; NaNs are dropped. One value has no
+    interval (NaN, not a zero-width one that would claim the mean holds exactly)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
     if v.size == 0:
         return {"mean": math.nan, "ci95": [math.nan, math.nan]}
     mean = float(v.mean())
     if v.size == 1:
-        return {"mean": mean, "ci95": [mean, mean]}
+        return {"mean": mean, "ci95": [math.nan, math.nan]}
     half = t_quantile(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
     return {"mean": mean, "ci95": [mean - half, mean + half]}
 
@@ -80,7 +81,8 @@ def per_seed(trace: Trace, *, drift_episode: int | None, recovery_window: int = 
     """Every metric as an array over seeds.
 
     * ``reward``: cumulative reward — surfaced: 1 − y (observed answer); suppressed: 1 if no fault, else 0.
-    * ``precision`` / ``recall`` / ``f1`` of what was surfaced against the real faults.
+    * ``precision`` / ``recall`` / ``f1`` of what was surfaced against the real faults (F1 0 when nothing was
+      surfaced but faults happened; NaN, like recall, in a seed without a real fault).
     * ``override_rate``: share of surfaced recommendations that were overridden (y = 1).
     * ``l_align_first10`` / ``l_align_last10``: observed L_align over the first / last 10 % of episodes.
     * ``true_l_align``: the alignment loss against ground truth over *every* decision — what a truthful engineer
@@ -106,6 +108,7 @@ def per_seed(trace: Trace, *, drift_episode: int | None, recovery_window: int = 
     recall = np.divide(tp, n_real, out=np.full(s, np.nan), where=n_real > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros(s), where=denom > 0)
+    f1[np.isnan(recall)] = np.nan  # no real fault: recall, and so F1, is undefined (not 0)
     overridden = np.sum(trace.y == 1.0, axis=1).astype(np.float64)
     tenth = max(1, t // 10)
     out: dict[str, FloatArray] = {

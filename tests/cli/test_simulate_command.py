@@ -61,6 +61,15 @@ def test_one_seed_is_counted_in_the_singular(tmp_path: Path, capsys: pytest.Capt
     assert capsys.readouterr().out.startswith("10 episodes × 1 seed in ")
 
 
+def test_one_seed_writes_no_interval(tmp_path: Path) -> None:
+    """With one seed there is no 95 % interval to give: metrics.json holds null bounds, not [mean, mean]."""
+    out = tmp_path / "one"
+    assert main(["simulate", "--episodes", "300", "--seeds", "1", "--out", str(out), "--no-plots", "--quiet"]) == 0
+    full = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["conditions"]["full"]
+    assert isinstance(full["reward"]["mean"], float)
+    assert all(entry["ci95"] == [None, None] for entry in full.values()), full
+
+
 def test_metrics_json_is_strict_json(tmp_path: Path) -> None:
     """NaN (e.g. precision when nothing was surfaced) must be written as null, not as a bare NaN token."""
     out = tmp_path / "tiny"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from npo.sim.engine import Condition, run
 from npo.sim.experiments import ExperimentResult, run_experiments
-from npo.sim.metrics import recovery, summarise, t_quantile
+from npo.sim.metrics import per_seed, recovery, summarise, t_quantile
 from npo.sim.world import WorldConfig, make_world
 from npo.types import InvalidRecord
 
@@ -139,6 +140,23 @@ def test_recovery_counts_episodes_until_back_near_the_pre_drift_level() -> None:
     assert recovery(never, 200, window=20)[0] == 200  # the horizon
 
 
+def test_f1_is_undefined_like_recall_in_a_seed_without_a_real_fault() -> None:
+    """Seed 0 never faults, so its recall is undefined and so is its F1 (an F1 of 0 would pull the mean over seeds
+    down); seed 1 surfaces nothing while a fault happens: recall 0, F1 0."""
+    world = make_world(WorldConfig(episodes=40, drift_at=None), 2, seed=0)
+    real = world.real_fault.copy()
+    real[0] = False
+    real[1] = False
+    real[1, 5] = True
+    world = replace(world, real_fault=real)
+    trace = run(world, Condition("fixed_0.9", fixed_threshold=0.9), seed=1)
+    trace = replace(trace, surfaced=np.array([[True] * 40, [False] * 40]))
+    m = per_seed(trace, drift_episode=None)
+    assert math.isnan(m["recall"][0]) and math.isnan(m["f1"][0])
+    assert m["precision"][0] == 0.0
+    assert m["recall"][1] == 0.0 and m["f1"][1] == 0.0
+
+
 @pytest.mark.parametrize(
     ("dof", "exact"),  # t_{0.975, dof}, to five decimals
     [
@@ -165,6 +183,16 @@ def test_summarise_gives_a_t_interval() -> None:
     assert 2.5 - lo == pytest.approx(hi - 2.5)
     assert hi - 2.5 == pytest.approx(3.182 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-3)
     assert math.isnan(summarise(np.array([np.nan]))["mean"])  # type: ignore[arg-type]
+
+
+def test_one_value_has_no_interval_rather_than_a_zero_width_one() -> None:
+    """A t-interval needs two values: one seed (or one seed with a value, the rest NaN) says nothing about the spread,
+    and [mean, mean] would read as a figure known exactly."""
+    for values in (np.array([0.4]), np.array([np.nan, 0.4, np.nan])):
+        s = summarise(values)
+        assert s["mean"] == 0.4
+        assert all(math.isnan(bound) for bound in s["ci95"])  # type: ignore[union-attr]
+    assert summarise(np.array([0.4, 0.4]))["ci95"] == [0.4, 0.4]  # two equal values: a real zero spread
 
 
 @pytest.mark.parametrize(
