@@ -43,10 +43,12 @@ Message kinds: ``recommendation`` / ``digest_item`` (``{"prediction_id"}``), ``u
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -72,7 +74,7 @@ from bot.slack.blocks import (
     grouped_digest_fit,
     recommendation_blocks,
 )
-from storage import LeaseLost, OutboxItem
+from storage import LeaseLost, OutboxItem, StorageBusy
 from storage.outbox import next_due_at, post_state, shares_message, storm_channels
 
 log = logging.getLogger(__name__)
@@ -209,6 +211,7 @@ class DeliveryWorker:
         self._ready_at: dict[str, float] = {}  # channel → no post before (Slack's 1 message/s per channel)
         self._method_ready_at: dict[str, float] = {}  # Web API method → no call before (a 429's Retry-After)
         self._deferred: list[tuple[int, float, str, int | None]] = []  # this pass's deferrals, written at its end
+        self._unrecorded: list[Callable[[], None]] = []  # results the database refused, written before the next pass
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -256,8 +259,10 @@ class DeliveryWorker:
     # -- one pass ----------------------------------------------------------------------------------------------
     def run_once(self) -> int:
         """Claim the due messages and handle each; returns how many were claimed. The messages this pass defers
-        are written in one transaction at its end (:meth:`_flush_deferred`)."""
+        are written in one transaction at its end (:meth:`_flush_deferred`). Results an earlier pass could not
+        write (:meth:`_write_result`) are written first; while the database still refuses them nothing is claimed."""
         try:
+            self._write_kept_results()
             return self._pass()
         finally:
             self._flush_deferred()
@@ -298,9 +303,30 @@ class DeliveryWorker:
         timeout and a second when that is longer): else another worker may claim it meanwhile and send it too."""
         return self.clock() < item.next_attempt_at - self._lease_margin_s
 
+    def _write_result(self, write: Callable[[], None]) -> None:
+        """Run ``write``, the record of a call's result. When the database refuses it (locked for longer than the
+        busy timeout, a full disk) it is kept and written before the next pass claims anything, then re-raised to end
+        this pass: a post Slack has must not be claimed again when its lease ends and posted a second time."""
+        try:
+            write()
+        except (StorageBusy, sqlite3.OperationalError):  # a refused write, not a refused record: it is kept
+            self._unrecorded.append(write)
+            log.warning("could not record a delivery's result; it is written before the next delivery pass")
+            raise
+
+    def _write_kept_results(self) -> None:
+        """Write the results :meth:`_write_result` kept, oldest first (raises while the database refuses them)."""
+        while self._unrecorded:
+            self._unrecorded[0]()
+            self._unrecorded.pop(0)
+
     def _record(self, item: OutboxItem, mark: Callable[..., None], *args: Any) -> None:
-        """``mark(item.id, *args, attempt=…)`` under this worker's lease; a lost lease is logged, not raised (the
-        worker that claimed the message since records its own result)."""
+        """``mark(item.id, *args, attempt=…)`` under this worker's lease (see :meth:`_write_result`)."""
+        self._write_result(functools.partial(self._mark, item, mark, *args))
+
+    def _mark(self, item: OutboxItem, mark: Callable[..., None], *args: Any) -> None:
+        """``mark(item.id, *args, attempt=…)``; a lost lease is logged, not raised (the worker that claimed the
+        message since records its own result)."""
         try:
             mark(item.id, *args, attempt=item.attempts)
         except LeaseLost:
@@ -515,18 +541,23 @@ class DeliveryWorker:
                         self._defer(item, after, "the rest of a digest: after the part before it")
                     return
             rest = left
-            marked = self.store.mark_sent_many([(i.id, i.attempts) for i in part_items], posted_channel, ts)
-            if marked < len(part_items):
-                log.warning(
-                    "%d of %d outbox message(s) of a digest were claimed by another worker after this lease ran out; "
-                    "not recorded",
-                    len(part_items) - marked,
-                    len(part_items),
-                )
-                self.metrics.inc(
-                    "npo_deliveries_total", float(len(part_items) - marked), kind="digest", result="lease_lost"
-                )
-            self.metrics.inc("npo_deliveries_total", float(len(part_items)), kind="digest", result="sent")
+            self._write_result(functools.partial(self._mark_digest_sent, part_items, posted_channel, ts))
+
+    def _mark_digest_sent(self, part_items: list[OutboxItem], posted_channel: str, ts: str) -> None:
+        """Record the messages one posted digest part listed as sent (one transaction), counting those whose lease
+        another worker took meanwhile."""
+        marked = self.store.mark_sent_many([(i.id, i.attempts) for i in part_items], posted_channel, ts)
+        if marked < len(part_items):
+            log.warning(
+                "%d of %d outbox message(s) of a digest were claimed by another worker after this lease ran out; "
+                "not recorded",
+                len(part_items) - marked,
+                len(part_items),
+            )
+            self.metrics.inc(
+                "npo_deliveries_total", float(len(part_items) - marked), kind="digest", result="lease_lost"
+            )
+        self.metrics.inc("npo_deliveries_total", float(len(part_items)), kind="digest", result="sent")
 
     # -- outcomes of a failed call -----------------------------------------------------------------------------
     def _retry_at(self, item: OutboxItem, at: float, reason: str) -> None:

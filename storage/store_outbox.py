@@ -51,7 +51,9 @@ class StoreOutbox:
         """Take up to ``limit`` pending messages due at ``now`` (oldest first), counting an attempt for each and
         leasing them for ``lease_s`` seconds (their ``next_attempt_at`` moves to now + lease_s), so a second
         worker does not take them meanwhile; a worker that dies before ``mark_*`` lets the lease expire and the
-        message is delivered later (at least once, never lost)."""
+        message is delivered later (at least once, never lost). A claimed message's ``last_error`` is cleared in the
+        database (the item returned still carries it): it is in flight, not waiting for another try, so newer posts
+        do not wait behind it (:meth:`oldest_pending`) until its lease ends — a minute when its worker was killed."""
         with self.transaction() as tx:
             rows = tx.connection.execute(
                 "SELECT id, channel, kind, payload, prediction_id, attempts, next_attempt_at, created_at, last_error "
@@ -59,7 +61,7 @@ class StoreOutbox:
                 (now, limit),
             ).fetchall()
             tx.connection.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?",
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = NULL WHERE id = ?",
                 [(now + lease_s, r[0]) for r in rows],
             )
         return [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from bot.delivery import DeliveryWorker, WorkerConfig
 from bot.metrics import Metrics
 from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL
 from bot.standin import StandIn
-from storage import SQLiteStore
+from storage import SQLiteStore, StorageError
 
 
 def test_rate_limited_post_is_retried_after_retry_after_and_posted_once(bot: BotUnderTest) -> None:
@@ -271,3 +272,74 @@ def test_a_short_resend_is_not_started_after_the_lease_ran_out(tmp_path: Path, s
         a_pass.join(10)
         posted = standin.messages(INCIDENT)
         assert len(posted) == 1, [m.blocks for m in posted]  # A's short re-send is not started: B's post stands
+
+
+def test_a_post_whose_result_could_not_be_written_is_recorded_before_the_next_pass_not_posted_again(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """The database is locked by another connection (a long write, an operator's shell) while a post is in flight:
+    Slack has the message, but marking it sent fails. The result is kept and written before anything else once the
+    lock is gone, so the message is not claimed again when its lease ends and posted a second time."""
+    path = tmp_path / "npo.db"
+    with SQLiteStore(path, busy_timeout_s=0.2, lock_retries=0) as store:
+        store.enqueue(INCIDENT, "message", {"text": "alert"}, time.time())
+        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+        worker = DeliveryWorker(
+            SimpleNamespace(store=store),  # type: ignore[arg-type]
+            client,
+            Metrics(),
+            WorkerConfig(lease_s=1.0, post_interval_s=0.0),  # in service: 60 s, a minute of lock
+        )
+        standin.faults.delay("chat.postMessage", 0.5, times=1)
+        refused: list[StorageError] = []
+
+        def first() -> None:
+            try:
+                worker.run_once()
+            except StorageError as exc:  # marking it sent: the database is locked
+                refused.append(exc)
+
+        first_pass = threading.Thread(target=first)
+        first_pass.start()
+        wait_for(lambda: store.outbox("pending")[0].attempts == 1)  # claimed: the post is in flight
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        first_pass.join(10)
+        assert refused and len(standin.messages(INCIDENT)) == 1
+        time.sleep(1.1)  # the lease is over
+        lock.execute("ROLLBACK")
+        lock.close()
+        worker.run_once()
+        assert [m.text for m in standin.messages(INCIDENT)] == ["alert"]
+        (sent,) = store.outbox("sent")
+        assert sent.attempts == 1
+
+
+def test_a_post_in_flight_that_once_waited_for_the_pace_does_not_hold_back_newer_posts(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """M0 waited once for the channel's pace, then was claimed by worker A, whose call is in flight (or whose
+    process was killed mid-call: its lease runs a minute). A newer post, M1, is not held back behind it by worker B
+    until that lease ends: order cannot be kept against a call in flight, as for a post that never waited."""
+    path = tmp_path / "npo.db"
+    with SQLiteStore(path) as a_store, SQLiteStore(path) as b_store:
+        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+        config = WorkerConfig(lease_s=60.0, post_interval_s=0.5)
+        worker_a = DeliveryWorker(SimpleNamespace(store=a_store), client, Metrics(), config)  # type: ignore[arg-type]
+        worker_b = DeliveryWorker(SimpleNamespace(store=b_store), client, Metrics(), config)  # type: ignore[arg-type]
+        a_store.enqueue(INCIDENT, "message", {"text": "first"}, time.time())
+        a_store.enqueue(INCIDENT, "message", {"text": "M0"}, time.time())
+        assert worker_a.run_once() == 2  # "first" posted, M0 waits for the channel's pace
+        assert [m.text for m in standin.messages(INCIDENT)] == ["first"]
+        standin.faults.delay("chat.postMessage", 3.0, times=1)  # M0's call
+        time.sleep(0.6)
+        a_pass = threading.Thread(target=worker_a.run_once)
+        a_pass.start()
+        wait_for(lambda: a_store.outbox("pending")[0].attempts == 1)  # M0 claimed by A: in flight
+        try:
+            b_store.enqueue(INCIDENT, "message", {"text": "M1"}, time.time())
+            assert worker_b.run_once() == 1
+            assert [m.text for m in standin.messages(INCIDENT)] == ["first", "M1"]  # M0 is still in flight
+        finally:
+            a_pass.join(10)
+        assert [m.text for m in standin.messages(INCIDENT)] == ["first", "M1", "M0"]
