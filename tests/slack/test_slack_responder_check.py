@@ -3,7 +3,9 @@ start, instead of a "could not check" refusal of every click with the reason onl
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,21 @@ def test_no_start_up_look_up_when_responders_are_user_ids_only(
     assert not standin.calls("conversations.members") and not standin.calls("usergroups.users.list")
 
 
+@contextlib.contextmanager
+def _clicked_while_the_look_up_fails(
+    tmp_path: Path, standin: StandIn, error: str
+) -> Iterator[tuple[BotUnderTest, str]]:
+    """A running bot whose responders are the incident channel's members, a recommendation posted, then Slack
+    answering ``conversations.members`` with ``error`` for good and ALICE clicking Like: the bot and what she is
+    told."""
+    standin.set_channel_members(INCIDENT, [ALICE])
+    with serving(build_bot(make_settings(tmp_path, standin, responders=()), seed=1), standin) as bot:
+        message = bot.surface("p1")
+        standin.faults.error("conversations.members", error, times=None)
+        assert bot.click(ALICE, "npo_like", message).status_code == 200
+        yield bot, _told(bot, ALICE)
+
+
 def test_a_click_while_slack_refuses_the_look_up_names_what_to_fix_instead_of_click_again(
     tmp_path: Path, standin: StandIn
 ) -> None:
@@ -90,12 +107,7 @@ def test_a_click_while_slack_refuses_the_look_up_names_what_to_fix_instead_of_cl
     incident channel): the clicker was told "could not check just now … click again in a minute", and every click
     a minute later got the same answer, forever. Now the clicker is told what Slack refuses and that clicking again
     will not help; nothing is recorded (fail closed) and a mute is refused the same way."""
-    standin.set_channel_members(INCIDENT, [ALICE])
-    with serving(build_bot(make_settings(tmp_path, standin, responders=()), seed=1), standin) as bot:
-        message = bot.surface("p1")
-        standin.faults.error("conversations.members", "channel_not_found", times=None)
-        assert bot.click(ALICE, "npo_like", message).status_code == 200
-        text = _told(bot, ALICE)
+    with _clicked_while_the_look_up_fails(tmp_path, standin, "channel_not_found") as (bot, text):
         assert bot.counts()["feedback"] == 0
         assert "Slack refuses its look-up of the on-call responders" in text, text
         assert "NPO_INCIDENT_CHANNEL" in text and "channel_not_found" in text and "Nothing was recorded" in text
@@ -108,10 +120,6 @@ def test_a_click_while_slack_refuses_the_look_up_names_what_to_fix_instead_of_cl
 
 def test_a_look_up_slack_fails_to_answer_still_says_click_again(tmp_path: Path, standin: StandIn) -> None:
     """A Slack that errs for a passing reason (internal_error) is not a setting to fix: click again."""
-    standin.set_channel_members(INCIDENT, [ALICE])
-    with serving(build_bot(make_settings(tmp_path, standin, responders=()), seed=1), standin) as bot:
-        message = bot.surface("p1")
-        standin.faults.error("conversations.members", "internal_error", times=None)
-        assert bot.click(ALICE, "npo_like", message).status_code == 200
-        text = _told(bot, ALICE)
+    with _clicked_while_the_look_up_fails(tmp_path, standin, "internal_error") as (bot, text):
+        assert bot.counts()["feedback"] == 0
         assert "could not check just now" in text and "click again" in text and "refuses" not in text, text
