@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from npo.bandit import BanditConfig, choose_batch, new_batch, observe_batch, observe_suppressed_batch
+from npo.feedback import validate_skip_lambda
 from npo.misalignment import EtaSchedule, pooled_array
 from npo.misalignment import update_batch as update_m
 from npo.monitor import LOSS_TOLERANCE, PageHinkleyConfig, held_alarm_persists_batch, page_hinkley_step
@@ -60,6 +61,7 @@ class Condition:
     pool_strength: float = 2.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "skip_lambda", validate_skip_lambda(self.skip_lambda))
         if self.fixed_threshold is not None and not 0.0 <= self.fixed_threshold <= 1.0:
             raise InvalidRecord("fixed_threshold", f"must be in [0, 1], got {self.fixed_threshold}")
         if self.monitor_every <= 0 or self.monitor_window <= 0:

@@ -203,3 +203,19 @@ def test_world_config_refuses_bad_values_naming_the_field(field: str, value: obj
     with pytest.raises(InvalidRecord) as err:
         WorldConfig(**{field: value})  # type: ignore[arg-type]
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("value", [0.9, 0.1, 5.0, -1.0, math.nan, math.inf])
+def test_condition_refuses_a_skip_code_outside_the_papers_range(value: float) -> None:
+    """λ is the feedback code of a skip, in [0.2, 0.4] wherever it is set: the bot's setting and the loop's
+    ``FeedbackCodes`` refuse anything else, and so does a simulated condition. Before, ``Condition(skip_lambda=…)``
+    took any number: 0.9 ran outside the paper's range without a word, NaN turned every m(k) and bandit posterior
+    into NaN, and 5.0 failed deep inside numpy ("a <= 0")."""
+    with pytest.raises(InvalidRecord) as err:
+        Condition("x", skip_lambda=value)
+    assert err.value.field == "skip_lambda"
+
+
+def test_condition_keeps_a_skip_code_inside_the_range() -> None:
+    assert Condition("x", skip_lambda=0.2).skip_lambda == 0.2
+    assert Condition("x", skip_lambda=0.4).skip_lambda == 0.4
