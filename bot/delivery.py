@@ -31,7 +31,9 @@ per kind (fault type and action: how many, the highest severity and confidence, 
 keeps up with any storm. Only what a posted digest lists or counts in its lines is marked sent; what does not fit
 (more kinds than one message holds) waits for the channel's next slot and leads the next digest (one with no
 prediction in the database to list is failed).
-A restart resumes pending messages: a lease taken by a dead process expires and the message is sent then. A post
+A stop (SIGTERM, Ctrl-C) finishes the call in flight and hands the rest of the pass back, due at once, so the next
+start sends it without waiting out a lease. A restart resumes pending messages: a lease taken by a dead process
+expires and the message is sent then. A post
 that reached Slack but whose answer was lost (process killed mid-call, or a read timeout) can be sent twice: Slack
 offers no idempotency key for ``chat.postMessage``.
 
@@ -219,6 +221,7 @@ class DeliveryWorker:
         # other worker can claim the message while the call is in flight.
         timeout = float(getattr(client, "timeout", 0) or 0)
         self._lease_margin_s = min(max(LEASE_MARGIN_S, timeout + 1.0), config.lease_s / 2)
+        self._call_timeout_s = timeout
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -231,10 +234,13 @@ class DeliveryWorker:
         self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the message in flight: the rest of the pass is handed back, due at once (not left leased for
+        the next start to wait out, nor sent after the store is closed). Waits at least long enough for the call in
+        flight and a short resend of it (twice the client's timeout)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(max(timeout, 2 * self._call_timeout_s + 1.0))
             self._thread = None
 
     def _run(self) -> None:
@@ -279,7 +285,9 @@ class DeliveryWorker:
         for item in sorted(items, key=lambda i: i.id):  # outbox order within the pass
             limited_until = self._method_ready_at.get(METHOD_OF_KIND.get(item.kind, ""), 0.0)
             first = oldest.get(item.channel)
-            if limited_until > self.clock():
+            if self._stop.is_set():  # stopping: handed back, due at once, not left to a lease nobody will use
+                self._defer(item, self.clock(), "the delivery worker stopped before sending it")
+            elif limited_until > self.clock():
                 self._defer(item, limited_until, f"waiting out Slack's rate limit of {METHOD_OF_KIND[item.kind]}")
             elif item.kind in ORDERED_KINDS and first is not None and first[0] < item.id and first[0] not in claimed:
                 # an older post to this channel waits for a retry: this one follows it (outbox order per channel)
@@ -489,6 +497,10 @@ class DeliveryWorker:
         why = "alert storm: too many at once for one channel" if storm else "channel hourly cap reached"
         one_by_one = False  # set once a kind's line was refused: this pass lists one recommendation a line
         while rest:
+            if self._stop.is_set():
+                for item, _ in rest:
+                    self._defer(item, self.clock(), "the delivery worker stopped before sending it")
+                return
             ready_at = self._ready_at.get(channel, 0.0)
             if ready_at > self.clock():
                 for item, _ in rest:

@@ -8,7 +8,9 @@ uvicorn re-raises the signal it captured once it has shut down; before the fix t
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -23,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from hardening_testing import INGEST_TOKEN, ROOT, free_port, serve_env
-from slack_testing import prediction, reaped_processes
+from slack_testing import ALICE, INCIDENT, SECRET, prediction, reaped_processes, wait_for
 
 from bot.serve import StopSignals
 from bot.standin import StandIn
@@ -48,12 +50,14 @@ def _up(url: str) -> bool:
 APP_TOKEN = "xapp-1-A0NPO-1-stopsignals"
 
 
-def _serve(tmp_path: Path, standin: StandIn, command: str = "serve") -> tuple[subprocess.Popen[bytes], str]:
+def _serve(
+    tmp_path: Path, standin: StandIn, command: str = "serve", **settings: str
+) -> tuple[subprocess.Popen[bytes], str]:
     """``npo-bot serve`` (or ``socket``, with the stand-in's Socket Mode side) on a free loopback port, Slack on the
     stand-in; returns once ``/livez`` answers and one prediction is stored (so the WAL has something to
-    checkpoint)."""
+    checkpoint). ``settings``: more environment variables (``NPO_…``)."""
     port = free_port()
-    extra = {"SLACK_APP_TOKEN": APP_TOKEN} if command == "socket" else {}
+    extra = settings | ({"SLACK_APP_TOKEN": APP_TOKEN} if command == "socket" else {})
     env = serve_env(tmp_path / "npo.db", standin.api_url, port, **extra)
     with (tmp_path / "stdout.log").open("wb") as out, (tmp_path / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(
@@ -154,6 +158,61 @@ def test_ctrl_c_twice_may_force_the_stop_but_corrupts_nothing(
         assert conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+def _posts(standin: StandIn, pid: str) -> int:
+    """Messages Slack accepted that show the recommendation ``pid``."""
+    shown = re.compile(rf"(?<![\w-]){re.escape(pid)}(?![\w-])")
+    accepted = [c for c in standin.calls("chat.postMessage") if isinstance(c.response, dict) and c.response.get("ok")]
+    return sum(1 for c in accepted if shown.search(json.dumps(c.body)))
+
+
+@pytest.mark.slow
+def test_a_stop_while_slack_is_slow_hands_back_what_the_worker_had_not_sent(
+    tmp_path: Path, standin: StandIn, stopped: list[subprocess.Popen[bytes]]
+) -> None:
+    """SIGTERM while Slack answers slowly (within the timeout) and a pass holds a dozen due messages: the worker
+    finishes the call in flight and hands the rest back, due at once, so the next start sends them without waiting
+    for the stopped process's lease (a minute) and posts nothing twice. Before the fix the stop waited 10 s, then
+    closed the store under the worker, which left the rest leased and its call in flight unrecorded: its post was
+    sent again after the restart."""
+    proc, url = _serve(tmp_path, standin, NPO_SLACK_TIMEOUT_S="5")
+    stopped.append(proc)
+    auth = {"Authorization": f"Bearer {INGEST_TOKEN}"}
+    pids = [f"slow-{i}" for i in range(10)]
+    for pid in pids:
+        response = httpx.post(f"{url}/api/v1/predictions", json=prediction(pid), headers=auth, timeout=10)
+        assert response.status_code == 200 and response.json()["verdict"] == "surface", response.text
+    db = tmp_path / "npo.db"
+
+    def posted() -> dict[str, str] | None:
+        with sqlite3.connect(db) as conn:
+            ts = dict(conn.execute("SELECT prediction_id, message_ts FROM recommendations WHERE message_ts != ''"))
+        return ts if all(pid in ts for pid in pids) else None
+
+    where = wait_for(posted, timeout=30)
+    standin.faults.delay("*", 1.5)  # every call answered after 1.5 s: slow, but well within the 5 s timeout
+    for pid in pids:  # an update for each, one in flight and the rest claimed together by the next pass
+        assert standin.click(f"{url}/slack/events", SECRET, user_id=ALICE, action_id="npo_like",
+                             message=(INCIDENT, where[pid])).status_code == 200  # fmt: skip
+    response = httpx.post(f"{url}/api/v1/predictions", json=prediction("slow-late"), headers=auth, timeout=10)
+    assert response.status_code == 200 and response.json()["verdict"] == "surface"
+    time.sleep(2.0)  # the second pass is under way: nine updates and a post, 1.5 s each
+    assert _stop(proc, signal.SIGTERM) == 0
+    with sqlite3.connect(db) as conn:
+        leased = conn.execute(
+            "SELECT id, kind, prediction_id FROM outbox WHERE state = 'pending' AND next_attempt_at > ?",
+            (time.time() + 1,),
+        ).fetchall()
+    assert leased == [], "messages left leased by the stopped process"
+    time.sleep(2.0)  # any call the stopped process left in flight reaches Slack
+    standin.faults.clear()
+    proc, _ = _serve(tmp_path, standin)
+    stopped.append(proc)
+    with sqlite3.connect(db) as conn:
+        wait_for(lambda: not conn.execute("SELECT 1 FROM outbox WHERE state = 'pending'").fetchone(), timeout=10)
+    assert {pid: _posts(standin, pid) for pid in [*pids, "slow-late"]} == dict.fromkeys([*pids, "slow-late"], 1)
+    assert _stop(proc, signal.SIGTERM) == 0
 
 
 def test_stop_signals_ask_the_server_to_exit_and_restore_the_handlers() -> None:
