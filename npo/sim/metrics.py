@@ -145,7 +145,7 @@ def recovery(y: FloatArray, drift_episode: int, window: int) -> FloatArray:
     prev_count = np.where(lo >= 0, ccount[:, np.maximum(lo, 0)], 0)
     count = ccount - prev_count
     loss = np.divide(csum - prev_sum, count, out=np.full(post.shape, np.inf), where=count > 0)
-    ok = (loss <= 1.1 * pre[:, None]) & (idx >= window)[None, :]
+    ok = (loss <= 1.1 * pre[:, None]) & (idx >= window - 1)[None, :]  # full from the window-th episode on
     horizon = post.shape[1]
     first = np.where(ok.any(axis=1), np.argmax(ok, axis=1), horizon)
     return np.asarray(first, dtype=np.float64)

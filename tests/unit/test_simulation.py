@@ -140,6 +140,15 @@ def test_recovery_counts_episodes_until_back_near_the_pre_drift_level() -> None:
     assert recovery(never, 200, window=20)[0] == 200  # the horizon
 
 
+def test_recovery_counts_from_the_first_episode_whose_trailing_window_is_full() -> None:
+    """A window of 20 episodes is full at the 20th episode after the drift (index 19): a stream that never left
+    its pre-drift level has recovered there, and a horizon exactly one window long can still show a recovery."""
+    y = np.full((1, 400), 0.2)
+    assert recovery(y, 200, window=20)[0] == 19
+    one_window = np.full((1, 40), 0.2)  # 20 episodes after the drift at 20
+    assert recovery(one_window, 20, window=20)[0] == 19  # not 20, the horizon: "never"
+
+
 def test_f1_is_undefined_like_recall_in_a_seed_without_a_real_fault() -> None:
     """Seed 0 never faults, so its recall is undefined and so is its F1 (an F1 of 0 would pull the mean over seeds
     down); seed 1 surfaces nothing while a fault happens: recall 0, F1 0."""
