@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from npo.sim.experiments import EPSILONS, HEADLINE_EPSILON, ExperimentResult, run_experiments
+from npo.sim.experiments import EPSILONS, ExperimentResult, run_experiments
 
 HEADLINE_CONDITIONS = (
     "full",
@@ -128,7 +128,7 @@ def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
             ax.plot(x, series[f"l_align:{name}"], label=f"η {label}")
     drift_line(ax)
     ax.set(
-        title=f"Observed L_align by step size η (ε = {HEADLINE_EPSILON})",
+        title=f"Observed L_align by step size η (ε = {result.epsilon})",
         xlabel="episode",
         ylabel="L_align (trailing mean)",
     )
@@ -136,8 +136,8 @@ def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
     save(fig, "l_align_by_eta.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for eps in EPSILONS:
-        key = "l_align:full" if eps == HEADLINE_EPSILON else f"l_align:full@eps={eps}"
+    for eps in sorted({*EPSILONS, result.epsilon}):
+        key = "l_align:full" if eps == result.epsilon else f"l_align:full@eps={eps}"
         if key in series:
             ax.plot(x, series[key], label=f"ε = {eps}")
     drift_line(ax)

@@ -63,6 +63,7 @@ class ExperimentResult:
     series: dict[str, FloatArray] = field(default_factory=dict)  # name → mean curve over seeds (T,)
     drift_episode: int | None = None
     best_fixed: str = ""
+    epsilon: float = HEADLINE_EPSILON  # the label noise of the headline conditions (``series["l_align:full"]``)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -96,8 +97,10 @@ def run_experiments(
     world: WorldConfig | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> ExperimentResult:
-    """Run every condition at ε = 0.1 (plus adversarial and ε/η sweeps) and aggregate over ``seeds``."""
-    base = replace(world or WorldConfig(), episodes=episodes, epsilon=HEADLINE_EPSILON)
+    """Run every condition on ``world`` (the default world, ε = 0.1, if None) over ``episodes`` episodes, plus
+    adversarial and ε/η sweeps, and aggregate over ``seeds``. The world's label noise ε is the headline
+    conditions'; the ε sweep runs the other levels of :data:`EPSILONS`."""
+    base = replace(world or WorldConfig(epsilon=HEADLINE_EPSILON), episodes=episodes)
     adversarial = replace(base, adversarial=ADVERSARIAL_SHARE)
     conds = conditions()
     smooth = max(20, episodes // 20)
@@ -106,7 +109,7 @@ def run_experiments(
         jobs.append((name, base, cond))
         jobs.append((f"{name}@adversarial", adversarial, cond))
     for eps in EPSILONS:
-        if eps != HEADLINE_EPSILON:
+        if eps != base.epsilon:
             jobs.append((f"full@eps={eps}", replace(base, epsilon=eps), conds["full"]))
     for eta in (0.05, 0.3):
         jobs.append(
@@ -119,7 +122,7 @@ def run_experiments(
     jobs.append(("full@skip=0.6", replace(base, skip=0.6), conds["full"]))
 
     worlds: dict[WorldConfig, object] = {}
-    result = ExperimentResult(episodes=episodes, seeds=seeds, drift_episode=base.drift_episode)
+    result = ExperimentResult(episodes=episodes, seeds=seeds, drift_episode=base.drift_episode, epsilon=base.epsilon)
     raw: dict[str, dict[str, FloatArray]] = {}
     for i, (name, wcfg, cond) in enumerate(jobs):
         if progress is not None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from npo.sim.engine import Condition, run
-from npo.sim.experiments import ExperimentResult, run_experiments
+from npo.sim.experiments import ExperimentResult, conditions, run_experiments
 from npo.sim.metrics import per_seed, recovery, summarise, t_quantile
 from npo.sim.world import WorldConfig, make_world
 from npo.types import InvalidRecord
@@ -126,6 +126,19 @@ def test_conditions_share_the_same_world() -> None:
     high = run(world, Condition("fixed_0.9", fixed_threshold=0.9), seed=1)
     assert np.array_equal(low.real_fault, high.real_fault)
     assert high.surfaced.sum() < low.surfaced.sum()
+
+
+def test_run_experiments_honours_the_callers_world() -> None:
+    """A world passed in keeps its label noise: the headline conditions run at the caller's ε (not 0.1), and the
+    ε sweep covers the other levels, 0.1 among them."""
+    world = WorldConfig(episodes=60, epsilon=0.0, skip=0.1)
+    got = run_experiments(60, 2, world=world)
+    direct = per_seed(run(make_world(world, 2, 0), conditions()["full"], seed=1), drift_episode=world.drift_episode)
+    assert mean(got, "full", "reward") == pytest.approx(float(np.mean(direct["reward"])))
+    assert mean(got, "full", "l_align_last10") == pytest.approx(float(np.nanmean(direct["l_align_last10"])))
+    sweep = {name for name in got.conditions if name.startswith("full@eps=")}
+    assert sweep == {"full@eps=0.1", "full@eps=0.2", "full@eps=0.3"}
+    assert got.epsilon == 0.0  # what the plots label the headline curve
 
 
 def test_recovery_counts_episodes_until_back_near_the_pre_drift_level() -> None:
