@@ -7,7 +7,10 @@ reply and the audit line name), promotes it only if it beats the current one and
 answers' mean code for every scenario) on the held-back answers — never a fit that did not converge, one trained on
 answers that all have the same code, on the answers of a single scenario key, or on answers that carry no trust
 weight (each answer is weighted by its operator's trust, as in m(k)) — and on promotion restarts every key's step
-size (``npo.misalignment.reset_key``; m(k) is kept) so the loop re-learns the changed world quickly. Dismiss records
+size (``npo.misalignment.reset_key``; m(k) is kept) so the loop re-learns the changed world quickly. Approve, promoted
+or not, also puts the threshold bandit back to its prior (``ThresholdBandit.reset``; pull counts kept): an engineer
+has confirmed that the world changed, so what the arms learned before is stale (measured in the simulation with a
+drift: README, *What the experiments show*). Dismiss records
 that the monitor was wrong. Either answer closes the proposal, counts toward F_monitor, is audited, and queues a
 thread reply under the alert and an update of the alert (its buttons replaced by the result) — in one transaction.
 A proposal already resolved changes nothing, and says who resolved it. So does an expired one — the meta-monitor
@@ -80,6 +83,7 @@ def _retrain_text(result: RetrainResult, user: str, keys_reset: int, current_ver
         verdict = f"not promoted (the current model v{current_version} stays)"
     current = "none yet" if current_version is None else f"v{current_version} {_loss(result.current_loss)}"
     extra = f" Step sizes of {keys_reset} key(s) restarted." if result.promoted else ""
+    extra += " The threshold bandit starts again from its prior (τ is learned again)."
     return (
         f"Retraining approved by <@{user}>: model *v{c.version}* {verdict}.\n"
         f"Holdout log loss on the {int(c.metrics.get('n_holdout', 0))} most recent answers (lower is better; a coin "
@@ -158,6 +162,7 @@ def resolve(
         f_monitor = monitor_fidelity(state)
         detail: dict[str, object] = {"approved": approved, "by": by, "f_monitor": f_monitor}
         if result is not None:
+            tx.put_bandit(tx.get_bandit().reset())  # the world changed: τ is learned again from the prior
             if result.promoted:
                 for key_state in store.keys().values():
                     tx.put_key(reset_key(key_state))

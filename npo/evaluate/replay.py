@@ -23,7 +23,8 @@ on the latest ``training_rows`` effective answers (:func:`training_rows`, each a
 weight as recorded), holding back the most recent ones and keeping a held-back recommendation's older answers out of
 the fit (:func:`npo.retrain.retrain_on_answers`), numbers it with the next version, promotes
 it only if it beats the current model and the base rate on the held-back answers, and on a promotion restarts every
-key's step size (:func:`npo.misalignment.reset_key`; m(k) is kept). From then on :func:`npo.loop.decide` scores with
+key's step size (:func:`npo.misalignment.reset_key`; m(k) is kept); promoted or not, the threshold bandit goes back
+to its prior, as Approve does. From then on :func:`npo.loop.decide` scores with
 the promoted model as the prior of young keys (:func:`npo.loop.effective_misalignment`, pseudo-count
 ``LoopConfig.model_prior_strength``). A store whose transactions can record model versions (``save_model``, as the
 SQLite store's do) records every candidate, promoted or not, as production does. Since the monitor decides when
@@ -413,11 +414,13 @@ def _retrain(
     version: int,
 ) -> RetrainResult:
     """Approve of a retraining proposal, as ``bot.retraining.resolve`` does it: fit, record the version, and on a
-    promotion restart every key's step size (m(k) kept)."""
+    promotion restart every key's step size (m(k) kept); promoted or not, the threshold bandit goes back to its
+    prior."""
     rows = training_rows(tx, answered, settings.training_rows)
     result = retrain_on_answers(rows, current, key_spec=config.key_spec, now=now, version=version)
     if isinstance(tx, RecordsModels):
         tx.save_model(result.candidate, promoted=result.promoted, recorded_at=now)
+    tx.put_bandit(tx.get_bandit().reset())
     if result.promoted:
         for key in sorted(keys):
             key_state = tx.get_key(key)

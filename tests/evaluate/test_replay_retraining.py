@@ -13,7 +13,7 @@ import pytest
 from bot.evaluate.cli import add_evaluate_parser, run_evaluate
 from bot.retraining import TRAINING_ROWS
 from bot.retraining import fit_candidate as production_fit
-from npo.bandit import BanditConfig
+from npo.bandit import BanditConfig, ThresholdBandit
 from npo.evaluate.data import Dataset, FaultWindow, Series
 from npo.evaluate.engineers import EngineerConfig, draw_answers
 from npo.evaluate.predictor import SeriesPredictions
@@ -27,6 +27,9 @@ from npo.evaluate.replay import (
     build_stream,
     replay,
     training_rows,
+)
+from npo.evaluate.replay import (
+    _retrain as replay_retrain,
 )
 from npo.loop import InMemoryStore, LoopConfig, LoopStore
 from npo.policy import DEFAULT_POLICY
@@ -238,3 +241,19 @@ def test_the_table_says_when_the_replay_retrains(nab_dir: Path, capsys: pytest.C
     assert "retraining on approval: 0 proposals approved and 0 models promoted per seed" in header
     assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--quiet"]) == 0
     assert "retraining" not in capsys.readouterr().out
+
+
+def test_an_approved_proposal_puts_the_threshold_bandit_back_to_its_prior_as_approve_does(tmp_path: Path) -> None:
+    """Approve in production resets the bandit whether or not the model is promoted (``bot.retraining.resolve``):
+    the replay's approval does the same, on the SQLite store, keeping how often each arm was drawn."""
+    config = LoopConfig(bandit=BanditConfig(prior_events=2.0))
+    prior = ThresholdBandit(config.bandit)
+    with SQLiteStore(tmp_path / "replay.db", config) as store:
+        with store.transaction() as tx:
+            tx.put_bandit(tx.get_bandit().update(0, 1.0).update(4, 0.0).update(4, 0.25))
+        with store.transaction() as tx:
+            result = replay_retrain(tx, [], None, set(), config, ReplaySettings(retrain=True), 1e9, 1)
+        assert not result.promoted  # nothing to fit on: the reset does not depend on a promotion
+        with store.transaction() as tx:
+            bandit = tx.get_bandit()
+    assert (bandit.alpha, bandit.beta, bandit.pulls) == (prior.alpha, prior.beta, (1, 0, 0, 0, 2))

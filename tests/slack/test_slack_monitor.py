@@ -30,6 +30,7 @@ from bot.jobs.monitor import run_monitor
 from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL, ACTION_OVERRIDE
 from bot.slack.monitor_blocks import ACTION_APPROVE, ACTION_DISMISS
 from bot.standin import StandIn
+from npo.bandit import ThresholdBandit
 
 CHANNELS = [f"C0CH{i:03d}" for i in range(32)]  # one channel each: no 1 message/s pacing between them
 
@@ -60,6 +61,16 @@ def _db(bot: BotUnderTest, sql: str) -> Any:
     conn = sqlite3.connect(bot.bot.settings.db_path)
     try:
         return conn.execute(sql).fetchone()
+    finally:
+        conn.close()
+
+
+def _arms(bot: BotUnderTest) -> list[tuple[float, float, int]]:
+    """The threshold bandit's stored arms, lowest τ first: (α, β, pulls)."""
+    conn = sqlite3.connect(bot.bot.settings.db_path)
+    try:
+        rows = conn.execute("SELECT alpha, beta, pulls FROM learning_state WHERE kind = 'arm' ORDER BY threshold")
+        return [(float(a), float(b), int(n)) for a, b, n in rows]
     finally:
         conn.close()
 
@@ -121,9 +132,16 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
     alert = bot.standin.message(OPS, ts)
     assert ACTION_DISMISS in str(alert.blocks) and "psu|investigate" in str(alert.blocks)
 
+    prior = ThresholdBandit(bot.bot.store.config.bandit)
+    learned = _arms(bot)
+    assert [a for a, _, _ in learned] != list(prior.alpha) and any(pulls for _, _, pulls in learned)
     assert bot.click(ALICE, ACTION_APPROVE, (channel, ts)).status_code == 200
     reply = wait_for(lambda: [m for m in bot.standin.messages(OPS) if m.thread_ts == ts], 10)[0]
     assert "Retraining approved by" in reply.text and "model *v1* promoted" in reply.text
+    # The engineer confirmed the world changed: τ is learned again from the prior (how often each arm was drawn is
+    # kept), and the reply says so.
+    assert "threshold bandit starts again from its prior" in reply.text
+    assert _arms(bot) == [(a, b, pulls) for a, b, (_, _, pulls) in zip(prior.alpha, prior.beta, learned, strict=True)]
     wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks), 10)
     assert "Approved by" in str(bot.standin.message(OPS, ts).blocks)
     # The answered alert no longer says it will expire if nobody answers, nor explains buttons it no longer has.
@@ -157,8 +175,10 @@ def test_dismiss_and_refusal(drift_bot: BotUnderTest) -> None:
     bot.standin.add_user(outsider)
     assert bot.click(outsider, ACTION_DISMISS, (channel, ts)).status_code == 200
     assert _db(bot, "SELECT state FROM retraining_proposals") == ("open",)
+    learned = _arms(bot)
     assert bot.click(BOB, ACTION_DISMISS, (channel, ts)).status_code == 200
     assert _db(bot, "SELECT state, resolved_by, model_version FROM retraining_proposals") == ("dismissed", BOB, None)
+    assert _arms(bot) == learned  # the monitor was wrong: what the bandit learned stays
     assert _db(bot, "SELECT matches, decisions FROM monitor_state") == (0, 1)  # the monitor was wrong: F = 0
     reply = wait_for(lambda: [m for m in bot.standin.messages(OPS) if m.thread_ts == ts], 10)[0]
     assert "Dismissed by" in reply.text and "F_monitor is now 0.00" in reply.text
