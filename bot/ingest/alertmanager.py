@@ -159,13 +159,15 @@ def _strings(value: object, where: str) -> dict[str, str]:
     return {str(k): v for k, v in value.items() if v is not None}
 
 
-def _first(sources: list[Mapping[str, str]], *names: str) -> str | None:
+def _first(sources: dict[str, Mapping[str, str]], *names: str) -> tuple[str | None, str]:
+    """The first non-blank value of ``names`` in ``sources`` (each name in every source before the next name) and
+    where it was found (``labels.instance``); (None, "") when none is."""
     for name in names:
-        for source in sources:
+        for kind, source in sources.items():
             value = source.get(name, "").strip()
             if value:
-                return value
-    return None
+                return value, f"{kind}.{name}"
+    return None, ""
 
 
 def _confidence(text: str | None, severity: str, where: str) -> float:
@@ -228,40 +230,57 @@ def prediction_from_alert(
 ) -> Prediction:
     """One firing alert → a prediction (see the module docstring for the mapping)."""
     where = f"alerts[{index}]"
-    labels = {**common[0], **_strings(alert.get("labels"), f"{where}.labels")}
-    annotations = {**common[1], **_strings(alert.get("annotations"), f"{where}.annotations")}
+    own = {
+        "labels": _strings(alert.get("labels"), f"{where}.labels"),
+        "annotations": _strings(alert.get("annotations"), f"{where}.annotations"),
+    }
+    labels, annotations = {**common[0], **own["labels"]}, {**common[1], **own["annotations"]}
+
+    def sent(found: str) -> str:
+        """The field a value found at ``found`` (``labels.instance``) was sent in: the alert's own labels or
+        annotations, else the notification's common ones (``commonLabels.instance``)."""
+        kind, _, name = found.partition(".")
+        return f"{where}.{found}" if name in own[kind] else f"common{kind.capitalize()}.{name}"
+
     severity = _SEVERITY.get((labels.get("severity") or "warning").strip().lower(), "warning")
-    fault_type = _first([labels], "fault_type", "alertname")
-    target = _first([labels], "target", "instance", "host", "node", "pod")
+    fault_type, fault_type_at = _first({"labels": labels}, "fault_type", "alertname")
+    target, target_at = _first({"labels": labels}, "target", "instance", "host", "node", "pod")
     if fault_type is None:
         raise InvalidRecord(f"{where}.labels.alertname", "an alert needs an alertname or fault_type label")
     if target is None:
         raise InvalidRecord(f"{where}.labels.instance", "an alert needs a target, instance, host, node or pod label")
+    action, action_at = _first({"labels": labels, "annotations": annotations}, "action")
+    # the confidence and the time to fault: from the annotations, else the labels
+    confidence, confidence_at = _first({"annotations": annotations, "labels": labels}, "confidence")
+    ttf_s, ttf_s_at = _first({"annotations": annotations, "labels": labels}, "time_to_fault_s")
+    ttf, ttf_at = _first({"annotations": annotations, "labels": labels}, "time_to_fault")
+    # A value Prediction refuses is named by the field the sender sent it in, which the sender can change.
+    fields = {
+        "id": f"{where}.fingerprint",  # the id is made of the fingerprint (the rest of it is short)
+        "fault_type": sent(fault_type_at),
+        "target": sent(target_at),
+        "action": sent(action_at) if action_at else f"{where}.labels.action",
+        "confidence": sent(confidence_at) if confidence_at else f"{where}.annotations.confidence",
+        "time_to_fault_s": sent(ttf_s_at or ttf_at) if ttf_s_at or ttf_at else f"{where}.annotations.time_to_fault",
+        "channel": sent("labels.slack_channel"),
+    }
     try:
         return Prediction(
             id=alert_id(alert, labels),
             fault_type=fault_type,
             target=target,
-            action=_first([labels, annotations], "action") or DEFAULT_ACTION,
-            confidence=_confidence(
-                _first([annotations, labels], "confidence"), severity, f"{where}.annotations.confidence"
-            ),
+            action=action or DEFAULT_ACTION,
+            confidence=_confidence(confidence, severity, fields["confidence"]),
             severity=Severity(severity),
-            time_to_fault_s=_time_to_fault(
-                _first([annotations, labels], "time_to_fault_s"),
-                _first([annotations, labels], "time_to_fault"),
-                f"{where}.annotations.time_to_fault",
-            ),
+            time_to_fault_s=_time_to_fault(ttf_s, ttf, fields["time_to_fault_s"]),
             labels=labels,
             channel=labels.get("slack_channel") or None,
             received_at=now,
         )
     except InvalidRecord as exc:
-        if exc.field.startswith(where):
+        if exc.field in fields.values():
             raise
-        # the id is made of the fingerprint (the rest of it is short): name the field the sender can change
-        name = "fingerprint" if exc.field == "id" else exc.field
-        raise InvalidRecord(f"{where}.{name}", exc.message) from None
+        raise InvalidRecord(fields.get(exc.field, f"{where}.{exc.field}"), exc.message) from None
 
 
 def _stated_truth(

@@ -178,7 +178,7 @@ def test_a_resolved_alert_without_a_start_has_no_fallback() -> None:
     [
         ({"labels": {"alertname": "X"}}, "alerts[0].labels.instance"),
         ({"annotations": {"confidence": "very"}}, "alerts[0].annotations.confidence"),
-        ({"annotations": {"confidence": "1.7"}}, "alerts[0].confidence"),
+        ({"annotations": {"confidence": "1.7"}}, "alerts[0].annotations.confidence"),
         ({"status": "pending"}, "alerts[0].status"),
     ],
 )
@@ -195,7 +195,7 @@ def test_bad_alerts_name_the_field(alert_patch: dict[str, object], field: str) -
         ({"labels": {"alertname": "X"}}, "alerts[1].labels.instance"),
         ({"annotations": {"time_to_fault": "soon"}}, "alerts[1].annotations.time_to_fault"),
         ({"annotations": {"confidence": "very"}}, "alerts[1].annotations.confidence"),
-        ({"annotations": {"confidence": "1.7"}}, "alerts[1].confidence"),
+        ({"annotations": {"confidence": "1.7"}}, "alerts[1].annotations.confidence"),
         ({"status": "pending"}, "alerts[1].status"),
         ({"status": "resolved", "fingerprint": "f" * 300}, "alerts[1].fingerprint"),
         ({"fingerprint": "f" * 300}, "alerts[1].fingerprint"),  # firing: not the id made of it, no field of the alert
@@ -214,6 +214,38 @@ def test_a_bad_alert_among_good_ones_is_listed_and_the_rest_is_used(
     assert [e.field for e in batch.errors] == [field]
     (warning,) = caplog.records
     assert warning.levelno == logging.WARNING and field in warning.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "common", "field"),
+    [
+        ({"confidence": "150%"}, {}, {}, "alerts[0].labels.confidence"),
+        ({"confidence": "very"}, {}, {}, "alerts[0].labels.confidence"),
+        ({}, {}, {"commonAnnotations": {"confidence": "nan"}}, "commonAnnotations.confidence"),
+        ({}, {}, {"commonLabels": {"confidence": "2"}}, "commonLabels.confidence"),
+        ({}, {"time_to_fault_s": "9" * 400}, {}, "alerts[0].annotations.time_to_fault_s"),
+        ({"time_to_fault": "soon"}, {"time_to_fault_s": ""}, {}, "alerts[0].labels.time_to_fault"),
+        ({"alertname": "X" * 501}, {}, {}, "alerts[0].labels.alertname"),
+        ({"fault_type": "X" * 501}, {}, {}, "alerts[0].labels.fault_type"),
+        ({"instance": "h" * 501, "host": ""}, {}, {}, "alerts[0].labels.instance"),
+        ({"host": None}, {}, {"commonLabels": {"alertname": "NodeOverheat", "host": "h" * 501}}, "commonLabels.host"),
+        ({"action": ""}, {"action": "a" * 501}, {}, "alerts[0].annotations.action"),
+        ({"slack_channel": " "}, {}, {}, "alerts[0].labels.slack_channel"),
+        ({"slack_channel": "C" * 201}, {}, {}, "alerts[0].labels.slack_channel"),
+    ],
+)
+def test_a_refused_value_is_named_by_the_field_it_was_sent_in(
+    labels: dict[str, str | None], annotations: dict[str, str], common: dict[str, Any], field: str
+) -> None:
+    """A value that Prediction refuses was named by the prediction's field (``alerts[0].confidence``,
+    ``alerts[0].target``), which the sender never sent: the confidence was in a label or an annotation, the target in
+    the ``instance`` label; the answer must point at what the sender can change (None: a label left out)."""
+    alert = GRAFANA["alerts"][0]
+    own_labels = {k: v for k, v in (alert["labels"] | labels).items() if v is not None}
+    alert = dict(alert, labels=own_labels, annotations=alert["annotations"] | annotations)
+    with pytest.raises(InvalidRecord) as info:
+        parse_webhook(dict(GRAFANA, alerts=[alert]) | common, now=0.0)
+    assert info.value.field == field, info.value
 
 
 def test_a_notification_of_bad_alerts_names_the_first_and_an_empty_one_is_fine() -> None:

@@ -390,6 +390,25 @@ def test_an_alert_starting_beyond_the_calendar_in_utc_is_still_an_episode(bot: B
     assert result["id"].startswith("am:f4r@") and result["id"] != "am:f4r"
 
 
+def test_a_confidence_out_of_range_is_refused_naming_the_label_it_was_sent_in(bot: BotUnderTest) -> None:
+    """An out-of-range confidence was answered as ``alerts[0].confidence``, a field no alert has: the value came from
+    the ``confidence`` label (or annotation), which is what the sender has to change."""
+    before = bot.counts()
+    alert = _firing("b4d0000000000021", "r14-n21:9100", confidence="")  # no annotation: the label is read
+    alert = dict(alert, labels=alert["labels"] | {"confidence": "150%"})
+    response = bot.ingest(dict(ALERTMANAGER_FIRING, alerts=[alert]), path="/api/v1/alertmanager")
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "alerts[0].labels.confidence"
+    assert bot.counts() == before
+    good = _firing("900d000000000021", "r14-n22:9100")
+    annotated = _firing("b4d0000000000022", "r14-n23:9100", confidence="1.5")
+    response = bot.ingest(dict(ALERTMANAGER_FIRING, alerts=[good, alert, annotated]), path="/api/v1/alertmanager")
+    assert response.status_code == 200, response.text
+    fields = [e["field"] for e in response.json()["errors"]]
+    assert fields == ["alerts[1].labels.confidence", "alerts[2].annotations.confidence"]
+    assert bot.counts()["predictions"] == before["predictions"] + 1
+
+
 def test_a_time_to_fault_of_many_blanks_is_refused_at_once(bot: BotUnderTest) -> None:
     """Blanks between a number and a letter that is no unit: the duration's pattern took time quadratic in their
     number (8 s for 60,000, 40 minutes of a core for a 1 MB notification), answering only then."""
