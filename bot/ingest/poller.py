@@ -11,11 +11,12 @@ to the loop again, so a feed of 200 predictions polled every 30 s does not write
 day. The loop's own dedupe still covers the rest: the first poll after a restart, an id that comes back after
 leaving the feed, the same prediction under a new id. Network and HTTP errors, answers that are not JSON of that
 shape (a key twice in an object outside the entries included: ``{"predictions": [...], "predictions": [...]}``),
-answers over ``max_body_bytes`` and answers not complete within ``timeout_s`` — from the start of the request
-to the last byte, however the server spends it (connecting, interim ``1xx`` responses, headers or body sent a little
-at a time) — are logged as failed polls, nothing of them is decided, and the next poll happens on schedule; the
-first answer that can be used after one or more failed polls logs, once, at INFO, that the poll recovered, with how
-many polls failed and how long ago the first did (a storage error while deciding is not a failed poll of the feed).
+answers over ``max_body_bytes`` (decoded: a gzip or deflate answer is inflated only up to it) and answers not
+complete within ``timeout_s`` — from the start of the request to the last byte, however the server spends it
+(connecting, interim ``1xx`` responses, headers or body sent a little at a time) — are logged as failed polls,
+nothing of them is decided, and the next poll happens on schedule; the first answer that can be used after one or
+more failed polls logs, once, at INFO, that the poll recovered, with how many polls failed and how long ago the
+first did (a storage error while deciding is not a failed poll of the feed).
 One daemon thread; :meth:`Poller.stop` ends it.
 """
 
@@ -27,6 +28,7 @@ import logging
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -66,6 +68,68 @@ def _opening(raw: bytes) -> str:
 
 class _Refused(Exception):
     """The answer is too large or too slow: not read further."""
+
+
+def _too_large(limit: int) -> str:
+    return f"the answer is larger than {limit:,} bytes"
+
+
+ACCEPT_ENCODING = "gzip, deflate"  # the content codings the poller decodes (:class:`_Inflater`)
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _codings(headers: httpx.Headers) -> list[str]:
+    """The answer's content codings that the poller decodes, in the order they are to be undone. Any other is passed
+    through, as httpx does (a server that names its charset there); only gzip and deflate are asked for."""
+    codings = [c.strip().lower() for value in headers.get_list("content-encoding") for c in value.split(",")]
+    return [c for c in reversed(codings) if c in _WBITS]
+
+
+class _Inflater:
+    """Undoes one content coding (gzip or deflate) piece by piece, never producing more than ``limit`` bytes in all:
+    a small answer that would inflate to gigabytes (a "gzip bomb") is refused without being inflated. ``deflate``
+    is zlib's format, or raw deflate from servers that send it so (as httpx accepts both)."""
+
+    def __init__(self, coding: str, limit: int) -> None:
+        self.coding = coding
+        self.limit = limit
+        self.size = 0
+        self._inflater = zlib.decompressobj(_WBITS[coding])
+        self._started = False
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        while data:
+            try:
+                piece = self._inflater.decompress(data, self.limit + 1 - self.size)  # >= 1: 0 would be no limit
+            except zlib.error as exc:
+                if self.coding == "deflate" and not self._started:  # no zlib header: raw deflate
+                    self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                    self._started = True
+                    continue
+                raise _Refused(f"the answer is not valid {self.coding} ({exc})") from None
+            self._started = True
+            self.size += len(piece)
+            if self.size > self.limit:
+                raise _Refused(_too_large(self.limit))
+            out += piece
+            data = self._inflater.unconsumed_tail
+        return bytes(out)
+
+    def end(self) -> bytes:
+        try:
+            return self._inflater.flush()
+        except zlib.error as exc:
+            raise _Refused(f"the answer is not valid {self.coding} ({exc})") from None
+
+
+def _inflate(inflaters: list[_Inflater], data: bytes, *, end: bool = False) -> bytes:
+    """``data`` through each coding to undo, in order; ``end``: the answer is complete."""
+    for inflater in inflaters:
+        data = inflater.feed(data)
+        if end:
+            data += inflater.end()
+    return data
 
 
 def _shut_down(sock: socket.socket) -> None:
@@ -232,7 +296,9 @@ class Poller:
         """The HTTP client; it keeps no idle connection, so that each poll opens one its :class:`_Watchdog` can
         end (a poll every 30 s gains nothing from keeping one, which servers close after a few seconds anyway)."""
         limits = httpx.Limits(max_keepalive_connections=0)
-        return httpx.Client(headers=self._headers, timeout=self._timeout_s, limits=limits)
+        headers = httpx.Headers({"Accept-Encoding": ACCEPT_ENCODING})
+        headers.update(self._headers or {})  # an Accept-Encoding of the settings' headers wins
+        return httpx.Client(headers=headers, timeout=self._timeout_s, limits=limits)
 
     def _get(self) -> bytes:
         """The answer's body; raises :class:`_Refused` past ``max_body_bytes`` or ``timeout_s`` in all, from the
@@ -254,19 +320,24 @@ class Poller:
     def _read(self, watchdog: _Watchdog, deadline: float) -> bytes:
         with self._client.stream("GET", self.url, extensions={"trace": watchdog.trace}) as response:
             response.raise_for_status()
-            too_large = _Refused(f"the answer is larger than {self.max_body_bytes:,} bytes")
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body_bytes:
-                raise too_large
+                raise _Refused(_too_large(self.max_body_bytes))
+            # Decoded here, not by httpx, which inflates each piece whole before the size can be checked
+            inflaters = [_Inflater(coding, self.max_body_bytes) for coding in _codings(response.headers)]
             chunks: list[bytes] = []
             size = 0
-            for chunk in response.iter_bytes():  # decoded (gzip…): the limit is on what is kept
-                size += len(chunk)
+            for raw in response.iter_raw():
+                chunk = _inflate(inflaters, raw)
+                size += len(chunk)  # the limit is on what is kept
                 if size > self.max_body_bytes:
-                    raise too_large
+                    raise _Refused(_too_large(self.max_body_bytes))
                 if time.monotonic() > deadline:
                     raise _Refused(f"no complete answer within {self._timeout_s:g} s")
                 chunks.append(chunk)
+            chunks.append(_inflate(inflaters, b"", end=True))
+            if size + len(chunks[-1]) > self.max_body_bytes:
+                raise _Refused(_too_large(self.max_body_bytes))
         return b"".join(chunks)
 
     def start(self) -> None:

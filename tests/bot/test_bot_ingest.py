@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -713,6 +715,69 @@ def test_poller_bounds_the_size_and_the_time_of_an_answer(raw_server: tuple[str,
     assert result.errors == [f"poll of {url} failed: no complete answer within 1 s"] and decided == []
     bodies.append(json.dumps([item | {"id": "p0", "target": "t0"}]).encode())
     assert poller.poll_once().errors == [] and len(decided) == 1
+    poller.stop()
+
+
+def _zeros_compressed(size: int, wbits: int) -> bytes:
+    """``size`` zero bytes compressed (gzip: ``wbits`` 31; zlib's deflate: 15), without holding them in memory."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    block = bytes(1 << 20)
+    return b"".join([*(packer.compress(block) for _ in range(size >> 20)), packer.flush()])
+
+
+@pytest.fixture
+def encoded_server() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """Serves ``answers[-1]``: (its Content-Encoding, its body as sent)."""
+    answers: list[tuple[str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            encoding, data = answers[-1]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", encoding)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the poller hung up on a refused answer
+                self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with _serving(Handler) as url:
+        yield url, answers
+
+
+@pytest.mark.parametrize(("encoding", "wbits"), [("gzip", 31), ("deflate", 15)])
+def test_poller_refuses_a_compressed_answer_over_its_limit_without_inflating_it(
+    encoded_server: tuple[str, list[tuple[str, bytes]]], encoding: str, wbits: int
+) -> None:
+    """The size limit was checked on each piece httpx had decoded: a piece of the answer as sent (up to 64 KiB) was
+    inflated whole first, so a small compressed answer (a "gzip bomb": 512 MiB of zeros in half a megabyte) took
+    about 64 MiB of memory at every poll, whatever ``max_body_bytes``. The answer is now inflated only up to the
+    limit; an answer within it is decoded as before."""
+    url, answers = encoded_server
+    decided: list[Sequence[Prediction]] = []
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        decided.append(predictions)
+        return []
+
+    poller = Poller(url, decide, clock=lambda: 0.0, timeout_s=10.0, max_body_bytes=1_000_000)
+    answers.append((encoding, _zeros_compressed(512 << 20, wbits)))
+    assert len(answers[-1][1]) < 1_000_000  # within the limit as sent
+    tracemalloc.start()
+    try:
+        result = poller.poll_once()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.errors == [f"poll of {url} failed: the answer is larger than 1,000,000 bytes"] and decided == []
+    assert peak < 16 << 20, f"the poll took {peak / (1 << 20):.0f} MiB"
+    item = {"id": "z1", "fault_type": "f", "target": "t", "action": "x", "confidence": 0.9}
+    packer = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    answers.append((encoding, packer.compress(json.dumps([item]).encode()) + packer.flush()))
+    assert poller.poll_once().errors == [] and [p.id for p in decided[0]] == ["z1"]
     poller.stop()
 
 
