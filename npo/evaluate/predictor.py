@@ -31,6 +31,7 @@ The predictor never sees a label.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,6 +162,75 @@ def _trailing_mean(values: FloatArray, width: int) -> FloatArray:
     return out
 
 
+class _PrefixRanks:
+    """Order statistics of the prefixes of a sequence of distinct ranks 0 … N−1 (a series' scores in time order,
+    each replaced by its position among them sorted), for many prefixes at once: a wavelet matrix (one bit of the
+    rank per level, the highest first), built level by level while the queries descend it. Time O((N + queries)
+    log N) in O(log N) numpy operations, memory O(N + queries). Sorting the whole past again at every refresh point
+    took time quadratic in the length of the series."""
+
+    def __init__(self, ranks: IntArray, ranked: FloatArray) -> None:
+        self.ranks = ranks  # a permutation of 0 … N−1, in time order
+        self.ranked = ranked  # the scores, ascending: ``ranked[ranks]`` in time order
+        self.levels = max(1, (ranks.size - 1).bit_length())
+
+    def _levels(self) -> Iterator[tuple[int, IntArray, npt.NDArray[np.longdouble]]]:
+        """Per level: the bit's shift, the number of zero bits before each position (N + 1 entries) and the sum of
+        the values whose bit is one before each position, in the level's order (a stable partition, zeros first)."""
+        ranks, values = self.ranks, self.ranked[self.ranks]
+        for level in range(self.levels):
+            shift = self.levels - 1 - level
+            one = ((ranks >> shift) & 1).astype(bool)
+            zeros_before = np.r_[0, np.cumsum(~one)]
+            ones_sum = np.r_[0.0, np.cumsum(np.where(one, values, 0.0), dtype=np.longdouble)]
+            yield shift, zeros_before, ones_sum
+            ranks, values = np.r_[ranks[~one], ranks[one]], np.r_[values[~one], values[one]]
+
+    def kth(self, count: IntArray, k: IntArray) -> IntArray:
+        """The rank of the k-th smallest (0-based) of the first ``count`` entries, for each pair."""
+        lo, hi, k = np.zeros_like(count), count.copy(), k.copy()
+        rank = np.zeros_like(count)
+        for shift, zeros_before, _ in self._levels():
+            zeros = int(zeros_before[-1])
+            z_lo, z_hi = zeros_before[lo], zeros_before[hi]
+            right = k >= z_hi - z_lo  # among the ones of the range
+            k = np.where(right, k - (z_hi - z_lo), k)
+            lo, hi = np.where(right, zeros + lo - z_lo, z_lo), np.where(right, zeros + hi - z_hi, z_hi)
+            rank |= right.astype(np.int64) << shift
+        return rank
+
+    def below_and_sum_from(self, count: IntArray, rank: IntArray) -> tuple[IntArray, npt.NDArray[np.longdouble]]:
+        """For each pair: how many of the first ``count`` entries have a rank below ``rank`` (0 … N), and the sum of
+        the values of those at or above it, in extended precision (prefix sums are subtracted: a sum of a few large
+        scores out of the whole past keeps the precision of numpy's own sum of them)."""
+        full = rank >= self.ranks.size
+        r = np.minimum(rank, self.ranks.size - 1)
+        lo, hi = np.zeros_like(count), count.copy()
+        below, above_sum = np.zeros_like(count), np.zeros(count.shape, dtype=np.longdouble)
+        for shift, zeros_before, ones_sum in self._levels():
+            zeros = int(zeros_before[-1])
+            z_lo, z_hi = zeros_before[lo], zeros_before[hi]
+            one = ((r >> shift) & 1).astype(bool)
+            below += np.where(one, z_hi - z_lo, 0)  # bit one: the range's zeros are below
+            above_sum += np.where(one, 0.0, ones_sum[hi] - ones_sum[lo])  # bit zero: its ones are above
+            lo, hi = np.where(one, zeros + lo - z_lo, z_lo), np.where(one, zeros + hi - z_hi, z_hi)
+        above_sum += (hi - lo) * self.ranked[r]  # what is left is the entry of rank r, if it is in the prefix
+        return np.where(full, count, below), np.where(full, 0.0, above_sum)
+
+
+def _quantiles(ranked: FloatArray, prefixes: _PrefixRanks, count: IntArray, q: float) -> FloatArray:
+    """``np.quantile(past, q)`` (linear interpolation, its default) of the first ``count`` scores, for each count:
+    the two order statistics it interpolates, combined as numpy combines them (the same float)."""
+    virtual = (count - 1) * q
+    before = np.floor(virtual)
+    gamma = virtual - before
+    below = np.minimum(before.astype(np.int64), count - 1)
+    lo = ranked[prefixes.kth(count, below)]
+    hi = ranked[prefixes.kth(count, np.minimum(below + 1, count - 1))]
+    diff = hi - lo
+    return np.asarray(np.where(gamma >= 0.5, hi - diff * (1 - gamma), lo + diff * gamma), dtype=np.float64)
+
+
 def rarity(series: Series, scores: FloatArray, config: PredictorConfig) -> FloatArray:
     """Expected number of scores at least this high per ``rare_s`` seconds of this series' own history.
 
@@ -181,24 +251,37 @@ def rarity(series: Series, scores: FloatArray, config: PredictorConfig) -> Float
     rows_per_rare = config.rare_s / max(step, 1e-9)
     first_finite = int(np.argmax(finite)) if finite.any() else n
     q = config.tail_quantile
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        if a <= first_finite or t[a] - t[first_finite] < config.min_history_s:
-            continue
-        past = scores[:a][finite[:a]]
-        if past.size < 20:
-            continue
-        u = float(np.quantile(past, q))
-        excess = past[past > u] - u
-        beta = max(float(excess.mean()) if excess.size else 0.0, 1e-3)
-        cur = scores[a:b]
-        # How many past scores are at least each current one, by binary search in the sorted past: comparing every
-        # pair took rows-per-hour × rows-so-far memory (gigabytes on a few days of one-second data).
-        at_least = past.size - np.searchsorted(np.sort(past), cur, side="left")
-        emp = (1.0 + at_least) / (past.size + 1.0)
-        pot = (1.0 - q) * np.exp(-(cur - u) / beta)
-        # A row without a score (its baseline too thin, as after a gap in the data) has no rarity either: its
-        # empirical tail would otherwise be the smallest possible, a routine-looking prediction made of nothing.
-        out[a:b] = np.where(np.isfinite(cur), np.where(cur > u, pot, emp) * rows_per_rare, np.nan)
+    scored = np.flatnonzero(finite)  # the rows with a score, in time order
+    count = np.searchsorted(scored, starts)  # the past of each refresh point: the scores of the rows before it
+    # The refresh points with enough history; the conditions only grow true as time goes on, so these are the last.
+    ready = (starts > first_finite) & (count >= 20)
+    ready &= t[starts] - t[min(first_finite, n - 1)] >= config.min_history_s
+    if not ready.any():
+        return out
+    first = int(np.argmax(ready))
+    starts, ends, count = starts[first:], ends[first:], count[first:]
+    order = np.argsort(scores[scored], kind="stable")
+    ranked = scores[scored][order]  # every score of the series, ascending
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    prefixes = _PrefixRanks(rank, ranked)
+    u = _quantiles(ranked, prefixes, count, q)
+    below_u, sum_above = prefixes.below_and_sum_from(count, np.searchsorted(ranked, u, side="right"))
+    above = count - below_u
+    excess = np.asarray(sum_above - above * u.astype(np.longdouble), dtype=np.float64)  # summed over u, per point
+    beta = np.maximum(np.where(above > 0, excess / np.maximum(above, 1), 0.0), 1e-3)
+    # Each row of a refresh period is judged against the past of its refresh point.
+    rows = np.arange(starts[0], n)
+    of_row = np.repeat(np.arange(starts.size), ends - starts)
+    cur, u_row, past = scores[rows], u[of_row], count[of_row]
+    # How many past scores are at least each current one: comparing every pair took rows-per-hour × rows-so-far
+    # memory (gigabytes on a few days of one-second data).
+    at_least = past - prefixes.below_and_sum_from(past, np.searchsorted(ranked, cur, side="left"))[0]
+    emp = (1.0 + at_least) / (past + 1.0)
+    pot = (1.0 - q) * np.exp(-(cur - u_row) / beta[of_row])
+    # A row without a score (its baseline too thin, as after a gap in the data) has no rarity either: its
+    # empirical tail would otherwise be the smallest possible, a routine-looking prediction made of nothing.
+    out[rows] = np.where(np.isfinite(cur), np.where(cur > u_row, pot, emp) * rows_per_rare, np.nan)
     return out
 
 

@@ -208,3 +208,48 @@ def test_predictor_memory_stays_linear_on_one_second_data() -> None:
     empirical = cur <= u
     assert empirical.any()
     assert np.allclose(expected[a : a + 12][empirical], pairwise[empirical] * rows_per_rare, rtol=0, atol=0)
+
+
+def _rarity_point_by_point(series: Series, scores: np.ndarray, config: PredictorConfig) -> np.ndarray:
+    """:func:`rarity` as the module docstring states it, one refresh point at a time over the whole past."""
+    t, n = series.times, series.times.size
+    out = np.full(n, np.nan)
+    finite = np.isfinite(scores)
+    period = np.floor((t - t[0]) / config.refresh_s).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, period[1:] != period[:-1]])
+    ends = np.r_[starts[1:], n]
+    rows_per_rare = config.rare_s / max(float(np.median(np.diff(t))), 1e-9)
+    first = int(np.argmax(finite)) if finite.any() else n
+    q = config.tail_quantile
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        past = scores[:a][finite[:a]]
+        if a <= first or t[a] - t[first] < config.min_history_s or past.size < 20:
+            continue
+        u = float(np.quantile(past, q))
+        excess = past[past > u] - u
+        beta = max(float(excess.mean()) if excess.size else 0.0, 1e-3)
+        cur = scores[a:b]
+        emp = (1.0 + np.sum(past[None, :] >= cur[:, None], axis=1)) / (past.size + 1.0)
+        pot = (1.0 - q) * np.exp(-(cur - u) / beta)
+        out[a:b] = np.where(np.isfinite(cur), np.where(cur > u, pot, emp) * rows_per_rare, np.nan)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rarity_is_the_point_by_point_rarity(seed: int) -> None:
+    """The rarity of every row is the one its refresh point's whole past gives: the same empirical tail (an exact
+    count), the same threshold u (numpy's quantile, to the last bit) and β to rounding — on series with gaps (rows
+    without a score), repeated values and short refresh periods."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1500, 4000))
+    times = np.cumsum(rng.choice([60.0, 300.0, 300.0, 900.0, 4 * 3600.0], size=n, p=[0.3, 0.3, 0.3, 0.09, 0.01]))
+    values = np.round(50 + rng.standard_t(3, size=n), 1)  # heavy tails, and many equal values
+    series = Series("s", "cpu", "host-1", times, values)
+    config = PredictorConfig(min_history_s=float(rng.choice([3600.0, 86400.0])), refresh_s=1800.0)
+    scores = robust_scores(series, config)
+    expected = rarity(series, scores, config)
+    reference = _rarity_point_by_point(series, scores, config)
+    assert np.array_equal(np.isnan(expected), np.isnan(reference)) and np.isfinite(reference).sum() > 500
+    np.testing.assert_allclose(expected, reference, rtol=1e-12, atol=0)
+    with np.errstate(invalid="ignore"):
+        assert np.array_equal(expected <= config.max_expected, reference <= config.max_expected)
