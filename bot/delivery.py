@@ -33,9 +33,10 @@ keeps up with any storm. Only what a posted digest lists or counts in its lines 
 prediction in the database to list is failed).
 A stop (SIGTERM, Ctrl-C) finishes the call in flight and hands the rest of the pass back, due at once, so the next
 start sends it without waiting out a lease. A restart resumes pending messages: a lease taken by a dead process
-expires and the message is sent then. A post
-that reached Slack but whose answer was lost (process killed mid-call, or a read timeout) can be sent twice: Slack
-offers no idempotency key for ``chat.postMessage``.
+expires and the message is sent then. A post the database refused to record (locked) is noted in a file next to it
+and recorded before anything is claimed again, by this process or the next one. A post that reached Slack but whose
+answer was lost (process killed mid-call, or a read timeout) can be sent twice: Slack offers no idempotency key for
+``chat.postMessage``.
 
 Message kinds: ``recommendation`` / ``digest_item`` (``{"prediction_id"}``), ``update`` (``{"prediction_id",
 "channel"?, "ts"?}`` → ``chat.update``), ``ephemeral`` (``{"user", "text"}``), ``message`` (``{"text", "blocks"?}``),
@@ -311,13 +312,32 @@ class DeliveryWorker:
         timeout and a second when that is longer): else another worker may claim it meanwhile and send it too."""
         return self.clock() < item.next_attempt_at - self._lease_margin_s
 
-    def _write_result(self, write: Callable[[], None]) -> None:
+    def _write_result(
+        self, write: Callable[[], None], *, sent: tuple[Sequence[OutboxItem], str, str] | None = None
+    ) -> None:
         """Run ``write``, the record of a call's result. When the database refuses it (locked for longer than the
         busy timeout, a full disk) it is kept and written before the next pass claims anything, then re-raised to end
-        this pass: a post Slack has must not be claimed again when its lease ends and posted a second time."""
+        this pass: a post Slack has must not be claimed again when its lease ends and posted a second time. A post
+        (``sent``: the messages, the channel and ts) is kept in a file next to the database
+        (:meth:`storage.SQLiteStore.keep_sent`), so that it is written before any claim even when this process stops
+        first; other results, and a post that file refuses too, are kept in memory."""
         try:
             write()
         except (StorageBusy, sqlite3.OperationalError):  # a refused write, not a refused record: it is kept
+            if sent is not None:
+                items, channel, ts = sent
+                try:
+                    self.store.keep_sent(items, channel, ts)
+                except (OSError, sqlite3.Error):
+                    log.exception("could not keep a post's result next to the database either; kept in memory")
+                else:
+                    log.warning(
+                        "could not record a post to %s (ts %s) in the database; it is kept next to it and written "
+                        "before anything is claimed",
+                        channel,
+                        ts,
+                    )
+                    raise
             self._unrecorded.append(write)
             log.warning("could not record a delivery's result; it is written before the next delivery pass")
             raise
@@ -352,7 +372,8 @@ class DeliveryWorker:
         except Exception as exc:
             self._handle_error([item], exc)
             return
-        self._record(item, self.store.mark_sent, channel, ts)
+        write = functools.partial(self._mark, item, self.store.mark_sent, channel, ts)
+        self._write_result(write, sent=([item], channel, ts))
         self.metrics.inc("npo_deliveries_total", kind=item.kind, result="sent")
 
     def _send(self, item: OutboxItem) -> tuple[str, str]:
@@ -553,7 +574,8 @@ class DeliveryWorker:
                         self._defer(item, after, "the rest of a digest: after the part before it")
                     return
             rest = left
-            self._write_result(functools.partial(self._mark_digest_sent, part_items, posted_channel, ts))
+            write = functools.partial(self._mark_digest_sent, part_items, posted_channel, ts)
+            self._write_result(write, sent=(part_items, posted_channel, ts))
 
     def _mark_digest_sent(self, part_items: list[OutboxItem], posted_channel: str, ts: str) -> None:
         """Record the messages one posted digest part listed as sent (one transaction), counting those whose lease

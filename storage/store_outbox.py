@@ -1,6 +1,11 @@
 """The outbox's bookkeeping on :class:`storage.store.SQLiteStore`: enqueue a message, claim due ones (with a
 lease), record each delivery attempt's result (sent, retry, deferred, failed) — each in a write transaction of
-its own — and list the outbox. The delivery side's plain look-ups over a connection are ``storage/outbox.py``."""
+its own — and list the outbox. The delivery side's plain look-ups over a connection are ``storage/outbox.py``.
+
+A post the database refuses to record as sent (locked for longer than the busy timeout) is noted in a small SQLite
+file of its own next to the database (:meth:`StoreOutbox.keep_sent`, the database's name with ``-sent``), which
+:meth:`StoreOutbox.claim_due` writes into the database before it claims anything, in this process or the next one:
+a post Slack has is never claimed again because its result was refused and the process then stopped."""
 
 from __future__ import annotations
 
@@ -10,12 +15,69 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from storage.errors import LeaseLost, StorageError
 from storage.transaction import SQLiteTransaction
 
 OutboxState = Literal["pending", "sent", "failed"]
+KEPT_SENT_SUFFIX = "-sent"  # the file of posts the database refused to record: the database's name and this
+
+
+def kept_sent_path(path: Path) -> Path:
+    """The file next to the database at ``path`` where :meth:`StoreOutbox.keep_sent` notes refused results."""
+    return path.with_name(path.name + KEPT_SENT_SUFFIX)
+
+
+def _open_kept(path: Path, timeout_s: float) -> sqlite3.Connection:
+    """The kept-results file (created when missing; a rollback journal, ``synchronous=FULL``: a note survives a
+    crash and a power loss). Only ever written in short transactions, so its lock is not held for long."""
+    conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS sent (note INTEGER PRIMARY KEY AUTOINCREMENT, outbox_id INTEGER NOT NULL, "
+        "attempt INTEGER NOT NULL, created_at REAL NOT NULL, channel TEXT NOT NULL, ts TEXT NOT NULL, "
+        "sent_at REAL NOT NULL)"
+    )
+    return conn
+
+
+def _mark_sent_rows(
+    c: sqlite3.Connection,
+    sent: Sequence[tuple[int, int | None]],
+    channel: str,
+    ts: str,
+    sent_at: float,
+    created_at: float | None = None,
+) -> int:
+    """Mark ``sent`` ((outbox id, lease attempt or None) each) as posted as (``channel``, ``ts``) on ``c``, inside
+    the caller's write transaction; returns how many were marked (not those whose lease another worker took).
+    ``created_at``: only a message enqueued then (a note of :meth:`StoreOutbox.keep_sent` names no other database's
+    message, should the file be replaced)."""
+    marked = [
+        (outbox_id,)
+        for outbox_id, attempt in sent
+        if c.execute(
+            "UPDATE outbox SET state = 'sent', channel = ?, message_ts = ?, sent_at = ?, last_error = NULL "
+            "WHERE id = ? AND state = 'pending' AND (? IS NULL OR attempts = ?) AND (? IS NULL OR created_at = ?)",
+            (channel, ts, sent_at, outbox_id, attempt, attempt, created_at, created_at),
+        ).rowcount
+        == 1
+    ]
+    c.executemany(
+        "UPDATE recommendations SET channel = ?, message_ts = ?, "
+        "state = CASE WHEN state = 'resolved' THEN state ELSE 'posted' END "
+        "WHERE prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
+        [(channel, ts, outbox_id) for (outbox_id,) in marked],
+    )
+    c.executemany(
+        "UPDATE outbox SET next_attempt_at = MIN(next_attempt_at, ?) WHERE state = 'pending' "
+        "AND kind = 'update' AND prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? "
+        "AND kind IN ('recommendation', 'digest_item'))",
+        [(sent_at, outbox_id) for (outbox_id,) in marked],
+    )
+    return len(marked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +101,8 @@ class StoreOutbox:
 
     transaction: Callable[[], AbstractContextManager[SQLiteTransaction]]
     read: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    path: Path
+    busy_timeout_s: float
 
     def enqueue(
         self, channel: str, kind: str, payload: Mapping[str, Any], now: float, *, prediction_id: str | None = None
@@ -53,8 +117,11 @@ class StoreOutbox:
         worker does not take them meanwhile; a worker that dies before ``mark_*`` lets the lease expire and the
         message is delivered later (at least once, never lost). A claimed message's ``last_error`` is cleared in the
         database (the item returned still carries it): it is in flight, not waiting for another try, so newer posts
-        do not wait behind it (:meth:`oldest_pending`) until its lease ends — a minute when its worker was killed."""
+        do not wait behind it (:meth:`oldest_pending`) until its lease ends — a minute when its worker was killed.
+        Posts :meth:`keep_sent` noted are recorded first, in the same transaction."""
+        kept = kept_sent_path(self.path)
         with self.transaction() as tx:
+            written = self._write_kept_sent(tx.connection, kept) if kept.exists() else 0
             rows = tx.connection.execute(
                 "SELECT id, channel, kind, payload, prediction_id, attempts, next_attempt_at, created_at, last_error "
                 "FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
@@ -64,6 +131,8 @@ class StoreOutbox:
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = NULL WHERE id = ?",
                 [(now + lease_s, r[0]) for r in rows],
             )
+        if written:
+            self._forget_kept_sent(kept, written)
         return [
             OutboxItem(
                 id=r[0],
@@ -131,30 +200,52 @@ class StoreOutbox:
             return 0
         sent_at = time.time() if at is None else at
         with self.transaction() as tx:
-            c = tx.connection
-            marked = [
-                (outbox_id,)
-                for outbox_id, attempt in sent
-                if c.execute(
-                    "UPDATE outbox SET state = 'sent', channel = ?, message_ts = ?, sent_at = ?, last_error = NULL "
-                    "WHERE id = ? AND state = 'pending' AND (? IS NULL OR attempts = ?)",
-                    (channel, ts, sent_at, outbox_id, attempt, attempt),
-                ).rowcount
-                == 1
-            ]
-            c.executemany(
-                "UPDATE recommendations SET channel = ?, message_ts = ?, "
-                "state = CASE WHEN state = 'resolved' THEN state ELSE 'posted' END "
-                "WHERE prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
-                [(channel, ts, outbox_id) for (outbox_id,) in marked],
+            return _mark_sent_rows(tx.connection, sent, channel, ts, sent_at)
+
+    def keep_sent(self, sent: Sequence[OutboxItem], channel: str, ts: str, *, at: float | None = None) -> None:
+        """Note, outside the database, that the claimed messages ``sent`` (each under the lease its ``attempts``
+        names) were posted as (``channel``, ``ts``): for a post Slack has whose :meth:`mark_sent` the database
+        refused (locked, busy). The
+        note is durable at once; :meth:`claim_due`, in this process or the next one on this file, records it in the
+        database before claiming anything, so the messages are not posted again."""
+        if not sent:
+            return
+        sent_at = time.time() if at is None else at
+        conn = _open_kept(kept_sent_path(self.path), self.busy_timeout_s)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO sent (outbox_id, attempt, created_at, channel, ts, sent_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(item.id, item.attempts, item.created_at, channel, ts, sent_at) for item in sent],
             )
-            c.executemany(
-                "UPDATE outbox SET next_attempt_at = MIN(next_attempt_at, ?) WHERE state = 'pending' "
-                "AND kind = 'update' AND prediction_id = (SELECT prediction_id FROM outbox WHERE id = ? "
-                "AND kind IN ('recommendation', 'digest_item'))",
-                [(sent_at, outbox_id) for (outbox_id,) in marked],
-            )
-        return len(marked)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def _write_kept_sent(self, c: sqlite3.Connection, kept: Path) -> int:
+        """Record the posts :meth:`keep_sent` noted in ``kept`` (inside the caller's write transaction on ``c``);
+        returns the last note's number (0: none; never reused). Recording one again is harmless: it is no longer
+        pending."""
+        notes = _open_kept(kept, self.busy_timeout_s)
+        try:
+            rows = notes.execute(
+                "SELECT note, outbox_id, attempt, created_at, channel, ts, sent_at FROM sent ORDER BY note"
+            ).fetchall()
+            last = 0
+            for note, outbox_id, attempt, created_at, channel, ts, sent_at in rows:
+                _mark_sent_rows(c, [(int(outbox_id), int(attempt))], str(channel), str(ts), sent_at, created_at)
+                last = int(note)
+            return last
+        finally:
+            notes.close()
+
+    def _forget_kept_sent(self, kept: Path, last: int) -> None:
+        """Drop the notes up to number ``last``, now in the database (a later note stays for the next claim)."""
+        notes = _open_kept(kept, self.busy_timeout_s)
+        try:
+            notes.execute("DELETE FROM sent WHERE note <= ?", (last,))
+        finally:
+            notes.close()
 
     def mark_retry(self, outbox_id: int, next_attempt_at: float, error: str, *, attempt: int | None = None) -> None:
         """Delivery failed temporarily: try again at ``next_attempt_at``. ``attempt``: the caller's lease."""

@@ -343,3 +343,50 @@ def test_a_post_in_flight_that_once_waited_for_the_pace_does_not_hold_back_newer
         finally:
             a_pass.join(10)
         assert [m.text for m in standin.messages(INCIDENT)] == ["first", "M1", "M0"]
+
+
+def test_a_post_whose_result_could_not_be_written_is_not_posted_again_after_a_restart(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """As above, but the process stops (a deploy, a crash) while the database still refuses the result: the post
+    Slack has is recorded by the next process before it claims anything, with its ts, and is not posted again."""
+    path = tmp_path / "npo.db"
+    lock = sqlite3.connect(path, isolation_level=None)
+    with SQLiteStore(path, busy_timeout_s=0.2, lock_retries=0) as store:
+        store.enqueue(INCIDENT, "message", {"text": "alert"}, time.time())
+        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+        worker = DeliveryWorker(
+            SimpleNamespace(store=store),  # type: ignore[arg-type]
+            client,
+            Metrics(),
+            WorkerConfig(lease_s=1.0, post_interval_s=0.0),
+        )
+        standin.faults.delay("chat.postMessage", 0.5, times=1)
+        refused: list[StorageError] = []
+
+        def first() -> None:
+            try:
+                worker.run_once()
+            except StorageError as exc:  # marking it sent: the database is locked
+                refused.append(exc)
+
+        first_pass = threading.Thread(target=first)
+        first_pass.start()
+        wait_for(lambda: store.outbox("pending")[0].attempts == 1)  # claimed: the post is in flight
+        lock.execute("BEGIN IMMEDIATE")
+        first_pass.join(10)
+        assert refused
+    # the process is gone with the result unwritten; the lock outlasts it and the lease
+    time.sleep(1.1)
+    lock.execute("ROLLBACK")
+    lock.close()
+    (posted,) = standin.messages(INCIDENT)
+    with SQLiteStore(path) as store:
+        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+        restarted = DeliveryWorker(SimpleNamespace(store=store), client, Metrics(), WorkerConfig())  # type: ignore[arg-type]
+        restarted.run_once()
+        assert [m.text for m in standin.messages(INCIDENT)] == ["alert"]
+        (sent,) = store.outbox("sent")
+        assert sent.attempts == 1
+        with store.read() as conn:
+            assert conn.execute("SELECT message_ts FROM outbox WHERE id = ?", (sent.id,)).fetchone()[0] == posted.ts
