@@ -128,6 +128,14 @@ def _error_code(error: str, status: int) -> str:
     return error if _ERROR_CODE.fullmatch(error) else f"http_{status}"
 
 
+def _locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a write because another connection holds its write lock (an
+    expected, passing condition: a long write, an operator's shell), not an unexpected failure."""
+    if isinstance(exc, StorageBusy):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
 LEASE_MARGIN_S = 10.0  # no Slack call is started with less of the lease left (a call times out in seconds)
 
 
@@ -245,12 +253,27 @@ class DeliveryWorker:
             self._thread = None
 
     def _run(self) -> None:
+        locked_since: float | None = None  # when the passes began to find the database locked
         while not self._stop.is_set():
             self._wake.clear()
             try:
                 self.run_once()
-            except Exception:
-                log.exception("delivery pass failed; retrying shortly")
+            except Exception as exc:
+                if not _locked(exc):
+                    log.exception("delivery pass failed; retrying shortly")
+                elif locked_since is None:  # expected and passing: one line, not a traceback every pass
+                    locked_since = time.monotonic()
+                    log.warning(
+                        "the database is locked by another connection (%s): delivery waits, trying again every pass",
+                        exc,
+                    )
+            else:
+                if locked_since is not None:
+                    log.info(
+                        "the database can be written again: delivery goes on (it waited %.0f s)",
+                        time.monotonic() - locked_since,
+                    )
+                    locked_since = None
             self._wake.wait(self._idle_wait())
 
     def _idle_wait(self) -> float:
@@ -611,9 +634,12 @@ class DeliveryWorker:
             return
         try:
             done = self.store.defer_many(deferred)
-        except Exception:
-            log.exception(
-                "could not defer %d outbox message(s); they are claimed again when their lease ends", len(deferred)
+        except Exception as exc:
+            log.log(
+                logging.WARNING if _locked(exc) else logging.ERROR,
+                "could not defer %d outbox message(s); they are claimed again when their lease ends",
+                len(deferred),
+                exc_info=not _locked(exc),
             )
             return
         if done < len(deferred):

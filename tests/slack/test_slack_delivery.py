@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import sqlite3
 import threading
 import time
@@ -390,3 +391,39 @@ def test_a_post_whose_result_could_not_be_written_is_not_posted_again_after_a_re
         assert sent.attempts == 1
         with store.read() as conn:
             assert conn.execute("SELECT message_ts FROM outbox WHERE id = ?", (sent.id,)).fetchone()[0] == posted.ts
+
+
+def test_a_locked_database_is_one_warning_and_one_recovery_line_not_a_traceback_a_pass(
+    tmp_path: Path, standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another connection holds the write lock (a long write, an operator's shell) across many delivery passes: an
+    expected, passing condition, logged as one warning line when it starts and one line when it clears, not as a
+    traceback every pass; what was queued meanwhile is posted once it clears."""
+    path = tmp_path / "npo.db"
+    with SQLiteStore(path, busy_timeout_s=0.05, lock_retries=0) as store:
+        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+        worker = DeliveryWorker(
+            SimpleNamespace(store=store),  # type: ignore[arg-type]
+            client,
+            Metrics(),
+            WorkerConfig(idle_poll_s=0.05, post_interval_s=0.0),
+        )
+        store.enqueue(INCIDENT, "message", {"text": "alert"}, time.time())
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        caplog.set_level(logging.INFO, logger="bot.delivery")
+        worker.start()
+        try:
+            time.sleep(1.0)  # many passes, each refused the write lock
+            lock.execute("ROLLBACK")
+            lock.close()
+            wait_for(lambda: [m.text for m in standin.messages(INCIDENT)] == ["alert"])
+            wait_for(lambda: store.outbox("sent"))
+            time.sleep(0.2)
+        finally:
+            worker.stop()
+    records = [r for r in caplog.records if r.name == "bot.delivery"]
+    assert not [r for r in records if r.exc_info], [r.getMessage() for r in records if r.exc_info]
+    warnings = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "locked" in warnings[0], warnings
+    assert len([r for r in records if r.levelno == logging.INFO and "again" in r.getMessage()]) == 1
