@@ -206,9 +206,15 @@ class NpoService:
         remembered, so a retry of it is ``duplicate`` (audited and charged once). Neither a duplicate nor an
         unchanged answer takes from the limit. Raises the loop's :class:`npo.loop.LoopError` for an unknown or
         unsurfaced prediction (nothing stored).
+
+        The answer's time (``event.at``) is when it is recorded: the service's clock once the write transaction has
+        begun, not when the click came in. An answer that waited for the write lock (another connection's long
+        write) across the weekly summary's slot is then in the next summary, not in neither: the summary reads its
+        week under the write lock (:func:`bot.jobs.weekly.run_weekly_summary`).
         """
         limit = self.click_limit
         with self.store.transaction() as tx:
+            event = replace(event, at=self.clock())
             if tx.has_request(event):
                 return ClickResult("duplicate", None)
             limited = limit.enabled and event.operator != SYSTEM_OPERATOR
@@ -257,8 +263,12 @@ class NpoService:
     ) -> OutcomeResult:
         """Record an outcome (first one wins) and queue a message update when it was new and was surfaced.
         ``surfaced_only`` (the Slack outcome buttons, which only a surfaced recommendation shows): a prediction
-        that was not surfaced raises :class:`npo.loop.NotSurfaced`, and nothing is stored."""
+        that was not surfaced raises :class:`npo.loop.NotSurfaced`, and nothing is stored. An arrival time
+        (``recorded_at``) is taken again once the write transaction has begun, as an answer's time is (see
+        :meth:`record_click`): one that waited for the write lock across the weekly slot is in the next summary."""
         with self.store.transaction() as tx:
+            if outcome.recorded_at is not None:
+                outcome = replace(outcome, recorded_at=max(outcome.recorded_at, self.clock()))
             decision = tx.get_decision(outcome.prediction_id)
             if decision is None and (alias := tx.alias_of(outcome.prediction_id)) is not None:
                 # the id of a prediction found a duplicate by fingerprint: the outcome is the one it duplicated

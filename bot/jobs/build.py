@@ -85,6 +85,7 @@ def build_jobs(deps: JobDeps) -> list[JobSpec]:
             now=deps.now().timestamp(),
             timeout_s=deps.skip_timeout_min * 60,
             on_enqueue=deps.on_enqueue,
+            clock=lambda: deps.now().timestamp(),
         )
         with deps.store.transaction() as tx:  # one claim row a minute: keep a day of them
             prune_claims(tx.connection, SKIP_JOB, slot_id(slot - SKIP_CLAIMS_KEPT))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from npo.loop import LoopError, record_feedback
 from npo.types import FeedbackEvent, FeedbackKind
@@ -40,11 +40,14 @@ def sweep_skips(
     timeout_s: float,
     on_enqueue: Callable[[], None] = lambda: None,
     limit: int = 500,
+    clock: Callable[[], float] | None = None,
 ) -> SweepResult:
     """Record a skip for every posted recommendation shown at or before ``now - timeout_s`` with no answer.
 
     One transaction per recommendation; one that cannot be recorded (e.g. a :class:`LoopError`) is logged and
     left for the next sweep. ``on_enqueue`` is called once when any update was queued (wakes the worker).
+    ``clock``: each skip's time is read from it once its write transaction has begun (as an answer's is, so that
+    one that waited for the write lock across the weekly summary's slot is in the next summary); else ``now``.
     """
     with store.read() as conn:
         due = unanswered_before(conn, now - timeout_s, limit)
@@ -56,6 +59,8 @@ def sweep_skips(
         )
         try:
             with store.transaction() as tx:
+                if clock is not None:
+                    event = replace(event, at=max(now, clock()))
                 if not still_skippable(tx.connection, item.prediction_id):
                     continue  # answered or resolved since the list was read
                 result = record_feedback(tx, event, config=store.config)

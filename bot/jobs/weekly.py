@@ -80,6 +80,11 @@ def post_report(client: WebClient, channel: str, report: WeeklyReport, png: byte
 
 
 def run_weekly_summary(store: SQLiteStore, client: WebClient, channel: str, timezone: str, slot: datetime) -> str:
-    """Build the report for the week ending at ``slot`` and post it; returns the file id."""
-    report = build_report(store, since=slot - WEEK, until=slot, timezone=timezone)
+    """Build the report for the week ending at ``slot`` and post it; returns the file id.
+
+    The week is read under the database's write lock (run at or after ``slot``): an answer is stamped with the time
+    it is written, inside its write transaction, so every answer stamped before ``slot`` has been committed and is
+    read here, and any other is stamped after it and is in the next week's summary — none falls between the two."""
+    with store.transaction():  # reads inside it use its connection (SQLiteStore.read)
+        report = build_report(store, since=slot - WEEK, until=slot, timezone=timezone)
     return post_report(client, channel, report, render_png(report))

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-from jobs_testing import RELAXED_POLICY, prediction, surface_and_post
+from jobs_testing import OPS, RELAXED_POLICY, prediction, surface_and_post
+from slack_sdk import WebClient
 
 from bot.jobs import skips
+from bot.jobs.build import JobDeps, build_jobs
+from bot.jobs.report import build_report
 from bot.jobs.skips import SKIP_NOTE, sweep_skips
+from bot.jobs.weekly import WEEK, run_weekly_summary
+from bot.standin import StandIn
 from npo.loop import decide, record_feedback, record_outcome
 from npo.types import FeedbackEvent, FeedbackKind, Outcome
 from storage import SQLiteStore
@@ -102,3 +111,36 @@ def test_an_answer_or_outcome_after_the_sweep_read_its_list_wins(
         ("p1", "like"),
         ("p3", "skipped"),
     ]
+
+
+def test_a_skip_written_just_after_the_summary_read_its_week_is_in_the_next_summary(
+    db_path: Path, client: WebClient, standin: StandIn
+) -> None:
+    """The sweep runs just before the weekly slot, but its skip waits for the write lock (another connection's long
+    write) until after the slot's summary read the week: the skip is in the next summary, not in neither."""
+    with SQLiteStore(db_path) as store:
+        start = time.time()
+        surface_and_post(store, [prediction(1, start - 2 * TIMEOUT)], posted_at=start - 2 * TIMEOUT)
+        lock = sqlite3.connect(db_path, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        deps = JobDeps(store, client, OPS, timezone="UTC", skip_timeout_min=TIMEOUT / 60)
+        (sweep, _, _) = build_jobs(deps)
+        sweeping = threading.Thread(target=sweep.run, args=(datetime.now(UTC),))
+        sweeping.start()
+        try:
+            time.sleep(0.5)  # the sweep is running, its skip waiting for the write lock
+            slot = datetime.now(UTC)
+            weekly = threading.Thread(target=run_weekly_summary, args=(store, client, OPS, "UTC", slot))
+            weekly.start()
+            time.sleep(0.5)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        weekly.join(30)
+        sweeping.join(30)
+        assert store.counts().get("feedback_skipped") == 1
+        (summary,) = [m.text for m in standin.messages(OPS) if m.text.startswith("NPO weekly summary")]
+        this_week = 1 if "skipped 100% (1)" in summary else 0
+        assert this_week or "Answers: none this period" in summary
+        next_week = build_report(store, since=slot, until=slot + WEEK, timezone="UTC").answers
+        assert this_week + next_week == 1
