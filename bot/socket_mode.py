@@ -36,7 +36,9 @@ from typing import Any
 
 import aiohttp
 import uvicorn
-from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
+from slack_bolt.adapter.socket_mode.async_internals import send_async_response
+from slack_bolt.adapter.socket_mode.internals import build_headers
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient as SdkSocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
@@ -47,6 +49,7 @@ from bot.app import Bot, build_bot
 from bot.config import Settings
 from bot.http.slack_shape import shape_problem
 from bot.serve import StopSignals, uvicorn_config
+from bot.slack.payloads import ENVELOPE_ID_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +400,12 @@ class SocketModeService:
                 field,
             )
             return
-        response = await run_async_bolt_app(self.bot.bolt, request)
+        # As Bolt's own Socket Mode dispatch, plus the envelope id: an envelope sent again is recognised by it when
+        # its payload has no id of its own (a slash command without a trigger id).
+        headers: dict[str, Any] = dict(build_headers(request) or {})
+        headers[ENVELOPE_ID_HEADER] = request.envelope_id
+        bolt_request = AsyncBoltRequest(mode="socket_mode", body=request.payload, headers=headers)
+        response = await self.bot.bolt.async_dispatch(bolt_request)
         await send_async_response(client, request, response, started)
 
     async def _connect(self, client: SocketModeClient, server: uvicorn.Server) -> bool:

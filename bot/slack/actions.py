@@ -33,18 +33,13 @@ from bot.slack.blocks import (
     override_modal,
 )
 from bot.slack.deps import SlackDeps
-from bot.slack.payloads import Click, parse_click
+from bot.slack.payloads import Click, parse_click, replay_key
 from bot.slack.responders import LookupUnavailable
 from bot.slack.text import escape
 from npo.loop import LoopError
 from npo.types import FeedbackEvent, InvalidRecord, Outcome
 
 log = logging.getLogger(__name__)
-
-
-def _signature(request: AsyncBoltRequest) -> str:
-    value = request.headers.get("x-slack-signature") or [""]
-    return value[0]
 
 
 def refuse(deps: SlackDeps, client: AsyncWebClient, click: Click, text: str) -> None:
@@ -103,7 +98,7 @@ def _make_feedback_listener(deps: SlackDeps) -> Any:
                 operator=click.user,
                 kind=FEEDBACK_ACTIONS[click.action_id],
                 at=time.time(),
-                request_id=click.request_id(_signature(request)),
+                request_id=click.request_id(replay_key(request.mode, request.headers)),
             )
             result = await deps.storage(deps.service.record_click, event, click.message)
             if result.status == "rate_limited":

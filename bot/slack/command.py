@@ -25,6 +25,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot.insights import Why, summary_text, why
 from bot.slack.blocks import MAX_ANSWER_REASON, MAX_SHOWN_REASON, lookup_refused_text, status_lines
 from bot.slack.deps import SlackDeps
+from bot.slack.payloads import replay_key
 from bot.slack.responders import LookupUnavailable
 from bot.slack.text import escape, escaped, truncate
 from npo.types import MAX_TEXT_LEN, InvalidRecord
@@ -260,13 +261,13 @@ def _duration_of(args: list[str]) -> tuple[float, int]:
 
 def _request_id(command: dict[str, Any], request: AsyncBoltRequest) -> str:
     """What makes a replayed mute or unmute recognisable: the invocation's trigger id, which Slack always sends;
-    failing that, the request's signature (a replay is the same signed bytes, so it carries the same one). Empty
-    when there is neither (Socket Mode without a trigger id)."""
+    failing that, the request's signature (a replay is the same signed bytes, so it carries the same one), or in
+    Socket Mode the envelope's id (an envelope sent again has the same one). Empty when there is none of these."""
     trigger = str(command.get("trigger_id") or "")
     if trigger:
         return f"command:{trigger}"
-    signature = request.headers.get("x-slack-signature") or []
-    return f"command-signature:{signature[0]}" if signature and signature[0] else ""
+    key = replay_key(request.mode, request.headers)
+    return f"command-signature:{key}" if key else ""
 
 
 def _make_listener(deps: SlackDeps) -> Any:

@@ -19,6 +19,19 @@ from bot.slack.blocks import (
     REASON_BLOCK_ID,
 )
 
+# The Socket Mode envelope's id, passed to Bolt as this header (Socket Mode requests carry no signature; an envelope
+# Slack sends again, not acknowledged in time, has the same id).
+ENVELOPE_ID_HEADER = "x-npo-socket-mode-envelope-id"
+
+
+def replay_key(mode: str, headers: Mapping[str, Any]) -> str:
+    """What identifies a request sent again when its payload has no id of its own: the signature over HTTP (a
+    replay is the same signed bytes), ``envelope:<id>`` in Socket Mode; empty when there is neither."""
+    if mode == "socket_mode":
+        envelope = (headers.get(ENVELOPE_ID_HEADER) or [""])[0]
+        return f"envelope:{envelope}" if envelope else ""
+    return str((headers.get("x-slack-signature") or [""])[0])
+
 
 def request_id(*parts: object) -> str:
     """A stable feedback request id: ``slack:`` + sha256 of the parts (identical requests give identical ids)."""

@@ -15,8 +15,9 @@ from socket_testing import APP_TOKEN, SocketBot
 
 from bot.app import build_bot
 from bot.config import ConfigError, load_settings
+from bot.slack.command import REPLAYED
 from bot.socket_mode import SocketModeService
-from bot.standin import StandIn
+from bot.standin import StandIn, interactions
 from bot.standin.socket_mode import SocketModeStandIn
 
 
@@ -181,3 +182,57 @@ def test_cli_refuses_to_start_without_an_app_token(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "SLACK_APP_TOKEN is required" in done.stderr
     assert not (tmp_path / "npo.db").exists()
+
+
+def test_a_mute_sent_again_without_a_trigger_id_is_carried_out_once(socket_bot: SocketBot) -> None:
+    """Slack sends an envelope again when its acknowledgement did not arrive in time. A ``/npo mute`` envelope with
+    no trigger id (and over the WebSocket there is no signature either) is still recognised by its envelope id: sent
+    again after an unmute, it does not put the lifted mute back, and the person is told nothing was changed."""
+    key = "disk_failure|investigate|r#-p#|p>=0.9"
+    socket_bot.surface("p1")
+    fields = interactions.slash_command_fields(
+        socket_bot.standin.store,
+        f"{socket_bot.standin.url}/response",
+        command="/npo",
+        text=f"mute {key} 2h",
+        user_id=ALICE,
+        channel_id=INCIDENT,
+    )
+    del fields["trigger_id"]
+    envelope = socket_bot.socket.send("slash_commands", fields)
+    assert "is muted until" in socket_bot.socket.wait_ack(envelope)["payload"]["text"]
+    unmute = socket_bot.socket.slash_command("/npo", f'unmute "{key}"', ALICE, INCIDENT)
+    assert socket_bot.socket.wait_ack(unmute)["payload"]["text"].startswith("Lifted 1 mute(s)")
+    socket_bot.socket.resend(envelope)
+    assert socket_bot.socket.wait_ack(envelope, count=2)["payload"]["text"] == REPLAYED
+    assert socket_bot.rows("SELECT COUNT(*) FROM audit_log WHERE kind = 'policy_mute'") == [(1,)]
+    assert socket_bot.rows("SELECT COUNT(*) FROM policy_mutes WHERE lifted_at IS NULL") == [(0,)]
+
+
+def test_clicks_without_an_action_ts_are_told_apart_by_their_envelope(socket_bot: SocketBot) -> None:
+    """A click whose payload has no ``action_ts`` is identified by its envelope over the WebSocket: a person's
+    second, different answer counts, and the first click's envelope sent again does not bring the first back."""
+    message = socket_bot.surface("p1")
+
+    def click(action_id: str) -> str:
+        payload = interactions.block_actions_payload(
+            socket_bot.standin.store,
+            f"{socket_bot.standin.url}/response",
+            user_id=ALICE,
+            action_id=action_id,
+            value=None,
+            message=message,
+            view=None,
+            trigger_id=None,
+            force=False,
+        )
+        del payload["actions"][0]["action_ts"]
+        envelope = socket_bot.socket.send("interactive", payload)
+        socket_bot.socket.wait_ack(envelope)
+        return envelope
+
+    like = click("npo_like")
+    click("npo_neutral")
+    socket_bot.socket.resend(like)
+    socket_bot.socket.wait_ack(like, count=2)
+    assert socket_bot.rows("SELECT operator, kind FROM feedback ORDER BY id") == [(ALICE, "like"), (ALICE, "neutral")]
