@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 __all__ = ["SocketModeClient", "SocketModeError", "SocketModeService", "socket_mode"]
 
 # apps.connections.open errors that no retry can fix: the service stops (exit status 2) instead of retrying. All are
-# in the method's documented errors; those an administrator may lift or that pass (ekm_access_denied, access_denied,
+# in the method's documented errors, or (team_disabled, user_removed_from_team) among those Slack's own Node Socket
+# Mode client gives up on at start; those an administrator may lift or that pass (ekm_access_denied, access_denied,
 # accesslimited, org_login_required, team_added_to_org, …) are retried like any other failure.
 PERMANENT_ERRORS = frozenset(
     {
@@ -64,6 +65,8 @@ PERMANENT_ERRORS = frozenset(
         "not_authed",
         "not_allowed_token_type",
         "account_inactive",
+        "team_disabled",
+        "user_removed_from_team",
         "token_revoked",
         "token_expired",
         "missing_scope",

@@ -123,7 +123,17 @@ def test_a_wrong_app_token_is_refused_and_nothing_connects(
     assert standin.calls("apps.connections.open")[0].response["error"] == "invalid_auth"
 
 
-@pytest.mark.parametrize("error", ["forbidden_team", "no_permission", "missing_args", "deprecated_endpoint"])
+@pytest.mark.parametrize(
+    "error",
+    [
+        "forbidden_team",
+        "no_permission",
+        "missing_args",
+        "deprecated_endpoint",
+        "team_disabled",
+        "user_removed_from_team",
+    ],
+)
 def test_an_app_token_slack_will_never_accept_stops_the_bot(
     tmp_path: Path, standin: StandIn, socket_server: SocketModeStandIn, error: str
 ) -> None:
