@@ -99,6 +99,29 @@ def test_permanent_error_is_marked_failed_not_retried(bot: BotUnderTest) -> None
     assert bot.bot.metrics.counter("npo_deliveries_total", kind="recommendation", result="failed") == 1
 
 
+@pytest.mark.parametrize(
+    "code",
+    ["invalid_auth", "token_revoked", "account_inactive", "team_disabled", "user_removed_from_team", "link_disabled"],
+)
+def test_a_refused_token_or_workspace_fails_the_post_once_with_an_error_line(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture, code: str
+) -> None:
+    """Errors that name the token or the workspace, not the message, get the same answer on every try: the post is
+    tried once, marked failed with Slack's code, logged as an error naming it and counted by it — and the
+    recommendation itself stays stored (``npo-bot db export``, ``/npo why`` still have it)."""
+    bot.standin.faults.error("chat.postMessage", code, times=None)
+    bot.ingest(prediction("p1"))
+    (failed,) = wait_for(lambda: bot.bot.store.outbox("failed"))
+    assert failed.last_error == code
+    time.sleep(0.5)  # no second try
+    assert len(bot.standin.calls("chat.postMessage")) == 1
+    assert bot.bot.store.outbox("pending") == []
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("FAILED for good" in line and code in line for line in errors), errors
+    assert bot.bot.metrics.counter("npo_delivery_failures_total", error=code) == 1
+    assert bot.bot.store.prediction("p1") is not None
+
+
 @pytest.mark.parametrize("code", ["internal_error", "fatal_error", "service_unavailable", "request_timeout"])
 def test_a_transient_slack_error_is_retried_and_posted_once_not_failed(bot: BotUnderTest, code: str) -> None:
     """Slack answers these (HTTP 200, ``"ok": false``) when it is in trouble, not the message: the post is tried
