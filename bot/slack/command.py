@@ -94,8 +94,15 @@ def first_arg(text: str) -> tuple[str, str]:
 
 
 def _arg(text: str) -> str:
-    """``text`` as an argument of ``/npo``: in double quotes when it holds a space."""
-    return f'"{text}"' if len(text.split()) > 1 else text
+    """``text`` as an argument of ``/npo`` that :func:`first_arg` reads back whole: bare when it is one word not
+    starting with a quote mark, else in double quotes — or, when it holds one itself (an action may), in curly
+    quotes or backticks."""
+    if len(text.split()) == 1 and text == text.strip() and text[:1] not in _QUOTES:
+        return text
+    for opening, closing in _QUOTES.items():
+        if closing not in text:
+            return f"{opening}{text}{closing}"
+    return f'"{text}"'  # holds every closing mark: no quoting reads it back whole
 
 
 def fit_lines(text: str, limit: int = MAX_REPLY, *, see: str = "`npo-bot report`") -> str:

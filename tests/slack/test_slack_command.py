@@ -423,3 +423,16 @@ def test_a_command_whose_text_says_payload_is_answered_not_404(bot: BotUnderTest
     assert bot.ingest(prediction("p2", fault_type="payload_corruption")).json()["rule"] == "mute"
     assert npo(bot, "why p1").startswith("*Recommendation `p1`*")  # an ordinary command is read as before
     assert npo(bot, "status payload").startswith("Unknown command `status payload`")  # read, not a 404
+
+
+def test_the_unmute_shown_for_a_key_with_double_quotes_lifts_it(bot: BotUnderTest) -> None:
+    """An action is free text and may hold double quotes (``restart "api" pod``), and so does its key: the mute reply
+    shows an unmute that, typed as shown, lifts that mute — not one cut at the key's own quote mark."""
+    bot.surface("p1", action='restart "api" pod')
+    key = 'disk_failure|restart "api" pod|r#-p#|p&gt;=0.9'  # as Slack sends it
+    reply = npo(bot, f"mute `{key}` 1h")  # in backticks, as keys are shown
+    assert "is muted until" in reply and "no recommendation" not in reply, reply
+    shown = reply.split("`/npo ", 1)[1].rsplit("` lifts it", 1)[0]
+    assert shown.startswith("unmute ")
+    assert npo(bot, shown) == f"Lifted 1 mute(s) of `{key}`."
+    assert bot.ingest(prediction("p2", action='restart "api" pod')).json()["verdict"] == "surface"
