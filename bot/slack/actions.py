@@ -149,6 +149,13 @@ def _make_override_listener(deps: SlackDeps) -> Any:
             if prediction is None:
                 refuse(deps, client, click, "This recommendation is unknown to NPO.")
                 return
+            if click.trigger_id and not await deps.storage(
+                deps.service.store.claim_request, f"override_form:{click.trigger_id}", "override_form", time.time()
+            ):
+                # The same click again (Slack re-sends an envelope acknowledged late; a replay): its trigger id has
+                # opened the form already, or failed and said so, and Slack opens no second view with it.
+                log.info("an override click by %s was received again; its form was opened the first time", click.user)
+                return
             message = click.message
             view = override_modal(
                 prediction, channel=message.channel if message else "", message_ts=message.ts if message else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -246,3 +247,18 @@ def test_clicks_without_an_action_ts_are_told_apart_by_their_envelope(socket_bot
     socket_bot.socket.resend(like)
     socket_bot.socket.wait_ack(like, count=2)
     assert socket_bot.rows("SELECT operator, kind FROM feedback ORDER BY id") == [(ALICE, "like"), (ALICE, "neutral")]
+
+
+def test_an_override_click_sent_again_does_not_say_the_open_form_could_not_open(socket_bot: SocketBot) -> None:
+    """Slack sends an envelope again when its acknowledgement came late. An Override click sent again carries the
+    trigger id the form was already opened with, which Slack will not open a second view with: the person, looking
+    at the open form, must not be told it could not be opened and to click again."""
+    message = socket_bot.surface("p1")
+    envelope = socket_bot.socket.click(user_id=BOB, action_id="npo_override", message=message)
+    socket_bot.socket.wait_ack(envelope)
+    assert len(socket_bot.standin.views()) == 1
+    socket_bot.socket.resend(envelope)
+    socket_bot.socket.wait_ack(envelope, count=2)
+    time.sleep(0.3)  # anything the second delivery set off is done by now
+    assert len(socket_bot.standin.views()) == 1
+    assert socket_bot.standin.calls("chat.postEphemeral") == []
