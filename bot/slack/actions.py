@@ -12,6 +12,7 @@ person is told so ephemerally. No exception escapes a listener: failures are log
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -40,6 +41,9 @@ from npo.loop import LoopError
 from npo.types import FeedbackEvent, InvalidRecord, Outcome
 
 log = logging.getLogger(__name__)
+# How long an Override click waits for the form to open before it is answered (Slack waits 3 s for the answer); a
+# views.open still running then finishes after the answer.
+FORM_WAIT_S = 2.5
 
 
 def refuse(deps: SlackDeps, client: AsyncWebClient, click: Click, text: str) -> None:
@@ -138,8 +142,23 @@ def _form_not_opened(error: str) -> str:
     )
 
 
+async def _open_form(deps: SlackDeps, client: AsyncWebClient, click: Click, view: dict[str, Any]) -> None:
+    """Open the override form; when it does not open (an expired trigger, Slack failing or not answering in time),
+    the click did nothing visible, so its person is told."""
+    try:
+        await client.views_open(trigger_id=click.trigger_id, view=view)
+    except SlackApiError as exc:
+        error = str(exc.response.get("error") or "no answer")
+        log.warning("the override form could not be opened: %s", error)
+        refuse(deps, client, click, _form_not_opened(error))
+    except Exception as exc:  # a timeout, a connection error
+        log.warning("the override form could not be opened: %s", f"{type(exc).__name__}: {exc}"[:200])
+        refuse(deps, client, click, _form_not_opened("no answer in time"))
+
+
 def _make_override_listener(deps: SlackDeps) -> Any:
     async def on_override(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        started = time.monotonic()
         await ack()
         try:
             click = parse_click(body)
@@ -160,11 +179,10 @@ def _make_override_listener(deps: SlackDeps) -> Any:
             view = override_modal(
                 prediction, channel=message.channel if message else "", message_ts=message.ts if message else ""
             )
-            try:
-                await client.views_open(trigger_id=click.trigger_id, view=view)
-            except SlackApiError as exc:  # an expired trigger (over 3 s), Slack failing: the click did nothing visible
-                log.warning("the override form could not be opened: %s", exc.response.get("error"))
-                refuse(deps, client, click, _form_not_opened(str(exc.response.get("error") or "no answer")))
+            # Waited for until the click must be answered, then left to finish after the answer: Slack may take its
+            # time over views.open, and a click answered after 3 s is shown to the person as failed.
+            opening = deps.spawn(_open_form(deps, client, click, view), "views.open")
+            await asyncio.wait({opening}, timeout=max(0.0, started + FORM_WAIT_S - time.monotonic()))
         except Exception:
             log.exception("opening the override modal failed")
 

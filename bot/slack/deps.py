@@ -72,8 +72,9 @@ class SlackDeps:
         """
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
-        """Run ``coro`` after the response (Web API calls that need not delay the ack); errors are logged."""
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[None]:
+        """Run ``coro`` after the response (Web API calls that need not delay the ack); errors are logged. Returns
+        its task (:meth:`drain` waits for it at shutdown)."""
 
         async def guarded() -> None:
             try:
@@ -84,6 +85,7 @@ class SlackDeps:
         task = asyncio.get_running_loop().create_task(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def drain(self) -> None:
         """Wait for background calls still running (at shutdown), then stop the writer thread."""

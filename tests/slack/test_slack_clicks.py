@@ -235,6 +235,27 @@ def test_an_override_form_that_cannot_open_is_reported_to_its_person(bot: BotUnd
     assert bot.counts()["feedback"] == 0
 
 
+@pytest.mark.parametrize(("timeout_s", "expected"), [(5.0, "expired_trigger_id"), (1.0, "no answer in time")])
+def test_an_override_click_is_answered_within_3_s_while_views_open_is_slow(
+    tmp_path: Path, standin: StandIn, timeout_s: float, expected: str
+) -> None:
+    """Slack waits 3 s for the answer to a click. With the Web API timeout at its default (5 s), a ``views.open``
+    Slack took 3.5 s over held the answer to the Override click until it came back: Slack showed the click as
+    failed. The click is now answered within 2.5 s, the form's opening finishing after the answer, and when it does
+    not open — the trigger expired meanwhile, or Slack did not answer within the timeout (before, that told the
+    person nothing) — the person is told."""
+    settings = make_settings(tmp_path, standin, slack_timeout_s=timeout_s)
+    with serving(build_bot(settings, seed=1), standin) as bot:
+        message = bot.surface("p1")
+        standin.faults.delay("views.open", 3.5, times=1)
+        start = time.monotonic()
+        assert bot.click(ALICE, "npo_override", message).status_code == 200
+        assert time.monotonic() - start < 3
+        notice = _told(bot, ALICE)
+        assert "could not be opened" in notice[0].text and expected in notice[0].text, notice[0].text
+        assert bot.counts()["feedback"] == 0
+
+
 def test_an_outcome_click_the_loop_refuses_is_reported_to_its_person(
     bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
