@@ -30,6 +30,9 @@ Rules of :func:`evaluate_monitor`: trigger when (L_align > θ over at least ``mi
 a drift alarm is up, but never while a proposal is open and never within ``cooldown_s`` of the last trigger.
 "Above θ" means by more than floating-point rounding (:data:`LOSS_TOLERANCE`): a channel nobody answers has every
 code at λ = 0.3 = θ, and the mean of 60 such codes is 0.30000000000000004 — which is not a loss above θ.
+A window of skips only never triggers on L_align, whatever λ (a valid λ may be above θ, e.g. 0.35 > 0.3): silence
+is no evidence that the model is wrong, and a retraining could learn nothing from skips alone. A window with at
+least one answer keeps the threshold rule.
 
 **A drift alarm that is held back is remembered** (:class:`HeldAlarm`). The detector's running mean follows the new
 level of y, so under a change that *persists* the statistic rises above h and later falls back below it on its own
@@ -345,6 +348,7 @@ def evaluate_monitor(
     *,
     since_last_proposal: bool = False,
     held_alarm: HeldAlarm | None = None,
+    n_skipped: int = 0,
 ) -> tuple[MonitorDecision, MonitorState]:
     """One scheduled monitor run: decide whether to open a retraining proposal.
 
@@ -353,9 +357,11 @@ def evaluate_monitor(
     count is not of recommendations); ``drift_alarm``: the Page–Hinkley alarm (e.g.
     ``page_hinkley_alarm(state.ph, config.page_hinkley)``); ``now``: Unix seconds; ``since_last_proposal``: the
     window holds only the answers recorded since the last proposal (the reason says so); ``held_alarm``: a drift
-    alarm an earlier run held back, which counts as one while :func:`held_alarm_persists`.
+    alarm an earlier run held back, which counts as one while :func:`held_alarm_persists`; ``n_skipped``: how many
+    of the window's answers are skips (nobody answered in time).
 
-    Triggers when (L_align > θ with n_in_window ≥ min_samples) or drift_alarm (or a held alarm that persists) —
+    Triggers when (L_align > θ with n_in_window ≥ min_samples, and at least one answer in the window is not a skip)
+    or drift_alarm (or a held alarm that persists) —
     unless a proposal is open or the last trigger is less than ``cooldown_s`` ago (the reason then starts with
     ``"suppressed:"`` and the decision is ``held_back``). A
     trigger sets ``open_proposal``, ``last_trigger_at = now`` and resets the drift detector. Does not count
@@ -366,6 +372,8 @@ def evaluate_monitor(
         raise InvalidRecord("window_loss", f"must be in [0, 1] or None, got {window_loss!r}")
     if isinstance(n_in_window, bool) or not isinstance(n_in_window, int) or n_in_window < 0:
         raise InvalidRecord("n_in_window", f"must be an integer >= 0, got {n_in_window!r}")
+    if isinstance(n_skipped, bool) or not isinstance(n_skipped, int) or not 0 <= n_skipped <= n_in_window:
+        raise InvalidRecord("n_skipped", f"must be an integer in [0, n_in_window], got {n_skipped!r}")
     if not math.isfinite(now):
         raise InvalidRecord("now", f"must be a finite number of seconds, got {now!r}")
 
@@ -376,6 +384,10 @@ def evaluate_monitor(
         quiet = f"no answers{since or ' in the window'}"
     elif n_in_window < config.min_samples:
         quiet = f"L_align {window_loss:.2f} over only {n_in_window} answers{since} (< {config.min_samples})"
+    elif window_loss > theta + LOSS_TOLERANCE and n_skipped == n_in_window:
+        # Silence is no evidence that the model is wrong (and a retraining could learn nothing from skips alone).
+        loss = f"L_align {window_loss:.2f} > {theta:.2f} over {n_in_window} skips"
+        quiet = f"only skips{since or ' in the window'}: nobody answered ({loss})"
     elif window_loss > theta + LOSS_TOLERANCE:
         causes.append(f"L_align {window_loss:.2f} > {theta:.2f} over {n_in_window} answers{since}")
         quiet = ""

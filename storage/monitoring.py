@@ -61,20 +61,22 @@ def contradicted_by_outcomes(conn: sqlite3.Connection, min_outcomes: int) -> set
     return {str(r[0]) for r in rows}
 
 
-def alignment_samples_after(
+def monitor_window(
     conn: sqlite3.Connection, after_id: int, last_n: int, *, excluding: Collection[str] = ()
-) -> list[AlignmentSample]:
+) -> tuple[list[AlignmentSample], int]:
     """The latest ``last_n`` effective answers recorded after feedback row ``after_id`` as alignment samples
     (key, y, at, trust weight, channel), oldest first — like ``SQLiteStore.alignment_samples(last_n=...)`` with
-    only the answers newer than ``after_id``, and none by the people in ``excluding``."""
+    only the answers newer than ``after_id``, and none by the people in ``excluding`` — and how many of them are
+    skips (kind ``skipped``: nobody answered in time)."""
     people = sorted(excluding)
     others = f" AND f.operator NOT IN ({','.join('?' * len(people))})" if people else ""
     rows = conn.execute(
-        f"SELECT f.key, f.y, f.at, f.weight, f.channel FROM feedback f WHERE f.id > ? AND {_EFFECTIVE}{others} "
-        "ORDER BY f.id DESC LIMIT ?",
+        f"SELECT f.key, f.y, f.at, f.weight, f.channel, f.kind FROM feedback f WHERE f.id > ? AND {_EFFECTIVE}"
+        f"{others} ORDER BY f.id DESC LIMIT ?",
         (after_id, *people, last_n),
     ).fetchall()
-    return [AlignmentSample(r[0], r[1], r[2], min(1.0, r[3]), r[4]) for r in reversed(rows)]
+    samples = [AlignmentSample(r[0], r[1], r[2], min(1.0, r[3]), r[4]) for r in reversed(rows)]
+    return samples, sum(1 for r in rows if r[5] == "skipped")
 
 
 def last_feedback_id_at(conn: sqlite3.Connection, at: float) -> int:

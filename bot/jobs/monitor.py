@@ -10,7 +10,8 @@ even when the statistic has fallen back below the threshold by the time the run 
 between two runs). After a proposal both signals start again from the answers recorded after it: the detector is
 reset (:func:`npo.monitor.evaluate_monitor`), and L_align is averaged over the answers since the proposal only (at
 most the window, at least ``min_samples`` of them to trigger) — so once the cooldown is over, a new alert needs
-new evidence, never the same answers an engineer has already approved or dismissed.
+new evidence, never the same answers an engineer has already approved or dismissed. A window of skips only (nobody
+answered) never triggers on L_align, whatever the skip code λ: silence is no evidence that the model is wrong.
 
 The cooldown is counted between the *scheduled* times of the runs (``slot``), not between the instants they happened
 to start: with hourly runs and a 6 h cooldown, the run six slots after the one that opened a proposal may open the
@@ -78,13 +79,13 @@ from npo.types import InvalidRecord
 from storage import SQLiteStore
 from storage.monitoring import (
     Proposal,
-    alignment_samples_after,
     contradicted_by_outcomes,
     delivered_alert,
     feedback_codes_after,
     get_job_state,
     key_states,
     last_feedback_id_at,
+    monitor_window,
     open_proposal,
     pending_alert,
     put_job_state,
@@ -180,11 +181,7 @@ def run_monitor(
             alarm = alarm or raised
             peak = max(peak, state.ph.statistic)
         recent = store.alignment_samples(last_n=2 * config.window, excluding=unreliable)
-        window = (
-            recent[-config.window :]
-            if since is None
-            else alignment_samples_after(conn, since, config.window, excluding=unreliable)
-        )
+        window, n_skipped = monitor_window(conn, since or 0, config.window, excluding=unreliable)
         previous = recent[: len(recent) - len(window)][-config.window :]
         loss = _loss(window)
         decision, new_state = evaluate_monitor(
@@ -196,6 +193,7 @@ def run_monitor(
             run_at,
             since_last_proposal=since is not None,
             held_alarm=held,
+            n_skipped=n_skipped,
         )
         tx.add_monitor_run(now, decision.trigger, decision.reason, loss, len(window), alarm)
         proposal_id = None

@@ -189,6 +189,21 @@ def test_a_loss_at_the_threshold_up_to_rounding_does_not_trigger() -> None:
     assert decision.trigger
 
 
+def test_a_window_of_skips_only_never_triggers_on_loss_but_a_drift_alarm_still_does() -> None:
+    config = MonitorConfig()
+    decision, state = evaluate_monitor(MonitorState(), config, 0.35, 40, False, now=0.0, n_skipped=40)
+    assert not decision.trigger and state == MonitorState()
+    assert decision.reason == (
+        "no trigger: only skips in the window: nobody answered (L_align 0.35 > 0.30 over 40 skips); no drift alarm"
+    )
+    decision, _ = evaluate_monitor(MonitorState(), config, 0.35, 40, False, now=0.0, n_skipped=39)
+    assert decision.trigger and decision.reason == "L_align 0.35 > 0.30 over 40 answers"
+    decision, _ = evaluate_monitor(MonitorState(), config, 0.35, 40, True, now=0.0, n_skipped=40)
+    assert decision.trigger and decision.reason == "Page-Hinkley drift alarm"
+    with pytest.raises(InvalidRecord, match="n_skipped"):
+        evaluate_monitor(MonitorState(), config, 0.35, 40, False, now=0.0, n_skipped=41)
+
+
 def test_too_few_answers_do_not_trigger_on_loss() -> None:
     config = MonitorConfig()
     decision, state = evaluate_monitor(MonitorState(), config, 0.9, 29, False, now=0.0)
