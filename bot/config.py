@@ -134,6 +134,7 @@ class Settings:
     monitor_interval_min: float = 60.0  # the meta-monitor runs this often
     monitor_loss_threshold: float = 0.3  # L_align over the window above this triggers a retraining proposal
     monitor_window: int = 200  # the most recent answers L_align is averaged over
+    monitor_window_days: float = 7.0  # ...of the last this many days
     monitor_min_samples: int = 30  # answers needed in the window before L_align may trigger
     monitor_cooldown_h: float = 6.0  # hours after a proposal before the next one
     monitor_proposal_expiry_h: float = 168.0  # hours after which a proposal nobody answered expires
@@ -508,6 +509,7 @@ def _read_settings(r: _Reader) -> Settings:
         monitor_interval_min=r.optional("NPO_MONITOR_INTERVAL_MIN", 60.0, _float_in(1, 24 * 60)),
         monitor_loss_threshold=r.optional("NPO_MONITOR_LOSS_THRESHOLD", 0.3, _float_in(0, 1)),
         monitor_window=r.optional("NPO_MONITOR_WINDOW", 200, _int_in(10, 100_000)),
+        monitor_window_days=r.optional("NPO_MONITOR_WINDOW_DAYS", 7.0, _float_in(1, 365)),
         monitor_min_samples=r.optional("NPO_MONITOR_MIN_SAMPLES", 30, _int_in(1, 100_000)),
         monitor_cooldown_h=r.optional("NPO_MONITOR_COOLDOWN_H", 6.0, _float_in(0, 24 * 30)),
         monitor_proposal_expiry_h=r.optional("NPO_MONITOR_PROPOSAL_EXPIRY_H", 168.0, _float_in(1, 24 * 90)),

@@ -204,7 +204,9 @@ class MonitorConfig:
 
     ``loss_threshold`` θ ∈ [0, 1]: L_align above it triggers. ``window``: the number of most recent answers (to
     surfaced recommendations; several people may answer one) the caller averages L_align over (used by the caller,
-    reported in reasons).
+    reported in reasons). ``window_s``: the window's time bound, in seconds before the run (default 7 days: the
+    window is the last ``window`` answers of the last 7 days; used by the caller, which bounds the window before by
+    the same length before that).
     ``cooldown_s``: seconds after a trigger during which no new trigger happens (default 6 h).
     ``min_samples``: answers needed in the window before L_align may trigger. ``page_hinkley``: the
     drift detector's configuration (used by :func:`observe_feedback`). ``proposal_expiry_s``: seconds after the
@@ -217,6 +219,7 @@ class MonitorConfig:
     min_samples: int = 30
     page_hinkley: PageHinkleyConfig = field(default_factory=PageHinkleyConfig)
     proposal_expiry_s: float = 7 * 86_400.0
+    window_s: float = 7 * 86_400.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.loss_threshold) and 0.0 <= self.loss_threshold <= 1.0):
@@ -227,6 +230,8 @@ class MonitorConfig:
             raise InvalidRecord("monitor.cooldown_s", f"must be a finite number of seconds >= 0, got {self.cooldown_s}")
         if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 1:
             raise InvalidRecord("monitor.min_samples", f"must be an integer >= 1, got {self.min_samples!r}")
+        if not (math.isfinite(self.window_s) and self.window_s > 0.0):
+            raise InvalidRecord("monitor.window_s", f"must be a finite number of seconds > 0, got {self.window_s}")
         if not (math.isfinite(self.proposal_expiry_s) and self.proposal_expiry_s > 0.0):
             raise InvalidRecord(
                 "monitor.proposal_expiry_s", f"must be a finite number of seconds > 0, got {self.proposal_expiry_s}"

@@ -7,6 +7,7 @@ history. Plain functions over a ``sqlite3.Connection`` (``SQLiteStore.read()`` o
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -62,19 +63,34 @@ def contradicted_by_outcomes(conn: sqlite3.Connection, min_outcomes: int) -> set
 
 
 def monitor_window(
-    conn: sqlite3.Connection, after_id: int, last_n: int, *, excluding: Collection[str] = ()
+    conn: sqlite3.Connection,
+    after_id: int,
+    last_n: int,
+    *,
+    not_before: float = -math.inf,
+    excluding: Collection[str] = (),
 ) -> tuple[list[AlignmentSample], int]:
-    """The latest ``last_n`` effective answers recorded after feedback row ``after_id`` as alignment samples
-    (key, y, at, trust weight, channel), oldest first — like ``SQLiteStore.alignment_samples(last_n=...)`` with
-    only the answers newer than ``after_id``, and none by the people in ``excluding`` — and how many of them are
-    skips (kind ``skipped``: nobody answered in time)."""
+    """The latest ``last_n`` effective answers recorded after feedback row ``after_id`` and at or after ``not_before``
+    (Unix seconds) as alignment samples (key, y, at, trust weight, channel), oldest first — like
+    ``SQLiteStore.alignment_samples(last_n=..., since=...)`` with only the answers newer than ``after_id``, and none
+    by the people in ``excluding`` — and how many of them are skips (kind ``skipped``: nobody answered in time).
+
+    Answers are read newest first by row id, and the read stops at the first one older than ``not_before`` (rows are
+    written in time order), so a run costs the same however long the history behind the window: the time bound is
+    not a condition SQLite would check on every older row (``feedback.at`` has no index)."""
     people = sorted(excluding)
     others = f" AND f.operator NOT IN ({','.join('?' * len(people))})" if people else ""
-    rows = conn.execute(
+    cursor = conn.execute(
         f"SELECT f.key, f.y, f.at, f.weight, f.channel, f.kind FROM feedback f WHERE f.id > ? AND {_EFFECTIVE}"
         f"{others} ORDER BY f.id DESC LIMIT ?",
         (after_id, *people, last_n),
-    ).fetchall()
+    )
+    rows = []
+    for row in cursor:
+        if row[2] < not_before:
+            break
+        rows.append(row)
+    cursor.close()
     samples = [AlignmentSample(r[0], r[1], r[2], min(1.0, r[3]), r[4]) for r in reversed(rows)]
     return samples, sum(1 for r in rows if r[5] == "skipped")
 

@@ -67,6 +67,7 @@ def monitor_config(settings: Settings) -> MonitorConfig:
     return MonitorConfig(
         loss_threshold=settings.monitor_loss_threshold,
         window=settings.monitor_window,
+        window_s=settings.monitor_window_days * 86_400.0,
         cooldown_s=settings.monitor_cooldown_h * 3600.0,
         min_samples=settings.monitor_min_samples,
         proposal_expiry_s=settings.monitor_proposal_expiry_h * 3600.0,

@@ -180,8 +180,14 @@ def run_monitor(
                 last_alarm = i
             alarm = alarm or raised
             peak = max(peak, state.ph.statistic)
-        recent = store.alignment_samples(last_n=2 * config.window, excluding=unreliable)
-        window, n_skipped = monitor_window(conn, since or 0, config.window, excluding=unreliable)
+        # The window: the last ``window`` answers of the last ``window_s`` (and since the last proposal); the window
+        # before it: as many answers before those, of the ``window_s`` before that.
+        recent, _ = monitor_window(
+            conn, 0, 2 * config.window, not_before=now - 2 * config.window_s, excluding=unreliable
+        )
+        window, n_skipped = monitor_window(
+            conn, since or 0, config.window, not_before=now - config.window_s, excluding=unreliable
+        )
         previous = recent[: len(recent) - len(window)][-config.window :]
         loss = _loss(window)
         decision, new_state = evaluate_monitor(

@@ -26,6 +26,7 @@ def test_defaults() -> None:
     config = monitor_config(settings)
     assert (config.loss_threshold, config.window, config.min_samples, config.cooldown_s) == (0.3, 200, 30, 6 * 3600)
     assert settings.monitor_proposal_expiry_h == 168 and config.proposal_expiry_s == 7 * 24 * 3600  # a week
+    assert settings.monitor_window_days == 7 and config.window_s == 7 * 24 * 3600  # the paper's 7 days
 
 
 def test_values_are_parsed() -> None:
@@ -40,6 +41,7 @@ def test_values_are_parsed() -> None:
             "NPO_MONITOR_MIN_SAMPLES": "20",
             "NPO_MONITOR_COOLDOWN_H": "12",
             "NPO_MONITOR_PROPOSAL_EXPIRY_H": "72",
+            "NPO_MONITOR_WINDOW_DAYS": "30",
         },
         None,
     )
@@ -50,6 +52,7 @@ def test_values_are_parsed() -> None:
     config = monitor_config(settings)
     assert (config.loss_threshold, config.window, config.min_samples, config.cooldown_s) == (0.25, 50, 20, 12 * 3600)
     assert config.proposal_expiry_s == 72 * 3600
+    assert config.window_s == 30 * 24 * 3600
     assert monitor_trigger(settings.monitor_interval_min).interval.total_seconds() == 900
 
 
@@ -67,6 +70,8 @@ def test_values_are_parsed() -> None:
         ("NPO_MONITOR_WINDOW", "five", "integer"),
         ("NPO_MONITOR_PROPOSAL_EXPIRY_H", "0", "between 1 and 2160"),
         ("NPO_MONITOR_PROPOSAL_EXPIRY_H", "never", "number"),
+        ("NPO_MONITOR_WINDOW_DAYS", "0", "between 1 and 365"),
+        ("NPO_MONITOR_WINDOW_DAYS", "a week", "number"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
