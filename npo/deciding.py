@@ -21,6 +21,29 @@ from npo.store_protocol import BatchLoopTransaction, LoopTransaction
 from npo.types import Decision, Prediction, Verdict, _require_text, _require_time, trusted_decision
 
 
+# -- the threshold's reason ---------------------------------------------------------------------------------
+def shown_threshold(tau: float) -> str:
+    """τ as a reason shows it: two decimals (the default arms 0.50 … 0.90), or every digit τ needs when two would
+    show another number (an arm at 0.725 is "0.725", not "0.72")."""
+    text = f"{tau:.2f}"
+    return text if float(text) == tau else repr(float(tau))
+
+
+def threshold_reason(r: float, tau: float, tau_text: str) -> str:
+    """``R(s)=… < τ=…`` when r < τ, else ``R(s)=… ≥ τ=…``, with τ as ``tau_text`` shows it (:func:`shown_threshold`)
+    and R with three decimals, or as many more as it takes for the shown numbers to agree with the comparison: R =
+    0.6996 below τ = 0.7 reads "R(s)=0.6996 < τ=0.70", never "R(s)=0.700 < τ=0.70"."""
+    below = r < tau
+    shown_tau = float(tau_text)
+    for digits in range(3, 18):
+        shown = f"{r:.{digits}f}"
+        if (float(shown) < shown_tau) == below:
+            break
+    else:
+        shown = repr(float(r))
+    return f"R(s)={shown} {'<' if below else '≥'} τ={tau_text}"
+
+
 # -- one decision --------------------------------------------------------------------------------------------
 def effective_misalignment(
     key_state: KeyAlignment,
@@ -71,12 +94,12 @@ def decide(
         arm = bandit.choose(rng)
         tau = bandit.threshold(arm)
         if r < tau:
-            outcome, rule, reason = Verdict.SUPPRESS, "threshold", f"R(s)={r:.3f} < τ={tau:.2f}"
+            outcome, rule, reason = Verdict.SUPPRESS, "threshold", threshold_reason(r, tau, shown_threshold(tau))
         elif verdict.outcome == "digest":
             outcome, rule, reason = Verdict.DIGEST, verdict.rule, verdict.reason
         else:
             outcome, rule = Verdict.SURFACE, verdict.rule
-            reason = f"R(s)={r:.3f} ≥ τ={tau:.2f}; {verdict.reason}"
+            reason = f"{threshold_reason(r, tau, shown_threshold(tau))}; {verdict.reason}"
     decision = Decision(
         prediction_id=prediction.id,
         key=key,
@@ -297,16 +320,16 @@ def decide_batch(
                 alpha = np.broadcast_to(np.asarray(bandit.alpha, dtype=np.float64), shape)
                 beta = np.broadcast_to(np.asarray(bandit.beta, dtype=np.float64), shape)
                 arms = choose_batch(alpha, beta, rng).tolist()
-                tau_text = [f"{t:.2f}" for t in thresholds]  # τ as the reason prints it, formatted once per arm
+                tau_text = [shown_threshold(t) for t in thresholds]  # τ as the reason prints it, once per arm
             arm = arms[i]
             tau = thresholds[arm]
             if r < tau:
-                outcome, rule, reason = Verdict.SUPPRESS, "threshold", f"R(s)={r:.3f} < τ={tau_text[arm]}"
+                outcome, rule, reason = Verdict.SUPPRESS, "threshold", threshold_reason(r, tau, tau_text[arm])
             elif verdict.outcome == "digest":
                 outcome, rule, reason = Verdict.DIGEST, verdict.rule, verdict.reason
             else:
                 outcome, rule = Verdict.SURFACE, verdict.rule
-                reason = f"R(s)={r:.3f} ≥ τ={tau_text[arm]}; {verdict.reason}"
+                reason = f"{threshold_reason(r, tau, tau_text[arm])}; {verdict.reason}"
         if key not in checked:
             _require_text("key", key)
             checked.add(key)
