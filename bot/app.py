@@ -31,6 +31,7 @@ from bot.slack.responders import ResponderDirectory
 from npo.bandit import BanditConfig
 from npo.feedback import FeedbackCodes
 from npo.loop import LoopConfig
+from npo.misalignment import EtaSchedule
 from npo.policy import DEFAULT_POLICY, Policy
 from storage import SQLiteStore
 from storage.ratelimit import ClickLimit
@@ -47,9 +48,12 @@ def load_policy(settings: Settings) -> Policy:
 
 
 def loop_config(settings: Settings) -> LoopConfig:
-    """The loop's defaults, with the skip code, the default channel and the bandit's miss weight from the settings."""
+    """The loop's defaults, with the skip code, the step size of m(k), the default channel and the bandit's miss
+    weight from the settings."""
+    step = settings.step_size
     return LoopConfig(
         codes=FeedbackCodes(settings.skip_lambda),
+        eta=EtaSchedule() if step == "decaying" else EtaSchedule(kind="constant", eta=step),
         bandit=BanditConfig(miss_weight=settings.miss_weight),
         default_channel=settings.incident_channel,
     )

@@ -40,6 +40,9 @@ MISS_WEIGHT_MAX = 10.0  # the largest weight npo.bandit.BanditConfig accepts
 # What a resolved Alertmanager/Grafana alert that does not say whether the fault was real (annotation npo_outcome)
 # means (NPO_ALERTMANAGER_RESOLVED): "unknown" — no outcome, it only closes the recommendation — or "real_fault".
 AlertmanagerResolved = Literal["unknown", "real_fault"]
+# The step size η of the m(k) update (NPO_STEP_SIZE): "decaying" — Robbins–Monro η_n = (n + 10)^−0.6 over the key's
+# effective count (npo.misalignment.EtaSchedule's default) — or a constant in (0, 1].
+StepSize = Literal["decaying"] | float
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A host name to listen on: dot-separated labels of letters, digits, - and _ (no scheme, port, path or space).
 _HOST_NAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
@@ -116,6 +119,7 @@ class Settings:
     responders: tuple[str, ...] = ()  # U…/W… user ids and S… user-group ids; empty = incident channel members
     policy_file: Path | None = None
     skip_lambda: float = 0.3
+    step_size: StepSize = "decaying"  # η of the m(k) update: "decaying" or a constant in (0, 1]
     skip_timeout_min: float = 60.0
     miss_weight: float = DEFAULT_MISS_WEIGHT  # the threshold bandit's weight of a suppressed real fault
     alertmanager_resolved: AlertmanagerResolved = "unknown"  # a resolved alert that does not say: no outcome
@@ -369,6 +373,21 @@ def _alertmanager_resolved(text: str) -> AlertmanagerResolved:
     raise ValueError(f"must be unknown or real_fault, got {text!r}")
 
 
+def _step_size(text: str) -> StepSize:
+    if text.lower() == "decaying":
+        return "decaying"
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+        shown = repr(text)
+    else:
+        shown = text
+    if not (math.isfinite(number) and 0.0 < number <= 1.0):
+        raise ValueError(f"must be decaying or a constant step size in (0, 1], got {shown}")
+    return number
+
+
 def _responders(text: str) -> tuple[str, ...]:
     items = tuple(part.strip() for part in text.split(",") if part.strip())
     bad = [item for item in items if not _RESPONDER_RE.match(item)]
@@ -491,6 +510,7 @@ def _read_settings(r: _Reader) -> Settings:
         responders=r.optional("NPO_RESPONDERS", (), _responders),
         policy_file=r.optional("NPO_POLICY_FILE", None, _existing_file),
         skip_lambda=r.optional("NPO_SKIP_LAMBDA", 0.3, _float_in(SKIP_LAMBDA_MIN, SKIP_LAMBDA_MAX)),
+        step_size=r.optional("NPO_STEP_SIZE", "decaying", _step_size),
         skip_timeout_min=r.optional("NPO_SKIP_TIMEOUT_MIN", 60.0, _float_in(1, 7 * 24 * 60)),
         miss_weight=r.optional("NPO_MISS_WEIGHT", DEFAULT_MISS_WEIGHT, _float_in(0, MISS_WEIGHT_MAX)),
         alertmanager_resolved=r.optional("NPO_ALERTMANAGER_RESOLVED", "unknown", _alertmanager_resolved),
