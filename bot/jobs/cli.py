@@ -120,7 +120,7 @@ def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     db, zone = where
     try:
         tz = ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the zone database ("Europe")
         print(f"npo-bot report: unknown timezone {zone!r}", file=sys.stderr)
         return 2
     until = (now or datetime.now(UTC)).astimezone(tz)
