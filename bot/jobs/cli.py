@@ -1,6 +1,7 @@
 """``npo-bot report [--since ISO] [--png PATH]``: the weekly report in the terminal (and its chart to a file).
 
-The days are counted in ``--timezone``, else ``NPO_TIMEZONE`` from the environment, else from the settings file
+The database is ``--db``, else ``NPO_DB_PATH`` (as ``npo-bot db`` finds it), else ``npo.db``: no Slack setting is
+needed. The days are counted in ``--timezone``, else ``NPO_TIMEZONE`` from the environment, else from the settings file
 (``--env-file``, which must exist, default ``./.env`` if there is one), else UTC — with or without ``--db``.
 ``--since`` may not be before 1970 nor in the future; a long period prints one line per day (the chart labels at
 most ten of its days).
@@ -31,7 +32,11 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
         help="start of the period, ISO 8601, from 1970 on (default: 7 days ago; naive = --timezone)",
     )
     report.add_argument("--png", type=Path, help="also write the L_align chart to this PNG file")
-    report.add_argument("--db", type=Path, help="the SQLite file (default: NPO_DB_PATH from the settings)")
+    report.add_argument(
+        "--db",
+        type=Path,
+        help="the SQLite file (default: NPO_DB_PATH from the environment or the settings file, else npo.db)",
+    )
     report.add_argument(
         "--timezone",
         help="days are counted in this zone "
@@ -58,25 +63,19 @@ def _zone_setting(args: argparse.Namespace) -> str:
 
 
 def _db_and_zone(args: argparse.Namespace) -> tuple[Path, str] | None:
-    from bot.config import ConfigError, NoSettingsFile, load_settings, settings_file  # noqa: PLC0415
+    """The database and the zone the days are counted in: ``--db``, else ``NPO_DB_PATH`` as ``serve`` reads it (the
+    environment, else the settings file), else ``npo.db``, as ``npo-bot db`` finds it; the zone from
+    :func:`_zone_setting`. A report only reads the database, so no Slack setting is needed."""
+    from bot.config import ConfigError, NoSettingsFile, read_setting, settings_file  # noqa: PLC0415
+    from bot.db_cli import DEFAULT_DB  # noqa: PLC0415
 
     try:
-        env_file = settings_file(args.env_file)
-    except NoSettingsFile as exc:  # a typo in --env-file: refused, with or without --db
+        env_file = settings_file(args.env_file)  # a typo in --env-file: refused, with or without --db
+        db = args.db if args.db is not None else Path(read_setting(os.environ, env_file, "NPO_DB_PATH") or DEFAULT_DB)
+        return db, _zone_setting(args)
+    except (NoSettingsFile, ConfigError) as exc:
         print(f"npo-bot report: {exc}", file=sys.stderr)
         return None
-    if args.db is not None:
-        try:
-            return args.db, _zone_setting(args)
-        except ConfigError as exc:
-            print(f"npo-bot report: {exc}", file=sys.stderr)
-            return None
-    try:
-        settings = load_settings(os.environ, env_file)
-    except ConfigError as exc:
-        print(f"npo-bot report: {exc}\n(or pass --db)", file=sys.stderr)
-        return None
-    return settings.db_path, args.timezone or settings.timezone
 
 
 def _since(text: str, tz: ZoneInfo, until: datetime) -> datetime | str:

@@ -146,3 +146,22 @@ def test_a_misspelled_name_in_the_settings_file_is_warned_by_every_command_that_
     assert any("NPO_DB_PAHT" in w and "did you mean NPO_DB_PATH?" in w for w in warnings), warnings
     assert any("NPO_TIMEZNE" in w and "did you mean NPO_TIMEZONE?" in w for w in warnings), warnings
     assert len(warnings) == 2, warnings  # once each
+
+
+def test_report_needs_only_the_database_not_the_slack_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``report`` only reads the database: like ``db``, it finds it (and the zone) in the settings file, and does
+    not ask for a Slack token, a signing secret, an ingest token or channels it never uses."""
+    for name in [n for n in os.environ if n.startswith(("NPO_", "SLACK_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("NPO_DB_PATH=state.db\nNPO_TIMEZONE=Europe/Berlin\n", encoding="utf-8")
+    assert main(["db", "migrate"]) == 0 and (tmp_path / "state.db").is_file()
+    capsys.readouterr()
+    assert main(["report"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.splitlines()[0].endswith((" CET", " CEST"))  # Berlin's days
+    (tmp_path / "state.db").rename(tmp_path / "moved.db")
+    assert main(["report"]) == 2
+    assert capsys.readouterr().err == "npo-bot report: no such database: state.db\n"
