@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from bot.service import MessageRef
 from bot.slack.monitor_blocks import resolved_blocks
-from bot.slack.text import slack_time
+from bot.slack.text import escape, slack_time
 from npo.misalignment import reset_key
 from npo.monitor import monitor_fidelity, record_ground_truth
 from npo.monitor import resolve_proposal as close_proposal
@@ -89,7 +89,7 @@ def _retrain_text(result: RetrainResult, user: str, keys_reset: int, current_ver
         f"Holdout log loss on the {int(c.metrics.get('n_holdout', 0))} most recent answers (lower is better; a coin "
         f"scores 0.693): v{c.version} {_loss(result.candidate_loss)}, current model {current}, base rate (every "
         f"answer predicted at the answers' mean code) {_loss(result.base_rate_loss)}; trained on {c.n_train} older "
-        f"answers. {result.reason}.{extra}"
+        f"answers. {escape(result.reason)}.{extra}"  # "… 0.40 < base rate 0.69": mrkdwn needs < escaped
     )
 
 

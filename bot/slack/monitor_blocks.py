@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.slack.text import escape, mrkdwn, plain, slack_time, truncate
+from bot.slack.text import escape, escaped, mrkdwn, plain, slack_time, truncate
 
 Block = dict[str, Any]
 
@@ -75,7 +75,7 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
 
 
 def alert_text(f: AlertFacts) -> str:
-    return truncate(f"NPO retraining proposal #{f.proposal_id}: {f.reason}", 300)
+    return escaped(f"NPO retraining proposal #{f.proposal_id}: {f.reason}", 300)  # "L_align 0.62 > 0.30"
 
 
 def alert_blocks(f: AlertFacts) -> list[Block]:

@@ -131,6 +131,7 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
     channel, ts = _alert(bot)
     alert = bot.standin.message(OPS, ts)
     assert ACTION_DISMISS in str(alert.blocks) and "psu|investigate" in str(alert.blocks)
+    assert "L_align 0.50 &gt; 0.30" in alert.text and ">" not in alert.text  # mrkdwn: < and > escaped
 
     prior = ThresholdBandit(bot.bot.store.config.bandit)
     learned = _arms(bot)
@@ -141,6 +142,7 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
     # The engineer confirmed the world changed: τ is learned again from the prior (how often each arm was drawn is
     # kept), and the reply says so.
     assert "threshold bandit starts again from its prior" in reply.text
+    assert "&lt; base rate" in reply.text and "< base rate" not in reply.text  # the reason's "<" escaped
     assert _arms(bot) == [(a, b, pulls) for a, b, (_, _, pulls) in zip(prior.alpha, prior.beta, learned, strict=True)]
     wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks), 10)
     assert "Approved by" in str(bot.standin.message(OPS, ts).blocks)
