@@ -1,4 +1,4 @@
-"""``npo-bot db …``: migrate, back up, check and export the SQLite database.
+"""``npo-bot db …``: migrate, back up, check and export the SQLite database, and requeue failed Slack posts.
 
 Wire into ``bot/cli.py`` with ``add_db_parser(sub)`` in ``build_parser`` and
 ``if args.command == "db": return run_db(args)`` in ``main``. The database path is ``--db``, else ``NPO_DB_PATH``
@@ -13,9 +13,13 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import sqlite3
 import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +42,7 @@ def _db_path(args: argparse.Namespace) -> Path:
 
 def add_db_parser(subparsers: Any) -> None:
     """Register ``db`` and its subcommands on the ``npo-bot`` subparsers object."""
-    db = subparsers.add_parser("db", help="migrate, back up, check or export the SQLite database")
+    db = subparsers.add_parser("db", help="migrate, back up, check or export the SQLite database; requeue failed posts")
     sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     db_help = "database file (default: NPO_DB_PATH from the environment or the settings file, else npo.db)"
     env_help = "settings file to read NPO_DB_PATH from, which must exist (default ./.env, read if there is one)"
@@ -81,6 +85,69 @@ def add_db_parser(subparsers: Any) -> None:
             "files are refused"
         ),
     )
+
+    requeue = sub.add_parser(
+        "requeue",
+        help="put failed Slack posts back in the outbox (after fixing the token or inviting the bot)",
+        description=(
+            "Put outbox messages that failed for good (a revoked or invalid token, a channel the bot is not in) back "
+            "to pending, due now, with a fresh retry budget; the running bot posts them. Left failed, and counted "
+            "with the reason: a recommendation since resolved or answered or posted by another message, an update "
+            "with no message to update or superseded by a later one, a retraining alert whose proposal is closed "
+            "or was queued again, an ephemeral reply. One transaction; each requeued message leaves an audit line "
+            "with its last error. Prints one summary line."
+        ),
+    )
+    requeue.add_argument("--db", type=Path, default=None, help=db_help)
+    requeue.add_argument("--env-file", type=Path, default=None, help=env_help)
+    requeue.add_argument(
+        "--since",
+        type=_iso_time,
+        default=None,
+        metavar="ISO",
+        help="only messages that failed at or after this time (ISO 8601, UTC without an offset; default: all)",
+    )
+    requeue.add_argument(
+        "--error",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="only messages whose last error names this Slack error (e.g. invalid_auth); repeatable",
+    )
+    requeue.add_argument("--dry-run", action="store_true", help="print what would be requeued; change nothing")
+
+
+def _iso_time(text: str) -> float:
+    """``--since``: ISO 8601, UTC when it has no offset, as Unix seconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be ISO 8601, got {text!r}") from None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _error_label(error: str) -> str:
+    """A failed message's last error as the summary counts it: Slack's code, else ``other``."""
+    return error if re.fullmatch(r"[a-z0-9_]{1,40}", error) else "other"
+
+
+def _requeue(args: argparse.Namespace, path: Path) -> str:
+    """Run ``db requeue`` on the database at ``path``; the summary line."""
+    from storage import SQLiteStore  # noqa: PLC0415
+
+    with SQLiteStore(path, migrate=False) as store:
+        planned = store.requeue_failed(time.time(), since=args.since, codes=args.error, dry_run=args.dry_run)
+    chosen = Counter(f"{m.kind}/{_error_label(m.last_error)}" for m in planned if not m.skip)
+    skipped = Counter(f"{m.kind}: {m.skip}" for m in planned if m.skip)
+    verb = "would requeue" if args.dry_run else "requeued"
+    line = f"{path}: {verb} {chosen.total()} of {len(planned)} failed message(s)"
+    if chosen:
+        line += " (" + ", ".join(f"{n} {what}" for what, n in sorted(chosen.items())) + ")"
+    if skipped:
+        line += (
+            f"; left failed {skipped.total()} (" + ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) + ")"
+        )
+    return line
 
 
 # A text cell starting with one of these is read as a formula by spreadsheet programs (OWASP "CSV injection").
@@ -161,7 +228,8 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
 
 def run_db(args: argparse.Namespace) -> int:
     """Run one ``npo-bot db`` subcommand; returns the exit code (0 ok, 1 problems found or failure, 2 an
-    ``--env-file`` that does not exist or cannot be read, 141 the reader of stdout went away: see :mod:`bot.output`)."""
+    ``--env-file`` that does not exist or cannot be read, 141 the reader of stdout went away: see
+    :mod:`bot.output`)."""
     from bot.config import ConfigError, NoSettingsFile  # noqa: PLC0415
     from storage import (  # noqa: PLC0415
         LATEST_SCHEMA_VERSION,
@@ -215,6 +283,8 @@ def run_db(args: argparse.Namespace) -> int:
             count = _export_to_file(args, path, args.out)
             print(f"exported {count} {args.what} row(s) to {args.out}", file=sys.stderr)
             return 0
+        if command == "requeue":
+            return print_result(_requeue(args, path), name)
     except (StorageError, OSError) as exc:
         print(f"npo-bot db {command}: {exc}", file=sys.stderr)
         return 1

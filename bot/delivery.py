@@ -21,7 +21,7 @@ records the result:
   rest of the pass one by one too; a refusal answered too late in the lease → the digest deferred, not sent again;
 * any other Slack error (``channel_not_found``, ``not_in_channel``, ``invalid_auth``, a refusal of a short
   rendering or of a digest's single line…) → ``mark_failed``, one clear log line, and
-  ``npo_deliveries_total{result="failed"}``.
+  ``npo_deliveries_total{result="failed"}`` (``npo-bot db requeue`` puts them back once the cause is fixed).
 
 Posts (recommendations, digests, messages) are spaced ≥ 1 s per channel and kept in outbox order; updates and
 ephemeral replies are not spaced. More than ``storm_threshold`` recommendations pending for one channel are folded

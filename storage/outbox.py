@@ -7,8 +7,12 @@ opens or commits a transaction itself. The outbox's claim, lease and result book
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 PostState = Literal["failed", "done", "waiting"]
 
@@ -80,3 +84,176 @@ def update_waiting(conn: sqlite3.Connection, kind: str, prediction_id: str) -> b
 def postpone(conn: sqlite3.Connection, outbox_id: int, due: float) -> None:
     """Make a pending message due at ``due`` (Unix seconds), e.g. to pace a message's updates."""
     conn.execute("UPDATE outbox SET next_attempt_at = ? WHERE id = ? AND state = 'pending'", (due, outbox_id))
+
+
+# -- npo-bot db requeue --------------------------------------------------------------------------------------------
+REQUEUE_AUDIT_KIND = "outbox_requeued"
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+
+
+@dataclass(frozen=True, slots=True)
+class FailedMessage:
+    """A failed outbox message considered by :func:`plan_requeue`: requeued when ``skip`` is empty, else why not."""
+
+    id: int
+    kind: str
+    channel: str
+    prediction_id: str | None
+    attempts: int
+    failed_at: float
+    last_error: str
+    skip: str = ""
+
+
+def names_error(last_error: str, codes: Sequence[str]) -> bool:
+    """Whether ``last_error`` names one of Slack's error ``codes`` (a whole word of it: ``invalid_auth``)."""
+    words = set(_WORD.findall(last_error))
+    return any(code in words for code in codes)
+
+
+def plan_requeue(conn: sqlite3.Connection, since: float | None, codes: Sequence[str]) -> list[FailedMessage]:
+    """The failed outbox messages that failed at or after ``since`` (all when None) and whose last error names one of
+    ``codes`` (any when empty), oldest first, each with why it must stay failed (``skip``) or none. Stays failed:
+
+    * a recommendation or digest item whose recommendation was resolved (an outcome, or its alert closed) or
+      answered, or was posted (or is waiting to be) by another outbox row — or by an earlier row of this plan;
+    * an update with no message of its own to update (its recommendation was never posted, or only inside a
+      digest: a requeued post shows the current state anyway), or one that a later or waiting update of the same
+      message makes needless (an update renders the recommendation as it is when sent);
+    * a message update (a retraining alert's) that a later or waiting one of the same message supersedes: sent
+      after it, the older text would replace the newer one;
+    * a retraining alert whose proposal is no longer open (its buttons could record nothing) or that the monitor
+      has queued again since;
+    * an ephemeral reply (it answered a click at the time) and a kind the worker does not know.
+
+    For a failed message, ``next_attempt_at`` holds when it failed (:meth:`StoreOutbox.mark_failed`; one failed by an
+    earlier version: the end of the lease it failed under, up to a few minutes later)."""
+    rows = conn.execute(
+        "SELECT id, kind, channel, prediction_id, attempts, next_attempt_at, COALESCE(last_error, ''), payload "
+        "FROM outbox WHERE state = 'failed' AND (? IS NULL OR next_attempt_at >= ?) ORDER BY id",
+        (since, since),
+    ).fetchall()
+    rows = [r for r in rows if not codes or names_error(str(r[6]), codes)]
+    latest_failed: dict[tuple[str, str], int] = {}  # (kind, the message it changes) → the newest selected update
+    for r in rows:
+        target = _update_target(str(r[1]), str(r[2]), r[3], json.loads(r[7]))
+        if target is not None:
+            latest_failed[(str(r[1]), target)] = int(r[0])
+    planned: list[FailedMessage] = []
+    posting: set[str] = set()  # predictions whose post this plan requeues
+    for r in rows:
+        outbox_id, kind, channel, pid, payload = int(r[0]), str(r[1]), str(r[2]), r[3], json.loads(r[7])
+        skip = _why_not(conn, outbox_id, kind, channel, pid, payload, posting, latest_failed)
+        if not skip and kind in ("recommendation", "digest_item") and pid is not None:
+            posting.add(str(pid))
+        planned.append(FailedMessage(outbox_id, kind, channel, pid, int(r[4]), float(r[5]), str(r[6]), skip))
+    return planned
+
+
+def _update_target(kind: str, channel: str, pid: str | None, payload: Any) -> str | None:
+    """The message an update of ``kind`` changes (its prediction id, or its channel and ts), else None."""
+    if kind == "update" and pid is not None:
+        return str(pid)
+    if kind == "message_update" and isinstance(payload, dict) and payload.get("ts"):
+        return f"{channel} {payload['ts']}"
+    return None
+
+
+def _why_not(
+    conn: sqlite3.Connection,
+    outbox_id: int,
+    kind: str,
+    channel: str,
+    pid: str | None,
+    payload: Any,
+    posting: set[str],
+    latest_failed: dict[tuple[str, str], int],
+) -> str:
+    """Why the failed message must not be requeued (see :func:`plan_requeue`), or ``""``."""
+    if kind in ("recommendation", "digest_item"):
+        rec = conn.execute(
+            "SELECT message_ts, resolved_at FROM recommendations WHERE prediction_id = ?", (pid,)
+        ).fetchone()
+        if rec is None:
+            return "no recommendation"
+        if rec[1] is not None or conn.execute("SELECT 1 FROM outcomes WHERE prediction_id = ?", (pid,)).fetchone():
+            return "resolved"
+        if conn.execute("SELECT 1 FROM feedback WHERE prediction_id = ? LIMIT 1", (pid,)).fetchone():
+            return "answered"
+        posted = conn.execute(
+            "SELECT 1 FROM outbox WHERE prediction_id = ? AND kind IN ('recommendation', 'digest_item') "
+            "AND state IN ('pending', 'sent') LIMIT 1",
+            (pid,),
+        ).fetchone()
+        if rec[0] or posted or str(pid) in posting:
+            return "posted by another message"
+        return ""
+    if kind == "update":
+        ts = payload.get("ts") if isinstance(payload, dict) else None
+        if (
+            not ts
+            and not conn.execute(
+                "SELECT 1 FROM recommendations WHERE prediction_id = ? AND message_ts IS NOT NULL", (pid,)
+            ).fetchone()
+        ):
+            return "its recommendation has no message of its own"
+        later = conn.execute(
+            "SELECT 1 FROM outbox WHERE kind = 'update' AND prediction_id = ? AND id != ? "
+            "AND (state = 'pending' OR (state = 'sent' AND id > ?)) LIMIT 1",
+            (pid, outbox_id, outbox_id),
+        ).fetchone()
+        if later or latest_failed.get(("update", str(pid)), outbox_id) != outbox_id:
+            return "superseded by a later update"
+        return ""
+    if kind == "message_update":
+        target = _update_target(kind, channel, pid, payload)
+        if target is None:
+            return "no message to update"
+        later = conn.execute(
+            "SELECT 1 FROM outbox WHERE kind = 'message_update' AND channel = ? AND json_extract(payload, '$.ts') = ? "
+            "AND id != ? AND (state = 'pending' OR (state = 'sent' AND id > ?)) LIMIT 1",
+            (channel, payload["ts"], outbox_id, outbox_id),
+        ).fetchone()
+        if later or latest_failed.get(("message_update", target), outbox_id) != outbox_id:
+            return "superseded by a later update"
+        return ""
+    if kind == "message":
+        proposal = payload.get("proposal_id") if isinstance(payload, dict) else None
+        if proposal is None:
+            return ""
+        if not conn.execute(
+            "SELECT 1 FROM retraining_proposals WHERE id = ? AND state = 'open'", (proposal,)
+        ).fetchone():
+            return "its retraining proposal is closed"
+        if conn.execute(
+            "SELECT 1 FROM outbox WHERE kind = 'message' AND id > ? AND json_extract(payload, '$.proposal_id') = ?",
+            (outbox_id, proposal),
+        ).fetchone():
+            return "queued again since"
+        return ""
+    if kind == "thread_reply":
+        return ""
+    if kind == "ephemeral":
+        return "a reply to a click at the time"
+    return "unknown kind"
+
+
+def requeue(conn: sqlite3.Connection, outbox_ids: Sequence[int], now: float) -> int:
+    """Put the failed messages ``outbox_ids`` back to pending, due at ``now``, with no attempt counted (a fresh retry
+    budget) and no error; a recommendation's own post makes its recommendation pending again. Returns how many were
+    requeued (a message no longer failed is left as it is). Inside the caller's write transaction."""
+    count = 0
+    for outbox_id in outbox_ids:
+        cur = conn.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, last_error = NULL "
+            "WHERE id = ? AND state = 'failed'",
+            (now, outbox_id),
+        )
+        if cur.rowcount == 1:
+            count += 1
+            conn.execute(
+                "UPDATE recommendations SET state = 'pending' WHERE state = 'failed' AND prediction_id = "
+                "(SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
+                (outbox_id,),
+            )
+    return count

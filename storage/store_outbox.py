@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from storage.errors import LeaseLost, StorageError
+from storage.outbox import REQUEUE_AUDIT_KIND, FailedMessage, plan_requeue, requeue
 from storage.transaction import SQLiteTransaction
 
 OutboxState = Literal["pending", "sent", "failed"]
@@ -294,14 +295,16 @@ class StoreOutbox:
             }
         return {str(channel): (int(first), due[int(first)]) for channel, first in rows}
 
-    def mark_failed(self, outbox_id: int, error: str, *, attempt: int | None = None) -> None:
+    def mark_failed(self, outbox_id: int, error: str, *, attempt: int | None = None, at: float | None = None) -> None:
         """Delivery failed for good (e.g. ``channel_not_found``): no more attempts. ``attempt``: the caller's
-        lease."""
+        lease. ``next_attempt_at`` keeps when it failed (``at``, default now): ``npo-bot db requeue --since``."""
+        failed_at = time.time() if at is None else at
         with self.transaction() as tx:
             self._outbox_update(
                 outbox_id,
-                "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ? AND state = 'pending'",
-                (error, outbox_id),
+                "UPDATE outbox SET state = 'failed', last_error = ?, next_attempt_at = ? WHERE id = ? "
+                "AND state = 'pending'",
+                (error, failed_at, outbox_id),
                 attempt,
             )
             tx.connection.execute(
@@ -309,6 +312,33 @@ class StoreOutbox:
                 "(SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
                 (outbox_id,),
             )
+
+    def requeue_failed(
+        self, now: float, *, since: float | None = None, codes: Sequence[str] = (), dry_run: bool = False
+    ) -> list[FailedMessage]:
+        """``npo-bot db requeue``: put the failed messages that failed at or after ``since`` and whose last error names
+        one of ``codes`` back to pending, due at ``now``, with a fresh retry budget, in one write transaction; each
+        one requeued leaves an audit line (``outbox_requeued``: its kind, channel, prediction, attempts, when it
+        failed and its last error). Those that must stay failed are left so (:func:`storage.outbox.plan_requeue`
+        says which and why). Returns the plan: what was (``dry_run``: would be) requeued, and what was skipped."""
+        if dry_run:
+            with self.read() as conn:
+                return plan_requeue(conn, since, codes)
+        with self.transaction() as tx:
+            planned = plan_requeue(tx.connection, since, codes)
+            chosen = [m for m in planned if not m.skip]
+            requeue(tx.connection, [m.id for m in chosen], now)
+            for m in chosen:
+                detail = {
+                    "kind": m.kind,
+                    "channel": m.channel,
+                    "prediction_id": m.prediction_id,
+                    "attempts": m.attempts,
+                    "failed_at": m.failed_at,
+                    "last_error": m.last_error,
+                }
+                tx.audit(REQUEUE_AUDIT_KIND, str(m.id), detail, now)
+        return planned
 
     def outbox(self, state: OutboxState | None = None) -> list[OutboxItem]:
         """Outbox messages (optionally in one state), oldest first. Read-only."""

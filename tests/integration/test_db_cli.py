@@ -8,13 +8,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from storage_testing import make_prediction, surface
+from storage_testing import dump, make_prediction, surface
 
 from bot.cli import main as cli_main
 from bot.db_cli import add_db_parser, run_db
 from npo.loop import record_feedback
 from npo.policy import Policy
-from npo.types import FeedbackEvent, FeedbackKind
+from npo.types import FeedbackEvent, FeedbackKind, Outcome
 from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageError
 
 
@@ -285,3 +285,65 @@ def test_the_settings_file_is_read_as_serve_reads_it(
     monkeypatch.setenv("NPO_DB_PATH", "")  # set empty: serve's setting is the default, ./npo.db
     assert run_db(_parse(["db", "check"])) == 1
     assert "no database at npo.db" in capsys.readouterr().err
+
+
+def _fail_all(store: SQLiteStore, error: str, at: float) -> None:
+    """Claim every pending outbox message and fail it for good with ``error`` at ``at``."""
+    for item in store.claim_due(now=1e12, limit=1000):
+        store.mark_failed(item.id, error, attempt=item.attempts, at=at)
+
+
+def test_requeue_leaves_failed_what_would_post_something_wrong_or_twice(
+    db_path: Path, relaxed_policy: Policy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Resolved or answered recommendations, a second failed post of one recommendation, an update of a
+    recommendation never posted, all but the newest of several updates of one message, an ephemeral reply and a
+    retraining alert whose proposal is closed stay failed, counted by reason; ``--since`` and ``--error`` select by
+    when and why the message failed."""
+    with SQLiteStore(db_path) as store:
+        surface(store, [make_prediction(i) for i in range(4)], relaxed_policy)  # outbox 1-4: recommendations p0-p3
+        store.enqueue("C1", "update", {"prediction_id": "p3"}, 10.0, prediction_id="p3")  # 5: p3 was never posted
+        store.enqueue("C1", "ephemeral", {"user": "U1", "text": "noted"}, 10.0)  # 6
+        store.enqueue("C1", "message_update", {"ts": "1.0", "text": "a"}, 10.0)  # 7: superseded by 8
+        store.enqueue("C1", "message_update", {"ts": "1.0", "text": "b"}, 10.0)  # 8
+        store.enqueue("C1", "message", {"text": "old proposal", "proposal_id": 99}, 10.0)  # 9: no such proposal
+        store.enqueue("C1", "recommendation", {"prediction_id": "p2"}, 10.0, prediction_id="p2")  # 10: p2 twice
+        _fail_all(store, "channel_not_found", at=1_000.0)
+        store.enqueue("C1", "thread_reply", {"thread_ts": "1.0", "text": "later"}, 20.0)  # 11: failed later
+        _fail_all(store, "not_in_channel", at=2_000_000_000.0)
+        with store.transaction() as tx:
+            tx.add_outcome(Outcome("p0", True, 50.0))
+            record_feedback(tx, FeedbackEvent("p1", "alice", FeedbackKind.LIKE, 5.0, "r1"), config=store.config)
+
+    def requeue(*args: str) -> str:
+        assert cli_main(["db", "requeue", "--db", str(db_path), *args]) == 0
+        return capsys.readouterr().out
+
+    before = dump(db_path)
+    out = requeue("--dry-run")
+    assert out == (
+        f"{db_path}: would requeue 4 of 11 failed message(s) (1 message_update/channel_not_found, "
+        "2 recommendation/channel_not_found, 1 thread_reply/not_in_channel); left failed 7 (1 ephemeral: a reply to "
+        "a click at the time, 1 message: its retraining proposal is closed, 1 message_update: superseded by a later "
+        "update, 1 recommendation: answered, 1 recommendation: posted by another message, 1 recommendation: "
+        "resolved, 1 update: its recommendation has no message of its own)\n"
+    )
+    assert dump(db_path) == before  # a dry run writes nothing
+    assert "would requeue 1 of 1 " in requeue("--dry-run", "--since", "2030-01-01T00:00:00")  # the thread reply
+    assert "would requeue 1 of 1 " in requeue("--dry-run", "--error", "not_in_channel")
+
+    assert "requeued 4 of 11 " in requeue()
+    with SQLiteStore(db_path) as store:
+        pending = {(item.kind, item.prediction_id) for item in store.outbox("pending")}
+        assert all(item.attempts == 0 and item.last_error is None for item in store.outbox("pending"))
+    assert pending == {
+        ("recommendation", "p2"),
+        ("recommendation", "p3"),
+        ("message_update", None),
+        ("thread_reply", None),
+    }
+    conn = sqlite3.connect(str(db_path))
+    states = dict(conn.execute("SELECT prediction_id, state FROM recommendations").fetchall())
+    conn.close()
+    assert states == {"p0": "resolved", "p1": "failed", "p2": "pending", "p3": "pending"}
+    assert "requeued 0 of 7 " in requeue()  # the second run: nothing more
