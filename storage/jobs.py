@@ -95,6 +95,31 @@ def prune_claims(conn: sqlite3.Connection, job: str, before: str) -> int:
     return conn.execute("DELETE FROM job_claims WHERE job = ? AND period < ?", (job, before)).rowcount
 
 
+# The ``processed_requests`` rows that stand only for a Slack request, by the prefix of their id: Events API
+# deliveries (``event:``), slash commands (``command:``, ``command-signature:``), the override form (``override_form:``)
+# and clicks that stored no answer (``slack:``). Other rows (``alert_resolved:<prediction>``, one per prediction, not
+# sent by Slack) are kept.
+SLACK_REQUEST_PREFIXES = ("event:", "command:", "command-signature:", "override_form:", "slack:")
+
+
+def prune_requests(conn: sqlite3.Connection, before: float, *, limit: int = 10_000) -> int:
+    """Delete the Slack request ids (:data:`SLACK_REQUEST_PREFIXES`) claimed before ``before``, at most ``limit`` of
+    each kind (a long history is pruned over several runs, each write kept short); returns how many.
+
+    Each prefix is a range of the primary key, so only Slack request ids are read, however many rows of other kinds
+    the table holds. Only safe for a ``before`` well past the time a request can still be accepted again: see
+    :data:`bot.jobs.build.REQUESTS_KEPT`."""
+    sql = (
+        "DELETE FROM processed_requests WHERE rowid IN (SELECT rowid FROM processed_requests "
+        "WHERE request_id >= ? AND request_id < ? AND at < ? LIMIT ?)"
+    )
+    deleted = 0
+    for prefix in SLACK_REQUEST_PREFIXES:
+        past = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first text after every id starting with the prefix
+        deleted += conn.execute(sql, (prefix, past, before, limit)).rowcount
+    return deleted
+
+
 def unanswered_before(conn: sqlite3.Connection, cutoff: float, limit: int = 500) -> list[Unanswered]:
     """Posted recommendations with no effective answer, shown at or before ``cutoff`` (oldest first)."""
     rows = conn.execute(_UNANSWERED, (cutoff, limit)).fetchall()

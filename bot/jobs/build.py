@@ -18,12 +18,20 @@ from bot.jobs.skips import sweep_skips
 from bot.jobs.weekly import WEEKLY_JOB, run_weekly_summary, weekly_trigger
 from npo.monitor import MonitorConfig
 from storage import SQLiteStore
-from storage.jobs import prune_claims
+from storage.jobs import prune_claims, prune_requests
 
 SKIP_JOB = "skip_sweeper"
 WEEKLY_RETRY_S = 300.0
 SKIP_CLAIMS_KEPT = timedelta(days=1)
 MONITOR_CLAIMS_KEPT = timedelta(days=30)
+# How long a Slack request's id is remembered (``processed_requests``) before the skip sweeper prunes it. A request
+# is only accepted again within minutes of its first delivery: Slack retries an event at most three times, the last
+# about 5 minutes after the first (Socket Mode deliveries are retried on the same schedule, and come only from Slack
+# over the app's own connection); an HTTP request replayed later carries its signed timestamp, and the signature
+# check (the same wall clock as the row's ``at``) refuses one more than 5 minutes from now before the id is looked
+# up. A row a day old therefore stands for a request nobody can get accepted again; the day leaves a wide margin
+# over those minutes.
+REQUESTS_KEPT = timedelta(days=1)
 INTERVAL_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # interval slots are counted from here (a Monday, 00:00 UTC)
 
 
@@ -90,6 +98,7 @@ def build_jobs(deps: JobDeps) -> list[JobSpec]:
         )
         with deps.store.transaction() as tx:  # one claim row a minute: keep a day of them
             prune_claims(tx.connection, SKIP_JOB, slot_id(slot - SKIP_CLAIMS_KEPT))
+            prune_requests(tx.connection, (slot - REQUESTS_KEPT).timestamp())
 
     def weekly(slot: datetime) -> None:
         run_weekly_summary(deps.store, deps.client, deps.ops_channel, deps.timezone, slot)
