@@ -15,7 +15,8 @@ before the WebSocket closes (at most 10 s; a second Ctrl-C does not wait), as HT
 Connecting (:class:`SocketModeClient`, slack-sdk's client with its connecting replaced): every attempt opens a
 *fresh* URL from ``apps.connections.open`` (a URL is good for one connection); a failed attempt is one warning line
 and the next waits 1 s, 2 s, 4 s … up to 60 s (a 429's ``Retry-After`` when longer), without limit, until Slack
-answers; an app-level token Slack refuses (revoked, invalid, …) ends the service with exit status 2 instead. A drop
+answers; an app-level token Slack refuses (revoked, invalid, …), or an HTTP 404 (``SLACK_API_URL`` is not a Web API
+that offers Socket Mode), ends the service with exit status 2 instead. A drop
 of the connection (a close frame or Slack's ``disconnect`` envelope: at once; a TCP connection that died: once the
 ping finds it, within about half a minute) is followed by a reconnection. Envelopes Slack sends again (not
 acknowledged in time) are recorded once: clicks and submissions by their request id, events by ``event_id``. A
@@ -86,7 +87,8 @@ RATE_LIMITED_WAIT_S = 30.0  # a 429 without Retry-After (slack-sdk's own default
 
 
 class SocketModeError(RuntimeError):
-    """Socket Mode cannot run: Slack refused the app-level token."""
+    """Socket Mode cannot run: Slack refused the app-level token, or ``SLACK_API_URL`` has no
+    ``apps.connections.open`` (HTTP 404)."""
 
 
 def _excerpt(text: object, limit: int = 200) -> str:
@@ -207,6 +209,15 @@ class SocketModeClient(SdkSocketModeClient):
                 if error in PERMANENT_ERRORS:
                     raise self._fail(
                         SocketModeError(f"SLACK_APP_TOKEN was refused by apps.connections.open: {error}")
+                    ) from None
+                if status == 404:  # no such method at this base URL: a wrong setting, which no retry fixes
+                    base = str(self.web_client.base_url)
+                    url = f"{base}{'' if base.endswith('/') else '/'}apps.connections.open"
+                    raise self._fail(
+                        SocketModeError(
+                            f"SLACK_API_URL: {url} answered HTTP 404{f' ({error})' if error else ''}; set it to "
+                            "the base URL of a Slack Web API that offers Socket Mode (https://slack.com/api/)"
+                        )
                     ) from None
                 at_least = 0.0
                 if error == "ratelimited" or status == 429:
@@ -504,7 +515,7 @@ class SocketModeService:
 
 def socket_mode(settings: Settings) -> int:
     """``npo-bot socket``: run until SIGINT/SIGTERM. Returns the exit status (2 when the app token is missing or
-    Slack refuses it, at start or later)."""
+    Slack refuses it, at start or later, or when ``SLACK_API_URL`` answers HTTP 404)."""
     if not settings.slack_app_token:
         log.error("SLACK_APP_TOKEN: is required for Socket Mode (an app-level token starting with xapp-)")
         return 2

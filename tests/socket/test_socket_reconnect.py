@@ -159,6 +159,27 @@ def test_a_token_revoked_while_running_stops_the_bot_with_status_2(
     assert not (tmp_path / "npo.db-wal").exists()  # the store was closed
 
 
+@pytest.mark.parametrize("where", ["standin-without-socket-mode", "wrong-path"])
+def test_an_api_url_without_apps_connections_open_stops_the_bot_with_status_2(
+    tmp_path: Path, standin: StandIn, processes: list[subprocess.Popen[bytes]], where: str
+) -> None:
+    """``SLACK_API_URL`` answering HTTP 404 for ``apps.connections.open`` (the stand-in without its Socket Mode part,
+    a base URL with a wrong path) is a setting to correct: one error line naming the URL and the setting, exit
+    status 2. Before, the bot asked again without limit, up to every 60 s, with the process up and deaf."""
+    api_url = standin.api_url if where == "standin-without-socket-mode" else f"{standin.url}/nope/"
+    proc = start_socket_cli(tmp_path, api_url)
+    processes.append(proc)
+    code = proc.wait(timeout=30)
+    stderr = (tmp_path / "stderr.log").read_text()
+    assert code == 2, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, stderr[-2000:]
+    assert f"SLACK_API_URL: {api_url}apps.connections.open answered HTTP 404" in errors[0]
+    assert "Traceback" not in stderr
+    asked = [c.status for c in standin.calls(OPEN)]
+    assert asked == ([404] if where == "standin-without-socket-mode" else [])  # once, not again and again
+
+
 @pytest.mark.parametrize("how", ["close", "disconnect"], ids=["close-frame", "disconnect-refresh_requested"])
 def test_a_token_revoked_while_running_is_told_in_one_error_line(
     tmp_path: Path,
