@@ -228,8 +228,8 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
 
 def run_db(args: argparse.Namespace) -> int:
     """Run one ``npo-bot db`` subcommand; returns the exit code (0 ok, 1 problems found or failure, 2 an
-    ``--env-file`` that does not exist or cannot be read, 141 the reader of stdout went away: see
-    :mod:`bot.output`)."""
+    ``--env-file`` that does not exist or cannot be read, or a database path that is a folder, 141 the reader of
+    stdout went away: see :mod:`bot.output`)."""
     from bot.config import ConfigError, NoSettingsFile  # noqa: PLC0415
     from storage import (  # noqa: PLC0415
         LATEST_SCHEMA_VERSION,
@@ -251,6 +251,9 @@ def run_db(args: argparse.Namespace) -> int:
         return 2
     except ConfigError as exc:  # a settings file that cannot be read: refused, as by every other command
         print(f"npo-bot db {command}: {exc}", file=sys.stderr)
+        return 2
+    if path.is_dir():  # sqlite3 says "unable to open database file", and a read-only open "no such file"
+        print(f"npo-bot db {command}: {path} is a folder, not a database file", file=sys.stderr)
         return 2
     try:
         if command != "migrate" and not path.exists():

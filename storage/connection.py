@@ -44,6 +44,8 @@ def connect(
         raise StorageError("connection", str(path), f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
     if not busy_timeout_s > 0:
         raise StorageError("connection", str(path), f"busy_timeout_s must be > 0, got {busy_timeout_s}")
+    if Path(path).is_dir():  # sqlite3 would only say "unable to open database file"
+        raise StorageError("connection", str(path), "is a folder, not a database file")
     folder = Path(path).parent
     if str(path) != ":memory:" and not folder.is_dir():
         raise StorageError("connection", str(path), f"cannot open the database: the folder {folder} does not exist")
@@ -80,6 +82,8 @@ def connect_readonly(path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_T
     :class:`StorageError` when the file is missing or is not an SQLite database.
     """
     file = Path(path)
+    if file.is_dir():
+        raise StorageError("connection", str(path), "is a folder, not a database file")
     if not file.is_file():
         raise StorageError("connection", str(path), "cannot open the database: no such file")
     try:

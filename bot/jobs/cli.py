@@ -130,6 +130,9 @@ def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
             print(f"npo-bot report: {parsed}", file=sys.stderr)
             return 2
         since = parsed
+    if db.is_dir():
+        print(f"npo-bot report: {db} is a folder, not a database file", file=sys.stderr)
+        return 2
     if not db.is_file():
         print(f"npo-bot report: no such database: {db}", file=sys.stderr)
         return 2

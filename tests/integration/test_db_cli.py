@@ -155,7 +155,7 @@ POLICY_PROBLEMS: dict[str, tuple[bytes, str]] = {  # the policy file's bytes →
 }
 
 
-@pytest.mark.parametrize("problem", ["database folder", *POLICY_PROBLEMS])
+@pytest.mark.parametrize("problem", ["database folder", "database is a folder", *POLICY_PROBLEMS])
 @pytest.mark.parametrize("command", ["serve", "replay"])
 def test_the_service_commands_refuse_unusable_settings_with_one_line(
     command: str, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -164,6 +164,8 @@ def test_the_service_commands_refuse_unusable_settings_with_one_line(
     write) was taken as the default policy, every freeze window and allowed action of the real one gone."""
     policy = tmp_path / "policy.toml"
     content, expected = POLICY_PROBLEMS.get(problem, (b"", "missing does not exist"))
+    if problem == "database is a folder":
+        expected = f"{tmp_path}': is a folder, not a database file"
     policy.write_bytes(content)
     settings = {
         "SLACK_BOT_TOKEN": "xoxb-test-token",
@@ -172,7 +174,11 @@ def test_the_service_commands_refuse_unusable_settings_with_one_line(
         "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
         "NPO_OPS_CHANNEL": "C0OPS",
         "SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached: the settings are refused first
-        "NPO_DB_PATH": str(tmp_path / ("missing" if problem == "database folder" else "") / "npo.db"),
+        "NPO_DB_PATH": str(
+            tmp_path
+            if problem == "database is a folder"
+            else tmp_path / ("missing" if problem == "database folder" else "") / "npo.db"
+        ),
         **({"NPO_POLICY_FILE": str(policy)} if problem in POLICY_PROBLEMS else {}),
     }
     for name, value in settings.items():
@@ -185,6 +191,25 @@ def test_the_service_commands_refuse_unusable_settings_with_one_line(
     assert err.startswith(f"npo-bot {command}: ") and "Traceback" not in err
     assert expected in err
     assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["db", "check"], ["db", "migrate"], ["db", "backup", "copy.db"], ["db", "export", "--what", "audit"], ["report"]],
+    ids=["check", "migrate", "backup", "export", "report"],
+)
+def test_a_database_path_that_is_a_folder_is_refused_as_such(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--db`` naming a folder: said as such, exit 2. Before, check and export said "no such file", migrate and
+    backup "unable to open database file" (exit 1), and report "no such database"."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    argv = [*command[:2], *(str(tmp_path / a) if a == "copy.db" else a for a in command[2:])]
+    assert cli_main([*argv, "--db", str(folder), "--env-file", os.devnull]) == 2
+    name = " ".join(command[:2]) if command[0] == "db" else command[0]
+    assert capsys.readouterr().err == f"npo-bot {name}: {folder} is a folder, not a database file\n"
+    assert list(folder.iterdir()) == [] and not (tmp_path / "copy.db").exists()
 
 
 def test_check_counts_every_problem_beyond_those_it_lists(
