@@ -20,7 +20,7 @@ SLACK_TESTS = Path(__file__).resolve().parent.parent / "slack"
 if str(SLACK_TESTS) not in sys.path:
     sys.path.insert(0, str(SLACK_TESTS))  # slack_testing: constants, make_settings, the Slack tests' conftest
 
-from slack_testing import INCIDENT, OPS, TOKEN, load_slack_conftest, prediction  # noqa: E402
+from slack_testing import REQUIRED_ENV, load_slack_conftest, prediction  # noqa: E402
 
 from bot.app import build_bot, loop_config  # noqa: E402
 from bot.cli import main  # noqa: E402
@@ -32,13 +32,7 @@ _slack = load_slack_conftest("slack_tests_conftest_bot")
 loopback_only = _slack.loopback_only  # type: ignore[attr-defined]
 standin = _slack.standin  # type: ignore[attr-defined]
 
-GOOD = {
-    "SLACK_BOT_TOKEN": TOKEN,
-    "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789",
-    "NPO_INGEST_TOKEN": "ingest-token-0123456789",
-    "NPO_INCIDENT_CHANNEL": INCIDENT,
-    "NPO_OPS_CHANNEL": OPS,
-}
+GOOD = REQUIRED_ENV
 
 
 def test_default_and_accepted_values(tmp_path: Path) -> None:

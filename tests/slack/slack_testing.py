@@ -28,6 +28,15 @@ OPS = "C0OPS"
 ALICE = "U0ALICE"
 BOB = "U0BOB"
 MALLORY = "U0MALLORY"
+INGEST_TOKEN = "ingest-token-0123456789"
+# The settings `serve` cannot start without, for tests that load settings from a mapping.
+REQUIRED_ENV = {
+    "SLACK_BOT_TOKEN": TOKEN,
+    "SLACK_SIGNING_SECRET": SECRET,
+    "NPO_INGEST_TOKEN": INGEST_TOKEN,
+    "NPO_INCIDENT_CHANNEL": INCIDENT,
+    "NPO_OPS_CHANNEL": OPS,
+}
 T = TypeVar("T")
 
 

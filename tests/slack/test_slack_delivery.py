@@ -298,6 +298,35 @@ def test_a_short_resend_is_not_started_after_the_lease_ran_out(tmp_path: Path, s
         assert len(posted) == 1, [m.blocks for m in posted]  # A's short re-send is not started: B's post stands
 
 
+def _post_refused_by_a_lock(store: SQLiteStore, standin: StandIn, lock: sqlite3.Connection) -> DeliveryWorker:
+    """One message posted by a worker whose record of it the database refuses: ``lock`` (a connection of its own)
+    takes the write lock while the post is in flight, and holds it. Returns the worker, its pass over."""
+    store.enqueue(INCIDENT, "message", {"text": "alert"}, time.time())
+    client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+    worker = DeliveryWorker(
+        SimpleNamespace(store=store),  # type: ignore[arg-type]
+        client,
+        Metrics(),
+        WorkerConfig(lease_s=1.0, post_interval_s=0.0),  # in service: 60 s, a minute of lock
+    )
+    standin.faults.delay("chat.postMessage", 0.5, times=1)
+    refused: list[StorageError] = []
+
+    def first() -> None:
+        try:
+            worker.run_once()
+        except StorageError as exc:  # marking it sent: the database is locked
+            refused.append(exc)
+
+    first_pass = threading.Thread(target=first)
+    first_pass.start()
+    wait_for(lambda: store.outbox("pending")[0].attempts == 1)  # claimed: the post is in flight
+    lock.execute("BEGIN IMMEDIATE")
+    first_pass.join(10)
+    assert refused
+    return worker
+
+
 def test_a_post_whose_result_could_not_be_written_is_recorded_before_the_next_pass_not_posted_again(
     tmp_path: Path, standin: StandIn
 ) -> None:
@@ -305,31 +334,10 @@ def test_a_post_whose_result_could_not_be_written_is_recorded_before_the_next_pa
     Slack has the message, but marking it sent fails. The result is kept and written before anything else once the
     lock is gone, so the message is not claimed again when its lease ends and posted a second time."""
     path = tmp_path / "npo.db"
+    lock = sqlite3.connect(path, isolation_level=None)
     with SQLiteStore(path, busy_timeout_s=0.2, lock_retries=0) as store:
-        store.enqueue(INCIDENT, "message", {"text": "alert"}, time.time())
-        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
-        worker = DeliveryWorker(
-            SimpleNamespace(store=store),  # type: ignore[arg-type]
-            client,
-            Metrics(),
-            WorkerConfig(lease_s=1.0, post_interval_s=0.0),  # in service: 60 s, a minute of lock
-        )
-        standin.faults.delay("chat.postMessage", 0.5, times=1)
-        refused: list[StorageError] = []
-
-        def first() -> None:
-            try:
-                worker.run_once()
-            except StorageError as exc:  # marking it sent: the database is locked
-                refused.append(exc)
-
-        first_pass = threading.Thread(target=first)
-        first_pass.start()
-        wait_for(lambda: store.outbox("pending")[0].attempts == 1)  # claimed: the post is in flight
-        lock = sqlite3.connect(path, isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
-        first_pass.join(10)
-        assert refused and len(standin.messages(INCIDENT)) == 1
+        worker = _post_refused_by_a_lock(store, standin, lock)
+        assert len(standin.messages(INCIDENT)) == 1
         time.sleep(1.1)  # the lease is over
         lock.execute("ROLLBACK")
         lock.close()
@@ -377,29 +385,7 @@ def test_a_post_whose_result_could_not_be_written_is_not_posted_again_after_a_re
     path = tmp_path / "npo.db"
     lock = sqlite3.connect(path, isolation_level=None)
     with SQLiteStore(path, busy_timeout_s=0.2, lock_retries=0) as store:
-        store.enqueue(INCIDENT, "message", {"text": "alert"}, time.time())
-        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
-        worker = DeliveryWorker(
-            SimpleNamespace(store=store),  # type: ignore[arg-type]
-            client,
-            Metrics(),
-            WorkerConfig(lease_s=1.0, post_interval_s=0.0),
-        )
-        standin.faults.delay("chat.postMessage", 0.5, times=1)
-        refused: list[StorageError] = []
-
-        def first() -> None:
-            try:
-                worker.run_once()
-            except StorageError as exc:  # marking it sent: the database is locked
-                refused.append(exc)
-
-        first_pass = threading.Thread(target=first)
-        first_pass.start()
-        wait_for(lambda: store.outbox("pending")[0].attempts == 1)  # claimed: the post is in flight
-        lock.execute("BEGIN IMMEDIATE")
-        first_pass.join(10)
-        assert refused
+        _post_refused_by_a_lock(store, standin, lock)
     # the process is gone with the result unwritten; the lock outlasts it and the lease
     time.sleep(1.1)
     lock.execute("ROLLBACK")
