@@ -5,8 +5,9 @@ One thread, started by ``npo-bot serve`` and stopped with it. Each pass leases t
 records the result:
 
 * success → ``mark_sent`` with the ``(channel, ts)`` (stored with the recommendation);
-* HTTP 429 → ``mark_retry`` after ``Retry-After``; Slack limits each Web API method as a whole, so every message
-  sent with the same method (``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``) waits that long too;
+* HTTP 429 → ``mark_retry`` after ``Retry-After`` (at most :data:`RETRY_AFTER_CAP_S`, with a warning); Slack limits
+  each Web API method as a whole, so every message sent with the same method (``chat.postMessage``,
+  ``chat.update``, ``chat.postEphemeral``) waits that long too;
 * connection errors (``URLError``/``OSError``/``TimeoutError``), HTTP 5xx and Slack's transient errors →
   ``mark_retry`` with exponential backoff (0.5 s · 2ⁿ, at most 60 s, plus jitter), for as long as it takes;
 * an update of a recommendation whose post failed for good → ``mark_failed`` too (there is no message to update,
@@ -98,6 +99,11 @@ TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "s
 # slack_sdk's error for an answer that is not JSON (a truncated body, a proxy's error page): transient, not final.
 NON_JSON_ANSWER = "Received a response in a non-JSON format"
 MAX_BACKOFF_S = 60.0
+# The longest a 429's Retry-After is waited. Slack's own values are seconds to a minute (its limits are counted per
+# minute); a larger one comes from something in between (a proxy, a gateway) and, honoured, would stall every message
+# sent with that method for as long. Five minutes leaves any value Slack sends untouched, a wrong one costs one more
+# 429 every five minutes, and a recommendation held longer than that is of little use to whoever is on call.
+RETRY_AFTER_CAP_S = 300.0
 NOT_YET_POSTED_RETRY_S = 30.0  # a safety net: the post, once out, makes its waiting updates due at once
 
 
@@ -172,6 +178,12 @@ def classify(exc: BaseException, attempts: int) -> _Retry | _Fail:
                 after = max(1.0, float(retry_after))
             except ValueError:
                 after = 1.0
+            if not after <= RETRY_AFTER_CAP_S:  # also "inf"
+                return _Retry(
+                    RETRY_AFTER_CAP_S,
+                    f"ratelimited (Retry-After {retry_after} s is longer than Slack's own limits ask: waiting the "
+                    f"{RETRY_AFTER_CAP_S:.0f} s cap)",
+                )
             return _Retry(after, f"ratelimited (Retry-After {retry_after})")
         if status >= 500 or error in TRANSIENT_ERRORS or error.startswith(NON_JSON_ANSWER):
             return _Retry(backoff_s(attempts), f"HTTP {status} {error}".strip())

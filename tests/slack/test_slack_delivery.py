@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_testing import ALICE, BOB, INCIDENT, TOKEN, BotUnderTest, make_settings, prediction, serving, wait_for
 
 from bot.app import build_bot
-from bot.delivery import DeliveryWorker, WorkerConfig
+from bot.delivery import RETRY_AFTER_CAP_S, DeliveryWorker, WorkerConfig
 from bot.metrics import Metrics
 from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL
 from bot.standin import StandIn
@@ -436,3 +436,25 @@ def test_a_locked_database_is_one_warning_and_one_recovery_line_not_a_traceback_
     warnings = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "locked" in warnings[0], warnings
     assert len([r for r in records if r.levelno == logging.INFO and "again" in r.getMessage()]) == 1
+
+
+def test_a_retry_after_longer_than_slack_ever_asks_is_capped_with_one_warning(
+    tmp_path: Path, standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy (or a broken gateway) answers 429 with ``Retry-After: 86400``: Slack's own values are seconds to a
+    minute, and a day's wait would stall every message of the method. The wait is capped at RETRY_AFTER_CAP_S, and
+    one warning names the value received and the cap."""
+    with SQLiteStore(tmp_path / "npo.db") as store:
+        store.enqueue(INCIDENT, "message", {"text": "alert"}, time.time())
+        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+        worker = DeliveryWorker(SimpleNamespace(store=store), client, Metrics(), WorkerConfig())  # type: ignore[arg-type]
+        standin.faults.rate_limit("chat.postMessage", times=1, retry_after=86400)
+        caplog.set_level(logging.INFO, logger="bot.delivery")
+        before = time.time()
+        assert worker.run_once() == 1
+        (pending,) = store.outbox("pending")
+        assert before + RETRY_AFTER_CAP_S - 1 <= pending.next_attempt_at <= time.time() + RETRY_AFTER_CAP_S
+        assert worker._method_ready_at["chat.postMessage"] <= time.time() + RETRY_AFTER_CAP_S
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bot.delivery" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "86400" in warnings[0] and f"{RETRY_AFTER_CAP_S:.0f}" in warnings[0], warnings
