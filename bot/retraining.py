@@ -128,8 +128,11 @@ def resolve(
     original_blocks: Sequence[Mapping[str, Any]] = (),
     fallback_channel: str = "",
     on_enqueue: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] | None = None,
 ) -> Resolution:
-    """Approve or dismiss ``proposal_id`` on behalf of ``by``; see the module docstring."""
+    """Approve or dismiss ``proposal_id`` on behalf of ``by``; see the module docstring. ``clock``: ``now`` (the
+    click's time) is read from it again once the write transaction has begun — after the fit of an approval, which
+    takes a while — so that an answer written after the weekly summary read its week is in the next summary."""
     with store.read() as conn:
         proposal = get_proposal(conn, proposal_id)
     if proposal is None:
@@ -141,6 +144,8 @@ def resolve(
     result = fit_candidate(store, now=now) if approved else None
     keys_reset = 0
     with store.transaction() as tx:
+        if clock is not None:
+            now = max(now, clock())
         current = get_proposal(tx.connection, proposal_id)  # under the write lock: no other answer can slip in
         if current is not None and (expired := expired_at(current, now)) is not None:
             return _expired(current, expired)  # the monitor closed it while the candidate was fitted

@@ -111,6 +111,7 @@ def build_jobs(deps: JobDeps) -> list[JobSpec]:
             channel=deps.ops_channel,
             on_enqueue=deps.on_enqueue,
             slot=slot.timestamp(),  # the cooldown counts scheduled runs, not how late each one started
+            clock=lambda: deps.now().timestamp(),
         )
         with deps.store.transaction() as tx:
             prune_claims(tx.connection, MONITOR_JOB, slot_id(slot - MONITOR_CLAIMS_KEPT))

@@ -146,14 +146,20 @@ def run_monitor(
     channel: str,
     on_enqueue: Callable[[], None] = lambda: None,
     slot: float | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> MonitorRun:
     """One monitor run at ``now`` (Unix seconds). Returns what it decided; posts nothing itself.
 
     ``slot``: the run's scheduled time (Unix seconds; default ``now``), from which the cooldown is counted — a
     proposal records it as its trigger time, and a run is held back while its slot is within the cooldown of that.
-    Everything the run stores is dated ``now``; a proposal expires when the run's slot reaches its deadline."""
+    Everything the run stores is dated ``now``; a proposal expires when the run's slot reaches its deadline.
+    ``clock``: ``now`` is read from it again once the write transaction has begun (as an answer's time is), so that a
+    proposal opened by a run that waited for the write lock across the weekly summary's slot is in the next summary,
+    and is never dated before the answers it was computed from."""
     run_at = now if slot is None else slot
     with store.transaction() as tx:
+        if clock is not None:
+            now = max(now, clock())
         conn = tx.connection
         job = get_job_state(conn, STATE_NAME)
         cursor = int(job.get("feedback_id", 0))

@@ -72,6 +72,7 @@ def _make_listener(deps: SlackDeps) -> Any:
                 original_blocks=list(message.get("blocks") or []),
                 fallback_channel=deps.ops_channel,
                 on_enqueue=service.on_enqueue,
+                clock=service.clock,
             )
             if result.status in ("already_resolved", "expired", "unknown"):
                 refuse(deps, client, click, result.text + " Nothing was recorded.")

@@ -4,7 +4,8 @@ alert queued for the ops channel; and Approve / Dismiss (retraining, F_monitor, 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ from jobs_testing import OPS, prediction, surface_and_post
 from slack_sdk import WebClient
 
 from bot import retraining
-from bot.jobs.build import JobDeps, build_scheduler, monitor_trigger
+from bot.jobs.build import JobDeps, build_jobs, build_scheduler, monitor_trigger
 from bot.jobs.monitor import MONITOR_JOB, run_monitor
+from bot.jobs.report import build_report
 from bot.jobs.runner import previous_fire_time
+from bot.jobs.weekly import WEEK, run_weekly_summary
 from bot.retraining import fit_candidate, resolve
 from bot.service import MessageRef
 from bot.slack.monitor_blocks import ACTION_APPROVE, ACTION_DISMISS, sparkline
@@ -298,3 +301,47 @@ def test_a_model_recorded_while_fitting_is_compared_against_and_numbered_past(
     assert _versions(store) == [(1, 1), (2, 0)]
     model = store.model()
     assert model is not None and model.version == 1
+
+
+class StartedEarlier:
+    """A clock that reads ``first`` once (when a run began: before it waited for the write lock), then the real
+    time (when it writes)."""
+
+    def __init__(self, first: datetime) -> None:
+        self.first: datetime | None = first
+
+    def __call__(self) -> datetime:
+        first, self.first = self.first, None
+        return first or datetime.now(UTC)
+
+
+def test_a_proposal_written_after_the_summary_read_its_week_is_in_the_next_summary(
+    store: SQLiteStore, client: WebClient
+) -> None:
+    """A monitor run begins just before the weekly summary's slot, but writes its proposal only after that slot's
+    summary read the week (it waited for the write lock): the proposal is in the next summary, not in neither."""
+    answer(store, 0, [FeedbackKind.OVERRIDE] * 12, at=time.time() - 3600, fault_type="psu")
+    slot = datetime.now(UTC)
+    run_weekly_summary(store, client, OPS, "UTC", slot)  # reads the week: no proposal yet
+    deps = JobDeps(store, client, OPS, now=StartedEarlier(slot - timedelta(seconds=1)), monitor=CONFIG)
+    (_, monitor, _) = build_jobs(deps)
+    monitor.run(slot - timedelta(hours=1))
+    with store.read() as conn:
+        assert open_proposal(conn) is not None
+    assert build_report(store, since=slot, until=slot + WEEK, timezone="UTC").proposals.get("raised") == 1
+
+
+def test_an_approval_written_after_the_summary_read_its_week_is_in_the_next_summary(
+    store: SQLiteStore, client: WebClient
+) -> None:
+    """Approve is clicked just before the weekly summary's slot; fitting the candidate takes a while, and the answer
+    is written after that slot's summary read the week: it is in the next summary, not in neither."""
+    answer(store, 0, [FeedbackKind.OVERRIDE] * 12, at=time.time() - 3600, fault_type="psu")
+    run = run_monitor(store, CONFIG, now=time.time() - 60, channel=OPS)
+    assert run.proposal_id is not None
+    slot = datetime.now(UTC)
+    run_weekly_summary(store, client, OPS, "UTC", slot)  # reads the week: the proposal is open
+    clicked = slot.timestamp() - 1.0
+    done = resolve(store, run.proposal_id, approved=True, by="U2", now=clicked, message=None, clock=time.time)
+    assert done.status == "approved"
+    assert build_report(store, since=slot, until=slot + WEEK, timezone="UTC").proposals.get("approved") == 1
