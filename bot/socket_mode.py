@@ -14,9 +14,9 @@ before the WebSocket closes (at most 10 s; a second Ctrl-C does not wait), as HT
 
 Connecting (:class:`SocketModeClient`, slack-sdk's client with its connecting replaced): every attempt opens a
 *fresh* URL from ``apps.connections.open`` (a URL is good for one connection); a failed attempt is one warning line
-and the next waits 1 s, 2 s, 4 s … up to 60 s (a 429's ``Retry-After`` when longer), without limit, until Slack
-answers; an app-level token Slack refuses (revoked, invalid, …), or an HTTP 404 (``SLACK_API_URL`` is not a Web API
-that offers Socket Mode), ends the service with exit status 2 instead. A drop
+and the next waits 1 s, 2 s, 4 s … up to 60 s (a 429's ``Retry-After`` when longer, at most 5 minutes), without
+limit, until Slack answers; an app-level token Slack refuses (revoked, invalid, …), or an HTTP 404
+(``SLACK_API_URL`` is not a Web API that offers Socket Mode), ends the service with exit status 2 instead. A drop
 of the connection (a close frame or Slack's ``disconnect`` envelope: at once; a TCP connection that died: once the
 ping finds it, within about half a minute) is followed by a reconnection. Envelopes Slack sends again (not
 acknowledged in time) are recorded once: clicks and submissions by their request id, events by ``event_id``. A
@@ -84,6 +84,9 @@ FINISH_TIMEOUT_S = (
     10.0  # on a stop, the longest wait for envelopes being handled (deploy/npo-bot.service allows for it)
 )
 RATE_LIMITED_WAIT_S = 30.0  # a 429 without Retry-After (slack-sdk's own default for this method)
+# The longest a 429's Retry-After is waited: Slack's own values are seconds to a minute (its limits are counted per
+# minute); a larger one comes from something in between (a proxy) and would leave the bot without a connection.
+RETRY_AFTER_CAP_S = 300.0
 
 
 class SocketModeError(RuntimeError):
@@ -222,6 +225,9 @@ class SocketModeClient(SdkSocketModeClient):
                 at_least = 0.0
                 if error == "ratelimited" or status == 429:
                     at_least = RATE_LIMITED_WAIT_S if retry_after is None else retry_after
+                    if not at_least <= RETRY_AFTER_CAP_S:  # also "inf"
+                        problem += f"; Retry-After {retry_after:g} s is longer than Slack's own limits ask"
+                        at_least = RETRY_AFTER_CAP_S
             except Exception as exc:  # Slack unreachable, a timeout, an answer the SDK cannot read
                 problem, at_least = _describe(exc), 0.0
             wait = self._next_wait(at_least)

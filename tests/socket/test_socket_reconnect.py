@@ -20,7 +20,7 @@ from slack_testing import ALICE, BOB, INCIDENT, make_settings, prediction, reape
 from socket_testing import APP_TOKEN, SocketBot, start_socket_cli
 
 from bot.app import build_bot
-from bot.socket_mode import SocketModeService
+from bot.socket_mode import RETRY_AFTER_CAP_S, SocketModeService
 from bot.standin import StandIn
 from bot.standin.socket_mode import SocketModeStandIn
 
@@ -339,4 +339,22 @@ def test_a_stop_during_a_reconnection_slack_asked_for_does_not_wait_for_it(
     lines = [r.getMessage() for r in caplog.records if r.name == "bot.socket_mode"]
     assert took < 3, (took, lines)
     assert not [line for line in lines if "still being handled" in line], lines
+    assert not _problems(caplog)
+
+
+def test_a_retry_after_longer_than_slack_ever_asks_is_capped(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy answers apps.connections.open with 429 ``Retry-After: 86400``: Slack's own values are seconds to a
+    minute, and a day's wait would leave the bot without a connection (no clicks, no commands) for a day. The wait is
+    capped at RETRY_AFTER_CAP_S, and the warning names the value received and the cap."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot(retry_delays=(0.1, 0.2))
+    bot.standin.faults.rate_limit(OPEN, retry_after=86400)
+    bot.socket.drop("disconnect", reason="refresh_requested")
+    (line,) = wait_for(lambda: _warnings(caplog, "apps.connections.open failed"))
+    waited = re.search(r"asking again in (\d+) s", line)
+    assert waited is not None and float(waited.group(1)) == RETRY_AFTER_CAP_S, line
+    assert "86400" in line, line
+    bot.service.stop()
     assert not _problems(caplog)
