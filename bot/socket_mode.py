@@ -48,6 +48,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import Bot, build_bot
 from bot.config import Settings
+from bot.delivery import RETRY_AFTER_CAP_S  # the same cap as posts: Slack's own waits are under a minute
 from bot.http.slack_shape import shape_problem
 from bot.serve import StopSignals, uvicorn_config
 from bot.slack.payloads import ENVELOPE_ID_HEADER
@@ -84,9 +85,6 @@ FINISH_TIMEOUT_S = (
     10.0  # on a stop, the longest wait for envelopes being handled (deploy/npo-bot.service allows for it)
 )
 RATE_LIMITED_WAIT_S = 30.0  # a 429 without Retry-After (slack-sdk's own default for this method)
-# The longest a 429's Retry-After is waited: Slack's own values are seconds to a minute (its limits are counted per
-# minute); a larger one comes from something in between (a proxy) and would leave the bot without a connection.
-RETRY_AFTER_CAP_S = 300.0
 
 
 class SocketModeError(RuntimeError):
