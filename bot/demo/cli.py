@@ -123,6 +123,8 @@ def add_demo_parser(sub: Any) -> None:
     demo.add_argument("--quiet", action="store_true", help="print only the URL, the summary and errors")
 
 
+POSTS_PER_MIN = 60.0  # the bot posts at most one message a second per channel (bot/delivery.py)
+
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
@@ -181,6 +183,14 @@ def _run(args: argparse.Namespace, stops: _Stops) -> int:
             f"npo-bot demo: note: the simulated engineers answer {ANSWER_DELAY_S[0]:g}–{ANSWER_DELAY_S[1]:g} s after "
             f"a recommendation appears; with --outcome-delay {args.outcome_delay:g} the outcome closes many of them "
             "before anyone answers",
+            file=sys.stderr,
+        )
+    if args.rate is not None and args.rate > POSTS_PER_MIN:
+        # The bot spaces its posts >= 1 s per channel (Slack's limit): the rest wait in the outbox.
+        print(
+            f"npo-bot demo: note: --rate {args.rate:g}: the bot posts at most {POSTS_PER_MIN:g} messages a minute "
+            "to a channel (Slack's limit), so the page falls further and further behind the predictions sent and "
+            "few recommendations are answered",
             file=sys.stderr,
         )
     shaping = {"epsilon": args.noise, "neutral": args.neutral, "skip": args.skip}

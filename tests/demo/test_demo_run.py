@@ -395,3 +395,13 @@ def test_the_progress_line_says_what_ends_the_run() -> None:
     assert how_it_stops(2.0, None) == "stops after 2 min, or on Ctrl-C"
     assert how_it_stops(None, 40) == "stops after 40 predictions, or on Ctrl-C"
     assert how_it_stops(0.5, 40) == "stops after 0.5 min or 40 predictions, or on Ctrl-C"
+
+
+def test_a_rate_above_one_post_per_second_says_the_page_falls_behind(tmp_path: Path) -> None:
+    # The bot posts at most one message a second per channel (Slack's limit): at --rate 600 most recommendations
+    # wait in the outbox, the page lags further and further and few are answered, so it is said first.
+    fast = demo_cli("--auto", "--rate", "600", "--skip", "0.8", "--neutral", "0.5")
+    assert fast.returncode == 2
+    assert "--rate 600: the bot posts at most 60 messages a minute to a channel" in fast.stderr
+    at_limit = demo_cli("--auto", "--rate", "60", "--skip", "0.8", "--neutral", "0.5")
+    assert at_limit.returncode == 2 and "--rate" not in at_limit.stderr
