@@ -354,6 +354,7 @@ def evaluate_monitor(
     since_last_proposal: bool = False,
     held_alarm: HeldAlarm | None = None,
     n_skipped: int = 0,
+    drift_in_skips_only: bool = False,
 ) -> tuple[MonitorDecision, MonitorState]:
     """One scheduled monitor run: decide whether to open a retraining proposal.
 
@@ -363,7 +364,8 @@ def evaluate_monitor(
     ``page_hinkley_alarm(state.ph, config.page_hinkley)``); ``now``: Unix seconds; ``since_last_proposal``: the
     window holds only the answers recorded since the last proposal (the reason says so); ``held_alarm``: a drift
     alarm an earlier run held back, which counts as one while :func:`held_alarm_persists`; ``n_skipped``: how many
-    of the window's answers are skips (nobody answered in time).
+    of the window's answers are skips (nobody answered in time); ``drift_in_skips_only``: every answer since the
+    change the drift alarm reacts to is a skip — the alarm is then no cause (silence is no evidence).
 
     Triggers when (L_align > θ with n_in_window ≥ min_samples, and at least one answer in the window is not a skip)
     or drift_alarm (or a held alarm that persists) —
@@ -398,13 +400,16 @@ def evaluate_monitor(
         quiet = ""
     else:
         quiet = f"L_align {window_loss:.2f} ≤ {theta:.2f} over {n_in_window} answers{since}"
-    if drift_alarm:
+    drift = "no drift alarm"
+    if drift_alarm and drift_in_skips_only:
+        drift = "drift in skips only: nobody answered"
+    elif drift_alarm:
         causes.append("Page-Hinkley drift alarm")
     elif held_alarm is not None and held_alarm_persists(held_alarm, config):
         causes.append(_held_cause(held_alarm, config))
 
     if not causes:
-        return MonitorDecision(False, f"no trigger: {quiet}; no drift alarm"), state
+        return MonitorDecision(False, f"no trigger: {quiet}; {drift}"), state
     cause = "; ".join(causes)
     if state.open_proposal:
         return MonitorDecision(False, f"suppressed: proposal already open ({cause})", held_back=True), state

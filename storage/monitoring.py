@@ -49,6 +49,12 @@ def feedback_codes_after(
     return [(int(i), float(y), str(op)) for i, y, op in rows]
 
 
+def skipped_feedback_ids(conn: sqlite3.Connection, after_id: int) -> set[int]:
+    """The row ids after ``after_id`` of the answers of kind ``skipped`` (nobody answered in time)."""
+    rows = conn.execute("SELECT id FROM feedback WHERE id > ? AND kind = 'skipped'", (after_id,)).fetchall()
+    return {int(i) for (i,) in rows}
+
+
 def contradicted_by_outcomes(conn: sqlite3.Connection, min_outcomes: int) -> set[str]:
     """The people (never ``system``) whose effective answers with a known outcome number at least ``min_outcomes``
     and agree with it less than half the time (agreement 1 − |y − t|, t = 0 for a real fault and 1 for a false

@@ -65,6 +65,7 @@ from npo.monitor import (
     HeldAlarm,
     MonitorConfig,
     MonitorDecision,
+    PageHinkleyState,
     evaluate_monitor,
     expire_proposal,
     held_alarm_observe,
@@ -72,6 +73,7 @@ from npo.monitor import (
     monitor_fidelity,
     observe_feedback,
     page_hinkley_baseline,
+    page_hinkley_update,
     proposal_expires_at,
 )
 from npo.monitor import page_hinkley_alarm as drift_alarm_of
@@ -90,6 +92,7 @@ from storage.monitoring import (
     pending_alert,
     put_job_state,
     replace_pending_payload,
+    skipped_feedback_ids,
     undelivered_alert,
 )
 from storage.store import SQLiteTransaction
@@ -186,6 +189,8 @@ def run_monitor(
                 last_alarm = i
             alarm = alarm or raised
             peak = max(peak, state.ph.statistic)
+        # A drift whose change is all skips (the team went quiet) is no evidence that the model is wrong.
+        skips_only = alarm and _drift_in_skips_only(conn, config, since, unreliable)
         # The window: the last ``window`` answers of the last ``window_s`` (and since the last proposal); the window
         # before it: as many answers before those, of the ``window_s`` before that.
         recent, _ = monitor_window(
@@ -206,6 +211,7 @@ def run_monitor(
             since_last_proposal=since is not None,
             held_alarm=held,
             n_skipped=n_skipped,
+            drift_in_skips_only=skips_only,
         )
         tx.add_monitor_run(now, decision.trigger, decision.reason, loss, len(window), alarm)
         proposal_id = None
@@ -227,7 +233,7 @@ def run_monitor(
                 ph_threshold=config.page_hinkley.threshold,
                 ph_samples=state.ph.n,
                 ph_peak=peak,
-                drift_alarm=alarm or (held is not None and held_alarm_persists(held, config)),
+                drift_alarm=(alarm and not skips_only) or (held is not None and held_alarm_persists(held, config)),
                 f_monitor=monitor_fidelity(state),
                 keys=[KeyMisalignment(k, y, n, states.get(k, (None, 0))[0]) for k, y, n in ranked],
                 trend=trend,
@@ -239,14 +245,19 @@ def run_monitor(
             tx.audit(
                 "retraining_proposed",
                 str(proposal_id),
-                {"reason": decision.reason, "window_loss": loss, "n_in_window": len(window), "drift_alarm": alarm},
+                {
+                    "reason": decision.reason,
+                    "window_loss": loss,
+                    "n_in_window": len(window),
+                    "drift_alarm": alarm and not skips_only,
+                },
                 now,
             )
         tx.put_monitor_state(new_state)
         newest = stream[-1][0] if stream else cursor
         if decision.trigger or not decision.held_back:
             held = None  # the alert covers it (and the detector starts again), or it has not held
-        elif held is None and last_alarm is not None:
+        elif held is None and last_alarm is not None and not skips_only:
             held = _hold_alarm(conn, config, codes, last_alarm, since, cursor, run_at, unreliable)
         job_state: dict[str, Any] = {"feedback_id": newest}
         if decision.trigger or since is not None:
@@ -313,6 +324,23 @@ def _hold_alarm(
     for _, y in codes[last_alarm + 1 :]:
         held = held_alarm_observe(held, y, False)
     return held
+
+
+def _drift_in_skips_only(
+    conn: sqlite3.Connection, config: MonitorConfig, since: int | None, unreliable: set[str]
+) -> bool:
+    """Whether every answer since the change the detector reacts to is a skip: replaying the detector's answers
+    since its last reset (the answers after the last proposal), those after the last one at which the cumulative
+    sum reached its minimum (the change point, as :func:`npo.monitor.page_hinkley_baseline` estimates it)."""
+    answers = [(i, y) for i, y, person in feedback_codes_after(conn, since or 0) if person not in unreliable]
+    ph, start = PageHinkleyState(), 0
+    for k, (_, y) in enumerate(answers):
+        ph, _ = page_hinkley_update(ph, y, config.page_hinkley)
+        if ph.cumulative <= ph.minimum:
+            start = k + 1
+    after = [i for i, _ in answers[start:]]
+    skipped = skipped_feedback_ids(conn, since or 0)
+    return bool(after) and all(i in skipped for i in after)
 
 
 def _expire_overdue_proposal(tx: SQLiteTransaction, config: MonitorConfig, run_at: float, now: float) -> int | None:
