@@ -8,6 +8,9 @@ from npo.retrain import LogisticModel
 from storage import codec
 from storage.tx_base import MISSING, TxBase
 
+MONITOR_RUNS_KEEP_S = 90 * 86400.0  # the meta-monitor keeps its run records (``monitor_runs``) this long
+MONITOR_RUNS_PRUNE_BATCH = 10  # at most this many expired run records deleted per run
+
 
 class TxMonitor(TxBase):
     """Models (``get_model``, ``save_model``, ``get_model_version``), the monitor's state and runs, proposals."""
@@ -63,6 +66,19 @@ class TxMonitor(TxBase):
             (at, int(triggered), reason, window_loss, n_in_window, int(drift_alarm)),
         )
         return int(cur.lastrowid or 0)
+
+    def prune_monitor_runs(self, before: float, *, batch: int = MONITOR_RUNS_PRUNE_BATCH) -> int:
+        """Delete the oldest monitor-run records dated before ``before`` (Unix seconds), at most ``batch`` of them:
+        only the first ``batch`` rows in id order are read, so a run costs the same however long the table is,
+        and a backlog is caught up ``batch`` rows a run (a run adds one). Returns how many were deleted."""
+        cur = self._write(
+            "monitor_runs",
+            str(before),
+            "DELETE FROM monitor_runs WHERE id IN "
+            "(SELECT id FROM (SELECT id, at FROM monitor_runs ORDER BY id LIMIT ?) WHERE at < ?)",
+            (batch, before),
+        )
+        return int(cur.rowcount)
 
     def open_proposal(self, at: float, reason: str, *, expires_at: float | None = None) -> int:
         """Record a new retraining proposal (state ``open``; unanswered, it expires at ``expires_at``, or when the

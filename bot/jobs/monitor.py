@@ -96,6 +96,7 @@ from storage.monitoring import (
     undelivered_alert,
 )
 from storage.store import SQLiteTransaction
+from storage.tx_monitor import MONITOR_RUNS_KEEP_S
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ def run_monitor(
             drift_in_skips_only=skips_only,
         )
         tx.add_monitor_run(now, decision.trigger, decision.reason, loss, len(window), alarm)
+        tx.prune_monitor_runs(now - MONITOR_RUNS_KEEP_S)  # a record only: nothing reads it back
         proposal_id = None
         if decision.trigger:
             expires_at = proposal_expires_at(run_at, config)

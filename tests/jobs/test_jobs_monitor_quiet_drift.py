@@ -45,3 +45,15 @@ def test_a_drift_with_overrides_among_the_skips_still_alarms(tmp_path: Path) -> 
         run = run_monitor(store, MonitorConfig(), now=T0 + 3 * 3600, channel=OPS)
         assert run.decision.trigger and run.proposal_id is not None
         assert "Page-Hinkley drift alarm" in run.decision.reason
+
+
+def test_monitor_run_records_older_than_90_days_are_pruned(tmp_path: Path) -> None:
+    """``monitor_runs`` is a record nothing reads back: each run deletes the oldest ones older than 90 days."""
+    day = 86400.0
+    with SQLiteStore(tmp_path / "npo.db") as store:
+        for d in range(3):
+            run_monitor(store, MonitorConfig(), now=T0 + d * day, channel=OPS)
+        run_monitor(store, MonitorConfig(), now=T0 + 91.5 * day, channel=OPS)
+        with store.read() as conn:
+            kept = [at for (at,) in conn.execute("SELECT at FROM monitor_runs ORDER BY id")]
+        assert kept == [T0 + 2 * day, T0 + 91.5 * day]
