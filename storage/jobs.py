@@ -99,11 +99,11 @@ def prune_claims(conn: sqlite3.Connection, job: str, before: str) -> int:
 # deliveries (``event:``), slash commands (``command:``, ``command-signature:``), the override form (``override_form:``)
 # and clicks that stored no answer (``slack:``). Other rows (``alert_resolved:<prediction>``, one per prediction, not
 # sent by Slack) are kept.
-SLACK_REQUEST_PREFIXES = ("event:", "command:", "command-signature:", "override_form:", "slack:")
+REQUEST_ID_PREFIXES = ("event:", "command:", "command-signature:", "override_form:", "slack:")
 
 
 def prune_requests(conn: sqlite3.Connection, before: float, *, limit: int = 10_000) -> int:
-    """Delete the Slack request ids (:data:`SLACK_REQUEST_PREFIXES`) claimed before ``before``, at most ``limit`` of
+    """Delete the Slack request ids (:data:`REQUEST_ID_PREFIXES`) claimed before ``before``, at most ``limit`` of
     each kind (a long history is pruned over several runs, each write kept short); returns how many.
 
     Each prefix is a range of the primary key, so only Slack request ids are read, however many rows of other kinds
@@ -114,7 +114,7 @@ def prune_requests(conn: sqlite3.Connection, before: float, *, limit: int = 10_0
         "WHERE request_id >= ? AND request_id < ? AND at < ? LIMIT ?)"
     )
     deleted = 0
-    for prefix in SLACK_REQUEST_PREFIXES:
+    for prefix in REQUEST_ID_PREFIXES:
         past = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first text after every id starting with the prefix
         deleted += conn.execute(sql, (prefix, past, before, limit)).rowcount
     return deleted
