@@ -273,8 +273,17 @@ class SocketModeStandIn:
         with self._cond:
             return self._ack_counts.get(envelope_id, 0)
 
-    def click(self, *, user_id: str, action_id: str, message: tuple[str, str], trigger_id: str | None = None) -> str:
-        """A button click (``interactive`` / ``block_actions``) on a stored message; its envelope id."""
+    def click(
+        self,
+        *,
+        user_id: str,
+        action_id: str,
+        message: tuple[str, str],
+        trigger_id: str | None = None,
+        action_ts: bool = True,
+    ) -> str:
+        """A button click (``interactive`` / ``block_actions``) on a stored message; its envelope id. ``action_ts``
+        False: the action carries none, so only the envelope tells two clicks apart."""
         payload = interactions.block_actions_payload(
             self.standin.store,
             f"{self.standin.url}/response",
@@ -286,6 +295,8 @@ class SocketModeStandIn:
             trigger_id=trigger_id,
             force=False,
         )
+        if not action_ts:
+            del payload["actions"][0]["action_ts"]
         return self.send("interactive", payload)
 
     def submit_view(self, *, user_id: str, values: Mapping[str, Mapping[str, Any]], view_id: str | None = None) -> str:

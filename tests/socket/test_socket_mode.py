@@ -226,19 +226,7 @@ def test_clicks_without_an_action_ts_are_told_apart_by_their_envelope(socket_bot
     message = socket_bot.surface("p1")
 
     def click(action_id: str) -> str:
-        payload = interactions.block_actions_payload(
-            socket_bot.standin.store,
-            f"{socket_bot.standin.url}/response",
-            user_id=ALICE,
-            action_id=action_id,
-            value=None,
-            message=message,
-            view=None,
-            trigger_id=None,
-            force=False,
-        )
-        del payload["actions"][0]["action_ts"]
-        envelope = socket_bot.socket.send("interactive", payload)
+        envelope = socket_bot.socket.click(user_id=ALICE, action_id=action_id, message=message, action_ts=False)
         socket_bot.socket.wait_ack(envelope)
         return envelope
 
