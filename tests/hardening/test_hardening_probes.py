@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from slack_testing import BotUnderTest, prediction, serving
+from sqlite_steps import vm_steps
 from test_slack_metrics import parse_exposition
 
 from bot.app import build_bot
@@ -162,21 +163,9 @@ def _predictions(prefix: str, n: int) -> list[Prediction]:
 
 def _health_vm_steps(store: SQLiteStore) -> int:
     """SQLite virtual-machine instructions one ``store.health()`` runs (work that does not depend on the machine)."""
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
     with store.read() as conn:  # this thread's connection, the one health() uses on this thread
-        conn.set_progress_handler(count, 1)
-    try:
-        store.health()
-    finally:
-        with store.read() as conn:
-            conn.set_progress_handler(None, 0)
-    return steps
+        pass
+    return vm_steps(conn, store.health)
 
 
 def test_healthz_costs_the_same_on_a_long_history(tmp_path: Path) -> None:

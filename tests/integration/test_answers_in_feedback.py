@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlite_steps import vm_steps
 from storage_testing import copy_rows, dump, make_prediction, surface
 
 from npo.loop import SYSTEM_OPERATOR, LoopConfig, record_feedback
@@ -145,24 +146,6 @@ def test_an_upgrade_over_answers_that_break_the_rule_stops_and_changes_nothing(v
     db.close()
 
 
-def _vm_steps(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> int:
-    """How many SQLite virtual-machine instructions ``sql`` runs (a measure of work that does not depend on the
-    machine's speed)."""
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
-    conn.set_progress_handler(count, 1)
-    try:
-        conn.execute(sql, params).fetchall()
-    finally:
-        conn.set_progress_handler(None, 0)
-    return steps
-
-
 def test_finding_a_persons_answer_does_not_read_everyone_elses(store: SQLiteStore, relaxed_policy: Policy) -> None:
     """A recommendation answered by 2,000 people costs a look-up of one person's effective answer (the click path,
     the cooldown's check, the reports) no more than one answered by three."""
@@ -178,7 +161,8 @@ def test_finding_a_persons_answer_does_not_read_everyone_elses(store: SQLiteStor
     )
     with store.read() as conn:
         for sql in lookups:
-            crowded, quiet = _vm_steps(conn, sql, ("p0", "u1")), _vm_steps(conn, sql, ("p1", "u1"))
+            crowded = vm_steps(conn, lambda q=sql: conn.execute(q, ("p0", "u1")).fetchall())
+            quiet = vm_steps(conn, lambda q=sql: conn.execute(q, ("p1", "u1")).fetchall())
             assert crowded <= quiet + 10, (sql, crowded, quiet)
 
 

@@ -6,12 +6,12 @@ window costs the same however long the history behind it."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from jobs_testing import OPS, prediction, surface_and_post
+from sqlite_steps import vm_steps
 
 from bot.jobs.monitor import run_monitor
 from npo.loop import record_feedback
@@ -60,22 +60,6 @@ def test_the_window_before_is_bounded_the_same_way(store: SQLiteStore) -> None:
     assert "the 10 answers before: 0.000" in why
 
 
-def _vm_steps(conn: sqlite3.Connection, not_before: float) -> int:
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
-    conn.set_progress_handler(count, 1)
-    try:
-        monitor_window(conn, 0, 200, not_before=not_before)
-    finally:
-        conn.set_progress_handler(None, 0)
-    return steps
-
-
 def test_reading_the_window_does_not_read_the_history_before_it(tmp_path: Path) -> None:
     """2,000 answers a month ago cost a run that reads this week's window no more than 20 do: the read stops at the
     first answer older than the window (it walks the answers newest first, by row id)."""
@@ -93,7 +77,7 @@ def test_reading_the_window_does_not_read_the_history_before_it(tmp_path: Path) 
             with store.read() as conn:
                 samples, skipped = monitor_window(conn, 0, 200, not_before=T0 - 7 * DAY)
                 assert [s.y for s in samples] == [1.0] * 10 and skipped == 0
-                steps.append(_vm_steps(conn, T0 - 7 * DAY))
+                steps.append(vm_steps(conn, lambda: monitor_window(conn, 0, 200, not_before=T0 - 7 * DAY)))
     assert steps[1] <= steps[0] + 10, steps
 
 
