@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,12 +10,13 @@ import numpy as np
 import pytest
 from jobs_testing import OPS, RELAXED_POLICY, prediction, surface_and_post
 from slack_sdk import WebClient
+from weekly_slot import write_across_the_slot
 
 from bot.jobs import skips
 from bot.jobs.build import JobDeps, build_jobs
 from bot.jobs.report import build_report
 from bot.jobs.skips import SKIP_NOTE, sweep_skips
-from bot.jobs.weekly import WEEK, run_weekly_summary
+from bot.jobs.weekly import WEEK
 from bot.standin import StandIn
 from npo.loop import decide, record_feedback, record_outcome
 from npo.types import FeedbackEvent, FeedbackKind, Outcome
@@ -121,23 +120,9 @@ def test_a_skip_written_just_after_the_summary_read_its_week_is_in_the_next_summ
     with SQLiteStore(db_path) as store:
         start = time.time()
         surface_and_post(store, [prediction(1, start - 2 * TIMEOUT)], posted_at=start - 2 * TIMEOUT)
-        lock = sqlite3.connect(db_path, isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
         deps = JobDeps(store, client, OPS, timezone="UTC", skip_timeout_min=TIMEOUT / 60)
         (sweep, _, _) = build_jobs(deps)
-        sweeping = threading.Thread(target=sweep.run, args=(datetime.now(UTC),))
-        sweeping.start()
-        try:
-            time.sleep(0.5)  # the sweep is running, its skip waiting for the write lock
-            slot = datetime.now(UTC)
-            weekly = threading.Thread(target=run_weekly_summary, args=(store, client, OPS, "UTC", slot))
-            weekly.start()
-            time.sleep(0.5)
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
-        weekly.join(30)
-        sweeping.join(30)
+        slot = write_across_the_slot(db_path, store, client, OPS, lambda: sweep.run(datetime.now(UTC)))
         assert store.counts().get("feedback_skipped") == 1
         (summary,) = [m.text for m in standin.messages(OPS) if m.text.startswith("NPO weekly summary")]
         this_week = 1 if "skipped 100% (1)" in summary else 0

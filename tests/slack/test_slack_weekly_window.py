@@ -3,40 +3,22 @@ waited for the database's write lock across the summary's slot."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from slack_sdk import WebClient
 from slack_testing import ALICE, OPS, TOKEN, BotUnderTest, wait_for
+from weekly_slot import write_across_the_slot
 
 from bot.jobs.report import build_report
-from bot.jobs.weekly import WEEK, run_weekly_summary
+from bot.jobs.weekly import WEEK
 from bot.slack.blocks import ACTION_LIKE
 
 
 def _across_the_slot(bot: BotUnderTest, write: Callable[[], object]) -> datetime:
-    """Run ``write`` (a click, an outcome) while another connection holds the write lock (a long write), with the
-    weekly summary's slot coming while it waits; the summary of that slot runs then. Returns the slot."""
-    lock = sqlite3.connect(bot.bot.settings.db_path, isolation_level=None)
-    lock.execute("BEGIN IMMEDIATE")
+    """Run ``write`` (a click, an outcome) across the weekly summary's slot (``write_across_the_slot``)."""
     client = WebClient(base_url=bot.standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
-    writing = threading.Thread(target=write)
-    writing.start()
-    try:
-        time.sleep(0.5)  # the request is in, waiting for the write lock
-        slot = datetime.now(UTC)
-        weekly = threading.Thread(target=run_weekly_summary, args=(bot.bot.store, client, OPS, "UTC", slot))
-        weekly.start()
-        time.sleep(0.5)
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
-    weekly.join(30)
-    writing.join(30)
-    return slot
+    return write_across_the_slot(bot.bot.settings.db_path, bot.bot.store, client, OPS, write)
 
 
 def _summary(bot: BotUnderTest) -> str:
