@@ -72,14 +72,15 @@ def _require_name(name: str, value: object) -> str:
 
 
 def _require_unit(name: str, value: object) -> float:
+    """A number in [0, 1] as a float; ``-0.0`` (JSON ``-0.0``) is 0.0, so that it is never shown as ``-0.000``."""
     if type(value) is float and 0.0 <= value <= 1.0:  # the common case, checked cheaply (NaN fails the range)
-        return value
+        return value or 0.0  # -0.0 is false: 0.0
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRecord(name, f"must be a number in [0, 1], got {type(value).__name__}")
     number = _float(name, value)
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
         raise InvalidRecord(name, f"must be in [0, 1], got {value!r}")
-    return number
+    return number or 0.0
 
 
 def _require_time(name: str, value: object) -> float:
@@ -150,7 +151,7 @@ class Prediction:
             ttf = _require_time("time_to_fault_s", self.time_to_fault_s)
             if ttf < 0:
                 raise InvalidRecord("time_to_fault_s", f"must be >= 0, got {ttf}")
-            object.__setattr__(self, "time_to_fault_s", ttf)
+            object.__setattr__(self, "time_to_fault_s", ttf or 0.0)  # -0.0 (shown as "-0 s") is 0.0
         if not isinstance(self.labels, Mapping):
             raise InvalidRecord("labels", f"must be an object of strings, got {type(self.labels).__name__}")
         for k, v in self.labels.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -436,3 +437,25 @@ def test_a_time_to_fault_of_several_units_is_taken_not_the_alert_refused(bot: Bo
     for fingerprint in given:
         stored = bot.bot.store.prediction(f"am:{fingerprint}@20250326T100000Z")
         assert stored is not None and stored.time_to_fault_s == 5400
+
+
+def test_a_negative_zero_is_stored_and_shown_as_zero(bot: BotUnderTest) -> None:
+    """JSON ``-0.0`` (and an Alertmanager ``-0%``) is a valid number in [0, 1], but it was kept negative: the reason
+    stored and answered read ``R(s)=-0.000 < τ=…``, the score ``-0.0``, and a ``time_to_fault_s`` of ``-0.0`` was
+    posted as "Predicted fault in *-0 s*"."""
+    body = b'{"id":"nz1","fault_type":"f","target":"r12-z1","action":"investigate","confidence":-0.0}'
+    response = _raw(bot, "/api/v1/predictions", body)
+    assert response.status_code == 200 and "-0" not in response.text, response.text
+    alert = _firing("2e40000000000001", "r12-z2:9100", confidence="-0%")
+    response = bot.ingest(dict(ALERTMANAGER_FIRING, alerts=[alert]), path="/api/v1/alertmanager")
+    assert response.status_code == 200 and "-0" not in response.text, response.text
+    for pid in ("nz1", "am:2e40000000000001@20250326T100000Z"):
+        stored, decision = bot.bot.store.prediction(pid), bot.bot.store.decision(pid)
+        assert stored is not None and decision is not None
+        assert math.copysign(1.0, stored.confidence) == 1.0 and "-0" not in decision.reason, decision.reason
+    soon = b'{"id":"nz3","fault_type":"f","target":"r12-z3","action":"investigate","confidence":0.99,'
+    response = _raw(bot, "/api/v1/predictions", soon + b'"time_to_fault_s":-0.0}')
+    assert response.status_code == 200 and response.json()["verdict"] == "surface", response.text
+    bot.posted("nz3")
+    (message,) = [m for m in bot.standin.messages(INCIDENT) if "nz3" in str(m.blocks)]
+    assert "*0 s*" in str(message.blocks) and "-0 s" not in str(message.blocks)

@@ -97,6 +97,12 @@ def test_time_to_fault_zero_is_allowed() -> None:
     assert _prediction(time_to_fault_s=0).time_to_fault_s == 0.0
 
 
+def test_a_negative_zero_is_zero() -> None:
+    """``-0.0`` passes the range checks, and was kept: shown as ``-0.000`` (confidence) and ``-0 s``."""
+    p = _prediction(confidence=-0.0, time_to_fault_s=-0.0)
+    assert str(p.confidence) == "0.0" and str(p.time_to_fault_s) == "0.0"
+
+
 def test_labels_cannot_be_mutated_through_the_record() -> None:
     labels = {"cluster": "east"}
     p = _prediction(labels=labels)
