@@ -63,12 +63,13 @@ def _require_text(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> s
     return value
 
 
-def _require_name(name: str, value: object) -> str:
-    """:func:`_require_text` for a name that rules and keys compare exactly (fault type, target, action): surrounding
-    blanks are dropped, so ``"reboot "`` is the action ``reboot`` for every guardrail that names it."""
-    if type(value) is str and 0 < len(value) <= MAX_TEXT_LEN and not value[0].isspace() and not value[-1].isspace():
+def _require_name(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> str:
+    """:func:`_require_text` for a name that rules, keys and lookups compare exactly (a prediction's id, fault type,
+    target, action): surrounding blanks are dropped, so ``"reboot "`` is the action ``reboot`` for every guardrail
+    that names it, and ``" p-1"`` is the prediction ``p-1`` (the same id, not a second prediction)."""
+    if type(value) is str and 0 < len(value) <= max_len and not value[0].isspace() and not value[-1].isspace():
         return value  # the common case
-    return _require_text(name, value).strip()
+    return _require_text(name, value, max_len=max_len).strip()
 
 
 def _require_unit(name: str, value: object) -> float:
@@ -135,10 +136,9 @@ class Prediction:
     received_at: float = 0.0
 
     def __post_init__(self) -> None:
-        _require_text("id", self.id, max_len=MAX_ID_LEN)
-        for name in ("fault_type", "target", "action"):
+        for name in ("id", "fault_type", "target", "action"):
             value = getattr(self, name)
-            text = _require_name(name, value)
+            text = _require_name(name, value, max_len=MAX_ID_LEN if name == "id" else MAX_TEXT_LEN)
             if text is not value:
                 object.__setattr__(self, name, text)
         object.__setattr__(self, "confidence", _require_unit("confidence", self.confidence))

@@ -3,7 +3,9 @@
 Accepted prediction fields: ``id``, ``fault_type``, ``target``, ``action``, ``confidence`` (required) and
 ``severity``, ``time_to_fault_s``, ``labels``, ``channel`` (optional). Unknown fields are refused, so a typo
 cannot silently drop information. ``received_at`` is set by NPO, not by the sender. Outcome fields:
-``prediction_id``, ``real_fault`` (required), ``at`` (default now), ``source`` (default ``api``).
+``prediction_id``, ``real_fault`` (required), ``at`` (default now), ``source`` (default ``api``). The identifying
+fields lose surrounding blanks — ``id``, ``fault_type``, ``target``, ``action`` and an outcome's ``prediction_id`` —
+so that ``" p-1"`` is the prediction ``p-1``, not a second one.
 """
 
 from __future__ import annotations
@@ -102,8 +104,11 @@ def outcome_from_json(obj: object, *, now: float) -> Outcome:
         hint = " (milliseconds? send Unix seconds)" if seconds > 100 * max(now, 1.0) else ""
         ahead = f"is {seconds - now:,.0f} s ahead of the bot's clock{hint}"
         raise InvalidRecord("at", f"{ahead}: send when the outcome happened")
+    prediction_id = data["prediction_id"]
+    if isinstance(prediction_id, str):  # the id as stored: a prediction's id loses surrounding blanks (Prediction)
+        prediction_id = prediction_id.strip() or prediction_id  # a blank one is refused as empty by Outcome
     return Outcome(
-        prediction_id=data["prediction_id"],
+        prediction_id=prediction_id,
         real_fault=data["real_fault"],
         at=at,
         source=_or_default(data, "source", "api"),

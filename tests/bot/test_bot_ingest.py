@@ -427,6 +427,31 @@ def test_a_feed_serving_the_same_predictions_is_decided_once_per_id(
         assert store.counts()["predictions"] == 5 and len(store.audit_entries(kind="duplicate_prediction")) == 5
 
 
+def test_an_id_with_surrounding_blanks_is_one_prediction_in_replay_and_poll(
+    tmp_path: Path, predictions_server: tuple[str, list[Any]]
+) -> None:
+    """A CSV cell or a feed's template with a stray blank gave the id ``" p1"``: a prediction apart from ``p1``
+    (decided again, surfaced again), where fault type, target and action lose their blanks."""
+    csv_file = tmp_path / "spaced.csv"
+    csv_file.write_text("fault_type,id,target,action,confidence\nf, c1 ,t1,x,0.8\n", encoding="utf-8")
+    jsonl = tmp_path / "spaced.jsonl"
+    jsonl.write_text('{"id": "\\tj1", "fault_type": "f", "target": "t2", "action": "x", "confidence": 0.9}\n')
+    for path, pid in ((csv_file, "c1"), (jsonl, "j1")):
+        parsed = read_predictions(path, received_at=0.0)
+        assert parsed.errors == [] and [p.id for p in parsed.predictions] == [pid]
+    url, served = predictions_server
+    item = {"fault_type": "f", "action": "x", "confidence": 0.99}
+    served.append([item | {"id": "p1 ", "target": "t1"}])
+    with SQLiteStore(tmp_path / "npo.db", LoopConfig(default_channel="C1")) as store:
+        service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0), clock=lambda: 1000.0)
+        poller = Poller(url, service.decide, clock=lambda: 1000.0)
+        assert [r.decision.prediction_id for r in poller.poll_once().decided] == ["p1"]
+        served.append([item | {"id": "p1", "target": "t9"}])  # the feed fixed its template: the same prediction
+        assert poller.poll_once().repeated == ["p1"]
+        poller.stop()
+        assert store.counts()["predictions"] == 1
+
+
 GOOD_LINE = '{"id": "%s", "fault_type": "f", "target": "%s", "action": "x", "confidence": 0.9%s}'
 
 

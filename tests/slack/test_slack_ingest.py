@@ -459,3 +459,26 @@ def test_a_negative_zero_is_stored_and_shown_as_zero(bot: BotUnderTest) -> None:
     bot.posted("nz3")
     (message,) = [m for m in bot.standin.messages(INCIDENT) if "nz3" in str(m.blocks)]
     assert "*0 s*" in str(message.blocks) and "-0 s" not in str(message.blocks)
+
+
+def test_an_id_with_surrounding_blanks_is_the_same_prediction(bot: BotUnderTest) -> None:
+    """The id kept its surrounding blanks where fault type, target and action lose theirs: ``" p-sp"`` and ``"p-sp"``
+    were two predictions (two recommendations in the channel), and an outcome for ``p-sp`` missed ``" p-sp"``."""
+    first = bot.ingest(prediction(" p-sp\t"))
+    assert first.status_code == 200 and first.json()["id"] == "p-sp", first.text
+    again = bot.ingest(prediction("p-sp", target="r12-elsewhere"))  # another target: only the id makes it the same
+    assert again.status_code == 200 and again.json()["id"] == "p-sp" and again.json()["duplicate"] is True
+    batch = bot.ingest([prediction("q-sp "), prediction("q-sp", target="r12-other")])
+    assert [(r["id"], r["duplicate"]) for r in batch.json()["results"]] == [("q-sp", False), ("q-sp", True)]
+    assert bot.counts()["predictions"] == 2
+    outcome = bot.ingest({"prediction_id": " p-sp ", "real_fault": True}, path="/api/v1/outcomes")
+    assert outcome.status_code == 200 and outcome.json()["prediction_id"] == "p-sp", outcome.text
+    assert outcome.json()["recorded"] is True and bot.counts()["outcomes"] == 1
+    before = bot.counts()
+    for body, path, field in (
+        (prediction(" \t "), "/api/v1/predictions", "id"),
+        ({"prediction_id": "  ", "real_fault": True}, "/api/v1/outcomes", "prediction_id"),
+    ):
+        refused = bot.ingest(body, path=path)
+        assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
+    assert bot.counts() == before

@@ -82,6 +82,7 @@ def test_names_lose_surrounding_blanks() -> None:
     assert p.fingerprint() == _prediction().fingerprint()
     assert _prediction(target=" r12-n04").cluster == "r12"
     assert _field_of(action=" \n ") == "action"
+    assert _prediction(id=" p-1\t").id == "p-1" and _field_of(id=" \n ") == "id"  # an id is compared exactly too
 
 
 @given(st.text(alphabet="ab.-", min_size=1, max_size=8))
