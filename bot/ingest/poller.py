@@ -11,9 +11,10 @@ to the loop again, so a feed of 200 predictions polled every 30 s does not write
 day. The loop's own dedupe still covers the rest: the first poll after a restart, an id that comes back after
 leaving the feed, the same prediction under a new id. Network and HTTP errors, answers that are not JSON of that
 shape (a key twice in an object outside the entries included: ``{"predictions": [...], "predictions": [...]}``),
-answers over ``max_body_bytes`` (decoded: a gzip or deflate answer is inflated only up to it) and answers not
-complete within ``timeout_s`` — from the start of the request to the last byte, however the server spends it
-(connecting, interim ``1xx`` responses, headers or body sent a little at a time) — are logged as failed polls,
+answers over ``max_body_bytes`` (decoded: a gzip or deflate answer is inflated only up to it), compressed answers
+cut short (their data ends before the end of stream) and answers not complete within ``timeout_s`` — from the
+start of the request to the last byte, however the server spends it (connecting, interim ``1xx`` responses, headers
+or body sent a little at a time) — are logged as failed polls,
 nothing of them is decided, and the next poll happens on schedule; the first answer that can be used after one or
 more failed polls logs, once, at INFO, that the poll recovered, with how many polls failed and how long ago the
 first did (a storage error while deciding is not a failed poll of the feed).
@@ -117,10 +118,15 @@ class _Inflater:
         return bytes(out)
 
     def end(self) -> bytes:
+        """What is left, once the answer is complete; :class:`_Refused` when its compressed data stops before the
+        end of the stream (the connection dropped, a proxy cut it): what it holds is only a part of the answer."""
         try:
-            return self._inflater.flush()
+            rest = self._inflater.flush()
         except zlib.error as exc:
             raise _Refused(f"the answer is not valid {self.coding} ({exc})") from None
+        if self._started and not self._inflater.eof:  # an answer with no body at all is said to be empty
+            raise _Refused(f"the {self.coding} answer is cut short (its compressed data ends before the end of stream)")
+        return rest
 
 
 def _inflate(inflaters: list[_Inflater], data: bytes, *, end: bool = False) -> bytes:

@@ -806,6 +806,38 @@ def test_poller_refuses_a_compressed_answer_over_its_limit_without_inflating_it(
     poller.stop()
 
 
+@pytest.mark.parametrize(("encoding", "wbits"), [("gzip", 31), ("deflate", 15), ("deflate", -15)])
+def test_a_compressed_answer_cut_short_is_said_to_be_cut_short(
+    encoded_server: tuple[str, list[tuple[str, bytes]]], encoding: str, wbits: int
+) -> None:
+    """A gzip or deflate answer whose compressed data stopped early (a connection dropped in an answer without a
+    length, a proxy that cut it) was logged as "the answer is not JSON (Unterminated string …)", pointing at the
+    feed's JSON; and one cut in its trailer (the checksum) was taken unchecked. Both now say the answer is cut
+    short, as the HTTP routes say of a gzip body, and nothing of it is decided."""
+    url, answers = encoded_server
+    decided: list[Sequence[Prediction]] = []
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        decided.append(predictions)
+        return []
+
+    poller = Poller(url, decide, clock=lambda: 0.0)
+    item = {"fault_type": "f", "action": "x", "confidence": 0.9}
+    packer = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    whole = packer.compress(json.dumps([item | {"id": f"p{i}", "target": f"t{i}"} for i in range(50)]).encode())
+    whole += packer.flush()
+    for cut in (len(whole) // 2, len(whole) - 1):
+        answers.append((encoding, whole[:cut]))
+        assert poller.poll_once().errors == [
+            f"poll of {url} failed: the {encoding} answer is cut short (its compressed data ends before the end "
+            "of stream)"
+        ]
+    assert decided == []
+    answers.append((encoding, whole))
+    assert poller.poll_once().errors == [] and len(decided[0]) == 50
+    poller.stop()
+
+
 @pytest.mark.parametrize("answer", [b"processing", b"slow headers"])
 def test_poller_bounds_the_time_of_an_answer_whose_headers_never_end(
     raw_server: tuple[str, list[bytes]], answer: bytes
