@@ -65,8 +65,8 @@ def _require_text(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> s
 
 def _require_name(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> str:
     """:func:`_require_text` for a name that rules, keys and lookups compare exactly (a prediction's id, fault type,
-    target, action): surrounding blanks are dropped, so ``"reboot "`` is the action ``reboot`` for every guardrail
-    that names it, and ``" p-1"`` is the prediction ``p-1`` (the same id, not a second prediction)."""
+    target, action, channel): surrounding blanks are dropped, so ``"reboot "`` is the action ``reboot`` for every
+    guardrail that names it, and ``" p-1"`` is the prediction ``p-1`` (the same id, not a second prediction)."""
     if type(value) is str and 0 < len(value) <= max_len and not value[0].isspace() and not value[-1].isspace():
         return value  # the common case
     return _require_text(name, value, max_len=max_len).strip()
@@ -158,8 +158,10 @@ class Prediction:
             if not isinstance(k, str) or not isinstance(v, str):
                 raise InvalidRecord(f"labels.{k}", "label keys and values must be strings")
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
-        if self.channel is not None:
-            _require_text("channel", self.channel, max_len=MAX_ID_LEN)
+        if self.channel is not None:  # a Slack channel id, which Slack does not trim (channel_not_found)
+            channel = _require_name("channel", self.channel, max_len=MAX_ID_LEN)
+            if channel is not self.channel:
+                object.__setattr__(self, "channel", channel)
         object.__setattr__(self, "received_at", _require_time("received_at", self.received_at))
 
     @property

@@ -4,8 +4,8 @@ Accepted prediction fields: ``id``, ``fault_type``, ``target``, ``action``, ``co
 ``severity``, ``time_to_fault_s``, ``labels``, ``channel`` (optional). Unknown fields are refused, so a typo
 cannot silently drop information. ``received_at`` is set by NPO, not by the sender. Outcome fields:
 ``prediction_id``, ``real_fault`` (required), ``at`` (default now), ``source`` (default ``api``). The identifying
-fields lose surrounding blanks — ``id``, ``fault_type``, ``target``, ``action`` and an outcome's ``prediction_id`` —
-so that ``" p-1"`` is the prediction ``p-1``, not a second one.
+fields lose surrounding blanks — ``id``, ``fault_type``, ``target``, ``action``, ``channel`` and an outcome's
+``prediction_id`` — so that ``" p-1"`` is the prediction ``p-1``, not a second one.
 """
 
 from __future__ import annotations

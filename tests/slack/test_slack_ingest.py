@@ -482,3 +482,15 @@ def test_an_id_with_surrounding_blanks_is_the_same_prediction(bot: BotUnderTest)
         refused = bot.ingest(body, path=path)
         assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
     assert bot.counts() == before
+
+
+def test_a_channel_with_surrounding_blanks_is_posted_to_that_channel(bot: BotUnderTest) -> None:
+    """A ``channel`` (or an alert's ``slack_channel`` label) with a stray blank was accepted and decided, and its
+    recommendation then failed for good at Slack (``channel_not_found``): never shown, with a 200 to the sender."""
+    assert bot.surface("ch1", channel=f" {INCIDENT}\n") == bot.posted("ch1")
+    alert = _firing("c4a0000000000001", "r12-ch2:9100")
+    alert = dict(alert, labels=alert["labels"] | {"slack_channel": f"{INCIDENT} "})
+    response = bot.ingest(dict(ALERTMANAGER_FIRING, alerts=[alert]), path="/api/v1/alertmanager")
+    assert response.status_code == 200 and response.json()["results"][0]["verdict"] == "surface", response.text
+    channel, _ = bot.posted("am:c4a0000000000001@20250326T100000Z")
+    assert channel == INCIDENT

@@ -83,6 +83,7 @@ def test_names_lose_surrounding_blanks() -> None:
     assert _prediction(target=" r12-n04").cluster == "r12"
     assert _field_of(action=" \n ") == "action"
     assert _prediction(id=" p-1\t").id == "p-1" and _field_of(id=" \n ") == "id"  # an id is compared exactly too
+    assert _prediction(channel="C0INCIDENT ").channel == "C0INCIDENT" and _field_of(channel=" ") == "channel"
 
 
 @given(st.text(alphabet="ab.-", min_size=1, max_size=8))
