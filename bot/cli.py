@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--out", type=output_folder, default=Path("simulation-out"), help="output folder (default ./simulation-out)"
     )
-    sim.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    sim.add_argument(
+        "--no-plots", action="store_true", help="write no PNG plots (an earlier run's in --out are deleted)"
+    )
     sim.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
     serve = sub.add_parser("serve", help="run the Slack bot's HTTP service (settings from the environment / .env)")

@@ -30,6 +30,14 @@ HEADLINE_CONDITIONS = (
     "pool_keys",
     "miss_weight_10_ignorance_prior_pool_keys",
 )
+PLOT_FILES = (
+    "l_align_by_eta.png",
+    "l_align_by_epsilon.png",
+    "npo_vs_fixed.png",
+    "drift_monitor.png",
+    "chosen_tau.png",
+)  # what write_plots writes, in order
+TABLE_FILE = "table.md"
 HEADLINE_METRICS = (
     "reward",
     "f1",
@@ -96,7 +104,8 @@ def table(result: ExperimentResult, conditions: tuple[str, ...] = HEADLINE_CONDI
 
 
 def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
-    """Write the four PNG plots; returns their paths. Uses matplotlib's non-interactive Agg backend."""
+    """Write the five PNG plots (:data:`PLOT_FILES`); returns their paths. Uses matplotlib's non-interactive Agg
+    backend."""
     import matplotlib  # noqa: PLC0415 - heavy import, only for this command
 
     matplotlib.use("Agg")
@@ -133,7 +142,7 @@ def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
         ylabel="L_align (trailing mean)",
     )
     ax.legend()
-    save(fig, "l_align_by_eta.png")
+    save(fig, PLOT_FILES[0])
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for eps in sorted({*EPSILONS, result.epsilon}):
@@ -147,7 +156,7 @@ def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
         ylabel="L_align (trailing mean)",
     )
     ax.legend()
-    save(fig, "l_align_by_epsilon.png")
+    save(fig, PLOT_FILES[1])
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, label in (
@@ -160,7 +169,7 @@ def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
     drift_line(ax)
     ax.set(title="NPO vs fixed thresholds", xlabel="episode", ylabel="L_align (trailing mean)")
     ax.legend()
-    save(fig, "npo_vs_fixed.png")
+    save(fig, PLOT_FILES[2])
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, label in (("full", "with meta-monitor"), ("no_monitor", "without meta-monitor")):
@@ -169,7 +178,7 @@ def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
     drift_line(ax)
     ax.set(title="Recovery after drift", xlabel="episode", ylabel="L_align (trailing mean)")
     ax.legend()
-    save(fig, "drift_monitor.png")
+    save(fig, PLOT_FILES[3])
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if "tau:full" in series:
@@ -185,7 +194,7 @@ def write_plots(result: ExperimentResult, out: Path) -> list[Path]:
     drift_line(ax)
     ax.set(title="Threshold τ chosen by the bandit (full NPO)", xlabel="episode", ylabel="τ", ylim=(0.45, 0.95))
     ax.legend()
-    save(fig, "chosen_tau.png")
+    save(fig, PLOT_FILES[4])
     return paths
 
 
@@ -200,12 +209,15 @@ def _moving_average(values: np.ndarray, width: int) -> np.ndarray:
 def simulate(
     episodes: int, seeds: int, out: Path, *, base_seed: int = 0, plots: bool = True, progress: Any = None
 ) -> tuple[ExperimentResult, float]:
-    """Run the experiments and write ``out/metrics.json`` (+ plots). Returns the result and elapsed seconds."""
+    """Run the experiments and write ``out/metrics.json`` (+ plots) and ``out/table.md``, replacing those of an
+    earlier run (one that left its ``metrics.json`` in ``out``): once ``metrics.json`` is written, that run's table
+    and plots are deleted, even with ``plots=False``. Returns the result and elapsed seconds."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     result = run_experiments(episodes, seeds, base_seed=base_seed, progress=progress)
     payload = _finite(result.to_json())
     tmp = out / "metrics.json.tmp"
+    earlier_run = (out / "metrics.json").is_file()
     try:
         tmp.write_text(json.dumps(payload, indent=1, allow_nan=False, default=_json_default) + "\n", encoding="utf-8")
         tmp.replace(out / "metrics.json")
@@ -213,10 +225,23 @@ def simulate(
         if tmp.is_file():
             tmp.unlink()
         raise
+    if earlier_run:
+        _remove_earlier_outputs(out)
     if plots:
         write_plots(result, out)
-    (out / "table.md").write_text(table(result) + "\n", encoding="utf-8")
+    (out / TABLE_FILE).write_text(table(result) + "\n", encoding="utf-8")
     return result, time.monotonic() - started
+
+
+def _remove_earlier_outputs(out: Path) -> None:
+    """Delete the table and the plots an earlier run left in ``out`` (this command's file names only, and only
+    files: anything else in the folder stays), so that a run with ``plots=False``, or one that stops midway,
+    never leaves charts or a table beside a ``metrics.json`` they were not drawn from. Only where an earlier run
+    was (its ``metrics.json``: it writes that first), so pictures of those names in another folder are kept."""
+    for name in (TABLE_FILE, *PLOT_FILES):
+        path = out / name
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def _finite(value: Any) -> Any:

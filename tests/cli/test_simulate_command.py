@@ -116,3 +116,48 @@ def test_out_that_is_an_existing_file_is_refused_in_one_line(
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"{afile} is an existing file, not a folder" in err and "Traceback" not in err
+
+
+PLOTS = ("l_align_by_eta.png", "l_align_by_epsilon.png", "npo_vs_fixed.png", "drift_monitor.png", "chosen_tau.png")
+
+
+def test_no_plots_into_a_folder_of_an_earlier_run_leaves_none_of_its_plots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--no-plots`` into the folder of an earlier run left that run's five PNGs beside the new metrics.json and
+    table: charts of other figures. The command's own files are replaced or removed; nothing else is touched."""
+    out = tmp_path / "run"
+    assert main(["simulate", "--episodes", "20", "--seeds", "1", "--out", str(out), "--quiet"]) == 0
+    assert all((out / png).is_file() for png in PLOTS)
+    (out / "notes.txt").write_text("mine\n", encoding="utf-8")
+    (out / "other.png").write_bytes(PNG_MAGIC)
+    assert main(["simulate", "--episodes", "30", "--seeds", "1", "--out", str(out), "--no-plots"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"wrote {out / 'metrics.json'}")
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "notes.txt", "other.png", "table.md"]
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["episodes"] == 30
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine\n" and (out / "other.png").read_bytes() == PNG_MAGIC
+
+
+def test_a_run_that_fails_midway_leaves_no_table_or_plots_of_the_earlier_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plot that cannot be written (exit 1) left the earlier run's table.md and its later plots beside the new
+    metrics.json; now the folder holds only what this run wrote. A folder in a plot's place is not deleted."""
+    out = tmp_path / "run"
+    assert main(["simulate", "--episodes", "20", "--seeds", "1", "--out", str(out), "--quiet"]) == 0
+    (out / "drift_monitor.png").unlink()
+    (out / "drift_monitor.png").mkdir()
+    assert main(["simulate", "--episodes", "30", "--seeds", "1", "--out", str(out), "--quiet"]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["episodes"] == 30
+    assert not (out / "table.md").exists() and not (out / "chosen_tau.png").exists()
+    assert (out / "drift_monitor.png").is_dir()
+
+
+def test_pictures_named_like_the_plots_in_a_folder_without_an_earlier_run_are_kept(tmp_path: Path) -> None:
+    """Only an earlier run's plots are deleted (it left its metrics.json): a folder of pictures is not emptied."""
+    out = tmp_path / "img"
+    out.mkdir()
+    (out / "chosen_tau.png").write_bytes(PNG_MAGIC)
+    assert main(["simulate", "--episodes", "20", "--seeds", "1", "--out", str(out), "--no-plots", "--quiet"]) == 0
+    assert (out / "chosen_tau.png").read_bytes() == PNG_MAGIC and (out / "metrics.json").is_file()
