@@ -73,8 +73,10 @@ def connect(
     return Database(conn, execute_plugins=False)
 
 
-def connect_readonly(path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Database:
-    """Open the existing database at ``path`` for reading only (``db check``, ``db export``).
+def connect_readonly(
+    path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, check_same_thread: bool = True
+) -> Database:
+    """Open the existing database at ``path`` for reading only (``db check``, ``db export``, ``report``).
 
     Nothing is written and the journal mode is left as it is: a backup (one file, rollback journal) stays one
     file, and a file on read-only media can be read. Beside a running bot (WAL) it reads consistent snapshots and
@@ -87,7 +89,9 @@ def connect_readonly(path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_T
     if not file.is_file():
         raise StorageError("connection", str(path), "cannot open the database: no such file")
     try:
-        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=busy_timeout_s)
+        conn = sqlite3.connect(
+            f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=busy_timeout_s, check_same_thread=check_same_thread
+        )
     except sqlite3.Error as exc:
         raise StorageError("connection", str(path), f"cannot open the database: {exc}{_hint(exc)}") from exc
     conn.isolation_level = None

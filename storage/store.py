@@ -49,7 +49,7 @@ from sqlite_utils import Database
 from npo.loop import DecideResult, LoopConfig, decide_batch
 from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, DEFAULT_STALE_AFTER_SECONDS, Policy, name_key
 from npo.types import Prediction
-from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect
+from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect, connect_readonly
 from storage.errors import StorageBusy, StorageError
 from storage.migrations import LATEST_SCHEMA_VERSION, migrate, newer_schema_message, schema_version
 from storage.store_outbox import OutboxItem, OutboxState, StoreOutbox
@@ -157,7 +157,9 @@ class SQLiteStore(StoreOutbox, StoreReads):
     ``"NORMAL"`` (survives process crashes) or ``"FULL"`` (also power loss). ``busy_timeout_s``: how long one
     ``BEGIN IMMEDIATE`` waits for another process's write lock; ``lock_retries``: how many more times it is tried
     (with exponential backoff) before :class:`StorageBusy`. ``migrate``: apply pending migrations on open
-    (otherwise the schema must be current).
+    (otherwise the schema must be current). ``read_only``: open the existing file for reading only
+    (:func:`storage.connection.connect_readonly`, never migrated): nothing is written, not even the journal mode,
+    so a backup stays one file and a file the process may not write can be read; a write raises.
 
     Thread-safe: each thread gets its own connection (kept until :meth:`close` or the thread ends).
 
@@ -176,8 +178,10 @@ class SQLiteStore(StoreOutbox, StoreReads):
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         lock_retries: int = 3,
         migrate: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self.config = config or LoopConfig()
         # compared as the policy compares them (npo.policy.name_key = SQLite's lower(); the index is on it)
         self.disruptive_actions = tuple(dict.fromkeys(name_key(a) for a in disruptive_actions))
@@ -194,7 +198,7 @@ class SQLiteStore(StoreOutbox, StoreReads):
         self._tallies: dict[str, tuple[int, dict[tuple[str, int], int]]] = {}
         db = self._connection()
         self._file = _file_identity(self.path)  # see health(): the file this store has open
-        version = _migrate(db) if migrate else schema_version(db)
+        version = _migrate(db) if migrate and not read_only else schema_version(db)
         if version != LATEST_SCHEMA_VERSION:
             newer = newer_schema_message(db)
             raise StorageError(
@@ -209,9 +213,12 @@ class SQLiteStore(StoreOutbox, StoreReads):
             raise StorageError("connection", str(self.path), "the store is closed")
         db = self._local.db
         if db is None:
-            db = connect(
-                self.path, synchronous=self.synchronous, busy_timeout_s=self.busy_timeout_s, check_same_thread=False
-            )
+            if self.read_only:
+                db = connect_readonly(self.path, busy_timeout_s=self.busy_timeout_s, check_same_thread=False)
+            else:
+                db = connect(
+                    self.path, synchronous=self.synchronous, busy_timeout_s=self.busy_timeout_s, check_same_thread=False
+                )
             with self._registry_lock:
                 alive = []
                 for ref, other in self._open:

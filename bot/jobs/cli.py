@@ -140,7 +140,7 @@ def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
         print(f"npo-bot report: --png {args.png} is the database file {data}; name a new PNG file", file=sys.stderr)
         return 2
     try:
-        with SQLiteStore(db, migrate=False) as store:
+        with SQLiteStore(db, read_only=True) as store:  # never written: a backup stays one file
             report = build_report(store, since=since, until=until, timezone=zone)
     except StorageError as exc:
         print(f"npo-bot report: {exc}", file=sys.stderr)

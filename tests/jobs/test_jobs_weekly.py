@@ -675,3 +675,26 @@ def test_a_week_at_the_best_or_worst_loss_is_drawn_whole(kind: FeedbackKind, tmp
         assert {d.loss for d in report.days if d.loss is not None} == {expected}
         drawn[answer] = _blue_pixels(render_png(report))
     assert drawn[kind] >= 0.9 * drawn[FeedbackKind.NEUTRAL], drawn
+
+
+def test_report_command_reads_a_backup_without_changing_it(
+    db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``npo-bot report`` "only reads the database", yet it opened the file as the bot does, which switched a
+    backup (one file, rollback journal) to WAL: a change to the file, and on read-only media, or for a file the
+    user may not write, a refusal ("attempt to write a readonly database") instead of the report."""
+    from bot.cli import main  # noqa: PLC0415
+
+    with SQLiteStore(db_path) as store:
+        _some_activity(store)
+    copy = tmp_path / "backup.db"
+    assert main(["db", "backup", str(copy), "--db", str(db_path)]) == 0
+    before = copy.read_bytes()
+    capsys.readouterr()
+    args = _report_args("--db", str(copy), "--since", "2025-03-17T09:00", "--timezone", "Europe/Berlin")
+    assert run_report(args, now=MONDAY_SLOT) == 0
+    assert "override 50% (1)" in capsys.readouterr().out
+    assert copy.read_bytes() == before
+    assert not Path(f"{copy}-wal").exists() and not Path(f"{copy}-shm").exists()
+    with SQLiteStore(copy, read_only=True) as store, store.read() as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
