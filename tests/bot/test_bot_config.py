@@ -378,3 +378,49 @@ def test_a_host_that_cannot_be_listened_on_is_a_config_error(host: str) -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "npo-1.internal"])
 def test_addresses_and_host_names_to_listen_on(host: str) -> None:
     assert load_settings({**GOOD, "NPO_HOST": f" {host} "}, None).host == host
+
+
+def _configuration_rows() -> dict[str, str]:
+    """Each setting of a table in the README's Configuration section, with the default its row gives ("" when the
+    row's default is not a value: required, or empty). Rows naming two settings (``A`` / ``B``) give two."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        names = re.findall(r"`((?:NPO|SLACK)_[A-Z0-9_]+)`", cells[0])
+        if not names:  # a table of figures (the miss weight's), not of settings
+            continue
+        defaults = [part.strip() for part in cells[1].split(" / ")]
+        assert len(defaults) == len(names), line
+        for name, default in zip(names, defaults, strict=True):
+            rows[name] = default[1:-1] if default.startswith("`") and default.endswith("`") else ""
+    return rows
+
+
+def test_readme_configuration_documents_every_setting_with_its_default() -> None:
+    """Every setting the bot reads has a row in the README's Configuration section, and a default given there is
+    the one the bot uses (a newcomer reads that section, not ``bot/config.py``)."""
+    from bot.config import _setting_names  # noqa: PLC0415
+
+    rows = _configuration_rows()
+    assert sorted(_setting_names() - rows.keys()) == []
+    assert sorted(rows.keys() - _setting_names()) == []
+    defaults = load_settings(GOOD, None)
+    for name, default in rows.items():
+        if default and name not in GOOD:
+            assert load_settings(GOOD | {name: default}, None) == defaults, (name, default)
+
+
+def test_env_example_gives_every_setting_at_its_default() -> None:
+    """``.env.example`` names every setting the bot reads, each empty or at the default the bot uses."""
+    from bot.config import _setting_names  # noqa: PLC0415
+
+    example = parse_env_file((Path(__file__).resolve().parents[2] / ".env.example").read_text(encoding="utf-8"))
+    assert sorted(_setting_names() ^ example.keys()) == []
+    defaults = load_settings(GOOD, None)
+    for name, value in example.items():
+        if value and name not in GOOD:
+            assert load_settings(GOOD | {name: value}, None) == defaults, (name, value)
