@@ -101,7 +101,11 @@ def add_demo_parser(sub: Any) -> None:
     demo.add_argument("--resume", action="store_true", help="continue with the existing --db instead of replacing it")
     demo.add_argument("--auto", action="store_true", help="simulated engineers answer the recommendations")
     demo.add_argument("--minutes", type=_positive(float), help="stop after this many minutes (default: at Ctrl-C)")
-    demo.add_argument("--count", type=_positive(int), help="stop after this many predictions (and their answers)")
+    demo.add_argument(
+        "--count",
+        type=_positive(int),
+        help="stop after this many predictions are sent (with --auto: and answered, waiting at most 30 s)",
+    )
     demo.add_argument("--rate", type=_positive(float), help="predictions per minute (default 60 with --auto, else 6)")
     demo.add_argument(
         "--outcome-delay",
