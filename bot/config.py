@@ -477,14 +477,20 @@ def _merged(environ: Mapping[str, str], env_file: Path | None) -> tuple[dict[str
 def read_setting(environ: Mapping[str, str], env_file: Path | None, name: str) -> str:
     """The value of the one setting ``name`` exactly as :func:`load_settings` finds it — the environment over the
     ``env_file``, a variable set empty in the environment hiding the file's value, surrounding whitespace dropped
-    — without the rest of the settings (``npo-bot db`` and ``report`` need only the database path and the time
-    zone). "" when it is not set. Raises :class:`ConfigError` when the file cannot be read, is not UTF-8 or has a
-    malformed line, as :func:`load_settings` would."""
+    — without the rest of the settings (``npo-bot db`` needs only the database path). "" when it is not set.
+    Raises :class:`ConfigError` when the file cannot be read, is not UTF-8 or has a malformed line, as
+    :func:`load_settings` would."""
+    return read_settings(environ, env_file, name)[name]
+
+
+def read_settings(environ: Mapping[str, str], env_file: Path | None, *names: str) -> dict[str, str]:
+    """Each of ``names`` as :func:`read_setting` finds it, from one reading of the file (``npo-bot report`` needs
+    the database path and the time zone): an unknown name in it is warned about once, not once per setting."""
     merged, file_problems = _merged(environ, env_file)
     if file_problems:
         raise ConfigError(file_problems)
     _warn_unknown(merged, _setting_names())  # a typo (NPO_DB_PAHT) is said here too, not only by ``serve``
-    return merged.get(name, "").strip()
+    return {name: merged.get(name, "").strip() for name in names}
 
 
 def _setting_names() -> set[str]:

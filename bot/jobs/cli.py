@@ -51,28 +51,21 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
     return report
 
 
-def _zone_setting(args: argparse.Namespace) -> str:
-    """``--timezone``, else ``NPO_TIMEZONE`` as ``serve`` reads it (the environment, else the settings file), else
-    ``UTC`` (as ``npo-bot db`` finds ``NPO_DB_PATH``). Raises :class:`bot.config.ConfigError` for a settings file
-    that cannot be read or is malformed."""
-    if args.timezone:
-        return str(args.timezone)
-    from bot.config import read_setting, settings_file  # noqa: PLC0415 - keep `npo-bot --help` fast
-
-    return read_setting(os.environ, settings_file(args.env_file), "NPO_TIMEZONE") or "UTC"
-
-
 def _db_and_zone(args: argparse.Namespace) -> tuple[Path, str] | None:
     """The database and the zone the days are counted in: ``--db``, else ``NPO_DB_PATH`` as ``serve`` reads it (the
-    environment, else the settings file), else ``npo.db``, as ``npo-bot db`` finds it; the zone from
-    :func:`_zone_setting`. A report only reads the database, so no Slack setting is needed."""
-    from bot.config import ConfigError, NoSettingsFile, read_setting, settings_file  # noqa: PLC0415
+    environment, else the settings file), else ``npo.db``, as ``npo-bot db`` finds it; the zone ``--timezone``,
+    else ``NPO_TIMEZONE`` found the same way, else ``UTC``. A report only reads the database, so no Slack setting
+    is needed."""
+    from bot.config import ConfigError, NoSettingsFile, read_settings, settings_file  # noqa: PLC0415
     from bot.db_cli import DEFAULT_DB  # noqa: PLC0415
 
     try:
         env_file = settings_file(args.env_file)  # a typo in --env-file: refused, with or without --db
-        db = args.db if args.db is not None else Path(read_setting(os.environ, env_file, "NPO_DB_PATH") or DEFAULT_DB)
-        return db, _zone_setting(args)
+        if args.db is not None and args.timezone:
+            return args.db, str(args.timezone)
+        found = read_settings(os.environ, env_file, "NPO_DB_PATH", "NPO_TIMEZONE")  # one reading: one warning
+        db = args.db if args.db is not None else Path(found["NPO_DB_PATH"] or DEFAULT_DB)
+        return db, str(args.timezone or found["NPO_TIMEZONE"] or "UTC")
     except (NoSettingsFile, ConfigError) as exc:
         print(f"npo-bot report: {exc}", file=sys.stderr)
         return None

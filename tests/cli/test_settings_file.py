@@ -133,12 +133,15 @@ def test_a_malformed_settings_file_is_refused_by_every_command_alike(
     assert _files(work) == before
 
 
-@pytest.mark.parametrize("argv", [["db", "migrate"], ["db", "check"], ["report", "--db", "given.db"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv", [["db", "migrate"], ["db", "check"], ["report", "--db", "given.db"], ["report"]], ids=" ".join
+)
 def test_a_misspelled_name_in_the_settings_file_is_warned_by_every_command_that_reads_it(
     argv: list[str], work: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``db`` and ``report --db`` read one setting each: a typo there (``NPO_DB_PAHT``) made ``db migrate`` create
-    and migrate ``./npo.db`` without a word, where ``serve`` warns about it with the name meant."""
+    and migrate ``./npo.db`` without a word, where ``serve`` warns about it with the name meant. ``report`` reads
+    two (the database and the zone) and warned about each typo twice, once per setting it read."""
     (work / ".env").write_text("NPO_DB_PAHT=state.db\nNPO_TIMEZNE=Europe/Berlin\n", encoding="utf-8")
     with caplog.at_level("WARNING", logger="bot.config"):
         main(argv)
