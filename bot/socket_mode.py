@@ -16,7 +16,9 @@ Connecting (:class:`SocketModeClient`, slack-sdk's client with its connecting re
 *fresh* URL from ``apps.connections.open`` (a URL is good for one connection); a failed attempt is one warning line
 and the next waits 1 s, 2 s, 4 s … up to 60 s (a 429's ``Retry-After`` when longer, at most 5 minutes), without
 limit, until Slack answers; an app-level token Slack refuses (revoked, invalid, …), or an HTTP 404
-(``SLACK_API_URL`` is not a Web API that offers Socket Mode), ends the service with exit status 2 instead. A drop
+(``SLACK_API_URL`` is not a Web API that offers Socket Mode), ends the service with exit status 2 instead, and so
+does Slack's ``disconnect`` with reason ``link_disabled`` (Socket Mode was turned off for the app: no connection
+would bring envelopes; those in hand are finished and acknowledged first, as at a stop). A drop
 of the connection (a close frame or Slack's ``disconnect`` envelope: at once; a TCP connection that died: once the
 ping finds it, within about half a minute) is followed by a reconnection. Envelopes Slack sends again (not
 acknowledged in time) are recorded once: clicks and submissions by their request id, events by ``event_id``. A
@@ -81,6 +83,14 @@ PERMANENT_ERRORS = frozenset(
         "deprecated_endpoint",
     }
 )
+# Slack's ``disconnect`` reason when Socket Mode was turned off for the app: a new connection would bring nothing, so
+# the service stops (exit status 2) as for a refused token, once the envelopes in hand are finished and acknowledged.
+LINK_DISABLED = "link_disabled"
+LINK_DISABLED_PROBLEM = (
+    "Slack turned Socket Mode off for this app (disconnect: link_disabled), so no connection will bring its clicks, "
+    "commands or events; turn Socket Mode on again in the app's settings (Socket Mode), or run `npo-bot serve` "
+    "with a request URL Slack can reach"
+)
 FINISH_TIMEOUT_S = (
     10.0  # on a stop, the longest wait for envelopes being handled (deploy/npo-bot.service allows for it)
 )
@@ -138,7 +148,9 @@ class SocketModeClient(SdkSocketModeClient):
       with a traceback, and retried every ``ping_interval``; here each is one warning line and the retries back off
       (``retry_delays``: first and longest wait, in seconds); a 429 waits its ``Retry-After`` at least;
     * a message that is not a JSON object with an ``envelope_id`` and a ``payload`` object was dropped silently or
-      logged with a traceback; here it is ignored with one warning line.
+      logged with a traceback; here it is ignored with one warning line;
+    * a ``disconnect`` with reason ``link_disabled`` (Socket Mode turned off for the app) started a reconnection like
+      any other; here it ends the service as a refused token does.
 
     Reconnecting after a drop (a close frame, Slack's ``disconnect`` envelope, a connection the ping finds dead) is
     still the SDK's, through these methods.
@@ -314,6 +326,9 @@ class SocketModeClient(SdkSocketModeClient):
     async def process_message(self) -> None:
         raw = await self.message_queue.get()
         if isinstance(raw, str) and (message := self._envelope(raw)) is not None:
+            if message.get("type") == "disconnect" and message.get("reason") == LINK_DISABLED:
+                self._fail(SocketModeError(LINK_DISABLED_PROBLEM))  # no reconnection: none would bring envelopes
+                return
             task = asyncio.ensure_future(self.run_message_listeners(message, raw))
             self._listeners[task] = "envelope_id" in message
             task.add_done_callback(self._forget)
@@ -342,7 +357,8 @@ class SocketModeClient(SdkSocketModeClient):
         if kind == "hello":
             return message
         if kind == "disconnect":
-            log.info("Socket Mode: Slack asked for a new connection (reason: %s)", _excerpt(message.get("reason")))
+            if message.get("reason") != LINK_DISABLED:
+                log.info("Socket Mode: Slack asked for a new connection (reason: %s)", _excerpt(message.get("reason")))
             return message
         envelope_id = message.get("envelope_id")
         if not (isinstance(envelope_id, str) and envelope_id and isinstance(message.get("payload"), dict)):

@@ -188,8 +188,9 @@ class SocketModeStandIn:
     # ---- how connections end ------------------------------------------------------------------------------
     def drop(self, how: str = "close", *, reason: str = "refresh_requested") -> None:
         """End every open connection as Slack can: ``"close"`` (a close frame), ``"disconnect"`` (Slack's
-        ``{"type": "disconnect", "reason": reason}`` envelope, ``refresh_requested`` or ``warning``; the app is
-        expected to reconnect and close this one itself) or ``"abort"`` (the TCP connection dies: no close frame)."""
+        ``{"type": "disconnect", "reason": reason}`` envelope: ``refresh_requested`` or ``warning``, after which the
+        app is expected to reconnect and close this one itself, or ``link_disabled``: Socket Mode was turned off for
+        the app) or ``"abort"`` (the TCP connection dies: no close frame)."""
         if how not in ("close", "disconnect", "abort"):
             raise ValueError(f"unknown way to drop a connection: {how!r}")
         with self._cond:

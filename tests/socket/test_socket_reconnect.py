@@ -358,3 +358,46 @@ def test_a_retry_after_longer_than_slack_ever_asks_is_capped(
     assert "86400" in line, line
     bot.service.stop()
     assert not _problems(caplog)
+
+
+def test_socket_mode_turned_off_for_the_app_stops_the_bot_with_status_2(
+    tmp_path: Path,
+    standin: StandIn,
+    socket_server: SocketModeStandIn,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    """Slack's ``disconnect`` with reason ``link_disabled`` says Socket Mode was turned off for the app: no new
+    connection will bring envelopes. One error line naming the cause and what to do, exit status 2 (a supervisor does
+    not restart it), no new ``apps.connections.open``; an envelope in hand is still finished and acknowledged, and
+    the store closed. Before, the bot reconnected as for a routine refresh and stayed up, deaf."""
+    proc = start_socket_cli(tmp_path, standin.api_url)
+    processes.append(proc)
+    socket_server.wait_connected(timeout=30)
+    found = wait_for(lambda: re.search(r"HTTP \(ingest, health, metrics\) on http://\S+:(\d+)", _stderr(tmp_path)))
+    response = httpx.post(
+        f"http://127.0.0.1:{found.group(1)}/api/v1/predictions",
+        json=prediction("p1"),
+        headers={"Authorization": "Bearer ingest-token-0123456789"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and response.json()["verdict"] == "surface", response.text
+    message = wait_for(
+        lambda: next(((m.channel, m.ts) for m in standin.messages(INCIDENT) if "p1" in str(m.blocks)), None)
+    )
+    standin.faults.delay("views.open", 1.0, times=1)
+    envelope = socket_server.click(user_id=BOB, action_id="npo_override", message=message)
+    wait_for(lambda: not standin.faults.pending("views.open"))  # views.open is being answered
+    asked = len(standin.calls(OPEN))
+    socket_server.drop("disconnect", reason="link_disabled")
+    socket_server.wait_ack(envelope, timeout=5)
+    code = proc.wait(timeout=20)
+    stderr = _stderr(tmp_path)
+    assert code == 2, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, stderr[-2000:]
+    assert "link_disabled" in errors[0] and "Socket Mode" in errors[0] and "npo-bot serve" in errors[0], errors[0]
+    assert "Traceback" not in stderr and "still being handled" not in stderr
+    assert len(standin.calls(OPEN)) == asked  # no reconnection
+    assert socket_server.accepted == 1
+    assert [view["callback_id"] for view in standin.views()] == ["npo_override_modal"]
+    assert not (tmp_path / "npo.db-wal").exists()  # the store was closed
