@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType, TracebackType
 
 import uvicorn
@@ -129,6 +130,30 @@ class StopSignals:
             server.should_exit = True
 
 
+def forced_stop_shuts_down(asgi: ASGIApp, forced: Callable[[], bool]) -> ASGIApp:
+    """``asgi`` whose lifespan still shuts down (worker, scheduler, poller stopped) when the stop is forced: a second
+    Ctrl-C (uvicorn's ``force_exit``, ``forced()``) skips the shutdown event, then ``asyncio.run`` cancels the
+    lifespan task, which uvicorn would log as a failed lifespan with its traceback."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await asgi(scope, receive, send)
+            return
+
+        async def receive_lifespan() -> Message:
+            try:
+                return await receive()
+            except asyncio.CancelledError:
+                if not forced():
+                    raise
+                log.warning("forced stop: requests in flight were not waited for")
+                return {"type": "lifespan.shutdown"}
+
+        await asgi(scope, receive_lifespan, send)
+
+    return app
+
+
 def listen_problem(host: str, port: int) -> OSError | None:
     """Why ``host:port`` cannot be listened on (None when every address it names can be bound): each address is
     bound as uvicorn binds it (``SO_REUSEADDR``; IPv6 only for an IPv6 socket), then released."""
@@ -169,26 +194,9 @@ def serve(settings: Settings) -> int:
         return 2 if refused.errno == errno.EACCES else 1
     bot = build_bot(settings)
     log.info("npo-bot serving on http://%s:%d (settings: %s)", settings.host, settings.port, settings.redacted())
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await bot.asgi(scope, receive, send)
-            return
-
-        async def receive_lifespan() -> Message:
-            try:
-                return await receive()
-            except asyncio.CancelledError:
-                # A second Ctrl-C (uvicorn's force_exit) skips the shutdown event, then asyncio.run cancels this
-                # task: shut down now instead of logging the cancellation as a failed lifespan with its traceback.
-                if not server.force_exit:
-                    raise
-                log.warning("forced stop: requests in flight were not waited for")
-                return {"type": "lifespan.shutdown"}
-
-        await bot.asgi(scope, receive_lifespan, send)
-
-    server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port))
+    server = uvicorn.Server(
+        uvicorn_config(forced_stop_shuts_down(bot.asgi, lambda: server.force_exit), settings.host, settings.port)
+    )
     with StopSignals(server) as stops:
         try:
             server.run()

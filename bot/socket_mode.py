@@ -52,7 +52,7 @@ from bot.app import Bot, build_bot
 from bot.config import Settings
 from bot.delivery import RETRY_AFTER_CAP_S  # the same cap as posts: Slack's own waits are under a minute
 from bot.http.slack_shape import shape_problem
-from bot.serve import StopSignals, uvicorn_config
+from bot.serve import StopSignals, forced_stop_shuts_down, uvicorn_config
 from bot.slack.payloads import ENVELOPE_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -462,7 +462,8 @@ class SocketModeService:
     async def run(self) -> None:
         """Open the WebSocket, then serve HTTP until told to stop; closes the WebSocket on the way out. Raises
         :class:`SocketModeError` when Slack refuses the app-level token (at start or later)."""
-        config = uvicorn_config(self.bot.asgi, self.settings.host, self.settings.port, log_level=self.log_level)
+        app = forced_stop_shuts_down(self.bot.asgi, lambda: server.force_exit)  # a second Ctrl-C
+        config = uvicorn_config(app, self.settings.host, self.settings.port, log_level=self.log_level)
         server = uvicorn.Server(config)
         self._server = server
         if self.stops is not None:
