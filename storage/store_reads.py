@@ -20,7 +20,7 @@ from npo.misalignment import KeyAlignment
 from npo.monitor import MonitorState
 from npo.retrain import LogisticModel
 from npo.trust import OperatorTrust
-from npo.types import Decision, FeedbackKind, Prediction
+from npo.types import Decision, FeedbackKind, Outcome, Prediction
 from storage import codec
 from storage.errors import StorageError
 from storage.migrations import schema_version
@@ -77,6 +77,11 @@ class StoreReads:
     def decision(self, prediction_id: str) -> Decision | None:
         with self.read() as conn:
             return SQLiteTransaction(conn, self.config, self.disruptive_actions).get_decision(prediction_id)
+
+    def outcome(self, prediction_id: str) -> Outcome | None:
+        """The outcome recorded for ``prediction_id`` (the first one reported), None when there is none yet."""
+        with self.read() as conn:
+            return SQLiteTransaction(conn, self.config, self.disruptive_actions).get_outcome(prediction_id)
 
     def feedback_log(self, *, prediction_id: str | None = None) -> list[AppliedFeedback]:
         """Every applied feedback event (replaced ones included), in the order recorded."""

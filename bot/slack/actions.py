@@ -7,7 +7,10 @@ Unauthorised clickers get an ephemeral refusal (sent after the ack) and nothing 
 cannot be looked up (no member list known yet), nothing is stored and the clicker is told to click again. A click
 over the person's click limit (``NPO_FEEDBACK_RATE_PER_MIN`` / ``NPO_FEEDBACK_BURST``) is acknowledged like any
 other, is not applied to the learning state (the service stores a ``feedback_rate_limited`` audit line) and the
-person is told so ephemerally. No exception escapes a listener: failures are logged and the click is still acknowledged.
+person is told so ephemerally. An outcome click saying otherwise than the outcome recorded before it (two people
+clicking at once, a client still showing the buttons) is not recorded — the first one counts — and its person is told
+which outcome was recorded, by whom. No exception escapes a listener: failures are logged and the click is still
+acknowledged.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from bot.slack.blocks import (
 from bot.slack.deps import SlackDeps
 from bot.slack.payloads import Click, parse_click, replay_key
 from bot.slack.responders import LookupUnavailable
-from bot.slack.text import escape
+from bot.slack.text import escape, slack_time
 from npo.loop import LoopError
 from npo.types import FeedbackEvent, InvalidRecord, Outcome
 
@@ -189,6 +192,22 @@ def _make_override_listener(deps: SlackDeps) -> Any:
     return on_override
 
 
+def _outcome_name(real_fault: bool) -> str:
+    return "Confirmed fault" if real_fault else "False alarm"
+
+
+def outcome_taken_text(earlier: Outcome, clicked: bool) -> str:
+    """Told to a person whose outcome click said otherwise than the outcome recorded before it (the first one
+    reported counts): theirs was not recorded."""
+    source = earlier.source
+    by = f"<@{escape(source[6:])}>" if source.startswith("slack:") else escape(source)
+    return (
+        f"Your *{_outcome_name(clicked)}* was not recorded: the outcome was already recorded as "
+        f"*{_outcome_name(earlier.real_fault)}* by {by} at {slack_time(earlier.recorded_at or earlier.at)}, and the "
+        "first outcome reported is the one that counts."
+    )
+
+
 def _make_outcome_listener(deps: SlackDeps) -> Any:
     async def on_outcome(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         try:
@@ -197,7 +216,12 @@ def _make_outcome_listener(deps: SlackDeps) -> Any:
                 return
             now = time.time()
             outcome = Outcome(click.prediction_id, OUTCOME_ACTIONS[click.action_id], now, f"slack:{click.user}", now)
-            await deps.storage(deps.service.record_outcome, outcome, click.message, surfaced_only=True)
+            result = await deps.storage(deps.service.record_outcome, outcome, click.message, surfaced_only=True)
+            if not result.recorded:
+                earlier = await deps.query(deps.service.store.outcome, click.prediction_id)
+                if earlier is not None and earlier.real_fault != outcome.real_fault:
+                    log.info("outcome by %s on %s not recorded: another was first", click.user, click.prediction_id)
+                    refuse(deps, client, click, outcome_taken_text(earlier, outcome.real_fault))
         except (LoopError, InvalidRecord) as exc:
             log.warning("outcome not recorded: %s", exc)
             with contextlib.suppress(Exception):

@@ -277,3 +277,24 @@ def _told(bot: BotUnderTest, user: str) -> list[Message]:
     return wait_for(
         lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == user], 5
     )
+
+
+def test_an_outcome_click_after_another_outcome_tells_its_person_it_was_not_recorded(bot: BotUnderTest) -> None:
+    """Alice clicks *Confirmed fault*; Bob, whose message still shows the buttons, clicks *False alarm*. The first
+    outcome counts, so Bob's is not recorded — but he was told nothing, and believed his answer stood. He is told
+    now which outcome was recorded, and by whom; a click agreeing with it changes nothing and tells nothing."""
+    message = bot.surface("p1")
+    bobs = bot.click_body(BOB, "npo_false_alarm", message)  # the buttons as Bob's client still shows them
+    agreeing = bot.click_body(BOB, "npo_confirm_fault", message)
+    assert bot.click(ALICE, "npo_confirm_fault", message).status_code == 200
+    before = bot.counts()
+    assert bot.send_signed(bobs).status_code == 200
+    told = _told(bot, BOB)
+    assert "was not recorded" in told[0].text and "*Confirmed fault*" in told[0].text
+    assert f"<@{ALICE}>" in told[0].text
+    assert bot.send_signed(agreeing).status_code == 200
+    time.sleep(0.3)
+    assert len(_told(bot, BOB)) == 1
+    assert bot.counts() == before
+    recorded = bot.bot.store.outcome("p1")
+    assert recorded is not None and recorded.real_fault and recorded.source == f"slack:{ALICE}"
