@@ -1,7 +1,9 @@
 """Who may answer NPO recommendations: listed users, members of listed user groups, or (when nothing is listed)
 the members of the incident channel. Group and channel memberships come from the Web API
-(``usergroups.users.list``, ``conversations.members``) and are cached for ``ttl_s``; when a refresh fails the
-last known members are kept; with nothing known yet, :meth:`ResponderDirectory.allows` raises
+(``usergroups.users.list``, ``conversations.members``) and are cached for ``ttl_s``, but a user not among them is
+looked up again at once (at most every ``miss_refresh_s``, 30 s): the on-call engineer a user group rotated to, or
+who just joined the incident channel, is not refused for minutes; when a refresh fails the last known members are
+kept; with nothing known yet, :meth:`ResponderDirectory.allows` raises
 :class:`LookupUnavailable` — nobody is let in (fail closed, logged), and the caller tells the person that their
 answer could not be checked (not that they may not answer). A refresh is given at most ``lookup_budget_s`` (2 s) in
 all: the click waiting for it must be answered within Slack's 3 s.
@@ -25,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger(__name__)
 LOOKUP_BUDGET_S = 2.0  # one refresh, all its calls: what Slack's 3 s for answering a click leaves for it
+MISS_REFRESH_S = 30.0  # a user not in the cached members has them looked up again, at most this often
 # Errors of the look-up's methods that name the bot token as the cause (a retry gets the same answer).
 TOKEN_ERRORS = frozenset(
     {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "not_allowed_token_type"}
@@ -53,6 +56,7 @@ class ResponderDirectory:
         channel: str,
         ttl_s: float = 300.0,
         lookup_budget_s: float = LOOKUP_BUDGET_S,
+        miss_refresh_s: float = MISS_REFRESH_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
@@ -66,6 +70,8 @@ class ResponderDirectory:
         self._failure = ""  # why the last refresh failed ("" once one succeeded)
         self._fix: str | None = None  # what to fix, when Slack refused the last refresh for a lasting reason
         self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")  # when the last refresh began (succeeded or not)
+        self._miss_refresh_s = miss_refresh_s
         self._lock = asyncio.Lock()
 
     @property
@@ -86,6 +92,14 @@ class ResponderDirectory:
                     await self._refresh()
         if self._members is None:
             raise LookupUnavailable(f"no member list yet: the responder look-up failed ({self._failure})", self._fix)
+        if user_id in self._members:
+            return True
+        # Not in the cached list, which may predate them: the on-call group rotated, they joined the channel. Looked
+        # up again at once, at most every ``miss_refresh_s`` (a non-responder's clicks cost few look-ups).
+        if self._clock() - self._attempted_at >= self._miss_refresh_s:
+            async with self._lock:
+                if self._clock() - self._attempted_at >= self._miss_refresh_s:
+                    await self._refresh()
         return user_id in self._members
 
     async def check(self) -> str | None:
@@ -139,6 +153,7 @@ class ResponderDirectory:
         return None
 
     async def _refresh(self) -> None:
+        self._attempted_at = self._clock()
         method, subject = "", ""
         try:
             members: set[str] = set()

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from slack_testing import ALICE, BOB, INCIDENT, SECRET, BotUnderTest, make_settings, serving, wait_for
+from slack_testing import ALICE, BOB, INCIDENT, MALLORY, SECRET, BotUnderTest, make_settings, serving, wait_for
 
 from bot.app import build_bot
 from bot.slack.blocks import REASON_BLOCK_ID
+from bot.slack.responders import ResponderDirectory
 from bot.standin import StandIn
 from bot.standin.store import Message
 from npo.loop import UnknownPrediction
@@ -298,3 +299,28 @@ def test_an_outcome_click_after_another_outcome_tells_its_person_it_was_not_reco
     assert bot.counts() == before
     recorded = bot.bot.store.outcome("p1")
     assert recorded is not None and recorded.real_fault and recorded.source == f"slack:{ALICE}"
+
+
+def test_the_engineer_an_on_call_group_rotated_to_can_answer_at_once(tmp_path: Path, standin: StandIn) -> None:
+    """Responders are the members of an on-call user group, which Slack rotates at handover. The members were
+    cached for 5 minutes, so the engineer it rotated to was refused — "only the on-call responders … can answer",
+    nothing recorded — for up to 5 minutes after taking over. A clicker not in the cached list has it looked up
+    again at once; a non-responder's clicks still cost at most one look-up per 30 s."""
+    standin.add_usergroup("S0ONCALL", [ALICE])
+    settings = make_settings(tmp_path, standin, responders=("S0ONCALL",))
+    with serving(build_bot(settings, seed=1), standin) as bot:
+        now = [1000.0]
+        bot.bot.deps.responders = ResponderDirectory(
+            bot.bot.async_client, users=(), groups=("S0ONCALL",), channel=INCIDENT, clock=lambda: now[0]
+        )
+        message = bot.surface("p1")
+        assert bot.click(ALICE, "npo_like", message).status_code == 200  # the group's members are looked up now
+        standin.add_usergroup("S0ONCALL", [BOB])  # a minute later, the rotation: Bob is on call
+        now[0] += 60
+        assert bot.click(BOB, "npo_like", message).status_code == 200
+        assert [f.event.operator for f in bot.bot.store.feedback_log(prediction_id="p1")] == [ALICE, BOB]
+        looked_up = len(standin.calls("usergroups.users.list"))
+        for _ in range(3):
+            assert bot.click(MALLORY, "npo_like", message).status_code == 200
+        assert len(standin.calls("usergroups.users.list")) == looked_up
+        assert len(bot.bot.store.feedback_log(prediction_id="p1")) == 2
