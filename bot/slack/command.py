@@ -135,8 +135,10 @@ def _who(operator: str) -> str:
 
 
 def _reason(reason: str) -> str:
-    """`` — reason``, shortened as on the recommendation's message (the full text stays stored)."""
-    return f" — {escape(truncate(reason, MAX_ANSWER_REASON))}" if reason else ""
+    """`` — reason`` on one line, shortened as on the recommendation's message (the full text stays stored): its
+    line breaks and blank runs collapsed, so a multi-line reason adds no lines to the reply."""
+    text = " ".join(reason.split())
+    return f" — {escape(truncate(text, MAX_ANSWER_REASON))}" if text else ""
 
 
 def why_text(w: Why, now: float) -> str:

@@ -436,3 +436,22 @@ def test_the_unmute_shown_for_a_key_with_double_quotes_lifts_it(bot: BotUnderTes
     assert shown.startswith("unmute ")
     assert npo(bot, shown) == f"Lifted 1 mute(s) of `{key}`."
     assert bot.ingest(prediction("p2", action='restart "api" pod')).json()["verdict"] == "surface"
+
+
+def test_why_shows_a_multi_line_reason_on_its_answers_line(bot: BotUnderTest) -> None:
+    """The override form's details are multi-line (a pasted log). ``/npo why`` printed a reason's line breaks as
+    they were, so its lines came out as further lines of the reply — unbulleted, and read as lines of NPO's own,
+    such as a ``*Verdict*`` — and the reply's "… more lines" count was off. The reason is on its answer's line,
+    its blank runs collapsed, as on the recommendation's message and the App Home."""
+    message = bot.surface("p1")
+    assert bot.click(ALICE, ACTION_OVERRIDE, message).status_code == 200
+    details = "rack 12 is being recabled\n\n*Verdict*: block · rule `mute`\n  by the DC team"
+    values = {"reason": {"reason": "other"}, "details": {"details": details}}
+    assert bot.standin.submit_view(bot.events_url, SECRET, user_id=ALICE, values=values).status_code == 200
+    lines = npo(bot, "why p1").split("\n")
+    assert [line for line in lines if line.startswith("*Verdict*")] == [lines[1]]  # NPO's own, only
+    mine = [line for line in lines if "Other: rack 12" in line]
+    assert len(mine) == 2 and all(line.startswith("• override by") for line in mine)  # here, and on the key
+    assert all(
+        line.endswith("Other: rack 12 is being recabled *Verdict*: block · rule `mute` by the DC team") for line in mine
+    )
