@@ -2,7 +2,9 @@
 
 An empty reason (or "Other" without details) is answered with ``response_action: errors`` naming the input
 block, and nothing is stored. A valid submission is stored before the ack (with the queued message update). The
-request id is derived from the view id and the user, so a resubmitted or replayed view stores one override.
+request id is derived from the view id, the user and the reason, so a resubmitted or replayed view stores one
+override, and the same view submitted again with another reason (its first answer reached Slack too late, and the
+modal stayed open) replaces it.
 A submission over the person's click limit is not applied to the learning state: the modal closes and the person is
 told ephemerally in the recommendation's channel (the override button opens a fresh modal once the limit allows);
 without a known channel the modal stays open and says so.
@@ -66,7 +68,9 @@ def _make_listener(deps: SlackDeps) -> Any:
                 operator=submission.user,
                 kind=FeedbackKind.OVERRIDE,
                 at=time.time(),
-                request_id=request_id("view", submission.view_id, submission.user),
+                # The reason too: the same modal submitted again as it was is a repeat, but submitted again with
+                # another reason (Slack gave up waiting for the first answer and kept it open) is a changed answer.
+                request_id=request_id("view", submission.view_id, submission.user, submission.reason_text()),
                 reason=submission.reason_text(),
             )
             result = await deps.storage(deps.service.record_click, event, submission.message)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from slack_testing import ALICE, BOB, INCIDENT, MALLORY, SECRET, BotUnderTest, make_settings, serving, wait_for
 
@@ -324,3 +326,32 @@ def test_the_engineer_an_on_call_group_rotated_to_can_answer_at_once(tmp_path: P
             assert bot.click(MALLORY, "npo_like", message).status_code == 200
         assert len(standin.calls("usergroups.users.list")) == looked_up
         assert len(bot.bot.store.feedback_log(prediction_id="p1")) == 2
+
+
+def test_an_override_submitted_again_with_another_reason_after_slack_gave_up_waiting_keeps_the_new_one(
+    bot: BotUnderTest,
+) -> None:
+    """The database was busy (another process writing) past Slack's 3 s: the override was stored, but Slack had
+    given up waiting, so the modal stayed open saying it could not be submitted. Its person corrected the reason and
+    submitted again. The submission's request id was the view's and the person's alone, so this one was taken for
+    a repeat of the first: the modal closed as if recorded, and the corrected reason was dropped. The same modal
+    submitted again as it was is still a repeat; with another reason it is a changed answer, and replaces the first."""
+    message = bot.surface("p1")
+    assert bot.click(ALICE, "npo_override", message).status_code == 200
+    blocker = sqlite3.connect(bot.bot.settings.db_path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(3.5, blocker.commit)
+    release.start()
+    try:
+        with pytest.raises(httpx.ReadTimeout):  # Slack's 3 s
+            bot.standin.submit_view(bot.events_url, SECRET, user_id=ALICE, values={"reason": {"reason": "maintenance"}})
+        wait_for(lambda: bot.bot.store.feedback_log(prediction_id="p1"))  # stored after Slack gave up
+    finally:
+        release.join()
+        blocker.close()
+    corrected = {"reason": {"reason": "false_positive"}, "details": {"details": "the disk was replaced yesterday"}}
+    for _ in range(2):  # the corrected form, then the same again (a repeat)
+        assert bot.standin.submit_view(bot.events_url, SECRET, user_id=ALICE, values=corrected).status_code == 200
+    log = bot.bot.store.feedback_log(prediction_id="p1")
+    assert [f.event.reason for f in log] == ["Maintenance", "False positive: the disk was replaced yesterday"]
+    assert log[1].replaces == log[0].event.request_id
