@@ -4,15 +4,32 @@ policy parser names the line of every field it refuses."""
 from __future__ import annotations
 
 import re
+import tomllib
 
+# One part of a dotted key: a basic string (escapes allowed), a literal string or a bare key.
+_KEY_PART = r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_\-]+)"""
+_KEY_PART_RE = re.compile(_KEY_PART)
 _HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_KEY_LINE_RE = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=""")
+_KEY_LINE_RE = re.compile(rf"^\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
 
 _Path = tuple[str, ...]
 
 
+def _key_part(token: str) -> str:
+    """A key part as TOML reads it: a basic string unescaped, a literal string unquoted, a bare key as it is."""
+    if token.startswith('"'):
+        try:
+            return str(tomllib.loads(f"k = {token}")["k"])
+        except tomllib.TOMLDecodeError:
+            return token[1:-1]
+    if token.startswith("'"):
+        return token[1:-1]
+    return token
+
+
 def _split_key(raw: str) -> _Path:
-    return tuple(part.strip().strip("\"'") for part in raw.split("."))
+    """The parts of a dotted key or a table header's name; a dot inside quotes is part of its name."""
+    return tuple(_key_part(token) for token in _KEY_PART_RE.findall(raw))
 
 
 class _Locator:

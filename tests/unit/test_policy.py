@@ -1123,6 +1123,20 @@ MALFORMED = [
         "must be a table",
         id="array-instead-of-table",
     ),
+    pytest.param(
+        '[rules.allowed_actions]\ndisk_failure = ["drain"]\n"k8s.node_not_ready" = ["drain", ""]\n',
+        3,
+        "rules.allowed_actions.k8s.node_not_ready",
+        "'' is empty",
+        id="a-quoted-fault-type-with-a-dot-is-found-on-its-line",
+    ),
+    pytest.param(
+        '[rules.allowed_actions]\ndisk_failure = ["drain"]\n"\\u00d6lwechsel" = 1\n',
+        3,
+        "rules.allowed_actions.\u00d6lwechsel",
+        "must be a list of strings",
+        id="an-escaped-quoted-fault-type-is-found-on-its-line",
+    ),
 ]
 
 
