@@ -365,7 +365,8 @@ def evaluate_monitor(
     window holds only the answers recorded since the last proposal (the reason says so); ``held_alarm``: a drift
     alarm an earlier run held back, which counts as one while :func:`held_alarm_persists`; ``n_skipped``: how many
     of the window's answers are skips (nobody answered in time); ``drift_in_skips_only``: every answer since the
-    change the drift alarm reacts to is a skip — the alarm is then no cause (silence is no evidence).
+    change the drift alarm (or the held alarm) reacts to is a skip — the alarm is then no cause (silence is no
+    evidence), held back or not.
 
     Triggers when (L_align > θ with n_in_window ≥ min_samples, and at least one answer in the window is not a skip)
     or drift_alarm (or a held alarm that persists) —
@@ -401,11 +402,12 @@ def evaluate_monitor(
     else:
         quiet = f"L_align {window_loss:.2f} ≤ {theta:.2f} over {n_in_window} answers{since}"
     drift = "no drift alarm"
-    if drift_alarm and drift_in_skips_only:
+    held = held_alarm is not None and held_alarm_persists(held_alarm, config)
+    if (drift_alarm or held) and drift_in_skips_only:
         drift = "drift in skips only: nobody answered"
     elif drift_alarm:
         causes.append("Page-Hinkley drift alarm")
-    elif held_alarm is not None and held_alarm_persists(held_alarm, config):
+    elif held_alarm is not None and held:
         causes.append(_held_cause(held_alarm, config))
 
     if not causes:

@@ -39,7 +39,9 @@ has caught up with a new level, so the first run free to alert might otherwise s
 persists. The run that first holds the alarm back notes the level of the answers before the change (replaying the
 detector over the answers since its last reset); the alarm then stands while the answers after the detector was
 last in alarm average more than δ above that level, and is forgotten when a run finds they do not, or an alert is
-raised.
+raised. Nor does it stand on skips alone: when every answer since the change point is a skip, or (at least
+``page_hinkley.min_samples`` of them) every answer after the detector was last in alarm, it is no cause and is
+forgotten, as a fresh alarm whose change is all skips is.
 """
 
 from __future__ import annotations
@@ -190,8 +192,14 @@ def run_monitor(
                 last_alarm = i
             alarm = alarm or raised
             peak = max(peak, state.ph.statistic)
-        # A drift whose change is all skips (the team went quiet) is no evidence that the model is wrong.
-        skips_only = alarm and _drift_in_skips_only(conn, config, since, unreliable)
+        # A drift whose change is all skips (the team went quiet) is no evidence that the model is wrong, whether the
+        # alarm is raised in this run or was held back by an earlier one — which, once the detector is out of alarm,
+        # stands on the answers after it was last in alarm: no evidence either when they are all skips.
+        held_stands = held is not None and held_alarm_persists(held, config)
+        tail = held.n_after if held is not None and held_stands and not alarm else 0
+        if tail < config.page_hinkley.min_samples:
+            tail = 0  # fewer: the held alarm stands on the alarm itself (too few answers to say it is over)
+        skips_only = (alarm or held_stands) and _drift_in_skips_only(conn, config, since, unreliable, last=tail)
         # The window: the last ``window`` answers of the last ``window_s`` (and since the last proposal); the window
         # before it: as many answers before those, of the ``window_s`` before that.
         recent, _ = monitor_window(
@@ -235,7 +243,7 @@ def run_monitor(
                 ph_threshold=config.page_hinkley.threshold,
                 ph_samples=state.ph.n,
                 ph_peak=peak,
-                drift_alarm=(alarm and not skips_only) or (held is not None and held_alarm_persists(held, config)),
+                drift_alarm=(alarm or held_stands) and not skips_only,
                 f_monitor=monitor_fidelity(state),
                 keys=[KeyMisalignment(k, y, n, states.get(k, (None, 0))[0]) for k, y, n in ranked],
                 trend=trend,
@@ -329,20 +337,22 @@ def _hold_alarm(
 
 
 def _drift_in_skips_only(
-    conn: sqlite3.Connection, config: MonitorConfig, since: int | None, unreliable: set[str]
+    conn: sqlite3.Connection, config: MonitorConfig, since: int | None, unreliable: set[str], *, last: int = 0
 ) -> bool:
     """Whether every answer since the change the detector reacts to is a skip: replaying the detector's answers
     since its last reset (the answers after the last proposal), those after the last one at which the cumulative
-    sum reached its minimum (the change point, as :func:`npo.monitor.page_hinkley_baseline` estimates it)."""
+    sum reached its minimum (the change point, as :func:`npo.monitor.page_hinkley_baseline` estimates it). With
+    ``last`` > 0 (a held-back alarm that stands on the ``last`` answers after the detector was last in alarm), also
+    when those are all skips."""
     answers = [(i, y) for i, y, person in feedback_codes_after(conn, since or 0) if person not in unreliable]
     ph, start = PageHinkleyState(), 0
     for k, (_, y) in enumerate(answers):
         ph, _ = page_hinkley_update(ph, y, config.page_hinkley)
         if ph.cumulative <= ph.minimum:
             start = k + 1
-    after = [i for i, _ in answers[start:]]
     skipped = skipped_feedback_ids(conn, since or 0)
-    return bool(after) and all(i in skipped for i in after)
+    tails = [answers[start:], answers[max(0, len(answers) - last) :] if last > 0 else []]
+    return any(tail and all(i in skipped for i, _ in tail) for tail in tails)
 
 
 def _expire_overdue_proposal(tx: SQLiteTransaction, config: MonitorConfig, run_at: float, now: float) -> int | None:

@@ -11,6 +11,7 @@ from jobs_testing import OPS, prediction, reply, surface_and_post
 
 from bot.jobs.monitor import run_monitor
 from bot.jobs.skips import sweep_skips
+from bot.retraining import resolve
 from npo.feedback import FeedbackCodes
 from npo.loop import LoopConfig
 from npo.monitor import MonitorConfig
@@ -57,3 +58,33 @@ def test_monitor_run_records_older_than_90_days_are_pruned(tmp_path: Path) -> No
         with store.read() as conn:
             kept = [at for (at,) in conn.execute("SELECT at FROM monitor_runs ORDER BY id")]
         assert kept == [T0 + 2 * day, T0 + 91.5 * day]
+
+
+def test_a_held_back_drift_alarm_resting_on_skips_alone_raises_no_alert_later(tmp_path: Path) -> None:
+    """A burst of overrides during the cooldown, then the team goes quiet: skips only. The burst's alarm is held
+    back; the detector falls back below h on the skips, and after 600 of them its change point lies among them.
+    Before, the held alarm stood on the skips alone (their λ 0.3 is above the likes' 0 before the burst) and raised
+    "drift alarm held back" once the cooldown was over, on nothing but silence."""
+    hour = 3600.0
+    config = MonitorConfig()  # θ 0.3, cooldown 6 h, Page–Hinkley δ 0.05, h 15
+    with SQLiteStore(tmp_path / "npo.db", LoopConfig(codes=FeedbackCodes(0.3))) as store:
+        surface_and_post(store, [prediction(i, T0 - 2 * hour) for i in range(30 + 160 + 600)], posted_at=T0 - 2 * hour)
+        reply(store, 0, [FeedbackKind.LIKE, FeedbackKind.OVERRIDE] * 15, at=T0 - hour)
+        first = run_monitor(store, config, now=T0, channel=OPS)
+        assert first.proposal_id is not None
+        resolve(store, first.proposal_id, approved=False, by="U2", now=T0 + 600, message=None)
+        reply(store, 30, [FeedbackKind.LIKE] * 100 + [FeedbackKind.OVERRIDE] * 60, at=T0 + 700)
+        burst = run_monitor(store, config, now=T0 + hour, channel=OPS)
+        assert burst.drift_alarm and burst.decision.reason.startswith("suppressed: cooldown")
+        assert burst.held_alarm is not None  # a real change, held back by the cooldown
+        assert len(sweep_skips(store, now=T0 + hour + 900, timeout_s=hour, limit=400).skipped) == 400
+        run_monitor(store, config, now=T0 + 2 * hour, channel=OPS)  # the burst's alarm is still held back
+        assert len(sweep_skips(store, now=T0 + 2 * hour + 900, timeout_s=hour).skipped) == 200
+        quiet = run_monitor(store, config, now=T0 + 3 * hour, channel=OPS)
+        assert not quiet.drift_alarm and not quiet.decision.trigger
+        assert quiet.decision.reason.endswith("; drift in skips only: nobody answered"), quiet.decision.reason
+        assert quiet.held_alarm is None  # forgotten: before, it stood on the skips
+        runs = [run_monitor(store, config, now=T0 + h * hour, channel=OPS) for h in range(4, 8)]
+        assert [run.proposal_id for run in runs] == [None] * 4  # before: an alert at 16:00, on skips alone
+        with store.read() as conn:
+            assert open_proposal(conn) is None
