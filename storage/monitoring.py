@@ -39,14 +39,29 @@ def put_job_state(conn: sqlite3.Connection, name: str, value: dict[str, Any], at
 
 # -- the feedback stream -----------------------------------------------------------------------------------------
 def feedback_codes_after(
-    conn: sqlite3.Connection, after_id: int, limit: int = 1_000_000
-) -> list[tuple[int, float, str]]:
-    """(feedback row id, y, operator) of every applied answer (replaced ones included) after ``after_id``, in
-    order."""
+    conn: sqlite3.Connection, after_id: int, limit: int = 1_000_000, *, upto_id: int | None = None
+) -> list[tuple[int, float, str, bool]]:
+    """(feedback row id, y, operator, effective) of every applied answer after ``after_id`` (and at most
+    ``upto_id``), in order; ``effective``: it is still its person's current answer (not replaced by a later click,
+    nor, for a skip, by a click after it) — the answers L_align counts."""
+    bound = "" if upto_id is None else " AND f.id <= ?"
     rows = conn.execute(
-        "SELECT id, y, operator FROM feedback WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        f"SELECT f.id, f.y, f.operator, {_EFFECTIVE} FROM feedback f WHERE f.id > ?{bound} ORDER BY f.id LIMIT ?",
+        (after_id, limit) if upto_id is None else (after_id, upto_id, limit),
     ).fetchall()
-    return [(int(i), float(y), str(op)) for i, y, op in rows]
+    return [(int(i), float(y), str(op), bool(e)) for i, y, op, e in rows]
+
+
+def answers_replaced_since(conn: sqlite3.Connection, after_id: int, upto_id: int) -> bool:
+    """Whether an answer recorded after ``upto_id`` replaces one recorded after ``after_id`` and at most ``upto_id``
+    (a person who changed their answer, a click after a skip): read from the new rows only, each looking up the
+    answer it names on its recommendation (the ``feedback_answers`` index)."""
+    row = conn.execute(
+        "SELECT 1 FROM feedback g JOIN feedback f ON f.prediction_id = g.prediction_id AND f.request_id = g.replaces "
+        "WHERE g.id > ? AND g.replaces IS NOT NULL AND f.id > ? AND f.id <= ? LIMIT 1",
+        (upto_id, after_id, upto_id),
+    ).fetchone()
+    return row is not None
 
 
 def skipped_feedback_ids(conn: sqlite3.Connection, after_id: int) -> set[int]:

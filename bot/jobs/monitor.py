@@ -7,7 +7,11 @@ and the queued alert (delivered by the outbox worker, so a Slack outage loses no
 
 The detector sees every answer since the last run, one by one: an alarm raised by any of them counts for this run,
 even when the statistic has fallen back below the threshold by the time the run reads it (a burst of overrides
-between two runs). After a proposal both signals start again from the answers recorded after it: the detector is
+between two runs). It sees the answers L_align counts — each person's current answer to a recommendation: an answer
+replaced before the run (a changed click, a click after a skip) is not fed, and when one the detector had already
+seen was replaced since, the run first replays the detector over the current answers after its last reset (it
+cannot take a code back) — so a team whose late likes replace their skips does not look like a drift.
+After a proposal both signals start again from the answers recorded after it: the detector is
 reset (:func:`npo.monitor.evaluate_monitor`), and L_align is averaged over the answers since the proposal only (at
 most the window, at least ``min_samples`` of them to trigger) — so once the cooldown is over, a new alert needs
 new evidence, never the same answers an engineer has already approved or dismissed. A window of skips only (nobody
@@ -50,7 +54,7 @@ import logging
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.jobs.report import DISAGREE_MIN_OUTCOMES
@@ -83,6 +87,7 @@ from npo.types import InvalidRecord
 from storage import SQLiteStore
 from storage.monitoring import (
     Proposal,
+    answers_replaced_since,
     contradicted_by_outcomes,
     delivered_alert,
     feedback_codes_after,
@@ -172,9 +177,12 @@ def run_monitor(
         stream = feedback_codes_after(conn, cursor)
         # The answers of people the outcomes contradict are no evidence of misalignment (see the module docstring).
         unreliable = contradicted_by_outcomes(conn, DISAGREE_MIN_OUTCOMES)
-        codes = [(i, y) for i, y, person in stream if person not in unreliable]
+        # The detector sees the answers L_align counts: each person's current answer (see the module docstring).
+        codes = [(i, y) for i, y, person, current in stream if current and person not in unreliable]
         state = tx.get_monitor_state()
         since = _evidence_after(conn, job, state.last_trigger_at)
+        if answers_replaced_since(conn, since or 0, cursor):
+            state = replace(state, ph=_detector_over(conn, config, since, cursor, unreliable))
         held = _held_alarm(job.get("held_alarm"))
         expired = _expire_overdue_proposal(tx, config, run_at, now)
         if expired is not None:
@@ -329,11 +337,31 @@ def _hold_alarm(
     last reset (the answers after the last proposal) up to the last one it was in alarm at, and the answers after
     that one."""
     upto = codes[last_alarm][0] if last_alarm >= 0 else cursor
-    before = [y for i, y, person in feedback_codes_after(conn, since or 0) if i <= upto and person not in unreliable]
+    before = [y for _, y in _detector_answers(conn, since, unreliable, upto_id=upto)]
     held = HeldAlarm(raised_at=float(run_at), baseline=page_hinkley_baseline(before, config.page_hinkley))
     for _, y in codes[last_alarm + 1 :]:
         held = held_alarm_observe(held, y, False)
     return held
+
+
+def _detector_answers(
+    conn: sqlite3.Connection, since: int | None, unreliable: set[str], *, upto_id: int | None = None
+) -> list[tuple[int, float]]:
+    """(row id, y) of the answers the detector sees after its last reset (the answers after the last proposal), up
+    to ``upto_id``: each person's current answer, none of the people in ``unreliable``."""
+    rows = feedback_codes_after(conn, since or 0, upto_id=upto_id)
+    return [(i, y) for i, y, person, current in rows if current and person not in unreliable]
+
+
+def _detector_over(
+    conn: sqlite3.Connection, config: MonitorConfig, since: int | None, cursor: int, unreliable: set[str]
+) -> PageHinkleyState:
+    """The detector as it stands over the current answers after its last reset, up to row ``cursor``: replayed when
+    an answer it had seen was replaced since (a changed answer, a click after a skip), which it cannot take back."""
+    ph = PageHinkleyState()
+    for _, y in _detector_answers(conn, since, unreliable, upto_id=cursor):
+        ph, _ = page_hinkley_update(ph, y, config.page_hinkley)
+    return ph
 
 
 def _drift_in_skips_only(
@@ -344,7 +372,7 @@ def _drift_in_skips_only(
     sum reached its minimum (the change point, as :func:`npo.monitor.page_hinkley_baseline` estimates it). With
     ``last`` > 0 (a held-back alarm that stands on the ``last`` answers after the detector was last in alarm), also
     when those are all skips."""
-    answers = [(i, y) for i, y, person in feedback_codes_after(conn, since or 0) if person not in unreliable]
+    answers = _detector_answers(conn, since, unreliable)
     ph, start = PageHinkleyState(), 0
     for k, (_, y) in enumerate(answers):
         ph, _ = page_hinkley_update(ph, y, config.page_hinkley)
