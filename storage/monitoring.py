@@ -116,6 +116,19 @@ def monitor_window(
     return samples, sum(1 for r in rows if r[5] == "skipped")
 
 
+def last_feedback_id_before_last_proposal(conn: sqlite3.Connection) -> int | None:
+    """The id of the newest feedback row recorded before the audit line ``retraining_proposed`` of the latest
+    retraining proposal (0 when none), or None when there is no proposal or no such line. Exact whatever the rows'
+    times: feedback rows and audit lines take their ids from one sequence (schema m003), and the run that opens a
+    proposal writes that line in its transaction, after every answer it could read."""
+    row = conn.execute(
+        "SELECT (SELECT COALESCE(MAX(f.id), 0) FROM feedback f WHERE f.id < a.id) FROM audit_events a "
+        "WHERE a.kind = 'retraining_proposed' AND a.subject = (SELECT CAST(MAX(id) AS TEXT) FROM retraining_proposals) "
+        "ORDER BY a.id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
 def last_feedback_id_at(conn: sqlite3.Connection, at: float) -> int:
     """The id of the newest feedback row recorded at or before ``at`` (Unix seconds); 0 when none."""
     row = conn.execute("SELECT MAX(id) FROM feedback WHERE at <= ?", (at,)).fetchone()

@@ -94,6 +94,7 @@ from storage.monitoring import (
     get_job_state,
     key_states,
     last_feedback_id_at,
+    last_feedback_id_before_last_proposal,
     monitor_window,
     open_proposal,
     pending_alert,
@@ -430,11 +431,17 @@ def _rewrite_queued_alert(conn: sqlite3.Connection, proposal: Proposal, line: st
 def _evidence_after(conn: sqlite3.Connection, job: dict[str, object], last_trigger_at: float | None) -> int | None:
     """The feedback row id after which answers count as evidence for L_align: the newest answer the monitor had seen
     when it last opened a proposal (None before any proposal). A database whose last proposal predates this record
-    uses the newest answer recorded by the time of that proposal."""
+    uses the newest answer recorded before that proposal's audit line, written by the run that opened it (the
+    answers' times are no guide: a version that stored no mark read its clock before waiting for the write lock, so
+    an answer written before its run could be timed after the trigger, and would have counted twice); without that
+    line, the newest answer recorded by the time of the proposal."""
     value = job.get("evidence_after")
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    return None if last_trigger_at is None else last_feedback_id_at(conn, last_trigger_at)
+    if last_trigger_at is None:
+        return None
+    seen = last_feedback_id_before_last_proposal(conn)
+    return last_feedback_id_at(conn, last_trigger_at) if seen is None else seen
 
 
 def _resend_undelivered_alert(tx: SQLiteTransaction, channel: str, now: float) -> tuple[int, str] | None:

@@ -72,6 +72,29 @@ def test_a_database_whose_last_proposal_predates_the_evidence_mark(store: SQLite
         assert get_job_state(conn, STATE_NAME) == {"feedback_id": cursor, "evidence_after": cursor}
 
 
+def test_the_evidence_mark_of_an_upgraded_database_counts_no_answer_twice(store: SQLiteStore) -> None:
+    """A version that stored only the feedback cursor read its clock before it waited for the write lock: 20 answers
+    timed after that reading but written before the run were part of the proposal's evidence. Before, the mark was
+    looked up by time (the newest answer at or before the trigger), so after the upgrade those 20 counted again as
+    answers since the proposal, and with 10 new ones L_align counted 30 and raised a second alert."""
+    config = MonitorConfig()
+    surface(store, 130, at=T0 - 2 * HOUR)
+    reply(store, 0, [L, OV, L, OV, L] * 20, at=T0 - HOUR)
+    reply(store, 100, [L, OV, L, OV, L] * 4, at=T0 + 1)  # written before the run, timed after its clock reading
+    first = run_monitor(store, config, now=T0, channel=OPS)
+    assert first.proposal_id is not None and first.n_in_window == 120
+    with store.transaction() as tx:
+        cursor = get_job_state(tx.connection, STATE_NAME)["feedback_id"]
+        put_job_state(tx.connection, STATE_NAME, {"feedback_id": cursor}, T0)  # what that version stored
+    resolve(store, first.proposal_id, approved=False, by="U2", now=T0 + 600, message=None)
+    reply(store, 120, [L, OV, L, OV, L] * 2, at=T0 + 6 * HOUR)  # 10 new answers: fewer than min_samples
+    later = run_monitor(store, config, now=T0 + 7 * HOUR, channel=OPS)
+    assert later.n_in_window == 10 and not later.decision.trigger, later.decision.reason  # before: 30, an alert
+    assert "over only 10 answers since the last proposal" in later.decision.reason
+    with store.read() as conn:
+        assert get_job_state(conn, STATE_NAME)["evidence_after"] == cursor
+
+
 def test_a_drift_alarm_raised_between_two_runs_is_not_missed(store: SQLiteStore) -> None:
     """60 overrides, then 200 likes, all within one hour: the statistic rises to ~3 h and falls back before the run.
     Before, the run read only the level at the end and saw no alarm (the simulation counts it)."""
