@@ -370,15 +370,20 @@ def _drift_in_skips_only(
 ) -> bool:
     """Whether every answer since the change the detector reacts to is a skip: replaying the detector's answers
     since its last reset (the answers after the last proposal), those after the last one at which the cumulative
-    sum reached its minimum (the change point, as :func:`npo.monitor.page_hinkley_baseline` estimates it). With
-    ``last`` > 0 (a held-back alarm that stands on the ``last`` answers after the detector was last in alarm), also
-    when those are all skips."""
+    sum reached its minimum (the change point, as :func:`npo.monitor.page_hinkley_baseline` estimates it). When no
+    answer lies after it (a long run of skips has brought the sum below its minimum again, after the alarm), those
+    after the change point as the detector stood when it was last in alarm. With ``last`` > 0 (a held-back alarm
+    that stands on the ``last`` answers after the detector was last in alarm), also when those are all skips."""
     answers = _detector_answers(conn, since, unreliable)
-    ph, start = PageHinkleyState(), 0
+    ph, start, alarmed = PageHinkleyState(), 0, None
     for k, (_, y) in enumerate(answers):
-        ph, _ = page_hinkley_update(ph, y, config.page_hinkley)
+        ph, raised = page_hinkley_update(ph, y, config.page_hinkley)
         if ph.cumulative <= ph.minimum:
             start = k + 1
+        if raised:
+            alarmed = start  # the change point the alarm reacts to
+    if start == len(answers) and alarmed is not None:
+        start = alarmed
     skipped = skipped_feedback_ids(conn, since or 0)
     tails = [answers[start:], answers[max(0, len(answers) - last) :] if last > 0 else []]
     return any(tail and all(i in skipped for i, _ in tail) for tail in tails)

@@ -88,3 +88,28 @@ def test_a_held_back_drift_alarm_resting_on_skips_alone_raises_no_alert_later(tm
         assert [run.proposal_id for run in runs] == [None] * 4  # before: an alert at 16:00, on skips alone
         with store.read() as conn:
             assert open_proposal(conn) is None
+
+
+def test_a_long_silence_reaching_one_run_raises_no_alert(tmp_path: Path) -> None:
+    """100 likes, then 1,800 skips reach one run (the monitor was down, or the team went silent): the detector is in
+    alarm among the skips, then falls back, and by the last skip its cumulative sum is below the minimum it had at
+    the likes — the change point is the last answer, so no answer lies after it. Before, "every answer after the
+    change point is a skip" did not hold for want of answers, and the run raised a drift alert on skips alone."""
+    hour = 3600.0
+    n_likes, n_skips = 100, 1800
+    with SQLiteStore(tmp_path / "npo.db", LoopConfig(codes=FeedbackCodes(0.3))) as store:
+        surface_and_post(store, [prediction(i, T0) for i in range(n_likes + n_skips)], posted_at=T0)
+        reply(store, 0, [FeedbackKind.LIKE] * n_likes, at=T0 + 60)
+        first = run_monitor(store, MonitorConfig(), now=T0 + hour, channel=OPS)
+        assert not first.drift_alarm and first.proposal_id is None
+        skipped = 0
+        while batch := len(sweep_skips(store, now=T0 + 2 * hour, timeout_s=hour).skipped):
+            skipped += batch
+        assert skipped == n_skips
+        run = run_monitor(store, MonitorConfig(), now=T0 + 3 * hour, channel=OPS)
+        assert run.drift_alarm and run.new_samples == n_skips  # the detector was in alarm among the skips …
+        assert not run.decision.trigger and run.proposal_id is None  # … but silence raises no alert
+        assert run.decision.reason.endswith("; drift in skips only: nobody answered"), run.decision.reason
+        assert run.held_alarm is None
+        with store.read() as conn:
+            assert open_proposal(conn) is None
