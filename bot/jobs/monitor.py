@@ -370,10 +370,11 @@ def _drift_in_skips_only(
 ) -> bool:
     """Whether every answer since the change the detector reacts to is a skip: replaying the detector's answers
     since its last reset (the answers after the last proposal), those after the last one at which the cumulative
-    sum reached its minimum (the change point, as :func:`npo.monitor.page_hinkley_baseline` estimates it). When no
-    answer lies after it (a long run of skips has brought the sum below its minimum again, after the alarm), those
-    after the change point as the detector stood when it was last in alarm. With ``last`` > 0 (a held-back alarm
-    that stands on the ``last`` answers after the detector was last in alarm), also when those are all skips."""
+    sum reached its minimum (the change point, as :func:`npo.monitor.page_hinkley_baseline` estimates it) as the
+    detector stood when it was last in alarm: the sum can reach a new minimum after an alarm (a return to likes, a
+    long run of skips), and the answers after that one are not what the alarm reacted to. With ``last`` > 0 (a
+    held-back alarm that stands on the ``last`` answers after the detector was last in alarm), also when those are
+    all skips."""
     answers = _detector_answers(conn, since, unreliable)
     ph, start, alarmed = PageHinkleyState(), 0, None
     for k, (_, y) in enumerate(answers):
@@ -382,7 +383,7 @@ def _drift_in_skips_only(
             start = k + 1
         if raised:
             alarmed = start  # the change point the alarm reacts to
-    if start == len(answers) and alarmed is not None:
+    if alarmed is not None:
         start = alarmed
     skipped = skipped_feedback_ids(conn, since or 0)
     tails = [answers[start:], answers[max(0, len(answers) - last) :] if last > 0 else []]

@@ -113,3 +113,21 @@ def test_a_long_silence_reaching_one_run_raises_no_alert(tmp_path: Path) -> None
         assert run.held_alarm is None
         with store.read() as conn:
             assert open_proposal(conn) is None
+
+
+def test_a_burst_of_overrides_followed_by_likes_and_a_few_skips_still_alarms(tmp_path: Path) -> None:
+    """40 overrides after 100 likes put the detector in alarm between two runs; 200 likes bring its cumulative sum
+    below its minimum again, then 5 recommendations go unanswered. The alarm reacted to the overrides, as it does
+    without the skips. Before, only the answers after the new minimum were looked at — the 5 skips — and the run
+    raised no alert: "drift in skips only: nobody answered"."""
+    hour = 3600.0
+    with SQLiteStore(tmp_path / "npo.db", LoopConfig(codes=FeedbackCodes(0.3))) as store:
+        surface_and_post(store, [prediction(i, T0) for i in range(100 + 240 + 5)], posted_at=T0)
+        reply(store, 0, [FeedbackKind.LIKE] * 100, at=T0 + 60)
+        assert run_monitor(store, MonitorConfig(), now=T0 + hour, channel=OPS).proposal_id is None
+        reply(store, 100, [FeedbackKind.OVERRIDE] * 40 + [FeedbackKind.LIKE] * 200, at=T0 + hour + 60)
+        assert len(sweep_skips(store, now=T0 + 3 * hour, timeout_s=hour).skipped) == 5
+        run = run_monitor(store, MonitorConfig(), now=T0 + 4 * hour, channel=OPS)
+        assert run.drift_alarm
+        assert run.decision.trigger and run.proposal_id is not None, run.decision.reason
+        assert run.decision.reason == "Page-Hinkley drift alarm"
