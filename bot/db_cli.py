@@ -94,7 +94,8 @@ def add_db_parser(subparsers: Any) -> None:
             "to pending, due now, with a fresh retry budget; the running bot posts them. Left failed, and counted "
             "with the reason: a recommendation since resolved or answered or posted by another message, an update "
             "with no message to update or superseded by a later one, a retraining alert whose proposal is closed "
-            "or was queued again, an ephemeral reply. One transaction; each requeued message leaves an audit line "
+            "or was queued again, an ephemeral reply, and (unless --include-overdue) a recommendation whose "
+            "predicted fault time has passed. One transaction; each requeued message leaves an audit line "
             "with its last error. Prints one summary line."
         ),
     )
@@ -113,6 +114,14 @@ def add_db_parser(subparsers: Any) -> None:
         default=[],
         metavar="CODE",
         help="only messages whose last error names this Slack error (e.g. invalid_auth); repeatable",
+    )
+    requeue.add_argument(
+        "--include-overdue",
+        action="store_true",
+        help=(
+            "also requeue recommendations whose predicted fault time has passed (left failed by default: posted now, "
+            "they would still say the fault is hours away)"
+        ),
     )
     requeue.add_argument("--dry-run", action="store_true", help="print what would be requeued; change nothing")
 
@@ -136,7 +145,9 @@ def _requeue(args: argparse.Namespace, path: Path) -> str:
     from storage import SQLiteStore  # noqa: PLC0415
 
     with SQLiteStore(path, migrate=False) as store:
-        planned = store.requeue_failed(time.time(), since=args.since, codes=args.error, dry_run=args.dry_run)
+        planned = store.requeue_failed(
+            time.time(), since=args.since, codes=args.error, overdue=args.include_overdue, dry_run=args.dry_run
+        )
     chosen = Counter(f"{m.kind}/{_error_label(m.last_error)}" for m in planned if not m.skip)
     skipped = Counter(f"{m.kind}: {m.skip}" for m in planned if m.skip)
     verb = "would requeue" if args.dry_run else "requeued"

@@ -111,12 +111,17 @@ def names_error(last_error: str, codes: Sequence[str]) -> bool:
     return any(code in words for code in codes)
 
 
-def plan_requeue(conn: sqlite3.Connection, since: float | None, codes: Sequence[str]) -> list[FailedMessage]:
+def plan_requeue(
+    conn: sqlite3.Connection, since: float | None, codes: Sequence[str], *, now: float, overdue: bool = False
+) -> list[FailedMessage]:
     """The failed outbox messages that failed at or after ``since`` (all when None) and whose last error names one of
     ``codes`` (any when empty), oldest first, each with why it must stay failed (``skip``) or none. Stays failed:
 
     * a recommendation or digest item whose recommendation was resolved (an outcome, or its alert closed) or
       answered, or was posted (or is waiting to be) by another outbox row — or by an earlier row of this plan;
+    * unless ``overdue``, a recommendation or digest item whose predicted fault time (when it was surfaced plus the
+      prediction's ``time_to_fault_s``) is before ``now``: posted now it would still say "Predicted fault in 6.0 h"
+      of a fault that was due hours ago (one whose prediction gave no time to fault is requeued);
     * an update with no message of its own to update (its recommendation was never posted, or only inside a
       digest: a requeued post shows the current state anyway), or one that a later or waiting update of the same
       message makes needless (an update renders the recommendation as it is when sent);
@@ -144,10 +149,26 @@ def plan_requeue(conn: sqlite3.Connection, since: float | None, codes: Sequence[
     for r in rows:
         outbox_id, kind, channel, pid, payload = int(r[0]), str(r[1]), str(r[2]), r[3], json.loads(r[7])
         skip = _why_not(conn, outbox_id, kind, channel, pid, payload, posting, latest_failed)
+        if not skip and not overdue and kind in ("recommendation", "digest_item") and _fault_passed(conn, pid, now):
+            skip = FAULT_TIME_PASSED
         if not skip and kind in ("recommendation", "digest_item") and pid is not None:
             posting.add(str(pid))
         planned.append(FailedMessage(outbox_id, kind, channel, pid, int(r[4]), float(r[5]), str(r[6]), skip))
     return planned
+
+
+FAULT_TIME_PASSED = "its predicted fault time has passed"
+
+
+def _fault_passed(conn: sqlite3.Connection, pid: str | None, now: float) -> bool:
+    """Whether the recommendation of ``pid`` predicted its fault for a time before ``now`` (``due_at``: surfaced plus
+    the prediction's ``time_to_fault_s``; False when the prediction gave none)."""
+    row = conn.execute(
+        "SELECT r.due_at < ? FROM recommendations r JOIN decisions d ON d.prediction_id = r.prediction_id "
+        "WHERE r.prediction_id = ? AND d.time_to_fault_s IS NOT NULL",
+        (now, pid),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _update_target(kind: str, channel: str, pid: str | None, payload: Any) -> str | None:

@@ -314,18 +314,25 @@ class StoreOutbox:
             )
 
     def requeue_failed(
-        self, now: float, *, since: float | None = None, codes: Sequence[str] = (), dry_run: bool = False
+        self,
+        now: float,
+        *,
+        since: float | None = None,
+        codes: Sequence[str] = (),
+        overdue: bool = False,
+        dry_run: bool = False,
     ) -> list[FailedMessage]:
         """``npo-bot db requeue``: put the failed messages that failed at or after ``since`` and whose last error names
         one of ``codes`` back to pending, due at ``now``, with a fresh retry budget, in one write transaction; each
         one requeued leaves an audit line (``outbox_requeued``: its kind, channel, prediction, attempts, when it
         failed and its last error). Those that must stay failed are left so (:func:`storage.outbox.plan_requeue`
-        says which and why). Returns the plan: what was (``dry_run``: would be) requeued, and what was skipped."""
+        says which and why; ``overdue``: also recommendations whose predicted fault time has passed). Returns the
+        plan: what was (``dry_run``: would be) requeued, and what was skipped."""
         if dry_run:
             with self.read() as conn:
-                return plan_requeue(conn, since, codes)
+                return plan_requeue(conn, since, codes, now=now, overdue=overdue)
         with self.transaction() as tx:
-            planned = plan_requeue(tx.connection, since, codes)
+            planned = plan_requeue(tx.connection, since, codes, now=now, overdue=overdue)
             chosen = [m for m in planned if not m.skip]
             requeue(tx.connection, [m.id for m in chosen], now)
             for m in chosen:

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,39 @@ def test_requeue_leaves_failed_what_would_post_something_wrong_or_twice(
     conn.close()
     assert states == {"p0": "resolved", "p1": "failed", "p2": "pending", "p3": "pending"}
     assert "requeued 0 of 7 " in requeue()  # the second run: nothing more
+
+
+def test_requeue_leaves_failed_a_recommendation_whose_predicted_fault_time_has_passed(
+    db_path: Path, relaxed_policy: Policy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recommendation whose post failed yesterday and whose fault was predicted within 6 h would be posted today
+    saying "Predicted fault in 6.0 h": it stays failed, counted under its own reason, unless ``--include-overdue``
+    asks for it. One with its fault still ahead, or with no predicted time, is requeued as before."""
+    now = time.time()
+    with SQLiteStore(db_path) as store:
+        surface(
+            store,
+            [
+                make_prediction(0, received_at=now - 86_400, time_to_fault_s=6 * 3600.0),  # due 18 h ago
+                make_prediction(1, received_at=now - 3600, time_to_fault_s=6 * 3600.0),  # due in 5 h
+                make_prediction(2, received_at=now - 86_400),  # no predicted time
+            ],
+            relaxed_policy,
+        )
+        _fail_all(store, "invalid_auth", at=now - 60)
+
+    def requeue(*args: str) -> str:
+        assert cli_main(["db", "requeue", "--db", str(db_path), *args]) == 0
+        return capsys.readouterr().out
+
+    assert requeue("--dry-run") == (
+        f"{db_path}: would requeue 2 of 3 failed message(s) (2 recommendation/invalid_auth); left failed 1 "
+        "(1 recommendation: its predicted fault time has passed)\n"
+    )
+    assert "would requeue 3 of 3 " in requeue("--dry-run", "--include-overdue")
+    assert "requeued 2 of 3 " in requeue()
+    with SQLiteStore(db_path) as store:
+        assert sorted(str(item.prediction_id) for item in store.outbox("pending")) == ["p1", "p2"]
+        assert [item.prediction_id for item in store.outbox("failed")] == ["p0"]
+    assert "requeued 0 of 1 " in requeue()  # run again: still left failed, nothing more
+    assert "requeued 1 of 1 failed message(s) (1 recommendation/invalid_auth)" in requeue("--include-overdue")
