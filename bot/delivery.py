@@ -27,6 +27,9 @@ records the result:
 Posts (recommendations, digests, messages) are spaced ≥ 1 s per channel and kept in outbox order; updates and
 ephemeral replies are not spaced. More than ``storm_threshold`` recommendations pending for one channel are folded
 into one digest message; capped (``digest_item``) recommendations wait ``digest_delay_s`` and are folded likewise.
+A digest's header says why: an alert storm, the hourly cap, or (for recommendations ``npo-bot db requeue`` put back,
+``requeued_at`` in their payload) that their posts failed earlier and they are posted late — a requeued backlog
+counts toward the threshold but is no storm.
 A digest lists them one line each when they fit one Slack message; a storm too large for that is listed one line
 per kind (fault type and action: how many, the highest severity and confidence, the targets), so a digest a second
 keeps up with any storm. Only what a posted digest lists or counts in its lines is marked sent; what does not fit
@@ -288,24 +291,44 @@ def classify(exc: BaseException, attempts: int) -> _Retry | _Fail:
     return _Retry(backoff_s(attempts), f"unexpected {type(exc).__name__}: {exc}")
 
 
+STORM_WHY = "alert storm: too many at once for one channel"
+CROWDED_WHY = "too many at once for one channel"
+CAPPED_WHY = "channel hourly cap reached"
+REQUEUED_WHY = "their posts failed earlier and were requeued (`npo-bot db requeue`): posted late, together"
+
+
+def _why(channel_storm: bool | None, items: Sequence[OutboxItem]) -> str:
+    """What a digest of ``items`` says about why it is one: requeued ones (``requeued_at``) posted late; else an
+    alert storm (``channel_storm`` True: more new recommendations pending for the channel than its threshold), a
+    channel crowded by requeued ones (False), or its hourly cap (None: only capped recommendations are folded)."""
+    requeued = sum(1 for item in items if item.payload.get("requeued_at") is not None)
+    if items and requeued == len(items):
+        return REQUEUED_WHY
+    why = CAPPED_WHY if channel_storm is None else STORM_WHY if channel_storm else CROWDED_WHY
+    if requeued:
+        why += f" ({requeued} of them requeued after a failed post)"
+    return why
+
+
 def _digest_part(
     rest: list[tuple[OutboxItem, RecommendationView]],
     views: list[RecommendationView],
     groups: list[DigestGroup],
     lines: int,
-    why: str,
+    why: Callable[[Sequence[OutboxItem]], str],
 ) -> tuple[list[tuple[OutboxItem, RecommendationView]], list[tuple[OutboxItem, RecommendationView]], list[Block]]:
     """The next digest message of ``rest`` (whose views are ``views``): the (item, view) pairs it lists or counts,
-    those left for the next one, and its blocks. With ``groups`` (a storm too large to list one by one) the first
-    ``lines`` kinds, a line each; else the first ``lines`` recommendations, a line each."""
+    those left for the next one, and its blocks (headed by ``why`` of the items it lists). With ``groups`` (a storm
+    too large to list one by one) the first ``lines`` kinds, a line each; else the first ``lines`` recommendations,
+    a line each."""
     if groups:
         shown = groups[:lines]
         listed = {i for group in shown for i in group.members}
         part = [pair for i, pair in enumerate(rest) if i in listed]
         left = [pair for i, pair in enumerate(rest) if i not in listed]
-        return part, left, grouped_digest_blocks(shown, why=why, following=len(left))
+        return part, left, grouped_digest_blocks(shown, why=why([i for i, _ in part]), following=len(left))
     part, left = rest[:lines], rest[lines:]
-    return part, left, digest_blocks(views[:lines], why=why, following=len(left))
+    return part, left, digest_blocks(views[:lines], why=why([i for i, _ in part]), following=len(left))
 
 
 class DeliveryWorker:
@@ -434,7 +457,7 @@ class DeliveryWorker:
             else:
                 self._deliver(item)
         for channel, group in folded.items():
-            self._deliver_digest(channel, group, storm=channel in storms)
+            self._deliver_digest(channel, group, storm=storms.get(channel))
         return len(items)
 
     def _leased(self, item: OutboxItem) -> bool:
@@ -491,7 +514,7 @@ class DeliveryWorker:
             log.warning("outbox message %d: another worker claimed it after this lease ran out; not recorded", item.id)
             self.metrics.inc("npo_deliveries_total", kind=item.kind, result="lease_lost")
 
-    def _storm_channels(self) -> set[str]:
+    def _storm_channels(self) -> dict[str, bool]:
         with self.store.read() as conn:
             return storm_channels(conn, self.config.storm_threshold)
 
@@ -625,7 +648,7 @@ class DeliveryWorker:
         with self.store.read() as conn:
             return shares_message(conn, channel, ts)
 
-    def _deliver_digest(self, channel: str, items: list[OutboxItem], *, storm: bool) -> None:
+    def _deliver_digest(self, channel: str, items: list[OutboxItem], *, storm: bool | None) -> None:
         """Post one channel's folded ``items`` (in outbox order) as digests. When they fit one message one line each
         (``digest_fit``) it lists them so; otherwise one line per kind (``digest_groups``: fault type and action,
         counted, with the targets), as many kinds as fit. Exactly what a posted digest lists or counts is marked
@@ -645,7 +668,7 @@ class DeliveryWorker:
                 rest.append((item, self._view(str(item.payload.get("prediction_id")))))
             except _Fail as exc:
                 self._handle_error([item], exc)  # nothing to list: failed, as a recommendation of its own would be
-        why = "alert storm: too many at once for one channel" if storm else "channel hourly cap reached"
+        why = functools.partial(_why, storm)
         one_by_one = False  # set once a kind's line was refused: this pass lists one recommendation a line
         while rest:
             if self._stop.is_set():

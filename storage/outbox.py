@@ -23,14 +23,16 @@ def next_due_at(conn: sqlite3.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def storm_channels(conn: sqlite3.Connection, threshold: int) -> set[str]:
-    """Channels with more than ``threshold`` recommendations waiting to be posted."""
+def storm_channels(conn: sqlite3.Connection, threshold: int) -> dict[str, bool]:
+    """Channels with more than ``threshold`` recommendations waiting to be posted, each with whether that is an alert
+    storm: more than ``threshold`` of them new, not put back by ``npo-bot db requeue`` (``requeued_at`` in the
+    payload; a requeued backlog is folded into digests too, but is no storm)."""
     rows = conn.execute(
-        "SELECT channel FROM outbox WHERE state = 'pending' AND kind = 'recommendation' "
-        "GROUP BY channel HAVING COUNT(*) > ?",
+        "SELECT channel, SUM(json_extract(payload, '$.requeued_at') IS NULL) FROM outbox "
+        "WHERE state = 'pending' AND kind = 'recommendation' GROUP BY channel HAVING COUNT(*) > ?",
         (threshold,),
     ).fetchall()
-    return {str(r[0]) for r in rows}
+    return {str(r[0]): int(r[1]) > threshold for r in rows}
 
 
 def post_state(conn: sqlite3.Connection, prediction_id: str) -> PostState:
@@ -261,14 +263,17 @@ def _why_not(
 
 def requeue(conn: sqlite3.Connection, outbox_ids: Sequence[int], now: float) -> int:
     """Put the failed messages ``outbox_ids`` back to pending, due at ``now``, with no attempt counted (a fresh retry
-    budget) and no error; a recommendation's own post makes its recommendation pending again. Returns how many were
-    requeued (a message no longer failed is left as it is). Inside the caller's write transaction."""
+    budget) and no error; a recommendation's own post makes its recommendation pending again, and a recommendation
+    or digest item carries ``requeued_at`` (now) in its payload, so that a digest of them says they were requeued,
+    not that an alert storm is on. Returns how many were requeued (a message no longer failed is left as it is).
+    Inside the caller's write transaction."""
     count = 0
     for outbox_id in outbox_ids:
         cur = conn.execute(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, last_error = NULL "
-            "WHERE id = ? AND state = 'failed'",
-            (now, outbox_id),
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, last_error = NULL, "
+            "payload = CASE WHEN kind IN ('recommendation', 'digest_item') THEN json_set(payload, '$.requeued_at', ?) "
+            "ELSE payload END WHERE id = ? AND state = 'failed'",
+            (now, now, outbox_id),
         )
         if cur.rowcount == 1:
             count += 1

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slack_testing import ALICE, INCIDENT, BotUnderTest, prediction, wait_for
+from slack_testing import ALICE, INCIDENT, BotUnderTest, make_settings, prediction, serving, wait_for
 
+from bot.app import build_bot
 from bot.cli import main as cli_main
 from bot.slack.blocks import ACTION_LIKE
+from bot.standin import StandIn
 
 
 def _requeue(db: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -79,3 +82,37 @@ def test_a_missing_database_is_one_line_and_exit_1_like_the_other_db_commands(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no database" in err
     assert not (tmp_path / "none.db").exists()
+
+
+@pytest.fixture
+def storm_bot(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
+    built = build_bot(make_settings(tmp_path, standin, storm_threshold=3), seed=1)
+    with serving(built, standin) as served:
+        yield served
+
+
+def _digest_headers(bot: BotUnderTest) -> list[str]:
+    return [str(m.blocks[0]) for m in bot.standin.messages(INCIDENT) if "npo_digest_header" in str(m.blocks)]
+
+
+def test_a_requeued_backlog_is_posted_as_a_digest_that_says_so_not_as_an_alert_storm(
+    storm_bot: BotUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Five recommendations failed one by one (a revoked token); requeued together, they are more than the channel's
+    storm threshold and are folded into one digest, whose header says they were requeued after a failed delivery:
+    there is no alert storm. A storm of new ones still says it is one."""
+    db = Path(storm_bot.bot.settings.db_path)
+    storm_bot.standin.faults.error("chat.postMessage", "invalid_auth", times=None)
+    for i in range(5):
+        storm_bot.ingest(prediction(f"q{i}", target=f"node-{i}"))
+        wait_for(lambda n=i + 1: len(storm_bot.bot.store.outbox("failed")) == n, timeout=10)
+    storm_bot.standin.faults.clear()
+    assert "requeued 5 of 5 " in _requeue(db, capsys)
+    wait_for(lambda: all(row[2] == "sent" for row in _outbox(db)), timeout=10)
+    (header,) = _digest_headers(storm_bot)
+    assert "5 recommendation(s) in one digest" in header
+    assert "alert storm" not in header and "requeue" in header, header
+
+    storm_bot.ingest([prediction(f"s{i}", target=f"node-s{i}") for i in range(5)])  # a storm of new ones
+    wait_for(lambda: len(_digest_headers(storm_bot)) == 2, timeout=10)
+    assert "alert storm: too many at once for one channel" in _digest_headers(storm_bot)[1]
