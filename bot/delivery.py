@@ -38,7 +38,9 @@ prediction in the database to list is failed).
 A stop (SIGTERM, Ctrl-C) finishes the call in flight and hands the rest of the pass back, due at once, so the next
 start sends it without waiting out a lease. A restart resumes pending messages: a lease taken by a dead process
 expires and the message is sent then. A post the database refused to record (locked) is noted in a file next to it
-and recorded before anything is claimed again, by this process or the next one. A post that reached Slack but whose
+and recorded before anything is claimed again, by this process or the next one; a post that comes back with less of
+its lease left than recording it may wait for the write lock is noted there first, so that a worker claiming it once
+the lease ends finds it posted. A post that reached Slack but whose
 answer was lost (process killed mid-call, or a read timeout) can be sent twice: Slack offers no idempotency key for
 ``chat.postMessage``.
 
@@ -80,7 +82,7 @@ from bot.slack.blocks import (
     grouped_digest_fit,
     recommendation_blocks,
 )
-from storage import LeaseLost, OutboxItem, StorageBusy
+from storage import LeaseLost, OutboxItem, StorageBusy, StorageError
 from storage.outbox import next_due_at, post_state, shares_message, storm_channels
 
 log = logging.getLogger(__name__)
@@ -361,6 +363,10 @@ class DeliveryWorker:
         timeout = float(getattr(client, "timeout", 0) or 0)
         self._lease_margin_s = min(max(LEASE_MARGIN_S, timeout + 1.0), config.lease_s / 2)
         self._call_timeout_s = timeout
+        # The longest recording a result may wait for the database's write lock: each try of BEGIN IMMEDIATE waits
+        # the busy timeout, with a back-off between tries (storage.store.SQLiteStore._begin_immediate); and a second.
+        retries = self.store.lock_retries
+        self._record_wait_s = self.store.busy_timeout_s * (retries + 1) + 0.075 * (2**retries - 1) + 1.0
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -473,14 +479,21 @@ class DeliveryWorker:
         this pass: a post Slack has must not be claimed again when its lease ends and posted a second time. A post
         (``sent``: the messages, the channel and ts) is kept in a file next to the database
         (:meth:`storage.SQLiteStore.keep_sent`), so that it is written before any claim even when this process stops
-        first; other results, and a post that file refuses too, are kept in memory."""
+        first; other results, and a post that file refuses too, are kept in memory.
+
+        A post that comes back with less of its lease left than recording it may wait for the write lock
+        (``_record_wait_s``) is noted in that file first: the lease could end while the record waits, and another
+        worker's claim, which records the notes before it claims anything, would otherwise take the message and post
+        it again. Once noted, a record the database finds already made (from the note, by such a claim) is done."""
+        noted = sent is not None and self._note_first(*sent)
         try:
             write()
         except (StorageBusy, sqlite3.OperationalError):  # a refused write, not a refused record: it is kept
             if sent is not None:
                 items, channel, ts = sent
                 try:
-                    self.store.keep_sent(items, channel, ts)
+                    if not noted:
+                        self.store.keep_sent(items, channel, ts)
                 except (OSError, sqlite3.Error):
                     log.exception("could not keep a post's result next to the database either; kept in memory")
                 else:
@@ -494,6 +507,22 @@ class DeliveryWorker:
             self._unrecorded.append(write)
             log.warning("could not record a delivery's result; it is written before the next delivery pass")
             raise
+        except StorageError:  # no longer pending: another worker's claim recorded the post from its note
+            if not noted:
+                raise
+            log.info("a post's result was recorded from its note, by another worker's claim")
+
+    def _note_first(self, items: Sequence[OutboxItem], channel: str, ts: str) -> bool:
+        """Note a post next to the database (:meth:`storage.SQLiteStore.keep_sent`) before recording it there, when
+        less of its lease is left than recording it may wait for the write lock; whether it was noted."""
+        if min(item.next_attempt_at for item in items) - self.clock() >= self._record_wait_s:
+            return False
+        try:
+            self.store.keep_sent(items, channel, ts)
+        except (OSError, sqlite3.Error):
+            log.warning("could not note a post to %s (ts %s) next to the database", channel, ts, exc_info=True)
+            return False
+        return True
 
     def _write_kept_results(self) -> None:
         """Write the results :meth:`_write_result` kept, oldest first (raises while the database refuses them)."""

@@ -458,3 +458,33 @@ def test_a_retry_after_longer_than_slack_ever_asks_is_capped_with_one_warning(
     warnings = [r.getMessage() for r in caplog.records if r.name == "bot.delivery" and r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
     assert "86400" in warnings[0] and f"{RETRY_AFTER_CAP_S:.0f}" in warnings[0], warnings
+
+
+def test_a_post_whose_lease_ends_while_its_result_waits_for_the_lock_is_not_posted_again_by_another_worker(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """Two delivery workers on one file. Worker A's post comes back with little of its lease left (a slow answer),
+    and recording it waits for the write lock, which worker B holds (a long write) until A's lease has ended; B then
+    claims the due messages. A post Slack has is noted next to the database before A's lease ends, so B's claim
+    records it instead of posting it a second time. Before, B claimed and posted it again, and A's late record was
+    refused as a lost lease."""
+    path = tmp_path / "npo.db"
+    with SQLiteStore(path) as a_store, SQLiteStore(path) as b_store:
+        a_store.enqueue(INCIDENT, "message", {"text": "alert"}, time.time())
+        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+        config = WorkerConfig(lease_s=2.0, post_interval_s=0.0)
+        worker_a = DeliveryWorker(SimpleNamespace(store=a_store), client, Metrics(), config)  # type: ignore[arg-type]
+        worker_b = DeliveryWorker(SimpleNamespace(store=b_store), client, Metrics(), config)  # type: ignore[arg-type]
+        standin.faults.delay("chat.postMessage", 0.5, times=1)  # A's call: 1.5 s of the lease left when it returns
+        a_pass = threading.Thread(target=worker_a.run_once)
+        a_pass.start()
+        wait_for(lambda: a_store.outbox("pending")[0].attempts == 1)  # claimed by A: its post is in flight
+        lease_end = a_store.outbox("pending")[0].next_attempt_at
+        with b_store.transaction():  # B's write lock, taken while A's post is in flight
+            while time.time() < lease_end + 0.1:
+                time.sleep(0.05)
+            worker_b.run_once()  # A's lease is over: B claims what is due
+        a_pass.join(30)
+        assert [m.text for m in standin.messages(INCIDENT)] == ["alert"]
+        (sent,) = a_store.outbox("sent")
+        assert sent.attempts == 1  # A's post, recorded from its note
