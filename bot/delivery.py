@@ -135,7 +135,7 @@ class _Fail(Exception):
 # with. They label the failure counter as they are; any other answer (from a proxy, a gateway, a fake Slack: no
 # bound on how many) is counted as ``other``, so the number of series stays small. The log and the outbox keep the
 # answer itself.
-SLACK_ERROR_CODES = frozenset(
+DOCUMENTED_ERROR_CODES = frozenset(
     {
         # chat.postMessage, chat.update, chat.postEphemeral
         "as_user_not_supported",
@@ -231,7 +231,7 @@ def _error_code(error: str, status: int) -> str:
     named none, else :data:`OTHER_ERROR`."""
     if not error:
         return f"http_{status}"
-    return error if error in SLACK_ERROR_CODES else OTHER_ERROR
+    return error if error in DOCUMENTED_ERROR_CODES else OTHER_ERROR
 
 
 def _locked(exc: BaseException) -> bool:
