@@ -20,7 +20,10 @@ limit, until Slack answers; an app-level token Slack refuses (revoked, invalid, 
 does Slack's ``disconnect`` with reason ``link_disabled`` (Socket Mode was turned off for the app: no connection
 would bring envelopes; those in hand are finished and acknowledged first, as at a stop). A drop
 of the connection (a close frame or Slack's ``disconnect`` envelope: at once; a TCP connection that died: once the
-ping finds it, within about half a minute) is followed by a reconnection. Envelopes Slack sends again (not
+ping finds it, within about half a minute) is followed by a reconnection: at once after a connection that lasted
+10 s or more (``SHORT_LIVED_S``), else after a wait that grows as after failed attempts (with jitter: half to all of
+1 s, 2 s, 4 s … up to 60 s), so that connections a proxy or Slack accepts and drops at once are not reopened
+hundreds of times a second; a connection that lasts starts the waits over. Envelopes Slack sends again (not
 acknowledged in time) are recorded once: clicks and submissions by their request id, events by ``event_id``. A
 message that is not a well-formed envelope is logged in one line and ignored.
 """
@@ -31,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import signal
 import threading
 import time
@@ -95,6 +99,9 @@ FINISH_TIMEOUT_S = (
     10.0  # on a stop, the longest wait for envelopes being handled (deploy/npo-bot.service allows for it)
 )
 RATE_LIMITED_WAIT_S = 30.0  # a 429 without Retry-After (slack-sdk's own default for this method)
+# A connection that ends sooner than this (Slack's last for hours) is reopened only after a wait, growing as after
+# failed attempts: a proxy or Slack edge that accepts and drops every connection is not hammered.
+SHORT_LIVED_S = 10.0
 
 
 class SocketModeError(RuntimeError):
@@ -150,10 +157,13 @@ class SocketModeClient(SdkSocketModeClient):
     * a message that is not a JSON object with an ``envelope_id`` and a ``payload`` object was dropped silently or
       logged with a traceback; here it is ignored with one warning line;
     * a ``disconnect`` with reason ``link_disabled`` (Socket Mode turned off for the app) started a reconnection like
-      any other; here it ends the service as a refused token does.
+      any other; here it ends the service as a refused token does;
+    * a connection that ended was reopened at once however briefly it had lasted (one that is accepted and closed at
+      once: hundreds of connections a second); here one that lasted under ``short_lived_s`` is reopened after a
+      wait that grows as after failed attempts (half to all of it: jitter), until a connection lasts.
 
     Reconnecting after a drop (a close frame, Slack's ``disconnect`` envelope, a connection the ping finds dead) is
-    still the SDK's, through these methods.
+    still started by the SDK, through these methods.
     """
 
     def __init__(
@@ -164,6 +174,7 @@ class SocketModeClient(SdkSocketModeClient):
         on_fatal: Callable[[SocketModeError], None],
         ping_interval: float = 10.0,
         retry_delays: tuple[float, float] = (1.0, 60.0),
+        short_lived_s: float = SHORT_LIVED_S,
         logger: logging.Logger | None = None,
     ) -> None:
         super().__init__(
@@ -178,6 +189,9 @@ class SocketModeClient(SdkSocketModeClient):
         self._delay_s = self.first_delay_s
         self._failures = 0  # failed attempts since the last open connection
         self._failing_since: float | None = None
+        self.short_lived_s = short_lived_s
+        self._opened_at: float | None = None  # when the current connection opened (monotonic)
+        self._short_lived = 0  # connections in a row that lasted under short_lived_s
         # Running message listeners (kept from the collector): True for an envelope, to be finished and acknowledged
         # at a stop; False for Slack's ``hello`` and ``disconnect`` (the reconnection it starts is not waited for).
         self._listeners: dict[asyncio.Future[None], bool] = {}
@@ -192,6 +206,26 @@ class SocketModeClient(SdkSocketModeClient):
         self._failures += 1
         if self._failing_since is None:
             self._failing_since = time.monotonic()
+        return wait
+
+    def _reopen_wait(self) -> float:
+        """How long to wait before reopening the connection that ended: nothing after one that lasted (the waits
+        start over), else the next wait of the back-off, jittered (half to all of it)."""
+        lived = 0.0 if self._opened_at is None else time.monotonic() - self._opened_at
+        if self._opened_at is None or lived >= self.short_lived_s:
+            self._delay_s, self._short_lived = self.first_delay_s, 0
+            return 0.0
+        self.auto_reconnect_enabled = False  # the session monitor stands by while this waits
+        self._short_lived += 1
+        wait = self._delay_s * random.uniform(0.5, 1.0)
+        self._delay_s = min(self._delay_s * 2, self.max_delay_s)
+        log.warning(
+            "Socket Mode: the connection ended after %.1f s (%d in a row under %g s); reconnecting in %.1f s",
+            lived,
+            self._short_lived,
+            self.short_lived_s,
+            wait,
+        )
         return wait
 
     def _fail(self, error: SocketModeError) -> SocketModeError:
@@ -251,9 +285,15 @@ class SocketModeClient(SdkSocketModeClient):
 
     # ---- the WebSocket -------------------------------------------------------------------------------------
     async def connect_to_new_endpoint(self, force: bool = False) -> None:
-        """A reconnection (after a close frame, a ``disconnect``, a connection the ping finds dead). A refused token
-        ends it quietly: the service was told (``on_fatal``) and stops with one error line; the SDK's callers would
-        log it again (after a ``disconnect``, with a traceback)."""
+        """A reconnection (after a close frame, a ``disconnect``, a connection the ping finds dead), with a wait first
+        when the connection lasted under ``short_lived_s`` (see :meth:`_reopen_wait`; the URL is asked for after it,
+        and the connect lock is not held meanwhile, so an acknowledgement being sent is not held up by it). A stop
+        ends the wait: the client's close cancels the task that waits, or no connection follows it. A refused token
+        ends the reconnection quietly: the service was told (``on_fatal``) and stops with one error line; the SDK's
+        callers would log it again (after a ``disconnect``, with a traceback)."""
+        reopening = not self.closed and self.fatal is None and (force or not await self.is_connected())
+        if reopening and (wait := self._reopen_wait()) > 0:
+            await asyncio.sleep(wait)
         with contextlib.suppress(SocketModeError):
             await super().connect_to_new_endpoint(force)
 
@@ -289,7 +329,8 @@ class SocketModeClient(SdkSocketModeClient):
                     self._failures,
                     time.monotonic() - self._failing_since,
                 )
-            self._delay_s, self._failures, self._failing_since = self.first_delay_s, 0, None
+            # The waits start over once this connection lasts (_reopen_wait): one that ends at once waits on.
+            self._failures, self._failing_since = 0, None
             return
 
     async def _open(self, url: str) -> None:
@@ -311,6 +352,7 @@ class SocketModeClient(SdkSocketModeClient):
             ssl=self.web_client.ssl if self.web_client.ssl is not None else True,
         )
         self.current_session = session
+        self._opened_at = time.monotonic()
         self.auto_reconnect_enabled = self.default_auto_reconnect_enabled
         self.stale = False
         self.logger.info("A new session (%s) has been established", self.build_session_id(session))
@@ -376,8 +418,8 @@ class SocketModeService:
 
     :meth:`run` serves until :meth:`stop` (or SIGINT/SIGTERM when run on the main thread); :meth:`start_thread`
     runs it on a background thread instead (tests). ``http_port`` is the bound HTTP port once started.
-    ``ping_interval`` and ``retry_delays`` go to :class:`SocketModeClient`. On a stop, envelopes being handled
-    get up to ``finish_timeout_s`` to be done and acknowledged before the WebSocket closes.
+    ``ping_interval``, ``retry_delays`` and ``short_lived_s`` go to :class:`SocketModeClient`. On a stop, envelopes
+    being handled get up to ``finish_timeout_s`` to be done and acknowledged before the WebSocket closes.
     """
 
     def __init__(
@@ -387,6 +429,7 @@ class SocketModeService:
         log_level: str = "info",
         ping_interval: float = 10.0,
         retry_delays: tuple[float, float] = (1.0, 60.0),
+        short_lived_s: float = SHORT_LIVED_S,
         finish_timeout_s: float = FINISH_TIMEOUT_S,
     ) -> None:
         if not bot.settings.slack_app_token:
@@ -396,6 +439,7 @@ class SocketModeService:
         self.log_level = log_level
         self.ping_interval = ping_interval
         self.retry_delays = retry_delays
+        self.short_lived_s = short_lived_s
         self.finish_timeout_s = finish_timeout_s
         self.connected = threading.Event()
         self.http_port: int | None = None
@@ -417,6 +461,7 @@ class SocketModeService:
             on_fatal=on_fatal,
             ping_interval=self.ping_interval,
             retry_delays=self.retry_delays,
+            short_lived_s=self.short_lived_s,
         )
         client.socket_mode_request_listeners.append(self._dispatch)
         return client

@@ -11,15 +11,17 @@ minus the signature (Socket Mode has none).
 A WebSocket URL is good for one connection (its ticket is used up by the handshake, as Slack's are). For tests of
 what a long-running app meets, the stand-in can also end connections as Slack does (:meth:`~SocketModeStandIn.drop`:
 a close frame, a ``disconnect`` envelope with its ``reason``, or a connection that just dies), refuse the next
-handshakes (:meth:`~SocketModeStandIn.refuse_handshakes`: the ticket is used up, the upgrade answered 408) and send
-any text frame (:meth:`~SocketModeStandIn.send_text`). Failures of ``apps.connections.open`` itself are the Web
-API's faults (``standin.faults``).
+handshakes (:meth:`~SocketModeStandIn.refuse_handshakes`: the ticket is used up, the upgrade answered 408), close
+new connections right after their ``hello`` (:meth:`~SocketModeStandIn.close_new_connections`: a proxy or a Slack
+edge that accepts and then drops) and send any text frame (:meth:`~SocketModeStandIn.send_text`). Failures of
+``apps.connections.open`` itself are the Web API's faults (``standin.faults``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import threading
 from collections.abc import Mapping
@@ -52,6 +54,7 @@ class SocketModeStandIn:
         self.accepted = 0  # WebSocket connections accepted (hello sent)
         self.refused = 0  # handshakes refused by refuse_handshakes()
         self._refuse: list[int] = []  # statuses for the next handshakes to refuse
+        self._close_new = 0.0  # how many of the next connections to close right after hello (inf: all)
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -152,6 +155,11 @@ class SocketModeStandIn:
             "connection_info": {"app_id": APP_ID},
         }
         await ws.send_str(json.dumps(hello))
+        with self._cond:
+            close_now = self._close_new > 0
+            self._close_new -= 1 if close_now else 0
+        if close_now:
+            await ws.close()
         try:
             async for message in ws:
                 if message.type is not WSMsgType.TEXT:
@@ -212,6 +220,12 @@ class SocketModeStandIn:
         """Refuse the next ``times`` WebSocket handshakes with HTTP ``status``; each uses up its URL's ticket."""
         with self._cond:
             self._refuse.extend([status] * times)
+
+    def close_new_connections(self, times: int | None = None) -> None:
+        """Accept the next ``times`` connections (every one from now on when None; none when 0) and close each
+        right after its ``hello``, as a proxy or a Slack edge that accepts and then drops does."""
+        with self._cond:
+            self._close_new = math.inf if times is None else float(times)
 
     def send_text(self, text: str) -> None:
         """Send one raw text frame on the newest connection (malformed envelopes, for instance)."""

@@ -401,3 +401,74 @@ def test_socket_mode_turned_off_for_the_app_stops_the_bot_with_status_2(
     assert socket_server.accepted == 1
     assert [view["callback_id"] for view in standin.views()] == ["npo_override_modal"]
     assert not (tmp_path / "npo.db-wal").exists()  # the store was closed
+
+
+# ---- connections that end at once -------------------------------------------------------------------------------
+def test_connections_that_end_at_once_are_reopened_ever_more_slowly(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy (or a Slack edge) accepts every WebSocket and closes it at once. Before, the bot reconnected at once
+    each time: over a thousand connections (and as many ``apps.connections.open`` calls) in 3 s, and a proxy does not
+    rate-limit them as Slack would. A reconnection after a connection that lasted only a moment now waits as after a
+    failed attempt (``retry_delays``, growing, with jitter), one warning line each."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot(retry_delays=(0.2, 0.8))
+    bot.socket.close_new_connections()
+    bot.socket.drop("close")
+    time.sleep(3)
+    churned = bot.socket.accepted - 1
+    # waits of at least 0.1, 0.2, 0.4, 0.4, … s (half to all of 0.2, 0.4, 0.8, 0.8, …): at most 10 in 3 s
+    assert 1 <= churned <= 12, churned
+    assert len(bot.standin.calls(OPEN)) <= churned + 2
+    assert len(_warnings(caplog, "reconnecting in")) >= churned, _warnings(caplog, "reconnecting in")
+    assert not _problems(caplog)
+    bot.socket.close_new_connections(0)  # the proxy is fixed: the bot connects and works
+    wait_for(lambda: bot.socket.connected() == 1)
+    message = bot.surface("p1")
+    bot.socket.wait_ack(bot.socket.click(user_id=ALICE, action_id="npo_like", message=message))
+    assert bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
+
+
+def test_a_connection_that_lasted_is_reopened_at_once_after_short_ones(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once a connection lasts ``short_lived_s``, the waits start over: Slack's routine refresh of it is followed by
+    a reconnection without a wait, as before."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot(retry_delays=(0.2, 0.8), short_lived_s=1.0)
+    bot.socket.close_new_connections(3)
+    bot.socket.drop("close")
+    bot.socket.wait_connected(accepted=5)  # three closed at once, then one that stays
+    waits = len(_warnings(caplog, "reconnecting in"))
+    assert waits in (3, 4)  # one for each closed at once, and for the first connection when it lasted under 1 s
+    time.sleep(1.2)  # it lasts longer than short_lived_s
+    assert bot.socket.connected() == 1 and bot.socket.accepted == 5
+    bot.socket.drop("disconnect", reason="refresh_requested")
+    bot.socket.wait_connected(accepted=6)
+    wait_for(lambda: bot.socket.connected() == 1)
+    assert len(_warnings(caplog, "reconnecting in")) == waits  # no wait this time
+    bot.socket.drop("close")  # one that lasted only a moment again: the waits start over from the first
+    bot.socket.wait_connected(accepted=7)
+    (line,) = _warnings(caplog, "reconnecting in")[waits:]
+    assert "(1 in a row under 1 s)" in line, line
+    waited = re.search(r"reconnecting in ([\d.]+) s", line)
+    assert waited is not None and float(waited.group(1)) <= 0.2, line
+    assert not _problems(caplog)
+
+
+@pytest.mark.parametrize("how", ["close", "disconnect"], ids=["close-frame", "disconnect-refresh_requested"])
+def test_a_stop_while_waiting_to_reopen_a_connection_that_ended_at_once_stops_at_once(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """The wait before reopening a connection that lasted only a moment (here at least 15 s) ends with a stop."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot(retry_delays=(30.0, 60.0))
+    bot.socket.close_new_connections()
+    bot.socket.drop(how, reason="refresh_requested")
+    wait_for(lambda: _warnings(caplog, "reconnecting in"))
+    started = time.monotonic()
+    bot.service.stop()
+    took = time.monotonic() - started
+    assert took < 3, took
+    assert bot.socket.accepted == 1  # no reconnection
+    assert not _problems(caplog)
