@@ -56,7 +56,7 @@ from bench.storage_bench import raw_read_modify_write, store_decide_batched
 from bot.app import build_bot
 from bot.config import Settings
 from bot.serve import uvicorn_config
-from bot.slack.payloads import request_id
+from bot.slack.payloads import parse_override, request_id
 from bot.standin import StandIn
 from bot.standin.signing import signed_headers
 from npo.policy import DEFAULT_POLICY_TEXT
@@ -328,7 +328,7 @@ def overrides(recs: list[tuple[str, str, str]], n: int) -> list[Req]:
                 },
             },
         }
-        rid = request_id("view", view_id, user)
+        rid = parse_override(payload).request_id()  # the key the bot stores the answer under
         out.append(_signed("override", urlencode({"payload": json.dumps(payload)}), FORM, (("feedback", rid),)))
     return out
 

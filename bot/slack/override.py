@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack.actions import report_rate_limited
 from bot.slack.blocks import DETAILS_BLOCK_ID, OVERRIDE_CALLBACK_ID, REASON_BLOCK_ID
 from bot.slack.deps import SlackDeps
-from bot.slack.payloads import OverrideSubmission, parse_override, request_id
+from bot.slack.payloads import OverrideSubmission, parse_override
 from bot.slack.responders import LookupUnavailable
 from npo.loop import LoopError
 from npo.types import FeedbackEvent, FeedbackKind, InvalidRecord
@@ -68,9 +68,7 @@ def _make_listener(deps: SlackDeps) -> Any:
                 operator=submission.user,
                 kind=FeedbackKind.OVERRIDE,
                 at=time.time(),
-                # The reason too: the same modal submitted again as it was is a repeat, but submitted again with
-                # another reason (Slack gave up waiting for the first answer and kept it open) is a changed answer.
-                request_id=request_id("view", submission.view_id, submission.user, submission.reason_text()),
+                request_id=submission.request_id(),
                 reason=submission.reason_text(),
             )
             result = await deps.storage(deps.service.record_click, event, submission.message)

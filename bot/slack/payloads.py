@@ -99,6 +99,12 @@ class OverrideSubmission:
             text += f" (instead: {self.corrective_action})"
         return text[:3000]
 
+    def request_id(self) -> str:
+        """The answer's idempotency key: the view, the person and the reason, so the same form sent again as it was
+        is a repeat, and sent again with another reason (Slack gave up waiting for the first answer and kept the
+        form open) is a changed answer."""
+        return request_id("view", self.view_id, self.user, self.reason_text())
+
 
 def _input_value(values: Mapping[str, Any], block: str, action: str) -> str:
     return str(_dict(_dict(values.get(block)).get(action)).get("value") or "").strip()
