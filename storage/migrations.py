@@ -1011,11 +1011,14 @@ def migrate(db: Database, *, stop_before: str | None = None) -> int:
     at once apply each migration once; a failing migration leaves the database as it was. Foreign keys are
     switched off while migrating (tables are rebuilt, the documented SQLite procedure) and checked with
     ``PRAGMA foreign_key_check`` before the commit: any dangling reference rolls the migration back. ``db``
-    must not be inside a transaction.
+    must not be inside a transaction. A database with nothing to apply is only read, so it opens while another
+    process holds the write lock (a long write, a second bot starting).
     """
     newer = newer_schema_message(db)
     if newer is not None:
         raise StorageError("_sqlite_migrations", "npo", newer)
+    if stop_before is None and not MIGRATIONS.pending(db):
+        return LATEST_SCHEMA_VERSION
     conn = db.conn
     foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
     conn.execute("PRAGMA foreign_keys = OFF")

@@ -93,3 +93,28 @@ def test_a_held_write_lock_gives_a_clear_error_after_bounded_retries(db_path: Pa
     with store.transaction() as tx:  # usable again once the lock is released
         tx.audit("test", "x", {}, 0.0)
     store.close()
+
+
+def test_a_current_database_opens_while_another_process_holds_the_write_lock(db_path: Path) -> None:
+    """A store opening a database with no migration to apply only reads it: it opens while another connection holds
+    the write lock (a long write, another bot starting), where it used to wait for the lock and fail with "could not
+    lock the database to migrate". A database that needs a migration still waits for the lock (and says so)."""
+    SQLiteStore(db_path).close()
+    other = sqlite3.connect(str(db_path), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with SQLiteStore(db_path, busy_timeout_s=0.05, lock_retries=0) as store:
+            assert store.schema_version() == LATEST_SCHEMA_VERSION
+        fresh = db_path.with_name("fresh.db")
+        connect(fresh).close()  # a WAL file with no migration applied
+        holder = sqlite3.connect(str(fresh), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StorageBusy, match="could not lock the database to migrate"):
+                SQLiteStore(fresh, busy_timeout_s=0.05, lock_retries=0)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
