@@ -13,14 +13,12 @@ from bot.db_cli import add_db_parser, run_db
 from bot.demo.cli import add_demo_parser, run_demo
 from bot.evaluate.cli import add_evaluate_parser, output_folder, run_evaluate, seed_number, writable_folder
 from bot.jobs.cli import add_report_parser, run_report
-from bot.output import counted, print_result, run_printing
+from bot.output import INTERRUPTED_EXIT, counted, print_result, run_printing
 from bot.policy_cli import add_policy_parser, run_policy
 from npo import __version__
 
 if TYPE_CHECKING:
     from bot.config import Settings
-
-INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for a command stopped with Ctrl-C
 
 
 ENV_FILE_HELP = "settings file, which must exist (default ./.env, read if there is one)"

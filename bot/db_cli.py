@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.output import Writer, print_result, write_result
+from bot.output import INTERRUPTED_EXIT, Writer, print_result, write_result
 
 DEFAULT_DB = "npo.db"
 
@@ -237,10 +237,36 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
     return count
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    """What is left after Ctrl-C stopped ``npo-bot db <command>`` (each leaves the database as it was)."""
+    command = args.db_command
+    if command == "migrate":
+        return "a migration not yet committed was rolled back (it is one transaction); run it again"
+    if command == "backup":
+        return f"no backup was written to {args.path}"
+    if command == "check":
+        return "the check did not finish"
+    if command == "export" and args.out is not None:
+        return f"{args.out} was not written (a file already there is left as it was)"
+    if command == "export":
+        return "the output is incomplete"
+    if command == "requeue" and not args.dry_run:
+        return "nothing was requeued (it is one transaction)"
+    return "nothing was changed"
+
+
 def run_db(args: argparse.Namespace) -> int:
     """Run one ``npo-bot db`` subcommand; returns the exit code (0 ok, 1 problems found or failure, 2 an
-    ``--env-file`` that does not exist or cannot be read, or a database path that is a folder, 141 the reader of
-    stdout went away: see :mod:`bot.output`)."""
+    ``--env-file`` that does not exist or cannot be read, or a database path that is a folder, 130 Ctrl-C (one
+    line on stderr, the database as it was), 141 the reader of stdout went away: see :mod:`bot.output`)."""
+    try:
+        return _run_db(args)
+    except KeyboardInterrupt:
+        print(f"npo-bot db {args.db_command}: interrupted; {_interrupted(args)}", file=sys.stderr)
+        return INTERRUPTED_EXIT
+
+
+def _run_db(args: argparse.Namespace) -> int:
     from bot.config import ConfigError, NoSettingsFile  # noqa: PLC0415
     from storage import (  # noqa: PLC0415
         LATEST_SCHEMA_VERSION,

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TextIO, cast
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
+INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for a command stopped with Ctrl-C
 WRITE_FAILED_EXIT = 1
 
 

@@ -61,6 +61,9 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
         except sqlite3.Error as exc:  # a read-only folder, a file system that cannot hold a database
             target.unlink(missing_ok=True)
             raise StorageError("backup", str(target), f"cannot create the backup file: {exc}") from exc
+        except BaseException:  # Ctrl-C as the file is created: no empty file in the way of the next backup
+            target.unlink(missing_ok=True)
+            raise
         try:
             src.conn.backup(dst, pages=pages_per_step)
             dst.execute("PRAGMA journal_mode = DELETE")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.output import print_result
+from bot.output import INTERRUPTED_EXIT, print_result
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -101,7 +101,16 @@ def _database_file(path: Path, db: Path) -> Path | None:
 
 def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     """Print the report; 0 on success, 2 on bad arguments, a missing database or a chart that cannot be written,
-    141 when the reader of stdout went away and 1 when stdout cannot be written (:mod:`bot.output`)."""
+    130 on Ctrl-C (one line on stderr; the database is only read), 141 when the reader of stdout went away and 1
+    when stdout cannot be written (:mod:`bot.output`)."""
+    try:
+        return _run_report(args, now=now)
+    except KeyboardInterrupt:
+        print("npo-bot report: interrupted; the report is incomplete or was not printed", file=sys.stderr)
+        return INTERRUPTED_EXIT
+
+
+def _run_report(args: argparse.Namespace, *, now: datetime | None) -> int:
     from bot.jobs.report import build_report, render_png, report_text  # noqa: PLC0415 - keep --help fast
     from storage import SQLiteStore  # noqa: PLC0415
     from storage.errors import StorageError  # noqa: PLC0415
