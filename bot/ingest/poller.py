@@ -3,7 +3,10 @@
 The URL answers JSON: a list of prediction objects, or ``{"predictions": [...]}`` (fields as in
 :mod:`bot.ingest.records`). Invalid entries are skipped and logged with their index and field — the first
 :data:`LOGGED_ERRORS` of an answer one by one, the rest counted in one line, so a feed whose every entry is refused
-cannot flood the log at every poll (:attr:`PollResult.errors` names them all); valid ones are decided. An entry in
+cannot flood the log at every poll (:attr:`PollResult.errors` names them all); valid ones are decided. An invalid
+entry the previous answer also held (the same entry, refused for the same reason) is not logged again: a feed that
+keeps serving one malformed entry logs it once, not at every poll (2,880 lines a day at 30 s); it is logged again
+when it comes back after an answer without it. An entry in
 which an object holds a key twice (``{"id": "a", "id": "b"}``, of which ``json.loads`` would keep the last value
 silently) is such an invalid entry, named by the key (``[3].labels.k``), as the HTTP routes refuse it. A feed
 usually serves its current predictions on every poll: those the previous answer already held (by id) are not handed
@@ -24,6 +27,7 @@ One daemon thread; :meth:`Poller.stop` ends it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import socket
@@ -65,6 +69,18 @@ def _opening(raw: bytes) -> str:
     text = raw[:120].decode("utf-8", "replace")
     shown = "".join(c if c.isprintable() else " " for c in text)
     return f"it starts {' '.join(shown.split())[:80]!r}"
+
+
+def _refusal(item: Any, field_name: str, message: str) -> bytes:
+    """What identifies a refused entry from one answer to the next: a digest of the entry and why it is refused
+    (its index may change as other entries come and go)."""
+    try:
+        text = json.dumps(item, sort_keys=True, allow_nan=True)
+    except (RecursionError, TypeError, ValueError):  # not expected of decoded JSON: identified by the reason alone
+        text = ""
+    return hashlib.blake2b(
+        f"{field_name}\0{message}\0{text}".encode(errors="backslashreplace"), digest_size=16
+    ).digest()
 
 
 class _Refused(Exception):
@@ -222,6 +238,7 @@ class Poller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous: frozenset[str] = frozenset()  # ids of the last answer whose predictions were decided
+        self._refused: frozenset[bytes] = frozenset()  # the refused entries of the last usable answer (logged)
         self._failures = 0  # polls failed in a row (logged), since the last answer that could be used
         self._failing_since = 0.0  # time.monotonic() of the first of them
 
@@ -251,6 +268,8 @@ class Poller:
         self._recovered()
         now = self.clock()
         valid: list[Prediction] = []
+        refused: set[bytes] = set()
+        new = 0  # refused entries the previous answer did not hold: those are logged
         for index, item in enumerate(items):
             try:
                 if twice and isinstance(item, dict) and (where := keys_twice.key_twice(item)) is not None:
@@ -258,16 +277,22 @@ class Poller:
                 valid.append(prediction_from_json(item, received_at=now))
             except InvalidRecord as exc:
                 result.errors.append(f"[{index}].{exc.field}: {exc.message}")
-                if len(result.errors) <= LOGGED_ERRORS:
+                refusal = _refusal(item, exc.field, exc.message)
+                refused.add(refusal)
+                if refusal in self._refused:  # the previous answer held it: logged (or counted) then, not again
+                    continue
+                new += 1
+                if new <= LOGGED_ERRORS:
                     field_name, message = _cut(exc.field), exc.message[:300]
                     log.warning("poller skipped prediction [%d]: %s: %s", index, field_name, message)
-        if len(result.errors) > LOGGED_ERRORS:
+        if new > LOGGED_ERRORS:
             log.warning(
                 "poller skipped %d more predictions of this answer, not logged one by one (%s of %s invalid)",
-                len(result.errors) - LOGGED_ERRORS,
+                new - LOGGED_ERRORS,
                 f"{len(result.errors):,}",
                 f"{len(items):,}",
             )
+        self._refused = frozenset(refused)
         fresh = [p for p in valid if p.id not in self._previous]
         result.repeated = [p.id for p in valid if p.id in self._previous]
         if fresh:

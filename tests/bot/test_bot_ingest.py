@@ -644,6 +644,42 @@ def test_a_feed_of_many_invalid_predictions_is_logged_in_bounded_size(
     assert f"{1000 - POLL_LOGGED_ERRORS} more" in warned[-1] and "1,000 of 1,001" in warned[-1]
 
 
+def test_a_feed_that_keeps_serving_a_refused_entry_logs_it_once(
+    predictions_server: tuple[str, list[Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A feed that keeps serving one malformed entry wrote the same warning at every poll: 2,880 identical lines a
+    day at the default 30 s. It is logged when it first appears, and again only when it comes back after an answer
+    without it; the result still names it at every poll."""
+    url, served = predictions_server
+    item = {"fault_type": "f", "action": "x", "confidence": 0.9}
+    good = item | {"id": "good", "target": "t-good"}
+    bad = item | {"id": "bad", "target": "t-bad", "confidence": 2}
+    other = item | {"id": "other", "target": "t-other", "model": "v2"}
+    poller = Poller(url, lambda predictions: [], clock=lambda: 0.0)
+
+    def warnings(answer: list[Any], polls: int = 1) -> list[str]:
+        served.append(answer)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bot.ingest.poller"):
+            for _ in range(polls):
+                result = poller.poll_once()
+                assert any("confidence: must be in [0, 1], got 2" in e for e in result.errors) == (bad in answer)
+        return [r.getMessage() for r in caplog.records]
+
+    try:
+        assert warnings([good, bad]) == ["poller skipped prediction [1]: confidence: must be in [0, 1], got 2"]
+        assert warnings([good, bad], polls=5) == []  # still served, still refused: not logged again
+        assert warnings([item | {"id": "new", "target": "t-new"}, good, bad]) == []  # the same entry, moved
+        [line] = warnings([good, bad, other])  # a second refused entry: only it is logged
+        assert line.startswith("poller skipped prediction [2]: model: unknown field")
+        assert warnings([good]) == []
+        assert warnings([good, bad]) == ["poller skipped prediction [1]: confidence: must be in [0, 1], got 2"]
+        changed = bad | {"confidence": 3}  # the feed changed the entry: a new refusal
+        assert warnings([good, changed]) == ["poller skipped prediction [1]: confidence: must be in [0, 1], got 3"]
+    finally:
+        poller.stop()
+
+
 @pytest.fixture
 def raw_server() -> Iterator[tuple[str, list[bytes]]]:
     """Serves ``bodies[-1]`` as is (without a Content-Length after a prefix ``b"unsized:"``); a body of
