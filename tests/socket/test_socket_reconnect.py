@@ -257,23 +257,7 @@ def test_an_envelope_being_handled_at_a_stop_signal_is_finished_and_acknowledged
     """One SIGTERM or one Ctrl-C lets an envelope in hand finish and be acknowledged. uvicorn hands the signal it
     stopped on back to the process's handler once it is done; a Ctrl-C handed back must not count as a second one
     (which does not wait)."""
-    proc = start_socket_cli(tmp_path, standin.api_url)
-    processes.append(proc)
-    socket_server.wait_connected(timeout=30)
-    found = wait_for(lambda: re.search(r"HTTP \(ingest, health, metrics\) on http://\S+:(\d+)", _stderr(tmp_path)))
-    response = httpx.post(
-        f"http://127.0.0.1:{found.group(1)}/api/v1/predictions",
-        json=prediction("p1"),
-        headers={"Authorization": "Bearer ingest-token-0123456789"},
-        timeout=10,
-    )
-    assert response.status_code == 200 and response.json()["verdict"] == "surface", response.text
-    message = wait_for(
-        lambda: next(((m.channel, m.ts) for m in standin.messages(INCIDENT) if "p1" in str(m.blocks)), None)
-    )
-    standin.faults.delay("views.open", 1.0, times=1)
-    envelope = socket_server.click(user_id=BOB, action_id="npo_override", message=message)
-    wait_for(lambda: not standin.faults.pending("views.open"))  # views.open is being answered
+    proc, envelope = _override_click_in_hand(tmp_path, standin, socket_server, processes)
     proc.send_signal(sig)
     socket_server.wait_ack(envelope, timeout=5)
     assert proc.wait(timeout=20) == 0, _stderr(tmp_path)[-2000:]
@@ -370,23 +354,7 @@ def test_socket_mode_turned_off_for_the_app_stops_the_bot_with_status_2(
     connection will bring envelopes. One error line naming the cause and what to do, exit status 2 (a supervisor does
     not restart it), no new ``apps.connections.open``; an envelope in hand is still finished and acknowledged, and
     the store closed. Before, the bot reconnected as for a routine refresh and stayed up, deaf."""
-    proc = start_socket_cli(tmp_path, standin.api_url)
-    processes.append(proc)
-    socket_server.wait_connected(timeout=30)
-    found = wait_for(lambda: re.search(r"HTTP \(ingest, health, metrics\) on http://\S+:(\d+)", _stderr(tmp_path)))
-    response = httpx.post(
-        f"http://127.0.0.1:{found.group(1)}/api/v1/predictions",
-        json=prediction("p1"),
-        headers={"Authorization": "Bearer ingest-token-0123456789"},
-        timeout=10,
-    )
-    assert response.status_code == 200 and response.json()["verdict"] == "surface", response.text
-    message = wait_for(
-        lambda: next(((m.channel, m.ts) for m in standin.messages(INCIDENT) if "p1" in str(m.blocks)), None)
-    )
-    standin.faults.delay("views.open", 1.0, times=1)
-    envelope = socket_server.click(user_id=BOB, action_id="npo_override", message=message)
-    wait_for(lambda: not standin.faults.pending("views.open"))  # views.open is being answered
+    proc, envelope = _override_click_in_hand(tmp_path, standin, socket_server, processes)
     asked = len(standin.calls(OPEN))
     socket_server.drop("disconnect", reason="link_disabled")
     socket_server.wait_ack(envelope, timeout=5)
@@ -472,3 +440,31 @@ def test_a_stop_while_waiting_to_reopen_a_connection_that_ended_at_once_stops_at
     assert took < 3, took
     assert bot.socket.accepted == 1  # no reconnection
     assert not _problems(caplog)
+
+
+def _override_click_in_hand(
+    tmp_path: Path,
+    standin: StandIn,
+    socket_server: SocketModeStandIn,
+    processes: list[subprocess.Popen[bytes]],
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``npo-bot socket``, surface p1 through its ingest API, and click Override on its message with
+    ``views.open`` held for a second: returns the process and the envelope id it is handling."""
+    proc = start_socket_cli(tmp_path, standin.api_url)
+    processes.append(proc)
+    socket_server.wait_connected(timeout=30)
+    found = wait_for(lambda: re.search(r"HTTP \(ingest, health, metrics\) on http://\S+:(\d+)", _stderr(tmp_path)))
+    response = httpx.post(
+        f"http://127.0.0.1:{found.group(1)}/api/v1/predictions",
+        json=prediction("p1"),
+        headers={"Authorization": "Bearer ingest-token-0123456789"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and response.json()["verdict"] == "surface", response.text
+    message = wait_for(
+        lambda: next(((m.channel, m.ts) for m in standin.messages(INCIDENT) if "p1" in str(m.blocks)), None)
+    )
+    standin.faults.delay("views.open", 1.0, times=1)
+    envelope = socket_server.click(user_id=BOB, action_id="npo_override", message=message)
+    wait_for(lambda: not standin.faults.pending("views.open"))  # views.open is being answered
+    return proc, envelope
