@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,7 +47,11 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
     By default the whole file is copied in one step, inside one read transaction of the source, which WAL lets
     writers continue past. Copying in steps of ``pages_per_step`` pages releases the snapshot between steps, and a
     commit by another connection restarts the copy: a database of more than one step that is written to more often
-    than a step takes was never copied (``npo-bot db backup`` ran forever under the bot's load)."""
+    than a step takes was never copied (``npo-bot db backup`` ran forever under the bot's load).
+
+    The copy is written to a hidden file next to ``target`` (``.NAME.PID.partial``) and linked to ``target`` only
+    once complete: a backup stopped half way, also by SIGKILL or SIGTERM, never leaves a partial file under the
+    name of a backup (at worst the hidden file)."""
     target = Path(target)
     if target.is_dir():
         raise StorageError("backup", str(target), "is a folder; give the name of the backup file to create in it")
@@ -54,32 +59,51 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
         raise StorageError("backup", str(target), "the target file already exists; choose a new name")
     if not target.parent.is_dir():
         raise StorageError("backup", str(target), f"the folder {target.parent} does not exist")
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     src = connect(source)
     try:
         try:
-            dst = sqlite3.connect(str(target))
+            dst = sqlite3.connect(str(partial))
         except sqlite3.Error as exc:  # a read-only folder, a file system that cannot hold a database
-            target.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
             raise StorageError("backup", str(target), f"cannot create the backup file: {exc}") from exc
-        except BaseException:  # Ctrl-C as the file is created: no empty file in the way of the next backup
-            target.unlink(missing_ok=True)
+        except BaseException:  # Ctrl-C as the file is created: no empty file left behind
+            partial.unlink(missing_ok=True)
             raise
         try:
             src.conn.backup(dst, pages=pages_per_step)
             dst.execute("PRAGMA journal_mode = DELETE")
-        except sqlite3.Error as exc:
             dst.close()
-            target.unlink(missing_ok=True)  # no half-written copy that looks like a backup
+            _publish(partial, target)
+        except (sqlite3.Error, OSError) as exc:
+            dst.close()
+            partial.unlink(missing_ok=True)  # no half-written copy that looks like a backup
+            if isinstance(exc, FileExistsError):
+                raise StorageError("backup", str(target), "the target file already exists; choose a new name") from exc
             raise StorageError("backup", str(target), f"could not copy {source} into it: {exc}") from exc
         except BaseException:  # Ctrl-C mid-copy: no half-written copy either
             dst.close()
-            target.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
             raise
         finally:
             dst.close()
+        partial.unlink(missing_ok=True)
     finally:
         src.close()
     return target.stat().st_size
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """Give the complete copy ``partial`` the name ``target``, never replacing a file (``FileExistsError``): a hard
+    link, or a rename where the file system has none."""
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links
+        if target.exists():
+            raise FileExistsError(str(target)) from None
+        os.replace(partial, target)
 
 
 _INVARIANTS: tuple[tuple[str, str], ...] = (

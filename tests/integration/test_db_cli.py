@@ -409,3 +409,44 @@ def test_requeue_leaves_failed_a_recommendation_whose_predicted_fault_time_has_p
         assert [item.prediction_id for item in store.outbox("failed")] == ["p0"]
     assert "requeued 0 of 1 " in requeue()  # run again: still left failed, nothing more
     assert "requeued 1 of 1 failed message(s) (1 recommendation/invalid_auth)" in requeue("--include-overdue")
+
+
+def test_a_backup_killed_half_way_leaves_no_file_under_the_backup_name(filled: Path, tmp_path: Path) -> None:
+    """``db backup`` stopped mid-copy (SIGKILL; the same for SIGTERM, a host shutdown or a timeout of the backup
+    unit) left a half-written file under the backup's name, which the next run refused to replace and which
+    looked like a backup among the dated copies. The copy now gets its name only once complete."""
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    conn = sqlite3.connect(str(filled))
+    conn.executemany(  # ~200 MB, so the copy takes long enough to be stopped half way
+        "INSERT INTO job_state (name, value, updated_at) VALUES (?, ?, 0)",
+        ((f"filler{i}", json.dumps("x" * 4_000_000 + str(i))) for i in range(50)),
+    )
+    conn.commit()
+    conn.close()
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    target = copies / "npo-backup.db"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    npo_bot = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())"]
+    proc = subprocess.Popen(
+        [*npo_bot, "db", "backup", str(target), "--db", str(filled), "--env-file", os.devnull], env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:  # until the copy has started to be written
+            if any(f.stat().st_size > 1_000_000 for f in copies.iterdir() if f.is_file()):
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # stopped half way, not finished
+    assert not target.exists()
+    assert run_db(_parse(["db", "backup", str(target), "--db", str(filled)])) == 0  # the name is free for a retry
+    assert run_db(_parse(["db", "check", "--db", str(target)])) == 0
