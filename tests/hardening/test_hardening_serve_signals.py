@@ -117,16 +117,7 @@ def _cold_copy_rows(tmp_path: Path) -> Any:
 def test_a_stop_signal_closes_the_bot_and_exits_0(
     tmp_path: Path, standin: StandIn, stopped: list[subprocess.Popen[bytes]], sig: signal.Signals, command: str
 ) -> None:
-    socket_side = attach(standin, APP_TOKEN) if command == "socket" else None
-    try:
-        proc, _ = _serve(tmp_path, standin, command)
-        stopped.append(proc)
-        if socket_side is not None:
-            socket_side.wait_connected()
-        code = _stop(proc, sig)
-    finally:
-        if socket_side is not None:
-            socket_side.stop()
+    code = _start_and_stop(tmp_path, standin, stopped, command, sig)
     _assert_closed_cleanly(tmp_path, code, sig)
 
 
@@ -149,16 +140,7 @@ def test_ctrl_c_twice_may_force_the_stop_but_corrupts_nothing(
 ) -> None:
     """A second Ctrl-C makes uvicorn skip the lifespan's shutdown event: the bot still shuts down, with one warning
     line, not a traceback of the cancelled lifespan (``npo-bot socket`` logged one)."""
-    socket_side = attach(standin, APP_TOKEN) if command == "socket" else None
-    try:
-        proc, _ = _serve(tmp_path, standin, command)
-        stopped.append(proc)
-        if socket_side is not None:
-            socket_side.wait_connected()
-        code = _stop(proc, signal.SIGINT, signal.SIGINT)
-    finally:
-        if socket_side is not None:
-            socket_side.stop()
+    code = _start_and_stop(tmp_path, standin, stopped, command, signal.SIGINT, signal.SIGINT)
     output = (tmp_path / "stdout.log").read_text() + (tmp_path / "stderr.log").read_text()
     assert code in (0, 130), output[-2000:]
     assert "Traceback" not in output, output[-2000:]
@@ -245,3 +227,24 @@ def test_a_signal_before_the_server_exists_stops_it_once_set() -> None:
         server = SimpleNamespace(should_exit=False, force_exit=False)
         stops.server = server  # type: ignore[assignment]
         assert server.should_exit
+
+
+def _start_and_stop(
+    tmp_path: Path,
+    standin: StandIn,
+    stopped: list[subprocess.Popen[bytes]],
+    command: str,
+    *signals: signal.Signals,
+) -> int:
+    """Start ``npo-bot <command>`` (``socket`` against the stand-in's Socket Mode side, once connected), send it
+    ``signals`` and return its exit status."""
+    socket_side = attach(standin, APP_TOKEN) if command == "socket" else None
+    try:
+        proc, _ = _serve(tmp_path, standin, command)
+        stopped.append(proc)
+        if socket_side is not None:
+            socket_side.wait_connected()
+        return _stop(proc, *signals)
+    finally:
+        if socket_side is not None:
+            socket_side.stop()
