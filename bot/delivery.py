@@ -60,7 +60,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from slack_sdk import WebClient
@@ -561,7 +561,7 @@ class DeliveryWorker:
     def _send(self, item: OutboxItem) -> tuple[str, str]:
         payload = item.payload
         if item.kind == "recommendation":
-            view = self._view(str(payload.get("prediction_id")))
+            view = replace(self._view(str(payload.get("prediction_id"))), posted_at=self.clock())  # posted now
             try:
                 return self._post(item.channel, fallback_text(view), recommendation_blocks(view))
             except SlackApiError as exc:

@@ -41,7 +41,7 @@ from npo.policy import Mute, Policy
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
 from storage import SQLiteStore
 from storage.mutes import active_mutes, add_mute, lift_mutes
-from storage.outbox import message_of, postpone, recent_recommendations, update_waiting
+from storage.outbox import message_of, posted_at, postpone, recent_recommendations, update_waiting
 from storage.ratelimit import RATE_LIMITED, ClickLimit, remember_rate_limited, remember_unchanged, take, was_remembered
 from storage.store import SQLiteTransaction
 
@@ -351,8 +351,9 @@ class NpoService:
                 for a in tx.feedback_for(prediction_id)
             )
             outcome = tx.get_outcome(prediction_id)
+            posted = posted_at(conn, prediction_id)
         view_outcome = None if outcome is None else OutcomeView(outcome.real_fault, outcome.at, outcome.source)
-        return RecommendationView(prediction, decision, answers, view_outcome)
+        return RecommendationView(prediction, decision, answers, view_outcome, posted)
 
     def message_ref(self, prediction_id: str) -> MessageRef | None:
         """Where the recommendation was posted, once it was (read-only)."""

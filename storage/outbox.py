@@ -65,6 +65,16 @@ def message_of(conn: sqlite3.Connection, prediction_id: str) -> tuple[str, str] 
     return None if row is None or not row[1] else (str(row[0]), str(row[1]))
 
 
+def posted_at(conn: sqlite3.Connection, prediction_id: str) -> float | None:
+    """When the recommendation's own message was posted (its outbox row's ``sent_at``); None while it is not, or
+    when it went out in a digest."""
+    row = conn.execute(
+        "SELECT MAX(sent_at) FROM outbox WHERE prediction_id = ? AND kind = 'recommendation' AND state = 'sent'",
+        (prediction_id,),
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def recent_recommendations(conn: sqlite3.Connection, limit: int) -> list[str]:
     """Prediction ids of the ``limit`` most recently surfaced recommendations, newest first."""
     rows = conn.execute(

@@ -66,11 +66,13 @@ MAX_ANSWER_WHO = 80
 # Slack refuses a message whose blocks hold too much text in all (``msg_blocks_too_long``): the figure is undocumented,
 # about 13,000 characters (reported in bolt-js#2509), so messages keep below 12,000 (the stand-in's limit).
 MAX_MESSAGE_TEXT = 12_000
+_END_OF_CALENDAR = 253_402_300_800  # 10000-01-01 00:00 UTC, in Unix seconds
 MAX_SUMMARY_NAME = 900  # escaped characters of a fault type, target or action in a summary: all three fit 3000
 MAX_SHOWN_ID = 1000  # escaped characters of an id or a key shown in a message
 MAX_SHOWN_REASON = 500  # escaped characters of a decision's reason in the message's context line
 MAX_LABEL_KEY = 100  # escaped characters of a label's name in the context line
 MAX_LABEL_VALUE = 300  # escaped characters of a label's value in the context line
+LATE_POST_S = 600.0  # a message posted this long after its prediction arrived says so (``npo_late``)
 MAX_LIST_NAME = 80  # characters of a fault type, target or action in a list line (digest, notification text)
 DIGEST_TEXT = 10_000  # characters of the digest's list (header and hint apart), within MAX_MESSAGE_TEXT
 
@@ -106,12 +108,14 @@ class OutcomeView:
 
 @dataclass(frozen=True, slots=True)
 class RecommendationView:
-    """What a recommendation message shows: the prediction, the decision, the answers so far, the outcome."""
+    """What a recommendation message shows: the prediction, the decision, the answers so far, the outcome, and
+    ``posted_at``, when its message was (or is being) posted: None while unknown."""
 
     prediction: Prediction
     decision: Decision
     answers: Sequence[Answer] = field(default_factory=tuple)
     outcome: OutcomeView | None = None
+    posted_at: float | None = None
 
 
 def _button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
@@ -147,8 +151,35 @@ def _joined(items: Sequence[str], budget: int, *, noun: str, sep: str = ", ") ->
     return sep.join([*shown, _count_more(len(items) - len(shown), noun)])
 
 
+def _fault_at(p: Prediction) -> str:
+    """When the fault is predicted, as an absolute time (`` (at <!date^…>)``), so a post or an update read hours
+    after the prediction arrived (a Slack outage, a requeue) still says when; empty when unknown or
+    beyond the calendar (a lead of 1e300 s: no date to give)."""
+    if p.time_to_fault_s is None:
+        return ""
+    at = p.received_at + p.time_to_fault_s
+    return f" (at {slack_time(at)})" if 0 <= at < _END_OF_CALENDAR else ""
+
+
+def _late_note(view: RecommendationView) -> list[Block]:
+    """A context line when the message went out ``LATE_POST_S`` or more after the prediction arrived (the outbox
+    waited out a Slack outage, a requeue): how late, since the lead in the summary counts from the arrival, and
+    whether the predicted fault time had passed by then. Its first post and every update say the same."""
+    p = view.prediction
+    if view.posted_at is None or view.posted_at - p.received_at < LATE_POST_S:
+        return []
+    note = (
+        f":hourglass: Posted *{duration(view.posted_at - p.received_at)}* after the prediction arrived "
+        f"({slack_time(p.received_at)}): the time to fault above counts from its arrival."
+    )
+    if p.time_to_fault_s is not None and p.received_at + p.time_to_fault_s <= view.posted_at:
+        note += " The predicted fault time had passed when this was posted."
+    return [{"type": "context", "block_id": "npo_late", "elements": [mrkdwn(note, MAX_SECTION)]}]
+
+
 def _summary_blocks(view: RecommendationView) -> list[Block]:
-    """The headline (severity, fault type, target, time to fault, action), the numbers and a context line.
+    """The headline (severity, fault type, target, time to fault, action), the numbers, a context line and, for a
+    message posted late, a note saying so.
 
     Each name is shortened to ``MAX_SUMMARY_NAME`` escaped characters, so the recommended action is always shown
     (a 500-character target full of ``&`` used to push it out of the section); labels that do not fit are counted.
@@ -158,7 +189,7 @@ def _summary_blocks(view: RecommendationView) -> list[Block]:
     title = (
         f"{icon} *{escape(p.severity.value.upper())}* · *{escaped(p.fault_type, MAX_SUMMARY_NAME)}* on "
         f"`{escaped(p.target, MAX_SUMMARY_NAME)}`\n"
-        f"Predicted fault in *{duration(p.time_to_fault_s)}* · "
+        f"Predicted fault in *{duration(p.time_to_fault_s)}*{_fault_at(p)} · "
         f"recommended action: *{escaped(p.action, MAX_SUMMARY_NAME)}*"
     )
     tau = "-" if d.threshold is None else f"{d.threshold:.2f}"
@@ -176,6 +207,7 @@ def _summary_blocks(view: RecommendationView) -> list[Block]:
         {"type": "section", "block_id": "npo_summary", "text": mrkdwn(title, MAX_SECTION)},
         {"type": "section", "block_id": "npo_numbers", "fields": fields},
         {"type": "context", "block_id": "npo_context", "elements": [mrkdwn(context, MAX_SECTION)]},
+        *_late_note(view),
     ]
 
 

@@ -66,10 +66,9 @@ def _date_token(body: str) -> str:
     spec, _, fallback = body.partition("|")
     parts = spec.split("^")
     try:
-        stamp = int(parts[1])
-    except (IndexError, ValueError):
+        return _e(time.strftime("%b %d %H:%M:%S UTC", time.gmtime(int(parts[1]))))
+    except (IndexError, ValueError, OverflowError, OSError):  # no stamp, or one beyond the platform's time_t
         return _e(fallback or spec)
-    return _e(time.strftime("%b %d %H:%M:%S UTC", time.gmtime(stamp)))
 
 
 def _token_html(body: str, user_name: UserName) -> str:

@@ -6,6 +6,7 @@ When the stand-in knows the bot's request URL and signing secret, buttons are sm
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +15,8 @@ from bot.standin.blockkit import slack_unescape
 from bot.standin.store import Message, Store
 
 __all__ = ["render_page"]
+
+_DATE = re.compile(r"<!date\^[^<>|\n]*\|([^<>\n]*)>")
 
 _STYLE = (
     "body{font-family:sans-serif;max-width:60em;margin:1em auto}"
@@ -27,13 +30,19 @@ def _e(value: Any) -> str:
     return escape(str(value), quote=True)
 
 
+def _shown(mrkdwn: str) -> str:
+    """mrkdwn as Slack's client shows it: a date token ``<!date^…|fallback>`` as its fallback text, and Slack's
+    ``&amp;``/``&lt;``/``&gt;`` undone."""
+    return slack_unescape(_DATE.sub(lambda m: m.group(1), mrkdwn))
+
+
 def _text(obj: Any) -> str:
     """A text object's text as Slack's client shows it: mrkdwn with Slack's ``&amp;``/``&lt;``/``&gt;`` undone,
     plain_text as sent."""
     if not isinstance(obj, dict):
         return ""
     text = str(obj.get("text", ""))
-    return slack_unescape(text) if obj.get("type") == "mrkdwn" else text
+    return _shown(text) if obj.get("type") == "mrkdwn" else text
 
 
 def _button(element: dict[str, Any], message: Message, user: str | None, clickable: bool) -> str:
@@ -84,7 +93,7 @@ def _message(message: Message, user: str | None, clickable: bool) -> str:
         f'<div><a href="/files/{quote(str(f.get("id", "")))}">{_e(f.get("title") or f.get("name"))}</a></div>'
         for f in message.files
     )
-    text = f"<pre>{_e(slack_unescape(message.text))}</pre>" if message.text else ""  # message text is mrkdwn
+    text = f"<pre>{_e(_shown(message.text))}</pre>" if message.text else ""  # message text is mrkdwn
     return (
         f'<div class="{cls}"><div class="meta">{_e(meta)}</div>{text}{_blocks(message, user, clickable)}{files}</div>'
     )

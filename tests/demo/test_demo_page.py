@@ -131,3 +131,10 @@ def test_the_emoji_the_bot_writes_are_shown_as_slack_shows_them() -> None:
     """A digest starts with ``:package:`` (and ``/npo mute`` answers with ``:mute:``); the page showed the codes."""
     assert mrkdwn_html(":package: *3 recommendation(s) in one digest*") == "📦 <b>3 recommendation(s) in one digest</b>"
     assert mrkdwn_html(":mute: muted") == "🔇 muted"
+
+
+def test_a_date_beyond_the_platform_clock_shows_its_fallback() -> None:
+    """``<!date^100000000000000000^…|fallback>`` (a date no ``time_t`` holds) raised OverflowError/OSError, so the
+    live page's state request failed for every channel while such a message was in one."""
+    html = mrkdwn_html("at <!date^100000000000000000^{date_short_pretty} {time}|100000000000000000>")
+    assert html == 'at <span class="date">100000000000000000</span>'
