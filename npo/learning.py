@@ -39,6 +39,7 @@ from npo.types import FeedbackEvent, FeedbackKind, Outcome, Verdict
     _SET_APPLIED_ARM,
     _SET_APPLIED_REWARD,
     _SET_APPLIED_REPLACES,
+    _SET_APPLIED_PEER_CREDITED,
 ) = tuple(getattr(AppliedFeedback, f.name).__set__ for f in fields(AppliedFeedback))
 _new_applied = functools.partial(object.__new__, AppliedFeedback)
 
@@ -52,6 +53,7 @@ def _applied(
     arm: int | None,
     reward: float,
     replaces: str | None,
+    peer_credited: bool,
 ) -> AppliedFeedback:
     """``AppliedFeedback(...)`` through the slot setters (the record has no checks of its own to skip; this only
     avoids the frozen dataclass's per-field ``object.__setattr__``)."""
@@ -64,6 +66,7 @@ def _applied(
     _SET_APPLIED_ARM(applied, arm)
     _SET_APPLIED_REWARD(applied, reward)
     _SET_APPLIED_REPLACES(applied, replaces)
+    _SET_APPLIED_PEER_CREDITED(applied, peer_credited)
     return applied
 
 
@@ -107,6 +110,7 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
             previous.arm,
             previous.reward,
             replaces=None,
+            peer_credited=previous.peer_credited,
         )
         tx.audit(
             "feedback_ignored",
@@ -119,6 +123,23 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
     consensus_before = key_state.m
     bandit = tx.get_bandit()
     first_answer = previous is None or previous.event.operator == SYSTEM_OPERATOR
+    peer_check = trust is not None and config.trust is not None
+    if previous is None or previous.event.operator == SYSTEM_OPERATOR:
+        # Peer credit once per person and recommendation, for an answer given while the key has enough updates to
+        # be a consensus: re-clicking must not earn trust; nor may agreeing after the outcome is known (the
+        # consensus then mostly says what the outcome did).
+        peer_credited = (
+            peer_check and key_state.n >= config.peer_min_updates and not tx.has_outcome(event.prediction_id)
+        )
+    else:
+        # A changed answer holds the credit its first answer earned, and only that: an answer given while the key
+        # was young earned none, so changing it once the key has grown moves none (an answer stored before the
+        # flag was kept is taken to hold credit when the key has enough updates now, as then).
+        peer_credited = (
+            previous.peer_credited
+            if previous.peer_credited is not None
+            else peer_check and key_state.n >= config.peer_min_updates
+        )
     if previous is not None:
         # A person changing their answer keeps the weight it was given; a click replacing a skip counts with the
         # clicker's own trust weight (a distrusted clicker must not move m(k) by answering late).
@@ -146,6 +167,7 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
             decision.arm,
             reward,
             replaces=previous.event.request_id,
+            peer_credited=peer_credited,
         )
         status: FeedbackStatus = "replaced"
         if config.pool_keys:
@@ -174,24 +196,18 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
             tx.put_key(update_key(parent, y, config.eta, weight=weight, at=event.at))
         if decision.arm is not None:
             bandit = bandit.observe_surfaced(decision.arm, decision.score, reward, weight)
-        applied = _applied(event, decision.key, y, weight, key_state.weight_sum, decision.arm, reward, None)
+        applied = _applied(
+            event, decision.key, y, weight, key_state.weight_sum, decision.arm, reward, None, peer_credited
+        )
         status = "recorded"
-    if (
-        trust is not None
-        and config.trust is not None
-        and first_answer
-        and key_state.n >= config.peer_min_updates
-        and not tx.has_outcome(event.prediction_id)
-    ):
-        # Peer credit once per person and recommendation: re-clicking must not earn trust; nor may agreeing after
-        # the outcome is known (the consensus then mostly says what the outcome did).
+    if trust is not None and config.trust is not None and first_answer and peer_credited:
         tx.put_trust(update_with_peers(trust, y, consensus_before, config.trust))
     elif (
         trust is not None
         and config.trust is not None
         and previous is not None
         and not first_answer
-        and key_state.n >= config.peer_min_updates
+        and peer_credited
         and not tx.has_outcome(event.prediction_id)
     ):
         # A changed answer takes its peer credit with it: the first answer's agreement with the consensus it was

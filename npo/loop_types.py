@@ -67,6 +67,10 @@ class AppliedFeedback:
     arm: int | None
     reward: float
     replaces: str | None = None  # request id of the answer this one replaced
+    # Whether the person's answer on this recommendation holds peer credit (its agreement with the key's consensus,
+    # given once per person and recommendation while the key had ``peer_min_updates`` updates): a changed answer
+    # moves that credit only when there is some. None for answers stored before it was recorded.
+    peer_credited: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ DECISION_COLS = (
     "prediction_id, key, verdict, rule, reason, decision_confidence, misalignment, score, threshold, arm, decided_at"
 )
 FEEDBACK_COLS = (
-    "prediction_id, operator, kind, at, request_id, reason, key, y, weight, key_n_before, arm, reward, replaces"
+    "prediction_id, operator, kind, at, request_id, reason, key, y, weight, key_n_before, arm, reward, replaces, "
+    "peer_credited"
 )
 KEY_COLS = "key, m, n, weight_sum, updated_at"
 # The condition that the feedback row ``f`` is a person's effective answer (schema m009; the ``effective_answers``
@@ -232,12 +233,17 @@ def feedback_params(a: AppliedFeedback) -> Row:
         a.arm,
         a.reward,
         a.replaces,
+        a.peer_credited,
     )
 
 
 def feedback_from_row(r: Row) -> AppliedFeedback:
     event = trusted_row(FeedbackEvent, (r[0], r[1], FEEDBACK_KINDS[r[2]], r[3], r[4], r[5]))
-    return trusted_row(AppliedFeedback, (event, r[6], r[7], r[8], r[9], r[10], r[11], r[12]))
+    credited = r[13]  # stored 0/1, NULL for an answer stored before schema m018
+    return trusted_row(
+        AppliedFeedback,
+        (event, r[6], r[7], r[8], r[9], r[10], r[11], r[12], None if credited is None else bool(credited)),
+    )
 
 
 def key_from_row(r: Row) -> KeyAlignment:

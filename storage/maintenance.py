@@ -223,7 +223,7 @@ ExportWhat = Literal["feedback", "decisions", "audit"]
 _EXPORTS: dict[str, str] = {
     "feedback": (
         "SELECT id, request_id, prediction_id, operator, kind, at, reason, key, channel, y, weight, key_n_before, "
-        f"arm, reward, replaces, {codec.IS_EFFECTIVE} AS effective FROM feedback f ORDER BY id"
+        f"arm, reward, replaces, peer_credited, {codec.IS_EFFECTIVE} AS effective FROM feedback f ORDER BY id"
     ),
     "decisions": (
         "SELECT d.prediction_id, d.key, d.verdict, d.rule, d.reason, d.decision_confidence AS confidence, "

@@ -977,6 +977,17 @@ def m017_outcome_agreement(db: Database) -> None:
     db.executescript(_M017)
 
 
+@MIGRATIONS(name="m018_feedback_peer_credited")
+def m018_feedback_peer_credited(db: Database) -> None:
+    """A person's first answer on a recommendation earns peer credit (trust from agreeing with the key's consensus)
+    only while the key has ``peer_min_updates`` updates; changing the answer moved that credit whenever the key had
+    them at the change, so an answer given while the key was young moved credit it never earned (on a key of 4
+    updates, Override then Like left agree 3.5, disagree 1.5 instead of 4.0, 1.0). ``feedback.peer_credited``
+    records whether the person's answer holds peer credit (1) or not (0), carried from an answer to the one that
+    replaces it. Answers stored before are left NULL: their changes keep the earlier rule."""
+    db.execute("ALTER TABLE feedback ADD COLUMN peer_credited INTEGER CHECK (peer_credited IN (0, 1))")
+
+
 KNOWN_MIGRATIONS = tuple(m.name for m in MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))
 LATEST_SCHEMA_VERSION = len(KNOWN_MIGRATIONS)
 

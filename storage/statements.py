@@ -25,7 +25,8 @@ INSERT_OUTBOX = (
 )
 _FEEDBACK_INSERT = (
     "INSERT INTO feedback (id, request_id, prediction_id, operator, kind, at, reason, key, y, weight, key_n_before, "
-    f"arm, reward, replaces, audit_weight, audit_m, channel, target) VALUES ({_NEXT},?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+    f"arm, reward, replaces, peer_credited, audit_weight, audit_m, channel, target) "
+    f"VALUES ({_NEXT},?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
 )
 INSERT_AUDIT = f"INSERT INTO audit_events (id, at, kind, subject, detail) VALUES ({_NEXT},?,?,?,?)"
 # The last override of a key or target that is still someone's effective answer and counted with a trust weight

@@ -204,6 +204,7 @@ class TxFeedback(TxBase):
             applied.arm,
             applied.reward,
             applied.replaces,
+            applied.peer_credited,
             weight,
             m,
         )

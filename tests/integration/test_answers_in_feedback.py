@@ -43,6 +43,12 @@ def _version_8(path: Path, source: Path) -> None:
     db.close()
 
 
+def _rows(conn: sqlite3.Connection, sql: str) -> list[dict[str, object]]:
+    cur = conn.execute(sql)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
 def _effective(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
     return conn.execute("SELECT prediction_id, operator, feedback_id FROM effective_answers ORDER BY 1, 2").fetchall()
 
@@ -63,7 +69,7 @@ def test_upgrade_keeps_every_answer_and_which_ones_are_effective(v8: Path) -> No
     effective = _effective(conn)
     # r3 (alice's newest on p0), r1 (bob), r4 (carol's click took the skip over), the skip on p2 alone
     assert [(p, o) for p, o, _ in effective] == [("p0", "alice"), ("p0", "bob"), ("p1", "carol"), ("p2", "system")]
-    feedback = conn.execute("SELECT rowid, * FROM feedback ORDER BY rowid").fetchall()
+    feedback = _rows(conn, "SELECT rowid, * FROM feedback ORDER BY rowid")
     audit = conn.execute("SELECT * FROM audit_log ORDER BY id").fetchall()
     conn.close()
 
@@ -71,7 +77,9 @@ def test_upgrade_keeps_every_answer_and_which_ones_are_effective(v8: Path) -> No
         assert store.schema_version() == LATEST_SCHEMA_VERSION
         assert store.counts()["feedback_effective"] == 4
     conn = sqlite3.connect(str(v8))
-    assert conn.execute("SELECT rowid, * FROM feedback ORDER BY rowid").fetchall() == feedback
+    upgraded = _rows(conn, "SELECT rowid, * FROM feedback ORDER BY rowid")
+    assert [{c: row[c] for c in feedback[0]} for row in upgraded] == feedback  # every column it had, unchanged
+    assert {row["peer_credited"] for row in upgraded} == {None}  # m018: not known for answers stored before
     assert _effective(conn) == effective
     assert conn.execute("SELECT * FROM audit_log ORDER BY id").fetchall() == audit
     objects = {

@@ -103,6 +103,7 @@ def test_prediction_decision_feedback_outcome_round_trip(tmp_path: Path) -> None
             arm=data.draw(st.none() | big_int),
             reward=data.draw(unit),
             replaces=data.draw(st.none() | text.filter(lambda r: r != event.request_id)),
+            peer_credited=data.draw(st.none() | st.booleans()),
         )
         # An answer that replaces another needs that one stored first: the person's current answer there.
         replaced = (

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from npo.retrain import LogisticModel
 from npo.scoring import N_FEATURES
 from npo.trust import OperatorTrust, swap_peer_answer, trust_weight
 from npo.types import FeedbackEvent, FeedbackKind, InvalidRecord, Prediction
+from storage import SQLiteStore
 
 POLICY = parse_policy(  # the default rules without the cool-down, the hourly cap and the blast radius
     DEFAULT_POLICY_TEXT.replace("max_per_hour = 20", "max_per_hour = 1000000")
@@ -127,3 +130,70 @@ def test_answers_of_weight_zero_do_not_move_a_score_off_the_models_prior(likes: 
     store = InMemoryStore(LoopConfig())
     store.set_model(MODEL)
     assert m_after_distrusted_likes(store, store.config, likes) == pytest.approx(0.3)  # before, at 20: 0.079
+
+
+def _alice_on_a_young_key(
+    store: LoopStore, answers: list[FeedbackKind], *, forget_credit: Callable[[], None] | None = None
+) -> OperatorTrust:
+    """Four colleagues override four recommendations of one kind (the key has 4 < ``peer_min_updates`` updates);
+    Alice then answers a fifth of that kind with ``answers`` in turn (``forget_credit`` runs after her first
+    answer). Alice's trust tally."""
+    cfg = store.config
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        with store.transaction() as tx:
+            assert decide(tx, _prediction(i), config=cfg, policy=POLICY, rng=rng, now=NOW + i).decision.surfaced
+    for i, operator in enumerate(["bob", "carol", "dave", "erin"]):
+        with store.transaction() as tx:
+            record_feedback(tx, FeedbackEvent(f"p{i}", operator, OVERRIDE, NOW + 10 + i, f"r{i}"), config=cfg)
+    for j, kind in enumerate(answers):
+        with store.transaction() as tx:
+            record_feedback(tx, FeedbackEvent("p4", "alice", kind, NOW + 20 + j, f"a{j}"), config=cfg)
+        if j == 0 and forget_credit is not None:
+            forget_credit()
+    with store.transaction() as tx:
+        trust = tx.get_trust("alice")
+    assert trust is not None
+    return trust
+
+
+def _store(kind: str, path: Path) -> LoopStore:
+    return InMemoryStore(LoopConfig()) if kind == "memory" else SQLiteStore(path.with_suffix(".db"), LoopConfig())
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_changing_an_answer_that_earned_no_peer_credit_moves_none(kind: str, tmp_path: Path) -> None:
+    # Alice's first answer came while the key was too young to be a consensus: it earned no peer credit, so
+    # changing it must not move any (before: Like then Override gave agree 4.5, disagree 0.5 with n_peer 0 —
+    # agreement nobody compared, repeatable on every young key; Override then Like gave 3.5, 1.5).
+    runs = {
+        "direct": [OVERRIDE],
+        "like, then override": [LIKE, OVERRIDE],
+        "override, then like": [OVERRIDE, LIKE],
+    }
+    tallies = {
+        name: _alice_on_a_young_key(_store(kind, tmp_path / name.replace(",", "").replace(" ", "-")), answers)
+        for name, answers in runs.items()
+    }
+    assert {name: (t.agree, t.disagree, t.n_peer) for name, t in tallies.items()} == {
+        name: pytest.approx((4.0, 1.0, 0)) for name in runs
+    }
+
+
+def test_an_answer_stored_before_credit_was_recorded_moves_credit_as_before(tmp_path: Path) -> None:
+    # An answer from before schema m018 has no record of its credit (NULL): a change moves credit when the key has
+    # enough updates at the change, the earlier rule, so upgrading changes no stored tally's meaning.
+    store = SQLiteStore(tmp_path / "npo.db", LoopConfig())
+
+    def forget() -> None:
+        # The log is append-only (a trigger refuses updates): lifted for this one edit, as a row stored before the
+        # column would read.
+        with store.transaction() as tx:
+            conn = tx.connection
+            (guard,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'feedback_no_update'").fetchone()
+            conn.execute("DROP TRIGGER feedback_no_update")
+            assert conn.execute("UPDATE feedback SET peer_credited = NULL WHERE operator = 'alice'").rowcount == 1
+            conn.execute(guard)
+
+    legacy = _alice_on_a_young_key(store, [LIKE, OVERRIDE], forget_credit=forget)
+    assert (legacy.agree, legacy.disagree, legacy.n_peer) == pytest.approx((4.5, 0.5, 0))
