@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import unicodedata
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -31,11 +32,17 @@ from npo.types import FeedbackEvent, FeedbackKind, InvalidRecord
 log = logging.getLogger(__name__)
 
 
+def _visible(text: str) -> bool:
+    """Whether ``text`` shows anything: a character other than a separator (spaces of any width) or a control or
+    format character (a zero-width space, a joiner, a byte-order mark)."""
+    return any(unicodedata.category(c)[0] not in "ZC" for c in text)
+
+
 def validation_errors(submission: OverrideSubmission) -> dict[str, str]:
     """Errors keyed by input block id (empty when the submission is valid)."""
     if submission.reason is None:
         return {REASON_BLOCK_ID: "Please pick a reason for the override."}
-    if submission.reason == "other" and not submission.details:
+    if submission.reason == "other" and not _visible(submission.details):
         return {DETAILS_BLOCK_ID: "Please describe the reason when you pick Other."}
     return {}
 

@@ -13,11 +13,12 @@ import pytest
 from slack_testing import ALICE, BOB, INCIDENT, MALLORY, SECRET, BotUnderTest, make_settings, serving, wait_for
 
 from bot.app import build_bot
-from bot.slack.blocks import REASON_BLOCK_ID
+from bot.slack.blocks import DETAILS_BLOCK_ID, REASON_BLOCK_ID
 from bot.slack.responders import ResponderDirectory
 from bot.standin import StandIn
 from bot.standin.store import Message
 from npo.loop import UnknownPrediction
+from npo.types import FeedbackKind
 
 
 def test_click_is_durable_before_the_200(bot: BotUnderTest) -> None:
@@ -126,6 +127,23 @@ def test_click_still_acks_when_chat_update_fails(bot: BotUnderTest) -> None:
     wait_for(lambda: bot.bot.store.outbox("failed"))
     assert bot.counts()["feedback"] == 1
     bot.standin.faults.clear()
+
+
+@pytest.mark.parametrize("details", ["", "   ", "\u200b", "\u200c\u200d\u2060\ufeff", "\u00a0\u3000\u200b "])
+def test_other_with_details_made_only_of_invisible_characters_is_refused(bot: BotUnderTest, details: str) -> None:
+    """ "Other" needs details; a zero-width space (a paste artefact, or a way round the check) is no description,
+    and the modal says so as for empty details (before: stored as ``Other: \u200b``); real text then counts."""
+    message = bot.surface("p1")
+    assert bot.click(ALICE, "npo_override", message).status_code == 200
+    before = bot.counts()
+    values = {"reason": {"reason": "other"}, "details": {"details": details}}
+    refused = bot.standin.submit_view(bot.events_url, SECRET, user_id=ALICE, values=values)
+    assert refused.status_code == 200 and refused.json()["response_action"] == "errors"
+    assert "describe the reason" in refused.json()["errors"][DETAILS_BLOCK_ID]
+    assert bot.counts() == before and bot.bot.store.feedback_log() == []
+    values = {"reason": {"reason": "other"}, "details": {"details": "\u200bfan\u00a0noise"}}
+    assert bot.standin.submit_view(bot.events_url, SECRET, user_id=ALICE, values=values).status_code == 200
+    assert [a.event.kind for a in bot.bot.store.feedback_log(prediction_id="p1")] == [FeedbackKind.OVERRIDE]
 
 
 def test_override_opens_the_modal_and_validates_the_reason(bot: BotUnderTest) -> None:
