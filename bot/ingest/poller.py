@@ -104,8 +104,9 @@ def _codings(headers: httpx.Headers) -> list[str]:
 
 class _Inflater:
     """Undoes one content coding (gzip or deflate) piece by piece, never producing more than ``limit`` bytes in all:
-    a small answer that would inflate to gigabytes (a "gzip bomb") is refused without being inflated. ``deflate``
-    is zlib's format, or raw deflate from servers that send it so (as httpx accepts both)."""
+    a small answer that would inflate to gigabytes (a "gzip bomb") is refused without being inflated. A gzip answer
+    may hold several members, each read in turn. ``deflate`` is zlib's format, or raw deflate from servers that send
+    it so (as httpx accepts both)."""
 
     def __init__(self, coding: str, limit: int) -> None:
         self.coding = coding
@@ -117,6 +118,9 @@ class _Inflater:
     def feed(self, data: bytes) -> bytes:
         out = bytearray()
         while data:
+            if self._inflater.eof and self.coding != "deflate":
+                # A gzip answer may hold several members one after another (RFC 1952): the next one starts here.
+                self._inflater = zlib.decompressobj(_WBITS[self.coding])
             try:
                 piece = self._inflater.decompress(data, self.limit + 1 - self.size)  # >= 1: 0 would be no limit
             except zlib.error as exc:
@@ -131,6 +135,8 @@ class _Inflater:
                 raise _Refused(_too_large(self.limit))
             out += piece
             data = self._inflater.unconsumed_tail
+            if not data and self._inflater.eof and self.coding != "deflate":
+                data = self._inflater.unused_data  # what follows the member just ended
         return bytes(out)
 
     def end(self) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 import os
@@ -871,6 +872,34 @@ def test_a_compressed_answer_cut_short_is_said_to_be_cut_short(
     assert decided == []
     answers.append((encoding, whole))
     assert poller.poll_once().errors == [] and len(decided[0]) == 50
+    poller.stop()
+
+
+def test_a_gzip_answer_of_several_members_is_read_whole(encoded_server: tuple[str, list[tuple[str, bytes]]]) -> None:
+    """A gzip answer may hold several members one after the other (RFC 1952; what ``cat a.gz b.gz`` gives, or a
+    server compressing its answer piece by piece): the poller read the first only and refused the answer as "not
+    JSON". Every member is read now, within the size limit, and a last member cut short is still said to be."""
+    url, answers = encoded_server
+    decided: list[Sequence[Prediction]] = []
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        decided.append(predictions)
+        return []
+
+    poller = Poller(url, decide, clock=lambda: 0.0, max_body_bytes=10_000)
+    item = {"fault_type": "f", "action": "x", "confidence": 0.9}
+    text = json.dumps([item | {"id": f"p{i}", "target": f"t{i}"} for i in range(50)]).encode()
+    members = [gzip.compress(text[i : i + 700]) for i in range(0, len(text), 700)]
+    assert len(members) > 2
+    answers.append(("gzip", b"".join(members)))
+    assert poller.poll_once().errors == [] and len(decided[0]) == 50
+    answers.append(("gzip", b"".join(members)[:-5]))
+    assert poller.poll_once().errors == [
+        f"poll of {url} failed: the gzip answer is cut short (its compressed data ends before the end of stream)"
+    ]
+    answers.append(("gzip", b"".join([*members, gzip.compress(b" " * 10_000)])))  # the members add up past the limit
+    assert poller.poll_once().errors == [f"poll of {url} failed: the answer is larger than 10,000 bytes"]
+    assert len(decided) == 1
     poller.stop()
 
 
