@@ -278,6 +278,7 @@ def _run_db(args: argparse.Namespace) -> int:
         migrate,
         schema_version,
     )
+    from storage.connection import described  # noqa: PLC0415
 
     command = args.db_command
     name = f"db {command}"
@@ -329,6 +330,6 @@ def _run_db(args: argparse.Namespace) -> int:
         print(f"npo-bot db {command}: {exc}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:  # e.g. a page found damaged halfway through an export
-        print(f"npo-bot db {command}: {path}: {exc}", file=sys.stderr)
+        print(f"npo-bot db {command}: {path}: {described(exc)}", file=sys.stderr)
         return 1
     raise AssertionError(f"unhandled db command {command}")  # argparse refuses unknown commands first

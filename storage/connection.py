@@ -106,8 +106,15 @@ def connect_readonly(
     return Database(conn, execute_plugins=False)
 
 
+def described(exc: sqlite3.Error) -> str:
+    """An SQLite error as a command prints it: the error and what it usually means, when that is known."""
+    return f"{exc}{_hint(exc)}"
+
+
 def _hint(exc: sqlite3.Error) -> str:
     text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return " (another process is writing to it or holds it open in a transaction; try again once it is done)"
     if "not a database" in text:
         return " (is it an SQLite file?)"
     if "unable to open" in text or "readonly" in text or "read-only" in text:

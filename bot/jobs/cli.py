@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,6 +114,7 @@ def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
 def _run_report(args: argparse.Namespace, *, now: datetime | None) -> int:
     from bot.jobs.report import build_report, render_png, report_text  # noqa: PLC0415 - keep --help fast
     from storage import SQLiteStore  # noqa: PLC0415
+    from storage.connection import described  # noqa: PLC0415
     from storage.errors import StorageError  # noqa: PLC0415
 
     where = _db_and_zone(args)
@@ -146,6 +148,9 @@ def _run_report(args: argparse.Namespace, *, now: datetime | None) -> int:
             report = build_report(store, since=since, until=until, timezone=zone)
     except StorageError as exc:
         print(f"npo-bot report: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:  # locked past the busy timeout by another process; a page found damaged
+        print(f"npo-bot report: {db}: {described(exc)}", file=sys.stderr)
         return 2
     if args.png is not None:  # written before the text is printed, so a failure prints one line and nothing else
         try:
