@@ -19,7 +19,7 @@ from typing import Literal
 
 from sqlite_utils import Database
 
-from storage.errors import StorageError
+from storage.errors import StorageBusy, StorageError
 
 Synchronous = Literal["NORMAL", "FULL"]
 DEFAULT_BUSY_TIMEOUT_S = 5.0
@@ -37,7 +37,8 @@ def connect(
     Sets ``journal_mode=WAL``, ``busy_timeout`` (``busy_timeout_s`` seconds, > 0), ``foreign_keys=ON`` and
     ``synchronous`` (``"NORMAL"`` or ``"FULL"``). The underlying ``sqlite3`` connection has driver-level
     autocommit (``isolation_level=None``): transactions are opened explicitly (``BEGIN IMMEDIATE`` for writes).
-    Does not create or migrate the schema (see :func:`storage.migrate`). ``check_same_thread=False`` only
+    Does not create or migrate the schema (see :func:`storage.migrate`). Raises :class:`StorageBusy` when the
+    switch to WAL waited out the busy timeout for another process's lock. ``check_same_thread=False`` only
     allows *closing* the connection from another thread; using it from two threads is still a bug.
     """
     if synchronous not in ("NORMAL", "FULL"):
@@ -64,8 +65,14 @@ def connect(
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:  # not a database file, a read-only place, a file the process may not open
         conn.close()
-        if "locked" in str(exc).lower() or "busy" in str(exc).lower():
-            raise  # another connection's lock: the caller's busy handling retries
+        if "locked" in str(exc).lower() or "busy" in str(exc).lower():  # switching a file to WAL needs it alone
+            raise StorageBusy(
+                "connection",
+                str(path),
+                f"cannot open the database: it stayed locked by another process for {busy_timeout_s:g} s (a file "
+                "not yet in WAL mode is switched to it only when no other process is writing to it); try again "
+                "once that process is done",
+            ) from exc
         raise StorageError("connection", str(path), f"cannot open the database: {exc}{_hint(exc)}") from exc
     except BaseException:
         conn.close()

@@ -118,3 +118,28 @@ def test_a_current_database_opens_while_another_process_holds_the_write_lock(db_
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+@pytest.mark.parametrize("lock", ["IMMEDIATE", "EXCLUSIVE"])
+def test_a_file_not_yet_in_wal_that_another_process_holds_is_refused_clearly(db_path: Path, lock: str) -> None:
+    """Switching a file to WAL needs it to itself: a file still in rollback-journal mode (a restored backup, a file
+    another tool created) that another connection holds in a write transaction surfaced a bare
+    ``sqlite3.OperationalError: database is locked`` after the busy timeout (a traceback from ``serve``). It is a
+    :class:`StorageBusy` naming the file and saying to try again; once the lock is gone the file opens in WAL."""
+    other = sqlite3.connect(str(db_path), isolation_level=None)
+    other.execute("CREATE TABLE from_another_tool (x)")
+    assert other.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    other.execute(f"BEGIN {lock}")
+    try:
+        with pytest.raises(StorageBusy) as info:
+            SQLiteStore(db_path, busy_timeout_s=0.05)
+        assert info.value.table == "connection" and info.value.record == str(db_path)
+        assert "locked by another process" in info.value.message and "try again" in info.value.message
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with SQLiteStore(db_path) as store:
+        assert store.schema_version() == LATEST_SCHEMA_VERSION
+    db = connect(db_path)
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
