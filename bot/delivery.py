@@ -83,7 +83,7 @@ from bot.slack.blocks import (
     recommendation_blocks,
 )
 from storage import LeaseLost, OutboxItem, StorageBusy, StorageError
-from storage.outbox import next_due_at, post_state, shares_message, storm_channels
+from storage.outbox import next_due_at, post_state, sent_as, shares_message, storm_channels
 
 log = logging.getLogger(__name__)
 # Slack's answers refusing a message's blocks as too long or malformed: a recommendation is sent again compact.
@@ -761,18 +761,27 @@ class DeliveryWorker:
 
     def _mark_digest_sent(self, part_items: list[OutboxItem], posted_channel: str, ts: str) -> None:
         """Record the messages one posted digest part listed as sent (one transaction), counting those whose lease
-        another worker took meanwhile."""
+        another worker took meanwhile; those another worker's claim already recorded as this very post (from its
+        note next to the database) were not lost, and are only logged."""
         marked = self.store.mark_sent_many([(i.id, i.attempts) for i in part_items], posted_channel, ts)
         if marked < len(part_items):
-            log.warning(
-                "%d of %d outbox message(s) of a digest were claimed by another worker after this lease ran out; "
-                "not recorded",
-                len(part_items) - marked,
-                len(part_items),
-            )
-            self.metrics.inc(
-                "npo_deliveries_total", float(len(part_items) - marked), kind="digest", result="lease_lost"
-            )
+            with self.store.read() as conn:
+                recorded = sent_as(conn, [i.id for i in part_items], posted_channel, ts) - marked
+            if recorded:
+                log.info(
+                    "%d of %d outbox message(s) of a digest were recorded from its note, by another worker's claim",
+                    recorded,
+                    len(part_items),
+                )
+            lost = len(part_items) - marked - recorded
+            if lost:
+                log.warning(
+                    "%d of %d outbox message(s) of a digest were claimed by another worker after this lease ran "
+                    "out; not recorded",
+                    lost,
+                    len(part_items),
+                )
+                self.metrics.inc("npo_deliveries_total", float(lost), kind="digest", result="lease_lost")
         self.metrics.inc("npo_deliveries_total", float(len(part_items)), kind="digest", result="sent")
 
     # -- outcomes of a failed call -----------------------------------------------------------------------------

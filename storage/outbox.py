@@ -57,6 +57,18 @@ def shares_message(conn: sqlite3.Connection, channel: str, ts: str) -> bool:
     return bool(row and row[0] > 1)
 
 
+def sent_as(conn: sqlite3.Connection, outbox_ids: Sequence[int], channel: str, ts: str) -> int:
+    """How many of the outbox messages ``outbox_ids`` are recorded as sent in the message at (``channel``, ``ts``):
+    by whoever recorded the post, its worker or another worker's claim from the note next to the database."""
+    return sum(
+        conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE id = ? AND state = 'sent' AND channel = ? AND message_ts = ?",
+            (outbox_id, channel, ts),
+        ).fetchone()[0]
+        for outbox_id in dict.fromkeys(outbox_ids)
+    )
+
+
 def message_of(conn: sqlite3.Connection, prediction_id: str) -> tuple[str, str] | None:
     """(channel, ts) of the recommendation's message, once it was posted; else None."""
     row = conn.execute(

@@ -22,6 +22,7 @@ from bot.delivery import RETRY_AFTER_CAP_S, DeliveryWorker, WorkerConfig
 from bot.metrics import Metrics
 from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL
 from bot.standin import StandIn
+from npo.types import Prediction, Severity
 from storage import SQLiteStore, StorageError
 
 
@@ -488,3 +489,59 @@ def test_a_post_whose_lease_ends_while_its_result_waits_for_the_lock_is_not_post
         assert [m.text for m in standin.messages(INCIDENT)] == ["alert"]
         (sent,) = a_store.outbox("sent")
         assert sent.attempts == 1  # A's post, recorded from its note
+
+
+def test_a_digest_recorded_from_its_note_by_another_worker_is_no_lost_lease(
+    tmp_path: Path, standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As above, for a storm digest: worker A's digest comes back with little of its lease left and is noted next to
+    the database; worker B's claim records it from the note while A waits for the write lock. Nothing is posted
+    twice and A's record finds the digest already recorded, as it posted it. Before, A logged that another worker
+    had claimed its messages and counted them as ``lease_lost``."""
+    built = build_bot(make_settings(tmp_path, standin, storm_threshold=3), seed=1, run_worker=False)
+    try:
+        now = time.time()
+        ids = [f"s{i}" for i in range(4)]
+        results = built.service.decide(
+            [
+                Prediction(
+                    id=pid,
+                    fault_type="disk_failure",
+                    target=f"node-{pid}",
+                    action="investigate",
+                    confidence=0.99,
+                    severity=Severity.CRITICAL,
+                    time_to_fault_s=6 * 3600,
+                    received_at=now,
+                )
+                for pid in ids
+            ]
+        )
+        assert [r.decision.verdict.value for r in results] == ["surface"] * 4
+        with SQLiteStore(tmp_path / "npo.db") as b_store:
+            client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+            config = WorkerConfig(lease_s=2.0, post_interval_s=0.0, storm_threshold=3)
+            a_metrics = Metrics()
+            worker_a = DeliveryWorker(built.service, client, a_metrics, config)
+            worker_b = DeliveryWorker(SimpleNamespace(store=b_store), client, Metrics(), config)  # type: ignore[arg-type]
+            standin.faults.delay("chat.postMessage", 0.5, times=1)  # A's digest: 1.5 s of the lease left
+            caplog.set_level(logging.INFO, logger="bot.delivery")
+            a_pass = threading.Thread(target=worker_a.run_once)
+            a_pass.start()
+            wait_for(lambda: all(item.attempts == 1 for item in built.store.outbox("pending")))
+            lease_end = built.store.outbox("pending")[0].next_attempt_at
+            with b_store.transaction():  # B's write lock, taken while A's digest is in flight
+                while time.time() < lease_end + 0.1:
+                    time.sleep(0.05)
+                assert worker_b.run_once() == 0  # A's lease is over; its note is recorded, nothing is claimed
+            a_pass.join(30)
+        assert len(standin.messages(INCIDENT)) == 1  # one digest, listing the four
+        sent = built.store.outbox("sent")
+        assert len(sent) == 4 and all(item.attempts == 1 for item in sent)  # A's post, recorded from its note
+        warnings = [r.getMessage() for r in caplog.records if r.name == "bot.delivery" and r.levelno >= logging.WARNING]
+        assert not [w for w in warnings if "another worker" in w], warnings
+        exposition = a_metrics.render(None)
+        assert 'result="lease_lost"' not in exposition, exposition
+        assert 'npo_deliveries_total{kind="digest",result="sent"} 4' in exposition, exposition
+    finally:
+        built.close()
