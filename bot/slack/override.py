@@ -32,10 +32,22 @@ from npo.types import FeedbackEvent, FeedbackKind, InvalidRecord
 log = logging.getLogger(__name__)
 
 
+# Characters of other categories that show nothing: Unicode's Default_Ignorable_Code_Point letters and marks (the
+# Hangul fillers, a combining grapheme joiner, variation selectors, Khmer's inherent vowels) and the blank Braille
+# pattern, pasted as "invisible characters" to get past a required field.
+_BLANK = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0"
+    + "".join(map(chr, range(0x180B, 0x1810)))
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
+
+
 def _visible(text: str) -> bool:
-    """Whether ``text`` shows anything: a character other than a separator (spaces of any width) or a control or
-    format character (a zero-width space, a joiner, a byte-order mark)."""
-    return any(unicodedata.category(c)[0] not in "ZC" for c in text)
+    """Whether ``text`` shows anything: a character other than a separator (spaces of any width), a control or
+    format character (a zero-width space, a joiner, a byte-order mark) or a letter or mark that shows nothing (a
+    Hangul filler, a variation selector: :data:`_BLANK`)."""
+    return any(unicodedata.category(c)[0] not in "ZC" and c not in _BLANK for c in text)
 
 
 def validation_errors(submission: OverrideSubmission) -> dict[str, str]:

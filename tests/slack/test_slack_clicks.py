@@ -146,6 +146,28 @@ def test_other_with_details_made_only_of_invisible_characters_is_refused(bot: Bo
     assert [a.event.kind for a in bot.bot.store.feedback_log(prediction_id="p1")] == [FeedbackKind.OVERRIDE]
 
 
+@pytest.mark.parametrize(
+    "details", ["\u3164", "\u115f\u1160", "\uffa0 ", "\u2800\u2800", "\u034f", "\ufe0f\u200b", "\u17b4"]
+)
+def test_other_with_details_made_only_of_blank_letters_or_ignorable_marks_is_refused(
+    bot: BotUnderTest, details: str
+) -> None:
+    """Letters and marks that show nothing (the Hangul fillers, the blank Braille pattern: the "invisible character"
+    one pastes to get past a required field; a variation selector, a grapheme joiner) are no description either:
+    before, "Other" with details made only of them was accepted and stored as ``Other: \u3164``. Text in the
+    scripts they belong to still counts."""
+    message = bot.surface("p1")
+    assert bot.click(ALICE, "npo_override", message).status_code == 200
+    values = {"reason": {"reason": "other"}, "details": {"details": details}}
+    refused = bot.standin.submit_view(bot.events_url, SECRET, user_id=ALICE, values=values)
+    assert refused.status_code == 200 and refused.json()["response_action"] == "errors"
+    assert "describe the reason" in refused.json()["errors"][DETAILS_BLOCK_ID]
+    assert bot.bot.store.feedback_log() == []
+    values = {"reason": {"reason": "other"}, "details": {"details": "\u3164\ud32c \uc18c\uc74c \u2764\ufe0f"}}
+    assert bot.standin.submit_view(bot.events_url, SECRET, user_id=ALICE, values=values).status_code == 200
+    assert [a.event.kind for a in bot.bot.store.feedback_log(prediction_id="p1")] == [FeedbackKind.OVERRIDE]
+
+
 def test_override_opens_the_modal_and_validates_the_reason(bot: BotUnderTest) -> None:
     message = bot.surface("p1")
     start = time.monotonic()
