@@ -105,8 +105,8 @@ def _codings(headers: httpx.Headers) -> list[str]:
 class _Inflater:
     """Undoes one content coding (gzip or deflate) piece by piece, never producing more than ``limit`` bytes in all:
     a small answer that would inflate to gigabytes (a "gzip bomb") is refused without being inflated. A gzip answer
-    may hold several members, each read in turn. ``deflate`` is zlib's format, or raw deflate from servers that send
-    it so (as httpx accepts both)."""
+    may hold several members, each read in turn, and zero bytes padding them. ``deflate`` is zlib's format, or raw
+    deflate from servers that send it so (as httpx accepts both)."""
 
     def __init__(self, coding: str, limit: int) -> None:
         self.coding = coding
@@ -119,7 +119,11 @@ class _Inflater:
         out = bytearray()
         while data:
             if self._inflater.eof and self.coding != "deflate":
-                # A gzip answer may hold several members one after another (RFC 1952): the next one starts here.
+                # A gzip answer may hold several members one after another (RFC 1952): the next one starts here,
+                # past any zero bytes padding the last one (skipped by gzip -d and Python's gzip as well).
+                data = data.lstrip(b"\0")
+                if not data:
+                    break
                 self._inflater = zlib.decompressobj(_WBITS[self.coding])
             try:
                 piece = self._inflater.decompress(data, self.limit + 1 - self.size)  # >= 1: 0 would be no limit

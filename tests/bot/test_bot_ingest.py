@@ -903,6 +903,28 @@ def test_a_gzip_answer_of_several_members_is_read_whole(encoded_server: tuple[st
     poller.stop()
 
 
+def test_a_gzip_answer_padded_with_zeros_is_read(encoded_server: tuple[str, list[tuple[str, bytes]]]) -> None:
+    """Zero bytes after a gzip member (padding to a block size) are no member: ``gzip -d`` and Python's ``gzip``
+    skip them. Reading every member, the poller took them for the start of another one and refused the answer as
+    "not valid gzip (incorrect header check)". They are skipped; anything else after the last member is refused."""
+    url, answers = encoded_server
+    decided: list[Sequence[Prediction]] = []
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        decided.append(predictions)
+        return []
+
+    poller = Poller(url, decide, clock=lambda: 0.0)
+    item = {"id": "p1", "target": "t1", "fault_type": "f", "action": "x", "confidence": 0.9}
+    text = json.dumps([item]).encode()
+    answers.append(("gzip", gzip.compress(text[:10]) + b"\0" * 3 + gzip.compress(text[10:]) + b"\0" * 512))
+    assert poller.poll_once().errors == [] and [p.id for p in decided[0]] == ["p1"]
+    answers.append(("gzip", gzip.compress(text) + b"\0\0junk"))
+    [error] = poller.poll_once().errors
+    assert "the answer is not valid gzip" in error and len(decided) == 1
+    poller.stop()
+
+
 @pytest.mark.parametrize("answer", [b"processing", b"slow headers"])
 def test_poller_bounds_the_time_of_an_answer_whose_headers_never_end(
     raw_server: tuple[str, list[bytes]], answer: bytes
