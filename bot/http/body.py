@@ -69,7 +69,8 @@ def gunzip(data: bytes, limit: int) -> bytes:
             raise BodyTooLarge
         if not inflater.eof:
             raise BadGzip("the gzip body is cut short (no end of stream)")
-        rest = inflater.unused_data  # a further gzip member (concatenated files)
+        # a further gzip member (concatenated files), past any zero bytes padding this one (as gzip -d skips them)
+        rest = inflater.unused_data.lstrip(b"\0")
     return bytes(out)
 
 

@@ -104,6 +104,20 @@ def test_a_gzip_body_is_decoded(bot: BotUnderTest) -> None:
     assert httpx.post(f"{url}/api/v1/outcomes", content=outcome, headers=headers).json()["recorded"] is True
 
 
+def test_a_gzip_body_padded_with_zeros_is_decoded(bot: BotUnderTest) -> None:
+    """Zero bytes after a gzip member (padding to a block size) are skipped by ``gzip -d`` and Python's ``gzip``;
+    they were taken for the start of another member and the body refused with 400 "not valid gzip"."""
+    url = f"{bot.server.url}/api/v1/predictions"
+    raw = json.dumps([prediction("z1"), prediction("z2")]).encode()
+    body = gzip.compress(raw[:20]) + bytes(3) + gzip.compress(raw[20:]) + bytes(512)
+    response = httpx.post(url, content=body, headers=_auth(bot, **{"Content-Encoding": "gzip"}))
+    assert response.status_code == 200, response.text
+    assert [r["id"] for r in response.json()["results"]] == ["z1", "z2"]
+    junk = httpx.post(url, content=gzip.compress(raw) + b"\0junk", headers=_auth(bot, **{"Content-Encoding": "gzip"}))
+    assert junk.status_code == 400 and _is_json_error(junk)["field"] == "Content-Encoding"
+    assert bot.counts()["predictions"] == 2
+
+
 def test_an_unsupported_or_broken_encoding_is_refused_clearly(bot: BotUnderTest) -> None:
     url = f"{bot.server.url}/api/v1/predictions"
     raw = json.dumps(prediction("e1")).encode()
