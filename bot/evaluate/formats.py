@@ -35,4 +35,19 @@ def read_dataset(folder: Path, fmt: str | None = None, *, horizon_s: float | Non
     if name not in FORMATS:
         raise DataError(folder, f"unknown format {name!r}; choose from {', '.join(sorted(FORMATS))}")
     reader, default_horizon = FORMATS[name]
-    return reader(folder, horizon_s=default_horizon if horizon_s is None else horizon_s)
+    dataset = reader(folder, horizon_s=default_horizon if horizon_s is None else horizon_s)
+    _refuse_undecodable_names(folder, dataset)
+    return dataset
+
+
+def _refuse_undecodable_names(folder: Path, dataset: Dataset) -> None:
+    """A series is named after its file, and a file name that is not UTF-8 comes through as lone surrogates, which
+    no SQLite file (``--db``), log line or JSON reader can take: refused here, naming it, so that the in-memory and
+    the SQLite store read the same data sets."""
+    for series in dataset.series:
+        for text in (series.name, series.target, series.family):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise DataError(folder, f"the file name of series {shown} is not UTF-8: rename the file") from None

@@ -318,3 +318,27 @@ def test_seeds_are_capped_so_a_typo_cannot_fill_the_memory(capsys: pytest.Captur
         parser.parse_args(["evaluate", "--seeds", "1000000000"])
     assert info.value.code == 2
     assert "argument --seeds: expected a positive integer, at most 10000, got 1000000000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "smd"])
+def test_a_file_name_that_is_not_utf8_is_refused_naming_it_with_either_store(fmt: str, tmp_path: Path) -> None:
+    """A series is named after its file, and a Latin-1 file name (``caf\\xe9.csv``) came through as lone
+    surrogates: the in-memory store carried them into the output, and with ``--db`` the first insert failed with a
+    traceback. Now the data are refused before the run, the series named, exit 1, whichever the store."""
+    if fmt == "csv":
+        folder = tmp_path / "csv"
+        folder.mkdir()
+        paths = [folder / os.fsdecode(b"caf\xe9.csv")]
+    else:
+        folder = write_smd(tmp_path / "smd")
+        paths = [folder / sub / os.fsdecode(b"caf\xe9.txt") for sub in ("test", "test_label")]
+    try:
+        for path in paths:
+            path.write_text("timestamp,value,label\n0,1,0\n60,2,0\n" if fmt == "csv" else "0\n", encoding="utf-8")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 file names")
+    for store in ([], ["--db", str(tmp_path / "db")]):
+        run = _subprocess(["evaluate", "--data", str(folder), "--format", fmt, "--seeds", "1", "--quiet", *store])
+        line = _one_line(run.stderr.decode("utf-8", "backslashreplace"))
+        assert run.returncode == 1, line
+        assert "series caf\\xe9" in line and "is not UTF-8: rename the file" in line, line
