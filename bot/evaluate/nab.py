@@ -9,9 +9,10 @@ Layout of the folder (any folder of this shape works, nothing here names a parti
 Times are ``YYYY-MM-DD HH:MM:SS`` (optionally with fractional seconds), read as UTC. Rows are put in time order
 and rows sharing a time become one row with their mean: real files have both (NAB's repeat 12 rows at a
 daylight-saving change, and ``machine_temperature_system_failure`` has rows out of order). Every CSV listed in
-``windows.json`` is read (an empty list: a series without faults); a listed file that is missing, or a CSV in a
-sub-folder that ``windows.json`` does not list (hidden files and folders aside, such as the ``._<file>.csv`` macOS
-leaves on other disks), is an error, so a typo cannot silently drop a series. So are a
+``windows.json`` is read (an empty list: a series without faults); a listed file that is missing, or a CSV
+(``.csv`` in any case) beside ``windows.json`` or in a sub-folder that ``windows.json`` does not list (hidden files
+and folders aside, such as the ``._<file>.csv`` macOS leaves on other disks), is an error, so a typo cannot
+silently drop a series. So are a
 window lying wholly outside its series' time range, a file listed twice in ``windows.json`` or ``labels.json`` (JSON
 would keep only its last list), a ``labels.json`` value that is not a list, and text that is not UTF-8 (a leading
 byte-order mark is accepted).
@@ -190,6 +191,24 @@ def _stamp(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _is_csv(name: str) -> bool:
+    return name.lower().endswith(".csv")
+
+
+def _csv_files(folder: Path) -> list[Path]:
+    """The CSV files beside ``windows.json`` and in its sub-folders (``.csv`` in any case), hidden ones aside
+    (macOS's ``._<file>.csv``, say): each needs an entry in ``windows.json``."""
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            found += [p for p in sorted(entry.iterdir()) if not p.name.startswith(".") and _is_csv(p.name)]
+        elif _is_csv(entry.name):
+            found.append(entry)
+    return [p for p in found if p.is_file()]
+
+
 def read_nab(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
     """Read a NAB-shaped folder (see the module docstring)."""
     folder = Path(folder)
@@ -201,11 +220,7 @@ def read_nab(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
     windows_raw = _load_json(windows_path)
     labels_path = folder / LABELS_FILE
     labels_raw = _load_json(labels_path) if labels_path.is_file() else {}
-    on_disk = {
-        key
-        for key in (p.relative_to(folder).as_posix() for p in folder.glob("*/*.csv"))
-        if not any(part.startswith(".") for part in key.split("/"))  # hidden: macOS's ._<file>.csv, say
-    }
+    on_disk = {p.relative_to(folder).as_posix() for p in _csv_files(folder)}
     unlisted = sorted(on_disk - set(windows_raw))
     if unlisted:
         raise DataError(
@@ -217,7 +232,7 @@ def read_nab(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
     windows: list[FaultWindow] = []
     for key in sorted(windows_raw):
         csv_path = folder / key
-        if not key.endswith(".csv") or not csv_path.is_file():
+        if not _is_csv(key) or not csv_path.is_file():
             raise DataError(windows_path, f"{key!r} names no CSV file in {folder}")
         name = key[: -len(".csv")]
         s = read_series_csv(csv_path, name)

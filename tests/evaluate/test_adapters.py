@@ -89,6 +89,24 @@ def test_nab_csv_not_listed_or_listed_but_missing(nab_dir: Path) -> None:
         read_nab(nab_dir)
 
 
+def test_nab_csv_beside_windows_json_or_with_an_upper_case_suffix_needs_an_entry_too(nab_dir: Path) -> None:
+    # A listed CSV beside windows.json is read, but an unlisted one there was dropped without a word, and so was an
+    # unlisted ".CSV" in a sub-folder, while a listed ".CSV" was refused as naming "no CSV file".
+    quiet = (nab_dir / "hosts" / "quiet_metric.csv").read_text(encoding="utf-8")
+    windows = json.loads((nab_dir / "windows.json").read_text(encoding="utf-8"))
+    (nab_dir / "flat_metric.csv").write_text(quiet, encoding="utf-8")
+    with pytest.raises(DataError, match=r"no entry for flat_metric\.csv"):
+        read_nab(nab_dir)
+    (nab_dir / "flat_metric.csv").unlink()
+    (nab_dir / "hosts" / "LOUD_METRIC.CSV").write_text(quiet, encoding="utf-8")
+    with pytest.raises(DataError, match=r"no entry for hosts/LOUD_METRIC\.CSV"):
+        read_nab(nab_dir)
+    windows["hosts/LOUD_METRIC.CSV"] = []
+    (nab_dir / "windows.json").write_text(json.dumps(windows), encoding="utf-8")
+    names = [s.name for s in read_nab(nab_dir).series]
+    assert names == ["hosts/LOUD_METRIC", "hosts/cpu_load_ab12cd", "hosts/quiet_metric"]
+
+
 def test_nab_hidden_files_need_no_entry(nab_dir: Path) -> None:
     # macOS writes a "._<name>" companion (binary, not UTF-8) beside every file it copies to a non-Mac disk.
     (nab_dir / "hosts" / "._cpu_load_ab12cd.csv").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
