@@ -68,11 +68,18 @@ def read_text(path: Path) -> str:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
+    return decode_text(path, raw)
+
+
+def decode_text(path: Path, raw: bytes) -> str:
+    """``raw`` (the bytes of ``path``) as UTF-8 text, a leading byte-order mark dropped; other bytes are a
+    :class:`DataError` naming the line and the byte."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(path, f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8", line) from None
+        data = exc.object  # after the byte-order mark, which ``exc.start`` does not count
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(path, f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8", line) from None
 
 
 def _load_json(path: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.evaluate.errors import DataError
+from bot.evaluate.nab import decode_text
 from npo.evaluate.data import Dataset, FaultWindow, Series
 
 DEFAULT_HORIZON_S = 3600.0
@@ -51,19 +52,19 @@ def _find(folder: Path, machine: str) -> Path | None:
 
 
 def _lines(path: Path) -> list[str]:
-    """The file's lines as UTF-8 text (a leading byte-order mark dropped; ``.gz`` decompressed); an unreadable,
-    corrupt or non-UTF-8 file is a :class:`DataError` naming it."""
+    """The file's lines as UTF-8 text (a leading byte-order mark dropped; ``.gz`` decompressed); an unreadable or
+    corrupt file is a :class:`DataError` naming it, a non-UTF-8 one naming its line too."""
     try:
         if path.name.endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8-sig") as handle:
-                return handle.read().splitlines()
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+            with gzip.open(path, "rb") as handle:
+                raw = handle.read()
+        else:
+            raw = path.read_bytes()
     except zlib.error as exc:
         raise DataError(path, f"corrupt gzip data: {exc}") from None
     except (OSError, EOFError) as exc:
         raise DataError(path, f"cannot read: {exc}") from None
+    return decode_text(path, raw).splitlines()
 
 
 def read_matrix(path: Path) -> npt.NDArray[np.float64]:

@@ -265,6 +265,31 @@ def test_smd_labels_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
     assert len(read_smd(folder).windows) == 1
 
 
+def test_text_that_is_not_utf8_is_refused_at_its_line_and_byte_in_every_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SMD named only a byte offset into the decompressed text, no line; and after a byte-order mark NAB (and the
+    csv format) counted the offset without the mark, so they named the byte three before the bad one (a comma, say)
+    and could name the line before it."""
+    folder = write_nab(tmp_path / "nab")
+    path = folder / "hosts" / "quiet_metric.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3][:-2] + b"\xe9"  # the last digits of row 3 (line 4) in Latin-1
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines))
+    with pytest.raises(DataError, match=r"quiet_metric\.csv:4: not UTF-8 text \(byte 0xe9\)"):
+        read_nab(folder)
+    assert "quiet_metric.csv:4: not UTF-8 text (byte 0xe9)" in _refused(capsys, "--data", str(folder))
+
+    folder = write_smd(tmp_path / "smd")
+    path = folder / "test" / "machine-9-1.txt.gz"
+    lines = gzip.decompress(path.read_bytes()).split(b"\n")
+    lines[6] = lines[6].replace(b",", b",\xb5", 1)
+    path.write_bytes(gzip.compress(b"\n".join(lines)))
+    with pytest.raises(DataError, match=r"machine-9-1\.txt\.gz:7: not UTF-8 text \(byte 0xb5\)"):
+        read_smd(folder)
+    assert "machine-9-1.txt.gz:7: not UTF-8 text (byte 0xb5)" in _refused(capsys, "--data", str(folder))
+
+
 # --- 5, 6, 7, 8. options refused in one line -----------------------------------------------------------------
 
 
