@@ -16,7 +16,7 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -329,6 +329,17 @@ def test_replay_reads_files_that_start_with_a_byte_order_mark(tmp_path: Path) ->
     assert [p.id for p in renamed.predictions] == ["j1", "j2"]
 
 
+def _recorder() -> tuple[list[Sequence[Prediction]], Callable[[Sequence[Prediction]], list[DecideResult]]]:
+    """A poller's ``decide`` that keeps each batch it is given (in the list returned beside it) and decides nothing."""
+    decided: list[Sequence[Prediction]] = []
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        decided.append(predictions)
+        return []
+
+    return decided, decide
+
+
 @contextlib.contextmanager
 def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """A feed on 127.0.0.1 answering with ``handler``; its URL."""
@@ -627,11 +638,7 @@ def test_a_feed_of_many_invalid_predictions_is_logged_in_bounded_size(
     item = {"fault_type": "f", "action": "x", "confidence": 0.9}
     bad = [item | {"id": f"b{i}", "target": f"t{i}", "model": "v2"} for i in range(1000)]
     served.append([*bad, item | {"id": "good", "target": "t-good"}])
-    decided: list[Sequence[Prediction]] = []
-
-    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
-        decided.append(predictions)
-        return []
+    decided, decide = _recorder()
 
     poller = Poller(url, decide, clock=lambda: 0.0)
     with caplog.at_level(logging.WARNING, logger="bot.ingest.poller"):
@@ -757,11 +764,7 @@ def test_poller_bounds_the_size_and_the_time_of_an_answer(raw_server: tuple[str,
     """A huge answer was read whole into memory, and one that never ends (a byte now and then, each within the read
     timeout) held the poll for ever, with nothing logged."""
     url, bodies = raw_server
-    decided: list[Sequence[Prediction]] = []
-
-    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
-        decided.append(predictions)
-        return []
+    decided, decide = _recorder()
 
     poller = Poller(url, decide, clock=lambda: 0.0, timeout_s=1.0, max_body_bytes=10_000)
     item = {"fault_type": "f", "action": "x", "confidence": 0.9}
@@ -819,11 +822,7 @@ def test_poller_refuses_a_compressed_answer_over_its_limit_without_inflating_it(
     about 64 MiB of memory at every poll, whatever ``max_body_bytes``. The answer is now inflated only up to the
     limit; an answer within it is decoded as before."""
     url, answers = encoded_server
-    decided: list[Sequence[Prediction]] = []
-
-    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
-        decided.append(predictions)
-        return []
+    decided, decide = _recorder()
 
     poller = Poller(url, decide, clock=lambda: 0.0, timeout_s=10.0, max_body_bytes=1_000_000)
     answers.append((encoding, _zeros_compressed(512 << 20, wbits)))
@@ -852,11 +851,7 @@ def test_a_compressed_answer_cut_short_is_said_to_be_cut_short(
     feed's JSON; and one cut in its trailer (the checksum) was taken unchecked. Both now say the answer is cut
     short, as the HTTP routes say of a gzip body, and nothing of it is decided."""
     url, answers = encoded_server
-    decided: list[Sequence[Prediction]] = []
-
-    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
-        decided.append(predictions)
-        return []
+    decided, decide = _recorder()
 
     poller = Poller(url, decide, clock=lambda: 0.0)
     item = {"fault_type": "f", "action": "x", "confidence": 0.9}
@@ -880,11 +875,7 @@ def test_a_gzip_answer_of_several_members_is_read_whole(encoded_server: tuple[st
     server compressing its answer piece by piece): the poller read the first only and refused the answer as "not
     JSON". Every member is read now, within the size limit, and a last member cut short is still said to be."""
     url, answers = encoded_server
-    decided: list[Sequence[Prediction]] = []
-
-    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
-        decided.append(predictions)
-        return []
+    decided, decide = _recorder()
 
     poller = Poller(url, decide, clock=lambda: 0.0, max_body_bytes=10_000)
     item = {"fault_type": "f", "action": "x", "confidence": 0.9}
@@ -908,11 +899,7 @@ def test_a_gzip_answer_padded_with_zeros_is_read(encoded_server: tuple[str, list
     skip them. Reading every member, the poller took them for the start of another one and refused the answer as
     "not valid gzip (incorrect header check)". They are skipped; anything else after the last member is refused."""
     url, answers = encoded_server
-    decided: list[Sequence[Prediction]] = []
-
-    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
-        decided.append(predictions)
-        return []
+    decided, decide = _recorder()
 
     poller = Poller(url, decide, clock=lambda: 0.0)
     item = {"id": "p1", "target": "t1", "fault_type": "f", "action": "x", "confidence": 0.9}
@@ -934,11 +921,7 @@ def test_poller_bounds_the_time_of_an_answer_whose_headers_never_end(
     read timeout, held the poll for as long as it went on (for ever here), the poller thread with it: no more polls,
     no log line, and :meth:`Poller.stop` gave up on the thread after 10 s."""
     url, bodies = raw_server
-    decided: list[Sequence[Prediction]] = []
-
-    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
-        decided.append(predictions)
-        return []
+    decided, decide = _recorder()
 
     poller = Poller(url, decide, clock=lambda: 0.0, timeout_s=1.0)
     bodies.append(answer)
@@ -961,11 +944,7 @@ def test_a_key_twice_in_an_entry_makes_that_entry_invalid_and_the_rest_is_decide
     """``json.loads`` keeps the last value of a repeated key, silently: ``"confidence": 0.1, "confidence": 0.99``
     was decided at 0.99, where the HTTP routes refuse the same JSON naming the field."""
     url, bodies = raw_server
-    decided: list[Sequence[Prediction]] = []
-
-    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
-        decided.append(predictions)
-        return []
+    decided, decide = _recorder()
 
     entries = [
         _ENTRY % (b"good", b"1", b""),
@@ -999,11 +978,7 @@ def test_a_key_twice_outside_the_entries_is_a_failed_poll(
     """``{"predictions": [...], "predictions": [...]}``: which list the feed meant is unknown (``json.loads`` took
     the last, silently). The whole answer is refused, as one that is not JSON is."""
     url, bodies = raw_server
-    decided: list[Sequence[Prediction]] = []
-
-    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
-        decided.append(predictions)
-        return []
+    decided, decide = _recorder()
 
     poller = Poller(url, decide, clock=lambda: 0.0)
     twice = "this key appears twice in one object (one of its values would be lost)"
