@@ -57,8 +57,22 @@ class KeySpec:
             raise InvalidRecord("key_fields", f"unknown field(s) {unknown}; choose from {list(KEY_FIELDS)}")
 
     def parent(self, key: str) -> str:
-        """The parent key of ``key`` (a key this spec formed): :data:`PARENT_PREFIX` + its first field."""
-        return bounded_key(PARENT_PREFIX + key.partition("|")[0])
+        """The parent key of ``key`` (a key this spec formed): :data:`PARENT_PREFIX` + its first field (as written
+        in the key, escapes and all)."""
+        first = _FIRST_FIELD.match(key)  # always matches, if only the empty start
+        return bounded_key(PARENT_PREFIX + (first.group() if first else ""))
+
+
+_FIRST_FIELD = re.compile(r"(?:[^\\|]|\\.)*", re.DOTALL)  # up to the first "|" that is not escaped
+
+
+def key_field(text: str) -> str:
+    """``text`` as one field of a key: a "\\" or "|" inside it escaped with "\\", so that no field's content can
+    pass for a boundary between two fields ("disk|drain" + "x" and "disk" + "drain|x" are two keys). Text without
+    either is unchanged, so the keys of ordinary fields read as they always have."""
+    if "|" not in text and "\\" not in text:
+        return text
+    return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
 _DIGITS = re.compile(r"\d+")
@@ -100,13 +114,16 @@ def _default_key(prediction: Prediction) -> str:
     labels = prediction.labels
     explicit = labels.get("target_class") if labels else None
     shape = explicit or _DIGITS.sub("#", prediction.target)
-    key = f"{prediction.fault_type}|{prediction.action}|{shape}|{confidence_band(prediction.confidence)}"
+    fields = f"{prediction.fault_type}|{prediction.action}|{shape}"
+    if "\\" in fields or fields.count("|") != 2:  # rare: a field to escape
+        fields = f"{key_field(prediction.fault_type)}|{key_field(prediction.action)}|{key_field(shape)}"
+    key = f"{fields}|{confidence_band(prediction.confidence)}"
     return key if len(key) <= MAX_TEXT_LEN else bounded_key(key)
 
 
 def scenario_key(prediction: Prediction, spec: KeySpec = KeySpec()) -> str:
-    """The scenario key k(s): the chosen attributes joined by "|" (stable, human-readable; shortened by
-    :func:`bounded_key` in the rare case it would be longer than a stored key may be)."""
+    """The scenario key k(s): the chosen attributes joined by "|", each as a :func:`key_field` (stable,
+    human-readable; shortened by :func:`bounded_key` in the rare case it would be longer than a stored key may be)."""
     if spec.fields == DEFAULT_KEY_FIELDS:
         return _default_key(prediction)
     parts: list[str] = []
@@ -121,7 +138,7 @@ def scenario_key(prediction: Prediction, spec: KeySpec = KeySpec()) -> str:
             parts.append(prediction.cluster)
         else:
             parts.append(str(getattr(prediction, name)))
-    return bounded_key("|".join(parts))
+    return bounded_key("|".join(key_field(part) for part in parts))
 
 
 def score(confidence: float, misalignment: float) -> float:

@@ -107,6 +107,24 @@ def test_a_parent_key_is_shortened_like_any_key() -> None:
     assert len(parent) <= MAX_TEXT_LEN and parent.startswith("^parent:fff") and parent != spec.parent("g|x")
 
 
+@pytest.mark.parametrize("spec", [KeySpec(), KeySpec(("fault_type", "action", "severity"))])
+def test_a_bar_or_backslash_inside_a_field_cannot_make_two_kinds_one_key(spec: KeySpec) -> None:
+    """Fields are joined by "|": a "|" (or a "\\") inside one is escaped, so moving it across a field boundary
+    gives another key, and the parent is still the whole first field."""
+    pairs = [
+        (_p(fault_type="disk|drain", action="x"), _p(fault_type="disk", action="drain|x")),
+        (_p(fault_type="disk\\", action="x"), _p(fault_type="disk", action="\\x")),
+        (_p(fault_type="disk\\|drain", action="x"), _p(fault_type="disk\\", action="drain|x")),
+    ]
+    for a, b in pairs:
+        assert scenario_key(a, spec) != scenario_key(b, spec), (a.fault_type, a.action)
+        assert spec.parent(scenario_key(a, spec)) != spec.parent(scenario_key(b, spec))
+    key = scenario_key(_p(fault_type="disk|full", action="drain|now"), spec)
+    assert key.startswith("disk\\|full|drain\\|now|")
+    assert spec.parent(key) == "^parent:disk\\|full"
+    assert scenario_key(_p(), spec) == scenario_key(_p(), spec).replace("\\", "")  # plain fields: as before
+
+
 def test_score_is_confidence_times_agreement() -> None:
     assert score(0.8, 0.0) == pytest.approx(0.8)  # a new key starts from the predictor's confidence
     assert score(0.8, 0.25) == pytest.approx(0.6)
