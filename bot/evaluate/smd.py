@@ -7,7 +7,9 @@ Layout of the folder (any folder of this shape works, nothing here names a parti
     DIR/test_label/<machine>.txt        one 0/1 per line per test row (1 = anomalous minute)       (required)
 
 ``train`` is optional per machine (without it the predictor warms up on the first day of ``test``); a label or
-train file without its test file is refused (a misnamed test file must not drop a machine and its faults). There are no
+train file without its test file is refused (a misnamed test file must not drop a machine and its faults), and so
+are a file of another kind in these folders (``.txt``, ``.txt.gz``, ``.csv`` and ``.csv.gz`` are read; hidden
+files are left alone) and two files for one machine (``m.txt`` beside ``m.txt.gz``). There are no
 timestamps: row i of the concatenation train + test is minute i of the machine's record (time 60·i seconds from
 an arbitrary origin; every machine starts at 0, so machines are replayed side by side).
 
@@ -36,19 +38,27 @@ DEFAULT_HORIZON_S = 3600.0
 MINUTE_S = 60.0
 
 
-def _machine_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".gz", ".txt", ".csv"):
-        name = name.removesuffix(suffix)
-    return name
+MACHINE_SUFFIXES = (".txt", ".txt.gz", ".csv", ".csv.gz")
 
 
-def _find(folder: Path, machine: str) -> Path | None:
-    for candidate in (f"{machine}.txt", f"{machine}.txt.gz", f"{machine}.csv", f"{machine}.csv.gz"):
-        path = folder / candidate
-        if path.is_file():
-            return path
-    return None
+def _machine_files(folder: Path) -> dict[str, Path]:
+    """The machine files of one of the layout's folders by machine name, hidden files (and sub-folders) aside.
+
+    A file of another kind (a ``notes.md``, a ``.bz2``) is a :class:`DataError` naming the names it may have, and so
+    are two files for one machine (``m.txt`` beside ``m.txt.gz``): neither may be read in place of the other
+    without a word."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        suffix = next((x for x in MACHINE_SUFFIXES if path.name.endswith(x) and len(path.name) > len(x)), None)
+        if suffix is None:
+            raise DataError(path, "not a machine file: expected <machine>.txt, .txt.gz, .csv or .csv.gz")
+        machine = path.name[: -len(suffix)]
+        if machine in files:
+            raise DataError(path, f"a second file for {machine} beside {files[machine].name}: keep one of them")
+        files[machine] = path
+    return files
 
 
 def _lines(path: Path) -> list[str]:
@@ -136,29 +146,25 @@ def read_smd(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
     for needed in (test_dir, label_dir):
         if not needed.is_dir():
             raise DataError(needed, "missing: an SMD-shaped folder needs test/ and test_label/")
-    machines = sorted({_machine_name(p) for p in test_dir.iterdir() if p.is_file() and not p.name.startswith(".")})
-    if not machines:
+    tests = _machine_files(test_dir)
+    if not tests:
         raise DataError(test_dir, "holds no machine files")
-    for path in sorted(label_dir.iterdir()):  # a missing or misnamed test file must not drop a machine's faults
-        if path.is_file() and not path.name.startswith(".") and _machine_name(path) not in machines:
-            machine = _machine_name(path)
+    labels_of = _machine_files(label_dir)
+    for machine, path in labels_of.items():  # a missing or misnamed test file must not drop a machine's faults
+        if machine not in tests:
             raise DataError(path, f"labels for {machine} but no test file ({test_dir / machine}.txt or .txt.gz)")
-    if train_dir.is_dir():  # a history without its test file is a misnamed machine, not one to leave out silently
-        for path in sorted(train_dir.iterdir()):
-            if path.is_file() and not path.name.startswith(".") and _machine_name(path) not in machines:
-                machine = _machine_name(path)
-                raise DataError(path, f"history for {machine} but no test file ({test_dir / machine}.txt or .txt.gz)")
+    trains = _machine_files(train_dir) if train_dir.is_dir() else {}
+    for machine, path in trains.items():  # a history without its test file is a misnamed machine, not one to drop
+        if machine not in tests:
+            raise DataError(path, f"history for {machine} but no test file ({test_dir / machine}.txt or .txt.gz)")
     series: list[Series] = []
     windows: list[FaultWindow] = []
-    for machine in machines:
-        test_path = _find(test_dir, machine)
-        label_path = _find(label_dir, machine)
-        if test_path is None:
-            raise DataError(test_dir, f"no readable file for {machine}")
+    for machine, test_path in tests.items():
+        label_path = labels_of.get(machine)
         if label_path is None:
             raise DataError(label_dir, f"missing labels for {machine} ({machine}.txt)")
         test = read_matrix(test_path)
-        train_path = _find(train_dir, machine) if train_dir.is_dir() else None
+        train_path = trains.get(machine)
         train = read_matrix(train_path) if train_path is not None else np.zeros((0, test.shape[1]))
         if train.shape[1] != test.shape[1]:
             raise DataError(train_path or train_dir, f"{train.shape[1]} columns but the test file has {test.shape[1]}")

@@ -188,6 +188,34 @@ def test_smd_label_count_must_match_test_rows(smd_dir: Path) -> None:
         read_smd(smd_dir)
 
 
+def test_smd_a_stray_file_or_two_files_for_one_machine_are_refused_by_name(smd_dir: Path) -> None:
+    """A notes file in test/ is named as not a machine file (not "no readable file for notes"), and a machine with
+    both a plain and a compressed file is refused rather than read from whichever comes first."""
+    import gzip  # noqa: PLC0415
+
+    stray = smd_dir / "test" / "notes.md"
+    stray.write_text("how this was exported\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"test/notes\.md: not a machine file: expected <machine>\.txt, \.txt\.gz"):
+        read_smd(smd_dir)
+    stray.rename(smd_dir / "notes.md")  # beside the folders, not in them: not read
+    windows = read_smd(smd_dir).windows
+    assert windows
+    with gzip.open(smd_dir / "test" / "machine-9-1.txt.gz", "rt", encoding="utf-8") as handle:
+        text = handle.read()
+    plain = smd_dir / "test" / "machine-9-1.txt"
+    plain.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=r"machine-9-1\.txt\.gz: a second file for machine-9-1 beside machine-9-1\.txt"):
+        read_smd(smd_dir)
+    plain.unlink()
+    label = smd_dir / "test_label" / "machine-9-1.txt"
+    with gzip.open(smd_dir / "test_label" / "machine-9-1.txt.gz", "wb") as handle:
+        handle.write(label.read_bytes())
+    with pytest.raises(DataError, match=r"test_label/machine-9-1\.txt\.gz: a second file for machine-9-1"):
+        read_smd(smd_dir)
+    label.unlink()  # the compressed labels alone are read, the same windows as before
+    assert read_smd(smd_dir).windows == windows
+
+
 def test_unknown_layout_needs_a_format(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot tell the format"):
         read_dataset(tmp_path)
