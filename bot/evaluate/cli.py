@@ -371,6 +371,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     except (DataError, InvalidRecord) as exc:
         print(f"npo-bot evaluate: {exc}", file=sys.stderr)
         return DATA_ERROR_EXIT
+    if "note" in dataset.notes:
+        print(f"npo-bot evaluate: note: {dataset.notes['note']}", file=sys.stderr)
     predictor = PredictorConfig()
     note = _short_series_note(dataset, predictor.min_history_s)
     if note is not None:

@@ -15,7 +15,8 @@ and folders aside, such as the ``._<file>.csv`` macOS leaves on other disks), is
 silently drop a series. So are a
 window lying wholly outside its series' time range, a file listed twice in ``windows.json`` or ``labels.json`` (JSON
 would keep only its last list), a ``labels.json`` value that is not a list, and text that is not UTF-8 (a leading
-byte-order mark is accepted).
+byte-order mark is accepted). A key of ``labels.json`` that names no series of ``windows.json`` is only noted
+(``Dataset.notes["note"]``, printed by ``npo-bot evaluate``): NAB's own labels file covers a larger collection.
 
 Each CSV becomes one univariate :class:`~npo.evaluate.data.Series`: name ``<sub-folder>/<file stem>``, target the
 file stem, family (the fault type of its predictions) the stem without a trailing hexadecimal id
@@ -259,10 +260,18 @@ def read_nab(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
             windows.append(FaultWindow(name, start, end, onset))
     if not series:
         raise DataError(windows_path, "lists no series")
+    notes = {"format": "nab"}
+    stray = sorted(set(labels_raw) - set(windows_raw))
+    if stray:  # a typo, or the labels of a larger collection: said, not refused (the windows are the truth)
+        notes["note"] = (
+            f"{LABELS_FILE}: {len(stray)} key(s) name no series of {WINDOWS_FILE}, their labels unused: "
+            + ", ".join(repr(k) for k in stray[:3])
+            + (", …" if len(stray) > 3 else "")
+        )
     return Dataset(
         name=Path(os.path.abspath(folder)).name,
         series=tuple(series),
         windows=tuple(windows),
         horizon_s=horizon_s,
-        notes={"format": "nab"},
+        notes=notes,
     )

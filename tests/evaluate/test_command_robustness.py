@@ -342,3 +342,24 @@ def test_a_file_name_that_is_not_utf8_is_refused_naming_it_with_either_store(fmt
         line = _one_line(run.stderr.decode("utf-8", "backslashreplace"))
         assert run.returncode == 1, line
         assert "series caf\\xe9" in line and "is not UTF-8: rename the file" in line, line
+
+
+def test_a_labels_key_naming_no_series_is_noted_and_the_run_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NAB's own labels file covers more series than a folder may hold: a key of labels.json that windows.json does
+    not list is said on stderr (a typo shows), not taken without a word and not refused."""
+    folder = write_nab(tmp_path / "nab")
+    assert _code(["--data", str(folder), "--seeds", "1", "--quiet"]) == 0
+    assert "labels.json" not in capsys.readouterr().err
+    labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
+    labels["hosts/cpu_laod_ab12cd.csv"] = labels["hosts/cpu_load_ab12cd.csv"]
+    (folder / "labels.json").write_text(json.dumps(labels), encoding="utf-8")
+    assert _code(["--data", str(folder), "--seeds", "1", "--quiet", "--json"]) == 0
+    captured = capsys.readouterr()
+    line = _one_line(captured.err)
+    assert line == (
+        "npo-bot evaluate: note: labels.json: 1 key(s) name no series of windows.json, their labels unused: "
+        "'hosts/cpu_laod_ab12cd.csv'"
+    ), line
+    assert json.loads(captured.out)["data"]["windows"] == 1
