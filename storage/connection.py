@@ -70,8 +70,8 @@ def connect(
                 "connection",
                 str(path),
                 f"cannot open the database: it stayed locked by another process for {busy_timeout_s:g} s (a file "
-                "not yet in WAL mode is switched to it only when no other process is writing to it); try again "
-                "once that process is done",
+                "not yet in WAL mode is switched to it only when no other process is reading or writing it); try "
+                "again once that process is done",
             ) from exc
         raise StorageError("connection", str(path), f"cannot open the database: {exc}{_hint(exc)}") from exc
     except BaseException:

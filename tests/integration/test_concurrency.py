@@ -120,7 +120,7 @@ def test_a_current_database_opens_while_another_process_holds_the_write_lock(db_
         other.close()
 
 
-@pytest.mark.parametrize("lock", ["IMMEDIATE", "EXCLUSIVE"])
+@pytest.mark.parametrize("lock", ["IMMEDIATE", "EXCLUSIVE", "SHARED"])
 def test_a_file_not_yet_in_wal_that_another_process_holds_is_refused_clearly(db_path: Path, lock: str) -> None:
     """Switching a file to WAL needs it to itself: a file still in rollback-journal mode (a restored backup, a file
     another tool created) that another connection holds in a write transaction surfaced a bare
@@ -129,12 +129,18 @@ def test_a_file_not_yet_in_wal_that_another_process_holds_is_refused_clearly(db_
     other = sqlite3.connect(str(db_path), isolation_level=None)
     other.execute("CREATE TABLE from_another_tool (x)")
     assert other.execute("PRAGMA journal_mode").fetchone() == ("delete",)
-    other.execute(f"BEGIN {lock}")
+    if lock == "SHARED":  # a reader in the middle of a read transaction
+        other.execute("BEGIN")
+        other.execute("SELECT * FROM from_another_tool").fetchall()
+    else:
+        other.execute(f"BEGIN {lock}")
     try:
         with pytest.raises(StorageBusy) as info:
             SQLiteStore(db_path, busy_timeout_s=0.05)
         assert info.value.table == "connection" and info.value.record == str(db_path)
-        assert "locked by another process" in info.value.message and "try again" in info.value.message
+        message = info.value.message
+        assert "locked by another process" in message and "try again" in message
+        assert "no other process is reading or writing it" in message, message  # a reader holds it too
     finally:
         other.execute("ROLLBACK")
         other.close()
