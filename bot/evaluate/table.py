@@ -36,8 +36,12 @@ def _cell(m: dict[str, Any], metric: str) -> str:
 
 
 def _tau(m: dict[str, Any]) -> str:
-    taus = [t for t in m.get("tau_quarters", []) if t is not None and not math.isnan(t)]
-    return " → ".join(f"{t:.2f}" for t in taus) if taus else "—"
+    """The mean τ drawn in each quarter of the stream, "–" for a quarter with no draw (every quarter keeps its
+    place, so "0.60 → – → 0.50 → 0.50" is not read as three consecutive quarters); "—" when none has one."""
+    taus = [None if t is None or math.isnan(t) else t for t in m.get("tau_quarters", [])]
+    if all(t is None for t in taus):
+        return "—"
+    return " → ".join("–" if t is None else f"{t:.2f}" for t in taus)
 
 
 def _retraining(result: dict[str, Any]) -> str:

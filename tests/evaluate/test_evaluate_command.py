@@ -97,6 +97,24 @@ def test_table_and_errors(nab_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
         main(["evaluate", "--noise", "1.5"])
 
 
+def test_the_table_keeps_a_quarter_without_a_draw_in_its_place(
+    nab_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """τ by quarter: a quarter where NPO drew no τ (JSON null) is shown as "–" in its place, not left out (which
+    made three quarters read as four, shifted)."""
+    from bot.evaluate.table import table  # noqa: PLC0415
+
+    assert main(["evaluate", "--data", str(nab_dir), "--seeds", "1", "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    result["npo"]["tau_quarters"] = [0.6, None, 0.5, 0.55]
+    result["fixed"]["0.7"]["tau_quarters"] = [None, None, None, None]
+    lines = table(result).splitlines()
+    (npo,) = [line for line in lines if line.startswith("| **NPO** |")]
+    assert npo.endswith("| 0.60 → – → 0.50 → 0.55 |"), npo
+    (fixed,) = [line for line in lines if line.startswith("| fixed τ = 0.7 |")]
+    assert fixed.endswith("| — |"), fixed
+
+
 @pytest.mark.parametrize("fmt", ["nab", "smd"])
 def test_real_data_runs_and_counts_consistently(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     folder = real_data(fmt)
