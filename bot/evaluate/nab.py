@@ -166,8 +166,12 @@ def _collapse(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
     unique, first, counts = np.unique(t, return_index=True, return_counts=True)
     if unique.size == t.size:
         return t, v
-    sums = np.add.reduceat(v, first)
-    return unique, sums / counts
+    with np.errstate(over="ignore"):
+        means = np.add.reduceat(v, first) / counts
+    if not np.all(np.isfinite(means)):  # values near the float limit: their sum overflows, their mean does not
+        scale = float(np.max(np.abs(v)))
+        means = np.add.reduceat(v / scale, first) / counts * scale
+    return unique, means
 
 
 def _window_pairs(path: Path, key: str, raw: object, series: Series) -> list[tuple[float, float]]:

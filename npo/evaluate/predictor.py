@@ -95,11 +95,19 @@ class PredictorConfig:
                 raise InvalidRecord(f"predictor.{name}", f"must be an integer >= 1, got {value!r}")
 
 
+_HALF_MAX = float(np.finfo(np.float64).max) / 2
+
+
 def dimension_scores(series: Series, config: PredictorConfig) -> FloatArray:
     """The robust z of every row and dimension of ``series``, shape (n, d) (NaN where the baseline is not yet long
     enough); see the module docstring."""
     t = series.times
     x = series.values
+    # A difference of two values beyond half the float range overflows (and so would a median or a quantile that
+    # interpolates between them); z is the same in any unit, so such a series is measured in halves.
+    unit = 0.5 if x.size and float(np.max(np.abs(x))) > _HALF_MAX else 1.0
+    if unit != 1.0:
+        x = x * unit
     n, d = x.shape
     z = np.full((n, d), np.nan)
     # Refresh points: the first row of each refresh period; each period uses the baseline before its first row.
@@ -116,7 +124,7 @@ def dimension_scores(series: Series, config: PredictorConfig) -> FloatArray:
         q_lo, q_hi = np.quantile(base, [0.01, 0.99], axis=0)
         scale = np.maximum(
             np.maximum(MAD_TO_SIGMA * mad, (q_hi - q_lo) / config.spread_divisor),
-            config.abs_floor * np.maximum(1.0, np.abs(med)),
+            config.abs_floor * np.maximum(unit, np.abs(med)),
         )
         z[a:b] = np.minimum(np.abs(x[a:b] - med) / scale, config.max_z)
     return z

@@ -47,6 +47,22 @@ def test_nab_rows_out_of_order_and_repeated_times_are_sorted_and_merged(nab_dir:
     assert series.values[4, 0] == pytest.approx((original + 1000) / 2)
 
 
+def test_nab_repeated_times_near_the_float_limit_merge_to_their_mean(nab_dir: Path) -> None:
+    """Their sum overflows (a numpy warning, then "values must be finite" naming no file); their mean does not.
+    Rows of ordinary values merge exactly as before (the test above)."""
+    path = nab_dir / "hosts" / "quiet_metric.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    at = lines[5].split(",")[0]
+    lines[5] = f"{at},1.7e308"
+    lines.insert(6, f"{at},1.5e308")
+    lines.insert(7, f"{at},1.6e308")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    series = read_nab(nab_dir).series[1]
+    assert series.times.size == 288 * 4
+    assert series.values[4, 0] == pytest.approx(1.6e308, rel=1e-12)
+    assert np.all(np.isfinite(series.values))
+
+
 def test_nab_without_windows_json_is_refused_by_name(nab_dir: Path) -> None:
     (nab_dir / "windows.json").unlink()
     with pytest.raises(DataError, match=r"windows\.json: missing"):

@@ -29,6 +29,24 @@ def test_predictor_flags_a_strong_spike_and_nothing_else() -> None:
     assert p.confidence.min() >= 0.75  # the trigger (once a week) is p = 0.75: even odds are three times a week
 
 
+def test_values_near_the_float_limit_score_as_the_same_series_in_a_smaller_unit() -> None:
+    """A series whose values reach the float limit (a counter gone wild, a sentinel) overflowed in the differences
+    of the robust z (numpy warnings, z of 0); measured in halves it scores as the series does in any unit, the
+    spike flagged at the same rows. Warnings are errors in this suite."""
+    spike = 288 * 4
+    base = _series([spike])
+    centred = base.values - np.median(base.values)
+    peak = np.finfo(np.float64).max * 0.99
+    huge = Series("s", "cpu", "host-1", base.times, centred * (peak / np.max(np.abs(centred))))
+    small = Series("s", "cpu", "host-1", base.times, centred * (1e6 / np.max(np.abs(centred))))
+    assert np.max(np.abs(huge.values)) > np.finfo(np.float64).max / 2
+    z_huge, z_small = robust_scores(huge, PredictorConfig()), robust_scores(small, PredictorConfig())
+    assert np.array_equal(np.isnan(z_huge), np.isnan(z_small))
+    assert np.allclose(z_huge, z_small, rtol=1e-9, equal_nan=True)
+    assert np.array_equal(predict(huge, PredictorConfig()).rows, predict(small, PredictorConfig()).rows)
+    assert predict(huge, PredictorConfig()).rows.size >= 1
+
+
 def test_predictor_is_quiet_on_a_normal_series_and_respects_refractory() -> None:
     assert predict(_series([]), PredictorConfig()).rows.size <= 1
     spikes = [288 * 3, 288 * 3 + 14, 288 * 5]
