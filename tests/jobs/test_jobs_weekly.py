@@ -355,19 +355,20 @@ def test_slack_text_escapes_and_shortens_keys_and_operators(db_path: Path, stand
         assert [f.operator for f in report.flagged] == [evil_operator]
         text = report_text(report)
         assert "<" not in text and ">" not in text  # nothing Slack would read as a mention, a link or a command
-        assert " (3), &lt;!channel&gt; &lt;https://evil.example/login|re-authenticate" in text
+        assert " (3), &lt;!channel&gt; &lt;https://evil.example/login\\|re-authenticate" in text  # "|" escaped in a key
         (line,) = [line for line in text.splitlines() if line.startswith("Most overridden keys")]
         keys = [k.rsplit(" (", 1)[0] for k in line.removeprefix("Most overridden keys: ").split(", ")]
         assert len(keys) == 3 and all(len(unescape(k)) <= 80 for k in keys)  # as Slack shows them
         assert any(k.startswith("kubernetes_pod_crashloop_xxx") and k.endswith("…") for k in keys)
         assert "  U0EVIL&lt;!here&gt;yyy" in text and evil_operator not in text
         plain = report_text(report, slack=False)  # the terminal: whole and unescaped
-        assert f"{long_type}|investigate|" in plain and f"  {evil_operator}: " in plain and EVIL in plain
+        assert f"{long_type}|investigate|" in plain and f"  {evil_operator}: " in plain
+        assert EVIL.replace("|", "\\|") in plain
         run_weekly_summary(store, client, OPS, "Europe/Berlin", MONDAY_SLOT)
     (posted,) = summaries(standin)
-    assert "<!channel>" not in posted and "evil.example/login|" in posted
+    assert "<!channel>" not in posted and "evil.example/login\\|" in posted
     html = " ".join(c["html"] for c in standin.live.state("U1")["channels"])
-    assert "evil.example/login|" in html  # shown as text ...
+    assert "evil.example/login\\|" in html  # shown as text ...
     assert 'class="mention"' not in html and 'href="https://evil.example' not in html  # ... not a mention or link
 
 
