@@ -177,6 +177,18 @@ class InMemoryTransaction:
         self._remember(entries, prediction_id)
         del entries[prediction_id]
 
+    def _turned_down(self, prediction_id: str) -> bool:
+        """Someone's effective Override starts a cooldown on the recommendation and nobody's effective answer is a
+        Like: no one agreed to act on it, so it is not counted toward its cluster's blast radius (as
+        ``storage.statements.COUNTS_TOWARD_BLAST_RADIUS``)."""
+        s = self._s
+        answers = s.effective.get(prediction_id)
+        if not answers or any(a.event.kind is FeedbackKind.LIKE for a in answers.values()):
+            return False
+        target = s.predictions[prediction_id].target
+        counted = s.overrides.get(f"target:{target}")
+        return counted is not None and any((prediction_id, operator) in counted for operator in answers)
+
     def get_prediction(self, prediction_id: str) -> Prediction | None:
         return self._s.predictions.get(prediction_id)
 
@@ -197,7 +209,11 @@ class InMemoryTransaction:
         if self._disruptive:
             entries = s.active_disruptive.get(cluster)
             since = now - self._stale_after_s
-            active[cluster] = sum(1 for due_at in entries.values() if due_at > since) if entries else 0
+            active[cluster] = (
+                sum(1 for pid, due_at in entries.items() if due_at > since and not self._turned_down(pid))
+                if entries
+                else 0
+            )
         overrides: dict[str, float] = {}
         for subject in (f"key:{key}", f"target:{prediction.target}"):
             at = s.last_override.get(subject)

@@ -38,6 +38,13 @@ IS_EFFECTIVE = codec.IS_EFFECTIVE
 # person whose own trust weight was above zero when they gave it (``audit_weight``; a changed answer keeps the
 # first one's ``weight`` for learning, so a Like given while trusted and changed at weight 0 has one above zero).
 STARTS_COOLDOWN = "f.kind = 'override' AND f.weight > 0 AND COALESCE(f.audit_weight, f.weight) > 0"
+# An open recommendation ``r`` still counts toward its cluster's blast radius unless it was turned down: someone's
+# effective Override starts a cooldown on it (above) and nobody's effective answer is a Like (no one agreed to act).
+COUNTS_TOWARD_BLAST_RADIUS = (
+    f"NOT (EXISTS (SELECT 1 FROM feedback f WHERE f.prediction_id = r.prediction_id AND {STARTS_COOLDOWN} "
+    f"AND {IS_EFFECTIVE}) AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.prediction_id = r.prediction_id "
+    f"AND f.kind = 'like' AND {IS_EFFECTIVE}))"
+)
 
 
 # The first column of the prefetch queries: 1 when the request id is stored for this person and recommendation,
@@ -110,7 +117,7 @@ def statements_for(n_arms: int, n_disruptive: int) -> Statements:
     marks = ", ".join("?" * n_disruptive)
     # Parameters: the cluster, the disruptive actions, then now − stale_after_s (the recommendations not stale).
     open_disruptive = (
-        "SELECT COUNT(*) FROM recommendations WHERE cluster = ? AND resolved_at IS NULL "
-        f"AND lower(action) IN ({marks}) AND due_at > ?"
+        "SELECT COUNT(*) FROM recommendations r WHERE r.cluster = ? AND r.resolved_at IS NULL "
+        f"AND lower(r.action) IN ({marks}) AND r.due_at > ? AND {COUNTS_TOWARD_BLAST_RADIUS}"
     )
     return Statements(prefetch=prefetch, open_disruptive=open_disruptive)

@@ -16,7 +16,14 @@ from npo.policy import PolicyContext, name_key
 from npo.types import Decision, Prediction, Severity, Verdict
 from storage import codec
 from storage.errors import StorageError
-from storage.statements import INSERT_DECISION, INSERT_OUTBOX, INSERT_RECOMMENDATION, IS_EFFECTIVE, STARTS_COOLDOWN
+from storage.statements import (
+    COUNTS_TOWARD_BLAST_RADIUS,
+    INSERT_DECISION,
+    INSERT_OUTBOX,
+    INSERT_RECOMMENDATION,
+    IS_EFFECTIVE,
+    STARTS_COOLDOWN,
+)
 from storage.tx_decisions import HOUR_S, TxDecisions
 
 _VERDICT_TEXT: Mapping[Verdict, str] = MappingProxyType({v: v.value for v in Verdict})
@@ -144,9 +151,9 @@ class TxBatches(TxDecisions):
         if self._disruptive:
             active = dict(
                 self._in_chunks(
-                    "SELECT cluster, COUNT(*) FROM recommendations WHERE resolved_at IS NULL AND lower(action) IN "
-                    f"({','.join('?' * len(self._disruptive))}) AND due_at > ? AND cluster IN ({{marks}}) "
-                    "GROUP BY cluster",
+                    "SELECT r.cluster, COUNT(*) FROM recommendations r WHERE r.resolved_at IS NULL "
+                    f"AND lower(r.action) IN ({','.join('?' * len(self._disruptive))}) AND r.due_at > ? "
+                    f"AND r.cluster IN ({{marks}}) AND {COUNTS_TOWARD_BLAST_RADIUS} GROUP BY r.cluster",
                     [p.cluster for p in predictions],
                     *self._disruptive,
                     now - self._stale_after_s,

@@ -322,3 +322,52 @@ def test_the_stores_count_with_their_stale_after(
                 for t in (599.0, 600.0, 899.0, 900.0)
             ]
     assert counts == [2, 1, 1, 0]
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["decide", "batch"])
+@pytest.mark.parametrize("make", [_memory, _sqlite], ids=["memory", "sqlite"])
+def test_a_recommendation_turned_down_stops_counting_toward_the_blast_radius(
+    tmp_path: Path, make: Callable[..., AbstractContextManager[LoopStore]], batch: bool
+) -> None:
+    """An overridden drain is not work under way: once someone's override counts (the one that starts a cooldown)
+    and nobody has liked it, it no longer holds its cluster's blast radius, so another disruptive recommendation in
+    the cluster can be shown. A Like from anyone counts it again. (Before, two overridden drains blocked every
+    disruptive recommendation of the rack until an outcome came or a day passed.)"""
+    rng = np.random.default_rng(0)
+
+    def run(store: LoopStore, now: float, p: Prediction) -> str:
+        with store.transaction() as tx:
+            if batch:
+                (result,) = decide_batch(tx, [p], config=CONFIG, policy=POLICY, rng=rng, now=now)
+            else:
+                result = decide(tx, p, config=CONFIG, policy=POLICY, rng=rng, now=now)
+        return result.decision.rule
+
+    def click(store: LoopStore, pid: str, operator: str, kind: FeedbackKind, at: float) -> None:
+        with store.transaction() as tx:
+            event = FeedbackEvent(pid, operator, kind, at, f"{pid}-{operator}-{at:g}")
+            assert record_feedback(tx, event, config=CONFIG).status in ("recorded", "replaced")
+
+    def open_at(store: LoopStore, now: float) -> int:
+        with store.transaction() as tx:
+            ctx = tx.policy_context(_drain("probe", "rack7-n99"), "k", "incident", now)
+        return ctx.active_disruptive_by_cluster.get("rack7", 0)
+
+    def psu(pid: str, target: str) -> Prediction:  # another key than the drains: no cooldown from their overrides
+        return Prediction(id=pid, fault_type="psu", target=target, action="drain", confidence=0.99,
+                          labels={"cluster": "rack7"})  # fmt: skip
+
+    with make(tmp_path / "npo.db") as store:
+        assert [run(store, 0.0, _drain(pid, t)) for pid, t in (("a", "n1"), ("b", "n2"))] == ["all_rules_passed"] * 2
+        assert run(store, 60.0, psu("c", "n3")) == "blast_radius"
+        click(store, "a", "op1", FeedbackKind.NEUTRAL, 90.0)
+        assert open_at(store, 95.0) == 2  # "not sure" is not turning it down
+        click(store, "a", "op1", FeedbackKind.OVERRIDE, 100.0)
+        assert open_at(store, 110.0) == 1
+        assert run(store, 120.0, psu("d", "n4")) == "all_rules_passed"
+        assert open_at(store, 130.0) == 2
+        click(store, "a", "op2", FeedbackKind.LIKE, 200.0)  # someone agrees to drain after all
+        assert open_at(store, 210.0) == 3
+        assert run(store, 220.0, psu("e", "n5")) == "blast_radius"
+        click(store, "a", "op2", FeedbackKind.OVERRIDE, 300.0)  # ... and changes their mind
+        assert open_at(store, 310.0) == 2
