@@ -43,6 +43,10 @@ class Unanswered:
     shown_at: float
 
 
+RELEASED_AT = -1.0  # the ``claimed_at`` of a claim given back by its failed run (no real claim is this old): free
+# to be claimed again at once
+
+
 def last_claim(conn: sqlite3.Connection, job: str) -> str | None:
     """The latest claimed period of ``job`` (periods are ISO UTC strings, so they sort as text), or None."""
     row = conn.execute("SELECT MAX(period) FROM job_claims WHERE job = ?", (job,)).fetchone()
@@ -50,17 +54,28 @@ def last_claim(conn: sqlite3.Connection, job: str) -> str | None:
 
 
 def claim_count(conn: sqlite3.Connection, job: str, period: str | None = None) -> int:
-    """How many claim rows ``job`` has (for one ``period`` when given)."""
+    """How many claims ``job`` holds (for one ``period`` when given): one its failed run gave back
+    (:func:`release_claim`) is not counted."""
+    held = "job = ? AND NOT (done_at IS NULL AND claimed_at = ?)"
     if period is None:
-        row = conn.execute("SELECT COUNT(*) FROM job_claims WHERE job = ?", (job,)).fetchone()
+        row = conn.execute(f"SELECT COUNT(*) FROM job_claims WHERE {held}", (job, RELEASED_AT)).fetchone()
     else:
-        row = conn.execute("SELECT COUNT(*) FROM job_claims WHERE job = ? AND period = ?", (job, period)).fetchone()
+        sql = f"SELECT COUNT(*) FROM job_claims WHERE {held} AND period = ?"
+        row = conn.execute(sql, (job, RELEASED_AT, period)).fetchone()
     return int(row[0])
 
 
 def release_claim(conn: sqlite3.Connection, job: str, period: str, owner: str) -> bool:
-    """Give back a claim this ``owner`` took (its run failed), so a later run can retry the slot."""
-    cur = conn.execute("DELETE FROM job_claims WHERE job = ? AND period = ? AND owner = ?", (job, period, owner))
+    """Give back a claim this ``owner`` took (its run failed), so a later run can retry the slot.
+
+    The row is kept, unfinished and dated :data:`RELEASED_AT` (stale at once, so any claim with a stale limit takes
+    it), rather than deleted: it records that the job has run on this database and that the slot is still owed, so a
+    restart catches it up even when it was the job's first slot ever."""
+    cur = conn.execute(
+        "UPDATE job_claims SET claimed_at = ?, owner = '' WHERE job = ? AND period = ? AND owner = ? "
+        "AND done_at IS NULL",
+        (RELEASED_AT, job, period, owner),
+    )
     return cur.rowcount == 1
 
 
@@ -80,6 +95,11 @@ class Claim:
     owner: str
     claimed_at: float
     done_at: float | None
+
+    @property
+    def released(self) -> bool:
+        """Given back by its failed run (:func:`release_claim`), not taken by a run since."""
+        return self.done_at is None and self.claimed_at == RELEASED_AT
 
 
 def claim_of(conn: sqlite3.Connection, job: str, period: str) -> Claim | None:

@@ -7,8 +7,10 @@ across every scheduler sharing the SQLite file.
   with :meth:`SQLiteStore.claim_job` first; a slot already claimed (by another scheduler or process) does nothing.
 * A run that raises is logged and releases its claim, so the next run (or a retry ``retry_after_s`` later, doubled
   after each further failure of that slot in a row up to an hour: :func:`retry_delay`) tries the same slot again;
-  the scheduler keeps going. A refusal from Slack is one warning line with its error, not a traceback. A run that
-  finishes records it (``done_at``).
+  the scheduler keeps going. The released claim stays in the table, free to take
+  (:func:`storage.jobs.release_claim`), so a restart before the retry catches the slot up — also the job's first.
+  A refusal from Slack is one warning line with its error, not a traceback. A run that finishes records it
+  (``done_at``).
 * A run whose process died mid-way (SIGKILL, out of memory, power loss) leaves its claim unfinished; once the claim
   is ``stale_after_s`` old (15 min: far longer than any run takes) the slot may be claimed again, so it is taken
   over rather than lost. A run that really is still going after that long may then run twice.
@@ -126,7 +128,7 @@ class Scheduler:
         if not self.store.claim_job(name, period, now=now, owner=self.owner, stale_after_s=job.stale_after_s):
             log.debug("job %s slot %s already claimed", name, period)
             return False
-        if earlier is not None:
+        if earlier is not None and not earlier.released:
             log.warning(
                 "job %s slot %s: taking over the claim %s took %.0f s ago, whose run never finished (its process "
                 "died mid-run?)",
@@ -205,7 +207,7 @@ class Scheduler:
                 continue
             with self.store.read() as conn:
                 claim = claim_of(conn, name, slot_id(slot))
-            if claim is not None and claim.done_at is None:
+            if claim is not None and claim.done_at is None and not claim.released:  # a failed run retries itself
                 wait = claim.claimed_at + job.stale_after_s - self.now().timestamp()
                 log.info("job %s slot %s is claimed by a run not finished; looking again in %.0f s", name, slot, wait)
                 self._schedule_retry(job, after_s=max(1.0, wait + 1.0))

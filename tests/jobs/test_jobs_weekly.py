@@ -248,6 +248,24 @@ def test_a_failed_upload_releases_the_slot(
     assert len(summaries(standin)) == 1
 
 
+def test_a_first_summary_that_failed_is_caught_up_after_a_restart(
+    stores: tuple[SQLiteStore, SQLiteStore], standin: StandIn, client: WebClient
+) -> None:
+    # A new install's first summary fails (a wrong ops channel); the channel is fixed and the bot restarted before
+    # the in-process retry: the restart must post that summary, not take the database for one where it never ran.
+    clock = Clock(datetime(2025, 3, 24, 9, 0, 3, tzinfo=BERLIN))
+    broken = JobDeps(stores[0], client, "C404", timezone="Europe/Berlin", now=clock)
+    assert not build_scheduler(broken).run_due(WEEKLY_JOB)
+    clock.now = datetime(2025, 3, 24, 9, 20, tzinfo=BERLIN)
+    restarted = build_scheduler(deps(stores[1], client, clock))
+    assert restarted.catch_up() == [WEEKLY_JOB]
+    assert restarted.catch_up() == []
+    texts = summaries(standin)
+    assert len(texts) == 1 and "2025-03-17 09:00 – 2025-03-24 09:00" in texts[0]
+    with stores[0].read() as conn:
+        assert claim_count(conn, WEEKLY_JOB) == 1
+
+
 def test_the_skip_job_runs_through_the_scheduler(stores: tuple[SQLiteStore, SQLiteStore], client: WebClient) -> None:
     store = stores[0]
     posted = datetime(2025, 3, 24, 10, 0, 0, tzinfo=UTC)
