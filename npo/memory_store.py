@@ -199,10 +199,10 @@ class InMemoryTransaction:
         """The guardrails' view of the world for this prediction, with the same maps and counts as
         :meth:`storage.store.SQLiteTransaction.policy_context`: open disruptive recommendations (surfaced or digest,
         action in the store's ``disruptive_actions`` compared by :func:`npo.policy.name_key`, no outcome yet, not
-        stale: predicted fault time after now − ``stale_after_s``) in the prediction's cluster; the last override of
-        its key and of its target that is still someone's effective answer and was counted with a trust weight above
-        zero; recommendations surfaced (not digested) in ``channel`` after now − 1 h, those stamped later than
-        ``now`` included."""
+        stale: predicted fault time after now − ``stale_after_s``, not turned down: :meth:`_turned_down`) in the
+        prediction's cluster; the last override of its key and of its target that is still someone's effective
+        answer and was counted with a trust weight above zero; recommendations surfaced (not digested) in
+        ``channel`` after now − 1 h, those stamped later than ``now`` included."""
         s = self._s
         cluster = prediction.cluster
         active: dict[str, int] = {}

@@ -43,9 +43,10 @@ class BlastRadiusRule:
 
     A recommendation is open from when it is surfaced (or digested) until it is closed (an outcome, a resolved
     alert) or stale: ``stale_after_seconds`` after its predicted fault time (surfaced + the prediction's
-    ``time_to_fault_s``; surfaced, when the prediction gives none). The stores count them
-    (``PolicyContext.active_disruptive_by_cluster``) with the ``disruptive_actions`` and ``stale_after_seconds``
-    they are built with."""
+    ``time_to_fault_s``; surfaced, when the prediction gives none). One turned down is not counted: overridden by
+    someone whose override starts the cooldown (trust weight above zero; whether or not the cooldown rule is on),
+    liked by nobody. The stores count them (``PolicyContext.active_disruptive_by_cluster``) with the
+    ``disruptive_actions`` and ``stale_after_seconds`` they are built with."""
 
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
     disruptive_actions: tuple[str, ...] = DEFAULT_DISRUPTIVE_ACTIONS
@@ -204,10 +205,11 @@ class Policy:
 class PolicyContext:
     """A snapshot of the state the rules need, supplied by the caller.
 
-    ``now`` is Unix seconds (UTC). ``active_disruptive_by_cluster``: open (surfaced, neither closed nor stale: see
-    :class:`BlastRadiusRule`) disruptive recommendations per cluster. ``last_override_at``: Unix seconds of the last
-    override, keyed ``"key:<scenario key>"`` and ``"target:<target>"`` in one map. ``surfaced_last_hour_by_channel``:
-    recommendations surfaced per channel in the last hour. Missing entries count as zero / never.
+    ``now`` is Unix seconds (UTC). ``active_disruptive_by_cluster``: open (surfaced, neither closed, stale nor
+    turned down: see :class:`BlastRadiusRule`) disruptive recommendations per cluster. ``last_override_at``: Unix
+    seconds of the last override, keyed ``"key:<scenario key>"`` and ``"target:<target>"`` in one map.
+    ``surfaced_last_hour_by_channel``: recommendations surfaced per channel in the last hour. Missing entries count
+    as zero / never.
     """
 
     now: float

@@ -85,12 +85,12 @@ class TxDecisions(TxBase):
         """The guardrails' view of the world for this prediction, computed from the database:
 
         open disruptive recommendations (surfaced or digest, no outcome yet, action in the store's
-        ``disruptive_actions``, not stale: predicted fault time ``due_at`` after now − ``stale_after_s``) in the
-        prediction's cluster; the last *effective* override of its key and of its
-        target that starts a cooldown (:data:`~storage.statements.STARTS_COOLDOWN`); recommendations surfaced (not
-        digested) in ``channel`` after now − 1 h — those stamped later than ``now`` included: another process that
-        read its clock after this one but took the write lock first, or this host's clock stepped back, must not
-        make room under the cap.
+        ``disruptive_actions``, not stale: predicted fault time ``due_at`` after now − ``stale_after_s``, not turned
+        down: :data:`~storage.statements.COUNTS_TOWARD_BLAST_RADIUS`) in the prediction's cluster; the last
+        *effective* override of its key and of its target that starts a cooldown
+        (:data:`~storage.statements.STARTS_COOLDOWN`); recommendations surfaced (not digested) in ``channel`` after
+        now − 1 h — those stamped later than ``now`` included: another process that read its clock after this one
+        but took the write lock first, or this host's clock stepped back, must not make room under the cap.
         """
         cluster = prediction.cluster
         active: dict[str, int] = {}
