@@ -17,7 +17,7 @@ from npo.alignment import AlignmentSample
 from npo.bandit import ThresholdBandit
 from npo.loop_types import SYSTEM_OPERATOR, AppliedFeedback, LoopConfig
 from npo.misalignment import KeyAlignment
-from npo.policy_base import DEFAULT_DISRUPTIVE_ACTIONS, DEFAULT_STALE_AFTER_SECONDS, name_key
+from npo.policy_base import DEFAULT_DISRUPTIVE_ACTIONS, DEFAULT_STALE_AFTER_SECONDS, name_key, turns_down
 from npo.policy_types import PolicyContext
 from npo.retrain import LogisticModel
 from npo.store_protocol import decision_audit_detail
@@ -178,16 +178,19 @@ class InMemoryTransaction:
         del entries[prediction_id]
 
     def _turned_down(self, prediction_id: str) -> bool:
-        """Someone's effective Override starts a cooldown on the recommendation and nobody's effective answer is a
-        Like: no one agreed to act on it, so it is not counted toward its cluster's blast radius (as
-        ``storage.statements.COUNTS_TOWARD_BLAST_RADIUS``)."""
+        """Someone's effective Override starts a cooldown on the recommendation and gives a reason saying it is wrong
+        (:func:`npo.policy_base.turns_down`), and nobody's effective answer is a Like: no one is acting on it, so it
+        is not counted toward its cluster's blast radius (as ``storage.statements.COUNTS_TOWARD_BLAST_RADIUS``)."""
         s = self._s
         answers = s.effective.get(prediction_id)
         if not answers or any(a.event.kind is FeedbackKind.LIKE for a in answers.values()):
             return False
         target = s.predictions[prediction_id].target
         counted = s.overrides.get(f"target:{target}")
-        return counted is not None and any((prediction_id, operator) in counted for operator in answers)
+        return counted is not None and any(
+            (prediction_id, operator) in counted and turns_down(answer.event.reason)
+            for operator, answer in answers.items()
+        )
 
     def get_prediction(self, prediction_id: str) -> Prediction | None:
         return self._s.predictions.get(prediction_id)

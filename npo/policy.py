@@ -148,10 +148,11 @@ patterns = []
 # its Alertmanager alert resolves) or stale: stale_after_seconds (a positive number) after its predicted fault
 # time, which is when it was surfaced plus the prediction's time_to_fault_s (when it was surfaced, if the
 # prediction gives no time to fault). So a team that reports no outcomes does not have its clusters blocked for
-# good. One turned down does not count either: someone overrode it and nobody liked it; the override must be one
-# that counts (a person NPO trusts: trust weight above zero when they gave it, as for the override cooldown),
-# whether or not override_cooldown is on. A Like from anyone counts it again. A change of disruptive_actions or
-# stale_after_seconds needs a restart (a reload refuses it). Defaults shown.
+# good. One turned down does not count either: someone overrode it as a "False positive" or the "Wrong action"
+# and nobody liked it; the override must be one that counts (a person NPO trusts: trust weight above zero when they
+# gave it, as for the override cooldown), whether or not override_cooldown is on. Overridden for "Maintenance", as
+# "Already handled" or "Other", it still counts (the node may be out of service); a Like from anyone counts it
+# again. A change of disruptive_actions or stale_after_seconds needs a restart (a reload refuses it). Defaults shown.
 [rules.blast_radius]
 max_concurrent = 2
 disruptive_actions = ["drain", "reboot", "reimage", "power_cycle", "failover"]

@@ -42,6 +42,18 @@ DEFAULT_MAX_CONCURRENT = 2
 #: was surfaced if the prediction gives none) after which a recommendation nobody closed stops counting as open for
 #: the blast radius: a day.
 DEFAULT_STALE_AFTER_SECONDS = 86400.0
+#: The Override reasons that say the recommendation itself is wrong, so nobody acts on it: an answer whose reason
+#: starts with one of them (the Slack modal stores "<reason>[: details]") turns its recommendation down, and it stops
+#: counting toward the blast radius. The other reasons ("Already handled", "Maintenance", "Other") may well leave
+#: the target out of service, so their recommendation keeps counting.
+TURNED_DOWN_REASONS = ("False positive", "Wrong action")
+
+
+def turns_down(reason: str) -> bool:
+    """Whether an Override given for ``reason`` says nobody acts on its recommendation (:data:`TURNED_DOWN_REASONS`)."""
+    return reason.startswith(TURNED_DOWN_REASONS)
+
+
 DEFAULT_COOLDOWN_SECONDS = 3600.0
 DEFAULT_COOLDOWN_SCOPE: CooldownScope = "both"
 DEFAULT_MAX_PER_HOUR = 20

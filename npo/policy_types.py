@@ -43,10 +43,11 @@ class BlastRadiusRule:
 
     A recommendation is open from when it is surfaced (or digested) until it is closed (an outcome, a resolved
     alert) or stale: ``stale_after_seconds`` after its predicted fault time (surfaced + the prediction's
-    ``time_to_fault_s``; surfaced, when the prediction gives none). One turned down is not counted: overridden by
-    someone whose override starts the cooldown (trust weight above zero; whether or not the cooldown rule is on),
-    liked by nobody. The stores count them (``PolicyContext.active_disruptive_by_cluster``) with the
-    ``disruptive_actions`` and ``stale_after_seconds`` they are built with."""
+    ``time_to_fault_s``; surfaced, when the prediction gives none). One turned down is not counted: overridden as
+    wrong (:func:`~npo.policy_base.turns_down`: "False positive", "Wrong action") by someone whose override starts
+    the cooldown (trust weight above zero; whether or not the cooldown rule is on), liked by nobody. The stores
+    count them (``PolicyContext.active_disruptive_by_cluster``) with the ``disruptive_actions`` and
+    ``stale_after_seconds`` they are built with."""
 
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
     disruptive_actions: tuple[str, ...] = DEFAULT_DISRUPTIVE_ACTIONS

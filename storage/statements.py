@@ -7,6 +7,7 @@ import functools
 from dataclasses import dataclass
 
 from npo.loop import SYSTEM_OPERATOR
+from npo.policy_base import TURNED_DOWN_REASONS
 from storage import codec
 from storage.migrations import NEXT_AUDIT_ID
 
@@ -39,11 +40,15 @@ IS_EFFECTIVE = codec.IS_EFFECTIVE
 # first one's ``weight`` for learning, so a Like given while trusted and changed at weight 0 has one above zero).
 STARTS_COOLDOWN = "f.kind = 'override' AND f.weight > 0 AND COALESCE(f.audit_weight, f.weight) > 0"
 # An open recommendation ``r`` still counts toward its cluster's blast radius unless it was turned down: someone's
-# effective Override starts a cooldown on it (above) and nobody's effective answer is a Like (no one agreed to act).
+# effective Override that starts a cooldown (above) gives a reason saying the recommendation is wrong
+# (npo.policy_base.turns_down: the stored reason starts with one of TURNED_DOWN_REASONS, compared as written), and
+# nobody's effective answer is a Like (no one agreed to act).
+_TURNS_DOWN = " OR ".join(f"f.reason GLOB '{reason}*'" for reason in TURNED_DOWN_REASONS)  # turns_down
 COUNTS_TOWARD_BLAST_RADIUS = (
     f"NOT (EXISTS (SELECT 1 FROM feedback f WHERE f.prediction_id = r.prediction_id AND {STARTS_COOLDOWN} "
-    f"AND {IS_EFFECTIVE}) AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.prediction_id = r.prediction_id "
-    f"AND f.kind = 'like' AND {IS_EFFECTIVE}))"
+    f"AND ({_TURNS_DOWN}) AND {IS_EFFECTIVE}) "
+    f"AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.prediction_id = r.prediction_id AND f.kind = 'like' "
+    f"AND {IS_EFFECTIVE}))"
 )
 
 

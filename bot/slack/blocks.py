@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.slack.text import duration, escape, escaped, mrkdwn, plain, slack_time, truncate
+from npo.policy_base import TURNED_DOWN_REASONS
 from npo.types import Decision, FeedbackKind, Prediction, Severity
 
 Block = dict[str, Any]
@@ -44,9 +45,10 @@ DETAILS_BLOCK_ID = "details"
 DETAILS_ACTION_ID = "details"
 CORRECTIVE_BLOCK_ID = "corrective_action"
 CORRECTIVE_ACTION_ID = "corrective_action"
+FALSE_POSITIVE, WRONG_ACTION = TURNED_DOWN_REASONS  # these two turn a recommendation down (the blast radius)
 OVERRIDE_REASONS: dict[str, str] = {
-    "false_positive": "False positive",
-    "wrong_action": "Wrong action",
+    "false_positive": FALSE_POSITIVE,
+    "wrong_action": WRONG_ACTION,
     "already_handled": "Already handled",
     "maintenance": "Maintenance",
     "other": "Other",

@@ -329,10 +329,12 @@ def test_the_stores_count_with_their_stale_after(
 def test_a_recommendation_turned_down_stops_counting_toward_the_blast_radius(
     tmp_path: Path, make: Callable[..., AbstractContextManager[LoopStore]], batch: bool
 ) -> None:
-    """An overridden drain is not work under way: once someone's override counts (the one that starts a cooldown)
-    and nobody has liked it, it no longer holds its cluster's blast radius, so another disruptive recommendation in
-    the cluster can be shown. A Like from anyone counts it again. (Before, two overridden drains blocked every
-    disruptive recommendation of the rack until an outcome came or a day passed.)"""
+    """A drain overridden as wrong is not work under way: once someone's override counts (the one that starts a
+    cooldown) with a reason that says so ("False positive", "Wrong action") and nobody has liked it, it no longer
+    holds its cluster's blast radius, so another disruptive recommendation in the cluster can be shown. An override
+    for maintenance, as already handled or without a reason leaves it counted; a Like from anyone counts it again.
+    (Before, two drains overridden as false positives blocked every disruptive recommendation of the rack until an
+    outcome came or a day passed.)"""
     rng = np.random.default_rng(0)
 
     def run(store: LoopStore, now: float, p: Prediction) -> str:
@@ -343,9 +345,9 @@ def test_a_recommendation_turned_down_stops_counting_toward_the_blast_radius(
                 result = decide(tx, p, config=CONFIG, policy=POLICY, rng=rng, now=now)
         return result.decision.rule
 
-    def click(store: LoopStore, pid: str, operator: str, kind: FeedbackKind, at: float) -> None:
+    def click(store: LoopStore, pid: str, operator: str, kind: FeedbackKind, at: float, reason: str = "") -> None:
         with store.transaction() as tx:
-            event = FeedbackEvent(pid, operator, kind, at, f"{pid}-{operator}-{at:g}")
+            event = FeedbackEvent(pid, operator, kind, at, f"{pid}-{operator}-{at:g}", reason)
             assert record_feedback(tx, event, config=CONFIG).status in ("recorded", "replaced")
 
     def open_at(store: LoopStore, now: float) -> int:
@@ -362,12 +364,16 @@ def test_a_recommendation_turned_down_stops_counting_toward_the_blast_radius(
         assert run(store, 60.0, psu("c", "n3")) == "blast_radius"
         click(store, "a", "op1", FeedbackKind.NEUTRAL, 90.0)
         assert open_at(store, 95.0) == 2  # "not sure" is not turning it down
-        click(store, "a", "op1", FeedbackKind.OVERRIDE, 100.0)
+        click(store, "a", "op1", FeedbackKind.OVERRIDE, 97.0, "Maintenance")  # the node may well be out of service
+        click(store, "b", "op1", FeedbackKind.OVERRIDE, 98.0, "Already handled")  # ... and here too
+        click(store, "b", "op2", FeedbackKind.OVERRIDE, 99.0)  # no reason given: nothing says no one acts
+        assert open_at(store, 99.5) == 2
+        click(store, "a", "op1", FeedbackKind.OVERRIDE, 100.0, "False positive: the disk is fine")
         assert open_at(store, 110.0) == 1
         assert run(store, 120.0, psu("d", "n4")) == "all_rules_passed"
         assert open_at(store, 130.0) == 2
         click(store, "a", "op2", FeedbackKind.LIKE, 200.0)  # someone agrees to drain after all
         assert open_at(store, 210.0) == 3
         assert run(store, 220.0, psu("e", "n5")) == "blast_radius"
-        click(store, "a", "op2", FeedbackKind.OVERRIDE, 300.0)  # ... and changes their mind
+        click(store, "a", "op2", FeedbackKind.OVERRIDE, 300.0, "Wrong action")  # ... and changes their mind
         assert open_at(store, 310.0) == 2

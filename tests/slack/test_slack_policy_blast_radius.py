@@ -89,10 +89,10 @@ def test_a_reload_changing_the_disruptive_actions_is_refused_and_a_change_of_cas
     assert bot.bot.service.base_policy.blast_radius.disruptive_keys == old.blast_radius.disruptive_keys
 
 
-def _override(bot: BotUnderTest, user: str, message: tuple[str, str]) -> None:
+def _override(bot: BotUnderTest, user: str, message: tuple[str, str], reason: str = "false_positive") -> None:
     """The Override button, then the modal submitted with a reason: what a person does in Slack."""
     assert bot.click(user, ACTION_OVERRIDE, message).status_code == 200
-    values = {"reason": {"reason": "maintenance"}}
+    values = {"reason": {"reason": reason}}
     submitted = bot.standin.submit_view(bot.events_url, SECRET, user_id=user, values=values)
     assert submitted.status_code == 200 and b"errors" not in submitted.content, submitted.text
 
@@ -104,8 +104,9 @@ def _why(bot: BotUnderTest, pid: str) -> str:
 
 
 def test_an_override_frees_the_clusters_slot_and_a_like_takes_it_back(bot: BotUnderTest) -> None:
-    """Through the bot as Slack and the ingest API drive it: a drain overridden by a trusted responder (and liked
-    by nobody) is not work under way, so the next drain of its cluster is surfaced; a Like by another responder
+    """Through the bot as Slack and the ingest API drive it: a drain overridden by a trusted responder as a false
+    positive or the wrong action (and liked by nobody) is not work under way, so the next drain of its cluster is
+    surfaced (overridden for maintenance or as already handled, it still counts); a Like by another responder
     counts it again, and the next one is held back; the Like changed back to an Override frees the slot again.
     Each drain has its own fault type and target, so no override cooldown gets in the way."""
     assert _drain(bot, "a1", 3600)["verdict"] == "surface"
@@ -113,19 +114,26 @@ def test_an_override_frees_the_clusters_slot_and_a_like_takes_it_back(bot: BotUn
     held = _drain(bot, "a2", 3600, "psu_failure")
     assert (held["verdict"], held["rule"]) == ("block", "blast_radius"), held
     assert "already has 1 open disruptive recommendation(s) (max_concurrent 1)" in _why(bot, "a2")
-    _override(bot, ALICE, message)
+    for reason in ("maintenance", "already_handled"):  # the node may well be out of service: a1 still counts
+        _override(bot, ALICE, message, reason)
+        held = _drain(bot, f"a2-{reason}", 3600, f"psu_{reason}")
+        assert (held["verdict"], held["rule"]) == ("block", "blast_radius"), (reason, held)
+    _override(bot, ALICE, message)  # changed to "False positive": nobody acts on a1
     assert _drain(bot, "a3", 3600, "fan_failure")["verdict"] == "surface"
     assert bot.click(BOB, ACTION_LIKE, message).status_code == 200  # Bob drains n-a1 after all
     held = _drain(bot, "a4", 3600, "nic_failure")
     assert (held["verdict"], held["rule"]) == ("block", "blast_radius"), held
     assert "already has 2 open disruptive recommendation(s)" in _why(bot, "a4")  # a1 and a3
-    _override(bot, BOB, message)  # Bob changes his mind: nobody likes a1 any more
+    _override(bot, BOB, message, "wrong_action")  # Bob changes his mind: nobody likes a1 any more
     blocked_by_a3_only = _drain(bot, "a5", 3600, "mem_failure")
     assert "already has 1 open" in blocked_by_a3_only["reason"], blocked_by_a3_only
-    assert [a.event.kind.value for a in bot.bot.store.feedback_log(prediction_id="a1")] == [
-        "override",
-        "like",
-        "override",
+    log = bot.bot.store.feedback_log(prediction_id="a1")
+    assert [(a.event.operator, a.event.kind.value, a.event.reason) for a in log] == [
+        (ALICE, "override", "Maintenance"),
+        (ALICE, "override", "Already handled"),
+        (ALICE, "override", "False positive"),
+        (BOB, "like", ""),
+        (BOB, "override", "Wrong action"),
     ]
 
 
