@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def read_dataset(folder: Path, fmt: str | None = None, *, horizon_s: float | Non
     reader, default_horizon = FORMATS[name]
     dataset = reader(folder, horizon_s=default_horizon if horizon_s is None else horizon_s)
     _refuse_undecodable_names(folder, dataset)
+    if dataset.notes.get("format") != name:  # the name it is registered under, which the table and JSON show
+        dataset = dataclasses.replace(dataset, notes={**dataset.notes, "format": name})
     return dataset
 
 

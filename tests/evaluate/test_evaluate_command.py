@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from bot.evaluate.cli import add_evaluate_parser, run_evaluate
-from bot.evaluate.formats import read_dataset
+from bot.evaluate.formats import FORMATS, read_dataset
+from bot.evaluate.nab import read_nab
 from bot.evaluate.runner import EvaluationSettings, evaluate
+from npo.evaluate.data import Dataset
 
 from .conftest import real_data, write_nab
 
@@ -32,6 +34,24 @@ M_KEYS = ("precision", "recall", "f1", "override_rate", "surfaced", "l_align_fir
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
     assert main(["evaluate", *argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def test_a_format_added_to_formats_is_named_by_its_registered_name(
+    nab_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An adapter added as the README's Development section says (a reader returning a Dataset, registered in
+    FORMATS) is named in the JSON and the table by the name it is registered under, without repeating it in
+    ``Dataset.notes``."""
+
+    def read_mine(folder: Path, *, horizon_s: float) -> Dataset:
+        nab = read_nab(folder, horizon_s=horizon_s)
+        return Dataset(name=nab.name, series=nab.series, windows=nab.windows, horizon_s=horizon_s)
+
+    monkeypatch.setitem(FORMATS, "mine", (read_mine, 3600.0))
+    out = _run(capsys, "--data", str(nab_dir), "--format", "mine", "--seeds", "1", "--quiet")
+    assert out["data"]["format"] == "mine"  # type: ignore[index]
+    assert main(["evaluate", "--data", str(nab_dir), "--format", "mine", "--seeds", "1", "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith(f"{nab_dir.name} (mine): ")
 
 
 def test_json_has_the_documented_shape(nab_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
