@@ -30,6 +30,7 @@ from npo.loop import (
     record_outcome,
 )
 from npo.policy import DEFAULT_POLICY_TEXT, PolicyContext, parse_policy
+from npo.policy_base import turns_down
 from npo.scoring import scenario_key
 from npo.trust import OperatorTrust
 from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction
@@ -44,6 +45,12 @@ TARGETS = ("r1-n1", "r1-n2", "R1-N1", "r2-n1", "r2-n2", "db-7")  # "R1-N1" is an
 ACTIONS = ("investigate", "investigate", "drain", "Reboot", "failover")  # "Reboot" is the disruptive reboot
 CHANNELS = (None, None, "ops", "db-oncall")
 OPERATORS = ("op0", "op1", "op2", "mallory")
+# An Override's reason, as the Slack modal stores it ("<label>[: details]") and near misses a store could read as
+# one that turns a recommendation down (other case, a leading space, a glob character).
+REASONS = (
+    *("", "False positive", "False positive: the disk is fine", "Wrong action (instead: reboot)", "Maintenance"),
+    *("Already handled", "Other: flapping", "false positive", " Wrong action", "False positive*", "Wrong actio"),
+)
 # mallory's answers were contradicted by the outcomes: agreement 5 %, trust weight 0 (her overrides start no cooldown)
 DISTRUSTED = OperatorTrust("mallory", agree=1.0, disagree=20.0, n_outcome=19)
 
@@ -64,9 +71,11 @@ def _decided(d: Decision) -> tuple[Any, ...]:
 def _stream(seed: int) -> Iterator[tuple[str, Any]]:
     """A reproducible labelled stream, independent of what any store decides: ("predict", [predictions]) in time
     order (batches of 1–4 when ``seed`` is odd), each followed by clicks on earlier predictions — overrides most
-    of all, answers changed by the same person, the system's skips taken over by a click, mallory's overrides —
-    and outcomes (a real fault or not) that resolve recommendations."""
+    of all (with a reason, some of them turning the recommendation down), answers changed by the same person, the
+    system's skips taken over by a click, mallory's overrides — and outcomes (a real fault or not) that resolve
+    recommendations."""
     script = np.random.default_rng(seed)
+    reasons = np.random.default_rng(seed + 200)  # apart, so the reasons leave the rest of the stream as it was
     clicked: list[tuple[str, str]] = []  # (prediction, operator) of the people's clicks so far
     i = 0
     while i < 240:
@@ -98,7 +107,8 @@ def _stream(seed: int) -> Iterator[tuple[str, Any]]:
                 if clicked and script.random() < 0.3:  # someone changes an answer given a little earlier
                     earlier, operator = clicked[-1 - int(script.integers(min(len(clicked), 5)))]
                 clicked.append((earlier, operator))
-            yield "feedback", FeedbackEvent(earlier, operator, kind, at + 1 + j, f"r{i}-{j}")
+            reason = REASONS[int(reasons.integers(len(REASONS)))] if kind is FeedbackKind.OVERRIDE else ""
+            yield "feedback", FeedbackEvent(earlier, operator, kind, at + 1 + j, f"r{i}-{j}", reason)
         if script.random() < 0.35:
             yield "outcome", Outcome(f"p{int(script.integers(i))}", bool(script.random() < 0.5), at + 10)
 
@@ -170,6 +180,7 @@ def test_both_stores_decide_a_labelled_stream_alike(tmp_path: Path, seed: int) -
     overrides = {a.event.request_id for a in log if a.event.kind is FeedbackKind.OVERRIDE}
     assert any(a.replaces in overrides for a in log)  # an override changed by its author
     assert any(a.replaces is not None and a.event.kind is FeedbackKind.OVERRIDE for a in log)
+    assert any(a.weight > 0 and turns_down(a.event.reason) for a in log)  # recommendations turned down
 
 
 # -- the cases, one by one -----------------------------------------------------------------------------------
