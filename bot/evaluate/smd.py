@@ -159,7 +159,8 @@ def read_smd(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
             raise DataError(path, f"history for {machine} but no test file ({test_dir / machine}.txt or .txt.gz)")
     series: list[Series] = []
     windows: list[FaultWindow] = []
-    for machine, test_path in tests.items():
+    for machine in sorted(tests):  # by machine name, whatever the files' suffixes
+        test_path = tests[machine]
         label_path = labels_of.get(machine)
         if label_path is None:
             raise DataError(label_dir, f"missing labels for {machine} ({machine}.txt)")
