@@ -52,6 +52,17 @@ def summaries(standin: StandIn) -> list[str]:
     return [m.text for m in standin.messages(OPS) if m.text.startswith("NPO weekly summary")]
 
 
+def _restart_catches_up_once(
+    stores: tuple[SQLiteStore, SQLiteStore], client: WebClient, clock: Clock, standin: StandIn
+) -> list[str]:
+    """A second process starts (on the other store object) at ``clock``: its catch-up runs the weekly job once, and
+    a second catch-up nothing. Returns every summary posted so far."""
+    restarted = build_scheduler(deps(stores[1], client, clock))
+    assert restarted.catch_up() == [WEEKLY_JOB]
+    assert restarted.catch_up() == []
+    return summaries(standin)
+
+
 def test_next_fire_after_a_wednesday_is_monday_nine_berlin() -> None:
     trigger = weekly_trigger("Europe/Berlin")
     wednesday = datetime(2025, 3, 26, 12, 0, tzinfo=BERLIN)
@@ -92,10 +103,7 @@ def test_restart_after_two_missed_slots_posts_one(
     assert before.run_due(WEEKLY_JOB)
     assert len(summaries(standin)) == 1
     clock.now = datetime(2025, 3, 26, 12, 0, tzinfo=BERLIN)  # down over the slots of 17 and 24 March
-    restarted = build_scheduler(deps(stores[1], client, clock))
-    assert restarted.catch_up() == [WEEKLY_JOB]
-    assert restarted.catch_up() == []
-    texts = summaries(standin)
+    texts = _restart_catches_up_once(stores, client, clock, standin)
     assert len(texts) == 2 and "2025-03-17 09:00 – 2025-03-24 09:00" in texts[1]
     with stores[0].read() as conn:
         assert claim_count(conn, WEEKLY_JOB) == 2
@@ -257,10 +265,7 @@ def test_a_first_summary_that_failed_is_caught_up_after_a_restart(
     broken = JobDeps(stores[0], client, "C404", timezone="Europe/Berlin", now=clock)
     assert not build_scheduler(broken).run_due(WEEKLY_JOB)
     clock.now = datetime(2025, 3, 24, 9, 20, tzinfo=BERLIN)
-    restarted = build_scheduler(deps(stores[1], client, clock))
-    assert restarted.catch_up() == [WEEKLY_JOB]
-    assert restarted.catch_up() == []
-    texts = summaries(standin)
+    texts = _restart_catches_up_once(stores, client, clock, standin)
     assert len(texts) == 1 and "2025-03-17 09:00 – 2025-03-24 09:00" in texts[0]
     with stores[0].read() as conn:
         assert claim_count(conn, WEEKLY_JOB) == 1
