@@ -9,7 +9,7 @@ Layout of the folder (any folder of this shape works, nothing here names a parti
 ``train`` is optional per machine (without it the predictor warms up on the first day of ``test``); a label or
 train file without its test file is refused (a misnamed test file must not drop a machine and its faults), and so
 are a file of another kind in these folders (``.txt``, ``.txt.gz``, ``.csv`` and ``.csv.gz`` are read; hidden
-files are left alone) and two files for one machine (``m.txt`` beside ``m.txt.gz``). There are no
+files and sub-folders are left alone) and two files for one machine (``m.txt`` beside ``m.txt.gz``). There are no
 timestamps: row i of the concatenation train + test is minute i of the machine's record (time 60·i seconds from
 an arbitrary origin; every machine starts at 0, so machines are replayed side by side).
 
