@@ -13,7 +13,7 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.jobs.monitor import MONITOR_JOB, run_monitor
-from bot.jobs.runner import Clock, JobSpec, Scheduler, slot_id, utc_now
+from bot.jobs.runner import INTERVAL_ORIGIN, Clock, JobSpec, Scheduler, slot_id, utc_now
 from bot.jobs.skips import sweep_skips
 from bot.jobs.weekly import WEEKLY_JOB, run_weekly_summary, weekly_trigger
 from npo.monitor import MonitorConfig
@@ -32,7 +32,6 @@ MONITOR_CLAIMS_KEPT = timedelta(days=30)
 # up. A row a day old therefore stands for a request nobody can get accepted again; the day leaves a wide margin
 # over those minutes.
 REQUESTS_KEPT = timedelta(days=1)
-INTERVAL_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # interval slots are counted from here (a Monday, 00:00 UTC)
 
 
 def _noop() -> None:

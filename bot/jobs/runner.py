@@ -18,6 +18,11 @@ across every scheduler sharing the SQLite file.
   slot runs at once — one catch-up however many slots were missed (coalesced); none when it was already claimed
   and finished, and none on a database where the job never ran (a first start has missed nothing). A slot whose
   claim is unfinished is taken over once stale: at once if it already is, else by a retry when it becomes so.
+* The same catch-up runs again every :data:`CATCH_UP_EVERY` while the scheduler runs, in every process: a slot
+  given back by a failed run whose process has stopped since (its retry was that process's alone), or left
+  unfinished by one that died, is run by a process still running, without a restart — once, as the claim decides.
+  A slot is left to its own scheduled run for :data:`CATCH_UP_SETTLE` after its fire time, and a slot this process
+  failed and will retry itself is left to that retry (its back-off holds).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
+from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 from slack_sdk.errors import SlackApiError
 
 from storage import SQLiteStore
@@ -42,6 +48,9 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 STALE_CLAIM_S = 900.0  # an unfinished claim this old belongs to a run that died (no run takes minutes)
+CATCH_UP_EVERY = timedelta(minutes=5)  # how often a running scheduler looks for a ``catch_up`` slot still owed
+CATCH_UP_SETTLE = timedelta(minutes=1)  # ... one at least this old (its own scheduled run has the first go)
+INTERVAL_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # interval slots are counted from here (a Monday, 00:00 UTC)
 
 
 def utc_now() -> datetime:
@@ -194,13 +203,15 @@ class Scheduler:
             return slot if claim.done_at is None else None
         return slot if last < period else None
 
-    def catch_up(self) -> list[str]:
+    def catch_up(self, *, settled: timedelta = timedelta(0)) -> list[str]:
         """Run, once each, the missed latest slot of every ``catch_up`` job; returns the names that ran. A slot
-        claimed by a run that never finished and is not stale yet is retried once it is."""
+        claimed by a run that never finished and is not stale yet is retried once it is. A slot this process failed
+        and has a retry of still to come is left to it, and one whose fire time is less than ``settled`` ago to its
+        scheduled run (at start, none; every :data:`CATCH_UP_EVERY` after, :data:`CATCH_UP_SETTLE`)."""
         ran = []
         for name, job in self.jobs.items():
             slot = self.missed_slot(name) if job.catch_up else None
-            if slot is None:
+            if slot is None or slot > self.now() - settled or self._retry_pending(name, slot_id(slot)):
                 continue
             if self.run_due(name):
                 ran.append(name)
@@ -237,14 +248,33 @@ class Scheduler:
                 )
             if any(j.catch_up for j in self.jobs.values()):
                 scheduler.add_job(self._safe_catch_up, id="catch-up", name="catch-up", replace_existing=True)
+                scheduler.add_job(  # a slot a stopped process failed, or one that died mid-run: no restart needed
+                    self._safe_catch_up,
+                    kwargs={"settled": CATCH_UP_SETTLE},
+                    trigger=IntervalTrigger(
+                        seconds=CATCH_UP_EVERY.total_seconds(), start_date=INTERVAL_ORIGIN, timezone=UTC
+                    ),
+                    id="catch-up-check",
+                    name="catch-up-check",
+                    replace_existing=True,
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=None,
+                )
             scheduler.start()
             self._scheduler = scheduler
 
-    def _safe_catch_up(self) -> None:
+    def _safe_catch_up(self, settled: timedelta = timedelta(0)) -> None:
         try:
-            self.catch_up()
+            self.catch_up(settled=settled)
         except Exception:
             log.exception("catch-up failed")
+
+    def _retry_pending(self, name: str, period: str) -> bool:
+        """Whether this process's last run of ``name`` failed for ``period`` and its retry is still to come."""
+        scheduler = self._scheduler
+        failing, _ = self._failures.get(name, ("", 0))
+        return failing == period and scheduler is not None and scheduler.get_job(f"{name}-retry") is not None
 
     def _schedule_retry(self, job: JobSpec, after_s: float | None) -> None:
         """Run ``job`` again ``after_s`` from now (nothing when that is None)."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 
 import numpy as np
+from apscheduler.job import Job  # type: ignore[import-untyped]
+from apscheduler.triggers.date import DateTrigger  # type: ignore[import-untyped]
 
+from bot.jobs.runner import Scheduler
 from npo.loop import decide, record_feedback
 from npo.policy import DEFAULT_POLICY_TEXT, parse_policy
 from npo.types import FeedbackEvent, FeedbackKind, Prediction
@@ -69,3 +73,44 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+def wait_for_start(scheduler: Scheduler) -> None:
+    """Wait until the catch-up ``start()`` runs at once has finished, then pause the scheduler: from here on its jobs
+    fire only through :func:`fire_scheduled`, on the test's clock."""
+    background = scheduler._scheduler
+    assert background is not None, "start the scheduler first"
+    running = background._lookup_executor("default")._instances  # job id -> runs under way (APScheduler 3)
+    deadline = time.monotonic() + 10
+    while background.get_job("catch-up") is not None or running.get("catch-up"):
+        assert time.monotonic() < deadline, "the catch-up at start did not finish"
+        time.sleep(0.02)
+    background.pause()
+
+
+def fire_scheduled(scheduler: Scheduler, clock: Clock, until: datetime) -> list[str]:
+    """Fire ``scheduler``'s APScheduler jobs as APScheduler would from ``clock.now`` to ``until`` — each at its
+    trigger's fire times, in order of time, ``clock.now`` set to each — on this thread, and return the ids fired.
+
+    The scheduler must be started and then paused (:func:`wait_for_start`), so that nothing fires on the real clock
+    meanwhile. Only the jobs' own triggers are read, so a job ``start()`` did not schedule never fires.
+    A retry (a ``date`` job, set on the real clock) is not fired."""
+    background = scheduler._scheduler
+    assert background is not None, "start the scheduler first"
+    fired: list[str] = []
+    step = timedelta(microseconds=1)
+    while True:
+        due: dict[datetime, list[Job]] = {}
+        for job in background.get_jobs():
+            if isinstance(job.trigger, DateTrigger):
+                continue
+            at = job.trigger.get_next_fire_time(None, clock.now + step)
+            if at is not None and at <= until:
+                due.setdefault(at, []).append(job)
+        if not due:
+            return fired
+        at = min(due)
+        clock.now = at
+        for job in due[at]:
+            job.func(*job.args, **job.kwargs)
+            fired.append(str(job.id))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
-from jobs_testing import Clock
+from jobs_testing import Clock, fire_scheduled, wait_for_start
 from sqlite_utils import Database
 
 from bot.jobs.runner import STALE_CLAIM_S, JobSpec, Scheduler
@@ -116,3 +116,24 @@ def test_claims_stored_before_the_upgrade_count_as_finished(tmp_path: Path) -> N
         clock = Clock(SLOT + timedelta(days=1))
         scheduler = Scheduler(store, [JobSpec("weekly", WEEKLY, lambda slot: None, WEEK, catch_up=True)], now=clock)
         assert scheduler.catch_up() == [] and not scheduler.run_due("weekly")
+
+
+def test_a_run_killed_mid_way_is_taken_over_by_a_process_still_running(killed_mid_run: Path) -> None:
+    """Another process on the same file was running all along: it took the slot over only if it restarted, so while
+    it kept running the week was lost. Its periodic catch-up now takes the slot over once the claim is stale."""
+    ran: list[datetime] = []
+    clock = Clock(SLOT - timedelta(minutes=1))
+    with SQLiteStore(killed_mid_run) as store:
+        running = Scheduler(store, [JobSpec("weekly", WEEKLY, ran.append, WEEK, catch_up=True)], now=clock)
+        running.start()
+        try:
+            wait_for_start(running)
+            fire_scheduled(running, clock, SLOT + timedelta(seconds=STALE_CLAIM_S - 60))
+            assert ran == []  # not stale yet: the run might still be going on somewhere
+            fire_scheduled(running, clock, SLOT + timedelta(hours=2))
+        finally:
+            running.shutdown()
+        assert ran == [SLOT]
+        with store.read() as conn:
+            taken = claim_of(conn, "weekly", PERIOD)
+        assert taken is not None and taken.owner == running.owner and taken.done_at is not None

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
-from jobs_testing import Clock
+from jobs_testing import Clock, fire_scheduled, wait_for_start
 from slack_sdk import WebClient
 
 from bot.jobs.runner import JobSpec, Scheduler, previous_fire_time, retry_delay, slot_id
 from storage import SQLiteStore
-from storage.jobs import claim_count, last_claim
+from storage.jobs import claim_count, finish_claim, last_claim
 
 WEEKLY = CronTrigger(day_of_week="mon", hour=9, minute=0, timezone=UTC)
 WEEK = timedelta(days=8)
@@ -218,3 +218,28 @@ def test_a_new_slot_of_a_job_that_kept_failing_starts_its_back_off_afresh(
         s.shutdown()
     last = [r.getMessage() for r in caplog.records if "job weekly failed" in r.getMessage()][-1]
     assert "2025-03-31T09:00:00+00:00: Slack answered channel_not_found (failure 1 in a row); retrying in 300 s" in last
+
+
+def test_the_periodic_catch_up_leaves_a_failing_slot_to_its_own_retry(
+    stores: tuple[SQLiteStore, SQLiteStore], client: WebClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The catch-up a running scheduler makes every few minutes runs a slot another process gave back, but not one
+    this process failed and retries itself: Slack refusing for hours is not asked every 5 minutes in spite of the
+    back-off."""
+
+    def post(slot: datetime) -> None:
+        client.chat_postMessage(channel="C0GONE", text="weekly summary")  # the stand-in answers channel_not_found
+
+    clock = Clock(datetime(2025, 3, 24, 8, 59, tzinfo=UTC))
+    assert stores[0].claim_job("weekly", "2025-03-17T09:00:00+00:00", now=0.0)
+    with stores[0].transaction() as tx:
+        assert finish_claim(tx.connection, "weekly", "2025-03-17T09:00:00+00:00", "", 1.0)
+    s = Scheduler(stores[0], [JobSpec("weekly", WEEKLY, post, WEEK, catch_up=True, retry_after_s=300.0)], now=clock)
+    s.start()
+    try:
+        wait_for_start(s)
+        fire_scheduled(s, clock, datetime(2025, 3, 24, 11, 0, tzinfo=UTC))
+    finally:
+        s.shutdown()
+    failures = [r.getMessage() for r in caplog.records if "job weekly failed" in r.getMessage()]
+    assert len(failures) == 1 and "(failure 1 in a row); retrying in 300 s" in failures[0]

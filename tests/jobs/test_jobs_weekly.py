@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from jobs_testing import OPS, Clock, prediction, surface_and_post
+from jobs_testing import OPS, Clock, fire_scheduled, prediction, surface_and_post, wait_for_start
 from slack_sdk import WebClient
 
 from bot.config import Settings
@@ -32,7 +32,7 @@ from bot.standin import StandIn
 from npo.loop import record_feedback, record_outcome
 from npo.types import FeedbackEvent, FeedbackKind, Outcome
 from storage import SQLiteStore
-from storage.jobs import claim_count
+from storage.jobs import claim_count, claim_of, finish_claim
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MONDAY_SLOT = datetime(2025, 3, 24, 9, 0, tzinfo=BERLIN)
@@ -269,6 +269,54 @@ def test_a_first_summary_that_failed_is_caught_up_after_a_restart(
     assert len(texts) == 1 and "2025-03-17 09:00 – 2025-03-24 09:00" in texts[0]
     with stores[0].read() as conn:
         assert claim_count(conn, WEEKLY_JOB) == 1
+
+
+def test_a_week_whose_run_failed_in_a_bot_that_stopped_is_posted_by_one_still_running(
+    stores: tuple[SQLiteStore, SQLiteStore], standin: StandIn, client: WebClient
+) -> None:
+    """Two bots on one file. At Monday 09:00 one claims the summary first and its run fails (a wrong ops channel);
+    the other's 09:00 run comes meanwhile and finds the slot claimed. The failed run gives its claim back, but only
+    its own process retries it, and that process is stopped for good. The bot still running posted nothing until
+    the next Monday, and then the next week's summary only: the week was posted only if some process restarted. Its
+    own scheduler now catches the week up, once."""
+    clock = Clock(datetime(2025, 3, 24, 8, 59, 30, tzinfo=BERLIN))
+    assert stores[0].claim_job(WEEKLY_JOB, "2025-03-17T08:00:00+00:00", now=0.0)  # the bots ran the week before
+    with stores[0].transaction() as tx:
+        assert finish_claim(tx.connection, WEEKLY_JOB, "2025-03-17T08:00:00+00:00", "", 1.0)
+    running = build_scheduler(deps(stores[1], client, clock))
+    jobs = build_jobs(JobDeps(stores[0], client, "C404", timezone="Europe/Berlin", now=clock))
+    (spec,) = [j for j in jobs if j.name == WEEKLY_JOB]
+
+    def meanwhile(slot: datetime) -> None:
+        running._safe_run_due(WEEKLY_JOB)  # the other bot's 09:00 run, while this one's is under way
+        spec.run(slot)
+
+    failing = Scheduler(stores[0], [replace(j, run=meanwhile) if j is spec else j for j in jobs], now=clock)
+    try:
+        for s in (failing, running):
+            s.start()
+            wait_for_start(s)  # nothing to catch up at 08:59; from here on their jobs fire on the test's clock
+        assert WEEKLY_JOB in fire_scheduled(failing, clock, datetime(2025, 3, 24, 9, 0, tzinfo=BERLIN))
+        assert summaries(standin) == []
+        with stores[0].read() as conn:
+            assert claim_count(conn, WEEKLY_JOB) == 1  # the week before: this week's claim was given back
+        assert failing._scheduler.get_job(f"{WEEKLY_JOB}-retry") is not None  # type: ignore[union-attr]
+        assert running._scheduler.get_job(f"{WEEKLY_JOB}-retry") is None  # type: ignore[union-attr]
+        failing.shutdown()  # stopped for good, its retry with it
+        fire_scheduled(running, clock, datetime(2025, 3, 24, 10, 0, tzinfo=BERLIN))
+        texts = summaries(standin)
+        assert len(texts) == 1, "the bot still running did not post the week"
+        assert "2025-03-17 09:00 – 2025-03-24 09:00" in texts[0]
+        fire_scheduled(running, clock, datetime(2025, 3, 24, 12, 0, tzinfo=BERLIN))
+    finally:
+        for s in (failing, running):
+            s.shutdown()
+    assert len(summaries(standin)) == 1
+    with stores[0].read() as conn:
+        assert claim_count(conn, WEEKLY_JOB) == 2
+        claim = claim_of(conn, WEEKLY_JOB, "2025-03-24T08:00:00+00:00")
+    assert claim is not None and claim.owner == running.owner and claim.done_at is not None
+    assert build_scheduler(deps(stores[0], client, clock)).catch_up() == []  # and a restart has nothing to do
 
 
 def test_the_skip_job_runs_through_the_scheduler(stores: tuple[SQLiteStore, SQLiteStore], client: WebClient) -> None:
