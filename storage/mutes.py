@@ -33,6 +33,14 @@ def lift_mutes(conn: sqlite3.Connection, key: str, *, at: float, by: str) -> int
     return cur.rowcount
 
 
+def muted_until(conn: sqlite3.Connection, key: str, now: float) -> float | None:
+    """When the last mute of ``key`` in force (or starting later) at ``now`` ends; None when there is none."""
+    row = conn.execute(
+        "SELECT MAX(until) FROM policy_mutes WHERE key = ? AND lifted_at IS NULL AND until > ?", (key, now)
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def active_mutes(conn: sqlite3.Connection, now: float) -> list[Mute]:
     """Mutes not lifted whose expiry is after ``now`` (including ones that start later), oldest first."""
     rows = conn.execute(

@@ -30,6 +30,7 @@ from bot.slack.responders import LookupUnavailable
 from bot.slack.text import escape, escaped, truncate
 from npo.types import MAX_TEXT_LEN, InvalidRecord
 from storage.monitoring import key_known
+from storage.mutes import muted_until
 
 log = logging.getLogger(__name__)
 
@@ -248,10 +249,15 @@ async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: st
         return REPLAYED
     with service.store.read() as conn:
         known = key_known(conn, key)
+        held = muted_until(conn, key, mute.since)
     note = "" if known else " (no recommendation has had this key yet — check the spelling with `/npo why &lt;id&gt;`)"
+    until, lifts = mute.until, "lifts it"
+    if held is not None and held > mute.until:  # an earlier, longer mute of the key still holds it (the latest wins)
+        until, lifts = held, "lifts every mute of it (then mute it again to end it sooner)"
+        note += f"; an earlier mute holds it past this one's end, {_when(mute.until)}"
     return (
-        f":mute: `{escaped(key, MAX_MUTED_KEY)}` is muted until {_when(mute.until)}: its predictions are blocked by "
-        f"the Safety Policy rule `mute`{note}. `/npo unmute {escape(_arg(key))}` lifts it."
+        f":mute: `{escaped(key, MAX_MUTED_KEY)}` is muted until {_when(until)}: its predictions are blocked by "
+        f"the Safety Policy rule `mute`{note}. `/npo unmute {escape(_arg(key))}` {lifts}."
     )
 
 

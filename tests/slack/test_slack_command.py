@@ -455,3 +455,20 @@ def test_why_shows_a_multi_line_reason_on_its_answers_line(bot: BotUnderTest) ->
     assert all(
         line.endswith("Other: rack 12 is being recabled *Verdict*: block · rule `mute` by the DC team") for line in mine
     )
+
+
+def test_a_shorter_mute_of_a_muted_key_says_until_when_it_stays_blocked(bot: BotUnderTest) -> None:
+    """A key muted for 4 h and then for 30 min stays blocked for the 4 h (the latest expiry wins). The second reply
+    said "muted until" the 30 min, so whoever meant to shorten the mute believed it ended then."""
+    bot.surface("p1")
+    escaped_key = KEY.replace(">", "&gt;")
+    assert "is muted until" in npo(bot, f"mute {escaped_key} 4h")
+    longest = bot.bot.store.audit_entries(kind="policy_mute")[-1][4]["until"]
+    reply = npo(bot, f"mute {escaped_key} 30m shorter")
+    until = datetime.fromtimestamp(longest, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    assert f"is muted until {until}" in reply, reply
+    assert "an earlier mute" in reply and f"`/npo unmute {escaped_key}`" in reply, reply
+    assert bot.ingest(prediction("p2")).json()["verdict"] == "block"
+    # A longer mute over a shorter one is what it says.
+    reply = npo(bot, f"mute {escaped_key} 8h")
+    assert "an earlier mute" not in reply, reply
