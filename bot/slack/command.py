@@ -23,6 +23,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.insights import Why, summary_text, why
+from bot.service import NpoService
 from bot.slack.blocks import MAX_ANSWER_REASON, MAX_SHOWN_REASON, lookup_refused_text, status_lines
 from bot.slack.deps import SlackDeps
 from bot.slack.payloads import replay_key
@@ -205,18 +206,33 @@ async def reply_for(text: str, user: str, deps: SlackDeps, request_id: str = "")
     return f"Unknown command `{shown}`.\n{USAGE}"
 
 
+def quote_hint(word: str) -> str:
+    """Added to a refusal of ``/npo <word>`` whose words after an unquoted key look like the rest of it (they hold a
+    "|"): a key pasted with the spaces of its action, and no quotes."""
+    example = '"disk_failure|restart pod|r#-n#|p&gt;=0.9"' + (" 4h" if word == "mute" else "")
+    return f"a key with spaces goes in double quotes or backticks, like `/npo {word} {example}`"
+
+
+def _key_known(service: NpoService, key: str) -> bool:
+    with service.store.read() as conn:
+        return key_known(conn, key)
+
+
 async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: str) -> str:
     key, after = first_arg(rest)
     args = after.split()  # the duration and the reason's words
     if not key.strip():
         key = ""  # a quoted blank names no key
+    # The words after an unquoted key hold a "|": likely the rest of a key with spaces, typed without quotes.
+    split = rest.lstrip()[:1] not in _QUOTES and any("|" in a for a in args)
+    hint = f" ({quote_hint(word)})" if split else ""
     if word == "mute" and (not key or not args):
         return (
             "Usage: `/npo mute &lt;key&gt; &lt;duration&gt; [reason]`, "
             "e.g. `/npo mute disk_failure|drain|r#-n#|p&gt;=0.9 4h`."
         )
     if word == "unmute" and (not key or args):
-        return "Usage: `/npo unmute &lt;key&gt;`."
+        return f"Usage: `/npo unmute &lt;key&gt;`{hint}."
     try:
         allowed = await deps.responders.allows(user)
     except LookupUnavailable as exc:
@@ -239,12 +255,18 @@ async def _mute(word: str, rest: str, user: str, deps: SlackDeps, request_id: st
         return f"Not muted: a key is at most {MAX_TEXT_LEN} characters, `{escape(truncate(key, 40))}` has {len(key)}."
     try:
         seconds, used = _duration_of(args)
+        if split and any("|" in a for a in args[used:]) and not await deps.query(_key_known, service, key):
+            # ``wait 5m then restart`` in an unquoted key: its first words are no key, and 5m no duration meant.
+            return (
+                f"Not muted: no recommendation has had the key `{escaped(key, MAX_MUTED_KEY)}`, and the words after "
+                f"it look like the rest of a key: {quote_hint(word)}."
+            )
         reason = " ".join(args[used:])[:500]
         mute = await deps.storage(service.mute, key, seconds, by=user, reason=reason, request_id=request_id)
     except InvalidRecord as exc:
         return f"Not muted: {exc.message}."
     except ValueError as exc:
-        return f"Not muted: {exc}."
+        return f"Not muted: {exc}{hint}."
     if mute is None:
         return REPLAYED
     with service.store.read() as conn:

@@ -472,3 +472,22 @@ def test_a_shorter_mute_of_a_muted_key_says_until_when_it_stays_blocked(bot: Bot
     # A longer mute over a shorter one is what it says.
     reply = npo(bot, f"mute {escaped_key} 8h")
     assert "an earlier mute" not in reply, reply
+
+
+def test_a_key_with_spaces_typed_without_quotes_is_refused_with_the_fix(bot: BotUnderTest) -> None:
+    """A key pasted as the message shows it, spaces and all, without quotes: the refusal says to quote it (it said
+    "`the` is not a duration", or gave the unmute usage), and a word of the action that reads as a duration
+    (``wait 5m then restart``) does not mute the key's first words for that long."""
+    bot.surface("p1", action="restart the pod")
+    key = "disk_failure|restart the pod|r#-p#|p&gt;=0.9"  # as Slack sends it
+    for typed in (f"mute {key} 1h", f"unmute {key}"):
+        reply = npo(bot, typed)
+        assert "in double quotes" in reply and f'`/npo {typed.split()[0]} "' in reply, reply
+    bot.surface("p2", action="wait 5m then restart")
+    reply = npo(bot, "mute disk_failure|wait 5m then restart|r#-p#|p&gt;=0.9 1h")
+    assert reply.startswith("Not muted") and "double quotes" in reply, reply
+    assert bot.bot.store.audit_entries(kind="policy_mute") == []
+    # Quoted, it is muted; a reason holding "|" after a known key is a reason.
+    assert "is muted until" in npo(bot, 'mute "disk_failure|wait 5m then restart|r#-p#|p&gt;=0.9" 1h')
+    assert "is muted until" in npo(bot, f'mute "{key}" 1h rack 12 | ticket 42')
+    assert bot.bot.store.audit_entries(kind="policy_mute")[-1][4]["reason"] == "rack 12 | ticket 42"
