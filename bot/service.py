@@ -74,9 +74,11 @@ class ClickResult:
 class ClosedResult:
     """What :meth:`NpoService.close_without_outcome` did. ``closed``: the prediction's open recommendation was
     closed now (False: none was open — suppressed or blocked, or already closed by an outcome or an earlier report
-    of the same end, which changes nothing)."""
+    of the same end, which changes nothing — or another alert merged into the prediction still fires).
+    ``still_firing``: how many such alerts kept it open."""
 
     closed: bool
+    still_firing: int = 0
 
 
 class NpoService:
@@ -289,24 +291,54 @@ class NpoService:
         and action within the dedupe window), whose decision it was answered with; None if it was not one."""
         return self.store.alias_of(prediction_id)
 
-    def close_without_outcome(self, prediction_id: str, at: float, *, source: str) -> ClosedResult:
+    def close_without_outcome(
+        self,
+        prediction_id: str,
+        at: float,
+        *,
+        source: str,
+        alert_id: str | None = None,
+        alert_prefix: str | None = None,
+    ) -> ClosedResult:
         """The prediction's alert ended (at ``at``, as ``source`` reports) without saying whether the fault was
         real: no outcome — nothing for the bandit's miss term, m(k) or trust — but its recommendation is closed,
         so it stops counting toward the blast radius and the open recommendations, and the end is audited
-        (``alert_resolved``, ``real_fault`` null), once per prediction: a repeat of the report changes nothing.
+        (``alert_resolved``, ``real_fault`` null), once per alert: a repeat of the report changes nothing.
         An outcome may still come later (the outcomes route, the Slack outcome buttons, a resolved alert that says)
-        and is recorded and learnt from as usual. Raises :class:`npo.loop.UnknownPrediction`."""
+        and is recorded and learnt from as usual. Raises :class:`npo.loop.UnknownPrediction`.
+
+        ``alert_id``: the id the alert was sent under (default ``prediction_id``), another when it was found a
+        duplicate of the prediction by fingerprint. ``alert_prefix`` (``am:``): the ids of alerts that report their
+        own end; the recommendation stays open while one of those merged into the prediction (its own id, or one
+        found a duplicate of it) has not ended — several alerts of one fault type, target and action within the
+        dedupe window, or an alert whose labels changed, share one recommendation, and the end of one of them is
+        not the end of the others."""
         now = self.clock()
+        alert = prediction_id if alert_id is None else alert_id
         with self.store.transaction() as tx:
             decision = tx.get_decision(prediction_id)
             if decision is None:
                 raise UnknownPrediction(prediction_id)
-            if not tx.claim_request(f"{ALERT_RESOLVED}:{prediction_id}", ALERT_RESOLVED, now):
+            if not tx.claim_request(f"{ALERT_RESOLVED}:{alert}", ALERT_RESOLVED, now):
                 return ClosedResult(closed=False)
-            closed = tx.close_recommendation(prediction_id, at)
-            detail = {"real_fault": None, "source": source, "closed": closed, "verdict": decision.verdict.value}
+            firing = (
+                []
+                if alert_prefix is None
+                else tx.unended_alerts(prediction_id, prefix=alert_prefix, ended=f"{ALERT_RESOLVED}:", excluding=alert)
+            )
+            closed = not firing and tx.close_recommendation(prediction_id, at)
+            detail: dict[str, Any] = {
+                "real_fault": None,
+                "source": source,
+                "closed": closed,
+                "verdict": decision.verdict.value,
+            }
+            if alert != prediction_id:
+                detail["alert"] = alert
+            if firing:
+                detail["still_firing"] = len(firing)
             tx.audit(ALERT_RESOLVED, prediction_id, detail, at)
-        return ClosedResult(closed=closed)
+        return ClosedResult(closed=closed, still_firing=len(firing))
 
     def _queue_update(self, tx: SQLiteTransaction, prediction_id: str, message: MessageRef | None) -> None:
         """Queue a chat.update of the recommendation, unless one not yet picked up is already waiting; due at

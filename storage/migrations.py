@@ -988,6 +988,15 @@ def m018_feedback_peer_credited(db: Database) -> None:
     db.execute("ALTER TABLE feedback ADD COLUMN peer_credited INTEGER CHECK (peer_credited IN (0, 1))")
 
 
+@MIGRATIONS(name="m019_prediction_aliases_by_prediction")
+def m019_prediction_aliases_by_prediction(db: Database) -> None:
+    """Several alerts may be merged into one prediction (the same fault type, target and action within the dedupe
+    window: one alertname firing for two disks of a host, or an alert whose labels changed), and its recommendation
+    is closed only once the last of them has resolved: the ids merged into a prediction are looked up by the
+    prediction, which ``prediction_aliases`` could only scan."""
+    db.execute("CREATE INDEX prediction_aliases_by_prediction ON prediction_aliases (prediction_id)")
+
+
 KNOWN_MIGRATIONS = tuple(m.name for m in MIGRATIONS.pending(Database(memory=True, execute_plugins=False)))
 LATEST_SCHEMA_VERSION = len(KNOWN_MIGRATIONS)
 

@@ -192,6 +192,18 @@ class TxBase:
                 (subject, first),
             )
 
+    def unended_alerts(self, prediction_id: str, *, prefix: str, ended: str, excluding: str) -> list[str]:
+        """The ids starting with ``prefix`` (an alert sender's: ``am:``) of ``prediction_id`` and of the predictions
+        found duplicates of it by fingerprint, but ``excluding``, whose end was not recorded (no processed request
+        ``ended`` + id): the alerts merged into the prediction that still fire."""
+        rows = self._c.execute(
+            "SELECT id FROM (SELECT ? AS id UNION SELECT alias_id FROM prediction_aliases WHERE prediction_id = ?) "
+            "WHERE substr(id, 1, length(?)) = ? AND id != ? "
+            "AND NOT EXISTS (SELECT 1 FROM processed_requests WHERE request_id = ? || id) ORDER BY id",
+            (prediction_id, prediction_id, prefix, prefix, excluding, ended),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def alias_of(self, prediction_id: str) -> str | None:
         """The prediction ``prediction_id`` was found a duplicate of by fingerprint (None if it was not)."""
         row = self._c.execute(

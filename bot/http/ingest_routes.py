@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 
 from bot.http.body import BadGzip, BadJson, BodyTooLarge, ClientGone, error, gunzip, parse_json, read_body
 from bot.http.policy_route import PolicyHolder
+from bot.ingest.alertmanager import ID_PREFIX as ALERT_ID_PREFIX
 from bot.ingest.alertmanager import SOURCE as ALERTMANAGER_SOURCE
 from bot.ingest.alertmanager import ResolvedAlert, parse_webhook
 from bot.ingest.records import many, outcome_from_json, prediction_from_json
@@ -98,7 +99,8 @@ def resolved_json(
     * ``"outcome"``: the alert said whether the fault was real (``real_fault``); ``recorded`` false when an outcome
       was already recorded (the first one wins); ``missed_fault``: it was suppressed and the fault was real;
     * ``"no_outcome"``: it did not say — nothing learnt; ``closed``: this report closed the open recommendation
-      (false: none was open, or an earlier report or an outcome had closed it); ``warning`` when an
+      (false: none was open, an earlier report or an outcome had closed it, or another alert merged into the
+      prediction still fires); ``warning`` when an
       ``npo_outcome`` was given but not taken (an unknown value);
     * ``"unknown_prediction"`` (``result`` None): no prediction has the alert's id; ``error`` says so.
     """
@@ -277,8 +279,9 @@ class IngestApi:
             )
         return out
 
-    def _resolve_one(self, resolved: ResolvedAlert, prediction_id: str) -> OutcomeResult | ClosedResult:
-        """Record the outcome ``resolved`` states for ``prediction_id``, or close it without one."""
+    def _resolve_one(self, resolved: ResolvedAlert, prediction_id: str, alert_id: str) -> OutcomeResult | ClosedResult:
+        """Record the outcome ``resolved`` states for ``prediction_id``, or close it without one once no other alert
+        merged into it still fires (``alert_id``: the id the alert was matched by, before a duplicate's)."""
         if resolved.real_fault is not None:
             return self.service.record_outcome(resolved.outcome(prediction_id))
         if not self._told_no_outcome:
@@ -288,7 +291,9 @@ class IngestApi:
                 "npo_outcome) closes its recommendation without an outcome, and nothing is learnt from it; set "
                 "NPO_ALERTMANAGER_RESOLVED=real_fault if your resolved alerts do mean the fault happened"
             )
-        return self.service.close_without_outcome(prediction_id, resolved.at, source=ALERTMANAGER_SOURCE)
+        return self.service.close_without_outcome(
+            prediction_id, resolved.at, source=ALERTMANAGER_SOURCE, alert_id=alert_id, alert_prefix=ALERT_ID_PREFIX
+        )
 
     def _resolve_alerts(self, alerts: list[ResolvedAlert]) -> list[dict[str, Any]]:
         """Each resolved alert → an outcome or a closure, answered as :func:`resolved_json` says. An episode id no
@@ -300,12 +305,12 @@ class IngestApi:
             result: OutcomeResult | ClosedResult | None
             try:
                 try:
-                    result = self._resolve_one(resolved, pid)
+                    result = self._resolve_one(resolved, pid, resolved.prediction_id)
                 except UnknownPrediction:
                     if resolved.fallback_id is None:  # else the plain id of a prediction stored before episode ids
                         raise
                     pid = str(resolved.fallback_id)
-                    result = self._resolve_one(resolved, pid)
+                    result = self._resolve_one(resolved, pid, pid)
             except UnknownPrediction:
                 result = None
             out.append(resolved_json(resolved, pid, result))

@@ -105,6 +105,7 @@ _DURATION_UNITS_S = (86_400, 3600, 60, 1, 0.001)
 OUTCOME_ANNOTATION = "npo_outcome"  # a resolved alert's statement of its truth (module docstring)
 _TRUTH = {"real_fault": True, "false_alarm": False}
 SOURCE = "alertmanager"  # the source of the outcomes of resolved alerts
+ID_PREFIX = "am:"  # every prediction id made from an alert starts so
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,9 +221,9 @@ def plain_alert_id(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     """``am:<fingerprint>`` (``am:`` + a hash of the sorted labels without one): the alert, whatever its episode."""
     fingerprint = alert.get("fingerprint")
     if isinstance(fingerprint, str) and fingerprint.strip():
-        return f"am:{fingerprint.strip()}"
+        return f"{ID_PREFIX}{fingerprint.strip()}"
     digest = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]
-    return f"am:{digest}"
+    return f"{ID_PREFIX}{digest}"
 
 
 def prediction_from_alert(
