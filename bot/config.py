@@ -48,6 +48,7 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOST_NAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
 _CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _RESPONDER_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_URL_AUTHORITY_RE = re.compile(r"^(?:\[(?P<ip6>[^\]]*)\]|[^:\[\]]+)(?::(?P<port>[0-9]*))?$")  # host[:port]
 _SHOWN_NAME_RE = re.compile(r"[A-Z][A-Z0-9_.-]*")
 _URL_USERINFO_RE = re.compile(r"(?:(?<=//)|^)[^/?#@\s]+@")  # ``user:password@`` after ``//`` anywhere, or at the start
 _LINE_END_RE = re.compile(r"\r\n|\r|\n")  # line ends as python-dotenv counts them (splitlines() also takes U+2028…)
@@ -333,9 +334,32 @@ def _api_url(text: str) -> str:
     return text if text.endswith("/") else text + "/"
 
 
+def _usable_authority(ip6: str | None, port: str | None) -> bool:
+    """Whether a URL's bracketed IPv6 address (None: a host name or an IPv4 address) and port (empty: the
+    scheme's) can be connected to."""
+    if port and not 1 <= int(port) <= 65535:
+        return False
+    if ip6 is not None:
+        try:
+            ipaddress.IPv6Address(ip6)
+        except ValueError:
+            return False
+    return True
+
+
 def _poll_url(text: str) -> str:
+    """An http(s) URL whose host and port a connection can be opened to: a port that is no number (``:8o8o``),
+    beyond 65535 (the socket layer takes 99999 as 34463) or an IPv6 address without its closing bracket would fail
+    every poll, a traceback in the log each time, while ``serve`` runs as if polling."""
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
         raise ValueError(f"must be an http(s) URL, got {masked_url(text)!r}")
+    authority = re.split(r"[/?#]", text.split("://", 1)[1], maxsplit=1)[0].rpartition("@")[2]
+    match = _URL_AUTHORITY_RE.match(authority)
+    if match is None or not _usable_authority(match["ip6"], match["port"]):
+        raise ValueError(
+            "must name a host (an IPv6 address in brackets) and, if any, a port from 1 to 65535, "
+            f"got {masked_url(text)!r}"
+        )
     return text
 
 

@@ -424,3 +424,37 @@ def test_env_example_gives_every_setting_at_its_default() -> None:
     for name, value in example.items():
         if value and name not in GOOD:
             assert load_settings(GOOD | {name: value}, None) == defaults, (name, value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://feed.internal:8o8o/predictions",  # a typo in the port
+        "http://feed.internal:99999/predictions",  # beyond 65535
+        "http://feed.internal:0/predictions",
+        "http://[::1/predictions",  # an IPv6 address whose bracket is not closed
+        "http://[feed]/predictions",  # brackets around what is no IPv6 address
+        "http://npo:hunter2pass@:8080/predictions",  # no host
+    ],
+)
+def test_a_poll_url_whose_host_or_port_cannot_be_used_is_a_config_error(url: str) -> None:
+    """Such a URL was accepted, and every poll then failed with an ``httpx.InvalidURL`` traceback in the log (or
+    connected to another port: 99999 is 34463 to the socket), poll after poll, while ``serve`` ran as if polling."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(GOOD | {"NPO_POLL_URL": url}, None)
+    assert set(info.value.problems) == {"NPO_POLL_URL"} and "hunter2pass" not in str(info.value)
+    assert "host" in info.value.problems["NPO_POLL_URL"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://feed.internal:8080/predictions",
+        "https://npo:hunter2pass@feed.internal/p?since=1h",
+        "http://[::1]:9100/predictions",
+        "http://127.0.0.1:/predictions",  # an empty port is the scheme's
+        "http://feed.internal",
+    ],
+)
+def test_poll_urls_with_a_usable_host_and_port(url: str) -> None:
+    assert load_settings(GOOD | {"NPO_POLL_URL": url}, None).poll_url == url
