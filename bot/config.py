@@ -363,6 +363,19 @@ def _poll_url(text: str) -> str:
     return text
 
 
+def _poll_token(text: str) -> str:
+    """A token an HTTP header can carry: ASCII without control characters. A non-ASCII character stopped ``serve``
+    with a traceback (httpx encodes headers as ASCII), and a line break failed every poll with the header, token
+    included, in the log line. The message names the place, never the character."""
+    for place, char in enumerate(text, start=1):
+        if not " " <= char <= "~":
+            raise ValueError(
+                f"character {place} is not one an HTTP header can carry (only ASCII letters, digits, punctuation "
+                "and spaces: no accented letter, line break or other control character)"
+            )
+    return text
+
+
 def _host(text: str) -> str:
     """An address to listen on: an IP address (``0.0.0.0``, ``::``) or a host name. Checked here, so that
     ``localhost:3000``, ``http://0.0.0.0`` or ``[::]`` stops start-up naming the setting, before the scheduler runs
@@ -554,7 +567,7 @@ def _read_settings(r: _Reader) -> Settings:
         feedback_burst=r.optional("NPO_FEEDBACK_BURST", 30, _int_in(1, 100_000)),
         poll_url=r.optional("NPO_POLL_URL", None, _poll_url),
         poll_interval_s=r.optional("NPO_POLL_INTERVAL_S", 30.0, _float_in(1, 86_400)),
-        poll_token=r.optional("NPO_POLL_TOKEN", "", str),
+        poll_token=r.optional("NPO_POLL_TOKEN", "", _poll_token),
         poll_max_bytes=r.optional("NPO_POLL_MAX_BYTES", 10_000_000, _int_in(1024, 500_000_000)),
         monitor_interval_min=r.optional("NPO_MONITOR_INTERVAL_MIN", 60.0, _float_in(1, 24 * 60)),
         monitor_loss_threshold=r.optional("NPO_MONITOR_LOSS_THRESHOLD", 0.3, _float_in(0, 1)),

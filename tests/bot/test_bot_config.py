@@ -458,3 +458,15 @@ def test_a_poll_url_whose_host_or_port_cannot_be_used_is_a_config_error(url: str
 )
 def test_poll_urls_with_a_usable_host_and_port(url: str) -> None:
     assert load_settings(GOOD | {"NPO_POLL_URL": url}, None).poll_url == url
+
+
+@pytest.mark.parametrize("token", ["s3cr€t-poll-token", "poll-token\n-second-line", "poll\x00token", "poll\x7ftoken"])
+def test_a_poll_token_an_http_header_cannot_carry_is_a_config_error(token: str) -> None:
+    """A non-ASCII character in NPO_POLL_TOKEN stopped ``serve`` with a ``UnicodeEncodeError`` traceback and exit
+    status 1 (restarted by the service manager, to fail again); a line break made every poll fail with the whole
+    header, token included, in the log line."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(GOOD | {"NPO_POLL_URL": "http://127.0.0.1:9100/predictions", "NPO_POLL_TOKEN": token}, None)
+    assert set(info.value.problems) == {"NPO_POLL_TOKEN"}
+    assert "poll" not in str(info.value).replace("NPO_POLL_TOKEN", "")  # no part of the token is shown
+    assert load_settings(GOOD | {"NPO_POLL_TOKEN": "a.b-c_d~e+f/g== h"}, None).poll_token == "a.b-c_d~e+f/g== h"
