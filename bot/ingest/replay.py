@@ -3,9 +3,11 @@
 JSONL: one prediction object per line (blank lines and ``#`` comments skipped). CSV: a header row with the
 prediction fields; ``labels`` may hold a JSON object; empty cells are omitted; ``confidence`` and
 ``time_to_fault_s`` are numbers. A JSON object that holds a key twice, or a header that names a column twice, is
-refused (one of the values would be lost), as the HTTP routes refuse it. Every malformed line is reported as
-``line N: field: message``. Files are UTF-8, with or without a byte-order mark; a file that cannot be read, or is
-not UTF-8, is refused whole (:class:`UnreadableFile`) before anything is decided.
+refused (one of the values would be lost), as the HTTP routes refuse it. A CSV cell's opening quote that is never
+closed is the malformed line it opens in, and the lines after it are read as rows (not as one cell to the end of
+the file). Every malformed line is reported as ``line N: field: message``. Files are UTF-8, with or without a
+byte-order mark; a file that cannot be read, or is not UTF-8, is refused whole (:class:`UnreadableFile`) before
+anything is decided.
 
 The valid predictions are decided :data:`REPLAY_CHUNK` at a time, one transaction each, with a short pause between
 (:func:`decide_in_chunks`): a replay runs beside ``npo-bot serve`` on the same database, and one transaction for a
@@ -96,7 +98,31 @@ def _csv_row(row: dict[str | None, Any], width: int) -> dict[str, Any] | Invalid
     return out
 
 
+def _unclosed_quote(lines: Sequence[str], first: int) -> int | None:
+    """The number of the line (``first`` is that of ``lines[0]``) in which a cell's opening quote is never closed
+    by the end of ``lines``, read as the csv module reads the default dialect (a quote opens a cell only at its
+    start, ``""`` inside one is a quote, and a line break inside one is part of the cell); None when every quote
+    is closed."""
+    if not any('"' in line for line in lines):
+        return None
+    state, opened = "start", 0  # start of a cell, in an unquoted cell, in a quoted one, just after a quote in one
+    for number, line in enumerate(lines, start=first):
+        for char in line:
+            if state == "quoted":
+                state = "quote" if char == '"' else "quoted"
+            elif state == "quote":
+                state = "quoted" if char == '"' else "start" if char == "," else "cell"
+            elif state == "start" and char == '"':
+                state, opened = "quoted", number
+            else:
+                state = "start" if char == "," else "cell"
+        if state != "quoted":
+            state = "start"  # a line break ends the record (a quoted cell goes on)
+    return opened if state == "quoted" else None
+
+
 def _csv(text: str) -> Iterator[tuple[int, Any]]:
+    lines: list[str] = []  # the file's lines, split only if a record spans several
     reader = csv.DictReader(io.StringIO(text))
     try:
         header = reader.fieldnames or []
@@ -110,15 +136,31 @@ def _csv(text: str) -> Iterator[tuple[int, Any]]:
     if twice is not None:  # csv.DictReader would keep the last column of that name in every row, without a word
         yield reader.reader.line_num, InvalidRecord("(header)", f"the column {twice!r} appears twice: name it once")
         return
+    offset = 0  # lines of the file before the text ``reader`` reads
+    end = reader.line_num  # the last line read of the record before
     while True:
+        row: dict[str | None, Any] | InvalidRecord
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:  # e.g. a cell over the csv module's field limit; the reader goes on after it
-            yield reader.reader.line_num, InvalidRecord("(line)", f"invalid CSV: {exc}")
-            continue
-        yield reader.line_num, _csv_row(row, len(header))
+            row = InvalidRecord("(line)", f"invalid CSV: {exc}")
+        start, end = end, reader.reader.line_num  # DictReader.line_num is not moved by a csv.Error
+        # An opening quote never closed makes the rest of the file one cell (or one over the field limit): the
+        # line that opened it is the malformed one, and the lines after it are read again, as rows.
+        opened = None
+        if end - start > 1:
+            lines = lines or text.split("\n")
+            opened = _unclosed_quote(lines[offset + start : offset + end], offset + start + 1)
+        if opened is not None:
+            yield opened, InvalidRecord("(line)", "a cell's opening quote (\") is never closed: close it or remove it")
+            offset, end = opened, 0
+            reader = csv.DictReader(io.StringIO("\n".join(lines[offset:])), fieldnames=header)
+        elif isinstance(row, InvalidRecord):
+            yield offset + end, row
+        else:
+            yield offset + end, _csv_row(row, len(header))
 
 
 def _text(path: Path) -> str:

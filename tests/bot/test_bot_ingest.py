@@ -588,6 +588,34 @@ def test_replay_refuses_csv_rows_with_more_cells_than_the_header(tmp_path: Path)
     assert parsed.errors == ["line 2: (line): 6 cells, the header has 5"]
 
 
+def test_a_csv_quote_never_closed_is_its_line_and_the_rows_after_it_are_read(tmp_path: Path) -> None:
+    """An opening quote without its closing one (``q2,f,"t2,x,0.9``) made the rest of the file one cell: every row
+    after it was left undecided without a word, and the one error named the last line ("action: is required"), or,
+    past the csv module's field limit, some line thousands further on — never the line to fix."""
+    header = "id,fault_type,target,action,confidence,labels\n"
+    path = tmp_path / "p.csv"
+    path.write_text(
+        header
+        + 'q1,f,t1,x,0.9,"{""rack"": ""r1"",\n""zone"": ""z1""}"\n'  # a quoted cell may hold a line break
+        + "q2,f,t2,x,0.9,\n"
+        + 'q3,f,"t3,x,0.9,\n'  # line 5: the quote is never closed
+        + "q4,f,t4,x,0.9,\n"
+        + "q5,f,t5,x,0.9,\n",
+        encoding="utf-8",
+    )
+    parsed = read_predictions(path, received_at=0.0)
+    assert [p.id for p in parsed.predictions] == ["q1", "q2", "q4", "q5"]
+    assert parsed.predictions[0].labels == {"rack": "r1", "zone": "z1"}
+    assert [e.split(": ")[0] for e in parsed.errors] == ["line 5"], parsed.errors
+    assert "quote" in parsed.errors[0] and "never closed" in parsed.errors[0], parsed.errors
+    big = tmp_path / "big.csv"  # the rest of the file is over the field limit (131,072 characters)
+    big.write_text(
+        header + 'b1,f,"t1,x,0.9,\n' + "".join(f"b{i},f,t{i},x,0.9,\n" for i in range(2, 10_002)), encoding="utf-8"
+    )
+    parsed = read_predictions(big, received_at=0.0)
+    assert len(parsed.predictions) == 10_000 and [e.split(": ")[0] for e in parsed.errors] == ["line 2"]
+
+
 def test_a_lone_surrogate_is_refused_per_prediction_by_replay_and_poller(
     tmp_path: Path, predictions_server: tuple[str, list[Any]]
 ) -> None:
