@@ -40,6 +40,16 @@ REPLAY_CHUNK = 500  # predictions a transaction: ~10–20 ms of the write lock
 REPLAY_PAUSE_S = 0.005  # between transactions: another process waiting for the lock takes it
 
 
+# The opening bytes of compressed files, named when a file is not UTF-8 (a rotated ``predictions.jsonl.gz``)
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PK\x03\x04", "zip"),
+)
+
+
 class UnreadableFile(Exception):
     """The file cannot be read (missing, a folder, no permission) or is not UTF-8: nothing in it is decided."""
 
@@ -173,6 +183,12 @@ def _text(path: Path) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        packed = next((name for magic, name in _COMPRESSED if data.startswith(magic)), None)
+        if packed is not None:  # "save the file as UTF-8" would be no help
+            raise UnreadableFile(
+                f"{path}: is {packed}-compressed, not text: decompress it first, or pipe it in decompressed "
+                "(e.g. `gzip -dc FILE | npo-bot replay /dev/stdin`, with `--format csv` for CSV)"
+            ) from None
         line = data.count(b"\n", 0, exc.start) + 1
         raise UnreadableFile(
             f"{path}: line {line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8"

@@ -1110,6 +1110,19 @@ def test_replay_cli_names_what_it_cannot_read_and_stores_nothing(
     assert err.startswith(f"npo-bot replay: cannot read {folder}: ") and "no such file" not in err
 
 
+def test_replay_cli_says_a_gzip_file_is_compressed(
+    tmp_path: Path, replay_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rotated ``predictions.jsonl.gz`` was refused as "line 1: not UTF-8 (byte 0x8b); save the file as UTF-8":
+    advice that cannot be followed for a compressed file."""
+    path = tmp_path / "predictions.jsonl.gz"
+    path.write_bytes(gzip.compress((GOOD_LINE % ("z1", "t1", "") + "\n").encode()))
+    assert _replay(path, replay_env) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"npo-bot replay: {path}: ") and "gzip" in err and "save the file as UTF-8" not in err, err
+    assert not replay_env.exists()
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 def test_replay_cli_reads_a_pipe(tmp_path: Path, replay_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``npo-bot replay /dev/stdin < …`` or ``… | npo-bot replay /dev/stdin``: a pipe is not a regular file, and was
