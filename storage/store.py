@@ -336,15 +336,17 @@ class SQLiteStore(StoreOutbox, StoreReads):
             return tx.claim_request(request_id, kind, at)
 
     # -- health --------------------------------------------------------------------------------------------
-    def health(self) -> int:
+    def health(self, *, writable: bool = True) -> int:
         """What ``GET /healthz`` checks; returns the pending outbox messages. Costs the same on a year of history
-        as on a day's: a look at the file and an index search of the pending messages (the backlog, not the
+        as on a day's: a look at the files and an index search of the pending messages (the backlog, not the
         history).
 
         Raises :class:`StorageError` saying what is wrong when the file at ``path`` is no longer the one this store
         opened — deleted or replaced while the process runs: its connections keep working on the old file, and
-        everything written from then on is gone at the next restart — or when the database cannot be read
-        (a malformed page, an I/O error)."""
+        everything written from then on is gone at the next restart — when the database cannot be read
+        (a malformed page, an I/O error), or, with ``writable`` (and a store not opened read-only), when this
+        process cannot write it (a read-only mount, a file owned by another user): SQLite then opens it read-only
+        and refuses every write, though every read works."""
         if self._file is not None:
             try:
                 now = _file_identity(self.path)
@@ -366,11 +368,31 @@ class SQLiteStore(StoreOutbox, StoreReads):
                     "the file was replaced while the bot runs (this process still writes to the old one): "
                     "restart the bot",
                 )
+            unwritable = _unwritable(self.path) if writable and not self.read_only else None
+            if unwritable is not None:
+                raise StorageError(
+                    "database",
+                    str(self.path),
+                    f"{unwritable} cannot be written by this process (a read-only file system, or a file owned by "
+                    "another user?): every write is refused; make it writable and restart the bot",
+                )
         try:
             with self.read() as conn:
                 return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0])
         except sqlite3.Error as exc:
             raise StorageError("database", str(self.path), f"cannot be read: {exc}") from exc
+
+
+def _unwritable(path: Path) -> str | None:
+    """The first of the database's files (the file, its ``-wal`` and ``-shm``, or the folder a missing one is
+    created in) this process may not write, as SQLite would find on opening it; None when all may be written."""
+    for name in (str(path), f"{path}-wal", f"{path}-shm"):
+        if os.path.exists(name):
+            if not os.access(name, os.W_OK):
+                return f"the file {name}"
+        elif not os.access(os.path.dirname(os.path.abspath(name)), os.W_OK | os.X_OK):
+            return f"the folder of {name}"
+    return None
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

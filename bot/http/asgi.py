@@ -1,11 +1,12 @@
 """The ASGI application: routes, a latency-recording middleware, health and metrics.
 
 Routes: ``POST /slack/events`` (Bolt), ``POST /api/v1/predictions``, ``POST /api/v1/alertmanager``,
-``POST /api/v1/outcomes``, ``POST /api/v1/policy/reload``, ``GET /healthz`` (the database file is still there and
-answers a read: 200 ``{"status": "ok", "outbox_pending"}``, else 503 ``{"status": "error", "error"}``), ``GET /livez``
-(process up, no I/O), ``GET /metrics`` (``npo_database_up 0`` and only the process's own figures when the database
-cannot be read). The three probes are never cached (``Cache-Control: no-store``) and read on threads of their own.
-Anything else is 404 (405 for a known path with the wrong method) and changes nothing; no path is redirected.
+``POST /api/v1/outcomes``, ``POST /api/v1/policy/reload``, ``GET /healthz`` (the database file is still there, may
+be written by this process and answers a read: 200 ``{"status": "ok", "outbox_pending"}``, else 503
+``{"status": "error", "error"}``), ``GET /livez`` (process up, no I/O), ``GET /metrics`` (``npo_database_up 0`` and
+only the process's own figures when the database cannot be read). The three probes are never cached
+(``Cache-Control: no-store``) and read on threads of their own. Anything else is 404 (405 for a known path with
+the wrong method) and changes nothing; no path is redirected.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def build_asgi_app(
 
     def read_dashboard() -> Dashboard | None:
         try:
-            service.store.health()
+            service.store.health(writable=False)  # a database that can be read but not written: figures true
             return service.dashboard()
         except (sqlite3.Error, StorageError) as exc:
             log.error("/metrics: the database is not usable (npo_database_up 0): %s", exc)

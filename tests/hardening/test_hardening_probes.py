@@ -1,13 +1,16 @@
 """``GET /healthz``, ``/livez`` and ``/metrics`` as Kubernetes and Prometheus use them, over real HTTP on a real SQLite
 file: they answer while ingest requests wait for the write lock, ``/healthz`` fails with the reason when the
-database file is gone or cannot be read (and ``/livez`` does not), ``/metrics`` still serves the process's own
-figures then (with ``npo_database_up 0``), nothing is cacheable, and ``/healthz`` costs the same on a year of
-history as on a day's."""
+database file is gone, cannot be read or cannot be written (and ``/livez`` does not), ``/metrics`` still serves the
+process's own figures then (with ``npo_database_up 0``; every figure when the file can be read but not written),
+nothing is cacheable, and ``/healthz`` costs the same on a year of history as on a day's."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -136,6 +139,45 @@ def test_healthz_and_metrics_when_the_database_cannot_be_read(quiet_bot: BotUnde
     assert parse_exposition(metrics.text)[("npo_database_up", ())] == 0  # and still valid exposition
     assert 'npo_http_request_duration_seconds_count{route="/livez",status="2xx"} 2' in metrics.text
     assert "npo_outbox_messages" not in metrics.text  # nothing read from the database is made up
+
+
+@contextlib.contextmanager
+def _unwritable(path: Path) -> Iterator[None]:
+    """``path`` made a file this process cannot open for writing, as on a read-only mount or a file owned by another
+    user: read-only by mode, and immutable (``chattr +i``) where the mode does not bind (root); skipped when
+    neither does. Writable again afterwards."""
+    path.chmod(0o444)
+    immutable = False
+    try:
+        if os.access(path, os.W_OK) and shutil.which("chattr"):
+            immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode == 0
+        if os.access(path, os.W_OK):
+            pytest.skip("cannot make a file unwritable here (root without chattr +i)")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o644)
+
+
+def test_healthz_fails_with_the_reason_when_the_database_cannot_be_written(
+    settings: Settings, standin: StandIn
+) -> None:
+    """A database file the bot can read but not write (a read-only mount or volume, a file a restore left owned by
+    another user): every prediction and click is refused with 503, so the bot is not healthy — though the reads
+    work, and ``/metrics`` still has every figure."""
+    build_bot(settings, seed=1, run_worker=False).close()  # the database, created and migrated
+    with _unwritable(settings.db_path), serving(build_bot(settings, seed=1, run_worker=False), standin) as bot:
+        assert bot.ingest(prediction("p1")).status_code == 503  # what the probe must foretell
+        response = httpx.get(f"{bot.server.url}/healthz", timeout=10)
+        assert response.status_code == 503, response.text
+        answer = response.json()
+        assert answer["status"] == "error" and "cannot be written" in answer["error"], answer
+        assert str(settings.db_path) in answer["error"]
+        assert httpx.get(f"{bot.server.url}/livez").text == "ok"  # the process itself is fine: do not restart it
+        metrics = parse_exposition(httpx.get(f"{bot.server.url}/metrics", timeout=10).text)
+        assert metrics[("npo_database_up", ())] == 1  # it can be read: the figures are true
+        assert ("npo_outbox_messages", (("state", "pending"),)) in metrics
 
 
 def test_probes_are_never_cached_and_refuse_other_methods(bot: BotUnderTest) -> None:
