@@ -101,7 +101,8 @@ def _database_file(path: Path, db: Path) -> Path | None:
 
 
 def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
-    """Print the report; 0 on success, 2 on bad arguments, a missing database or a chart that cannot be written,
+    """Print the report; 0 on success, 2 on a refused option (a bad argument, a ``--db`` that is a folder, a chart
+    that cannot be written), 1 when the database is missing or cannot be read (as every ``npo-bot db`` command),
     130 on Ctrl-C (one line on stderr; the database is only read), 141 when the reader of stdout went away and 1
     when stdout cannot be written (:mod:`bot.output`)."""
     try:
@@ -139,19 +140,19 @@ def _run_report(args: argparse.Namespace, *, now: datetime | None) -> int:
         return 2
     if not db.is_file():
         print(f"npo-bot report: no such database: {db}", file=sys.stderr)
-        return 2
+        return 1  # a database problem, not a refused option: as every `npo-bot db` command
     if args.png is not None and (data := _database_file(args.png, db)) is not None:
         print(f"npo-bot report: --png {args.png} is the database file {data}; name a new PNG file", file=sys.stderr)
         return 2
     try:
         with SQLiteStore(db, read_only=True) as store:  # never written: a backup stays one file
             report = build_report(store, since=since, until=until, timezone=zone)
-    except StorageError as exc:
+    except StorageError as exc:  # e.g. not an SQLite file: a database problem, as for `db check`
         print(f"npo-bot report: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except sqlite3.Error as exc:  # locked past the busy timeout by another process; a page found damaged
         print(f"npo-bot report: {db}: {described(exc)}", file=sys.stderr)
-        return 2
+        return 1
     if args.png is not None:  # written before the text is printed, so a failure prints one line and nothing else
         try:
             args.png.write_bytes(render_png(report))

@@ -166,5 +166,5 @@ def test_report_needs_only_the_database_not_the_slack_settings(
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out.splitlines()[0].endswith((" CET", " CEST"))  # Berlin's days
     (tmp_path / "state.db").rename(tmp_path / "moved.db")
-    assert main(["report"]) == 2
+    assert main(["report"]) == 1
     assert capsys.readouterr().err == "npo-bot report: no such database: state.db\n"

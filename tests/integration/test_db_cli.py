@@ -213,6 +213,28 @@ def test_a_database_path_that_is_a_folder_is_refused_as_such(
     assert list(folder.iterdir()) == [] and not (tmp_path / "copy.db").exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["db", "check"], ["db", "backup", "copy.db"], ["db", "export", "--what", "audit"], ["db", "requeue"], ["report"]],
+    ids=["check", "backup", "export", "requeue", "report"],
+)
+@pytest.mark.parametrize("content", [None, b"not a database, just some text\n"], ids=["missing", "not-sqlite"])
+def test_a_missing_or_unreadable_database_is_exit_1_for_report_as_for_db(
+    command: list[str], content: bytes | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database file that is not there, or is not an SQLite file, is a problem with the data, not a refused
+    option: one line and exit 1, for ``report`` as for every ``db`` command (``report`` exited 2)."""
+    db = tmp_path / "state.db"
+    if content is not None:
+        db.write_bytes(content)
+    argv = [*command[:2], *(str(tmp_path / a) if a == "copy.db" else a for a in command[2:])]
+    assert cli_main([*argv, "--db", str(db), "--env-file", os.devnull]) == 1
+    err = capsys.readouterr().err
+    name = " ".join(command[:2]) if command[0] == "db" else command[0]
+    assert err.startswith(f"npo-bot {name}: ") and err.count("\n") == 1 and str(db) in err
+    assert db.exists() == (content is not None) and not (tmp_path / "copy.db").exists()
+
+
 def test_check_counts_every_problem_beyond_those_it_lists(
     db_path: Path, relaxed_policy: Policy, capsys: pytest.CaptureFixture[str]
 ) -> None:
