@@ -248,8 +248,8 @@ def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezo
     monitor = store.monitor_state()
     known = tally.surfaced_real + tally.surfaced_false + tally.suppressed_real + tally.suppressed_false
     return WeeklyReport(
-        since=since.astimezone(tz),
-        until=until.astimezone(tz),
+        since=_local(since, tz),  # as the days count it: a start the clocks skip keeps its time of day
+        until=_local(until, tz),
         days=_days(since, until, codes, tz),
         counts=counts,
         precision=tally.precision,
@@ -318,12 +318,21 @@ def _day_span(report: WeeklyReport) -> str:
     return f"; days from {report.day_start:%H:%M} to {report.day_start:%H:%M} the next day"
 
 
+def _span(report: WeeklyReport) -> str:
+    """The period as the header shows it: its start and end in the zone the days are counted in, with the start's
+    abbreviation too when it differs from the end's (a clock change in between), so each end names its instant.
+    A start or end the clocks skip is shown as set, with the offset before the change (``02:30 CET`` on the day
+    summer time starts: the instant the clocks show as 03:30 CEST), as the days line counts from it."""
+    since, until = report.since, report.until
+    start = f"{since:%Y-%m-%d %H:%M}" + ("" if since.tzname() == until.tzname() else f" {since.tzname()}")
+    return f"{start} – {until:%Y-%m-%d %H:%M} {until.tzname()}"
+
+
 def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
     """The report as text: Slack mrkdwn (keys and operator ids escaped and shortened, at most
     ``MAX_FLAGGED_IN_SLACK`` flagged people), or with ``slack=False`` plain text for a terminal (everyone flagged,
     full keys and ids, unescaped)."""
-    span = f"{report.since:%Y-%m-%d %H:%M} – {report.until:%Y-%m-%d %H:%M} {report.until.tzname()}"
-    lines = [f"NPO weekly summary · {span}", ""]
+    lines = [f"NPO weekly summary · {_span(report)}", ""]
     lines.append(
         f"L_align (mean feedback code, lower is better): {_num(report.loss, '.3f')} over {report.answers} "
         f"answer{'' if report.answers == 1 else 's'}" + _day_span(report)

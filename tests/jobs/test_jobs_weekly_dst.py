@@ -128,6 +128,38 @@ def test_each_answer_is_in_one_summary_and_one_day_and_no_day_is_split(store: SQ
     assert "Sun 2025-03-30  1.000  (3 answers)" in text and "Mon 2025-03-31" not in text
 
 
+def test_a_summary_at_a_time_the_clocks_skip_names_its_period_as_its_days_count_it(store: SQLiteStore) -> None:
+    """A summary on Sundays at 02:30 Berlin: on 30 March 2025 the clocks go from 02:00 to 03:00, so that slot is the
+    instant the clocks show as 03:30 CEST (02:30 CET), and the next week's days are counted from 02:30. The header
+    showed that week's start as "03:30" when the slot's zone was an equal zone object but not the same one, and as
+    "02:30" under the end's "CEST" (an hour earlier, a time that never was) otherwise; it is now 02:30 CET, the
+    days' time of day and the period's instant, whatever zone object the slot carries."""
+    berlin = ZoneInfo("Europe/Berlin")
+    answers = [  # just before the slot (the week before), at it, and the last moment of the week's first day
+        datetime(2025, 3, 30, 1, 29, 59, tzinfo=UTC),  # 02:29:59 CET: 01:59:59 is the last minute before the gap
+        datetime(2025, 3, 30, 1, 30, tzinfo=UTC),  # 03:30 CEST
+        datetime(2025, 3, 31, 0, 29, 59, tzinfo=UTC),  # Monday 02:29:59 CEST
+    ]
+    t0 = datetime(2025, 3, 17, tzinfo=UTC).timestamp()
+    surface_and_post(store, [prediction(i, t0) for i in range(len(answers))], posted_at=t0 + 1)
+    with store.transaction() as tx:
+        for i, at in enumerate(answers):
+            record_feedback(
+                tx, FeedbackEvent(f"p{i}", "U1", FeedbackKind.OVERRIDE, at.timestamp(), f"r{i}"), config=store.config
+            )
+    trigger = weekly_trigger("Europe/Berlin", "sun", 2, 30)
+    slot = previous_fire_time(trigger, datetime(2025, 4, 6, 12, tzinfo=berlin), timedelta(days=8))
+    assert slot is not None and slot - WEEK == datetime(2025, 3, 30, 2, 30, tzinfo=berlin)
+    assert (slot - WEEK).timestamp() == datetime(2025, 3, 30, 1, 30, tzinfo=UTC).timestamp()
+    for zone in (berlin, ZoneInfo.no_cache("Europe/Berlin")):  # the same zone, as another object
+        at = slot.replace(tzinfo=zone)
+        report = build_report(store, since=at - WEEK, until=at, timezone="Europe/Berlin")
+        text = report_text(report)
+        assert text.startswith("NPO weekly summary · 2025-03-30 02:30 CET – 2025-04-06 02:30 CEST\n"), text
+        assert "over 2 answers; days from 02:30 to 02:30 the next day" in text
+        assert "Sun 2025-03-30  1.000  (2 answers)" in text
+
+
 def test_the_report_command_s_last_seven_days_are_seven_across_a_clock_change(
     store: SQLiteStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -140,6 +172,6 @@ def test_the_report_command_s_last_seven_days_are_seven_across_a_clock_change(
     now = datetime(2025, 4, 2, 12, 0, tzinfo=ZoneInfo("Europe/Berlin"))
     assert run_report(args, now=now) == 0
     out = capsys.readouterr().out
-    assert out.startswith("NPO weekly summary · 2025-03-26 12:00 – 2025-04-02 12:00 CEST")
+    assert out.startswith("NPO weekly summary · 2025-03-26 12:00 CET – 2025-04-02 12:00 CEST")
     days = [line.split()[1] for line in out.splitlines() if line.startswith("  ") and line.endswith("answers)")]
     assert days == [f"2025-03-{d}" for d in range(26, 32)] + ["2025-04-01"]
