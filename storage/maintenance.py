@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
+import secrets
 import sqlite3
+import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +44,12 @@ def _listed(what: str, details: list[str]) -> list[Problem]:
     return problems
 
 
+PARTIAL_NAME = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{16}\.partial")  # .NAME.PID.TOKEN.partial, locked while written
+OLD_PARTIAL_NAME = re.compile(r"\..+\.[0-9]+\.partial")  # .NAME.PID.partial: versions that took no lock
+OLD_PARTIAL_STALE_S = 3600.0  # such a file untouched this long was left by a stopped backup
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) -> int:
     """Copy the database at ``source`` to ``target`` online (``sqlite3.Connection.backup``: writers may keep
     writing; the copy is a consistent snapshot). Refuses to overwrite an existing ``target`` (or a folder). Returns
@@ -49,9 +60,12 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
     commit by another connection restarts the copy: a database of more than one step that is written to more often
     than a step takes was never copied (``npo-bot db backup`` ran forever under the bot's load).
 
-    The copy is written to a hidden file next to ``target`` (``.NAME.PID.partial``) and linked to ``target`` only
-    once complete: a backup stopped half way, also by SIGKILL or SIGTERM, never leaves a partial file under the
-    name of a backup (at worst the hidden file)."""
+    The copy is written to a hidden file next to ``target`` (``.NAME.PID.TOKEN.partial``, a name no other backup
+    uses) and linked to ``target`` only once complete: a backup stopped half way, also by SIGKILL or SIGTERM, never
+    leaves a partial file under the name of a backup. The backup holds an exclusive ``flock`` on its hidden file
+    for as long as it writes it, so one stopped by SIGKILL (whose lock the kernel dropped) is told from one still
+    running: each backup first removes the hidden files in the target's folder that nobody holds
+    (:func:`remove_stale_partials`)."""
     target = Path(target)
     if target.is_dir():
         raise StorageError("backup", str(target), "is a folder; give the name of the backup file to create in it")
@@ -59,38 +73,125 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
         raise StorageError("backup", str(target), "the target file already exists; choose a new name")
     if not target.parent.is_dir():
         raise StorageError("backup", str(target), f"the folder {target.parent} does not exist")
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    remove_stale_partials(target.parent)
     src = connect(source)
+    try:
+        partial, lock = _claim_partial(target)
+        try:
+            _copy(src.conn, source, partial, target, pages_per_step)
+        finally:
+            os.close(lock)  # after the hidden file is gone: it is never unlocked while it exists
+    finally:
+        src.close()
+    return target.stat().st_size
+
+
+def _claim_partial(target: Path) -> tuple[Path, int]:
+    """Create a new hidden file for the copy into ``target`` and lock it: the path and the open, locked descriptor.
+    The file is checked to still be at its path once locked: a backup starting at that moment may have taken it for
+    a stopped one's (created, not yet locked) and removed it; then another name is taken."""
+    while True:
+        partial = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(8)}.partial")
+        try:
+            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:  # a read-only folder
+            raise StorageError("backup", str(target), f"cannot create the backup file: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new, unique name: nobody else holds it, this does not wait
+            if _same_inode(fd, partial):
+                return partial, fd
+        except BaseException:
+            os.close(fd)
+            partial.unlink(missing_ok=True)
+            raise
+        os.close(fd)  # removed before it was locked: try another name
+
+
+def _same_inode(fd: int, path: Path) -> bool:
+    try:
+        there = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _copy(src: sqlite3.Connection, source: str | Path, partial: Path, target: Path, pages_per_step: int) -> None:
+    """Copy ``src`` into the (locked, empty) file ``partial``, then give it the name ``target``. The hidden file is
+    removed in every case, also on Ctrl-C."""
     try:
         try:
             dst = sqlite3.connect(str(partial))
-        except sqlite3.Error as exc:  # a read-only folder, a file system that cannot hold a database
-            partial.unlink(missing_ok=True)
+        except sqlite3.Error as exc:  # a file system that cannot hold a database
             raise StorageError("backup", str(target), f"cannot create the backup file: {exc}") from exc
-        except BaseException:  # Ctrl-C as the file is created: no empty file left behind
-            partial.unlink(missing_ok=True)
-            raise
         try:
-            src.conn.backup(dst, pages=pages_per_step)
+            src.backup(dst, pages=pages_per_step)
             dst.execute("PRAGMA journal_mode = DELETE")
             dst.close()
             _publish(partial, target)
         except (sqlite3.Error, OSError) as exc:
-            dst.close()
-            partial.unlink(missing_ok=True)  # no half-written copy that looks like a backup
             if isinstance(exc, FileExistsError):
                 raise StorageError("backup", str(target), "the target file already exists; choose a new name") from exc
             raise StorageError("backup", str(target), f"could not copy {source} into it: {exc}") from exc
-        except BaseException:  # Ctrl-C mid-copy: no half-written copy either
-            dst.close()
-            partial.unlink(missing_ok=True)
-            raise
         finally:
             dst.close()
-        partial.unlink(missing_ok=True)
-    finally:
-        src.close()
-    return target.stat().st_size
+    finally:  # no half-written copy that looks like a backup, also after Ctrl-C mid-copy
+        _unlink_with_journals(partial)
+
+
+def _sqlite_file(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` at ``path`` is an SQLite database, also one whose copy stopped half way."""
+    return os.read(fd, len(_SQLITE_HEADER)) == _SQLITE_HEADER or os.path.isfile(f"{path}-journal")
+
+
+def _unlink_with_journals(partial: Path) -> None:
+    for suffix in ("-journal", "-wal", "-shm", ""):  # the file itself last
+        Path(f"{partial}{suffix}").unlink(missing_ok=True)
+
+
+def remove_stale_partials(folder: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the hidden files of backups into ``folder`` that were stopped half way (SIGKILL, a power loss): those
+    named ``.NAME.PID.TOKEN.partial`` that no process holds locked (a running backup holds its own), with their
+    ``-journal``, ``-wal`` and ``-shm`` files. Those named ``.NAME.PID.partial``, by versions that took no lock, are
+    removed once untouched for ``OLD_PARTIAL_STALE_S`` (a running copy keeps writing its file), and only when they
+    are SQLite files (the header written, or a ``-journal`` beside them: the header is written last), so an
+    export's hidden file and another program's ``.partial`` file are left alone. Never a link or a folder; a file
+    that cannot be removed is left as it is. Returns the files removed."""
+    removed: list[Path] = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return removed
+    for name in names:
+        locked_kind = PARTIAL_NAME.fullmatch(name) is not None
+        if not locked_kind and OLD_PARTIAL_NAME.fullmatch(name) is None:
+            continue
+        path = folder / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:  # gone meanwhile, a link, no permission
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            if not locked_kind and (time.time() if now is None else now) - info.st_mtime < OLD_PARTIAL_STALE_S:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held: a backup is writing it
+                continue
+            if not (locked_kind or _sqlite_file(fd, path)) or not _same_inode(fd, path):
+                continue
+            _unlink_with_journals(path)  # still locked here: a backup cannot take it meanwhile
+            removed.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _publish(partial: Path, target: Path) -> None:

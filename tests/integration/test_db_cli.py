@@ -4,7 +4,10 @@ import argparse
 import csv
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -433,35 +436,47 @@ def test_requeue_leaves_failed_a_recommendation_whose_predicted_fault_time_has_p
     assert "requeued 1 of 1 failed message(s) (1 recommendation/invalid_auth)" in requeue("--include-overdue")
 
 
-def test_a_backup_killed_half_way_leaves_no_file_under_the_backup_name(filled: Path, tmp_path: Path) -> None:
-    """``db backup`` stopped mid-copy (SIGKILL; the same for SIGTERM, a host shutdown or a timeout of the backup
-    unit) left a half-written file under the backup's name, which the next run refused to replace and which
-    looked like a backup among the dated copies. The copy now gets its name only once complete."""
-    import signal  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
+@pytest.fixture
+def big(filled: Path) -> Path:
+    """``filled`` grown to ~200 MB, so a backup of it takes long enough to be stopped half way."""
     conn = sqlite3.connect(str(filled))
-    conn.executemany(  # ~200 MB, so the copy takes long enough to be stopped half way
+    conn.executemany(
         "INSERT INTO job_state (name, value, updated_at) VALUES (?, ?, 0)",
         ((f"filler{i}", json.dumps("x" * 4_000_000 + str(i))) for i in range(50)),
     )
     conn.commit()
     conn.close()
-    copies = tmp_path / "copies"
-    copies.mkdir()
-    target = copies / "npo-backup.db"
+    return filled
+
+
+def _backup_half_way(db: Path, target: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """``npo-bot db backup target --db db`` in another process, once its hidden copy has over 1 MB written: the
+    process and that hidden file."""
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     npo_bot = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())"]
-    proc = subprocess.Popen(
-        [*npo_bot, "db", "backup", str(target), "--db", str(filled), "--env-file", os.devnull], env=env
-    )
+    proc = subprocess.Popen([*npo_bot, "db", "backup", str(target), "--db", str(db), "--env-file", os.devnull], env=env)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:  # until the copy has started to be written
+        for f in target.parent.iterdir():
+            if f.name.startswith(f".{target.name}.") and f.name.endswith(".partial") and f.stat().st_size > 1_000_000:
+                return proc, f
+    proc.kill()
+    proc.wait()
+    raise AssertionError(f"the backup into {target} ended or never started writing (exit {proc.returncode})")
+
+
+def test_a_backup_killed_half_way_leaves_no_file_under_the_backup_name(big: Path, tmp_path: Path) -> None:
+    """``db backup`` stopped mid-copy (SIGKILL; the same for SIGTERM, a host shutdown or a timeout of the backup
+    unit) left a half-written file under the backup's name, which the next run refused to replace and which
+    looked like a backup among the dated copies. The copy now gets its name only once complete; and the hidden
+    file the stopped copy was written to, which stayed beside the backups for good, is removed by the next backup
+    into that folder."""
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    target = copies / "npo-backup.db"
+    proc, partial = _backup_half_way(big, target)
     try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:  # until the copy has started to be written
-            if any(f.stat().st_size > 1_000_000 for f in copies.iterdir() if f.is_file()):
-                break
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -469,6 +484,62 @@ def test_a_backup_killed_half_way_leaves_no_file_under_the_backup_name(filled: P
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL  # stopped half way, not finished
-    assert not target.exists()
-    assert run_db(_parse(["db", "backup", str(target), "--db", str(filled)])) == 0  # the name is free for a retry
+    assert not target.exists() and partial.exists()
+    assert run_db(_parse(["db", "backup", str(target), "--db", str(big)])) == 0  # the name is free for a retry
     assert run_db(_parse(["db", "check", "--db", str(target)])) == 0
+    assert sorted(p.name for p in copies.iterdir()) == ["npo-backup.db"]  # the stopped copy's file is gone
+
+
+def test_a_backup_leaves_the_hidden_file_of_one_still_running_alone(big: Path, tmp_path: Path) -> None:
+    """A backup removes the hidden files of stopped backups in its folder, never that of a backup still copying
+    (here paused with SIGSTOP, its lock held, while a second backup into the same folder runs)."""
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    first, second = copies / "first.db", copies / "second.db"
+    proc, partial = _backup_half_way(big, first)
+    try:
+        proc.send_signal(signal.SIGSTOP)
+        inode = partial.stat().st_ino
+        assert run_db(_parse(["db", "backup", str(second), "--db", str(big)])) == 0
+        assert partial.stat().st_ino == inode  # still there, the same file
+        proc.send_signal(signal.SIGCONT)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for copy in (first, second):
+        assert run_db(_parse(["db", "check", "--db", str(copy)])) == 0
+    assert sorted(p.name for p in copies.iterdir()) == ["first.db", "second.db"]
+
+
+def test_a_backup_removes_only_stale_hidden_copies(filled: Path, tmp_path: Path) -> None:
+    """Hidden copies named as versions before the lock named them (``.NAME.PID.partial``, no lock to tell a
+    running one by) are removed once untouched for an hour; a newer one, an export's hidden file (not SQLite) and
+    a link are left alone, as are the files of other programs."""
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    sqlite_bytes = filled.read_bytes()[:4096]
+    hour_ago = time.time() - 2 * 3600
+    old = {
+        ".npo-2025-03-01.db.4242.partial": sqlite_bytes,  # a stopped backup by an earlier version: removed
+        ".npo-2025-03-01.db.4242.partial-journal": b"journal",  # ...with its journal
+        ".npo-2025-02-01.db.4241.partial": b"\x00" * 4096,  # stopped before the header was written: removed...
+        ".npo-2025-02-01.db.4241.partial-journal": b"journal",  # ...as its journal says it is SQLite's
+        ".feedback.csv.4243.partial": b"prediction_id,operator\r\n",  # an export's: not SQLite, left
+        ".download.iso.4244.partial": b"\x00" * 64,  # another program's: left
+    }
+    for name, content in old.items():
+        (copies / name).write_bytes(content)
+        os.utime(copies / name, (hour_ago, hour_ago))
+    (copies / ".npo-2025-03-02.db.4245.partial").write_bytes(sqlite_bytes)  # written just now: left
+    (copies / ".npo-2025-03-03.db.4246.0123456789abcdef.partial").symlink_to(filled)  # a link: left
+    assert run_db(_parse(["db", "backup", str(copies / "npo.db"), "--db", str(filled)])) == 0
+    assert sorted(p.name for p in copies.iterdir()) == [
+        ".download.iso.4244.partial",
+        ".feedback.csv.4243.partial",
+        ".npo-2025-03-02.db.4245.partial",
+        ".npo-2025-03-03.db.4246.0123456789abcdef.partial",
+        "npo.db",
+    ]
+    assert filled.read_bytes()[:4096] == sqlite_bytes

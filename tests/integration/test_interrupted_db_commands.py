@@ -127,10 +127,10 @@ def test_backup_interrupted_as_the_copy_is_created_leaves_no_file(filled: Path, 
     copy = tmp_path / "backup.db"
     before = dump(filled)
     out, err = _interrupted(
-        "storage.maintenance:backup>_sqlite3.connect", 1, "db", "backup", str(copy), "--db", str(filled), cwd=tmp_path
+        "storage.maintenance:_copy>_sqlite3.connect", 1, "db", "backup", str(copy), "--db", str(filled), cwd=tmp_path
     )
     assert err == f"npo-bot db backup: interrupted; no backup was written to {copy}\n" and out == ""
-    assert not copy.exists()
+    assert not copy.exists() and not [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup.db.")]
     assert dump(filled) == before
 
 
