@@ -248,15 +248,14 @@ def _parse_env(text: str, source: str) -> tuple[dict[str, str], dict[str, str]]:
                 f"expected NAME=value, but {_bad_name(name)} (letters, digits and _; the value is not shown)"
             )
             continue
-        value = value.strip()
-        if value[:1] in ("'", '"'):
-            inner = _quoted(value)
+        if value.strip()[:1] in ("'", '"'):
+            inner = _quoted(value.strip())
             if inner is None:
                 problems[where] = f"{name}: unterminated quote, or text after the closing quote (value not shown)"
                 continue
             value = inner
-        else:
-            value = re.split(r"\s#", value, maxsplit=1)[0].rstrip()
+        else:  # split before stripping: in ``NAME=  # comment`` the ``#`` follows whitespace, so the value is empty
+            value = re.split(r"\s#", value, maxsplit=1)[0].strip()
         values[name] = value
     return values, problems
 

@@ -173,6 +173,9 @@ def test_quoted_value_followed_by_a_comment(tmp_path: Path) -> None:
     [
         ("A=plain", "plain"),
         ("A=plain # comment", "plain"),
+        ("A=   # comment", ""),  # empty, then a comment (python-dotenv: empty too)
+        ("A=\t# comment", ""),
+        ("A=#x", "#x"),  # no whitespace before the '#': the value
         ("A=x#y", "x#y"),
         ('A="quoted"', "quoted"),
         ("A='quoted' # comment", "quoted"),
