@@ -480,6 +480,17 @@ def _token(text: str) -> str | None:
     return None if text.startswith("xoxb-") else "must be a bot token starting with xoxb-"
 
 
+def _signing_secret(text: str) -> str | None:
+    """Any text but a Slack token: the bot token pasted here too (both come from the app's settings) would start
+    the bot, and the signature check would then refuse every click, command and event. The value is not shown."""
+    if re.match(r"^(xox[a-z]|xapp)-", text):
+        return (
+            "must be the app's signing secret (Basic Information → App Credentials → Signing Secret), "
+            "not a token (xoxb-…, xapp-…)"
+        )
+    return None
+
+
 def _app_token(text: str) -> str:
     if not text.startswith("xapp-"):
         raise ValueError("must be an app-level token starting with xapp-")
@@ -540,7 +551,7 @@ def _read_settings(r: _Reader) -> Settings:
     """The settings as ``r`` reads them, each problem collected in ``r.problems``."""
     return Settings(
         slack_bot_token=r.required("SLACK_BOT_TOKEN", _token),
-        slack_signing_secret=r.required("SLACK_SIGNING_SECRET"),
+        slack_signing_secret=r.required("SLACK_SIGNING_SECRET", _signing_secret),
         ingest_token=r.required("NPO_INGEST_TOKEN", _long_secret),
         incident_channel=r.required("NPO_INCIDENT_CHANNEL", _channel),
         ops_channel=r.required("NPO_OPS_CHANNEL", _channel),
