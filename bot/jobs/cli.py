@@ -52,21 +52,24 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
     return report
 
 
-def _db_and_zone(args: argparse.Namespace) -> tuple[Path, str] | None:
+def _db_and_zone(args: argparse.Namespace) -> tuple[Path, str, str] | None:
     """The database and the zone the days are counted in: ``--db``, else ``NPO_DB_PATH`` as ``serve`` reads it (the
     environment, else the settings file), else ``npo.db``, as ``npo-bot db`` finds it; the zone ``--timezone``,
-    else ``NPO_TIMEZONE`` found the same way, else ``UTC``. A report only reads the database, so no Slack setting
-    is needed."""
+    else ``NPO_TIMEZONE`` found the same way, else ``UTC``; and where the zone came from (``--timezone``,
+    ``NPO_TIMEZONE`` or ``""`` for the default), for a message naming it. A report only reads the database, so no
+    Slack setting is needed."""
     from bot.config import ConfigError, NoSettingsFile, read_settings, settings_file  # noqa: PLC0415
     from bot.db_cli import DEFAULT_DB  # noqa: PLC0415
 
     try:
         env_file = settings_file(args.env_file)  # a typo in --env-file: refused, with or without --db
         if args.db is not None and args.timezone:
-            return args.db, str(args.timezone)
+            return args.db, str(args.timezone), "--timezone"
         found = read_settings(os.environ, env_file, "NPO_DB_PATH", "NPO_TIMEZONE")  # one reading: one warning
         db = args.db if args.db is not None else Path(found["NPO_DB_PATH"] or DEFAULT_DB)
-        return db, str(args.timezone or found["NPO_TIMEZONE"] or "UTC")
+        if args.timezone:
+            return db, str(args.timezone), "--timezone"
+        return db, found["NPO_TIMEZONE"] or "UTC", "NPO_TIMEZONE" if found["NPO_TIMEZONE"] else ""
     except (NoSettingsFile, ConfigError) as exc:
         print(f"npo-bot report: {exc}", file=sys.stderr)
         return None
@@ -121,11 +124,17 @@ def _run_report(args: argparse.Namespace, *, now: datetime | None) -> int:
     where = _db_and_zone(args)
     if where is None:
         return 2
-    db, zone = where
+    db, zone, given_by = where
     try:
         tz = ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the zone database ("Europe")
-        print(f"npo-bot report: unknown timezone {zone!r}", file=sys.stderr)
+        if given_by == "NPO_TIMEZONE":  # named, in the words ``serve`` refuses it with: no --timezone was given
+            print(
+                f"npo-bot report: NPO_TIMEZONE: must be an IANA time zone like Europe/Berlin, got {zone!r}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"npo-bot report: unknown timezone {zone!r}", file=sys.stderr)
         return 2
     until = (now or datetime.now(UTC)).astimezone(tz)
     since = until - timedelta(days=7)  # local wall time: seven whole days, also across a daylight-saving change

@@ -2,12 +2,16 @@
 
 A region name (``Europe``, ``America``) is a folder of the zone database, not a zone: ``ZoneInfo`` raises
 ``IsADirectoryError`` for it, which the command let through as a traceback (exit 1), while ``serve`` refuses the
-same ``NPO_TIMEZONE`` naming the setting.
+same ``NPO_TIMEZONE`` naming the setting. A zone the command did not get on its command line (``NPO_TIMEZONE`` from
+the environment or the settings file) is refused naming the setting, in the words ``serve`` uses: "unknown timezone"
+alone left the operator to guess where it came from.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,4 +48,25 @@ def test_a_region_in_npo_timezone_is_one_line_and_exit_2(
     assert main(["report", "--db", str(db)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == "npo-bot report: unknown timezone 'Europe'\n"
+    assert captured.err == "npo-bot report: NPO_TIMEZONE: must be an IANA time zone like Europe/Berlin, got 'Europe'\n"
+
+
+def test_a_misspelt_npo_timezone_in_the_settings_file_is_named(db: Path) -> None:
+    """The real command line, in a child process: ``NPO_TIMEZONE`` from ``./.env``, no ``--timezone``."""
+    (db.parent / ".env").write_text("NPO_TIMEZONE=Europe/Berln\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "report"],
+        cwd=db.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        "npo-bot report: NPO_TIMEZONE: must be an IANA time zone like Europe/Berlin, got 'Europe/Berln'\n"
+    )
