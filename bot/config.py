@@ -12,7 +12,8 @@ The ``.env`` parser is deliberately small: ``NAME=value`` lines, ``#`` comments,
 ``export`` prefix and optional single or double quotes around the value, as python-dotenv and docker compose read
 them: a quoted value is what is between the quotes, and a ``#`` after the closing quote starts a comment; in an
 unquoted value a ``#`` after whitespace does. No interpolation and no escape sequences. A UTF-8 byte-order mark is
-ignored. A malformed line is reported by file and line number, never with its value (it may hold a secret).
+ignored. A malformed line is reported by file and line number, never with its value (it may hold a secret); a
+message about a value that is quoted masks any Slack token and the value of any secret setting in it.
 
 An ``NPO_*`` or ``SLACK_*`` name that no setting reads (a typo such as ``NPO_DB_PAHT``) is logged as a warning,
 with the closest known name, and otherwise ignored: it may belong to another tool.
@@ -258,6 +259,26 @@ def _parse_env(text: str, source: str) -> tuple[dict[str, str], dict[str, str]]:
             value = re.split(r"\s#", value, maxsplit=1)[0].strip()
         values[name] = value
     return values, problems
+
+
+_SECRET_NAMES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "NPO_INGEST_TOKEN", "NPO_POLL_TOKEN")
+_SLACK_TOKEN_RE = re.compile(
+    r"\b(xox[a-z]|xapp)-[A-Za-z0-9][A-Za-z0-9-]*"
+)  # a Slack token, where a message quotes a value
+
+
+def _without_secrets(problems: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
+    """``problems`` with every secret a message would quote masked: a Slack token (``xoxb-***``) and the value of
+    any secret setting, which a line pasted in the wrong place (the bot token as ``NPO_INCIDENT_CHANNEL``) puts in
+    a message that shows what it got. The message goes to the terminal or the service's log."""
+    secrets = sorted({v for n in _SECRET_NAMES if len(v := values.get(n, "").strip()) >= 8}, key=len, reverse=True)
+    hidden = {}
+    for name, message in problems.items():
+        text = _SLACK_TOKEN_RE.sub(r"\1-***", message)  # first: the kind of token stays visible
+        for secret in secrets:  # the longest first: one secret may contain another
+            text = text.replace(secret, "***")
+        hidden[name] = text
+    return hidden
 
 
 def _warn_unknown(names: Iterable[str], known: Iterable[str]) -> None:
@@ -621,5 +642,5 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
         notes = {}
         if env_file is not None and not env_file.exists():  # no ./.env (a named --env-file must exist: settings_file)
             notes[str(env_file)] = "no such file: the settings were looked for in the environment only"
-        raise ConfigError(r.problems, notes)
+        raise ConfigError(_without_secrets(r.problems, merged), notes)
     return settings
