@@ -525,6 +525,14 @@ def _long_secret(text: str) -> str | None:
 def _merged(environ: Mapping[str, str], env_file: Path | None) -> tuple[dict[str, str], dict[str, str]]:
     """The ``NPO_*``/``SLACK_*`` values of ``environ`` over those of the ``env_file`` (if it exists), and the
     file's problems (it cannot be read, is not UTF-8, or has malformed lines; its well-formed lines still count)."""
+    merged, _, file_problems = _read_both(environ, env_file)
+    return merged, file_problems
+
+
+def _read_both(
+    environ: Mapping[str, str], env_file: Path | None
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """:func:`_merged`, with the file's own values between (the file is read once: it may be a pipe)."""
     merged: dict[str, str] = {}
     file_problems: dict[str, str] = {}
     # exists(), not is_file(): ``--env-file <(sops -d .env.enc)`` names a pipe. A folder is an error, not skipped.
@@ -538,8 +546,9 @@ def _merged(environ: Mapping[str, str], env_file: Path | None) -> tuple[dict[str
         else:
             values, file_problems = _parse_env(text, str(env_file))
             merged.update(values)
+    from_file = dict(merged)
     merged.update({k: v for k, v in environ.items() if k.startswith(_PREFIXES)})
-    return merged, file_problems
+    return merged, from_file, file_problems
 
 
 def read_setting(environ: Mapping[str, str], env_file: Path | None, name: str) -> str:
@@ -620,7 +629,7 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
     Raises :class:`ConfigError` listing every missing or invalid variable, and every malformed line of the file
     (the well-formed ones still count). Reads the file; nothing else.
     """
-    merged, file_problems = _merged(environ, env_file)
+    merged, from_file, file_problems = _read_both(environ, env_file)
     r = _Reader(merged, file_problems)
     settings = _read_settings(r)
     _warn_unknown(merged, r.asked)  # before any ConfigError: a typo may be why a required name is missing
@@ -638,6 +647,11 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
             f"must be at most NPO_MONITOR_WINDOW ({settings.monitor_window}): the window never holds more answers, "
             "so L_align could never trigger"
         )
+    for name, problem in r.problems.items():
+        if problem == "is required" and name in environ and from_file.get(name, "").strip():
+            # The environment wins, also when it sets the variable empty (a unit's ``Environment=NAME=``, compose's
+            # ``NAME: ${NAME}`` with NAME unset): "is required" alone sent the operator to a file that has it.
+            r.problems[name] = f"is required: it is set empty in the environment, which hides its value in {env_file}"
     if r.problems:
         notes = {}
         if env_file is not None and not env_file.exists():  # no ./.env (a named --env-file must exist: settings_file)
