@@ -343,3 +343,56 @@ def test_a_resolved_alerts_end_is_a_time_in_the_past_and_after_its_start(bot: Bo
     (second,) = [at for pid, at in stored.items() if "e02" in pid]
     assert answered - 5 <= first <= bot.bot.service.clock() + 1
     assert second == datetime(2025, 3, 26, 10, tzinfo=UTC).timestamp()  # START, the episode's start
+
+
+# -- alerts merged into one prediction ------------------------------------------------------------------------------
+# The same fault type, target and action within the dedupe window (one alertname firing for two disks of one host,
+# or an alert whose labels changed: Alertmanager resolves the old label set and fires the new one) share one
+# recommendation. It stays open while one of them still fires: the resolution of one alert that says nothing about
+# the fault closes it only once every alert merged into it has resolved.
+
+
+def _on_one_host(fingerprint: str, status: str = "firing", **labels: str) -> dict[str, Any]:
+    """DiskWillFail on r12-n04; ``labels`` tell the alerts apart (``device``)."""
+    alert = _alert(fingerprint, status)
+    alert["labels"] = {"alertname": "DiskWillFail", "instance": "r12-n04:9100", "severity": "critical"} | labels
+    return alert
+
+
+def _open(bot: BotUnderTest) -> int:
+    with contextlib.closing(sqlite3.connect(bot.bot.settings.db_path)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM recommendations WHERE resolved_at IS NULL").fetchone()[0])
+
+
+def test_two_disks_of_one_host_keep_their_recommendation_open_until_both_resolve(bot: BotUnderTest) -> None:
+    sda, sdb = _on_one_host("a0da", device="sda"), _on_one_host("a0db", device="sdb")
+    first, second = _send(bot, sda, sdb)["results"]
+    assert (first["verdict"], second["duplicate"], second["id"]) == ("surface", True, first["id"])
+    assert _open(bot) == 1
+    # sda's alert resolves (saying nothing of the fault) while sdb's still fires: the fault is still predicted
+    (entry,) = _send(bot, _on_one_host("a0da", "resolved", device="sda"), sdb)["outcomes"]
+    assert (entry["result"], entry["prediction_id"], entry["closed"]) == ("no_outcome", first["id"], False)
+    assert _open(bot) == 1
+    (last,) = _send(bot, _on_one_host("a0db", "resolved", device="sdb"))["outcomes"]
+    assert (last["result"], last["prediction_id"], last["closed"]) == ("no_outcome", first["id"], True)
+    assert _open(bot) == 0
+    again = _send(bot, _on_one_host("a0da", "resolved", device="sda"), _on_one_host("a0db", "resolved", device="sdb"))
+    assert [e["closed"] for e in again["outcomes"]] == [False, False]  # re-sent: nothing changes
+    assert len(bot.bot.store.audit_entries(kind="alert_resolved")) == 2  # each alert's end, once
+    assert bot.counts()["outcomes"] == 0
+
+
+def test_an_alert_whose_labels_changed_keeps_the_recommendation_open(bot: BotUnderTest) -> None:
+    """Its severity label went from warning to critical: a new label set, so a new alert (fingerprint), which
+    Alertmanager sends firing in the same notification as the old one resolved."""
+    (old,) = _send(bot, _on_one_host("c1a0", severity="warning"))["results"]
+    changed = _send(
+        bot, _on_one_host("c1a0", "resolved", severity="warning"), _on_one_host("c1a1", severity="critical")
+    )
+    (new,) = changed["results"]
+    assert (new["duplicate"], new["id"]) == (True, old["id"])
+    assert [(e["prediction_id"], e["closed"]) for e in changed["outcomes"]] == [(old["id"], False)]
+    assert _open(bot) == 1
+    (entry,) = _send(bot, _on_one_host("c1a1", "resolved", severity="critical"))["outcomes"]
+    assert (entry["prediction_id"], entry["closed"]) == (old["id"], True)
+    assert _open(bot) == 0

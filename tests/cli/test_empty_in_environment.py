@@ -10,31 +10,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SETTINGS = {
-    "SLACK_BOT_TOKEN": "xoxb-test-token",
-    "SLACK_SIGNING_SECRET": "0123456789abcdef0123456789abcdef",
-    "NPO_INGEST_TOKEN": "ingest-token-0123456789",
-    "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
-    "NPO_OPS_CHANNEL": "C0OPS",
-}
+from cli_testing import SETTINGS, npo_bot
 
 
 def _replay(folder: Path, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
-    env |= environ | {"PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "replay", os.devnull],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return npo_bot(folder, "replay", os.devnull, environ=environ)
 
 
 def test_an_empty_variable_in_the_environment_is_named_as_what_hides_the_file(tmp_path: Path) -> None:

@@ -7,34 +7,9 @@ folder, as a service manager or a shell would.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SETTINGS = {  # complete and valid: each test changes one thing
-    "SLACK_BOT_TOKEN": "xoxb-test-token",
-    "SLACK_SIGNING_SECRET": "0123456789abcdef0123456789abcdef",
-    "NPO_INGEST_TOKEN": "ingest-token-0123456789",
-    "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
-    "NPO_OPS_CHANNEL": "C0OPS",
-    "SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached
-}
-
-
-def npo_bot(folder: Path, *argv: str, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``npo-bot ARGV`` run in ``folder`` with no ``NPO_*``/``SLACK_*`` variable but those of ``environ``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
-    env |= (environ or {}) | {"PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *argv],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from cli_testing import SETTINGS, npo_bot
 
 
 def write_env(folder: Path, text: str) -> None:

@@ -10,11 +10,10 @@ alone left the operator to guess where it came from.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_testing import npo_bot
 
 from bot.cli import main
 from storage import SQLiteStore
@@ -54,17 +53,7 @@ def test_a_region_in_npo_timezone_is_one_line_and_exit_2(
 def test_a_misspelt_npo_timezone_in_the_settings_file_is_named(db: Path) -> None:
     """The real command line, in a child process: ``NPO_TIMEZONE`` from ``./.env``, no ``--timezone``."""
     (db.parent / ".env").write_text("NPO_TIMEZONE=Europe/Berln\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "report"],
-        cwd=db.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = npo_bot(db.parent, "report")
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr == (

@@ -9,19 +9,16 @@ manager starts the bot.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from cli_testing import npo_bot
+
 BOT_TOKEN = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
 INGEST_TOKEN = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c"
 
 
 def test_a_secret_in_another_setting_is_masked(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
-    env |= {
-        "PYTHONPATH": str(REPO),
+    environ = {
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": "0123456789abcdef0123456789abcdef",
         "NPO_INGEST_TOKEN": INGEST_TOKEN,
@@ -29,15 +26,7 @@ def test_a_secret_in_another_setting_is_masked(tmp_path: Path) -> None:
         "NPO_OPS_CHANNEL": INGEST_TOKEN,
         "NPO_TIMEZONE": "xapp-1-A0123456789-1234567890-abcdef0123456789",  # a Slack token of no setting
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "replay", os.devnull],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = npo_bot(tmp_path, "replay", os.devnull, environ=environ)
     assert done.returncode == 2
     assert "NPO_INCIDENT_CHANNEL: must be a channel id like C0123ABCD, got 'xoxb-***'" in done.stderr
     assert "NPO_OPS_CHANNEL: must be a channel id like C0123ABCD, got '***'" in done.stderr

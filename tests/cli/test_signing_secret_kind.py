@@ -10,33 +10,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-SETTINGS = {
-    "SLACK_BOT_TOKEN": "xoxb-1234-5678-abcdefabcdef",
-    "NPO_INGEST_TOKEN": "ingest-token-0123456789",
-    "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
-    "NPO_OPS_CHANNEL": "C0OPS",
-    "SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached
-}
+from cli_testing import SETTINGS, npo_bot
 
 
 def _replay(folder: Path, signing_secret: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
-    env |= SETTINGS | {"SLACK_SIGNING_SECRET": signing_secret, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "replay", os.devnull],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return npo_bot(folder, "replay", os.devnull, environ=SETTINGS | {"SLACK_SIGNING_SECRET": signing_secret})
 
 
 @pytest.mark.parametrize(
