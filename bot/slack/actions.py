@@ -39,7 +39,7 @@ from bot.slack.blocks import (
 from bot.slack.deps import SlackDeps
 from bot.slack.payloads import Click, parse_click, replay_key
 from bot.slack.responders import LookupUnavailable
-from bot.slack.text import escape, slack_time
+from bot.slack.text import escape, outcome_source, slack_time
 from npo.loop import LoopError
 from npo.types import FeedbackEvent, InvalidRecord, Outcome
 
@@ -199,8 +199,7 @@ def _outcome_name(real_fault: bool) -> str:
 def outcome_taken_text(earlier: Outcome, clicked: bool) -> str:
     """Told to a person whose outcome click said otherwise than the outcome recorded before it (the first one
     reported counts): theirs was not recorded."""
-    source = earlier.source
-    by = f"<@{escape(source[6:])}>" if source.startswith("slack:") else escape(source)
+    by = outcome_source(earlier.source)
     return (
         f"Your *{_outcome_name(clicked)}* was not recorded: the outcome was already recorded as "
         f"*{_outcome_name(earlier.real_fault)}* by {by} at {slack_time(earlier.recorded_at or earlier.at)}, and the "

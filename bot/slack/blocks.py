@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bot.slack.text import duration, escape, escaped, mrkdwn, plain, slack_time, truncate
+from bot.slack.text import duration, escape, escaped, mrkdwn, outcome_source, plain, slack_time, truncate
 from npo.policy_base import TURNED_DOWN_REASONS
 from npo.types import Decision, FeedbackKind, Prediction, Severity
 
@@ -271,7 +271,7 @@ def recommendation_blocks(view: RecommendationView) -> list[Block]:
     if view.outcome is not None:
         o = view.outcome
         verdict = ":white_check_mark: Confirmed fault" if o.real_fault else ":information_source: False alarm"
-        text = f"{verdict} · recorded {slack_time(o.at)} via {escape(o.source)}"
+        text = f"{verdict} · recorded {slack_time(o.at)} via {outcome_source(o.source)}"
         blocks.append({"type": "context", "block_id": "npo_resolved", "elements": [mrkdwn(text, MAX_SECTION)]})
         return blocks[:MAX_MESSAGE_BLOCKS]
     a = view.answers

@@ -80,3 +80,12 @@ def slack_time(at: float) -> str:
     except (ValueError, OverflowError, OSError):
         utc = str(int(at))
     return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{utc}>"
+
+
+def outcome_source(source: str) -> str:
+    """Who or what reported an outcome, as a message shows it: a person who clicked an outcome button
+    (``slack:U0123``) as their mention, which Slack shows as their name; any other source (``alertmanager``,
+    ``api``) as it is."""
+    if source.startswith("slack:") and len(source) > 6:
+        return f"<@{escape(source[6:])}>"
+    return escape(source)

@@ -198,7 +198,10 @@ def test_outcome_buttons_resolve_the_recommendation(bot: BotUnderTest) -> None:
     assert bot.click(ALICE, "npo_confirm_fault", message).status_code == 200
     assert bot.counts()["outcomes"] == 1
     wait_for(lambda: "npo_resolved" in str(bot.standin.message(*message).blocks))
-    assert not any(b["type"] == "actions" for b in bot.standin.message(*message).blocks)
+    blocks = bot.standin.message(*message).blocks
+    assert not any(b["type"] == "actions" for b in blocks)
+    (resolved,) = [b for b in blocks if b.get("block_id") == "npo_resolved"]
+    assert resolved["elements"][0]["text"].endswith(f" via <@{ALICE}>")  # the person, as Slack names them
 
 
 def test_app_home_retry_publishes_once(bot: BotUnderTest) -> None:
