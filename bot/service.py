@@ -41,7 +41,7 @@ from npo.policy import Mute, Policy
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
 from storage import SQLiteStore
 from storage.mutes import active_mutes, add_mute, lift_mutes
-from storage.outbox import message_of, posted_at, postpone, recent_recommendations, update_waiting
+from storage.outbox import closed_at, message_of, posted_at, postpone, recent_recommendations, update_waiting
 from storage.ratelimit import RATE_LIMITED, ClickLimit, remember_rate_limited, remember_unchanged, take, was_remembered
 from storage.store import SQLiteTransaction
 
@@ -305,7 +305,9 @@ class NpoService:
         so it stops counting toward the blast radius and the open recommendations, and the end is audited
         (``alert_resolved``, ``real_fault`` null), once per alert: a repeat of the report changes nothing.
         An outcome may still come later (the outcomes route, the Slack outcome buttons, a resolved alert that says)
-        and is recorded and learnt from as usual. Raises :class:`npo.loop.UnknownPrediction`.
+        and is recorded and learnt from as usual. A recommendation closed now has its message updated to say so (its
+        buttons stay: an answer still counts); one whose post still waits in the outbox is posted so. Raises
+        :class:`npo.loop.UnknownPrediction`.
 
         ``alert_id``: the id the alert was sent under (default ``prediction_id``), another when it was found a
         duplicate of the prediction by fingerprint. ``alert_prefix`` (``am:``): the ids of alerts that report their
@@ -338,6 +340,11 @@ class NpoService:
             if firing:
                 detail["still_firing"] = len(firing)
             tx.audit(ALERT_RESOLVED, prediction_id, detail, at)
+            queued = closed and decision.surfaced
+            if queued:  # its message says it closed (a post still waiting is rendered so too)
+                self._queue_update(tx, prediction_id, None)
+        if queued:
+            self.on_enqueue()
         return ClosedResult(closed=closed, still_firing=len(firing))
 
     def _queue_update(self, tx: SQLiteTransaction, prediction_id: str, message: MessageRef | None) -> None:
@@ -384,8 +391,9 @@ class NpoService:
             )
             outcome = tx.get_outcome(prediction_id)
             posted = posted_at(conn, prediction_id)
+            closed = closed_at(conn, prediction_id)
         view_outcome = None if outcome is None else OutcomeView(outcome.real_fault, outcome.at, outcome.source)
-        return RecommendationView(prediction, decision, answers, view_outcome, posted)
+        return RecommendationView(prediction, decision, answers, view_outcome, posted, closed)
 
     def message_ref(self, prediction_id: str) -> MessageRef | None:
         """Where the recommendation was posted, once it was (read-only)."""

@@ -87,6 +87,17 @@ def posted_at(conn: sqlite3.Connection, prediction_id: str) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
+def closed_at(conn: sqlite3.Connection, prediction_id: str) -> float | None:
+    """When the recommendation was closed without an outcome (its alert resolved without saying whether the fault
+    was real); None while it is open, and once an outcome is recorded (the outcome is what it shows then)."""
+    row = conn.execute(
+        "SELECT r.resolved_at FROM recommendations r WHERE r.prediction_id = ? AND r.resolved_at IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.prediction_id = r.prediction_id)",
+        (prediction_id,),
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
 def recent_recommendations(conn: sqlite3.Connection, limit: int) -> list[str]:
     """Prediction ids of the ``limit`` most recently surfaced recommendations, newest first."""
     rows = conn.execute(

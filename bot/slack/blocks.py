@@ -110,14 +110,21 @@ class OutcomeView:
 
 @dataclass(frozen=True, slots=True)
 class RecommendationView:
-    """What a recommendation message shows: the prediction, the decision, the answers so far, the outcome, and
-    ``posted_at``, when its message was (or is being) posted: None while unknown."""
+    """What a recommendation message shows: the prediction, the decision, the answers so far, the outcome,
+    ``posted_at``, when its message was (or is being) posted: None while unknown, and ``closed_at``, when it was
+    closed without an outcome (its alert resolved without saying whether the fault was real): None while open."""
 
     prediction: Prediction
     decision: Decision
     answers: Sequence[Answer] = field(default_factory=tuple)
     outcome: OutcomeView | None = None
     posted_at: float | None = None
+    closed_at: float | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether nothing is left to act on: an outcome was recorded, or the alert resolved without one."""
+        return self.outcome is not None or self.closed_at is not None
 
 
 def _button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
@@ -252,10 +259,26 @@ def _count(answers: Sequence[Answer], kind: FeedbackKind) -> str:
     return f" ({n})" if n else ""
 
 
+CONFIRMED_ICON = ":white_check_mark:"
+FALSE_ALARM_ICON = ":information_source:"
+CLOSED_ICON = ":checkered_flag:"
+
+
+def _state_note(view: RecommendationView) -> str:
+    """How a closed recommendation ended, for its notification text and its digest line (``""`` while open)."""
+    if view.outcome is not None:
+        return "confirmed fault" if view.outcome.real_fault else "false alarm"
+    return "" if view.closed_at is None else "alert resolved"
+
+
 def recommendation_blocks(view: RecommendationView) -> list[Block]:
     """The recommendation message: summary, numbers, who answered, Like/Override/Neutral and outcome buttons.
 
-    Once an outcome is known the buttons are replaced by the outcome line (nothing left to answer).
+    Once an outcome is known the buttons are replaced by the outcome line (nothing left to answer). Once its alert
+    resolved without saying whether the fault was real (``closed_at``) a line says so; every button stays: whether
+    the recommendation was worth showing is still worth an answer (an alert that cleared by itself is the false
+    alarm an Override teaches best), and the outcome can still be recorded. This holds for a message posted after
+    it was closed (the outbox waited out Slack) as for an update.
     """
     pid = view.prediction.id
     blocks = _summary_blocks(view)
@@ -270,10 +293,16 @@ def recommendation_blocks(view: RecommendationView) -> list[Block]:
         blocks.append({"type": "context", "block_id": "npo_skipped", "elements": [mrkdwn(note, MAX_SECTION)]})
     if view.outcome is not None:
         o = view.outcome
-        verdict = ":white_check_mark: Confirmed fault" if o.real_fault else ":information_source: False alarm"
+        verdict = f"{CONFIRMED_ICON} Confirmed fault" if o.real_fault else f"{FALSE_ALARM_ICON} False alarm"
         text = f"{verdict} · recorded {slack_time(o.at)} via {outcome_source(o.source)}"
         blocks.append({"type": "context", "block_id": "npo_resolved", "elements": [mrkdwn(text, MAX_SECTION)]})
         return blocks[:MAX_MESSAGE_BLOCKS]
+    if view.closed_at is not None:
+        text = (
+            f"{CLOSED_ICON} Its alert resolved {slack_time(view.closed_at)} without saying whether the fault was "
+            "real: closed. An answer still counts, and whether it was a real fault can still be recorded."
+        )
+        blocks.append({"type": "context", "block_id": "npo_closed", "elements": [mrkdwn(text, MAX_SECTION)]})
     a = view.answers
     blocks.append(
         {
@@ -342,7 +371,9 @@ def fallback_text(view: RecommendationView) -> str:
     escaped (a target reading ``<!channel>`` must not notify the channel)."""
     p = view.prediction
     names = (truncate(name, MAX_LIST_NAME) for name in (p.fault_type, p.target, p.action))
-    return escape("[{}] {} on {}: {} (p={:.2f})".format(p.severity.value, *names, p.confidence))
+    text = "[{}] {} on {}: {} (p={:.2f})".format(p.severity.value, *names, p.confidence)
+    state = _state_note(view)
+    return escape(f"{text} · closed: {state}" if state else text)
 
 
 def override_modal(prediction: Prediction, *, channel: str, message_ts: str) -> dict[str, Any]:
@@ -460,8 +491,19 @@ def _digest_line(v: RecommendationView) -> str:
     return (
         f"{_SEVERITY_ICON.get(p.severity, '')} *{escape(truncate(p.fault_type, MAX_LIST_NAME))}* on "
         f"`{escape(truncate(p.target, MAX_LIST_NAME))}` → *{escape(truncate(p.action, MAX_LIST_NAME))}* "
-        f"(p={d.confidence:.2f}, R={d.score:.2f}) · id `{escaped(p.id, MAX_SHOWN_ID)}`"
+        f"(p={d.confidence:.2f}, R={d.score:.2f}) · id `{escaped(p.id, MAX_SHOWN_ID)}`{_closed_mark(v)}"
     )
+
+
+def _closed_mark(v: RecommendationView) -> str:
+    """The end of a digest line of a recommendation closed before its digest was posted (an outcome, or its alert
+    resolved: the outbox waited for Slack or for the digest): how it ended, so the digest does not list it as
+    open. ``""`` while it is open."""
+    state = _state_note(v)
+    if not state:
+        return ""
+    icon = CLOSED_ICON if v.outcome is None else CONFIRMED_ICON if v.outcome.real_fault else FALSE_ALARM_ICON
+    return f" · {icon} closed: *{state}*"
 
 
 DIGEST_SECTIONS = MAX_MESSAGE_BLOCKS - 2  # sections of digest lines: the header and the hint take the other two
@@ -542,6 +584,9 @@ def digest_groups(views: Sequence[RecommendationView]) -> list[DigestGroup]:
             f"*{escape(truncate(action, MAX_LIST_NAME))}* (p up to {top:.2f}) on "
             f"{_joined(targets, MAX_GROUP_TARGETS, noun='target')}"
         )
+        closed = sum(1 for v in shown if v.closed)
+        if closed:  # closed before the digest went out (an outcome, a resolved alert): not open any more
+            line += f" · {CLOSED_ICON} {'all' if closed == len(shown) else closed} closed already"
         groups.append(DigestGroup(line, tuple(members)))
     return groups
 

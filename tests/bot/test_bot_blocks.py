@@ -198,8 +198,10 @@ def test_the_largest_recommendation_message_is_one_slack_accepts() -> None:
     d = Decision(p.id, amp, Verdict.SURFACE, "all_rules_passed", "&" * 3000, 0.9, 0.1, 0.8, 0.5, 1, 0.0)
     answers = [Answer("&" * 200, FeedbackKind.OVERRIDE, 1.7e9 + i, "&" * 3000) for i in range(30)]
     answers.append(Answer("system", FeedbackKind.SKIPPED, 1.7e9))
-    for outcome in (None, OutcomeView(True, 1.7e9, "&" * 200)):
-        blocks = recommendation_blocks(RecommendationView(p, d, tuple(answers), outcome))
+    views = [RecommendationView(p, d, tuple(answers), o) for o in (None, OutcomeView(True, 1.7e9, "&" * 200))]
+    views.append(RecommendationView(p, d, tuple(answers), posted_at=1.8e9, closed_at=1.7e9))  # late, alert resolved
+    for view in views:
+        blocks = recommendation_blocks(view)
         _check_blocks(blocks)
         assert limits.check_blocks(blocks, max_blocks=limits.MAX_MESSAGE_BLOCKS) == []
         assert limits.blocks_text_chars(blocks) <= limits.MAX_BLOCKS_TEXT_CHARS
@@ -279,3 +281,29 @@ def test_a_storm_too_big_to_list_one_by_one_is_one_counted_line_per_kind(name: s
     header = blocks[0]["text"]["text"]
     assert header.startswith(":package: *1001 recommendation(s) of 4 kind(s) in one digest* — alert storm")
     assert "to follow" not in header and "to follow" in str(grouped_digest_blocks(groups[:2], why="x", following=5))
+
+
+def test_a_closed_recommendation_is_shown_closed_in_its_message_and_in_digests() -> None:
+    """Closed before its message or digest went out (the outbox waited for Slack): its alert resolved → a line
+    saying so, every button kept (an answer still counts); an outcome → the outcome, no buttons. A digest line says
+    how each ended; a grouped digest's line counts those of its kind already closed."""
+    open_view = _view("disk", 0)
+    resolved = replace(open_view, closed_at=1.7e9)
+    confirmed = replace(open_view, outcome=OutcomeView(True, 1.7e9, "api"))
+    actions = [
+        [b["block_id"] for b in recommendation_blocks(v) if b["type"] == "actions"]
+        for v in (open_view, resolved, confirmed)
+    ]
+    assert actions == [["npo_feedback", "npo_outcome"], ["npo_feedback", "npo_outcome"], []]
+    assert "Its alert resolved" in str(recommendation_blocks(resolved))
+    assert fallback_text(resolved).endswith("· closed: alert resolved")
+    assert fallback_text(confirmed).endswith("· closed: confirmed fault") and "closed" not in fallback_text(open_view)
+    lines = str(digest_blocks([open_view, resolved, confirmed], why="x"))
+    assert lines.count("closed: *alert resolved*") == 1 and lines.count("closed: *confirmed fault*") == 1
+    views = [replace(v, prediction=replace(v.prediction, id=f"p{i}")) for i, v in enumerate([open_view, resolved])]
+    (group,) = digest_groups(views)
+    assert group.line.endswith(":checkered_flag: 1 closed already")
+    (group,) = digest_groups([replace(v, closed_at=1.7e9) for v in views])
+    assert group.line.endswith("all closed already")
+    (group,) = digest_groups([open_view, open_view])
+    assert "closed" not in group.line
