@@ -57,6 +57,7 @@ from bot.config import Settings
 from bot.delivery import RETRY_AFTER_CAP_S  # the same cap as posts: Slack's own waits are under a minute
 from bot.http.slack_shape import shape_problem
 from bot.serve import StopSignals, forced_stop_shuts_down, uvicorn_config
+from bot.slack.log_redaction import redact_slack_logs
 from bot.slack.payloads import ENVELOPE_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,8 @@ class SocketModeClient(SdkSocketModeClient):
             web_client=web_client,
             ping_interval=ping_interval,
         )
+        # At DEBUG the SDK logs every message received whole: no envelope's token or response_url, no URL's ticket.
+        redact_slack_logs(self.logger)
         self.on_fatal = on_fatal
         self.fatal: SocketModeError | None = None
         self.first_delay_s, self.max_delay_s = retry_delays

@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Settings
 from bot.slack import actions, command, home, override, retraining
 from bot.slack.deps import SlackDeps
+from bot.slack.log_redaction import redact_slack_logs
 
 log = logging.getLogger(__name__)
 LISTENER_MODULES = (actions, override, home, command, retraining)
@@ -51,6 +52,7 @@ def build_bolt_app(settings: Settings, deps: SlackDeps, client: AsyncWebClient) 
         process_before_response=True,
         logger=logging.getLogger("bot.slack.bolt"),
     )
+    redact_slack_logs(app.logger)  # no verification token or response_url in what Bolt logs (a refused body: INFO)
     app.middleware(make_event_dedupe(deps))
     for module in LISTENER_MODULES:
         module.register(app, deps)

@@ -1,5 +1,6 @@
 """Ingest authentication (missing, wrong, near-miss tokens; a constant-time comparison) and secrets in logs: the
-bot token, the signing secret and the ingest token never appear in anything the service logs, at any level,
+bot token, the signing secret, the ingest token, and the verification token and response URLs of Slack's payloads
+never appear in anything the service logs, at any level,
 whether requests succeed, are refused, or fail against Slack — in process and from a real ``npo-bot serve``."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from slack_testing import ALICE, INCIDENT, MALLORY, SECRET, TOKEN, BotUnderTest,
 
 from bot.standin import StandIn, interactions
 from bot.standin.signing import signed_headers
+from bot.standin.store import VERIFICATION_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
 INGEST_ROUTES = ("/api/v1/predictions", "/api/v1/alertmanager", "/api/v1/outcomes")
@@ -132,7 +134,13 @@ def _exercise(bot: BotUnderTest) -> None:
 
 def _secrets(bot: BotUnderTest) -> dict[str, str]:
     s = bot.bot.settings
-    return {"bot token": s.slack_bot_token, "signing secret": s.slack_signing_secret, "ingest token": s.ingest_token}
+    return {
+        "bot token": s.slack_bot_token,
+        "signing secret": s.slack_signing_secret,
+        "ingest token": s.ingest_token,
+        "verification token": VERIFICATION_TOKEN,  # in every click, command and event Slack sends
+        "response_url": f"{bot.standin.url}/response",  # lets anyone post to the channel for a while
+    }
 
 
 def test_secrets_never_appear_in_the_logs_at_debug_level(
@@ -184,6 +192,7 @@ def test_secrets_never_appear_in_the_output_of_npo_bot_serve(tmp_path: Path, sta
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
+    response_url = "https://hooks.slack.com/actions/T0SERVE/1234/response-url-secret"
     try:
         wait_for(lambda: _up(url), timeout=20)
         auth = {"Authorization": f"Bearer {secrets['NPO_INGEST_TOKEN']}"}
@@ -194,6 +203,19 @@ def test_secrets_never_appear_in_the_output_of_npo_bot_serve(tmp_path: Path, sta
         httpx.post(f"{url}/api/v1/predictions", json=prediction("s3", target="host-s3"), headers=auth)
         body = "payload=%7B%7D"
         httpx.post(f"{url}/slack/events", content=body, headers=signed_headers("forged", body, interactions.FORM))
+        # A click signed 10 minutes ago (the host's clock is off): refused, and Bolt logs its body at INFO.
+        click = {
+            "type": "block_actions",
+            "user": {"id": ALICE},
+            "token": VERIFICATION_TOKEN,
+            "response_url": response_url,
+            "actions": [{"action_id": "npo_like", "block_id": "npo_feedback", "type": "button", "value": "s1"}],
+        }
+        stale = signed_headers(
+            secrets["SLACK_SIGNING_SECRET"], interactions.form_body(click), interactions.FORM, int(time.time()) - 600
+        )
+        refused = httpx.post(f"{url}/slack/events", content=interactions.form_body(click), headers=stale)
+        assert refused.status_code == 401
         wait_for(lambda: standin.calls("chat.postMessage"), timeout=10)
         time.sleep(1.5)  # one failed poll of NPO_POLL_URL (404) and the failed delivery get logged
     finally:
@@ -201,7 +223,8 @@ def test_secrets_never_appear_in_the_output_of_npo_bot_serve(tmp_path: Path, sta
         output, _ = proc.communicate(timeout=20)
     assert "Uvicorn running" in output or "serving on" in output, output
     assert "WARNING" in output or "ERROR" in output, output  # failures were logged
-    for name, secret in secrets.items():
+    assert "Invalid request signature" in output, output  # the refused click was logged
+    for name, secret in (secrets | {"verification token": VERIFICATION_TOKEN, "response_url": "T0SERVE"}).items():
         assert secret not in output, f"{name} appears in the output of npo-bot serve"
 
 
