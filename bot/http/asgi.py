@@ -1,6 +1,7 @@
 """The ASGI application: routes, a latency-recording middleware, health and metrics.
 
-Routes: ``POST /slack/events`` (Bolt), ``POST /api/v1/predictions``, ``POST /api/v1/alertmanager``,
+Routes: ``POST /slack/events`` (Bolt), ``POST /api/v1/predictions``, ``POST /api/v1/alertmanager`` (``PUT`` the
+same: a Grafana contact point may be set to it),
 ``POST /api/v1/outcomes``, ``POST /api/v1/policy/reload``, ``GET /healthz`` (the database file is still there, may
 be written by this process and answers a read: 200 ``{"status": "ok", "outbox_pending"}``, else 503
 ``{"status": "error", "error"}``), ``GET /livez`` (process up, no I/O), ``GET /metrics`` (``npo_database_up 0`` and
@@ -61,14 +62,16 @@ SLASH_SERVED = INGEST_ROUTES | {"/slack/events"}  # served with a trailing slash
 async def http_error(request: Request, exc: Exception) -> Response:
     """404 and 405 as every other error: JSON ``{"error", "field"}`` (405 keeps its ``Allow`` header)."""
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
     if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = ", ".join(sorted(filter(None, headers.get("Allow", "").split(", "))))  # Starlette's: a set's order
+        headers["Allow"] = allowed
         response = error(405, f"method {request.method} not allowed here (allowed: {allowed})", "(method)")
     elif exc.status_code == 404:
         response = error(404, f"no such route: {request.url.path}", "(path)")
     else:
         response = error(exc.status_code, str(exc.detail), "(request)")
-    response.headers.update(exc.headers or {})
+    response.headers.update(headers)
     return response
 
 
@@ -149,7 +152,8 @@ def build_asgi_app(
     routes = [
         Route("/slack/events", make_slack_endpoint(bolt, max_body_bytes), methods=["POST"]),
         Route("/api/v1/predictions", ingest.predictions, methods=["POST"]),
-        Route("/api/v1/alertmanager", ingest.alertmanager, methods=["POST"]),
+        # PUT as well: Grafana's webhook contact point may be set to send the same notification with it.
+        Route("/api/v1/alertmanager", ingest.alertmanager, methods=["POST", "PUT"]),
         Route("/api/v1/outcomes", ingest.outcomes, methods=["POST"]),
         Route("/api/v1/policy/reload", ingest.reload_policy, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -1,5 +1,6 @@
-"""The ingest API: ``POST /api/v1/predictions``, ``/api/v1/alertmanager``, ``/api/v1/outcomes`` (and
-``/api/v1/policy/reload``, see :mod:`bot.http.policy_route`).
+"""The ingest API: ``POST /api/v1/predictions``, ``/api/v1/alertmanager`` (``PUT`` too, served the same: Grafana's
+webhook contact point may be set to send with it), ``/api/v1/outcomes`` (and ``/api/v1/policy/reload``, see
+:mod:`bot.http.policy_route`).
 
 Every route needs ``Authorization: Bearer <NPO_INGEST_TOKEN>`` (401 otherwise) and takes no query string (400:
 a token put in the URL would be written to access logs). It takes JSON whatever the ``Content-Type`` (``curl -d``
