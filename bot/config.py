@@ -349,8 +349,9 @@ def _float_in(low: float, high: float) -> Callable[[str], float]:
 
 
 def _api_url(text: str) -> str:
-    if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
-        raise ValueError(f"must be an http(s) URL, got {masked_url(text)!r}")
+    """The Web API's base URL, ending in ``/``, with a host and port a connection can be opened to: with a bad one
+    every Slack call would fail (or reach another port) while ``serve`` ran as if posting."""
+    text = _http_url(text)
     return text if text.endswith("/") else text + "/"
 
 
@@ -367,10 +368,11 @@ def _usable_authority(ip6: str | None, port: str | None) -> bool:
     return True
 
 
-def _poll_url(text: str) -> str:
+def _http_url(text: str) -> str:
     """An http(s) URL whose host and port a connection can be opened to: a port that is no number (``:8o8o``),
     beyond 65535 (the socket layer takes 99999 as 34463) or an IPv6 address without its closing bracket would fail
-    every poll, a traceback in the log each time, while ``serve`` runs as if polling."""
+    every request (every poll of ``NPO_POLL_URL``, every Slack call to ``SLACK_API_URL``), a traceback in the log
+    each time, while ``serve`` runs as if all were well."""
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
         raise ValueError(f"must be an http(s) URL, got {masked_url(text)!r}")
     authority = re.split(r"[/?#]", text.split("://", 1)[1], maxsplit=1)[0].rpartition("@")[2]
@@ -605,7 +607,7 @@ def _read_settings(r: _Reader) -> Settings:
         update_interval_s=r.optional("NPO_UPDATE_INTERVAL_S", 1.0, _float_in(0, 60)),
         feedback_rate_per_min=r.optional("NPO_FEEDBACK_RATE_PER_MIN", 30.0, _float_in(0, 100_000)),
         feedback_burst=r.optional("NPO_FEEDBACK_BURST", 30, _int_in(1, 100_000)),
-        poll_url=r.optional("NPO_POLL_URL", None, _poll_url),
+        poll_url=r.optional("NPO_POLL_URL", None, _http_url),
         poll_interval_s=r.optional("NPO_POLL_INTERVAL_S", 30.0, _float_in(1, 86_400)),
         poll_token=r.optional("NPO_POLL_TOKEN", "", _poll_token),
         poll_max_bytes=r.optional("NPO_POLL_MAX_BYTES", 10_000_000, _int_in(1024, 500_000_000)),

@@ -440,13 +440,15 @@ def test_env_example_gives_every_setting_at_its_default() -> None:
         "http://npo:hunter2pass@:8080/predictions",  # no host
     ],
 )
-def test_a_poll_url_whose_host_or_port_cannot_be_used_is_a_config_error(url: str) -> None:
-    """Such a URL was accepted, and every poll then failed with an ``httpx.InvalidURL`` traceback in the log (or
-    connected to another port: 99999 is 34463 to the socket), poll after poll, while ``serve`` ran as if polling."""
+@pytest.mark.parametrize("name", ["NPO_POLL_URL", "SLACK_API_URL"])
+def test_a_url_whose_host_or_port_cannot_be_used_is_a_config_error(name: str, url: str) -> None:
+    """Such a URL was accepted, and every poll (every Slack call) then failed with an invalid-URL error in the log
+    (or connected to another port: 99999 is 34463 to the socket), call after call, while ``serve`` ran as if
+    polling (posting)."""
     with pytest.raises(ConfigError) as info:
-        load_settings(GOOD | {"NPO_POLL_URL": url}, None)
-    assert set(info.value.problems) == {"NPO_POLL_URL"} and "hunter2pass" not in str(info.value)
-    assert "host" in info.value.problems["NPO_POLL_URL"]
+        load_settings(GOOD | {name: url}, None)
+    assert set(info.value.problems) == {name} and "hunter2pass" not in str(info.value)
+    assert "host" in info.value.problems[name]
 
 
 @pytest.mark.parametrize(
@@ -459,8 +461,10 @@ def test_a_poll_url_whose_host_or_port_cannot_be_used_is_a_config_error(url: str
         "http://feed.internal",
     ],
 )
-def test_poll_urls_with_a_usable_host_and_port(url: str) -> None:
+def test_urls_with_a_usable_host_and_port(url: str) -> None:
     assert load_settings(GOOD | {"NPO_POLL_URL": url}, None).poll_url == url
+    api_url = load_settings(GOOD | {"SLACK_API_URL": url}, None).slack_api_url
+    assert api_url == (url if url.endswith("/") else url + "/")
 
 
 @pytest.mark.parametrize("token", ["s3cr€t-poll-token", "poll-token\n-second-line", "poll\x00token", "poll\x7ftoken"])
