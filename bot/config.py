@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import math
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,14 @@ _CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _RESPONDER_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _URL_AUTHORITY_RE = re.compile(r"^(?:\[(?P<ip6>[^\]]*)\]|[^:\[\]]+)(?::(?P<port>[0-9]*))?$")  # host[:port]
 _SHOWN_NAME_RE = re.compile(r"[A-Z][A-Z0-9_.-]*")
-_URL_USERINFO_RE = re.compile(r"(?:(?<=//)|^)[^/?#@\s]+@")  # ``user:password@`` after ``//`` anywhere, or at the start
+# ``user:password@`` after ``//`` anywhere, or at the start; up to the authority's last ``@``, as httpx reads it (a
+# password may hold a raw ``@``)
+_URL_USERINFO_RE = re.compile(r"(?:(?<=//)|^)[^/?#\s]+@")
+# ``name=value`` in a query string (or a fragment): the value ends at ``&``, ``#``, a space, or a quote that ends the
+# text or is followed by a space (the one closing a quoted URL in a message: httpx's ``for url '…'``)
+_URL_PARAM_RE = re.compile(r"(?<=[?&#])(?P<name>[^=&#\s]+)=(?P<value>(?:[^&#\s'\"]|['\"](?=[^&#\s'\"]))*)")
+# A query parameter whose value is a credential: its name (decoded, in lower case) holds one of these
+_SECRET_PARAM_RE = re.compile(r"token|key|secret|passw|pwd|auth|credential|signature|session|(?:sig|pass)(?![a-z])")
 _LINE_END_RE = re.compile(r"\r\n|\r|\n")  # line ends as python-dotenv counts them (splitlines() also takes U+2028…)
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -183,9 +191,18 @@ class Settings:
 
 
 def masked_url(text: str) -> str:
-    """``text`` (a URL, or a message naming URLs) with every URL's credentials (``user:password@``) replaced by
-    ``***@``, for messages and log lines."""
-    return _URL_USERINFO_RE.sub("***@", text)
+    """``text`` (a URL, or a message naming URLs) with every URL's credentials replaced, for messages and log lines:
+    ``user:password@`` by ``***@``, and the value of a query parameter named like a credential (``token``,
+    ``api_key``, ``access_token``, ``secret``, ``password``, ``auth``, ``signature``, ``sig``, ``X-Amz-Credential``…,
+    in any case) by ``***``."""
+    return _URL_PARAM_RE.sub(_masked_param, _URL_USERINFO_RE.sub("***@", text))
+
+
+def _masked_param(match: re.Match[str]) -> str:
+    name = match["name"]
+    if not match["value"] or not _SECRET_PARAM_RE.search(urllib.parse.unquote_plus(name).lower()):
+        return match.group()
+    return f"{name}=***"
 
 
 def _bad_name(name: str) -> str:

@@ -57,6 +57,22 @@ EMPTY_KEY = '""'  # how a field named by the empty key is shown, as records.py s
 LOGGED_FIELD_CHARS = 200  # a field named in a log line is cut to this (a key of a megabyte is still one key)
 
 
+class _MaskedUrls(logging.Filter):
+    """Masks the credentials of the URLs in httpx's own log lines (``HTTP Request: GET <url> "HTTP/1.1 200 OK"``,
+    at INFO, once per poll), as :func:`masked_url` masks them in the poller's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = masked_url(record.getMessage()), None
+        return True
+
+
+def _mask_httpx_log() -> None:
+    """Put :class:`_MaskedUrls` on httpx's logger, once."""
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, _MaskedUrls) for f in httpx_log.filters):
+        httpx_log.addFilter(_MaskedUrls())
+
+
 def _cut(text: str) -> str:
     """``text`` cut to :data:`LOGGED_FIELD_CHARS` characters for a log line."""
     return text if len(text) <= LOGGED_FIELD_CHARS else text[:LOGGED_FIELD_CHARS] + "…"
@@ -237,7 +253,8 @@ class Poller:
         timeout_s: float = 5.0,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
-        self.url = url
+        self.url = url  # logged only through masked_url, httpx's own lines too (_MaskedUrls)
+        _mask_httpx_log()
         self.decide = decide
         self.interval_s = interval_s
         self.clock = clock
@@ -311,7 +328,7 @@ class Poller:
         return result
 
     def _failed(self, result: PollResult, message: str) -> PollResult:
-        message = masked_url(message)  # the URL's password, also where httpx's own error text names the URL
+        message = masked_url(message)  # the URL's password and query credentials, also in httpx's own error text
         result.errors.append(message)
         log.warning(message)
         if self._failures == 0:

@@ -296,6 +296,24 @@ def test_credentials_in_a_url_are_never_shown(tmp_path: Path) -> None:
     assert set(info.value.problems) == set(bad) and "hunter2pass" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "param", ["token", "key", "secret", "password", "auth", "signature", "sig", "access_token", "API_KEY", "apiKey"]
+)
+def test_a_credential_in_a_url_query_is_never_shown(param: str) -> None:
+    """``?token=…`` in NPO_POLL_URL (a feed that authenticates by query string) was shown whole in the start-up log
+    line and in the message refusing the URL; other parameters stay readable."""
+    url = f"https://feed.example/p?since=1h&{param}=hunter2pass&limit=50"
+    s = load_settings(GOOD | {"NPO_POLL_URL": url, "SLACK_API_URL": url}, None)
+    assert s.poll_url == url
+    shown = str(s.redacted()) + repr(s)
+    assert "hunter2pass" not in shown and f"?since=1h&{param}=***&limit=50" in shown
+    bad = {"NPO_POLL_URL": url.replace("https", "htps"), "SLACK_API_URL": url.replace("feed.example", ":0")}
+    with pytest.raises(ConfigError) as info:
+        load_settings(GOOD | bad, None)
+    assert set(info.value.problems) == set(bad) and "hunter2pass" not in str(info.value)
+    assert f"{param}=***" in info.value.problems["NPO_POLL_URL"]
+
+
 def test_env_file_from_a_pipe_is_read_and_a_folder_is_refused(tmp_path: Path) -> None:
     """``--env-file <(sops -d .env.enc)`` names a pipe, not a regular file: it is read, not silently skipped."""
     read_end, write_end = os.pipe()

@@ -1325,6 +1325,35 @@ def test_a_password_in_the_poll_url_is_never_logged(caplog: pytest.LogCaptureFix
     assert "npo:***@" not in caplog.text and "***@127.0.0.1:9" in caplog.text
 
 
+def test_a_credential_in_the_poll_url_query_or_password_is_never_logged(
+    raw_server: tuple[str, list[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``NPO_POLL_URL=https://feed/p?token=…`` (a feed authenticating by query string): every failed poll, and the
+    line saying the poll recovered, logged the token whole, and so did httpx's own line for each request (at INFO,
+    which ``serve`` logs), the password included; a password holding a raw ``@``, which httpx reads up to the last
+    ``@``, was masked only up to the first."""
+    caplog.set_level(logging.INFO)
+    base, bodies = raw_server
+    secrets = ["abc123query", "k3yvalue", "s1gvalue", "p@ss-tail"]
+    query = "?since=1h&token=abc123query&API_Key=k3yvalue&X-Amz-Signature=s1gvalue"
+    url = base.replace("//", "//npo:p@ss-tail@") + query
+    poller = Poller(url, lambda batch: [], interval_s=60, clock=time.time, timeout_s=2)
+    try:
+        bodies.append(b"<html>sign in</html>")  # a login page: the failed poll names the URL
+        failed = poller.poll_once()
+        bodies.append(b"[]")
+        recovered = poller.poll_once()
+    finally:
+        poller.stop()
+    assert failed.errors and "the answer is not JSON" in failed.errors[0] and recovered.errors == []
+    assert "recovered after 1 poll failed" in caplog.text and caplog.text.count("HTTP Request: GET") == 2
+    shown = " ".join(failed.errors) + caplog.text
+    for secret in secrets:
+        assert secret not in shown and secret.split("@")[-1] not in shown, secret
+    assert "?since=1h&token=***&API_Key=***&X-Amz-Signature=***" in failed.errors[0]
+    assert f"//***@{base.removeprefix('http://')}?since=1h" in failed.errors[0]
+
+
 def test_the_served_poller_takes_its_size_limit_from_the_settings(
     raw_server: tuple[str, list[bytes]], tmp_path: Path
 ) -> None:

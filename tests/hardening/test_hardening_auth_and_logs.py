@@ -166,6 +166,7 @@ def _free_port() -> int:
 
 def test_secrets_never_appear_in_the_output_of_npo_bot_serve(tmp_path: Path, standin: StandIn) -> None:
     port = _free_port()
+    query_token = "serve-poll-query-token-4242"  # shown in the start-up line and each failed poll's before
     secrets = {
         "SLACK_BOT_TOKEN": "xoxb-serve-secret-token-4242",
         "SLACK_SIGNING_SECRET": "serve-signing-secret-4242",
@@ -180,7 +181,7 @@ def test_secrets_never_appear_in_the_output_of_npo_bot_serve(tmp_path: Path, sta
         "NPO_INCIDENT_CHANNEL": "C0INCIDENT",
         "NPO_OPS_CHANNEL": "C0OPS",
         "NPO_RESPONDERS": ALICE,
-        "NPO_POLL_URL": f"{standin.url}/no-such-feed",
+        "NPO_POLL_URL": f"{standin.url}/no-such-feed?since=1h&access_token={query_token}",
         "NPO_POLL_INTERVAL_S": "1",
     }
     proc = subprocess.Popen(
@@ -226,6 +227,8 @@ def test_secrets_never_appear_in_the_output_of_npo_bot_serve(tmp_path: Path, sta
     assert "Invalid request signature" in output, output  # the refused click was logged
     for name, secret in (secrets | {"verification token": VERIFICATION_TOKEN, "response_url": "T0SERVE"}).items():
         assert secret not in output, f"{name} appears in the output of npo-bot serve"
+    assert query_token not in output, "the access_token of NPO_POLL_URL appears in the output of npo-bot serve"
+    assert "/no-such-feed?since=1h&access_token=***" in output, output  # the URL is still named, masked
 
 
 def _up(url: str) -> bool:
