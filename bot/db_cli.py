@@ -200,10 +200,14 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
-    """Export into ``out``: written to a temporary file next to it and renamed over it once complete, so a failed
-    export neither truncates an existing file nor leaves a partial one. Refuses the database itself (and its
-    -wal, -shm, -journal files) and a folder; a device or pipe (``/dev/stdout``) is written directly."""
+    """Export into ``out``: written to a hidden file next to it and renamed over it once complete, so a failed
+    export neither truncates an existing file nor leaves a partial one. The hidden file is a backup's
+    (``claim_partial``: locked while written), so one left by an export stopped half way (SIGKILL, a power loss) is
+    removed by the next export or backup into the folder, and one still being written never is. Refuses the
+    database itself (and its -wal, -shm, -journal files) and a folder; a device or pipe (``/dev/stdout``) is
+    written directly."""
     from storage import StorageError  # noqa: PLC0415
+    from storage.maintenance import claim_partial, remove_stale_partials  # noqa: PLC0415
 
     for suffix in ("", "-wal", "-shm", "-journal"):
         if _same_file(out, Path(f"{path}{suffix}")):
@@ -217,13 +221,13 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
         with out.open("w", encoding="utf-8", newline="") as stream:
             return _export(args, path, stream)
     target = Path(os.path.realpath(out))  # a symbolic link keeps pointing at the new export
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    remove_stale_partials(target.parent)
     try:
-        stream = partial.open("x", encoding="utf-8", newline="")
+        partial, lock = claim_partial(target)
     except OSError as exc:
         raise StorageError("export", str(out), f"cannot write the file: {exc.strerror or exc}") from exc
     try:
-        with stream:
+        with open(lock, "w", encoding="utf-8", newline="", closefd=False) as stream:
             count = _export(args, path, stream)
         if target.exists():
             shutil.copymode(target, partial)  # the permissions someone gave the file stay
@@ -234,6 +238,8 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(lock)  # after the hidden file is renamed or gone: it is never unlocked while it exists
     return count
 
 

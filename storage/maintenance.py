@@ -44,7 +44,8 @@ def _listed(what: str, details: list[str]) -> list[Problem]:
     return problems
 
 
-PARTIAL_NAME = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{16}\.partial")  # .NAME.PID.TOKEN.partial, locked while written
+# .NAME.PID.TOKEN.partial: a backup or an export being written (claim_partial), locked while it is
+PARTIAL_NAME = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{16}\.partial")
 OLD_PARTIAL_NAME = re.compile(r"\..+\.[0-9]+\.partial")  # .NAME.PID.partial: versions that took no lock
 OLD_PARTIAL_STALE_S = 3600.0  # such a file untouched this long was left by a stopped backup
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -76,7 +77,10 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
     remove_stale_partials(target.parent)
     src = connect(source)
     try:
-        partial, lock = _claim_partial(target)
+        try:
+            partial, lock = claim_partial(target)
+        except OSError as exc:  # a read-only folder
+            raise StorageError("backup", str(target), f"cannot create the backup file: {exc}") from exc
         try:
             _copy(src.conn, source, partial, target, pages_per_step)
         finally:
@@ -86,18 +90,20 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
     return target.stat().st_size
 
 
-def _claim_partial(target: Path) -> tuple[Path, int]:
-    """Create a new hidden file for the copy into ``target`` and lock it: the path and the open, locked descriptor.
-    The file is checked to still be at its path once locked: a backup starting at that moment may have taken it for
-    a stopped one's (created, not yet locked) and removed it; then another name is taken."""
+def claim_partial(target: Path) -> tuple[Path, int]:
+    """Create a new, empty hidden file (``.NAME.PID.TOKEN.partial``) to write ``target`` into, a backup's or an
+    export's, and lock it: the path and the open (read-write), locked descriptor. Keep the descriptor open until the
+    file has been given its name or removed: while it is locked, :func:`remove_stale_partials` leaves it alone;
+    once its process is gone (SIGKILL, a power loss), the kernel has dropped the lock and the next backup or export
+    into the folder removes it. The file is checked to still be at its path once locked: a backup or export starting
+    at that moment may have taken it for a stopped one's (created, not yet locked) and removed it; then another name
+    is taken. Raises ``OSError`` when the file cannot be created (a read-only folder)."""
     while True:
         partial = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(8)}.partial")
         try:
             fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileExistsError:
             continue
-        except OSError as exc:  # a read-only folder
-            raise StorageError("backup", str(target), f"cannot create the backup file: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # a new, unique name: nobody else holds it, this does not wait
             if _same_inode(fd, partial):
@@ -152,13 +158,14 @@ def _unlink_with_journals(partial: Path) -> None:
 
 
 def remove_stale_partials(folder: Path, *, now: float | None = None) -> list[Path]:
-    """Remove the hidden files of backups into ``folder`` that were stopped half way (SIGKILL, a power loss): those
-    named ``.NAME.PID.TOKEN.partial`` that no process holds locked (a running backup holds its own), with their
-    ``-journal``, ``-wal`` and ``-shm`` files. Those named ``.NAME.PID.partial``, by versions that took no lock, are
-    removed once untouched for ``OLD_PARTIAL_STALE_S`` (a running copy keeps writing its file), and only when they
-    are SQLite files (the header written, or a ``-journal`` beside them: the header is written last), so an
-    export's hidden file and another program's ``.partial`` file are left alone. Never a link or a folder; a file
-    that cannot be removed is left as it is. Returns the files removed."""
+    """Remove the hidden files of backups and exports into ``folder`` that were stopped half way (SIGKILL, a power
+    loss): those named ``.NAME.PID.TOKEN.partial`` (:func:`claim_partial`) that no process holds locked (a running
+    backup or export holds its own), with their ``-journal``, ``-wal`` and ``-shm`` files. Those named
+    ``.NAME.PID.partial``, by versions that took no lock, are removed once untouched for ``OLD_PARTIAL_STALE_S`` (a
+    running copy keeps writing its file), and only when they are SQLite files (the header written, or a
+    ``-journal`` beside them: the header is written last), so an earlier version's export (text, not SQLite) and
+    another program's ``.partial`` file are left alone. Never a link or a folder; a file that cannot be removed is
+    left as it is. Returns the files removed."""
     removed: list[Path] = []
     try:
         names = sorted(os.listdir(folder))
@@ -181,11 +188,11 @@ def remove_stale_partials(folder: Path, *, now: float | None = None) -> list[Pat
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # held: a backup is writing it
+            except OSError:  # held: a backup or an export is writing it
                 continue
             if not (locked_kind or _sqlite_file(fd, path)) or not _same_inode(fd, path):
                 continue
-            _unlink_with_journals(path)  # still locked here: a backup cannot take it meanwhile
+            _unlink_with_journals(path)  # still locked here: a backup or export cannot take it meanwhile
             removed.append(path)
         except OSError:
             continue
