@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["REDACTED", "SLACK_LOGGERS", "SecretRedactor", "redact", "redact_slack_logs"]
+__all__ = ["REDACTED", "REDACTED_LOGGERS", "SecretRedactor", "redact", "redact_slack_logs"]
 
 REDACTED = "[redacted]"
 
 # The loggers slack-sdk and slack-bolt log requests, answers and envelopes on (module loggers, created here if their
 # module is not imported yet), and those NPO gives its Bolt app and Socket Mode client.
-SLACK_LOGGERS = (
+REDACTED_LOGGERS = (
     "bot.slack.bolt",
     "bot.slack.socket_mode",
     "bot.socket_mode",
@@ -94,9 +94,9 @@ _REDACTOR = SecretRedactor()
 
 
 def redact_slack_logs(*loggers: logging.Logger) -> None:
-    """Put the redacting filter on :data:`SLACK_LOGGERS`, on every ``slack_sdk`` / ``slack_bolt`` logger created so
+    """Put the redacting filter on :data:`REDACTED_LOGGERS`, on every ``slack_sdk`` / ``slack_bolt`` logger created so
     far (Bolt's per-middleware loggers) and on ``loggers``; once each, however often it is called."""
-    names = set(SLACK_LOGGERS) | {
+    names = set(REDACTED_LOGGERS) | {
         name for name in logging.Logger.manager.loggerDict if name.startswith(("slack_sdk.", "slack_bolt."))
     }
     for logger in (*(logging.getLogger(name) for name in sorted(names)), *loggers):
