@@ -53,7 +53,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import Bot, build_bot
-from bot.config import Settings
+from bot.config import Settings, masked_url
 from bot.delivery import RETRY_AFTER_CAP_S  # the same cap as posts: Slack's own waits are under a minute
 from bot.http.slack_shape import shape_problem
 from bot.serve import StopSignals, forced_stop_shuts_down, uvicorn_config
@@ -262,7 +262,7 @@ class SocketModeClient(SdkSocketModeClient):
                     ) from None
                 if status == 404:  # no such method at this base URL: a wrong setting, which no retry fixes
                     base = str(self.web_client.base_url)
-                    url = f"{base}{'' if base.endswith('/') else '/'}apps.connections.open"
+                    url = masked_url(f"{base}{'' if base.endswith('/') else '/'}apps.connections.open")
                     raise self._fail(
                         SocketModeError(
                             f"SLACK_API_URL: {url} answered HTTP 404{f' ({error})' if error else ''}; set it to "
@@ -520,7 +520,9 @@ class SocketModeService:
         try:
             if await self._connect(client, server):
                 self.connected.set()
-                log.info("Socket Mode connected (apps.connections.open via %s)", self.settings.slack_api_url)
+                log.info(
+                    "Socket Mode connected (apps.connections.open via %s)", masked_url(self.settings.slack_api_url)
+                )
                 await self._serve(server)
                 await self._finish(client, server)
             else:

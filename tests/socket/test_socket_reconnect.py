@@ -468,3 +468,31 @@ def _override_click_in_hand(
     envelope = socket_server.click(user_id=BOB, action_id="npo_override", message=message)
     wait_for(lambda: not standin.faults.pending("views.open"))  # views.open is being answered
     return proc, envelope
+
+
+# ---- SLACK_API_URL's credentials are masked in every line that names it -----------------------------------------
+def test_the_api_urls_credentials_are_masked_in_the_connected_line(
+    make_socket_bot: Callable[..., SocketBot], standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A base URL with a credential in its query string (a proxy's key) is named in the "connected" line as in the
+    start-up line: masked (``masked_url``), as the poller's URL is."""
+    caplog.set_level(logging.INFO)
+    make_socket_bot(settings={"slack_api_url": f"{standin.api_url}?api_key=proxy-key-0123456789"})
+    connected = [r.getMessage() for r in caplog.records if "Socket Mode connected" in r.getMessage()]
+    assert connected == [f"Socket Mode connected (apps.connections.open via {standin.api_url}?api_key=***)"]
+    assert "proxy-key-0123456789" not in caplog.text
+
+
+def test_the_api_urls_credentials_are_masked_in_the_404_error(
+    tmp_path: Path, standin: StandIn, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """The one error line of an ``SLACK_API_URL`` answering HTTP 404 names the URL with its credentials masked."""
+    proc = start_socket_cli(tmp_path, f"{standin.url}/nope/?api_key=proxy-key-0123456789")
+    processes.append(proc)
+    code = proc.wait(timeout=30)
+    stderr = (tmp_path / "stderr.log").read_text()
+    assert code == 2, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "answered HTTP 404" in errors[0], stderr[-2000:]
+    assert f"SLACK_API_URL: {standin.url}/nope/?api_key=***" in errors[0]
+    assert "proxy-key-0123456789" not in stderr
