@@ -5,7 +5,8 @@ The guard answers what Bolt would get wrong: a body over the limit (413), a body
 another copy than the one seen here), and a body Bolt cannot read as one JSON object — invalid or deeply nested
 JSON in ``payload=``, ``payload=null``, a JSON list (400; Bolt parses the body before it checks the signature and
 would answer 500 to anyone). Missing headers, a bad signature and a timestamp
-outside ±300 s are left to Bolt's request verification (401 ``{"error": "invalid request"}``).
+outside ±300 s are left to the request verification in Bolt's chain (401 ``{"error": "invalid request"}``;
+:class:`~bot.slack.bolt_app.SignatureCheck`, which logs a refusal in one line without the body).
 
 It also corrects one reading of Bolt's: a form body that contains the text ``payload`` anywhere — a slash
 command ``/npo why payload-7``, a channel named ``#payload-ops`` — is taken for an interaction's ``payload=`` field

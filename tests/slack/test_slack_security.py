@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import socket
 import time
@@ -275,3 +276,31 @@ def test_slack_events_with_a_trailing_slash_is_the_route_and_no_path_is_redirect
         if method != "HEAD":
             assert response.json()["field"] == "(method)"
     assert bot.counts()["feedback"] == 1
+
+
+def test_a_refused_request_is_logged_in_one_short_line_without_its_body(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone who can reach ``/slack/events`` can send a body with a bad signature. Bolt logged such a body whole at
+    INFO, newlines included: the sender chose lines of the log (here one that looks like the bot's own). NPO logs
+    one line instead: why (so an operator can tell a wrong secret from a clock that is off) and the body's size."""
+    caplog.set_level(logging.DEBUG)
+    forged = "FORGED-LINE"
+    body = f"payload=%7B%7D&x=1\n2026-01-01 00:00:00,000 ERROR bot.service: {forged} database lost\nend"
+    now = int(time.time())
+    sent = {
+        "invalid signature (check SLACK_SIGNING_SECRET)": signed_headers("not-the-secret", body, interactions.FORM),
+        "stale signature (timestamp 600 s old": signed_headers(SECRET, body, interactions.FORM, now - 600),
+        "no X-Slack-Signature or X-Slack-Request-Timestamp": {"Content-Type": interactions.FORM},
+    }
+    for reason, headers in sent.items():
+        caplog.clear()
+        response = httpx.post(bot.events_url, content=body.encode(), headers=headers)
+        assert response.status_code == 401 and response.json() == {"error": "invalid request"}, reason
+        lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage() or "signature" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].startswith(f"refused a Slack request: {reason}"), (reason, lines)
+        assert lines[0].endswith(f"({len(body.encode())} bytes)"), lines
+        assert not any(forged in r.getMessage() or "payload" in r.getMessage() for r in caplog.records), caplog.text
+        assert not any("\n" in r.getMessage() for r in caplog.records if r.name.startswith(("bot", "slack")))
+    # A request signed right is still let through (the check sits where Bolt's did).
+    assert bot.send_signed(bot.click_body(ALICE, "npo_like", bot.surface("p1"))).status_code == 200
