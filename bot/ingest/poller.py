@@ -33,6 +33,7 @@ import logging
 import socket
 import threading
 import time
+import traceback
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -410,8 +411,11 @@ class Poller:
         while not self._stop.is_set():
             try:
                 self.poll_once()
-            except Exception:
-                log.exception("poll failed")
+            except Exception as exc:  # a storage error while deciding, a fault of the poller's own
+                # The traceback as text, masked like every line naming the URL: an exception's text (or that of one
+                # it was raised from) may name it, password and query credentials included; exc_info would not be.
+                text = masked_url("".join(traceback.format_exception(exc)).rstrip())
+                log.error("poll of %s failed; the next poll is on schedule\n%s", masked_url(self.url), text)
             self._stop.wait(self.interval_s)
 
     def stop(self) -> None:

@@ -1394,3 +1394,38 @@ def test_the_http_routes_name_a_key_twice_even_where_the_decoder_dropped_an_obje
     with pytest.raises(BadJson) as refused:
         parse_json(b'[{"ok": 1}, {"labels": {"k": 1, "k": 2}, "id": "x", "id": "y"}]')
     assert refused.value.field == "[1].labels.k"  # the first object to end in the text, as before
+
+
+def test_an_unexpected_failure_of_a_poll_never_logs_the_urls_credentials(
+    raw_server: tuple[str, list[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poll that fails in a way the poller does not handle (here deciding fails with an error naming the feed, and
+    the error it was raised from too) is logged with its traceback; the URL's password and query credentials are
+    masked in that record as in every other, the message and the traceback text both."""
+    caplog.set_level(logging.INFO)
+    base, bodies = raw_server
+    url = base.replace("//", "//npo:hunter2pass@") + "?since=1h&token=abc123query"
+    masked = base.replace("//", "//***@") + "?since=1h&token=***"
+
+    def decide(predictions: Sequence[Prediction]) -> list[DecideResult]:
+        try:
+            raise ConnectionError(f"store behind {url} unreachable")
+        except ConnectionError as exc:
+            raise RuntimeError(f"could not decide the answer of {url}") from exc
+
+    entry = {"id": "p1", "fault_type": "f", "target": "t", "action": "x", "confidence": 0.9}
+    bodies.append(json.dumps([entry]).encode())
+    poller = Poller(url, decide, interval_s=60, clock=time.time, timeout_s=2)
+    poller.start()
+    try:
+        wait_for_log = time.monotonic() + 10
+        while not [r for r in caplog.records if r.levelno >= logging.ERROR] and time.monotonic() < wait_for_log:
+            time.sleep(0.02)
+    finally:
+        poller.stop()
+    for secret in ("hunter2pass", "abc123query"):  # nor in the traceback as a handler writes it
+        assert secret not in caplog.text, secret
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage().startswith(f"poll of {masked} failed; the next poll is on schedule\nTraceback")
+    assert f"RuntimeError: could not decide the answer of {masked}" in record.getMessage()
+    assert f"ConnectionError: store behind {masked} unreachable" in record.getMessage()  # the cause is kept
