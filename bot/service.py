@@ -299,6 +299,7 @@ class NpoService:
         source: str,
         alert_id: str | None = None,
         alert_prefix: str | None = None,
+        episode_sep: str | None = None,
     ) -> ClosedResult:
         """The prediction's alert ended (at ``at``, as ``source`` reports) without saying whether the fault was
         real: no outcome — nothing for the bandit's miss term, m(k) or trust — but its recommendation is closed,
@@ -314,7 +315,9 @@ class NpoService:
         own end; the recommendation stays open while one of those merged into the prediction (its own id, or one
         found a duplicate of it) has not ended — several alerts of one fault type, target and action within the
         dedupe window, or an alert whose labels changed, share one recommendation, and the end of one of them is
-        not the end of the others."""
+        not the end of the others. ``episode_sep`` (``@``): an alert id ``ID`` has ended when one of its episodes
+        (``ID@…``) has: an alert stored under its plain id before episode ids, re-sent under its episode's id (found
+        a duplicate of it), reports its end under that one."""
         now = self.clock()
         alert = prediction_id if alert_id is None else alert_id
         with self.store.transaction() as tx:
@@ -326,7 +329,13 @@ class NpoService:
             firing = (
                 []
                 if alert_prefix is None
-                else tx.unended_alerts(prediction_id, prefix=alert_prefix, ended=f"{ALERT_RESOLVED}:", excluding=alert)
+                else tx.unended_alerts(
+                    prediction_id,
+                    prefix=alert_prefix,
+                    ended=f"{ALERT_RESOLVED}:",
+                    excluding=alert,
+                    episode_sep=episode_sep,
+                )
             )
             closed = not firing and tx.close_recommendation(prediction_id, at)
             detail: dict[str, Any] = {

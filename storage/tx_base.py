@@ -192,15 +192,23 @@ class TxBase:
                 (subject, first),
             )
 
-    def unended_alerts(self, prediction_id: str, *, prefix: str, ended: str, excluding: str) -> list[str]:
+    def unended_alerts(
+        self, prediction_id: str, *, prefix: str, ended: str, excluding: str, episode_sep: str | None = None
+    ) -> list[str]:
         """The ids starting with ``prefix`` (an alert sender's: ``am:``) of ``prediction_id`` and of the predictions
         found duplicates of it by fingerprint, but ``excluding``, whose end was not recorded (no processed request
-        ``ended`` + id): the alerts merged into the prediction that still fire."""
+        ``ended`` + id): the alerts merged into the prediction that still fire. With ``episode_sep`` (``@``), an id
+        is also ended by the end of one of its episodes (``id`` + ``episode_sep`` + …): an alert stored under its
+        plain id, before episode ids, whose end is reported under its episode's id."""
+        sep = episode_sep or ""
+        past = sep[:-1] + chr(ord(sep[-1]) + 1) if sep else ""  # the first text after every ``id + sep + …``
         rows = self._c.execute(
             "SELECT id FROM (SELECT ? AS id UNION SELECT alias_id FROM prediction_aliases WHERE prediction_id = ?) "
             "WHERE substr(id, 1, length(?)) = ? AND id != ? "
-            "AND NOT EXISTS (SELECT 1 FROM processed_requests WHERE request_id = ? || id) ORDER BY id",
-            (prediction_id, prediction_id, prefix, prefix, excluding, ended),
+            "AND NOT EXISTS (SELECT 1 FROM processed_requests WHERE request_id = ? || id) "
+            "AND (? = '' OR NOT EXISTS (SELECT 1 FROM processed_requests "
+            "WHERE request_id >= ? || id || ? AND request_id < ? || id || ?)) ORDER BY id",
+            (prediction_id, prediction_id, prefix, prefix, excluding, ended, sep, ended, sep, ended, past),
         ).fetchall()
         return [str(r[0]) for r in rows]
 

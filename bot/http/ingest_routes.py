@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 
 from bot.http.body import BadGzip, BadJson, BodyTooLarge, ClientGone, error, gunzip, parse_json, read_body
 from bot.http.policy_route import PolicyHolder
+from bot.ingest.alertmanager import EPISODE_SEP as ALERT_EPISODE_SEP
 from bot.ingest.alertmanager import ID_PREFIX as ALERT_ID_PREFIX
 from bot.ingest.alertmanager import SOURCE as ALERTMANAGER_SOURCE
 from bot.ingest.alertmanager import ResolvedAlert, parse_webhook
@@ -293,7 +294,12 @@ class IngestApi:
                 "NPO_ALERTMANAGER_RESOLVED=real_fault if your resolved alerts do mean the fault happened"
             )
         return self.service.close_without_outcome(
-            prediction_id, resolved.at, source=ALERTMANAGER_SOURCE, alert_id=alert_id, alert_prefix=ALERT_ID_PREFIX
+            prediction_id,
+            resolved.at,
+            source=ALERTMANAGER_SOURCE,
+            alert_id=alert_id,
+            alert_prefix=ALERT_ID_PREFIX,
+            episode_sep=ALERT_EPISODE_SEP,
         )
 
     def _resolve_alerts(self, alerts: list[ResolvedAlert]) -> list[dict[str, Any]]:

@@ -106,6 +106,7 @@ OUTCOME_ANNOTATION = "npo_outcome"  # a resolved alert's statement of its truth 
 _TRUTH = {"real_fault": True, "false_alarm": False}
 SOURCE = "alertmanager"  # the source of the outcomes of resolved alerts
 ID_PREFIX = "am:"  # every prediction id made from an alert starts so
+EPISODE_SEP = "@"  # between the plain id and the episode's start: am:<fingerprint>@<start>
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +213,9 @@ def alert_id(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     if not math.isfinite(started):
         return plain
     try:
-        return f"{plain}@{datetime.fromtimestamp(int(started), UTC):%Y%m%dT%H%M%SZ}"
+        return f"{plain}{EPISODE_SEP}{datetime.fromtimestamp(int(started), UTC):%Y%m%dT%H%M%SZ}"
     except (ValueError, OverflowError, OSError):  # a start beyond the calendar in UTC (9999-12-31T23:59-14:00)
-        return f"{plain}@{int(started)}"
+        return f"{plain}{EPISODE_SEP}{int(started)}"
 
 
 def plain_alert_id(alert: Mapping[str, Any], labels: Mapping[str, str]) -> str:

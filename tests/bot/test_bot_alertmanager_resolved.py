@@ -396,3 +396,18 @@ def test_an_alert_whose_labels_changed_keeps_the_recommendation_open(bot: BotUnd
     (entry,) = _send(bot, _on_one_host("c1a1", "resolved", severity="critical"))["outcomes"]
     assert (entry["prediction_id"], entry["closed"]) == (old["id"], True)
     assert _open(bot) == 0
+
+
+def test_a_pre_episode_prediction_closes_when_its_alert_re_sent_with_an_episode_resolves(bot: BotUnderTest) -> None:
+    """A prediction stored under the plain ``am:<fingerprint>`` id (before episode ids) whose alert, still firing,
+    is re-sent under its episode id (found a duplicate of it) and then resolves: the same alert ended, so the
+    recommendation closes; the plain id is that alert's, not another one still firing."""
+    fingerprint = "0ldf1ngerpr1nt"
+    stored = {"id": f"am:{fingerprint}", "fault_type": "DiskWillFail", "target": f"r12-{fingerprint}:9100"}
+    assert bot.ingest(stored | {"action": "investigate", "confidence": 0.99}).json()["verdict"] == "surface"
+    (resent,) = _send(bot, _alert(fingerprint))["results"]
+    assert (resent["duplicate"], resent["id"]) == (True, f"am:{fingerprint}"), resent
+    assert _open(bot) == 1
+    (entry,) = _send(bot, _alert(fingerprint, "resolved"))["outcomes"]
+    assert (entry["result"], entry["prediction_id"], entry["closed"]) == ("no_outcome", f"am:{fingerprint}", True)
+    assert _open(bot) == 0
