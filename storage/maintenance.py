@@ -49,6 +49,7 @@ PARTIAL_NAME = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{16}\.partial")
 OLD_PARTIAL_NAME = re.compile(r"\..+\.[0-9]+\.partial")  # .NAME.PID.partial: versions that took no lock
 OLD_PARTIAL_STALE_S = 3600.0  # such a file untouched this long was left by a stopped backup
 _SQLITE_HEADER = b"SQLite format 3\x00"
+BACKUP_MODE = 0o644  # a backup's permissions before the umask: those SQLite gives a database file it creates
 
 
 def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) -> int:
@@ -78,7 +79,7 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
     src = connect(source)
     try:
         try:
-            partial, lock = claim_partial(target)
+            partial, lock = claim_partial(target, mode=BACKUP_MODE)
         except OSError as exc:  # a read-only folder
             raise StorageError("backup", str(target), f"cannot create the backup file: {exc}") from exc
         try:
@@ -90,18 +91,20 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
     return target.stat().st_size
 
 
-def claim_partial(target: Path) -> tuple[Path, int]:
+def claim_partial(target: Path, *, mode: int = 0o666) -> tuple[Path, int]:
     """Create a new, empty hidden file (``.NAME.PID.TOKEN.partial``) to write ``target`` into, a backup's or an
     export's, and lock it: the path and the open (read-write), locked descriptor. Keep the descriptor open until the
     file has been given its name or removed: while it is locked, :func:`remove_stale_partials` leaves it alone;
     once its process is gone (SIGKILL, a power loss), the kernel has dropped the lock and the next backup or export
     into the folder removes it. The file is checked to still be at its path once locked: a backup or export starting
     at that moment may have taken it for a stopped one's (created, not yet locked) and removed it; then another name
-    is taken. Raises ``OSError`` when the file cannot be created (a read-only folder)."""
+    is taken. ``mode``: the file's permissions before the umask (a backup's: :data:`BACKUP_MODE`, as SQLite creates
+    a database; an export's: 0666, as ``open`` creates a file). Raises ``OSError`` when the file cannot be created
+    (a read-only folder)."""
     while True:
         partial = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(8)}.partial")
         try:
-            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         except FileExistsError:
             continue
         try:

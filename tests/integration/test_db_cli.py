@@ -543,3 +543,16 @@ def test_a_backup_removes_only_stale_hidden_copies(filled: Path, tmp_path: Path)
         "npo.db",
     ]
     assert filled.read_bytes()[:4096] == sqlite_bytes
+
+
+def test_a_backup_gets_the_permissions_sqlite_gives_a_new_database(filled: Path, tmp_path: Path) -> None:
+    """A backup is created as SQLite creates a database file (0644 less the umask), not 0666 less it: under a
+    permissive umask (0, 002) a copy of every answer and outcome is not left writable by the group or by anyone."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    npo_bot = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())"]
+    for umask, mode in ((0o000, 0o644), (0o002, 0o644), (0o077, 0o600)):
+        copy = tmp_path / f"backup-{umask:03o}.db"
+        argv = [*npo_bot, "db", "backup", str(copy), "--db", str(filled), "--env-file", os.devnull]
+        subprocess.run(argv, env=env, umask=umask, check=True, capture_output=True)
+        assert copy.stat().st_mode & 0o777 == mode, (oct(umask), oct(copy.stat().st_mode & 0o777))
