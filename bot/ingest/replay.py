@@ -147,6 +147,7 @@ def _csv(text: str) -> Iterator[tuple[int, Any]]:
         yield reader.reader.line_num, InvalidRecord("(header)", f"the column {twice!r} appears twice: name it once")
         return
     offset = 0  # lines of the file before the text ``reader`` reads
+    last_line = text.count("\n") + (not text.endswith("\n"))  # the number of the file's last line
     end = reader.line_num  # the last line read of the record before
     while True:
         row: dict[str | None, Any] | InvalidRecord
@@ -160,7 +161,8 @@ def _csv(text: str) -> Iterator[tuple[int, Any]]:
         # An opening quote never closed makes the rest of the file one cell (or one over the field limit): the
         # line that opened it is the malformed one, and the lines after it are read again, as rows.
         opened = None
-        if end - start > 1:
+        # One line can hold a quote never closed too, when the file ends in it: the last record is checked as well.
+        if end - start > 1 or offset + end >= last_line:
             lines = lines or text.split("\n")
             opened = _unclosed_quote(lines[offset + start : offset + end], offset + start + 1)
         if opened is not None:

@@ -616,6 +616,22 @@ def test_a_csv_quote_never_closed_is_its_line_and_the_rows_after_it_are_read(tmp
     assert len(parsed.predictions) == 10_000 and [e.split(": ")[0] for e in parsed.errors] == ["line 2"]
 
 
+def test_a_csv_quote_never_closed_on_the_last_line_is_that_lines_error(tmp_path: Path) -> None:
+    """The last line's opening quote (``q2,f,"t2,x,0.9``) is never closed either: it is reported as such, not as
+    the cell it swallowed (``action: is required``), and a quote before the last cell is not taken for part of it."""
+    header = "id,fault_type,target,action,confidence\n"
+    for ending in ("\n", "", "\r\n"):
+        path = tmp_path / "p.csv"
+        path.write_text(header + "q1,f,t1,x,0.9\n" + 'q2,f,"t2,x,0.9' + ending, encoding="utf-8", newline="")
+        parsed = read_predictions(path, received_at=0.0)
+        assert [p.id for p in parsed.predictions] == ["q1"], (ending, parsed.errors)
+        assert [e.split(": ")[0] for e in parsed.errors] == ["line 3"], (ending, parsed.errors)
+        assert "never closed" in parsed.errors[0], (ending, parsed.errors)
+        path.write_text(header + 'q3,f,t3,x,"0.9' + ending, encoding="utf-8", newline="")
+        parsed = read_predictions(path, received_at=0.0)
+        assert parsed.predictions == [] and "never closed" in parsed.errors[0], (ending, parsed.errors)
+
+
 def test_a_lone_surrogate_is_refused_per_prediction_by_replay_and_poller(
     tmp_path: Path, predictions_server: tuple[str, list[Any]]
 ) -> None:
