@@ -33,6 +33,8 @@ def test_no_envelope_secret_reaches_the_logs_at_debug(
     caplog: pytest.LogCaptureFixture, make_socket_bot: Callable[..., SocketBot]
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger: the bot, Bolt, slack_sdk's Web API and Socket Mode clients
+    for name in ("slack_sdk", "slack_bolt", "bot"):  # also where an earlier test set a level (the demo's WARNING)
+        caplog.set_level(logging.DEBUG, logger=name)
     socket_bot = make_socket_bot()  # apps.connections.open and its answer (the WebSocket URL) logged at DEBUG
     message = socket_bot.surface("p1")
     click = socket_bot.socket.click(user_id=ALICE, action_id="npo_like", message=message)
