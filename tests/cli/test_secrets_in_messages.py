@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cli_testing import npo_bot
 
-BOT_TOKEN = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
+BOT_TOKEN = "xoxb-fake-bot-token-for-tests-AbCdEfGh"
 INGEST_TOKEN = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c"
 
 
