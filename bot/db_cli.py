@@ -14,7 +14,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import sqlite3
 import sys
 import time
@@ -207,7 +206,7 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
     database itself (and its -wal, -shm, -journal files) and a folder; a device or pipe (``/dev/stdout``) is
     written directly."""
     from storage import StorageError  # noqa: PLC0415
-    from storage.maintenance import claim_partial, remove_stale_partials  # noqa: PLC0415
+    from storage.maintenance import write_replacing  # noqa: PLC0415
 
     for suffix in ("", "-wal", "-shm", "-journal"):
         if _same_file(out, Path(f"{path}{suffix}")):
@@ -220,27 +219,15 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
     if out.exists() and not out.is_file():
         with out.open("w", encoding="utf-8", newline="") as stream:
             return _export(args, path, stream)
-    target = Path(os.path.realpath(out))  # a symbolic link keeps pointing at the new export
-    remove_stale_partials(target.parent)
+
+    def write(fd: int) -> int:
+        with open(fd, "w", encoding="utf-8", newline="", closefd=False) as stream:
+            return _export(args, path, stream)
+
     try:
-        partial, lock = claim_partial(target)
+        return write_replacing(out, write)
     except OSError as exc:
         raise StorageError("export", str(out), f"cannot write the file: {exc.strerror or exc}") from exc
-    try:
-        with open(lock, "w", encoding="utf-8", newline="", closefd=False) as stream:
-            count = _export(args, path, stream)
-        if target.exists():
-            shutil.copymode(target, partial)  # the permissions someone gave the file stay
-        os.replace(partial, target)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise StorageError("export", str(out), f"cannot write the file: {exc.strerror or exc}") from exc
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(lock)  # after the hidden file is renamed or gone: it is never unlocked while it exists
-    return count
 
 
 def _interrupted(args: argparse.Namespace) -> str:

@@ -6,13 +6,14 @@ import fcntl
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlite_utils import Database
 
@@ -31,6 +32,8 @@ class Problem:
     detail: str
     count: int = 1
 
+
+_T = TypeVar("_T")
 
 SHOWN_PER_CHECK = 20  # problems listed one by one per check; the rest are counted in one more entry
 
@@ -116,6 +119,29 @@ def claim_partial(target: Path, *, mode: int = 0o666) -> tuple[Path, int]:
             partial.unlink(missing_ok=True)
             raise
         os.close(fd)  # removed before it was locked: try another name
+
+
+def write_replacing(out: Path, write: Callable[[int], _T]) -> _T:
+    """Write the file ``out`` through ``write`` (given the open descriptor of an empty file) and give it that name
+    only once ``write`` returned: a failed write (a full disk, Ctrl-C) neither truncates a file already there nor
+    leaves a partial one. The file is written as a hidden, locked one next to ``out`` (:func:`claim_partial`), so one
+    left by a process stopped half way is removed by the next write into the folder; a file already at ``out`` keeps
+    its permissions, and a symbolic link keeps pointing at the new file. Returns what ``write`` returned; raises
+    ``OSError`` when the file cannot be created, written or renamed."""
+    target = Path(os.path.realpath(out))
+    remove_stale_partials(target.parent)
+    partial, fd = claim_partial(target)
+    try:
+        result = write(fd)
+        if target.exists():
+            shutil.copymode(target, partial)  # the permissions someone gave the file stay
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)  # after the hidden file is renamed or gone: it is never unlocked while it exists
+    return result
 
 
 def _same_inode(fd: int, path: Path) -> bool:

@@ -103,9 +103,48 @@ def _database_file(path: Path, db: Path) -> Path | None:
     return None
 
 
+def _unwritable_chart(png: Path) -> str | None:
+    """Why ``--png`` cannot be written, checked before the report is built (None: it can be tried): a folder, a file
+    in a folder that does not exist or cannot be written into."""
+    import tempfile  # noqa: PLC0415
+
+    if png.is_dir():
+        return "is a folder; name a PNG file to write"
+    if png.exists() and not png.is_file():
+        return None  # a device or a pipe (/dev/stdout): written as it is
+    folder = png.parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot write into the folder {folder}: {exc.strerror or exc}"
+    return None
+
+
+def _write_chart(png: Path, data: bytes) -> None:
+    """Write the chart to ``png``: a file is replaced only once the whole chart is written (a full disk leaves a
+    chart already there as it was); a device or pipe is written directly. Raises ``OSError``."""
+    from storage.maintenance import write_replacing  # noqa: PLC0415
+
+    if png.exists() and not png.is_file():
+        png.write_bytes(data)
+        return
+
+    def write(fd: int) -> None:
+        with open(fd, "wb", closefd=False) as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(fd)
+
+    write_replacing(png, write)
+
+
 def run_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
-    """Print the report; 0 on success, 2 on a refused option (a bad argument, a ``--db`` that is a folder, a chart
-    that cannot be written), 1 when the database is missing or cannot be read (as every ``npo-bot db`` command),
+    """Print the report; 0 on success, 2 on a refused option (a bad argument, a ``--db`` that is a folder, a
+    ``--png`` that is a folder or in a folder that does not exist or cannot be written into), 1 when the database is
+    missing or cannot be read (as every ``npo-bot db`` command) or the chart could not be written (a full disk),
     130 on Ctrl-C (one line on stderr; the database is only read), 141 when the reader of stdout went away and 1
     when stdout cannot be written (:mod:`bot.output`)."""
     try:
@@ -153,6 +192,14 @@ def _run_report(args: argparse.Namespace, *, now: datetime | None) -> int:
     if args.png is not None and (data := _database_file(args.png, db)) is not None:
         print(f"npo-bot report: --png {args.png} is the database file {data}; name a new PNG file", file=sys.stderr)
         return 2
+    if args.png is not None and (reason := _unwritable_chart(args.png)) is not None:
+        print(
+            f"npo-bot report: --png {args.png} {reason}"
+            if reason.startswith("is ")
+            else f"npo-bot report: --png {args.png}: {reason}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         with SQLiteStore(db, read_only=True) as store:  # never written: a backup stays one file
             report = build_report(store, since=since, until=until, timezone=zone)
@@ -164,10 +211,10 @@ def _run_report(args: argparse.Namespace, *, now: datetime | None) -> int:
         return 1
     if args.png is not None:  # written before the text is printed, so a failure prints one line and nothing else
         try:
-            args.png.write_bytes(render_png(report))
+            _write_chart(args.png, render_png(report))
         except OSError as exc:
             print(f"npo-bot report: --png {args.png}: cannot write the chart: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+            return 1  # a write that failed (a full disk): as a file `npo-bot simulate` fails to write
     text = report_text(report, slack=False)
     if args.png is not None:
         text += f"\n\nwrote {args.png}"

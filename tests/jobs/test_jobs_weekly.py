@@ -7,6 +7,9 @@ import argparse
 import itertools
 import json
 import os
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -643,6 +646,39 @@ def test_report_command_refuses_a_png_it_cannot_or_must_not_write(
             store, since=datetime(2025, 3, 17, 9, tzinfo=BERLIN), until=MONDAY_SLOT, timezone="Europe/Berlin"
         )
     assert report.counts == {"override": 1, "like": 1}
+
+
+def test_report_command_exits_1_when_the_chart_cannot_be_written_and_keeps_the_chart_already_there(
+    db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chart that fails while it is written (a full disk) is a failed write, exit 1, as for a file ``npo-bot
+    simulate`` fails to write; it was exit 2, the code of a refused option. And the file was written in place, so a
+    full disk left last week's chart cut short: now the chart is written beside it and renamed over it once whole."""
+    with SQLiteStore(db_path) as store:
+        _some_activity(store)
+    args = _report_args("--db", str(db_path), "--png", "/dev/full", "--timezone", "Europe/Berlin")
+    assert run_report(args, now=MONDAY_SLOT) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == "npo-bot report: --png /dev/full: cannot write the chart: No space left on device\n"
+
+    charts = tmp_path / "charts"
+    charts.mkdir()
+    (charts / "week.png").write_bytes(b"last week's chart")
+    command = [sys.executable, "-m", "bot.cli", "report", "--db", str(db_path), "--png", str(charts / "week.png")]
+    with SQLiteStore(db_path):  # holds the -shm file at its full size, so the report's reading needs no file to grow
+        limited = subprocess.run(  # files of this process may not grow past 1 kB: the chart is far larger
+            [*command, "--timezone", "Europe/Berlin", "--since", "2025-03-17T09:00"],
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024)),
+            env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert limited.returncode == 1, limited.stderr
+    assert limited.stdout == "" and "cannot write the chart: File too large" in limited.stderr, limited.stderr
+    assert (charts / "week.png").read_bytes() == b"last week's chart"
+    assert sorted(p.name for p in charts.iterdir()) == ["week.png"]  # no hidden partial file left
 
 
 @pytest.mark.parametrize(
