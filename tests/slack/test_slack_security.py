@@ -8,6 +8,7 @@ import math
 import re
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -33,21 +34,27 @@ def _state(bot: BotUnderTest) -> tuple[dict[str, int], int]:
     return bot.counts(), len(bot.standin.calls())
 
 
-def _bad_requests(body: str) -> dict[str, tuple[str, dict[str, str]]]:
-    # Bolt compares against float time.time(): round *up* so "301 s ahead" stays > 300 s by the time it arrives.
-    now = math.ceil(time.time())
-    good = signed_headers(SECRET, body, interactions.FORM)
-    altered = body.replace("npo_like", "npo_neutral")
+def _bad_requests(body: str) -> dict[str, Callable[[], tuple[str, dict[str, str]]]]:
+    """Each bad request by name, made when called: right before it is sent, so "301 s ahead" is not made good by the
+    time the requests before it took on a slow machine."""
+
+    def ahead() -> tuple[str, dict[str, str]]:
+        # Bolt compares against float time.time(): round *up* so "301 s ahead" stays > 300 s by the time it arrives.
+        return body, signed_headers(SECRET, body, interactions.FORM, math.ceil(time.time()) + 301)
+
+    def good() -> dict[str, str]:
+        return signed_headers(SECRET, body, interactions.FORM)
+
     return {
-        "forged signature": (body, signed_headers("not-the-secret-at-all", body, interactions.FORM)),
-        "body altered after signing": (altered, good),
-        "301 s old": (body, signed_headers(SECRET, body, interactions.FORM, int(time.time()) - 301)),
-        "301 s ahead": (body, signed_headers(SECRET, body, interactions.FORM, now + 301)),
-        "missing signature": (body, {k: v for k, v in good.items() if k != "X-Slack-Signature"}),
-        "missing timestamp": (body, {k: v for k, v in good.items() if k != "X-Slack-Request-Timestamp"}),
-        "missing both": (body, {"Content-Type": interactions.FORM}),
-        "non-numeric timestamp": (body, good | {"X-Slack-Request-Timestamp": "abc"}),
-        "4,301-digit timestamp": (body, good | {"X-Slack-Request-Timestamp": "1" * 4301}),
+        "forged signature": lambda: (body, signed_headers("not-the-secret-at-all", body, interactions.FORM)),
+        "body altered after signing": lambda: (body.replace("npo_like", "npo_neutral"), good()),
+        "301 s old": lambda: (body, signed_headers(SECRET, body, interactions.FORM, int(time.time()) - 301)),
+        "301 s ahead": ahead,
+        "missing signature": lambda: (body, {k: v for k, v in good().items() if k != "X-Slack-Signature"}),
+        "missing timestamp": lambda: (body, {k: v for k, v in good().items() if k != "X-Slack-Request-Timestamp"}),
+        "missing both": lambda: (body, {"Content-Type": interactions.FORM}),
+        "non-numeric timestamp": lambda: (body, good() | {"X-Slack-Request-Timestamp": "abc"}),
+        "4,301-digit timestamp": lambda: (body, good() | {"X-Slack-Request-Timestamp": "1" * 4301}),
     }
 
 
@@ -55,8 +62,9 @@ def test_unverifiable_requests_are_refused_and_change_nothing(bot: BotUnderTest)
     message = bot.surface("p1")
     body = bot.click_body(ALICE, "npo_like", message)
     assert "npo_like" in body
-    for name, (sent, headers) in _bad_requests(body).items():
+    for name, make in _bad_requests(body).items():
         before = _state(bot)
+        sent, headers = make()
         response = httpx.post(bot.events_url, content=sent.encode(), headers=headers)
         expected = 400 if name.endswith(" timestamp") and not name.startswith("missing") else 401
         assert response.status_code == expected, name
@@ -306,3 +314,4 @@ def test_a_refused_request_is_logged_in_one_short_line_without_its_body(
         assert not any("\n" in r.getMessage() for r in caplog.records if r.name.startswith(("bot", "slack")))
     # A request signed right is still let through (the check sits where Bolt's did).
     assert bot.send_signed(bot.click_body(ALICE, "npo_like", bot.surface("p1"))).status_code == 200
+
