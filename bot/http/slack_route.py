@@ -29,6 +29,7 @@ from starlette.responses import Response
 
 from bot.http.body import BodyTooLarge, ClientGone, error, read_body
 from bot.http.slack_shape import shape_problem
+from bot.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ def _read_as_form(request: AsyncBoltRequest) -> None:
 def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request], Awaitable[Response]]:
     """The endpoint for ``POST /slack/events`` (any other method is answered 405 by the router)."""
 
+    unreadable = LogThrottle()  # an outsider's flood of unreadable bodies is not a flood of log lines
+
     async def slack_events(request: Request) -> Response:
         stamps = request.headers.getlist("x-slack-request-timestamp")
         if len(stamps) > 1:  # Bolt would read another copy than the one checked here
@@ -75,7 +78,10 @@ def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request
         try:
             bolt_request = to_async_bolt_request(request, body)
         except Exception as exc:  # Bolt's body parser: invalid JSON, too deep, not an object...
-            log.info("refused a /slack/events body Bolt cannot parse: %s", type(exc).__name__)
+            write, held = unreadable.admit()
+            if write:
+                what = type(exc).__name__
+                log.info("refused a /slack/events body Bolt cannot parse: %s%s", what, unreadable.note(held))
             return error(400, "the body is not a Slack request (unreadable payload)")
         _read_as_form(bolt_request)
         if not isinstance(bolt_request.body, dict):

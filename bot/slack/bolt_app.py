@@ -17,6 +17,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.log_throttle import LogThrottle
 from bot.slack import actions, command, home, override, retraining
 from bot.slack.deps import SlackDeps
 from bot.slack.log_redaction import redact_slack_logs
@@ -32,10 +33,13 @@ class SignatureCheck(AsyncMiddleware):
     Socket Mode), logging a refusal in one short line of its own: why (no signature or timestamp, a timestamp too
     old or ahead — a clock to fix —, or a signature that does not match — ``SLACK_SIGNING_SECRET`` to check) and
     the body's size. Bolt's own logs the whole body at INFO: anyone who can reach ``/slack/events`` could fill the
-    log with text of their choosing, newlines included, that is, write lines that look like the bot's own."""
+    log with text of their choosing, newlines included, that is, write lines that look like the bot's own. At most
+    20 such lines a minute are written (:class:`~bot.log_throttle.LogThrottle`); the next one written counts those
+    left out."""
 
-    def __init__(self, signing_secret: str) -> None:
+    def __init__(self, signing_secret: str, throttle: LogThrottle | None = None) -> None:
         self.verifier = SignatureVerifier(signing_secret=signing_secret)
+        self.throttle = throttle or LogThrottle()  # a flood of refused requests is not a flood of lines
 
     async def async_process(
         self, *, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]
@@ -46,11 +50,14 @@ class SignatureCheck(AsyncMiddleware):
         signature = (req.headers.get("x-slack-signature") or [""])[0]
         if timestamp and signature and self.verifier.is_valid(req.raw_body, timestamp, signature):
             return await next()
-        log.info(
-            "refused a Slack request: %s (%d bytes)",
-            self.refusal(timestamp, signature),
-            len(req.raw_body.encode("utf-8")),
-        )
+        write, held = self.throttle.admit()
+        if write:
+            log.info(
+                "refused a Slack request: %s (%d bytes)%s",
+                self.refusal(timestamp, signature),
+                len(req.raw_body.encode("utf-8")),
+                self.throttle.note(held),
+            )
         return BoltResponse(status=401, body={"error": "invalid request"})
 
     def refusal(self, timestamp: str, signature: str) -> str:

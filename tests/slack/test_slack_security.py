@@ -15,6 +15,7 @@ import httpx
 import pytest
 from slack_testing import ALICE, BOB, INCIDENT, MALLORY, SECRET, BotUnderTest, prediction, wait_for
 
+from bot.log_throttle import REFUSED_LINES_PER_MINUTE
 from bot.standin import interactions
 from bot.standin.signing import sign, signed_headers
 
@@ -315,3 +316,21 @@ def test_a_refused_request_is_logged_in_one_short_line_without_its_body(
     # A request signed right is still let through (the check sits where Bolt's did).
     assert bot.send_signed(bot.click_body(ALICE, "npo_like", bot.surface("p1"))).status_code == 200
 
+
+def test_a_flood_of_refused_requests_writes_a_bounded_number_of_log_lines(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each refused request was one log line: anyone who can reach ``/slack/events`` could fill the disk with them
+    and bury the real errors. Now at most 20 a minute are written; every request is still refused (and counted in
+    ``/metrics``)."""
+    caplog.set_level(logging.INFO)
+    body = "payload=%7B%7D"
+    with httpx.Client() as client:
+        for _ in range(45):
+            response = client.post(
+                bot.events_url, content=body, headers=signed_headers("not-the-secret", body, interactions.FORM)
+            )
+            assert response.status_code == 401
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused a Slack request")]
+    assert len(lines) == REFUSED_LINES_PER_MINUTE, lines
+    assert bot.counts()["feedback"] == 0
