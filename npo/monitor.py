@@ -330,6 +330,27 @@ def proposal_expires_at(trigger_at: float, config: MonitorConfig) -> float:
     return float(trigger_at) + config.proposal_expiry_s
 
 
+def threshold_text(theta: float) -> str:
+    """θ as reasons and alerts show it: two decimals (the default 0.30), or every digit θ needs when two would show
+    another number (θ = 0.325 is "0.325", not "0.33")."""
+    text = f"{theta:.2f}"
+    return text if float(text) == theta else repr(float(theta))
+
+
+def loss_text(loss: float, theta: float, *, digits: int = 2) -> str:
+    """L_align next to θ: with ``digits`` decimals (at least as many as :func:`threshold_text` gives θ), or as many
+    more as it takes for the shown figures to compare as L_align compares with θ (above it by more than
+    :data:`LOSS_TOLERANCE`, or not): 0.3025 above θ = 0.3 reads "0.302 > 0.30", never "0.30 > 0.30"."""
+    above = loss > theta + LOSS_TOLERANCE
+    bound = threshold_text(theta)
+    shown_bound = float(bound)
+    for d in range(max(digits, len(bound.partition(".")[2])), 18):
+        shown = f"{loss:.{d}f}"
+        if (float(shown) > shown_bound) == above:
+            return shown
+    return repr(float(loss))
+
+
 def _utc(t: float) -> str:
     return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -386,6 +407,8 @@ def evaluate_monitor(
         raise InvalidRecord("now", f"must be a finite number of seconds, got {now!r}")
 
     theta = config.loss_threshold
+    shown_theta = threshold_text(theta)
+    shown_loss = "" if window_loss is None else loss_text(window_loss, theta)
     causes: list[str] = []
     since = " since the last proposal" if since_last_proposal else ""
     if window_loss is None:
@@ -394,13 +417,13 @@ def evaluate_monitor(
         quiet = f"L_align {window_loss:.2f} over only {n_in_window} answers{since} (< {config.min_samples})"
     elif window_loss > theta + LOSS_TOLERANCE and n_skipped == n_in_window:
         # Silence is no evidence that the model is wrong (and a retraining could learn nothing from skips alone).
-        loss = f"L_align {window_loss:.2f} > {theta:.2f} over {n_in_window} skips"
+        loss = f"L_align {shown_loss} > {shown_theta} over {n_in_window} skips"
         quiet = f"only skips{since or ' in the window'}: nobody answered ({loss})"
     elif window_loss > theta + LOSS_TOLERANCE:
-        causes.append(f"L_align {window_loss:.2f} > {theta:.2f} over {n_in_window} answers{since}")
+        causes.append(f"L_align {shown_loss} > {shown_theta} over {n_in_window} answers{since}")
         quiet = ""
     else:
-        quiet = f"L_align {window_loss:.2f} ≤ {theta:.2f} over {n_in_window} answers{since}"
+        quiet = f"L_align {shown_loss} ≤ {shown_theta} over {n_in_window} answers{since}"
     drift = "no drift alarm"
     held = held_alarm is not None and held_alarm_persists(held_alarm, config)
     if (drift_alarm or held) and drift_in_skips_only:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.slack.text import escape, escaped, mrkdwn, plain, slack_time, truncate
+from npo.monitor import loss_text, threshold_text
 
 Block = dict[str, Any]
 
@@ -83,10 +84,12 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
     peak = ""
     if f.ph_peak is not None and f.ph_peak > f.ph_statistic + 0.005:
         peak = f", up to {f.ph_peak:.2f} since the previous run"
+    shown_loss = "n/a" if f.loss is None else loss_text(f.loss, f.threshold, digits=3)
     why = (
         f"*Why:* {escape(f.reason)}\n"
-        f"• L_align over the last {f.n_in_window} answers: *{_num(f.loss, '.3f')}* "
-        f"(threshold θ = {f.threshold:.2f}; the {f.n_previous} answers before: {_num(f.previous_loss, '.3f')})\n"
+        f"• L_align over the last {f.n_in_window} answers: *{shown_loss}* "
+        f"(threshold θ = {threshold_text(f.threshold)}; the {f.n_previous} answers before: "
+        f"{_num(f.previous_loss, '.3f')})\n"
         f"• Page–Hinkley drift statistic: *{f.ph_statistic:.2f}*{peak} (alarm above {f.ph_threshold:g}; "
         f"{f.ph_samples} answers since the last reset){' — *alarm*' if f.drift_alarm else ''}\n"
         f"• F_monitor so far: {_num(f.f_monitor)}"

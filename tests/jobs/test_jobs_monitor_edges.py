@@ -4,7 +4,9 @@ name, and answers that carry no trust weight."""
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -162,3 +164,30 @@ def test_the_alert_lists_every_misaligned_key_however_long_their_names(store: SQ
     lines = section["text"]["text"].splitlines()[1:]
     assert [line[:3] for line in lines] == ["`A-", "`B-", "`C-", "`D-", "`E-"]
     assert all(re.fullmatch(r"`[^`]{1,80}` — L 1\.00 over 6 answer\(s\), m\(k\) 0\.\d\d", line) for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("theta", "overrides", "reason", "bullet"),
+    [
+        # 60 overrides, 1 neutral, 139 likes: L_align 0.3025, which two decimals show as the threshold 0.30.
+        (0.3, 60, "L_align 0.302 > 0.30 over 200 answers", "*0.302* (threshold θ = 0.30;"),
+        # θ = 0.325 was shown as 0.33, and L_align 0.3275 as 0.33 above it, and as 0.328 below "θ = 0.33".
+        (0.325, 65, "L_align 0.328 > 0.325 over 200 answers", "*0.328* (threshold θ = 0.325;"),
+    ],
+)
+def test_the_alert_shows_l_align_and_the_threshold_as_the_comparison_reads(
+    store: SQLiteStore, theta: float, overrides: int, reason: str, bullet: str
+) -> None:
+    """A loss just above θ read "L_align 0.30 > 0.30" (and θ = 0.325 read "0.33 > 0.33", the alert's bullet "0.328
+    (threshold θ = 0.33)": an alert under its own threshold). The figures now show as many digits as the comparison
+    needs, and θ its own."""
+    kinds = [OV] * overrides + [FeedbackKind.NEUTRAL] + [L] * (199 - overrides)
+    types = [str(i) for i in range(200)]
+    posted(store, types, at=T0)
+    answer(store, types, range(200), dict(zip(types, kinds, strict=True)), at=T0 + 60, operator="U1")
+    run = run_monitor(store, replace(CONFIG, loss_threshold=theta), now=T0 + 3600, channel=OPS)
+    assert run.decision.trigger and run.decision.reason == reason
+    with store.read() as conn:
+        (payload,) = conn.execute("SELECT payload FROM outbox WHERE kind = 'message'").fetchone()
+    why = json.loads(payload)["blocks"][1]["text"]["text"]
+    assert f"*Why:* {reason.replace('>', '&gt;')}\n• L_align over the last 200 answers: {bullet}" in why

@@ -500,3 +500,17 @@ def test_a_held_alarm_triggers_once_the_cooldown_is_over_if_it_persists() -> Non
 def test_a_held_alarm_with_impossible_numbers_is_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidRecord):
         HeldAlarm(**kwargs)
+
+
+def test_reasons_show_l_align_and_theta_with_the_digits_the_comparison_needs() -> None:
+    # Two decimals showed 0.3025 above θ = 0.3 as "0.30 > 0.30", and θ = 0.325 as 0.33.
+    above, _ = evaluate_monitor(MonitorState(), MonitorConfig(), 0.3025, 200, False, now=0.0)
+    assert above.reason == "L_align 0.302 > 0.30 over 200 answers"
+    above, _ = evaluate_monitor(MonitorState(), MonitorConfig(), 0.3 + 1e-6, 60, False, now=0.0)
+    assert above.reason == "L_align 0.300001 > 0.30 over 60 answers"
+    odd, _ = evaluate_monitor(MonitorState(), MonitorConfig(loss_threshold=0.325), 0.3275, 200, False, now=0.0)
+    assert odd.reason == "L_align 0.328 > 0.325 over 200 answers"
+    below, _ = evaluate_monitor(MonitorState(), MonitorConfig(loss_threshold=0.325), 0.3249, 200, False, now=0.0)
+    assert below.reason == "no trigger: L_align 0.325 ≤ 0.325 over 200 answers; no drift alarm"
+    skips, _ = evaluate_monitor(MonitorState(), MonitorConfig(), 0.3025, 40, False, now=0.0, n_skipped=40)
+    assert "(L_align 0.302 > 0.30 over 40 skips)" in skips.reason
