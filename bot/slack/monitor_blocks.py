@@ -149,9 +149,9 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
             "elements": [
                 mrkdwn(
                     "Approve fits a new model on the logged feedback and promotes it only if it beats, on the most "
-                    "recent answers, both the current one and the override rate alone, and starts learning the "
-                    "threshold τ again. Dismiss records that the monitor was wrong. Both count toward F_monitor."
-                    + expiry
+                    "recent answers, both the current one and the base rate (every answer predicted at the answers' "
+                    "mean code), and starts learning the threshold τ again. Dismiss records that the monitor was "
+                    "wrong. Both count toward F_monitor." + expiry
                 )
             ],
         },

@@ -191,3 +191,23 @@ def test_the_alert_shows_l_align_and_the_threshold_as_the_comparison_reads(
         (payload,) = conn.execute("SELECT payload FROM outbox WHERE kind = 'message'").fetchone()
     why = json.loads(payload)["blocks"][1]["text"]["text"]
     assert f"*Why:* {reason.replace('>', '&gt;')}\n• L_align over the last 200 answers: {bullet}" in why
+
+
+def test_the_alert_names_the_base_rate_approve_must_beat_as_the_reply_does(store: SQLiteStore) -> None:
+    """The alert's hint said Approve promotes a model only if it beats "the override rate alone"; what it must beat is
+    the base rate, every answer predicted at the answers' mean code (neutral ½ and skips λ included), as the reply in
+    the thread says. With neutral answers and skips the two differ."""
+    types = ["disk", "psu", "fan"] * 20
+    posted(store, types, at=T0)
+    kinds = {"disk": OV, "psu": FeedbackKind.NEUTRAL, "fan": L}
+    answer(store, types, range(60), kinds, at=T0 + 60, operator="U1")
+    run = run_monitor(store, CONFIG, now=T0 + 3600, channel=OPS)
+    assert run.proposal_id is not None
+    with store.read() as conn:
+        (payload,) = conn.execute("SELECT payload FROM outbox WHERE kind = 'message'").fetchone()
+    (hint,) = [b for b in json.loads(payload)["blocks"] if b["block_id"] == "npo_retrain_hint"]
+    text = hint["elements"][0]["text"]
+    assert "override rate" not in text
+    assert "the base rate (every answer predicted at the answers' mean code)" in text
+    done = resolve(store, run.proposal_id, approved=True, by="U9", now=T0 + 3700, message=MessageRef(OPS, "1.000100"))
+    assert "base rate (every answer predicted at the answers' mean code)" in done.text
