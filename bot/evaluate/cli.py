@@ -3,7 +3,8 @@
 Wired into ``bot/cli.py`` by ``add_evaluate_parser(sub)`` in ``build_parser`` and ``run_evaluate(args)`` in ``main``;
 the formats ``--format`` offers are ``FORMATS`` of ``bot/evaluate/formats.py``.
 
-The data folder is ``--data``, else ``$NPO_DATA_DIR/<format>``, else ``<repository>/../shared/data/<format>``.
+The data folder is ``--data``, else ``$NPO_DATA_DIR/<format>``, else, in a source checkout,
+``<repository>/../shared/data/<format>``; an installed copy (a wheel in site-packages) has no repository, so no default.
 ``--json`` prints one object::
 
     {"npo": M, "fixed": {"0.5": M, …, "0.9": M}, "surface_all": M, "fixed_loop": {"0.5": M, …},
@@ -34,6 +35,7 @@ import json
 import math
 import os
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,10 +49,24 @@ DATA_ENV = "NPO_DATA_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def default_data_root() -> Path:
-    """``$NPO_DATA_DIR``, else ``<repository>/../shared/data``."""
+def source_checkout() -> Path | None:
+    """The repository these modules run from (``REPO_ROOT`` holding NPO's ``pyproject.toml``), or None when they are
+    installed: in site-packages the folder above ``bot/`` is site-packages itself, and its parent no data folder."""
+    try:
+        with (REPO_ROOT / "pyproject.toml").open("rb") as stream:
+            project = tomllib.load(stream).get("project")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return REPO_ROOT if isinstance(project, dict) and project.get("name") == "npo" else None
+
+
+def default_data_root() -> Path | None:
+    """``$NPO_DATA_DIR``, else ``<repository>/../shared/data`` in a source checkout, else None (installed)."""
     env = os.environ.get(DATA_ENV)
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    if env:
+        return Path(env)
+    checkout = source_checkout()
+    return checkout.parent / "shared" / "data" if checkout is not None else None
 
 
 def _unit(text: str) -> float:
@@ -160,7 +176,7 @@ def add_evaluate_parser(subparsers: Any) -> None:
         "--data",
         type=data_folder,
         default=None,
-        help=f"data folder (default: ${DATA_ENV}/<format>, else <repository>/../shared/data/<format>)",
+        help=f"data folder (default: ${DATA_ENV}/<format>, else <repository>/../shared/data/<format> from a checkout)",
     )
     ev.add_argument("--format", choices=sorted(FORMATS), default=None, help="adapter (default: from the layout, nab)")
     ev.add_argument("--noise", type=_unit, default=0.1, help="ε: share of answers flipped (default 0.1)")
@@ -237,11 +253,13 @@ def add_evaluate_parser(subparsers: Any) -> None:
     ev.set_defaults(evaluate_usage=ev.format_usage)  # printed before an option refused after parsing
 
 
-def resolve_data(args: argparse.Namespace) -> tuple[Path, str | None]:
+def resolve_data(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    """The data folder and format; no folder (None) when nothing names one: installed, without ``$NPO_DATA_DIR``."""
     if args.data is not None:
         return Path(args.data), args.format
     fmt = args.format or "nab"
-    return default_data_root() / fmt, fmt
+    root = default_data_root()
+    return (root / fmt if root is not None else None), fmt
 
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for a command stopped with Ctrl-C
@@ -345,6 +363,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.pool_strength is not None and not (POOL_KEYS if args.pool_keys is None else args.pool_keys):
         return _refused(args, "--pool-strength needs --pool-keys: without pooling no key weighs its fault type's m")
     folder, fmt = resolve_data(args)
+    if folder is None:
+        print(
+            f"npo-bot evaluate: no data folder: pass --data DIR, or set ${DATA_ENV} to the folder holding "
+            f"{fmt}/ (the default <repository>/../shared/data exists only in a source checkout)",
+            file=sys.stderr,
+        )
+        return 2
     if not folder.exists():
         print(f"npo-bot evaluate: no data folder {folder} (pass --data or set ${DATA_ENV})", file=sys.stderr)
         return 2
