@@ -77,6 +77,20 @@ def message_of(conn: sqlite3.Connection, prediction_id: str) -> tuple[str, str] 
     return None if row is None or not row[1] else (str(row[0]), str(row[1]))
 
 
+def own_messages(conn: sqlite3.Connection, limit: int) -> list[tuple[str, str, str]]:
+    """(prediction id, channel, ts) of the newest ``limit`` recommendations posted in a message of their own (not in a
+    digest), oldest first."""
+    rows = conn.execute(
+        "SELECT prediction_id, channel, message_ts FROM recommendations r "
+        "WHERE verdict = 'surface' AND message_ts IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM recommendations o WHERE o.channel = r.channel "
+        "AND o.message_ts = r.message_ts AND o.prediction_id != r.prediction_id) "
+        "ORDER BY CAST(message_ts AS REAL) DESC LIMIT ?",
+        (max(0, limit),),
+    ).fetchall()
+    return [(str(pid), str(channel), str(ts)) for pid, channel, ts in reversed(rows)]
+
+
 def posted_at(conn: sqlite3.Connection, prediction_id: str) -> float | None:
     """When the recommendation's own message was posted (its outbox row's ``sent_at``); None while it is not, or
     when it went out in a digest."""

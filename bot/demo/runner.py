@@ -28,10 +28,14 @@ from bot.demo.surfacing import Decided, surfacing
 from bot.ingest.replay import UnreadableFile
 from bot.output import counted
 from bot.serve import ServerThread
+from bot.slack.blocks import fallback_text, recommendation_blocks
 from bot.standin import StandIn
+from bot.standin.live import MAX_MESSAGES_SHOWN
+from bot.standin.store import Message
 from npo.policy import PolicyError
 from storage import StorageError
 from storage.maintenance import in_use, table_names
+from storage.outbox import own_messages
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +206,8 @@ class Demo:
             standin.live.title = "NPO demo — #incident and #ops"
             standin.live.default_user = YOU[0]
             bot = self.bot
+            if o.resume:
+                _restore_messages(standin, bot)
             standin.live.panel = lambda: panel_data(bot.store, self.status)
             self._answers_before = _answers(bot.store.counts())
             self.started_at = time.time()
@@ -328,6 +334,18 @@ class Demo:
             f"database: {self.options.db} (inspect with: npo-bot db export --what feedback --db {self.options.db})"
         )
         return lines
+
+
+def _restore_messages(standin: StandIn, bot: Bot) -> None:
+    """Put the newest recommendations the earlier run posted back into the (new, empty) stand-in, at their ts and as
+    the bot would render them now, so that with ``--resume`` they are on the page, can still be answered, and their
+    updates find their message (Slack keeps a channel's messages; the stand-in keeps them only while it runs)."""
+    with bot.store.read() as conn:
+        posted = own_messages(conn, MAX_MESSAGES_SHOWN)
+    for prediction_id, channel, ts in posted:
+        view = bot.service.recommendation(prediction_id)
+        if view is not None:
+            standin.store.add_message(Message(channel, ts, fallback_text(view), recommendation_blocks(view)))
 
 
 def _answers(counts: dict[str, int]) -> int:

@@ -405,3 +405,41 @@ def test_a_rate_above_one_post_per_second_says_the_page_falls_behind(tmp_path: P
     assert "--rate 600: the bot posts at most 60 messages a minute to a channel" in fast.stderr
     at_limit = demo_cli("--auto", "--rate", "60", "--skip", "0.8", "--neutral", "0.5")
     assert at_limit.returncode == 2 and "--rate" not in at_limit.stderr
+
+
+def test_a_resumed_demo_shows_the_earlier_runs_recommendations_and_they_can_still_be_answered(tmp_path: Path) -> None:
+    """The stand-in starts empty: after ``--resume`` the earlier run's recommendations were missing from the page,
+    could not be clicked, and each update of them (an outcome, an answer) failed for good with message_not_found."""
+    feed = tmp_path / "one.jsonl"
+    feed.write_text(json.dumps(SURE_PREDICTION) + "\n", encoding="utf-8")
+    db = tmp_path / "resumed.db"
+    options = DemoOptions(port=0, db=db, replay=feed, count=1, rate_per_min=600, outcome_delay_s=3600)
+    first = Demo(options, say=lambda _: None)
+    first.start()
+    try:
+        first.run_until_done()
+        deadline = time.monotonic() + 20
+        while not rows(db, "SELECT message_ts FROM recommendations WHERE message_ts IS NOT NULL"):
+            assert time.monotonic() < deadline, "the recommendation was never posted"
+            time.sleep(0.1)
+    finally:
+        first.stop()
+    ((ts,),) = rows(db, "SELECT message_ts FROM recommendations")
+    said: list[str] = []
+    second = Demo(replace(options, resume=True), say=said.append)
+    url = second.start()
+    try:
+        assert second.standin is not None and second.server is not None
+        state = httpx.get(url + "state", params={"as": "U0YOU"}, timeout=10).json()
+        incident = next(ch for ch in state["channels"] if ch["id"] == "C0INCIDENT")
+        assert f'data-ts="{ts}"' in incident["html"] and "r12-n04" in incident["html"]
+        click = {"user": "U0YOU", "channel": "C0INCIDENT", "ts": ts, "action_id": "npo_like"}
+        assert httpx.post(url + "act", json=click, timeout=10).json()["status"] == 200
+        deadline = time.monotonic() + 20
+        while "Like (1)" not in str(second.standin.messages("C0INCIDENT")[0].blocks):
+            assert time.monotonic() < deadline, "the resumed message was never updated"
+            time.sleep(0.1)
+    finally:
+        second.stop()
+    assert rows(db, "SELECT operator, kind FROM feedback") == [("U0YOU", "like")]
+    assert rows(db, "SELECT COUNT(*) FROM outbox WHERE state = 'failed'") == [(0,)]
