@@ -5,11 +5,15 @@ package's dependencies breaks the day that package drops it)."""
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
+
+import pytest
 
 from npo import __version__
 
@@ -58,3 +62,30 @@ def test_the_time_zone_data_is_declared() -> None:
     """``zoneinfo`` reads the system's zone database, and a slim container has none: ``NPO_TIMEZONE`` and the weekly
     summary's days then need the ``tzdata`` package."""
     assert "tzdata" in {_name(r) for r in PYPROJECT["project"]["dependencies"]}
+
+
+def test_the_source_distribution_carries_every_file_of_the_repository() -> None:
+    """Without ``MANIFEST.in`` the sdist held the packages only: no tests, no ``.env.example``, no Slack manifest,
+    none of the files the README links to. Every tracked file but ``.gitignore`` must be in it: the package files
+    by ``[tool.setuptools]``, the rest by ``MANIFEST.in`` (read with setuptools' own template rules)."""
+    filelist = pytest.importorskip("setuptools.command.egg_info", reason="setuptools reads MANIFEST.in").FileList
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: no list of tracked files to compare with")
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+        .stdout.decode("utf-8")
+        .split("\0")
+    )
+    manifest = filelist()
+    cwd = os.getcwd()
+    os.chdir(REPO)  # the template's paths are relative to the project
+    try:
+        manifest.findall()
+        for line in (REPO / "MANIFEST.in").read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                manifest.process_template_line(line)
+    finally:
+        os.chdir(cwd)
+    packaged = {p for p in tracked if p.partition("/")[0] in SHIPPED and p.endswith((".py", "py.typed", ".toml"))}
+    missing = sorted(set(tracked) - set(manifest.files) - packaged - {"", ".gitignore", "pyproject.toml"})
+    assert not missing, f"tracked files the sdist would leave out (add them to MANIFEST.in): {missing}"
