@@ -129,8 +129,8 @@ def _exercise(bot: BotUnderTest) -> None:
     bot.standin.send_event(bot.events_url, SECRET, {"type": "app_home_opened", "user": ALICE, "tab": "home"})
     bot.standin.slash_command(bot.events_url, SECRET, "/npo", "status", ALICE, INCIDENT)
     httpx.post(bot.events_url, content=b"payload=%7B", headers=signed_headers(SECRET, "payload=%7B", interactions.FORM))
-    wait_for(lambda: bot.bot.store.outbox("failed"), timeout=10)
-    wait_for(lambda: bot.standin.calls("chat.update"), timeout=10)
+    wait_for(lambda: bot.bot.store.outbox("failed"))
+    wait_for(lambda: bot.standin.calls("chat.update"))
 
 
 def _secrets(bot: BotUnderTest) -> dict[str, str]:
@@ -218,7 +218,7 @@ def test_secrets_never_appear_in_the_output_of_npo_bot_serve(tmp_path: Path, sta
         )
         refused = httpx.post(f"{url}/slack/events", content=interactions.form_body(click), headers=stale)
         assert refused.status_code == 401
-        wait_for(lambda: standin.calls("chat.postMessage"), timeout=10)
+        wait_for(lambda: standin.calls("chat.postMessage"))
         time.sleep(1.5)  # one failed poll of NPO_POLL_URL (404) and the failed delivery get logged
     finally:
         proc.send_signal(signal.SIGINT)

@@ -98,7 +98,7 @@ def test_slack_down_then_back(bot: BotUnderTest) -> None:
     pids = ["down-1", "down-2", "down-3"]
     _accept_during_fault(bot, pids, message)
     # the oldest post keeps failing; the newer ones wait behind it (outbox order), which is not a failed try
-    wait_for(lambda: any(i.attempts >= 2 for i in bot.bot.store.outbox("pending")), timeout=10)
+    wait_for(lambda: any(i.attempts >= 2 for i in bot.bot.store.outbox("pending")))
     assert len(bot.bot.store.outbox("pending")) == len(pids) + 1  # three posts and Bob's update, all kept
     pids += _hold(bot, "down")
     updates_before = len(bot.standin.calls("chat.update"))

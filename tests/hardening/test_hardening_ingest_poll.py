@@ -81,13 +81,13 @@ def test_a_poll_whose_answer_never_ends_neither_stops_polling_nor_holds_up_shutd
     server = ServerThread(built.asgi, loop="asyncio").start()
     closed = False
     try:
-        wait_for(lambda: len(handler.requests) >= 2, timeout=6.0)  # the first poll gave up at 1 s; polled again
+        wait_for(lambda: len(handler.requests) >= 2)  # the first poll gave up at 1 s; polled again
         handler.answer = json.dumps([prediction("polled-1")]).encode()
         handler.computing.clear()
-        wait_for(lambda: built.store.prediction("polled-1") is not None, timeout=6.0)  # the feed is back: decided
+        wait_for(lambda: built.store.prediction("polled-1") is not None)  # the feed is back: decided
         handler.computing.set()
         polls = len(handler.requests)
-        wait_for(lambda: len(handler.requests) > polls, timeout=5.0)  # a poll is in progress, held up by the feed
+        wait_for(lambda: len(handler.requests) > polls)  # a poll is in progress, held up by the feed
         started = time.monotonic()
         server.stop()
         built.close()

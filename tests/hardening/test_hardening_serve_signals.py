@@ -202,7 +202,7 @@ def test_a_stop_while_slack_is_slow_hands_back_what_the_worker_had_not_sent(
     proc, _ = _serve(tmp_path, standin)
     stopped.append(proc)
     with sqlite3.connect(db) as conn:
-        wait_for(lambda: not conn.execute("SELECT 1 FROM outbox WHERE state = 'pending'").fetchone(), timeout=10)
+        wait_for(lambda: not conn.execute("SELECT 1 FROM outbox WHERE state = 'pending'").fetchone())
     assert {pid: _posts(standin, pid) for pid in [*pids, "slow-late"]} == dict.fromkeys([*pids, "slow-late"], 1)
     assert _stop(proc, signal.SIGTERM) == 0
 

@@ -50,7 +50,7 @@ def test_disk_full_while_writing_gives_a_clear_error_and_recovers_when_space_ret
         accepted = [f"before-{i}" for i in range(5)]
         for pid in accepted:
             assert server.ingest(prediction(pid, target=f"host-{pid}")).status_code == 200
-        wait_for(lambda: len(standin.calls("chat.postMessage")) >= 5, timeout=15)
+        wait_for(lambda: len(standin.calls("chat.postMessage")) >= 5)
 
         _fill_disk(server)
         refused = 0

@@ -81,7 +81,7 @@ def wait_for_start(scheduler: Scheduler) -> None:
     background = scheduler._scheduler
     assert background is not None, "start the scheduler first"
     running = background._lookup_executor("default")._instances  # job id -> runs under way (APScheduler 3)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while background.get_job("catch-up") is not None or running.get("catch-up"):
         assert time.monotonic() < deadline, "the catch-up at start did not finish"
         time.sleep(0.02)

@@ -238,7 +238,7 @@ def _some_activity(store: SQLiteStore) -> None:
 
 
 def _wait_for_catch_up(schedulers: list[Scheduler]) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if all(s._scheduler is not None and s._scheduler.get_job("catch-up") is None for s in schedulers):
             return

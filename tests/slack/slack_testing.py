@@ -51,8 +51,10 @@ def reaped_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.wait()
 
 
-def wait_for(check: Callable[[], T], timeout: float = 5.0, interval: float = 0.02) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.02) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds. The default is generous:
+    it only bounds how long a failing test waits, and background work (the delivery worker's 1 s pace per channel,
+    a poll, a listener) takes several times longer on a slow or loaded machine than on a developer's."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -102,7 +104,7 @@ class BotUnderTest:
         finally:
             conn.close()
 
-    def posted(self, pid: str, timeout: float = 5.0) -> tuple[str, str]:
+    def posted(self, pid: str, timeout: float = 30.0) -> tuple[str, str]:
         """Wait until the recommendation for ``pid`` is in the channel; its (channel, ts)."""
 
         def find() -> tuple[str, str] | None:

@@ -39,7 +39,7 @@ def test_long_override_reasons_leave_every_answer_listed(bot: BotUnderTest) -> N
     _override(bot, ALICE, message, "Disk r12 was already swapped during the 02:00 maintenance window. " * 25)
     _override(bot, BOB, message, "Same here: the SMART errors are from the old disk, see CHG-4411. " * 20)
     assert bot.click(MALLORY, ACTION_LIKE, message).status_code == 200
-    wait_for(lambda: "Like (1)" in str(bot.standin.message(*message).blocks), 5)
+    wait_for(lambda: "Like (1)" in str(bot.standin.message(*message).blocks))
     answers = _block(bot, message, "npo_answers")
     assert answers is not None
     lines = answers["text"]["text"].split("\n")
@@ -52,11 +52,11 @@ def test_long_override_reasons_leave_every_answer_listed(bot: BotUnderTest) -> N
 def test_skip_note_stops_inviting_an_answer_once_the_outcome_is_known(bot: BotUnderTest) -> None:
     message = bot.surface("p1")
     store, wake = bot.bot.store, bot.bot.worker.wake
-    wait_for(lambda: sweep_skips(store, now=time.time(), timeout_s=0, on_enqueue=wake).skipped or None, 5)
-    note = wait_for(lambda: _block(bot, message, "npo_skipped"), 5)
+    wait_for(lambda: sweep_skips(store, now=time.time(), timeout_s=0, on_enqueue=wake).skipped or None)
+    note = wait_for(lambda: _block(bot, message, "npo_skipped"))
     assert "An answer now still counts" in note["elements"][0]["text"]
     assert bot.click(ALICE, ACTION_CONFIRM_FAULT, message).status_code == 200
-    wait_for(lambda: _block(bot, message, "npo_resolved"), 5)
+    wait_for(lambda: _block(bot, message, "npo_resolved"))
     blocks = bot.standin.message(*message).blocks
     note = _block(bot, message, "npo_skipped")
     assert note is not None and "counted as *skipped*" in note["elements"][0]["text"]
@@ -71,5 +71,5 @@ def test_an_outcome_dated_before_the_calendar_still_updates_the_message(bot: Bot
     message = bot.surface("p1")
     answer = bot.ingest({"prediction_id": "p1", "real_fault": True, "at": -1e12}, "/api/v1/outcomes")
     assert answer.status_code == 200 and answer.json()["recorded"] is True, answer.text
-    resolved = wait_for(lambda: _block(bot, message, "npo_resolved"), 5)
+    resolved = wait_for(lambda: _block(bot, message, "npo_resolved"))
     assert "<!date^-1000000000000^{date_short_pretty} {time}|-1000000000000>" in resolved["elements"][0]["text"]

@@ -321,7 +321,7 @@ def test_an_outcome_click_the_loop_refuses_is_reported_to_its_person(
 def _told(bot: BotUnderTest, user: str) -> list[Message]:
     """The ephemeral messages ``user`` got in the incident channel, once there is one (5 s at most)."""
     return wait_for(
-        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == user], 5
+        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == user]
     )
 
 

@@ -96,7 +96,7 @@ def test_a_posted_recommendation_whose_alert_resolves_says_so(bot: BotUnderTest)
     channel, ts = bot.posted(_pid())
     assert FEEDBACK_BLOCK_ID in _block_ids(bot.standin.message(channel, ts).blocks)
     bot.ingest(alertmanager_notification(_alert("resolved")), path=AM)
-    wait_for(lambda: [c for c in bot.standin.calls("chat.update") if c.status == 200], timeout=10)
+    wait_for(lambda: [c for c in bot.standin.calls("chat.update") if c.status == 200])
     ids = _block_ids(bot.standin.message(channel, ts).blocks)
     assert FEEDBACK_BLOCK_ID in ids and "npo_closed" in ids and OUTCOME_BLOCK_ID in ids
 

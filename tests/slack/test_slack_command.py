@@ -261,7 +261,7 @@ def test_app_home_does_not_offer_a_proposal_past_its_deadline(bot: BotUnderTest)
     assert "Approve or Dismiss it" not in text and f"proposal #{proposal} (" in text and "expired unanswered" in text
     # ...which is what a click on the alert says
     assert bot.click(ALICE, ACTION_APPROVE, (alert.channel, alert.ts)).status_code == 200
-    notice = wait_for(lambda: [m for m in bot.standin.messages("C0OPS", include_ephemeral=True) if m.ephemeral_to], 5)
+    notice = wait_for(lambda: [m for m in bot.standin.messages("C0OPS", include_ephemeral=True) if m.ephemeral_to])
     assert "expired unanswered" in notice[0].text
 
 

@@ -29,7 +29,7 @@ from storage import SQLiteStore, StorageError
 def test_rate_limited_post_is_retried_after_retry_after_and_posted_once(bot: BotUnderTest) -> None:
     bot.standin.faults.rate_limit("chat.postMessage", times=1, retry_after=1)
     bot.ingest(prediction("p1"))
-    calls = wait_for(lambda: [c for c in bot.standin.calls("chat.postMessage") if c.status == 200], timeout=5)
+    calls = wait_for(lambda: [c for c in bot.standin.calls("chat.postMessage") if c.status == 200])
     attempts = bot.standin.calls("chat.postMessage")
     assert len(calls) == 1 and len(attempts) == 2
     assert attempts[1].monotonic - attempts[0].monotonic >= 1.0
@@ -42,10 +42,10 @@ def test_a_rate_limited_method_waits_out_retry_after_for_every_message(bot: BotU
     first, second = bot.surface("p1"), bot.surface("p2")
     bot.standin.faults.rate_limit("chat.update", times=1, retry_after=2)
     assert bot.click(ALICE, ACTION_LIKE, first).status_code == 200
-    (limited,) = wait_for(lambda: bot.standin.calls("chat.update"), timeout=5)
+    (limited,) = wait_for(lambda: bot.standin.calls("chat.update"))
     assert bot.click(BOB, ACTION_NEUTRAL, second).status_code == 200  # another message, the same method
-    updated = wait_for(lambda: [c for c in bot.standin.calls("chat.update") if c.status == 200], timeout=10)
-    later = wait_for(lambda: len(bot.standin.calls("chat.update")) >= 3 and bot.standin.calls("chat.update"), 10)
+    updated = wait_for(lambda: [c for c in bot.standin.calls("chat.update") if c.status == 200])
+    later = wait_for(lambda: len(bot.standin.calls("chat.update")) >= 3 and bot.standin.calls("chat.update"))
     assert limited.status == 429 and updated
     assert all(c.monotonic - limited.monotonic >= 2.0 for c in later[1:])  # none inside the Retry-After window
     assert {c.body.get("ts") for c in later[1:]} == {first[1], second[1]}
@@ -58,9 +58,9 @@ def test_a_post_that_fails_once_keeps_its_place_in_the_channel(bot: BotUnderTest
     for n in range(3):
         store.enqueue(INCIDENT, "message", {"text": f"M{n}"}, time.time())
     bot.bot.worker.wake()
-    wait_for(lambda: [m for m in bot.standin.messages(INCIDENT) if m.text == "M0"], timeout=5)
+    wait_for(lambda: [m for m in bot.standin.messages(INCIDENT) if m.text == "M0"])
     bot.standin.faults.disconnect("chat.postMessage", times=1)  # the next post, M1's
-    wait_for(lambda: len(bot.standin.messages(INCIDENT)) == 3, timeout=15)
+    wait_for(lambda: len(bot.standin.messages(INCIDENT)) == 3)
     assert [m.text for m in bot.standin.messages(INCIDENT)] == ["M0", "M1", "M2"]
     assert len(bot.standin.calls("chat.postMessage")) == 4  # M1 twice
     assert all(item.attempts <= 2 for item in store.outbox("sent"))  # the pace waits were not counted
@@ -73,7 +73,7 @@ def test_outage_keeps_predictions_pending_then_posts_each_once(bot: BotUnderTest
     wait_for(lambda: any(i.attempts >= 2 for i in bot.bot.store.outbox("pending")))
     assert {i.prediction_id for i in bot.bot.store.outbox("pending")} == {"p1", "p2"}
     bot.standin.start()
-    wait_for(lambda: len(bot.standin.messages(INCIDENT)) == 2, timeout=10)
+    wait_for(lambda: len(bot.standin.messages(INCIDENT)) == 2)
     # the stand-in records a post before the worker hears the answer and marks it sent
     wait_for(lambda: not bot.bot.store.outbox("pending"))
     assert len(bot.standin.messages(INCIDENT)) == 2
@@ -84,7 +84,7 @@ def test_outage_keeps_predictions_pending_then_posts_each_once(bot: BotUnderTest
 def test_ten_queued_messages_arrive_one_second_apart_in_order(bot: BotUnderTest) -> None:
     ids = [f"q{i}" for i in range(10)]
     bot.ingest([prediction(pid, target=f"host-{pid}") for pid in ids])
-    wait_for(lambda: len(bot.standin.messages(INCIDENT)) == 10, timeout=15)
+    wait_for(lambda: len(bot.standin.messages(INCIDENT)) == 10)
     posts = [c for c in bot.standin.calls("chat.postMessage") if c.status == 200]
     assert [next(pid for pid in ids if f"`{pid}`" in str(c.body["blocks"])) for c in posts] == ids
     gaps = [b.monotonic - a.monotonic for a, b in itertools.pairwise(posts)]
@@ -129,7 +129,7 @@ def test_a_transient_slack_error_is_retried_and_posted_once_not_failed(bot: BotU
     again after a back-off and goes out once. Marked failed, the recommendation would be lost to a Slack outage."""
     bot.standin.faults.error("chat.postMessage", code, times=1)
     bot.ingest(prediction("p1"))
-    wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=10)
+    wait_for(lambda: not bot.bot.store.outbox("pending"))
     assert not bot.bot.store.outbox("failed"), [item.last_error for item in bot.bot.store.outbox("failed")]
     assert [c.response.get("error") for c in bot.standin.calls("chat.postMessage")] == [code, None]
     assert len(bot.standin.messages(INCIDENT)) == 1
@@ -143,7 +143,7 @@ def test_a_recommendation_slack_refuses_is_sent_again_with_its_texts_cut_short(b
     bot.standin.faults.error("chat.postMessage", "invalid_blocks", times=1)
     long_target = "r12-" + "🔥" * 400
     bot.ingest(prediction("p1", target=long_target, labels={"rack": "🔥" * 250, "team": "storage"}))
-    (message,) = wait_for(lambda: bot.standin.messages(INCIDENT), timeout=5)
+    (message,) = wait_for(lambda: bot.standin.messages(INCIDENT))
     attempts = bot.standin.calls("chat.postMessage")
     assert len(attempts) == 2 and attempts[0].body["blocks"] != attempts[1].body["blocks"]
     full, compact = str(attempts[0].body["blocks"]), str(message.blocks)
@@ -151,14 +151,14 @@ def test_a_recommendation_slack_refuses_is_sent_again_with_its_texts_cut_short(b
     assert "rack=" not in compact and long_target not in compact and "r12-🔥" in compact  # cut, not dropped
     buttons = [e for b in message.blocks if b["type"] == "actions" for e in b["elements"]]
     assert ACTION_LIKE in {b["action_id"] for b in buttons} and all(b.get("value") == "p1" for b in buttons)
-    wait_for(lambda: bot.bot.store.outbox("sent"), timeout=5)  # recorded once Slack's answer is in
+    wait_for(lambda: bot.bot.store.outbox("sent"))  # recorded once Slack's answer is in
     assert not bot.bot.store.outbox("failed") and bot.bot.store.decision("p1") is not None
 
 
 def test_a_recommendation_refused_twice_fails_for_good_and_an_update_is_sent_compact(bot: BotUnderTest) -> None:
     bot.standin.faults.error("chat.postMessage", "invalid_blocks", times=2)
     bot.ingest(prediction("p1"))
-    failed = wait_for(lambda: bot.bot.store.outbox("failed"), timeout=5)
+    failed = wait_for(lambda: bot.bot.store.outbox("failed"))
     assert failed[0].last_error == "invalid_blocks" and len(bot.standin.calls("chat.postMessage")) == 2
     posted = bot.surface("p2", labels={"rack": "a"})
     bot.standin.faults.error("chat.update", "msg_blocks_too_long", times=1)
@@ -180,7 +180,7 @@ def storm_bot(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
 
 def test_alert_storm_is_folded_into_one_digest(storm_bot: BotUnderTest) -> None:
     storm_bot.ingest([prediction(f"s{i}", target=f"node-{i}") for i in range(6)])
-    wait_for(lambda: not storm_bot.bot.store.outbox("pending"), timeout=5)
+    wait_for(lambda: not storm_bot.bot.store.outbox("pending"))
     messages = storm_bot.standin.messages(INCIDENT)
     assert len(messages) == 1
     text = str(messages[0].blocks)
@@ -227,7 +227,7 @@ def test_a_digest_slack_refuses_is_posted_again_at_once_in_parts_of_half_as_many
     lines, the rest following: none of its recommendations is lost."""
     storm_bot.standin.faults.error("chat.postMessage", "msg_blocks_too_long", times=1)
     storm_bot.ingest([prediction(f"s{i}", target=f"node-{i}") for i in range(8)])
-    wait_for(lambda: not storm_bot.bot.store.outbox("pending"), timeout=10)
+    wait_for(lambda: not storm_bot.bot.store.outbox("pending"))
     calls = storm_bot.standin.calls("chat.postMessage")
     assert calls[0].response["error"] == "msg_blocks_too_long"
     assert _ids_listed(calls[0].body["blocks"], range(8)) == [f"s{i}" for i in range(8)]
@@ -240,7 +240,7 @@ def test_a_digest_slack_refuses_is_posted_again_at_once_in_parts_of_half_as_many
 def test_a_digest_line_refused_alone_fails_for_good_and_the_rest_is_posted(storm_bot: BotUnderTest) -> None:
     storm_bot.standin.faults.error("chat.postMessage", "invalid_blocks", times=4)  # 8 lines, 4, 2, then 1
     storm_bot.ingest([prediction(f"s{i}", target=f"node-{i}") for i in range(8)])
-    wait_for(lambda: not storm_bot.bot.store.outbox("pending"), timeout=10)
+    wait_for(lambda: not storm_bot.bot.store.outbox("pending"))
     calls = storm_bot.standin.calls("chat.postMessage")
     assert [len(_ids_listed(c.body["blocks"], range(8))) for c in calls[:4]] == [8, 4, 2, 1]
     (failed,) = storm_bot.bot.store.outbox("failed")

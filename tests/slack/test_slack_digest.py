@@ -135,7 +135,7 @@ def test_a_part_that_fails_once_is_retried_and_the_parts_already_posted_are_not_
     bot = digest_bot
     pids = [f"r{i:03d}" for i in range(60)]
     assert bot.ingest([_long(pid) for pid in pids]).status_code == 200
-    wait_for(lambda: len(bot.standin.messages(INCIDENT)) >= 2, timeout=10)
+    wait_for(lambda: len(bot.standin.messages(INCIDENT)) >= 2)
     bot.standin.faults.server_error("chat.postMessage", times=1)  # the next part
     wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=30)
     assert not bot.bot.store.outbox("failed")
@@ -154,7 +154,7 @@ def test_a_part_that_fails_for_good_fails_alone(digest_bot: BotUnderTest) -> Non
     bot = digest_bot
     pids = [f"f{i:03d}" for i in range(60)]
     assert bot.ingest([_long(pid) for pid in pids]).status_code == 200
-    wait_for(lambda: len(bot.standin.messages(INCIDENT)) >= 2, timeout=10)
+    wait_for(lambda: len(bot.standin.messages(INCIDENT)) >= 2)
     bot.standin.faults.error("chat.postMessage", "not_in_channel", times=1)
     wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=30)
     calls = bot.standin.calls("chat.postMessage")

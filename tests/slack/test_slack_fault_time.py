@@ -45,14 +45,14 @@ def test_a_post_held_back_by_an_outage_and_its_update_say_when_the_fault_is_pred
     bot.standin.faults.server_error("chat.postMessage", times=2)  # Slack down: the post waits in the outbox
     response = bot.ingest(prediction("p-late"))
     assert response.status_code == 200 and response.json()["verdict"] == "surface", response.text
-    message = bot.posted("p-late", timeout=15)
+    message = bot.posted("p-late")
     fault_at = _received_at(bot, "p-late") + 6 * 3600
     token = slack_time(fault_at)  # <!date^…^{date_short_pretty} {time}|YYYY-MM-DD HH:MM UTC>
     assert f"Predicted fault in *6.0 h* (at {token}) · " in _summary(bot, message)
 
     # the update after an answer says the same
     assert bot.click(ALICE, ACTION_LIKE, message).status_code == 200
-    wait_for(lambda: "*like*" in str(bot.standin.message(*message).blocks), timeout=10)
+    wait_for(lambda: "*like*" in str(bot.standin.message(*message).blocks))
     assert f"Predicted fault in *6.0 h* (at {token}) · " in _summary(bot, message)
 
     # the stand-in's pages show a time, never the raw token: the plain page its fallback text, the live page the
@@ -85,12 +85,12 @@ def test_a_post_that_goes_out_hours_late_says_so_and_its_update_too(
         bot.bot.service.clock = lambda hours_ago=hours_ago: time.time() - hours_ago * 3600
         assert bot.ingest(prediction(pid)).json()["verdict"] == "surface"
     bot.bot.service.clock = time.time
-    wait_for(lambda: len(bot.bot.store.outbox("failed")) == 2, timeout=10)
+    wait_for(lambda: len(bot.bot.store.outbox("failed")) == 2)
     bot.standin.faults.clear()
     assert cli_main(["db", "requeue", "--db", str(bot.bot.settings.db_path), "--include-overdue"]) == 0
     assert "requeued 2 of 2" in capsys.readouterr().out
 
-    late = bot.posted("p-5h", timeout=10)
+    late = bot.posted("p-5h")
     arrived = slack_time(_received_at(bot, "p-5h"))
     note = (
         f":hourglass: Posted *5.0 h* after the prediction arrived ({arrived}): the time to fault above counts from "
@@ -100,14 +100,14 @@ def test_a_post_that_goes_out_hours_late_says_so_and_its_update_too(
     assert f"Predicted fault in *6.0 h* (at {slack_time(_received_at(bot, 'p-5h') + 6 * 3600)}) · " in _summary(
         bot, late
     )
-    overdue = bot.posted("p-7h", timeout=10)
+    overdue = bot.posted("p-7h")
     passed = _late_note(bot, overdue)
     assert passed is not None and passed.startswith(":hourglass: Posted *7.0 h* after the prediction arrived (")
     assert passed.endswith(" The predicted fault time had passed when this was posted.")
 
     # an answer's update keeps the note as first posted
     assert bot.click(ALICE, ACTION_LIKE, late).status_code == 200
-    wait_for(lambda: "*like*" in str(bot.standin.message(*late).blocks), timeout=10)
+    wait_for(lambda: "*like*" in str(bot.standin.message(*late).blocks))
     assert _late_note(bot, late) == note
     # both stand-in pages show it with the arrival as a time, not as the raw token
     page = httpx.get(bot.standin.url + "/").text

@@ -157,7 +157,7 @@ def test_alertmanager_webhook_gives_recommendations_then_outcomes(bot: BotUnderT
         "am:a1b2c3d4e5f60002@20250326T100100Z",
     ]
     assert all(r["verdict"] == "surface" for r in results)
-    wait_for(lambda: len(bot.standin.calls("chat.postMessage")) == 2, timeout=5)
+    wait_for(lambda: len(bot.standin.calls("chat.postMessage")) == 2)
     p = bot.bot.store.prediction("am:a1b2c3d4e5f60001@20250326T100000Z")
     assert p is not None and p.target == "r12-n04:9100" and p.action == "drain" and p.time_to_fault_s == 6 * 3600
     resolved = dict(ALERTMANAGER_FIRING, status="resolved")

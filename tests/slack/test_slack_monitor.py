@@ -54,7 +54,7 @@ def _posted(bot: BotUnderTest, channel: str, pid: str) -> tuple[str, str]:
                 return message.channel, message.ts
         return None
 
-    return wait_for(find, 10)
+    return wait_for(find)
 
 
 def _db(bot: BotUnderTest, sql: str) -> Any:
@@ -82,7 +82,7 @@ def _alert(bot: BotUnderTest) -> tuple[str, str]:
                 return message.channel, message.ts
         return None
 
-    return wait_for(find, 10)
+    return wait_for(find)
 
 
 def _posted_alert(bot: BotUnderTest) -> tuple[str, str]:
@@ -144,7 +144,7 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
     assert "threshold bandit starts again from its prior" in reply.text
     assert "&lt; base rate" in reply.text and "< base rate" not in reply.text  # the reason's "<" escaped
     assert _arms(bot) == [(a, b, pulls) for a, b, (_, _, pulls) in zip(prior.alpha, prior.beta, learned, strict=True)]
-    wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks), 10)
+    wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks))
     assert "Approved by" in str(bot.standin.message(OPS, ts).blocks)
     # The answered alert no longer says it will expire if nobody answers, nor explains buttons it no longer has.
     shown = str(bot.standin.message(OPS, ts).blocks)
@@ -161,9 +161,7 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
         bot.events_url, SECRET, user_id=BOB, action_id=ACTION_APPROVE, message=(channel, ts), value="1", force=True
     )
     assert again.status_code == 200
-    notice = wait_for(
-        lambda: [m for m in bot.standin.messages(OPS, include_ephemeral=True) if m.ephemeral_to == BOB], 5
-    )
+    notice = wait_for(lambda: [m for m in bot.standin.messages(OPS, include_ephemeral=True) if m.ephemeral_to == BOB])
     assert f"Proposal #1 was already approved by <@{ALICE}>." in notice[0].text  # who answered it, not just that
     assert [_db(bot, f"SELECT COUNT(*) FROM {t}")[0] for t in tables] == before
     assert _db(bot, "SELECT * FROM monitor_state") == state
@@ -212,7 +210,7 @@ def test_an_alert_that_could_not_be_posted_is_posted_again_once_the_bot_is_back(
     monitor, store, wake = monitor_config(bot.bot.settings), bot.bot.store, bot.bot.worker.wake
     first = run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake)
     assert first.decision.trigger and first.proposal_id == 1
-    wait_for(lambda: [i for i in store.outbox("failed") if i.kind == "message"], 10)
+    wait_for(lambda: [i for i in store.outbox("failed") if i.kind == "message"])
     assert bot.standin.messages(OPS) == []
 
     bot.standin.faults.clear()  # re-invited: the next run (within the cooldown) sends the same alert again
@@ -221,7 +219,7 @@ def test_an_alert_that_could_not_be_posted_is_posted_again_once_the_bot_is_back(
     assert "no answers since the last proposal" in again.decision.reason  # nothing new to judge
     channel, ts = _alert(bot)
     assert bot.click(BOB, ACTION_DISMISS, (channel, ts)).status_code == 200
-    wait_for(lambda: _db(bot, "SELECT state FROM retraining_proposals WHERE id = 1") == ("dismissed",), 5)
+    wait_for(lambda: _db(bot, "SELECT state FROM retraining_proposals WHERE id = 1") == ("dismissed",))
     assert _db(bot, "SELECT COUNT(*) FROM audit_log WHERE kind = 'retraining_alert_resent'") == (1,)
     quiet = run_monitor(store, monitor, now=time.time(), channel=OPS, on_enqueue=wake)
     assert quiet.resent_alert is None and len([m for m in bot.standin.messages(OPS) if not m.thread_ts]) == 1
@@ -266,7 +264,7 @@ def test_an_answer_that_could_not_be_stored_is_reported_to_the_clicker(drift_bot
         )
         conn.commit()
         assert bot.click(BOB, action, (channel, ts)).status_code == 200
-        notice = wait_for(lambda: _ephemeral(bot, BOB), 5)
+        notice = wait_for(lambda: _ephemeral(bot, BOB))
         assert "was not recorded" in notice[0].text and "click again" in notice[0].text
         assert _db(bot, "SELECT state FROM retraining_proposals") == ("open",)
         assert _db(bot, "SELECT COUNT(*) FROM model_versions") == (0,)  # the Approve's model went with it
@@ -277,7 +275,7 @@ def test_an_answer_that_could_not_be_stored_is_reported_to_the_clicker(drift_bot
     assert bot.click(BOB, action, (channel, ts)).status_code == 200
     state = "approved" if action == ACTION_APPROVE else "dismissed"
     assert _db(bot, "SELECT state, resolved_by FROM retraining_proposals") == (state, BOB)
-    wait_for(lambda: [m for m in bot.standin.messages(OPS) if m.thread_ts == ts], 10)
+    wait_for(lambda: [m for m in bot.standin.messages(OPS) if m.thread_ts == ts])
     assert len(_ephemeral(bot, BOB)) == 1
 
 
@@ -295,14 +293,14 @@ def test_an_alert_nobody_answers_expires_and_a_late_click_changes_nothing(drift_
     first = run_monitor(store, monitor, now=week_ago, channel=OPS, on_enqueue=wake)
     assert first.proposal_id == 1
     channel, ts = _alert(bot)
-    wait_for(lambda: _db(bot, "SELECT state FROM outbox WHERE kind = 'message'") == ("sent",), 5)
+    wait_for(lambda: _db(bot, "SELECT state FROM outbox WHERE kind = 'message'") == ("sent",))
     assert "expires" in str(bot.standin.message(OPS, ts).blocks)  # the alert names its deadline
 
     week = run_monitor(store, monitor, now=week_ago + 7 * 86_400, channel=OPS, on_enqueue=wake)
     assert _db(bot, "SELECT state, resolved_by FROM retraining_proposals") == ("expired", None)
     assert _db(bot, "SELECT matches, decisions, open_proposal FROM monitor_state") == (0, 0, 0)
     assert week.expired_proposal == 1 and week.proposal_id is None  # no answers since: nothing new to alert on
-    wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks), 10)
+    wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks))
     assert "Expired unanswered at" in str(bot.standin.message(OPS, ts).blocks)
     assert "If nobody answers" not in str(bot.standin.message(OPS, ts).blocks)
 
@@ -313,7 +311,7 @@ def test_an_alert_nobody_answers_expires_and_a_late_click_changes_nothing(drift_
         bot.events_url, SECRET, user_id=BOB, action_id=ACTION_APPROVE, message=(channel, ts), value="1", force=True
     )
     assert late.status_code == 200
-    notice = wait_for(lambda: _ephemeral(bot, BOB), 5)
+    notice = wait_for(lambda: _ephemeral(bot, BOB))
     assert notice[0].text.startswith("Retraining proposal #1 expired unanswered at <!date^")
     assert notice[0].text.endswith("Nothing was recorded.")
     assert [_db(bot, f"SELECT COUNT(*) FROM {t}")[0] for t in tables] == before
@@ -348,8 +346,8 @@ def test_an_alert_slack_refuses_is_posted_in_short_with_its_buttons_and_its_upda
 
     bot.standin.faults.error("chat.update", "msg_blocks_too_long", times=1)
     assert bot.click(BOB, ACTION_DISMISS, (channel, ts)).status_code == 200
-    wait_for(lambda: _db(bot, "SELECT state FROM retraining_proposals WHERE id = 1") == ("dismissed",), 5)
-    wait_for(lambda: "Dismissed by" in str(bot.standin.message(channel, ts).blocks), 10)
+    wait_for(lambda: _db(bot, "SELECT state FROM retraining_proposals WHERE id = 1") == ("dismissed",))
+    wait_for(lambda: "Dismissed by" in str(bot.standin.message(channel, ts).blocks))
     updated = bot.standin.message(channel, ts)
     assert ACTION_DISMISS not in str(updated.blocks) and "Shown in short" in str(updated.blocks)
     assert [c.response["ok"] for c in bot.standin.calls("chat.update") if c.body.get("ts") == ts] == [False, True]
@@ -367,7 +365,7 @@ def test_a_member_of_the_ops_channel_who_is_not_a_responder_is_told_the_truth(dr
     bot.standin.add_user(carol)
     bot.standin.set_channel_members(OPS, [ALICE, BOB, carol])
     assert bot.click(carol, ACTION_APPROVE, (channel, ts)).status_code == 200
-    notice = wait_for(lambda: _ephemeral(bot, carol), 5)
+    notice = wait_for(lambda: _ephemeral(bot, carol))
     assert "for this channel" not in notice[0].text and "recommendations" not in notice[0].text
     assert "retraining proposal" in notice[0].text and "Nothing was recorded." in notice[0].text
     assert _db(bot, "SELECT state FROM retraining_proposals") == ("open",)

@@ -42,7 +42,7 @@ def test_posts_refused_by_a_revoked_token_are_posted_once_after_a_requeue(
     assert bot.click(ALICE, ACTION_LIKE, answered).status_code == 200  # its update is refused too
     bot.ingest(prediction("p1"))
     bot.ingest(prediction("p2"))
-    wait_for(lambda: len(bot.bot.store.outbox("failed")) == 3, timeout=10)
+    wait_for(lambda: len(bot.bot.store.outbox("failed")) == 3)
     before = _outbox(db)
 
     # a dry run says what would go out and changes nothing
@@ -57,10 +57,10 @@ def test_posts_refused_by_a_revoked_token_are_posted_once_after_a_requeue(
     bot.standin.faults.clear()  # the operator installs a new token
     out = _requeue(db, capsys, "--error", "invalid_auth", "--since", "2020-01-01T00:00:00")
     assert "requeued 3 of 3 failed message(s)" in out
-    bot.posted("p1", timeout=10)
-    bot.posted("p2", timeout=10)
-    wait_for(lambda: "*like*" in str(bot.standin.message(*answered).blocks), timeout=10)
-    wait_for(lambda: all(row[2] == "sent" for row in _outbox(db)), timeout=10)
+    bot.posted("p1")
+    bot.posted("p2")
+    wait_for(lambda: "*like*" in str(bot.standin.message(*answered).blocks))
+    wait_for(lambda: all(row[2] == "sent" for row in _outbox(db)))
     time.sleep(1.5)  # nothing more goes out
     posts = [c for c in bot.standin.calls("chat.postMessage")[calls:] if c.status == 200]
     assert len(posts) == 2 and len(bot.standin.messages(INCIDENT)) == 3  # p0, p1, p2: each once
@@ -105,14 +105,14 @@ def test_a_requeued_backlog_is_posted_as_a_digest_that_says_so_not_as_an_alert_s
     storm_bot.standin.faults.error("chat.postMessage", "invalid_auth", times=None)
     for i in range(5):
         storm_bot.ingest(prediction(f"q{i}", target=f"node-{i}"))
-        wait_for(lambda n=i + 1: len(storm_bot.bot.store.outbox("failed")) == n, timeout=10)
+        wait_for(lambda n=i + 1: len(storm_bot.bot.store.outbox("failed")) == n)
     storm_bot.standin.faults.clear()
     assert "requeued 5 of 5 " in _requeue(db, capsys)
-    wait_for(lambda: all(row[2] == "sent" for row in _outbox(db)), timeout=10)
+    wait_for(lambda: all(row[2] == "sent" for row in _outbox(db)))
     (header,) = _digest_headers(storm_bot)
     assert "5 recommendation(s) in one digest" in header
     assert "alert storm" not in header and "requeue" in header, header
 
     storm_bot.ingest([prediction(f"s{i}", target=f"node-s{i}") for i in range(5)])  # a storm of new ones
-    wait_for(lambda: len(_digest_headers(storm_bot)) == 2, timeout=10)
+    wait_for(lambda: len(_digest_headers(storm_bot)) == 2)
     assert "alert storm: too many at once for one channel" in _digest_headers(storm_bot)[1]

@@ -18,7 +18,7 @@ from bot.standin import StandIn
 def _told(bot: BotUnderTest, user: str) -> str:
     """The first ephemeral message ``user`` got in the incident channel (waits 5 s at most)."""
     told = wait_for(
-        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == user], 5
+        lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to == user]
     )
     return str(told[0].text)
 

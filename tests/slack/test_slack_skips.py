@@ -20,10 +20,10 @@ def test_the_message_footer_says_skipped_and_a_late_answer_replaces_it(bot: BotU
     # The real clock; the timeout decides (the exact-boundary case is in tests/jobs/test_jobs_skips.py).
     assert sweep_skips(store, now=time.time(), timeout_s=3600, on_enqueue=wake).skipped == ()
     # The message is in the channel a moment before the worker marks it sent (what makes it sweepable): retry.
-    swept = wait_for(lambda: sweep_skips(store, now=time.time(), timeout_s=0, on_enqueue=wake).skipped or None, 5)
+    swept = wait_for(lambda: sweep_skips(store, now=time.time(), timeout_s=0, on_enqueue=wake).skipped or None)
     assert swept == ("p1",)
     footer = wait_for(
-        lambda: [b for b in bot.standin.message(channel, ts).blocks if b.get("block_id") == "npo_skipped"], 5
+        lambda: [b for b in bot.standin.message(channel, ts).blocks if b.get("block_id") == "npo_skipped"]
     )
     assert "counted as *skipped*" in footer[0]["elements"][0]["text"]
     (applied,) = store.feedback_log()
@@ -40,7 +40,7 @@ def test_an_alert_storms_digest_has_no_buttons_and_its_silence_is_not_a_skip(tmp
     try:
         bot = BotUnderTest(built, server, standin)
         assert bot.ingest([prediction(f"s{i}", target=f"node-{i}") for i in range(6)]).status_code == 200
-        wait_for(lambda: not built.store.outbox("pending"), timeout=5)
+        wait_for(lambda: not built.store.outbox("pending"))
         (digest,) = standin.messages(INCIDENT)  # six surfaced recommendations, one message
         assert not [b for b in digest.blocks if b.get("type") == "actions"]
         wait_for(lambda: len(built.store.outbox("sent")) == 6)

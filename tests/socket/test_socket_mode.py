@@ -147,7 +147,7 @@ def test_an_app_token_slack_will_never_accept_stops_the_bot(
     try:
         service = SocketModeService(built, log_level="critical", retry_delays=(0.1, 0.2))
         with pytest.raises(RuntimeError, match=rf"SLACK_APP_TOKEN was refused by apps\.connections\.open: {error}"):
-            service.start_thread(timeout=3)
+            service.start_thread(timeout=20)
     finally:
         built.close()
     assert socket_server.connected() == 0

@@ -242,7 +242,7 @@ def test_an_envelope_being_handled_when_the_bot_stops_is_finished_and_acknowledg
     started = time.monotonic()
     socket_bot.service.stop()
     assert time.monotonic() - started < 10
-    socket_bot.socket.wait_ack(envelope, timeout=3)
+    socket_bot.socket.wait_ack(envelope, timeout=30)
     assert [view["callback_id"] for view in socket_bot.standin.views()] == ["npo_override_modal"]
 
 
@@ -259,7 +259,7 @@ def test_an_envelope_being_handled_at_a_stop_signal_is_finished_and_acknowledged
     (which does not wait)."""
     proc, envelope = _override_click_in_hand(tmp_path, standin, socket_server, processes)
     proc.send_signal(sig)
-    socket_server.wait_ack(envelope, timeout=5)
+    socket_server.wait_ack(envelope, timeout=30)
     assert proc.wait(timeout=20) == 0, _stderr(tmp_path)[-2000:]
     assert [view["callback_id"] for view in standin.views()] == ["npo_override_modal"]
     assert "still being handled" not in _stderr(tmp_path)
@@ -357,7 +357,7 @@ def test_socket_mode_turned_off_for_the_app_stops_the_bot_with_status_2(
     proc, envelope = _override_click_in_hand(tmp_path, standin, socket_server, processes)
     asked = len(standin.calls(OPEN))
     socket_server.drop("disconnect", reason="link_disabled")
-    socket_server.wait_ack(envelope, timeout=5)
+    socket_server.wait_ack(envelope, timeout=30)
     code = proc.wait(timeout=20)
     stderr = _stderr(tmp_path)
     assert code == 2, stderr[-2000:]
