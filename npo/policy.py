@@ -134,7 +134,8 @@ utc_offset = "+00:00"
 # Denied targets: never surface a prediction whose target matches one of `patterns`, shell-style globs
 # ("*" any run of characters, "?" one, "[...]" one of a set), compared without case in any script ("DB-*" matches
 # "db-03", "ÜBUNG-*" matches "übung-1"; action names fold ASCII letters only, see above).
-# With `actions`, only those actions are held back on such targets. Default: no patterns (rule off). Example:
+# With `actions` (not empty: omit it for every action), only those actions are held back on such targets.
+# Default: no patterns (rule off). Example:
 #   patterns = ["db-*", "*-canary"]
 #   actions = ["reboot", "reimage", "power_cycle"]   # default: every action
 [rules.deny_targets]

@@ -162,6 +162,9 @@ class _Builder:
         }
         for rule, body in sections.items():
             self.check_known(body, _RULE_FIELDS[rule], ("rules", rule), None)
+        if sections.get("deny_targets", {}).get("actions") == []:  # as a freeze window's: [] reads as "no action"
+            message = "must not be an empty list (omit it to deny every action on the matching targets)"
+            raise self.fail(("rules", "deny_targets"), None, "actions", message)
         allowed = self.allowed_actions(rules.get("allowed_actions", {}))
         windows = self.freeze_windows(rules.get("freeze_windows", []), offset, zone)
         deny = self.construct(DenyTargetsRule, sections.get("deny_targets", {}), ("rules", "deny_targets"))

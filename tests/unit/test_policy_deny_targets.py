@@ -114,3 +114,12 @@ def test_both_stores_record_the_block(tmp_path: Path, kind: str) -> None:
     finally:
         if kind == "sqlite":
             store.close()
+
+
+def test_an_empty_list_of_actions_is_refused() -> None:
+    # Omitted, `actions` means every action; an empty list reads as "no action" (the rule off), so taking it as
+    # every action would deny the opposite of what it says. Refused, as a freeze window's empty `actions` is.
+    with pytest.raises(PolicyError) as refused:
+        parse_policy('[rules.deny_targets]\npatterns = ["db-*"]\nactions = []\n')
+    assert (refused.value.field, refused.value.line) == ("rules.deny_targets.actions", 3)
+    assert "omit it" in refused.value.message
