@@ -69,12 +69,40 @@ class _Locator:
                     return i
         return None
 
+    def _dotted_line(self, full: _Path) -> int | None:
+        """The 0-based line of the key whose whole path (its table header's and its own dotted parts) is ``full``:
+        ``rules.deny_targets.actions = …`` at the root, ``deny_targets.actions = …`` under ``[rules]``; else the
+        line of the longest key that starts ``full`` (an inline table holding it); None when no line does. Lines
+        under an array-of-tables header are not looked at."""
+        starts = {i: (header, is_array) for i, header, is_array in self.headers}
+        table: _Path | None = ()
+        best: tuple[int, int] | None = None  # (length of the matched path, line)
+        for i, line in enumerate(self.lines):
+            if i in starts:
+                header, is_array = starts[i]
+                table = None if is_array else header
+                continue
+            match = _KEY_LINE_RE.match(line) if table is not None else None
+            if match is None or table is None:
+                continue
+            whole = (*table, *_split_key(match.group(1)))
+            if whole == full:
+                return i
+            if len(whole) < len(full) and full[: len(whole)] == whole and (best is None or len(whole) > best[0]):
+                best = (len(whole), i)
+        return None if best is None else best[1]
+
     def line_of(self, path: _Path, index: int | None, key: str | None) -> int | None:
         """1-based line of ``key`` in section ``path`` (the ``index``-th one for arrays of tables); falls
-        back to the section header, then to the line that names the section in its parent."""
+        back to the key written with dots (or the inline table holding it), to the section header, then to the
+        line that names the section in its parent."""
         section = self._section(path, index)
         if section is not None and key is not None:
             found = self._key_line(section[1], key)
+            if found is not None:
+                return found + 1
+        if section is None and key is not None and index is None:  # no [path] header: a dotted key or inline table
+            found = self._dotted_line((*path, key))
             if found is not None:
                 return found + 1
         if key is not None and index is None:

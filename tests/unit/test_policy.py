@@ -1117,6 +1117,20 @@ MALFORMED = [
         id="inline-table-falls-back-to-its-line",
     ),
     pytest.param(
+        "version = 1\nrules.blast_radius.max_concurrent = 2\nrules.deny_targets.actions = [1]\n",
+        3,
+        "rules.deny_targets.actions",
+        "1 is an integer",
+        id="a-dotted-key-at-the-root-is-found-on-its-own-line",
+    ),
+    pytest.param(
+        '[rules]\ndeny_targets.patterns = ["db-*"]\ndeny_targets.actions = [1]\n',
+        3,
+        "rules.deny_targets.actions",
+        "1 is an integer",
+        id="a-dotted-key-in-a-table-is-found-on-its-own-line",
+    ),
+    pytest.param(
         "[[rules.blast_radius]]\nmax_concurrent = 1\n",
         1,
         "rules.blast_radius",
