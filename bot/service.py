@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ from npo.loop import (
 )
 from npo.policy import Mute, Policy
 from npo.types import FeedbackEvent, FeedbackKind, Outcome, Prediction
-from storage import SQLiteStore
+from storage import SQLiteStore, StorageError
 from storage.mutes import active_mutes, add_mute, lift_mutes
 from storage.outbox import closed_at, message_of, posted_at, postpone, recent_recommendations, update_waiting
 from storage.ratelimit import RATE_LIMITED, ClickLimit, remember_rate_limited, remember_unchanged, take, was_remembered
@@ -145,10 +146,17 @@ class NpoService:
         return self._policy
 
     def replace_policy(self, policy: Policy) -> None:
-        """Swap the file's policy (a reload); the mutes in force stay layered over the new one."""
+        """Swap the file's policy (a reload); the mutes in force stay layered over the new one. The new policy is in
+        force at once with the mutes last read, then they are read again; when that read fails (the database not
+        readable), the reload has still happened — it is logged, and the next decision reads the mutes again."""
         with self._policy_lock:
             self.base_policy = policy
-        self._refresh_mutes(self.clock())
+            mutes = self._policy.mutes
+            self._policy = dataclasses.replace(policy, mutes=mutes) if mutes else policy
+        try:
+            self._refresh_mutes(self.clock())
+        except (sqlite3.Error, StorageError) as exc:
+            log.warning("policy reloaded; the mutes could not be read again (the ones last read stay): %s", exc)
 
     def _refresh_mutes(self, now: float) -> None:
         """Re-read the mutes in force. Reads run outside the lock, so a read that began earlier can end later: it

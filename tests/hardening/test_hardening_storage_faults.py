@@ -155,3 +155,27 @@ def test_a_valid_policy_reload_takes_effect_and_needs_the_token(policy_bot: BotU
     assert policy_bot.click(ALICE, "npo_like", message).status_code == 200
     assert SECRET not in _reload(policy_bot).text
     assert INGEST_TOKEN not in _reload(policy_bot).text
+
+
+def test_a_reload_whose_mutes_cannot_be_read_again_is_reported_as_done(
+    policy_bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload swaps the file in, then reads the mutes again. When that read failed (the database damaged or not
+    readable), the request was answered 500, "not reloaded", though the new file already decided everything after
+    it. Now the answer says what happened: reloaded (200), the mutes last read kept, a warning in the log."""
+    settings = policy_bot.bot.settings
+    assert settings.policy_file is not None
+    assert policy_bot.ingest(prediction("r1", action="reboot")).json()["verdict"] == "block"
+    settings.policy_file.write_text(GOOD_POLICY.replace('"replace_disk"]', '"replace_disk", "reboot"]'), "utf-8")
+    damage = sqlite3.connect(settings.db_path)
+    try:
+        damage.execute("ALTER TABLE policy_mutes RENAME TO mutes_elsewhere")  # every read of the mutes now fails
+        damage.commit()
+        response = _reload(policy_bot)
+    finally:
+        damage.execute("ALTER TABLE mutes_elsewhere RENAME TO policy_mutes")
+        damage.commit()
+        damage.close()
+    assert response.status_code == 200 and response.json()["reloaded"] is True, response.text
+    assert any(r.levelname == "WARNING" and "mutes could not be read" in r.getMessage() for r in caplog.records)
+    assert policy_bot.ingest(prediction("r2", action="reboot", target="host-r2")).json()["verdict"] == "surface"
