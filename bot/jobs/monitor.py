@@ -122,6 +122,8 @@ class MonitorRun:
     proposal_id: int | None
     loss: float | None
     n_in_window: int
+    # The detector itself: in alarm at one of the run's answers (without any, as the last run left it). The run's
+    # record, alert and audit line state the alarm as counted: a held-back one included, one in skips only not.
     drift_alarm: bool
     new_samples: int
     resent_alert: int | None = None  # the open proposal whose undelivered alert this run queued again
@@ -231,7 +233,10 @@ def run_monitor(
             n_skipped=n_skipped,
             drift_in_skips_only=skips_only,
         )
-        tx.add_monitor_run(now, decision.trigger, decision.reason, loss, len(window), alarm)
+        # The drift alarm as the run counts it, and as its record, the alert and the audit line all state it: one
+        # raised since the last run or held back from an earlier one (and standing), unless its change is all skips.
+        drift = (alarm or held_stands) and not skips_only
+        tx.add_monitor_run(now, decision.trigger, decision.reason, loss, len(window), drift)
         tx.prune_monitor_runs(now - MONITOR_RUNS_KEEP_S)  # a record only: nothing reads it back
         proposal_id = None
         if decision.trigger:
@@ -252,7 +257,7 @@ def run_monitor(
                 ph_threshold=config.page_hinkley.threshold,
                 ph_samples=state.ph.n,
                 ph_peak=peak,
-                drift_alarm=(alarm or held_stands) and not skips_only,
+                drift_alarm=drift,
                 f_monitor=monitor_fidelity(state),
                 keys=[KeyMisalignment(k, y, n, states.get(k, (None, 0))[0]) for k, y, n in ranked],
                 trend=trend,
@@ -268,7 +273,7 @@ def run_monitor(
                     "reason": decision.reason,
                     "window_loss": loss,
                     "n_in_window": len(window),
-                    "drift_alarm": alarm and not skips_only,
+                    "drift_alarm": drift,
                 },
                 now,
             )

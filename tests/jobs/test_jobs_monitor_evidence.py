@@ -189,6 +189,41 @@ def test_a_drift_alarm_held_back_by_the_cooldown_is_raised_once_it_is_over(store
     assert not quiet.decision.trigger and not quiet.drift_alarm
 
 
+def test_an_alert_on_a_held_back_alarm_is_recorded_and_audited_as_a_drift_alarm(store: SQLiteStore) -> None:
+    """The alert raised on a drift alarm held back by the cooldown marks the detector's line "alarm"; the run's
+    record (``monitor_runs``) and the proposal's audit line say so too. Before, both stored ``drift_alarm`` false:
+    the detector was no longer in alarm at that run."""
+    config = MonitorConfig()
+    after = [L] * 100 + QUARTER * 250
+    surface(store, 30 + len(after), at=T0 - 2 * HOUR)
+    reply(store, 0, [L, OV, L, OV, L] * 6, at=T0 - HOUR)
+    first = run_monitor(store, config, now=T0, channel=OPS)
+    assert first.proposal_id is not None
+    resolve(store, first.proposal_id, approved=False, by="U2", now=T0 + 600, message=None)
+    for hour in range(1, 7):
+        batch = after[:100] if hour == 1 else after[100 + (hour - 2) * 200 : 100 + (hour - 1) * 200]
+        reply(store, 30 + (0 if hour == 1 else 100 + (hour - 2) * 200), batch, at=T0 + (hour - 1) * HOUR + 700)
+        run = run_monitor(store, config, now=T0 + hour * HOUR, channel=OPS)
+    assert run.proposal_id == first.proposal_id + 1 and not run.drift_alarm  # the detector is out of alarm ...
+    assert run.decision.reason.startswith("Page-Hinkley drift alarm held back since")  # ... the held alarm stands
+    (alert,) = [i for i in store.outbox() if i.kind == "message" and i.payload.get("proposal_id") == run.proposal_id]
+    assert "— *alarm*" in str(alert.payload["blocks"])
+    (line,) = [e for e in store.audit_entries(kind="retraining_proposed") if e[3] == str(run.proposal_id)]
+    assert line[4]["drift_alarm"] is True
+    with store.read() as conn:
+        records = conn.execute("SELECT triggered, drift_alarm, reason FROM monitor_runs ORDER BY id").fetchall()
+    assert [(triggered, alarm) for triggered, alarm, _ in records] == [
+        (1, 0),
+        (0, 0),
+        (0, 1),
+        (0, 1),
+        (0, 1),
+        (0, 1),
+        (1, 1),
+    ]
+    assert all("drift alarm" in reason for _, alarm, reason in records if alarm)
+
+
 def test_a_burst_held_back_by_the_cooldown_that_is_over_raises_no_alert(store: SQLiteStore) -> None:
     """A burst of overrides during the cooldown, then likes again: the alarm is remembered, but once the answers
     since it are back at the level before it, it is forgotten — an alert needs the drift to hold."""

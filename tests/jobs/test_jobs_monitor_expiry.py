@@ -183,6 +183,8 @@ def test_a_drift_alarm_raised_while_the_proposal_was_open_is_alerted_on_when_it_
         assert not run.decision.trigger
     assert not run.drift_alarm and run.held_alarm is not None and run.held_alarm.raised_at == T0 + 2 * HOUR
     assert run.decision.reason.startswith("suppressed: proposal already open (Page-Hinkley drift alarm held back")
+    with store.read() as conn:  # the run's record names the held alarm, as its reason does
+        assert conn.execute("SELECT drift_alarm FROM monitor_runs ORDER BY id DESC LIMIT 1").fetchone() == (1,)
 
     expired = run_monitor(store, config, now=T0 + 7 * DAY, channel=OPS)
     assert expired.expired_proposal == first.proposal_id and expired.proposal_id == first.proposal_id + 1

@@ -35,6 +35,8 @@ def test_a_drift_in_skips_only_raises_no_alert(tmp_path: Path) -> None:
         assert run.held_alarm is None
         with store.read() as conn:
             assert open_proposal(conn) is None
+            # The run's record states the alarm as the run counted it: none (its reason says why).
+            assert conn.execute("SELECT drift_alarm FROM monitor_runs ORDER BY id DESC LIMIT 1").fetchone() == (0,)
 
 
 def test_a_drift_with_overrides_among_the_skips_still_alarms(tmp_path: Path) -> None:
