@@ -100,7 +100,7 @@ def build_jobs(deps: JobDeps) -> list[JobSpec]:
             prune_requests(tx.connection, (slot - REQUESTS_KEPT).timestamp())
 
     def weekly(slot: datetime) -> None:
-        run_weekly_summary(deps.store, deps.client, deps.ops_channel, deps.timezone, slot)
+        run_weekly_summary(deps.store, deps.client, deps.ops_channel, deps.timezone, slot, clock=deps.now)
 
     def monitor(slot: datetime) -> None:
         run_monitor(

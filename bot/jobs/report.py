@@ -28,6 +28,10 @@ Monday at 09:00 has seven days, Monday 09:00 to Tuesday 09:00 first, and shares 
 it. The chart has one point per day, its x axis named after the zone the days are counted in; for spans longer than
 ``CHART_MAX_TICKS`` days only every n-th day is labelled (dates as ``17 Mar``), so the labels never overlap.
 ``npo-bot report`` allows any period from 1970 on.
+
+The τ posteriors and F_monitor have no history in storage (the bandit keeps one state, α, β and a count per arm,
+put back to its prior by an approved retraining; F_monitor one running count): the report shows them as they stand
+when it is made, and says so ("now, as of …"; F_monitor "all time"), whatever the period.
 """
 
 from __future__ import annotations
@@ -124,6 +128,9 @@ class WeeklyReport:
     monitor_answered: int = 0  # the approved and dismissed alerts F_monitor is the share of (all time)
     proposals: dict[str, int] = field(default_factory=dict)  # the period's: raised, approved, dismissed, expired
     day_start: time = time(0)  # the local time of day each of ``days`` starts at (the period's start)
+    # When the current state was read — the τ posteriors (the bandit as it stands, learned since its last reset, not
+    # from the period alone) and F_monitor (all time); None: at ``until``.
+    as_of: datetime | None = None
 
     @property
     def answers(self) -> int:
@@ -233,8 +240,13 @@ def operator_flags(activity: Sequence[OperatorActivity], trust_config: TrustConf
     return tuple(flags)
 
 
-def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezone: str) -> WeeklyReport:
-    """The report for [since, until) (aware datetimes), days counted in ``timezone``. Read-only."""
+def build_report(
+    store: SQLiteStore, *, since: datetime, until: datetime, timezone: str, now: datetime | None = None
+) -> WeeklyReport:
+    """The report for [since, until) (aware datetimes), days counted in ``timezone``. Read-only.
+
+    The τ posteriors and F_monitor are not kept per period: they are the state as it stands when the report is made,
+    ``now`` (aware; default ``until``, which it is for a report up to now), and the report says so."""
     tz = ZoneInfo(timezone)
     lo, hi = since.timestamp(), until.timestamp()
     with store.read() as conn:
@@ -263,6 +275,7 @@ def build_report(store: SQLiteStore, *, since: datetime, until: datetime, timezo
         monitor_answered=monitor.decisions,
         proposals=proposals,
         day_start=_local(since, tz).time(),
+        as_of=None if now is None else _local(now, tz),
     )
 
 
@@ -328,6 +341,12 @@ def _span(report: WeeklyReport) -> str:
     return f"{start} – {until:%Y-%m-%d %H:%M} {until.tzname()}"
 
 
+def _moment(moment: datetime) -> str:
+    """An instant as the report shows it: its date and time in the zone the days are counted in, with the zone's
+    abbreviation."""
+    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
+
+
 def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
     """The report as text: Slack mrkdwn (keys and operator ids escaped and shortened, at most
     ``MAX_FLAGGED_IN_SLACK`` flagged people), or with ``slack=False`` plain text for a terminal (everyone flagged,
@@ -355,7 +374,10 @@ def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
         f"MTTR (prediction → real fault resolved): with a recommendation {_duration(r.with_recommendation)} "
         f"({_faults(r.n_with)}) · without {_duration(r.without_recommendation)} ({_faults(r.n_without)})"
     )
-    lines.append("Threshold τ posteriors (mean [95 % interval], pulls):")
+    lines.append(
+        f"Threshold τ posteriors now, as of {_moment(report.as_of or report.until)} (learned since the bandit's last "
+        "reset, not in this period alone) — mean [95 % interval], pulls:"
+    )
     for arm in report.arms:
         lines.append(f"  τ={arm.threshold:.2f}  {arm.mean:.3f} [{arm.low:.3f}, {arm.high:.3f}]  {arm.pulls}")
     answered = report.monitor_answered

@@ -3,6 +3,7 @@ the ops channel in one ``files_upload_v2`` (getUploadURLExternal → raw upload 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -79,12 +80,23 @@ def post_report(client: WebClient, channel: str, report: WeeklyReport, png: byte
     return str(file.get("id", "")) if isinstance(file, dict) else ""
 
 
-def run_weekly_summary(store: SQLiteStore, client: WebClient, channel: str, timezone: str, slot: datetime) -> str:
+def run_weekly_summary(
+    store: SQLiteStore,
+    client: WebClient,
+    channel: str,
+    timezone: str,
+    slot: datetime,
+    *,
+    clock: Callable[[], datetime] | None = None,
+) -> str:
     """Build the report for the week ending at ``slot`` and post it; returns the file id.
 
     The week is read under the database's write lock (run at or after ``slot``): an answer is stamped with the time
     it is written, inside its write transaction, so every answer stamped before ``slot`` has been committed and is
-    read here, and any other is stamped after it and is in the next week's summary — none falls between the two."""
+    read here, and any other is stamped after it and is in the next week's summary — none falls between the two.
+    ``clock`` is read once the lock is held: the time the τ posteriors and F_monitor are shown "as of" (a run that
+    starts late, a catch-up after a restart, reads them later than ``slot``); without it, ``slot``."""
     with store.transaction():  # reads inside it use its connection (SQLiteStore.read)
-        report = build_report(store, since=slot - WEEK, until=slot, timezone=timezone)
+        now = slot if clock is None else max(slot, clock())
+        report = build_report(store, since=slot - WEEK, until=slot, timezone=timezone, now=now)
     return post_report(client, channel, report, render_png(report))

@@ -108,6 +108,8 @@ def test_restart_after_two_missed_slots_posts_one(
     clock.now = datetime(2025, 3, 26, 12, 0, tzinfo=BERLIN)  # down over the slots of 17 and 24 March
     texts = _restart_catches_up_once(stores, client, clock, standin)
     assert len(texts) == 2 and "2025-03-17 09:00 – 2025-03-24 09:00" in texts[1]
+    # The τ posteriors are read when the summary is made, two days after its week: the summary says when.
+    assert "Threshold τ posteriors now, as of 2025-03-26 12:00 CET (" in texts[1]
     with stores[0].read() as conn:
         assert claim_count(conn, WEEKLY_JOB) == 2
 
@@ -223,6 +225,36 @@ def test_report_command(db_path: Path, tmp_path: Path, capsys: pytest.CaptureFix
     missing = parser.parse_args(["report", "--db", str(tmp_path / "nope.db")])
     assert run_report(missing, now=MONDAY_SLOT) == 1  # a database problem, as for `npo-bot db`
     assert "no such database" in capsys.readouterr().err
+
+
+def test_the_report_of_a_past_period_says_its_tau_posteriors_are_the_current_ones(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bandit keeps one state (no history per period): the τ posteriors the report shows are the state when it is
+    made, learned from every answer since the bandit's last reset. Before, the τ line had no such word, so under
+    the header of a week with one Like it read as that week's, though 40 earlier Overrides made it."""
+    earlier = datetime(2025, 3, 4, 10, tzinfo=UTC).timestamp()
+    with SQLiteStore(db_path) as store:
+        surface_and_post(
+            store, [prediction(i, earlier, fault_type="fan") for i in range(100, 140)], posted_at=earlier + 1
+        )
+        with store.transaction() as tx:
+            for i in range(100, 140):
+                event = FeedbackEvent(f"p{i}", "U1", FeedbackKind.OVERRIDE, earlier + 60, f"r{i}")
+                record_feedback(tx, event, config=store.config)
+        _some_activity(store)  # the week asked for: one Like, one Override
+    parser = argparse.ArgumentParser()
+    add_report_parser(parser.add_subparsers(dest="command"))
+    args = ["report", "--db", str(db_path), "--since", "2025-03-17T09:00", "--timezone", "Europe/Berlin"]
+    assert run_report(parser.parse_args(args), now=MONDAY_SLOT) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "Answers: override 50% (1), like 50% (1), neutral 0% (0), skipped 0% (0)" in lines
+    (tau,) = [line for line in lines if line.startswith("Threshold τ posteriors")]
+    assert tau.startswith(
+        "Threshold τ posteriors now, as of 2025-03-24 09:00 CET (learned since the bandit's last reset, not in this "
+        "period alone)"
+    )
+    assert any(line.startswith("F_monitor (share of answered retraining alerts approved, all time)") for line in lines)
 
 
 def _some_activity(store: SQLiteStore) -> None:
