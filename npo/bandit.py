@@ -122,6 +122,8 @@ class ThresholdBandit:
     config: BanditConfig = field(default_factory=BanditConfig)
     alpha: tuple[float, ...] = ()
     beta: tuple[float, ...] = ()
+    # Per arm, the events credited to it as the τ drawn: each new answer (not a changed one) to a prediction decided
+    # with it, and each outcome of one it suppressed — not how often it was drawn. Kept by :meth:`reset`.
     pulls: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:

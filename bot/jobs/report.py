@@ -91,7 +91,7 @@ class ArmSummary:
     mean: float
     low: float  # 2.5 % quantile of the Beta posterior
     high: float  # 97.5 %
-    pulls: int
+    pulls: int  # all time: answers to recommendations surfaced at this τ + outcomes of predictions it suppressed
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,7 +376,8 @@ def report_text(report: WeeklyReport, *, slack: bool = True) -> str:
     )
     lines.append(
         f"Threshold τ posteriors now, as of {_moment(report.as_of or report.until)} (learned since the bandit's last "
-        "reset, not in this period alone) — mean [95 % interval], pulls:"
+        "reset, not in this period alone) — mean [95 % interval], then, all time, the answers to the recommendations "
+        "surfaced at that τ plus the outcomes of the predictions it suppressed:"
     )
     for arm in report.arms:
         lines.append(f"  τ={arm.threshold:.2f}  {arm.mean:.3f} [{arm.low:.3f}, {arm.high:.3f}]  {arm.pulls}")

@@ -61,14 +61,18 @@ def home_blocks(data: HomeData) -> list[Block]:
         {"type": "section", "block_id": "npo_home_trend", "text": mrkdwn(_trend_line(data))},
     ]
     arms = "\n".join(
-        f"τ = {a.threshold:.2f}: {a.mean:.3f} [{a.low:.3f}, {a.high:.3f}] · {a.pulls} pulls" for a in data.arms
+        f"τ = {a.threshold:.2f}: {a.mean:.3f} [{a.low:.3f}, {a.high:.3f}] · {a.pulls} answers + outcomes"
+        for a in data.arms
     )
     f_monitor = "n/a" if data.f_monitor is None else f"{data.f_monitor:.2f}"
     blocks.append(
         {
             "type": "section",
             "block_id": "npo_home_tau",
-            "text": mrkdwn(f"*Threshold τ posteriors* (mean [95 % interval])\n{arms}\n*F_monitor*: {f_monitor}"),
+            "text": mrkdwn(
+                f"*Threshold τ posteriors* (mean [95 % interval] · all time, the answers to the recommendations "
+                f"surfaced at that τ + the outcomes of the predictions it suppressed)\n{arms}\n*F_monitor*: {f_monitor}"
+            ),
         }
     )
     if data.proposal is not None and data.proposal_expired_at is not None:

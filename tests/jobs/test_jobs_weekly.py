@@ -19,8 +19,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
-from jobs_testing import OPS, Clock, fire_scheduled, prediction, surface_and_post, wait_for_start
+from jobs_testing import OPS, RELAXED_POLICY, Clock, fire_scheduled, prediction, surface_and_post, wait_for_start
 from slack_sdk import WebClient
 
 from bot.config import Settings
@@ -32,7 +33,7 @@ from bot.jobs.runner import Scheduler
 from bot.jobs.weekly import WEEK, WEEKLY_JOB, run_weekly_summary, weekly_trigger
 from bot.retraining import resolve
 from bot.standin import StandIn
-from npo.loop import record_feedback, record_outcome
+from npo.loop import decide, record_feedback, record_outcome
 from npo.types import FeedbackEvent, FeedbackKind, Outcome
 from storage import SQLiteStore
 from storage.jobs import claim_count, claim_of, finish_claim
@@ -255,6 +256,50 @@ def test_the_report_of_a_past_period_says_its_tau_posteriors_are_the_current_one
         "period alone)"
     )
     assert any(line.startswith("F_monitor (share of answered retraining alerts approved, all time)") for line in lines)
+
+
+def test_the_tau_lines_say_what_their_count_is(db_path: Path) -> None:
+    """The number beside each τ is the bandit's count of the answers to the recommendations surfaced at that τ (a
+    changed answer is not counted again) and the outcomes of the predictions it suppressed, since the start: not how
+    often the τ was drawn, since a draw nobody answered adds nothing. Before, the report called it "pulls" and the
+    README "how often each τ was drawn": here 11 draws, and a count of 4."""
+    t = datetime(2025, 3, 18, 10, tzinfo=UTC).timestamp()
+    with SQLiteStore(db_path) as store:
+        surface_and_post(store, [prediction(i, t) for i in range(1, 11)], posted_at=t + 1)  # 10 draws, 8 unanswered
+        config = store.config
+        with store.transaction() as tx:
+            for person, kind, request in (("U1", "like", "r1"), ("U2", "like", "r2")):  # two people answer p1
+                record_feedback(tx, FeedbackEvent("p1", person, FeedbackKind(kind), t + 60, request), config=config)
+            record_feedback(tx, FeedbackEvent("p2", "U1", FeedbackKind.LIKE, t + 60, "r3"), config=config)
+            changed = FeedbackEvent("p2", "U1", FeedbackKind.OVERRIDE, t + 90, "r4")  # U1 changes their answer
+            record_feedback(tx, changed, config=config)
+            low = prediction(11, t, confidence=0.05)  # suppressed at whichever τ is drawn; its outcome arrives
+            decided = decide(tx, low, config=config, policy=RELAXED_POLICY, rng=np.random.default_rng(0), now=t)
+            assert decided.decision.verdict.value == "suppress"
+            record_outcome(tx, Outcome("p11", False, t + 120, "test"), config=config)
+        report = build_report(
+            store, since=datetime(2025, 3, 17, 9, tzinfo=BERLIN), until=MONDAY_SLOT, timezone="Europe/Berlin"
+        )
+        with store.read() as conn:
+            draws = conn.execute("SELECT COUNT(*) FROM decisions WHERE arm IS NOT NULL").fetchone()[0]
+            answers = dict(conn.execute("SELECT arm, COUNT(*) FROM feedback WHERE replaces IS NULL GROUP BY arm"))
+            outcomes = dict(
+                conn.execute(
+                    "SELECT d.arm, COUNT(*) FROM outcomes o JOIN decisions d ON d.prediction_id = o.prediction_id "
+                    "WHERE d.verdict = 'suppress' GROUP BY d.arm"
+                )
+            )
+    for text in (report_text(report), report_text(report, slack=False)):
+        lines = text.splitlines()
+        (header,) = [line for line in lines if line.startswith("Threshold τ posteriors")]
+        assert header.endswith(
+            "— mean [95 % interval], then, all time, the answers to the recommendations surfaced at that τ plus the "
+            "outcomes of the predictions it suppressed:"
+        )
+        assert "pulls" not in text
+        counts = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("  τ=")]
+        assert counts == [answers.get(arm, 0) + outcomes.get(arm, 0) for arm in range(len(report.arms))]
+    assert (sum(counts), draws) == (4, 11)
 
 
 def _some_activity(store: SQLiteStore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,6 +228,8 @@ def test_app_home_shows_loss_trend_tau_overrides_and_proposal(bot: BotUnderTest)
     text = str(view["blocks"])
     assert "L_align: 0.500 over the last 2 answer(s)" in text and "*L_align trend*" in text
     assert "τ = 0.50:" in text and "[0." in text  # posterior mean and interval per τ
+    # ... and the bandit's count per τ, named for what it is (the two answers; not the τ draws): before, "pulls"
+    assert "pulls" not in text and sum(int(n) for n in re.findall(r"· (\d+) answers \+ outcomes", text)) == 2
     assert f"<@{BOB}> on *psu*" in text and "Wrong action: x" in text  # the override with its reason
     assert "Open retraining proposal #1" in text and "L_align 0.50 &gt; 0.30" in text
     assert ":mute: `psu|investigate|r#-p#|p&gt;=0.9`" in text
