@@ -255,17 +255,22 @@ class IngestApi:
             outcomes, was_list = many(body, outcome_from_json, now=self.service.clock())
         except InvalidRecord as exc:
             return error(422, exc.message, exc.field)
+        results: list[dict[str, Any]] = []
         try:
-            results = self._record_outcomes(outcomes)
+            self._record_outcomes(outcomes, results)
         except (sqlite3.Error, StorageError) as exc:
-            return storage_unavailable(exc)
+            # Each outcome is its own transaction: those of the list before the failing one are committed, and a
+            # retry finds them again (the first outcome wins), so it records each once.
+            done = len(results)
+            stored = f"the list's first {done} outcome(s) were handled (a retry records each once)"
+            return storage_unavailable(exc, stored if done else "nothing was stored")
         if not was_list and results[0].get("error"):
             return error(404, str(results[0]["error"]), "prediction_id")
         return json_answer({"results": results} if was_list else results[0])
 
-    def _record_outcomes(self, outcomes: list[Outcome]) -> list[dict[str, Any]]:
-        """Record each outcome (``/api/v1/outcomes``)."""
-        out: list[dict[str, Any]] = []
+    def _record_outcomes(self, outcomes: list[Outcome], out: list[dict[str, Any]]) -> None:
+        """Record each outcome (``/api/v1/outcomes``), one transaction each, its answer appended to ``out`` as it is
+        committed: when the database refuses one, ``out`` holds the answers of those before it."""
         for outcome in outcomes:
             try:
                 result = self.service.record_outcome(outcome)
@@ -279,7 +284,6 @@ class IngestApi:
                     "missed_fault": result.missed_fault,
                 }
             )
-        return out
 
     def _resolve_one(self, resolved: ResolvedAlert, prediction_id: str, alert_id: str) -> OutcomeResult | ClosedResult:
         """Record the outcome ``resolved`` states for ``prediction_id``, or close it without one once no other alert

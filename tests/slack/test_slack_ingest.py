@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sqlite3
 import time
 from typing import Any
 
@@ -315,6 +317,36 @@ def test_outcomes_api(bot: BotUnderTest) -> None:
     with bot.bot.store.read() as conn:  # resolved long ago, received now: both kept (the summary counts arrival)
         at, recorded_at = conn.execute("SELECT at, recorded_at FROM outcomes WHERE prediction_id = 'p2'").fetchone()
     assert at == 1_700_000_000 and before - 1 <= recorded_at <= time.time() + 1
+
+
+def test_a_storage_error_midway_through_a_list_of_outcomes_says_what_was_recorded(bot: BotUnderTest) -> None:
+    """Each outcome of a list is recorded in a transaction of its own: when the database refuses the third, the first
+    two are committed, and the 503 must not say "nothing was stored"; the retry records the third, each once."""
+    for i in range(3):
+        assert bot.ingest(prediction(f"o{i}", target=f"r{i}-n01")).status_code == 200
+    with contextlib.closing(sqlite3.connect(bot.bot.settings.db_path)) as db:
+        db.execute(  # a full disk, met at the third outcome
+            "CREATE TRIGGER refuse_o2 BEFORE INSERT ON outcomes WHEN NEW.prediction_id = 'o2' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        db.commit()
+    outcomes = [{"prediction_id": f"o{i}", "real_fault": True} for i in range(3)]
+    refused = bot.ingest(outcomes, path="/api/v1/outcomes")
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    message = refused.json()["error"]
+    assert "nothing was stored" not in message, message
+    assert "first 2 outcome(s)" in message and "retry" in message, message
+    assert bot.counts()["outcomes"] == 2
+
+    with contextlib.closing(sqlite3.connect(bot.bot.settings.db_path)) as db:
+        db.execute("DROP TRIGGER refuse_o2")
+        db.commit()
+    retried = bot.ingest(outcomes, path="/api/v1/outcomes")
+    assert retried.status_code == 200, retried.text
+    assert [r["recorded"] for r in retried.json()["results"]] == [False, False, True]
+    assert bot.counts()["outcomes"] == 3
+    nothing = bot.ingest({"prediction_id": "o0", "real_fault": True}, path="/api/v1/outcomes")
+    assert nothing.status_code == 200 and nothing.json()["recorded"] is False
 
 
 def test_health_and_metrics(bot: BotUnderTest) -> None:
