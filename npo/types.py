@@ -52,14 +52,24 @@ MAX_TEXT_LEN = 500
 
 
 def _require_text(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> str:
-    if type(value) is str and 0 < len(value) <= max_len and not value[0].isspace() and not value[-1].isspace():
-        return value  # the common case: a non-empty string with no surrounding blanks
+    if (
+        type(value) is str
+        and 0 < len(value) <= max_len
+        and not value[0].isspace()
+        and not value[-1].isspace()
+        and "\0" not in value
+    ):
+        return value  # the common case: a non-empty string with no surrounding blanks and no NUL
     if not isinstance(value, str):
         raise InvalidRecord(name, f"must be a string, got {type(value).__name__}")
     if not value.strip():
         raise InvalidRecord(name, "must not be empty")
     if len(value) > max_len:
         raise InvalidRecord(name, f"must be at most {max_len} characters, got {len(value)}")
+    if "\0" in value:
+        # SQLite's length() and every C string stop at a NUL: "\u0000p-1" is 0 characters long to the database,
+        # whose CHECK then refuses it (and the whole batch with it) as a write error, retried in vain
+        raise InvalidRecord(name, "must not contain a NUL character (\\u0000)")
     return value
 
 
@@ -67,7 +77,13 @@ def _require_name(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> s
     """:func:`_require_text` for a name that rules, keys and lookups compare exactly (a prediction's id, fault type,
     target, action, channel): surrounding blanks are dropped, so ``"reboot "`` is the action ``reboot`` for every
     guardrail that names it, and ``" p-1"`` is the prediction ``p-1`` (the same id, not a second prediction)."""
-    if type(value) is str and 0 < len(value) <= max_len and not value[0].isspace() and not value[-1].isspace():
+    if (
+        type(value) is str
+        and 0 < len(value) <= max_len
+        and not value[0].isspace()
+        and not value[-1].isspace()
+        and "\0" not in value
+    ):
         return value  # the common case
     return _require_text(name, value, max_len=max_len).strip()
 

@@ -658,6 +658,29 @@ def test_a_lone_surrogate_is_refused_per_prediction_by_replay_and_poller(
         assert store.counts()["predictions"] == 1
 
 
+def test_a_nul_character_is_refused_per_prediction_by_replay_and_poller(
+    tmp_path: Path, predictions_server: tuple[str, list[Any]]
+) -> None:
+    """An id starting with ``"\\u0000"`` is 0 characters long to SQLite's ``length()``: its CHECK refused the whole
+    batch, so replay stored nothing and the poller failed every poll, never deciding the feed's good entries."""
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(GOOD_LINE % ("\\u0000a", "t1", "") + "\n" + GOOD_LINE % ("b", "t2", "") + "\n", encoding="utf-8")
+    parsed = read_predictions(jsonl, received_at=0.0)
+    assert [p.id for p in parsed.predictions] == ["b"]
+    assert parsed.errors == ["line 1: id: must not contain a NUL character (\\u0000)"]
+    url, served = predictions_server
+    good = {"id": "good", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.99}
+    served.append([good, good | {"id": "\0bad", "target": "t2"}])
+    with SQLiteStore(tmp_path / "npo.db", LoopConfig(default_channel="C1")) as store:
+        service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0), clock=lambda: 1000.0)
+        poller = Poller(url, service.decide, clock=lambda: 1000.0)
+        result = poller.poll_once()
+        poller.stop()
+        assert [r.decision.prediction_id for r in result.decided] == ["good"]
+        assert result.errors == ["[1].id: must not contain a NUL character (\\u0000)"]
+        assert store.counts()["predictions"] == 1
+
+
 def test_poller_logs_an_answer_it_cannot_use(
     predictions_server: tuple[str, list[Any]], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -219,12 +219,19 @@ def _broken() -> Prediction:
     return bad
 
 
+def _unchecked_id(pid: str) -> Prediction:
+    """A prediction whose id was changed after its checks, to one they refuse."""
+    bad = _p("bad")
+    object.__setattr__(bad, "id", pid)
+    return bad
+
+
 @pytest.mark.parametrize(
     ("bad", "error", "match"),
     [
         (_broken(), TypeError, "not supported between instances of 'str' and 'float'"),
-        # SQLite's length() stops at the NUL: the schema's CHECK refuses the id
-        (_p("\x00bad"), StorageError, "predictions '\\x00bad': CHECK constraint failed"),
+        # SQLite's length() stops at the NUL: the schema's CHECK refuses the id (which Prediction refuses first)
+        (_unchecked_id("\x00bad"), StorageError, "predictions '\\x00bad': CHECK constraint failed"),
     ],
 )
 def test_a_failure_mid_batch_keeps_nothing_of_the_batch(

@@ -18,8 +18,8 @@ from npo.types import Decision, FeedbackEvent, FeedbackKind, Outcome, Prediction
 from storage import SQLiteStore, SQLiteTransaction
 
 SETTINGS = settings(max_examples=60, deadline=None)
-# No NUL in ids: SQLite's length() stops at the first NUL, so the schema's length CHECKs refuse such an id (a clear
-# StorageError, not a round trip). Free text (reason, labels) may hold NULs.
+# No NUL in ids: SQLite's length() stops at the first NUL, so the schema's length CHECKs would refuse such an id;
+# the records refuse a NUL in every id and name first (InvalidRecord). Free text (reason, labels) may hold NULs.
 id_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 text = st.text(id_chars, min_size=1, max_size=40).filter(lambda s: s.strip() != "")
 unit = st.floats(0.0, 1.0)

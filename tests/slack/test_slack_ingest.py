@@ -95,6 +95,28 @@ def test_malformed_predictions_name_the_field_and_store_nothing(bot: BotUnderTes
     assert bot.counts() == before
 
 
+def test_a_nul_character_is_refused_naming_its_field_not_taken_for_a_storage_error(bot: BotUnderTest) -> None:
+    """``"\\u0000"`` is valid JSON. SQLite's ``length()`` stops at a NUL, so an id starting with one is 0 characters
+    long to the database's CHECK: the whole batch was answered 503 "retry later" — retried in vain for ever, its
+    good predictions never stored. A NUL elsewhere was stored and posted to Slack, and as an outcome's source."""
+    before = bot.counts()
+    batch = [prediction("n1", target="r1-n01"), prediction("\u0000n2", target="r2-n01")]
+    refused = bot.ingest(batch)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "[1].id" and "NUL" in refused.json()["error"]
+    for field in ("fault_type", "target", "action", "channel"):
+        body = prediction("n3", target="r3-n01") | {field: "a\u0000b"}
+        answer = bot.ingest(body)
+        assert (answer.status_code, answer.json()["field"]) == (422, field), answer.text
+    assert bot.counts() == before
+    assert bot.ingest(batch[:1]).status_code == 200
+    for field in ("prediction_id", "source"):
+        outcome = {"prediction_id": "n1", "real_fault": True} | {field: "\u0000n1"}
+        answer = bot.ingest(outcome, path="/api/v1/outcomes")
+        assert (answer.status_code, answer.json()["field"]) == (422, field), answer.text
+    assert bot.counts()["outcomes"] == 0
+
+
 def test_invalid_json_oversize_and_bad_tokens_are_refused(bot: BotUnderTest) -> None:
     before = bot.counts()
     url = f"{bot.server.url}/api/v1/predictions"
