@@ -75,8 +75,13 @@ def _mask_httpx_log() -> None:
 
 
 def _cut(text: str) -> str:
-    """``text`` cut to :data:`LOGGED_FIELD_CHARS` characters for a log line."""
-    return text if len(text) <= LOGGED_FIELD_CHARS else text[:LOGGED_FIELD_CHARS] + "…"
+    """``text`` (a field named by the feed: a key it sent) cut to :data:`LOGGED_FIELD_CHARS` characters for a log
+    line, its non-printable characters escaped (``\\n``, ``\\x1b``, ``\\u202e``): a key holding a line break, a
+    terminal escape or a bidi override would otherwise write a line of its own into the log, or reorder it."""
+    text = text if len(text) <= LOGGED_FIELD_CHARS else text[:LOGGED_FIELD_CHARS] + "…"
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _opening(raw: bytes) -> str:

@@ -695,6 +695,26 @@ def test_poller_logs_an_answer_it_cannot_use(
     poller.stop()
 
 
+def test_a_refused_entrys_field_cannot_write_lines_of_its_own_into_the_log(
+    predictions_server: tuple[str, list[Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The field named in the poller's warning is a key the feed sent: a line break in it forged a log line of its
+    own, a terminal escape or a bidi override reached the log as is. It is shown escaped."""
+    url, served = predictions_server
+    item = {"id": "p1", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.9}
+    forged = "k\n2025-01-01 ERROR npo: forged\x1b[2J\u202e"
+    served.append([item | {"labels": {forged: 1}}, item | {"id": "p2", "target": "t2", forged: "x"}])
+    poller = Poller(url, lambda predictions: [], clock=lambda: 0.0)
+    with caplog.at_level(logging.WARNING, logger="bot.ingest.poller"):
+        poller.poll_once()
+    poller.stop()
+    lines = [r.getMessage() for r in caplog.records if "skipped prediction" in r.getMessage()]
+    assert len(lines) == 2, caplog.text
+    for line in lines:
+        assert line.isprintable(), line
+        assert "k\\n2025-01-01 ERROR npo: forged\\x1b[2J\\u202e" in line
+
+
 def test_a_feed_of_many_invalid_predictions_is_logged_in_bounded_size(
     predictions_server: tuple[str, list[Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
