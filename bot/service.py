@@ -294,6 +294,11 @@ class NpoService:
             self.on_enqueue()
         return result
 
+    def first_outcome(self, prediction_id: str) -> Outcome | None:
+        """The outcome on record for ``prediction_id`` (or for the prediction it was found a duplicate of): the
+        first one reported, which later ones do not replace; None when there is none."""
+        return self.store.outcome(self.store.alias_of(prediction_id) or prediction_id)
+
     def alias_of(self, prediction_id: str) -> str | None:
         """The prediction that ``prediction_id`` was found a duplicate of by fingerprint (same fault type, target
         and action within the dedupe window), whose decision it was answered with; None if it was not one."""

@@ -277,13 +277,16 @@ class IngestApi:
             except UnknownPrediction as exc:
                 out.append({"prediction_id": outcome.prediction_id, "recorded": False, "error": exc.message})
                 continue
-            out.append(
-                {
-                    "prediction_id": outcome.prediction_id,
-                    "recorded": result.recorded,
-                    "missed_fault": result.missed_fault,
-                }
-            )
+            entry: dict[str, Any] = {
+                "prediction_id": outcome.prediction_id,
+                "recorded": result.recorded,
+                "missed_fault": result.missed_fault,
+            }
+            if not result.recorded and (first := self.service.first_outcome(outcome.prediction_id)) is not None:
+                # a retry, or an outcome that says otherwise: the sender learns which, and what stays on record
+                entry["recorded_real_fault"] = first.real_fault
+                entry["conflict"] = first.real_fault != outcome.real_fault
+            out.append(entry)
 
     def _resolve_one(self, resolved: ResolvedAlert, prediction_id: str, alert_id: str) -> OutcomeResult | ClosedResult:
         """Record the outcome ``resolved`` states for ``prediction_id``, or close it without one once no other alert
