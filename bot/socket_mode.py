@@ -11,6 +11,9 @@ its lifespan starts the delivery worker and the poller), on the same event loop 
 SIGTERM stops both, also while the first connection is still being tried; the database stays consistent (every
 answer was stored before it was acknowledged). Envelopes being handled at a stop are finished and acknowledged
 before the WebSocket closes (at most 10 s; a second Ctrl-C does not wait), as HTTP mode finishes requests in flight.
+An acknowledgement with no open connection to go on (the connection ended and is being reopened) waits for the new
+one at most 3 s (``ACK_CONNECTION_WAIT_S``), not at all at a stop, then is given up in one warning line: Slack sends
+the envelope again.
 
 Connecting (:class:`SocketModeClient`, slack-sdk's client with its connecting replaced): every attempt opens a
 *fresh* URL from ``apps.connections.open`` (a URL is good for one connection); a failed attempt is one warning line
@@ -103,6 +106,9 @@ RATE_LIMITED_WAIT_S = 30.0  # a 429 without Retry-After (slack-sdk's own default
 # A connection that ends sooner than this (Slack's last for hours) is reopened only after a wait, growing as after
 # failed attempts: a proxy or Slack edge that accepts and drops every connection is not hammered.
 SHORT_LIVED_S = 10.0
+# An acknowledgement with no open connection to go on (the connection ended and is being reopened) waits this long for
+# the new one: Slack's own limit for an answer; after it, Slack sends the envelope again (recorded once) anyway.
+ACK_CONNECTION_WAIT_S = 3.0
 
 
 class SocketModeError(RuntimeError):
@@ -161,7 +167,10 @@ class SocketModeClient(SdkSocketModeClient):
       any other; here it ends the service as a refused token does;
     * a connection that ended was reopened at once however briefly it had lasted (one that is accepted and closed at
       once: hundreds of connections a second); here one that lasted under ``short_lived_s`` is reopened after a
-      wait that grows as after failed attempts (half to all of it: jitter), until a connection lasts.
+      wait that grows as after failed attempts (half to all of it: jitter), until a connection lasts;
+    * an acknowledgement with no open connection waited for the reconnection however long it took (minutes while
+      Slack is unreachable; a stop waited out its whole time for it, then an error with a traceback); here it waits
+      at most ``ack_wait_s``, not at all once the service stops, then fails (:meth:`send_message`).
 
     Reconnecting after a drop (a close frame, Slack's ``disconnect`` envelope, a connection the ping finds dead) is
     still started by the SDK, through these methods.
@@ -176,6 +185,7 @@ class SocketModeClient(SdkSocketModeClient):
         ping_interval: float = 10.0,
         retry_delays: tuple[float, float] = (1.0, 60.0),
         short_lived_s: float = SHORT_LIVED_S,
+        ack_wait_s: float = ACK_CONNECTION_WAIT_S,
         logger: logging.Logger | None = None,
     ) -> None:
         super().__init__(
@@ -195,6 +205,8 @@ class SocketModeClient(SdkSocketModeClient):
         self.short_lived_s = short_lived_s
         self._opened_at: float | None = None  # when the current connection opened (monotonic)
         self._short_lived = 0  # connections in a row that lasted under short_lived_s
+        self.ack_wait_s = ack_wait_s
+        self._stopping = False  # set by stop_dispatching: an acknowledgement no longer waits for a connection
         # Running message listeners (kept from the collector): True for an envelope, to be finished and acknowledged
         # at a stop; False for Slack's ``hello`` and ``disconnect`` (the reconnection it starts is not waited for).
         self._listeners: dict[asyncio.Future[None], bool] = {}
@@ -378,9 +390,28 @@ class SocketModeClient(SdkSocketModeClient):
             self._listeners[task] = "envelope_id" in message
             task.add_done_callback(self._forget)
 
+    async def send_message(self, message: str) -> None:
+        """Send ``message`` (an acknowledgement) on the open connection. With none (it ended and is being reopened),
+        wait for the new one at most ``ack_wait_s`` (a refresh takes a moment), and not at all once the service is
+        stopping; then :class:`ConnectionError`. slack-sdk's own waited for the reconnection to finish, however long
+        it took."""
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("Sending a message: %s", message)
+        deadline = time.monotonic() + self.ack_wait_s
+        while True:
+            session = self.current_session
+            if session is not None and not session.closed:
+                with contextlib.suppress(ConnectionError):  # the connection is ending: a new one may come
+                    await session.send_str(message)
+                    return
+            if self.closed or self._stopping or time.monotonic() >= deadline:
+                raise ConnectionError("no open Socket Mode connection")
+            await asyncio.sleep(0.05)
+
     def stop_dispatching(self) -> set[asyncio.Future[None]]:
         """Dispatch no more messages (an envelope left unacknowledged is sent again by Slack); the envelopes still
-        being handled."""
+        being handled. Their acknowledgements go on the open connection, if any: none waits for a new one."""
+        self._stopping = True
         if self.message_processor is not None:
             self.message_processor.cancel()
         return {task for task, envelope in self._listeners.items() if envelope}
@@ -488,7 +519,16 @@ class SocketModeService:
         headers[ENVELOPE_ID_HEADER] = request.envelope_id
         bolt_request = AsyncBoltRequest(mode="socket_mode", body=request.payload, headers=headers)
         response = await self.bot.bolt.async_dispatch(bolt_request)
-        await send_async_response(client, request, response, started)
+        try:
+            await send_async_response(client, request, response, started)
+        except ConnectionError as exc:  # no open connection to acknowledge on (see SocketModeClient.send_message)
+            log.warning(
+                "Socket Mode: handled an envelope (type %s, id %s) but it was not acknowledged (%s); Slack may send "
+                "it again, and it is then acknowledged and not handled twice",
+                _excerpt(request.type, 40),
+                _excerpt(request.envelope_id, 60),
+                _excerpt(exc),
+            )
 
     async def _connect(self, client: SocketModeClient, server: uvicorn.Server) -> bool:
         """Open the first connection; False when told to stop (``server.should_exit``: a signal, :meth:`stop`)

@@ -265,6 +265,60 @@ def test_an_envelope_being_handled_at_a_stop_signal_is_finished_and_acknowledged
     assert "still being handled" not in _stderr(tmp_path)
 
 
+@pytest.mark.parametrize("how", ["close", "abort"], ids=["close-frame", "tcp-dies"])
+def test_a_stop_while_the_connection_is_being_reopened_does_not_wait_to_acknowledge(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """An Override click is being handled when the connection ends and Slack gives no new URL (503): the click's work
+    finishes (the form opens) with no connection to acknowledge it on. A stop then ends at once, with one warning
+    line naming the envelope. Before, the acknowledgement waited for the reconnection however long it took, so the
+    stop waited out its 10 s, warned of an envelope "still being handled", and slack-sdk logged an error with a
+    traceback ("Failed to run a request listener: Cannot write to closing transport")."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot(ping_interval=0.5, retry_delays=(0.5, 1.0))
+    message = bot.surface("p1")
+    bot.standin.faults.delay("views.open", 1.0, times=1)
+    envelope = bot.socket.click(user_id=BOB, action_id="npo_override", message=message)
+    wait_for(lambda: not bot.standin.faults.pending("views.open"))  # views.open is being answered
+    bot.standin.faults.server_error(OPEN, status=503, times=None)
+    bot.socket.drop(how)
+    wait_for(lambda: _warnings(caplog, "apps.connections.open failed"))
+    wait_for(bot.standin.views)  # the click's work is done
+    bot.service.stop()
+    assert bot.socket.acked(envelope) == 0
+    assert [view["callback_id"] for view in bot.standin.views()] == ["npo_override_modal"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.socket_mode"]
+    assert not [line for line in lines if "still being handled" in line], lines
+    (line,) = _warnings(caplog, "not acknowledged")
+    assert envelope in line, line
+    assert not _problems(caplog)
+
+
+def test_an_acknowledgement_waits_a_moment_for_a_new_connection_then_slack_sends_the_envelope_again(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection ends under a click being handled and stays down: its acknowledgement waits for a new connection
+    for as long as Slack waits for it (3 s), then gives up with one warning line, instead of being held until a
+    connection opens, minutes later while Slack is unreachable. Slack sends the envelope again on the new
+    connection: it is acknowledged, and its work is not done twice."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot(ping_interval=0.5, retry_delays=(0.5, 1.0))
+    message = bot.surface("p1")
+    bot.standin.faults.delay("views.open", 1.0, times=1)
+    envelope = bot.socket.click(user_id=BOB, action_id="npo_override", message=message)
+    wait_for(lambda: not bot.standin.faults.pending("views.open"))
+    bot.standin.faults.server_error(OPEN, status=503, times=None)
+    bot.socket.drop("close")
+    (line,) = wait_for(lambda: _warnings(caplog, "not acknowledged"), timeout=20)
+    assert envelope in line, line
+    bot.standin.faults.clear(OPEN)  # Slack is back
+    bot.socket.wait_connected(accepted=2, timeout=20)
+    bot.socket.resend(envelope, retry_attempt=1, retry_reason="timeout")
+    bot.socket.wait_ack(envelope)
+    assert [view["callback_id"] for view in bot.standin.views()] == ["npo_override_modal"]
+    assert not _problems(caplog)
+
+
 def _stderr(tmp_path: Path) -> str:
     return (tmp_path / "stderr.log").read_text()
 
