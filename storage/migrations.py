@@ -51,6 +51,7 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
 from __future__ import annotations
 
 import re
+import time
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -1024,7 +1025,12 @@ def schema_version(db: Database) -> int:
     return len(MIGRATIONS.applied(db))
 
 
-def migrate(db: Database, *, stop_before: str | None = None) -> int:
+# How long ``migrate`` waits for the write lock in all, retrying past the busy timeout: another process may be upgrading
+# a large file (a minute or more at millions of rows), and the process waiting should start after it, not give up.
+MIGRATION_LOCK_WAIT_S = 600.0
+
+
+def migrate(db: Database, *, stop_before: str | None = None, lock_wait_s: float = MIGRATION_LOCK_WAIT_S) -> int:
     """Apply every pending migration (up to, not including, ``stop_before``) and return the schema version.
 
     Runs in one ``BEGIN IMMEDIATE`` transaction (each migration in its own savepoint), so two processes starting
@@ -1032,7 +1038,9 @@ def migrate(db: Database, *, stop_before: str | None = None) -> int:
     switched off while migrating (tables are rebuilt, the documented SQLite procedure) and checked with
     ``PRAGMA foreign_key_check`` before the commit: any dangling reference rolls the migration back. ``db``
     must not be inside a transaction. A database with nothing to apply is only read, so it opens while another
-    process holds the write lock (a long write, a second bot starting).
+    process holds the write lock (a long write, a second bot starting). The write lock is waited for up to
+    ``lock_wait_s`` seconds in all (the busy timeout again and again): another process migrating a large file holds
+    it longer than one busy timeout, and this one then finds nothing left to apply. :class:`StorageBusy` after that.
     """
     newer = newer_schema_message(db)
     if newer is not None:
@@ -1043,14 +1051,7 @@ def migrate(db: Database, *, stop_before: str | None = None) -> int:
     foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
     conn.execute("PRAGMA foreign_keys = OFF")
     try:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except Exception as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise StorageBusy(
-                    "_sqlite_migrations", "npo", f"could not lock the database to migrate: {exc}"
-                ) from exc
-            raise
+        _begin_immediate(db, lock_wait_s)
         try:
             MIGRATIONS.apply(db, stop_before=stop_before)
             dangling = conn.execute("PRAGMA foreign_key_check").fetchall()
@@ -1066,3 +1067,22 @@ def migrate(db: Database, *, stop_before: str | None = None) -> int:
     finally:
         conn.execute(f"PRAGMA foreign_keys = {int(foreign_keys)}")
     return schema_version(db)
+
+
+def _begin_immediate(db: Database, lock_wait_s: float) -> None:
+    """``BEGIN IMMEDIATE``, tried again while another connection holds the write lock, for ``lock_wait_s`` seconds
+    in all; :class:`StorageBusy` after that."""
+    deadline = time.monotonic() + lock_wait_s
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except Exception as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise StorageBusy(
+                    "_sqlite_migrations",
+                    "npo",
+                    f"could not lock the database to migrate: another process held it for {lock_wait_s:g} s ({exc})",
+                ) from exc

@@ -51,7 +51,13 @@ from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, DEFAULT_STALE_AFTER_SECONDS, 
 from npo.types import Prediction
 from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect, connect_readonly
 from storage.errors import StorageBusy, StorageError
-from storage.migrations import LATEST_SCHEMA_VERSION, migrate, newer_schema_message, schema_version
+from storage.migrations import (
+    LATEST_SCHEMA_VERSION,
+    MIGRATION_LOCK_WAIT_S,
+    migrate,
+    newer_schema_message,
+    schema_version,
+)
 from storage.store_outbox import OutboxItem, OutboxState, StoreOutbox
 from storage.store_reads import StoreReads
 from storage.transaction import SQLiteTransaction
@@ -157,7 +163,9 @@ class SQLiteStore(StoreOutbox, StoreReads):
     ``"NORMAL"`` (survives process crashes) or ``"FULL"`` (also power loss). ``busy_timeout_s``: how long one
     ``BEGIN IMMEDIATE`` waits for another process's write lock; ``lock_retries``: how many more times it is tried
     (with exponential backoff) before :class:`StorageBusy`. ``migrate``: apply pending migrations on open
-    (otherwise the schema must be current). ``read_only``: open the existing file for reading only
+    (otherwise the schema must be current); ``migration_wait_s``: how long, in all, to wait for the write lock to
+    migrate (another process upgrading a large file holds it for longer than one busy timeout). ``read_only``: open
+    the existing file for reading only
     (:func:`storage.connection.connect_readonly`, never migrated): nothing is written, not even the journal mode,
     so a backup stays one file and a file the process may not write can be read; a write raises.
 
@@ -179,6 +187,7 @@ class SQLiteStore(StoreOutbox, StoreReads):
         lock_retries: int = 3,
         migrate: bool = True,
         read_only: bool = False,
+        migration_wait_s: float = MIGRATION_LOCK_WAIT_S,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
@@ -198,7 +207,7 @@ class SQLiteStore(StoreOutbox, StoreReads):
         self._tallies: dict[str, tuple[int, dict[tuple[str, int], int]]] = {}
         db = self._connection()
         self._file = _file_identity(self.path)  # see health(): the file this store has open
-        version = _migrate(db) if migrate and not read_only else schema_version(db)
+        version = _migrate(db, migration_wait_s) if migrate and not read_only else schema_version(db)
         if version != LATEST_SCHEMA_VERSION:
             newer = newer_schema_message(db)
             raise StorageError(
@@ -404,5 +413,5 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _migrate(db: Database) -> int:
-    return migrate(db)
+def _migrate(db: Database, lock_wait_s: float) -> int:
+    return migrate(db, lock_wait_s=lock_wait_s)

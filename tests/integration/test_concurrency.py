@@ -14,7 +14,8 @@ from npo.loop import LoopConfig, record_feedback
 from npo.policy import Policy
 from npo.scoring import scenario_key
 from npo.types import FeedbackEvent, FeedbackKind
-from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageBusy, check, connect
+from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageBusy, check, connect, migrate
+from storage.migrations import KNOWN_MIGRATIONS, MIGRATIONS
 
 THREADS = 8
 EVENTS = 500
@@ -111,13 +112,42 @@ def test_a_current_database_opens_while_another_process_holds_the_write_lock(db_
         holder.execute("BEGIN IMMEDIATE")
         try:
             with pytest.raises(StorageBusy, match="could not lock the database to migrate"):
-                SQLiteStore(fresh, busy_timeout_s=0.05, lock_retries=0)
+                SQLiteStore(fresh, busy_timeout_s=0.05, lock_retries=0, migration_wait_s=0)
         finally:
             holder.execute("ROLLBACK")
             holder.close()
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+def test_a_store_waits_for_another_process_migrating_past_its_busy_timeout(db_path: Path) -> None:
+    """Two processes starting on one old database: the one that does not get the write lock waits for the other's
+    upgrade, however longer than one busy timeout it takes, and then finds nothing to apply. It used to give up
+    after one busy timeout ("could not lock the database to migrate: database is locked"), and ``serve`` exited 2,
+    which the service unit does not restart: the bot stayed down after an upgrade of a large file."""
+    db = connect(db_path)
+    assert migrate(db, stop_before=KNOWN_MIGRATIONS[16]) == 16
+    db.conn.execute("BEGIN IMMEDIATE")  # the other process, holding the lock while it migrates
+    opened: list[object] = []
+
+    def start() -> None:
+        try:
+            with SQLiteStore(db_path, busy_timeout_s=0.02, lock_retries=0) as store:
+                opened.append(store.schema_version())
+        except BaseException as exc:
+            opened.append(exc)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    starting.join(1.0)  # many busy timeouts: before, it had given up by now
+    MIGRATIONS.apply(db)
+    db.conn.execute("COMMIT")
+    starting.join()
+    assert opened == [LATEST_SCHEMA_VERSION]
+    names = [r[0] for r in db.conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    assert names == list(KNOWN_MIGRATIONS)  # each applied once
+    db.close()
 
 
 @pytest.mark.parametrize("lock", ["IMMEDIATE", "EXCLUSIVE", "SHARED"])
