@@ -44,6 +44,10 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
 17. ``m017_outcome_agreement``: ``outcome_agreement``, each person's effective answers with a known outcome and their
     summed agreement with it, kept by triggers on ``feedback`` and ``outcomes`` (the meta-monitor read it by
     scanning every answer ever given, on each run).
+18. ``m018_feedback_peer_credited``: ``feedback.peer_credited``, whether an answer holds peer credit (carried to
+    the answer that replaces it), so changing it moves only the credit it earned.
+19. ``m019_prediction_aliases_by_prediction``: an index of ``prediction_aliases`` by the prediction merged into, so a
+    merged recommendation closes only once the last of its alerts has resolved.
 
 ``storage/README.md`` says why each one was made, with the figures.
 """
