@@ -91,6 +91,10 @@ PERMANENT_ERRORS = frozenset(
         "deprecated_endpoint",
     }
 )
+# Slack's ``disconnect`` reason when an app has more WebSocket connections open than it allows (10 per app): one
+# process too many on the same app token, which an operator has to stop (a new connection still follows, backed off).
+TOO_MANY_WEBSOCKETS = "too_many_websockets"
+MAX_CONNECTIONS_PER_APP = 10
 # Slack's ``disconnect`` reason when Socket Mode was turned off for the app: a new connection would bring nothing, so
 # the service stops (exit status 2) as for a refused token, once the envelopes in hand are finished and acknowledged.
 LINK_DISABLED = "link_disabled"
@@ -433,8 +437,16 @@ class SocketModeClient(SdkSocketModeClient):
         if kind == "hello":
             return message
         if kind == "disconnect":
-            if message.get("reason") != LINK_DISABLED:
-                log.info("Socket Mode: Slack asked for a new connection (reason: %s)", _excerpt(message.get("reason")))
+            reason = message.get("reason")
+            if reason == TOO_MANY_WEBSOCKETS:
+                log.warning(
+                    "Socket Mode: Slack closed a connection because more than %d are open on this app token "
+                    "(reason: %s): stop the other processes using SLACK_APP_TOKEN; reconnecting",
+                    MAX_CONNECTIONS_PER_APP,
+                    TOO_MANY_WEBSOCKETS,
+                )
+            elif reason != LINK_DISABLED:
+                log.info("Socket Mode: Slack asked for a new connection (reason: %s)", _excerpt(reason))
             return message
         envelope_id = message.get("envelope_id")
         if not (isinstance(envelope_id, str) and envelope_id and isinstance(message.get("payload"), dict)):

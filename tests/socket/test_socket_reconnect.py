@@ -67,6 +67,22 @@ def test_the_bot_reconnects_when_the_connection_ends(
     assert bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
 
 
+def test_too_many_connections_on_the_app_token_is_a_warning_naming_what_to_fix(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack allows an app 10 Socket Mode connections and closes the extra one with ``too_many_websockets``: a process
+    too many runs on the app token. That was logged at INFO as a routine refresh; it is now one warning saying what to
+    stop, and the bot still reconnects."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot()
+    bot.socket.drop("disconnect", reason="too_many_websockets")
+    bot.socket.wait_connected(accepted=2)
+    ours = [r for r in caplog.records if r.name == "bot.socket_mode"]
+    lines = [(r.levelname, r.getMessage()) for r in ours if "too_many" in r.getMessage()]
+    assert len(lines) == 1 and lines[0][0] == "WARNING" and "SLACK_APP_TOKEN" in lines[0][1], lines
+    assert "xapp-" not in lines[0][1]
+
+
 def test_an_envelope_delivered_again_is_recorded_once(socket_bot: SocketBot) -> None:
     """Slack re-delivers an envelope it saw no ack for: the same envelope_id, or with ``retry_attempt``."""
     message = socket_bot.surface("p1")
