@@ -99,8 +99,6 @@ def outcome_from_json(obj: object, *, now: float) -> Outcome:
         seconds = float(at) if type(at) in (int, float) else math.nan  # Outcome names any other kind of value
     except OverflowError:  # an integer beyond any float: Outcome names it
         seconds = math.nan
-    if math.isfinite(seconds) and seconds < 0:  # shown in Slack as a date: -1e300 would be a year of 300 digits
-        raise InvalidRecord("at", f"is {seconds:g}, before 1970: send Unix seconds (when the outcome happened)")
     if math.isfinite(seconds) and seconds > now + OUTCOME_CLOCK_SKEW_S:
         # an outcome is a fact about the past: a time ahead of the clock is a wrong unit or a wrong clock
         hint = " (milliseconds? send Unix seconds)" if seconds > 100 * max(now, 1.0) else ""

@@ -382,18 +382,6 @@ def test_an_outcome_time_ahead_of_the_clock_is_refused_naming_at(bot: BotUnderTe
     assert ok.status_code == 200 and ok.json()["recorded"] is True
 
 
-def test_an_outcome_time_before_1970_is_refused_naming_at(bot: BotUnderTest) -> None:
-    """``at`` of −1e300 was stored, and the recommendation's message then showed a year of 300 digits."""
-    url = f"{bot.server.url}/api/v1/outcomes"
-    assert bot.ingest(prediction("o1")).status_code == 200
-    for at in (-1e300, -1):
-        response = httpx.post(url, json={"prediction_id": "o1", "real_fault": True, "at": at}, headers=_auth(bot))
-        assert response.status_code == 422, response.text
-        answer = _is_json_error(response)
-        assert answer["field"] == "at" and "before 1970" in answer["error"], answer
-    assert bot.counts()["outcomes"] == 0
-
-
 def test_a_second_outcome_says_whether_it_agrees_with_the_one_on_record(bot: BotUnderTest) -> None:
     """The first outcome wins. A retry and an outcome that says the opposite were answered alike, ``recorded:
     false``, so a sender could not tell that what it reported was set aside. Now the answer gives the truth on record
