@@ -5,9 +5,10 @@ One thread, started by ``npo-bot serve`` and stopped with it. Each pass leases t
 records the result:
 
 * success → ``mark_sent`` with the ``(channel, ts)`` (stored with the recommendation);
-* HTTP 429 → ``mark_retry`` after ``Retry-After`` (at most :data:`RETRY_AFTER_CAP_S`, with a warning); Slack limits
-  each Web API method as a whole, so every message sent with the same method (``chat.postMessage``,
-  ``chat.update``, ``chat.postEphemeral``) waits that long too;
+* HTTP 429, or a rate limit Slack names in the body (``ratelimited``, ``rate_limited``: :data:`RATE_LIMIT_ERRORS`)
+  → ``mark_retry`` after ``Retry-After`` (at most :data:`RETRY_AFTER_CAP_S`, with a warning; without one, the
+  back-off but at least a second); Slack limits each Web API method as a whole, so every message sent with the same
+  method (``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``) waits that long too;
 * connection errors (``URLError``/``OSError``/``TimeoutError``), HTTP 5xx and Slack's transient errors →
   ``mark_retry`` with exponential backoff (0.5 s · 2ⁿ, at most 60 s, plus jitter), for as long as it takes;
 * an update of a recommendation whose post failed for good → ``mark_failed`` too (there is no message to update,
@@ -99,7 +100,10 @@ METHOD_OF_KIND = {
     "message_update": "chat.update",
     "ephemeral": "chat.postEphemeral",
 }
-TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+# A rate limit named in the body, whatever the HTTP status: ``ratelimited`` (any method, usually with a 429) and
+# ``rate_limited`` (chat.postMessage's own: "Application has posted too many messages"). Waited out as a 429 is.
+RATE_LIMIT_ERRORS = frozenset({"ratelimited", "rate_limited"})
 # slack_sdk's error for an answer that is not JSON (a truncated body, a proxy's error page): transient, not final.
 NON_JSON_ANSWER = "Received a response in a non-JSON format"
 MAX_BACKOFF_S = 60.0
@@ -113,12 +117,14 @@ NOT_YET_POSTED_RETRY_S = 30.0  # a safety net: the post, once out, makes its wai
 
 class _Retry(Exception):
     """Try again in ``after_s`` seconds. ``expected``: a normal wait inside the bot (an update queued before its
-    post went out), logged at DEBUG; anything Slack answered is a WARNING."""
+    post went out), logged at DEBUG; anything Slack answered is a WARNING. ``rate_limited``: Slack's rate limit, which
+    every message sent with the same method (and to the same channel) waits out too."""
 
-    def __init__(self, after_s: float, reason: str, *, expected: bool = False) -> None:
+    def __init__(self, after_s: float, reason: str, *, expected: bool = False, rate_limited: bool = False) -> None:
         super().__init__(reason)
         self.after_s = after_s
         self.expected = expected
+        self.rate_limited = rate_limited
 
 
 class _Fail(Exception):
@@ -272,8 +278,12 @@ def classify(exc: BaseException, attempts: int) -> _Retry | _Fail:
     if isinstance(exc, SlackApiError):
         status = getattr(exc.response, "status_code", 200)
         error = str(exc.response.get("error", "")) if hasattr(exc.response, "get") else ""
-        if status == 429:
-            retry_after = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after") or "1"
+        if status == 429 or error in RATE_LIMIT_ERRORS:
+            headers = getattr(exc.response, "headers", None) or {}
+            retry_after = headers.get("Retry-After") or headers.get("retry-after")
+            label = f"{error or 'ratelimited'} (HTTP {status}"
+            if retry_after is None:  # none given: the back-off, but never sooner than Slack's 1 message/s
+                return _Retry(max(1.0, backoff_s(attempts)), f"{label}, no Retry-After)", rate_limited=True)
             try:
                 after = max(1.0, float(retry_after))
             except ValueError:
@@ -281,10 +291,11 @@ def classify(exc: BaseException, attempts: int) -> _Retry | _Fail:
             if not after <= RETRY_AFTER_CAP_S:  # also "inf"
                 return _Retry(
                     RETRY_AFTER_CAP_S,
-                    f"ratelimited (Retry-After {retry_after} s is longer than Slack's own limits ask: waiting the "
+                    f"{label}, Retry-After {retry_after} s is longer than Slack's own limits ask: waiting the "
                     f"{RETRY_AFTER_CAP_S:.0f} s cap)",
+                    rate_limited=True,
                 )
-            return _Retry(after, f"ratelimited (Retry-After {retry_after})")
+            return _Retry(after, f"{label}, Retry-After {retry_after})", rate_limited=True)
         if status >= 500 or error in TRANSIENT_ERRORS or error.startswith(NON_JSON_ANSWER):
             return _Retry(backoff_s(attempts), f"HTTP {status} {error}".strip())
         return _Fail(error or f"HTTP {status}", _error_code(error, status))
@@ -825,7 +836,7 @@ class DeliveryWorker:
         verdict = exc if isinstance(exc, _Retry | _Fail) else classify(exc, max(i.attempts for i in items))
         if isinstance(verdict, _Retry):
             at = self.clock() + verdict.after_s
-            if isinstance(exc, SlackApiError) and getattr(exc.response, "status_code", 0) == 429:
+            if verdict.rate_limited:
                 for item in items:
                     self._ready_at[item.channel] = max(self._ready_at.get(item.channel, 0.0), at)
                     method = METHOD_OF_KIND.get(item.kind)

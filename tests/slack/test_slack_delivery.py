@@ -136,6 +136,22 @@ def test_a_transient_slack_error_is_retried_and_posted_once_not_failed(bot: BotU
     assert bot.bot.metrics.counter("npo_deliveries_total", kind="recommendation", result="retry") == 1
 
 
+@pytest.mark.parametrize("code", ["ratelimited", "rate_limited"])
+def test_a_rate_limit_slack_names_in_the_body_is_waited_out_not_failed(bot: BotUnderTest, code: str) -> None:
+    """Slack can name a rate limit in an HTTP 200 body: ``ratelimited`` (every method) or ``rate_limited``
+    (chat.postMessage: "Application has posted too many messages"). Either is waited out like a 429 without
+    ``Retry-After`` (at least a second, the method held), then the post goes out once; neither fails it for good."""
+    bot.standin.faults.error("chat.postMessage", code, times=1)
+    bot.ingest(prediction("p1"))
+    wait_for(lambda: not bot.bot.store.outbox("pending"))
+    assert not bot.bot.store.outbox("failed"), [item.last_error for item in bot.bot.store.outbox("failed")]
+    attempts = bot.standin.calls("chat.postMessage")
+    assert [c.response.get("error") for c in attempts] == [code, None]
+    assert attempts[1].monotonic - attempts[0].monotonic >= 1.0
+    assert len(bot.standin.messages(INCIDENT)) == 1
+    assert bot.bot.worker._method_ready_at["chat.postMessage"] > 0
+
+
 def test_a_recommendation_slack_refuses_is_sent_again_with_its_texts_cut_short(bot: BotUnderTest) -> None:
     """Slack's limits are counted in characters, as NPO counts them, but how Slack counts some text (emoji, other
     scripts) is undocumented: a recommendation Slack refuses (``invalid_blocks``) is sent once more in the compact
