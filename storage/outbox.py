@@ -121,10 +121,13 @@ def recent_recommendations(conn: sqlite3.Connection, limit: int) -> list[str]:
 
 
 def update_waiting(conn: sqlite3.Connection, kind: str, prediction_id: str) -> bool:
-    """Whether a message of ``kind`` for the prediction is pending and not yet tried (a later change can ride
-    with it instead of queueing another)."""
+    """Whether a message of ``kind`` for the prediction is pending and not in flight: not yet tried, or waiting for
+    another try (``last_error`` set: a failed or deferred one; a claim clears it). It renders the recommendation as
+    it is when sent, so a later change can ride with it instead of queueing another — which, during an outage,
+    would be retried on its own and update the same message once more when Slack is back."""
     row = conn.execute(
-        "SELECT 1 FROM outbox WHERE state = 'pending' AND kind = ? AND prediction_id = ? AND attempts = 0",
+        "SELECT 1 FROM outbox WHERE state = 'pending' AND kind = ? AND prediction_id = ? "
+        "AND (attempts = 0 OR last_error IS NOT NULL)",
         (kind, prediction_id),
     ).fetchone()
     return row is not None

@@ -561,3 +561,36 @@ def test_a_digest_recorded_from_its_note_by_another_worker_is_no_lost_lease(
         assert 'npo_deliveries_total{kind="digest",result="sent"} 4' in exposition, exposition
     finally:
         built.close()
+
+
+def test_answers_given_while_an_update_waits_for_a_retry_ride_with_it(tmp_path: Path, standin: StandIn) -> None:
+    """An update that failed (Slack unreachable) and waits for its next try renders the message as it is when
+    tried: answers given meanwhile ride with it instead of each queueing an update of its own, which would retry
+    on its own during an outage and, once Slack is back, update the same message once per answer."""
+    built = build_bot(make_settings(tmp_path, standin), seed=1, run_worker=False)
+    with serving(built, standin) as bot:
+        ahead = [0.0]  # how far the worker's clock is ahead of the real one
+        client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+
+        def clock() -> float:
+            return time.time() + ahead[0]
+
+        worker = DeliveryWorker(bot.bot.service, client, Metrics(), WorkerConfig(), clock=clock)
+        assert bot.ingest(prediction("p1")).status_code == 200
+        assert worker.run_once() == 1
+        message = bot.posted("p1")
+        standin.faults.disconnect("chat.update", times=None)
+        assert bot.click(ALICE, ACTION_LIKE, message).status_code == 200
+        assert worker.run_once() == 1  # the update is tried, and waits for another try
+        (waiting,) = bot.bot.store.outbox("pending")
+        assert waiting.kind == "update" and waiting.last_error
+        assert bot.click(BOB, ACTION_LIKE, message).status_code == 200
+        assert bot.click(ALICE, ACTION_NEUTRAL, message).status_code == 200
+        assert [item.id for item in bot.bot.store.outbox("pending")] == [waiting.id]
+        standin.faults.clear()
+        ahead[0] = 120.0  # past the back-off
+        assert worker.run_once() == 1
+        assert not bot.bot.store.outbox("pending")
+    updated = [c for c in standin.calls("chat.update") if c.status == 200]
+    assert len(updated) == 1
+    assert ALICE in str(updated[0].body["blocks"]) and BOB in str(updated[0].body["blocks"])
