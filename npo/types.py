@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TypeGuard
 
 
 class InvalidRecord(ValueError):
@@ -51,15 +52,21 @@ MAX_ID_LEN = 200
 MAX_TEXT_LEN = 500
 
 
-def _require_text(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> str:
-    if (
+def _plain(value: object, max_len: int) -> TypeGuard[str]:
+    """The common case, which needs no other check: a non-empty string of at most ``max_len`` characters, with no
+    surrounding blanks and no NUL."""
+    return (
         type(value) is str
         and 0 < len(value) <= max_len
         and not value[0].isspace()
         and not value[-1].isspace()
         and "\0" not in value
-    ):
-        return value  # the common case: a non-empty string with no surrounding blanks and no NUL
+    )
+
+
+def _require_text(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> str:
+    if _plain(value, max_len):
+        return value
     if not isinstance(value, str):
         raise InvalidRecord(name, f"must be a string, got {type(value).__name__}")
     if not value.strip():
@@ -77,14 +84,8 @@ def _require_name(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> s
     """:func:`_require_text` for a name that rules, keys and lookups compare exactly (a prediction's id, fault type,
     target, action, channel): surrounding blanks are dropped, so ``"reboot "`` is the action ``reboot`` for every
     guardrail that names it, and ``" p-1"`` is the prediction ``p-1`` (the same id, not a second prediction)."""
-    if (
-        type(value) is str
-        and 0 < len(value) <= max_len
-        and not value[0].isspace()
-        and not value[-1].isspace()
-        and "\0" not in value
-    ):
-        return value  # the common case
+    if _plain(value, max_len):
+        return value
     return _require_text(name, value, max_len=max_len).strip()
 
 

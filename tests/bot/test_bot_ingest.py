@@ -645,17 +645,12 @@ def test_a_lone_surrogate_is_refused_per_prediction_by_replay_and_poller(
     parsed = read_predictions(jsonl, received_at=0.0)
     assert [p.id for p in parsed.predictions] == ["b"]
     assert parsed.errors == ["line 1: labels.k: holds a lone UTF-16 surrogate (not valid Unicode text)"]
-    url, served = predictions_server
-    good = {"id": "good", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.99}
-    served.append([good, good | {"id": "bad", "target": "t\ud800"}])
-    with SQLiteStore(tmp_path / "npo.db", LoopConfig(default_channel="C1")) as store:
-        service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0), clock=lambda: 1000.0)
-        poller = Poller(url, service.decide, clock=lambda: 1000.0)
-        result = poller.poll_once()
-        poller.stop()
-        assert [r.decision.prediction_id for r in result.decided] == ["good"]
-        assert result.errors == ["[1].target: holds a lone UTF-16 surrogate (not valid Unicode text)"]
-        assert store.counts()["predictions"] == 1
+    _assert_the_poller_decides_only_the_good_entry(
+        tmp_path,
+        predictions_server,
+        {"id": "bad", "target": "t\ud800"},
+        "[1].target: holds a lone UTF-16 surrogate (not valid Unicode text)",
+    )
 
 
 def test_a_nul_character_is_refused_per_prediction_by_replay_and_poller(
@@ -668,16 +663,29 @@ def test_a_nul_character_is_refused_per_prediction_by_replay_and_poller(
     parsed = read_predictions(jsonl, received_at=0.0)
     assert [p.id for p in parsed.predictions] == ["b"]
     assert parsed.errors == ["line 1: id: must not contain a NUL character (\\u0000)"]
+    _assert_the_poller_decides_only_the_good_entry(
+        tmp_path,
+        predictions_server,
+        {"id": "\0bad", "target": "t2"},
+        "[1].id: must not contain a NUL character (\\u0000)",
+    )
+
+
+def _assert_the_poller_decides_only_the_good_entry(
+    tmp_path: Path, predictions_server: tuple[str, list[Any]], bad: dict[str, Any], error: str
+) -> None:
+    """A feed serving a good entry and one made bad by ``bad``: one poll decides and stores the good one only, and
+    names the bad one's field with ``error``."""
     url, served = predictions_server
     good = {"id": "good", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.99}
-    served.append([good, good | {"id": "\0bad", "target": "t2"}])
+    served.append([good, good | bad])
     with SQLiteStore(tmp_path / "npo.db", LoopConfig(default_channel="C1")) as store:
         service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0), clock=lambda: 1000.0)
         poller = Poller(url, service.decide, clock=lambda: 1000.0)
         result = poller.poll_once()
         poller.stop()
         assert [r.decision.prediction_id for r in result.decided] == ["good"]
-        assert result.errors == ["[1].id: must not contain a NUL character (\\u0000)"]
+        assert result.errors == [error]
         assert store.counts()["predictions"] == 1
 
 
