@@ -1,10 +1,12 @@
-"""``npo-bot report [--since ISO] [--png PATH]``: the weekly report in the terminal (and its chart to a file).
+"""``npo-bot report [--since ISO] [--until ISO] [--png PATH]``: the weekly report in the terminal (and its chart to a
+file).
 
 The database is ``--db``, else ``NPO_DB_PATH`` (as ``npo-bot db`` finds it), else ``npo.db``: no Slack setting is
 needed. The days are counted in ``--timezone``, else ``NPO_TIMEZONE`` from the environment, else from the settings file
 (``--env-file``, which must exist, default ``./.env`` if there is one), else UTC — with or without ``--db``.
-``--since`` may not be before 1970 nor in the future; a long period prints one line per day (the chart labels at
-most ten of its days).
+The period ends at ``--until`` (default: now) and starts at ``--since`` (default: seven local days before its end);
+neither may be before 1970 nor in the future, and the start must be before the end. A long period prints one line
+per day (the chart labels at most ten of its days).
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--since",
-        help="start of the period, ISO 8601, from 1970 on (default: 7 days ago; naive = --timezone)",
+        help="start of the period, ISO 8601, from 1970 on (default: 7 days before its end; naive = --timezone)",
+    )
+    report.add_argument(
+        "--until",
+        help="end of the period, ISO 8601, not in the future (default: now; naive = --timezone): last week's summary"
+        " again is --until at its Monday slot",
     )
     report.add_argument("--png", type=Path, help="also write the L_align chart to this PNG file")
     report.add_argument(
@@ -75,20 +82,42 @@ def _db_and_zone(args: argparse.Namespace) -> tuple[Path, str, str] | None:
         return None
 
 
-def _since(text: str, tz: ZoneInfo, until: datetime) -> datetime | str:
-    """``--since`` as an aware datetime (naive: in ``tz``), or what is wrong with it (one line)."""
+def _moment(option: str, text: str, tz: ZoneInfo, now: datetime) -> datetime | str:
+    """``--since`` or ``--until`` (``option``) as an aware datetime (naive: in ``tz``), or what is wrong with it (one
+    line): not ISO 8601, before 1970, or later than ``now`` (``--since`` must be before it: an empty period says
+    nothing)."""
     try:
-        since = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
     except ValueError:
-        return f"--since must be ISO 8601, got {text!r}"
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=tz)
+        return f"{option} must be ISO 8601, got {text!r}"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
     # Compared by subtraction only: converting a date near year 1 or 9999 to another zone can overflow.
-    if since >= until:
-        return f"--since must be in the past, got {text!r}"
-    if since < EPOCH:
-        return f"--since must not be before 1970, got {text!r}"
-    return since
+    if moment > now or (option == "--since" and moment == now):
+        return f"{option} must be in the past, got {text!r}"
+    if moment < EPOCH:
+        return f"{option} must not be before 1970, got {text!r}"
+    return moment
+
+
+def _period(args: argparse.Namespace, tz: ZoneInfo, now: datetime) -> tuple[datetime, datetime] | str:
+    """The report's period from ``--since`` and ``--until`` (defaults: seven local days up to now), or what is wrong
+    with them (one line)."""
+    until = now
+    if args.until:
+        parsed = _moment("--until", args.until, tz, now)
+        if isinstance(parsed, str):
+            return parsed
+        until = parsed.astimezone(tz)
+    since = until - timedelta(days=7)  # local wall time: seven whole days, also across a daylight-saving change
+    if args.since:
+        parsed = _moment("--since", args.since, tz, now)
+        if isinstance(parsed, str):
+            return parsed
+        if parsed >= until:
+            return f"--since must be before the end of the period ({until.isoformat()}), got {args.since!r}"
+        since = parsed
+    return since, until
 
 
 def _database_file(path: Path, db: Path) -> Path | None:
@@ -175,14 +204,11 @@ def _run_report(args: argparse.Namespace, *, now: datetime | None) -> int:
         else:
             print(f"npo-bot report: unknown timezone {zone!r}", file=sys.stderr)
         return 2
-    until = (now or datetime.now(UTC)).astimezone(tz)
-    since = until - timedelta(days=7)  # local wall time: seven whole days, also across a daylight-saving change
-    if args.since:
-        parsed = _since(args.since, tz, until)
-        if isinstance(parsed, str):
-            print(f"npo-bot report: {parsed}", file=sys.stderr)
-            return 2
-        since = parsed
+    period = _period(args, tz, (now or datetime.now(UTC)).astimezone(tz))
+    if isinstance(period, str):
+        print(f"npo-bot report: {period}", file=sys.stderr)
+        return 2
+    since, until = period
     if db.is_dir():
         print(f"npo-bot report: {db} is a folder, not a database file", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -633,6 +633,56 @@ def test_report_command_refuses_a_since_out_of_range(
     assert run_report(args, now=MONDAY_SLOT) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and message in err and err.startswith("npo-bot report: --since")
+
+
+def test_report_until_prints_a_past_week_as_it_was_posted(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--until`` ends the period at a past time: last week's summary again, a fortnight later, has the header and
+    the numbers of the one made at its slot (before, the period always ended now, so a past week could only be
+    asked for with a --since that reached up to today, and came with everything since)."""
+    with SQLiteStore(db_path) as store:
+        _some_activity(store)
+    zone = ("--timezone", "Europe/Berlin")
+    assert run_report(_report_args("--db", str(db_path), *zone), now=MONDAY_SLOT) == 0
+    at_the_slot = capsys.readouterr().out
+    later = MONDAY_SLOT + timedelta(days=14)
+    assert run_report(_report_args("--db", str(db_path), "--until", "2025-03-24T09:00", *zone), now=later) == 0
+    again = capsys.readouterr().out
+    assert again.startswith("NPO weekly summary · 2025-03-17 09:00 – 2025-03-24 09:00 CET")
+    assert "override 50% (1)" in again
+    # the same report but for the τ line, which shows the bandit as it is when the report is made
+    assert [ln for ln in again.splitlines() if "as of" not in ln] == [
+        ln for ln in at_the_slot.splitlines() if "as of" not in ln
+    ]
+    # with an offset, and with --since: the period between them
+    args = _report_args("--db", str(db_path), "--since", "2025-03-20T00:00", "--until", "2025-03-24T08:00Z", *zone)
+    assert run_report(args, now=later) == 0
+    assert capsys.readouterr().out.startswith("NPO weekly summary · 2025-03-20 00:00 – 2025-03-24 09:00 CET")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--until", "next monday"), "--until must be ISO 8601, got 'next monday'"),
+        (("--until", "2025-03-24T09:00:01"), "--until must be in the past, got '2025-03-24T09:00:01'"),
+        (("--until", "1969-12-31T23:59Z"), "--until must not be before 1970, got '1969-12-31T23:59Z'"),
+        (
+            ("--since", "2025-03-20T00:00", "--until", "2025-03-20T00:00"),
+            "--since must be before the end of the period (2025-03-20T00:00:00+01:00), got '2025-03-20T00:00'",
+        ),
+        (
+            ("--until", "2025-03-10T00:00", "--since", "2025-03-12T00:00"),
+            "--since must be before the end of the period (2025-03-10T00:00:00+01:00), got '2025-03-12T00:00'",
+        ),
+    ],
+)
+def test_report_command_refuses_an_until_out_of_range(
+    extra: tuple[str, ...], message: str, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SQLiteStore(db_path):
+        pass
+    args = _report_args("--db", str(db_path), *extra, "--timezone", "Europe/Berlin")
+    assert run_report(args, now=MONDAY_SLOT) == 2
+    assert capsys.readouterr() == ("", f"npo-bot report: {message}\n")
 
 
 def test_a_year_long_report_has_a_readable_chart(
