@@ -50,6 +50,8 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOST_NAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
 _CHANNEL_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _RESPONDER_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_TEAM_RE = re.compile(r"^[TE][A-Z0-9]{2,}$")
+_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _URL_AUTHORITY_RE = re.compile(r"^(?:\[(?P<ip6>[^\]]*)\]|[^:\[\]]+)(?::(?P<port>[0-9]*))?$")  # host[:port]
 _SHOWN_NAME_RE = re.compile(r"[A-Z][A-Z0-9_.-]*")
 # ``user:password@`` after ``//`` anywhere, or at the start; up to the authority's last ``@``, as httpx reads it (a
@@ -531,6 +533,22 @@ def _signing_secret(text: str) -> str | None:
     return None
 
 
+def _team_id(text: str) -> str:
+    """A workspace id (T…) or, on Enterprise Grid, an organisation id (E…), as ``auth.test`` returns ``team_id``."""
+    if not _TEAM_RE.match(text):
+        raise ValueError(f"must be a workspace id like T0123ABCD (auth.test's team_id), got {text!r}")
+    return text
+
+
+def _bot_user_id(text: str) -> str:
+    """The bot's user id (U…, W… on Enterprise Grid), as ``auth.test`` returns ``user_id``: Bolt drops events the bot
+    caused by it, so a wrong one lets the bot react to its own messages. The bot id (B…) is a common mix-up."""
+    if _USER_RE.match(text):
+        return text
+    hint = " (B… is the bot id; the bot *user* id starts with U)" if text.startswith("B") else ""
+    raise ValueError(f"must be the bot's user id like U0123ABCD (auth.test's user_id), got {text!r}{hint}")
+
+
 def _app_token(text: str) -> str:
     if not text.startswith("xapp-"):
         raise ValueError("must be an app-level token starting with xapp-")
@@ -636,8 +654,8 @@ def _read_settings(r: _Reader) -> Settings:
         monitor_cooldown_h=r.optional("NPO_MONITOR_COOLDOWN_H", 6.0, _float_in(0, 24 * 30)),
         monitor_proposal_expiry_h=r.optional("NPO_MONITOR_PROPOSAL_EXPIRY_H", 168.0, _float_in(1, 24 * 90)),
         weekly_summary_at=r.optional("NPO_WEEKLY_SUMMARY_AT", ("mon", 9, 0), _weekly_at),
-        team_id=r.optional("SLACK_TEAM_ID", "T00000000", str),
-        bot_user_id=r.optional("SLACK_BOT_USER_ID", "U00000000", str),
+        team_id=r.optional("SLACK_TEAM_ID", "T00000000", _team_id),
+        bot_user_id=r.optional("SLACK_BOT_USER_ID", "U00000000", _bot_user_id),
         slack_app_token=r.optional("SLACK_APP_TOKEN", "", _app_token),
     )
 

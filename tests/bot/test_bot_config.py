@@ -495,3 +495,36 @@ def test_a_poll_token_an_http_header_cannot_carry_is_a_config_error(token: str) 
     assert set(info.value.problems) == {"NPO_POLL_TOKEN"}
     assert "poll" not in str(info.value).replace("NPO_POLL_TOKEN", "")  # no part of the token is shown
     assert load_settings(GOOD | {"NPO_POLL_TOKEN": "a.b-c_d~e+f/g== h"}, None).poll_token == "a.b-c_d~e+f/g== h"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SLACK_TEAM_ID", "t0123abcd", "must be a workspace id like T0123ABCD (auth.test's team_id), got 't0123abcd'"),
+        (
+            "SLACK_TEAM_ID",
+            "xoxb-1-2",
+            "must be a workspace id like T0123ABCD (auth.test's team_id), got 'xoxb-***'",
+        ),  # a token is never shown
+        (
+            "SLACK_BOT_USER_ID",
+            "B0123ABCD",
+            "must be the bot's user id like U0123ABCD (auth.test's user_id), got 'B0123ABCD' (B… is the bot id; the"
+            " bot *user* id starts with U)",
+        ),
+        ("SLACK_BOT_USER_ID", "@npo", "must be the bot's user id like U0123ABCD (auth.test's user_id), got '@npo'"),
+    ],
+)
+def test_a_workspace_or_bot_user_id_that_is_not_one_is_a_config_error(name: str, value: str, message: str) -> None:
+    """Before, any text was handed to Bolt: a bot id (B…) in SLACK_BOT_USER_ID made Bolt's check for the bot's own
+    events compare against the wrong id, silently."""
+    with pytest.raises(ConfigError) as info:
+        load_settings({**GOOD, name: value}, None)
+    assert info.value.problems == {name: message}
+
+
+def test_workspace_and_bot_user_ids_that_are_ones() -> None:
+    settings = load_settings({**GOOD, "SLACK_TEAM_ID": "E0ORG1", "SLACK_BOT_USER_ID": "W0BOT1"}, None)
+    assert (settings.team_id, settings.bot_user_id) == ("E0ORG1", "W0BOT1")
+    settings = load_settings({**GOOD, "SLACK_TEAM_ID": "T0TEAM", "SLACK_BOT_USER_ID": "U0BOT"}, None)
+    assert (settings.team_id, settings.bot_user_id) == ("T0TEAM", "U0BOT")
