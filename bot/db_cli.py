@@ -230,6 +230,22 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
         raise StorageError("export", str(out), f"cannot write the file: {exc.strerror or exc}") from exc
 
 
+def _migrated(path: Path, seen: int, found: int, after: int, latest: int) -> str:
+    """``db migrate``'s line: ``seen`` is the version read at the start, ``found`` the one under the write lock (another
+    process may have upgraded the file while this one waited for it), ``after`` the version it left."""
+    if found == seen:
+        return f"{path}: schema version {seen} -> {after} (latest {latest})"
+    if found == after:
+        return (
+            f"{path}: schema version {after} (latest {latest}): another process upgraded it from {seen} while this "
+            "one waited for the lock; nothing left to apply"
+        )
+    return (
+        f"{path}: schema version {found} -> {after} (latest {latest}; another process had upgraded it from {seen} "
+        f"to {found} while this one waited for the lock)"
+    )
+
+
 def _interrupted(args: argparse.Namespace) -> str:
     """What is left after Ctrl-C stopped ``npo-bot db <command>`` (each leaves the database as it was)."""
     command = args.db_command
@@ -268,10 +284,10 @@ def _run_db(args: argparse.Namespace) -> int:
         check,
         connect,
         connect_readonly,
-        migrate,
         schema_version,
     )
     from storage.connection import described  # noqa: PLC0415
+    from storage.migrations import upgrade  # noqa: PLC0415
 
     command = args.db_command
     name = f"db {command}"
@@ -293,11 +309,11 @@ def _run_db(args: argparse.Namespace) -> int:
         if command == "migrate":
             db = connect(path)
             try:
-                before = schema_version(db)
-                after = migrate(db)
+                seen = schema_version(db)
+                found, after = upgrade(db)  # found: read under the write lock
             finally:
                 db.close()
-            return print_result(f"{path}: schema version {before} -> {after} (latest {LATEST_SCHEMA_VERSION})", name)
+            return print_result(_migrated(path, seen, found, after, LATEST_SCHEMA_VERSION), name)
         if command == "backup":
             size = backup(path, args.path)
             return print_result(f"backed up {path} to {args.path} ({size:,} bytes)", name)

@@ -1035,7 +1035,18 @@ MIGRATION_LOCK_WAIT_S = 600.0
 
 
 def migrate(db: Database, *, stop_before: str | None = None, lock_wait_s: float = MIGRATION_LOCK_WAIT_S) -> int:
-    """Apply every pending migration (up to, not including, ``stop_before``) and return the schema version.
+    """Apply every pending migration (up to, not including, ``stop_before``) and return the schema version
+    (:func:`upgrade`, which also says what the version was when this process got the write lock)."""
+    return upgrade(db, stop_before=stop_before, lock_wait_s=lock_wait_s)[1]
+
+
+def upgrade(
+    db: Database, *, stop_before: str | None = None, lock_wait_s: float = MIGRATION_LOCK_WAIT_S
+) -> tuple[int, int]:
+    """Apply every pending migration (up to, not including, ``stop_before``); return the schema version this
+    process upgraded from, read once it held the write lock, and the version after. When another process upgraded
+    the file while this one waited for the lock, the first is that process's version, not the one read before: the
+    two are equal when nothing was left to apply.
 
     Runs in one ``BEGIN IMMEDIATE`` transaction (each migration in its own savepoint), so two processes starting
     at once apply each migration once; a failing migration leaves the database as it was. Foreign keys are
@@ -1050,13 +1061,14 @@ def migrate(db: Database, *, stop_before: str | None = None, lock_wait_s: float 
     if newer is not None:
         raise StorageError("_sqlite_migrations", "npo", newer)
     if stop_before is None and not MIGRATIONS.pending(db):
-        return LATEST_SCHEMA_VERSION
+        return LATEST_SCHEMA_VERSION, LATEST_SCHEMA_VERSION
     conn = db.conn
     foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
     conn.execute("PRAGMA foreign_keys = OFF")
     try:
         _begin_immediate(db, lock_wait_s)
         try:
+            found = schema_version(db)  # under the lock: another process may have upgraded the file meanwhile
             MIGRATIONS.apply(db, stop_before=stop_before)
             dangling = conn.execute("PRAGMA foreign_key_check").fetchall()
             if dangling:
@@ -1070,7 +1082,7 @@ def migrate(db: Database, *, stop_before: str | None = None, lock_wait_s: float 
         db.commit()
     finally:
         conn.execute(f"PRAGMA foreign_keys = {int(foreign_keys)}")
-    return schema_version(db)
+    return found, schema_version(db)
 
 
 def _begin_immediate(db: Database, lock_wait_s: float) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import sqlite3
 import threading
 from collections import Counter
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from storage_testing import make_prediction, surface
 
+from bot.db_cli import add_db_parser, run_db
 from npo.loop import LoopConfig, record_feedback
 from npo.policy import Policy
 from npo.scoring import scenario_key
@@ -145,6 +148,38 @@ def test_a_store_waits_for_another_process_migrating_past_its_busy_timeout(db_pa
     db.conn.execute("COMMIT")
     starting.join()
     assert opened == [LATEST_SCHEMA_VERSION]
+    names = [r[0] for r in db.conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    assert names == list(KNOWN_MIGRATIONS)  # each applied once
+    db.close()
+
+
+def test_db_migrate_that_waited_for_another_upgrade_says_it_applied_nothing(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two ``npo-bot db migrate`` runs at once on an old database: the one that waited for the other's write lock
+    printed "7 -> 19" as if it had upgraded the file itself (it read the version before waiting). It says another
+    process upgraded it, and exits 0."""
+    db = connect(db_path)
+    assert migrate(db, stop_before=KNOWN_MIGRATIONS[7]) == 7
+    db.conn.execute("PRAGMA foreign_keys = OFF")
+    db.conn.execute("BEGIN IMMEDIATE")  # the other `db migrate`, holding the lock while it upgrades
+    MIGRATIONS.apply(db)  # not committed: the waiting run reads version 7
+    codes: list[int] = []
+    parser = argparse.ArgumentParser(prog="npo-bot")
+    add_db_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["db", "migrate", "--db", str(db_path), "--env-file", os.devnull])
+    waiting = threading.Thread(target=lambda: codes.append(run_db(args)))
+    waiting.start()
+    waiting.join(1.0)  # it has read the version and waits for the lock
+    db.conn.execute("COMMIT")
+    waiting.join()
+    assert codes == [0]
+    out = capsys.readouterr().out
+    assert "7 -> " not in out
+    assert (
+        f"schema version {LATEST_SCHEMA_VERSION} (latest {LATEST_SCHEMA_VERSION}): another process upgraded it from 7"
+        in out
+    )
     names = [r[0] for r in db.conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
     assert names == list(KNOWN_MIGRATIONS)  # each applied once
     db.close()
