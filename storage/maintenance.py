@@ -58,7 +58,9 @@ BACKUP_MODE = 0o644  # a backup's permissions before the umask: those SQLite giv
 def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) -> int:
     """Copy the database at ``source`` to ``target`` online (``sqlite3.Connection.backup``: writers may keep
     writing; the copy is a consistent snapshot). Refuses to overwrite an existing ``target`` (or a folder). Returns
-    the size of the copy in bytes. The copy uses the rollback journal (a single self-contained file).
+    the size of the copy in bytes. The copy uses the rollback journal (a single self-contained file). Refuses the
+    name of the source's ``-wal``, ``-shm`` or ``-journal`` file: SQLite would take the copy for one of the
+    database's own and remove it (a ``-journal`` one even kept read-only connections from opening the database).
 
     By default the whole file is copied in one step, inside one read transaction of the source, which WAL lets
     writers continue past. Copying in steps of ``pages_per_step`` pages releases the snapshot between steps, and a
@@ -74,6 +76,15 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
     target = Path(target)
     if target.is_dir():
         raise StorageError("backup", str(target), "is a folder; give the name of the backup file to create in it")
+    for suffix in ("-wal", "-shm", "-journal"):  # the database itself exists, so it is refused below
+        # SQLite names them after the file a link leads to
+        if os.path.realpath(target) in (os.path.realpath(f"{source}{suffix}"), f"{os.path.realpath(source)}{suffix}"):
+            raise StorageError(
+                "backup",
+                str(target),
+                f"is the name of the {suffix[1:]} file of the database {source}, which SQLite would take for the "
+                "database's own and remove; choose another name",
+            )
     if target.exists():
         raise StorageError("backup", str(target), "the target file already exists; choose a new name")
     if not target.parent.is_dir():

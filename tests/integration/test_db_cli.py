@@ -56,6 +56,25 @@ def test_backup_is_a_consistent_copy(filled: Path, tmp_path: Path) -> None:
     assert run_db(_parse(["db", "backup", str(copy), "--db", str(filled)])) == 1  # never overwrites
 
 
+@pytest.mark.parametrize("suffix", ["-journal", "-wal", "-shm"])
+def test_backup_refuses_the_name_of_a_file_of_the_database(
+    filled: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``db backup npo.db-journal`` (a slip of the tab key) said "backed up" and exit 0, then SQLite took the copy
+    for the database's hot journal: a read-only ``db check`` or ``db export`` could no longer open the database
+    ("attempt to write a readonly database"), and the next connection that could write removed the backup. The
+    names of the database's -wal, -shm and -journal files are refused, as ``export --out`` refuses them; also through
+    a link to the database, whose files SQLite names after the file the link leads to."""
+    link = filled.with_name("link.db")
+    link.symlink_to(filled.name)
+    for db, target in ((filled, f"{filled}{suffix}"), (link, f"{filled}{suffix}")):
+        Path(target).unlink(missing_ok=True)  # the bot stopped: only the database file is there
+        assert run_db(_parse(["db", "backup", target, "--db", str(db), "--env-file", os.devnull])) == 1
+        assert f"is the name of the {suffix[1:]} file of the database {db}" in capsys.readouterr().err
+        assert not Path(target).exists() or Path(target).read_bytes()[:16] != b"SQLite format 3\x00"
+    assert run_db(_parse(["db", "check", "--db", str(filled), "--env-file", os.devnull])) == 0
+
+
 def test_check_finds_broken_invariants(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
     conn = sqlite3.connect(str(filled))
     conn.execute("UPDATE bandit_arms SET pulls = pulls + 5")
