@@ -208,8 +208,8 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
     from storage import StorageError  # noqa: PLC0415
     from storage.maintenance import write_replacing  # noqa: PLC0415
 
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        if _same_file(out, Path(f"{path}{suffix}")):
+    for suffix in ("", "-wal", "-shm", "-journal"):  # SQLite names them after the file a link leads to
+        if any(_same_file(out, Path(f"{db}{suffix}")) for db in (path, os.path.realpath(path))):
             what = f"the database {path}" if not suffix else f"the {suffix[1:]} file of the database {path}"
             raise StorageError("export", str(out), f"is {what}; --out names a new file to export into")
     if out.is_dir():

@@ -170,6 +170,23 @@ def test_export_never_writes_over_the_database(awkward: Path, capsys: pytest.Cap
     assert _run(["db", "check", "--db", str(awkward)]) == 0
 
 
+def test_export_through_a_link_to_the_database_never_writes_its_journal(
+    awkward: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--db link.db`` (a link to ``npo.db``) with ``--out npo.db-journal`` was written: SQLite names the journal
+    after the file the link leads to, so it took the export for a hot journal, and ``db check`` and ``db export``
+    could no longer open the database ("attempt to write a readonly database")."""
+    link = awkward.parent / "link.db"
+    link.symlink_to(awkward.name)
+    for suffix in ("-journal", "-wal", "-shm"):
+        out = Path(f"{awkward}{suffix}")
+        out.unlink(missing_ok=True)  # the bot stopped: only the database file is there
+        err = _refused(["db", "export", "--db", str(link), "--what", "feedback", "--out", str(out)], capsys)
+        assert f"is the {suffix[1:]} file of the database {link}" in err
+        assert not out.exists()
+    assert _run(["db", "check", "--db", str(awkward)]) == 0
+
+
 def test_a_failed_export_leaves_the_output_file_as_it_was(
     awkward: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
