@@ -81,9 +81,24 @@ def _event_problem(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _id_problem(body: Mapping[str, Any]) -> str | None:
+    """An id a listener matches on (a view's or a shortcut's ``callback_id``, a ``block_suggestion``'s
+    ``action_id``) that is not a string: Slack always sends them as strings, and the catch-all listeners
+    (:mod:`bot.slack.unhandled`) search them with a pattern, which raises on a number."""
+    for name in ("callback_id", "action_id"):
+        if not isinstance(body.get(name), str | None):
+            return name
+    view = body.get("view")
+    if isinstance(view, Mapping) and not isinstance(view.get("callback_id"), str | None):
+        return "view.callback_id"
+    return None
+
+
 def shape_problem(body: Mapping[str, Any]) -> str | None:
     """The first field (dotted path) whose type Slack never sends and Bolt cannot handle; None when fine."""
-    problem = _check(body, "", 2)
+    problem = _check(body, "", 2) or _id_problem(body)
+    if problem is None and body.get("type") == "block_actions" and "actions" not in body:
+        problem = "actions"  # Slack sends a click's action; without one no listener matches
     if problem is None and body.get("type") == "event_callback":
         problem = _event_problem(body)
     return problem

@@ -18,12 +18,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.log_throttle import LogThrottle
-from bot.slack import actions, command, home, override, retraining
+from bot.slack import actions, command, home, override, retraining, unhandled
 from bot.slack.deps import SlackDeps
 from bot.slack.log_redaction import redact_slack_logs
 
 log = logging.getLogger(__name__)
-LISTENER_MODULES = (actions, override, home, command, retraining)
+# ``unhandled`` last: its catch-alls acknowledge the interactions no listener before it matched (Bolt runs the first)
+LISTENER_MODULES = (actions, override, home, command, retraining, unhandled)
 HANDLED_EVENTS = home.EVENTS  # the Events API types a listener handles (the others get Bolt's 404)
 SIGNATURE_MAX_AGE_S = 300  # Slack's own limit, which slack-sdk's SignatureVerifier applies
 
