@@ -94,11 +94,23 @@ def _id_problem(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _workflow_step_expected(body: Mapping[str, Any]) -> bool:
+    """A ``workflow_step_edit``, or the submission of a ``workflow_step`` view (Steps from Apps): Bolt reads its
+    ``workflow_step`` object to build every middleware's arguments, and answers 500 (a traceback in the log) when it
+    is missing."""
+    view = body.get("view")
+    return body.get("type") == "workflow_step_edit" or (
+        body.get("type") == "view_submission" and isinstance(view, Mapping) and view.get("type") == "workflow_step"
+    )
+
+
 def shape_problem(body: Mapping[str, Any]) -> str | None:
     """The first field (dotted path) whose type Slack never sends and Bolt cannot handle; None when fine."""
     problem = _check(body, "", 2) or _id_problem(body)
     if problem is None and body.get("type") == "block_actions" and "actions" not in body:
         problem = "actions"  # Slack sends a click's action; without one no listener matches
+    if problem is None and _workflow_step_expected(body) and not isinstance(body.get("workflow_step"), Mapping):
+        problem = "workflow_step"
     if problem is None and body.get("type") == "event_callback":
         problem = _event_problem(body)
     return problem

@@ -93,3 +93,30 @@ def test_an_interaction_slack_never_sends_is_refused_naming_the_field(
     response = bot.send_signed(interactions.form_body(payload))
     assert response.status_code == 400 and response.json()["field"] == field, response.text
     assert bot.counts() == before
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"type": "workflow_step_edit", "callback_id": "npo_step", "trigger_id": "1.2.3", "user": {"id": ALICE}},
+        {
+            "type": "view_submission",
+            "user": {"id": ALICE},
+            "view": {"id": "V0STEP", "type": "workflow_step", "callback_id": "npo_override_modal"},
+        },
+    ],
+)
+def test_a_workflow_step_payload_without_its_step_is_refused_not_a_500(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture, payload: dict[str, Any]
+) -> None:
+    """Bolt reads a Steps from Apps payload's ``workflow_step`` to build the arguments of every middleware, and one
+    without it was answered 500 with a traceback in the log ("Failed to run a middleware function"). Slack always
+    sends it: a body without it is refused with 400 naming the field, and nothing runs."""
+    before = bot.counts()
+    response = bot.send_signed(interactions.form_body(payload))
+    assert response.status_code == 400 and response.json()["field"] == "workflow_step", response.text
+    assert bot.counts() == before
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    with_step = payload | {"workflow_step": {"workflow_step_edit_id": "1"}}
+    assert bot.send_signed(interactions.form_body(with_step)).status_code == 200
+    assert bot.counts() == before
