@@ -40,7 +40,7 @@ from bot.slack.deps import SlackDeps
 from bot.slack.payloads import Click, parse_click, replay_key
 from bot.slack.responders import LookupUnavailable
 from bot.slack.text import escape, outcome_source, slack_time
-from npo.loop import LoopError
+from npo.loop import LoopError, NotSurfaced
 from npo.types import FeedbackEvent, InvalidRecord, Outcome
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,13 @@ def _make_override_listener(deps: SlackDeps) -> Any:
             prediction = await deps.query(deps.service.store.prediction, click.prediction_id)
             if prediction is None:
                 refuse(deps, client, click, "This recommendation is unknown to NPO.")
+                return
+            decision = await deps.query(deps.service.store.decision, click.prediction_id)
+            if decision is not None and not decision.surfaced:
+                # The loop refuses any answer to it: told now, as a Like is, not by a form that cannot be submitted.
+                refused = NotSurfaced(click.prediction_id, decision.verdict)
+                log.warning("override not opened: %s", refused)
+                refuse(deps, client, click, f"This answer could not be recorded: {escape(refused.message)}")
                 return
             if click.trigger_id and not await deps.storage(
                 deps.service.store.claim_request, f"override_form:{click.trigger_id}", "override_form", time.time()

@@ -230,6 +230,20 @@ def test_an_outcome_button_naming_a_prediction_never_surfaced_records_nothing(bo
     assert bot.counts() == before
 
 
+def test_an_override_button_naming_a_prediction_never_surfaced_opens_no_form(bot: BotUnderTest) -> None:
+    """Override opened its reason form for a prediction that was not surfaced, and the form could then never be
+    submitted ("Not recorded: … was not surfaced" under the reason, whatever was picked). Like tells the person at
+    the click; Override now does the same and opens nothing."""
+    message = bot.surface("p1")
+    assert bot.ingest(prediction("q1", fault_type="psu", confidence=0.1)).json()["verdict"] == "suppress"
+    before = bot.counts()
+    assert _signed_click(bot, ALICE, "npo_override", "q1", message) == 200
+    told = wait_for(lambda: [m for m in bot.standin.messages(INCIDENT, include_ephemeral=True) if m.ephemeral_to])
+    assert "could not be recorded" in told[0].text and "was not surfaced" in told[0].text
+    assert bot.standin.views() == [] and bot.standin.calls("views.open") == []
+    assert bot.counts() == before
+
+
 def test_an_answer_after_the_outcome_earns_no_peer_agreement(bot: BotUnderTest) -> None:
     """An answer given once the outcome is known (a stale client still showing the buttons) earns no agreement:
     with the outcome (only answers before it are credited) and, now, with the peers either — the consensus then
