@@ -7,8 +7,10 @@ records the result:
 * success → ``mark_sent`` with the ``(channel, ts)`` (stored with the recommendation);
 * HTTP 429, or a rate limit Slack names in the body (``ratelimited``, ``rate_limited``: :data:`RATE_LIMIT_ERRORS`)
   → ``mark_retry`` after ``Retry-After`` (at most :data:`RETRY_AFTER_CAP_S`, with a warning; without one, the
-  back-off but at least a second); Slack limits each Web API method as a whole, so every message sent with the same
-  method (``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``) waits that long too;
+  back-off but at least a second), and what Slack limited waits that long too: ``chat.postMessage`` and
+  ``chat.update`` (:data:`PER_CHANNEL_METHODS`) are limited per channel, so the messages sent with that method to that
+  channel (and the channel's posts) wait, while other channels' go on; any other method (``chat.postEphemeral``) is
+  limited per workspace, so every message sent with it waits;
 * connection errors (``URLError``/``OSError``/``TimeoutError``), HTTP 5xx and Slack's transient errors →
   ``mark_retry`` with exponential backoff (0.5 s · 2ⁿ, at most 60 s, plus jitter), for as long as it takes;
 * an update of a recommendation whose post failed for good → ``mark_failed`` too (there is no message to update,
@@ -100,6 +102,10 @@ METHOD_OF_KIND = {
     "message_update": "chat.update",
     "ephemeral": "chat.postEphemeral",
 }
+#: The methods Slack limits per channel (chat.postMessage: about one message a second per channel; an update is
+#: held with its channel as well): their 429 holds back that channel's messages only. Every other method is limited
+#: per workspace (per method, by tier), and its 429 holds back every message sent with it.
+PER_CHANNEL_METHODS = frozenset({"chat.postMessage", "chat.update"})
 TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 # A rate limit named in the body, whatever the HTTP status: ``ratelimited`` (any method, usually with a 429) and
 # ``rate_limited`` (chat.postMessage's own: "Application has posted too many messages"). Waited out as a 429 is.
@@ -109,8 +115,9 @@ NON_JSON_ANSWER = "Received a response in a non-JSON format"
 MAX_BACKOFF_S = 60.0
 # The longest a 429's Retry-After is waited. Slack's own values are seconds to a minute (its limits are counted per
 # minute); a larger one comes from something in between (a proxy, a gateway) and, honoured, would stall every message
-# sent with that method for as long. Five minutes leaves any value Slack sends untouched, a wrong one costs one more
-# 429 every five minutes, and a recommendation held longer than that is of little use to whoever is on call.
+# it holds back (a channel's, or a workspace-wide method's) for as long. Five minutes leaves any value Slack sends
+# untouched, a wrong one costs one more 429 every five minutes, and a recommendation held longer than that is of
+# little use to whoever is on call.
 RETRY_AFTER_CAP_S = 300.0
 NOT_YET_POSTED_RETRY_S = 30.0  # a safety net: the post, once out, makes its waiting updates due at once
 
@@ -118,13 +125,21 @@ NOT_YET_POSTED_RETRY_S = 30.0  # a safety net: the post, once out, makes its wai
 class _Retry(Exception):
     """Try again in ``after_s`` seconds. ``expected``: a normal wait inside the bot (an update queued before its
     post went out), logged at DEBUG; anything Slack answered is a WARNING. ``rate_limited``: Slack's rate limit, which
-    every message sent with the same method (and to the same channel) waits out too."""
+    the messages it limits wait out too (:func:`limit_key`)."""
 
     def __init__(self, after_s: float, reason: str, *, expected: bool = False, rate_limited: bool = False) -> None:
         super().__init__(reason)
         self.after_s = after_s
         self.expected = expected
         self.rate_limited = rate_limited
+
+
+class _Held(Exception):
+    """Not sent: what it would be sent with is held back by a rate limit until ``until`` (a deferral, not a try)."""
+
+    def __init__(self, until: float, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until
 
 
 class _Fail(Exception):
@@ -267,6 +282,12 @@ class WorkerConfig:
     idle_poll_s: float = 1.0
 
 
+def limit_key(method: str, channel: str) -> tuple[str, str]:
+    """What a 429 answered to ``method`` called for ``channel`` holds back: the method in that channel
+    (:data:`PER_CHANNEL_METHODS`), else the method in every channel (``""``)."""
+    return (method, channel if method in PER_CHANNEL_METHODS else "")
+
+
 def backoff_s(attempts: int) -> float:
     """Delay before the next try after ``attempts`` failed ones: 0.5 · 2^(n−1) s, at most 60 s, plus ≤ 25 % jitter."""
     base = min(MAX_BACKOFF_S, 0.5 * 2 ** max(0, attempts - 1))
@@ -323,6 +344,11 @@ def _why(channel_storm: bool | None, items: Sequence[OutboxItem]) -> str:
     return why
 
 
+def _held_reason(method: str, channel: str) -> str:
+    where = f" in {channel}" if method in PER_CHANNEL_METHODS else ""
+    return f"waiting out Slack's rate limit of {method}{where}"
+
+
 def _digest_part(
     rest: list[tuple[OutboxItem, RecommendationView]],
     views: list[RecommendationView],
@@ -363,7 +389,9 @@ class DeliveryWorker:
         self.config = config
         self.clock = clock
         self._ready_at: dict[str, float] = {}  # channel → no post before (Slack's 1 message/s per channel)
-        self._method_ready_at: dict[str, float] = {}  # Web API method → no call before (a 429's Retry-After)
+        # (Web API method, channel or "" for every channel) → no such call before (a 429's Retry-After: limit_key)
+        self._limited_until: dict[tuple[str, str], float] = {}
+        self._calling: tuple[str, str] | None = None  # the (method, channel) of the Web API call made last
         self._deferred: list[tuple[int, float, str, int | None]] = []  # this pass's deferrals, written at its end
         self._unrecorded: list[Callable[[], None]] = []  # results the database refused, written before the next pass
         self._stop = threading.Event()
@@ -454,12 +482,13 @@ class DeliveryWorker:
         claimed = {item.id for item in items}
         oldest = self.store.oldest_pending(ORDERED_KINDS)
         for item in sorted(items, key=lambda i: i.id):  # outbox order within the pass
-            limited_until = self._method_ready_at.get(METHOD_OF_KIND.get(item.kind, ""), 0.0)
+            method = METHOD_OF_KIND.get(item.kind, "")
+            limited_until = self._held_until(method, item.channel)
             first = oldest.get(item.channel)
             if self._stop.is_set():  # stopping: handed back, due at once, not left to a lease nobody will use
                 self._defer(item, self.clock(), "the delivery worker stopped before sending it")
             elif limited_until > self.clock():
-                self._defer(item, limited_until, f"waiting out Slack's rate limit of {METHOD_OF_KIND[item.kind]}")
+                self._defer(item, limited_until, _held_reason(method, item.channel))
             elif item.kind in ORDERED_KINDS and first is not None and first[0] < item.id and first[0] not in claimed:
                 # an older post to this channel waits for a retry: this one follows it (outbox order per channel)
                 self._defer(item, max(first[1], now) + self.config.post_interval_s, "after an older post")
@@ -476,6 +505,18 @@ class DeliveryWorker:
         for channel, group in folded.items():
             self._deliver_digest(channel, group, storm=storms.get(channel))
         return len(items)
+
+    def _held_until(self, method: str, channel: str) -> float:
+        """Until when a 429 holds back calls of ``method`` for ``channel`` (0: not held)."""
+        return self._limited_until.get(limit_key(method, channel), 0.0)
+
+    def _call(self, method: str, channel: str) -> None:
+        """Note the Web API call about to be made, for a 429 it may get (:meth:`_handle_error`); raises
+        :class:`_Held` instead when a 429 holds such calls back (an update learns its channel only here)."""
+        until = self._held_until(method, channel)
+        if until > self.clock():
+            raise _Held(until, _held_reason(method, channel))
+        self._calling = (method, channel)
 
     def _leased(self, item: OutboxItem) -> bool:
         """Whether enough of the item's lease is left to start a Slack call (``LEASE_MARGIN_S``, or the client's
@@ -560,8 +601,12 @@ class DeliveryWorker:
 
     # -- sending -----------------------------------------------------------------------------------------------
     def _deliver(self, item: OutboxItem) -> None:
+        self._calling = None
         try:
             channel, ts = self._send(item)
+        except _Held as held:
+            self._defer(item, held.until, str(held))
+            return
         except Exception as exc:
             self._handle_error([item], exc)
             return
@@ -581,6 +626,7 @@ class DeliveryWorker:
         if item.kind == "update":
             return self._update(item)
         if item.kind == "ephemeral":
+            self._call("chat.postEphemeral", item.channel)
             self.client.chat_postEphemeral(channel=item.channel, user=str(payload["user"]), text=str(payload["text"]))
             return item.channel, ""
         if item.kind == "message":
@@ -598,6 +644,7 @@ class DeliveryWorker:
         if item.kind == "message_update":
             ts, text = str(payload.get("ts") or ""), str(payload.get("text") or " ")
             blocks = list(payload.get("blocks") or [])
+            self._call("chat.update", item.channel)
             try:
                 self.client.chat_update(channel=item.channel, ts=ts, text=text, blocks=blocks)
             except SlackApiError as exc:
@@ -623,6 +670,7 @@ class DeliveryWorker:
             kwargs["blocks"] = list(blocks)
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
+        self._calling = ("chat.postMessage", channel)  # posts wait for the channel's pace before they get here
         try:
             response = self.client.chat_postMessage(**kwargs)
         finally:
@@ -648,6 +696,7 @@ class DeliveryWorker:
         if self._shared_message(channel, ts):
             return channel, ts  # folded into a digest: no single message to update
         view = self._view(pid)
+        self._call("chat.update", channel)
         try:
             self.client.chat_update(
                 channel=channel, ts=ts, text=fallback_text(view), blocks=recommendation_blocks(view)
@@ -837,11 +886,16 @@ class DeliveryWorker:
         if isinstance(verdict, _Retry):
             at = self.clock() + verdict.after_s
             if verdict.rate_limited:
-                for item in items:
-                    self._ready_at[item.channel] = max(self._ready_at.get(item.channel, 0.0), at)
-                    method = METHOD_OF_KIND.get(item.kind)
-                    if method is not None:
-                        self._method_ready_at[method] = max(self._method_ready_at.get(method, 0.0), at)
+                # What Slack limited waits: the method in the channel the call was for (chat.postMessage,
+                # chat.update: the channel's posts too), or in every channel (a workspace-wide method).
+                calls = {self._calling} if self._calling is not None else set()
+                if not calls:  # not known: where the messages were to go
+                    calls = {(METHOD_OF_KIND[i.kind], i.channel) for i in items if i.kind in METHOD_OF_KIND}
+                for method, channel in calls:
+                    if method in PER_CHANNEL_METHODS:
+                        self._ready_at[channel] = max(self._ready_at.get(channel, 0.0), at)
+                    key = limit_key(method, channel)
+                    self._limited_until[key] = max(self._limited_until.get(key, 0.0), at)
             for item in items:
                 self._retry_at(item, at, str(verdict))
             log.log(

@@ -3,6 +3,8 @@
 Faults are queued per method name (``"chat.postMessage"``, or ``"*"`` for every method, or the pseudo-methods
 ``"upload"`` for the raw file upload and ``"response_url"``). Each call takes at most one fault, from the
 method's own queue first, then from ``"*"``. A fault with ``times=None`` stays until :meth:`FaultInjector.clear`.
+A fault given a ``channel`` is taken only by a call naming that channel (its ``channel`` argument: Slack's per-channel
+limit on ``chat.postMessage``); calls to other channels pass it by and take the next fault that applies to them.
 Thread-safe. Outages (connection refused) are not faults: stop and restart the stand-in for those.
 """
 
@@ -38,6 +40,7 @@ class Fault:
     status: int = 500
     error: str = ""
     seconds: float = 0.0
+    channel: str | None = None
 
 
 class FaultInjector:
@@ -53,9 +56,12 @@ class FaultInjector:
         with self._lock:
             self._queues.setdefault(method, []).append(fault)
 
-    def rate_limit(self, method: str, *, times: int | None = 1, retry_after: int = 1) -> None:
-        """Answer the next ``times`` calls with HTTP 429, ``Retry-After: retry_after`` (seconds), ``ratelimited``."""
-        self._add(method, Fault(FaultKind.RATE_LIMIT, times, retry_after=retry_after))
+    def rate_limit(
+        self, method: str, *, times: int | None = 1, retry_after: int = 1, channel: str | None = None
+    ) -> None:
+        """Answer the next ``times`` calls (to ``channel`` only, when given) with HTTP 429, ``Retry-After:
+        retry_after`` (seconds), ``ratelimited``."""
+        self._add(method, Fault(FaultKind.RATE_LIMIT, times, retry_after=retry_after, channel=channel))
 
     def server_error(self, method: str, *, times: int | None = 1, status: int = 500) -> None:
         """Answer the next ``times`` calls with HTTP ``status`` (500–599) and ``internal_error``."""
@@ -63,9 +69,10 @@ class FaultInjector:
             raise ValueError("status must be a 5xx code")
         self._add(method, Fault(FaultKind.SERVER_ERROR, times, status=status))
 
-    def error(self, method: str, error: str, *, times: int | None = 1) -> None:
-        """Answer the next ``times`` calls with HTTP 200 ``{"ok": false, "error": error}``; nothing is stored."""
-        self._add(method, Fault(FaultKind.ERROR, times, error=error))
+    def error(self, method: str, error: str, *, times: int | None = 1, channel: str | None = None) -> None:
+        """Answer the next ``times`` calls (to ``channel`` only, when given) with HTTP 200 ``{"ok": false, "error":
+        error}``; nothing is stored."""
+        self._add(method, Fault(FaultKind.ERROR, times, error=error, channel=channel))
 
     def delay(self, method: str, seconds: float, *, times: int | None = None) -> None:
         """Hold the next ``times`` calls (default: all, until cleared) for ``seconds``, then answer normally."""
@@ -93,17 +100,19 @@ class FaultInjector:
             names = list(self._queues) if method is None else [method]
             return [Fault(**vars(f)) for name in names for f in self._queues.get(name, [])]
 
-    def take(self, method: str) -> Fault | None:
-        """Consume and return the fault for one call to ``method``, or None when the call should succeed."""
+    def take(self, method: str, channel: str | None = None) -> Fault | None:
+        """Consume and return the fault for one call to ``method`` (naming ``channel``, if any), or None when the
+        call should succeed: the first queued fault for no channel or for that one."""
         with self._lock:
             for name in (method, ANY_METHOD):
-                queue = self._queues.get(name)
-                if not queue:
+                queue = self._queues.get(name, [])
+                index = next((i for i, f in enumerate(queue) if f.channel in (None, channel)), None)
+                if index is None:
                     continue
-                fault = queue[0]
+                fault = queue[index]
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining == 0:
-                        queue.pop(0)
+                        queue.pop(index)
                 return Fault(**vars(fault))
             return None

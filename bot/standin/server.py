@@ -184,7 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _fault_or_answer(self, method: str, path: str, body: dict[str, Any], raw: bytes) -> Reply | None:
         s = self.standin
-        fault = s.faults.take(method)
+        channel = body.get("channel")
+        fault = s.faults.take(method, channel if isinstance(channel, str) else None)
         if fault is not None:
             if fault.kind is FaultKind.DELAY:
                 if s.stopping.wait(fault.seconds):

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_testing import ALICE, BOB, INCIDENT, TOKEN, BotUnderTest, make_settings, prediction, serving, wait_for
+from slack_testing import ALICE, BOB, INCIDENT, OPS, TOKEN, BotUnderTest, make_settings, prediction, serving, wait_for
 
 from bot.app import build_bot
 from bot.delivery import RETRY_AFTER_CAP_S, DeliveryWorker, WorkerConfig
@@ -36,9 +36,9 @@ def test_rate_limited_post_is_retried_after_retry_after_and_posted_once(bot: Bot
     assert len(bot.standin.messages(INCIDENT)) == 1
 
 
-def test_a_rate_limited_method_waits_out_retry_after_for_every_message(bot: BotUnderTest) -> None:
-    """Slack limits a method as a whole: after a 429 on chat.update no update of *any* message is attempted before
-    Retry-After, and each arrives afterwards."""
+def test_a_rate_limited_method_waits_out_retry_after_for_every_message_of_the_channel(bot: BotUnderTest) -> None:
+    """After a 429 on chat.update no update of *any* message in that channel is attempted before Retry-After, and
+    each arrives afterwards (another channel's are not held: see the tests above)."""
     first, second = bot.surface("p1"), bot.surface("p2")
     bot.standin.faults.rate_limit("chat.update", times=1, retry_after=2)
     assert bot.click(ALICE, ACTION_LIKE, first).status_code == 200
@@ -49,6 +49,83 @@ def test_a_rate_limited_method_waits_out_retry_after_for_every_message(bot: BotU
     assert limited.status == 429 and updated
     assert all(c.monotonic - limited.monotonic >= 2.0 for c in later[1:])  # none inside the Retry-After window
     assert {c.body.get("ts") for c in later[1:]} == {first[1], second[1]}
+
+
+def _paced_worker(store: SQLiteStore, standin: StandIn, now: list[float]) -> DeliveryWorker:
+    """A delivery worker on ``store`` whose clock is ``now[0]``, moved by hand: one pass at a time."""
+    client = WebClient(base_url=standin.api_url, token=TOKEN, timeout=10, retry_handlers=[])
+    return DeliveryWorker(SimpleNamespace(store=store), client, Metrics(), WorkerConfig(), clock=lambda: now[0])  # type: ignore[arg-type]
+
+
+def _texts(standin: StandIn, channel: str) -> list[str]:
+    return [m.text for m in standin.messages(channel)]
+
+
+def test_a_post_rate_limited_in_one_channel_holds_back_that_channel_only(tmp_path: Path, standin: StandIn) -> None:
+    """Slack limits chat.postMessage per channel: a 429 for the incident channel holds back its posts for
+    Retry-After, while the ops channel's posts go on at their own pace; the incident channel's then follow, in
+    order, each posted once."""
+    with SQLiteStore(tmp_path / "npo.db") as store:
+        now = [time.time()]
+        for n in range(2):  # interleaved: the ops posts queued behind the incident one that is limited
+            store.enqueue(INCIDENT, "message", {"text": f"I{n}"}, now[0])
+            store.enqueue(OPS, "message", {"text": f"O{n}"}, now[0])
+        worker = _paced_worker(store, standin, now)
+        standin.faults.rate_limit("chat.postMessage", times=1, retry_after=30, channel=INCIDENT)
+        assert worker.run_once() == 4
+        assert _texts(standin, INCIDENT) == [] and _texts(standin, OPS) == ["O0"]
+        now[0] += 1.0  # the ops channel's next slot, well inside the incident channel's Retry-After
+        assert worker.run_once() == 1
+        assert _texts(standin, OPS) == ["O0", "O1"] and _texts(standin, INCIDENT) == []
+        now[0] += 29.0  # Retry-After is over: the incident channel's posts, one a second, in order
+        while store.outbox("pending"):
+            worker.run_once()
+            now[0] += 1.0
+        assert _texts(standin, INCIDENT) == ["I0", "I1"] and _texts(standin, OPS) == ["O0", "O1"]
+        assert not store.outbox("failed")
+        assert [c.status for c in standin.calls("chat.postMessage")].count(429) == 1
+
+
+def test_an_update_rate_limited_in_one_channel_holds_back_that_channel_only(tmp_path: Path, standin: StandIn) -> None:
+    """The same for chat.update: a 429 updating a message in the incident channel does not hold back the update of
+    a message in the ops channel; the limited one is sent once Retry-After is over."""
+    with SQLiteStore(tmp_path / "npo.db") as store:
+        now = [time.time()]
+        worker = _paced_worker(store, standin, now)
+        store.enqueue(INCIDENT, "message", {"text": "alert"}, now[0])
+        store.enqueue(OPS, "message", {"text": "alert"}, now[0])
+        assert worker.run_once() == 2
+        (incident,), (ops,) = standin.messages(INCIDENT), standin.messages(OPS)
+        now[0] += 1.0
+        store.enqueue(INCIDENT, "message_update", {"ts": incident.ts, "text": "done", "blocks": []}, now[0])
+        store.enqueue(OPS, "message_update", {"ts": ops.ts, "text": "done", "blocks": []}, now[0])
+        standin.faults.rate_limit("chat.update", times=1, retry_after=30, channel=INCIDENT)
+        assert worker.run_once() == 2
+        assert _texts(standin, OPS) == ["done"] and _texts(standin, INCIDENT) == ["alert"]
+        now[0] += 30.0
+        assert worker.run_once() == 1
+        assert _texts(standin, INCIDENT) == ["done"] and not store.outbox("pending")
+
+
+def test_a_rate_limit_of_a_workspace_wide_method_holds_back_that_method_in_every_channel(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """chat.postEphemeral is limited per workspace: after its 429 no ephemeral reply goes to any channel before
+    Retry-After, while posts (another method, limited per channel) go on; the replies follow, each sent once."""
+    with SQLiteStore(tmp_path / "npo.db") as store:
+        now = [time.time()]
+        store.enqueue(INCIDENT, "ephemeral", {"user": ALICE, "text": "to alice"}, now[0])
+        store.enqueue(OPS, "ephemeral", {"user": BOB, "text": "to bob"}, now[0])
+        store.enqueue(OPS, "message", {"text": "O0"}, now[0])
+        worker = _paced_worker(store, standin, now)
+        standin.faults.rate_limit("chat.postEphemeral", times=1, retry_after=30, channel=INCIDENT)
+        assert worker.run_once() == 3
+        assert [c.status for c in standin.calls("chat.postEphemeral")] == [429]  # none to the ops channel
+        assert _texts(standin, OPS) == ["O0"]
+        now[0] += 30.0
+        assert worker.run_once() == 2
+        assert [c.status for c in standin.calls("chat.postEphemeral")] == [429, 200, 200]
+        assert not store.outbox("pending") and not store.outbox("failed")
 
 
 def test_a_post_that_fails_once_keeps_its_place_in_the_channel(bot: BotUnderTest) -> None:
@@ -149,7 +226,7 @@ def test_a_rate_limit_slack_names_in_the_body_is_waited_out_not_failed(bot: BotU
     assert [c.response.get("error") for c in attempts] == [code, None]
     assert attempts[1].monotonic - attempts[0].monotonic >= 1.0
     assert len(bot.standin.messages(INCIDENT)) == 1
-    assert bot.bot.worker._method_ready_at["chat.postMessage"] > 0
+    assert bot.bot.worker._limited_until[("chat.postMessage", INCIDENT)] > 0
 
 
 def test_a_recommendation_slack_refuses_is_sent_again_with_its_texts_cut_short(bot: BotUnderTest) -> None:
@@ -471,7 +548,7 @@ def test_a_retry_after_longer_than_slack_ever_asks_is_capped_with_one_warning(
         assert worker.run_once() == 1
         (pending,) = store.outbox("pending")
         assert before + RETRY_AFTER_CAP_S - 1 <= pending.next_attempt_at <= time.time() + RETRY_AFTER_CAP_S
-        assert worker._method_ready_at["chat.postMessage"] <= time.time() + RETRY_AFTER_CAP_S
+        assert worker._limited_until[("chat.postMessage", INCIDENT)] <= time.time() + RETRY_AFTER_CAP_S
     warnings = [r.getMessage() for r in caplog.records if r.name == "bot.delivery" and r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
     assert "86400" in warnings[0] and f"{RETRY_AFTER_CAP_S:.0f}" in warnings[0], warnings

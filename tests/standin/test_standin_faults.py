@@ -55,6 +55,18 @@ def test_faults_apply_to_the_next_n_calls_of_one_method_only(standin: StandIn, c
     assert standin.faults.pending() == []
 
 
+def test_a_fault_for_one_channel_is_taken_by_a_call_to_that_channel_only(standin: StandIn, client: WebClient) -> None:
+    standin.faults.rate_limit("chat.postMessage", times=1, retry_after=7, channel="C1")
+    client.chat_postMessage(channel="C2", text="other channel")  # passes the fault by
+    with pytest.raises(SlackApiError) as info:
+        client.chat_postMessage(channel="C1", text="x")
+    assert info.value.response.status_code == 429 and info.value.response.headers["Retry-After"] == "7"
+    client.chat_postMessage(channel="C1", text="y")  # taken once
+    assert [m.text for m in standin.messages("C2")] == ["other channel"]
+    assert [m.text for m in standin.messages("C1")] == ["y"]
+    assert standin.faults.pending() == []
+
+
 def test_error_injection_answers_ok_false_with_http_200(standin: StandIn, client: WebClient) -> None:
     standin.faults.error("chat.postMessage", "channel_not_found")
     with pytest.raises(SlackApiError) as info:
