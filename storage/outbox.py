@@ -37,16 +37,23 @@ def storm_channels(conn: sqlite3.Connection, threshold: int) -> dict[str, bool]:
 
 def post_state(conn: sqlite3.Connection, prediction_id: str) -> PostState:
     """For a recommendation with no message ts: ``"failed"`` (its post failed for good, or it was never
-    surfaced), ``"done"`` (posted, but inside a digest) or ``"waiting"`` (its post is still pending)."""
+    surfaced), ``"done"`` (posted, but inside a digest) or ``"waiting"`` (its post is still pending). Done means a
+    post of it was sent: a recommendation resolved since its post failed (its state says ``resolved`` then), or
+    whose digest line failed before digest items failed their recommendation, was not posted."""
     row = conn.execute(
-        "SELECT r.state, (SELECT COUNT(*) FROM outbox o WHERE o.prediction_id = r.prediction_id "
-        "AND o.kind IN ('recommendation', 'digest_item') AND o.state = 'pending') "
+        "SELECT r.state, "
+        "(SELECT COUNT(*) FROM outbox o WHERE o.prediction_id = r.prediction_id "
+        "AND o.kind IN ('recommendation', 'digest_item') AND o.state = 'pending'), "
+        "(SELECT COUNT(*) FROM outbox o WHERE o.prediction_id = r.prediction_id "
+        "AND o.kind IN ('recommendation', 'digest_item') AND o.state = 'sent') "
         "FROM recommendations r WHERE r.prediction_id = ?",
         (prediction_id,),
     ).fetchone()
     if row is None or row[0] == "failed":
         return "failed"
-    return "waiting" if row[1] else "done"
+    if row[1]:
+        return "waiting"
+    return "done" if row[2] else "failed"
 
 
 def shares_message(conn: sqlite3.Connection, channel: str, ts: str) -> bool:
@@ -313,8 +320,8 @@ def _why_not(
 
 def requeue(conn: sqlite3.Connection, outbox_ids: Sequence[int], now: float) -> int:
     """Put the failed messages ``outbox_ids`` back to pending, due at ``now``, with no attempt counted (a fresh retry
-    budget) and no error; a recommendation's own post makes its recommendation pending again, and a recommendation
-    or digest item carries ``requeued_at`` (now) in its payload, so that a digest of them says they were requeued,
+    budget) and no error; a recommendation's post (its own, or a digest item) makes its recommendation pending again,
+    and it carries ``requeued_at`` (now) in its payload, so that a digest of them says they were requeued,
     not that an alert storm is on. Returns how many were requeued (a message no longer failed is left as it is).
     Inside the caller's write transaction."""
     count = 0
@@ -329,7 +336,7 @@ def requeue(conn: sqlite3.Connection, outbox_ids: Sequence[int], now: float) -> 
             count += 1
             conn.execute(
                 "UPDATE recommendations SET state = 'pending' WHERE state = 'failed' AND prediction_id = "
-                "(SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
+                "(SELECT prediction_id FROM outbox WHERE id = ? AND kind IN ('recommendation', 'digest_item'))",
                 (outbox_id,),
             )
     return count

@@ -296,8 +296,9 @@ class StoreOutbox:
         return {str(channel): (int(first), due[int(first)]) for channel, first in rows}
 
     def mark_failed(self, outbox_id: int, error: str, *, attempt: int | None = None, at: float | None = None) -> None:
-        """Delivery failed for good (e.g. ``channel_not_found``): no more attempts. ``attempt``: the caller's
-        lease. ``next_attempt_at`` keeps when it failed (``at``, default now): ``npo-bot db requeue --since``."""
+        """Delivery failed for good (e.g. ``channel_not_found``): no more attempts; a recommendation's post (its own
+        message, or its line in a digest) makes its recommendation ``failed``. ``attempt``: the caller's lease.
+        ``next_attempt_at`` keeps when it failed (``at``, default now): ``npo-bot db requeue --since``."""
         failed_at = time.time() if at is None else at
         with self.transaction() as tx:
             self._outbox_update(
@@ -309,7 +310,7 @@ class StoreOutbox:
             )
             tx.connection.execute(
                 "UPDATE recommendations SET state = 'failed' WHERE state = 'pending' AND prediction_id = "
-                "(SELECT prediction_id FROM outbox WHERE id = ? AND kind = 'recommendation')",
+                "(SELECT prediction_id FROM outbox WHERE id = ? AND kind IN ('recommendation', 'digest_item'))",
                 (outbox_id,),
             )
 

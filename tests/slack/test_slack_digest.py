@@ -249,6 +249,58 @@ def test_a_digest_item_whose_prediction_is_gone_is_failed_not_marked_sent(queued
     _assert_sent_means_listed(queued, QUEUED)
 
 
+def _states(bot: BotUnderTest, pids: list[str]) -> list[str]:
+    """The state of each of ``pids``' recommendations (pending, posted, failed, resolved)."""
+    conn = sqlite3.connect(bot.bot.settings.db_path)
+    try:
+        states = dict(conn.execute("SELECT prediction_id, state FROM recommendations").fetchall())
+    finally:
+        conn.close()
+    return [str(states[pid]) for pid in pids]
+
+
+def test_a_digest_item_that_failed_for_good_fails_its_recommendation_and_is_requeued_like_a_post(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """Slack refuses the digest for good (``not_in_channel``). Its capped recommendations (digest items) end failed
+    as the storm's own recommendations do — they used to stay pending for ever, and the update an outcome queued for
+    one was recorded as sent ("posted inside a digest") with nothing posted — the update is failed
+    (``never_posted``, one error line, counted), and ``npo-bot db requeue`` puts the unresolved one back, pending,
+    and it is posted once the bot is in the channel."""
+    settings = make_settings(tmp_path, standin, storm_threshold=3, digest_delay_s=0.0)
+    with serving(build_bot(settings, seed=1, run_worker=False), standin) as bot:
+        pids = [f"c{i:02d}" for i in range(22)]  # 20 surfaced (a storm), 2 over the default hourly cap
+        assert bot.ingest([prediction(pid, target=f"node-{pid}") for pid in pids]).status_code == 200
+        store = bot.bot.store
+        assert [i.prediction_id for i in store.outbox("pending") if i.kind == "digest_item"] == ["c20", "c21"]
+        now = [time.time() + 1]
+        worker = _worker(bot, lambda: now[0])
+        standin.faults.error("chat.postMessage", "not_in_channel", times=None)
+        while store.outbox("pending"):
+            worker.run_once()
+            now[0] += 1.0
+        assert len(store.outbox("failed")) == 22
+        assert _states(bot, ["c00", "c20", "c21"]) == ["failed", "failed", "failed"]
+        bot.ingest({"prediction_id": "c20", "real_fault": True}, "/api/v1/outcomes")
+        worker.run_once()
+        (update,) = [i for i in store.outbox() if i.kind == "update"]
+        assert (update.state, update.last_error) == (
+            "failed",
+            "recommendation c20 was never posted (its delivery failed): no message to update",
+        )
+        assert worker.metrics.counter("npo_delivery_failures_total", error="never_posted") == 1
+        assert not standin.calls("chat.update")
+        planned = store.requeue_failed(time.time(), codes=["not_in_channel"])
+        requeued = {m.prediction_id for m in planned if not m.skip and m.kind == "digest_item"}
+        assert requeued == {"c21"}  # c20 is resolved: left failed
+        assert _states(bot, ["c20", "c21"]) == ["resolved", "pending"]
+        standin.faults.clear()
+        while store.outbox("pending"):
+            worker.run_once()
+            now[0] += 1.0
+        assert "`c21`" in str([m.blocks for m in standin.messages(INCIDENT)])
+
+
 def test_a_storm_digest_slack_refuses_is_sent_in_fewer_kinds_then_one_by_one_and_nothing_is_lost(
     digest_bot: BotUnderTest,
 ) -> None:
