@@ -269,12 +269,18 @@ class NpoService:
         return ClickResult("rate_limited", None, taken.retry_after_s)
 
     def record_outcome(
-        self, outcome: Outcome, message: MessageRef | None = None, *, surfaced_only: bool = False
+        self,
+        outcome: Outcome,
+        message: MessageRef | None = None,
+        *,
+        surfaced_only: bool = False,
+        reporter: str | None = None,
     ) -> OutcomeResult:
         """Record an outcome (first one wins) and queue a message update when it was new and was surfaced.
         ``surfaced_only`` (the Slack outcome buttons, which only a surfaced recommendation shows): a prediction
-        that was not surfaced raises :class:`npo.loop.NotSurfaced`, and nothing is stored. An arrival time
-        (``recorded_at``) is taken again once the write transaction has begun, as an answer's time is (see
+        that was not surfaced raises :class:`npo.loop.NotSurfaced`, and nothing is stored. ``reporter``: the
+        person who clicked it; one of trust weight 0 records nothing but an audit line (``not_trusted``). An
+        arrival time (``recorded_at``) is taken again once the write transaction has begun, as an answer's time is (see
         :meth:`record_click`): one that waited for the write lock across the weekly slot is in the next summary."""
         with self.store.transaction() as tx:
             if outcome.recorded_at is not None:
@@ -286,7 +292,7 @@ class NpoService:
                 decision = tx.get_decision(alias)
             if surfaced_only and decision is not None and not decision.surfaced:
                 raise NotSurfaced(outcome.prediction_id, decision.verdict)
-            result = record_outcome(tx, outcome, config=self.store.config)
+            result = record_outcome(tx, outcome, config=self.store.config, reporter=reporter)
             queued = result.recorded and decision is not None and decision.surfaced
             if queued:
                 self._queue_update(tx, outcome.prediction_id, message)

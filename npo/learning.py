@@ -235,14 +235,24 @@ def record_feedback(tx: LoopTransaction, event: FeedbackEvent, *, config: LoopCo
     return FeedbackResult(status, applied, new_state)
 
 
-def record_outcome(tx: LoopTransaction, outcome: Outcome, *, config: LoopConfig) -> OutcomeResult:
+def record_outcome(
+    tx: LoopTransaction, outcome: Outcome, *, config: LoopConfig, reporter: str | None = None
+) -> OutcomeResult:
     """Record whether a prediction's fault was real; feed the miss term, m(k) for suppressed ones, and trust.
 
     Raises :class:`UnknownPrediction`. A second outcome for the same prediction is ignored (first one wins).
+    ``reporter``: the person who reported it (an outcome button), None for a machine source (Alertmanager, the
+    API). An outcome a person of trust weight 0 reports is not recorded (``not_trusted``; audited as
+    ``outcome_not_trusted``): it would calibrate the trust of everyone who answered, their own included, and stand
+    as the first outcome in place of the one still to come.
     """
     decision = tx.get_decision(outcome.prediction_id)
     if decision is None:
         raise UnknownPrediction(outcome.prediction_id)
+    if reporter is not None and _weight_for(tx, reporter, config)[0] <= 0.0:
+        detail = {"operator": reporter, "real_fault": outcome.real_fault, "weight": 0.0}
+        tx.audit("outcome_not_trusted", outcome.prediction_id, detail, outcome.recorded_at or outcome.at)
+        return OutcomeResult(recorded=False, missed_fault=False, not_trusted=True)
     if not tx.add_outcome(outcome):
         return OutcomeResult(recorded=False, missed_fault=False)
     missed = decision.verdict is Verdict.SUPPRESS and outcome.real_fault

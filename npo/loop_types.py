@@ -93,3 +93,4 @@ class FeedbackResult:
 class OutcomeResult:
     recorded: bool
     missed_fault: bool  # suppressed, then it turned out real
+    not_trusted: bool = False  # not recorded: the person who reported it has trust weight 0

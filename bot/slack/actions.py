@@ -214,6 +214,15 @@ def outcome_taken_text(earlier: Outcome, clicked: bool) -> str:
     )
 
 
+def outcome_not_trusted_text(clicked: bool) -> str:
+    """Told to a person of trust weight 0 whose outcome click was not recorded."""
+    return (
+        f"Your *{_outcome_name(clicked)}* was not recorded: your trust weight is 0 (your answers have mostly "
+        "disagreed with outcomes and with the other responders), and an outcome you report would change how much "
+        "NPO trusts everyone who answered. Another responder, or the alert's resolution, can report it."
+    )
+
+
 def _make_outcome_listener(deps: SlackDeps) -> Any:
     async def on_outcome(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         try:
@@ -222,8 +231,13 @@ def _make_outcome_listener(deps: SlackDeps) -> Any:
                 return
             now = time.time()
             outcome = Outcome(click.prediction_id, OUTCOME_ACTIONS[click.action_id], now, f"slack:{click.user}", now)
-            result = await deps.storage(deps.service.record_outcome, outcome, click.message, surfaced_only=True)
-            if not result.recorded:
+            result = await deps.storage(
+                deps.service.record_outcome, outcome, click.message, surfaced_only=True, reporter=click.user
+            )
+            if result.not_trusted:
+                log.info("outcome by %s on %s not recorded: trust weight 0", click.user, click.prediction_id)
+                refuse(deps, client, click, outcome_not_trusted_text(outcome.real_fault))
+            elif not result.recorded:
                 earlier = await deps.query(deps.service.store.outcome, click.prediction_id)
                 if earlier is not None and earlier.real_fault != outcome.real_fault:
                     log.info("outcome by %s on %s not recorded: another was first", click.user, click.prediction_id)
