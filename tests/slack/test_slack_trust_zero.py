@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from abuse_testing import running_bot
-from slack_testing import ALICE, INCIDENT, MALLORY, BotUnderTest, make_settings, wait_for
+from slack_testing import ALICE, INCIDENT, MALLORY, SECRET, BotUnderTest, make_settings, prediction, wait_for
 
 from bot.config import Settings
 from bot.slack.blocks import ACTION_FALSE_ALARM, ACTION_LIKE
@@ -70,3 +70,30 @@ def test_an_outcome_reported_by_a_responder_of_weight_zero_is_not_recorded(bot: 
     assert bot.click(ALICE, ACTION_FALSE_ALARM, message).status_code == 200  # a trusted responder's counts
     outcome = wait_for(lambda: bot.bot.store.outcome("p1"))
     assert outcome.source == f"slack:{ALICE}" and not outcome.real_fault
+
+
+def test_a_mute_by_a_responder_of_weight_zero_holds_predictions_back_but_moves_no_learning_state(
+    bot: BotUnderTest,
+) -> None:
+    """``/npo mute`` is an operator's action, not an answer: any responder may mute, whatever their weight. It moves
+    nothing learnt — a blocked prediction consults no bandit, and its outcome feeds neither m(k) nor trust — and is
+    audited with its person's name; any other responder lifts it."""
+    key = "disk_failure|investigate|r#-p#|p>=0.9"
+    message = bot.surface("p1")
+    assert bot.click(ALICE, ACTION_LIKE, message).status_code == 200
+    before = _learning_state(bot)
+    reply = bot.standin.slash_command(bot.events_url, SECRET, "/npo", f"mute {key} 1h", MALLORY, INCIDENT)
+    assert "is muted until" in reply.json()["text"]
+    assert bot.ingest(prediction("p2")).json()["rule"] == "mute"
+    outcome = {"prediction_id": "p2", "real_fault": True, "source": "test"}
+    assert bot.ingest(outcome, path="/api/v1/outcomes").status_code == 200
+    assert _learning_state(bot) == before
+    conn = sqlite3.connect(bot.bot.store.path)
+    try:
+        rows = conn.execute("SELECT subject, detail FROM audit_log WHERE kind = 'policy_mute'").fetchall()
+    finally:
+        conn.close()
+    assert [(s, json.loads(d)["by"]) for s, d in rows] == [(key, MALLORY)]
+    reply = bot.standin.slash_command(bot.events_url, SECRET, "/npo", f"unmute {key}", ALICE, INCIDENT)
+    assert reply.json()["text"].startswith("Lifted 1 mute(s)")
+    assert bot.ingest(prediction("p3")).json()["rule"] != "mute"
