@@ -20,7 +20,7 @@ from bot.jobs.report import OperatorFlag, build_report, operator_flags, render_p
 from bot.jobs.weekly import WEEK, post_report, run_weekly_summary
 from bot.service import NpoService
 from bot.standin import StandIn
-from npo.trust import TrustConfig
+from npo.trust import OperatorTrust, TrustConfig, trust_weight
 from npo.types import FeedbackEvent, FeedbackKind, Outcome
 from storage import SQLiteStore
 from storage.operators import OperatorActivity
@@ -172,3 +172,31 @@ def test_report_command_and_audit_export_show_it(db_path: Path, capsys: pytest.C
     refused = [line for line in lines if line["kind"] == "feedback_rate_limited"]
     assert [(r["subject"], json.loads(r["detail"])["operator"]) for r in refused] == [("p2", HASTY), ("p3", HASTY)]
     assert all(json.loads(r["detail"])["kind"] == "like" for r in refused)
+
+
+def test_each_flag_starts_where_the_readme_says() -> None:
+    """The README's thresholds, each at its edge: ≥ 90 % one answer, everyone else's share ≥ 30 points lower, a
+    trust weight below 0.5, most of at least 5 known outcomes disagreed with; the flag names that person only."""
+    config = TrustConfig()
+    team = OperatorActivity("U2", {"like": 16, "override": 4})  # everyone else overrides 20 %
+    assert operator_flags([OperatorActivity("U1", {"override": 9, "like": 1}), team], config)[0].operator == "U1"
+    assert operator_flags([OperatorActivity("U1", {"override": 8, "like": 1, "neutral": 1}), team], config) == ()
+    half = OperatorActivity("U2", {"like": 8, "override": 2})  # 20 %: 70 points below 90 %
+    edge = OperatorActivity("U2", {"like": 7, "override": 3})  # 30 %: 60 points below 90 % — flagged
+    close = OperatorActivity("U2", {"like": 3, "override": 7})  # 70 %: 20 points below 90 % — not
+    nine = OperatorActivity("U1", {"override": 9, "like": 1})
+    assert [f.operator for f in operator_flags([nine, half], config)] == ["U1"]
+    assert [f.operator for f in operator_flags([nine, edge], config)] == ["U1"]
+    assert operator_flags([nine, close], config) == ()
+    # trust: weight below 0.5 only (mean 0.675 gives exactly 0.5 with full_agreement 0.85)
+    low = OperatorActivity("U3", {"like": 1}, trust=OperatorTrust("U3", agree=13.0, disagree=7.0))
+    even = OperatorActivity("U3", {"like": 1}, trust=OperatorTrust("U3", agree=27.0, disagree=13.0))
+    assert operator_flags([low], config)[0].reasons == ("low trust",)
+    assert trust_weight(OperatorTrust("U3", agree=27.0, disagree=13.0), config) == pytest.approx(0.5)
+    assert operator_flags([even], config) == ()
+    # outcomes: at least 5 known, most of them disagreed with
+    assert operator_flags([OperatorActivity("U4", {"like": 5}, 5, 2.0)], config)[0].reasons == (
+        "disagrees with outcomes",
+    )
+    assert operator_flags([OperatorActivity("U4", {"like": 4}, 4, 0.0)], config) == ()
+    assert operator_flags([OperatorActivity("U4", {"like": 5}, 5, 2.5)], config) == ()  # half: not most
