@@ -457,7 +457,8 @@ def test_a_post_in_flight_that_once_waited_for_the_pace_does_not_hold_back_newer
         a_store.enqueue(INCIDENT, "message", {"text": "M0"}, time.time())
         assert worker_a.run_once() == 2  # "first" posted, M0 waits for the channel's pace
         assert [m.text for m in standin.messages(INCIDENT)] == ["first"]
-        standin.faults.delay("chat.postMessage", 3.0, times=1)  # M0's call
+        # M0's call: held long enough for B's whole pass to run meanwhile on a loaded machine (3 s was not, once)
+        standin.faults.delay("chat.postMessage", 8.0, times=1)
         time.sleep(0.6)
         a_pass = threading.Thread(target=worker_a.run_once)
         a_pass.start()
@@ -467,7 +468,7 @@ def test_a_post_in_flight_that_once_waited_for_the_pace_does_not_hold_back_newer
             assert worker_b.run_once() == 1
             assert [m.text for m in standin.messages(INCIDENT)] == ["first", "M1"]  # M0 is still in flight
         finally:
-            a_pass.join(10)
+            a_pass.join(15)
         assert [m.text for m in standin.messages(INCIDENT)] == ["first", "M1", "M0"]
 
 
