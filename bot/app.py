@@ -180,6 +180,7 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         metrics=metrics,
         ingest_token=settings.ingest_token,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
         lifespan=lifespan,
         policy_file=settings.policy_file,
     )

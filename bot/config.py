@@ -137,6 +137,7 @@ class Settings:
     alertmanager_resolved: AlertmanagerResolved = "unknown"  # a resolved alert that does not say: no outcome
     timezone: str = "UTC"
     max_body_bytes: int = 1_000_000
+    body_timeout_s: float = 30.0  # a request body that sends nothing for this long is answered 408
     storm_threshold: int = 20  # more pending recommendations than this for one channel → one digest message
     digest_delay_s: float = 300.0  # how long capped (digest) recommendations gather before their digest is posted
     slack_timeout_s: float = 5.0  # Web API timeout of the delivery worker and the listeners' look-ups
@@ -636,6 +637,7 @@ def _read_settings(r: _Reader) -> Settings:
         alertmanager_resolved=r.optional("NPO_ALERTMANAGER_RESOLVED", "unknown", _alertmanager_resolved),
         timezone=r.optional("NPO_TIMEZONE", "UTC", _timezone),
         max_body_bytes=r.optional("NPO_MAX_BODY_BYTES", 1_000_000, _int_in(1024, 100_000_000)),
+        body_timeout_s=r.optional("NPO_BODY_TIMEOUT_S", 30.0, _float_in(0.1, 600)),
         storm_threshold=r.optional("NPO_STORM_THRESHOLD", 20, _int_in(1, 10_000)),
         digest_delay_s=r.optional("NPO_DIGEST_DELAY_S", 300.0, _float_in(0, 86_400)),
         slack_timeout_s=r.optional("NPO_SLACK_TIMEOUT_S", 5.0, _float_in(0.1, 60)),

@@ -113,13 +113,19 @@ def build_asgi_app(
     metrics: Metrics,
     ingest_token: str,
     max_body_bytes: int,
+    body_timeout_s: float = 30.0,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     policy_file: Path | None = None,
 ) -> ASGIApp:
     """The whole HTTP surface as one ASGI app (wrap nothing else around it). ``policy_file``: the file
-    ``POST /api/v1/policy/reload`` re-reads (``NPO_POLICY_FILE``; None: the built-in policy, nothing to reload)."""
+    ``POST /api/v1/policy/reload`` re-reads (``NPO_POLICY_FILE``; None: the built-in policy, nothing to reload);
+    ``body_timeout_s``: how long a request body may send nothing before it is answered 408."""
     ingest = IngestApi(
-        service, token=ingest_token, max_body_bytes=max_body_bytes, policy=PolicyHolder(service, policy_file)
+        service,
+        token=ingest_token,
+        max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout_s,
+        policy=PolicyHolder(service, policy_file),
     )
 
     # The probes' own worker threads: on the default pool (40 threads) they would wait behind ingest requests
@@ -150,7 +156,7 @@ def build_asgi_app(
         return PlainTextResponse("ok", headers=NO_STORE)
 
     routes = [
-        Route("/slack/events", make_slack_endpoint(bolt, max_body_bytes), methods=["POST"]),
+        Route("/slack/events", make_slack_endpoint(bolt, max_body_bytes, body_timeout_s), methods=["POST"]),
         Route("/api/v1/predictions", ingest.predictions, methods=["POST"]),
         # PUT as well: Grafana's webhook contact point may be set to send the same notification with it.
         Route("/api/v1/alertmanager", ingest.alertmanager, methods=["POST", "PUT"]),

@@ -1,5 +1,5 @@
-"""Reading request bodies with a size limit (gzip-decoded ones included), and JSON error answers that name the
-field at fault."""
+"""Reading request bodies with a size limit (gzip-decoded ones included) and an idle timeout, and JSON error answers
+that name the field at fault."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 import zlib
 from typing import Any
 
+import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
@@ -17,6 +18,11 @@ from bot.ingest.records import utf8_encodable
 
 class BodyTooLarge(Exception):
     """The request body is larger than the configured limit."""
+
+
+class BodyTimeout(Exception):
+    """The client sent nothing of its body for the idle timeout (a stalled or lying client: a ``Content-Length``
+    longer than what it sends, a chunked body never finished)."""
 
 
 class ClientGone(Exception):
@@ -31,21 +37,41 @@ def error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing more than ``limit`` bytes (by ``Content-Length`` first, then while streaming)."""
+def timed_out(timeout_s: float) -> JSONResponse:
+    """408 for :class:`BodyTimeout`; the connection is closed after it (the rest of the body may still come)."""
+    response = error(408, f"no part of the request body arrived for {timeout_s:g} s", "(body)")
+    response.headers["Connection"] = "close"
+    return response
+
+
+async def read_body(request: Request, limit: int, idle_timeout_s: float) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (by ``Content-Length`` first, then while streaming), and
+    giving up (:class:`BodyTimeout`) when ``idle_timeout_s`` pass without any of it arriving: the server has no
+    timeout of its own once the headers are in, so a client that sends them and then nothing would hold its
+    request open for good — and a graceful stop (SIGTERM), which waits for every request in flight, with it."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
+    stream = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            with anyio.move_on_after(idle_timeout_s) as waited:
+                try:
+                    chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+            if waited.cancelled_caught:
+                raise BodyTimeout
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge
             chunks.append(chunk)
     except ClientDisconnect:
         raise ClientGone from None
+    finally:
+        await stream.aclose()
     return b"".join(chunks)
 
 

@@ -36,7 +36,18 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bot.http.body import BadGzip, BadJson, BodyTooLarge, ClientGone, error, gunzip, parse_json, read_body
+from bot.http.body import (
+    BadGzip,
+    BadJson,
+    BodyTimeout,
+    BodyTooLarge,
+    ClientGone,
+    error,
+    gunzip,
+    parse_json,
+    read_body,
+    timed_out,
+)
 from bot.http.policy_route import PolicyHolder
 from bot.ingest.alertmanager import EPISODE_SEP as ALERT_EPISODE_SEP
 from bot.ingest.alertmanager import ID_PREFIX as ALERT_ID_PREFIX
@@ -154,9 +165,16 @@ class IngestApi:
     """
 
     def __init__(
-        self, service: NpoService, *, token: str, max_body_bytes: int, policy: PolicyHolder | None = None
+        self,
+        service: NpoService,
+        *,
+        token: str,
+        max_body_bytes: int,
+        body_timeout_s: float = 30.0,
+        policy: PolicyHolder | None = None,
     ) -> None:
         self.service = service
+        self.body_timeout_s = body_timeout_s
         self.policy = policy or PolicyHolder(service, None)
         self._token = token.encode()
         self.max_body_bytes = max_body_bytes
@@ -197,9 +215,11 @@ class IngestApi:
             message = f"Content-Encoding {', '.join(codings)} is not supported: send the body as it is, or gzip it"
             return error(415, message, "Content-Encoding")
         try:
-            raw = await read_body(request, self.max_body_bytes)
+            raw = await read_body(request, self.max_body_bytes, self.body_timeout_s)
         except BodyTooLarge:
             return error(413, f"body larger than {self.max_body_bytes} bytes", "(body)")
+        except BodyTimeout:
+            return timed_out(self.body_timeout_s)
         except ClientGone:
             return error(400, "the client disconnected before the body arrived", "(body)")
         return Received(raw, bool(codings), request.headers.get("content-type", ""))

@@ -27,7 +27,7 @@ from slack_bolt.request.async_internals import build_async_context
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bot.http.body import BodyTooLarge, ClientGone, error, read_body
+from bot.http.body import BodyTimeout, BodyTooLarge, ClientGone, error, read_body, timed_out
 from bot.http.slack_shape import shape_problem
 from bot.log_throttle import LogThrottle
 
@@ -55,8 +55,11 @@ def _read_as_form(request: AsyncBoltRequest) -> None:
     request.context = build_async_context(AsyncBoltContext({}), fields)
 
 
-def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request], Awaitable[Response]]:
-    """The endpoint for ``POST /slack/events`` (any other method is answered 405 by the router)."""
+def make_slack_endpoint(
+    app: AsyncApp, max_body_bytes: int, body_timeout_s: float = 30.0
+) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint for ``POST /slack/events`` (any other method is answered 405 by the router); a body of which
+    nothing arrives for ``body_timeout_s`` is answered 408."""
 
     unreadable = LogThrottle()  # an outsider's flood of unreadable bodies is not a flood of log lines
 
@@ -67,10 +70,12 @@ def make_slack_endpoint(app: AsyncApp, max_body_bytes: int) -> Callable[[Request
         if stamps and not _unix_seconds(stamps[0]):
             return error(400, "X-Slack-Request-Timestamp must be Unix seconds", "X-Slack-Request-Timestamp")
         try:
-            body = await read_body(request, max_body_bytes)
+            body = await read_body(request, max_body_bytes, body_timeout_s)
             body.decode("utf-8")
         except BodyTooLarge:
             return error(413, f"body larger than {max_body_bytes} bytes")
+        except BodyTimeout:
+            return timed_out(body_timeout_s)
         except UnicodeDecodeError:
             return error(400, "body must be UTF-8")
         except ClientGone:

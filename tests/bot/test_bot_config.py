@@ -92,6 +92,7 @@ def test_env_example_lists_every_variable() -> None:
         "NPO_MISS_WEIGHT",
         "NPO_DB_SYNCHRONOUS",
         "NPO_MAX_BODY_BYTES",
+        "NPO_BODY_TIMEOUT_S",
         "NPO_STORM_THRESHOLD",
         "NPO_DIGEST_DELAY_S",
         "NPO_UPDATE_INTERVAL_S",
