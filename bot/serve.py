@@ -19,6 +19,8 @@ from types import FrameType, TracebackType
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
 
 from bot.app import build_bot
 from bot.config import Settings
@@ -33,21 +35,72 @@ def fast_impl() -> tuple[str, str]:
     return loop, http
 
 
+HEADER_TIMEOUT_S = 30.0  # a connection's next request must have all its headers in this long after the last answer
+
+
+def with_header_timeout(base: type[asyncio.Protocol], timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol ``base`` (httptools or h11) closing a connection that has not sent a whole request
+    head ``timeout_s`` after it was opened or after its last answer. uvicorn times a connection out only while it
+    is idle after an answer (keep-alive, 5 s) and cancels that on the first byte it gets: a connection that sends
+    nothing at all, or part of a request line or headers (a byte now and then), would be held open for good, a file
+    descriptor each, until the process has none left to accept ``/healthz`` with. A request whose head is in is
+    not concerned (its body has ``NPO_BODY_TIMEOUT_S``)."""
+
+    class HeaderTimeout(base):  # type: ignore[misc,valid-type]
+        _head_due: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._arm_head_timeout()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_head_timeout()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_due is not None:
+                self._head_due.cancel()
+                self._head_due = None
+            super().connection_lost(exc)
+
+        def _arm_head_timeout(self) -> None:
+            if self._head_due is not None:
+                self._head_due.cancel()
+            self._head_due = None if self.transport.is_closing() else self.loop.call_later(timeout_s, self._head_late)
+
+        def _head_late(self) -> None:
+            self._head_due = None
+            waiting_for_head = self.cycle is None or self.cycle.response_complete  # no request under way
+            if waiting_for_head and not self.transport.is_closing():
+                self.transport.close()
+
+    HeaderTimeout.__name__ = HeaderTimeout.__qualname__ = f"HeaderTimeout{base.__name__}"
+    return HeaderTimeout
+
+
 def uvicorn_config(
-    app: ASGIApp, host: str, port: int, *, log_level: str = "info", loop: str | None = None
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "info",
+    loop: str | None = None,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
 ) -> uvicorn.Config:
-    """uvicorn settings for NPO: the fastest loop/HTTP implementation available, lifespan on, no access log.
+    """uvicorn settings for NPO: the fastest loop/HTTP implementation available (with a timeout on a request's
+    head: :func:`with_header_timeout`), lifespan on, no access log.
 
     Without a stdout (started with ``>&-``) colours are off: uvicorn would otherwise ask the missing stdout whether
     it is a terminal and fail to start."""
     fast_loop, http = fast_impl()
     loop = loop or fast_loop
+    protocol = with_header_timeout(import_from_string(HTTP_PROTOCOLS[http]), header_timeout_s)
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop=loop,
-        http=http,
+        http=protocol,
         log_level=log_level,
         lifespan="on",
         access_log=False,
@@ -212,13 +265,23 @@ class ServerThread:
     """Serve ``app`` on 127.0.0.1 (an ephemeral port unless given) in a background thread.
 
     ``url`` is ``http://127.0.0.1:PORT``. ``stop()`` shuts the server down (lifespan included) and joins the thread;
+    ``header_timeout_s``: see :func:`with_header_timeout`;
     ``loop="asyncio"`` makes every socket go through Python's ``socket`` module (the tests' network guard sees
     uvloop's connections only that way). ``start()`` may be called again afterwards on the same port (an outage
     and its recovery).
     """
 
-    def __init__(self, app: ASGIApp, *, port: int = 0, log_level: str = "warning", loop: str | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        port: int = 0,
+        log_level: str = "warning",
+        loop: str | None = None,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+    ) -> None:
         self.app = app
+        self.header_timeout_s = header_timeout_s
         self.loop = loop
         self.port = port
         self.log_level = log_level
@@ -236,7 +299,14 @@ class ServerThread:
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         server = uvicorn.Server(
-            uvicorn_config(self.app, "127.0.0.1", self.port, log_level=self.log_level, loop=self.loop)
+            uvicorn_config(
+                self.app,
+                "127.0.0.1",
+                self.port,
+                log_level=self.log_level,
+                loop=self.loop,
+                header_timeout_s=self.header_timeout_s,
+            )
         )
         self._server = server
 
