@@ -35,6 +35,7 @@ from npo.misalignment import EtaSchedule
 from npo.policy import DEFAULT_POLICY, Policy
 from storage import SQLiteStore
 from storage.ratelimit import ClickLimit
+from storage.store import CLOSE_WAIT_S
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,12 @@ class Bot:
         self.worker.stop()
         if self.poller is not None:
             self.poller.stop()
-        self.store.close()
+        if not self.store.close():
+            log.warning(
+                "a database write was still running %g s after the stop; its connection is left for the process's exit"
+                " to end (SQLite rolls an unfinished transaction back at the next start)",
+                CLOSE_WAIT_S,
+            )
 
 
 def build_poller(settings: Settings, service: NpoService) -> Poller | None:

@@ -67,6 +67,10 @@ from storage.tx_decisions import HOUR_S
 __all__ = ["HOUR_S", "OutboxItem", "OutboxState", "SQLiteStore", "SQLiteTransaction"]
 
 
+#: How long :meth:`SQLiteStore.close` waits for a write transaction still running on another thread.
+CLOSE_WAIT_S = 10.0
+
+
 def _is_busy(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
@@ -99,6 +103,8 @@ class _Scope:
         assert cursor is not None, "a connection is opened with its cursor"
         store._write_lock.acquire()
         try:
+            if store._closed:  # closed while this thread waited for the lock: its connection is gone
+                raise StorageError("connection", str(store.path), "the store is closed")
             store._begin_immediate(cursor)
         except BaseException:
             store._write_lock.release()
@@ -242,13 +248,27 @@ class SQLiteStore(StoreOutbox, StoreReads):
             self._local.cursor = db.conn.cursor()
         return db
 
-    def close(self) -> None:
-        """Close every connection this store opened. Call when no thread is using the store any more."""
-        with self._registry_lock:
-            for _, db in self._open:
-                db.close()
-            self._open = []
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> bool:
+        """Close every connection this store opened; True when closed. Call when no thread should use the store
+        any more: from then on a transaction or read raises :class:`StorageError` ("the store is closed").
+
+        A write transaction still running on another thread (a large batch when a forced stop cancelled the request
+        that started it) is waited for, up to ``wait_s``, so it commits or rolls back first: closing a connection
+        while another thread runs a statement on it is undefined in SQLite's Python binding (the process could
+        crash). When it outlasts ``wait_s`` the connections are left open for the process's exit to end (SQLite
+        rolls an unfinished transaction back at the next open), and False is returned."""
+        if not self._write_lock.acquire(timeout=max(0.0, wait_s)):
             self._closed = True
+            return False
+        try:
+            self._closed = True  # a transaction waiting for the lock now finds the store closed
+            with self._registry_lock:
+                for _, db in self._open:
+                    db.close()
+                self._open = []
+        finally:
+            self._write_lock.release()
+        return True
 
     def __enter__(self) -> SQLiteStore:
         return self
