@@ -119,7 +119,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import time  # noqa: PLC0415
 
     from bot.app import build_store, load_policy  # noqa: PLC0415
-    from bot.ingest.replay import UnreadableFile, decide_in_chunks, read_predictions  # noqa: PLC0415
+    from bot.ingest.replay import UnreadableFile, conflict_lines, decide_in_chunks, read_predictions  # noqa: PLC0415
     from bot.service import NpoService  # noqa: PLC0415
 
     settings = _settings(args)
@@ -147,9 +147,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         service = NpoService(store, policy, rng=np.random.default_rng())
         run = decide_in_chunks(service.decide, parsed.predictions)
     results = run.results
+    conflicts = conflict_lines(parsed, results)
+    for conflict in conflicts:
+        print(f"{args.file}: {conflict}", file=sys.stderr)
     verdicts: dict[str, int] = {}
     for r in results:
-        name = "duplicate" if r.duplicate else r.decision.verdict.value
+        name = "conflicting" if r.conflict else "duplicate" if r.duplicate else r.decision.verdict.value
         verdicts[name] = verdicts.get(name, 0) + 1
     summary = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) or "nothing decided"
     # The decisions are stored before the summary is printed: a reader gone away (141) or a full stdout (1) loses
@@ -171,7 +174,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return INTERRUPTED_EXIT
-    return printed or (1 if parsed.errors else 0)
+    return printed or (1 if parsed.errors or conflicts else 0)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

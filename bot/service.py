@@ -126,12 +126,16 @@ class NpoService:
         self._rng_lock = threading.Lock()
 
     # -- predictions -------------------------------------------------------------------------------------------
-    def decide(self, predictions: Sequence[Prediction]) -> list[DecideResult]:
-        """Decide and persist ``predictions`` in one transaction (all or nothing); surfaced ones are queued."""
+    def decide(self, predictions: Sequence[Prediction], *, refuse_conflicts: bool = False) -> list[DecideResult]:
+        """Decide and persist ``predictions`` in one transaction (all or nothing); surfaced ones are queued. An id
+        sent again with another body is a duplicate whose ``conflict`` names the fields that differ, or, with
+        ``refuse_conflicts``, :class:`~npo.loop.ConflictingPrediction`, and nothing of the batch is stored."""
         if not predictions:
             return []
         with self._rng_lock:
-            results = self.store.decide_many(predictions, policy=self.policy, rng=self._rng, now=self.clock())
+            results = self.store.decide_many(
+                predictions, policy=self.policy, rng=self._rng, now=self.clock(), refuse_conflicts=refuse_conflicts
+            )
         if any(r.decision.surfaced and not r.duplicate for r in results):
             self.on_enqueue()
         return results

@@ -11,7 +11,7 @@ from dataclasses import fields
 import numpy as np
 
 from npo.bandit import choose_batch
-from npo.loop_types import DecideResult, LoopConfig
+from npo.loop_types import ConflictingPrediction, DecideResult, LoopConfig
 from npo.misalignment import KeyAlignment, pooled
 from npo.policy_eval import evaluate
 from npo.policy_types import Policy, PolicyContext
@@ -45,6 +45,24 @@ def threshold_reason(r: float, tau: float, tau_text: str) -> str:
 
 
 # -- one decision --------------------------------------------------------------------------------------------
+def duplicate_audit(earlier: Decision, conflict: tuple[str, ...]) -> dict[str, object]:
+    """The detail of a duplicate's audit line: the prediction it duplicates, and the fields in which it differs
+    from that one's body when it came under the same id with another (a conflict)."""
+    detail: dict[str, object] = {"first": earlier.prediction_id}
+    if conflict:
+        detail["differs"] = list(conflict)
+    return detail
+
+
+def conflict_of(prediction: Prediction, earlier: Decision, stored: Prediction | None) -> tuple[str, ...]:
+    """The fields in which ``prediction`` differs from ``stored``, the prediction on record under its id, when
+    ``earlier`` (its duplicate) is that prediction's own decision; empty for a duplicate by fingerprint or alias
+    (another id: nothing to compare its body with) or an identical re-send."""
+    if stored is None or earlier.prediction_id != prediction.id:
+        return ()
+    return prediction.differs_from(stored)
+
+
 def effective_misalignment(
     key_state: KeyAlignment,
     prediction: Prediction,
@@ -72,12 +90,19 @@ def decide(
     policy: Policy,
     rng: np.random.Generator,
     now: float,
+    refuse_conflicts: bool = False,
 ) -> DecideResult:
-    """Score, guard and decide one prediction; record the decision (and the audit line) in ``tx``."""
+    """Score, guard and decide one prediction; record the decision (and the audit line) in ``tx``. A prediction
+    whose id was received before is a duplicate; with another body, ``refuse_conflicts`` raises
+    :class:`ConflictingPrediction` (nothing written), else it is a duplicate whose ``conflict`` names the fields."""
     earlier = tx.find_duplicate(prediction, config.dedupe_window_s)
     if earlier is not None:
-        tx.audit("duplicate_prediction", prediction.id, {"first": earlier.prediction_id}, now)
-        return DecideResult(earlier, duplicate=True)
+        stored = tx.get_prediction(prediction.id) if earlier.prediction_id == prediction.id else None
+        conflict = conflict_of(prediction, earlier, stored)
+        if conflict and refuse_conflicts:
+            raise ConflictingPrediction(prediction.id, conflict)
+        tx.audit("duplicate_prediction", prediction.id, duplicate_audit(earlier, conflict), now)
+        return DecideResult(earlier, duplicate=True, conflict=conflict)
     channel = prediction.channel or config.default_channel
     key = scenario_key(prediction, config.key_spec)
     key_state = tx.get_key(key)
@@ -130,6 +155,10 @@ class _OneByOne:
     def duplicate(self, prediction: Prediction) -> Decision | None:
         return self._tx.find_duplicate(prediction, self._window_s)
 
+    def stored(self, prediction_id: str) -> Prediction | None:
+        """The prediction on record (or decided earlier in the batch) under ``prediction_id``."""
+        return self._tx.get_prediction(prediction_id)
+
     def key_state(self, key: str) -> KeyAlignment:
         return self._tx.get_key(key)
 
@@ -165,6 +194,10 @@ class _Bulk:
         self._tx = tx
         self._window_s = window_s
         self._stored, self._stored_fingerprints = tx.lookup_predictions(predictions)
+        # the bodies on record of the batch's ids that have their own (compared with a body sent again: a conflict)
+        own = [p.id for p in predictions if (d := self._stored.get(p.id)) is not None and d.prediction_id == p.id]
+        self._stored_predictions = tx.get_predictions(own) if own else {}
+        self._added_predictions: dict[str, Prediction] = {}
         self._keys = dict(tx.get_keys([*keys, *dict.fromkeys(parents)] if parents else keys))
         self._fingerprint = ""  # of the prediction duplicate() last looked at (add() follows for the same one)
         self._contexts = tx.policy_contexts(predictions, keys, channels, now)
@@ -192,6 +225,10 @@ class _Bulk:
             return None
         return self._added.get(seen[0]) or self._stored.get(seen[0]) or self._tx.get_decision(seen[0])
 
+    def stored(self, prediction_id: str) -> Prediction | None:
+        """The prediction on record (or decided earlier in the batch) under ``prediction_id``."""
+        return self._added_predictions.get(prediction_id) or self._stored_predictions.get(prediction_id)
+
     def key_state(self, key: str) -> KeyAlignment:
         state = self._keys.get(key)
         if state is None:
@@ -204,6 +241,7 @@ class _Bulk:
     def add(self, prediction: Prediction, decision: Decision, channel: str) -> None:
         pid = prediction.id
         self._added[pid] = decision
+        self._added_predictions[pid] = prediction
         self._fingerprints[self._fingerprint] = (pid, prediction.received_at)
         self._decided(prediction, decision, channel)
         run = self._run
@@ -222,7 +260,9 @@ class _Bulk:
             self._tx.audit_many(audit)
 
 
-_SET_RESULT_DECISION, _SET_RESULT_DUPLICATE = (getattr(DecideResult, f.name).__set__ for f in fields(DecideResult))
+_SET_RESULT_DECISION, _SET_RESULT_DUPLICATE, _SET_RESULT_CONFLICT = (
+    getattr(DecideResult, f.name).__set__ for f in fields(DecideResult)
+)
 _new_result = functools.partial(object.__new__, DecideResult)
 
 
@@ -253,6 +293,7 @@ def decide_batch(
     policy: Policy,
     rng: np.random.Generator,
     now: float,
+    refuse_conflicts: bool = False,
 ) -> list[DecideResult]:
     """:func:`decide` for each prediction, in order, in one transaction: the same duplicates (by id and by
     fingerprint, within the batch and against the store), the same policy verdicts (a prediction sees the blast
@@ -264,7 +305,9 @@ def decide_batch(
 
     A transaction implementing :class:`BatchLoopTransaction` is read once and written once per table; any other
     :class:`LoopTransaction` is driven one prediction at a time. An exception leaves the batch to the
-    transaction's rollback (nothing of the batch is kept).
+    transaction's rollback (nothing of the batch is kept): with ``refuse_conflicts``, a prediction sent again under
+    an id already taken (stored, or earlier in the batch) with another body raises :class:`ConflictingPrediction`
+    naming its place in the batch.
     """
     batch = list(predictions)
     if not batch:
@@ -292,8 +335,12 @@ def decide_batch(
     for i, prediction in enumerate(batch):
         earlier = duplicate(prediction)
         if earlier is not None:
-            world.audit("duplicate_prediction", prediction.id, {"first": earlier.prediction_id}, now)
-            append(DecideResult(earlier, duplicate=True))
+            own = earlier.prediction_id == prediction.id
+            conflict = conflict_of(prediction, earlier, world.stored(prediction.id) if own else None)
+            if conflict and refuse_conflicts:
+                raise ConflictingPrediction(prediction.id, conflict, i)
+            world.audit("duplicate_prediction", prediction.id, duplicate_audit(earlier, conflict), now)
+            append(DecideResult(earlier, duplicate=True, conflict=conflict))
             continue
         key, channel = keys[i], channels[i]
         key_state = key_state_of(key)
@@ -341,6 +388,7 @@ def decide_batch(
         result: DecideResult = _new_result()
         _SET_RESULT_DECISION(result, decision)
         _SET_RESULT_DUPLICATE(result, False)
+        _SET_RESULT_CONFLICT(result, ())
         append(result)
     world.finish()
     return results

@@ -34,6 +34,7 @@ from npo.learning import record_feedback, record_outcome
 from npo.loop_types import (
     SYSTEM_OPERATOR,
     AppliedFeedback,
+    ConflictingPrediction,
     DecideResult,
     FeedbackResult,
     FeedbackStatus,
@@ -57,6 +58,7 @@ __all__ = [
     "AppliedFeedback",
     "BatchContexts",
     "BatchLoopTransaction",
+    "ConflictingPrediction",
     "DecideResult",
     "FeedbackResult",
     "FeedbackStatus",

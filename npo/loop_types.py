@@ -26,6 +26,23 @@ class UnknownPrediction(LoopError):
         super().__init__("prediction_id", f"no prediction with id {prediction_id!r}")
 
 
+class ConflictingPrediction(LoopError):
+    """A prediction sent again under an id already taken, with another body (``fields``: those that differ). An id
+    names one prediction: the first one stays, and a changed prediction needs an id of its own. ``index``: its
+    place in the batch it came in."""
+
+    def __init__(self, prediction_id: str, fields: tuple[str, ...], index: int = 0) -> None:
+        differs = ", ".join(fields)
+        super().__init__(
+            fields[0],
+            f"prediction {prediction_id!r} was received before with another {differs}: an id names one prediction "
+            "(the first one is kept); send a changed prediction under a new id",
+        )
+        self.prediction_id = prediction_id
+        self.fields = fields
+        self.index = index
+
+
 class NotSurfaced(LoopError):
     def __init__(self, prediction_id: str, verdict: Verdict) -> None:
         super().__init__("prediction_id", f"prediction {prediction_id!r} was not surfaced (verdict {verdict.value})")
@@ -75,8 +92,13 @@ class AppliedFeedback:
 
 @dataclass(frozen=True, slots=True)
 class DecideResult:
+    """``duplicate``: the prediction was received before (same id, or same fingerprint within the dedupe window);
+    ``decision`` is then the first one's. ``conflict``: for a duplicate by id, the fields in which this body differs
+    from the one on record (empty for an identical re-send)."""
+
     decision: Decision
     duplicate: bool
+    conflict: tuple[str, ...] = ()
 
 
 FeedbackStatus = Literal["recorded", "replaced", "duplicate"]

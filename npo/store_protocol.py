@@ -106,6 +106,10 @@ class BatchLoopTransaction(LoopTransaction, Protocol):
         for the ids and fingerprints of ``predictions`` (missing ones are absent)."""
         ...
 
+    def get_predictions(self, prediction_ids: Sequence[str]) -> Mapping[str, Prediction]:
+        """The stored predictions of ``prediction_ids`` by id (missing ones are absent)."""
+        ...
+
     def get_keys(self, keys: Sequence[str]) -> Mapping[str, KeyAlignment]:
         """The state of each of ``keys`` (a new :class:`KeyAlignment` for an unknown one)."""
         ...

@@ -50,6 +50,8 @@ class Verdict(StrEnum):
 
 MAX_ID_LEN = 200
 MAX_TEXT_LEN = 500
+# The fields of a prediction its sender gives (all but ``id`` and NPO's ``received_at``), in declaration order
+SENT_FIELDS = ("fault_type", "target", "action", "confidence", "severity", "time_to_fault_s", "labels", "channel")
 
 
 def _plain(value: object, max_len: int) -> TypeGuard[str]:
@@ -200,6 +202,12 @@ class Prediction:
     def fingerprint(self) -> str:
         """Identity of "the same prediction" regardless of id: fault type, target and action."""
         return f"{self.fault_type}\x1f{self.target}\x1f{self.action}"
+
+    def differs_from(self, other: Prediction) -> tuple[str, ...]:
+        """The fields the sender gave that differ between this prediction and ``other`` (in declaration order; empty
+        when they say the same): an id sent again with another body is a conflict, not a duplicate.
+        ``received_at`` is NPO's, not the sender's, and is not compared."""
+        return tuple(name for name in SENT_FIELDS if getattr(self, name) != getattr(other, name))
 
 
 @dataclass(frozen=True, slots=True)

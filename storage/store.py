@@ -339,14 +339,23 @@ class SQLiteStore(StoreOutbox, StoreReads):
 
     # -- batch decisions -----------------------------------------------------------------------------------
     def decide_many(
-        self, predictions: Iterable[Prediction], *, policy: Policy, rng: np.random.Generator, now: float
+        self,
+        predictions: Iterable[Prediction],
+        *,
+        policy: Policy,
+        rng: np.random.Generator,
+        now: float,
+        refuse_conflicts: bool = False,
     ) -> list[DecideResult]:
         """Decide and persist many predictions in one transaction (one commit), in order, with
         :func:`npo.loop.decide_batch`: the decisions :func:`npo.loop.decide` would make one by one (the bandit's
         τ draws come from one vectorised draw, so the random stream differs), with the state read once and each
-        table written once. All or nothing: an error rolls back the whole batch."""
+        table written once. All or nothing: an error rolls back the whole batch — with ``refuse_conflicts``, also
+        :class:`~npo.loop.ConflictingPrediction` (an id sent again with another body)."""
         with self.transaction() as tx:
-            return decide_batch(tx, predictions, config=self.config, policy=policy, rng=rng, now=now)
+            return decide_batch(
+                tx, predictions, config=self.config, policy=policy, rng=rng, now=now, refuse_conflicts=refuse_conflicts
+            )
 
     # -- job claims and request ids ------------------------------------------------------------------------
     def claim_job(

@@ -134,6 +134,15 @@ class TxBatches(TxDecisions):
         }
         return decisions, latest
 
+    def get_predictions(self, prediction_ids: Sequence[str]) -> dict[str, Prediction]:
+        """The stored predictions of ``prediction_ids`` (a batch's ids sent before: their bodies are compared)."""
+        return {
+            r[0]: codec.prediction_from_row(r)
+            for r in self._in_chunks(
+                f"SELECT {codec.PREDICTION_COLS} FROM decisions WHERE prediction_id IN ({{marks}})", prediction_ids
+            )
+        }
+
     def get_keys(self, keys: Sequence[str]) -> dict[str, KeyAlignment]:
         """The stored state of each of ``keys`` that has one (the loop starts the others from a new state)."""
         return {

@@ -13,8 +13,12 @@ the usable ones are decided or recorded and each malformed one is listed under `
 (the first :data:`LISTED_ALERT_ERRORS`; ``"errors_omitted"`` counts the rest) with 200; only a notification with no
 usable alert, or a malformed body, is 422. A notification the sender truncated (``max_alerts``) has
 ``"truncated_alerts"``: the number of alerts it left out, which NPO never saw (also logged). Duplicates (same id, or
-same fingerprint within the dedupe window) are answered 200 with ``"duplicate": true``. Everything after reading the
-body runs on a worker thread (:class:`IngestApi`).
+same fingerprint within the dedupe window) are answered 200 with ``"duplicate": true``, but for a prediction sent
+to ``/api/v1/predictions`` again under its id with another body (another target, action, confidence…): that is
+answered 409 naming the id and the fields that differ (``"id"``, ``"differs"``), and nothing of its request is
+stored; the first prediction stays. (An Alertmanager alert sent again with other annotations is a duplicate, whose
+answer lists ``"differs"``: Alertmanager does not retry a 4xx, and would lose the rest of its notification.)
+Everything after reading the body runs on a worker thread (:class:`IngestApi`).
 
 A notification's resolved alerts are answered under ``"outcomes"``, one entry each, in order, whose ``"result"``
 says what was done (see :func:`resolved_json`): ``"outcome"`` (the alert said whether the fault was real, or
@@ -55,7 +59,7 @@ from bot.ingest.alertmanager import SOURCE as ALERTMANAGER_SOURCE
 from bot.ingest.alertmanager import ResolvedAlert, parse_webhook
 from bot.ingest.records import many, outcome_from_json, prediction_from_json
 from bot.service import ClosedResult, NpoService
-from npo.loop import DecideResult, OutcomeResult, UnknownPrediction
+from npo.loop import ConflictingPrediction, DecideResult, OutcomeResult, UnknownPrediction
 from npo.types import InvalidRecord, Outcome
 from storage import StorageError
 
@@ -90,8 +94,10 @@ def json_answer(answer: dict[str, Any]) -> Response:
 
 
 def decision_json(result: DecideResult) -> dict[str, Any]:
+    """The answer for one prediction; a duplicate whose body differs from the one on record under its id has
+    ``"differs"`` (the fields), which an identical re-send has not."""
     d = result.decision
-    return {
+    answer = {
         "id": d.prediction_id,
         "duplicate": result.duplicate,
         "verdict": d.verdict.value,
@@ -101,6 +107,17 @@ def decision_json(result: DecideResult) -> dict[str, Any]:
         "threshold": d.threshold,
         "key": d.key,
     }
+    if result.conflict:
+        answer["differs"] = list(result.conflict)
+    return answer
+
+
+def conflict_answer(exc: ConflictingPrediction, was_list: bool) -> Response:
+    """409 for a prediction sent again under its id with another body: ``{"error", "field", "id", "differs"}``,
+    ``field`` the first field that differs (``[i].confidence`` in a list)."""
+    where = f"[{exc.index}].{exc.field}" if was_list else exc.field
+    body = {"error": exc.message, "field": where, "id": exc.prediction_id, "differs": list(exc.fields)}
+    return JSONResponse(body, status_code=409)
 
 
 def resolved_json(
@@ -261,7 +278,9 @@ class IngestApi:
         except InvalidRecord as exc:
             return error(422, exc.message, exc.field)
         try:
-            results = self.service.decide(predictions)
+            results = self.service.decide(predictions, refuse_conflicts=True)
+        except ConflictingPrediction as exc:  # rolled back: nothing of the request is stored
+            return conflict_answer(exc, was_list)
         except (sqlite3.Error, StorageError) as exc:
             return storage_unavailable(exc)
         items = [decision_json(r) for r in results]

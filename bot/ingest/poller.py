@@ -12,7 +12,11 @@ silently) is such an invalid entry, named by the key (``[3].labels.k``), as the 
 usually serves its current predictions on every poll: those the previous answer already held (by id) are not handed
 to the loop again, so a feed of 200 predictions polled every 30 s does not write 576,000 "duplicate" audit lines a
 day. The loop's own dedupe still covers the rest: the first poll after a restart, an id that comes back after
-leaving the feed, the same prediction under a new id. Network and HTTP errors, answers that are not JSON of that
+leaving the feed, the same prediction under a new id. An entry whose id the previous answer held with another
+body (the feed changed a prediction in place: another target, action, confidence…) is handed to the loop again,
+which keeps the first one (an id names one prediction) and reports the conflict: it is logged once, naming the
+id and the fields that differ, and not again while the feed keeps serving it so. Network and HTTP errors, answers
+that are not JSON of that
 shape (a key twice in an object outside the entries included: ``{"predictions": [...], "predictions": [...]}``),
 answers over ``max_body_bytes`` (decoded: a gzip or deflate answer is inflated only up to it), compressed answers
 cut short (their data ends before the end of stream) and answers not complete within ``timeout_s`` — from the
@@ -243,6 +247,8 @@ class PollResult:
     decided: list[DecideResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     repeated: list[str] = field(default_factory=list)  # ids the previous answer held: not decided again
+    # entries sent under an id already taken with another body, "id: fields": the first one is kept (logged)
+    conflicts: list[str] = field(default_factory=list)
 
 
 class Poller:
@@ -270,7 +276,7 @@ class Poller:
         self._client = self._new_client()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._previous: frozenset[str] = frozenset()  # ids of the last answer whose predictions were decided
+        self._previous: dict[str, Prediction] = {}  # the last answer whose predictions were decided, by id
         self._refused: frozenset[bytes] = frozenset()  # the refused entries of the last usable answer (logged)
         self._failures = 0  # polls failed in a row (logged), since the last answer that could be used
         self._failing_since = 0.0  # time.monotonic() of the first of them
@@ -326,11 +332,23 @@ class Poller:
                 f"{len(items):,}",
             )
         self._refused = frozenset(refused)
-        fresh = [p for p in valid if p.id not in self._previous]
-        result.repeated = [p.id for p in valid if p.id in self._previous]
+        previous = self._previous
+        fresh = [p for p in valid if (seen := previous.get(p.id)) is None or p.differs_from(seen)]
+        result.repeated = [p.id for p in valid if (seen := previous.get(p.id)) is not None and not p.differs_from(seen)]
         if fresh:
             result.decided = self.decide(fresh)  # raises (a storage error): remembered nothing, the next poll retries
-        self._previous = frozenset(p.id for p in valid)
+        for decided in result.decided:
+            if decided.conflict:
+                pid, fields = decided.decision.prediction_id, ", ".join(decided.conflict)
+                result.conflicts.append(f"{pid}: {fields}")
+                # once: the next answer serving it so is not handed to the loop again (the previous answer held it)
+                log.warning(
+                    "poller kept prediction %s as first received: the feed sent it again with another %s (an id "
+                    "names one prediction: give a changed prediction a new id)",
+                    _cut(pid),
+                    fields,
+                )
+        self._previous = {p.id: p for p in valid}
         return result
 
     def _failed(self, result: PollResult, message: str) -> PollResult:

@@ -13,7 +13,9 @@ The valid predictions are decided :data:`REPLAY_CHUNK` at a time, one transactio
 (:func:`decide_in_chunks`): a replay runs beside ``npo-bot serve`` on the same database, and one transaction for a
 whole file held SQLite's write lock for as long as the file took, so the bot's clicks and ingest calls waited (or
 failed) meanwhile. Surfaced ones are queued for Slack and posted by ``npo-bot serve``. An interrupted replay keeps
-the transactions it finished; run again, it recognises those predictions by id and decides only the rest.
+the transactions it finished; run again, it recognises those predictions by id and decides only the rest. A line
+whose id was received before with another body (in the database, or on an earlier line) is not decided: the first
+prediction stays, and the line is reported (:func:`conflict_lines`) with the fields that differ.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class UnreadableFile(Exception):
 class ReplayInput:
     predictions: list[Prediction] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # the line number of each prediction
 
 
 def _loads(text: str) -> Any:
@@ -217,9 +220,24 @@ def read_predictions(path: Path, *, received_at: float, fmt: str | None = None) 
             if isinstance(obj, InvalidRecord):
                 raise obj
             result.predictions.append(prediction_from_json(obj, received_at=received_at))
+            result.lines.append(number)
         except InvalidRecord as exc:
             result.errors.append(f"line {number}: {exc.field}: {exc.message}")
     return result
+
+
+def conflict_lines(parsed: ReplayInput, results: Sequence[DecideResult]) -> list[str]:
+    """``line N: id: …`` for each decided line (``results`` in the order of ``parsed.predictions``) whose id was
+    received before with another body: not decided, the first prediction kept."""
+    out = []
+    for number, result in zip(parsed.lines, results, strict=False):
+        if result.conflict:
+            pid, fields = result.decision.prediction_id, ", ".join(result.conflict)
+            out.append(
+                f"line {number}: {result.conflict[0]}: prediction {pid!r} was received before with "
+                f"another {fields}; kept the first (an id names one prediction: give a changed one a new id)"
+            )
+    return out
 
 
 @dataclass

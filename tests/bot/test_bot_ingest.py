@@ -458,7 +458,7 @@ def test_an_id_with_surrounding_blanks_is_one_prediction_in_replay_and_poll(
         service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0), clock=lambda: 1000.0)
         poller = Poller(url, service.decide, clock=lambda: 1000.0)
         assert [r.decision.prediction_id for r in poller.poll_once().decided] == ["p1"]
-        served.append([item | {"id": "p1", "target": "t9"}])  # the feed fixed its template: the same prediction
+        served.append([item | {"id": "p1", "target": "t1"}])  # the feed fixed its template: the same prediction
         assert poller.poll_once().repeated == ["p1"]
         poller.stop()
         assert store.counts()["predictions"] == 1
@@ -1496,3 +1496,50 @@ def test_an_unexpected_failure_of_a_poll_never_logs_the_urls_credentials(
     assert record.getMessage().startswith(f"poll of {masked} failed; the next poll is on schedule\nTraceback")
     assert f"RuntimeError: could not decide the answer of {masked}" in record.getMessage()
     assert f"ConnectionError: store behind {masked} unreachable" in record.getMessage()  # the cause is kept
+
+
+def test_a_feed_changing_a_prediction_under_its_id_is_logged_once_and_the_first_kept(
+    tmp_path: Path, predictions_server: tuple[str, list[Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A feed that changed a prediction in place (same id, another confidence) was not even handed to the loop:
+    the previous answer held the id. Now it is, the first prediction is kept and the conflict logged once, naming
+    the id and the field; the next polls serving it so log nothing more."""
+    caplog.set_level(logging.WARNING, logger="bot.ingest.poller")
+    url, served = predictions_server
+    item = {"id": "p1", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.99}
+    served.append([item])
+    with SQLiteStore(tmp_path / "npo.db", LoopConfig(default_channel="C1")) as store:
+        service = NpoService(store, DEFAULT_POLICY, rng=np.random.default_rng(0), clock=lambda: 1000.0)
+        poller = Poller(url, service.decide, clock=lambda: 1000.0)
+        assert poller.poll_once().decided[0].duplicate is False
+        served.append([item | {"confidence": 0.4}])
+        changed = poller.poll_once()
+        assert changed.conflicts == ["p1: confidence"] and changed.decided[0].conflict == ("confidence",)
+        for _ in range(3):
+            assert poller.poll_once().conflicts == []
+        poller.stop()
+        lines = [r.getMessage() for r in caplog.records if "p1" in r.getMessage()]
+        assert len(lines) == 1 and "another confidence" in lines[0], lines
+        stored = store.prediction("p1")
+        assert stored is not None and stored.confidence == 0.99 and store.counts()["predictions"] == 1
+
+
+def test_replay_reports_a_line_whose_id_was_received_with_another_body(
+    tmp_path: Path, replay_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file holding an id the database (or an earlier line) has with another body: the line is reported with the
+    fields that differ and counted apart from the duplicates, the first prediction kept, and the exit is 1; run
+    again with identical lines only, all are duplicates and the exit is 0."""
+    first = {"id": "r1", "fault_type": "f", "target": "t1", "action": "x", "confidence": 0.9}
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(json.dumps(first) + "\n", encoding="utf-8")
+    assert _replay(feed, replay_env) == 0
+    capsys.readouterr()
+    feed.write_text("\n".join(json.dumps(p) for p in (first, first | {"target": "t2"})) + "\n", encoding="utf-8")
+    assert _replay(feed, replay_env) == 1
+    out, err = capsys.readouterr()
+    assert "1 conflicting" in out and "1 duplicate" in out, out
+    assert f"{feed}: line 2: target: prediction 'r1' was received before with another target" in err, err
+    with SQLiteStore(replay_env) as store:
+        stored = store.prediction("r1")
+        assert stored is not None and stored.target == "t1"

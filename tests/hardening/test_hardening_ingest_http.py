@@ -449,3 +449,32 @@ def test_a_click_during_a_large_batch_does_not_stall_the_event_loop(posting_bot:
         clicking.join()
     assert clicks[0].status_code == 200
     assert bot.counts()["feedback"] == 1
+
+
+def test_an_id_sent_again_with_another_body_is_a_409_naming_the_fields(bot: BotUnderTest) -> None:
+    """A prediction sent again under its id with another target, action, confidence or fault time was answered as
+    a duplicate (200, the first one kept) without a word: the sender could not tell its new prediction was set
+    aside. Now 409 naming the id and the fields that differ, and nothing of the request stored; an identical
+    re-send is still the idempotent 200 ``"duplicate": true``, without ``differs``."""
+    first = prediction("c1", target="host-c1")
+    assert bot.ingest(first).json()["duplicate"] is False
+    again = bot.ingest(first)
+    assert again.status_code == 200 and again.json()["duplicate"] is True and "differs" not in again.json()
+    before = bot.counts()
+    changed = first | {"target": "host-c9", "confidence": 0.5, "time_to_fault_s": 60}
+    response = bot.ingest(changed)
+    assert response.status_code == 409, response.text
+    answer = _is_json_error(response)
+    assert answer["id"] == "c1" and answer["differs"] == ["target", "confidence", "time_to_fault_s"], answer
+    assert answer["field"] == "target" and "'c1'" in answer["error"] and "new id" in answer["error"], answer
+    # in a list: the whole list is refused (the new prediction before it is not stored either), named by its place
+    batch = [prediction("c2", target="host-c2"), first | {"action": "reboot"}]
+    response = bot.ingest(batch)
+    assert response.status_code == 409, response.text
+    assert _is_json_error(response)["field"] == "[1].action" and response.json()["differs"] == ["action"]
+    # the same id twice in one list, with two bodies
+    response = bot.ingest([prediction("c3", target="host-c3"), prediction("c3", target="host-c3", severity="info")])
+    assert response.status_code == 409 and response.json()["field"] == "[1].severity", response.text
+    assert bot.counts() == before
+    # an identical list re-sent is still all duplicates
+    assert [r["duplicate"] for r in bot.ingest([first, first]).json()["results"]] == [True, True]

@@ -518,11 +518,13 @@ def test_a_negative_zero_is_stored_and_shown_as_zero(bot: BotUnderTest) -> None:
 def test_an_id_with_surrounding_blanks_is_the_same_prediction(bot: BotUnderTest) -> None:
     """The id kept its surrounding blanks where fault type, target and action lose theirs: ``" p-sp"`` and ``"p-sp"``
     were two predictions (two recommendations in the channel), and an outcome for ``p-sp`` missed ``" p-sp"``."""
-    first = bot.ingest(prediction(" p-sp\t"))
+    first = bot.ingest(prediction(" p-sp\t", target="r12-sp"))
     assert first.status_code == 200 and first.json()["id"] == "p-sp", first.text
-    again = bot.ingest(prediction("p-sp", target="r12-elsewhere"))  # another target: only the id makes it the same
+    again = bot.ingest(prediction("p-sp", target="r12-sp"))
     assert again.status_code == 200 and again.json()["id"] == "p-sp" and again.json()["duplicate"] is True
-    batch = bot.ingest([prediction("q-sp "), prediction("q-sp", target="r12-other")])
+    other = bot.ingest(prediction("p-sp", target="r12-elsewhere"))  # another target: only the id makes it the same
+    assert other.status_code == 409 and other.json()["id"] == "p-sp", other.text
+    batch = bot.ingest([prediction("q-sp ", target="r12-q"), prediction("q-sp", target="r12-q")])
     assert [(r["id"], r["duplicate"]) for r in batch.json()["results"]] == [("q-sp", False), ("q-sp", True)]
     assert bot.counts()["predictions"] == 2
     outcome = bot.ingest({"prediction_id": " p-sp ", "real_fault": True}, path="/api/v1/outcomes")

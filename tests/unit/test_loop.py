@@ -10,6 +10,7 @@ import pytest
 from npo.bandit import DEFAULT_THRESHOLDS, BanditConfig
 from npo.feedback import FeedbackCodes
 from npo.loop import (
+    ConflictingPrediction,
     DecideResult,
     FeedbackResult,
     InMemoryStore,
@@ -163,6 +164,26 @@ def test_duplicate_by_id_returns_the_first_decision_and_changes_nothing() -> Non
     decisions = [line for line in store.audit_log if line[0] == "decision"]
     assert len(decisions) == 1  # no second decision was recorded
     assert audit[: len(before[3])] == before[3]
+
+
+def test_an_id_sent_again_with_another_body_is_a_conflict_an_identical_one_is_not() -> None:
+    """A duplicate by id says in which fields its body differs from the one on record; with ``refuse_conflicts``
+    it raises, naming the id and the fields, and nothing is written (not even the duplicate's audit line)."""
+    store = InMemoryStore()
+    _decide(store, _pred("p1", confidence=0.99, labels={"cluster": "a"}))
+    assert _decide(store, _pred("p1", confidence=0.99, labels={"cluster": "a"}, received_at=NOW + 5)).conflict == ()
+    again = _decide(store, _pred("p1", confidence=0.2, target="other-host", labels={"cluster": "b"}))
+    assert again.duplicate and again.conflict == ("target", "confidence", "labels")
+    assert store.audit_log[-1][2] == {"first": "p1", "differs": ["target", "confidence", "labels"]}
+    before = len(store.audit_log)
+    changed = _pred("p1", action="reboot", labels={"cluster": "a"})
+    rng = np.random.default_rng(0)
+    with store.transaction() as tx, pytest.raises(ConflictingPrediction) as refused:
+        decide(tx, changed, config=LoopConfig(), policy=POLICY, rng=rng, now=NOW, refuse_conflicts=True)
+    assert (refused.value.prediction_id, refused.value.fields, refused.value.field) == ("p1", ("action",), "action")
+    assert len(store.audit_log) == before
+    # a duplicate by fingerprint (another id) has no body on record to differ from
+    assert _decide(store, _pred("p2", confidence=0.5, labels={"cluster": "a"})).conflict == ()
 
 
 def test_duplicate_by_fingerprint_within_the_window_only() -> None:
