@@ -7,6 +7,7 @@ Unix seconds (float, UTC) supplied by the caller; nothing here reads the clock.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -54,15 +55,20 @@ MAX_TEXT_LEN = 500
 SENT_FIELDS = ("fault_type", "target", "action", "confidence", "severity", "time_to_fault_s", "labels", "channel")
 
 
+# Control characters: C0 (tab and line feed included), DEL, C1, and the line and paragraph separators. A name holding
+# one writes a line of its own into a log, a terminal escape (``\x1b[2J``), a bell, or breaks the line it is shown on.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _plain(value: object, max_len: int) -> TypeGuard[str]:
     """The common case, which needs no other check: a non-empty string of at most ``max_len`` characters, with no
-    surrounding blanks and no NUL."""
+    surrounding blanks and only printable characters (so no NUL and no other control character)."""
     return (
         type(value) is str
         and 0 < len(value) <= max_len
         and not value[0].isspace()
         and not value[-1].isspace()
-        and "\0" not in value
+        and value.isprintable()
     )
 
 
@@ -85,10 +91,16 @@ def _require_text(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> s
 def _require_name(name: str, value: object, *, max_len: int = MAX_TEXT_LEN) -> str:
     """:func:`_require_text` for a name that rules, keys and lookups compare exactly (a prediction's id, fault type,
     target, action, channel): surrounding blanks are dropped, so ``"reboot "`` is the action ``reboot`` for every
-    guardrail that names it, and ``" p-1"`` is the prediction ``p-1`` (the same id, not a second prediction)."""
+    guardrail that names it, and ``" p-1"`` is the prediction ``p-1`` (the same id, not a second prediction). What
+    is left must hold no control character (:data:`_CONTROL`): a name is shown in Slack and written to logs as it is.
+    """
     if _plain(value, max_len):
         return value
-    return _require_text(name, value, max_len=max_len).strip()
+    text = _require_text(name, value, max_len=max_len).strip()
+    if (control := _CONTROL.search(text)) is not None:
+        shown = f"\\u{ord(control.group()):04x}"
+        raise InvalidRecord(name, f"must not contain a control character ({shown} at position {control.start()})")
+    return text
 
 
 def _require_unit(name: str, value: object) -> float:

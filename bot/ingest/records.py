@@ -5,7 +5,8 @@ Accepted prediction fields: ``id``, ``fault_type``, ``target``, ``action``, ``co
 cannot silently drop information. ``received_at`` is set by NPO, not by the sender. Outcome fields:
 ``prediction_id``, ``real_fault`` (required), ``at`` (default now), ``source`` (default ``api``). The identifying
 fields lose surrounding blanks — ``id``, ``fault_type``, ``target``, ``action``, ``channel`` and an outcome's
-``prediction_id`` — so that ``" p-1"`` is the prediction ``p-1``, not a second one.
+``prediction_id`` — so that ``" p-1"`` is the prediction ``p-1``, not a second one — and may hold no control
+character inside (:class:`~npo.types.Prediction` refuses it, naming the field); labels are free text.
 """
 
 from __future__ import annotations

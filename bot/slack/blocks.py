@@ -210,7 +210,10 @@ def _summary_blocks(view: RecommendationView) -> list[Block]:
     ]
     context = f"id `{escaped(p.id, MAX_SHOWN_ID)}` · {escaped(d.reason, MAX_SHOWN_REASON)}"
     if p.labels:
-        labels = [f"{escaped(k, MAX_LABEL_KEY)}={escaped(v, MAX_LABEL_VALUE)}" for k, v in sorted(p.labels.items())]
+        labels = [
+            f"{escaped(k, MAX_LABEL_KEY, one_line=True)}={escaped(v, MAX_LABEL_VALUE, one_line=True)}"
+            for k, v in sorted(p.labels.items())
+        ]
         context += " · " + _joined(labels, MAX_SECTION - len(context) - 3, noun="label")
     return [
         {"type": "section", "block_id": "npo_summary", "text": mrkdwn(title, MAX_SECTION)},

@@ -15,20 +15,35 @@ _VARIATION_SELECTORS = {"\ufe0e", "\ufe0f"}
 # Bidi embeddings, overrides and isolates (LRE RLE PDF LRO RLO, LRI RLI FSI PDI): an unclosed one in a name
 # reorders the rest of its line (the action, the id) as the reader sees it. Right-to-left letters need none of them.
 _BIDI_CONTROLS = str.maketrans("", "", "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Control characters (C0 but line feed and tab, DEL, C1, the line and paragraph separators) shown as their escapes
+# (``\x07``, ``\x1b``, ``\u2028``): never a bell, a terminal escape or a line break of their own in Slack text.
+_SHOWN_CONTROLS = str.maketrans(
+    {
+        c: f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+        for c in [*map(chr, range(0x20)), *map(chr, range(0x7F, 0xA0)), "\u2028", "\u2029"]
+        if c not in "\n\t"
+    }
+)
+# The same for text that must stay on one line (a label in a context line): line feed and tab too.
+_ONE_LINE_CONTROLS = str.maketrans({"\n": "\\n", "\t": "\\t"}) | _SHOWN_CONTROLS
 
 
-def escape(text: str) -> str:
+def escape(text: str, *, one_line: bool = False) -> str:
     """Escape ``&``, ``<`` and ``>`` for mrkdwn (Slack's only required escapes), so user text cannot inject
-    mentions, and drop bidi embedding / override / isolate controls, so it cannot reorder the text around it."""
-    if not text.isascii():
-        text = text.translate(_BIDI_CONTROLS)
+    mentions, drop bidi embedding / override / isolate controls, so it cannot reorder the text around it, and show
+    other control characters as their escapes (``\\x1b``); ``one_line``: line feeds and tabs too."""
+    if not text.isprintable():  # the common case is printable: nothing to look up
+        if not text.isascii():
+            text = text.translate(_BIDI_CONTROLS)
+        text = text.translate(_ONE_LINE_CONTROLS if one_line else _SHOWN_CONTROLS)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def escaped(text: str, limit: int) -> str:
-    """``text`` escaped for mrkdwn, then shortened to ``limit`` characters with a visible ``…`` (an escape such as
-    ``&amp;`` is never cut in half), so a name full of ``&``, ``<`` or ``>`` still takes at most ``limit``."""
-    return truncate(escape(text), limit)
+def escaped(text: str, limit: int, *, one_line: bool = False) -> str:
+    """``text`` escaped for mrkdwn (:func:`escape`), then shortened to ``limit`` characters with a visible ``…`` (an
+    escape such as ``&amp;`` is never cut in half), so a name full of ``&``, ``<`` or ``>`` still takes at most
+    ``limit``."""
+    return truncate(escape(text, one_line=one_line), limit)
 
 
 def truncate(text: str, limit: int, *, suffix: str = ELLIPSIS) -> str:

@@ -307,3 +307,12 @@ def test_a_closed_recommendation_is_shown_closed_in_its_message_and_in_digests()
     assert group.line.endswith("all closed already")
     (group,) = digest_groups([open_view, open_view])
     assert "closed" not in group.line
+
+
+def test_an_override_reason_shows_control_characters_as_escapes_and_mrkdwn_escaped() -> None:
+    """The reason typed in the Override modal is free text: a terminal escape or a bell in it reached the message
+    raw. Shown as its escape now; ``&``, ``<``, ``>`` stay escaped, line breaks fold into the line."""
+    view = _with_answers(Answer("U0ALICE", FeedbackKind.OVERRIDE, 1.7e9, "Other: \x1b[2J\x07 <!here> & co\nsee \x7f"))
+    text = _answers_text(view)
+    assert "Other: \\x1b[2J\\x07 &lt;!here&gt; &amp; co see \\x7f" in text, text
+    assert not any(c in text for c in ("\x1b", "\x07", "\x7f", "<!here>")), text

@@ -19,8 +19,9 @@ from storage import SQLiteStore, SQLiteTransaction
 
 SETTINGS = settings(max_examples=60, deadline=None)
 # No NUL in ids: SQLite's length() stops at the first NUL, so the schema's length CHECKs would refuse such an id;
-# the records refuse a NUL in every id and name first (InvalidRecord). Free text (reason, labels) may hold NULs.
-id_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+# the records refuse a NUL in every id and name first (InvalidRecord), and any other control character in a
+# prediction's names. Free text (reason, labels) may hold them.
+id_chars = st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"))
 text = st.text(id_chars, min_size=1, max_size=40).filter(lambda s: s.strip() != "")
 unit = st.floats(0.0, 1.0)
 finite = st.floats(allow_nan=False, allow_infinity=False)

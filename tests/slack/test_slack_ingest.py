@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import sqlite3
@@ -550,3 +551,37 @@ def test_a_channel_with_surrounding_blanks_is_posted_to_that_channel(bot: BotUnd
     assert response.status_code == 200 and response.json()["results"][0]["verdict"] == "surface", response.text
     channel, _ = bot.posted("am:c4a0000000000001@20250326T100000Z")
     assert channel == INCIDENT
+
+
+CONTROLS = ("\x07", "\x1b[2J", "\x7f", "\x85", "\u2028", "\r", "\n", "\t")
+
+
+def test_a_control_character_in_a_name_is_refused_naming_its_field(bot: BotUnderTest) -> None:
+    """A bell, a terminal escape, DEL, a C1 control or a line separator inside an id, fault type, target, action or
+    channel was stored, posted to Slack and written to logs as it came (only NUL was refused). Refused now with 422
+    naming the field, as NUL is, and nothing of the request stored; surrounding blanks still just drop."""
+    before = bot.counts()
+    for control in CONTROLS:
+        for field in ("id", "fault_type", "target", "action", "channel"):
+            body = prediction("cc1", target="r1-cc1") | {field: f"a{control}b"}
+            answer = bot.ingest([prediction("cc0", target="r1-cc0"), body])
+            assert (answer.status_code, answer.json()["field"]) == (422, f"[1].{field}"), (control, answer.text)
+            assert "control character" in answer.json()["error"], answer.text
+    assert bot.counts() == before
+    assert bot.ingest(prediction(" cc2\t", target="r1-cc2\n")).status_code == 200
+
+
+def test_labels_with_control_characters_and_mrkdwn_are_shown_harmlessly(bot: BotUnderTest) -> None:
+    """Labels are free text, taken as they come; in the posted message their control characters are shown as
+    escapes (``\\x1b``, ``\\n``) — never a raw bell, terminal escape or line break — and ``&``, ``<``, ``>`` are
+    escaped, so a label cannot mention the channel."""
+    labels = {"note": "<!channel> & <@U0BOSS>\x1b[31m\x07\u2028x\x7f\ny", "k\x1b": "v"}
+    assert bot.ingest(prediction("cl1", target="r1-cl1", labels=labels)).status_code == 200
+    bot.posted("cl1")
+    (message,) = [m for m in bot.standin.messages(INCIDENT) if "cl1" in str(m.blocks)]
+    (context,) = [b for b in message.blocks if b.get("block_id") == "npo_context"]
+    text = context["elements"][0]["text"]
+    assert "&lt;!channel&gt; &amp; &lt;@U0BOSS&gt;\\x1b[31m\\x07\\u2028x\\x7f\\ny" in text, text
+    assert "k\\x1b=v" in text, text
+    shown = json.dumps(message.blocks) + (message.text or "")
+    assert not any(c in shown for c in ("\x07", "\x1b", "\x7f", "\u2028", "<!channel>")), shown
