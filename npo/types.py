@@ -52,6 +52,10 @@ class Verdict(StrEnum):
 MAX_ID_LEN = 200
 MAX_TEXT_LEN = 500
 # The fields of a prediction its sender gives (all but ``id`` and NPO's ``received_at``), in declaration order
+# Labels NPO reads as names: ``cluster`` (the blast-radius domain) and ``target_class`` (part of the scenario key).
+# Like the other names (:func:`_require_name`) their values may hold no control character: one is refused naming the
+# label, where a NUL in ``target_class`` used to fail the decision's key check later (a 500).
+NAME_LABELS = ("cluster", "target_class")
 SENT_FIELDS = ("fault_type", "target", "action", "confidence", "severity", "time_to_fault_s", "labels", "channel")
 
 
@@ -188,6 +192,13 @@ class Prediction:
         for k, v in self.labels.items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise InvalidRecord(f"labels.{k}", "label keys and values must be strings")
+        for name in NAME_LABELS:  # labels read as names: no control character, as in the other names
+            value = self.labels.get(name)
+            if value and not value.isprintable() and (control := _CONTROL.search(value.strip())) is not None:
+                shown = f"\\u{ord(control.group()):04x}"
+                raise InvalidRecord(
+                    f"labels.{name}", f"must not contain a control character ({shown} at position {control.start()})"
+                )
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
         if self.channel is not None:  # a Slack channel id, which Slack does not trim (channel_not_found)
             channel = _require_name("channel", self.channel, max_len=MAX_ID_LEN)

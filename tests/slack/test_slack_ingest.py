@@ -585,3 +585,21 @@ def test_labels_with_control_characters_and_mrkdwn_are_shown_harmlessly(bot: Bot
     assert "k\\x1b=v" in text, text
     shown = json.dumps(message.blocks) + (message.text or "")
     assert not any(c in shown for c in ("\x07", "\x1b", "\x7f", "\u2028", "<!channel>")), shown
+
+
+@pytest.mark.parametrize("label", ["target_class", "cluster"])
+def test_a_control_character_in_a_label_read_as_a_name_is_refused_naming_the_label(
+    bot: BotUnderTest, label: str
+) -> None:
+    """``target_class`` is part of the scenario key and ``cluster`` names the blast-radius domain: like the other
+    names they may hold no control character. Before, a NUL in ``target_class`` passed ingest and failed the
+    decision's key check, an uncaught error (500), and other control characters went into keys, Slack and logs.
+    Surrounding blanks stay allowed, as in the other names; other labels are free text."""
+    before = bot.counts()
+    for control in ("\x00", *CONTROLS):
+        body = prediction("lc1", target="r1-lc1", labels={label: f"a{control}b"})
+        answer = bot.ingest([prediction("lc0", target="r1-lc0"), body])
+        assert (answer.status_code, answer.json()["field"]) == (422, f"[1].labels.{label}"), (control, answer.text)
+        assert "control character" in answer.json()["error"], answer.text
+    assert bot.counts() == before
+    assert bot.ingest(prediction("lc2", target="r1-lc2", labels={label: " web\n"})).status_code == 200
