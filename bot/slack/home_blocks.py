@@ -1,9 +1,16 @@
 """The App Home view: L_align now and its trend, the τ posteriors with intervals, recent overrides with their
 reasons, the open retraining proposal, mutes in force and the latest recommendations. Pure; ≤ 100 blocks. A list
-that does not fit its blocks is cut between lines and the rest counted (``…and 108 more muted keys not shown``)."""
+that does not fit its blocks is cut between lines and the rest counted (``…and 108 more muted keys not shown``).
+
+Slack refuses a view larger than 250 kB (``views.publish``: ``view_too_large``), and the Home tab is then not shown
+at all. A full Home of long non-ASCII names is larger: the client sends the view as JSON with every non-ASCII
+character escaped (``\\ud83d\\ude00``, 12 bytes for one emoji), so 100 blocks of text could take over 1 MB.
+:func:`home_view` keeps the view within :data:`HOME_VIEW_BYTES` as sent by listing fewer muted keys, overrides and
+recommendations (each list cut between lines and the rest counted, as for too many blocks)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from bot.insights import HomeData
@@ -12,6 +19,7 @@ from bot.slack.blocks import (
     MAX_ANSWER_WHO,
     MAX_HOME_BLOCKS,
     MAX_LIST_NAME,
+    MAX_SECTION,
     MAX_SHOWN_ID,
     _pack_lines,
     status_lines,
@@ -22,6 +30,9 @@ from bot.slack.text import escape, escaped, mrkdwn, plain, slack_time, truncate
 Block = dict[str, Any]
 MUTE_BLOCKS = 10  # sections for the muted keys (the note counting those left off included)
 OVERRIDE_BLOCKS = 5
+MAX_VIEW_BYTES = 250_000  # Slack refuses a larger view (views.publish: view_too_large)
+HOME_VIEW_BYTES = 240_000  # the view as sent (JSON, non-ASCII escaped) at most: a margin below Slack's limit
+_LIST_SHARES = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)  # of each list's text, tried in turn until the view fits
 
 
 def _name(text: str) -> str:
@@ -53,7 +64,15 @@ def _trend_line(data: HomeData) -> str:
     return f"*L_align trend*{arrow}\n`{sparkline(data.trend)}` ({data.trend_chunk} answers per bar, 0 ▁ … █ 1)"
 
 
-def home_blocks(data: HomeData) -> list[Block]:
+def view_bytes(view: dict[str, Any]) -> int:
+    """The size of ``view`` as the Slack client sends it: JSON with every non-ASCII character escaped (the larger
+    of its encodings, so a view within it is within Slack's limit however Slack counts)."""
+    return len(json.dumps(view))
+
+
+def home_blocks(data: HomeData, share: float = 1.0) -> list[Block]:
+    """The Home tab's blocks; ``share``: of each list's (mutes, overrides, recommendations) text at most, the rest
+    left off and counted (:func:`home_view` lowers it until the view fits :data:`HOME_VIEW_BYTES`)."""
     d = data.dashboard
     blocks: list[Block] = [
         {"type": "header", "block_id": "npo_home_header", "text": plain("NPO — alignment dashboard", 150)},
@@ -104,6 +123,7 @@ def home_blocks(data: HomeData) -> list[Block]:
             MUTE_BLOCKS,
             noun="muted key",
             where="every mute and unmute: `npo-bot db export --what audit`",
+            budget=int(MAX_SECTION * MUTE_BLOCKS * share),
         )
     blocks.append({"type": "divider", "block_id": "npo_home_div1"})
     overrides = [
@@ -112,7 +132,11 @@ def home_blocks(data: HomeData) -> list[Block]:
         for o in data.overrides
     ]
     blocks += _pack_lines(
-        ["*Recent overrides*", *(overrides or ["none yet"])], "npo_home_overrides_", OVERRIDE_BLOCKS, noun="override"
+        ["*Recent overrides*", *(overrides or ["none yet"])],
+        "npo_home_overrides_",
+        OVERRIDE_BLOCKS,
+        noun="override",
+        budget=int(MAX_SECTION * OVERRIDE_BLOCKS * share),
     )
     blocks.append({"type": "divider", "block_id": "npo_home_div2"})
     recent = [
@@ -122,11 +146,20 @@ def home_blocks(data: HomeData) -> list[Block]:
     ]
     room = MAX_HOME_BLOCKS - len(blocks)
     blocks += _pack_lines(
-        ["*Latest recommendations*", *(recent or ["none yet"])], "npo_home_recent_", room, noun="recommendation"
+        ["*Latest recommendations*", *(recent or ["none yet"])],
+        "npo_home_recent_",
+        room,
+        noun="recommendation",
+        budget=int(MAX_SECTION * room * share),
     )
     return blocks[:MAX_HOME_BLOCKS]
 
 
 def home_view(data: HomeData) -> dict[str, Any]:
-    """The ``home`` view for ``views.publish``."""
-    return {"type": "home", "blocks": home_blocks(data)}
+    """The ``home`` view for ``views.publish``, within :data:`HOME_VIEW_BYTES` as sent: every list in full when it
+    fits, else less of each (half, a quarter, …), the rest counted, until it does."""
+    for share in _LIST_SHARES:
+        view = {"type": "home", "blocks": home_blocks(data, share)}
+        if view_bytes(view) <= HOME_VIEW_BYTES:
+            break
+    return view

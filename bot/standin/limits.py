@@ -15,6 +15,7 @@ and, for the aggregate ``msg_blocks_too_long``, which Slack does not document, t
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 __all__ = [
@@ -23,13 +24,18 @@ __all__ = [
     "MAX_MESSAGE_BLOCKS",
     "MAX_TEXT_CHARS",
     "MAX_VIEW_BLOCKS",
+    "MAX_VIEW_BYTES",
     "blocks_text_chars",
     "check_blocks",
     "check_view",
+    "view_bytes",
 ]
 
 MAX_MESSAGE_BLOCKS: Final = 50
 MAX_VIEW_BLOCKS: Final = 100
+# A view larger than 250 kB is refused (views.publish: view_too_large). Counted on the view as slack_sdk sends it,
+# JSON with non-ASCII characters escaped: how Slack counts is not documented, and this is the larger count.
+MAX_VIEW_BYTES: Final = 250_000
 # A message's `text` (chat.postMessage, chat.update, and a shared file's `initial_comment`, which Slack posts as the
 # message's text): Slack truncates "messages containing more than 40,000 characters" (chat.postMessage reference,
 # changelog 2018-04); the stand-in refuses them with msg_too_long, so a text that outgrows it is seen in tests.
@@ -244,6 +250,11 @@ def blocks_text_chars(blocks: Any) -> int:
         return 0
     own = len(blocks["text"]) if blocks.get("type") in TEXT_TYPES and isinstance(blocks.get("text"), str) else 0
     return own + sum(blocks_text_chars(v) for v in blocks.values() if isinstance(v, (dict, list)))
+
+
+def view_bytes(view: Any) -> int:
+    """The size of ``view`` as JSON with non-ASCII characters escaped (what ``view_too_large`` is checked on)."""
+    return len(json.dumps(view))
 
 
 def check_view(view: Any) -> list[str]:

@@ -294,6 +294,8 @@ class WebApi:
             problems = ["[ERROR] must be 'home' for views.publish [json-pointer:/view/type]"]
         if problems:
             return fail("invalid_arguments", messages=problems)
+        if limits.view_bytes(view) > limits.MAX_VIEW_BYTES:
+            return fail("view_too_large")
         previous = self.store.home_views.get(user_id)
         stored = self._new_view(view, previous["id"] if previous else self.store.next_id("V"))
         self.store.home_views[user_id] = stored

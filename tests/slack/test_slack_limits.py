@@ -137,6 +137,28 @@ def test_app_home_counts_the_muted_keys_it_leaves_off(bot: BotUnderTest) -> None
     assert "*Latest recommendations*" in sections and len(view["blocks"]) <= 100
 
 
+def test_app_home_of_long_non_ascii_mutes_stays_within_slacks_view_size(bot: BotUnderTest) -> None:
+    """120 mutes of 440-emoji keys with 200-emoji reasons: the Home tab was sent as some 280 kB of JSON (an emoji is
+    12 bytes escaped), Slack refused it (``view_too_large``) and the person saw no dashboard at all. It is published
+    now, within 250 kB, listing fewer muted keys and counting the rest."""
+    bot.surface("p1")
+    for i in range(120):
+        reply = npo(bot, f"mute key{i:03d}|{'🔥' * 440} 1h {'💾' * 200}")
+        assert "is muted until" in reply, reply
+    event = {"type": "app_home_opened", "user": ALICE, "channel": "D0ALICE", "tab": "home"}
+    assert bot.standin.send_event(bot.events_url, SECRET, event).status_code == 200
+    (call,) = wait_for(lambda: bot.standin.calls("views.publish"))
+    assert call.response.get("ok") is True, call.response
+    view: dict[str, Any] = wait_for(lambda: bot.standin.home_view(ALICE))
+    assert limits.view_bytes(view) <= limits.MAX_VIEW_BYTES
+    sections = "\n".join(str(b["text"]["text"]) for b in view["blocks"] if b["type"] == "section")
+    listed = re.findall(r"^:mute: `key(\d{3})\|", sections, flags=re.MULTILINE)
+    notes = [e["text"] for b in view["blocks"] if b["type"] == "context" for e in b["elements"]]
+    more = [m for note in notes if (m := re.match(r"…and (\d+) more muted keys not shown", note))]
+    assert len(more) == 1 and len(listed) + int(more[0].group(1)) == 120 and listed
+    assert "*Latest recommendations*" in sections
+
+
 def test_why_of_a_recommendation_with_long_escaped_names_still_answers(bot: BotUnderTest) -> None:
     """The first line of ``/npo why`` alone went over 3,000 characters, so the reply was only
     "… (4 more lines: see …)"."""

@@ -12,7 +12,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from standin_testing import TOKEN, FakeClock
 
-from bot.standin import StandIn
+from bot.standin import StandIn, limits
 
 TS = re.compile(r"^\d{10}\.\d{6}$")
 
@@ -354,6 +354,19 @@ def test_views_update_and_publish(standin: StandIn, client: WebClient) -> None:
     client.views_publish(user_id="U1", view={"type": "home", "blocks": [section(f"s{i}") for i in range(100)]})
     home = standin.home_view("U1")
     assert home is not None and len(home["blocks"]) == 100
+
+
+def test_a_home_view_over_250_kb_is_refused(standin: StandIn, client: WebClient) -> None:
+    """Slack refuses a view larger than 250 kB (``view_too_large``); sent as slack_sdk sends it, an emoji is 12
+    bytes of JSON (``\\ud83d\\udd25``), so 40 sections of 600 emoji are too large though each is within limits."""
+    big = {"type": "home", "blocks": [section("🔥" * 600) for _ in range(40)]}
+    assert limits.view_bytes(big) > limits.MAX_VIEW_BYTES
+    assert error_of(lambda: client.views_publish(user_id="U1", view=big)) == "view_too_large"
+    assert standin.home_view("U1") is None
+    small = {"type": "home", "blocks": [section("🔥" * 600) for _ in range(30)]}
+    assert limits.view_bytes(small) <= limits.MAX_VIEW_BYTES
+    client.views_publish(user_id="U1", view=small)
+    assert standin.home_view("U1") is not None
 
 
 def test_concurrent_posts_are_all_stored_with_unique_increasing_ts(standin: StandIn) -> None:
