@@ -369,14 +369,32 @@ def compact_message_blocks(text: str, blocks: Sequence[Mapping[str, Any]]) -> li
     return kept
 
 
+def _fault_due(view: RecommendationView) -> str:
+    """When the fault is predicted, for the notification text: in how long and at what time (``· fault in 6.0 h (at
+    <!date^…>)``). The lead counts from the prediction's arrival, as the headline's; for a message posted
+    ``LATE_POST_S`` or more after it, from the post (``· predicted fault time passed (at …)`` once it had), since a
+    notification has no room for the late note. Empty when the time to fault is unknown."""
+    p = view.prediction
+    if p.time_to_fault_s is None:
+        return ""
+    lead = p.time_to_fault_s
+    if view.posted_at is not None and view.posted_at - p.received_at >= LATE_POST_S:
+        lead -= view.posted_at - p.received_at
+    if lead <= 0:
+        return f" · predicted fault time passed{_fault_at(p)}"
+    return f" · fault in {duration(lead)}{_fault_at(p)}"
+
+
 def fallback_text(view: RecommendationView) -> str:
-    """The notification text (``text`` argument) that goes with the blocks: mrkdwn, so the prediction's names are
-    escaped (a target reading ``<!channel>`` must not notify the channel)."""
+    """The notification text (``text`` argument) that goes with the blocks, which screen readers read instead of
+    them: what, where, what to do and when (``[critical] disk_failure on r12-n04: drain (p=0.97) · fault in 6.0 h (at
+    <!date^…>)``). mrkdwn, so the prediction's names are escaped (a target reading ``<!channel>`` must not notify
+    the channel)."""
     p = view.prediction
     names = (truncate(name, MAX_LIST_NAME) for name in (p.fault_type, p.target, p.action))
-    text = "[{}] {} on {}: {} (p={:.2f})".format(p.severity.value, *names, p.confidence)
+    text = escape("[{}] {} on {}: {} (p={:.2f})".format(p.severity.value, *names, p.confidence)) + _fault_due(view)
     state = _state_note(view)
-    return escape(f"{text} · closed: {state}" if state else text)
+    return f"{text} · closed: {state}" if state else text
 
 
 def override_modal(prediction: Prediction, *, channel: str, message_ts: str) -> dict[str, Any]:

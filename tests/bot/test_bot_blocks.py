@@ -25,7 +25,7 @@ from bot.slack.blocks import (
     override_modal,
     recommendation_blocks,
 )
-from bot.slack.text import truncate
+from bot.slack.text import slack_time, truncate
 from bot.standin import limits
 from npo.types import Decision, FeedbackKind, Prediction, Severity, Verdict
 
@@ -183,8 +183,25 @@ def test_the_notification_text_cannot_mention_anyone() -> None:
     """The ``text`` that goes with the blocks (notifications, screen readers) is mrkdwn too: a target or label from a
     tenant's workload reading ``<!channel>`` notified the whole channel, where the blocks escape it."""
     text = fallback_text(_view("<!channel> & <@U0BOSS>"))
-    assert "<" not in text and ">" not in text
+    names = re.sub(r"<!date\^\d+\^[^|<>]*\|[^<>]*>", "", text)  # the fault time's date token is the bot's own
+    assert "<" not in names and ">" not in names
     assert "&lt;!channel&gt; &amp; &lt;@U0BOSS&gt;" in text
+
+
+def test_the_notification_text_says_what_where_and_when() -> None:
+    """The notification text, which push notifications and screen readers use instead of the blocks, named the
+    fault, target and action but not when the fault is predicted: ``[warning] disk on disk: disk (p=0.97)``."""
+    view = _view("disk")
+    p = view.prediction
+    token = slack_time(p.received_at + 7200)
+    assert fallback_text(view) == f"[{p.severity.value}] disk on disk: disk (p=0.97) · fault in 2.0 h (at {token})"
+    # posted 1.5 h after it arrived: in how long from the post; posted after the fault time: that it passed
+    assert fallback_text(replace(view, posted_at=p.received_at + 5400)).endswith(f"· fault in 30 min (at {token})")
+    passed = fallback_text(replace(view, posted_at=p.received_at + 9000))
+    assert passed.endswith(f"· predicted fault time passed (at {token})")
+    # no time to fault: nothing said about it
+    unknown = replace(view, prediction=replace(p, time_to_fault_s=None))
+    assert fallback_text(unknown).endswith("disk (p=0.97)")
 
 
 def test_the_largest_recommendation_message_is_one_slack_accepts() -> None:

@@ -6,6 +6,7 @@ late says how late, and whether the predicted fault time had passed by then."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ def test_a_post_held_back_by_an_outage_and_its_update_say_when_the_fault_is_pred
     fault_at = _received_at(bot, "p-late") + 6 * 3600
     token = slack_time(fault_at)  # <!date^…^{date_short_pretty} {time}|YYYY-MM-DD HH:MM UTC>
     assert f"Predicted fault in *6.0 h* (at {token}) · " in _summary(bot, message)
+    # so does the notification text (push notifications, screen readers), which used to leave the time out
+    assert bot.standin.message(*message).text.endswith(f") · fault in 6.0 h (at {token})")
 
     # the update after an answer says the same
     assert bot.click(ALICE, ACTION_LIKE, message).status_code == 200
@@ -104,6 +107,10 @@ def test_a_post_that_goes_out_hours_late_says_so_and_its_update_too(
     passed = _late_note(bot, overdue)
     assert passed is not None and passed.startswith(":hourglass: Posted *7.0 h* after the prediction arrived (")
     assert passed.endswith(" The predicted fault time had passed when this was posted.")
+    # the notification text counts from the post: about 1 h left for one, passed for the other
+    text = bot.standin.message(*late).text
+    assert re.search(r" · fault in (60 min|1\.0 h) \(at <!date\^\d+\^[^|]*\|[^>]*>\)$", text), text
+    assert " · predicted fault time passed (at " in bot.standin.message(*overdue).text
 
     # an answer's update keeps the note as first posted
     assert bot.click(ALICE, ACTION_LIKE, late).status_code == 200
