@@ -1,5 +1,6 @@
-"""Block Kit builders: the recommendation message, its updated form after a click, the override modal, the
-digest message and the App Home. Pure functions of their inputs; nothing here calls Slack.
+"""Block Kit builders: the recommendation message, its updated form after a click, the override modal and the
+digest message (the App Home is :mod:`bot.slack.home_blocks`). Pure functions of their inputs; nothing here calls
+Slack.
 
 Every builder respects Slack's limits whatever the input (10 kB descriptions, emoji, multi-byte text): a message
 has ≤ 50 blocks, section text ≤ 3000 characters, fields ≤ 2000, button text ≤ 75, button value ≤ 2000,
@@ -681,20 +682,3 @@ def status_lines(d: Dashboard) -> list[str]:
         f"digest {d.counts.get('decisions_digest', 0)}",
         f"*Outbox*: {d.counts.get('outbox_pending', 0)} pending · {d.counts.get('outbox_failed', 0)} failed",
     ]
-
-
-def home_view(d: Dashboard) -> dict[str, Any]:
-    """The App Home dashboard (a ``home`` view, ≤ 100 blocks)."""
-    blocks: list[Block] = [
-        {"type": "header", "block_id": "npo_home_header", "text": plain("NPO — alignment dashboard", 150)},
-        {"type": "section", "block_id": "npo_home_status", "text": mrkdwn("\n".join(status_lines(d)))},
-        {"type": "divider", "block_id": "npo_home_div"},
-    ]
-    lines = [
-        f"{_SEVERITY_ICON.get(v.prediction.severity, '')} *{escape(v.prediction.fault_type)}* on "
-        f"`{escape(v.prediction.target)}` → {escape(v.prediction.action)} · {v.decision.verdict.value} · "
-        f"{len(v.answers)} answer(s)"
-        for v in d.recent
-    ]
-    blocks += _pack_lines(lines or ["No recommendations yet."], "npo_home_recent_", MAX_HOME_BLOCKS - len(blocks))
-    return {"type": "home", "blocks": blocks[:MAX_HOME_BLOCKS]}

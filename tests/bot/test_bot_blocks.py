@@ -12,7 +12,6 @@ from slack_sdk.models.views import View
 
 from bot.slack.blocks import (
     Answer,
-    Dashboard,
     OutcomeView,
     RecommendationView,
     digest_blocks,
@@ -21,7 +20,6 @@ from bot.slack.blocks import (
     fallback_text,
     grouped_digest_blocks,
     grouped_digest_fit,
-    home_view,
     override_modal,
     recommendation_blocks,
 )
@@ -94,12 +92,9 @@ def test_user_text_cannot_mention_anyone() -> None:
 
 
 @pytest.mark.parametrize("text", ["disk", HUGE])
-def test_digest_and_home_are_valid(text: str) -> None:
+def test_digest_is_valid(text: str) -> None:
     views = [_view(text, 1) for _ in range(200)]
     _check_blocks(digest_blocks(views, why=text))
-    dashboard = Dashboard(0.25, 10, {"like": 0.5, "override": 0.5}, {0.5: 0.4, 0.9: 0.6}, {"predictions": 3}, views)
-    home = home_view(dashboard)
-    _check_blocks(home["blocks"], max_blocks=100)
 
 
 @pytest.mark.parametrize("text", ["disk", HUGE])
