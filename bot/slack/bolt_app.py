@@ -49,7 +49,14 @@ class SignatureCheck(AsyncMiddleware):
             return await next()
         timestamp = (req.headers.get("x-slack-request-timestamp") or [""])[0]
         signature = (req.headers.get("x-slack-signature") or [""])[0]
-        if timestamp and signature and self.verifier.is_valid(req.raw_body, timestamp, signature):
+        # ASCII only: slack-sdk compares with ``hmac.compare_digest``, which raises on a non-ASCII string (the
+        # header arrives decoded as latin-1), and Bolt would answer that with a 500 and a traceback
+        if (
+            timestamp
+            and signature
+            and signature.isascii()
+            and self.verifier.is_valid(req.raw_body, timestamp, signature)
+        ):
             return await next()
         write, held = self.throttle.admit()
         if write:

@@ -356,3 +356,29 @@ def test_a_flood_of_refused_requests_writes_a_bounded_number_of_log_lines(
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused a Slack request")]
     assert len(lines) == REFUSED_LINES_PER_MINUTE, lines
     assert bot.counts()["feedback"] == 0
+
+
+def test_a_signature_with_non_ascii_bytes_is_refused_401_and_logged_in_one_line(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The signature header arrives decoded as latin-1; slack-sdk compared it with ``hmac.compare_digest``, which
+    raises on a non-ASCII string: anyone got a 500 and an ERROR traceback in the log, past the refusal lines' limit.
+    It is refused like any other wrong signature."""
+    caplog.set_level(logging.DEBUG)
+    message = bot.surface("p1")
+    body = bot.click_body(ALICE, "npo_like", message)
+    good = signed_headers(SECRET, body, interactions.FORM)
+    before = _state(bot)
+    for signature in (b"v0=\xe9", b"v0=" + good["X-Slack-Signature"][3:-1].encode() + b"\xff", b"\xe9"):
+        caplog.clear()
+        headers = [(k.encode(), v.encode()) for k, v in good.items() if k != "X-Slack-Signature"]
+        response = httpx.post(
+            bot.events_url, content=body.encode(), headers=[*headers, (b"X-Slack-Signature", signature)]
+        )
+        assert response.status_code == 401 and response.json() == {"error": "invalid request"}, signature
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], caplog.text
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused a Slack request")]
+        assert lines == [f"refused a Slack request: invalid signature (check SLACK_SIGNING_SECRET) ({len(body)} bytes)"]
+    time.sleep(0.05)
+    assert _state(bot) == before
+    assert bot.send_signed(body, headers=good).status_code == 200  # the right signature still passes
