@@ -8,6 +8,10 @@ Routes (all on loopback):
 - ``GET /``: the web page; ``GET /files/<file_id>``: an uploaded file; ``POST /ui/click``: a click from the page.
 - ``/ui/…``: the live page and its JSON routes (:mod:`bot.standin.live`).
 - ``POST /api/apps.connections.open``: Socket Mode's WebSocket URL, once :mod:`bot.standin.socket_mode` is attached.
+
+Every route refuses (403) a ``Host`` other than ``127.0.0.1:PORT`` or ``localhost:PORT`` and an ``Origin`` other
+than the page's own: another web site open in the browser can neither post clicks for the page to sign nor, by
+DNS rebinding, read it.
 """
 
 from __future__ import annotations
@@ -92,9 +96,32 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _from_another_site(self) -> bool:
+        """Refuse (403) a request a web page of another site may have sent: a ``Host`` that is not this server's
+        address (a name of the site's own resolved to 127.0.0.1: DNS rebinding, which would let that site read the
+        page) or an ``Origin`` other than the page's (a cross-site POST, which a ``no-cors`` fetch or a form sends
+        without asking: the page signs clicks for whoever posts to it). Clients that send no ``Origin`` (the bot, a
+        test, curl) are not browsers on another site's page. True when refused."""
+        port = self.server.server_address[1]
+        own = {f"{HOST}:{port}", f"localhost:{port}"}
+        host = self.headers.get("Host")
+        origin = self.headers.get("Origin")
+        field = None
+        if host is not None and host.strip().lower() not in own:
+            field = "Host"
+        elif origin is not None and origin.strip().lower() not in {f"http://{h}" for h in own}:
+            field = "Origin"
+        if field is None:
+            return False
+        message = f"{field} is not this server's: a request from another site is refused"
+        self._raw(403, json.dumps({"error": message, "field": field}).encode(), "application/json; charset=utf-8")
+        return True
+
     # ---- GET -----------------------------------------------------------------------------------------------
     def do_GET(self) -> None:
         s = self.standin
+        if self._from_another_site():
+            return
         parts = urlsplit(self.path)
         if parts.path == "/":
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
@@ -128,6 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
         arrived, arrived_mono = s.store.clock(), time.monotonic()
         parts = urlsplit(self.path)
         raw = self._read()
+        if self._from_another_site():
+            return
         path = parts.path
         if path == "/ui/click":
             self._ui_click(raw)

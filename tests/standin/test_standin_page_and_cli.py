@@ -158,3 +158,57 @@ def test_a_taken_port_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str])
     captured = capsys.readouterr()
     assert captured.err.startswith(f"python -m bot.standin: cannot listen on 127.0.0.1:{port}: ")
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_another_site_can_neither_click_through_the_page_nor_read_it(bot: CapturingBot) -> None:
+    """The page signs clicks for whoever posts to it. Any web site open in the browser could post there too (a
+    ``no-cors`` fetch or a form sends a cross-site POST without asking), and a name of the site's own resolved to
+    127.0.0.1 (DNS rebinding) could also read the page: the stand-in signed such clicks and the bot recorded them.
+    A request naming another host, or posted from another origin, is refused 403 and nothing is sent to the bot."""
+    with StandIn(token=TOKEN, bot_url=bot.url, signing_secret=SECRET) as standin:
+        standin.add_user("U1", name="alice")
+        client = WebClient(base_url=standin.api_url, token=TOKEN, retry_handlers=[])
+        blocks = [
+            {
+                "type": "actions",
+                "block_id": "fb",
+                "elements": [{"type": "button", "action_id": "like", "text": {"type": "plain_text", "text": "Like"}}],
+            }
+        ]
+        ts = client.chat_postMessage(channel="C1", text="rec", blocks=blocks)["ts"]
+        click = {"channel": "C1", "ts": ts, "action_id": "like", "user": "U1"}
+        act = json.dumps(click).encode()
+        text_plain = {"Content-Type": "text/plain;charset=UTF-8"}  # what a no-cors fetch may send unasked
+        cross_site = [
+            ("/ui/act", act, text_plain | {"Origin": "https://attacker.example"}),
+            ("/ui/act", act, text_plain | {"Origin": "null"}),  # a sandboxed frame, a data: URL
+            ("/ui/act", act, text_plain | {"Host": f"attacker.example:{standin.port}"}),
+            ("/ui/click", None, {"Origin": "https://attacker.example"}),
+            ("/ui/click", None, {"Host": f"attacker.example:{standin.port}"}),
+            (
+                "/ui/submit",
+                json.dumps({"user": "U1", "view_id": "V1", "values": {}}).encode(),
+                text_plain | {"Origin": "http://localhost:1"},
+            ),
+            ("/api/chat.postMessage", None, {"Origin": "https://attacker.example"}),
+        ]
+        for path, content, headers in cross_site:
+            if content is None:
+                data = {"token": TOKEN, "channel": "C1", "text": "spoofed"} if path.startswith("/api/") else click
+                answer = httpx.post(standin.url + path, data=data, headers=headers)
+            else:
+                answer = httpx.post(standin.url + path, content=content, headers=headers)
+            assert answer.status_code == 403, (path, headers, answer.status_code, answer.text)
+        for path in ("/", "/ui/", "/ui/state?as=U1", "/ui/panel"):
+            answer = httpx.get(standin.url + path, headers={"Host": f"attacker.example:{standin.port}"})
+            assert answer.status_code == 403 and "rec" not in answer.text, path
+        assert bot.requests == []
+        assert [m.text for m in standin.messages("C1")] == ["rec"]
+        # The page itself (its own origin, by either name of loopback) and clients sending no Origin still click.
+        for host in (f"127.0.0.1:{standin.port}", f"localhost:{standin.port}"):
+            headers = {"Content-Type": "application/json", "Host": host, "Origin": f"http://{host}"}
+            answer = httpx.post(standin.url + "/ui/act", content=act, headers=headers)
+            assert answer.status_code == 200 and answer.json()["status"] == 200, answer.text
+            assert httpx.get(standin.url + "/ui/state?as=U1", headers={"Host": host}).status_code == 200
+        assert httpx.post(standin.url + "/ui/act", json=click).json()["status"] == 200
+        assert len(bot.requests) == 3
