@@ -52,7 +52,7 @@ PARTIAL_NAME = re.compile(r"\..+\.[0-9]+\.[0-9a-f]{16}\.partial")
 OLD_PARTIAL_NAME = re.compile(r"\..+\.[0-9]+\.partial")  # .NAME.PID.partial: versions that took no lock
 OLD_PARTIAL_STALE_S = 3600.0  # such a file untouched this long was left by a stopped backup
 _SQLITE_HEADER = b"SQLite format 3\x00"
-BACKUP_MODE = 0o644  # a backup's permissions before the umask: those SQLite gives a database file it creates
+BACKUP_MODE = 0o644  # a backup's permissions at most, before the umask: those SQLite gives a database file it creates
 
 
 def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) -> int:
@@ -93,7 +93,7 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
     src = connect(source)
     try:
         try:
-            partial, lock = claim_partial(target, mode=BACKUP_MODE)
+            partial, lock = claim_partial(target, mode=_backup_mode(source))
         except OSError as exc:  # a read-only folder
             raise StorageError("backup", str(target), f"cannot create the backup file: {exc}") from exc
         try:
@@ -105,6 +105,15 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
     return target.stat().st_size
 
 
+def _backup_mode(source: str | Path) -> int:
+    """A backup's permissions before the umask: :data:`BACKUP_MODE`, less any the database itself lacks — a copy of
+    a database its operator made private (0600, 0640) is not readable by more people than the database."""
+    try:
+        return BACKUP_MODE & os.stat(source).st_mode
+    except OSError:  # not a file of its own (connect refused it already, or a URI): SQLite's default
+        return BACKUP_MODE
+
+
 def claim_partial(target: Path, *, mode: int = 0o666) -> tuple[Path, int]:
     """Create a new, empty hidden file (``.NAME.PID.TOKEN.partial``) to write ``target`` into, a backup's or an
     export's, and lock it: the path and the open (read-write), locked descriptor. Keep the descriptor open until the
@@ -113,8 +122,8 @@ def claim_partial(target: Path, *, mode: int = 0o666) -> tuple[Path, int]:
     into the folder removes it. The file is checked to still be at its path once locked: a backup or export starting
     at that moment may have taken it for a stopped one's (created, not yet locked) and removed it; then another name
     is taken. ``mode``: the file's permissions before the umask (a backup's: :data:`BACKUP_MODE`, as SQLite creates
-    a database; an export's: 0666, as ``open`` creates a file). Raises ``OSError`` when the file cannot be created
-    (a read-only folder)."""
+    a database, less what the database's own lack; an export's: 0666, as ``open`` creates a file). Raises
+    ``OSError`` when the file cannot be created (a read-only folder)."""
     while True:
         partial = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(8)}.partial")
         try:

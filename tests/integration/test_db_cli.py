@@ -575,3 +575,17 @@ def test_a_backup_gets_the_permissions_sqlite_gives_a_new_database(filled: Path,
         argv = [*npo_bot, "db", "backup", str(copy), "--db", str(filled), "--env-file", os.devnull]
         subprocess.run(argv, env=env, umask=umask, check=True, capture_output=True)
         assert copy.stat().st_mode & 0o777 == mode, (oct(umask), oct(copy.stat().st_mode & 0o777))
+
+
+def test_a_backup_is_no_more_readable_than_its_database(filled: Path, tmp_path: Path) -> None:
+    """A database its operator made private (0600, or 0640 for a group) was copied as 0644 less the umask: a copy
+    of every answer and outcome readable by anyone on the host. The backup gets no permission the database lacks."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    npo_bot = [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main())"]
+    for db_mode, umask, mode in ((0o600, 0o022, 0o600), (0o640, 0o000, 0o640), (0o640, 0o077, 0o600)):
+        filled.chmod(db_mode)
+        copy = tmp_path / f"backup-{db_mode:03o}-{umask:03o}.db"
+        argv = [*npo_bot, "db", "backup", str(copy), "--db", str(filled), "--env-file", os.devnull]
+        subprocess.run(argv, env=env, umask=umask, check=True, capture_output=True)
+        assert copy.stat().st_mode & 0o777 == mode, (oct(db_mode), oct(umask), oct(copy.stat().st_mode & 0o777))
