@@ -9,9 +9,10 @@ Routes (all on loopback):
 - ``/ui/…``: the live page and its JSON routes (:mod:`bot.standin.live`).
 - ``POST /api/apps.connections.open``: Socket Mode's WebSocket URL, once :mod:`bot.standin.socket_mode` is attached.
 
-Every route refuses (403) a ``Host`` other than ``127.0.0.1:PORT`` or ``localhost:PORT`` and an ``Origin`` other
-than the page's own: another web site open in the browser can neither post clicks for the page to sign nor, by
-DNS rebinding, read it.
+Every route refuses (403) a ``Host`` that is not a loopback name (``127.0.0.1``, ``localhost``, ``[::1]``, any port:
+a port forwarded to another local one still works) and an ``Origin`` other than the page's own (``http://`` and the
+``Host``): another web site open in the browser can neither post clicks for the page to sign nor, by DNS
+rebinding, read it.
 """
 
 from __future__ import annotations
@@ -65,6 +66,22 @@ def _parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
     return {k: v[0] for k, v in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()}
 
 
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _loopback_name(address: str, *, scheme: str = "") -> bool:
+    """Whether ``address`` (``//host[:port]``, or an origin ``scheme://host[:port]``) names this machine's loopback,
+    whatever the port (a port forwarded to another local port keeps the page usable). Another name, even one that
+    resolves to 127.0.0.1, is another site's (DNS rebinding)."""
+    try:
+        parts = urlsplit(address)
+        name = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        return False
+    return name in _LOOPBACK_NAMES and parts.scheme == scheme
+
+
 class _Handler(BaseHTTPRequestHandler):
     standin: ClassVar[StandIn]
     server_version = "NPOStandIn/1"
@@ -102,18 +119,24 @@ class _Handler(BaseHTTPRequestHandler):
         page) or an ``Origin`` other than the page's (a cross-site POST, which a ``no-cors`` fetch or a form sends
         without asking: the page signs clicks for whoever posts to it). Clients that send no ``Origin`` (the bot, a
         test, curl) are not browsers on another site's page. True when refused."""
-        port = self.server.server_address[1]
-        own = {f"{HOST}:{port}", f"localhost:{port}"}
         host = self.headers.get("Host")
         origin = self.headers.get("Origin")
         field = None
-        if host is not None and host.strip().lower() not in own:
+        if host is not None and not _loopback_name(f"//{host.strip()}"):
             field = "Host"
-        elif origin is not None and origin.strip().lower() not in {f"http://{h}" for h in own}:
+        elif origin is not None and (
+            origin.strip().lower() != f"http://{host.strip().lower()}"  # the page's own origin: its Host's
+            if host is not None
+            else not _loopback_name(origin.strip(), scheme="http")
+        ):
             field = "Origin"
         if field is None:
             return False
-        message = f"{field} is not this server's: a request from another site is refused"
+        port = self.server.server_address[1]
+        message = (
+            f"{field} is not a loopback name: a request from another site is refused (open http://{HOST}:{port}/ or"
+            " http://localhost:PORT/, also through a forwarded port)"
+        )
         self._raw(403, json.dumps({"error": message, "field": field}).encode(), "application/json; charset=utf-8")
         return True
 
