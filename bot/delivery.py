@@ -78,6 +78,7 @@ from bot.slack.blocks import (
     compact_message_blocks,
     compact_view,
     digest_blocks,
+    digest_fallback_text,
     digest_fit,
     digest_groups,
     fallback_text,
@@ -783,7 +784,8 @@ class DeliveryWorker:
                 part, left, blocks = _digest_part(rest, views, groups, lines, why)
                 part_items = [item for item, _ in part]
                 try:
-                    posted_channel, ts = self._post(channel, f"{len(part)} recommendations (digest)", blocks)
+                    text = digest_fallback_text([view for _, view in part])
+                    posted_channel, ts = self._post(channel, text, blocks)
                     break
                 except Exception as exc:
                     error = str(exc.response.get("error") or "") if isinstance(exc, SlackApiError) else ""

@@ -398,6 +398,31 @@ def fallback_text(view: RecommendationView) -> str:
     return f"{text} · closed: {state}" if state else text
 
 
+DIGEST_TEXT_KINDS = 3  # kinds a digest's notification text names; the rest are counted
+
+
+def digest_fallback_text(views: Sequence[RecommendationView]) -> str:
+    """The notification text of a digest of ``views`` (what screen readers read instead of its blocks): how many,
+    and what — the first kinds (fault type and action) with their target, or how many targets, the rest counted:
+    ``5 recommendations in one digest: 3 × disk_failure → drain on 3 targets, psu_failure → failover on pdu14-52 and
+    1 more kind``. mrkdwn, so the names are escaped."""
+    kinds: dict[tuple[str, str], list[str]] = {}
+    for v in views:
+        kinds.setdefault((v.prediction.fault_type, v.prediction.action), []).append(v.prediction.target)
+    parts = []
+    for (fault, action), targets in list(kinds.items())[:DIGEST_TEXT_KINDS]:
+        what = f"{truncate(fault, MAX_LIST_NAME)} → {truncate(action, MAX_LIST_NAME)}"
+        distinct = list(dict.fromkeys(targets))
+        where = truncate(distinct[0], MAX_LIST_NAME) if len(distinct) == 1 else f"{len(distinct)} targets"
+        parts.append(f"{len(targets)} × {what} on {where}" if len(targets) > 1 else f"{what} on {where}")
+    more = len(kinds) - len(parts)
+    if more:
+        parts.append(f"{more} more kind{'s' if more > 1 else ''}")
+    listed = ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
+    count = f"{len(views)} recommendation{'s' if len(views) != 1 else ''} in one digest"
+    return escape(f"{count}: {listed}" if listed else count)
+
+
 def override_modal(prediction: Prediction, *, channel: str, message_ts: str) -> dict[str, Any]:
     """The override modal: a required reason from a fixed list, optional details and corrective action.
 

@@ -15,6 +15,7 @@ from bot.slack.blocks import (
     OutcomeView,
     RecommendationView,
     digest_blocks,
+    digest_fallback_text,
     digest_fit,
     digest_groups,
     fallback_text,
@@ -328,3 +329,18 @@ def test_an_override_reason_shows_control_characters_as_escapes_and_mrkdwn_escap
     text = _answers_text(view)
     assert "Other: \\x1b[2J\\x07 &lt;!here&gt; &amp; co see \\x7f" in text, text
     assert not any(c in text for c in ("\x1b", "\x07", "\x7f", "<!here>")), text
+
+
+def test_a_digest_s_notification_text_names_the_first_kinds_and_counts_the_rest() -> None:
+    views = [_view(name) for name in ("a", "b", "c", "d", "e")]
+    assert (
+        digest_fallback_text(views)
+        == "5 recommendations in one digest: a → a on a, b → b on b, c → c on c and 2 more kinds"
+    )
+    assert (
+        digest_fallback_text(views[:4])
+        == "4 recommendations in one digest: a → a on a, b → b on b, c → c on c and 1 more kind"
+    )
+    assert digest_fallback_text(views[:1]) == "1 recommendation in one digest: a → a on a"
+    long = digest_fallback_text([_view("x" * 500 + "<!channel>")])
+    assert "<!channel>" not in long and len(long) < 300  # each name shortened to MAX_LIST_NAME

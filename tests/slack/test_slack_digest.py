@@ -368,3 +368,24 @@ def test_a_refused_digest_is_not_posted_again_after_its_lease_ran_out(tmp_path: 
         lease_end = claimed_at + 60.0
         late = [start - claimed_at for start in client.starts if start >= lease_end - 10.0]  # LEASE_MARGIN_S
         assert late == [], f"calls started {late} s after the claim of a 60 s lease"
+
+
+def test_a_digest_s_notification_text_says_what_it_holds(digest_bot: BotUnderTest) -> None:
+    """The ``text`` of a message is its push notification and what screen readers read instead of the blocks: a
+    digest's said only "5 recommendations (digest)". It now names the first kinds and their targets."""
+    bot = digest_bot
+    batch = [
+        prediction("t1", fault_type="disk_failure", target="a1-n1", action="inspect"),
+        prediction("t2", fault_type="disk_failure", target="b1-n1", action="inspect"),
+        prediction("t3", fault_type="psu_failure", target="pdu14-52", action="ticket"),
+        prediction("t4", fault_type="disk_failure", target="c1-n1", action="inspect"),
+        prediction("t5", fault_type="fan<&>", target="r1-n1", action="check"),
+    ]
+    assert bot.ingest(batch).status_code == 200
+    wait_for(lambda: not bot.bot.store.outbox("pending"), timeout=30)
+    (post,) = _posts(bot)
+    assert _header_of(post) == 5
+    assert post.body["text"] == (
+        "5 recommendations in one digest: 3 × disk_failure → inspect on 3 targets, psu_failure → ticket on "
+        "pdu14-52 and fan&lt;&amp;&gt; → check on r1-n1"
+    )
