@@ -132,10 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
             field = "Origin"
         if field is None:
             return False
-        port = self.server.server_address[1]
         message = (
-            f"{field} is not a loopback name: a request from another site is refused (open http://{HOST}:{port}/ or"
-            " http://localhost:PORT/, also through a forwarded port)"
+            f"{field} is not a loopback name: a request from another site is refused (open the page at the address"
+            " it was started with, http://127.0.0.1:PORT/ or http://localhost:PORT/, also through a forwarded port)"
         )
         self._raw(403, json.dumps({"error": message, "field": field}).encode(), "application/json; charset=utf-8")
         return True
