@@ -74,7 +74,8 @@ def mrkdwn(text: str, limit: int = 3000) -> dict[str, str]:
 
 
 def duration(seconds: float | None) -> str:
-    """A short human duration: ``45 s``, ``12 min``, ``6.0 h``, ``3.5 d``; ``unknown`` for None."""
+    """A short human duration: ``45 s``, ``12 min``, ``6.0 h``, ``3.5 d``, ``2.1 y`` from a year (365 days) on, and
+    ``over 1,000 y`` past that (a lead of 1e300 s is not a number of days anyone reads); ``unknown`` for None."""
     if seconds is None:
         return "unknown"
     if seconds < 60:
@@ -83,7 +84,14 @@ def duration(seconds: float | None) -> str:
         return f"{seconds / 60:.0f} min"
     if seconds < 86_400:
         return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86_400:.1f} d"
+    if seconds < _YEAR_S:
+        return f"{seconds / 86_400:.1f} d"
+    if seconds < 1000 * _YEAR_S:
+        return f"{seconds / _YEAR_S:.1f} y"
+    return "over 1,000 y"
+
+
+_YEAR_S = 365 * 86_400
 
 
 def slack_time(at: float) -> str:

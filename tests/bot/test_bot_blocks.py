@@ -24,7 +24,7 @@ from bot.slack.blocks import (
     override_modal,
     recommendation_blocks,
 )
-from bot.slack.text import slack_time, truncate
+from bot.slack.text import duration, slack_time, truncate
 from bot.standin import limits
 from npo.types import Decision, FeedbackKind, Prediction, Severity, Verdict
 
@@ -344,3 +344,20 @@ def test_a_digest_s_notification_text_names_the_first_kinds_and_counts_the_rest(
     assert digest_fallback_text(views[:1]) == "1 recommendation in one digest: a → a on a"
     long = digest_fallback_text([_view("x" * 500 + "<!channel>")])
     assert "<!channel>" not in long and len(long) < 300  # each name shortened to MAX_LIST_NAME
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (45, "45 s"),
+        (720, "12 min"),
+        (21_600, "6.0 h"),
+        (302_400, "3.5 d"),
+        (364 * 86_400, "364.0 d"),
+        (2.1 * 365 * 86_400, "2.1 y"),
+        (999 * 365 * 86_400, "999.0 y"),
+        (1e300, "over 1,000 y"),  # was a number of days of 295 digits, in the headline and the notification
+    ],
+)
+def test_durations_read_as_people_read_them(seconds: float, shown: str) -> None:
+    assert duration(seconds) == shown
