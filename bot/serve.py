@@ -230,21 +230,31 @@ def listen_problem(host: str, port: int) -> OSError | None:
     return None
 
 
+def refuse_address(settings: Settings, command: str) -> int | None:
+    """The exit status of ``npo-bot COMMAND`` when it cannot listen on ``NPO_HOST:NPO_PORT`` (None when it can),
+    after one line on standard error naming the settings: 2 when it is not allowed to (a port below 1024 without
+    the privilege: a restart would only repeat it), 1 otherwise (the port in use — by another ``serve`` or
+    ``socket`` —, a host name that does not resolve: that may pass). Checked before anything starts."""
+    refused = listen_problem(settings.host, settings.port)
+    if refused is None:
+        return None
+    print(
+        f"npo-bot {command}: cannot listen on {settings.host}:{settings.port} (NPO_HOST, NPO_PORT): "
+        f"{refused.strerror or refused}",
+        file=sys.stderr,
+    )
+    return 2 if refused.errno == errno.EACCES else 1
+
+
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM: uvicorn stops gracefully (requests in flight finish), then the bot closes (worker,
     scheduler, poller, the SQLite store: its WAL is checkpointed). Returns the exit status (0 after a signal).
 
     An address it cannot listen on stops it before anything starts (no scheduler, worker or poller runs): exit
-    status 2 when it is not allowed to (a port below 1024 without the privilege: a restart would only repeat
-    it), 1 otherwise (the port in use, a host name that does not resolve: that may pass)."""
-    refused = listen_problem(settings.host, settings.port)
+    status 2 or 1, see :func:`refuse_address`."""
+    refused = refuse_address(settings, "serve")
     if refused is not None:
-        print(
-            f"npo-bot serve: cannot listen on {settings.host}:{settings.port} (NPO_HOST, NPO_PORT): "
-            f"{refused.strerror or refused}",
-            file=sys.stderr,
-        )
-        return 2 if refused.errno == errno.EACCES else 1
+        return refused
     bot = build_bot(settings)
     log.info("npo-bot serving on http://%s:%d (settings: %s)", settings.host, settings.port, settings.redacted())
     server = uvicorn.Server(

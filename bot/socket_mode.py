@@ -59,7 +59,7 @@ from bot.app import Bot, build_bot
 from bot.config import Settings, masked_url
 from bot.delivery import RETRY_AFTER_CAP_S  # the same cap as posts: Slack's own waits are under a minute
 from bot.http.slack_shape import shape_problem
-from bot.serve import StopSignals, forced_stop_shuts_down, uvicorn_config
+from bot.serve import StopSignals, forced_stop_shuts_down, refuse_address, uvicorn_config
 from bot.slack.log_redaction import redact_slack_logs
 from bot.slack.payloads import ENVELOPE_ID_HEADER
 
@@ -638,10 +638,15 @@ class SocketModeService:
 
 def socket_mode(settings: Settings) -> int:
     """``npo-bot socket``: run until SIGINT/SIGTERM. Returns the exit status (2 when the app token is missing or
-    Slack refuses it, at start or later, or when ``SLACK_API_URL`` answers HTTP 404)."""
+    Slack refuses it, at start or later, or when ``SLACK_API_URL`` answers HTTP 404). An address it cannot listen
+    on stops it before anything starts, as ``serve`` (:func:`bot.serve.refuse_address`): no database, no
+    connection to Slack, no scheduler or worker."""
     if not settings.slack_app_token:
         log.error("SLACK_APP_TOKEN: is required for Socket Mode (an app-level token starting with xapp-)")
         return 2
+    refused = refuse_address(settings, "socket")
+    if refused is not None:
+        return refused
     bot = build_bot(settings)
     service = SocketModeService(bot)
     with StopSignals() as stops:  # SIGTERM / Ctrl-C: the server stops, then the bot closes (as `serve` does)

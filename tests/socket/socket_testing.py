@@ -29,9 +29,10 @@ _LAUNCH = (
 )
 
 
-def start_socket_cli(tmp_path: Path, api_url: str) -> subprocess.Popen[bytes]:
+def start_socket_cli(tmp_path: Path, api_url: str, port: int = 0) -> subprocess.Popen[bytes]:
     """``npo-bot socket`` in a process of its own (Slack on the stand-in at ``api_url``, the database in
-    ``tmp_path``, HTTP on a free port); its output goes to ``tmp_path/stdout.log`` and ``stderr.log``."""
+    ``tmp_path``, HTTP on ``port``, by default a free one); its output goes to ``tmp_path/stdout.log`` and
+    ``stderr.log``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))}
     env |= {
         "SLACK_BOT_TOKEN": TOKEN,
@@ -40,7 +41,7 @@ def start_socket_cli(tmp_path: Path, api_url: str) -> subprocess.Popen[bytes]:
         "SLACK_API_URL": api_url,
         "NPO_INGEST_TOKEN": "ingest-token-0123456789",
         "NPO_DB_PATH": str(tmp_path / "npo.db"),
-        "NPO_PORT": "0",
+        "NPO_PORT": str(port),
         "NPO_INCIDENT_CHANNEL": INCIDENT,
         "NPO_OPS_CHANNEL": OPS,
         "NPO_RESPONDERS": f"{ALICE},{BOB}",

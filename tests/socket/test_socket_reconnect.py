@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -194,6 +195,29 @@ def test_an_api_url_without_apps_connections_open_stops_the_bot_with_status_2(
     assert "Traceback" not in stderr
     asked = [c.status for c in standin.calls(OPEN)]
     assert asked == ([404] if where == "standin-without-socket-mode" else [])  # once, not again and again
+
+
+def test_a_port_in_use_stops_socket_before_anything_starts(
+    tmp_path: Path, standin: StandIn, socket_server: SocketModeStandIn, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """``npo-bot socket`` on a port another process listens on (a ``serve`` or a second ``socket`` with the same
+    settings file): one line naming the settings and exit 1, as ``serve`` does — before it opens the database,
+    connects to Slack (where it could be handed envelopes) or starts its scheduler and delivery worker. Before, it
+    did all that, then failed to bind with exit status 3 and three tracebacks (the bind, the scheduler's thread, an
+    unretrieved task)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = start_socket_cli(tmp_path, standin.api_url, port=port)
+        processes.append(proc)
+        code = proc.wait(timeout=30)
+    stderr = (tmp_path / "stderr.log").read_text()
+    assert code == 1, stderr[-2000:]
+    assert f"npo-bot socket: cannot listen on 127.0.0.1:{port} (NPO_HOST, NPO_PORT): Address already in use" in stderr
+    assert "Traceback" not in stderr and "Scheduler started" not in stderr, stderr[-2000:]
+    assert standin.calls(OPEN) == [] and socket_server.connected() == 0
+    assert not (tmp_path / "npo.db").exists()
 
 
 @pytest.mark.parametrize("how", ["close", "disconnect"], ids=["close-frame", "disconnect-refresh_requested"])
