@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bot.service import MessageRef
-from bot.slack.monitor_blocks import resolved_blocks
+from bot.slack.monitor_blocks import resolved_blocks, resolved_text
 from bot.slack.text import escape, slack_time
 from npo.misalignment import reset_key
 from npo.monitor import monitor_fidelity, record_ground_truth
@@ -190,7 +190,8 @@ def resolve(
                         else ""
                     )
                 )
-                payload = {"ts": message.ts, "text": line, "blocks": resolved_blocks(original_blocks, line)}
+                text_of_update = resolved_text(proposal_id, line)
+                payload = {"ts": message.ts, "text": text_of_update, "blocks": resolved_blocks(original_blocks, line)}
                 tx.enqueue(message.channel, UPDATE_KIND, payload, now)
         elif fallback_channel:
             tx.enqueue(fallback_channel, "message", {"text": f"Proposal #{proposal_id}: {text}"}, now)

@@ -65,6 +65,7 @@ from bot.slack.monitor_blocks import (
     alert_text,
     expired_line,
     resolved_blocks,
+    resolved_text,
 )
 from npo.alignment import AlignmentSample, alignment_loss
 from npo.monitor import (
@@ -418,7 +419,8 @@ def _expire_overdue_proposal(tx: SQLiteTransaction, config: MonitorConfig, run_a
     if alert is not None:
         original = alert.payload.get("blocks")
         blocks = resolved_blocks(original if isinstance(original, list) else [], line)
-        tx.enqueue(alert.channel, UPDATE_KIND, {"ts": alert.ts, "text": line, "blocks": blocks}, now)
+        text = resolved_text(proposal.id, line)
+        tx.enqueue(alert.channel, UPDATE_KIND, {"ts": alert.ts, "text": text, "blocks": blocks}, now)
     else:
         # Still queued (Slack was down for the whole expiry): it will be posted as it now stands, without buttons.
         _rewrite_queued_alert(tx.connection, proposal, line)

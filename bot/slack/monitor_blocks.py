@@ -27,6 +27,12 @@ def expired_line(at: float) -> str:
     return f"Expired unanswered at {slack_time(at)}: not counted toward F_monitor"
 
 
+def resolved_text(proposal_id: int, line: str) -> str:
+    """The notification text of an alert updated with its status ``line`` (what screen readers read instead of its
+    blocks): which proposal it is, then the line — the line alone did not say what was approved or expired."""
+    return f"Retraining proposal #{proposal_id}: {line}"
+
+
 def sparkline(values: Sequence[float | None]) -> str:
     """A one-line chart of values in [0, 1] (a gap for None): ``▁▂▅█``; the scale is fixed, 0 → ▁, 1 → █."""
     out = []

@@ -143,7 +143,7 @@ def test_the_expired_alert_loses_its_buttons(store: SQLiteStore) -> None:
     kinds = [b["type"] for b in update.payload["blocks"]]
     shown = [b["type"] for b in blocks if b["type"] != "actions" and b["block_id"] != ALERT_HINT_BLOCK_ID]
     assert "actions" not in kinds and kinds[:-1] == shown
-    assert "Expired unanswered" in str(update.payload["text"])
+    assert str(update.payload["text"]).startswith(f"Retraining proposal #{first.proposal_id}: Expired unanswered at ")
     assert "expires" not in str(update.payload["blocks"])  # the hint's "if nobody answers, it expires at …" went
     assert run_monitor(store, config, now=T0 + DAY + HOUR, channel=OPS).expired_proposal is None  # once
 

@@ -4,6 +4,7 @@ and a second click on the same alert records nothing new."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -146,6 +147,10 @@ def test_drift_alert_approve_retrains_once(drift_bot: BotUnderTest) -> None:
     assert _arms(bot) == [(a, b, pulls) for a, b, (_, _, pulls) in zip(prior.alpha, prior.beta, learned, strict=True)]
     wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks))
     assert "Approved by" in str(bot.standin.message(OPS, ts).blocks)
+    # the updated alert's notification text names the proposal, not only "Approved by …"
+    assert re.match(
+        r"Retraining proposal #\d+: Approved by <@U\w+> → model v1 promoted$", bot.standin.message(OPS, ts).text
+    )
     # The answered alert no longer says it will expire if nobody answers, nor explains buttons it no longer has.
     shown = str(bot.standin.message(OPS, ts).blocks)
     assert "If nobody answers, the proposal expires" not in shown and "Dismiss records" not in shown
