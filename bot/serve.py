@@ -207,64 +207,82 @@ def forced_stop_shuts_down(asgi: ASGIApp, forced: Callable[[], bool]) -> ASGIApp
     return app
 
 
-def listen_problem(host: str, port: int) -> OSError | None:
-    """Why ``host:port`` cannot be listened on (None when every address it names can be bound): each address is
-    bound as uvicorn binds it (``SO_REUSEADDR``; IPv6 only for an IPv6 socket), then released."""
+def listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address ``host:port`` names and listening, as uvicorn binds them (``SO_REUSEADDR``;
+    IPv6 only for an IPv6 socket), to hand to it: held from before anything starts, so of two processes started
+    together on one port the second is refused at once, not after it built its bot. Raises ``OSError`` (a port in
+    use, not allowed, a host name that does not resolve), with none of them left open."""
+    addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    bound: list[socket.socket] = []
     try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as exc:  # socket.gaierror: a host name that does not resolve
-        return exc
-    for family, kind, proto, _, address in addresses:
-        try:
-            sock = socket.socket(family, kind, proto)
-        except OSError:  # a family this system lacks: uvicorn's event loop skips it too
-            continue
-        with sock:
+        for family, kind, proto, _, address in addresses:
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this system lacks: uvicorn's event loop skips it too
+                continue
+            bound.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-            except OSError as exc:
-                return exc
-    return None
+            sock.bind(address)
+            # Listening at once claims the port: on Linux two sockets with SO_REUSEADDR may both bind one port as
+            # long as neither listens.
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
 
 
-def refuse_address(settings: Settings, command: str) -> int | None:
-    """The exit status of ``npo-bot COMMAND`` when it cannot listen on ``NPO_HOST:NPO_PORT`` (None when it can),
-    after one line on standard error naming the settings: 2 when it is not allowed to (a port below 1024 without
-    the privilege: a restart would only repeat it), 1 otherwise (the port in use — by another ``serve`` or
-    ``socket`` —, a host name that does not resolve: that may pass). Checked before anything starts."""
-    refused = listen_problem(settings.host, settings.port)
-    if refused is None:
-        return None
-    print(
-        f"npo-bot {command}: cannot listen on {settings.host}:{settings.port} (NPO_HOST, NPO_PORT): "
-        f"{refused.strerror or refused}",
-        file=sys.stderr,
-    )
-    return 2 if refused.errno == errno.EACCES else 1
+LISTEN_BACKLOG = 2048  # uvicorn's default backlog
+
+
+def claim_address(settings: Settings, command: str) -> list[socket.socket] | int:
+    """The listening sockets of ``NPO_HOST:NPO_PORT`` (:func:`listen_sockets`), or the exit status of ``npo-bot
+    COMMAND`` when it cannot listen there, after one line on standard error naming the settings: 2 when it is not
+    allowed to (a port below 1024 without the privilege: a restart would only repeat it), 1 otherwise (the port in
+    use — by another ``serve`` or ``socket`` —, a host name that does not resolve: that may pass). Claimed before
+    anything starts."""
+    try:
+        return listen_sockets(settings.host, settings.port)
+    except OSError as refused:
+        print(
+            f"npo-bot {command}: cannot listen on {settings.host}:{settings.port} (NPO_HOST, NPO_PORT): "
+            f"{refused.strerror or refused}",
+            file=sys.stderr,
+        )
+        return 2 if refused.errno == errno.EACCES else 1
 
 
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM: uvicorn stops gracefully (requests in flight finish), then the bot closes (worker,
     scheduler, poller, the SQLite store: its WAL is checkpointed). Returns the exit status (0 after a signal).
 
-    An address it cannot listen on stops it before anything starts (no scheduler, worker or poller runs): exit
-    status 2 or 1, see :func:`refuse_address`."""
-    refused = refuse_address(settings, "serve")
-    if refused is not None:
-        return refused
-    bot = build_bot(settings)
+    The address is claimed before anything starts: one it cannot listen on (in use, also by a process started at
+    the same moment) stops it with exit status 2 or 1 and no scheduler, worker or poller run, see
+    :func:`claim_address`."""
+    sockets = claim_address(settings, "serve")
+    if isinstance(sockets, int):
+        return sockets
+    try:
+        bot = build_bot(settings)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     log.info("npo-bot serving on http://%s:%d (settings: %s)", settings.host, settings.port, settings.redacted())
     server = uvicorn.Server(
         uvicorn_config(forced_stop_shuts_down(bot.asgi, lambda: server.force_exit), settings.host, settings.port)
     )
     with StopSignals(server) as stops:
         try:
-            server.run()
+            server.run(sockets=sockets)
         finally:
             stops.closing()
+            for sock in sockets:
+                sock.close()
             bot.close()
     names = sorted({signal.Signals(sig).name for sig in stops.received})
     log.info("npo-bot stopped%s", f" ({', '.join(names)})" if names else "")

@@ -39,6 +39,7 @@ import json
 import logging
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -59,7 +60,7 @@ from bot.app import Bot, build_bot
 from bot.config import Settings, masked_url
 from bot.delivery import RETRY_AFTER_CAP_S  # the same cap as posts: Slack's own waits are under a minute
 from bot.http.slack_shape import shape_problem
-from bot.serve import StopSignals, forced_stop_shuts_down, refuse_address, uvicorn_config
+from bot.serve import StopSignals, claim_address, forced_stop_shuts_down, uvicorn_config
 from bot.slack.log_redaction import redact_slack_logs
 from bot.slack.payloads import ENVELOPE_ID_HEADER
 
@@ -493,6 +494,7 @@ class SocketModeService:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.stops: StopSignals | None = None  # the process's stop-signal handling, told of the server it creates
+        self.sockets: list[socket.socket] | None = None  # listening sockets claimed beforehand (else bound by uvicorn)
 
     def _web_client(self) -> AsyncWebClient:
         return AsyncWebClient(base_url=self.settings.slack_api_url, timeout=self.settings.web_api_timeout)
@@ -598,7 +600,7 @@ class SocketModeService:
         await self.bot.deps.drain()
 
     async def _serve(self, server: uvicorn.Server) -> None:
-        serving = asyncio.get_running_loop().create_task(server.serve())
+        serving = asyncio.get_running_loop().create_task(server.serve(sockets=self.sockets))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if server.started and server.servers:
@@ -639,16 +641,22 @@ class SocketModeService:
 def socket_mode(settings: Settings) -> int:
     """``npo-bot socket``: run until SIGINT/SIGTERM. Returns the exit status (2 when the app token is missing or
     Slack refuses it, at start or later, or when ``SLACK_API_URL`` answers HTTP 404). An address it cannot listen
-    on stops it before anything starts, as ``serve`` (:func:`bot.serve.refuse_address`): no database, no
-    connection to Slack, no scheduler or worker."""
+    on (also one another process started at the same moment claimed) stops it before anything starts, as
+    ``serve`` (:func:`bot.serve.claim_address`): no database, no connection to Slack, no scheduler or worker."""
     if not settings.slack_app_token:
         log.error("SLACK_APP_TOKEN: is required for Socket Mode (an app-level token starting with xapp-)")
         return 2
-    refused = refuse_address(settings, "socket")
-    if refused is not None:
-        return refused
-    bot = build_bot(settings)
+    sockets = claim_address(settings, "socket")
+    if isinstance(sockets, int):
+        return sockets
+    try:
+        bot = build_bot(settings)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     service = SocketModeService(bot)
+    service.sockets = sockets
     with StopSignals() as stops:  # SIGTERM / Ctrl-C: the server stops, then the bot closes (as `serve` does)
         service.stops = stops
         try:
@@ -658,6 +666,8 @@ def socket_mode(settings: Settings) -> int:
             return 2
         finally:
             stops.closing()
+            for sock in sockets:
+                sock.close()
             bot.close()
     names = sorted({signal.Signals(sig).name for sig in stops.received})
     log.info("npo-bot stopped%s", f" ({', '.join(names)})" if names else "")

@@ -9,16 +9,21 @@ import os
 import shlex
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.cli import build_parser
 from bot.config import ConfigError, load_settings
 from bot.socket_mode import FINISH_TIMEOUT_S
 from storage import SQLiteStore
+from storage.connection import connect
+from storage.migrations import migrate
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -120,6 +125,66 @@ def test_a_port_in_use_stops_serve_before_anything_starts(tmp_path: Path) -> Non
     assert done.returncode == 1, done.stderr
     assert "cannot listen on 127.0.0.1:" in done.stderr and "NPO_PORT" in done.stderr
     assert "Scheduler started" not in done.stderr and not (tmp_path / "npo.db").exists()
+
+
+def test_of_two_serve_started_together_on_one_port_the_second_is_refused_before_it_starts(tmp_path: Path) -> None:
+    """The port is claimed before the bot is built. Before, it was only checked (bound and released), so two
+    processes started together both passed, both built their bot — opened the database, started a scheduler and a
+    delivery worker, said "serving on" — and the one that bound second then failed with exit status 3 and no line
+    saying why. Here the first waits to upgrade a database another connection holds locked (as it would for
+    another process's upgrade) while the second starts."""
+    db_path = tmp_path / "npo.db"
+    old = connect(db_path)
+    assert migrate(old, stop_before="m019_prediction_aliases_by_prediction") == 18
+    old.close()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env_file = tmp_path / "npo.env"
+    env_file.write_text(f"{SETTINGS}NPO_PORT={port}\nNPO_DB_PATH={db_path}\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NPO_", "SLACK_"))} | {"PYTHONPATH": str(REPO)}
+    lock = sqlite3.connect(db_path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve", "--env-file", str(env_file)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the first holds the port while it waits for the database
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert first.poll() is None and time.monotonic() < deadline, "the first did not claim the port"
+            time.sleep(0.05)
+        second = _run_serve(env_file, tmp_path)
+        assert second.returncode == 1, second.stderr
+        assert f"cannot listen on 127.0.0.1:{port} (NPO_HOST, NPO_PORT)" in second.stderr
+        assert "Scheduler started" not in second.stderr and "serving on" not in second.stderr
+        lock.execute("ROLLBACK")  # the first upgrades the database, then serves on the port it held
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/livez"):
+            assert first.poll() is None and time.monotonic() < deadline, "the first did not start serving"
+            time.sleep(0.05)
+    finally:
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
+        lock.close()
+        first.terminate()
+        _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert "serving on" in err
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_a_port_it_may_not_listen_on_is_the_status_the_service_does_not_restart_on(tmp_path: Path) -> None:

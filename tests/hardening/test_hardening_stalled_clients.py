@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hardening_testing import INGEST_TOKEN, ROOT, free_port, serve_env
 from slack_testing import BotUnderTest, make_settings, prediction, reaped_processes, serving
@@ -121,13 +122,14 @@ def test_sigterm_with_a_stalled_body_in_flight_stops_the_server(
         )
     stopped.append(proc)
     deadline = time.monotonic() + 30
-    while True:
+    while True:  # serving: the port is held before the server starts, so a connection alone does not say so
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
     auth = f"Authorization: Bearer {INGEST_TOKEN}"
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(_head("/api/v1/predictions", auth, "Content-Length: 500") + PARTIAL)
