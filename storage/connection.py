@@ -83,7 +83,7 @@ def connect(
 def connect_readonly(
     path: str | Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, check_same_thread: bool = True
 ) -> Database:
-    """Open the existing database at ``path`` for reading only (``db check``, ``db export``, ``report``).
+    """Open the existing database at ``path`` for reading only (``db backup``, ``db check``, ``db export``, ``report``).
 
     Nothing is written and the journal mode is left as it is: a backup (one file, rollback journal) stays one
     file, and a file on read-only media can be read. Beside a running bot (WAL) it reads consistent snapshots and

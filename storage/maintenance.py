@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 from sqlite_utils import Database
 
 from storage import codec
-from storage.connection import connect, connect_readonly
+from storage.connection import connect_readonly
 from storage.errors import StorageError
 from storage.migrations import LATEST_SCHEMA_VERSION, OUTCOME_AGREEMENT_ROWS, newer_schema_message, schema_version
 
@@ -58,7 +58,9 @@ BACKUP_MODE = 0o644  # a backup's permissions at most, before the umask: those S
 def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) -> int:
     """Copy the database at ``source`` to ``target`` online (``sqlite3.Connection.backup``: writers may keep
     writing; the copy is a consistent snapshot). Refuses to overwrite an existing ``target`` (or a folder). Returns
-    the size of the copy in bytes. The copy uses the rollback journal (a single self-contained file). Refuses the
+    the size of the copy in bytes. The copy uses the rollback journal (a single self-contained file). The source is
+    only read (:func:`storage.connection.connect_readonly`): its journal mode is left as it is, so backing up a
+    backup leaves that file unchanged, and a file the process may only read can be backed up. Refuses the
     name of the source's ``-wal``, ``-shm`` or ``-journal`` file: SQLite would take the copy for one of the
     database's own and remove it (a ``-journal`` one even kept read-only connections from opening the database).
 
@@ -90,7 +92,7 @@ def backup(source: str | Path, target: str | Path, *, pages_per_step: int = -1) 
     if not target.parent.is_dir():
         raise StorageError("backup", str(target), f"the folder {target.parent} does not exist")
     remove_stale_partials(target.parent)
-    src = connect(source)
+    src = connect_readonly(source)  # only read: a backup backed up stays one file, read-only media work
     try:
         try:
             partial, lock = claim_partial(target, mode=_backup_mode(source))
@@ -110,7 +112,7 @@ def _backup_mode(source: str | Path) -> int:
     a database its operator made private (0600, 0640) is not readable by more people than the database."""
     try:
         return BACKUP_MODE & os.stat(source).st_mode
-    except OSError:  # not a file of its own (connect refused it already, or a URI): SQLite's default
+    except OSError:  # not a file of its own (the connection refused it already, or a URI): SQLite's default
         return BACKUP_MODE
 
 

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -292,6 +295,46 @@ def test_check_and_export_read_a_backup_without_changing_it(
     conn = sqlite3.connect(str(copy))
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     conn.close()
+
+
+@contextlib.contextmanager
+def _unwritable(path: Path) -> Iterator[None]:
+    """``path`` made a file this process cannot open for writing, as on read-only media or a file owned by another
+    user: read-only by mode, and immutable (``chattr +i``) where the mode does not bind (root); skipped when neither
+    does. Writable again afterwards."""
+    path.chmod(0o444)
+    immutable = False
+    try:
+        if os.access(path, os.W_OK) and shutil.which("chattr"):
+            immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode == 0
+        if os.access(path, os.W_OK):
+            pytest.skip("cannot make a file unwritable here (root without chattr +i)")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o644)
+
+
+def test_backup_only_reads_its_source(filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A backup of a backup (one file, rollback journal) left the first one changed: ``db backup`` opened its source
+    as the bot does, which switched it to WAL (its header rewritten, -wal and -shm files beside it), and a source
+    the process may only read (read-only media, a file owned by another user) was refused ("attempt to write a
+    readonly database"). The source is opened read-only, as ``db check`` opens it."""
+    first = tmp_path / "first.db"
+    assert run_db(_parse(["db", "backup", str(first), "--db", str(filled)])) == 0
+    before = first.read_bytes()
+    second = tmp_path / "second.db"
+    assert run_db(_parse(["db", "backup", str(second), "--db", str(first)])) == 0
+    assert first.read_bytes() == before
+    assert not Path(f"{first}-wal").exists() and not Path(f"{first}-shm").exists()
+    assert dump(second) == dump(first)
+    capsys.readouterr()
+    with _unwritable(first):
+        third = tmp_path / "third.db"
+        assert run_db(_parse(["db", "backup", str(third), "--db", str(first)])) == 0, capsys.readouterr().err
+    assert dump(third) == dump(first) and first.read_bytes() == before
+    assert run_db(_parse(["db", "check", "--db", str(third)])) == 0
 
 
 def test_check_reads_a_live_database_without_blocking_its_writer(filled: Path) -> None:
