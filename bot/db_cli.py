@@ -51,7 +51,9 @@ def add_db_parser(subparsers: Any) -> None:
     migrate.add_argument("--env-file", type=Path, default=None, help=env_help)
 
     backup = sub.add_parser("backup", help="copy the database online to PATH (a new file)")
-    backup.add_argument("path", type=Path, help="the backup file to create")
+    backup.add_argument(
+        "path", type=_backup_path, help="the backup file to create (not -: a backup is a file, not standard output)"
+    )
     backup.add_argument("--db", type=Path, default=None, help=db_help)
     backup.add_argument("--env-file", type=Path, default=None, help=env_help)
 
@@ -76,10 +78,10 @@ def add_db_parser(subparsers: Any) -> None:
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     export.add_argument(
         "--out",
-        type=Path,
+        type=_out_path,
         default=None,
         help=(
-            "output file (default: standard output); an existing file is replaced only once the export is "
+            "output file (default, or -: standard output); an existing file is replaced only once the export is "
             "complete, so a failed export leaves it as it was; the database and its -wal, -shm and -journal "
             "files are refused"
         ),
@@ -123,6 +125,24 @@ def add_db_parser(subparsers: Any) -> None:
         ),
     )
     requeue.add_argument("--dry-run", action="store_true", help="print what would be requeued; change nothing")
+
+
+def _out_path(text: str) -> Path | None:
+    """``export --out``: a file, or None for ``-`` (standard output, as when ``--out`` is not given). A file named
+    ``-`` is ``./-``."""
+    return None if text == "-" else Path(text)
+
+
+def _backup_path(text: str) -> Path:
+    """``backup PATH``: a file; ``-`` is refused rather than made a file of that name (for most commands it means
+    standard output, where a database file is never wanted: a terminal shows it as garbage, and SQLite writes a
+    database only into a file)."""
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "a backup is a database file, not standard output: give the name of the file to create (./- for a "
+            "file named -)"
+        )
+    return Path(text)
 
 
 def _iso_time(text: str) -> float:

@@ -337,6 +337,33 @@ def test_backup_only_reads_its_source(filled: Path, tmp_path: Path, capsys: pyte
     assert run_db(_parse(["db", "check", "--db", str(third)])) == 0
 
 
+def test_a_dash_is_standard_output_for_export_and_refused_for_backup(
+    filled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``db export --out -`` wrote a file named ``-``, and ``db backup -`` a database under that name, where a user
+    expects standard output, as for most commands that take a file. An export to ``-`` is written to standard
+    output; a backup is a database file, never useful on a terminal and not made for a pipe, so ``-`` is refused
+    before anything is opened. A file named ``-`` is still one ``./-`` away."""
+    monkeypatch.chdir(tmp_path)
+    db = ["--db", str(filled), "--env-file", os.devnull]
+    assert run_db(_parse(["db", "export", "--what", "feedback", "--out", "-", *db])) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["request_id"] for line in captured.out.splitlines()] == ["r0", "r1"]
+    assert captured.err == ""
+    assert not (tmp_path / "-").exists()
+    with pytest.raises(SystemExit) as refused:
+        _parse(["db", "backup", "-", *db])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "a backup is a database file, not standard output" in err and "./-" in err
+    assert not (tmp_path / "-").exists()
+    assert run_db(_parse(["db", "backup", "./-", *db])) == 0  # a file named "-", asked for
+    assert run_db(_parse(["db", "check", "--db", "./-", "--env-file", os.devnull])) == 0
+    (tmp_path / "-").unlink()
+    assert run_db(_parse(["db", "export", "--what", "feedback", "--out", "./-", *db])) == 0
+    assert len((tmp_path / "-").read_text(encoding="utf-8").splitlines()) == 2
+
+
 def test_check_reads_a_live_database_without_blocking_its_writer(filled: Path) -> None:
     """A check of the bot's own file runs beside the bot: a write committed while the check's connection is open
     is not disturbed, and the check's answer is for one consistent snapshot."""
