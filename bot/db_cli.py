@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.output import INTERRUPTED_EXIT, Writer, print_result, write_result
+from bot.output import INTERRUPTED_EXIT, SIGPIPE_EXIT, Writer, print_result, write_result
 
 DEFAULT_DB = "npo.db"
 
@@ -224,7 +224,7 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
     (``claim_partial``: locked while written), so one left by an export stopped half way (SIGKILL, a power loss) is
     removed by the next export or backup into the folder, and one still being written never is. Refuses the
     database itself (and its -wal, -shm, -journal files) and a folder; a device or pipe (``/dev/stdout``) is
-    written directly."""
+    written directly, and ``BrokenPipeError`` (its reader went away) is left to the caller."""
     from storage import StorageError  # noqa: PLC0415
     from storage.maintenance import write_replacing  # noqa: PLC0415
 
@@ -237,8 +237,13 @@ def _export_to_file(args: argparse.Namespace, path: Path, out: Path) -> int:
     if not out.parent.is_dir():
         raise StorageError("export", str(out), f"the folder {out.parent} does not exist")
     if out.exists() and not out.is_file():
-        with out.open("w", encoding="utf-8", newline="") as stream:
-            return _export(args, path, stream)
+        try:
+            with out.open("w", encoding="utf-8", newline="") as stream:
+                return _export(args, path, stream)
+        except BrokenPipeError:  # the reader of a pipe (``/dev/stdout | head``) went away: the caller's exit 141
+            raise
+        except OSError as exc:  # ``/dev/full``, a full disk behind ``/dev/stdout``: named, as for a file
+            raise StorageError("export", str(out), f"cannot write the file: {exc.strerror or exc}") from exc
 
     def write(fd: int) -> int:
         with open(fd, "w", encoding="utf-8", newline="", closefd=False) as stream:
@@ -350,7 +355,10 @@ def _run_db(args: argparse.Namespace) -> int:
         if command == "export":
             if args.out is None:  # UTF-8 whatever the locale (an ASCII one raised on the first "é"); CRLF kept as is
                 return write_result(lambda out: _export(args, path, out), name, newline="")
-            count = _export_to_file(args, path, args.out)
+            try:
+                count = _export_to_file(args, path, args.out)
+            except BrokenPipeError:  # ``--out /dev/stdout | head``: as for the default stdout (bot/output.py)
+                return SIGPIPE_EXIT
             print(f"exported {count} {args.what} row(s) to {args.out}", file=sys.stderr)
             return 0
         if command == "requeue":

@@ -138,6 +138,30 @@ def test_the_result_is_utf8_whatever_the_terminal_encoding(world: dict[str, Any]
     proc.stdout.decode("utf-8")
 
 
+@pytest.mark.parametrize("out", [None, "/dev/stdout", "-"])
+def test_an_export_into_a_pipe_whose_reader_went_away_is_exit_141_however_named(
+    world: dict[str, Any], out: str | None
+) -> None:
+    """``npo-bot db export --out /dev/stdout | true`` said "[Errno 32] Broken pipe" and exit 1, where the same export
+    to stdout by default is exit 141 and nothing on stderr: the reader went away, whichever name the pipe was
+    written under."""
+    argv = ["db", "export", "--what", "decisions", "--db", str(world["db"])]
+    with _pipe_nobody_reads() as stdout:
+        proc = _npo([*argv, *(["--out", out] if out else [])], world["env"], stdout=stdout)
+    assert proc.returncode == SIGPIPE_EXIT, proc.stderr.decode()
+    assert proc.stderr == b""
+
+
+@needs_dev_full
+def test_an_export_into_a_full_device_names_it(world: dict[str, Any]) -> None:
+    """``--out /dev/full`` (or ``--out /dev/stdout`` on a full disk): one line naming the file, as for a file."""
+    argv = ["db", "export", "--what", "decisions", "--db", str(world["db"]), "--out", "/dev/full"]
+    proc = _npo(argv, world["env"], stdout=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    err = "npo-bot db export: export '/dev/full': cannot write the file: No space left on device\n"
+    assert proc.stderr.decode() == err
+
+
 def test_what_is_done_before_the_pipe_breaks_stays_done(world: dict[str, Any]) -> None:
     """The backup and the migration happen before their one line is printed: a reader gone away loses the line only."""
     target = world["folder"] / "kept-backup.db"
