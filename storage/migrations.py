@@ -1056,11 +1056,13 @@ def upgrade(
     process holds the write lock (a long write, a second bot starting). The write lock is waited for up to
     ``lock_wait_s`` seconds in all (the busy timeout again and again): another process migrating a large file holds
     it longer than one busy timeout, and this one then finds nothing left to apply. :class:`StorageBusy` after that.
+    A database written by a newer NPO (:func:`newer_schema_message`) is refused with a :class:`StorageError`, nothing
+    changed: when read at the start, and again once the write lock is held, as a newer NPO may have upgraded the
+    file while this process waited for it.
     """
-    newer = newer_schema_message(db)
-    if newer is not None:
-        raise StorageError("_sqlite_migrations", "npo", newer)
-    if stop_before is None and not MIGRATIONS.pending(db):
+    pending = MIGRATIONS.pending(db)
+    _refuse_newer(db)  # read after pending: a newer NPO's upgrade committed before that read is seen here
+    if stop_before is None and not pending:
         return LATEST_SCHEMA_VERSION, LATEST_SCHEMA_VERSION
     conn = db.conn
     foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
@@ -1069,6 +1071,7 @@ def upgrade(
         _begin_immediate(db, lock_wait_s)
         try:
             found = schema_version(db)  # under the lock: another process may have upgraded the file meanwhile
+            _refuse_newer(db)  # a newer NPO among them: nothing of this version's goes on top of its schema
             MIGRATIONS.apply(db, stop_before=stop_before)
             dangling = conn.execute("PRAGMA foreign_key_check").fetchall()
             if dangling:
@@ -1083,6 +1086,13 @@ def upgrade(
     finally:
         conn.execute(f"PRAGMA foreign_keys = {int(foreign_keys)}")
     return found, schema_version(db)
+
+
+def _refuse_newer(db: Database) -> None:
+    """Raise :class:`StorageError` (:func:`newer_schema_message`) when a newer NPO wrote ``db``."""
+    newer = newer_schema_message(db)
+    if newer is not None:
+        raise StorageError("_sqlite_migrations", "npo", newer)
 
 
 def _begin_immediate(db: Database, lock_wait_s: float) -> None:

@@ -185,6 +185,45 @@ def test_db_migrate_that_waited_for_another_upgrade_says_it_applied_nothing(
     db.close()
 
 
+@pytest.mark.parametrize("newer_applies", ["every migration", "its own first"])
+def test_db_migrate_that_waited_while_a_newer_npo_upgraded_the_file_refuses_it(
+    db_path: Path, capsys: pytest.CaptureFixture[str], newer_applies: str
+) -> None:
+    """``db migrate`` refused a database written by a newer NPO only when it read the version, before waiting for the
+    write lock: when a newer NPO upgraded the file while it waited, it said "another process upgraded it … nothing
+    left to apply" and exit 0 (so a bot of this version went on using the file), or applied its own migrations on
+    top of the newer one's. Read again under the lock, the newer migration is refused as before the wait, with the
+    same line, and this process changes nothing."""
+    db = connect(db_path)
+    assert migrate(db, stop_before=KNOWN_MIGRATIONS[7]) == 7
+    db.conn.execute("PRAGMA foreign_keys = OFF")
+    db.conn.execute("BEGIN IMMEDIATE")  # the newer NPO, holding the lock while it upgrades
+    codes: list[int] = []
+    parser = argparse.ArgumentParser(prog="npo-bot")
+    add_db_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["db", "migrate", "--db", str(db_path), "--env-file", os.devnull])
+    waiting = threading.Thread(target=lambda: codes.append(run_db(args)))
+    waiting.start()
+    waiting.join(1.0)  # it has read version 7 and waits for the lock
+    if newer_applies == "every migration":
+        MIGRATIONS.apply(db)
+    db.conn.execute(
+        "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('npo', 'm099_future', 'now')"
+    )
+    db.conn.execute("COMMIT")
+    left = [r[0] for r in db.conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    waiting.join()
+    assert codes == [1]
+    after_the_wait = capsys.readouterr()
+    assert after_the_wait.out == ""
+    assert [r[0] for r in db.conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")] == left
+    db.close()
+    assert run_db(args) == 1  # the same file, refused before any wait
+    before_a_wait = capsys.readouterr().err
+    assert "was written by a newer NPO (migrations m099_future;" in before_a_wait
+    assert after_the_wait.err == before_a_wait
+
+
 @pytest.mark.parametrize("lock", ["IMMEDIATE", "EXCLUSIVE", "SHARED"])
 def test_a_file_not_yet_in_wal_that_another_process_holds_is_refused_clearly(db_path: Path, lock: str) -> None:
     """Switching a file to WAL needs it to itself: a file still in rollback-journal mode (a restored backup, a file
