@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 
-from bot.app import build_bot
+from bot.app import Bot, build_bot
 from bot.config import Settings
 
 log = logging.getLogger(__name__)
@@ -256,6 +256,16 @@ def claim_address(settings: Settings, command: str) -> list[socket.socket] | int
         return 2 if refused.errno == errno.EACCES else 1
 
 
+def build_holding(settings: Settings, sockets: list[socket.socket]) -> Bot:
+    """``build_bot(settings)`` while holding the claimed ``sockets``, which are closed if it fails."""
+    try:
+        return build_bot(settings)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+
+
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM: uvicorn stops gracefully (requests in flight finish), then the bot closes (worker,
     scheduler, poller, the SQLite store: its WAL is checkpointed). Returns the exit status (0 after a signal).
@@ -266,12 +276,7 @@ def serve(settings: Settings) -> int:
     sockets = claim_address(settings, "serve")
     if isinstance(sockets, int):
         return sockets
-    try:
-        bot = build_bot(settings)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
+    bot = build_holding(settings, sockets)
     log.info("npo-bot serving on http://%s:%d (settings: %s)", settings.host, settings.port, settings.redacted())
     server = uvicorn.Server(
         uvicorn_config(forced_stop_shuts_down(bot.asgi, lambda: server.force_exit), settings.host, settings.port)

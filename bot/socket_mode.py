@@ -56,11 +56,11 @@ from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.app import Bot, build_bot
+from bot.app import Bot
 from bot.config import Settings, masked_url
 from bot.delivery import RETRY_AFTER_CAP_S  # the same cap as posts: Slack's own waits are under a minute
 from bot.http.slack_shape import shape_problem
-from bot.serve import StopSignals, claim_address, forced_stop_shuts_down, uvicorn_config
+from bot.serve import StopSignals, build_holding, claim_address, forced_stop_shuts_down, uvicorn_config
 from bot.slack.log_redaction import redact_slack_logs
 from bot.slack.payloads import ENVELOPE_ID_HEADER
 
@@ -649,12 +649,7 @@ def socket_mode(settings: Settings) -> int:
     sockets = claim_address(settings, "socket")
     if isinstance(sockets, int):
         return sockets
-    try:
-        bot = build_bot(settings)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
+    bot = build_holding(settings, sockets)
     service = SocketModeService(bot)
     service.sockets = sockets
     with StopSignals() as stops:  # SIGTERM / Ctrl-C: the server stops, then the bot closes (as `serve` does)

@@ -6,11 +6,8 @@ nothing is cacheable, and ``/healthz`` costs the same on a year of history as on
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from file_testing import unwritable
 from slack_testing import BotUnderTest, prediction, serving
 from sqlite_steps import vm_steps
 from test_slack_metrics import parse_exposition
@@ -141,25 +139,6 @@ def test_healthz_and_metrics_when_the_database_cannot_be_read(quiet_bot: BotUnde
     assert "npo_outbox_messages" not in metrics.text  # nothing read from the database is made up
 
 
-@contextlib.contextmanager
-def _unwritable(path: Path) -> Iterator[None]:
-    """``path`` made a file this process cannot open for writing, as on a read-only mount or a file owned by another
-    user: read-only by mode, and immutable (``chattr +i``) where the mode does not bind (root); skipped when
-    neither does. Writable again afterwards."""
-    path.chmod(0o444)
-    immutable = False
-    try:
-        if os.access(path, os.W_OK) and shutil.which("chattr"):
-            immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode == 0
-        if os.access(path, os.W_OK):
-            pytest.skip("cannot make a file unwritable here (root without chattr +i)")
-        yield
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-        path.chmod(0o644)
-
-
 def test_healthz_fails_with_the_reason_when_the_database_cannot_be_written(
     settings: Settings, standin: StandIn
 ) -> None:
@@ -167,7 +146,7 @@ def test_healthz_fails_with_the_reason_when_the_database_cannot_be_written(
     another user): every prediction and click is refused with 503, so the bot is not healthy — though the reads
     work, and ``/metrics`` still has every figure."""
     build_bot(settings, seed=1, run_worker=False).close()  # the database, created and migrated
-    with _unwritable(settings.db_path), serving(build_bot(settings, seed=1, run_worker=False), standin) as bot:
+    with unwritable(settings.db_path), serving(build_bot(settings, seed=1, run_worker=False), standin) as bot:
         assert bot.ingest(prediction("p1")).status_code == 503  # what the probe must foretell
         response = httpx.get(f"{bot.server.url}/healthz", timeout=10)
         assert response.status_code == 503, response.text

@@ -1,20 +1,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from file_testing import unwritable
 from storage_testing import dump, make_prediction, surface
 
 from bot.cli import main as cli_main
@@ -297,25 +295,6 @@ def test_check_and_export_read_a_backup_without_changing_it(
     conn.close()
 
 
-@contextlib.contextmanager
-def _unwritable(path: Path) -> Iterator[None]:
-    """``path`` made a file this process cannot open for writing, as on read-only media or a file owned by another
-    user: read-only by mode, and immutable (``chattr +i``) where the mode does not bind (root); skipped when neither
-    does. Writable again afterwards."""
-    path.chmod(0o444)
-    immutable = False
-    try:
-        if os.access(path, os.W_OK) and shutil.which("chattr"):
-            immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode == 0
-        if os.access(path, os.W_OK):
-            pytest.skip("cannot make a file unwritable here (root without chattr +i)")
-        yield
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-        path.chmod(0o644)
-
-
 def test_backup_only_reads_its_source(filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A backup of a backup (one file, rollback journal) left the first one changed: ``db backup`` opened its source
     as the bot does, which switched it to WAL (its header rewritten, -wal and -shm files beside it), and a source
@@ -330,7 +309,7 @@ def test_backup_only_reads_its_source(filled: Path, tmp_path: Path, capsys: pyte
     assert not Path(f"{first}-wal").exists() and not Path(f"{first}-shm").exists()
     assert dump(second) == dump(first)
     capsys.readouterr()
-    with _unwritable(first):
+    with unwritable(first):
         third = tmp_path / "third.db"
         assert run_db(_parse(["db", "backup", str(third), "--db", str(first)])) == 0, capsys.readouterr().err
     assert dump(third) == dump(first) and first.read_bytes() == before
