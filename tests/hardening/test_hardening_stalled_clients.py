@@ -42,19 +42,26 @@ def quick_bot(tmp_path: Path, standin: StandIn) -> Iterator[BotUnderTest]:
         yield served
 
 
+def _closed_by_server(sock: socket.socket, wait_s: float = 30.0) -> bytes:
+    """What the server sent before closing ``sock`` (``<still open>`` when it had not closed it within ``wait_s``)."""
+    sock.settimeout(wait_s)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        return received + b"<still open>"
+    except ConnectionResetError:  # closed while bytes sent to it were unread
+        pass
+    return received
+
+
 def _exchange(port: int, head: bytes, body: bytes, wait_s: float = 30.0) -> bytes:
     """Send ``head`` and part of a body, then nothing (the socket stays open); everything the server sends until
     it closes the connection (or ``wait_s`` passes: then what came, with ``<still open>``)."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.settimeout(wait_s)
         sock.sendall(head + body)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except TimeoutError:
-            return received + b"<still open>"
-        return received
+        return _closed_by_server(sock, wait_s)
 
 
 def _head(path: str, *headers: str) -> bytes:
@@ -163,20 +170,6 @@ def head_timeout_server(tmp_path: Path, standin: StandIn) -> Iterator[ServerThre
     finally:
         server.stop()
         built.close()
-
-
-def _closed_by_server(sock: socket.socket) -> bytes:
-    """What the server sent before closing ``sock`` (``<still open>`` when it had not closed it within 30 s)."""
-    sock.settimeout(30)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except TimeoutError:
-        return received + b"<still open>"
-    except ConnectionResetError:  # closed while bytes sent to it were unread
-        pass
-    return received
 
 
 @pytest.mark.parametrize(

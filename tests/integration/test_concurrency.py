@@ -153,6 +153,20 @@ def test_a_store_waits_for_another_process_migrating_past_its_busy_timeout(db_pa
     db.close()
 
 
+def _db_migrate_args(db_path: Path) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="npo-bot")
+    add_db_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["db", "migrate", "--db", str(db_path), "--env-file", os.devnull])
+
+
+def _db_migrate_in_a_thread(db_path: Path, codes: list[int]) -> threading.Thread:
+    """``npo-bot db migrate --db DB_PATH`` started in a thread (its exit status appended to ``codes``)."""
+    args = _db_migrate_args(db_path)
+    waiting = threading.Thread(target=lambda: codes.append(run_db(args)))
+    waiting.start()
+    return waiting
+
+
 def test_db_migrate_that_waited_for_another_upgrade_says_it_applied_nothing(
     db_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,11 +179,7 @@ def test_db_migrate_that_waited_for_another_upgrade_says_it_applied_nothing(
     db.conn.execute("BEGIN IMMEDIATE")  # the other `db migrate`, holding the lock while it upgrades
     MIGRATIONS.apply(db)  # not committed: the waiting run reads version 7
     codes: list[int] = []
-    parser = argparse.ArgumentParser(prog="npo-bot")
-    add_db_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["db", "migrate", "--db", str(db_path), "--env-file", os.devnull])
-    waiting = threading.Thread(target=lambda: codes.append(run_db(args)))
-    waiting.start()
+    waiting = _db_migrate_in_a_thread(db_path, codes)
     waiting.join(1.0)  # it has read the version and waits for the lock
     db.conn.execute("COMMIT")
     waiting.join()
@@ -199,11 +209,7 @@ def test_db_migrate_that_waited_while_a_newer_npo_upgraded_the_file_refuses_it(
     db.conn.execute("PRAGMA foreign_keys = OFF")
     db.conn.execute("BEGIN IMMEDIATE")  # the newer NPO, holding the lock while it upgrades
     codes: list[int] = []
-    parser = argparse.ArgumentParser(prog="npo-bot")
-    add_db_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["db", "migrate", "--db", str(db_path), "--env-file", os.devnull])
-    waiting = threading.Thread(target=lambda: codes.append(run_db(args)))
-    waiting.start()
+    waiting = _db_migrate_in_a_thread(db_path, codes)
     waiting.join(1.0)  # it has read version 7 and waits for the lock
     if newer_applies == "every migration":
         MIGRATIONS.apply(db)
@@ -218,7 +224,7 @@ def test_db_migrate_that_waited_while_a_newer_npo_upgraded_the_file_refuses_it(
     assert after_the_wait.out == ""
     assert [r[0] for r in db.conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")] == left
     db.close()
-    assert run_db(args) == 1  # the same file, refused before any wait
+    assert run_db(_db_migrate_args(db_path)) == 1  # the same file, refused before any wait
     before_a_wait = capsys.readouterr().err
     assert "was written by a newer NPO (migrations m099_future;" in before_a_wait
     assert after_the_wait.err == before_a_wait

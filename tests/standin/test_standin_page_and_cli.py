@@ -55,18 +55,23 @@ def test_page_shows_mrkdwn_as_slack_does_after_its_escapes(standin: StandIn, cli
     assert "<pre>fallback &lt;x&gt;</pre>" in page
 
 
+def _post_with_a_like_button(standin: StandIn) -> str:
+    """Alice exists; a message "rec" with one Like button is posted in C1: its ts."""
+    standin.add_user("U1", name="alice")
+    client = WebClient(base_url=standin.api_url, token=TOKEN, retry_handlers=[])
+    blocks = [
+        {
+            "type": "actions",
+            "block_id": "fb",
+            "elements": [{"type": "button", "action_id": "like", "text": {"type": "plain_text", "text": "Like"}}],
+        }
+    ]
+    return str(client.chat_postMessage(channel="C1", text="rec", blocks=blocks)["ts"])
+
+
 def test_page_buttons_send_signed_clicks_when_configured(bot: CapturingBot) -> None:
     with StandIn(token=TOKEN, bot_url=bot.url, signing_secret=SECRET) as standin:
-        standin.add_user("U1", name="alice")
-        client = WebClient(base_url=standin.api_url, token=TOKEN, retry_handlers=[])
-        blocks = [
-            {
-                "type": "actions",
-                "block_id": "fb",
-                "elements": [{"type": "button", "action_id": "like", "text": {"type": "plain_text", "text": "Like"}}],
-            }
-        ]
-        ts = client.chat_postMessage(channel="C1", text="rec", blocks=blocks)["ts"]
+        ts = _post_with_a_like_button(standin)
         page = httpx.get(standin.url + "/").text
         assert 'action="/ui/click"' in page and f'value="{ts}"' in page
         answer = httpx.post(
@@ -166,16 +171,7 @@ def test_another_site_can_neither_click_through_the_page_nor_read_it(bot: Captur
     127.0.0.1 (DNS rebinding) could also read the page: the stand-in signed such clicks and the bot recorded them.
     A request naming another host, or posted from another origin, is refused 403 and nothing is sent to the bot."""
     with StandIn(token=TOKEN, bot_url=bot.url, signing_secret=SECRET) as standin:
-        standin.add_user("U1", name="alice")
-        client = WebClient(base_url=standin.api_url, token=TOKEN, retry_handlers=[])
-        blocks = [
-            {
-                "type": "actions",
-                "block_id": "fb",
-                "elements": [{"type": "button", "action_id": "like", "text": {"type": "plain_text", "text": "Like"}}],
-            }
-        ]
-        ts = client.chat_postMessage(channel="C1", text="rec", blocks=blocks)["ts"]
+        ts = _post_with_a_like_button(standin)
         click = {"channel": "C1", "ts": ts, "action_id": "like", "user": "U1"}
         act = json.dumps(click).encode()
         text_plain = {"Content-Type": "text/plain;charset=UTF-8"}  # what a no-cors fetch may send unasked
