@@ -25,7 +25,9 @@ import difflib
 import ipaddress
 import logging
 import math
+import os
 import re
+import stat
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -308,6 +310,32 @@ def _warn_unknown(names: Iterable[str], known: Iterable[str]) -> None:
         close = difflib.get_close_matches(name, candidates, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         log.warning("unknown setting %s is ignored%s", name, hint)
+
+
+def _warn_exposed(env_file: Path | None, from_file: Mapping[str, str]) -> None:
+    """Log once when ``env_file`` is a regular file that holds a secret (:data:`_SECRET_NAMES`) and other users may
+    read or change it (any group or other permission bit), as ``ssh`` does for a private key: ``cp .env.example
+    .env`` keeps the example's mode, usually 0644. A pipe (``<(sops -d …)``), a missing file or Windows: nothing."""
+    if env_file is None or os.name == "nt":
+        return
+    held = [n for n in _SECRET_NAMES if from_file.get(n, "").strip()]
+    if not held:
+        return
+    try:
+        st = env_file.stat()
+    except OSError:
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode) or not mode & 0o077:
+        return
+    log.warning(
+        "%s holds %s and other users may %s it (mode %04o): chmod 600 %s",
+        env_file,
+        ", ".join(held),
+        "read" if mode & 0o044 else "change",
+        mode,
+        env_file,
+    )
 
 
 class _Reader:
@@ -672,6 +700,7 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None = Path(".env
     r = _Reader(merged, file_problems)
     settings = _read_settings(r)
     _warn_unknown(merged, r.asked)  # before any ConfigError: a typo may be why a required name is missing
+    _warn_exposed(env_file, from_file)
     direct_message = settings.incident_channel.startswith("D") and "NPO_INCIDENT_CHANNEL" not in r.problems
     if direct_message and not settings.responders:
         # Who may answer defaults to the incident channel's members, which a direct message does not list to the bot

@@ -529,3 +529,39 @@ def test_workspace_and_bot_user_ids_that_are_ones() -> None:
     assert (settings.team_id, settings.bot_user_id) == ("E0ORG1", "W0BOT1")
     settings = load_settings({**GOOD, "SLACK_TEAM_ID": "T0TEAM", "SLACK_BOT_USER_ID": "U0BOT"}, None)
     assert (settings.team_id, settings.bot_user_id) == ("T0TEAM", "U0BOT")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+@pytest.mark.parametrize(("mode", "verb"), [(0o644, "read"), (0o640, "read"), (0o620, "change"), (0o600, None)])
+def test_a_settings_file_with_secrets_that_others_may_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, verb: str | None
+) -> None:
+    """``cp .env.example .env`` keeps the example's mode (usually 0644): the signing secret and the bot token are
+    then readable by every user of the machine. Said once, with the fix; the settings still load. 0600: silence."""
+    env_file = _write_env(tmp_path, "SLACK_SIGNING_SECRET=s3cret-from-the-file\nNPO_HOST=127.0.0.1\n")
+    env_file.chmod(mode)
+    environ = {k: v for k, v in GOOD.items() if k != "SLACK_SIGNING_SECRET"}
+    with caplog.at_level("WARNING", logger="bot.config"):
+        assert load_settings(environ, env_file).slack_signing_secret == "s3cret-from-the-file"
+    exposed = [w for w in _unknown_warnings(caplog) if "chmod 600" in w]
+    if verb is None:
+        assert exposed == []
+    else:
+        assert exposed == [
+            f"{env_file} holds SLACK_SIGNING_SECRET and other users may {verb} it (mode {mode:04o}): "
+            f"chmod 600 {env_file}"
+        ]
+        assert "s3cret" not in exposed[0]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_a_readable_settings_file_without_secrets_is_not_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Secrets set in the environment (a unit's ``EnvironmentFile`` elsewhere) and only channels and ports in the
+    file: nothing to protect there."""
+    env_file = _write_env(tmp_path, "NPO_PORT=3001\n")
+    env_file.chmod(0o644)
+    with caplog.at_level("WARNING", logger="bot.config"):
+        assert load_settings(GOOD, env_file).port == 3001
+    assert not [w for w in _unknown_warnings(caplog) if "chmod" in w]
