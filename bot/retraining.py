@@ -5,7 +5,8 @@ the most recent ones held back to compare — an older answer to a held-back rec
 too), records it as a new model version (the next free number, which the
 reply and the audit line name), promotes it only if it beats the current one and the base rate (the training
 answers' mean code for every scenario) on the held-back answers — never a fit that did not converge, one trained on
-answers that all have the same code, on the answers of a single scenario key, or on answers that carry no trust
+answers that all have the same code, on the answers of a single scenario key or whose features φ(s) are all the
+same, or on answers that carry no trust
 weight (each answer is weighted by its operator's trust, as in m(k)) — and on promotion restarts every key's step
 size (``npo.misalignment.reset_key``; m(k) is kept) so the loop re-learns the changed world quickly. Approve, promoted
 or not, also puts the threshold bandit back to its prior (``ThresholdBandit.reset``; pull counts kept): an engineer

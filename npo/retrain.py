@@ -15,7 +15,8 @@ is deterministic. Features should be on comparable scales (l2 penalises raw weig
 
 :func:`propose_retraining` fits a candidate on the older rows and compares it with the current model on the
 most recent rows (held back: rows are in time order), promoting only an improvement of a fit that converged
-on training targets that vary (and, given each row's scenario key, about more than one key), and only when it
+on training targets that vary (and, given each row's scenario key, about more than one key) and features that
+vary (a model of answers that all look alike to it can only predict one P(override) for all), and only when it
 also beats the *base rate* — every held-back answer predicted at the training answers' mean code, no features —
 on those rows: a model that does not has learned nothing about scenarios that holds up on new answers, and as the
 loop's prior of young keys it would do harm (the first model, which has no current one to beat, included). Every
@@ -324,7 +325,9 @@ def propose_retraining(
     same code — nothing to learn from, a fit would only push P(override) for every scenario towards that code
     — when ``groups`` (the scenario key of each row) are given and the training answers (of positive weight)
     are about fewer than 2 keys — a model of one key knows nothing of the others, whose scores it would still
-    pull towards that key's rate through the model prior, while the key itself has its own m(k) — or when the
+    pull towards that key's rate through the model prior, while the key itself has its own m(k) — when every
+    training answer (of positive weight) has the same features — the fit then predicts one P(override) for every
+    scenario, about their mean code, and can beat the base rate only by its priors' pull towards ½ — or when the
     fit did not converge. ``metrics`` carry ``holdout_log_loss``, ``holdout_brier``,
     ``current_holdout_log_loss`` (when there is a current model), ``base_rate_holdout_log_loss``, ``n_holdout``
     (held-back rows of positive weight). Sample weights of 0 leave a row out; all-zero weights are allowed (a
@@ -423,6 +426,14 @@ def propose_retraining(
                 f"not promoted: all {int(weighted.sum())} training answers are about one scenario key, so the "
                 f"model would only carry that key's override rate over to every new key",
             )
+    trained = x[train_idx][weighted]
+    if not np.any(trained != trained[0]):
+        return result(
+            False,
+            f"not promoted: all {int(weighted.sum())} training answers have the same features φ(s), so v{version} "
+            f"would predict one P(override) for every scenario (about their mean code): it knows nothing of "
+            f"scenarios",
+        )
     if not fitted.metrics["converged"]:
         return result(
             False,

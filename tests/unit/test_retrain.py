@@ -16,8 +16,11 @@ from npo.retrain import (
     fit_logistic,
     log_loss,
     propose_retraining,
+    retrain_on_answers,
     split_holdout,
 )
+from npo.scoring import KeySpec
+from npo.types import Prediction
 
 TRUE_W = np.array([1.5, -2.0, 0.5])
 TRUE_B = -0.3
@@ -416,3 +419,31 @@ def test_answers_that_all_carry_no_weight_are_not_fitted_as_if_trusted() -> None
     result = propose_retraining(None, x, y, sample_weight=np.zeros(100), now=0.0)
     assert not result.promoted and result.candidate.n_train == 0
     assert result.reason == "not promoted: no training answer carries weight (NPO trusts none of their operators)"
+
+
+def test_answers_whose_features_are_all_the_same_are_not_promoted() -> None:
+    # Two clusters, one kind of recommendation: the scenario keys differ (the key names the cluster) but φ(s) does
+    # not. The fit can only predict one P(override) for all, its mean code pulled a little towards ½ by the priors;
+    # after a drift towards more overrides that pull beat the base rate by 2e-6 nats and the constant was promoted
+    # as the first model ("0.8370 < base rate 0.8370"), the prior of every young key.
+    spec = KeySpec(fields=("fault_type", "action", "cluster"))
+    rows = []
+    for i in range(40):
+        labels = {"cluster": "east" if i % 2 else "west"}
+        p = Prediction(id=f"p{i}", fault_type="disk_full", target="db-1", action="drain", confidence=0.9, labels=labels)
+        overridden = i % 4 == 0 if i < 32 else i % 2 == 0  # 1 in 4 of the older answers, half of the recent ones
+        rows.append((p, 1.0 if overridden else 0.0, 1.0))
+    result = retrain_on_answers(rows, None, key_spec=spec, now=0.0, version=1)
+    assert not result.promoted
+    assert result.reason == (
+        "not promoted: all 32 training answers have the same features φ(s), so v1 would predict one P(override) "
+        "for every scenario (about their mean code): it knows nothing of scenarios"
+    )
+    # Rows of weight 0 do not count as variation; one more kind among the weighted answers does.
+    x = np.ones((40, 2))
+    y = np.where(np.arange(40) % 4 == 0, 1.0, 0.0)
+    x[5] = [0.0, 1.0]
+    w = np.ones(40)
+    w[5] = 0.0
+    assert "the same features" in propose_retraining(None, x, y, sample_weight=w, now=0.0).reason
+    assert "the same features" not in propose_retraining(None, x, y, now=0.0).reason
