@@ -140,8 +140,11 @@ def _validate(
             raise ValueError("sample_weight contains NaN or infinite values")
         if np.any(s < 0.0):
             raise ValueError("sample_weight must be >= 0")
-        if t.shape[0] > 0 and not s.sum() > 0.0 and not allow_no_weight:
+        top = float(s.max()) if t.shape[0] > 0 else 0.0
+        if t.shape[0] > 0 and not top > 0.0 and not allow_no_weight:
             raise ValueError("sample_weight sums to 0: nothing to fit or evaluate")
+        if top > 0.0:
+            s = s / top  # only ratios matter: sums of weights near the float limits neither overflow nor lose digits
     return x, t, s
 
 

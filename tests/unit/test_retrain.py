@@ -447,3 +447,25 @@ def test_answers_whose_features_are_all_the_same_are_not_promoted() -> None:
     w[5] = 0.0
     assert "the same features" in propose_retraining(None, x, y, sample_weight=w, now=0.0).reason
     assert "the same features" not in propose_retraining(None, x, y, now=0.0).reason
+
+
+@pytest.mark.parametrize("scale", [1e308, 1e200, 1e-300, 5e-324], ids=["largest", "huge", "tiny", "subnormal"])
+def test_only_the_ratios_of_the_weights_matter_up_to_the_float_limits(scale: float) -> None:
+    # Before, their sum overflowed to inf (the base rate became NaN and the comparison raised "weights and bias must
+    # be finite"), or sums of subnormal weights lost their digits (holdout log loss 0.75 against a base rate of 1.0,
+    # instead of 0.67 and 0.71).
+    x, y, _ = _data(40, seed=25)
+    unit = propose_retraining(None, x, y, now=0.0)
+    scaled = propose_retraining(None, x, y, sample_weight=np.full(40, scale), now=0.0)
+    assert scaled.promoted == unit.promoted and scaled.reason == unit.reason
+    assert scaled.candidate_loss == pytest.approx(unit.candidate_loss, rel=1e-12)
+    assert scaled.base_rate_loss == pytest.approx(unit.base_rate_loss, rel=1e-12)
+    assert np.allclose(scaled.candidate.weights, unit.candidate.weights, rtol=1e-9, atol=1e-12)
+    model = unit.candidate
+    w = np.full(40, scale)
+    assert log_loss(model, x, y, w) == pytest.approx(log_loss(model, x, y), rel=1e-12)
+    assert brier(model, x, y, w) == pytest.approx(brier(model, x, y), rel=1e-12)
+    fitted = fit_logistic(x, y, sample_weight=w, version=1, trained_at=0.0)
+    assert fitted.metrics["train_log_loss"] == pytest.approx(
+        fit_logistic(x, y, version=1, trained_at=0.0).metrics["train_log_loss"], rel=1e-12
+    )
