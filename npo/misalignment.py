@@ -44,13 +44,17 @@ class EtaSchedule:
             raise InvalidRecord("eta.kappa", f"must be in (0.5, 1] (Robbins–Monro), got {self.kappa}")
 
     def rate(self, n: float) -> float:
-        """η for a key that has already had ``n`` updates (n ≥ 0). Always in (0, 1]."""
+        """η for a key that has already had ``n`` updates (n ≥ 0). Always in (0, 1]. Raises :class:`InvalidRecord`
+        for a negative or non-finite ``n`` (a NaN η would reach :func:`step`, which clips it to m = 0)."""
+        if not 0.0 <= n < math.inf:  # NaN included
+            raise InvalidRecord("n", f"must be a finite number >= 0 (the updates a key has seen), got {n}")
         if self.kind == "constant":
             return self.eta
         return float((n + self.n0) ** -self.kappa)
 
     def rates(self, n: FloatArray) -> FloatArray:
-        """Vectorised :meth:`rate` over an array of update counts."""
+        """Vectorised :meth:`rate` over an array of update counts ≥ 0. Does not validate them (the simulation's hot
+        loop; its counts are sums of weights in [0, 1])."""
         if self.kind == "constant":
             return np.full_like(n, self.eta, dtype=np.float64)
         return np.asarray((n + self.n0) ** -self.kappa, dtype=np.float64)

@@ -216,6 +216,16 @@ def test_eta_rates() -> None:
     assert EtaSchedule(kind="decaying", n0=1.0, kappa=1.0).rate(0) == 1.0
 
 
+@pytest.mark.parametrize("kind", ["constant", "decaying"])
+@pytest.mark.parametrize("n", [-1.0, -10.0, -11.0, math.nan, math.inf])
+def test_eta_of_a_negative_or_non_finite_count_is_refused(kind: str, n: float) -> None:
+    """η_n is defined for n ≥ 0 only. Before, a NaN count gave η = NaN (which step() turns into m = 0 without a
+    word), an infinite one η = 0, n = −n₀ a ZeroDivisionError and n < −n₀ a complex number's TypeError."""
+    with pytest.raises(InvalidRecord) as info:
+        EtaSchedule(kind=kind).rate(n)  # type: ignore[arg-type]
+    assert info.value.field == "n" and "finite number >= 0" in info.value.message
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
