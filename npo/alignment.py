@@ -6,6 +6,7 @@ count (the last N samples) and/or by time (samples at or after ``since``), globa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ class AlignmentSample:
             raise InvalidRecord("y", f"must be in [0, 1], got {self.y}")
         if not 0.0 <= self.weight <= 1.0:
             raise InvalidRecord("weight", f"must be in [0, 1], got {self.weight}")
+        if not math.isfinite(self.at):  # a NaN time would fall out of every time window without a word
+            raise InvalidRecord("at", f"must be a finite number of seconds, got {self.at}")
 
 
 def alignment_loss(
@@ -65,7 +68,12 @@ def window(
     key: str | None = None,
     channel: str | None = None,
 ) -> list[AlignmentSample]:
-    """The samples of a window, in input order (assumed time order): filter by key/channel, then time, then count."""
+    """The samples of a window, in input order (assumed time order): filter by key/channel, then time, then count.
+
+    Raises :class:`InvalidRecord` for a ``last_n`` below 1 and a non-finite ``since`` (a NaN would compare false with
+    every time: an empty window)."""
+    if since is not None and not math.isfinite(since):
+        raise InvalidRecord("since", f"must be a finite number of seconds or None, got {since}")
     chosen = [
         s
         for s in samples

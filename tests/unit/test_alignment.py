@@ -90,6 +90,24 @@ def test_invalid_inputs() -> None:
         rolling_loss([0.1], 0)
 
 
+@pytest.mark.parametrize("at", [math.nan, math.inf, -math.inf])
+def test_a_sample_at_a_non_finite_time_is_refused(at: float) -> None:
+    """Before, a NaN time was accepted and the sample silently left out of every time window."""
+    with pytest.raises(InvalidRecord) as info:
+        AlignmentSample("a", 0.5, at)
+    assert info.value.field == "at"
+
+
+@pytest.mark.parametrize("since", [math.nan, math.inf, -math.inf])
+def test_a_window_from_a_non_finite_time_is_refused(since: float) -> None:
+    """Before, ``since=NaN`` compared false with every time: an empty window, L_align None, without a word."""
+    with pytest.raises(InvalidRecord) as info:
+        window(SAMPLES, since=since)
+    assert info.value.field == "since"
+    with pytest.raises(InvalidRecord, match="since"):
+        windowed_loss(SAMPLES, since=since)
+
+
 def _naive_rolling(ys: list[float], width: int) -> list[float]:
     out = []
     for i in range(len(ys)):
