@@ -36,7 +36,7 @@ least one answer keeps the threshold rule.
 
 **A drift alarm that is held back is remembered** (:class:`HeldAlarm`). The detector's running mean follows the new
 level of y, so under a change that *persists* the statistic rises above h and later falls back below it on its own
-(a rise of the override rate 0 → 0.25 after 100 answers alarms from the 236th answer to the 884th). When that
+(a rise of the override rate 0 → 0.25 after 100 answers alarms from the 237th answer to the 885th). When that
 happens while a proposal is open or the cooldown holds alerts back, the level the next free run reads is no alarm
 and the change would never be reported. So the first run that holds an alarm back keeps the level of y before
 the change (:func:`page_hinkley_baseline`) and counts the answers after the detector was last in alarm
