@@ -7,7 +7,8 @@ for views). This module checks only the limits listed below; it is not a full Bl
 
 Sources: Slack's Block Kit reference (text objects 1–3000 characters; context elements are text objects or images;
 block and element types: only those Slack knows, as slack_sdk's models list them;
-option text 75 and value 150, at most 100 options; placeholder 150; a modal with an input block needs ``submit``)
+option text 75 and value 150, at most 100 options; placeholder 150; a modal with an input block needs ``submit``;
+text inputs only in input blocks, buttons, overflow menus and images never there; ``emoji`` only on ``plain_text``)
 and, for the aggregate ``msg_blocks_too_long``, which Slack does not document, the reports in bolt-js#2509: about
 13,000 characters of text across a message's blocks — the stand-in refuses above ``MAX_BLOCKS_TEXT_CHARS`` =
 12,000, a margin below the reported figure.
@@ -75,6 +76,17 @@ ELEMENT_TYPES: Final = frozenset({
     "static_select", "timepicker", "url_text_input", "users_select", "workflow_button",
 })  # fmt: skip
 TEXT_TYPES: Final = frozenset({"plain_text", "mrkdwn"})
+# Elements a person types into: only an input block holds them. An actions block holds interactive elements
+# (buttons, menus, pickers) and a section's accessory one of those or an image; Slack answers invalid_blocks for a
+# plain_text_input in an actions block (python-slack-sdk#1257).
+INPUT_ONLY_ELEMENTS: Final = frozenset(
+    {"email_text_input", "file_input", "number_input", "plain_text_input", "url_text_input"}
+)
+# Elements an input block cannot hold: its element is one a person fills in or picks (the Block Kit reference's list
+# for the input block; slack_sdk types it ``InputInteractiveElement``, which none of these is).
+NOT_INPUT_ELEMENTS: Final = frozenset(
+    {"button", "feedback_buttons", "icon_button", "image", "overflow", "workflow_button"}
+)
 
 
 def _err(message: str, pointer: str) -> str:
@@ -88,6 +100,8 @@ def _text_object(obj: Any, pointer: str, *, max_len: int, plain_only: bool = Fal
     allowed = {"plain_text"} if plain_only else TEXT_TYPES
     if kind not in allowed:
         return [_err(f"must be one of {sorted(allowed)}", f"{pointer}/type")]
+    if kind == "mrkdwn" and "emoji" in obj:  # the text object reference: emoji is only usable with plain_text
+        return [_err("failed to match all allowed schemas", pointer)]
     text = obj.get("text")
     if not isinstance(text, str) or len(text) < 1:
         return [_err("must be more than 0 characters", f"{pointer}/text")]
@@ -141,11 +155,15 @@ def _context_element(el: Any, pointer: str) -> list[str]:
     return _text_object(el, pointer, max_len=MAX_TEXT_OBJECT)
 
 
-def _element(el: Any, pointer: str, action_ids: set[str]) -> list[str]:
+def _element(el: Any, pointer: str, action_ids: set[str], *, in_input: bool = False) -> list[str]:
+    """An element of an actions block or a section's accessory, or (``in_input``) an input block's element."""
     if not isinstance(el, dict) or not isinstance(el.get("type"), str):
         return [_err("must be an element object with a type", pointer)]
     if el["type"] not in ELEMENT_TYPES:
         return [_err(f"unsupported element type {el['type']!r}", f"{pointer}/type")]
+    if el["type"] in (NOT_INPUT_ELEMENTS if in_input else INPUT_ONLY_ELEMENTS):
+        where = "an input block" if in_input else "an actions block or an accessory"
+        return [_err(f"{el['type']} is not allowed in {where}", f"{pointer}/type")]
     problems = _id(el.get("action_id"), f"{pointer}/action_id")
     if "placeholder" in el:
         problems += _text_object(el["placeholder"], f"{pointer}/placeholder", max_len=MAX_PLACEHOLDER, plain_only=True)
@@ -213,7 +231,7 @@ def _block(block: Any, pointer: str, block_ids: set[str], action_ids: set[str]) 
                 problems += _element(el, f"{pointer}/elements/{i}", action_ids)
     elif kind == "input":
         problems += _text_object(block.get("label"), f"{pointer}/label", max_len=MAX_LABEL, plain_only=True)
-        problems += _element(block.get("element"), f"{pointer}/element", action_ids)
+        problems += _element(block.get("element"), f"{pointer}/element", action_ids, in_input=True)
     return problems
 
 

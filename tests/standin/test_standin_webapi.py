@@ -128,6 +128,25 @@ MESSAGE_VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "context text 3001": ({"text": "t", "blocks": [context(LONG)]}, "invalid_blocks"),
     "empty context text": ({"text": "t", "blocks": [context("")]}, "invalid_blocks"),
     "button in a context": ({"text": "t", "blocks": [{"type": "context", "elements": [button()]}]}, "invalid_blocks"),
+    # Where an element may go: a text input only in an input block (Slack refuses one in an actions block,
+    # python-slack-sdk#1257) and only a fill-in or pick element in an input block; emoji only on plain_text. The
+    # stand-in used to accept each of them.
+    "text input in actions": (
+        {"text": "t", "blocks": [actions({"type": "plain_text_input", "action_id": "in"})]},
+        "invalid_blocks",
+    ),
+    "text input as accessory": (
+        {"text": "t", "blocks": [section(accessory={"type": "plain_text_input", "action_id": "in"})]},
+        "invalid_blocks",
+    ),
+    "button in an input block": (
+        {"text": "t", "blocks": [{"type": "input", "label": {"type": "plain_text", "text": "l"}, "element": button()}]},
+        "invalid_blocks",
+    ),
+    "emoji on mrkdwn": (
+        {"text": "t", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x", "emoji": True}}]},
+        "invalid_blocks",
+    ),
     # The aggregate limit (bolt-js#2509: about 13,000 characters across the blocks; the stand-in: 12,000).
     "blocks text 12001": (
         {"text": "t", "blocks": [section("s" * 3000) for _ in range(4)] + [section("s")]},
