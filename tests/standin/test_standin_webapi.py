@@ -15,6 +15,7 @@ from standin_testing import TOKEN, FakeClock
 from bot.standin import StandIn, limits
 
 TS = re.compile(r"^\d{10}\.\d{6}$")
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def section(text: str = "hello", **extra: Any) -> dict[str, Any]:
@@ -91,6 +92,19 @@ def test_wrong_token_is_refused(standin: StandIn, token: str, error: str) -> Non
 def test_missing_token_is_not_authed(standin: StandIn) -> None:
     anonymous = WebClient(base_url=standin.api_url, retry_handlers=[])
     assert error_of(anonymous.auth_test) == "not_authed"
+
+
+def test_a_token_in_a_json_body_is_not_read(standin: StandIn) -> None:
+    """Slack reads the token of a JSON call from the Authorization header only (changelog 2017-10, "Keeping up with
+    the JSONs"); a form body's token is read. The stand-in used to read it from a JSON body too."""
+    url = standin.api_url + "chat.postMessage"
+    in_json = httpx.post(url, json={"token": TOKEN, "channel": "C1", "text": "json"})
+    assert in_json.json() == {"ok": False, "error": "not_authed"}
+    wrong_in_json = httpx.post(url, json={"token": "xoxb-wrong", "channel": "C1", "text": "json"}, headers=BEARER)
+    assert wrong_in_json.json()["ok"] is True  # the header's token counts, the body's is not read
+    in_form = httpx.post(url, data={"token": TOKEN, "channel": "C1", "text": "form"})
+    assert in_form.json()["ok"] is True
+    assert [m.text for m in standin.messages("C1")] == ["json", "form"]
 
 
 LONG = "x" * 3001
