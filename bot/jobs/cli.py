@@ -92,8 +92,11 @@ def _moment(option: str, text: str, tz: ZoneInfo, now: datetime) -> datetime | s
         return f"{option} must be ISO 8601, got {text!r}"
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    # Compared by subtraction only: converting a date near year 1 or 9999 to another zone can overflow.
-    if moment > now or (option == "--since" and moment == now):
+    # Compared without converting ``moment`` (a date near year 1 or 9999 can overflow in another zone), and with
+    # ``now`` in UTC: two datetimes of the same zone compare as wall times, so in the hour the clocks repeat a
+    # time already past read as still to come.
+    instant = now.astimezone(UTC)
+    if moment > instant or (option == "--since" and moment == instant):
         return f"{option} must be in the past, got {text!r}"
     if moment < EPOCH:
         return f"{option} must not be before 1970, got {text!r}"
@@ -114,7 +117,7 @@ def _period(args: argparse.Namespace, tz: ZoneInfo, now: datetime) -> tuple[date
         parsed = _moment("--since", args.since, tz, now)
         if isinstance(parsed, str):
             return parsed
-        if parsed >= until:
+        if parsed.timestamp() >= until.timestamp():  # as instants, not wall times (a clock change)
             return f"--since must be before the end of the period ({until.isoformat()}), got {args.since!r}"
         since = parsed
     return since, until

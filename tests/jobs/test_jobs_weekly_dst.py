@@ -175,3 +175,46 @@ def test_the_report_command_s_last_seven_days_are_seven_across_a_clock_change(
     assert out.startswith("NPO weekly summary · 2025-03-26 12:00 CET – 2025-04-02 12:00 CEST")
     days = [line.split()[1] for line in out.splitlines() if line.startswith("  ") and line.endswith("answers)")]
     assert days == [f"2025-03-{d}" for d in range(26, 32)] + ["2025-04-01"]
+
+
+@pytest.mark.parametrize(
+    ("now", "extra", "status", "message"),
+    [
+        # The clocks skip 02:00–03:00: 02:59 as set is 03:59 CEST, after the period's end at 03:00 CEST.
+        (
+            datetime(2025, 4, 2, 12, tzinfo=UTC),
+            ("--since", "2025-03-30T02:59", "--until", "2025-03-30T03:00"),
+            2,
+            "npo-bot report: --since must be before the end of the period (2025-03-30T03:00:00+02:00), "
+            "got '2025-03-30T02:59'\n",
+        ),
+        # The clocks go back at 03:00 CEST to 02:00 CET; now is 02:40 CET, the second 02:40. 02:50 as given is
+        # the first one (CEST), 50 minutes ago; 02:45 CEST an hour ago; 02:30 CEST before 02:20 CET.
+        (datetime(2025, 10, 26, 1, 40, tzinfo=UTC), ("--until", "2025-10-26T02:50"), 0, ""),
+        (datetime(2025, 10, 26, 1, 40, tzinfo=UTC), ("--since", "2025-10-26T02:45"), 0, ""),
+        (
+            datetime(2025, 10, 26, 1, 40, tzinfo=UTC),
+            ("--since", "2025-10-26T02:30", "--until", "2025-10-26T01:20Z"),
+            0,
+            "",
+        ),
+    ],
+)
+def test_the_report_command_compares_its_period_s_ends_as_instants_across_a_clock_change(
+    now: datetime,
+    extra: tuple[str, ...],
+    status: int,
+    message: str,
+    store: SQLiteStore,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--since``, ``--until`` and now were compared as wall times when they were in the same zone: near a clock
+    change a start after the end was taken (an empty report of a period that ends before it starts, exit 0), and
+    a time in the hour the clocks repeat was refused as in the future, or after the end, though it was before."""
+    parser = argparse.ArgumentParser()
+    add_report_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", "--db", str(store.path), "--timezone", "Europe/Berlin", *extra])
+    assert run_report(args, now=now) == status
+    out, err = capsys.readouterr()
+    assert err == message
+    assert out.startswith("NPO weekly summary") == (status == 0)
