@@ -26,7 +26,8 @@ chart's ``initial_comment`` included) however many people are flagged.
 Days run from the period's local time of day to the same time the next day (:func:`_days`): a summary posted on
 Monday at 09:00 has seven days, Monday 09:00 to Tuesday 09:00 first, and shares none with the summary before or after
 it. The chart has one point per day, its x axis named after the zone the days are counted in; for spans longer than
-``CHART_MAX_TICKS`` days only every n-th day is labelled (dates as ``17 Mar``), so the labels never overlap.
+``CHART_MAX_TICKS`` days only every n-th day is labelled (dates as ``17 Mar``), so the labels never overlap. A
+period without answers is an empty chart that says so.
 ``npo-bot report`` allows any period from 1970 on.
 
 The τ posteriors and F_monitor have no history in storage (the bandit keeps one state, α, β and a count per arm,
@@ -437,6 +438,8 @@ def chart_figure(report: WeeklyReport) -> Figure:
     ax.set_ylim(-0.05, 1.05)
     ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("L_align")
+    if all(d.loss is None for d in report.days):  # an empty frame alone would look like a line that failed to draw
+        ax.text(0.5, 0.5, "no answers in this period", transform=ax.transAxes, ha="center", va="center", color="0.4")
     # The zone the days are counted in (its IANA name), and their start when not midnight.
     start = "" if report.day_start == time(0) else f" from {report.day_start:%H:%M}"
     ax.set_xlabel(f"day{start} ({report.until.tzinfo})")

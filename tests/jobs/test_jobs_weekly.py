@@ -933,3 +933,22 @@ def test_report_command_reads_a_backup_without_changing_it(
     assert not Path(f"{copy}-wal").exists() and not Path(f"{copy}-shm").exists()
     with SQLiteStore(copy, read_only=True) as store, store.read() as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_the_chart_of_a_week_without_answers_says_so(db_path: Path) -> None:
+    """A week nobody answered in was posted as an empty frame: nothing told it from a chart whose line failed to draw
+    (its alt text said "no answers in this period", the image did not). It says so on the chart, and a week with
+    answers has no such note."""
+    from bot.jobs.report import chart_figure  # noqa: PLC0415
+
+    since = datetime(2025, 3, 17, 9, tzinfo=BERLIN)
+    with SQLiteStore(db_path) as store:
+        quiet = build_report(store, since=since, until=MONDAY_SLOT, timezone="Europe/Berlin")
+        _some_activity(store)
+        busy = build_report(store, since=since, until=MONDAY_SLOT, timezone="Europe/Berlin")
+    assert all(d.loss is None for d in quiet.days) and busy.loss is not None
+    (ax,) = chart_figure(quiet).axes
+    assert [t.get_text() for t in ax.texts] == ["no answers in this period"]
+    assert _blue_pixels(render_png(quiet)) == 0  # no line, only the note (drawn in grey)
+    (ax,) = chart_figure(busy).axes
+    assert len(ax.texts) == 0
