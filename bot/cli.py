@@ -177,6 +177,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return printed or (1 if parsed.errors or conflicts else 0)
 
 
+# The largest array a simulation allocates per episode and seed, in bytes: the world's draw of scenario keys
+# compares every episode with every key (npo.sim.world.make_world, 50 keys; one byte each), the rest are float64.
+_SIMULATE_BYTES_PER_CELL = 64
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run ``npo-bot simulate``: 0, 1 (a file in ``--out`` could not be written), 2 (an option refused, or more
     episodes than memory holds), ``INTERRUPTED_EXIT`` (Ctrl-C) or ``SIGPIPE_EXIT`` (the reader went away); every
@@ -186,6 +191,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.episodes < 10:
         print("npo-bot simulate: --episodes must be at least 10", file=sys.stderr)
+        return 2
+    too_much = (
+        f"npo-bot simulate: not enough memory for --episodes {args.episodes} × --seeds {args.seeds}; "
+        "ask for fewer episodes or seeds"
+    )
+    if args.episodes * args.seeds * _SIMULATE_BYTES_PER_CELL > sys.maxsize:
+        # Past what an array can address numpy refuses with a ValueError, not a MemoryError: the same line.
+        print(too_much, file=sys.stderr)
         return 2
     problem = writable_folder(args.out, "--out")
     if problem is not None:
@@ -202,11 +215,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return INTERRUPTED_EXIT
     except MemoryError:
         lead = "\n" if progress is not None and progress.enabled else ""
-        print(
-            f"{lead}npo-bot simulate: not enough memory for --episodes {args.episodes} × --seeds {args.seeds}; "
-            "ask for fewer episodes or seeds",
-            file=sys.stderr,
-        )
+        print(f"{lead}{too_much}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file in --out: a folder in its place, the disk full, the folder removed meanwhile
         lead = "\n" if progress is not None and progress.enabled else ""

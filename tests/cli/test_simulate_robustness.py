@@ -73,6 +73,26 @@ def test_more_episodes_than_memory_holds_is_one_line(tmp_path: Path, capsys: pyt
     assert line.startswith("npo-bot simulate: not enough memory") and f"--episodes {episodes}" in line
 
 
+@pytest.mark.parametrize(
+    ("episodes", "seeds"),
+    [(2**63 - 1, 1), (2**63, 1), (20, 2**62), (10**20, 20)],
+    ids=["episodes-int64-max", "episodes-past-int64", "seeds-past-any-array", "both"],
+)
+def test_more_than_any_array_can_hold_is_the_same_one_line(
+    episodes: int, seeds: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Past what numpy can address at all it refuses with a ValueError, not a MemoryError: the same line, exit 2."""
+    out = tmp_path / "out"
+    argv = ["simulate", "--episodes", str(episodes), "--seeds", str(seeds), "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == (
+        f"npo-bot simulate: not enough memory for --episodes {episodes} × --seeds {seeds}; "
+        "ask for fewer episodes or seeds"
+    )
+    assert not (out / "metrics.json").exists()
+
+
 def test_a_reader_that_went_away_is_exit_141_without_a_traceback(tmp_path: Path) -> None:
     """``npo-bot simulate … | head -1``: the reader closes the pipe before the table is written."""
     read_end, write_end = os.pipe()
