@@ -205,6 +205,16 @@ class Req:
     body: bytes
     headers: dict[str, str]
     items: tuple[tuple[str, str], ...] = ()  # (kind, id) this request makes durable when answered 200
+    signed: bool = False  # a request from Slack: timestamped and signed when it is sent (:meth:`send_headers`)
+
+    def send_headers(self, now: float | None = None) -> dict[str, str]:
+        """The headers to send at ``now`` (default: the current time). A request from Slack gets its timestamp and
+        signature at that moment, as Slack signs each request when it sends it: one signed when the plan was built
+        would be refused for its age (Slack's 300 s replay window) once a run lasts longer than that."""
+        if not self.signed:
+            return self.headers
+        stamp = int(time.time() if now is None else now)
+        return signed_headers(SECRET, self.body, self.headers["Content-Type"], stamp)
 
 
 def _ingest_headers() -> dict[str, str]:
@@ -269,7 +279,8 @@ def alert_storms(n: int) -> list[Req]:
 
 
 def _signed(route: str, body: str, content_type: str, items: tuple[tuple[str, str], ...] = ()) -> Req:
-    return Req(route, "POST", "/slack/events", body.encode(), signed_headers(SECRET, body, content_type), items)
+    """A request from Slack to ``/slack/events``, signed when it is sent."""
+    return Req(route, "POST", "/slack/events", body.encode(), {"Content-Type": content_type}, items, signed=True)
 
 
 def clicks(recs: list[tuple[str, str, str]], n: int, seed: int = 1) -> list[Req]:
@@ -380,10 +391,11 @@ async def _drive(base: str, schedule: dict[str, tuple[float, list[Req]]], start_
 
         async def one(req: Req, due: float) -> None:
             r = results[req.route]
+            headers = req.send_headers()
             sent = time.perf_counter()
             r.lags.append(sent - due)
             try:
-                response = await client.request(req.method, req.path, content=req.body, headers=req.headers)
+                response = await client.request(req.method, req.path, content=req.body, headers=headers)
             except httpx.HTTPError:
                 r.errors += 1
                 return
