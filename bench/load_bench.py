@@ -78,9 +78,10 @@ FIG_CLICKS = "signed clicks/s, mixed load"
 FIG_PREDICTIONS = "predictions/s (batched ingest), mixed load"
 CHECKS = "load test: checks passed"
 N_CHECKS = 6
+FULL = "full service"
 TARGETS = {
-    row_name(FIG_CLICKS, "full service"): 300.0,
-    row_name(FIG_PREDICTIONS, "full service"): 2000.0,
+    row_name(FIG_CLICKS, FULL): 300.0,
+    row_name(FIG_PREDICTIONS, FULL): 2000.0,
     CHECKS: float(N_CHECKS),
 }
 LIMITS = {"click_p99_ms": 50.0, "rss_mb": 250.0}
@@ -493,14 +494,18 @@ class LoadReport:
     statuses: dict[str, dict[int, int]] = field(default_factory=dict)
 
     def checks(self) -> dict[str, bool]:
+        """The load test's checks, against the same targets as :data:`TARGETS` (what ``python -m bench`` reports)."""
         click = self.per_route.get("click", {})
+        min_clicks, min_predictions = TARGETS[row_name(FIG_CLICKS, FULL)], TARGETS[row_name(FIG_PREDICTIONS, FULL)]
+        refused = int(sum(p["non_200"] for p in self.per_route.values())) - self.server_5xx
         return {
-            f"≥ 300 signed clicks/s (got {self.clicks_per_s:,.0f})": self.clicks_per_s >= 300 * 0.98,
-            f"≥ 2,000 predictions/s (got {self.predictions_per_s:,.0f})": self.predictions_per_s >= 2000 * 0.98,
+            f"≥ {min_clicks:,.0f} signed clicks/s (got {self.clicks_per_s:,.1f})": self.clicks_per_s >= min_clicks,
+            f"≥ {min_predictions:,.0f} predictions/s (got {self.predictions_per_s:,.1f})": self.predictions_per_s
+            >= min_predictions,
             f"click p99 < 50 ms (got {click.get('p99_ms', float('nan')):.1f} ms)": click.get("p99_ms", 1e9)
             < LIMITS["click_p99_ms"],
-            f"zero 5xx and transport errors (got {self.server_5xx} + {self.transport_errors})": self.server_5xx == 0
-            and self.transport_errors == 0,
+            f"every request answered 200 (got {self.server_5xx} 5xx, {refused} other, {self.transport_errors} cut "
+            "off)": self.server_5xx == 0 and refused == 0 and self.transport_errors == 0,
             f"server RSS < 250 MB (peak {self.rss_peak_mb:.0f} MB)": 0 < self.rss_peak_mb < LIMITS["rss_mb"],
             f"every accepted item present ({self.accepted - self.missing:,} of {self.accepted:,})": self.missing == 0
             and self.accepted > 0,
@@ -554,8 +559,11 @@ def run_load(
             "5xx": float(sum(c for s, c in r.statuses.items() if s >= 500)),
             "non_200": float(sum(c for s, c in r.statuses.items() if s != 200)),
         }
-    ok_predictions = sum(1 for kind, _ in results["predictions"].accepted) if "predictions" in results else 0
+    ok_predictions = len(results["predictions"].accepted) if "predictions" in results else 0
     ok_clicks = len(results["click"].accepted) if "click" in results else 0
+    # Over the schedule's own span (n requests at ``rate`` last n / rate s, which ``seconds`` may not be exactly):
+    # the offered rate when every request is accepted, less in proportion to those that are not.
+    span = {route: len(reqs) / rate for plan in (plan_a, plan_b) for route, (rate, reqs) in plan.items() if reqs}
     lags = [lag for r in results.values() for lag in r.lags]
     return LoadReport(
         seconds=seconds,
@@ -565,8 +573,8 @@ def run_load(
         rss_peak_mb=rss.peak,
         accepted=total,
         missing=missing,
-        predictions_per_s=ok_predictions / seconds,
-        clicks_per_s=ok_clicks / seconds,
+        predictions_per_s=ok_predictions / span["predictions"] if "predictions" in span else 0.0,
+        clicks_per_s=ok_clicks / span["click"] if "click" in span else 0.0,
         noop=noop,
         raw_rmw_per_s=raw_rmw,
         decide_batched_per_s=decided,
@@ -578,10 +586,10 @@ def run_load(
 def rows(report: LoadReport) -> list[Row]:
     out: list[Row] = [
         (row_name(FIG_CLICKS, "baseline: raw sqlite3 read-modify-write per event"), report.raw_rmw_per_s, "/s"),
-        (row_name(FIG_CLICKS, "full service"), report.clicks_per_s, "/s"),
+        (row_name(FIG_CLICKS, FULL), report.clicks_per_s, "/s"),
         (row_name(FIG_PREDICTIONS, "baseline: SQLiteStore.decide_many, batches of 1,000, no HTTP"),
          report.decide_batched_per_s, "/s"),
-        (row_name(FIG_PREDICTIONS, "full service"), report.predictions_per_s, "/s"),
+        (row_name(FIG_PREDICTIONS, FULL), report.predictions_per_s, "/s"),
         (row_name("no-op GET /livez, same server, 10 connections", "baseline: requests/s"), report.noop[2], "req/s"),
         (row_name("no-op GET /livez, same server, 10 connections", "p99"), report.noop[1], "ms"),
     ]  # fmt: skip

@@ -13,7 +13,18 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the bench package lives at the repository root, beside the installed ones
 
-from bench.load_bench import SECRET, clicks, commands, home_opens, overrides, prediction_batches  # noqa: E402
+from bench.__main__ import attach_baselines  # noqa: E402
+from bench.load_bench import (  # noqa: E402
+    SECRET,
+    TARGETS,
+    LoadReport,
+    clicks,
+    commands,
+    home_opens,
+    overrides,
+    prediction_batches,
+    rows,
+)
 
 
 class _At(Clock):
@@ -38,3 +49,35 @@ def test_the_load_test_signs_each_slack_request_when_it_sends_it_as_slack_does()
     [batch] = prediction_batches("t-", 1)
     assert batch.send_headers(sent_at)["Authorization"].startswith("Bearer ")  # not from Slack: not signed
     assert "X-Slack-Signature" not in batch.send_headers(sent_at)
+
+
+def _load_report(clicks_per_s: float = 300.0, refused: dict[str, int] | None = None) -> LoadReport:
+    """A load test's report: every figure on target unless told otherwise; ``refused``: answers other than 200
+    (and not 5xx) per route."""
+    routes = ("click", "override", "predictions", "alertmanager", "command", "home")
+    per_route = {
+        route: {"requests": 100.0, "per_s": 10.0, "p50_ms": 2.0, "p99_ms": 20.0, "max_ms": 40.0, "5xx": 0.0,
+                "non_200": float((refused or {}).get(route, 0))}
+        for route in routes
+    }  # fmt: skip
+    return LoadReport(
+        seconds=60.0, per_route=per_route, server_5xx=0, transport_errors=0, rss_peak_mb=100.0, accepted=20_000,
+        missing=0, predictions_per_s=2000.0, clicks_per_s=clicks_per_s, noop=(1.0, 5.0, 2000.0),
+        raw_rmw_per_s=30_000.0, decide_batched_per_s=40_000.0, lag_p99_ms=1.0,
+    )  # fmt: skip
+
+
+def test_the_load_test_fails_a_route_whose_requests_are_refused_without_a_5xx() -> None:
+    assert all(_load_report().checks().values())
+    for route in ("override", "command", "home", "alertmanager"):  # no rate target of their own
+        failed = [name for name, ok in _load_report(refused={route: 120}).checks().items() if not ok]
+        assert len(failed) == 1 and "answered 200" in failed[0] and "120 other" in failed[0], (route, failed)
+
+
+def test_the_load_tests_checks_and_python_m_bench_judge_the_click_rate_alike() -> None:
+    for rate, met in ((300.0, True), (299.0, False), (294.5, False)):
+        report = _load_report(clicks_per_s=rate)
+        [check] = [ok for name, ok in report.checks().items() if "signed clicks/s" in name]
+        [result] = [r for r in attach_baselines("load_bench", rows(report), TARGETS) if r.name.endswith("full service")
+                    and "clicks" in r.name]  # fmt: skip
+        assert check is met and result.passed is met, rate
