@@ -8,7 +8,8 @@ targets:
   variant starts with ``"baseline"`` (and has the same unit) is the plain baseline every other row of the group
   is compared with (``ratio = value / baseline``). Rows measured side by side in the same run belong in one
   group, because these machines are noisy (±30 % run to run): quote ratios, not absolute numbers across runs.
-* **targets**: a module attribute ``TARGETS: Mapping[str, float]`` maps a row name to the minimum it must reach.
+* **targets**: a module attribute ``TARGETS: Mapping[str, float]`` maps a row name to the minimum it must reach,
+  and ``CEILINGS: Mapping[str, float]`` one to the maximum it may reach (a latency).
 
 Register a new module by adding its name to :data:`bench.__main__.MODULES`.
 """

@@ -41,6 +41,7 @@ class Result:
     ratio: float | None = None
     target: float | None = None
     passed: bool | None = None
+    at_most: bool = False  # the target is a ceiling (``CEILINGS``): value ≤ target
 
 
 @dataclass
@@ -111,8 +112,12 @@ def call_run(module: ModuleType, quick: bool) -> tuple[list[Row], str | None]:
     return checked, note
 
 
-def attach_baselines(module: str, rows: Sequence[Row], targets: Mapping[str, float]) -> list[Result]:
-    """Pair each grouped row with its group's first baseline row (same unit); apply targets."""
+def attach_baselines(
+    module: str, rows: Sequence[Row], targets: Mapping[str, float], ceilings: Mapping[str, float] | None = None
+) -> list[Result]:
+    """Pair each grouped row with its group's first baseline row (same unit); apply targets (minima) and ceilings
+    (maxima)."""
+    ceilings = ceilings or {}
     baselines: dict[tuple[str, str], tuple[str, float]] = {}
     for name, value, unit in rows:
         figure, _ = split_name(name)
@@ -122,7 +127,9 @@ def attach_baselines(module: str, rows: Sequence[Row], targets: Mapping[str, flo
     for name, value, unit in rows:
         figure, _ = split_name(name)
         base = None if figure is None or is_baseline(name) else baselines.get((figure, unit))
-        target = targets.get(name)
+        at_most = name not in targets and name in ceilings
+        target = ceilings[name] if at_most else targets.get(name)
+        passed = None if target is None else value <= target if at_most else value >= target
         results.append(
             Result(
                 module=module,
@@ -133,7 +140,8 @@ def attach_baselines(module: str, rows: Sequence[Row], targets: Mapping[str, flo
                 baseline_name=base[0] if base else None,
                 ratio=value / base[1] if base and base[1] > 0 else None,
                 target=target,
-                passed=None if target is None else value >= target,
+                passed=passed,
+                at_most=at_most,
             )
         )
     return results
@@ -156,8 +164,8 @@ def run_module(short: str, quick: bool, report: Report) -> None:
     if note:
         report.notes.append(note)
         print(f"note: {note}", flush=True)
-    targets = getattr(module, "TARGETS", {})
-    report.results.extend(attach_baselines(short, rows, targets))
+    targets, ceilings = getattr(module, "TARGETS", {}), getattr(module, "CEILINGS", {})
+    report.results.extend(attach_baselines(short, rows, targets, ceilings))
     print(f"  {short}: {len(rows)} rows in {time.perf_counter() - start:.1f} s", flush=True)
 
 
@@ -171,7 +179,11 @@ def _fmt(value: float | None) -> str:
 def _target_cell(result: Result) -> str:
     if result.target is None:
         return ""
-    return f"≥{_fmt(result.target)} {'PASS' if result.passed else 'MISS'}"
+    return f"{_bound(result)} {'PASS' if result.passed else 'MISS'}"
+
+
+def _bound(result: Result) -> str:
+    return f"{'≤' if result.at_most else '≥'}{_fmt(result.target)}"
 
 
 def format_table(results: Sequence[Result]) -> str:
@@ -196,9 +208,7 @@ def format_table(results: Sequence[Result]) -> str:
 def format_summary(report: Report) -> str:
     checked = [r for r in report.results if r.target is not None]
     lines = [f"targets: {sum(bool(r.passed) for r in checked)} of {len(checked)} met"]
-    lines += [
-        f"  {'PASS' if r.passed else 'MISS'} {r.name}: {_fmt(r.value)} {r.unit} (≥{_fmt(r.target)})" for r in checked
-    ]
+    lines += [f"  {'PASS' if r.passed else 'MISS'} {r.name}: {_fmt(r.value)} {r.unit} ({_bound(r)})" for r in checked]
     lines += [f"note: {n}" for n in report.notes]
     lines += [f"FAILED: {m}" for m in report.failed]
     return "\n".join(lines)

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the bench package lives at the repository root, beside the installed ones
 
-from bench.__main__ import attach_baselines  # noqa: E402
+from bench import http_bench  # noqa: E402
+from bench.__main__ import Report, attach_baselines, format_summary, format_table  # noqa: E402
 from bench.load_bench import (  # noqa: E402
     SECRET,
     TARGETS,
@@ -81,3 +82,25 @@ def test_the_load_tests_checks_and_python_m_bench_judge_the_click_rate_alike() -
         [result] = [r for r in attach_baselines("load_bench", rows(report), TARGETS) if r.name.endswith("full service")
                     and "clicks" in r.name]  # fmt: skip
         assert check is met and result.passed is met, rate
+
+
+def test_python_m_bench_checks_the_click_latency_targets_the_readme_states() -> None:
+    # the rows the HTTP bench produces for the full path, at its worst: 1 client 4 / 20 ms, 10 clients 900/s, 60 ms
+    produced = [
+        *http_bench._rows("1 client", "full path", (4.0, 20.0, 300.0), ("≤ 3 ms", "≤ 15 ms")),
+        *http_bench._rows("10 clients", "full path", (5.0, 60.0, 900.0), ("", "≤ 50 ms")),
+    ]
+    results = attach_baselines("http_bench", produced, http_bench.TARGETS, getattr(http_bench, "CEILINGS", {}))
+    checked = {(r.name.split(" | ")[0], r.value): r.passed for r in results if r.target is not None}
+    assert checked == {  # README, Click latency: 1 client ≤ 3 / ≤ 15 ms; 10: ≥ 800 /s, ≤ 50 ms
+        ("signed Like click p50, 1 client ≤ 3 ms", 4.0): False,
+        ("signed Like click p99, 1 client ≤ 15 ms", 20.0): False,
+        ("signed Like clicks/s, 10 clients", 900.0): True,
+        ("signed Like click p99, 10 clients ≤ 50 ms", 60.0): False,
+    }
+    report = Report({}, True, results, [], [])
+    assert "≤15.00 MISS" in format_table(results)
+    assert "MISS signed Like click p99, 10 clients ≤ 50 ms | full path: 60.00 ms (≤50.00)" in format_summary(report)
+    assert "targets: 1 of 4 met" in format_summary(report)
+    within = attach_baselines("http_bench", [(produced[0][0], 3.0, "ms")], {}, http_bench.CEILINGS)
+    assert within[0].passed is True  # a ceiling is met at the bound itself
