@@ -16,6 +16,9 @@ Register a new module by adding its name to :data:`bench.__main__.MODULES`.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 Row = tuple[str, float, str]
 
 SEPARATOR = " | "
@@ -37,3 +40,16 @@ def is_baseline(name: str) -> bool:
     """Whether a grouped row is a baseline row."""
     figure, variant = split_name(name)
     return figure is not None and variant.startswith(BASELINE_PREFIX)
+
+
+def unwritable_output(path: Path) -> str | None:
+    """Why a ``--json FILE`` cannot be written, or None: checked before anything runs, so a long run does not end
+    in a traceback with its results unwritten."""
+    if path.is_dir():
+        return f"{path} is a folder"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"{path} cannot be written"
+    return None

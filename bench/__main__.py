@@ -24,7 +24,7 @@ from types import ModuleType
 
 import numpy as np
 
-from bench import Row, is_baseline, split_name
+from bench import Row, is_baseline, split_name, unwritable_output
 
 #: Benchmark modules under ``bench/``, run in this order. Add a new one (e.g. an HTTP bench) here.
 MODULES: tuple[str, ...] = ("core_bench", "storage_bench", "http_bench", "load_bench")
@@ -226,6 +226,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"run only this module (repeatable); one of {', '.join(MODULES)}",
     )
     args = parser.parse_args(argv)
+    if args.json is not None and (problem := unwritable_output(args.json)):
+        parser.error(f"--json: {problem}")
     if args.only:
         args.only = [module_short_name(n) for n in args.only]
         unknown = [n for n in args.only if n not in MODULES]

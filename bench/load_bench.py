@@ -50,7 +50,7 @@ import httpx
 import numpy as np
 import uvicorn
 
-from bench import Row, row_name
+from bench import Row, row_name, unwritable_output
 from bench.http_bench import CHANNEL, TOKEN, _measure, _noop
 from bench.storage_bench import raw_read_modify_write, store_decide_batched
 from bot.app import build_bot
@@ -796,6 +796,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 600:
         parser.error("--seconds must be between 1 and 600")
+    if args.json is not None and (problem := unwritable_output(args.json)):
+        parser.error(f"--json: {problem}")
     if args.kill_cycles is not None:
         if not 1 <= args.kill_cycles <= 100:
             parser.error("--kill-cycles must be between 1 and 100")

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from slack_sdk.signature import Clock, SignatureVerifier
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the bench package lives at the repository root, beside the installed ones
 
-from bench import http_bench  # noqa: E402
-from bench.__main__ import Report, attach_baselines, format_summary, format_table  # noqa: E402
+from bench import http_bench, load_bench  # noqa: E402
+from bench.__main__ import Report, attach_baselines, format_summary, format_table, main  # noqa: E402
 from bench.load_bench import (  # noqa: E402
     SECRET,
     TARGETS,
@@ -104,3 +106,22 @@ def test_python_m_bench_checks_the_click_latency_targets_the_readme_states() -> 
     assert "targets: 1 of 4 met" in format_summary(report)
     within = attach_baselines("http_bench", [(produced[0][0], 3.0, "ms")], {}, http_bench.CEILINGS)
     assert within[0].passed is True  # a ceiling is met at the bound itself
+
+
+@pytest.mark.parametrize(
+    ("entry", "argv"),
+    [(main, ["--only", "core", "--quick"]), (load_bench.main, ["--quick"])],
+    ids=["python -m bench", "python -m bench.load_bench"],
+)
+def test_a_json_file_that_cannot_be_written_is_refused_before_anything_runs(
+    entry: Callable[[list[str]], int], argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_folder = tmp_path / "a-folder"
+    a_folder.mkdir()
+    for path, why in {tmp_path / "missing" / "out.json": "does not exist", a_folder: "is a folder"}.items():
+        with pytest.raises(SystemExit) as exit_:
+            entry([*argv, "--json", str(path)])
+        out, err = capsys.readouterr()
+        assert exit_.value.code == 2 and out == "", out  # refused before anything ran
+        [line] = [x for x in err.splitlines() if "error" in x]
+        assert "--json: " in line and why in line, err
