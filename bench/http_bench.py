@@ -128,14 +128,19 @@ def _client_process(base: str, requests: list[Request], concurrency: int) -> tup
     return latencies, started, started + wall, failures
 
 
+def warm_up_and_measured(make: Callable[[int], Request], count: int) -> tuple[list[Request], list[Request]]:
+    """A warm-up of a tenth of ``count`` requests (at least 20), then the ``count`` requests measured."""
+    warm = max(20, count // 10)
+    requests = [make(i) for i in range(warm + count)]
+    return requests[:warm], requests[warm:]
+
+
 def _measure(
     pool: Any, base: str, make: Callable[[int], Request], count: int, concurrency: int, processes: int
 ) -> tuple[float, float, float]:
     """p50 (ms), p99 (ms) and rate (/s) of ``count`` requests from ``processes`` client processes sharing
     ``concurrency`` connections, after a warm-up of a tenth as many."""
-    requests = [make(i) for i in range(count)]
-    warm = max(20, count // 10)
-    for batch in (requests[:warm], requests[warm:]):
+    for batch in warm_up_and_measured(make, count):
         per = max(1, concurrency // processes)
         parts = pool.starmap(_client_process, [(base, batch[i::processes], per) for i in range(processes)])
     latencies = [lat for part in parts for lat in part[0]]

@@ -125,3 +125,15 @@ def test_a_json_file_that_cannot_be_written_is_refused_before_anything_runs(
         assert exit_.value.code == 2 and out == "", out  # refused before anything ran
         [line] = [x for x in err.splitlines() if "error" in x]
         assert "--json: " in line and why in line, err
+
+
+def test_the_http_bench_measures_as_many_clicks_as_it_says_after_its_warm_up() -> None:
+    made: list[int] = []
+
+    def make(i: int) -> tuple[str, str, bytes, dict[str, str]]:
+        made.append(i)
+        return "GET", "/livez", b"", {}
+
+    warm, measured = http_bench.warm_up_and_measured(make, 3000)  # README: 3,000 signed Like clicks per row
+    assert (len(warm), len(measured)) == (300, 3000)
+    assert made == list(range(3300))  # each request made once: a warm-up request is never measured again
