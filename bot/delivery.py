@@ -475,6 +475,7 @@ class DeliveryWorker:
 
     def _pass(self) -> int:
         now = self.clock()
+        self._forget_past_holds(now)
         items = self.store.claim_due(now, self.config.batch, lease_s=self.config.lease_s)
         if not items:
             return 0
@@ -506,6 +507,14 @@ class DeliveryWorker:
         for channel, group in folded.items():
             self._deliver_digest(channel, group, storm=storms.get(channel))
         return len(items)
+
+    def _forget_past_holds(self, now: float) -> None:
+        """Forget each channel's pace and each 429's hold that is over at ``now``: one that has passed holds nothing
+        back, as one never set. So the worker keeps only the holds still running — the channels of the last second's
+        posts and of the rate limits in force — however many channels it has posted to over a long run (incident
+        tools create a channel per incident)."""
+        self._ready_at = {channel: at for channel, at in self._ready_at.items() if at > now}
+        self._limited_until = {key: at for key, at in self._limited_until.items() if at > now}
 
     def _held_until(self, method: str, channel: str) -> float:
         """Until when a 429 holds back calls of ``method`` for ``channel`` (0: not held)."""
