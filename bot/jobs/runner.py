@@ -63,10 +63,12 @@ def slot_id(slot: datetime) -> str:
 
 
 def previous_fire_time(trigger: BaseTrigger, now: datetime, lookback: timedelta) -> datetime | None:
-    """The trigger's latest fire time at or before ``now`` (searched from ``now - lookback``), or None."""
+    """The trigger's latest fire time at or before ``now`` (searched from ``now - lookback``), or None. Compared as
+    instants: two datetimes of one zone compare by wall time, wrong in the hour the clocks repeat or after a gap."""
+    now = now.astimezone(UTC)
     t = trigger.get_next_fire_time(None, now - lookback)
     previous = None
-    while t is not None and t <= now:
+    while t is not None and t.astimezone(UTC) <= now:
         previous = t
         t = trigger.get_next_fire_time(t, t)
     return previous
@@ -211,7 +213,9 @@ class Scheduler:
         ran = []
         for name, job in self.jobs.items():
             slot = self.missed_slot(name) if job.catch_up else None
-            if slot is None or slot > self.now() - settled or self._retry_pending(name, slot_id(slot)):
+            if slot is None or slot.timestamp() > self.now().timestamp() - settled.total_seconds():
+                continue
+            if self._retry_pending(name, slot_id(slot)):
                 continue
             if self.run_due(name):
                 ran.append(name)

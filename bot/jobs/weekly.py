@@ -4,7 +4,7 @@ the ops channel in one ``files_upload_v2`` (getUploadURLExternal → raw upload 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
@@ -27,13 +27,17 @@ class WeeklyAt(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 is untyped
     * A local time that occurs twice (the clocks going back) fires at its first occurrence only (``fold`` 0):
       APScheduler 3's ``CronTrigger`` fires at both, and each was a slot of its own, so a weekly summary set inside
       that hour was posted twice.
-    * A local time that does not occur (the clocks going forward) fires once, just after the gap.
+    * A local time that does not occur (the clocks going forward) fires once, after the gap: at that time on the
+      clock before the change (02:30 skipped from 02:00 to 03:00 is 02:30 CET, the clocks' 03:30 CEST).
     * No week is skipped: APScheduler 3.11's ``CronTrigger`` loses a week when its search crosses a change to
       summer time and the time is in the hour after midnight (Monday 00:00–00:59 after a Sunday change) or is
       itself skipped at midnight (America/Santiago): its next fire time came a week late.
 
     The fire times are the local wall time with the zone (not normalised), so ``slot - WEEK`` is the previous
-    slot exactly, even next to a gap."""
+    slot exactly, even next to a gap. ``now``, the previous fire time and the slots are compared as instants (in
+    UTC), whatever zone they are given in: Python compares datetimes of one zone by their wall time, ignoring
+    ``fold`` and the offset, so in the hour the clocks repeat or just after a gap a slot in the past was taken as
+    still to come, or one still to come as past."""
 
     def __init__(self, timezone: ZoneInfo, day: str, hour: int, minute: int) -> None:
         self.timezone = timezone
@@ -44,10 +48,13 @@ class WeeklyAt(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 is untyped
         return datetime.combine(day, time(self.hour, self.minute), tzinfo=self.timezone)  # fold 0
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        start = now if previous_fire_time is None else previous_fire_time + timedelta(microseconds=1)
+        if previous_fire_time is None:
+            start = now.astimezone(UTC)
+        else:  # the instant after it (arithmetic in its own zone would drop ``fold``)
+            start = previous_fire_time.astimezone(UTC) + timedelta(microseconds=1)
         day = start.astimezone(self.timezone).date() - timedelta(days=1)
         for _ in range(9):
-            if day.weekday() == self.weekday and (fire := self._at(day)) >= start:
+            if day.weekday() == self.weekday and (fire := self._at(day)).astimezone(UTC) >= start:
                 return fire
             day += timedelta(days=1)
         return None  # not reached: a week has every weekday
@@ -97,6 +104,6 @@ def run_weekly_summary(
     ``clock`` is read once the lock is held: the time the τ posteriors and F_monitor are shown "as of" (a run that
     starts late, a catch-up after a restart, reads them later than ``slot``); without it, ``slot``."""
     with store.transaction():  # reads inside it use its connection (SQLiteStore.read)
-        now = slot if clock is None else max(slot, clock())
+        now = slot if clock is None else max(slot, clock(), key=datetime.timestamp)  # the later instant
         report = build_report(store, since=slot - WEEK, until=slot, timezone=timezone, now=now)
     return post_report(client, channel, report, render_png(report))

@@ -218,3 +218,97 @@ def test_the_report_command_compares_its_period_s_ends_as_instants_across_a_cloc
     out, err = capsys.readouterr()
     assert err == message
     assert out.startswith("NPO weekly summary") == (status == 0)
+
+
+def _instants(zone: str, day: str, hour: int, minute: int) -> list[float]:
+    """Every slot of 2025 as an instant: the local time at its first occurrence (fold 0) on each ``day``."""
+    tz, weekday = ZoneInfo(zone), ("mon", "tue", "wed", "thu", "fri", "sat", "sun").index(day)
+    first = datetime(2025, 1, 1, hour, minute, tzinfo=tz)
+    return [
+        (first + timedelta(days=d)).timestamp() for d in range(365) if (first + timedelta(days=d)).weekday() == weekday
+    ]
+
+
+@pytest.mark.parametrize(("hour", "minute"), [(1, 59), (2, 0), (2, 30), (2, 59), (3, 0), (3, 30)])
+@pytest.mark.parametrize("start", [datetime(2025, 10, 25, 23, tzinfo=UTC), datetime(2025, 3, 29, 23, tzinfo=UTC)])
+def test_the_weekly_slot_is_found_by_instant_whatever_zone_now_is_given_in(
+    hour: int, minute: int, start: datetime
+) -> None:
+    """Sundays at ``hour:minute`` Berlin, ``now`` every 5 minutes from 00:00 to 05:00 local on the days the clocks
+    go back (26 October 2025: 02:00–02:59 twice) and forward (30 March 2025: 02:00–02:59 never), given in UTC and in
+    Europe/Berlin. ``now`` in the trigger's own zone was compared with the slot as a wall time: in the second 02:15
+    the first 02:30, 45 minutes past, was the next fire time (APScheduler runs a past fire time at once: a second
+    summary that day), the slot at 03:30 CEST (02:30 as set, a time the clocks skip) was taken as past from 03:00
+    CEST on (that week's summary never came), and the runner's slot was the one still 30 minutes ahead."""
+    trigger = weekly_trigger("Europe/Berlin", "sun", hour, minute)
+    instants = _instants("Europe/Berlin", "sun", hour, minute)
+    for step in range(0, 5 * 60 + 1, 5):
+        at = start + timedelta(minutes=step)
+        for now in (at, at.astimezone(ZoneInfo("Europe/Berlin"))):
+            fire = trigger.get_next_fire_time(None, now)
+            assert fire is not None and fire.timestamp() == min(t for t in instants if t >= at.timestamp()), now
+            slot = previous_fire_time(trigger, now, timedelta(days=8))
+            assert slot is not None and slot.timestamp() == max(t for t in instants if t <= at.timestamp()), now
+
+
+@pytest.mark.parametrize(
+    "previous",
+    [
+        datetime(2025, 10, 26, 0, 30, tzinfo=UTC),  # the slot, 02:30 CEST (its first occurrence), as UTC
+        datetime(2025, 10, 26, 2, 30, tzinfo=ZoneInfo("Europe/Berlin")),  # the same, as the trigger gives it
+        datetime(2025, 10, 26, 2, 30, fold=1, tzinfo=ZoneInfo("Europe/Berlin")),  # an hour later: 02:30 CET
+        datetime(2025, 10, 26, 2, 10, fold=1, tzinfo=ZoneInfo("Europe/Berlin")),  # 02:10 CET, after the slot
+    ],
+)
+def test_a_fire_time_in_the_repeated_hour_is_followed_by_next_week_s(previous: datetime) -> None:
+    """The previous fire time is an instant: one in the hour the clocks repeat, given with ``fold=1`` (the second
+    02:10, 40 minutes after the slot), was taken as the first 02:10, before the slot, which came again."""
+    trigger = weekly_trigger("Europe/Berlin", "sun", 2, 30)
+    fire = trigger.get_next_fire_time(previous, previous)
+    assert fire is not None and fire.isoformat() == "2025-11-02T02:30:00+01:00"
+
+
+def test_the_summary_at_a_skipped_time_is_not_posted_before_its_slot(
+    store: SQLiteStore, standin: StandIn, client: WebClient
+) -> None:
+    """Sundays at 02:30 Berlin, a scheduler whose clock reads Berlin time: at 03:10 CEST on 30 March 2025 the slot
+    (02:30 as set, the instant 03:30 CEST) is 20 minutes ahead, and the week's summary was posted then, early; it
+    is posted at its slot, once, also by a scheduler started again (a restart) after it."""
+    berlin = ZoneInfo("Europe/Berlin")
+    clock = Clock(datetime(2025, 3, 23, 2, 31, tzinfo=berlin))
+    jobs = JobDeps(store, client, OPS, timezone="Europe/Berlin", now=clock, weekly_at=("sun", 2, 30))
+    assert build_scheduler(jobs).run_due(WEEKLY_JOB)  # the week before
+    clock.now = datetime(2025, 3, 30, 3, 10, tzinfo=berlin)
+    assert not build_scheduler(jobs).run_due(WEEKLY_JOB)
+    assert build_scheduler(jobs).catch_up() == []
+    assert len(summaries(standin)) == 1
+    clock.now = datetime(2025, 3, 30, 3, 30, 1, tzinfo=berlin)
+    assert build_scheduler(jobs).run_due(WEEKLY_JOB)
+    assert summaries(standin)[-1].startswith("NPO weekly summary · 2025-03-23 02:30 – 2025-03-30 02:30 CET\n")
+    clock.now = datetime(2025, 3, 30, 4, 0, tzinfo=berlin)  # a restart after it
+    assert not build_scheduler(jobs).run_due(WEEKLY_JOB)
+    assert build_scheduler(jobs).catch_up() == []
+    assert len(summaries(standin)) == 2
+
+
+def test_the_summary_in_the_repeated_hour_is_posted_once(
+    store: SQLiteStore, standin: StandIn, client: WebClient
+) -> None:
+    """Sundays at 02:30 Berlin, a scheduler whose clock reads Berlin time: on 26 October 2025 the slot is the first
+    02:30 (CEST); in the second 02:00–02:59 (CET) the runner's slot was the week before's again, and a restart's
+    catch-up there ran nothing while the week's summary was owed, and a catch-up's report showed the τ posteriors
+    "as of" the slot (the later of the two wall times), not of the run."""
+    berlin = ZoneInfo("Europe/Berlin")
+    clock = Clock(datetime(2025, 10, 19, 2, 31, tzinfo=berlin))
+    jobs = JobDeps(store, client, OPS, timezone="Europe/Berlin", now=clock, weekly_at=("sun", 2, 30))
+    assert build_scheduler(jobs).run_due(WEEKLY_JOB)  # the week before
+    clock.now = datetime(2025, 10, 26, 2, 10, fold=1, tzinfo=berlin)  # CET: the slot (02:30 CEST) was 40 min ago
+    assert build_scheduler(jobs).catch_up() == [WEEKLY_JOB]  # a restart: the slot missed while stopped
+    for minute in (10, 31, 59):
+        clock.now = datetime(2025, 10, 26, 2, minute, fold=1, tzinfo=berlin)
+        assert not build_scheduler(jobs).run_due(WEEKLY_JOB)
+        assert build_scheduler(jobs).catch_up() == []
+    texts = summaries(standin)
+    assert len(texts) == 2
+    assert texts[-1].startswith("NPO weekly summary · 2025-10-19 02:30 – 2025-10-26 02:30 CEST\n"), texts[-1]
+    assert "now, as of 2025-10-26 02:10 CET" in texts[-1]  # the catch-up's time, 40 minutes after the slot
