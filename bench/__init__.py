@@ -16,8 +16,15 @@ Register a new module by adding its name to :data:`bench.__main__.MODULES`.
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.pool
 import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 Row = tuple[str, float, str]
 
@@ -53,3 +60,53 @@ def unwritable_output(path: Path) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         return f"{path} cannot be written"
     return None
+
+
+INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (128 + SIGINT), as a shell reports one
+
+
+def interrupted(prog: str) -> int:
+    """Say in one line that the run ``prog`` was stopped by Ctrl-C; the exit status to return."""
+    print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+    return INTERRUPTED
+
+
+def ignore_sigint() -> None:
+    """A client process's initializer: Ctrl-C reaches the whole process group, and the run that started the
+    process stops it (a pool's ``terminate``) rather than have it print a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def client_pool(processes: int) -> multiprocessing.pool.Pool:
+    """A ``spawn`` pool of client processes that Ctrl-C does not interrupt (the run stops them): SIGINT is ignored
+    while they start, so they start with it ignored (a new interpreter takes a while to reach the initializer, and a
+    Ctrl-C meanwhile printed a traceback); the initializer ignores it in any the pool starts later."""
+    if threading.current_thread() is not threading.main_thread():
+        return multiprocessing.get_context("spawn").Pool(processes, ignore_sigint)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return multiprocessing.get_context("spawn").Pool(processes, ignore_sigint)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def start_server(args: list[str], **popen: Any) -> subprocess.Popen[Any]:
+    """Start a server process of the run in a process group of its own: Ctrl-C does not reach it (it would print
+    a traceback), the run stops it with :func:`stop_process`."""
+    return subprocess.Popen(args, process_group=0, **popen)
+
+
+def stop_process(child: subprocess.Popen[Any], timeout: float) -> None:
+    """Stop ``child``: SIGTERM, then SIGKILL when it has not exited ``timeout`` s later, or when the wait is cut
+    short (a second Ctrl-C): no server is left behind."""
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

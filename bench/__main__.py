@@ -3,7 +3,8 @@
 Each module is imported lazily; a module that is missing or fails to import is skipped with a note. Options:
 ``--quick`` (fewer iterations, CI smoke), ``--json FILE`` (also write the results), ``--only NAME`` (run only that
 module; repeatable; ``core``, ``core_bench`` and ``bench.core_bench`` all name the same module).
-Exit status 1 when a module's ``run()`` raised; a missed target is reported, not an error (timings are noisy).
+Exit status 1 when a module's ``run()`` raised; a missed target is reported, not an error (timings are noisy);
+130 when stopped by Ctrl-C (one line, no traceback; the servers it started stopped, its temporary folders removed).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from types import ModuleType
 
 import numpy as np
 
-from bench import Row, is_baseline, split_name, unwritable_output
+from bench import Row, interrupted, is_baseline, split_name, unwritable_output
 
 #: Benchmark modules under ``bench/``, run in this order. Add a new one (e.g. an HTTP bench) here.
 MODULES: tuple[str, ...] = ("core_bench", "storage_bench", "http_bench", "load_bench")
@@ -238,6 +239,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return run_all(args)
+    except KeyboardInterrupt:  # Ctrl-C: the modules' servers and temporary folders are gone by now
+        return interrupted("python -m bench")
+
+
+def run_all(args: argparse.Namespace) -> int:
     report = Report(environment(), args.quick, [], [], [])
     print(environment_line(report.environment), f"— {'quick' if args.quick else 'full'} run", flush=True)
     started = time.perf_counter()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import os
 import socket
 import subprocess
@@ -34,7 +33,7 @@ import httpx
 import uvicorn
 from slack_sdk import WebClient
 
-from bench import Row, row_name
+from bench import Row, client_pool, interrupted, row_name, start_server, stop_process
 from bot.app import build_bot
 from bot.config import Settings
 from bot.serve import fast_impl, uvicorn_config
@@ -209,7 +208,7 @@ def run(quick: bool = False) -> list[Row]:
     per_case = 2 * (clicks + max(20, clicks // 10))  # 1 and 10 clients
     rows: list[Row] = []
     recorded = 0.0
-    with tempfile.TemporaryDirectory() as tmp, multiprocessing.get_context("spawn").Pool(2) as pool:
+    with tempfile.TemporaryDirectory() as tmp, client_pool(2) as pool:
         for worker in (False, True):
             db = Path(tmp) / f"bench-{worker}.db"
             with standin_process() if worker else _nothing() as api_url:
@@ -250,7 +249,7 @@ def _nothing() -> Iterator[None]:
 @contextmanager
 def standin_process() -> Iterator[str]:
     """The Slack stand-in in a process of its own (as Slack is not in the bot's process); its Web API URL."""
-    child = subprocess.Popen(
+    child = start_server(
         [sys.executable, "-m", "bot.standin", "--token", TOKEN, "--channel", CHANNEL],
         cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.PIPE,
@@ -268,8 +267,7 @@ def standin_process() -> Iterator[str]:
                 api_url = line.split(maxsplit=1)[1].strip()
         yield api_url
     finally:
-        child.terminate()
-        child.wait(10)
+        stop_process(child, 10)
         if child.stdout is not None:
             child.stdout.close()
 
@@ -281,7 +279,7 @@ def _server_process(db: Path, users: list[str], api_url: str | None) -> Iterator
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    child = subprocess.Popen(
+    child = start_server(
         [sys.executable, "-m", "bench.http_bench", "--serve", str(db), str(port), ",".join(users), api_url or ""],
         cwd=Path(__file__).resolve().parent.parent,
         env=os.environ | {"PYTHONWARNINGS": "ignore"},
@@ -300,8 +298,7 @@ def _server_process(db: Path, users: list[str], api_url: str | None) -> Iterator
             time.sleep(0.05)
         yield url
     finally:
-        child.terminate()
-        child.wait(10)
+        stop_process(child, 10)
 
 
 def _serve(db: str, port: str, users: str, api_url: str) -> None:
@@ -317,5 +314,8 @@ if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "--serve":
         _serve(*sys.argv[2:])
     else:
-        for name, value, unit in run(quick="--quick" in sys.argv):
-            print(f"{name:<80} {value:>10.2f} {unit}")
+        try:
+            for name, value, unit in run(quick="--quick" in sys.argv):
+                print(f"{name:<80} {value:>10.2f} {unit}")
+        except KeyboardInterrupt:
+            sys.exit(interrupted("python -m bench.http_bench"))

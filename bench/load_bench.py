@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -50,7 +49,7 @@ import httpx
 import numpy as np
 import uvicorn
 
-from bench import Row, row_name, unwritable_output
+from bench import Row, client_pool, interrupted, row_name, start_server, stop_process, unwritable_output
 from bench.http_bench import CHANNEL, TOKEN, _measure, _noop
 from bench.storage_bench import raw_read_modify_write, store_decide_batched
 from bot.app import build_bot
@@ -131,8 +130,8 @@ def free_port() -> int:
 
 @contextmanager
 def service_process(db: Path, port: int, api_url: str, policy: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The bot in its own process on ``127.0.0.1:port`` (killed or stopped on exit)."""
-    child = subprocess.Popen(
+    """The bot in its own process on ``127.0.0.1:port`` (stopped on exit, killed if it does not stop in 15 s)."""
+    child = start_server(
         [sys.executable, "-m", "bench.load_bench", "--serve", str(db), str(port), api_url, str(policy)],
         cwd=Path(__file__).resolve().parent.parent,
         env=os.environ | {"PYTHONWARNINGS": "ignore"},
@@ -141,13 +140,7 @@ def service_process(db: Path, port: int, api_url: str, policy: Path) -> Iterator
         wait_up(f"http://127.0.0.1:{port}", child)
         yield child
     finally:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        stop_process(child, 15)
 
 
 def wait_up(url: str, child: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -518,7 +511,7 @@ def run_load(
     """The mixed load for ``seconds`` (5 with ``quick``). ``smoke``: the CI check — small baselines, few seeds."""
     seconds = 5.0 if quick else seconds
     small = quick or smoke
-    with tempfile.TemporaryDirectory() as tmp, multiprocessing.get_context("spawn").Pool(2) as pool:
+    with tempfile.TemporaryDirectory() as tmp, client_pool(2) as pool:
         tmpdir = Path(tmp)
         db, port, policy = tmpdir / "load.db", free_port(), write_policy(tmpdir)
         base = f"http://127.0.0.1:{port}"
@@ -693,8 +686,8 @@ def _killed_run(base: str, plan: dict[str, Any], kill_after: float, child: subpr
     try:
         results = asyncio.run(_drive(base, plan, time.time()))
     finally:
-        timer.cancel()
-        child.wait()
+        timer.cancel()  # the kill has come (it is due before the load ends), or the run stopped: no wait for it
+    child.wait()
     merged = RouteResult()
     for r in results.values():
         merged.accepted += r.accepted
@@ -798,15 +791,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be between 1 and 600")
     if args.json is not None and (problem := unwritable_output(args.json)):
         parser.error(f"--json: {problem}")
-    if args.kill_cycles is not None:
-        if not 1 <= args.kill_cycles <= 100:
-            parser.error("--kill-cycles must be between 1 and 100")
-        kill = run_kill_cycles(args.kill_cycles, drain=not args.no_drain)
-        print_kill_report(kill)
-        return 0 if all(kill.checks().values()) else 1
+    if args.kill_cycles is not None and not 1 <= args.kill_cycles <= 100:
+        parser.error("--kill-cycles must be between 1 and 100")
     routes = set(args.routes.split(",")) if args.routes else None
     if routes is not None and not routes <= set(RATES):
         parser.error(f"--routes: unknown route(s) {', '.join(sorted(routes - set(RATES)))}")
+    try:
+        return _main(args, routes)
+    except KeyboardInterrupt:  # Ctrl-C: the servers are stopped and the temporary folders removed by now
+        return interrupted("python -m bench.load_bench")
+
+
+def _main(args: argparse.Namespace, routes: set[str] | None) -> int:
+    if args.kill_cycles is not None:
+        kill = run_kill_cycles(args.kill_cycles, drain=not args.no_drain)
+        print_kill_report(kill)
+        return 0 if all(kill.checks().values()) else 1
     report = run_load(args.seconds, quick=args.quick, routes=routes)
     print_report(report)
     if args.json:
