@@ -54,18 +54,23 @@ def test_the_load_test_signs_each_slack_request_when_it_sends_it_as_slack_does()
     assert "X-Slack-Signature" not in batch.send_headers(sent_at)
 
 
-def _load_report(clicks_per_s: float = 300.0, refused: dict[str, int] | None = None) -> LoadReport:
+def _load_report(
+    clicks_per_s: float = 300.0,
+    refused: dict[str, int] | None = None,
+    routes: tuple[str, ...] = ("click", "override", "predictions", "alertmanager", "command", "home"),
+) -> LoadReport:
     """A load test's report: every figure on target unless told otherwise; ``refused``: answers other than 200
-    (and not 5xx) per route."""
-    routes = ("click", "override", "predictions", "alertmanager", "command", "home")
+    (and not 5xx) per route; ``routes``: the routes driven (``--routes``)."""
+    items = {"click", "override", "predictions", "alertmanager"} & set(routes)
     per_route = {
         route: {"requests": 100.0, "per_s": 10.0, "p50_ms": 2.0, "p99_ms": 20.0, "max_ms": 40.0, "5xx": 0.0,
                 "non_200": float((refused or {}).get(route, 0))}
         for route in routes
     }  # fmt: skip
     return LoadReport(
-        seconds=60.0, per_route=per_route, server_5xx=0, transport_errors=0, rss_peak_mb=100.0, accepted=20_000,
-        missing=0, predictions_per_s=2000.0, clicks_per_s=clicks_per_s, noop=(1.0, 5.0, 2000.0),
+        seconds=60.0, per_route=per_route, server_5xx=0, transport_errors=0, rss_peak_mb=100.0,
+        accepted=20_000 if items else 0, missing=0, predictions_per_s=2000.0 if "predictions" in routes else 0.0,
+        clicks_per_s=clicks_per_s if "click" in routes else 0.0, noop=(1.0, 5.0, 2000.0),
         raw_rmw_per_s=30_000.0, decide_batched_per_s=40_000.0, lag_p99_ms=1.0,
     )  # fmt: skip
 
@@ -75,6 +80,27 @@ def test_the_load_test_fails_a_route_whose_requests_are_refused_without_a_5xx() 
     for route in ("override", "command", "home", "alertmanager"):  # no rate target of their own
         failed = [name for name, ok in _load_report(refused={route: 120}).checks().items() if not ok]
         assert len(failed) == 1 and "answered 200" in failed[0] and "120 other" in failed[0], (route, failed)
+
+
+@pytest.mark.parametrize(
+    ("routes", "checked"),
+    [
+        (("command", "home"), {"answered 200", "RSS"}),
+        (("click",), {"clicks/s", "click p99", "answered 200", "RSS", "item present"}),
+        (("predictions", "alertmanager"), {"predictions/s", "answered 200", "RSS", "item present"}),
+        (("override",), {"answered 200", "RSS", "item present"}),
+    ],
+)
+def test_a_load_test_of_some_routes_is_checked_on_those_routes(routes: tuple[str, ...], checked: set[str]) -> None:
+    """``--routes`` with a subset always exited 1: the click and prediction rates of routes not driven were 0, the
+    click p99 of no clicks n/a, and "every accepted item present" needs items, which commands and App Home opens do
+    not send."""
+    checks = _load_report(routes=routes).checks()
+    assert all(checks.values()), checks
+    assert {key for key in checked if any(key in name for name in checks)} == checked and len(checks) == len(checked)
+    failed = _load_report(routes=routes, refused={routes[0]: 1}).checks()
+    assert [name for name, ok in failed.items() if not ok] == [n for n in failed if "answered 200" in n]
+    assert len(_load_report().checks()) == load_bench.N_CHECKS  # all routes: every check, as python -m bench counts
 
 
 def test_the_load_tests_checks_and_python_m_bench_judge_the_click_rate_alike() -> None:
