@@ -50,6 +50,8 @@ CEILINGS = {
     row_name("signed Like click p50, 1 client ≤ 3 ms", FULL_PATH): 3.0,
     row_name("signed Like click p99, 1 client ≤ 15 ms", FULL_PATH): 15.0,
     row_name("signed Like click p99, 10 clients ≤ 50 ms", FULL_PATH): 50.0,
+    # Every click answered 200 is recorded: the clicks recorded, worker off, are the clicks sent (a check, not a time).
+    "clicks recorded ≠ sent, worker off (difference)": 0.0,
 }
 Request = tuple[str, str, bytes, dict[str, str]]
 
@@ -175,18 +177,30 @@ def _prepare(db: Path, users: list[str], count: int, api_url: str | None) -> dic
         bot.close()
 
 
-def _click_maker(users: list[str], pids: list[str], ts_of: dict[str, str]) -> Callable[[int], Request]:
-    """Signed Like clicks, each by a new (user, recommendation) pair."""
-    pairs = iter((u, pid) for pid in pids for u in users)
-    counter = iter(range(10**9))
+class ClickMaker:
+    """Signed Like clicks, each by a new (user, recommendation) pair; ``made`` counts them (the clicks sent)."""
 
-    def click(_: int) -> Request:
-        user, pid = next(pairs)
-        body = _click(user, pid, next(counter), ts_of.get(pid))
+    def __init__(self, users: list[str], pids: list[str], ts_of: dict[str, str]) -> None:
+        self._pairs = iter((u, pid) for pid in pids for u in users)
+        self._ts_of = ts_of
+        self.made = 0
+
+    def __call__(self, _: int) -> Request:
+        user, pid = next(self._pairs)
+        body = _click(user, pid, self.made, self._ts_of.get(pid))
+        self.made += 1
         headers = signed_headers(SECRET, body, "application/x-www-form-urlencoded")
         return "POST", "/slack/events", body, headers
 
-    return click
+
+def recorded_rows(sent: int, recorded: int) -> list[Row]:
+    """The clicks recorded with the worker off, the clicks sent, and the difference (checked: :data:`CEILINGS`)."""
+    loop, http = fast_impl()
+    return [
+        (f"clicks recorded, worker off (uvicorn loop={loop}, http={http})", float(recorded), "events"),
+        ("clicks sent, worker off", float(sent), "events"),
+        ("clicks recorded ≠ sent, worker off (difference)", float(abs(sent - recorded)), "events"),
+    ]
 
 
 def _noop(_: int) -> Request:
@@ -207,14 +221,14 @@ def run(quick: bool = False) -> list[Row]:
     users = [f"U0BENCH{i:03d}" for i in range(100)]
     per_case = 2 * (clicks + max(20, clicks // 10))  # 1 and 10 clients
     rows: list[Row] = []
-    recorded = 0.0
+    recorded = sent = 0
     with tempfile.TemporaryDirectory() as tmp, client_pool(2) as pool:
         for worker in (False, True):
             db = Path(tmp) / f"bench-{worker}.db"
             with standin_process() if worker else _nothing() as api_url:
                 ts_of = _prepare(db, users, per_case + (0 if worker else clicks + max(20, clicks // 10)), api_url)
                 pids = sorted(ts_of) if worker else [f"b{i}" for i in range(2 * per_case // len(users) + 2)]
-                click = _click_maker(users, pids, ts_of)
+                click = ClickMaker(users, pids, ts_of)
 
                 with _server_process(db, users, api_url) as url:
                     for concurrency in (1, 10):
@@ -234,11 +248,9 @@ def run(quick: bool = False) -> list[Row]:
                             rows += _rows(label, "full path, 1 client process (client-bound)", figures, targets)
             if not worker:
                 bot = build_bot(_settings(db, users), run_worker=False)
-                recorded = float(bot.store.counts().get("feedback_like", 0))
+                recorded, sent = bot.store.counts().get("feedback_like", 0), click.made
                 bot.close()
-    loop, http = fast_impl()
-    rows.append((f"clicks recorded, worker off (uvicorn loop={loop}, http={http})", recorded, "events"))
-    return rows
+    return rows + recorded_rows(sent, recorded)
 
 
 @contextmanager

@@ -163,3 +163,19 @@ def test_the_http_bench_measures_as_many_clicks_as_it_says_after_its_warm_up() -
     warm, measured = http_bench.warm_up_and_measured(make, 3000)  # README: 3,000 signed Like clicks per row
     assert (len(warm), len(measured)) == (300, 3000)
     assert made == list(range(3300))  # each request made once: a warm-up request is never measured again
+
+
+def test_the_http_bench_checks_the_clicks_recorded_against_the_clicks_sent() -> None:
+    """The clicks recorded (worker off) were printed alone: a run that lost clicks looked like any other."""
+    made = http_bench.ClickMaker(["U1", "U2"], ["p1", "p2"], {})
+    for i in range(3):
+        made(i)
+    assert made.made == 3
+    for sent, recorded, met in ((1320, 1320, True), (1320, 1319, False), (1320, 1321, False)):
+        results = attach_baselines(
+            "http_bench", http_bench.recorded_rows(sent, recorded), http_bench.TARGETS, http_bench.CEILINGS
+        )
+        [check] = [r for r in results if r.target is not None]
+        assert check.passed is met, (sent, recorded)
+        summary = format_summary(Report({}, True, results, [], []))
+        assert f"{'PASS' if met else 'MISS'} clicks recorded ≠ sent, worker off (difference)" in summary
