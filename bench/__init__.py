@@ -65,8 +65,31 @@ def unwritable_output(path: Path) -> str | None:
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (128 + SIGINT), as a shell reports one
 
 
-def interrupted(prog: str) -> int:
-    """Say in one line that the run ``prog`` was stopped by Ctrl-C; the exit status to return."""
+TERMINATED = 143  # the exit status of a run stopped by SIGTERM (128 + SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that the same clean-up runs (:func:`stop_on_sigterm`)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, a CI job's time limit, ``timeout``) stop the run as Ctrl-C does: servers stopped,
+    temporary folders removed. Without it the run died at once and left its servers, which live in process groups
+    of their own (:func:`start_server`), running. Only the main thread can set a handler; elsewhere nothing."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def interrupted(prog: str, exc: BaseException | None = None) -> int:
+    """Say in one line that the run ``prog`` was stopped by Ctrl-C (or, when ``exc`` is :class:`Terminated`, by
+    SIGTERM); the exit status to return (130, or 143)."""
+    if isinstance(exc, Terminated):
+        print(f"{prog}: terminated", file=sys.stderr, flush=True)
+        return TERMINATED
     print(f"{prog}: interrupted", file=sys.stderr, flush=True)
     return INTERRUPTED
 

@@ -25,7 +25,7 @@ from types import ModuleType
 
 import numpy as np
 
-from bench import Row, interrupted, is_baseline, split_name, unwritable_output
+from bench import Row, interrupted, is_baseline, split_name, stop_on_sigterm, unwritable_output
 
 #: Benchmark modules under ``bench/``, run in this order. Add a new one (e.g. an HTTP bench) here.
 MODULES: tuple[str, ...] = ("core_bench", "storage_bench", "http_bench", "load_bench")
@@ -239,10 +239,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     try:
         return run_all(args)
-    except KeyboardInterrupt:  # Ctrl-C: the modules' servers and temporary folders are gone by now
-        return interrupted("python -m bench")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the modules' servers and temporary folders are gone by now
+        return interrupted("python -m bench", exc)
 
 
 def run_all(args: argparse.Namespace) -> int:

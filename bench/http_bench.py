@@ -33,7 +33,7 @@ import httpx
 import uvicorn
 from slack_sdk import WebClient
 
-from bench import Row, client_pool, interrupted, row_name, start_server, stop_process
+from bench import Row, client_pool, interrupted, row_name, start_server, stop_on_sigterm, stop_process
 from bot.app import build_bot
 from bot.config import Settings
 from bot.serve import fast_impl, uvicorn_config
@@ -326,8 +326,9 @@ if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "--serve":
         _serve(*sys.argv[2:])
     else:
+        stop_on_sigterm()
         try:
             for name, value, unit in run(quick="--quick" in sys.argv):
                 print(f"{name:<80} {value:>10.2f} {unit}")
-        except KeyboardInterrupt:
-            sys.exit(interrupted("python -m bench.http_bench"))
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM
+            sys.exit(interrupted("python -m bench.http_bench", exc))

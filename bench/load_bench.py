@@ -49,7 +49,16 @@ import httpx
 import numpy as np
 import uvicorn
 
-from bench import Row, client_pool, interrupted, row_name, start_server, stop_process, unwritable_output
+from bench import (
+    Row,
+    client_pool,
+    interrupted,
+    row_name,
+    start_server,
+    stop_on_sigterm,
+    stop_process,
+    unwritable_output,
+)
 from bench.http_bench import CHANNEL, TOKEN, _measure, _noop
 from bench.storage_bench import raw_read_modify_write, store_decide_batched
 from bot.app import build_bot
@@ -808,10 +817,11 @@ def main(argv: list[str] | None = None) -> int:
     routes = set(args.routes.split(",")) if args.routes else None
     if routes is not None and not routes <= set(RATES):
         parser.error(f"--routes: unknown route(s) {', '.join(sorted(routes - set(RATES)))}")
+    stop_on_sigterm()
     try:
         return _main(args, routes)
-    except KeyboardInterrupt:  # Ctrl-C: the servers are stopped and the temporary folders removed by now
-        return interrupted("python -m bench.load_bench")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: servers stopped, temporary folders removed by now
+        return interrupted("python -m bench.load_bench", exc)
 
 
 def _main(args: argparse.Namespace, routes: set[str] | None) -> int:

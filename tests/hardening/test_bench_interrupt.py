@@ -80,9 +80,16 @@ def _cmdline(pid: int) -> str:
     [["bench", "--only", "http", "--quick"], ["bench.load_bench", "--seconds", "1"]],
     ids=["python -m bench", "python -m bench.load_bench"],
 )
+@pytest.mark.parametrize(
+    ("how", "code", "said"),
+    [("ctrl-c", 130, "interrupted"), ("sigterm", 143, "terminated")],
+    ids=["Ctrl-C to the group", "SIGTERM to the run alone"],
+)
 def test_ctrl_c_stops_a_benchmark_run_with_one_line_exit_130_and_nothing_left(
-    command: list[str], tmp_path: Path, started: list[subprocess.Popen[bytes]]
+    command: list[str], how: str, code: int, said: str, tmp_path: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
+    """Ctrl-C reaches the whole process group; SIGTERM (``kill``, a CI job's time limit) only the run, whose
+    servers live in process groups of their own: both stop the run cleanly (SIGTERM: exit 143, "terminated")."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     out, err = tmp_path / "out.log", tmp_path / "err.log"
@@ -109,12 +116,15 @@ def test_ctrl_c_stops_a_benchmark_run_with_one_line_exit_130_and_nothing_left(
     )
     time.sleep(0.5)  # the server's start-up awaited (not a timing assertion: any moment of the run will do)
     below = _descendants(proc.pid)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-    code = proc.wait(120)
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    status = proc.wait(120)
     error = err.read_text(errors="replace")
-    assert code == 130, (code, error[-3000:])
+    assert status == code, (status, error[-3000:])
     assert "Traceback" not in error and "KeyboardInterrupt" not in error, error[-3000:]
-    assert [line for line in error.splitlines() if line.strip()] == [f"python -m {command[0]}: interrupted"], error
+    assert [line for line in error.splitlines() if line.strip()] == [f"python -m {command[0]}: {said}"], error
     wait_for(lambda: not [pid for pid, start in below.items() if _alive(pid, start)], timeout=10)
     assert list(tmp.iterdir()) == []  # its temporary folders removed
 
