@@ -310,15 +310,20 @@ class KeyHistory:
     latest: tuple[tuple[str, str, float, str], ...]  # (operator, kind, at, reason), newest first
 
 
+_KEY_ANSWERS = "decisions d JOIN feedback f ON f.prediction_id = d.prediction_id WHERE d.key = ?1 AND f.key = ?1"
+
+
 def key_history(conn: sqlite3.Connection, key: str, latest: int = 5) -> KeyHistory:
     state = conn.execute("SELECT m, n FROM key_alignment WHERE key = ?", (key,)).fetchone()
+    # A key's answers are those on its decisions (an answer carries its decision's key): found through the key's
+    # decisions (decisions_by_key, m020) and each one's answers (feedback_answers), not by reading every answer.
     answers = conn.execute(
-        f"SELECT f.kind, COUNT(*) FROM feedback f WHERE f.key = ? AND {_EFFECTIVE} GROUP BY f.kind", (key,)
+        f"SELECT f.kind, COUNT(*) FROM {_KEY_ANSWERS} AND {_EFFECTIVE} GROUP BY f.kind", (key,)
     ).fetchall()
     verdicts = conn.execute("SELECT verdict, COUNT(*) FROM decisions WHERE key = ? GROUP BY verdict", (key,)).fetchall()
     rows = conn.execute(
-        f"SELECT f.operator, f.kind, f.at, COALESCE(f.reason, '') FROM feedback f WHERE f.key = ? AND {_EFFECTIVE} "
-        "ORDER BY f.id DESC LIMIT ?",
+        f"SELECT f.operator, f.kind, f.at, COALESCE(f.reason, '') FROM {_KEY_ANSWERS} AND {_EFFECTIVE} "
+        "ORDER BY f.id DESC LIMIT ?2",
         (key, latest),
     ).fetchall()
     return KeyHistory(
