@@ -48,6 +48,8 @@ ones in order (:func:`migrate`). The schema version is the number of migrations 
     the answer that replaces it), so changing it moves only the credit it earned.
 19. ``m019_prediction_aliases_by_prediction``: an index of ``prediction_aliases`` by the prediction merged into, so a
     merged recommendation closes only once the last of its alerts has resolved.
+20. ``m020_key_and_recent_lookups``: indexes of ``decisions`` by key and verdict and of ``recommendations`` by
+    when they were surfaced, so ``/npo why``, ``/npo mute``, ``/npo status`` and the App Home read no whole table.
 
 ``storage/README.md`` says why each one was made, with the figures.
 """
