@@ -4,6 +4,7 @@ explicitly, and owns their life cycle. Nothing else constructs stores, clients o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from bot.ingest.poller import Poller
 from bot.jobs.build import JobDeps, build_scheduler
 from bot.jobs.runner import Scheduler
 from bot.metrics import Metrics
+from bot.retraining import ApprovalRunner
 from bot.service import NpoService
 from bot.slack.bolt_app import build_bolt_app, build_web_client
 from bot.slack.deps import SlackDeps
@@ -86,10 +88,13 @@ class Bot:
     scheduler: Scheduler
     asgi: ASGIApp
     poller: Poller | None = None
+    approvals: ApprovalRunner | None = None
 
     def close(self) -> None:
-        """Stop the scheduler, the worker and the poller and close the database (idempotent)."""
+        """Stop the scheduler, the worker, the poller and the approval runner and close the database (idempotent)."""
         self.scheduler.shutdown()
+        if self.approvals is not None:
+            self.approvals.stop()
         self.worker.stop()
         if self.poller is not None:
             self.poller.stop()
@@ -156,8 +161,15 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         groups=settings.group_responders,
         channel=settings.incident_channel,
     )
+    # Approvals of retraining proposals are carried out here, after their click was answered (bot.retraining).
+    approvals = ApprovalRunner(store, on_enqueue=worker.wake, clock=service.clock)
     deps = SlackDeps(
-        service, responders, settings.incident_channel, timezone=settings.timezone, ops_channel=settings.ops_channel
+        service,
+        responders,
+        settings.incident_channel,
+        timezone=settings.timezone,
+        ops_channel=settings.ops_channel,
+        wake_approvals=approvals.wake,
     )
     bolt = build_bolt_app(settings, deps, async_client)
     poller = build_poller(settings, service)
@@ -167,6 +179,7 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         if run_worker:
             await responders.check()  # at most 2 s; a setting Slack refuses is logged now, not at every click
             worker.start()
+            approvals.start()
             scheduler.start()
             if poller is not None:
                 poller.start()
@@ -177,6 +190,7 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
             scheduler.shutdown()
             if poller is not None:
                 poller.stop()
+            await asyncio.to_thread(approvals.stop)  # the retraining in progress finishes (seconds)
             worker.stop()
             await deps.drain()
 
@@ -190,4 +204,4 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         lifespan=lifespan,
         policy_file=settings.policy_file,
     )
-    return Bot(settings, store, service, metrics, deps, bolt, async_client, worker, scheduler, asgi, poller)
+    return Bot(settings, store, service, metrics, deps, bolt, async_client, worker, scheduler, asgi, poller, approvals)

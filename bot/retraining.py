@@ -17,12 +17,21 @@ thread reply under the alert and an update of the alert (its buttons replaced by
 A proposal already resolved changes nothing, and says who resolved it. So does an expired one — the meta-monitor
 closed it unanswered (``bot.jobs.monitor``), or its deadline has passed and the next run will — and the answer
 says when it expired.
+
+The fit takes seconds on a large database (20,000 answers read and fitted: about 3 s), longer than Slack waits for a
+click to be answered, so Approve from Slack is carried out in two steps: :func:`begin_approval`, before the click is
+answered, records the approval as pending (``job_state`` ``retraining_approvals``: who, when, the alert) in one short
+transaction — a second click, or a Dismiss, is then told that it is being approved, and the meta-monitor does not
+expire it meanwhile —; :class:`ApprovalRunner`, a thread of the bot, then fits and resolves it
+(:func:`complete_approvals`), removing the pending entry in the transaction that records the result. A pending approval
+left by a process that stopped before carrying it out is carried out when the runner next starts.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,14 +44,27 @@ from npo.monitor import monitor_fidelity, record_ground_truth
 from npo.monitor import resolve_proposal as close_proposal
 from npo.retrain import RetrainResult, retrain_on_answers
 from storage import SQLiteStore
-from storage.monitoring import Proposal, get_proposal, max_model_version, training_rows
+from storage.monitoring import (
+    Proposal,
+    get_job_state,
+    get_proposal,
+    max_model_version,
+    put_job_state,
+    training_rows,
+)
 
 log = logging.getLogger(__name__)
 
 TRAINING_ROWS = 20_000
 THREAD_KIND = "thread_reply"
 UPDATE_KIND = "message_update"
-Status = Literal["approved", "dismissed", "already_resolved", "expired", "unknown"]
+PENDING_STATE = "retraining_approvals"  # job_state: proposal id → an approval recorded and not yet carried out
+Status = Literal["approved", "dismissed", "pending", "already_resolved", "expired", "unknown"]
+NOT_CARRIED_OUT_TEXT = (
+    "NPO could not carry out your approval of retraining proposal #{id} (the retraining failed or its result could "
+    "not be stored; the bot's log has the error), so it was not recorded and the proposal is still open. Please "
+    "click again in a minute."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,25 +152,42 @@ def resolve(
     fallback_channel: str = "",
     on_enqueue: Callable[[], None] = lambda: None,
     clock: Callable[[], float] | None = None,
+    pending: bool = False,
 ) -> Resolution:
     """Approve or dismiss ``proposal_id`` on behalf of ``by``; see the module docstring. ``clock``: ``now`` (the
     click's time) is read from it again once the write transaction has begun — after the fit of an approval, which
-    takes a while — so that an answer written after the weekly summary read its week is in the next summary."""
+    takes a while — so that an answer written after the weekly summary read its week is in the next summary.
+    ``pending``: this carries out the approval :func:`begin_approval` recorded (its entry is removed with the
+    result, and the deadline is checked at the click's time, when it was recorded); otherwise a pending approval of
+    the proposal makes this change nothing."""
     with store.read() as conn:
         proposal = get_proposal(conn, proposal_id)
+        waiting = _pending_entry(conn, proposal_id)
     if proposal is None:
         return Resolution("unknown", proposal_id, f"There is no retraining proposal #{proposal_id}.")
-    if (expired := expired_at(proposal, now)) is not None:
+    if pending and waiting is None:
+        return Resolution("already_resolved", proposal_id, _already(proposal))  # carried out by another runner
+    if not pending and waiting is not None:
+        return Resolution("already_resolved", proposal_id, _being_approved(proposal_id, waiting))
+    if not pending and (expired := expired_at(proposal, now)) is not None:
         return _expired(proposal, expired)
     if proposal.state != "open":
         return Resolution("already_resolved", proposal_id, _already(proposal))
     result = fit_candidate(store, now=now) if approved else None
     keys_reset = 0
     with store.transaction() as tx:
+        clicked_at = now
         if clock is not None:
             now = max(now, clock())
         current = get_proposal(tx.connection, proposal_id)  # under the write lock: no other answer can slip in
-        if current is not None and (expired := expired_at(current, now)) is not None:
+        waiting = _pending_entry(tx.connection, proposal_id)
+        if pending:
+            if waiting is None:  # another runner carried it out meanwhile
+                return Resolution("already_resolved", proposal_id, _already(current or proposal))
+            _drop_pending(tx.connection, proposal_id, now)
+        elif waiting is not None:
+            return Resolution("already_resolved", proposal_id, _being_approved(proposal_id, waiting))
+        if current is not None and (expired := expired_at(current, clicked_at if pending else now)) is not None:
             return _expired(current, expired)  # the monitor closed it while the candidate was fitted
         if current is None or current.state != "open":
             return Resolution("already_resolved", proposal_id, _already(current or proposal))
@@ -199,3 +238,179 @@ def resolve(
     on_enqueue()
     log.info("retraining proposal #%d %s by %s", proposal_id, "approved" if approved else "dismissed", by)
     return Resolution("approved" if approved else "dismissed", proposal_id, text, result, keys_reset)
+
+
+# -- Approve from Slack: recorded before the click is answered, carried out after -------------------------------------
+def _pending_entry(conn: Any, proposal_id: int) -> dict[str, Any] | None:
+    entry = get_job_state(conn, PENDING_STATE).get(str(proposal_id))
+    return entry if isinstance(entry, dict) else None
+
+
+def _drop_pending(conn: Any, proposal_id: int, now: float) -> None:
+    pending = get_job_state(conn, PENDING_STATE)
+    if pending.pop(str(proposal_id), None) is not None:
+        put_job_state(conn, PENDING_STATE, pending, now)
+
+
+def _being_approved(proposal_id: int, entry: Mapping[str, Any]) -> str:
+    by = entry.get("by")
+    who = f" by <@{escape(str(by))}>" if by else ""
+    return f"Proposal #{proposal_id} is already being approved{who}: its retraining is running."
+
+
+def approval_pending(conn: Any, proposal_id: int) -> bool:
+    """Whether an approval of ``proposal_id`` is recorded and not yet carried out (the meta-monitor does not expire
+    such a proposal: it was answered in time)."""
+    return _pending_entry(conn, proposal_id) is not None
+
+
+def begin_approval(
+    store: SQLiteStore,
+    proposal_id: int,
+    *,
+    by: str,
+    now: float,
+    message: MessageRef | None,
+    original_blocks: Sequence[Mapping[str, Any]] = (),
+    fallback_channel: str = "",
+) -> Resolution:
+    """Record ``by``'s approval of ``proposal_id`` as pending, in one short transaction (no fit): status
+    ``pending``, carried out by :func:`complete_approvals`. An unknown, expired or resolved proposal, or one
+    already being approved, records nothing and says why."""
+    with store.transaction() as tx:
+        conn = tx.connection
+        proposal = get_proposal(conn, proposal_id)
+        if proposal is None:
+            return Resolution("unknown", proposal_id, f"There is no retraining proposal #{proposal_id}.")
+        if (waiting := _pending_entry(conn, proposal_id)) is not None:
+            return Resolution("already_resolved", proposal_id, _being_approved(proposal_id, waiting))
+        if (expired := expired_at(proposal, now)) is not None:
+            return _expired(proposal, expired)
+        if proposal.state != "open":
+            return Resolution("already_resolved", proposal_id, _already(proposal))
+        pending = get_job_state(conn, PENDING_STATE)
+        pending[str(proposal_id)] = {
+            "by": by,
+            "at": now,
+            "message": None if message is None else [message.channel, message.ts],
+            "blocks": [dict(block) for block in original_blocks],
+            "fallback_channel": fallback_channel,
+        }
+        put_job_state(conn, PENDING_STATE, pending, now)
+    log.info("retraining proposal #%d approved by %s; retraining pending", proposal_id, by)
+    return Resolution("pending", proposal_id, f"Approved by <@{by}>: retraining.")
+
+
+def _message_of(entry: Mapping[str, Any]) -> MessageRef | None:
+    ref = entry.get("message")
+    if isinstance(ref, list) and len(ref) == 2 and all(isinstance(part, str) for part in ref):
+        return MessageRef(ref[0], ref[1])
+    return None
+
+
+def _give_up(store: SQLiteStore, proposal_id: int, entry: Mapping[str, Any], now: float) -> None:
+    """An approval that could not be carried out: its entry is removed (the proposal stays open, Approve works
+    again) and its person told (ephemeral) to click again."""
+    message = _message_of(entry)
+    channel = message.channel if message is not None else str(entry.get("fallback_channel") or "")
+    with store.transaction() as tx:
+        if _pending_entry(tx.connection, proposal_id) is None:
+            return
+        _drop_pending(tx.connection, proposal_id, now)
+        by = str(entry.get("by") or "")
+        if channel and by:
+            tx.enqueue(channel, "ephemeral", {"user": by, "text": NOT_CARRIED_OUT_TEXT.format(id=proposal_id)}, now)
+
+
+def complete_approvals(
+    store: SQLiteStore,
+    *,
+    on_enqueue: Callable[[], None] = lambda: None,
+    clock: Callable[[], float],
+) -> list[Resolution]:
+    """Carry out every pending approval (fit, compare, promote or not, reply): see :func:`resolve`. One that fails is
+    given up (:func:`_give_up`); one the database cannot be written for stays pending, for the next run."""
+    with store.read() as conn:
+        pending = get_job_state(conn, PENDING_STATE)
+    done: list[Resolution] = []
+    for key, entry in sorted(pending.items(), key=lambda item: str(item[0])):
+        if not isinstance(entry, dict) or not str(key).isdigit():
+            continue
+        proposal_id = int(key)
+        try:
+            done.append(
+                resolve(
+                    store,
+                    proposal_id,
+                    approved=True,
+                    by=str(entry.get("by") or ""),
+                    now=float(entry.get("at") or clock()),
+                    message=_message_of(entry),
+                    original_blocks=[b for b in entry.get("blocks") or [] if isinstance(b, dict)],
+                    fallback_channel=str(entry.get("fallback_channel") or ""),
+                    on_enqueue=on_enqueue,
+                    clock=clock,
+                    pending=True,
+                )
+            )
+        except Exception:
+            log.exception("the retraining approved for proposal #%d failed; given up, its approver told", proposal_id)
+            try:
+                _give_up(store, proposal_id, entry, clock())
+                on_enqueue()
+            except Exception:
+                log.exception("could not give up the approval of proposal #%d; it stays pending", proposal_id)
+    return done
+
+
+class ApprovalRunner:
+    """A thread that carries out pending approvals (:func:`complete_approvals`): at start (what a stopped process
+    left), whenever :meth:`wake` is called (a click recorded one), and every ``poll_s`` (what another process
+    left)."""
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        *,
+        on_enqueue: Callable[[], None] = lambda: None,
+        clock: Callable[[], float],
+        poll_s: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.on_enqueue = on_enqueue
+        self.clock = clock
+        self.poll_s = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._wake.set()  # what a stopped process left
+        self._thread = threading.Thread(target=self._run, name="npo-retraining", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop once the approval being carried out is done (an approval not begun stays pending)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run_once(self) -> list[Resolution]:
+        return complete_approvals(self.store, on_enqueue=self.on_enqueue, clock=self.clock)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.run_once()
+            except Exception:  # the database could not be read: the next wake or poll tries again
+                log.exception("carrying out pending retraining approvals failed; retrying later")

@@ -58,6 +58,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.jobs.report import DISAGREE_MIN_OUTCOMES
+from bot.retraining import approval_pending
 from bot.slack.monitor_blocks import (
     AlertFacts,
     KeyMisalignment,
@@ -401,8 +402,8 @@ def _expire_overdue_proposal(tx: SQLiteTransaction, config: MonitorConfig, run_a
     had one: ``opened_at`` + the configured expiry); audit it and replace its alert's buttons with a status line.
     Returns its id when it expired."""
     proposal = open_proposal(tx.connection)
-    if proposal is None:
-        return None
+    if proposal is None or approval_pending(tx.connection, proposal.id):
+        return None  # none open, or approved in time and being retrained (bot.retraining.begin_approval)
     deadline = proposal.expires_at
     if deadline is None:
         deadline = proposal_expires_at(proposal.opened_at, config)

@@ -37,6 +37,7 @@ class SlackDeps:
     storage_mode: StorageMode = "inline"
     timezone: str = "UTC"  # days of ``/npo summary`` are counted in this zone (NPO_TIMEZONE)
     ops_channel: str = ""  # where retraining alerts go (NPO_OPS_CHANNEL)
+    wake_approvals: Callable[[], None] = lambda: None  # an Approve was recorded: carry it out (ApprovalRunner.wake)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _writer: ThreadPoolExecutor | None = None
     _writer_busy: int = 0  # calls handed to the writer thread and not yet done (counted on the event loop)

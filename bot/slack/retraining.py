@@ -1,10 +1,13 @@
-"""Approve / Dismiss on a retraining alert. Only responders may answer. The answer (and, for Approve, the
-retraining: fit, compare, promote only if better) is stored before the ack, off the event loop; the thread reply
-and the alert's update go through the outbox. A second click on a resolved alert records nothing and tells the
-clicker (ephemeral) who resolved it; a click on an expired one records nothing and tells them when it expired. An
-answer that could not be stored (the database cannot be written, the fit failed) is still acknowledged — Slack does
-not retry interactions — and the clicker is told that it was not recorded and to click again: the alert keeps its
-buttons and the proposal stays open."""
+"""Approve / Dismiss on a retraining alert. Only responders may answer. Dismiss is stored before the ack, off the
+event loop; the thread reply and the alert's update go through the outbox. Approve is recorded before the ack as a
+pending approval (:func:`bot.retraining.begin_approval`, one short transaction) and carried out after it by the
+bot's :class:`~bot.retraining.ApprovalRunner` — the retraining (fit, compare, promote only if better) reads and fits
+up to 20,000 answers, seconds on a large database, and Slack shows a click not answered within 3 s as failed; its
+result comes as the thread reply and the alert's update. A second click on a resolved alert, or on one being
+approved, records nothing and tells the clicker (ephemeral) who resolved it; a click on an expired one records nothing
+and tells them when it expired. An answer that could not be stored (the database cannot be written) is still
+acknowledged — Slack does not retry interactions — and the clicker is told that it was not recorded and to click
+again: the alert keeps its buttons and the proposal stays open; so is an approval whose retraining then fails."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.retraining import resolve
+from bot.retraining import begin_approval, resolve
 from bot.slack.actions import refuse
 from bot.slack.blocks import LOOKUP_UNAVAILABLE_TEXT, lookup_refused_text
 from bot.slack.deps import SlackDeps
@@ -61,19 +64,34 @@ def _make_listener(deps: SlackDeps) -> Any:
             raw = body.get("message")
             message: dict[str, Any] = raw if isinstance(raw, dict) else {}
             service = deps.service
-            result = await asyncio.to_thread(
-                resolve,
-                service.store,
-                proposal_id,
-                approved=RETRAIN_ACTIONS[click.action_id],
-                by=click.user,
-                now=time.time(),
-                message=click.message,
-                original_blocks=list(message.get("blocks") or []),
-                fallback_channel=deps.ops_channel,
-                on_enqueue=service.on_enqueue,
-                clock=service.clock,
-            )
+            if RETRAIN_ACTIONS[click.action_id]:
+                # Recorded now, retrained after the ack (the fit takes seconds): see the module docstring.
+                result = await deps.storage(
+                    begin_approval,
+                    service.store,
+                    proposal_id,
+                    by=click.user,
+                    now=time.time(),
+                    message=click.message,
+                    original_blocks=list(message.get("blocks") or []),
+                    fallback_channel=deps.ops_channel,
+                )
+                if result.status == "pending":
+                    deps.wake_approvals()
+            else:
+                result = await asyncio.to_thread(
+                    resolve,
+                    service.store,
+                    proposal_id,
+                    approved=False,
+                    by=click.user,
+                    now=time.time(),
+                    message=click.message,
+                    original_blocks=list(message.get("blocks") or []),
+                    fallback_channel=deps.ops_channel,
+                    on_enqueue=service.on_enqueue,
+                    clock=service.clock,
+                )
             if result.status in ("already_resolved", "expired", "unknown"):
                 refuse(deps, client, click, result.text + " Nothing was recorded.")
         except Exception:
