@@ -4,6 +4,7 @@ loop step raises. Imported by the store protocol, the loop steps and the stores 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -68,8 +69,16 @@ class LoopConfig:
     pool_strength: float = 2.0  # n₀: the parent counts as at most this many answers
 
     def __post_init__(self) -> None:
-        if not self.pool_strength > 0:
+        if not 0 < self.pool_strength < math.inf:
             raise InvalidRecord("pool_strength", f"must be a positive number of answers, got {self.pool_strength}")
+        # NaN compares false everywhere: a NaN weight turned the suppressed outcomes' learning off without a word.
+        for name in ("dedupe_window_s", "suppressed_outcome_weight", "model_prior_strength"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise InvalidRecord(name, f"must be a finite number >= 0, got {value!r}")
+        peers = self.peer_min_updates
+        if isinstance(peers, bool) or not isinstance(peers, int) or peers < 0:
+            raise InvalidRecord("peer_min_updates", f"must be a whole number >= 0, got {peers!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ nothing of it happens (no parent rows, no extra key reads or writes)."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,3 +161,31 @@ def test_a_changed_answer_is_replaced_in_the_parent_too() -> None:
     assert keys[decision.key].m == pytest.approx(0.0)
     assert parent.m == pytest.approx(0.0)
     assert (parent.n, parent.weight_sum) == (1, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("pool_strength", math.inf),
+        ("suppressed_outcome_weight", math.nan),
+        ("suppressed_outcome_weight", -0.5),
+        ("suppressed_outcome_weight", math.inf),
+        ("dedupe_window_s", math.nan),
+        ("dedupe_window_s", -1.0),
+        ("model_prior_strength", math.nan),
+        ("model_prior_strength", "5"),
+        ("peer_min_updates", -1),
+        ("peer_min_updates", 2.5),
+        ("peer_min_updates", True),
+    ],
+)
+def test_a_loop_setting_that_is_not_a_usable_number_is_refused_by_name(name: str, value: object) -> None:
+    """A NaN weight of suppressed outcomes compared false with 0 and turned their learning off without a word; each
+    numeric setting is now checked where the configuration is made."""
+    with pytest.raises(InvalidRecord, match=name):
+        LoopConfig(**{name: value})  # type: ignore[arg-type]
+
+
+def test_the_edges_of_the_loop_settings_are_accepted() -> None:
+    config = LoopConfig(suppressed_outcome_weight=0.0, dedupe_window_s=0.0, model_prior_strength=0, peer_min_updates=0)
+    assert config.suppressed_outcome_weight == 0.0 and config.peer_min_updates == 0
