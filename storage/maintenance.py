@@ -20,7 +20,13 @@ from sqlite_utils import Database
 from storage import codec
 from storage.connection import connect_readonly
 from storage.errors import StorageError
-from storage.migrations import LATEST_SCHEMA_VERSION, OUTCOME_AGREEMENT_ROWS, newer_schema_message, schema_version
+from storage.migrations import (
+    LATEST_SCHEMA_VERSION,
+    OPEN_RECOMMENDATIONS,
+    OUTCOME_AGREEMENT_ROWS,
+    newer_schema_message,
+    schema_version,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +336,14 @@ _INVARIANTS: tuple[tuple[str, str], ...] = (
         "WHERE t.answers <> COALESCE(r.answers, 0) OR ABS(t.agreement - COALESCE(r.agreement, 0)) > 1e-6 "
         "UNION ALL SELECT r.operator, 'no tally, effective answers with an outcome ' || r.answers FROM r "
         "WHERE NOT EXISTS (SELECT 1 FROM outcome_agreement t WHERE t.operator = r.operator)",
+    ),
+    (
+        # The figure /npo status, the App Home and the metrics show, kept by triggers (m021).
+        "the open recommendation count is the number of recommendations not closed",
+        f"SELECT 'recommendations_open_count', 'n ' || c.n || ', open recommendations ' || ({OPEN_RECOMMENDATIONS}) "
+        f"FROM recommendations_open_count c WHERE c.n <> ({OPEN_RECOMMENDATIONS}) "
+        "UNION ALL SELECT 'recommendations_open_count', 'no row' "
+        "WHERE NOT EXISTS (SELECT 1 FROM recommendations_open_count)",
     ),
     (
         "sent outbox messages have a message ts",

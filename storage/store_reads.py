@@ -152,18 +152,28 @@ class StoreReads:
 
         The append-only logs (decisions, feedback, audit events) are tallied incrementally: each call counts only
         the rows added since the previous call (ids grow in commit order and rows are never updated or deleted),
-        so a dashboard or a metrics scrape costs the same on a day-old and on a year-old database.
+        so a dashboard or a metrics scrape costs the same on a day-old and on a year-old database. So are the
+        outbox messages (never deleted); of them the pending and the failed ones, which stay few, are counted
+        through their partial indexes (``outbox_due``, ``outbox_failed``) and the sent ones are the rest. The open
+        recommendations are read from ``recommendations_open_count``, kept by triggers (m021). A state with no
+        message has no ``outbox_<state>`` entry.
         """
         queries = {
             "outcomes": "SELECT 'outcomes', COUNT(*) FROM outcomes",
-            "open": "SELECT 'recommendations_open', COUNT(*) FROM recommendations WHERE resolved_at IS NULL",
-            "outbox": "SELECT 'outbox_' || state, COUNT(*) FROM outbox GROUP BY state",
+            "open": "SELECT 'recommendations_open', n FROM recommendations_open_count",
+            "failed": "SELECT 'outbox_failed', COUNT(*) FROM outbox WHERE state = 'failed'",
+            "pending": "SELECT 'outbox_pending', COUNT(*) FROM outbox WHERE state = 'pending'",
         }
         out: dict[str, int] = {}
         with self.read() as conn:
             tallies = self._log_tallies(conn)
             for sql in queries.values():
                 out.update({str(name): int(n) for name, n in conn.execute(sql).fetchall()})
+        outbox = sum(tallies["outbox"].values())
+        out["outbox_sent"] = outbox - out["outbox_pending"] - out["outbox_failed"]
+        for state in ("pending", "sent", "failed"):  # as GROUP BY state gave them: only the states present
+            if not out[f"outbox_{state}"]:
+                del out[f"outbox_{state}"]
         decisions, feedback, events = tallies["decisions"], tallies["feedback"], tallies["audit_events"]
         out["predictions"] = sum(n for (verdict, _), n in decisions.items())
         for (verdict, _), n in decisions.items():
@@ -184,12 +194,15 @@ class StoreReads:
         return out
 
     def _log_tallies(self, conn: sqlite3.Connection) -> dict[str, dict[tuple[str, int], int]]:
-        """Counts of the append-only logs by (group, flag), brought up to date with the rows added since the last
-        call (inside the caller's read snapshot). The cache is per store and guarded by a lock."""
+        """Counts of the append-only logs by (group, flag), and of the outbox messages, brought up to date with the
+        rows added since the last call (inside the caller's read snapshot). The cache is per store and guarded by a
+        lock."""
         sources = {
             "decisions": "SELECT MAX(seq), verdict, audited, COUNT(*) FROM decisions WHERE seq > ? GROUP BY 2, 3",
             "feedback": "SELECT MAX(id), kind, audit_m IS NOT NULL, COUNT(*) FROM feedback WHERE id > ? GROUP BY 2, 3",
             "audit_events": "SELECT MAX(id), '', 1, COUNT(*) FROM audit_events WHERE id > ? HAVING COUNT(*) > 0",
+            # every message ever queued: outbox rows change state but are never deleted
+            "outbox": "SELECT MAX(id), '', 1, COUNT(*) FROM outbox WHERE id > ? HAVING COUNT(*) > 0",
             # by the kind of the answer each replacing row ends (the person's own, or the system's skip)
             "feedback_replacing": (
                 "SELECT MAX(r.id), COALESCE(o.kind, ''), 1, COUNT(o.id) FROM feedback r LEFT JOIN feedback o "
