@@ -1,9 +1,14 @@
-"""The ``/npo`` slash command, answered in the ack itself (an ephemeral reply, so it never needs the
-response_url):
+"""The ``/npo`` slash command, answered in the ack itself (an ephemeral reply) — except ``summary``:
 
 * ``status`` — alignment loss, answer rates, τ posteriors, queue;
 * ``summary`` — the weekly report's text for the last 7 days (``npo-bot report`` in the terminal); keys are
-  shortened in it, and should it still not fit in a reply, whole lines are left off and the reply says how many;
+  shortened in it, and should it still not fit in a reply, whole lines are left off and the reply says how many.
+  Building it reads the week's answers (about a second with 20,000, several with 100,000), longer than Slack waits
+  for the ack (3 s), so the ack only says it is being worked on (:data:`SUMMARY_WORKING`) and the report is built
+  after it (:meth:`~bot.slack.deps.SlackDeps.spawn`) and posted to the command's ``response_url`` as an ephemeral
+  reply — one of the five posts Slack allows there within 30 minutes —, or, should building it fail, one line that
+  says so (:data:`SUMMARY_FAILED`). Nothing is stored: a report lost to a stop is asked for again. A command with no
+  ``response_url`` gets the report in the ack, as before;
 * ``why <recommendation id>`` — score, τ, the rule behind the verdict, the key's history and mutes;
 * ``mute <key> <duration> [reason]`` — a Safety Policy rule that blocks the key's predictions until it expires
   (responders only; audited); ``unmute <key>`` lifts it;
@@ -21,11 +26,14 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.insights import Why, summary_text, why
 from bot.service import NpoService
 from bot.slack.blocks import MAX_ANSWER_REASON, MAX_SHOWN_REASON, lookup_refused_text, status_lines
 from bot.slack.deps import SlackDeps
+from bot.slack.log_redaction import redact
 from bot.slack.payloads import replay_key
 from bot.slack.responders import LookupUnavailable
 from bot.slack.text import escape, escaped, truncate
@@ -34,6 +42,11 @@ from storage.monitoring import key_known
 from storage.mutes import muted_until
 
 log = logging.getLogger(__name__)
+# slack-sdk's webhook client logs, at DEBUG, each request's URL and body: a response_url lets anyone post to the
+# channel for half an hour, and one outside hooks.slack.com (GovSlack's, a stand-in's) escapes the log redaction.
+# Its own logger, never below INFO, keeps those lines out; what goes wrong is logged here.
+_WEBHOOK_LOG = logging.getLogger("bot.slack.command.response_url")
+_WEBHOOK_LOG.setLevel(logging.INFO)
 
 MAX_REPLY = 3000
 MAX_WHY_NAME = 300  # escaped characters of an id, a fault type, a target or an action in ``/npo why``
@@ -176,6 +189,51 @@ def why_text(w: Why, now: float) -> str:
 
 
 REPLAYED = "This `/npo` request was already carried out; nothing was changed."
+SUMMARY_WORKING = "Working on the summary…"
+SUMMARY_FAILED = (
+    "Sorry, NPO could not build the summary just now (the bot's log has the error); please try again in a minute."
+)
+
+
+def is_summary(text: str) -> bool:
+    """Whether ``/npo <text>`` asks for the summary (as :func:`reply_for` reads it)."""
+    word, rest = first_arg(html.unescape(text or ""))
+    return word.lower() == "summary" and not rest.split()
+
+
+async def summary_reply(deps: SlackDeps) -> str:
+    """The reply to ``/npo summary``: the last 7 days' report, whole lines left off should it not fit."""
+    return fit_lines(await deps.query(summary_text, deps.service, deps.timezone))
+
+
+async def deliver_summary(deps: SlackDeps, response_url: str, user: str, *, timeout: int) -> None:
+    """Build the summary (after the ack) and post it to the command's ``response_url``, ephemeral, as the ack
+    carried it before; a failure to build it posts :data:`SUMMARY_FAILED` instead. A post Slack refuses or that
+    cannot reach it is logged (never the URL: anyone holding it may post to the channel)."""
+    try:
+        reply = await summary_reply(deps)
+    except Exception:
+        log.exception("/npo summary for %s failed", user)
+        reply = SUMMARY_FAILED
+    webhook = AsyncWebhookClient(response_url, timeout=timeout, logger=_WEBHOOK_LOG)
+    try:
+        sent = await webhook.send(text=truncate(reply, MAX_REPLY), response_type="ephemeral")
+    except Exception as exc:  # connection refused, timeout: the person is not told (there is nowhere else to)
+        why = _hidden(f"{type(exc).__name__}: {exc}", response_url)
+        log.warning("/npo summary for %s not delivered: its response_url could not be reached (%s)", user, why)
+        return
+    if sent.status_code != 200:
+        log.warning(
+            "/npo summary for %s not delivered: its response_url answered %d %s",
+            user,
+            sent.status_code,
+            _hidden(str(sent.body or ""), response_url),
+        )
+
+
+def _hidden(text: str, response_url: str) -> str:
+    """``text`` for the log, shortened, with no response_url in it (an error may quote the URL it failed on)."""
+    return truncate(redact(text.replace(response_url, "[redacted]")), 200)
 
 
 async def reply_for(text: str, user: str, deps: SlackDeps, request_id: str = "") -> str:
@@ -189,7 +247,7 @@ async def reply_for(text: str, user: str, deps: SlackDeps, request_id: str = "")
     if word == "status" and not args:
         return "\n".join(status_lines(await deps.query(service.dashboard)))
     if word == "summary" and not args:
-        return fit_lines(await deps.query(summary_text, service, deps.timezone))
+        return await summary_reply(deps)
     if word == "help" and not args:
         return USAGE
     if word == "why":
@@ -308,9 +366,16 @@ def _request_id(command: dict[str, Any], request: AsyncBoltRequest) -> str:
 
 
 def _make_listener(deps: SlackDeps) -> Any:
-    async def on_command(ack: AsyncAck, command: dict[str, Any], request: AsyncBoltRequest) -> None:
+    async def on_command(
+        ack: AsyncAck, command: dict[str, Any], request: AsyncBoltRequest, client: AsyncWebClient
+    ) -> None:
+        text, user = str(command.get("text") or ""), str(command.get("user_id") or "")
+        response_url = str(command.get("response_url") or "")
+        if response_url and is_summary(text):  # too slow for the ack: built after it (module docstring)
+            await ack(text=SUMMARY_WORKING, response_type="ephemeral")
+            deps.spawn(deliver_summary(deps, response_url, user, timeout=client.timeout), "/npo summary")
+            return
         try:
-            text, user = str(command.get("text") or ""), str(command.get("user_id") or "")
             reply = await reply_for(text, user, deps, request_id=_request_id(command, request))
         except Exception:
             log.exception("/npo failed")

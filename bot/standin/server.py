@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -39,6 +40,7 @@ from bot.standin.webapi import Reply, WebApi
 __all__ = ["StandIn", "running_standin"]
 
 log = logging.getLogger(__name__)
+_RESPONSE_ID = re.compile(r"(/response/)[^\s/?]+")
 
 HOST = "127.0.0.1"
 UPLOAD = "upload"
@@ -87,7 +89,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "NPOStandIn/1"
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+        # A response URL is a secret (anyone holding it may post to the channel): its id is not logged.
+        shown = tuple(_RESPONSE_ID.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in args)
+        log.debug("%s " + format, self.address_string(), *shown)
 
     # ---- plumbing ------------------------------------------------------------------------------------------
     def _send(self, reply: Reply, extra_headers: Mapping[str, str] | None = None) -> None:

@@ -128,9 +128,11 @@ def _exercise(bot: BotUnderTest) -> None:
     bot.send_signed(body, timestamp=int(time.time()) - 3600)
     bot.standin.send_event(bot.events_url, SECRET, {"type": "app_home_opened", "user": ALICE, "tab": "home"})
     bot.standin.slash_command(bot.events_url, SECRET, "/npo", "status", ALICE, INCIDENT)
+    bot.standin.slash_command(bot.events_url, SECRET, "/npo", "summary", ALICE, INCIDENT)  # posted to its URL
     httpx.post(bot.events_url, content=b"payload=%7B", headers=signed_headers(SECRET, "payload=%7B", interactions.FORM))
     wait_for(lambda: bot.bot.store.outbox("failed"))
     wait_for(lambda: bot.standin.calls("chat.update"))
+    wait_for(lambda: bot.standin.calls("response_url"))
 
 
 def _secrets(bot: BotUnderTest) -> dict[str, str]:

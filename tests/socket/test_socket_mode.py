@@ -16,7 +16,7 @@ from socket_testing import APP_TOKEN, SocketBot
 
 from bot.app import build_bot
 from bot.config import ConfigError, load_settings
-from bot.slack.command import REPLAYED
+from bot.slack.command import REPLAYED, SUMMARY_WORKING
 from bot.socket_mode import SocketModeService
 from bot.standin import StandIn, interactions
 from bot.standin.socket_mode import SocketModeStandIn
@@ -97,6 +97,17 @@ def test_slash_command_answers_in_its_ack(socket_bot: SocketBot) -> None:
     socket_bot.surface("p1")
     ack = socket_bot.socket.wait_ack(socket_bot.socket.slash_command("/npo", "status", ALICE, INCIDENT))
     assert "Alignment loss" in ack["payload"]["text"]
+
+
+def test_the_summary_over_the_websocket_follows_its_ack_through_the_response_url(socket_bot: SocketBot) -> None:
+    """``/npo summary`` is acknowledged at once over the WebSocket as over HTTP; the report follows through the
+    command's response_url."""
+    socket_bot.surface("p1")
+    ack = socket_bot.socket.wait_ack(socket_bot.socket.slash_command("/npo", "summary", ALICE, INCIDENT))
+    assert ack["payload"] == {"text": SUMMARY_WORKING, "response_type": "ephemeral"}
+    assert len(socket_bot.standin.response_urls()) == 1
+    (post,) = wait_for(lambda: socket_bot.standin.response_urls()[0].posts)
+    assert post["response_type"] == "ephemeral" and post["text"].startswith("NPO weekly summary")
 
 
 def test_events_are_processed_once_per_event_id_across_retries(socket_bot: SocketBot) -> None:
