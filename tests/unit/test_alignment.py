@@ -184,6 +184,7 @@ def test_windowed_loss_matches_a_naive_definition(
         ([0.5, 1.0], [1.0, float("nan")], "weights"),
         ([0.5, 1.0], [1.0, float("inf")], "weights"),
         ([0.0, 1.0], [2.0, -1.0], "weights"),  # would give L_align = −1
+        ([0.5, 0.5], [1.0], "weights"),  # one weight for two codes
     ],
 )
 def test_alignment_loss_refuses_codes_and_weights_it_cannot_average(
