@@ -12,7 +12,8 @@ Routes (all on loopback):
 Every route refuses (403) a ``Host`` that is not a loopback name (``127.0.0.1``, ``localhost``, ``[::1]``, any port:
 a port forwarded to another local one still works) and an ``Origin`` other than the page's own (``http://`` and the
 ``Host``): another web site open in the browser can neither post clicks for the page to sign nor, by DNS
-rebinding, read it.
+rebinding, read it. No response may be shown in a frame (``Content-Security-Policy: frame-ancestors 'none'``,
+``X-Frame-Options: DENY``), so no site can lay the page under a button of its own (clickjacking).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ UPLOAD = "upload"
 # implements that slack-sdk's clients send as GET (the async client's responder look-ups, in Socket Mode).
 GET_METHODS = frozenset(("conversations.members", "usergroups.users.list", "users.info", "conversations.info"))
 RESPONSE_URL = "response_url"
+# No page of the stand-in may be shown in a frame, by any site (clickjacking: another site framing the page under a
+# button of its own turns the person's click on that site into a signed click on Like or Override, sent by the page
+# itself with its own Origin). The CSP directive for current browsers, X-Frame-Options for older ones.
+NOT_FRAMED = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}
 
 
 class _Server(ThreadingHTTPServer):
@@ -105,6 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
+        for key, value in NOT_FRAMED.items():
+            self.send_header(key, value)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()

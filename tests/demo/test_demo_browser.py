@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -128,4 +130,46 @@ def test_after_cancelling_the_reason_modal_override_can_be_clicked_again(
         wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, modal)))
         driver.find_element(By.CSS_SELECTOR, "#overlay .modal-close").click()  # type: ignore[attr-defined]
         wait.until(ec.invisibility_of_element_located((By.CSS_SELECTOR, modal)))
+    assert rows(demo.options.db, "SELECT COUNT(*) FROM feedback") == [(0,)]
+
+
+@pytest.mark.parametrize("page", ["/ui/", "/"])
+def test_another_site_cannot_frame_the_page(manual_demo: tuple[Demo, str], browser: object, page: str) -> None:
+    """Clickjacking: a web site on another origin framed the page (invisible, under a button of its own), so the
+    person's click on that site was a click on Like or Override, signed and stored as theirs — the request came
+    from the page itself, with its own Origin. Both pages now forbid being framed by anyone: the frame stays
+    empty (Chromium's error page) and nothing can be clicked in it."""
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    demo, url = manual_demo
+    target = url.removesuffix("/ui/") + page
+    other_site = f'<!doctype html><p>win a prize</p><iframe id="f" src="{target}" width="900" height="600"></iframe>'
+
+    class OtherSite(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = other_site.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OtherSite)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        driver = browser
+        driver.get(f"http://localhost:{server.server_address[1]}/")  # type: ignore[attr-defined]
+        driver.switch_to.frame("f")  # type: ignore[attr-defined]
+        wait = WebDriverWait(driver, 20)  # type: ignore[arg-type]
+        loaded = "return document.readyState === 'complete' && document.URL !== 'about:blank' && document.URL"
+        framed = wait.until(lambda d: d.execute_script(loaded))  # type: ignore[attr-defined]
+        assert not framed.startswith(target), framed  # the browser refused to show the page in the frame
+        assert driver.execute_script("return document.querySelectorAll('button, form').length") == 0  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
     assert rows(demo.options.db, "SELECT COUNT(*) FROM feedback") == [(0,)]

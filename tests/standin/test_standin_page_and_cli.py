@@ -212,3 +212,13 @@ def test_another_site_can_neither_click_through_the_page_nor_read_it(bot: Captur
         answer = httpx.post(standin.url + "/ui/act", content=act, headers=forwarded)
         assert answer.status_code == 200 and answer.json()["status"] == 200, answer.text
         assert len(bot.requests) == 4
+
+
+def test_no_page_may_be_framed(standin: StandIn) -> None:
+    """Clickjacking: another site could show the page in a frame under a button of its own, and the person's
+    click there was a click on the page — sent by the page itself, with its own Origin, so the Origin check does
+    not see it. Every answer forbids framing (the headless-browser check: tests/demo/test_demo_browser.py)."""
+    for path in ("/", "/ui/", "/ui/state", "/ui/panel", "/nowhere"):
+        answer = httpx.get(standin.url + path)
+        assert answer.headers.get("content-security-policy") == "frame-ancestors 'none'", path
+        assert answer.headers.get("x-frame-options") == "DENY", path
