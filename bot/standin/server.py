@@ -12,8 +12,11 @@ Routes (all on loopback):
 Every route refuses (403) a ``Host`` that is not a loopback name (``127.0.0.1``, ``localhost``, ``[::1]``, any port:
 a port forwarded to another local one still works) and an ``Origin`` other than the page's own (``http://`` and the
 ``Host``): another web site open in the browser can neither post clicks for the page to sign nor, by DNS
-rebinding, read it. No response may be shown in a frame (``Content-Security-Policy: frame-ancestors 'none'``,
-``X-Frame-Options: DENY``), so no site can lay the page under a button of its own (clickjacking).
+rebinding, read it. A ``POST`` whose ``Sec-Fetch-Site`` (when the browser sends one) is not ``same-origin`` or
+``none`` is refused too, and the live page's JSON routes take only ``Content-Type: application/json`` (415 else),
+which no other site's page can send without a CORS preflight, never granted. No response may be shown in a frame
+(``Content-Security-Policy: frame-ancestors 'none'``, ``X-Frame-Options: DENY``), so no site can lay the page
+under a button of its own (clickjacking).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ RESPONSE_URL = "response_url"
 # No page of the stand-in may be shown in a frame, by any site (clickjacking: another site framing the page under a
 # button of its own turns the person's click on that site into a signed click on Like or Override, sent by the page
 # itself with its own Origin). The CSP directive for current browsers, X-Frame-Options for older ones.
+JSON_UI_ROUTES = frozenset({"/ui/act", "/ui/submit", "/ui/close"})  # the live page's fetch() calls
 NOT_FRAMED = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}
 
 
@@ -129,7 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
         address (a name of the site's own resolved to 127.0.0.1: DNS rebinding, which would let that site read the
         page) or an ``Origin`` other than the page's (a cross-site POST, which a ``no-cors`` fetch or a form sends
         without asking: the page signs clicks for whoever posts to it). Clients that send no ``Origin`` (the bot, a
-        test, curl) are not browsers on another site's page. True when refused."""
+        test, curl) are not browsers on another site's page; a POST whose ``Sec-Fetch-Site`` names another site
+        (``cross-site``, or ``same-site``: another port of loopback) is refused as well. True when refused."""
         host = self.headers.get("Host")
         origin = self.headers.get("Origin")
         field = None
@@ -141,10 +146,15 @@ class _Handler(BaseHTTPRequestHandler):
             else not _loopback_name(origin.strip(), scheme="http")
         ):
             field = "Origin"
+        elif self.command == "POST" and self.headers.get("Sec-Fetch-Site", "same-origin").strip().lower() not in (
+            "same-origin",
+            "none",
+        ):
+            field = "Sec-Fetch-Site"  # the browser says another site (or another port of loopback) sent it
         if field is None:
             return False
         message = (
-            f"{field} is not a loopback name: a request from another site is refused (open the page at the address"
+            f"{field} is not this page's: a request from another site is refused (open the page at the address"
             " it was started with, http://127.0.0.1:PORT/ or http://localhost:PORT/, also through a forwarded port)"
         )
         self._raw(403, json.dumps({"error": message, "field": field}).encode(), "application/json; charset=utf-8")
@@ -191,6 +201,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self._from_another_site():
             return
         path = parts.path
+        if path in JSON_UI_ROUTES and not self.headers.get("Content-Type", "").lower().startswith("application/json"):
+            # Only JSON: a body another site's page may send without asking (a form, a no-cors fetch's text/plain)
+            # is not one of the page's; a cross-site JSON POST needs a CORS preflight, which is never granted.
+            message = "expected Content-Type: application/json (the page's own requests)"
+            self._raw(415, json.dumps({"error": message, "field": "Content-Type"}).encode(), "application/json")
+            return
         if path == "/ui/click":
             self._ui_click(raw)
             return

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -222,3 +222,41 @@ def test_no_page_may_be_framed(standin: StandIn) -> None:
         answer = httpx.get(standin.url + path)
         assert answer.headers.get("content-security-policy") == "frame-ancestors 'none'", path
         assert answer.headers.get("x-frame-options") == "DENY", path
+
+
+def test_a_post_the_page_did_not_make_is_refused_even_without_origin(bot: CapturingBot) -> None:
+    """The Origin check lets through a POST that carries none (the bot, curl, a test). A browser that leaves it
+    out still says where the request came from in ``Sec-Fetch-Site``, and what another site's page can send
+    without a CORS preflight is a form or text/plain, never JSON: such a POST to the live page's routes was signed
+    and sent to the bot. Now 403 (Sec-Fetch-Site of another site) or 415 (not JSON), and the bot hears nothing."""
+    with StandIn(token=TOKEN, bot_url=bot.url, signing_secret=SECRET) as standin:
+        standin.add_user("U1", name="alice")
+        client = WebClient(base_url=standin.api_url, token=TOKEN, retry_handlers=[])
+        button = {"type": "button", "action_id": "like", "text": {"type": "plain_text", "text": "Like"}}
+        blocks = [{"type": "actions", "block_id": "fb", "elements": [button]}]
+        ts = client.chat_postMessage(channel="C1", text="rec", blocks=blocks)["ts"]
+        click = {"channel": "C1", "ts": ts, "action_id": "like", "user": "U1"}
+        act = json.dumps(click).encode()
+        json_type = {"Content-Type": "application/json"}
+        refused = [
+            ("/ui/act", act, {"Content-Type": "text/plain;charset=UTF-8"}, 415),
+            ("/ui/act", act, {}, 415),
+            ("/ui/act", urlencode(click).encode(), {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+            ("/ui/submit", b'{"user": "U1", "view_id": "V1", "values": {}}', {"Content-Type": "text/plain"}, 415),
+            ("/ui/close", b'{"user": "U1", "view_id": "V1"}', {"Content-Type": "multipart/form-data"}, 415),
+            ("/ui/act", act, json_type | {"Sec-Fetch-Site": "cross-site"}, 403),
+            ("/ui/act", act, json_type | {"Sec-Fetch-Site": "same-site"}, 403),  # another port of localhost
+            ("/ui/click", urlencode(click).encode(), {"Sec-Fetch-Site": "cross-site"}, 403),
+        ]
+        for path, content, headers, status in refused:
+            answer = httpx.post(standin.url + path, content=content, headers=headers)
+            assert answer.status_code == status, (path, headers, answer.status_code, answer.text)
+            assert answer.json()["field"] in ("Content-Type", "Sec-Fetch-Site")
+        assert bot.requests == []
+        # The page's own requests: JSON from its origin (Sec-Fetch-Site same-origin), and clients sending none.
+        own = json_type | {"Sec-Fetch-Site": "same-origin", "Origin": standin.url}
+        assert httpx.post(standin.url + "/ui/act", content=act, headers=own).json()["status"] == 200
+        assert httpx.post(standin.url + "/ui/act", json=click).json()["status"] == 200
+        answer = httpx.post(standin.url + "/ui/click", data=click, headers={"Sec-Fetch-Site": "same-origin"})
+        assert answer.status_code == 303
+        assert len(bot.requests) == 3
