@@ -52,10 +52,10 @@ UPLOAD = "upload"
 # implements that slack-sdk's clients send as GET (the async client's responder look-ups, in Socket Mode).
 GET_METHODS = frozenset(("conversations.members", "usergroups.users.list", "users.info", "conversations.info"))
 RESPONSE_URL = "response_url"
+JSON_UI_ROUTES = frozenset({"/ui/act", "/ui/submit", "/ui/close"})  # the live page's fetch() calls
 # No page of the stand-in may be shown in a frame, by any site (clickjacking: another site framing the page under a
 # button of its own turns the person's click on that site into a signed click on Like or Override, sent by the page
 # itself with its own Origin). The CSP directive for current browsers, X-Frame-Options for older ones.
-JSON_UI_ROUTES = frozenset({"/ui/act", "/ui/submit", "/ui/close"})  # the live page's fetch() calls
 NOT_FRAMED = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}
 
 
