@@ -102,6 +102,8 @@ def _load_json(path: Path) -> dict[str, Any]:
         data = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise DataError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
+    except RecursionError:  # arrays or objects nested thousands deep: the decoder gives up before the end
+        raise DataError(path, "nested too deeply to read: expected an object of lists") from None
     if not isinstance(data, dict):
         raise DataError(path, "must be a JSON object mapping '<folder>/<file>.csv' to a list")
     return data

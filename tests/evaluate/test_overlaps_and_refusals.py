@@ -228,6 +228,19 @@ def test_nab_quote_left_open_is_refused_at_the_line_it_opens(
         assert err.count("\n") == 1 and "quiet_metric.csv:11: " in err
 
 
+@pytest.mark.parametrize("name", ["windows.json", "labels.json"])
+def test_nab_json_nested_too_deeply_is_refused_naming_the_file(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Valid JSON nested past the decoder's recursion limit: a RecursionError and its traceback, before.
+    folder = write_nab(tmp_path / "nab")
+    (folder / name).write_text("{" + json.dumps(KEY) + ": " + "[" * 100_000 + "]" * 100_000 + "}", encoding="utf-8")
+    with pytest.raises(DataError, match=name.replace(".", r"\.") + ": nested too deeply"):
+        read_nab(folder)
+    err = _refused(capsys, "--data", str(folder))
+    assert err.count("\n") == 1 and f"{folder / name}: nested too deeply" in err, err
+
+
 def test_nab_files_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
     plain = read_nab(write_nab(tmp_path / "plain"))
     folder = write_nab(tmp_path / "bom")
