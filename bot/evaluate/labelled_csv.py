@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.evaluate.errors import DataError
-from bot.evaluate.nab import csv_records, family_of, parse_time
+from bot.evaluate.nab import csv_records, family_of, folder_entries, parse_time
 from bot.evaluate.smd import events
 from npo.evaluate.data import Dataset, FaultWindow, Series
 
@@ -41,7 +41,7 @@ TIME_COLUMN, SERIES_COLUMN, LABEL_COLUMN = "timestamp", "series", "label"
 
 def csv_files(folder: Path) -> list[Path]:
     """The visible ``*.csv`` files directly in ``folder``, sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".csv" and p.name[0] != ".")
+    return [p for p in folder_entries(folder) if p.is_file() and p.suffix.lower() == ".csv" and p.name[0] != "."]
 
 
 MAX_UNIX_S = 253_402_300_800.0  # 10000-01-01: a number beyond is not Unix seconds (milliseconds, say)

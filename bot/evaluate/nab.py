@@ -12,7 +12,7 @@ daylight-saving change, and ``machine_temperature_system_failure`` has rows out 
 ``windows.json`` is read (an empty list: a series without faults); a listed file that is missing, or a CSV
 (``.csv`` in any case) beside ``windows.json`` or in a sub-folder that ``windows.json`` does not list (hidden files
 and folders aside, such as the ``._<file>.csv`` macOS leaves on other disks), is an error, so a typo cannot
-silently drop a series. So are a
+silently drop a series. So are a sub-folder that cannot be listed (it may hold such a file), a
 window lying wholly outside its series' time range, a file listed twice in ``windows.json`` or ``labels.json`` (JSON
 would keep only its last list), a ``labels.json`` value that is not a list, and text that is not UTF-8 (a leading
 byte-order mark is accepted). A key of ``labels.json`` that names no series of ``windows.json`` is only noted
@@ -70,6 +70,15 @@ def read_text(path: Path) -> str:
     except OSError as exc:
         raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
     return decode_text(path, raw)
+
+
+def folder_entries(folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted; a folder that cannot be listed (no read permission, say) is a
+    :class:`DataError` naming it."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(folder, f"cannot list the folder: {exc.strerror or exc}") from None
 
 
 def decode_text(path: Path, raw: bytes) -> str:
@@ -213,11 +222,11 @@ def _csv_files(folder: Path) -> list[Path]:
     """The CSV files beside ``windows.json`` and in its sub-folders (``.csv`` in any case), hidden ones aside
     (macOS's ``._<file>.csv``, say): each needs an entry in ``windows.json``."""
     found = []
-    for entry in sorted(folder.iterdir()):
+    for entry in folder_entries(folder):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir():
-            found += [p for p in sorted(entry.iterdir()) if not p.name.startswith(".") and _is_csv(p.name)]
+        if entry.is_dir():  # one that cannot be listed may hold unlisted CSV files: refused, as they would be
+            found += [p for p in folder_entries(entry) if not p.name.startswith(".") and _is_csv(p.name)]
         elif _is_csv(entry.name):
             found.append(entry)
     return [p for p in found if p.is_file()]

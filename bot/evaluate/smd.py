@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.evaluate.errors import DataError
-from bot.evaluate.nab import decode_text
+from bot.evaluate.nab import decode_text, folder_entries
 from npo.evaluate.data import Dataset, FaultWindow, Series
 
 DEFAULT_HORIZON_S = 3600.0
@@ -48,7 +48,7 @@ def _machine_files(folder: Path) -> dict[str, Path]:
     are two files for one machine (``m.txt`` beside ``m.txt.gz``): neither may be read in place of the other
     without a word."""
     files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
+    for path in folder_entries(folder):
         if path.name.startswith(".") or not path.is_file():
             continue
         suffix = next((x for x in MACHINE_SUFFIXES if path.name.endswith(x) and len(path.name) > len(x)), None)

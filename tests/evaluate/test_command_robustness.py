@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -363,3 +364,53 @@ def test_a_labels_key_naming_no_series_is_noted_and_the_run_goes_on(
         "'hosts/cpu_laod_ab12cd.csv'"
     ), line
     assert json.loads(captured.out)["data"]["windows"] == 1
+
+
+def _without_read_override() -> list[str]:
+    """The command prefix under which a folder of mode 000 cannot be listed: none for a user, for root a
+    ``setpriv`` dropping the capabilities that read past permissions (skipped where there is none)."""
+    if os.geteuid() != 0:
+        return []
+    caps = "-dac_override,-dac_read_search"
+    prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, check=False) if shutil.which("setpriv") else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("running as root without setpriv: every folder can be listed")
+    return prefix
+
+
+@pytest.mark.parametrize(
+    ("fmt", "locked", "named"),
+    [
+        ("nab", "lost+found", "lost+found: cannot list the folder"),  # a mounted disk's, beside the series
+        ("smd", "test", "test: cannot list the folder"),
+        ("csv", ".", "csv: cannot list the folder"),
+    ],
+)
+def test_a_folder_that_cannot_be_listed_is_one_line_naming_it(
+    tmp_path: Path, fmt: str, locked: str, named: str
+) -> None:
+    if fmt == "nab":
+        folder = write_nab(tmp_path / "nab")
+    elif fmt == "smd":
+        folder = write_smd(tmp_path / "smd")
+    else:
+        folder = tmp_path / "csv"
+        folder.mkdir()
+    prefix = _without_read_override()
+    target = folder / locked
+    target.mkdir(exist_ok=True)
+    target.chmod(0)
+    try:
+        run = subprocess.run(
+            [*prefix, sys.executable, "-m", "bot.cli", "evaluate", "--data", str(folder), "--format", fmt],
+            cwd=REPO,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+    finally:
+        target.chmod(0o755)
+    line = _one_line(run.stderr.decode("utf-8", "backslashreplace"))
+    assert run.returncode == 1, line
+    assert line.startswith("npo-bot evaluate: ") and line.endswith(f"{named}: Permission denied"), line
