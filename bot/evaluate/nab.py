@@ -12,7 +12,9 @@ daylight-saving change, and ``machine_temperature_system_failure`` has rows out 
 ``windows.json`` is read (an empty list: a series without faults); a listed file that is missing, or a CSV
 (``.csv`` in any case) beside ``windows.json`` or in a sub-folder that ``windows.json`` does not list (hidden files
 and folders aside, such as the ``._<file>.csv`` macOS leaves on other disks), is an error, so a typo cannot
-silently drop a series. So are a sub-folder that cannot be listed (it may hold such a file), a
+silently drop a series. So is a key that is not a plain ``/``-separated path inside the folder (absolute, through
+``..``, or with a ``.`` or empty part: a file outside the data, or a series read twice under two names). So are a
+sub-folder that cannot be listed (it may hold such a file), a
 window lying wholly outside its series' time range, a file listed twice in ``windows.json`` or ``labels.json`` (JSON
 would keep only its last list), a ``labels.json`` value that is not a list, and text that is not UTF-8 (a leading
 byte-order mark is accepted). A key of ``labels.json`` that names no series of ``windows.json`` is only noted
@@ -218,6 +220,22 @@ def _is_csv(name: str) -> bool:
     return name.lower().endswith(".csv")
 
 
+def _outside(key: str) -> str | None:
+    """Why ``key`` of ``windows.json`` is not a plain path inside the folder (None when it is): an absolute path or
+    one through ``..`` reads a file elsewhere, and ``.``, an empty part or a backslash names a file another key may
+    name too (``hosts/./a.csv`` beside ``hosts/a.csv``), whose windows would then count twice."""
+    if key.startswith("/"):
+        return "an absolute path"
+    if "\\" in key:
+        return "a backslash in the path (separate folders with /)"
+    parts = key.split("/")
+    if ".." in parts:
+        return "a path leaving the folder (..)"
+    if "." in parts or "" in parts:
+        return "a path with an empty or '.' part"
+    return None
+
+
 def _csv_files(folder: Path) -> list[Path]:
     """The CSV files beside ``windows.json`` and in its sub-folders (``.csv`` in any case), hidden ones aside
     (macOS's ``._<file>.csv``, say): each needs an entry in ``windows.json``."""
@@ -254,6 +272,8 @@ def read_nab(folder: Path, *, horizon_s: float = DEFAULT_HORIZON_S) -> Dataset:
     series: list[Series] = []
     windows: list[FaultWindow] = []
     for key in sorted(windows_raw):
+        if (why := _outside(key)) is not None:
+            raise DataError(windows_path, f'{key!r}: {why}; name a CSV inside the folder, as in "hosts/a.csv"')
         csv_path = folder / key
         if not _is_csv(key) or not csv_path.is_file():
             raise DataError(windows_path, f"{key!r} names no CSV file in {folder}")

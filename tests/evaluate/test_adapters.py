@@ -105,6 +105,35 @@ def test_nab_csv_not_listed_or_listed_but_missing(nab_dir: Path) -> None:
         read_nab(nab_dir)
 
 
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("hosts/./quiet_metric.csv", "empty or '.' part"),  # the same file as its own key: its windows twice
+        ("hosts//quiet_metric.csv", "empty or '.' part"),
+        ("../outside/quiet_metric.csv", r"leaving the folder \(\.\.\)"),
+        ("ABSOLUTE", "an absolute path"),
+        ("hosts\\quiet_metric.csv", "a backslash"),
+    ],
+)
+def test_nab_key_naming_a_file_outside_the_folder_or_by_a_second_name_is_refused(
+    nab_dir: Path, key: str, why: str
+) -> None:
+    # Each of these named a CSV that exists (a copy outside the folder for "..", the absolute path of one inside
+    # for "ABSOLUTE"), and was read: a file outside the data, or a listed series read a second time under another
+    # name, its windows counted twice.
+    outside = nab_dir.parent / "outside"
+    outside.mkdir()
+    (outside / "quiet_metric.csv").write_bytes((nab_dir / "hosts" / "quiet_metric.csv").read_bytes())
+    if key == "ABSOLUTE":
+        key = str(nab_dir / "hosts" / "quiet_metric.csv")
+    windows = json.loads((nab_dir / "windows.json").read_text(encoding="utf-8"))
+    windows[key] = []
+    (nab_dir / "windows.json").write_text(json.dumps(windows), encoding="utf-8")
+    with pytest.raises(DataError, match=why) as caught:
+        read_nab(nab_dir)
+    assert "windows.json" in str(caught.value) and "name a CSV inside the folder" in str(caught.value)
+
+
 def test_nab_csv_beside_windows_json_or_with_an_upper_case_suffix_needs_an_entry_too(nab_dir: Path) -> None:
     # A listed CSV beside windows.json is read, but an unlisted one there was dropped without a word, and so was an
     # unlisted ".CSV" in a sub-folder, while a listed ".CSV" was refused as naming "no CSV file".
