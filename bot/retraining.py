@@ -25,13 +25,22 @@ transaction — a second click, or a Dismiss, is then told that it is being appr
 expire it meanwhile —; :class:`ApprovalRunner`, a thread of the bot, then fits and resolves it
 (:func:`complete_approvals`), removing the pending entry in the transaction that records the result. A pending approval
 left by a process that stopped before carrying it out is carried out when the runner next starts.
+
+Two processes may share the database, and each runs its own runner (at start, on its own clicks, every minute): a
+runner carries out a pending approval only once it has claimed it (``job_claims``, job :data:`APPROVAL_JOB`, one
+claim per approval: the same exactly-once claim as the scheduled jobs'), so one process fits and replies, and the
+other leaves it alone. A claim whose process died mid-way is taken over once :data:`APPROVAL_LEASE_S` old. A runner
+carries out only the approval it claimed: one given up meanwhile and clicked again is a new approval, claimed anew.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +53,7 @@ from npo.monitor import monitor_fidelity, record_ground_truth
 from npo.monitor import resolve_proposal as close_proposal
 from npo.retrain import RetrainResult, retrain_on_answers
 from storage import SQLiteStore
+from storage.jobs import finish_claim, release_claim
 from storage.monitoring import (
     Proposal,
     get_job_state,
@@ -59,6 +69,9 @@ TRAINING_ROWS = 20_000
 THREAD_KIND = "thread_reply"
 UPDATE_KIND = "message_update"
 PENDING_STATE = "retraining_approvals"  # job_state: proposal id → an approval recorded and not yet carried out
+APPROVAL_JOB = "retraining_approval"  # job_claims: the claim of one pending approval (period: approval_period)
+APPROVAL_LEASE_S = 300.0  # a claim of an approval not carried out this long after it was taken: its process died
+# (the fit takes seconds), so another runner takes it over
 Status = Literal["approved", "dismissed", "pending", "already_resolved", "expired", "unknown"]
 NOT_CARRIED_OUT_TEXT = (
     "NPO could not carry out your approval of retraining proposal #{id} (the retraining failed or its result could "
@@ -165,8 +178,8 @@ def resolve(
         waiting = _pending_entry(conn, proposal_id)
     if proposal is None:
         return Resolution("unknown", proposal_id, f"There is no retraining proposal #{proposal_id}.")
-    if pending and waiting is None:
-        return Resolution("already_resolved", proposal_id, _already(proposal))  # carried out by another runner
+    if pending and not _same_approval(waiting, by, now):  # carried out (or given up) by another runner
+        return _not_this_approval(proposal, waiting)
     if not pending and waiting is not None:
         return Resolution("already_resolved", proposal_id, _being_approved(proposal_id, waiting))
     if not pending and (expired := expired_at(proposal, now)) is not None:
@@ -182,8 +195,8 @@ def resolve(
         current = get_proposal(tx.connection, proposal_id)  # under the write lock: no other answer can slip in
         waiting = _pending_entry(tx.connection, proposal_id)
         if pending:
-            if waiting is None:  # another runner carried it out meanwhile
-                return Resolution("already_resolved", proposal_id, _already(current or proposal))
+            if not _same_approval(waiting, by, clicked_at):  # another runner carried it out (or gave it up) meanwhile
+                return _not_this_approval(current or proposal, waiting)
             _drop_pending(tx.connection, proposal_id, now)
         elif waiting is not None:
             return Resolution("already_resolved", proposal_id, _being_approved(proposal_id, waiting))
@@ -252,6 +265,34 @@ def _drop_pending(conn: Any, proposal_id: int, now: float) -> None:
         put_job_state(conn, PENDING_STATE, pending, now)
 
 
+def _same_approval(entry: Mapping[str, Any] | None, by: str, at: float) -> bool:
+    """Whether the pending ``entry`` is the approval by ``by`` recorded at ``at`` (not one given up since, its
+    proposal approved again)."""
+    return entry is not None and str(entry.get("by") or "") == by and _entry_at(entry) in (at, None)
+
+
+def _not_this_approval(proposal: Proposal, entry: Mapping[str, Any] | None) -> Resolution:
+    if entry is not None:  # given up meanwhile and approved again: that approval is carried out on its own
+        return Resolution("already_resolved", proposal.id, _being_approved(proposal.id, entry))
+    return Resolution("already_resolved", proposal.id, _already(proposal))
+
+
+def _entry_at(entry: Mapping[str, Any]) -> float | None:
+    at = entry.get("at")
+    return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+
+
+def approval_period(proposal_id: int, entry: Mapping[str, Any]) -> str:
+    """The claim period (``job_claims``, job :data:`APPROVAL_JOB`) of the pending approval ``entry`` of
+    ``proposal_id``: the proposal and the click's time, so an approval given up and clicked again is claimed anew."""
+    return f"{proposal_id}@{entry.get('at')!r}"
+
+
+def pending_approval(conn: Any, proposal_id: int) -> Mapping[str, Any] | None:
+    """The approval of ``proposal_id`` recorded and not yet carried out (``by``, ``at``, …), or None."""
+    return _pending_entry(conn, proposal_id)
+
+
 def _being_approved(proposal_id: int, entry: Mapping[str, Any]) -> str:
     by = entry.get("by")
     who = f" by <@{escape(str(by))}>" if by else ""
@@ -308,18 +349,30 @@ def _message_of(entry: Mapping[str, Any]) -> MessageRef | None:
     return None
 
 
-def _give_up(store: SQLiteStore, proposal_id: int, entry: Mapping[str, Any], now: float) -> None:
+def _give_up(
+    store: SQLiteStore, proposal_id: int, entry: Mapping[str, Any], now: float, *, period: str, owner: str
+) -> None:
     """An approval that could not be carried out: its entry is removed (the proposal stays open, Approve works
-    again) and its person told (ephemeral) to click again."""
+    again) and its person told (ephemeral) to click again; its claim is finished (nobody carries it out now)."""
     message = _message_of(entry)
     channel = message.channel if message is not None else str(entry.get("fallback_channel") or "")
     with store.transaction() as tx:
-        if _pending_entry(tx.connection, proposal_id) is None:
-            return
+        finish_claim(tx.connection, APPROVAL_JOB, period, owner, now)
+        if not _same_approval(_pending_entry(tx.connection, proposal_id), str(entry.get("by") or ""), _at(entry)):
+            return  # carried out, or given up, by another runner meanwhile
         _drop_pending(tx.connection, proposal_id, now)
         by = str(entry.get("by") or "")
         if channel and by:
             tx.enqueue(channel, "ephemeral", {"user": by, "text": NOT_CARRIED_OUT_TEXT.format(id=proposal_id)}, now)
+
+
+def _at(entry: Mapping[str, Any]) -> float:
+    return _entry_at(entry) or 0.0
+
+
+def new_owner() -> str:
+    """Who holds a claim: this process (host, pid) and one runner in it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def complete_approvals(
@@ -327,9 +380,13 @@ def complete_approvals(
     *,
     on_enqueue: Callable[[], None] = lambda: None,
     clock: Callable[[], float],
+    owner: str | None = None,
 ) -> list[Resolution]:
-    """Carry out every pending approval (fit, compare, promote or not, reply): see :func:`resolve`. One that fails is
-    given up (:func:`_give_up`); one the database cannot be written for stays pending, for the next run."""
+    """Carry out every pending approval this runner (``owner``) claims (fit, compare, promote or not, reply): see
+    :func:`resolve`. One claimed by another runner (another process sharing the database) is left to it, until its
+    claim is :data:`APPROVAL_LEASE_S` old unfinished. One that fails is given up (:func:`_give_up`); one the database
+    cannot be written for stays pending, its claim given back, for the next run."""
+    owner = owner or new_owner()
     with store.read() as conn:
         pending = get_job_state(conn, PENDING_STATE)
     done: list[Resolution] = []
@@ -337,6 +394,13 @@ def complete_approvals(
         if not isinstance(entry, dict) or not str(key).isdigit():
             continue
         proposal_id = int(key)
+        period = approval_period(proposal_id, entry)
+        try:
+            if not store.claim_job(APPROVAL_JOB, period, now=clock(), owner=owner, stale_after_s=APPROVAL_LEASE_S):
+                continue  # another runner is carrying it out (or has)
+        except Exception:  # the database cannot be written: the next wake or poll tries again
+            log.exception("could not claim the approval of proposal #%d; it stays pending", proposal_id)
+            continue
         try:
             done.append(
                 resolve(
@@ -344,7 +408,7 @@ def complete_approvals(
                     proposal_id,
                     approved=True,
                     by=str(entry.get("by") or ""),
-                    now=float(entry.get("at") or clock()),
+                    now=_entry_at(entry) or clock(),
                     message=_message_of(entry),
                     original_blocks=[b for b in entry.get("blocks") or [] if isinstance(b, dict)],
                     fallback_channel=str(entry.get("fallback_channel") or ""),
@@ -356,17 +420,33 @@ def complete_approvals(
         except Exception:
             log.exception("the retraining approved for proposal #%d failed; given up, its approver told", proposal_id)
             try:
-                _give_up(store, proposal_id, entry, clock())
+                _give_up(store, proposal_id, entry, clock(), period=period, owner=owner)
                 on_enqueue()
             except Exception:
                 log.exception("could not give up the approval of proposal #%d; it stays pending", proposal_id)
+                _release(store, period, owner)
+            continue
+        try:
+            with store.transaction() as tx:
+                finish_claim(tx.connection, APPROVAL_JOB, period, owner, clock())
+        except Exception:  # carried out all the same; its entry is gone, so nobody claims it again
+            log.exception("could not record that the approval of proposal #%d was carried out", proposal_id)
     return done
+
+
+def _release(store: SQLiteStore, period: str, owner: str) -> None:
+    """Give back a claim (its approval stays pending), so the next run — of any process — tries again at once."""
+    try:
+        with store.transaction() as tx:
+            release_claim(tx.connection, APPROVAL_JOB, period, owner)
+    except Exception:  # taken over once stale (APPROVAL_LEASE_S)
+        log.exception("could not give back the claim of approval %s", period)
 
 
 class ApprovalRunner:
     """A thread that carries out pending approvals (:func:`complete_approvals`): at start (what a stopped process
     left), whenever :meth:`wake` is called (a click recorded one), and every ``poll_s`` (what another process
-    left)."""
+    left, or a claim of a process that died). Each approval is carried out by the one runner that claims it."""
 
     def __init__(
         self,
@@ -380,6 +460,7 @@ class ApprovalRunner:
         self.on_enqueue = on_enqueue
         self.clock = clock
         self.poll_s = poll_s
+        self.owner = new_owner()  # the holder of this runner's claims (job_claims)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -402,7 +483,7 @@ class ApprovalRunner:
             self._thread = None
 
     def run_once(self) -> list[Resolution]:
-        return complete_approvals(self.store, on_enqueue=self.on_enqueue, clock=self.clock)
+        return complete_approvals(self.store, on_enqueue=self.on_enqueue, clock=self.clock, owner=self.owner)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -1,0 +1,115 @@
+"""Pending retraining approvals carried out by two processes sharing one SQLite file (each runs its own approval
+runner: at start, on its own clicks, every minute). Each process is a store of its own on the same file."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.retraining import begin_approval, complete_approvals, resolve
+from bot.service import MessageRef
+from npo.loop import LoopConfig
+from storage import SQLiteStore
+
+ALICE, BOB = "U0ALICE", "U0BOB"
+ALERT = MessageRef("C0OPS", "1700000000.000100")
+OPENED, DEADLINE = 1_000.0, 100_000.0
+
+
+@pytest.fixture
+def two(db_path: Path) -> Iterator[tuple[SQLiteStore, SQLiteStore]]:
+    with SQLiteStore(db_path, LoopConfig()) as a, SQLiteStore(db_path, LoopConfig()) as b:
+        yield a, b
+
+
+def _proposal(store: SQLiteStore) -> int:
+    with store.transaction() as tx:
+        return tx.open_proposal(OPENED, "drift", expires_at=DEADLINE)
+
+
+def _rows(path: Path, sql: str) -> list[Any]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _pending(path: Path) -> dict[str, Any]:
+    rows = _rows(path, "SELECT value FROM job_state WHERE name = 'retraining_approvals'")
+    return json.loads(rows[0][0]) if rows else {}
+
+
+def test_an_approval_another_process_is_carrying_out_is_left_to_it(
+    two: tuple[SQLiteStore, SQLiteStore], db_path: Path
+) -> None:
+    """Before, both runners read the pending approval and both fitted the candidate (seconds each on a large
+    database); the slower one then found it resolved. Now the approval is claimed (``job_claims``) before the fit:
+    while process A holds the claim, process B's runner leaves it alone; A's claim left unfinished (A died mid-fit)
+    is taken over once stale, and the approval carried out once."""
+    a, b = two
+    pid = _proposal(a)
+    at = 2_000.0
+    assert begin_approval(a, pid, by=ALICE, now=at, message=ALERT).status == "pending"
+    # Process A's runner has claimed the approval and is fitting the candidate.
+    assert a.claim_job("retraining_approval", f"{pid}@{at!r}", now=at + 1, owner="host-a:1:runner")
+
+    assert complete_approvals(b, clock=lambda: at + 2) == []  # process B's runner, woken meanwhile
+    assert _rows(db_path, "SELECT state FROM retraining_proposals") == [("open",)]
+    assert _rows(db_path, "SELECT COUNT(*) FROM model_versions") == [(0,)]
+    assert ALICE in json.dumps(_pending(db_path))
+
+    # Process A died mid-fit: its claim, unfinished, is taken over once stale, and the approval carried out once.
+    later = at + 3_600
+    done = complete_approvals(b, clock=lambda: later, owner="host-b:2:runner")
+    assert [d.status for d in done] == ["approved"]
+    assert _rows(db_path, "SELECT state, resolved_by FROM retraining_proposals") == [("approved", ALICE)]
+    assert _rows(db_path, "SELECT kind FROM outbox") == [("thread_reply",)]
+    claims = "SELECT owner, done_at IS NOT NULL FROM job_claims WHERE job = 'retraining_approval'"
+    assert _rows(db_path, claims) == [("host-b:2:runner", 1)]
+    assert complete_approvals(a, clock=lambda: later + 1) == []
+    assert _rows(db_path, "SELECT COUNT(*) FROM model_versions") == [(1,)]
+
+
+def test_an_approval_given_up_and_clicked_again_is_carried_out_as_the_new_one(
+    two: tuple[SQLiteStore, SQLiteStore], db_path: Path
+) -> None:
+    """Alice's approval could not be carried out (the database refused the result): it is given up and she is told
+    privately, with the proposal left open. Bob approves it again. A runner still working on Alice's approval (its
+    claim taken over as stale) must not carry out Bob's as hers: before, the proposal was recorded as approved by
+    Alice — who had just been told her approval was not recorded — and Bob's click went unnamed."""
+    a, b = two
+    pid = _proposal(a)
+    alice_at, bob_at = 2_000.0, 2_100.0
+    assert begin_approval(a, pid, by=ALICE, now=alice_at, message=ALERT).status == "pending"
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute(
+            "CREATE TRIGGER full_disk BEFORE UPDATE ON retraining_proposals "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+        assert complete_approvals(a, clock=lambda: alice_at + 5) == []  # given up
+        conn.execute("DROP TRIGGER full_disk")
+        conn.commit()
+    finally:
+        conn.close()
+    told = _rows(db_path, "SELECT channel, kind, payload FROM outbox")
+    assert [(c, k) for c, k, _ in told] == [(ALERT.channel, "ephemeral")]
+    assert json.loads(told[0][2])["user"] == ALICE and "click again" in json.loads(told[0][2])["text"]
+    assert _rows(db_path, "SELECT state FROM retraining_proposals") == [("open",)] and _pending(db_path) == {}
+
+    assert begin_approval(b, pid, by=BOB, now=bob_at, message=ALERT).status == "pending"
+    late = resolve(b, pid, approved=True, by=ALICE, now=alice_at, message=ALERT, clock=lambda: bob_at + 1, pending=True)
+    assert late.status == "already_resolved" and "being approved by" in late.text and BOB in late.text
+    assert _rows(db_path, "SELECT state FROM retraining_proposals") == [("open",)]
+    assert BOB in json.dumps(_pending(db_path))
+
+    done = complete_approvals(a, clock=lambda: bob_at + 2)
+    assert [d.status for d in done] == ["approved"]
+    assert _rows(db_path, "SELECT state, resolved_by FROM retraining_proposals") == [("approved", BOB)]
