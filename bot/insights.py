@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.jobs.report import ArmSummary, arm_summaries, build_report, report_text
-from bot.retraining import expired_at
+from bot.retraining import expired_at, pending_approval
 from bot.service import ALIGNMENT_WINDOW, NpoService
 from bot.slack.blocks import Dashboard
 from npo.alignment import alignment_loss
@@ -33,6 +33,7 @@ class HomeData:
     proposal: Proposal | None
     mutes: tuple[Mute, ...]
     proposal_expired_at: float | None = None  # the open proposal's deadline, once it has passed (nobody answered)
+    proposal_approved_by: str | None = None  # the open proposal's approval, recorded and being carried out: by whom
 
 
 def home_data(service: NpoService, *, recent: int = 10, overrides: int = 8) -> HomeData:
@@ -47,6 +48,7 @@ def home_data(service: NpoService, *, recent: int = 10, overrides: int = 8) -> H
     with store.read() as conn:
         lines = tuple(recent_overrides(conn, overrides))
         proposal = open_proposal(conn)
+        approval = None if proposal is None else pending_approval(conn, proposal.id)
         now = service.clock()
         mutes = tuple(active_mutes(conn, now))
     return HomeData(
@@ -59,7 +61,9 @@ def home_data(service: NpoService, *, recent: int = 10, overrides: int = 8) -> H
         overrides=lines,
         proposal=proposal,
         mutes=mutes,
-        proposal_expired_at=None if proposal is None else expired_at(proposal, now),
+        # An approval recorded in time is carried out past the deadline too (the meta-monitor does not expire it).
+        proposal_expired_at=None if proposal is None or approval is not None else expired_at(proposal, now),
+        proposal_approved_by=None if approval is None else str(approval.get("by") or ""),
     )
 
 

@@ -94,7 +94,14 @@ def home_blocks(data: HomeData, share: float = 1.0) -> list[Block]:
             ),
         }
     )
-    if data.proposal is not None and data.proposal_expired_at is not None:
+    if data.proposal is not None and data.proposal_approved_by is not None:
+        p, by = data.proposal, data.proposal_approved_by
+        text = (
+            f":hourglass_flowing_sand: *Retraining proposal #{p.id}* ({escape(p.reason)}) approved"
+            f"{f' by {_who(by)}' if by else ''}: the new model is being fitted and compared; the result follows in the "
+            "ops channel."
+        )
+    elif data.proposal is not None and data.proposal_expired_at is not None:
         p = data.proposal
         text = (
             f"*Retraining*: proposal #{p.id} ({escape(p.reason)}) expired unanswered at "

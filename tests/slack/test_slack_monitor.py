@@ -409,3 +409,33 @@ def test_approve_is_answered_before_the_retraining_and_carried_out_after_a_resta
         assert _db(bot, "SELECT COUNT(*) FROM model_versions") == (1,)
         assert _db(bot, "SELECT value FROM job_state WHERE name = 'retraining_approvals'") == ("{}",)
         wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks))
+
+
+def test_the_app_home_shows_an_approval_being_carried_out_past_the_deadline_as_being_approved(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """Approve was clicked before the proposal's deadline and its retraining has not been carried out yet (the
+    approval runner stopped here, so the order is certain) when the deadline passes. The meta-monitor does not expire
+    it — it was answered in time — but the App Home said "expired unanswered … can no longer be approved or
+    dismissed". Now it says who approved it and that the retraining is running."""
+    for user in (ALICE, BOB):
+        standin.add_user(user)
+    settings = make_settings(tmp_path, standin)
+    with serving(build_bot(settings, seed=1, run_worker=False), standin) as bot:
+        bot.bot.worker.start()  # posts the alert; the approval runner stays stopped
+        channel, ts = _posted_alert(bot)
+        assert bot.click(ALICE, ACTION_APPROVE, (channel, ts)).status_code == 200
+        assert ALICE in _db(bot, "SELECT value FROM job_state WHERE name = 'retraining_approvals'")[0]
+        conn = sqlite3.connect(bot.bot.settings.db_path)
+        try:  # the deadline passes while the approval waits to be carried out
+            conn.execute("UPDATE retraining_proposals SET expires_at = ?", (time.time() - 60,))
+            conn.commit()
+        finally:
+            conn.close()
+        event = {"type": "app_home_opened", "user": BOB, "channel": "D0BOB", "tab": "home"}
+        assert bot.standin.send_event(bot.events_url, SECRET, event, event_id="Ev0home").status_code == 200
+        home = wait_for(lambda: bot.standin.home_view(BOB))
+        shown = next(b for b in home["blocks"] if b.get("block_id") == "npo_home_proposal")["text"]["text"]
+        assert "expired" not in shown, shown
+        assert "proposal #1" in shown and f"approved by <@{ALICE}>" in shown and "being fitted" in shown
+        assert _db(bot, "SELECT state FROM retraining_proposals") == ("open",)
