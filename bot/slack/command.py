@@ -7,8 +7,10 @@
   for the ack (3 s), so the ack only says it is being worked on (:data:`SUMMARY_WORKING`) and the report is built
   after it (:meth:`~bot.slack.deps.SlackDeps.spawn`) and posted to the command's ``response_url`` as an ephemeral
   reply — one of the five posts Slack allows there within 30 minutes —, or, should building it fail, one line that
-  says so (:data:`SUMMARY_FAILED`). Nothing is stored: a report lost to a stop is asked for again. A command with no
-  ``response_url`` gets the report in the ack, as before;
+  says so (:data:`SUMMARY_FAILED`). Only the invocation's id is stored (as a mute's is): the same request again (a
+  replay of its signed bytes, an envelope Slack sends again) builds and posts nothing and is told so
+  (:data:`SUMMARY_REPLAYED`); a report lost to a stop is asked for again. A command with no ``response_url`` gets
+  the report in the ack, as before;
 * ``why <recommendation id>`` — score, τ, the rule behind the verdict, the key's history and mutes;
 * ``mute <key> <duration> [reason]`` — a Safety Policy rule that blocks the key's predictions until it expires
   (responders only; audited); ``unmute <key>`` lifts it;
@@ -188,8 +190,10 @@ def why_text(w: Why, now: float) -> str:
     return "\n".join(lines)
 
 
+COMMAND_FAILED = "Sorry, NPO could not answer that just now."
 REPLAYED = "This `/npo` request was already carried out; nothing was changed."
 SUMMARY_WORKING = "Working on the summary…"
+SUMMARY_REPLAYED = "This `/npo summary` request was already carried out; its report is not posted again."
 SUMMARY_FAILED = (
     "Sorry, NPO could not build the summary just now (the bot's log has the error); please try again in a minute."
 )
@@ -355,7 +359,8 @@ def _duration_of(args: list[str]) -> tuple[float, int]:
 
 
 def _request_id(command: dict[str, Any], request: AsyncBoltRequest) -> str:
-    """What makes a replayed mute or unmute recognisable: the invocation's trigger id, which Slack always sends;
+    """What makes a replayed mute, unmute or summary recognisable: the invocation's trigger id, which Slack always
+    sends;
     failing that, the request's signature (a replay is the same signed bytes, so it carries the same one), or in
     Socket Mode the envelope's id (an envelope sent again has the same one). Empty when there is none of these."""
     trigger = str(command.get("trigger_id") or "")
@@ -371,15 +376,29 @@ def _make_listener(deps: SlackDeps) -> Any:
     ) -> None:
         text, user = str(command.get("text") or ""), str(command.get("user_id") or "")
         response_url = str(command.get("response_url") or "")
-        if response_url and is_summary(text):  # too slow for the ack: built after it (module docstring)
-            await ack(text=SUMMARY_WORKING, response_type="ephemeral")
-            deps.spawn(deliver_summary(deps, response_url, user, timeout=client.timeout), "/npo summary")
-            return
+        request_id = _request_id(command, request)
+        if is_summary(text):
+            try:
+                first = not request_id or await deps.storage(
+                    deps.service.store.claim_request, request_id, "command", deps.service.clock()
+                )
+            except Exception:
+                log.exception("/npo summary failed")
+                await ack(text=COMMAND_FAILED, response_type="ephemeral")
+                return
+            if not first:  # a replay, or an envelope sent again: its report was built and posted the first time
+                log.info("an /npo summary request by %s was received again; its report is not posted again", user)
+                await ack(text=SUMMARY_REPLAYED, response_type="ephemeral")
+                return
+            if response_url:  # too slow for the ack: built after it (module docstring)
+                await ack(text=SUMMARY_WORKING, response_type="ephemeral")
+                deps.spawn(deliver_summary(deps, response_url, user, timeout=client.timeout), "/npo summary")
+                return
         try:
-            reply = await reply_for(text, user, deps, request_id=_request_id(command, request))
+            reply = await reply_for(text, user, deps, request_id=request_id)
         except Exception:
             log.exception("/npo failed")
-            reply = "Sorry, NPO could not answer that just now."
+            reply = COMMAND_FAILED
         await ack(text=truncate(reply, MAX_REPLY), response_type="ephemeral")
 
     return on_command

@@ -27,7 +27,14 @@ from slack_testing import (
 from bot.app import build_bot
 from bot.insights import summary_text
 from bot.slack.blocks import ACTION_LIKE, ACTION_OVERRIDE
-from bot.slack.command import MAX_REPLY, REPLAYED, SUMMARY_FAILED, SUMMARY_WORKING, fit_lines
+from bot.slack.command import (
+    MAX_REPLY,
+    REPLAYED,
+    SUMMARY_FAILED,
+    SUMMARY_REPLAYED,
+    SUMMARY_WORKING,
+    fit_lines,
+)
 from bot.slack.monitor_blocks import ACTION_APPROVE, ALERT_ACTIONS_BLOCK_ID
 from bot.slack.text import truncate
 from bot.standin import StandIn, interactions
@@ -121,6 +128,65 @@ def test_a_summary_that_cannot_be_built_is_told_through_the_response_url(bot: Bo
         damage.close()
     assert text == SUMMARY_FAILED and "\n" not in text
     assert summary(bot).startswith("NPO weekly summary")  # the database readable again: the report
+
+
+def test_a_replayed_summary_is_built_and_posted_once(bot: BotUnderTest) -> None:
+    """The same signed ``/npo summary`` sent again (a replay inside Slack's five-minute window) posted the report
+    to the response_url a second time — one more of its five posts, and another build of the week's report. Its
+    trigger id is now claimed as a mute's is: sent again, it builds and posts nothing and says so; a new
+    invocation still gets its report."""
+    bot.surface("p1")
+    fields = interactions.slash_command_fields(
+        bot.standin.store,
+        f"{bot.standin.url}/response",
+        command="/npo",
+        text="summary",
+        user_id=ALICE,
+        channel_id=INCIDENT,
+    )
+    body, rid = urlencode(fields), fields["response_url"].rsplit("/", 1)[1]
+
+    def send() -> str:
+        response = interactions.post_signed(bot.events_url, SECRET, body, interactions.FORM)
+        assert response.status_code == 200, response.text
+        assert response.json()["response_type"] == "ephemeral"
+        return str(response.json()["text"])
+
+    def posts() -> list[dict[str, Any]]:
+        return next(u for u in bot.standin.response_urls() if u.id == rid).posts
+
+    assert send() == SUMMARY_WORKING
+    (post,) = wait_for(posts)
+    assert str(post["text"]).startswith("NPO weekly summary")
+    assert send() == SUMMARY_REPLAYED  # the same bytes again, signed anew: the same trigger id
+    assert summary(bot).startswith("NPO weekly summary")  # a new invocation is carried out
+    assert posts() == [post]
+    conn = sqlite3.connect(bot.bot.settings.db_path)
+    try:
+        claimed = conn.execute("SELECT request_id, kind FROM processed_requests WHERE kind = 'command'").fetchall()
+    finally:
+        conn.close()
+    assert len(claimed) == 2 and (f"command:{fields['trigger_id']}", "command") in claimed
+
+
+def test_a_summary_without_a_response_url_is_answered_in_its_ack_once(bot: BotUnderTest) -> None:
+    """A ``/npo summary`` with no response_url (Slack always sends one; a crafted request may not) gets the report
+    in its answer; the same request again gets only the note that it was carried out."""
+    bot.surface("p1")
+    fields = interactions.slash_command_fields(
+        bot.standin.store,
+        f"{bot.standin.url}/response",
+        command="/npo",
+        text="summary",
+        user_id=ALICE,
+        channel_id=INCIDENT,
+    )
+    del fields["response_url"]
+    body = urlencode(fields)
+    answers = [interactions.post_signed(bot.events_url, SECRET, body, interactions.FORM) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    first, second = (str(a.json()["text"]) for a in answers)
+    assert first.startswith("NPO weekly summary") and second == SUMMARY_REPLAYED
 
 
 def _overridden_real_faults(bot: BotUnderTest, pids: list[str], operators: list[str]) -> None:

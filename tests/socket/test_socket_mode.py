@@ -16,7 +16,7 @@ from socket_testing import APP_TOKEN, SocketBot
 
 from bot.app import build_bot
 from bot.config import ConfigError, load_settings
-from bot.slack.command import REPLAYED, SUMMARY_WORKING
+from bot.slack.command import REPLAYED, SUMMARY_REPLAYED, SUMMARY_WORKING
 from bot.socket_mode import SocketModeService
 from bot.standin import StandIn, interactions
 from bot.standin.socket_mode import SocketModeStandIn
@@ -108,6 +108,21 @@ def test_the_summary_over_the_websocket_follows_its_ack_through_the_response_url
     assert len(socket_bot.standin.response_urls()) == 1
     (post,) = wait_for(lambda: socket_bot.standin.response_urls()[0].posts)
     assert post["response_type"] == "ephemeral" and post["text"].startswith("NPO weekly summary")
+
+
+def test_a_summary_envelope_sent_again_posts_its_report_once(socket_bot: SocketBot) -> None:
+    """Slack sends an envelope again when its acknowledgement did not arrive in time: the ``/npo summary`` sent
+    again is told its request was carried out, and its report is not built and posted a second time."""
+    socket_bot.surface("p1")
+    envelope = socket_bot.socket.slash_command("/npo", "summary", ALICE, INCIDENT)
+    assert socket_bot.socket.wait_ack(envelope)["payload"]["text"] == SUMMARY_WORKING
+    (post,) = wait_for(lambda: socket_bot.standin.response_urls()[0].posts)
+    socket_bot.socket.resend(envelope, retry_attempt=1, retry_reason="timeout")
+    assert socket_bot.socket.wait_ack(envelope, count=2)["payload"]["text"] == SUMMARY_REPLAYED
+    again = socket_bot.socket.slash_command("/npo", "summary", ALICE, INCIDENT)  # a new invocation
+    assert socket_bot.socket.wait_ack(again)["payload"]["text"] == SUMMARY_WORKING
+    wait_for(lambda: socket_bot.standin.response_urls()[1].posts)
+    assert socket_bot.standin.response_urls()[0].posts == [post]
 
 
 def test_events_are_processed_once_per_event_id_across_retries(socket_bot: SocketBot) -> None:
