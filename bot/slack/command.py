@@ -7,10 +7,11 @@
   for the ack (3 s), so the ack only says it is being worked on (:data:`SUMMARY_WORKING`) and the report is built
   after it (:meth:`~bot.slack.deps.SlackDeps.spawn`) and posted to the command's ``response_url`` as an ephemeral
   reply — one of the five posts Slack allows there within 30 minutes —, or, should building it fail, one line that
-  says so (:data:`SUMMARY_FAILED`). Only the invocation's id is stored (as a mute's is): the same request again (a
-  replay of its signed bytes, an envelope Slack sends again) builds and posts nothing and is told so
-  (:data:`SUMMARY_REPLAYED`); a report lost to a stop is asked for again. A command with no ``response_url`` gets
-  the report in the ack, as before;
+  says so (:data:`SUMMARY_FAILED`); a post Slack fails (5xx) or that cannot reach it is tried again, briefly
+  (:data:`SUMMARY_RETRY_S`), and logged once should it still not arrive. Only the invocation's id is stored (as a
+  mute's is): the same request again (a replay of its signed bytes, an envelope Slack sends again) builds and posts
+  nothing and is told so (:data:`SUMMARY_REPLAYED`); a report lost to a stop is asked for again. A command with no
+  ``response_url`` gets the report in the ack, as before;
 * ``why <recommendation id>`` — score, τ, the rule behind the verdict, the key's history and mutes;
 * ``mute <key> <duration> [reason]`` — a Safety Policy rule that blocks the key's predictions until it expires
   (responders only; audited); ``unmute <key>`` lifts it;
@@ -20,12 +21,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
@@ -194,6 +197,9 @@ COMMAND_FAILED = "Sorry, NPO could not answer that just now."
 REPLAYED = "This `/npo` request was already carried out; nothing was changed."
 SUMMARY_WORKING = "Working on the summary…"
 SUMMARY_REPLAYED = "This `/npo summary` request was already carried out; its report is not posted again."
+# Waits between the tries of posting the summary to its response_url after a 5xx or a connection error: four posts
+# at most (Slack takes five within 30 minutes), over about 3.5 s.
+SUMMARY_RETRY_S = (0.5, 1.0, 2.0)
 SUMMARY_FAILED = (
     "Sorry, NPO could not build the summary just now (the bot's log has the error); please try again in a minute."
 )
@@ -212,27 +218,43 @@ async def summary_reply(deps: SlackDeps) -> str:
 
 async def deliver_summary(deps: SlackDeps, response_url: str, user: str, *, timeout: int) -> None:
     """Build the summary (after the ack) and post it to the command's ``response_url``, ephemeral, as the ack
-    carried it before; a failure to build it posts :data:`SUMMARY_FAILED` instead. A post Slack refuses or that
-    cannot reach it is logged (never the URL: anyone holding it may post to the channel)."""
+    carried it before; a failure to build it posts :data:`SUMMARY_FAILED` instead. A post Slack fails (5xx) or
+    that cannot reach it is tried again after each wait of :data:`SUMMARY_RETRY_S`; one Slack refuses (4xx: an
+    expired or used-up URL) is not. What still did not arrive is logged once (never the URL: anyone holding it may
+    post to the channel)."""
     try:
         reply = await summary_reply(deps)
     except Exception:
         log.exception("/npo summary for %s failed", user)
         reply = SUMMARY_FAILED
-    webhook = AsyncWebhookClient(response_url, timeout=timeout, logger=_WEBHOOK_LOG)
+    # slack-sdk's own retries off: each try is one post, so the tries stay within the five Slack allows.
+    webhook = AsyncWebhookClient(response_url, timeout=timeout, logger=_WEBHOOK_LOG, retry_handlers=[])
+    text = truncate(reply, MAX_REPLY)
+    tries = 0
+    for wait in (*SUMMARY_RETRY_S, None):
+        tries += 1
+        why, again = await _post_once(webhook, text, response_url)
+        if why is None:
+            return
+        if not again or wait is None:
+            break
+        await asyncio.sleep(wait)
+    # The person is not told (there is nowhere else to): the log says so, once.
+    after = f" after {tries} tries" if tries > 1 else ""
+    log.warning("/npo summary for %s not delivered%s: its response_url %s", user, after, why)
+
+
+async def _post_once(webhook: AsyncWebhookClient, text: str, response_url: str) -> tuple[str | None, bool]:
+    """Post ``text`` once: None when Slack took it, else what went wrong (for the log) and whether another try may
+    help — a 5xx or a connection that failed, not a 4xx, a timeout (the post may have arrived) or anything else."""
     try:
-        sent = await webhook.send(text=truncate(reply, MAX_REPLY), response_type="ephemeral")
-    except Exception as exc:  # connection refused, timeout: the person is not told (there is nowhere else to)
-        why = _hidden(f"{type(exc).__name__}: {exc}", response_url)
-        log.warning("/npo summary for %s not delivered: its response_url could not be reached (%s)", user, why)
-        return
-    if sent.status_code != 200:
-        log.warning(
-            "/npo summary for %s not delivered: its response_url answered %d %s",
-            user,
-            sent.status_code,
-            _hidden(str(sent.body or ""), response_url),
-        )
+        sent = await webhook.send(text=text, response_type="ephemeral")
+    except Exception as exc:  # connection refused or reset, timeout
+        why = f"could not be reached ({_hidden(f'{type(exc).__name__}: {exc}', response_url)})"
+        return why, isinstance(exc, aiohttp.ClientConnectionError)
+    if sent.status_code == 200:
+        return None, False
+    return f"answered {sent.status_code} {_hidden(str(sent.body or ''), response_url)}", sent.status_code >= 500
 
 
 def _hidden(text: str, response_url: str) -> str:

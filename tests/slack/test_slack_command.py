@@ -201,22 +201,59 @@ def _overridden_real_faults(bot: BotUnderTest, pids: list[str], operators: list[
             record_outcome(tx, Outcome(pid, True, now + 1, "test"), config=store.config)
 
 
-def test_a_summary_slack_does_not_take_is_logged_without_its_url(
+def _not_delivered(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+
+
+def test_a_summary_post_slack_fails_is_tried_again(bot: BotUnderTest, caplog: pytest.LogCaptureFixture) -> None:
+    """The response_url answers 503 twice, then drops the connection: the report was lost after one log line.
+    It is now posted again after a short wait each time, and arrives on the fourth try (within the five posts
+    Slack allows there); nothing is logged as lost."""
+    bot.standin.faults.server_error("response_url", times=2, status=503)
+    bot.standin.faults.disconnect("response_url", times=1)
+    assert summary(bot).startswith("NPO weekly summary")
+    assert [call.status for call in bot.standin.calls("response_url")] == [503, 503, 0, 200]
+    assert _not_delivered(caplog) == []
+
+
+def test_a_summary_slack_does_not_take_is_logged_once_without_its_url(
     bot: BotUnderTest, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The response_url answers 500, or cannot be reached twice in a row: there is nowhere left to tell the person,
-    so the log says the summary was not delivered, and why, without the URL (anyone holding it may post)."""
-    bot.standin.faults.server_error("response_url", times=1)
-    bot.standin.faults.disconnect("response_url", times=2)  # slack-sdk tries a connection error once more
-    for _ in range(2):
-        assert npo(bot, "summary") == SUMMARY_WORKING
-    wait_for(lambda: len([r for r in caplog.records if "not delivered" in r.getMessage()]) == 2)
-    lines = sorted(r.getMessage() for r in caplog.records if "not delivered" in r.getMessage())
-    head = f"/npo summary for {ALICE} not delivered: its response_url"
-    assert lines[0] == f'{head} answered 500 {{"ok": false, "error": "internal_error"}}'
-    assert lines[1].startswith(f"{head} could not be reached (") and lines[1].endswith(")")
+    """The response_url answers 500, or cannot be reached, on every try: there is nowhere left to tell the person,
+    so after its last try the log says, once, that the summary was not delivered, and why, without the URL
+    (anyone holding it may post)."""
+    head = f"/npo summary for {ALICE} not delivered after 4 tries: its response_url"
+    bot.standin.faults.server_error("response_url", times=4)
+    assert npo(bot, "summary") == SUMMARY_WORKING
+    (line,) = wait_for(lambda: _not_delivered(caplog))
+    assert line == f'{head} answered 500 {{"ok": false, "error": "internal_error"}}'
+    assert [call.status for call in bot.standin.calls("response_url")] == [500] * 4
+    bot.standin.faults.disconnect("response_url", times=4)
+    assert npo(bot, "summary") == SUMMARY_WORKING
+    _, line = wait_for(lambda: _not_delivered(caplog)[1:] and _not_delivered(caplog))
+    assert line.startswith(f"{head} could not be reached (") and line.endswith(")")
+    assert [call.status for call in bot.standin.calls("response_url")] == [500] * 4 + [0] * 4
     assert "/response/" not in caplog.text
     assert all(not url.posts for url in bot.standin.response_urls())
+
+
+def test_a_summary_post_slack_refuses_is_not_tried_again(bot: BotUnderTest, caplog: pytest.LogCaptureFixture) -> None:
+    """A 4xx from the response_url (here one Slack never issued: 404 ``no_service``; an expired or used-up URL
+    answers so too) will not change: it is logged at once, and not posted again."""
+    fields = interactions.slash_command_fields(
+        bot.standin.store,
+        f"{bot.standin.url}/response",
+        command="/npo",
+        text="summary",
+        user_id=ALICE,
+        channel_id=INCIDENT,
+    )
+    fields["response_url"] = f"{bot.standin.url}/response/never-issued"
+    response = interactions.post_signed(bot.events_url, SECRET, urlencode(fields), interactions.FORM)
+    assert response.status_code == 200 and response.json()["text"] == SUMMARY_WORKING
+    (line,) = wait_for(lambda: _not_delivered(caplog))
+    assert line == f"/npo summary for {ALICE} not delivered: its response_url answered 404 no_service"
+    assert [call.status for call in bot.standin.calls("response_url")] == [404]
 
 
 def test_summary_with_long_keys_keeps_every_section(bot: BotUnderTest) -> None:
