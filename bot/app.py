@@ -30,6 +30,7 @@ from bot.service import NpoService
 from bot.slack.bolt_app import build_bolt_app, build_web_client
 from bot.slack.deps import SlackDeps
 from bot.slack.responders import ResponderDirectory
+from bot.slack.web_log import web_api_logger
 from npo.bandit import BanditConfig
 from npo.feedback import FeedbackCodes
 from npo.loop import LoopConfig
@@ -141,6 +142,7 @@ def build_bot(settings: Settings, *, seed: int | None = None, run_worker: bool =
         base_url=settings.slack_api_url,
         timeout=settings.web_api_timeout,
         retry_handlers=[],
+        logger=web_api_logger(),  # a request it could not send is the worker's to report (bot.slack.web_log)
     )
     worker = DeliveryWorker(
         service,

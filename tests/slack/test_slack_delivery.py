@@ -21,6 +21,7 @@ from bot.app import build_bot
 from bot.delivery import RETRY_AFTER_CAP_S, DeliveryWorker, WorkerConfig
 from bot.metrics import Metrics
 from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL
+from bot.slack.web_log import SEND_FAILED
 from bot.standin import StandIn
 from npo.types import Prediction, Severity
 from storage import SQLiteStore, StorageError
@@ -671,3 +672,28 @@ def test_answers_given_while_an_update_waits_for_a_retry_ride_with_it(tmp_path: 
     updated = [c for c in standin.calls("chat.update") if c.status == 200]
     assert len(updated) == 1
     assert ALICE in str(updated[0].body["blocks"]) and BOB in str(updated[0].body["blocks"])
+
+
+def test_a_post_that_could_not_be_sent_is_the_workers_warning_not_an_sdk_error(
+    tmp_path: Path, standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """slack-sdk logs a request it could not send at ERROR and raises it; the worker keeps the message and logs its
+    retry once at WARNING. A network outage made every try an ERROR line for an error that lost nothing."""
+    caplog.set_level(logging.DEBUG)
+    built = build_bot(make_settings(tmp_path, standin), seed=1, run_worker=False)
+    with serving(built, standin) as bot:
+        standin.faults.disconnect("chat.postMessage", times=1)
+        assert bot.ingest(prediction("p1")).status_code == 200
+        assert built.worker.run_once() == 1
+        (waiting,) = built.store.outbox("pending")  # kept for its next try
+        assert waiting.last_error
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
+    unsent = [r for r in caplog.records if r.getMessage().startswith(SEND_FAILED)]
+    assert unsent and all(r.levelno == logging.DEBUG for r in unsent), unsent  # still there for a debugging reader
+    retried = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "bot.delivery" and r.levelno == logging.WARNING and "will be retried" in r.getMessage()
+    ]
+    assert len(retried) == 1, retried
