@@ -4,6 +4,8 @@ an IANA time zone) and the time-zone and clock-time helpers it shares with the p
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -20,6 +22,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # zone's offset is looked up at "now" clamped to this range.
 _FIRST_INSTANT = (datetime(1, 1, 2, tzinfo=UTC) - _EPOCH).total_seconds()
 _LAST_INSTANT = (datetime(9999, 12, 30, tzinfo=UTC) - _EPOCH).total_seconds()
+# A weekly window in a named zone is placed on the calendar (its opening and closing instants worked out from the
+# local dates around ``now``) between these instants; outside them, by the zone's offset at the nearest of them.
+_CALENDAR_FIRST = _FIRST_INSTANT + _SECONDS_PER_WEEK
+_CALENDAR_LAST = _LAST_INSTANT - _SECONDS_PER_WEEK
 
 
 def _format_offset(minutes: int) -> str:
@@ -49,6 +55,48 @@ def _zone_offset_seconds(tz: tzinfo, now: float) -> float:
     return 0.0 if offset is None else offset.total_seconds()
 
 
+def _wall(tz: tzinfo, instant: float) -> datetime:
+    """The local wall-clock time (naive) of the zone at ``instant`` (Unix seconds)."""
+    return (_EPOCH + timedelta(seconds=instant)).astimezone(tz).replace(tzinfo=None)
+
+
+def _first_instant(tz: tzinfo, wall: datetime) -> float:
+    """The first instant (Unix seconds) at which the zone's clock shows ``wall`` (a naive local time) or later:
+    ``wall`` itself; its first occurrence when the clocks going back show it twice; the end of the gap (the instant
+    of the change) when the clocks going forward skip it."""
+    candidates = [wall.replace(tzinfo=tz, fold=fold).timestamp() for fold in (0, 1)]
+    shown = [instant for instant in candidates if _wall(tz, instant) == wall]
+    if shown:
+        return min(shown)
+    # skipped: the clock is before ``wall`` at the earlier candidate and past it at the later one, with the change
+    # in between (a whole second, as zone rules are); bisect for the instant of the change
+    before, after = math.floor(min(candidates)), math.ceil(max(candidates))
+    if _wall(tz, before) >= wall or _wall(tz, after) < wall:
+        return min(candidates)  # not reached with a zone whose changes are at least a gap apart
+    while after - before > 1:
+        middle = (before + after) // 2
+        if _wall(tz, middle) >= wall:
+            after = middle
+        else:
+            before = middle
+    return float(after)
+
+
+def _day_span(tz: tzinfo, ordinal: int, start_minute: int, end_minute: int) -> tuple[float, float]:
+    """The instants (Unix seconds) a weekly window in ``tz`` opens and closes on the day ``ordinal``
+    (:meth:`date.toordinal`): the first instants the clock shows its start and its end (the next day's for an end
+    before the start)."""
+    midnight = datetime.fromordinal(ordinal)
+    end = end_minute if end_minute > start_minute else end_minute + _MINUTES_PER_DAY
+    opens = _first_instant(tz, midnight + timedelta(minutes=start_minute))
+    return opens, _first_instant(tz, midnight + timedelta(minutes=end))
+
+
+# a pure function of its arguments, asked for the same few days over and over (a policy is evaluated for every
+# prediction); a tzinfo that cannot be hashed is worked out each time
+_day_span_cached = functools.lru_cache(maxsize=1024)(_day_span)
+
+
 def _format_minute(minute: int) -> str:
     hours, mins = divmod(minute, 60)
     return f"{hours:02d}:{mins:02d}"
@@ -64,11 +112,23 @@ class FreezeWindow:
     the start wraps past midnight into the next day. Local time is either UTC shifted by the fixed
     ``utc_offset_minutes`` (no daylight-saving rules), or, when ``timezone`` names an IANA zone, the wall-clock
     time in that zone (``tz``, its tzinfo, supplied by the caller's resolver; ``utc_offset_minutes`` is then 0).
-    With a zone the window is in force whenever the local clock shows a time inside it, so it keeps its local
-    times across a daylight-saving change: a time skipped when clocks go forward opens (or closes) the window
-    at the first minute after the gap, and an hour repeated when clocks go back is inside the window both times
-    if its clock times are. ``allow_severities`` are exempt from the freeze; ``actions``, when non-empty,
-    limits the freeze to those actions.
+    With a zone each listed day's window is one unbroken period of instants, from the first instant the local clock
+    shows the start time (or a later one) to the first instant it shows the end time (or a later one), so it keeps
+    the wall-clock period written across a daylight-saving change (shorter or longer by the change in elapsed time):
+
+    * a time the clocks going forward skip is taken at the end of the gap: with 02:00 followed by 03:00, a window
+      02:30-04:00 opens at 03:00 and one 01:00-02:30 closes at 03:00; one wholly inside the gap (02:15-02:45) is
+      not in force that day;
+    * a time the clocks going back show twice is taken at its first occurrence: with 02:00 summer time followed by
+      01:00 winter time, a window 01:00-01:45 is frozen once, 01:00-01:45 summer time (not again when the clock
+      shows 01:00-01:45 a second time); 01:30-03:00 is frozen from 01:30 summer time to 03:00 winter time without
+      a break, and 00:00-06:00 for seven hours.
+
+    No instant is frozen by a second pass of the clock over the window, and none is lifted partway through it
+    (the weekly summary's trigger also takes a repeated time at its first occurrence). A window that wraps past
+    midnight (22:00-06:00) is likewise one period when the change falls in that night.
+
+    ``allow_severities`` are exempt from the freeze; ``actions``, when non-empty, limits the freeze to those actions.
     """
 
     name: str
@@ -143,6 +203,8 @@ class FreezeWindow:
         if not self.weekly:
             start, end = self._span()
             return start.timestamp() <= now < end.timestamp()
+        if self.tz is not None and _CALENDAR_FIRST <= now <= _CALENDAR_LAST:
+            return self._open_in_zone(self.tz, now)
         shift = self.utc_offset_minutes * 60 if self.tz is None else _zone_offset_seconds(self.tz, now)
         # local wall-clock time as seconds into the week, Monday 00:00 = 0
         local = (now + shift + _EPOCH_WEEKDAY * _SECONDS_PER_DAY) % _SECONDS_PER_WEEK
@@ -152,6 +214,19 @@ class FreezeWindow:
             opens = WEEKDAYS.index(day) * _SECONDS_PER_DAY + self.start_minute * 60
             if (local - opens) % _SECONDS_PER_WEEK < duration:
                 return True
+        return False
+
+    def _open_in_zone(self, tz: tzinfo, now: float) -> bool:
+        """Whether one listed day's window, placed on the calendar of ``tz`` (class docstring), covers ``now``.
+        A window lasts less than a day on the clock and the clock steps back by hours at most, so the day it
+        opened on is the local date at ``now``, the day before, or the day after."""
+        today = (_EPOCH + timedelta(seconds=now)).astimezone(tz).toordinal()
+        span = _day_span if type(tz).__hash__ is None else _day_span_cached
+        for ordinal in (today - 1, today, today + 1):
+            if WEEKDAYS[(ordinal + 6) % 7] in self.days:  # ordinal 1 (0001-01-01) was a Monday
+                opens, closes = span(tz, ordinal, self.start_minute, self.end_minute)
+                if opens <= now < closes:
+                    return True
         return False
 
     def holds_back(self, action: str, severity: Severity) -> bool:

@@ -183,9 +183,11 @@ stale_after_seconds = 86400
 #   end = "06:00"
 #   timezone = "Europe/Berlin"          # instead of utc_offset: 22:00-06:00 on the local clock all year
 #
-# With a timezone a weekly window is in force whenever the local clock shows a time inside it: when clocks
-# go forward a skipped time opens (or closes) the window at the end of the gap; when they go back, a repeated
-# hour inside the window is frozen both times.
+# With a timezone each day's window is one period, from the first time the local clock shows its start to the
+# first time it shows its end: when clocks go forward a skipped time opens (or closes) the window at the end of
+# the gap (a window wholly inside the gap is not in force that day); when they go back a time shown twice counts
+# at its first occurrence, so a window inside the repeated hour is frozen once, and one that starts or ends in it
+# is not lifted partway nor frozen again by the clock's second pass.
 
 # After an engineer overrides a recommendation, nothing with the same scenario key and/or target is surfaced
 # for `seconds` (a non-negative number; 0 turns the rule off). scope is "key", "target" or "both".
