@@ -13,7 +13,10 @@ from storage import codec
 # Only posted, unresolved recommendations with no effective answer (anyone's, a skip included) qualify, and only
 # those posted as a message of their own: a digest (an alert storm's, whose members are posted recommendations
 # sharing one message) has no buttons, so nobody could have answered and silence says nothing.
-_SKIPPABLE = """r.state = 'posted' AND r.resolved_at IS NULL
+# ``answered_at IS NULL`` (set by the first answer, m022) makes the sweep read only the partial index
+# ``recommendations_unanswered`` (posted, open, never answered) instead of every open recommendation; the NOT EXISTS
+# below stays the rule.
+_SKIPPABLE = """r.state = 'posted' AND r.resolved_at IS NULL AND r.answered_at IS NULL
       AND NOT EXISTS (SELECT 1 FROM effective_answers e WHERE e.prediction_id = r.prediction_id)
       AND NOT EXISTS (SELECT 1 FROM recommendations d WHERE d.channel = r.channel AND d.message_ts = r.message_ts
                       AND d.prediction_id <> r.prediction_id)"""
