@@ -2,7 +2,8 @@
 
 The bot is built by :func:`bot.app.build_bot` from :class:`~bot.config.Settings` exactly as ``npo-bot serve``
 builds it (so it runs whatever the service runs), with its Web API pointed at the stand-in and a fresh signing
-secret that the stand-in uses to sign every click. Nothing leaves 127.0.0.1.
+secret that the stand-in uses to sign every click. Nothing leaves 127.0.0.1, and the bot, like the stand-in, answers
+only requests whose ``Host`` is a loopback name (:class:`bot.loopback.LoopbackHostOnly`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bot.demo.policy import DEMO_POLICY_TOML
 from bot.demo.scenarios import ENGINEERS, BuiltinStream, Noise, ReplayStream, StreamItem
 from bot.demo.surfacing import Decided, surfacing
 from bot.ingest.replay import UnreadableFile
+from bot.loopback import LoopbackHostOnly
 from bot.output import counted
 from bot.serve import ServerThread
 from bot.slack.blocks import fallback_text, recommendation_blocks
@@ -200,7 +202,10 @@ class Demo:
             secret = secrets.token_hex(16)
             settings = self._settings(standin, secret, policy)
             self.bot = build_bot(settings, seed=o.seed)
-            self.server = ServerThread(self.bot.asgi).start()
+            # Only this machine's names in Host: a site whose name resolves to 127.0.0.1 (DNS rebinding) must not
+            # read the bot's /metrics or /healthz. ``npo-bot serve`` has no such check (behind a proxy its Host is
+            # the public name).
+            self.server = ServerThread(LoopbackHostOnly(self.bot.asgi)).start()
             standin.bot_url = f"{self.server.url}/slack/events"
             standin.signing_secret = secret
             standin.live.title = "NPO demo — #incident and #ops"

@@ -9,7 +9,8 @@ Routes (all on loopback):
 - ``/ui/…``: the live page and its JSON routes (:mod:`bot.standin.live`).
 - ``POST /api/apps.connections.open``: Socket Mode's WebSocket URL, once :mod:`bot.standin.socket_mode` is attached.
 
-Every route refuses (403) a ``Host`` that is not a loopback name (``127.0.0.1``, ``localhost``, ``[::1]``, any port:
+Every route refuses (403) a ``Host`` that is not a loopback name (:mod:`bot.loopback`: ``127.0.0.1``, ``localhost``,
+``[::1]``, any port:
 a port forwarded to another local one still works) and an ``Origin`` other than the page's own (``http://`` and the
 ``Host``): another web site open in the browser can neither post clicks for the page to sign nor, by DNS
 rebinding, read it. A ``POST`` whose ``Sec-Fetch-Site`` (when the browser sends one) is not ``same-origin`` or
@@ -34,6 +35,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
+from bot.loopback import loopback_name
 from bot.standin import interactions
 from bot.standin.faults import FaultInjector, FaultKind
 from bot.standin.live import LiveUi
@@ -75,22 +77,6 @@ def _parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
         parsed = json.loads(raw.decode("utf-8"))
         return parsed if isinstance(parsed, dict) else {"_": parsed}
     return {k: v[0] for k, v in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()}
-
-
-_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def _loopback_name(address: str, *, scheme: str = "") -> bool:
-    """Whether ``address`` (``//host[:port]``, or an origin ``scheme://host[:port]``) names this machine's loopback,
-    whatever the port (a port forwarded to another local port keeps the page usable). Another name, even one that
-    resolves to 127.0.0.1, is another site's (DNS rebinding)."""
-    try:
-        parts = urlsplit(address)
-        name = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port that is not one
-    except ValueError:
-        return False
-    return name in _LOOPBACK_NAMES and parts.scheme == scheme
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -138,12 +124,12 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host")
         origin = self.headers.get("Origin")
         field = None
-        if host is not None and not _loopback_name(f"//{host.strip()}"):
+        if host is not None and not loopback_name(f"//{host.strip()}"):
             field = "Host"
         elif origin is not None and (
             origin.strip().lower() != f"http://{host.strip().lower()}"  # the page's own origin: its Host's
             if host is not None
-            else not _loopback_name(origin.strip(), scheme="http")
+            else not loopback_name(origin.strip(), scheme="http")
         ):
             field = "Origin"
         elif self.command == "POST" and self.headers.get("Sec-Fetch-Site", "same-origin").strip().lower() not in (

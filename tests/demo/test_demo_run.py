@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -200,6 +201,45 @@ def test_the_page_json_routes_refuse_bad_input_by_field(manual_demo: tuple[Demo,
     assert unknown.status_code == 404
     values = httpx.post(url + "submit", json={"user": "U0YOU", "view_id": "V1", "values": [1]}, timeout=10)
     assert values.status_code == 400 and values.json()["field"] == "values"
+
+
+def test_the_demos_bot_answers_only_a_loopback_host(manual_demo: tuple[Demo, str]) -> None:
+    """The demo's bot answered any ``Host``: a web site whose name resolves to 127.0.0.1 (DNS rebinding) could read
+    its ``/metrics`` and ``/healthz`` (the learning figures). A request naming another host is refused 403 with a
+    one-line JSON error naming the field, before the bot sees it; loopback names, on any port, are answered, and
+    the stand-in's signed clicks (addressed to http://127.0.0.1:PORT) still reach the bot."""
+    demo, url = manual_demo
+    assert demo.server is not None and demo.standin is not None
+    bot, port = demo.server.url, demo.server.port
+    forged = [f"attacker.example:{port}", "attacker.example", f"127.0.0.1.attacker.example:{port}", "127.0.0.1:x"]
+    for host in forged:
+        for path in ("/metrics", "/healthz", "/livez"):
+            answer = httpx.get(bot + path, headers={"Host": host}, timeout=10)
+            assert answer.status_code == 403, (host, path, answer.status_code, answer.text)
+            assert "\n" not in answer.text and answer.json()["field"] == "Host", answer.text
+            assert "npo_" not in answer.text
+        ingest = httpx.post(bot + "/api/v1/predictions", json=SURE_PREDICTION, headers={"Host": host}, timeout=10)
+        assert ingest.status_code == 403 and ingest.json()["field"] == "Host"
+    # a loopback Host beside a forged one (httpx will not send two; a raw request may): every one must be loopback
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: attacker.example\r\n\r\n".encode())
+        assert raw.recv(65536).startswith(b"HTTP/1.1 403 ")
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost:8081", "LOCALHOST"):
+        metrics = httpx.get(bot + "/metrics", headers={"Host": host}, timeout=10)
+        assert metrics.status_code == 200 and "npo_" in metrics.text, (host, metrics.text)
+        assert httpx.get(bot + "/healthz", headers={"Host": host}, timeout=10).status_code == 200, host
+    deadline = time.monotonic() + 20
+    while not demo.standin.messages("C0INCIDENT"):
+        assert time.monotonic() < deadline, "the recommendation was never posted"
+        time.sleep(0.1)
+    ts = demo.standin.messages("C0INCIDENT")[0].ts
+    click = {"user": "U0YOU", "channel": "C0INCIDENT", "ts": ts, "action_id": "npo_like"}
+    assert httpx.post(url + "act", json=click, timeout=10).json()["status"] == 200
+    deadline = time.monotonic() + 20
+    while not rows(demo.options.db, "SELECT operator, kind FROM feedback"):
+        assert time.monotonic() < deadline, "the click was never stored"
+        time.sleep(0.1)
+    assert rows(demo.options.db, "SELECT operator, kind FROM feedback") == [("U0YOU", "like")]
 
 
 def _run_then_resume(options: DemoOptions) -> list[str]:
