@@ -191,7 +191,8 @@ def test_replay_reports_a_csv_line_the_csv_module_refuses_and_reads_on(tmp_path:
 
 def test_the_page_json_routes_refuse_bad_input_by_field(manual_demo: tuple[Demo, str]) -> None:
     _, url = manual_demo
-    bad_json = httpx.post(url + "act", content=b"{", timeout=10)
+    json_type = {"Content-Type": "application/json"}  # the page's own; any other is refused 415 first
+    bad_json = httpx.post(url + "act", content=b"{", headers=json_type, timeout=10)
     assert bad_json.status_code == 400 and bad_json.json()["field"] == "body"
     missing = httpx.post(url + "act", json={"user": "U0YOU", "channel": "C0INCIDENT", "ts": "1.0"}, timeout=10)
     assert missing.status_code == 400 and missing.json()["field"] == "action_id"
