@@ -43,9 +43,17 @@ start sends it without waiting out a lease. A restart resumes pending messages: 
 expires and the message is sent then. A post the database refused to record (locked) is noted in a file next to it
 and recorded before anything is claimed again, by this process or the next one; a post that comes back with less of
 its lease left than recording it may wait for the write lock is noted there first, so that a worker claiming it once
-the lease ends finds it posted. A post that reached Slack but whose
-answer was lost (process killed mid-call, or a read timeout) can be sent twice: Slack offers no idempotency key for
-``chat.postMessage``.
+the lease ends finds it posted.
+
+Slack offers no idempotency key for ``chat.postMessage``, so a post of its own (a recommendation's, a ``message``'s)
+carries its outbox id in Slack's message metadata (:data:`OUTBOX_EVENT`), and the try after one whose result is
+unknown looks for it before posting again: after a read timeout, a connection dropped once the request was written, a
+5xx or an answer that is not JSON (``unanswered_since`` in the payload, :meth:`storage.SQLiteStore.mark_retry`), or
+after a lease taken over from a worker that left no result (:meth:`storage.SQLiteStore.claim_due`). It reads the
+channel's newest messages since then (``conversations.history``, :data:`HISTORY_LOOKUP_LIMIT` of them, with their
+metadata); a message carrying the id is recorded as the post, and nothing is posted. A lookup Slack refuses (the app
+lacks ``channels:history`` / ``groups:history``: one warning per worker naming the scope) or that fails is passed
+by: the message is posted as it would be without it, and may then show twice. Every other try costs no extra call.
 
 Message kinds: ``recommendation`` / ``digest_item`` (``{"prediction_id"}``), ``update`` (``{"prediction_id",
 "channel"?, "ts"?}`` → ``chat.update``), ``ephemeral`` (``{"user", "text"}``), ``message`` (``{"text", "blocks"?}``),
@@ -62,6 +70,7 @@ import random
 import sqlite3
 import threading
 import time
+import urllib.error
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -88,6 +97,7 @@ from bot.slack.blocks import (
 )
 from storage import LeaseLost, OutboxItem, StorageBusy, StorageError
 from storage.outbox import next_due_at, post_state, sent_as, shares_message, storm_channels
+from storage.store_outbox import UNANSWERED_KEY
 
 log = logging.getLogger(__name__)
 # Slack's answers refusing a message's blocks as too long or malformed: a recommendation is sent again compact.
@@ -121,6 +131,15 @@ MAX_BACKOFF_S = 60.0
 # little use to whoever is on call.
 RETRY_AFTER_CAP_S = 300.0
 NOT_YET_POSTED_RETRY_S = 30.0  # a safety net: the post, once out, makes its waiting updates due at once
+# Posts tagged with their outbox id in Slack's message metadata, and looked for after a try whose result is unknown.
+LOOKUP_KINDS = frozenset({"recommendation", "message"})
+OUTBOX_EVENT = "npo_outbox"  # the metadata's event_type; its event_payload is {"outbox_id": <id>}
+# How many of the channel's newest messages the look-up reads: Slack's largest page for apps not in its Marketplace
+# (since 2025-05-29; their conversations.history is also limited to one call a minute).
+HISTORY_LOOKUP_LIMIT = 15
+# Read from this long before the unknown try, for the clocks of this host and of Slack (message ts) to differ.
+HISTORY_LOOKUP_MARGIN_S = 60.0
+HISTORY_SCOPES = "channels:history (public channels) or groups:history (private channels)"
 
 
 class _Retry(Exception):
@@ -326,6 +345,20 @@ def classify(exc: BaseException, attempts: int) -> _Retry | _Fail:
     return _Retry(backoff_s(attempts), f"unexpected {type(exc).__name__}: {exc}")
 
 
+def result_unknown(exc: BaseException) -> bool:
+    """Whether a failed call may have been carried out by Slack all the same: its answer was lost (a read timeout, a
+    connection reset or closed once the request was written), cut short (not JSON) or came from something in between
+    (HTTP 5xx: a gateway's timeout). A connection that could not be made or a request that could not be written is
+    urllib's ``URLError``: not sent; any answer Slack gave in JSON with a 4xx or an error is not a post either."""
+    if isinstance(exc, SlackApiError):
+        status = getattr(exc.response, "status_code", 200)
+        error = str(exc.response.get("error", "")) if hasattr(exc.response, "get") else ""
+        return status >= 500 or error.startswith(NON_JSON_ANSWER)
+    if isinstance(exc, urllib.error.URLError):
+        return False
+    return isinstance(exc, OSError | TimeoutError | http.client.HTTPException)
+
+
 STORM_WHY = "alert storm: too many at once for one channel"
 CROWDED_WHY = "too many at once for one channel"
 CAPPED_WHY = "channel hourly cap reached"
@@ -343,6 +376,11 @@ def _why(channel_storm: bool | None, items: Sequence[OutboxItem]) -> str:
     if requeued:
         why += f" ({requeued} of them requeued after a failed post)"
     return why
+
+
+def _outbox_metadata(item: OutboxItem) -> dict[str, Any]:
+    """The message metadata a post of ``item`` carries: its outbox id, for :meth:`DeliveryWorker._posted_before`."""
+    return {"event_type": OUTBOX_EVENT, "event_payload": {"outbox_id": item.id}}
 
 
 def _held_reason(method: str, channel: str) -> str:
@@ -395,6 +433,7 @@ class DeliveryWorker:
         self._calling: tuple[str, str] | None = None  # the (method, channel) of the Web API call made last
         self._deferred: list[tuple[int, float, str, int | None]] = []  # this pass's deferrals, written at its end
         self._unrecorded: list[Callable[[], None]] = []  # results the database refused, written before the next pass
+        self._history_refused = False  # a look-up for an earlier post was refused for a scope (warned once)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -612,13 +651,15 @@ class DeliveryWorker:
     # -- sending -----------------------------------------------------------------------------------------------
     def _deliver(self, item: OutboxItem) -> None:
         self._calling = None
+        started = self.clock()
         try:
             channel, ts = self._send(item)
         except _Held as held:
             self._defer(item, held.until, str(held))
             return
         except Exception as exc:
-            self._handle_error([item], exc)
+            unknown = item.kind in LOOKUP_KINDS and result_unknown(exc)
+            self._handle_error([item], exc, unanswered_since=started if unknown else None)
             return
         write = functools.partial(self._mark, item, self.store.mark_sent, channel, ts)
         self._write_result(write, sent=([item], channel, ts))
@@ -626,13 +667,20 @@ class DeliveryWorker:
 
     def _send(self, item: OutboxItem) -> tuple[str, str]:
         payload = item.payload
+        if item.kind in LOOKUP_KINDS and payload.get(UNANSWERED_KEY) is not None:
+            found = self._posted_before(item)
+            if found is not None:
+                return found
+            if not self._leased(item):  # a slow look-up: no time left to post under this lease
+                raise _Retry(0.0, "looked for an earlier post; the lease is nearly over", expected=True)
+        tag = _outbox_metadata(item) if item.kind in LOOKUP_KINDS else None
         if item.kind == "recommendation":
             view = replace(self._view(str(payload.get("prediction_id"))), posted_at=self.clock())  # posted now
             try:
-                return self._post(item.channel, fallback_text(view), recommendation_blocks(view))
+                return self._post(item.channel, fallback_text(view), recommendation_blocks(view), metadata=tag)
             except SlackApiError as exc:
                 compact = self._compact(exc, item, view)
-                return self._post(item.channel, fallback_text(compact), recommendation_blocks(compact))
+                return self._post(item.channel, fallback_text(compact), recommendation_blocks(compact), metadata=tag)
         if item.kind == "update":
             return self._update(item)
         if item.kind == "ephemeral":
@@ -642,12 +690,12 @@ class DeliveryWorker:
         if item.kind == "message":
             text, blocks = str(payload.get("text", "")), list(payload.get("blocks") or [])
             try:
-                return self._post(item.channel, text, blocks)
+                return self._post(item.channel, text, blocks, metadata=tag)
             except SlackApiError as exc:
                 if not blocks:
                     raise
                 self._refused(exc, item, f"{item.kind} (outbox message {item.id})")
-                return self._post(item.channel, text, compact_message_blocks(text, blocks))
+                return self._post(item.channel, text, compact_message_blocks(text, blocks), metadata=tag)
         if item.kind == "thread_reply":
             thread_ts = str(payload.get("thread_ts") or "")
             return self._post(item.channel, str(payload.get("text", "")), [], thread_ts=thread_ts)
@@ -672,14 +720,71 @@ class DeliveryWorker:
             raise _Fail(f"prediction {prediction_id!r} is not in the database", "not_in_database")
         return view
 
+    def _posted_before(self, item: OutboxItem) -> tuple[str, str] | None:
+        """The (channel, ts) of a post of ``item`` Slack already has, from a try whose answer was lost: looked for
+        among the channel's newest messages since that try (:data:`HISTORY_LOOKUP_LIMIT`), by the outbox id in their
+        metadata. None when there is none, or when the look-up failed (logged; the message is posted then)."""
+        since = float(item.payload[UNANSWERED_KEY])
+        try:
+            response = self.client.conversations_history(
+                channel=item.channel,
+                oldest=f"{since - HISTORY_LOOKUP_MARGIN_S:.6f}",
+                limit=HISTORY_LOOKUP_LIMIT,
+                include_all_metadata=True,
+            )
+        except Exception as exc:
+            self._lookup_failed(item, exc)
+            return None
+        for message in response.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            event = metadata.get("event_payload") or {}
+            if metadata.get("event_type") == OUTBOX_EVENT and str(event.get("outbox_id")) == str(item.id):
+                log.info(
+                    "outbox message %d was posted already (ts %s), its answer lost: recorded, not posted again",
+                    item.id,
+                    message.get("ts"),
+                )
+                return item.channel, str(message.get("ts") or "")
+        return None
+
+    def _lookup_failed(self, item: OutboxItem, exc: Exception) -> None:
+        """Log a look-up for an earlier post that failed: a missing scope once per worker (naming the scope to add),
+        any other failure each time."""
+        error = needed = ""
+        if isinstance(exc, SlackApiError):
+            error, needed = str(exc.response.get("error") or ""), str(exc.response.get("needed") or "")
+        if error != "missing_scope":
+            log.warning(
+                "could not look for an earlier post of outbox message %d in %s (%s); posting it, it may show twice",
+                item.id,
+                item.channel,
+                error or f"{type(exc).__name__}: {exc}",
+            )
+        elif not self._history_refused:
+            self._history_refused = True
+            log.warning(
+                "Slack refused to list %s's messages (missing_scope): a post whose answer was lost is posted again, "
+                "and may show twice. Add the bot scope %s to the Slack app and reinstall it",
+                item.channel,
+                needed or HISTORY_SCOPES,
+            )
+
     def _post(
-        self, channel: str, text: str, blocks: Sequence[dict[str, Any]], *, thread_ts: str = ""
+        self,
+        channel: str,
+        text: str,
+        blocks: Sequence[dict[str, Any]],
+        *,
+        thread_ts: str = "",
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[str, str]:
         kwargs: dict[str, Any] = {"channel": channel, "text": text or " "}
         if blocks:
             kwargs["blocks"] = list(blocks)
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
+        if metadata is not None:
+            kwargs["metadata"] = metadata
         self._calling = ("chat.postMessage", channel)  # posts wait for the channel's pace before they get here
         try:
             response = self.client.chat_postMessage(**kwargs)
@@ -856,8 +961,8 @@ class DeliveryWorker:
         self.metrics.inc("npo_deliveries_total", float(len(part_items)), kind="digest", result="sent")
 
     # -- outcomes of a failed call -----------------------------------------------------------------------------
-    def _retry_at(self, item: OutboxItem, at: float, reason: str) -> None:
-        self._record(item, self.store.mark_retry, at, reason)
+    def _retry_at(self, item: OutboxItem, at: float, reason: str, unanswered_since: float | None = None) -> None:
+        self._record(item, self.store.mark_retry, at, reason, unanswered_since)
 
     def _defer(self, item: OutboxItem, at: float, reason: str) -> None:
         """Not tried this pass (not a failure: the back-off is not raised); written with the pass's other deferrals
@@ -890,9 +995,12 @@ class DeliveryWorker:
             )
             self.metrics.inc("npo_deliveries_total", float(len(deferred) - done), kind="deferred", result="lease_lost")
 
-    def _handle_error(self, items: list[OutboxItem], exc: BaseException) -> float | None:
+    def _handle_error(
+        self, items: list[OutboxItem], exc: BaseException, *, unanswered_since: float | None = None
+    ) -> float | None:
         """Record a failed call for ``items``: retried (returns when they are due again) or failed for good
-        (returns None)."""
+        (returns None). ``unanswered_since``: when the call whose result is unknown was made (the retry looks for
+        its post first)."""
         verdict = exc if isinstance(exc, _Retry | _Fail) else classify(exc, max(i.attempts for i in items))
         if isinstance(verdict, _Retry):
             at = self.clock() + verdict.after_s
@@ -908,7 +1016,7 @@ class DeliveryWorker:
                     key = limit_key(method, channel)
                     self._limited_until[key] = max(self._limited_until.get(key, 0.0), at)
             for item in items:
-                self._retry_at(item, at, str(verdict))
+                self._retry_at(item, at, str(verdict), unanswered_since)
             log.log(
                 logging.DEBUG if verdict.expected else logging.WARNING,
                 "delivery of %d %s message(s) will be retried in %.1f s: %s",

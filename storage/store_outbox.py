@@ -24,6 +24,18 @@ from storage.transaction import SQLiteTransaction
 
 OutboxState = Literal["pending", "sent", "failed"]
 KEPT_SENT_SUFFIX = "-sent"  # the file of posts the database refused to record: the database's name and this
+# A message whose try may have reached Slack without its answer: the payload's ``unanswered_since`` (Unix seconds,
+# the earliest such try; no earlier post of it can exist). The worker looks for that post before posting again.
+UNANSWERED_KEY = "unanswered_since"
+# The payload with ``unanswered_since`` set to the SQL expression ``{}``, unless it has one already.
+_UNANSWERED = f"json_set(payload, '$.{UNANSWERED_KEY}', COALESCE(json_extract(payload, '$.{UNANSWERED_KEY}'), {{}}))"
+
+
+def _unanswered(payload: Any, since: float) -> Any:
+    """``payload`` (a claimed row's) as :data:`_UNANSWERED` with ``since`` makes it in the database."""
+    if isinstance(payload, dict):
+        payload.setdefault(UNANSWERED_KEY, since)
+    return payload
 
 
 def kept_sent_path(path: Path) -> Path:
@@ -119,7 +131,10 @@ class StoreOutbox:
         message is delivered later (at least once, never lost). A claimed message's ``last_error`` is cleared in the
         database (the item returned still carries it): it is in flight, not waiting for another try, so newer posts
         do not wait behind it (:meth:`oldest_pending`) until its lease ends — a minute when its worker was killed.
-        Posts :meth:`keep_sent` noted are recorded first, in the same transaction."""
+        A message whose last claim left no result (tried, no error: its worker died, maybe with a post in flight)
+        gets ``unanswered_since`` in its payload (its ``created_at``, unless it has one already), as
+        :meth:`mark_retry` gives one whose answer was lost: it may be in Slack already. Posts :meth:`keep_sent` noted
+        are recorded first, in the same transaction."""
         kept = kept_sent_path(self.path)
         with self.transaction() as tx:
             written = self._write_kept_sent(tx.connection, kept) if kept.exists() else 0
@@ -129,7 +144,9 @@ class StoreOutbox:
                 (now, limit),
             ).fetchall()
             tx.connection.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = NULL WHERE id = ?",
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = NULL, "
+                f"payload = CASE WHEN attempts > 0 AND last_error IS NULL THEN {_UNANSWERED.format('created_at')} "
+                "ELSE payload END WHERE id = ?",
                 [(now + lease_s, r[0]) for r in rows],
             )
         if written:
@@ -139,7 +156,7 @@ class StoreOutbox:
                 id=r[0],
                 channel=r[1],
                 kind=r[2],
-                payload=json.loads(r[3]),
+                payload=_unanswered(json.loads(r[3]), r[7]) if r[5] > 0 and r[8] is None else json.loads(r[3]),
                 prediction_id=r[4],
                 attempts=r[5] + 1,
                 next_attempt_at=now + lease_s,
@@ -248,12 +265,24 @@ class StoreOutbox:
         finally:
             notes.close()
 
-    def mark_retry(self, outbox_id: int, next_attempt_at: float, error: str, *, attempt: int | None = None) -> None:
-        """Delivery failed temporarily: try again at ``next_attempt_at``. ``attempt``: the caller's lease."""
+    def mark_retry(
+        self,
+        outbox_id: int,
+        next_attempt_at: float,
+        error: str,
+        unanswered_since: float | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> None:
+        """Delivery failed temporarily: try again at ``next_attempt_at``. ``attempt``: the caller's lease.
+        ``unanswered_since``: the try's answer was lost (a read timeout, a dropped connection), so the message may be
+        in Slack already; kept in its payload (the earliest such time), for the next try to look for it first."""
         self._outbox_update(
             outbox_id,
-            "UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
-            (next_attempt_at, error, outbox_id),
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ?, "
+            f"payload = CASE WHEN ? IS NULL THEN payload ELSE {_UNANSWERED.format('?')} END "
+            "WHERE id = ? AND state = 'pending'",
+            (next_attempt_at, error, unanswered_since, unanswered_since, outbox_id),
             attempt,
         )
 

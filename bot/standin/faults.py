@@ -28,6 +28,7 @@ class FaultKind(Enum):
     DELAY = "delay"  # wait, then answer normally
     DISCONNECT = "disconnect"  # close the connection without an answer
     MALFORMED = "malformed"  # HTTP 200 with a body that is not JSON (a truncated answer, a proxy's error page)
+    LOSE_ANSWER = "lose_answer"  # carry the call out, then close the connection without the answer
 
 
 @dataclass
@@ -81,6 +82,11 @@ class FaultInjector:
     def disconnect(self, method: str, *, times: int | None = 1) -> None:
         """Close the connection of the next ``times`` calls without answering (the client sees a reset)."""
         self._add(method, Fault(FaultKind.DISCONNECT, times))
+
+    def lose_answer(self, method: str, *, times: int | None = 1) -> None:
+        """Carry out the next ``times`` calls (a post is stored), then close their connections without answering: the
+        call took effect but the client sees a reset, as when an answer is lost on its way back."""
+        self._add(method, Fault(FaultKind.LOSE_ANSWER, times))
 
     def malformed(self, method: str, *, times: int | None = 1) -> None:
         """Answer the next ``times`` calls with HTTP 200 and a truncated, unparseable JSON body; nothing is stored."""

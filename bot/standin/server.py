@@ -52,7 +52,9 @@ HOST = "127.0.0.1"
 UPLOAD = "upload"
 # The methods the stand-in answers on GET too (their arguments in the query string), as Slack does: the ones it
 # implements that slack-sdk's clients send as GET (the async client's responder look-ups, in Socket Mode).
-GET_METHODS = frozenset(("conversations.members", "usergroups.users.list", "users.info", "conversations.info"))
+GET_METHODS = frozenset(
+    ("conversations.members", "usergroups.users.list", "users.info", "conversations.info", "conversations.history")
+)
 RESPONSE_URL = "response_url"
 JSON_UI_ROUTES = frozenset({"/ui/act", "/ui/submit", "/ui/close"})  # the live page's fetch() calls
 # No page of the stand-in may be shown in a frame, by any site (clickjacking: another site framing the page under a
@@ -250,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, answer = (0, None) if reply is None else (reply.status, reply.body)
         s.store.record(Call(method, path, headers, body, raw, *arrived, status, answer))
         if reply is None:
-            self.close_connection = True  # injected disconnect or outage during a delay: no answer at all
+            self.close_connection = True  # injected disconnect, lost answer or outage during a delay: no answer
             return
         self._send(reply)
 
@@ -272,6 +274,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return Reply(200, {"ok": False, "error": fault.error})
             elif fault.kind is FaultKind.MALFORMED:
                 return Reply(200, '{"ok": true, "channel": "C0')
+            elif fault.kind is FaultKind.LOSE_ANSWER:
+                self._answer(method, path, body, raw)
+                return None
+        return self._answer(method, path, body, raw)
+
+    def _answer(self, method: str, path: str, body: dict[str, Any], raw: bytes) -> Reply:
+        s = self.standin
         if method == UPLOAD:
             return s.api.upload(path.removeprefix("/upload/"), raw)
         if method == RESPONSE_URL:

@@ -73,9 +73,11 @@ class Message:
     edited_ts: str | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
     ephemeral_to: str | None = None  # user id, for chat.postEphemeral and ephemeral response_url replies
+    metadata: dict[str, Any] | None = None  # message metadata (chat.postMessage's ``metadata``)
 
-    def to_payload(self) -> dict[str, Any]:
-        """The message as it appears in Slack payloads (``message`` in block_actions, history entries)."""
+    def to_payload(self, *, metadata: bool = False) -> dict[str, Any]:
+        """The message as it appears in Slack payloads (``message`` in block_actions, history entries); with
+        ``metadata``, its message metadata too, if any (``conversations.history`` with ``include_all_metadata``)."""
         out: dict[str, Any] = {"type": "message", "ts": self.ts, "user": self.user, "text": self.text}
         if self.bot_id is not None:
             out |= {"bot_id": self.bot_id, "app_id": APP_ID, "team": TEAM_ID}
@@ -87,6 +89,8 @@ class Message:
             out["edited"] = {"user": self.user, "ts": self.edited_ts}
         if self.files:
             out["files"] = copy.deepcopy(self.files)
+        if metadata and self.metadata is not None:
+            out["metadata"] = copy.deepcopy(self.metadata)
         return out
 
 

@@ -33,6 +33,8 @@ __all__ = ["Reply", "WebApi"]
 CHANNEL_POST_INTERVAL_S = 1.0
 MEMBERS_DEFAULT_LIMIT = 100  # conversations.members without ``limit``
 MEMBERS_MAX_LIMIT = 1000  # a larger ``limit`` still gives at most this many per page
+HISTORY_DEFAULT_LIMIT = 100  # conversations.history without ``limit``
+HISTORY_MAX_LIMIT = 999  # a larger ``limit`` still gives at most this many per page
 
 
 def _offset_cursor(offset: int) -> str:
@@ -49,6 +51,22 @@ def _cursor_offset(cursor: Any) -> int | None:
         return int(offset) if kind == "offset" and offset.isdigit() else None
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         return None
+
+
+def _flag(value: Any) -> bool:
+    """A boolean argument as Slack reads it: ``true``/``1`` (a form or query string) or a JSON true."""
+    return value is True or str(value).lower() in ("1", "true")
+
+
+def _valid_metadata(metadata: Any) -> bool:
+    """Whether chat.postMessage's ``metadata`` has the shape Slack requires: an ``event_type`` string and an
+    ``event_payload`` object."""
+    return (
+        isinstance(metadata, dict)
+        and isinstance(metadata.get("event_type"), str)
+        and bool(metadata["event_type"])
+        and isinstance(metadata.get("event_payload"), dict)
+    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +130,7 @@ class WebApi:
             "usergroups.users.list": self.usergroups_users_list,
             "conversations.members": self.conversations_members,
             "conversations.info": self.conversations_info,
+            "conversations.history": self.conversations_history,
         }
 
     @property
@@ -188,10 +207,14 @@ class WebApi:
             if last is not None and now - last < CHANNEL_POST_INTERVAL_S:
                 return Reply(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"})
             self.store.last_post[channel] = now
+        metadata = _json_param(params["metadata"]) if params.get("metadata") not in (None, "") else None
+        if metadata is not None and not _valid_metadata(metadata):
+            return fail("invalid_metadata_format")
         thread_ts = params.get("thread_ts") or None
-        message = Message(channel, self.store.next_ts(), params.get("text") or "", blocks or [], thread_ts=thread_ts)
+        text = params.get("text") or ""
+        message = Message(channel, self.store.next_ts(), text, blocks or [], thread_ts=thread_ts, metadata=metadata)
         self.store.add_message(message)
-        return ok(channel=channel, ts=message.ts, message=message.to_payload())
+        return ok(channel=channel, ts=message.ts, message=message.to_payload(metadata=True))
 
     def chat_update(self, params: dict[str, Any]) -> Reply:
         channel = self._channel(params)
@@ -401,6 +424,46 @@ class WebApi:
         end = start + min(limit, MEMBERS_MAX_LIMIT)
         next_cursor = _offset_cursor(end) if end < len(members) else ""
         return ok(members=members[start:end], response_metadata={"next_cursor": next_cursor})
+
+    def conversations_history(self, params: dict[str, Any]) -> Reply:
+        """One page of a channel's messages, newest first, as Slack pages them: those after ``oldest`` and before
+        ``latest`` (now; ``inclusive`` keeps a message at either bound), ``limit`` per page (default 100, at most
+        999), ``has_more`` and ``response_metadata.next_cursor``. Thread replies are left out (only their parents
+        are listed), as are ephemeral messages; message metadata is shown with ``include_all_metadata``."""
+        channel = self._channel(params)
+        if channel is None:
+            return fail("channel_not_found")
+        try:
+            limit = int(params.get("limit") or HISTORY_DEFAULT_LIMIT)
+            oldest = float(params.get("oldest") or 0)
+            latest = float(params["latest"]) if params.get("latest") not in (None, "") else None
+        except (TypeError, ValueError):
+            return fail("invalid_arguments")
+        if limit < 1:
+            return fail("invalid_limit")
+        inclusive = _flag(params.get("inclusive"))
+
+        def within(ts: float) -> bool:
+            after = ts >= oldest if inclusive else ts > oldest
+            before = latest is None or (ts <= latest if inclusive else ts < latest)
+            return after and before
+
+        listed = [
+            m
+            for m in reversed(self.store.history.get(channel, []))
+            if m.ephemeral_to is None and m.thread_ts in (None, m.ts) and within(float(m.ts))
+        ]
+        start = _cursor_offset(params.get("cursor"))
+        if start is None or start > len(listed):
+            return fail("invalid_cursor")
+        end = start + min(limit, HISTORY_MAX_LIMIT)
+        metadata = _flag(params.get("include_all_metadata"))
+        return ok(
+            messages=[m.to_payload(metadata=metadata) for m in listed[start:end]],
+            has_more=end < len(listed),
+            pin_count=0,
+            response_metadata={"next_cursor": _offset_cursor(end) if end < len(listed) else ""},
+        )
 
     def conversations_info(self, params: dict[str, Any]) -> Reply:
         channel = self._channel(params)

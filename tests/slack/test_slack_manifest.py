@@ -26,6 +26,7 @@ def test_manifest() -> None:
     assert features["app_home"]["home_tab_enabled"] is True
     scopes = set(data["oauth_config"]["scopes"]["bot"])
     assert {"chat:write", "commands", "files:write", "channels:read", "groups:read", "usergroups:read"} <= scopes
+    assert {"channels:history", "groups:history"} <= scopes
     assert settings["socket_mode_enabled"] is False
 
 
@@ -38,6 +39,7 @@ SCOPES_OF_METHOD: dict[str, set[str]] = {
     "views_publish": set(),
     "files_upload_v2": {"files:write"},  # files.getUploadURLExternal + files.completeUploadExternal
     "conversations_members": {"channels:read", "groups:read"},  # public or private incident channel
+    "conversations_history": {"channels:history", "groups:history"},  # a post whose answer was lost, looked for
     "usergroups_users_list": {"usergroups:read"},
     "apps_connections_open": set(),  # Socket Mode, with the app-level token (connections:write)
 }

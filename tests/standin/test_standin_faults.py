@@ -158,3 +158,14 @@ def test_invalid_fault_arguments_are_refused(standin: StandIn) -> None:
         standin.faults.server_error("auth.test", status=404)
     with pytest.raises(ValueError, match="times"):
         standin.faults.rate_limit("auth.test", times=0)
+
+
+def test_a_lost_answer_carries_the_call_out_and_answers_nothing(standin: StandIn, client: WebClient) -> None:
+    standin.faults.lose_answer("chat.postMessage")
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        client.chat_postMessage(channel="C1", text="stored, unanswered")
+    assert [m.text for m in standin.messages("C1")] == ["stored, unanswered"]
+    (call,) = standin.calls("chat.postMessage")
+    assert call.status == 0 and call.response is None
+    assert client.chat_postMessage(channel="C1", text="answered")["ok"]  # only the next call
+    assert len(standin.messages("C1")) == 2 and standin.faults.pending() == []

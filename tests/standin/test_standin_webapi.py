@@ -427,3 +427,44 @@ def test_malformed_arguments_get_slack_errors_not_crashes(standin: StandIn) -> N
     assert odd_files.json()["error"] == "file_not_found"
     assert standin.messages("C1") == []
     assert len(standin.calls()) == 4
+
+
+def test_post_metadata_is_kept_and_listed_by_history_with_include_all_metadata(
+    standin: StandIn, client: WebClient
+) -> None:
+    metadata = {"event_type": "npo_outbox", "event_payload": {"outbox_id": 7}}
+    answer = client.chat_postMessage(channel="C1", text="tagged", metadata=metadata)
+    assert answer["message"]["metadata"] == metadata
+    assert standin.message("C1", answer["ts"]).metadata == metadata
+    (listed,) = client.conversations_history(channel="C1", include_all_metadata=True)["messages"]
+    assert listed["ts"] == answer["ts"] and listed["metadata"] == metadata
+    (plain,) = client.conversations_history(channel="C1")["messages"]
+    assert "metadata" not in plain
+    for wrong in ({"event_type": "x"}, {"event_payload": {}}, {"event_type": "", "event_payload": {}}):
+        with pytest.raises(SlackApiError) as info:
+            client.chat_postMessage(channel="C1", text="x", metadata=wrong)
+        assert info.value.response["error"] == "invalid_metadata_format"
+    assert len(standin.messages("C1")) == 1
+
+
+def test_history_lists_newest_first_between_oldest_and_latest_a_page_at_a_time(
+    standin: StandIn, client: WebClient
+) -> None:
+    ts = [client.chat_postMessage(channel="C1", text=f"m{n}")["ts"] for n in range(5)]
+    client.chat_postMessage(channel="C1", text="reply", thread_ts=ts[0])  # thread replies are not listed
+    client.chat_postEphemeral(channel="C1", user="U1", text="only for U1")
+    client.chat_postMessage(channel="C2", text="another channel")
+    history = client.conversations_history(channel="C1")
+    assert [m["text"] for m in history["messages"]] == ["m4", "m3", "m2", "m1", "m0"] and not history["has_more"]
+    between = client.conversations_history(channel="C1", oldest=ts[1], latest=ts[4])["messages"]
+    assert [m["text"] for m in between] == ["m3", "m2"]  # bounds excluded
+    between = client.conversations_history(channel="C1", oldest=ts[1], latest=ts[4], inclusive=True)["messages"]
+    assert [m["text"] for m in between] == ["m4", "m3", "m2", "m1"]
+    first = client.conversations_history(channel="C1", limit=2)
+    assert [m["text"] for m in first["messages"]] == ["m4", "m3"] and first["has_more"]
+    cursor = first["response_metadata"]["next_cursor"]
+    rest = client.conversations_history(channel="C1", limit=3, cursor=cursor)
+    assert [m["text"] for m in rest["messages"]] == ["m2", "m1", "m0"] and not rest["has_more"]
+    assert rest["response_metadata"]["next_cursor"] == ""
+    assert error_of(lambda: client.conversations_history(channel="C9")) == "channel_not_found"
+    assert error_of(lambda: client.conversations_history(channel="C1", limit=0)) == "invalid_limit"
