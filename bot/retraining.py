@@ -31,6 +31,12 @@ runner carries out a pending approval only once it has claimed it (``job_claims`
 claim per approval: the same exactly-once claim as the scheduled jobs'), so one process fits and replies, and the
 other leaves it alone. A claim whose process died mid-way is taken over once :data:`APPROVAL_LEASE_S` old. A runner
 carries out only the approval it claimed: one given up meanwhile and clicked again is a new approval, claimed anew.
+
+An attempt that fails because the database is locked (another process held its write lock past the busy timeout and
+the store's own retries: :class:`storage.StorageBusy`, or SQLite's "database is locked" / busy) is repeated after a
+back-off (:data:`RETRY_DELAYS_S`, while the claim is less than half its lease old); any other failure — the fit
+itself, a refused record, a full disk — would fail again, and gives the approval up at once, as does a locked
+database once the retries are spent (:func:`_give_up`: its approver is told privately).
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ import logging
 import math
 import os
 import socket
+import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +60,7 @@ from npo.misalignment import reset_key
 from npo.monitor import monitor_fidelity, record_ground_truth
 from npo.monitor import resolve_proposal as close_proposal
 from npo.retrain import RetrainResult, retrain_on_answers
-from storage import SQLiteStore
+from storage import SQLiteStore, StorageBusy
 from storage.jobs import finish_claim, release_claim
 from storage.monitoring import (
     Proposal,
@@ -72,6 +80,8 @@ PENDING_STATE = "retraining_approvals"  # job_state: proposal id → an approval
 APPROVAL_JOB = "retraining_approval"  # job_claims: the claim of one pending approval (period: approval_period)
 APPROVAL_LEASE_S = 300.0  # a claim of an approval not carried out this long after it was taken: its process died
 # (the fit takes seconds), so another runner takes it over
+RETRY_DELAYS_S = (2.0, 8.0, 30.0)  # the back-off before each new attempt of an approval the database was locked for
+# (each attempt may itself wait for the write lock: 4 × 5 s by default); not after the claim is half its lease old
 Status = Literal["approved", "dismissed", "pending", "already_resolved", "expired", "unknown"]
 NOT_CARRIED_OUT_TEXT = (
     "NPO could not carry out your approval of retraining proposal #{id} (the retraining failed or its result could "
@@ -375,17 +385,36 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database being locked by another connection — passing (another process's write),
+    so the attempt is worth repeating — rather than a failure that would come back (the fit, a refused record, a
+    full disk). As :mod:`storage.store` tells them apart."""
+    if isinstance(exc, StorageBusy):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
 def complete_approvals(
     store: SQLiteStore,
     *,
     on_enqueue: Callable[[], None] = lambda: None,
     clock: Callable[[], float],
     owner: str | None = None,
+    wait: Callable[[float], bool] = _sleep,
 ) -> list[Resolution]:
     """Carry out every pending approval this runner (``owner``) claims (fit, compare, promote or not, reply): see
     :func:`resolve`. One claimed by another runner (another process sharing the database) is left to it, until its
-    claim is :data:`APPROVAL_LEASE_S` old unfinished. One that fails is given up (:func:`_give_up`); one the database
-    cannot be written for stays pending, its claim given back, for the next run."""
+    claim is :data:`APPROVAL_LEASE_S` old unfinished. An attempt the database was locked for is made again after
+    ``wait(delay)`` (:data:`RETRY_DELAYS_S`; ``wait`` returns True when the runner is stopping: the approval then
+    stays pending, its claim given back, and nothing more is carried out); one that fails otherwise, or still after
+    the retries, is given up (:func:`_give_up`); one the database cannot be written for stays pending, its claim
+    given back, for the next run."""
     owner = owner or new_owner()
     with store.read() as conn:
         pending = get_job_state(conn, PENDING_STATE)
@@ -395,27 +424,16 @@ def complete_approvals(
             continue
         proposal_id = int(key)
         period = approval_period(proposal_id, entry)
+        claimed_at = clock()
         try:
-            if not store.claim_job(APPROVAL_JOB, period, now=clock(), owner=owner, stale_after_s=APPROVAL_LEASE_S):
+            if not store.claim_job(APPROVAL_JOB, period, now=claimed_at, owner=owner, stale_after_s=APPROVAL_LEASE_S):
                 continue  # another runner is carrying it out (or has)
         except Exception:  # the database cannot be written: the next wake or poll tries again
             log.exception("could not claim the approval of proposal #%d; it stays pending", proposal_id)
             continue
         try:
-            done.append(
-                resolve(
-                    store,
-                    proposal_id,
-                    approved=True,
-                    by=str(entry.get("by") or ""),
-                    now=_entry_at(entry) or clock(),
-                    message=_message_of(entry),
-                    original_blocks=[b for b in entry.get("blocks") or [] if isinstance(b, dict)],
-                    fallback_channel=str(entry.get("fallback_channel") or ""),
-                    on_enqueue=on_enqueue,
-                    clock=clock,
-                    pending=True,
-                )
+            resolution = _carry_out(
+                store, proposal_id, entry, claimed_at=claimed_at, on_enqueue=on_enqueue, clock=clock, wait=wait
             )
         except Exception:
             log.exception("the retraining approved for proposal #%d failed; given up, its approver told", proposal_id)
@@ -426,12 +444,77 @@ def complete_approvals(
                 log.exception("could not give up the approval of proposal #%d; it stays pending", proposal_id)
                 _release(store, period, owner)
             continue
+        if resolution is None:  # the runner is stopping: carried out when the bot starts again
+            _release(store, period, owner)
+            break
+        done.append(resolution)
         try:
             with store.transaction() as tx:
                 finish_claim(tx.connection, APPROVAL_JOB, period, owner, clock())
         except Exception:  # carried out all the same; its entry is gone, so nobody claims it again
             log.exception("could not record that the approval of proposal #%d was carried out", proposal_id)
     return done
+
+
+def _carry_out(
+    store: SQLiteStore,
+    proposal_id: int,
+    entry: Mapping[str, Any],
+    *,
+    claimed_at: float,
+    on_enqueue: Callable[[], None],
+    clock: Callable[[], float],
+    wait: Callable[[float], bool],
+) -> Resolution | None:
+    """Carry out the pending approval ``entry`` of ``proposal_id``, claimed at ``claimed_at``: an attempt the
+    database was locked for is made again after each delay of :data:`RETRY_DELAYS_S` in turn, as long as the next
+    attempt begins within half the claim's lease (another runner takes over a stale claim). Raises what gives the
+    approval up: any other failure at once, a locked database once the retries are spent. None when ``wait`` says
+    the runner is stopping."""
+    for attempt, delay in enumerate((*RETRY_DELAYS_S, None), start=1):
+        begun = clock()
+        try:
+            return _attempt(store, proposal_id, entry, on_enqueue=on_enqueue, clock=clock)
+        except Exception as exc:
+            now = clock()
+            if delay is None or not _transient(exc) or now + delay - claimed_at >= APPROVAL_LEASE_S / 2:
+                raise
+            log.warning(
+                "attempt %d at the retraining approved for proposal #%d met a locked database after %.1f s (%s); "
+                "trying again in %g s",
+                attempt,
+                proposal_id,
+                now - begun,
+                exc,
+                delay,
+            )
+        if wait(delay):
+            return None
+    raise AssertionError("the last attempt returns or raises")
+
+
+def _attempt(
+    store: SQLiteStore,
+    proposal_id: int,
+    entry: Mapping[str, Any],
+    *,
+    on_enqueue: Callable[[], None],
+    clock: Callable[[], float],
+) -> Resolution:
+    """One attempt at carrying out the pending approval ``entry`` of ``proposal_id`` (:func:`resolve`)."""
+    return resolve(
+        store,
+        proposal_id,
+        approved=True,
+        by=str(entry.get("by") or ""),
+        now=_entry_at(entry) or clock(),
+        message=_message_of(entry),
+        original_blocks=[b for b in entry.get("blocks") or [] if isinstance(b, dict)],
+        fallback_channel=str(entry.get("fallback_channel") or ""),
+        on_enqueue=on_enqueue,
+        clock=clock,
+        pending=True,
+    )
 
 
 def _release(store: SQLiteStore, period: str, owner: str) -> None:
@@ -483,7 +566,10 @@ class ApprovalRunner:
             self._thread = None
 
     def run_once(self) -> list[Resolution]:
-        return complete_approvals(self.store, on_enqueue=self.on_enqueue, clock=self.clock, owner=self.owner)
+        """Carry out the pending approvals; a back-off between attempts ends early when the runner is stopped."""
+        return complete_approvals(
+            self.store, on_enqueue=self.on_enqueue, clock=self.clock, owner=self.owner, wait=self._stop.wait
+        )
 
     def _run(self) -> None:
         while not self._stop.is_set():

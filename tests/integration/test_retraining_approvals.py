@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.retraining import begin_approval, complete_approvals, resolve
+from bot.retraining import RETRY_DELAYS_S, begin_approval, complete_approvals, resolve
 from bot.service import MessageRef
 from npo.loop import LoopConfig
 from storage import SQLiteStore
@@ -113,3 +113,111 @@ def test_an_approval_given_up_and_clicked_again_is_carried_out_as_the_new_one(
     done = complete_approvals(a, clock=lambda: bob_at + 2)
     assert [d.status for d in done] == ["approved"]
     assert _rows(db_path, "SELECT state, resolved_by FROM retraining_proposals") == [("approved", BOB)]
+
+
+class OtherProcess:
+    """Another process writing to the file: it takes the write lock as the runner's attempt begins (read from the
+    runner's clock once the approval is claimed), ``holds`` times, and commits when the runner backs off (its
+    ``wait``) or gives up (reads the clock for that)."""
+
+    def __init__(self, path: Path, holds: int) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=0.01)
+        self.holds = holds
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+        elif self.holds and self.conn.execute("SELECT COUNT(*) FROM job_claims WHERE done_at IS NULL").fetchone()[0]:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.holds -= 1
+            except sqlite3.OperationalError:  # the runner is writing: read inside its own transaction
+                pass
+        return 2_010.0
+
+    def wait(self, delay: float) -> bool:
+        self.waits.append(delay)
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+        return False
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def impatient(db_path: Path) -> Iterator[SQLiteStore]:
+    """A store that stops waiting for another process's write lock at once (``StorageBusy``)."""
+    with SQLiteStore(db_path, LoopConfig(), busy_timeout_s=0.02, lock_retries=0) as store:
+        yield store
+
+
+def test_an_approval_the_database_was_locked_for_is_tried_again_not_given_up(
+    impatient: SQLiteStore, db_path: Path
+) -> None:
+    """Another process held the write lock when the result was to be stored (``StorageBusy`` once the busy timeout
+    and the store's retries are spent). Before, the approval was given up at once and Alice told to click again;
+    now the attempt is made again after a back-off, and the approval carried out."""
+    pid = _proposal(impatient)
+    assert begin_approval(impatient, pid, by=ALICE, now=2_000.0, message=ALERT).status == "pending"
+    other = OtherProcess(db_path, holds=2)
+    try:
+        done = complete_approvals(impatient, clock=other.clock, wait=other.wait)
+    finally:
+        other.close()
+    assert [d.status for d in done] == ["approved"]
+    assert other.waits == list(RETRY_DELAYS_S[:2])  # backed off twice, longer the second time
+    assert _rows(db_path, "SELECT state, resolved_by FROM retraining_proposals") == [("approved", ALICE)]
+    assert _rows(db_path, "SELECT kind FROM outbox ORDER BY id") == [("thread_reply",)]  # no "click again"
+    assert _pending(db_path) == {}
+
+
+def test_an_approval_the_database_stays_locked_for_is_given_up_after_the_retries(
+    impatient: SQLiteStore, db_path: Path
+) -> None:
+    pid = _proposal(impatient)
+    assert begin_approval(impatient, pid, by=ALICE, now=2_000.0, message=ALERT).status == "pending"
+    other = OtherProcess(db_path, holds=len(RETRY_DELAYS_S) + 1)
+    try:
+        assert complete_approvals(impatient, clock=other.clock, wait=other.wait) == []
+    finally:
+        other.close()
+    assert other.waits == list(RETRY_DELAYS_S)  # a bounded number of attempts, then given up
+    assert _rows(db_path, "SELECT state FROM retraining_proposals") == [("open",)] and _pending(db_path) == {}
+    assert [k for (k,) in _rows(db_path, "SELECT kind FROM outbox")] == ["ephemeral"]
+
+
+def test_an_approval_whose_retraining_fails_otherwise_is_given_up_at_once(store: SQLiteStore, db_path: Path) -> None:
+    """A failure that is not a locked database (here the database refuses the result) would fail again: no retry."""
+    pid = _proposal(store)
+    assert begin_approval(store, pid, by=ALICE, now=2_000.0, message=ALERT).status == "pending"
+    conn = sqlite3.connect(db_path)
+    waits: list[float] = []
+    try:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON retraining_proposals BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        conn.commit()
+        assert complete_approvals(store, clock=lambda: 2_010.0, wait=lambda d: waits.append(d) or False) == []
+    finally:
+        conn.close()
+    assert waits == []
+    assert [k for (k,) in _rows(db_path, "SELECT kind FROM outbox")] == ["ephemeral"] and _pending(db_path) == {}
+
+
+def test_a_runner_stopping_during_the_back_off_leaves_the_approval_pending(
+    impatient: SQLiteStore, db_path: Path
+) -> None:
+    """The bot stops while the runner waits to try again: the approval is neither given up nor carried out; its
+    claim is given back, so the next start (or the other process) carries it out at once."""
+    pid = _proposal(impatient)
+    assert begin_approval(impatient, pid, by=ALICE, now=2_000.0, message=ALERT).status == "pending"
+    other = OtherProcess(db_path, holds=1)
+    try:
+        assert complete_approvals(impatient, clock=other.clock, wait=lambda d: other.wait(d) or True) == []
+    finally:
+        other.close()
+    assert ALICE in json.dumps(_pending(db_path)) and _rows(db_path, "SELECT COUNT(*) FROM outbox") == [(0,)]
+    assert _rows(db_path, "SELECT owner, done_at FROM job_claims") == [("", None)]  # given back
+    assert [d.status for d in complete_approvals(impatient, clock=lambda: 2_020.0)] == ["approved"]
