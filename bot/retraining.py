@@ -36,7 +36,13 @@ An attempt that fails because the database is locked (another process held its w
 the store's own retries: :class:`storage.StorageBusy`, or SQLite's "database is locked" / busy) is repeated after a
 back-off (:data:`RETRY_DELAYS_S`, while the claim is less than half its lease old); any other failure — the fit
 itself, a refused record, a full disk — would fail again, and gives the approval up at once, as does a locked
-database once the retries are spent (:func:`_give_up`: its approver is told privately).
+database once the retries are spent (:func:`_give_up`: its approver is told privately, and until when to click again).
+An approval given up was given in time — the failure is NPO's — so a deadline less than :data:`GIVE_UP_GRACE_S` (an
+hour, the shortest expiry there is) away, or already passed while the retraining ran, is moved to an hour after the
+give-up: the approver's next click is answered rather than refused as expired, and the meta-monitor does not expire
+the proposal meanwhile. Not clicked again by then, it expires — uncounted in F_monitor, as any proposal without a
+recorded answer. One whose deadline cannot be moved (the database refuses it) is said to have expired, not to be
+open.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ from npo.misalignment import reset_key
 from npo.monitor import monitor_fidelity, record_ground_truth
 from npo.monitor import resolve_proposal as close_proposal
 from npo.retrain import RetrainResult, retrain_on_answers
-from storage import SQLiteStore, StorageBusy
+from storage import SQLiteStore, StorageBusy, StorageError
 from storage.jobs import finish_claim, release_claim
 from storage.monitoring import (
     Proposal,
@@ -85,9 +91,16 @@ RETRY_DELAYS_S = (2.0, 8.0, 30.0)  # the back-off before each new attempt of an 
 Status = Literal["approved", "dismissed", "pending", "already_resolved", "expired", "unknown"]
 NOT_CARRIED_OUT_TEXT = (
     "NPO could not carry out your approval of retraining proposal #{id} (the retraining failed or its result could "
-    "not be stored; the bot's log has the error), so it was not recorded and the proposal is still open. Please "
-    "click again in a minute."
+    "not be stored; the bot's log has the error), so it was not recorded and the proposal is still open{until}. "
+    "Please click again in a minute."
 )
+NOT_CARRIED_OUT_EXPIRED_TEXT = (
+    "NPO could not carry out your approval of retraining proposal #{id} (the retraining failed or its result could "
+    "not be stored; the bot's log has the error), so it was not recorded, and the proposal's deadline ({at}) has "
+    "passed: it can no longer be approved. The meta-monitor raises a new alert if the drift persists."
+)
+GIVE_UP_GRACE_S = 3600.0  # an approval given up leaves its approver at least this long to click again: the proposal's
+# deadline is moved to then when it is sooner (the approval was given in time; the failure was NPO's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +376,10 @@ def _give_up(
     store: SQLiteStore, proposal_id: int, entry: Mapping[str, Any], now: float, *, period: str, owner: str
 ) -> None:
     """An approval that could not be carried out: its entry is removed (the proposal stays open, Approve works
-    again) and its person told (ephemeral) to click again; its claim is finished (nobody carries it out now)."""
+    again) and its person told (ephemeral) to click again, and until when; its claim is finished (nobody carries it
+    out now). The approval was given in time, so a deadline less than :data:`GIVE_UP_GRACE_S` away — or already
+    passed, the retraining having run past it — is moved to ``now`` + that (audited ``retraining_extended``): a
+    click in that time is answered, where the meta-monitor would otherwise expire the proposal at its next run."""
     message = _message_of(entry)
     channel = message.channel if message is not None else str(entry.get("fallback_channel") or "")
     with store.transaction() as tx:
@@ -372,8 +388,38 @@ def _give_up(
             return  # carried out, or given up, by another runner meanwhile
         _drop_pending(tx.connection, proposal_id, now)
         by = str(entry.get("by") or "")
+        proposal = get_proposal(tx.connection, proposal_id)
+        deadline = None if proposal is None else proposal.expires_at
+        if deadline is not None and deadline < now + GIVE_UP_GRACE_S and _extend(store, proposal_id, by, entry, now):
+            deadline = now + GIVE_UP_GRACE_S
         if channel and by:
-            tx.enqueue(channel, "ephemeral", {"user": by, "text": NOT_CARRIED_OUT_TEXT.format(id=proposal_id)}, now)
+            tx.enqueue(channel, "ephemeral", {"user": by, "text": _not_carried_out(proposal_id, deadline, now)}, now)
+
+
+def _extend(store: SQLiteStore, proposal_id: int, by: str, entry: Mapping[str, Any], now: float) -> bool:
+    """Move the deadline of ``proposal_id``, whose approval was given up, to ``now`` + :data:`GIVE_UP_GRACE_S`, and
+    audit it, inside the give-up's transaction (a savepoint); False when it could not be (the database refused the
+    write: the rest of the give-up stands)."""
+    until = now + GIVE_UP_GRACE_S
+    try:
+        with store.transaction() as tx:
+            if not tx.extend_proposal(proposal_id, until=until):
+                return False
+            detail = {"approved_by": by, "approved_at": _at(entry), "until": until}
+            tx.audit("retraining_extended", str(proposal_id), detail, now)
+    except (StorageError, sqlite3.Error):
+        log.exception("could not move the deadline of retraining proposal #%d", proposal_id)
+        return False
+    log.info("retraining proposal #%d: its approval given up, its deadline is moved to %.0f", proposal_id, until)
+    return True
+
+
+def _not_carried_out(proposal_id: int, deadline: float | None, now: float) -> str:
+    """What the approver of ``proposal_id`` is told when their approval is given up."""
+    if deadline is not None and deadline <= now:  # its deadline could not be moved
+        return NOT_CARRIED_OUT_EXPIRED_TEXT.format(id=proposal_id, at=slack_time(deadline))
+    until = "" if deadline is None else f" until {slack_time(deadline)}"
+    return NOT_CARRIED_OUT_TEXT.format(id=proposal_id, until=until)
 
 
 def _at(entry: Mapping[str, Any]) -> float:

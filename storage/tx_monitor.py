@@ -104,6 +104,18 @@ class TxMonitor(TxBase):
         )
         return cur.rowcount == 1
 
+    def extend_proposal(self, proposal_id: int, *, until: float) -> bool:
+        """Move an open proposal's deadline (``expires_at``) to ``until`` when it is earlier; never brings one
+        forward, nor sets one on a proposal stored without it. False when nothing changed."""
+        cur = self._write(
+            "retraining_proposals",
+            str(proposal_id),
+            "UPDATE retraining_proposals SET expires_at = ? "
+            "WHERE id = ? AND state = 'open' AND expires_at IS NOT NULL AND expires_at < ?",
+            (until, proposal_id, until),
+        )
+        return cur.rowcount == 1
+
     def expire_proposal(self, proposal_id: int, *, at: float) -> bool:
         """Close an open proposal nobody answered (state ``expired``, ``resolved_at`` = ``at``, when it expired; no
         ``resolved_by``). False when it was no longer open."""

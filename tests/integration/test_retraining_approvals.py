@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
-from bot.retraining import RETRY_DELAYS_S, begin_approval, complete_approvals, resolve
+from bot.jobs.monitor import run_monitor
+from bot.retraining import GIVE_UP_GRACE_S, RETRY_DELAYS_S, begin_approval, complete_approvals, resolve
 from bot.service import MessageRef
+from bot.slack.text import slack_time
 from npo.loop import LoopConfig
+from npo.monitor import MonitorConfig
 from storage import SQLiteStore
 
 ALICE, BOB = "U0ALICE", "U0BOB"
@@ -102,7 +105,9 @@ def test_an_approval_given_up_and_clicked_again_is_carried_out_as_the_new_one(
     told = _rows(db_path, "SELECT channel, kind, payload FROM outbox")
     assert [(c, k) for c, k, _ in told] == [(ALERT.channel, "ephemeral")]
     assert json.loads(told[0][2])["user"] == ALICE and "click again" in json.loads(told[0][2])["text"]
-    assert _rows(db_path, "SELECT state FROM retraining_proposals") == [("open",)] and _pending(db_path) == {}
+    assert f"still open until {slack_time(DEADLINE)}" in json.loads(told[0][2])["text"]  # far off: not moved
+    assert _rows(db_path, "SELECT state, expires_at FROM retraining_proposals") == [("open", DEADLINE)]
+    assert _pending(db_path) == {}
 
     assert begin_approval(b, pid, by=BOB, now=bob_at, message=ALERT).status == "pending"
     late = resolve(b, pid, approved=True, by=ALICE, now=alice_at, message=ALERT, clock=lambda: bob_at + 1, pending=True)
@@ -221,3 +226,81 @@ def test_a_runner_stopping_during_the_back_off_leaves_the_approval_pending(
     assert ALICE in json.dumps(_pending(db_path)) and _rows(db_path, "SELECT COUNT(*) FROM outbox") == [(0,)]
     assert _rows(db_path, "SELECT owner, done_at FROM job_claims") == [("", None)]  # given back
     assert [d.status for d in complete_approvals(impatient, clock=lambda: 2_020.0)] == ["approved"]
+
+
+def _refuse(path: Path, sql: str) -> sqlite3.Connection:
+    """A trigger standing in for a database that refuses a write (as a full disk would); drop it with ``.close()``."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TRIGGER refused BEFORE {sql} BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    conn.commit()
+    return conn
+
+
+def _allow(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP TRIGGER refused")
+    conn.commit()
+    conn.close()
+
+
+def _told(path: Path) -> str:
+    (payload,) = [p for (p,) in _rows(path, "SELECT payload FROM outbox WHERE kind = 'ephemeral'")]
+    return str(json.loads(payload)["text"])
+
+
+def test_an_approval_given_up_past_its_deadline_leaves_its_approver_time_to_click_again(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """Alice approved in time (a second before the deadline); the retraining failed after the deadline. Before, she
+    was told the proposal was still open and to click again, but her click was refused as expired and the
+    meta-monitor expired the proposal. Now the deadline is moved to an hour after the give-up, and she is told so."""
+    with store.transaction() as tx:
+        pid = tx.open_proposal(OPENED, "drift", expires_at=3_000.0)
+    assert begin_approval(store, pid, by=ALICE, now=2_999.0, message=ALERT).status == "pending"
+    refusing = _refuse(db_path, "INSERT ON model_versions")  # the candidate model cannot be stored
+    assert complete_approvals(store, clock=lambda: 3_001.0) == []  # given up, past the deadline
+    _allow(refusing)
+
+    until = 3_001.0 + GIVE_UP_GRACE_S
+    text = _told(db_path)
+    assert f"still open until {slack_time(until)}" in text and "click again" in text
+    assert _rows(db_path, "SELECT state, expires_at FROM retraining_proposals") == [("open", until)]
+    (line,) = store.audit_entries(kind="retraining_extended")
+    assert line[3] == str(pid) and line[4]["until"] == until and line[4]["approved_by"] == ALICE
+
+    # The meta-monitor's next run (past the old deadline) leaves it open, and Alice's click counts.
+    assert run_monitor(store, MonitorConfig(), now=3_600.0, channel=ALERT.channel).expired_proposal is None
+    assert begin_approval(store, pid, by=ALICE, now=3_660.0, message=ALERT).status == "pending"
+    assert [d.status for d in complete_approvals(store, clock=lambda: 3_665.0)] == ["approved"]
+    assert (store.monitor_state().decisions, store.monitor_state().matches) == (1, 1)  # counted toward F_monitor
+
+
+def test_a_proposal_not_approved_again_in_the_grace_expires_then_uncounted(store: SQLiteStore, db_path: Path) -> None:
+    with store.transaction() as tx:
+        pid = tx.open_proposal(OPENED, "drift", expires_at=3_000.0)
+    assert begin_approval(store, pid, by=ALICE, now=2_999.0, message=ALERT).status == "pending"
+    refusing = _refuse(db_path, "INSERT ON model_versions")
+    assert complete_approvals(store, clock=lambda: 3_001.0) == []
+    _allow(refusing)
+    until = 3_001.0 + GIVE_UP_GRACE_S
+    assert run_monitor(store, MonitorConfig(), now=until, channel=ALERT.channel).expired_proposal == pid
+    assert _rows(db_path, "SELECT state, resolved_at FROM retraining_proposals") == [("expired", until)]
+    assert store.monitor_state().decisions == 0  # nothing to judge: F_monitor does not count it
+
+
+def test_an_approval_given_up_past_a_deadline_that_cannot_be_moved_says_it_expired(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """The database refuses every change to the proposal (the result, and so the new deadline): Alice is told the
+    truth — the deadline has passed — rather than to click again on a proposal the next click finds expired."""
+    with store.transaction() as tx:
+        pid = tx.open_proposal(OPENED, "drift", expires_at=3_000.0)
+    assert begin_approval(store, pid, by=ALICE, now=2_999.0, message=ALERT).status == "pending"
+    refusing = _refuse(db_path, "UPDATE ON retraining_proposals")
+    assert complete_approvals(store, clock=lambda: 3_001.0) == []
+    _allow(refusing)
+    text = _told(db_path)
+    assert "still open" not in text and "click again" not in text
+    assert f"deadline ({slack_time(3_000.0)}) has passed" in text and "new alert if the drift persists" in text
+    assert _rows(db_path, "SELECT state, expires_at FROM retraining_proposals") == [("open", 3_000.0)]
+    assert _pending(db_path) == {} and store.audit_entries(kind="retraining_extended") == []
+    assert begin_approval(store, pid, by=ALICE, now=3_060.0, message=ALERT).status == "expired"  # as she was told
