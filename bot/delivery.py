@@ -130,6 +130,13 @@ MAX_BACKOFF_S = 60.0
 # untouched, a wrong one costs one more 429 every five minutes, and a recommendation held longer than that is of
 # little use to whoever is on call.
 RETRY_AFTER_CAP_S = 300.0
+#: Updates (``chat.update``): a message edited again is shown as the last call Slack applied left it.
+UPDATE_KINDS = frozenset({"update", "message_update"})
+#: Failures after which a call may still have reached Slack (its answer lost: a timeout, a dropped connection).
+_ANSWER_LOST = (OSError, TimeoutError, http.client.HTTPException)
+#: How much longer than the client's timeout an update whose answer was lost waits before its retry: Slack may still
+#: apply the lost call, and an older rendering applied after a newer one would stay on the message.
+LOST_UPDATE_SETTLE_S = 1.0
 NOT_YET_POSTED_RETRY_S = 30.0  # a safety net: the post, once out, makes its waiting updates due at once
 # Posts tagged with their outbox id in Slack's message metadata, and looked for after a try whose result is unknown.
 LOOKUP_KINDS = frozenset({"recommendation", "message"})
@@ -1003,6 +1010,10 @@ class DeliveryWorker:
         its post first)."""
         verdict = exc if isinstance(exc, _Retry | _Fail) else classify(exc, max(i.attempts for i in items))
         if isinstance(verdict, _Retry):
+            if isinstance(exc, _ANSWER_LOST) and any(i.kind in UPDATE_KINDS for i in items):
+                # The update may have reached Slack and be applied after a newer one: the retry, which renders the
+                # message as it is then, waits until that late one would have landed, so it is the last word.
+                verdict.after_s = max(verdict.after_s, self._call_timeout_s + LOST_UPDATE_SETTLE_S)
             at = self.clock() + verdict.after_s
             if verdict.rate_limited:
                 # What Slack limited waits: the method in the channel the call was for (chat.postMessage,
