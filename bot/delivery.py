@@ -95,7 +95,7 @@ from bot.slack.blocks import (
     grouped_digest_fit,
     recommendation_blocks,
 )
-from storage import LeaseLost, OutboxItem, StorageBusy, StorageError
+from storage import LeaseLost, OutboxItem, StorageBusy, StorageError, is_locked
 from storage.outbox import next_due_at, post_state, sent_as, shares_message, storm_channels
 from storage.store_outbox import UNANSWERED_KEY
 
@@ -280,14 +280,6 @@ def _error_code(error: str, status: int) -> str:
     if not error:
         return f"http_{status}"
     return error if error in DOCUMENTED_ERROR_CODES else OTHER_ERROR
-
-
-def _locked(exc: BaseException) -> bool:
-    """Whether ``exc`` is the database refusing a write because another connection holds its write lock (an
-    expected, passing condition: a long write, an operator's shell), not an unexpected failure."""
-    if isinstance(exc, StorageBusy):
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 LEASE_MARGIN_S = 10.0  # no Slack call is started with less of the lease left (a call times out in seconds)
@@ -481,7 +473,7 @@ class DeliveryWorker:
             try:
                 self.run_once()
             except Exception as exc:
-                if not _locked(exc):
+                if not is_locked(exc):
                     log.exception("delivery pass failed; retrying shortly")
                 elif locked_since is None:  # expected and passing: one line, not a traceback every pass
                     locked_since = time.monotonic()
@@ -987,10 +979,10 @@ class DeliveryWorker:
             done = self.store.defer_many(deferred)
         except Exception as exc:
             log.log(
-                logging.WARNING if _locked(exc) else logging.ERROR,
+                logging.WARNING if is_locked(exc) else logging.ERROR,
                 "could not defer %d outbox message(s); they are claimed again when their lease ends",
                 len(deferred),
-                exc_info=not _locked(exc),
+                exc_info=not is_locked(exc),
             )
             return
         if done < len(deferred):

@@ -33,7 +33,7 @@ other leaves it alone. A claim whose process died mid-way is taken over once :da
 carries out only the approval it claimed: one given up meanwhile and clicked again is a new approval, claimed anew.
 
 An attempt that fails because the database is locked (another process held its write lock past the busy timeout and
-the store's own retries: :class:`storage.StorageBusy`, or SQLite's "database is locked" / busy) is repeated after a
+the store's own retries: :func:`storage.is_locked`) is repeated after a
 back-off (:data:`RETRY_DELAYS_S`, while the claim is less than half its lease old); any other failure — the fit
 itself, a refused record, a full disk — would fail again, and gives the approval up at once, as does a locked
 database once the retries are spent (:func:`_give_up`: its approver is told privately, and until when to click again).
@@ -66,7 +66,7 @@ from npo.misalignment import reset_key
 from npo.monitor import monitor_fidelity, record_ground_truth
 from npo.monitor import resolve_proposal as close_proposal
 from npo.retrain import RetrainResult, retrain_on_answers
-from storage import SQLiteStore, StorageBusy, StorageError
+from storage import SQLiteStore, StorageError, is_locked
 from storage.jobs import finish_claim, release_claim
 from storage.monitoring import (
     Proposal,
@@ -431,16 +431,6 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is the database being locked by another connection — passing (another process's write),
-    so the attempt is worth repeating — rather than a failure that would come back (the fit, a refused record, a
-    full disk). As :mod:`storage.store` tells them apart."""
-    if isinstance(exc, StorageBusy):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
-
-
 def _sleep(seconds: float) -> bool:
     time.sleep(seconds)
     return False
@@ -523,7 +513,7 @@ def _carry_out(
             return _attempt(store, proposal_id, entry, on_enqueue=on_enqueue, clock=clock)
         except Exception as exc:
             now = clock()
-            if delay is None or not _transient(exc) or now + delay - claimed_at >= APPROVAL_LEASE_S / 2:
+            if delay is None or not is_locked(exc) or now + delay - claimed_at >= APPROVAL_LEASE_S / 2:
                 raise
             log.warning(
                 "attempt %d at the retraining approved for proposal #%d met a locked database after %.1f s (%s); "

@@ -2,12 +2,12 @@
 
 Public API: :func:`connect`, :func:`connect_readonly`, :func:`migrate`, :func:`schema_version`,
 :class:`SQLiteStore` (implements :class:`npo.loop.LoopStore`), :class:`SQLiteTransaction`, :class:`OutboxItem`,
-:class:`StorageError`, :class:`StorageBusy`, :class:`LeaseLost`, :func:`check`, :func:`backup`,
+:class:`StorageError`, :class:`StorageBusy`, :class:`LeaseLost`, :func:`is_locked`, :func:`check`, :func:`backup`,
 :func:`export_rows`. See ``storage/README.md``.
 """
 
 from storage.connection import Synchronous, connect, connect_readonly
-from storage.errors import LeaseLost, StorageBusy, StorageError
+from storage.errors import LeaseLost, StorageBusy, StorageError, is_locked
 from storage.maintenance import Problem, backup, check, export_rows
 from storage.migrations import LATEST_SCHEMA_VERSION, MIGRATIONS, migrate, schema_version
 from storage.store import OutboxItem, SQLiteStore, SQLiteTransaction
@@ -28,6 +28,7 @@ __all__ = [
     "connect",
     "connect_readonly",
     "export_rows",
+    "is_locked",
     "migrate",
     "schema_version",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 
 class StorageError(ValueError):
     """A write was refused (constraint, unknown record) or the database could not be used.
@@ -24,3 +26,14 @@ class StorageBusy(StorageError):
 class LeaseLost(StorageError):
     """A delivery worker's lease on an outbox message expired and another worker claimed it: the late worker's
     result is not recorded (the other worker's is)."""
+
+
+def is_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing because another connection holds its write lock — an expected,
+    passing condition (another process's write, an operator's shell), worth trying again — rather than a failure
+    that would come back (a refused record, a full disk, a damaged file): :class:`StorageBusy` (the store's retries
+    spent), or SQLite's own "database is locked" / busy."""
+    if isinstance(exc, StorageBusy):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)

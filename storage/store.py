@@ -50,7 +50,7 @@ from npo.loop import DecideResult, LoopConfig, decide_batch
 from npo.policy import DEFAULT_DISRUPTIVE_ACTIONS, DEFAULT_STALE_AFTER_SECONDS, Policy, name_key
 from npo.types import Prediction
 from storage.connection import DEFAULT_BUSY_TIMEOUT_S, Synchronous, connect, connect_readonly
-from storage.errors import StorageBusy, StorageError
+from storage.errors import StorageBusy, StorageError, is_locked
 from storage.migrations import (
     LATEST_SCHEMA_VERSION,
     MIGRATION_LOCK_WAIT_S,
@@ -69,11 +69,6 @@ __all__ = ["HOUR_S", "OutboxItem", "OutboxState", "SQLiteStore", "SQLiteTransact
 
 #: How long :meth:`SQLiteStore.close` waits for a write transaction still running on another thread.
 CLOSE_WAIT_S = 10.0
-
-
-def _is_busy(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 class _Scope:
@@ -283,7 +278,7 @@ class SQLiteStore(StoreOutbox, StoreReads):
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not is_locked(exc):
                     raise
                 if attempt == self.lock_retries:
                     raise StorageBusy(

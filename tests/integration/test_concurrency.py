@@ -17,7 +17,7 @@ from npo.loop import LoopConfig, record_feedback
 from npo.policy import Policy
 from npo.scoring import scenario_key
 from npo.types import FeedbackEvent, FeedbackKind
-from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageBusy, check, connect, migrate
+from storage import LATEST_SCHEMA_VERSION, SQLiteStore, StorageBusy, StorageError, check, connect, is_locked, migrate
 from storage.migrations import KNOWN_MIGRATIONS, MIGRATIONS
 
 THREADS = 8
@@ -97,6 +97,32 @@ def test_a_held_write_lock_gives_a_clear_error_after_bounded_retries(db_path: Pa
     with store.transaction() as tx:  # usable again once the lock is released
         tx.audit("test", "x", {}, 0.0)
     store.close()
+
+
+def test_is_locked_tells_a_held_write_lock_from_a_failure_that_would_come_back(db_path: Path) -> None:
+    """One check, shared by the store's retries, the delivery worker's log level and the retraining runner's
+    back-off: the store's StorageBusy and SQLite's own "database is locked" are a lock another connection holds
+    (worth trying again); a refused record, a full disk or any other error is not."""
+    store = SQLiteStore(db_path, busy_timeout_s=0.05, lock_retries=0)
+    other = sqlite3.connect(str(db_path), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    raw = sqlite3.connect(str(db_path), timeout=0.05, isolation_level=None)
+    try:
+        with pytest.raises(StorageBusy) as busy, store.transaction():
+            pass
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            raw.execute("BEGIN IMMEDIATE")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        raw.close()
+        store.close()
+    assert is_locked(busy.value) and is_locked(locked.value)
+    assert is_locked(sqlite3.OperationalError("database table is locked"))
+    assert not is_locked(sqlite3.OperationalError("database or disk is full"))
+    assert not is_locked(sqlite3.IntegrityError("UNIQUE constraint failed: model_versions.version"))
+    assert not is_locked(StorageError("model_versions", "3", "UNIQUE constraint failed"))
+    assert not is_locked(RuntimeError("database is locked"))  # not the database's own error
 
 
 def test_a_current_database_opens_while_another_process_holds_the_write_lock(db_path: Path) -> None:
