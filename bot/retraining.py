@@ -167,6 +167,34 @@ def expired_at(proposal: Proposal, now: float) -> float | None:
     return None
 
 
+def not_recorded_status(store: SQLiteStore, proposal_id: int, now: float) -> str:
+    """What a person whose answer to ``proposal_id`` could not be stored is told of the proposal as it stands at
+    ``now`` (read-only): open and until when — its deadline may be a minute away, so "still open, click again" alone
+    may be untrue by the next click —, past its deadline, or answered meanwhile. When it cannot be read, the
+    deadline the alert names."""
+    try:
+        with store.read() as conn:
+            proposal = get_proposal(conn, proposal_id)
+            waiting = _pending_entry(conn, proposal_id)
+    except Exception:
+        log.exception("could not read retraining proposal #%d", proposal_id)
+        proposal, waiting = None, None
+    if proposal is None:
+        return "Please click again in a minute, before the deadline the alert names."
+    if waiting is not None:
+        return _being_approved(proposal_id, waiting)
+    if (expired := expired_at(proposal, now)) is not None:
+        return (
+            f"The proposal's deadline ({slack_time(expired)}) has passed: it can no longer be approved or dismissed. "
+            "The meta-monitor raises a new alert if the drift persists."
+        )
+    if proposal.state != "open":
+        return _already(proposal)
+    if proposal.expires_at is None:
+        return "The proposal is still open: please click again in a minute."
+    return f"The proposal is still open until {slack_time(proposal.expires_at)}: please click again before then."
+
+
 def _expired(proposal: Proposal, at: float) -> Resolution:
     text = (
         f"Retraining proposal #{proposal.id} expired unanswered at {slack_time(at)}, so it can no longer be "

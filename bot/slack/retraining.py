@@ -6,8 +6,9 @@ up to 20,000 answers, seconds on a large database, and Slack shows a click not a
 result comes as the thread reply and the alert's update. A second click on a resolved alert, or on one being
 approved, records nothing and tells the clicker (ephemeral) who resolved it; a click on an expired one records nothing
 and tells them when it expired. An answer that could not be stored (the database cannot be written) is still
-acknowledged — Slack does not retry interactions — and the clicker is told that it was not recorded and to click
-again: the alert keeps its buttons and the proposal stays open; so is an approval whose retraining then fails."""
+acknowledged — Slack does not retry interactions — and the clicker is told that it was not recorded and until when
+the proposal is open to click again (its deadline may be a minute away), or that its deadline has passed: the alert
+keeps its buttons and the proposal stays open; so is an approval whose retraining then fails."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.retraining import begin_approval, resolve
+from bot.retraining import begin_approval, not_recorded_status, resolve
 from bot.slack.actions import refuse
 from bot.slack.blocks import LOOKUP_UNAVAILABLE_TEXT, lookup_refused_text
 from bot.slack.deps import SlackDeps
@@ -34,9 +35,8 @@ NOT_A_RESPONDER_TEXT = (
     "not enough). Nothing was recorded."
 )
 NOT_RECORDED_TEXT = (
-    "NPO could not record this answer to the retraining proposal just now (its database could not be written, or "
-    "the retraining failed; the bot's log has the error), so it was not recorded and the proposal is still open. "
-    "Please click again in a minute."
+    "NPO could not record this answer to {proposal} just now (its database could not be written; the bot's log has "
+    "the error), so it was not recorded. {status}"
 )
 
 
@@ -97,13 +97,25 @@ def _make_listener(deps: SlackDeps) -> Any:
         except Exception:
             log.exception("retraining answer failed")
             try:
-                refuse(deps, client, parse_click(body), NOT_RECORDED_TEXT)
+                click = parse_click(body)
+                refuse(deps, client, click, await _not_recorded_text(deps, click.prediction_id))
             except Exception:
                 log.exception("could not tell the clicker that the retraining answer was not recorded")
         finally:
             await ack()
 
     return on_retrain
+
+
+async def _not_recorded_text(deps: SlackDeps, button_value: str) -> str:
+    """What the clicker is told when their answer could not be stored: that, and whether the proposal is still open
+    and until when (:func:`bot.retraining.not_recorded_status`)."""
+    try:
+        proposal_id = int(button_value)
+    except ValueError:
+        return NOT_RECORDED_TEXT.format(proposal="the retraining proposal", status="Please click again in a minute.")
+    status = await deps.query(not_recorded_status, deps.service.store, proposal_id, time.time())
+    return NOT_RECORDED_TEXT.format(proposal=f"retraining proposal #{proposal_id}", status=status)
 
 
 def register(app: AsyncApp, deps: SlackDeps) -> None:

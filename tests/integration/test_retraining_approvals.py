@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from bot.jobs.monitor import run_monitor
-from bot.retraining import GIVE_UP_GRACE_S, RETRY_DELAYS_S, begin_approval, complete_approvals, resolve
+from bot.retraining import (
+    GIVE_UP_GRACE_S,
+    RETRY_DELAYS_S,
+    begin_approval,
+    complete_approvals,
+    not_recorded_status,
+    resolve,
+)
 from bot.service import MessageRef
 from bot.slack.text import slack_time
 from npo.loop import LoopConfig
@@ -304,3 +311,15 @@ def test_an_approval_given_up_past_a_deadline_that_cannot_be_moved_says_it_expir
     assert _rows(db_path, "SELECT state, expires_at FROM retraining_proposals") == [("open", 3_000.0)]
     assert _pending(db_path) == {} and store.audit_entries(kind="retraining_extended") == []
     assert begin_approval(store, pid, by=ALICE, now=3_060.0, message=ALERT).status == "expired"  # as she was told
+
+
+def test_a_click_that_could_not_be_stored_is_told_until_when_the_proposal_is_open(store: SQLiteStore) -> None:
+    """Before, whatever the proposal's state, the person was told it was still open and to click again in a minute
+    — untrue a minute before its deadline, and after it. Now they are told until when, or that it has passed."""
+    pid = _proposal(store)
+    assert f"still open until {slack_time(DEADLINE)}" in not_recorded_status(store, pid, DEADLINE - 30)
+    passed = not_recorded_status(store, pid, DEADLINE + 1)
+    assert "still open" not in passed and "click again" not in passed
+    assert f"deadline ({slack_time(DEADLINE)}) has passed" in passed
+    assert begin_approval(store, pid, by=ALICE, now=DEADLINE - 60, message=ALERT).status == "pending"
+    assert "already being approved by" in not_recorded_status(store, pid, DEADLINE - 30)

@@ -30,6 +30,7 @@ from bot.jobs.build import monitor_config
 from bot.jobs.monitor import run_monitor
 from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL, ACTION_OVERRIDE
 from bot.slack.monitor_blocks import ACTION_APPROVE, ACTION_DISMISS
+from bot.slack.text import slack_time
 from bot.standin import StandIn
 from npo.bandit import ThresholdBandit
 
@@ -261,19 +262,30 @@ def test_an_answer_that_could_not_be_stored_is_reported_to_the_clicker(drift_bot
     their Approve had not counted. Now they are told, and a second click, once the database is writable, counts."""
     bot = drift_bot
     channel, ts = _posted_alert(bot)
+    deadline = float(int(time.time()) + 90)  # a minute and a half away: "click again in a minute" may be too late
     conn = sqlite3.connect(bot.bot.settings.db_path)
     try:
+        conn.execute("UPDATE retraining_proposals SET expires_at = ?", (deadline,))
         conn.execute(
             "CREATE TRIGGER full_disk BEFORE UPDATE ON retraining_proposals "
             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
         )
+        if action == ACTION_APPROVE:  # an Approve writes the pending approval, not the proposal
+            conn.execute(
+                "CREATE TRIGGER full_disk_pending BEFORE INSERT ON job_state "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
         conn.commit()
         assert bot.click(BOB, action, (channel, ts)).status_code == 200
         notice = wait_for(lambda: _ephemeral(bot, BOB))
         assert "was not recorded" in notice[0].text and "click again" in notice[0].text
+        # Until when it can be clicked again, not an open-ended "still open, click again in a minute".
+        assert f"still open until {slack_time(deadline)}: please click again before then" in notice[0].text
+        assert "proposal #1 just now" in notice[0].text
         assert _db(bot, "SELECT state FROM retraining_proposals") == ("open",)
         assert _db(bot, "SELECT COUNT(*) FROM model_versions") == (0,)  # the Approve's model went with it
         conn.execute("DROP TRIGGER full_disk")
+        conn.execute("DROP TRIGGER IF EXISTS full_disk_pending")
         conn.commit()
     finally:
         conn.close()
