@@ -40,9 +40,9 @@ database once the retries are spent (:func:`_give_up`: its approver is told priv
 An approval given up was given in time — the failure is NPO's — so a deadline less than :data:`GIVE_UP_GRACE_S` (an
 hour, the shortest expiry there is) away, or already passed while the retraining ran, is moved to an hour after the
 give-up: the approver's next click is answered rather than refused as expired, and the meta-monitor does not expire
-the proposal meanwhile. Not clicked again by then, it expires — uncounted in F_monitor, as any proposal without a
-recorded answer. One whose deadline cannot be moved (the database refuses it) is said to have expired, not to be
-open.
+the proposal meanwhile; the alert, which named the old deadline, is updated to name the new one. Not clicked again
+by then, it expires — uncounted in F_monitor, as any proposal without a recorded answer. One whose deadline cannot
+be moved (the database refuses it) is said to have expired, not to be open.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bot.service import MessageRef
-from bot.slack.monitor_blocks import resolved_blocks, resolved_text
+from bot.slack.monitor_blocks import extended_blocks, extended_line, resolved_blocks, resolved_text
 from bot.slack.text import escape, slack_time
 from npo.misalignment import reset_key
 from npo.monitor import monitor_fidelity, record_ground_truth
@@ -407,7 +407,8 @@ def _give_up(
     again) and its person told (ephemeral) to click again, and until when; its claim is finished (nobody carries it
     out now). The approval was given in time, so a deadline less than :data:`GIVE_UP_GRACE_S` away — or already
     passed, the retraining having run past it — is moved to ``now`` + that (audited ``retraining_extended``): a
-    click in that time is answered, where the meta-monitor would otherwise expire the proposal at its next run."""
+    click in that time is answered, where the meta-monitor would otherwise expire the proposal at its next run. The
+    alert, which named the old deadline, is updated (through the outbox) to name the new one and keeps its buttons."""
     message = _message_of(entry)
     channel = message.channel if message is not None else str(entry.get("fallback_channel") or "")
     with store.transaction() as tx:
@@ -420,6 +421,11 @@ def _give_up(
         deadline = None if proposal is None else proposal.expires_at
         if deadline is not None and deadline < now + GIVE_UP_GRACE_S and _extend(store, proposal_id, by, entry, now):
             deadline = now + GIVE_UP_GRACE_S
+            blocks = [b for b in entry.get("blocks") or [] if isinstance(b, dict)]
+            if message is not None and blocks:  # the alert named the old deadline: it names the new one
+                line = extended_line(by, deadline)
+                text, shown = resolved_text(proposal_id, line), extended_blocks(blocks, deadline, line)
+                tx.enqueue(message.channel, UPDATE_KIND, {"ts": message.ts, "text": text, "blocks": shown}, now)
         if channel and by:
             tx.enqueue(channel, "ephemeral", {"user": by, "text": _not_carried_out(proposal_id, deadline, now)}, now)
 

@@ -106,11 +106,6 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
         for k in f.keys
     ]
     chart = sparkline(f.trend)
-    expiry = (
-        ""
-        if f.expires_at is None
-        else f" If nobody answers, the proposal expires at {slack_time(f.expires_at)} without counting toward it."
-    )
     blocks: list[Block] = [
         {
             "type": "header",
@@ -149,20 +144,51 @@ def alert_blocks(f: AlertFacts) -> list[Block]:
                 },
             ],
         },
-        {
-            "type": "context",
-            "block_id": ALERT_HINT_BLOCK_ID,
-            "elements": [
-                mrkdwn(
-                    "Approve fits a new model on the logged feedback and promotes it only if it beats, on the most "
-                    "recent answers, both the current one and the base rate (every answer predicted at the answers' "
-                    "mean code), and starts learning the threshold τ again. Dismiss records that the monitor was "
-                    "wrong. Both count toward F_monitor." + expiry
-                )
-            ],
-        },
+        _hint_block(f.expires_at),
     ]
     return blocks
+
+
+def _hint_block(expires_at: float | None) -> Block:
+    """The hint under the buttons: what each does, and when the proposal expires if nobody answers it."""
+    expiry = (
+        ""
+        if expires_at is None
+        else f" If nobody answers, the proposal expires at {slack_time(expires_at)} without counting toward it."
+    )
+    return {
+        "type": "context",
+        "block_id": ALERT_HINT_BLOCK_ID,
+        "elements": [
+            mrkdwn(
+                "Approve fits a new model on the logged feedback and promotes it only if it beats, on the most "
+                "recent answers, both the current one and the base rate (every answer predicted at the answers' "
+                "mean code), and starts learning the threshold τ again. Dismiss records that the monitor was "
+                "wrong. Both count toward F_monitor." + expiry
+            )
+        ],
+    }
+
+
+def extended_line(by: str, until: float) -> str:
+    """The status line of an alert whose approval by ``by`` was given up and whose deadline moved to ``until``."""
+    return (
+        f"The approval by <@{escape(by)}> could not be carried out and was not recorded: the proposal is open until "
+        f"{slack_time(until)}"
+    )
+
+
+def extended_blocks(original: Sequence[Mapping[str, Any]], until: float, line: str) -> list[Block]:
+    """The alert, still open, after its deadline was moved to ``until``: the same blocks and buttons, the hint under
+    them naming the new deadline (it named the old one), and one status line (``line``, :func:`extended_line`) in
+    place of any earlier one. Answered or expired later, :func:`resolved_blocks` drops the hint and the line."""
+    kept: list[Block] = []
+    for block in original:
+        if block.get("block_id") == "npo_retrain_status":
+            continue
+        kept.append(_hint_block(until) if block.get("block_id") == ALERT_HINT_BLOCK_ID else dict(block))
+    kept.append({"type": "context", "block_id": "npo_retrain_status", "elements": [mrkdwn(line)]})
+    return kept[:50]
 
 
 def resolved_blocks(original: Sequence[Mapping[str, Any]], line: str) -> list[Block]:

@@ -21,6 +21,7 @@ from bot.retraining import (
     resolve,
 )
 from bot.service import MessageRef
+from bot.slack.monitor_blocks import AlertFacts, alert_blocks
 from bot.slack.text import slack_time
 from npo.loop import LoopConfig
 from npo.monitor import MonitorConfig
@@ -323,3 +324,40 @@ def test_a_click_that_could_not_be_stored_is_told_until_when_the_proposal_is_ope
     assert f"deadline ({slack_time(DEADLINE)}) has passed" in passed
     assert begin_approval(store, pid, by=ALICE, now=DEADLINE - 60, message=ALERT).status == "pending"
     assert "already being approved by" in not_recorded_status(store, pid, DEADLINE - 30)
+
+
+def _alert_blocks(pid: int, expires_at: float) -> list[dict[str, Any]]:
+    facts = AlertFacts(
+        proposal_id=pid, reason="drift", loss=0.5, n_in_window=20, previous_loss=0.1, n_previous=20, threshold=0.3,
+        ph_statistic=1.0, ph_threshold=15.0, ph_samples=40, drift_alarm=False, f_monitor=None, keys=[], trend=[],
+        trend_chunk=1, expires_at=expires_at,
+    )  # fmt: skip
+    return alert_blocks(facts)
+
+
+@pytest.mark.parametrize("deadline", [3_000.0, DEADLINE], ids=["moved", "far off"])
+def test_the_alert_of_a_proposal_whose_deadline_moved_names_the_new_one(
+    store: SQLiteStore, db_path: Path, deadline: float
+) -> None:
+    """The approver was told the new deadline, the App Home showed it, but the alert kept the old one. Now the give-up
+    that moves the deadline also queues the alert's update (same buttons, the new deadline); one that leaves the
+    deadline where it was changes nothing in the alert."""
+    with store.transaction() as tx:
+        pid = tx.open_proposal(OPENED, "drift", expires_at=deadline)
+    blocks = _alert_blocks(pid, deadline)
+    assert begin_approval(store, pid, by=ALICE, now=2_999.0, message=ALERT, original_blocks=blocks).status == "pending"
+    refusing = _refuse(db_path, "INSERT ON model_versions")
+    assert complete_approvals(store, clock=lambda: 3_001.0) == []
+    _allow(refusing)
+    updates = _rows(db_path, "SELECT channel, payload FROM outbox WHERE kind = 'message_update'")
+    if deadline == DEADLINE:
+        assert updates == []
+        return
+    until = 3_001.0 + GIVE_UP_GRACE_S
+    ((channel, raw),) = updates
+    payload = json.loads(raw)
+    assert channel == ALERT.channel and payload["ts"] == ALERT.ts
+    shown = json.dumps(payload["blocks"])
+    assert slack_time(until) in shown and slack_time(deadline) not in shown
+    assert [b["type"] for b in payload["blocks"]] == [b["type"] for b in blocks] + ["context"]  # buttons kept
+    assert f"approval by <@{ALICE}> could not be carried out" in payload["text"]

@@ -29,7 +29,14 @@ from bot.app import build_bot
 from bot.jobs.build import monitor_config
 from bot.jobs.monitor import run_monitor
 from bot.slack.blocks import ACTION_LIKE, ACTION_NEUTRAL, ACTION_OVERRIDE
-from bot.slack.monitor_blocks import ACTION_APPROVE, ACTION_DISMISS
+from bot.slack.monitor_blocks import (
+    ACTION_APPROVE,
+    ACTION_DISMISS,
+    ALERT_HINT_BLOCK_ID,
+    AlertFacts,
+    alert_blocks,
+    alert_text,
+)
 from bot.slack.text import slack_time
 from bot.standin import StandIn
 from npo.bandit import ThresholdBandit
@@ -451,3 +458,50 @@ def test_the_app_home_shows_an_approval_being_carried_out_past_the_deadline_as_b
         assert "expired" not in shown, shown
         assert "proposal #1" in shown and f"approved by <@{ALICE}>" in shown and "being fitted" in shown
         assert _db(bot, "SELECT state FROM retraining_proposals") == ("open",)
+
+
+def _hint(bot: BotUnderTest, ts: str) -> str:
+    return str(next(b for b in bot.standin.message(OPS, ts).blocks if b.get("block_id") == ALERT_HINT_BLOCK_ID))
+
+
+def test_an_alert_whose_approval_was_given_up_names_its_new_deadline(drift_bot: BotUnderTest) -> None:
+    """Alice approves a minute before the deadline; the retraining's result cannot be stored, so the approval is given
+    up and the deadline moved to an hour later. She was told the new deadline privately, but the alert everyone sees
+    still said the proposal expires at the old one. Now the alert is updated: same buttons, the new deadline."""
+    bot = drift_bot
+    deadline = float(int(time.time()) + 60)
+    facts = AlertFacts(
+        proposal_id=1, reason="drift", loss=0.5, n_in_window=20, previous_loss=0.1, n_previous=20, threshold=0.3,
+        ph_statistic=1.0, ph_threshold=15.0, ph_samples=40, drift_alarm=False, f_monitor=None, keys=[], trend=[],
+        trend_chunk=1, expires_at=deadline,
+    )  # fmt: skip
+    with bot.bot.store.transaction() as tx:
+        assert tx.open_proposal(time.time(), "drift", expires_at=deadline) == 1
+        tx.enqueue(OPS, "message", {"text": alert_text(facts), "blocks": alert_blocks(facts)}, time.time())
+    bot.bot.worker.wake()
+    channel, ts = _alert(bot)
+    assert slack_time(deadline) in _hint(bot, ts)
+    conn = sqlite3.connect(bot.bot.settings.db_path)
+    try:
+        conn.execute(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON model_versions "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+        assert bot.click(ALICE, ACTION_APPROVE, (channel, ts)).status_code == 200
+        told = wait_for(lambda: _ephemeral(bot, ALICE))[0].text
+        conn.execute("DROP TRIGGER full_disk")
+        conn.commit()
+    finally:
+        conn.close()
+    (until,) = _db(bot, "SELECT expires_at FROM retraining_proposals WHERE state = 'open'")
+    assert until > deadline and f"still open until {slack_time(until)}" in told
+    wait_for(lambda: slack_time(until) in _hint(bot, ts))  # the alert names the new deadline, not the old one
+    shown = bot.standin.message(OPS, ts).blocks
+    assert slack_time(deadline) not in str(shown) and ACTION_APPROVE in str(shown) and ACTION_DISMISS in str(shown)
+    assert f"approval by <@{ALICE}> could not be carried out" in str(shown)
+
+    assert bot.click(ALICE, ACTION_APPROVE, (channel, ts)).status_code == 200  # clicked again, carried out
+    wait_for(lambda: _db(bot, "SELECT state, resolved_by FROM retraining_proposals") == ("approved", ALICE))
+    wait_for(lambda: ACTION_APPROVE not in str(bot.standin.message(OPS, ts).blocks))
+    assert "could not be carried out" not in str(bot.standin.message(OPS, ts).blocks)
