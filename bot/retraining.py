@@ -12,7 +12,8 @@ size (``npo.misalignment.reset_key``; m(k) is kept) so the loop re-learns the ch
 or not, also puts the threshold bandit back to its prior (``ThresholdBandit.reset``; pull counts kept): an engineer
 has confirmed that the world changed, so what the arms learned before is stale (measured in the simulation with a
 drift: README, *What the experiments show*). Dismiss records
-that the monitor was wrong. Either answer closes the proposal, counts toward F_monitor, is audited, and queues a
+that the monitor was wrong. Either answer closes the proposal, counts toward F_monitor (but see a Dismiss after a
+given-up approval, below), is audited, and queues a
 thread reply under the alert and an update of the alert (its buttons replaced by the result) — in one transaction.
 A proposal already resolved changes nothing, and says who resolved it. So does an expired one — the meta-monitor
 closed it unanswered (``bot.jobs.monitor``), or its deadline has passed and the next run will — and the answer
@@ -43,6 +44,14 @@ give-up: the approver's next click is answered rather than refused as expired, a
 the proposal meanwhile; the alert, which named the old deadline, is updated to name the new one. Not clicked again
 by then, it expires — uncounted in F_monitor, as any proposal without a recorded answer. One whose deadline cannot
 be moved (the database refuses it) is said to have expired, not to be open.
+
+A Dismiss after an approval was given up (in the hour the deadline was moved on, or before a deadline that was not)
+is taken — the approval was never carried out, and the person on call now says the alert was a false alarm — but
+when the given-up approval was someone else's, the alert has two answers that disagree and no ground truth: it is
+closed without counting toward F_monitor (as an expired one), and the reply, the alert's status line and the audit
+line (``counted: false``, ``approved_in_time_by``) say so. The approver's own Dismiss replaces their answer and
+counts; an Approve agrees with theirs and counts. Who saw an approval given up is kept in ``job_state``
+:data:`GIVEN_UP_STATE` for the open proposal only.
 """
 
 from __future__ import annotations
@@ -83,6 +92,7 @@ TRAINING_ROWS = 20_000
 THREAD_KIND = "thread_reply"
 UPDATE_KIND = "message_update"
 PENDING_STATE = "retraining_approvals"  # job_state: proposal id → an approval recorded and not yet carried out
+GIVEN_UP_STATE = "retraining_given_up"  # job_state: the open proposal's id → who approved it in time, given up
 APPROVAL_JOB = "retraining_approval"  # job_claims: the claim of one pending approval (period: approval_period)
 APPROVAL_LEASE_S = 300.0  # a claim of an approval not carried out this long after it was taken: its process died
 # (the fit takes seconds), so another runner takes it over
@@ -266,10 +276,17 @@ def resolve(
             compared_version = None if compared is None else compared.version
             tx.save_model(result.candidate, promoted=result.promoted, recorded_at=now)
         tx.resolve_proposal(proposal_id, approved=approved, by=by, at=now, model_version=version)
-        state = record_ground_truth(close_proposal(tx.get_monitor_state(), approved), acted=True, ideal=approved)
+        # Dismissed after someone else's approval was given up: the answers disagree, no ground truth to count.
+        overruled = [] if approved else [a for a in _given_up_by(tx.connection, proposal_id) if a != by]
+        _forget_given_up(tx.connection, now)
+        state = close_proposal(tx.get_monitor_state(), approved)
+        if not overruled:
+            state = record_ground_truth(state, acted=True, ideal=approved)
         tx.put_monitor_state(state)
         f_monitor = monitor_fidelity(state)
         detail: dict[str, object] = {"approved": approved, "by": by, "f_monitor": f_monitor}
+        if overruled:
+            detail |= {"counted": False, "approved_in_time_by": overruled}
         if result is not None:
             tx.put_bandit(tx.get_bandit().reset())  # the world changed: τ is learned again from the prior
             if result.promoted:
@@ -278,9 +295,14 @@ def resolve(
                     keys_reset += 1
             text = _retrain_text(result, by, keys_reset, compared_version)
             detail |= {"model_version": version, "promoted": result.promoted, "reason": result.reason}
+        elif overruled:
+            text = (
+                f"Dismissed by <@{by}> after the approval by {_mentions(overruled)}, given in time, could not be "
+                "carried out: the answers disagree, so this alert does not count toward F_monitor."
+            )
         else:
             text = f"Dismissed by <@{by}>: recorded as a false alarm of the meta-monitor."
-        text += f" F_monitor is now {f_monitor:.2f}." if f_monitor is not None else ""
+        text += f" F_monitor is {'still' if overruled else 'now'} {f_monitor:.2f}." if f_monitor is not None else ""
         tx.audit("retraining_approved" if approved else "retraining_dismissed", str(proposal_id), detail, now)
         if message is not None:
             tx.enqueue(message.channel, THREAD_KIND, {"thread_ts": message.ts, "text": text}, now)
@@ -293,6 +315,7 @@ def resolve(
                         if approved
                         else ""
                     )
+                    + (f" after {_mentions(overruled)} approved: not counted toward F_monitor" if overruled else "")
                 )
                 text_of_update = resolved_text(proposal_id, line)
                 payload = {"ts": message.ts, "text": text_of_update, "blocks": resolved_blocks(original_blocks, line)}
@@ -305,6 +328,29 @@ def resolve(
 
 
 # -- Approve from Slack: recorded before the click is answered, carried out after -------------------------------------
+def _given_up_by(conn: Any, proposal_id: int) -> list[str]:
+    """Who approved ``proposal_id`` in time and saw the approval given up (:func:`_give_up`), first first."""
+    names = get_job_state(conn, GIVEN_UP_STATE).get(str(proposal_id))
+    return [str(name) for name in names] if isinstance(names, list) else []
+
+
+def _note_given_up(conn: Any, proposal_id: int, by: str, now: float) -> None:
+    """Remember that ``by``'s approval of ``proposal_id`` was given up. Only the open proposal is kept (there is at
+    most one open; an older one's entry is dropped here), so the state stays one short list."""
+    names = _given_up_by(conn, proposal_id)
+    if by and by not in names:
+        put_job_state(conn, GIVEN_UP_STATE, {str(proposal_id): [*names, by]}, now)
+
+
+def _forget_given_up(conn: Any, now: float) -> None:
+    if get_job_state(conn, GIVEN_UP_STATE):
+        put_job_state(conn, GIVEN_UP_STATE, {}, now)
+
+
+def _mentions(users: Sequence[str]) -> str:
+    return ", ".join(f"<@{escape(user)}>" for user in users)
+
+
 def _pending_entry(conn: Any, proposal_id: int) -> dict[str, Any] | None:
     entry = get_job_state(conn, PENDING_STATE).get(str(proposal_id))
     return entry if isinstance(entry, dict) else None
@@ -417,6 +463,7 @@ def _give_up(
             return  # carried out, or given up, by another runner meanwhile
         _drop_pending(tx.connection, proposal_id, now)
         by = str(entry.get("by") or "")
+        _note_given_up(tx.connection, proposal_id, by, now)
         proposal = get_proposal(tx.connection, proposal_id)
         deadline = None if proposal is None else proposal.expires_at
         if deadline is not None and deadline < now + GIVE_UP_GRACE_S and _extend(store, proposal_id, by, entry, now):

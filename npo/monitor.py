@@ -54,7 +54,10 @@ proposal, expired or not, so an alert nobody answered is not raised again on the
 
 F_monitor = E[1(A_t = G_t)] is counted by :func:`record_ground_truth`: A_t is what the monitor did (triggered
 or not), G_t the ideal response — the engineers' Approve / Dismiss in production, the known drift in
-simulation. An expired proposal has no G_t and is not counted.
+simulation. An expired proposal has no G_t and is not counted. Nor has one whose answers disagree: in production an
+approval given in time that NPO could not carry out (its retraining failed) is an answer, though not recorded as the
+proposal's, so a Dismiss by someone else afterwards closes the proposal without a G_t (``bot.retraining``); the
+approver's own Dismiss replaces their answer and is counted.
 """
 
 from __future__ import annotations

@@ -361,3 +361,38 @@ def test_the_alert_of_a_proposal_whose_deadline_moved_names_the_new_one(
     assert slack_time(until) in shown and slack_time(deadline) not in shown
     assert [b["type"] for b in payload["blocks"]] == [b["type"] for b in blocks] + ["context"]  # buttons kept
     assert f"approval by <@{ALICE}> could not be carried out" in payload["text"]
+
+
+@pytest.mark.parametrize("who", [BOB, ALICE], ids=["someone else", "the approver"])
+def test_a_dismiss_after_an_approval_was_given_up_counts_only_if_nobody_disagrees(
+    store: SQLiteStore, db_path: Path, who: str
+) -> None:
+    """Alice approved in time; her approval was given up and the deadline moved an hour on. Before, Bob's Dismiss in
+    that hour counted toward F_monitor as the team's answer (a false alarm), though the first answer, given in time,
+    was Approve. His Dismiss is still taken (it closes the proposal: the team's answers differ and nothing was
+    retrained), but the alert has no single answer to score, so it is not counted — as an expired one is not. Alice
+    dismissing it herself changes her own answer: counted, as any Dismiss."""
+    with store.transaction() as tx:
+        pid = tx.open_proposal(OPENED, "drift", expires_at=3_000.0)
+    assert begin_approval(store, pid, by=ALICE, now=2_999.0, message=ALERT).status == "pending"
+    refusing = _refuse(db_path, "INSERT ON model_versions")
+    assert complete_approvals(store, clock=lambda: 3_001.0) == []
+    _allow(refusing)
+
+    done = resolve(store, pid, approved=False, by=who, now=3_200.0, message=ALERT, original_blocks=[{"type": "x"}])
+    assert done.status == "dismissed"
+    assert _rows(db_path, "SELECT state, resolved_by FROM retraining_proposals") == [("dismissed", who)]
+    assert store.monitor_state().open_proposal is False
+    (line,) = store.audit_entries(kind="retraining_dismissed")
+    update = json.loads(_rows(db_path, "SELECT payload FROM outbox WHERE kind = 'message_update'")[-1][0])
+    if who == BOB:
+        assert (store.monitor_state().decisions, store.monitor_state().matches) == (0, 0)  # not counted
+        assert line[4]["counted"] is False and line[4]["approved_in_time_by"] == [ALICE]
+        assert f"by <@{ALICE}>, given in time, could not be carried out" in done.text
+        assert "does not count toward F_monitor" in done.text
+        assert "not counted toward F_monitor" in update["text"]
+    else:
+        assert (store.monitor_state().decisions, store.monitor_state().matches) == (1, 0)  # a false alarm
+        assert "counted" not in line[4] and "recorded as a false alarm" in done.text
+        assert "not counted" not in update["text"]
+    assert _rows(db_path, "SELECT value FROM job_state WHERE name = 'retraining_given_up'") == [("{}",)]
