@@ -14,7 +14,9 @@ records the result:
 * connection errors (``URLError``/``OSError``/``TimeoutError``), HTTP 5xx and Slack's transient errors →
   ``mark_retry`` with exponential backoff (0.5 s · 2ⁿ, at most 60 s, plus jitter), for as long as it takes;
 * an update of a recommendation whose post failed for good → ``mark_failed`` too (there is no message to update,
-  one error log line); an update of one that was posted inside a digest → ``mark_sent`` without a call;
+  one error log line); an update of one that was posted inside a digest → ``mark_sent`` without a call; so is a
+  plain message's update (``message_update``) when a later update of that message is pending or sent (its blocks
+  are newer: the retry of a failed one would put the older ones back);
 * a recommendation (post or update) whose blocks Slack refuses (:data:`REFUSED_BLOCKS`) → sent once more at once in
   the compact rendering (:func:`bot.slack.blocks.compact_view`): NPO keeps within Slack's limits counting
   characters, but how Slack counts some text (emoji, other scripts) is undocumented;
@@ -96,7 +98,7 @@ from bot.slack.blocks import (
     recommendation_blocks,
 )
 from storage import LeaseLost, OutboxItem, StorageBusy, StorageError, is_locked
-from storage.outbox import next_due_at, post_state, sent_as, shares_message, storm_channels
+from storage.outbox import later_message_update, next_due_at, post_state, sent_as, shares_message, storm_channels
 from storage.store_outbox import UNANSWERED_KEY
 
 log = logging.getLogger(__name__)
@@ -701,6 +703,8 @@ class DeliveryWorker:
         if item.kind == "message_update":
             ts, text = str(payload.get("ts") or ""), str(payload.get("text") or " ")
             blocks = list(payload.get("blocks") or [])
+            if self._superseded(item, ts):  # a retry after a later update: sending it would undo that one
+                return item.channel, ts
             self._call("chat.update", item.channel)
             try:
                 self.client.chat_update(channel=item.channel, ts=ts, text=text, blocks=blocks)
@@ -846,6 +850,12 @@ class DeliveryWorker:
         surfaced), ``"done"`` (posted, but inside a digest) or ``"waiting"`` (its post is still pending)."""
         with self.store.read() as conn:
             return post_state(conn, prediction_id)
+
+    def _superseded(self, item: OutboxItem, ts: str) -> bool:
+        """Whether a later update of the same plain message is pending or sent (``message_update`` carries the
+        blocks it was queued with, so one retried after a later one would put the older blocks back)."""
+        with self.store.read() as conn:
+            return later_message_update(conn, item.id, item.channel, ts)
 
     def _shared_message(self, channel: str, ts: str) -> bool:
         with self.store.read() as conn:

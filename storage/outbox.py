@@ -64,6 +64,18 @@ def shares_message(conn: sqlite3.Connection, channel: str, ts: str) -> bool:
     return bool(row and row[0] > 1)
 
 
+def later_message_update(conn: sqlite3.Connection, outbox_id: int, channel: str, ts: str) -> bool:
+    """Whether an update of the plain message at (``channel``, ``ts``) queued after outbox message ``outbox_id`` is
+    pending or sent: its blocks are newer, so this one's are out of date (a retraining alert's update carries the
+    blocks it was queued with). Reads only the rows queued after ``outbox_id``."""
+    row = conn.execute(
+        "SELECT 1 FROM outbox WHERE id > ? AND kind = 'message_update' AND channel = ? "
+        "AND json_extract(payload, '$.ts') = ? AND state IN ('pending', 'sent') LIMIT 1",
+        (outbox_id, channel, ts),
+    ).fetchone()
+    return row is not None
+
+
 def sent_as(conn: sqlite3.Connection, outbox_ids: Sequence[int], channel: str, ts: str) -> int:
     """How many of the outbox messages ``outbox_ids`` are recorded as sent in the message at (``channel``, ``ts``):
     by whoever recorded the post, its worker or another worker's claim from the note next to the database."""

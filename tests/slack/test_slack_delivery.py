@@ -697,3 +697,30 @@ def test_a_post_that_could_not_be_sent_is_the_workers_warning_not_an_sdk_error(
         if r.name == "bot.delivery" and r.levelno == logging.WARNING and "will be retried" in r.getMessage()
     ]
     assert len(retried) == 1, retried
+
+
+def test_an_alert_update_retried_after_a_later_one_was_sent_is_not_sent_again(tmp_path: Path, standin: StandIn) -> None:
+    """A plain message's update carries the blocks it was queued with: one that failed and is retried after a later
+    update of the same message was sent would put the older blocks back (a retraining alert showing its buttons
+    again after it was resolved). It is recorded as done without a call."""
+    with SQLiteStore(tmp_path / "npo.db") as store:
+        now = [time.time()]
+        store.enqueue(OPS, "message", {"text": "alert"}, now[0])
+        worker = _paced_worker(store, standin, now)
+        assert worker.run_once() == 1
+        (alert,) = standin.messages(OPS)
+        now[0] += 1.0
+        older = store.enqueue(OPS, "message_update", {"ts": alert.ts, "text": "deadline moved", "blocks": []}, now[0])
+        standin.faults.error("chat.update", "internal_error", times=1)  # transient: retried after a back-off
+        assert worker.run_once() == 1
+        assert _texts(standin, OPS) == ["alert"]
+        now[0] += 0.1  # the retry is not due yet when the later update is queued and sent
+        store.enqueue(OPS, "message_update", {"ts": alert.ts, "text": "approved", "blocks": []}, now[0])
+        assert worker.run_once() == 1
+        assert _texts(standin, OPS) == ["approved"]
+        now[0] += 120.0  # past the first update's back-off
+        assert worker.run_once() == 1
+        assert _texts(standin, OPS) == ["approved"]
+        # the failed try, then the later update; no third call
+        assert [c.body.get("text") for c in standin.calls("chat.update")] == ["deadline moved", "approved"]
+        assert not store.outbox("pending") and older in {item.id for item in store.outbox("sent")}
