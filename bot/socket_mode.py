@@ -16,7 +16,8 @@ one at most 3 s (``ACK_CONNECTION_WAIT_S``), not at all at a stop, then is given
 the envelope again.
 
 Connecting (:class:`SocketModeClient`, slack-sdk's client with its connecting replaced): every attempt opens a
-*fresh* URL from ``apps.connections.open`` (a URL is good for one connection); a failed attempt is one warning line
+*fresh* URL from ``apps.connections.open`` (a URL is good for one connection; a handshake not answered within
+``NPO_SLACK_TIMEOUT_S`` is a failed attempt, as a refused one); a failed attempt is one warning line
 and the next waits 1 s, 2 s, 4 s … up to 60 s (a 429's ``Retry-After`` when longer, at most 5 minutes), without
 limit, until Slack answers; an app-level token Slack refuses (revoked, invalid, …), or an HTTP 404
 (``SLACK_API_URL`` is not a Web API that offers Socket Mode), ends the service with exit status 2 instead, and so
@@ -114,6 +115,9 @@ SHORT_LIVED_S = 10.0
 # An acknowledgement with no open connection to go on (the connection ended and is being reopened) waits this long for
 # the new one: Slack's own limit for an answer; after it, Slack sends the envelope again (recorded once) anyway.
 ACK_CONNECTION_WAIT_S = 3.0
+# The longest wait for the WebSocket handshake (TCP, TLS, the upgrade's answer) when none is given; the service gives
+# ``NPO_SLACK_TIMEOUT_S``. Without one, aiohttp's session default (5 minutes) applied to a proxy that never answers.
+HANDSHAKE_TIMEOUT_S = 5.0
 
 
 class SocketModeError(RuntimeError):
@@ -175,7 +179,10 @@ class SocketModeClient(SdkSocketModeClient):
       wait that grows as after failed attempts (half to all of it: jitter), until a connection lasts;
     * an acknowledgement with no open connection waited for the reconnection however long it took (minutes while
       Slack is unreachable; a stop waited out its whole time for it, then an error with a traceback); here it waits
-      at most ``ack_wait_s``, not at all once the service stops, then fails (:meth:`send_message`).
+      at most ``ack_wait_s``, not at all once the service stops, then fails (:meth:`send_message`);
+    * a WebSocket handshake nobody answered (a proxy that accepts the TCP connection and holds the upgrade) was waited
+      for 5 minutes (aiohttp's session default) without a word; here it fails after ``handshake_timeout_s`` as any
+      failed attempt does (one warning line, a fresh URL after a wait).
 
     Reconnecting after a drop (a close frame, Slack's ``disconnect`` envelope, a connection the ping finds dead) is
     still started by the SDK, through these methods.
@@ -191,6 +198,7 @@ class SocketModeClient(SdkSocketModeClient):
         retry_delays: tuple[float, float] = (1.0, 60.0),
         short_lived_s: float = SHORT_LIVED_S,
         ack_wait_s: float = ACK_CONNECTION_WAIT_S,
+        handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         logger: logging.Logger | None = None,
     ) -> None:
         super().__init__(
@@ -211,6 +219,7 @@ class SocketModeClient(SdkSocketModeClient):
         self._opened_at: float | None = None  # when the current connection opened (monotonic)
         self._short_lived = 0  # connections in a row that lasted under short_lived_s
         self.ack_wait_s = ack_wait_s
+        self.handshake_timeout_s = handshake_timeout_s
         self._stopping = False  # set by stop_dispatching: an acknowledgement no longer waits for a connection
         # Running message listeners (kept from the collector): True for an envelope, to be finished and acknowledged
         # at a stop; False for Slack's ``hello`` and ``disconnect`` (the reconnection it starts is not waited for).
@@ -335,9 +344,14 @@ class SocketModeClient(SdkSocketModeClient):
                 if self.closed:
                     return
                 wait = self._next_wait()
+                problem = (
+                    f"no answer to the handshake in {self.handshake_timeout_s:g} s"
+                    if isinstance(exc, TimeoutError)
+                    else f"{type(exc).__name__}: {exc}"
+                )
                 log.warning(
                     "Socket Mode: the WebSocket did not open (%s); asking for a new URL in %.0f s (attempt %d failed)",
-                    _excerpt(f"{type(exc).__name__}: {exc}"),
+                    _excerpt(problem),
                     wait,
                     self._failures,
                 )
@@ -364,13 +378,14 @@ class SocketModeClient(SdkSocketModeClient):
                 log.info("Socket Mode: closing the old connection failed (%s)", _excerpt(exc))
         if self.aiohttp_client_session.closed:
             self.aiohttp_client_session = aiohttp.ClientSession()
-        session = await self.aiohttp_client_session.ws_connect(
-            url,
-            autoping=False,
-            heartbeat=self.ping_interval,
-            proxy=self.proxy,
-            ssl=self.web_client.ssl if self.web_client.ssl is not None else True,
-        )
+        async with asyncio.timeout(self.handshake_timeout_s):  # TimeoutError: retried by connect()
+            session = await self.aiohttp_client_session.ws_connect(
+                url,
+                autoping=False,
+                heartbeat=self.ping_interval,
+                proxy=self.proxy,
+                ssl=self.web_client.ssl if self.web_client.ssl is not None else True,
+            )
         self.current_session = session
         self._opened_at = time.monotonic()
         self.auto_reconnect_enabled = self.default_auto_reconnect_enabled
@@ -510,6 +525,7 @@ class SocketModeService:
             ping_interval=self.ping_interval,
             retry_delays=self.retry_delays,
             short_lived_s=self.short_lived_s,
+            handshake_timeout_s=self.settings.slack_timeout_s,
         )
         client.socket_mode_request_listeners.append(self._dispatch)
         return client

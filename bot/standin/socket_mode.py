@@ -11,10 +11,12 @@ minus the signature (Socket Mode has none).
 A WebSocket URL is good for one connection (its ticket is used up by the handshake, as Slack's are). For tests of
 what a long-running app meets, the stand-in can also end connections as Slack does (:meth:`~SocketModeStandIn.drop`:
 a close frame, a ``disconnect`` envelope with its ``reason``, or a connection that just dies), refuse the next
-handshakes (:meth:`~SocketModeStandIn.refuse_handshakes`: the ticket is used up, the upgrade answered 408), close
-new connections right after their ``hello`` (:meth:`~SocketModeStandIn.close_new_connections`: a proxy or a Slack
-edge that accepts and then drops) and send any text frame (:meth:`~SocketModeStandIn.send_text`). Failures of
-``apps.connections.open`` itself are the Web API's faults (``standin.faults``).
+handshakes (:meth:`~SocketModeStandIn.refuse_handshakes`: the ticket is used up, the upgrade answered 408), leave
+the next handshakes unanswered (:meth:`~SocketModeStandIn.hang_handshakes`: the TCP connection is accepted and the
+upgrade request read, and no answer comes), close new connections right after their ``hello``
+(:meth:`~SocketModeStandIn.close_new_connections`: a proxy or a Slack edge that accepts and then drops) and send any
+text frame (:meth:`~SocketModeStandIn.send_text`). Failures of ``apps.connections.open`` itself are the Web API's
+faults (``standin.faults``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class SocketModeStandIn:
         self.accepted = 0  # WebSocket connections accepted (hello sent)
         self.refused = 0  # handshakes refused by refuse_handshakes()
         self._refuse: list[int] = []  # statuses for the next handshakes to refuse
+        self._hang = 0  # how many of the next handshakes to leave unanswered
+        self.hung = 0  # handshakes left unanswered by hang_handshakes()
+        self._released: asyncio.Event | None = None  # set at stop: the unanswered handshakes end
         self._close_new = 0.0  # how many of the next connections to close right after hello (inf: all)
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -71,6 +76,7 @@ class SocketModeStandIn:
         ready = threading.Event()
 
         async def serve() -> None:
+            self._released = asyncio.Event()
             app = web.Application()
             app.router.add_get("/link/", self._websocket)
             self._runner = web.AppRunner(app, handle_signals=False)
@@ -99,6 +105,8 @@ class SocketModeStandIn:
             return
 
         async def shutdown() -> None:
+            if self._released is not None:
+                self._released.set()
             for ws in list(self._sockets):
                 await ws.close()
             if self._runner is not None:
@@ -134,6 +142,15 @@ class SocketModeStandIn:
             self._tickets.discard(ticket)
         if not known:
             return web.Response(status=401, text="invalid ticket")
+        with self._cond:
+            hang = self._hang > 0
+            if hang:
+                self._hang -= 1
+                self.hung += 1
+                self._cond.notify_all()
+        if hang and self._released is not None:
+            await self._released.wait()  # until the stand-in stops: the client gives up first, or waits
+            return web.Response(status=503, text="the WebSocket could not be opened")
         with self._cond:
             refuse = self._refuse.pop(0) if self._refuse else None
             if refuse is not None:
@@ -220,6 +237,13 @@ class SocketModeStandIn:
         """Refuse the next ``times`` WebSocket handshakes with HTTP ``status``; each uses up its URL's ticket."""
         with self._cond:
             self._refuse.extend([status] * times)
+
+    def hang_handshakes(self, times: int = 1) -> None:
+        """Leave the next ``times`` WebSocket handshakes unanswered: the TCP connection is accepted and the upgrade
+        request read, and no answer comes (a proxy or a load balancer that holds the request); each uses up its URL's
+        ticket. :attr:`hung` counts them."""
+        with self._cond:
+            self._hang += times
 
     def close_new_connections(self, times: int | None = None) -> None:
         """Accept the next ``times`` connections (every one from now on when None; none when 0) and close each

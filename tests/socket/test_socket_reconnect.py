@@ -121,6 +121,37 @@ def test_a_refused_websocket_handshake_is_retried_on_a_fresh_url(
     assert bot.rows("SELECT operator, kind FROM feedback") == [(BOB, "like")]
 
 
+@pytest.mark.parametrize("when", ["at-start", "reconnecting"])
+def test_a_websocket_handshake_nobody_answers_times_out_and_is_retried_on_a_fresh_url(
+    make_socket_bot: Callable[..., SocketBot],
+    socket_server: SocketModeStandIn,
+    caplog: pytest.LogCaptureFixture,
+    when: str,
+) -> None:
+    """A proxy or load balancer accepts the TCP connection and never answers the WebSocket upgrade. The handshake
+    waited for aiohttp's session default of 5 minutes, without a word: at start the bot (and its ingest API) stayed
+    down that long, and on a reconnection no click or command arrived meanwhile. It is now given up after
+    ``NPO_SLACK_TIMEOUT_S`` (2 s in these tests) with one warning line, and retried on a fresh URL."""
+    caplog.set_level(logging.INFO)
+    if when == "at-start":
+        socket_server.hang_handshakes(1)
+        bot = make_socket_bot(retry_delays=(0.1, 0.2))
+        assert socket_server.hung == 1 and socket_server.accepted == 1
+    else:
+        bot = make_socket_bot(retry_delays=(0.1, 0.2))
+        bot.socket.hang_handshakes(1)
+        bot.socket.drop("close")
+        bot.socket.wait_connected(accepted=2, timeout=20)
+        assert bot.socket.hung == 1
+    (line,) = wait_for(lambda: _warnings(caplog, "the WebSocket did not open"))
+    assert "no answer" in line and "2 s" in line, line
+    wait_for(lambda: _warnings(caplog, "connected after 1 failed attempts"))
+    assert not _problems(caplog)
+    message = bot.surface("p1")
+    bot.socket.wait_ack(bot.socket.click(user_id=ALICE, action_id="npo_like", message=message))
+    assert bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
+
+
 def test_start_up_rides_out_failures_of_apps_connections_open(
     tmp_path: Path, standin: StandIn, socket_server: SocketModeStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
