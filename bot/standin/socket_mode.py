@@ -10,7 +10,8 @@ minus the signature (Socket Mode has none).
 
 A WebSocket URL is good for one connection (its ticket is used up by the handshake, as Slack's are). For tests of
 what a long-running app meets, the stand-in can also end connections as Slack does (:meth:`~SocketModeStandIn.drop`:
-a close frame, a ``disconnect`` envelope with its ``reason``, or a connection that just dies), refuse the next
+a close frame, a ``disconnect`` envelope with its ``reason``, a connection that just dies, or one that goes silent:
+no pong, nothing read or sent), cut an envelope's frame off halfway with the connection (``cut_off``), refuse the next
 handshakes (:meth:`~SocketModeStandIn.refuse_handshakes`: the ticket is used up, the upgrade answered 408), leave
 the next handshakes unanswered (:meth:`~SocketModeStandIn.hang_handshakes`: the TCP connection is accepted and the
 upgrade request read, and no answer comes), close new connections right after their ``hello``
@@ -65,6 +66,7 @@ class SocketModeStandIn:
         self._runner: web.AppRunner | None = None
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
+        self._muted: list[web.WebSocketResponse] = []  # connections drop("mute") silenced, ended at stop
         self._transports: dict[web.WebSocketResponse, asyncio.Transport] = {}
         self._acks: dict[str, dict[str, Any]] = {}  # the latest acknowledgement of each envelope
         self._ack_counts: dict[str, int] = {}
@@ -109,6 +111,10 @@ class SocketModeStandIn:
                 self._released.set()
             for ws in list(self._sockets):
                 await ws.close()
+            for ws in list(self._muted):
+                transport = self._transports.get(ws)
+                if transport is not None:
+                    transport.abort()
             if self._runner is not None:
                 await self._runner.cleanup()
 
@@ -194,6 +200,8 @@ class SocketModeStandIn:
             with self._cond:
                 if ws in self._sockets:
                     self._sockets.remove(ws)
+                if ws in self._muted:
+                    self._muted.remove(ws)
                 self._transports.pop(ws, None)
                 self._cond.notify_all()
         return ws
@@ -215,8 +223,10 @@ class SocketModeStandIn:
         """End every open connection as Slack can: ``"close"`` (a close frame), ``"disconnect"`` (Slack's
         ``{"type": "disconnect", "reason": reason}`` envelope: ``refresh_requested`` or ``warning``, after which the
         app is expected to reconnect and close this one itself, or ``link_disabled``: Socket Mode was turned off for
-        the app) or ``"abort"`` (the TCP connection dies: no close frame)."""
-        if how not in ("close", "disconnect", "abort"):
+        the app), ``"abort"`` (the TCP connection dies: no close frame) or ``"mute"`` (the TCP connection stays open
+        and nothing more comes through it either way: no pong, no acknowledgement read, no envelope sent, as when a
+        network in between silently drops everything; the app has to notice by its pings)."""
+        if how not in ("close", "disconnect", "abort", "mute"):
             raise ValueError(f"unknown way to drop a connection: {how!r}")
         with self._cond:
             sockets = [(ws, self._transports.get(ws)) for ws in self._sockets]
@@ -228,6 +238,12 @@ class SocketModeStandIn:
                 elif how == "disconnect":
                     envelope = {"type": "disconnect", "reason": reason, "debug_info": {"host": "standin"}}
                     await ws.send_str(json.dumps(envelope))
+                elif how == "mute":
+                    with self._cond:
+                        self._sockets.remove(ws)  # no envelope is sent on it any more
+                        self._muted.append(ws)
+                    if transport is not None:
+                        transport.pause_reading()
                 elif transport is not None:
                     transport.abort()
 
@@ -268,8 +284,11 @@ class SocketModeStandIn:
         retry_attempt: int = 0,
         retry_reason: str = "",
         accepts_response_payload: bool = True,
+        cut_off: bool = False,
     ) -> str:
-        """Send one envelope of ``kind`` (``interactive``, ``slash_commands``, ``events_api``); its envelope id."""
+        """Send one envelope of ``kind`` (``interactive``, ``slash_commands``, ``events_api``); its envelope id.
+        ``cut_off``: the TCP connection dies halfway through the envelope's frame (the app gets half of it, then the
+        connection ends); :meth:`resend` sends it again whole, as Slack does on the next connection."""
         envelope_id = secrets.token_hex(16)
         envelope: dict[str, Any] = {
             "envelope_id": envelope_id,
@@ -279,7 +298,7 @@ class SocketModeStandIn:
         }
         if kind == "events_api":
             envelope |= {"retry_attempt": retry_attempt, "retry_reason": retry_reason}
-        self._send_envelope(envelope)
+        self._send_envelope(envelope, cut_off=cut_off)
         return envelope_id
 
     def resend(self, envelope_id: str, *, retry_attempt: int | None = None, retry_reason: str = "") -> None:
@@ -291,13 +310,27 @@ class SocketModeStandIn:
             envelope |= {"retry_attempt": retry_attempt, "retry_reason": retry_reason}
         self._send_envelope(envelope)
 
-    def _send_envelope(self, envelope: dict[str, Any]) -> None:
+    def _send_envelope(self, envelope: dict[str, Any], *, cut_off: bool = False) -> None:
         with self._cond:
             if not self._sockets:
                 raise ConnectionError("no Socket Mode connection to send on")
             ws = self._sockets[-1]
+            transport = self._transports.get(ws)
             self._sent[envelope["envelope_id"]] = envelope
-        asyncio.run_coroutine_threadsafe(ws.send_str(json.dumps(envelope)), self._loop).result(10)
+        if not cut_off:
+            asyncio.run_coroutine_threadsafe(ws.send_str(json.dumps(envelope)), self._loop).result(10)
+            return
+        if transport is None:
+            raise ConnectionError("no transport to cut the envelope off on")
+        data = json.dumps(envelope).encode()
+        # An unmasked text frame (server to client, RFC 6455 section 5.2) whose length says all of it, half of it sent.
+        header = bytes([0x81, 127]) + len(data).to_bytes(8, "big")
+
+        def cut() -> None:
+            transport.write(header + data[: len(data) // 2])
+            transport.abort()
+
+        self._loop.call_soon_threadsafe(cut)
 
     def wait_ack(self, envelope_id: str, timeout: float = 10.0, *, count: int = 1) -> dict[str, Any]:
         """The app's acknowledgement of an envelope, once it was acknowledged ``count`` times (a re-sent envelope is
@@ -320,9 +353,11 @@ class SocketModeStandIn:
         message: tuple[str, str],
         trigger_id: str | None = None,
         action_ts: bool = True,
+        cut_off: bool = False,
     ) -> str:
         """A button click (``interactive`` / ``block_actions``) on a stored message; its envelope id. ``action_ts``
-        False: the action carries none, so only the envelope tells two clicks apart."""
+        False: the action carries none, so only the envelope tells two clicks apart. ``cut_off``: as for
+        :meth:`send`."""
         payload = interactions.block_actions_payload(
             self.standin.store,
             f"{self.standin.url}/response",
@@ -336,7 +371,7 @@ class SocketModeStandIn:
         )
         if not action_ts:
             del payload["actions"][0]["action_ts"]
-        return self.send("interactive", payload)
+        return self.send("interactive", payload, cut_off=cut_off)
 
     def submit_view(self, *, user_id: str, values: Mapping[str, Mapping[str, Any]], view_id: str | None = None) -> str:
         """A modal submission (``interactive`` / ``view_submission``); its envelope id."""

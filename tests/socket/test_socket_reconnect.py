@@ -68,6 +68,76 @@ def test_the_bot_reconnects_when_the_connection_ends(
     assert bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
 
 
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("disconnect", "warning"),
+        ("disconnect", "refresh_requested"),
+        ("disconnect", "too_many_websockets"),
+        ("close", ""),
+        ("abort", ""),
+    ],
+    ids=["disconnect-warning", "disconnect-refresh_requested", "disconnect-too_many_websockets", "close", "tcp-dies"],
+)
+def test_an_envelope_in_hand_when_the_connection_ends_is_acknowledged_on_the_new_one_and_handled_once(
+    make_socket_bot: Callable[..., SocketBot], how: str, reason: str
+) -> None:
+    """An Override click is being handled (``views.open`` held) when Slack ends the connection or asks for a new one:
+    its acknowledgement goes on the new connection, and Slack's re-delivery of it opens no second form."""
+    bot = make_socket_bot(ping_interval=0.5)
+    message = bot.surface("p1")
+    bot.standin.faults.delay("views.open", 1.0, times=1)
+    envelope = bot.socket.click(user_id=BOB, action_id="npo_override", message=message)
+    wait_for(lambda: not bot.standin.faults.pending("views.open"))  # views.open is being answered
+    bot.socket.drop(how, reason=reason or "refresh_requested")
+    bot.socket.wait_connected(accepted=2)
+    bot.socket.wait_ack(envelope)
+    bot.socket.resend(envelope, retry_attempt=1, retry_reason="timeout")
+    bot.socket.wait_ack(envelope, count=2)
+    assert [view["callback_id"] for view in bot.standin.views()] == ["npo_override_modal"]
+
+
+def test_a_connection_that_goes_silent_is_found_by_the_ping_and_replaced(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The TCP connection stays open but nothing comes through it any more (no pong, no acknowledgement read): the
+    ping finds it, the bot reconnects, and the envelope whose acknowledgement was lost is sent again by Slack and
+    acknowledged, its work not done twice."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot(ping_interval=0.5)
+    message = bot.surface("p1")
+    bot.standin.faults.delay("views.open", 1.0, times=1)
+    envelope = bot.socket.click(user_id=BOB, action_id="npo_override", message=message)
+    wait_for(lambda: not bot.standin.faults.pending("views.open"))
+    bot.socket.drop("mute")
+    bot.socket.wait_connected(accepted=2, timeout=20)
+    bot.socket.resend(envelope, retry_attempt=1, retry_reason="timeout")
+    bot.socket.wait_ack(envelope)
+    assert [view["callback_id"] for view in bot.standin.views()] == ["npo_override_modal"]
+    bot.socket.wait_ack(bot.socket.click(user_id=ALICE, action_id="npo_like", message=message))
+    assert bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
+    assert not _problems(caplog)
+
+
+def test_a_connection_that_dies_halfway_through_an_envelope_is_replaced_and_the_envelope_counts_once(
+    make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The TCP connection dies with half of a click's frame received: nothing is recorded from the half, the bot
+    reconnects, and Slack's re-deliveries of the click (whole) are recorded once and acknowledged each time."""
+    caplog.set_level(logging.INFO)
+    bot = make_socket_bot(ping_interval=0.5)
+    message = bot.surface("p1")
+    envelope = bot.socket.click(user_id=ALICE, action_id="npo_like", message=message, cut_off=True)
+    bot.socket.wait_connected(accepted=2, timeout=20)
+    assert bot.socket.acked(envelope) == 0
+    assert bot.rows("SELECT operator, kind FROM feedback") == []
+    bot.socket.resend(envelope)
+    bot.socket.resend(envelope, retry_attempt=1, retry_reason="timeout")
+    bot.socket.wait_ack(envelope, count=2)
+    assert bot.rows("SELECT operator, kind FROM feedback") == [(ALICE, "like")]
+    assert not _problems(caplog)
+
+
 def test_too_many_connections_on_the_app_token_is_a_warning_naming_what_to_fix(
     make_socket_bot: Callable[..., SocketBot], caplog: pytest.LogCaptureFixture
 ) -> None:
