@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from slack_bolt import BoltResponse
 from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
@@ -91,6 +92,21 @@ def build_web_client(settings: Settings) -> AsyncWebClient:
     )
 
 
+class _TokenFromEnvironmentNotice(logging.Filter):
+    """Bolt reads ``SLACK_BOT_TOKEN`` from the environment on its own and, given NPO's client as well, warns at every
+    start that "`token` will be unused". NPO hands the token to each request through ``authorize`` (the settings'
+    token, the same variable), so the line is only alarming when the token is set in the environment (a unit file,
+    a container): it is dropped. Bolt's other warnings pass."""
+
+    TEXT = warning_client_prioritized_and_token_skipped()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.TEXT
+
+
+_TOKEN_NOTICE = _TokenFromEnvironmentNotice()
+
+
 def build_bolt_app(settings: Settings, deps: SlackDeps, client: AsyncWebClient) -> AsyncApp:
     """A fully wired :class:`AsyncApp` for HTTP mode (signature verification on)."""
 
@@ -105,12 +121,15 @@ def build_bolt_app(settings: Settings, deps: SlackDeps, client: AsyncWebClient) 
 
     # Bolt gives each request a client carrying the token from ``authorize``; its base client needs none.
     base_client = AsyncWebClient(base_url=client.base_url, timeout=client.timeout)
+    bolt_logger = logging.getLogger("bot.slack.bolt")
+    if _TOKEN_NOTICE not in bolt_logger.filters:
+        bolt_logger.addFilter(_TOKEN_NOTICE)
     app = AsyncApp(
         client=base_client,
         signing_secret=settings.slack_signing_secret,
         authorize=authorize,
         process_before_response=True,
-        logger=logging.getLogger("bot.slack.bolt"),
+        logger=bolt_logger,
         request_verification_enabled=False,  # Bolt's logs a refused request's whole body: SignatureCheck instead
         before_authorize=SignatureCheck(settings.slack_signing_secret),
     )

@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 import pytest
 from hardening_testing import WriteWatch
-from slack_testing import ALICE, INCIDENT, MALLORY, SECRET, TOKEN, BotUnderTest, prediction, wait_for
+from slack_testing import ALICE, INCIDENT, MALLORY, SECRET, TOKEN, BotUnderTest, make_settings, prediction, wait_for
 
+from bot.app import build_bot
 from bot.standin import StandIn, interactions
 from bot.standin.signing import signed_headers
 from bot.standin.store import VERIFICATION_TOKEN
@@ -240,3 +241,19 @@ def _up(url: str) -> bool:
         return httpx.get(f"{url}/livez", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_bot_token_in_the_environment_starts_without_bolts_token_unused_warning(
+    tmp_path: Path, standin: StandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bolt reads SLACK_BOT_TOKEN from the environment itself and, given NPO's client too, warned at every start
+    that the token "will be unused": alarming, and untrue (``authorize`` hands it to every request). A token set in
+    the environment (a unit file, a container) is how many deployments run; the line is gone, the token used."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    caplog.set_level(logging.DEBUG)
+    built = build_bot(make_settings(tmp_path, standin), seed=1, run_worker=False)
+    try:
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert not [w for w in warnings if "will be unused" in w], warnings
+    finally:
+        built.close()
