@@ -130,13 +130,9 @@ def test_a_summary_that_cannot_be_built_is_told_through_the_response_url(bot: Bo
     assert summary(bot).startswith("NPO weekly summary")  # the database readable again: the report
 
 
-def test_a_replayed_summary_is_built_and_posted_once(bot: BotUnderTest) -> None:
-    """The same signed ``/npo summary`` sent again (a replay inside Slack's five-minute window) posted the report
-    to the response_url a second time — one more of its five posts, and another build of the week's report. Its
-    trigger id is now claimed as a mute's is: sent again, it builds and posts nothing and says so; a new
-    invocation still gets its report."""
-    bot.surface("p1")
-    fields = interactions.slash_command_fields(
+def _summary_fields(bot: BotUnderTest) -> dict[str, str]:
+    """The form fields of Alice's ``/npo summary`` in the incident channel, as Slack signs them."""
+    return interactions.slash_command_fields(
         bot.standin.store,
         f"{bot.standin.url}/response",
         command="/npo",
@@ -144,6 +140,15 @@ def test_a_replayed_summary_is_built_and_posted_once(bot: BotUnderTest) -> None:
         user_id=ALICE,
         channel_id=INCIDENT,
     )
+
+
+def test_a_replayed_summary_is_built_and_posted_once(bot: BotUnderTest) -> None:
+    """The same signed ``/npo summary`` sent again (a replay inside Slack's five-minute window) posted the report
+    to the response_url a second time — one more of its five posts, and another build of the week's report. Its
+    trigger id is now claimed as a mute's is: sent again, it builds and posts nothing and says so; a new
+    invocation still gets its report."""
+    bot.surface("p1")
+    fields = _summary_fields(bot)
     body, rid = urlencode(fields), fields["response_url"].rsplit("/", 1)[1]
 
     def send() -> str:
@@ -173,14 +178,7 @@ def test_a_summary_without_a_response_url_is_answered_in_its_ack_once(bot: BotUn
     """A ``/npo summary`` with no response_url (Slack always sends one; a crafted request may not) gets the report
     in its answer; the same request again gets only the note that it was carried out."""
     bot.surface("p1")
-    fields = interactions.slash_command_fields(
-        bot.standin.store,
-        f"{bot.standin.url}/response",
-        command="/npo",
-        text="summary",
-        user_id=ALICE,
-        channel_id=INCIDENT,
-    )
+    fields = _summary_fields(bot)
     del fields["response_url"]
     body = urlencode(fields)
     answers = [interactions.post_signed(bot.events_url, SECRET, body, interactions.FORM) for _ in range(2)]
@@ -240,14 +238,7 @@ def test_a_summary_slack_does_not_take_is_logged_once_without_its_url(
 def test_a_summary_post_slack_refuses_is_not_tried_again(bot: BotUnderTest, caplog: pytest.LogCaptureFixture) -> None:
     """A 4xx from the response_url (here one Slack never issued: 404 ``no_service``; an expired or used-up URL
     answers so too) will not change: it is logged at once, and not posted again."""
-    fields = interactions.slash_command_fields(
-        bot.standin.store,
-        f"{bot.standin.url}/response",
-        command="/npo",
-        text="summary",
-        user_id=ALICE,
-        channel_id=INCIDENT,
-    )
+    fields = _summary_fields(bot)
     fields["response_url"] = f"{bot.standin.url}/response/never-issued"
     response = interactions.post_signed(bot.events_url, SECRET, urlencode(fields), interactions.FORM)
     assert response.status_code == 200 and response.json()["text"] == SUMMARY_WORKING
