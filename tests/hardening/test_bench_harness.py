@@ -3,9 +3,13 @@ refuses. No speed is measured or asserted here."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -38,6 +42,65 @@ class _At(Clock):
 
     def now(self) -> float:
         return self._now
+
+
+class _HeldServer(ThreadingHTTPServer):
+    request_queue_size = 128  # every connection of a load client at once
+    daemon_threads = True
+
+
+@contextmanager
+def _server_holding_answers(hold_s: float) -> Iterator[str]:
+    """A loopback HTTP server as slow as the service on a loaded machine: it answers nothing until ``hold_s``
+    after the first request arrived, then every request 200. Its base URL."""
+    opened, first = threading.Event(), threading.Lock()
+    timers: list[threading.Timer] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the service answers
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with first:
+                if not timers:
+                    timers.append(threading.Timer(hold_s, opened.set))
+                    timers[0].start()
+            opened.wait()
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = _HeldServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        opened.set()
+        for timer in timers:
+            timer.cancel()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.slow
+def test_the_load_clients_wait_for_a_slow_server_rather_than_give_up_on_it() -> None:
+    """On a loaded machine the CI load run failed with every click cut off and no 5xx: the client gave up, not the
+    server. A request waiting for one of the client's connections timed out in httpx's pool after 10 s, one sent
+    timed out after 10 s without an answer, and a few hundred waiting in the pool cost the client seconds of CPU,
+    so it fell half a minute behind its own schedule. The run that checks what must hold at any speed waits for the
+    answers: here a server silent for longer than the benchmark's 10 s, with more requests than connections."""
+    recs = [(f"p-{i}", "C0LOAD", f"1800000000.{i:06d}") for i in range(60)]
+    reqs = clicks(recs, 60)  # more than the 48 connections of a client process
+    with _server_holding_answers(hold_s=12.0) as base:
+        results = asyncio.run(load_bench._drive(base, {"click": (1000.0, reqs)}, time.time()))
+    r = results["click"]
+    assert (r.errors, r.statuses, len(r.latencies)) == (0, {200: 60}, 60), r
 
 
 def test_the_load_test_signs_each_slack_request_when_it_sends_it_as_slack_does() -> None:

@@ -19,7 +19,7 @@ from bench.load_bench import print_kill_report, rows, run_kill_cycles, run_load 
 @pytest.mark.slow
 def test_a_short_mixed_load_run_answers_no_5xx_and_loses_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     report = run_load(2.0, smoke=True)
-    assert report.server_5xx == 0 and report.transport_errors == 0, report.per_route
+    assert report.server_5xx == 0 and report.transport_errors == 0, (report.errors, report.per_route)
     assert all(p["non_200"] == 0 for p in report.per_route.values()), report.statuses  # none refused either
     assert report.accepted > 1000 and report.missing == 0
     assert {"click", "override", "predictions", "alertmanager", "command", "home"} <= set(report.per_route)
