@@ -47,15 +47,21 @@ and recorded before anything is claimed again, by this process or the next one; 
 its lease left than recording it may wait for the write lock is noted there first, so that a worker claiming it once
 the lease ends finds it posted.
 
-Slack offers no idempotency key for ``chat.postMessage``, so a post of its own (a recommendation's, a ``message``'s)
-carries its outbox id in Slack's message metadata (:data:`OUTBOX_EVENT`), and the try after one whose result is
-unknown looks for it before posting again: after a read timeout, a connection dropped once the request was written, a
-5xx or an answer that is not JSON (``unanswered_since`` in the payload, :meth:`storage.SQLiteStore.mark_retry`), or
-after a lease taken over from a worker that left no result (:meth:`storage.SQLiteStore.claim_due`). It reads the
-channel's newest messages since then (``conversations.history``, :data:`HISTORY_LOOKUP_LIMIT` of them, with their
-metadata); a message carrying the id is recorded as the post, and nothing is posted. A lookup Slack refuses (the app
-lacks ``channels:history`` / ``groups:history``: one warning per worker naming the scope) or that fails is passed
-by: the message is posted as it would be without it, and may then show twice. Every other try costs no extra call.
+Slack offers no idempotency key for ``chat.postMessage``, so a post of its own (a recommendation's, a ``message``'s, a
+``thread_reply``'s) carries its outbox id in Slack's message metadata (:data:`OUTBOX_EVENT`), a digest the ids of all it
+lists or counts (as ranges, ``"12-40,45"``; one whose ranges run longer than :data:`DIGEST_TAG_MAX_CHARS` is not tagged,
+nor one whose tag Slack refused, :data:`REFUSED_METADATA`: it is sent again at once untagged), and the try after one
+whose result is unknown looks for it before posting again: after a read timeout, a connection dropped once the request
+was written, a 5xx or an answer that is not JSON (``unanswered_since`` in the payload,
+:meth:`storage.SQLiteStore.mark_retry`), or after a lease taken over from a worker that left no result
+(:meth:`storage.SQLiteStore.claim_due`). It reads the channel's newest messages since then (``conversations.history``,
+:data:`HISTORY_LOOKUP_LIMIT` of them, with their metadata; a thread reply's thread, ``conversations.replies``, since a
+channel's history lists no replies); a message carrying the id is recorded as the post, and nothing is posted. A
+digest's items look once per digest (when one of them has ``unanswered_since``): each found in a message Slack has (a
+digest that listed it, or its own post) is recorded as sent in it, as a posted digest records its items, and only the
+rest is posted. A lookup Slack refuses (the app lacks ``channels:history`` / ``groups:history``: one warning per worker
+naming the scope) or that fails is passed by: the message is posted as it would be without it, and may then show twice.
+Every other try costs no extra call.
 
 Message kinds: ``recommendation`` / ``digest_item`` (``{"prediction_id"}``), ``update`` (``{"prediction_id",
 "channel"?, "ts"?}`` → ``chat.update``), ``ephemeral`` (``{"user", "text"}``), ``message`` (``{"text", "blocks"?}``),
@@ -140,9 +146,19 @@ _ANSWER_LOST = (OSError, TimeoutError, http.client.HTTPException)
 #: apply the lost call, and an older rendering applied after a newer one would stay on the message.
 LOST_UPDATE_SETTLE_S = 1.0
 NOT_YET_POSTED_RETRY_S = 30.0  # a safety net: the post, once out, makes its waiting updates due at once
-# Posts tagged with their outbox id in Slack's message metadata, and looked for after a try whose result is unknown.
-LOOKUP_KINDS = frozenset({"recommendation", "message"})
-OUTBOX_EVENT = "npo_outbox"  # the metadata's event_type; its event_payload is {"outbox_id": <id>}
+# Posts tagged with their outbox id in Slack's message metadata, and looked for after a try whose result is unknown
+# (a digest is tagged with the ids of all it lists or counts, and looked for likewise: :meth:`_digests_found`).
+LOOKUP_KINDS = frozenset({"recommendation", "message", "thread_reply"})
+# The metadata's event_type; its event_payload is {"outbox_id": <id>}, or a digest's {"outbox_ids": "<ranges>"}: the
+# ids it carries as ascending ranges ("12-40,45"), as a string (a storm's digest may count hundreds, mostly in a row).
+OUTBOX_EVENT = "npo_outbox"
+# The longest digest tag sent: Slack's limit on metadata is undocumented (``metadata_too_large``), and a digest it
+# refused for its tag would not be posted at all. One whose ranges run longer is posted untagged (a lost answer
+# reposts it, as before): a storm's ids come in a few runs; only hundreds of ids interleaved with other channels' run
+# longer.
+DIGEST_TAG_MAX_CHARS = 2000
+# Slack's answers refusing a post's metadata: a digest is then posted once more, untagged.
+REFUSED_METADATA = frozenset(("metadata_too_large", "invalid_metadata_format", "invalid_metadata_schema"))
 # How many of the channel's newest messages the look-up reads: Slack's largest page for apps not in its Marketplace
 # (since 2025-05-29; their conversations.history is also limited to one call a minute).
 HISTORY_LOOKUP_LIMIT = 15
@@ -382,6 +398,52 @@ def _why(channel_storm: bool | None, items: Sequence[OutboxItem]) -> str:
 def _outbox_metadata(item: OutboxItem) -> dict[str, Any]:
     """The message metadata a post of ``item`` carries: its outbox id, for :meth:`DeliveryWorker._posted_before`."""
     return {"event_type": OUTBOX_EVENT, "event_payload": {"outbox_id": item.id}}
+
+
+def _id_ranges(ids: Sequence[int]) -> str:
+    """``ids`` as ascending ranges of consecutive ids: ``[3, 4, 5, 7]`` → ``"3-5,7"``."""
+    runs: list[list[int]] = []
+    for i in sorted(set(ids)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in runs)
+
+
+def _digest_metadata(items: Sequence[OutboxItem]) -> dict[str, Any] | None:
+    """The message metadata a digest listing or counting ``items`` carries (their outbox ids, as ranges), for
+    :meth:`DeliveryWorker._digests_found`; None (untagged) when they run longer than :data:`DIGEST_TAG_MAX_CHARS`."""
+    ranges = _id_ranges([item.id for item in items])
+    if len(ranges) > DIGEST_TAG_MAX_CHARS:
+        return None
+    return {"event_type": OUTBOX_EVENT, "event_payload": {"outbox_ids": ranges}}
+
+
+def _tagged_ranges(message: dict[str, Any]) -> list[tuple[int, int]]:
+    """The outbox ids a Slack message is tagged with (:func:`_outbox_metadata`, :func:`_digest_metadata`), as
+    (first, last) ranges; none for a message not tagged so, or tagged with anything malformed."""
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("event_type") != OUTBOX_EVENT:
+        return []
+    payload = metadata.get("event_payload")
+    if not isinstance(payload, dict):
+        return []
+    try:
+        if "outbox_id" in payload:
+            return [(int(payload["outbox_id"]),) * 2]
+        ranges = []
+        for run in str(payload.get("outbox_ids") or "").split(","):
+            first, _, last = run.partition("-")
+            ranges.append((int(first), int(last or first)))
+        return ranges
+    except ValueError:
+        return []
+
+
+def _carries(message: dict[str, Any], outbox_id: int) -> bool:
+    """Whether the Slack ``message`` is a post of outbox message ``outbox_id`` (its own, or a digest listing it)."""
+    return any(first <= outbox_id <= last for first, last in _tagged_ranges(message))
 
 
 def _held_reason(method: str, channel: str) -> str:
@@ -699,7 +761,7 @@ class DeliveryWorker:
                 return self._post(item.channel, text, compact_message_blocks(text, blocks), metadata=tag)
         if item.kind == "thread_reply":
             thread_ts = str(payload.get("thread_ts") or "")
-            return self._post(item.channel, str(payload.get("text", "")), [], thread_ts=thread_ts)
+            return self._post(item.channel, str(payload.get("text", "")), [], thread_ts=thread_ts, metadata=tag)
         if item.kind == "message_update":
             ts, text = str(payload.get("ts") or ""), str(payload.get("text") or " ")
             blocks = list(payload.get("blocks") or [])
@@ -725,23 +787,13 @@ class DeliveryWorker:
 
     def _posted_before(self, item: OutboxItem) -> tuple[str, str] | None:
         """The (channel, ts) of a post of ``item`` Slack already has, from a try whose answer was lost: looked for
-        among the channel's newest messages since that try (:data:`HISTORY_LOOKUP_LIMIT`), by the outbox id in their
-        metadata. None when there is none, or when the look-up failed (logged; the message is posted then)."""
+        among the newest messages since that try (:data:`HISTORY_LOOKUP_LIMIT`; a thread reply's in its thread), by
+        the outbox id in their metadata (its own post's, or a digest's that listed it). None when there is none, or
+        when the look-up failed (logged; the message is posted then)."""
+        thread_ts = str(item.payload.get("thread_ts") or "") if item.kind == "thread_reply" else ""
         since = float(item.payload[UNANSWERED_KEY])
-        try:
-            response = self.client.conversations_history(
-                channel=item.channel,
-                oldest=f"{since - HISTORY_LOOKUP_MARGIN_S:.6f}",
-                limit=HISTORY_LOOKUP_LIMIT,
-                include_all_metadata=True,
-            )
-        except Exception as exc:
-            self._lookup_failed(item, exc)
-            return None
-        for message in response.get("messages") or []:
-            metadata = message.get("metadata") or {}
-            event = metadata.get("event_payload") or {}
-            if metadata.get("event_type") == OUTBOX_EVENT and str(event.get("outbox_id")) == str(item.id):
+        for message in self._recent_posts(item.channel, since, f"outbox message {item.id}", thread_ts=thread_ts):
+            if _carries(message, item.id):
                 log.info(
                     "outbox message %d was posted already (ts %s), its answer lost: recorded, not posted again",
                     item.id,
@@ -750,7 +802,27 @@ class DeliveryWorker:
                 return item.channel, str(message.get("ts") or "")
         return None
 
-    def _lookup_failed(self, item: OutboxItem, exc: Exception) -> None:
+    def _recent_posts(self, channel: str, since: float, subject: str, *, thread_ts: str = "") -> list[dict[str, Any]]:
+        """The channel's newest messages since ``since`` (less :data:`HISTORY_LOOKUP_MARGIN_S`), with their metadata:
+        ``conversations.history``, or with ``thread_ts`` that thread's (``conversations.replies``: a channel's
+        history lists no replies). None found when the look-up fails (logged, naming ``subject``)."""
+        kwargs: dict[str, Any] = {
+            "channel": channel,
+            "oldest": f"{since - HISTORY_LOOKUP_MARGIN_S:.6f}",
+            "limit": HISTORY_LOOKUP_LIMIT,
+            "include_all_metadata": True,
+        }
+        try:
+            if thread_ts:
+                response = self.client.conversations_replies(ts=thread_ts, **kwargs)
+            else:
+                response = self.client.conversations_history(**kwargs)
+        except Exception as exc:
+            self._lookup_failed(channel, subject, exc)
+            return []
+        return [m for m in response.get("messages") or [] if isinstance(m, dict)]
+
+    def _lookup_failed(self, channel: str, subject: str, exc: Exception) -> None:
         """Log a look-up for an earlier post that failed: a missing scope once per worker (naming the scope to add),
         any other failure each time."""
         error = needed = ""
@@ -758,9 +830,9 @@ class DeliveryWorker:
             error, needed = str(exc.response.get("error") or ""), str(exc.response.get("needed") or "")
         if error != "missing_scope":
             log.warning(
-                "could not look for an earlier post of outbox message %d in %s (%s); posting it, it may show twice",
-                item.id,
-                item.channel,
+                "could not look for an earlier post of %s in %s (%s); posting it, it may show twice",
+                subject,
+                channel,
                 error or f"{type(exc).__name__}: {exc}",
             )
         elif not self._history_refused:
@@ -768,7 +840,7 @@ class DeliveryWorker:
             log.warning(
                 "Slack refused to list %s's messages (missing_scope): a post whose answer was lost is posted again, "
                 "and may show twice. Add the bot scope %s to the Slack app and reinstall it",
-                item.channel,
+                channel,
                 needed or HISTORY_SCOPES,
             )
 
@@ -881,8 +953,10 @@ class DeliveryWorker:
                 rest.append((item, self._view(str(item.payload.get("prediction_id")))))
             except _Fail as exc:
                 self._handle_error([item], exc)  # nothing to list: failed, as a recommendation of its own would be
+        rest = self._digests_found(channel, rest)
         why = functools.partial(_why, storm)
         one_by_one = False  # set once a kind's line was refused: this pass lists one recommendation a line
+        untagged = False  # set once Slack refused a digest's tag: this pass posts them untagged
         while rest:
             if self._stop.is_set():
                 for item, _ in rest:
@@ -906,12 +980,24 @@ class DeliveryWorker:
             while True:
                 part, left, blocks = _digest_part(rest, views, groups, lines, why)
                 part_items = [item for item, _ in part]
+                tag = None if untagged else _digest_metadata(part_items)
+                started = self.clock()
                 try:
                     text = digest_fallback_text([view for _, view in part])
-                    posted_channel, ts = self._post(channel, text, blocks)
+                    posted_channel, ts = self._post(channel, text, blocks, metadata=tag)
                     break
                 except Exception as exc:
                     error = str(exc.response.get("error") or "") if isinstance(exc, SlackApiError) else ""
+                    if error in REFUSED_METADATA and tag is not None and all(self._leased(i) for i, _ in rest):
+                        untagged = True  # better posted untagged than not at all
+                        log.warning(
+                            "Slack refused a digest's tag of %d outbox id(s) for %s (%s): posting it untagged (a "
+                            "lost answer would post it again)",
+                            len(part),
+                            channel,
+                            error,
+                        )
+                        continue
                     if error in REFUSED_BLOCKS and (lines > 1 or (groups and len(part) > 1)):
                         if not all(self._leased(item) for item, _ in rest):  # a slow refusal: no time for another
                             for item, _ in rest:
@@ -935,7 +1021,8 @@ class DeliveryWorker:
                             lines,
                         )
                         continue
-                    due = self._handle_error(part_items, exc)
+                    unknown = tag is not None and result_unknown(exc)  # its retry looks for it first
+                    due = self._handle_error(part_items, exc, unanswered_since=started if unknown else None)
                     after = self._ready_at.get(channel, self.clock()) if due is None else due
                     for item, _ in left:  # not tried: they follow the part that failed, in outbox order
                         self._defer(item, after, "the rest of a digest: after the part before it")
@@ -943,6 +1030,36 @@ class DeliveryWorker:
             rest = left
             write = functools.partial(self._mark_digest_sent, part_items, posted_channel, ts)
             self._write_result(write, sent=(part_items, posted_channel, ts))
+
+    def _digests_found(
+        self, channel: str, rest: list[tuple[OutboxItem, RecommendationView]]
+    ) -> list[tuple[OutboxItem, RecommendationView]]:
+        """Record as sent what of ``rest`` a post Slack already has lists, from a try whose answer was lost (one of
+        them has ``unanswered_since``): a digest (tagged with the ids it lists or counts) or a recommendation's own
+        post, looked for among the channel's newest messages since the earliest such try. Each post found is
+        recorded as a posted digest part is (:meth:`_mark_digest_sent`, one transaction); returns the rest, to be
+        posted. A look-up that fails is passed by (logged): they are all posted then."""
+        since = [float(i.payload[UNANSWERED_KEY]) for i, _ in rest if i.payload.get(UNANSWERED_KEY) is not None]
+        if not since:
+            return rest
+        messages = self._recent_posts(channel, min(since), f"a digest of {len(rest)} recommendation(s)")
+        found: dict[str, list[OutboxItem]] = {}
+        left: list[tuple[OutboxItem, RecommendationView]] = []
+        for item, view in rest:
+            ts = next((str(m.get("ts") or "") for m in messages if _carries(m, item.id)), None)
+            if ts:
+                found.setdefault(ts, []).append(item)
+            else:
+                left.append((item, view))
+        for ts, items in found.items():
+            log.info(
+                "%d outbox message(s) for %s were posted already (ts %s), the answer lost: recorded, not posted again",
+                len(items),
+                channel,
+                ts,
+            )
+            self._write_result(functools.partial(self._mark_digest_sent, items, channel, ts), sent=(items, channel, ts))
+        return left
 
     def _mark_digest_sent(self, part_items: list[OutboxItem], posted_channel: str, ts: str) -> None:
         """Record the messages one posted digest part listed as sent (one transaction), counting those whose lease

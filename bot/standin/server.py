@@ -53,7 +53,14 @@ UPLOAD = "upload"
 # The methods the stand-in answers on GET too (their arguments in the query string), as Slack does: the ones it
 # implements that slack-sdk's clients send as GET (the async client's responder look-ups, in Socket Mode).
 GET_METHODS = frozenset(
-    ("conversations.members", "usergroups.users.list", "users.info", "conversations.info", "conversations.history")
+    (
+        "conversations.members",
+        "usergroups.users.list",
+        "users.info",
+        "conversations.info",
+        "conversations.history",
+        "conversations.replies",
+    )
 )
 RESPONSE_URL = "response_url"
 JSON_UI_ROUTES = frozenset({"/ui/act", "/ui/submit", "/ui/close"})  # the live page's fetch() calls

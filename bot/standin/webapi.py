@@ -35,6 +35,8 @@ MEMBERS_DEFAULT_LIMIT = 100  # conversations.members without ``limit``
 MEMBERS_MAX_LIMIT = 1000  # a larger ``limit`` still gives at most this many per page
 HISTORY_DEFAULT_LIMIT = 100  # conversations.history without ``limit``
 HISTORY_MAX_LIMIT = 999  # a larger ``limit`` still gives at most this many per page
+REPLIES_DEFAULT_LIMIT = 1000  # conversations.replies without ``limit``
+REPLIES_MAX_LIMIT = 1000  # a larger ``limit`` still gives at most this many per page
 
 
 def _offset_cursor(offset: int) -> str:
@@ -131,6 +133,7 @@ class WebApi:
             "conversations.members": self.conversations_members,
             "conversations.info": self.conversations_info,
             "conversations.history": self.conversations_history,
+            "conversations.replies": self.conversations_replies,
         }
 
     @property
@@ -462,6 +465,53 @@ class WebApi:
             messages=[m.to_payload(metadata=metadata) for m in listed[start:end]],
             has_more=end < len(listed),
             pin_count=0,
+            response_metadata={"next_cursor": _offset_cursor(end) if end < len(listed) else ""},
+        )
+
+    def conversations_replies(self, params: dict[str, Any]) -> Reply:
+        """One page of a thread: the message ``ts`` names (its parent, or a reply in it: the thread is its parent's),
+        then its replies, oldest first, those after ``oldest`` and before ``latest`` (``inclusive`` keeps one at
+        either bound; the parent is listed first whatever its time), ``limit`` per page (default and at most 1,000),
+        ``has_more`` and ``response_metadata.next_cursor``. A message with no replies is listed alone. Message
+        metadata is shown with ``include_all_metadata``; ``thread_not_found`` when no such message is in the
+        channel."""
+        channel = self._channel(params)
+        if channel is None:
+            return fail("channel_not_found")
+        named = self.store.find_message(channel, str(params.get("ts") or ""))
+        if named is None or named.ephemeral_to is not None:
+            return fail("thread_not_found")
+        try:
+            limit = int(params.get("limit") or REPLIES_DEFAULT_LIMIT)
+            oldest = float(params.get("oldest") or 0)
+            latest = float(params["latest"]) if params.get("latest") not in (None, "") else None
+        except (TypeError, ValueError):
+            return fail("invalid_arguments")
+        if limit < 1:
+            return fail("invalid_limit")
+        inclusive = _flag(params.get("inclusive"))
+
+        def within(ts: float) -> bool:
+            after = ts >= oldest if inclusive else ts > oldest
+            before = latest is None or (ts <= latest if inclusive else ts < latest)
+            return after and before
+
+        root = named.thread_ts or named.ts
+        parent = self.store.find_message(channel, root)
+        replies = [
+            m
+            for m in self.store.history.get(channel, [])
+            if m.ephemeral_to is None and m.thread_ts == root and m.ts != root and within(float(m.ts))
+        ]
+        listed = ([parent] if parent is not None else []) + replies
+        start = _cursor_offset(params.get("cursor"))
+        if start is None or start > len(listed):
+            return fail("invalid_cursor")
+        end = start + min(limit, REPLIES_MAX_LIMIT)
+        metadata = _flag(params.get("include_all_metadata"))
+        return ok(
+            messages=[m.to_payload(metadata=metadata) for m in listed[start:end]],
+            has_more=end < len(listed),
             response_metadata={"next_cursor": _offset_cursor(end) if end < len(listed) else ""},
         )
 

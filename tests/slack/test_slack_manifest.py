@@ -40,6 +40,7 @@ SCOPES_OF_METHOD: dict[str, set[str]] = {
     "files_upload_v2": {"files:write"},  # files.getUploadURLExternal + files.completeUploadExternal
     "conversations_members": {"channels:read", "groups:read"},  # public or private incident channel
     "conversations_history": {"channels:history", "groups:history"},  # a post whose answer was lost, looked for
+    "conversations_replies": {"channels:history", "groups:history"},  # a thread reply whose answer was lost
     "usergroups_users_list": {"usergroups:read"},
     "apps_connections_open": set(),  # Socket Mode, with the app-level token (connections:write)
 }

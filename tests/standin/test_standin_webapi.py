@@ -468,3 +468,29 @@ def test_history_lists_newest_first_between_oldest_and_latest_a_page_at_a_time(
     assert rest["response_metadata"]["next_cursor"] == ""
     assert error_of(lambda: client.conversations_history(channel="C9")) == "channel_not_found"
     assert error_of(lambda: client.conversations_history(channel="C1", limit=0)) == "invalid_limit"
+
+
+def test_replies_list_a_thread_oldest_first_with_metadata_a_page_at_a_time(standin: StandIn, client: WebClient) -> None:
+    parent = client.chat_postMessage(channel="C1", text="parent")["ts"]
+    metadata = {"event_type": "npo_outbox", "event_payload": {"outbox_id": 7}}
+    replies = [
+        client.chat_postMessage(channel="C1", text=f"r{n}", thread_ts=parent, metadata=metadata)["ts"] for n in range(4)
+    ]
+    elsewhere = client.chat_postMessage(channel="C1", text="elsewhere")["ts"]
+    thread = client.conversations_replies(channel="C1", ts=parent, include_all_metadata=True)
+    assert [m["text"] for m in thread["messages"]] == ["parent", "r0", "r1", "r2", "r3"] and not thread["has_more"]
+    assert [m.get("metadata") for m in thread["messages"]] == [None] + [metadata] * 4
+    assert all("metadata" not in m for m in client.conversations_replies(channel="C1", ts=parent)["messages"])
+    by_reply = client.conversations_replies(channel="C1", ts=replies[2])["messages"]  # a reply names its thread
+    assert [m["text"] for m in by_reply] == ["parent", "r0", "r1", "r2", "r3"]
+    between = client.conversations_replies(channel="C1", ts=parent, oldest=replies[0], latest=replies[3])["messages"]
+    assert [m["text"] for m in between] == ["parent", "r1", "r2"]  # the parent first, whatever its time
+    first = client.conversations_replies(channel="C1", ts=parent, limit=2)
+    assert [m["text"] for m in first["messages"]] == ["parent", "r0"] and first["has_more"]
+    rest = client.conversations_replies(channel="C1", ts=parent, cursor=first["response_metadata"]["next_cursor"])
+    assert [m["text"] for m in rest["messages"]] == ["r1", "r2", "r3"] and not rest["has_more"]
+    (alone,) = client.conversations_replies(channel="C1", ts=elsewhere)["messages"]
+    assert alone["text"] == "elsewhere"  # a message with no replies is listed alone
+    assert error_of(lambda: client.conversations_replies(channel="C1", ts="1.000001")) == "thread_not_found"
+    assert error_of(lambda: client.conversations_replies(channel="C9", ts=parent)) == "channel_not_found"
+    assert error_of(lambda: client.conversations_replies(channel="C1", ts=parent, limit=0)) == "invalid_limit"
