@@ -17,6 +17,10 @@ records the result:
   one error log line); an update of one that was posted inside a digest → ``mark_sent`` without a call; so is a
   plain message's update (``message_update``) when a later update of that message is pending or sent (its blocks
   are newer: the retry of a failed one would put the older ones back);
+* a recommendation's update sent → the other updates of that recommendation not tried yet when it read it (queued
+  while it was claimed, in flight or held back) are marked sent with it, without a call: it showed what they were
+  queued for — unless the recommendation changed before that is recorded (an answer may have been queued to ride
+  with one). One tried before is sent again all the same (its call may be applied late: its retry is the last word);
 * a recommendation (post or update) whose blocks Slack refuses (:data:`REFUSED_BLOCKS`) → sent once more at once in
   the compact rendering (:func:`bot.slack.blocks.compact_view`): NPO keeps within Slack's limits counting
   characters, but how Slack counts some text (emoji, other scripts) is undocumented;
@@ -104,7 +108,16 @@ from bot.slack.blocks import (
     recommendation_blocks,
 )
 from storage import LeaseLost, OutboxItem, StorageBusy, StorageError, is_locked
-from storage.outbox import later_message_update, next_due_at, post_state, sent_as, shares_message, storm_channels
+from storage.outbox import (
+    fold_updates,
+    later_message_update,
+    next_due_at,
+    post_state,
+    riding_updates,
+    sent_as,
+    shares_message,
+    storm_channels,
+)
 from storage.store_outbox import UNANSWERED_KEY
 
 log = logging.getLogger(__name__)
@@ -495,6 +508,8 @@ class DeliveryWorker:
         self._limited_until: dict[tuple[str, str], float] = {}
         self._calling: tuple[str, str] | None = None  # the (method, channel) of the Web API call made last
         self._deferred: list[tuple[int, float, str, int | None]] = []  # this pass's deferrals, written at its end
+        self._claimed: dict[int, OutboxItem] = {}  # this pass's messages not tried yet (updates may carry them)
+        self._folded: set[int] = set()  # this pass's updates sent along with another update of their message
         self._unrecorded: list[Callable[[], None]] = []  # results the database refused, written before the next pass
         self._history_refused = False  # a look-up for an earlier post was refused for a scope (warned once)
         self._stop = threading.Event()
@@ -573,7 +588,9 @@ class DeliveryWorker:
             self._write_kept_results()
             return self._pass()
         finally:
+            self._claimed.clear()
             self._flush_deferred()
+            self._folded.clear()
 
     def _pass(self) -> int:
         now = self.clock()
@@ -584,8 +601,11 @@ class DeliveryWorker:
         storms = self._storm_channels()
         folded: dict[str, list[OutboxItem]] = {}
         claimed = {item.id for item in items}
+        self._claimed = {item.id: item for item in items}
         oldest = self.store.oldest_pending(ORDERED_KINDS)
         for item in sorted(items, key=lambda i: i.id):  # outbox order within the pass
+            if item.id in self._folded:
+                continue  # sent with an earlier update of its message in this pass
             method = METHOD_OF_KIND.get(item.kind, "")
             limited_until = self._held_until(method, item.channel)
             first = oldest.get(item.channel)
@@ -715,9 +735,11 @@ class DeliveryWorker:
     def _deliver(self, item: OutboxItem) -> None:
         self._calling = None
         started = self.clock()
+        self._claimed.pop(item.id, None)  # tried now: no longer for another update to carry
         try:
             channel, ts = self._send(item)
         except _Held as held:
+            self._claimed[item.id] = item  # not tried after all
             self._defer(item, held.until, str(held))
             return
         except Exception as exc:
@@ -885,8 +907,9 @@ class DeliveryWorker:
             channel, ts = ref.channel, ref.ts
         if self._shared_message(channel, ts):
             return channel, ts  # folded into a digest: no single message to update
-        view = self._view(pid)
         self._call("chat.update", channel)
+        riders = self._riders(item, pid)  # read before the rendering: what they were queued for is in it
+        view = self._view(pid)
         try:
             self.client.chat_update(
                 channel=channel, ts=ts, text=fallback_text(view), blocks=recommendation_blocks(view)
@@ -896,7 +919,44 @@ class DeliveryWorker:
             self.client.chat_update(
                 channel=channel, ts=ts, text=fallback_text(compact), blocks=recommendation_blocks(compact)
             )
+        self._fold(riders, view, channel, ts)
         return channel, ts
+
+    def _riders(self, item: OutboxItem, prediction_id: str) -> list[tuple[int, int]]:
+        """The other updates of the prediction this one carries (:func:`storage.outbox.riding_updates`): those never
+        tried — queued while it was claimed, held back or in flight, or claimed by this pass and not tried yet. Their
+        changes are in the rendering read next, so sending them too would only repeat it."""
+        own = [(i.id, i.attempts) for i in self._claimed.values() if i.kind == "update" and i.id != item.id]
+        with self.store.read() as conn:
+            return riding_updates(conn, prediction_id, item.id, own)
+
+    def _fold(self, riders: list[tuple[int, int]], view: RecommendationView, channel: str, ts: str) -> None:
+        """Mark ``riders`` sent with the update that carried them, as rendered from ``view`` — only while the
+        recommendation is still as ``view`` shows it: a change made since (an answer given while the update was in
+        flight) may have been queued to ride with one of them (:func:`storage.outbox.update_waiting`), which must
+        then go out and show it. Checked and written in one write transaction, so no change comes in between. A
+        refused write only costs their own calls later (each renders the message as it is then): logged, not
+        raised."""
+        if not riders:
+            return
+        try:
+            with self.store.transaction() as tx:
+                if self.service.recommendation(view.prediction.id) != view:
+                    return  # changed since it was rendered: they go out on their own and show it
+                folded = fold_updates(tx.connection, riders, channel, ts, self.clock())
+        except (StorageBusy, sqlite3.OperationalError) as exc:
+            log.warning(
+                "could not record %d update(s) sent along with another; they are sent on their own: %s",
+                len(riders),
+                exc,
+            )
+            return
+        self._folded.update(folded)
+        for outbox_id in folded:
+            self._claimed.pop(outbox_id, None)
+        if folded:
+            log.debug("%d update(s) of %s/%s sent along with another update of it", len(folded), channel, ts)
+            self.metrics.inc("npo_deliveries_total", float(len(folded)), kind="update", result="sent")
 
     def _compact(self, exc: SlackApiError, item: OutboxItem, view: RecommendationView) -> RecommendationView:
         """The compact rendering to send again when Slack refused the recommendation's blocks (re-raises any other
@@ -1099,7 +1159,7 @@ class DeliveryWorker:
     def _flush_deferred(self) -> None:
         """Write this pass's deferrals in one transaction. A message whose lease another worker took meanwhile is
         left as that worker has it; a failed write leaves them all to their leases (claimed again once it ends)."""
-        deferred, self._deferred = self._deferred, []
+        deferred, self._deferred = [d for d in self._deferred if d[0] not in self._folded], []
         if not deferred:
             return
         try:

@@ -152,6 +152,41 @@ def update_waiting(conn: sqlite3.Connection, kind: str, prediction_id: str) -> b
     return row is not None
 
 
+def riding_updates(
+    conn: sqlite3.Connection, prediction_id: str, outbox_id: int, own: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The other pending ``update`` messages of the prediction that the update ``outbox_id``, about to be sent, carries
+    along: (id, attempts) of those never tried — waiting (no attempt counted: a deferral does not count one) or
+    claimed by the caller for their first try (``own``: (id, attempts) each) and not sent yet. Read before the update
+    renders the recommendation, so each change they were queued for is in that rendering (an update is queued in its
+    change's transaction). One tried before is left to its retry: its call may still be applied by Slack late, after
+    this one, and its retry is what then shows the message as it is; one in flight with another worker is its own."""
+    rows = conn.execute(
+        "SELECT id, attempts FROM outbox WHERE state = 'pending' AND kind = 'update' AND prediction_id = ? AND id <> ?",
+        (prediction_id, outbox_id),
+    ).fetchall()
+    first_tries = {i for i, attempts in own if attempts == 1}
+    return [(int(r[0]), int(r[1])) for r in rows if r[1] == 0 or (int(r[0]) in first_tries and r[1] == 1)]
+
+
+def fold_updates(
+    conn: sqlite3.Connection, riders: Sequence[tuple[int, int]], channel: str, ts: str, sent_at: float
+) -> list[int]:
+    """Mark ``riders`` (:func:`riding_updates`) sent with the update that carried them, as (``channel``, ``ts``);
+    one claimed by another worker since (its attempts changed) or no longer pending is left as it is. Returns the
+    ids marked."""
+    marked = []
+    for outbox_id, attempts in riders:
+        cur = conn.execute(
+            "UPDATE outbox SET state = 'sent', channel = ?, message_ts = ?, sent_at = ?, last_error = NULL "
+            "WHERE id = ? AND state = 'pending' AND attempts = ?",
+            (channel, ts, sent_at, outbox_id, attempts),
+        )
+        if cur.rowcount:
+            marked.append(outbox_id)
+    return marked
+
+
 def postpone(conn: sqlite3.Connection, outbox_id: int, due: float) -> None:
     """Make a pending message due at ``due`` (Unix seconds), e.g. to pace a message's updates."""
     conn.execute("UPDATE outbox SET next_attempt_at = ? WHERE id = ? AND state = 'pending'", (due, outbox_id))
