@@ -436,20 +436,10 @@ class WebApi:
         channel = self._channel(params)
         if channel is None:
             return fail("channel_not_found")
-        try:
-            limit = int(params.get("limit") or HISTORY_DEFAULT_LIMIT)
-            oldest = float(params.get("oldest") or 0)
-            latest = float(params["latest"]) if params.get("latest") not in (None, "") else None
-        except (TypeError, ValueError):
-            return fail("invalid_arguments")
-        if limit < 1:
-            return fail("invalid_limit")
-        inclusive = _flag(params.get("inclusive"))
-
-        def within(ts: float) -> bool:
-            after = ts >= oldest if inclusive else ts > oldest
-            before = latest is None or (ts <= latest if inclusive else ts < latest)
-            return after and before
+        window = _page_window(params, HISTORY_DEFAULT_LIMIT)
+        if isinstance(window, str):
+            return fail(window)
+        limit, within = window
 
         listed = [
             m
@@ -481,20 +471,10 @@ class WebApi:
         named = self.store.find_message(channel, str(params.get("ts") or ""))
         if named is None or named.ephemeral_to is not None:
             return fail("thread_not_found")
-        try:
-            limit = int(params.get("limit") or REPLIES_DEFAULT_LIMIT)
-            oldest = float(params.get("oldest") or 0)
-            latest = float(params["latest"]) if params.get("latest") not in (None, "") else None
-        except (TypeError, ValueError):
-            return fail("invalid_arguments")
-        if limit < 1:
-            return fail("invalid_limit")
-        inclusive = _flag(params.get("inclusive"))
-
-        def within(ts: float) -> bool:
-            after = ts >= oldest if inclusive else ts > oldest
-            before = latest is None or (ts <= latest if inclusive else ts < latest)
-            return after and before
+        window = _page_window(params, REPLIES_DEFAULT_LIMIT)
+        if isinstance(window, str):
+            return fail(window)
+        limit, within = window
 
         root = named.thread_ts or named.ts
         parent = self.store.find_message(channel, root)
@@ -580,3 +560,24 @@ class WebApi:
         message.ephemeral_to = ephemeral
         self.store.add_message(message)
         return Reply(200, "ok")
+
+
+def _page_window(params: dict[str, Any], default_limit: int) -> tuple[int, Callable[[float], bool]] | str:
+    """A history or replies request's ``limit`` and its time filter (after ``oldest``, before ``latest``;
+    ``inclusive`` keeps a message at either bound), or the error Slack answers for them."""
+    try:
+        limit = int(params.get("limit") or default_limit)
+        oldest = float(params.get("oldest") or 0)
+        latest = float(params["latest"]) if params.get("latest") not in (None, "") else None
+    except (TypeError, ValueError):
+        return "invalid_arguments"
+    if limit < 1:
+        return "invalid_limit"
+    inclusive = _flag(params.get("inclusive"))
+
+    def within(ts: float) -> bool:
+        after = ts >= oldest if inclusive else ts > oldest
+        before = latest is None or (ts <= latest if inclusive else ts < latest)
+        return after and before
+
+    return limit, within
